@@ -1,0 +1,136 @@
+"""Errors raised by the frame store. All share the root ``FrameStoreError``."""
+
+from __future__ import annotations
+
+from telemetry.errors import (
+    FrameStoreError,
+    InfoTooLarge,
+    InvalidInput,
+    NotAStore,
+    QueueFull,
+    SchemaTooNew,
+    SinkError,
+)
+
+__all__ = [
+    "FrameStoreError",
+    "InvalidInput",
+    "InfoTooLarge",
+    "NotAStore",
+    "QueueFull",
+    "SchemaTooNew",
+    "SinkError",
+    "InvalidFrame",
+    "CorruptData",
+    "ChecksumMismatch",
+    "CorruptRecord",
+    "RecordTooLarge",
+    "TruncatedRecord",
+    "FrameNotFound",
+    "EpisodeNotFound",
+    "SegmentMissing",
+    "StoreLocked",
+    "WriterFailed",
+    "DiskFull",
+    "StoreClosed",
+]
+
+
+class InvalidFrame(InvalidInput, TypeError):
+    """A frame that cannot be stored losslessly (dtype, ndim, shape, object array)."""
+
+
+class CorruptData(FrameStoreError):
+    """Stored data failed a check. Never returned as pixels."""
+
+    def __init__(self, segment: int | str, offset: int, detail: str):
+        self.segment = segment
+        self.offset = offset
+        self.detail = detail
+        super().__init__(f"segment {segment} at offset {offset}: {detail}")
+
+
+class ChecksumMismatch(CorruptData):
+    """A record's CRC-32 does not match its bytes."""
+
+    def __init__(self, segment: int | str, offset: int, expected: int, actual: int):
+        self.expected = expected
+        self.actual = actual
+        super().__init__(
+            segment, offset, f"checksum mismatch (stored {expected:#010x}, computed {actual:#010x})"
+        )
+
+
+class CorruptRecord(CorruptData):
+    """A record or header whose structure is invalid (bad magic, type, sizes, codec data)."""
+
+
+class RecordTooLarge(CorruptRecord):
+    """A record length above the reader's limit (never allocated)."""
+
+    def __init__(self, segment: int | str, offset: int, length: int, limit: int):
+        self.length = length
+        self.limit = limit
+        super().__init__(segment, offset, f"record length {length} exceeds the limit of {limit}")
+
+
+class TruncatedRecord(CorruptRecord):
+    """A record that runs past the end of the file (a torn tail)."""
+
+    def __init__(self, segment: int | str, offset: int, needed: int, available: int):
+        self.needed = needed
+        self.available = available
+        super().__init__(
+            segment, offset, f"truncated record: needs {needed} bytes, {available} available"
+        )
+
+
+class FrameNotFound(FrameStoreError, KeyError):
+    """No frame at that pointer or step."""
+
+    def __str__(self) -> str:  # KeyError quotes its argument; keep the sentence readable
+        return str(self.args[0]) if self.args else "frame not found"
+
+
+class EpisodeNotFound(FrameStoreError, KeyError):
+    """No (live) episode with that id."""
+
+    def __init__(self, episode_id: object):
+        self.episode_id = episode_id
+        super().__init__(f"no episode {episode_id} in this store")
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+class SegmentMissing(CorruptData, FileNotFoundError):
+    """A segment file that the store refers to is not there."""
+
+    def __init__(self, segment: int | str, path: str):
+        self.path = path
+        CorruptData.__init__(self, segment, 0, f"segment file missing: {path}")
+
+
+class StoreLocked(FrameStoreError, BlockingIOError):
+    """Another writer holds the store's lock."""
+
+    def __init__(self, path: str, holder: str = ""):
+        self.path = path
+        who = f" (held by {holder})" if holder else ""
+        super().__init__(f"{path}: store is locked by another writer{who}")
+
+
+class WriterFailed(FrameStoreError):
+    """The writer thread failed; what it had not written is lost, what it wrote stays."""
+
+
+class DiskFull(WriterFailed, OSError):
+    """No space left on the device holding the store."""
+
+    def __init__(self, path: str, detail: str = ""):
+        self.path = path
+        super().__init__(f"{path}: no space left on device{': ' + detail if detail else ''}")
+
+
+class StoreClosed(FrameStoreError, RuntimeError):
+    """The service, reader or store was used after close()."""

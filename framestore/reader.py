@@ -1,0 +1,295 @@
+"""SegmentReader: random access and sequential reads with checksum verification.
+
+Safe to use while a writer appends (it only reads records the database points at, which
+are complete), and from several threads (``os.pread`` on shared descriptors, one zstd
+decompressor per thread, a locked chunk cache).
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import threading
+from collections import OrderedDict
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import zstandard
+
+from ._format import (
+    FILE_HEADER_SIZE,
+    MAX_RECORD_BYTES,
+    ChunkHeader,
+    RecordType,
+    Seal,
+    iter_records,
+    read_file_header,
+    read_record,
+)
+from ._segments import list_segment_ids, segment_path
+from .codecs import decode_chunk
+from .errors import CorruptData, CorruptRecord, FrameNotFound, SegmentMissing, StoreClosed
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """A decoded chunk: its header and its frames as one read-only array (N, H, W[, C])."""
+
+    segment: int
+    offset: int
+    header: ChunkHeader
+    frames: np.ndarray
+    record_bytes: int
+
+
+class _PreadFile(io.RawIOBase):
+    """A file-like view over a shared descriptor that reads with ``pread``: each user
+    keeps its own position, so threads do not race on one file offset."""
+
+    def __init__(self, fd: int):
+        self._fd = fd
+        self._pos = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def seek(self, pos: int, whence: int = 0) -> int:
+        if whence == 0:
+            self._pos = pos
+        elif whence == 1:
+            self._pos += pos
+        else:
+            self._pos = os.fstat(self._fd).st_size + pos
+        return self._pos
+
+    def tell(self) -> int:
+        return self._pos
+
+    def read(self, size: int = -1) -> bytes:
+        if size is None or size < 0:
+            size = os.fstat(self._fd).st_size - self._pos
+        data = os.pread(self._fd, size, self._pos)
+        self._pos += len(data)
+        return data
+
+    def readinto(self, b) -> int:
+        data = self.read(len(b))
+        b[: len(data)] = data
+        return len(data)
+
+
+class SegmentReader:
+    """Reads frames from a store's segments.
+
+    Args:
+        root: the store directory.
+        cache_chunks: decoded chunks kept (LRU), so sequential replay decodes each once.
+        max_record_bytes: records claiming more are refused unread.
+    """
+
+    def __init__(
+        self,
+        root: str | os.PathLike,
+        *,
+        cache_chunks: int = 8,
+        max_record_bytes: int = MAX_RECORD_BYTES,
+        max_open_files: int = 32,
+    ):
+        self.root = Path(root)
+        self._cache_size = max(1, cache_chunks)
+        self._max_record = max_record_bytes
+        self._max_open = max_open_files
+        self._cache: OrderedDict[tuple[int, int], Chunk] = OrderedDict()
+        self._fds: OrderedDict[int, int] = OrderedDict()
+        self._lock = threading.Lock()
+        self._local = threading.local()
+        self._closed = False
+        self.chunks_decoded = 0
+
+    # ----------------------------------------------------------------- files
+    def _fd(self, segment: int) -> int:
+        with self._lock:
+            if self._closed:
+                raise StoreClosed("read from a closed SegmentReader")
+            fd = self._fds.get(segment)
+            if fd is not None:
+                self._fds.move_to_end(segment)
+                return fd
+        path = segment_path(self.root, segment)
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except FileNotFoundError:
+            raise SegmentMissing(segment, str(path)) from None
+        try:
+            read_file_header(_PreadFile(fd), segment)
+        except BaseException:
+            os.close(fd)
+            raise
+        with self._lock:
+            old = self._fds.get(segment)
+            if old is not None:
+                os.close(fd)
+                return old
+            self._fds[segment] = fd
+            while len(self._fds) > self._max_open:
+                _, victim = self._fds.popitem(last=False)
+                os.close(victim)
+            return fd
+
+    def _decompressor(self) -> zstandard.ZstdDecompressor:
+        d = getattr(self._local, "zd", None)
+        if d is None:
+            d = self._local.zd = zstandard.ZstdDecompressor()
+        return d
+
+    def forget(self, segments: Iterable[int] | None = None) -> None:
+        """Drop cached chunks and descriptors (all, or of the given segments): after
+        compaction deleted files, or to see a segment replaced on disk."""
+        with self._lock:
+            wanted = None if segments is None else set(segments)
+            for key in [k for k in self._cache if wanted is None or k[0] in wanted]:
+                del self._cache[key]
+            for seg in [s for s in self._fds if wanted is None or s in wanted]:
+                os.close(self._fds.pop(seg))
+
+    # ----------------------------------------------------------------- reading
+    def read_chunk(self, segment: int, offset: int) -> Chunk:
+        """Decode (or fetch from cache) the chunk whose record starts at ``offset``."""
+        key = (int(segment), int(offset))
+        with self._lock:
+            hit = self._cache.get(key)
+            if hit is not None:
+                self._cache.move_to_end(key)
+                return hit
+        fp = _PreadFile(self._fd(segment))
+        if offset < FILE_HEADER_SIZE:
+            raise CorruptRecord(segment, offset, "frame pointer before the first record")
+        rec = read_record(fp, offset, segment=segment, max_length=self._max_record)
+        if rec is None:
+            raise FrameNotFound(f"segment {segment} has no record at offset {offset} (end of file)")
+        if rec.type != RecordType.CHUNK:
+            raise CorruptRecord(segment, offset, f"expected a chunk record, found type {rec.type}")
+        header = ChunkHeader.unpack(rec.payload, segment=segment, offset=offset)
+        data = memoryview(rec.payload)[header.size :]
+        frames = decode_chunk(header, data, self._decompressor(), segment=segment, offset=offset)
+        chunk = Chunk(segment, offset, header, frames, rec.end - rec.offset)
+        with self._lock:
+            self.chunks_decoded += 1
+            self._cache[key] = chunk
+            while len(self._cache) > self._cache_size:
+                self._cache.popitem(last=False)
+        return chunk
+
+    def read(self, location, *, copy: bool = True) -> np.ndarray:
+        """Return the frame at ``location`` (a ``(segment, offset, slot)`` tuple or a
+        ``FrameRef``), bit-exact. Corrupt data raises a ``CorruptData`` error naming the
+        segment and offset; it is never returned as pixels."""
+        loc = getattr(location, "location", location)
+        if loc is None:
+            raise FrameNotFound("frame was not stored (dropped) or is not written yet")
+        segment, offset, slot = loc
+        chunk = self.read_chunk(segment, offset)
+        if not 0 <= slot < chunk.header.count:
+            raise FrameNotFound(
+                f"segment {segment} at offset {offset}: slot {slot} out of range "
+                f"(chunk holds {chunk.header.count} frames)"
+            )
+        frame = chunk.frames[slot]
+        return frame.copy() if copy else frame
+
+    def iter_frames(self, locations: Iterable, *, copy: bool = True) -> Iterator[np.ndarray]:
+        """Frames for ``locations`` in order; each chunk is decoded once while consecutive."""
+        for loc in locations:
+            yield self.read(loc, copy=copy)
+
+    # ----------------------------------------------------------------- whole segments
+    def segment_ids(self) -> list[int]:
+        return list_segment_ids(self.root)
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            self._cache.clear()
+            for fd in self._fds.values():
+                os.close(fd)
+            self._fds.clear()
+
+    def __enter__(self) -> SegmentReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+@dataclass(frozen=True)
+class ScanResult:
+    """What a full scan of one segment file found (for verify, recover, gc)."""
+
+    segment: int
+    size: int
+    good_end: int  # end of the last good record (where recover would truncate)
+    chunks: list[tuple[int, ChunkHeader, int]]  # (offset, header, record bytes)
+    seal: Seal | None
+    error: CorruptData | None
+    unknown_records: int
+
+    @property
+    def sealed(self) -> bool:
+        return self.seal is not None and self.error is None
+
+
+def scan_segment(
+    path: str | os.PathLike,
+    segment: int | None = None,
+    *,
+    decode: bool = False,
+    max_record_bytes: int = MAX_RECORD_BYTES,
+) -> ScanResult:
+    """Check every record of one segment file (CRC always; with ``decode`` also the
+    codec data). Stops at the first bad record and reports where good data ends."""
+    path = Path(path)
+    sid: int | str = segment if segment is not None else path.name
+    chunks: list[tuple[int, ChunkHeader, int]] = []
+    seal = None
+    unknown = 0
+    good_end = 0
+    error: CorruptData | None = None
+    dz = zstandard.ZstdDecompressor()
+    try:
+        fp_ctx = open(path, "rb")
+    except FileNotFoundError:
+        return ScanResult(segment or -1, 0, 0, [], None, SegmentMissing(sid, str(path)), 0)
+    with fp_ctx as fp:
+        size = os.fstat(fp.fileno()).st_size
+        try:
+            read_file_header(fp, sid)
+            good_end = FILE_HEADER_SIZE
+            for rec in iter_records(fp, segment=sid, max_length=max_record_bytes):
+                if seal is not None:
+                    raise CorruptRecord(sid, rec.offset, "record after the seal")
+                if rec.type == RecordType.CHUNK:
+                    header = ChunkHeader.unpack(rec.payload, segment=sid, offset=rec.offset)
+                    if decode:
+                        decode_chunk(
+                            header,
+                            memoryview(rec.payload)[header.size :],
+                            dz,
+                            segment=sid,
+                            offset=rec.offset,
+                        )
+                    chunks.append((rec.offset, header, rec.end - rec.offset))
+                elif rec.type == RecordType.SEAL:
+                    seal = Seal.unpack(rec.payload, segment=sid, offset=rec.offset)
+                else:
+                    unknown += 1
+                good_end = rec.end
+        except CorruptData as e:
+            error = e
+    return ScanResult(
+        segment if segment is not None else -1, size, good_end, chunks, seal, error, unknown
+    )

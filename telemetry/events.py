@@ -1,0 +1,77 @@
+"""Events that flow from the producer through the hub to subscribers.
+
+They are plain frozen dataclasses: cheap to build on the producer thread, safe to share
+between subscriber threads. Values are already validated and encoded (``action`` and
+``info`` as JSON text) by the time an event exists, so a subscriber never sees bad input.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class RunStarted:
+    run_id: int
+    env_id: str
+    created: float
+    preset: str | None = None
+    host_profile: str | None = None
+    durability: str = "balanced"
+    config: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class RunEnded:
+    run_id: int
+    ended: float
+    stats: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class EpisodeStarted:
+    episode_id: int
+    run_id: int
+    index: int
+    seed: int | None
+    started: float
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """One row of ``steps``. ``frame`` is an opaque pointer resolved by the sink's hook."""
+
+    episode_id: int
+    step: int
+    action: str | None  # JSON text from telemetry.spaces.encode_action, None for the reset row
+    reward: float
+    terminated: bool
+    truncated: bool
+    info: str  # JSON text, already checked against the size limit
+    wall_time: float
+    frame: object | None = None
+    frame_shape: str | None = None  # "210x160x3"; None when no frame
+
+
+@dataclass(frozen=True, slots=True)
+class EpisodeEnded:
+    episode_id: int
+    ended: float
+    status: str  # complete | interrupted | trimmed
+    steps: int
+    total_reward: float
+    terminated: bool
+    truncated: bool
+    frames_dropped: int = 0
+
+
+@dataclass(slots=True)
+class Barrier:
+    """Asks the sink to commit everything before it; ``done`` is set once committed."""
+
+    done: Any  # threading.Event
+    error: BaseException | None = None
+
+
+Event = RunStarted | RunEnded | EpisodeStarted | Step | EpisodeEnded | Barrier
