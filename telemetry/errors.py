@@ -64,3 +64,11 @@ class QueueFull(FrameStoreError, TimeoutError):
             f"{what} stayed full for {timeout:g}s{extra}; the writer cannot keep up "
             "(use a larger preset, the 'drop' policy, or a faster disk)"
         )
+
+
+class Closed(FrameStoreError, RuntimeError):
+    """An operation on a writer, sink or hub that has already been closed."""
+
+    def __init__(self, what: str):
+        self.what = what
+        super().__init__(f"{what} is closed")

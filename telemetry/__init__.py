@@ -1,0 +1,66 @@
+"""Telemetry: events, the async hub, the SQLite sink, schema access and encodings.
+
+Frame pointers are opaque here; the ``framestore`` layer resolves them through the
+sink's ``resolve_frames`` hook. See ``docs/ARCHITECTURE.md``.
+"""
+
+from .db import PROFILES, StorageProfile, open_db
+from .errors import (
+    Closed,
+    FrameStoreError,
+    InfoTooLarge,
+    InvalidInput,
+    NotAStore,
+    QueueFull,
+    SchemaTooNew,
+    SinkError,
+)
+from .events import (
+    Barrier,
+    EpisodeEnded,
+    EpisodeStarted,
+    Event,
+    RunEnded,
+    RunStarted,
+    Step,
+)
+from .hub import TelemetryAsyncHub
+from .sink import SinkMetrics, TelemetryDBSink
+from .spaces import (
+    check_reward,
+    decode_action,
+    decode_info,
+    encode_action,
+    encode_info,
+    space_spec,
+)
+
+__all__ = [
+    "PROFILES",
+    "Barrier",
+    "Closed",
+    "EpisodeEnded",
+    "EpisodeStarted",
+    "Event",
+    "FrameStoreError",
+    "InfoTooLarge",
+    "InvalidInput",
+    "NotAStore",
+    "QueueFull",
+    "RunEnded",
+    "RunStarted",
+    "SchemaTooNew",
+    "SinkError",
+    "SinkMetrics",
+    "Step",
+    "StorageProfile",
+    "TelemetryAsyncHub",
+    "TelemetryDBSink",
+    "check_reward",
+    "decode_action",
+    "decode_info",
+    "encode_action",
+    "encode_info",
+    "open_db",
+    "space_spec",
+]

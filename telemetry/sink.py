@@ -1,0 +1,640 @@
+"""``TelemetryDBSink``: the one thread that writes recorded steps to SQLite.
+
+The producer calls :meth:`TelemetryDBSink.offer` (usually through the hub), which only
+appends to a bounded queue. The ``telemetry-db-sink`` thread owns its own connection and
+applies events in order. Everything pending (steps and run/episode rows) is written in
+ONE transaction per batch, so the database always holds a prefix of the event stream.
+Before a batch commits, the ``resolve_frames`` hook is called with the batch's frame
+pointers; it blocks until those frames are durable and returns their locations, so a
+step row never becomes visible before its frame's bytes are written.
+
+A batch commits when ``batch_size`` steps are pending, when the oldest pending event is
+``commit_interval`` seconds old, and at ``EpisodeEnded``, ``RunEnded`` and ``Barrier``.
+
+A failure on the sink thread is never swallowed: it is stored, passed to ``on_error``,
+and raised as :class:`~telemetry.errors.SinkError` (chained to the cause) by the next
+:meth:`~TelemetryDBSink.offer`, :meth:`~TelemetryDBSink.flush` or
+:meth:`~TelemetryDBSink.close`.
+
+Log lines: see :mod:`telemetry.logcodes` (LOG931-LOG934, ``queue=db``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+
+from . import logcodes
+from .db import StorageProfile, _open, get_profile, warn_if_lossy
+from .errors import Closed, FrameStoreError, InvalidInput, QueueFull, SinkError
+from .events import Barrier, EpisodeEnded, EpisodeStarted, Event, RunEnded, RunStarted, Step
+
+FrameLocation = tuple[int, int, int]
+ResolveFrames = Callable[[list[object | None]], Sequence[FrameLocation | None]]
+
+_INSERT_STEP = (
+    "INSERT INTO steps (episode_id, step, action, reward, terminated, truncated, info, "
+    "wall_time, frame_segment, frame_offset, frame_slot, frame_shape) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+_INSERT_RUN = (
+    "INSERT INTO runs (id, env_id, created, preset, host_profile, durability, config) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?)"
+)
+_INSERT_EPISODE = (
+    "INSERT INTO episodes (id, run_id, idx, seed, started, status) "
+    "VALUES (?, ?, ?, ?, ?, 'recording')"
+)
+_END_EPISODE = (
+    "UPDATE episodes SET ended = ?, status = ?, steps = ?, total_reward = ?, terminated = ?, "
+    "truncated = ?, frames_dropped = ? WHERE id = ?"
+)
+_END_RUN = "UPDATE runs SET ended = ?, stats = ? WHERE id = ?"
+
+# Events after which everything pending is committed at once.
+_COMMIT_NOW = (EpisodeEnded, RunEnded, Barrier)
+
+
+@dataclass(frozen=True, slots=True)
+class SinkMetrics:
+    """A snapshot of the sink's counters.
+
+    Attributes:
+        queue_depth: Events waiting in the queue now.
+        high_water: Largest queue depth seen.
+        bound: ``max_queue``.
+        policy: ``block`` or ``drop``.
+        steps_committed: Step rows committed.
+        steps_dropped: Step events dropped by the ``drop`` policy.
+        events_committed: All events committed (steps and run/episode rows).
+        batches: Transactions committed.
+        last_flush_ms: Duration of the last flush (resolve wait + commit).
+        max_flush_ms: Longest flush.
+        checkpoints: ``wal_checkpoint(PASSIVE)`` calls made.
+        failed: True once the sink thread has failed.
+    """
+
+    queue_depth: int
+    high_water: int
+    bound: int
+    policy: str
+    steps_committed: int
+    steps_dropped: int
+    events_committed: int
+    batches: int
+    last_flush_ms: float
+    max_flush_ms: float
+    checkpoints: int
+    failed: bool
+
+
+def _json_default(value: Any) -> Any:
+    # run config/stats come from our own code and may hold numpy numbers.
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, set | frozenset | tuple):
+        return list(value)
+    return str(value)
+
+
+def _json(value: dict[str, Any]) -> str:
+    return json.dumps(value, separators=(",", ":"), default=_json_default)
+
+
+class TelemetryDBSink:
+    """Writes telemetry events to a store's SQLite database on its own thread.
+
+    Args:
+        db_path: Path of ``framestore.db`` (created and migrated if needed).
+        profile: Storage profile name or object (see ``telemetry.db.PROFILES``).
+        batch_size: Steps per transaction, at most.
+        checkpoint_interval: Committed steps between ``PRAGMA wal_checkpoint(PASSIVE)``.
+        max_queue: Queue bound, in events.
+        policy: ``block``: a full queue makes ``offer`` wait up to ``block_timeout``, then
+            raise ``QueueFull``. ``drop``: a full queue drops Step events (counted in
+            ``steps_dropped``); run, episode and barrier events are never dropped and may
+            exceed the bound by the few that are in flight.
+        block_timeout: Seconds ``offer`` waits under ``block``.
+        commit_interval: Most seconds an event waits before its batch is committed.
+        resolve_frames: Hook called on the sink thread before each commit with the
+            batch's ``Step.frame`` pointers; returns ``(segment, offset, slot)`` or
+            ``None`` for each. May block until the frames are durable. ``None``: no
+            frame columns are filled.
+        on_error: Called on the sink thread with the exception when the sink fails.
+        logger: Logger for LOG931-LOG934 (default: the ``telemetry`` logger).
+        snapshot_interval: Seconds between LOG931 queue snapshots.
+        slow_flush_ms: A flush slower than this is logged as LOG934.
+
+    Raises:
+        InvalidInput: Bad arguments or unknown profile.
+        NotAStore, SchemaTooNew: The database cannot be used (raised by the constructor,
+            which waits for the sink thread to open it).
+    """
+
+    def __init__(
+        self,
+        db_path: str | os.PathLike[str],
+        *,
+        profile: str | StorageProfile = "balanced",
+        batch_size: int = 128,
+        checkpoint_interval: int = 2048,
+        max_queue: int = 4096,
+        policy: Literal["block", "drop"] = "block",
+        block_timeout: float = 10.0,
+        commit_interval: float = 0.5,
+        resolve_frames: ResolveFrames | None = None,
+        on_error: Callable[[BaseException], Any] | None = None,
+        logger: logging.Logger | None = None,
+        snapshot_interval: float = 5.0,
+        slow_flush_ms: float = logcodes.SLOW_FLUSH_MS,
+    ):
+        if policy not in ("block", "drop"):
+            raise InvalidInput(f"unknown sink policy {policy!r}; use 'block' or 'drop'")
+        for name, value in (
+            ("batch_size", batch_size),
+            ("checkpoint_interval", checkpoint_interval),
+            ("max_queue", max_queue),
+        ):
+            if not isinstance(value, int) or value < 1:
+                raise InvalidInput(f"{name} must be a positive int, got {value!r}")
+        for name, value in (
+            ("block_timeout", block_timeout),
+            ("commit_interval", commit_interval),
+            ("snapshot_interval", snapshot_interval),
+        ):
+            if not value > 0:
+                raise InvalidInput(f"{name} must be > 0, got {value!r}")
+        self._profile = get_profile(profile)
+        warn_if_lossy(self._profile)
+        self.db_path = os.fspath(db_path)
+        self.batch_size = batch_size
+        self.checkpoint_interval = checkpoint_interval
+        self.max_queue = max_queue
+        self.policy = policy
+        self.block_timeout = float(block_timeout)
+        self.commit_interval = float(commit_interval)
+        self.snapshot_interval = float(snapshot_interval)
+        self.slow_flush_ms = float(slow_flush_ms)
+        self._resolve = resolve_frames
+        self._on_error = on_error
+        self._log = logger or logging.getLogger(logcodes.LOGGER_NAME)
+
+        self._queue: deque[Event] = deque()
+        self._lock = threading.Lock()
+        self._not_empty = threading.Condition(self._lock)
+        self._not_full = threading.Condition(self._lock)
+        self._warn_level = max(1, int(max_queue * logcodes.QUEUE_WARN_FRACTION))
+        self._rearm_level = int(max_queue * logcodes.QUEUE_REARM_FRACTION)
+        self._warn_armed = True
+
+        self._high_water = 0
+        self._steps_committed = 0
+        self._steps_dropped = 0
+        self._events_committed = 0
+        self._batches = 0
+        self._last_flush_ms = 0.0
+        self._max_flush_ms = 0.0
+        self._checkpoints = 0
+        self._steps_since_checkpoint = 0
+
+        self._pending: list[Event] = []
+        self._error: BaseException | None = None
+        self._error_reported = False
+        self._closing = False
+        self._closed = False
+        self._ready = threading.Event()
+        self._open_error: BaseException | None = None
+
+        self._thread = threading.Thread(target=self._run, name="telemetry-db-sink", daemon=True)
+        self._thread.start()
+        self._ready.wait()
+        if self._open_error is not None:
+            self._thread.join()
+            self._closed = True
+            err = self._open_error
+            if isinstance(err, FrameStoreError):
+                raise err
+            raise SinkError(f"telemetry sink could not open {self.db_path}: {err}") from err
+
+    # ------------------------------------------------------------------ producer side
+
+    def offer(self, event: Event, timeout: float | None = None) -> bool:
+        """Queue ``event`` for the sink thread.
+
+        Args:
+            event: A telemetry event.
+            timeout: Seconds to wait for space under the ``block`` policy (``None``:
+                ``block_timeout``).
+
+        Returns:
+            True if queued; False if a Step was dropped under the ``drop`` policy.
+
+        Raises:
+            QueueFull: ``block`` policy and the queue stayed full for ``timeout``.
+            SinkError: The sink thread has failed (chained to the cause).
+            Closed: The sink is closing or closed.
+        """
+        warn_depth = 0
+        with self._lock:
+            self._check_open()
+            queue = self._queue
+            if len(queue) >= self.max_queue:
+                if self.policy == "drop":
+                    if type(event) is Step:
+                        self._steps_dropped += 1
+                        return False
+                else:
+                    wait = self.block_timeout if timeout is None else timeout
+                    deadline = time.monotonic() + wait
+                    while len(queue) >= self.max_queue:
+                        remaining = deadline - time.monotonic()
+                        if remaining <= 0:
+                            raise QueueFull(
+                                "telemetry DB queue",
+                                wait,
+                                f"{len(queue)}/{self.max_queue} events, "
+                                f"last flush {self._last_flush_ms:.0f} ms",
+                            )
+                        self._not_full.wait(remaining)
+                        self._check_open()
+            queue.append(event)
+            depth = len(queue)
+            if depth > self._high_water:
+                self._high_water = depth
+            if self._warn_armed and depth >= self._warn_level:
+                self._warn_armed = False
+                warn_depth = depth
+            self._not_empty.notify()
+        if warn_depth:
+            # Once per crossing (re-armed below QUEUE_REARM_FRACTION), so rare enough
+            # to log on the producer thread, where the crossing happens.
+            self._log.warning(
+                "%s queue=db queue_depth=%d bound=%d policy=%s",
+                logcodes.QUEUE_HIGH,
+                warn_depth,
+                self.max_queue,
+                self.policy,
+            )
+        return True
+
+    def flush(self, timeout: float | None = None) -> None:
+        """Commit everything offered so far and wait until it is committed.
+
+        Args:
+            timeout: Most seconds to wait in total (``None``: no limit for the commit;
+                ``block_timeout`` for queue space).
+
+        Raises:
+            QueueFull: The barrier could not be queued, or was not committed, in time.
+            SinkError: The sink thread has failed.
+            Closed: The sink is closed.
+        """
+        start = time.monotonic()
+        barrier = Barrier(threading.Event())
+        self.offer(barrier, timeout=timeout)
+        remaining = None if timeout is None else max(0.0, timeout - (time.monotonic() - start))
+        if not barrier.done.wait(remaining):
+            raise QueueFull("telemetry DB sink", timeout or 0.0, "flush was not committed in time")
+        if barrier.error is not None:
+            with self._lock:
+                self._error_reported = True
+            raise SinkError(f"telemetry sink failed: {barrier.error!r}") from barrier.error
+
+    def close(self, timeout: float | None = None) -> None:
+        """Drain the queue, commit, checkpoint, close the connection and join the thread.
+
+        Idempotent. Raises the sink's error if it failed and the error has not been
+        raised to the caller yet.
+
+        Args:
+            timeout: Most seconds to wait for the thread (``None``: until drained).
+
+        Raises:
+            SinkError: The sink thread failed, or did not finish within ``timeout``.
+        """
+        with self._lock:
+            self._closing = True
+            self._not_empty.notify_all()
+            self._not_full.notify_all()
+        if threading.current_thread() is self._thread:
+            # Called from on_error or the resolve hook: the thread cannot join itself;
+            # it finishes on its own now that closing is set.
+            return
+        self._thread.join(timeout)
+        if self._thread.is_alive():
+            raise SinkError(
+                f"telemetry sink did not finish within {timeout}s "
+                f"({len(self._queue)} events still queued)"
+            )
+        first_close = not self._closed
+        self._closed = True
+        with self._lock:
+            error, unreported = self._error, not self._error_reported
+            self._error_reported = True
+        if error is not None and unreported:
+            raise SinkError(f"telemetry sink failed: {error!r}") from error
+        if first_close and self._steps_dropped:
+            self._log.warning(
+                "telemetry sink dropped %d steps (policy=drop, bound=%d)",
+                self._steps_dropped,
+                self.max_queue,
+            )
+
+    def metrics(self) -> SinkMetrics:
+        """Return a snapshot of the sink's counters."""
+        with self._lock:
+            return SinkMetrics(
+                queue_depth=len(self._queue),
+                high_water=self._high_water,
+                bound=self.max_queue,
+                policy=self.policy,
+                steps_committed=self._steps_committed,
+                steps_dropped=self._steps_dropped,
+                events_committed=self._events_committed,
+                batches=self._batches,
+                last_flush_ms=self._last_flush_ms,
+                max_flush_ms=self._max_flush_ms,
+                checkpoints=self._checkpoints,
+                failed=self._error is not None,
+            )
+
+    @property
+    def profile(self) -> StorageProfile:
+        """The storage profile the sink's connection uses."""
+        return self._profile
+
+    def __enter__(self) -> TelemetryDBSink:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __del__(self):
+        if not getattr(self, "_closed", True):
+            import warnings
+
+            warnings.warn(
+                "TelemetryDBSink was not closed; call close() or use it as a context manager",
+                ResourceWarning,
+                stacklevel=2,
+            )
+
+    def _check_open(self) -> None:
+        # Called with the lock held. After close() the sink is simply closed; until
+        # then a failure wins over "closing" so the producer learns why.
+        if self._closed:
+            raise Closed("telemetry DB sink")
+        if self._error is not None:
+            self._error_reported = True
+            raise SinkError(f"telemetry sink failed: {self._error!r}") from self._error
+        if self._closing:
+            raise Closed("telemetry DB sink")
+
+    # ------------------------------------------------------------------ sink thread
+
+    def _run(self) -> None:
+        try:
+            self._db = _open(self.db_path, self._profile, readonly=False)
+        except BaseException as exc:
+            self._open_error = exc
+            self._ready.set()
+            return
+        self._ready.set()
+        try:
+            self._loop()
+        except BaseException as exc:
+            self._fail(exc)
+        finally:
+            try:
+                self._db.close()
+            except Exception:
+                self._log.exception("closing the telemetry sink connection failed")
+
+    def _loop(self) -> None:
+        queue = self._queue
+        oldest: float | None = None  # monotonic time the oldest pending event arrived
+        pending_steps = 0
+        next_snapshot = time.monotonic() + self.snapshot_interval
+        while True:
+            with self._lock:
+                while not queue and not self._closing:
+                    now = time.monotonic()
+                    wake = next_snapshot
+                    if oldest is not None:
+                        wake = min(wake, oldest + self.commit_interval)
+                    if wake <= now:
+                        break
+                    self._not_empty.wait(wake - now)
+                taken = [queue.popleft() for _ in range(min(len(queue), self.batch_size))]
+                finished = self._closing and not queue
+                if len(queue) < self._rearm_level:
+                    self._warn_armed = True
+                if taken:
+                    self._not_full.notify_all()
+            now = time.monotonic()
+            for event in taken:
+                self._pending.append(event)
+                if oldest is None:
+                    oldest = now
+                if type(event) is Step:
+                    pending_steps += 1
+                if pending_steps >= self.batch_size or isinstance(event, _COMMIT_NOW):
+                    self._commit()
+                    oldest, pending_steps = None, 0
+            now = time.monotonic()
+            if oldest is not None and (finished or now - oldest >= self.commit_interval):
+                self._commit()
+                oldest, pending_steps = None, 0
+            if now >= next_snapshot:
+                self._snapshot()
+                next_snapshot = now + self.snapshot_interval
+            if finished:
+                self._checkpoint()
+                return
+
+    def _commit(self) -> None:
+        pending = self._pending
+        steps = [e for e in pending if type(e) is Step]
+        if steps or any(type(e) is not Barrier for e in pending):
+            t0 = time.perf_counter()
+            locations = self._resolve_frames(steps)
+            t1 = time.perf_counter()
+            self._write(pending, locations)
+            t2 = time.perf_counter()
+            self._record_flush(len(steps), len(pending), (t1 - t0) * 1e3, (t2 - t1) * 1e3)
+        self._pending = []
+        for event in pending:
+            if type(event) is Barrier:
+                event.done.set()
+
+    def _resolve_frames(self, steps: list[Step]) -> Sequence[FrameLocation | None]:
+        if not steps:
+            return []
+        if self._resolve is None:
+            return [None] * len(steps)
+        locations = self._resolve([s.frame for s in steps])
+        if len(locations) != len(steps):
+            raise SinkError(
+                f"resolve_frames returned {len(locations)} locations for {len(steps)} frames"
+            )
+        return locations
+
+    def _write(self, pending: list[Event], locations: Sequence[FrameLocation | None]) -> None:
+        conn = self._db.conn
+        loc_iter = iter(locations)
+        rows: list[tuple] = []
+        with self._db.atomic():
+            for event in pending:
+                kind = type(event)
+                if kind is Step:
+                    loc = next(loc_iter) or (None, None, None)
+                    rows.append(
+                        (
+                            event.episode_id,
+                            event.step,
+                            event.action,
+                            event.reward,
+                            int(event.terminated),
+                            int(event.truncated),
+                            event.info,
+                            event.wall_time,
+                            loc[0],
+                            loc[1],
+                            loc[2],
+                            event.frame_shape,
+                        )
+                    )
+                    continue
+                if rows:  # keep statement order: steps before this event go first
+                    conn.executemany(_INSERT_STEP, rows)
+                    rows = []
+                if kind is RunStarted:
+                    conn.execute(
+                        _INSERT_RUN,
+                        (
+                            event.run_id,
+                            event.env_id,
+                            event.created,
+                            event.preset,
+                            event.host_profile,
+                            event.durability,
+                            _json(event.config),
+                        ),
+                    )
+                elif kind is EpisodeStarted:
+                    conn.execute(
+                        _INSERT_EPISODE,
+                        (event.episode_id, event.run_id, event.index, event.seed, event.started),
+                    )
+                elif kind is EpisodeEnded:
+                    cur = conn.execute(
+                        _END_EPISODE,
+                        (
+                            event.ended,
+                            event.status,
+                            event.steps,
+                            event.total_reward,
+                            int(event.terminated),
+                            int(event.truncated),
+                            event.frames_dropped,
+                            event.episode_id,
+                        ),
+                    )
+                    if cur.rowcount != 1:
+                        raise SinkError(f"EpisodeEnded for unknown episode {event.episode_id}")
+                elif kind is RunEnded:
+                    cur = conn.execute(_END_RUN, (event.ended, _json(event.stats), event.run_id))
+                    if cur.rowcount != 1:
+                        raise SinkError(f"RunEnded for unknown run {event.run_id}")
+                elif kind is not Barrier:
+                    raise SinkError(f"unknown telemetry event {kind.__qualname__}")
+            if rows:
+                conn.executemany(_INSERT_STEP, rows)
+
+    def _record_flush(self, steps: int, events: int, resolve_ms: float, commit_ms: float) -> None:
+        total = resolve_ms + commit_ms
+        with self._lock:
+            self._steps_committed += steps
+            self._events_committed += sum(1 for e in self._pending if type(e) is not Barrier)
+            self._batches += 1
+            self._last_flush_ms = total
+            self._max_flush_ms = max(self._max_flush_ms, total)
+        self._log.debug(
+            "%s queue=db steps=%d events=%d resolve_ms=%.1f commit_ms=%.1f ms=%.1f",
+            logcodes.FLUSH_STATS,
+            steps,
+            events,
+            resolve_ms,
+            commit_ms,
+            total,
+        )
+        if total > self.slow_flush_ms:
+            self._log.warning(
+                "%s queue=db steps=%d resolve_ms=%.1f commit_ms=%.1f ms=%.1f threshold_ms=%.0f",
+                logcodes.FLUSH_SLOW,
+                steps,
+                resolve_ms,
+                commit_ms,
+                total,
+                self.slow_flush_ms,
+            )
+        self._steps_since_checkpoint += steps
+        if self._steps_since_checkpoint >= self.checkpoint_interval:
+            self._checkpoint()
+
+    def _checkpoint(self) -> None:
+        # PASSIVE never waits for readers, so a GUI holding a read snapshot cannot stall
+        # recording; the WAL is truncated later by SQLite when the last connection closes.
+        self._db.conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+        self._steps_since_checkpoint = 0
+        with self._lock:
+            self._checkpoints += 1
+
+    def _snapshot(self) -> None:
+        m = self.metrics()
+        self._log.info(
+            "%s queue=db queue_depth=%d high_water=%d bound=%d steps_committed=%d "
+            "steps_dropped=%d last_flush_ms=%.1f max_flush_ms=%.1f",
+            logcodes.QUEUE_SNAPSHOT,
+            m.queue_depth,
+            m.high_water,
+            m.bound,
+            m.steps_committed,
+            m.steps_dropped,
+            m.last_flush_ms,
+            m.max_flush_ms,
+        )
+
+    def _fail(self, exc: BaseException) -> None:
+        self._log.error("telemetry DB sink failed: %r", exc, exc_info=exc)
+        with self._lock:
+            self._error = exc
+            stranded = self._pending + list(self._queue)
+            self._queue.clear()
+            self._pending = []
+            self._not_full.notify_all()
+            self._not_empty.notify_all()
+        # Wake every flush() waiting on a barrier that will now never commit.
+        for event in stranded:
+            if type(event) is Barrier:
+                event.error = exc
+                event.done.set()
+        if self._on_error is not None:
+            try:
+                self._on_error(exc)
+            except Exception:
+                self._log.exception("telemetry sink on_error callback failed")
+
+
+__all__ = ["FrameLocation", "ResolveFrames", "SinkMetrics", "TelemetryDBSink"]
