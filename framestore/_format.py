@@ -28,6 +28,7 @@ FILE_HEADER_SIZE = _FILE_HEADER.size + _CRC.size  # 24
 _RECORD_HEADER = struct.Struct("<HHI")  # type, flags, length
 RECORD_HEADER_SIZE = _RECORD_HEADER.size  # 8
 RECORD_OVERHEAD = RECORD_HEADER_SIZE + _CRC.size  # 12
+_CHECK_SIZE_ABOVE = 1024 * 1024
 
 
 class RecordType(IntEnum):
@@ -111,6 +112,13 @@ def read_record(
     rtype, _flags, length = _RECORD_HEADER.unpack(head)
     if length > max_length:
         raise RecordTooLarge(segment, offset, length, max_length)
+    if length > _CHECK_SIZE_ABOVE:
+        # A corrupt length below the limit must not allocate it either: compare with
+        # what the file actually holds before reading.
+        available = fp.seek(0, 2) - offset
+        if available < RECORD_OVERHEAD + length:
+            raise TruncatedRecord(segment, offset, RECORD_OVERHEAD + length, max(available, 0))
+        fp.seek(offset + RECORD_HEADER_SIZE)
     body = fp.read(length + _CRC.size)
     if len(body) < length + _CRC.size:
         raise TruncatedRecord(segment, offset, RECORD_OVERHEAD + length, len(head) + len(body))

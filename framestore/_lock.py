@@ -28,13 +28,17 @@ class StoreLock:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             try:
-                holder = os.pread(fd, 64, 0).decode(errors="replace").strip()
+                os.lseek(fd, 0, os.SEEK_SET)
+                holder = os.read(fd, 64).decode(errors="replace").strip()
             except OSError:
                 holder = ""
             os.close(fd)
             raise StoreLocked(str(self.path.parent), f"pid {holder}" if holder else "") from None
+        # Plain lseek/write, not pwrite: pyfakefs (used by the disk-full tests) has no
+        # pwrite and would pass a fake descriptor to the real call.
         os.ftruncate(fd, 0)
-        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        os.lseek(fd, 0, os.SEEK_SET)
+        os.write(fd, str(os.getpid()).encode())
         self._fd = fd
         return self
 

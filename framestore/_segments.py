@@ -131,8 +131,13 @@ class SegmentWriter:
     def fsync(self) -> None:
         try:
             os.fsync(self._fp.fileno())
+            linked = os.fstat(self._fp.fileno()).st_nlink > 0
         except OSError as e:
             raise _write_error(self.path, e) from e
+        if not linked:
+            # Deleted (or its directory removed) while open: writes still succeed into an
+            # unlinked file that vanishes on close. Fail instead of losing frames silently.
+            raise WriterFailed(f"{self.path}: segment file was deleted while being written")
 
     def seal(self) -> None:
         """Append the SEAL record and fsync: from now on the file never changes."""

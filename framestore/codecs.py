@@ -41,6 +41,12 @@ def validate_frame(frame: object) -> np.ndarray:
     Accepted: uint8 arrays shaped HxW, HxWx1, HxWx3 or HxWx4, non-empty, at most
     MAX_FRAME_BYTES. Non-contiguous arrays are accepted (copied).
     """
+    check_frame(frame)
+    return np.array(frame, dtype=np.uint8, order="C", copy=True)
+
+
+def check_frame(frame: object) -> None:
+    """Raise ``InvalidFrame`` unless ``validate_frame`` would accept ``frame`` (no copy)."""
     if not isinstance(frame, np.ndarray):
         raise InvalidFrame(f"frame must be a numpy.ndarray, got {type(frame).__name__}")
     if frame.dtype != np.uint8:
@@ -58,7 +64,6 @@ def validate_frame(frame: object) -> np.ndarray:
         raise InvalidFrame(
             f"frame of {frame.nbytes} bytes exceeds the {MAX_FRAME_BYTES}-byte limit"
         )
-    return np.array(frame, dtype=np.uint8, order="C", copy=True)
 
 
 def encode_chunk(
@@ -141,7 +146,9 @@ def _decode_png(blob: bytes, header: ChunkHeader, bad) -> np.ndarray:
             if img.width * img.height * header.channels > MAX_FRAME_BYTES:
                 raise bad("png image larger than the frame limit")
             frame = np.asarray(img)
-    except (OSError, ValueError, SyntaxError) as e:  # Pillow reports damage in these
+    # Pillow reports damage in these; DecompressionBombError (a plain Exception) comes
+    # from Image.open on an IHDR claiming a gigantic image, before our own size check.
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
         raise bad(f"png: {e}") from None
     if header.ndim == 3 and header.channels == 1 and frame.ndim == 2:
         frame = frame[:, :, None]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from telemetry.errors import (
+    Closed,
     FrameStoreError,
     InfoTooLarge,
     InvalidInput,
@@ -132,5 +133,5 @@ class DiskFull(WriterFailed, OSError):
         super().__init__(f"{path}: no space left on device{': ' + detail if detail else ''}")
 
 
-class StoreClosed(FrameStoreError, RuntimeError):
+class StoreClosed(Closed):
     """The service, reader or store was used after close()."""

@@ -1,0 +1,75 @@
+"""Shared fixtures: real ale-py frames captured once per session, stores in tmp_path,
+and a guard that fails any test leaving a writer, sink or hub thread running."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+OUR_THREADS = ("framestore", "telemetry")
+
+
+def _ours() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.is_alive() and t.name.startswith(OUR_THREADS)]
+
+
+@pytest.fixture(autouse=True)
+def no_leaked_threads():
+    """Fail a test that leaves a framestore/telemetry thread running (a missing close())."""
+    before = set(_ours())
+    yield
+    deadline = time.monotonic() + 2.0
+    leaked = [t for t in _ours() if t not in before]
+    while leaked and time.monotonic() < deadline:
+        time.sleep(0.02)
+        leaked = [t for t in _ours() if t not in before]
+    assert not leaked, f"test left threads running: {[t.name for t in leaked]}"
+
+
+def capture_frames(env_id: str, n: int, seed: int = 0) -> tuple[list[np.ndarray], list[int]]:
+    """Frames of a seeded random-policy run: ``env.render()`` after reset and each step."""
+    from framestore.envs import make_env
+
+    env = make_env(env_id)
+    try:
+        env.reset(seed=seed)
+        env.action_space.seed(seed)
+        frames = [env.render()]
+        actions = []
+        while len(frames) < n:
+            a = env.action_space.sample()
+            _, _, term, trunc, _ = env.step(a)
+            actions.append(a)
+            frames.append(env.render())
+            if term or trunc:
+                env.reset()
+        return frames, actions
+    finally:
+        env.close()
+
+
+@pytest.fixture(scope="session")
+def assault_frames() -> list[np.ndarray]:
+    """300 real 210x160x3 frames from ALE/Assault-v5 (seed 0, random policy)."""
+    frames, _ = capture_frames("ALE/Assault-v5", 300, seed=0)
+    return frames
+
+
+@pytest.fixture
+def store_path(tmp_path):
+    return tmp_path / "runs.store"
+
+
+@pytest.fixture
+def store(store_path):
+    from framestore import FrameStore
+
+    st = FrameStore.open(store_path)
+    yield st
+    st.close()
