@@ -16,10 +16,23 @@ from .errors import (
     StoreLocked,
     WriterFailed,
 )
+from .lite import LiteRecorder
 from .reader import SegmentReader
-from .service import FrameRef, FrameStorageService
+from .recorder import Recorder, RecorderMetrics
+from .service import FrameRef, FrameStorageService, ServiceMetrics
+from .store import EpisodeInfo, FrameStore, RunInfo, StepInfo
+from .wrappers import RecordFrames
 
 __all__ = [
+    "FrameStore",
+    "Recorder",
+    "RecordFrames",
+    "LiteRecorder",
+    "EpisodeInfo",
+    "RunInfo",
+    "StepInfo",
+    "RecorderMetrics",
+    "ServiceMetrics",
     "FrameStorageService",
     "FrameRef",
     "SegmentReader",

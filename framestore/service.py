@@ -30,8 +30,15 @@ from ._segments import (
     parse_segment_name,
     segment_path,
 )
-from .codecs import check_level, codec_from_name, encode_chunk, validate_frame
-from .errors import FrameStoreError, InvalidInput, QueueFull, StoreClosed, WriterFailed
+from .codecs import check_frame, check_level, codec_from_name, encode_chunk, validate_frame
+from .errors import (
+    DiskFull,
+    FrameStoreError,
+    InvalidInput,
+    QueueFull,
+    StoreClosed,
+    WriterFailed,
+)
 
 log = logging.getLogger("framestore")
 
@@ -258,7 +265,9 @@ class FrameStorageService:
             raise StoreClosed("put() on a closed FrameStorageService")
         key_a, key_b = _check_key(key)
         if self.policy == "drop" and self._full(frame_nbytes(frame)):
-            # Checked before the copy: under overload, dropping must stay cheap.
+            # Checked before the copy: under overload, dropping must stay cheap. Bad input
+            # is still an error, never hidden as a dropped frame.
+            check_frame(frame)
             return self._drop(key, getattr(frame, "shape", None))
         arr = validate_frame(frame)
         nbytes = arr.nbytes
@@ -423,8 +432,7 @@ class FrameStorageService:
             if self._segment is not None:
                 self._segment.close()
             self._lock.release()
-        if self._error is not None:
-            raise WriterFailed(f"frame writer failed: {self._error}") from self._error
+        self._raise_if_failed()
 
     def __enter__(self) -> FrameStorageService:
         return self
@@ -446,8 +454,12 @@ class FrameStorageService:
 
     # ----------------------------------------------------------------- writer thread
     def _raise_if_failed(self) -> None:
-        if self._error is not None:
-            raise WriterFailed(f"frame writer failed: {self._error}") from self._error
+        err = self._error
+        if err is None:
+            return
+        if isinstance(err, DiskFull):  # keep the specific type: callers catch DiskFull
+            raise DiskFull(err.path, "the frame writer stopped") from err
+        raise WriterFailed(f"frame writer failed: {err}") from err
 
     def _fail(self, exc: BaseException) -> None:
         with self._cond:
@@ -465,6 +477,11 @@ class FrameStorageService:
         pending: _Pending | None = None
         pending_since = 0.0
         inflight: deque[tuple[Future, _Pending]] = deque()
+        # A chunk never holds more than a quarter of the queue's bounds: with small
+        # queues, frames must not wait for a chunk that cannot fill while the producer
+        # waits for room.
+        chunk_frames = max(1, min(self._chunk_frames, self._max_frames // 4))
+        chunk_bytes = max(1, min(self._chunk_bytes, self._max_bytes // 4))
         try:
             while True:
                 with self._cond:
@@ -499,10 +516,7 @@ class FrameStorageService:
                     pending.frames.append(arr)
                     pending.refs.append(ref)
                     pending.nbytes += arr.nbytes
-                    if (
-                        len(pending.frames) >= self._chunk_frames
-                        or pending.nbytes >= self._chunk_bytes
-                    ):
+                    if len(pending.frames) >= chunk_frames or pending.nbytes >= chunk_bytes:
                         inflight.append((self._submit(pending), pending))
                         pending = None
                 idle_too_long = (

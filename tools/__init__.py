@@ -1,0 +1,1 @@
+"""framestore tools: the CLI verbs and the library functions behind them."""

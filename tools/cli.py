@@ -1,0 +1,172 @@
+"""The ``framestore`` command line. One thin command per verb: parse, open the store,
+call one library function, print. Library errors become one line and an exit code
+(see ``tools._common``)."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+import click
+
+from ._common import (
+    EXIT_INTERRUPTED,
+    FramestoreGroup,
+    emit_json,
+    human_bytes,
+    show_progress,
+)
+
+store_arg = click.argument("store", type=click.Path(file_okay=True, dir_okay=True))
+json_opt = click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+
+
+@click.group(cls=FramestoreGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="framestore")
+def cli() -> None:
+    """Record Gymnasium sessions: frames in compressed segments, steps in SQLite."""
+
+
+@cli.command()
+@store_arg
+@click.option("--env", "env_id", required=True, help="Gymnasium id, e.g. ALE/Assault-v5.")
+@click.option("--episodes", default=1, show_default=True, type=int)
+@click.option("--max-steps", type=int, default=None, help="Truncate episodes after N actions.")
+@click.option("--seed", default=0, show_default=True, type=int, help="Episode i uses seed S+i.")
+@click.option("--policy", default="random", show_default=True, type=click.Choice(["random"]))
+@click.option("--preset", default=None, help="Performance preset (see `framestore presets`).")
+@click.option("--codec", type=click.Choice(["zstd", "png", "raw"]), default=None)
+@click.option("--durability", type=click.Choice(["durable", "balanced", "fast"]), default=None)
+@json_opt
+def record(store, env_id, episodes, max_steps, seed, policy, preset, codec, durability, as_json):
+    """Record EPISODES episodes of ENV into STORE with a seeded policy."""
+    from .record import record as do_record
+    from .record import sigterm_as_interrupt
+
+    total = episodes * max_steps if max_steps else None
+    with sigterm_as_interrupt():
+        if show_progress() and not as_json:
+            with click.progressbar(
+                length=total, label=f"recording {env_id}", file=sys.stderr
+            ) as bar:
+                summary = do_record(
+                    store,
+                    env_id,
+                    episodes=episodes,
+                    max_steps=max_steps,
+                    seed=seed,
+                    policy=policy,
+                    preset=preset,
+                    codec=codec,
+                    durability=durability,
+                    on_step=bar.update,
+                )
+        else:
+            summary = do_record(
+                store,
+                env_id,
+                episodes=episodes,
+                max_steps=max_steps,
+                seed=seed,
+                policy=policy,
+                preset=preset,
+                codec=codec,
+                durability=durability,
+            )
+    if as_json:
+        emit_json(summary)
+        return
+    click.echo(
+        f"run {summary['run_id']}: {len(summary['episodes'])} episode(s), "
+        f"{summary['steps']} steps, {summary['frames']} frames, "
+        f"{human_bytes(summary['bytes_out'])} on disk "
+        f"({summary['compression_ratio']}x), {summary['seconds']} s"
+    )
+    for e in summary["episodes"]:
+        click.echo(f"  episode {e['id']}: seed {e['seed']}, {e['steps']} steps, {e['status']}")
+
+
+@cli.command(name="ls")
+@store_arg
+@json_opt
+def ls_cmd(store, as_json):
+    """List runs and episodes."""
+    from framestore import FrameStore
+
+    with FrameStore.open(store, readonly=True) as st:
+        runs = st.runs()
+        eps = st.episodes()
+        rows = [
+            {
+                "id": e.id,
+                "run_id": e.run_id,
+                "env_id": e.env_id,
+                "seed": e.seed,
+                "steps": e.steps,
+                "frames": e.frames,
+                "status": e.status,
+                "total_reward": e.total_reward,
+                "bytes": st.episode_bytes(e.id),
+            }
+            for e in eps
+        ]
+    if as_json:
+        emit_json(
+            {
+                "runs": [
+                    {
+                        "id": r.id,
+                        "env_id": r.env_id,
+                        "created": r.created,
+                        "preset": r.preset,
+                        "durability": r.durability,
+                    }
+                    for r in runs
+                ],
+                "episodes": rows,
+            }
+        )
+        return
+    if not rows:
+        click.echo("no episodes")
+        return
+    click.echo(
+        f"{'episode':>7} {'run':>4} {'env':<22} {'seed':>6} {'steps':>7} {'frames':>7} "
+        f"{'status':<11} {'reward':>9} {'bytes':>10}"
+    )
+    for r in rows:
+        seed = "-" if r["seed"] is None else r["seed"]
+        click.echo(
+            f"{r['id']:>7} {r['run_id']:>4} {r['env_id']:<22} {seed:>6} {r['steps']:>7} "
+            f"{r['frames']:>7} {r['status']:<11} {r['total_reward']:>9.1f} "
+            f"{human_bytes(r['bytes']):>10}"
+        )
+
+
+def _register_optional_commands() -> None:
+    """Verbs that live in their own modules (kept out of this file so each stays small)."""
+    for module in ("tools.cli_maintenance", "tools.cli_export", "tools.cli_perf"):
+        try:
+            mod = importlib.import_module(module)
+        except ModuleNotFoundError as e:
+            if e.name != module:
+                raise
+            continue
+        for command in getattr(mod, "COMMANDS", []):
+            cli.add_command(command)
+
+
+_register_optional_commands()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console-script entry point."""
+    try:
+        return cli.main(args=argv, prog_name="framestore", standalone_mode=True) or 0
+    except KeyboardInterrupt:
+        click.echo("framestore: interrupted", err=True)
+        return EXIT_INTERRUPTED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

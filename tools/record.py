@@ -1,0 +1,122 @@
+"""``framestore record``: the headless main job. Plays an environment with a seeded
+policy and records every step."""
+
+from __future__ import annotations
+
+import signal
+import time
+from collections.abc import Callable
+from contextlib import contextmanager
+from typing import Any
+
+from framestore import FrameStore
+from framestore.envs import make_env
+from framestore.errors import InvalidInput
+from framestore.wrappers import RecordFrames
+
+POLICIES = ("random",)
+
+
+@contextmanager
+def sigterm_as_interrupt():
+    """SIGTERM behaves like Ctrl-C: flush what was recorded, mark the episode interrupted."""
+
+    def handler(signum, frame):
+        raise KeyboardInterrupt
+
+    try:
+        old = signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
+
+
+def record(
+    store_path: str,
+    env_id: str,
+    *,
+    episodes: int = 1,
+    max_steps: int | None = None,
+    seed: int = 0,
+    policy: str = "random",
+    preset: str | None = None,
+    codec: str | None = None,
+    durability: str | None = None,
+    on_step: Callable[[int], None] | None = None,
+) -> dict[str, Any]:
+    """Record ``episodes`` episodes of ``env_id`` into the store at ``store_path``.
+
+    Episode i is reset with seed ``seed + i``; the random policy's action space is seeded
+    with ``seed``, so a run is reproducible from what is stored. Returns a summary.
+    On KeyboardInterrupt the recording is flushed, the open episode marked
+    interrupted, and the interrupt re-raised.
+    """
+    if policy not in POLICIES:
+        raise InvalidInput(f"unknown policy {policy!r}; choose one of {', '.join(POLICIES)}")
+    if episodes < 1:
+        raise InvalidInput("--episodes must be at least 1")
+    if max_steps is not None and max_steps < 1:
+        raise InvalidInput("--max-steps must be at least 1")
+    overrides: dict[str, Any] = {}
+    if codec is not None:
+        overrides["codec"] = codec
+    if durability is not None:
+        overrides["durability"] = durability
+    env = make_env(env_id, max_episode_steps=max_steps)
+    t0 = time.perf_counter()
+    try:
+        with FrameStore.open(store_path, durability=durability or "balanced") as store:
+            wrapped = RecordFrames(
+                env,
+                store,
+                env_id=env_id,
+                preset=preset,
+                overrides=overrides,
+                config={"policy": policy, "seed": seed, "max_steps": max_steps},
+            )
+            rec = wrapped.recorder
+            ids: list[int] = []
+            try:
+                env.action_space.seed(seed)
+                for i in range(episodes):
+                    wrapped.reset(seed=seed + i)
+                    ids.append(rec.current_episode)
+                    done = False
+                    while not done:
+                        _, _, term, trunc, _ = wrapped.step(env.action_space.sample())
+                        done = term or trunc
+                        if on_step is not None:
+                            on_step(1)
+            finally:
+                wrapped.close()  # flushes; an open episode is marked interrupted
+            m = rec.metrics()
+            eps = [store.episode(i) for i in ids]
+            return {
+                "store": str(store.root),
+                "run_id": rec.run_id,
+                "env_id": env_id,
+                "episodes": [
+                    {
+                        "id": e.id,
+                        "seed": e.seed,
+                        "steps": e.steps,
+                        "frames": e.frames,
+                        "status": e.status,
+                        "total_reward": e.total_reward,
+                    }
+                    for e in eps
+                ],
+                "steps": sum(e.steps for e in eps),
+                "frames": sum(e.frames for e in eps),
+                "frames_dropped": m.frames.frames_dropped,
+                "bytes_in": m.frames.bytes_in,
+                "bytes_out": m.frames.bytes_out,
+                "compression_ratio": round(m.frames.compression_ratio, 2),
+                "seconds": round(time.perf_counter() - t0, 3),
+            }
+    finally:
+        env.close()
