@@ -1,0 +1,244 @@
+"""CLI verbs ``export``, ``rm`` and ``info`` (registered by ``tools.cli``)."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from ._common import emit_json, human_bytes, show_progress
+
+store_arg = click.argument("store", type=click.Path(file_okay=True, dir_okay=True))
+json_opt = click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+
+
+class _Bars:
+    """Progress bars on stderr, one per episode, created when its size is known."""
+
+    def __init__(self, enabled: bool):
+        self.enabled = enabled
+        self._bar = None
+        self._key = None
+        self._done = 0
+
+    def __call__(self, key, done: int, total: int) -> None:
+        if not self.enabled:
+            return
+        if key != self._key:
+            self.close()
+            self._key, self._done = key, 0
+            self._bar = click.progressbar(
+                length=total, label=f"episode {key}", file=sys.stderr
+            ).__enter__()
+        self._bar.update(done - self._done)
+        self._done = done
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.__exit__(None, None, None)
+            self._bar = None
+
+    def __enter__(self) -> _Bars:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _describe(r) -> str:
+    size = f"{r.width}x{r.height}" + (" (padded to even)" if r.padded else "")
+    extra = []
+    if r.skipped_steps:
+        extra.append(f"skipped {len(r.skipped_steps)} corrupt frame(s): steps {_steps(r)}")
+    if r.dropped_steps:
+        extra.append(f"{len(r.dropped_steps)} step(s) had no stored frame")
+    if not r.exact:
+        extra.append("lossy")
+    tail = f"; {'; '.join(extra)}" if extra else ""
+    return (
+        f"episode {r.episode_id}: {r.frames} frames (steps {r.start}..{r.stop - 1}) -> "
+        f"{r.path} [{r.format}, {size}, {r.fps:g} fps, {human_bytes(r.bytes)}]{tail}"
+    )
+
+
+def _steps(r, limit: int = 10) -> str:
+    shown = ", ".join(str(s) for s in r.skipped_steps[:limit])
+    return shown + (", ..." if len(r.skipped_steps) > limit else "")
+
+
+@click.command()
+@store_arg
+@click.option("--episode", "episode_id", type=int, default=None, help="Episode to export.")
+@click.option("--run", "run_id", type=int, default=None, help="Export every episode of a run.")
+@click.option(
+    "-o",
+    "--out",
+    required=True,
+    help="Output: .mp4, .gif, .webp, .npz or DIR/ (PNGs). With --run: a directory.",
+)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["mp4", "gif", "webp", "npz", "png"]),
+    default="mp4",
+    show_default=True,
+    help="With --run: the format of each episode's file.",
+)
+@click.option("--fps", type=float, default=None, help="Default: the run's render fps, else 60.")
+@click.option("--start", type=int, default=0, show_default=True, help="First step exported.")
+@click.option("--stop", type=int, default=None, help="Export steps before this one.")
+@click.option("--lossless", is_flag=True, help="MP4: libx264rgb crf 0, decodes to exact pixels.")
+@click.option("--scale", type=int, default=1, show_default=True, help="Integer upscaling.")
+@click.option("--skip-corrupt", is_flag=True, help="Leave out corrupt frames instead of failing.")
+@json_opt
+def export(
+    store,
+    episode_id,
+    run_id,
+    out,
+    fmt,
+    fps,
+    start,
+    stop,
+    lossless,
+    scale,
+    skip_corrupt,
+    as_json,
+):
+    """Export an episode (or every episode of a run) as video, GIF, WebP, PNGs or NPZ.
+
+    The default MP4 is H.264 yuv420p (lossy, plays in browsers); --lossless, GIF (up to
+    256 colours), WebP, PNG and NPZ give back the stored pixels.
+    """
+    from framestore import FrameStore
+
+    from .export import export_episode, export_run
+
+    if (episode_id is None) == (run_id is None):
+        raise click.UsageError("give exactly one of --episode ID or --run ID")
+    options = dict(
+        fps=fps,
+        start=start,
+        stop=stop,
+        lossless=lossless,
+        scale=scale,
+        skip_corrupt=skip_corrupt,
+    )
+    with (
+        FrameStore.open(store, readonly=True) as st,
+        _Bars(show_progress() and not as_json) as bars,
+    ):
+        if episode_id is not None:
+            reports = [
+                export_episode(
+                    st,
+                    episode_id,
+                    out,
+                    progress=lambda d, t: bars(episode_id, d, t),
+                    **options,
+                )
+            ]
+        else:
+            reports = export_run(st, run_id, out, format=fmt, progress=bars, **options)
+    if as_json:
+        emit_json([r.as_dict() for r in reports] if run_id is not None else reports[0].as_dict())
+        return
+    for r in reports:
+        click.echo(_describe(r))
+
+
+@click.command()
+@store_arg
+@click.option(
+    "--episode", "episode_ids", type=int, multiple=True, help="Episode to delete (repeatable)."
+)
+@click.option("--run", "run_id", type=int, default=None, help="Delete every episode of a run.")
+@click.option("--dry-run", is_flag=True, help="Show what would be deleted; change nothing.")
+@json_opt
+def rm(store, episode_ids, run_id, dry_run, as_json):
+    """Delete episodes: they vanish from listings at once; `framestore gc` reclaims the
+    space."""
+    from framestore import FrameStore
+    from framestore.errors import InvalidInput
+
+    if bool(episode_ids) == (run_id is not None):
+        raise click.UsageError("give --episode ID (repeatable) or --run ID")
+    with FrameStore.open(store, create=False) as st:
+        if run_id is not None:
+            if run_id not in {r.id for r in st.runs()}:
+                raise InvalidInput(f"no run {run_id} in this store")
+            episode_ids = [e.id for e in st.episodes(run_id=run_id)]
+            if not episode_ids:
+                raise InvalidInput(f"run {run_id} has no episodes left to delete")
+        sizes = {i: st.episode_bytes(i) for i in dict.fromkeys(episode_ids) if _exists(st, i)}
+        eps = st.delete_episodes(episode_ids, dry_run=dry_run)
+    rows = [
+        {"id": e.id, "run_id": e.run_id, "steps": e.steps, "bytes": sizes.get(e.id, 0)} for e in eps
+    ]
+    total = sum(r["bytes"] for r in rows)
+    if as_json:
+        emit_json({"dry_run": dry_run, "deleted": rows, "bytes": total})
+        return
+    verb = "would delete" if dry_run else "deleted"
+    ids = ", ".join(str(r["id"]) for r in rows)
+    click.echo(f"{verb} {len(rows)} episode(s): {ids} ({human_bytes(total)} of frames)")
+    if not dry_run:
+        click.echo(f"run `framestore gc {store}` to reclaim the space")
+
+
+def _exists(store, episode_id: int) -> bool:
+    from framestore.errors import EpisodeNotFound
+
+    try:
+        store.episode(episode_id)
+    except EpisodeNotFound:
+        return False
+    return True
+
+
+@click.command()
+@store_arg
+@json_opt
+def info(store, as_json):
+    """Counts, sizes on disk, compression ratio and versions of a store."""
+    from framestore import FrameStore
+
+    from .info import store_info
+
+    with FrameStore.open(store, readonly=True) as st:
+        data = store_info(st)
+    if as_json:
+        emit_json(data)
+        return
+    eps, seg, db = data["episodes"], data["segments"], data["database"]
+    states = ", ".join(f"{n} {s}" for s, n in seg["by_state"].items()) or "none"
+    ratio = data["compression_ratio"]
+    lines = [
+        f"store        {data['store']}",
+        f"runs         {data['runs']}",
+        f"episodes     {eps['live']} live, {eps['deleted']} deleted",
+        f"steps        {data['steps']}",
+        f"frames       {data['frames']} ({data['frames_dropped']} dropped)",
+        f"segments     {seg['count']} ({states})",
+        f"segment data {human_bytes(seg['bytes'])}: {human_bytes(seg['live_bytes'])} live, "
+        f"{human_bytes(seg['dead_bytes'])} dead (reclaimable by gc)",
+        f"database     {human_bytes(db['bytes'])} + {human_bytes(db['wal_bytes'])} WAL "
+        f"+ {human_bytes(db['shm_bytes'])} SHM",
+        f"on disk      {human_bytes(data['bytes_on_disk'])}",
+        f"compression  {f'{ratio}x' if ratio else '-'} "
+        f"({human_bytes(data['raw_frame_bytes'])} of raw frames)",
+        "durability   "
+        + (", ".join(f"{k} ({v} runs)" for k, v in data["durability"].items()) or "-"),
+        f"schema       version {data['schema']['version']}"
+        + (f" ({data['schema']['latest_migration']})" if data["schema"]["latest_migration"] else "")
+        + (
+            f", pending: {', '.join(data['schema']['pending_migrations'])}"
+            if data["schema"]["pending_migrations"]
+            else ""
+        ),
+        f"format       segment format version {data['format_version']}",
+    ]
+    click.echo("\n".join(lines))
+
+
+COMMANDS = [export, rm, info]
