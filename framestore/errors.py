@@ -29,6 +29,7 @@ __all__ = [
     "TruncatedRecord",
     "FrameNotFound",
     "EpisodeNotFound",
+    "RunNotFound",
     "SegmentMissing",
     "StoreLocked",
     "WriterFailed",
@@ -99,6 +100,17 @@ class EpisodeNotFound(FrameStoreError, KeyError):
     def __init__(self, episode_id: object):
         self.episode_id = episode_id
         super().__init__(f"no episode {episode_id} in this store")
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+class RunNotFound(FrameStoreError, KeyError):
+    """No run with that id."""
+
+    def __init__(self, run_id: object):
+        self.run_id = run_id
+        super().__init__(f"no run {run_id} in this store")
 
     def __str__(self) -> str:
         return str(self.args[0])

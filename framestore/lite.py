@@ -135,6 +135,17 @@ class LiteRecorder:
             )
         return zc.compress(arr.data)
 
+    def settle(self, wait: bool = False) -> None:
+        """Count finished compressions at their compressed size (with ``wait``, wait for
+        all pending ones first). At 60 Hz the pool keeps up and this happens by itself
+        on every step; a producer running flat out may call it to catch up."""
+        if wait:
+            for s in list(self._pending):
+                if isinstance(s.frame, Future):
+                    s.frame.result()
+        with self._lock:
+            self._settle()
+
     def _settle(self) -> None:
         """Swap finished compressions in, so the byte count reflects compressed sizes."""
         while self._pending and self._pending[0].frame.done():

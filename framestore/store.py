@@ -24,7 +24,14 @@ from telemetry import decode_action, decode_info, open_db
 from ._format import RECORD_HEADER_SIZE
 from ._lock import LOCK_NAME
 from ._segments import SEGMENT_DIR, segment_path
-from .errors import EpisodeNotFound, FrameNotFound, InvalidInput, NotAStore, StoreClosed
+from .errors import (
+    EpisodeNotFound,
+    FrameNotFound,
+    InvalidInput,
+    NotAStore,
+    RunNotFound,
+    StoreClosed,
+)
 from .reader import SegmentReader
 
 DB_NAME = "framestore.db"
@@ -179,7 +186,7 @@ class FrameStore:
         for r in self.runs():
             if r.id == run_id:
                 return r
-        raise EpisodeNotFound(f"run {run_id}")
+        raise RunNotFound(run_id)
 
     _EPISODES_SQL = """
         SELECT e.*, r.env_id AS env_id,

@@ -15,6 +15,7 @@ from framestore.errors import (
     InvalidInput,
     NotAStore,
     QueueFull,
+    RunNotFound,
     SchemaTooNew,
     StoreLocked,
     WriterFailed,
@@ -38,7 +39,7 @@ def exit_code_for(exc: BaseException) -> int:
         return EXIT_CORRUPT
     if isinstance(exc, (WriterFailed, QueueFull)):
         return EXIT_IO
-    if isinstance(exc, (InvalidInput, NotAStore, EpisodeNotFound, SchemaTooNew)):
+    if isinstance(exc, (InvalidInput, NotAStore, EpisodeNotFound, RunNotFound, SchemaTooNew)):
         return EXIT_USAGE
     if isinstance(exc, FrameStoreError):
         return EXIT_USAGE
