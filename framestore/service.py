@@ -20,6 +20,8 @@ from pathlib import Path
 import numpy as np
 import zstandard
 
+from telemetry import logcodes
+
 from ._format import ChunkHeader, Codec, RecordType, pack_record
 from ._lock import StoreLock
 from ._segments import (
@@ -40,7 +42,7 @@ from .errors import (
     WriterFailed,
 )
 
-log = logging.getLogger("framestore")
+log = logging.getLogger(logcodes.LOGGER_NAME)
 
 POLICIES = ("block", "drop")
 DURABILITIES = ("durable", "balanced", "fast")
@@ -244,7 +246,6 @@ class FrameStorageService:
         ]
         self._next_segment_id = max(existing, default=0) + 1
         self._segment: SegmentWriter | None = None
-        self.segment_listeners: list[Callable[[int, str, int], None]] = []
 
         self._local = threading.local()
         self._pool = ThreadPoolExecutor(
@@ -364,8 +365,13 @@ class FrameStorageService:
         with self._cond:
             self._last_flush_ms = ms
             self._max_flush_ms = max(self._max_flush_ms, ms)
-        if ms > 250:
-            log.warning("LOG934 slow flush of the frame writer: %.0f ms", ms)
+        if ms > logcodes.SLOW_FLUSH_MS:
+            log.warning(
+                "%s queue=frames ms=%.0f threshold_ms=%.0f",
+                logcodes.FLUSH_SLOW,
+                ms,
+                logcodes.SLOW_FLUSH_MS,
+            )
 
     def _run_on_writer(self, fn: Callable[[], object]) -> None:
         # fsync from the caller's thread is safe: the segment fd is only appended to by
@@ -421,11 +427,9 @@ class FrameStorageService:
             if self._segment is not None and self._error is None:
                 if self._segment.empty:
                     self._segment.discard()
-                    self._notify_segment(self._segment.segment_id, "deleted", 0)
                 else:
                     self._segment.seal()
                     self._sealed += 1
-                    self._notify_segment(self._segment.segment_id, "sealed", self._segment.size)
         except WriterFailed as e:
             self._fail(e)
         finally:
@@ -575,7 +579,6 @@ class FrameStorageService:
             seg.close()
             with self._cond:
                 self._sealed += 1
-            self._notify_segment(seg.segment_id, "sealed", seg.size)
             seg = self._segment = None
         if seg is None:
             seg = self._segment = self._open_segment()
@@ -597,40 +600,36 @@ class FrameStorageService:
         sid = self._next_segment_id
         self._next_segment_id += 1
         seg = SegmentWriter(segment_path(self.root, sid), sid)
-        self._notify_segment(sid, "active", seg.size)
         return seg
-
-    def _notify_segment(self, segment_id: int, state: str, size: int) -> None:
-        for listener in list(self.segment_listeners):
-            try:
-                listener(segment_id, state, size)
-            except Exception:
-                log.exception("segment listener raised")
 
     def _log_queue_state(self) -> None:
         fill = max(self._q_frames / self._max_frames, self._q_bytes / self._max_bytes)
-        if fill >= 0.8:
+        if fill >= logcodes.QUEUE_WARN_FRACTION:
             if not self._warned_full:
                 self._warned_full = True
                 log.warning(
-                    "LOG932 frame queue at %.0f%% of its bound (%d/%d frames, %d/%d bytes)",
-                    fill * 100,
+                    "%s queue=frames queue_depth=%d queue_bytes=%d bound=%d bound_bytes=%d policy=%s",
+                    logcodes.QUEUE_HIGH,
                     self._q_frames,
-                    self._max_frames,
                     self._q_bytes,
+                    self._max_frames,
                     self._max_bytes,
+                    self.policy,
                 )
-        elif fill < 0.5:
+        elif fill < logcodes.QUEUE_REARM_FRACTION:
             self._warned_full = False
         now = time.monotonic()
         if now - self._last_snapshot >= 5.0:
             self._last_snapshot = now
             log.info(
-                "LOG931 frame queue depth=%d bytes=%d high_water=%d bound=%d dropped=%d",
+                "%s queue=frames queue_depth=%d queue_bytes=%d high_water=%d bound=%d "
+                "frames_written=%d frames_dropped=%d",
+                logcodes.QUEUE_SNAPSHOT,
                 self._q_frames,
                 self._q_bytes,
                 self._hw_frames,
                 self._max_frames,
+                self._frames_written,
                 self._frames_dropped,
             )
 
