@@ -1,0 +1,171 @@
+"""``framestore gc | verify | recover``: thin click commands over ``tools.gc``,
+``tools.verify`` and ``tools.recover`` (the GUI calls the same functions)."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import click
+
+from ._common import EXIT_DATA_LOSS, EXIT_PROBLEMS, emit_json, human_bytes, show_progress
+
+store_arg = click.argument("store", type=click.Path(file_okay=True, dir_okay=True))
+json_opt = click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+
+
+@contextmanager
+def _progress(label: str, enabled: bool) -> Iterator:
+    """A ``progress(done, total)`` callback drawing a bar on stderr, or None."""
+    if not enabled:
+        yield None
+        return
+    state: dict = {}
+
+    def update(done: int, total: int) -> None:
+        bar = state.get("bar")
+        if bar is None:
+            state["cm"] = click.progressbar(length=max(total, 1), label=label, file=sys.stderr)
+            bar = state["bar"] = state["cm"].__enter__()
+        bar.length = max(total, 1)
+        bar.update(max(0, done - bar.pos))
+
+    try:
+        yield update
+    finally:
+        if "cm" in state:
+            state["cm"].__exit__(None, None, None)
+
+
+@click.command()
+@store_arg
+@click.option("--dry-run", is_flag=True, help="Report what would be done; change nothing.")
+@click.option(
+    "--threshold",
+    type=click.FloatRange(0.0, 1.0),
+    default=0.5,
+    show_default=True,
+    help="Rewrite sealed segments whose live fraction is below this.",
+)
+@json_opt
+def gc(store, dry_run, threshold, as_json):
+    """Compact segments and reclaim the space of deleted episodes (crash-safe)."""
+    from .gc import collect
+
+    with _progress("compacting", show_progress() and not as_json) as progress:
+        r = collect(store, threshold=threshold, dry_run=dry_run, progress=progress)
+    if as_json:
+        emit_json(r.as_dict())
+        return
+    if dry_run:
+        click.echo(
+            f"gc (dry run): would rewrite {len(r.segments_rewritten)} segment(s) and delete "
+            f"{len(r.segments_deleted)}, copying about {human_bytes(r.bytes_copied)}"
+        )
+    else:
+        click.echo(
+            f"gc: rewrote {len(r.segments_rewritten)} segment(s) into "
+            f"{len(r.segments_written)} new, deleted {len(r.segments_deleted)}"
+        )
+    click.echo(
+        f"  segments: {human_bytes(r.segment_bytes_before)} -> "
+        f"{human_bytes(r.segment_bytes_after)} "
+        f"({human_bytes(r.segment_bytes_reclaimed)} reclaimed)"
+    )
+    click.echo(
+        f"  database: {human_bytes(r.db_bytes_before)} -> {human_bytes(r.db_bytes_after)} "
+        f"({human_bytes(r.db_bytes_reclaimed)} reclaimed)"
+    )
+    click.echo(
+        f"  steps repointed: {r.steps_repointed}, step rows removed: {r.step_rows_removed}"
+        f", {r.seconds} s"
+    )
+    if r.partials_removed:
+        click.echo(f"  leftovers removed: {', '.join(r.partials_removed)}")
+
+
+@click.command()
+@store_arg
+@click.option("--quick", is_flag=True, help="Check checksums and pointers; do not decompress.")
+@json_opt
+def verify(store, quick, as_json):
+    """Check every checksum, frame pointer and catalogue entry (read-only).
+
+    Exit status 0 when the store is clean, 1 when problems were found."""
+    from .verify import verify as do_verify
+
+    with _progress("verifying", show_progress() and not as_json) as progress:
+        r = do_verify(store, quick=quick, progress=progress)
+    if as_json:
+        emit_json(r.as_dict())
+    else:
+        for p in r.problems:
+            click.echo(str(p))
+        summary = (
+            f"{r.segments_checked} segments, {r.records_checked} records, "
+            f"{r.frames_checked} frames, {r.steps_checked} step pointers, "
+            f"{human_bytes(r.bytes_checked)}{' (quick)' if quick else ''}, {r.seconds} s"
+        )
+        click.echo(f"ok: {summary}" if r.ok else f"{len(r.problems)} problem(s) in {summary}")
+    if not r.ok:
+        click.get_current_context().exit(EXIT_PROBLEMS)
+
+
+@click.command()
+@store_arg
+@json_opt
+def recover(store, as_json):
+    """Repair a store after a crash: cut torn tails, seal, rebuild lost rows.
+
+    Exit status 0 when nothing was lost, 3 when the store was repaired with data loss."""
+    from .recover import recover as do_recover
+
+    with _progress("recovering", show_progress() and not as_json) as progress:
+        r = do_recover(store, progress=progress)
+    if as_json:
+        emit_json(r.as_dict())
+    else:
+        for t in r.segments_truncated:
+            click.echo(
+                f"segment {t['segment']}: cut {t['bytes_removed']} unreadable bytes "
+                f"at offset {t['offset']} ({t['error'] or 'after the seal'})"
+            )
+        for c in r.segments_corrupt:
+            click.echo(
+                f"segment {c['segment']}: corrupt bytes {c['offset']}-{c['end']} "
+                f"removed ({c['error']})"
+            )
+        if r.segments_sealed:
+            click.echo(f"sealed segments: {', '.join(map(str, r.segments_sealed))}")
+        if r.segments_rewritten:
+            click.echo(f"rewrote segments: {', '.join(map(str, r.segments_rewritten))}")
+        if r.segments_removed or r.partials_removed:
+            names = [str(s) for s in r.segments_removed] + r.partials_removed
+            click.echo(f"removed leftovers: {', '.join(names)}")
+        for ep, n in r.frames_lost.items():
+            click.echo(f"LOST: episode {ep}: {n} frame(s) unreadable; their steps are kept")
+        for ep, n in r.steps_recovered.items():
+            click.echo(f"episode {ep}: {n} step row(s) rebuilt from segments")
+        if r.episodes_created:
+            click.echo(f"episodes re-created: {', '.join(map(str, r.episodes_created))}")
+        if r.episodes_interrupted:
+            click.echo(
+                f"episodes marked interrupted: {', '.join(map(str, r.episodes_interrupted))}"
+            )
+        for note in r.notes:
+            click.echo(f"note: {note}")
+        if r.data_lost:
+            click.echo(
+                f"recovered with data loss ({human_bytes(r.bytes_discarded)} of segment data "
+                f"unreadable), {r.seconds} s"
+            )
+        elif r.changed:
+            click.echo(f"recovered, nothing lost, {r.seconds} s")
+        else:
+            click.echo(f"nothing to recover, {r.seconds} s")
+    if r.data_lost:
+        click.get_current_context().exit(EXIT_DATA_LOSS)
+
+
+COMMANDS = [gc, verify, recover]
