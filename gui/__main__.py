@@ -1,0 +1,7 @@
+"""``python -m gui [STORE]``."""
+
+import sys
+
+from .app import main
+
+sys.exit(main())

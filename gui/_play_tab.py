@@ -1,0 +1,378 @@
+"""The Play tab: choose an environment, play it with the keyboard, record it, watch the HUD.
+
+Thin: the logic is in ``PlaySession``, ``KeyState``/``KeyMapper`` and ``HudModel``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from concurrent.futures import Future
+from typing import Any
+
+from PySide6.QtCore import Qt, QTimer, Signal
+from PySide6.QtGui import QFont
+from PySide6.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QFormLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QPushButton,
+    QSpinBox,
+    QVBoxLayout,
+    QWidget,
+)
+
+from ._frame_view import GameView
+from .models import HudModel, KeyState, PlaySession, SessionEvent
+
+DEFAULT_ENVS = (
+    "ALE/Assault-v5",
+    "ALE/Breakout-v5",
+    "ALE/Pong-v5",
+    "CarRacing-v3",
+    "CartPole-v1",
+    "FrozenLake-v1",
+    "MountainCar-v0",
+    "Acrobot-v1",
+    "CliffWalking-v1",
+)
+
+
+def preset_names() -> list[str]:
+    try:
+        from telemetry.presets import PRESETS
+    except Exception:  # noqa: BLE001 - presets are optional for the GUI
+        return []
+    return list(PRESETS)
+
+
+def _mono() -> QFont:
+    f = QFont("monospace")
+    f.setStyleHint(QFont.StyleHint.Monospace)
+    return f
+
+
+class PlayTab(QWidget):
+    """Plays a ``PlaySession`` on a QTimer at the environment's ``render_fps``.
+
+    Signals: ``stepped(StepResult)`` after each step, ``session_event(SessionEvent)`` for
+    what the session's I/O thread finished (recording started/stopped, saved, errors).
+    """
+
+    stepped = Signal(object)
+    session_event = Signal(object)
+
+    def __init__(
+        self,
+        store,
+        parent=None,
+        *,
+        hud: HudModel | None = None,
+        env_ids: tuple[str, ...] = DEFAULT_ENVS,
+        session_factory: Callable[..., PlaySession] = PlaySession,
+    ):
+        super().__init__(parent)
+        self.store = store
+        self.hud = hud or HudModel()
+        self.keys = KeyState()
+        self.session: PlaySession | None = None
+        self._session_factory = session_factory
+        self._policy: Callable[[PlaySession], Any] | None = None
+        self._closing: list[Future] = []
+        self.fps_override: float | None = None
+        self.steps_done = 0
+
+        # ---------------------------------------------------------------- widgets
+        self.view = GameView(message="choose an environment and press Start")
+        self.view.key_pressed.connect(self.keys.press)
+        self.view.key_released.connect(self._key_released)
+
+        self.env_combo = QComboBox()
+        self.env_combo.setEditable(True)
+        self.env_combo.addItems(list(env_ids))
+        self.seed_spin = QSpinBox()
+        self.seed_spin.setRange(0, 2**31 - 1)
+        self.preset_combo = QComboBox()
+        self.preset_combo.addItem("(game default)", None)
+        for name in preset_names():
+            self.preset_combo.addItem(name, name)
+        self.start_btn = QPushButton("Start")
+        self.reset_btn = QPushButton("Reset")
+        self.pause_btn = QPushButton("Pause")
+        self.pause_btn.setCheckable(True)
+        self.record_btn = QPushButton("● Record")
+        self.record_btn.setCheckable(True)
+        self.lite_check = QCheckBox("Telemetry-lite (keep in memory, save on demand)")
+        self.save_btn = QPushButton("Save")
+        self.discard_btn = QPushButton("Discard")
+        self.hud_label = QLabel()
+        self.hud_label.setFont(_mono())
+        self.hud_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.warnings_label = QLabel()
+        self.warnings_label.setWordWrap(True)
+        self.warnings_label.setStyleSheet("color: #c0392b; font-weight: bold;")
+        self.bindings_label = QLabel()
+        self.bindings_label.setFont(_mono())
+        self.status_label = QLabel("")
+        self.status_label.setWordWrap(True)
+
+        form = QFormLayout()
+        form.addRow("Environment", self.env_combo)
+        form.addRow("Seed", self.seed_spin)
+        form.addRow("Preset", self.preset_combo)
+        buttons = QHBoxLayout()
+        for b in (self.start_btn, self.reset_btn, self.pause_btn):
+            buttons.addWidget(b)
+        rec_row = QHBoxLayout()
+        for b in (self.record_btn, self.save_btn, self.discard_btn):
+            rec_row.addWidget(b)
+        hud_box = QGroupBox("HUD")
+        hud_layout = QVBoxLayout(hud_box)
+        hud_layout.addWidget(self.hud_label)
+        keys_box = QGroupBox("Keys")
+        keys_layout = QVBoxLayout(keys_box)
+        keys_layout.addWidget(self.bindings_label)
+
+        side = QVBoxLayout()
+        side.addLayout(form)
+        side.addLayout(buttons)
+        side.addLayout(rec_row)
+        side.addWidget(self.lite_check)
+        side.addWidget(hud_box)
+        side.addWidget(keys_box)
+        side.addWidget(self.status_label)
+        side.addStretch(1)
+        side_w = QWidget()
+        side_w.setLayout(side)
+        side_w.setFixedWidth(360)
+
+        left = QVBoxLayout()
+        left.addWidget(self.view, 1)
+        left.addWidget(self.warnings_label)
+        layout = QHBoxLayout(self)
+        layout.addLayout(left, 1)
+        layout.addWidget(side_w)
+
+        # ---------------------------------------------------------------- wiring
+        self.start_btn.clicked.connect(lambda: self.start())
+        self.reset_btn.clicked.connect(self.reset)
+        self.pause_btn.toggled.connect(self.set_paused)
+        self.record_btn.toggled.connect(self.set_recording)
+        self.lite_check.toggled.connect(self.set_lite)
+        self.save_btn.clicked.connect(self.save)
+        self.discard_btn.clicked.connect(self.discard)
+        self.hud.changed.connect(self._show_hud)
+
+        self.timer = QTimer(self)
+        self.timer.setTimerType(Qt.TimerType.PreciseTimer)
+        self.timer.timeout.connect(self._tick)
+        self.hud_timer = QTimer(self)
+        self.hud_timer.setInterval(200)
+        self.hud_timer.timeout.connect(self._poll)
+        self.hud_timer.start()
+        self._update_buttons()
+        self.hud.update(None)
+
+    # ------------------------------------------------------------------ actions
+    def start(self, env_id: str | None = None, seed: int | None = None) -> None:
+        """(Re)start the chosen environment; recording carries over if it was on."""
+        env_id = env_id or self.env_combo.currentText().strip()
+        if env_id != self.env_combo.currentText():
+            self.env_combo.setCurrentText(env_id)
+        if seed is not None:
+            self.seed_spin.setValue(seed)
+        record = self.record_btn.isChecked()
+        self._close_session()
+        try:
+            self.session = self._session_factory(
+                env_id,
+                self.store,
+                seed=self.seed_spin.value(),
+                preset=self.preset_combo.currentData(),
+                lite=self.lite_check.isChecked(),
+            )
+        except Exception as e:  # noqa: BLE001 - unknown id, missing dependency
+            self.session = None
+            self._say(f"cannot start {env_id}: {e}")
+            self._update_buttons()
+            return
+        s = self.session
+        self.lite_check.setEnabled(s.lite_supported)
+        self.bindings_label.setText(s.keymap.bindings_text())
+        fps = self.fps_override or s.render_fps
+        self.hud.target_fps = fps
+        self.hud.reset_frame_times()
+        self.hud.set_error(None)
+        self.timer.setInterval(max(0, round(1000.0 / fps)) if fps > 0 else 0)
+        self.keys.clear()
+        if record:
+            self._set_session_recording(True)
+        self._show(s.reset())
+        self.pause_btn.setChecked(False)
+        self.timer.start()
+        self.view.setFocus()
+        self._say(f"playing {env_id} at {fps:g} fps (seed {s.base_seed})")
+        self._update_buttons()
+
+    def reset(self) -> None:
+        if self.session is not None:
+            self._show(self.session.reset())
+            self.view.setFocus()
+
+    def set_paused(self, paused: bool) -> None:
+        if self.session is None:
+            return
+        if paused:
+            self.timer.stop()
+        else:
+            self.hud.reset_frame_times()
+            self.timer.start()
+            self.view.setFocus()
+
+    def set_recording(self, on: bool) -> None:
+        if self.session is None:
+            return  # takes effect on Start
+        self._set_session_recording(on)
+
+    def _set_session_recording(self, on: bool) -> None:
+        try:
+            self.session.set_recording(on)
+        except ValueError as e:
+            self._say(str(e))
+            self._uncheck_record()
+        if on:
+            self.hud.set_error(None)
+        self._update_buttons()
+
+    def set_lite(self, on: bool) -> None:
+        if self.session is None:
+            return
+        try:
+            self.session.set_lite(on)
+        except ValueError as e:
+            self._say(str(e))
+            self.lite_check.blockSignals(True)
+            self.lite_check.setChecked(self.session.lite)
+            self.lite_check.blockSignals(False)
+        self._update_buttons()
+
+    def save(self) -> None:
+        if self.session is not None and self.session.save() is not None:
+            self._say("saving the episode in the background...")
+        self._update_buttons()
+
+    def discard(self) -> None:
+        if self.session is not None:
+            self.session.discard()
+            self._say("episode discarded")
+        self._update_buttons()
+
+    def set_policy(self, policy: Callable[[PlaySession], Any] | None) -> None:
+        """Drive the game with ``policy(session) -> action`` instead of the keyboard."""
+        self._policy = policy
+
+    # ------------------------------------------------------------------ loop
+    def _key_released(self, name: str) -> None:
+        if name == "*":
+            for k in self.keys.held:
+                self.keys.release(k)
+        else:
+            self.keys.release(name)
+
+    def _tick(self) -> None:
+        s = self.session
+        if s is None:
+            return
+        keys = self.keys.consume()
+        action = None
+        if self._policy is not None and not s.waiting and not s.needs_reset:
+            action = self._policy(s)
+        res = s.step(keys, action=action)
+        if res is not None:
+            self._show(res)
+        if s.awaiting_decision:
+            self._update_buttons()
+
+    def _show(self, res) -> None:
+        self.view.set_frame(res.frame)
+        self.hud.frame_presented()
+        self.steps_done += 1
+        self.stepped.emit(res)
+
+    def _poll(self) -> None:
+        s = self.session
+        if s is None:
+            return
+        for ev in s.poll_events():
+            self._on_event(ev)
+        self.hud.update(s.metrics())
+        if s.recording != self.record_btn.isChecked() and not s.recording:
+            self._uncheck_record()
+
+    def _on_event(self, ev: SessionEvent) -> None:
+        if ev.kind == "error":
+            self.hud.set_error(ev.error or ev.text)
+            self._uncheck_record()
+        self._say(ev.text)
+        self._update_buttons()
+        self.session_event.emit(ev)
+
+    def _show_hud(self, state) -> None:
+        lines = self.hud.lines()
+        s = self.session
+        if s is not None:
+            mode = "lite ring" if s.lite else "direct"
+            if s.recording:
+                lines.insert(0, f"● REC ({mode})" + ("  arming..." if s.waiting else ""))
+                if s.lite:
+                    lines.insert(1, f"lite ring: {s.lite_steps} steps")
+            lines.append(f"episode {s.episode} seed {s.episode_seed} step {s.step_index}")
+        self.hud_label.setText("\n".join(lines))
+        self.warnings_label.setText("\n".join(f"⚠ {w.code}: {w.text}" for w in state.warnings))
+
+    # ------------------------------------------------------------------ helpers
+    def _uncheck_record(self) -> None:
+        self.record_btn.blockSignals(True)
+        self.record_btn.setChecked(False)
+        self.record_btn.blockSignals(False)
+        self._update_buttons()
+
+    def _say(self, text: str) -> None:
+        self.status_label.setText(text)
+
+    def _update_buttons(self) -> None:
+        s = self.session
+        has = s is not None
+        self.reset_btn.setEnabled(has)
+        self.pause_btn.setEnabled(has)
+        lite = has and s.lite
+        self.save_btn.setVisible(self.lite_check.isChecked())
+        self.discard_btn.setVisible(self.lite_check.isChecked())
+        self.save_btn.setEnabled(lite and (s.lite_steps > 0 or s.awaiting_decision))
+        self.discard_btn.setEnabled(lite and (s.lite_steps > 0 or s.awaiting_decision))
+        if has and s.awaiting_decision:
+            self._say("episode over: Save or Discard it")
+
+    def _close_session(self) -> None:
+        if self.session is not None:
+            self.timer.stop()
+            self._closing.append(self.session.close_async())
+            self.session = None
+
+    def shutdown(self, timeout: float | None = 30.0) -> None:
+        """Stop playing and wait until recordings are closed (everything durable)."""
+        self.timer.stop()
+        self.hud_timer.stop()
+        s, self.session = self.session, None
+        if s is not None:
+            s.close(timeout=timeout)
+        deadline = time.monotonic() + (timeout or 1e9)
+        for f in self._closing:
+            try:
+                f.result(timeout=max(0.0, deadline - time.monotonic()))
+            except Exception:  # noqa: BLE001 - already reported as an event
+                pass
+        self._closing.clear()

@@ -1,0 +1,458 @@
+"""The Replay tab: the episode table and a viewer with a scrubber, driven by a
+``PlaybackClock``; frames come from a ``FrameLoader`` thread, store jobs (export, delete,
+compact, list refresh) run on a ``TaskRunner``."""
+
+from __future__ import annotations
+
+import inspect
+import json
+import time
+from pathlib import Path
+
+from PySide6.QtCore import QItemSelectionModel, Qt, QTimer, Signal
+from PySide6.QtGui import QFont
+from PySide6.QtWidgets import (
+    QAbstractItemView,
+    QCheckBox,
+    QComboBox,
+    QFileDialog,
+    QHBoxLayout,
+    QHeaderView,
+    QLabel,
+    QLineEdit,
+    QMessageBox,
+    QPlainTextEdit,
+    QProgressBar,
+    QPushButton,
+    QSlider,
+    QSplitter,
+    QTableView,
+    QVBoxLayout,
+    QWidget,
+)
+
+from ._episode_table import EpisodeFilterProxy, EpisodeTableModel
+from ._frame_view import FrameView
+from ._workers import FrameLoader, TaskRunner
+from .models import SPEEDS, EpisodeListModel, PlaybackClock
+
+
+def _mono() -> QFont:
+    f = QFont("monospace")
+    f.setStyleHint(QFont.StyleHint.Monospace)
+    return f
+
+
+def _plain(value):
+    if hasattr(value, "tolist"):  # numpy scalars and arrays
+        return value.tolist()
+    return str(value)
+
+
+def _short(value, limit: int = 400) -> str:
+    if hasattr(value, "tolist"):
+        value = value.tolist()
+    try:
+        text = json.dumps(value, default=_plain)
+    except (TypeError, ValueError):
+        text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+class ReplayTab(QWidget):
+    """Episode list + viewer. ``open_episode(id, at=K)`` opens an episode at step K;
+    ``frame_shown(episode_id, step)`` fires when a frame is on screen."""
+
+    frame_shown = Signal(int, int)
+    task_finished = Signal(str, object)  # name, result or exception
+
+    def __init__(
+        self,
+        store,
+        parent=None,
+        *,
+        episodes: EpisodeListModel | None = None,
+        clock: PlaybackClock | None = None,
+        refresh_ms: int = 1000,
+    ):
+        super().__init__(parent)
+        self.store = store
+        self.episodes = episodes or EpisodeListModel()
+        self.clock = clock or PlaybackClock()
+        self.loader = FrameLoader(store, self)
+        self.tasks = TaskRunner(self)
+        self.episode_id: int | None = None
+        self.shown_step: int | None = None
+        self.current_step_info = None
+        self._pending_seek: int | None = None
+        self._refreshing = False
+        self.live_hint = False  # set by the window while the Play tab records
+
+        # ---------------------------------------------------------------- table
+        self.table_model = EpisodeTableModel(self.episodes, self)
+        self.proxy = EpisodeFilterProxy(self.table_model, self)
+        self.table = QTableView()
+        self.table.setModel(self.proxy)
+        self.table.setSortingEnabled(True)
+        self.table.sortByColumn(0, Qt.SortOrder.DescendingOrder)
+        self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        self.table.setSelectionMode(QAbstractItemView.SelectionMode.ExtendedSelection)
+        self.table.verticalHeader().setVisible(False)
+        self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+        self.table.horizontalHeader().setStretchLastSection(True)
+        self.filter_edit = QLineEdit()
+        self.filter_edit.setPlaceholderText("filter: text, or status:complete env:pong run:2")
+        self.refresh_btn = QPushButton("Refresh")
+        self.export_btn = QPushButton("Export…")
+        self.delete_btn = QPushButton("Delete")
+        self.compact_btn = QPushButton("Compact (gc)")
+        self.progress = QProgressBar()
+        self.progress.setVisible(False)
+        self.task_label = QLabel("")
+        self.task_label.setWordWrap(True)
+
+        # ---------------------------------------------------------------- viewer
+        self.view = FrameView(message="select an episode")
+        self.slider = QSlider(Qt.Orientation.Horizontal)
+        self.slider.setRange(0, 0)
+        self.back_btn = QPushButton("◀|")
+        self.play_btn = QPushButton("Play")
+        self.fwd_btn = QPushButton("|▶")
+        self.speed_combo = QComboBox()
+        for s in SPEEDS:
+            self.speed_combo.addItem(f"{s:g}x", s)
+        self.speed_combo.setCurrentIndex(SPEEDS.index(1.0))
+        self.loop_check = QCheckBox("Loop")
+        self.reverse_check = QCheckBox("Reverse")
+        self.follow_check = QCheckBox("Follow live")
+        self.follow_check.setChecked(self.clock.follow_live)
+        self.pos_label = QLabel("-")
+        self.pos_label.setFont(_mono())
+        self.step_text = QPlainTextEdit()
+        self.step_text.setReadOnly(True)
+        self.step_text.setFont(_mono())
+        self.step_text.setMaximumWidth(320)
+
+        # ---------------------------------------------------------------- layout
+        table_side = QVBoxLayout()
+        table_side.addWidget(self.filter_edit)
+        table_side.addWidget(self.table, 1)
+        row = QHBoxLayout()
+        for b in (self.refresh_btn, self.export_btn, self.delete_btn, self.compact_btn):
+            row.addWidget(b)
+        table_side.addLayout(row)
+        table_side.addWidget(self.progress)
+        table_side.addWidget(self.task_label)
+        table_w = QWidget()
+        table_w.setLayout(table_side)
+
+        controls = QHBoxLayout()
+        for w in (self.back_btn, self.play_btn, self.fwd_btn, self.speed_combo):
+            controls.addWidget(w)
+        for w in (self.loop_check, self.reverse_check, self.follow_check):
+            controls.addWidget(w)
+        controls.addStretch(1)
+        controls.addWidget(self.pos_label)
+        viewer = QVBoxLayout()
+        top = QHBoxLayout()
+        top.addWidget(self.view, 1)
+        top.addWidget(self.step_text)
+        viewer.addLayout(top, 1)
+        viewer.addWidget(self.slider)
+        viewer.addLayout(controls)
+        viewer_w = QWidget()
+        viewer_w.setLayout(viewer)
+
+        split = QSplitter(Qt.Orientation.Vertical)
+        split.addWidget(table_w)
+        split.addWidget(viewer_w)
+        split.setStretchFactor(0, 1)
+        split.setStretchFactor(1, 3)
+        layout = QVBoxLayout(self)
+        layout.addWidget(split)
+
+        # ---------------------------------------------------------------- wiring
+        self.filter_edit.textChanged.connect(self.proxy.set_filter_text)
+        self.table.selectionModel().currentRowChanged.connect(self._row_changed)
+        self.refresh_btn.clicked.connect(self.refresh)
+        self.export_btn.clicked.connect(self._export_clicked)
+        self.delete_btn.clicked.connect(self._delete_clicked)
+        self.compact_btn.clicked.connect(self.compact)
+        self.slider.valueChanged.connect(self.clock.seek)
+        self.back_btn.clicked.connect(self.clock.step_back)
+        self.fwd_btn.clicked.connect(self.clock.step_forward)
+        self.play_btn.clicked.connect(self.clock.toggle)
+        self.speed_combo.currentIndexChanged.connect(
+            lambda i: self.clock.set_speed(self.speed_combo.itemData(i))
+        )
+        self.loop_check.toggled.connect(self.clock.set_loop)
+        self.reverse_check.toggled.connect(self.clock.set_reverse)
+        self.follow_check.toggled.connect(self.clock.set_follow_live)
+        self.clock.index_changed.connect(self._index_changed)
+        self.clock.state_changed.connect(self._clock_state)
+        self.loader.opened.connect(self._opened)
+        self.loader.frame_ready.connect(self._frame_ready)
+        self.loader.length_changed.connect(self._length_changed)
+        self.loader.failed.connect(self._load_failed)
+
+        self.play_timer = QTimer(self)
+        self.play_timer.setTimerType(Qt.TimerType.PreciseTimer)
+        self.play_timer.setInterval(8)
+        self.play_timer.timeout.connect(self._play_tick)
+        self._last_tick = time.monotonic()
+        self.refresh_timer = QTimer(self)
+        self.refresh_timer.setInterval(refresh_ms)
+        self.refresh_timer.timeout.connect(self._maybe_refresh)
+        self.refresh_timer.start()
+        self._clock_state()
+        self.refresh()
+
+    # ------------------------------------------------------------------ episode list
+    def refresh(self) -> None:
+        """Re-read the episode list in the background (one refresh at a time)."""
+        if self._refreshing:
+            return
+        self._refreshing = True
+
+        def done(rows):
+            self._refreshing = False
+            self.episodes.apply(rows)
+
+        def failed(exc):
+            self._refreshing = False
+            self.task_label.setText(f"refresh failed: {exc}")
+
+        self.tasks.run(lambda _p: self.episodes.fetch(self.store), on_done=done, on_error=failed)
+
+    def _maybe_refresh(self) -> None:
+        if self.live_hint or any(r.status == "recording" for r in self.episodes.rows):
+            self.refresh()
+
+    def selected_ids(self) -> list[int]:
+        rows = self.table.selectionModel().selectedRows()
+        return sorted({self.proxy.data(r, EpisodeTableModel.EPISODE_ID_ROLE) for r in rows})
+
+    def _row_changed(self, current, _previous) -> None:
+        if not current.isValid():
+            return
+        eid = self.proxy.data(current, EpisodeTableModel.EPISODE_ID_ROLE)
+        if eid is not None and eid != self.episode_id:
+            self.open_episode(eid)
+
+    def select_episode(self, episode_id: int) -> None:
+        src = self.episodes.row_index(episode_id)
+        if src is None:
+            return
+        idx = self.proxy.mapFromSource(self.table_model.index(src, 0))
+        if idx.isValid():
+            self.table.selectionModel().setCurrentIndex(
+                idx,
+                QItemSelectionModel.SelectionFlag.ClearAndSelect
+                | QItemSelectionModel.SelectionFlag.Rows,
+            )
+
+    # ------------------------------------------------------------------ viewer
+    def open_episode(self, episode_id: int, *, at: int | None = None) -> None:
+        """Open an episode in the viewer (at step ``at``; a live one follows the end)."""
+        self.clock.pause()
+        self.episode_id = int(episode_id)
+        self.shown_step = None
+        self._pending_seek = at
+        self.view.set_frame(None, f"loading episode {episode_id}…")
+        self.loader.open(self.episode_id)
+
+    def _opened(self, eid, info, rows, live, fps) -> None:
+        if eid != self.episode_id:
+            return
+        if fps > 0:
+            self.clock.set_fps(fps)
+        self.clock.set_length(0)
+        self.clock.seek(0)
+        at = self._pending_seek
+        self._pending_seek = None
+        self.clock.set_length(rows, live=live)
+        if at is not None:
+            self.clock.seek(at)
+        elif live and self.clock.follow_live:
+            self.clock.seek(self.clock.last)
+        self.loader.request(self.clock.index)
+        self.task_label.setText(
+            f"episode {eid}: {info.env_id}, seed {info.seed}, {rows} steps, {info.status}"
+        )
+
+    def _length_changed(self, eid, rows, live) -> None:
+        if eid == self.episode_id:
+            self.clock.set_length(rows, live=live)
+
+    def _index_changed(self, index: int) -> None:
+        self.slider.blockSignals(True)
+        self.slider.setValue(index)
+        self.slider.blockSignals(False)
+        self._update_pos()
+        self.loader.request(index, -1 if self.clock.reverse else 1)
+
+    def _clock_state(self) -> None:
+        c = self.clock
+        self.slider.blockSignals(True)
+        self.slider.setRange(0, c.last)
+        self.slider.setValue(c.index)
+        self.slider.blockSignals(False)
+        self.play_btn.setText("Pause" if c.playing else "Play")
+        if c.playing and not self.play_timer.isActive():
+            self._last_tick = time.monotonic()
+            self.play_timer.start()
+        elif not c.playing:
+            self.play_timer.stop()
+        self._update_pos()
+
+    def _update_pos(self) -> None:
+        c = self.clock
+        live = "  ● live" if c.live else ""
+        self.pos_label.setText(
+            f"step {c.index} / {c.last}  {c.speed:g}x @ {c.fps:g} fps{live}" if c.length else "-"
+        )
+
+    def _play_tick(self) -> None:
+        now = time.monotonic()
+        dt, self._last_tick = now - self._last_tick, now
+        self.clock.tick(min(dt, 0.25))
+
+    def _frame_ready(self, eid, step, frame, info) -> None:
+        if eid != self.episode_id:
+            return
+        if frame is None:
+            self.view.set_frame(None, f"step {step}: frame not stored (dropped)")
+        else:
+            self.view.set_frame(frame)
+        self.shown_step = step
+        self.current_step_info = info
+        if info is not None:
+            self.step_text.setPlainText(
+                f"step        {info.step}\n"
+                f"action      {_short(info.action)}\n"
+                f"reward      {info.reward}\n"
+                f"terminated  {info.terminated}\n"
+                f"truncated   {info.truncated}\n"
+                f"info        {_short(info.info)}"
+            )
+        self.frame_shown.emit(eid, step)
+
+    def _load_failed(self, eid, text) -> None:
+        if eid == self.episode_id:
+            self.view.set_frame(None, text)
+            self.task_label.setText(text)
+
+    # ------------------------------------------------------------------ store jobs
+    def _start_job(self, name: str, fn, *, after=None) -> None:
+        self.progress.setVisible(True)
+        self.progress.setRange(0, 0)
+        self.task_label.setText(f"{name}…")
+        for b in (self.export_btn, self.delete_btn, self.compact_btn):
+            b.setEnabled(False)
+
+        def finish():
+            self.progress.setVisible(False)
+            for b in (self.export_btn, self.delete_btn, self.compact_btn):
+                b.setEnabled(True)
+
+        def done(result):
+            finish()
+            self.task_label.setText(f"{name}: done ({_summary(result)})")
+            if after is not None:
+                after(result)
+            self.task_finished.emit(name, result)
+
+        def failed(exc):
+            finish()
+            self.task_label.setText(f"{name} failed: {exc}")
+            self.task_finished.emit(name, exc)
+
+        def progress(done_n, total):
+            if total > 0:
+                self.progress.setRange(0, 1000)
+                self.progress.setValue(int(1000 * min(done_n, total) / total))
+
+        self.tasks.run(fn, on_done=done, on_error=failed, on_progress=progress)
+
+    def export(self, episode_id: int, out: str | Path, **kwargs) -> None:
+        """Export an episode (MP4/GIF/NPZ/... by extension) in the background."""
+        from tools.export import export_episode
+
+        takes_progress = "progress" in inspect.signature(export_episode).parameters
+
+        def job(progress):
+            if takes_progress:
+                kwargs["progress"] = progress
+            return export_episode(self.store, episode_id, out, **kwargs)
+
+        self._start_job(f"export of episode {episode_id} to {out}", job)
+
+    def _export_clicked(self) -> None:
+        ids = self.selected_ids() or ([self.episode_id] if self.episode_id else [])
+        if not ids:
+            self.task_label.setText("select an episode to export")
+            return
+        path, _ = QFileDialog.getSaveFileName(
+            self,
+            f"Export episode {ids[0]}",
+            f"episode-{ids[0]}.mp4",
+            "MP4 video (*.mp4);;GIF animation (*.gif);;NumPy archive (*.npz)",
+        )
+        if path:
+            self.export(ids[0], path)
+
+    def delete(self, episode_ids: list[int]) -> None:
+        """Mark episodes deleted (space returns at the next Compact)."""
+        if self.episode_id in episode_ids:
+            self.episode_id = None
+            self.clock.pause()
+            self.clock.set_length(0)
+            self.view.set_frame(None, "episode deleted")
+        self._start_job(
+            f"delete of {len(episode_ids)} episode(s)",
+            lambda _p: self.store.delete_episodes(episode_ids),
+            after=lambda _r: self.refresh(),
+        )
+
+    def _delete_clicked(self) -> None:
+        ids = self.selected_ids()
+        if not ids:
+            self.task_label.setText("select episodes to delete")
+            return
+        answer = QMessageBox.question(
+            self,
+            "Delete episodes",
+            f"Delete episode(s) {', '.join(map(str, ids))}? Compact (gc) reclaims the space.",
+        )
+        if answer == QMessageBox.StandardButton.Yes:
+            self.delete(ids)
+
+    def compact(self) -> None:
+        """Run gc (compaction) in the background with progress."""
+        from tools.gc import collect
+
+        def job(progress):
+            report = collect(self.store, progress=progress)
+            self.store.reader.forget()
+            return report
+
+        self._start_job("compact (gc)", job, after=lambda _r: self.refresh())
+
+    def shutdown(self) -> None:
+        self.play_timer.stop()
+        self.refresh_timer.stop()
+        self.loader.close()
+        self.tasks.wait()
+
+
+def _summary(result) -> str:
+    if result is None:
+        return "ok"
+    for attr in ("bytes_reclaimed", "frames"):
+        if hasattr(result, attr):
+            v = getattr(result, attr)
+            v = v() if callable(v) else v
+            return f"{attr.replace('_', ' ')} {v}"
+    if isinstance(result, list):
+        return f"{len(result)} item(s)"
+    return str(result)[:120]
