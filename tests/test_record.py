@@ -294,5 +294,66 @@ def test_killed_recorder_leaves_only_readable_pointers(tmp_path):
         first = eps[0]
         steps = store.read_steps(first.id)
         expected = replay_frames("ALE/Assault-v5", 1, [s.action for s in steps[1:]])
-        assert all(np.array_equal(a, b)
-                   for a, b in zip(store.read_frames(first.id), expected, strict=True))
+        assert all(
+            np.array_equal(a, b) for a, b in zip(store.read_frames(first.id), expected, strict=True)
+        )
+
+
+def test_step_trigger_keeps_metadata_for_every_step(store):
+    env = RecordFrames(
+        make_env("CartPole-v1", max_episode_steps=12), store, step_trigger=lambda t: t % 3 == 0
+    )
+    env.reset(seed=0)
+    done = False
+    while not done:
+        _, _, term, trunc, _ = env.step(env.action_space.sample())
+        done = term or trunc
+    env.close()
+    (ep,) = store.episodes()
+    steps = store.read_steps(ep.id)
+    assert len(steps) == ep.steps and ep.frames < ep.steps
+    with_frames = [s.step for s in steps if s.frame is not None]
+    # In the first episode the global step equals the step index.
+    assert with_frames == [s.step for s in steps if s.step % 3 == 0]
+    assert len(store.read_frames(ep.id)) == len(with_frames)
+
+
+def test_sigterm_marks_episode_interrupted_and_exits_130(tmp_path):
+    store_path = tmp_path / "t.store"
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "tools",
+            "record",
+            str(store_path),
+            "--env",
+            "ALE/Assault-v5",
+            "--episodes",
+            "3",
+            "--seed",
+            "2",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if (store_path / "framestore.db").exists():
+            try:
+                with FrameStore.open(store_path, readonly=True) as st:
+                    if any(e.steps > 100 for e in st.episodes()):
+                        break
+            except Exception:
+                pass
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err
+    with FrameStore.open(store_path, readonly=True) as st:
+        eps = st.episodes()
+        assert eps[-1].status == "interrupted"
+        for ep in eps:
+            assert len(st.read_frames(ep.id)) == ep.steps
