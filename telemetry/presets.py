@@ -953,7 +953,8 @@ def _toml_string(s: str) -> str:
 
 
 def _toml_key(key: str) -> str:
-    return key if _BARE_KEY.match(key) else _toml_string(key)
+    # fullmatch: with match, "$" would accept a key ending in a newline
+    return key if _BARE_KEY.fullmatch(key) else _toml_string(key)
 
 
 def _toml_value(value: Any) -> str:
