@@ -44,35 +44,23 @@ def record(store, env_id, episodes, max_steps, seed, policy, preset, codec, dura
     from .record import sigterm_as_interrupt
 
     total = episodes * max_steps if max_steps else None
+    args = dict(
+        episodes=episodes,
+        max_steps=max_steps,
+        seed=seed,
+        policy=policy,
+        preset=preset,
+        codec=codec,
+        durability=durability,
+    )
     with sigterm_as_interrupt():
         if show_progress() and not as_json:
             with click.progressbar(
                 length=total, label=f"recording {env_id}", file=sys.stderr
             ) as bar:
-                summary = do_record(
-                    store,
-                    env_id,
-                    episodes=episodes,
-                    max_steps=max_steps,
-                    seed=seed,
-                    policy=policy,
-                    preset=preset,
-                    codec=codec,
-                    durability=durability,
-                    on_step=bar.update,
-                )
+                summary = do_record(store, env_id, on_step=bar.update, **args)
         else:
-            summary = do_record(
-                store,
-                env_id,
-                episodes=episodes,
-                max_steps=max_steps,
-                seed=seed,
-                policy=policy,
-                preset=preset,
-                codec=codec,
-                durability=durability,
-            )
+            summary = do_record(store, env_id, **args)
     if as_json:
         emit_json(summary)
         return

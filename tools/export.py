@@ -52,6 +52,7 @@ from typing import Any
 
 import numpy as np
 
+from framestore._segments import fsync_dir
 from framestore.errors import CorruptData, FrameNotFound, InvalidInput
 
 __all__ = ["ExportReport", "export_episode", "export_run", "FORMATS", "DEFAULT_FPS"]
@@ -339,19 +340,6 @@ def _fsync_file(path: Path) -> None:
         os.close(fd)
 
 
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 # --------------------------------------------------------------------------- writers
 def _write_mp4(frames: Iterator[np.ndarray], plan: _Plan, report: ExportReport) -> None:
     import av
@@ -503,7 +491,7 @@ def _write_png_dir(
             os.fsync(fp.fileno())
         report.frames += 1
         report.height, report.width = img.shape[:2]
-    _fsync_dir(plan.partial)
+    fsync_dir(plan.partial)
 
 
 def _actions_array(actions: list[Any]) -> dict[str, np.ndarray]:
@@ -662,7 +650,7 @@ def export_episode(
         if plan.format == "png" and plan.out.is_dir():
             plan.out.rmdir()  # checked empty in _plan
         os.replace(plan.partial, plan.out)
-        _fsync_dir(plan.out.parent)
+        fsync_dir(plan.out.parent)
     except BaseException:
         _remove(plan.partial)
         raise
