@@ -1,0 +1,226 @@
+"""``framestore bench``, ``presets`` and ``tune``: behaviour only, never timing."""
+
+from __future__ import annotations
+
+import csv
+import json
+import tomllib
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from tools import bench
+from tools.cli import cli
+
+
+@pytest.fixture(scope="module")
+def assault_set() -> bench.FrameSet:
+    """A few real Assault frames with their actions, rewards and info."""
+    return bench.capture("assault", 24, seed=0)
+
+
+@pytest.fixture(scope="module")
+def noise_set() -> bench.FrameSet:
+    return bench.capture("noise", 32, seed=1)
+
+
+def test_capture_shapes_and_episodes(assault_set, noise_set):
+    assert len(assault_set) == 24
+    assert assault_set.frames[0].shape == (210, 160, 3)
+    assert assault_set.frames[0].dtype == np.uint8
+    assert assault_set.episodes[0][0] == 0 and assault_set.episodes[-1][1] == 24
+    assert assault_set.actions[0] is None  # the reset row
+    assert "lives" in assault_set.infos[1]
+    json.dumps(assault_set.infos)  # plain values: ALE's numpy seeds were converted
+    assert noise_set.frames[0].shape == bench.NOISE_SHAPE
+
+
+@pytest.mark.parametrize("isolate", [True, False], ids=["forked", "in-process"])
+def test_every_pipeline_gives_a_sane_row(assault_set, tmp_path, isolate):
+    rows = [
+        bench.run_pipeline(name, assault_set, workdir=tmp_path, isolate=isolate)
+        for name in bench.PIPELINES
+    ]
+    bench.add_ratios(rows)
+    assert [r.pipeline for r in rows] == list(bench.PIPELINES)
+    for r in rows:
+        if r.pipeline == "hdf5-lzf" and not bench.hdf5_available():
+            assert r.skipped and "h5py" in r.skipped
+            continue
+        assert r.error is None, r.error
+        assert r.frames == 24
+        assert r.fps > 0 and r.seconds > 0
+        assert r.bytes_per_frame > 0 and r.frame_bytes_per_frame > 0
+        assert 0 <= r.producer_p50_us <= r.producer_p99_us <= r.producer_max_us
+        assert r.peak_mem_mb >= 0
+        assert r.dropped == 0
+        assert r.fps_vs_zstd is not None and r.frame_bytes_vs_zstd is not None
+    fs_row = rows[0]
+    assert fs_row.pipeline == "framestore"
+    assert fs_row.verified is True  # its stored frames were read back bit-exact
+    assert fs_row.max_queue_depth >= 1
+    assert rows[-1].fps_vs_zstd == pytest.approx(1.0)
+    assert list(tmp_path.iterdir()) == []  # every temporary output was removed
+
+
+def test_verify_notices_a_wrong_frame(assault_set, tmp_path):
+    from framestore import FrameStore
+
+    with FrameStore.open(tmp_path / "s.store") as store, store.recorder("ALE/Assault-v5") as rec:
+        rec.begin_episode(seed=0)
+        for f in assault_set.frames:
+            rec.record_step(f)
+    assert bench.verify_framestore(tmp_path / "s.store", assault_set)
+    other = assault_set.head(len(assault_set))
+    other.frames = list(other.frames)
+    other.frames[5] = other.frames[5].copy()
+    other.frames[5][0, 0, 0] ^= 1
+    assert not bench.verify_framestore(tmp_path / "s.store", other)
+
+
+def test_table_and_csv(assault_set, tmp_path):
+    rows = [bench.run_pipeline(n, assault_set, isolate=False) for n in ("framestore", "zstd")]
+    bench.add_ratios(rows)
+    text = bench.format_table(rows)
+    assert "framestore" in text and "zstd" in text and "frames/s" in text
+    path = tmp_path / "bench.csv"
+    bench.write_csv(rows, path)
+    with open(path, newline="") as fp:
+        read = list(csv.DictReader(fp))
+    assert [r["pipeline"] for r in read] == ["framestore", "zstd"]
+    assert float(read[0]["bytes_per_frame"]) > 0
+    assert read[0]["verified"] == "True"
+
+
+def test_stress_small_always_finishes_and_accounts_for_every_frame(assault_set, tmp_path):
+    fs = assault_set.head(12)
+    rows = bench.stress(fs, rates=(1, 10, None), timeout=60.0, workdir=tmp_path)
+    assert {(r.rate, r.policy) for r in rows} == {
+        (rate, policy) for rate in ("1x", "10x", "max") for policy in ("block", "drop")
+    }
+    for r in rows:
+        assert r.finished, r
+        assert r.error is None, r.error
+        assert r.frames_put == 12
+        assert r.frames_written + r.frames_dropped == r.frames_put
+        assert r.accounted
+        if r.policy == "block":
+            assert r.frames_dropped == 0
+
+
+def test_overload_with_drop_policy_drops_and_stays_within_the_byte_bound(noise_set, tmp_path):
+    budget = 1024 * 1024  # ten noise frames
+    (row,) = bench.overload(
+        noise_set, policies=("drop",), level=19, queue_bytes=budget, seconds=1.0, workdir=tmp_path
+    )
+    assert row.error is None, row.error
+    assert row.policy == "drop"
+    assert row.frames_dropped > 0
+    assert 0 < row.high_water_bytes <= budget
+    assert row.frames_written + row.frames_dropped == row.frames_put
+    assert row.queue_bytes == budget
+
+
+def test_pacing_runs_with_and_without_recording(assault_set, tmp_path):
+    idle = bench.pacing(assault_set, hz=200, envs=2, seconds=0.1, record=False, workdir=tmp_path)
+    busy = bench.pacing(assault_set, hz=200, envs=2, seconds=0.1, record=True, workdir=tmp_path)
+    for r in (idle, busy):
+        assert r.ticks == 20
+        assert r.late_p50_us <= r.late_p99_us <= r.late_max_us
+    assert idle.mode == "no recording" and busy.mode == "framestore"
+    assert busy.dropped == 0
+
+
+def test_cli_bench_json_and_csv(tmp_path):
+    out = tmp_path / "b.csv"
+    res = CliRunner().invoke(
+        cli, ["bench", "--game", "noise", "--frames", "8", "--json", "--csv", str(out)]
+    )
+    assert res.exit_code == 0, res.output
+    rows = json.loads(res.stdout)
+    assert [r["pipeline"] for r in rows] == list(bench.PIPELINES)
+    assert out.exists() and out.read_text().count("\n") == len(rows) + 1
+
+
+def test_cli_presets_json():
+    res = CliRunner().invoke(cli, ["presets", "--env", "ALE/Assault-v5", "--json"])
+    assert res.exit_code == 0, res.output
+    data = json.loads(res.stdout)
+    assert data["env_id"] == "ALE/Assault-v5"
+    assert data["family"] == "atari"
+    by_name = {s["name"]: s for s in data["settings"]}
+    assert by_name["codec"]["value"] == "zstd"
+    assert by_name["queue_frames"]["source"]  # every value says where it came from
+    assert all(s["source"] for s in data["settings"])
+
+
+def test_cli_presets_unknown_preset_is_one_line_and_exit_2():
+    res = CliRunner().invoke(cli, ["presets", "--preset", "nope"])
+    assert res.exit_code == 2
+    assert "unknown preset" in res.output
+
+
+def test_cli_tune_suggests_and_applies(tmp_path, monkeypatch, assault_set):
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    from framestore import FrameStore
+
+    store_path = tmp_path / "runs.store"
+    with FrameStore.open(store_path) as store, store.recorder("ALE/Assault-v5") as rec:
+        rec.begin_episode(seed=0)
+        for f in assault_set.frames[:5]:
+            rec.record_step(f, action=0, reward=0.0)
+    # 5 frames against a queue of thousands: the queue is far too big for this game.
+    res = CliRunner().invoke(cli, ["tune", str(store_path), "--json"])
+    assert res.exit_code == 0, res.output
+    data = json.loads(res.stdout)
+    assert data["runs"] == 1
+    suggestion = data["suggestions"]["ALE/Assault-v5"]
+    assert suggestion["queue_frames"] < data["observed"][0]["queue_frames"]
+    assert data["saved"] is None
+    assert not (tmp_path / "config" / "framestore" / "presets.toml").exists()
+
+    res = CliRunner().invoke(cli, ["tune", str(store_path), "--apply"])
+    assert res.exit_code == 0, res.output
+    toml_path = tmp_path / "config" / "framestore" / "presets.toml"
+    assert str(toml_path) in res.output
+    saved = tomllib.loads(toml_path.read_text())
+    assert saved["ALE/Assault-v5"]["queue_frames"] == suggestion["queue_frames"]
+
+
+def test_cli_tune_on_a_missing_store_is_exit_2(tmp_path):
+    res = CliRunner().invoke(cli, ["tune", str(tmp_path / "nothing")])
+    assert res.exit_code == 2
+    assert "framestore: error" in res.output
+
+
+def test_cli_bench_rate_and_overload_modes(tmp_path):
+    runner = CliRunner()
+    res = runner.invoke(
+        cli,
+        [
+            "bench",
+            "--game",
+            "assault",
+            "--frames",
+            "10",
+            "--rate",
+            "100",
+            "--envs",
+            "2",
+            "--seconds",
+            "0.1",
+            "--json",
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    rows = json.loads(res.stdout)
+    assert [r["mode"] for r in rows] == ["no recording", "framestore"]
+    assert all(r["envs"] == 2 and r["ticks"] == 10 for r in rows)
+    res = runner.invoke(
+        cli, ["bench", "--overload", "--frames", "16", "--level", "3", "--seconds", "0.2", "--json"]
+    )
+    assert res.exit_code == 0, res.output
+    rows = json.loads(res.stdout)
+    assert [r["policy"] for r in rows] == ["block", "drop"]
+    assert all(r["frames_written"] + r["frames_dropped"] == r["frames_put"] for r in rows)

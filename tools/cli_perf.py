@@ -1,0 +1,229 @@
+"""Performance verbs: ``framestore bench``, ``framestore presets``, ``framestore tune``.
+
+Registered by ``tools.cli`` through ``COMMANDS``. Each command parses, calls one library
+function (``tools.bench``, ``telemetry.presets``) and prints.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import Any
+
+import click
+
+from ._common import emit_json, human_bytes, show_progress
+
+json_opt = click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+GAME_CHOICES = ("assault", "carracing", "noise", "all")
+
+
+def _progress(enabled: bool):
+    if not enabled:
+        return None
+    return lambda msg: click.echo(f"bench: {msg}", err=True)
+
+
+@click.command()
+@click.option("--frames", type=click.IntRange(min=1), default=None, help="Frames per game.")
+@click.option(
+    "--game",
+    type=click.Choice(GAME_CHOICES),
+    default="all",
+    show_default=True,
+    help="Frame source.",
+)
+@click.option("--csv", "csv_path", type=click.Path(dir_okay=False), default=None)
+@click.option("--rate", type=click.FloatRange(min=0, min_open=True), default=None, help="Hz.")
+@click.option("--envs", type=click.IntRange(min=1), default=1, show_default=True)
+@click.option(
+    "--seconds",
+    type=click.FloatRange(min=0, min_open=True),
+    default=5.0,
+    show_default=True,
+    help="Length of each --rate / --overload run.",
+)
+@click.option(
+    "--repeat",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Run each pipeline N times and keep the fastest (a noisy machine).",
+)
+@click.option("--overload", is_flag=True, help="Producer 10x faster than the writer.")
+@click.option(
+    "--level",
+    type=click.IntRange(-7, 22),
+    default=19,
+    show_default=True,
+    help="zstd level for --overload.",
+)
+@click.option(
+    "--workdir",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Where the temporary outputs go (default: the system temp dir).",
+)
+@json_opt
+def bench(frames, game, csv_path, rate, envs, seconds, repeat, overload, level, workdir, as_json):
+    """Measure framestore against baselines on the same frames.
+
+    Default: throughput, producer cost, bytes per frame and peak memory of framestore,
+    base64-in-SQLite, PNG files, HDF5-lzf and plain zstd (the limit). --rate HZ --envs N:
+    frame-pacing jitter of a fixed-rate loop with and without recording. --overload: a
+    producer far faster than the writer under both queue policies.
+    """
+    from . import bench as lib
+
+    games = ("assault", "carracing", "noise") if game == "all" else (game,)
+    progress = _progress(show_progress() or not as_json)
+    if overload:
+        fs = lib.capture("noise", frames or 256)
+        rows: list[Any] = lib.overload(fs, level=level, seconds=seconds, workdir=workdir)
+        columns = lib.OVERLOAD_TABLE
+    elif rate is not None:
+        games = tuple(g for g in games if g != "noise") or games
+        rows = lib.run_pacing(
+            games,
+            hz=rate,
+            envs=envs,
+            seconds=seconds,
+            frames=frames,
+            workdir=workdir,
+            progress=progress,
+        )
+        columns = lib.PACING_TABLE
+    else:
+        rows = lib.run_bench(
+            games, frames=frames, workdir=workdir, repeat=repeat, progress=progress
+        )
+        columns = lib._TABLE
+    if csv_path:
+        lib.write_csv(rows, csv_path)
+    if as_json:
+        emit_json([asdict(r) for r in rows])
+        return
+    click.echo(lib.format_table(rows, columns))
+    if csv_path:
+        click.echo(f"wrote {csv_path}", err=True)
+
+
+def _presets_data(resolved, explain) -> dict[str, Any]:
+    host = resolved.host
+    return {
+        "env_id": resolved.env_id,
+        "family": resolved.family,
+        "preset": resolved.preset,
+        "host_profile": resolved.host_profile,
+        "host": asdict(host) if host is not None else None,
+        "memory_budget_bytes": resolved.memory_budget_bytes,
+        "frame_bytes_hint": resolved.frame_bytes_hint,
+        "config_file": str(resolved.config_file) if resolved.config_file else None,
+        "lite_suggested": resolved.lite_suggested,
+        "settings": [{"name": n, "value": v, "source": s} for n, v, s in explain(resolved)],
+    }
+
+
+@click.command()
+@click.option("--env", "env_id", default="ALE/Assault-v5", show_default=True)
+@click.option("--preset", default=None, help="A named preset (listed below).")
+@json_opt
+def presets(env_id, preset, as_json):
+    """Show the effective recording settings for ENV and where each value came from."""
+    from telemetry.presets import PRESETS, effective_settings, explain
+
+    resolved = effective_settings(env_id, preset=preset)
+    data = _presets_data(resolved, explain)
+    data["presets"] = dict(PRESETS)
+    if as_json:
+        emit_json(data)
+        return
+    host = resolved.host
+    click.echo(
+        f"{resolved.env_id} (family {resolved.family}), preset {resolved.preset}, "
+        f"host profile {resolved.host_profile}"
+        + (
+            f" ({host.cores} cores, {human_bytes(host.ram_bytes)} RAM, disk {host.disk_kind})"
+            if host
+            else ""
+        )
+    )
+    click.echo(f"memory budget for queue + lite ring: {human_bytes(resolved.memory_budget_bytes)}")
+    width = max(len(s["name"]) for s in data["settings"])
+    for s in data["settings"]:
+        value = s["value"]
+        shown = (
+            f"{value} ({human_bytes(value)})"
+            if s["name"].endswith("_bytes") and isinstance(value, int)
+            else str(value)
+        )
+        click.echo(f"  {s['name']:<{width}}  {shown:<24} {s['source']}")
+    click.echo("presets: " + ", ".join(PRESETS))
+
+
+def observed_runs(store) -> list[dict[str, Any]]:
+    """The queue statistics ``Recorder.close`` stored with each finished run, in the
+    shape ``telemetry.presets.suggest_tuning`` takes. Runs without stats are skipped."""
+    needed = (
+        "queue_high_water_frames",
+        "queue_high_water_bytes",
+        "queue_frames",
+        "queue_bytes",
+        "max_flush_ms",
+        "dropped",
+        "blocked_s",
+    )
+    out = []
+    for run in store.runs():
+        stats = run.stats or {}
+        if not all(k in stats for k in needed):
+            continue
+        row = {"env_id": run.env_id, **{k: stats[k] for k in needed}}
+        batch = (run.config.get("settings") or {}).get("batch_size")
+        if isinstance(batch, int) and not isinstance(batch, bool):
+            row["batch_size"] = batch
+        out.append(row)
+    return out
+
+
+@click.command()
+@click.argument("store", type=click.Path(file_okay=True, dir_okay=True))
+@click.option("--apply", "apply_", is_flag=True, help="Save the suggestions to the presets file.")
+@json_opt
+def tune(store, apply_, as_json):
+    """Propose better per-game queue and batch settings from the runs recorded in STORE."""
+    from framestore import FrameStore
+    from telemetry.presets import default_config_path, save_tuning, suggest_tuning
+
+    with FrameStore.open(store, readonly=True) as st:
+        observed = observed_runs(st)
+    suggestions = suggest_tuning(observed)
+    saved = str(save_tuning(suggestions)) if apply_ and suggestions else None
+    if as_json:
+        emit_json(
+            {
+                "runs": len(observed),
+                "observed": observed,
+                "suggestions": suggestions,
+                "config_file": str(default_config_path()),
+                "saved": saved,
+            }
+        )
+        return
+    if not observed:
+        click.echo("no finished runs with queue statistics in this store")
+        return
+    click.echo(f"{len(observed)} run(s) observed")
+    if not suggestions:
+        click.echo("the current settings fit what was observed: nothing to change")
+        return
+    for env_id, table in suggestions.items():
+        click.echo(f"[{env_id}]")
+        for key, value in table.items():
+            click.echo(f"  {key} = {value}")
+    if saved:
+        click.echo(f"saved to {saved}")
+    else:
+        click.echo(f"run with --apply to save them to {default_config_path()}", err=True)
+
+
+COMMANDS = [bench, presets, tune]
