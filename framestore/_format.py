@@ -71,13 +71,17 @@ def read_file_header(fp: IO[bytes], segment: int | str = "?") -> int:
     return segment_id
 
 
-def pack_record(rtype: int, payload: bytes | bytearray | memoryview) -> bytes:
-    """Frame ``payload`` as one record: header, payload, CRC-32."""
-    if len(payload) > MAX_RECORD_BYTES:
-        raise ValueError(f"record payload of {len(payload)} bytes exceeds {MAX_RECORD_BYTES}")
-    head = _RECORD_HEADER.pack(int(rtype), 0, len(payload))
-    crc = zlib.crc32(payload, zlib.crc32(head))
-    return b"".join((head, payload, _CRC.pack(crc)))
+def pack_record(rtype: int, *parts: bytes | bytearray | memoryview) -> bytes:
+    """Frame the payload (the concatenation of ``parts``) as one record: header,
+    payload, CRC-32. Taking parts avoids copying a large payload just to prefix it."""
+    length = sum(len(p) for p in parts)
+    if length > MAX_RECORD_BYTES:
+        raise ValueError(f"record payload of {length} bytes exceeds {MAX_RECORD_BYTES}")
+    head = _RECORD_HEADER.pack(int(rtype), 0, length)
+    crc = zlib.crc32(head)
+    for p in parts:
+        crc = zlib.crc32(p, crc)
+    return b"".join((head, *parts, _CRC.pack(crc)))
 
 
 @dataclass(frozen=True, slots=True)

@@ -67,14 +67,28 @@ def check_frame(frame: object) -> None:
 
 
 def encode_chunk(
-    frames: Sequence[np.ndarray], codec: Codec, compressor: zstandard.ZstdCompressor | None
+    frames: Sequence[np.ndarray],
+    codec: Codec,
+    compressor: zstandard.ZstdCompressor | None,
+    staging: np.ndarray | None = None,
 ) -> tuple[tuple[int, ...], bytes]:
-    """Encode same-shaped frames; returns (per-frame lengths, data) as FORMAT.md says."""
+    """Encode same-shaped frames; returns (per-frame lengths, data) as FORMAT.md says.
+
+    ``staging`` is an optional reusable uint8 buffer for the zstd codec (a thread's own).
+    """
     nbytes = frames[0].nbytes
     if codec == Codec.ZSTD:
         assert compressor is not None
-        data = compressor.compress(b"".join(f.data for f in frames))
-        return (nbytes,) * len(frames), data
+        # Gather into one contiguous buffer with numpy (which drops the GIL for large
+        # copies, unlike b"".join) so the producer thread is not held up; then one zstd
+        # frame over the whole chunk (zstandard drops the GIL while compressing).
+        n = len(frames)
+        if staging is None or staging.size < n * nbytes:
+            staging = np.empty(n * nbytes, dtype=np.uint8)
+        view = staging[: n * nbytes].reshape((n, *frames[0].shape))
+        for i, f in enumerate(frames):
+            view[i] = f
+        return (nbytes,) * n, compressor.compress(view)
     if codec == Codec.RAW:
         return (nbytes,) * len(frames), b"".join(f.data for f in frames)
     if codec == Codec.PNG:

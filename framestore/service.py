@@ -32,7 +32,7 @@ from ._segments import (
     parse_segment_name,
     segment_path,
 )
-from .codecs import check_frame, check_level, codec_from_name, encode_chunk, validate_frame
+from .codecs import check_frame, check_level, codec_from_name, encode_chunk
 from .errors import (
     DiskFull,
     FrameStoreError,
@@ -248,6 +248,7 @@ class FrameStorageService:
         self._segment: SegmentWriter | None = None
 
         self._local = threading.local()
+        self._free: dict[tuple[int, ...], deque[np.ndarray]] = {}  # recycled frame buffers
         self._pool = ThreadPoolExecutor(
             max_workers=compress_threads, thread_name_prefix="framestore-compress"
         )
@@ -270,7 +271,7 @@ class FrameStorageService:
             # is still an error, never hidden as a dropped frame.
             check_frame(frame)
             return self._drop(key, getattr(frame, "shape", None))
-        arr = validate_frame(frame)
+        arr = self._copy(frame)
         nbytes = arr.nbytes
         if nbytes > self._max_bytes:
             raise InvalidInput(
@@ -296,6 +297,37 @@ class FrameStorageService:
                 self._hw_bytes = self._q_bytes
             self._cond.notify_all()
         return ref
+
+    def _copy(self, frame: object) -> np.ndarray:
+        """Validate and copy ``frame`` into a recycled buffer of its shape when one is
+        free: fresh 100-700 KB allocations fault in new pages on every step, which
+        costs the producer far more than the copy itself."""
+        check_frame(frame)
+        pool = self._free.get(frame.shape)  # type: ignore[union-attr]
+        buf = None
+        if pool:
+            try:
+                buf = pool.pop()
+            except IndexError:  # the writer thread emptied it meanwhile
+                buf = None
+        if buf is None:
+            buf = np.empty(frame.shape, dtype=np.uint8)  # type: ignore[union-attr]
+        np.copyto(buf, frame)
+        return buf
+
+    def _recycle(self, frames: list[np.ndarray]) -> None:
+        """Keep written frames' buffers for reuse (bounded: two chunks' worth, a quarter
+        of the queue's bytes, and only the current shape)."""
+        shape = frames[0].shape
+        pool = self._free.get(shape)
+        if pool is None:
+            self._free = {shape: deque()}  # a new shape: let the old buffers go
+            pool = self._free[shape]
+        room = min(2 * self._chunk_frames, self._max_bytes // 4 // max(1, frames[0].nbytes))
+        for f in frames:
+            if len(pool) >= room:
+                break
+            pool.append(f)
 
     def _full(self, nbytes: int) -> bool:
         return self._q_frames >= self._max_frames or self._q_bytes + nbytes > self._max_bytes
@@ -557,7 +589,13 @@ class FrameStorageService:
             if compressor is None:
                 compressor = zstandard.ZstdCompressor(level=self._level, write_content_size=True)
                 self._local.zc = compressor
-        return encode_chunk(frames, self._codec, compressor)
+        staging = None
+        if self._codec == Codec.ZSTD:
+            need = len(frames) * frames[0].nbytes
+            staging = getattr(self._local, "staging", None)
+            if staging is None or staging.size < need:
+                staging = self._local.staging = np.empty(need, dtype=np.uint8)
+        return encode_chunk(frames, self._codec, compressor, staging)
 
     def _append(self, chunk: _Pending, encoded: tuple[tuple[int, ...], bytes]) -> None:
         lengths, data = encoded
@@ -572,7 +610,7 @@ class FrameStorageService:
             frame_keys=tuple(r.key[1] for r in chunk.refs),
             lengths=lengths,
         )
-        record = pack_record(RecordType.CHUNK, header.pack() + data)
+        record = pack_record(RecordType.CHUNK, header.pack(), data)
         seg = self._segment
         if seg is not None and not seg.empty and seg.size + len(record) > self._segment_bytes:
             seg.seal()
@@ -590,6 +628,7 @@ class FrameStorageService:
         with self._cond:
             self._q_frames -= len(chunk.refs)
             self._q_bytes -= chunk.nbytes
+            self._recycle(chunk.frames)
             self._frames_written += len(chunk.refs)
             self._bytes_out += len(record)
             self._chunks += 1
