@@ -335,6 +335,9 @@ class Recorder:
 
         if self.current_episode is not None:
             attempt(lambda: self.end_episode(status="interrupted"))
+        # Write the frames first so the run's stored stats (frames written, bytes out)
+        # are final, not a snapshot taken while the writer was still busy.
+        attempt(self._service.flush)
         m = self._service.metrics()
         stats = {
             "queue_high_water_frames": m.high_water_frames,
