@@ -7,6 +7,7 @@ decompressor per thread, a locked chunk cache).
 
 from __future__ import annotations
 
+import errno
 import io
 import os
 import threading
@@ -21,6 +22,7 @@ import zstandard
 from ._format import (
     FILE_HEADER_SIZE,
     MAX_RECORD_BYTES,
+    RECORD_HEADER_SIZE,
     ChunkHeader,
     RecordType,
     Seal,
@@ -30,7 +32,14 @@ from ._format import (
 )
 from ._segments import list_segment_ids, segment_path
 from .codecs import decode_chunk
-from .errors import CorruptData, CorruptRecord, FrameNotFound, SegmentMissing, StoreClosed
+from .errors import (
+    CorruptData,
+    CorruptRecord,
+    FrameNotFound,
+    SegmentMissing,
+    StoreClosed,
+    TruncatedRecord,
+)
 
 
 @dataclass(frozen=True)
@@ -122,9 +131,14 @@ class SegmentReader:
                 return fd
         path = segment_path(self.root, segment)
         try:
-            fd = os.open(path, os.O_RDONLY)
+            # Never follow a symlink planted under a segment's name out of the store.
+            fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
         except FileNotFoundError:
             raise SegmentMissing(segment, str(path)) from None
+        except OSError as e:
+            if e.errno != errno.ELOOP:
+                raise
+            raise CorruptRecord(segment, 0, "segment file is a symlink; not followed") from None
         try:
             read_file_header(_PreadFile(fd), segment)
         except BaseException:
@@ -161,6 +175,8 @@ class SegmentReader:
     def read_chunk(self, segment: int, offset: int) -> Chunk:
         """Decode (or fetch from cache) the chunk whose record starts at ``offset``."""
         key = (int(segment), int(offset))
+        if key[0] < 0 or key[1] < 0:
+            raise CorruptRecord(segment, offset, "invalid frame pointer (negative)")
         with self._lock:
             hit = self._cache.get(key)
             if hit is not None:
@@ -171,7 +187,9 @@ class SegmentReader:
             raise CorruptRecord(segment, offset, "frame pointer before the first record")
         rec = read_record(fp, offset, segment=segment, max_length=self._max_record)
         if rec is None:
-            raise FrameNotFound(f"segment {segment} has no record at offset {offset} (end of file)")
+            # A pointer past the end of the file: the segment lost its tail (data loss, not
+            # a missing key), so it is reported like any other torn record.
+            raise TruncatedRecord(segment, offset, RECORD_HEADER_SIZE, 0)
         if rec.type != RecordType.CHUNK:
             raise CorruptRecord(segment, offset, f"expected a chunk record, found type {rec.type}")
         header = ChunkHeader.unpack(rec.payload, segment=segment, offset=offset)
@@ -185,10 +203,16 @@ class SegmentReader:
                 self._cache.popitem(last=False)
         return chunk
 
-    def read(self, location, *, copy: bool = True) -> np.ndarray:
+    def read(
+        self, location, *, copy: bool = True, expect_key: tuple[int, int] | None = None
+    ) -> np.ndarray:
         """Return the frame at ``location`` (a ``(segment, offset, slot)`` tuple or a
         ``FrameRef``), bit-exact. Corrupt data raises a ``CorruptData`` error naming the
-        segment and offset; it is never returned as pixels."""
+        segment and offset; it is never returned as pixels.
+
+        With ``expect_key=(stream_key, frame_key)`` (the episode id and step a database
+        row names) a chunk slot holding another frame raises ``CorruptRecord``: a damaged
+        or hostile pointer must not return another step's valid pixels."""
         loc = getattr(location, "location", location)
         if loc is None:
             raise FrameNotFound("frame was not stored (dropped) or is not written yet")
@@ -199,6 +223,15 @@ class SegmentReader:
                 f"segment {segment} at offset {offset}: slot {slot} out of range "
                 f"(chunk holds {chunk.header.count} frames)"
             )
+        if expect_key is not None:
+            have = (chunk.header.stream_key, chunk.header.frame_keys[slot])
+            if have != (int(expect_key[0]), int(expect_key[1])):
+                raise CorruptRecord(
+                    segment,
+                    offset,
+                    f"slot {slot} holds episode {have[0]} step {have[1]}, not episode "
+                    f"{expect_key[0]} step {expect_key[1]} (the frame pointer is wrong)",
+                )
         frame = chunk.frames[slot]
         return frame.copy() if copy else frame
 

@@ -27,6 +27,7 @@ from ._lock import StoreLock
 from ._segments import (
     SEGMENT_DIR,
     SegmentWriter,
+    fsync_dir,
     list_partials,
     list_segment_ids,
     parse_segment_name,
@@ -639,6 +640,9 @@ class FrameStorageService:
         sid = self._next_segment_id
         self._next_segment_id += 1
         seg = SegmentWriter(segment_path(self.root, sid), sid)
+        if self.durability == "durable":
+            # fsync of the file alone does not make its new directory entry durable
+            fsync_dir(self.root / SEGMENT_DIR)
         return seg
 
     def _log_queue_state(self) -> None:

@@ -305,7 +305,7 @@ class FrameStore:
             raise FrameNotFound(f"episode {episode_id} has no step {step}")
         if locs[0][1] is None:
             raise FrameNotFound(f"episode {episode_id} step {step} has no stored frame (dropped)")
-        return self._reader.read(locs[0][1])
+        return self._reader.read(locs[0][1], expect_key=(episode_id, step))
 
     def iter_frames(
         self, episode_id: int, start: int = 0, stop: int | None = None, *, skip_missing: bool = True
@@ -329,7 +329,7 @@ class FrameStore:
                 if skip_missing:
                     continue
                 raise FrameNotFound(f"episode {episode_id} step {step} has no stored frame")
-            yield step, self._reader.read(loc)
+            yield step, self._reader.read(loc, expect_key=(episode_id, step))
 
     def read_frames(
         self, episode_id: int, start: int = 0, stop: int | None = None

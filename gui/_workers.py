@@ -74,7 +74,13 @@ class _LoaderWorker(QObject):
             return
         try:
             loc = self._locs[step][1]
-            frame = None if loc is None else self.store.reader.read(loc, copy=False)
+            frame = (
+                None
+                if loc is None
+                else self.store.reader.read(
+                    loc, copy=False, expect_key=(episode_id, self._locs[step][0])
+                )
+            )
             rows = self.store.read_steps(episode_id, step, step + 1)
             info = rows[0] if rows else None
         except Exception as e:  # noqa: BLE001 - corrupt data: say so, never show wrong pixels

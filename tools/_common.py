@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+import logging
+import sqlite3
 import sys
 from typing import Any
 
 import click
+import gymnasium as gym
 
 from framestore.errors import (
     CorruptData,
@@ -17,6 +20,7 @@ from framestore.errors import (
     QueueFull,
     RunNotFound,
     SchemaTooNew,
+    SinkError,
     StoreLocked,
     WriterFailed,
 )
@@ -32,7 +36,23 @@ EXIT_IO = 6  # disk full, writer failed, other I/O errors
 EXIT_INTERRUPTED = 130
 
 
+def root_error(exc: BaseException) -> BaseException:
+    """The error worth reporting: a ``SinkError`` that only relays another failure (the
+    frame writer's ``DiskFull``, SQLite's "disk is full") is unwrapped to that failure,
+    so the user reads the cause and gets its exit code."""
+    seen = set()
+    while isinstance(exc, SinkError) and id(exc) not in seen:
+        seen.add(id(exc))
+        cause = exc.__cause__
+        if not isinstance(cause, (FrameStoreError, OSError, sqlite3.Error)):
+            break
+        exc = cause
+    return exc
+
+
 def exit_code_for(exc: BaseException) -> int:
+    if isinstance(exc, sqlite3.Error):
+        return _sqlite_exit_code(exc)
     if isinstance(exc, StoreLocked):
         return EXIT_LOCKED
     if isinstance(exc, CorruptData):
@@ -46,6 +66,42 @@ def exit_code_for(exc: BaseException) -> int:
     if isinstance(exc, OSError):
         return EXIT_IO
     return 1
+
+
+def _sqlite_exit_code(exc: sqlite3.Error) -> int:
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code in (sqlite3.SQLITE_FULL, sqlite3.SQLITE_IOERR, sqlite3.SQLITE_CANTOPEN):
+        return EXIT_IO
+    if code in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB) or "malformed" in str(exc):
+        return EXIT_CORRUPT
+    if "disk is full" in str(exc) or "disk I/O" in str(exc):
+        return EXIT_IO
+    return EXIT_CORRUPT if isinstance(exc, sqlite3.DatabaseError) else EXIT_IO
+
+
+class _OneLineLog(logging.Handler):
+    """Library warnings as one line each on the current stderr, never a traceback.
+
+    ERROR records are left out: they come from a background thread's failure
+    (``frame writer failed``, ``telemetry DB sink failed``), which is always raised to
+    the caller too and then printed once as ``framestore: error: ...``."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.levelno >= logging.ERROR:
+            return
+        try:
+            click.echo(f"framestore: {record.levelname.lower()}: {record.getMessage()}", err=True)
+        except Exception:  # logging must never break the command
+            pass
+
+
+def configure_logging() -> None:
+    """Route the library loggers through ``_OneLineLog`` (once per process)."""
+    for name in ("framestore", "telemetry"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(h, _OneLineLog) for h in logger.handlers):
+            handler = _OneLineLog(logging.WARNING)
+            logger.addHandler(handler)
 
 
 class Failure(click.ClickException):
@@ -63,6 +119,7 @@ class FramestoreGroup(click.Group):
     """Turns library errors raised by any verb into ``Failure``."""
 
     def invoke(self, ctx: click.Context) -> Any:
+        configure_logging()
         try:
             return super().invoke(ctx)
         except (click.ClickException, click.exceptions.Exit, click.Abort):
@@ -70,8 +127,17 @@ class FramestoreGroup(click.Group):
         except KeyboardInterrupt:
             click.echo("framestore: interrupted", err=True)
             ctx.exit(EXIT_INTERRUPTED)
-        except (FrameStoreError, OSError) as e:
-            raise Failure(_one_line(e), exit_code_for(e)) from e
+        except (FrameStoreError, OSError, sqlite3.Error) as e:
+            cause = root_error(e)
+            text = _one_line(cause)
+            if isinstance(cause, sqlite3.Error):
+                text = f"database error: {text}"
+            raise Failure(text, exit_code_for(cause)) from e
+        except gym.error.DependencyNotInstalled as e:
+            # Gymnasium imports renderers (pygame, Box2D) lazily, at reset or render.
+            raise Failure(f"missing dependency: {_one_line(e)}", EXIT_USAGE) from e
+        except gym.error.Error as e:
+            raise Failure(f"environment error: {_one_line(e)}", EXIT_USAGE) from e
 
 
 def _one_line(exc: BaseException) -> str:

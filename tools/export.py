@@ -276,7 +276,7 @@ def _iter_rows(store, plan: _Plan, report: ExportReport) -> Iterator[tuple[Any, 
                 report.skipped_steps.append(row.step)
                 continue
             try:
-                frame = store.reader.read(row.frame)
+                frame = store.reader.read(row.frame, expect_key=(plan.episode_id, row.step))
             except (CorruptData, FrameNotFound):
                 if not plan.skip_corrupt:
                     raise
