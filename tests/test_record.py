@@ -354,6 +354,9 @@ def test_sigterm_marks_episode_interrupted_and_exits_130(tmp_path):
     assert "Traceback" not in err
     with FrameStore.open(store_path, readonly=True) as st:
         eps = st.episodes()
-        assert eps[-1].status == "interrupted"
+        # The signal usually lands mid-episode ("interrupted"); it may land between an
+        # episode's end and the next reset. Either way nothing is left "recording".
+        assert eps[-1].status in ("interrupted", "complete")
+        assert all(e.status != "recording" for e in eps)
         for ep in eps:
             assert len(st.read_frames(ep.id)) == ep.steps
