@@ -51,6 +51,13 @@ def _progress(enabled: bool):
 )
 @click.option("--overload", is_flag=True, help="Producer 10x faster than the writer.")
 @click.option(
+    "--durability",
+    "durabilities",
+    multiple=True,
+    type=click.Choice(["durable", "balanced", "fast"]),
+    help="Run framestore under this durability profile (repeatable); default: the preset's.",
+)
+@click.option(
     "--level",
     type=click.IntRange(-7, 22),
     default=19,
@@ -64,7 +71,20 @@ def _progress(enabled: bool):
     help="Where the temporary outputs go (default: the system temp dir).",
 )
 @json_opt
-def bench(frames, game, csv_path, rate, envs, seconds, repeat, overload, level, workdir, as_json):
+def bench(
+    frames,
+    game,
+    csv_path,
+    rate,
+    envs,
+    seconds,
+    repeat,
+    overload,
+    durabilities,
+    level,
+    workdir,
+    as_json,
+):
     """Measure framestore against baselines on the same frames.
 
     Default: throughput, producer cost, bytes per frame and peak memory of framestore,
@@ -94,7 +114,12 @@ def bench(frames, game, csv_path, rate, envs, seconds, repeat, overload, level, 
         columns = lib.PACING_TABLE
     else:
         rows = lib.run_bench(
-            games, frames=frames, workdir=workdir, repeat=repeat, progress=progress
+            games,
+            frames=frames,
+            workdir=workdir,
+            repeat=repeat,
+            progress=progress,
+            durabilities=durabilities,
         )
         columns = lib._TABLE
     if csv_path:
