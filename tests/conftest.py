@@ -73,3 +73,41 @@ def store(store_path):
     st = FrameStore.open(store_path)
     yield st
     st.close()
+
+
+# Raw chunks of 4 Atari frames (~400 KB) in 1 MiB segments (the smallest allowed): a
+# 14-step episode spans parts of three segments, so a few episodes give several sealed ones.
+SMALL_SEGMENTS = {"codec": "raw", "chunk_frames": 4, "segment_bytes": 1 << 20}
+
+
+def record_episodes(
+    path,
+    frames,
+    *,
+    episodes=3,
+    steps=10,
+    overrides=SMALL_SEGMENTS,
+    reward=lambda i: 1.0,
+    action=lambda i: None if i == 0 else i % 7,
+):
+    """Record ``episodes`` Assault episodes into the store at ``path``; episode e step i
+    holds ``frames[e * steps + i]`` and the last step of each is terminal. Returns ids."""
+    from framestore import FrameStore
+
+    with FrameStore.open(path) as store:
+        rec = store.recorder("ALE/Assault-v5", overrides=overrides)
+        ids = []
+        try:
+            for e in range(episodes):
+                ids.append(rec.begin_episode(seed=e))
+                for i in range(steps):
+                    rec.record_step(
+                        frames[e * steps + i],
+                        action=action(i),
+                        reward=reward(i),
+                        terminated=i == steps - 1,
+                    )
+                rec.end_episode()
+        finally:
+            rec.close()
+    return ids

@@ -9,6 +9,7 @@ from contextlib import closing
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from conftest import SMALL_SEGMENTS, record_episodes
 
 from framestore import FrameStore
 from framestore._segments import list_partials, list_segment_ids, segment_path
@@ -19,29 +20,14 @@ from tools.verify import verify
 
 # Raw chunks of 4 Atari frames (~400 KB) in 1 MiB segments (the smallest allowed): a
 # 14-step episode spans parts of three segments, so three episodes give several sealed ones.
-OVERRIDES = {"codec": "raw", "chunk_frames": 4, "segment_bytes": 1 << 20}
+OVERRIDES = SMALL_SEGMENTS
 STEPS = 14
 
 
 def record(path, frames, episodes=3, steps=STEPS):
-    """Record ``episodes`` episodes; episode e step i holds frames[e * steps + i]."""
-    with FrameStore.open(path) as store:
-        rec = store.recorder("ALE/Assault-v5", overrides=OVERRIDES)
-        ids = []
-        try:
-            for e in range(episodes):
-                ids.append(rec.begin_episode(seed=e))
-                for i in range(steps):
-                    rec.record_step(
-                        frames[e * steps + i],
-                        action=None if i == 0 else i % 7,
-                        reward=float(i),
-                        terminated=i == steps - 1,
-                    )
-                rec.end_episode()
-        finally:
-            rec.close()
-    return ids
+    return record_episodes(
+        path, frames, episodes=episodes, steps=steps, overrides=OVERRIDES, reward=lambda i: float(i)
+    )
 
 
 def expected(frames, ids, steps=STEPS):

@@ -14,6 +14,7 @@ from contextlib import closing
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from conftest import SMALL_SEGMENTS, record_episodes
 
 from framestore import FrameStore
 from framestore._segments import list_segment_ids, segment_path
@@ -21,25 +22,12 @@ from tools.cli import cli
 from tools.recover import RECOVERED_ENV_ID, recover
 from tools.verify import verify
 
-OVERRIDES = {"codec": "raw", "chunk_frames": 4, "segment_bytes": 1 << 20}
+OVERRIDES = SMALL_SEGMENTS
 STEPS = 10
 
 
 def record(path, frames, episodes=3, steps=STEPS):
-    with FrameStore.open(path) as store:
-        rec = store.recorder("ALE/Assault-v5", overrides=OVERRIDES)
-        ids = []
-        try:
-            for e in range(episodes):
-                ids.append(rec.begin_episode(seed=e))
-                for i in range(steps):
-                    rec.record_step(
-                        frames[e * steps + i], action=i % 5, reward=1.0, terminated=i == steps - 1
-                    )
-                rec.end_episode()
-        finally:
-            rec.close()
-    return ids
+    return record_episodes(path, frames, episodes=episodes, steps=steps, overrides=OVERRIDES)
 
 
 @pytest.fixture
