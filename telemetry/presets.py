@@ -834,7 +834,7 @@ MIN_TUNED_FRAMES = 64
 MIN_TUNED_BYTES = 16 * MiB
 MIN_TUNED_BATCH = 8
 
-_OBSERVED_KEYS = (
+OBSERVED_KEYS = (
     "env_id",
     "queue_high_water_frames",
     "queue_high_water_bytes",
@@ -848,14 +848,14 @@ _OBSERVED_KEYS = (
 
 def _check_run(i: int, run: Mapping[str, Any]) -> None:
     where = f"observed run {i}"
-    for key in _OBSERVED_KEYS:
+    for key in OBSERVED_KEYS:
         if key not in run:
             raise InvalidInput(
-                f"{where}: missing {key!r}; each run needs {', '.join(_OBSERVED_KEYS)}"
+                f"{where}: missing {key!r}; each run needs {', '.join(OBSERVED_KEYS)}"
             )
     if not isinstance(run["env_id"], str) or not run["env_id"]:
         raise InvalidInput(f"{where}: env_id must be a non-empty string, got {run['env_id']!r}")
-    for key in _OBSERVED_KEYS[1:]:
+    for key in OBSERVED_KEYS[1:]:
         v = run[key]
         if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v) or v < 0:
             raise InvalidInput(f"{where}: {key} must be a non-negative number, got {v!r}")

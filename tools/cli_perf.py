@@ -188,15 +188,9 @@ def presets(env_id, preset, as_json):
 def observed_runs(store) -> list[dict[str, Any]]:
     """The queue statistics ``Recorder.close`` stored with each finished run, in the
     shape ``telemetry.presets.suggest_tuning`` takes. Runs without stats are skipped."""
-    needed = (
-        "queue_high_water_frames",
-        "queue_high_water_bytes",
-        "queue_frames",
-        "queue_bytes",
-        "max_flush_ms",
-        "dropped",
-        "blocked_s",
-    )
+    from telemetry.presets import OBSERVED_KEYS
+
+    needed = tuple(k for k in OBSERVED_KEYS if k != "env_id")
     out = []
     for run in store.runs():
         stats = run.stats or {}
