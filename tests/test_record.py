@@ -285,7 +285,9 @@ def test_killed_recorder_leaves_only_readable_pointers(tmp_path):
         proc.wait(timeout=30)
     with FrameStore.open(store_path, readonly=True) as store:
         eps = store.episodes()
-        assert eps[-1].status == "recording"  # the process died mid-episode
+        # The process died mid-episode; if it died right after a reset, that episode's
+        # row may not be committed yet and the last committed one is complete.
+        assert all(e.status in ("recording", "complete") for e in eps)
         assert sum(e.steps for e in eps) >= 151
         for ep in eps:
             steps = store.read_steps(ep.id)
