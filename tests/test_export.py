@@ -97,7 +97,7 @@ def test_default_mp4_is_browser_h264(recorded, tmp_path):
     path, (eid, _) = recorded
     result = run_cli("export", path, "--episode", eid, "-o", tmp_path / "ep.mp4", "--json")
     assert result.exit_code == 0, result.output
-    report = json.loads(result.output)
+    report = json.loads(result.stdout)
     frames, codec, pix_fmt, rate = decode(tmp_path / "ep.mp4")
     assert (codec, pix_fmt) == ("h264", "yuv420p")
     assert len(frames) == report["frames"] == T + 1
@@ -183,7 +183,7 @@ def test_run_exports_every_episode(recorded, tmp_path):
     out = tmp_path / "all"
     result = run_cli("export", path, "--run", 1, "-o", out, "--format", "npz", "--json")
     assert result.exit_code == 0, result.output
-    reports = json.loads(result.output)
+    reports = json.loads(result.stdout)
     assert [r["episode_id"] for r in reports] == ids
     assert sorted(os.listdir(out)) == [f"episode_{i:06d}.npz" for i in ids]
     for i in ids:

@@ -190,7 +190,7 @@ def test_cli_gc_dry_run_and_json(three):
     assert "dry run" in dry.output and "would" in dry.output
     res = runner.invoke(cli, ["gc", str(path), "--json"])
     assert res.exit_code == 0, res.output
-    data = json.loads(res.output)
+    data = json.loads(res.stdout)
     assert data["segment_bytes_reclaimed"] > 0 and data["step_rows_removed"] == 2 * STEPS
     bad = runner.invoke(cli, ["gc", str(path), "--threshold", "2"])
     assert bad.exit_code == 2

@@ -56,7 +56,7 @@ def test_record_cli_two_assault_episodes_reproduce_exactly(tmp_path):
         ],
     )
     assert result.exit_code == 0, result.output
-    summary = json.loads(result.output)
+    summary = json.loads(result.stdout)
     assert [e["seed"] for e in summary["episodes"]] == [3, 4]
     with FrameStore.open(store_path, readonly=True) as store:
         eps = store.episodes()
@@ -117,7 +117,7 @@ def test_record_other_families(tmp_path, env_id):
         ],
     )
     assert result.exit_code == 0, result.output
-    summary = json.loads(result.output)
+    summary = json.loads(result.stdout)
     assert len(summary["episodes"]) == 2
     assert all(e["frames"] == e["steps"] >= 2 for e in summary["episodes"])
 

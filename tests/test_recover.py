@@ -139,7 +139,7 @@ def test_recover_after_sigkill(store_path, tmp_path):
     before = verify(store_path)
     assert not before.ok  # left recording, unsealed, uncatalogued
     result = CliRunner().invoke(cli, ["recover", str(store_path), "--json"])
-    report = json.loads(result.output)
+    report = json.loads(result.stdout)
     assert result.exit_code == (3 if report["data_lost"] else 0), result.output
     assert report["episodes_interrupted"] == [1]
     assert_clean(store_path)

@@ -44,7 +44,7 @@ def live_ids(path):
 def ls_ids(path):
     result = run_cli("ls", path, "--json")
     assert result.exit_code == 0, result.output
-    return [e["id"] for e in json.loads(result.output)["episodes"]]
+    return [e["id"] for e in json.loads(result.stdout)["episodes"]]
 
 
 def test_rm_marks_episodes_deleted(three_episodes):
@@ -63,7 +63,7 @@ def test_rm_run_and_json(three_episodes):
     path, ids = three_episodes
     result = run_cli("rm", path, "--run", 1, "--json")
     assert result.exit_code == 0, result.output
-    data = json.loads(result.output)
+    data = json.loads(result.stdout)
     assert [e["id"] for e in data["deleted"]] == ids[:2] and data["dry_run"] is False
     assert data["bytes"] > 0
     assert live_ids(path) == [ids[2]]
@@ -124,7 +124,7 @@ def test_info_agrees_with_the_recording(three_episodes):
     assert result.exit_code == 0, result.output
     result = run_cli("info", path, "--json")
     assert result.exit_code == 0, result.output
-    after = json.loads(result.output)
+    after = json.loads(result.stdout)
     assert after["episodes"]["live"] == 2 and after["episodes"]["deleted"] == 1
     assert after["steps"] == after["frames"] == 2 * FRAMES
     assert after["segments"]["live_bytes"] < seg["live_bytes"]

@@ -88,7 +88,7 @@ def test_missing_segment_file(recorded):
     assert all(p.segment == seg and p.episode is not None and p.steps for p in dangling)
     result = CliRunner().invoke(cli, ["verify", str(path), "--json"])
     assert result.exit_code == 1
-    assert not json.loads(result.output)["ok"]
+    assert not json.loads(result.stdout)["ok"]
 
 
 def test_hostile_paths_are_reported_and_never_opened(recorded, monkeypatch, tmp_path):
