@@ -8,13 +8,20 @@ files themselves when a recorder closes and by ``gc``, ``recover``, ``verify`` a
 from __future__ import annotations
 
 import os
-import struct
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ._format import RECORD_OVERHEAD, RecordType, Seal
+from ._format import (
+    RECORD_HEADER,
+    RECORD_HEADER_SIZE,
+    RECORD_OVERHEAD,
+    RecordType,
+    Seal,
+    read_record,
+)
 from ._segments import list_segment_ids, relative_segment_path, segment_path
+from .errors import CorruptData
 
 _SEAL_RECORD_SIZE = RECORD_OVERHEAD + 28
 
@@ -30,25 +37,33 @@ class SegmentStat:
 
 def is_sealed(path: str | os.PathLike) -> bool:
     """True when the file ends with a well-formed SEAL record (a cheap tail check)."""
-    import zlib
-
     try:
         with open(path, "rb") as fp:
             size = os.fstat(fp.fileno()).st_size
             if size < _SEAL_RECORD_SIZE:
                 return False
-            fp.seek(size - _SEAL_RECORD_SIZE)
-            tail = fp.read(_SEAL_RECORD_SIZE)
+            rec = read_record(fp, size - _SEAL_RECORD_SIZE)
+    except (FileNotFoundError, CorruptData):
+        return False
+    if rec is None or rec.type != RecordType.SEAL:
+        return False
+    return Seal.unpack(rec.payload).offset == size - _SEAL_RECORD_SIZE
+
+
+def record_bytes(root: str | os.PathLike, segment: int, offsets) -> int:
+    """Total bytes of the records starting at ``offsets`` in one segment, read from
+    their headers (the file is opened once). A missing file or offset counts 0."""
+    total = 0
+    try:
+        with open(segment_path(root, segment), "rb") as fp:
+            for off in offsets:
+                fp.seek(off)
+                head = fp.read(RECORD_HEADER_SIZE)
+                if len(head) == RECORD_HEADER_SIZE:
+                    total += RECORD_HEADER.unpack(head)[2] + RECORD_OVERHEAD
     except FileNotFoundError:
-        return False
-    rtype, _flags, length = struct.unpack_from("<HHI", tail)
-    if rtype != RecordType.SEAL or length != 28:
-        return False
-    (crc,) = struct.unpack_from("<I", tail, 8 + length)
-    if zlib.crc32(tail[: 8 + length]) != crc:
-        return False
-    seal = Seal.unpack(tail[8 : 8 + length])
-    return seal.offset == size - _SEAL_RECORD_SIZE
+        pass
+    return total
 
 
 def live_bytes_by_segment(store) -> dict[int, int]:
@@ -58,10 +73,10 @@ def live_bytes_by_segment(store) -> dict[int, int]:
         "JOIN episodes e ON e.id = s.episode_id "
         "WHERE s.frame_segment IS NOT NULL AND e.status != 'deleted'"
     ).fetchall()
-    out: dict[int, int] = {}
+    offsets: dict[int, list[int]] = {}
     for seg, off in rows:
-        out[seg] = out.get(seg, 0) + store.record_size(seg, off)
-    return out
+        offsets.setdefault(seg, []).append(off)
+    return {seg: record_bytes(store.root, seg, offs) for seg, offs in offsets.items()}
 
 
 def sync_segments(store) -> list[SegmentStat]:

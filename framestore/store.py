@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
-import struct
 import threading
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -21,9 +20,8 @@ import numpy as np
 
 from telemetry import decode_action, decode_info, open_db
 
-from ._format import RECORD_HEADER_SIZE
 from ._lock import LOCK_NAME
-from ._segments import SEGMENT_DIR, segment_path
+from ._segments import SEGMENT_DIR
 from .errors import (
     EpisodeNotFound,
     FrameNotFound,
@@ -340,26 +338,17 @@ class FrameStore:
 
     def episode_bytes(self, episode_id: int) -> int:
         """Bytes of segment records holding this episode's frames (read from record headers)."""
+        from ._catalog import record_bytes
+
         rows = self._query(
             "SELECT DISTINCT frame_segment, frame_offset FROM steps "
             "WHERE episode_id = ? AND frame_segment IS NOT NULL",
             [episode_id],
         )
-        total = 0
+        offsets: dict[int, list[int]] = {}
         for r in rows:
-            total += self.record_size(r["frame_segment"], r["frame_offset"])
-        return total
-
-    def record_size(self, segment: int, offset: int) -> int:
-        try:
-            with open(segment_path(self.root, segment), "rb") as fp:
-                fp.seek(offset)
-                head = fp.read(RECORD_HEADER_SIZE)
-        except FileNotFoundError:
-            return 0
-        if len(head) < RECORD_HEADER_SIZE:
-            return 0
-        return struct.unpack("<HHI", head)[2] + RECORD_HEADER_SIZE + 4
+            offsets.setdefault(r["frame_segment"], []).append(r["frame_offset"])
+        return sum(record_bytes(self.root, seg, offs) for seg, offs in offsets.items())
 
     # ----------------------------------------------------------------- changes
     def delete_episodes(

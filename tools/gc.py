@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import io
 import os
-import struct
 import time
 from collections.abc import Callable, Iterable
 from contextlib import contextmanager
@@ -35,9 +34,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from framestore import FrameStore
-from framestore._catalog import is_sealed, sync_segments
+from framestore._catalog import is_sealed, record_bytes, sync_segments
 from framestore._format import (
     MAX_RECORD_BYTES,
+    RECORD_HEADER,
     RECORD_HEADER_SIZE,
     RECORD_OVERHEAD,
     ChunkHeader,
@@ -62,7 +62,6 @@ __all__ = ["GcReport", "collect", "PHASES"]
 
 PHASES = ("copied", "renamed", "repointed", "deleted", "vacuumed")
 _SEAL_BYTES = RECORD_OVERHEAD + 28
-_RECORD_HEAD = struct.Struct("<HHI")
 
 Progress = Callable[[int, int], None]  # (bytes done, bytes total)
 Hook = Callable[[str], None]
@@ -173,7 +172,7 @@ def read_raw_record(fp, segment: int, offset: int) -> tuple[bytes, ChunkHeader]:
     fp.seek(offset)
     head = fp.read(RECORD_HEADER_SIZE)
     if len(head) == RECORD_HEADER_SIZE:
-        length = _RECORD_HEAD.unpack(head)[2]
+        length = RECORD_HEADER.unpack(head)[2]
         if length > MAX_RECORD_BYTES:
             raise RecordTooLarge(segment, offset, length, MAX_RECORD_BYTES)
         raw = head + fp.read(length + 4)
@@ -244,20 +243,6 @@ def live_chunk_offsets(store, segment: int, *, include_deleted: bool = False) ->
     return [r[0] for r in rows]
 
 
-def _record_sizes(root: Path, segment: int, offsets: list[int]) -> int:
-    total = 0
-    try:
-        with open(segment_path(root, segment), "rb") as fp:
-            for off in offsets:
-                fp.seek(off)
-                head = fp.read(RECORD_HEADER_SIZE)
-                if len(head) == RECORD_HEADER_SIZE:
-                    total += _RECORD_HEAD.unpack(head)[2] + RECORD_OVERHEAD
-    except FileNotFoundError:
-        pass
-    return total
-
-
 @dataclass
 class _Victim:
     segment: int
@@ -278,7 +263,7 @@ def _plan(store, threshold: float) -> list[_Victim]:
             continue
         size = path.stat().st_size
         offsets = live_chunk_offsets(store, sid)
-        live = _record_sizes(root, sid, offsets)
+        live = record_bytes(root, sid, offsets)
         if not offsets or live < threshold * size:
             victims.append(_Victim(sid, size, offsets, live))
     return victims

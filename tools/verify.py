@@ -25,6 +25,7 @@ import zstandard
 from framestore._format import (
     FILE_HEADER_SIZE,
     MAX_RECORD_BYTES,
+    RECORD_HEADER,
     RECORD_OVERHEAD,
     ChunkHeader,
     RecordType,
@@ -95,7 +96,6 @@ class SegmentScan:
 
 
 _CANDIDATE = re.compile(rb"[\x01\x02]\x00\x00\x00", re.DOTALL)  # CHUNK/SEAL type, flags 0
-_HEAD = struct.Struct("<HHI")
 
 
 def _resync(mm, start: int, size: int) -> int | None:
@@ -104,7 +104,7 @@ def _resync(mm, start: int, size: int) -> int | None:
         pos = m.start()
         if pos + RECORD_OVERHEAD > size:
             return None
-        rtype, _flags, length = _HEAD.unpack_from(mm, pos)
+        rtype, _flags, length = RECORD_HEADER.unpack_from(mm, pos)
         end = pos + RECORD_OVERHEAD + length
         if length > MAX_RECORD_BYTES or end > size:
             continue
