@@ -20,7 +20,7 @@ from .lite import LiteRecorder
 from .reader import SegmentReader
 from .recorder import Recorder, RecorderMetrics
 from .service import FrameRef, FrameStorageService, ServiceMetrics
-from .store import EpisodeInfo, FrameStore, RunInfo, StepInfo
+from .store import EpisodeInfo, FrameStore, FrameSummary, RunInfo, StepInfo
 from .wrappers import RecordFrames
 
 __all__ = [
@@ -31,6 +31,7 @@ __all__ = [
     "EpisodeInfo",
     "RunInfo",
     "StepInfo",
+    "FrameSummary",
     "RecorderMetrics",
     "ServiceMetrics",
     "FrameStorageService",

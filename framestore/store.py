@@ -81,6 +81,16 @@ class StepInfo:
     frame_shape: tuple[int, ...] | None
 
 
+@dataclass(frozen=True)
+class FrameSummary:
+    """See ``FrameStore.frame_summary``. ``shapes`` are ``"HxWxC"`` strings."""
+
+    steps: int  # rows committed for the episode (its last step + 1)
+    stop: int  # the requested stop, clipped to ``steps``
+    shapes: tuple[str, ...]
+    frames: int  # stored frames in the range
+
+
 def _shape(text: str | None) -> tuple[int, ...] | None:
     return tuple(int(x) for x in text.split("x")) if text else None
 
@@ -295,6 +305,35 @@ class FrameStore:
             )
             for r in rows
         ]
+
+    def frame_summary(
+        self, episode_id: int, start: int = 0, stop: int | None = None
+    ) -> FrameSummary:
+        """What is committed for ``start <= step < stop`` of an episode right now: the
+        step count, the distinct frame shapes and the number of stored frames (a snapshot:
+        rows of a live episode keep arriving)."""
+        self.episode(episode_id)
+        with self._db_lock:
+            conn = self._db.conn
+            (last,) = conn.execute(
+                "SELECT MAX(step) FROM steps WHERE episode_id = ?", (episode_id,)
+            ).fetchone()
+            end = 0 if last is None else last + 1
+            stop = end if stop is None else min(stop, end)
+            shapes = [
+                r[0]
+                for r in conn.execute(
+                    "SELECT DISTINCT frame_shape FROM steps WHERE episode_id = ? AND step >= ? "
+                    "AND step < ? AND frame_segment IS NOT NULL",
+                    (episode_id, start, stop),
+                )
+            ]
+            (frames,) = conn.execute(
+                "SELECT COUNT(*) FROM steps WHERE episode_id = ? AND step >= ? AND step < ? "
+                "AND frame_segment IS NOT NULL",
+                (episode_id, start, stop),
+            ).fetchone()
+        return FrameSummary(end, max(stop, start), tuple(sorted(s for s in shapes if s)), frames)
 
     def read_frame(self, episode_id: int, step: int) -> np.ndarray:
         """The frame of one step, bit-exact (checksum verified)."""

@@ -207,27 +207,8 @@ def _plan(
         raise InvalidInput(f"fps must be in (0, 1000], got {fps:g}")
 
     # A snapshot of what is committed now: rows of a live episode keep arriving.
-    # (The store's lock: the GUI calls this from worker threads sharing the connection.)
-    conn = store.db.conn
-    with store._db_lock:
-        (last,) = conn.execute(
-            "SELECT MAX(step) FROM steps WHERE episode_id = ?", (ep.id,)
-        ).fetchone()
-        end = 0 if last is None else last + 1
-        stop = end if stop is None else min(stop, end)
-        shapes = [
-            r[0]
-            for r in conn.execute(
-                "SELECT DISTINCT frame_shape FROM steps WHERE episode_id = ? AND step >= ? "
-                "AND step < ? AND frame_segment IS NOT NULL",
-                (ep.id, start, stop),
-            )
-        ]
-        (planned,) = conn.execute(
-            "SELECT COUNT(*) FROM steps WHERE episode_id = ? AND step >= ? AND step < ? "
-            "AND frame_segment IS NOT NULL",
-            (ep.id, start, stop),
-        ).fetchone()
+    summary = store.frame_summary(ep.id, start, stop)
+    end, stop, shapes, planned = summary.steps, summary.stop, list(summary.shapes), summary.frames
     if planned == 0:
         where = f"steps {start}..{stop - 1}" if stop > start else f"from step {start}"
         raise InvalidInput(f"episode {ep.id} has no stored frames {where} (it has {end} steps)")
