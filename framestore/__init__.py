@@ -20,7 +20,8 @@ from .lite import LiteRecorder
 from .reader import SegmentReader
 from .recorder import Recorder, RecorderMetrics
 from .service import FrameRef, FrameStorageService, ServiceMetrics
-from .store import EpisodeInfo, FrameStore, FrameSummary, RunInfo, StepInfo
+from .store import FrameStore
+from .types import EpisodeInfo, FrameLocation, FrameSummary, RunInfo, StepInfo
 from .wrappers import RecordFrames
 
 __all__ = [
@@ -32,6 +33,7 @@ __all__ = [
     "RunInfo",
     "StepInfo",
     "FrameSummary",
+    "FrameLocation",
     "RecorderMetrics",
     "ServiceMetrics",
     "FrameStorageService",

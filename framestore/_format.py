@@ -1,4 +1,8 @@
-"""Segment file records, exactly as docs/FORMAT.md describes them.
+"""The store's on-disk format, exactly as docs/FORMAT.md describes it.
+
+Every size, layout and name of the format is defined here and nowhere else: the file
+and directory names of a store, the segment file header, the record framing, the
+``CHUNK`` and ``SEAL`` payloads of each format version.
 
 This module sees ``IO[bytes]`` and ``bytes`` only, never paths: the store decides where
 files live. One dataclass per record payload, each with ``pack``/``unpack``.
@@ -6,6 +10,7 @@ files live. One dataclass per record payload, each with ``pack``/``unpack``.
 
 from __future__ import annotations
 
+import re
 import struct
 import time
 import zlib
@@ -16,19 +21,47 @@ from typing import IO
 
 from .errors import ChecksumMismatch, CorruptRecord, RecordTooLarge, TruncatedRecord
 
+# --------------------------------------------------------------------------- names
+DB_NAME = "framestore.db"  # the SQLite catalogue
+LOCK_NAME = "LOCK"  # the writer's advisory lock file
+SEGMENT_DIR = "segments"  # the segment files' directory
+PARTIAL_SUFFIX = ".partial"  # a file being written, renamed into place when complete
+_SEGMENT_NAME = re.compile(r"^seg-(\d{6,})\.fseg$")
+
+
+def segment_name(segment_id: int) -> str:
+    """File name of a segment: ``seg-NNNNNN.fseg`` (zero-padded decimal id)."""
+    return f"seg-{segment_id:06d}.fseg"
+
+
+def parse_segment_name(name: str) -> int | None:
+    """The segment id a file name stands for, or None for any other name."""
+    m = _SEGMENT_NAME.match(name)
+    return int(m.group(1)) if m else None
+
+
+# --------------------------------------------------------------------------- versions
 MAGIC = b"\x89FSEG\r\n\x1a"
-VERSION = 1
+VERSION = 2  # what this framestore writes
+READABLE_VERSIONS = (1, 2)  # what it reads: 0.1.0 wrote version 1
+
+# --------------------------------------------------------------------------- limits
 MAX_RECORD_BYTES = 256 * 1024 * 1024
 MAX_FRAME_BYTES = 64 * 1024 * 1024
 MAX_CHUNK_RAW_BYTES = 256 * 1024 * 1024
+MAX_SEAL_PAYLOAD = 1024  # readers find the seal from the tail within this many bytes
+MAX_SEGMENT_ID = 2**32 - 1  # the file header's u32
+MAX_STREAM_KEY = 2**64 - 1  # CHUNK stream key (the episode id): u64
+MAX_FRAME_KEY = 2**32 - 1  # CHUNK frame key (the step): u32
 
+# --------------------------------------------------------------------------- framing
 _FILE_HEADER = struct.Struct("<8sHHII")  # magic, version, flags, segment_id, reserved
 _CRC = struct.Struct("<I")
-FILE_HEADER_SIZE = _FILE_HEADER.size + _CRC.size  # 24
+CRC_SIZE = _CRC.size  # 4
+FILE_HEADER_SIZE = _FILE_HEADER.size + CRC_SIZE  # 24
 RECORD_HEADER = struct.Struct("<HHI")  # type, flags, length
-_RECORD_HEADER = RECORD_HEADER
-RECORD_HEADER_SIZE = _RECORD_HEADER.size  # 8
-RECORD_OVERHEAD = RECORD_HEADER_SIZE + _CRC.size  # 12
+RECORD_HEADER_SIZE = RECORD_HEADER.size  # 8
+RECORD_OVERHEAD = RECORD_HEADER_SIZE + CRC_SIZE  # 12
 _CHECK_SIZE_ABOVE = 1024 * 1024
 
 
@@ -45,14 +78,37 @@ class Codec(IntEnum):
 
 DTYPE_UINT8 = 1
 
+#: The first bytes of a record of a known type (type, zero flags): where a scan looks
+#: for the next record after corruption.
+RECORD_START = re.compile(
+    b"|".join(re.escape(RECORD_HEADER.pack(t, 0, 0)[:4]) for t in RecordType), re.DOTALL
+)
 
-def pack_file_header(segment_id: int) -> bytes:
-    head = _FILE_HEADER.pack(MAGIC, VERSION, 0, segment_id, 0)
-    return head + _CRC.pack(zlib.crc32(head))
+
+def record_size(payload_length: int) -> int:
+    """Bytes a record with a payload of ``payload_length`` bytes takes in a file."""
+    return RECORD_OVERHEAD + payload_length
 
 
-def read_file_header(fp: IO[bytes], segment: int | str = "?") -> int:
-    """Read and check the file header; return the segment id it names."""
+@dataclass(frozen=True, slots=True)
+class FileHeader:
+    """The 24-byte header that starts every segment file."""
+
+    segment_id: int
+    version: int = VERSION
+
+    def pack(self) -> bytes:
+        head = _FILE_HEADER.pack(MAGIC, self.version, 0, self.segment_id, 0)
+        return head + _CRC.pack(zlib.crc32(head))
+
+
+def pack_file_header(segment_id: int, version: int = VERSION) -> bytes:
+    return FileHeader(segment_id, version).pack()
+
+
+def read_file_header(fp: IO[bytes], segment: int | str = "?") -> FileHeader:
+    """Read and check the file header at the start of ``fp``."""
+    fp.seek(0)
     data = fp.read(FILE_HEADER_SIZE)
     if len(data) < FILE_HEADER_SIZE:
         raise TruncatedRecord(segment, 0, FILE_HEADER_SIZE, len(data))
@@ -69,7 +125,9 @@ def read_file_header(fp: IO[bytes], segment: int | str = "?") -> int:
             0,
             f"segment format version {version} is newer than this framestore ({VERSION})",
         )
-    return segment_id
+    if version not in READABLE_VERSIONS:
+        raise CorruptRecord(segment, 0, f"unknown segment format version {version}")
+    return FileHeader(segment_id, version)
 
 
 def pack_record(rtype: int, *parts: bytes | bytearray | memoryview) -> bytes:
@@ -78,7 +136,7 @@ def pack_record(rtype: int, *parts: bytes | bytearray | memoryview) -> bytes:
     length = sum(len(p) for p in parts)
     if length > MAX_RECORD_BYTES:
         raise ValueError(f"record payload of {length} bytes exceeds {MAX_RECORD_BYTES}")
-    head = _RECORD_HEADER.pack(int(rtype), 0, length)
+    head = RECORD_HEADER.pack(int(rtype), 0, length)
     crc = zlib.crc32(head)
     for p in parts:
         crc = zlib.crc32(p, crc)
@@ -93,7 +151,30 @@ class Record:
 
     @property
     def end(self) -> int:
-        return self.offset + RECORD_OVERHEAD + len(self.payload)
+        return self.offset + record_size(len(self.payload))
+
+
+def read_record_header(data: bytes | memoryview, pos: int = 0) -> tuple[int, int]:
+    """``(type, payload length)`` of the record header at ``data[pos:]``."""
+    rtype, _flags, length = RECORD_HEADER.unpack_from(data, pos)
+    return rtype, length
+
+
+def record_crc_ok(data: bytes | memoryview, pos: int, length: int) -> bool:
+    """Whether the record of payload ``length`` at ``data[pos:]`` has a matching CRC."""
+    end = pos + record_size(length)
+    (stored,) = _CRC.unpack_from(data, end - CRC_SIZE)
+    return zlib.crc32(data[pos : end - CRC_SIZE]) == stored
+
+
+def record_extent(fp: IO[bytes], offset: int) -> int:
+    """Bytes of the record starting at ``offset`` as its header declares (unchecked;
+    0 when no complete header is there). For size accounting, never for reading."""
+    fp.seek(offset)
+    head = fp.read(RECORD_HEADER_SIZE)
+    if len(head) < RECORD_HEADER_SIZE:
+        return 0
+    return record_size(read_record_header(head)[1])
 
 
 def read_record(
@@ -114,25 +195,39 @@ def read_record(
         return None
     if len(head) < RECORD_HEADER_SIZE:
         raise TruncatedRecord(segment, offset, RECORD_HEADER_SIZE, len(head))
-    rtype, _flags, length = _RECORD_HEADER.unpack(head)
+    rtype, length = read_record_header(head)
     if length > max_length:
         raise RecordTooLarge(segment, offset, length, max_length)
     if length > _CHECK_SIZE_ABOVE:
         # A corrupt length below the limit must not allocate it either: compare with
         # what the file actually holds before reading.
         available = fp.seek(0, 2) - offset
-        if available < RECORD_OVERHEAD + length:
-            raise TruncatedRecord(segment, offset, RECORD_OVERHEAD + length, max(available, 0))
+        if available < record_size(length):
+            raise TruncatedRecord(segment, offset, record_size(length), max(available, 0))
         fp.seek(offset + RECORD_HEADER_SIZE)
-    body = fp.read(length + _CRC.size)
-    if len(body) < length + _CRC.size:
-        raise TruncatedRecord(segment, offset, RECORD_OVERHEAD + length, len(head) + len(body))
+    body = fp.read(length + CRC_SIZE)
+    if len(body) < length + CRC_SIZE:
+        raise TruncatedRecord(segment, offset, record_size(length), len(head) + len(body))
     payload = body[:length]
     (stored,) = _CRC.unpack_from(body, length)
     actual = zlib.crc32(payload, zlib.crc32(head))
     if stored != actual:
         raise ChecksumMismatch(segment, offset, stored, actual)
     return Record(offset, rtype, payload)
+
+
+def read_raw_record(
+    fp: IO[bytes], offset: int, *, segment: int | str = "?", max_length: int = MAX_RECORD_BYTES
+) -> tuple[bytes, Record]:
+    """The record at ``offset`` exactly as stored (header, payload, CRC) after checking
+    its CRC, and the parsed record. Raises like ``read_record``; a pointer past the end
+    of the file is a ``TruncatedRecord``."""
+    rec = read_record(fp, offset, segment=segment, max_length=max_length)
+    if rec is None:
+        raise TruncatedRecord(segment, offset, RECORD_HEADER_SIZE, 0)
+    head = RECORD_HEADER.pack(rec.type, 0, len(rec.payload))
+    crc = _CRC.pack(zlib.crc32(rec.payload, zlib.crc32(head)))
+    return b"".join((head, rec.payload, crc)), rec
 
 
 def iter_records(
@@ -149,13 +244,23 @@ def iter_records(
         offset = rec.end
 
 
-_CHUNK_HEAD = struct.Struct("<BBBBIIIIQ")  # codec dtype ndim _ H W C N stream_key
+# --------------------------------------------------------------------------- CHUNK
+# Version 1: a fixed 28-byte head, then the frame table. Version 2 starts with the size
+# of the head and of one frame-table entry, so both can grow by appended fields.
+_CHUNK_HEAD_V1 = struct.Struct("<BBBBIIIIQ")  # codec dtype ndim _ H W C N stream_key
+_CHUNK_HEAD_V2 = struct.Struct(
+    "<HHBBBBIIIIQ"
+)  # head_size entry_size codec dtype ndim _ H W C N key
 _FRAME_ENTRY = struct.Struct("<II")  # frame key, length
+MIN_CHUNK_PAYLOAD = min(_CHUNK_HEAD_V1.size, _CHUNK_HEAD_V2.size)
 
 
 @dataclass(frozen=True, slots=True)
 class ChunkHeader:
-    """The fixed part of a CHUNK payload plus its frame table."""
+    """The head of a CHUNK payload plus its frame table.
+
+    ``data_offset`` is where the codec data starts in the payload; ``version`` is the
+    segment format version the payload was written in (its layout)."""
 
     codec: int
     ndim: int
@@ -165,6 +270,8 @@ class ChunkHeader:
     stream_key: int
     frame_keys: tuple[int, ...]
     lengths: tuple[int, ...]
+    table_end: int = 0  # where the data starts in the payload (set by unpack)
+    version: int = VERSION
 
     @property
     def count(self) -> int:
@@ -181,38 +288,62 @@ class ChunkHeader:
         return self.height * self.width * self.channels
 
     @property
-    def size(self) -> int:
-        """Bytes of the header + frame table (where the data starts)."""
-        return _CHUNK_HEAD.size + _FRAME_ENTRY.size * self.count
+    def data_offset(self) -> int:
+        """Bytes of the head + frame table in the payload (where the data starts)."""
+        if self.table_end:
+            return self.table_end
+        head = _CHUNK_HEAD_V2 if self.version >= 2 else _CHUNK_HEAD_V1
+        return head.size + _FRAME_ENTRY.size * self.count
 
-    def pack(self) -> bytes:
-        out = bytearray(
-            _CHUNK_HEAD.pack(
-                self.codec,
-                DTYPE_UINT8,
-                self.ndim,
-                0,
-                self.height,
-                self.width,
-                self.channels,
-                self.count,
-                self.stream_key,
+    def pack(self, version: int = VERSION) -> bytes:
+        """The head and frame table in the layout of ``version``."""
+        common = (self.height, self.width, self.channels, self.count, self.stream_key)
+        if version >= 2:
+            out = bytearray(
+                _CHUNK_HEAD_V2.pack(
+                    _CHUNK_HEAD_V2.size,
+                    _FRAME_ENTRY.size,
+                    self.codec,
+                    DTYPE_UINT8,
+                    self.ndim,
+                    0,
+                    *common,
+                )
             )
-        )
+        else:
+            out = bytearray(_CHUNK_HEAD_V1.pack(self.codec, DTYPE_UINT8, self.ndim, 0, *common))
         for key, length in zip(self.frame_keys, self.lengths, strict=True):
             out += _FRAME_ENTRY.pack(key, length)
         return bytes(out)
 
     @classmethod
-    def unpack(cls, payload: bytes, *, segment: int | str = "?", offset: int = 0) -> ChunkHeader:
-        """Parse and sanity-check a CHUNK header; refuses sizes over the limits."""
+    def unpack(
+        cls,
+        payload: bytes | memoryview,
+        *,
+        version: int = VERSION,
+        segment: int | str = "?",
+        offset: int = 0,
+    ) -> ChunkHeader:
+        """Parse and sanity-check a CHUNK head of format ``version``; refuses sizes over
+        the limits. Fields a newer writer appended are skipped."""
 
         def bad(why: str) -> CorruptRecord:
             return CorruptRecord(segment, offset, f"bad chunk: {why}")
 
-        if len(payload) < _CHUNK_HEAD.size:
-            raise bad("payload shorter than the chunk header")
-        codec, dtype, ndim, _r, h, w, c, n, key = _CHUNK_HEAD.unpack_from(payload)
+        if version >= 2:
+            if len(payload) < _CHUNK_HEAD_V2.size:
+                raise bad("payload shorter than the chunk header")
+            head_size, entry_size, codec, dtype, ndim, _r, h, w, c, n, key = (
+                _CHUNK_HEAD_V2.unpack_from(payload)
+            )
+            if head_size < _CHUNK_HEAD_V2.size or entry_size < _FRAME_ENTRY.size:
+                raise bad(f"head size {head_size} / entry size {entry_size} below version 2's")
+        else:
+            if len(payload) < _CHUNK_HEAD_V1.size:
+                raise bad("payload shorter than the chunk header")
+            codec, dtype, ndim, _r, h, w, c, n, key = _CHUNK_HEAD_V1.unpack_from(payload)
+            head_size, entry_size = _CHUNK_HEAD_V1.size, _FRAME_ENTRY.size
         if codec not in Codec.__members__.values():
             raise bad(f"unknown codec {codec}")
         if dtype != DTYPE_UINT8:
@@ -225,19 +356,27 @@ class ChunkHeader:
             raise bad(f"frame of {h * w * c} bytes exceeds {MAX_FRAME_BYTES}")
         if n * h * w * c > MAX_CHUNK_RAW_BYTES:
             raise bad(f"chunk of {n * h * w * c} raw bytes exceeds {MAX_CHUNK_RAW_BYTES}")
-        table_end = _CHUNK_HEAD.size + _FRAME_ENTRY.size * n
+        table_end = head_size + entry_size * n
         if len(payload) < table_end:
             raise bad("frame table runs past the payload")
         keys = []
         lengths = []
         for i in range(n):
-            k, ln = _FRAME_ENTRY.unpack_from(payload, _CHUNK_HEAD.size + i * _FRAME_ENTRY.size)
+            k, ln = _FRAME_ENTRY.unpack_from(payload, head_size + i * entry_size)
             keys.append(k)
             lengths.append(ln)
-        return cls(codec, ndim, h, w, c, key, tuple(keys), tuple(lengths))
+        return cls(codec, ndim, h, w, c, key, tuple(keys), tuple(lengths), table_end, version)
 
 
-_SEAL = struct.Struct("<IQQd")
+def reframe_chunk(payload: bytes | memoryview, header: ChunkHeader) -> bytes:
+    """A CHUNK payload of another format version rewritten in this version's layout:
+    the same frame table and the same codec data bytes, a new head."""
+    data = memoryview(payload)[header.data_offset :]
+    return header.pack(VERSION) + bytes(data)
+
+
+# --------------------------------------------------------------------------- SEAL
+_SEAL = struct.Struct("<IQQd")  # chunks, frames, offset of this record, sealed at
 
 
 @dataclass(frozen=True, slots=True)
@@ -250,12 +389,59 @@ class Seal:
     def pack(self) -> bytes:
         return _SEAL.pack(self.chunks, self.frames, self.offset, self.sealed_at)
 
+    def record(self) -> bytes:
+        """The whole SEAL record (header, payload, CRC)."""
+        return pack_record(RecordType.SEAL, self.pack())
+
     @classmethod
     def unpack(cls, payload: bytes, *, segment: int | str = "?", offset: int = 0) -> Seal:
         if len(payload) < _SEAL.size:
             raise CorruptRecord(segment, offset, "bad seal record: too short")
+        if len(payload) > MAX_SEAL_PAYLOAD:
+            raise CorruptRecord(segment, offset, "bad seal record: too long")
         return cls(*_SEAL.unpack_from(payload))
 
     @classmethod
     def now(cls, chunks: int, frames: int, offset: int) -> Seal:
         return cls(chunks, frames, offset, time.time())
+
+
+SEAL_RECORD_SIZE = record_size(_SEAL.size)  # what this version writes (readers search)
+SEGMENT_OVERHEAD = FILE_HEADER_SIZE + SEAL_RECORD_SIZE  # a sealed segment's own bytes
+
+
+def plausible_record(rtype: int, length: int) -> bool:
+    """Whether a record header could be a well-formed record of a known type (used to
+    resynchronise after corruption; the CRC decides)."""
+    if rtype == RecordType.SEAL:
+        return _SEAL.size <= length <= MAX_SEAL_PAYLOAD
+    if rtype == RecordType.CHUNK:
+        return MIN_CHUNK_PAYLOAD <= length <= MAX_RECORD_BYTES
+    return False
+
+
+def find_seal(fp: IO[bytes], size: int, *, segment: int | str = "?") -> Seal | None:
+    """The SEAL record that ends the file, found from its tail, or None.
+
+    A seal may be longer than the one this version writes (appended fields), so the
+    last ``MAX_SEAL_PAYLOAD + RECORD_OVERHEAD`` bytes are searched for a SEAL record that
+    ends exactly at the end of the file, whose CRC checks and that names its own offset.
+    """
+    window = min(size - FILE_HEADER_SIZE, MAX_SEAL_PAYLOAD + RECORD_OVERHEAD)
+    if window < SEAL_RECORD_SIZE:
+        return None
+    start = size - window
+    fp.seek(start)
+    tail = fp.read(window)
+    if len(tail) != window:
+        return None
+    for pos in range(window - SEAL_RECORD_SIZE, -1, -1):
+        rtype, length = read_record_header(tail, pos)
+        if rtype != RecordType.SEAL or pos + record_size(length) != window:
+            continue
+        if not plausible_record(rtype, length) or not record_crc_ok(tail, pos, length):
+            continue
+        payload = bytes(tail[pos + RECORD_HEADER_SIZE : pos + RECORD_HEADER_SIZE + length])
+        seal = Seal.unpack(payload, segment=segment, offset=start + pos)
+        return seal if seal.offset == start + pos else None
+    return None

@@ -6,9 +6,8 @@ import fcntl
 import os
 from pathlib import Path
 
+from ._format import LOCK_NAME
 from .errors import StoreLocked
-
-LOCK_NAME = "LOCK"
 
 
 class StoreLock:
@@ -59,3 +58,25 @@ class StoreLock:
 
     def __exit__(self, *exc: object) -> None:
         self.release()
+
+
+def writer_running(root: str | os.PathLike) -> bool | None:
+    """Whether some process holds the store's writer lock, found without taking it
+    (Linux ``/proc/locks``). None when it cannot be told."""
+    try:
+        st = os.stat(Path(root) / LOCK_NAME)
+    except FileNotFoundError:
+        return False
+    try:
+        with open("/proc/locks") as fp:
+            text = fp.read()
+    except OSError:
+        return None
+    want = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
+    for line in text.splitlines():
+        parts = line.split()
+        if "FLOCK" in parts and "->" not in parts:
+            dev = next((p for p in parts if p.count(":") == 2), None)
+            if dev == want or (dev is not None and dev.rsplit(":", 1)[1] == str(st.st_ino)):
+                return True
+    return False

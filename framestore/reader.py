@@ -25,21 +25,18 @@ from ._format import (
     RECORD_HEADER_SIZE,
     ChunkHeader,
     RecordType,
-    Seal,
-    iter_records,
     read_file_header,
     read_record,
 )
-from ._segments import list_segment_ids, segment_path
 from .codecs import decode_chunk
 from .errors import (
-    CorruptData,
     CorruptRecord,
     FrameNotFound,
     SegmentMissing,
     StoreClosed,
     TruncatedRecord,
 )
+from .segments import list_segment_ids, segment_path
 
 
 @dataclass(frozen=True)
@@ -114,21 +111,22 @@ class SegmentReader:
         self._max_record = max_record_bytes
         self._max_open = max_open_files
         self._cache: OrderedDict[tuple[int, int], Chunk] = OrderedDict()
-        self._fds: OrderedDict[int, int] = OrderedDict()
+        self._fds: OrderedDict[int, tuple[int, int]] = OrderedDict()  # segment -> fd, version
         self._lock = threading.Lock()
         self._local = threading.local()
         self._closed = False
         self.chunks_decoded = 0
 
     # ----------------------------------------------------------------- files
-    def _fd(self, segment: int) -> int:
+    def _fd(self, segment: int) -> tuple[int, int]:
+        """An open descriptor of a segment and its format version."""
         with self._lock:
             if self._closed:
                 raise StoreClosed("read from a closed SegmentReader")
-            fd = self._fds.get(segment)
-            if fd is not None:
+            hit = self._fds.get(segment)
+            if hit is not None:
                 self._fds.move_to_end(segment)
-                return fd
+                return hit
         path = segment_path(self.root, segment)
         try:
             # Never follow a symlink planted under a segment's name out of the store.
@@ -140,7 +138,7 @@ class SegmentReader:
                 raise
             raise CorruptRecord(segment, 0, "segment file is a symlink; not followed") from None
         try:
-            read_file_header(_PreadFile(fd), segment)
+            version = read_file_header(_PreadFile(fd), segment).version
         except BaseException:
             os.close(fd)
             raise
@@ -149,11 +147,11 @@ class SegmentReader:
             if old is not None:
                 os.close(fd)
                 return old
-            self._fds[segment] = fd
+            self._fds[segment] = (fd, version)
             while len(self._fds) > self._max_open:
-                _, victim = self._fds.popitem(last=False)
+                _, (victim, _v) = self._fds.popitem(last=False)
                 os.close(victim)
-            return fd
+            return fd, version
 
     def _decompressor(self) -> zstandard.ZstdDecompressor:
         d = getattr(self._local, "zd", None)
@@ -169,7 +167,7 @@ class SegmentReader:
             for key in [k for k in self._cache if wanted is None or k[0] in wanted]:
                 del self._cache[key]
             for seg in [s for s in self._fds if wanted is None or s in wanted]:
-                os.close(self._fds.pop(seg))
+                os.close(self._fds.pop(seg)[0])
 
     # ----------------------------------------------------------------- reading
     def read_chunk(self, segment: int, offset: int) -> Chunk:
@@ -182,7 +180,8 @@ class SegmentReader:
             if hit is not None:
                 self._cache.move_to_end(key)
                 return hit
-        fp = _PreadFile(self._fd(segment))
+        fd, version = self._fd(segment)
+        fp = _PreadFile(fd)
         if offset < FILE_HEADER_SIZE:
             raise CorruptRecord(segment, offset, "frame pointer before the first record")
         rec = read_record(fp, offset, segment=segment, max_length=self._max_record)
@@ -192,8 +191,8 @@ class SegmentReader:
             raise TruncatedRecord(segment, offset, RECORD_HEADER_SIZE, 0)
         if rec.type != RecordType.CHUNK:
             raise CorruptRecord(segment, offset, f"expected a chunk record, found type {rec.type}")
-        header = ChunkHeader.unpack(rec.payload, segment=segment, offset=offset)
-        data = memoryview(rec.payload)[header.size :]
+        header = ChunkHeader.unpack(rec.payload, version=version, segment=segment, offset=offset)
+        data = memoryview(rec.payload)[header.data_offset :]
         frames = decode_chunk(header, data, self._decompressor(), segment=segment, offset=offset)
         chunk = Chunk(segment, offset, header, frames, rec.end - rec.offset)
         with self._lock:
@@ -248,7 +247,7 @@ class SegmentReader:
         with self._lock:
             self._closed = True
             self._cache.clear()
-            for fd in self._fds.values():
+            for fd, _version in self._fds.values():
                 os.close(fd)
             self._fds.clear()
 
@@ -257,72 +256,3 @@ class SegmentReader:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-@dataclass(frozen=True)
-class ScanResult:
-    """What a full scan of one segment file found (for verify, recover, gc)."""
-
-    segment: int
-    size: int
-    good_end: int  # end of the last good record (where recover would truncate)
-    chunks: list[tuple[int, ChunkHeader, int]]  # (offset, header, record bytes)
-    seal: Seal | None
-    error: CorruptData | None
-    unknown_records: int
-
-    @property
-    def sealed(self) -> bool:
-        return self.seal is not None and self.error is None
-
-
-def scan_segment(
-    path: str | os.PathLike,
-    segment: int | None = None,
-    *,
-    decode: bool = False,
-    max_record_bytes: int = MAX_RECORD_BYTES,
-) -> ScanResult:
-    """Check every record of one segment file (CRC always; with ``decode`` also the
-    codec data). Stops at the first bad record and reports where good data ends."""
-    path = Path(path)
-    sid: int | str = segment if segment is not None else path.name
-    chunks: list[tuple[int, ChunkHeader, int]] = []
-    seal = None
-    unknown = 0
-    good_end = 0
-    error: CorruptData | None = None
-    dz = zstandard.ZstdDecompressor()
-    try:
-        fp_ctx = open(path, "rb")
-    except FileNotFoundError:
-        return ScanResult(segment or -1, 0, 0, [], None, SegmentMissing(sid, str(path)), 0)
-    with fp_ctx as fp:
-        size = os.fstat(fp.fileno()).st_size
-        try:
-            read_file_header(fp, sid)
-            good_end = FILE_HEADER_SIZE
-            for rec in iter_records(fp, segment=sid, max_length=max_record_bytes):
-                if seal is not None:
-                    raise CorruptRecord(sid, rec.offset, "record after the seal")
-                if rec.type == RecordType.CHUNK:
-                    header = ChunkHeader.unpack(rec.payload, segment=sid, offset=rec.offset)
-                    if decode:
-                        decode_chunk(
-                            header,
-                            memoryview(rec.payload)[header.size :],
-                            dz,
-                            segment=sid,
-                            offset=rec.offset,
-                        )
-                    chunks.append((rec.offset, header, rec.end - rec.offset))
-                elif rec.type == RecordType.SEAL:
-                    seal = Seal.unpack(rec.payload, segment=sid, offset=rec.offset)
-                else:
-                    unknown += 1
-                good_end = rec.end
-        except CorruptData as e:
-            error = e
-    return ScanResult(
-        segment if segment is not None else -1, size, good_end, chunks, seal, error, unknown
-    )

@@ -12,7 +12,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -30,10 +30,12 @@ from telemetry import (
     space_spec,
 )
 
-from ._catalog import sync_segments
 from .errors import InvalidInput, StoreClosed
 from .service import FrameRef, FrameStorageService, ServiceMetrics
 from .settings import resolve
+
+if TYPE_CHECKING:
+    from .store import FrameStore
 
 log = logging.getLogger("framestore")
 
@@ -80,11 +82,14 @@ class Recorder:
             ``durability``, ``queue_bytes``, ``batch_size``, ...).
         config: free-form JSON-able run configuration stored with the run.
         on_error: called from a background thread if the writer or the sink fails.
+        render_fps: the environment's frame rate, stored with the run (exports use it).
+        on_close: called with the recorder once it is closed (``FrameStore`` uses it to
+            forget its recorders).
     """
 
     def __init__(
         self,
-        store,
+        store: FrameStore,
         env_id: str,
         *,
         action_space=None,
@@ -93,6 +98,7 @@ class Recorder:
         config: dict[str, Any] | None = None,
         on_error: Callable[[BaseException], None] | None = None,
         render_fps: float | None = None,
+        on_close: Callable[[Recorder], None] | None = None,
     ):
         if not isinstance(env_id, str) or not env_id:
             raise InvalidInput(f"env_id must be a non-empty string, got {env_id!r}")
@@ -104,6 +110,7 @@ class Recorder:
         self._space = action_space
         self._spec = space_spec(action_space) if action_space is not None else None
         self._on_error = on_error
+        self._on_close = on_close
         self._closed = False
         self._lock = threading.Lock()
 
@@ -123,12 +130,7 @@ class Recorder:
         )
         try:
             # The writer lock is held from here on: ids cannot race with another writer.
-            row = store.db.conn.execute(
-                "SELECT (SELECT COALESCE(MAX(id), 0) FROM runs), "
-                "(SELECT COALESCE(MAX(id), 0) FROM episodes)"
-            ).fetchone()
-            self.run_id = row[0] + 1
-            self._next_episode_id = row[1] + 1
+            self.run_id, self._next_episode_id = store.catalog.next_ids()
             self._sink = TelemetryDBSink(
                 store.db_path,
                 profile=s.durability,
@@ -358,8 +360,9 @@ class Recorder:
         attempt(self._sink.close)
         attempt(self._hub.close)
         attempt(self._service.close)
-        attempt(lambda: sync_segments(self.store))
-        self.store._forget_recorder(self)
+        attempt(self.store.sync_segments)
+        if self._on_close is not None:
+            self._on_close(self)
         if errors:
             raise errors[0]
 

@@ -13,27 +13,17 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import zstandard
 
 from telemetry import logcodes
 
-from ._format import ChunkHeader, Codec, RecordType, pack_record
+from ._chunks import ChunkWriter, Written
 from ._lock import StoreLock
-from ._segments import (
-    SEGMENT_DIR,
-    SegmentWriter,
-    fsync_dir,
-    list_partials,
-    list_segment_ids,
-    parse_segment_name,
-    segment_path,
-)
-from .codecs import check_frame, check_level, codec_from_name, encode_chunk
+from ._refs import FrameRef, check_key, frame_nbytes
+from .codecs import check_frame, check_level, codec_from_name
 from .errors import (
     DiskFull,
     FrameStoreError,
@@ -42,61 +32,12 @@ from .errors import (
     StoreClosed,
     WriterFailed,
 )
+from .segments import segment_dir
 
 log = logging.getLogger(logcodes.LOGGER_NAME)
 
 POLICIES = ("block", "drop")
 DURABILITIES = ("durable", "balanced", "fast")
-MAX_KEY_A = 2**64 - 1
-MAX_KEY_B = 2**32 - 1
-
-
-class FrameRef:
-    """A pointer to one stored frame.
-
-    ``put`` returns it at once; the writer fills in ``location`` ``(segment, offset,
-    slot)`` when the frame's chunk is appended. A located ref is persistent: it stays
-    valid after ``close()`` and reopening the store (``FrameRef.at(*location)``).
-    ``dropped`` is True when the ``drop`` policy discarded the frame.
-    """
-
-    __slots__ = ("seq", "key", "shape", "dropped", "location")
-
-    def __init__(
-        self,
-        seq: int | None,
-        key: tuple[int, int],
-        shape: tuple[int, ...] | None,
-        dropped: bool = False,
-        location: tuple[int, int, int] | None = None,
-    ):
-        self.seq = seq
-        self.key = key
-        self.shape = shape
-        self.dropped = dropped
-        self.location = location
-
-    @classmethod
-    def at(cls, segment: int, offset: int, slot: int) -> FrameRef:
-        return cls(None, (0, 0), None, location=(int(segment), int(offset), int(slot)))
-
-    @property
-    def written(self) -> bool:
-        return self.location is not None
-
-    def __repr__(self) -> str:
-        state = "dropped" if self.dropped else (self.location or "pending")
-        return f"FrameRef(key={self.key}, {state})"
-
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, FrameRef):
-            return NotImplemented
-        if self.location is not None or other.location is not None:
-            return self.location == other.location
-        return self is other
-
-    def __hash__(self) -> int:
-        return hash(self.location) if self.location is not None else id(self)
 
 
 @dataclass(frozen=True)
@@ -125,13 +66,6 @@ class ServiceMetrics:
     @property
     def compression_ratio(self) -> float:
         return self.bytes_in / self.bytes_out if self.bytes_out else 0.0
-
-
-@dataclass
-class _Pending:
-    frames: list[np.ndarray]
-    refs: list[FrameRef]
-    nbytes: int
 
 
 class FrameStorageService:
@@ -202,15 +136,12 @@ class FrameStorageService:
         self.policy = policy
         self.durability = durability
         self._chunk_frames = chunk_frames
-        self._chunk_bytes = chunk_bytes
-        self._segment_bytes = segment_bytes
         self._max_frames = queue_frames
         self._max_bytes = queue_bytes
         self._block_timeout = float(block_timeout)
-        self._max_latency = float(max_latency)
         self._on_error = on_error
 
-        (self.root / SEGMENT_DIR).mkdir(parents=True, exist_ok=True)
+        segment_dir(self.root).mkdir(parents=True, exist_ok=True)
         self._lock = StoreLock(self.root)
         if lock:
             self._lock.acquire()
@@ -232,26 +163,27 @@ class FrameStorageService:
         self._frames_dropped = 0
         self._bytes_in = 0
         self._bytes_out = 0
-        self._chunks = 0
-        self._sealed = 0
         self._blocked_s = 0.0
         self._last_flush_ms = 0.0
         self._max_flush_ms = 0.0
         self._warned_full = False
         self._last_snapshot = time.monotonic()
 
-        existing = list_segment_ids(self.root) + [
-            i
-            for p in list_partials(self.root)
-            if (i := parse_segment_name(p.name.removesuffix(".partial"))) is not None
-        ]
-        self._next_segment_id = max(existing, default=0) + 1
-        self._segment: SegmentWriter | None = None
-
-        self._local = threading.local()
         self._free: dict[tuple[int, ...], deque[np.ndarray]] = {}  # recycled frame buffers
-        self._pool = ThreadPoolExecutor(
-            max_workers=compress_threads, thread_name_prefix="framestore-compress"
+        # A chunk never holds more than a quarter of the queue's bounds: with small
+        # queues, frames must not wait for a chunk that cannot fill while the producer
+        # waits for room.
+        self._writer = ChunkWriter(
+            self.root,
+            codec=self._codec,
+            level=self._level,
+            chunk_frames=max(1, min(chunk_frames, queue_frames // 4)),
+            chunk_bytes=max(1, min(chunk_bytes, queue_bytes // 4)),
+            segment_bytes=segment_bytes,
+            durability=durability,
+            compress_threads=compress_threads,
+            max_latency=float(max_latency),
+            on_written=self._written,
         )
         self._thread = threading.Thread(target=self._run, name="framestore-writer", daemon=True)
         self._thread.start()
@@ -266,7 +198,7 @@ class FrameStorageService:
         """
         if self._closed:
             raise StoreClosed("put() on a closed FrameStorageService")
-        key_a, key_b = _check_key(key)
+        key_a, key_b = check_key(key)
         if self.policy == "drop" and self._full(frame_nbytes(frame)):
             # Checked before the copy: under overload, dropping must stay cheap. Bad input
             # is still an error, never hidden as a dropped frame.
@@ -393,7 +325,7 @@ class FrameStorageService:
             target = self._next_seq
         self._wait_seq(target, timeout)
         if self.durability != "fast":
-            self._run_on_writer(lambda: self._segment.fsync() if self._segment else None)
+            self._run_on_writer(self._writer.fsync)
         ms = (time.perf_counter() - t0) * 1000
         with self._cond:
             self._last_flush_ms = ms
@@ -430,9 +362,9 @@ class FrameStorageService:
                 frames_dropped=self._frames_dropped,
                 bytes_in=self._bytes_in,
                 bytes_out=self._bytes_out,
-                chunks_written=self._chunks,
-                segments_sealed=self._sealed,
-                current_segment=self._segment.segment_id if self._segment else None,
+                chunks_written=self._writer.chunks_written,
+                segments_sealed=self._writer.segments_sealed,
+                current_segment=seg.segment_id if (seg := self._writer.segment) else None,
                 blocked_seconds=self._blocked_s,
                 last_flush_ms=self._last_flush_ms,
                 max_flush_ms=self._max_flush_ms,
@@ -455,19 +387,11 @@ class FrameStorageService:
             self._stopping = True
             self._cond.notify_all()
         self._thread.join()
-        self._pool.shutdown(wait=True)
         try:
-            if self._segment is not None and self._error is None:
-                if self._segment.empty:
-                    self._segment.discard()
-                else:
-                    self._segment.seal()
-                    self._sealed += 1
+            self._writer.finish(seal=self._error is None)
         except WriterFailed as e:
             self._fail(e)
         finally:
-            if self._segment is not None:
-                self._segment.close()
             self._lock.release()
         self._raise_if_failed()
 
@@ -511,139 +435,60 @@ class FrameStorageService:
                 log.exception("on_error callback raised")
 
     def _run(self) -> None:
-        pending: _Pending | None = None
-        pending_since = 0.0
-        inflight: deque[tuple[Future, _Pending]] = deque()
-        # A chunk never holds more than a quarter of the queue's bounds: with small
-        # queues, frames must not wait for a chunk that cannot fill while the producer
-        # waits for room.
-        chunk_frames = max(1, min(self._chunk_frames, self._max_frames // 4))
-        chunk_bytes = max(1, min(self._chunk_bytes, self._max_bytes // 4))
+        """The writer thread: take queued frames, hand them to the chunk writer, append
+        finished chunks; close the open chunk when asked (a flush, a wait for frames),
+        when stopping, or once it has waited ``max_latency``."""
+        writer = self._writer
         try:
             while True:
-                with self._cond:
-                    if (
-                        not self._queue
-                        and not self._stopping
-                        and not self._cut_requested
-                        and not inflight
-                    ):
-                        timeout = (
-                            self._max_latency - (time.monotonic() - pending_since)
-                            if pending
-                            else 1.0
-                        )
-                        if timeout > 0:
-                            self._cond.wait(timeout)
-                    batch = []
-                    while self._queue and len(batch) < 256:
-                        batch.append(self._queue.popleft())
-                    cut = self._cut_requested and not self._queue
-                    if cut:
-                        self._cut_requested = False
-                    stopping = self._stopping and not self._queue
+                batch, cut, stopping = self._take_batch()
                 self._log_queue_state()
                 for arr, ref in batch:
-                    if pending is not None and not self._fits(pending, arr, ref):
-                        inflight.append((self._submit(pending), pending))
-                        pending = None
-                    if pending is None:
-                        pending = _Pending([], [], 0)
-                        pending_since = time.monotonic()
-                    pending.frames.append(arr)
-                    pending.refs.append(ref)
-                    pending.nbytes += arr.nbytes
-                    if len(pending.frames) >= chunk_frames or pending.nbytes >= chunk_bytes:
-                        inflight.append((self._submit(pending), pending))
-                        pending = None
-                idle_too_long = (
-                    pending is not None and time.monotonic() - pending_since >= self._max_latency
-                )
-                if pending is not None and (cut or stopping or (idle_too_long and not batch)):
-                    inflight.append((self._submit(pending), pending))
-                    pending = None
-                # Append finished chunks in order; wait for all when a cut or stop asks.
-                wait_all = cut or stopping or not batch
-                while inflight and (
-                    wait_all or inflight[0][0].done() or len(inflight) > self._pool._max_workers + 1
-                ):
-                    fut, chunk = inflight.popleft()
-                    self._append(chunk, fut.result())
-                if stopping and pending is None and not inflight:
+                    writer.add(arr, ref)
+                until = writer.seconds_until_stale()
+                stale = until is not None and until <= 0
+                if cut or stopping or (stale and not batch):
+                    writer.close_chunk()
+                writer.append_ready(wait_all=cut or stopping or not batch)
+                if stopping and writer.idle:
                     return
         except BaseException as e:  # noqa: BLE001 - handed to the producer, never swallowed
-            for fut, _ in inflight:
-                fut.cancel()
             self._fail(e)
 
-    def _fits(self, pending: _Pending, arr: np.ndarray, ref: FrameRef) -> bool:
-        first = pending.refs[0]
-        return first.key[0] == ref.key[0] and pending.frames[0].shape == arr.shape
+    def _take_batch(self) -> tuple[list[tuple[np.ndarray, FrameRef]], bool, bool]:
+        """Wait for work, then take up to 256 queued frames. Returns them, whether a cut
+        was requested (and the queue is empty) and whether to stop (likewise)."""
+        with self._cond:
+            if (
+                not self._queue
+                and not self._stopping
+                and not self._cut_requested
+                and not self._writer.busy
+            ):
+                timeout = self._writer.seconds_until_stale()
+                timeout = 1.0 if timeout is None else timeout
+                if timeout > 0:
+                    self._cond.wait(timeout)
+            batch = []
+            while self._queue and len(batch) < 256:
+                batch.append(self._queue.popleft())
+            cut = self._cut_requested and not self._queue
+            if cut:
+                self._cut_requested = False
+            return batch, cut, self._stopping and not self._queue
 
-    def _submit(self, chunk: _Pending) -> Future:
-        return self._pool.submit(self._encode, chunk.frames)
-
-    def _encode(self, frames: list[np.ndarray]) -> tuple[tuple[int, ...], bytes]:
-        compressor = None
-        if self._codec == Codec.ZSTD:
-            compressor = getattr(self._local, "zc", None)
-            if compressor is None:
-                compressor = zstandard.ZstdCompressor(level=self._level, write_content_size=True)
-                self._local.zc = compressor
-        staging = None
-        if self._codec == Codec.ZSTD:
-            need = len(frames) * frames[0].nbytes
-            staging = getattr(self._local, "staging", None)
-            if staging is None or staging.size < need:
-                staging = self._local.staging = np.empty(need, dtype=np.uint8)
-        return encode_chunk(frames, self._codec, compressor, staging)
-
-    def _append(self, chunk: _Pending, encoded: tuple[tuple[int, ...], bytes]) -> None:
-        lengths, data = encoded
-        first = chunk.frames[0]
-        header = ChunkHeader(
-            codec=int(self._codec),
-            ndim=first.ndim,
-            height=first.shape[0],
-            width=first.shape[1],
-            channels=first.shape[2] if first.ndim == 3 else 1,
-            stream_key=chunk.refs[0].key[0],
-            frame_keys=tuple(r.key[1] for r in chunk.refs),
-            lengths=lengths,
-        )
-        record = pack_record(RecordType.CHUNK, header.pack(), data)
-        seg = self._segment
-        if seg is not None and not seg.empty and seg.size + len(record) > self._segment_bytes:
-            seg.seal()
-            seg.close()
-            with self._cond:
-                self._sealed += 1
-            seg = self._segment = None
-        if seg is None:
-            seg = self._segment = self._open_segment()
-        offset = seg.append(record, frames=len(chunk.refs))
-        if self.durability == "durable":
-            seg.fsync()
-        for slot, ref in enumerate(chunk.refs):
-            ref.location = (seg.segment_id, offset, slot)
+    def _written(self, done: Written) -> None:
+        """A chunk reached its segment: its frames leave the queue's bounds and the
+        durable watermark moves past them."""
+        chunk = done.chunk
         with self._cond:
             self._q_frames -= len(chunk.refs)
             self._q_bytes -= chunk.nbytes
             self._recycle(chunk.frames)
             self._frames_written += len(chunk.refs)
-            self._bytes_out += len(record)
-            self._chunks += 1
+            self._bytes_out += done.record_bytes
             self._durable_seq = chunk.refs[-1].seq + 1
             self._cond.notify_all()
-
-    def _open_segment(self) -> SegmentWriter:
-        sid = self._next_segment_id
-        self._next_segment_id += 1
-        seg = SegmentWriter(segment_path(self.root, sid), sid)
-        if self.durability == "durable":
-            # fsync of the file alone does not make its new directory entry durable
-            fsync_dir(self.root / SEGMENT_DIR)
-        return seg
 
     def _log_queue_state(self) -> None:
         fill = max(self._q_frames / self._max_frames, self._q_bytes / self._max_bytes)
@@ -675,18 +520,3 @@ class FrameStorageService:
                 self._frames_written,
                 self._frames_dropped,
             )
-
-
-def frame_nbytes(frame: object) -> int:
-    return int(getattr(frame, "nbytes", 0) or 0)
-
-
-def _check_key(key: object) -> tuple[int, int]:
-    try:
-        a, b = key  # type: ignore[misc]
-        a, b = int(a), int(b)
-    except (TypeError, ValueError):
-        raise InvalidInput(f"frame key must be a pair of integers, got {key!r}") from None
-    if not (0 <= a <= MAX_KEY_A and 0 <= b <= MAX_KEY_B):
-        raise InvalidInput(f"frame key {key!r} out of range (0..2**64-1, 0..2**32-1)")
-    return a, b

@@ -1,27 +1,26 @@
-"""The FrameStore facade: one directory holding a SQLite database and segment files.
+"""The FrameStore facade: one directory holding a SQLite catalogue and segment files.
 
 ``FrameStore.open(path)`` gives reading (episodes, steps, frames) and ``recorder(...)``
 composes a recording: FrameStorageService (frames) + TelemetryAsyncHub + TelemetryDBSink
-(metadata and frame pointers).
+(metadata and frame pointers). SQL lives in the catalogue (``store.catalog``); segment
+files are named by ``framestore.segments``.
 """
 
 from __future__ import annotations
 
-import json
 import os
-import sqlite3
-import threading
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from telemetry import decode_action, decode_info, open_db
+from telemetry import open_db
 
-from ._lock import LOCK_NAME
-from ._segments import SEGMENT_DIR
+from ._format import DB_NAME, LOCK_NAME, SEGMENT_DIR, record_extent
+from ._lock import StoreLock, writer_running
+from .catalog import Catalog
 from .errors import (
     EpisodeNotFound,
     FrameNotFound,
@@ -29,70 +28,17 @@ from .errors import (
     NotAStore,
     RunNotFound,
     StoreClosed,
+    StoreLocked,
 )
+from .files import fsync_dir
 from .reader import SegmentReader
+from .segments import is_sealed, list_segment_ids, segment_path
+from .types import EpisodeInfo, FrameLocation, FrameSummary, RunInfo, StepInfo
 
-DB_NAME = "framestore.db"
-EPISODE_STATUSES = ("recording", "complete", "interrupted", "trimmed", "deleted")
+if TYPE_CHECKING:
+    from .recorder import Recorder
 
-
-@dataclass(frozen=True)
-class RunInfo:
-    id: int
-    env_id: str
-    created: float | None
-    ended: float | None
-    preset: str | None
-    host_profile: str | None
-    durability: str | None
-    config: dict[str, Any]
-    stats: dict[str, Any]
-
-
-@dataclass(frozen=True)
-class EpisodeInfo:
-    id: int
-    run_id: int
-    env_id: str
-    index: int
-    seed: int | None
-    started: float | None
-    ended: float | None
-    steps: int  # rows in the steps table (T+1 for T actions)
-    total_reward: float
-    terminated: bool
-    truncated: bool
-    status: str
-    frames_dropped: int
-    frames: int  # rows with a stored frame
-
-
-@dataclass(frozen=True)
-class StepInfo:
-    episode_id: int
-    step: int
-    action: Any
-    reward: float | None
-    terminated: bool
-    truncated: bool
-    info: dict[str, Any]
-    wall_time: float | None
-    frame: tuple[int, int, int] | None  # (segment, offset, slot); None when dropped
-    frame_shape: tuple[int, ...] | None
-
-
-@dataclass(frozen=True)
-class FrameSummary:
-    """See ``FrameStore.frame_summary``. ``shapes`` are ``"HxWxC"`` strings."""
-
-    steps: int  # rows committed for the episode (its last step + 1)
-    stop: int  # the requested stop, clipped to ``steps``
-    shapes: tuple[str, ...]
-    frames: int  # stored frames in the range
-
-
-def _shape(text: str | None) -> tuple[int, ...] | None:
-    return tuple(int(x) for x in text.split("x")) if text else None
+__all__ = ["FrameStore"]
 
 
 class FrameStore:
@@ -102,14 +48,13 @@ class FrameStore:
     mode and the database only ever points at frames that are written.
     """
 
-    def __init__(self, root: Path, db, *, readonly: bool):
+    def __init__(self, root: Path, catalog: Catalog, *, readonly: bool):
         self.root = root
         self.readonly = readonly
-        self._db = db
-        self._db_lock = threading.RLock()  # the GUI reads from worker threads
+        self._catalog = catalog
         self._reader = SegmentReader(root, cache_chunks=16)
         self._closed = False
-        self._recorders: list = []
+        self._recorders: list[Recorder] = []
 
     # ----------------------------------------------------------------- opening
     @classmethod
@@ -145,20 +90,21 @@ class FrameStore:
                 raise NotAStore(str(root), "directory is not empty and is not a framestore store")
             root.mkdir(parents=True, exist_ok=True)
         db = open_db(db_path, profile=durability, readonly=readonly)
-        return cls(root, db, readonly=readonly)
+        return cls(root, Catalog(db, readonly=readonly), readonly=readonly)
 
     @property
     def db_path(self) -> Path:
         return self.root / DB_NAME
 
     @property
-    def db(self):
-        """The store's ``sqlite_utils.Database`` (for tools in this project)."""
+    def catalog(self) -> Catalog:
+        """The store's catalogue: typed queries and changes of its SQLite database."""
         self._check_open()
-        return self._db
+        return self._catalog
 
     @property
     def reader(self) -> SegmentReader:
+        """The segment reader (checksummed, cached chunk reads)."""
         self._check_open()
         return self._reader
 
@@ -166,29 +112,38 @@ class FrameStore:
         if self._closed:
             raise StoreClosed("store is closed")
 
-    def _query(self, sql: str, params: Iterable = ()) -> list[sqlite3.Row]:
+    def _check_writable(self) -> None:
         self._check_open()
-        with self._db_lock:
-            cur = self._db.conn.execute(sql, tuple(params))
-            cols = [d[0] for d in cur.description]
-            return [dict(zip(cols, row, strict=True)) for row in cur.fetchall()]
+        if self.readonly:
+            raise InvalidInput("store is open read-only; this operation changes it")
+
+    @contextmanager
+    def transaction(self) -> Iterator[Catalog]:
+        """Changes made through the yielded catalogue commit together or not at all."""
+        self._check_writable()
+        with self._catalog.transaction():
+            yield self._catalog
+
+    # ----------------------------------------------------------------- the writer lock
+    @contextmanager
+    def writer_lock(self) -> Iterator[None]:
+        """Hold the store's one-writer lock (``StoreLocked`` if a recorder or another
+        maintenance command holds it)."""
+        self._check_writable()
+        lock = StoreLock(self.root).acquire()
+        try:
+            yield
+        finally:
+            lock.release()
+
+    def writer_running(self) -> bool | None:
+        """Whether some process holds the writer lock, found without taking it (None
+        when it cannot be told)."""
+        return writer_running(self.root)
 
     # ----------------------------------------------------------------- runs/episodes
     def runs(self) -> list[RunInfo]:
-        return [
-            RunInfo(
-                r["id"],
-                r["env_id"],
-                r["created"],
-                r["ended"],
-                r["preset"],
-                r["host_profile"],
-                r["durability"],
-                json.loads(r["config"] or "{}"),
-                json.loads(r["stats"] or "{}"),
-            )
-            for r in self._query("SELECT * FROM runs ORDER BY id")
-        ]
+        return self.catalog.runs()
 
     def run(self, run_id: int) -> RunInfo:
         for r in self.runs():
@@ -196,63 +151,17 @@ class FrameStore:
                 return r
         raise RunNotFound(run_id)
 
-    _EPISODES_SQL = """
-        SELECT e.*, r.env_id AS env_id,
-               (SELECT COUNT(*) FROM steps s WHERE s.episode_id = e.id) AS n_rows,
-               (SELECT COUNT(*) FROM steps s WHERE s.episode_id = e.id
-                    AND s.frame_segment IS NOT NULL) AS n_frames
-        FROM episodes e JOIN runs r ON r.id = e.run_id
-    """
-
-    def _episode(self, r: dict) -> EpisodeInfo:
-        return EpisodeInfo(
-            id=r["id"],
-            run_id=r["run_id"],
-            env_id=r["env_id"],
-            index=r["idx"],
-            seed=r["seed"],
-            started=r["started"],
-            ended=r["ended"],
-            steps=r["n_rows"],
-            total_reward=r["total_reward"] or 0.0,
-            terminated=bool(r["terminated"]),
-            truncated=bool(r["truncated"]),
-            status=r["status"],
-            frames_dropped=r["frames_dropped"] or 0,
-            frames=r["n_frames"],
-        )
-
     def episodes(
         self, *, run_id: int | None = None, include_deleted: bool = False
     ) -> list[EpisodeInfo]:
         """Episode records in id order (deleted ones only when asked)."""
-        where, params = [], []
-        if run_id is not None:
-            where.append("e.run_id = ?")
-            params.append(run_id)
-        if not include_deleted:
-            where.append("e.status != 'deleted'")
-        sql = (
-            self._EPISODES_SQL
-            + (" WHERE " + " AND ".join(where) if where else "")
-            + " ORDER BY e.id"
-        )
-        return [self._episode(r) for r in self._query(sql, params)]
+        return self.catalog.episodes(run_id=run_id, include_deleted=include_deleted)
 
     def episode(self, episode_id: int, *, include_deleted: bool = False) -> EpisodeInfo:
-        rows = self._query(self._EPISODES_SQL + " WHERE e.id = ?", [int(episode_id)])
-        if not rows or (rows[0]["status"] == "deleted" and not include_deleted):
+        ep = self.catalog.episode(int(episode_id))
+        if ep is None or (ep.status == "deleted" and not include_deleted):
             raise EpisodeNotFound(episode_id)
-        return self._episode(rows[0])
-
-    def _action_spec(self, episode_id: int) -> dict | None:
-        rows = self._query(
-            "SELECT r.config FROM runs r JOIN episodes e ON e.run_id = r.id WHERE e.id = ?",
-            [episode_id],
-        )
-        if not rows:
-            return None
-        return json.loads(rows[0]["config"] or "{}").get("action_space")
+        return ep
 
     # ----------------------------------------------------------------- steps/frames
     def read_steps(
@@ -260,51 +169,14 @@ class FrameStore:
     ) -> list[StepInfo]:
         """Step records of an episode in step order, ``start <= step < stop``."""
         self.episode(episode_id)
-        spec = self._action_spec(episode_id)
-        rows = self._query(
-            "SELECT * FROM steps WHERE episode_id = ? AND step >= ? AND step < ? ORDER BY step",
-            [episode_id, start, stop if stop is not None else 2**62],
-        )
-        out = []
-        for r in rows:
-            loc = None
-            if r["frame_segment"] is not None:
-                loc = (r["frame_segment"], r["frame_offset"], r["frame_slot"])
-            out.append(
-                StepInfo(
-                    episode_id=episode_id,
-                    step=r["step"],
-                    action=decode_action(r["action"], spec) if r["action"] is not None else None,
-                    reward=r["reward"],
-                    terminated=bool(r["terminated"]),
-                    truncated=bool(r["truncated"]),
-                    info=decode_info(r["info"]) if r["info"] else {},
-                    wall_time=r["wall_time"],
-                    frame=loc,
-                    frame_shape=_shape(r["frame_shape"]),
-                )
-            )
-        return out
+        return self.catalog.steps(episode_id, start, stop)
 
     def frame_locations(
         self, episode_id: int, start: int = 0, stop: int | None = None
-    ) -> list[tuple[int, tuple[int, int, int] | None]]:
+    ) -> list[tuple[int, FrameLocation | None]]:
         """``(step, (segment, offset, slot) or None)`` for the episode's rows, in order."""
         self.episode(episode_id)
-        rows = self._query(
-            "SELECT step, frame_segment, frame_offset, frame_slot FROM steps "
-            "WHERE episode_id = ? AND step >= ? AND step < ? ORDER BY step",
-            [episode_id, start, stop if stop is not None else 2**62],
-        )
-        return [
-            (
-                r["step"],
-                None
-                if r["frame_segment"] is None
-                else (r["frame_segment"], r["frame_offset"], r["frame_slot"]),
-            )
-            for r in rows
-        ]
+        return self.catalog.frame_locations(episode_id, start, stop)
 
     def frame_summary(
         self, episode_id: int, start: int = 0, stop: int | None = None
@@ -313,27 +185,7 @@ class FrameStore:
         step count, the distinct frame shapes and the number of stored frames (a snapshot:
         rows of a live episode keep arriving)."""
         self.episode(episode_id)
-        with self._db_lock:
-            conn = self._db.conn
-            (last,) = conn.execute(
-                "SELECT MAX(step) FROM steps WHERE episode_id = ?", (episode_id,)
-            ).fetchone()
-            end = 0 if last is None else last + 1
-            stop = end if stop is None else min(stop, end)
-            shapes = [
-                r[0]
-                for r in conn.execute(
-                    "SELECT DISTINCT frame_shape FROM steps WHERE episode_id = ? AND step >= ? "
-                    "AND step < ? AND frame_segment IS NOT NULL",
-                    (episode_id, start, stop),
-                )
-            ]
-            (frames,) = conn.execute(
-                "SELECT COUNT(*) FROM steps WHERE episode_id = ? AND step >= ? AND step < ? "
-                "AND frame_segment IS NOT NULL",
-                (episode_id, start, stop),
-            ).fetchone()
-        return FrameSummary(end, max(stop, start), tuple(sorted(s for s in shapes if s)), frames)
+        return self.catalog.frame_summary(episode_id, start, stop)
 
     def read_frame(self, episode_id: int, step: int) -> np.ndarray:
         """The frame of one step, bit-exact (checksum verified)."""
@@ -375,19 +227,77 @@ class FrameStore:
         long episodes: this holds them all in memory."""
         return list(self.iter_frames(episode_id, start, stop))
 
+    # ----------------------------------------------------------------- sizes
+    def chunk_bytes(self, segment: int, offsets: Iterable[int]) -> int:
+        """Total bytes of the records starting at ``offsets`` in one segment, read from
+        their headers (the file is opened once). A missing file or offset counts 0."""
+        try:
+            with open(segment_path(self.root, segment), "rb") as fp:
+                return sum(record_extent(fp, off) for off in offsets)
+        except FileNotFoundError:
+            return 0
+
     def episode_bytes(self, episode_id: int) -> int:
         """Bytes of segment records holding this episode's frames (read from record headers)."""
-        from ._catalog import record_bytes
+        chunks = self.catalog.episode_chunks(episode_id)
+        return sum(self.chunk_bytes(seg, offs) for seg, offs in chunks.items())
 
-        rows = self._query(
-            "SELECT DISTINCT frame_segment, frame_offset FROM steps "
-            "WHERE episode_id = ? AND frame_segment IS NOT NULL",
-            [episode_id],
-        )
-        offsets: dict[int, list[int]] = {}
-        for r in rows:
-            offsets.setdefault(r["frame_segment"], []).append(r["frame_offset"])
-        return sum(record_bytes(self.root, seg, offs) for seg, offs in offsets.items())
+    def live_bytes_by_segment(self) -> dict[int, int]:
+        """Bytes of chunk records referenced by live (not deleted) episodes, per segment."""
+        return {
+            seg: self.chunk_bytes(seg, offs) for seg, offs in self.catalog.live_chunks().items()
+        }
+
+    def segment_state(self, segment: int, marks: dict[int, str] | None = None) -> str:
+        """``obsolete``/``compacting`` as the catalogue marks it, else ``sealed`` or
+        ``active`` as the file says."""
+        mark = (self.catalog.segment_states() if marks is None else marks).get(segment)
+        if mark in ("obsolete", "compacting"):
+            return mark
+        return "sealed" if is_sealed(segment_path(self.root, segment)) else "active"
+
+    def sync_segments(self) -> None:
+        """Reconcile the catalogue's ``segments`` table with the files in ``segments/``.
+
+        Files are the truth for existence and size (a sealed segment ends with a SEAL
+        record); the catalogue for ``obsolete``/``compacting`` marks."""
+        self._check_writable()
+        live = self.live_bytes_by_segment()
+        marks = self.catalog.segment_states()
+        on_disk = list_segment_ids(self.root)
+        with self.transaction() as cat:
+            for sid in on_disk:
+                try:
+                    size = segment_path(self.root, sid).stat().st_size
+                except FileNotFoundError:
+                    continue
+                cat.record_segment(sid, self.segment_state(sid, marks), size, live.get(sid, 0))
+            gone = set(marks) - set(on_disk)
+            cat.forget_segments(s for s in gone if marks[s] == "obsolete")
+
+    def delete_segment_files(self, segments: Iterable[int]) -> None:
+        """Delete segment files (after the catalogue stopped pointing into them)."""
+        ids = list(segments)
+        self.reader.forget(ids)  # our own descriptors: let the kernel free the space
+        for sid in ids:
+            segment_path(self.root, sid).unlink(missing_ok=True)
+        fsync_dir(self.root / SEGMENT_DIR)
+
+    def file_bytes(self) -> dict[str, int]:
+        """Bytes on disk: ``segments`` (files), ``database``, ``wal``, ``shm``."""
+
+        def size(path: str | os.PathLike) -> int:
+            try:
+                return os.stat(path).st_size
+            except FileNotFoundError:
+                return 0
+
+        return {
+            "segments": sum(size(segment_path(self.root, s)) for s in list_segment_ids(self.root)),
+            "database": size(self.db_path),
+            "wal": size(f"{self.db_path}-wal"),
+            "shm": size(f"{self.db_path}-shm"),
+        }
 
     # ----------------------------------------------------------------- changes
     def delete_episodes(
@@ -404,38 +314,33 @@ class FrameStore:
         if recording:
             raise InvalidInput(f"episode {recording[0]} is being recorded; stop recording first")
         if not dry_run and ids:
-            with self._db_lock, self._db.atomic():
-                self._db.conn.executemany(
-                    "UPDATE episodes SET status = 'deleted' WHERE id = ?", [(i,) for i in ids]
-                )
+            self.catalog.mark_deleted(ids)
         return eps
 
     def _is_live(self, episode_id: int) -> bool:
-        from ._lock import StoreLock
-
-        if any(getattr(r, "current_episode", None) == episode_id for r in self._recorders):
+        if any(r.current_episode == episode_id for r in self._recorders):
             return True
         lock = StoreLock(self.root)
         try:
             lock.acquire()
-        except Exception:
+        except StoreLocked:
             return True  # another writer holds the store: the episode may be live
         lock.release()
         return False
 
     # ----------------------------------------------------------------- recording
-    def recorder(self, env_id: str, **kwargs) -> Recorder:  # noqa: F821 - lazy import
+    def recorder(self, env_id: str, **kwargs: Any) -> Recorder:
         """Start a recording run; see ``Recorder`` for the arguments."""
         from .recorder import Recorder
 
         self._check_open()
         if self.readonly:
             raise InvalidInput("store is open read-only; open it without readonly to record")
-        rec = Recorder(self, env_id, **kwargs)
+        rec = Recorder(self, env_id, on_close=self._forget_recorder, **kwargs)
         self._recorders.append(rec)
         return rec
 
-    def _forget_recorder(self, rec) -> None:
+    def _forget_recorder(self, rec: Recorder) -> None:
         if rec in self._recorders:
             self._recorders.remove(rec)
 
@@ -451,8 +356,7 @@ class FrameStore:
                 errors.append(e)
         self._closed = True
         self._reader.close()
-        with self._db_lock:
-            self._db.close()
+        self._catalog.close()
         if errors:
             raise errors[0]
 

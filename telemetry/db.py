@@ -164,6 +164,17 @@ def schema_version(db: sqlite_utils.Database) -> int:
     return len(_migrations.applied(db))
 
 
+def schema_info(db: sqlite_utils.Database) -> dict[str, object]:
+    """The schema of a store's database: ``version`` (migrations applied, see
+    :func:`schema_version`), ``latest_migration`` and ``pending_migrations``."""
+    applied = _migrations.applied(db)
+    return {
+        "version": len(applied),
+        "latest_migration": applied[-1] if applied else None,
+        "pending_migrations": _migrations.pending_names(db),
+    }
+
+
 def _open(
     path: str | os.PathLike[str], profile: StorageProfile, *, readonly: bool
 ) -> sqlite_utils.Database:
@@ -245,6 +256,7 @@ __all__ = [
     "StorageProfile",
     "get_profile",
     "open_db",
+    "schema_info",
     "schema_version",
     "warn_if_lossy",
 ]

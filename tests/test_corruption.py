@@ -15,12 +15,12 @@ from framestore._format import (
     FILE_HEADER_SIZE,
     MAX_RECORD_BYTES,
     RECORD_HEADER_SIZE,
+    VERSION,
     ChunkHeader,
     Codec,
     RecordType,
     pack_record,
 )
-from framestore._segments import segment_path
 from framestore.errors import (
     ChecksumMismatch,
     CorruptData,
@@ -29,7 +29,9 @@ from framestore.errors import (
     RecordTooLarge,
     TruncatedRecord,
 )
-from framestore.reader import SegmentReader, scan_segment
+from framestore.reader import SegmentReader
+from framestore.scan import scan_segment
+from framestore.segments import segment_path
 from framestore.service import FrameRef, FrameStorageService
 
 SID = 1
@@ -49,14 +51,14 @@ def pristine(request, tmp_path_factory, assault_frames):
     frames = assault_frames[:N_FRAMES]
     refs = write_segment(root, frames, request.param)
     path = segment_path(root, SID)
-    scan = scan_segment(path, SID)
+    scan = scan_segment(path, SID, resync=False)
     assert scan.sealed and len(scan.chunks) == 3
     return {
         "codec": request.param,
         "bytes": path.read_bytes(),
         "frames": frames,
         "locations": [r.location for r in refs],
-        "chunks": [(off, size, header) for off, header, size in scan.chunks],
+        "chunks": [(off, size, header) for off, header, size in scan.chunk_list],
         "seal_offset": scan.seal.offset,
     }
 
@@ -94,7 +96,7 @@ def flip_positions(pristine) -> list[int]:
     CRCs and seal; every Nth byte of the data."""
     positions = set(range(FILE_HEADER_SIZE))
     for off, size, header in pristine["chunks"]:
-        table_end = off + RECORD_HEADER_SIZE + header.size
+        table_end = off + RECORD_HEADER_SIZE + header.data_offset
         positions.update(range(off, table_end))
         data_len = size - (table_end - off) - 4
         stride = max(1, data_len // 40)
@@ -135,7 +137,7 @@ def test_flipped_bytes_never_give_wrong_pixels(damaged, pristine):
                 assert np.array_equal(got, frame), f"wrong pixels after flipping byte {pos}"
                 outcomes["exact"] += 1
         # A full scan notices every flip, the seal's included.
-        scan = scan_segment(path, SID, decode=True)
+        scan = scan_segment(path, SID, decode=True, resync=False)
         assert isinstance(scan.error, CorruptData) and not scan.sealed, pos
     assert outcomes["exact"] > 0 and outcomes["error"] > 0
     # Length-field flips exercise the size checks, not only the CRC.
@@ -160,7 +162,7 @@ def test_crc_raised_by_one_is_a_checksum_mismatch(damaged, pristine):
         else:
             assert np.array_equal(got, frame)
 
-    scan = scan_segment(path, SID)
+    scan = scan_segment(path, SID, resync=False)
     assert type(scan.error) is ChecksumMismatch and scan.error.offset == off
     assert scan.good_end == off and len(scan.chunks) == 1
 
@@ -172,13 +174,13 @@ def test_truncation_at_every_record_boundary_and_inside_records(damaged, pristin
     boundaries.append(len(original))  # after the seal
     inside = [0, 7, FILE_HEADER_SIZE - 1, FILE_HEADER_SIZE + 3]
     for off, size, header in pristine["chunks"]:
-        inside += [off + 5, off + RECORD_HEADER_SIZE + header.size // 2, off + size // 2]
+        inside += [off + 5, off + RECORD_HEADER_SIZE + header.data_offset // 2, off + size // 2]
         inside += [off + size - 1]
     inside += [pristine["seal_offset"] + 10, len(original) - 1]
 
     for cut in sorted(set(boundaries + inside)):
         path.write_bytes(original[:cut])
-        scan = scan_segment(path, SID, decode=True)
+        scan = scan_segment(path, SID, decode=True, resync=False)
         complete = [b for b in boundaries if b <= cut]
         expected_end = complete[-1] if complete else 0
         assert scan.good_end == expected_end, cut
@@ -190,7 +192,7 @@ def test_truncation_at_every_record_boundary_and_inside_records(damaged, pristin
             assert scan.error.offset == expected_end
             assert f"segment {SID} at offset {expected_end}" in str(scan.error)
         assert scan.sealed == (cut == len(original))
-        listed = {off for off, _, _ in scan.chunks}
+        listed = {off for off, _, _ in scan.chunk_list}
         assert listed == {off for off, size, _ in pristine["chunks"] if off + size <= cut}
 
         # A ref past the cut is a torn record, or no record at all (end of file).
@@ -221,7 +223,7 @@ def test_huge_record_length_is_refused_unread(damaged, pristine):
     assert info.value.length == 0xFFFFFFF0 and info.value.limit == MAX_RECORD_BYTES
     assert_names_place(info.value, off)
 
-    scan = scan_segment(path, SID)
+    scan = scan_segment(path, SID, resync=False)
     assert isinstance(scan.error, RecordTooLarge) and scan.good_end == off
 
 
@@ -376,10 +378,10 @@ def test_crafted_chunk_with_valid_crc_is_refused_without_huge_allocation(
     # A segment of zstd chunks whose middle chunk is replaced by the crafted record.
     refs = write_segment(root, assault_frames[:N_FRAMES], "zstd")
     path = segment_path(root, SID)
-    scan = scan_segment(path, SID)
+    scan = scan_segment(path, SID, resync=False)
     layout = {
         "bytes": path.read_bytes(),
-        "chunks": [(off, size, h) for off, h, size in scan.chunks],
+        "chunks": [(off, size, h) for off, h, size in scan.chunk_list],
     }
     off = replace_chunk(layout, path, 1, crafted[case])
 
@@ -399,7 +401,7 @@ def test_crafted_chunk_with_valid_crc_is_refused_without_huge_allocation(
     with SegmentReader(root) as reader:
         for i in range(FRAMES_PER_CHUNK):
             assert np.array_equal(reader.read(refs[i].location), assault_frames[i])
-    scan = scan_segment(path, SID, decode=True)
+    scan = scan_segment(path, SID, decode=True, resync=False)
     assert isinstance(scan.error, CorruptRecord) and scan.error.offset == off
     assert scan.good_end == off
 
@@ -413,11 +415,11 @@ def test_unknown_record_types_are_skipped(damaged, pristine):
     unknown_b = pack_record(0xFFFF, b"")
     path.write_bytes(original[: c0 + s0] + unknown_a + unknown_b + original[c0 + s0 :])
 
-    scan = scan_segment(path, SID, decode=True)
+    scan = scan_segment(path, SID, decode=True, resync=False)
     assert scan.error is None and scan.sealed
     assert scan.unknown_records == 2
     shift = len(unknown_a) + len(unknown_b)
-    assert [off for off, _, _ in scan.chunks] == [
+    assert [off for off, _, _ in scan.chunk_list] == [
         off + (shift if off > c0 else 0) for off, _, _ in pristine["chunks"]
     ]
     assert scan.good_end == len(original) + shift
@@ -435,7 +437,7 @@ def test_unknown_record_types_are_skipped(damaged, pristine):
 
 
 # --------------------------------------------------------------------------- file header
-def _header_with(version: int = 1, magic: bytes | None = None, fix_crc: bool = True) -> bytes:
+def _header_with(version: int = VERSION, magic: bytes | None = None, fix_crc: bool = True) -> bytes:
     from framestore._format import MAGIC
 
     head = struct.pack("<8sHHII", magic or MAGIC, version, 0, SID, 0)
@@ -448,9 +450,10 @@ def _header_with(version: int = 1, magic: bytes | None = None, fix_crc: bool = T
     [
         (_header_with(magic=b"\x89PNG\r\n\x1a\n"), CorruptRecord, "bad magic"),
         (_header_with(fix_crc=False), ChecksumMismatch, "checksum mismatch"),
-        (_header_with(version=2), CorruptRecord, "version 2 is newer"),
+        (_header_with(version=VERSION + 1), CorruptRecord, f"version {VERSION + 1} is newer"),
+        (_header_with(version=0), CorruptRecord, "unknown segment format version 0"),
     ],
-    ids=["bad_magic", "bad_header_crc", "newer_version"],
+    ids=["bad_magic", "bad_header_crc", "newer_version", "version_0"],
 )
 def test_bad_file_header_is_refused(damaged, pristine, header, error, text):
     root, path = damaged
@@ -460,8 +463,8 @@ def test_bad_file_header_is_refused(damaged, pristine, header, error, text):
         assert type(got) is error, got
         assert_names_place(got, 0)
         assert text in str(got)
-    scan = scan_segment(path, SID)
-    assert type(scan.error) is error and scan.good_end == 0 and scan.chunks == []
+    scan = scan_segment(path, SID, resync=False)
+    assert type(scan.error) is error and scan.good_end == 0 and scan.chunk_list == []
 
 
 def test_copy_of_pristine_segment_reads_back(damaged, pristine):
@@ -471,4 +474,4 @@ def test_copy_of_pristine_segment_reads_back(damaged, pristine):
     results = read_each(root, pristine["locations"])
     for frame, got in zip(pristine["frames"], results, strict=True):
         assert np.array_equal(got, frame)
-    assert scan_segment(path, SID, decode=True).sealed
+    assert scan_segment(path, SID, decode=True, resync=False).sealed

@@ -23,11 +23,17 @@ import numpy as np
 import pytest
 import zstandard
 
-from framestore._format import FILE_HEADER_SIZE, RECORD_OVERHEAD, read_record
-from framestore._segments import segment_path
+from framestore._format import (
+    FILE_HEADER_SIZE,
+    RECORD_OVERHEAD,
+    ChunkHeader,
+    Codec,
+    read_record,
+)
 from framestore.codecs import decode_chunk
 from framestore.errors import DiskFull, FrameStoreError, WriterFailed
-from framestore.reader import scan_segment
+from framestore.scan import scan_segment
+from framestore.segments import segment_path
 from framestore.service import FrameStorageService
 
 ROOT = "/disk/runs.store"
@@ -35,7 +41,8 @@ FRAME_BYTES = 210 * 160 * 3
 PER_CHUNK = 4
 # A raw chunk record of 4 Assault frames: record header + CRC, chunk header, frame table,
 # pixels. Raw keeps the sizes exact, so the disk can be sized to fail mid-record.
-CHUNK_RECORD = RECORD_OVERHEAD + 28 + 8 * PER_CHUNK + PER_CHUNK * FRAME_BYTES
+CHUNK_HEAD = ChunkHeader(Codec.RAW, 3, 210, 160, 3, 1, (0,) * PER_CHUNK, (FRAME_BYTES,) * PER_CHUNK)
+CHUNK_RECORD = RECORD_OVERHEAD + len(CHUNK_HEAD.pack()) + PER_CHUNK * FRAME_BYTES
 
 
 def read_back(path, scan) -> dict[int, np.ndarray]:
@@ -43,9 +50,9 @@ def read_back(path, scan) -> dict[int, np.ndarray]:
     out: dict[int, np.ndarray] = {}
     dz = zstandard.ZstdDecompressor()
     with open(path, "rb") as fp:
-        for offset, header, _ in scan.chunks:
+        for offset, header, _ in scan.chunk_list:
             rec = read_record(fp, offset, segment=scan.segment)
-            frames = decode_chunk(header, memoryview(rec.payload)[header.size :], dz)
+            frames = decode_chunk(header, memoryview(rec.payload)[header.data_offset :], dz)
             for key, frame in zip(header.frame_keys, frames, strict=True):
                 out[key] = frame
     return out
@@ -80,7 +87,7 @@ def test_disk_full_mid_recording(fs, assault_frames):
     assert errors[0].path == str(path)
 
     # No torn record: the writer cut the file back to the end of the last good record.
-    scan = scan_segment(path, 1, decode=True)
+    scan = scan_segment(path, 1, decode=True, resync=False)
     assert scan.error is None and scan.seal is None
     assert len(scan.chunks) == 2
     assert scan.good_end == scan.size == FILE_HEADER_SIZE + 2 * CHUNK_RECORD
@@ -103,7 +110,7 @@ def test_disk_full_mid_recording(fs, assault_frames):
         ref = svc.put(assault_frames[50], key=(2, 0))
     assert ref.location[0] == 2
     assert path.read_bytes() == before
-    scan2 = scan_segment(segment_path(ROOT, 2), 2, decode=True)
+    scan2 = scan_segment(segment_path(ROOT, 2), 2, decode=True, resync=False)
     assert scan2.sealed
     assert np.array_equal(read_back(segment_path(ROOT, 2), scan2)[0], assault_frames[50])
 
@@ -124,7 +131,7 @@ def test_disk_full_while_sealing_on_close(fs, assault_frames):
         with pytest.raises(DiskFull):
             svc.close()
     assert len(errors) == 1
-    scan = scan_segment(segment_path(ROOT, 1), 1, decode=True)
+    scan = scan_segment(segment_path(ROOT, 1), 1, decode=True, resync=False)
     assert scan.error is None and scan.seal is None and scan.good_end == scan.size
     stored = read_back(segment_path(ROOT, 1), scan)
     for i, ref in enumerate(refs):

@@ -6,10 +6,12 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import textwrap
 import time
+from contextlib import closing
 
 import gymnasium as gym
 import numpy as np
@@ -127,7 +129,7 @@ def test_database_holds_no_frame_bytes(store, assault_frames):
         rec.begin_episode(seed=0)
         rec.record_step(assault_frames[0], info={"lives": 4})
         rec.flush()
-        store.db.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        store.catalog.checkpoint()
         size0 = os.path.getsize(store.db_path)
         n = 2000
         for i in range(1, n):
@@ -138,13 +140,14 @@ def test_database_holds_no_frame_bytes(store, assault_frames):
                 info={"lives": np.int64(4), "episode_frame_number": i * 4, "frame_number": i * 4},
             )
         rec.end_episode()
-    store.db.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    store.catalog.checkpoint()
     growth = (os.path.getsize(store.db_path) - size0) / (n - 1)
     assert growth < 300, f"database grew {growth:.0f} bytes per step"
     # No column of any row holds anything frame-sized.
-    biggest = store.db.conn.execute(
-        "SELECT MAX(LENGTH(action)), MAX(LENGTH(info)), MAX(LENGTH(frame_shape)) FROM steps"
-    ).fetchone()
+    with closing(sqlite3.connect(store.db_path)) as conn:
+        biggest = conn.execute(
+            "SELECT MAX(LENGTH(action)), MAX(LENGTH(info)), MAX(LENGTH(frame_shape)) FROM steps"
+        ).fetchone()
     assert max(biggest) < 200
 
 

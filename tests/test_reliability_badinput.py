@@ -18,7 +18,6 @@ from click.testing import CliRunner
 
 from framestore import FrameStore
 from framestore._format import ChunkHeader, Codec, RecordType, pack_record
-from framestore._segments import segment_path
 from framestore.errors import (
     CorruptData,
     CorruptRecord,
@@ -29,6 +28,7 @@ from framestore.errors import (
     SchemaTooNew,
     StoreLocked,
 )
+from framestore.segments import segment_path
 from tools.cli import cli
 from tools.gc import collect
 from tools.recover import recover

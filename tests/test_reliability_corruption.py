@@ -16,8 +16,8 @@ import pytest
 from click.testing import CliRunner
 
 from framestore import FrameStore, FrameStoreError
-from framestore._segments import list_segment_ids, segment_path
 from framestore.errors import CorruptData, FrameNotFound
+from framestore.segments import list_segment_ids, segment_path
 from tools.cli import cli
 from tools.recover import recover
 from tools.verify import verify
@@ -41,7 +41,7 @@ def pristine(tmp_path_factory, assault_frames):
                     rec.record_step(f, action=i % 7, reward=1.0)
                 rec.end_episode()
                 want[eid] = frames
-        store.db.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        store.catalog.checkpoint()
     return path, want
 
 

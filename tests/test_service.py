@@ -20,8 +20,14 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from framestore import service as service_mod
-from framestore._format import RECORD_OVERHEAD
-from framestore._segments import SEGMENT_DIR, list_segment_ids, segment_path
+from framestore._chunks import ChunkWriter
+from framestore._format import (
+    FILE_HEADER_SIZE,
+    RECORD_OVERHEAD,
+    SEAL_RECORD_SIZE,
+    ChunkHeader,
+    Codec,
+)
 from framestore.errors import (
     DiskFull,
     FrameNotFound,
@@ -31,10 +37,12 @@ from framestore.errors import (
     StoreLocked,
     WriterFailed,
 )
-from framestore.reader import SegmentReader, scan_segment
+from framestore.reader import SegmentReader
+from framestore.scan import scan_segment
+from framestore.segments import SEGMENT_DIR, SegmentWriter, list_segment_ids, segment_path
 from framestore.service import FrameRef, FrameStorageService
 
-SEAL_RECORD_BYTES = RECORD_OVERHEAD + 28
+SEAL_RECORD_BYTES = SEAL_RECORD_SIZE
 RAW_ASSAULT_FRAME = 210 * 160 * 3
 
 
@@ -60,13 +68,13 @@ def stalled_writer(monkeypatch):
     closed the queue fills up exactly as it would behind a stuck disk.
     """
     gate = threading.Event()
-    original = FrameStorageService._append
+    original = ChunkWriter._append
 
     def held_append(self, chunk, encoded):
         gate.wait(timeout=10)  # a failing test must not hang close()
         return original(self, chunk, encoded)
 
-    monkeypatch.setattr(FrameStorageService, "_append", held_append)
+    monkeypatch.setattr(ChunkWriter, "_append", held_append)
     yield gate
     gate.set()
 
@@ -295,7 +303,7 @@ def test_small_segment_bytes_rotates_into_several_sealed_segments(tmp_path, assa
         assert scan.error is None and scan.sealed, scan.error
         assert scan.good_end == scan.size
         assert scan.seal.chunks == len(scan.chunks)
-        assert scan.seal.frames == sum(h.count for _, h, _ in scan.chunks)
+        assert scan.seal.frames == sum(h.count for _, h, _ in scan.chunk_list)
         frames_seen += scan.seal.frames
         if len(scan.chunks) > 1:  # a lone oversized chunk may exceed the target
             assert scan.size <= segment_bytes + SEAL_RECORD_BYTES
@@ -314,7 +322,7 @@ def test_flush_makes_everything_visible_to_a_new_reader(tmp_path, assault_frames
         assert_frames_equal(read_all(root, refs), assault_frames[:100])
         scan = scan_segment(segment_path(root, 1), 1)
         assert scan.error is None and scan.seal is None
-        assert sum(h.count for _, h, _ in scan.chunks) == 100
+        assert sum(h.count for _, h, _ in scan.chunk_list) == 100
 
 
 # --------------------------------------------------------------------------- queue policies
@@ -441,8 +449,9 @@ class _FillingDisk:
 
 def test_disk_full_in_the_writer_reaches_the_producer(tmp_path, assault_frames, monkeypatch):
     root = tmp_path / "store"
-    record = RECORD_OVERHEAD + 28 + 8 * 4 + 4 * RAW_ASSAULT_FRAME
-    original_append = service_mod.SegmentWriter.append
+    head = ChunkHeader(Codec.RAW, 3, 210, 160, 3, 1, (0,) * 4, (RAW_ASSAULT_FRAME,) * 4)
+    record = RECORD_OVERHEAD + len(head.pack()) + 4 * RAW_ASSAULT_FRAME
+    original_append = SegmentWriter.append
 
     def append_on_filling_disk(self, data, *, frames=0):
         if not isinstance(self._fp, _FillingDisk):
@@ -450,7 +459,7 @@ def test_disk_full_in_the_writer_reaches_the_producer(tmp_path, assault_frames, 
             self._fp = _FillingDisk(self._fp, 2 * record + record // 2)
         return original_append(self, data, frames=frames)
 
-    monkeypatch.setattr(service_mod.SegmentWriter, "append", append_on_filling_disk)
+    monkeypatch.setattr(SegmentWriter, "append", append_on_filling_disk)
     errors: list[BaseException] = []
     svc = FrameStorageService(root, codec="raw", chunk_frames=4, on_error=errors.append)
     refs = []
@@ -474,7 +483,7 @@ def test_disk_full_in_the_writer_reaches_the_producer(tmp_path, assault_frames, 
     scan = scan_segment(segment_path(root, 1), 1, decode=True)
     assert scan.error is None and scan.seal is None
     assert len(scan.chunks) == 2
-    assert scan.good_end == scan.size == 24 + 2 * record
+    assert scan.good_end == scan.size == FILE_HEADER_SIZE + 2 * record
     written = [r for r in refs if r.written]
     assert len(written) == 8
     assert_frames_equal(read_all(root, written), assault_frames[:8])
@@ -491,7 +500,7 @@ def test_other_writer_errors_reach_the_producer_as_writer_failed(
     def broken_append(self, data, *, frames=0):
         raise service_mod.WriterFailed(f"{self.path}: write failed: [Errno 5] I/O error")
 
-    monkeypatch.setattr(service_mod.SegmentWriter, "append", broken_append)
+    monkeypatch.setattr(SegmentWriter, "append", broken_append)
     errors: list[BaseException] = []
     svc = FrameStorageService(tmp_path / "store", on_error=errors.append)
     try:

@@ -13,8 +13,8 @@ from click.testing import CliRunner
 from conftest import SMALL_SEGMENTS, record_episodes
 
 from framestore import FrameStore
-from framestore._segments import list_segment_ids, segment_path
-from tools import verify as verify_mod
+from framestore import scan as scan_mod
+from framestore.segments import list_segment_ids, segment_path
 from tools.cli import cli
 from tools.verify import verify
 
@@ -129,7 +129,7 @@ def test_quick_mode_does_not_decompress(recorded, monkeypatch):
     def boom(*a, **k):
         raise AssertionError("quick mode decoded a chunk")
 
-    monkeypatch.setattr(verify_mod, "decode_chunk", boom)
+    monkeypatch.setattr(scan_mod, "decode_chunk", boom)
     r = verify(path, quick=True)
     assert r.ok and r.quick and r.frames_checked == 3 * STEPS
     result = CliRunner().invoke(cli, ["verify", str(path), "--quick"])

@@ -52,8 +52,8 @@ from typing import Any
 
 import numpy as np
 
-from framestore._segments import fsync_dir
 from framestore.errors import CorruptData, FrameNotFound, InvalidInput
+from framestore.files import fsync_dir
 
 __all__ = ["ExportReport", "export_episode", "export_run", "FORMATS", "DEFAULT_FPS"]
 

@@ -7,39 +7,16 @@ store and while another process records.
 
 from __future__ import annotations
 
-import math
-import os
 from collections import Counter
 from typing import Any
 
-from framestore._catalog import is_sealed, live_bytes_by_segment
-from framestore._format import VERSION as SEGMENT_FORMAT_VERSION
-from framestore._segments import list_segment_ids, segment_path
+from framestore import FrameStore
+from framestore.segments import FORMAT_VERSION, list_segment_ids
 
 __all__ = ["store_info"]
 
 
-def _file_size(path: str | os.PathLike) -> int:
-    try:
-        return os.stat(path).st_size
-    except FileNotFoundError:
-        return 0
-
-
-def _schema(store) -> dict[str, Any]:
-    """The database schema version: migrations applied (sqlite-utils records them)."""
-    import migrations
-    from telemetry.db import schema_version
-
-    applied = migrations.applied(store.db)
-    return {
-        "version": schema_version(store.db),
-        "latest_migration": applied[-1] if applied else None,
-        "pending_migrations": migrations.pending_names(store.db),
-    }
-
-
-def store_info(store) -> dict[str, Any]:
+def store_info(store: FrameStore) -> dict[str, Any]:
     """Counts and sizes of an open ``FrameStore``.
 
     Returns a JSON-able dict:
@@ -59,62 +36,26 @@ def store_info(store) -> dict[str, Any]:
     - ``schema``: database schema version (migrations applied); ``format_version``:
       the segment format version this framestore writes.
     """
-    conn = store.db.conn
-    with store._db_lock:
-        n_runs = conn.execute("SELECT COUNT(*) FROM runs").fetchone()[0]
-        by_status = dict(conn.execute("SELECT status, COUNT(*) FROM episodes GROUP BY status"))
-        steps, frames = conn.execute(
-            "SELECT COUNT(*), COUNT(s.frame_segment) FROM steps s "
-            "JOIN episodes e ON e.id = s.episode_id WHERE e.status != 'deleted'"
-        ).fetchone()
-        raw = 0
-        for shape, count in conn.execute(
-            "SELECT s.frame_shape, COUNT(*) FROM steps s "
-            "JOIN episodes e ON e.id = s.episode_id "
-            "WHERE e.status != 'deleted' AND s.frame_segment IS NOT NULL "
-            "GROUP BY s.frame_shape"
-        ):
-            if shape:
-                raw += math.prod(int(x) for x in shape.split("x")) * count
-        (dropped,) = conn.execute(
-            "SELECT COALESCE(SUM(frames_dropped), 0) FROM episodes WHERE status != 'deleted'"
-        ).fetchone()
-        durability = dict(
-            conn.execute(
-                "SELECT COALESCE(durability, 'unknown'), COUNT(*) FROM runs "
-                "GROUP BY durability ORDER BY durability"
-            )
-        )
-        marks = dict(conn.execute("SELECT id, state FROM segments"))
-        live = live_bytes_by_segment(store)
-        schema = _schema(store)
-
-    states: Counter[str] = Counter()
-    seg_bytes = 0
-    for sid in list_segment_ids(store.root):
-        path = segment_path(store.root, sid)
-        size = _file_size(path)
-        seg_bytes += size
-        state = marks.get(sid)
-        if state not in ("obsolete", "compacting"):
-            state = "sealed" if is_sealed(path) else "active"
-        states[state] += 1
-    live_bytes = sum(live.values())
-    db_bytes = _file_size(store.db_path)
-    wal_bytes = _file_size(f"{store.db_path}-wal")
-    shm_bytes = _file_size(f"{store.db_path}-shm")
+    stats = store.catalog.stats()
+    marks = store.catalog.segment_states()
+    live_bytes = sum(store.live_bytes_by_segment().values())
+    states = Counter(store.segment_state(sid, marks) for sid in list_segment_ids(store.root))
+    sizes = store.file_bytes()
+    seg_bytes = sizes["segments"]
+    by_status = stats.episodes_by_status
     deleted = by_status.get("deleted", 0)
+    raw = stats.raw_frame_bytes
     return {
         "store": str(store.root),
-        "runs": n_runs,
+        "runs": stats.runs,
         "episodes": {
             "live": sum(by_status.values()) - deleted,
             "deleted": deleted,
             "by_status": by_status,
         },
-        "steps": steps,
-        "frames": frames,
-        "frames_dropped": dropped,
+        "steps": stats.steps,
+        "frames": stats.frames,
+        "frames_dropped": stats.frames_dropped,
         "segments": {
             "count": sum(states.values()),
             "by_state": dict(sorted(states.items())),
@@ -122,11 +63,15 @@ def store_info(store) -> dict[str, Any]:
             "live_bytes": live_bytes,
             "dead_bytes": max(0, seg_bytes - live_bytes),
         },
-        "database": {"bytes": db_bytes, "wal_bytes": wal_bytes, "shm_bytes": shm_bytes},
-        "bytes_on_disk": seg_bytes + db_bytes + wal_bytes + shm_bytes,
+        "database": {
+            "bytes": sizes["database"],
+            "wal_bytes": sizes["wal"],
+            "shm_bytes": sizes["shm"],
+        },
+        "bytes_on_disk": sum(sizes.values()),
         "raw_frame_bytes": raw,
         "compression_ratio": round(raw / live_bytes, 2) if live_bytes else None,
-        "durability": durability,
-        "schema": schema,
-        "format_version": SEGMENT_FORMAT_VERSION,
+        "durability": stats.runs_by_durability,
+        "schema": store.catalog.schema(),
+        "format_version": FORMAT_VERSION,
     }

@@ -28,27 +28,29 @@ Running it again changes nothing and reports nothing lost.
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
-from framestore._catalog import sync_segments
-from framestore._format import FILE_HEADER_SIZE, RECORD_OVERHEAD, RecordType, Seal, pack_record
-from framestore._lock import StoreLock
-from framestore._segments import SEGMENT_DIR, fsync_dir, parse_segment_name, segment_path
+from framestore import FrameStore
+from framestore.catalog import MAX_SQLITE_INT, RECOVERED_ENV_ID, format_shape
+from framestore.compaction import Victim, compact, remove_obsolete
+from framestore.files import fsync_dir
+from framestore.scan import SegmentScan, scan_segment
+from framestore.segments import (
+    FILE_HEADER_SIZE,
+    SEAL_RECORD_SIZE,
+    remove_partials,
+    seal_segment,
+    segment_dir,
+    segment_files,
+    segment_path,
+)
 
-from .gc import GcReport, _Victim, compact, opened, remove_obsolete, remove_partials
-from .verify import GoodRecord, SegmentScan, scan_records
+from ._store import StoreArg, opened
 
 __all__ = ["RecoverReport", "recover", "RECOVERED_ENV_ID"]
-
-RECOVERED_ENV_ID = "unknown (recovered)"
-RECOVERED_INFO = json.dumps({"recovered": True})
-_MAX_SQLITE_INT = (1 << 63) - 1
-_SEAL_BYTES = RECORD_OVERHEAD + 28
 
 
 @dataclass
@@ -101,22 +103,7 @@ class RecoverReport:
         return d
 
 
-def seal_segment(path: str | os.PathLike, good_end: int, chunks: int, frames: int) -> Seal:
-    """Cut an existing segment file at ``good_end`` and append a SEAL record, fsynced.
-
-    ``SegmentWriter`` only creates new files; this is the one place an existing segment
-    is changed, and only to drop bytes that cannot be read and to seal it.
-    """
-    seal = Seal.now(chunks, frames, good_end)
-    with open(path, "r+b", buffering=0) as fp:
-        fp.truncate(good_end)
-        fp.seek(good_end)
-        fp.write(pack_record(RecordType.SEAL, seal.pack()))
-        os.fsync(fp.fileno())
-    return seal
-
-
-def recover(store, *, progress=None) -> RecoverReport:
+def recover(store: StoreArg, *, progress=None) -> RecoverReport:
     """Repair the store at ``store`` (a path or an open, writable ``FrameStore``).
 
     Raises:
@@ -124,125 +111,107 @@ def recover(store, *, progress=None) -> RecoverReport:
     """
     t0 = time.perf_counter()
     report = RecoverReport()
-    with opened(store, readonly=False) as st:
-        lock = StoreLock(st.root).acquire()
-        try:
-            _recover(st, report, progress)
-        finally:
-            lock.release()
+    with opened(store, readonly=False) as st, st.writer_lock():
+        _recover(st, report, progress)
     report.seconds = round(time.perf_counter() - t0, 3)
     return report
 
 
-def _recover(st, report: RecoverReport, progress) -> None:
-    root = Path(st.root)
-    report.partials_removed = remove_partials(root)
+def _recover(st: FrameStore, report: RecoverReport, progress) -> None:
+    report.partials_removed = remove_partials(st.root)
     report.segments_removed += remove_obsolete(st)
     scans = _repair_segments(st, report, progress)
     chunks = {
         (sid, off): header for sid, scan in scans.items() for off, header in scan.chunks.items()
     }
-    db = st.db
-    with st._db_lock, db.atomic():
-        conn = db.conn
-        statuses = dict(conn.execute("SELECT id, status FROM episodes"))
-        _clear_dangling(conn, chunks, statuses, report)
-        _reinsert(conn, scans, statuses, report)
-        _close_recordings(conn, report)
+    with st.transaction() as cat:
+        statuses = cat.episode_statuses()
+        _clear_dangling(cat, chunks, statuses, report)
+        _reinsert(cat, scans, statuses, report)
+        report.episodes_interrupted = cat.interrupt_recordings()
     _remove_duplicates(st, scans, report)
     _rewrite_corrupt(st, scans, report)
-    sync_segments(st)
+    st.sync_segments()
     st.reader.forget()
 
 
-def _repair_segments(st, report: RecoverReport, progress) -> dict[int, SegmentScan]:
-    root = Path(st.root)
-    seg_dir = root / SEGMENT_DIR
+def _repair_segments(st: FrameStore, report: RecoverReport, progress) -> dict[int, SegmentScan]:
+    files = segment_files(st.root)
+    if files.directory_is_link:
+        report.notes.append("segments/ is a symlink; left alone")
+    for sid in files.irregular:
+        report.notes.append(f"segment {sid}: not a regular file; left alone")
     scans: dict[int, SegmentScan] = {}
-    if seg_dir.is_symlink() or not seg_dir.is_dir():
-        if seg_dir.is_symlink():
-            report.notes.append(f"{SEGMENT_DIR}/ is a symlink; left alone")
-        return scans
-    paths = sorted(
-        (sid, p) for p in seg_dir.iterdir() if (sid := parse_segment_name(p.name)) is not None
-    )
+    paths = sorted(files.regular.items())
     for i, (sid, path) in enumerate(paths):
         if progress is not None:
             progress(i, len(paths))
-        if path.is_symlink() or not path.is_file():
-            report.notes.append(f"segment {sid}: not a regular file; left alone")
-            continue
-        scan = scan_records(path, sid)
+        scan = scan_segment(path, sid)
         if scan.header_error is not None:
             if scan.size < FILE_HEADER_SIZE:
                 # a writer died creating it: it cannot hold a frame
                 path.unlink()
-                fsync_dir(seg_dir)
+                fsync_dir(segment_dir(st.root))
                 report.segments_removed.append(sid)
                 report.bytes_discarded += scan.size
             else:
                 report.notes.append(f"segment {sid}: unreadable header ({scan.header_error})")
             continue
-        for bad in scan.bad:
-            report.segments_corrupt.append(
-                {"segment": sid, "offset": bad.offset, "end": bad.end, "error": str(bad.error)}
-            )
-            report.bytes_discarded += bad.end - bad.offset
-        if scan.tail is not None or scan.seal is None:
-            good_end = scan.good_end
-            removed = scan.size - good_end
-            if scan.seal is None:
-                n_chunks = len(scan.chunks)
-                n_frames = sum(h.count for h in scan.chunks.values())
-                scan.seal = seal_segment(path, good_end, n_chunks, n_frames)
-                report.segments_sealed.append(sid)
-                scan.records.append(
-                    GoodRecord(good_end, good_end + _SEAL_BYTES, RecordType.SEAL, None)
-                )
-            else:  # sealed, with bytes after the seal: cut them
-                with open(path, "r+b") as fp:
-                    fp.truncate(good_end)
-                    os.fsync(fp.fileno())
-            if removed:
-                report.segments_truncated.append(
-                    {
-                        "segment": sid,
-                        "offset": good_end,
-                        "bytes_removed": removed,
-                        "error": str(scan.tail.error) if scan.tail else "",
-                    }
-                )
-                report.bytes_discarded += removed
-            scan.tail = None
-            scan.size = os.stat(path).st_size
+        _repair_segment(path, scan, report)
         scans[sid] = scan
     if progress is not None:
         progress(len(paths), len(paths))
     return scans
 
 
-def _resolves(chunks, ep: int, step: int, seg, off, slot, shape) -> bool:
-    header = chunks.get((seg, off))
+def _repair_segment(path, scan: SegmentScan, report: RecoverReport) -> None:
+    """Cut an unreadable tail and seal (corruption in the middle is left for the
+    rewrite at the end)."""
+    sid = scan.segment
+    for bad in scan.bad:
+        report.segments_corrupt.append(
+            {"segment": sid, "offset": bad.offset, "end": bad.end, "error": str(bad.error)}
+        )
+        report.bytes_discarded += bad.end - bad.offset
+    if scan.tail is None and scan.seal is not None:
+        return
+    good_end = scan.good_end
+    removed = scan.size - good_end
+    if scan.seal is None:
+        seal = seal_segment(path, good_end, len(scan.chunks), scan.frames)
+        scan.add_seal_record(seal, good_end + SEAL_RECORD_SIZE)
+        report.segments_sealed.append(sid)
+    else:  # sealed, with bytes after the seal: cut them
+        with open(path, "r+b") as fp:
+            fp.truncate(good_end)
+            os.fsync(fp.fileno())
+    if removed:
+        report.segments_truncated.append(
+            {
+                "segment": sid,
+                "offset": good_end,
+                "bytes_removed": removed,
+                "error": str(scan.tail.error) if scan.tail else "",
+            }
+        )
+        report.bytes_discarded += removed
+    scan.tail = None
+    scan.size = os.stat(path).st_size
+
+
+def _resolves(chunks, row) -> bool:
+    header = chunks.get((row.segment, row.offset))
+    slot = row.slot
     if header is None or slot is None or not 0 <= slot < header.count:
         return False
-    if header.stream_key != ep or header.frame_keys[slot] != step:
+    if header.stream_key != row.episode or header.frame_keys[slot] != row.step:
         return False
-    return shape is None or shape == "x".join(str(d) for d in header.shape)
+    return row.shape is None or row.shape == format_shape(header.shape)
 
 
-def _clear_dangling(conn, chunks, statuses, report: RecoverReport) -> None:
-    lost = []
-    for ep, step, seg, off, slot, shape in conn.execute(
-        "SELECT episode_id, step, frame_segment, frame_offset, frame_slot, frame_shape "
-        "FROM steps WHERE frame_segment IS NOT NULL"
-    ).fetchall():
-        if not _resolves(chunks, ep, step, seg, off, slot, shape):
-            lost.append((ep, step))
-    conn.executemany(
-        "UPDATE steps SET frame_segment = NULL, frame_offset = NULL, frame_slot = NULL "
-        "WHERE episode_id = ? AND step = ?",
-        lost,
-    )
+def _clear_dangling(cat, chunks, statuses, report: RecoverReport) -> None:
+    lost = [(r.episode, r.step) for r in cat.all_pointers() if not _resolves(chunks, r)]
+    cat.clear_pointers(lost)
     counts: dict[int, int] = defaultdict(int)
     for ep, _step in lost:
         if statuses.get(ep) != "deleted":
@@ -250,10 +219,8 @@ def _clear_dangling(conn, chunks, statuses, report: RecoverReport) -> None:
     report.frames_lost = dict(sorted(counts.items()))
 
 
-def _reinsert(conn, scans: dict[int, SegmentScan], statuses, report: RecoverReport) -> None:
-    have: dict[int, set[int]] = defaultdict(set)
-    for ep, step in conn.execute("SELECT episode_id, step FROM steps"):
-        have[ep].add(step)
+def _reinsert(cat, scans: dict[int, SegmentScan], statuses, report: RecoverReport) -> None:
+    have = defaultdict(set, cat.step_keys())
     run_id = None
     recovered: dict[int, int] = defaultdict(int)
     skipped = 0
@@ -267,77 +234,32 @@ def _reinsert(conn, scans: dict[int, SegmentScan], statuses, report: RecoverRepo
             if not missing:
                 continue
             if status is None:
-                if not 1 <= ep <= _MAX_SQLITE_INT:
+                if not 1 <= ep <= MAX_SQLITE_INT:
                     skipped += len(missing)
                     continue
                 if run_id is None:
-                    run_id = _recovered_run(conn)
-                conn.execute(
-                    "INSERT INTO episodes (id, run_id, idx, status) VALUES (?, ?, ?, 'interrupted')",
-                    (ep, run_id, ep),
-                )
+                    run_id = cat.create_recovered_run()
+                cat.create_recovered_episode(ep, run_id)
                 statuses[ep] = "interrupted"
                 report.episodes_created.append(ep)
-            shape = "x".join(str(d) for d in header.shape)
-            conn.executemany(
-                "INSERT INTO steps (episode_id, step, info, frame_segment, frame_offset, "
-                "frame_slot, frame_shape) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                [(ep, k, RECOVERED_INFO, sid, off, slot, shape) for slot, k in missing],
-            )
+            shape = format_shape(header.shape)
+            cat.insert_recovered_steps((ep, k, sid, off, slot, shape) for slot, k in missing)
             have[ep].update(k for _slot, k in missing)
             recovered[ep] += len(missing)
     if skipped:
         report.notes.append(f"{skipped} frames with a stream key that is not an episode id")
     report.steps_recovered = dict(sorted(recovered.items()))
-    _recount(conn, report.episodes_created)
+    cat.recount_episodes(report.episodes_created)
 
 
-def _recovered_run(conn) -> int:
-    cur = conn.execute(
-        "INSERT INTO runs (env_id, created, config, stats) VALUES (?, ?, '{}', '{}')",
-        (RECOVERED_ENV_ID, time.time()),
-    )
-    return cur.lastrowid
-
-
-def _recount(conn, episode_ids) -> None:
-    conn.executemany(
-        "UPDATE episodes SET "
-        "steps = (SELECT COUNT(*) FROM steps s WHERE s.episode_id = episodes.id), "
-        "total_reward = (SELECT COALESCE(SUM(reward), 0) FROM steps s "
-        "                WHERE s.episode_id = episodes.id), "
-        "ended = COALESCE(ended, (SELECT MAX(wall_time) FROM steps s "
-        "                         WHERE s.episode_id = episodes.id), started) "
-        "WHERE id = ?",
-        [(i,) for i in episode_ids],
-    )
-
-
-def _close_recordings(conn, report: RecoverReport) -> None:
-    ids = [r[0] for r in conn.execute("SELECT id FROM episodes WHERE status = 'recording'")]
-    _recount(conn, ids)
-    conn.executemany("UPDATE episodes SET status = 'interrupted' WHERE id = ?", [(i,) for i in ids])
-    report.episodes_interrupted = ids
-
-
-def _remove_duplicates(st, scans: dict[int, SegmentScan], report: RecoverReport) -> None:
+def _remove_duplicates(
+    st: FrameStore, scans: dict[int, SegmentScan], report: RecoverReport
+) -> None:
     """Delete sealed segments nothing points at whose every frame is served elsewhere
     (or belongs to a deleted episode): the copies of an interrupted gc."""
-    conn = st.db.conn
-    with st._db_lock:
-        referenced = {
-            r[0]
-            for r in conn.execute(
-                "SELECT DISTINCT frame_segment FROM steps WHERE frame_segment IS NOT NULL"
-            )
-        }
-        served: dict[int, set[int]] = defaultdict(set)
-        for ep, step in conn.execute(
-            "SELECT episode_id, step FROM steps WHERE frame_segment IS NOT NULL"
-        ):
-            served[ep].add(step)
-        statuses = dict(conn.execute("SELECT id, status FROM episodes"))
-    root = Path(st.root)
+    referenced = st.catalog.referenced_segments()
+    served = defaultdict(set, st.catalog.steps_with_frames())
+    statuses = st.catalog.episode_statuses()
     removed = []
     for sid, scan in scans.items():
         if sid in referenced or scan.bad or not scan.chunks or not scan.sealed:
@@ -347,28 +269,22 @@ def _remove_duplicates(st, scans: dict[int, SegmentScan], report: RecoverReport)
             or all(k in served[h.stream_key] for k in h.frame_keys)
             for h in scan.chunks.values()
         ):
-            segment_path(root, sid).unlink()
             removed.append(sid)
     if removed:
+        st.delete_segment_files(removed)
         for sid in removed:
             del scans[sid]
-        fsync_dir(root / SEGMENT_DIR)
         report.segments_removed += removed
 
 
-def _rewrite_corrupt(st, scans: dict[int, SegmentScan], report: RecoverReport) -> None:
+def _rewrite_corrupt(st: FrameStore, scans: dict[int, SegmentScan], report: RecoverReport) -> None:
     """Compact segments with bad records in the middle, so no unreadable bytes remain."""
-    from .gc import live_chunk_offsets
-
-    root = Path(st.root)
     victims = []
     for sid, scan in sorted(scans.items()):
         if scan.bad:
-            offsets = live_chunk_offsets(st, sid, include_deleted=True)
-            size = segment_path(root, sid).stat().st_size
-            victims.append(_Victim(sid, size, offsets, 0))
-    if not victims:
-        return
-    gc_report = GcReport(dry_run=False, threshold=1.0)
-    compact(st, victims, drop_deleted_rows=False, report=gc_report)
-    report.segments_rewritten = gc_report.segments_deleted
+            offsets = st.catalog.live_chunk_offsets(sid, include_deleted=True)
+            size = segment_path(st.root, sid).stat().st_size
+            victims.append(Victim(sid, size, offsets, 0))
+    if victims:
+        done = compact(st, victims, drop_deleted_rows=False)
+        report.segments_rewritten = done.segments_deleted

@@ -1,0 +1,33 @@
+"""The catalogue: every SQL statement framestore runs against ``framestore.db``.
+
+Only the telemetry sink's insert path and ``migrations`` write SQL elsewhere. Tools and
+the GUI reach it as ``FrameStore.catalog`` and call typed methods named for what they
+mean; they never see a connection.
+"""
+
+from __future__ import annotations
+
+from ._base import END_OF_EPISODE, CatalogBase
+from ._episodes import EpisodeQueries, format_shape, parse_shape
+from ._pointers import SEGMENT_STATES, PointerQueries, PointerRow
+from ._recovery import MAX_SQLITE_INT, RECOVERED_ENV_ID, RECOVERED_INFO, RecoveryQueries
+from ._stats import CatalogStats, EpisodeRowCount, StatsQueries
+
+__all__ = [
+    "END_OF_EPISODE",
+    "MAX_SQLITE_INT",
+    "RECOVERED_ENV_ID",
+    "RECOVERED_INFO",
+    "SEGMENT_STATES",
+    "Catalog",
+    "CatalogStats",
+    "EpisodeRowCount",
+    "PointerRow",
+    "format_shape",
+    "parse_shape",
+]
+
+
+class Catalog(EpisodeQueries, PointerQueries, RecoveryQueries, StatsQueries, CatalogBase):
+    """A store's catalogue (one SQLite connection). Thread-safe: every query runs under
+    one lock; ``transaction()`` groups changes."""

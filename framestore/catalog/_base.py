@@ -1,0 +1,101 @@
+"""The catalogue's connection: one SQLite database, one lock, transactions."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import sqlite_utils
+
+from telemetry import schema_info
+
+from ..errors import StoreClosed
+
+#: Rows read from a cursor at a time by the iterating queries (a store can hold
+#: millions of steps).
+FETCH_ROWS = 10_000
+#: An upper bound for "to the end" in step ranges (steps are SQLite integers).
+END_OF_EPISODE = 2**62
+
+
+class CatalogBase:
+    """Holds the connection. Every query runs under one re-entrant lock: the GUI and
+    ``gc`` share a store's connection between threads."""
+
+    def __init__(self, db: sqlite_utils.Database, *, readonly: bool):
+        self._db = db
+        self.readonly = readonly
+        self._lock = threading.RLock()
+        self._closed = False
+
+    # ----------------------------------------------------------------- plumbing
+    def _conn(self) -> sqlite3.Connection:
+        if self._closed:
+            raise StoreClosed("catalogue is closed")
+        return self._db.conn
+
+    def _rows(self, sql: str, params: Iterable[Any] = ()) -> list[tuple]:
+        with self._lock:
+            return self._conn().execute(sql, tuple(params)).fetchall()
+
+    def _one(self, sql: str, params: Iterable[Any] = ()) -> tuple:
+        with self._lock:
+            return self._conn().execute(sql, tuple(params)).fetchone()
+
+    def _dicts(self, sql: str, params: Iterable[Any] = ()) -> list[dict[str, Any]]:
+        with self._lock:
+            cur = self._conn().execute(sql, tuple(params))
+            cols = [d[0] for d in cur.description]
+            return [dict(zip(cols, row, strict=True)) for row in cur.fetchall()]
+
+    def _iter(self, sql: str, params: Iterable[Any] = ()) -> Iterator[tuple]:
+        """Rows a batch at a time. The lock is held while iterating: consume promptly."""
+        with self._lock:
+            cur = self._conn().execute(sql, tuple(params))
+            while batch := cur.fetchmany(FETCH_ROWS):
+                yield from batch
+
+    def _exec(self, sql: str, params: Iterable[Any] = ()) -> int:
+        """Run one change; returns the rows it changed. Call inside ``transaction``."""
+        with self._lock:
+            return max(self._conn().execute(sql, tuple(params)).rowcount, 0)
+
+    def _exec_many(self, sql: str, rows: Iterable[Iterable[Any]]) -> int:
+        with self._lock:
+            return max(self._conn().executemany(sql, [tuple(r) for r in rows]).rowcount, 0)
+
+    # ----------------------------------------------------------------- public
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """Everything inside commits together or not at all (nested: a savepoint)."""
+        with self._lock, self._db.atomic():
+            yield
+
+    def schema(self) -> dict[str, Any]:
+        """``version`` (migrations applied), ``latest_migration``, ``pending_migrations``."""
+        with self._lock:
+            return schema_info(self._db)
+
+    def checkpoint(self) -> None:
+        """Copy the WAL into the database file and truncate it."""
+        with self._lock:
+            self._conn().execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+
+    def compact_database(self) -> None:
+        """``VACUUM`` and truncate the WAL: give free pages back to the file system."""
+        with self._lock:
+            self._db.vacuum()
+            self.checkpoint()
+
+    def close(self) -> None:
+        with self._lock:
+            if not self._closed:
+                self._closed = True
+                self._db.close()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed

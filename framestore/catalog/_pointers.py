@@ -1,0 +1,177 @@
+"""The ``segments`` table and the frame pointers that point into segments: what ``gc``,
+``verify``, ``recover`` and ``merge`` read and move."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+
+from ..segments import relative_segment_path
+from ._base import CatalogBase
+
+SEGMENT_STATES = ("active", "sealed", "compacting", "obsolete")
+
+# Orphan step rows (no episode row) count as live: never drop their frames.
+_LIVE = "(e.status IS NULL OR e.status != 'deleted')"
+
+
+@dataclass(frozen=True)
+class PointerRow:
+    """One step row's frame pointer, as stored (values are not trusted)."""
+
+    episode: int
+    step: int
+    segment: int
+    offset: int
+    slot: int | None
+    shape: str | None
+
+
+class PointerQueries(CatalogBase):
+    # ----------------------------------------------------------------- segments table
+    def segment_rows(self) -> dict[int, tuple[str, str]]:
+        """``{segment id: (path, state)}`` as the segments table records them."""
+        return {sid: (path, state) for sid, path, state in self._rows(
+            "SELECT id, path, state FROM segments"
+        )}  # fmt: skip
+
+    def segment_states(self) -> dict[int, str]:
+        return dict(self._rows("SELECT id, state FROM segments"))
+
+    def obsolete_segments(self) -> list[int]:
+        return [r[0] for r in self._rows("SELECT id FROM segments WHERE state = 'obsolete'")]
+
+    def record_segment(self, segment: int, state: str, size: int, live_bytes: int = 0) -> None:
+        """Insert or update a segment's row (path is always the canonical one)."""
+        if state not in SEGMENT_STATES:
+            raise ValueError(f"unknown segment state {state!r}")
+        self._exec(
+            "INSERT INTO segments (id, path, state, bytes, live_bytes, created) "
+            "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO UPDATE SET "
+            "path = excluded.path, state = excluded.state, bytes = excluded.bytes, "
+            "live_bytes = excluded.live_bytes",
+            (segment, relative_segment_path(segment), state, size, live_bytes, time.time()),
+        )
+
+    def set_segment_states(self, segments: Iterable[int], state: str) -> None:
+        if state not in SEGMENT_STATES:
+            raise ValueError(f"unknown segment state {state!r}")
+        self._exec_many(
+            "UPDATE segments SET state = ? WHERE id = ?", [(state, s) for s in segments]
+        )
+
+    def forget_segments(self, segments: Iterable[int]) -> None:
+        """Remove segments' rows (their files are gone)."""
+        self._exec_many("DELETE FROM segments WHERE id = ?", [(s,) for s in segments])
+
+    # ----------------------------------------------------------------- pointers
+    def pointer_count(self, segments: Iterable[int]) -> int:
+        """Step rows (of any episode) whose frame lives in one of ``segments``."""
+        ids = list(segments)
+        if not ids:
+            return 0
+        marks = ",".join("?" * len(ids))
+        return self._one(f"SELECT COUNT(*) FROM steps WHERE frame_segment IN ({marks})", ids)[0]
+
+    def referenced_segments(self) -> set[int]:
+        return {
+            r[0]
+            for r in self._rows(
+                "SELECT DISTINCT frame_segment FROM steps WHERE frame_segment IS NOT NULL"
+            )
+        }
+
+    def live_chunk_offsets(self, segment: int, *, include_deleted: bool = False) -> list[int]:
+        """Offsets of the chunk records of ``segment`` that step rows point at (of live
+        episodes, or of every episode with ``include_deleted``)."""
+        cond = "1" if include_deleted else _LIVE
+        return [
+            r[0]
+            for r in self._rows(
+                "SELECT DISTINCT s.frame_offset FROM steps s "
+                "LEFT JOIN episodes e ON e.id = s.episode_id "
+                f"WHERE s.frame_segment = ? AND {cond} ORDER BY s.frame_offset",
+                [segment],
+            )
+        ]
+
+    def live_chunks(self) -> dict[int, list[int]]:
+        """``{segment: [chunk offsets]}`` referenced by live episodes."""
+        out: dict[int, list[int]] = {}
+        for seg, off in self._rows(
+            "SELECT DISTINCT s.frame_segment, s.frame_offset FROM steps s "
+            "JOIN episodes e ON e.id = s.episode_id "
+            "WHERE s.frame_segment IS NOT NULL AND e.status != 'deleted'"
+        ):
+            out.setdefault(seg, []).append(off)
+        return out
+
+    def live_pointer_count(self, segment: int) -> int:
+        """Step rows of live episodes (or orphans) pointing into ``segment``."""
+        return self._one(
+            "SELECT COUNT(*) FROM steps s LEFT JOIN episodes e ON e.id = s.episode_id "
+            f"WHERE s.frame_segment = ? AND {_LIVE}",
+            [segment],
+        )[0]
+
+    def iter_live_pointers(self) -> Iterator[PointerRow]:
+        """Every frame pointer of a live episode, ordered by segment and offset."""
+        for ep, step, seg, off, slot, shape in self._iter(
+            "SELECT s.episode_id, s.step, s.frame_segment, s.frame_offset, s.frame_slot, "
+            f"s.frame_shape FROM steps s LEFT JOIN episodes e ON e.id = s.episode_id "
+            f"WHERE s.frame_segment IS NOT NULL AND {_LIVE} "
+            "ORDER BY s.frame_segment, s.frame_offset, s.episode_id, s.step"
+        ):
+            yield PointerRow(ep, step, seg, off, slot, shape)
+
+    def all_pointers(self) -> list[PointerRow]:
+        """Every frame pointer, of every episode (``recover`` checks them all)."""
+        return [
+            PointerRow(*r)
+            for r in self._rows(
+                "SELECT episode_id, step, frame_segment, frame_offset, frame_slot, frame_shape "
+                "FROM steps WHERE frame_segment IS NOT NULL"
+            )
+        ]
+
+    def steps_with_frames(self) -> dict[int, set[int]]:
+        """``{episode: {steps whose frame is stored}}``."""
+        served: dict[int, set[int]] = {}
+        for ep, step in self._iter(
+            "SELECT episode_id, step FROM steps WHERE frame_segment IS NOT NULL"
+        ):
+            served.setdefault(ep, set()).add(step)
+        return served
+
+    def repoint_chunks(self, moves: Mapping[tuple[int, int], tuple[int, int]]) -> int:
+        """Move every pointer at chunk ``(segment, offset)`` to its new place (slots keep
+        their index: chunks are copied whole). Returns the step rows changed."""
+        return self._exec_many(
+            "UPDATE steps SET frame_segment = ?, frame_offset = ? "
+            "WHERE frame_segment = ? AND frame_offset = ?",
+            [(ns, no, os_, oo) for (os_, oo), (ns, no) in moves.items()],
+        )
+
+    def clear_pointers(self, keys: Iterable[tuple[int, int]]) -> int:
+        """Forget the frame pointers of ``(episode, step)`` rows (their frames are lost)."""
+        return self._exec_many(
+            "UPDATE steps SET frame_segment = NULL, frame_offset = NULL, frame_slot = NULL "
+            "WHERE episode_id = ? AND step = ?",
+            keys,
+        )
+
+    def deleted_step_rows(self) -> int:
+        """Step rows of deleted episodes (``gc`` removes them)."""
+        return self._one(
+            "SELECT COUNT(*) FROM steps WHERE episode_id IN "
+            "(SELECT id FROM episodes WHERE status = 'deleted')"
+        )[0]
+
+    def drop_deleted_step_rows(self) -> int:
+        """Remove the step rows of deleted episodes (their ``episodes`` rows stay: they
+        tell ``recover`` never to bring the frames back)."""
+        return self._exec(
+            "DELETE FROM steps WHERE episode_id IN "
+            "(SELECT id FROM episodes WHERE status = 'deleted')"
+        )

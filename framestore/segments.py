@@ -1,0 +1,311 @@
+"""Segment files on disk: naming, listing, the append-only writer and sealing.
+
+The segment primitives that the frame writer, ``gc``, ``recover``, ``verify`` and
+``merge`` share. Only the store objects and this module turn segment ids into paths;
+paths stored in SQLite are never followed.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+from ._format import (
+    FILE_HEADER_SIZE,
+    MAX_RECORD_BYTES,
+    PARTIAL_SUFFIX,
+    SEAL_RECORD_SIZE,
+    SEGMENT_DIR,
+    SEGMENT_OVERHEAD,
+    VERSION,
+    ChunkHeader,
+    RecordType,
+    Seal,
+    find_seal,
+    pack_file_header,
+    pack_record,
+    parse_segment_name,
+    read_file_header,
+    read_raw_record,
+    reframe_chunk,
+    segment_name,
+)
+from .errors import CorruptData, CorruptRecord, DiskFull, WriterFailed
+from .files import fsync_dir
+
+__all__ = [
+    "FILE_HEADER_SIZE",
+    "FORMAT_VERSION",
+    "SEAL_RECORD_SIZE",
+    "SEGMENT_OVERHEAD",
+    "SegmentFiles",
+    "SegmentWriter",
+    "is_sealed",
+    "list_partials",
+    "list_segment_ids",
+    "next_segment_id",
+    "read_chunk_record",
+    "relative_segment_path",
+    "remove_partials",
+    "seal_segment",
+    "segment_dir",
+    "segment_files",
+    "segment_path",
+    "segment_version",
+]
+
+FORMAT_VERSION = VERSION  # the segment format version this framestore writes
+
+
+def segment_dir(root: str | os.PathLike) -> Path:
+    """The directory holding a store's segment files."""
+    return Path(root) / SEGMENT_DIR
+
+
+def segment_path(root: str | os.PathLike, segment_id: int) -> Path:
+    """The one place a segment id becomes a path. Paths stored in SQLite are never
+    followed, so a hostile database cannot point a reader outside the store."""
+    if not isinstance(segment_id, int) or isinstance(segment_id, bool) or segment_id < 0:
+        raise ValueError(f"invalid segment id {segment_id!r}")
+    return segment_dir(root) / segment_name(segment_id)
+
+
+def relative_segment_path(segment_id: int) -> str:
+    """A segment's path relative to the store directory (as the catalogue records it)."""
+    return f"{SEGMENT_DIR}/{segment_name(segment_id)}"
+
+
+def partial_path(final: Path) -> Path:
+    """Where a new segment is written before it is renamed to ``final``."""
+    return final.with_name(final.name + PARTIAL_SUFFIX)
+
+
+def list_segment_ids(root: str | os.PathLike) -> list[int]:
+    """Ids of the complete segment files in the store (not .partial leftovers)."""
+    d = segment_dir(root)
+    if not d.is_dir():
+        return []
+    ids = (parse_segment_name(p.name) for p in d.iterdir())
+    return sorted(i for i in ids if i is not None)
+
+
+@dataclass(frozen=True)
+class SegmentFiles:
+    """What the segment directory holds, looked at without following links."""
+
+    directory_is_link: bool  # segments/ is a symlink: nothing in it is used
+    regular: dict[int, Path]  # segment id -> a regular file under its canonical name
+    irregular: dict[int, Path]  # canonical names that are links, FIFOs, directories...
+
+
+def segment_files(root: str | os.PathLike) -> SegmentFiles:
+    """The segment files of a store, links and other non-regular files kept apart."""
+    d = segment_dir(root)
+    if d.is_symlink():
+        return SegmentFiles(True, {}, {})
+    regular: dict[int, Path] = {}
+    irregular: dict[int, Path] = {}
+    if d.is_dir():
+        for p in sorted(d.iterdir()):
+            sid = parse_segment_name(p.name)
+            if sid is None:
+                continue
+            if stat.S_ISREG(os.lstat(p).st_mode):
+                regular[sid] = p
+            else:
+                irregular[sid] = p
+    return SegmentFiles(False, regular, irregular)
+
+
+def list_partials(root: str | os.PathLike) -> list[Path]:
+    """``.partial`` files in the segment directory (left by an interrupted compaction)."""
+    d = segment_dir(root)
+    if not d.is_dir():
+        return []
+    return sorted(p for p in d.iterdir() if p.name.endswith(PARTIAL_SUFFIX))
+
+
+def next_segment_id(root: str | os.PathLike) -> int:
+    """One above every segment id in use, ``.partial`` files included."""
+    ids = list_segment_ids(root)
+    for p in list_partials(root):
+        sid = parse_segment_name(p.name.removesuffix(PARTIAL_SUFFIX))
+        if sid is not None:
+            ids.append(sid)
+    return max(ids, default=0) + 1
+
+
+def remove_partials(root: str | os.PathLike) -> list[str]:
+    """Delete ``.partial`` files (only compaction writes them; call with the writer lock
+    held). Returns their names."""
+    removed = []
+    for p in list_partials(root):
+        p.unlink(missing_ok=True)
+        removed.append(p.name)
+    if removed:
+        fsync_dir(segment_dir(root))
+    return removed
+
+
+def is_sealed(path: str | os.PathLike) -> bool:
+    """True when the file ends with a well-formed SEAL record (a cheap tail check)."""
+    try:
+        with open(path, "rb") as fp:
+            size = os.fstat(fp.fileno()).st_size
+            if size < SEGMENT_OVERHEAD:
+                return False
+            return find_seal(fp, size) is not None
+    except (FileNotFoundError, CorruptData):
+        return False
+
+
+def segment_version(fp: IO[bytes], segment: int | str = "?") -> int:
+    """The format version in a segment file's header (checked)."""
+    return read_file_header(fp, segment).version
+
+
+def read_chunk_record(
+    fp: IO[bytes],
+    segment: int,
+    offset: int,
+    *,
+    version: int,
+    max_length: int = MAX_RECORD_BYTES,
+) -> tuple[bytes, ChunkHeader]:
+    """The CHUNK record at ``offset`` of a segment of format ``version``, CRC checked,
+    framed for a segment of the current version: byte for byte when the versions agree,
+    else the same frame table and codec data under the current head (compaction and
+    merge copy records with this). Returns the record and its parsed header."""
+    raw, rec = read_raw_record(fp, offset, segment=segment, max_length=max_length)
+    if rec.type != RecordType.CHUNK:
+        raise CorruptRecord(segment, offset, "frame pointer does not point at a chunk record")
+    header = ChunkHeader.unpack(rec.payload, version=version, segment=segment, offset=offset)
+    if version != VERSION:
+        raw = pack_record(RecordType.CHUNK, reframe_chunk(rec.payload, header))
+    return raw, header
+
+
+def seal_segment(path: str | os.PathLike, good_end: int, chunks: int, frames: int) -> Seal:
+    """Cut an existing segment file at ``good_end`` and append a SEAL record, fsynced.
+
+    ``SegmentWriter`` only creates new files; this is the one place an existing segment
+    is changed, and only to drop bytes that cannot be read and to seal it.
+    """
+    seal = Seal.now(chunks, frames, good_end)
+    with open(path, "r+b", buffering=0) as fp:
+        fp.truncate(good_end)
+        fp.seek(good_end)
+        fp.write(seal.record())
+        os.fsync(fp.fileno())
+    return seal
+
+
+def _write_error(path: Path, exc: OSError) -> WriterFailed:
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        err: WriterFailed = DiskFull(str(path), exc.strerror or "")
+    else:
+        err = WriterFailed(f"{path}: write failed: {exc}")
+    err.__cause__ = exc
+    return err
+
+
+class SegmentWriter:
+    """Appends records to one new segment file. Never reopens an existing file.
+
+    If a write fails, the file is cut back to the end of the last complete record, so
+    the segment stays readable up to there (a partial record would otherwise only be
+    detected as a torn tail).
+    """
+
+    def __init__(self, path: str | os.PathLike, segment_id: int, *, final_path: Path | None = None):
+        self.path = Path(path)
+        self.segment_id = segment_id
+        self.final_path = final_path  # set when writing a .partial to be renamed later
+        self.chunks = 0
+        self.frames = 0
+        self.sealed = False
+        self._fp = open(self.path, "xb", buffering=0)  # noqa: SIM115 - closed in close()
+        self.size = 0
+        try:
+            self._write(pack_file_header(segment_id))
+        except BaseException:
+            self._fp.close()
+            self.path.unlink(missing_ok=True)
+            raise
+
+    @classmethod
+    def partial(cls, root: str | os.PathLike, segment_id: int) -> SegmentWriter:
+        """A writer of ``seg-N.fseg.partial``, to be renamed with ``publish``."""
+        final = segment_path(root, segment_id)
+        return cls(partial_path(final), segment_id, final_path=final)
+
+    def _write(self, data: bytes) -> int:
+        offset = self.size
+        view = memoryview(data)
+        try:
+            while view:
+                n = self._fp.write(view)
+                if n is None or n == 0:
+                    raise OSError(errno.EIO, "short write")
+                view = view[n:]
+        except OSError as e:
+            try:
+                self._fp.truncate(offset)
+            except OSError:
+                pass
+            raise _write_error(self.path, e) from e
+        self.size = offset + len(data)
+        return offset
+
+    def append(self, record: bytes, *, frames: int = 0) -> int:
+        """Append one packed record; returns its offset."""
+        offset = self._write(record)
+        if frames:
+            self.chunks += 1
+            self.frames += frames
+        return offset
+
+    def fsync(self) -> None:
+        try:
+            os.fsync(self._fp.fileno())
+            linked = os.fstat(self._fp.fileno()).st_nlink > 0
+        except OSError as e:
+            raise _write_error(self.path, e) from e
+        if not linked:
+            # Deleted (or its directory removed) while open: writes still succeed into an
+            # unlinked file that vanishes on close. Fail instead of losing frames silently.
+            raise WriterFailed(f"{self.path}: segment file was deleted while being written")
+
+    def seal(self) -> None:
+        """Append the SEAL record and fsync: from now on the file never changes."""
+        if self.sealed:
+            return
+        self.append(Seal.now(self.chunks, self.frames, self.size).record())
+        self.fsync()
+        self.sealed = True
+
+    def publish(self) -> Path:
+        """Rename a sealed ``.partial`` file to its final name (the directory is not
+        fsynced here: callers rename several, then fsync once)."""
+        if self.final_path is None:
+            raise ValueError("publish() is for writers made with SegmentWriter.partial")
+        os.replace(self.path, self.final_path)
+        self.path = self.final_path
+        return self.final_path
+
+    @property
+    def empty(self) -> bool:
+        return self.size <= FILE_HEADER_SIZE
+
+    def close(self) -> None:
+        if not self._fp.closed:
+            self._fp.close()
+
+    def discard(self) -> None:
+        """Close and delete (used for an empty segment or a failed compaction output)."""
+        self.close()
+        self.path.unlink(missing_ok=True)
