@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import zstandard
 
-from telemetry import logcodes
+from telemetry import PROFILES, logcodes
 
 from ._format import ChunkHeader, Codec, RecordType, pack_record
 from ._lock import StoreLock
@@ -46,7 +46,9 @@ from .errors import (
 log = logging.getLogger(logcodes.LOGGER_NAME)
 
 POLICIES = ("block", "drop")
-DURABILITIES = ("durable", "balanced", "fast")
+# One durability name picks both the segment fsync policy here and the SQLite profile of
+# the sink (``telemetry.PROFILES``), so the names are the sink's.
+DURABILITIES = tuple(PROFILES)
 MAX_KEY_A = 2**64 - 1
 MAX_KEY_B = 2**32 - 1
 
