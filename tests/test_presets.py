@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from telemetry.errors import FrameStoreError, InvalidInput
-from telemetry.presets import (
+from framestore.errors import FrameStoreError, InvalidInput
+from framestore.settings import (
     FAMILY_DEFAULTS,
     GAME_PRESETS,
     HOST_PROFILES,
@@ -17,10 +17,8 @@ from telemetry.presets import (
     SETTING_FIELDS,
     HostInfo,
     Settings,
-    _toml_dumps,
     default_config_path,
     detect_host,
-    effective_settings,
     explain,
     family_of,
     host_profile,
@@ -28,6 +26,8 @@ from telemetry.presets import (
     save_tuning,
     suggest_tuning,
 )
+from framestore.settings import resolve as effective_settings
+from framestore.settings._userconfig import config_text as _toml_dumps
 
 GiB = 1024**3
 MiB = 1024**2
