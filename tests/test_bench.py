@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import tomllib
 
 import numpy as np
@@ -186,6 +187,29 @@ def test_cli_tune_suggests_and_applies(tmp_path, monkeypatch, assault_set):
     assert str(toml_path) in res.output
     saved = tomllib.loads(toml_path.read_text())
     assert saved["ALE/Assault-v5"]["queue_frames"] == suggestion["queue_frames"]
+
+
+def test_tune_apply_writes_a_file_whose_comments_name_only_real_flags(
+    tmp_path, monkeypatch, assault_set
+):
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    from framestore import FrameStore
+
+    store_path = tmp_path / "runs.store"
+    with FrameStore.open(store_path) as store, store.recorder("ALE/Assault-v5") as rec:
+        rec.begin_episode(seed=0)
+        for f in assault_set.frames[:5]:
+            rec.record_step(f, action=0, reward=0.0)
+    res = CliRunner().invoke(cli, ["tune", str(store_path), "--apply"])
+    assert res.exit_code == 0, res.output
+    text = (tmp_path / "config" / "framestore" / "presets.toml").read_text()
+    comments = "\n".join(line for line in text.splitlines() if line.startswith("#"))
+    commands = re.findall(r"`framestore ([a-z-]+)([^`]*)`", comments)
+    assert {verb for verb, _ in commands} >= {"presets", "tune"}
+    for verb, rest in commands:
+        options = {opt for param in cli.commands[verb].params for opt in param.opts}
+        for flag in re.findall(r"--[a-z][a-z-]*", rest):
+            assert flag in options, f"the presets file mentions `framestore {verb} {flag}`"
 
 
 def test_cli_tune_on_a_missing_store_is_exit_2(tmp_path):

@@ -23,7 +23,7 @@ from ._schema import CONFIG_KEYS, check_table
 #: Comment at the top of a written presets file (``tomli_w`` writes no comments).
 CONFIG_HEADER = (
     '# framestore presets: [default] applies to every env, ["<env id>"] to one env.\n'
-    "# See `framestore presets --env ID`; `framestore tune --save` updates this file.\n"
+    "# See `framestore presets --env ID`; `framestore tune STORE --apply` updates this file.\n"
 )
 
 
