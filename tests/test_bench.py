@@ -189,6 +189,46 @@ def test_cli_tune_suggests_and_applies(tmp_path, monkeypatch, assault_set):
     assert saved["ALE/Assault-v5"]["queue_frames"] == suggestion["queue_frames"]
 
 
+def test_cli_presets_refuses_an_unregistered_env_in_one_line():
+    # Not in GAME_PRESETS and not in gymnasium.registry: before, "family other" silently.
+    res = CliRunner().invoke(cli, ["presets", "--env", "Nope-v0"])
+    assert res.exit_code == 2
+    assert res.stdout == ""
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1, res.stderr
+    assert "'Nope-v0' is not registered in Gymnasium" in lines[0]
+    assert "--custom-env" in lines[0]
+
+
+def test_cli_presets_suggests_the_closest_registered_id():
+    res = CliRunner().invoke(cli, ["presets", "--env", "CartPol-v1"])
+    assert res.exit_code == 2
+    assert "did you mean 'CartPole-v1'" in res.stderr
+
+
+def test_cli_presets_custom_env_shows_the_other_family():
+    res = CliRunner().invoke(cli, ["presets", "--env", "Nope-v0", "--custom-env", "--json"])
+    assert res.exit_code == 0, res.output
+    data = json.loads(res.stdout)
+    assert data["env_id"] == "Nope-v0" and data["family"] == "other"
+
+
+def test_cli_presets_accepts_ids_only_the_registry_knows():
+    res = CliRunner().invoke(cli, ["presets", "--env", "CliffWalkingSlippery-v1", "--json"])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout)["family"] == "toy_text"
+
+
+def test_a_recorder_for_an_unregistered_env_still_gets_the_other_family(tmp_path):
+    # Only the presets verb refuses unknown ids: recording an env the user's own code
+    # registered keeps working, with the "other" family's settings.
+    from framestore import FrameStore
+
+    with FrameStore.open(tmp_path / "runs.store") as store:
+        with store.recorder("Nope-v0") as rec:
+            assert rec.resolved.family == "other"
+
+
 def test_tune_apply_writes_a_file_whose_comments_name_only_real_flags(
     tmp_path, monkeypatch, assault_set
 ):

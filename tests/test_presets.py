@@ -17,6 +17,7 @@ from framestore.settings import (
     SETTING_FIELDS,
     HostInfo,
     Settings,
+    check_registered,
     default_config_path,
     detect_host,
     explain,
@@ -85,6 +86,15 @@ def test_game_table_ids_exist_in_the_installed_gymnasium():
 
     missing = [e for e in GAME_PRESETS if not e.startswith("ALE/") and e not in gymnasium.registry]
     assert missing == []
+
+
+def test_check_registered_knows_gymnasium_and_ale_ids_and_refuses_others():
+    check_registered("CliffWalkingSlippery-v1")  # in the registry, not in GAME_PRESETS
+    check_registered("ALE/Pong-v5")  # ale-py's ids are registered first
+    with pytest.raises(InvalidInput, match=r"^'Nope-v0' is not registered in Gymnasium.*; try X$"):
+        check_registered("Nope-v0", hint="try X")
+    # Resolution stays lenient: recording an env nobody registered is allowed.
+    assert family_of("Nope-v0") == "other"
 
 
 def test_family_of_rejects_non_ids():

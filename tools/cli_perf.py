@@ -152,12 +152,19 @@ def _presets_data(resolved, explain) -> dict[str, Any]:
 
 @click.command()
 @click.option("--env", "env_id", default="ALE/Assault-v5", show_default=True)
+@click.option(
+    "--custom-env",
+    is_flag=True,
+    help="ENV is registered by your own code, not Gymnasium's registry: show its settings.",
+)
 @click.option("--preset", default=None, help="A named preset (listed below).")
 @json_opt
-def presets(env_id, preset, as_json):
+def presets(env_id, custom_env, preset, as_json):
     """Show the effective recording settings for ENV and where each value came from."""
-    from framestore.settings import PRESETS, explain, resolve
+    from framestore.settings import PRESETS, check_registered, explain, resolve
 
+    if not custom_env:
+        check_registered(env_id, hint="pass --custom-env if your own code registers it")
     resolved = resolve(env_id, preset=preset)
     data = _presets_data(resolved, explain)
     data["presets"] = dict(PRESETS)

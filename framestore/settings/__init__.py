@@ -14,7 +14,7 @@ One job per module: ``_schema`` (the ``Settings`` fields and value checks), ``_g
 
 from ..codecs import ZSTD_LEVELS
 from ..service import DURABILITIES, POLICIES
-from ._games import FAMILIES, FAMILY_DEFAULTS, GAME_PRESETS, family_of
+from ._games import FAMILIES, FAMILY_DEFAULTS, GAME_PRESETS, check_registered, family_of
 from ._host import DISK_KINDS, HOST_PROFILES, HostInfo, HostProfile, detect_host, host_profile
 from ._presets import PRESETS
 from ._resolve import MEMORY_BUDGET_FRACTION, ResolvedSettings, explain, resolve
@@ -40,6 +40,7 @@ __all__ = [
     "HostProfile",
     "ResolvedSettings",
     "Settings",
+    "check_registered",
     "default_config_path",
     "detect_host",
     "explain",

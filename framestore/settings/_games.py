@@ -3,16 +3,19 @@
 ``family_of`` maps an env id to a family without importing the env: ``ALE/*`` ids and
 the ids of ``GAME_PRESETS`` are known by name; others are looked up in
 ``gymnasium.registry`` by entry-point module; ids it does not know are ``"other"``
-(a recording may use an env its own code registers).
+(a recording may use an env its own code registers). ``check_registered`` is the
+stricter question a user-facing lookup (``framestore presets --env``) asks.
 """
 
 from __future__ import annotations
 
+import difflib
 import re
 from typing import Any
 
 import gymnasium
 
+from ..envs import register_optional_envs
 from ..errors import InvalidInput
 from ._schema import MiB
 
@@ -182,3 +185,30 @@ def family_of(env_id: str) -> str:
             if module == prefix or module.startswith(prefix + "."):
                 return family
     return "other"
+
+
+def check_registered(env_id: str, *, hint: str = "") -> None:
+    """Raise ``InvalidInput`` unless Gymnasium's registry knows ``env_id``.
+
+    ale-py's ids are registered first (``framestore.envs.register_optional_envs``), as
+    recording does. Recording itself never calls this: settings for an id nobody
+    registered fall back to the ``other`` family.
+
+    Args:
+        env_id: the id to look up.
+        hint: appended to the message, e.g. how the caller accepts an unregistered id.
+
+    Raises:
+        InvalidInput: ``env_id`` is not registered (naming the closest registered id), or
+            it is an ``ALE/`` id and ale-py is missing.
+    """
+    _check_id(env_id)
+    register_optional_envs(env_id)
+    if env_id in gymnasium.registry:
+        return
+    # A high cutoff: the registry holds hundreds of ids, and a far-fetched guess misleads.
+    close = difflib.get_close_matches(env_id, list(gymnasium.registry), n=1, cutoff=0.8)
+    text = f"{env_id!r} is not registered in Gymnasium"
+    if close:
+        text += f" (did you mean {close[0]!r}?)"
+    raise InvalidInput(f"{text}; {hint}" if hint else text)
