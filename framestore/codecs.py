@@ -15,7 +15,8 @@ import zstandard
 from ._format import MAX_FRAME_BYTES, ChunkHeader, Codec
 from .errors import CorruptRecord, InvalidFrame, InvalidInput
 
-CODEC_NAMES = {"raw": Codec.RAW, "zstd": Codec.ZSTD, "png": Codec.PNG}
+# The default codec first: settings and CLI choices list them in this order.
+CODEC_NAMES = {"zstd": Codec.ZSTD, "png": Codec.PNG, "raw": Codec.RAW}
 ZSTD_LEVELS = range(-7, 23)
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from telemetry import logcodes
+from telemetry import PROFILES, logcodes
 
 from ._chunks import ChunkWriter, Written
 from ._lock import StoreLock
@@ -37,7 +37,9 @@ from .segments import segment_dir
 log = logging.getLogger(logcodes.LOGGER_NAME)
 
 POLICIES = ("block", "drop")
-DURABILITIES = ("durable", "balanced", "fast")
+# One durability name picks both the segment fsync policy here and the SQLite profile of
+# the sink (``telemetry.PROFILES``), so the names are the sink's.
+DURABILITIES = tuple(PROFILES)
 
 
 @dataclass(frozen=True)

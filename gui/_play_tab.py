@@ -42,10 +42,9 @@ DEFAULT_ENVS = (
 
 
 def preset_names() -> list[str]:
-    try:
-        from telemetry.presets import PRESETS
-    except Exception:  # noqa: BLE001 - presets are optional for the GUI
-        return []
+    """The named presets, for the preset picker."""
+    from framestore.settings import PRESETS  # lazily, like every framestore import here
+
     return list(PRESETS)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import tomllib
 
 import numpy as np
@@ -186,6 +187,69 @@ def test_cli_tune_suggests_and_applies(tmp_path, monkeypatch, assault_set):
     assert str(toml_path) in res.output
     saved = tomllib.loads(toml_path.read_text())
     assert saved["ALE/Assault-v5"]["queue_frames"] == suggestion["queue_frames"]
+
+
+def test_cli_presets_refuses_an_unregistered_env_in_one_line():
+    # Not in GAME_PRESETS and not in gymnasium.registry: before, "family other" silently.
+    res = CliRunner().invoke(cli, ["presets", "--env", "Nope-v0"])
+    assert res.exit_code == 2
+    assert res.stdout == ""
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1, res.stderr
+    assert "'Nope-v0' is not registered in Gymnasium" in lines[0]
+    assert "--custom-env" in lines[0]
+
+
+def test_cli_presets_suggests_the_closest_registered_id():
+    res = CliRunner().invoke(cli, ["presets", "--env", "CartPol-v1"])
+    assert res.exit_code == 2
+    assert "did you mean 'CartPole-v1'" in res.stderr
+
+
+def test_cli_presets_custom_env_shows_the_other_family():
+    res = CliRunner().invoke(cli, ["presets", "--env", "Nope-v0", "--custom-env", "--json"])
+    assert res.exit_code == 0, res.output
+    data = json.loads(res.stdout)
+    assert data["env_id"] == "Nope-v0" and data["family"] == "other"
+
+
+def test_cli_presets_accepts_ids_only_the_registry_knows():
+    res = CliRunner().invoke(cli, ["presets", "--env", "CliffWalkingSlippery-v1", "--json"])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout)["family"] == "toy_text"
+
+
+def test_a_recorder_for_an_unregistered_env_still_gets_the_other_family(tmp_path):
+    # Only the presets verb refuses unknown ids: recording an env the user's own code
+    # registered keeps working, with the "other" family's settings.
+    from framestore import FrameStore
+
+    with FrameStore.open(tmp_path / "runs.store") as store:
+        with store.recorder("Nope-v0") as rec:
+            assert rec.resolved.family == "other"
+
+
+def test_tune_apply_writes_a_file_whose_comments_name_only_real_flags(
+    tmp_path, monkeypatch, assault_set
+):
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    from framestore import FrameStore
+
+    store_path = tmp_path / "runs.store"
+    with FrameStore.open(store_path) as store, store.recorder("ALE/Assault-v5") as rec:
+        rec.begin_episode(seed=0)
+        for f in assault_set.frames[:5]:
+            rec.record_step(f, action=0, reward=0.0)
+    res = CliRunner().invoke(cli, ["tune", str(store_path), "--apply"])
+    assert res.exit_code == 0, res.output
+    text = (tmp_path / "config" / "framestore" / "presets.toml").read_text()
+    comments = "\n".join(line for line in text.splitlines() if line.startswith("#"))
+    commands = re.findall(r"`framestore ([a-z-]+)([^`]*)`", comments)
+    assert {verb for verb, _ in commands} >= {"presets", "tune"}
+    for verb, rest in commands:
+        options = {opt for param in cli.commands[verb].params for opt in param.opts}
+        for flag in re.findall(r"--[a-z][a-z-]*", rest):
+            assert flag in options, f"the presets file mentions `framestore {verb} {flag}`"
 
 
 def test_cli_tune_on_a_missing_store_is_exit_2(tmp_path):

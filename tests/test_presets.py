@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from telemetry.errors import FrameStoreError, InvalidInput
-from telemetry.presets import (
+from framestore.errors import FrameStoreError, InvalidInput
+from framestore.settings import (
     FAMILY_DEFAULTS,
     GAME_PRESETS,
     HOST_PROFILES,
@@ -17,10 +17,9 @@ from telemetry.presets import (
     SETTING_FIELDS,
     HostInfo,
     Settings,
-    _toml_dumps,
+    check_registered,
     default_config_path,
     detect_host,
-    effective_settings,
     explain,
     family_of,
     host_profile,
@@ -28,6 +27,8 @@ from telemetry.presets import (
     save_tuning,
     suggest_tuning,
 )
+from framestore.settings import resolve as effective_settings
+from framestore.settings._userconfig import config_text as _toml_dumps
 
 GiB = 1024**3
 MiB = 1024**2
@@ -85,6 +86,15 @@ def test_game_table_ids_exist_in_the_installed_gymnasium():
 
     missing = [e for e in GAME_PRESETS if not e.startswith("ALE/") and e not in gymnasium.registry]
     assert missing == []
+
+
+def test_check_registered_knows_gymnasium_and_ale_ids_and_refuses_others():
+    check_registered("CliffWalkingSlippery-v1")  # in the registry, not in GAME_PRESETS
+    check_registered("ALE/Pong-v5")  # ale-py's ids are registered first
+    with pytest.raises(InvalidInput, match=r"^'Nope-v0' is not registered in Gymnasium.*; try X$"):
+        check_registered("Nope-v0", hint="try X")
+    # Resolution stays lenient: recording an env nobody registered is allowed.
+    assert family_of("Nope-v0") == "other"
 
 
 def test_family_of_rejects_non_ids():

@@ -9,6 +9,8 @@ import sys
 
 import click
 
+from framestore.settings import CODECS, DURABILITIES
+
 from ._common import (
     EXIT_INTERRUPTED,
     FramestoreGroup,
@@ -35,8 +37,8 @@ def cli() -> None:
 @click.option("--seed", default=0, show_default=True, type=int, help="Episode i uses seed S+i.")
 @click.option("--policy", default="random", show_default=True, type=click.Choice(["random"]))
 @click.option("--preset", default=None, help="Performance preset (see `framestore presets`).")
-@click.option("--codec", type=click.Choice(["zstd", "png", "raw"]), default=None)
-@click.option("--durability", type=click.Choice(["durable", "balanced", "fast"]), default=None)
+@click.option("--codec", type=click.Choice(CODECS), default=None)
+@click.option("--durability", type=click.Choice(DURABILITIES), default=None)
 @json_opt
 def record(store, env_id, episodes, max_steps, seed, policy, preset, codec, durability, as_json):
     """Record EPISODES episodes of ENV into STORE with a seeded policy."""

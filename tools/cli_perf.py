@@ -1,7 +1,7 @@
 """Performance verbs: ``framestore bench``, ``framestore presets``, ``framestore tune``.
 
 Registered by ``tools.cli`` through ``COMMANDS``. Each command parses, calls one library
-function (``tools.bench``, ``telemetry.presets``) and prints.
+function (``tools.bench``, ``framestore.settings``) and prints.
 """
 
 from __future__ import annotations
@@ -10,6 +10,8 @@ from dataclasses import asdict
 from typing import Any
 
 import click
+
+from framestore.settings import DURABILITIES, ZSTD_LEVELS
 
 from ._common import emit_json, human_bytes, show_progress
 
@@ -54,12 +56,12 @@ def _progress(enabled: bool):
     "--durability",
     "durabilities",
     multiple=True,
-    type=click.Choice(["durable", "balanced", "fast"]),
+    type=click.Choice(DURABILITIES),
     help="Run framestore under this durability profile (repeatable); default: the preset's.",
 )
 @click.option(
     "--level",
-    type=click.IntRange(-7, 22),
+    type=click.IntRange(ZSTD_LEVELS.start, ZSTD_LEVELS.stop - 1),
     default=19,
     show_default=True,
     help="zstd level for --overload.",
@@ -150,13 +152,20 @@ def _presets_data(resolved, explain) -> dict[str, Any]:
 
 @click.command()
 @click.option("--env", "env_id", default="ALE/Assault-v5", show_default=True)
+@click.option(
+    "--custom-env",
+    is_flag=True,
+    help="ENV is registered by your own code, not Gymnasium's registry: show its settings.",
+)
 @click.option("--preset", default=None, help="A named preset (listed below).")
 @json_opt
-def presets(env_id, preset, as_json):
+def presets(env_id, custom_env, preset, as_json):
     """Show the effective recording settings for ENV and where each value came from."""
-    from telemetry.presets import PRESETS, effective_settings, explain
+    from framestore.settings import PRESETS, check_registered, explain, resolve
 
-    resolved = effective_settings(env_id, preset=preset)
+    if not custom_env:
+        check_registered(env_id, hint="pass --custom-env if your own code registers it")
+    resolved = resolve(env_id, preset=preset)
     data = _presets_data(resolved, explain)
     data["presets"] = dict(PRESETS)
     if as_json:
@@ -187,8 +196,8 @@ def presets(env_id, preset, as_json):
 
 def observed_runs(store) -> list[dict[str, Any]]:
     """The queue statistics ``Recorder.close`` stored with each finished run, in the
-    shape ``telemetry.presets.suggest_tuning`` takes. Runs without stats are skipped."""
-    from telemetry.presets import OBSERVED_KEYS
+    shape ``framestore.settings.suggest_tuning`` takes. Runs without stats are skipped."""
+    from framestore.settings import OBSERVED_KEYS
 
     needed = tuple(k for k in OBSERVED_KEYS if k != "env_id")
     out = []
@@ -211,7 +220,7 @@ def observed_runs(store) -> list[dict[str, Any]]:
 def tune(store, apply_, as_json):
     """Propose better per-game queue and batch settings from the runs recorded in STORE."""
     from framestore import FrameStore
-    from telemetry.presets import default_config_path, save_tuning, suggest_tuning
+    from framestore.settings import default_config_path, save_tuning, suggest_tuning
 
     with FrameStore.open(store, readonly=True) as st:
         observed = observed_runs(st)

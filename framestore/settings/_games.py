@@ -1,0 +1,214 @@
+"""Game families and per-game rows: the first two layers of the settings.
+
+``family_of`` maps an env id to a family without importing the env: ``ALE/*`` ids and
+the ids of ``GAME_PRESETS`` are known by name; others are looked up in
+``gymnasium.registry`` by entry-point module; ids it does not know are ``"other"``
+(a recording may use an env its own code registers). ``check_registered`` is the
+stricter question a user-facing lookup (``framestore presets --env``) asks.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from typing import Any
+
+import gymnasium
+
+from ..envs import register_optional_envs
+from ..errors import InvalidInput
+from ._schema import MiB
+
+FAMILIES = ("atari", "box2d", "toy_text", "classic_control", "other")
+
+
+# Shared by every family; sized for the ``minimum`` host (the host stage scales them).
+_COMMON: dict[str, Any] = {
+    "chunk_frames": 64,
+    "codec": "zstd",
+    "level": 3,
+    "policy": "block",
+    "block_timeout": 10.0,
+    "durability": "balanced",
+    "compress_threads": 2,
+    "lite_steps": 36_000,  # 10 minutes at 60 Hz
+    "lite_bytes": 256 * MiB,
+    "segment_bytes": 256 * MiB,
+}
+
+#: Per-family values for a ``minimum`` host. ``frame_bytes_hint`` is the expected
+#: ``env.render()`` size; it sizes ``queue_bytes`` (``queue_frames * frame_bytes_hint``).
+FAMILY_DEFAULTS: dict[str, dict[str, Any]] = {
+    # 210x160x3 frames: small, so many fit; 60 Hz with frameskip makes long episodes.
+    "atari": {
+        **_COMMON,
+        "frame_bytes_hint": 210 * 160 * 3,
+        "hub_buffer": 2048,
+        "queue_frames": 2048,
+        "sink_queue": 2048,
+        "batch_size": 64,
+        "checkpoint_interval": 1024,
+    },
+    # 400x600x3 frames (7x an Atari frame): fewer frames per queue, smaller chunks.
+    "box2d": {
+        **_COMMON,
+        "frame_bytes_hint": 400 * 600 * 3,
+        "hub_buffer": 2048,
+        "queue_frames": 256,
+        "sink_queue": 2048,
+        "batch_size": 64,
+        "checkpoint_interval": 1024,
+        "chunk_frames": 32,
+    },
+    "classic_control": {
+        **_COMMON,
+        "frame_bytes_hint": 400 * 600 * 3,
+        "hub_buffer": 2048,
+        "queue_frames": 256,
+        "sink_queue": 2048,
+        "batch_size": 64,
+        "checkpoint_interval": 1024,
+        "chunk_frames": 32,
+    },
+    # Turn-based grids rendered at 4 fps for humans: few steps, frames that barely change.
+    "toy_text": {
+        **_COMMON,
+        "frame_bytes_hint": 256 * 256 * 3,
+        "hub_buffer": 1024,
+        "queue_frames": 512,
+        "sink_queue": 1024,
+        "batch_size": 32,
+        "checkpoint_interval": 1024,
+    },
+    # Unknown envs (MuJoCo, third-party): assume Gymnasium's common 400x600 render.
+    "other": {
+        **_COMMON,
+        "frame_bytes_hint": 400 * 600 * 3,
+        "hub_buffer": 1024,
+        "queue_frames": 256,
+        "sink_queue": 1024,
+        "batch_size": 64,
+        "checkpoint_interval": 1024,
+        "chunk_frames": 32,
+    },
+}
+
+#: Per-game values that differ from the family. ``frame_bytes_hint`` values are
+#: ``env.render().nbytes`` measured with gymnasium 1.4 / ale-py 0.12 (rgb_array, seed 0).
+#: ``family`` is stored so ``family_of`` needs no registry lookup for these ids.
+GAME_PRESETS: dict[str, dict[str, Any]] = {
+    "ALE/Assault-v5": {"family": "atari", "frame_bytes_hint": 210 * 160 * 3},
+    "ALE/Breakout-v5": {"family": "atari", "frame_bytes_hint": 210 * 160 * 3},
+    "ALE/Pong-v5": {"family": "atari", "frame_bytes_hint": 210 * 160 * 3},
+    "ALE/SpaceInvaders-v5": {"family": "atari", "frame_bytes_hint": 210 * 160 * 3},
+    # CarRacing redraws the whole track every frame: less compressible, smaller chunks.
+    "CarRacing-v3": {"family": "box2d", "frame_bytes_hint": 400 * 600 * 3, "chunk_frames": 16},
+    "LunarLander-v3": {"family": "box2d", "frame_bytes_hint": 400 * 600 * 3},
+    "BipedalWalker-v3": {"family": "box2d", "frame_bytes_hint": 400 * 600 * 3},
+    "CartPole-v1": {"family": "classic_control", "frame_bytes_hint": 400 * 600 * 3},
+    "MountainCar-v0": {"family": "classic_control", "frame_bytes_hint": 400 * 600 * 3},
+    "MountainCarContinuous-v0": {"family": "classic_control", "frame_bytes_hint": 400 * 600 * 3},
+    "Acrobot-v1": {"family": "classic_control", "frame_bytes_hint": 500 * 500 * 3},
+    "Pendulum-v1": {"family": "classic_control", "frame_bytes_hint": 500 * 500 * 3},
+    "FrozenLake-v1": {"family": "toy_text", "frame_bytes_hint": 256 * 256 * 3},
+    "FrozenLake8x8-v1": {"family": "toy_text", "frame_bytes_hint": 512 * 512 * 3},
+    # gymnasium 1.4 registers Taxi-v4 (Taxi-v3 resolves to this row by name).
+    "Taxi-v4": {"family": "toy_text", "frame_bytes_hint": 456 * 536 * 3},
+    # gymnasium 1.x registers CliffWalking-v1 (v0 lives under tabular/).
+    "CliffWalking-v1": {"family": "toy_text", "frame_bytes_hint": 256 * 768 * 3},
+    "Blackjack-v1": {"family": "toy_text", "frame_bytes_hint": 376 * 384 * 3},
+}
+
+# Registry entry-point modules -> family (checked as prefixes).
+_ENTRY_POINT_FAMILIES = (
+    ("ale_py", "atari"),
+    ("gymnasium.envs.box2d", "box2d"),
+    ("gymnasium.envs.toy_text", "toy_text"),
+    ("gymnasium.envs.tabular", "toy_text"),
+    ("gymnasium.envs.classic_control", "classic_control"),
+    ("gymnasium.envs.phys2d", "classic_control"),
+)
+
+_VERSION_RE = re.compile(r"-v\d+$")
+
+
+def _base_name(env_id: str) -> str:
+    """``"ns/Name-v3"`` -> ``"ns/Name"``: the id without its version."""
+    return _VERSION_RE.sub("", env_id)
+
+
+def game_row(env_id: str) -> tuple[str, dict[str, Any]] | None:
+    """The ``GAME_PRESETS`` row for ``env_id``: exact id first, else another version of
+    the same env (``Taxi-v3`` -> ``Taxi-v4``), so a version bump keeps its measured hint."""
+    if env_id in GAME_PRESETS:
+        return env_id, GAME_PRESETS[env_id]
+    base = _base_name(env_id)
+    for key, row in GAME_PRESETS.items():
+        if _base_name(key) == base:
+            return key, row
+    return None
+
+
+def _registry_entry_point(env_id: str) -> str | None:
+    """The module ``env_id``'s registry entry point lives in, without importing it."""
+    spec = gymnasium.registry.get(env_id)
+    if spec is None:
+        return None
+    ep = spec.entry_point
+    if isinstance(ep, str):
+        return ep.split(":", 1)[0]
+    # A creator callable: a function or class has __module__, an arbitrary callable may not.
+    return getattr(ep, "__module__", None)
+
+
+def _check_id(env_id: str) -> None:
+    if not isinstance(env_id, str) or not env_id.strip():
+        raise InvalidInput(f"environment id must be a non-empty string, got {env_id!r}")
+
+
+def family_of(env_id: str) -> str:
+    """The preset family of ``env_id``: one of ``FAMILIES``.
+
+    ``ALE/*`` ids are Atari and known games use their ``GAME_PRESETS`` row, without
+    importing anything. Other ids are looked up in ``gymnasium.registry`` (by entry-point
+    module, never importing the env itself); ids it does not know are ``"other"``.
+    """
+    _check_id(env_id)
+    if env_id.startswith("ALE/"):
+        return "atari"
+    row = game_row(env_id)
+    if row is not None:
+        return row[1]["family"]
+    module = _registry_entry_point(env_id)
+    if module:
+        for prefix, family in _ENTRY_POINT_FAMILIES:
+            if module == prefix or module.startswith(prefix + "."):
+                return family
+    return "other"
+
+
+def check_registered(env_id: str, *, hint: str = "") -> None:
+    """Raise ``InvalidInput`` unless Gymnasium's registry knows ``env_id``.
+
+    ale-py's ids are registered first (``framestore.envs.register_optional_envs``), as
+    recording does. Recording itself never calls this: settings for an id nobody
+    registered fall back to the ``other`` family.
+
+    Args:
+        env_id: the id to look up.
+        hint: appended to the message, e.g. how the caller accepts an unregistered id.
+
+    Raises:
+        InvalidInput: ``env_id`` is not registered (naming the closest registered id), or
+            it is an ``ALE/`` id and ale-py is missing.
+    """
+    _check_id(env_id)
+    register_optional_envs(env_id)
+    if env_id in gymnasium.registry:
+        return
+    # A high cutoff: the registry holds hundreds of ids, and a far-fetched guess misleads.
+    close = difflib.get_close_matches(env_id, list(gymnasium.registry), n=1, cutoff=0.8)
+    text = f"{env_id!r} is not registered in Gymnasium"
+    if close:
+        text += f" (did you mean {close[0]!r}?)"
+    raise InvalidInput(f"{text}; {hint}" if hint else text)

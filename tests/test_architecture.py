@@ -1,0 +1,113 @@
+"""The architecture rules of docs/ARCHITECTURE.md, checked on the code as it is.
+
+- tools and the GUI use framestore's public API only: no private framestore module, no
+  telemetry or migrations module (import-linter checks the known ones; this checks every
+  module, new ones included);
+- SQL against the store's database lives in the catalogue, the sink's insert path, the
+  database opener and the migrations (plus the benchmark's own baseline database);
+- no module over 600 lines, no function over 80 lines unless a reason is written here.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+from pathlib import Path
+
+import grimp
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+PACKAGES = ("framestore", "telemetry", "tools", "gui", "migrations")
+
+#: Where SQL may be written (paths relative to the repository, prefixes).
+SQL_ALLOWED = (
+    "framestore/catalog/",  # the catalogue: every query of framestore.db
+    "telemetry/sink.py",  # the sink's insert path
+    "telemetry/db.py",  # opening a store's database: pragmas, WAL, schema checks
+    "migrations/",  # the schema
+    "tools/bench/",  # the SQLite-base64 baseline writes its own database, not a store's
+)
+_SQL = re.compile(
+    r"\b(SELECT\s+[\w*(]|INSERT\s+(OR\s+\w+\s+)?INTO|UPDATE\s+\w+\s+SET|DELETE\s+FROM|"
+    r"CREATE\s+(TABLE|INDEX)|PRAGMA\s+\w+|VACUUM\b)"
+)  # case-sensitive: SQL is written in capitals here, prose is not
+
+MAX_MODULE_LINES = 600
+MAX_FUNCTION_LINES = 80
+#: Functions allowed to be longer, each with the reason.
+LONG_FUNCTIONS: dict[str, str] = {}
+
+
+def _sources() -> list[Path]:
+    return sorted(p for pkg in PACKAGES for p in (ROOT / pkg).rglob("*.py"))
+
+
+def _private(module: str) -> bool:
+    return any(part.startswith("_") and part != "__init__" for part in module.split(".")[1:])
+
+
+def test_tools_and_gui_use_the_public_api_only():
+    graph = grimp.build_graph(*PACKAGES)
+    bad = []
+    for module in sorted(graph.modules):
+        if not module.startswith(("tools", "gui")):
+            continue
+        for imported in graph.find_modules_directly_imported_by(module):
+            top = imported.split(".")[0]
+            if top in ("telemetry", "migrations") or (top == "framestore" and _private(imported)):
+                bad.append(f"{module} imports {imported}")
+    assert not bad, "\n".join(bad)
+
+
+def test_private_attributes_of_framestore_objects_stay_inside_framestore():
+    pattern = re.compile(r"\b(store|st|rec|recorder|reader|svc|service)\._[a-z]\w*")
+    bad = []
+    for path in _sources():
+        rel = path.relative_to(ROOT).as_posix()
+        if not rel.startswith(("tools/", "gui/")):
+            continue
+        for n, line in enumerate(path.read_text().splitlines(), 1):
+            if pattern.search(line):
+                bad.append(f"{rel}:{n}: {line.strip()}")
+    assert not bad, "\n".join(bad)
+
+
+def test_sql_lives_only_where_the_architecture_allows():
+    bad = []
+    for path in _sources():
+        rel = path.relative_to(ROOT).as_posix()
+        if rel.startswith(SQL_ALLOWED):
+            continue
+        tree = ast.parse(path.read_text())
+        docs = _docstrings(tree)
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and node not in docs:
+                if _SQL.search(node.value):
+                    bad.append(f"{rel}:{node.lineno}: {node.value.strip()[:70]!r}")
+    assert not bad, "SQL outside the catalogue:\n" + "\n".join(bad)
+
+
+def _docstrings(tree: ast.Module) -> set[ast.Constant]:
+    """Docstring nodes: prose that may name VACUUM or a PRAGMA without running it."""
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef):
+            first = node.body[0] if node.body else None
+            if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant):
+                found.add(first.value)
+    return found
+
+
+@pytest.mark.parametrize("path", _sources(), ids=lambda p: p.relative_to(ROOT).as_posix())
+def test_module_and_function_sizes(path):
+    text = path.read_text()
+    lines = text.count("\n")
+    assert lines <= MAX_MODULE_LINES, f"{lines} lines: split the module by job"
+    rel = path.relative_to(ROOT).as_posix()
+    for node in ast.walk(ast.parse(text)):
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+            length = node.end_lineno - node.lineno + 1
+            name = f"{rel}:{node.name}"
+            if length > MAX_FUNCTION_LINES and name not in LONG_FUNCTIONS:
+                pytest.fail(f"{name} is {length} lines: break it into named steps")
