@@ -32,7 +32,7 @@ from telemetry import (
 
 from .errors import InvalidInput, StoreClosed
 from .service import FrameRef, FrameStorageService, ServiceMetrics
-from .settings import resolve
+from .settings import Settings, resolve
 
 if TYPE_CHECKING:
     from .store import FrameStore
@@ -114,6 +114,31 @@ class Recorder:
         self._closed = False
         self._lock = threading.Lock()
 
+        self._start_storage(store, s)
+        self._hub.publish(
+            RunStarted(
+                run_id=self.run_id,
+                env_id=env_id,
+                created=time.time(),
+                preset=self.resolved.preset,
+                host_profile=self.resolved.host_profile,
+                durability=s.durability,
+                config=self._run_config(config, render_fps),
+            )
+        )
+        self.current_episode: int | None = None
+        self._episode_index = 0
+        self._step = 0
+        self._total_reward = 0.0
+        self._last_term = False
+        self._last_trunc = False
+        self._dropped_in_episode = 0
+        self.steps_recorded = 0
+        self.episodes_recorded = 0
+
+    def _start_storage(self, store: FrameStore, s: Settings) -> None:
+        """The frame writer (which takes the store's writer lock), then the SQLite sink
+        and the hub; on failure everything started is stopped again."""
         self._service = FrameStorageService(
             store.root,
             codec=s.codec,
@@ -147,32 +172,19 @@ class Recorder:
         except BaseException:
             self._service.close()
             raise
+
+    def _run_config(
+        self, config: dict[str, Any] | None, render_fps: float | None
+    ) -> dict[str, Any]:
+        """What the run row stores: the caller's config, the action space, the frame
+        rate and the effective settings."""
         run_config = dict(config or {})
         if self._spec is not None:
             run_config["action_space"] = self._spec
         if render_fps:
             run_config["render_fps"] = render_fps
-        run_config["settings"] = asdict(s)
-        self._hub.publish(
-            RunStarted(
-                run_id=self.run_id,
-                env_id=env_id,
-                created=time.time(),
-                preset=self.resolved.preset,
-                host_profile=self.resolved.host_profile,
-                durability=s.durability,
-                config=run_config,
-            )
-        )
-        self.current_episode: int | None = None
-        self._episode_index = 0
-        self._step = 0
-        self._total_reward = 0.0
-        self._last_term = False
-        self._last_trunc = False
-        self._dropped_in_episode = 0
-        self.steps_recorded = 0
-        self.episodes_recorded = 0
+        run_config["settings"] = asdict(self.settings)
+        return run_config
 
     # ----------------------------------------------------------------- background
     def _resolve_frames(self, frames: list[object]) -> list[tuple[int, int, int] | None]:

@@ -112,26 +112,16 @@ class FrameStorageService:
     ):
         self._codec = codec_from_name(codec)
         self._level = check_level(self._codec, level)
-        if policy not in POLICIES:
-            raise InvalidInput(
-                f"unknown queue policy {policy!r}; choose one of {', '.join(POLICIES)}"
-            )
-        if durability not in DURABILITIES:
-            raise InvalidInput(
-                f"unknown durability profile {durability!r}; choose one of {', '.join(DURABILITIES)}"
-            )
-        for name, value in (
-            ("chunk_frames", chunk_frames),
-            ("queue_frames", queue_frames),
-            ("queue_bytes", queue_bytes),
-            ("segment_bytes", segment_bytes),
-            ("chunk_bytes", chunk_bytes),
-            ("compress_threads", compress_threads),
-        ):
-            if not isinstance(value, int) or value < 1:
-                raise InvalidInput(f"{name} must be a positive integer, got {value!r}")
-        if chunk_frames > 65535:
-            raise InvalidInput("chunk_frames must be at most 65535")
+        _check_args(
+            policy,
+            durability,
+            chunk_frames=chunk_frames,
+            queue_frames=queue_frames,
+            queue_bytes=queue_bytes,
+            segment_bytes=segment_bytes,
+            chunk_bytes=chunk_bytes,
+            compress_threads=compress_threads,
+        )
         self.root = Path(root)
         self.codec = codec
         self.level = level
@@ -150,6 +140,28 @@ class FrameStorageService:
 
         self._cond = threading.Condition()
         self._queue: deque[tuple[np.ndarray, FrameRef]] = deque()
+        self._init_state()
+        self._free: dict[tuple[int, ...], deque[np.ndarray]] = {}  # recycled frame buffers
+        # A chunk never holds more than a quarter of the queue's bounds: with small
+        # queues, frames must not wait for a chunk that cannot fill while the producer
+        # waits for room.
+        self._writer = ChunkWriter(
+            self.root,
+            codec=self._codec,
+            level=self._level,
+            chunk_frames=max(1, min(chunk_frames, queue_frames // 4)),
+            chunk_bytes=max(1, min(chunk_bytes, queue_bytes // 4)),
+            segment_bytes=segment_bytes,
+            durability=durability,
+            compress_threads=compress_threads,
+            max_latency=float(max_latency),
+            on_written=self._written,
+        )
+        self._thread = threading.Thread(target=self._run, name="framestore-writer", daemon=True)
+        self._thread.start()
+
+    def _init_state(self) -> None:
+        """Queue accounting, the durable watermark, lifecycle flags and counters."""
         self._q_frames = 0  # accepted, not yet written (queued + being compressed)
         self._q_bytes = 0
         self._hw_frames = 0
@@ -170,25 +182,6 @@ class FrameStorageService:
         self._max_flush_ms = 0.0
         self._warned_full = False
         self._last_snapshot = time.monotonic()
-
-        self._free: dict[tuple[int, ...], deque[np.ndarray]] = {}  # recycled frame buffers
-        # A chunk never holds more than a quarter of the queue's bounds: with small
-        # queues, frames must not wait for a chunk that cannot fill while the producer
-        # waits for room.
-        self._writer = ChunkWriter(
-            self.root,
-            codec=self._codec,
-            level=self._level,
-            chunk_frames=max(1, min(chunk_frames, queue_frames // 4)),
-            chunk_bytes=max(1, min(chunk_bytes, queue_bytes // 4)),
-            segment_bytes=segment_bytes,
-            durability=durability,
-            compress_threads=compress_threads,
-            max_latency=float(max_latency),
-            on_written=self._written,
-        )
-        self._thread = threading.Thread(target=self._run, name="framestore-writer", daemon=True)
-        self._thread.start()
 
     # ----------------------------------------------------------------- producer side
     def put(self, frame: np.ndarray, key: tuple[int, int] = (0, 0)) -> FrameRef:
@@ -522,3 +515,18 @@ class FrameStorageService:
                 self._frames_written,
                 self._frames_dropped,
             )
+
+
+def _check_args(policy: str, durability: str, **positive: int) -> None:
+    """Refuse bad arguments before anything is created."""
+    if policy not in POLICIES:
+        raise InvalidInput(f"unknown queue policy {policy!r}; choose one of {', '.join(POLICIES)}")
+    if durability not in DURABILITIES:
+        raise InvalidInput(
+            f"unknown durability profile {durability!r}; choose one of {', '.join(DURABILITIES)}"
+        )
+    for name, value in positive.items():
+        if not isinstance(value, int) or value < 1:
+            raise InvalidInput(f"{name} must be a positive integer, got {value!r}")
+    if positive["chunk_frames"] > 65535:
+        raise InvalidInput("chunk_frames must be at most 65535")

@@ -21,7 +21,6 @@ Log lines: see :mod:`telemetry.logcodes` (LOG931-LOG934, ``queue=db``).
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import threading
@@ -31,34 +30,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-import numpy as np
-
 from . import logcodes
+from ._insert import checkpoint_passive, write_events
 from .db import StorageProfile, _open, get_profile, warn_if_lossy
 from .errors import Closed, FrameStoreError, InvalidInput, QueueFull, SinkError
-from .events import Barrier, EpisodeEnded, EpisodeStarted, Event, RunEnded, RunStarted, Step
+from .events import Barrier, EpisodeEnded, Event, RunEnded, Step
 
 FrameLocation = tuple[int, int, int]
 ResolveFrames = Callable[[list[object | None]], Sequence[FrameLocation | None]]
-
-_INSERT_STEP = (
-    "INSERT INTO steps (episode_id, step, action, reward, terminated, truncated, info, "
-    "wall_time, frame_segment, frame_offset, frame_slot, frame_shape) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-)
-_INSERT_RUN = (
-    "INSERT INTO runs (id, env_id, created, preset, host_profile, durability, config) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?)"
-)
-_INSERT_EPISODE = (
-    "INSERT INTO episodes (id, run_id, idx, seed, started, status) "
-    "VALUES (?, ?, ?, ?, ?, 'recording')"
-)
-_END_EPISODE = (
-    "UPDATE episodes SET ended = ?, status = ?, steps = ?, total_reward = ?, terminated = ?, "
-    "truncated = ?, frames_dropped = ? WHERE id = ?"
-)
-_END_RUN = "UPDATE runs SET ended = ?, stats = ? WHERE id = ?"
 
 # Events after which everything pending is committed at once.
 _COMMIT_NOW = (EpisodeEnded, RunEnded, Barrier)
@@ -95,21 +74,6 @@ class SinkMetrics:
     max_flush_ms: float
     checkpoints: int
     failed: bool
-
-
-def _json_default(value: Any) -> Any:
-    # run config/stats come from our own code and may hold numpy numbers.
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, set | frozenset | tuple):
-        return list(value)
-    return str(value)
-
-
-def _json(value: dict[str, Any]) -> str:
-    return json.dumps(value, separators=(",", ":"), default=_json_default)
 
 
 class TelemetryDBSink:
@@ -491,76 +455,8 @@ class TelemetryDBSink:
         return locations
 
     def _write(self, pending: list[Event], locations: Sequence[FrameLocation | None]) -> None:
-        conn = self._db.conn
-        loc_iter = iter(locations)
-        rows: list[tuple] = []
         with self._db.atomic():
-            for event in pending:
-                kind = type(event)
-                if kind is Step:
-                    loc = next(loc_iter) or (None, None, None)
-                    rows.append(
-                        (
-                            event.episode_id,
-                            event.step,
-                            event.action,
-                            event.reward,
-                            int(event.terminated),
-                            int(event.truncated),
-                            event.info,
-                            event.wall_time,
-                            loc[0],
-                            loc[1],
-                            loc[2],
-                            event.frame_shape,
-                        )
-                    )
-                    continue
-                if rows:  # keep statement order: steps before this event go first
-                    conn.executemany(_INSERT_STEP, rows)
-                    rows = []
-                if kind is RunStarted:
-                    conn.execute(
-                        _INSERT_RUN,
-                        (
-                            event.run_id,
-                            event.env_id,
-                            event.created,
-                            event.preset,
-                            event.host_profile,
-                            event.durability,
-                            _json(event.config),
-                        ),
-                    )
-                elif kind is EpisodeStarted:
-                    conn.execute(
-                        _INSERT_EPISODE,
-                        (event.episode_id, event.run_id, event.index, event.seed, event.started),
-                    )
-                elif kind is EpisodeEnded:
-                    cur = conn.execute(
-                        _END_EPISODE,
-                        (
-                            event.ended,
-                            event.status,
-                            event.steps,
-                            event.total_reward,
-                            int(event.terminated),
-                            int(event.truncated),
-                            event.frames_dropped,
-                            event.episode_id,
-                        ),
-                    )
-                    if cur.rowcount != 1:
-                        raise SinkError(f"EpisodeEnded for unknown episode {event.episode_id}")
-                elif kind is RunEnded:
-                    cur = conn.execute(_END_RUN, (event.ended, _json(event.stats), event.run_id))
-                    if cur.rowcount != 1:
-                        raise SinkError(f"RunEnded for unknown run {event.run_id}")
-                elif kind is not Barrier:
-                    raise SinkError(f"unknown telemetry event {kind.__qualname__}")
-            if rows:
-                conn.executemany(_INSERT_STEP, rows)
+            write_events(self._db.conn, pending, locations)
 
     def _record_flush(self, steps: int, events: int, resolve_ms: float, commit_ms: float) -> None:
         total = resolve_ms + commit_ms
@@ -594,9 +490,7 @@ class TelemetryDBSink:
             self._checkpoint()
 
     def _checkpoint(self) -> None:
-        # PASSIVE never waits for readers, so a GUI holding a read snapshot cannot stall
-        # recording; the WAL is truncated later by SQLite when the last connection closes.
-        self._db.conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+        checkpoint_passive(self._db.conn)
         self._steps_since_checkpoint = 0
         with self._lock:
             self._checkpoints += 1

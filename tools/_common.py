@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import sqlite3
 import sys
@@ -24,6 +23,7 @@ from framestore.errors import (
     StoreLocked,
     WriterFailed,
 )
+from framestore.jsonsafe import dumps
 
 # Exit codes (documented in README "CLI"):
 EXIT_OK = 0
@@ -146,21 +146,7 @@ def _one_line(exc: BaseException) -> str:
 
 
 def emit_json(data: Any) -> None:
-    click.echo(json.dumps(data, indent=2, sort_keys=False, default=_json_default))
-
-
-def _json_default(o: Any) -> Any:
-    import numpy as np
-
-    if isinstance(o, np.generic):
-        return o.item()
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    if hasattr(o, "__dataclass_fields__"):
-        from dataclasses import asdict
-
-        return asdict(o)
-    return str(o)
+    click.echo(dumps(data, compact=False))
 
 
 def show_progress() -> bool:

@@ -81,42 +81,51 @@ def record(
             rec = wrapped.recorder
             ids: list[int] = []
             try:
-                env.action_space.seed(seed)
-                for i in range(episodes):
-                    wrapped.reset(seed=seed + i)
-                    ids.append(rec.current_episode)
-                    done = False
-                    while not done:
-                        _, _, term, trunc, _ = wrapped.step(env.action_space.sample())
-                        done = term or trunc
-                        if on_step is not None:
-                            on_step(1)
+                _play(wrapped, env, episodes, seed, ids, on_step)
             finally:
                 wrapped.close()  # flushes; an open episode is marked interrupted
-            m = rec.metrics()
-            eps = [store.episode(i) for i in ids]
-            return {
-                "store": str(store.root),
-                "run_id": rec.run_id,
-                "env_id": env_id,
-                "episodes": [
-                    {
-                        "id": e.id,
-                        "seed": e.seed,
-                        "steps": e.steps,
-                        "frames": e.frames,
-                        "status": e.status,
-                        "total_reward": e.total_reward,
-                    }
-                    for e in eps
-                ],
-                "steps": sum(e.steps for e in eps),
-                "frames": sum(e.frames for e in eps),
-                "frames_dropped": m.frames.frames_dropped,
-                "bytes_in": m.frames.bytes_in,
-                "bytes_out": m.frames.bytes_out,
-                "compression_ratio": round(m.frames.compression_ratio, 2),
-                "seconds": round(time.perf_counter() - t0, 3),
-            }
+            return _summary(store, rec, env_id, ids, time.perf_counter() - t0)
     finally:
         env.close()
+
+
+def _play(wrapped, env, episodes: int, seed: int, ids: list[int], on_step) -> None:
+    """Run the seeded random policy; episode i is reset with seed ``seed + i``."""
+    env.action_space.seed(seed)
+    for i in range(episodes):
+        wrapped.reset(seed=seed + i)
+        ids.append(wrapped.recorder.current_episode)
+        done = False
+        while not done:
+            _, _, term, trunc, _ = wrapped.step(env.action_space.sample())
+            done = term or trunc
+            if on_step is not None:
+                on_step(1)
+
+
+def _summary(store: FrameStore, rec, env_id: str, ids: list[int], seconds: float) -> dict:
+    m = rec.metrics()
+    eps = [store.episode(i) for i in ids]
+    return {
+        "store": str(store.root),
+        "run_id": rec.run_id,
+        "env_id": env_id,
+        "episodes": [
+            {
+                "id": e.id,
+                "seed": e.seed,
+                "steps": e.steps,
+                "frames": e.frames,
+                "status": e.status,
+                "total_reward": e.total_reward,
+            }
+            for e in eps
+        ],
+        "steps": sum(e.steps for e in eps),
+        "frames": sum(e.frames for e in eps),
+        "frames_dropped": m.frames.frames_dropped,
+        "bytes_in": m.frames.bytes_in,
+        "bytes_out": m.frames.bytes_out,
+        "compression_ratio": round(m.frames.compression_ratio, 2),
+        "seconds": round(seconds, 3),
+    }

@@ -1,0 +1,123 @@
+"""The sink's insert path: how telemetry events become rows of ``framestore.db``.
+
+The only SQL the recording path runs; everything else is in ``framestore.catalog``.
+Runs on the sink thread inside the sink's transaction.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Sequence
+
+from .errors import SinkError
+from .events import Barrier, EpisodeEnded, EpisodeStarted, Event, RunEnded, RunStarted, Step
+from .jsonsafe import dumps
+
+FrameLocation = tuple[int, int, int]
+
+_INSERT_STEP = (
+    "INSERT INTO steps (episode_id, step, action, reward, terminated, truncated, info, "
+    "wall_time, frame_segment, frame_offset, frame_slot, frame_shape) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+_INSERT_RUN = (
+    "INSERT INTO runs (id, env_id, created, preset, host_profile, durability, config) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?)"
+)
+_INSERT_EPISODE = (
+    "INSERT INTO episodes (id, run_id, idx, seed, started, status) "
+    "VALUES (?, ?, ?, ?, ?, 'recording')"
+)
+_END_EPISODE = (
+    "UPDATE episodes SET ended = ?, status = ?, steps = ?, total_reward = ?, terminated = ?, "
+    "truncated = ?, frames_dropped = ? WHERE id = ?"
+)
+_END_RUN = "UPDATE runs SET ended = ?, stats = ? WHERE id = ?"
+
+
+def _step_row(event: Step, loc: FrameLocation | None) -> tuple:
+    seg, off, slot = loc or (None, None, None)
+    return (
+        event.episode_id,
+        event.step,
+        event.action,
+        event.reward,
+        int(event.terminated),
+        int(event.truncated),
+        event.info,
+        event.wall_time,
+        seg,
+        off,
+        slot,
+        event.frame_shape,
+    )
+
+
+def _write_other(conn: sqlite3.Connection, event: Event) -> None:
+    kind = type(event)
+    if kind is RunStarted:
+        conn.execute(
+            _INSERT_RUN,
+            (
+                event.run_id,
+                event.env_id,
+                event.created,
+                event.preset,
+                event.host_profile,
+                event.durability,
+                dumps(event.config),
+            ),
+        )
+    elif kind is EpisodeStarted:
+        conn.execute(
+            _INSERT_EPISODE,
+            (event.episode_id, event.run_id, event.index, event.seed, event.started),
+        )
+    elif kind is EpisodeEnded:
+        cur = conn.execute(
+            _END_EPISODE,
+            (
+                event.ended,
+                event.status,
+                event.steps,
+                event.total_reward,
+                int(event.terminated),
+                int(event.truncated),
+                event.frames_dropped,
+                event.episode_id,
+            ),
+        )
+        if cur.rowcount != 1:
+            raise SinkError(f"EpisodeEnded for unknown episode {event.episode_id}")
+    elif kind is RunEnded:
+        cur = conn.execute(_END_RUN, (event.ended, dumps(event.stats), event.run_id))
+        if cur.rowcount != 1:
+            raise SinkError(f"RunEnded for unknown run {event.run_id}")
+    elif kind is not Barrier:
+        raise SinkError(f"unknown telemetry event {kind.__qualname__}")
+
+
+def write_events(
+    conn: sqlite3.Connection, pending: Sequence[Event], locations: Sequence[FrameLocation | None]
+) -> None:
+    """Write ``pending`` in order; ``locations`` holds one frame location per Step.
+    Consecutive steps go in one ``executemany``."""
+    loc_iter = iter(locations)
+    rows: list[tuple] = []
+    for event in pending:
+        if type(event) is Step:
+            rows.append(_step_row(event, next(loc_iter)))
+            continue
+        if rows:  # keep statement order: steps before this event go first
+            conn.executemany(_INSERT_STEP, rows)
+            rows = []
+        _write_other(conn, event)
+    if rows:
+        conn.executemany(_INSERT_STEP, rows)
+
+
+def checkpoint_passive(conn: sqlite3.Connection) -> None:
+    """Copy the WAL into the database without waiting for readers: a GUI holding a read
+    snapshot cannot stall recording (SQLite truncates the WAL when the last connection
+    closes)."""
+    conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
