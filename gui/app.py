@@ -169,7 +169,7 @@ def _play(app, win, args) -> int:
         print("framestore gui: error: timed out playing", file=sys.stderr)
         return EXIT_ERROR
     tab.timer.stop()
-    tab._poll()  # HUD numbers as of the last step
+    tab.refresh_hud()  # HUD numbers as of the last step
     _settle(app)
     code = _save(win, args.screenshot)
     return code
