@@ -21,6 +21,7 @@ from telemetry import (
     EpisodeStarted,
     RunEnded,
     RunStarted,
+    SinkMetrics,
     Step,
     TelemetryAsyncHub,
     TelemetryDBSink,
@@ -45,7 +46,7 @@ class RecorderMetrics:
     """What a HUD shows: the frame writer's and the SQLite sink's numbers together."""
 
     frames: ServiceMetrics
-    sink: Any
+    sink: SinkMetrics
     steps_recorded: int
     episodes_recorded: int
     durability: str
@@ -62,10 +63,7 @@ class RecorderMetrics:
             "host_profile": self.host_profile,
         }
         d["frames"]["compression_ratio"] = self.frames.compression_ratio
-        try:
-            d["sink"] = asdict(self.sink)
-        except TypeError:
-            d["sink"] = dict(vars(self.sink)) if self.sink is not None else None
+        d["sink"] = asdict(self.sink)
         return d
 
 

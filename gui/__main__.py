@@ -1,7 +1,7 @@
-"""``python -m gui [STORE]``."""
+"""``python -m gui [STORE] [OPTIONS]``: the same as ``framestore gui``."""
 
 import sys
 
-from .app import main
+from tools.cli import main
 
-sys.exit(main())
+sys.exit(main(["gui", *sys.argv[1:]]))

@@ -8,6 +8,7 @@ from PySide6.QtGui import QColor, QImage, QKeyEvent, QPainter
 from PySide6.QtWidgets import QSizePolicy, QWidget
 
 from . import _compat  # noqa: F401  (first: guards a PySide6 refcount bug)
+from .models import DOWN, LEFT, RIGHT, SPACE, UP
 
 _FORMATS = {1: QImage.Format.Format_Grayscale8, 3: QImage.Format.Format_RGB888}
 _FORMATS[4] = QImage.Format.Format_RGBA8888
@@ -95,11 +96,11 @@ class FrameView(QWidget):
 
 
 _KEY_NAMES = {
-    Qt.Key.Key_Left: "Left",
-    Qt.Key.Key_Right: "Right",
-    Qt.Key.Key_Up: "Up",
-    Qt.Key.Key_Down: "Down",
-    Qt.Key.Key_Space: "Space",
+    Qt.Key.Key_Left: LEFT,
+    Qt.Key.Key_Right: RIGHT,
+    Qt.Key.Key_Up: UP,
+    Qt.Key.Key_Down: DOWN,
+    Qt.Key.Key_Space: SPACE,
 }
 
 

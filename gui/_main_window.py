@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from PySide6.QtWidgets import QMainWindow, QTabWidget
+from PySide6.QtWidgets import QMainWindow, QTabWidget, QWidget
+
+from framestore import FrameStore
 
 from ._play_tab import PlayTab
 from ._replay_tab import ReplayTab
@@ -12,7 +14,7 @@ class MainWindow(QMainWindow):
     """Holds the two tabs. The caller owns the store: call ``shutdown()`` (closeEvent
     does it) before closing the store."""
 
-    def __init__(self, store, parent=None):
+    def __init__(self, store: FrameStore, parent: QWidget | None = None):
         super().__init__(parent)
         self.store = store
         self.setWindowTitle(f"framestore — {store.root}")

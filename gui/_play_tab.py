@@ -25,6 +25,8 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from framestore import FrameStore
+
 from ._frame_view import GameView
 from .models import HudModel, KeyState, PlaySession, SessionEvent
 
@@ -66,8 +68,8 @@ class PlayTab(QWidget):
 
     def __init__(
         self,
-        store,
-        parent=None,
+        store: FrameStore,
+        parent: QWidget | None = None,
         *,
         hud: HudModel | None = None,
         env_ids: tuple[str, ...] = DEFAULT_ENVS,
@@ -83,8 +85,13 @@ class PlayTab(QWidget):
         self._closing: list[Future] = []
         self.fps_override: float | None = None
         self.steps_done = 0
+        self._make_widgets(env_ids)
+        self._lay_out()
+        self._connect()
+        self._update_buttons()
+        self.hud.update(None)
 
-        # ---------------------------------------------------------------- widgets
+    def _make_widgets(self, env_ids: tuple[str, ...]) -> None:
         self.view = GameView(message="choose an environment and press Start")
         self.view.key_pressed.connect(self.keys.press)
         self.view.key_released.connect(self._key_released)
@@ -118,6 +125,7 @@ class PlayTab(QWidget):
         self.status_label = QLabel("")
         self.status_label.setWordWrap(True)
 
+    def _lay_out(self) -> None:
         form = QFormLayout()
         form.addRow("Environment", self.env_combo)
         form.addRow("Seed", self.seed_spin)
@@ -155,7 +163,7 @@ class PlayTab(QWidget):
         layout.addLayout(left, 1)
         layout.addWidget(side_w)
 
-        # ---------------------------------------------------------------- wiring
+    def _connect(self) -> None:
         self.start_btn.clicked.connect(lambda: self.start())
         self.reset_btn.clicked.connect(self.reset)
         self.pause_btn.toggled.connect(self.set_paused)
@@ -170,10 +178,8 @@ class PlayTab(QWidget):
         self.timer.timeout.connect(self._tick)
         self.hud_timer = QTimer(self)
         self.hud_timer.setInterval(200)
-        self.hud_timer.timeout.connect(self._poll)
+        self.hud_timer.timeout.connect(self.refresh_hud)
         self.hud_timer.start()
-        self._update_buttons()
-        self.hud.update(None)
 
     # ------------------------------------------------------------------ actions
     def start(self, env_id: str | None = None, seed: int | None = None) -> None:
@@ -199,7 +205,6 @@ class PlayTab(QWidget):
             self._update_buttons()
             return
         s = self.session
-        self.lite_check.setEnabled(s.lite_supported)
         self.bindings_label.setText(s.keymap.bindings_text())
         fps = self.fps_override or s.render_fps
         self.hud.target_fps = fps
@@ -301,7 +306,8 @@ class PlayTab(QWidget):
         self.steps_done += 1
         self.stepped.emit(res)
 
-    def _poll(self) -> None:
+    def refresh_hud(self) -> None:
+        """Take the session's events and metrics now (the HUD timer does it every 200 ms)."""
         s = self.session
         if s is None:
             return

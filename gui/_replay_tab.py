@@ -4,11 +4,12 @@ compact, list refresh) run on a ``TaskRunner``."""
 
 from __future__ import annotations
 
-import inspect
 import json
 import time
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 from PySide6.QtCore import QItemSelectionModel, Qt, QTimer, Signal
 from PySide6.QtGui import QFont
 from PySide6.QtWidgets import (
@@ -31,6 +32,10 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from framestore import FrameStore
+from tools.export import ExportReport, export_episode
+from tools.gc import GcReport, collect
+
 from ._episode_table import EpisodeFilterProxy, EpisodeTableModel
 from ._frame_view import FrameView
 from ._workers import FrameLoader, TaskRunner
@@ -43,14 +48,14 @@ def _mono() -> QFont:
     return f
 
 
-def _plain(value):
-    if hasattr(value, "tolist"):  # numpy scalars and arrays
+def _plain(value: Any) -> Any:
+    if isinstance(value, np.generic | np.ndarray):
         return value.tolist()
     return str(value)
 
 
-def _short(value, limit: int = 400) -> str:
-    if hasattr(value, "tolist"):
+def _short(value: Any, limit: int = 400) -> str:
+    if isinstance(value, np.generic | np.ndarray):
         value = value.tolist()
     try:
         text = json.dumps(value, default=_plain)
@@ -68,8 +73,8 @@ class ReplayTab(QWidget):
 
     def __init__(
         self,
-        store,
-        parent=None,
+        store: FrameStore,
+        parent: QWidget | None = None,
         *,
         episodes: EpisodeListModel | None = None,
         clock: PlaybackClock | None = None,
@@ -87,8 +92,15 @@ class ReplayTab(QWidget):
         self._pending_seek: int | None = None
         self._refreshing = False
         self.live_hint = False  # set by the window while the Play tab records
+        self._make_table()
+        self._make_viewer()
+        self._lay_out()
+        self._connect()
+        self._start_timers(refresh_ms)
+        self._clock_state()
+        self.refresh()
 
-        # ---------------------------------------------------------------- table
+    def _make_table(self) -> None:
         self.table_model = EpisodeTableModel(self.episodes, self)
         self.proxy = EpisodeFilterProxy(self.table_model, self)
         self.table = QTableView()
@@ -111,7 +123,7 @@ class ReplayTab(QWidget):
         self.task_label = QLabel("")
         self.task_label.setWordWrap(True)
 
-        # ---------------------------------------------------------------- viewer
+    def _make_viewer(self) -> None:
         self.view = FrameView(message="select an episode")
         self.slider = QSlider(Qt.Orientation.Horizontal)
         self.slider.setRange(0, 0)
@@ -133,7 +145,7 @@ class ReplayTab(QWidget):
         self.step_text.setFont(_mono())
         self.step_text.setMaximumWidth(320)
 
-        # ---------------------------------------------------------------- layout
+    def _lay_out(self) -> None:
         table_side = QVBoxLayout()
         table_side.addWidget(self.filter_edit)
         table_side.addWidget(self.table, 1)
@@ -171,7 +183,7 @@ class ReplayTab(QWidget):
         layout = QVBoxLayout(self)
         layout.addWidget(split)
 
-        # ---------------------------------------------------------------- wiring
+    def _connect(self) -> None:
         self.filter_edit.textChanged.connect(self.proxy.set_filter_text)
         self.table.selectionModel().currentRowChanged.connect(self._row_changed)
         self.refresh_btn.clicked.connect(self.refresh)
@@ -195,6 +207,7 @@ class ReplayTab(QWidget):
         self.loader.length_changed.connect(self._length_changed)
         self.loader.failed.connect(self._load_failed)
 
+    def _start_timers(self, refresh_ms: int) -> None:
         self.play_timer = QTimer(self)
         self.play_timer.setTimerType(Qt.TimerType.PreciseTimer)
         self.play_timer.setInterval(8)
@@ -204,8 +217,6 @@ class ReplayTab(QWidget):
         self.refresh_timer.setInterval(refresh_ms)
         self.refresh_timer.timeout.connect(self._maybe_refresh)
         self.refresh_timer.start()
-        self._clock_state()
-        self.refresh()
 
     # ------------------------------------------------------------------ episode list
     def refresh(self) -> None:
@@ -374,16 +385,12 @@ class ReplayTab(QWidget):
 
         self.tasks.run(fn, on_done=done, on_error=failed, on_progress=progress)
 
-    def export(self, episode_id: int, out: str | Path, **kwargs) -> None:
-        """Export an episode (MP4/GIF/NPZ/... by extension) in the background."""
-        from tools.export import export_episode
-
-        takes_progress = "progress" in inspect.signature(export_episode).parameters
+    def export(self, episode_id: int, out: str | Path, **kwargs: Any) -> None:
+        """Export an episode (MP4/GIF/NPZ/... by extension) in the background;
+        ``kwargs`` go to ``tools.export.export_episode``."""
 
         def job(progress):
-            if takes_progress:
-                kwargs["progress"] = progress
-            return export_episode(self.store, episode_id, out, **kwargs)
+            return export_episode(self.store, episode_id, out, progress=progress, **kwargs)
 
         self._start_job(f"export of episode {episode_id} to {out}", job)
 
@@ -429,7 +436,6 @@ class ReplayTab(QWidget):
 
     def compact(self) -> None:
         """Run gc (compaction) in the background with progress."""
-        from tools.gc import collect
 
         def job(progress):
             report = collect(self.store, progress=progress)
@@ -445,14 +451,12 @@ class ReplayTab(QWidget):
         self.tasks.wait()
 
 
-def _summary(result) -> str:
+def _summary(result: GcReport | ExportReport | list | None) -> str:
+    """One line about a finished store job (compact, export, delete)."""
     if result is None:
         return "ok"
-    for attr in ("bytes_reclaimed", "frames"):
-        if hasattr(result, attr):
-            v = getattr(result, attr)
-            v = v() if callable(v) else v
-            return f"{attr.replace('_', ' ')} {v}"
-    if isinstance(result, list):
-        return f"{len(result)} item(s)"
-    return str(result)[:120]
+    if isinstance(result, GcReport):
+        return f"bytes reclaimed {result.bytes_reclaimed}"
+    if isinstance(result, ExportReport):
+        return f"frames {result.frames}"
+    return f"{len(result)} item(s)"

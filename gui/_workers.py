@@ -10,6 +10,8 @@ from typing import Any
 
 from PySide6.QtCore import QObject, QRunnable, QThread, QThreadPool, QTimer, Signal, Slot
 
+from framestore import FrameStore, FrameStoreError
+
 from . import _compat  # noqa: F401  (first: guards a PySide6 refcount bug)
 
 
@@ -22,7 +24,7 @@ class _LoaderWorker(QObject):
     length_changed = Signal(int, int, bool)  # episode id, rows, live
     failed = Signal(int, str)
 
-    def __init__(self, store, latest: Callable[[], int]):
+    def __init__(self, store: FrameStore, latest: Callable[[], int]):
         super().__init__()
         self.store = store
         self._latest = latest
@@ -42,7 +44,7 @@ class _LoaderWorker(QObject):
             fps = 0.0
             try:
                 fps = float(self.store.run(ep.run_id).config.get("render_fps") or 0.0)
-            except Exception:
+            except (FrameStoreError, TypeError, ValueError):  # no run row, odd config: no fps
                 pass
             self.opened.emit(episode_id, ep, len(self._locs), self._live, fps)
         except Exception as e:  # noqa: BLE001 - shown in the viewer
@@ -129,7 +131,7 @@ class FrameLoader(QObject):
     _load = Signal(int, int, int, int)
     _poll = Signal(int)
 
-    def __init__(self, store, parent=None, *, poll_ms: int = 250):
+    def __init__(self, store: FrameStore, parent: QObject | None = None, *, poll_ms: int = 250):
         super().__init__(parent)
         self._gen = 0
         self._gen_lock = threading.Lock()

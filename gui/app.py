@@ -1,23 +1,69 @@
-"""``python -m gui [STORE]`` / ``framestore gui [STORE]``: start the GUI.
+"""The GUI as a function: ``run(store, GuiOptions(...))`` opens the window and returns an
+exit code. ``framestore gui`` (``tools/cli_gui.py``) parses the command line, builds the
+``GuiOptions`` once and calls ``run``; importing this module imports Qt.
 
 Headless screenshots (the window is rendered offscreen, saved, and the app exits):
 
-* ``--replay EPISODE_ID --frame K --screenshot OUT.png``: the replay viewer at step K;
-* ``--play ENV_ID --steps N --screenshot OUT.png``: N steps of a seeded random policy in
-  the Play tab, recorded into STORE.
+* ``GuiOptions(replay=EPISODE_ID, frame=K, screenshot=OUT)``: the replay viewer at step K;
+* ``GuiOptions(play=ENV_ID, steps=N, screenshot=OUT)``: N steps of a seeded random policy
+  in the Play tab, recorded into the store.
 """
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
-EXIT_OK = 0
-EXIT_ERROR = 1
-EXIT_USAGE = 2
+from PySide6.QtWidgets import QApplication
+
+from framestore import FrameStore, FrameStoreError
+from tools.exitcodes import ExitCode
+
+from ._main_window import MainWindow
+
+__all__ = ["GuiOptions", "default_store_path", "run"]
+
+
+@dataclass(frozen=True)
+class GuiOptions:
+    """What ``framestore gui`` was asked to do besides opening the window.
+
+    Attributes:
+        replay: open this episode in the Replay tab.
+        frame: the step to show (with ``replay``).
+        play: start this environment id in the Play tab.
+        steps: steps of the scripted random policy (with ``play`` and ``screenshot``).
+        seed: seed of ``play``.
+        preset: recording preset (with ``play``); ``None`` is the game's default.
+        fast: with ``screenshot``, play as fast as possible instead of at render fps.
+        screenshot: save a screenshot of the window here and exit (needs ``replay`` or
+            ``play``).
+        timeout: seconds to wait for the frame or the steps of a screenshot.
+
+    Raises:
+        ValueError: for a combination that cannot work (both ``replay`` and ``play``;
+            ``screenshot`` without either).
+    """
+
+    replay: int | None = None
+    frame: int = 0
+    play: str | None = None
+    steps: int = 300
+    seed: int = 0
+    preset: str | None = None
+    fast: bool = False
+    screenshot: Path | None = None
+    timeout: float = 120.0
+
+    def __post_init__(self) -> None:
+        if self.replay is not None and self.play is not None:
+            raise ValueError("use --replay or --play, not both")
+        if self.screenshot is not None and self.replay is None and self.play is None:
+            raise ValueError("--screenshot needs --replay or --play")
 
 
 def default_store_path() -> Path:
@@ -26,24 +72,45 @@ def default_store_path() -> Path:
     return Path(base) / "framestore" / "default.store"
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="framestore gui", description="Play with recording, live HUD, replay viewer."
-    )
-    p.add_argument("store", nargs="?", help=f"store directory (default {default_store_path()})")
-    p.add_argument("--replay", type=int, metavar="EPISODE_ID", help="open this episode")
-    p.add_argument("--frame", type=int, default=0, metavar="K", help="step to show (--replay)")
-    p.add_argument("--play", metavar="ENV_ID", help="start this environment in the Play tab")
-    p.add_argument("--steps", type=int, default=300, help="steps of the scripted policy (--play)")
-    p.add_argument("--seed", type=int, default=0, help="seed of --play")
-    p.add_argument("--preset", default=None, help="recording preset (--play)")
-    p.add_argument("--fast", action="store_true", help="--play as fast as possible")
-    p.add_argument("--screenshot", metavar="OUT.png", help="save a screenshot and exit")
-    p.add_argument("--timeout", type=float, default=120.0, help="give up a screenshot after S s")
-    return p
+def _error(text: str) -> None:
+    print(f"framestore gui: error: {text}", file=sys.stderr)
 
 
-def _wait(app, cond, timeout: float) -> bool:
+def run(store: Path | None, options: GuiOptions) -> int:
+    """Open the GUI on a store (``default_store_path()`` for ``None``) and return an
+    ``ExitCode``. With ``options.screenshot`` it saves the window and returns; otherwise
+    it runs the Qt event loop until the window closes."""
+    if options.screenshot is not None:
+        # read when the QApplication is made: a screenshot needs no screen
+        os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+    store_path = store if store is not None else default_store_path()
+    try:
+        opened = FrameStore.open(store_path, create=options.replay is None)
+    except (FrameStoreError, OSError) as e:
+        _error(str(e))
+        return ExitCode.USAGE
+
+    app = QApplication.instance() or QApplication([sys.argv[0] if sys.argv else "framestore"])
+    win = MainWindow(opened)
+    try:
+        win.show()
+        code = ExitCode.OK
+        if options.replay is not None:
+            code = _replay(app, win, options)
+        elif options.play is not None:
+            code = _play(app, win, options)
+        if options.screenshot is None and code == ExitCode.OK:
+            app.exec()
+        return code
+    finally:
+        win.shutdown()
+        win.close()
+        win.deleteLater()
+        app.processEvents()
+        opened.close()
+
+
+def _wait(app: QApplication, cond: Callable[[], object], timeout: float) -> bool:
     deadline = time.monotonic() + timeout
     while not cond():
         if time.monotonic() > deadline:
@@ -53,140 +120,85 @@ def _wait(app, cond, timeout: float) -> bool:
     return True
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Run the GUI; returns an exit code."""
-    args = build_parser().parse_args(argv)
-    if args.screenshot:
-        os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
-        if args.replay is None and args.play is None:
-            print("framestore gui: error: --screenshot needs --replay or --play", file=sys.stderr)
-            return EXIT_USAGE
-    if args.replay is not None and args.play is not None:
-        print("framestore gui: error: use --replay or --play, not both", file=sys.stderr)
-        return EXIT_USAGE
-
-    from PySide6.QtWidgets import QApplication
-
-    from framestore import FrameStore
-    from framestore.errors import FrameStoreError
-
-    from ._main_window import MainWindow
-
-    store_path = Path(args.store) if args.store else default_store_path()
-    try:
-        store = FrameStore.open(store_path, create=args.replay is None)
-    except (FrameStoreError, OSError) as e:
-        print(f"framestore gui: error: {e}", file=sys.stderr)
-        return EXIT_USAGE
-
-    app = QApplication.instance() or QApplication([sys.argv[0] if sys.argv else "framestore"])
-    win = MainWindow(store)
-    code = EXIT_OK
-    try:
-        win.show()
-        if args.replay is not None:
-            code = _replay(app, win, args)
-        elif args.play is not None:
-            code = _play(app, win, args)
-        if args.screenshot:
-            return code
-        if code == EXIT_OK:
-            app.exec()
-        return code
-    finally:
-        win.shutdown()
-        win.close()
-        win.deleteLater()
-        app.processEvents()
-        store.close()
-
-
-def _replay(app, win, args) -> int:
+def _replay(app: QApplication, win: MainWindow, options: GuiOptions) -> ExitCode:
+    """Open ``options.replay`` at ``options.frame`` and wait until that frame is shown."""
     tab = win.replay_tab
     win.tabs.setCurrentWidget(tab)
+    want = (options.replay, options.frame)
     shown: list[tuple[int, int]] = []
     errors: list[str] = []
+    rows: list[int] = []  # of the opened episode, unless it is still being recorded
     tab.frame_shown.connect(lambda e, s: shown.append((e, s)))
     tab.loader.failed.connect(lambda e, text: errors.append(text))
-    tab.open_episode(args.replay, at=args.frame)
-    ok = _wait(
-        app,
-        lambda: (args.replay, args.frame) in shown or errors,
-        args.timeout,
-    )
+    tab.loader.opened.connect(lambda e, info, n, live, fps: None if live else rows.append(n))
+    tab.open_episode(options.replay, at=options.frame)
+
+    def done() -> bool:
+        missing = bool(rows) and not 0 <= options.frame < rows[-1]  # never comes: stop now
+        return want in shown or bool(errors) or missing
+
+    ok = _wait(app, done, options.timeout)
     if errors or not ok:
-        msg = errors[0] if errors else "timed out waiting for the frame"
-        print(f"framestore gui: error: {msg}", file=sys.stderr)
-        return EXIT_USAGE if errors else EXIT_ERROR
-    if (args.replay, args.frame) not in shown or tab.clock.index != args.frame:
-        print(
-            f"framestore gui: error: episode {args.replay} has no step {args.frame} "
-            f"({tab.clock.length} steps)",
-            file=sys.stderr,
-        )
-        return EXIT_USAGE
+        _error(errors[0] if errors else "timed out waiting for the frame")
+        return ExitCode.USAGE if errors else ExitCode.PROBLEMS
+    if want not in shown or tab.clock.index != options.frame:
+        _error(f"episode {options.replay} has no step {options.frame} ({tab.clock.length} steps)")
+        return ExitCode.USAGE
     _wait(app, lambda: tab.episodes.row_count() > 0, 5.0)
-    tab.select_episode(args.replay)
+    tab.select_episode(options.replay)
     _settle(app)
-    if args.screenshot:
-        return _save(win, args.screenshot)
-    return EXIT_OK
+    if options.screenshot is not None:
+        return _save(win, options.screenshot)
+    return ExitCode.OK
 
 
-def _play(app, win, args) -> int:
+def _play(app: QApplication, win: MainWindow, options: GuiOptions) -> ExitCode:
+    """Start ``options.play``; for a screenshot, record ``options.steps`` steps of a seeded
+    random policy first."""
     tab = win.play_tab
     win.tabs.setCurrentWidget(tab)
-    if args.preset:
-        i = tab.preset_combo.findData(args.preset)
+    if options.preset:
+        i = tab.preset_combo.findData(options.preset)
         if i < 0:
-            print(f"framestore gui: error: unknown preset {args.preset!r}", file=sys.stderr)
-            return EXIT_USAGE
+            _error(f"unknown preset {options.preset!r}")
+            return ExitCode.USAGE
         tab.preset_combo.setCurrentIndex(i)
-    if not args.screenshot:
-        tab.start(args.play, seed=args.seed)
-        return EXIT_OK if tab.session is not None else EXIT_USAGE
+    if options.screenshot is None:
+        tab.start(options.play, seed=options.seed)
+        return ExitCode.OK if tab.session is not None else ExitCode.USAGE
     tab.record_btn.setChecked(True)
-    if args.fast:
+    if options.fast:
         tab.fps_override = 1000.0
     tab.set_policy(lambda s: s.sample_action())
-    tab.start(args.play, seed=args.seed)
-    if tab.session is None:
-        print(f"framestore gui: error: {tab.status_label.text()}", file=sys.stderr)
-        return EXIT_USAGE
+    tab.start(options.play, seed=options.seed)
+    session = tab.session
+    if session is None:
+        _error(tab.status_label.text())
+        return ExitCode.USAGE
     errors: list[str] = []
     tab.session_event.connect(lambda ev: errors.append(ev.text) if ev.kind == "error" else None)
-    session = tab.session
     start = session.frames_seen
-    ok = _wait(
-        app,
-        lambda: session.frames_seen - start >= args.steps or errors,
-        args.timeout,
-    )
-    if errors:
-        print(f"framestore gui: error: {errors[0]}", file=sys.stderr)
-        return EXIT_ERROR
-    if not ok:
-        print("framestore gui: error: timed out playing", file=sys.stderr)
-        return EXIT_ERROR
+    ok = _wait(app, lambda: session.frames_seen - start >= options.steps or errors, options.timeout)
+    if errors or not ok:
+        _error(errors[0] if errors else "timed out playing")
+        return ExitCode.PROBLEMS
     tab.timer.stop()
-    tab._poll()  # HUD numbers as of the last step
+    tab.refresh_hud()  # HUD numbers as of the last step
     _settle(app)
-    code = _save(win, args.screenshot)
-    return code
+    return _save(win, options.screenshot)
 
 
-def _settle(app, seconds: float = 0.2) -> None:
+def _settle(app: QApplication, seconds: float = 0.2) -> None:
     end = time.monotonic() + seconds
     while time.monotonic() < end:
         app.processEvents()
         time.sleep(0.01)
 
 
-def _save(win, out: str) -> int:
-    path = Path(out)
+def _save(win: MainWindow, path: Path) -> ExitCode:
     path.parent.mkdir(parents=True, exist_ok=True)
     if not win.grab().save(str(path), "PNG"):
-        print(f"framestore gui: error: cannot write {path}", file=sys.stderr)
-        return EXIT_ERROR
+        _error(f"cannot write {path}")
+        return ExitCode.PROBLEMS
     print(f"screenshot saved to {path}")
-    return EXIT_OK
+    return ExitCode.OK

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import errno
 import sys
-from dataclasses import dataclass
+from dataclasses import replace
 
 import gymnasium as gym
 import numpy as np
 import pytest
 
+from framestore import DiskFull, RecorderMetrics
 from gui.models import (
     EpisodeListModel,
     EpisodeRow,
@@ -224,68 +226,81 @@ def test_list_sort_and_filter():
     assert m.display(m.rows[0], size) == "1000 B"
 
 
-def test_list_fetch_reads_store_and_caches_sizes():
-    @dataclass
-    class Ep:
-        id: int
-        run_id: int = 1
-        env_id: str = "CartPole-v1"
-        index: int = 0
-        seed: int | None = 0
-        steps: int = 5
-        total_reward: float = 5.0
-        status: str = "complete"
-        frames: int = 5
-
-    class FakeStore:
-        calls = 0
-
-        def episodes(self):
-            return [Ep(1), Ep(2, status="recording", steps=self.calls + 1)]
-
-        def episode_bytes(self, eid):
-            FakeStore.calls += 1
-            return 100 * eid
-
-    st = FakeStore()
-    m = EpisodeListModel()
-    m.refresh(st)
-    assert [(r.id, r.size) for r in m.rows] == [(1, 100), (2, 200)]
-    calls = FakeStore.calls
-    m.refresh(st)
-    assert FakeStore.calls == calls + 1  # only the growing episode is measured again
+def test_list_fetch_reads_store_and_caches_sizes(store, assault_frames, monkeypatch):
+    rec = store.recorder("ALE/Assault-v5")
+    try:
+        e1 = rec.begin_episode(seed=0)
+        for i in range(5):
+            rec.record_step(assault_frames[i], action=i % 7 if i else None)
+        rec.end_episode()
+        e2 = rec.begin_episode(seed=1)  # still being recorded: it grows
+        for i in range(3):
+            rec.record_step(assault_frames[i], action=i % 7 if i else None)
+        rec.flush()
+        real_bytes = store.episode_bytes
+        calls: list[int] = []
+        monkeypatch.setattr(
+            store, "episode_bytes", lambda eid: calls.append(eid) or real_bytes(eid)
+        )
+        m = EpisodeListModel()
+        m.refresh(store)
+        assert [(r.id, r.status, r.size) for r in m.rows] == [
+            (e1, "complete", real_bytes(e1)),
+            (e2, "recording", real_bytes(e2)),
+        ]
+        assert all(r.size > 0 for r in m.rows)
+        calls.clear()
+        m.refresh(store)
+        assert calls == []  # nothing changed: sizes come from the cache
+        rec.record_step(assault_frames[3], action=1)
+        rec.flush()
+        m.refresh(store)
+        assert calls == [e2]  # only the growing episode is measured again
+        assert m.rows[1].steps == 4
+    finally:
+        rec.close()
 
 
 # =============================================================================== HUD
-@dataclass
-class FakeFrames:
-    queue_frames: int = 0
-    queue_bytes: int = 0
-    bound_frames: int = 100
-    bound_bytes: int = 10_000_000
-    high_water_frames: int = 0
-    frames_written: int = 0
-    frames_dropped: int = 0
-    bytes_in: int = 1000
-    bytes_out: int = 10
-    last_flush_ms: float = 0.0
-    max_flush_ms: float = 0.0
-    error: str | None = None
-
-    @property
-    def compression_ratio(self) -> float:
-        return self.bytes_in / self.bytes_out if self.bytes_out else 0.0
+@pytest.fixture
+def recorder_metrics(store, assault_frames) -> RecorderMetrics:
+    """The metrics of a real Recorder that recorded 5 Assault steps (all written)."""
+    rec = store.recorder("ALE/Assault-v5")
+    try:
+        rec.begin_episode(seed=0)
+        for i in range(5):
+            rec.record_step(assault_frames[i], action=i % 7 if i else None)
+        rec.end_episode()
+        rec.flush()
+        return rec.metrics()
+    finally:
+        rec.close()
 
 
-@dataclass
-class FakeMetrics:
-    frames: FakeFrames
-    sink: object = None
-    steps_recorded: int = 0
-    episodes_recorded: int = 0
-    durability: str = "balanced"
-    preset: str | None = "default"
-    host_profile: str | None = None
+def metrics(
+    base: RecorderMetrics, *, sink_failed: bool = False, **frames: object
+) -> RecorderMetrics:
+    """``base`` with the frame writer's numbers set to known values (a queue bound of 100
+    frames / 10 MB, 100x compression, nothing queued, slow or failed), then ``frames``."""
+    known = dict(
+        queue_frames=0,
+        queue_bytes=0,
+        bound_frames=100,
+        bound_bytes=10_000_000,
+        high_water_frames=0,
+        frames_written=0,
+        frames_dropped=0,
+        bytes_in=1000,
+        bytes_out=10,
+        last_flush_ms=0.0,
+        max_flush_ms=0.0,
+        error=None,
+    )
+    return replace(
+        base,
+        frames=replace(base.frames, **{**known, **frames}),
+        sink=replace(base.sink, failed=sink_failed),
+    )
 
 
 class FakeClock:
@@ -311,41 +326,82 @@ def test_hud_fps_and_frame_time_from_presented_frames():
     assert "not recording" in hud.lines()[-1]
 
 
-def test_hud_queue_warning_at_80_percent():
+def test_hud_queue_warning_at_80_percent(recorder_metrics):
+    m = recorder_metrics
     hud = HudModel()
-    assert codes(hud.update(FakeMetrics(FakeFrames(queue_frames=79)))) == []
-    s = hud.update(FakeMetrics(FakeFrames(queue_frames=80, high_water_frames=80)))
+    assert codes(hud.update(metrics(m, queue_frames=79))) == []
+    s = hud.update(metrics(m, queue_frames=80, high_water_frames=80))
     assert codes(s) == ["LOG932"]
     assert s.queue_frames == 80 and s.queue_high_water == 80 and s.compression_ratio == 100
     # the byte bound counts too
-    s = hud.update(FakeMetrics(FakeFrames(queue_frames=1, queue_bytes=9_000_000)))
+    s = hud.update(metrics(m, queue_frames=1, queue_bytes=9_000_000))
     assert codes(s) == ["LOG932"]
 
 
-def test_hud_slow_flush_warning_is_held_for_a_while():
+def test_hud_slow_flush_warning_is_held_for_a_while(recorder_metrics):
+    m = recorder_metrics
     clock = FakeClock()
     hud = HudModel(clock=clock, hold_seconds=5)
-    assert codes(hud.update(FakeMetrics(FakeFrames(max_flush_ms=200)))) == []
-    s = hud.update(FakeMetrics(FakeFrames(last_flush_ms=10, max_flush_ms=400)))
+    assert codes(hud.update(metrics(m, max_flush_ms=200))) == []
+    s = hud.update(metrics(m, last_flush_ms=10, max_flush_ms=400))
     assert codes(s) == ["LOG934"] and "400 ms" in s.warnings[0].text
     clock.t = 4.0
-    assert codes(hud.update(FakeMetrics(FakeFrames(max_flush_ms=400)))) == ["LOG934"]
+    assert codes(hud.update(metrics(m, max_flush_ms=400))) == ["LOG934"]
     clock.t = 6.0
-    assert codes(hud.update(FakeMetrics(FakeFrames(max_flush_ms=400)))) == []
+    assert codes(hud.update(metrics(m, max_flush_ms=400))) == []
 
 
-def test_hud_disk_full_and_writer_errors():
-    import errno
-
+def test_hud_disk_full_and_writer_errors(recorder_metrics):
+    m = recorder_metrics
     hud = HudModel()
     hud.set_error(OSError(errno.ENOSPC, "No space left on device"))
     s = hud.update(None)
     assert codes(s) == ["DISK_FULL"] and s.warnings[0].severity == "error"
     hud.set_error(None)
     assert codes(hud.update(None)) == []
-    s = hud.update(FakeMetrics(FakeFrames(error="writer thread died: boom", frames_dropped=3)))
+    s = hud.update(metrics(m, error="writer thread died: boom", frames_dropped=3))
     assert codes(s) == ["FRAMES_DROPPED", "WRITER_ERROR"]
     assert "boom" in s.warnings[-1].text
+
+
+def test_hud_knows_disk_full_by_type_through_the_error_chain():
+    from framestore.errors import SinkError
+
+    hud = HudModel()
+    try:
+        try:
+            raise DiskFull("segments/seg-000001.fseg")
+        except DiskFull as full:
+            raise SinkError("telemetry DB sink failed") from full
+    except SinkError as e:
+        hud.set_error(e)
+    s = hud.update(None)
+    assert codes(s) == ["DISK_FULL"] and "telemetry DB sink failed" in s.warnings[0].text
+
+
+def test_hud_shows_a_real_recorders_numbers(recorder_metrics):
+    m = recorder_metrics
+    hud = HudModel()
+    s = hud.update(m)
+    assert s.recording and s.warnings == ()
+    assert s.frames_written == 5 and s.steps_recorded == 5 and s.frames_dropped == 0
+    assert s.queue_bound == m.frames.bound_frames > 0
+    assert s.bytes_in == 5 * 210 * 160 * 3 and 0 < s.bytes_out < s.bytes_in
+    assert s.durability == m.durability and s.preset == m.preset
+    assert "written 5" in "\n".join(hud.lines())
+
+
+def test_hud_warns_when_the_sink_failed(recorder_metrics):
+    """``SinkMetrics.failed`` (the SQLite sink thread died) is a recording failure."""
+    hud = HudModel()
+    assert codes(hud.update(metrics(recorder_metrics))) == []
+    s = hud.update(metrics(recorder_metrics, sink_failed=True))
+    assert codes(s) == ["WRITER_ERROR"] and s.warnings[0].severity == "error"
+    assert "sink" in s.warnings[0].text
+    # it stays until the next recording clears it
+    assert codes(hud.update(metrics(recorder_metrics))) == ["WRITER_ERROR"]
+    hud.set_error(None)
+    assert codes(hud.update(metrics(recorder_metrics))) == []
 
 
 # =============================================================================== keys

@@ -320,24 +320,44 @@ def test_export_delete_and_compact_run_in_background(qtbot, store, assault_frame
 # =============================================================================== app
 def test_screenshot_replay_and_play(qtbot, store_path, assault_frames, tmp_path):
     from framestore import FrameStore
-    from gui.app import main
+    from gui.app import GuiOptions, run
 
     with FrameStore.open(store_path) as st:
         eid = record_assault(st, assault_frames, 120)
     out = tmp_path / "replay.png"
-    assert (
-        main([str(store_path), "--replay", str(eid), "--frame", "42", "--screenshot", str(out)])
-        == 0
-    )
+    assert run(store_path, GuiOptions(replay=eid, frame=42, screenshot=out)) == 0
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     out2 = tmp_path / "play.png"
-    args = [str(store_path), "--play", "CartPole-v1", "--steps", "60", "--fast"]
-    assert main([*args, "--screenshot", str(out2)]) == 0
+    options = GuiOptions(play="CartPole-v1", steps=60, fast=True, screenshot=out2)
+    assert run(store_path, options) == 0
     assert out2.stat().st_size > 1000
     with FrameStore.open(store_path) as st:
         eps = st.episodes()
         assert len(eps) >= 2 and eps[-1].env_id == "CartPole-v1"
-    assert main([str(store_path), "--replay", "999", "--screenshot", str(out)]) == 2
+    assert run(store_path, GuiOptions(replay=999, screenshot=out)) == 2
+
+
+def test_gui_verb_builds_options_and_runs_the_gui(qtbot, store_path, assault_frames, tmp_path):
+    """``framestore gui`` is the composition root: its options reach ``gui.app.run``."""
+    from click.testing import CliRunner
+
+    from framestore import FrameStore
+    from tools.cli import cli
+
+    with FrameStore.open(store_path) as st:
+        eid = record_assault(st, assault_frames, 30)
+    out = tmp_path / "replay.png"
+    args = [str(store_path), "--replay", str(eid), "--frame", "7", "--screenshot", str(out)]
+    r = CliRunner().invoke(cli, ["gui", *args])
+    assert r.exit_code == 0, r.output
+    assert "screenshot saved" in r.output and out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    r = CliRunner().invoke(cli, ["gui", *args[:3], "--frame", "30", "--screenshot", str(out)])
+    assert r.exit_code == 2 and "has no step 30 (30 steps)" in r.output
+    # options that cannot work are usage errors before any window opens
+    r = CliRunner().invoke(cli, ["gui", str(store_path), "--screenshot", str(out)])
+    assert r.exit_code == 2 and "--screenshot needs --replay or --play" in r.output
+    r = CliRunner().invoke(cli, ["gui", str(store_path), "--replay", "1", "--play", "CartPole-v1"])
+    assert r.exit_code == 2 and "not both" in r.output
 
 
 def test_main_window_shuts_down_cleanly(qtbot, store, assault_frames):

@@ -25,15 +25,17 @@ from framestore.errors import (
 )
 from framestore.jsonsafe import dumps
 
-# Exit codes (documented in README "CLI"):
-EXIT_OK = 0
-EXIT_PROBLEMS = 1  # verify found problems
-EXIT_USAGE = 2  # bad input, unknown ids, not a store (click uses 2 for usage errors too)
-EXIT_DATA_LOSS = 3  # recover completed, but some data was lost
-EXIT_LOCKED = 4  # another writer holds the store
-EXIT_CORRUPT = 5  # corrupt data met while reading
-EXIT_IO = 6  # disk full, writer failed, other I/O errors
-EXIT_INTERRUPTED = 130
+from .exitcodes import ExitCode
+
+# The verbs' short names for ``ExitCode`` members (defined once in ``tools.exitcodes``).
+EXIT_OK = ExitCode.OK
+EXIT_PROBLEMS = ExitCode.PROBLEMS
+EXIT_USAGE = ExitCode.USAGE
+EXIT_DATA_LOSS = ExitCode.DATA_LOSS
+EXIT_LOCKED = ExitCode.LOCKED
+EXIT_CORRUPT = ExitCode.CORRUPT
+EXIT_IO = ExitCode.IO
+EXIT_INTERRUPTED = ExitCode.INTERRUPTED
 
 
 def root_error(exc: BaseException) -> BaseException:
@@ -65,7 +67,7 @@ def exit_code_for(exc: BaseException) -> int:
         return EXIT_USAGE
     if isinstance(exc, OSError):
         return EXIT_IO
-    return 1
+    return EXIT_PROBLEMS
 
 
 def _sqlite_exit_code(exc: sqlite3.Error) -> int:

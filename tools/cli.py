@@ -18,6 +18,7 @@ from ._common import (
     human_bytes,
     show_progress,
 )
+from .cli_gui import gui_command
 
 store_arg = click.argument("store", type=click.Path(file_okay=True, dir_okay=True))
 json_opt = click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
@@ -135,7 +136,7 @@ def ls_cmd(store, as_json):
 
 def _register_optional_commands() -> None:
     """Verbs that live in their own modules (kept out of this file so each stays small)."""
-    for module in ("tools.cli_maintenance", "tools.cli_export", "tools.cli_perf", "tools.cli_gui"):
+    for module in ("tools.cli_maintenance", "tools.cli_export", "tools.cli_perf"):
         try:
             mod = importlib.import_module(module)
         except ModuleNotFoundError as e:
@@ -147,6 +148,7 @@ def _register_optional_commands() -> None:
 
 
 _register_optional_commands()
+cli.add_command(gui_command)  # imports gui (and Qt) only when the verb runs
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,14 +1,18 @@
-"""``framestore gui``: starts the PySide6 GUI. Qt is imported only when this verb runs
-(through ``importlib``), so the rest of the CLI never needs it."""
+"""``framestore gui``: the composition root of the desktop app. It builds ``GuiOptions``
+from the command line and calls ``gui.app.run``.
+
+This is the one import from ``tools`` up into ``gui`` (allowed by name in the layers
+contract in pyproject.toml). It happens inside the command, so Qt is imported only when
+this verb runs and the rest of the CLI never needs PySide6.
+"""
 
 from __future__ import annotations
 
-import importlib
-import sys
+from pathlib import Path
 
 import click
 
-from ._common import EXIT_USAGE
+from .exitcodes import ExitCode
 
 
 @click.command(name="gui")
@@ -21,28 +25,42 @@ from ._common import EXIT_USAGE
 @click.option("--preset", default=None, help="Recording preset (--play).")
 @click.option("--fast", is_flag=True, help="With --screenshot: play as fast as possible.")
 @click.option("--screenshot", type=click.Path(dir_okay=False), help="Save a screenshot, exit.")
-def gui_command(store, replay, frame, play_env, steps, seed, preset, fast, screenshot):
+@click.pass_context
+def gui_command(
+    ctx: click.Context,
+    store: str | None,
+    replay: int | None,
+    frame: int,
+    play_env: str | None,
+    steps: int,
+    seed: int,
+    preset: str | None,
+    fast: bool,
+    screenshot: str | None,
+) -> None:
     """Play with recording, live HUD, replay viewer (default store: the user's data dir)."""
     try:
-        app = importlib.import_module("gui.app")
-    except ImportError as e:
+        from gui.app import GuiOptions, run
+    except ImportError as e:  # PySide6 (or a library Qt needs) is missing
         click.echo(
             f"framestore: error: the GUI needs PySide6 ({e}): pip install 'framestore[gui]'",
             err=True,
         )
-        sys.exit(EXIT_USAGE)
-    argv = [store] if store else []
-    if replay is not None:
-        argv += ["--replay", str(replay), "--frame", str(frame)]
-    if play_env:
-        argv += ["--play", play_env, "--steps", str(steps), "--seed", str(seed)]
-    if preset:
-        argv += ["--preset", preset]
-    if fast:
-        argv.append("--fast")
-    if screenshot:
-        argv += ["--screenshot", screenshot]
-    sys.exit(app.main(argv))
+        ctx.exit(ExitCode.USAGE)
+    try:
+        options = GuiOptions(
+            replay=replay,
+            frame=frame,
+            play=play_env,
+            steps=steps,
+            seed=seed,
+            preset=preset,
+            fast=fast,
+            screenshot=Path(screenshot) if screenshot else None,
+        )
+    except ValueError as e:
+        raise click.UsageError(str(e), ctx) from None
+    ctx.exit(run(Path(store) if store else None, options))
 
 
 COMMANDS = [gui_command]

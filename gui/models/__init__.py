@@ -1,0 +1,64 @@
+"""The GUI's logic in pure Python: no Qt here, so all of it is testable without a display.
+
+* ``PlaybackClock`` (``_playback``): replay position, fps, speed, loop, reverse, follow-live.
+* ``EpisodeListModel`` (``_episodes``): the episode table's rows, sorting, filtering, diffs.
+* ``HudModel`` (``_hud``): what the recording HUD shows, warnings included.
+* ``KeyMapper`` / ``KeyState`` (``_keys``): human keyboard control per environment family.
+* ``PlaySession`` (``_session``): an environment plus an optional recording (direct or
+  telemetry-lite).
+* ``Signal`` (``_signal``): the callback list the models notify widgets through.
+
+Widgets (``gui/_*.py``) take these models in their constructors, subscribe to their
+``Signal`` attributes and write back only through their setters.
+"""
+
+from __future__ import annotations
+
+from ._episodes import COLUMNS, EpisodeListModel, EpisodeRow
+from ._hud import HudModel, HudState, HudWarning
+from ._keys import (
+    DOWN,
+    LEFT,
+    RIGHT,
+    SPACE,
+    UP,
+    AtariKeyMapper,
+    BoxKeyMapper,
+    CarRacingKeyMapper,
+    DiscreteKeyMapper,
+    KeyMapper,
+    KeyState,
+)
+from ._playback import SPEED_MAX, SPEED_MIN, SPEEDS, PlaybackClock
+from ._session import PlaySession, SessionEvent, StepResult
+from ._signal import Signal
+from ._text import human_bytes
+
+__all__ = [
+    "Signal",
+    "PlaybackClock",
+    "SPEEDS",
+    "SPEED_MIN",
+    "SPEED_MAX",
+    "EpisodeRow",
+    "EpisodeListModel",
+    "COLUMNS",
+    "HudWarning",
+    "HudState",
+    "HudModel",
+    "KeyState",
+    "KeyMapper",
+    "AtariKeyMapper",
+    "CarRacingKeyMapper",
+    "DiscreteKeyMapper",
+    "BoxKeyMapper",
+    "LEFT",
+    "RIGHT",
+    "UP",
+    "DOWN",
+    "SPACE",
+    "StepResult",
+    "SessionEvent",
+    "PlaySession",
+    "human_bytes",
+]
