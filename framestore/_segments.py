@@ -12,6 +12,7 @@ from pathlib import Path
 
 from ._format import FILE_HEADER_SIZE, RecordType, Seal, pack_file_header, pack_record
 from .errors import DiskFull, WriterFailed
+from .files import fsync_dir as fsync_dir  # re-exported for tools.gc / tools.recover
 
 SEGMENT_DIR = "segments"
 _NAME = re.compile(r"^seg-(\d{6,})\.fseg$")
@@ -53,20 +54,6 @@ def list_partials(root: str | os.PathLike) -> list[Path]:
     if not d.is_dir():
         return []
     return sorted(p for p in d.iterdir() if p.name.endswith(PARTIAL_SUFFIX))
-
-
-def fsync_dir(path: str | os.PathLike) -> None:
-    """Make a rename or a new file in ``path`` durable (no-op where unsupported)."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def _write_error(path: Path, exc: OSError) -> WriterFailed:

@@ -27,7 +27,6 @@ from ._lock import StoreLock
 from ._segments import (
     SEGMENT_DIR,
     SegmentWriter,
-    fsync_dir,
     list_partials,
     list_segment_ids,
     parse_segment_name,
@@ -42,6 +41,7 @@ from .errors import (
     StoreClosed,
     WriterFailed,
 )
+from .files import fsync_dir
 
 log = logging.getLogger(logcodes.LOGGER_NAME)
 
