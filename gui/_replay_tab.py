@@ -4,7 +4,6 @@ compact, list refresh) run on a ``TaskRunner``."""
 
 from __future__ import annotations
 
-import inspect
 import json
 import time
 from pathlib import Path
@@ -378,12 +377,8 @@ class ReplayTab(QWidget):
         """Export an episode (MP4/GIF/NPZ/... by extension) in the background."""
         from tools.export import export_episode
 
-        takes_progress = "progress" in inspect.signature(export_episode).parameters
-
         def job(progress):
-            if takes_progress:
-                kwargs["progress"] = progress
-            return export_episode(self.store, episode_id, out, **kwargs)
+            return export_episode(self.store, episode_id, out, progress=progress, **kwargs)
 
         self._start_job(f"export of episode {episode_id} to {out}", job)
 
