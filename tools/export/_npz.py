@@ -77,19 +77,29 @@ def _actions_array(actions: list[Any]) -> dict[str, np.ndarray]:
     """Actions as a numeric array (zeros where a row has none) plus ``has_action``; action
     types numpy cannot hold in one numeric array go to ``actions_json`` as text."""
     has = np.array([a is not None for a in actions], dtype=bool)
+    numeric = _numeric_actions(actions)
+    if numeric is not None:
+        return {"actions": numeric, "has_action": has}
+    text = [json.dumps(a, default=_json_default) for a in actions]
+    return {"actions_json": np.asarray(text, dtype=str), "has_action": has}
+
+
+def _numeric_actions(actions: list[Any]) -> np.ndarray | None:
+    """One numeric array of the actions (zeros of the same shape where there is none), or
+    None when they do not make one (Dict/Tuple actions, ragged shapes)."""
     present = [a for a in actions if a is not None]
     try:
         sample = np.asarray(present[0]) if present else np.asarray(0)
-        if sample.dtype == object or sample.dtype.kind not in "biuf":
-            raise TypeError
-        filled = [a if a is not None else np.zeros_like(sample) for a in actions]
-        arr = np.asarray(filled)
-        if arr.dtype == object or arr.dtype.kind not in "biuf":
-            raise TypeError
-        return {"actions": arr, "has_action": has}
+        if not _is_numeric(sample):
+            return None
+        arr = np.asarray([a if a is not None else np.zeros_like(sample) for a in actions])
     except (TypeError, ValueError):
-        text = [json.dumps(a, default=_json_default) for a in actions]
-        return {"actions_json": np.asarray(text, dtype=str), "has_action": has}
+        return None
+    return arr if _is_numeric(arr) else None
+
+
+def _is_numeric(arr: np.ndarray) -> bool:
+    return arr.dtype != object and arr.dtype.kind in "biuf"
 
 
 def _json_default(o: Any) -> Any:

@@ -93,29 +93,29 @@ def export_run(
     ``options`` and keyword options as for ``export_episode``.
     """
     options = ExportOptions.of(options, option_kwargs)
-    if format is not None and format not in FORMATS:
-        raise InvalidInput(f"unknown export format {format!r}; choose one of {', '.join(FORMATS)}")
-    if run_id not in {r.id for r in store.runs()}:
-        raise InvalidInput(f"no run {run_id} in this store")
-    episodes = store.episodes(run_id=run_id)
-    if not episodes:
-        raise InvalidInput(f"run {run_id} has no episodes to export")
-    directory, targets = run_outputs(out, format, [ep.id for ep in episodes])
+    episode_ids = _live_episode_ids(store, run_id)
+    directory, targets = run_outputs(out, format, episode_ids)
     check_out = directory is None or directory.exists()
     # Check every episode (and the output paths) before writing anything.
     plans = [make_plan(store, eid, t, options, check_out=check_out) for eid, t in targets.items()]
     if directory is not None:
         directory.mkdir(exist_ok=True)
-    reports = []
-    for plan in plans:
-        cb = None
-        if progress is not None:
+    return [_execute(store, plan, _for_episode(progress, plan.episode_id)) for plan in plans]
 
-            def cb(done: int, total: int, _eid: int = plan.episode_id) -> None:
-                progress(_eid, done, total)
 
-        reports.append(_execute(store, plan, cb))
-    return reports
+def _live_episode_ids(store: FrameStore, run_id: int) -> list[int]:
+    if run_id not in {r.id for r in store.runs()}:
+        raise InvalidInput(f"no run {run_id} in this store")
+    ids = [ep.id for ep in store.episodes(run_id=run_id)]
+    if not ids:
+        raise InvalidInput(f"run {run_id} has no episodes to export")
+    return ids
+
+
+def _for_episode(progress: RunProgress | None, episode_id: int) -> Progress | None:
+    if progress is None:
+        return None
+    return lambda done, total: progress(episode_id, done, total)
 
 
 def run_outputs(
@@ -129,33 +129,40 @@ def run_outputs(
     Otherwise ``out`` is a file name ``NAME.EXT`` naming the format, and episode 42 goes
     to ``NAME-ep42.EXT`` in the same directory (``directory`` is then None).
     """
-    text = os.fspath(out)
-    path = Path(text)
-    if is_directory_path(text) or not path.suffix:
-        fmt = format or DEFAULT_RUN_FORMAT
+    if format is not None and format not in FORMATS:
+        raise InvalidInput(f"unknown export format {format!r}; choose one of {', '.join(FORMATS)}")
+    path = Path(os.fspath(out))
+    if is_directory_path(out) or not path.suffix:
         _check_run_directory(path)
-        slash = "/" if fmt == "png" else f".{fmt}"
-        return path, {eid: str(path / f"episode_{eid:06d}") + slash for eid in episode_ids}
-    fmt = format_of(text)  # InvalidInput for an extension that names no format
+        return path, _directory_outputs(path, format or DEFAULT_RUN_FORMAT, episode_ids)
+    return None, _file_outputs(path, format, episode_ids)
+
+
+def _directory_outputs(path: Path, fmt: str, episode_ids: list[int]) -> dict[int, str]:
+    ending = "/" if fmt == "png" else f".{fmt}"
+    return {eid: str(path / f"episode_{eid:06d}") + ending for eid in episode_ids}
+
+
+def _file_outputs(path: Path, format: str | None, episode_ids: list[int]) -> dict[int, str]:
+    fmt = format_of(path)  # InvalidInput for an extension that names no format
     if format is not None and format != fmt:
         raise InvalidInput(
-            f"{text}: the extension says {fmt} but the format asked is {format}; "
+            f"{path}: the extension says {fmt} but the format asked is {format}; "
             "end the path with '/' to export into a directory"
         )
-    return None, {
-        eid: str(path.with_name(f"{path.stem}-ep{eid}{path.suffix}")) for eid in episode_ids
-    }
+    return {eid: str(path.with_name(f"{path.stem}-ep{eid}{path.suffix}")) for eid in episode_ids}
 
 
 def _check_run_directory(path: Path) -> None:
-    if path.exists() and not path.is_dir():
+    """An existing directory, or one that can be created (its parent exists, writable)."""
+    if path.is_dir():
+        return
+    if path.exists():
         raise InvalidInput(f"{path}: exists and is not a directory")
-    parent = path.parent
-    if not path.exists():
-        if not parent.is_dir():
-            raise InvalidInput(f"{path}: directory {parent} does not exist")
-        if not os.access(parent, os.W_OK | os.X_OK):
-            raise InvalidInput(f"{path}: directory {parent} is not writable")
+    if not path.parent.is_dir():
+        raise InvalidInput(f"{path}: directory {path.parent} does not exist")
+    if not os.access(path.parent, os.W_OK | os.X_OK):
+        raise InvalidInput(f"{path}: directory {path.parent} is not writable")
 
 
 def _execute(store: FrameStore, plan: Plan, progress: Progress | None) -> ExportReport:
