@@ -338,6 +338,10 @@ def test_run_to_a_file_name_writes_one_file_per_episode(recorded, tmp_path):
     assert_one_line_error(result)
     result = run_cli("export", path, "--run", 1, "-o", tmp_path / "z.avi")
     assert_one_line_error(result)
+    result = run_cli(
+        "export", path, "--episode", ids[0], "-o", tmp_path / "e.mp4", "--format", "gif"
+    )
+    assert_one_line_error(result)  # --format is for --run: never silently ignored
     assert sorted(os.listdir(tmp_path)) == sorted(names)
     # a trailing slash still means a directory, whatever its name
     with FrameStore.open(path, readonly=True) as st:

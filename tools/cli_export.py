@@ -117,13 +117,17 @@ def export(
     256 colours), WebP, PNG and NPZ give back the stored pixels.
     """
     from framestore import FrameStore
+    from framestore.errors import InvalidInput
 
     from .export import ExportOptions, export_episode, export_run, format_of
 
     if (episode_id is None) == (run_id is None):
         raise click.UsageError("give exactly one of --episode ID or --run ID")
     if episode_id is not None and fmt is not None and fmt != format_of(out):
-        raise click.UsageError("--format applies to --run; with --episode the output path names it")
+        raise InvalidInput(
+            f"--format {fmt} applies to --run; with --episode the extension of {out} names "
+            "the format"
+        )
     options = ExportOptions(
         fps=fps, start=start, stop=stop, lossless=lossless, scale=scale, skip_corrupt=skip_corrupt
     )
