@@ -7,7 +7,7 @@ from pathlib import Path
 
 from ._format import PARTIAL_SUFFIX
 
-__all__ = ["fsync_dir", "atomic_write_bytes"]
+__all__ = ["atomic_write_bytes", "fsync_dir", "fsync_file"]
 
 
 def fsync_dir(path: str | os.PathLike) -> None:
@@ -39,3 +39,12 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
         partial.unlink(missing_ok=True)
         raise
     fsync_dir(target.parent)
+
+
+def fsync_file(path: str | os.PathLike) -> None:
+    """Flush a closed file's data to disk; errors (a full disk, EIO) are raised."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

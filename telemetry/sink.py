@@ -123,22 +123,19 @@ class TelemetryDBSink:
         snapshot_interval: float = 5.0,
         slow_flush_ms: float = logcodes.SLOW_FLUSH_MS,
     ):
-        if policy not in ("block", "drop"):
-            raise InvalidInput(f"unknown sink policy {policy!r}; use 'block' or 'drop'")
-        for name, value in (
-            ("batch_size", batch_size),
-            ("checkpoint_interval", checkpoint_interval),
-            ("max_queue", max_queue),
-        ):
-            if not isinstance(value, int) or value < 1:
-                raise InvalidInput(f"{name} must be a positive int, got {value!r}")
-        for name, value in (
-            ("block_timeout", block_timeout),
-            ("commit_interval", commit_interval),
-            ("snapshot_interval", snapshot_interval),
-        ):
-            if not value > 0:
-                raise InvalidInput(f"{name} must be > 0, got {value!r}")
+        _check_args(
+            policy,
+            positive_ints={
+                "batch_size": batch_size,
+                "checkpoint_interval": checkpoint_interval,
+                "max_queue": max_queue,
+            },
+            positive={
+                "block_timeout": block_timeout,
+                "commit_interval": commit_interval,
+                "snapshot_interval": snapshot_interval,
+            },
+        )
         self._profile = get_profile(profile)
         warn_if_lossy(self._profile)
         self.db_path = os.fspath(db_path)
@@ -162,16 +159,7 @@ class TelemetryDBSink:
         self._rearm_level = int(max_queue * logcodes.QUEUE_REARM_FRACTION)
         self._warn_armed = True
 
-        self._high_water = 0
-        self._steps_committed = 0
-        self._steps_dropped = 0
-        self._events_committed = 0
-        self._batches = 0
-        self._last_flush_ms = 0.0
-        self._max_flush_ms = 0.0
-        self._checkpoints = 0
-        self._steps_since_checkpoint = 0
-
+        self._reset_counters()
         self._pending: list[Event] = []
         self._error: BaseException | None = None
         self._error_reported = False
@@ -190,6 +178,17 @@ class TelemetryDBSink:
             if isinstance(err, FrameStoreError):
                 raise err
             raise SinkError(f"telemetry sink could not open {self.db_path}: {err}") from err
+
+    def _reset_counters(self) -> None:
+        self._high_water = 0
+        self._steps_committed = 0
+        self._steps_dropped = 0
+        self._events_committed = 0
+        self._batches = 0
+        self._last_flush_ms = 0.0
+        self._max_flush_ms = 0.0
+        self._checkpoints = 0
+        self._steps_since_checkpoint = 0
 
     # ------------------------------------------------------------------ producer side
 
@@ -529,6 +528,17 @@ class TelemetryDBSink:
                 self._on_error(exc)
             except Exception:
                 self._log.exception("telemetry sink on_error callback failed")
+
+
+def _check_args(policy: str, *, positive_ints: dict[str, int], positive: dict[str, float]) -> None:
+    if policy not in ("block", "drop"):
+        raise InvalidInput(f"unknown sink policy {policy!r}; use 'block' or 'drop'")
+    for name, value in positive_ints.items():
+        if not isinstance(value, int) or value < 1:
+            raise InvalidInput(f"{name} must be a positive int, got {value!r}")
+    for name, value in positive.items():
+        if not value > 0:
+            raise InvalidInput(f"{name} must be > 0, got {value!r}")
 
 
 __all__ = ["FrameLocation", "ResolveFrames", "SinkMetrics", "TelemetryDBSink"]

@@ -288,3 +288,19 @@ def test_cli_bench_rate_and_overload_modes(tmp_path):
     rows = json.loads(res.stdout)
     assert [r["policy"] for r in rows] == ["block", "drop"]
     assert all(r["frames_written"] + r["frames_dropped"] == r["frames_put"] for r in rows)
+
+
+def test_cli_bench_overload_failed_check_exits_1(monkeypatch):
+    # A bound no run can stay within: the check fails on real overload runs.
+    monkeypatch.setattr(bench._overload, "MEMORY_SLACK", -(2**40))
+    res = CliRunner().invoke(
+        cli, ["bench", "--overload", "--frames", "16", "--level", "3", "--seconds", "0.2"]
+    )
+    assert res.exit_code == 1, res.output
+    table = res.stdout.splitlines()
+    assert [line.split()[0] for line in table[2:]] == ["block", "drop"]
+    assert all(" False " in line for line in table[2:])  # the "ok" column
+    errors = [line for line in res.stderr.splitlines() if "error" in line]
+    assert len(errors) == 1, res.stderr
+    assert errors[0].startswith("framestore: error: bench: 2 check(s) failed: overload/block")
+    assert "Traceback" not in res.output

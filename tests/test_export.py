@@ -15,7 +15,7 @@ from PIL import Image
 from framestore import FrameStore
 from framestore.errors import CorruptData, EpisodeNotFound, InvalidInput
 from tools.cli import cli
-from tools.export import export_episode, export_run
+from tools.export import ExportOptions, export_episode, export_run
 
 T = 80  # actions per episode: T + 1 frames
 SPACE = gym.spaces.Discrete(7)
@@ -320,3 +320,121 @@ def test_export_while_recording_gives_durable_steps(tmp_path, assault_frames):
         assert z["frames"].shape[0] == 50
         np.testing.assert_array_equal(z["frames"], np.stack(assault_frames[:50]))
     assert len(decode(tmp_path / "live.mp4")[0]) == 50
+
+
+# ----------------------------------------------------------------------------- run to a file
+def test_run_to_a_file_name_writes_one_file_per_episode(recorded, tmp_path):
+    path, ids = recorded
+    result = run_cli("export", path, "--run", 1, "-o", tmp_path / "y.mp4", "--stop", 5, "--json")
+    assert result.exit_code == 0, result.output
+    reports = json.loads(result.stdout)
+    names = [f"y-ep{i}.mp4" for i in ids]
+    assert sorted(os.listdir(tmp_path)) == sorted(names)  # no directory named y.mp4
+    assert [r["path"] for r in reports] == [str(tmp_path / n) for n in names]
+    for name in names:
+        assert len(decode(tmp_path / name)[0]) == 5
+    # the extension names the format: a different --format is refused before writing
+    result = run_cli("export", path, "--run", 1, "-o", tmp_path / "z.gif", "--format", "npz")
+    assert_one_line_error(result)
+    result = run_cli("export", path, "--run", 1, "-o", tmp_path / "z.avi")
+    assert_one_line_error(result)
+    result = run_cli(
+        "export", path, "--episode", ids[0], "-o", tmp_path / "e.mp4", "--format", "gif"
+    )
+    assert_one_line_error(result)  # --format is for --run: never silently ignored
+    assert sorted(os.listdir(tmp_path)) == sorted(names)
+    # a trailing slash still means a directory, whatever its name
+    with FrameStore.open(path, readonly=True) as st:
+        export_run(st, 1, f"{tmp_path / 'd.mp4'}/", format="npz", stop=3)
+    assert sorted(os.listdir(tmp_path / "d.mp4")) == [f"episode_{i:06d}.npz" for i in ids]
+    help_text = run_cli("export", "--help").output
+    assert "NAME-ep42.EXT" in "".join(help_text.split())  # the naming rule is documented
+
+
+# ----------------------------------------------------------------------------- lossless
+def rgba_frames(n, *, colour_under_clear, seed=0):
+    """RGBA frames with fully transparent pixels, black there unless asked otherwise."""
+    rng = np.random.default_rng(seed)
+    frames = []
+    for _ in range(n):
+        f = rng.integers(0, 256, (30, 40, 4), dtype=np.uint8)
+        f[:, :, 3] = np.maximum(f[:, :, 3], 1)
+        clear = rng.random((30, 40)) < 0.2
+        f[clear, 3] = 0
+        if not colour_under_clear:
+            f[clear, :3] = 0
+        frames.append(f)
+    return frames
+
+
+def decode_rgba(path):
+    im = Image.open(path)
+    out = []
+    for i in range(im.n_frames):
+        im.seek(i)
+        im.load()
+        out.append(np.asarray(im.convert("RGBA")))
+    return out
+
+
+def test_lossless_webp_decodes_to_the_stored_frames(tmp_path):
+    frames = rgba_frames(6, colour_under_clear=False)
+    (eid,) = record(tmp_path / "s.store", frames)
+    out = tmp_path / "a.webp"
+    result = run_cli("export", tmp_path / "s.store", "--episode", eid, "-o", out, "--lossless")
+    assert result.exit_code == 0, result.output
+    assert "lossy" not in result.output
+    got = decode_rgba(out)
+    assert len(got) == len(frames)
+    for g, f in zip(got, frames, strict=True):
+        np.testing.assert_array_equal(g, f)
+
+
+def test_lossless_webp_refuses_colour_under_transparent_pixels(tmp_path):
+    frames = rgba_frames(6, colour_under_clear=True)
+    (eid,) = record(tmp_path / "s.store", frames)
+    out = tmp_path / "a.webp"
+    result = run_cli("export", tmp_path / "s.store", "--episode", eid, "-o", out, "--lossless")
+    assert_one_line_error(result)
+    assert "step 0" in result.output and "transparent" in result.output
+    assert sorted(os.listdir(tmp_path)) == ["s.store"]
+    # without --lossless it is written, and reported as not exact
+    report = export(tmp_path / "s.store", eid, out)
+    assert not report.exact
+    got = decode_rgba(out)
+    clear = frames[0][:, :, 3] == 0
+    np.testing.assert_array_equal(got[0][~clear], frames[0][~clear])
+    assert not np.array_equal(got[0][clear], frames[0][clear])
+
+
+def test_lossless_gif_refuses_alpha_and_frames_over_256_colours(tmp_path):
+    (eid,) = record(tmp_path / "a.store", rgba_frames(4, colour_under_clear=False))
+    result = run_cli(
+        "export", tmp_path / "a.store", "--episode", eid, "-o", tmp_path / "a.gif", "--lossless"
+    )
+    assert_one_line_error(result)
+    assert "alpha" in result.output
+    eid, _ = synthetic_episode(tmp_path / "c.store", (30, 40, 3))  # 1200 random colours
+    result = run_cli(
+        "export", tmp_path / "c.store", "--episode", eid, "-o", tmp_path / "c.gif", "--lossless"
+    )
+    assert_one_line_error(result)
+    assert "step 0" in result.output and "256 colours" in result.output
+    assert sorted(os.listdir(tmp_path)) == ["a.store", "c.store"]
+    report = export(tmp_path / "c.store", eid, tmp_path / "c.gif")  # quantised, and says so
+    assert not report.exact and report.frames == 12
+
+
+def test_export_options_are_checked_once_when_built(recorded, tmp_path):
+    for bad in ({"scale": 0}, {"start": -1}, {"start": 5, "stop": 5}, {"fps": 0}, {"fps": "x"}):
+        with pytest.raises(InvalidInput):
+            ExportOptions(**bad)
+    options = ExportOptions(fps=np.float32(25), stop=np.int64(4), scale=2)
+    assert (options.fps, options.stop, type(options.stop)) == (25.0, 4, int)
+    path, (eid, _) = recorded
+    with FrameStore.open(path, readonly=True) as st:
+        report = export_episode(st, eid, tmp_path / "o.gif", options)
+        assert (report.frames, report.fps, report.scale) == (4, 25.0, 2)
+        with pytest.raises(TypeError, match="not both"):
+            export_episode(st, eid, tmp_path / "p.gif", options, scale=3)
+    assert sorted(os.listdir(tmp_path)) == ["o.gif"]

@@ -74,20 +74,26 @@ def _steps(r, limit: int = 10) -> str:
     "-o",
     "--out",
     required=True,
-    help="Output: .mp4, .gif, .webp, .npz or DIR/ (PNGs). With --run: a directory.",
+    help="Output: .mp4, .gif, .webp, .npz or DIR/ (PNGs). With --run: a directory "
+    "(episode_000042.mp4, ... inside), or NAME.EXT for one file per episode next to it, "
+    "NAME-ep42.EXT.",
 )
 @click.option(
     "--format",
     "fmt",
     type=click.Choice(["mp4", "gif", "webp", "npz", "png"]),
-    default="mp4",
-    show_default=True,
-    help="With --run: the format of each episode's file.",
+    default=None,
+    help="With --run into a directory: the format of each episode's file (default mp4).",
 )
 @click.option("--fps", type=float, default=None, help="Default: the run's render fps, else 60.")
 @click.option("--start", type=int, default=0, show_default=True, help="First step exported.")
 @click.option("--stop", type=int, default=None, help="Export steps before this one.")
-@click.option("--lossless", is_flag=True, help="MP4: libx264rgb crf 0, decodes to exact pixels.")
+@click.option(
+    "--lossless",
+    is_flag=True,
+    help="Exact pixels or an error: MP4 libx264rgb crf 0; GIF fails on a frame over 256 "
+    "colours or with alpha; WebP fails on colour under fully transparent pixels.",
+)
 @click.option("--scale", type=int, default=1, show_default=True, help="Integer upscaling.")
 @click.option("--skip-corrupt", is_flag=True, help="Leave out corrupt frames instead of failing.")
 @json_opt
@@ -111,18 +117,19 @@ def export(
     256 colours), WebP, PNG and NPZ give back the stored pixels.
     """
     from framestore import FrameStore
+    from framestore.errors import InvalidInput
 
-    from .export import export_episode, export_run
+    from .export import ExportOptions, export_episode, export_run, format_of
 
     if (episode_id is None) == (run_id is None):
         raise click.UsageError("give exactly one of --episode ID or --run ID")
-    options = dict(
-        fps=fps,
-        start=start,
-        stop=stop,
-        lossless=lossless,
-        scale=scale,
-        skip_corrupt=skip_corrupt,
+    if episode_id is not None and fmt is not None and fmt != format_of(out):
+        raise InvalidInput(
+            f"--format {fmt} applies to --run; with --episode the extension of {out} names "
+            "the format"
+        )
+    options = ExportOptions(
+        fps=fps, start=start, stop=stop, lossless=lossless, scale=scale, skip_corrupt=skip_corrupt
     )
     with (
         FrameStore.open(store, readonly=True) as st,
@@ -131,15 +138,11 @@ def export(
         if episode_id is not None:
             reports = [
                 export_episode(
-                    st,
-                    episode_id,
-                    out,
-                    progress=lambda d, t: bars(episode_id, d, t),
-                    **options,
+                    st, episode_id, out, options, progress=lambda d, t: bars(episode_id, d, t)
                 )
             ]
         else:
-            reports = export_run(st, run_id, out, format=fmt, progress=bars, **options)
+            reports = export_run(st, run_id, out, options, format=fmt, progress=bars)
     if as_json:
         emit_json([r.as_dict() for r in reports] if run_id is not None else reports[0].as_dict())
         return

@@ -13,7 +13,7 @@ import click
 
 from framestore.settings import DURABILITIES, ZSTD_LEVELS
 
-from ._common import emit_json, human_bytes, show_progress
+from ._common import EXIT_PROBLEMS, Failure, emit_json, human_bytes, show_progress
 
 json_opt = click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 GAME_CHOICES = ("assault", "carracing", "noise", "all")
@@ -93,6 +93,9 @@ def bench(
     base64-in-SQLite, PNG files, HDF5-lzf and plain zstd (the limit). --rate HZ --envs N:
     frame-pacing jitter of a fixed-rate loop with and without recording. --overload: a
     producer far faster than the writer under both queue policies.
+
+    Exits 1 when a check fails (a pipeline error, frames not read back bit-exact, an
+    overload run over its memory bound), after printing the table.
     """
     from . import bench as lib
 
@@ -123,15 +126,20 @@ def bench(
             progress=progress,
             durabilities=durabilities,
         )
-        columns = lib._TABLE
+        columns = lib.THROUGHPUT_TABLE
     if csv_path:
         lib.write_csv(rows, csv_path)
     if as_json:
         emit_json([asdict(r) for r in rows])
-        return
-    click.echo(lib.format_table(rows, columns))
-    if csv_path:
-        click.echo(f"wrote {csv_path}", err=True)
+    else:
+        click.echo(lib.format_table(rows, columns))
+        if csv_path:
+            click.echo(f"wrote {csv_path}", err=True)
+    problems = lib.failed_checks(rows)
+    if problems:
+        raise Failure(
+            f"bench: {len(problems)} check(s) failed: {'; '.join(problems)}", EXIT_PROBLEMS
+        )
 
 
 def _presets_data(resolved, explain) -> dict[str, Any]:

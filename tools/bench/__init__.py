@@ -1,0 +1,80 @@
+"""``framestore bench``: throughput, producer cost, size and memory against baselines.
+
+Every pipeline stores the SAME frames in the SAME run, each into a fresh temporary
+directory, so ratios between rows are meaningful on the machine that produced them:
+
+==============  ===========================================================================
+``framestore``  ``FrameStore.open`` + ``recorder(env_id)`` + ``record_step`` + ``close``
+``sqlite-b64``  the earlier app: base64 JSON per frame, encoded on the producer, inserted
+                into a SQLite row by a writer thread fed by an unbounded ``queue.Queue``
+``png``         one PNG file per frame, saved on the producer thread (Pillow defaults)
+``hdf5-lzf``    h5py dataset with lzf chunks of 100 frames (only when h5py is importable)
+``zstd``        plain zstd level 3 over 64-frame chunks appended to one file, no metadata,
+                single-threaded on the producer: the limit the others are compared with
+==============  ===========================================================================
+
+"End-to-end" time runs from opening the output to the moment everything is durable
+(``close()`` returned; baselines fsync their files). "Producer cost" is
+``perf_counter_ns`` around the one call the producer makes per step. Peak memory is the
+RSS high-water mark (sampled by a thread with psutil) minus the RSS just before the
+pipeline started; each pipeline runs in a forked child so allocator state left by one
+pipeline cannot hide the next one's growth.
+
+Other modes: ``pacing`` (a fixed-rate producer loop with and without recording: does the
+writer's Python work steal time from a 60 Hz loop?), ``overload`` (a producer far faster
+than the writer: memory must stay bounded under both queue policies) and ``stress``
+(replay at 1x, 10x and maximum rate with tiny buffers: must always finish).
+
+One module per job: ``_frames`` (frame sets), ``_baselines`` (the pipelines),
+``_throughput`` (the run and ratios), ``_pacing``, ``_overload``, ``_stress``,
+``_checks`` (failed checks), ``_table`` (table and CSV), ``_measure`` (RSS, children).
+"""
+
+from ._baselines import hdf5_available
+from ._checks import failed_checks
+from ._frames import DEFAULT_FRAMES, GAMES, NOISE_SHAPE, FrameSet, capture
+from ._overload import MEMORY_SLACK, OVERLOAD_TABLE, OverloadResult, overload
+from ._pacing import PACING_TABLE, PacingResult, pacing, run_pacing
+from ._stress import STRESS_TABLE, StressResult, stress
+from ._table import format_table, write_csv
+from ._throughput import (
+    LIMIT,
+    PIPELINES,
+    THROUGHPUT_TABLE,
+    PipelineResult,
+    add_ratios,
+    run_bench,
+    run_pipeline,
+    verify_framestore,
+)
+
+__all__ = [
+    "DEFAULT_FRAMES",
+    "GAMES",
+    "LIMIT",
+    "MEMORY_SLACK",
+    "NOISE_SHAPE",
+    "OVERLOAD_TABLE",
+    "PACING_TABLE",
+    "PIPELINES",
+    "STRESS_TABLE",
+    "THROUGHPUT_TABLE",
+    "FrameSet",
+    "OverloadResult",
+    "PacingResult",
+    "PipelineResult",
+    "StressResult",
+    "add_ratios",
+    "capture",
+    "failed_checks",
+    "format_table",
+    "hdf5_available",
+    "overload",
+    "pacing",
+    "run_bench",
+    "run_pacing",
+    "run_pipeline",
+    "stress",
+    "verify_framestore",
+    "write_csv",
+]

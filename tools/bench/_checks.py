@@ -1,0 +1,44 @@
+"""Which rows of a bench run failed a check (the CLI exits non-zero on any)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from ._overload import OverloadResult
+from ._pacing import PacingResult
+from ._stress import StressResult
+from ._throughput import PipelineResult
+
+__all__ = ["failed_checks"]
+
+Row = PipelineResult | PacingResult | OverloadResult | StressResult
+
+
+def failed_checks(rows: Sequence[Row]) -> list[str]:
+    """One line per failed check: a pipeline that raised or whose stored frames did not
+    read back bit-exact, an overload run over its memory or queue bound, a stress replay
+    that did not finish or lost count of frames. Pacing rows carry no pass/fail check
+    (their numbers depend on the machine); skipped pipelines are not failures."""
+    problems = []
+    for row in rows:
+        if isinstance(row, PipelineResult):
+            where = f"{row.game}/{row.pipeline}"
+            if row.error:
+                problems.append(f"{where}: {row.error}")
+            elif row.verified is False:
+                problems.append(f"{where}: stored frames did not read back bit-exact")
+        elif isinstance(row, OverloadResult):
+            where = f"overload/{row.policy}"
+            if row.error:
+                problems.append(f"{where}: {row.error}")
+            elif not row.within_bound:
+                problems.append(
+                    f"{where}: peak {row.peak_mem_mb:.1f} MB (bound {row.bound_mb:.1f} MB), "
+                    f"queue high-water {row.high_water_bytes} B (budget {row.queue_bytes} B)"
+                )
+        elif isinstance(row, StressResult):
+            if row.error or not (row.finished and row.accounted):
+                problems.append(
+                    f"stress/{row.rate}/{row.policy}: {row.error or 'frames unaccounted for'}"
+                )
+    return problems

@@ -1,0 +1,140 @@
+"""Frame sets: real game frames (and noise) captured once, with their step data."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+__all__ = ["DEFAULT_FRAMES", "GAMES", "NOISE_SHAPE", "FrameSet", "capture"]
+
+GAMES = {
+    "assault": "ALE/Assault-v5",
+    "carracing": "CarRacing-v3",
+    "noise": "ALE/Assault-v5",  # Assault-shaped random pixels, recorded with Assault's preset
+}
+# Defaults sized so `framestore bench --game all` takes about 2-3 minutes on 2 cores.
+DEFAULT_FRAMES = {"assault": 5000, "carracing": 600, "noise": 2000}
+NOISE_SHAPE = (210, 160, 3)
+
+
+@dataclass
+class FrameSet:
+    """Frames of one game plus the step data recorded with them.
+
+    ``episodes`` holds ``(start, stop)`` index ranges into the per-step lists; row
+    ``start`` of each episode is the reset (``action`` None).
+    """
+
+    game: str
+    env_id: str
+    frames: list[np.ndarray]
+    actions: list[Any]
+    rewards: list[float]
+    terminated: list[bool]
+    truncated: list[bool]
+    infos: list[dict[str, Any]]
+    episodes: list[tuple[int, int]]
+    action_space: Any = None
+    render_fps: float = 60.0
+
+    def __len__(self) -> int:
+        return len(self.frames)
+
+    @property
+    def frame_bytes(self) -> int:
+        return self.frames[0].nbytes if self.frames else 0
+
+    def head(self, n: int) -> FrameSet:
+        """The first ``n`` steps (episodes cut to fit)."""
+        eps = [(a, min(b, n)) for a, b in self.episodes if a < n]
+        return FrameSet(
+            self.game,
+            self.env_id,
+            self.frames[:n],
+            self.actions[:n],
+            self.rewards[:n],
+            self.terminated[:n],
+            self.truncated[:n],
+            self.infos[:n],
+            eps,
+            self.action_space,
+            self.render_fps,
+        )
+
+
+def capture(game: str, n: int, *, seed: int = 0) -> FrameSet:
+    """``n`` frames of ``game`` (``assault``, ``carracing`` or ``noise``), captured once.
+
+    Real games are played with a random policy seeded with ``seed`` and ``env.render()``
+    is taken after the reset and after every step; episodes restart with ``seed + k``.
+    ``noise`` is uniformly random pixels (the worst case for every codec) at Atari size.
+    """
+    if game not in GAMES:
+        raise ValueError(f"unknown game {game!r}; choose one of {', '.join(GAMES)}")
+    if n < 1:
+        raise ValueError("frame count must be at least 1")
+    if game == "noise":
+        return _noise(n, seed)
+    from framestore.envs import make_env
+
+    env = make_env(GAMES[game])
+    try:
+        fs = FrameSet(game, GAMES[game], [], [], [], [], [], [], [], env.action_space)
+        fs.render_fps = float(env.metadata.get("render_fps") or 60)
+        env.action_space.seed(seed)
+        episode = 0
+        while len(fs.frames) < n:
+            start = len(fs.frames)
+            _, info = env.reset(seed=seed + episode)
+            episode += 1
+            _append(fs, env.render(), None, 0.0, False, False, info)
+            done = False
+            while not done and len(fs.frames) < n:
+                action = env.action_space.sample()
+                _, reward, term, trunc, info = env.step(action)
+                _append(fs, env.render(), action, float(reward), term, trunc, info)
+                done = term or trunc
+            fs.episodes.append((start, len(fs.frames)))
+        return fs
+    finally:
+        env.close()
+
+
+def _append(fs: FrameSet, frame, action, reward, term, trunc, info) -> None:
+    fs.frames.append(np.ascontiguousarray(frame))
+    fs.actions.append(action)
+    fs.rewards.append(reward)
+    fs.terminated.append(bool(term))
+    fs.truncated.append(bool(trunc))
+    fs.infos.append({k: _plain(v) for k, v in info.items()})
+
+
+def _plain(v: Any) -> Any:
+    """numpy scalars (ALE's reset info holds a tuple of uint32 seeds) as Python values."""
+    if isinstance(v, np.generic):
+        return v.item()
+    if isinstance(v, tuple | list):
+        return [_plain(x) for x in v]
+    return v
+
+
+def _noise(n: int, seed: int) -> FrameSet:
+    import gymnasium as gym
+
+    rng = np.random.default_rng(seed)
+    block = rng.integers(0, 256, size=(n, *NOISE_SHAPE), dtype=np.uint8)
+    actions = [None] + [int(a) for a in rng.integers(0, 7, size=n - 1)]
+    return FrameSet(
+        "noise",
+        GAMES["noise"],
+        list(block),
+        actions,
+        [0.0] * n,
+        [False] * n,
+        [False] * n,
+        [{"lives": 4, "episode_frame_number": 4 * i, "frame_number": 4 * i} for i in range(n)],
+        [(0, n)],
+        gym.spaces.Discrete(7),
+    )

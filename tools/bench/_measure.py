@@ -1,0 +1,141 @@
+"""Measuring tools: RSS growth, percentiles, bytes on disk, a forked child per run, and
+a precise sleep for fixed-rate loops."""
+
+from __future__ import annotations
+
+import functools
+import gc
+import multiprocessing
+import os
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = ["RssSampler", "dir_bytes", "in_child", "percentiles_us", "sleep_until_ns"]
+
+
+class RssSampler:
+    """Samples this process's RSS on a thread; ``peak`` minus ``baseline`` is growth."""
+
+    def __init__(self, interval: float = 0.005):
+        import psutil
+
+        self._proc = psutil.Process()
+        self._interval = interval
+        self._stop = threading.Event()
+        self.baseline = 0
+        self.peak = 0
+        self._thread = threading.Thread(target=self._run, name="bench-rss", daemon=True)
+
+    def _rss(self) -> int:
+        return self._proc.memory_info().rss
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._interval):
+            self.peak = max(self.peak, self._rss())
+
+    @property
+    def growth(self) -> int:
+        return max(0, self.peak - self.baseline)
+
+    def __enter__(self) -> RssSampler:
+        gc.collect()
+        _trim_heap()
+        self.baseline = self.peak = self._rss()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, self._rss())
+
+
+def _trim_heap() -> None:
+    """Give freed heap memory back to the OS (glibc), so that memory freed earlier, and
+    still resident, cannot absorb the measured pipeline's allocations unseen."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
+def percentiles_us(costs_ns: np.ndarray) -> tuple[float, float, float]:
+    if costs_ns.size == 0:
+        return 0.0, 0.0, 0.0
+    p50, p99 = np.percentile(costs_ns, [50, 99])
+    return float(p50) / 1e3, float(p99) / 1e3, float(costs_ns.max()) / 1e3
+
+
+def dir_bytes(path: Path) -> int:
+    total = 0
+    for root, _dirs, files in os.walk(path):
+        for f in files:
+            try:
+                total += os.stat(os.path.join(root, f)).st_size
+            except FileNotFoundError:
+                pass
+    return total
+
+
+def in_child(
+    fn: Callable[..., Any],
+    *args: Any,
+    timeout: float = 900.0,
+    isolate: bool = True,
+    **kwargs: Any,
+):
+    """Run ``fn(*args, **kwargs)`` in a forked child (fresh allocator state for memory
+    figures) and return its result; in-process where fork is unavailable or ``isolate``
+    is False."""
+    if kwargs:
+        fn = functools.partial(fn, **kwargs)
+    if not isolate or "fork" not in multiprocessing.get_all_start_methods():
+        return fn(*args)
+    ctx = multiprocessing.get_context("fork")
+    recv, send = ctx.Pipe(duplex=False)
+
+    def target() -> None:
+        try:
+            send.send(("ok", fn(*args)))
+        except BaseException as e:  # noqa: BLE001 - reported to the parent as a row error
+            send.send(("error", f"{type(e).__name__}: {e}"))
+        finally:
+            send.close()
+
+    proc = ctx.Process(target=target, name="bench-child", daemon=True)
+    proc.start()
+    send.close()
+    try:
+        if not recv.poll(timeout):
+            proc.kill()
+            raise TimeoutError(f"benchmark child did not finish within {timeout:g}s")
+        status, value = recv.recv()
+    except EOFError:
+        status, value = "error", "benchmark child died without a result"
+    finally:
+        recv.close()
+        proc.join(10)
+    if status == "error":
+        raise RuntimeError(value)
+    return value
+
+
+def sleep_until_ns(target_ns: int) -> None:
+    """Sleep, then spin the last millisecond; the spin yields the GIL every turn so
+    background threads are not starved by the waiting loop itself."""
+    clock = time.perf_counter_ns
+    while True:
+        remaining = target_ns - clock()
+        if remaining <= 0:
+            return
+        if remaining > 1_500_000:
+            time.sleep((remaining - 1_000_000) / 1e9)
+        else:
+            time.sleep(0)

@@ -1,0 +1,59 @@
+"""Reading the rows of an export: ``(StepInfo, frame)`` in step order, with progress."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from typing import TypeVar
+
+import numpy as np
+
+from framestore import FrameStore, StepInfo
+from framestore.errors import CorruptData, FrameNotFound
+
+from ._plan import Plan
+from ._report import ExportReport, Progress
+
+__all__ = ["Row", "counted", "iter_rows"]
+
+Row = tuple[StepInfo, np.ndarray]
+T = TypeVar("T")
+_PAGE_ROWS = 512  # step rows read from SQLite at a time
+
+
+def iter_rows(store: FrameStore, plan: Plan, report: ExportReport) -> Iterator[Row]:
+    """``(StepInfo, frame)`` in step order, paging through the steps; O(chunk) memory for
+    frames (the reader caches a few decoded chunks).
+
+    Steps without a stored frame go to ``report.dropped_steps``. A corrupt frame raises
+    ``CorruptData`` / ``FrameNotFound``, or with ``skip_corrupt`` goes to
+    ``report.skipped_steps`` together with the rest of its chunk (read once, not per step).
+    """
+    bad_chunks: set[tuple[int, int]] = set()
+    for lo in range(plan.start, plan.stop, _PAGE_ROWS):
+        for row in store.read_steps(plan.episode_id, lo, min(plan.stop, lo + _PAGE_ROWS)):
+            if row.frame is None:
+                report.dropped_steps.append(row.step)
+                continue
+            chunk = (row.frame[0], row.frame[1])
+            if chunk in bad_chunks:
+                report.skipped_steps.append(row.step)
+                continue
+            try:
+                frame = store.reader.read(row.frame, expect_key=(plan.episode_id, row.step))
+            except (CorruptData, FrameNotFound):
+                if not plan.options.skip_corrupt:
+                    raise
+                bad_chunks.add(chunk)
+                report.skipped_steps.append(row.step)
+                continue
+            yield row, frame
+
+
+def counted(items: Iterable[T], planned: int, progress: Progress | None) -> Iterator[T]:
+    """``items`` unchanged, calling ``progress(done, planned)`` after each one."""
+    if progress is None:
+        yield from items
+        return
+    for done, item in enumerate(items, 1):
+        yield item
+        progress(done, planned)
