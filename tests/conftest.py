@@ -111,3 +111,45 @@ def record_episodes(
         finally:
             rec.close()
     return ids
+
+
+# --------------------------------------------------------------------------- CLI helpers
+def run_cli(*args, **kwargs):
+    """Invoke the ``framestore`` CLI in-process; never a traceback for the user."""
+    from click.testing import CliRunner
+
+    from tools.cli import cli
+
+    result = CliRunner().invoke(cli, [str(a) for a in args], **kwargs)
+    # An uncaught exception would be a traceback for the user.
+    assert result.exception is None or isinstance(result.exception, SystemExit), repr(
+        result.exception
+    )
+    assert "Traceback" not in result.output
+    return result
+
+
+def assert_one_line_error(result, code: int = 2) -> str:
+    """The command failed with ``code`` and said why in exactly one line on stderr
+    (warnings aside). Takes a click ``Result`` or a ``subprocess.CompletedProcess``."""
+    if hasattr(result, "returncode"):
+        exit_code, stderr, output = result.returncode, result.stderr, result.stdout + result.stderr
+    else:
+        exit_code, stderr, output = result.exit_code, result.stderr, result.output
+    assert "Traceback" not in output, output
+    assert exit_code == code, (exit_code, output)
+    lines = [ln for ln in stderr.splitlines() if ln.strip()]
+    errors = [ln for ln in lines if ln.startswith("framestore: error: ")]
+    others = [
+        ln for ln in lines if not ln.startswith(("framestore: error: ", "framestore: warning: "))
+    ]
+    assert len(errors) == 1 and not others, stderr
+    return errors[0]
+
+
+def wait_for(predicate, timeout: float = 5.0, interval: float = 0.002) -> None:
+    """Poll ``predicate`` until it is true; fail the test after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(interval)

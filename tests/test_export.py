@@ -9,12 +9,11 @@ import av
 import gymnasium as gym
 import numpy as np
 import pytest
-from click.testing import CliRunner
+from conftest import assert_one_line_error, run_cli
 from PIL import Image
 
 from framestore import FrameStore
 from framestore.errors import CorruptData, EpisodeNotFound, InvalidInput
-from tools.cli import cli
 from tools.export import ExportOptions, export_episode, export_run
 
 T = 80  # actions per episode: T + 1 frames
@@ -66,18 +65,6 @@ def decode(path):
 def export(path, episode_id, out, **kw):
     with FrameStore.open(path, readonly=True) as st:
         return export_episode(st, episode_id, out, **kw)
-
-
-def run_cli(*args):
-    return CliRunner().invoke(cli, [str(a) for a in args])
-
-
-def assert_one_line_error(result, code=2):
-    assert result.exit_code == code, result.output
-    assert result.exception is None or isinstance(result.exception, SystemExit)
-    lines = result.output.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("framestore: error:"), result.output
-    assert "Traceback" not in result.output
 
 
 # ----------------------------------------------------------------------------- formats

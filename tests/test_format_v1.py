@@ -14,13 +14,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
+from conftest import run_cli
 
 from framestore import FrameStore
 from framestore.envs import make_env
 from framestore.scan import scan_segment
 from framestore.segments import FORMAT_VERSION, list_segment_ids, segment_path
-from tools.cli import cli
 
 FIXTURE = Path(__file__).parent / "fixtures" / "store-v0.1.0"
 
@@ -51,10 +50,6 @@ def expected_frames(store: FrameStore, episode_id: int) -> list[np.ndarray]:
     return regenerate(ep.env_id, ep.seed, actions)
 
 
-def run(*args) -> object:
-    return CliRunner().invoke(cli, [str(a) for a in args])
-
-
 def test_fixture_is_version_1():
     versions = {scan_segment(p, sid).version for sid, p in _segments(FIXTURE)}
     assert versions == {1} and FORMAT_VERSION == 2
@@ -76,37 +71,37 @@ def test_frames_of_a_v1_store_read_bit_exactly(v1_store):
 
 
 def test_every_read_command_works_on_a_v1_store(v1_store, tmp_path):
-    r = run("ls", v1_store, "--json")
+    r = run_cli("ls", v1_store, "--json")
     assert r.exit_code == 0, r.output
     assert [e["steps"] for e in json.loads(r.stdout)["episodes"]] == [25, 25, 25]
-    r = run("info", v1_store, "--json")
+    r = run_cli("info", v1_store, "--json")
     assert r.exit_code == 0, r.output
     assert json.loads(r.stdout)["frames"] == 75
     for quick in ([], ["--quick"]):
-        r = run("verify", v1_store, *quick)
+        r = run_cli("verify", v1_store, *quick)
         assert r.exit_code == 0 and r.stdout.startswith("ok:"), r.output
     out = tmp_path / "ep3.npz"
-    r = run("export", v1_store, "--episode", 3, "-o", out)
+    r = run_cli("export", v1_store, "--episode", 3, "-o", out)
     assert r.exit_code == 0, r.output
     with np.load(out) as npz, FrameStore.open(v1_store, readonly=True) as store:
         want = expected_frames(store, 3)
         assert np.array_equal(npz["frames"], np.stack(want))
-    r = run("recover", v1_store)
+    r = run_cli("recover", v1_store)
     assert r.exit_code == 0 and "nothing to recover" in r.stdout, r.output
 
 
 def test_gc_compacts_a_v1_store_into_v2_segments(v1_store):
     with FrameStore.open(v1_store, readonly=True) as store:
         want = {e: expected_frames(store, e) for e in (1, 3)}
-    assert run("rm", v1_store, "--episode", 2).exit_code == 0
-    r = run("gc", v1_store, "--threshold", 1, "--json")
+    assert run_cli("rm", v1_store, "--episode", 2).exit_code == 0
+    r = run_cli("gc", v1_store, "--threshold", 1, "--json")
     assert r.exit_code == 0, r.output
     report = json.loads(r.stdout)
     assert report["segments_rewritten"] and report["segments_written"]
     new = {sid: scan_segment(p, sid) for sid, p in _segments(v1_store)}
     assert {s.version for s in new.values()} == {2}
     assert all(s.clean and s.sealed for s in new.values())
-    assert run("verify", v1_store).exit_code == 0
+    assert run_cli("verify", v1_store).exit_code == 0
     with FrameStore.open(v1_store, readonly=True) as store:
         assert [e.id for e in store.episodes()] == [1, 3]
         for eid, frames in want.items():
@@ -125,4 +120,4 @@ def test_recording_into_a_v1_store_adds_v2_segments(v1_store, assault_frames):
     assert all(np.array_equal(a, b) for a, b in zip(got, assault_frames[:10], strict=True))
     versions = sorted((sid, scan_segment(p, sid).version) for sid, p in _segments(v1_store))
     assert versions == [(1, 1), (2, 1), (3, 2)]
-    assert run("verify", v1_store).exit_code == 0
+    assert run_cli("verify", v1_store).exit_code == 0

@@ -6,6 +6,7 @@ import threading
 import time
 
 import pytest
+from conftest import wait_for
 
 from telemetry.errors import Closed, InvalidInput, QueueFull
 from telemetry.events import Step
@@ -18,13 +19,6 @@ def step(i: int) -> Step:
 
 def hub_threads() -> list[threading.Thread]:
     return [t for t in threading.enumerate() if t.name.startswith("telemetry-hub-")]
-
-
-def wait_for(predicate, timeout=5.0):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.001)
 
 
 class RecordingSink:

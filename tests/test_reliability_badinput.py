@@ -14,7 +14,7 @@ from contextlib import closing
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
+from conftest import assert_one_line_error, run_cli
 
 from framestore import FrameStore
 from framestore._format import ChunkHeader, Codec, RecordType, pack_record
@@ -29,28 +29,11 @@ from framestore.errors import (
     StoreLocked,
 )
 from framestore.segments import segment_path
-from tools.cli import cli
 from tools.gc import collect
 from tools.recover import recover
 from tools.verify import verify
 
 ENV_ID = "ALE/Assault-v5"
-
-
-def run(*args):
-    result = CliRunner().invoke(cli, [str(a) for a in args])
-    assert result.exception is None or isinstance(result.exception, SystemExit), repr(
-        result.exception
-    )
-    assert "Traceback" not in result.output
-    return result
-
-
-def one_line(result, code: int) -> str:
-    assert result.exit_code == code, result.output
-    errors = [ln for ln in result.output.splitlines() if ln.startswith("framestore: error: ")]
-    assert len(errors) == 1, result.output
-    return errors[0]
 
 
 @pytest.fixture
@@ -142,12 +125,12 @@ def test_unknown_ids_and_not_a_store(recorded, tmp_path):
             store.recorder("")
     assert_intact(path, want)
 
-    assert "no episode 99" in one_line(
-        run("export", path, "--episode", 99, "-o", tmp_path / "x.npz"), 2
+    assert "no episode 99" in assert_one_line_error(
+        run_cli("export", path, "--episode", 99, "-o", tmp_path / "x.npz"), 2
     )
-    assert "no episode 99" in one_line(run("rm", path, "--episode", 99), 2)
-    assert "unknown environment" in one_line(
-        run("record", tmp_path / "n.store", "--env", "Nope-v9"), 2
+    assert "no episode 99" in assert_one_line_error(run_cli("rm", path, "--episode", 99), 2)
+    assert "unknown environment" in assert_one_line_error(
+        run_cli("record", tmp_path / "n.store", "--env", "Nope-v9"), 2
     )
     assert_intact(path, want)
 
@@ -158,8 +141,10 @@ def test_unknown_ids_and_not_a_store(recorded, tmp_path):
     (other / "notes.md").write_text("mine")
     for target in (file, other, tmp_path / "missing"):
         for verb in ("ls", "info", "verify", "recover", "gc"):
-            one_line(run(verb, target), 2)
-        one_line(run("export", target, "--episode", 1, "-o", tmp_path / "y.npz"), 2)
+            assert_one_line_error(run_cli(verb, target), 2)
+        assert_one_line_error(
+            run_cli("export", target, "--episode", 1, "-o", tmp_path / "y.npz"), 2
+        )
     assert file.read_text() == "not a store" and os.listdir(other) == ["notes.md"]
 
 
@@ -175,7 +160,7 @@ def test_store_from_a_newer_schema_is_refused_untouched(recorded):
         with pytest.raises(SchemaTooNew, match="m999_from_the_future"):
             FrameStore.open(path, readonly=readonly)
     for args in (["ls"], ["verify"], ["recover"], ["gc"], ["rm", "--episode", "1"]):
-        line = one_line(run(args[0], path, *args[1:]), 2)
+        line = assert_one_line_error(run_cli(args[0], path, *args[1:]), 2)
         assert "newer" in line and "m999_from_the_future" in line
     assert (path / "framestore.db").read_bytes() == before
 
@@ -193,9 +178,9 @@ def test_two_writers_one_store(recorded, assault_frames):
                 collect(b)
             with pytest.raises(StoreLocked):
                 recover(b)
-        assert "locked" in one_line(run("record", path, "--env", "CartPole-v1"), 4)
-        assert "locked" in one_line(run("gc", path), 4)
-        assert "locked" in one_line(run("recover", path), 4)
+        assert "locked" in assert_one_line_error(run_cli("record", path, "--env", "CartPole-v1"), 4)
+        assert "locked" in assert_one_line_error(run_cli("gc", path), 4)
+        assert "locked" in assert_one_line_error(run_cli("recover", path), 4)
         rec.record_step(assault_frames[61], action=1)
         rec.end_episode()
     want[eid] = assault_frames[60:62]
@@ -218,7 +203,7 @@ def test_segment_rows_pointing_outside_the_store(recorded, tmp_path, assault_fra
             store.read_frame(1, 3)
         with pytest.raises(CorruptRecord, match="invalid frame pointer"):
             store.read_frame(1, 4)
-    result = run("verify", path)
+    result = run_cli("verify", path)
     assert result.exit_code == 1
     assert "bad path" in result.output and "../../etc/passwd" in result.output
     assert "not a regular file" in result.output
@@ -258,8 +243,8 @@ def test_decompression_bomb_in_a_store_is_refused(recorded):
     finally:
         tracemalloc.stop()
     assert peak < 32 * 1024 * 1024, peak
-    result = run("verify", path)
+    result = run_cli("verify", path)
     assert result.exit_code == 1 and "exceeds" in result.output
-    assert "exceeds" in one_line(
-        run("export", path, "--episode", 1, "-o", path.parent / "b.npz"), 5
+    assert "exceeds" in assert_one_line_error(
+        run_cli("export", path, "--episode", 1, "-o", path.parent / "b.npz"), 5
     )

@@ -13,12 +13,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
+from conftest import assert_one_line_error, run_cli
 
 from framestore import FrameStore, FrameStoreError
 from framestore.errors import CorruptData, FrameNotFound
 from framestore.segments import list_segment_ids, segment_path
-from tools.cli import cli
 from tools.recover import recover
 from tools.verify import verify
 
@@ -43,23 +42,6 @@ def pristine(tmp_path_factory, assault_frames):
                 want[eid] = frames
         store.catalog.checkpoint()
     return path, want
-
-
-def run(*args) -> object:
-    result = CliRunner().invoke(cli, [str(a) for a in args])
-    # An uncaught exception would be a traceback for the user.
-    assert result.exception is None or isinstance(result.exception, SystemExit), repr(
-        result.exception
-    )
-    assert "Traceback" not in result.output
-    return result
-
-
-def assert_one_line_error(result, code: int) -> str:
-    assert result.exit_code == code, result.output
-    lines = [ln for ln in result.output.splitlines() if ln.startswith("framestore: error:")]
-    assert len(lines) == 1, result.output
-    return lines[0]
 
 
 def read_every_frame(path: Path, want: dict) -> tuple[int, int]:
@@ -103,14 +85,14 @@ def test_random_segment_damage(pristine, tmp_path, trial):
     shutil.copytree(src, path)
     what = damage_segments(path, random.Random(trial))
 
-    result = run("verify", path)
+    result = run_cli("verify", path)
     assert result.exit_code == 1, (what, result.output)  # every segment byte is checksummed
 
     good, bad = read_every_frame(path, want)
     assert good + bad == EPISODES * STEPS
     for eid in want:
         out = tmp_path / f"e{eid}.npz"
-        res = run("export", path, "--episode", eid, "-o", out)
+        res = run_cli("export", path, "--episode", eid, "-o", out)
         if res.exit_code == 0:
             with np.load(out) as z:
                 np.testing.assert_array_equal(z["frames"], np.stack(want[eid]))
@@ -118,7 +100,7 @@ def test_random_segment_damage(pristine, tmp_path, trial):
         line = assert_one_line_error(res, code=5)
         assert "segment" in line, line
         assert not out.exists() and not Path(str(out) + ".partial").exists()
-        res = run("export", path, "--episode", eid, "-o", out, "--skip-corrupt")
+        res = run_cli("export", path, "--episode", eid, "-o", out, "--skip-corrupt")
         if res.exit_code != 0:  # nothing readable left in the episode: still one line
             assert "every frame in the range is corrupt" in assert_one_line_error(res, 5)
             continue
@@ -151,12 +133,12 @@ def test_random_sqlite_damage(pristine, tmp_path, trial):
         data[rng.randrange(lo, len(data))] ^= 1 << rng.randrange(8)
     db.write_bytes(bytes(data))
 
-    result = run("verify", path)
+    result = run_cli("verify", path)
     assert result.exit_code in (0, 1, 2, 5), result.output
     if result.exit_code not in (0, 1):
         assert_one_line_error(result, result.exit_code)
-    run("ls", path)
-    res = run("export", path, "--episode", 2, "-o", tmp_path / "x.npz")
+    run_cli("ls", path)
+    res = run_cli("export", path, "--episode", 2, "-o", tmp_path / "x.npz")
     if res.exit_code != 0:
         assert_one_line_error(res, res.exit_code)
 
@@ -195,8 +177,8 @@ def test_pointer_to_another_frame_is_an_error_not_wrong_pixels(pristine, tmp_pat
         with pytest.raises(CorruptData, match="episode 1 step 5"):
             list(store.iter_frames(2))
         assert np.array_equal(store.read_frame(1, 1), want[1][1])
-    res = run("export", path, "--episode", 2, "-o", tmp_path / "x.npz")
+    res = run_cli("export", path, "--episode", 2, "-o", tmp_path / "x.npz")
     assert_one_line_error(res, 5)
-    res = run("export", path, "--episode", 2, "-o", tmp_path / "x.npz", "--skip-corrupt")
+    res = run_cli("export", path, "--episode", 2, "-o", tmp_path / "x.npz", "--skip-corrupt")
     assert res.exit_code == 0 and "skipped 1 corrupt frame(s): steps 5" in res.output, res.output
-    assert run("verify", path).exit_code == 1
+    assert run_cli("verify", path).exit_code == 1

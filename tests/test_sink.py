@@ -9,6 +9,7 @@ import threading
 import time
 
 import pytest
+from conftest import wait_for
 
 from telemetry.db import open_db
 from telemetry.errors import Closed, InvalidInput, QueueFull, SchemaTooNew, SinkError
@@ -72,13 +73,6 @@ class Gate:
         self.entered.set()
         assert self.release.wait(10), "gate never released"
         return [None] * len(frames)
-
-
-def wait_for(predicate, timeout=5.0):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.002)
 
 
 def test_events_land_in_order(db_path):

@@ -26,6 +26,7 @@ from framestore.errors import (
 from framestore.jsonsafe import dumps
 
 from .exitcodes import ExitCode
+from .text import human_bytes, one_line  # noqa: F401 - re-exported for the verbs
 
 # The verbs' short names for ``ExitCode`` members (defined once in ``tools.exitcodes``).
 EXIT_OK = ExitCode.OK
@@ -131,20 +132,15 @@ class FramestoreGroup(click.Group):
             ctx.exit(EXIT_INTERRUPTED)
         except (FrameStoreError, OSError, sqlite3.Error) as e:
             cause = root_error(e)
-            text = _one_line(cause)
+            text = one_line(cause)
             if isinstance(cause, sqlite3.Error):
                 text = f"database error: {text}"
             raise Failure(text, exit_code_for(cause)) from e
         except gym.error.DependencyNotInstalled as e:
             # Gymnasium imports renderers (pygame, Box2D) lazily, at reset or render.
-            raise Failure(f"missing dependency: {_one_line(e)}", EXIT_USAGE) from e
+            raise Failure(f"missing dependency: {one_line(e)}", EXIT_USAGE) from e
         except gym.error.Error as e:
-            raise Failure(f"environment error: {_one_line(e)}", EXIT_USAGE) from e
-
-
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip() or type(exc).__name__
-    return " ".join(text.split())
+            raise Failure(f"environment error: {one_line(e)}", EXIT_USAGE) from e
 
 
 def emit_json(data: Any) -> None:
@@ -153,11 +149,3 @@ def emit_json(data: Any) -> None:
 
 def show_progress() -> bool:
     return sys.stderr.isatty()
-
-
-def human_bytes(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if abs(n) < 1024 or unit == "GiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} GiB"

@@ -2,47 +2,13 @@
 
 from __future__ import annotations
 
-import sys
-
 import click
 
 from ._common import emit_json, human_bytes, show_progress
+from ._progress import ProgressBars
 
 store_arg = click.argument("store", type=click.Path(file_okay=True, dir_okay=True))
 json_opt = click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-
-
-class _Bars:
-    """Progress bars on stderr, one per episode, created when its size is known."""
-
-    def __init__(self, enabled: bool):
-        self.enabled = enabled
-        self._bar = None
-        self._key = None
-        self._done = 0
-
-    def __call__(self, key, done: int, total: int) -> None:
-        if not self.enabled:
-            return
-        if key != self._key:
-            self.close()
-            self._key, self._done = key, 0
-            self._bar = click.progressbar(
-                length=total, label=f"episode {key}", file=sys.stderr
-            ).__enter__()
-        self._bar.update(done - self._done)
-        self._done = done
-
-    def close(self) -> None:
-        if self._bar is not None:
-            self._bar.__exit__(None, None, None)
-            self._bar = None
-
-    def __enter__(self) -> _Bars:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
 
 
 def _describe(r) -> str:
@@ -133,7 +99,7 @@ def export(
     )
     with (
         FrameStore.open(store, readonly=True) as st,
-        _Bars(show_progress() and not as_json) as bars,
+        ProgressBars(show_progress() and not as_json, label=lambda ep: f"episode {ep}") as bars,
     ):
         if episode_id is not None:
             reports = [

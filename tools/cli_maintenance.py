@@ -3,39 +3,13 @@
 
 from __future__ import annotations
 
-import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
-
 import click
 
 from ._common import EXIT_DATA_LOSS, EXIT_PROBLEMS, emit_json, human_bytes, show_progress
+from ._progress import progress_bar
 
 store_arg = click.argument("store", type=click.Path(file_okay=True, dir_okay=True))
 json_opt = click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-
-
-@contextmanager
-def _progress(label: str, enabled: bool) -> Iterator:
-    """A ``progress(done, total)`` callback drawing a bar on stderr, or None."""
-    if not enabled:
-        yield None
-        return
-    state: dict = {}
-
-    def update(done: int, total: int) -> None:
-        bar = state.get("bar")
-        if bar is None:
-            state["cm"] = click.progressbar(length=max(total, 1), label=label, file=sys.stderr)
-            bar = state["bar"] = state["cm"].__enter__()
-        bar.length = max(total, 1)
-        bar.update(max(0, done - bar.pos))
-
-    try:
-        yield update
-    finally:
-        if "cm" in state:
-            state["cm"].__exit__(None, None, None)
 
 
 @click.command()
@@ -53,7 +27,7 @@ def gc(store, dry_run, threshold, as_json):
     """Compact segments and reclaim the space of deleted episodes (crash-safe)."""
     from .gc import collect
 
-    with _progress("compacting", show_progress() and not as_json) as progress:
+    with progress_bar("compacting", show_progress() and not as_json) as progress:
         r = collect(store, threshold=threshold, dry_run=dry_run, progress=progress)
     if as_json:
         emit_json(r.as_dict())
@@ -95,7 +69,7 @@ def verify(store, quick, as_json):
     Exit status 0 when the store is clean, 1 when problems were found."""
     from .verify import verify as do_verify
 
-    with _progress("verifying", show_progress() and not as_json) as progress:
+    with progress_bar("verifying", show_progress() and not as_json) as progress:
         r = do_verify(store, quick=quick, progress=progress)
     if as_json:
         emit_json(r.as_dict())
@@ -121,7 +95,7 @@ def recover(store, as_json):
     Exit status 0 when nothing was lost, 3 when the store was repaired with data loss."""
     from .recover import recover as do_recover
 
-    with _progress("recovering", show_progress() and not as_json) as progress:
+    with progress_bar("recovering", show_progress() and not as_json) as progress:
         r = do_recover(store, progress=progress)
     if as_json:
         emit_json(r.as_dict())
