@@ -60,16 +60,6 @@ FAMILY_DEFAULTS: dict[str, dict[str, Any]] = {
         "checkpoint_interval": 1024,
         "chunk_frames": 32,
     },
-    "classic_control": {
-        **_COMMON,
-        "frame_bytes_hint": 400 * 600 * 3,
-        "hub_buffer": 2048,
-        "queue_frames": 256,
-        "sink_queue": 2048,
-        "batch_size": 64,
-        "checkpoint_interval": 1024,
-        "chunk_frames": 32,
-    },
     # Turn-based grids rendered at 4 fps for humans: few steps, frames that barely change.
     "toy_text": {
         **_COMMON,
@@ -92,6 +82,8 @@ FAMILY_DEFAULTS: dict[str, dict[str, Any]] = {
         "chunk_frames": 32,
     },
 }
+# Classic control renders the same 400x600 frames as Box2D.
+FAMILY_DEFAULTS["classic_control"] = dict(FAMILY_DEFAULTS["box2d"])
 
 #: Per-game values that differ from the family. ``frame_bytes_hint`` values are
 #: ``env.render().nbytes`` measured with gymnasium 1.4 / ale-py 0.12 (rgb_array, seed 0).
