@@ -55,6 +55,7 @@ class FrameStore:
         self._reader = SegmentReader(root, cache_chunks=16)
         self._closed = False
         self._recorders: list[Recorder] = []
+        self._stream_keys: dict[int, int] = {}  # an episode's stream key never changes
 
     # ----------------------------------------------------------------- opening
     @classmethod
@@ -194,7 +195,25 @@ class FrameStore:
             raise FrameNotFound(f"episode {episode_id} has no step {step}")
         if locs[0][1] is None:
             raise FrameNotFound(f"episode {episode_id} step {step} has no stored frame (dropped)")
-        return self._reader.read(locs[0][1], expect_key=(episode_id, step))
+        return self.read_at(locs[0][1], episode_id, step)
+
+    def stream_key(self, episode_id: int) -> int:
+        """The stream key an episode's chunks carry: its id, unless it was merged from
+        another store (docs/FORMAT.md, "Merged stores")."""
+        key = self._stream_keys.get(episode_id)
+        if key is None:
+            key = self._stream_keys[episode_id] = self.catalog.stream_key(episode_id)
+        return key
+
+    def read_at(
+        self, location: FrameLocation, episode_id: int, step: int, *, copy: bool = True
+    ) -> np.ndarray:
+        """The frame at ``location`` (a step row's pointer), checked to be the frame of
+        ``episode_id``'s ``step``: a wrong pointer raises ``CorruptRecord``, never returns
+        another step's pixels."""
+        return self._reader.read(
+            location, copy=copy, expect_key=(self.stream_key(episode_id), step)
+        )
 
     def iter_frames(
         self, episode_id: int, start: int = 0, stop: int | None = None, *, skip_missing: bool = True
@@ -218,7 +237,7 @@ class FrameStore:
                 if skip_missing:
                     continue
                 raise FrameNotFound(f"episode {episode_id} step {step} has no stored frame")
-            yield step, self._reader.read(loc, expect_key=(episode_id, step))
+            yield step, self.read_at(loc, episode_id, step)
 
     def read_frames(
         self, episode_id: int, start: int = 0, stop: int | None = None

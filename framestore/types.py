@@ -32,6 +32,7 @@ class RunInfo:
     durability: str | None
     config: dict[str, Any]
     stats: dict[str, Any]
+    env_spec: dict[str, Any] | None = None  # how to make the environment again (replay)
 
 
 @dataclass(frozen=True)
@@ -50,6 +51,10 @@ class EpisodeInfo:
     status: str
     frames_dropped: int
     frames: int  # rows with a stored frame
+    sub_env: int | None = None  # the vector sub-environment that played it
+    continues_episode: int | None = None  # the episode it follows without a seed of its own
+    reset_options: dict[str, Any] | None = None  # ``options`` passed to ``reset``
+    stream_key: int | None = None  # its chunks' stream key (the id unless merged)
 
 
 @dataclass(frozen=True)

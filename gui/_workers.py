@@ -79,9 +79,7 @@ class _LoaderWorker(QObject):
             frame = (
                 None
                 if loc is None
-                else self.store.reader.read(
-                    loc, copy=False, expect_key=(episode_id, self._locs[step][0])
-                )
+                else self.store.read_at(loc, episode_id, self._locs[step][0], copy=False)
             )
             rows = self.store.read_steps(episode_id, step, step + 1)
             info = rows[0] if rows else None

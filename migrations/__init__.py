@@ -11,6 +11,8 @@ migrations it does not know instead of raising, and ``telemetry.db`` turns that 
 
 from __future__ import annotations
 
+import uuid
+
 from sqlite_utils import Database, Migrations
 
 MIGRATION_SET = "framestore"
@@ -92,6 +94,53 @@ def m001_initial(db: Database) -> None:
         )
         """
     )
+
+
+@migrations()
+def m002_vector_replay_merge(db: Database) -> None:
+    """Columns for vector recording, replay and merge; the merge journal; the store id.
+
+    - ``runs.env_spec``: JSON saying how to make the environment again (replay).
+    - ``episodes.sub_env``: the index of the vector sub-environment that played it.
+    - ``episodes.continues_episode``: the earlier episode of the same environment (or
+      sub-environment) this one follows without a seed of its own (an autoreset, or a
+      reset without a seed): replay runs that episode first.
+    - ``episodes.reset_options``: JSON of the ``options`` passed to ``reset``.
+    - ``episodes.stream_key``: the stream key of the episode's chunks when it is not the
+      episode id (episodes merged from another store keep their chunks' keys).
+    - ``segments.header_id``: the segment id a file's header names when it is not the
+      file's own id (segments merged from another store keep their bytes).
+    - ``merges``: one row per source store merged in; ``state`` is ``copying`` until
+      the source's rows commit (then ``done``), so an interrupted merge is found and
+      undone by ``recover`` or finished by running ``merge`` again.
+    - ``meta.store_id``: a random id naming this store as a merge source.
+    """
+    db.execute("ALTER TABLE runs ADD COLUMN env_spec TEXT")
+    for column in ("sub_env INTEGER", "continues_episode INTEGER", "reset_options TEXT",
+                   "stream_key INTEGER"):  # fmt: skip
+        db.execute(f"ALTER TABLE episodes ADD COLUMN {column}")
+    db.execute("ALTER TABLE segments ADD COLUMN header_id INTEGER")
+    db.execute(
+        """
+        CREATE TABLE merges (
+            id INTEGER PRIMARY KEY,
+            source_id TEXT NOT NULL,
+            source_path TEXT NOT NULL,
+            fingerprint TEXT NOT NULL,
+            mode TEXT NOT NULL CHECK (mode IN ('copy', 'move')),
+            state TEXT NOT NULL CHECK (state IN ('copying', 'done')),
+            segments TEXT NOT NULL,  -- JSON [[new segment id, source segment id], ...]
+            ids TEXT,                -- JSON {"runs": {src: new}, "episodes": {src: new}}
+            started REAL,
+            finished REAL,
+            runs INTEGER DEFAULT 0,
+            episodes INTEGER DEFAULT 0,
+            steps INTEGER DEFAULT 0
+        )
+        """
+    )
+    db.execute("CREATE INDEX merges_source ON merges (source_id)")
+    db.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('store_id', ?)", [uuid.uuid4().hex])
 
 
 def _known_names() -> tuple[str, ...]:

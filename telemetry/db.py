@@ -225,12 +225,8 @@ def _check_and_migrate(db: sqlite_utils.Database, path: str, *, readonly: bool) 
     if readonly:
         if not applied:
             raise NotAStore(path, "SQLite database without framestore tables")
-        if _migrations.pending_names(db):
-            # A read-only reader cannot upgrade; an older store still has every table
-            # this code reads unless a later step added it, so report it plainly.
-            raise NotAStore(
-                path, "store needs a schema upgrade; open it once read-write to migrate"
-            )
+        # A read-only reader cannot upgrade: an older schema is read as it is (the
+        # catalogue reads columns added by later steps only where they exist).
         return
     if not applied:
         foreign = [

@@ -37,6 +37,7 @@ from framestore import FrameStore
 from framestore.catalog import MAX_SQLITE_INT, RECOVERED_ENV_ID, format_shape
 from framestore.compaction import Victim, compact, remove_obsolete
 from framestore.files import fsync_dir
+from framestore.merging import undo_incomplete_merges
 from framestore.scan import SegmentScan, scan_segment
 from framestore.segments import (
     FILE_HEADER_SIZE,
@@ -120,6 +121,10 @@ def recover(store: StoreArg, *, progress=None) -> RecoverReport:
 def _recover(st: FrameStore, report: RecoverReport, progress) -> None:
     report.partials_removed = remove_partials(st.root)
     report.segments_removed += remove_obsolete(st)
+    undone = len(st.catalog.incomplete_merges())
+    report.segments_removed += undo_incomplete_merges(st)
+    if undone:
+        report.notes.append(f"{undone} interrupted merge(s) undone (their copies removed)")
     scans = _repair_segments(st, report, progress)
     chunks = {
         (sid, off): header for sid, scan in scans.items() for off, header in scan.chunks.items()
@@ -204,7 +209,7 @@ def _resolves(chunks, row) -> bool:
     slot = row.slot
     if header is None or slot is None or not 0 <= slot < header.count:
         return False
-    if header.stream_key != row.episode or header.frame_keys[slot] != row.step:
+    if header.stream_key != row.expected_key or header.frame_keys[slot] != row.step:
         return False
     return row.shape is None or row.shape == format_shape(header.shape)
 
@@ -219,14 +224,34 @@ def _clear_dangling(cat, chunks, statuses, report: RecoverReport) -> None:
     report.frames_lost = dict(sorted(counts.items()))
 
 
+def _owner(key: int, owners: dict[int, list[int]], statuses) -> int | None:
+    """The episode a chunk's stream key names: the one episode that carries it, or the
+    key itself as a new episode id; None when that is ambiguous (after a merge several
+    episodes can carry one key, and an id can be taken by an episode with another key)."""
+    found = owners.get(key, [])
+    if len(found) == 1:
+        return found[0]
+    if not found and key not in statuses:
+        return key
+    return None
+
+
 def _reinsert(cat, scans: dict[int, SegmentScan], statuses, report: RecoverReport) -> None:
     have = defaultdict(set, cat.step_keys())
+    owners = cat.stream_key_owners()
+    merged = cat.merged_segments()  # their rows committed with them: nothing to rebuild
+    pointed = cat.pointed_frames()
     run_id = None
     recovered: dict[int, int] = defaultdict(int)
     skipped = 0
-    for sid in sorted(scans):
+    for sid in sorted(set(scans) - set(merged)):
         for off, header in sorted(scans[sid].chunks.items()):
-            ep = header.stream_key
+            if all((sid, off, slot) in pointed for slot in range(header.count)):
+                continue
+            ep = _owner(header.stream_key, owners, statuses)
+            if ep is None:
+                skipped += sum((sid, off, slot) not in pointed for slot in range(header.count))
+                continue
             status = statuses.get(ep)
             if status == "deleted":
                 continue
@@ -241,13 +266,16 @@ def _reinsert(cat, scans: dict[int, SegmentScan], statuses, report: RecoverRepor
                     run_id = cat.create_recovered_run()
                 cat.create_recovered_episode(ep, run_id)
                 statuses[ep] = "interrupted"
+                owners[ep] = [ep]
                 report.episodes_created.append(ep)
             shape = format_shape(header.shape)
             cat.insert_recovered_steps((ep, k, sid, off, slot, shape) for slot, k in missing)
             have[ep].update(k for _slot, k in missing)
             recovered[ep] += len(missing)
     if skipped:
-        report.notes.append(f"{skipped} frames with a stream key that is not an episode id")
+        report.notes.append(
+            f"{skipped} frames with a stream key that names no one episode; left unread"
+        )
     report.steps_recovered = dict(sorted(recovered.items()))
     cat.recount_episodes(report.episodes_created)
 
@@ -260,9 +288,10 @@ def _remove_duplicates(
     referenced = st.catalog.referenced_segments()
     served = defaultdict(set, st.catalog.steps_with_frames())
     statuses = st.catalog.episode_statuses()
+    merged = st.catalog.merged_segments()  # stream keys there are not episode ids: gc's job
     removed = []
     for sid, scan in scans.items():
-        if sid in referenced or scan.bad or not scan.chunks or not scan.sealed:
+        if sid in referenced or sid in merged or scan.bad or not scan.chunks or not scan.sealed:
             continue
         if all(
             statuses.get(h.stream_key) == "deleted"

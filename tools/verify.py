@@ -32,7 +32,8 @@ class Problem:
     ``kind`` is one of: ``checksum``, ``corrupt``, ``torn tail``, ``unsealed``,
     ``missing segment``, ``unexpected segment``, ``obsolete leftover``, ``bad path``,
     ``partial leftover``, ``dangling pointer``, ``slot out of range``,
-    ``shape mismatch``, ``key mismatch``, ``step count``, ``stale recording``.
+    ``shape mismatch``, ``key mismatch``, ``step count``, ``stale recording``,
+    ``interrupted merge``.
     ``steps`` lists every affected step of ``episode`` (``step`` is the first).
     """
 
@@ -130,9 +131,12 @@ def _check_files(st: FrameStore, report: VerifyReport) -> SegmentFiles:
         add(Problem("bad path", "segments/ is a symlink; not followed"))
     for sid, p in files.irregular.items():
         add(Problem("bad path", f"{p.name} is not a regular file; not opened", sid))
-    if running is not True:  # a running gc writes partials while holding the lock
+    if running is not True:  # a running gc or merge writes these while holding the lock
         for p in list_partials(st.root):
             add(Problem("partial leftover", f"{p.name}: left by an interrupted gc"))
+        for m in st.catalog.incomplete_merges():
+            add(Problem("interrupted merge", f"merge of {m.source_path} did not finish "
+                        "(run `framestore recover`, or the merge again)"))  # fmt: skip
     for sid, (path, state) in sorted(st.catalog.segment_rows().items()):
         if path != relative_segment_path(sid):
             add(
@@ -154,6 +158,7 @@ def _scan_all(
 ) -> dict[int, SegmentScan]:
     """Every record of every segment file: checksums, framing, seals."""
     rows = st.catalog.segment_rows()
+    merged = st.catalog.merged_segments()  # their file headers name their source id
     running = report.writer_running
     newest_row = max(rows, default=0)
     active = max(files.regular, default=None) if running else None
@@ -170,21 +175,22 @@ def _scan_all(
             report.problems.append(
                 Problem("unexpected segment", "file has no row in the segments table", sid)
             )
-        _report_scan(report, scan, in_progress, rows.get(sid, ("", ""))[1] == "obsolete")
+        obsolete = rows.get(sid, ("", ""))[1] == "obsolete"
+        _report_scan(report, scan, in_progress, obsolete, merged.get(sid, sid))
         if progress is not None:
             progress(i + 1, total)
     return scans
 
 
 def _report_scan(
-    report: VerifyReport, scan: SegmentScan, in_progress: bool, obsolete: bool
+    report: VerifyReport, scan: SegmentScan, in_progress: bool, obsolete: bool, header_id: int
 ) -> None:
     add = report.problems.append
     sid = scan.segment
     if scan.header_error is not None:
         add(Problem(problem_kind(scan.header_error), str(scan.header_error), sid, 0))
         return
-    if scan.header_id != sid:
+    if scan.header_id != header_id:
         add(Problem("corrupt", f"file header names segment {scan.header_id}", sid, 0))
     for bad in scan.bad:
         add(Problem(problem_kind(bad.error), bad.error.detail, sid, bad.offset))
@@ -224,7 +230,7 @@ def _pointer_problem(
     want = format_shape(header.shape)
     if row.shape is not None and row.shape != want:
         return "shape mismatch", off, f"row says {row.shape}, chunk holds {want}"
-    if header.stream_key != row.episode or header.frame_keys[slot] != row.step:
+    if header.stream_key != row.expected_key or header.frame_keys[slot] != row.step:
         return (
             "key mismatch",
             off,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from ._base import END_OF_EPISODE, CatalogBase
 from ._episodes import EpisodeQueries, format_shape, parse_shape
+from ._merges import MergeQueries, MergeRecord
 from ._pointers import SEGMENT_STATES, PointerQueries, PointerRow
 from ._recovery import MAX_SQLITE_INT, RECOVERED_ENV_ID, RECOVERED_INFO, RecoveryQueries
 from ._stats import CatalogStats, EpisodeRowCount, StatsQueries
@@ -22,12 +23,15 @@ __all__ = [
     "Catalog",
     "CatalogStats",
     "EpisodeRowCount",
+    "MergeRecord",
     "PointerRow",
     "format_shape",
     "parse_shape",
 ]
 
 
-class Catalog(EpisodeQueries, PointerQueries, RecoveryQueries, StatsQueries, CatalogBase):
+class Catalog(
+    EpisodeQueries, PointerQueries, RecoveryQueries, StatsQueries, MergeQueries, CatalogBase
+):
     """A store's catalogue (one SQLite connection). Thread-safe: every query runs under
     one lock; ``transaction()`` groups changes."""

@@ -30,6 +30,14 @@ class CatalogBase:
         self.readonly = readonly
         self._lock = threading.RLock()
         self._closed = False
+        # A read-only catalogue cannot migrate: a store of an older schema is read as it
+        # is, columns added by m002 read as their defaults.
+        cols = {r[1] for r in db.conn.execute("PRAGMA table_info(episodes)").fetchall()}
+        self.has_m002 = "stream_key" in cols
+
+    def _m002(self, expr: str, default: str = "NULL") -> str:
+        """``expr`` when the store has m002's columns, else ``default``."""
+        return expr if self.has_m002 else default
 
     # ----------------------------------------------------------------- plumbing
     def _conn(self) -> sqlite3.Connection:

@@ -15,9 +15,12 @@ _EPISODES = """
            e.terminated, e.truncated, e.status, e.frames_dropped,
            (SELECT COUNT(*) FROM steps s WHERE s.episode_id = e.id) AS n_rows,
            (SELECT COUNT(*) FROM steps s WHERE s.episode_id = e.id
-                AND s.frame_segment IS NOT NULL) AS n_frames
+                AND s.frame_segment IS NOT NULL) AS n_frames,
+           {m002}
     FROM episodes e JOIN runs r ON r.id = e.run_id
 """
+_EPISODES_M002 = "e.sub_env, e.continues_episode, e.reset_options, COALESCE(e.stream_key, e.id)"
+_EPISODES_M001 = "NULL, NULL, NULL, e.id"
 
 _STEPS = (
     "SELECT step, action, reward, terminated, truncated, info, wall_time, frame_segment, "
@@ -41,7 +44,7 @@ def _location(seg: int | None, off: int | None, slot: int | None) -> FrameLocati
 
 def _episode(r: tuple) -> EpisodeInfo:
     (eid, run_id, env_id, idx, seed, started, ended, reward, term, trunc, status, dropped,
-     n_rows, n_frames) = r  # fmt: skip
+     n_rows, n_frames, sub_env, continues, options, stream_key) = r  # fmt: skip
     return EpisodeInfo(
         id=eid,
         run_id=run_id,
@@ -57,6 +60,10 @@ def _episode(r: tuple) -> EpisodeInfo:
         status=status,
         frames_dropped=dropped or 0,
         frames=n_frames,
+        sub_env=sub_env,
+        continues_episode=continues,
+        reset_options=json.loads(options) if options else None,
+        stream_key=stream_key,
     )
 
 
@@ -74,6 +81,7 @@ class EpisodeQueries(CatalogBase):
                 r["durability"],
                 json.loads(r["config"] or "{}"),
                 json.loads(r["stats"] or "{}"),
+                json.loads(r["env_spec"]) if r.get("env_spec") else None,
             )
             for r in self._dicts("SELECT * FROM runs ORDER BY id")
         ]
@@ -98,13 +106,35 @@ class EpisodeQueries(CatalogBase):
             params.append(run_id)
         if not include_deleted:
             where.append("e.status != 'deleted'")
-        sql = _EPISODES + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY e.id"
-        return [_episode(r) for r in self._rows(sql, params)]
+        sql = self._episodes_sql() + (" WHERE " + " AND ".join(where) if where else "")
+        return [_episode(r) for r in self._rows(sql + " ORDER BY e.id", params)]
 
     def episode(self, episode_id: int) -> EpisodeInfo | None:
         """One episode, deleted or not; None when there is no such id."""
-        rows = self._rows(_EPISODES + " WHERE e.id = ?", [episode_id])
+        rows = self._rows(self._episodes_sql() + " WHERE e.id = ?", [episode_id])
         return _episode(rows[0]) if rows else None
+
+    def _episodes_sql(self) -> str:
+        return _EPISODES.format(m002=self._m002(_EPISODES_M002, _EPISODES_M001))
+
+    def stream_key(self, episode_id: int) -> int:
+        """The stream key of an episode's chunks: its id, unless it was merged from
+        another store (its chunks keep the key they were written with)."""
+        row = self._one(
+            f"SELECT {self._m002('COALESCE(stream_key, id)', 'id')} FROM episodes WHERE id = ?",
+            [episode_id],
+        )
+        return episode_id if row is None else int(row[0])
+
+    def stream_key_owners(self) -> dict[int, list[int]]:
+        """``{stream key: [episode ids whose chunks carry it]}`` (several only after a
+        merge: each source numbered its episodes from 1)."""
+        out: dict[int, list[int]] = {}
+        for key, eid in self._rows(
+            f"SELECT {self._m002('COALESCE(stream_key, id)', 'id')}, id FROM episodes"
+        ):
+            out.setdefault(key, []).append(eid)
+        return out
 
     def episode_statuses(self) -> dict[int, str]:
         return dict(self._rows("SELECT id, status FROM episodes"))

@@ -26,6 +26,12 @@ class PointerRow:
     offset: int
     slot: int | None
     shape: str | None
+    stream_key: int | None = None  # what the chunk's stream key must be (the episode id
+    # unless the episode was merged from another store)
+
+    @property
+    def expected_key(self) -> int:
+        return self.episode if self.stream_key is None else self.stream_key
 
 
 class PointerQueries(CatalogBase):
@@ -42,17 +48,36 @@ class PointerQueries(CatalogBase):
     def obsolete_segments(self) -> list[int]:
         return [r[0] for r in self._rows("SELECT id FROM segments WHERE state = 'obsolete'")]
 
-    def record_segment(self, segment: int, state: str, size: int, live_bytes: int = 0) -> None:
-        """Insert or update a segment's row (path is always the canonical one)."""
+    def record_segment(
+        self,
+        segment: int,
+        state: str,
+        size: int,
+        live_bytes: int = 0,
+        *,
+        header_id: int | None = None,
+    ) -> None:
+        """Insert or update a segment's row (path is always the canonical one).
+        ``header_id``: for a segment merged from another store, the id its file header
+        names (kept once set)."""
         if state not in SEGMENT_STATES:
             raise ValueError(f"unknown segment state {state!r}")
         self._exec(
-            "INSERT INTO segments (id, path, state, bytes, live_bytes, created) "
-            "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO UPDATE SET "
+            "INSERT INTO segments (id, path, state, bytes, live_bytes, created, header_id) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO UPDATE SET "
             "path = excluded.path, state = excluded.state, bytes = excluded.bytes, "
-            "live_bytes = excluded.live_bytes",
-            (segment, relative_segment_path(segment), state, size, live_bytes, time.time()),
-        )
+            "live_bytes = excluded.live_bytes, "
+            "header_id = COALESCE(excluded.header_id, segments.header_id)",
+            (segment, relative_segment_path(segment), state, size, live_bytes, time.time(),
+             header_id),
+        )  # fmt: skip
+
+    def merged_segments(self) -> dict[int, int]:
+        """``{segment id: the id its file header names}`` for segments merged from another
+        store (their bytes, header included, were copied unchanged; docs/FORMAT.md)."""
+        if not self.has_m002:
+            return {}
+        return dict(self._rows("SELECT id, header_id FROM segments WHERE header_id IS NOT NULL"))
 
     def set_segment_states(self, segments: Iterable[int], state: str) -> None:
         if state not in SEGMENT_STATES:
@@ -115,25 +140,41 @@ class PointerQueries(CatalogBase):
             [segment],
         )[0]
 
+    def _key_column(self) -> str:
+        """The stream key a step's chunk must carry (NULL for orphan rows: the id)."""
+        return self._m002("e.stream_key", "NULL")
+
     def iter_live_pointers(self) -> Iterator[PointerRow]:
         """Every frame pointer of a live episode, ordered by segment and offset."""
-        for ep, step, seg, off, slot, shape in self._iter(
+        for r in self._iter(
             "SELECT s.episode_id, s.step, s.frame_segment, s.frame_offset, s.frame_slot, "
-            f"s.frame_shape FROM steps s LEFT JOIN episodes e ON e.id = s.episode_id "
+            f"s.frame_shape, {self._key_column()} FROM steps s "
+            f"LEFT JOIN episodes e ON e.id = s.episode_id "
             f"WHERE s.frame_segment IS NOT NULL AND {_LIVE} "
             "ORDER BY s.frame_segment, s.frame_offset, s.episode_id, s.step"
         ):
-            yield PointerRow(ep, step, seg, off, slot, shape)
+            yield PointerRow(*r)
 
     def all_pointers(self) -> list[PointerRow]:
         """Every frame pointer, of every episode (``recover`` checks them all)."""
         return [
             PointerRow(*r)
             for r in self._rows(
-                "SELECT episode_id, step, frame_segment, frame_offset, frame_slot, frame_shape "
-                "FROM steps WHERE frame_segment IS NOT NULL"
+                "SELECT s.episode_id, s.step, s.frame_segment, s.frame_offset, s.frame_slot, "
+                f"s.frame_shape, {self._key_column()} FROM steps s "
+                "LEFT JOIN episodes e ON e.id = s.episode_id WHERE s.frame_segment IS NOT NULL"
             )
         ]
+
+    def pointed_frames(self) -> set[tuple[int, int, int]]:
+        """Every ``(segment, offset, slot)`` some step row points at."""
+        return {
+            (seg, off, slot)
+            for seg, off, slot in self._iter(
+                "SELECT frame_segment, frame_offset, frame_slot FROM steps "
+                "WHERE frame_segment IS NOT NULL"
+            )
+        }
 
     def steps_with_frames(self) -> dict[int, set[int]]:
         """``{episode: {steps whose frame is stored}}``."""

@@ -39,7 +39,7 @@ def iter_rows(store: FrameStore, plan: Plan, report: ExportReport) -> Iterator[R
                 report.skipped_steps.append(row.step)
                 continue
             try:
-                frame = store.reader.read(row.frame, expect_key=(plan.episode_id, row.step))
+                frame = store.read_at(row.frame, plan.episode_id, row.step)
             except (CorruptData, FrameNotFound):
                 if not plan.options.skip_corrupt:
                     raise

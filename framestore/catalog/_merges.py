@@ -1,0 +1,211 @@
+"""What ``merge`` reads from a source store and writes into the destination: the merge
+journal (``merges``), the store's id, and runs, episodes and steps as raw rows."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from ._base import CatalogBase
+
+#: Columns copied from a source's ``runs`` rows (the id is given anew).
+RUN_COLUMNS = (
+    "env_id", "created", "ended", "preset", "host_profile", "durability", "config", "stats",
+    "env_spec",
+)  # fmt: skip
+#: Columns copied from a source's ``episodes`` rows (id, run_id, continues_episode and
+#: stream_key are mapped).
+EPISODE_COLUMNS = (
+    "idx", "seed", "started", "ended", "steps", "total_reward", "terminated", "truncated",
+    "status", "frames_dropped", "sub_env", "reset_options",
+)  # fmt: skip
+#: Columns of a ``steps`` row as merge copies it (episode and segment are mapped).
+STEP_COLUMNS = (
+    "episode_id", "step", "action", "reward", "terminated", "truncated", "info", "wall_time",
+    "frame_segment", "frame_offset", "frame_slot", "frame_shape",
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class MergeRecord:
+    """One row of the merge journal: a source store merged (or being merged) in."""
+
+    id: int
+    source_id: str
+    source_path: str
+    fingerprint: str
+    mode: str  # copy | move
+    state: str  # copying | done
+    segments: list[tuple[int, int]]  # (segment id here, segment id in the source)
+    ids: dict[str, dict[int, int]]  # {"runs": {source id: id here}, "episodes": {...}}
+    started: float | None
+    finished: float | None
+    runs: int
+    episodes: int
+    steps: int
+
+
+def _record(r: tuple) -> MergeRecord:
+    (mid, source_id, path, fingerprint, mode, state, segments, ids, started, finished, runs,
+     episodes, steps) = r  # fmt: skip
+    raw_ids = json.loads(ids or "{}")
+    return MergeRecord(
+        id=mid,
+        source_id=source_id,
+        source_path=path,
+        fingerprint=fingerprint,
+        mode=mode,
+        state=state,
+        segments=[(int(a), int(b)) for a, b in json.loads(segments)],
+        ids={k: {int(a): int(b) for a, b in v.items()} for k, v in raw_ids.items()},
+        started=started,
+        finished=finished,
+        runs=runs or 0,
+        episodes=episodes or 0,
+        steps=steps or 0,
+    )
+
+
+_MERGE_COLUMNS = (
+    "id, source_id, source_path, fingerprint, mode, state, segments, ids, started, finished, "
+    "runs, episodes, steps"
+)
+
+
+class MergeQueries(CatalogBase):
+    # ----------------------------------------------------------------- identity
+    def store_id(self) -> str | None:
+        """The store's random id (``meta.store_id``); None for a store of an older schema
+        opened read-only."""
+        row = self._one("SELECT value FROM meta WHERE key = 'store_id'")
+        return None if row is None else str(row[0])
+
+    def fingerprint_rows(self) -> list[tuple]:
+        """What says whether a store changed since it was merged: its runs and its live
+        episodes with their step counts and statuses."""
+        runs = self._rows("SELECT id, env_id, created, ended FROM runs ORDER BY id")
+        eps = self._rows(
+            "SELECT e.id, e.run_id, e.status, (SELECT COUNT(*) FROM steps s "
+            "WHERE s.episode_id = e.id) FROM episodes e WHERE e.status != 'deleted' ORDER BY e.id"
+        )
+        return [("runs", *r) for r in runs] + [("episodes", *e) for e in eps]
+
+    # ----------------------------------------------------------------- the journal
+    def merge_records(self) -> list[MergeRecord]:
+        """Every journal row, oldest first (none for a store of an older schema)."""
+        if not self.has_m002:
+            return []
+        return [_record(r) for r in self._rows(f"SELECT {_MERGE_COLUMNS} FROM merges ORDER BY id")]
+
+    def incomplete_merges(self) -> list[MergeRecord]:
+        """Journal rows of merges that stopped before their source's rows committed."""
+        return [m for m in self.merge_records() if m.state == "copying"]
+
+    def begin_merge(
+        self,
+        source_id: str,
+        source_path: str,
+        fingerprint: str,
+        mode: str,
+        segments: list[tuple[int, int]],
+    ) -> int:
+        """Journal a merge about to copy ``segments`` (commits at once: a crash from here
+        on leaves a row saying which files to remove). Returns the journal id."""
+        with self.transaction():
+            cur = self._conn().execute(
+                "INSERT INTO merges (source_id, source_path, fingerprint, mode, state, "
+                "segments, started) VALUES (?, ?, ?, ?, 'copying', ?, ?)",
+                (source_id, source_path, fingerprint, mode, json.dumps(segments), time.time()),
+            )
+            return int(cur.lastrowid)
+
+    def finish_merge(self, merge_id: int, ids: Mapping[str, Mapping[int, int]], steps: int) -> None:
+        """Mark a merge done (call in the transaction that inserts the source's rows)."""
+        self._exec(
+            "UPDATE merges SET state = 'done', finished = ?, ids = ?, runs = ?, episodes = ?, "
+            "steps = ? WHERE id = ?",
+            (
+                time.time(),
+                json.dumps({k: {str(a): b for a, b in v.items()} for k, v in ids.items()}),
+                len(ids.get("runs", {})),
+                len(ids.get("episodes", {})),
+                steps,
+                merge_id,
+            ),
+        )
+
+    def forget_merge(self, merge_id: int) -> None:
+        """Remove a journal row (an interrupted merge, once its copies are gone)."""
+        with self.transaction():
+            self._exec("DELETE FROM merges WHERE id = ?", (merge_id,))
+
+    # ----------------------------------------------------------------- a source's rows
+    def export_runs(self) -> list[dict[str, Any]]:
+        """Every run row, as stored (``env_spec`` is None on an older schema)."""
+        cols = ", ".join(c if c != "env_spec" else self._m002("env_spec") for c in RUN_COLUMNS)
+        return self._dicts(f"SELECT id, {cols} FROM runs ORDER BY id")
+
+    def export_episodes(self) -> list[dict[str, Any]]:
+        """Every episode row that is not deleted, as stored, with its stream key."""
+        cols = ", ".join(
+            c if c not in ("sub_env", "reset_options") else f"{self._m002(c)} AS {c}"
+            for c in EPISODE_COLUMNS
+        )
+        return self._dicts(
+            f"SELECT id, run_id, {cols}, "
+            f"{self._m002('continues_episode')} AS continues_episode, "
+            f"{self._m002('COALESCE(stream_key, id)', 'id')} AS stream_key "
+            "FROM episodes WHERE status != 'deleted' ORDER BY id"
+        )
+
+    def iter_step_rows(self, episode_ids: Iterable[int]) -> Iterator[tuple]:
+        """The step rows of ``episode_ids`` as stored (``STEP_COLUMNS``), in key order."""
+        cols = ", ".join(STEP_COLUMNS)
+        for eid in episode_ids:
+            yield from self._iter(
+                f"SELECT {cols} FROM steps WHERE episode_id = ? ORDER BY step", (eid,)
+            )
+
+    # ----------------------------------------------------------------- into this store
+    def max_ids(self) -> tuple[int, int]:
+        """The highest run and episode ids in use (0 when none)."""
+        return self._one(
+            "SELECT (SELECT COALESCE(MAX(id), 0) FROM runs), "
+            "(SELECT COALESCE(MAX(id), 0) FROM episodes)"
+        )
+
+    def import_run(self, run_id: int, row: Mapping[str, Any]) -> None:
+        """Insert a run row copied from another store under ``run_id``."""
+        marks = ", ".join("?" * (len(RUN_COLUMNS) + 1))
+        self._exec(
+            f"INSERT INTO runs (id, {', '.join(RUN_COLUMNS)}) VALUES ({marks})",
+            (run_id, *(row[c] for c in RUN_COLUMNS)),
+        )
+
+    def import_episode(
+        self,
+        episode_id: int,
+        run_id: int,
+        row: Mapping[str, Any],
+        *,
+        continues: int | None,
+        stream_key: int,
+    ) -> None:
+        """Insert an episode row copied from another store (its chunks keep
+        ``stream_key``)."""
+        cols = ("id", "run_id", *EPISODE_COLUMNS, "continues_episode", "stream_key")
+        values = (episode_id, run_id, *(row[c] for c in EPISODE_COLUMNS), continues, stream_key)
+        self._exec(
+            f"INSERT INTO episodes ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})",
+            values,
+        )
+
+    def import_steps(self, rows: Iterable[tuple]) -> int:
+        """Insert step rows (``STEP_COLUMNS``, already mapped); returns how many."""
+        marks = ", ".join("?" * len(STEP_COLUMNS))
+        return self._exec_many(
+            f"INSERT INTO steps ({', '.join(STEP_COLUMNS)}) VALUES ({marks})", rows
+        )
