@@ -1,6 +1,12 @@
 """The writer side of frame storage: group frames into chunks, compress them on a small
 pool, append them in order to segment files (rotating and sealing), fsync as the
 durability profile says. Runs on one writer thread; knows nothing of queues.
+
+Chunking keeps ONE open chunk per stream (episode): frames of interleaved episodes (a
+vector environment recorded through ``Recorder.record_steps``) still make chunks of
+consecutive steps of one episode. The open chunks are bounded (count, frames, bytes):
+past a bound the biggest is closed. A segment then interleaves chunks of several
+episodes; each episode's chunks appear in step order (docs/FORMAT.md).
 """
 
 from __future__ import annotations
@@ -22,6 +28,9 @@ from .codecs import encode_chunk
 from .files import fsync_dir
 from .segments import SegmentWriter, next_segment_id, segment_dir, segment_path
 
+#: Most chunks open at once (one per stream): past it the biggest is closed.
+MAX_OPEN_CHUNKS = 256
+
 
 @dataclass
 class Chunk:
@@ -30,10 +39,7 @@ class Chunk:
     frames: list[np.ndarray] = field(default_factory=list)
     refs: list[FrameRef] = field(default_factory=list)
     nbytes: int = 0
-    since: float = field(default_factory=time.monotonic)
-
-    def fits(self, arr: np.ndarray, ref: FrameRef) -> bool:
-        return self.refs[0].key[0] == ref.key[0] and self.frames[0].shape == arr.shape
+    last: float = field(default_factory=time.monotonic)  # when its last frame came
 
 
 @dataclass(frozen=True)
@@ -56,6 +62,8 @@ class ChunkWriter:
         compress_threads: size of the compression pool (zstandard releases the GIL).
         max_latency: an open chunk is closed after this many seconds without new frames.
         on_written: called on the writer thread for every appended chunk, in order.
+        open_frames, open_bytes: bounds on the frames held by all open chunks together
+            (the biggest open chunk is closed past them).
     """
 
     def __init__(
@@ -71,12 +79,16 @@ class ChunkWriter:
         compress_threads: int,
         max_latency: float,
         on_written: Callable[[Written], None],
+        open_frames: int | None = None,
+        open_bytes: int | None = None,
     ):
         self.root = root
         self._codec = codec
         self._level = level
         self._chunk_frames = chunk_frames
         self._chunk_bytes = chunk_bytes
+        self._open_frames_bound = open_frames or chunk_frames
+        self._open_bytes_bound = open_bytes or chunk_bytes
         self._segment_bytes = segment_bytes
         self._durable = durability == "durable"
         self._max_latency = max_latency
@@ -86,7 +98,9 @@ class ChunkWriter:
             max_workers=compress_threads, thread_name_prefix="framestore-compress"
         )
         self._local = threading.local()
-        self._pending: Chunk | None = None
+        self._open: dict[int, Chunk] = {}  # stream key -> its open chunk, oldest first
+        self._open_frames = 0
+        self._open_bytes = 0
         self._inflight: deque[tuple[Future, Chunk]] = deque()
         self._next_segment_id = next_segment_id(root)
         self.segment: SegmentWriter | None = None
@@ -95,34 +109,55 @@ class ChunkWriter:
 
     # ----------------------------------------------------------------- feeding
     def add(self, arr: np.ndarray, ref: FrameRef) -> None:
-        """Put a frame into the open chunk (closing it first when it cannot take it)."""
-        pending = self._pending
-        if pending is not None and not pending.fits(arr, ref):
-            self._submit()
-            pending = None
-        if pending is None:
-            pending = self._pending = Chunk()
-        pending.frames.append(arr)
-        pending.refs.append(ref)
-        pending.nbytes += arr.nbytes
-        if len(pending.frames) >= self._chunk_frames or pending.nbytes >= self._chunk_bytes:
-            self._submit()
+        """Put a frame into its stream's open chunk (closing that chunk first when the
+        shape changed); close chunks that are full, or the biggest past the bounds."""
+        key = ref.key[0]
+        chunk = self._open.get(key)
+        if chunk is not None and chunk.frames[0].shape != arr.shape:
+            self._submit(key)
+            chunk = None
+        if chunk is None:
+            chunk = self._open[key] = Chunk()
+        chunk.frames.append(arr)
+        chunk.refs.append(ref)
+        chunk.nbytes += arr.nbytes
+        chunk.last = time.monotonic()
+        self._open_frames += 1
+        self._open_bytes += arr.nbytes
+        if len(chunk.frames) >= self._chunk_frames or chunk.nbytes >= self._chunk_bytes:
+            self._submit(key)
+        while self._open and (
+            len(self._open) > MAX_OPEN_CHUNKS
+            or self._open_frames > self._open_frames_bound
+            or self._open_bytes > self._open_bytes_bound
+        ):
+            self._submit(max(self._open, key=lambda k: self._open[k].nbytes))
 
     def close_chunk(self) -> None:
-        """Submit the open chunk, however small."""
-        if self._pending is not None:
-            self._submit()
+        """Submit every open chunk, however small (oldest first)."""
+        for key in list(self._open):
+            self._submit(key)
+
+    def close_stale(self) -> None:
+        """Submit the open chunks that got no frame for ``max_latency`` seconds."""
+        if not self._open:
+            return
+        cutoff = time.monotonic() - self._max_latency
+        for key in [k for k, c in self._open.items() if c.last <= cutoff]:
+            self._submit(key)
 
     def seconds_until_stale(self) -> float | None:
-        """Seconds before the open chunk has waited ``max_latency`` (None: no open chunk)."""
-        if self._pending is None:
+        """Seconds before some open chunk has waited ``max_latency`` without a new frame
+        (None: no open chunk)."""
+        if not self._open:
             return None
-        return self._max_latency - (time.monotonic() - self._pending.since)
+        oldest = min(c.last for c in self._open.values())
+        return self._max_latency - (time.monotonic() - oldest)
 
     @property
     def idle(self) -> bool:
         """Nothing open and nothing being compressed."""
-        return self._pending is None and not self._inflight
+        return not self._open and not self._inflight
 
     @property
     def busy(self) -> bool:
@@ -161,8 +196,10 @@ class ChunkWriter:
             seg.close()
 
     # ----------------------------------------------------------------- internals
-    def _submit(self) -> None:
-        chunk, self._pending = self._pending, None
+    def _submit(self, key: int) -> None:
+        chunk = self._open.pop(key)
+        self._open_frames -= len(chunk.frames)
+        self._open_bytes -= chunk.nbytes
         self._inflight.append((self._pool.submit(self._encode, chunk.frames), chunk))
 
     def _encode(self, frames: list[np.ndarray]) -> tuple[tuple[int, ...], bytes]:

@@ -10,7 +10,7 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -31,6 +31,7 @@ from telemetry import (
     space_spec,
 )
 
+from ._batchrows import BatchRows, EpisodeState, check_episode_args
 from .errors import InvalidInput, StoreClosed
 from .service import FrameRef, FrameStorageService, ServiceMetrics
 from .settings import Settings, resolve
@@ -81,6 +82,8 @@ class Recorder:
         config: free-form JSON-able run configuration stored with the run.
         on_error: called from a background thread if the writer or the sink fails.
         render_fps: the environment's frame rate, stored with the run (exports use it).
+        env_spec: how to make the environment again (``verify --replay``), stored with
+            the run; ``framestore.replay.env_spec_of(env)`` makes it.
         on_close: called with the recorder once it is closed (``FrameStore`` uses it to
             forget its recorders).
     """
@@ -96,6 +99,7 @@ class Recorder:
         config: dict[str, Any] | None = None,
         on_error: Callable[[BaseException], None] | None = None,
         render_fps: float | None = None,
+        env_spec: dict[str, Any] | None = None,
         on_close: Callable[[Recorder], None] | None = None,
     ):
         if not isinstance(env_id, str) or not env_id:
@@ -122,15 +126,12 @@ class Recorder:
                 host_profile=self.resolved.host_profile,
                 durability=s.durability,
                 config=self._run_config(config, render_fps),
+                env_spec=env_spec,
             )
         )
         self.current_episode: int | None = None
         self._episode_index = 0
-        self._step = 0
-        self._total_reward = 0.0
-        self._last_term = False
-        self._last_trunc = False
-        self._dropped_in_episode = 0
+        self._open: dict[int, EpisodeState] = {}  # episodes begun and not yet ended
         self.steps_recorded = 0
         self.episodes_recorded = 0
 
@@ -197,13 +198,49 @@ class Recorder:
             self._on_error(exc)
 
     # ----------------------------------------------------------------- producer API
-    def begin_episode(self, seed: int | None = None) -> int:
-        """Start an episode (ending an open one as interrupted); returns its id."""
+    def begin_episode(
+        self,
+        seed: int | None = None,
+        *,
+        sub_env: int | None = None,
+        continues: int | None = None,
+        reset_options: dict[str, Any] | None = None,
+    ) -> int:
+        """Start THE current episode (ending an open one as interrupted); returns its id.
+        ``record_step`` and ``end_episode`` then work on it. See ``open_episode`` for the
+        arguments."""
         self._check_open()
-        if seed is not None and (not isinstance(seed, (int, np.integer)) or isinstance(seed, bool)):
-            raise InvalidInput(f"seed must be an integer or None, got {seed!r}")
+        check_episode_args(seed, sub_env, continues)
         if self.current_episode is not None:
             self.end_episode(status="interrupted")
+        eid = self.open_episode(
+            seed, sub_env=sub_env, continues=continues, reset_options=reset_options
+        )
+        self.current_episode = eid
+        return eid
+
+    def open_episode(
+        self,
+        seed: int | None = None,
+        *,
+        sub_env: int | None = None,
+        continues: int | None = None,
+        reset_options: dict[str, Any] | None = None,
+    ) -> int:
+        """Start an episode that runs alongside others (a vector sub-environment's);
+        record into it with ``record_steps`` and end it with ``close_episode``.
+
+        Args:
+            seed: the seed its ``reset`` was given (None: none).
+            sub_env: the vector sub-environment playing it.
+            continues: the episode of the same (sub-)environment it follows without a
+                seed of its own (an autoreset, or ``reset()`` without a seed): replay
+                plays that episode first.
+            reset_options: the ``options`` its ``reset`` was given.
+        """
+        self._check_open()
+        check_episode_args(seed, sub_env, continues)
+        options = None if reset_options is None else encode_info(reset_options)
         eid = self._next_episode_id
         self._hub.publish(
             EpisodeStarted(
@@ -212,16 +249,25 @@ class Recorder:
                 index=self._episode_index,
                 seed=None if seed is None else int(seed),
                 started=time.time(),
+                sub_env=None if sub_env is None else int(sub_env),
+                continues_episode=None if continues is None else int(continues),
+                reset_options=options,
             )
         )
         self._next_episode_id += 1
         self._episode_index += 1
-        self.current_episode = eid
-        self._step = 0
-        self._total_reward = 0.0
-        self._last_term = self._last_trunc = False
-        self._dropped_in_episode = 0
+        self._open[eid] = EpisodeState()
+        self._fit_commits()
         return eid
+
+    def _fit_commits(self) -> None:
+        """Commit enough rows at a time that every open episode's chunk can fill: a
+        commit waits for its frames, which closes every open chunk (half the sink's
+        queue at most, so the producer never waits on a commit that waits on it)."""
+        s = self.settings
+        rows = max(s.batch_size, min(s.chunk_frames * len(self._open), s.sink_queue // 2))
+        if rows != self._sink.batch_size:
+            self._sink.set_batch_size(rows)
 
     def record_step(
         self,
@@ -232,8 +278,9 @@ class Recorder:
         truncated: bool = False,
         info: dict[str, Any] | None = None,
     ) -> int:
-        """Record one step; returns its step index. Never blocks on disk work (only, under
-        the ``block`` policy, on a full queue, up to the block timeout).
+        """Record one step of the current episode; returns its step index. Never blocks
+        on disk work (only, under the ``block`` policy, on a full queue, up to the block
+        timeout).
 
         Everything is validated before anything is queued: a bad frame, action, reward
         or info raises ``InvalidInput`` (or a subclass) and records nothing.
@@ -244,14 +291,16 @@ class Recorder:
         reward = check_reward(reward)
         action_text = None if action is None else encode_action(action, self._space)
         info_text = encode_info({} if info is None else info)
-        eid, step = self.current_episode, self._step
+        eid = self.current_episode
+        st = self._open[eid]
+        step = st.step
         ref = None
         shape = None
         if frame is not None:
             ref = self._service.put(frame, key=(eid, step))
             shape = "x".join(str(d) for d in ref.shape) if ref.shape is not None else None
             if ref.dropped:
-                self._dropped_in_episode += 1
+                st.dropped += 1
         self._hub.publish(
             Step(
                 episode_id=eid,
@@ -266,11 +315,56 @@ class Recorder:
                 frame_shape=shape,
             )
         )
-        self._step += 1
-        self._total_reward += reward
-        self._last_term, self._last_trunc = bool(terminated), bool(truncated)
+        st.advance(reward, bool(terminated), bool(truncated), 1)
         self.steps_recorded += 1
         return step
+
+    def record_steps(
+        self,
+        episode_ids: Sequence[int],
+        frames: np.ndarray | Sequence[np.ndarray | None] | None = None,
+        actions: Any = None,
+        rewards: Any = None,
+        terminated: Any = None,
+        truncated: Any = None,
+        infos: Sequence[dict[str, Any] | None] | None = None,
+    ) -> list[int]:
+        """Record one step of each of several open episodes (``open_episode``) at once:
+        one validation, one enqueue of the frames and one event for the whole batch.
+        Returns the step index of each row.
+
+        Args:
+            episode_ids: the episode of each row (N rows).
+            frames: an ``(N, H, W[, C])`` uint8 array, or N frames (``None``: no frame for
+                that row), or ``None``.
+            actions: N actions (an array whose first axis is N, or a sequence; ``None``
+                entries for reset rows), or ``None``.
+            rewards, terminated, truncated: N values each, or ``None`` (0 / False).
+            infos: N dicts (or ``None`` entries), or ``None``.
+
+        Everything is validated before anything is queued; under the ``block`` policy the
+        call waits until every frame fits the queue, under ``drop`` each frame that does
+        not fit is dropped (and counted in its episode's ``frames_dropped``).
+        """
+        self._check_open()
+        rows = BatchRows.build(
+            episode_ids, frames, actions, rewards, terminated, truncated, infos, self._space
+        )
+        states = [self._open.get(e) for e in rows.episode_ids]
+        if None in states:
+            missing = rows.episode_ids[states.index(None)]
+            raise InvalidInput(f"episode {missing} is not open (open_episode() first)")
+        steps = rows.step_numbers(states)
+        refs = self._service.put_many(rows.frames, list(zip(rows.episode_ids, steps, strict=True)))
+        for st, ref, reward, term, trunc in zip(
+            states, refs, rows.rewards, rows.terminated, rows.truncated, strict=True
+        ):
+            st.advance(reward, term, trunc, 1)
+            if ref is not None and ref.dropped:
+                st.dropped += 1
+        self._hub.publish(rows.event(steps, refs, time.time()))
+        self.steps_recorded += len(steps)
+        return steps
 
     def end_episode(self, status: str | None = None) -> int | None:
         """Close the current episode (``complete`` by default); returns its id."""
@@ -278,26 +372,43 @@ class Recorder:
         eid = self.current_episode
         if eid is None:
             return None
+        self.close_episode(eid, status)
+        return eid
+
+    def close_episode(self, episode_id: int, status: str | None = None) -> None:
+        """End an open episode (``complete`` by default)."""
+        self._check_open()
         status = status or "complete"
         if status not in ("complete", "interrupted", "trimmed"):
             raise InvalidInput(
                 f"episode status must be complete, interrupted or trimmed, not {status!r}"
             )
+        st = self._open.get(episode_id)
+        if st is None:
+            raise InvalidInput(f"episode {episode_id} is not open")
         self._hub.publish(
             EpisodeEnded(
-                episode_id=eid,
+                episode_id=episode_id,
                 ended=time.time(),
                 status=status,
-                steps=self._step,
-                total_reward=self._total_reward if math.isfinite(self._total_reward) else 0.0,
-                terminated=self._last_term,
-                truncated=self._last_trunc,
-                frames_dropped=self._dropped_in_episode,
+                steps=st.step,
+                total_reward=st.total_reward if math.isfinite(st.total_reward) else 0.0,
+                terminated=st.terminated,
+                truncated=st.truncated,
+                frames_dropped=st.dropped,
+                commit_now=len(self._open) == 1,
             )
         )
-        self.current_episode = None
+        del self._open[episode_id]
+        if episode_id == self.current_episode:
+            self.current_episode = None
         self.episodes_recorded += 1
-        return eid
+        self._fit_commits()
+
+    @property
+    def open_episodes(self) -> list[int]:
+        """Episodes begun and not ended yet."""
+        return list(self._open)
 
     def subscribe(
         self, name: str, callback: Callable[[Any], None], *, maxlen: int | None = None
@@ -345,8 +456,8 @@ class Recorder:
             except BaseException as e:  # noqa: BLE001 - shut everything down, then raise
                 errors.append(e)
 
-        if self.current_episode is not None:
-            attempt(lambda: self.end_episode(status="interrupted"))
+        for eid in list(self._open):
+            attempt(lambda eid=eid: self.close_episode(eid, status="interrupted"))
         # Write the frames first so the run's stored stats (frames written, bytes out)
         # are final, not a snapshot taken while the writer was still busy.
         attempt(self._service.flush)

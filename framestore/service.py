@@ -12,17 +12,17 @@ import os
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
 
-from telemetry import PROFILES, logcodes
+from telemetry import logcodes
 
 from ._chunks import ChunkWriter, Written
 from ._lock import StoreLock
 from ._refs import FrameRef, check_key, frame_nbytes
+from ._serviceargs import DURABILITIES, POLICIES, ServiceMetrics, check_args
 from .codecs import check_frame, check_level, codec_from_name
 from .errors import (
     DiskFull,
@@ -36,38 +36,7 @@ from .segments import segment_dir
 
 log = logging.getLogger(logcodes.LOGGER_NAME)
 
-POLICIES = ("block", "drop")
-# One durability name picks both the segment fsync policy here and the SQLite profile of
-# the sink (``telemetry.PROFILES``), so the names are the sink's.
-DURABILITIES = tuple(PROFILES)
-
-
-@dataclass(frozen=True)
-class ServiceMetrics:
-    """A snapshot of the writer's state, cheap to take from any thread."""
-
-    queue_frames: int
-    queue_bytes: int
-    bound_frames: int
-    bound_bytes: int
-    high_water_frames: int
-    high_water_bytes: int
-    frames_in: int
-    frames_written: int
-    frames_dropped: int
-    bytes_in: int
-    bytes_out: int
-    chunks_written: int
-    segments_sealed: int
-    current_segment: int | None
-    blocked_seconds: float
-    last_flush_ms: float
-    max_flush_ms: float
-    error: str | None
-
-    @property
-    def compression_ratio(self) -> float:
-        return self.bytes_in / self.bytes_out if self.bytes_out else 0.0
+__all__ = ["DURABILITIES", "POLICIES", "FrameRef", "FrameStorageService", "ServiceMetrics"]
 
 
 class FrameStorageService:
@@ -112,7 +81,7 @@ class FrameStorageService:
     ):
         self._codec = codec_from_name(codec)
         self._level = check_level(self._codec, level)
-        _check_args(
+        check_args(
             policy,
             durability,
             chunk_frames=chunk_frames,
@@ -156,6 +125,10 @@ class FrameStorageService:
             compress_threads=compress_threads,
             max_latency=float(max_latency),
             on_written=self._written,
+            # Open chunks (one per episode) hold at most half the queue: the other half
+            # keeps flowing to compression, so a full queue always drains.
+            open_frames=max(1, queue_frames // 2),
+            open_bytes=max(1, queue_bytes // 2),
         )
         self._thread = threading.Thread(target=self._run, name="framestore-writer", daemon=True)
         self._thread.start()
@@ -168,6 +141,10 @@ class FrameStorageService:
         self._hw_bytes = 0
         self._next_seq = 0
         self._durable_seq = 0  # every frame with seq < this is written
+        # Written frames above the watermark: chunks of interleaved episodes are appended
+        # out of seq order. Bounded by the queue (an unwritten frame below them holds
+        # the watermark, and it is closed into a chunk within max_latency or a cut).
+        self._written_above: set[int] = set()
         self._cut_requested = False
         self._stopping = False
         self._closed = False
@@ -226,6 +203,92 @@ class FrameStorageService:
             self._cond.notify_all()
         return ref
 
+    def put_many(
+        self, frames: Sequence[np.ndarray | None], keys: Sequence[tuple[int, int]]
+    ) -> list[FrameRef | None]:
+        """``put`` for a batch, with one lock round and one wake-up of the writer: the
+        refs in order (``None`` where the frame is ``None``).
+
+        Everything is checked before anything is queued. Under ``block`` the call waits
+        until the whole batch fits (so a ``QueueFull`` leaves nothing queued); under
+        ``drop`` each frame that does not fit is dropped (its ref says so). A batch must
+        fit in the queue's bounds.
+        """
+        if self._closed:
+            raise StoreClosed("put_many() on a closed FrameStorageService")
+        checked = [check_key(k) for k in keys]
+        if len(checked) != len(frames):
+            raise InvalidInput(f"{len(frames)} frames for {len(checked)} keys")
+        for frame in frames:
+            if frame is not None:
+                check_frame(frame)
+        count = sum(f is not None for f in frames)
+        total = sum(f.nbytes for f in frames if f is not None)
+        if count > self._max_frames or total > self._max_bytes:
+            raise InvalidInput(
+                f"a batch of {count} frames ({total} bytes) does not fit the queue "
+                f"({self._max_frames} frames, {self._max_bytes} bytes); raise queue_frames "
+                "or queue_bytes, or record smaller batches"
+            )
+        if self.policy == "drop":
+            return self._put_dropping(frames, checked)
+        arrs = [None if f is None else self._copy(f) for f in frames]
+        with self._cond:
+            self._raise_if_failed()
+            if self._full_for(count, total):
+                self._cond.notify_all()  # let the writer take what is queued
+                self._wait_for_room(total, count)
+            refs = [
+                None if a is None else self._enqueue(a, k)
+                for a, k in zip(arrs, checked, strict=True)
+            ]
+            self._cond.notify_all()
+        return refs
+
+    def _put_dropping(
+        self, frames: Sequence[np.ndarray | None], keys: list[tuple[int, int]]
+    ) -> list[FrameRef | None]:
+        """``put_many`` under ``drop``: frames that do not fit are dropped one by one,
+        before their copy when the queue looks full already (dropping stays cheap)."""
+        room = self._max_bytes - self._q_bytes
+        slots = self._max_frames - self._q_frames
+        arrs: list[np.ndarray | None] = []
+        for frame in frames:
+            fits = frame is not None and slots > 0 and frame.nbytes <= room
+            arrs.append(self._copy(frame) if fits else None)
+            if fits:
+                room -= frame.nbytes
+                slots -= 1
+        refs: list[FrameRef | None] = []
+        with self._cond:
+            self._raise_if_failed()
+            for frame, arr, key in zip(frames, arrs, keys, strict=True):
+                if frame is None:
+                    refs.append(None)
+                elif arr is None or self._full(arr.nbytes):
+                    self._frames_dropped += 1
+                    refs.append(FrameRef(None, key, frame.shape, dropped=True))
+                else:
+                    refs.append(self._enqueue(arr, key))
+            self._cond.notify_all()
+        return refs
+
+    def _enqueue(self, arr: np.ndarray, key: tuple[int, int]) -> FrameRef:
+        """Queue one copied frame (lock held, room checked)."""
+        nbytes = arr.nbytes
+        ref = FrameRef(self._next_seq, key, arr.shape)
+        self._next_seq += 1
+        self._queue.append((arr, ref))
+        self._q_frames += 1
+        self._q_bytes += nbytes
+        self._frames_in += 1
+        self._bytes_in += nbytes
+        if self._q_frames > self._hw_frames:
+            self._hw_frames = self._q_frames
+        if self._q_bytes > self._hw_bytes:
+            self._hw_bytes = self._q_bytes
+        return ref
+
     def _copy(self, frame: object) -> np.ndarray:
         """Validate and copy ``frame`` into a recycled buffer of its shape when one is
         free: fresh 100-700 KB allocations fault in new pages on every step, which
@@ -260,16 +323,20 @@ class FrameStorageService:
     def _full(self, nbytes: int) -> bool:
         return self._q_frames >= self._max_frames or self._q_bytes + nbytes > self._max_bytes
 
+    def _full_for(self, count: int, nbytes: int) -> bool:
+        """Whether ``count`` more frames of ``nbytes`` in total would not fit."""
+        return self._q_frames + count > self._max_frames or self._q_bytes + nbytes > self._max_bytes
+
     def _drop(self, key: tuple[int, int], shape) -> FrameRef:
         with self._cond:
             self._frames_dropped += 1
         return FrameRef(None, key, shape, dropped=True)
 
-    def _wait_for_room(self, nbytes: int) -> None:
+    def _wait_for_room(self, nbytes: int, count: int = 1) -> None:
         start = time.monotonic()
         deadline = start + self._block_timeout
         try:
-            while self._full(nbytes):
+            while self._full_for(count, nbytes):
                 self._raise_if_failed()
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
@@ -440,10 +507,10 @@ class FrameStorageService:
                 self._log_queue_state()
                 for arr, ref in batch:
                     writer.add(arr, ref)
-                until = writer.seconds_until_stale()
-                stale = until is not None and until <= 0
-                if cut or stopping or (stale and not batch):
+                if cut or stopping:
                     writer.close_chunk()
+                else:
+                    writer.close_stale()
                 writer.append_ready(wait_all=cut or stopping or not batch)
                 if stopping and writer.idle:
                     return
@@ -482,7 +549,13 @@ class FrameStorageService:
             self._recycle(chunk.frames)
             self._frames_written += len(chunk.refs)
             self._bytes_out += done.record_bytes
-            self._durable_seq = chunk.refs[-1].seq + 1
+            above = self._written_above
+            above.update(r.seq for r in chunk.refs)
+            seq = self._durable_seq
+            while seq in above:
+                above.remove(seq)
+                seq += 1
+            self._durable_seq = seq
             self._cond.notify_all()
 
     def _log_queue_state(self) -> None:
@@ -515,18 +588,3 @@ class FrameStorageService:
                 self._frames_written,
                 self._frames_dropped,
             )
-
-
-def _check_args(policy: str, durability: str, **positive: int) -> None:
-    """Refuse bad arguments before anything is created."""
-    if policy not in POLICIES:
-        raise InvalidInput(f"unknown queue policy {policy!r}; choose one of {', '.join(POLICIES)}")
-    if durability not in DURABILITIES:
-        raise InvalidInput(
-            f"unknown durability profile {durability!r}; choose one of {', '.join(DURABILITIES)}"
-        )
-    for name, value in positive.items():
-        if not isinstance(value, int) or value < 1:
-            raise InvalidInput(f"{name} must be a positive integer, got {value!r}")
-    if positive["chunk_frames"] > 65535:
-        raise InvalidInput("chunk_frames must be at most 65535")

@@ -4,6 +4,7 @@ Frame pointers are opaque here; the ``framestore`` layer resolves them through t
 sink's ``resolve_frames`` hook. See ``docs/ARCHITECTURE.md``.
 """
 
+from ._batch import check_rewards, encode_actions
 from .db import PROFILES, StorageProfile, open_db, schema_info
 from .errors import (
     Closed,
@@ -23,6 +24,7 @@ from .events import (
     RunEnded,
     RunStarted,
     Step,
+    StepBatch,
 )
 from .hub import TelemetryAsyncHub
 from .sink import SinkMetrics, TelemetryDBSink
@@ -53,13 +55,16 @@ __all__ = [
     "SinkError",
     "SinkMetrics",
     "Step",
+    "StepBatch",
     "StorageProfile",
     "TelemetryAsyncHub",
     "TelemetryDBSink",
     "check_reward",
+    "check_rewards",
     "decode_action",
     "decode_info",
     "encode_action",
+    "encode_actions",
     "encode_info",
     "open_db",
     "schema_info",

@@ -10,7 +10,16 @@ import sqlite3
 from collections.abc import Sequence
 
 from .errors import SinkError
-from .events import Barrier, EpisodeEnded, EpisodeStarted, Event, RunEnded, RunStarted, Step
+from .events import (
+    Barrier,
+    EpisodeEnded,
+    EpisodeStarted,
+    Event,
+    RunEnded,
+    RunStarted,
+    Step,
+    StepBatch,
+)
 from .jsonsafe import dumps
 
 FrameLocation = tuple[int, int, int]
@@ -21,12 +30,12 @@ _INSERT_STEP = (
     "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 _INSERT_RUN = (
-    "INSERT INTO runs (id, env_id, created, preset, host_profile, durability, config) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?)"
+    "INSERT INTO runs (id, env_id, created, preset, host_profile, durability, config, "
+    "env_spec) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
 )
 _INSERT_EPISODE = (
-    "INSERT INTO episodes (id, run_id, idx, seed, started, status) "
-    "VALUES (?, ?, ?, ?, ?, 'recording')"
+    "INSERT INTO episodes (id, run_id, idx, seed, started, status, sub_env, "
+    "continues_episode, reset_options) VALUES (?, ?, ?, ?, ?, 'recording', ?, ?, ?)"
 )
 _END_EPISODE = (
     "UPDATE episodes SET ended = ?, status = ?, steps = ?, total_reward = ?, terminated = ?, "
@@ -66,12 +75,22 @@ def _write_other(conn: sqlite3.Connection, event: Event) -> None:
                 event.host_profile,
                 event.durability,
                 dumps(event.config),
+                None if event.env_spec is None else dumps(event.env_spec),
             ),
         )
     elif kind is EpisodeStarted:
         conn.execute(
             _INSERT_EPISODE,
-            (event.episode_id, event.run_id, event.index, event.seed, event.started),
+            (
+                event.episode_id,
+                event.run_id,
+                event.index,
+                event.seed,
+                event.started,
+                event.sub_env,
+                event.continues_episode,
+                event.reset_options,
+            ),
         )
     elif kind is EpisodeEnded:
         cur = conn.execute(
@@ -97,16 +116,44 @@ def _write_other(conn: sqlite3.Connection, event: Event) -> None:
         raise SinkError(f"unknown telemetry event {kind.__qualname__}")
 
 
+def _batch_rows(event: StepBatch, locs) -> list[tuple]:
+    rows = []
+    for i, loc in zip(range(len(event.steps)), locs, strict=False):
+        seg, off, slot = loc or (None, None, None)
+        rows.append(
+            (
+                event.episode_ids[i],
+                event.steps[i],
+                event.actions[i],
+                event.rewards[i],
+                int(event.terminated[i]),
+                int(event.truncated[i]),
+                event.infos[i],
+                event.wall_time,
+                seg,
+                off,
+                slot,
+                event.frame_shapes[i],
+            )
+        )
+    return rows
+
+
 def write_events(
     conn: sqlite3.Connection, pending: Sequence[Event], locations: Sequence[FrameLocation | None]
 ) -> None:
-    """Write ``pending`` in order; ``locations`` holds one frame location per Step.
-    Consecutive steps go in one ``executemany``."""
+    """Write ``pending`` in order; ``locations`` holds one frame location per step row
+    (one per ``Step``, ``len(batch)`` per ``StepBatch``). Consecutive rows go in one
+    ``executemany``."""
     loc_iter = iter(locations)
     rows: list[tuple] = []
     for event in pending:
-        if type(event) is Step:
+        kind = type(event)
+        if kind is Step:
             rows.append(_step_row(event, next(loc_iter)))
+            continue
+        if kind is StepBatch:
+            rows += _batch_rows(event, loc_iter)
             continue
         if rows:  # keep statement order: steps before this event go first
             conn.executemany(_INSERT_STEP, rows)

@@ -20,6 +20,7 @@ class RunStarted:
     host_profile: str | None = None
     durability: str = "balanced"
     config: dict[str, Any] = field(default_factory=dict)
+    env_spec: dict[str, Any] | None = None  # how to make the environment again (replay)
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +37,9 @@ class EpisodeStarted:
     index: int
     seed: int | None
     started: float
+    sub_env: int | None = None  # the vector sub-environment playing it
+    continues_episode: int | None = None  # the episode it follows without a seed of its own
+    reset_options: str | None = None  # JSON text of the options passed to reset
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +59,27 @@ class Step:
 
 
 @dataclass(frozen=True, slots=True)
+class StepBatch:
+    """Rows of one or more episodes recorded together (``Recorder.record_steps``): one
+    event per batch, one tuple entry per row. Values are validated and encoded as in
+    ``Step``; ``frames`` are opaque pointers resolved by the sink's hook."""
+
+    episode_ids: tuple[int, ...]
+    steps: tuple[int, ...]
+    actions: tuple[str | None, ...]
+    rewards: tuple[float, ...]
+    terminated: tuple[bool, ...]
+    truncated: tuple[bool, ...]
+    infos: tuple[str, ...]
+    wall_time: float
+    frames: tuple[object | None, ...]
+    frame_shapes: tuple[str | None, ...]
+
+    def __len__(self) -> int:
+        return len(self.steps)
+
+
+@dataclass(frozen=True, slots=True)
 class EpisodeEnded:
     episode_id: int
     ended: float
@@ -64,6 +89,10 @@ class EpisodeEnded:
     terminated: bool
     truncated: bool
     frames_dropped: int = 0
+    # Commit at once (a single episode ending). False while other episodes of the run
+    # are still open (vector recording): a commit cuts every open chunk short, so the
+    # row then commits with the next batch, at most ``commit_interval`` later.
+    commit_now: bool = True
 
 
 @dataclass(slots=True)
@@ -74,4 +103,4 @@ class Barrier:
     error: BaseException | None = None
 
 
-Event = RunStarted | RunEnded | EpisodeStarted | Step | EpisodeEnded | Barrier
+Event = RunStarted | RunEnded | EpisodeStarted | Step | StepBatch | EpisodeEnded | Barrier

@@ -9,7 +9,8 @@ pointers; it blocks until those frames are durable and returns their locations, 
 step row never becomes visible before its frame's bytes are written.
 
 A batch commits when ``batch_size`` steps are pending, when the oldest pending event is
-``commit_interval`` seconds old, and at ``EpisodeEnded``, ``RunEnded`` and ``Barrier``.
+``commit_interval`` seconds old, and at ``EpisodeEnded`` (unless it says
+``commit_now=False``), ``RunEnded`` and ``Barrier``.
 
 A failure on the sink thread is never swallowed: it is stored, passed to ``on_error``,
 and raised as :class:`~telemetry.errors.SinkError` (chained to the cause) by the next
@@ -34,13 +35,30 @@ from . import logcodes
 from ._insert import checkpoint_passive, write_events
 from .db import StorageProfile, _open, get_profile, warn_if_lossy
 from .errors import Closed, FrameStoreError, InvalidInput, QueueFull, SinkError
-from .events import Barrier, EpisodeEnded, Event, RunEnded, Step
+from .events import Barrier, EpisodeEnded, Event, RunEnded, Step, StepBatch
 
 FrameLocation = tuple[int, int, int]
 ResolveFrames = Callable[[list[object | None]], Sequence[FrameLocation | None]]
 
 # Events after which everything pending is committed at once.
 _COMMIT_NOW = (EpisodeEnded, RunEnded, Barrier)
+
+
+def _commits_now(event: Event) -> bool:
+    if type(event) is EpisodeEnded:
+        return event.commit_now
+    return isinstance(event, _COMMIT_NOW)
+
+
+def _rows(event: Event) -> int:
+    """Step rows an event writes: a ``StepBatch`` counts as its rows (queue bounds and
+    batch sizes are in rows), a ``Step`` as one, other events as none."""
+    kind = type(event)
+    if kind is Step:
+        return 1
+    if kind is StepBatch:
+        return len(event)
+    return 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,7 +102,7 @@ class TelemetryDBSink:
         profile: Storage profile name or object (see ``telemetry.db.PROFILES``).
         batch_size: Steps per transaction, at most.
         checkpoint_interval: Committed steps between ``PRAGMA wal_checkpoint(PASSIVE)``.
-        max_queue: Queue bound, in events.
+        max_queue: Queue bound, in events (a ``StepBatch`` counts as its rows).
         policy: ``block``: a full queue makes ``offer`` wait up to ``block_timeout``, then
             raise ``QueueFull``. ``drop``: a full queue drops Step events (counted in
             ``steps_dropped``); run, episode and barrier events are never dropped and may
@@ -152,6 +170,7 @@ class TelemetryDBSink:
         self._log = logger or logging.getLogger(logcodes.LOGGER_NAME)
 
         self._queue: deque[Event] = deque()
+        self._depth = 0  # queued step rows (a StepBatch counts its rows), plus other events
         self._lock = threading.Lock()
         self._not_empty = threading.Condition(self._lock)
         self._not_full = threading.Condition(self._lock)
@@ -212,27 +231,29 @@ class TelemetryDBSink:
         with self._lock:
             self._check_open()
             queue = self._queue
-            if len(queue) >= self.max_queue:
+            rows = _rows(event)
+            if self._depth >= self.max_queue:
                 if self.policy == "drop":
-                    if type(event) is Step:
-                        self._steps_dropped += 1
+                    if rows:
+                        self._steps_dropped += rows
                         return False
                 else:
                     wait = self.block_timeout if timeout is None else timeout
                     deadline = time.monotonic() + wait
-                    while len(queue) >= self.max_queue:
+                    while self._depth >= self.max_queue:
                         remaining = deadline - time.monotonic()
                         if remaining <= 0:
                             raise QueueFull(
                                 "telemetry DB queue",
                                 wait,
-                                f"{len(queue)}/{self.max_queue} events, "
+                                f"{self._depth}/{self.max_queue} events, "
                                 f"last flush {self._last_flush_ms:.0f} ms",
                             )
                         self._not_full.wait(remaining)
                         self._check_open()
             queue.append(event)
-            depth = len(queue)
+            self._depth += max(rows, 1)
+            depth = self._depth
             if depth > self._high_water:
                 self._high_water = depth
             if self._warn_armed and depth >= self._warn_level:
@@ -314,11 +335,18 @@ class TelemetryDBSink:
                 self.max_queue,
             )
 
+    def set_batch_size(self, batch_size: int) -> None:
+        """Change the rows per transaction while running (a recorder of N interleaved
+        episodes commits N times as many rows, so each commit still finds full chunks)."""
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise InvalidInput(f"batch_size must be a positive int, got {batch_size!r}")
+        self.batch_size = batch_size
+
     def metrics(self) -> SinkMetrics:
         """Return a snapshot of the sink's counters."""
         with self._lock:
             return SinkMetrics(
-                queue_depth=len(self._queue),
+                queue_depth=self._depth,
                 high_water=self._high_water,
                 bound=self.max_queue,
                 policy=self.policy,
@@ -399,9 +427,9 @@ class TelemetryDBSink:
                     if wake <= now:
                         break
                     self._not_empty.wait(wake - now)
-                taken = [queue.popleft() for _ in range(min(len(queue), self.batch_size))]
+                taken = self._take(queue)
                 finished = self._closing and not queue
-                if len(queue) < self._rearm_level:
+                if self._depth < self._rearm_level:
                     self._warn_armed = True
                 if taken:
                     self._not_full.notify_all()
@@ -410,9 +438,8 @@ class TelemetryDBSink:
                 self._pending.append(event)
                 if oldest is None:
                     oldest = now
-                if type(event) is Step:
-                    pending_steps += 1
-                if pending_steps >= self.batch_size or isinstance(event, _COMMIT_NOW):
+                pending_steps += _rows(event)
+                if pending_steps >= self.batch_size or _commits_now(event):
                     self._commit()
                     oldest, pending_steps = None, 0
             now = time.monotonic()
@@ -428,28 +455,47 @@ class TelemetryDBSink:
 
     def _commit(self) -> None:
         pending = self._pending
-        steps = [e for e in pending if type(e) is Step]
+        steps = [e for e in pending if type(e) is Step or type(e) is StepBatch]
         if steps or any(type(e) is not Barrier for e in pending):
             t0 = time.perf_counter()
             locations = self._resolve_frames(steps)
             t1 = time.perf_counter()
             self._write(pending, locations)
             t2 = time.perf_counter()
-            self._record_flush(len(steps), len(pending), (t1 - t0) * 1e3, (t2 - t1) * 1e3)
+            rows = len(locations)
+            self._record_flush(rows, len(pending), (t1 - t0) * 1e3, (t2 - t1) * 1e3)
         self._pending = []
         for event in pending:
             if type(event) is Barrier:
                 event.done.set()
 
-    def _resolve_frames(self, steps: list[Step]) -> Sequence[FrameLocation | None]:
+    def _take(self, queue: deque[Event]) -> list[Event]:
+        """Up to ``batch_size`` rows' worth of events off the queue (lock held)."""
+        taken: list[Event] = []
+        rows = 0
+        while queue and rows < self.batch_size:
+            event = queue.popleft()
+            weight = max(_rows(event), 1)
+            self._depth -= weight
+            rows += weight
+            taken.append(event)
+        return taken
+
+    def _resolve_frames(self, steps: list[Step | StepBatch]) -> Sequence[FrameLocation | None]:
         if not steps:
             return []
+        frames: list[object | None] = []
+        for e in steps:
+            if type(e) is Step:
+                frames.append(e.frame)
+            else:
+                frames.extend(e.frames)
         if self._resolve is None:
-            return [None] * len(steps)
-        locations = self._resolve([s.frame for s in steps])
-        if len(locations) != len(steps):
+            return [None] * len(frames)
+        locations = self._resolve(frames)
+        if len(locations) != len(frames):
             raise SinkError(
-                f"resolve_frames returned {len(locations)} locations for {len(steps)} frames"
+                f"resolve_frames returned {len(locations)} locations for {len(frames)} frames"
             )
         return locations
 
@@ -515,6 +561,7 @@ class TelemetryDBSink:
             self._error = exc
             stranded = self._pending + list(self._queue)
             self._queue.clear()
+            self._depth = 0
             self._pending = []
             self._not_full.notify_all()
             self._not_empty.notify_all()
