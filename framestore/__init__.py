@@ -22,12 +22,14 @@ from .recorder import Recorder, RecorderMetrics
 from .service import FrameRef, FrameStorageService, ServiceMetrics
 from .store import FrameStore
 from .types import EpisodeInfo, FrameLocation, FrameSummary, RunInfo, StepInfo
+from .vector import RecordVectorFrames
 from .wrappers import RecordFrames
 
 __all__ = [
     "FrameStore",
     "Recorder",
     "RecordFrames",
+    "RecordVectorFrames",
     "LiteRecorder",
     "EpisodeInfo",
     "RunInfo",

@@ -1,13 +1,20 @@
 """Making Gymnasium environments for recording, with clear errors for the usual
-mistakes (unknown id, missing optional dependency)."""
+mistakes (unknown id, missing optional dependency); and the environment spec stored with
+a run, from which ``verify --replay`` makes the environment again."""
 
 from __future__ import annotations
 
+import importlib.metadata
+import json
 from typing import Any
 
 import gymnasium as gym
+from gymnasium.envs.registration import EnvSpec
 
 from .errors import InvalidInput
+
+#: Layout version of the ``env_spec`` a run stores (``runs.env_spec``).
+ENV_SPEC_VERSION = 1
 
 _HINTS = {
     "ALE/": "pip install 'framestore[atari]' (ale-py)",
@@ -60,3 +67,70 @@ def make_env(env_id: str, *, max_episode_steps: int | None = None, **kwargs: Any
         raise InvalidInput(f"{env_id} needs a missing dependency ({e}): {_hint(env_id)}") from None
     except gym.error.Error as e:
         raise InvalidInput(f"cannot make {env_id!r}: {e}") from None
+
+
+def _version(module: str) -> str | None:
+    try:
+        return importlib.metadata.version(module)
+    except (importlib.metadata.PackageNotFoundError, ValueError):
+        return None
+
+
+def env_spec_of(spec: EnvSpec | None, *, vector: dict[str, Any] | None = None) -> dict[str, Any]:
+    """What a run stores to make its environment again (``runs.env_spec``, JSON).
+
+    ``spec`` is the environment's ``env.spec`` (for a vector environment: one
+    sub-environment's). The result holds Gymnasium's own JSON of the spec (id, entry
+    point, kwargs such as frameskip or ``repeat_action_probability``, time limit, wrappers
+    with their arguments), the versions of Gymnasium and of the package providing the
+    environment, ``vector`` (number of sub-environments, vectorization and autoreset
+    modes) and, when the environment cannot be made again from it, ``not_replayable``
+    with the reason.
+    """
+    out: dict[str, Any] = {"version": ENV_SPEC_VERSION, "vector": vector, "spec": None}
+    if spec is None:
+        out["not_replayable"] = "the environment has no spec (it was not made by gymnasium.make)"
+        return out
+    out["id"] = spec.id
+    provider = (
+        spec.entry_point.split(":")[0].split(".")[0] if isinstance(spec.entry_point, str) else None
+    )
+    out["packages"] = {"gymnasium": _version("gymnasium")}
+    if provider and provider != "gymnasium":
+        out["packages"][provider] = _version(provider)
+    unnamed = [w.name for w in spec.additional_wrappers if w.kwargs is None]
+    if unnamed:
+        out["not_replayable"] = (
+            f"wrapper {unnamed[0]} does not record its arguments (it is not a "
+            "gymnasium.utils.RecordConstructorArgs)"
+        )
+        return out
+    if not isinstance(spec.entry_point, str):
+        out["not_replayable"] = "the environment's entry point is not an importable name"
+        return out
+    try:
+        out["spec"] = json.loads(spec.to_json())
+    except (ValueError, TypeError) as e:  # kwargs that JSON cannot hold
+        out["not_replayable"] = f"its arguments cannot be stored as JSON ({e})"
+    return out
+
+
+def make_env_from_spec(env_spec: dict[str, Any]) -> gym.Env:
+    """Make the environment a run's ``env_spec`` describes again (rgb_array rendering).
+
+    Raises ``InvalidInput`` when the spec says it is not replayable or the environment
+    cannot be made (unknown id, missing package)."""
+    reason = env_spec.get("not_replayable")
+    if reason:
+        raise InvalidInput(reason)
+    raw = env_spec.get("spec")
+    if not isinstance(raw, dict):
+        raise InvalidInput("the stored environment spec is empty")
+    spec = EnvSpec.from_json(json.dumps(raw))
+    register_optional_envs(spec.id)
+    try:
+        return gym.make(spec, render_mode="rgb_array")
+    except gym.error.Error as e:
+        raise InvalidInput(f"cannot make {spec.id!r} again: {e}") from None
+    except ImportError as e:
+        raise InvalidInput(f"{spec.id} needs a missing package ({e}): {_hint(spec.id)}") from None

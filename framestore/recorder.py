@@ -42,6 +42,18 @@ if TYPE_CHECKING:
 log = logging.getLogger("framestore")
 
 
+#: The key of the ``reset_options`` stored for options that JSON cannot hold (replay
+#: then reports the episode as not replayable).
+UNSTORED_OPTIONS = "framestore: options not stored"
+
+
+def _options_text(options: dict[str, Any]) -> str:
+    try:
+        return encode_info(options)
+    except InvalidInput as e:
+        return encode_info({UNSTORED_OPTIONS: str(e)})
+
+
 @dataclass(frozen=True)
 class RecorderMetrics:
     """What a HUD shows: the frame writer's and the SQLite sink's numbers together."""
@@ -240,7 +252,7 @@ class Recorder:
         """
         self._check_open()
         check_episode_args(seed, sub_env, continues)
-        options = None if reset_options is None else encode_info(reset_options)
+        options = None if reset_options is None else _options_text(reset_options)
         eid = self._next_episode_id
         self._hub.publish(
             EpisodeStarted(

@@ -11,6 +11,7 @@ from typing import Any
 
 import gymnasium as gym
 
+from .envs import env_spec_of
 from .errors import InvalidInput
 
 
@@ -18,7 +19,9 @@ class RecordFrames(gym.Wrapper):
     """Record episodes (frames, actions, rewards, flags, info) into a ``FrameStore``.
 
     Step row 0 of an episode is the reset (no action; its frame is ``env.render()``
-    right after ``reset``); row k >= 1 follows the k-th action.
+    right after ``reset``); row k >= 1 follows the k-th action. The run stores the
+    environment's spec and each episode its seed (or, reset without a seed, the episode
+    it continues) and reset options, so ``framestore verify --replay`` can play it again.
 
     Args:
         env: an environment made with ``render_mode="rgb_array"``.
@@ -57,6 +60,7 @@ class RecordFrames(gym.Wrapper):
         self.episode_index = -1
         self.global_step = 0
         self.recording = False
+        self._previous: int | None = None  # the last episode, when it was recorded
         eid = env_id or (env.spec.id if env.spec is not None else None)
         if not eid:
             raise InvalidInput("env_id is required for environments without a spec")
@@ -68,6 +72,7 @@ class RecordFrames(gym.Wrapper):
             overrides=overrides,
             config=config,
             render_fps=env.metadata.get("render_fps"),
+            env_spec=env_spec_of(env.spec),
         )
 
     def _frame(self):
@@ -84,8 +89,15 @@ class RecordFrames(gym.Wrapper):
             self.episode_trigger(self.episode_index)
         )
         if self.recording:
-            self.recorder.begin_episode(seed=seed)
+            # Without a seed the environment's random state carries on from the
+            # previous episode: replay must play that one first.
+            continues = self._previous if seed is None else None
+            self._previous = self.recorder.begin_episode(
+                seed=seed, continues=continues, reset_options=options
+            )
             self.recorder.record_step(self._frame(), info=info)
+        else:
+            self._previous = None
         return obs, info
 
     def step(self, action):

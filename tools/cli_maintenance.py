@@ -62,11 +62,31 @@ def gc(store, dry_run, threshold, as_json):
 @click.command()
 @store_arg
 @click.option("--quick", is_flag=True, help="Check checksums and pointers; do not decompress.")
+@click.option(
+    "--replay",
+    is_flag=True,
+    help="Play episodes again in their environment and compare every frame bit for bit.",
+)
+@click.option(
+    "--episode",
+    "episodes",
+    type=int,
+    multiple=True,
+    help="With --replay: only this episode (repeatable).",
+)
 @json_opt
-def verify(store, quick, as_json):
+def verify(store, quick, replay, episodes, as_json):
     """Check every checksum, frame pointer and catalogue entry (read-only).
 
-    Exit status 0 when the store is clean, 1 when problems were found."""
+    With --replay, instead re-create each episode's environment from its stored env
+    spec, seed (or the earlier episodes it continues) and actions, and compare every
+    stored frame with the environment's. Exit status 0 when the store is clean (every
+    replayable episode matches), 1 when problems were found (an episode differs)."""
+    if episodes and not replay:
+        raise click.UsageError("--episode needs --replay")
+    if replay:
+        _verify_replay(store, episodes, quick, as_json)
+        return
     from .verify import verify as do_verify
 
     with progress_bar("verifying", show_progress() and not as_json) as progress:
@@ -82,6 +102,27 @@ def verify(store, quick, as_json):
             f"{human_bytes(r.bytes_checked)}{' (quick)' if quick else ''}, {r.seconds} s"
         )
         click.echo(f"ok: {summary}" if r.ok else f"{len(r.problems)} problem(s) in {summary}")
+    if not r.ok:
+        click.get_current_context().exit(EXIT_PROBLEMS)
+
+
+def _verify_replay(store, episodes, quick, as_json) -> None:
+    from .replay import replay as do_replay
+
+    if quick:
+        raise click.UsageError("--quick and --replay do not go together")
+    with progress_bar("replaying", show_progress() and not as_json) as progress:
+        r = do_replay(store, episodes or None, progress=progress)
+    if as_json:
+        emit_json(r.as_dict())
+    else:
+        for e in r.episodes:
+            click.echo(str(e))
+        summary = (
+            f"{r.count('match')} match, {r.count('differs')} differ, "
+            f"{r.count('not replayable')} not replayable, {r.seconds} s"
+        )
+        click.echo(f"ok: {summary}" if r.ok else f"problems: {summary}")
     if not r.ok:
         click.get_current_context().exit(EXIT_PROBLEMS)
 
