@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import importlib.metadata
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import gymnasium as gym
@@ -44,15 +46,11 @@ def register_optional_envs(env_id: str = "") -> None:
     gym.register_envs(ale_py)
 
 
-def make_env(env_id: str, *, max_episode_steps: int | None = None, **kwargs: Any) -> gym.Env:
-    """``gymnasium.make(env_id, render_mode="rgb_array", ...)`` with readable errors."""
-    if not isinstance(env_id, str) or not env_id.strip():
-        raise InvalidInput("environment id must be a non-empty string")
-    register_optional_envs(env_id)
+@contextmanager
+def _readable_errors(env_id: str) -> Iterator[None]:
+    """Gymnasium's errors for an unknown id or a missing package as ``InvalidInput``."""
     try:
-        return gym.make(
-            env_id, render_mode="rgb_array", max_episode_steps=max_episode_steps, **kwargs
-        )
+        yield
     except gym.error.DependencyNotInstalled as e:
         raise InvalidInput(f"{env_id} needs a missing dependency ({e}): {_hint(env_id)}") from None
     except (
@@ -67,6 +65,56 @@ def make_env(env_id: str, *, max_episode_steps: int | None = None, **kwargs: Any
         raise InvalidInput(f"{env_id} needs a missing dependency ({e}): {_hint(env_id)}") from None
     except gym.error.Error as e:
         raise InvalidInput(f"cannot make {env_id!r}: {e}") from None
+
+
+def _check_id(env_id: object) -> None:
+    if not isinstance(env_id, str) or not env_id.strip():
+        raise InvalidInput("environment id must be a non-empty string")
+
+
+def make_env(env_id: str, *, max_episode_steps: int | None = None, **kwargs: Any) -> gym.Env:
+    """``gymnasium.make(env_id, render_mode="rgb_array", ...)`` with readable errors."""
+    _check_id(env_id)
+    register_optional_envs(env_id)
+    with _readable_errors(env_id):
+        return gym.make(
+            env_id, render_mode="rgb_array", max_episode_steps=max_episode_steps, **kwargs
+        )
+
+
+VECTOR_MODES = ("sync", "async")
+
+
+def make_vec_env(
+    env_id: str,
+    num_envs: int,
+    *,
+    mode: str = "sync",
+    max_episode_steps: int | None = None,
+    autoreset_mode: str = "NextStep",
+) -> gym.vector.VectorEnv:
+    """``gymnasium.make_vec(env_id, num_envs, vectorization_mode=mode,
+    render_mode="rgb_array", ...)`` with readable errors."""
+    _check_id(env_id)
+    if not isinstance(num_envs, int) or isinstance(num_envs, bool) or num_envs < 1:
+        raise InvalidInput(f"the number of environments must be at least 1, got {num_envs!r}")
+    if mode not in VECTOR_MODES:
+        raise InvalidInput(f"unknown vector mode {mode!r}; choose one of {', '.join(VECTOR_MODES)}")
+    try:
+        autoreset = gym.vector.AutoresetMode(autoreset_mode)
+    except ValueError:
+        raise InvalidInput(f"unknown autoreset mode {autoreset_mode!r}") from None
+    register_optional_envs(env_id)
+    extra = {} if max_episode_steps is None else {"max_episode_steps": max_episode_steps}
+    with _readable_errors(env_id):
+        return gym.make_vec(
+            env_id,
+            num_envs=num_envs,
+            vectorization_mode=mode,
+            vector_kwargs={"autoreset_mode": autoreset},
+            render_mode="rgb_array",
+            **extra,
+        )
 
 
 def _version(module: str) -> str | None:

@@ -9,6 +9,7 @@ import sys
 
 import click
 
+from framestore.envs import VECTOR_MODES
 from framestore.settings import CODECS, DURABILITIES
 
 from ._common import (
@@ -40,8 +41,25 @@ def cli() -> None:
 @click.option("--preset", default=None, help="Performance preset (see `framestore presets`).")
 @click.option("--codec", type=click.Choice(CODECS), default=None)
 @click.option("--durability", type=click.Choice(DURABILITIES), default=None)
+@click.option(
+    "--envs",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Record N copies of ENV at once (a gymnasium.vector environment).",
+)
+@click.option(
+    "--vector-mode",
+    type=click.Choice(VECTOR_MODES),
+    default="sync",
+    show_default=True,
+    help="With --envs: step the copies in this process (sync) or in subprocesses (async).",
+)
 @json_opt
-def record(store, env_id, episodes, max_steps, seed, policy, preset, codec, durability, as_json):
+def record(
+    store, env_id, episodes, max_steps, seed, policy, preset, codec, durability, envs,
+    vector_mode, as_json,
+):  # fmt: skip
     """Record EPISODES episodes of ENV into STORE with a seeded policy."""
     from .record import record as do_record
     from .record import sigterm_as_interrupt
@@ -55,6 +73,8 @@ def record(store, env_id, episodes, max_steps, seed, policy, preset, codec, dura
         preset=preset,
         codec=codec,
         durability=durability,
+        envs=envs,
+        vector_mode=vector_mode,
     )
     with sigterm_as_interrupt():
         if show_progress() and not as_json:

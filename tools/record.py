@@ -9,8 +9,8 @@ from collections.abc import Callable
 from contextlib import contextmanager
 from typing import Any
 
-from framestore import FrameStore
-from framestore.envs import make_env
+from framestore import FrameStore, RecordVectorFrames
+from framestore.envs import VECTOR_MODES, make_env, make_vec_env
 from framestore.errors import InvalidInput
 from framestore.wrappers import RecordFrames
 
@@ -47,6 +47,8 @@ def record(
     codec: str | None = None,
     durability: str | None = None,
     on_step: Callable[[int], None] | None = None,
+    envs: int = 1,
+    vector_mode: str = "sync",
 ) -> dict[str, Any]:
     """Record ``episodes`` episodes of ``env_id`` into the store at ``store_path``.
 
@@ -54,6 +56,11 @@ def record(
     with ``seed``, so a run is reproducible from what is stored. Returns a summary.
     On KeyboardInterrupt the recording is flushed, the open episode marked
     interrupted, and the interrupt re-raised.
+
+    With ``envs`` > 1 a ``gymnasium.vector`` environment of that many copies
+    (``vector_mode`` sync or async) is recorded through ``RecordVectorFrames``: sub-env i
+    is reset with seed ``seed + i`` and later episodes start by autoreset; recording
+    stops once ``episodes`` episodes have ended (the others end as interrupted).
     """
     if policy not in POLICIES:
         raise InvalidInput(f"unknown policy {policy!r}; choose one of {', '.join(POLICIES)}")
@@ -61,11 +68,21 @@ def record(
         raise InvalidInput("--episodes must be at least 1")
     if max_steps is not None and max_steps < 1:
         raise InvalidInput("--max-steps must be at least 1")
+    if envs < 1:
+        raise InvalidInput("--envs must be at least 1")
+    if vector_mode not in VECTOR_MODES:
+        raise InvalidInput(f"--vector-mode must be one of {', '.join(VECTOR_MODES)}")
     overrides: dict[str, Any] = {}
     if codec is not None:
         overrides["codec"] = codec
     if durability is not None:
         overrides["durability"] = durability
+    config = {"policy": policy, "seed": seed, "max_steps": max_steps}
+    if envs > 1:
+        return _record_vector(
+            store_path, env_id, envs, vector_mode, episodes, max_steps, seed,
+            preset, overrides, durability, config, on_step,
+        )  # fmt: skip
     env = make_env(env_id, max_episode_steps=max_steps)
     t0 = time.perf_counter()
     try:
@@ -76,7 +93,7 @@ def record(
                 env_id=env_id,
                 preset=preset,
                 overrides=overrides,
-                config={"policy": policy, "seed": seed, "max_steps": max_steps},
+                config=config,
             )
             rec = wrapped.recorder
             ids: list[int] = []
@@ -87,6 +104,49 @@ def record(
             return _summary(store, rec, env_id, ids, time.perf_counter() - t0)
     finally:
         env.close()
+
+
+def _record_vector(
+    store_path: str,
+    env_id: str,
+    envs: int,
+    vector_mode: str,
+    episodes: int,
+    max_steps: int | None,
+    seed: int,
+    preset: str | None,
+    overrides: dict[str, Any],
+    durability: str | None,
+    config: dict[str, Any],
+    on_step: Callable[[int], None] | None,
+) -> dict[str, Any]:
+    """``record`` with ``envs`` sub-environments (see ``record``)."""
+    venv = make_vec_env(env_id, envs, mode=vector_mode, max_episode_steps=max_steps)
+    t0 = time.perf_counter()
+    try:
+        with FrameStore.open(store_path, durability=durability or "balanced") as store:
+            wrapped = RecordVectorFrames(
+                venv,
+                store,
+                env_id=env_id,
+                preset=preset,
+                overrides=overrides,
+                config={**config, "envs": envs, "vector_mode": vector_mode},
+            )
+            rec = wrapped.recorder
+            try:
+                wrapped.reset(seed=seed)
+                venv.action_space.seed(seed)
+                while rec.episodes_recorded < episodes:
+                    wrapped.step(venv.action_space.sample())
+                    if on_step is not None:
+                        on_step(envs)
+            finally:
+                wrapped.close()  # flushes; open episodes are marked interrupted
+            ids = [e.id for e in store.episodes(run_id=rec.run_id)]
+            return _summary(store, rec, env_id, ids, time.perf_counter() - t0)
+    finally:
+        venv.close()
 
 
 def _play(wrapped, env, episodes: int, seed: int, ids: list[int], on_step) -> None:
