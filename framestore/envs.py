@@ -159,7 +159,14 @@ def env_spec_of(spec: EnvSpec | None, *, vector: dict[str, Any] | None = None) -
     try:
         out["spec"] = json.loads(spec.to_json())
     except (ValueError, TypeError) as e:  # kwargs that JSON cannot hold
-        out["not_replayable"] = f"its arguments cannot be stored as JSON ({e})"
+        whose = "its"
+        for w in spec.additional_wrappers:
+            try:
+                json.dumps(w.kwargs)
+            except (ValueError, TypeError):
+                whose = f"wrapper {w.name}'s"
+                break
+        out["not_replayable"] = f"{whose} arguments cannot be stored as JSON ({e})"
     return out
 
 

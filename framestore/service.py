@@ -236,7 +236,10 @@ class FrameStorageService:
         with self._cond:
             self._raise_if_failed()
             if self._full_for(count, total):
-                self._cond.notify_all()  # let the writer take what is queued
+                # Open chunks may hold half the queue: a batch waiting for room asks the
+                # writer to close them, or it could wait for frames that never come.
+                self._cut_requested = True
+                self._cond.notify_all()
                 self._wait_for_room(total, count)
             refs = [
                 None if a is None else self._enqueue(a, k)

@@ -148,15 +148,36 @@ def _play_episode(
 
 
 def _replay_chain(
-    store: FrameStore, chain: list[EpisodeInfo], targets: dict[int, EpisodeReplay]
+    store: FrameStore, env: gym.Env, chain: list[EpisodeInfo], targets: dict[int, EpisodeReplay]
 ) -> None:
-    """Play a chain once, comparing the frames of the episodes in ``targets``."""
-    env = _make(store, chain[0])
+    """Play a chain once, comparing the frames of the episodes in ``targets``. The first
+    reset is seeded, which makes ``env`` start afresh whatever it played before."""
+    for i, ep in enumerate(chain):
+        _play_episode(store, env, ep, targets.get(ep.id), first=i == 0)
+
+
+def _replay_group(
+    store: FrameStore,
+    envs: dict[int, gym.Env | NotReplayable],
+    chain: list[EpisodeInfo],
+    targets: dict[int, EpisodeReplay],
+) -> None:
+    """Replay one chain in its run's environment (made once per run)."""
+    run_id = chain[0].run_id
     try:
-        for i, ep in enumerate(chain):
-            _play_episode(store, env, ep, targets.get(ep.id), first=i == 0)
-    finally:
-        env.close()
+        if run_id not in envs:
+            try:
+                envs[run_id] = _make(store, chain[0])
+            except NotReplayable as e:
+                envs[run_id] = e
+        env = envs[run_id]
+        if isinstance(env, NotReplayable):
+            raise env
+        _replay_chain(store, env, chain, targets)
+    except NotReplayable as e:
+        for r in targets.values():
+            if r.status == "not replayable":  # not played to its end
+                r.reason = str(e)
 
 
 def _groups(
@@ -196,16 +217,17 @@ def replay(
         wanted = st.episodes() if episodes is None else [st.episode(int(e)) for e in episodes]
         groups = _groups(st, wanted, report)
         done = sum(1 for e in report.episodes if e.status == "not replayable")
-        for chain, targets in groups:
-            try:
-                _replay_chain(st, chain, targets)
-            except NotReplayable as e:
-                for r in targets.values():
-                    if r.status == "not replayable":  # not played to its end
-                        r.reason = str(e)
-            done += len(targets)
-            if progress is not None:
-                progress(done, len(report.episodes))
+        envs: dict[int, gym.Env | NotReplayable] = {}  # one per run: making one is slow
+        try:
+            for chain, targets in groups:
+                _replay_group(st, envs, chain, targets)
+                done += len(targets)
+                if progress is not None:
+                    progress(done, len(report.episodes))
+        finally:
+            for env in envs.values():
+                if isinstance(env, gym.Env):
+                    env.close()
     report.episodes.sort(key=lambda r: r.episode)
     report.seconds = round(time.perf_counter() - t0, 3)
     return report
