@@ -418,6 +418,12 @@ class Recorder:
         self._fit_commits()
 
     @property
+    def _step(self) -> int:
+        """The next step index of the current episode (0 when none is open)."""
+        st = self._open.get(self.current_episode) if self.current_episode is not None else None
+        return 0 if st is None else st.step
+
+    @property
     def open_episodes(self) -> list[int]:
         """Episodes begun and not ended yet."""
         return list(self._open)
