@@ -160,6 +160,11 @@ class ChunkWriter:
         return not self._open and not self._inflight
 
     @property
+    def open_streams(self) -> int:
+        """Streams (episodes) with an open chunk."""
+        return len(self._open)
+
+    @property
     def busy(self) -> bool:
         """Chunks are being compressed."""
         return bool(self._inflight)

@@ -310,14 +310,15 @@ class FrameStorageService:
         return buf
 
     def _recycle(self, frames: list[np.ndarray]) -> None:
-        """Keep written frames' buffers for reuse (bounded: two chunks' worth, a quarter
-        of the queue's bytes, and only the current shape)."""
+        """Keep written frames' buffers for reuse (bounded: two chunks' worth per open
+        stream, a quarter of the queue's bytes, and only the current shape)."""
         shape = frames[0].shape
         pool = self._free.get(shape)
         if pool is None:
             self._free = {shape: deque()}  # a new shape: let the old buffers go
             pool = self._free[shape]
-        room = min(2 * self._chunk_frames, self._max_bytes // 4 // max(1, frames[0].nbytes))
+        chunks = 2 * max(1, self._writer.open_streams)
+        room = min(chunks * self._chunk_frames, self._max_bytes // 4 // max(1, frames[0].nbytes))
         for f in frames:
             if len(pool) >= room:
                 break

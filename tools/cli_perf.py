@@ -91,7 +91,10 @@ def bench(
 
     Default: throughput, producer cost, bytes per frame and peak memory of framestore,
     base64-in-SQLite, PNG files, HDF5-lzf and plain zstd (the limit). --rate HZ --envs N:
-    frame-pacing jitter of a fixed-rate loop with and without recording. --overload: a
+    frame-pacing jitter of a fixed-rate loop with and without recording. --envs N (no
+    --rate): a vector env of N Assault copies recorded through record_steps, through N
+    single-step recorders and not at all, interleaved, medians of --repeat rounds
+    (default 5); and reading one episode out of 16 interleaved against it alone. --overload: a
     producer far faster than the writer under both queue policies.
 
     Exits 1 when a check fails (a pipeline error, frames not read back bit-exact, an
@@ -105,6 +108,9 @@ def bench(
         fs = lib.capture("noise", frames or 256)
         rows: list[Any] = lib.overload(fs, level=level, seconds=seconds, workdir=workdir)
         columns = lib.OVERLOAD_TABLE
+    elif envs > 1 and rate is None:
+        _bench_vector(envs, frames, repeat, workdir, csv_path, as_json, progress)
+        return
     elif rate is not None:
         games = tuple(g for g in games if g != "noise") or games
         rows = lib.run_pacing(
@@ -135,6 +141,32 @@ def bench(
         click.echo(lib.format_table(rows, columns))
         if csv_path:
             click.echo(f"wrote {csv_path}", err=True)
+    problems = lib.failed_checks(rows)
+    if problems:
+        raise Failure(
+            f"bench: {len(problems)} check(s) failed: {'; '.join(problems)}", EXIT_PROBLEMS
+        )
+
+
+def _bench_vector(envs, frames, repeat, workdir, csv_path, as_json, progress) -> None:
+    """``bench --envs N`` without ``--rate``: the vector environment bench."""
+    from . import bench as lib
+
+    steps = max(10, (frames or 2400 * envs // 8) // envs)
+    rows = lib.run_vector(
+        envs, steps=steps, rounds=repeat if repeat > 1 else 5, workdir=workdir, progress=progress
+    )
+    if progress:
+        progress("reading one episode out of 16 interleaved, and alone")
+    reads = lib.read_interleaved(lib.capture("assault", 16 * 250), workdir=workdir)
+    if csv_path:
+        lib.write_csv(rows, csv_path)
+    if as_json:
+        emit_json({"vector": [asdict(r) for r in rows], "read": [asdict(r) for r in reads]})
+    else:
+        click.echo(lib.format_table(rows, lib.VECTOR_TABLE))
+        click.echo()
+        click.echo(lib.format_table(reads, lib.READ_TABLE))
     problems = lib.failed_checks(rows)
     if problems:
         raise Failure(

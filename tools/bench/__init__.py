@@ -20,6 +20,10 @@ RSS high-water mark (sampled by a thread with psutil) minus the RSS just before 
 pipeline started; each pipeline runs in a forked child so allocator state left by one
 pipeline cannot hide the next one's growth.
 
+``vector`` (``--envs N``): a vector environment of N copies recorded through
+``record_steps``, through N single-step recorders, and not at all, interleaved round by
+round; plus reading one episode out of 16 interleaved against the same episode alone.
+
 Other modes: ``pacing`` (a fixed-rate producer loop with and without recording: does the
 writer's Python work steal time from a 60 Hz loop?), ``overload`` (a producer far faster
 than the writer: memory must stay bounded under both queue policies) and ``stress``
@@ -27,7 +31,8 @@ than the writer: memory must stay bounded under both queue policies) and ``stres
 
 One module per job: ``_frames`` (frame sets), ``_baselines`` (the pipelines),
 ``_throughput`` (the run and ratios), ``_pacing``, ``_overload``, ``_stress``,
-``_checks`` (failed checks), ``_table`` (table and CSV), ``_measure`` (RSS, children).
+``_vector``, ``_checks`` (failed checks), ``_table`` (table and CSV), ``_measure`` (RSS,
+children).
 """
 
 from ._baselines import hdf5_available
@@ -47,6 +52,14 @@ from ._throughput import (
     run_pipeline,
     verify_framestore,
 )
+from ._vector import (
+    READ_TABLE,
+    VECTOR_TABLE,
+    ReadResult,
+    VectorResult,
+    read_interleaved,
+    run_vector,
+)
 
 __all__ = [
     "DEFAULT_FRAMES",
@@ -57,13 +70,17 @@ __all__ = [
     "OVERLOAD_TABLE",
     "PACING_TABLE",
     "PIPELINES",
+    "READ_TABLE",
     "STRESS_TABLE",
     "THROUGHPUT_TABLE",
+    "VECTOR_TABLE",
     "FrameSet",
     "OverloadResult",
     "PacingResult",
     "PipelineResult",
+    "ReadResult",
     "StressResult",
+    "VectorResult",
     "add_ratios",
     "capture",
     "failed_checks",
@@ -71,9 +88,11 @@ __all__ = [
     "hdf5_available",
     "overload",
     "pacing",
+    "read_interleaved",
     "run_bench",
     "run_pacing",
     "run_pipeline",
+    "run_vector",
     "stress",
     "verify_framestore",
     "write_csv",
