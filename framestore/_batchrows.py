@@ -51,7 +51,8 @@ def check_episode_args(seed: object, sub_env: object, continues: object) -> None
 
 
 def _frames(frames: object, n: int) -> list[np.ndarray | None]:
-    """N frames from an ``(N, H, W[, C])`` array (checked once) or a sequence."""
+    """N frames from an ``(N, H, W[, C])`` array or a sequence (each frame is checked by
+    ``put_many``, before anything is queued)."""
     if frames is None:
         return [None] * n
     if isinstance(frames, np.ndarray):
@@ -70,9 +71,6 @@ def _frames(frames: object, n: int) -> list[np.ndarray | None]:
         ) from None
     if len(out) != n:
         raise InvalidInput(f"got {len(out)} frames for {n} rows")
-    for f in out:
-        if f is not None:
-            check_frame(f)
     return out
 
 

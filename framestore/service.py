@@ -232,7 +232,7 @@ class FrameStorageService:
             )
         if self.policy == "drop":
             return self._put_dropping(frames, checked)
-        arrs = [None if f is None else self._copy(f) for f in frames]
+        arrs = [None if f is None else self._copy(f, checked=True) for f in frames]
         with self._cond:
             self._raise_if_failed()
             if self._full_for(count, total):
@@ -258,7 +258,7 @@ class FrameStorageService:
         arrs: list[np.ndarray | None] = []
         for frame in frames:
             fits = frame is not None and slots > 0 and frame.nbytes <= room
-            arrs.append(self._copy(frame) if fits else None)
+            arrs.append(self._copy(frame, checked=True) if fits else None)
             if fits:
                 room -= frame.nbytes
                 slots -= 1
@@ -292,11 +292,12 @@ class FrameStorageService:
             self._hw_bytes = self._q_bytes
         return ref
 
-    def _copy(self, frame: object) -> np.ndarray:
-        """Validate and copy ``frame`` into a recycled buffer of its shape when one is
-        free: fresh 100-700 KB allocations fault in new pages on every step, which
-        costs the producer far more than the copy itself."""
-        check_frame(frame)
+    def _copy(self, frame: object, *, checked: bool = False) -> np.ndarray:
+        """Validate (unless ``checked``) and copy ``frame`` into a recycled buffer of its
+        shape when one is free: fresh 100-700 KB allocations fault in new pages on every
+        step, which costs the producer far more than the copy itself."""
+        if not checked:
+            check_frame(frame)
         pool = self._free.get(frame.shape)  # type: ignore[union-attr]
         buf = None
         if pool:

@@ -203,3 +203,17 @@ def test_disabled_autoreset_records_masked_resets(tmp_path):
     ]  # fmt: skip
     assert AutoresetMode.DISABLED.value == "Disabled"
     assert replay(tmp_path / "s.store").count("match") == 4
+
+
+def test_bench_vector_mode_is_sane(tmp_path):
+    from tools import bench
+
+    rows = bench.run_vector(2, steps=8, rounds=1, workdir=tmp_path)
+    assert [r.mode for r in rows] == ["none", "record_steps", "2 recorders"]
+    assert all(r.steps_per_s > 0 and r.error is None for r in rows)
+    assert [r.verified for r in rows] == [None, True, True]
+    assert rows[0].vs_none == 1.0 and rows[1].producer_p50_us > 0
+    assert bench.failed_checks(rows) == []
+    reads = bench.read_interleaved(bench.capture("assault", 64), repeat=1, workdir=tmp_path)
+    assert [(r.layout, r.frames) for r in reads] == [("1 of 16 interleaved", 4), ("alone", 4)]
+    assert "record_steps" in bench.format_table(rows, bench.VECTOR_TABLE)
