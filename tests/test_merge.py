@@ -359,3 +359,18 @@ def test_sigkill_during_merge_at_random_moments_and_at_each_phase(crash_sources,
             check_after_merge_crash(dest, srcs, move, want)
             shutil.rmtree(work)
     assert len(set(seen)) >= 3, seen  # kills landed at different points of the merge
+
+
+def test_a_store_of_framestore_0_1_0_merges_and_replays(tmp_path):
+    """Version-1 segments and a schema without m002's columns: read as they are,
+    migrated when merged, copied byte for byte."""
+    src = tmp_path / "old.store"
+    shutil.copytree(Path(__file__).parent / "fixtures" / "store-v0.1.0", src)
+    want = store_content(src)
+    dest = tmp_path / "d.store"
+    assert merge(dest, [src]).sources[0].status == "merged"
+    assert store_content(dest) == want and verify(dest).ok
+    with FrameStore.open(dest, readonly=True) as st:
+        assert set(st.catalog.merged_segments().values()) == {1, 2}
+    result = run_cli("verify", dest, "--replay")
+    assert result.exit_code == 0 and "3 match" in result.stdout, result.output
