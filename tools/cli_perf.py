@@ -158,7 +158,7 @@ def _bench_vector(envs, frames, repeat, workdir, csv_path, as_json, progress) ->
     )
     if progress:
         progress("reading one episode out of 16 interleaved, and alone")
-    reads = lib.read_interleaved(lib.capture("assault", 16 * 250), workdir=workdir)
+    reads = lib.read_interleaved(lib.capture("assault", 16 * 500), workdir=workdir)
     if csv_path:
         lib.write_csv(rows, csv_path)
     if as_json:

@@ -145,7 +145,9 @@ class MergeQueries(CatalogBase):
     # ----------------------------------------------------------------- a source's rows
     def export_runs(self) -> list[dict[str, Any]]:
         """Every run row, as stored (``env_spec`` is None on an older schema)."""
-        cols = ", ".join(c if c != "env_spec" else self._m002("env_spec") for c in RUN_COLUMNS)
+        cols = ", ".join(
+            c if c != "env_spec" else f"{self._m002('env_spec')} AS env_spec" for c in RUN_COLUMNS
+        )
         return self._dicts(f"SELECT id, {cols} FROM runs ORDER BY id")
 
     def export_episodes(self) -> list[dict[str, Any]]:
