@@ -4,7 +4,7 @@ Frame pointers are opaque here; the ``framestore`` layer resolves them through t
 sink's ``resolve_frames`` hook. See ``docs/ARCHITECTURE.md``.
 """
 
-from .db import PROFILES, StorageProfile, open_db, schema_info
+from .db import PROFILES, StorageProfile, open_db, open_scratch_db, schema_info
 from .errors import (
     Closed,
     FrameStoreError,
@@ -62,6 +62,7 @@ __all__ = [
     "encode_action",
     "encode_info",
     "open_db",
+    "open_scratch_db",
     "schema_info",
     "space_spec",
 ]

@@ -12,10 +12,12 @@ from ._episodes import EpisodeQueries, format_shape, parse_shape
 from ._pointers import SEGMENT_STATES, PointerQueries, PointerRow
 from ._recovery import MAX_SQLITE_INT, RECOVERED_ENV_ID, RECOVERED_INFO, RecoveryQueries
 from ._stats import CatalogStats, EpisodeRowCount, StatsQueries
+from ._tables import PUBLISHED_TABLES, TableQueries
 
 __all__ = [
     "END_OF_EPISODE",
     "MAX_SQLITE_INT",
+    "PUBLISHED_TABLES",
     "RECOVERED_ENV_ID",
     "RECOVERED_INFO",
     "SEGMENT_STATES",
@@ -28,6 +30,8 @@ __all__ = [
 ]
 
 
-class Catalog(EpisodeQueries, PointerQueries, RecoveryQueries, StatsQueries, CatalogBase):
+class Catalog(
+    EpisodeQueries, PointerQueries, RecoveryQueries, StatsQueries, TableQueries, CatalogBase
+):
     """A store's catalogue (one SQLite connection). Thread-safe: every query runs under
     one lock; ``transaction()`` groups changes."""
