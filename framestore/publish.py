@@ -47,7 +47,7 @@ from ._format import (
 from ._published import is_url, open_fs
 from .errors import InvalidInput
 from .extras import require
-from .files import fsync_dir
+from .files import fsync_dir, fsync_file
 from .jsonsafe import dumps
 from .segments import is_sealed, list_segment_ids, relative_segment_path, segment_path
 from .store import FrameStore
@@ -125,7 +125,7 @@ class _Target:
     def commit(self) -> None:
         if self.local:
             for name in self.objects:
-                _fsync(f"{self.root}/{name}")
+                fsync_file(f"{self.root}/{name}")
             fsync_dir(self.root)
             os.replace(self.root, self.final)
             fsync_dir(os.path.dirname(self.final) or ".")
@@ -139,14 +139,6 @@ class _Target:
                 self.fs.rm_file(f"{self.root}/{name}")
             except OSError:
                 pass
-
-
-def _fsync(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class _HashingFile:

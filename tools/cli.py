@@ -136,7 +136,12 @@ def ls_cmd(store, as_json):
 
 def _register_optional_commands() -> None:
     """Verbs that live in their own modules (kept out of this file so each stays small)."""
-    for module in ("tools.cli_maintenance", "tools.cli_export", "tools.cli_perf"):
+    for module in (
+        "tools.cli_maintenance",
+        "tools.cli_export",
+        "tools.cli_perf",
+        "tools.cli_publish",
+    ):
         try:
             mod = importlib.import_module(module)
         except ModuleNotFoundError as e:
