@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from ._format import (
+    CATALOGUE_DIR,
     CHUNKS_TABLE,
     DB_NAME,
     MANIFEST_NAME,
@@ -62,11 +63,14 @@ def is_url(path: str | os.PathLike) -> bool:
 
 
 def is_published(path: str | os.PathLike) -> bool:
-    """A URL, or a local directory holding a manifest and no SQLite catalogue."""
+    """A URL, or a local directory holding a manifest (or a published catalogue that
+    lost it) and no SQLite catalogue."""
     if is_url(path):
         return True
     root = Path(path)
-    return (root / MANIFEST_NAME).is_file() and not (root / DB_NAME).exists()
+    if (root / DB_NAME).exists():
+        return False
+    return (root / MANIFEST_NAME).is_file() or (root / CATALOGUE_DIR).is_dir()
 
 
 def open_fs(location: str | os.PathLike, storage_options: Mapping[str, Any] | None) -> tuple:
@@ -203,6 +207,13 @@ def open_published(
             for table in PUBLISHED_TABLES:
                 data = _parquet(fs, root, text, manifest, table)
                 _load_table(catalog, table, data, text)
+        unlisted = catalog.referenced_segments() - set(manifest.segments)
+        if unlisted:
+            raise PublishedObjectError(
+                text,
+                catalogue_object("steps"),
+                f"points into segment {min(unlisted)}, which the manifest does not list",
+            )
         source = None
         if is_url(text) and not text.startswith("file://"):
             extents = _extents(fs, root, text, manifest)

@@ -153,3 +153,69 @@ def wait_for(predicate, timeout: float = 5.0, interval: float = 0.002) -> None:
     while not predicate():
         assert time.monotonic() < deadline, "timed out"
         time.sleep(interval)
+
+
+# --------------------------------------------------------------------------- S3 (moto)
+class S3Endpoint:
+    """A real S3-compatible endpoint on 127.0.0.1 (moto's server), for one test module."""
+
+    def __init__(self, url: str):
+        self.url = url
+        self.storage_options = {
+            "key": "test",
+            "secret": "test",
+            "client_kwargs": {"endpoint_url": url},
+        }
+        self._buckets = 0
+
+    def fs(self):
+        import s3fs
+
+        return s3fs.S3FileSystem(skip_instance_cache=True, **self.storage_options)
+
+    def bucket(self) -> str:
+        """A new, empty bucket's name."""
+        self._buckets += 1
+        name = f"bucket-{self._buckets}"
+        self.fs().mkdir(name)
+        return name
+
+
+@pytest.fixture(scope="module")
+def s3():
+    """moto's S3 server on 127.0.0.1 (a real HTTP endpoint, not a client mock), started
+    once per module and stopped after it. The AWS_* variables point every client (the
+    CLI included) at it while the module runs."""
+    import logging
+    import socket
+
+    from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one line per request otherwise
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    url = f"http://127.0.0.1:{port}"
+    env = {
+        "AWS_ACCESS_KEY_ID": "test",
+        "AWS_SECRET_ACCESS_KEY": "test",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_ENDPOINT_URL": url,
+    }
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        yield S3Endpoint(url)
+    finally:
+        server.stop()
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        import s3fs
+
+        s3fs.S3FileSystem.clear_instance_cache()
