@@ -39,7 +39,7 @@ from .store import FrameStore
 __all__ = ["read_store", "record_episodes", "record_parallel"]
 
 FRAME_COLUMN = "frame"
-DEFAULT_BLOCK_BYTES = 32 * 1024 * 1024
+DEFAULT_BLOCK_BYTES = 128 * 1024 * 1024  # when the DataContext has no target
 _PAGE_ROWS = 1024  # step rows read from the catalogue at a time
 _MIN_TASK_ROWS = 64  # smaller read tasks cost more to schedule than to run
 
@@ -187,7 +187,7 @@ def read_store(
     episodes: Episodes = None,
     columns: Sequence[str] | None = None,
     frames: bool = True,
-    block_bytes: int = DEFAULT_BLOCK_BYTES,
+    block_bytes: int | None = None,
     storage_options: Mapping[str, Any] | None = None,
     override_num_blocks: int | None = None,
 ) -> Any:
@@ -200,7 +200,9 @@ def read_store(
         columns: the columns to return (``framestore.columns.STEP_COLUMNS`` and
             ``frame``); None: all of them.
         frames: decode frames (the ``frame`` column); False reads step rows only.
-        block_bytes: a block holds at most about this many bytes of frames.
+        block_bytes: a block holds at most about this many bytes (the dataset's
+            ``DataContext.target_max_block_size``; None: the current context's, 128 MiB
+            by default). Ray merges smaller blocks up to it, so it bounds memory.
         storage_options: fsspec options for URLs (endpoint, credentials).
         override_num_blocks: the number of read tasks (default: Ray's choice).
 
@@ -215,6 +217,9 @@ def read_store(
     rd = _ray_data()
     locations = _locations(paths)
     cols = _columns(columns, frames)
+    context = rd.DataContext.get_current()
+    if block_bytes is None:
+        block_bytes = context.target_max_block_size or DEFAULT_BLOCK_BYTES
     if block_bytes < 1:
         raise InvalidInput(f"block_bytes must be at least 1, got {block_bytes}")
     ranges, specs = [], []
@@ -230,7 +235,14 @@ def read_store(
         storage_options=None if storage_options is None else dict(storage_options),
     )
     source = _datasource_class()(ranges, options)
-    return rd.read_datasource(source, override_num_blocks=override_num_blocks)
+    # The dataset keeps a copy of the context as it is now: set the block bound for it
+    # alone, then put the caller's context back.
+    saved = context.target_max_block_size
+    context.target_max_block_size = int(block_bytes)
+    try:
+        return rd.read_datasource(source, override_num_blocks=override_num_blocks)
+    finally:
+        context.target_max_block_size = saved
 
 
 def _locations(paths: Any) -> list[str]:

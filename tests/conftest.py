@@ -11,6 +11,9 @@ import numpy as np
 import pytest
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+# Ray (test_ray.py) binds its processes to the machine's address unless told this is a
+# local-only cluster: keep every Ray connection on 127.0.0.1. Read when ray is imported.
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 
 OUR_THREADS = ("framestore", "telemetry")
 

@@ -9,9 +9,10 @@ data_dir=DIR)`` decodes ``image`` to a PIL image; frames come back exactly (HxWx
 as HxW grey images).
 
 Output: ``DIR/train-00000-of-00003.parquet``, ... (``datasets`` puts ``train-*`` files in
-the train split). A shard is closed before the next row group would take it past
-``shard_bytes``; a row group holds at most a quarter of that (and 32 MiB) of images, the
-only thing held in memory. Written as ``DIR.partial/``, fsynced, renamed into place.
+the train split). A shard is closed before the next row group (and room for the
+footer) would take it past ``shard_bytes``; a row group holds at most a quarter of that
+(and 32 MiB) of images, the only thing held in memory. (A single frame whose PNG is larger
+than a row group makes a row group of its own, which may exceed a tiny bound.) Written as ``DIR.partial/``, fsynced, renamed into place.
 """
 
 from __future__ import annotations
@@ -43,6 +44,10 @@ __all__ = ["DEFAULT_SHARD_BYTES", "ParquetReport", "export_parquet"]
 DEFAULT_SHARD_BYTES = 256 * 1024 * 1024
 MIN_SHARD_BYTES = 64 * 1024
 _MAX_ROW_GROUP_BYTES = 32 * 1024 * 1024
+# Room kept for a shard's footer (schema, and per row group the column chunks' metadata),
+# so a closed shard stays within its bound.
+_FOOTER_BYTES = 16 * 1024
+_FOOTER_BYTES_PER_GROUP = 4 * 1024
 _PAGE_ROWS = 512
 _SPLIT = "train"
 
@@ -222,11 +227,12 @@ class _ShardWriter:
             "framestore": json.dumps({"source": store.location, "exported": time.time()}),
         }
         self.schema = pa.schema([*fields, pa.field("image", image)], metadata=meta)
-        self.group_bytes = min(_MAX_ROW_GROUP_BYTES, plan.shard_bytes // 4)
+        self.group_bytes = min(_MAX_ROW_GROUP_BYTES, (plan.shard_bytes - _FOOTER_BYTES) // 4)
         self.compression = {f.name: "zstd" for f in fields}
         self.compression.update({"image.bytes": "none", "image.path": "none"})  # PNG already is
         self._writer: Any = None
         self._path: Path | None = None
+        self._groups = 0
 
     def run(self) -> None:
         rows: list[dict] = []
@@ -262,7 +268,11 @@ class _ShardWriter:
                         self.progress(done, self.plan.rows)
 
     def _write_group(self, rows: list[dict], size: int) -> None:
-        if self._writer is not None and self._current_bytes() + size > self.plan.shard_bytes:
+        footer = _FOOTER_BYTES + _FOOTER_BYTES_PER_GROUP * (self._groups + 1)
+        if (
+            self._writer is not None
+            and self._current_bytes() + size + footer > self.plan.shard_bytes
+        ):
             self._close_shard()
         if self._writer is None:
             self._path = self.plan.partial / f"shard-{len(self.report.shards):05d}.parquet"
@@ -272,6 +282,7 @@ class _ShardWriter:
             self.report.shards.append(self._path.name)
         table = self.pa.Table.from_pylist(rows, schema=self.schema)
         self._writer.write_table(table, row_group_size=len(rows))
+        self._groups += 1
 
     def _current_bytes(self) -> int:
         return os.path.getsize(self._path) if self._path is not None else 0
@@ -283,6 +294,7 @@ class _ShardWriter:
         fsync_file(self._path)
         self.report.shard_bytes.append(self._current_bytes())
         self._writer = None
+        self._groups = 0
 
 
 def _name_shards(plan: _Plan, report: ParquetReport) -> None:
