@@ -39,7 +39,7 @@ from .store import FrameStore
 __all__ = ["read_store", "record_episodes", "record_parallel"]
 
 FRAME_COLUMN = "frame"
-DEFAULT_BLOCK_BYTES = 128 * 1024 * 1024  # when the DataContext has no target
+DEFAULT_BLOCK_BYTES = 32 * 1024 * 1024
 _PAGE_ROWS = 1024  # step rows read from the catalogue at a time
 _MIN_TASK_ROWS = 64  # smaller read tasks cost more to schedule than to run
 
@@ -187,7 +187,7 @@ def read_store(
     episodes: Episodes = None,
     columns: Sequence[str] | None = None,
     frames: bool = True,
-    block_bytes: int | None = None,
+    block_bytes: int = DEFAULT_BLOCK_BYTES,
     storage_options: Mapping[str, Any] | None = None,
     override_num_blocks: int | None = None,
 ) -> Any:
@@ -200,9 +200,9 @@ def read_store(
         columns: the columns to return (``framestore.columns.STEP_COLUMNS`` and
             ``frame``); None: all of them.
         frames: decode frames (the ``frame`` column); False reads step rows only.
-        block_bytes: a block holds at most about this many bytes (the dataset's
-            ``DataContext.target_max_block_size``; None: the current context's, 128 MiB
-            by default). Ray merges smaller blocks up to it, so it bounds memory.
+        block_bytes: a block holds at most about this many bytes: the dataset's
+            ``DataContext.target_max_block_size`` (Ray merges smaller blocks up to it),
+            so it bounds a read task's memory.
         storage_options: fsspec options for URLs (endpoint, credentials).
         override_num_blocks: the number of read tasks (default: Ray's choice).
 
@@ -218,8 +218,6 @@ def read_store(
     locations = _locations(paths)
     cols = _columns(columns, frames)
     context = rd.DataContext.get_current()
-    if block_bytes is None:
-        block_bytes = context.target_max_block_size or DEFAULT_BLOCK_BYTES
     if block_bytes < 1:
         raise InvalidInput(f"block_bytes must be at least 1, got {block_bytes}")
     ranges, specs = [], []

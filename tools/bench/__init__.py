@@ -22,12 +22,15 @@ pipeline cannot hide the next one's growth.
 
 Other modes: ``pacing`` (a fixed-rate producer loop with and without recording: does the
 writer's Python work steal time from a 60 Hz loop?), ``overload`` (a producer far faster
-than the writer: memory must stay bounded under both queue policies) and ``stress``
-(replay at 1x, 10x and maximum rate with tiny buffers: must always finish).
+than the writer: memory must stay bounded under both queue policies), ``stress``
+(replay at 1x, 10x and maximum rate with tiny buffers: must always finish) and
+``scale_out`` (frames/s of ``framestore.ray.read_store`` with 1 and 2 read tasks against
+single-process ``iter_frames``, local and S3 (moto), and the readers' peak memory).
 
 One module per job: ``_frames`` (frame sets), ``_baselines`` (the pipelines),
 ``_throughput`` (the run and ratios), ``_pacing``, ``_overload``, ``_stress``,
-``_checks`` (failed checks), ``_table`` (table and CSV), ``_measure`` (RSS, children).
+``_scaleout``, ``_checks`` (failed checks), ``_table`` (table and CSV), ``_measure``
+(RSS, children).
 """
 
 from ._baselines import hdf5_available
@@ -35,6 +38,7 @@ from ._checks import failed_checks
 from ._frames import DEFAULT_FRAMES, GAMES, NOISE_SHAPE, FrameSet, capture
 from ._overload import MEMORY_SLACK, OVERLOAD_TABLE, OverloadResult, overload
 from ._pacing import PACING_TABLE, PacingResult, pacing, run_pacing
+from ._scaleout import SCALEOUT_TABLE, ScaleOutResult, scale_out
 from ._stress import STRESS_TABLE, StressResult, stress
 from ._table import format_table, write_csv
 from ._throughput import (
@@ -57,12 +61,14 @@ __all__ = [
     "OVERLOAD_TABLE",
     "PACING_TABLE",
     "PIPELINES",
+    "SCALEOUT_TABLE",
     "STRESS_TABLE",
     "THROUGHPUT_TABLE",
     "FrameSet",
     "OverloadResult",
     "PacingResult",
     "PipelineResult",
+    "ScaleOutResult",
     "StressResult",
     "add_ratios",
     "capture",
@@ -74,6 +80,7 @@ __all__ = [
     "run_bench",
     "run_pacing",
     "run_pipeline",
+    "scale_out",
     "stress",
     "verify_framestore",
     "write_csv",

@@ -6,18 +6,20 @@ from collections.abc import Sequence
 
 from ._overload import OverloadResult
 from ._pacing import PacingResult
+from ._scaleout import ScaleOutResult
 from ._stress import StressResult
 from ._throughput import PipelineResult
 
 __all__ = ["failed_checks"]
 
-Row = PipelineResult | PacingResult | OverloadResult | StressResult
+Row = PipelineResult | PacingResult | OverloadResult | StressResult | ScaleOutResult
 
 
 def failed_checks(rows: Sequence[Row]) -> list[str]:
     """One line per failed check: a pipeline that raised or whose stored frames did not
     read back bit-exact, an overload run over its memory or queue bound, a stress replay
-    that did not finish or lost count of frames. Pacing rows carry no pass/fail check
+    that did not finish or lost count of frames, a scale-out reader that failed or read
+    frames back that differ. Pacing rows carry no pass/fail check
     (their numbers depend on the machine); skipped pipelines are not failures."""
     problems = []
     for row in rows:
@@ -36,6 +38,12 @@ def failed_checks(rows: Sequence[Row]) -> list[str]:
                     f"{where}: peak {row.peak_mem_mb:.1f} MB (bound {row.bound_mb:.1f} MB), "
                     f"queue high-water {row.high_water_bytes} B (budget {row.queue_bytes} B)"
                 )
+        elif isinstance(row, ScaleOutResult):
+            where = f"scale-out/{row.reader}/{row.source}/{row.workers}"
+            if row.error:
+                problems.append(f"{where}: {row.error}")
+            elif row.verified is False:
+                problems.append(f"{where}: frames did not read back bit-exact")
         elif isinstance(row, StressResult):
             if row.error or not (row.finished and row.accounted):
                 problems.append(
