@@ -284,21 +284,37 @@ def _read(group: list[_Range], options: _Options) -> Iterator[Any]:
             store.close()
 
 
+#: Columns known without reading a step row's action, reward, flags and info.
+_ID_COLUMNS = {"store", "run_id", "episode_id", "step", "env_id", FRAME_COLUMN}
+
+
 def _read_range(store: FrameStore, r: _Range, block: _BlockBuilder) -> Iterator[Any]:
+    ids_only = set(block.options.columns) <= _ID_COLUMNS
+    ids = {"store": r.store, "run_id": r.run_id, "episode_id": r.episode, "env_id": r.env_id}
     for lo in range(r.start, r.stop, _PAGE_ROWS):
-        for step in store.read_steps(r.episode, lo, min(r.stop, lo + _PAGE_ROWS)):
+        hi = min(r.stop, lo + _PAGE_ROWS)
+        if ids_only:  # frame pointers only: no JSON to decode
+            steps: list[Any] = store.frame_locations(r.episode, lo, hi)
+        else:
+            steps = [(s.step, s) for s in store.read_steps(r.episode, lo, hi)]
+        for number, step in steps:
+            location = step if ids_only else step.frame
             frame = None
             if block.options.frames:
-                if step.frame is None:
+                if location is None:
                     continue  # dropped while recording: no pixels to give
-                frame = store.reader.read(step.frame, expect_key=(r.episode, step.step))
-            row = step_row(
-                step,
-                store=r.store,
-                run_id=r.run_id,
-                env_id=r.env_id,
-                kind=block.options.action_kind,
-            )
+                # No copy: the block stacks the frames (one copy) from the cached chunk.
+                frame = store.reader.read(location, copy=False, expect_key=(r.episode, number))
+            if ids_only:
+                row = {**ids, "step": number}
+            else:
+                row = step_row(
+                    step,
+                    store=r.store,
+                    run_id=r.run_id,
+                    env_id=r.env_id,
+                    kind=block.options.action_kind,
+                )
             yield from block.add(row, frame)
 
 

@@ -205,3 +205,19 @@ def test_ray_data_reads_the_parquet_export(cluster, tmp_path, assault_frames):
     for r in rows:
         frame = np.asarray(Image.open(io.BytesIO(r["image"]["bytes"])))
         np.testing.assert_array_equal(frame, want[(r["episode_id"], r["step"])])
+
+
+def test_bench_scale_out_reads_every_frame_exactly(cluster):
+    from tools.bench import SCALEOUT_TABLE, capture, failed_checks, format_table, scale_out
+
+    rows = scale_out(capture("assault", 120))  # uses the running cluster
+    assert [(r.reader, r.source, r.workers) for r in rows] == [
+        ("iter_frames", "local", 1),
+        ("read_store", "local", 1),
+        ("read_store", "local", 2),
+        ("iter_frames", "s3 (moto)", 1),
+        ("read_store", "s3 (moto)", 1),
+        ("read_store", "s3 (moto)", 2),
+    ]
+    assert not failed_checks(rows), format_table(rows, SCALEOUT_TABLE)
+    assert all(r.verified and r.frames == 120 and r.fps > 0 for r in rows)
