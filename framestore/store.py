@@ -116,7 +116,8 @@ class FrameStore:
     ) -> FrameStore:
         if not readonly:
             raise InvalidInput(
-                f"{path}: a published store is read-only; open it with readonly=True"
+                f"{path}: a published store is read-only (open it with readonly=True; "
+                "publish again to change it)"
             )
         from ._published import open_published
 
@@ -129,6 +130,11 @@ class FrameStore:
         """Whether this is a published store (``framestore publish``), not a directory with
         a SQLite catalogue."""
         return self._reader.source is not None or not self.db_path.exists()
+
+    @property
+    def remote(self) -> bool:
+        """Whether segments are read from a URL (a published store on object storage)."""
+        return self._reader.source is not None
 
     @property
     def db_path(self) -> Path:

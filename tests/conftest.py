@@ -169,7 +169,6 @@ class S3Endpoint:
             "secret": "test",
             "client_kwargs": {"endpoint_url": url},
         }
-        self._buckets = 0
 
     def fs(self):
         import s3fs
@@ -177,9 +176,11 @@ class S3Endpoint:
         return s3fs.S3FileSystem(skip_instance_cache=True, **self.storage_options)
 
     def bucket(self) -> str:
-        """A new, empty bucket's name."""
-        self._buckets += 1
-        name = f"bucket-{self._buckets}"
+        """A new, empty bucket's name (moto keeps its buckets per process, not per server:
+        names never repeat)."""
+        import uuid
+
+        name = f"bucket-{uuid.uuid4().hex[:16]}"
         self.fs().mkdir(name)
         return name
 

@@ -99,6 +99,9 @@ def test_publish_to_s3_reads_back_with_one_ranged_read_per_chunk(source, s3, tmp
         np.testing.assert_array_equal(z["frames"], np.stack(st.read_frames(2)))
     again = run_cli("publish", path, f"s3://{s3.bucket()}/cli")
     assert again.exit_code == 0, again.output
+    listed = run_cli("ls", url, "--json")
+    assert listed.exit_code == 0 and len(json.loads(listed.output)["episodes"]) == 3
+    assert "verify the local directory" in assert_one_line_error(run_cli("verify", url))
 
 
 def test_publish_while_recording_publishes_finished_episodes_in_sealed_segments(
