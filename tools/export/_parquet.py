@@ -217,7 +217,15 @@ def hf_features(kind: str) -> dict[str, Any]:
 class _ShardWriter:
     """Streams rows into row groups and row groups into shards of bounded size."""
 
-    def __init__(self, store, plan: _Plan, report: ParquetReport, pa, pq, progress):
+    def __init__(
+        self,
+        store: FrameStore,
+        plan: _Plan,
+        report: ParquetReport,
+        pa: Any,
+        pq: Any,
+        progress: Progress | None,
+    ):
         self.store, self.plan, self.report, self.pa, self.pq = store, plan, report, pa, pq
         self.progress = progress
         fields = [f for f in arrow_fields(pa, plan.kind) if f.name != "store"]
