@@ -40,6 +40,23 @@ def parse_segment_name(name: str) -> int | None:
     return int(m.group(1)) if m else None
 
 
+# --------------------------------------------------------------------------- published stores
+# A published store (``framestore publish``): the sealed segments under SEGMENT_DIR as
+# they are, the catalogue as one Parquet object per table, and a manifest listing every
+# object with its size and SHA-256. The manifest is written last.
+MANIFEST_NAME = "manifest.json"
+CATALOGUE_DIR = "catalogue"
+PUBLISHED_FORMAT = "framestore-published"  # the manifest's "format"
+PUBLISHED_VERSION = 1  # the manifest's "version": what this framestore writes and reads
+CHUNKS_TABLE = "chunks"  # (segment, offset, bytes) of every published CHUNK record
+MAX_MANIFEST_BYTES = 64 * 1024 * 1024  # a manifest claiming more is refused unread
+
+
+def catalogue_object(table: str) -> str:
+    """The object name of a catalogue table in a published store, relative to its root."""
+    return f"{CATALOGUE_DIR}/{table}.parquet"
+
+
 # --------------------------------------------------------------------------- versions
 MAGIC = b"\x89FSEG\r\n\x1a"
 VERSION = 2  # what this framestore writes

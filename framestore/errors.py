@@ -35,6 +35,8 @@ __all__ = [
     "WriterFailed",
     "DiskFull",
     "StoreClosed",
+    "MissingExtra",
+    "PublishedObjectError",
 ]
 
 
@@ -147,3 +149,25 @@ class DiskFull(WriterFailed, OSError):
 
 class StoreClosed(Closed):
     """The service, reader or store was used after close()."""
+
+
+class MissingExtra(InvalidInput, ImportError):
+    """An optional dependency is not installed; the message names the extra to install."""
+
+    def __init__(self, what: str, module: str, extra: str):
+        self.module = module
+        self.extra = extra
+        super().__init__(f"{what} needs {module}: pip install 'framestore[{extra}]'")
+
+
+class PublishedObjectError(CorruptData):
+    """An object of a published store (``framestore publish``) that is missing, or
+    whose size or SHA-256 does not match its manifest, or a manifest that is invalid."""
+
+    def __init__(self, location: str, name: str, detail: str):
+        self.location = location
+        self.name = name
+        self.segment = name
+        self.offset = 0
+        self.detail = detail
+        FrameStoreError.__init__(self, f"{location}/{name}: {detail}")

@@ -15,6 +15,7 @@ from collections import OrderedDict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 import numpy as np
 import zstandard
@@ -28,6 +29,7 @@ from ._format import (
     read_file_header,
     read_record,
 )
+from ._sources import SegmentSource
 from .codecs import decode_chunk
 from .errors import (
     CorruptRecord,
@@ -96,6 +98,8 @@ class SegmentReader:
         root: the store directory.
         cache_chunks: decoded chunks kept (LRU), so sequential replay decodes each once.
         max_record_bytes: records claiming more are refused unread.
+        source: where segments come from instead of ``root/segments`` (a published
+            store's remote objects, see ``framestore._sources``); the same checks apply.
     """
 
     def __init__(
@@ -105,8 +109,10 @@ class SegmentReader:
         cache_chunks: int = 8,
         max_record_bytes: int = MAX_RECORD_BYTES,
         max_open_files: int = 32,
+        source: SegmentSource | None = None,
     ):
         self.root = Path(root)
+        self.source = source
         self._cache_size = max(1, cache_chunks)
         self._max_record = max_record_bytes
         self._max_open = max_open_files
@@ -153,6 +159,14 @@ class SegmentReader:
                 os.close(victim)
             return fd, version
 
+    def _open(self, segment: int) -> tuple[IO[bytes], int]:
+        """A file-like view of a segment and its format version, from the source when
+        there is one, else from a cached local descriptor."""
+        if self.source is not None:
+            return self.source.open_segment(segment)
+        fd, version = self._fd(segment)
+        return _PreadFile(fd), version
+
     def _decompressor(self) -> zstandard.ZstdDecompressor:
         d = getattr(self._local, "zd", None)
         if d is None:
@@ -180,8 +194,7 @@ class SegmentReader:
             if hit is not None:
                 self._cache.move_to_end(key)
                 return hit
-        fd, version = self._fd(segment)
-        fp = _PreadFile(fd)
+        fp, version = self._open(segment)
         if offset < FILE_HEADER_SIZE:
             raise CorruptRecord(segment, offset, "frame pointer before the first record")
         rec = read_record(fp, offset, segment=segment, max_length=self._max_record)
@@ -250,6 +263,8 @@ class SegmentReader:
             for fd, _version in self._fds.values():
                 os.close(fd)
             self._fds.clear()
+        if self.source is not None:
+            self.source.close()
 
     def __enter__(self) -> SegmentReader:
         return self

@@ -9,7 +9,7 @@ files are named by ``framestore.segments``.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -20,6 +20,8 @@ from telemetry import open_db
 
 from ._format import DB_NAME, LOCK_NAME, SEGMENT_DIR, record_extent
 from ._lock import StoreLock, writer_running
+from ._published import is_published
+from ._sources import SegmentSource
 from .catalog import Catalog
 from .errors import (
     EpisodeNotFound,
@@ -48,11 +50,21 @@ class FrameStore:
     mode and the database only ever points at frames that are written.
     """
 
-    def __init__(self, root: Path, catalog: Catalog, *, readonly: bool):
+    def __init__(
+        self,
+        root: Path,
+        catalog: Catalog,
+        *,
+        readonly: bool,
+        source: SegmentSource | None = None,
+        location: str | None = None,
+    ):
         self.root = root
         self.readonly = readonly
+        #: Where the store is: its directory, or the URL of a published store.
+        self.location = location or str(root)
         self._catalog = catalog
-        self._reader = SegmentReader(root, cache_chunks=16)
+        self._reader = SegmentReader(root, cache_chunks=16, source=source)
         self._closed = False
         self._recorders: list[Recorder] = []
         self._stream_keys: dict[int, int] = {}  # an episode's stream key never changes
@@ -66,13 +78,19 @@ class FrameStore:
         create: bool = True,
         readonly: bool = False,
         durability: str = "balanced",
+        storage_options: Mapping[str, Any] | None = None,
     ) -> FrameStore:
-        """Open (and with ``create`` make) a store directory.
+        """Open (and with ``create`` make) a store directory, or open a published store
+        (``framestore publish``): a URL such as ``s3://bucket/runs`` or a local directory
+        holding its ``manifest.json``, read-only, with ``storage_options`` for fsspec.
 
         Raises ``NotAStore`` for a path that is a file, a non-empty directory that is not
         a store, or (without ``create``) a missing path; ``SchemaTooNew`` for a store
-        written by a newer framestore.
+        written by a newer framestore; ``PublishedObjectError`` for a published store
+        whose catalogue does not match its manifest.
         """
+        if is_published(path):
+            return cls._open_published(path, readonly=readonly, storage_options=storage_options)
         root = Path(path)
         db_path = root / DB_NAME
         if root.exists() and not root.is_dir():
@@ -92,6 +110,32 @@ class FrameStore:
             root.mkdir(parents=True, exist_ok=True)
         db = open_db(db_path, profile=durability, readonly=readonly)
         return cls(root, Catalog(db, readonly=readonly), readonly=readonly)
+
+    @classmethod
+    def _open_published(
+        cls, path: str | os.PathLike, *, readonly: bool, storage_options: Mapping[str, Any] | None
+    ) -> FrameStore:
+        if not readonly:
+            raise InvalidInput(
+                f"{path}: a published store is read-only (open it with readonly=True; "
+                "publish again to change it)"
+            )
+        from ._published import open_published
+
+        parts = open_published(path, storage_options)
+        location = os.fspath(path).rstrip("/")
+        return cls(parts.root, parts.catalog, readonly=True, source=parts.source, location=location)
+
+    @property
+    def published(self) -> bool:
+        """Whether this is a published store (``framestore publish``), not a directory with
+        a SQLite catalogue."""
+        return self._reader.source is not None or not self.db_path.exists()
+
+    @property
+    def remote(self) -> bool:
+        """Whether segments are read from a URL (a published store on object storage)."""
+        return self._reader.source is not None
 
     @property
     def db_path(self) -> Path:
@@ -250,6 +294,9 @@ class FrameStore:
     def chunk_bytes(self, segment: int, offsets: Iterable[int]) -> int:
         """Total bytes of the records starting at ``offsets`` in one segment, read from
         their headers (the file is opened once). A missing file or offset counts 0."""
+        source = self._reader.source
+        if source is not None:
+            return sum(source.record_bytes(segment, off) for off in offsets)
         try:
             with open(segment_path(self.root, segment), "rb") as fp:
                 return sum(record_extent(fp, off) for off in offsets)
@@ -392,4 +439,4 @@ class FrameStore:
                 pass
 
     def __repr__(self) -> str:
-        return f"FrameStore({str(self.root)!r}{', readonly' if self.readonly else ''})"
+        return f"FrameStore({self.location!r}{', readonly' if self.readonly else ''})"

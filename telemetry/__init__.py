@@ -5,7 +5,7 @@ sink's ``resolve_frames`` hook. See ``docs/ARCHITECTURE.md``.
 """
 
 from ._batch import check_rewards, encode_actions
-from .db import PROFILES, StorageProfile, open_db, schema_info
+from .db import PROFILES, StorageProfile, open_db, open_scratch_db, schema_info
 from .errors import (
     Closed,
     FrameStoreError,
@@ -67,6 +67,7 @@ __all__ = [
     "encode_actions",
     "encode_info",
     "open_db",
+    "open_scratch_db",
     "schema_info",
     "space_spec",
 ]

@@ -156,6 +156,28 @@ def open_db(
     return _open(path, prof, readonly=readonly)
 
 
+def open_scratch_db() -> sqlite_utils.Database:
+    """A new, empty store database with every migration applied, in a private temporary
+    file that SQLite deletes when the connection closes (its pages spill to disk, so a
+    large catalogue does not have to fit in memory). Used for catalogues that arrive as
+    something other than SQLite (a published store's Parquet tables).
+
+    Returns:
+        The open database; close it with ``db.close()``.
+    """
+    # An empty file name is SQLite's private temporary database: no path, no cleanup.
+    conn = sqlite3.connect("", check_same_thread=False)
+    try:
+        db = sqlite_utils.Database(conn)
+        for pragma in PROFILES["fast"].pragmas():  # nothing here needs to survive a crash
+            db.execute(pragma)
+        _migrations.apply(db)
+    except BaseException:
+        conn.close()
+        raise
+    return db
+
+
 def schema_version(db: sqlite_utils.Database) -> int:
     """Return the number of ``framestore`` migrations applied to ``db`` (0 if none).
 
@@ -252,6 +274,7 @@ __all__ = [
     "StorageProfile",
     "get_profile",
     "open_db",
+    "open_scratch_db",
     "schema_info",
     "schema_version",
     "warn_if_lossy",

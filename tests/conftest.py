@@ -11,6 +11,9 @@ import numpy as np
 import pytest
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+# Ray (test_ray.py) binds its processes to the machine's address unless told this is a
+# local-only cluster: keep every Ray connection on 127.0.0.1. Read when ray is imported.
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 
 OUR_THREADS = ("framestore", "telemetry")
 
@@ -153,3 +156,70 @@ def wait_for(predicate, timeout: float = 5.0, interval: float = 0.002) -> None:
     while not predicate():
         assert time.monotonic() < deadline, "timed out"
         time.sleep(interval)
+
+
+# --------------------------------------------------------------------------- S3 (moto)
+class S3Endpoint:
+    """A real S3-compatible endpoint on 127.0.0.1 (moto's server), for one test module."""
+
+    def __init__(self, url: str):
+        self.url = url
+        self.storage_options = {
+            "key": "test",
+            "secret": "test",
+            "client_kwargs": {"endpoint_url": url},
+        }
+
+    def fs(self):
+        import s3fs
+
+        return s3fs.S3FileSystem(skip_instance_cache=True, **self.storage_options)
+
+    def bucket(self) -> str:
+        """A new, empty bucket's name (moto keeps its buckets per process, not per server:
+        names never repeat)."""
+        import uuid
+
+        name = f"bucket-{uuid.uuid4().hex[:16]}"
+        self.fs().mkdir(name)
+        return name
+
+
+@pytest.fixture(scope="module")
+def s3():
+    """moto's S3 server on 127.0.0.1 (a real HTTP endpoint, not a client mock), started
+    once per module and stopped after it. The AWS_* variables point every client (the
+    CLI included) at it while the module runs."""
+    import logging
+    import socket
+
+    from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one line per request otherwise
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    url = f"http://127.0.0.1:{port}"
+    env = {
+        "AWS_ACCESS_KEY_ID": "test",
+        "AWS_SECRET_ACCESS_KEY": "test",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_ENDPOINT_URL": url,
+    }
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        yield S3Endpoint(url)
+    finally:
+        server.stop()
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        import s3fs
+
+        s3fs.S3FileSystem.clear_instance_cache()

@@ -111,3 +111,24 @@ def test_module_and_function_sizes(path):
             name = f"{rel}:{node.name}"
             if length > MAX_FUNCTION_LINES and name not in LONG_FUNCTIONS:
                 pytest.fail(f"{name} is {length} lines: break it into named steps")
+
+
+#: Optional dependencies (the ray, s3 and hf extras): imported inside the functions that
+#: need them, with an install hint, never when a module is imported (``framestore.ray``
+#: included: importing it works without ray, calling it names the extra).
+OPTIONAL = ("ray", "datasets", "pyarrow", "fsspec", "s3fs", "duckdb", "pandas")
+
+
+def test_optional_dependencies_are_imported_lazily():
+    bad = []
+    for path in _sources():
+        rel = path.relative_to(ROOT).as_posix()
+        for node in ast.parse(path.read_text()).body:  # module level only
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0:
+                names = [node.module or ""]
+            else:
+                continue
+            bad += [f"{rel}:{node.lineno}: {n}" for n in names if n.split(".")[0] in OPTIONAL]
+    assert not bad, "import these inside the function that needs them:\n" + "\n".join(bad)

@@ -161,6 +161,7 @@ def _register_optional_commands() -> None:
         "tools.cli_export",
         "tools.cli_perf",
         "tools.cli_merge",
+        "tools.cli_publish",
     ):
         try:
             mod = importlib.import_module(module)

@@ -34,7 +34,13 @@ def _steps(r, limit: int = 10) -> str:
 
 @click.command()
 @store_arg
-@click.option("--episode", "episode_id", type=int, default=None, help="Episode to export.")
+@click.option(
+    "--episode",
+    "episode_ids",
+    type=int,
+    multiple=True,
+    help="Episode to export (repeatable with --format parquet).",
+)
 @click.option("--run", "run_id", type=int, default=None, help="Export every episode of a run.")
 @click.option(
     "-o",
@@ -42,14 +48,23 @@ def _steps(r, limit: int = 10) -> str:
     required=True,
     help="Output: .mp4, .gif, .webp, .npz or DIR/ (PNGs). With --run: a directory "
     "(episode_000042.mp4, ... inside), or NAME.EXT for one file per episode next to it, "
-    "NAME-ep42.EXT.",
+    "NAME-ep42.EXT. With --format parquet: a new directory of Parquet shards.",
 )
 @click.option(
     "--format",
     "fmt",
-    type=click.Choice(["mp4", "gif", "webp", "npz", "png"]),
+    type=click.Choice(["mp4", "gif", "webp", "npz", "png", "parquet"]),
     default=None,
-    help="With --run into a directory: the format of each episode's file (default mp4).",
+    help="With --run into a directory: the format of each episode's file (default mp4). "
+    "parquet: the episodes given (or the run, or the whole store) as sharded Parquet, one "
+    "row per step, frames as PNG (Hugging Face datasets, Ray Data, pandas, DuckDB).",
+)
+@click.option(
+    "--shard-mb",
+    type=click.FloatRange(min=0.0625),
+    default=256,
+    show_default=True,
+    help="With --format parquet: the most MiB a shard file grows to.",
 )
 @click.option("--fps", type=float, default=None, help="Default: the run's render fps, else 60.")
 @click.option("--start", type=int, default=0, show_default=True, help="First step exported.")
@@ -65,10 +80,11 @@ def _steps(r, limit: int = 10) -> str:
 @json_opt
 def export(
     store,
-    episode_id,
+    episode_ids,
     run_id,
     out,
     fmt,
+    shard_mb,
     fps,
     start,
     stop,
@@ -87,6 +103,15 @@ def export(
 
     from .export import ExportOptions, export_episode, export_run, format_of
 
+    options = ExportOptions(
+        fps=fps, start=start, stop=stop, lossless=lossless, scale=scale, skip_corrupt=skip_corrupt
+    )
+    if fmt == "parquet":
+        _export_parquet(store, episode_ids, run_id, out, options, shard_mb, as_json)
+        return
+    if len(episode_ids) > 1:
+        raise click.UsageError("several --episode IDs need --format parquet; else use --run ID")
+    episode_id = episode_ids[0] if episode_ids else None
     if (episode_id is None) == (run_id is None):
         raise click.UsageError("give exactly one of --episode ID or --run ID")
     if episode_id is not None and fmt is not None and fmt != format_of(out):
@@ -94,9 +119,6 @@ def export(
             f"--format {fmt} applies to --run; with --episode the extension of {out} names "
             "the format"
         )
-    options = ExportOptions(
-        fps=fps, start=start, stop=stop, lossless=lossless, scale=scale, skip_corrupt=skip_corrupt
-    )
     with (
         FrameStore.open(store, readonly=True) as st,
         ProgressBars(show_progress() and not as_json, label=lambda ep: f"episode {ep}") as bars,
@@ -114,6 +136,33 @@ def export(
         return
     for r in reports:
         click.echo(_describe(r))
+
+
+def _export_parquet(store, episode_ids, run_id, out, options, shard_mb, as_json) -> None:
+    from framestore import FrameStore
+
+    from .export import export_parquet
+
+    with (
+        FrameStore.open(store, readonly=True) as st,
+        ProgressBars(show_progress() and not as_json, label=lambda _k: "rows") as bars,
+    ):
+        report = export_parquet(
+            st,
+            out,
+            episodes=list(episode_ids) or None,
+            run_id=run_id,
+            options=options,
+            shard_bytes=int(shard_mb * 1024 * 1024),
+            progress=lambda done, total: bars(None, done, total),
+        )
+    if as_json:
+        emit_json(report.as_dict())
+        return
+    click.echo(
+        f"{len(report.episodes)} episode(s): {report.rows} rows, {report.frames} frames -> "
+        f"{report.path}/ [parquet, {len(report.shards)} shard(s), {human_bytes(report.bytes)}]"
+    )
 
 
 @click.command()

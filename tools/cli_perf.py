@@ -53,6 +53,12 @@ def _progress(enabled: bool):
 )
 @click.option("--overload", is_flag=True, help="Producer 10x faster than the writer.")
 @click.option(
+    "--scale-out",
+    is_flag=True,
+    help="Frames/s of framestore.ray.read_store (1 and 2 read tasks) against iter_frames, "
+    "local and published to S3 (moto), and the readers' peak memory (needs the ray extra).",
+)
+@click.option(
     "--durability",
     "durabilities",
     multiple=True,
@@ -82,6 +88,7 @@ def bench(
     seconds,
     repeat,
     overload,
+    scale_out,
     durabilities,
     level,
     workdir,
@@ -94,8 +101,10 @@ def bench(
     frame-pacing jitter of a fixed-rate loop with and without recording. --envs N (no
     --rate): a vector env of N Assault copies recorded through record_steps, through N
     single-step recorders and not at all, interleaved, medians of --repeat rounds
-    (default 5); and reading one episode out of 16 interleaved against it alone. --overload: a
-    producer far faster than the writer under both queue policies.
+    (default 5); and reading one episode out of 16 interleaved against it alone.
+    --overload: a producer far faster than the writer under both queue policies.
+    --scale-out: reading with Ray Data against one process, from a local store and from
+    S3 (moto).
 
     Exits 1 when a check fails (a pipeline error, frames not read back bit-exact, an
     overload run over its memory bound), after printing the table.
@@ -104,7 +113,11 @@ def bench(
 
     games = ("assault", "carracing", "noise") if game == "all" else (game,)
     progress = _progress(show_progress() or not as_json)
-    if overload:
+    if scale_out:
+        fs = lib.capture(games[0] if game != "all" else "assault", frames or 3000)
+        rows = lib.scale_out(fs, workdir=workdir, progress=progress)
+        columns = lib.SCALEOUT_TABLE
+    elif overload:
         fs = lib.capture("noise", frames or 256)
         rows: list[Any] = lib.overload(fs, level=level, seconds=seconds, workdir=workdir)
         columns = lib.OVERLOAD_TABLE

@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, field
 
 from framestore import FrameStore
 from framestore.catalog import PointerRow, format_shape
+from framestore.errors import InvalidInput
 from framestore.scan import BadRecord, SegmentScan, problem_kind, scan_segment
 from framestore.segments import SegmentFiles, list_partials, relative_segment_path, segment_files
 
@@ -112,6 +113,12 @@ def verify(
     t0 = time.perf_counter()
     report = VerifyReport(quick=quick)
     with opened(store, readonly=True) as st:
+        if st.remote:
+            raise InvalidInput(
+                f"{st.location}: verify scans segment files on this machine; a store "
+                "published at a URL is checked as it is read (manifest checksums, every "
+                "chunk's CRC): verify the local directory before publishing"
+            )
         report.writer_running = st.writer_running()
         files = _check_files(st, report)
         scans = _scan_all(st, report, files, quick, progress)

@@ -13,10 +13,12 @@ from ._merges import MergeQueries, MergeRecord
 from ._pointers import SEGMENT_STATES, PointerQueries, PointerRow
 from ._recovery import MAX_SQLITE_INT, RECOVERED_ENV_ID, RECOVERED_INFO, RecoveryQueries
 from ._stats import CatalogStats, EpisodeRowCount, StatsQueries
+from ._tables import PUBLISHED_TABLES, TableQueries
 
 __all__ = [
     "END_OF_EPISODE",
     "MAX_SQLITE_INT",
+    "PUBLISHED_TABLES",
     "RECOVERED_ENV_ID",
     "RECOVERED_INFO",
     "SEGMENT_STATES",
@@ -31,7 +33,13 @@ __all__ = [
 
 
 class Catalog(
-    EpisodeQueries, PointerQueries, RecoveryQueries, StatsQueries, MergeQueries, CatalogBase
+    EpisodeQueries,
+    PointerQueries,
+    RecoveryQueries,
+    StatsQueries,
+    MergeQueries,
+    TableQueries,
+    CatalogBase,
 ):
     """A store's catalogue (one SQLite connection). Thread-safe: every query runs under
     one lock; ``transaction()`` groups changes."""

@@ -26,13 +26,15 @@ round; plus reading one episode out of 16 interleaved against the same episode a
 
 Other modes: ``pacing`` (a fixed-rate producer loop with and without recording: does the
 writer's Python work steal time from a 60 Hz loop?), ``overload`` (a producer far faster
-than the writer: memory must stay bounded under both queue policies) and ``stress``
-(replay at 1x, 10x and maximum rate with tiny buffers: must always finish).
+than the writer: memory must stay bounded under both queue policies), ``stress``
+(replay at 1x, 10x and maximum rate with tiny buffers: must always finish) and
+``scale_out`` (frames/s of ``framestore.ray.read_store`` with 1 and 2 read tasks against
+single-process ``iter_frames``, local and S3 (moto), and the readers' peak memory).
 
 One module per job: ``_frames`` (frame sets), ``_baselines`` (the pipelines),
 ``_throughput`` (the run and ratios), ``_pacing``, ``_overload``, ``_stress``,
-``_vector``, ``_checks`` (failed checks), ``_table`` (table and CSV), ``_measure`` (RSS,
-children).
+``_vector``, ``_scaleout``, ``_checks`` (failed checks), ``_table`` (table and CSV),
+``_measure`` (RSS, children).
 """
 
 from ._baselines import hdf5_available
@@ -40,6 +42,7 @@ from ._checks import failed_checks
 from ._frames import DEFAULT_FRAMES, GAMES, NOISE_SHAPE, FrameSet, capture
 from ._overload import MEMORY_SLACK, OVERLOAD_TABLE, OverloadResult, overload
 from ._pacing import PACING_TABLE, PacingResult, pacing, run_pacing
+from ._scaleout import SCALEOUT_TABLE, ScaleOutResult, scale_out
 from ._stress import STRESS_TABLE, StressResult, stress
 from ._table import format_table, write_csv
 from ._throughput import (
@@ -71,6 +74,7 @@ __all__ = [
     "PACING_TABLE",
     "PIPELINES",
     "READ_TABLE",
+    "SCALEOUT_TABLE",
     "STRESS_TABLE",
     "THROUGHPUT_TABLE",
     "VECTOR_TABLE",
@@ -79,6 +83,7 @@ __all__ = [
     "PacingResult",
     "PipelineResult",
     "ReadResult",
+    "ScaleOutResult",
     "StressResult",
     "VectorResult",
     "add_ratios",
@@ -93,6 +98,7 @@ __all__ = [
     "run_pacing",
     "run_pipeline",
     "run_vector",
+    "scale_out",
     "stress",
     "verify_framestore",
     "write_csv",

@@ -6,20 +6,30 @@ from collections.abc import Sequence
 
 from ._overload import OverloadResult
 from ._pacing import PacingResult
+from ._scaleout import ScaleOutResult
 from ._stress import StressResult
 from ._throughput import PipelineResult
 from ._vector import ReadResult, VectorResult
 
 __all__ = ["failed_checks"]
 
-Row = PipelineResult | PacingResult | OverloadResult | StressResult | VectorResult | ReadResult
+Row = (
+    PipelineResult
+    | PacingResult
+    | OverloadResult
+    | StressResult
+    | VectorResult
+    | ReadResult
+    | ScaleOutResult
+)
 
 
 def failed_checks(rows: Sequence[Row]) -> list[str]:
     """One line per failed check: a pipeline that raised or whose stored frames did not
     read back bit-exact, an overload run over its memory or queue bound, a stress replay
     that did not finish or lost count of frames, a vector mode that raised or whose
-    frames did not all read back. Pacing and read rows carry no pass/fail check
+    frames did not all read back, a scale-out reader that failed or read frames back
+    that differ. Pacing and read rows carry no pass/fail check
     (their numbers depend on the machine); skipped pipelines are not failures."""
     problems = []
     for row in rows:
@@ -43,6 +53,12 @@ def failed_checks(rows: Sequence[Row]) -> list[str]:
                 problems.append(f"vector/{row.mode}: {row.error}")
             elif row.verified is False:
                 problems.append(f"vector/{row.mode}: stored frames missing or unreadable")
+        elif isinstance(row, ScaleOutResult):
+            where = f"scale-out/{row.reader}/{row.source}/{row.workers}"
+            if row.error:
+                problems.append(f"{where}: {row.error}")
+            elif row.verified is False:
+                problems.append(f"{where}: frames did not read back bit-exact")
         elif isinstance(row, StressResult):
             if row.error or not (row.finished and row.accounted):
                 problems.append(

@@ -40,21 +40,29 @@ Tuple spaces) are stored as JSON text in ``actions_json``. ``np.load`` works wit
 
 An episode that is still being recorded is exported as far as its rows are committed
 when the export starts.
+
+``export_parquet`` writes several episodes (a run, a list, or the whole store) as
+sharded Parquet with frames as PNG bytes for Hugging Face ``datasets``, Ray Data, pandas
+and DuckDB (see ``tools/export/_parquet.py``).
 """
 
 from ._options import DEFAULT_FPS, ExportOptions
+from ._parquet import DEFAULT_SHARD_BYTES, ParquetReport, export_parquet
 from ._plan import FORMATS, format_of
 from ._report import ExportReport, Progress, RunProgress
 from ._run import export_episode, export_run, run_outputs
 
 __all__ = [
     "DEFAULT_FPS",
+    "DEFAULT_SHARD_BYTES",
     "FORMATS",
     "ExportOptions",
     "ExportReport",
+    "ParquetReport",
     "Progress",
     "RunProgress",
     "export_episode",
+    "export_parquet",
     "export_run",
     "format_of",
     "run_outputs",

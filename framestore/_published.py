@@ -1,0 +1,270 @@
+"""Opening a published store (written by ``framestore.publish``) for reading.
+
+A published store has no SQLite file. Its reader:
+
+1. reads ``manifest.json`` and checks its format, version and object list (names must
+   be a catalogue table or a segment: nothing outside the store is ever named);
+2. downloads each catalogue table (small: rows, no frames), checks its size and SHA-256
+   against the manifest, and loads the rows into a scratch SQLite database built by the
+   project's migrations, so ``Catalog`` and ``FrameStore`` read it unchanged;
+3. reads segments through ``RemoteSegments`` (ranged reads, one per chunk record) for a
+   URL, or from ``segments/`` like any store for a local directory; every record's CRC
+   and every chunk's keys are checked as for a local store.
+
+What a reader trusts: the manifest's list of objects, sizes and checksums (the catalogue
+is refused when it does not match), and each record's CRC. A segment object's SHA-256 is
+not checked on read (that needs the whole object); its size is.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import sqlite3
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ._format import (
+    CATALOGUE_DIR,
+    CHUNKS_TABLE,
+    DB_NAME,
+    MANIFEST_NAME,
+    MAX_MANIFEST_BYTES,
+    PUBLISHED_FORMAT,
+    PUBLISHED_VERSION,
+    catalogue_object,
+    parse_segment_name,
+)
+from ._sources import RemoteSegments
+from .catalog import PUBLISHED_TABLES, Catalog
+from .errors import NotAStore, PublishedObjectError, SchemaTooNew
+from .extras import require
+
+__all__ = [
+    "Manifest",
+    "PublishedParts",
+    "is_published",
+    "is_url",
+    "open_fs",
+    "open_published",
+    "read_manifest",
+]
+
+_LOAD_BATCH = 10_000  # catalogue rows inserted at a time
+
+
+def is_url(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is a URL (``s3://...``, ``file://...``) rather than a local path."""
+    return "://" in os.fspath(path)
+
+
+def is_published(path: str | os.PathLike) -> bool:
+    """A URL, or a local directory holding a manifest (or a published catalogue that
+    lost it) and no SQLite catalogue."""
+    if is_url(path):
+        return True
+    root = Path(path)
+    if (root / DB_NAME).exists():
+        return False
+    return (root / MANIFEST_NAME).is_file() or (root / CATALOGUE_DIR).is_dir()
+
+
+def open_fs(location: str | os.PathLike, storage_options: Mapping[str, Any] | None) -> tuple:
+    """``(fsspec file system, path on it)`` for a URL or local path."""
+    fsspec_core = require("fsspec.core", extra="s3", what="a published store")
+    try:
+        return fsspec_core.url_to_fs(os.fspath(location), **dict(storage_options or {}))
+    except ImportError as e:  # the protocol's own package (s3fs for s3://) is missing
+        raise require_failed(os.fspath(location), e) from None
+    except ValueError as e:  # an unknown protocol
+        raise NotAStore(os.fspath(location), f"cannot open: {e}") from None
+
+
+def require_failed(location: str, error: ImportError) -> Exception:
+    from .errors import MissingExtra
+
+    module = (error.name or "s3fs").split(".")[0]
+    return MissingExtra(f"reading {location}", module, "s3")
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """A published store's manifest: every object with its size and SHA-256."""
+
+    objects: dict[str, tuple[int, str]]  # name -> (bytes, sha256 hex)
+    schema_version: int
+    data: dict[str, Any]  # the whole document
+
+    @property
+    def segments(self) -> dict[int, int]:
+        """``{segment id: object size}``."""
+        out = {}
+        for name, (size, _sha) in self.objects.items():
+            sid = parse_segment_name(name.rpartition("/")[2])
+            if sid is not None:
+                out[sid] = size
+        return out
+
+
+def _object_names() -> set[str]:
+    return {catalogue_object(t) for t in (*PUBLISHED_TABLES, CHUNKS_TABLE)}
+
+
+def read_manifest(fs: Any, root: str, location: str) -> Manifest:
+    """Read and check ``manifest.json``. ``NotAStore`` when there is none;
+    ``PublishedObjectError`` when it is not a valid manifest."""
+    path = f"{root}/{MANIFEST_NAME}"
+    try:
+        size = fs.size(path)
+        if size > MAX_MANIFEST_BYTES:
+            raise PublishedObjectError(location, MANIFEST_NAME, f"{size} bytes: too large")
+        raw = fs.cat_file(path)
+    except FileNotFoundError:
+        raise NotAStore(location, f"no {MANIFEST_NAME}: not a published framestore store") from None
+
+    def bad(why: str) -> PublishedObjectError:
+        return PublishedObjectError(location, MANIFEST_NAME, f"invalid manifest: {why}")
+
+    try:
+        data = json.loads(raw)
+    except ValueError as e:
+        raise bad(f"not JSON ({e})") from None
+    if not isinstance(data, dict) or data.get("format") != PUBLISHED_FORMAT:
+        raise bad(f"format is not {PUBLISHED_FORMAT!r}")
+    if data.get("version") != PUBLISHED_VERSION:
+        raise bad(f"version {data.get('version')!r}; this framestore reads {PUBLISHED_VERSION}")
+    objects = data.get("objects")
+    if not isinstance(objects, dict):
+        raise bad("no object list")
+    known = _object_names()
+    out: dict[str, tuple[int, str]] = {}
+    for name, entry in objects.items():
+        is_segment = name.startswith("segments/") and parse_segment_name(name[9:]) is not None
+        if not (is_segment or name in known):
+            raise bad(f"unexpected object name {name!r}")
+        if not isinstance(entry, dict):
+            raise bad(f"entry of {name} is not an object")
+        size, sha = entry.get("bytes"), entry.get("sha256")
+        if not isinstance(size, int) or size < 0 or not isinstance(sha, str) or len(sha) != 64:
+            raise bad(f"entry of {name} needs bytes and a sha256")
+        out[name] = (size, sha.lower())
+    missing = [catalogue_object(t) for t in PUBLISHED_TABLES if catalogue_object(t) not in out]
+    if missing:
+        raise bad(f"{missing[0]} is not listed")
+    version = data.get("schema_version")
+    if not isinstance(version, int):
+        raise bad("no schema_version")
+    return Manifest(out, version, data)
+
+
+def fetch_checked(fs: Any, root: str, location: str, manifest: Manifest, name: str) -> bytes:
+    """A whole (small) object, checked against the manifest's size and SHA-256."""
+    size, sha = manifest.objects[name]
+    try:
+        data = fs.cat_file(f"{root}/{name}")
+    except FileNotFoundError:
+        raise PublishedObjectError(location, name, "object missing") from None
+    if len(data) != size:
+        raise PublishedObjectError(
+            location, name, f"{len(data)} bytes, the manifest says {size} (truncated or replaced)"
+        )
+    actual = hashlib.sha256(data).hexdigest()
+    if actual != sha:
+        raise PublishedObjectError(
+            location, name, f"sha256 mismatch (manifest {sha[:16]}..., object {actual[:16]}...)"
+        )
+    return data
+
+
+@dataclass
+class PublishedParts:
+    """What ``FrameStore`` is built from for a published store."""
+
+    root: Path
+    catalog: Catalog
+    source: RemoteSegments | None
+    manifest: Manifest
+
+
+def open_published(
+    location: str | os.PathLike, storage_options: Mapping[str, Any] | None = None
+) -> PublishedParts:
+    """Read a published store's manifest and catalogue (see the module docstring)."""
+    text = os.fspath(location).rstrip("/")
+    fs, root = open_fs(text, storage_options)
+    root = root.rstrip("/")
+    manifest = read_manifest(fs, root, text)
+    catalog = Catalog.scratch()
+    try:
+        ours = catalog.schema()["version"]
+        if manifest.schema_version > ours:
+            raise SchemaTooNew(text, [f"schema version {manifest.schema_version} (ours: {ours})"])
+        with catalog.transaction():
+            for table in PUBLISHED_TABLES:
+                data = _parquet(fs, root, text, manifest, table)
+                _load_table(catalog, table, data, text)
+        unlisted = catalog.referenced_segments() - set(manifest.segments)
+        if unlisted:
+            raise PublishedObjectError(
+                text,
+                catalogue_object("steps"),
+                f"points into segment {min(unlisted)}, which the manifest does not list",
+            )
+        source = None
+        if is_url(text) and not text.startswith("file://"):
+            extents = _extents(fs, root, text, manifest)
+            source = RemoteSegments(fs, root, manifest.segments, extents, text)
+        else:
+            _check_local_sizes(Path(root), text, manifest)
+    except BaseException:
+        catalog.close()
+        raise
+    local = Path(root) if source is None else Path(text)
+    return PublishedParts(local, catalog, source, manifest)
+
+
+def _parquet(fs: Any, root: str, location: str, manifest: Manifest, table: str) -> Any:
+    pq = require("pyarrow.parquet", extra="s3", what="reading a published store")
+    name = catalogue_object(table)
+    data = fetch_checked(fs, root, location, manifest, name)
+    try:
+        return pq.read_table(io.BytesIO(data))
+    except Exception as e:  # pyarrow raises its own types for a file that is not Parquet
+        raise PublishedObjectError(location, name, f"not a readable Parquet table ({e})") from None
+
+
+def _load_table(catalog: Catalog, table: str, data: Any, location: str) -> None:
+    columns = data.column_names
+    try:
+        for batch in data.to_batches(_LOAD_BATCH):
+            values = [col.to_pylist() for col in batch.columns]
+            catalog.insert_rows(table, columns, zip(*values, strict=True))
+    except (ValueError, sqlite3.Error) as e:  # unknown columns, duplicate or invalid rows
+        raise PublishedObjectError(location, catalogue_object(table), f"bad rows: {e}") from None
+
+
+def _check_local_sizes(root: Path, location: str, manifest: Manifest) -> None:
+    """Segment files of a local published directory against the manifest's sizes (a
+    missing one is reported when read, like in any store)."""
+    for name, (size, _sha) in manifest.objects.items():
+        path = root / name
+        if name.startswith("segments/") and path.is_file() and path.stat().st_size != size:
+            actual = path.stat().st_size
+            raise PublishedObjectError(
+                location, name, f"{actual} bytes, the manifest says {size} (truncated or replaced)"
+            )
+
+
+def _extents(fs: Any, root: str, location: str, manifest: Manifest) -> dict[tuple[int, int], int]:
+    name = catalogue_object(CHUNKS_TABLE)
+    if name not in manifest.objects:
+        return {}
+    cols = _parquet(fs, root, location, manifest, CHUNKS_TABLE).to_pydict()
+    return {
+        (int(s), int(o)): int(n)
+        for s, o, n in zip(cols["segment"], cols["offset"], cols["bytes"], strict=True)
+    }

@@ -1,0 +1,69 @@
+"""Catalogue tables as plain rows: what ``publish`` copies out as Parquet, and what a
+reader of a published store loads back into a scratch database with the same schema."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+from telemetry import open_scratch_db
+
+from ._base import CatalogBase
+
+#: The tables a published store carries (``meta`` and the migrations' own table are
+#: rebuilt by the migrations on the reader's side).
+PUBLISHED_TABLES = ("runs", "episodes", "steps", "segments")
+
+
+def _check_table(table: str) -> None:
+    # Table names go into SQL text: only the known ones, never one read from a file.
+    if table not in PUBLISHED_TABLES:
+        raise ValueError(f"not a published catalogue table: {table!r}")
+
+
+class TableQueries(CatalogBase):
+    @contextmanager
+    def read_snapshot(self) -> Iterator[None]:
+        """Every query inside sees the catalogue as of one moment (one read
+        transaction): rows a recorder commits meanwhile are not seen."""
+        with self.transaction():
+            yield
+
+    def table_columns(self, table: str) -> list[tuple[str, str]]:
+        """``(name, declared type)`` of a table's columns, in order (types upper case:
+        ``INTEGER``, ``REAL``, ``TEXT``)."""
+        _check_table(table)
+        return [(r[1], str(r[2]).upper()) for r in self._rows(f"PRAGMA table_info({table})")]
+
+    def table_rows(self, table: str) -> list[tuple]:
+        """Every row of a small table (``runs``, ``episodes``, ``segments``), columns in
+        ``table_columns`` order, by id."""
+        _check_table(table)
+        if table == "steps":
+            raise ValueError("steps are read per episode: use episode_step_rows")
+        return self._rows(f"SELECT * FROM {table} ORDER BY id")
+
+    def episode_step_rows(self, episode_id: int) -> Iterator[tuple]:
+        """The raw ``steps`` rows of one episode in step order (values as stored: action
+        and info as JSON text), a batch at a time."""
+        yield from self._iter(
+            "SELECT * FROM steps WHERE episode_id = ? ORDER BY step", [int(episode_id)]
+        )
+
+    def insert_rows(self, table: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> int:
+        """Insert rows into a table of this (scratch) catalogue. ``columns`` must be
+        columns of the table; call inside ``transaction()``. Returns the rows inserted."""
+        known = {name for name, _type in self.table_columns(table)}
+        unknown = [c for c in columns if c not in known]
+        if unknown:
+            raise ValueError(f"table {table} has no column {unknown[0]!r}")
+        names = ", ".join(columns)
+        marks = ", ".join("?" * len(columns))
+        return self._exec_many(f"INSERT INTO {table} ({names}) VALUES ({marks})", rows)
+
+    @classmethod
+    def scratch(cls) -> Any:
+        """A new, empty catalogue with the store schema in a private temporary database
+        (deleted when closed), to load tables into."""
+        return cls(open_scratch_db(), readonly=False)

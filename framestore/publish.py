@@ -1,0 +1,374 @@
+"""``publish``: an immutable, object-storage-friendly copy of a store.
+
+Layout at the destination (a local directory or any fsspec URL, ``s3://`` via s3fs)::
+
+    manifest.json                 every object below with its size and SHA-256; written last
+    catalogue/runs.parquet        the catalogue tables, rows as stored (no frames)
+    catalogue/episodes.parquet
+    catalogue/steps.parquet       one row per step, with its frame pointer
+    catalogue/segments.parquet
+    catalogue/chunks.parquet      (segment, offset, bytes) of every published chunk record
+    segments/seg-NNNNNN.fseg      sealed segments, byte for byte
+
+What is published: the catalogue as of one read snapshot, restricted to the episodes
+that are finished (not ``recording``, not deleted) and whose frames all lie in sealed
+segments; the sealed segments they use. A store that is being recorded can be published:
+the episode being recorded, and finished ones whose frames still sit in the active
+segment, are left out and listed in the report (publish again once the recorder closed).
+
+Steps, in order, so a reader never sees a half-published store: segments, then the
+catalogue, then the manifest. A local destination is written as ``DEST.partial/`` and
+renamed into place; a remote one gets its manifest last (objects without a manifest are
+not a published store), and a failure removes the objects it wrote. The destination must
+be new (or empty): a published store is never changed, publish again elsewhere.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ._format import (
+    CHUNKS_TABLE,
+    MANIFEST_NAME,
+    PARTIAL_SUFFIX,
+    PUBLISHED_FORMAT,
+    PUBLISHED_VERSION,
+    VERSION,
+    catalogue_object,
+    record_extent,
+)
+from ._published import is_url, open_fs
+from .errors import InvalidInput
+from .extras import require
+from .files import fsync_dir, fsync_file
+from .jsonsafe import dumps
+from .segments import is_sealed, list_segment_ids, relative_segment_path, segment_path
+from .store import FrameStore
+
+__all__ = ["PublishReport", "publish"]
+
+_COPY_BLOCK = 8 * 1024 * 1024
+_ROW_GROUP = 64 * 1024  # step rows per Parquet row group
+_ARROW_TYPES = {"INTEGER": "int64", "REAL": "float64", "TEXT": "string"}
+
+Progress = Callable[[int, int], None]  # (bytes done, bytes planned)
+
+
+@dataclass
+class PublishReport:
+    """What one ``publish`` wrote.
+
+    Attributes:
+        source: the store published.
+        dest: where it went.
+        episodes, steps, frames: what the published catalogue holds.
+        segments: segment objects written.
+        bytes: bytes written (segments, catalogue and manifest).
+        skipped: episodes left out, with the reason (being recorded, frames not yet in
+            a sealed segment).
+        seconds: wall time.
+    """
+
+    source: str
+    dest: str
+    episodes: int = 0
+    steps: int = 0
+    frames: int = 0
+    segments: int = 0
+    bytes: int = 0
+    skipped: dict[int, str] = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+class _Target:
+    """Where objects go: a file system, the root written to, and what was written."""
+
+    def __init__(self, dest: str, storage_options: Mapping[str, Any] | None):
+        self.dest = dest.rstrip("/")
+        self.fs, root = open_fs(self.dest, storage_options)
+        self.final = root.rstrip("/")
+        self.local = not is_url(self.dest) or self.dest.startswith("file://")
+        self.root = self.final + PARTIAL_SUFFIX if self.local else self.final
+        self.objects: dict[str, dict[str, Any]] = {}
+        self._check_new()
+        if self.local:
+            shutil.rmtree(self.root, ignore_errors=True)  # a leftover of an interrupted run
+            os.makedirs(self.root)
+
+    def _check_new(self) -> None:
+        if self.local:
+            final = Path(self.final)
+            if final.exists() and (not final.is_dir() or any(final.iterdir())):
+                raise InvalidInput(f"{self.dest}: exists and is not empty; publish to a new place")
+            if not final.parent.is_dir():
+                raise InvalidInput(f"{self.dest}: directory {final.parent} does not exist")
+            return
+        try:
+            if self.fs.ls(self.final):
+                raise InvalidInput(f"{self.dest}: is not empty; publish to a new place")
+        except FileNotFoundError:
+            pass
+
+    def open(self, name: str) -> _HashingFile:
+        path = f"{self.root}/{name}"
+        if self.local:
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+        return _HashingFile(self, name, self.fs.open(path, "wb"))
+
+    def commit(self) -> None:
+        if self.local:
+            for name in self.objects:
+                fsync_file(f"{self.root}/{name}")
+            fsync_dir(self.root)
+            os.replace(self.root, self.final)
+            fsync_dir(os.path.dirname(self.final) or ".")
+
+    def abort(self) -> None:
+        if self.local:
+            shutil.rmtree(self.root, ignore_errors=True)
+            return
+        for name in self.objects:
+            try:
+                self.fs.rm_file(f"{self.root}/{name}")
+            except OSError:
+                pass
+
+
+class _HashingFile:
+    """A write-only file that counts and hashes what passes through (Parquet writers
+    and segment copies write through it); records the object on close."""
+
+    def __init__(self, target: _Target, name: str, raw: Any):
+        self._target = target
+        self._name = name
+        self._raw = raw
+        self._sha = hashlib.sha256()
+        self._size = 0
+        self.closed = False
+
+    def write(self, data: Any) -> int:
+        view = memoryview(data)
+        self._sha.update(view)
+        self._raw.write(view)
+        self._size += view.nbytes
+        return view.nbytes
+
+    def tell(self) -> int:
+        return self._size
+
+    def flush(self) -> None:
+        self._raw.flush()
+
+    def writable(self) -> bool:
+        return True
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self._raw.close()
+        self._target.objects[self._name] = {"bytes": self._size, "sha256": self._sha.hexdigest()}
+
+    def __enter__(self) -> _HashingFile:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+@dataclass
+class _Selection:
+    """The published part of the catalogue, chosen in one read snapshot."""
+
+    episodes: list[int]
+    runs: set[int]
+    segments: list[int]
+    skipped: dict[int, str]
+
+
+def publish(
+    store: FrameStore,
+    dest: str | os.PathLike,
+    *,
+    storage_options: Mapping[str, Any] | None = None,
+    progress: Progress | None = None,
+) -> PublishReport:
+    """Publish ``store`` to ``dest`` (see the module docstring).
+
+    Args:
+        store: an open store (read-only is enough); it may be being recorded.
+        dest: a new local directory or an fsspec URL (``s3://bucket/prefix``).
+        storage_options: passed to fsspec (credentials, ``client_kwargs``...).
+        progress: called as ``progress(bytes_done, bytes_planned)``.
+
+    Raises:
+        InvalidInput: ``dest`` exists and is not empty, or nothing can be published.
+        MissingExtra: pyarrow / fsspec (/ s3fs) are not installed.
+    """
+    if store.published:
+        raise InvalidInput(f"{store.location} is a published store already")
+    pa = require("pyarrow", extra="s3", what="publish")
+    pq = require("pyarrow.parquet", extra="s3", what="publish")
+    t0 = time.perf_counter()
+    report = PublishReport(source=store.location, dest=os.fspath(dest))
+    target = _Target(os.fspath(dest), storage_options)
+    try:
+        with store.catalog.read_snapshot():
+            sel = _select(store)
+            report.skipped = sel.skipped
+            if not sel.episodes:
+                raise InvalidInput(f"{store.location}: no finished episode in sealed segments")
+            chunks = _write_catalogue(store, target, sel, report, pa, pq)
+        _write_chunks_table(store, target, chunks, pa, pq)
+        _copy_segments(store, target, sel.segments, progress)
+        _write_manifest(store, target, report)
+        target.commit()
+    except BaseException:
+        target.abort()
+        raise
+    report.segments = len(sel.segments)
+    report.bytes = sum(o["bytes"] for o in target.objects.values())
+    report.seconds = round(time.perf_counter() - t0, 3)
+    return report
+
+
+def _select(store: FrameStore) -> _Selection:
+    sealed = {s for s in list_segment_ids(store.root) if is_sealed(segment_path(store.root, s))}
+    chosen, runs, used, skipped = [], set(), set(), {}
+    for ep in store.episodes():
+        if ep.status == "recording":
+            skipped[ep.id] = "being recorded (or never closed: run recover)"
+            continue
+        segs = set(store.catalog.episode_chunks(ep.id))
+        if not segs <= sealed:
+            skipped[ep.id] = f"frames in segment {min(segs - sealed)}, which is not sealed yet"
+            continue
+        chosen.append(ep.id)
+        runs.add(ep.run_id)
+        used |= segs
+    return _Selection(chosen, runs, sorted(used), skipped)
+
+
+def _schema(store: FrameStore, table: str, pa: Any) -> Any:
+    return pa.schema(
+        [
+            (n, getattr(pa, _ARROW_TYPES.get(t, "string"))())
+            for n, t in store.catalog.table_columns(table)
+        ]
+    )
+
+
+def _write_table(target: _Target, table: str, schema: Any, batches: Any, pa: Any, pq: Any) -> None:
+    with target.open(catalogue_object(table)) as out:
+        with pq.ParquetWriter(out, schema, compression="zstd") as writer:
+            for rows in batches:
+                columns = list(zip(*rows, strict=True)) if rows else [[] for _ in schema]
+                arrays = [pa.array(c, type=f.type) for c, f in zip(columns, schema, strict=True)]
+                writer.write_table(pa.Table.from_arrays(arrays, schema=schema))
+
+
+def _write_catalogue(
+    store: FrameStore, target: _Target, sel: _Selection, report: PublishReport, pa: Any, pq: Any
+) -> set[tuple[int, int]]:
+    """The four tables; returns the ``(segment, offset)`` of every published chunk."""
+    cat = store.catalog
+    wanted = set(sel.episodes)
+    rows = {
+        "runs": [r for r in cat.table_rows("runs") if r[0] in sel.runs],
+        "episodes": [r for r in cat.table_rows("episodes") if r[0] in wanted],
+        "segments": [_segment_row(store, sid) for sid in sel.segments],
+    }
+    for table, table_rows in rows.items():
+        _write_table(target, table, _schema(store, table, pa), [table_rows], pa, pq)
+    names = [n for n, _t in cat.table_columns("steps")]
+    seg_col, off_col = names.index("frame_segment"), names.index("frame_offset")
+    chunks: set[tuple[int, int]] = set()
+
+    def step_batches():
+        batch = []
+        for eid in sel.episodes:
+            for row in cat.episode_step_rows(eid):
+                batch.append(row)
+                report.steps += 1
+                if row[seg_col] is not None:
+                    report.frames += 1
+                    chunks.add((row[seg_col], row[off_col]))
+                if len(batch) >= _ROW_GROUP:
+                    yield batch
+                    batch = []
+        yield batch
+
+    _write_table(target, "steps", _schema(store, "steps", pa), step_batches(), pa, pq)
+    report.episodes = len(sel.episodes)
+    return chunks
+
+
+def _segment_row(store: FrameStore, segment: int) -> tuple:
+    path = segment_path(store.root, segment)
+    st = path.stat()
+    values = {
+        "id": segment,
+        "path": relative_segment_path(segment),
+        "state": "sealed",
+        "bytes": st.st_size,
+        "live_bytes": 0,
+        "created": st.st_mtime,
+    }
+    return tuple(values.get(n) for n, _t in store.catalog.table_columns("segments"))
+
+
+def _write_chunks_table(
+    store: FrameStore, target: _Target, chunks: set[tuple[int, int]], pa: Any, pq: Any
+) -> None:
+    rows = []
+    by_segment: dict[int, list[int]] = {}
+    for seg, off in chunks:
+        by_segment.setdefault(seg, []).append(off)
+    for seg, offsets in sorted(by_segment.items()):
+        with open(segment_path(store.root, seg), "rb") as fp:
+            rows += [(seg, off, record_extent(fp, off)) for off in sorted(offsets)]
+    schema = pa.schema([("segment", pa.int64()), ("offset", pa.int64()), ("bytes", pa.int64())])
+    _write_table(target, CHUNKS_TABLE, schema, [rows], pa, pq)
+
+
+def _copy_segments(
+    store: FrameStore, target: _Target, segments: list[int], progress: Progress | None
+) -> None:
+    """Sealed segments byte for byte (a sealed segment never changes)."""
+    paths = [segment_path(store.root, s) for s in segments]
+    total = sum(p.stat().st_size for p in paths)
+    done = 0
+    for sid, path in zip(segments, paths, strict=True):
+        with open(path, "rb") as src, target.open(relative_segment_path(sid)) as out:
+            while block := src.read(_COPY_BLOCK):
+                out.write(block)
+                done += len(block)
+                if progress is not None:
+                    progress(done, total)
+
+
+def _write_manifest(store: FrameStore, target: _Target, report: PublishReport) -> None:
+    manifest = {
+        "format": PUBLISHED_FORMAT,
+        "version": PUBLISHED_VERSION,
+        "created": time.time(),
+        "source": store.location,
+        "segment_format": VERSION,
+        "schema_version": store.catalog.schema()["version"],
+        "episodes": report.episodes,
+        "steps": report.steps,
+        "frames": report.frames,
+        "objects": dict(sorted(target.objects.items())),
+    }
+    data = dumps(manifest, compact=False).encode()
+    with target.fs.open(f"{target.root}/{MANIFEST_NAME}", "wb") as fp:
+        fp.write(data)
+    # Listed like the objects so that commit fsyncs it and abort removes it.
+    target.objects[MANIFEST_NAME] = {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
