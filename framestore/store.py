@@ -9,6 +9,7 @@ files are named by ``framestore.segments``.
 from __future__ import annotations
 
 import os
+import stat
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -20,8 +21,9 @@ from telemetry import open_db
 
 from ._format import DB_NAME, LOCK_NAME, SEGMENT_DIR, record_extent
 from ._lock import StoreLock, writer_running
-from .catalog import Catalog
+from .catalog import Catalog, check_id, clamp_step
 from .errors import (
+    CorruptData,
     EpisodeNotFound,
     FrameNotFound,
     InvalidInput,
@@ -29,16 +31,50 @@ from .errors import (
     RunNotFound,
     StoreClosed,
     StoreLocked,
+    UnsafeStore,
 )
 from .files import fsync_dir
 from .reader import SegmentReader
-from .segments import is_sealed, list_segment_ids, segment_path
+from .segments import (
+    checked_segment_dir,
+    is_sealed,
+    list_segment_ids,
+    open_segment,
+    segment_files,
+    segment_path,
+)
 from .types import EpisodeInfo, FrameLocation, FrameSummary, RunInfo, StepInfo
 
 if TYPE_CHECKING:
     from .recorder import Recorder
 
-__all__ = ["FrameStore"]
+__all__ = ["FrameStore", "enclosing_store"]
+
+
+def enclosing_store(path: str | os.PathLike) -> Path | None:
+    """The store directory that ``path`` is (or lies inside), or None. Outputs of the
+    tools (exports) must never be written into a store: its files are the store's own."""
+    p = Path(os.path.realpath(os.fspath(path) or "."))
+    for d in (p, *p.parents):
+        if os.path.lexists(d / DB_NAME) and d.is_dir():
+            return d
+    return None
+
+
+def _check_database_files(db_path: Path) -> None:
+    """The database and its WAL/SHM files must be regular files of the store when they
+    exist: SQLite follows links and would read, create or write files elsewhere."""
+    for p in (db_path, Path(f"{db_path}-wal"), Path(f"{db_path}-shm")):
+        try:
+            st = os.lstat(p)
+        except FileNotFoundError:
+            continue
+        if stat.S_ISLNK(st.st_mode):
+            raise UnsafeStore(str(p), "the database file is a symbolic link")
+        if not stat.S_ISREG(st.st_mode):
+            raise UnsafeStore(str(p), "the database file is not a regular file")
+        if st.st_nlink != 1:
+            raise UnsafeStore(str(p), "the database file has other hard links")
 
 
 class FrameStore:
@@ -76,6 +112,7 @@ class FrameStore:
         db_path = root / DB_NAME
         if root.exists() and not root.is_dir():
             raise NotAStore(str(root), "is a file, not a store directory")
+        _check_database_files(db_path)
         if not db_path.exists():
             if readonly or not create:
                 raise NotAStore(
@@ -146,6 +183,7 @@ class FrameStore:
         return self.catalog.runs()
 
     def run(self, run_id: int) -> RunInfo:
+        run_id = check_id(run_id, "run id")
         for r in self.runs():
             if r.id == run_id:
                 return r
@@ -158,7 +196,7 @@ class FrameStore:
         return self.catalog.episodes(run_id=run_id, include_deleted=include_deleted)
 
     def episode(self, episode_id: int, *, include_deleted: bool = False) -> EpisodeInfo:
-        ep = self.catalog.episode(int(episode_id))
+        ep = self.catalog.episode(check_id(episode_id, "episode id"))
         if ep is None or (ep.status == "deleted" and not include_deleted):
             raise EpisodeNotFound(episode_id)
         return ep
@@ -168,15 +206,15 @@ class FrameStore:
         self, episode_id: int, start: int = 0, stop: int | None = None
     ) -> list[StepInfo]:
         """Step records of an episode in step order, ``start <= step < stop``."""
-        self.episode(episode_id)
-        return self.catalog.steps(episode_id, start, stop)
+        ep = self.episode(episode_id)
+        return self.catalog.steps(ep.id, *_step_range(start, stop))
 
     def frame_locations(
         self, episode_id: int, start: int = 0, stop: int | None = None
     ) -> list[tuple[int, FrameLocation | None]]:
         """``(step, (segment, offset, slot) or None)`` for the episode's rows, in order."""
-        self.episode(episode_id)
-        return self.catalog.frame_locations(episode_id, start, stop)
+        ep = self.episode(episode_id)
+        return self.catalog.frame_locations(ep.id, *_step_range(start, stop))
 
     def frame_summary(
         self, episode_id: int, start: int = 0, stop: int | None = None
@@ -184,8 +222,8 @@ class FrameStore:
         """What is committed for ``start <= step < stop`` of an episode right now: the
         step count, the distinct frame shapes and the number of stored frames (a snapshot:
         rows of a live episode keep arriving)."""
-        self.episode(episode_id)
-        return self.catalog.frame_summary(episode_id, start, stop)
+        ep = self.episode(episode_id)
+        return self.catalog.frame_summary(ep.id, *_step_range(start, stop))
 
     def read_frame(self, episode_id: int, step: int) -> np.ndarray:
         """The frame of one step, bit-exact (checksum verified)."""
@@ -232,9 +270,9 @@ class FrameStore:
         """Total bytes of the records starting at ``offsets`` in one segment, read from
         their headers (the file is opened once). A missing file or offset counts 0."""
         try:
-            with open(segment_path(self.root, segment), "rb") as fp:
+            with open_segment(segment_path(self.root, segment), segment) as fp:
                 return sum(record_extent(fp, off) for off in offsets)
-        except FileNotFoundError:
+        except (FileNotFoundError, CorruptData):  # missing, a link, a FIFO...: nothing
             return 0
 
     def episode_bytes(self, episode_id: int) -> int:
@@ -264,11 +302,12 @@ class FrameStore:
         self._check_writable()
         live = self.live_bytes_by_segment()
         marks = self.catalog.segment_states()
-        on_disk = list_segment_ids(self.root)
+        files = segment_files(self.root)
+        on_disk = list(files.regular) + list(files.irregular)
         with self.transaction() as cat:
-            for sid in on_disk:
+            for sid, path in files.regular.items():
                 try:
-                    size = segment_path(self.root, sid).stat().st_size
+                    size = os.lstat(path).st_size
                 except FileNotFoundError:
                     continue
                 cat.record_segment(sid, self.segment_state(sid, marks), size, live.get(sid, 0))
@@ -279,16 +318,17 @@ class FrameStore:
         """Delete segment files (after the catalogue stopped pointing into them)."""
         ids = list(segments)
         self.reader.forget(ids)  # our own descriptors: let the kernel free the space
+        directory = checked_segment_dir(self.root)
         for sid in ids:
             segment_path(self.root, sid).unlink(missing_ok=True)
-        fsync_dir(self.root / SEGMENT_DIR)
+        fsync_dir(directory)
 
     def file_bytes(self) -> dict[str, int]:
         """Bytes on disk: ``segments`` (files), ``database``, ``wal``, ``shm``."""
 
         def size(path: str | os.PathLike) -> int:
             try:
-                return os.stat(path).st_size
+                return os.lstat(path).st_size
             except FileNotFoundError:
                 return 0
 
@@ -308,7 +348,7 @@ class FrameStore:
         changes. Returns the episodes deleted (or that would be, with ``dry_run``)."""
         if self.readonly:
             raise InvalidInput("store is open read-only")
-        ids = list(dict.fromkeys(int(i) for i in episode_ids))
+        ids = list(dict.fromkeys(check_id(i, "episode id") for i in episode_ids))
         eps = [self.episode(i) for i in ids]
         recording = [e.id for e in eps if e.status == "recording" and self._is_live(e.id)]
         if recording:
@@ -374,3 +414,9 @@ class FrameStore:
 
     def __repr__(self) -> str:
         return f"FrameStore({str(self.root)!r}{', readonly' if self.readonly else ''})"
+
+
+def _step_range(start: int, stop: int | None) -> tuple[int, int | None]:
+    """A step range as the catalogue takes it (SQLite integers: bounds beyond any step
+    are clamped, not overflowed)."""
+    return clamp_step(start, "start"), None if stop is None else clamp_step(stop, "stop")

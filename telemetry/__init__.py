@@ -14,6 +14,7 @@ from .errors import (
     QueueFull,
     SchemaTooNew,
     SinkError,
+    StoreIOError,
 )
 from .events import (
     Barrier,
@@ -52,6 +53,7 @@ __all__ = [
     "SchemaTooNew",
     "SinkError",
     "SinkMetrics",
+    "StoreIOError",
     "Step",
     "StorageProfile",
     "TelemetryAsyncHub",
