@@ -435,11 +435,17 @@ SEGMENT_OVERHEAD = FILE_HEADER_SIZE + SEAL_RECORD_SIZE  # a sealed segment's own
 def plausible_record(rtype: int, length: int) -> bool:
     """Whether a record header could be a well-formed record of a known type (used to
     resynchronise after corruption; the CRC decides)."""
-    if rtype == RecordType.SEAL:
+    if rtype == _SEAL_TYPE:
         return _SEAL.size <= length <= MAX_SEAL_PAYLOAD
-    if rtype == RecordType.CHUNK:
+    if rtype == _CHUNK_TYPE:
         return MIN_CHUNK_PAYLOAD <= length <= MAX_RECORD_BYTES
     return False
+
+
+_SEAL_TYPE, _CHUNK_TYPE = int(RecordType.SEAL), int(RecordType.CHUNK)
+
+
+_CODECS = frozenset(int(c) for c in Codec)
 
 
 def plausible_chunk_head(data: bytes | memoryview, pos: int, length: int, version: int) -> bool:
@@ -460,7 +466,7 @@ def plausible_chunk_head(data: bytes | memoryview, pos: int, length: int, versio
     else:
         codec, dtype, ndim, _r, h, w, c, n, _key = head.unpack_from(data, start)
         head_size, entry_size = head.size, _FRAME_ENTRY.size
-    if codec not in Codec.__members__.values() or dtype != DTYPE_UINT8:
+    if codec not in _CODECS or dtype != DTYPE_UINT8:
         return False
     if ndim not in (2, 3) or c not in (1, 3, 4) or (ndim == 2 and c != 1):
         return False

@@ -31,6 +31,7 @@ from telemetry import (
     space_spec,
 )
 
+from .catalog import check_seed
 from .errors import InvalidInput, StoreClosed
 from .service import FrameRef, FrameStorageService, ServiceMetrics
 from .settings import Settings, resolve
@@ -153,7 +154,9 @@ class Recorder:
         )
         try:
             # The writer lock is held from here on: ids cannot race with another writer.
-            self.run_id, self._next_episode_id = store.catalog.next_ids()
+            # Episode ids start above any id a crashed writer left in segments, so frames
+            # of two recordings never share one (recover tells them apart by it).
+            self.run_id, self._next_episode_id = store.next_ids()
             self._sink = TelemetryDBSink(
                 store.db_path,
                 profile=s.durability,
@@ -200,8 +203,7 @@ class Recorder:
     def begin_episode(self, seed: int | None = None) -> int:
         """Start an episode (ending an open one as interrupted); returns its id."""
         self._check_open()
-        if seed is not None and (not isinstance(seed, (int, np.integer)) or isinstance(seed, bool)):
-            raise InvalidInput(f"seed must be an integer or None, got {seed!r}")
+        seed = check_seed(seed)  # before anything is queued: SQLite holds 64-bit integers
         if self.current_episode is not None:
             self.end_episode(status="interrupted")
         eid = self._next_episode_id
@@ -210,7 +212,7 @@ class Recorder:
                 episode_id=eid,
                 run_id=self.run_id,
                 index=self._episode_index,
-                seed=None if seed is None else int(seed),
+                seed=seed,
                 started=time.time(),
             )
         )

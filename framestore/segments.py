@@ -61,6 +61,7 @@ __all__ = [
     "open_segment_fd",
     "partial_path",
     "read_chunk_record",
+    "same_chunk_data",
     "relative_segment_path",
     "remove_partials",
     "remove_segment_file",
@@ -130,8 +131,7 @@ def open_segment_fd(path: str | os.PathLike, segment: int | str, *, write: bool 
     writing, a file with other hard links (changing it would change a file elsewhere).
 
     Raises ``SegmentMissing`` (a ``FileNotFoundError``) when there is no such file."""
-    if write:
-        _check_real_dir(Path(path).parent)
+    _check_real_dir(Path(path).parent)  # O_NOFOLLOW covers the last component only
     try:
         fd = os.open(path, (os.O_RDWR if write else os.O_RDONLY) | _OPEN_FLAGS)
     except FileNotFoundError:
@@ -185,9 +185,10 @@ def partial_path(final: Path) -> Path:
 
 
 def list_segment_ids(root: str | os.PathLike) -> list[int]:
-    """Ids of the complete segment files in the store (not .partial leftovers)."""
+    """Ids of the complete segment files in the store (not .partial leftovers); none when
+    the segment directory is a link (nothing in it is the store's)."""
     d = segment_dir(root)
-    if not d.is_dir():
+    if d.is_symlink() or not d.is_dir():
         return []
     ids = (parse_segment_name(p.name) for p in d.iterdir())
     return sorted(i for i in ids if i is not None)
@@ -224,7 +225,7 @@ def segment_files(root: str | os.PathLike) -> SegmentFiles:
 def list_partials(root: str | os.PathLike) -> list[Path]:
     """``.partial`` files in the segment directory (left by an interrupted compaction)."""
     d = segment_dir(root)
-    if not d.is_dir():
+    if d.is_symlink() or not d.is_dir():
         return []
     return sorted(p for p in d.iterdir() if p.name.endswith(PARTIAL_SUFFIX))
 
@@ -260,7 +261,7 @@ def is_sealed(path: str | os.PathLike) -> bool:
             if size < SEGMENT_OVERHEAD:
                 return False
             return find_seal(fp, size) is not None
-    except (FileNotFoundError, CorruptData):
+    except (FileNotFoundError, CorruptData, UnsafeStore):
         return False
 
 
@@ -288,6 +289,26 @@ def read_chunk_record(
     if version != VERSION:
         raw = pack_record(RecordType.CHUNK, reframe_chunk(rec.payload, header))
     return raw, header
+
+
+def same_chunk_data(
+    root: str | os.PathLike, first: tuple[int, int], second: tuple[int, int]
+) -> bool:
+    """Whether the CHUNK records at ``(segment, offset)`` ``first`` and ``second`` hold the
+    same frames: same frame table and byte-identical codec data (a compaction's copy of a
+    chunk is; two recordings' chunks are not). Both CRC-checked; False if either fails."""
+    parts = []
+    try:
+        for sid, off in (first, second):
+            with open_segment(segment_path(root, sid), sid) as fp:
+                version = segment_version(fp, sid)
+                _raw, header = read_chunk_record(fp, sid, off, version=version)
+                rec = read_raw_record(fp, off, segment=sid)[1]
+            data = rec.payload[header.data_offset :]
+            parts.append((header.frame_keys, header.lengths, header.shape, header.codec, data))
+    except (OSError, CorruptData):
+        return False
+    return parts[0] == parts[1]
 
 
 def seal_segment(

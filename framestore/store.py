@@ -35,6 +35,7 @@ from .errors import (
 )
 from .files import fsync_dir
 from .reader import SegmentReader
+from .scan import scan_segment
 from .segments import (
     checked_segment_dir,
     is_sealed,
@@ -178,6 +179,25 @@ class FrameStore:
         when it cannot be told)."""
         return writer_running(self.root)
 
+    def next_ids(self) -> tuple[int, int]:
+        """``(run id, episode id)`` for a new recording: above every id the catalogue
+        holds and every episode id (chunk stream key) in a segment the catalogue has not
+        registered, i.e. frames of a writer that died before its rows committed. Call with
+        the writer lock held. Registered segments need no look: a segment is registered
+        only once its frames have rows (``gc`` refuses unregistered ones)."""
+        run, episode = self.catalog.next_ids()
+        rows = self.catalog.segment_rows()
+        for sid, path in segment_files(self.root).regular.items():
+            if sid in rows:
+                continue
+            try:
+                scan = scan_segment(path, sid)
+            except (OSError, CorruptData):
+                continue
+            keys = (h.stream_key for h in scan.chunks.values() if h.stream_key < _MAX_NEW_ID)
+            episode = max(episode, max(keys, default=0) + 1)
+        return run, episode
+
     # ----------------------------------------------------------------- runs/episodes
     def runs(self) -> list[RunInfo]:
         return self.catalog.runs()
@@ -272,7 +292,7 @@ class FrameStore:
         try:
             with open_segment(segment_path(self.root, segment), segment) as fp:
                 return sum(record_extent(fp, off) for off in offsets)
-        except (FileNotFoundError, CorruptData):  # missing, a link, a FIFO...: nothing
+        except (FileNotFoundError, CorruptData, UnsafeStore):  # missing, a link, a FIFO...
             return 0
 
     def episode_bytes(self, episode_id: int) -> int:
@@ -414,6 +434,10 @@ class FrameStore:
 
     def __repr__(self) -> str:
         return f"FrameStore({str(self.root)!r}{', readonly' if self.readonly else ''})"
+
+
+#: Stream keys at or above this are not taken as episode ids (SQLite integers, with room).
+_MAX_NEW_ID = 2**62
 
 
 def _step_range(start: int, stop: int | None) -> tuple[int, int | None]:

@@ -13,7 +13,10 @@ Rules (the reasons are in ``tools.recover``'s docstring):
   last frame with a row (and, for a ``complete`` episode, lies inside its step count);
 - any other frame without a row is *foreign*: an earlier recording that used the same
   episode id (a crash before its episode row committed, then a recorder that did not see
-  it). Foreign chunks get a new episode id of their own (rekeyed copies), never merged.
+  it). So is a chunk nothing points at, written before the episode's last frame with a
+  row, whose steps all have rows elsewhere, unless it is a byte-identical copy of the
+  chunk those rows point at (a compaction's leftover). Foreign chunks get a new episode
+  id of their own (rekeyed copies), never merged.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from dataclasses import dataclass, field
 
 from framestore.catalog import MAX_SQLITE_INT, Catalog, PointerRow, format_shape
 from framestore.scan import SegmentScan
+from framestore.segments import same_chunk_data
 
 __all__ = ["Foreign", "RowPlan", "adopt_rowless", "fix_pointers", "resolves"]
 
@@ -131,11 +135,24 @@ class _Episodes:
         self.recorded = {r.episode: r.steps for r in cat.episode_row_counts()}
         self.chunks_of: dict[int, set[Where]] = defaultdict(set)
         self.last: dict[int, Where] = {}
+        self.at: dict[tuple[int, int], Where] = {}  # (episode, step) -> its row's chunk
         for r in cat.all_pointers():
             if resolves(chunks, r):
                 where = (r.segment, r.offset)
                 self.chunks_of[r.episode].add(where)
                 self.last[r.episode] = max(self.last.get(r.episode, where), where)
+                self.at[(r.episode, r.step)] = where
+
+    def older_recording(self, root, ep: int, where: Where, keys: tuple[int, ...]) -> bool:
+        """Whether an unreferenced chunk whose steps all have rows is another, earlier
+        recording's (not a copy of the chunk its steps' rows point at)."""
+        last = self.last.get(ep)
+        if where in self.chunks_of[ep] or last is None or where > last:
+            return False
+        homes = {self.at.get((ep, k)) for k in keys}
+        if len(homes) == 1 and None not in homes:
+            return not same_chunk_data(root, where, homes.pop())
+        return True
 
     def owns(self, ep: int, where: Where, keys: list[int]) -> bool:
         """Whether rowless frames ``keys`` of chunk ``where`` belong to episode ``ep``."""
@@ -151,7 +168,11 @@ class _Episodes:
 
 
 def adopt_rowless(
-    cat: Catalog, scans: dict[int, SegmentScan], statuses: dict[int, str], next_id: int
+    cat: Catalog,
+    scans: dict[int, SegmentScan],
+    statuses: dict[int, str],
+    next_id: int,
+    root,
 ) -> tuple[dict[int, int], list[int], Foreign, int]:
     """Give frames without a row one (in the caller's transaction), or mark their chunk
     foreign. Returns ``(steps recovered per episode, episodes created, foreign chunks,
@@ -171,7 +192,9 @@ def adopt_rowless(
         if status == "deleted":
             continue
         rowless = [(slot, k) for slot, k in enumerate(header.frame_keys) if k not in eps.have[ep]]
-        if not rowless:
+        if not rowless and not (
+            status is not None and eps.older_recording(root, ep, where, header.frame_keys)
+        ):
             continue
         if not 1 <= ep <= MAX_SQLITE_INT:
             skipped += len(rowless)
@@ -182,7 +205,7 @@ def adopt_rowless(
             cat.create_recovered_episode(ep, run_id)
             statuses[ep] = "interrupted"
             created.append(ep)
-        elif not eps.owns(ep, where, [k for _s, k in rowless]):
+        elif not rowless or not eps.owns(ep, where, [k for _s, k in rowless]):
             new_id, steps = group.get(ep, (0, set()))
             if not new_id or steps & set(header.frame_keys):  # a step seen twice: another one
                 new_id, steps = next_id, set()

@@ -10,6 +10,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from framestore import FrameStore
+from framestore.catalog import MAX_SQLITE_INT
 from framestore.envs import make_env
 from framestore.errors import InvalidInput
 from framestore.wrappers import RecordFrames
@@ -19,20 +20,34 @@ POLICIES = ("random",)
 
 @contextmanager
 def sigterm_as_interrupt():
-    """SIGTERM behaves like Ctrl-C: flush what was recorded, mark the episode interrupted."""
+    """SIGTERM behaves like Ctrl-C: flush what was recorded, mark the episode interrupted.
+
+    Only the first SIGINT/SIGTERM interrupts. Both are then ignored (``SIG_IGN``) for the
+    rest of the process: later ones (a second Ctrl-C, a supervisor repeating SIGTERM)
+    arrive while the recording is flushed and closed, or while the interpreter shuts
+    down (which resets Python-level handlers to the default), and would otherwise turn
+    exit 130 into death by signal (-2/-15) half-way through. The process is on its way
+    out; nothing is restored after an interrupt."""
+    signals = (signal.SIGINT, signal.SIGTERM)
+    received: list[int] = []
 
     def handler(signum, frame):
+        for sig in signals:
+            signal.signal(sig, signal.SIG_IGN)
+        received.append(signum)
         raise KeyboardInterrupt
 
     try:
-        old = signal.signal(signal.SIGTERM, handler)
+        old = {sig: signal.signal(sig, handler) for sig in signals}
     except ValueError:  # not the main thread
         yield
         return
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, old)
+        if not received:
+            for sig, previous in old.items():
+                signal.signal(sig, previous)
 
 
 def record(
@@ -61,6 +76,13 @@ def record(
         raise InvalidInput("--episodes must be at least 1")
     if max_steps is not None and max_steps < 1:
         raise InvalidInput("--max-steps must be at least 1")
+    if not 0 <= seed <= MAX_SQLITE_INT - (episodes - 1):
+        # Episode i is reset with seed + i and the store keeps it as a 64-bit integer:
+        # refused here, before the store is opened, not after the frames are written.
+        raise InvalidInput(
+            f"--seed must be from 0 to {MAX_SQLITE_INT - (episodes - 1)} for {episodes} "
+            f"episode(s) (seeds are 64-bit integers, episode i uses seed + i), got {seed}"
+        )
     overrides: dict[str, Any] = {}
     if codec is not None:
         overrides["codec"] = codec

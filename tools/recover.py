@@ -164,13 +164,14 @@ def _recover(st: FrameStore, report: RecoverReport, progress, drop_missing: bool
         report.segments_unavailable = rows.kept_missing
         # Until a recover completes, what this one found lost stays on record.
         cat.meta_set(PENDING_LOSS, _merge(cat.meta_get(PENDING_LOSS), rows.lost))
-        found = adopt_rowless(cat, scans, statuses, next_id)
+        found = adopt_rowless(cat, scans, statuses, next_id, st.root)
         report.steps_recovered, report.episodes_created, foreign, skipped = found
         report.episodes_interrupted = cat.interrupt_recordings()
     if skipped:
         report.notes.append(f"{skipped} frames with a stream key that is not an episode id")
     _compact(st, scans, foreign, report)
     _remove_duplicates(st, scans, report)
+    _forget_gone_segments(st)
     st.sync_segments()
     st.reader.forget()
     for sid, eps in report.segments_unavailable.items():
@@ -181,6 +182,20 @@ def _recover(st: FrameStore, report: RecoverReport, progress, drop_missing: bool
         )
     report.frames_lost = _merge(st.catalog.meta_get(PENDING_LOSS), {})
     st.catalog.meta_set(PENDING_LOSS, None)
+
+
+def _forget_gone_segments(st: FrameStore) -> None:
+    """Drop the rows of segments whose file is gone once nothing points into them."""
+    files = segment_files(st.root)
+    present = set(files.regular) | set(files.irregular)
+    gone = [
+        sid
+        for sid in st.catalog.segment_rows()
+        if sid not in present and not st.catalog.pointer_count([sid])
+    ]
+    if gone:
+        with st.transaction() as cat:
+            cat.forget_segments(gone)
 
 
 def _merge(stored: object, new: dict[int, int]) -> dict[int, int]:

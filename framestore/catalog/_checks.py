@@ -25,7 +25,10 @@ def _one_of(values: tuple[str, ...]) -> str:
     return _TEXT + " AND {c} IN (" + ", ".join(f"'{v}'" for v in values) + ")"
 
 
-_JSON_OBJECT = _null_or("(typeof({c}) = 'text' AND json_valid({c}) AND json_type({c}) = 'object')")
+# CASE, not AND: SQLite may evaluate json_type() on text json_valid() rejected, and fail.
+_JSON_OBJECT = _null_or(
+    "(CASE WHEN typeof({c}) = 'text' AND json_valid({c}) THEN json_type({c}) = 'object' ELSE 0 END)"
+)
 _JSON = _null_or("(typeof({c}) = 'text' AND json_valid({c}))")
 
 # table -> (key columns naming a row, {column: rule}); a rule is an SQL condition on
