@@ -36,6 +36,7 @@ from framestore._format import (
     pack_record,
 )
 from framestore.segments import list_segment_ids, segment_path
+from tools.verify import verify
 
 STEPS = 8
 
@@ -200,8 +201,6 @@ def test_a_symlinked_segment_file_is_never_opened(hostile, tmp_path):
         for verb, args in READERS:
             run_cli(verb, path, *[a.format(tmp=tmp_path) for a in args])
             assert not oracle.opened, f"{verb} opened the link's target"
-        run_gui_screenshot(path, tmp_path / "shot.png")
-        assert not oracle.opened, "gui opened the link's target"
 
 
 # --------------------------------------------------------------------------- item 6
@@ -237,36 +236,48 @@ def crafted_resync_segment(path: Path, segment_id: int, size: int) -> None:
     path.write_bytes(data.ljust(size, b"\0"))
 
 
-def test_a_crafted_segment_cannot_make_verify_or_recover_quadratic(hostile, tmp_path):
-    """4 MiB of overlapping plausible records: verify and recover finish in seconds
-    (before: minutes). Run as processes with a deadline far above what they need."""
+VERIFY_THEN_RECOVER = """
+import sys, time
+from tools.recover import recover
+from tools.verify import verify
+t0 = time.perf_counter()
+ok = verify(sys.argv[1]).ok
+t1 = time.perf_counter()
+lost = recover(sys.argv[1]).data_lost
+print(ok, lost, round(t1 - t0, 2), round(time.perf_counter() - t1, 2))
+"""
+
+
+def test_a_crafted_segment_cannot_make_verify_or_recover_quadratic(hostile):
+    """4 MiB of overlapping plausible records: verify and recover finish in well under a
+    second each (before: over a minute). Run as a process with a deadline far above what
+    they need, so the test fails instead of hanging."""
     path, _ = hostile
     crafted_resync_segment(segment_path(path, 90), 90, 4 << 20)
     env = dict(os.environ, PYTHONPATH=os.getcwd())
-    for verb in ("verify", "recover"):
-        t0 = time.perf_counter()
-        proc = subprocess.run(
-            [sys.executable, "-m", "tools", verb, str(path)],
-            capture_output=True,
-            text=True,
-            env=env,
-            timeout=60,
-        )
-        elapsed = time.perf_counter() - t0
-        assert "Traceback" not in proc.stderr, proc.stderr
-        assert proc.returncode in (1, 3), (verb, proc.returncode, proc.stdout, proc.stderr)
-        print(f"{verb} on a crafted 4 MiB segment: {elapsed:.2f} s")
-    # the real frames are untouched
-    with FrameStore.open(path, readonly=True) as store:
+    proc = subprocess.run(
+        [sys.executable, "-c", VERIFY_THEN_RECOVER, str(path)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    ok, lost, verify_s, recover_s = proc.stdout.split()
+    print(f"crafted 4 MiB segment: verify {verify_s} s, recover {recover_s} s")
+    assert (ok, lost) == ("False", "True")  # reported, then cut away
+    with FrameStore.open(path, readonly=True) as store:  # the real frames are untouched
         assert len(list(store.iter_frames(1))) == STEPS
+    assert verify(path).ok
 
 
 def zstd_bomb_store(path: Path, chunks: int) -> None:
     """A store whose one episode points at ``chunks`` valid-CRC zstd chunks, each four
-    64 MiB frames (the 256 MiB raw limit) compressed to a few KB."""
-    frame = (4096, 4096, 4)
+    16 MiB frames compressed to a few KB (the issue's had 256 MiB chunks: the same
+    attack, four times the memory per chunk)."""
+    frame = (2048, 2048, 4)
     raw = np.zeros((4, *frame), np.uint8)
-    data = zstandard.ZstdCompressor(level=19, write_content_size=True).compress(raw)
+    data = zstandard.ZstdCompressor(level=3, write_content_size=True).compress(raw)
     body = bytearray(pack_file_header(1))
     offsets = []
     for c in range(chunks):
@@ -282,7 +293,7 @@ def zstd_bomb_store(path: Path, chunks: int) -> None:
     with closing(sqlite3.connect(path / "framestore.db")) as conn, conn:
         conn.executemany(
             "INSERT INTO steps (episode_id, step, frame_segment, frame_offset, frame_slot, "
-            "frame_shape) VALUES (1, ?, 1, ?, ?, '4096x4096x4')",
+            "frame_shape) VALUES (1, ?, 1, ?, ?, '2048x2048x4')",
             [(4 * c + s, offsets[c], s) for c in range(chunks) for s in range(4)],
         )
         conn.execute(
@@ -299,10 +310,10 @@ print(n, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)
 """
 
 
-def test_a_crafted_141_kb_segment_cannot_drive_the_reader_to_gigabytes(tmp_path):
+def test_a_crafted_segment_of_a_few_kb_cannot_drive_the_reader_to_gigabytes(tmp_path):
     path = tmp_path / "bomb.store"
-    zstd_bomb_store(path, chunks=17)
-    assert segment_path(path, 1).stat().st_size < 200_000
+    zstd_bomb_store(path, chunks=12)
+    assert segment_path(path, 1).stat().st_size < 100_000
     env = dict(os.environ, PYTHONPATH=os.getcwd())
     proc = subprocess.run(
         [sys.executable, "-c", PEAK_RSS, str(path)],
@@ -313,11 +324,11 @@ def test_a_crafted_141_kb_segment_cannot_drive_the_reader_to_gigabytes(tmp_path)
     )
     assert proc.returncode == 0, proc.stderr
     frames, peak_mib = map(int, proc.stdout.split())
-    print(f"iter_frames over 17 crafted chunks: peak RSS {peak_mib} MiB")
-    assert frames == 68
-    # one 256 MiB chunk being decoded, one cached, the cache bound, the interpreter:
-    # far below the 4.4 GiB sixteen cached chunks took
-    assert peak_mib < 1200, peak_mib
+    print(f"iter_frames over 12 crafted 64 MiB chunks: peak RSS {peak_mib} MiB")
+    assert frames == 48
+    # twelve cached chunks took 0.9 GiB here (4.4 GiB with the issue's 256 MiB chunks);
+    # bounded: the 128 MiB cache, one chunk being decoded, the interpreter
+    assert peak_mib < 600, peak_mib
 
 
 def test_declared_sizes_a_chunk_cannot_hold_are_refused_before_decoding(hostile):

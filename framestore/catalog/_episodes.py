@@ -9,7 +9,8 @@ from telemetry import decode_action, decode_info
 from ..errors import InvalidInput
 from ..types import EpisodeInfo, FrameLocation, FrameSummary, RunInfo, StepInfo
 from ._base import END_OF_EPISODE, CatalogBase
-from ._validate import Cell, valid_shape
+from .._format import MAX_SEGMENT_ID
+from ._validate import MAX_SLOT, Cell, valid_shape
 
 EPISODE_STATUSES = ("recording", "complete", "interrupted", "trimmed", "deleted")
 
@@ -37,6 +38,18 @@ def parse_shape(text: str | None) -> tuple[int, ...] | None:
 
 def format_shape(shape: tuple[int, ...]) -> str:
     return "x".join(str(d) for d in shape)
+
+
+def _plain_location(seg: Any, off: Any, slot: Any) -> bool:
+    """Whether a stored pointer is three plain integers in range (no error to name)."""
+    return (
+        type(seg) is int
+        and type(off) is int
+        and type(slot) is int
+        and 0 <= seg <= MAX_SEGMENT_ID
+        and off >= 0
+        and 0 <= slot <= MAX_SLOT
+    )
 
 
 def _step_cell(episode_id: Any, step: Any) -> Cell:
@@ -167,8 +180,15 @@ class EpisodeQueries(CatalogBase):
         )
         out = []
         for step, seg, off, slot in rows:
-            c = _step_cell(episode_id, step)
-            out.append((c.int("step", step, lo=0), c.location(seg, off, slot)))
+            # The common case checked inline (a replay reads every row); anything else
+            # goes through the full check, which names what is wrong.
+            if type(step) is int and step >= 0 and seg is None and off is None and slot is None:
+                out.append((step, None))
+            elif type(step) is int and step >= 0 and _plain_location(seg, off, slot):
+                out.append((step, (seg, off, slot)))
+            else:
+                c = _step_cell(episode_id, step)
+                out.append((c.int("step", step, lo=0), c.location(seg, off, slot)))
         return out
 
     def frame_summary(
