@@ -6,10 +6,10 @@ from typing import Any
 
 from telemetry import decode_action, decode_info
 
+from .._format import MAX_SEGMENT_ID
 from ..errors import InvalidInput
 from ..types import EpisodeInfo, FrameLocation, FrameSummary, RunInfo, StepInfo
 from ._base import END_OF_EPISODE, CatalogBase
-from .._format import MAX_SEGMENT_ID
 from ._validate import MAX_SLOT, Cell, valid_shape
 
 EPISODE_STATUSES = ("recording", "complete", "interrupted", "trimmed", "deleted")
