@@ -35,7 +35,9 @@ from framestore.segments import list_segment_ids, segment_path
 from tools.recover import recover
 from tools.verify import verify
 
-ENV = dict(os.environ, PYTHONPATH=os.getcwd())
+#: The checkout under test: children import it, whatever the working directory.
+REPO = str(Path(__file__).resolve().parents[1])
+ENV = dict(os.environ, PYTHONPATH=REPO)
 KILLED_FRAMES = 40
 RAW_SMALL = {"codec": "raw", "chunk_frames": 4, "segment_bytes": 1 << 20}
 
