@@ -303,12 +303,15 @@ def zstd_bomb_store(path: Path, chunks: int) -> None:
         )
 
 
+# VmHWM, not ru_maxrss: the latter carries the parent's RSS over fork and exec.
 PEAK_RSS = """
-import resource, sys
+import sys
 from framestore import FrameStore
 with FrameStore.open(sys.argv[1], readonly=True) as store:
     n = sum(1 for _ in store.iter_frames(1))
-print(n, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)
+with open("/proc/self/status") as fp:
+    hwm = next(int(line.split()[1]) for line in fp if line.startswith("VmHWM:"))
+print(n, hwm // 1024)
 """
 
 
