@@ -385,6 +385,28 @@ class ChunkHeader:
         return cls(codec, ndim, h, w, c, key, tuple(keys), tuple(lengths), table_end, version)
 
 
+def rekeyed_chunk_record(raw: bytes, stream_key: int) -> bytes:
+    """A CHUNK record of this version's layout (header, payload, CRC) with another stream
+    key: the same frame table and codec data under a new head and a new CRC. ``recover``
+    gives the frames of a recording whose episode id was taken by another one their own
+    episode this way."""
+    if not 0 <= stream_key <= MAX_STREAM_KEY:
+        raise ValueError(f"stream key {stream_key} out of range")
+    payload = memoryview(raw)[RECORD_HEADER_SIZE : len(raw) - CRC_SIZE]
+    header = ChunkHeader.unpack(payload, version=VERSION)
+    head = ChunkHeader(
+        header.codec,
+        header.ndim,
+        header.height,
+        header.width,
+        header.channels,
+        stream_key,
+        header.frame_keys,
+        header.lengths,
+    )
+    return pack_record(RecordType.CHUNK, head.pack(VERSION), payload[header.data_offset :])
+
+
 def reframe_chunk(payload: bytes | memoryview, header: ChunkHeader) -> bytes:
     """A CHUNK payload of another format version rewritten in this version's layout:
     the same frame table and the same codec data bytes, a new head."""
@@ -430,11 +452,47 @@ SEGMENT_OVERHEAD = FILE_HEADER_SIZE + SEAL_RECORD_SIZE  # a sealed segment's own
 def plausible_record(rtype: int, length: int) -> bool:
     """Whether a record header could be a well-formed record of a known type (used to
     resynchronise after corruption; the CRC decides)."""
-    if rtype == RecordType.SEAL:
+    if rtype == _SEAL_TYPE:
         return _SEAL.size <= length <= MAX_SEAL_PAYLOAD
-    if rtype == RecordType.CHUNK:
+    if rtype == _CHUNK_TYPE:
         return MIN_CHUNK_PAYLOAD <= length <= MAX_RECORD_BYTES
     return False
+
+
+_SEAL_TYPE, _CHUNK_TYPE = int(RecordType.SEAL), int(RecordType.CHUNK)
+
+
+_CODECS = frozenset(int(c) for c in Codec)
+
+
+def plausible_chunk_head(data: bytes | memoryview, pos: int, length: int, version: int) -> bool:
+    """Whether the CHUNK record of payload ``length`` at ``data[pos:]`` has a head that
+    could be valid: known codec, dtype and shape, sizes within the limits, a frame table
+    inside the payload, and for raw chunks exactly the data the frames need. O(1): the
+    frame table is not read (a scan tries this at many candidate offsets)."""
+    start = pos + RECORD_HEADER_SIZE
+    head = _CHUNK_HEAD_V2 if version >= 2 else _CHUNK_HEAD_V1
+    if length < head.size:
+        return False
+    if version >= 2:
+        head_size, entry_size, codec, dtype, ndim, _r, h, w, c, n, _key = head.unpack_from(
+            data, start
+        )
+        if head_size < head.size or entry_size < _FRAME_ENTRY.size:
+            return False
+    else:
+        codec, dtype, ndim, _r, h, w, c, n, _key = head.unpack_from(data, start)
+        head_size, entry_size = head.size, _FRAME_ENTRY.size
+    if codec not in _CODECS or dtype != DTYPE_UINT8:
+        return False
+    if ndim not in (2, 3) or c not in (1, 3, 4) or (ndim == 2 and c != 1):
+        return False
+    if not (h and w and n) or h * w * c > MAX_FRAME_BYTES or n * h * w * c > MAX_CHUNK_RAW_BYTES:
+        return False
+    table_end = head_size + entry_size * n
+    if table_end > length:
+        return False
+    return codec != Codec.RAW or length - table_end == n * h * w * c
 
 
 def find_seal(fp: IO[bytes], size: int, *, segment: int | str = "?") -> Seal | None:

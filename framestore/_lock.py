@@ -2,12 +2,35 @@
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
+import stat
 from pathlib import Path
 
 from ._format import LOCK_NAME
-from .errors import StoreLocked
+from .errors import StoreLocked, UnsafeStore
+
+# Never through a link (O_CREAT alone would create or truncate the link's target), never
+# blocking on a FIFO planted under the name.
+_LOCK_FLAGS = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+
+
+def _open_lock_file(path: Path) -> int:
+    """The lock file's descriptor; ``UnsafeStore`` for a link, a non-regular file or a
+    file with other hard links (writing the pid into it would change a file elsewhere)."""
+    try:
+        fd = os.open(path, _LOCK_FLAGS, 0o644)
+    except OSError as e:
+        if e.errno != errno.ELOOP:
+            raise
+        raise UnsafeStore(str(path), "the lock file is a symbolic link") from None
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1:
+        os.close(fd)
+        what = "is not a regular file" if not stat.S_ISREG(st.st_mode) else "has other hard links"
+        raise UnsafeStore(str(path), f"the lock file {what}")
+    return fd
 
 
 class StoreLock:
@@ -22,7 +45,7 @@ class StoreLock:
         self._fd: int | None = None
 
     def acquire(self) -> StoreLock:
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        fd = _open_lock_file(self.path)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -64,7 +87,7 @@ def writer_running(root: str | os.PathLike) -> bool | None:
     """Whether some process holds the store's writer lock, found without taking it
     (Linux ``/proc/locks``). None when it cannot be told."""
     try:
-        st = os.stat(Path(root) / LOCK_NAME)
+        st = os.lstat(Path(root) / LOCK_NAME)
     except FileNotFoundError:
         return False
     try:

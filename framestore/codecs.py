@@ -15,6 +15,13 @@ import zstandard
 from ._format import MAX_FRAME_BYTES, ChunkHeader, Codec
 from .errors import CorruptRecord, InvalidFrame, InvalidInput
 
+#: The most a zstd frame can expand: a block holds at most 128 KiB and takes at least
+#: 4 bytes (an RLE block), plus the frame header. Larger claims are corrupt or crafted.
+ZSTD_MAX_RATIO = 32 * 1024
+#: The most a PNG image can expand (deflate's limit is about 1032:1), plus its headers.
+PNG_MAX_RATIO = 1100
+PNG_MIN_BYTES = 57
+
 # The default codec first: settings and CLI choices list them in this order.
 CODEC_NAMES = {"zstd": Codec.ZSTD, "png": Codec.PNG, "raw": Codec.RAW}
 ZSTD_LEVELS = range(-7, 23)
@@ -121,6 +128,7 @@ def decode_chunk(
     def bad(why: str) -> CorruptRecord:
         return CorruptRecord(segment, offset, f"bad chunk data: {why}")
 
+    _check_declared_sizes(header, len(data), bad)
     if header.codec == Codec.ZSTD:
         try:
             params = zstandard.get_frame_parameters(data)
@@ -151,6 +159,24 @@ def decode_chunk(
     else:
         raise bad(f"unknown codec {header.codec}")
     return arr
+
+
+def _check_declared_sizes(header: ChunkHeader, data_bytes: int, bad) -> None:
+    """Refuse, before allocating anything, a chunk whose frames cannot come from its data:
+    the frame table must describe the data (raw and zstd: one frame's bytes per entry;
+    png: lengths that add up to it), and the data must be able to expand to the frames."""
+    n, fb = header.count, header.frame_bytes
+    if header.codec in (Codec.ZSTD, Codec.RAW):
+        if any(ln != fb for ln in header.lengths):
+            raise bad(f"frame table lengths do not match {fb}-byte frames")
+        if header.codec == Codec.ZSTD and n * fb > (data_bytes + 64) * ZSTD_MAX_RATIO:
+            raise bad(f"{data_bytes} bytes of zstd data cannot hold {n * fb} bytes of frames")
+    elif header.codec == Codec.PNG:
+        if sum(header.lengths) != data_bytes:
+            raise bad("png lengths do not add up to the data size")
+        for ln in header.lengths:
+            if ln < PNG_MIN_BYTES or fb > ln * PNG_MAX_RATIO:
+                raise bad(f"a {ln}-byte png cannot hold a {fb}-byte frame")
 
 
 def _decode_png(blob: bytes, header: ChunkHeader, bad) -> np.ndarray:

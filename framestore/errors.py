@@ -11,6 +11,7 @@ from telemetry.errors import (
     QueueFull,
     SchemaTooNew,
     SinkError,
+    StoreIOError,
 )
 
 __all__ = [
@@ -21,6 +22,9 @@ __all__ = [
     "QueueFull",
     "SchemaTooNew",
     "SinkError",
+    "StoreIOError",
+    "UnsafeStore",
+    "CorruptCatalog",
     "InvalidFrame",
     "CorruptData",
     "ChecksumMismatch",
@@ -54,6 +58,16 @@ class CorruptData(FrameStoreError):
         super().__init__(f"segment {segment} at offset {offset}: {detail}")
 
 
+class UnsafeStore(FrameStoreError):
+    """A store whose own files are links, FIFOs or other non-regular files where a
+    regular file or directory belongs: refused rather than followed out of the store."""
+
+    def __init__(self, path: str, detail: str):
+        self.path = path
+        self.detail = detail
+        super().__init__(f"{path}: {detail}; refusing to use it (not followed)")
+
+
 class ChecksumMismatch(CorruptData):
     """A record's CRC-32 does not match its bytes."""
 
@@ -67,6 +81,23 @@ class ChecksumMismatch(CorruptData):
 
 class CorruptRecord(CorruptData):
     """A record or header whose structure is invalid (bad magic, type, sizes, codec data)."""
+
+
+class CorruptCatalog(CorruptRecord):
+    """A value in ``framestore.db`` that cannot be what its column means (a pointer
+    stored as text, a shape that does not parse, config that is not a JSON object).
+    Raised by the catalogue's readers before the value is used."""
+
+    def __init__(self, table: str, row: str, column: str, detail: str):
+        self.table = table
+        self.row = row
+        self.column = column
+        self.segment = None
+        self.offset = None
+        self.detail = detail
+        FrameStoreError.__init__(
+            self, f"framestore.db: table {table}, {row}, column {column}: {detail}"
+        )
 
 
 class RecordTooLarge(CorruptRecord):

@@ -20,6 +20,7 @@ import zstandard
 
 from telemetry import check_reward, encode_action, encode_info
 
+from .catalog import check_seed
 from .codecs import validate_frame
 from .errors import InvalidInput, StoreClosed
 
@@ -79,6 +80,7 @@ class LiteRecorder:
     # ----------------------------------------------------------------- producer side
     def begin_episode(self, seed: int | None = None) -> None:
         self._check()
+        seed = check_seed(seed)  # refused now, not when the ring is saved
         self.discard()
         self.seed = seed
         self.active = True

@@ -7,7 +7,6 @@ decompressor per thread, a locked chunk cache).
 
 from __future__ import annotations
 
-import errno
 import io
 import os
 import threading
@@ -34,11 +33,14 @@ from .codecs import decode_chunk
 from .errors import (
     CorruptRecord,
     FrameNotFound,
-    SegmentMissing,
     StoreClosed,
     TruncatedRecord,
 )
-from .segments import list_segment_ids, segment_path
+from .segments import list_segment_ids, open_segment_fd, segment_path
+
+#: Decoded chunks kept by default, in bytes: a crafted segment of tiny chunks that each
+#: decode to the 256 MiB limit must not multiply it by the number of cached chunks.
+DEFAULT_CACHE_BYTES = 128 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -97,6 +99,8 @@ class SegmentReader:
     Args:
         root: the store directory.
         cache_chunks: decoded chunks kept (LRU), so sequential replay decodes each once.
+        cache_bytes: and at most this many bytes of them (the newest chunk is always
+            kept, so memory stays below ``cache_bytes`` + two chunks at the chunk limit).
         max_record_bytes: records claiming more are refused unread.
         source: where segments come from instead of ``root/segments`` (a published
             store's remote objects, see ``framestore._sources``); the same checks apply.
@@ -107,6 +111,7 @@ class SegmentReader:
         root: str | os.PathLike,
         *,
         cache_chunks: int = 8,
+        cache_bytes: int = DEFAULT_CACHE_BYTES,
         max_record_bytes: int = MAX_RECORD_BYTES,
         max_open_files: int = 32,
         source: SegmentSource | None = None,
@@ -114,6 +119,8 @@ class SegmentReader:
         self.root = Path(root)
         self.source = source
         self._cache_size = max(1, cache_chunks)
+        self._cache_bytes_max = max(1, cache_bytes)
+        self._cached_bytes = 0
         self._max_record = max_record_bytes
         self._max_open = max_open_files
         self._cache: OrderedDict[tuple[int, int], Chunk] = OrderedDict()
@@ -133,16 +140,9 @@ class SegmentReader:
             if hit is not None:
                 self._fds.move_to_end(segment)
                 return hit
-        path = segment_path(self.root, segment)
-        try:
-            # Never follow a symlink planted under a segment's name out of the store.
-            fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
-        except FileNotFoundError:
-            raise SegmentMissing(segment, str(path)) from None
-        except OSError as e:
-            if e.errno != errno.ELOOP:
-                raise
-            raise CorruptRecord(segment, 0, "segment file is a symlink; not followed") from None
+        # Never a symlink planted under a segment's name, never a FIFO (SegmentMissing,
+        # CorruptRecord).
+        fd = open_segment_fd(segment_path(self.root, segment), segment)
         try:
             version = read_file_header(_PreadFile(fd), segment).version
         except BaseException:
@@ -179,7 +179,7 @@ class SegmentReader:
         with self._lock:
             wanted = None if segments is None else set(segments)
             for key in [k for k in self._cache if wanted is None or k[0] in wanted]:
-                del self._cache[key]
+                self._cached_bytes -= self._cache.pop(key).frames.nbytes
             for seg in [s for s in self._fds if wanted is None or s in wanted]:
                 os.close(self._fds.pop(seg)[0])
 
@@ -210,9 +210,15 @@ class SegmentReader:
         chunk = Chunk(segment, offset, header, frames, rec.end - rec.offset)
         with self._lock:
             self.chunks_decoded += 1
+            old = self._cache.pop(key, None)
+            if old is not None:
+                self._cached_bytes -= old.frames.nbytes
             self._cache[key] = chunk
-            while len(self._cache) > self._cache_size:
-                self._cache.popitem(last=False)
+            self._cached_bytes += frames.nbytes
+            while len(self._cache) > 1 and (
+                len(self._cache) > self._cache_size or self._cached_bytes > self._cache_bytes_max
+            ):
+                self._cached_bytes -= self._cache.popitem(last=False)[1].frames.nbytes
         return chunk
 
     def read(
@@ -260,6 +266,7 @@ class SegmentReader:
         with self._lock:
             self._closed = True
             self._cache.clear()
+            self._cached_bytes = 0
             for fd, _version in self._fds.values():
                 os.close(fd)
             self._fds.clear()

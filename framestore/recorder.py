@@ -32,6 +32,7 @@ from telemetry import (
 )
 
 from ._batchrows import BatchRows, EpisodeState, check_episode_args
+from .catalog import check_seed
 from .errors import InvalidInput, StoreClosed
 from .service import FrameRef, FrameStorageService, ServiceMetrics
 from .settings import Settings, resolve
@@ -166,7 +167,9 @@ class Recorder:
         )
         try:
             # The writer lock is held from here on: ids cannot race with another writer.
-            self.run_id, self._next_episode_id = store.catalog.next_ids()
+            # Episode ids start above any id a crashed writer left in segments, so frames
+            # of two recordings never share one (recover tells them apart by it).
+            self.run_id, self._next_episode_id = store.next_ids()
             self._sink = TelemetryDBSink(
                 store.db_path,
                 profile=s.durability,
@@ -223,6 +226,7 @@ class Recorder:
         arguments."""
         self._check_open()
         check_episode_args(seed, sub_env, continues)
+        seed = check_seed(seed)  # before anything is queued: SQLite holds 64-bit integers
         if self.current_episode is not None:
             self.end_episode(status="interrupted")
         eid = self.open_episode(
@@ -252,6 +256,7 @@ class Recorder:
         """
         self._check_open()
         check_episode_args(seed, sub_env, continues)
+        seed = check_seed(seed)  # before anything is queued: SQLite holds 64-bit integers
         options = None if reset_options is None else _options_text(reset_options)
         eid = self._next_episode_id
         self._hub.publish(
@@ -259,7 +264,7 @@ class Recorder:
                 episode_id=eid,
                 run_id=self.run_id,
                 index=self._episode_index,
-                seed=None if seed is None else int(seed),
+                seed=seed,
                 started=time.time(),
                 sub_env=None if sub_env is None else int(sub_env),
                 continues_episode=None if continues is None else int(continues),

@@ -4,6 +4,12 @@
 A scan keeps going after a bad record when what follows still parses: it searches for
 the next record whose header is plausible and whose CRC checks out, so corruption in the
 middle of a segment costs only the damaged records.
+
+The search is linear in the file size, whatever the file holds: candidates are found
+with one regular-expression pass, rejected in O(1) when their declared length runs past
+the file or their chunk head is impossible, and the CRC work spent on candidates is
+capped at ``RESYNC_CRC_FACTOR`` times the file size. A crafted file that exhausts it
+ends in an unreadable tail (it never makes a scan quadratic).
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ from ._format import (
     ChunkHeader,
     RecordType,
     Seal,
+    plausible_chunk_head,
     plausible_record,
     read_file_header,
     read_record,
@@ -32,8 +39,15 @@ from ._format import (
 )
 from .codecs import decode_chunk
 from .errors import ChecksumMismatch, CorruptData, CorruptRecord, TruncatedRecord
+from .segments import open_segment
 
 __all__ = ["BadRecord", "GoodRecord", "SegmentScan", "problem_kind", "scan_segment"]
+
+#: Bytes of candidate records a scan may CRC while resynchronising, per byte of file
+#: (plus ``RESYNC_CRC_SLACK``): corruption costs a few record lengths; only a crafted
+#: file full of plausible headers reaches the cap.
+RESYNC_CRC_FACTOR = 2
+RESYNC_CRC_SLACK = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -123,7 +137,18 @@ def problem_kind(error: CorruptData) -> str:
     return "corrupt"
 
 
-def _resync(mm, start: int, size: int) -> int | None:
+class _CrcBudget:
+    """How many more candidate bytes a scan may CRC (see the module docstring)."""
+
+    def __init__(self, size: int):
+        self.left = RESYNC_CRC_FACTOR * size + RESYNC_CRC_SLACK
+
+    def spend(self, n: int) -> bool:
+        self.left -= n
+        return self.left >= 0
+
+
+def _resync(mm, start: int, size: int, version: int, budget: _CrcBudget) -> int | None:
     """Offset of the next well-formed record at or after ``start`` (CRC checked)."""
     for m in RECORD_START.finditer(mm, start):
         pos = m.start()
@@ -132,6 +157,10 @@ def _resync(mm, start: int, size: int) -> int | None:
         rtype, _flags, length = RECORD_HEADER.unpack_from(mm, pos)
         if not plausible_record(rtype, length) or pos + record_size(length) > size:
             continue
+        if rtype == RecordType.CHUNK and not plausible_chunk_head(mm, pos, length, version):
+            continue
+        if not budget.spend(record_size(length)):
+            return None
         if record_crc_ok(mm, pos, length):
             return pos
     return None
@@ -141,14 +170,15 @@ def scan_segment(
     path: str | os.PathLike, segment: int, *, decode: bool = False, resync: bool = True
 ) -> SegmentScan:
     """Check every record of one segment file (CRC always; with ``decode`` also each
-    chunk's codec data). Never follows symlinks: call it on canonical paths only.
+    chunk's codec data). Never follows a symlink and refuses anything but a regular file
+    (``CorruptRecord``).
 
     With ``resync=False`` the scan stops at the first bad record, which then starts the
     unreadable ``tail``: what a reader sees when it reads the file front to back.
 
     Raises ``FileNotFoundError`` when the file is missing."""
     dz = zstandard.ZstdDecompressor() if decode else None
-    with open(path, "rb") as fp:
+    with open_segment(path, segment) as fp:
         size = os.fstat(fp.fileno()).st_size
         scan = SegmentScan(segment, size)
         try:
@@ -160,11 +190,12 @@ def scan_segment(
         if size <= FILE_HEADER_SIZE:
             return scan
         maps: list[mmap.mmap] = []
+        budget = _CrcBudget(size)
 
         def find_next(start: int) -> int | None:
             if not maps:  # mapped only when needed (and never under pyfakefs' clean runs)
                 maps.append(mmap.mmap(fp.fileno(), 0, access=mmap.ACCESS_READ))
-            return _resync(maps[0], start, size)
+            return _resync(maps[0], start, size, header.version, budget)
 
         try:
             _walk(scan, fp, dz, find_next, resync)

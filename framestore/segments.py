@@ -12,7 +12,7 @@ import os
 import stat
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, BinaryIO
 
 from ._format import (
     FILE_HEADER_SIZE,
@@ -34,7 +34,14 @@ from ._format import (
     reframe_chunk,
     segment_name,
 )
-from .errors import CorruptData, CorruptRecord, DiskFull, WriterFailed
+from .errors import (
+    CorruptData,
+    CorruptRecord,
+    DiskFull,
+    SegmentMissing,
+    UnsafeStore,
+    WriterFailed,
+)
 from .files import fsync_dir
 
 __all__ = [
@@ -44,13 +51,20 @@ __all__ = [
     "SEGMENT_OVERHEAD",
     "SegmentFiles",
     "SegmentWriter",
+    "checked_segment_dir",
+    "cut_segment",
     "is_sealed",
     "list_partials",
     "list_segment_ids",
     "next_segment_id",
+    "open_segment",
+    "open_segment_fd",
+    "partial_path",
     "read_chunk_record",
+    "same_chunk_data",
     "relative_segment_path",
     "remove_partials",
+    "remove_segment_file",
     "seal_segment",
     "segment_dir",
     "segment_files",
@@ -79,15 +93,102 @@ def relative_segment_path(segment_id: int) -> str:
     return f"{SEGMENT_DIR}/{segment_name(segment_id)}"
 
 
+# Segment files are opened without following a link (a link planted under a segment's
+# name must not lead a reader or a writer out of the store) and without blocking (a FIFO
+# under a segment's name would otherwise hang every command that opens it).
+_OPEN_FLAGS = os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+
+
+def checked_segment_dir(root: str | os.PathLike, *, create: bool = False) -> Path:
+    """The segment directory, checked to be a real directory of the store (``lstat``:
+    not a symlink, not a file) before anything in it is created, changed or deleted.
+
+    With ``create`` a missing directory is made. Raises ``UnsafeStore`` otherwise."""
+    d = segment_dir(root)
+    if create:
+        try:
+            os.mkdir(d)
+        except FileExistsError:
+            pass
+    _check_real_dir(d)
+    return d
+
+
+def _check_real_dir(d: Path) -> None:
+    try:
+        st = os.lstat(d)
+    except FileNotFoundError:
+        return  # nothing in it to change; creating files in it fails on its own
+    if stat.S_ISLNK(st.st_mode):
+        raise UnsafeStore(str(d), "the segment directory is a symbolic link")
+    if not stat.S_ISDIR(st.st_mode):
+        raise UnsafeStore(str(d), "the segment directory is not a directory")
+
+
+def open_segment_fd(path: str | os.PathLike, segment: int | str, *, write: bool = False) -> int:
+    """A descriptor of a segment file, opened without following a link and without
+    blocking; anything but a regular file is refused (``CorruptRecord``), and so is, for
+    writing, a file with other hard links (changing it would change a file elsewhere).
+
+    Raises ``SegmentMissing`` (a ``FileNotFoundError``) when there is no such file."""
+    _check_real_dir(Path(path).parent)  # O_NOFOLLOW covers the last component only
+    try:
+        fd = os.open(path, (os.O_RDWR if write else os.O_RDONLY) | _OPEN_FLAGS)
+    except FileNotFoundError:
+        raise SegmentMissing(segment, str(path)) from None
+    except OSError as e:
+        if e.errno != errno.ELOOP:
+            raise
+        raise CorruptRecord(segment, 0, "segment file is a symlink; not followed") from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise CorruptRecord(segment, 0, "segment file is not a regular file; not opened")
+        if write and st.st_nlink != 1:
+            raise CorruptRecord(
+                segment, 0, f"segment file has {st.st_nlink} hard links; not changed"
+            )
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def open_segment(path: str | os.PathLike, segment: int | str, *, write: bool = False) -> BinaryIO:
+    """``open_segment_fd`` as a binary file object (unbuffered for writing)."""
+    fd = open_segment_fd(path, segment, write=write)
+    if write:
+        return os.fdopen(fd, "r+b", buffering=0)
+    return os.fdopen(fd, "rb")
+
+
+def remove_segment_file(root: str | os.PathLike, segment_id: int) -> None:
+    """Delete one segment file (a link under its name is removed, never followed) and
+    make the removal durable. Call with the writer lock held."""
+    d = checked_segment_dir(root)
+    segment_path(root, segment_id).unlink(missing_ok=True)
+    fsync_dir(d)
+
+
+def cut_segment(path: str | os.PathLike, end: int, segment: int | str) -> None:
+    """Drop the bytes of a segment file from ``end`` on (unreadable garbage after its
+    seal), fsynced. Only ``recover`` changes an existing segment, and only like this or
+    through ``seal_segment``."""
+    with open_segment(path, segment, write=True) as fp:
+        fp.truncate(end)
+        os.fsync(fp.fileno())
+
+
 def partial_path(final: Path) -> Path:
     """Where a new segment is written before it is renamed to ``final``."""
     return final.with_name(final.name + PARTIAL_SUFFIX)
 
 
 def list_segment_ids(root: str | os.PathLike) -> list[int]:
-    """Ids of the complete segment files in the store (not .partial leftovers)."""
+    """Ids of the complete segment files in the store (not .partial leftovers); none when
+    the segment directory is a link (nothing in it is the store's)."""
     d = segment_dir(root)
-    if not d.is_dir():
+    if d.is_symlink() or not d.is_dir():
         return []
     ids = (parse_segment_name(p.name) for p in d.iterdir())
     return sorted(i for i in ids if i is not None)
@@ -124,7 +225,7 @@ def segment_files(root: str | os.PathLike) -> SegmentFiles:
 def list_partials(root: str | os.PathLike) -> list[Path]:
     """``.partial`` files in the segment directory (left by an interrupted compaction)."""
     d = segment_dir(root)
-    if not d.is_dir():
+    if d.is_symlink() or not d.is_dir():
         return []
     return sorted(p for p in d.iterdir() if p.name.endswith(PARTIAL_SUFFIX))
 
@@ -143,6 +244,7 @@ def remove_partials(root: str | os.PathLike) -> list[str]:
     """Delete ``.partial`` files (only compaction writes them; call with the writer lock
     held). Returns their names."""
     removed = []
+    checked_segment_dir(root)
     for p in list_partials(root):
         p.unlink(missing_ok=True)
         removed.append(p.name)
@@ -154,12 +256,12 @@ def remove_partials(root: str | os.PathLike) -> list[str]:
 def is_sealed(path: str | os.PathLike) -> bool:
     """True when the file ends with a well-formed SEAL record (a cheap tail check)."""
     try:
-        with open(path, "rb") as fp:
+        with open_segment(path, "?") as fp:
             size = os.fstat(fp.fileno()).st_size
             if size < SEGMENT_OVERHEAD:
                 return False
             return find_seal(fp, size) is not None
-    except (FileNotFoundError, CorruptData):
+    except (FileNotFoundError, CorruptData, UnsafeStore):
         return False
 
 
@@ -189,14 +291,36 @@ def read_chunk_record(
     return raw, header
 
 
-def seal_segment(path: str | os.PathLike, good_end: int, chunks: int, frames: int) -> Seal:
+def same_chunk_data(
+    root: str | os.PathLike, first: tuple[int, int], second: tuple[int, int]
+) -> bool:
+    """Whether the CHUNK records at ``(segment, offset)`` ``first`` and ``second`` hold the
+    same frames: same frame table and byte-identical codec data (a compaction's copy of a
+    chunk is; two recordings' chunks are not). Both CRC-checked; False if either fails."""
+    parts = []
+    try:
+        for sid, off in (first, second):
+            with open_segment(segment_path(root, sid), sid) as fp:
+                version = segment_version(fp, sid)
+                _raw, header = read_chunk_record(fp, sid, off, version=version)
+                rec = read_raw_record(fp, off, segment=sid)[1]
+            data = rec.payload[header.data_offset :]
+            parts.append((header.frame_keys, header.lengths, header.shape, header.codec, data))
+    except (OSError, CorruptData):
+        return False
+    return parts[0] == parts[1]
+
+
+def seal_segment(
+    path: str | os.PathLike, good_end: int, chunks: int, frames: int, segment: int | str = "?"
+) -> Seal:
     """Cut an existing segment file at ``good_end`` and append a SEAL record, fsynced.
 
     ``SegmentWriter`` only creates new files; this is the one place an existing segment
     is changed, and only to drop bytes that cannot be read and to seal it.
     """
     seal = Seal.now(chunks, frames, good_end)
-    with open(path, "r+b", buffering=0) as fp:
+    with open_segment(path, segment, write=True) as fp:
         fp.truncate(good_end)
         fp.seek(good_end)
         fp.write(seal.record())
@@ -228,7 +352,10 @@ class SegmentWriter:
         self.chunks = 0
         self.frames = 0
         self.sealed = False
-        self._fp = open(self.path, "xb", buffering=0)  # noqa: SIM115 - closed in close()
+        # A new file only (O_EXCL), never through a link, in a real segment directory.
+        _check_real_dir(self.path.parent)
+        fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _OPEN_FLAGS, 0o644)
+        self._fp = os.fdopen(fd, "wb", buffering=0)
         self.size = 0
         try:
             self._write(pack_file_header(segment_id))
@@ -293,6 +420,7 @@ class SegmentWriter:
         fsynced here: callers rename several, then fsync once)."""
         if self.final_path is None:
             raise ValueError("publish() is for writers made with SegmentWriter.partial")
+        _check_real_dir(self.final_path.parent)
         os.replace(self.path, self.final_path)
         self.path = self.final_path
         return self.final_path

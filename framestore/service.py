@@ -32,7 +32,7 @@ from .errors import (
     StoreClosed,
     WriterFailed,
 )
-from .segments import segment_dir
+from .segments import checked_segment_dir
 
 log = logging.getLogger(logcodes.LOGGER_NAME)
 
@@ -102,7 +102,8 @@ class FrameStorageService:
         self._block_timeout = float(block_timeout)
         self._on_error = on_error
 
-        segment_dir(self.root).mkdir(parents=True, exist_ok=True)
+        self.root.mkdir(parents=True, exist_ok=True)
+        checked_segment_dir(self.root, create=True)  # a real directory, never a link
         self._lock = StoreLock(self.root)
         if lock:
             self._lock.acquire()

@@ -9,6 +9,7 @@ files are named by ``framestore.segments``.
 from __future__ import annotations
 
 import os
+import stat
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -22,8 +23,9 @@ from ._format import DB_NAME, LOCK_NAME, SEGMENT_DIR, record_extent
 from ._lock import StoreLock, writer_running
 from ._published import is_published
 from ._sources import SegmentSource
-from .catalog import Catalog
+from .catalog import Catalog, check_id, clamp_step
 from .errors import (
+    CorruptData,
     EpisodeNotFound,
     FrameNotFound,
     InvalidInput,
@@ -31,16 +33,51 @@ from .errors import (
     RunNotFound,
     StoreClosed,
     StoreLocked,
+    UnsafeStore,
 )
 from .files import fsync_dir
 from .reader import SegmentReader
-from .segments import is_sealed, list_segment_ids, segment_path
+from .scan import scan_segment
+from .segments import (
+    checked_segment_dir,
+    is_sealed,
+    list_segment_ids,
+    open_segment,
+    segment_files,
+    segment_path,
+)
 from .types import EpisodeInfo, FrameLocation, FrameSummary, RunInfo, StepInfo
 
 if TYPE_CHECKING:
     from .recorder import Recorder
 
-__all__ = ["FrameStore"]
+__all__ = ["FrameStore", "enclosing_store"]
+
+
+def enclosing_store(path: str | os.PathLike) -> Path | None:
+    """The store directory that ``path`` is (or lies inside), or None. Outputs of the
+    tools (exports) must never be written into a store: its files are the store's own."""
+    p = Path(os.path.realpath(os.fspath(path) or "."))
+    for d in (p, *p.parents):
+        if os.path.lexists(d / DB_NAME) and d.is_dir():
+            return d
+    return None
+
+
+def _check_database_files(db_path: Path) -> None:
+    """The database and its WAL/SHM files must be regular files of the store when they
+    exist: SQLite follows links and would read, create or write files elsewhere."""
+    for p in (db_path, Path(f"{db_path}-wal"), Path(f"{db_path}-shm")):
+        try:
+            st = os.lstat(p)
+        except FileNotFoundError:
+            continue
+        if stat.S_ISLNK(st.st_mode):
+            raise UnsafeStore(str(p), "the database file is a symbolic link")
+        if not stat.S_ISREG(st.st_mode):
+            raise UnsafeStore(str(p), "the database file is not a regular file")
+        if st.st_nlink != 1:
+            raise UnsafeStore(str(p), "the database file has other hard links")
 
 
 class FrameStore:
@@ -95,6 +132,7 @@ class FrameStore:
         db_path = root / DB_NAME
         if root.exists() and not root.is_dir():
             raise NotAStore(str(root), "is a file, not a store directory")
+        _check_database_files(db_path)
         if not db_path.exists():
             if readonly or not create:
                 raise NotAStore(
@@ -186,11 +224,31 @@ class FrameStore:
         when it cannot be told)."""
         return writer_running(self.root)
 
+    def next_ids(self) -> tuple[int, int]:
+        """``(run id, episode id)`` for a new recording: above every id the catalogue
+        holds and every episode id (chunk stream key) in a segment the catalogue has not
+        registered, i.e. frames of a writer that died before its rows committed. Call with
+        the writer lock held. Registered segments need no look: a segment is registered
+        only once its frames have rows (``gc`` refuses unregistered ones)."""
+        run, episode = self.catalog.next_ids()
+        rows = self.catalog.segment_rows()
+        for sid, path in segment_files(self.root).regular.items():
+            if sid in rows:
+                continue
+            try:
+                scan = scan_segment(path, sid)
+            except (OSError, CorruptData):
+                continue
+            keys = (h.stream_key for h in scan.chunks.values() if h.stream_key < _MAX_NEW_ID)
+            episode = max(episode, max(keys, default=0) + 1)
+        return run, episode
+
     # ----------------------------------------------------------------- runs/episodes
     def runs(self) -> list[RunInfo]:
         return self.catalog.runs()
 
     def run(self, run_id: int) -> RunInfo:
+        run_id = check_id(run_id, "run id")
         for r in self.runs():
             if r.id == run_id:
                 return r
@@ -203,7 +261,7 @@ class FrameStore:
         return self.catalog.episodes(run_id=run_id, include_deleted=include_deleted)
 
     def episode(self, episode_id: int, *, include_deleted: bool = False) -> EpisodeInfo:
-        ep = self.catalog.episode(int(episode_id))
+        ep = self.catalog.episode(check_id(episode_id, "episode id"))
         if ep is None or (ep.status == "deleted" and not include_deleted):
             raise EpisodeNotFound(episode_id)
         return ep
@@ -213,15 +271,15 @@ class FrameStore:
         self, episode_id: int, start: int = 0, stop: int | None = None
     ) -> list[StepInfo]:
         """Step records of an episode in step order, ``start <= step < stop``."""
-        self.episode(episode_id)
-        return self.catalog.steps(episode_id, start, stop)
+        ep = self.episode(episode_id)
+        return self.catalog.steps(ep.id, *_step_range(start, stop))
 
     def frame_locations(
         self, episode_id: int, start: int = 0, stop: int | None = None
     ) -> list[tuple[int, FrameLocation | None]]:
         """``(step, (segment, offset, slot) or None)`` for the episode's rows, in order."""
-        self.episode(episode_id)
-        return self.catalog.frame_locations(episode_id, start, stop)
+        ep = self.episode(episode_id)
+        return self.catalog.frame_locations(ep.id, *_step_range(start, stop))
 
     def frame_summary(
         self, episode_id: int, start: int = 0, stop: int | None = None
@@ -229,8 +287,8 @@ class FrameStore:
         """What is committed for ``start <= step < stop`` of an episode right now: the
         step count, the distinct frame shapes and the number of stored frames (a snapshot:
         rows of a live episode keep arriving)."""
-        self.episode(episode_id)
-        return self.catalog.frame_summary(episode_id, start, stop)
+        ep = self.episode(episode_id)
+        return self.catalog.frame_summary(ep.id, *_step_range(start, stop))
 
     def read_frame(self, episode_id: int, step: int) -> np.ndarray:
         """The frame of one step, bit-exact (checksum verified)."""
@@ -298,9 +356,9 @@ class FrameStore:
         if source is not None:
             return sum(source.record_bytes(segment, off) for off in offsets)
         try:
-            with open(segment_path(self.root, segment), "rb") as fp:
+            with open_segment(segment_path(self.root, segment), segment) as fp:
                 return sum(record_extent(fp, off) for off in offsets)
-        except FileNotFoundError:
+        except (FileNotFoundError, CorruptData, UnsafeStore):  # missing, a link, a FIFO...
             return 0
 
     def episode_bytes(self, episode_id: int) -> int:
@@ -330,11 +388,12 @@ class FrameStore:
         self._check_writable()
         live = self.live_bytes_by_segment()
         marks = self.catalog.segment_states()
-        on_disk = list_segment_ids(self.root)
+        files = segment_files(self.root)
+        on_disk = list(files.regular) + list(files.irregular)
         with self.transaction() as cat:
-            for sid in on_disk:
+            for sid, path in files.regular.items():
                 try:
-                    size = segment_path(self.root, sid).stat().st_size
+                    size = os.lstat(path).st_size
                 except FileNotFoundError:
                     continue
                 cat.record_segment(sid, self.segment_state(sid, marks), size, live.get(sid, 0))
@@ -345,16 +404,17 @@ class FrameStore:
         """Delete segment files (after the catalogue stopped pointing into them)."""
         ids = list(segments)
         self.reader.forget(ids)  # our own descriptors: let the kernel free the space
+        directory = checked_segment_dir(self.root)
         for sid in ids:
             segment_path(self.root, sid).unlink(missing_ok=True)
-        fsync_dir(self.root / SEGMENT_DIR)
+        fsync_dir(directory)
 
     def file_bytes(self) -> dict[str, int]:
         """Bytes on disk: ``segments`` (files), ``database``, ``wal``, ``shm``."""
 
         def size(path: str | os.PathLike) -> int:
             try:
-                return os.stat(path).st_size
+                return os.lstat(path).st_size
             except FileNotFoundError:
                 return 0
 
@@ -374,7 +434,7 @@ class FrameStore:
         changes. Returns the episodes deleted (or that would be, with ``dry_run``)."""
         if self.readonly:
             raise InvalidInput("store is open read-only")
-        ids = list(dict.fromkeys(int(i) for i in episode_ids))
+        ids = list(dict.fromkeys(check_id(i, "episode id") for i in episode_ids))
         eps = [self.episode(i) for i in ids]
         recording = [e.id for e in eps if e.status == "recording" and self._is_live(e.id)]
         if recording:
@@ -440,3 +500,13 @@ class FrameStore:
 
     def __repr__(self) -> str:
         return f"FrameStore({self.location!r}{', readonly' if self.readonly else ''})"
+
+
+#: Stream keys at or above this are not taken as episode ids (SQLite integers, with room).
+_MAX_NEW_ID = 2**62
+
+
+def _step_range(start: int, stop: int | None) -> tuple[int, int | None]:
+    """A step range as the catalogue takes it (SQLite integers: bounds beyond any step
+    are clamped, not overflowed)."""
+    return clamp_step(start, "start"), None if stop is None else clamp_step(stop, "stop")

@@ -15,6 +15,7 @@ from .errors import (
     QueueFull,
     SchemaTooNew,
     SinkError,
+    StoreIOError,
 )
 from .events import (
     Barrier,
@@ -54,6 +55,7 @@ __all__ = [
     "SchemaTooNew",
     "SinkError",
     "SinkMetrics",
+    "StoreIOError",
     "Step",
     "StepBatch",
     "StorageProfile",

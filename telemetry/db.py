@@ -16,7 +16,11 @@ import sqlite_utils
 
 import migrations as _migrations
 
-from .errors import InvalidInput, NotAStore, SchemaTooNew
+from .errors import FrameStoreError, InvalidInput, NotAStore, SchemaTooNew, StoreIOError
+
+#: Below this many free bytes, an I/O failure opening the database is reported as a
+#: full disk (SQLite says "disk I/O error" when it cannot size its shared-memory file).
+_LOW_SPACE = 1 << 20
 
 
 class DurabilityWarning(UserWarning):
@@ -212,7 +216,7 @@ def _open(
         else:
             conn = sqlite3.connect(str(p), check_same_thread=False)
     except sqlite3.Error as exc:
-        raise NotAStore(str(path), f"cannot open database: {exc}") from exc
+        raise _open_error(p, exc, f"cannot open database: {exc}") from exc
     try:
         db = sqlite_utils.Database(conn)
         _configure(db, profile, readonly=readonly, path=str(path))
@@ -236,7 +240,34 @@ def _configure(db: sqlite_utils.Database, profile: StorageProfile, *, readonly: 
             # Reading the schema is what detects "file is not a database".
             db.execute("SELECT count(*) FROM sqlite_master").fetchone()
     except sqlite3.DatabaseError as exc:
-        raise NotAStore(path, f"not a SQLite database ({exc})") from exc
+        raise _open_error(pathlib.Path(path), exc, f"not a SQLite database ({exc})") from exc
+
+
+def _open_error(path: pathlib.Path, exc: sqlite3.Error, otherwise: str) -> FrameStoreError:
+    """What a failure to open the database means: no space left or an I/O error (the
+    store may be fine: ``StoreIOError``), else a file that is not a store database."""
+    code = exc.sqlite_errorcode & 0xFF if isinstance(exc.sqlite_errorcode, int) else None
+    io_codes = (sqlite3.SQLITE_FULL, sqlite3.SQLITE_IOERR, sqlite3.SQLITE_CANTOPEN)
+    free = _free_bytes(path.parent)
+    if code == sqlite3.SQLITE_FULL or (code in io_codes and free is not None and free < _LOW_SPACE):
+        return StoreIOError(
+            str(path),
+            f"no space left on the device ({free} bytes free): cannot open the database; "
+            "free some space and try again",
+        )
+    if code in (sqlite3.SQLITE_IOERR, sqlite3.SQLITE_FULL) or (
+        code == sqlite3.SQLITE_CANTOPEN and path.exists()
+    ):
+        return StoreIOError(str(path), f"cannot open the database: {exc}")
+    return NotAStore(str(path), otherwise)
+
+
+def _free_bytes(directory: pathlib.Path) -> int | None:
+    try:
+        st = os.statvfs(directory)
+    except OSError:
+        return None
+    return st.f_bavail * st.f_frsize
 
 
 def _check_and_migrate(db: sqlite_utils.Database, path: str, *, readonly: bool) -> None:

@@ -33,6 +33,16 @@ class NotAStore(FrameStoreError, FileNotFoundError):
         super().__init__(f"{path}: {reason}")
 
 
+class StoreIOError(FrameStoreError, OSError):
+    """The store's files could not be read or written (no space left, an I/O error):
+    the store itself may be fine."""
+
+    def __init__(self, path: str, detail: str):
+        self.path = path
+        self.detail = detail
+        super().__init__(f"{path}: {detail}")
+
+
 class InvalidInput(FrameStoreError, ValueError):
     """Bad input rejected before anything was queued or written."""
 

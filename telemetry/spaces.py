@@ -47,6 +47,9 @@ from .errors import InfoTooLarge, InvalidInput
 INFO_LIMIT_BYTES = 64 * 1024
 
 _TAG = "$t"
+#: Deepest nesting accepted in ``info`` (a self-referential dict is infinitely deep).
+MAX_DEPTH = 64
+_TOO_DEEP = "{what} is nested more than 64 levels deep or refers to itself; store flat data"
 _NUMERIC_KINDS = "biuf"
 _SEPARATORS = (",", ":")
 
@@ -177,9 +180,12 @@ def encode_action(action: Any, space: gs.Space | None = None) -> str | None:
     """
     if action is None:
         return None
-    if space is None:
-        return _dumps(_tagged(action, "action"))
-    return _dumps(_by_space(action, space, "action"))
+    try:
+        if space is None:
+            return _dumps(_tagged(action, "action"))
+        return _dumps(_by_space(action, space, "action"))
+    except RecursionError:
+        raise InvalidInput(_TOO_DEEP.format(what="action")) from None
 
 
 def decode_action(text: str | None, spec: Mapping[str, Any] | None = None) -> Any:
@@ -405,6 +411,21 @@ def encode_info(info: Mapping[str, Any] | None, limit: int = INFO_LIMIT_BYTES) -
         return "{}"
     if not isinstance(info, Mapping):
         raise InvalidInput(f"info must be a dict, not {type(info).__qualname__}")
+    try:
+        text = _encode_info(info, limit)
+    except RecursionError:
+        # Python's own limit met first (a very deep structure): the same answer.
+        raise InvalidInput(_TOO_DEEP.format(what="info")) from None
+    try:
+        size = len(text.encode("utf-8"))
+    except UnicodeEncodeError as exc:
+        raise InvalidInput(f"info holds a string that is not valid Unicode: {exc}") from exc
+    if size > limit:
+        raise InfoTooLarge(size, limit)
+    return text
+
+
+def _encode_info(info: Mapping[str, Any], limit: int) -> str:
     text = None
     if isinstance(info, dict):
         # Fast path for the common all-plain info (Atari: three ints). A "$" anywhere
@@ -417,12 +438,6 @@ def encode_info(info: Mapping[str, Any] | None, limit: int = INFO_LIMIT_BYTES) -
             text = None
     if text is None:
         text = _dumps(_info_value(info, "info", limit))
-    try:
-        size = len(text.encode("utf-8"))
-    except UnicodeEncodeError as exc:
-        raise InvalidInput(f"info holds a string that is not valid Unicode: {exc}") from exc
-    if size > limit:
-        raise InfoTooLarge(size, limit)
     return text
 
 
@@ -432,8 +447,10 @@ def decode_info(text: str | None) -> dict[str, Any]:
         return {}
     try:
         return json.loads(text, object_hook=_info_hook)
-    except ValueError as exc:
+    except (ValueError, TypeError) as exc:
         raise InvalidInput(f"info is not valid JSON: {exc}") from exc
+    except RecursionError:
+        raise InvalidInput(_TOO_DEEP.format(what="info")) from None
 
 
 def _info_key(key: Any, path: str) -> str:
@@ -448,7 +465,9 @@ def _info_key(key: Any, path: str) -> str:
     raise InvalidInput(f"{path}: key {key!r} of type {type(key).__qualname__} cannot be a JSON key")
 
 
-def _info_value(value: Any, path: str, limit: int) -> Any:
+def _info_value(value: Any, path: str, limit: int, depth: int = 0) -> Any:
+    if depth > MAX_DEPTH:
+        raise InvalidInput(_TOO_DEEP.format(what="info") + f" (at {path[:80]}...)")
     if value is None or isinstance(value, bool | str):
         return value
     if isinstance(value, int):
@@ -463,20 +482,21 @@ def _info_value(value: Any, path: str, limit: int) -> Any:
         if 2 * value.size - 1 > limit:
             raise InfoTooLarge(2 * value.size - 1, limit)
         if value.dtype.kind == "f" and not np.all(np.isfinite(value)):
-            return _info_value(value.tolist(), path, limit)
+            return _info_value(value.tolist(), path, limit, depth + 1)
         return value.tolist()
     if isinstance(value, np.generic):
         if value.dtype.kind not in _NUMERIC_KINDS:
             raise InvalidInput(f"{path}: numpy value of dtype {value.dtype} cannot be encoded")
-        return _info_value(value.item(), path, limit)
+        return _info_value(value.item(), path, limit, depth + 1)
     if isinstance(value, Mapping):
         return {
-            _info_key(k, path): _info_value(v, f"{path}[{k!r}]", limit) for k, v in value.items()
+            _info_key(k, path): _info_value(v, f"{path}[{k!r}]", limit, depth + 1)
+            for k, v in value.items()
         }
     if isinstance(value, list | tuple):
-        return [_info_value(v, f"{path}[{i}]", limit) for i, v in enumerate(value)]
+        return [_info_value(v, f"{path}[{i}]", limit, depth + 1) for i, v in enumerate(value)]
     if isinstance(value, set | frozenset):
-        items = [_info_value(v, f"{path}{{}}", limit) for v in value]
+        items = [_info_value(v, f"{path}{{}}", limit, depth + 1) for v in value]
         try:
             return sorted(items)
         except TypeError:

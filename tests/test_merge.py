@@ -374,3 +374,26 @@ def test_a_store_of_framestore_0_1_0_merges_and_replays(tmp_path):
         assert set(st.catalog.merged_segments().values()) == {1, 2}
     result = run_cli("verify", dest, "--replay")
     assert result.exit_code == 0 and "3 match" in result.stdout, result.output
+
+
+def test_recover_and_gc_on_a_merged_store_whose_stream_keys_collide(tmp_path, assault_frames):
+    """After a merge, episode 2's chunks carry stream key 1 (its id in its source) while
+    the store's own episode 1 is another, shorter recording: recover must neither adopt
+    episode 2's frames into episode 1 nor copy them as a foreign recording."""
+    a, b, dest = tmp_path / "a.store", tmp_path / "b.store", tmp_path / "dest.store"
+    record_episodes(a, assault_frames, episodes=1, steps=6)
+    record_episodes(b, assault_frames[100:], episodes=1, steps=14)
+    merge(dest, [a, b])
+    before = store_content(dest)
+    assert sorted(len(ep[6]) for ep in before) == [6, 14]  # two episodes, both stream key 1
+    with FrameStore.open(dest, readonly=True) as store:
+        assert [(e.id, e.steps, e.stream_key) for e in store.episodes()] == [(1, 6, 1), (2, 14, 1)]
+    report = recover(dest)
+    assert not report.changed and not report.data_lost, report.as_dict()
+    assert store_content(dest) == before
+    assert verify(dest).ok
+    with FrameStore.open(dest) as store:
+        store.delete_episodes([1])
+    assert run_cli("gc", dest, "--threshold", 1).exit_code == 0
+    assert not recover(dest).changed
+    assert store_content(dest) == [ep for ep in before if len(ep[6]) == 14]

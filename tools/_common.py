@@ -20,7 +20,9 @@ from framestore.errors import (
     RunNotFound,
     SchemaTooNew,
     SinkError,
+    StoreIOError,
     StoreLocked,
+    UnsafeStore,
     WriterFailed,
 )
 from framestore.jsonsafe import dumps
@@ -58,9 +60,9 @@ def exit_code_for(exc: BaseException) -> int:
         return _sqlite_exit_code(exc)
     if isinstance(exc, StoreLocked):
         return EXIT_LOCKED
-    if isinstance(exc, CorruptData):
+    if isinstance(exc, (CorruptData, UnsafeStore)):
         return EXIT_CORRUPT
-    if isinstance(exc, (WriterFailed, QueueFull)):
+    if isinstance(exc, (WriterFailed, QueueFull, StoreIOError)):
         return EXIT_IO
     if isinstance(exc, (InvalidInput, NotAStore, EpisodeNotFound, RunNotFound, SchemaTooNew)):
         return EXIT_USAGE

@@ -60,7 +60,21 @@ def gui_command(
         )
     except ValueError as e:
         raise click.UsageError(str(e), ctx) from None
+    if replay is not None:
+        _check_replay_id(store, replay)
     ctx.exit(run(Path(store) if store else None, options))
+
+
+def _check_replay_id(store: str | None, replay: int) -> None:
+    """An id SQLite cannot hold, or (in a given store) no such episode: one line, exit 2,
+    before Qt starts (its signals carry 32-bit ints)."""
+    from framestore import FrameStore
+    from framestore.catalog import check_id
+
+    check_id(replay, "--replay episode id")
+    if store is not None and Path(store, "framestore.db").exists():
+        with FrameStore.open(store, readonly=True) as st:
+            st.episode(replay)
 
 
 COMMANDS = [gui_command]

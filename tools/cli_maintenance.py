@@ -96,6 +96,8 @@ def verify(store, quick, replay, episodes, as_json):
     else:
         for p in r.problems:
             click.echo(str(p))
+        for note in r.in_progress:
+            click.echo(f"in progress: {note}")
         summary = (
             f"{r.segments_checked} segments, {r.records_checked} records, "
             f"{r.frames_checked} frames, {r.steps_checked} step pointers, "
@@ -129,15 +131,22 @@ def _verify_replay(store, episodes, quick, as_json) -> None:
 
 @click.command()
 @store_arg
+@click.option(
+    "--drop-missing",
+    is_flag=True,
+    help="Forget the frames of segments that are missing or unreadable (default: keep "
+    "their pointers and report them, so a restored file is used again).",
+)
 @json_opt
-def recover(store, as_json):
+def recover(store, drop_missing, as_json):
     """Repair a store after a crash: cut torn tails, seal, rebuild lost rows.
 
-    Exit status 0 when nothing was lost, 3 when the store was repaired with data loss."""
+    Exit status 0 when nothing was lost, 3 when the store was repaired with data loss,
+    1 when rows still point into segments that cannot be read (kept, see --drop-missing)."""
     from .recover import recover as do_recover
 
     with progress_bar("recovering", show_progress() and not as_json) as progress:
-        r = do_recover(store, progress=progress)
+        r = do_recover(store, progress=progress, drop_missing=drop_missing)
     if as_json:
         emit_json(r.as_dict())
     else:
@@ -162,6 +171,16 @@ def recover(store, as_json):
             click.echo(f"LOST: episode {ep}: {n} frame(s) unreadable; their steps are kept")
         for ep, n in r.steps_recovered.items():
             click.echo(f"episode {ep}: {n} step row(s) rebuilt from segments")
+        for ep, n in r.steps_relinked.items():
+            click.echo(f"episode {ep}: {n} step row(s) re-linked to another copy of their frame")
+        for new, old in r.episodes_split.items():
+            click.echo(
+                f"episode {new}: frames of an earlier recording that had used episode id {old} "
+                "(kept apart, not merged)"
+            )
+        for sid, eps in r.segments_unavailable.items():
+            which = ", ".join(f"episode {ep}: {n}" for ep, n in eps.items())
+            click.echo(f"MISSING: segment {sid} cannot be read; frame pointers kept ({which})")
         if r.episodes_created:
             click.echo(f"episodes re-created: {', '.join(map(str, r.episodes_created))}")
         if r.episodes_interrupted:
@@ -175,12 +194,19 @@ def recover(store, as_json):
                 f"recovered with data loss ({human_bytes(r.bytes_discarded)} of segment data "
                 f"unreadable), {r.seconds} s"
             )
+        elif r.missing:
+            click.echo(
+                "recovered what could be read; restore the missing segment(s) and run "
+                f"recover again, or `framestore recover --drop-missing`, {r.seconds} s"
+            )
         elif r.changed:
             click.echo(f"recovered, nothing lost, {r.seconds} s")
         else:
             click.echo(f"nothing to recover, {r.seconds} s")
     if r.data_lost:
         click.get_current_context().exit(EXIT_DATA_LOSS)
+    if r.missing:
+        click.get_current_context().exit(EXIT_PROBLEMS)
 
 
 COMMANDS = [gc, verify, recover]

@@ -8,6 +8,18 @@ segments to empty and reports. A fifth phase, ``vacuumed``, syncs the catalogue 
 Deleted episodes keep their ``episodes`` row (status ``deleted``) while their step rows
 go: the row is what tells ``recover`` never to resurrect their frames, and it keeps run
 statistics and episode ids stable.
+
+gc only ever deletes frames that a committed deletion made dead. It refuses (one line:
+run ``framestore recover`` first) while the catalogue may not know every frame:
+
+- an episode is still marked ``recording`` (a writer died; its last frames have no rows);
+- a segment file has no row in the ``segments`` table. Every segment is registered once
+  all of its frames have rows (a recorder registers its segments when it closes,
+  ``recover`` when it has rebuilt the rows, a compaction in its repoint transaction), so
+  an unregistered segment holds frames the catalogue may not know: a recording killed
+  before its episode row committed, or a ``framestore.db`` older than its segments (a
+  restored backup, an empty database). The copies of a crashed compaction are the one
+  exception: they are listed in ``compaction.outputs`` and deleted first.
 """
 
 from __future__ import annotations
@@ -17,14 +29,21 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
 from framestore import FrameStore, InvalidInput
+from framestore.catalog import COMPACTION_OUTPUTS
 from framestore.compaction import PHASES as COMPACTION_PHASES
-from framestore.compaction import Victim, compact, remove_obsolete, target_segment_bytes
+from framestore.compaction import (
+    Victim,
+    compact,
+    remove_leftover_outputs,
+    remove_obsolete,
+    target_segment_bytes,
+)
 from framestore.segments import (
     SEGMENT_OVERHEAD,
     is_sealed,
     list_partials,
-    list_segment_ids,
     remove_partials,
+    segment_files,
     segment_path,
 )
 
@@ -102,9 +121,8 @@ def _plan(store: FrameStore, threshold: float) -> list[Victim]:
     live). Active segments (a writer's, or one needing ``recover``) are never victims."""
     states = store.catalog.segment_states()
     victims = []
-    for sid in list_segment_ids(store.root):
-        path = segment_path(store.root, sid)
-        if path.is_symlink() or states.get(sid) in ("obsolete", "compacting"):
+    for sid, path in segment_files(store.root).regular.items():
+        if states.get(sid) in ("obsolete", "compacting") or sid not in states:
             continue
         if not is_sealed(path):
             continue
@@ -160,13 +178,41 @@ def collect(
     return report
 
 
+def _refuse_unless_catalogue_complete(store: FrameStore, *, leftovers: bool) -> None:
+    """``InvalidInput`` (run ``recover`` first) while frames may lack rows (see the module
+    docstring). With ``leftovers`` the copies of a crashed compaction do not count."""
+    stale = store.catalog.stale_recordings()
+    if stale:
+        raise InvalidInput(
+            f"episode {stale[0]} was left 'recording' by a writer that stopped; its frames "
+            "may have no rows yet. Run `framestore recover` first"
+        )
+    rows = store.catalog.segment_rows()
+    outputs = store.catalog.meta_get(COMPACTION_OUTPUTS) if leftovers else None
+    known = set(rows) | set(outputs if isinstance(outputs, list) else [])
+    unknown = sorted(set(segment_files(store.root).regular) - known)
+    if unknown:
+        raise InvalidInput(
+            f"segment {unknown[0]} is not in the catalogue ({len(unknown)} such segment(s): "
+            "frames of a recording that did not finish, or a database older than its "
+            "segments); gc could delete frames that have no rows. Run `framestore recover` first"
+        )
+
+
 def _dry_run(store: FrameStore, report: GcReport, threshold: float) -> None:
+    _refuse_unless_catalogue_complete(store, leftovers=True)
     root = store.root
     report.partials_removed = [p.name for p in list_partials(root)]
     obsolete = [s for s in store.catalog.obsolete_segments() if segment_path(root, s).exists()]
     victims = _plan(store, threshold)
     report.segments_rewritten = [v.segment for v in victims if v.live_offsets]
-    report.segments_deleted = obsolete + [v.segment for v in victims]
+    outputs = store.catalog.meta_get(COMPACTION_OUTPUTS)
+    leftovers = [
+        s
+        for s in (outputs if isinstance(outputs, list) else [])
+        if isinstance(s, int) and segment_path(root, s).exists()
+    ]
+    report.segments_deleted = leftovers + obsolete + [v.segment for v in victims]
     live = sum(v.live_bytes for v in victims)
     n_out = 0
     if live:
@@ -180,13 +226,10 @@ def _dry_run(store: FrameStore, report: GcReport, threshold: float) -> None:
 
 
 def _run(store: FrameStore, report: GcReport, threshold: float, progress, hook) -> None:
-    stale = store.catalog.stale_recordings()
-    if stale:
-        raise InvalidInput(
-            f"episode {stale[0]} was left 'recording' by a writer that stopped; its frames "
-            "may have no rows yet. Run `framestore recover` first"
-        )
+    _refuse_unless_catalogue_complete(store, leftovers=True)
     report.partials_removed = remove_partials(store.root)
+    report.segments_deleted += remove_leftover_outputs(store)
+    _refuse_unless_catalogue_complete(store, leftovers=False)
     report.segments_deleted += remove_obsolete(store)
     store.sync_segments()
     victims = _plan(store, threshold)

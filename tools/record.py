@@ -10,6 +10,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from framestore import FrameStore, RecordVectorFrames
+from framestore.catalog import MAX_SQLITE_INT
 from framestore.envs import VECTOR_MODES, make_env, make_vec_env
 from framestore.errors import InvalidInput
 from framestore.wrappers import RecordFrames
@@ -19,20 +20,34 @@ POLICIES = ("random",)
 
 @contextmanager
 def sigterm_as_interrupt():
-    """SIGTERM behaves like Ctrl-C: flush what was recorded, mark the episode interrupted."""
+    """SIGTERM behaves like Ctrl-C: flush what was recorded, mark the episode interrupted.
+
+    Only the first SIGINT/SIGTERM interrupts. Both are then ignored (``SIG_IGN``) for the
+    rest of the process: later ones (a second Ctrl-C, a supervisor repeating SIGTERM)
+    arrive while the recording is flushed and closed, or while the interpreter shuts
+    down (which resets Python-level handlers to the default), and would otherwise turn
+    exit 130 into death by signal (-2/-15) half-way through. The process is on its way
+    out; nothing is restored after an interrupt."""
+    signals = (signal.SIGINT, signal.SIGTERM)
+    received: list[int] = []
 
     def handler(signum, frame):
+        for sig in signals:
+            signal.signal(sig, signal.SIG_IGN)
+        received.append(signum)
         raise KeyboardInterrupt
 
     try:
-        old = signal.signal(signal.SIGTERM, handler)
+        old = {sig: signal.signal(sig, handler) for sig in signals}
     except ValueError:  # not the main thread
         yield
         return
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, old)
+        if not received:
+            for sig, previous in old.items():
+                signal.signal(sig, previous)
 
 
 def record(
@@ -72,6 +87,15 @@ def record(
         raise InvalidInput("--envs must be at least 1")
     if vector_mode not in VECTOR_MODES:
         raise InvalidInput(f"--vector-mode must be one of {', '.join(VECTOR_MODES)}")
+    seeds = max(episodes, envs)  # episode (or sub-env) i is reset with seed + i
+    if not 0 <= seed <= MAX_SQLITE_INT - (seeds - 1):
+        # The store keeps seeds as 64-bit integers: refused here, before the store is
+        # opened, not after the frames are written.
+        raise InvalidInput(
+            f"--seed must be from 0 to {MAX_SQLITE_INT - (seeds - 1)} for {seeds} "
+            f"episode(s) or environments (seeds are 64-bit integers, the i-th uses seed + i), "
+            f"got {seed}"
+        )
     overrides: dict[str, Any] = {}
     if codec is not None:
         overrides["codec"] = codec

@@ -8,22 +8,33 @@ Runs with the writer lock held. In order:
    (truncate in place, append a SEAL record, fsync). Corruption *inside* a segment with
    good records after it is not cut: those records are kept, and the segment is rewritten
    without the bad bytes (step 6);
-3. step rows whose frame pointer no longer resolves (missing segment, no good chunk at
-   the offset, slot out of range, chunk of another step or shape) lose their pointer:
-   the row, with its action, reward and flags, is kept and reads as a step without a
-   frame. This is data loss and is reported per episode;
+3. step rows whose frame pointer no longer resolves (no good chunk at the offset, slot
+   out of range, chunk of another step or shape) are re-linked to another good copy of
+   their frame when a segment holds one (a database restored from a backup older than a
+   ``gc``); else they lose their pointer: the row, with its action, reward and flags, is
+   kept and reads as a step without a frame. This is data loss and is reported per
+   episode. A pointer into a segment that is only *unavailable* (the file is missing, is
+   not a regular file, or its header cannot be read: it may be a file being restored, a
+   permission problem or a disk not mounted) is kept and reported; only
+   ``drop_missing`` (``recover --drop-missing``) forgets such frames;
 4. frames the segments hold but the database has no row for (chunk stream key =
    episode id, frame key = step) get a row back: frame pointer set, action and reward
    NULL, info ``{"recovered": true}``. A missing episode row is created (status
    ``interrupted``) under a run with env_id ``unknown (recovered)``. Episodes whose
-   status is ``deleted`` are never brought back;
+   status is ``deleted`` are never brought back. Frames of two recordings are never
+   merged into one episode: a frame joins an existing episode only when it cannot be
+   another recording's (``tools._recover_rows``); the chunks of an earlier recording
+   that used the same episode id get an episode of their own (copied under a new id);
 5. episodes left ``recording`` become ``interrupted`` with ``steps`` and
    ``total_reward`` recomputed from their rows;
-6. segments with corruption in the middle are compacted like ``gc`` does, and sealed
-   segments that only duplicate frames other segments already serve (an interrupted
-   ``gc``'s copies) are deleted; finally the catalogue is synced.
+6. segments with corruption in the middle or with such foreign chunks are compacted like
+   ``gc`` does, and sealed segments that only duplicate frames other segments already
+   serve (an interrupted ``gc``'s copies) are deleted; finally the catalogue is synced.
 
-Running it again changes nothing and reports nothing lost.
+The frames it reports lost are kept in the store's ``meta`` table from the transaction
+that cleared their pointers until a ``recover`` completes and returns them, so an
+interrupted ``recover`` run again still reports them. Running it again after that
+changes nothing and reports nothing lost.
 """
 
 from __future__ import annotations
@@ -34,21 +45,23 @@ from collections import defaultdict
 from dataclasses import asdict, dataclass, field
 
 from framestore import FrameStore
-from framestore.catalog import MAX_SQLITE_INT, RECOVERED_ENV_ID, format_shape
-from framestore.compaction import Victim, compact, remove_obsolete
-from framestore.files import fsync_dir
+from framestore.catalog import PENDING_LOSS, RECOVERED_ENV_ID
+from framestore.compaction import Victim, compact, remove_leftover_outputs, remove_obsolete
+from framestore.errors import CorruptData
 from framestore.merging import undo_incomplete_merges
 from framestore.scan import SegmentScan, scan_segment
 from framestore.segments import (
     FILE_HEADER_SIZE,
     SEAL_RECORD_SIZE,
+    cut_segment,
     remove_partials,
+    remove_segment_file,
     seal_segment,
-    segment_dir,
     segment_files,
     segment_path,
 )
 
+from ._recover_rows import Foreign, adopt_rowless, fix_pointers, insert_foreign, resolves
 from ._store import StoreArg, opened
 
 __all__ = ["RecoverReport", "recover", "RECOVERED_ENV_ID"]
@@ -60,7 +73,12 @@ class RecoverReport:
 
     ``frames_lost`` maps episode id -> number of steps whose frame could not be read
     (their pointer was cleared); ``steps_recovered`` maps episode id -> step rows rebuilt
-    from segments. ``bytes_discarded`` counts unreadable segment bytes removed.
+    from segments; ``steps_relinked`` episode id -> rows pointed at another copy of their
+    frame. ``segments_unavailable`` maps a segment that rows point into but that cannot
+    be read now to ``{episode id: frames}``: those pointers were kept (``missing``).
+    ``episodes_split`` maps an episode created for an earlier recording's frames to the
+    id that recording had used. ``bytes_discarded`` counts unreadable segment bytes
+    removed.
     """
 
     segments_truncated: list[dict] = field(default_factory=list)
@@ -68,10 +86,13 @@ class RecoverReport:
     segments_corrupt: list[dict] = field(default_factory=list)
     segments_rewritten: list[int] = field(default_factory=list)
     segments_removed: list[int] = field(default_factory=list)
+    segments_unavailable: dict[int, dict[int, int]] = field(default_factory=dict)
     partials_removed: list[str] = field(default_factory=list)
     frames_lost: dict[int, int] = field(default_factory=dict)
     steps_recovered: dict[int, int] = field(default_factory=dict)
+    steps_relinked: dict[int, int] = field(default_factory=dict)
     episodes_created: list[int] = field(default_factory=list)
+    episodes_split: dict[int, int] = field(default_factory=dict)
     episodes_interrupted: list[int] = field(default_factory=list)
     bytes_discarded: int = 0
     notes: list[str] = field(default_factory=list)
@@ -80,6 +101,11 @@ class RecoverReport:
     @property
     def data_lost(self) -> bool:
         return bool(self.frames_lost) or self.bytes_discarded > 0
+
+    @property
+    def missing(self) -> bool:
+        """Rows still point into segments that cannot be read (kept, not forgotten)."""
+        return bool(self.segments_unavailable)
 
     @property
     def changed(self) -> bool:
@@ -92,6 +118,7 @@ class RecoverReport:
                 self.partials_removed,
                 self.frames_lost,
                 self.steps_recovered,
+                self.steps_relinked,
                 self.episodes_created,
                 self.episodes_interrupted,
             )
@@ -100,12 +127,19 @@ class RecoverReport:
     def as_dict(self) -> dict:
         d = asdict(self)
         d["data_lost"] = self.data_lost
+        d["missing"] = self.missing
         d["changed"] = self.changed
         return d
 
 
-def recover(store: StoreArg, *, progress=None) -> RecoverReport:
+def recover(store: StoreArg, *, progress=None, drop_missing: bool = False) -> RecoverReport:
     """Repair the store at ``store`` (a path or an open, writable ``FrameStore``).
+
+    Args:
+        store: a store directory or an open, writable ``FrameStore``.
+        progress: called as ``progress(segments_done, segments_total)``.
+        drop_missing: forget (report as lost) the frames of segments that are missing
+            or unreadable, instead of keeping their pointers for when they come back.
 
     Raises:
         StoreLocked: a recorder holds the store.
@@ -113,35 +147,90 @@ def recover(store: StoreArg, *, progress=None) -> RecoverReport:
     t0 = time.perf_counter()
     report = RecoverReport()
     with opened(store, readonly=False) as st, st.writer_lock():
-        _recover(st, report, progress)
+        _recover(st, report, progress, drop_missing)
     report.seconds = round(time.perf_counter() - t0, 3)
     return report
 
 
-def _recover(st: FrameStore, report: RecoverReport, progress) -> None:
+def _recover(st: FrameStore, report: RecoverReport, progress, drop_missing: bool) -> None:
     report.partials_removed = remove_partials(st.root)
+    report.segments_removed += remove_leftover_outputs(st)
     report.segments_removed += remove_obsolete(st)
     undone = len(st.catalog.incomplete_merges())
     report.segments_removed += undo_incomplete_merges(st)
     if undone:
         report.notes.append(f"{undone} interrupted merge(s) undone (their copies removed)")
-    scans = _repair_segments(st, report, progress)
-    chunks = {
-        (sid, off): header for sid, scan in scans.items() for off, header in scan.chunks.items()
-    }
+    scans, unavailable = _repair_segments(st, report, progress)
+    next_id = _next_episode_id(st, scans)
     with st.transaction() as cat:
         statuses = cat.episode_statuses()
-        _clear_dangling(cat, chunks, statuses, report)
-        _reinsert(cat, scans, statuses, report)
+        rows = fix_pointers(cat, scans, unavailable, statuses, drop_missing=drop_missing)
+        report.steps_relinked = rows.relinked
+        report.segments_unavailable = rows.kept_missing
+        # Until a recover completes, what this one found lost stays on record.
+        cat.meta_set(PENDING_LOSS, _merge(cat.meta_get(PENDING_LOSS), rows.lost))
+        found = adopt_rowless(cat, scans, statuses, next_id, st.root)
+        report.steps_recovered, report.episodes_created, foreign, skipped = found
         report.episodes_interrupted = cat.interrupt_recordings()
+    if skipped:
+        report.notes.append(
+            f"{skipped} frames with a stream key that names no one episode; left unread"
+        )
+    _compact(st, scans, foreign, report)
     _remove_duplicates(st, scans, report)
-    _rewrite_corrupt(st, scans, report)
+    _forget_gone_segments(st)
     st.sync_segments()
     st.reader.forget()
+    for sid, eps in report.segments_unavailable.items():
+        report.notes.append(
+            f"segment {sid} cannot be read; the pointers of {sum(eps.values())} frame(s) "
+            "into it were kept (restore the file and run recover again, or forget them "
+            "with `recover --drop-missing`)"
+        )
+    report.frames_lost = _merge(st.catalog.meta_get(PENDING_LOSS), {})
+    st.catalog.meta_set(PENDING_LOSS, None)
 
 
-def _repair_segments(st: FrameStore, report: RecoverReport, progress) -> dict[int, SegmentScan]:
+def _forget_gone_segments(st: FrameStore) -> None:
+    """Drop the rows of segments whose file is gone once nothing points into them."""
     files = segment_files(st.root)
+    present = set(files.regular) | set(files.irregular)
+    gone = [
+        sid
+        for sid in st.catalog.segment_rows()
+        if sid not in present and not st.catalog.pointer_count([sid])
+    ]
+    if gone:
+        with st.transaction() as cat:
+            cat.forget_segments(gone)
+
+
+def _merge(stored: object, new: dict[int, int]) -> dict[int, int]:
+    """Loss counts kept in ``meta`` (JSON: string keys) plus new ones."""
+    out: dict[int, int] = defaultdict(int)
+    if isinstance(stored, dict):
+        for k, v in stored.items():
+            if isinstance(k, str) and k.isdigit() and isinstance(v, int):
+                out[int(k)] += v
+    for k, v in new.items():
+        out[k] += v
+    return dict(sorted(out.items()))
+
+
+def _next_episode_id(st: FrameStore, scans: dict[int, SegmentScan]) -> int:
+    """An episode id above every id in the catalogue and every stream key in a segment."""
+    _run, next_id = st.catalog.next_ids()
+    keys = (h.stream_key for scan in scans.values() for h in scan.chunks.values())
+    return max(next_id, max(keys, default=0) + 1)
+
+
+def _repair_segments(
+    st: FrameStore, report: RecoverReport, progress
+) -> tuple[dict[int, SegmentScan], set[int]]:
+    """Scan, cut and seal every readable segment. Returns the scans and the segments
+    that could not be read (missing ones are added by the caller's pointer check)."""
+    files = segment_files(st.root)
+    unavailable: set[int] = set()  # a link or FIFO under a segment's name is not a segment
     if files.directory_is_link:
         report.notes.append("segments/ is a symlink; left alone")
     for sid in files.irregular:
@@ -151,22 +240,29 @@ def _repair_segments(st: FrameStore, report: RecoverReport, progress) -> dict[in
     for i, (sid, path) in enumerate(paths):
         if progress is not None:
             progress(i, len(paths))
-        scan = scan_segment(path, sid)
+        try:
+            scan = scan_segment(path, sid)
+        except (OSError, CorruptData) as e:  # vanished, replaced, permission...
+            unavailable.add(sid)
+            report.notes.append(f"segment {sid}: cannot be read ({e}); left alone")
+            continue
         if scan.header_error is not None:
             if scan.size < FILE_HEADER_SIZE:
                 # a writer died creating it: it cannot hold a frame
-                path.unlink()
-                fsync_dir(segment_dir(st.root))
+                remove_segment_file(st.root, sid)
                 report.segments_removed.append(sid)
                 report.bytes_discarded += scan.size
             else:
+                unavailable.add(sid)
                 report.notes.append(f"segment {sid}: unreadable header ({scan.header_error})")
             continue
         _repair_segment(path, scan, report)
         scans[sid] = scan
     if progress is not None:
         progress(len(paths), len(paths))
-    return scans
+    referenced = st.catalog.referenced_segments()
+    missing = set(referenced) - set(files.regular) - set(files.irregular)
+    return scans, unavailable | missing
 
 
 def _repair_segment(path, scan: SegmentScan, report: RecoverReport) -> None:
@@ -183,13 +279,11 @@ def _repair_segment(path, scan: SegmentScan, report: RecoverReport) -> None:
     good_end = scan.good_end
     removed = scan.size - good_end
     if scan.seal is None:
-        seal = seal_segment(path, good_end, len(scan.chunks), scan.frames)
+        seal = seal_segment(path, good_end, len(scan.chunks), scan.frames, sid)
         scan.add_seal_record(seal, good_end + SEAL_RECORD_SIZE)
         report.segments_sealed.append(sid)
     else:  # sealed, with bytes after the seal: cut them
-        with open(path, "r+b") as fp:
-            fp.truncate(good_end)
-            os.fsync(fp.fileno())
+        cut_segment(path, good_end, sid)
     if removed:
         report.segments_truncated.append(
             {
@@ -201,101 +295,67 @@ def _repair_segment(path, scan: SegmentScan, report: RecoverReport) -> None:
         )
         report.bytes_discarded += removed
     scan.tail = None
-    scan.size = os.stat(path).st_size
+    scan.size = os.lstat(path).st_size
 
 
-def _resolves(chunks, row) -> bool:
-    header = chunks.get((row.segment, row.offset))
-    slot = row.slot
-    if header is None or slot is None or not 0 <= slot < header.count:
-        return False
-    if header.stream_key != row.expected_key or header.frame_keys[slot] != row.step:
-        return False
-    return row.shape is None or row.shape == format_shape(header.shape)
+def _compact(
+    st: FrameStore, scans: dict[int, SegmentScan], foreign: Foreign, report: RecoverReport
+) -> None:
+    """Rewrite segments with bad records in the middle (so no unreadable bytes remain)
+    and segments holding foreign chunks (copied under their new episode ids)."""
+    rekey: dict[int, dict[int, int]] = defaultdict(dict)
+    for (sid, off), new_id in foreign.chunks.items():
+        rekey[sid][off] = new_id
+    victims = []
+    for sid, scan in sorted(scans.items()):
+        if scan.bad or sid in rekey:
+            offsets = set(st.catalog.live_chunk_offsets(sid, include_deleted=True))
+            offsets |= set(rekey[sid])
+            size = segment_path(st.root, sid).stat().st_size
+            victims.append(Victim(sid, size, sorted(offsets), 0, rekey.get(sid, {})))
+    if not victims:
+        return
+    created: list[int] = []
 
+    def rows_for_foreign(cat, moves) -> None:
+        if foreign:
+            created.extend(insert_foreign(cat, foreign, moves))
 
-def _clear_dangling(cat, chunks, statuses, report: RecoverReport) -> None:
-    lost = [(r.episode, r.step) for r in cat.all_pointers() if not _resolves(chunks, r)]
-    cat.clear_pointers(lost)
-    counts: dict[int, int] = defaultdict(int)
-    for ep, _step in lost:
-        if statuses.get(ep) != "deleted":
-            counts[ep] += 1
-    report.frames_lost = dict(sorted(counts.items()))
-
-
-def _owner(key: int, owners: dict[int, list[int]], statuses) -> int | None:
-    """The episode a chunk's stream key names: the one episode that carries it, or the
-    key itself as a new episode id; None when that is ambiguous (after a merge several
-    episodes can carry one key, and an id can be taken by an episode with another key)."""
-    found = owners.get(key, [])
-    if len(found) == 1:
-        return found[0]
-    if not found and key not in statuses:
-        return key
-    return None
-
-
-def _reinsert(cat, scans: dict[int, SegmentScan], statuses, report: RecoverReport) -> None:
-    have = defaultdict(set, cat.step_keys())
-    owners = cat.stream_key_owners()
-    merged = cat.merged_segments()  # their rows committed with them: nothing to rebuild
-    pointed = cat.pointed_frames()
-    run_id = None
-    recovered: dict[int, int] = defaultdict(int)
-    skipped = 0
-    for sid in sorted(set(scans) - set(merged)):
-        for off, header in sorted(scans[sid].chunks.items()):
-            if all((sid, off, slot) in pointed for slot in range(header.count)):
-                continue
-            ep = _owner(header.stream_key, owners, statuses)
-            if ep is None:
-                skipped += sum((sid, off, slot) not in pointed for slot in range(header.count))
-                continue
-            status = statuses.get(ep)
-            if status == "deleted":
-                continue
-            missing = [(slot, k) for slot, k in enumerate(header.frame_keys) if k not in have[ep]]
-            if not missing:
-                continue
-            if status is None:
-                if not 1 <= ep <= MAX_SQLITE_INT:
-                    skipped += len(missing)
-                    continue
-                if run_id is None:
-                    run_id = cat.create_recovered_run()
-                cat.create_recovered_episode(ep, run_id)
-                statuses[ep] = "interrupted"
-                owners[ep] = [ep]
-                report.episodes_created.append(ep)
-            shape = format_shape(header.shape)
-            cat.insert_recovered_steps((ep, k, sid, off, slot, shape) for slot, k in missing)
-            have[ep].update(k for _slot, k in missing)
-            recovered[ep] += len(missing)
-    if skipped:
-        report.notes.append(
-            f"{skipped} frames with a stream key that names no one episode; left unread"
-        )
-    report.steps_recovered = dict(sorted(recovered.items()))
-    cat.recount_episodes(report.episodes_created)
+    done = compact(st, victims, drop_deleted_rows=False, in_repoint=rows_for_foreign)
+    report.segments_rewritten = done.segments_deleted
+    report.episodes_created += created
+    report.episodes_split = dict(foreign.episodes)
+    for sid in done.segments_deleted:
+        scans.pop(sid, None)
 
 
 def _remove_duplicates(
     st: FrameStore, scans: dict[int, SegmentScan], report: RecoverReport
 ) -> None:
-    """Delete sealed segments nothing points at whose every frame is served elsewhere
-    (or belongs to a deleted episode): the copies of an interrupted gc."""
+    """Delete sealed segments nothing points at whose every frame is served by a row
+    whose pointer resolves elsewhere (or belongs to a deleted episode): the copies of
+    an interrupted gc. Frames are matched by stream key (after a merge an episode's
+    chunks carry the id it had in its source store)."""
+    chunks = {(sid, off): h for sid, scan in scans.items() for off, h in scan.chunks.items()}
     referenced = st.catalog.referenced_segments()
-    served = defaultdict(set, st.catalog.steps_with_frames())
+    merged = st.catalog.merged_segments()  # their rows committed with them: gc's job
+    served: dict[int, set[int]] = defaultdict(set)
+    for row in st.catalog.all_pointers():
+        if resolves(chunks, row):
+            served[row.expected_key].add(row.step)
     statuses = st.catalog.episode_statuses()
-    merged = st.catalog.merged_segments()  # stream keys there are not episode ids: gc's job
+    owners = st.catalog.stream_key_owners()
+
+    def deleted(key: int) -> bool:
+        found = owners.get(key, [])
+        return bool(found) and all(statuses.get(e) == "deleted" for e in found)
+
     removed = []
     for sid, scan in scans.items():
         if sid in referenced or sid in merged or scan.bad or not scan.chunks or not scan.sealed:
             continue
         if all(
-            statuses.get(h.stream_key) == "deleted"
-            or all(k in served[h.stream_key] for k in h.frame_keys)
+            deleted(h.stream_key) or all(k in served[h.stream_key] for k in h.frame_keys)
             for h in scan.chunks.values()
         ):
             removed.append(sid)
@@ -304,16 +364,3 @@ def _remove_duplicates(
         for sid in removed:
             del scans[sid]
         report.segments_removed += removed
-
-
-def _rewrite_corrupt(st: FrameStore, scans: dict[int, SegmentScan], report: RecoverReport) -> None:
-    """Compact segments with bad records in the middle, so no unreadable bytes remain."""
-    victims = []
-    for sid, scan in sorted(scans.items()):
-        if scan.bad:
-            offsets = st.catalog.live_chunk_offsets(sid, include_deleted=True)
-            size = segment_path(st.root, sid).stat().st_size
-            victims.append(Victim(sid, size, offsets, 0))
-    if victims:
-        done = compact(st, victims, drop_deleted_rows=False)
-        report.segments_rewritten = done.segments_deleted

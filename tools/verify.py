@@ -2,19 +2,26 @@
 
 Read-only: opens the database read-only, never takes the writer lock, never follows a
 path stored in SQLite (segment files are only ever named from their id) and never opens
-a symlink. Each problem names the segment/offset and, where steps are affected, the
-episode and steps.
+a symlink or anything but a regular file. Each problem names the segment/offset and,
+where steps are affected, the episode and steps.
+
+While a recorder writes, verify checks what was committed when it started: it reads the
+database in one read transaction whose snapshot is taken *before* the segments are
+scanned, so every pointer it checks names bytes written before the scan began (rows
+commit only after their frames are written). The writer's newest segment is "in
+progress": its unfinished tail is reported as such, not as damage.
 """
 
 from __future__ import annotations
 
+import sqlite3
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
 from framestore import FrameStore
 from framestore.catalog import PointerRow, format_shape
-from framestore.errors import InvalidInput
+from framestore.errors import CorruptCatalog, CorruptData, InvalidInput
 from framestore.scan import BadRecord, SegmentScan, problem_kind, scan_segment
 from framestore.segments import SegmentFiles, list_partials, relative_segment_path, segment_files
 
@@ -34,7 +41,8 @@ class Problem:
     ``missing segment``, ``unexpected segment``, ``obsolete leftover``, ``bad path``,
     ``partial leftover``, ``dangling pointer``, ``slot out of range``,
     ``shape mismatch``, ``key mismatch``, ``step count``, ``stale recording``,
-    ``interrupted merge``.
+    ``interrupted merge``, ``database`` (SQLite's own check failed), ``bad value`` (a
+    column holds a value of the wrong type or out of range).
     ``steps`` lists every affected step of ``episode`` (``step`` is the first).
     """
 
@@ -87,6 +95,7 @@ class VerifyReport:
     steps_checked: int = 0
     episodes_checked: int = 0
     writer_running: bool | None = None
+    in_progress: list[str] = field(default_factory=list)  # a live writer's unfinished tail
     seconds: float = 0.0
 
     @property
@@ -120,12 +129,31 @@ def verify(
                 "chunk's CRC): verify the local directory before publishing"
             )
         report.writer_running = st.writer_running()
-        files = _check_files(st, report)
-        scans = _scan_all(st, report, files, quick, progress)
-        _check_pointers(st, report, scans, files)
-        _check_episodes(st, report)
+        try:
+            # The snapshot is pinned by the first query, before any segment is scanned.
+            with st.catalog.read_snapshot():
+                if _check_database(st, report):
+                    files = _check_files(st, report)
+                    scans = _scan_all(st, report, files, quick, progress)
+                    _check_pointers(st, report, scans, files)
+                    _check_episodes(st, report)
+        except (CorruptCatalog, sqlite3.DatabaseError) as e:
+            report.problems.append(Problem("database", f"cannot read the catalogue: {e}"))
     report.seconds = round(time.perf_counter() - t0, 3)
     return report
+
+
+def _check_database(st: FrameStore, report: VerifyReport) -> bool:
+    """SQLite's structure check, then the type and range of every trusted column.
+    Returns False when the database is too damaged to check anything else against it."""
+    add = report.problems.append
+    damage = st.catalog.integrity_problems()
+    for text in damage[:10]:
+        add(Problem("database", f"SQLite integrity check: {text}"))
+    values = st.catalog.value_problems()
+    for v in values:
+        add(Problem("bad value", str(v)))
+    return not damage and not any(v.table == "segments" for v in values)
 
 
 def _check_files(st: FrameStore, report: VerifyReport) -> SegmentFiles:
@@ -172,12 +200,21 @@ def _scan_all(
     scans: dict[int, SegmentScan] = {}
     total = len(files.regular)
     for i, (sid, path) in enumerate(sorted(files.regular.items())):
-        scan = scans[sid] = scan_segment(path, sid, decode=not quick)
+        try:
+            scan = scans[sid] = scan_segment(path, sid, decode=not quick)
+        except (FileNotFoundError, CorruptData) as e:  # replaced or removed since listed
+            report.problems.append(Problem("bad path", f"{path.name}: {e}", sid))
+            continue
         report.segments_checked += 1
         report.bytes_checked += scan.size
         report.records_checked += len(scan.records)
         report.frames_checked += scan.frames
         in_progress = bool(running) and sid == active
+        if in_progress and scan.tail is not None:
+            report.in_progress.append(
+                f"segment {sid} is being written: {scan.size - scan.tail.offset} byte(s) after "
+                "its last complete record"
+            )
         if sid not in rows and not (running and sid > newest_row):
             report.problems.append(
                 Problem("unexpected segment", "file has no row in the segments table", sid)
@@ -255,6 +292,8 @@ def _check_pointers(
     details: dict[tuple[str, int, int, int], str] = {}
     for row in st.catalog.iter_live_pointers():
         report.steps_checked += 1
+        if not row.valid:
+            continue  # reported by the value checks ("bad value")
         found = _pointer_problem(row, scans, files)
         if found is None:
             continue

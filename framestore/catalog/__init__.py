@@ -8,15 +8,21 @@ mean; they never see a connection.
 from __future__ import annotations
 
 from ._base import END_OF_EPISODE, CatalogBase
-from ._episodes import EpisodeQueries, format_shape, parse_shape
+from ._checks import CheckQueries, ValueProblem
+from ._episodes import EPISODE_STATUSES, EpisodeQueries, format_shape, parse_shape
 from ._merges import MergeQueries, MergeRecord
+from ._meta import COMPACTION_OUTPUTS, PENDING_LOSS, MetaQueries
 from ._pointers import SEGMENT_STATES, PointerQueries, PointerRow
-from ._recovery import MAX_SQLITE_INT, RECOVERED_ENV_ID, RECOVERED_INFO, RecoveryQueries
+from ._recovery import RECOVERED_ENV_ID, RECOVERED_INFO, RecoveryQueries
 from ._stats import CatalogStats, EpisodeRowCount, StatsQueries
 from ._tables import PUBLISHED_TABLES, TableQueries
+from ._validate import MAX_SQLITE_INT, check_id, check_seed, clamp_step
 
 __all__ = [
+    "COMPACTION_OUTPUTS",
     "END_OF_EPISODE",
+    "EPISODE_STATUSES",
+    "PENDING_LOSS",
     "MAX_SQLITE_INT",
     "PUBLISHED_TABLES",
     "RECOVERED_ENV_ID",
@@ -27,6 +33,10 @@ __all__ = [
     "EpisodeRowCount",
     "MergeRecord",
     "PointerRow",
+    "ValueProblem",
+    "check_id",
+    "check_seed",
+    "clamp_step",
     "format_shape",
     "parse_shape",
 ]
@@ -39,6 +49,8 @@ class Catalog(
     StatsQueries,
     MergeQueries,
     TableQueries,
+    MetaQueries,
+    CheckQueries,
     CatalogBase,
 ):
     """A store's catalogue (one SQLite connection). Thread-safe: every query runs under

@@ -12,13 +12,23 @@ import sqlite_utils
 
 from telemetry import schema_info
 
-from ..errors import StoreClosed
+from ..errors import InvalidInput, StoreClosed
+from ._validate import END_OF_EPISODE
+
+__all__ = ["END_OF_EPISODE", "FETCH_ROWS", "CatalogBase"]
 
 #: Rows read from a cursor at a time by the iterating queries (a store can hold
 #: millions of steps).
 FETCH_ROWS = 10_000
-#: An upper bound for "to the end" in step ranges (steps are SQLite integers).
-END_OF_EPISODE = 2**62
+
+
+def _execute(conn: sqlite3.Connection, sql: str, params: tuple) -> sqlite3.Cursor:
+    try:
+        return conn.execute(sql, params)
+    except OverflowError:
+        # Callers check ids; this is the net under them: never a traceback for a number
+        # SQLite cannot hold.
+        raise InvalidInput("a number in the query does not fit a 64-bit integer") from None
 
 
 class CatalogBase:
@@ -47,38 +57,50 @@ class CatalogBase:
 
     def _rows(self, sql: str, params: Iterable[Any] = ()) -> list[tuple]:
         with self._lock:
-            return self._conn().execute(sql, tuple(params)).fetchall()
+            return _execute(self._conn(), sql, tuple(params)).fetchall()
 
     def _one(self, sql: str, params: Iterable[Any] = ()) -> tuple:
         with self._lock:
-            return self._conn().execute(sql, tuple(params)).fetchone()
+            return _execute(self._conn(), sql, tuple(params)).fetchone()
 
     def _dicts(self, sql: str, params: Iterable[Any] = ()) -> list[dict[str, Any]]:
         with self._lock:
-            cur = self._conn().execute(sql, tuple(params))
+            cur = _execute(self._conn(), sql, tuple(params))
             cols = [d[0] for d in cur.description]
             return [dict(zip(cols, row, strict=True)) for row in cur.fetchall()]
 
     def _iter(self, sql: str, params: Iterable[Any] = ()) -> Iterator[tuple]:
         """Rows a batch at a time. The lock is held while iterating: consume promptly."""
         with self._lock:
-            cur = self._conn().execute(sql, tuple(params))
+            cur = _execute(self._conn(), sql, tuple(params))
             while batch := cur.fetchmany(FETCH_ROWS):
                 yield from batch
 
     def _exec(self, sql: str, params: Iterable[Any] = ()) -> int:
         """Run one change; returns the rows it changed. Call inside ``transaction``."""
         with self._lock:
-            return max(self._conn().execute(sql, tuple(params)).rowcount, 0)
+            return max(_execute(self._conn(), sql, tuple(params)).rowcount, 0)
 
     def _exec_many(self, sql: str, rows: Iterable[Iterable[Any]]) -> int:
         with self._lock:
-            return max(self._conn().executemany(sql, [tuple(r) for r in rows]).rowcount, 0)
+            try:
+                cur = self._conn().executemany(sql, [tuple(r) for r in rows])
+            except OverflowError:
+                raise InvalidInput("a number does not fit a 64-bit integer") from None
+            return max(cur.rowcount, 0)
 
     # ----------------------------------------------------------------- public
     @contextmanager
     def transaction(self) -> Iterator[None]:
         """Everything inside commits together or not at all (nested: a savepoint)."""
+        with self._lock, self._db.atomic():
+            yield
+
+    @contextmanager
+    def read_snapshot(self) -> Iterator[None]:
+        """Every query inside reads the database as it was at the first one (one read
+        transaction; a recorder's later commits are not seen). Other threads sharing this
+        catalogue wait until it ends."""
         with self._lock, self._db.atomic():
             yield
 

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from telemetry import decode_action, decode_info
 
+from .._format import MAX_SEGMENT_ID
+from ..errors import InvalidInput
 from ..types import EpisodeInfo, FrameLocation, FrameSummary, RunInfo, StepInfo
 from ._base import END_OF_EPISODE, CatalogBase
+from ._validate import MAX_SLOT, Cell, valid_shape
+
+EPISODE_STATUSES = ("recording", "complete", "interrupted", "trimmed", "deleted")
 
 _EPISODES = """
     SELECT e.id, e.run_id, r.env_id, e.idx, e.seed, e.started, e.ended, e.total_reward,
@@ -30,61 +34,77 @@ _STEPS = (
 
 
 def parse_shape(text: str | None) -> tuple[int, ...] | None:
-    """``"210x160x3"`` -> ``(210, 160, 3)`` (how the steps table records frame shapes)."""
-    return tuple(int(x) for x in text.split("x")) if text else None
+    """``"210x160x3"`` -> ``(210, 160, 3)`` (how the steps table records frame shapes);
+    ``CorruptCatalog`` for text that is not a frame shape."""
+    return Cell("steps", "a row").shape("frame_shape", text) if text else None
 
 
 def format_shape(shape: tuple[int, ...]) -> str:
     return "x".join(str(d) for d in shape)
 
 
-def _location(seg: int | None, off: int | None, slot: int | None) -> FrameLocation | None:
-    return None if seg is None else (seg, off, slot)
+def _plain_location(seg: Any, off: Any, slot: Any) -> bool:
+    """Whether a stored pointer is three plain integers in range (no error to name)."""
+    return (
+        type(seg) is int
+        and type(off) is int
+        and type(slot) is int
+        and 0 <= seg <= MAX_SEGMENT_ID
+        and off >= 0
+        and 0 <= slot <= MAX_SLOT
+    )
+
+
+def _step_cell(episode_id: Any, step: Any) -> Cell:
+    return Cell("steps", f"episode {episode_id} step {step}")
 
 
 def _episode(r: tuple) -> EpisodeInfo:
     (eid, run_id, env_id, idx, seed, started, ended, reward, term, trunc, status, dropped,
      n_rows, n_frames, sub_env, continues, options, stream_key) = r  # fmt: skip
+    c = Cell("episodes", f"id {eid!r}")
     return EpisodeInfo(
-        id=eid,
-        run_id=run_id,
-        env_id=env_id,
-        index=idx,
-        seed=seed,
-        started=started,
-        ended=ended,
+        id=c.int("id", eid),
+        run_id=c.int("run_id", run_id),
+        env_id=Cell("runs", f"id {run_id!r}").text("env_id", env_id, null=False),
+        index=c.int("idx", idx, null=True),
+        seed=c.int("seed", seed, null=True),
+        started=c.real("started", started),
+        ended=c.real("ended", ended),
         steps=n_rows,
-        total_reward=reward or 0.0,
-        terminated=bool(term),
-        truncated=bool(trunc),
-        status=status,
-        frames_dropped=dropped or 0,
+        total_reward=c.real("total_reward", reward) or 0.0,
+        terminated=c.flag("terminated", term),
+        truncated=c.flag("truncated", trunc),
+        status=c.text("status", status, null=False, choices=EPISODE_STATUSES),
+        frames_dropped=c.int("frames_dropped", dropped, null=True, lo=0) or 0,
         frames=n_frames,
-        sub_env=sub_env,
-        continues_episode=continues,
-        reset_options=json.loads(options) if options else None,
-        stream_key=stream_key,
+        sub_env=c.int("sub_env", sub_env, null=True, lo=0),
+        continues_episode=c.int("continues_episode", continues, null=True, lo=1),
+        reset_options=c.json_object("reset_options", options) if options is not None else None,
+        stream_key=c.int("stream_key", stream_key, lo=0),
+    )
+
+
+def _run(r: dict[str, Any]) -> RunInfo:
+    c = Cell("runs", f"id {r['id']!r}")
+    return RunInfo(
+        c.int("id", r["id"]),
+        c.text("env_id", r["env_id"], null=False),
+        c.real("created", r["created"]),
+        c.real("ended", r["ended"]),
+        c.text("preset", r["preset"]),
+        c.text("host_profile", r["host_profile"]),
+        c.text("durability", r["durability"]),
+        c.json_object("config", r["config"]),
+        c.json_object("stats", r["stats"]),
+        c.json_object("env_spec", r["env_spec"]) if r.get("env_spec") is not None else None,
     )
 
 
 class EpisodeQueries(CatalogBase):
     # ----------------------------------------------------------------- runs
     def runs(self) -> list[RunInfo]:
-        return [
-            RunInfo(
-                r["id"],
-                r["env_id"],
-                r["created"],
-                r["ended"],
-                r["preset"],
-                r["host_profile"],
-                r["durability"],
-                json.loads(r["config"] or "{}"),
-                json.loads(r["stats"] or "{}"),
-                json.loads(r["env_spec"]) if r.get("env_spec") else None,
-            )
-            for r in self._dicts("SELECT * FROM runs ORDER BY id")
-        ]
+        return [_run(r) for r in self._dicts("SELECT * FROM runs ORDER BY id")]
 
     def next_ids(self) -> tuple[int, int]:
         """``(run id, episode id)`` one above every id in use (call with the writer lock
@@ -93,6 +113,8 @@ class EpisodeQueries(CatalogBase):
             "SELECT (SELECT COALESCE(MAX(id), 0) FROM runs), "
             "(SELECT COALESCE(MAX(id), 0) FROM episodes)"
         )
+        run = Cell("runs", "the highest").int("id", run, lo=0, hi=2**62)
+        episode = Cell("episodes", "the highest").int("id", episode, lo=0, hi=2**62)
         return run + 1, episode + 1
 
     # ----------------------------------------------------------------- episodes
@@ -137,15 +159,24 @@ class EpisodeQueries(CatalogBase):
         return out
 
     def episode_statuses(self) -> dict[int, str]:
-        return dict(self._rows("SELECT id, status FROM episodes"))
+        out = {}
+        for eid, status in self._rows("SELECT id, status FROM episodes"):
+            c = Cell("episodes", f"id {eid!r}")
+            out[c.int("id", eid)] = c.text("status", status, null=False, choices=EPISODE_STATUSES)
+        return out
 
     def action_spec(self, episode_id: int) -> dict[str, Any] | None:
         """The action space description stored with the episode's run."""
         row = self._one(
-            "SELECT r.config FROM runs r JOIN episodes e ON e.run_id = r.id WHERE e.id = ?",
+            "SELECT r.id, r.config FROM runs r JOIN episodes e ON e.run_id = r.id WHERE e.id = ?",
             [episode_id],
         )
-        return None if row is None else json.loads(row[0] or "{}").get("action_space")
+        if row is None:
+            return None
+        spec = Cell("runs", f"id {row[0]!r}").json_object("config", row[1]).get("action_space")
+        if spec is not None and not isinstance(spec, dict):
+            raise Cell("runs", f"id {row[0]!r}").bad("config", "action_space is not an object")
+        return spec
 
     def mark_deleted(self, episode_ids: list[int]) -> None:
         """Mark episodes deleted (``gc`` reclaims their frames)."""
@@ -156,30 +187,17 @@ class EpisodeQueries(CatalogBase):
 
     def stale_recordings(self) -> list[int]:
         """Episodes still marked ``recording``."""
-        return [r[0] for r in self._rows("SELECT id FROM episodes WHERE status = 'recording'")]
+        return [
+            Cell("episodes", "recording").int("id", r[0])
+            for r in self._rows("SELECT id FROM episodes WHERE status = 'recording'")
+        ]
 
     # ----------------------------------------------------------------- steps
     def steps(self, episode_id: int, start: int = 0, stop: int | None = None) -> list[StepInfo]:
         """Step records of an episode in step order, ``start <= step < stop``."""
         spec = self.action_spec(episode_id)
         rows = self._rows(_STEPS, [episode_id, start, END_OF_EPISODE if stop is None else stop])
-        out = []
-        for step, action, reward, term, trunc, info, wall, seg, off, slot, shape in rows:
-            out.append(
-                StepInfo(
-                    episode_id=episode_id,
-                    step=step,
-                    action=decode_action(action, spec) if action is not None else None,
-                    reward=reward,
-                    terminated=bool(term),
-                    truncated=bool(trunc),
-                    info=decode_info(info) if info else {},
-                    wall_time=wall,
-                    frame=_location(seg, off, slot),
-                    frame_shape=parse_shape(shape),
-                )
-            )
-        return out
+        return [_step(episode_id, row, spec) for row in rows]
 
     def frame_locations(
         self, episode_id: int, start: int = 0, stop: int | None = None
@@ -190,7 +208,18 @@ class EpisodeQueries(CatalogBase):
             "WHERE episode_id = ? AND step >= ? AND step < ? ORDER BY step",
             [episode_id, start, END_OF_EPISODE if stop is None else stop],
         )
-        return [(step, _location(seg, off, slot)) for step, seg, off, slot in rows]
+        out = []
+        for step, seg, off, slot in rows:
+            # The common case checked inline (a replay reads every row); anything else
+            # goes through the full check, which names what is wrong.
+            if type(step) is int and step >= 0 and seg is None and off is None and slot is None:
+                out.append((step, None))
+            elif type(step) is int and step >= 0 and _plain_location(seg, off, slot):
+                out.append((step, (seg, off, slot)))
+            else:
+                c = _step_cell(episode_id, step)
+                out.append((c.int("step", step, lo=0), c.location(seg, off, slot)))
+        return out
 
     def frame_summary(
         self, episode_id: int, start: int = 0, stop: int | None = None
@@ -198,7 +227,8 @@ class EpisodeQueries(CatalogBase):
         """Committed steps, frame shapes and stored frames of a range of an episode."""
         with self._lock:
             (last,) = self._one("SELECT MAX(step) FROM steps WHERE episode_id = ?", [episode_id])
-            end = 0 if last is None else last + 1
+            last = Cell("steps", f"episode {episode_id}").int("step", last, null=True, lo=0)
+            end = 0 if last is None else min(last + 1, END_OF_EPISODE)
             stop = end if stop is None else min(stop, end)
             where = "WHERE episode_id = ? AND step >= ? AND step < ? AND frame_segment IS NOT NULL"
             params = [episode_id, start, stop]
@@ -206,15 +236,53 @@ class EpisodeQueries(CatalogBase):
                 r[0] for r in self._rows(f"SELECT DISTINCT frame_shape FROM steps {where}", params)
             ]
             (frames,) = self._one(f"SELECT COUNT(*) FROM steps {where}", params)
+        cell = Cell("steps", f"episode {episode_id}")
+        for shape in shapes:
+            cell.shape("frame_shape", shape)
         return FrameSummary(end, max(stop, start), tuple(sorted(s for s in shapes if s)), frames)
 
     def episode_chunks(self, episode_id: int) -> dict[int, list[int]]:
         """Offsets of the chunk records holding an episode's frames, per segment."""
         out: dict[int, list[int]] = {}
-        for seg, off in self._rows(
-            "SELECT DISTINCT frame_segment, frame_offset FROM steps "
+        for seg, off, slot in self._rows(
+            "SELECT DISTINCT frame_segment, frame_offset, 0 FROM steps "
             "WHERE episode_id = ? AND frame_segment IS NOT NULL",
             [episode_id],
         ):
-            out.setdefault(seg, []).append(off)
+            loc = Cell("steps", f"episode {episode_id}").location(seg, off, slot)
+            assert loc is not None
+            out.setdefault(loc[0], []).append(loc[1])
         return out
+
+
+def _step(episode_id: int, row: tuple, spec: dict[str, Any] | None) -> StepInfo:
+    """One step row, every value checked (``CorruptCatalog`` names the bad one)."""
+    step, action, reward, term, trunc, info, wall, seg, off, slot, shape = row
+    c = _step_cell(episode_id, step)
+    action = c.text("action", action)
+    info = c.text("info", info)
+    try:
+        decoded_action = decode_action(action, spec) if action is not None else None
+    except (InvalidInput, RecursionError, TypeError, ValueError) as e:
+        raise c.bad("action", str(e)[:120]) from None
+    try:
+        decoded_info = decode_info(info) if info else {}
+    except (InvalidInput, RecursionError, TypeError, ValueError) as e:
+        raise c.bad("info", str(e)[:120]) from None
+    if not isinstance(decoded_info, dict):
+        raise c.bad("info", "not a JSON object")
+    return StepInfo(
+        episode_id=episode_id,
+        step=c.int("step", step, lo=0),
+        action=decoded_action,
+        reward=c.real("reward", reward),
+        terminated=c.flag("terminated", term),
+        truncated=c.flag("truncated", trunc),
+        info=decoded_info,
+        wall_time=c.real("wall_time", wall),
+        frame=c.location(seg, off, slot),
+        frame_shape=c.shape("frame_shape", shape),
+    )
+
+
+__all__ = ["EPISODE_STATUSES", "EpisodeQueries", "format_shape", "parse_shape", "valid_shape"]

@@ -7,8 +7,10 @@ import time
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 
+from .._format import MAX_SEGMENT_ID, MAX_STREAM_KEY
 from ..segments import relative_segment_path
 from ._base import CatalogBase
+from ._validate import MAX_SLOT, MAX_SQLITE_INT, Cell, is_int
 
 SEGMENT_STATES = ("active", "sealed", "compacting", "obsolete")
 
@@ -18,12 +20,14 @@ _LIVE = "(e.status IS NULL OR e.status != 'deleted')"
 
 @dataclass(frozen=True)
 class PointerRow:
-    """One step row's frame pointer, as stored (values are not trusted)."""
+    """One step row's frame pointer. ``episode``, ``step`` and ``shape`` are as stored
+    (not trusted); ``segment``, ``offset`` and ``slot`` are None when the stored value
+    is not an integer in range (``valid`` is then False)."""
 
     episode: int
     step: int
-    segment: int
-    offset: int
+    segment: int | None
+    offset: int | None
     slot: int | None
     shape: str | None
     stream_key: int | None = None  # what the chunk's stream key must be (the episode id
@@ -33,20 +37,64 @@ class PointerRow:
     def expected_key(self) -> int:
         return self.episode if self.stream_key is None else self.stream_key
 
+    @property
+    def valid(self) -> bool:
+        return None not in (self.segment, self.offset, self.slot)
+
+    @classmethod
+    def of(cls, episode, step, segment, offset, slot, shape, stream_key=None) -> PointerRow:
+        return cls(
+            episode,
+            step,
+            _in_range(segment, MAX_SEGMENT_ID),
+            _in_range(offset, MAX_SQLITE_INT),
+            _in_range(slot, MAX_SLOT),
+            shape,
+            None
+            if stream_key is None
+            else Cell("episodes", f"id {episode!r}").int(
+                "stream_key", stream_key, lo=0, hi=MAX_STREAM_KEY
+            ),
+        )
+
+
+def _in_range(value: object, hi: int) -> int | None:
+    return int(value) if is_int(value) and 0 <= value <= hi else None
+
+
+def _segment_cell(sid: object) -> Cell:
+    return Cell("segments", f"id {sid!r}")
+
+
+def _pointer(seg: object, off: object, where: str) -> tuple[int, int]:
+    c = Cell("steps", where)
+    return (
+        c.int("frame_segment", seg, lo=0, hi=MAX_SEGMENT_ID),
+        c.int("frame_offset", off, lo=0),
+    )
+
 
 class PointerQueries(CatalogBase):
     # ----------------------------------------------------------------- segments table
     def segment_rows(self) -> dict[int, tuple[str, str]]:
         """``{segment id: (path, state)}`` as the segments table records them."""
-        return {sid: (path, state) for sid, path, state in self._rows(
-            "SELECT id, path, state FROM segments"
-        )}  # fmt: skip
+        out = {}
+        for sid, path, state in self._rows("SELECT id, path, state FROM segments"):
+            c = _segment_cell(sid)
+            out[c.int("id", sid, lo=0, hi=MAX_SEGMENT_ID)] = (
+                c.text("path", path, null=False),
+                c.text("state", state, null=False, choices=SEGMENT_STATES),
+            )
+        return out
 
     def segment_states(self) -> dict[int, str]:
-        return dict(self._rows("SELECT id, state FROM segments"))
+        return {sid: state for sid, (_path, state) in self.segment_rows().items()}
 
     def obsolete_segments(self) -> list[int]:
-        return [r[0] for r in self._rows("SELECT id FROM segments WHERE state = 'obsolete'")]
+        return [
+            _segment_cell(r[0]).int("id", r[0], lo=0, hi=MAX_SEGMENT_ID)
+            for r in self._rows("SELECT id FROM segments WHERE state = 'obsolete'")
+        ]
 
     def record_segment(
         self,
@@ -100,10 +148,13 @@ class PointerQueries(CatalogBase):
         return self._one(f"SELECT COUNT(*) FROM steps WHERE frame_segment IN ({marks})", ids)[0]
 
     def referenced_segments(self) -> set[int]:
+        """Segments that step rows point into (values that cannot be a segment id are
+        left out: the value checks report them)."""
         return {
             r[0]
             for r in self._rows(
-                "SELECT DISTINCT frame_segment FROM steps WHERE frame_segment IS NOT NULL"
+                "SELECT DISTINCT frame_segment FROM steps WHERE typeof(frame_segment) = "
+                f"'integer' AND frame_segment BETWEEN 0 AND {MAX_SEGMENT_ID}"
             )
         }
 
@@ -112,7 +163,7 @@ class PointerQueries(CatalogBase):
         episodes, or of every episode with ``include_deleted``)."""
         cond = "1" if include_deleted else _LIVE
         return [
-            r[0]
+            _pointer(segment, r[0], f"a row of segment {segment}")[1]
             for r in self._rows(
                 "SELECT DISTINCT s.frame_offset FROM steps s "
                 "LEFT JOIN episodes e ON e.id = s.episode_id "
@@ -129,6 +180,7 @@ class PointerQueries(CatalogBase):
             "JOIN episodes e ON e.id = s.episode_id "
             "WHERE s.frame_segment IS NOT NULL AND e.status != 'deleted'"
         ):
+            seg, off = _pointer(seg, off, "a row")
             out.setdefault(seg, []).append(off)
         return out
 
@@ -153,12 +205,12 @@ class PointerQueries(CatalogBase):
             f"WHERE s.frame_segment IS NOT NULL AND {_LIVE} "
             "ORDER BY s.frame_segment, s.frame_offset, s.episode_id, s.step"
         ):
-            yield PointerRow(*r)
+            yield PointerRow.of(*r)
 
     def all_pointers(self) -> list[PointerRow]:
         """Every frame pointer, of every episode (``recover`` checks them all)."""
         return [
-            PointerRow(*r)
+            PointerRow.of(*r)
             for r in self._rows(
                 "SELECT s.episode_id, s.step, s.frame_segment, s.frame_offset, s.frame_slot, "
                 f"s.frame_shape, {self._key_column()} FROM steps s "
@@ -192,6 +244,15 @@ class PointerQueries(CatalogBase):
             "UPDATE steps SET frame_segment = ?, frame_offset = ? "
             "WHERE frame_segment = ? AND frame_offset = ?",
             [(ns, no, os_, oo) for (os_, oo), (ns, no) in moves.items()],
+        )
+
+    def set_pointers(self, rows: Iterable[tuple[int, int, int, int, int, str]]) -> int:
+        """Point ``(episode, step, segment, offset, slot, shape)`` rows at another copy of
+        their frame (``recover`` re-links rows whose segment is gone)."""
+        return self._exec_many(
+            "UPDATE steps SET frame_segment = ?, frame_offset = ?, frame_slot = ?, "
+            "frame_shape = ? WHERE episode_id = ? AND step = ?",
+            [(seg, off, slot, shape, ep, k) for ep, k, seg, off, slot, shape in rows],
         )
 
     def clear_pointers(self, keys: Iterable[tuple[int, int]]) -> int:

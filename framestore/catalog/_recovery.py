@@ -12,7 +12,6 @@ from ._base import CatalogBase
 RECOVERED_ENV_ID = "unknown (recovered)"
 #: The info of a step row rebuilt from a segment (its action and reward are unknown).
 RECOVERED_INFO = json.dumps({"recovered": True})
-MAX_SQLITE_INT = (1 << 63) - 1
 
 
 class RecoveryQueries(CatalogBase):

@@ -6,6 +6,7 @@ import math
 from dataclasses import dataclass
 
 from ._base import CatalogBase
+from ._validate import Cell
 
 
 @dataclass(frozen=True)
@@ -44,10 +45,11 @@ class StatsQueries(CatalogBase):
                 "GROUP BY s.frame_shape"
             ):
                 if shape:
-                    raw += math.prod(int(x) for x in shape.split("x")) * count
+                    raw += math.prod(Cell("steps", "a row").shape("frame_shape", shape)) * count
             (dropped,) = self._one(
                 "SELECT COALESCE(SUM(frames_dropped), 0) FROM episodes WHERE status != 'deleted'"
             )
+            dropped = Cell("episodes", "the sum of").int("frames_dropped", int(dropped or 0))
             durability = dict(
                 self._rows(
                     "SELECT COALESCE(durability, 'unknown'), COUNT(*) FROM runs "

@@ -10,10 +10,14 @@ import numpy as np
 
 from framestore.errors import InvalidInput
 
-__all__ = ["DEFAULT_FPS", "MAX_FPS", "ExportOptions", "check_fps"]
+__all__ = ["DEFAULT_FPS", "MAX_FPS", "MAX_SCALE", "MIN_FPS", "ExportOptions", "check_fps"]
 
 DEFAULT_FPS = 60.0
 MAX_FPS = 1000.0
+#: GIF delays are 16-bit centiseconds (655 s at most); no format wants slower.
+MIN_FPS = 0.01
+#: Integer upscaling beyond this is never useful (the scaled frame is bounded too).
+MAX_SCALE = 64
 
 
 def _is_int(value: Any) -> bool:
@@ -21,13 +25,13 @@ def _is_int(value: Any) -> bool:
 
 
 def check_fps(fps: Any) -> float:
-    """``fps`` as a float in (0, ``MAX_FPS``]; ``InvalidInput`` otherwise."""
+    """``fps`` as a float in [``MIN_FPS``, ``MAX_FPS``]; ``InvalidInput`` otherwise."""
     try:
         value = float(fps)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise InvalidInput(f"fps must be a number, got {fps!r}") from None
-    if not math.isfinite(value) or value <= 0 or value > MAX_FPS:
-        raise InvalidInput(f"fps must be in (0, {MAX_FPS:g}], got {value:g}")
+    if not math.isfinite(value) or not MIN_FPS <= value <= MAX_FPS:
+        raise InvalidInput(f"fps must be from {MIN_FPS:g} to {MAX_FPS:g}, got {value:g}")
     return value
 
 
@@ -58,8 +62,10 @@ class ExportOptions:
     skip_corrupt: bool = False
 
     def __post_init__(self) -> None:
-        if not _is_int(self.scale) or self.scale < 1:
-            raise InvalidInput(f"scale must be an integer >= 1, got {self.scale!r}")
+        if not _is_int(self.scale) or not 1 <= self.scale <= MAX_SCALE:
+            raise InvalidInput(
+                f"scale must be an integer from 1 to {MAX_SCALE}, got {self.scale!r}"
+            )
         if not _is_int(self.start) or self.start < 0:
             raise InvalidInput(f"start must be an integer >= 0, got {self.start!r}")
         if self.stop is not None and (not _is_int(self.stop) or self.stop <= self.start):

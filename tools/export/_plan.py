@@ -12,12 +12,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from framestore import EpisodeInfo, FrameStore, FrameSummary
-from framestore.errors import InvalidInput
+from framestore.catalog import parse_shape
+from framestore.errors import CorruptData, FrameNotFound, InvalidInput
+from framestore.store import enclosing_store
 
 from ._options import DEFAULT_FPS, ExportOptions, check_fps
 from ._pixels import has_alpha
 
 __all__ = [
+    "check_not_in_store",
+    "output_path",
     "FILE_FORMATS",
     "FORMATS",
     "PARTIAL_SUFFIX",
@@ -31,6 +35,9 @@ FORMATS = ("mp4", "gif", "webp", "png", "npz")
 FILE_FORMATS = ("mp4", "gif", "webp", "npz")  # named by the output's extension
 PARTIAL_SUFFIX = ".partial"
 _AV_HINT = "install PyAV for MP4/WebP export: pip install 'framestore[video]'"
+#: The largest frame an export writes after ``scale`` (bytes of RGB(A)) and its sides.
+MAX_OUTPUT_FRAME_BYTES = 256 * 1024 * 1024
+MAX_OUTPUT_SIDE = 16384
 
 
 @dataclass(frozen=True)
@@ -38,7 +45,9 @@ class Plan:
     """One checked export: where, what and how.
 
     ``stop`` is clipped to the committed steps and ``planned`` counts the rows with a
-    stored frame in ``start <= step < stop`` when the plan was made."""
+    stored frame in ``start <= step < stop`` when the plan was made. ``shape`` is the
+    shape of the first stored frame of the range *as decoded* from its checksummed chunk
+    (the database's ``frame_shape`` must agree with it, or the export is corrupt)."""
 
     episode_id: int
     out: Path
@@ -101,13 +110,16 @@ def make_plan(
         InvalidInput: bad format, range, fps, frame shape or output path.
     """
     ep = store.episode(episode_id)  # EpisodeNotFound for unknown or deleted ids
+    out_path = output_path(out)
+    check_not_in_store(out_path)
     fmt = format_of(out)
-    out_path = Path(os.fspath(out).rstrip("/" + os.sep) or ".")
     _check_options_fit(fmt, options)
     fps = _resolve_fps(store, ep, options)
     # A snapshot of what is committed now: rows of a live episode keep arriving.
     summary = store.frame_summary(ep.id, options.start, options.stop)
     shape = _frame_shape(ep.id, fmt, summary, options.start)
+    shape = _decoded_shape(store, ep.id, options, int(summary.stop), shape, fmt)
+    _check_scaled_size(shape, options)
     _check_lossless(fmt, shape, options)
     _needs_av(fmt)
     if check_out:
@@ -126,6 +138,70 @@ def make_plan(
     )
 
 
+def output_path(out: str | os.PathLike) -> Path:
+    """The output as a path naming a file or a directory to create: ``''``, ``/``, ``.``
+    and ``./`` name no new thing (an export replaces its output) and are refused."""
+    text = os.fspath(out)
+    if not text.strip():
+        raise InvalidInput("the output path is empty; name a file (.mp4, .gif, ...) or DIR/")
+    path = Path(text.rstrip("/" + os.sep) or os.sep)
+    if path.name in ("", ".", ".."):
+        raise InvalidInput(
+            f"{text}: name a new file or directory to export to, not an existing place "
+            "itself (e.g. frames/ or out.mp4)"
+        )
+    return path
+
+
+def check_not_in_store(out: Path) -> None:
+    """Outputs are never written into a store: its directory holds only its own files."""
+    store = enclosing_store(out.parent)
+    if store is None and os.path.lexists(out):
+        store = enclosing_store(out)
+    if store is not None:
+        raise InvalidInput(f"{out}: is inside the store {store}; export to a place outside it")
+
+
+def _decoded_shape(
+    store: FrameStore,
+    episode_id: int,
+    options: ExportOptions,
+    stop: int,
+    declared: tuple[int, ...],
+    fmt: str,
+) -> tuple[int, ...]:
+    """The shape of the range's first readable frame as its chunk decodes it. Nothing
+    is sized from the database: a ``frame_shape`` that disagrees is corruption."""
+    for step, loc in store.frame_locations(episode_id, options.start, stop):
+        if loc is None:
+            continue
+        try:
+            shape = tuple(store.reader.read(loc, expect_key=(episode_id, step), copy=False).shape)
+        except (CorruptData, FrameNotFound):
+            if not options.skip_corrupt:
+                raise
+            continue
+        if fmt != "png" and shape != declared:
+            raise CorruptData(
+                "framestore.db",
+                0,
+                f"episode {episode_id} step {step}: the database says frames are "
+                f"{'x'.join(map(str, declared))} but the stored frame is "
+                f"{'x'.join(map(str, shape))}",
+            )
+        return shape
+    return declared  # nothing readable: the export fails with "every frame is corrupt"
+
+
+def _check_scaled_size(shape: tuple[int, ...], options: ExportOptions) -> None:
+    h, w = shape[0] * options.scale, shape[1] * options.scale
+    if max(h, w) > MAX_OUTPUT_SIDE or h * w * 4 > MAX_OUTPUT_FRAME_BYTES:
+        raise InvalidInput(
+            f"scale {options.scale} makes {w}x{h} frames; exported frames are at most "
+            f"{MAX_OUTPUT_SIDE} pixels a side and {MAX_OUTPUT_FRAME_BYTES >> 20} MiB"
+        )
+
+
 def _check_options_fit(fmt: str, options: ExportOptions) -> None:
     if fmt == "npz" and options.scale != 1:
         raise InvalidInput("npz holds the stored frames exactly; scale applies to images/video")
@@ -138,7 +214,8 @@ def _resolve_fps(store: FrameStore, ep: EpisodeInfo, options: ExportOptions) -> 
 
 
 def _parse_shape(text: str) -> tuple[int, ...]:
-    shape = tuple(int(x) for x in text.split("x"))
+    shape = parse_shape(text)  # CorruptCatalog for text that is not a shape
+    assert shape is not None
     if len(shape) not in (2, 3) or (len(shape) == 3 and shape[2] not in (1, 2, 3, 4)):
         raise InvalidInput(f"cannot export frames of shape {text}: need HxW or HxWxC, C<=4")
     return shape

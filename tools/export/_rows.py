@@ -27,6 +27,8 @@ def iter_rows(store: FrameStore, plan: Plan, report: ExportReport) -> Iterator[R
     Steps without a stored frame go to ``report.dropped_steps``. A corrupt frame raises
     ``CorruptData`` / ``FrameNotFound``, or with ``skip_corrupt`` goes to
     ``report.skipped_steps`` together with the rest of its chunk (read once, not per step).
+    A frame whose decoded shape is not the plan's (formats of one size) or its row's
+    ``frame_shape`` is corrupt the same way: never written.
     """
     bad_chunks: set[tuple[int, int]] = set()
     for lo in range(plan.start, plan.stop, _PAGE_ROWS):
@@ -40,6 +42,7 @@ def iter_rows(store: FrameStore, plan: Plan, report: ExportReport) -> Iterator[R
                 continue
             try:
                 frame = store.read_at(row.frame, plan.episode_id, row.step)
+                _check_shape(plan, row, frame)
             except (CorruptData, FrameNotFound):
                 if not plan.options.skip_corrupt:
                     raise
@@ -47,6 +50,20 @@ def iter_rows(store: FrameStore, plan: Plan, report: ExportReport) -> Iterator[R
                 report.skipped_steps.append(row.step)
                 continue
             yield row, frame
+
+
+def _check_shape(plan: Plan, row: StepInfo, frame: np.ndarray) -> None:
+    """The decoded frame is the truth; a disagreeing row or plan means corruption."""
+    shape = tuple(frame.shape)
+    want = row.frame_shape if plan.format == "png" else plan.shape
+    if row.frame_shape is not None and row.frame_shape != shape or (want and want != shape):
+        said = "x".join(map(str, row.frame_shape or want))
+        raise CorruptData(
+            "framestore.db",
+            0,
+            f"episode {plan.episode_id} step {row.step}: the database says {said} but the "
+            f"stored frame is {'x'.join(map(str, shape))}",
+        )
 
 
 def counted(items: Iterable[T], planned: int, progress: Progress | None) -> Iterator[T]:

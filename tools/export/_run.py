@@ -18,7 +18,15 @@ from ._gif import write_gif
 from ._mp4 import write_mp4
 from ._npz import SCRATCH_SUFFIX, write_npz
 from ._options import ExportOptions
-from ._plan import FORMATS, Plan, format_of, is_directory_path, make_plan
+from ._plan import (
+    FORMATS,
+    Plan,
+    check_not_in_store,
+    format_of,
+    is_directory_path,
+    make_plan,
+    output_path,
+)
 from ._png import write_png_dir
 from ._report import ExportReport, Progress, RunProgress
 from ._rows import Row, counted, iter_rows
@@ -131,7 +139,8 @@ def run_outputs(
     """
     if format is not None and format not in FORMATS:
         raise InvalidInput(f"unknown export format {format!r}; choose one of {', '.join(FORMATS)}")
-    path = Path(os.fspath(out))
+    path = output_path(out)
+    check_not_in_store(path)
     if is_directory_path(out) or not path.suffix:
         _check_run_directory(path)
         return path, _directory_outputs(path, format or DEFAULT_RUN_FORMAT, episode_ids)

@@ -1,0 +1,45 @@
+"""The ``meta`` table: small key/value facts a store keeps about itself.
+
+Values are JSON text. Used for what must survive a crash between two commands: the
+loss a ``recover`` found and has not reported yet, the segments a ``gc`` is writing.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from ._base import CatalogBase
+from ._validate import Cell
+
+#: ``{episode id: frames lost}`` found by a recover that may not have reported it yet.
+PENDING_LOSS = "recover.pending_loss"
+#: Segment ids a compaction is writing (its ``.partial`` files and their renamed copies,
+#: until the transaction that points rows at them commits).
+COMPACTION_OUTPUTS = "compaction.outputs"
+
+
+class MetaQueries(CatalogBase):
+    def meta_get(self, key: str) -> Any:
+        """The JSON value stored under ``key``, or None."""
+        row = self._one("SELECT value FROM meta WHERE key = ?", [key])
+        if row is None or row[0] is None:
+            return None
+        cell = Cell("meta", f"key {key!r}")
+        text = cell.text("value", row[0])
+        try:
+            return json.loads(text)
+        except (ValueError, RecursionError):
+            raise cell.bad("value", "not valid JSON") from None
+
+    def meta_set(self, key: str, value: Any) -> None:
+        """Store ``value`` (JSON-able) under ``key``; ``None`` removes the key."""
+        with self.transaction():
+            if value is None:
+                self._exec("DELETE FROM meta WHERE key = ?", [key])
+            else:
+                self._exec(
+                    "INSERT INTO meta (key, value) VALUES (?, ?) "
+                    "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                    [key, json.dumps(value, sort_keys=True)],
+                )
