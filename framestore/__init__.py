@@ -21,7 +21,7 @@ from .reader import SegmentReader
 from .recorder import Recorder, RecorderMetrics
 from .service import FrameRef, FrameStorageService, ServiceMetrics
 from .store import FrameStore
-from .types import EpisodeInfo, FrameLocation, FrameSummary, RunInfo, StepInfo
+from .types import DiskUsage, EpisodeInfo, FrameLocation, FrameSummary, RunInfo, StepInfo
 from .wrappers import RecordFrames
 
 __all__ = [
@@ -34,6 +34,7 @@ __all__ = [
     "StepInfo",
     "FrameSummary",
     "FrameLocation",
+    "DiskUsage",
     "RecorderMetrics",
     "ServiceMetrics",
     "FrameStorageService",

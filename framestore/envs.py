@@ -3,6 +3,7 @@ mistakes (unknown id, missing optional dependency)."""
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import gymnasium as gym
@@ -34,7 +35,24 @@ def register_optional_envs(env_id: str = "") -> None:
         if env_id:
             raise InvalidInput(f"{env_id} needs ale-py: {_hint(env_id)}") from None
         return
+    # The emulator's banner ("A.L.E: Arcade Learning Environment ...", "[Powered by
+    # Stella]") would go to the user's stderr at every environment made; errors still do.
+    ale_py.ALEInterface.setLoggerMode(ale_py.LoggerMode.Error)
     gym.register_envs(ale_py)
+
+
+def headless_sdl() -> None:
+    """Let pygame render ``rgb_array`` frames without a display.
+
+    Gymnasium's pygame renderers (classic control, toy text) call ``pygame.init()``,
+    which starts SDL's video subsystem. With no display SDL probes its drivers and prints
+    ``error: XDG_RUNTIME_DIR is invalid or not set`` on stderr although nothing is ever
+    shown. The ``dummy`` driver is what such rendering needs: it is chosen only when
+    there is no display (so a pygame window of the user's own still works where one can
+    open) and never over an ``SDL_VIDEODRIVER`` the user set. SDL reads the variable at
+    ``pygame.init()``, so setting it before the first render is enough."""
+    if not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+        os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
 
 
 def make_env(env_id: str, *, max_episode_steps: int | None = None, **kwargs: Any) -> gym.Env:
@@ -42,6 +60,7 @@ def make_env(env_id: str, *, max_episode_steps: int | None = None, **kwargs: Any
     if not isinstance(env_id, str) or not env_id.strip():
         raise InvalidInput("environment id must be a non-empty string")
     register_optional_envs(env_id)
+    headless_sdl()
     try:
         return gym.make(
             env_id, render_mode="rgb_array", max_episode_steps=max_episode_steps, **kwargs

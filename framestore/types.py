@@ -7,6 +7,7 @@ from typing import Any
 
 __all__ = [
     "EPISODE_STATUSES",
+    "DiskUsage",
     "EpisodeInfo",
     "FrameLocation",
     "FrameSummary",
@@ -74,3 +75,32 @@ class FrameSummary:
     stop: int  # the requested stop, clipped to ``steps``
     shapes: tuple[str, ...]
     frames: int  # stored frames in the range
+
+
+@dataclass(frozen=True)
+class DiskUsage:
+    """What a store takes on disk, in bytes: the one definition ``record``, ``info`` and
+    ``gc`` report (``FrameStore.disk_usage``).
+
+    Segment files split into ``live`` (chunk records of live episodes), ``overhead``
+    (each file's header, and its seal once sealed: never reclaimable, a rewritten segment
+    has them too) and ``dead`` (everything else: chunks of deleted episodes, obsolete
+    files, chunks no step points at). ``gc`` reclaims ``dead`` bytes of the segments it
+    rewrites or deletes.
+    """
+
+    segments: int
+    live: int
+    overhead: int
+    database: int
+    wal: int
+    shm: int
+
+    @property
+    def dead(self) -> int:
+        return max(0, self.segments - self.live - self.overhead)
+
+    @property
+    def total(self) -> int:
+        """Segments and the database files: what the store directory takes."""
+        return self.segments + self.database + self.wal + self.shm

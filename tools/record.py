@@ -16,6 +16,20 @@ from framestore.wrappers import RecordFrames
 
 POLICIES = ("random",)
 
+#: ``on_episode`` is called with one of these when an episode's last step is recorded.
+EpisodeDone = dict[str, Any]
+
+
+class RecordingInterrupted(KeyboardInterrupt):
+    """Ctrl-C or SIGTERM stopped ``record``: everything recorded was flushed and the open
+    episode marked interrupted. ``summary`` is what was saved (``record``'s return value,
+    with ``interrupted: True``). A ``KeyboardInterrupt``, so callers that stop on one
+    still do."""
+
+    def __init__(self, summary: dict[str, Any]):
+        super().__init__("interrupted")
+        self.summary = summary
+
 
 @contextmanager
 def sigterm_as_interrupt():
@@ -47,13 +61,20 @@ def record(
     codec: str | None = None,
     durability: str | None = None,
     on_step: Callable[[int], None] | None = None,
+    on_episode: Callable[[EpisodeDone], None] | None = None,
 ) -> dict[str, Any]:
     """Record ``episodes`` episodes of ``env_id`` into the store at ``store_path``.
 
     Episode i is reset with seed ``seed + i``; the random policy's action space is seeded
-    with ``seed``, so a run is reproducible from what is stored. Returns a summary.
-    On KeyboardInterrupt the recording is flushed, the open episode marked
-    interrupted, and the interrupt re-raised.
+    with ``seed``, so a run is reproducible from what is stored. ``max_steps`` truncates
+    an episode after that many actions: it then holds ``max_steps + 1`` step rows (row 0
+    is the frame after the reset). ``on_episode`` is called with ``{"id", "seed",
+    "steps", "total_reward", "status"}`` as each episode ends.
+
+    Returns a summary (``bytes_out``: the run's compressed frames; ``bytes_on_disk``:
+    the whole store afterwards, as ``framestore info`` counts it). On KeyboardInterrupt
+    the recording is flushed, the open episode marked interrupted, and
+    ``RecordingInterrupted`` (a ``KeyboardInterrupt``) raised with the summary.
     """
     if policy not in POLICIES:
         raise InvalidInput(f"unknown policy {policy!r}; choose one of {', '.join(POLICIES)}")
@@ -80,32 +101,49 @@ def record(
             )
             rec = wrapped.recorder
             ids: list[int] = []
+            interrupted = False
             try:
-                _play(wrapped, env, episodes, seed, ids, on_step)
+                _play(wrapped, env, episodes, seed, ids, on_step, on_episode)
+            except KeyboardInterrupt:
+                interrupted = True
             finally:
                 wrapped.close()  # flushes; an open episode is marked interrupted
-            return _summary(store, rec, env_id, ids, time.perf_counter() - t0)
+            summary = _summary(store, rec, env_id, ids, time.perf_counter() - t0)
     finally:
         env.close()
+    # measured as `framestore info` measures it: once the store is closed (SQLite has
+    # folded its WAL back into the database)
+    with FrameStore.open(store_path, readonly=True) as closed:
+        summary["bytes_on_disk"] = closed.disk_usage().total
+    if interrupted:
+        raise RecordingInterrupted({**summary, "interrupted": True})
+    return summary
 
 
-def _play(wrapped, env, episodes: int, seed: int, ids: list[int], on_step) -> None:
+def _play(wrapped, env, episodes: int, seed: int, ids: list[int], on_step, on_episode) -> None:
     """Run the seeded random policy; episode i is reset with seed ``seed + i``."""
     env.action_space.seed(seed)
     for i in range(episodes):
         wrapped.reset(seed=seed + i)
         ids.append(wrapped.recorder.current_episode)
-        done = False
+        done, steps, total = False, 1, 0.0
         while not done:
-            _, _, term, trunc, _ = wrapped.step(env.action_space.sample())
+            _, reward, term, trunc, _ = wrapped.step(env.action_space.sample())
             done = term or trunc
+            steps, total = steps + 1, total + float(reward)
             if on_step is not None:
                 on_step(1)
+        if on_episode is not None:
+            # "complete" is what the recorder marks an episode that ended by itself
+            done_ep = {"id": ids[-1], "seed": seed + i, "steps": steps, "total_reward": total}
+            on_episode({**done_ep, "status": "complete"})
 
 
 def _summary(store: FrameStore, rec, env_id: str, ids: list[int], seconds: float) -> dict:
     m = rec.metrics()
-    eps = [store.episode(i) for i in ids]
+    # the run's episodes as saved: an interrupt can land after an episode began and
+    # before its id reached ``ids``
+    eps = store.episodes(run_id=rec.run_id)
     return {
         "store": str(store.root),
         "run_id": rec.run_id,
