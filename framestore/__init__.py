@@ -21,7 +21,15 @@ from .reader import SegmentReader
 from .recorder import Recorder, RecorderMetrics
 from .service import FrameRef, FrameStorageService, ServiceMetrics
 from .store import FrameStore
-from .types import DiskUsage, EpisodeInfo, FrameLocation, FrameSummary, RunInfo, StepInfo
+from .types import (
+    DiskUsage,
+    EpisodeInfo,
+    FrameLocation,
+    FrameSummary,
+    RunInfo,
+    StepInfo,
+    StepTrack,
+)
 from .wrappers import RecordFrames
 
 __all__ = [
@@ -35,6 +43,7 @@ __all__ = [
     "FrameSummary",
     "FrameLocation",
     "DiskUsage",
+    "StepTrack",
     "RecorderMetrics",
     "ServiceMetrics",
     "FrameStorageService",

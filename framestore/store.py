@@ -40,7 +40,15 @@ from .errors import (
 from .files import fsync_dir, why_not_writable
 from .reader import SegmentReader
 from .segments import is_sealed, list_segment_ids, segment_path
-from .types import DiskUsage, EpisodeInfo, FrameLocation, FrameSummary, RunInfo, StepInfo
+from .types import (
+    DiskUsage,
+    EpisodeInfo,
+    FrameLocation,
+    FrameSummary,
+    RunInfo,
+    StepInfo,
+    StepTrack,
+)
 
 if TYPE_CHECKING:
     from .recorder import Recorder
@@ -182,6 +190,13 @@ class FrameStore:
         """Step records of an episode in step order, ``start <= step < stop``."""
         self.episode(episode_id)
         return self.catalog.steps(episode_id, start, stop)
+
+    def step_track(self, episode_id: int, start: int = 0, stop: int | None = None) -> StepTrack:
+        """Rewards, actions and flags (terminated, truncated, frame stored, row rebuilt by
+        ``recover``) of ``start <= step < stop``, one query and no frames: cheap enough
+        to read a whole episode for a timeline (page long ones with ``start``/``stop``)."""
+        self.episode(episode_id)
+        return self.catalog.step_track(episode_id, start, stop)
 
     def frame_locations(
         self, episode_id: int, start: int = 0, stop: int | None = None

@@ -13,6 +13,7 @@ __all__ = [
     "FrameSummary",
     "RunInfo",
     "StepInfo",
+    "StepTrack",
 ]
 
 #: ``(segment, offset, slot)``: the segment id, the file offset of the CHUNK record and
@@ -65,6 +66,25 @@ class StepInfo:
     wall_time: float | None
     frame: FrameLocation | None  # None when dropped
     frame_shape: tuple[int, ...] | None
+
+
+@dataclass(frozen=True)
+class StepTrack:
+    """Per-step summary of a range of an episode, one entry per committed step row, in
+    step order (``FrameStore.step_track``): what a timeline draws, without frames, info
+    or frame pointers. ``rewards`` are ``None`` where unknown (rows rebuilt by
+    ``recover``); ``actions`` are decoded as in ``read_steps`` (``None`` at the reset)."""
+
+    steps: tuple[int, ...]
+    rewards: tuple[float | None, ...]
+    actions: tuple[Any, ...]
+    terminated: tuple[bool, ...]
+    truncated: tuple[bool, ...]
+    has_frame: tuple[bool, ...]  # False: the frame was dropped (or lost)
+    recovered: tuple[bool, ...]  # rebuilt from a segment by ``recover``
+
+    def __len__(self) -> int:
+        return len(self.steps)
 
 
 @dataclass(frozen=True)
