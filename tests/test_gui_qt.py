@@ -294,6 +294,7 @@ def test_follow_live_episode_while_recording(qtbot, store, assault_frames):
         qtbot.waitUntil(lambda: tab.clock.length == 60, timeout=5_000)
         qtbot.waitUntil(lambda: tab.shown_step == 59, timeout=5_000)
         np.testing.assert_array_equal(tab.view.frame(), assault_frames[59])
+        qtbot.waitUntil(lambda: tab.timeline_model.length == 60, timeout=5_000)  # grows too
         rec.end_episode()
         rec.flush()
         qtbot.waitUntil(lambda: not tab.clock.live, timeout=5_000)

@@ -108,7 +108,7 @@ def record(
                 interrupted = True
             finally:
                 wrapped.close()  # flushes; an open episode is marked interrupted
-            summary = _summary(store, rec, env_id, ids, time.perf_counter() - t0)
+            summary = _summary(store, rec, env_id, time.perf_counter() - t0)
     finally:
         env.close()
     # measured as `framestore info` measures it: once the store is closed (SQLite has
@@ -139,7 +139,7 @@ def _play(wrapped, env, episodes: int, seed: int, ids: list[int], on_step, on_ep
             on_episode({**done_ep, "status": "complete"})
 
 
-def _summary(store: FrameStore, rec, env_id: str, ids: list[int], seconds: float) -> dict:
+def _summary(store: FrameStore, rec, env_id: str, seconds: float) -> dict:
     m = rec.metrics()
     # the run's episodes as saved: an interrupt can land after an episode began and
     # before its id reached ``ids``
