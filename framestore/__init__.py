@@ -21,7 +21,15 @@ from .reader import SegmentReader
 from .recorder import Recorder, RecorderMetrics
 from .service import FrameRef, FrameStorageService, ServiceMetrics
 from .store import FrameStore
-from .types import EpisodeInfo, FrameLocation, FrameSummary, RunInfo, StepInfo
+from .types import (
+    DiskUsage,
+    EpisodeInfo,
+    FrameLocation,
+    FrameSummary,
+    RunInfo,
+    StepInfo,
+    StepTrack,
+)
 from .vector import RecordVectorFrames
 from .wrappers import RecordFrames
 
@@ -36,6 +44,8 @@ __all__ = [
     "StepInfo",
     "FrameSummary",
     "FrameLocation",
+    "DiskUsage",
+    "StepTrack",
     "RecorderMetrics",
     "ServiceMetrics",
     "FrameStorageService",

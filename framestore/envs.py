@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import json
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -43,7 +44,24 @@ def register_optional_envs(env_id: str = "") -> None:
         if env_id:
             raise InvalidInput(f"{env_id} needs ale-py: {_hint(env_id)}") from None
         return
+    # The emulator's banner ("A.L.E: Arcade Learning Environment ...", "[Powered by
+    # Stella]") would go to the user's stderr at every environment made; errors still do.
+    ale_py.ALEInterface.setLoggerMode(ale_py.LoggerMode.Error)
     gym.register_envs(ale_py)
+
+
+def headless_sdl() -> None:
+    """Let pygame render ``rgb_array`` frames without a display.
+
+    Gymnasium's pygame renderers (classic control, toy text) call ``pygame.init()``,
+    which starts SDL's video subsystem. With no display SDL probes its drivers and prints
+    ``error: XDG_RUNTIME_DIR is invalid or not set`` on stderr although nothing is ever
+    shown. The ``dummy`` driver is what such rendering needs: it is chosen only when
+    there is no display (so a pygame window of the user's own still works where one can
+    open) and never over an ``SDL_VIDEODRIVER`` the user set. SDL reads the variable at
+    ``pygame.init()``, so setting it before the first render is enough."""
+    if not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+        os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
 
 
 @contextmanager
@@ -76,6 +94,7 @@ def make_env(env_id: str, *, max_episode_steps: int | None = None, **kwargs: Any
     """``gymnasium.make(env_id, render_mode="rgb_array", ...)`` with readable errors."""
     _check_id(env_id)
     register_optional_envs(env_id)
+    headless_sdl()
     with _readable_errors(env_id):
         return gym.make(
             env_id, render_mode="rgb_array", max_episode_steps=max_episode_steps, **kwargs
@@ -105,6 +124,7 @@ def make_vec_env(
     except ValueError:
         raise InvalidInput(f"unknown autoreset mode {autoreset_mode!r}") from None
     register_optional_envs(env_id)
+    headless_sdl()
     extra = {} if max_episode_steps is None else {"max_episode_steps": max_episode_steps}
     with _readable_errors(env_id):
         return gym.make_vec(

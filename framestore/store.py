@@ -19,7 +19,14 @@ import numpy as np
 
 from telemetry import open_db
 
-from ._format import DB_NAME, LOCK_NAME, SEGMENT_DIR, record_extent
+from ._format import (
+    DB_NAME,
+    FILE_HEADER_SIZE,
+    LOCK_NAME,
+    SEAL_RECORD_SIZE,
+    SEGMENT_DIR,
+    record_extent,
+)
 from ._lock import StoreLock, writer_running
 from ._published import is_published
 from ._sources import SegmentSource
@@ -35,7 +42,7 @@ from .errors import (
     StoreLocked,
     UnsafeStore,
 )
-from .files import fsync_dir
+from .files import fsync_dir, why_not_writable
 from .reader import SegmentReader
 from .scan import scan_segment
 from .segments import (
@@ -46,7 +53,15 @@ from .segments import (
     segment_files,
     segment_path,
 )
-from .types import EpisodeInfo, FrameLocation, FrameSummary, RunInfo, StepInfo
+from .types import (
+    DiskUsage,
+    EpisodeInfo,
+    FrameLocation,
+    FrameSummary,
+    RunInfo,
+    StepInfo,
+    StepTrack,
+)
 
 if TYPE_CHECKING:
     from .recorder import Recorder
@@ -145,7 +160,12 @@ class FrameStore:
                 p.name not in (SEGMENT_DIR, LOCK_NAME) for p in root.iterdir()
             ):
                 raise NotAStore(str(root), "directory is not empty and is not a framestore store")
-            root.mkdir(parents=True, exist_ok=True)
+            try:
+                root.mkdir(parents=True, exist_ok=True)
+            except OSError as e:
+                raise NotAStore(
+                    str(root), f"cannot create a store here: {why_not_writable(root, e)}"
+                ) from None
         db = open_db(db_path, profile=durability, readonly=readonly)
         return cls(root, Catalog(db, readonly=readonly), readonly=readonly)
 
@@ -273,6 +293,13 @@ class FrameStore:
         """Step records of an episode in step order, ``start <= step < stop``."""
         ep = self.episode(episode_id)
         return self.catalog.steps(ep.id, *_step_range(start, stop))
+
+    def step_track(self, episode_id: int, start: int = 0, stop: int | None = None) -> StepTrack:
+        """Rewards, actions and flags (terminated, truncated, frame stored, row rebuilt by
+        ``recover``) of ``start <= step < stop``, one query and no frames: cheap enough
+        to read a whole episode for a timeline (page long ones with ``start``/``stop``)."""
+        self.episode(episode_id)
+        return self.catalog.step_track(episode_id, start, stop)
 
     def frame_locations(
         self, episode_id: int, start: int = 0, stop: int | None = None
@@ -424,6 +451,26 @@ class FrameStore:
             "wal": size(f"{self.db_path}-wal"),
             "shm": size(f"{self.db_path}-shm"),
         }
+
+    def disk_usage(self) -> DiskUsage:
+        """Bytes on disk split the one way ``record``, ``info`` and ``gc`` report them
+        (see ``DiskUsage``)."""
+        sizes = self.file_bytes()
+        marks = self.catalog.segment_states()
+        overhead = 0
+        for sid in list_segment_ids(self.root):
+            path = segment_path(self.root, sid)
+            if marks.get(sid) == "obsolete" or not path.exists():
+                continue  # an obsolete file goes whole at the next gc: all of it is dead
+            overhead += FILE_HEADER_SIZE + (SEAL_RECORD_SIZE if is_sealed(path) else 0)
+        return DiskUsage(
+            segments=sizes["segments"],
+            live=sum(self.live_bytes_by_segment().values()),
+            overhead=overhead,
+            database=sizes["database"],
+            wal=sizes["wal"],
+            shm=sizes["shm"],
+        )
 
     # ----------------------------------------------------------------- changes
     def delete_episodes(

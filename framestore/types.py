@@ -7,11 +7,13 @@ from typing import Any
 
 __all__ = [
     "EPISODE_STATUSES",
+    "DiskUsage",
     "EpisodeInfo",
     "FrameLocation",
     "FrameSummary",
     "RunInfo",
     "StepInfo",
+    "StepTrack",
 ]
 
 #: ``(segment, offset, slot)``: the segment id, the file offset of the CHUNK record and
@@ -72,6 +74,25 @@ class StepInfo:
 
 
 @dataclass(frozen=True)
+class StepTrack:
+    """Per-step summary of a range of an episode, one entry per committed step row, in
+    step order (``FrameStore.step_track``): what a timeline draws, without frames, info
+    or frame pointers. ``rewards`` are ``None`` where unknown (rows rebuilt by
+    ``recover``); ``actions`` are decoded as in ``read_steps`` (``None`` at the reset)."""
+
+    steps: tuple[int, ...]
+    rewards: tuple[float | None, ...]
+    actions: tuple[Any, ...]
+    terminated: tuple[bool, ...]
+    truncated: tuple[bool, ...]
+    has_frame: tuple[bool, ...]  # False: the frame was dropped (or lost)
+    recovered: tuple[bool, ...]  # rebuilt from a segment by ``recover``
+
+    def __len__(self) -> int:
+        return len(self.steps)
+
+
+@dataclass(frozen=True)
 class FrameSummary:
     """See ``FrameStore.frame_summary``. ``shapes`` are ``"HxWxC"`` strings."""
 
@@ -79,3 +100,32 @@ class FrameSummary:
     stop: int  # the requested stop, clipped to ``steps``
     shapes: tuple[str, ...]
     frames: int  # stored frames in the range
+
+
+@dataclass(frozen=True)
+class DiskUsage:
+    """What a store takes on disk, in bytes: the one definition ``record``, ``info`` and
+    ``gc`` report (``FrameStore.disk_usage``).
+
+    Segment files split into ``live`` (chunk records of live episodes), ``overhead``
+    (each file's header, and its seal once sealed: never reclaimable, a rewritten segment
+    has them too) and ``dead`` (everything else: chunks of deleted episodes, obsolete
+    files, chunks no step points at). ``gc`` reclaims ``dead`` bytes of the segments it
+    rewrites or deletes.
+    """
+
+    segments: int
+    live: int
+    overhead: int
+    database: int
+    wal: int
+    shm: int
+
+    @property
+    def dead(self) -> int:
+        return max(0, self.segments - self.live - self.overhead)
+
+    @property
+    def total(self) -> int:
+        """Segments and the database files: what the store directory takes."""
+        return self.segments + self.database + self.wal + self.shm

@@ -179,6 +179,12 @@ class RecordVectorFrames(VectorWrapper):
             per = [None if s else a for a, s in zip(per, skip, strict=True)]
         return per
 
+    @property
+    def current_episodes(self) -> tuple[int | None, ...]:
+        """The episode each sub-environment is recording now (None: between an episode's
+        end and the autoreset that starts the next)."""
+        return tuple(self._episodes)
+
     def _open(self, i: int, seed: int | None, options: dict[str, Any] | None) -> int:
         continues = self._last[i] if seed is None else None
         eid = self.recorder.open_episode(

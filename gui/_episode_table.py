@@ -57,8 +57,10 @@ class EpisodeTableModel(QAbstractTableModel):
             key = self.model.columns[index.column()][0]
             if key in _RIGHT:
                 return int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
-        if role == Qt.ItemDataRole.ToolTipRole and row.status == "recording":
-            return "being recorded: open it to follow live"
+        if role == Qt.ItemDataRole.ToolTipRole:
+            if row.status == "recording":
+                return "being recorded: open it to follow live"
+            return self.model.exact(row, index.column())
         return None
 
 

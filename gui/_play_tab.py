@@ -329,12 +329,8 @@ class PlayTab(QWidget):
         lines = self.hud.lines()
         s = self.session
         if s is not None:
-            mode = "lite ring" if s.lite else "direct"
-            if s.recording:
-                lines.insert(0, f"● REC ({mode})" + ("  arming..." if s.waiting else ""))
-                if s.lite:
-                    lines.insert(1, f"lite ring: {s.lite_steps} steps")
-            lines.append(f"episode {s.episode} seed {s.episode_seed} step {s.step_index}")
+            session = s.hud_lines()
+            lines = session[:-1] + lines + session[-1:]
         self.hud_label.setText("\n".join(lines))
         self.warnings_label.setText("\n".join(f"⚠ {w.code}: {w.text}" for w in state.warnings))
 

@@ -4,14 +4,12 @@ compact, list refresh) run on a ``TaskRunner``."""
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from PySide6.QtCore import QItemSelectionModel, Qt, QTimer, Signal
-from PySide6.QtGui import QFont
+from PySide6.QtGui import QFont, QGuiApplication
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QCheckBox,
@@ -38,30 +36,25 @@ from tools.gc import GcReport, collect
 
 from ._episode_table import EpisodeFilterProxy, EpisodeTableModel
 from ._frame_view import FrameView
+from ._timeline import TimelineView
 from ._workers import FrameLoader, TaskRunner
-from .models import SPEEDS, EpisodeListModel, PlaybackClock
+from .models import (
+    SPEEDS,
+    EpisodeListModel,
+    PlaybackClock,
+    TimelineModel,
+    step_fields,
+    step_json,
+)
+
+#: Rows the episode table shows at least (the splitter keeps room for them).
+TABLE_ROWS = 5
 
 
 def _mono() -> QFont:
     f = QFont("monospace")
     f.setStyleHint(QFont.StyleHint.Monospace)
     return f
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, np.generic | np.ndarray):
-        return value.tolist()
-    return str(value)
-
-
-def _short(value: Any, limit: int = 400) -> str:
-    if isinstance(value, np.generic | np.ndarray):
-        value = value.tolist()
-    try:
-        text = json.dumps(value, default=_plain)
-    except (TypeError, ValueError):
-        text = repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 class ReplayTab(QWidget):
@@ -84,6 +77,8 @@ class ReplayTab(QWidget):
         self.store = store
         self.episodes = episodes or EpisodeListModel()
         self.clock = clock or PlaybackClock()
+        self.timeline_model = TimelineModel()
+        self._track_loading = False
         self.loader = FrameLoader(store, self)
         self.tasks = TaskRunner(self)
         self.episode_id: int | None = None
@@ -110,8 +105,13 @@ class ReplayTab(QWidget):
         self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
         self.table.setSelectionMode(QAbstractItemView.SelectionMode.ExtendedSelection)
         self.table.verticalHeader().setVisible(False)
-        self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
-        self.table.horizontalHeader().setStretchLastSection(True)
+        header = self.table.horizontalHeader()
+        # widths from the contents, then the user's; the environment id takes the slack
+        header.setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
+        header.setStretchLastSection(False)
+        header.setSectionResizeMode(self.episodes.column_of("env"), QHeaderView.ResizeMode.Stretch)
+        rows = self.table.verticalHeader().defaultSectionSize()
+        self.table.setMinimumHeight(header.sizeHint().height() + TABLE_ROWS * rows + 4)
         self.filter_edit = QLineEdit()
         self.filter_edit.setPlaceholderText("filter: text, or status:complete env:pong run:2")
         self.refresh_btn = QPushButton("Refresh")
@@ -140,10 +140,18 @@ class ReplayTab(QWidget):
         self.follow_check.setChecked(self.clock.follow_live)
         self.pos_label = QLabel("-")
         self.pos_label.setFont(_mono())
+        # as wide as it gets, so the controls row (and the timeline) keep their width
+        # while the numbers change
+        widest = "episode 0000000 · step 0000000 / 0000000  0.25x @ 240 fps  ● live"
+        self.pos_label.setMinimumWidth(self.pos_label.fontMetrics().horizontalAdvance(widest))
+        self.pos_label.setAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+        self.timeline = TimelineView(self.timeline_model, self.clock)
         self.step_text = QPlainTextEdit()
         self.step_text.setReadOnly(True)
         self.step_text.setFont(_mono())
-        self.step_text.setMaximumWidth(320)
+        self.step_text.setLineWrapMode(QPlainTextEdit.LineWrapMode.NoWrap)
+        self.copy_btn = QPushButton("Copy step (exact)")
+        self.copy_btn.setToolTip("Copy this step's values, unrounded, as JSON")
 
     def _lay_out(self) -> None:
         table_side = QVBoxLayout()
@@ -165,23 +173,37 @@ class ReplayTab(QWidget):
             controls.addWidget(w)
         controls.addStretch(1)
         controls.addWidget(self.pos_label)
+        step_side = QVBoxLayout()
+        step_side.setContentsMargins(0, 0, 0, 0)
+        step_side.addWidget(self.step_text, 1)
+        step_side.addWidget(self.copy_btn)
+        step_w = QWidget()
+        step_w.setLayout(step_side)
+        self.frame_split = QSplitter(Qt.Orientation.Horizontal)
+        self.frame_split.addWidget(self.view)
+        self.frame_split.addWidget(step_w)
+        self.frame_split.setStretchFactor(0, 3)
+        self.frame_split.setStretchFactor(1, 1)
+        self.frame_split.setChildrenCollapsible(False)
+        self.frame_split.setSizes([700, 280])
+
         viewer = QVBoxLayout()
-        top = QHBoxLayout()
-        top.addWidget(self.view, 1)
-        top.addWidget(self.step_text)
-        viewer.addLayout(top, 1)
+        viewer.addWidget(self.frame_split, 1)
         viewer.addWidget(self.slider)
+        viewer.addWidget(self.timeline)
         viewer.addLayout(controls)
         viewer_w = QWidget()
         viewer_w.setLayout(viewer)
 
-        split = QSplitter(Qt.Orientation.Vertical)
-        split.addWidget(table_w)
-        split.addWidget(viewer_w)
-        split.setStretchFactor(0, 1)
-        split.setStretchFactor(1, 3)
+        self.split = QSplitter(Qt.Orientation.Vertical)
+        self.split.addWidget(table_w)
+        self.split.addWidget(viewer_w)
+        self.split.setStretchFactor(0, 1)
+        self.split.setStretchFactor(1, 3)
+        self.split.setChildrenCollapsible(False)
+        self.split.setSizes([260, 500])
         layout = QVBoxLayout(self)
-        layout.addWidget(split)
+        layout.addWidget(self.split)
 
     def _connect(self) -> None:
         self.filter_edit.textChanged.connect(self.proxy.set_filter_text)
@@ -190,6 +212,9 @@ class ReplayTab(QWidget):
         self.export_btn.clicked.connect(self._export_clicked)
         self.delete_btn.clicked.connect(self._delete_clicked)
         self.compact_btn.clicked.connect(self.compact)
+        self.copy_btn.clicked.connect(self.copy_step)
+        self.table_model.modelReset.connect(self.table.resizeColumnsToContents)
+        self.table_model.rowsInserted.connect(lambda *_: self.table.resizeColumnsToContents())
         self.slider.valueChanged.connect(self.clock.seek)
         self.back_btn.clicked.connect(self.clock.step_back)
         self.fwd_btn.clicked.connect(self.clock.step_forward)
@@ -270,7 +295,38 @@ class ReplayTab(QWidget):
         self.shown_step = None
         self._pending_seek = at
         self.view.set_frame(None, f"loading episode {episode_id}…")
+        self.timeline_model.clear()
         self.loader.open(self.episode_id)
+        self._load_track(self.episode_id)
+
+    def _load_track(self, episode_id: int) -> None:
+        """Read the episode's steps for the timeline off the UI thread (paged); for a live
+        episode, only the rows after those the timeline has."""
+        if self._track_loading:
+            return
+        self._track_loading = True
+        start = self.timeline_model.length if self.timeline_model.episode_id == episode_id else 0
+
+        def done(track):
+            self._track_loading = False
+            if episode_id != self.episode_id:
+                return
+            if start:
+                self.timeline_model.extend(episode_id, track)
+            else:
+                self.timeline_model.set_track(episode_id, track)
+            if self.clock.length > self.timeline_model.length:  # more arrived meanwhile
+                self._load_track(episode_id)
+
+        def failed(exc):
+            self._track_loading = False
+            self.task_label.setText(f"timeline of episode {episode_id}: {exc}")
+
+        self.tasks.run(
+            lambda _p: TimelineModel.fetch(self.store, episode_id, start=start),
+            on_done=done,
+            on_error=failed,
+        )
 
     def _opened(self, eid, info, rows, live, fps) -> None:
         if eid != self.episode_id:
@@ -294,6 +350,8 @@ class ReplayTab(QWidget):
     def _length_changed(self, eid, rows, live) -> None:
         if eid == self.episode_id:
             self.clock.set_length(rows, live=live)
+            if rows > self.timeline_model.length:
+                self._load_track(eid)
 
     def _index_changed(self, index: int) -> None:
         self.slider.blockSignals(True)
@@ -320,7 +378,10 @@ class ReplayTab(QWidget):
         c = self.clock
         live = "  ● live" if c.live else ""
         self.pos_label.setText(
-            f"step {c.index} / {c.last}  {c.speed:g}x @ {c.fps:g} fps{live}" if c.length else "-"
+            f"episode {self.episode_id} · step {c.index} / {c.last}  {c.speed:g}x @ "
+            f"{c.fps:g} fps{live}"
+            if c.length
+            else "-"
         )
 
     def _play_tick(self) -> None:
@@ -338,13 +399,10 @@ class ReplayTab(QWidget):
         self.shown_step = step
         self.current_step_info = info
         if info is not None:
-            self.step_text.setPlainText(
-                f"step        {info.step}\n"
-                f"action      {_short(info.action)}\n"
-                f"reward      {info.reward}\n"
-                f"terminated  {info.terminated}\n"
-                f"truncated   {info.truncated}\n"
-                f"info        {_short(info.info)}"
+            fields = step_fields(info)
+            self.step_text.setPlainText("\n".join(f"{f.name:<11} {f.shown}" for f in fields))
+            self.step_text.setToolTip(
+                "exact values:\n" + "\n".join(f"{f.name}: {f.exact}" for f in fields)
             )
         self.frame_shown.emit(eid, step)
 
@@ -352,6 +410,12 @@ class ReplayTab(QWidget):
         if eid == self.episode_id:
             self.view.set_frame(None, text)
             self.task_label.setText(text)
+
+    def copy_step(self) -> None:
+        """Put the shown step's exact values on the clipboard, as JSON."""
+        if self.current_step_info is not None:
+            QGuiApplication.clipboard().setText(step_json(self.current_step_info))
+            self.task_label.setText(f"copied step {self.current_step_info.step} (exact values)")
 
     # ------------------------------------------------------------------ store jobs
     def _start_job(self, name: str, fn, *, after=None) -> None:
@@ -414,6 +478,7 @@ class ReplayTab(QWidget):
             self.episode_id = None
             self.clock.pause()
             self.clock.set_length(0)
+            self.timeline_model.clear()
             self.view.set_frame(None, "episode deleted")
         self._start_job(
             f"delete of {len(episode_ids)} episode(s)",

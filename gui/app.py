@@ -5,25 +5,40 @@ exit code. ``framestore gui`` (``tools/cli_gui.py``) parses the command line, bu
 Headless screenshots (the window is rendered offscreen, saved, and the app exits):
 
 * ``GuiOptions(replay=EPISODE_ID, frame=K, screenshot=OUT)``: the replay viewer at step K;
-* ``GuiOptions(play=ENV_ID, steps=N, screenshot=OUT)``: N steps of a seeded random policy
-  in the Play tab, recorded into the store.
+* ``GuiOptions(play=ENV_ID, steps=N, screenshot=OUT)``: N actions of a seeded random
+  policy in the Play tab; with ``record=True`` they are recorded into the store (an
+  episode of N+1 steps, step 0 being the reset, as ``record --max-steps N`` gives);
+  without it nothing is written to the store.
+
+Before Qt starts, ``run`` checks what would otherwise fail inside it: a display Qt can
+open a window on (``gui._display``), the episode and step asked for.
 """
 
 from __future__ import annotations
 
 import os
 import sys
+import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from PySide6.QtCore import QtMsgType, qInstallMessageHandler
 from PySide6.QtWidgets import QApplication
 
 from framestore import FrameStore, FrameStoreError
+from framestore.files import why_not_writable
 from tools.exitcodes import ExitCode
 
+from ._display import display_problem
 from ._main_window import MainWindow
+
+#: Screenshot formats by file extension (Qt writes each; anything else is refused).
+SCREENSHOT_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".bmp": "BMP"}
+#: Qt messages that say nothing to the user (the offscreen plugin's, at every window).
+QUIET_QT_MESSAGES = ("This plugin does not support propagateSizeHints()",)
 
 __all__ = ["GuiOptions", "default_store_path", "run"]
 
@@ -36,7 +51,8 @@ class GuiOptions:
         replay: open this episode in the Replay tab.
         frame: the step to show (with ``replay``).
         play: start this environment id in the Play tab.
-        steps: steps of the scripted random policy (with ``play`` and ``screenshot``).
+        steps: actions of the scripted random policy (with ``play`` and ``screenshot``).
+        record: record ``play`` into the store (a screenshot without it writes nothing).
         seed: seed of ``play``.
         preset: recording preset (with ``play``); ``None`` is the game's default.
         fast: with ``screenshot``, play as fast as possible instead of at render fps.
@@ -46,13 +62,15 @@ class GuiOptions:
 
     Raises:
         ValueError: for a combination that cannot work (both ``replay`` and ``play``;
-            ``screenshot`` without either).
+            ``screenshot`` without either; ``record`` without ``play``; ``steps`` below
+            1; a screenshot file type Qt does not write here).
     """
 
     replay: int | None = None
     frame: int = 0
     play: str | None = None
     steps: int = 300
+    record: bool = False
     seed: int = 0
     preset: str | None = None
     fast: bool = False
@@ -64,6 +82,18 @@ class GuiOptions:
             raise ValueError("use --replay or --play, not both")
         if self.screenshot is not None and self.replay is None and self.play is None:
             raise ValueError("--screenshot needs --replay or --play")
+        if self.record and self.play is None:
+            raise ValueError("--record needs --play")
+        if self.steps < 1:
+            raise ValueError(f"--steps must be at least 1 (got {self.steps})")
+        if self.screenshot is not None:
+            ext = self.screenshot.suffix.lower()
+            if ext not in SCREENSHOT_FORMATS:
+                raise ValueError(
+                    f"--screenshot {self.screenshot}: cannot write "
+                    f"{ext + ' files' if ext else 'a file without an extension'}; use "
+                    + ", ".join(sorted(SCREENSHOT_FORMATS))
+                )
 
 
 def default_store_path() -> Path:
@@ -73,7 +103,45 @@ def default_store_path() -> Path:
 
 
 def _error(text: str) -> None:
-    print(f"framestore gui: error: {text}", file=sys.stderr)
+    print(f"framestore: error: {text}", file=sys.stderr)
+
+
+def _qt_message(kind: QtMsgType, context, message: str) -> None:
+    if message in QUIET_QT_MESSAGES:
+        return
+    print(message, file=sys.stderr)
+
+
+@contextmanager
+def _open_store(path: Path, options: GuiOptions) -> Iterator[FrameStore]:
+    """The store the window shows. A replay reads it; a screenshot of play that does not
+    record must not write to it: read-only when it exists, else an empty scratch store."""
+    if options.screenshot is not None and options.play is not None and not options.record:
+        if not (path / "framestore.db").exists():
+            with tempfile.TemporaryDirectory(prefix="framestore-gui-") as tmp:
+                with FrameStore.open(Path(tmp) / "scratch.store") as scratch:
+                    yield scratch
+            return
+        with FrameStore.open(path, readonly=True) as store:
+            yield store
+        return
+    with FrameStore.open(path, create=options.replay is None) as store:
+        yield store
+
+
+def _replay_problem(store: FrameStore, options: GuiOptions) -> str | None:
+    """Why the episode and step asked for cannot be shown (checked before Qt starts, so
+    a step out of range never waits for a frame that cannot come)."""
+    ep = store.episode(options.replay)  # EpisodeNotFound: unknown or deleted
+    if ep.status == "recording" and options.frame >= 0:
+        return None  # still growing: the step may come
+    if not 0 <= options.frame < ep.steps:
+        valid = f"0..{ep.steps - 1}" if ep.steps else "none"
+        return (
+            f"episode {ep.id} has no step {options.frame} ({ep.steps} steps): "
+            f"--frame must be in {valid}"
+        )
+    return None
 
 
 def run(store: Path | None, options: GuiOptions) -> int:
@@ -83,13 +151,26 @@ def run(store: Path | None, options: GuiOptions) -> int:
     if options.screenshot is not None:
         # read when the QApplication is made: a screenshot needs no screen
         os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+    problem = None if QApplication.instance() else display_problem()
+    if problem is not None:
+        _error(problem)
+        return ExitCode.USAGE
     store_path = store if store is not None else default_store_path()
     try:
-        opened = FrameStore.open(store_path, create=options.replay is None)
+        with _open_store(store_path, options) as opened:
+            if options.replay is not None:
+                problem = _replay_problem(opened, options)
+                if problem is not None:
+                    _error(problem)
+                    return ExitCode.USAGE
+            return _run_window(opened, options)
     except (FrameStoreError, OSError) as e:
         _error(str(e))
         return ExitCode.USAGE
 
+
+def _run_window(opened: FrameStore, options: GuiOptions) -> int:
+    qInstallMessageHandler(_qt_message)
     app = QApplication.instance() or QApplication([sys.argv[0] if sys.argv else "framestore"])
     win = MainWindow(opened)
     try:
@@ -107,7 +188,6 @@ def run(store: Path | None, options: GuiOptions) -> int:
         win.close()
         win.deleteLater()
         app.processEvents()
-        opened.close()
 
 
 def _wait(app: QApplication, cond: Callable[[], object], timeout: float) -> bool:
@@ -142,7 +222,11 @@ def _replay(app: QApplication, win: MainWindow, options: GuiOptions) -> ExitCode
         _error(errors[0] if errors else "timed out waiting for the frame")
         return ExitCode.USAGE if errors else ExitCode.PROBLEMS
     if want not in shown or tab.clock.index != options.frame:
-        _error(f"episode {options.replay} has no step {options.frame} ({tab.clock.length} steps)")
+        n = tab.clock.length
+        _error(
+            f"episode {options.replay} has no step {options.frame} ({n} steps): "
+            f"--frame must be in {f'0..{n - 1}' if n else 'none'}"
+        )
         return ExitCode.USAGE
     _wait(app, lambda: tab.episodes.row_count() > 0, 5.0)
     tab.select_episode(options.replay)
@@ -153,8 +237,8 @@ def _replay(app: QApplication, win: MainWindow, options: GuiOptions) -> ExitCode
 
 
 def _play(app: QApplication, win: MainWindow, options: GuiOptions) -> ExitCode:
-    """Start ``options.play``; for a screenshot, record ``options.steps`` steps of a seeded
-    random policy first."""
+    """Start ``options.play`` (recording with ``options.record``); for a screenshot, play
+    ``options.steps`` actions of a seeded random policy first."""
     tab = win.play_tab
     win.tabs.setCurrentWidget(tab)
     if options.preset:
@@ -163,13 +247,30 @@ def _play(app: QApplication, win: MainWindow, options: GuiOptions) -> ExitCode:
             _error(f"unknown preset {options.preset!r}")
             return ExitCode.USAGE
         tab.preset_combo.setCurrentIndex(i)
+    tab.record_btn.setChecked(options.record)
     if options.screenshot is None:
         tab.start(options.play, seed=options.seed)
         return ExitCode.OK if tab.session is not None else ExitCode.USAGE
-    tab.record_btn.setChecked(True)
+    return _play_scripted(app, win, options)
+
+
+def _play_scripted(app: QApplication, win: MainWindow, options: GuiOptions) -> ExitCode:
+    """Play ``options.steps`` actions of a seeded random policy, then save the screenshot."""
+    tab = win.play_tab
     if options.fast:
         tab.fps_override = 1000.0
     tab.set_policy(lambda s: s.sample_action())
+    # N actions, counted as they happen (stopped in the slot: never one too many); when
+    # recording, only recorded ones, so the episode holds N+1 steps whatever the game
+    actions: list[int] = []
+
+    def count(res) -> None:
+        if res.action is not None and (res.recorded or not options.record):
+            actions.append(res.step)
+            if len(actions) >= options.steps:
+                tab.timer.stop()
+
+    tab.stepped.connect(count)
     tab.start(options.play, seed=options.seed)
     session = tab.session
     if session is None:
@@ -177,8 +278,7 @@ def _play(app: QApplication, win: MainWindow, options: GuiOptions) -> ExitCode:
         return ExitCode.USAGE
     errors: list[str] = []
     tab.session_event.connect(lambda ev: errors.append(ev.text) if ev.kind == "error" else None)
-    start = session.frames_seen
-    ok = _wait(app, lambda: session.frames_seen - start >= options.steps or errors, options.timeout)
+    ok = _wait(app, lambda: len(actions) >= options.steps or errors, options.timeout)
     if errors or not ok:
         _error(errors[0] if errors else "timed out playing")
         return ExitCode.PROBLEMS
@@ -196,9 +296,15 @@ def _settle(app: QApplication, seconds: float = 0.2) -> None:
 
 
 def _save(win: MainWindow, path: Path) -> ExitCode:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if not win.grab().save(str(path), "PNG"):
-        _error(f"cannot write {path}")
+    """Save the window in the format the file's extension names."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        _error(f"cannot write {path}: {why_not_writable(path, e)}")
+        return ExitCode.USAGE
+    fmt = SCREENSHOT_FORMATS[path.suffix.lower()]
+    if not win.grab().save(str(path), fmt):
+        _error(f"cannot write {path} as {fmt}")
         return ExitCode.PROBLEMS
     print(f"screenshot saved to {path}")
     return ExitCode.OK

@@ -14,6 +14,10 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 # Ray (test_ray.py) binds its processes to the machine's address unless told this is a
 # local-only cluster: keep every Ray connection on 127.0.0.1. Read when ray is imported.
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+# No usage reporting from the test clusters: Ray Data's metrics poller would otherwise
+# query a Prometheus that is not there and log the failure to a closed stream at exit.
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+os.environ.setdefault("RAY_DATA_USAGE_DISABLED", "1")
 
 OUR_THREADS = ("framestore", "telemetry")
 

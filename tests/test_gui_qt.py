@@ -237,10 +237,17 @@ def test_scrubbing_a_long_episode_stays_responsive(qtbot, store, assault_frames,
     eid = record_assault(store, assault_frames, n)
     tab = ReplayTab(store)
     qtbot.addWidget(tab)
+    tab.resize(1200, 720)
     tab.show()
     tab.open_episode(eid, at=0)
     qtbot.waitUntil(lambda: tab.shown_step == 0, timeout=10_000)
     assert tab.clock.length == n
+    # the timeline is shown, with the whole episode, before the scrubbing starts
+    qtbot.waitUntil(lambda: tab.timeline_model.length == n, timeout=10_000)
+    assert tab.timeline.isVisible()
+    qtbot.waitUntil(lambda: tab.timeline.renders >= 1, timeout=5_000)
+    qtbot.wait(300)  # the window's layout settles (a resize draws the plot again)
+    renders = tab.timeline.renders
     probe = GapProbe()
     probe.start()
     rng = np.random.default_rng(0)
@@ -252,11 +259,14 @@ def test_scrubbing_a_long_episode_stays_responsive(qtbot, store, assault_frames,
     qtbot.waitUntil(lambda: tab.shown_step == n - 1, timeout=10_000)
     probe.stop()
     np.testing.assert_array_equal(tab.view.frame(), assault_frames[(n - 1) % len(assault_frames)])
+    # scrubbing moved the cursor only: the binned plot was drawn once, not per position
+    assert tab.timeline.renders == renders
     worker = tab.loader.worker
     record_property("scrub_max_event_loop_gap_ms", round(probe.max_gap_ms, 2))
     record_property("scrub_frames_decoded", worker.frames_loaded)
     print(
-        f"\nscrubbing {n} steps: largest event-loop gap {probe.max_gap_ms:.1f} ms, "
+        f"\nscrubbing {n} steps, timeline shown: largest event-loop gap "
+        f"{probe.max_gap_ms:.1f} ms, "
         f"{worker.frames_loaded} of 401 requests loaded, "
         f"{store.reader.chunks_decoded} chunks decoded, {time.perf_counter() - t0:.2f} s"
     )
@@ -284,6 +294,7 @@ def test_follow_live_episode_while_recording(qtbot, store, assault_frames):
         qtbot.waitUntil(lambda: tab.clock.length == 60, timeout=5_000)
         qtbot.waitUntil(lambda: tab.shown_step == 59, timeout=5_000)
         np.testing.assert_array_equal(tab.view.frame(), assault_frames[59])
+        qtbot.waitUntil(lambda: tab.timeline_model.length == 60, timeout=5_000)  # grows too
         rec.end_episode()
         rec.flush()
         qtbot.waitUntil(lambda: not tab.clock.live, timeout=5_000)
@@ -328,7 +339,7 @@ def test_screenshot_replay_and_play(qtbot, store_path, assault_frames, tmp_path)
     assert run(store_path, GuiOptions(replay=eid, frame=42, screenshot=out)) == 0
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     out2 = tmp_path / "play.png"
-    options = GuiOptions(play="CartPole-v1", steps=60, fast=True, screenshot=out2)
+    options = GuiOptions(play="CartPole-v1", steps=60, record=True, fast=True, screenshot=out2)
     assert run(store_path, options) == 0
     assert out2.stat().st_size > 1000
     with FrameStore.open(store_path) as st:
@@ -387,3 +398,139 @@ def test_many_void_qt_calls_do_not_exhaust_none(qtbot):
     for _ in range(20_000):  # more than None's whole reference count at start-up
         label.setText("x")
     assert label.text() == "x"
+
+
+# =============================================================================== replay view
+def record_rewards(store, frames, rewards, *, actions=None, space=None) -> int:
+    rec = store.recorder("ALE/Assault-v5", action_space=space, render_fps=30)
+    try:
+        eid = rec.begin_episode(seed=0)
+        for i, r in enumerate(rewards):
+            a = None if i == 0 else (actions[i] if actions is not None else i % 7)
+            rec.record_step(frames[i % len(frames)], action=a, reward=r, terminated=i == 59)
+        rec.end_episode()
+    finally:
+        rec.close()
+    return eid
+
+
+def test_timeline_click_and_drag_seek_and_the_cursor_follows(qtbot, store, assault_frames):
+    from PySide6.QtCore import QEvent, QPoint, QPointF
+    from PySide6.QtGui import QMouseEvent
+    from PySide6.QtWidgets import QApplication
+
+    eid = record_rewards(store, assault_frames, [float(i % 5 == 0) for i in range(60)])
+    tab = ReplayTab(store)
+    qtbot.addWidget(tab)
+    tab.resize(1000, 700)
+    tab.show()
+    tab.open_episode(eid, at=0)
+    qtbot.waitUntil(lambda: tab.timeline_model.length == 60 and tab.shown_step == 0, timeout=10_000)
+    view, model = tab.timeline, tab.timeline_model
+    w = view.width()
+    qtbot.mouseClick(view, Qt.MouseButton.LeftButton, pos=QPoint(int(w * 0.75), 30))
+    assert tab.clock.index == model.step_at(int(w * 0.75), w) == 45
+    qtbot.waitUntil(lambda: tab.shown_step == 45, timeout=5_000)  # the frame follows
+
+    def drag(x: float, kind=QEvent.Type.MouseMove) -> None:
+        pos = QPointF(x, 30)
+        button = Qt.MouseButton.LeftButton
+        buttons = Qt.MouseButton.NoButton if kind == QEvent.Type.MouseButtonRelease else button
+        event = QMouseEvent(
+            kind, pos, view.mapToGlobal(pos), button, buttons, Qt.KeyboardModifier.NoModifier
+        )
+        QApplication.sendEvent(view, event)
+
+    drag(w * 0.1, QEvent.Type.MouseButtonPress)
+    seen = []
+    for x in np.linspace(w * 0.1, w * 0.5, 9):
+        drag(x)
+        seen.append(tab.clock.index)
+    drag(w * 0.5, QEvent.Type.MouseButtonRelease)
+    assert seen == sorted(seen) and seen[0] == 6 and seen[-1] == 30
+    # the cursor is drawn where the model puts the current step
+    tab.clock.seek(12)
+    image = view.grab().toImage()
+    x = int(model.x_of(12, w))
+    assert image.pixelColor(x, 5).lightness() > 240  # white cursor over the dark plot
+    assert image.pixelColor(int(model.x_of(41, w)), 5).lightness() < 100  # no reward, no cursor
+    tab.shutdown()
+
+
+def test_episode_table_shows_rows_with_sensible_widths(qtbot, store, assault_frames):
+    for seed in range(7):
+        record_assault(store, assault_frames, 5, seed=seed)
+    win = MainWindow(store)
+    qtbot.addWidget(win)
+    win.show()  # the default 1200x760
+    tab = win.replay_tab
+    win.tabs.setCurrentWidget(tab)
+    qtbot.waitUntil(lambda: tab.episodes.row_count() == 7, timeout=5_000)
+    qtbot.wait(50)
+    table = tab.table
+    visible = [
+        r for r in range(7)
+        if table.rowViewportPosition(r) + table.rowHeight(r) <= table.viewport().height()
+    ]  # fmt: skip
+    assert len(visible) >= 5, (len(visible), table.viewport().height())
+    size_col = tab.episodes.column_of("size")
+    assert table.columnWidth(size_col) < 160  # sized to "12.3 KiB", not stretched
+    assert table.columnWidth(tab.episodes.column_of("env")) >= 120
+    # the splitters move: give the table more room, the viewer keeps its minimum
+    sizes = tab.split.sizes()
+    tab.split.setSizes([sizes[0] + 100, sizes[1] - 100])
+    assert tab.split.sizes()[0] == sizes[0] + 100
+    assert tab.frame_split.count() == 2 and not tab.frame_split.childrenCollapsible()
+    win.close()
+
+
+def test_step_panel_rounds_for_reading_and_keeps_exact_values(qtbot, store, assault_frames):
+    import json
+
+    import gymnasium as gym
+    from PySide6.QtWidgets import QApplication
+
+    actions = [None] + [np.array([0.539185, -0.10000000000000009, 1.0])] * 59
+    space = gym.spaces.Box(-1.0, 1.0, (3,), np.float64)
+    rewards = [0.0] + [-0.10000000000000009] * 59
+    eid = record_rewards(store, assault_frames, rewards, actions=actions, space=space)
+    tab = ReplayTab(store)
+    qtbot.addWidget(tab)
+    tab.open_episode(eid, at=3)
+    qtbot.waitUntil(lambda: tab.shown_step == 3, timeout=10_000)
+    text = tab.step_text.toPlainText()
+    assert "reward      -0.1\n" in text and "action      [0.5392, -0.1, 1]" in text
+    assert "0.10000000000000009" not in text and "0.539185" not in text
+    assert "-0.10000000000000009" in tab.step_text.toolTip()
+    tab.copy_step()
+    copied = json.loads(QApplication.clipboard().text())
+    assert copied["reward"] == -0.10000000000000009 and copied["action"][0] == 0.539185
+    # the table rounds the episode's return too, exact in the tooltip
+    qtbot.waitUntil(lambda: tab.episodes.row_count() == 1, timeout=5_000)
+    col = tab.episodes.column_of("total_reward")
+    index = tab.table_model.index(0, col)
+    total = store.episode(eid).total_reward
+    assert tab.table_model.data(index) == "-5.9" and repr(total) != "-5.9"
+    assert tab.table_model.data(index, Qt.ItemDataRole.ToolTipRole) == f"exact: {total!r}"
+    tab.shutdown()
+
+
+def test_play_hud_names_the_stores_episode_id(qtbot, store, assault_frames):
+    for seed in range(2):
+        record_assault(store, assault_frames, 5, seed=seed)  # ids 1 and 2 are taken
+    tab = PlayTab(store)
+    qtbot.addWidget(tab)
+    tab.fps_override = 120
+    tab.record_btn.setChecked(True)
+    tab.set_policy(lambda s: s.sample_action())
+    tab.start("MountainCar-v0", seed=0)
+    qtbot.waitUntil(lambda: tab.session.episode_id is not None, timeout=10_000)
+    tab.refresh_hud()
+    assert tab.session.episode == 0  # the session's own counter...
+    assert "episode 3 · seed 0" in tab.hud_label.text()  # ...is not what the HUD shows
+    assert "episode 0" not in tab.hud_label.text()
+    tab.record_btn.setChecked(False)
+    tab.refresh_hud()
+    assert "not recorded · seed" in tab.hud_label.text()
+    tab.shutdown()
+    assert [e.id for e in store.episodes()][-1] == 3

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import signal
 import sqlite3
 import subprocess
@@ -365,3 +366,44 @@ def test_sigterm_marks_episode_interrupted_and_exits_130(tmp_path):
         assert all(e.status != "recording" for e in eps)
         for ep in eps:
             assert len(st.read_frames(ep.id)) == ep.steps
+
+
+def test_max_steps_help_says_what_it_counts():
+    text = " ".join(CliRunner().invoke(cli, ["record", "--help"]).output.split())
+    assert "after N actions; it then holds N+1 steps (step 0 is the frame after the reset)" in text
+
+
+def _read_line(stream, timeout: float) -> str:
+    ready, _, _ = select.select([stream], [], [], timeout)
+    assert ready, f"no line within {timeout} s"
+    return stream.readline()
+
+
+def test_without_a_tty_each_episode_is_a_line_and_sigterm_prints_what_was_saved(tmp_path):
+    store_path = tmp_path / "p.store"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tools", "record", str(store_path), "--env", "MountainCar-v0"]
+        + ["--episodes", "1000", "--max-steps", "20"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        first = _read_line(proc.stdout, 60)  # long before the run ends
+        assert first == "  episode 1: seed 0, 21 steps, reward -20, complete\n"
+        second = _read_line(proc.stdout, 60)
+        assert second.startswith("  episode 2: seed 1, 21 steps")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=60)
+    out = first + second + out
+    assert proc.returncode == 130, err
+    summary = [ln for ln in out.splitlines() if ln.startswith("interrupted: saved run 1: ")]
+    assert len(summary) == 1, out
+    assert err.strip().splitlines()[-1] == "framestore: interrupted"
+    with FrameStore.open(store_path, readonly=True) as st:
+        eps = st.episodes()
+        assert f"{len(eps)} episode(s)" in summary[0]
+        assert f"{sum(e.steps for e in eps)} steps" in summary[0]
+        listed = [ln for ln in out.splitlines() if ln.startswith("  episode ")]
+        assert len(listed) == len(eps)  # every saved episode is on a line, the last too

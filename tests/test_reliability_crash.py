@@ -54,9 +54,12 @@ def wait_for_line(path: Path, prefix: str, proc: subprocess.Popen, timeout: floa
     raise AssertionError(f"child did not report {prefix!r} within {timeout}s")
 
 
-def run_and_kill(script: str, args: list[str], progress: Path, delay: float) -> int | None:
-    """Start the child, wait for its ``ready`` line, SIGKILL it ``delay`` s later.
-    Returns the child's exit code if it finished on its own first, else None."""
+def run_and_kill(
+    script: str, args: list[str], progress: Path, delay: float, *, after: str = "ready"
+) -> int | None:
+    """Start the child, wait for its ``ready`` line (and then for a line starting with
+    ``after``), SIGKILL it ``delay`` s later. Returns the child's exit code if it finished
+    on its own first, else None."""
     proc = subprocess.Popen(
         [sys.executable, "-c", script, *args, str(progress)],
         stdout=subprocess.DEVNULL,
@@ -64,6 +67,8 @@ def run_and_kill(script: str, args: list[str], progress: Path, delay: float) -> 
     )
     try:
         wait_for_line(progress, "ready", proc, READY_TIMEOUT)
+        if after != "ready":
+            wait_for_line(progress, after, proc, READY_TIMEOUT)
         end = time.monotonic() + delay
         while time.monotonic() < end and proc.poll() is None:
             time.sleep(0.002)
@@ -172,7 +177,7 @@ class KillTrial:
     batch_size: int
     sink_queue: int
     chunk_frames: int
-    delay: float
+    kill_at_step: int  # SIGKILL once the child has recorded this many steps
 
     @classmethod
     def make(cls, index: int) -> KillTrial:
@@ -186,7 +191,9 @@ class KillTrial:
             batch_size=rng.choice([8, 16, 64]),
             sink_queue=rng.choice([32, 128, 2048]),
             chunk_frames=rng.choice([4, 16, 64]),
-            delay=rng.uniform(0.0, 1.0),
+            # a moment counted in steps, not seconds: on a loaded machine a second may
+            # hold no step at all, and the trial would not test a crash mid-recording
+            kill_at_step=rng.randint(1, 400),
         )
 
     def args(self, path: Path) -> list[str]:
@@ -205,7 +212,11 @@ class KillTrial:
 def _run_kill_trial(trial: KillTrial, tmp: Path) -> tuple[KillTrial, Path, Path, int | None]:
     path = tmp / f"kill-{trial.index}.store"
     progress = tmp / f"kill-{trial.index}.progress"
-    finished = run_and_kill(RECORD_CHILD, trial.args(path), progress, trial.delay)
+    # the child writes "r N" after each step, N counting up by one: the first line
+    # starting with "r K" is "r K" itself
+    finished = run_and_kill(
+        RECORD_CHILD, trial.args(path), progress, 0.0, after=f"r {trial.kill_at_step}"
+    )
     return trial, path, progress, finished
 
 

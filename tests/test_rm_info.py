@@ -142,3 +142,46 @@ def test_info_on_missing_store_is_one_line(tmp_path):
     assert result.exit_code == 2
     assert result.output.strip().startswith("framestore: error:")
     assert len(result.output.strip().splitlines()) == 1
+
+
+def test_sizes_mean_the_same_in_record_info_and_gc(three_episodes):
+    """One definition of "on disk" and "reclaimable": a fresh store has no dead bytes
+    (file headers and seals are overhead, never reclaimable); what ``info`` calls
+    reclaimable is what the default ``gc`` frees, and it says what the rest needs."""
+    path, ids = three_episodes
+    fresh = json.loads(run_cli("info", path, "--json").stdout)["segments"]
+    assert fresh["dead_bytes"] == fresh["reclaimable_bytes"] == 0
+    assert fresh["bytes"] == fresh["live_bytes"] + fresh["overhead_bytes"]
+    assert "0 B dead" in run_cli("info", path).output
+
+    # run 2 (episode 3) fills a segment of its own; episode 1 is half of run 1's
+    assert run_cli("rm", path, "--episode", ids[0], "--episode", ids[2]).exit_code == 0
+    before = json.loads(run_cli("info", path, "--json").stdout)["segments"]
+    assert before["dead_bytes"] > 0 and before["reclaimable_bytes"] > 0
+    gc = json.loads(run_cli("gc", path, "--json").stdout)
+    assert gc["segment_bytes_reclaimed"] == before["reclaimable_bytes"]
+    after = json.loads(run_cli("info", path, "--json").stdout)["segments"]
+    assert after["reclaimable_bytes"] == 0
+    # gc freed dead bytes and the overhead of the files it deleted, nothing else
+    waste = lambda seg: seg["dead_bytes"] + seg["overhead_bytes"]  # noqa: E731
+    assert waste(after) == waste(before) - before["reclaimable_bytes"]
+    if after["dead_bytes"]:  # left by the threshold: info says so, and how to get it
+        assert after["reclaimable_all_bytes"] == after["dead_bytes"]
+        text = run_cli("info", path).output
+        assert "under 50% live" in text and "gc --threshold 1" in text
+        full = json.loads(run_cli("gc", path, "--threshold", "1", "--json").stdout)
+        assert full["segment_bytes_reclaimed"] == after["dead_bytes"]
+        after = json.loads(run_cli("info", path, "--json").stdout)["segments"]
+    assert after["dead_bytes"] == after["reclaimable_all_bytes"] == 0
+
+
+def test_record_reports_on_disk_as_info_does(tmp_path):
+    path = tmp_path / "r.store"
+    result = run_cli("record", path, "--env", "CartPole-v1", "--episodes", "2", "--json")
+    assert result.exit_code == 0, result.output
+    recorded = json.loads(result.stdout)
+    info = json.loads(run_cli("info", path, "--json").stdout)
+    assert recorded["bytes_on_disk"] == info["bytes_on_disk"]
+    assert (
+        recorded["bytes_out"] <= info["segments"]["live_bytes"] + info["segments"]["overhead_bytes"]
+    )

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import sqlite3
 import sys
 from typing import Any
@@ -27,6 +26,8 @@ from framestore.errors import (
 )
 from framestore.jsonsafe import dumps
 
+from ._warnings import WarningTally
+from ._warnings import install as install_warnings
 from .exitcodes import ExitCode
 from .text import human_bytes, one_line  # noqa: F401 - re-exported for the verbs
 
@@ -84,29 +85,10 @@ def _sqlite_exit_code(exc: sqlite3.Error) -> int:
     return EXIT_CORRUPT if isinstance(exc, sqlite3.DatabaseError) else EXIT_IO
 
 
-class _OneLineLog(logging.Handler):
-    """Library warnings as one line each on the current stderr, never a traceback.
-
-    ERROR records are left out: they come from a background thread's failure
-    (``frame writer failed``, ``telemetry DB sink failed``), which is always raised to
-    the caller too and then printed once as ``framestore: error: ...``."""
-
-    def emit(self, record: logging.LogRecord) -> None:
-        if record.levelno >= logging.ERROR:
-            return
-        try:
-            click.echo(f"framestore: {record.levelname.lower()}: {record.getMessage()}", err=True)
-        except Exception:  # logging must never break the command
-            pass
-
-
-def configure_logging() -> None:
-    """Route the library loggers through ``_OneLineLog`` (once per process)."""
-    for name in ("framestore", "telemetry"):
-        logger = logging.getLogger(name)
-        if not any(isinstance(h, _OneLineLog) for h in logger.handlers):
-            handler = _OneLineLog(logging.WARNING)
-            logger.addHandler(handler)
+def configure_logging(verbose: bool = False) -> WarningTally:
+    """Route the library loggers' warnings through a fresh ``WarningTally`` (words once
+    per kind; with ``verbose`` every line as logged, LOG code included)."""
+    return install_warnings(verbose)
 
 
 class Failure(click.ClickException):
@@ -120,13 +102,47 @@ class Failure(click.ClickException):
         click.echo(f"framestore: error: {self.message}", err=True)
 
 
+class OneLineUsageError(click.UsageError):
+    """A usage error as one line (click prints its usage block and a hint on three more);
+    ``--help`` still shows the usage."""
+
+    def show(self, file=None) -> None:
+        where = f" (see '{self.ctx.command_path} --help')" if self.ctx is not None else ""
+        click.echo(f"framestore: error: {self.message}{where}", err=True)
+
+
+def _one_line_usage(e: click.UsageError) -> click.UsageError:
+    if isinstance(e, (OneLineUsageError, click.exceptions.NoArgsIsHelpError)):
+        return e  # already one line, or the help a bare ``framestore`` asks for
+    return OneLineUsageError(e.format_message().rstrip("."), e.ctx)
+
+
 class FramestoreGroup(click.Group):
-    """Turns library errors raised by any verb into ``Failure``."""
+    """Turns library errors raised by any verb into ``Failure`` and usage errors into
+    one line; ends a verb with the count of the warnings it did not print."""
+
+    def make_context(self, info_name, args, parent=None, **extra) -> click.Context:
+        try:
+            return super().make_context(info_name, args, parent=parent, **extra)
+        except click.UsageError as e:  # options of the group itself
+            raise _one_line_usage(e) from None
 
     def invoke(self, ctx: click.Context) -> Any:
-        configure_logging()
+        tally = configure_logging(bool(ctx.params.get("verbose")))
+        try:
+            result = self._invoke(ctx)
+        except click.exceptions.Exit as e:
+            if e.exit_code == 0:
+                _print_warning_summary(tally)
+            raise
+        _print_warning_summary(tally)
+        return result
+
+    def _invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
+        except click.UsageError as e:
+            raise _one_line_usage(e) from None
         except (click.ClickException, click.exceptions.Exit, click.Abort):
             raise
         except KeyboardInterrupt:
@@ -143,6 +159,13 @@ class FramestoreGroup(click.Group):
             raise Failure(f"missing dependency: {one_line(e)}", EXIT_USAGE) from e
         except gym.error.Error as e:
             raise Failure(f"environment error: {one_line(e)}", EXIT_USAGE) from e
+
+
+def _print_warning_summary(tally: WarningTally) -> None:
+    """The count of repeated warnings, unless the verb already printed it."""
+    line = None if tally.reported else tally.summary()
+    if line is not None:
+        click.echo(f"framestore: warning: in all, {line}", err=True)
 
 
 def emit_json(data: Any) -> None:

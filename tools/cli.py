@@ -19,7 +19,9 @@ from ._common import (
     human_bytes,
     show_progress,
 )
+from ._warnings import current as current_warnings
 from .cli_gui import gui_command
+from .text import format_number
 
 store_arg = click.argument("store", type=click.Path(file_okay=True, dir_okay=True))
 json_opt = click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
@@ -27,7 +29,14 @@ json_opt = click.option("--json", "as_json", is_flag=True, help="Machine-readabl
 
 @click.group(cls=FramestoreGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="framestore")
-def cli() -> None:
+@click.option(
+    "-v",
+    "--verbose",
+    is_flag=True,
+    help="Print every library warning as logged (LOG code and fields); by default the "
+    "first of each kind is said in words and the rest counted.",
+)
+def cli(verbose: bool) -> None:
     """Record Gymnasium sessions: frames in compressed segments, steps in SQLite."""
 
 
@@ -35,7 +44,13 @@ def cli() -> None:
 @store_arg
 @click.option("--env", "env_id", required=True, help="Gymnasium id, e.g. ALE/Assault-v5.")
 @click.option("--episodes", default=1, show_default=True, type=int)
-@click.option("--max-steps", type=int, default=None, help="Truncate episodes after N actions.")
+@click.option(
+    "--max-steps",
+    type=int,
+    default=None,
+    help="Truncate each episode after N actions; it then holds N+1 steps (step 0 is the "
+    "frame after the reset).",
+)
 @click.option("--seed", default=0, show_default=True, type=int, help="Episode i uses seed S+i.")
 @click.option("--policy", default="random", show_default=True, type=click.Choice(["random"]))
 @click.option("--preset", default=None, help="Performance preset (see `framestore presets`).")
@@ -60,11 +75,15 @@ def record(
     store, env_id, episodes, max_steps, seed, policy, preset, codec, durability, envs,
     vector_mode, as_json,
 ):  # fmt: skip
-    """Record EPISODES episodes of ENV into STORE with a seeded policy."""
-    from .record import record as do_record
-    from .record import sigterm_as_interrupt
+    """Record EPISODES episodes of ENV into STORE with a seeded policy.
 
-    total = episodes * max_steps if max_steps else None
+    On a terminal a progress bar runs; otherwise (a pipe, a CI log) one line is printed
+    per finished episode. Ctrl-C or SIGTERM flushes what was recorded, prints what was
+    saved and exits 130."""
+    from .record import RecordingInterrupted, sigterm_as_interrupt
+    from .record import record as do_record
+
+    total = episodes * (max_steps + 1) if max_steps else None  # rows: actions + the reset
     args = dict(
         episodes=episodes,
         max_steps=max_steps,
@@ -76,25 +95,55 @@ def record(
         envs=envs,
         vector_mode=vector_mode,
     )
-    with sigterm_as_interrupt():
-        if show_progress() and not as_json:
-            with click.progressbar(
-                length=total, label=f"recording {env_id}", file=sys.stderr
-            ) as bar:
-                summary = do_record(store, env_id, on_step=bar.update, **args)
-        else:
-            summary = do_record(store, env_id, **args)
+    bar = show_progress() and not as_json
+    if not bar and not as_json:
+        args["on_episode"] = lambda e: click.echo(_episode_line(e))
+    try:
+        with sigterm_as_interrupt():
+            if bar:
+                with click.progressbar(
+                    length=total, label=f"recording {env_id}", file=sys.stderr
+                ) as progress:
+                    summary = do_record(store, env_id, on_step=progress.update, **args)
+            else:
+                summary = do_record(store, env_id, **args)
+    except RecordingInterrupted as stop:
+        _print_record_summary(stop.summary, as_json, episodes_listed=not bar)
+        click.echo("framestore: interrupted", err=True)
+        raise click.exceptions.Exit(EXIT_INTERRUPTED) from None
+    _print_record_summary(summary, as_json, episodes_listed=not bar)
+
+
+def _episode_line(e: dict) -> str:
+    seed = "- (autoreset)" if e["seed"] is None else e["seed"]
+    return (
+        f"  episode {e['id']}: seed {seed}, {e['steps']} steps, "
+        f"reward {format_number(e['total_reward'])}, {e['status']}"
+    )
+
+
+def _print_record_summary(summary: dict, as_json: bool, *, episodes_listed: bool) -> None:
+    """The run in one line, its episodes (unless printed as they finished) and the count
+    of warnings not printed."""
+    tally = current_warnings()
+    warnings = tally.take_summary() if tally is not None else None
     if as_json:
         emit_json(summary)
         return
+    eps = summary["episodes"]
+    done = sum(e["status"] == "complete" for e in eps)
+    saved = f"{len(eps)} episode(s)" + (f" ({done} complete)" if done != len(eps) else "")
     click.echo(
-        f"run {summary['run_id']}: {len(summary['episodes'])} episode(s), "
-        f"{summary['steps']} steps, {summary['frames']} frames, "
-        f"{human_bytes(summary['bytes_out'])} on disk "
-        f"({summary['compression_ratio']}x), {summary['seconds']} s"
+        f"{'interrupted: saved ' if summary.get('interrupted') else ''}run {summary['run_id']}: "
+        f"{saved}, {summary['steps']} steps, {summary['frames']} frames; "
+        f"{human_bytes(summary['bytes_out'])} of frames ({summary['compression_ratio']}x), "
+        f"store {human_bytes(summary['bytes_on_disk'])} on disk; {summary['seconds']} s"
     )
-    for e in summary["episodes"]:
-        click.echo(f"  episode {e['id']}: seed {e['seed']}, {e['steps']} steps, {e['status']}")
+    for e in eps:
+        if not episodes_listed or e["status"] != "complete":
+            click.echo(_episode_line(e))
+    if warnings is not None:
+        click.echo(f"  warnings: {warnings}")
 
 
 @cli.command(name="ls")

@@ -239,7 +239,9 @@ def info(store, as_json):
         f"frames       {data['frames']} ({data['frames_dropped']} dropped)",
         f"segments     {seg['count']} ({states})",
         f"segment data {human_bytes(seg['bytes'])}: {human_bytes(seg['live_bytes'])} live, "
-        f"{human_bytes(seg['dead_bytes'])} dead (reclaimable by gc)",
+        f"{human_bytes(seg['dead_bytes'])} dead, "
+        f"{human_bytes(seg['overhead_bytes'])} file headers and seals",
+        f"reclaimable  {_reclaimable(seg)}",
         f"database     {human_bytes(db['bytes'])} + {human_bytes(db['wal_bytes'])} WAL "
         f"+ {human_bytes(db['shm_bytes'])} SHM",
         f"on disk      {human_bytes(data['bytes_on_disk'])}",
@@ -257,6 +259,18 @@ def info(store, as_json):
         f"format       segment format version {data['format_version']}",
     ]
     click.echo("\n".join(lines))
+
+
+def _reclaimable(seg: dict) -> str:
+    """What ``gc`` frees, and when the default threshold leaves dead bytes, why."""
+    now, every = seg["reclaimable_bytes"], seg["reclaimable_all_bytes"]
+    text = f"{human_bytes(now)} by `framestore gc`"
+    if every > now:
+        text += (
+            f" (it rewrites sealed segments under {seg['gc_threshold']:.0%} live); "
+            f"{human_bytes(every)} by `framestore gc --threshold 1`"
+        )
+    return text
 
 
 COMMANDS = [export, rm, info]

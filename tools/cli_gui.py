@@ -20,7 +20,19 @@ from .exitcodes import ExitCode
 @click.option("--replay", type=int, metavar="EPISODE_ID", help="Open this episode in the viewer.")
 @click.option("--frame", type=int, default=0, show_default=True, help="Step to show (--replay).")
 @click.option("--play", "play_env", metavar="ENV_ID", help="Start this environment.")
-@click.option("--steps", type=int, default=300, show_default=True, help="Scripted steps (--play).")
+@click.option(
+    "--steps",
+    type=int,
+    default=300,
+    show_default=True,
+    help="Actions of the scripted policy (--play --screenshot); recorded, an episode of "
+    "N+1 steps (step 0 is the reset).",
+)
+@click.option(
+    "--record",
+    is_flag=True,
+    help="Record --play into STORE (without it, a screenshot writes nothing to the store).",
+)
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of --play.")
 @click.option("--preset", default=None, help="Recording preset (--play).")
 @click.option("--fast", is_flag=True, help="With --screenshot: play as fast as possible.")
@@ -33,6 +45,7 @@ def gui_command(
     frame: int,
     play_env: str | None,
     steps: int,
+    record: bool,
     seed: int,
     preset: str | None,
     fast: bool,
@@ -53,6 +66,7 @@ def gui_command(
             frame=frame,
             play=play_env,
             steps=steps,
+            record=record,
             seed=seed,
             preset=preset,
             fast=fast,

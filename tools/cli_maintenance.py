@@ -7,6 +7,7 @@ import click
 
 from ._common import EXIT_DATA_LOSS, EXIT_PROBLEMS, emit_json, human_bytes, show_progress
 from ._progress import progress_bar
+from .gc import DEFAULT_THRESHOLD
 
 store_arg = click.argument("store", type=click.Path(file_okay=True, dir_okay=True))
 json_opt = click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
@@ -18,9 +19,10 @@ json_opt = click.option("--json", "as_json", is_flag=True, help="Machine-readabl
 @click.option(
     "--threshold",
     type=click.FloatRange(0.0, 1.0),
-    default=0.5,
+    default=DEFAULT_THRESHOLD,
     show_default=True,
-    help="Rewrite sealed segments whose live fraction is below this.",
+    help="Rewrite sealed segments whose live fraction is below this (1: every segment "
+    "with dead bytes; `framestore info` shows what each reclaims).",
 )
 @json_opt
 def gc(store, dry_run, threshold, as_json):
@@ -44,12 +46,11 @@ def gc(store, dry_run, threshold, as_json):
         )
     click.echo(
         f"  segments: {human_bytes(r.segment_bytes_before)} -> "
-        f"{human_bytes(r.segment_bytes_after)} "
-        f"({human_bytes(r.segment_bytes_reclaimed)} reclaimed)"
+        f"{human_bytes(r.segment_bytes_after)} ({_change(r.segment_bytes_reclaimed)})"
     )
     click.echo(
         f"  database: {human_bytes(r.db_bytes_before)} -> {human_bytes(r.db_bytes_after)} "
-        f"({human_bytes(r.db_bytes_reclaimed)} reclaimed)"
+        f"({_change(r.db_bytes_reclaimed)})"
     )
     click.echo(
         f"  steps repointed: {r.steps_repointed}, step rows removed: {r.step_rows_removed}"
@@ -57,6 +58,14 @@ def gc(store, dry_run, threshold, as_json):
     )
     if r.partials_removed:
         click.echo(f"  leftovers removed: {', '.join(r.partials_removed)}")
+
+
+def _change(reclaimed: int) -> str:
+    return (
+        f"{human_bytes(reclaimed)} reclaimed"
+        if reclaimed >= 0
+        else f"grew {human_bytes(-reclaimed)}"
+    )
 
 
 @click.command()

@@ -49,9 +49,10 @@ from framestore.segments import (
 
 from ._store import StoreArg, opened
 
-__all__ = ["GcReport", "collect", "PHASES"]
+__all__ = ["DEFAULT_THRESHOLD", "GcReport", "collect", "PHASES", "reclaimable"]
 
 PHASES = (*COMPACTION_PHASES, "vacuumed")
+DEFAULT_THRESHOLD = 0.5  # `framestore gc` rewrites sealed segments less than half live
 
 Progress = Callable[[int, int], None]  # (bytes done, bytes total)
 Hook = Callable[[str], None]
@@ -138,7 +139,7 @@ def _plan(store: FrameStore, threshold: float) -> list[Victim]:
 def collect(
     store_path_or_store: StoreArg,
     *,
-    threshold: float = 0.5,
+    threshold: float = DEFAULT_THRESHOLD,
     dry_run: bool = False,
     progress: Progress | None = None,
     _hook: Hook | None = None,
@@ -197,6 +198,15 @@ def _refuse_unless_catalogue_complete(store: FrameStore, *, leftovers: bool) -> 
             "frames of a recording that did not finish, or a database older than its "
             "segments); gc could delete frames that have no rows. Run `framestore recover` first"
         )
+
+
+def reclaimable(store: FrameStore, threshold: float = DEFAULT_THRESHOLD) -> int:
+    """Segment bytes ``collect(store, threshold=threshold)`` would free now (its dry run:
+    nothing is changed, no lock taken). Database pages freed by ``gc`` are not counted."""
+    report = GcReport(dry_run=True, threshold=float(threshold))
+    report.segment_bytes_before = store.file_bytes()["segments"]
+    _dry_run(store, report, threshold)
+    return max(0, report.segment_bytes_reclaimed)
 
 
 def _dry_run(store: FrameStore, report: GcReport, threshold: float) -> None:

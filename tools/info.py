@@ -13,6 +13,8 @@ from typing import Any
 from framestore import FrameStore
 from framestore.segments import FORMAT_VERSION, list_segment_ids
 
+from .gc import DEFAULT_THRESHOLD, reclaimable
+
 __all__ = ["store_info"]
 
 
@@ -26,10 +28,12 @@ def store_info(store: FrameStore) -> dict[str, Any]:
       ``frames_dropped``;
     - ``segments``: ``count``, ``by_state`` (``active``, ``sealed``, ``obsolete``, ...),
       ``bytes`` (files on disk), ``live_bytes`` (chunk records of live episodes),
-      ``dead_bytes`` (the rest: deleted episodes, obsolete segments, headers and seals;
-      what ``gc`` can reclaim, less the per-file overhead);
+      ``overhead_bytes`` (file headers and seals), ``dead_bytes`` (the rest: deleted
+      episodes, obsolete segments), ``reclaimable_bytes`` (what ``framestore gc`` frees
+      now, at ``gc_threshold``) and ``reclaimable_all_bytes`` (with ``--threshold 1``);
+      see ``framestore.DiskUsage``;
     - ``database``: ``bytes`` of ``framestore.db``, ``wal_bytes``, ``shm_bytes``;
-    - ``bytes_on_disk``: segments + database files;
+    - ``bytes_on_disk``: segments + database files (what ``record`` reports too);
     - ``raw_frame_bytes``: uncompressed size of the live frames (from their shapes) and
       ``compression_ratio`` = raw frame bytes / live segment bytes (``None`` when empty);
     - ``durability``: runs per durability profile;
@@ -38,10 +42,9 @@ def store_info(store: FrameStore) -> dict[str, Any]:
     """
     stats = store.catalog.stats()
     marks = store.catalog.segment_states()
-    live_bytes = sum(store.live_bytes_by_segment().values())
+    usage = store.disk_usage()
+    live_bytes = usage.live
     states = Counter(store.segment_state(sid, marks) for sid in list_segment_ids(store.root))
-    sizes = store.file_bytes()
-    seg_bytes = sizes["segments"]
     by_status = stats.episodes_by_status
     deleted = by_status.get("deleted", 0)
     raw = stats.raw_frame_bytes
@@ -59,16 +62,20 @@ def store_info(store: FrameStore) -> dict[str, Any]:
         "segments": {
             "count": sum(states.values()),
             "by_state": dict(sorted(states.items())),
-            "bytes": seg_bytes,
+            "bytes": usage.segments,
             "live_bytes": live_bytes,
-            "dead_bytes": max(0, seg_bytes - live_bytes),
+            "overhead_bytes": usage.overhead,
+            "dead_bytes": usage.dead,
+            "reclaimable_bytes": reclaimable(store, DEFAULT_THRESHOLD),
+            "reclaimable_all_bytes": reclaimable(store, 1.0),
+            "gc_threshold": DEFAULT_THRESHOLD,
         },
         "database": {
-            "bytes": sizes["database"],
-            "wal_bytes": sizes["wal"],
-            "shm_bytes": sizes["shm"],
+            "bytes": usage.database,
+            "wal_bytes": usage.wal,
+            "shm_bytes": usage.shm,
         },
-        "bytes_on_disk": sum(sizes.values()),
+        "bytes_on_disk": usage.total,
         "raw_frame_bytes": raw,
         "compression_ratio": round(raw / live_bytes, 2) if live_bytes else None,
         "durability": stats.runs_by_durability,

@@ -17,6 +17,20 @@ from framestore.wrappers import RecordFrames
 
 POLICIES = ("random",)
 
+#: ``on_episode`` is called with one of these when an episode's last step is recorded.
+EpisodeDone = dict[str, Any]
+
+
+class RecordingInterrupted(KeyboardInterrupt):
+    """Ctrl-C or SIGTERM stopped ``record``: everything recorded was flushed and the open
+    episode marked interrupted. ``summary`` is what was saved (``record``'s return value,
+    with ``interrupted: True``). A ``KeyboardInterrupt``, so callers that stop on one
+    still do."""
+
+    def __init__(self, summary: dict[str, Any]):
+        super().__init__("interrupted")
+        self.summary = summary
+
 
 @contextmanager
 def sigterm_as_interrupt():
@@ -61,22 +75,74 @@ def record(
     preset: str | None = None,
     codec: str | None = None,
     durability: str | None = None,
-    on_step: Callable[[int], None] | None = None,
     envs: int = 1,
     vector_mode: str = "sync",
+    on_step: Callable[[int], None] | None = None,
+    on_episode: Callable[[EpisodeDone], None] | None = None,
 ) -> dict[str, Any]:
     """Record ``episodes`` episodes of ``env_id`` into the store at ``store_path``.
 
     Episode i is reset with seed ``seed + i``; the random policy's action space is seeded
-    with ``seed``, so a run is reproducible from what is stored. Returns a summary.
-    On KeyboardInterrupt the recording is flushed, the open episode marked
-    interrupted, and the interrupt re-raised.
+    with ``seed``, so a run is reproducible from what is stored. ``max_steps`` truncates
+    an episode after that many actions: it then holds ``max_steps + 1`` step rows (row 0
+    is the frame after the reset). ``on_episode`` is called with ``{"id", "seed",
+    "steps", "total_reward", "status"}`` as each episode ends.
 
     With ``envs`` > 1 a ``gymnasium.vector`` environment of that many copies
     (``vector_mode`` sync or async) is recorded through ``RecordVectorFrames``: sub-env i
     is reset with seed ``seed + i`` and later episodes start by autoreset; recording
     stops once ``episodes`` episodes have ended (the others end as interrupted).
+
+    Returns a summary (``bytes_out``: the run's compressed frames; ``bytes_on_disk``:
+    the whole store afterwards, as ``framestore info`` counts it). On KeyboardInterrupt
+    the recording is flushed, the open episode marked interrupted, and
+    ``RecordingInterrupted`` (a ``KeyboardInterrupt``) raised with the summary.
     """
+    _check_args(policy, episodes, max_steps, envs, vector_mode, seed)
+    overrides: dict[str, Any] = {}
+    if codec is not None:
+        overrides["codec"] = codec
+    if durability is not None:
+        overrides["durability"] = durability
+    config: dict[str, Any] = {"policy": policy, "seed": seed, "max_steps": max_steps}
+    if envs > 1:
+        env = make_vec_env(env_id, envs, mode=vector_mode, max_episode_steps=max_steps)
+        config.update(envs=envs, vector_mode=vector_mode)
+    else:
+        env = make_env(env_id, max_episode_steps=max_steps)
+    t0 = time.perf_counter()
+    try:
+        with FrameStore.open(store_path, durability=durability or "balanced") as store:
+            wrapper = RecordVectorFrames if envs > 1 else RecordFrames
+            wrapped = wrapper(
+                env, store, env_id=env_id, preset=preset, overrides=overrides, config=config
+            )
+            rec = wrapped.recorder
+            interrupted = False
+            try:
+                if envs > 1:
+                    _play_vector(wrapped, env, episodes, seed, on_step, on_episode)
+                else:
+                    _play(wrapped, env, episodes, seed, on_step, on_episode)
+            except KeyboardInterrupt:
+                interrupted = True
+            finally:
+                wrapped.close()  # flushes; open episodes are marked interrupted
+            summary = _summary(store, rec, env_id, time.perf_counter() - t0)
+    finally:
+        env.close()
+    # measured as `framestore info` measures it: once the store is closed (SQLite has
+    # folded its WAL back into the database)
+    with FrameStore.open(store_path, readonly=True) as closed:
+        summary["bytes_on_disk"] = closed.disk_usage().total
+    if interrupted:
+        raise RecordingInterrupted({**summary, "interrupted": True})
+    return summary
+
+
+def _check_args(
+    policy: str, episodes: int, max_steps: int | None, envs: int, vector_mode: str, seed: int
+) -> None:
     if policy not in POLICIES:
         raise InvalidInput(f"unknown policy {policy!r}; choose one of {', '.join(POLICIES)}")
     if episodes < 1:
@@ -96,100 +162,61 @@ def record(
             f"episode(s) or environments (seeds are 64-bit integers, the i-th uses seed + i), "
             f"got {seed}"
         )
-    overrides: dict[str, Any] = {}
-    if codec is not None:
-        overrides["codec"] = codec
-    if durability is not None:
-        overrides["durability"] = durability
-    config = {"policy": policy, "seed": seed, "max_steps": max_steps}
-    if envs > 1:
-        return _record_vector(
-            store_path, env_id, envs, vector_mode, episodes, max_steps, seed,
-            preset, overrides, durability, config, on_step,
-        )  # fmt: skip
-    env = make_env(env_id, max_episode_steps=max_steps)
-    t0 = time.perf_counter()
-    try:
-        with FrameStore.open(store_path, durability=durability or "balanced") as store:
-            wrapped = RecordFrames(
-                env,
-                store,
-                env_id=env_id,
-                preset=preset,
-                overrides=overrides,
-                config=config,
-            )
-            rec = wrapped.recorder
-            ids: list[int] = []
-            try:
-                _play(wrapped, env, episodes, seed, ids, on_step)
-            finally:
-                wrapped.close()  # flushes; an open episode is marked interrupted
-            return _summary(store, rec, env_id, ids, time.perf_counter() - t0)
-    finally:
-        env.close()
 
 
-def _record_vector(
-    store_path: str,
-    env_id: str,
-    envs: int,
-    vector_mode: str,
-    episodes: int,
-    max_steps: int | None,
-    seed: int,
-    preset: str | None,
-    overrides: dict[str, Any],
-    durability: str | None,
-    config: dict[str, Any],
-    on_step: Callable[[int], None] | None,
-) -> dict[str, Any]:
-    """``record`` with ``envs`` sub-environments (see ``record``)."""
-    venv = make_vec_env(env_id, envs, mode=vector_mode, max_episode_steps=max_steps)
-    t0 = time.perf_counter()
-    try:
-        with FrameStore.open(store_path, durability=durability or "balanced") as store:
-            wrapped = RecordVectorFrames(
-                venv,
-                store,
-                env_id=env_id,
-                preset=preset,
-                overrides=overrides,
-                config={**config, "envs": envs, "vector_mode": vector_mode},
-            )
-            rec = wrapped.recorder
-            try:
-                wrapped.reset(seed=seed)
-                venv.action_space.seed(seed)
-                while rec.episodes_recorded < episodes:
-                    wrapped.step(venv.action_space.sample())
-                    if on_step is not None:
-                        on_step(envs)
-            finally:
-                wrapped.close()  # flushes; open episodes are marked interrupted
-            ids = [e.id for e in store.episodes(run_id=rec.run_id)]
-            return _summary(store, rec, env_id, ids, time.perf_counter() - t0)
-    finally:
-        venv.close()
-
-
-def _play(wrapped, env, episodes: int, seed: int, ids: list[int], on_step) -> None:
+def _play(wrapped, env, episodes: int, seed: int, on_step, on_episode) -> None:
     """Run the seeded random policy; episode i is reset with seed ``seed + i``."""
     env.action_space.seed(seed)
     for i in range(episodes):
         wrapped.reset(seed=seed + i)
-        ids.append(wrapped.recorder.current_episode)
-        done = False
+        eid = wrapped.recorder.current_episode
+        done, steps, total = False, 1, 0.0
         while not done:
-            _, _, term, trunc, _ = wrapped.step(env.action_space.sample())
+            _, reward, term, trunc, _ = wrapped.step(env.action_space.sample())
             done = term or trunc
+            steps, total = steps + 1, total + float(reward)
             if on_step is not None:
                 on_step(1)
+        if on_episode is not None:
+            # "complete" is what the recorder marks an episode that ended by itself
+            done_ep = {"id": eid, "seed": seed + i, "steps": steps, "total_reward": total}
+            on_episode({**done_ep, "status": "complete"})
 
 
-def _summary(store: FrameStore, rec, env_id: str, ids: list[int], seconds: float) -> dict:
+def _play_vector(wrapped, venv, episodes: int, seed: int, on_step, on_episode) -> None:
+    """Run the seeded random policy on every sub-environment (sub-env i reset with
+    ``seed + i``, later episodes by autoreset) until ``episodes`` episodes ended."""
+    n = venv.num_envs
+    wrapped.reset(seed=seed)
+    venv.action_space.seed(seed)
+    seeds: list[int | None] = [seed + i for i in range(n)]
+    steps, totals = [1] * n, [0.0] * n
+    rec = wrapped.recorder
+    while rec.episodes_recorded < episodes:
+        ids = wrapped.current_episodes
+        _, rewards, terms, truncs, _ = wrapped.step(venv.action_space.sample())
+        if on_step is not None:
+            on_step(n)
+        for i in range(n):
+            if ids[i] is None:  # the autoreset step of a sub-env that just ended
+                steps[i], totals[i] = 1, 0.0
+                continue
+            steps[i] += 1
+            totals[i] += float(rewards[i])
+            if (terms[i] or truncs[i]) and on_episode is not None:
+                on_episode(
+                    {"id": ids[i], "seed": seeds[i], "steps": steps[i],
+                     "total_reward": totals[i], "status": "complete"}
+                )  # fmt: skip
+            if terms[i] or truncs[i]:
+                seeds[i] = None  # the next episode of this sub-env starts by autoreset
+
+
+def _summary(store: FrameStore, rec, env_id: str, seconds: float) -> dict:
     m = rec.metrics()
-    eps = [store.episode(i) for i in ids]
+    # the run's episodes as saved: an interrupt can land after an episode began and
+    # before its id reached ``ids``
+    eps = store.episodes(run_id=rec.run_id)
     return {
         "store": str(store.root),
         "run_id": rec.run_id,

@@ -8,8 +8,9 @@ from telemetry import decode_action, decode_info
 
 from .._format import MAX_SEGMENT_ID
 from ..errors import InvalidInput
-from ..types import EpisodeInfo, FrameLocation, FrameSummary, RunInfo, StepInfo
+from ..types import EpisodeInfo, FrameLocation, FrameSummary, RunInfo, StepInfo, StepTrack
 from ._base import END_OF_EPISODE, CatalogBase
+from ._recovery import RECOVERED_INFO
 from ._validate import MAX_SLOT, Cell, valid_shape
 
 EPISODE_STATUSES = ("recording", "complete", "interrupted", "trimmed", "deleted")
@@ -198,6 +199,28 @@ class EpisodeQueries(CatalogBase):
         spec = self.action_spec(episode_id)
         rows = self._rows(_STEPS, [episode_id, start, END_OF_EPISODE if stop is None else stop])
         return [_step(episode_id, row, spec) for row in rows]
+
+    def step_track(self, episode_id: int, start: int = 0, stop: int | None = None) -> StepTrack:
+        """Rewards, actions and flags of ``start <= step < stop`` in one query (no info,
+        no frame pointers): what a timeline of the episode needs."""
+        spec = self.action_spec(episode_id)
+        rows = self._rows(
+            "SELECT step, reward, action, terminated, truncated, frame_segment IS NOT NULL, "
+            "info = ? FROM steps WHERE episode_id = ? AND step >= ? AND step < ? ORDER BY step",
+            [RECOVERED_INFO, episode_id, start, END_OF_EPISODE if stop is None else stop],
+        )
+        if not rows:
+            return StepTrack((), (), (), (), (), (), ())
+        steps, rewards, actions, term, trunc, has_frame, recovered = zip(*rows, strict=True)
+        return StepTrack(
+            steps=steps,
+            rewards=rewards,
+            actions=tuple(None if a is None else decode_action(a, spec) for a in actions),
+            terminated=tuple(bool(t) for t in term),
+            truncated=tuple(bool(t) for t in trunc),
+            has_frame=tuple(bool(f) for f in has_frame),
+            recovered=tuple(bool(r) for r in recovered),
+        )
 
     def frame_locations(
         self, episode_id: int, start: int = 0, stop: int | None = None

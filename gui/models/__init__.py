@@ -6,6 +6,9 @@
 * ``KeyMapper`` / ``KeyState`` (``_keys``): human keyboard control per environment family.
 * ``PlaySession`` (``_session``): an environment plus an optional recording (direct or
   telemetry-lite).
+* ``TimelineModel`` (``_timeline``): the replay timeline's steps binned per pixel
+  column, hit-testing and hover text.
+* ``step_fields`` / ``step_json`` (``_step_text``): a step's values, readable and exact.
 * ``Signal`` (``_signal``): the callback list the models notify widgets through.
 
 Widgets (``gui/_*.py``) take these models in their constructors, subscribe to their
@@ -32,7 +35,9 @@ from ._keys import (
 from ._playback import SPEED_MAX, SPEED_MIN, SPEEDS, PlaybackClock
 from ._session import PlaySession, SessionEvent, StepResult
 from ._signal import Signal
-from ._text import human_bytes
+from ._step_text import StepField, step_fields, step_json
+from ._text import format_number, human_bytes
+from ._timeline import MARKERS, TimelineColumns, TimelineModel
 
 __all__ = [
     "Signal",
@@ -61,4 +66,11 @@ __all__ = [
     "SessionEvent",
     "PlaySession",
     "human_bytes",
+    "format_number",
+    "MARKERS",
+    "TimelineColumns",
+    "TimelineModel",
+    "StepField",
+    "step_fields",
+    "step_json",
 ]

@@ -10,7 +10,7 @@ from typing import Any
 from framestore import FrameStore, FrameStoreError
 
 from ._signal import Signal
-from ._text import human_bytes
+from ._text import format_number, human_bytes
 
 __all__ = ["COLUMNS", "EpisodeListModel", "EpisodeRow"]
 
@@ -148,6 +148,10 @@ class EpisodeListModel:
                 return i
         return None
 
+    def column_of(self, key: str) -> int:
+        """The index of the column showing field ``key`` (``"env"``, ``"size"``...)."""
+        return [k for k, _ in self.columns].index(key)
+
     def value(self, row: EpisodeRow, column: int) -> Any:
         return getattr(row, self.columns[column][0])
 
@@ -157,10 +161,20 @@ class EpisodeListModel:
         if v is None:
             return "-"
         if key == "total_reward":
-            return f"{v:g}"
+            return format_number(v)
         if key == "size":
             return human_bytes(v)
         return str(v)
+
+    def exact(self, row: EpisodeRow, column: int) -> str | None:
+        """The exact value behind a rounded cell (a tooltip), or ``None``."""
+        key = self.columns[column][0]
+        v = getattr(row, key)
+        if key == "total_reward" and v is not None and repr(v) != self.display(row, column):
+            return f"exact: {v!r}"
+        if key == "size" and v is not None:
+            return f"{v} bytes"
+        return None
 
     @staticmethod
     def sort_key(row: EpisodeRow, column: int) -> tuple:

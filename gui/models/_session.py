@@ -124,6 +124,34 @@ class PlaySession:
     def lite_steps(self) -> int:
         return self._lite.steps if self._lite is not None else 0
 
+    @property
+    def episode_id(self) -> int | None:
+        """The store's id of the episode being recorded (``None``: not recorded, or a
+        telemetry-lite episode, which gets its id when saved)."""
+        rec = self._recorder
+        if self._lite_mode or not self._episode_open or rec is None:
+            return None
+        return rec.current_episode
+
+    def hud_lines(self) -> list[str]:
+        """The session's lines of the HUD: recording state and where the game is, with
+        the store's episode id (the session's own episode counter means nothing there)."""
+        lines = []
+        if self._recording:
+            mode = "lite ring" if self._lite_mode else "direct"
+            lines.append(f"● REC ({mode})" + ("  arming..." if self.waiting else ""))
+            if self._lite_mode:
+                lines.append(f"lite ring: {self.lite_steps} steps")
+        eid = self.episode_id
+        if eid is not None:
+            where = f"episode {eid}"
+        elif self._recording and self._lite_mode:
+            where = "episode (gets its id when saved)"
+        else:
+            where = "not recorded"
+        lines.append(f"{where} · seed {self.episode_seed} · step {self.step_index}")
+        return lines
+
     def metrics(self) -> RecorderMetrics | None:
         """The open recorder's numbers for the HUD (``None`` when not recording directly)."""
         rec = self._recorder

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import time
@@ -11,8 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from framestore import FrameStore
-from framestore.errors import CorruptData, InvalidInput
-from framestore.files import fsync_dir
+from framestore.errors import CorruptData, FrameStoreError, InvalidInput
+from framestore.files import fsync_dir, why_not_writable
 
 from ._gif import write_gif
 from ._mp4 import write_mp4
@@ -107,7 +108,12 @@ def export_run(
     # Check every episode (and the output paths) before writing anything.
     plans = [make_plan(store, eid, t, options, check_out=check_out) for eid, t in targets.items()]
     if directory is not None:
-        directory.mkdir(exist_ok=True)
+        try:
+            directory.mkdir(exist_ok=True)
+        except OSError as e:
+            raise InvalidInput(
+                f"cannot create {directory}: {why_not_writable(directory, e)}"
+            ) from e
     return [_execute(store, plan, _for_episode(progress, plan.episode_id)) for plan in plans]
 
 
@@ -196,12 +202,30 @@ def _execute(store: FrameStore, plan: Plan, progress: Progress | None) -> Export
                 "-", 0, f"episode {plan.episode_id}: every frame in the range is corrupt"
             )
         _commit(plan)
+    except OSError as e:
+        _remove(plan.partial)
+        if isinstance(e, FrameStoreError):
+            raise
+        raise _output_error(plan, e) from e
     except BaseException:
         _remove(plan.partial)
         raise
     report.bytes = _size(plan.out)
     report.seconds = round(time.perf_counter() - t0, 3)
     return report
+
+
+#: Failures that mean the output cannot go where the user asked (bad input, exit 2), not
+#: an I/O failure of a writable place (a full disk, EIO).
+_BAD_PLACE = (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOENT, errno.ENOTDIR, errno.EISDIR)
+
+
+def _output_error(plan: Plan, exc: OSError) -> Exception:
+    """The failure in words about the user's output path (never the ``.partial`` name)."""
+    text = f"cannot write {plan.out}: {why_not_writable(plan.out, exc)}"
+    if exc.errno in _BAD_PLACE:
+        return InvalidInput(text)
+    return OSError(exc.errno, text)
 
 
 def _commit(plan: Plan) -> None:
