@@ -203,6 +203,7 @@ def make_env_from_spec(env_spec: dict[str, Any]) -> gym.Env:
         raise InvalidInput("the stored environment spec is empty")
     spec = EnvSpec.from_json(json.dumps(raw))
     register_optional_envs(spec.id)
+    headless_sdl()
     try:
         return gym.make(spec, render_mode="rgb_array")
     except gym.error.Error as e:

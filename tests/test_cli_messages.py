@@ -138,3 +138,13 @@ def test_record_prints_no_sdl_or_emulator_lines(tmp_path, env_id):
     assert json.loads(proc.stdout)["steps"] >= 2
     with FrameStore.open(tmp_path / "s.store", readonly=True) as st:
         assert st.read_frame(st.episodes()[0].id, 0).ndim == 3
+    # Replaying makes the environment again: just as quiet.
+    proc = subprocess.run(
+        [sys.executable, "-m", "tools", "verify", str(tmp_path / "s.store"), "--replay"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=_headless_env(),
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stderr == "", proc.stderr

@@ -217,3 +217,21 @@ def test_bench_vector_mode_is_sane(tmp_path):
     reads = bench.read_interleaved(bench.capture("assault", 64), repeat=1, workdir=tmp_path)
     assert [(r.layout, r.frames) for r in reads] == [("1 of 16 interleaved", 4), ("alone", 4)]
     assert "record_steps" in bench.format_table(rows, bench.VECTOR_TABLE)
+
+
+def test_record_envs_without_a_tty_prints_a_line_per_episode(tmp_path):
+    """`record --envs N` in a pipe: one line per finished episode (autoreset ones named
+    as such), then the run; every episode replays."""
+    path = tmp_path / "v.store"
+    result = run_cli(
+        "record", path, "--env", "CartPole-v1", "--envs", 3, "--episodes", 5,
+        "--max-steps", 20, "--seed", 1,
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    finished = [ln for ln in lines if ln.strip().startswith("episode") and "complete" in ln]
+    assert len(finished) >= 5, result.stdout
+    assert any("autoreset" in ln for ln in finished), result.stdout
+    assert any(ln.startswith("run 1:") for ln in lines), result.stdout
+    replay = run_cli("verify", path, "--replay")
+    assert replay.exit_code == 0 and "0 differ" in replay.stdout, replay.output
