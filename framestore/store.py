@@ -85,8 +85,8 @@ def _check_database_files(db_path: Path) -> None:
     for p in (db_path, Path(f"{db_path}-wal"), Path(f"{db_path}-shm")):
         try:
             st = os.lstat(p)
-        except FileNotFoundError:
-            continue
+        except (FileNotFoundError, NotADirectoryError):
+            continue  # nothing there (opening then says why the store is missing)
         if stat.S_ISLNK(st.st_mode):
             raise UnsafeStore(str(p), "the database file is a symbolic link")
         if not stat.S_ISREG(st.st_mode):
