@@ -113,6 +113,8 @@ class HostProfile:
         compress_threads: compression pool size.
         lite_steps, lite_bytes: telemetry-lite ring bounds.
         lite_suggested: telemetry-lite is the better choice for human play on this host.
+        writer: where the frame writer and the SQLite sink run (``"thread"`` or
+            ``"process"``), chosen from ``framestore bench --writers`` (docs/BENCHMARKS.md).
         summary: one line describing the profile, for people.
     """
 
@@ -128,6 +130,7 @@ class HostProfile:
     lite_steps: int
     lite_bytes: int
     lite_suggested: bool
+    writer: str = "thread"
     summary: str = ""
 
 
