@@ -36,6 +36,9 @@ OnError = Callable[[BaseException], None]
 class Storage(Protocol):
     """What ``Recorder`` needs from its storage, wherever it runs."""
 
+    #: The storage process's pid; ``None`` for the thread placement.
+    pid: int | None
+
     @property
     def batch_size(self) -> int:
         """Rows the sink commits at a time."""
@@ -140,6 +143,7 @@ class ThreadStorage:
         except BaseException:
             self._service.close()
             raise
+        self.pid: int | None = None
         self.put = self._service.put
         self.put_many = self._service.put_many
         self.offer = self._sink.offer

@@ -26,11 +26,13 @@ shape) waits once for the ring to drain.
 
 from __future__ import annotations
 
+import atexit
 import fcntl
 import logging
 import os
 import threading
 import time
+import weakref
 from collections.abc import Callable, Sequence
 from multiprocessing.connection import wait
 from pathlib import Path
@@ -44,6 +46,7 @@ from telemetry.errors import SinkError
 from ._refs import FrameRef, check_key
 from ._ring import Control, Counter, FrameRing, slot_geometry
 from ._storagelaunch import fd_connection, launch
+from ._storageproc import LOGGERS
 from ._storagewire import DROPPED, NO_FRAME, Cmd, decode_error, frame_message
 from .codecs import check_frame
 from .errors import InvalidInput, QueueFull, StoreClosed, WriterFailed
@@ -99,6 +102,7 @@ class ProcessStorage:
             target=self._listen, name="framestore-storage-listener", daemon=True
         )
         self._listener.start()
+        _live.add(self)
 
     def _init_state(self) -> None:
         s = self._s
@@ -129,6 +133,7 @@ class ProcessStorage:
             "storage_args": (root, db_path, self._s),
             "control_name": self._control.name,
             "parent_pid": os.getpid(),
+            "log_levels": {n: logging.getLogger(n).getEffectiveLevel() for n in LOGGERS},
         }
         try:
             self._child = launch(self._s.writer_start, args, cmd_r, reply_w, (self._fd, reply_r))
@@ -148,7 +153,7 @@ class ProcessStorage:
             except (EOFError, OSError):
                 msg = None
         if msg is not None and msg[0] == "ready":
-            self.pid = msg[1]
+            self.pid: int | None = msg[1]
             return
         if not ready:
             child.kill()
@@ -201,6 +206,9 @@ class ProcessStorage:
                     msg = self._replies.recv()
                 except (EOFError, OSError):
                     conns = [self._child.sentinel]
+                    continue
+                if msg[0] == "log":
+                    _emit(msg[1])
                     continue
                 if msg[0] == "error":
                     self._fail(decode_error(msg[2]), msg[1])
@@ -534,7 +542,8 @@ class ProcessStorage:
         self._closed = True
         self._child.join()
         self._listener.join()
-        os.close(self._fd)
+        if self._fd >= 0:
+            os.close(self._fd)
         self._replies.close()
         for block in (self._ring, self._control):
             if block is not None:
@@ -549,11 +558,39 @@ class ProcessStorage:
             finally:
                 self._closed = True
 
+    def abandon(self) -> None:
+        """At interpreter exit without ``close``: close the command pipe, so the storage
+        process commits what it has and exits (``fork`` children are joined by
+        ``multiprocessing`` at exit, which would otherwise wait forever)."""
+        if not self._closed and not self._closing:
+            self._closing = True
+            os.close(self._fd)
+            self._fd = -1
+
     def __del__(self) -> None:
         if not getattr(self, "_closed", True):
             import warnings
 
             warnings.warn("ProcessStorage was not closed", ResourceWarning, stacklevel=1)
+
+
+_live: weakref.WeakSet[ProcessStorage] = weakref.WeakSet()
+
+
+@atexit.register
+def _abandon_at_exit() -> None:
+    # Registered after multiprocessing's own exit handler (imported above), so it runs
+    # before that handler joins the fork children.
+    for storage in list(_live):
+        storage.abandon()
+
+
+def _emit(record: dict[str, Any]) -> None:
+    """A storage process's log record, handled by this process's logger of that name."""
+    rec = logging.makeLogRecord(record)
+    logger = logging.getLogger(rec.name)
+    if logger.isEnabledFor(rec.levelno):
+        logger.handle(rec)
 
 
 def _pipe_capacity(fd: int) -> int:

@@ -17,6 +17,7 @@ storage process, decides when recording ends.
 
 from __future__ import annotations
 
+import logging
 import os
 import pickle
 import select
@@ -38,19 +39,56 @@ from ._storagewire import DROPPED, Cmd, encode_error, split_messages
 from .errors import FrameStoreError
 from .settings import Settings
 
-__all__ = ["main", "serve"]
+__all__ = ["LOGGERS", "main", "serve"]
 
 _READ_BYTES = 1 << 20
 _PARENT_POLL_S = 0.25
 
 
+#: The loggers framestore and telemetry log to; the storage process forwards their
+#: records to the producer, whose handlers and levels then apply.
+LOGGERS = ("framestore", "telemetry")
+
+
+class _ForwardLogs(logging.Handler):
+    """Sends each record, formatted, to the producer (which re-emits it)."""
+
+    def __init__(self, server: _Server):
+        super().__init__()
+        self._server = server
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            d = dict(record.__dict__)
+            d["msg"] = record.getMessage()
+            d["args"] = None
+            if record.exc_info:
+                d["exc_text"] = logging.Formatter().formatException(record.exc_info)
+            d["exc_info"] = None
+            d.pop("message", None)
+            self._server.reply("log", d)
+        except Exception:  # noqa: BLE001 - logging must never break the storage process
+            self.handleError(record)
+
+
 class _Server:
     """The storage process's state: its storage, the rings, the reply channel."""
 
-    def __init__(self, storage_args: tuple[Path, Path, Settings], control: Control, replies):
+    def __init__(
+        self,
+        storage_args: tuple[Path, Path, Settings],
+        control: Control,
+        replies: Connection,
+        log_levels: dict[str, int] | None,
+    ):
         self.control = control
         self.replies = replies
         self._reply_lock = threading.Lock()
+        for name in LOGGERS:
+            logger = logging.getLogger(name)
+            logger.handlers = [_ForwardLogs(self)]
+            logger.propagate = False
+            logger.setLevel((log_levels or {}).get(name, logging.WARNING))
         self.rings: list[FrameRing] = []  # the current ring is the last
         # (episode, step) -> ring, slot, bytes: a recording never repeats a key.
         self._slot_of: dict[tuple[int, int], tuple[FrameRing, int, int]] = {}
@@ -231,6 +269,7 @@ def serve(
     commands: int,
     replies: int,
     parent_pid: int,
+    log_levels: dict[str, int] | None = None,
     inherited: tuple[int, ...] = (),
     shared_tracker: bool = False,
 ) -> None:
@@ -242,6 +281,7 @@ def serve(
         commands: the read end of the command pipe (a descriptor).
         replies: the write end of the reply pipe.
         parent_pid: the producer's pid (a change means it died).
+        log_levels: the producer's effective level of each of ``LOGGERS``.
         inherited: the producer's ends of both pipes, to close (``fork`` copies them).
         shared_tracker: the producer's resource tracker is this process's too (``fork``):
             unlinking a block after the producer died then also unregisters it.
@@ -253,7 +293,7 @@ def serve(
     reply_conn = Connection(replies, readable=False)
     control = Control.attach(control_name)
     try:
-        server = _Server(storage_args, control, reply_conn)
+        server = _Server(storage_args, control, reply_conn, log_levels)
     except BaseException as e:  # noqa: BLE001 - the producer raises it (StoreLocked, ...)
         reply_conn.send(("failed", encode_error(e)))
         control.close()

@@ -393,6 +393,12 @@ class Recorder:
         return 0 if st is None else st.step
 
     @property
+    def writer_pid(self) -> int | None:
+        """The storage process's pid (``writer="process"``); ``None`` when the writer
+        and the sink are threads of this process."""
+        return self._storage.pid
+
+    @property
     def open_episodes(self) -> list[int]:
         """Episodes begun and not ended yet."""
         return list(self._open)

@@ -25,7 +25,7 @@ from ._presets import PRESETS
 #: a storage process fed through shared memory (``docs/ARCHITECTURE.md``, "Placement").
 WRITERS: tuple[str, ...] = ("thread", "process")
 #: How the storage process starts (``multiprocessing`` start methods).
-WRITER_STARTS: tuple[str, ...] = ("spawn", "forkserver", "fork")
+WRITER_STARTS: tuple[str, ...] = ("spawn", "fork")
 
 KiB = 1024
 MiB = 1024 * KiB
@@ -60,8 +60,8 @@ class Settings:
             ``"process"`` (they run in a storage process; the producer only copies frames
             into shared memory and sends small descriptors).
         writer_start: how the storage process starts: ``"spawn"`` (a fresh interpreter:
-            safe with any threads, ~1 s to start), ``"forkserver"`` or ``"fork"`` (fast,
-            but the producer's other threads must not hold locks at the fork).
+            safe with any threads, ~1 s to start) or ``"fork"`` (fast, but the producer's
+            other threads must not hold locks at the fork).
     """
 
     hub_buffer: int = 2048
