@@ -29,8 +29,11 @@ from .errors import InvalidInput
 
 __all__ = ["BOOTSTRAP", "StorageChild", "launch"]
 
+# The storage process never needs pandas, which sqlite_utils imports when it is installed
+# (half a second or more of every start): a None entry makes that import fail fast.
 BOOTSTRAP = (
     "import pickle, sys; sys.path[:] = pickle.load(sys.stdin.buffer); "
+    "sys.modules.setdefault('pandas', None); "
     "from framestore._storageproc import main; main()"
 )
 
