@@ -128,10 +128,11 @@ RECORD = ["--env", ENV_ID, "--episodes", "50", "--max-steps", str(MAX_STEPS), "-
     ],
     ids=["segments-fill-first", "sqlite-fills-first"],
 )
-def test_record_until_disk_full(tmp_path, size, codec, fails_first):
+@pytest.mark.parametrize("writer", ["thread", "process"])
+def test_record_until_disk_full(tmp_path, size, codec, fails_first, writer):
     with small_fs(tmp_path / "mnt", size) as mnt:
         store = mnt / "s.store"
-        proc = cli("record", str(store), *RECORD, "--codec", codec)
+        proc = cli("record", str(store), *RECORD, "--codec", codec, "--writer", writer)
         line = assert_one_line_error(proc, code=6)
         # Which file hits the limit first is a race between the writer and the sink
         # (seen both ways on the same machine); either way: one line, exit 6.

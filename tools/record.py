@@ -49,6 +49,7 @@ def record(
     on_step: Callable[[int], None] | None = None,
     envs: int = 1,
     vector_mode: str = "sync",
+    writer: str | None = None,
 ) -> dict[str, Any]:
     """Record ``episodes`` episodes of ``env_id`` into the store at ``store_path``.
 
@@ -61,6 +62,9 @@ def record(
     (``vector_mode`` sync or async) is recorded through ``RecordVectorFrames``: sub-env i
     is reset with seed ``seed + i`` and later episodes start by autoreset; recording
     stops once ``episodes`` episodes have ended (the others end as interrupted).
+
+    ``writer`` (``thread`` or ``process``) overrides where the frame writer and the
+    SQLite sink run (default: the host profile's choice).
     """
     if policy not in POLICIES:
         raise InvalidInput(f"unknown policy {policy!r}; choose one of {', '.join(POLICIES)}")
@@ -77,6 +81,8 @@ def record(
         overrides["codec"] = codec
     if durability is not None:
         overrides["durability"] = durability
+    if writer is not None:
+        overrides["writer"] = writer
     config = {"policy": policy, "seed": seed, "max_steps": max_steps}
     if envs > 1:
         return _record_vector(
