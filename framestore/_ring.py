@@ -144,9 +144,14 @@ class Control(_Block):
     def __init__(self, name: str, size: int, create: bool):
         super().__init__(name, size, create)
         self.values = self.array[: len(Counter) * 8].view(np.int64)
+        #: The same counters as a memoryview: indexing it gives a Python int, several
+        #: times cheaper than a numpy scalar (the producer reads them every step).
+        self.counts = self.values.data
 
     def close(self) -> bool:
+        self.counts.release()
         self.values = np.zeros(len(Counter), dtype=np.int64)  # reads after close: zeros
+        self.counts = self.values.data
         return super().close()
 
 
@@ -191,9 +196,10 @@ class FrameRing(_Block):
             v = self._views[slot] = self.array[start : start + n].reshape(shape)
         return v
 
-    def free_slots(self) -> list[int]:
-        """Slots whose state is 0, highest first (``pop()`` takes the lowest)."""
-        return np.flatnonzero(self.states == 0)[::-1].tolist()
+    def free_slots(self, limit: int) -> list[int]:
+        """The ``limit`` lowest slots whose state is 0, highest first (``pop()`` takes
+        the lowest)."""
+        return np.flatnonzero(self.states == 0)[:limit][::-1].tolist()
 
     def close(self) -> bool:
         self._views = []

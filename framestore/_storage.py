@@ -22,7 +22,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from telemetry import SinkMetrics, TelemetryDBSink
+from telemetry import SinkMetrics, Step, TelemetryDBSink
 
 from ._refs import FrameRef
 from .service import FrameStorageService, ServiceMetrics
@@ -56,6 +56,11 @@ class Storage(Protocol):
 
     def offer(self, event: Any, timeout: float | None = None) -> bool:
         """Queue a telemetry event for the sink (the hub's durable subscriber)."""
+        ...
+
+    def offer_row(self, row: tuple) -> None:
+        """Queue one step given as the fields of a ``Step``, in order (no event object
+        is needed when no display subscriber listens)."""
         ...
 
     def set_batch_size(self, rows: int) -> None:
@@ -163,6 +168,9 @@ class ThreadStorage:
         refs = [f for f in frames if isinstance(f, FrameRef)]
         self._service.wait_written(refs)
         return [f.location if isinstance(f, FrameRef) and not f.dropped else None for f in frames]
+
+    def offer_row(self, row: tuple) -> None:
+        self._sink.offer(Step(*row))
 
     def flush(self, timeout: float | None = None) -> None:
         self._service.flush(timeout)

@@ -30,7 +30,9 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
-from telemetry import Step, StepBatch
+import numpy as np
+
+from telemetry import StepBatch
 
 from ._refs import FrameRef
 from ._ring import Control, Counter, FrameRing
@@ -42,6 +44,8 @@ from .settings import Settings
 __all__ = ["LOGGERS", "main", "serve"]
 
 _READ_BYTES = 1 << 20
+_ROWS = (Cmd.STEP, Cmd.BATCH)
+_GROUP = 256  # most step commands turned into one batch
 _PARENT_POLL_S = 0.25
 
 
@@ -148,32 +152,10 @@ class _Server:
         v[Counter.WEIGHT_COMMITTED] += weight
 
     # ----------------------------------------------------------------- commands
-    def _frame(self, slot: int, shape: tuple[int, ...], key: tuple[int, int]) -> FrameRef | None:
-        if slot >= 0:
-            ring = self.rings[-1]
-            arr = ring.view(slot, shape)
-            # Known before the put: the writer may write the chunk before put returns.
-            self._slot_of[key] = (ring, slot, arr.nbytes)
-            try:
-                return self.storage.put(arr, key)
-            except BaseException:
-                del self._slot_of[key]
-                ring.states[slot] = 0  # never queued: free it again
-                raise
-        if slot == DROPPED:
-            return FrameRef(None, key, shape, dropped=True)
-        return None
-
     def handle(self, msg: tuple) -> bool:
-        """Carry out one command; False once it was ``CLOSE``."""
+        """Carry out one command (not a step: see ``rows``); False once it was ``CLOSE``."""
         kind = msg[0]
-        if kind == Cmd.STEP:
-            _, eid, step, action, reward, term, trunc, info, wall, slot, shape, text = msg
-            ref = self._frame(slot, shape, (eid, step))
-            self.storage.offer(Step(eid, step, action, reward, term, trunc, info, wall, ref, text))
-        elif kind == Cmd.BATCH:
-            self._batch(msg)
-        elif kind == Cmd.EVENT:
+        if kind == Cmd.EVENT:
             self.storage.offer(msg[1])
         elif kind == Cmd.RING:
             _, name, slot_bytes, slots = msg
@@ -188,21 +170,52 @@ class _Server:
             return False
         return True
 
-    def _batch(self, msg: tuple) -> None:
-        _, eids, steps, actions, rewards, terms, truncs, infos, wall, slots, shapes, texts = msg
-        refs = []
+    def rows(self, group: list[tuple]) -> None:
+        """Consecutive ``STEP`` and ``BATCH`` commands as ONE ``put_many`` of their frames
+        and ONE ``StepBatch`` (each row keeps its own time): one lock round and one
+        event for what arrived together, whichever way it was recorded."""
+        cols: list[list] = [[] for _ in range(11)]
+        (eids, steps, actions, rewards, terms, truncs, infos, walls, slots, shapes, texts) = cols
+        for msg in group:
+            if msg[0] == Cmd.STEP:
+                for col, value in zip(cols, msg[1:], strict=True):
+                    col.append(value)
+            else:  # BATCH: its fields are columns already, one time for every row
+                for col, values in zip(cols, msg[1:], strict=True):
+                    if col is walls:
+                        walls.extend([values] * len(msg[2]))
+                    else:
+                        col.extend(values)
+        keys = list(zip(eids, steps, strict=True))
+        ring = self.rings[-1] if self.rings else None
+        arrs: list[np.ndarray | None] = []
+        for slot, shape, key in zip(slots, shapes, keys, strict=True):
+            if slot >= 0:
+                assert ring is not None
+                arr = ring.view(slot, shape)
+                # Known before the put: the writer may write a chunk before it returns.
+                self._slot_of[key] = (ring, slot, arr.nbytes)
+                arrs.append(arr)
+            else:
+                arrs.append(None)
         try:
-            for eid, step, slot, shape in zip(eids, steps, slots, shapes, strict=True):
-                refs.append(self._frame(slot, shape, (eid, step)))
+            refs: list[FrameRef | None] = self.storage.put_many(arrs, keys)
         except BaseException:
-            for slot in slots[len(refs) + 1 :]:
-                if slot >= 0:
-                    self.rings[-1].states[slot] = 0
+            for slot, key in zip(slots, keys, strict=True):
+                if slot >= 0 and ring is not None:
+                    del self._slot_of[key]
+                    ring.states[slot] = 0  # never queued: free it again
             raise
-        event = StepBatch(
-            eids, steps, actions, rewards, terms, truncs, infos, wall, tuple(refs), texts
-        )
-        self.storage.offer(event)
+        for i, slot in enumerate(slots):
+            if slot == DROPPED:
+                refs[i] = FrameRef(None, keys[i], shapes[i], dropped=True)
+        self.storage.offer(
+            StepBatch(
+                tuple(eids), tuple(steps), tuple(actions), tuple(rewards), tuple(terms),
+                tuple(truncs), tuple(infos), walls[0], tuple(refs), tuple(texts),
+                wall_times=tuple(walls),
+            )
+        )  # fmt: skip
 
     def _flush(self, token: int, timeout: float | None, frames_only: bool) -> None:
         try:
@@ -251,9 +264,16 @@ def _read_commands(server: _Server, fd: int, parent_pid: int) -> bool:
             return False
         pending += data
         messages, pending = split_messages(pending)
-        for msg in messages:
+        group: list[tuple] = []
+        for i, msg in enumerate(messages):
             try:
-                if not server.handle(msg):
+                if msg[0] == Cmd.STEP or msg[0] == Cmd.BATCH:
+                    group.append(msg)
+                    last = i + 1 == len(messages) or messages[i + 1][0] not in _ROWS
+                    if last or len(group) >= _GROUP:
+                        rows, group = group, []
+                        server.rows(rows)
+                elif not server.handle(msg):
                     return True
             except FrameStoreError as e:
                 # The writer's or the sink's own failure was reported through on_error

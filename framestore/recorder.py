@@ -24,8 +24,8 @@ from telemetry import (
     SinkMetrics,
     Step,
     TelemetryAsyncHub,
+    action_encoder,
     check_reward,
-    encode_action,
     encode_info,
     space_spec,
 )
@@ -123,10 +123,13 @@ class Recorder:
         self.settings = s
         self._space = action_space
         self._spec = space_spec(action_space) if action_space is not None else None
+        self._encode_action = action_encoder(action_space)
         self._on_error = on_error
         self._on_close = on_close
         self._closed = False
         self._lock = threading.Lock()
+        self._displays = 0  # display subscribers: steps become Step events only for them
+        self._shapes: dict[tuple[int, ...], str] = {}
 
         self._start_storage(store, s)
         self._hub.publish(
@@ -270,8 +273,11 @@ class Recorder:
         if self.current_episode is None:
             raise InvalidInput("record_step() before begin_episode()")
         reward = check_reward(reward)
-        action_text = None if action is None else encode_action(action, self._space)
-        info_text = encode_info({} if info is None else info)
+        action_text = None if action is None else self._encode_action(action)
+        if info is None or (type(info) is dict and not info):
+            info_text = "{}"
+        else:
+            info_text = encode_info(info)
         eid = self.current_episode
         st = self._open[eid]
         step = st.step
@@ -279,24 +285,17 @@ class Recorder:
         shape = None
         if frame is not None:
             ref = self._storage.put(frame, (eid, step))
-            shape = "x".join(str(d) for d in ref.shape) if ref.shape is not None else None
+            shape = self._shape_text(ref.shape)
             if ref.dropped:
                 st.dropped += 1
-        self._hub.publish(
-            Step(
-                episode_id=eid,
-                step=step,
-                action=action_text,
-                reward=reward,
-                terminated=bool(terminated),
-                truncated=bool(truncated),
-                info=info_text,
-                wall_time=time.time(),
-                frame=ref,
-                frame_shape=shape,
-            )
-        )
-        st.advance(reward, bool(terminated), bool(truncated), 1)
+        term, trunc = bool(terminated), bool(truncated)
+        # The fields of a Step, in order: an event object only when someone displays it.
+        row = (eid, step, action_text, reward, term, trunc, info_text, time.time(), ref, shape)
+        if self._displays:
+            self._hub.publish(Step(*row))
+        else:
+            self._storage.offer_row(row)
+        st.advance(reward, term, trunc, 1)
         self.steps_recorded += 1
         return step
 
@@ -411,6 +410,16 @@ class Recorder:
         self._hub.subscribe(
             name, callback, maxlen=maxlen or self.settings.hub_buffer, policy="drop_oldest"
         )
+        self._displays += 1
+
+    def _shape_text(self, shape: tuple[int, ...] | None) -> str | None:
+        """``"210x160x3"`` (the ``frame_shape`` column), made once per shape."""
+        if shape is None:
+            return None
+        text = self._shapes.get(shape)
+        if text is None:
+            text = self._shapes[shape] = "x".join(map(str, shape))
+        return text
 
     def flush(self, timeout: float | None = None) -> None:
         """Return once everything recorded so far is durable: frames written (fsynced

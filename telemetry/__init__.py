@@ -29,6 +29,7 @@ from .events import (
 from .hub import TelemetryAsyncHub
 from .sink import SinkMetrics, TelemetryDBSink
 from .spaces import (
+    action_encoder,
     check_reward,
     decode_action,
     decode_info,
@@ -59,6 +60,7 @@ __all__ = [
     "StorageProfile",
     "TelemetryAsyncHub",
     "TelemetryDBSink",
+    "action_encoder",
     "check_reward",
     "check_rewards",
     "decode_action",

@@ -34,7 +34,7 @@ from __future__ import annotations
 import base64
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -180,6 +180,47 @@ def encode_action(action: Any, space: gs.Space | None = None) -> str | None:
     if space is None:
         return _dumps(_tagged(action, "action"))
     return _dumps(_by_space(action, space, "action"))
+
+
+def action_encoder(space: gs.Space | None) -> Callable[[Any], str | None]:
+    """``encode_action`` bound to ``space``, with fast paths for the common steps: an
+    int in a ``Discrete`` space, and an array of the space's dtype and shape in a
+    ``Box`` with finite bounds (a few float32 values). Same text, same errors; anything
+    else takes ``encode_action``.
+    """
+    if isinstance(space, gs.Discrete):
+        lo, hi = int(space.start), int(space.start) + int(space.n)
+
+        def discrete(action: Any) -> str | None:
+            kind = type(action)
+            if kind is int or (kind is not bool and isinstance(action, np.integer)):
+                value = int(action)
+                if lo <= value < hi:
+                    return str(value)  # the JSON of an int
+            return encode_action(action, space)
+
+        return discrete
+    if (
+        isinstance(space, gs.Box)
+        and bool(np.all(np.isfinite(space.low)))
+        and bool(np.all(np.isfinite(space.high)))
+    ):
+        low, high, dtype, shape = space.low, space.high, space.dtype, space.shape
+
+        def box(action: Any) -> str | None:
+            # NaN and infinities fail the (finite) bounds: they take the careful path.
+            if (
+                type(action) is np.ndarray
+                and action.dtype == dtype
+                and action.shape == shape
+                and (action >= low).all()
+                and (action <= high).all()
+            ):
+                return _dumps(action.tolist())
+            return encode_action(action, space)
+
+        return box
+    return lambda action: encode_action(action, space)
 
 
 def decode_action(text: str | None, spec: Mapping[str, Any] | None = None) -> Any:
@@ -513,6 +554,10 @@ def check_reward(reward: Any) -> float:
     Raises:
         InvalidInput: Not a real number, or not finite.
     """
+    if type(reward) is float:  # the common case, checked first
+        if math.isfinite(reward):
+            return reward
+        raise InvalidInput(f"reward must be finite, got {reward}")
     if isinstance(reward, np.ndarray) and reward.ndim == 0:
         reward = reward[()]
     if isinstance(reward, str | bytes | complex) or not isinstance(
@@ -529,6 +574,7 @@ def check_reward(reward: Any) -> float:
 
 __all__ = [
     "INFO_LIMIT_BYTES",
+    "action_encoder",
     "check_reward",
     "decode_action",
     "decode_info",

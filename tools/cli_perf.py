@@ -53,6 +53,12 @@ def _progress(enabled: bool):
 )
 @click.option("--overload", is_flag=True, help="Producer 10x faster than the writer.")
 @click.option(
+    "--writers",
+    is_flag=True,
+    help="Writer and sink as threads vs in a storage process, with plain zstd, "
+    "interleaved round by round (medians of --repeat rounds, default 5).",
+)
+@click.option(
     "--durability",
     "durabilities",
     multiple=True,
@@ -82,6 +88,7 @@ def bench(
     seconds,
     repeat,
     overload,
+    writers,
     durabilities,
     level,
     workdir,
@@ -95,7 +102,9 @@ def bench(
     --rate): a vector env of N Assault copies recorded through record_steps, through N
     single-step recorders and not at all, interleaved, medians of --repeat rounds
     (default 5); and reading one episode out of 16 interleaved against it alone. --overload: a
-    producer far faster than the writer under both queue policies.
+    producer far faster than the writer under both queue policies. --writers: the frame
+    writer and the SQLite sink as threads vs in a storage process, with plain zstd,
+    interleaved round by round (--rate HZ --writers: the pacing loop with each).
 
     Exits 1 when a check fails (a pipeline error, frames not read back bit-exact, an
     overload run over its memory bound), after printing the table.
@@ -108,6 +117,15 @@ def bench(
         fs = lib.capture("noise", frames or 256)
         rows: list[Any] = lib.overload(fs, level=level, seconds=seconds, workdir=workdir)
         columns = lib.OVERLOAD_TABLE
+    elif writers and rate is None:
+        rows = lib.run_writers(
+            games,
+            frames=frames,
+            rounds=repeat if repeat > 1 else 5,
+            workdir=workdir,
+            progress=progress,
+        )
+        columns = lib.WRITERS_TABLE
     elif envs > 1 and rate is None:
         _bench_vector(envs, frames, repeat, workdir, csv_path, as_json, progress)
         return

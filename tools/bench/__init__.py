@@ -24,6 +24,9 @@ pipeline cannot hide the next one's growth.
 ``record_steps``, through N single-step recorders, and not at all, interleaved round by
 round; plus reading one episode out of 16 interleaved against the same episode alone.
 
+``writers`` (``--writers``): the frame writer and the SQLite sink as threads of the
+producer vs a storage process, with plain zstd alongside, interleaved round by round.
+
 Other modes: ``pacing`` (a fixed-rate producer loop with and without recording: does the
 writer's Python work steal time from a 60 Hz loop?), ``overload`` (a producer far faster
 than the writer: memory must stay bounded under both queue policies) and ``stress``
@@ -31,8 +34,8 @@ than the writer: memory must stay bounded under both queue policies) and ``stres
 
 One module per job: ``_frames`` (frame sets), ``_baselines`` (the pipelines),
 ``_throughput`` (the run and ratios), ``_pacing``, ``_overload``, ``_stress``,
-``_vector``, ``_checks`` (failed checks), ``_table`` (table and CSV), ``_measure`` (RSS,
-children).
+``_vector``, ``_writers`` (writer placements), ``_checks`` (failed checks), ``_table``
+(table and CSV), ``_measure`` (RSS, children).
 """
 
 from ._baselines import hdf5_available
@@ -60,6 +63,7 @@ from ._vector import (
     read_interleaved,
     run_vector,
 )
+from ._writers import WRITERS_TABLE, WriterResult, run_writers
 
 __all__ = [
     "DEFAULT_FRAMES",
@@ -74,6 +78,7 @@ __all__ = [
     "STRESS_TABLE",
     "THROUGHPUT_TABLE",
     "VECTOR_TABLE",
+    "WRITERS_TABLE",
     "FrameSet",
     "OverloadResult",
     "PacingResult",
@@ -81,6 +86,7 @@ __all__ = [
     "ReadResult",
     "StressResult",
     "VectorResult",
+    "WriterResult",
     "add_ratios",
     "capture",
     "failed_checks",
@@ -93,6 +99,7 @@ __all__ = [
     "run_pacing",
     "run_pipeline",
     "run_vector",
+    "run_writers",
     "stress",
     "verify_framestore",
     "write_csv",

@@ -9,10 +9,19 @@ from ._pacing import PacingResult
 from ._stress import StressResult
 from ._throughput import PipelineResult
 from ._vector import ReadResult, VectorResult
+from ._writers import WriterResult
 
 __all__ = ["failed_checks"]
 
-Row = PipelineResult | PacingResult | OverloadResult | StressResult | VectorResult | ReadResult
+Row = (
+    PipelineResult
+    | PacingResult
+    | OverloadResult
+    | StressResult
+    | VectorResult
+    | ReadResult
+    | WriterResult
+)
 
 
 def failed_checks(rows: Sequence[Row]) -> list[str]:
@@ -43,6 +52,11 @@ def failed_checks(rows: Sequence[Row]) -> list[str]:
                 problems.append(f"vector/{row.mode}: {row.error}")
             elif row.verified is False:
                 problems.append(f"vector/{row.mode}: stored frames missing or unreadable")
+        elif isinstance(row, WriterResult):
+            if row.error:
+                problems.append(f"writers/{row.game}/{row.writer}: {row.error}")
+            elif row.verified is False:
+                problems.append(f"writers/{row.game}/{row.writer}: frames did not read back")
         elif isinstance(row, StressResult):
             if row.error or not (row.finished and row.accounted):
                 problems.append(

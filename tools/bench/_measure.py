@@ -15,7 +15,14 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["RssSampler", "dir_bytes", "in_child", "percentiles_us", "sleep_until_ns"]
+__all__ = [
+    "ProcessMemory",
+    "RssSampler",
+    "dir_bytes",
+    "in_child",
+    "percentiles_us",
+    "sleep_until_ns",
+]
 
 
 class RssSampler:
@@ -53,6 +60,59 @@ class RssSampler:
         self._stop.set()
         self._thread.join()
         self.peak = max(self.peak, self._rss())
+
+
+class ProcessMemory(RssSampler):
+    """``RssSampler`` that can also watch a second process (the storage process):
+    its peak RSS, and the peak of both processes' PSS growth (pages they share, like
+    the frame ring, counted once). PSS is read every 4th sample (it walks the page
+    tables)."""
+
+    def __init__(self, interval: float = 0.005):
+        super().__init__(interval)
+        self._other = None
+        self.other_peak = 0
+        self._pss0 = 0
+        self.pss_growth = 0
+        self._tick = 0
+
+    def watch(self, pid: int) -> None:
+        import psutil
+
+        self._other = psutil.Process(pid)
+
+    def _pss(self) -> int:
+        import psutil
+
+        total = self._proc.memory_full_info().pss
+        if self._other is not None:
+            try:
+                total += self._other.memory_full_info().pss
+            except psutil.Error:
+                pass
+        return total
+
+    def _run(self) -> None:
+        import psutil
+
+        while not self._stop.wait(self._interval):
+            self.peak = max(self.peak, self._rss())
+            if self._other is not None:
+                try:
+                    self.other_peak = max(self.other_peak, self._other.memory_info().rss)
+                except psutil.Error:
+                    pass
+            self._tick += 1
+            if self._tick % 4 == 0:
+                self.pss_growth = max(self.pss_growth, self._pss() - self._pss0)
+
+    def __enter__(self) -> ProcessMemory:
+        gc.collect()
+        _trim_heap()
+        self.baseline = self.peak = self._rss()
+        self._pss0 = self._proc.memory_full_info().pss
+        self._thread.start()
+        return self
 
 
 def _trim_heap() -> None:
