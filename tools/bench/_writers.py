@@ -11,12 +11,14 @@ is its own column: a storage process started with ``spawn`` imports numpy, zstan
 SQLite first), the producer's cost per ``record_step``
 (p50, p99, max), the producer's peak RSS growth, the storage process's peak RSS (a whole
 interpreter) and the peak of both processes' PSS growth (shared ring pages counted
-once), the queue's high-water mark.
+once), the queue's high-water mark, and the CPU time per frame of both processes (all
+threads; on a shared machine it says what the work costs when wall time does not).
 """
 
 from __future__ import annotations
 
 import os
+import resource
 import shutil
 import statistics
 import tempfile
@@ -47,6 +49,7 @@ class WriterResult:
     frames: int
     fps: float = 0.0
     fps_vs_zstd: float | None = None
+    cpu_us: float = 0.0  # CPU time per frame, both processes, all threads
     producer_p50_us: float = 0.0
     producer_p99_us: float = 0.0
     producer_max_us: float = 0.0
@@ -68,6 +71,7 @@ def _record(fs: FrameSet, out: Path, writer: str) -> dict:
 
     costs = np.zeros(len(fs), dtype=np.int64)
     clock = time.perf_counter_ns
+    cpu0 = _cpu_seconds()
     with ProcessMemory() as mem:
         opened = time.perf_counter()
         with FrameStore.open(out / "bench.store") as store:
@@ -78,6 +82,7 @@ def _record(fs: FrameSet, out: Path, writer: str) -> dict:
             try:
                 if rec.writer_pid is not None:
                     mem.watch(rec.writer_pid)
+                    cpu0 += _started_cpu(rec.writer_pid)  # its start-up is not per frame
                 frames, actions, rewards = fs.frames, fs.actions, fs.rewards
                 terms, truncs, infos = fs.terminated, fs.truncated, fs.infos
                 for e, (a, b) in enumerate(fs.episodes):
@@ -93,9 +98,11 @@ def _record(fs: FrameSet, out: Path, writer: str) -> dict:
             finally:
                 rec.close()
         seconds = time.perf_counter() - t0
+    cpu = _cpu_seconds() - cpu0
     p50, p99, mx = percentiles_us(costs)
     return {
         "fps": len(fs) / seconds,
+        "cpu_us": cpu / len(fs) * 1e6,
         "start_s": t0 - opened,
         "producer_p50_us": p50,
         "producer_p99_us": p99,
@@ -107,11 +114,30 @@ def _record(fs: FrameSet, out: Path, writer: str) -> dict:
     }
 
 
+def _cpu_seconds() -> float:
+    """CPU time of this process and of its reaped children (the storage process, once
+    closed), user and system."""
+    me = resource.getrusage(resource.RUSAGE_SELF)
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+def _started_cpu(pid: int) -> float:
+    """CPU seconds a just-started storage process spent starting (imports, opening)."""
+    import psutil
+
+    t = psutil.Process(pid).cpu_times()
+    return t.user + t.system
+
+
 def _zstd(fs: FrameSet, out: Path) -> dict:
+    cpu0 = _cpu_seconds()
     run = PIPELINE_FUNCS["zstd"](fs, out, None)
+    cpu = _cpu_seconds() - cpu0
     p50, p99, mx = percentiles_us(run.costs_ns)
     return {
         "fps": run.frames / run.seconds,
+        "cpu_us": cpu / run.frames * 1e6,
         "producer_p50_us": p50,
         "producer_p99_us": p99,
         "producer_max_us": mx,
@@ -143,7 +169,7 @@ def _median_row(game: str, mode: str, frames: int, runs: list[dict]) -> WriterRe
     if errors:
         row.error = errors[0]
         return row
-    for key in ("fps", "producer_p50_us", "producer_p99_us", "producer_max_us"):
+    for key in ("fps", "cpu_us", "producer_p50_us", "producer_p99_us", "producer_max_us"):
         setattr(row, key, statistics.median(r[key] for r in runs))
     if mode != "zstd":
         for key in ("start_s", "producer_mb", "storage_mb", "total_mb", "max_queue"):
@@ -194,6 +220,7 @@ WRITERS_TABLE = (
     ("frames", "frames", "{}"),
     ("fps", "frames/s", "{:.0f}"),
     ("fps_vs_zstd", "x zstd", "{:.2f}"),
+    ("cpu_us", "cpu us/f", "{:.0f}"),
     ("producer_p50_us", "p50 us", "{:.1f}"),
     ("producer_p99_us", "p99 us", "{:.1f}"),
     ("producer_max_us", "max us", "{:.0f}"),
