@@ -122,9 +122,13 @@ class ProcessStorage:
         if in_flight > self._hw_weight:
             self._hw_weight = in_flight
 
-    def _wait(self, ready: Callable[[], bool], what: str, timeout: float) -> None:
+    def _wait(
+        self, ready: Callable[[], bool], what: str, timeout: float, frames: bool = False
+    ) -> None:
         """Poll until ``ready()`` (backing off to 2 ms), the storage process fails (its
-        error is raised) or ``timeout`` passes (``QueueFull``)."""
+        error is raised) or ``timeout`` passes (``QueueFull``). Time waiting for room in
+        the frame queue (``frames``) counts as ``blocked_seconds``, as in the thread
+        placement."""
         link = self._link
         start = time.monotonic()
         delay = 50e-6
@@ -139,7 +143,8 @@ class ProcessStorage:
                 time.sleep(delay)
                 delay = min(delay * 2, 0.002)
         finally:
-            self._blocked_s += time.monotonic() - start
+            if frames:
+                self._blocked_s += time.monotonic() - start
 
     # ----------------------------------------------------------------- frames
     def _ring_for(self, nbytes: int) -> FrameRing:
@@ -186,7 +191,7 @@ class ProcessStorage:
         if self._s.policy == "drop":
             return False
         self._send(_CUT)  # open chunks would hold slots until they time out
-        self._wait(fits, "frame queue", self._s.block_timeout)
+        self._wait(fits, "frame queue", self._s.block_timeout, frames=True)
         return True
 
     def _copy_in(self, frame: np.ndarray, key: tuple[int, int]) -> RingRef:

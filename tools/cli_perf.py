@@ -115,9 +115,15 @@ def bench(
     progress = _progress(show_progress() or not as_json)
     if overload:
         fs = lib.capture("noise", frames or 256)
-        rows: list[Any] = lib.overload(fs, level=level, seconds=seconds, workdir=workdir)
+        rows: list[Any] = lib.overload(
+            fs,
+            level=level,
+            seconds=seconds,
+            workdir=workdir,
+            writers=("thread", "process") if writers else ("thread",),
+        )
         columns = lib.OVERLOAD_TABLE
-    elif writers and rate is None:
+    elif writers and rate is None and not overload:
         rows = lib.run_writers(
             games,
             frames=frames,
@@ -139,6 +145,7 @@ def bench(
             frames=frames,
             workdir=workdir,
             progress=progress,
+            writers=("thread", "process") if writers else (),
         )
         columns = lib.PACING_TABLE
     else:

@@ -64,22 +64,28 @@ class RssSampler:
 
 class ProcessMemory(RssSampler):
     """``RssSampler`` that can also watch a second process (the storage process):
-    its peak RSS, and the peak of both processes' PSS growth (pages they share, like
-    the frame ring, counted once). PSS is read every 4th sample (it walks the page
-    tables)."""
+    its peak RSS, and the peak growth of both processes' PSS together (pages they share,
+    like the frame ring, counted once; the second one's PSS when watching starts is
+    part of the baseline). PSS is read every 4th sample (it walks the page tables)."""
 
     def __init__(self, interval: float = 0.005):
         super().__init__(interval)
         self._other = None
         self.other_peak = 0
+        self.other_base = 0
         self._pss0 = 0
         self.pss_growth = 0
         self._tick = 0
 
     def watch(self, pid: int) -> None:
+        """Watch ``pid`` too, from now on: its PSS now is part of the baseline (a storage
+        process's interpreter at rest is not growth), its RSS peak is ``other_peak``."""
         import psutil
 
-        self._other = psutil.Process(pid)
+        other = psutil.Process(pid)
+        self._pss0 += other.memory_full_info().pss
+        self.other_base = other.memory_info().rss
+        self._other = other
 
     def _pss(self) -> int:
         import psutil
