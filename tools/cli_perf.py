@@ -113,50 +113,34 @@ def bench(
 
     games = ("assault", "carracing", "noise") if game == "all" else (game,)
     progress = _progress(show_progress() or not as_json)
+    if envs > 1 and rate is None and not (overload or writers):
+        _bench_vector(envs, frames, repeat, workdir, csv_path, as_json, progress)
+        return
+    placements = ("thread", "process") if writers else ()
     if overload:
         fs = lib.capture("noise", frames or 256)
         rows: list[Any] = lib.overload(
-            fs,
-            level=level,
-            seconds=seconds,
-            workdir=workdir,
-            writers=("thread", "process") if writers else ("thread",),
+            fs, level=level, seconds=seconds, workdir=workdir, writers=placements or ("thread",)
         )
         columns = lib.OVERLOAD_TABLE
-    elif writers and rate is None and not overload:
-        rows = lib.run_writers(
-            games,
-            frames=frames,
-            rounds=repeat if repeat > 1 else 5,
-            workdir=workdir,
-            progress=progress,
-        )
-        columns = lib.WRITERS_TABLE
-    elif envs > 1 and rate is None:
-        _bench_vector(envs, frames, repeat, workdir, csv_path, as_json, progress)
-        return
     elif rate is not None:
         games = tuple(g for g in games if g != "noise") or games
         rows = lib.run_pacing(
-            games,
-            hz=rate,
-            envs=envs,
-            seconds=seconds,
-            frames=frames,
-            workdir=workdir,
-            progress=progress,
-            writers=("thread", "process") if writers else (),
-        )
+            games, hz=rate, envs=envs, seconds=seconds, frames=frames, workdir=workdir,
+            progress=progress, writers=placements,
+        )  # fmt: skip
         columns = lib.PACING_TABLE
+    elif writers:
+        rounds = repeat if repeat > 1 else 5
+        rows = lib.run_writers(
+            games, frames=frames, rounds=rounds, workdir=workdir, progress=progress
+        )
+        columns = lib.WRITERS_TABLE
     else:
         rows = lib.run_bench(
-            games,
-            frames=frames,
-            workdir=workdir,
-            repeat=repeat,
-            progress=progress,
+            games, frames=frames, workdir=workdir, repeat=repeat, progress=progress,
             durabilities=durabilities,
-        )
+        )  # fmt: skip
         columns = lib.THROUGHPUT_TABLE
     if csv_path:
         lib.write_csv(rows, csv_path)

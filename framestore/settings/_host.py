@@ -148,7 +148,8 @@ HOST_PROFILES: dict[str, HostProfile] = {
         lite_steps=36_000,
         lite_bytes=256 * MiB,
         lite_suggested=True,
-        summary="4 cores, 8 GB: buffers <= 2048, batch 64; telemetry-lite suggested for human play",
+        summary="4 cores, 8 GB: buffers <= 2048, batch 64, writer threads; telemetry-lite "
+        "suggested for human play",
     ),
     "good": HostProfile(
         name="good",
@@ -163,7 +164,9 @@ HOST_PROFILES: dict[str, HostProfile] = {
         lite_steps=108_000,
         lite_bytes=512 * MiB,
         lite_suggested=False,
-        summary="6 cores, 16 GB, SSD/NVMe: buffers 4096-8192, batch 128-256, checkpoint >= 2048",
+        writer="process",
+        summary="6 cores, 16 GB, SSD/NVMe: buffers 4096-8192, batch 128-256, checkpoint >= 2048, "
+        "storage process",
     ),
     "more-than-enough": HostProfile(
         name="more-than-enough",
@@ -178,7 +181,9 @@ HOST_PROFILES: dict[str, HostProfile] = {
         lite_steps=216_000,
         lite_bytes=1 * GiB,
         lite_suggested=False,
-        summary=">= 8 cores, >= 32 GB: buffers 8192-16384, batch 256-512, checkpoint >= 4096",
+        writer="process",
+        summary=">= 8 cores, >= 32 GB: buffers 8192-16384, batch 256-512, checkpoint >= 4096, "
+        "storage process",
     ),
 }
 _PROFILE_ORDER = ("minimum", "good", "more-than-enough")
