@@ -82,7 +82,11 @@ class _Probe:
         self.timer.stop()
 
     def window(self, t0: float, t1: float) -> list[float]:
-        return [g for g, e in zip(self.gaps, self.ends, strict=True) if t0 <= e <= t1]
+        """The gaps that overlap ``[t0, t1]`` (a gap longer than the window counts)."""
+        out = [
+            g for g, e in zip(self.gaps, self.ends, strict=True) if e >= t0 and e - g / 1e3 <= t1
+        ]
+        return out or [0.0]
 
 
 def _pump(app, seconds: float, until=None) -> None:
