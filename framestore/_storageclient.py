@@ -326,7 +326,8 @@ class ProcessStorage:
         t0 = time.perf_counter()
         token = self._link.token()
         self._send((int(Cmd.FLUSH), token, timeout, frames_only))
-        reply = self._link.reply(token, timeout)
+        # A little longer than the storage process waits: its QueueFull arrives first.
+        reply = self._link.reply(token, None if timeout is None else timeout + 5.0)
         if reply[2] is not None:
             raise decode_error(reply[2])
         if frames_only:

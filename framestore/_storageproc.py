@@ -93,7 +93,7 @@ class _Server:
             logger.handlers = [_ForwardLogs(self)]
             logger.propagate = False
             logger.setLevel((log_levels or {}).get(name, logging.WARNING))
-        self.rings: list[FrameRing] = []  # the current ring is the last
+        self.rings: list[FrameRing] = []  # the current ring (none before the first frame)
         # (episode, step) -> ring, slot, bytes: a recording never repeats a key.
         self._slot_of: dict[tuple[int, int], tuple[FrameRing, int, int]] = {}
         root, db_path, s = storage_args
@@ -159,7 +159,11 @@ class _Server:
             self.storage.offer(msg[1])
         elif kind == Cmd.RING:
             _, name, slot_bytes, slots = msg
-            self.rings.append(FrameRing.attach(name, slot_bytes, slots))
+            # The producer replaces a ring only once it drained: unmap the old one (if a
+            # written chunk still holds a view of it, it stays mapped until exit).
+            for old in self.rings:
+                old.close()
+            self.rings = [FrameRing.attach(name, slot_bytes, slots)]
         elif kind == Cmd.BATCH_SIZE:
             self.storage.set_batch_size(msg[1])
         elif kind == Cmd.CUT:
@@ -237,9 +241,9 @@ class _Server:
         except BaseException as e:  # noqa: BLE001 - reported to the producer
             error = encode_error(e)
         if producer_gone:
-            # Nobody else can unlink them now. Only the current ring: the producer
-            # unlinked the rings it replaced.
-            for block in (self.rings[-1:] if self.rings else []) + [self.control]:
+            # Nobody else can unlink them now (the producer unlinked the rings it
+            # replaced).
+            for block in [*self.rings, self.control]:
                 block.unlink()
                 if unregister:  # the producer's tracker is ours: drop its entry too
                     resource_tracker.unregister("/" + block.name, "shared_memory")
