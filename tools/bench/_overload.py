@@ -47,8 +47,8 @@ class OverloadResult:
 
 
 OVERLOAD_TABLE = (
-    ("writer", "writer", "{}"),
     ("policy", "policy", "{}"),
+    ("writer", "writer", "{}"),
     ("level", "level", "{}"),
     ("frames_put", "put", "{}"),
     ("frames_written", "written", "{}"),
