@@ -39,7 +39,7 @@ def failed_checks(rows: Sequence[Row]) -> list[str]:
             elif row.verified is False:
                 problems.append(f"{where}: stored frames did not read back bit-exact")
         elif isinstance(row, OverloadResult):
-            where = f"overload/{row.writer}/{row.policy}"
+            where = f"overload/{row.policy}" + ("" if row.writer == "thread" else f"/{row.writer}")
             if row.error:
                 problems.append(f"{where}: {row.error}")
             elif not row.within_bound:
