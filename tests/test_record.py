@@ -17,7 +17,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from conftest import WRITERS
+from conftest import WRITERS, wait_for
 
 from framestore import FrameStore, InvalidInput, RecordFrames
 from framestore.envs import make_env
@@ -298,6 +298,9 @@ def test_killed_recorder_leaves_only_readable_pointers(writer, tmp_path):
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=30)
     with FrameStore.open(store_path, readonly=True) as store:
+        # A storage process (writer="process") outlives its producer to commit what it
+        # was sent, then exits and frees the writer lock.
+        wait_for(lambda: store.writer_running() is False, timeout=30)
         eps = store.episodes()
         # The process died mid-episode; if it died right after a reset, that episode's
         # row may not be committed yet and the last committed one is complete.
