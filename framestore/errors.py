@@ -38,6 +38,7 @@ __all__ = [
     "StoreLocked",
     "WriterFailed",
     "DiskFull",
+    "writer_error",
     "StoreClosed",
     "MissingExtra",
     "PublishedObjectError",
@@ -202,3 +203,10 @@ class PublishedObjectError(CorruptData):
         self.offset = 0
         self.detail = detail
         FrameStoreError.__init__(self, f"{location}/{name}: {detail}")
+
+
+def writer_error(err: BaseException) -> WriterFailed:
+    """What the producer gets once the frame writer failed with ``err``."""
+    if isinstance(err, DiskFull):  # keep the specific type: callers catch DiskFull
+        return DiskFull(err.path, "the frame writer stopped")
+    return WriterFailed(f"frame writer failed: {err}")

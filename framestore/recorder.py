@@ -24,17 +24,17 @@ from telemetry import (
     SinkMetrics,
     Step,
     TelemetryAsyncHub,
-    TelemetryDBSink,
+    action_encoder,
     check_reward,
-    encode_action,
     encode_info,
     space_spec,
 )
 
 from ._batchrows import BatchRows, EpisodeState, check_episode_args
+from ._storage import open_storage
 from .catalog import check_seed
 from .errors import InvalidInput, StoreClosed
-from .service import FrameRef, FrameStorageService, ServiceMetrics
+from .service import ServiceMetrics
 from .settings import Settings, resolve
 
 if TYPE_CHECKING:
@@ -124,10 +124,13 @@ class Recorder:
         self.settings = s
         self._space = action_space
         self._spec = space_spec(action_space) if action_space is not None else None
+        self._encode_action = action_encoder(action_space)
         self._on_error = on_error
         self._on_close = on_close
         self._closed = False
         self._lock = threading.Lock()
+        self._displays = 0  # display subscribers: steps become Step events only for them
+        self._shapes: dict[tuple[int, ...], str] = {}
 
         self._start_storage(store, s)
         self._hub.publish(
@@ -149,42 +152,18 @@ class Recorder:
         self.episodes_recorded = 0
 
     def _start_storage(self, store: FrameStore, s: Settings) -> None:
-        """The frame writer (which takes the store's writer lock), then the SQLite sink
-        and the hub; on failure everything started is stopped again."""
-        self._service = FrameStorageService(
-            store.root,
-            codec=s.codec,
-            level=s.level,
-            chunk_frames=s.chunk_frames,
-            segment_bytes=s.segment_bytes,
-            queue_frames=s.queue_frames,
-            queue_bytes=s.queue_bytes,
-            policy=s.policy,
-            block_timeout=s.block_timeout,
-            durability=s.durability,
-            compress_threads=s.compress_threads,
-            on_error=self._background_error,
-        )
+        """The frame writer and the SQLite sink (which take the store's writer lock), then
+        the hub; on failure everything started is stopped again."""
+        self._storage = open_storage(store.root, store.db_path, s, self._background_error)
         try:
             # The writer lock is held from here on: ids cannot race with another writer.
             # Episode ids start above any id a crashed writer left in segments, so frames
             # of two recordings never share one (recover tells them apart by it).
             self.run_id, self._next_episode_id = store.next_ids()
-            self._sink = TelemetryDBSink(
-                store.db_path,
-                profile=s.durability,
-                batch_size=s.batch_size,
-                checkpoint_interval=s.checkpoint_interval,
-                max_queue=s.sink_queue,
-                policy="block",
-                block_timeout=s.block_timeout,
-                resolve_frames=self._resolve_frames,
-                on_error=self._background_error,
-            )
             self._hub = TelemetryAsyncHub()
-            self._hub.subscribe("db", self._sink, policy="durable")  # bounded by max_queue
+            self._hub.subscribe("db", self._storage, policy="durable")  # bounded by its queue
         except BaseException:
-            self._service.close()
+            self._storage.close()
             raise
 
     def _run_config(
@@ -201,13 +180,6 @@ class Recorder:
         return run_config
 
     # ----------------------------------------------------------------- background
-    def _resolve_frames(self, frames: list[object]) -> list[tuple[int, int, int] | None]:
-        """Runs on the sink thread before each commit: blocks until the batch's frames
-        are written to their segment, then hands back their locations."""
-        refs = [f for f in frames if isinstance(f, FrameRef)]
-        self._service.wait_written(refs)
-        return [f.location if isinstance(f, FrameRef) and not f.dropped else None for f in frames]
-
     def _background_error(self, exc: BaseException) -> None:
         if self._on_error is not None:
             self._on_error(exc)
@@ -283,8 +255,8 @@ class Recorder:
         queue at most, so the producer never waits on a commit that waits on it)."""
         s = self.settings
         rows = max(s.batch_size, min(s.chunk_frames * len(self._open), s.sink_queue // 2))
-        if rows != self._sink.batch_size:
-            self._sink.set_batch_size(rows)
+        if rows != self._storage.batch_size:
+            self._storage.set_batch_size(rows)
 
     def record_step(
         self,
@@ -306,33 +278,29 @@ class Recorder:
         if self.current_episode is None:
             raise InvalidInput("record_step() before begin_episode()")
         reward = check_reward(reward)
-        action_text = None if action is None else encode_action(action, self._space)
-        info_text = encode_info({} if info is None else info)
+        action_text = None if action is None else self._encode_action(action)
+        if info is None or (type(info) is dict and not info):
+            info_text = "{}"
+        else:
+            info_text = encode_info(info)
         eid = self.current_episode
         st = self._open[eid]
         step = st.step
         ref = None
         shape = None
         if frame is not None:
-            ref = self._service.put(frame, key=(eid, step))
-            shape = "x".join(str(d) for d in ref.shape) if ref.shape is not None else None
+            ref = self._storage.put(frame, (eid, step))
+            shape = self._shape_text(ref.shape)
             if ref.dropped:
                 st.dropped += 1
-        self._hub.publish(
-            Step(
-                episode_id=eid,
-                step=step,
-                action=action_text,
-                reward=reward,
-                terminated=bool(terminated),
-                truncated=bool(truncated),
-                info=info_text,
-                wall_time=time.time(),
-                frame=ref,
-                frame_shape=shape,
-            )
-        )
-        st.advance(reward, bool(terminated), bool(truncated), 1)
+        term, trunc = bool(terminated), bool(truncated)
+        # The fields of a Step, in order: an event object only when someone displays it.
+        row = (eid, step, action_text, reward, term, trunc, info_text, time.time(), ref, shape)
+        if self._displays:
+            self._hub.publish(Step(*row))
+        else:
+            self._storage.offer_row(row)
+        st.advance(reward, term, trunc, 1)
         self.steps_recorded += 1
         return step
 
@@ -372,7 +340,7 @@ class Recorder:
             missing = rows.episode_ids[states.index(None)]
             raise InvalidInput(f"episode {missing} is not open (open_episode() first)")
         steps = rows.step_numbers(states)
-        refs = self._service.put_many(rows.frames, list(zip(rows.episode_ids, steps, strict=True)))
+        refs = self._storage.put_many(rows.frames, list(zip(rows.episode_ids, steps, strict=True)))
         for st, ref, reward, term, trunc in zip(
             states, refs, rows.rewards, rows.terminated, rows.truncated, strict=True
         ):
@@ -429,6 +397,12 @@ class Recorder:
         return 0 if st is None else st.step
 
     @property
+    def writer_pid(self) -> int | None:
+        """The storage process's pid (``writer="process"``); ``None`` when the writer
+        and the sink are threads of this process."""
+        return self._storage.pid
+
+    @property
     def open_episodes(self) -> list[int]:
         """Episodes begun and not ended yet."""
         return list(self._open)
@@ -441,18 +415,27 @@ class Recorder:
         self._hub.subscribe(
             name, callback, maxlen=maxlen or self.settings.hub_buffer, policy="drop_oldest"
         )
+        self._displays += 1
+
+    def _shape_text(self, shape: tuple[int, ...] | None) -> str | None:
+        """``"210x160x3"`` (the ``frame_shape`` column), made once per shape."""
+        if shape is None:
+            return None
+        text = self._shapes.get(shape)
+        if text is None:
+            text = self._shapes[shape] = "x".join(map(str, shape))
+        return text
 
     def flush(self, timeout: float | None = None) -> None:
         """Return once everything recorded so far is durable: frames written (fsynced
         unless ``fast``) and their rows committed."""
         self._check_open()
-        self._service.flush(timeout)
-        self._sink.flush(timeout)
+        self._storage.flush(timeout)
 
     def metrics(self) -> RecorderMetrics:
         return RecorderMetrics(
-            frames=self._service.metrics(),
-            sink=self._sink.metrics(),
+            frames=self._storage.frame_metrics(),
+            sink=self._storage.sink_metrics(),
             steps_recorded=self.steps_recorded,
             episodes_recorded=self.episodes_recorded,
             durability=self.settings.durability,
@@ -483,8 +466,8 @@ class Recorder:
             attempt(lambda eid=eid: self.close_episode(eid, status="interrupted"))
         # Write the frames first so the run's stored stats (frames written, bytes out)
         # are final, not a snapshot taken while the writer was still busy.
-        attempt(self._service.flush)
-        m = self._service.metrics()
+        attempt(self._storage.flush_frames)
+        m = self._storage.frame_metrics()
         stats = {
             "queue_high_water_frames": m.high_water_frames,
             "queue_high_water_bytes": m.high_water_bytes,
@@ -501,9 +484,8 @@ class Recorder:
             lambda: self._hub.publish(RunEnded(run_id=self.run_id, ended=time.time(), stats=stats))
         )
         self._closed = True
-        attempt(self._sink.close)
+        attempt(self._storage.close)
         attempt(self._hub.close)
-        attempt(self._service.close)
         attempt(self.store.sync_segments)
         if self._on_close is not None:
             self._on_close(self)

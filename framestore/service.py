@@ -19,18 +19,19 @@ import numpy as np
 
 from telemetry import logcodes
 
+from ._bufferpool import BufferPool
 from ._chunks import ChunkWriter, Written
 from ._lock import StoreLock
 from ._refs import FrameRef, check_key, frame_nbytes
 from ._serviceargs import DURABILITIES, POLICIES, ServiceMetrics, check_args
 from .codecs import check_frame, check_level, codec_from_name
 from .errors import (
-    DiskFull,
     FrameStoreError,
     InvalidInput,
     QueueFull,
     StoreClosed,
     WriterFailed,
+    writer_error,
 )
 from .segments import checked_segment_dir
 
@@ -58,6 +59,10 @@ class FrameStorageService:
         max_latency: an open chunk is closed after this many seconds without new frames.
         on_error: called (from the writer thread) with the exception if writing fails.
         lock: take the store's writer lock (a second writer gets ``StoreLocked``).
+        copy_frames: copy each frame on ``put`` (the default). False: keep the caller's
+            array as it is (the storage process's frames live in shared memory); the
+            caller must leave it unchanged until ``on_written`` reports its ref.
+        on_written: called on the writer thread with the refs of each chunk appended.
     """
 
     def __init__(
@@ -78,6 +83,8 @@ class FrameStorageService:
         max_latency: float = 0.5,
         on_error: Callable[[BaseException], None] | None = None,
         lock: bool = True,
+        copy_frames: bool = True,
+        on_written: Callable[[list[FrameRef]], None] | None = None,
     ):
         self._codec = codec_from_name(codec)
         self._level = check_level(self._codec, level)
@@ -101,6 +108,7 @@ class FrameStorageService:
         self._max_bytes = queue_bytes
         self._block_timeout = float(block_timeout)
         self._on_error = on_error
+        self._on_written = on_written
 
         self.root.mkdir(parents=True, exist_ok=True)
         checked_segment_dir(self.root, create=True)  # a real directory, never a link
@@ -111,7 +119,7 @@ class FrameStorageService:
         self._cond = threading.Condition()
         self._queue: deque[tuple[np.ndarray, FrameRef]] = deque()
         self._init_state()
-        self._free: dict[tuple[int, ...], deque[np.ndarray]] = {}  # recycled frame buffers
+        self._pool = BufferPool(queue_bytes, chunk_frames) if copy_frames else None
         # A chunk never holds more than a quarter of the queue's bounds: with small
         # queues, frames must not wait for a chunk that cannot fill while the producer
         # waits for room.
@@ -294,37 +302,13 @@ class FrameStorageService:
         return ref
 
     def _copy(self, frame: object, *, checked: bool = False) -> np.ndarray:
-        """Validate (unless ``checked``) and copy ``frame`` into a recycled buffer of its
-        shape when one is free: fresh 100-700 KB allocations fault in new pages on every
-        step, which costs the producer far more than the copy itself."""
+        """Validate (unless ``checked``) and copy ``frame`` into a recycled buffer (kept
+        as it is without ``copy_frames``)."""
         if not checked:
             check_frame(frame)
-        pool = self._free.get(frame.shape)  # type: ignore[union-attr]
-        buf = None
-        if pool:
-            try:
-                buf = pool.pop()
-            except IndexError:  # the writer thread emptied it meanwhile
-                buf = None
-        if buf is None:
-            buf = np.empty(frame.shape, dtype=np.uint8)  # type: ignore[union-attr]
-        np.copyto(buf, frame)
-        return buf
-
-    def _recycle(self, frames: list[np.ndarray]) -> None:
-        """Keep written frames' buffers for reuse (bounded: two chunks' worth per open
-        stream, a quarter of the queue's bytes, and only the current shape)."""
-        shape = frames[0].shape
-        pool = self._free.get(shape)
-        if pool is None:
-            self._free = {shape: deque()}  # a new shape: let the old buffers go
-            pool = self._free[shape]
-        chunks = 2 * max(1, self._writer.open_streams)
-        room = min(chunks * self._chunk_frames, self._max_bytes // 4 // max(1, frames[0].nbytes))
-        for f in frames:
-            if len(pool) >= room:
-                break
-            pool.append(f)
+        if self._pool is None:
+            return frame  # type: ignore[return-value]
+        return self._pool.copy(frame)  # type: ignore[arg-type]
 
     def _full(self, nbytes: int) -> bool:
         return self._q_frames >= self._max_frames or self._q_bytes + nbytes > self._max_bytes
@@ -385,6 +369,12 @@ class FrameStorageService:
                     )
                 self._cond.wait(remaining if remaining is not None else 1.0)
             self._raise_if_failed()
+
+    def cut(self) -> None:
+        """Close every open chunk now (a producer that waits for room asks for it)."""
+        with self._cond:
+            self._cut_requested = True
+            self._cond.notify_all()
 
     def flush(self, timeout: float | None = None) -> None:
         """Return once every frame put so far is written (and fsynced unless ``fast``)."""
@@ -486,9 +476,7 @@ class FrameStorageService:
         err = self._error
         if err is None:
             return
-        if isinstance(err, DiskFull):  # keep the specific type: callers catch DiskFull
-            raise DiskFull(err.path, "the frame writer stopped") from err
-        raise WriterFailed(f"frame writer failed: {err}") from err
+        raise writer_error(err) from err
 
     def _fail(self, exc: BaseException) -> None:
         with self._cond:
@@ -552,7 +540,8 @@ class FrameStorageService:
         with self._cond:
             self._q_frames -= len(chunk.refs)
             self._q_bytes -= chunk.nbytes
-            self._recycle(chunk.frames)
+            if self._pool is not None:
+                self._pool.recycle(chunk.frames, self._writer.open_streams)
             self._frames_written += len(chunk.refs)
             self._bytes_out += done.record_bytes
             above = self._written_above
@@ -563,6 +552,8 @@ class FrameStorageService:
                 seq += 1
             self._durable_seq = seq
             self._cond.notify_all()
+        if self._on_written is not None:
+            self._on_written(chunk.refs)
 
     def _log_queue_state(self) -> None:
         fill = max(self._q_frames / self._max_frames, self._q_bytes / self._max_bytes)

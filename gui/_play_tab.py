@@ -50,6 +50,13 @@ def preset_names() -> list[str]:
     return list(PRESETS)
 
 
+def writer_names() -> list[str]:
+    """The writer placements, for the writer picker."""
+    from framestore.settings import WRITERS
+
+    return list(WRITERS)
+
+
 def _mono() -> QFont:
     f = QFont("monospace")
     f.setStyleHint(QFont.StyleHint.Monospace)
@@ -105,6 +112,14 @@ class PlayTab(QWidget):
         self.preset_combo.addItem("(game default)", None)
         for name in preset_names():
             self.preset_combo.addItem(name, name)
+        self.writer_combo = QComboBox()
+        self.writer_combo.setToolTip(
+            "Where the frame writer and the SQLite sink run: threads of this app, or a "
+            "storage process (no compression or SQLite under the UI's GIL)"
+        )
+        self.writer_combo.addItem("(host default)", None)
+        for name in writer_names():
+            self.writer_combo.addItem(name, name)
         self.start_btn = QPushButton("Start")
         self.reset_btn = QPushButton("Reset")
         self.pause_btn = QPushButton("Pause")
@@ -130,6 +145,7 @@ class PlayTab(QWidget):
         form.addRow("Environment", self.env_combo)
         form.addRow("Seed", self.seed_spin)
         form.addRow("Preset", self.preset_combo)
+        form.addRow("Writer", self.writer_combo)
         buttons = QHBoxLayout()
         for b in (self.start_btn, self.reset_btn, self.pause_btn):
             buttons.addWidget(b)
@@ -198,6 +214,7 @@ class PlayTab(QWidget):
                 seed=self.seed_spin.value(),
                 preset=self.preset_combo.currentData(),
                 lite=self.lite_check.isChecked(),
+                writer=self.writer_combo.currentData(),
             )
         except Exception as e:  # noqa: BLE001 - unknown id, missing dependency
             self.session = None
@@ -247,6 +264,8 @@ class PlayTab(QWidget):
         except ValueError as e:
             self._say(str(e))
             self._uncheck_record()
+        if self.session.starting:
+            self._say("starting the recorder...")
         if on:
             self.hud.set_error(None)
         self._update_buttons()

@@ -5,6 +5,7 @@ sink's ``resolve_frames`` hook. See ``docs/ARCHITECTURE.md``.
 """
 
 from ._batch import check_rewards, encode_actions
+from ._fastactions import action_encoder
 from .db import PROFILES, StorageProfile, open_db, open_scratch_db, schema_info
 from .errors import (
     Closed,
@@ -61,6 +62,7 @@ __all__ = [
     "StorageProfile",
     "TelemetryAsyncHub",
     "TelemetryDBSink",
+    "action_encoder",
     "check_reward",
     "check_rewards",
     "decode_action",

@@ -74,6 +74,9 @@ class StepBatch:
     wall_time: float
     frames: tuple[object | None, ...]
     frame_shapes: tuple[str | None, ...]
+    # Each row's own time, when the rows were recorded one by one (a storage process
+    # batches the single steps it receives); None: every row has ``wall_time``.
+    wall_times: tuple[float, ...] | None = None
 
     def __len__(self) -> int:
         return len(self.steps)

@@ -114,6 +114,8 @@ class TelemetryDBSink:
             ``None`` for each. May block until the frames are durable. ``None``: no
             frame columns are filled.
         on_error: Called on the sink thread with the exception when the sink fails.
+        on_committed: Called on the sink thread after each commit with the queue weight
+            it retired (step rows, plus one per other event; barriers not counted).
         logger: Logger for LOG931-LOG934 (default: the ``telemetry`` logger).
         snapshot_interval: Seconds between LOG931 queue snapshots.
         slow_flush_ms: A flush slower than this is logged as LOG934.
@@ -137,6 +139,7 @@ class TelemetryDBSink:
         commit_interval: float = 0.5,
         resolve_frames: ResolveFrames | None = None,
         on_error: Callable[[BaseException], Any] | None = None,
+        on_committed: Callable[[int], Any] | None = None,
         logger: logging.Logger | None = None,
         snapshot_interval: float = 5.0,
         slow_flush_ms: float = logcodes.SLOW_FLUSH_MS,
@@ -167,6 +170,7 @@ class TelemetryDBSink:
         self.slow_flush_ms = float(slow_flush_ms)
         self._resolve = resolve_frames
         self._on_error = on_error
+        self._on_committed = on_committed
         self._log = logger or logging.getLogger(logcodes.LOGGER_NAME)
 
         self._queue: deque[Event] = deque()
@@ -464,6 +468,8 @@ class TelemetryDBSink:
             t2 = time.perf_counter()
             rows = len(locations)
             self._record_flush(rows, len(pending), (t1 - t0) * 1e3, (t2 - t1) * 1e3)
+            if self._on_committed is not None:
+                self._on_committed(sum(max(_rows(e), 1) for e in pending if type(e) is not Barrier))
         self._pending = []
         for event in pending:
             if type(event) is Barrier:

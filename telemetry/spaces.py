@@ -533,6 +533,10 @@ def check_reward(reward: Any) -> float:
     Raises:
         InvalidInput: Not a real number, or not finite.
     """
+    if type(reward) is float:  # the common case, checked first
+        if math.isfinite(reward):
+            return reward
+        raise InvalidInput(f"reward must be finite, got {reward}")
     if isinstance(reward, np.ndarray) and reward.ndim == 0:
         reward = reward[()]
     if isinstance(reward, str | bytes | complex) or not isinstance(

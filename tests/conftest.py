@@ -26,17 +26,83 @@ def _ours() -> list[threading.Thread]:
     return [t for t in threading.enumerate() if t.is_alive() and t.name.startswith(OUR_THREADS)]
 
 
+def _children() -> set[int]:
+    """Live child processes, without multiprocessing's resource tracker (it lives as long
+    as this process, by design)."""
+    import psutil
+
+    out = set()
+    for p in psutil.Process().children():
+        try:
+            if p.status() != psutil.STATUS_ZOMBIE and "resource_tracker" not in " ".join(
+                p.cmdline()
+            ):
+                out.add(p.pid)
+        except psutil.Error:
+            pass
+    return out
+
+
+def _our_shm() -> list[str]:
+    """Shared memory blocks created by this process (storage rings and counters)."""
+    from framestore._ring import NAME_PREFIX, SHM_DIR
+
+    prefix = f"{NAME_PREFIX}{os.getpid()}_"
+    try:
+        return [n for n in os.listdir(SHM_DIR) if n.startswith(prefix)]
+    except FileNotFoundError:
+        return []
+
+
 @pytest.fixture(autouse=True)
 def no_leaked_threads():
-    """Fail a test that leaves a framestore/telemetry thread running (a missing close())."""
+    """Fail a test that leaves a framestore/telemetry thread running (a missing close()),
+    a child process (a storage process) or a shared memory block behind."""
     before = set(_ours())
+    children = _children()
     yield
-    deadline = time.monotonic() + 2.0
+    deadline = time.monotonic() + 5.0
     leaked = [t for t in _ours() if t not in before]
     while leaked and time.monotonic() < deadline:
         time.sleep(0.02)
         leaked = [t for t in _ours() if t not in before]
     assert not leaked, f"test left threads running: {[t.name for t in leaked]}"
+    procs = _children() - children
+    while procs and time.monotonic() < deadline:
+        time.sleep(0.02)
+        procs = _children() - children
+    assert not procs, f"test left child processes running: {sorted(procs)}"
+    assert not _our_shm(), f"test left shared memory behind: {_our_shm()}"
+
+
+#: The writer placements a recording test runs against (``Settings.writer``).
+WRITERS = ("thread", "process")
+
+
+def writer_overrides(writer: str, start: str = "fork") -> dict:
+    """Recorder overrides for a placement: in-process tests start storage processes with
+    ``fork`` (fast); spawn is covered by its own tests and by subprocess children."""
+    return {} if writer == "thread" else {"writer": "process", "writer_start": start}
+
+
+@pytest.fixture
+def writer(request, tmp_path_factory, monkeypatch) -> str:
+    """The placement a test records with (``@pytest.mark.parametrize("writer", WRITERS,
+    indirect=True)``): ``process`` is set in a presets file (``$XDG_CONFIG_HOME``), so
+    it also reaches the CLI and child processes the test starts."""
+    name = getattr(request, "param", "thread")
+    if name != "thread":
+        home = tmp_path_factory.mktemp("xdg")
+        (home / "framestore").mkdir()
+        (home / "framestore" / "presets.toml").write_text(
+            f'[default]\nwriter = "process"\nwriter_start = "{WRITER_START}"\n'
+        )
+        monkeypatch.setenv("XDG_CONFIG_HOME", str(home))
+    return name
+
+
+#: How storage processes of tests that record through the presets file start.
+WRITER_START = "fork"
 
 
 def capture_frames(env_id: str, n: int, seed: int = 0) -> tuple[list[np.ndarray], list[int]]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import WRITERS
 
 from framestore import FrameStore, InvalidFrame, InvalidInput
 from framestore.reader import SegmentReader
@@ -93,7 +94,8 @@ def record_interleaved(path, frames, episodes=16, steps=20, **kwargs):
     return ids
 
 
-def test_record_steps_round_trips_and_reads_one_chunk_at_a_time(tmp_path, assault_frames):
+@pytest.mark.parametrize("writer", WRITERS, indirect=True)
+def test_record_steps_round_trips_and_reads_one_chunk_at_a_time(writer, tmp_path, assault_frames):
     ids = record_interleaved(tmp_path / "s", assault_frames, episodes=12, steps=20)
     with FrameStore.open(tmp_path / "s", readonly=True) as store:
         for e, eid in enumerate(ids):
@@ -142,7 +144,8 @@ def test_a_bad_batch_records_nothing(tmp_path, assault_frames, bad):
         assert all(store.episode(i).steps == 0 for i in ids)
 
 
-def test_drop_policy_drops_per_frame_and_keeps_the_rows(tmp_path, assault_frames):
+@pytest.mark.parametrize("writer", WRITERS, indirect=True)
+def test_drop_policy_drops_per_frame_and_keeps_the_rows(writer, tmp_path, assault_frames):
     overrides = {"policy": "drop", "queue_frames": 8, "chunk_frames": 2, "codec": "png"}
     with FrameStore.open(tmp_path / "s") as store:
         with store.recorder(ENV_ID, overrides=overrides) as rec:
@@ -157,7 +160,8 @@ def test_drop_policy_drops_per_frame_and_keeps_the_rows(tmp_path, assault_frames
     assert sum(e.frames for e in eps) == 160 - dropped
 
 
-def test_open_episodes_end_as_interrupted_on_close(tmp_path, assault_frames):
+@pytest.mark.parametrize("writer", WRITERS, indirect=True)
+def test_open_episodes_end_as_interrupted_on_close(writer, tmp_path, assault_frames):
     with FrameStore.open(tmp_path / "s") as store:
         rec = store.recorder(ENV_ID)
         ids = [rec.open_episode() for _ in range(3)]

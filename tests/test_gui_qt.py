@@ -157,6 +157,48 @@ def test_writer_error_stops_recording_and_says_why(qtbot, store):
     tab.shutdown()
 
 
+def test_play_tab_records_through_a_storage_process(qtbot, store):
+    """The Writer box picks the process placement: "starting..." while the storage process
+    starts, then the frames shown are the frames stored; its death stops recording with
+    the reason and the game keeps playing."""
+    import os
+    import signal
+
+    tab = PlayTab(store)
+    qtbot.addWidget(tab)
+    tab.show()
+    tab.fps_override = 200
+    tab.writer_combo.setCurrentIndex(tab.writer_combo.findData("process"))
+    seen = []
+    tab.stepped.connect(lambda r: seen.append((r.step, r.frame.copy(), r.recorded)))
+    tab.set_policy(lambda s: s.sample_action())
+    tab.start("CartPole-v1", seed=3)
+    tab.record_btn.setChecked(True)
+    assert tab.session.starting
+    tab.refresh_hud()
+    assert "starting..." in tab.hud_label.text()
+    qtbot.waitUntil(lambda: tab.session.armed, timeout=60_000)
+    qtbot.waitUntil(lambda: sum(r for *_, r in seen) >= 40, timeout=10_000)
+    rec = tab.session.recorder
+    assert rec is not None and rec.writer_pid is not None
+    rec.flush()
+    os.kill(rec.writer_pid, signal.SIGKILL)
+    qtbot.waitUntil(lambda: not tab.session.recording, timeout=10_000)
+    qtbot.waitUntil(lambda: "storage process" in tab.status_label.text(), timeout=5_000)
+    n = tab.session.frames_seen
+    qtbot.waitUntil(lambda: tab.session.frames_seen > n + 5, timeout=5_000)  # still playing
+    tab.shutdown()
+    from tools.recover import recover
+
+    recover(store.root)
+    played = [(st, f) for st, f, r in seen if r]
+    stored = [x for ep in store.episodes() for x in store.iter_steps_frames(ep.id)]
+    assert len(stored) >= 40
+    for (st, frame), (want_st, want) in zip(stored, played, strict=False):
+        assert st == want_st
+        np.testing.assert_array_equal(frame, want)
+
+
 def test_event_loop_gap_while_recording_600_steps_at_60hz(qtbot, store, record_property):
     tab = PlayTab(store)
     qtbot.addWidget(tab)

@@ -18,6 +18,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from conftest import WRITERS, wait_for
 
 from framestore import FrameStore, InvalidInput, RecordFrames
 from framestore.envs import make_env
@@ -40,7 +41,8 @@ def replay_frames(env_id: str, seed: int, actions: list) -> list[np.ndarray]:
         env.close()
 
 
-def test_record_cli_two_assault_episodes_reproduce_exactly(tmp_path):
+@pytest.mark.parametrize("writer", WRITERS, indirect=True)
+def test_record_cli_two_assault_episodes_reproduce_exactly(tmp_path, writer):
     store_path = tmp_path / "s.store"
     result = CliRunner().invoke(
         cli,
@@ -55,6 +57,8 @@ def test_record_cli_two_assault_episodes_reproduce_exactly(tmp_path):
             "500",
             "--seed",
             "3",
+            "--writer",
+            writer,
             "--json",
         ],
     )
@@ -125,7 +129,8 @@ def test_record_other_families(tmp_path, env_id):
     assert all(e["frames"] == e["steps"] >= 2 for e in summary["episodes"])
 
 
-def test_database_holds_no_frame_bytes(store, assault_frames):
+@pytest.mark.parametrize("writer", WRITERS, indirect=True)
+def test_database_holds_no_frame_bytes(writer, store, assault_frames):
     with store.recorder("ALE/Assault-v5") as rec:
         rec.begin_episode(seed=0)
         rec.record_step(assault_frames[0], info={"lives": 4})
@@ -152,7 +157,8 @@ def test_database_holds_no_frame_bytes(store, assault_frames):
     assert max(biggest) < 200
 
 
-def test_read_steps_types_and_flags(store, assault_frames):
+@pytest.mark.parametrize("writer", WRITERS, indirect=True)
+def test_read_steps_types_and_flags(writer, store, assault_frames):
     space = gym.spaces.Discrete(7)
     with store.recorder("ALE/Assault-v5", action_space=space) as rec:
         eid = rec.begin_episode(seed=5)
@@ -176,7 +182,8 @@ def test_read_steps_types_and_flags(store, assault_frames):
     assert steps[0].frame_shape == (210, 160, 3)
 
 
-def test_bad_input_is_refused_before_anything_is_queued(store, assault_frames):
+@pytest.mark.parametrize("writer", WRITERS, indirect=True)
+def test_bad_input_is_refused_before_anything_is_queued(writer, store, assault_frames):
     with store.recorder("ALE/Assault-v5", action_space=gym.spaces.Discrete(7)) as rec:
         rec.begin_episode(seed=0)
         rec.record_step(assault_frames[0])
@@ -219,7 +226,10 @@ def test_record_frames_episode_trigger_and_truncation(store):
     assert all(e.status == "complete" and e.steps <= 11 for e in eps)
 
 
-def test_second_writer_is_refused_and_reader_works_meanwhile(store, store_path, assault_frames):
+@pytest.mark.parametrize("writer", WRITERS, indirect=True)
+def test_second_writer_is_refused_and_reader_works_meanwhile(
+    writer, store, store_path, assault_frames
+):
     with store.recorder("ALE/Assault-v5") as rec:
         rec.begin_episode(seed=0)
         for f in assault_frames[:50]:
@@ -276,7 +286,8 @@ _KILL_SCRIPT = textwrap.dedent("""
 """)
 
 
-def test_killed_recorder_leaves_only_readable_pointers(tmp_path):
+@pytest.mark.parametrize("writer", WRITERS, indirect=True)
+def test_killed_recorder_leaves_only_readable_pointers(writer, tmp_path):
     store_path = tmp_path / "k.store"
     proc = subprocess.Popen(
         [sys.executable, "-c", _KILL_SCRIPT, str(store_path)], stdout=subprocess.PIPE, text=True
@@ -288,6 +299,9 @@ def test_killed_recorder_leaves_only_readable_pointers(tmp_path):
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=30)
     with FrameStore.open(store_path, readonly=True) as store:
+        # A storage process (writer="process") outlives its producer to commit what it
+        # was sent, then exits and frees the writer lock.
+        wait_for(lambda: store.writer_running() is False, timeout=30)
         eps = store.episodes()
         # The process died mid-episode; if it died right after a reset, that episode's
         # row may not be committed yet and the last committed one is complete.
@@ -324,7 +338,8 @@ def test_step_trigger_keeps_metadata_for_every_step(store):
     assert len(store.read_frames(ep.id)) == len(with_frames)
 
 
-def test_sigterm_marks_episode_interrupted_and_exits_130(tmp_path):
+@pytest.mark.parametrize("writer", WRITERS, indirect=True)
+def test_sigterm_marks_episode_interrupted_and_exits_130(writer, tmp_path):
     store_path = tmp_path / "t.store"
     proc = subprocess.Popen(
         [

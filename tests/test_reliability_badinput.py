@@ -14,7 +14,7 @@ from contextlib import closing
 
 import numpy as np
 import pytest
-from conftest import assert_one_line_error, run_cli
+from conftest import WRITERS, assert_one_line_error, run_cli
 
 from framestore import FrameStore
 from framestore._format import ChunkHeader, Codec, RecordType, pack_record
@@ -73,7 +73,8 @@ BAD_FRAMES = [
 ]
 
 
-def test_refused_steps_record_nothing_and_damage_nothing(recorded, assault_frames):
+@pytest.mark.parametrize("writer", WRITERS, indirect=True)
+def test_refused_steps_record_nothing_and_damage_nothing(writer, recorded, assault_frames):
     path, want = recorded
     grey = (assault_frames[50].mean(axis=2)).astype(np.uint8)[::2, ::2]  # 105x80
     with FrameStore.open(path) as store, store.recorder(ENV_ID) as rec:
@@ -165,7 +166,8 @@ def test_store_from_a_newer_schema_is_refused_untouched(recorded):
     assert (path / "framestore.db").read_bytes() == before
 
 
-def test_two_writers_one_store(recorded, assault_frames):
+@pytest.mark.parametrize("writer", WRITERS, indirect=True)
+def test_two_writers_one_store(writer, recorded, assault_frames):
     path, want = recorded
     with FrameStore.open(path) as a, a.recorder(ENV_ID) as rec:
         eid = rec.begin_episode(seed=5)

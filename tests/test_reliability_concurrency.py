@@ -12,6 +12,7 @@ import time
 
 import numpy as np
 import pytest
+from conftest import WRITERS
 
 from framestore import FrameStore
 from framestore.errors import SegmentMissing
@@ -42,7 +43,8 @@ def join_all(threads: list[threading.Thread], timeout: float) -> None:
     assert not alive, f"deadlock? still running after {timeout}s: {alive}"
 
 
-def test_reader_thread_and_export_while_recording(store_path, tmp_path):
+@pytest.mark.parametrize("writer", WRITERS, indirect=True)
+def test_reader_thread_and_export_while_recording(writer, store_path, tmp_path):
     overrides = {"codec": "zstd", "chunk_frames": 8, "batch_size": 16}
     stop = threading.Event()
     seen: list[int] = []
@@ -126,7 +128,8 @@ READER_PROCESS = textwrap.dedent(
 )
 
 
-def test_reader_process_while_recording(store_path, tmp_path):
+@pytest.mark.parametrize("writer", WRITERS, indirect=True)
+def test_reader_process_while_recording(writer, store_path, tmp_path):
     done = tmp_path / "done"
     with FrameStore.open(store_path) as store:
         with store.recorder(ENV_ID, overrides={"chunk_frames": 4, "batch_size": 8}) as rec:
@@ -155,7 +158,8 @@ def test_reader_process_while_recording(store_path, tmp_path):
     assert checked >= 450, out  # the final pass saw everything; earlier passes saw prefixes
 
 
-def test_gc_while_a_reader_thread_keeps_reading(store_path):
+@pytest.mark.parametrize("writer", WRITERS, indirect=True)
+def test_gc_while_a_reader_thread_keeps_reading(writer, store_path):
     overrides = {"codec": "raw", "chunk_frames": 4, "segment_bytes": 1 << 20}
     shape = (160, 210, 3)  # ~100 KB frames: several 1 MiB segments
 
@@ -260,7 +264,8 @@ def test_hub_and_sink_under_many_producer_threads(tmp_path):
     assert m.steps_committed == threads_n * steps_n and m.high_water <= 64
 
 
-def test_one_recorder_shared_by_producer_threads_under_a_lock(store_path):
+@pytest.mark.parametrize("writer", WRITERS, indirect=True)
+def test_one_recorder_shared_by_producer_threads_under_a_lock(writer, store_path):
     """One writer per store: threads that share it serialise on their own lock; every
     frame lands at its step."""
     lock = threading.Lock()

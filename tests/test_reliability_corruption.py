@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import assert_one_line_error, run_cli
+from conftest import WRITERS, assert_one_line_error, run_cli, writer_overrides
 
 from framestore import FrameStore, FrameStoreError
 from framestore.errors import CorruptData, FrameNotFound
@@ -26,13 +26,15 @@ OVERRIDES = {"codec": "zstd", "chunk_frames": 8, "segment_bytes": 1 << 20}
 EPISODES, STEPS = 3, 30
 
 
-@pytest.fixture(scope="module")
-def pristine(tmp_path_factory, assault_frames):
-    """A closed store: 3 episodes x 30 Assault frames (real pixels), and what it holds."""
+@pytest.fixture(scope="module", params=WRITERS)
+def pristine(request, tmp_path_factory, assault_frames):
+    """A closed store: 3 episodes x 30 Assault frames (real pixels), and what it holds;
+    recorded by each writer placement."""
     path = tmp_path_factory.mktemp("pristine") / "p.store"
     want: dict[int, list[np.ndarray]] = {}
+    overrides = {**OVERRIDES, **writer_overrides(request.param)}
     with FrameStore.open(path) as store:
-        with store.recorder("ALE/Assault-v5", overrides=OVERRIDES) as rec:
+        with store.recorder("ALE/Assault-v5", overrides=overrides) as rec:
             for e in range(EPISODES):
                 eid = rec.begin_episode(seed=e)
                 frames = [assault_frames[(e * STEPS + i) * 3 % 300] for i in range(STEPS)]

@@ -3,13 +3,20 @@ moments (and at each gc phase), then ``recover``; the store must verify clean, e
 committed step must read back the frame the seeded environment produces again, and
 everything the child reported as flushed must still be there.
 
-Sizes: ``FRAMESTORE_KILL_TRIALS`` (default 20) recording kills and
-``FRAMESTORE_GC_KILL_TRIALS`` (default 12) gc kills. Trials run two at a time (the CI box
+With a storage process (``writer="process"``) both processes are killed in turn: the
+producer alone (its storage process must commit every step it was sent, exit and free
+its shared memory) and the storage process alone (the producer must get WriterFailed at
+its next call and exit, never hang).
+
+Sizes: ``FRAMESTORE_KILL_TRIALS`` (default 20) recording kills (thread placement),
+``FRAMESTORE_PROCESS_KILL_TRIALS`` (default 10) kills of each process of the process
+placement, ``FRAMESTORE_GC_KILL_TRIALS`` (default 12) gc kills. Trials run two at a time (the CI box
 has two cores); each child is a fresh ``sys.executable -c`` process.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import shutil
@@ -27,6 +34,7 @@ import pytest
 from click.testing import CliRunner
 
 from framestore import FrameStore
+from framestore._ring import NAME_PREFIX, SHM_DIR
 from framestore.envs import make_env
 from tools.cli import cli
 from tools.gc import PHASES, collect
@@ -35,6 +43,9 @@ from tools.verify import verify
 
 ENV_ID = "ALE/Assault-v5"
 KILL_TRIALS = int(os.environ.get("FRAMESTORE_KILL_TRIALS", "20"))
+#: Trials of each kind with a storage process (the producer killed, the storage process
+#: killed); they start spawn and fork storage processes alternately.
+PROCESS_KILL_TRIALS = int(os.environ.get("FRAMESTORE_PROCESS_KILL_TRIALS", "10"))
 GC_KILL_TRIALS = int(os.environ.get("FRAMESTORE_GC_KILL_TRIALS", "12"))
 READY_TIMEOUT = 60.0
 
@@ -54,12 +65,38 @@ def wait_for_line(path: Path, prefix: str, proc: subprocess.Popen, timeout: floa
     raise AssertionError(f"child did not report {prefix!r} within {timeout}s")
 
 
+def storage_pid(progress: Path) -> int | None:
+    """The pid of the child's storage process (``writer="process"``), from its ``pid``
+    line."""
+    for line in progress.read_text().splitlines():
+        if line.startswith("pid "):
+            word = line.split()[1]
+            return None if word == "None" else int(word)
+    return None
+
+
+def alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(") ", 1)[1][0] != "Z"
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+
+
 def run_and_kill(
-    script: str, args: list[str], progress: Path, delay: float, *, after: str = "ready"
+    script: str,
+    args: list[str],
+    progress: Path,
+    delay: float,
+    *,
+    after: str = "ready",
+    kill_storage: bool = False,
 ) -> int | None:
     """Start the child, wait for its ``ready`` line (and then for a line starting with
-    ``after``), SIGKILL it ``delay`` s later. Returns the child's exit code if it finished
-    on its own first, else None."""
+    ``after``), SIGKILL it ``delay`` s later (with
+    ``kill_storage``: its storage process, after which the child must notice and exit on
+    its own, never hang). Returns the child's exit code if it finished on its own first
+    (with ``kill_storage``: its exit code), else None."""
     proc = subprocess.Popen(
         [sys.executable, "-c", script, *args, str(progress)],
         stdout=subprocess.DEVNULL,
@@ -73,7 +110,11 @@ def run_and_kill(
         while time.monotonic() < end and proc.poll() is None:
             time.sleep(0.002)
         finished = proc.poll()
-        if finished is None:
+        if finished is None and kill_storage:
+            with contextlib.suppress(ProcessLookupError):  # it exited with the producer
+                os.kill(storage_pid(progress), signal.SIGKILL)
+            finished = proc.wait(timeout=60)  # noticed at the next call: exit code 3
+        elif finished is None:
             proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=30)
         err = proc.stderr.read().decode(errors="replace")
@@ -83,7 +124,14 @@ def run_and_kill(
             proc.wait()
         proc.stderr.close()
     if finished is not None:
-        assert finished == 0, err
+        assert finished in ((0, 3) if kill_storage else (0,)), err
+    pid = storage_pid(progress)
+    if pid is not None:  # a storage process outlives its producer only to commit and exit
+        deadline = time.monotonic() + 60
+        while alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert not alive(pid), "the storage process did not exit"
+        assert not [n for n in os.listdir(SHM_DIR) if n.startswith(f"{NAME_PREFIX}{proc.pid}_")]
     return finished
 
 
@@ -129,13 +177,12 @@ class Reference:
 RECORD_CHILD = textwrap.dedent(
     """
     import os, sys
-    from framestore import FrameStore
+    from framestore import FrameStore, WriterFailed
     from framestore.envs import make_env
     from framestore.wrappers import RecordFrames
 
-    store_path, durability, seed, max_steps, flush_every, batch, queue, chunk, progress = (
-        sys.argv[1:]
-    )
+    (store_path, durability, seed, max_steps, flush_every, batch, queue, chunk, writer, start,
+     progress) = sys.argv[1:]
     out = os.open(progress, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     def say(text):
         os.write(out, (text + "\\n").encode())
@@ -146,23 +193,34 @@ RECORD_CHILD = textwrap.dedent(
     wrapped = RecordFrames(
         env, store,
         overrides={"durability": durability, "batch_size": int(batch),
-                   "sink_queue": int(queue), "chunk_frames": int(chunk)},
+                   "sink_queue": int(queue), "chunk_frames": int(chunk),
+                   "writer": writer, "writer_start": start},
         config={"seed": seed},
     )
     rec = wrapped.recorder
     env.action_space.seed(seed)
-    say("ready")
-    for i in range(1000):
-        wrapped.reset(seed=seed + i)
-        say(f"r {rec.steps_recorded}")
-        done = False
-        while not done:
-            _, _, term, trunc, _ = wrapped.step(env.action_space.sample())
-            done = term or trunc
+    say(f"pid {rec.writer_pid}")
+    try:
+        for i in range(1000):
+            wrapped.reset(seed=seed + i)
             say(f"r {rec.steps_recorded}")
-            if rec.steps_recorded % flush_every == 0:
-                rec.flush()
-                say(f"f {rec.steps_recorded}")
+            if i == 0:
+                say("ready")  # after the first reset (ALE loads its ROM): kills hit steps
+            done = False
+            while not done:
+                _, _, term, trunc, _ = wrapped.step(env.action_space.sample())
+                done = term or trunc
+                say(f"r {rec.steps_recorded}")
+                if rec.steps_recorded % flush_every == 0:
+                    rec.flush()
+                    say(f"f {rec.steps_recorded}")
+    except WriterFailed as e:  # the storage process was killed: noticed, never a hang
+        say(f"failed {e}")
+        try:
+            wrapped.close()
+        except WriterFailed:
+            say("close failed")
+        sys.exit(3)
     """
 )
 
@@ -178,9 +236,11 @@ class KillTrial:
     sink_queue: int
     chunk_frames: int
     kill_at_step: int  # SIGKILL once the child has recorded this many steps
+    writer: str = "thread"
+    start: str = "spawn"  # how a storage process starts (writer="process")
 
     @classmethod
-    def make(cls, index: int) -> KillTrial:
+    def make(cls, index: int, writer: str = "thread") -> KillTrial:
         rng = random.Random(7000 + index)
         return cls(
             index=index,
@@ -194,6 +254,8 @@ class KillTrial:
             # a moment counted in steps, not seconds: on a loaded machine a second may
             # hold no step at all, and the trial would not test a crash mid-recording
             kill_at_step=rng.randint(1, 400),
+            writer=writer,
+            start=("spawn", "fork")[index % 2],
         )
 
     def args(self, path: Path) -> list[str]:
@@ -206,22 +268,35 @@ class KillTrial:
             str(self.batch_size),
             str(self.sink_queue),
             str(self.chunk_frames),
+            self.writer,
+            self.start,
         ]
 
 
-def _run_kill_trial(trial: KillTrial, tmp: Path) -> tuple[KillTrial, Path, Path, int | None]:
+def _run_kill_trial(
+    trial: KillTrial, tmp: Path, kill_storage: bool
+) -> tuple[KillTrial, Path, Path, int | None]:
     path = tmp / f"kill-{trial.index}.store"
     progress = tmp / f"kill-{trial.index}.progress"
     # the child writes "r N" after each step, N counting up by one: the first line
     # starting with "r K" is "r K" itself
     finished = run_and_kill(
-        RECORD_CHILD, trial.args(path), progress, 0.0, after=f"r {trial.kill_at_step}"
+        RECORD_CHILD,
+        trial.args(path),
+        progress,
+        0.0,
+        after=f"r {trial.kill_at_step}",
+        kill_storage=kill_storage,
     )
     return trial, path, progress, finished
 
 
 def check_killed_recording(
-    trial: KillTrial, path: Path, progress: Path, refs: dict[int, Reference]
+    trial: KillTrial,
+    path: Path,
+    progress: Path,
+    refs: dict[int, Reference],
+    storage_killed: bool = False,
 ) -> dict:
     lines = progress.read_text().splitlines()
     recorded = max([int(x.split()[1]) for x in lines if x.startswith("r ")], default=0)
@@ -252,21 +327,27 @@ def check_killed_recording(
     # batch being committed (rows recover rebuilds from segments count as survived).
     assert rows >= flushed, (trial, rows, flushed)
     assert recorded - rows <= trial.sink_queue + trial.batch_size, (trial, recorded, rows)
+    if trial.writer == "process" and not storage_killed:
+        # The producer died, its storage process did not: every step sent is committed.
+        assert rows >= recorded, (trial, recorded, rows)
     again = recover(path)
     assert not again.changed and not again.data_lost
-    return {"recorded": recorded, "flushed": flushed, "rows": rows}
+    failed = any(x.startswith("failed ") for x in lines)
+    return {"recorded": recorded, "flushed": flushed, "rows": rows, "failed": failed}
 
 
-def _kill_recording_trials(n: int, tmp_path: Path) -> None:
-    trials = [KillTrial.make(i) for i in range(n)]
+def _kill_recording_trials(
+    n: int, tmp_path: Path, writer: str = "thread", kill_storage: bool = False
+) -> list[dict]:
+    trials = [KillTrial.make(i, writer) for i in range(n)]
     refs: dict[int, Reference] = {}
     outcomes = []
     try:
         with ThreadPoolExecutor(max_workers=2) as pool:
-            futures = [pool.submit(_run_kill_trial, t, tmp_path) for t in trials]
+            futures = [pool.submit(_run_kill_trial, t, tmp_path, kill_storage) for t in trials]
             for fut in futures:
                 trial, path, progress, _finished = fut.result()
-                outcomes.append(check_killed_recording(trial, path, progress, refs))
+                outcomes.append(check_killed_recording(trial, path, progress, refs, kill_storage))
                 shutil.rmtree(path)
     finally:
         for r in refs.values():
@@ -274,10 +355,24 @@ def _kill_recording_trials(n: int, tmp_path: Path) -> None:
     # The random moments must actually have hit mid-recording with unflushed steps.
     assert sum(o["recorded"] > o["flushed"] for o in outcomes) >= n // 2, outcomes
     assert sum(o["rows"] > 0 for o in outcomes) >= n // 2, outcomes
+    return outcomes
 
 
 def test_sigkill_while_recording_loses_nothing_flushed(tmp_path):
     _kill_recording_trials(KILL_TRIALS, tmp_path)
+
+
+def test_sigkill_of_the_producer_with_a_storage_process(tmp_path):
+    """The producer dies; its storage process (spawn or fork, alternating) commits every
+    step it was sent, then exits and frees the shared memory."""
+    _kill_recording_trials(PROCESS_KILL_TRIALS, tmp_path, "process")
+
+
+def test_sigkill_of_the_storage_process_alone(tmp_path):
+    """The storage process dies: the producer gets WriterFailed at its next call and
+    exits (no hang); what was flushed survives and the store recovers."""
+    outcomes = _kill_recording_trials(PROCESS_KILL_TRIALS, tmp_path, "process", True)
+    assert sum(o["failed"] for o in outcomes) >= PROCESS_KILL_TRIALS // 2, outcomes
 
 
 @pytest.mark.slow

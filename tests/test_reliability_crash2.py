@@ -48,17 +48,17 @@ RECORD_THEN_WAIT = textwrap.dedent(
     """
     import functools, os, sys, time
     import numpy as np
-    import framestore.recorder as recorder_module
+    import framestore._storage as storage_module
     from framestore import FrameStore
     path, progress = sys.argv[1], sys.argv[2]
-    recorder_module.TelemetryDBSink = functools.partial(
-        recorder_module.TelemetryDBSink, commit_interval=600
+    storage_module.TelemetryDBSink = functools.partial(
+        storage_module.TelemetryDBSink, commit_interval=600
     )
     store = FrameStore.open(path)
     rec = store.recorder(
         "ALE/Assault-v5",
         overrides={"codec": "raw", "chunk_frames": 4, "segment_bytes": 1 << 20,
-                   "batch_size": 100000},
+                   "batch_size": 100000, "writer": "thread"},  # the sink patched here
     )
     rec.begin_episode(seed=7)
     rng = np.random.default_rng(7)

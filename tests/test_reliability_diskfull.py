@@ -134,9 +134,10 @@ def store_filling(tmp_path: Path, which: str):
     ],
     ids=["segments-fill-first", "sqlite-fills-first"],
 )
-def test_record_until_disk_full(tmp_path, which, codec, fails_first):
+@pytest.mark.parametrize("writer", ["thread", "process"])
+def test_record_until_disk_full(tmp_path, which, codec, fails_first, writer):
     with store_filling(tmp_path, which) as (store, mnt):
-        proc = cli("record", str(store), *RECORD, "--codec", codec)
+        proc = cli("record", str(store), *RECORD, "--codec", codec, "--writer", writer)
         # one error line, exit 6; a loaded machine may add a warning line ("saving 64
         # steps to the database took 300 ms"), which is not an error
         line = assert_one_line_error(proc, code=6)

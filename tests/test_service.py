@@ -573,3 +573,21 @@ def test_segments_are_close_to_plain_zstd_in_size(tmp_path, assault_frames, reco
     assert ratio <= 1.3, f"segments {stored} B / plain zstd-3 x64 {plain} B = {ratio:.3f}"
     # And the service's own byte counters agree with the files.
     assert svc.metrics().bytes_in == 300 * RAW_ASSAULT_FRAME
+
+
+def test_without_copy_frames_the_callers_arrays_are_compressed_and_reported(tmp_path):
+    """The storage process's mode: frames are not copied, and ``on_written`` names each
+    written chunk's refs (their slots may then be reused)."""
+    frames = [np.full((8, 8, 3), i, np.uint8) for i in range(10)]
+    written: list[list] = []
+    with FrameStorageService(
+        tmp_path / "s", chunk_frames=4, copy_frames=False, on_written=written.append
+    ) as svc:
+        refs = [svc.put(f, key=(1, i)) for i, f in enumerate(frames)]
+        svc.flush()
+    assert [r.key[1] for chunk in written for r in chunk] == list(range(10))
+    assert [len(c) for c in written] == [4, 4, 2]
+    with SegmentReader(tmp_path / "s") as reader:
+        assert all(
+            np.array_equal(reader.read(r.location), f) for r, f in zip(refs, frames, strict=True)
+        )

@@ -317,3 +317,39 @@ def test_reward_accepted(reward):
 def test_reward_rejected(reward):
     with pytest.raises(InvalidInput):
         check_reward(reward)
+
+
+@pytest.mark.parametrize(
+    "space, actions",
+    [
+        (
+            gs.Discrete(7),
+            [0, 6, np.int64(3), np.uint8(2), 7, -1, True, np.bool_(True), 2.0, "1", None],
+        ),
+        (gs.Discrete(3, start=-1), [-1, 1, 2, np.int32(-1), -2]),
+        (
+            gs.Box(-1.0, 1.0, (3,), np.float32),
+            [
+                np.array([0.1, -0.5, 1.0], np.float32),
+                np.array([0.1, -0.5, 1.5], np.float32),
+                np.array([np.nan, 0, 0], np.float32),
+                np.array([0.1, 0.2, 0.3], np.float64),
+                np.array([0.1, 0.2], np.float32),
+                [0.1, 0.2, 0.3],
+            ],
+        ),
+        (gs.Box(-np.inf, np.inf, (2,), np.float32), [np.array([np.inf, 1.0], np.float32)]),
+    ],
+)
+def test_action_encoder_fast_paths_equal_encode_action(space, actions):
+    from telemetry import action_encoder
+
+    enc = action_encoder(space)
+    for a in actions:
+        try:
+            want = encode_action(a, space)
+        except InvalidInput as e:
+            with pytest.raises(type(e)):
+                enc(a)
+        else:
+            assert enc(a) == want, a

@@ -10,7 +10,7 @@ import sys
 import click
 
 from framestore.envs import VECTOR_MODES
-from framestore.settings import CODECS, DURABILITIES
+from framestore.settings import CODECS, DURABILITIES, WRITERS
 
 from ._common import (
     EXIT_INTERRUPTED,
@@ -57,6 +57,13 @@ def cli(verbose: bool) -> None:
 @click.option("--codec", type=click.Choice(CODECS), default=None)
 @click.option("--durability", type=click.Choice(DURABILITIES), default=None)
 @click.option(
+    "--writer",
+    type=click.Choice(WRITERS),
+    default=None,
+    help="Run the frame writer and the SQLite sink as threads or in a storage process "
+    "(default: the host profile's choice, see `framestore presets`).",
+)
+@click.option(
     "--envs",
     type=click.IntRange(min=1),
     default=1,
@@ -72,7 +79,7 @@ def cli(verbose: bool) -> None:
 )
 @json_opt
 def record(
-    store, env_id, episodes, max_steps, seed, policy, preset, codec, durability, envs,
+    store, env_id, episodes, max_steps, seed, policy, preset, codec, durability, writer, envs,
     vector_mode, as_json,
 ):  # fmt: skip
     """Record EPISODES episodes of ENV into STORE with a seeded policy.
@@ -92,6 +99,7 @@ def record(
         preset=preset,
         codec=codec,
         durability=durability,
+        writer=writer,
         envs=envs,
         vector_mode=vector_mode,
     )

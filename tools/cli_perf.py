@@ -59,6 +59,12 @@ def _progress(enabled: bool):
     "local and published to S3 (moto), and the readers' peak memory (needs the ray extra).",
 )
 @click.option(
+    "--writers",
+    is_flag=True,
+    help="Writer and sink as threads vs in a storage process, with plain zstd, "
+    "interleaved round by round (medians of --repeat rounds, default 5).",
+)
+@click.option(
     "--durability",
     "durabilities",
     multiple=True,
@@ -89,6 +95,7 @@ def bench(
     repeat,
     overload,
     scale_out,
+    writers,
     durabilities,
     level,
     workdir,
@@ -103,8 +110,10 @@ def bench(
     single-step recorders and not at all, interleaved, medians of --repeat rounds
     (default 5); and reading one episode out of 16 interleaved against it alone.
     --overload: a producer far faster than the writer under both queue policies.
-    --scale-out: reading with Ray Data against one process, from a local store and from
-    S3 (moto).
+    --writers: the frame writer and the SQLite sink as threads vs in a storage process,
+    with plain zstd, interleaved round by round (--rate HZ --writers: the pacing loop
+    with each). --scale-out: reading with Ray Data against one process, from a local
+    store and from S3 (moto).
 
     Exits 1 when a check fails (a pipeline error, frames not read back bit-exact, an
     overload run over its memory bound), after printing the table.
@@ -113,39 +122,46 @@ def bench(
 
     games = ("assault", "carracing", "noise") if game == "all" else (game,)
     progress = _progress(show_progress() or not as_json)
+    if envs > 1 and rate is None and not (overload or writers or scale_out):
+        _bench_vector(envs, frames, repeat, workdir, csv_path, as_json, progress)
+        return
+    placements = ("thread", "process") if writers else ()
     if scale_out:
         fs = lib.capture(games[0] if game != "all" else "assault", frames or 3000)
-        rows = lib.scale_out(fs, workdir=workdir, progress=progress)
+        rows: list[Any] = lib.scale_out(fs, workdir=workdir, progress=progress)
         columns = lib.SCALEOUT_TABLE
     elif overload:
         fs = lib.capture("noise", frames or 256)
-        rows: list[Any] = lib.overload(fs, level=level, seconds=seconds, workdir=workdir)
+        rows = lib.overload(
+            fs, level=level, seconds=seconds, workdir=workdir, writers=placements or ("thread",)
+        )
         columns = lib.OVERLOAD_TABLE
-    elif envs > 1 and rate is None:
-        _bench_vector(envs, frames, repeat, workdir, csv_path, as_json, progress)
-        return
     elif rate is not None:
         games = tuple(g for g in games if g != "noise") or games
         rows = lib.run_pacing(
-            games,
-            hz=rate,
-            envs=envs,
-            seconds=seconds,
-            frames=frames,
-            workdir=workdir,
-            progress=progress,
-        )
+            games, hz=rate, envs=envs, seconds=seconds, frames=frames, workdir=workdir,
+            progress=progress, writers=placements,
+        )  # fmt: skip
         columns = lib.PACING_TABLE
+    elif writers:
+        rounds = repeat if repeat > 1 else 5
+        rows = lib.run_writers(
+            games, frames=frames, rounds=rounds, workdir=workdir, progress=progress
+        )
+        columns = lib.WRITERS_TABLE
     else:
         rows = lib.run_bench(
-            games,
-            frames=frames,
-            workdir=workdir,
-            repeat=repeat,
-            progress=progress,
+            games, frames=frames, workdir=workdir, repeat=repeat, progress=progress,
             durabilities=durabilities,
-        )
+        )  # fmt: skip
         columns = lib.THROUGHPUT_TABLE
+    _report(rows, columns, csv_path, as_json)
+
+
+def _report(rows: list[Any], columns, csv_path, as_json: bool) -> None:
+    """Print (and save) a bench table; a failed check is exit 1, after the table."""
+    from . import bench as lib
+
     if csv_path:
         lib.write_csv(rows, csv_path)
     if as_json:

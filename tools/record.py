@@ -77,6 +77,7 @@ def record(
     durability: str | None = None,
     envs: int = 1,
     vector_mode: str = "sync",
+    writer: str | None = None,
     on_step: Callable[[int], None] | None = None,
     on_episode: Callable[[EpisodeDone], None] | None = None,
 ) -> dict[str, Any]:
@@ -93,6 +94,9 @@ def record(
     is reset with seed ``seed + i`` and later episodes start by autoreset; recording
     stops once ``episodes`` episodes have ended (the others end as interrupted).
 
+    ``writer`` (``thread`` or ``process``) overrides where the frame writer and the
+    SQLite sink run (default: the host profile's choice).
+
     Returns a summary (``bytes_out``: the run's compressed frames; ``bytes_on_disk``:
     the whole store afterwards, as ``framestore info`` counts it). On KeyboardInterrupt
     the recording is flushed, the open episode marked interrupted, and
@@ -104,6 +108,8 @@ def record(
         overrides["codec"] = codec
     if durability is not None:
         overrides["durability"] = durability
+    if writer is not None:
+        overrides["writer"] = writer
     config: dict[str, Any] = {"policy": policy, "seed": seed, "max_steps": max_steps}
     if envs > 1:
         env = make_vec_env(env_id, envs, mode=vector_mode, max_episode_steps=max_steps)

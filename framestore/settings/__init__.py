@@ -18,7 +18,7 @@ from ._games import FAMILIES, FAMILY_DEFAULTS, GAME_PRESETS, check_registered, f
 from ._host import DISK_KINDS, HOST_PROFILES, HostInfo, HostProfile, detect_host, host_profile
 from ._presets import PRESETS
 from ._resolve import MEMORY_BUDGET_FRACTION, ResolvedSettings, explain, resolve
-from ._schema import CODECS, SETTING_FIELDS, Settings
+from ._schema import CODECS, SETTING_FIELDS, WRITER_STARTS, WRITERS, Settings
 from ._tuning import OBSERVED_KEYS, save_tuning, suggest_tuning
 from ._userconfig import default_config_path, load_config
 
@@ -35,6 +35,8 @@ __all__ = [
     "POLICIES",
     "PRESETS",
     "SETTING_FIELDS",
+    "WRITERS",
+    "WRITER_STARTS",
     "ZSTD_LEVELS",
     "HostInfo",
     "HostProfile",

@@ -34,6 +34,8 @@ _COMMON: dict[str, Any] = {
     "lite_steps": 36_000,  # 10 minutes at 60 Hz
     "lite_bytes": 256 * MiB,
     "segment_bytes": 256 * MiB,
+    "writer": "thread",  # the host profile picks the placement (``_host.HOST_PROFILES``)
+    "writer_start": "spawn",
 }
 
 #: Per-family values for a ``minimum`` host. ``frame_bytes_hint`` is the expected

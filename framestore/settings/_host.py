@@ -113,6 +113,8 @@ class HostProfile:
         compress_threads: compression pool size.
         lite_steps, lite_bytes: telemetry-lite ring bounds.
         lite_suggested: telemetry-lite is the better choice for human play on this host.
+        writer: where the frame writer and the SQLite sink run (``"thread"`` or
+            ``"process"``), chosen from ``framestore bench --writers`` (docs/BENCHMARKS.md).
         summary: one line describing the profile, for people.
     """
 
@@ -128,6 +130,7 @@ class HostProfile:
     lite_steps: int
     lite_bytes: int
     lite_suggested: bool
+    writer: str = "thread"
     summary: str = ""
 
 
@@ -145,7 +148,8 @@ HOST_PROFILES: dict[str, HostProfile] = {
         lite_steps=36_000,
         lite_bytes=256 * MiB,
         lite_suggested=True,
-        summary="4 cores, 8 GB: buffers <= 2048, batch 64; telemetry-lite suggested for human play",
+        summary="4 cores, 8 GB: buffers <= 2048, batch 64, writer threads; telemetry-lite "
+        "suggested for human play",
     ),
     "good": HostProfile(
         name="good",
@@ -160,7 +164,9 @@ HOST_PROFILES: dict[str, HostProfile] = {
         lite_steps=108_000,
         lite_bytes=512 * MiB,
         lite_suggested=False,
-        summary="6 cores, 16 GB, SSD/NVMe: buffers 4096-8192, batch 128-256, checkpoint >= 2048",
+        writer="process",
+        summary="6 cores, 16 GB, SSD/NVMe: buffers 4096-8192, batch 128-256, checkpoint >= 2048, "
+        "storage process",
     ),
     "more-than-enough": HostProfile(
         name="more-than-enough",
@@ -175,7 +181,9 @@ HOST_PROFILES: dict[str, HostProfile] = {
         lite_steps=216_000,
         lite_bytes=1 * GiB,
         lite_suggested=False,
-        summary=">= 8 cores, >= 32 GB: buffers 8192-16384, batch 256-512, checkpoint >= 4096",
+        writer="process",
+        summary=">= 8 cores, >= 32 GB: buffers 8192-16384, batch 256-512, checkpoint >= 4096, "
+        "storage process",
     ),
 }
 _PROFILE_ORDER = ("minimum", "good", "more-than-enough")

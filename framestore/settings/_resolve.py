@@ -8,7 +8,7 @@ set each field (``explain`` prints that table for ``framestore presets --env ID`
 2. ``game:<env id>``: the env's row in ``GAME_PRESETS`` (mainly ``frame_bytes_hint``, the
    measured ``env.render()`` size in bytes).
 3. ``host:<profile>``: ``HOST_PROFILES`` scaling (buffers, batch size, checkpoint interval,
-   compression threads, telemetry-lite ring). ``queue_bytes`` is derived here as
+   compression threads, telemetry-lite ring) and the writer placement. ``queue_bytes`` is derived here as
    ``queue_frames * frame_bytes_hint``, capped per profile.
 4. ``preset:<name>``: a named preset (``PRESETS``; ``--preset``), ``default`` changes nothing.
 5. ``config:<path>``: the user's TOML file, its ``[default]`` table then the env's own
@@ -113,6 +113,7 @@ def _host_scaled(v: Mapping[str, Any], prof: HostProfile, hint: int) -> dict[str
         "compress_threads": prof.compress_threads,
         "lite_steps": max(v["lite_steps"], prof.lite_steps),
         "lite_bytes": max(v["lite_bytes"], prof.lite_bytes),
+        "writer": prof.writer,
     }
 
 

@@ -21,6 +21,12 @@ from ..errors import InvalidInput
 from ..service import DURABILITIES, POLICIES
 from ._presets import PRESETS
 
+#: Where the frame writer and the SQLite sink run: threads of the producer's process, or
+#: a storage process fed through shared memory (``docs/ARCHITECTURE.md``, "Placement").
+WRITERS: tuple[str, ...] = ("thread", "process")
+#: How the storage process starts (``multiprocessing`` start methods).
+WRITER_STARTS: tuple[str, ...] = ("spawn", "fork")
+
 KiB = 1024
 MiB = 1024 * KiB
 GiB = 1024 * MiB
@@ -50,6 +56,12 @@ class Settings:
         lite_steps: telemetry-lite ring bound, in steps.
         lite_bytes: telemetry-lite ring bound, in bytes.
         segment_bytes: a segment file is sealed and a new one started beyond this size.
+        writer: ``"thread"`` (writer and sink are threads of the producer's process) or
+            ``"process"`` (they run in a storage process; the producer only copies frames
+            into shared memory and sends small descriptors).
+        writer_start: how the storage process starts: ``"spawn"`` (a fresh interpreter:
+            safe with any threads, ~1 s to start) or ``"fork"`` (fast, but the producer's
+            other threads must not hold locks at the fork).
     """
 
     hub_buffer: int = 2048
@@ -68,6 +80,8 @@ class Settings:
     lite_steps: int = 36_000
     lite_bytes: int = 256 * MiB
     segment_bytes: int = 256 * MiB
+    writer: str = "thread"
+    writer_start: str = "spawn"
 
 
 SETTING_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(Settings))
@@ -96,6 +110,8 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "codec": CODECS,
     "policy": POLICIES,
     "durability": DURABILITIES,
+    "writer": WRITERS,
+    "writer_start": WRITER_STARTS,
 }
 _MAX_BLOCK_TIMEOUT = 86_400.0
 

@@ -59,7 +59,8 @@ class PlaySession:
     and closing the recorder and saving the lite ring run on the session's I/O thread
     (``gui-io``). Their outcomes arrive as ``SessionEvent``s from ``poll_events()``.
     A writer or sink failure stops recording cleanly: the recorder is closed on the I/O
-    thread and an ``error`` event says why.
+    thread and an ``error`` event says why. ``writer`` picks where the recorder's writer
+    and sink run (``"thread"`` or ``"process"``; ``None``: the host profile's choice).
     """
 
     def __init__(
@@ -71,11 +72,13 @@ class PlaySession:
         preset: str | None = None,
         lite: bool = False,
         env_factory: Callable[[str], gym.Env] = make_env,
+        writer: str | None = None,
     ):
         self.env_id = env_id
         self.store = store
         self.base_seed = int(seed)
         self.preset = preset
+        self.writer = writer  # "thread" | "process" | None: the host profile's choice
         self._lite_mode = bool(lite)
         self._env_factory = env_factory
         self.env = self._env_factory(env_id)
@@ -139,7 +142,8 @@ class PlaySession:
         lines = []
         if self._recording:
             mode = "lite ring" if self._lite_mode else "direct"
-            lines.append(f"● REC ({mode})" + ("  arming..." if self.waiting else ""))
+            state = "  starting..." if self.starting else "  arming..." if self.waiting else ""
+            lines.append(f"● REC ({mode}){state}")
             if self._lite_mode:
                 lines.append(f"lite ring: {self.lite_steps} steps")
         eid = self.episode_id
@@ -218,6 +222,7 @@ class PlaySession:
         return dict(
             action_space=self.env.action_space,
             preset=self.preset,
+            overrides={"writer": self.writer} if self.writer else None,
             config={"source": "gui", "seed": self.base_seed, "lite": self._lite_mode},
             on_error=self._on_background_error,
             render_fps=self.render_fps,
@@ -402,6 +407,12 @@ class PlaySession:
         self.frames_seen += 1
         self.last = StepResult(frame, None, 0.0, False, False, info, 0, self.episode_seed, recorded)
         return self.last
+
+    @property
+    def starting(self) -> bool:
+        """Recording is on and its recorder is still being opened (on the I/O thread;
+        with ``writer="process"`` its storage process is starting)."""
+        return self._recording and not self._lite_mode and self._recorder is None
 
     @property
     def waiting(self) -> bool:

@@ -24,6 +24,9 @@ pipeline cannot hide the next one's growth.
 ``record_steps``, through N single-step recorders, and not at all, interleaved round by
 round; plus reading one episode out of 16 interleaved against the same episode alone.
 
+``writers`` (``--writers``): the frame writer and the SQLite sink as threads of the
+producer vs a storage process, with plain zstd alongside, interleaved round by round.
+
 Other modes: ``pacing`` (a fixed-rate producer loop with and without recording: does the
 writer's Python work steal time from a 60 Hz loop?), ``overload`` (a producer far faster
 than the writer: memory must stay bounded under both queue policies), ``stress``
@@ -33,8 +36,8 @@ single-process ``iter_frames``, local and S3 (moto), and the readers' peak memor
 
 One module per job: ``_frames`` (frame sets), ``_baselines`` (the pipelines),
 ``_throughput`` (the run and ratios), ``_pacing``, ``_overload``, ``_stress``,
-``_vector``, ``_scaleout``, ``_checks`` (failed checks), ``_table`` (table and CSV),
-``_measure`` (RSS, children).
+``_vector``, ``_scaleout``, ``_writers`` (writer placements), ``_checks`` (failed
+checks), ``_table`` (table and CSV), ``_measure`` (RSS, children).
 """
 
 from ._baselines import hdf5_available
@@ -63,6 +66,7 @@ from ._vector import (
     read_interleaved,
     run_vector,
 )
+from ._writers import WRITERS_TABLE, WriterResult, run_writers
 
 __all__ = [
     "DEFAULT_FRAMES",
@@ -78,6 +82,7 @@ __all__ = [
     "STRESS_TABLE",
     "THROUGHPUT_TABLE",
     "VECTOR_TABLE",
+    "WRITERS_TABLE",
     "FrameSet",
     "OverloadResult",
     "PacingResult",
@@ -86,6 +91,7 @@ __all__ = [
     "ScaleOutResult",
     "StressResult",
     "VectorResult",
+    "WriterResult",
     "add_ratios",
     "capture",
     "failed_checks",
@@ -99,6 +105,7 @@ __all__ = [
     "run_pipeline",
     "run_vector",
     "scale_out",
+    "run_writers",
     "stress",
     "verify_framestore",
     "write_csv",

@@ -10,6 +10,7 @@ from ._scaleout import ScaleOutResult
 from ._stress import StressResult
 from ._throughput import PipelineResult
 from ._vector import ReadResult, VectorResult
+from ._writers import WriterResult
 
 __all__ = ["failed_checks"]
 
@@ -21,6 +22,7 @@ Row = (
     | VectorResult
     | ReadResult
     | ScaleOutResult
+    | WriterResult
 )
 
 
@@ -40,7 +42,7 @@ def failed_checks(rows: Sequence[Row]) -> list[str]:
             elif row.verified is False:
                 problems.append(f"{where}: stored frames did not read back bit-exact")
         elif isinstance(row, OverloadResult):
-            where = f"overload/{row.policy}"
+            where = f"overload/{row.policy}" + ("" if row.writer == "thread" else f"/{row.writer}")
             if row.error:
                 problems.append(f"{where}: {row.error}")
             elif not row.within_bound:
@@ -59,6 +61,11 @@ def failed_checks(rows: Sequence[Row]) -> list[str]:
                 problems.append(f"{where}: {row.error}")
             elif row.verified is False:
                 problems.append(f"{where}: frames did not read back bit-exact")
+        elif isinstance(row, WriterResult):
+            if row.error:
+                problems.append(f"writers/{row.game}/{row.writer}: {row.error}")
+            elif row.verified is False:
+                problems.append(f"writers/{row.game}/{row.writer}: frames did not read back")
         elif isinstance(row, StressResult):
             if row.error or not (row.finished and row.accounted):
                 problems.append(

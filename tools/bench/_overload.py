@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ._frames import FrameSet, capture
-from ._measure import RssSampler, in_child
+from ._measure import ProcessMemory, in_child
 
 __all__ = ["MEMORY_SLACK", "OVERLOAD_TABLE", "OverloadResult", "overload"]
 
@@ -20,7 +20,9 @@ MEMORY_SLACK = 64 * 1024 * 1024  # the overload target: peak RSS <= queue_bytes 
 
 @dataclass
 class OverloadResult:
-    """A producer far faster than the writer: memory must stay bounded."""
+    """A producer far faster than the writer: memory must stay bounded. With a storage
+    process, ``peak_mem_mb`` is both processes' PSS growth (the shared ring counted
+    once; the storage process's interpreter at rest is in ``storage_base_mb``)."""
 
     policy: str
     level: int
@@ -39,11 +41,14 @@ class OverloadResult:
     within_bound: bool
     compressor_mb: float  # zstd context size per compression thread (zstd's estimate)
     close_s: float
+    writer: str = "thread"
+    storage_base_mb: float = 0.0
     error: str | None = None
 
 
 OVERLOAD_TABLE = (
     ("policy", "policy", "{}"),
+    ("writer", "writer", "{}"),
     ("level", "level", "{}"),
     ("frames_put", "put", "{}"),
     ("frames_written", "written", "{}"),
@@ -58,12 +63,19 @@ OVERLOAD_TABLE = (
     ("bound_mb", "bound MB", "{:.1f}"),
     ("within_bound", "ok", "{}"),
     ("compressor_mb", "zstd ctx MB", "{:.1f}"),
+    ("storage_base_mb", "storage at rest MB", "{:.1f}"),
     ("close_s", "close s", "{:.2f}"),
 )
 
 
 def _overload_one(
-    fs: FrameSet, policy: str, level: int, queue_bytes: int, seconds: float, out: Path
+    fs: FrameSet,
+    policy: str,
+    level: int,
+    queue_bytes: int,
+    seconds: float,
+    out: Path,
+    writer: str = "thread",
 ) -> dict:
     import zstandard
 
@@ -74,16 +86,20 @@ def _overload_one(
         "policy": policy,
         "queue_bytes": queue_bytes,
         "block_timeout": max(60.0, seconds * 10),
+        "writer": writer,
     }
     # The writer caps a chunk at a quarter of the queue's byte bound (service.py).
     chunk = min(64 * fs.frame_bytes, max(fs.frame_bytes, queue_bytes // 4))
     ctx = zstandard.ZstdCompressionParameters.from_level(level, source_size=chunk)
     put = 0
     error = None
-    with RssSampler() as mem:
+    with ProcessMemory() as mem:
         t0 = time.perf_counter()
         with FrameStore.open(out / "overload.store") as store:
             rec = store.recorder(fs.env_id, action_space=fs.action_space, overrides=overrides)
+            if rec.writer_pid is not None:
+                mem.watch(rec.writer_pid)
+            t0 = time.perf_counter()
             try:
                 rec.begin_episode(seed=0)
                 deadline = time.perf_counter() + seconds
@@ -107,7 +123,10 @@ def _overload_one(
             close_s = time.perf_counter() - t1
             eps = store.episodes()
     bound = queue_bytes + MEMORY_SLACK
+    growth = mem.pss_growth if writer == "process" else mem.growth
     return {
+        "writer": writer,
+        "storage_base_mb": mem.other_base / 2**20,
         "policy": policy,
         "level": level,
         "seconds": loop_s,
@@ -120,9 +139,9 @@ def _overload_one(
         "blocked_s": m.blocked_seconds,
         "queue_bytes": queue_bytes,
         "high_water_bytes": m.high_water_bytes,
-        "peak_mem_mb": mem.growth / 2**20,
+        "peak_mem_mb": growth / 2**20,
         "bound_mb": bound / 2**20,
-        "within_bound": mem.growth <= bound and m.high_water_bytes <= queue_bytes,
+        "within_bound": growth <= bound and m.high_water_bytes <= queue_bytes,
         "compressor_mb": ctx.estimated_compression_context_size() / 2**20,
         "close_s": close_s,
         "error": error,
@@ -138,18 +157,28 @@ def overload(
     seconds: float = 5.0,
     workdir: str | os.PathLike | None = None,
     isolate: bool = True,
+    writers: Sequence[str] = ("thread",),
 ) -> list[OverloadResult]:
     """Feed noisy frames as fast as the producer can while the writer compresses at a
-    slow zstd ``level`` with a small ``queue_bytes``; one row per policy."""
+    slow zstd ``level`` with a small ``queue_bytes``; one row per writer and policy."""
     fs = fs or capture("noise", 256)
     rows = []
-    for policy in policies:
-        out = Path(tempfile.mkdtemp(prefix=f"fsbench-overload-{policy}-", dir=workdir))
-        try:
-            d = in_child(
-                _overload_one, fs, policy, level, queue_bytes, seconds, out, isolate=isolate
-            )
-        finally:
-            shutil.rmtree(out, ignore_errors=True)
-        rows.append(OverloadResult(**d))
+    for writer in writers:
+        for policy in policies:
+            out = Path(tempfile.mkdtemp(prefix=f"fsbench-overload-{policy}-", dir=workdir))
+            try:
+                d = in_child(
+                    _overload_one,
+                    fs,
+                    policy,
+                    level,
+                    queue_bytes,
+                    seconds,
+                    out,
+                    writer,
+                    isolate=isolate,
+                )
+            finally:
+                shutil.rmtree(out, ignore_errors=True)
+            rows.append(OverloadResult(**d))
     return rows

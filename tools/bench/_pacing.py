@@ -174,20 +174,33 @@ def run_pacing(
     frames: int | None = None,
     workdir: str | os.PathLike | None = None,
     progress: Callable[[str], None] | None = None,
+    writers: Sequence[str] = (),
 ) -> list[PacingResult]:
-    """For each game: the loop alone, then the loop recording with framestore."""
+    """For each game: the loop alone, then the loop recording with framestore (once per
+    writer placement in ``writers``: ``thread``, ``process``; default: the host's)."""
     rows = []
     for game in games:
         n = frames or min(DEFAULT_FRAMES[game], max(1, int(hz * seconds)))
         if progress:
             progress(f"capturing {n} {game} frames")
         fs = capture(game, n)
-        for record in (False, True):
+        for writer in (None, *(writers or ("",))):
+            record = writer is not None
+            overrides = {"writer": writer} if writer else None
             if progress:
-                progress(f"{game}: {hz:g} Hz x {envs} env(s), {'recording' if record else 'idle'}")
-            rows.append(
-                in_child(
-                    pacing, fs, hz=hz, envs=envs, seconds=seconds, record=record, workdir=workdir
-                )
+                what = f"recording {writer}" if record else "idle"
+                progress(f"{game}: {hz:g} Hz x {envs} env(s), {what}")
+            row = in_child(
+                pacing,
+                fs,
+                hz=hz,
+                envs=envs,
+                seconds=seconds,
+                record=record,
+                workdir=workdir,
+                overrides=overrides,
             )
+            if writer:
+                row.mode = f"framestore/{writer}"
+            rows.append(row)
     return rows

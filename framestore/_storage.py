@@ -1,0 +1,198 @@
+"""Where a recording's storage work runs: the frame writer and the SQLite sink.
+
+``Recorder`` talks to one ``Storage`` (``open_storage`` picks it from
+``Settings.writer``):
+
+- ``ThreadStorage``: a ``FrameStorageService`` (writer thread + compression pool) and a
+  ``TelemetryDBSink`` (SQLite thread) in the producer's process;
+- ``ProcessStorage`` (``_storageclient``): the same two, run by a storage process
+  (``_storageproc``) that the producer feeds through a shared-memory frame ring and a
+  pipe of descriptors.
+
+Both give the same guarantees: a step row commits only after its frame is written,
+``flush`` returns once everything so far is durable, background errors reach the producer
+on its next call and through ``on_error``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from telemetry import SinkMetrics, Step, TelemetryDBSink
+
+from ._refs import FrameRef
+from .service import FrameStorageService, ServiceMetrics
+from .settings import Settings
+
+__all__ = ["Storage", "ThreadStorage", "open_storage"]
+
+OnError = Callable[[BaseException], None]
+
+
+class Storage(Protocol):
+    """What ``Recorder`` needs from its storage, wherever it runs."""
+
+    #: The storage process's pid; ``None`` for the thread placement.
+    pid: int | None
+
+    @property
+    def batch_size(self) -> int:
+        """Rows the sink commits at a time."""
+        ...
+
+    def put(self, frame: np.ndarray, key: tuple[int, int]) -> FrameRef:
+        """Accept one frame (validated and copied before it returns)."""
+        ...
+
+    def put_many(
+        self, frames: Sequence[np.ndarray | None], keys: Sequence[tuple[int, int]]
+    ) -> list[FrameRef | None]:
+        """Accept a batch of frames (``None`` entries: no frame)."""
+        ...
+
+    def offer(self, event: Any, timeout: float | None = None) -> bool:
+        """Queue a telemetry event for the sink (the hub's durable subscriber)."""
+        ...
+
+    def offer_row(self, row: tuple) -> None:
+        """Queue one step given as the fields of a ``Step``, in order (no event object
+        is needed when no display subscriber listens)."""
+        ...
+
+    def set_batch_size(self, rows: int) -> None:
+        """Change the rows per commit."""
+        ...
+
+    def flush_frames(self, timeout: float | None = None) -> None:
+        """Return once every frame put so far is written (and fsynced unless ``fast``)."""
+        ...
+
+    def flush(self, timeout: float | None = None) -> None:
+        """Return once everything so far is durable: frames, then their rows."""
+        ...
+
+    def frame_metrics(self) -> ServiceMetrics:
+        """The frame writer's numbers."""
+        ...
+
+    def sink_metrics(self) -> SinkMetrics:
+        """The SQLite sink's numbers."""
+        ...
+
+    def close(self) -> None:
+        """Commit everything, stop, release the writer lock; raises the first error."""
+        ...
+
+
+class ThreadStorage:
+    """The frame writer and the SQLite sink as threads of this process.
+
+    Args:
+        root: the store directory (the writer lock is taken here).
+        db_path: the store's ``framestore.db``.
+        s: the recording's settings.
+        on_error: called from a background thread when the writer or the sink fails.
+        on_sink_error: called instead of ``on_error`` when the sink fails.
+        copy_frames, on_written: passed to ``FrameStorageService`` (the storage process
+            keeps frames in shared memory and frees a slot once its chunk is written).
+        on_committed: passed to ``TelemetryDBSink``.
+        sink_queue: the sink's bound in rows (default ``s.sink_queue``).
+    """
+
+    def __init__(
+        self,
+        root: Path,
+        db_path: Path,
+        s: Settings,
+        on_error: OnError,
+        *,
+        copy_frames: bool = True,
+        on_written: Callable[[list[FrameRef]], None] | None = None,
+        on_committed: Callable[[int], None] | None = None,
+        sink_queue: int | None = None,
+        on_sink_error: OnError | None = None,
+    ):
+        self._service = FrameStorageService(
+            root,
+            codec=s.codec,
+            level=s.level,
+            chunk_frames=s.chunk_frames,
+            segment_bytes=s.segment_bytes,
+            queue_frames=s.queue_frames,
+            queue_bytes=s.queue_bytes,
+            policy=s.policy,
+            block_timeout=s.block_timeout,
+            durability=s.durability,
+            compress_threads=s.compress_threads,
+            on_error=on_error,
+            copy_frames=copy_frames,
+            on_written=on_written,
+        )
+        try:
+            self._sink = TelemetryDBSink(
+                db_path,
+                profile=s.durability,
+                batch_size=s.batch_size,
+                checkpoint_interval=s.checkpoint_interval,
+                max_queue=sink_queue or s.sink_queue,
+                policy="block",
+                block_timeout=s.block_timeout,
+                resolve_frames=self._resolve_frames,
+                on_error=on_sink_error or on_error,
+                on_committed=on_committed,
+            )
+        except BaseException:
+            self._service.close()
+            raise
+        self.pid: int | None = None
+        self.put = self._service.put
+        self.put_many = self._service.put_many
+        self.offer = self._sink.offer
+        self.set_batch_size = self._sink.set_batch_size
+        self.flush_frames = self._service.flush
+        self.frame_metrics = self._service.metrics
+        self.sink_metrics = self._sink.metrics
+        self.cut = self._service.cut
+
+    @property
+    def batch_size(self) -> int:
+        return self._sink.batch_size
+
+    def _resolve_frames(self, frames: list[object]) -> list[tuple[int, int, int] | None]:
+        """Runs on the sink thread before each commit: blocks until the batch's frames
+        are written to their segment, then hands back their locations."""
+        refs = [f for f in frames if isinstance(f, FrameRef)]
+        self._service.wait_written(refs)
+        return [f.location if isinstance(f, FrameRef) and not f.dropped else None for f in frames]
+
+    def offer_row(self, row: tuple) -> None:
+        self._sink.offer(Step(*row))
+
+    def flush(self, timeout: float | None = None) -> None:
+        self._service.flush(timeout)
+        self._sink.flush(timeout)
+
+    def close(self) -> None:
+        """Close the sink (it commits what is queued, waiting for its frames), then the
+        writer (seals the segment, unlocks). Both are closed; the first error is raised."""
+        errors: list[BaseException] = []
+        for close in (self._sink.close, self._service.close):
+            try:
+                close()
+            except BaseException as e:  # noqa: BLE001 - close both, then raise the first
+                errors.append(e)
+        if errors:
+            raise errors[0]
+
+
+def open_storage(root: Path, db_path: Path, s: Settings, on_error: OnError) -> Storage:
+    """The storage ``s.writer`` asks for, started (the store's writer lock is held)."""
+    if s.writer == "process":
+        from ._storageclient import ProcessStorage
+
+        return ProcessStorage(root, db_path, s, on_error)
+    return ThreadStorage(root, db_path, s, on_error)

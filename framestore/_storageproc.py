@@ -1,0 +1,337 @@
+"""The storage process: the frame writer and the SQLite sink of one recording, fed by the
+producer through a shared-memory frame ring and a pipe of commands (``_storageclient``).
+
+It runs a ``ThreadStorage`` (the same ``FrameStorageService`` and ``TelemetryDBSink`` the
+thread placement runs in the producer) with ``copy_frames=False``: frames are compressed
+straight from their ring slots, and a slot is freed once its chunk is written. The main
+thread reads commands in order: a step's frame is put before its row is offered, so a row
+still commits only after its frame is written.
+
+Lifetime: it ends when the producer says ``CLOSE`` (everything committed, segment sealed,
+lock released, ``closed`` replied), or when the producer is gone (the command pipe hits
+end-of-file, or the parent pid changes): it then writes and commits what it already has,
+unlinks the shared memory the producer can no longer unlink, and exits. SIGINT and
+SIGTERM are ignored: a Ctrl-C reaches the whole process group, and the producer, not the
+storage process, decides when recording ends.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import pickle
+import select
+import signal
+import sys
+import threading
+from dataclasses import replace
+from multiprocessing import resource_tracker
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from telemetry import StepBatch
+
+from ._refs import FrameRef
+from ._ring import Control, Counter, FrameRing
+from ._storage import ThreadStorage
+from ._storagewire import DROPPED, Cmd, encode_error, split_messages
+from .errors import FrameStoreError
+from .settings import Settings
+
+__all__ = ["LOGGERS", "main", "serve"]
+
+_READ_BYTES = 1 << 20
+_ROWS = (Cmd.STEP, Cmd.BATCH)
+_GROUP = 256  # most step commands turned into one batch
+_PARENT_POLL_S = 0.25
+
+
+#: The loggers framestore and telemetry log to; the storage process forwards their
+#: records to the producer, whose handlers and levels then apply.
+LOGGERS = ("framestore", "telemetry")
+
+
+class _ForwardLogs(logging.Handler):
+    """Sends each record, formatted, to the producer (which re-emits it)."""
+
+    def __init__(self, server: _Server):
+        super().__init__()
+        self._server = server
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            d = dict(record.__dict__)
+            d["msg"] = record.getMessage()
+            d["args"] = None
+            if record.exc_info:
+                d["exc_text"] = logging.Formatter().formatException(record.exc_info)
+            d["exc_info"] = None
+            d.pop("message", None)
+            self._server.reply("log", d)
+        except Exception:  # noqa: BLE001 - logging must never break the storage process
+            self.handleError(record)
+
+
+class _Server:
+    """The storage process's state: its storage, the rings, the reply channel."""
+
+    def __init__(
+        self,
+        storage_args: tuple[Path, Path, Settings],
+        control: Control,
+        replies: Connection,
+        log_levels: dict[str, int] | None,
+    ):
+        self.control = control
+        self.replies = replies
+        self._reply_lock = threading.Lock()
+        for name in LOGGERS:
+            logger = logging.getLogger(name)
+            logger.handlers = [_ForwardLogs(self)]
+            logger.propagate = False
+            logger.setLevel((log_levels or {}).get(name, logging.WARNING))
+        self.rings: list[FrameRing] = []  # the current ring (none before the first frame)
+        # (episode, step) -> ring, slot, bytes: a recording never repeats a key.
+        self._slot_of: dict[tuple[int, int], tuple[FrameRing, int, int]] = {}
+        root, db_path, s = storage_args
+        # The producer decides what to drop, and bounds every queue: here nothing blocks.
+        self.storage = ThreadStorage(
+            root,
+            db_path,
+            replace(s, policy="block"),
+            lambda exc: self._report(exc, "writer"),
+            on_sink_error=lambda exc: self._report(exc, "sink"),
+            copy_frames=False,
+            on_written=self._released,
+            on_committed=self._committed,
+            sink_queue=2 * s.sink_queue + 64,
+        )
+
+    # ----------------------------------------------------------------- replies
+    def reply(self, *msg: Any) -> None:
+        with self._reply_lock:
+            try:
+                self.replies.send(msg)
+            except OSError:  # the producer is gone; nobody to tell
+                pass
+
+    def _report(self, exc: BaseException, source: str) -> None:
+        """The writer's or the sink's ``on_error`` (their threads)."""
+        self.reply("error", source, encode_error(exc))
+
+    # ----------------------------------------------------------------- progress
+    def _released(self, refs: list[FrameRef]) -> None:
+        """A chunk is written (writer thread): free its slots, publish the numbers."""
+        v = self.control.values
+        nbytes = 0
+        for ref in refs:
+            ring, slot, size = self._slot_of.pop(ref.key)
+            ring.states[slot] = 0
+            nbytes += size
+        m = self.storage.frame_metrics()
+        v[Counter.BYTES_OUT] = m.bytes_out
+        v[Counter.CHUNKS_WRITTEN] = m.chunks_written
+        v[Counter.SEGMENTS_SEALED] = m.segments_sealed
+        v[Counter.CURRENT_SEGMENT] = 0 if m.current_segment is None else m.current_segment + 1
+        v[Counter.BYTES_RELEASED] += nbytes
+        v[Counter.FRAMES_RELEASED] += len(refs)  # last: the producer reuses slots after it
+
+    def _committed(self, weight: int) -> None:
+        """A sink commit (sink thread): publish the numbers, then the credit."""
+        v = self.control.values
+        m = self.storage.sink_metrics()
+        v[Counter.STEPS_COMMITTED] = m.steps_committed
+        v[Counter.EVENTS_COMMITTED] = m.events_committed
+        v[Counter.BATCHES] = m.batches
+        v[Counter.SINK_FLUSH_US] = int(m.last_flush_ms * 1000)
+        v[Counter.SINK_MAX_FLUSH_US] = int(m.max_flush_ms * 1000)
+        v[Counter.CHECKPOINTS] = m.checkpoints
+        v[Counter.WEIGHT_COMMITTED] += weight
+
+    # ----------------------------------------------------------------- commands
+    def handle(self, msg: tuple) -> bool:
+        """Carry out one command (not a step: see ``rows``); False once it was ``CLOSE``."""
+        kind = msg[0]
+        if kind == Cmd.EVENT:
+            self.storage.offer(msg[1])
+        elif kind == Cmd.RING:
+            _, name, slot_bytes, slots = msg
+            # The producer replaces a ring only once it drained: unmap the old one (if a
+            # written chunk still holds a view of it, it stays mapped until exit).
+            for old in self.rings:
+                old.close()
+            self.rings = [FrameRing.attach(name, slot_bytes, slots)]
+        elif kind == Cmd.BATCH_SIZE:
+            self.storage.set_batch_size(msg[1])
+        elif kind == Cmd.CUT:
+            self.storage.cut()
+        elif kind == Cmd.FLUSH:
+            self._flush(*msg[1:])
+        elif kind == Cmd.CLOSE:
+            return False
+        return True
+
+    def rows(self, group: list[tuple]) -> None:
+        """Consecutive ``STEP`` and ``BATCH`` commands as ONE ``put_many`` of their frames
+        and ONE ``StepBatch`` (each row keeps its own time): one lock round and one
+        event for what arrived together, whichever way it was recorded."""
+        cols: list[list] = [[] for _ in range(11)]
+        (eids, steps, actions, rewards, terms, truncs, infos, walls, slots, shapes, texts) = cols
+        for msg in group:
+            if msg[0] == Cmd.STEP:
+                for col, value in zip(cols, msg[1:], strict=True):
+                    col.append(value)
+            else:  # BATCH: its fields are columns already, one time for every row
+                for col, values in zip(cols, msg[1:], strict=True):
+                    if col is walls:
+                        walls.extend([values] * len(msg[2]))
+                    else:
+                        col.extend(values)
+        keys = list(zip(eids, steps, strict=True))
+        ring = self.rings[-1] if self.rings else None
+        arrs: list[np.ndarray | None] = []
+        for slot, shape, key in zip(slots, shapes, keys, strict=True):
+            if slot >= 0:
+                assert ring is not None
+                arr = ring.view(slot, shape)
+                # Known before the put: the writer may write a chunk before it returns.
+                self._slot_of[key] = (ring, slot, arr.nbytes)
+                arrs.append(arr)
+            else:
+                arrs.append(None)
+        try:
+            refs: list[FrameRef | None] = self.storage.put_many(arrs, keys)
+        except BaseException:
+            for slot, key in zip(slots, keys, strict=True):
+                if slot >= 0 and ring is not None:
+                    del self._slot_of[key]
+                    ring.states[slot] = 0  # never queued: free it again
+            raise
+        for i, slot in enumerate(slots):
+            if slot == DROPPED:
+                refs[i] = FrameRef(None, keys[i], shapes[i], dropped=True)
+        self.storage.offer(
+            StepBatch(
+                tuple(eids), tuple(steps), tuple(actions), tuple(rewards), tuple(terms),
+                tuple(truncs), tuple(infos), walls[0], tuple(refs), tuple(texts),
+                wall_times=tuple(walls),
+            )
+        )  # fmt: skip
+
+    def _flush(self, token: int, timeout: float | None, frames_only: bool) -> None:
+        try:
+            if frames_only:
+                self.storage.flush_frames(timeout)
+            else:
+                self.storage.flush(timeout)
+        except BaseException as e:  # noqa: BLE001 - the producer raises it
+            self.reply("flushed", token, encode_error(e))
+            return
+        self.reply("flushed", token, None)
+
+    # ----------------------------------------------------------------- shutdown
+    def shutdown(self, producer_gone: bool, unregister: bool) -> None:
+        """Commit what is queued and close; reply ``closed`` (with the first error)."""
+        error = None
+        try:
+            self.storage.close()
+        except BaseException as e:  # noqa: BLE001 - reported to the producer
+            error = encode_error(e)
+        if producer_gone:
+            # Nobody else can unlink them now (the producer unlinked the rings it
+            # replaced).
+            for block in [*self.rings, self.control]:
+                block.unlink()
+                if unregister:  # the producer's tracker is ours: drop its entry too
+                    resource_tracker.unregister("/" + block.name, "shared_memory")
+        self.reply("closed", error)
+        for block in [*self.rings, self.control]:
+            block.close()
+
+
+def _read_commands(server: _Server, fd: int, parent_pid: int) -> bool:
+    """Read and carry out commands until ``CLOSE`` (True) or the producer is gone
+    (False)."""
+    pending = b""
+    pipe_read = server.control.values
+    while True:
+        ready, _, _ = select.select([fd], [], [], _PARENT_POLL_S)
+        if not ready:
+            if os.getppid() != parent_pid:  # reparented: the producer died
+                return False
+            continue
+        data = os.read(fd, _READ_BYTES)
+        if not data:
+            return False
+        pending += data
+        messages, pending = split_messages(pending)
+        group: list[tuple] = []
+        for i, msg in enumerate(messages):
+            try:
+                if msg[0] == Cmd.STEP or msg[0] == Cmd.BATCH:
+                    group.append(msg)
+                    last = i + 1 == len(messages) or messages[i + 1][0] not in _ROWS
+                    if last or len(group) >= _GROUP:
+                        rows, group = group, []
+                        server.rows(rows)
+                elif not server.handle(msg):
+                    return True
+            except FrameStoreError as e:
+                # The writer's or the sink's own failure was reported through on_error
+                # already; anything else (a queue that stayed full) is reported here.
+                server.reply("error", "storage", encode_error(e))
+        # Counted once handled: the producer keeps the pipe's backlog bounded by it.
+        pipe_read[Counter.PIPE_READ] += len(data)
+
+
+def serve(
+    storage_args: tuple[Path, Path, Settings],
+    control_name: str,
+    commands: int,
+    replies: int,
+    parent_pid: int,
+    log_levels: dict[str, int] | None = None,
+    inherited: tuple[int, ...] = (),
+    shared_tracker: bool = False,
+) -> None:
+    """The storage process's body.
+
+    Args:
+        storage_args: ``(store root, framestore.db path, settings)``.
+        control_name: the ``Control`` block's name.
+        commands: the read end of the command pipe (a descriptor).
+        replies: the write end of the reply pipe.
+        parent_pid: the producer's pid (a change means it died).
+        log_levels: the producer's effective level of each of ``LOGGERS``.
+        inherited: the producer's ends of both pipes, to close (``fork`` copies them).
+        shared_tracker: the producer's resource tracker is this process's too (``fork``):
+            unlinking a block after the producer died then also unregisters it.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    for fd in inherited:
+        os.close(fd)  # else the command pipe never reaches end-of-file
+    reply_conn = Connection(replies, readable=False)
+    control = Control.attach(control_name)
+    try:
+        server = _Server(storage_args, control, reply_conn, log_levels)
+    except BaseException as e:  # noqa: BLE001 - the producer raises it (StoreLocked, ...)
+        reply_conn.send(("failed", encode_error(e)))
+        control.close()
+        return
+    reply_conn.send(("ready", os.getpid()))
+    closing = False
+    try:
+        closing = _read_commands(server, commands, parent_pid)
+    finally:
+        server.shutdown(producer_gone=not closing, unregister=shared_tracker)
+
+
+def main() -> None:
+    """``spawn``: the arguments come pickled on stdin (``_storagelaunch.BOOTSTRAP``)."""
+    args = pickle.load(sys.stdin.buffer)
+    sys.stdin.close()
+    serve(**args)

@@ -1,0 +1,205 @@
+"""Event-loop gaps of the Play tab: does recording stall the UI?
+
+The Play tab plays a game at 60 Hz with a seeded random policy while a 5 ms timer
+records every gap between its ticks (an event-loop stall shows as a long gap). Three
+modes on the same game, interleaved round by round (the order rotates):
+
+- ``off``: playing, never recording;
+- ``reset``: not recording, but the environment is reset with a seed where the others
+  turn recording on (a recorded episode starts with a seeded reset, so turning recording
+  on costs the game's own reset: ALE reloads its ROM, holding the GIL);
+- ``thread``: recording turned on and off again, writer and sink as threads;
+- ``process``: the same with a storage process.
+
+Timeline of a run: 1 s of play, recording on (``start``: until the recorder is armed,
+plus 0.5 s), 4 s recording, recording off (``stop``: 1 s), 1 s of play. ``off`` follows
+the same clock without recording. Per mode, the medians over the rounds of: the largest
+gap of the whole run, of the start window and of the stop window, the 99th percentile
+gap while recording, steps per second, and how long "starting..." lasted.
+
+Run it headless: ``QT_QPA_PLATFORM=offscreen python -m gui.gapbench --game assault``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+GAMES = {"assault": "ALE/Assault-v5", "carracing": "CarRacing-v3"}
+MODES = ("off", "reset", "thread", "process")
+
+__all__ = ["GAMES", "MODES", "GapResult", "measure", "run"]
+
+
+@dataclass
+class GapResult:
+    """One mode of one game (medians over the rounds; gaps in ms)."""
+
+    game: str
+    mode: str
+    rounds: int
+    max_gap_ms: float = 0.0
+    start_gap_ms: float = 0.0  # largest gap from "record on" until armed + 0.5 s
+    stop_gap_ms: float = 0.0  # largest gap in the second after "record off"
+    p99_gap_ms: float = 0.0  # while recording (off: the same window)
+    steps_per_s: float = 0.0
+    starting_s: float = 0.0  # how long the tab showed "starting..."
+
+
+class _Probe:
+    """A 5 ms precise timer; every gap between its ticks, with when it ended."""
+
+    def __init__(self):
+        from PySide6.QtCore import QElapsedTimer, Qt, QTimer
+
+        self.timer = QTimer()
+        self.timer.setTimerType(Qt.TimerType.PreciseTimer)
+        self.timer.setInterval(5)
+        self.clock = QElapsedTimer()
+        self.ends: list[float] = []
+        self.gaps: list[float] = []
+        self.timer.timeout.connect(self._tick)
+
+    def start(self) -> None:
+        self.clock.start()
+        self.timer.start()
+
+    def _tick(self) -> None:
+        self.gaps.append(self.clock.nsecsElapsed() / 1e6)
+        self.ends.append(time.perf_counter())
+        self.clock.restart()
+
+    def stop(self) -> None:
+        self.timer.stop()
+
+    def window(self, t0: float, t1: float) -> list[float]:
+        """The gaps that overlap ``[t0, t1]`` (a gap longer than the window counts)."""
+        out = [
+            g for g, e in zip(self.gaps, self.ends, strict=True) if e >= t0 and e - g / 1e3 <= t1
+        ]
+        return out or [0.0]
+
+
+def _pump(app, seconds: float, until=None) -> None:
+    """Run the event loop for ``seconds`` (or until ``until()``)."""
+    deadline = time.perf_counter() + seconds
+    while time.perf_counter() < deadline:
+        app.processEvents()
+        if until is not None and until():
+            return
+        time.sleep(0.001)
+
+
+def measure(app, env_id: str, mode: str, workdir: str | None = None) -> dict:
+    """One run of the timeline (module docstring) in ``mode``."""
+    from framestore import FrameStore
+
+    from ._play_tab import PlayTab
+
+    out = Path(tempfile.mkdtemp(prefix=f"gapbench-{mode}-", dir=workdir))
+    store = FrameStore.open(out / "gaps.store")
+    tab = PlayTab(store)
+    try:
+        tab.show()
+        tab.fps_override = 60
+        if mode in ("thread", "process"):
+            tab.writer_combo.setCurrentIndex(tab.writer_combo.findData(mode))
+        tab.set_policy(lambda s: s.sample_action())
+        tab.start(env_id, seed=1)
+        probe = _Probe()
+        probe.start()
+        _pump(app, 1.0)
+        t_on = time.perf_counter()
+        steps0 = tab.session.frames_seen
+        armed = t_on
+        if mode == "reset":
+            tab.reset()
+        elif mode != "off":
+            tab.record_btn.setChecked(True)
+            _pump(app, 60.0, until=lambda: tab.session.armed)
+            armed = time.perf_counter()
+        _pump(app, 0.5)
+        t_rec = time.perf_counter()
+        _pump(app, 3.5)
+        t_off = time.perf_counter()
+        steps = tab.session.frames_seen - steps0
+        if mode in ("thread", "process"):
+            tab.record_btn.setChecked(False)
+            stopping = tab.session.stop_recorder()
+            _pump(app, 60.0, until=stopping.done)
+        _pump(app, max(0.0, 1.0 - (time.perf_counter() - t_off)))
+        t_end = time.perf_counter()
+        _pump(app, 1.0)
+        probe.stop()
+        rec = probe.window(t_rec, t_off)
+        return {
+            "max_gap_ms": max(probe.gaps),
+            "start_gap_ms": max(probe.window(t_on, armed + 0.5)),
+            "stop_gap_ms": max(probe.window(t_off, t_end)),
+            "p99_gap_ms": float(np.percentile(rec, 99)),
+            "steps_per_s": steps / (t_off - t_on),
+            "starting_s": armed - t_on,
+        }
+    finally:
+        tab.shutdown()
+        tab.deleteLater()
+        store.close()
+        shutil.rmtree(out, ignore_errors=True)
+
+
+def run(games=("assault", "carracing"), rounds: int = 3, workdir: str | None = None):
+    """Every mode of every game, ``rounds`` rounds interleaved; one ``GapResult`` per
+    (game, mode) with the medians."""
+    from PySide6.QtWidgets import QApplication
+
+    app = QApplication.instance() or QApplication(sys.argv[:1])
+    rows = []
+    for game in games:
+        runs: dict[str, list[dict]] = {m: [] for m in MODES}
+        for r in range(rounds):
+            for mode in MODES[r % len(MODES) :] + MODES[: r % len(MODES)]:
+                print(f"gapbench: {game} round {r + 1}/{rounds}: {mode}", file=sys.stderr)
+                runs[mode].append(measure(app, GAMES[game], mode, workdir))
+        for mode in MODES:
+            row = GapResult(game, mode, rounds)
+            for key in asdict(row):
+                if key not in ("game", "mode", "rounds"):
+                    setattr(row, key, statistics.median(d[key] for d in runs[mode]))
+            rows.append(row)
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m gui.gapbench", description=__doc__.split("\n")[0])
+    p.add_argument("--game", choices=(*GAMES, "all"), default="all")
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--json", action="store_true")
+    args = p.parse_args(argv)
+    games = tuple(GAMES) if args.game == "all" else (args.game,)
+    rows = run(games, args.rounds)
+    if args.json:
+        print(json.dumps([asdict(r) for r in rows], indent=2))
+        return 0
+    head = ("game", "mode", "rounds", "max gap ms", "start gap ms", "stop gap ms",
+            "p99 gap ms", "steps/s", "starting s")  # fmt: skip
+    print("  ".join(head))
+    for r in rows:
+        print(
+            f"{r.game:<9} {r.mode:<7} {r.rounds:>6}  {r.max_gap_ms:>10.1f}  "
+            f"{r.start_gap_ms:>12.1f}  {r.stop_gap_ms:>11.1f}  {r.p99_gap_ms:>10.1f}  "
+            f"{r.steps_per_s:>7.1f}  {r.starting_s:>10.2f}"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
