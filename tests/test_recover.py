@@ -61,7 +61,9 @@ def test_torn_tail_is_cut_sealed_and_reported(recorded):
     with FrameStore.open(path, readonly=True) as store:
         locs = [loc for eid in ids for _s, loc in store.frame_locations(eid) if loc[0] == last]
     torn_off = max(loc[1] for loc in locs)
-    torn_steps = {(ids[-1], s) for s, loc in frames_of_locs(path, ids[-1]) if loc[1] == torn_off}
+    torn_steps = {
+        (ids[-1], s) for s, loc in frames_of_locs(path, ids[-1]) if loc[:2] == (last, torn_off)
+    }
     os.truncate(segment_path(path, last), torn_off + 5000)  # mid-record, seal gone
     with (
         closing(sqlite3.connect(path / "framestore.db")) as conn,
