@@ -11,6 +11,12 @@ import numpy as np
 import pytest
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+# Child processes the tests start (kill trials, CLI runs, storage processes) import this
+# checkout, whatever their working directory and whatever else is installed.
+_REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+os.environ["PYTHONPATH"] = os.pathsep.join(
+    [_REPO, *(p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p)]
+)
 # Ray (test_ray.py) binds its processes to the machine's address unless told this is a
 # local-only cluster: keep every Ray connection on 127.0.0.1. Read when ray is imported.
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
