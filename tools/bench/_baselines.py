@@ -19,7 +19,7 @@ import numpy as np
 
 from framestore.files import fsync_file
 
-from ._frames import FrameSet
+from ._frames import FrameSet, record_all
 from ._measure import dir_bytes
 
 __all__ = ["PIPELINE_FUNCS", "PipelineRun", "hdf5_available"]
@@ -46,7 +46,6 @@ def _pipe_framestore(fs: FrameSet, out: Path, overrides: dict[str, Any] | None) 
     from framestore import FrameStore
 
     costs = np.zeros(len(fs), dtype=np.int64)
-    clock = time.perf_counter_ns
     t0 = time.perf_counter()
     store = FrameStore.open(out / "bench.store")
     try:
@@ -57,17 +56,7 @@ def _pipe_framestore(fs: FrameSet, out: Path, overrides: dict[str, Any] | None) 
             config={"bench": fs.game},
         )
         try:
-            frames, actions, rewards = fs.frames, fs.actions, fs.rewards
-            terms, truncs, infos = fs.terminated, fs.truncated, fs.infos
-            for e, (a, b) in enumerate(fs.episodes):
-                rec.begin_episode(seed=e)
-                for i in range(a, b):
-                    s = clock()
-                    rec.record_step(
-                        frames[i], actions[i], rewards[i], terms[i], truncs[i], infos[i]
-                    )
-                    costs[i] = clock() - s
-                rec.end_episode()
+            record_all(rec, fs, costs)
             m = rec.metrics().frames
         finally:
             rec.close()

@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from ._baselines import PIPELINE_FUNCS
-from ._frames import DEFAULT_FRAMES, FrameSet, capture
+from ._frames import DEFAULT_FRAMES, FrameSet, capture, record_all
 from ._measure import ProcessMemory, in_child, percentiles_us
 
 __all__ = ["WRITERS_TABLE", "WriterResult", "run_writers"]
@@ -70,7 +70,6 @@ def _record(fs: FrameSet, out: Path, writer: str) -> dict:
     from framestore import FrameStore
 
     costs = np.zeros(len(fs), dtype=np.int64)
-    clock = time.perf_counter_ns
     cpu0 = _cpu_seconds()
     with ProcessMemory() as mem:
         opened = time.perf_counter()
@@ -83,17 +82,7 @@ def _record(fs: FrameSet, out: Path, writer: str) -> dict:
                 if rec.writer_pid is not None:
                     mem.watch(rec.writer_pid)
                     cpu0 += _started_cpu(rec.writer_pid)  # its start-up is not per frame
-                frames, actions, rewards = fs.frames, fs.actions, fs.rewards
-                terms, truncs, infos = fs.terminated, fs.truncated, fs.infos
-                for e, (a, b) in enumerate(fs.episodes):
-                    rec.begin_episode(seed=e)
-                    for i in range(a, b):
-                        s = clock()
-                        rec.record_step(
-                            frames[i], actions[i], rewards[i], terms[i], truncs[i], infos[i]
-                        )
-                        costs[i] = clock() - s
-                    rec.end_episode()
+                record_all(rec, fs, costs)
                 m = rec.metrics().frames
             finally:
                 rec.close()
