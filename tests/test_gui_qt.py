@@ -181,6 +181,8 @@ def test_play_tab_records_through_a_storage_process(qtbot, store):
     qtbot.waitUntil(lambda: sum(r for *_, r in seen) >= 40, timeout=10_000)
     rec = tab.session.recorder
     assert rec is not None and rec.writer_pid is not None
+    tab.refresh_hud()
+    assert "● REC (direct, storage process)" in tab.hud_label.text()
     rec.flush()
     os.kill(rec.writer_pid, signal.SIGKILL)
     qtbot.waitUntil(lambda: not tab.session.recording, timeout=10_000)

@@ -142,6 +142,8 @@ class PlaySession:
         lines = []
         if self._recording:
             mode = "lite ring" if self._lite_mode else "direct"
+            if self._recorder is not None:  # where its writer runs, once it is open
+                mode += ", storage process" if self._recorder.settings.writer == "process" else ""
             state = "  starting..." if self.starting else "  arming..." if self.waiting else ""
             lines.append(f"● REC ({mode}){state}")
             if self._lite_mode:
