@@ -26,6 +26,7 @@ shape) waits once for the ring to drain.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -36,7 +37,7 @@ import numpy as np
 from telemetry import SinkMetrics, Step, StepBatch
 
 from ._refs import FrameRef, check_key
-from ._ring import Counter, FrameRing, slot_geometry
+from ._ring import SHM_DIR, Counter, FrameRing, slot_geometry
 from ._storagelink import StorageLink
 from ._storagewire import DROPPED, NO_FRAME, Cmd, decode_error, frame_message
 from .codecs import check_frame
@@ -68,6 +69,17 @@ class RingRef(FrameRef):
     def __init__(self, seq, key, shape, slot: int, dropped: bool = False):
         super().__init__(seq, key, shape, dropped)
         self.slot = slot
+
+
+def _ring_budget(queue_bytes: int) -> int:
+    """Bytes the ring may take: ``queue_bytes``, or half of what the shared-memory file
+    system has free if that is less (a tmpfs accepts a larger block, then kills the
+    process with SIGBUS when a page past its size is touched: Docker's is 64 MiB)."""
+    try:
+        st = os.statvfs(SHM_DIR)
+    except OSError:
+        return queue_bytes
+    return min(queue_bytes, st.f_bavail * st.f_frsize // 2)
 
 
 def _slot(ref: object) -> int:
@@ -108,7 +120,9 @@ class ProcessStorage:
         room = self._link.pipe_room
 
         def fits() -> bool:
-            rows_ok = weight == 0 or self._sent_weight + weight - counts[_WEIGHT_COMMITTED] <= bound
+            in_flight = self._sent_weight - counts[_WEIGHT_COMMITTED]
+            # a batch larger than the bound goes once nothing else is in flight
+            rows_ok = weight == 0 or in_flight + weight <= bound or in_flight == 0
             unread = self._sent_bytes - counts[_PIPE_READ]
             return rows_ok and (unread + n <= room or unread == 0)
 
@@ -161,7 +175,13 @@ class ProcessStorage:
                 "frame queue",
                 s.block_timeout,
             )
-        slot_bytes, slots = slot_geometry(nbytes, s.queue_frames, s.queue_bytes)
+        slot_bytes, slots = slot_geometry(nbytes, s.queue_frames, _ring_budget(s.queue_bytes))
+        if slots * slot_bytes > _ring_budget(s.queue_bytes):
+            raise WriterFailed(
+                f"{SHM_DIR} has room for no frame of {nbytes} bytes; the storage process "
+                "keeps its queue there: make it larger (docker run --shm-size) or record "
+                "with writer='thread'"
+            )
         new = FrameRing.create(slot_bytes, slots)
         try:
             self._send((int(Cmd.RING), new.name, slot_bytes, slots))
@@ -285,7 +305,7 @@ class ProcessStorage:
                 _STEP, e.episode_id, e.step, e.action, e.reward, e.terminated,
                 e.truncated, e.info, e.wall_time, _slot(ref), shape, e.frame_shape,
             )  # fmt: skip
-            self._send(msg, 1, timeout)
+            self._send_rows(msg, 1, (ref,), timeout)
         elif kind is StepBatch:
             b = event
             msg = (
@@ -294,7 +314,7 @@ class ProcessStorage:
                 tuple(r.shape if isinstance(r, FrameRef) else None for r in b.frames),
                 b.frame_shapes,
             )  # fmt: skip
-            self._send(msg, len(b), timeout)
+            self._send_rows(msg, len(b), b.frames, timeout)
         else:
             self._send((_EVENT, event), 1, timeout)
         return True
@@ -306,7 +326,29 @@ class ProcessStorage:
         eid, step, action, reward, term, trunc, info, wall, ref, text = row
         shape = ref.shape if ref is not None else None
         msg = (_STEP, eid, step, action, reward, term, trunc, info, wall, _slot(ref), shape, text)
-        self._send(msg, 1)
+        self._send_rows(msg, 1, (ref,))
+
+    def _send_rows(
+        self, msg: tuple, weight: int, refs: Sequence[object], timeout: float | None = None
+    ) -> None:
+        """``_send`` for rows whose frames sit in ring slots: if the command cannot be
+        sent (a full queue, an interrupt), the storage process never hears of those
+        slots, so they are given back here."""
+        try:
+            self._send(msg, weight, timeout)
+        except BaseException:
+            self._give_back(refs)
+            raise
+
+    def _give_back(self, refs: Sequence[object]) -> None:
+        ring = self._ring
+        if ring is None:
+            return
+        for ref in refs:
+            if isinstance(ref, RingRef) and ref.slot >= 0 and not ref.dropped:
+                ring.states[ref.slot] = 0
+                self._frames_in -= 1
+                self._bytes_in -= int(np.prod(ref.shape))  # uint8 frames
 
     @property
     def batch_size(self) -> int:
@@ -397,11 +439,15 @@ class ProcessStorage:
                     self._send((int(Cmd.CLOSE),))
                 except WriterFailed:
                     pass  # it died: the listener says how
+                except BaseException:
+                    # No room in the pipe (or an interrupt): end-of-file on the command
+                    # pipe tells it to commit what it has and exit, as if we had died.
+                    link.hang_up()
+                    link.finish()
+                    self._free_ring()
+                    raise
         reply = link.finish()
-        self._counts = [0] * len(Counter)  # counters read after close: zeros
-        if self._ring is not None:
-            self._ring.close()
-            self._ring.unlink()
+        self._free_ring()
         if reply[1] is not None:
             raise decode_error(reply[1])
         if link.error is not None:
@@ -410,6 +456,13 @@ class ProcessStorage:
                 link.raise_if_failed()
             finally:
                 link.closed = True
+
+    def _free_ring(self) -> None:
+        self._counts = [0] * len(Counter)  # counters read after close: zeros
+        if self._ring is not None:
+            self._ring.close()
+            self._ring.unlink()
+            self._ring = None
 
     def __del__(self) -> None:
         link = getattr(self, "_link", None)

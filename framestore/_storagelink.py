@@ -159,6 +159,12 @@ class StorageLink:
                 except (EOFError, OSError):
                     conns = [self._child.sentinel]
                     continue
+                except Exception as e:  # noqa: BLE001 - an unreadable reply: a failure
+                    self._fail(
+                        WriterFailed(f"unreadable reply from the storage process: {e}"), "death"
+                    )
+                    conns = [self._child.sentinel]
+                    continue
                 if msg[0] == "log":
                     _emit(msg[1])
                 elif msg[0] == "error":
@@ -168,6 +174,10 @@ class StorageLink:
                         self._results[msg[1] if msg[0] == "flushed" else msg[0]] = msg
                         self._cond.notify_all()
                     if msg[0] == "closed":
+                        if not self.closing:  # it stopped without being asked to
+                            self._fail(
+                                WriterFailed("the storage process stopped unexpectedly"), "death"
+                            )
                         return
                 continue
             self._child.join()
@@ -229,6 +239,13 @@ class StorageLink:
         self.control.close()
         self.control.unlink()
         return reply
+
+    def hang_up(self) -> None:
+        """Close the command pipe: the storage process commits what it has and exits."""
+        self.closing = True
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
 
     def abandon(self) -> None:
         """At interpreter exit without ``close``: close the command pipe, so the storage

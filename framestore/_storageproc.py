@@ -190,6 +190,8 @@ class _Server:
                         walls.extend([values] * len(msg[2]))
                     else:
                         col.extend(values)
+        if not eids:  # an empty batch (record_steps of no rows): nothing to do
+            return
         keys = list(zip(eids, steps, strict=True))
         ring = self.rings[-1] if self.rings else None
         arrs: list[np.ndarray | None] = []
@@ -283,6 +285,11 @@ def _read_commands(server: _Server, fd: int, parent_pid: int) -> bool:
                 # The writer's or the sink's own failure was reported through on_error
                 # already; anything else (a queue that stayed full) is reported here.
                 server.reply("error", "storage", encode_error(e))
+            except Exception as e:  # noqa: BLE001 - a defect here: say so, then stop
+                # The producer learns of it at its next call; what was queued before is
+                # committed by the shutdown that follows (the producer is still there).
+                server.reply("error", "storage", encode_error(e))
+                return True
         # Counted once handled: the producer keeps the pipe's backlog bounded by it.
         pipe_read[Counter.PIPE_READ] += len(data)
 

@@ -93,7 +93,8 @@ class Recorder:
         overrides: settings that beat the preset (``codec``, ``level``, ``policy``,
             ``durability``, ``queue_bytes``, ``batch_size``, ...).
         config: free-form JSON-able run configuration stored with the run.
-        on_error: called from a background thread if the writer or the sink fails.
+        on_error: called from a background thread if the writer or the sink fails
+            (keep it short; close the recorder from the producer's thread, not from it).
         render_fps: the environment's frame rate, stored with the run (exports use it).
         env_spec: how to make the environment again (``verify --replay``), stored with
             the run; ``framestore.replay.env_spec_of(env)`` makes it.

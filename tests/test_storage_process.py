@@ -329,3 +329,183 @@ def test_errors_cross_the_process_boundary_unchanged(exc):
 
     back = decode_error(pickle.loads(pickle.dumps(encode_error(exc))))
     assert type(back) is type(exc) and str(back) == str(exc) and vars(back) == vars(exc)
+
+
+# ------------------------------------------------------------- found in review (issue 14)
+def test_an_empty_batch_neither_kills_the_storage_process_nor_hangs_a_flush(tmp_path):
+    """``record_steps([])`` (a vector reset whose mask is all False) once made the storage
+    process exit without a word; the next ``flush()`` then waited forever."""
+    path = tmp_path / "p.store"
+    frames = _noise(3)
+    with FrameStore.open(path) as store:
+        with store.recorder(ENV_ID, overrides=writer_overrides("process")) as rec:
+            eid = rec.open_episode(seed=1)
+            rec.record_steps([eid], frames[:1])
+            rec.flush(timeout=30)  # so the empty batch is read on its own, not with a row
+            assert rec.record_steps([], None) == []
+            time.sleep(0.2)
+            rec.flush(timeout=30)  # answered (before: no reply, ever)
+            rec.record_steps([eid], frames[1:2])
+            rec.close_episode(eid, status="complete")
+        got = list(store.iter_frames(eid))
+    assert len(got) == 2 and all(np.array_equal(a, b) for a, b in zip(got, frames[:2], strict=True))
+
+
+def test_a_row_that_cannot_be_sent_gives_its_ring_slot_back(tmp_path, monkeypatch):
+    """A step whose row is refused (queue full, Ctrl-C) after its frame took a ring slot:
+    the slot is free again, so the queue drains to 0 and a new frame shape (which waits
+    for the ring to drain) still works."""
+    from framestore._storageclient import ProcessStorage
+    from framestore._storagewire import Cmd
+
+    path = tmp_path / "p.store"
+    frames = _noise(4)
+    send = ProcessStorage._send
+    steps, refused = [], []
+
+    def refuse_one_step(self, msg, weight=0, timeout=None):
+        if msg[0] == Cmd.STEP:
+            steps.append(msg)
+            if len(steps) == 2:  # the second step's row
+                refused.append(msg)
+                raise QueueFull("telemetry DB queue", 0.0, "refused by the test")
+        return send(self, msg, weight, timeout)
+
+    monkeypatch.setattr(ProcessStorage, "_send", refuse_one_step)
+    overrides = {**writer_overrides("process"), "block_timeout": 5.0}
+    with FrameStore.open(path) as store:
+        with store.recorder(ENV_ID, overrides=overrides) as rec:
+            rec.begin_episode()
+            rec.record_step(frames[0])
+            with pytest.raises(QueueFull):
+                rec.record_step(frames[1])
+            rec.record_step(frames[2])
+            rec.flush()
+            assert rec.metrics().frames.queue_frames == 0
+            rec.record_step(_noise(1, shape=(400, 600, 3))[0])  # a new ring: drained first
+            rec.end_episode()
+        assert refused
+        assert store.episodes()[0].steps == 3
+
+
+def test_a_batch_larger_than_the_row_bound_goes_when_nothing_is_in_flight(tmp_path):
+    path = tmp_path / "p.store"
+    overrides = {**writer_overrides("process"), "sink_queue": 8, "batch_size": 4}
+    with FrameStore.open(path) as store:
+        with store.recorder(ENV_ID, overrides=overrides) as rec:
+            eids = [rec.open_episode(seed=i) for i in range(50)]
+            rec.record_steps(eids, None, rewards=[1.0] * 50)  # 50 rows > 8 + 4
+            for e in eids:
+                rec.close_episode(e, status="complete")
+        assert sum(e.steps for e in store.episodes()) == 50
+
+
+def test_the_ring_fits_the_shared_memory_room(tmp_path, monkeypatch):
+    """A tmpfs smaller than ``queue_bytes`` (Docker's /dev/shm is 64 MiB) would let the
+    ring be created and kill the producer with SIGBUS when it fills: the ring takes at
+    most half the room, and no room for one frame is one clear error."""
+    import framestore._storageclient as client
+
+    real = os.statvfs
+    room = {"bytes": 8 * 100_800}
+
+    class Small:
+        f_frsize = 4096
+
+        @property
+        def f_bavail(self):
+            return room["bytes"] // 4096
+
+    monkeypatch.setattr(client.os, "statvfs", lambda p: Small() if p == SHM_DIR else real(p))
+    path = tmp_path / "p.store"
+    frames = _noise(12)
+    overrides = {**writer_overrides("process"), "queue_bytes": 64 << 20}
+    with FrameStore.open(path) as store:
+        with store.recorder(ENV_ID, overrides=overrides) as rec:
+            rec.begin_episode()
+            for f in frames:
+                rec.record_step(f)
+            bound = rec.metrics().frames.bound_bytes
+            assert 0 < bound <= room["bytes"] // 2
+            rec.end_episode()
+        got = list(store.iter_frames(store.episodes()[0].id))
+        assert all(np.array_equal(a, b) for a, b in zip(got, frames, strict=True))
+        room["bytes"] = 100_000  # half of it holds no 100,800-byte frame
+        with store.recorder(ENV_ID, overrides=overrides) as rec:
+            rec.begin_episode()
+            with pytest.raises(WriterFailed, match="shm-size"):
+                rec.record_step(frames[0])
+
+
+def test_close_when_the_close_command_cannot_be_sent_still_ends_the_process(tmp_path, monkeypatch):
+    """Closing while the pipe stays full (or on Ctrl-C): the command pipe is hung up, the
+    storage process commits what it has and exits; nothing is left running (conftest)."""
+    from framestore._storageclient import ProcessStorage
+    from framestore._storagewire import Cmd
+
+    path = tmp_path / "p.store"
+    frames = _noise(5)
+    send = ProcessStorage._send
+
+    def no_room_for_close(self, msg, weight=0, timeout=None):
+        if msg[0] == Cmd.CLOSE:
+            raise KeyboardInterrupt
+        return send(self, msg, weight, timeout)
+
+    monkeypatch.setattr(ProcessStorage, "_send", no_room_for_close)
+    with FrameStore.open(path) as store:
+        rec = store.recorder(ENV_ID, overrides=writer_overrides("process"))
+        pid = rec.writer_pid
+        rec.begin_episode()
+        for f in frames:
+            rec.record_step(f)
+        rec.flush()
+        with pytest.raises(KeyboardInterrupt):
+            rec.close()
+        wait_for(lambda: not _alive(pid), timeout=30)
+    recover(path)
+    assert verify(path).ok
+    with FrameStore.open(path, readonly=True) as store:
+        got = list(store.iter_frames(store.episodes()[0].id))
+    assert len(got) == 5 and all(np.array_equal(a, b) for a, b in zip(got, frames, strict=True))
+
+
+def test_a_defect_in_the_storage_process_is_an_error_at_the_next_call(tmp_path, monkeypatch):
+    """An unexpected exception while carrying out a command (a bug, not a store error) is
+    reported to the producer, which raises at its next call instead of waiting forever;
+    what was committed before stays readable. (``fork``: the child inherits the patch.)"""
+    import framestore._storageproc as proc
+
+    def broken(self, group):
+        raise RuntimeError("a defect")
+
+    path = tmp_path / "p.store"
+    frames = _noise(3)
+    errors = []
+    with FrameStore.open(path) as store:
+        rec = store.recorder(
+            ENV_ID, overrides=writer_overrides("process", "fork"), on_error=errors.append
+        )
+        rec.begin_episode()
+        rec.record_step(frames[0])
+        rec.flush(timeout=30)
+        monkeypatch.setattr(proc._Server, "rows", broken)  # not seen by the running child
+        rec.close()
+        rec = store.recorder(
+            ENV_ID, overrides=writer_overrides("process", "fork"), on_error=errors.append
+        )
+        pid = rec.writer_pid
+        rec.begin_episode()
+        rec.record_step(frames[1])
+        wait_for(lambda: errors, timeout=30)
+        assert "a defect" in str(errors[0])
+        with pytest.raises(WriterFailed, match="a defect"):
+            rec.record_step(frames[2])
+            rec.flush(timeout=30)
+        with pytest.raises(WriterFailed):
+            rec.close()
+        assert not _alive(pid)
+    recover(path)
+    assert verify(path).ok
+    with FrameStore.open(path, readonly=True) as store:
+        assert np.array_equal(next(iter(store.iter_frames(1))), frames[0])

@@ -61,7 +61,9 @@ class Settings:
             into shared memory and sends small descriptors).
         writer_start: how the storage process starts: ``"spawn"`` (a fresh interpreter:
             safe with any threads, ~1 s to start) or ``"fork"`` (fast, but the producer's
-            other threads must not hold locks at the fork).
+            other threads must not hold locks at the fork, and the storage process
+            inherits the producer's open files, SQLite connections included: prefer
+            ``"spawn"`` unless the start-up time matters).
     """
 
     hub_buffer: int = 2048
