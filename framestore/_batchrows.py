@@ -27,6 +27,7 @@ class EpisodeState:
     terminated: bool = False
     truncated: bool = False
     dropped: int = 0
+    start: Any = None  # its EpisodeStarted, until its first rows are accepted (deferred)
 
     def advance(self, reward: float, terminated: bool, truncated: bool, rows: int) -> None:
         self.step += rows

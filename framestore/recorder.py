@@ -11,7 +11,7 @@ import math
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -215,6 +215,7 @@ class Recorder:
         sub_env: int | None = None,
         continues: int | None = None,
         reset_options: dict[str, Any] | None = None,
+        defer: bool = False,
     ) -> int:
         """Start an episode that runs alongside others (a vector sub-environment's);
         record into it with ``record_steps`` and end it with ``close_episode``.
@@ -226,29 +227,43 @@ class Recorder:
                 seed of its own (an autoreset, or ``reset()`` without a seed): replay
                 plays that episode first.
             reset_options: the ``options`` its ``reset`` was given.
+            defer: the episode reaches the store with its first rows that
+                ``record_steps`` accepts; closed before that, it leaves no trace (a
+                refused reset row leaves no empty episode behind).
         """
         self._check_open()
         check_episode_args(seed, sub_env, continues)
         seed = check_seed(seed)  # before anything is queued: SQLite holds 64-bit integers
         options = None if reset_options is None else _options_text(reset_options)
         eid = self._next_episode_id
-        self._hub.publish(
-            EpisodeStarted(
-                episode_id=eid,
-                run_id=self.run_id,
-                index=self._episode_index,
-                seed=seed,
-                started=time.time(),
-                sub_env=None if sub_env is None else int(sub_env),
-                continues_episode=None if continues is None else int(continues),
-                reset_options=options,
-            )
+        start = EpisodeStarted(
+            episode_id=eid,
+            run_id=self.run_id,
+            index=self._episode_index,
+            seed=seed,
+            started=time.time(),
+            sub_env=None if sub_env is None else int(sub_env),
+            continues_episode=None if continues is None else int(continues),
+            reset_options=options,
         )
         self._next_episode_id += 1
-        self._episode_index += 1
-        self._open[eid] = EpisodeState()
+        state = EpisodeState()
+        if defer:
+            state.start = start
+        else:
+            self._hub.publish(start)
+            self._episode_index += 1
+        self._open[eid] = state
         self._fit_commits()
         return eid
+
+    def _publish_starts(self, states: Sequence[EpisodeState]) -> None:
+        """The deferred ``EpisodeStarted`` of episodes whose first rows were accepted."""
+        for st in states:
+            if st.start is not None:
+                self._hub.publish(replace(st.start, index=self._episode_index))
+                self._episode_index += 1
+                st.start = None
 
     def _fit_commits(self) -> None:
         """Commit enough rows at a time that every open episode's chunk can fill: a
@@ -342,6 +357,7 @@ class Recorder:
             raise InvalidInput(f"episode {missing} is not open (open_episode() first)")
         steps = rows.step_numbers(states)
         refs = self._storage.put_many(rows.frames, list(zip(rows.episode_ids, steps, strict=True)))
+        self._publish_starts(states)
         for st, ref, reward, term, trunc in zip(
             states, refs, rows.rewards, rows.terminated, rows.truncated, strict=True
         ):
@@ -372,6 +388,10 @@ class Recorder:
         st = self._open.get(episode_id)
         if st is None:
             raise InvalidInput(f"episode {episode_id} is not open")
+        if st.start is not None:  # deferred and never given a row: it never existed
+            del self._open[episode_id]
+            self._fit_commits()
+            return
         self._hub.publish(
             EpisodeEnded(
                 episode_id=episode_id,

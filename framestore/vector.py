@@ -5,6 +5,9 @@ Shaped like Gymnasium's vector ``RecordVideo``: it needs ``render_mode="rgb_arra
 (``env.render()`` gives one frame per sub-environment), reads the autoreset mode from
 ``env.metadata`` and records in ``reset``/``step``. Each sub-environment's episodes are
 separate episodes of one run; every vector step is ONE ``Recorder.record_steps`` batch.
+A step or reset whose batch is refused (or whose environment raised) records nothing of
+that step: the open episodes end as interrupted, new ones leave no trace, and recording
+resumes at the next ``reset()``.
 
 Autoreset modes (https://farama.org/Vector-Autoreset-Mode):
 
@@ -25,6 +28,7 @@ it records its sub-environment index and the episode it continues, so ``verify
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from typing import Any
 
@@ -150,6 +154,7 @@ class RecordVectorFrames(VectorWrapper):
         self._episodes: list[int | None] = [None] * self.num_envs  # open, per sub-env
         self._last: list[int | None] = [None] * self.num_envs  # last ended, per sub-env
         self._autoreset = np.zeros(self.num_envs, dtype=bool)
+        self._stopped = False  # an error ended the recording until the next reset()
 
     @staticmethod
     def _sub_spec(env: VectorEnv):
@@ -187,11 +192,27 @@ class RecordVectorFrames(VectorWrapper):
 
     def _open(self, i: int, seed: int | None, options: dict[str, Any] | None) -> int:
         continues = self._last[i] if seed is None else None
+        # deferred: the episode reaches the store with its reset row, or not at all
         eid = self.recorder.open_episode(
-            seed, sub_env=i, continues=continues, reset_options=options or None
+            seed, sub_env=i, continues=continues, reset_options=options or None, defer=True
         )
         self._episodes[i] = eid
         return eid
+
+    def _stop_recording(self) -> None:
+        """After an error between stepping and recording (the environment failed, or
+        the recorder refused a batch): the open episodes miss a row now, so each ends
+        as interrupted (one that never got a row leaves no trace) and recording
+        resumes at the next ``reset()``. Errors while closing are left to the one
+        being raised."""
+        for i, eid in enumerate(self._episodes):
+            if eid is not None:
+                with contextlib.suppress(Exception):  # the caller gets the first error
+                    self.recorder.close_episode(eid, "interrupted")
+                self._last[i] = None  # no chain continues across a gap
+                self._episodes[i] = None
+        self._autoreset[:] = False
+        self._stopped = True
 
     def _close(self, i: int, status: str = "complete") -> None:
         eid = self._episodes[i]
@@ -219,28 +240,50 @@ class RecordVectorFrames(VectorWrapper):
         call_options = dict(options)
         if mask is not None:
             call_options["reset_mask"] = mask
-        obs, infos = self.env.reset(seed=seed, options=call_options or None)
         which = np.ones(self.num_envs, dtype=bool) if mask is None else np.asarray(mask, bool)
-        seeds = self._seeds(seed)
-        frames = self._frames()
-        per_info = sub_env_infos(infos, self.num_envs)
-        ids, rows = [], []
-        for i in np.flatnonzero(which):
-            self._close(int(i), "interrupted")
-            ids.append(self._open(int(i), seeds[i], options))
-            rows.append(int(i))
-        self.recorder.record_steps(
-            ids, [frames[i] for i in rows], infos=[per_info[i] for i in rows]
-        )
+        if self._stopped and not which.all():
+            raise InvalidInput(
+                "recording stopped after an error: reset every sub-environment (no mask)"
+            )
+        try:
+            obs, infos = self.env.reset(seed=seed, options=call_options or None)
+            seeds = self._seeds(seed)
+            frames = self._frames()
+            per_info = sub_env_infos(infos, self.num_envs)
+            ids, rows = [], []
+            for i in np.flatnonzero(which):
+                self._close(int(i), "interrupted")
+                ids.append(self._open(int(i), seeds[i], options))
+                rows.append(int(i))
+            self.recorder.record_steps(
+                ids, [frames[i] for i in rows], infos=[per_info[i] for i in rows]
+            )
+        except BaseException:
+            self._stop_recording()
+            raise
         self._autoreset[which] = False
+        self._stopped = False
         return obs, infos
 
+    def _check_recording(self) -> None:
+        """Before stepping: every sub-environment has an open episode (or, next-step
+        autoreset, is about to start one)."""
+        if self._stopped:
+            raise InvalidInput("recording stopped after an error: call reset() first")
+        if any(e is None and not r for e, r in zip(self._episodes, self._autoreset, strict=True)):
+            raise InvalidInput("step() before reset(): call reset() first")
+
     def step(self, actions):
-        obs, rewards, terminated, truncated, infos = self.env.step(actions)
-        if self.autoreset_mode == AutoresetMode.SAME_STEP:
-            self._record_same_step(actions, rewards, terminated, truncated, infos)
-        else:
-            self._record_next_step(actions, rewards, terminated, truncated, infos)
+        self._check_recording()
+        try:
+            obs, rewards, terminated, truncated, infos = self.env.step(actions)
+            if self.autoreset_mode == AutoresetMode.SAME_STEP:
+                self._record_same_step(actions, rewards, terminated, truncated, infos)
+            else:
+                self._record_next_step(actions, rewards, terminated, truncated, infos)
+        except BaseException:
+            self._stop_recording()
+            raise
         return obs, rewards, terminated, truncated, infos
 
     def _record_next_step(self, actions, rewards, terminated, truncated, infos) -> None:
@@ -251,8 +294,6 @@ class RecordVectorFrames(VectorWrapper):
             for i in np.flatnonzero(resets):
                 self._open(int(i), None, None)
         ids = self._episodes
-        if None in ids:
-            raise InvalidInput("step() before reset(): call reset() first")
         self.recorder.record_steps(
             list(ids),
             self._frames(),
@@ -270,33 +311,44 @@ class RecordVectorFrames(VectorWrapper):
         )
 
     def _record_same_step(self, actions, rewards, terminated, truncated, infos) -> None:
-        """Same-step autoreset: the terminating rows (no frame: the sub-environment has
-        already reset), then the next episodes' reset rows."""
-        ids = self._episodes
-        if None in ids:
-            raise InvalidInput("step() before reset(): call reset() first")
+        """Same-step autoreset, one batch: every sub-environment's row (a terminating
+        one has no frame: the sub-environment has already reset), then the next
+        episodes' reset rows."""
+        ids = list(self._episodes)
+        n = self.num_envs
         done = np.logical_or(terminated, truncated)
         frames = list(self._frames())
-        per_info = sub_env_infos(infos, self.num_envs)
-        final = sub_env_infos(infos.get("final_info", {}), self.num_envs)
-        row_frames = [None if d else f for f, d in zip(frames, done, strict=True)]
-        row_infos = [final[i] if done[i] else per_info[i] for i in range(self.num_envs)]
-        self.recorder.record_steps(
-            list(ids), row_frames, self._actions(actions, None), rewards, terminated,
-            truncated, row_infos,
-        )  # fmt: skip
-        if not done.any():
-            return
-        new, rows = [], []
-        for i in np.flatnonzero(done):
-            self._close(int(i))
-            new.append(self._open(int(i), None, None))
-            rows.append(int(i))
-        self.recorder.record_steps(
-            new,
-            [frames[i] for i in rows],
-            infos=[{k: v for k, v in per_info[i].items() if k not in _FINAL_KEYS} for i in rows],
-        )
+        per_info = sub_env_infos(infos, n)
+        final = sub_env_infos(infos.get("final_info", {}), n)
+        row_frames: list[np.ndarray | None] = [
+            None if d else f for f, d in zip(frames, done, strict=True)
+        ]
+        row_infos = [final[i] if done[i] else per_info[i] for i in range(n)]
+        row_actions = list(self._actions(actions, None))
+        rewards, terminated, truncated = list(rewards), list(terminated), list(truncated)
+        ended = [int(i) for i in np.flatnonzero(done)]
+        last = {i: ids[i] for i in ended}
+        for i in ended:  # the next episodes, chained to the ones ending in this batch
+            self._last[i] = last[i]
+            new = self._open(i, None, None)
+            ids.append(new)
+            row_frames.append(frames[i])
+            row_infos.append({k: v for k, v in per_info[i].items() if k not in _FINAL_KEYS})
+            row_actions.append(None)
+            rewards.append(0.0)
+            terminated.append(False)
+            truncated.append(False)
+        try:
+            self.recorder.record_steps(
+                ids, row_frames, row_actions, rewards, terminated, truncated, row_infos
+            )
+        except BaseException:
+            for eid in last.values():  # their last row was refused
+                with contextlib.suppress(Exception):
+                    self.recorder.close_episode(eid, "interrupted")
+            raise
+        for i in ended:
+            self.recorder.close_episode(last[i], "complete")
 
     def close(self) -> None:
         """Flush the recording (open episodes end as interrupted), then close the env."""
