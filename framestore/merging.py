@@ -129,7 +129,7 @@ def undo_incomplete_merges(store: FrameStore) -> list[int]:
     removed: list[int] = []
     for m in store.catalog.incomplete_merges():
         ours_here = []
-        for new, old in m.segments:
+        for new, old in m.segments:  # old: the id the placed file's header names
             final = segment_path(store.root, new)
             final.with_name(final.name + PARTIAL_SUFFIX).unlink(missing_ok=True)
             if not final.is_file() or final.is_symlink():

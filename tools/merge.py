@@ -79,6 +79,7 @@ class _Plan:
     path: Path
     kind: str  # merge | already | finish removal
     fingerprint: str = ""
+    source_id: str = ""  # the journal's name for the source (store id, or its fingerprint)
 
 
 # --------------------------------------------------------------------------- checks
@@ -127,25 +128,37 @@ def _moved_from(path: Path, done: list[MergeRecord]) -> bool:
     return any(m.mode == "move" and os.path.realpath(m.source_path) == real for m in done)
 
 
-def _inspect(path: Path, done: list[MergeRecord]) -> _Plan:
+def _finish_removal(path: Path, record: MergeRecord, move: bool) -> bool:
+    """Whether to delete what is left of a source: only a ``--move`` re-run of the very
+    store that was moved (never a copy or backup of it that shares its store id)."""
+    return (
+        move
+        and record.mode == "move"
+        and os.path.realpath(record.source_path) == os.path.realpath(path)
+    )
+
+
+def _inspect(path: Path, done: list[MergeRecord], move: bool) -> _Plan:
     """Check one source without changing it; say what to do with it."""
     try:
         st = FrameStore.open(path, readonly=True)
     except NotAStore:
         if _moved_from(path, done):  # merged with --move; removal stopped or finished
-            return _Plan(path, "finish removal" if path.exists() else "already")
+            return _Plan(path, "finish removal" if move and path.exists() else "already")
         raise
     with st:
         fp = fingerprint(st)
-        sid = st.catalog.store_id()
-        earlier = [m for m in done if sid is not None and m.source_id == sid]
+        # A store of 0.1.0 has no id until a writer opens it: its fingerprint names it.
+        sid = st.catalog.store_id() or f"fingerprint:{fp}"
+        earlier = [m for m in done if m.source_id == sid]
         if earlier:
             if earlier[-1].fingerprint != fp:
                 raise InvalidInput(
                     f"{path} was merged into DEST before and has changed since; merging it "
                     "again would duplicate its episodes"
                 )
-            return _Plan(path, "finish removal" if earlier[-1].mode == "move" else "already", fp)
+            kind = "finish removal" if _finish_removal(path, earlier[-1], move) else "already"
+            return _Plan(path, kind, fp, sid)
         if st.writer_running():
             raise StoreLocked(str(path), "a recorder")
         stale = st.catalog.stale_recordings()
@@ -159,7 +172,7 @@ def _inspect(path: Path, done: list[MergeRecord]) -> _Plan:
                 f"{path} fails `framestore verify --quick` ({len(report.problems)} problem(s), "
                 f"first: {report.problems[0]})"
             )
-    return _Plan(path, "merge", fp)
+    return _Plan(path, "merge", fp, sid)
 
 
 # --------------------------------------------------------------------------- merging
@@ -220,10 +233,13 @@ def _merge_source(
             raise InvalidInput(f"{plan.path} changed while the merge was being prepared")
         src_ids = sorted(src.catalog.live_chunks())
         pairs = list(zip(new_segment_ids(st, len(src_ids)), src_ids, strict=True))
-        source_id = src.catalog.store_id() or ""
+        source_id = plan.source_id
+        # journaled with the id each file's header names (a segment the source merged
+        # itself keeps its first id there), so an undo recognises the files it placed
+        journal = [(new, header_id(segment_path(src.root, old))) for new, old in pairs]
         merge_id = st.catalog.begin_merge(
             source_id, os.path.realpath(plan.path), plan.fingerprint, "move" if move else "copy",
-            pairs,
+            journal,
         )  # fmt: skip
         _call(hook, "journaled")
         linked = place_segments(src.root, st.root, pairs, link=move, progress=progress)
@@ -238,6 +254,10 @@ def _merge_source(
             remove_store_files(plan.path)
             _call(hook, "removed")
     return result
+
+
+def _merged_now(st: FrameStore, source_id: str) -> bool:
+    return any(m.state == "done" and m.source_id == source_id for m in st.catalog.merge_records())
 
 
 def _call(fn: Callable | None, *args: object) -> None:
@@ -272,11 +292,16 @@ def merge(
     src_paths = [Path(s) for s in sources]
     _check_paths(dest_path, src_paths)
     done = _dest_journal(dest_path)
-    plans = [_inspect(p, done) for p in src_paths]
+    plans = [_inspect(p, done, move) for p in src_paths]
     report = MergeReport(str(dest_path), move)
-    with FrameStore.open(dest_path) as st, st.writer_lock():
+    # durable: a --move deletes each source once its commit is on disk, not before
+    with FrameStore.open(dest_path, durability="durable") as st, st.writer_lock():
         report.interrupted_undone = undo_incomplete_merges(st)
         for plan in plans:
+            if plan.kind == "merge" and _merged_now(st, plan.source_id):
+                # merged since it was checked: by another merge that finished first, or
+                # as a copy of an earlier source of this command (same store id)
+                plan = _Plan(plan.path, "already", plan.fingerprint, plan.source_id)
             if plan.kind == "already":
                 report.sources.append(SourceResult(str(plan.path), "already merged"))
             elif plan.kind == "finish removal":

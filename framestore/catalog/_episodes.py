@@ -108,11 +108,12 @@ class EpisodeQueries(CatalogBase):
         return [_run(r) for r in self._dicts("SELECT * FROM runs ORDER BY id")]
 
     def next_ids(self) -> tuple[int, int]:
-        """``(run id, episode id)`` one above every id in use (call with the writer lock
+        """``(run id, episode id)`` one above every id in use, episode ids also above
+        every stream key a merged episode's chunks carry (call with the writer lock
         held, so no other writer can take them)."""
         run, episode = self._one(
             "SELECT (SELECT COALESCE(MAX(id), 0) FROM runs), "
-            "(SELECT COALESCE(MAX(id), 0) FROM episodes)"
+            "(SELECT MAX(COALESCE(MAX(id), 0), COALESCE(MAX(stream_key), 0)) FROM episodes)"
         )
         run = Cell("runs", "the highest").int("id", run, lo=0, hi=2**62)
         episode = Cell("episodes", "the highest").int("id", episode, lo=0, hi=2**62)

@@ -39,7 +39,9 @@ class MergeRecord:
     fingerprint: str
     mode: str  # copy | move
     state: str  # copying | done
-    segments: list[tuple[int, int]]  # (segment id here, segment id in the source)
+    # (segment id here, the segment id its file header names: the source's id for it,
+    # or the first id of a segment the source had merged itself)
+    segments: list[tuple[int, int]]
     ids: dict[str, dict[int, int]]  # {"runs": {source id: id here}, "episodes": {...}}
     started: float | None
     finished: float | None
@@ -173,10 +175,11 @@ class MergeQueries(CatalogBase):
 
     # ----------------------------------------------------------------- into this store
     def max_ids(self) -> tuple[int, int]:
-        """The highest run and episode ids in use (0 when none)."""
+        """The highest run and episode ids in use (0 when none); for episodes also the
+        highest stream key of merged episodes (a new id must name no one's chunks)."""
         return self._one(
             "SELECT (SELECT COALESCE(MAX(id), 0) FROM runs), "
-            "(SELECT COALESCE(MAX(id), 0) FROM episodes)"
+            "(SELECT MAX(COALESCE(MAX(id), 0), COALESCE(MAX(stream_key), 0)) FROM episodes)"
         )
 
     def import_run(self, run_id: int, row: Mapping[str, Any]) -> None:
