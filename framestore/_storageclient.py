@@ -458,7 +458,8 @@ class ProcessStorage:
                 link.closed = True
 
     def _free_ring(self) -> None:
-        self._counts = [0] * len(Counter)  # counters read after close: zeros
+        # counters read after close: the storage process's final values
+        self._counts = self._link.final_counts or [0] * len(Counter)
         if self._ring is not None:
             self._ring.close()
             self._ring.unlink()

@@ -53,6 +53,7 @@ class StorageLink:
         self.error: BaseException | None = None  # the first background error, or death
         self.source = ""  # where it came from: writer, sink, storage or death
         self.closing = False
+        self.final_counts: list[int] | None = None  # the counters as close() left them
         self.closed = False
         self._cond = threading.Condition()
         self._results: dict[Any, tuple] = {}
@@ -236,6 +237,8 @@ class StorageLink:
             os.close(self.fd)
             self.fd = -1
         self._replies.close()
+        # the storage process's last word on its counters: metrics read after close
+        self.final_counts = self.control.values.tolist()
         self.control.close()
         self.control.unlink()
         return reply

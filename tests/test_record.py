@@ -65,6 +65,11 @@ def test_record_cli_two_assault_episodes_reproduce_exactly(tmp_path, writer):
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)
     assert [e["seed"] for e in summary["episodes"]] == [3, 4]
+    # the writer's numbers as it left them, whichever process ran it (a storage process
+    # once reported 0 B once it was closed)
+    segments = sum(p.stat().st_size for p in (store_path / "segments").iterdir())
+    assert 0 < summary["bytes_out"] <= segments
+    assert summary["compression_ratio"] > 10
     with FrameStore.open(store_path, readonly=True) as store:
         eps = store.episodes()
         assert len(eps) == 2
