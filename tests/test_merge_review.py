@@ -98,3 +98,40 @@ def test_a_crashed_merge_of_a_merged_store_is_undone_and_finished(tmp_path, assa
     result = verify(dest)
     assert result.ok, [str(p) for p in result.problems]
     assert len(store_content(dest)) == len(store_content(m)) + 2
+
+
+@pytest.mark.parametrize("phase", ["journaled", "placed"])
+def test_no_recording_or_gc_while_a_merge_is_unfinished(tmp_path, assault_frames, phase):
+    """A merge that stopped before its commit reserves segment ids in its journal: a
+    recording or gc started then could take one (and a later undo delete its frames), so
+    both refuse with one line until recover (or the merge) ends it."""
+    from framestore import InvalidInput
+    from tools.gc import collect
+    from tools.recover import recover
+
+    src = _store(tmp_path / "s.store", assault_frames)
+    dest = _store(tmp_path / "d.store", assault_frames, offset=10)
+
+    class Crash(Exception):
+        pass
+
+    def stop(at: str) -> None:
+        if at == phase:
+            raise Crash
+
+    with pytest.raises(Crash):
+        merge(dest, [src], _hook=stop)
+    with FrameStore.open(dest) as st:
+        with pytest.raises(InvalidInput, match="merge .* stopped before its commit"):
+            st.recorder("ALE/Assault-v5", overrides=SMALL_SEGMENTS)
+        with pytest.raises(InvalidInput, match="merge .* stopped before its commit"):
+            collect(st)
+    recover(dest)
+    with FrameStore.open(dest) as st:
+        with st.recorder("ALE/Assault-v5", overrides=SMALL_SEGMENTS) as rec:
+            rec.begin_episode(seed=1)
+            rec.record_step(assault_frames[0])
+        collect(st)
+    assert verify(dest).ok
+    assert [s.status for s in merge(dest, [src]).sources] == ["merged"]
+    assert verify(dest).ok
