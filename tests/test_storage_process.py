@@ -130,7 +130,9 @@ def test_a_writer_error_reaches_the_next_call_and_on_error(tmp_path, assault_fra
             for i in range(4, 300):
                 rec.record_step(assault_frames[i])
                 time.sleep(0.002)
-        # on_error got the writer's own error, as the thread placement passes it.
+        # on_error got the writer's own error, as the thread placement passes it (from
+        # the listener thread, which may call it just after the producer raised)
+        wait_for(lambda: seen, timeout=30)
         assert isinstance(seen[0], WriterFailed) and "deleted" in str(seen[0])
         with pytest.raises(WriterFailed):
             rec.record_step(assault_frames[0])
