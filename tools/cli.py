@@ -43,7 +43,15 @@ def cli(verbose: bool) -> None:
 @cli.command()
 @store_arg
 @click.option("--env", "env_id", required=True, help="Gymnasium id, e.g. ALE/Assault-v5.")
-@click.option("--episodes", default=1, show_default=True, type=int)
+@click.option(
+    "--episodes",
+    default=1,
+    show_default=True,
+    type=int,
+    help="Episodes to record. With --envs N: recording stops once at least this many "
+    "have ended (sub-environments ending on the same step may add a few; the ones still "
+    "running end as interrupted).",
+)
 @click.option(
     "--max-steps",
     type=int,
