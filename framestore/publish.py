@@ -28,6 +28,7 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import tempfile
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -37,7 +38,6 @@ from typing import Any
 from ._format import (
     CHUNKS_TABLE,
     MANIFEST_NAME,
-    PARTIAL_SUFFIX,
     PUBLISHED_FORMAT,
     PUBLISHED_VERSION,
     VERSION,
@@ -95,12 +95,15 @@ class _Target:
         self.fs, root = open_fs(self.dest, storage_options)
         self.final = root.rstrip("/")
         self.local = not is_url(self.dest) or self.dest.startswith("file://")
-        self.root = self.final + PARTIAL_SUFFIX if self.local else self.final
+        self.root = self.final
         self.objects: dict[str, dict[str, Any]] = {}
         self._check_new()
         if self.local:
-            shutil.rmtree(self.root, ignore_errors=True)  # a leftover of an interrupted run
-            os.makedirs(self.root)
+            # Staged in a directory of this run's own beside DEST, renamed onto DEST at
+            # the end: never a name another publish (or the user) may own.
+            final = Path(self.final)
+            self.root = tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.publish-")
+            os.chmod(self.root, 0o755)
 
     def _check_new(self) -> None:
         if self.local:

@@ -304,7 +304,9 @@ def _read_range(store: FrameStore, r: _Range, block: _BlockBuilder) -> Iterator[
                 if location is None:
                     continue  # dropped while recording: no pixels to give
                 # No copy: the block stacks the frames (one copy) from the cached chunk.
-                frame = store.reader.read(location, copy=False, expect_key=(r.episode, number))
+                # read_at checks the chunk's key against the episode's stream key (a
+                # merged episode's chunks carry the id it had in its own store)
+                frame = store.read_at(location, r.episode, number, copy=False)
             if ids_only:
                 row = {**ids, "step": number}
             else:

@@ -56,7 +56,8 @@ def test_publish_to_a_directory_reads_back_bit_exact(source, tmp_path):
     result = run_cli("publish", path, dest)
     assert result.exit_code == 0, result.output
     assert "published 3 episode(s), 30 steps, 30 frames" in result.output
-    assert not (dest / "framestore.db").exists() and not (tmp_path / "published.partial").exists()
+    assert not (dest / "framestore.db").exists()
+    assert not list(tmp_path.glob(".published.publish-*"))  # no staging directory left
 
     manifest = json.loads((dest / "manifest.json").read_text())
     on_disk = {p.relative_to(dest).as_posix() for p in dest.rglob("*") if p.is_file()} - {
@@ -149,7 +150,18 @@ def test_publish_refuses_a_used_destination_and_a_published_source(source, tmp_p
     assert "published store already" in line
     with pytest.raises(InvalidInput, match="read-only"):
         FrameStore.open(tmp_path / "p")
-    assert not (tmp_path / "q").exists() and not (tmp_path / "q.partial").exists()
+    assert not (tmp_path / "q").exists() and not list(tmp_path.glob(".q.publish-*"))
+
+
+def test_publish_never_touches_a_sibling_named_like_its_staging(source, tmp_path):
+    """An earlier build staged into DEST.partial and deleted whatever was there first."""
+    path, _ids = source
+    mine = tmp_path / "out.partial"
+    mine.mkdir()
+    (mine / "important.txt").write_text("keep me")
+    assert run_cli("publish", path, tmp_path / "out").exit_code == 0
+    assert (mine / "important.txt").read_text() == "keep me"
+    assert (tmp_path / "out" / "manifest.json").is_file()
 
 
 # ----------------------------------------------------------------------------- damage

@@ -221,3 +221,26 @@ def test_bench_scale_out_reads_every_frame_exactly(cluster):
     ]
     assert not failed_checks(rows), format_table(rows, SCALEOUT_TABLE)
     assert all(r.verified and r.frames == 120 and r.fps > 0 for r in rows)
+
+
+def test_read_store_reads_a_merged_store_and_its_published_copy(cluster, tmp_path, assault_frames):
+    """A merged episode's chunks carry the id it had in its own store (its stream key):
+    read_store must check frames against that key, as FrameStore.read_at does."""
+    from framestore.publish import publish
+    from framestore.ray import read_store
+    from tools.merge import merge
+
+    a, b, m = tmp_path / "a.store", tmp_path / "b.store", tmp_path / "m.store"
+    record_episodes(a, assault_frames, episodes=2, steps=5)
+    record_episodes(b, assault_frames[10:], episodes=2, steps=5)
+    merge(m, [a, b])  # b's episodes 1, 2 become 3, 4 with stream keys 1, 2
+    with FrameStore.open(m, readonly=True) as st:
+        publish(st, tmp_path / "m.pub")
+    want = expected_frames([m])
+    assert len(want) == 20
+    for path in (m, tmp_path / "m.pub"):
+        rows = rows_by_key(read_store([path]).take_all())
+        got = {(e, s): f for (_store, e, s), f in ((k, r["frame"]) for k, r in rows.items())}
+        assert set(got) == {(e, s) for (_store, e, s) in want}
+        for (_store, e, s), frame in want.items():
+            np.testing.assert_array_equal(got[(e, s)], frame)
