@@ -37,7 +37,7 @@ import numpy as np
 GAMES = {"assault": "ALE/Assault-v5", "carracing": "CarRacing-v3"}
 MODES = ("off", "reset", "thread", "process")
 
-__all__ = ["GAMES", "MODES", "GapResult", "measure", "run"]
+__all__ = ["GAMES", "MODES", "GapProbe", "GapResult", "measure", "run"]
 
 
 @dataclass
@@ -55,8 +55,9 @@ class GapResult:
     starting_s: float = 0.0  # how long the tab showed "starting..."
 
 
-class _Probe:
-    """A 5 ms precise timer; every gap between its ticks, with when it ended."""
+class GapProbe:
+    """A 5 ms precise timer; every gap between its ticks (event-loop stalls), with when
+    it ended. The GUI tests measure with it too."""
 
     def __init__(self):
         from PySide6.QtCore import QElapsedTimer, Qt, QTimer
@@ -80,6 +81,14 @@ class _Probe:
 
     def stop(self) -> None:
         self.timer.stop()
+
+    @property
+    def ticks(self) -> int:
+        return len(self.gaps)
+
+    @property
+    def max_gap_ms(self) -> float:
+        return max(self.gaps, default=0.0)
 
     def window(self, t0: float, t1: float) -> list[float]:
         """The gaps that overlap ``[t0, t1]`` (a gap longer than the window counts)."""
@@ -115,7 +124,7 @@ def measure(app, env_id: str, mode: str, workdir: str | None = None) -> dict:
             tab.writer_combo.setCurrentIndex(tab.writer_combo.findData(mode))
         tab.set_policy(lambda s: s.sample_action())
         tab.start(env_id, seed=1)
-        probe = _Probe()
+        probe = GapProbe()
         probe.start()
         _pump(app, 1.0)
         t_on = time.perf_counter()

@@ -13,13 +13,14 @@ import pytest
 pytest.importorskip("PySide6")
 pytest.importorskip("pytestqt")
 
-from PySide6.QtCore import QElapsedTimer, Qt, QTimer  # noqa: E402
+from PySide6.QtCore import Qt  # noqa: E402
 
 from framestore.envs import make_env  # noqa: E402
 from gui._frame_view import qimage_to_array  # noqa: E402
 from gui._main_window import MainWindow  # noqa: E402
 from gui._play_tab import PlayTab  # noqa: E402
 from gui._replay_tab import ReplayTab  # noqa: E402
+from gui.gapbench import GapProbe  # noqa: E402
 
 pytestmark = pytest.mark.qt
 
@@ -35,31 +36,6 @@ def no_leaked_gui_threads():
     while gui_threads() and time.monotonic() < deadline:
         time.sleep(0.02)
     assert not gui_threads(), [t.name for t in gui_threads()]
-
-
-class GapProbe:
-    """A 5 ms QTimer that records the largest gap between its ticks (event-loop stalls)."""
-
-    def __init__(self):
-        self.timer = QTimer()
-        self.timer.setTimerType(Qt.TimerType.PreciseTimer)
-        self.timer.setInterval(5)
-        self.clock = QElapsedTimer()
-        self.max_gap_ms = 0.0
-        self.ticks = 0
-        self.timer.timeout.connect(self._tick)
-
-    def start(self):
-        self.clock.start()
-        self.timer.start()
-
-    def _tick(self):
-        self.max_gap_ms = max(self.max_gap_ms, self.clock.nsecsElapsed() / 1e6)
-        self.ticks += 1
-        self.clock.restart()
-
-    def stop(self):
-        self.timer.stop()
 
 
 def record_assault(store, frames, n: int, *, seed: int = 0) -> int:
