@@ -24,7 +24,7 @@ from ._format import read_file_header
 from .errors import CorruptRecord, SegmentMissing, StoreClosed
 from .segments import relative_segment_path
 
-__all__ = ["RemoteSegments", "SegmentSource"]
+__all__ = ["PositionalFile", "RemoteSegments", "SegmentSource"]
 
 
 class SegmentSource(Protocol):
@@ -133,7 +133,40 @@ class RemoteSegments:
             self._versions.clear()
 
 
-class _RangeFile(io.RawIOBase):
+class PositionalFile(io.RawIOBase):
+    """A read-only file whose position is its own (the local ``pread`` view and the
+    remote ranged one): subclasses give ``read`` and ``_end`` (the file's size)."""
+
+    _pos = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def _end(self) -> int:
+        raise NotImplementedError
+
+    def seek(self, pos: int, whence: int = 0) -> int:
+        if whence == 0:
+            self._pos = pos
+        elif whence == 1:
+            self._pos += pos
+        else:
+            self._pos = self._end() + pos
+        return self._pos
+
+    def tell(self) -> int:
+        return self._pos
+
+    def readinto(self, b: Any) -> int:
+        data = self.read(len(b))
+        b[: len(data)] = data
+        return len(data)
+
+
+class _RangeFile(PositionalFile):
     """A read-only file over one segment object: each ``read`` that is not already
     buffered is one ranged request, widened to the whole record when a record starts at
     the position (so ``read_record``'s header read fetches header, payload and CRC)."""
@@ -146,23 +179,8 @@ class _RangeFile(io.RawIOBase):
         self._buf_start = 0
         self._buf = b""
 
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def seek(self, pos: int, whence: int = 0) -> int:
-        if whence == 0:
-            self._pos = pos
-        elif whence == 1:
-            self._pos += pos
-        else:
-            self._pos = self._size + pos
-        return self._pos
-
-    def tell(self) -> int:
-        return self._pos
+    def _end(self) -> int:
+        return self._size
 
     def read(self, size: int = -1) -> bytes:
         start = self._pos
@@ -177,8 +195,3 @@ class _RangeFile(io.RawIOBase):
         data = self._buf[start - self._buf_start : end - self._buf_start]
         self._pos = start + len(data)
         return data
-
-    def readinto(self, b: Any) -> int:
-        data = self.read(len(b))
-        b[: len(data)] = data
-        return len(data)

@@ -7,7 +7,6 @@ decompressor per thread, a locked chunk cache).
 
 from __future__ import annotations
 
-import io
 import os
 import threading
 from collections import OrderedDict
@@ -28,7 +27,7 @@ from ._format import (
     read_file_header,
     read_record,
 )
-from ._sources import SegmentSource
+from ._sources import PositionalFile, SegmentSource
 from .codecs import decode_chunk
 from .errors import (
     CorruptRecord,
@@ -54,7 +53,7 @@ class Chunk:
     record_bytes: int
 
 
-class _PreadFile(io.RawIOBase):
+class _PreadFile(PositionalFile):
     """A file-like view over a shared descriptor that reads with ``pread``: each user
     keeps its own position, so threads do not race on one file offset."""
 
@@ -62,35 +61,15 @@ class _PreadFile(io.RawIOBase):
         self._fd = fd
         self._pos = 0
 
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def seek(self, pos: int, whence: int = 0) -> int:
-        if whence == 0:
-            self._pos = pos
-        elif whence == 1:
-            self._pos += pos
-        else:
-            self._pos = os.fstat(self._fd).st_size + pos
-        return self._pos
-
-    def tell(self) -> int:
-        return self._pos
+    def _end(self) -> int:
+        return os.fstat(self._fd).st_size
 
     def read(self, size: int = -1) -> bytes:
         if size is None or size < 0:
-            size = os.fstat(self._fd).st_size - self._pos
+            size = self._end() - self._pos
         data = os.pread(self._fd, size, self._pos)
         self._pos += len(data)
         return data
-
-    def readinto(self, b) -> int:
-        data = self.read(len(b))
-        b[: len(data)] = data
-        return len(data)
 
 
 class SegmentReader:
