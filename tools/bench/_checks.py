@@ -33,14 +33,20 @@ def failed_checks(rows: Sequence[Row]) -> list[str]:
     frames did not all read back, a scale-out reader that failed or read frames back
     that differ. Pacing and read rows carry no pass/fail check
     (their numbers depend on the machine); skipped pipelines are not failures."""
-    problems = []
+    problems: list[str] = []
+
+    def failed(where: str, error: str | None, verified: bool | None, unread: str) -> None:
+        if error:
+            problems.append(f"{where}: {error}")
+        elif verified is False:
+            problems.append(f"{where}: {unread}")
+
     for row in rows:
         if isinstance(row, PipelineResult):
-            where = f"{row.game}/{row.pipeline}"
-            if row.error:
-                problems.append(f"{where}: {row.error}")
-            elif row.verified is False:
-                problems.append(f"{where}: stored frames did not read back bit-exact")
+            failed(
+                f"{row.game}/{row.pipeline}", row.error, row.verified,
+                "stored frames did not read back bit-exact",
+            )  # fmt: skip
         elif isinstance(row, OverloadResult):
             where = f"overload/{row.policy}" + ("" if row.writer == "thread" else f"/{row.writer}")
             if row.error:
@@ -51,21 +57,20 @@ def failed_checks(rows: Sequence[Row]) -> list[str]:
                     f"queue high-water {row.high_water_bytes} B (budget {row.queue_bytes} B)"
                 )
         elif isinstance(row, VectorResult):
-            if row.error:
-                problems.append(f"vector/{row.mode}: {row.error}")
-            elif row.verified is False:
-                problems.append(f"vector/{row.mode}: stored frames missing or unreadable")
+            failed(
+                f"vector/{row.mode}", row.error, row.verified,
+                "stored frames missing or unreadable",
+            )  # fmt: skip
         elif isinstance(row, ScaleOutResult):
-            where = f"scale-out/{row.reader}/{row.source}/{row.workers}"
-            if row.error:
-                problems.append(f"{where}: {row.error}")
-            elif row.verified is False:
-                problems.append(f"{where}: frames did not read back bit-exact")
+            failed(
+                f"scale-out/{row.reader}/{row.source}/{row.workers}", row.error, row.verified,
+                "frames did not read back bit-exact",
+            )  # fmt: skip
         elif isinstance(row, WriterResult):
-            if row.error:
-                problems.append(f"writers/{row.game}/{row.writer}: {row.error}")
-            elif row.verified is False:
-                problems.append(f"writers/{row.game}/{row.writer}: frames did not read back")
+            failed(
+                f"writers/{row.game}/{row.writer}", row.error, row.verified,
+                "frames did not read back",
+            )  # fmt: skip
         elif isinstance(row, StressResult):
             if row.error or not (row.finished and row.accounted):
                 problems.append(
