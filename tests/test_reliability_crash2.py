@@ -24,6 +24,7 @@ import textwrap
 import time
 from contextlib import closing
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -266,26 +267,15 @@ def test_recover_keeps_pointers_into_a_briefly_missing_segment(tmp_path, assault
 
 
 # --------------------------------------------------------------------------- item 7
+def _long_recording(path: Path, **popen: Any) -> subprocess.Popen:
+    """``framestore record`` of CartPole for far longer than a test lasts."""
+    argv = ["record", str(path), "--env", "CartPole-v1", "--episodes", "400", "--max-steps", "200"]
+    return subprocess.Popen([sys.executable, "-m", "tools", *argv], env=ENV, **popen)
+
+
 def test_verify_while_recording_reports_no_dangling_pointer(tmp_path):
     path = tmp_path / "live.store"
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "tools",
-            "record",
-            str(path),
-            "--env",
-            "CartPole-v1",
-            "--episodes",
-            "400",
-            "--max-steps",
-            "200",
-        ],  # fmt: skip
-        env=ENV,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
+    proc = _long_recording(path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         deadline = time.monotonic() + 120
         while not (path / "framestore.db").exists() or not list_segment_ids(path):
@@ -313,25 +303,7 @@ def test_more_signals_right_after_the_first_still_exit_130(tmp_path):
     the process is gone (a user hammering Ctrl-C, a supervisor repeating SIGTERM) must
     not turn exit 130 into -2/-15: before, one landing 50-100 ms after the first did."""
     path = tmp_path / "s.store"
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "tools",
-            "record",
-            str(path),
-            "--env",
-            "CartPole-v1",
-            "--episodes",
-            "400",
-            "--max-steps",
-            "200",
-        ],  # fmt: skip
-        env=ENV,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc = _long_recording(path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120
     while not list_segment_ids(path):
         assert proc.poll() is None and time.monotonic() < deadline
