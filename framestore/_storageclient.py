@@ -175,8 +175,10 @@ class ProcessStorage:
                 "frame queue",
                 s.block_timeout,
             )
-        slot_bytes, slots = slot_geometry(nbytes, s.queue_frames, _ring_budget(s.queue_bytes))
-        if slots * slot_bytes > _ring_budget(s.queue_bytes):
+        budget = _ring_budget(s.queue_bytes)
+        slot_bytes, slots = slot_geometry(nbytes, s.queue_frames, budget)
+        # (a frame just under queue_bytes may round up past it: that is not shm's fault)
+        if budget < s.queue_bytes and slots * slot_bytes > budget:
             raise WriterFailed(
                 f"{SHM_DIR} has room for no frame of {nbytes} bytes; the storage process "
                 "keeps its queue there: make it larger (docker run --shm-size) or record "
