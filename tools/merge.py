@@ -20,7 +20,7 @@ import json
 import os
 import time
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -123,19 +123,10 @@ def _dest_journal(dest: Path) -> list[MergeRecord]:
         return [m for m in st.catalog.merge_records() if m.state == "done"]
 
 
-def _moved_from(path: Path, done: list[MergeRecord]) -> bool:
-    real = os.path.realpath(path)
-    return any(m.mode == "move" and os.path.realpath(m.source_path) == real for m in done)
-
-
-def _finish_removal(path: Path, record: MergeRecord, move: bool) -> bool:
-    """Whether to delete what is left of a source: only a ``--move`` re-run of the very
-    store that was moved (never a copy or backup of it that shares its store id)."""
-    return (
-        move
-        and record.mode == "move"
-        and os.path.realpath(record.source_path) == os.path.realpath(path)
-    )
+def _moved_from(path: Path, record: MergeRecord) -> bool:
+    """Whether ``record`` moved the store at ``path`` itself (not a copy or backup of it
+    that shares its store id): only then may a ``--move`` re-run delete what is left."""
+    return record.mode == "move" and os.path.realpath(record.source_path) == os.path.realpath(path)
 
 
 def _inspect(path: Path, done: list[MergeRecord], move: bool) -> _Plan:
@@ -143,7 +134,7 @@ def _inspect(path: Path, done: list[MergeRecord], move: bool) -> _Plan:
     try:
         st = FrameStore.open(path, readonly=True)
     except NotAStore:
-        if _moved_from(path, done):  # merged with --move; removal stopped or finished
+        if any(_moved_from(path, m) for m in done):  # removal stopped or finished
             return _Plan(path, "finish removal" if move and path.exists() else "already")
         raise
     with st:
@@ -157,7 +148,7 @@ def _inspect(path: Path, done: list[MergeRecord], move: bool) -> _Plan:
                     f"{path} was merged into DEST before and has changed since; merging it "
                     "again would duplicate its episodes"
                 )
-            kind = "finish removal" if _finish_removal(path, earlier[-1], move) else "already"
+            kind = "finish removal" if move and _moved_from(path, earlier[-1]) else "already"
             return _Plan(path, kind, fp, sid)
         if st.writer_running():
             raise StoreLocked(str(path), "a recorder")
@@ -301,7 +292,7 @@ def merge(
             if plan.kind == "merge" and _merged_now(st, plan.source_id):
                 # merged since it was checked: by another merge that finished first, or
                 # as a copy of an earlier source of this command (same store id)
-                plan = _Plan(plan.path, "already", plan.fingerprint, plan.source_id)
+                plan = replace(plan, kind="already")
             if plan.kind == "already":
                 report.sources.append(SourceResult(str(plan.path), "already merged"))
             elif plan.kind == "finish removal":
