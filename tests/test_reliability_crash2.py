@@ -340,7 +340,12 @@ def test_an_interrupted_recover_still_reports_the_loss_once(tmp_path, assault_fr
     path = tmp_path / "l.store"
     record_episodes(path, assault_frames, episodes=2, steps=10, overrides=RAW_SMALL)
     with FrameStore.open(path, readonly=True) as store:
-        seg, off, _slot = store.read_steps(2)[5].frame
+        steps = store.read_steps(2)
+    seg, off, _slot = steps[5].frame
+    # how many frames share that chunk depends on the writer's timing (a chunk closes
+    # early when the queue runs dry): every one of them is lost, and counted once
+    lost = sum(1 for s in steps if s.frame is not None and s.frame[:2] == (seg, off))
+    assert 1 <= lost <= RAW_SMALL["chunk_frames"]
     with open(segment_path(path, seg), "r+b") as fp:  # one flipped pixel in a chunk
         fp.seek(off + 3000)
         byte = fp.read(1)
@@ -352,6 +357,6 @@ def test_an_interrupted_recover_still_reports_the_loss_once(tmp_path, assault_fr
     assert proc.returncode == -signal.SIGKILL
     result = run_cli("recover", path)
     assert result.exit_code == 3
-    assert "LOST: episode 2: 4 frame(s)" in result.output, result.output
+    assert f"LOST: episode 2: {lost} frame(s)" in result.output, result.output
     again = run_cli("recover", path)
     assert again.exit_code == 0 and "nothing to recover" in again.output, again.output
