@@ -23,6 +23,7 @@ import io
 import json
 import os
 import sqlite3
+import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,6 +63,20 @@ def is_url(path: str | os.PathLike) -> bool:
     return "://" in os.fspath(path)
 
 
+def shown_location(location: str | os.PathLike) -> str:
+    """``location`` as it may be printed or stored: a URL's ``user:password@`` part is
+    masked (``ftp://***@host/x``), so credentials typed into a URL never reach an error
+    message, a log, a manifest or a dataset column. Local paths are returned unchanged."""
+    text = os.fspath(location)
+    if not is_url(text):
+        return text
+    parts = urllib.parse.urlsplit(text)
+    if "@" not in parts.netloc:
+        return text
+    host = parts.netloc.rsplit("@", 1)[1]
+    return urllib.parse.urlunsplit(parts._replace(netloc=f"***@{host}"))
+
+
 def is_published(path: str | os.PathLike) -> bool:
     """A URL, or a local directory holding a manifest (or a published catalogue that
     lost it) and no SQLite catalogue."""
@@ -79,9 +94,9 @@ def open_fs(location: str | os.PathLike, storage_options: Mapping[str, Any] | No
     try:
         return fsspec_core.url_to_fs(os.fspath(location), **dict(storage_options or {}))
     except ImportError as e:  # the protocol's own package (s3fs for s3://) is missing
-        raise require_failed(os.fspath(location), e) from None
+        raise require_failed(shown_location(location), e) from None
     except ValueError as e:  # an unknown protocol
-        raise NotAStore(os.fspath(location), f"cannot open: {e}") from None
+        raise NotAStore(shown_location(location), f"cannot open: {e}") from None
 
 
 def require_failed(location: str, error: ImportError) -> Exception:
@@ -194,8 +209,9 @@ def open_published(
     location: str | os.PathLike, storage_options: Mapping[str, Any] | None = None
 ) -> PublishedParts:
     """Read a published store's manifest and catalogue (see the module docstring)."""
-    text = os.fspath(location).rstrip("/")
-    fs, root = open_fs(text, storage_options)
+    url = os.fspath(location).rstrip("/")
+    text = shown_location(url)  # for messages: never the credentials of a URL
+    fs, root = open_fs(url, storage_options)
     root = root.rstrip("/")
     manifest = read_manifest(fs, root, text)
     catalog = Catalog.scratch()
@@ -215,7 +231,7 @@ def open_published(
                 f"points into segment {min(unlisted)}, which the manifest does not list",
             )
         source = None
-        if is_url(text) and not text.startswith("file://"):
+        if is_url(url) and not url.startswith("file://"):
             extents = _extents(fs, root, text, manifest)
             source = RemoteSegments(fs, root, manifest.segments, extents, text)
         else:
@@ -223,7 +239,7 @@ def open_published(
     except BaseException:
         catalog.close()
         raise
-    local = Path(root) if source is None else Path(text)
+    local = Path(root) if source is None else Path(url)
     return PublishedParts(local, catalog, source, manifest)
 
 

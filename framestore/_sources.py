@@ -110,13 +110,28 @@ class RemoteSegments:
         return version
 
     def fetch(self, segment: int, start: int, end: int) -> bytes:
-        """Bytes ``start <= i < end`` of a segment object: one ranged request."""
+        """Bytes ``start <= i < end`` of a segment object: one ranged request.
+
+        Raises:
+            CorruptRecord: the answer is not that range (a server that ignores HTTP Range
+                sends the whole object: it is refused, not sliced, so that no reader
+                downloads a whole segment per chunk unawares).
+        """
         with self._lock:
             self.requests += 1
         try:
-            return self._fs.cat_file(self._path(segment), start=start, end=end)
+            data = self._fs.cat_file(self._path(segment), start=start, end=end)
         except FileNotFoundError:
             raise SegmentMissing(segment, self.url(segment)) from None
+        want = max(0, min(end, self._sizes[segment]) - start)
+        if len(data) != want:
+            raise CorruptRecord(
+                segment,
+                start,
+                f"{self.url(segment)}: a ranged read of {want} bytes returned {len(data)} "
+                "(does the server honour HTTP Range requests?)",
+            )
+        return data
 
     def extent(self, segment: int, offset: int) -> int:
         return self._extents.get((segment, offset), 0)

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ._published import shown_location
 from .columns import STEP_COLUMNS, action_kind, arrow_fields, step_row
 from .errors import InvalidInput
 from .extras import require
@@ -96,7 +97,7 @@ def _plan_store(
         if wanted is not None:
             missing = wanted - {e.id for e in eps}
             if missing:
-                raise InvalidInput(f"{location}: no episode {min(missing)}")
+                raise InvalidInput(f"{st.location}: no episode {min(missing)}")
             eps = [e for e in eps if e.id in wanted]
         for ep in eps:
             summary = st.frame_summary(ep.id)
@@ -269,14 +270,16 @@ def _read(group: list[_Range], options: _Options) -> Iterator[Any]:
     """A read task: the blocks of its ranges, store by store (runs on a worker)."""
     block = _BlockBuilder(options)
     store: FrameStore | None = None
+    opened = None  # the location ``store`` was opened from (as given: with credentials)
     try:
         for r in group:
-            if store is None or store.location != r.store:
+            if store is None or opened != r.store:
                 if store is not None:
                     store.close()
                 store = FrameStore.open(
                     r.store, readonly=True, storage_options=options.storage_options
                 )
+                opened = r.store
             yield from _read_range(store, r, block)
         yield from block.flush()
     finally:
@@ -290,7 +293,9 @@ _ID_COLUMNS = {"store", "run_id", "episode_id", "step", "env_id", FRAME_COLUMN}
 
 def _read_range(store: FrameStore, r: _Range, block: _BlockBuilder) -> Iterator[Any]:
     ids_only = set(block.options.columns) <= _ID_COLUMNS
-    ids = {"store": r.store, "run_id": r.run_id, "episode_id": r.episode, "env_id": r.env_id}
+    # the store column names the store as FrameStore does (a URL's credentials masked)
+    shown = shown_location(r.store)
+    ids = {"store": shown, "run_id": r.run_id, "episode_id": r.episode, "env_id": r.env_id}
     for lo in range(r.start, r.stop, _PAGE_ROWS):
         hi = min(r.stop, lo + _PAGE_ROWS)
         if ids_only:  # frame pointers only: no JSON to decode
@@ -312,7 +317,7 @@ def _read_range(store: FrameStore, r: _Range, block: _BlockBuilder) -> Iterator[
             else:
                 row = step_row(
                     step,
-                    store=r.store,
+                    store=shown,
                     run_id=r.run_id,
                     env_id=r.env_id,
                     kind=block.options.action_kind,

@@ -28,7 +28,7 @@ from ._format import (
     record_extent,
 )
 from ._lock import StoreLock, writer_running
-from ._published import is_published
+from ._published import is_published, shown_location
 from ._sources import SegmentSource
 from .catalog import Catalog, check_id, clamp_step
 from .errors import (
@@ -175,13 +175,13 @@ class FrameStore:
     ) -> FrameStore:
         if not readonly:
             raise InvalidInput(
-                f"{path}: a published store is read-only (open it with readonly=True; "
-                "publish again to change it)"
+                f"{shown_location(path)}: a published store is read-only (open it with "
+                "readonly=True; publish again to change it)"
             )
         from ._published import open_published
 
         parts = open_published(path, storage_options)
-        location = os.fspath(path).rstrip("/")
+        location = shown_location(os.fspath(path).rstrip("/"))
         return cls(parts.root, parts.catalog, readonly=True, source=parts.source, location=location)
 
     @property

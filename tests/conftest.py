@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+from contextlib import contextmanager
 
 import numpy as np
 import pytest
@@ -299,3 +300,60 @@ def s3():
         import s3fs
 
         s3fs.S3FileSystem.clear_instance_cache()
+
+
+# --------------------------------------------------------------------------- HTTP
+def _range_handler(directory: str, ranges: bool):
+    """A handler serving ``directory``; with ``ranges``, single byte ranges
+    (``Range: bytes=a-b``) as object stores and web servers serve them; without, the
+    whole file, as Python's own ``http.server`` does."""
+    import io
+    import re
+    from http.server import SimpleHTTPRequestHandler
+
+    class Handler(SimpleHTTPRequestHandler):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, directory=directory, **kwargs)
+
+        def log_message(self, *args):  # quiet: one line per request otherwise
+            pass
+
+        def send_head(self):
+            match = re.fullmatch(r"bytes=(\d+)-(\d*)", self.headers.get("Range", "").strip())
+            path = self.translate_path(self.path)
+            if not ranges or match is None or not os.path.isfile(path):
+                return super().send_head()
+            size = os.path.getsize(path)
+            start = int(match[1])
+            stop = min(size - 1, int(match[2])) if match[2] else size - 1
+            if start >= size:
+                self.send_error(416)
+                return None
+            with open(path, "rb") as fp:
+                fp.seek(start)
+                data = fp.read(stop - start + 1)
+            self.send_response(206)
+            self.send_header("Content-Type", "application/octet-stream")
+            self.send_header("Content-Range", f"bytes {start}-{stop}/{size}")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            return io.BytesIO(data)
+
+    return Handler
+
+
+@contextmanager
+def http_server(directory, *, ranges: bool = True):
+    """A real HTTP server on 127.0.0.1 serving ``directory``; yields its ``host:port``
+    (a test puts ``user:password@`` before it) and stops it on exit."""
+    from http.server import ThreadingHTTPServer
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _range_handler(str(directory), ranges))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)

@@ -13,7 +13,7 @@ from collections import Counter
 import numpy as np
 import psutil
 import pytest
-from conftest import SMALL_SEGMENTS, record_episodes
+from conftest import SMALL_SEGMENTS, http_server, record_episodes
 from PIL import Image
 
 from framestore import FrameStore
@@ -134,6 +134,28 @@ def test_read_store_over_a_store_published_on_s3(cluster, s3, tmp_path, assault_
     assert rows.keys() == want.keys()
     for key, frame in want.items():
         np.testing.assert_array_equal(rows[key], frame)
+
+
+def test_read_store_over_http_masks_the_password_in_the_store_column(
+    cluster, tmp_path, assault_frames
+):
+    from framestore.ray import read_store
+
+    path = tmp_path / "src.store"
+    record_episodes(path, assault_frames, episodes=2, steps=5)
+    with FrameStore.open(path, readonly=True) as st:
+        publish(st, tmp_path / "pub")
+    with http_server(tmp_path) as host:
+        url = f"http://reader:s3cret@{host}/pub"
+        # the episodes mapping is keyed by the location as the caller typed it
+        ds = read_store(url, episodes={url: [2]}, override_num_blocks=2)
+        rows = ds.take_all()
+    assert {r["store"] for r in rows} == {f"http://***@{host}/pub"}
+    want = {(e, s): f for (_p, e, s), f in expected_frames([path]).items() if e == 2}
+    got = {(r["episode_id"], r["step"]): r["frame"] for r in rows}
+    assert got.keys() == want.keys()
+    for key, frame in want.items():
+        np.testing.assert_array_equal(got[key], frame)
 
 
 def test_read_store_while_recording_reads_the_committed_rows(cluster, tmp_path, assault_frames):
