@@ -44,7 +44,7 @@ from ._format import (
     catalogue_object,
     record_extent,
 )
-from ._published import is_url, open_fs
+from ._published import is_url, open_fs, shown_location
 from .errors import InvalidInput
 from .extras import require
 from .files import fsync_dir, fsync_file
@@ -87,11 +87,24 @@ class PublishReport:
     seconds: float = 0.0
 
 
+def _not_empty(found: list[str]) -> str:
+    """Why a remote destination whose top level holds ``found`` cannot be published to."""
+    names = sorted(f.rstrip("/").rsplit("/", 1)[-1] for f in found)
+    if MANIFEST_NAME in names:
+        return "is a published store already; publish to a new place"
+    shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+    return (
+        f"is not empty and holds no {MANIFEST_NAME} (found {shown}): perhaps what an "
+        "interrupted publish left; delete it or publish to a new place"
+    )
+
+
 class _Target:
     """Where objects go: a file system, the root written to, and what was written."""
 
     def __init__(self, dest: str, storage_options: Mapping[str, Any] | None):
         self.dest = dest.rstrip("/")
+        self.shown = shown_location(self.dest)  # for messages: never a URL's credentials
         self.fs, root = open_fs(self.dest, storage_options)
         self.final = root.rstrip("/")
         self.local = not is_url(self.dest) or self.dest.startswith("file://")
@@ -109,15 +122,16 @@ class _Target:
         if self.local:
             final = Path(self.final)
             if final.exists() and (not final.is_dir() or any(final.iterdir())):
-                raise InvalidInput(f"{self.dest}: exists and is not empty; publish to a new place")
+                raise InvalidInput(f"{self.shown}: exists and is not empty; publish to a new place")
             if not final.parent.is_dir():
-                raise InvalidInput(f"{self.dest}: directory {final.parent} does not exist")
+                raise InvalidInput(f"{self.shown}: directory {final.parent} does not exist")
             return
         try:
-            if self.fs.ls(self.final):
-                raise InvalidInput(f"{self.dest}: is not empty; publish to a new place")
+            found = self.fs.ls(self.final, detail=False)
         except FileNotFoundError:
-            pass
+            return
+        if found:
+            raise InvalidInput(f"{self.shown}: {_not_empty(found)}")
 
     def open(self, name: str) -> _HashingFile:
         path = f"{self.root}/{name}"
@@ -220,7 +234,7 @@ def publish(
     pa = require("pyarrow", extra="s3", what="publish")
     pq = require("pyarrow.parquet", extra="s3", what="publish")
     t0 = time.perf_counter()
-    report = PublishReport(source=store.location, dest=os.fspath(dest))
+    report = PublishReport(source=store.location, dest=shown_location(dest))
     target = _Target(os.fspath(dest), storage_options)
     try:
         with store.catalog.read_snapshot():

@@ -164,6 +164,21 @@ def test_publish_never_touches_a_sibling_named_like_its_staging(source, tmp_path
     assert (tmp_path / "out" / "manifest.json").is_file()
 
 
+def test_a_remote_destination_with_leftovers_is_named_and_kept(source, s3):
+    path, _ids = source
+    bucket = s3.bucket()
+    fs = s3.fs()
+    _put(fs, f"{bucket}/left/segments/seg-000001.fseg", b"half")  # a killed publish's
+    _put(fs, f"{bucket}/left/catalogue/runs.parquet", b"x")
+    line = assert_one_line_error(run_cli("publish", path, f"s3://{bucket}/left"))
+    assert "holds no manifest.json (found catalogue, segments)" in line, line
+    assert "interrupted publish" in line
+    assert fs.cat_file(f"{bucket}/left/segments/seg-000001.fseg") == b"half"
+    assert run_cli("publish", path, f"s3://{bucket}/done").exit_code == 0
+    line = assert_one_line_error(run_cli("publish", path, f"s3://{bucket}/done"))
+    assert "is a published store already" in line
+
+
 # ----------------------------------------------------------------------------- damage
 def _put(fs, key: str, data: bytes) -> None:
     with fs.open(key, "wb") as fp:
