@@ -10,6 +10,7 @@ files live. One dataclass per record payload, each with ``pack``/``unpack``.
 
 from __future__ import annotations
 
+import errno
 import re
 import struct
 import time
@@ -186,9 +187,17 @@ def record_crc_ok(data: bytes | memoryview, pos: int, length: int) -> bool:
 
 def record_extent(fp: IO[bytes], offset: int) -> int:
     """Bytes of the record starting at ``offset`` as its header declares (unchecked;
-    0 when no complete header is there). For size accounting, never for reading."""
-    fp.seek(offset)
-    head = fp.read(RECORD_HEADER_SIZE)
+    0 when no complete header is there, as past the end of the file or beyond the largest
+    offset the file system allows). For size accounting, never for reading."""
+    if offset < 0:
+        return 0
+    try:
+        fp.seek(offset)
+        head = fp.read(RECORD_HEADER_SIZE)
+    except OSError as e:
+        if e.errno != errno.EINVAL:  # a forged pointer past what lseek accepts
+            raise
+        return 0
     if len(head) < RECORD_HEADER_SIZE:
         return 0
     return record_size(read_record_header(head)[1])

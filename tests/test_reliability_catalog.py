@@ -291,3 +291,19 @@ def test_when_verify_passes_a_damaged_database_every_reader_works(template, tmp_
     assert run_cli("recover", path).exit_code == 0
     with np.load(tmp_path / "1.npz") as npz:
         assert npz["frames"].shape == (STEPS, 210, 160, 3)
+
+
+def test_a_pointer_beyond_any_file_offset_is_corruption_not_an_io_error(store_copy, tmp_path):
+    """A forged offset past what lseek accepts (2**62): ls and info used to stop with
+    'framestore: error: Invalid argument' (exit 6), naming nothing."""
+    path = store_copy
+    sql(path, "UPDATE steps SET frame_offset = ? WHERE episode_id = 1 AND step = 2", 2**62)
+    for verb in ("ls", "info"):
+        result = run_cli(verb, path)
+        assert result.exit_code == 0, result.output
+    line = assert_one_line_error(
+        run_cli("export", path, "--episode", 1, "-o", tmp_path / "x.npz"), 5
+    )
+    assert f"at offset {2**62}" in line
+    report = verify(path)
+    assert [(p.episode, p.kind) for p in report.problems] == [(1, "dangling pointer")], report
