@@ -44,7 +44,7 @@ from ._format import (
     catalogue_object,
     record_extent,
 )
-from ._published import is_url, open_fs, shown_location
+from ._published import ObjectProblem, is_url, open_fs, shown_location
 from .errors import InvalidInput
 from .extras import require
 from .files import fsync_dir, fsync_file
@@ -52,7 +52,7 @@ from .jsonsafe import dumps
 from .segments import is_sealed, list_segment_ids, relative_segment_path, segment_path
 from .store import FrameStore
 
-__all__ = ["PublishReport", "publish"]
+__all__ = ["ObjectProblem", "PublishReport", "publish"]
 
 _COPY_BLOCK = 8 * 1024 * 1024
 _ROW_GROUP = 64 * 1024  # step rows per Parquet row group

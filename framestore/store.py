@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import stat
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -28,7 +28,7 @@ from ._format import (
     record_extent,
 )
 from ._lock import StoreLock, writer_running
-from ._published import is_published, shown_location
+from ._published import ObjectProblem, PublishedObjects, is_published, shown_location
 from ._sources import SegmentSource
 from .catalog import Catalog, check_id, clamp_step
 from .errors import (
@@ -110,6 +110,7 @@ class FrameStore:
         readonly: bool,
         source: SegmentSource | None = None,
         location: str | None = None,
+        objects: PublishedObjects | None = None,
     ):
         self.root = root
         self.readonly = readonly
@@ -117,6 +118,7 @@ class FrameStore:
         self.location = location or str(root)
         self._catalog = catalog
         self._reader = SegmentReader(root, cache_chunks=16, source=source)
+        self._objects = objects  # a published store's manifest and where its objects are
         self._closed = False
         self._recorders: list[Recorder] = []
         self._stream_keys: dict[int, int] = {}  # an episode's stream key never changes
@@ -182,13 +184,36 @@ class FrameStore:
 
         parts = open_published(path, storage_options)
         location = shown_location(os.fspath(path).rstrip("/"))
-        return cls(parts.root, parts.catalog, readonly=True, source=parts.source, location=location)
+        return cls(
+            parts.root,
+            parts.catalog,
+            readonly=True,
+            source=parts.source,
+            location=location,
+            objects=parts.objects,
+        )
 
     @property
     def published(self) -> bool:
         """Whether this is a published store (``framestore publish``), not a directory with
         a SQLite catalogue."""
         return self._reader.source is not None or not self.db_path.exists()
+
+    def check_published_objects(
+        self, progress: Callable[[int, int], None] | None = None
+    ) -> list[ObjectProblem]:
+        """Read every object of a published store whole (catalogue tables and segments,
+        in blocks) and compare its size and SHA-256 with the manifest; what does not match
+        or is missing, in name order (empty: all match). Readers do not do this on their
+        own: they check each chunk's CRC as they read it. ``progress(done, total)`` in
+        bytes.
+
+        Raises:
+            InvalidInput: this is not a published store.
+        """
+        if self._objects is None:
+            raise InvalidInput(f"{self.location}: not a published store (no manifest)")
+        return self._objects.problems(progress)
 
     @property
     def remote(self) -> bool:

@@ -21,11 +21,12 @@ from dataclasses import asdict, dataclass, field
 
 from framestore import FrameStore
 from framestore.catalog import PointerRow, format_shape
-from framestore.errors import CorruptCatalog, CorruptData, InvalidInput
+from framestore.errors import CorruptCatalog, CorruptData
 from framestore.scan import BadRecord, SegmentScan, problem_kind, scan_segment
 from framestore.segments import SegmentFiles, list_partials, relative_segment_path, segment_files
 
 from ._store import StoreArg, opened
+from ._verify_published import check_objects, check_pointers_remote
 
 __all__ = ["Problem", "VerifyReport", "verify"]
 
@@ -42,7 +43,8 @@ class Problem:
     ``partial leftover``, ``dangling pointer``, ``slot out of range``,
     ``shape mismatch``, ``key mismatch``, ``step count``, ``stale recording``,
     ``interrupted merge``, ``database`` (SQLite's own check failed), ``bad value`` (a
-    column holds a value of the wrong type or out of range).
+    column holds a value of the wrong type or out of range), ``missing object`` (an
+    object a published store's manifest lists is not there).
     ``steps`` lists every affected step of ``episode`` (``step`` is the first).
     """
 
@@ -114,28 +116,35 @@ def verify(
 ) -> VerifyReport:
     """Check a store without changing it.
 
+    A published store (a directory or a URL) is also checked object by object against
+    its manifest (size and SHA-256, each object read whole); at a URL, where segments
+    cannot be scanned as files, every frame pointer is read through the store instead
+    (each chunk's CRC, framing and frame keys).
+
     Args:
-        store: a store directory or an open ``FrameStore``.
-        quick: check checksums, pointers and sizes but do not decompress chunks.
-        progress: called as ``progress(segments_done, segments_total)``.
+        store: a store directory, a published store's directory or URL, or an open
+            ``FrameStore``.
+        quick: check checksums, pointers and sizes but do not decompress chunks; for a
+            published store, skip the whole-object SHA-256 check.
+        progress: called as ``progress(done, total)`` (segments; bytes of objects for
+            the manifest check).
     """
     t0 = time.perf_counter()
     report = VerifyReport(quick=quick)
     with opened(store, readonly=True) as st:
-        if st.remote:
-            raise InvalidInput(
-                f"{st.location}: verify scans segment files on this machine; a store "
-                "published at a URL is checked as it is read (manifest checksums, every "
-                "chunk's CRC): verify the local directory before publishing"
-            )
-        report.writer_running = st.writer_running()
+        report.writer_running = None if st.published else st.writer_running()
         try:
+            if st.published and not quick:  # every object against the manifest, whole
+                check_objects(st, report, Problem, progress)
             # The snapshot is pinned by the first query, before any segment is scanned.
             with st.catalog.read_snapshot():
                 if _check_database(st, report):
-                    files = _check_files(st, report)
-                    scans = _scan_all(st, report, files, quick, progress)
-                    _check_pointers(st, report, scans, files)
+                    if st.remote:  # segments at a URL: read through the store, chunk by chunk
+                        check_pointers_remote(st, report, Problem)
+                    else:
+                        files = _check_files(st, report)
+                        scans = _scan_all(st, report, files, quick, progress)
+                        _check_pointers(st, report, scans, files)
                     _check_episodes(st, report)
         except (CorruptCatalog, sqlite3.DatabaseError) as e:
             report.problems.append(Problem("database", f"cannot read the catalogue: {e}"))
