@@ -14,8 +14,6 @@ from framestore import FrameStore
 from framestore.errors import CorruptRecord, InvalidInput, NotAStore
 from framestore.publish import publish
 
-pytest.importorskip("aiohttp")  # fsspec's http:// file system (the s3 extra brings it)
-
 SECRET = "s3cret-token"
 
 

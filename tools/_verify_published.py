@@ -6,23 +6,18 @@ chunk's CRC, framing and frame key, and the frame's decoded shape."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
 from framestore import FrameStore
 from framestore.errors import CorruptData, SegmentMissing
 from framestore.scan import problem_kind
 
-if TYPE_CHECKING:
-    from .verify import Problem, VerifyReport
+from ._verify_report import Problem, VerifyReport
 
 _KINDS = {"size": "corrupt", "sha256": "checksum"}
 
 
 def check_objects(
-    st: FrameStore,
-    report: VerifyReport,
-    problem: type[Problem],
-    progress: Callable[[int, int], None] | None,
+    st: FrameStore, report: VerifyReport, progress: Callable[[int, int], None] | None
 ) -> None:
     """Each object the manifest lists, read whole: missing, wrong size, wrong SHA-256."""
     for o in st.check_published_objects(progress):
@@ -30,10 +25,10 @@ def check_objects(
             kind = "missing segment" if o.segment is not None else "missing object"
         else:
             kind = _KINDS[o.kind]
-        report.problems.append(problem(kind, f"{o.name}: {o.detail}", o.segment))
+        report.problems.append(Problem(kind, f"{o.name}: {o.detail}", o.segment))
 
 
-def check_pointers_remote(st: FrameStore, report: VerifyReport, problem: type[Problem]) -> None:
+def check_pointers_remote(st: FrameStore, report: VerifyReport) -> None:
     """Every step's frame read through the store, chunk by chunk (one ranged read each):
     a chunk that cannot be read is one problem naming all its steps; a step whose frame
     fails on its own (its key, its slot) is one problem naming that step."""
@@ -56,7 +51,7 @@ def check_pointers_remote(st: FrameStore, report: VerifyReport, problem: type[Pr
                     kind = "missing segment" if isinstance(e, SegmentMissing) else problem_kind(e)
                     hit = steps if i == 0 else [(step, loc)]  # the chunk, or this frame
                     add(
-                        problem(
+                        Problem(
                             kind, e.detail, seg, off, ep.id, hit[0][0], tuple(s for s, _ in hit)
                         )
                     )

@@ -17,7 +17,6 @@ from __future__ import annotations
 import sqlite3
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
 
 from framestore import FrameStore
 from framestore.catalog import PointerRow, format_shape
@@ -27,87 +26,11 @@ from framestore.segments import SegmentFiles, list_partials, relative_segment_pa
 
 from ._store import StoreArg, opened
 from ._verify_published import check_objects, check_pointers_remote
+from ._verify_report import Problem, VerifyReport
 
 __all__ = ["Problem", "VerifyReport", "verify"]
 
 Progress = Callable[[int, int], None]  # (segments done, segments total)
-
-
-# --------------------------------------------------------------------- report
-@dataclass(frozen=True)
-class Problem:
-    """One thing wrong with a store.
-
-    ``kind`` is one of: ``checksum``, ``corrupt``, ``torn tail``, ``unsealed``,
-    ``missing segment``, ``unexpected segment``, ``obsolete leftover``, ``bad path``,
-    ``partial leftover``, ``dangling pointer``, ``slot out of range``,
-    ``shape mismatch``, ``key mismatch``, ``step count``, ``stale recording``,
-    ``interrupted merge``, ``database`` (SQLite's own check failed), ``bad value`` (a
-    column holds a value of the wrong type or out of range), ``missing object`` (an
-    object a published store's manifest lists is not there).
-    ``steps`` lists every affected step of ``episode`` (``step`` is the first).
-    """
-
-    kind: str
-    message: str
-    segment: int | None = None
-    offset: int | None = None
-    episode: int | None = None
-    step: int | None = None
-    steps: tuple[int, ...] = ()
-
-    def __str__(self) -> str:
-        where = []
-        if self.segment is not None:
-            where.append(f"segment {self.segment}")
-        if self.offset is not None:
-            where.append(f"offset {self.offset}")
-        if self.episode is not None:
-            where.append(f"episode {self.episode}")
-        if self.steps:
-            where.append(f"steps {_ranges(self.steps)}")
-        elif self.step is not None:
-            where.append(f"step {self.step}")
-        return f"{self.kind}: {self.message}" + (f" [{', '.join(where)}]" if where else "")
-
-
-def _ranges(steps: tuple[int, ...]) -> str:
-    out, start, prev = [], None, None
-    for s in sorted(steps):
-        if start is None:
-            start = prev = s
-        elif s == prev + 1:
-            prev = s
-        else:
-            out.append(f"{start}" if start == prev else f"{start}-{prev}")
-            start = prev = s
-    if start is not None:
-        out.append(f"{start}" if start == prev else f"{start}-{prev}")
-    return ",".join(out)
-
-
-@dataclass
-class VerifyReport:
-    problems: list[Problem] = field(default_factory=list)
-    quick: bool = False
-    segments_checked: int = 0
-    records_checked: int = 0
-    frames_checked: int = 0
-    bytes_checked: int = 0
-    steps_checked: int = 0
-    episodes_checked: int = 0
-    writer_running: bool | None = None
-    in_progress: list[str] = field(default_factory=list)  # a live writer's unfinished tail
-    seconds: float = 0.0
-
-    @property
-    def ok(self) -> bool:
-        return not self.problems
-
-    def as_dict(self) -> dict:
-        d = asdict(self)
-        d["ok"] = self.ok
-        return d
 
 
 # --------------------------------------------------------------------- verify
@@ -135,12 +58,12 @@ def verify(
         report.writer_running = None if st.published else st.writer_running()
         try:
             if st.published and not quick:  # every object against the manifest, whole
-                check_objects(st, report, Problem, progress)
+                check_objects(st, report, progress)
             # The snapshot is pinned by the first query, before any segment is scanned.
             with st.catalog.read_snapshot():
                 if _check_database(st, report):
                     if st.remote:  # segments at a URL: read through the store, chunk by chunk
-                        check_pointers_remote(st, report, Problem)
+                        check_pointers_remote(st, report)
                     else:
                         files = _check_files(st, report)
                         scans = _scan_all(st, report, files, quick, progress)
