@@ -70,7 +70,12 @@ def _change(reclaimed: int) -> str:
 
 @click.command()
 @store_arg
-@click.option("--quick", is_flag=True, help="Check checksums and pointers; do not decompress.")
+@click.option(
+    "--quick",
+    is_flag=True,
+    help="Check checksums and pointers; do not decompress (nor hash a published store's "
+    "objects whole).",
+)
 @click.option(
     "--replay",
     is_flag=True,
@@ -86,6 +91,9 @@ def _change(reclaimed: int) -> str:
 @json_opt
 def verify(store, quick, replay, episodes, as_json):
     """Check every checksum, frame pointer and catalogue entry (read-only).
+
+    STORE may be a published store (a directory or a URL such as s3://bucket/runs): each
+    object is then also checked against its manifest's size and SHA-256.
 
     With --replay, instead re-create each episode's environment from its stored env
     spec, seed (or the earlier episodes it continues) and actions, and compare every
