@@ -45,11 +45,17 @@ from ._format import (
     record_extent,
 )
 from ._published import ObjectProblem, is_url, open_fs, shown_location
-from .errors import InvalidInput
+from .errors import InvalidInput, SegmentMissing
 from .extras import require
 from .files import fsync_dir, fsync_file
 from .jsonsafe import dumps
-from .segments import is_sealed, list_segment_ids, relative_segment_path, segment_path
+from .segments import (
+    is_sealed,
+    list_segment_ids,
+    open_segment,
+    relative_segment_path,
+    segment_path,
+)
 from .store import FrameStore
 
 __all__ = ["ObjectProblem", "PublishReport", "publish"]
@@ -358,12 +364,23 @@ def _write_chunks_table(
 def _copy_segments(
     store: FrameStore, target: _Target, segments: list[int], progress: Progress | None
 ) -> None:
-    """Sealed segments byte for byte (a sealed segment never changes)."""
+    """Sealed segments byte for byte (a sealed segment never changes), each opened like
+    every segment read (never through a link, only a regular file)."""
     paths = [segment_path(store.root, s) for s in segments]
-    total = sum(p.stat().st_size for p in paths)
+    try:
+        total = sum(os.stat(p, follow_symlinks=False).st_size for p in paths)
+    except FileNotFoundError:
+        total = 0  # the missing one is named when it is opened, below
     done = 0
     for sid, path in zip(segments, paths, strict=True):
-        with open(path, "rb") as src, target.open(relative_segment_path(sid)) as out:
+        try:
+            src = open_segment(path, sid)
+        except SegmentMissing:
+            raise InvalidInput(
+                f"{store.location}: segment {sid} was removed while publishing (did a gc or "
+                "merge run?); publish again"
+            ) from None
+        with src, target.open(relative_segment_path(sid)) as out:
             while block := src.read(_COPY_BLOCK):
                 out.write(block)
                 done += len(block)

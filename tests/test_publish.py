@@ -24,6 +24,7 @@ from framestore.errors import (
     SegmentMissing,
 )
 from framestore.publish import publish
+from framestore.segments import list_segment_ids, segment_path
 
 
 @pytest.fixture
@@ -178,6 +179,25 @@ def test_a_remote_destination_with_leftovers_is_named_and_kept(source, s3):
     assert run_cli("publish", path, f"s3://{bucket}/done").exit_code == 0
     line = assert_one_line_error(run_cli("publish", path, f"s3://{bucket}/done"))
     assert "is a published store already" in line
+
+
+def test_a_segment_removed_while_publishing_is_named_and_nothing_is_left(source, tmp_path):
+    """What a gc that deletes a segment behind a running publish does to it (it used to
+    stop with a bare FileNotFoundError)."""
+    path, _ids = source
+    last = segment_path(path, max(list_segment_ids(path)))
+    kept = last.read_bytes()
+
+    def remove_once(done, total):
+        if last.exists():
+            last.unlink()
+
+    with FrameStore.open(path, readonly=True) as st:
+        with pytest.raises(InvalidInput, match=r"was removed while publishing .* publish again"):
+            publish(st, tmp_path / "p", progress=remove_once)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["src.store"]  # nothing half-made
+    last.write_bytes(kept)
+    assert run_cli("publish", path, tmp_path / "p").exit_code == 0
 
 
 # ----------------------------------------------------------------------------- damage
