@@ -393,7 +393,7 @@ def _write_manifest(store: FrameStore, target: _Target, report: PublishReport) -
         "format": PUBLISHED_FORMAT,
         "version": PUBLISHED_VERSION,
         "created": time.time(),
-        "source": store.location,
+        "source": store.name,  # the store's name, not the publisher's path to it
         "segment_format": VERSION,
         "schema_version": store.catalog.schema()["version"],
         "episodes": report.episodes,

@@ -216,6 +216,12 @@ class FrameStore:
         return self._objects.problems(progress)
 
     @property
+    def name(self) -> str:
+        """How the store names itself to others (a published manifest, exported Parquet
+        metadata): its directory's name, never the path to it; a URL as shown."""
+        return self.location if self.remote else Path(self.location).name
+
+    @property
     def remote(self) -> bool:
         """Whether segments are read from a URL (a published store on object storage)."""
         return self._reader.source is not None

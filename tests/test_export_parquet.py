@@ -96,8 +96,11 @@ def test_pandas_and_duckdb_read_the_shards(recorded, tmp_path):
         ).fetchall()
     expected = [r for r in table.itertuples() if r.action == 3]
     assert count == len(expected) and reward == sum(r.reward for r in expected)
-    meta = json.loads(pq.read_schema(out / report.shards[0]).metadata[b"huggingface"])
+    schema_meta = pq.read_schema(out / report.shards[0]).metadata
+    meta = json.loads(schema_meta[b"huggingface"])
     assert meta["info"]["features"]["image"] == {"_type": "Image"}
+    ours = json.loads(schema_meta[b"framestore"])  # the store's name, not the path to it
+    assert ours["source"] and "/" not in ours["source"]
 
 
 def test_run_export_and_steps_range(recorded, tmp_path):

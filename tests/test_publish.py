@@ -61,6 +61,9 @@ def test_publish_to_a_directory_reads_back_bit_exact(source, tmp_path):
     assert not list(tmp_path.glob(".published.publish-*"))  # no staging directory left
 
     manifest = json.loads((dest / "manifest.json").read_text())
+    # the store's name, never the publisher's path to it
+    assert manifest["source"] == "src.store"
+    assert str(tmp_path) not in (dest / "manifest.json").read_text()
     on_disk = {p.relative_to(dest).as_posix() for p in dest.rglob("*") if p.is_file()} - {
         "manifest.json"
     }

@@ -232,7 +232,7 @@ class _ShardWriter:
         image = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
         meta = {
             "huggingface": json.dumps({"info": {"features": hf_features(plan.kind)}}),
-            "framestore": json.dumps({"source": store.location, "exported": time.time()}),
+            "framestore": json.dumps({"source": store.name, "exported": time.time()}),
         }
         self.schema = pa.schema([*fields, pa.field("image", image)], metadata=meta)
         self.group_bytes = min(_MAX_ROW_GROUP_BYTES, (plan.shard_bytes - _FOOTER_BYTES) // 4)
