@@ -40,7 +40,10 @@ N_FRAMES = 24  # three chunks
 
 
 def write_segment(root, frames, codec: str) -> list[FrameRef]:
-    with FrameStorageService(root, codec=codec, chunk_frames=FRAMES_PER_CHUNK) as svc:
+    # max_latency: whole chunks even if the test stalls between puts (a loaded machine)
+    with FrameStorageService(
+        root, codec=codec, chunk_frames=FRAMES_PER_CHUNK, max_latency=60.0
+    ) as svc:
         return [svc.put(f, key=(5, i)) for i, f in enumerate(frames)]
 
 

@@ -64,7 +64,12 @@ def test_disk_full_mid_recording(fs, assault_frames):
     fs.set_disk_usage(FILE_HEADER_SIZE + 2 * CHUNK_RECORD + CHUNK_RECORD // 2, path="/")
     errors: list[BaseException] = []
     svc = FrameStorageService(
-        ROOT, codec="raw", chunk_frames=PER_CHUNK, lock=False, on_error=errors.append
+        ROOT,
+        codec="raw",
+        chunk_frames=PER_CHUNK,
+        lock=False,
+        on_error=errors.append,
+        max_latency=60.0,  # chunks of PER_CHUNK frames even if the test stalls (a loaded machine)
     )
     refs = []
     try:
@@ -148,6 +153,7 @@ def test_vanished_segments_directory_fails_the_writer_instead_of_hanging(fs, ass
         chunk_frames=PER_CHUNK,
         segment_bytes=CHUNK_RECORD + FILE_HEADER_SIZE + 100,
         block_timeout=5,
+        max_latency=60.0,  # whole chunks even if the test stalls
         lock=False,
         on_error=errors.append,
     )

@@ -461,7 +461,10 @@ def test_disk_full_in_the_writer_reaches_the_producer(tmp_path, assault_frames, 
 
     monkeypatch.setattr(SegmentWriter, "append", append_on_filling_disk)
     errors: list[BaseException] = []
-    svc = FrameStorageService(root, codec="raw", chunk_frames=4, on_error=errors.append)
+    # max_latency: chunks of 4 frames even if the test stalls (a loaded machine)
+    svc = FrameStorageService(
+        root, codec="raw", chunk_frames=4, on_error=errors.append, max_latency=60.0
+    )
     refs = []
     try:
         with pytest.raises(DiskFull) as put_or_flush:
