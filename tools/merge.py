@@ -187,9 +187,9 @@ def _commit(
     runs = src.catalog.export_runs()
     eps = src.catalog.export_episodes()
     with st.transaction() as cat:
-        max_run, max_ep = cat.max_ids()
-        run_map = {r["id"]: max_run + 1 + i for i, r in enumerate(runs)}
-        ep_map = {e["id"]: max_ep + 1 + i for i, e in enumerate(eps)}
+        next_run, next_ep = cat.next_ids()
+        run_map = {r["id"]: next_run + i for i, r in enumerate(runs)}
+        ep_map = {e["id"]: next_ep + i for i, e in enumerate(eps)}
         for r in runs:
             cat.import_run(run_map[r["id"]], r)
         for e in eps:

@@ -174,14 +174,6 @@ class MergeQueries(CatalogBase):
             )
 
     # ----------------------------------------------------------------- into this store
-    def max_ids(self) -> tuple[int, int]:
-        """The highest run and episode ids in use (0 when none); for episodes also the
-        highest stream key of merged episodes (a new id must name no one's chunks)."""
-        return self._one(
-            "SELECT (SELECT COALESCE(MAX(id), 0) FROM runs), "
-            "(SELECT MAX(COALESCE(MAX(id), 0), COALESCE(MAX(stream_key), 0)) FROM episodes)"
-        )
-
     def import_run(self, run_id: int, row: Mapping[str, Any]) -> None:
         """Insert a run row copied from another store under ``run_id``."""
         marks = ", ".join("?" * (len(RUN_COLUMNS) + 1))
