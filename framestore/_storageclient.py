@@ -198,9 +198,9 @@ class ProcessStorage:
         self._free = []
         return new
 
-    def _claim(self, nbytes: int, count: int = 1) -> bool:
-        """Room for ``count`` frames of ``nbytes`` bytes in all: True at once or after
-        waiting (``block``), False when they do not fit (``drop``)."""
+    def _claim(self, count: int = 1) -> bool:
+        """Room for ``count`` frames (slots: each holds any frame within the byte bound):
+        True at once or after waiting (``block``), False when they do not fit (``drop``)."""
         ring = self._ring
         assert ring is not None
         counts = self._counts
@@ -254,7 +254,7 @@ class ProcessStorage:
         nbytes = frame.nbytes
         self._check_size(nbytes)
         self._ring_for(nbytes)
-        if not self._claim(nbytes):
+        if not self._claim():
             self._dropped += 1
             return RingRef(None, key, frame.shape, DROPPED, dropped=True)
         return self._copy_in(frame, key)
@@ -272,7 +272,6 @@ class ProcessStorage:
             check_frame(f)
         if not present:
             return [None] * len(frames)
-        total = sum(f.nbytes for f in present)
         big = max(f.nbytes for f in present)
         self._check_size(big)
         ring = self._ring_for(big)
@@ -281,12 +280,12 @@ class ProcessStorage:
                 f"a batch of {len(present)} frames does not fit the queue ({ring.slots} "
                 f"frames of {ring.slot_bytes} bytes); raise queue_frames or queue_bytes"
             )
-        whole = self._s.policy == "block" and self._claim(total, len(present))
+        whole = self._s.policy == "block" and self._claim(len(present))
         refs: list[FrameRef | None] = []
         for frame, key in zip(frames, checked, strict=True):
             if frame is None:
                 refs.append(None)
-            elif whole or self._claim(frame.nbytes):
+            elif whole or self._claim():
                 refs.append(self._copy_in(frame, key))
             else:
                 self._dropped += 1
@@ -453,11 +452,7 @@ class ProcessStorage:
         if reply[1] is not None:
             raise decode_error(reply[1])
         if link.error is not None:
-            link.closed = False  # raise the error itself, not "closed"
-            try:
-                link.raise_if_failed()
-            finally:
-                link.closed = True
+            link.raise_if_failed()  # the error itself: "closed" is said only without one
 
     def _free_ring(self) -> None:
         # counters read after close: the storage process's final values

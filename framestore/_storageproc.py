@@ -93,7 +93,7 @@ class _Server:
             logger.handlers = [_ForwardLogs(self)]
             logger.propagate = False
             logger.setLevel((log_levels or {}).get(name, logging.WARNING))
-        self.rings: list[FrameRing] = []  # the current ring (none before the first frame)
+        self.ring: FrameRing | None = None  # the current ring (none before the first frame)
         # (episode, step) -> ring, slot, bytes: a recording never repeats a key.
         self._slot_of: dict[tuple[int, int], tuple[FrameRing, int, int]] = {}
         root, db_path, s = storage_args
@@ -152,6 +152,10 @@ class _Server:
         v[Counter.WEIGHT_COMMITTED] += weight
 
     # ----------------------------------------------------------------- commands
+    def _blocks(self) -> list[Any]:
+        """The shared-memory blocks this process maps: the ring (if any), the counters."""
+        return [self.control] if self.ring is None else [self.ring, self.control]
+
     def handle(self, msg: tuple) -> bool:
         """Carry out one command (not a step: see ``rows``); False once it was ``CLOSE``."""
         kind = msg[0]
@@ -161,9 +165,9 @@ class _Server:
             _, name, slot_bytes, slots = msg
             # The producer replaces a ring only once it drained: unmap the old one (if a
             # written chunk still holds a view of it, it stays mapped until exit).
-            for old in self.rings:
-                old.close()
-            self.rings = [FrameRing.attach(name, slot_bytes, slots)]
+            if self.ring is not None:
+                self.ring.close()
+            self.ring = FrameRing.attach(name, slot_bytes, slots)
         elif kind == Cmd.BATCH_SIZE:
             self.storage.set_batch_size(msg[1])
         elif kind == Cmd.CUT:
@@ -193,7 +197,7 @@ class _Server:
         if not eids:  # an empty batch (record_steps of no rows): nothing to do
             return
         keys = list(zip(eids, steps, strict=True))
-        ring = self.rings[-1] if self.rings else None
+        ring = self.ring
         arrs: list[np.ndarray | None] = []
         for slot, shape, key in zip(slots, shapes, keys, strict=True):
             if slot >= 0:
@@ -245,12 +249,12 @@ class _Server:
         if producer_gone:
             # Nobody else can unlink them now (the producer unlinked the rings it
             # replaced).
-            for block in [*self.rings, self.control]:
+            for block in self._blocks():
                 block.unlink()
                 if unregister:  # the producer's tracker is ours: drop its entry too
                     resource_tracker.unregister("/" + block.name, "shared_memory")
         self.reply("closed", error)
-        for block in [*self.rings, self.control]:
+        for block in self._blocks():
             block.close()
 
 
