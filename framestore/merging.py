@@ -33,7 +33,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ._format import DB_NAME, LOCK_NAME, PARTIAL_SUFFIX, read_file_header
-from .errors import CorruptData
+from .errors import CorruptData, InvalidInput
 from .files import fsync_dir
 from .segments import next_segment_id, segment_dir, segment_path
 from .store import FrameStore
@@ -43,6 +43,7 @@ __all__ = [
     "header_id",
     "new_segment_ids",
     "place_segments",
+    "refuse_unfinished_merge",
     "remove_store_files",
     "undo_incomplete_merges",
 ]
@@ -119,6 +120,19 @@ def place_segments(
         done = _copy_file(src, final, done, total, progress)
     fsync_dir(segment_dir(dest_root))
     return linked
+
+
+def refuse_unfinished_merge(store: FrameStore) -> None:
+    """Raise ``InvalidInput`` while a merge into ``store`` is unfinished: its journal
+    reserves segment ids that a recording or a gc could otherwise take. Call with the
+    writer lock held."""
+    merges = store.catalog.incomplete_merges()
+    if merges:
+        raise InvalidInput(
+            f"a merge from {merges[0].source_path} into this store stopped before its "
+            "commit; its segment ids are reserved. Run `framestore recover` (or the same "
+            "merge) first"
+        )
 
 
 def undo_incomplete_merges(store: FrameStore) -> list[int]:

@@ -158,12 +158,9 @@ class Recorder:
         self._storage = open_storage(store.root, store.db_path, s, self._background_error)
         try:
             # The writer lock is held from here on: ids cannot race with another writer.
-            merges = store.catalog.incomplete_merges()
-            if merges:  # its journal reserves segment ids this writer could take
-                raise InvalidInput(
-                    f"a merge from {merges[0].source_path} into this store stopped before "
-                    "its commit: run `framestore recover` (or the same merge) first"
-                )
+            from .merging import refuse_unfinished_merge  # merging imports the store
+
+            refuse_unfinished_merge(store)
             # Episode ids start above any id a crashed writer left in segments, so frames
             # of two recordings never share one (recover tells them apart by it).
             self.run_id, self._next_episode_id = store.next_ids()

@@ -38,6 +38,7 @@ from framestore.compaction import (
     remove_obsolete,
     target_segment_bytes,
 )
+from framestore.merging import refuse_unfinished_merge
 from framestore.segments import (
     SEGMENT_OVERHEAD,
     is_sealed,
@@ -188,12 +189,7 @@ def _refuse_unless_catalogue_complete(store: FrameStore, *, leftovers: bool) -> 
             f"episode {stale[0]} was left 'recording' by a writer that stopped; its frames "
             "may have no rows yet. Run `framestore recover` first"
         )
-    merges = store.catalog.incomplete_merges()
-    if merges:
-        raise InvalidInput(
-            f"a merge from {merges[0].source_path} stopped before its commit; its segment "
-            "ids are reserved. Run `framestore recover` (or the same merge) first"
-        )
+    refuse_unfinished_merge(store)
     rows = store.catalog.segment_rows()
     outputs = store.catalog.meta_get(COMPACTION_OUTPUTS) if leftovers else None
     known = set(rows) | set(outputs if isinstance(outputs, list) else [])
