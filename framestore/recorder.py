@@ -298,10 +298,7 @@ class Recorder:
             raise InvalidInput("record_step() before begin_episode()")
         reward = check_reward(reward)
         action_text = None if action is None else self._encode_action(action)
-        if info is None or (type(info) is dict and not info):
-            info_text = "{}"
-        else:
-            info_text = encode_info(info)
+        info_text = encode_info(info)
         eid = self.current_episode
         st = self._open[eid]
         step = st.step

@@ -407,7 +407,7 @@ def encode_info(info: Mapping[str, Any] | None, limit: int = INFO_LIMIT_BYTES) -
             message names its key path, e.g. ``info['agent']['pos']``.
         InfoTooLarge: The encoded info is larger than ``limit``.
     """
-    if info is None:
+    if info is None or (type(info) is dict and not info):  # the common case, cheaply
         return "{}"
     if not isinstance(info, Mapping):
         raise InvalidInput(f"info must be a dict, not {type(info).__qualname__}")
