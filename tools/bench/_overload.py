@@ -94,7 +94,6 @@ def _overload_one(
     put = 0
     error = None
     with ProcessMemory() as mem:
-        t0 = time.perf_counter()
         with FrameStore.open(out / "overload.store") as store:
             rec = store.recorder(fs.env_id, action_space=fs.action_space, overrides=overrides)
             if rec.writer_pid is not None:
