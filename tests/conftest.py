@@ -50,11 +50,21 @@ def _children() -> set[int]:
     return out
 
 
-def _our_shm() -> list[str]:
-    """Shared memory blocks created by this process (storage rings and counters)."""
+def alive(pid: int) -> bool:
+    """Whether process ``pid`` runs (a zombie, waiting to be reaped, does not)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(") ", 1)[1][0] != "Z"
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+
+
+def shm_blocks(pid: int | None = None) -> list[str]:
+    """Shared memory blocks created by process ``pid`` (default: this one): storage rings
+    and counters."""
     from framestore._ring import NAME_PREFIX, SHM_DIR
 
-    prefix = f"{NAME_PREFIX}{os.getpid()}_"
+    prefix = f"{NAME_PREFIX}{os.getpid() if pid is None else pid}_"
     try:
         return [n for n in os.listdir(SHM_DIR) if n.startswith(prefix)]
     except FileNotFoundError:
@@ -79,7 +89,7 @@ def no_leaked_threads():
         time.sleep(0.02)
         procs = _children() - children
     assert not procs, f"test left child processes running: {sorted(procs)}"
-    assert not _our_shm(), f"test left shared memory behind: {_our_shm()}"
+    assert not shm_blocks(), f"test left shared memory behind: {shm_blocks()}"
 
 
 #: The writer placements a recording test runs against (``Settings.writer``).

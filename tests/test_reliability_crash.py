@@ -32,9 +32,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from conftest import alive, shm_blocks, wait_for
 
 from framestore import FrameStore
-from framestore._ring import NAME_PREFIX, SHM_DIR
 from framestore.envs import make_env
 from tools.cli import cli
 from tools.gc import PHASES, collect
@@ -73,14 +73,6 @@ def storage_pid(progress: Path) -> int | None:
             word = line.split()[1]
             return None if word == "None" else int(word)
     return None
-
-
-def alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split(") ", 1)[1][0] != "Z"
-    except (FileNotFoundError, ProcessLookupError):
-        return False
 
 
 def run_and_kill(
@@ -127,11 +119,8 @@ def run_and_kill(
         assert finished in ((0, 3) if kill_storage else (0,)), err
     pid = storage_pid(progress)
     if pid is not None:  # a storage process outlives its producer only to commit and exit
-        deadline = time.monotonic() + 60
-        while alive(pid) and time.monotonic() < deadline:
-            time.sleep(0.01)
-        assert not alive(pid), "the storage process did not exit"
-        assert not [n for n in os.listdir(SHM_DIR) if n.startswith(f"{NAME_PREFIX}{proc.pid}_")]
+        wait_for(lambda: not alive(pid), timeout=60, interval=0.01)  # it did exit
+        assert not shm_blocks(proc.pid)
     return finished
 
 

@@ -20,28 +20,16 @@ import time
 import gymnasium as gym
 import numpy as np
 import pytest
-from conftest import wait_for, writer_overrides
+from conftest import alive, shm_blocks, wait_for, writer_overrides
 
 from framestore import FrameStore, StoreLocked, WriterFailed
-from framestore._ring import NAME_PREFIX, SHM_DIR
+from framestore._ring import SHM_DIR
 from framestore._storagewire import decode_error, encode_error
 from framestore.errors import DiskFull, InvalidInput, QueueFull
 from tools.recover import recover
 from tools.verify import verify
 
 ENV_ID = "ALE/Assault-v5"
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    try:  # a zombie is dead too (reaped later by its parent)
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split(") ", 1)[1][0] != "Z"
-    except FileNotFoundError:
-        return False
 
 
 def _noise(n: int, shape=(210, 160, 3), seed=0) -> list[np.ndarray]:
@@ -60,7 +48,7 @@ def test_records_both_apis_bit_exactly(tmp_path, assault_frames, start):
             overrides={"chunk_frames": 16, **writer_overrides("process", start)},
         )
         pid = rec.writer_pid
-        assert pid is not None and pid != os.getpid() and _alive(pid)
+        assert pid is not None and pid != os.getpid() and alive(pid)
         first = rec.begin_episode(seed=1)
         for i in range(40):
             rec.record_step(assault_frames[i], action=i % 7, reward=0.5, info={"i": i})
@@ -83,7 +71,7 @@ def test_records_both_apis_bit_exactly(tmp_path, assault_frames, start):
         m = rec.metrics()
         assert m.frames.frames_written == 100 and m.sink.steps_committed == 100
         rec.close()
-        assert not _alive(pid)
+        assert not alive(pid)
         got = list(store.iter_frames(first))
         assert (
             all(np.array_equal(g, assault_frames[i]) for i, g in enumerate(got)) and len(got) == 40
@@ -138,7 +126,7 @@ def test_a_writer_error_reaches_the_next_call_and_on_error(tmp_path, assault_fra
             rec.record_step(assault_frames[0])
         with pytest.raises(WriterFailed):
             rec.close()
-        assert not _alive(rec.writer_pid)
+        assert not alive(rec.writer_pid)
 
 
 def test_storage_process_killed_gives_writer_failed_at_once(tmp_path, assault_frames):
@@ -200,10 +188,9 @@ def test_producer_killed_storage_process_commits_what_it_has_and_exits(tmp_path,
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == -signal.SIGKILL, err.decode()
     pid, sent = map(int, progress.read_text().split())
-    wait_for(lambda: not _alive(pid), timeout=30)
+    wait_for(lambda: not alive(pid), timeout=30)
     # Its shared memory went with it (the producer could not unlink it).
-    prefix = f"{NAME_PREFIX}{proc.pid}_"
-    wait_for(lambda: not [b for b in os.listdir(SHM_DIR) if b.startswith(prefix)], timeout=10)
+    wait_for(lambda: not shm_blocks(proc.pid), timeout=10)
     report = recover(path)
     assert report.frames_lost == {}
     assert verify(path).ok
@@ -466,7 +453,7 @@ def test_close_when_the_close_command_cannot_be_sent_still_ends_the_process(tmp_
         rec.flush()
         with pytest.raises(KeyboardInterrupt):
             rec.close()
-        wait_for(lambda: not _alive(pid), timeout=30)
+        wait_for(lambda: not alive(pid), timeout=30)
     recover(path)
     assert verify(path).ok
     with FrameStore.open(path, readonly=True) as store:
@@ -508,7 +495,7 @@ def test_a_defect_in_the_storage_process_is_an_error_at_the_next_call(tmp_path, 
             rec.flush(timeout=30)
         with pytest.raises(WriterFailed):
             rec.close()
-        assert not _alive(pid)
+        assert not alive(pid)
     recover(path)
     assert verify(path).ok
     with FrameStore.open(path, readonly=True) as store:
