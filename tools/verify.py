@@ -55,7 +55,7 @@ def verify(
     t0 = time.perf_counter()
     report = VerifyReport(quick=quick)
     with opened(store, readonly=True) as st:
-        report.writer_running = None if st.published else st.writer_running()
+        report.writer_running = None if st.remote else st.writer_running()  # no lock at a URL
         try:
             if st.published and not quick:  # every object against the manifest, whole
                 check_objects(st, report, progress)
