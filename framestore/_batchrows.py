@@ -12,6 +12,7 @@ import numpy as np
 from telemetry import StepBatch, check_rewards, encode_actions, encode_info
 
 from ._refs import FrameRef
+from .catalog import format_shape
 from .codecs import check_frame
 from .errors import InvalidFrame, InvalidInput
 
@@ -148,16 +149,9 @@ class BatchRows:
 
     def event(self, steps: list[int], refs: list[FrameRef | None], wall_time: float) -> StepBatch:
         """The one hub event of the batch."""
-        shapes: dict[tuple[int, ...], str] = {}
-        names = []
-        for ref in refs:
-            if ref is None or ref.shape is None:
-                names.append(None)
-                continue
-            name = shapes.get(ref.shape)
-            if name is None:
-                name = shapes[ref.shape] = "x".join(str(d) for d in ref.shape)
-            names.append(name)
+        names = [
+            None if ref is None or ref.shape is None else format_shape(ref.shape) for ref in refs
+        ]
         return StepBatch(
             episode_ids=tuple(self.episode_ids),
             steps=tuple(steps),

@@ -32,7 +32,7 @@ from telemetry import (
 
 from ._batchrows import BatchRows, EpisodeState, check_episode_args
 from ._storage import open_storage
-from .catalog import check_seed
+from .catalog import check_seed, format_shape
 from .errors import InvalidInput, StoreClosed
 from .service import ServiceMetrics
 from .settings import Settings, resolve
@@ -131,7 +131,6 @@ class Recorder:
         self._closed = False
         self._lock = threading.Lock()
         self._displays = 0  # display subscribers: steps become Step events only for them
-        self._shapes: dict[tuple[int, ...], str] = {}
 
         self._start_storage(store, s)
         self._hub.publish(
@@ -306,7 +305,7 @@ class Recorder:
         shape = None
         if frame is not None:
             ref = self._storage.put(frame, (eid, step))
-            shape = self._shape_text(ref.shape)
+            shape = None if ref.shape is None else format_shape(ref.shape)
             if ref.dropped:
                 st.dropped += 1
         term, trunc = bool(terminated), bool(truncated)
@@ -437,15 +436,6 @@ class Recorder:
             name, callback, maxlen=maxlen or self.settings.hub_buffer, policy="drop_oldest"
         )
         self._displays += 1
-
-    def _shape_text(self, shape: tuple[int, ...] | None) -> str | None:
-        """``"210x160x3"`` (the ``frame_shape`` column), made once per shape."""
-        if shape is None:
-            return None
-        text = self._shapes.get(shape)
-        if text is None:
-            text = self._shapes[shape] = "x".join(map(str, shape))
-        return text
 
     def flush(self, timeout: float | None = None) -> None:
         """Return once everything recorded so far is durable: frames written (fsynced

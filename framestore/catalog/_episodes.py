@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from telemetry import decode_action, decode_info
@@ -40,7 +41,10 @@ def parse_shape(text: str | None) -> tuple[int, ...] | None:
     return Cell("steps", "a row").shape("frame_shape", text) if text else None
 
 
+@functools.lru_cache(maxsize=256)
 def format_shape(shape: tuple[int, ...]) -> str:
+    """``"210x160x3"``: the ``frame_shape`` column's text (made once per shape: the
+    recorder asks for every frame)."""
     return "x".join(str(d) for d in shape)
 
 
