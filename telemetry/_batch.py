@@ -8,8 +8,9 @@ from typing import Any
 import numpy as np
 from gymnasium import spaces as gs
 
+from ._fastactions import action_encoder
 from .errors import InvalidInput
-from .spaces import _not_in, check_reward, encode_action
+from .spaces import _not_in, check_reward
 
 __all__ = ["check_rewards", "encode_actions"]
 
@@ -51,7 +52,8 @@ def encode_actions(actions: Any, space: gs.Space | None, n: int) -> list[str | N
         ) from None
     if count != n:
         raise InvalidInput(f"got {count} actions for {n} rows")
-    return [encode_action(a, space) for a in actions]
+    encode = action_encoder(space)  # the per-step fast paths, same text and errors
+    return [encode(a) for a in actions]
 
 
 def check_rewards(rewards: Any, n: int) -> list[float]:
