@@ -11,9 +11,10 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import numpy as np
+import psutil
 
 __all__ = [
     "ProcessMemory",
@@ -29,8 +30,6 @@ class RssSampler:
     """Samples this process's RSS on a thread; ``peak`` minus ``baseline`` is growth."""
 
     def __init__(self, interval: float = 0.005):
-        import psutil
-
         self._proc = psutil.Process()
         self._interval = interval
         self._stop = threading.Event()
@@ -41,18 +40,25 @@ class RssSampler:
     def _rss(self) -> int:
         return self._proc.memory_info().rss
 
+    def _begin(self) -> None:
+        """The baseline, taken after a collection and a heap trim."""
+        gc.collect()
+        _trim_heap()
+        self.baseline = self.peak = self._rss()
+
+    def _sample(self) -> None:
+        self.peak = max(self.peak, self._rss())
+
     def _run(self) -> None:
         while not self._stop.wait(self._interval):
-            self.peak = max(self.peak, self._rss())
+            self._sample()
 
     @property
     def growth(self) -> int:
         return max(0, self.peak - self.baseline)
 
-    def __enter__(self) -> RssSampler:
-        gc.collect()
-        _trim_heap()
-        self.baseline = self.peak = self._rss()
+    def __enter__(self) -> Self:
+        self._begin()
         self._thread.start()
         return self
 
@@ -81,16 +87,12 @@ class ProcessMemory(RssSampler):
     def watch(self, pid: int) -> None:
         """Watch ``pid`` too, from now on: its PSS now is part of the baseline (a storage
         process's interpreter at rest is not growth), its RSS peak is ``other_peak``."""
-        import psutil
-
         other = psutil.Process(pid)
         self._pss0 += other.memory_full_info().pss
         self.other_base = other.memory_info().rss
         self._other = other
 
     def _pss(self) -> int:
-        import psutil
-
         total = self._proc.memory_full_info().pss
         if self._other is not None:
             try:
@@ -99,27 +101,20 @@ class ProcessMemory(RssSampler):
                 pass
         return total
 
-    def _run(self) -> None:
-        import psutil
+    def _sample(self) -> None:
+        super()._sample()
+        if self._other is not None:
+            try:
+                self.other_peak = max(self.other_peak, self._other.memory_info().rss)
+            except psutil.Error:
+                pass
+        self._tick += 1
+        if self._tick % 20 == 0:
+            self.pss_growth = max(self.pss_growth, self._pss() - self._pss0)
 
-        while not self._stop.wait(self._interval):
-            self.peak = max(self.peak, self._rss())
-            if self._other is not None:
-                try:
-                    self.other_peak = max(self.other_peak, self._other.memory_info().rss)
-                except psutil.Error:
-                    pass
-            self._tick += 1
-            if self._tick % 20 == 0:
-                self.pss_growth = max(self.pss_growth, self._pss() - self._pss0)
-
-    def __enter__(self) -> ProcessMemory:
-        gc.collect()
-        _trim_heap()
-        self.baseline = self.peak = self._rss()
+    def _begin(self) -> None:
+        super()._begin()
         self._pss0 = self._proc.memory_full_info().pss
-        self._thread.start()
-        return self
 
 
 def _trim_heap() -> None:
