@@ -50,11 +50,6 @@ def _commits_now(event: Event) -> bool:
     return isinstance(event, _COMMIT_NOW)
 
 
-def _weight(event: Event) -> int:
-    """What an event counts against the queue's bound: its rows, at least one."""
-    return max(_rows(event), 1)
-
-
 def _rows(event: Event) -> int:
     """Step rows an event writes: a ``StepBatch`` counts as its rows (queue bounds and
     batch sizes are in rows), a ``Step`` as one, other events as none."""
@@ -474,7 +469,7 @@ class TelemetryDBSink:
             rows = len(locations)
             self._record_flush(rows, len(pending), (t1 - t0) * 1e3, (t2 - t1) * 1e3)
             if self._on_committed is not None:
-                self._on_committed(sum(_weight(e) for e in pending if type(e) is not Barrier))
+                self._on_committed(sum(max(_rows(e), 1) for e in pending if type(e) is not Barrier))
         self._pending = []
         for event in pending:
             if type(event) is Barrier:
@@ -486,7 +481,7 @@ class TelemetryDBSink:
         rows = 0
         while queue and rows < self.batch_size:
             event = queue.popleft()
-            weight = _weight(event)
+            weight = max(_rows(event), 1)
             self._depth -= weight
             rows += weight
             taken.append(event)
