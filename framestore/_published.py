@@ -42,7 +42,7 @@ from ._format import (
 )
 from ._sources import RemoteSegments
 from .catalog import PUBLISHED_TABLES, Catalog
-from .errors import NotAStore, PublishedObjectError, SchemaTooNew
+from .errors import FrameStoreError, NotAStore, PublishedObjectError, SchemaTooNew
 from .extras import require
 
 __all__ = [
@@ -76,6 +76,12 @@ def shown_location(location: str | os.PathLike) -> str:
         return text
     host = parts.netloc.rsplit("@", 1)[1]
     return urllib.parse.urlunsplit(parts._replace(netloc=f"***@{host}"))
+
+
+def _userinfo(url: str) -> str:
+    """The ``user:password`` of a URL (a string no message may show), or ``"\0"``."""
+    netloc = urllib.parse.urlsplit(url).netloc
+    return netloc.rsplit("@", 1)[0] if "@" in netloc else "\0"
 
 
 def is_published(path: str | os.PathLike) -> bool:
@@ -283,7 +289,13 @@ def open_published(
     text = shown_location(url)  # for messages: never the credentials of a URL
     fs, root = open_fs(url, storage_options)
     root = root.rstrip("/")
-    manifest = read_manifest(fs, root, text)
+    try:
+        manifest = read_manifest(fs, root, text)
+    except FrameStoreError:
+        raise
+    except Exception as e:  # the backend's own: a bad bucket name, no credentials, no route
+        why = f"{type(e).__name__}: {e}".replace(_userinfo(url), "***")
+        raise NotAStore(text, f"cannot read {MANIFEST_NAME}: {why}") from None
     catalog = Catalog.scratch()
     try:
         ours = catalog.schema()["version"]

@@ -203,6 +203,17 @@ def test_a_segment_removed_while_publishing_is_named_and_nothing_is_left(source,
     assert run_cli("publish", path, tmp_path / "p").exit_code == 0
 
 
+def test_a_url_the_backend_refuses_is_one_line_without_the_password(s3):
+    """Errors of the storage backend itself (here botocore refusing the bucket name that
+    the URL's user:password made) were a traceback that showed the password."""
+    url = "s3://reader:s3cret@Bad_Bucket!/runs"
+    with pytest.raises(NotAStore, match="cannot read manifest.json: ParamValidationError") as err:
+        FrameStore.open(url, readonly=True, storage_options=s3.storage_options)
+    assert "s3cret" not in str(err.value) and "s3://***@Bad_Bucket!/runs" in str(err.value)
+    line = assert_one_line_error(run_cli("ls", url), 2)
+    assert "s3cret" not in line and "ParamValidationError" in line
+
+
 # ----------------------------------------------------------------------------- damage
 def _put(fs, key: str, data: bytes) -> None:
     with fs.open(key, "wb") as fp:
