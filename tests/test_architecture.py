@@ -5,7 +5,8 @@
   module, new ones included);
 - SQL against the store's database lives in the catalogue, the sink's insert path, the
   database opener and the migrations (plus the benchmark's own baseline database);
-- no module over 600 lines, no function over 80 lines unless a reason is written here.
+- no module over 900 lines, no function over 120 lines unless a reason is written here: a
+  ceiling that catches real monsters, not a counter to split code for (issue 22).
 """
 
 from __future__ import annotations
@@ -33,8 +34,8 @@ _SQL = re.compile(
     r"CREATE\s+(TABLE|INDEX)|PRAGMA\s+\w+|VACUUM\b)"
 )  # case-sensitive: SQL is written in capitals here, prose is not
 
-MAX_MODULE_LINES = 600
-MAX_FUNCTION_LINES = 80
+MAX_MODULE_LINES = 900
+MAX_FUNCTION_LINES = 120
 #: Functions allowed to be longer, each with the reason.
 LONG_FUNCTIONS: dict[str, str] = {}
 
