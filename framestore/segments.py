@@ -345,7 +345,14 @@ class SegmentWriter:
     detected as a torn tail).
     """
 
-    def __init__(self, path: str | os.PathLike, segment_id: int, *, final_path: Path | None = None):
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        segment_id: int,
+        *,
+        final_path: Path | None = None,
+        store_tag: int = 0,
+    ):
         self.path = Path(path)
         self.segment_id = segment_id
         self.final_path = final_path  # set when writing a .partial to be renamed later
@@ -358,17 +365,17 @@ class SegmentWriter:
         self._fp = os.fdopen(fd, "wb", buffering=0)
         self.size = 0
         try:
-            self._write(pack_file_header(segment_id))
+            self._write(pack_file_header(segment_id, store_tag=store_tag))
         except BaseException:
             self._fp.close()
             self.path.unlink(missing_ok=True)
             raise
 
     @classmethod
-    def partial(cls, root: str | os.PathLike, segment_id: int) -> SegmentWriter:
+    def partial(cls, root: str | os.PathLike, segment_id: int, store_tag: int = 0) -> SegmentWriter:
         """A writer of ``seg-N.fseg.partial``, to be renamed with ``publish``."""
         final = segment_path(root, segment_id)
-        return cls(partial_path(final), segment_id, final_path=final)
+        return cls(partial_path(final), segment_id, final_path=final, store_tag=store_tag)
 
     def _write(self, data: bytes) -> int:
         offset = self.size
@@ -389,7 +396,8 @@ class SegmentWriter:
         return offset
 
     def append(self, record: bytes, *, frames: int = 0) -> int:
-        """Append one packed record; returns its offset."""
+        """Append one packed record; returns its offset (``frames``: a CHUNK record
+        holding that many frames, counted in the seal)."""
         offset = self._write(record)
         if frames:
             self.chunks += 1
