@@ -33,6 +33,7 @@ from ._format import (
     read_raw_record,
     reframe_chunk,
     segment_name,
+    store_tag,
 )
 from .errors import (
     CorruptData,
@@ -70,6 +71,7 @@ __all__ = [
     "segment_files",
     "segment_path",
     "segment_version",
+    "store_tag",
 ]
 
 FORMAT_VERSION = VERSION  # the segment format version this framestore writes
