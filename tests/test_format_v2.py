@@ -10,6 +10,9 @@ policy, the environment's info and rewards.
 
 from __future__ import annotations
 
+import sqlite3
+from contextlib import closing
+
 import pytest
 from conftest import run_cli
 from oldstores import (
@@ -56,3 +59,19 @@ def test_gc_compacts_a_v2_store_into_current_segments(v2_store):
 
 def test_recording_into_a_v2_store_adds_current_segments(v2_store, assault_frames):
     check_recording_adds_current_segments(v2_store, assault_frames)
+
+
+def test_rows_rebuilt_from_v2_segments_are_reported_without_their_metadata(v2_store):
+    """Format 2 holds no step metadata: a deleted row comes back with its frame only, and
+    recover says that its action, reward and info are lost (exit 3), never 'nothing
+    lost'."""
+    with closing(sqlite3.connect(v2_store / "framestore.db")) as conn, conn:
+        conn.execute("DELETE FROM steps WHERE episode_id = 1 AND step >= 20")
+    r = run_cli("recover", v2_store)
+    assert r.exit_code == 3, r.output
+    assert "LOST: episode 1: 5 step row(s) rebuilt with their frame only" in r.output
+    assert "recovered with data loss (step metadata)" in r.output
+    with FrameStore.open(v2_store, readonly=True) as store:
+        rows = store.read_steps(1)
+        assert len(rows) == 25 and rows[22].action is None and rows[22].reward is None
+    assert run_cli("verify", v2_store).exit_code == 0
