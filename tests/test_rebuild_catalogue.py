@@ -126,3 +126,39 @@ def test_deleted_rows_come_back_whole_and_the_report_says_so(tmp_path, assault_f
         1 for row in want["steps"] if row[0] not in (1, 4) and row[1] < 10
     )
     assert catalogue(path) == want
+
+
+def test_a_catalogue_is_rebuilt_after_rm_and_gc(tmp_path, assault_frames):
+    """gc copies the records that describe live episodes with their chunks (EPISODE,
+    EPISODE_END, RUN_END, chunks of steps without frames), never a deleted episode's:
+    the compacted segments still rebuild the catalogue; a second gc finds nothing to do."""
+    path = tmp_path / "s.store"
+    record_store(path, assault_frames, "thread")
+    assert run_cli("rm", path, "--episode", 2).exit_code == 0
+    result = run_cli("gc", path, "--threshold", 1, "--json")
+    assert result.exit_code == 0 and '"segments_written": [' in result.output, result.output
+    want = catalogue(path)
+    want["episodes"] = [row for row in want["episodes"] if row[0] != 2]  # rm'd: forgotten
+    again = run_cli("gc", path, "--json")  # the default threshold: nothing left to win
+    assert '"segments_rewritten": []' in again.output, again.output
+
+    delete_catalogue(path)
+    result = run_cli("recover", path)
+    assert result.exit_code == 0, result.output
+    assert catalogue(path) == want
+    assert verify(path).ok
+
+
+def test_verify_finds_rows_that_differ_from_their_segments(tmp_path, assault_frames):
+    path = tmp_path / "s.store"
+    record_store(path, assault_frames, "thread")
+    report = verify(path)
+    assert report.ok and report.steps_metadata_checked == len(catalogue(path)["steps"])
+    with closing(sqlite3.connect(path / "framestore.db")) as conn, conn:
+        conn.execute("UPDATE steps SET reward = reward + 1 WHERE episode_id = 1 AND step = 4")
+        conn.execute("UPDATE steps SET info = '{}' WHERE episode_id = 4 AND step IN (2, 3)")
+    found = {(p.kind, p.episode, p.steps) for p in verify(path).problems}
+    assert found == {("metadata mismatch", 1, (4,)), ("metadata mismatch", 4, (2, 3))}
+    assert verify(path, quick=True).ok  # --quick reads no steps blocks
+    result = run_cli("verify", path)
+    assert result.exit_code == 1 and "metadata mismatch" in result.output

@@ -27,6 +27,7 @@ from framestore.segments import SegmentFiles, list_partials, relative_segment_pa
 from ._store import StoreArg, opened
 from ._verify_published import check_objects, check_pointers_remote
 from ._verify_report import Problem, VerifyReport
+from ._verify_steps import check_step_metadata
 
 __all__ = ["Problem", "VerifyReport", "verify"]
 
@@ -68,6 +69,8 @@ def verify(
                         files = _check_files(st, report)
                         scans = _scan_all(st, report, files, quick, progress)
                         _check_pointers(st, report, scans, files)
+                        if not quick:
+                            check_step_metadata(st, report, scans)
                     _check_episodes(st, report)
         except (CorruptCatalog, sqlite3.DatabaseError) as e:
             report.problems.append(Problem("database", f"cannot read the catalogue: {e}"))

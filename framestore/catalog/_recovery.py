@@ -139,6 +139,19 @@ class RecoveryQueries(CatalogBase):
             rows,
         )
 
+    def step_metadata(self, episode_id: int) -> dict[int, tuple]:
+        """``{step: (action, reward, terminated, truncated, info, wall_time,
+        frame_shape)}`` of an episode's rows, as stored (``verify`` compares them with
+        the steps its segments record)."""
+        return {
+            row[0]: row[1:]
+            for row in self._iter(
+                "SELECT step, action, reward, terminated, truncated, info, wall_time, "
+                "frame_shape FROM steps WHERE episode_id = ?",
+                [episode_id],
+            )
+        }
+
     def restore_store_id(self, store_id: str) -> None:
         """The store id its segments name (a catalogue rebuilt from them)."""
         self._exec("INSERT OR REPLACE INTO meta (key, value) VALUES ('store_id', ?)", [store_id])
