@@ -126,6 +126,12 @@ def store_tag(store_id: str | None) -> int:
     return zlib.crc32(store_id.encode()) if store_id else 0
 
 
+#: Why a version-3 segment whose store tag is not its store's is refused.
+FOREIGN_SEGMENT = (
+    "segment written by another store (its file header's store tag is not this store's)"
+)
+
+
 @dataclass(frozen=True, slots=True)
 class FileHeader:
     """The 24-byte header that starts every segment file. ``store_tag`` is 0 in versions

@@ -31,9 +31,9 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from ._format import SEAL_RECORD_SIZE, RecordType, read_raw_record, rekeyed_chunk_record
+from ._format import SEAL_RECORD_SIZE, RecordType, rekeyed_chunk_record
 from .catalog import COMPACTION_OUTPUTS, Catalog
-from .errors import CorruptData, FrameStoreError
+from .errors import CorruptData, FrameStoreError, TruncatedRecord
 from .files import fsync_dir
 from .scan import GoodRecord, SegmentScan, scan_segment
 from .segments import (
@@ -243,11 +243,15 @@ def _where(outs: _Outputs, raw: bytes, frames: int, key: int | None = None,
 
 def _copy_v3(fp, v: Victim, records: list[GoodRecord], outs: _Outputs, moves: Moves,
              done: int, total: int, progress: Progress | None) -> int:  # fmt: skip
-    """Copy a version-3 victim's kept records (``kept_records``) byte for byte (CRC
-    checked), each stream's ``EPISODE`` record ahead of its first record per output."""
+    """Copy a version-3 victim's kept records (``kept_records``: CRC checked by the scan
+    that found them) byte for byte, each stream's ``EPISODE`` record ahead of its first
+    record per output."""
     episodes: dict[int, bytes] = {}
     for r in records:
-        raw = read_raw_record(fp, r.offset, segment=v.segment)[0]
+        fp.seek(r.offset)
+        raw = fp.read(r.end - r.offset)
+        if len(raw) != r.end - r.offset:
+            raise TruncatedRecord(v.segment, r.offset, r.end - r.offset, len(raw))
         if r.header is None:
             key = r.meta.get("stream_key") if r.meta is not None else None
             if key is not None and r.type == RecordType.EPISODE:

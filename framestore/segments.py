@@ -16,6 +16,7 @@ from typing import IO, BinaryIO
 
 from ._format import (
     FILE_HEADER_SIZE,
+    FOREIGN_SEGMENT,
     MAX_RECORD_BYTES,
     PARTIAL_SUFFIX,
     SEAL_RECORD_SIZE,
@@ -47,6 +48,7 @@ from .files import fsync_dir
 
 __all__ = [
     "FILE_HEADER_SIZE",
+    "FOREIGN_SEGMENT",
     "FORMAT_VERSION",
     "SEAL_RECORD_SIZE",
     "SEGMENT_OVERHEAD",

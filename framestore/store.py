@@ -117,7 +117,16 @@ class FrameStore:
         #: Where the store is: its directory, or the URL of a published store.
         self.location = location or str(root)
         self._catalog = catalog
-        self._reader = SegmentReader(root, cache_chunks=16, source=source)
+        self._reader = SegmentReader(
+            root,
+            cache_chunks=16,
+            source=source,
+            # (a published store's catalogue has no store id: its segments are checked
+            # against the manifest instead)
+            store_id_of=None
+            if source is not None or objects is not None
+            else catalog.writer_store_id,
+        )
         self._objects = objects  # a published store's manifest and where its objects are
         self._closed = False
         self._recorders: list[Recorder] = []

@@ -7,8 +7,11 @@ from __future__ import annotations
 import struct
 
 import numpy as np
+import pytest
 import zstandard
+from conftest import record_episodes, run_cli
 
+from framestore import CorruptData, FrameStore
 from framestore._format import (
     FILE_HEADER_SIZE,
     ChunkHeader,
@@ -94,3 +97,18 @@ def test_v1_chunks_parse_with_the_v1_layout(assault_frames):
         (a.frame_keys, a.stream_key, a.shape)
     }
     assert (a.data_offset, b.data_offset, c.data_offset) == (len(v1), len(v2), len(v3))
+
+
+def test_a_segment_of_another_store_never_passes_for_this_stores(tmp_path, assault_frames):
+    """Two stores record the same steps of the same stream key: the chunk keys agree,
+    only the file header's store tag (format 3) tells B's segment 1 from A's. Put under
+    A's name, it is refused by readers and reported by verify, never read as A's."""
+    a, b = tmp_path / "a.store", tmp_path / "b.store"
+    record_episodes(a, assault_frames, episodes=1, steps=5)
+    record_episodes(b, assault_frames[50:], episodes=1, steps=5)
+    segment_path(a, 1).write_bytes(segment_path(b, 1).read_bytes())
+    with FrameStore.open(a, readonly=True) as store:
+        with pytest.raises(CorruptData, match="written by another store"):
+            store.read_frames(1)
+    result = run_cli("verify", a)
+    assert result.exit_code == 1 and "written by another store" in result.output

@@ -22,7 +22,14 @@ from framestore import FrameStore
 from framestore.catalog import PointerRow, format_shape
 from framestore.errors import CorruptCatalog, CorruptData
 from framestore.scan import BadRecord, SegmentScan, problem_kind, scan_segment
-from framestore.segments import SegmentFiles, list_partials, relative_segment_path, segment_files
+from framestore.segments import (
+    FOREIGN_SEGMENT,
+    SegmentFiles,
+    list_partials,
+    relative_segment_path,
+    segment_files,
+    store_tag,
+)
 
 from ._store import StoreArg, opened
 from ._verify_published import check_objects, check_pointers_remote
@@ -133,6 +140,8 @@ def _scan_all(
     newest_row = max(rows, default=0)
     active = max(files.regular, default=None) if running else None
     scans: dict[int, SegmentScan] = {}
+    # (a published store's catalogue has no store id; its manifest vouches for its files)
+    own_tag = 0 if st.published else store_tag(st.catalog.store_id())
     total = len(files.regular)
     for i, (sid, path) in enumerate(sorted(files.regular.items())):
         try:
@@ -156,6 +165,8 @@ def _scan_all(
             )
         obsolete = rows.get(sid, ("", ""))[1] == "obsolete"
         _report_scan(report, scan, in_progress, obsolete, merged.get(sid, sid))
+        if own_tag and scan.store_tag and sid not in merged and scan.store_tag != own_tag:
+            report.problems.append(Problem("corrupt", FOREIGN_SEGMENT, sid, 0))
         if progress is not None:
             progress(i + 1, total)
     return scans

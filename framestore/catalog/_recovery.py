@@ -152,6 +152,16 @@ class RecoveryQueries(CatalogBase):
             )
         }
 
+    def writer_store_id(self, segment: int) -> str | None:
+        """The id of the store that wrote ``segment``: this store's, unless the segment
+        was merged from another store (then None: not known here)."""
+        if self.has_m002 and self._rows(
+            "SELECT 1 FROM segments WHERE id = ? AND header_id IS NOT NULL", [segment]
+        ):
+            return None
+        row = self._rows("SELECT value FROM meta WHERE key = 'store_id'")
+        return row[0][0] if row and isinstance(row[0][0], str) else None
+
     def restore_store_id(self, store_id: str) -> None:
         """The store id its segments name (a catalogue rebuilt from them)."""
         self._exec("INSERT OR REPLACE INTO meta (key, value) VALUES ('store_id', ?)", [store_id])
