@@ -654,7 +654,8 @@ def unpack_meta(payload: bytes, *, segment: int | str = "?", offset: int = 0) ->
 
 
 # --------------------------------------------------------------------------- SEAL
-_SEAL = struct.Struct("<IQQd")  # chunks, frames, offset of this record, sealed at
+_SEAL_V1 = struct.Struct("<IQQd")  # chunks, frames, offset of this record, sealed at
+_SEAL = struct.Struct("<IQQdQ")  # version 3 appends: bytes of records describing episodes
 
 
 @dataclass(frozen=True, slots=True)
@@ -663,9 +664,13 @@ class Seal:
     frames: int
     offset: int
     sealed_at: float
+    #: Bytes of the records that describe episodes rather than hold frames (EPISODE,
+    #: EPISODE_END, RUN_END, chunks without frames): overhead, never dead bytes. 0 in
+    #: seals of versions 1-2.
+    meta_bytes: int = 0
 
     def pack(self) -> bytes:
-        return _SEAL.pack(self.chunks, self.frames, self.offset, self.sealed_at)
+        return _SEAL.pack(self.chunks, self.frames, self.offset, self.sealed_at, self.meta_bytes)
 
     def record(self) -> bytes:
         """The whole SEAL record (header, payload, CRC)."""
@@ -673,18 +678,21 @@ class Seal:
 
     @classmethod
     def unpack(cls, payload: bytes, *, segment: int | str = "?", offset: int = 0) -> Seal:
-        if len(payload) < _SEAL.size:
+        if len(payload) < _SEAL_V1.size:
             raise CorruptRecord(segment, offset, "bad seal record: too short")
         if len(payload) > MAX_SEAL_PAYLOAD:
             raise CorruptRecord(segment, offset, "bad seal record: too long")
+        if len(payload) < _SEAL.size:
+            return cls(*_SEAL_V1.unpack_from(payload))
         return cls(*_SEAL.unpack_from(payload))
 
     @classmethod
-    def now(cls, chunks: int, frames: int, offset: int) -> Seal:
-        return cls(chunks, frames, offset, time.time())
+    def now(cls, chunks: int, frames: int, offset: int, meta_bytes: int = 0) -> Seal:
+        return cls(chunks, frames, offset, time.time(), meta_bytes)
 
 
-SEAL_RECORD_SIZE = record_size(_SEAL.size)  # what this version writes (readers search)
+SEAL_RECORD_SIZE = record_size(_SEAL.size)  # what this version writes
+SEAL_MIN_RECORD_SIZE = record_size(_SEAL_V1.size)  # the smallest seal a reader accepts
 SEGMENT_OVERHEAD = FILE_HEADER_SIZE + SEAL_RECORD_SIZE  # a sealed segment's own bytes
 
 
@@ -692,7 +700,7 @@ def plausible_record(rtype: int, length: int) -> bool:
     """Whether a record header could be a well-formed record of a known type (used to
     resynchronise after corruption; the CRC decides)."""
     if rtype == _SEAL_TYPE:
-        return _SEAL.size <= length <= MAX_SEAL_PAYLOAD
+        return _SEAL_V1.size <= length <= MAX_SEAL_PAYLOAD
     if rtype == _CHUNK_TYPE:
         return MIN_CHUNK_PAYLOAD <= length <= MAX_RECORD_BYTES
     if rtype in META_RECORDS:
@@ -753,14 +761,14 @@ def find_seal(fp: IO[bytes], size: int, *, segment: int | str = "?") -> Seal | N
     ends exactly at the end of the file, whose CRC checks and that names its own offset.
     """
     window = min(size - FILE_HEADER_SIZE, MAX_SEAL_PAYLOAD + RECORD_OVERHEAD)
-    if window < SEAL_RECORD_SIZE:
+    if window < SEAL_MIN_RECORD_SIZE:
         return None
     start = size - window
     fp.seek(start)
     tail = fp.read(window)
     if len(tail) != window:
         return None
-    for pos in range(window - SEAL_RECORD_SIZE, -1, -1):
+    for pos in range(window - SEAL_MIN_RECORD_SIZE, -1, -1):
         rtype, length = read_record_header(tail, pos)
         if rtype != RecordType.SEAL or pos + record_size(length) != window:
             continue

@@ -31,7 +31,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from ._format import SEAL_RECORD_SIZE, RecordType, rekeyed_chunk_record
+from ._format import FILE_HEADER_SIZE, SEAL_RECORD_SIZE, RecordType, rekeyed_chunk_record
 from .catalog import COMPACTION_OUTPUTS, Catalog
 from .errors import CorruptData, FrameStoreError, TruncatedRecord
 from .files import fsync_dir
@@ -56,6 +56,7 @@ __all__ = [
     "Compaction",
     "Victim",
     "compact",
+    "copy_bytes",
     "kept_records",
     "live_stream_keys",
     "remove_leftover_outputs",
@@ -147,15 +148,17 @@ def kept_records(
 
 
 class _Outputs:
-    """The new segments a compaction writes, each with the streams it describes."""
+    """The new segments a compaction writes, each with the streams it describes; with
+    ``dry`` only their sizes (``copy_bytes``)."""
 
-    def __init__(self, store: FrameStore, target_bytes: int):
+    def __init__(self, store: FrameStore, target_bytes: int, dry: bool = False):
         self.store = store
+        self.dry = dry
         self.tag = store_tag(store.catalog.store_id())  # the copies are this store's
         self.target = target_bytes
         self.next_id = next_segment_id(store.root)
-        self.all: list[SegmentWriter] = []
-        self.writer: SegmentWriter | None = None
+        self.all: list = []  # SegmentWriter, or _Sizer when dry
+        self.writer = None
         self.described: set[int] = set()
 
     def finish(self) -> None:
@@ -164,17 +167,21 @@ class _Outputs:
             self.writer.close()
             self.writer = None
 
-    def append(self, raw: bytes, frames: int, key: int | None, episode: bytes | None) -> int:
+    def append(self, raw: bytes | int, frames: int, key: int | None, episode: bytes | None) -> int:
         """Append one record (after its stream's ``EPISODE`` record ``episode`` when this
-        output has none yet); returns its offset."""
+        output has none yet); returns its offset. (``raw`` may be a size when dry.)"""
         extra = len(episode) if episode is not None and key not in self.described else 0
+        size = raw if isinstance(raw, int) else len(raw)
         w = self.writer
         if w is not None and not w.empty:
-            if w.size + extra + len(raw) + SEAL_RECORD_SIZE > self.target:
+            if w.size + extra + size + SEAL_RECORD_SIZE > self.target:
                 self.finish()
         if self.writer is None:
-            _announce_output(self.store, self.next_id, self.all)
-            self.writer = SegmentWriter.partial(self.store.root, self.next_id, self.tag)
+            if self.dry:
+                self.writer = _Sizer(self.next_id)
+            else:
+                _announce_output(self.store, self.next_id, self.all)
+                self.writer = SegmentWriter.partial(self.store.root, self.next_id, self.tag)
             self.all.append(self.writer)
             self.next_id += 1
             self.described = set()
@@ -184,11 +191,51 @@ class _Outputs:
         return self.writer.append(raw, frames=frames)
 
 
+class _Sizer:
+    """A ``SegmentWriter`` that only counts (a dry run's output)."""
+
+    def __init__(self, segment_id: int):
+        self.segment_id = segment_id
+        self.size = FILE_HEADER_SIZE
+
+    @property
+    def empty(self) -> bool:
+        return self.size <= FILE_HEADER_SIZE
+
+    def append(self, record: bytes | int, *, frames: int = 0) -> int:
+        offset = self.size
+        self.size += record if isinstance(record, int) else len(record)
+        return offset
+
+    def seal(self) -> None:
+        self.size += SEAL_RECORD_SIZE
+
+    def close(self) -> None:
+        pass
+
+    discard = close
+
+
+def copy_bytes(store: FrameStore, victims: list[Victim]) -> int:
+    """Bytes ``compact`` would write for ``victims`` (new segments, sealed): what a dry
+    run of ``gc`` reports. Exact for segments of format 3; for older ones the chunks'
+    own sizes (their copies get a slightly longer head)."""
+    target = target_segment_bytes(store, victims)
+    _moves, outputs = _copy(store, victims, target, None, dry=True)
+    return sum(w.size for w in outputs)
+
+
 def _copy(
-    store: FrameStore, victims: list[Victim], target_bytes: int, progress: Progress | None
+    store: FrameStore,
+    victims: list[Victim],
+    target_bytes: int,
+    progress: Progress | None,
+    *,
+    dry: bool = False,
 ) -> tuple[dict[tuple[int, int], tuple[int, int]], list[SegmentWriter]]:
-    """Copy live chunks into new sealed ``.partial`` segments. On error nothing is left."""
-    outs = _Outputs(store, target_bytes)
+    """Copy live chunks into new sealed ``.partial`` segments. On error nothing is left.
+    ``dry``: write nothing, only size the outputs."""
+    outs = _Outputs(store, target_bytes, dry)
     merged = store.catalog.merged_segments()
     own_keys = live_stream_keys(store)
     checked_segment_dir(store.root)
@@ -208,6 +255,10 @@ def _copy(
                     records = kept_records(scan_segment(path, v.segment), v.live_offsets, own_keys)
                     done = _copy_v3(fp, v, records, outs, moves, done, total, progress)
                     continue
+                if dry:  # no data read: the chunks' sizes as they are
+                    for off in v.live_offsets:
+                        _where(outs, store.chunk_bytes(v.segment, [off]), 1)
+                    continue
                 for off in v.live_offsets:
                     raw, header = read_chunk_record(fp, v.segment, off, version=version)
                     if off in v.rekey:
@@ -219,7 +270,8 @@ def _copy(
     except BaseException:
         for w in outs.all:
             w.discard()
-        store.catalog.meta_set(COMPACTION_OUTPUTS, None)
+        if not dry:
+            store.catalog.meta_set(COMPACTION_OUTPUTS, None)
         raise
     return moves, outs.all
 
@@ -234,7 +286,7 @@ def _describes(path, segment: int) -> bool:
         return False
 
 
-def _where(outs: _Outputs, raw: bytes, frames: int, key: int | None = None,
+def _where(outs: _Outputs, raw: bytes | int, frames: int, key: int | None = None,
            episode: bytes | None = None) -> tuple[int, int]:  # fmt: skip
     offset = outs.append(raw, frames, key, episode)
     assert outs.writer is not None

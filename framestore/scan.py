@@ -119,6 +119,16 @@ class SegmentScan:
         return sum(h.count for h in self.chunks.values())
 
     @property
+    def meta_bytes(self) -> int:
+        """Bytes of the good records that describe episodes rather than hold frames
+        (what a seal counts as ``meta_bytes``)."""
+        return sum(
+            r.end - r.offset
+            for r in self.records
+            if r.meta is not None or (r.header is not None and not r.header.count)
+        )
+
+    @property
     def meta_records(self) -> list[GoodRecord]:
         """The good ``EPISODE``, ``EPISODE_END`` and ``RUN_END`` records, in file order
         (format version 3: docs/FORMAT.md); ``kind_of`` names each."""

@@ -19,6 +19,7 @@ from ._format import (
     FOREIGN_SEGMENT,
     MAX_RECORD_BYTES,
     PARTIAL_SUFFIX,
+    SEAL_MIN_RECORD_SIZE,
     SEAL_RECORD_SIZE,
     SEGMENT_DIR,
     SEGMENT_OVERHEAD,
@@ -72,6 +73,7 @@ __all__ = [
     "segment_dir",
     "segment_files",
     "segment_path",
+    "segment_seal",
     "segment_version",
     "store_tag",
 ]
@@ -262,7 +264,7 @@ def is_sealed(path: str | os.PathLike) -> bool:
     try:
         with open_segment(path, "?") as fp:
             size = os.fstat(fp.fileno()).st_size
-            if size < SEGMENT_OVERHEAD:
+            if size < FILE_HEADER_SIZE + SEAL_MIN_RECORD_SIZE:
                 return False
             return find_seal(fp, size) is not None
     except (FileNotFoundError, CorruptData, UnsafeStore):
@@ -315,15 +317,32 @@ def same_chunk_data(
     return parts[0] == parts[1]
 
 
+def segment_seal(path: str | os.PathLike) -> Seal | None:
+    """The SEAL record that ends a segment file, or None (not sealed, unreadable)."""
+    try:
+        with open_segment(path, "?") as fp:
+            size = os.fstat(fp.fileno()).st_size
+            if size < FILE_HEADER_SIZE + SEAL_MIN_RECORD_SIZE:
+                return None
+            return find_seal(fp, size)
+    except (FileNotFoundError, CorruptData, UnsafeStore):
+        return None
+
+
 def seal_segment(
-    path: str | os.PathLike, good_end: int, chunks: int, frames: int, segment: int | str = "?"
+    path: str | os.PathLike,
+    good_end: int,
+    chunks: int,
+    frames: int,
+    segment: int | str = "?",
+    meta_bytes: int = 0,
 ) -> Seal:
     """Cut an existing segment file at ``good_end`` and append a SEAL record, fsynced.
 
     ``SegmentWriter`` only creates new files; this is the one place an existing segment
     is changed, and only to drop bytes that cannot be read and to seal it.
     """
-    seal = Seal.now(chunks, frames, good_end)
+    seal = Seal.now(chunks, frames, good_end, meta_bytes)
     with open_segment(path, segment, write=True) as fp:
         fp.truncate(good_end)
         fp.seek(good_end)
@@ -362,6 +381,7 @@ class SegmentWriter:
         self.final_path = final_path  # set when writing a .partial to be renamed later
         self.chunks = 0
         self.frames = 0
+        self.meta_bytes = 0  # records without frames (they describe episodes): the seal's
         self.sealed = False
         # A new file only (O_EXCL), never through a link, in a real segment directory.
         _check_real_dir(self.path.parent)
@@ -406,6 +426,8 @@ class SegmentWriter:
         if frames:
             self.chunks += 1
             self.frames += frames
+        else:
+            self.meta_bytes += len(record)
         return offset
 
     def fsync(self) -> None:
@@ -423,7 +445,8 @@ class SegmentWriter:
         """Append the SEAL record and fsync: from now on the file never changes."""
         if self.sealed:
             return
-        self.append(Seal.now(self.chunks, self.frames, self.size).record())
+        seal = Seal.now(self.chunks, self.frames, self.size, self.meta_bytes)
+        self._write(seal.record())
         self.fsync()
         self.sealed = True
 

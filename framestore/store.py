@@ -23,7 +23,6 @@ from ._format import (
     DB_NAME,
     FILE_HEADER_SIZE,
     LOCK_NAME,
-    SEAL_RECORD_SIZE,
     SEGMENT_DIR,
     record_extent,
 )
@@ -52,6 +51,7 @@ from .segments import (
     open_segment,
     segment_files,
     segment_path,
+    segment_seal,
 )
 from .types import (
     DiskUsage,
@@ -502,7 +502,11 @@ class FrameStore:
             path = segment_path(self.root, sid)
             if marks.get(sid) == "obsolete" or not path.exists():
                 continue  # an obsolete file goes whole at the next gc: all of it is dead
-            overhead += FILE_HEADER_SIZE + (SEAL_RECORD_SIZE if is_sealed(path) else 0)
+            # headers, seals and (format 3) the records that describe episodes
+            seal = segment_seal(path)
+            overhead += FILE_HEADER_SIZE
+            if seal is not None:
+                overhead += path.stat().st_size - seal.offset + seal.meta_bytes
         return DiskUsage(
             segments=sizes["segments"],
             live=sum(self.live_bytes_by_segment().values()),

@@ -119,7 +119,7 @@ def test_info_agrees_with_the_recording(three_episodes):
     assert info["compression_ratio"] > 10
     assert info["durability"] == {"balanced": 2}
     assert info["schema"]["version"] >= 1 and info["schema"]["pending_migrations"] == []
-    assert info["format_version"] == FORMAT_VERSION == 2
+    assert info["format_version"] == FORMAT_VERSION == 3
 
     result = run_cli("rm", path, "--episode", ids[0])
     assert result.exit_code == 0, result.output

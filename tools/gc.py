@@ -34,17 +34,16 @@ from framestore.compaction import PHASES as COMPACTION_PHASES
 from framestore.compaction import (
     Victim,
     compact,
+    copy_bytes,
     kept_records,
     live_stream_keys,
     remove_leftover_outputs,
     remove_obsolete,
-    target_segment_bytes,
 )
 from framestore.errors import CorruptData
 from framestore.merging import refuse_unfinished_merge
 from framestore.scan import scan_segment
 from framestore.segments import (
-    SEGMENT_OVERHEAD,
     is_sealed,
     list_partials,
     remove_partials,
@@ -248,12 +247,7 @@ def _dry_run(store: FrameStore, report: GcReport, threshold: float) -> None:
         if isinstance(s, int) and segment_path(root, s).exists()
     ]
     report.segments_deleted = leftovers + obsolete + [v.segment for v in victims]
-    live = sum(v.live_bytes for v in victims)
-    n_out = 0
-    if live:
-        target = target_segment_bytes(store, [])
-        n_out = -(-live // max(1, target - SEGMENT_OVERHEAD))
-    report.bytes_copied = live + n_out * SEGMENT_OVERHEAD
+    report.bytes_copied = copy_bytes(store, victims)
     removed = sum(segment_path(root, s).stat().st_size for s in report.segments_deleted)
     report.segment_bytes_after = report.segment_bytes_before - removed + report.bytes_copied
     report.steps_repointed = sum(store.catalog.live_pointer_count(v.segment) for v in victims)

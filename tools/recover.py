@@ -329,7 +329,8 @@ def _repair_segment(path, scan: SegmentScan, report: RecoverReport) -> None:
     good_end = scan.good_end
     removed = scan.size - good_end
     if scan.seal is None:
-        seal = seal_segment(path, good_end, len(scan.chunks), scan.frames, sid)
+        frames_in = [h for h in scan.chunks.values() if h.count]
+        seal = seal_segment(path, good_end, len(frames_in), scan.frames, sid, scan.meta_bytes)
         scan.add_seal_record(seal, good_end + SEAL_RECORD_SIZE)
         report.segments_sealed.append(sid)
     else:  # sealed, with bytes after the seal: cut them
