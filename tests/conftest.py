@@ -389,10 +389,11 @@ def _ray_children() -> list:
 
 
 @pytest.fixture(scope="module")
-def cluster():
-    """Two Ray nodes of one CPU each on this machine (ray.cluster_utils.Cluster), started
-    once per module that uses it (test_ray.py, test_matrix.py) and shut down after it,
-    with no Ray process left behind."""
+def cluster(request):
+    """Ray nodes of one CPU each on this machine (ray.cluster_utils.Cluster), started
+    once per module that uses it and shut down after it, with no Ray process left
+    behind: two (test_ray.py), or the module's ``RAY_NODES`` (test_matrix.py: one, which
+    starts in half the time)."""
     import ray
     from ray.cluster_utils import Cluster
 
@@ -400,7 +401,8 @@ def cluster():
     # Loopback only: every Ray process and connection stays on 127.0.0.1.
     node = {"num_cpus": 1, "object_store_memory": 128 * 1024 * 1024, "node_ip_address": LOOPBACK}
     nodes = Cluster(initialize_head=True, head_node_args=node)
-    nodes.add_node(**node)
+    for _ in range(getattr(request.module, "RAY_NODES", 2) - 1):
+        nodes.add_node(**node)
     try:
         ray.init(address=nodes.address, log_to_driver=False, _node_ip_address=LOOPBACK)
         ray.data.DataContext.get_current().enable_progress_bars = False

@@ -38,6 +38,10 @@ from _matrix_stores import KINDS, Kind, build_kinds, episode_signatures
 from conftest import assert_one_line_error, run_cli
 from PIL import Image
 
+#: Nodes of the conftest Ray cluster: one is enough to run read_store (test_ray.py
+#: covers two), and starts in half the time.
+RAY_NODES = 1
+
 VERBS = (
     "ls",
     "ls_json",
@@ -354,17 +358,47 @@ def v_gui_replay_screenshot(kind: Kind, tmp: Path, counts: Counts, request) -> N
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def v_read_store(kind: Kind, tmp: Path, counts: Counts) -> None:
-    from framestore.ray import read_store  # on the cluster the kinds fixture started
+def v_read_store(kind: Kind, tmp: Path, counts: Counts, request) -> None:
+    read = request.getfixturevalue("read_every_kind")
+    if kind.location in read.rows:
+        rows, counts = read.rows[kind.location], read.counts[kind.name]
+    else:  # the read of every kind failed: read this one alone, to say which fails
+        from framestore.ray import read_store
 
+        rows = read_store(kind.location).take_all()
     by_episode: dict[int, dict[int, np.ndarray]] = {}
-    for row in read_store(kind.location).take_all():
+    for row in rows:
         steps = by_episode.setdefault(row["episode_id"], {})
         assert row["step"] not in steps, "a step came back twice"
         steps[row["step"]] = row["frame"]
     counts.check({e: len(steps) for e, steps in by_episode.items()}, "read_store")
     for eid, steps in by_episode.items():
         same_frames([steps[i] for i in range(len(steps))], kind, eid, "read_store")
+
+
+@dataclass
+class EveryKindRead:
+    """``read_store`` over every kind at once (one Ray Data job instead of ten): rows by
+    location (empty when the read failed) and each kind's counts around the read."""
+
+    rows: dict[str, list[dict]]
+    counts: dict[str, Counts]
+
+
+@pytest.fixture(scope="module")
+def read_every_kind(kinds) -> EveryKindRead:
+    from framestore.ray import read_store
+
+    counts = {name: Counts(kind) for name, kind in kinds.items()}
+    rows: dict[str, list[dict]] = {}
+    try:
+        for row in read_store([k.location for k in kinds.values()]).take_all():
+            rows.setdefault(row["store"], []).append(row)
+    except Exception:  # each cell reads its kind alone and reports its own failure
+        rows = {}
+    for c in counts.values():
+        assert c.after is not None  # read now: after the read, before any other verb
+    return EveryKindRead(rows, counts)
 
 
 def v_merge_source(kind: Kind, tmp: Path, counts: Counts) -> None:
@@ -400,7 +434,7 @@ def v_gc_dry_run(kind: Kind, tmp: Path, counts: Counts) -> None:
 
 
 VERB_CHECKS: dict[str, Callable] = {name: globals()[f"v_{name}"] for name in VERBS}
-NEEDS_REQUEST = {"gui_replay_screenshot"}
+NEEDS_REQUEST = {"gui_replay_screenshot", "read_store"}
 
 
 # --------------------------------------------------------------------------- the matrix
