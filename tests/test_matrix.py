@@ -142,8 +142,13 @@ KNOWN_DEFECTS: dict[str, str] = {
 }
 
 
+#: Markers of the suite a verb's cells carry (``-m "not ray"`` leaves Ray unstarted).
+VERB_MARKS = {"read_store": pytest.mark.ray, "gui_replay_screenshot": pytest.mark.qt}
+
+
 def _marks(cell: str) -> list:
-    marks = []
+    verb = cell.split("-", 1)[1]
+    marks = [VERB_MARKS[verb]] if verb in VERB_MARKS else []
     if cell in NOT_APPLICABLE:
         marks.append(pytest.mark.skip(reason=NOT_APPLICABLE[cell]))
     if cell in KNOWN_DEFECTS:
@@ -158,9 +163,13 @@ CELLS = [pytest.param(k, v, id=f"{k}-{v}", marks=_marks(f"{k}-{v}")) for k in KI
 @pytest.fixture(scope="module")
 def kinds(tmp_path_factory, s3, request):
     """Every kind, built once; the Ray cluster (conftest) starts while the recording
-    children of the live and killed kinds import, before any cell runs."""
+    children of the live and killed kinds import, before any cell runs (and only if a
+    read_store cell was selected)."""
+    ray_cells = any(i.nodeid.endswith("-read_store]") for i in request.session.items)
     built = build_kinds(
-        tmp_path_factory.mktemp("kinds"), s3, meanwhile=lambda: request.getfixturevalue("cluster")
+        tmp_path_factory.mktemp("kinds"),
+        s3,
+        meanwhile=lambda: request.getfixturevalue("cluster") if ray_cells else None,
     )
     try:
         yield built.kinds
