@@ -303,10 +303,11 @@ def _write_catalogue(
     """The four tables; returns the ``(segment, offset)`` of every published chunk."""
     cat = store.catalog
     wanted = set(sel.episodes)
+    merged = cat.merged_segments()  # their file headers name their source's id
     rows = {
         "runs": [r for r in cat.table_rows("runs") if r[0] in sel.runs],
         "episodes": [r for r in cat.table_rows("episodes") if r[0] in wanted],
-        "segments": [_segment_row(store, sid) for sid in sel.segments],
+        "segments": [_segment_row(store, sid, merged.get(sid)) for sid in sel.segments],
     }
     for table, table_rows in rows.items():
         _write_table(target, table, _schema(store, table, pa), [table_rows], pa, pq)
@@ -333,7 +334,9 @@ def _write_catalogue(
     return chunks
 
 
-def _segment_row(store: FrameStore, segment: int) -> tuple:
+def _segment_row(store: FrameStore, segment: int, header_id: int | None) -> tuple:
+    """A published ``segments`` row; ``header_id`` as recorded for a merged segment
+    (verify checks each file's header against it, docs/FORMAT.md "Merged stores")."""
     path = segment_path(store.root, segment)
     st = path.stat()
     values = {
@@ -343,6 +346,7 @@ def _segment_row(store: FrameStore, segment: int) -> tuple:
         "bytes": st.st_size,
         "live_bytes": 0,
         "created": st.st_mtime,
+        "header_id": header_id,
     }
     return tuple(values.get(n) for n, _t in store.catalog.table_columns("segments"))
 
