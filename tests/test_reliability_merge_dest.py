@@ -17,6 +17,8 @@ import hashlib
 import os
 import shutil
 import sqlite3
+import subprocess
+import sys
 from contextlib import closing
 from pathlib import Path
 
@@ -136,3 +138,60 @@ def test_a_merged_store_published_to_a_directory_verifies(stores, tmp_path):
         assert st.catalog.merged_segments() == {
             s: h for s, h in merged.items() if (pub / "segments" / f"seg-{s:06d}.fseg").exists()
         }
+
+
+# --------------------------------------------------------------------------- item 9
+_MERGE_CHILD = """
+import sys
+from tools.merge import merge
+merge(sys.argv[1], sys.argv[2:])
+"""
+
+
+def test_verify_during_a_merge_sees_before_after_or_in_progress(stores, tmp_path):
+    """Verify runs over and over while merges into DEST run in a child; no run may
+    report a problem (the journal, placed files and commits are all legal states)."""
+    dest, src, _ = stores
+    sources = []
+    for i in range(4):
+        copy = tmp_path / f"src{i}.store"
+        shutil.copytree(src, copy)
+        with closing(sqlite3.connect(copy / "framestore.db")) as conn, conn:
+            conn.execute("UPDATE meta SET value = ? WHERE key = 'store_id'", [f"copy-{i}"])
+        sources.append(copy)
+    env = {**os.environ, "PYTHONPATH": REPO}
+    child = subprocess.Popen(
+        [sys.executable, "-c", _MERGE_CHILD, str(dest), *map(str, sources)], env=env
+    )
+    runs, seen_progress = 0, False
+    try:
+        while child.poll() is None or runs < 3:
+            report = verify(dest, quick=True)
+            runs += 1
+            assert report.ok, [str(p) for p in report.problems]
+            seen_progress |= any("merge" in s for s in report.in_progress)
+    finally:
+        child.wait(timeout=120)
+    assert child.returncode == 0
+    assert verify(dest).ok
+    with FrameStore.open(dest, readonly=True) as st:
+        assert len(st.episodes()) == 2 + 4 * 2
+
+
+@pytest.mark.parametrize("phase", ["journaled", "placed", "committed"])
+def test_verify_at_each_phase_of_a_merge(stores, phase):
+    """Verify from inside the merge, right after each phase (the merge holds DEST's
+    lock): the placed files are a merge in progress, not corruption."""
+    dest, src, _ = stores
+    seen = []
+
+    def hook(at: str) -> None:
+        if at == phase:
+            report = verify(dest)
+            seen.append(report)
+
+    merge(dest, [src], _hook=hook)
+    (report,) = seen
+    assert report.ok, [str(p) for p in report.problems]
+    if phase == "placed":
+        assert any("merge" in s for s in report.in_progress), report.in_progress
