@@ -130,8 +130,6 @@ KNOWN_DEFECTS: dict[str, str] = {
             "export_run",
         )
     },
-    "merged-publish": "issue 18 item 3: a merged store published to a directory fails verify "
-    '("file header names segment 1 [segment 2, offset 0]")',
     **{
         f"{kind}-{verb}": _READ_ONLY_VERB_REFUSES
         for kind in ("killed", "live")
