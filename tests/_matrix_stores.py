@@ -149,34 +149,36 @@ class Recording:
     def __init__(self, path: Path, work: Path):
         self.progress = work / f"{path.name}.progress"
         self.stop_file = work / f"{path.name}.stop"
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-c",
-                _RECORDING_CHILD,
-                str(path),
-                str(self.progress),
-                str(self.stop_file),
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-        )
+        # stderr to a file: a pipe nobody reads for minutes could fill and stop the child
+        self.log = work / f"{path.name}.stderr"
+        with self.log.open("w") as err:  # the child keeps its own descriptor
+            self.proc = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-c",
+                    _RECORDING_CHILD,
+                    str(path),
+                    str(self.progress),
+                    str(self.stop_file),
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=err,
+            )
 
     def _said(self, word: str) -> bool:
-        assert self.proc.poll() is None or word == "closed", self.proc.stderr.read().decode()
+        assert self.proc.poll() is None, self.log.read_text()
         return self.progress.exists() and word in self.progress.read_text().split()
 
     def wait_ready(self) -> None:
-        wait_for(lambda: self._said("ready"), timeout=120, interval=0.05)
+        wait_for(lambda: self._said("ready"), timeout=180, interval=0.05)
 
     def kill(self) -> None:
         """SIGKILL: the open episode stays ``recording``, nothing is flushed."""
         self.proc.send_signal(signal.SIGKILL)
         self.proc.wait(timeout=30)
-        self.proc.stderr.close()
 
-    def stop(self) -> None:
-        """Ask it to close its recorder, and wait for its exit."""
+    def stop(self) -> int:
+        """Ask it to close its recorder, wait for its exit; its exit code."""
         if self.proc.poll() is None:
             self.stop_file.touch()
             try:
@@ -184,7 +186,7 @@ class Recording:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
-        self.proc.stderr.close()
+        return self.proc.returncode
 
 
 # --------------------------------------------------------------------------- kinds
@@ -201,7 +203,7 @@ def _merged(root: Path) -> Kind:
     sources = [other, w1, w2]
     signatures = set().union(*(episode_signatures(str(s)) for s in sources))
     dest = root / "merged.store"
-    run_cli("merge", dest, *sources)  # the matrix checks the outcome (cell merged/build)
+    run_cli("merge", dest, *sources)  # test_matrix checks the outcome (cell merged-build)
     return Kind("merged", str(dest), sources=signatures)
 
 
@@ -222,7 +224,8 @@ class Kinds:
     live: Recording
 
     def close(self) -> None:
-        self.live.stop()
+        code = self.live.stop()
+        assert code == 0, f"the live recording exited {code}: {self.live.log.read_text()}"
 
 
 def build_kinds(root: Path, s3, meanwhile: Callable[[], object] = lambda: None) -> Kinds:
