@@ -463,9 +463,13 @@ def test_cell(kinds, kind_name, verb, tmp_path, request):
     result = run_cli(*command)
     if refusal.one_line:
         line = assert_one_line_error(result, refusal.code)
-        assert refusal.words in line, line
+        assert refusal.words in line, (refusal.why, line)
     else:
-        assert result.exit_code == refusal.code and refusal.words in result.output, result.output
+        assert "Traceback" not in result.output
+        assert result.exit_code == refusal.code and refusal.words in result.output, (
+            refusal.why,
+            result.output,
+        )
 
 
 @pytest.mark.parametrize(
