@@ -46,11 +46,23 @@ __all__ = [
     "MetaRecord",
     "ServiceMetrics",
     "StepMeta",
+    "remove_dead_shared_memory",
 ]
 
 #: What the writer's queue holds: a frame with its ref and (optionally) its step's
 #: metadata; or, without frame and ref, a step without a frame or a metadata record.
 QueueItem = tuple[np.ndarray | None, FrameRef | None, StepMeta | MetaRecord | None]
+
+
+def remove_dead_shared_memory() -> list[tuple[str, int]]:
+    """Remove the shared memory blocks (``/dev/shm/framestore_<pid>_...``) of storage
+    processes whose producer is dead: what a recorder with ``writer="process"`` leaves
+    when its whole process group is SIGKILLed (its resource tracker dies with it).
+    Blocks of running recorders are kept. Returns ``(name, bytes)`` of each removed.
+    ``recover`` and the start of every process-writer recording call it."""
+    from ._ring import remove_dead_blocks
+
+    return remove_dead_blocks()
 
 
 class FrameStorageService:

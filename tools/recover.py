@@ -68,6 +68,7 @@ from framestore.segments import (
     segment_files,
     segment_path,
 )
+from framestore.service import remove_dead_shared_memory
 from framestore.store import enclosing_store
 
 from ._recover_meta import restore_from_segments, store_id_of_segments
@@ -176,6 +177,12 @@ def recover(store: StoreArg, *, progress=None, drop_missing: bool = False) -> Re
         report.catalogue_rebuilt = True
     with opened(store, readonly=False) as st, st.writer_lock():
         _recover(st, report, progress, drop_missing)
+    shm = remove_dead_shared_memory()  # a killed process-writer recorder's queue
+    if shm:
+        mib = sum(size for _name, size in shm) / 2**20
+        report.notes.append(
+            f"{len(shm)} shared memory block(s) of dead recorders removed ({mib:.1f} MiB)"
+        )
     report.seconds = round(time.perf_counter() - t0, 3)
     return report
 
