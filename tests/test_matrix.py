@@ -3,8 +3,8 @@
 Kinds (tests/_matrix_stores.py, each built once for the module): fresh, vector-recorded
 (``--envs 4``), merged from three sources (two of them diverged ``cp -r`` copies of one
 store), after rm + gc, killed (SIGKILL) and recovered, killed and not recovered, live (a
-process records into it while the verbs run), format 1 (the 0.1.0 fixture), published to
-a directory and published to S3 (the conftest moto server).
+process records into it while the verbs run), format 1 and 2 (the 0.1.0 and 0.2.0
+fixtures), published to a directory and published to S3 (the conftest moto server).
 
 Each cell runs one verb the way a user does (the CLI in-process, ``read_store`` on the
 Ray cluster of conftest) and asserts: exit 0, or the documented refusal in one line
