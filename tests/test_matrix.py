@@ -318,7 +318,9 @@ def v_export_mp4_lossless(kind: Kind, tmp: Path, counts: Counts) -> None:
 def v_export_png(kind: Kind, tmp: Path, counts: Counts) -> None:
     for eid, out in _export_each(kind, tmp, counts, "png").items():
         names = sorted(os.listdir(out))
-        assert names == [f"step_{i:06d}.png" for i in range(len(names))]
+        with kind.open() as st:  # one file per step with a frame (steps may have none)
+            steps = [s.step for s in st.read_steps(eid) if s.frame is not None]
+        assert names == [f"step_{i:06d}.png" for i in steps[: len(names)]]
         same_frames([np.asarray(Image.open(out / n)) for n in names], kind, eid, "png")
 
 
@@ -328,13 +330,16 @@ def v_export_parquet(kind: Kind, tmp: Path, counts: Counts) -> None:
     out = tmp / "pq"
     cli_ok("export", kind.location, "--format", "parquet", "-o", out)
     table = pq.read_table(out, columns=["episode_id", "step", "image"]).to_pydict()
-    by_episode: dict[int, dict[int, np.ndarray]] = {}
+    by_episode: dict[int, dict[int, np.ndarray | None]] = {}
     for eid, step, image in zip(table["episode_id"], table["step"], table["image"], strict=True):
-        by_episode.setdefault(eid, {})[step] = np.asarray(Image.open(io.BytesIO(image["bytes"])))
+        # a step without a frame (dropped, or not recorded) is a row whose image is null
+        frame = None if image is None else np.asarray(Image.open(io.BytesIO(image["bytes"])))
+        by_episode.setdefault(eid, {})[step] = frame
     counts.check({e: len(steps) for e, steps in by_episode.items()}, "parquet")
     for eid, steps in by_episode.items():
         assert sorted(steps) == list(range(len(steps)))
-        same_frames([steps[i] for i in range(len(steps))], kind, eid, "parquet")
+        frames = [steps[i] for i in range(len(steps)) if steps[i] is not None]
+        same_frames(frames, kind, eid, "parquet")
 
 
 def v_export_run(kind: Kind, tmp: Path, counts: Counts) -> None:
