@@ -266,7 +266,7 @@ class _ShardWriter:
                     del row["store"]
                     row["image"] = None
                     if step.frame is not None:
-                        frame = self.store.reader.read(step.frame, expect_key=(eid, step.step))
+                        frame = self.store.read_at(step.frame, eid, step.step)
                         row["image"] = {"bytes": png_bytes(frame), "path": None}
                         self.report.frames += 1
                     yield row
