@@ -6,11 +6,13 @@ function (``tools.bench``, ``framestore.settings``) and prints.
 
 from __future__ import annotations
 
+import os
 from dataclasses import asdict
 from typing import Any
 
 import click
 
+from framestore.errors import InvalidInput
 from framestore.settings import DURABILITIES, ZSTD_LEVELS
 
 from ._common import EXIT_PROBLEMS, Failure, emit_json, human_bytes, show_progress
@@ -120,7 +122,11 @@ def bench(
     """
     from . import bench as lib
 
+    if csv_path:
+        _check_writable(csv_path)
     games = ("assault", "carracing", "noise") if game == "all" else (game,)
+    for g in games if frames else ():
+        lib.check_fits(g, frames)  # frames are held in memory: refuse before a capture
     progress = _progress(show_progress() or not as_json)
     if envs > 1 and rate is None and not (overload or writers or scale_out):
         _bench_vector(envs, frames, repeat, workdir, csv_path, as_json, progress)
@@ -156,6 +162,19 @@ def bench(
         )  # fmt: skip
         columns = lib.THROUGHPUT_TABLE
     _report(rows, columns, csv_path, as_json)
+
+
+def _check_writable(path: str) -> None:
+    """Open the CSV output before the run (a file that was not there is removed again):
+    a path that cannot be written fails now, not after minutes of measuring."""
+    existed = os.path.lexists(path)
+    try:
+        with open(path, "a"):
+            pass
+    except OSError as e:
+        raise InvalidInput(f"--csv {path}: cannot write there ({e.strerror or e})") from None
+    if not existed:
+        os.unlink(path)
 
 
 def _report(rows: list[Any], columns, csv_path, as_json: bool) -> None:
