@@ -44,8 +44,8 @@ from ._format import (
     catalogue_object,
     record_extent,
 )
-from ._published import ObjectProblem, is_url, open_fs, shown_location
-from .errors import InvalidInput, SegmentMissing
+from ._published import ObjectProblem, is_url, open_fs, shown_location, userinfo
+from .errors import FrameStoreError, InvalidInput, SegmentMissing, StoreIOError
 from .extras import require
 from .files import fsync_dir, fsync_file
 from .jsonsafe import dumps
@@ -160,7 +160,7 @@ class _Target:
         for name in self.objects:
             try:
                 self.fs.rm_file(f"{self.root}/{name}")
-            except OSError:
+            except Exception:  # noqa: BLE001 - the backend's own too: the first error is told
                 pass
 
 
@@ -241,7 +241,10 @@ def publish(
     pq = require("pyarrow.parquet", extra="s3", what="publish")
     t0 = time.perf_counter()
     report = PublishReport(source=store.location, dest=shown_location(dest))
-    target = _Target(os.fspath(dest), storage_options)
+    try:
+        target = _Target(os.fspath(dest), storage_options)
+    except Exception as e:
+        raise _backend_error(os.fspath(dest), e) from None
     try:
         with store.catalog.read_snapshot():
             sel = _select(store)
@@ -253,13 +256,26 @@ def publish(
         _copy_segments(store, target, sel.segments, progress)
         _write_manifest(store, target, report)
         target.commit()
-    except BaseException:
+    except BaseException as e:
         target.abort()
+        if isinstance(e, Exception):
+            raise _backend_error(target.dest, e) from None
         raise
     report.segments = len(sel.segments)
     report.bytes = sum(o["bytes"] for o in target.objects.values())
     report.seconds = round(time.perf_counter() - t0, 3)
     return report
+
+
+def _backend_error(dest: str, error: Exception) -> Exception:
+    """``error`` itself when it is ours, an ``OSError`` (fsspec's translation of what
+    the backend said) or a built-in (a bug to be seen as one); the backend's own
+    exceptions (botocore's "no credentials", "could not connect", a refused bucket name)
+    as a ``StoreIOError`` naming DEST in one line, without the URL's ``user:password``."""
+    if isinstance(error, FrameStoreError | OSError) or type(error).__module__ == "builtins":
+        return error
+    why = f"{type(error).__name__}: {error}".replace(userinfo(dest), "***")
+    return StoreIOError(shown_location(dest), f"cannot publish there: {why}")
 
 
 def _select(store: FrameStore) -> _Selection:
