@@ -231,8 +231,10 @@ def info(store, as_json):
     eps, seg, db = data["episodes"], data["segments"], data["database"]
     states = ", ".join(f"{n} {s}" for s, n in seg["by_state"].items()) or "none"
     ratio = data["compression_ratio"]
+    state = data["state"]
     lines = [
         f"store        {data['store']}",
+        f"state        {state['state']}: {state['detail']}",
         f"runs         {data['runs']}",
         f"episodes     {eps['live']} live, {eps['deleted']} deleted",
         f"steps        {data['steps']}",
@@ -242,8 +244,12 @@ def info(store, as_json):
         f"{human_bytes(seg['dead_bytes'])} dead, "
         f"{human_bytes(seg['overhead_bytes'])} file headers and seals",
         f"reclaimable  {_reclaimable(seg)}",
-        f"database     {human_bytes(db['bytes'])} + {human_bytes(db['wal_bytes'])} WAL "
-        f"+ {human_bytes(db['shm_bytes'])} SHM",
+        f"database     {human_bytes(db['bytes'])}"
+        + (
+            f" + {human_bytes(db['wal_bytes'])} WAL + {human_bytes(db['shm_bytes'])} SHM"
+            if db["wal_bytes"] is not None
+            else " (published catalogue)"
+        ),
         f"on disk      {human_bytes(data['bytes_on_disk'])}",
         f"compression  {f'{ratio}x' if ratio else '-'} "
         f"({human_bytes(data['raw_frame_bytes'])} of raw frames)",
@@ -264,6 +270,8 @@ def info(store, as_json):
 def _reclaimable(seg: dict) -> str:
     """What ``gc`` frees, and when the default threshold leaves dead bytes, why."""
     now, every = seg["reclaimable_bytes"], seg["reclaimable_all_bytes"]
+    if now is None:
+        return "- (a published store never changes)"
     text = f"{human_bytes(now)} by `framestore gc`"
     if every > now:
         text += (
