@@ -6,8 +6,8 @@ from __future__ import annotations
 import click
 
 from ._common import EXIT_DATA_LOSS, EXIT_PROBLEMS, emit_json, human_bytes, show_progress
+from ._gcpolicy import DEFAULT_THRESHOLD
 from ._progress import progress_bar
-from .gc import DEFAULT_THRESHOLD
 
 store_arg = click.argument("store", type=click.Path(file_okay=True, dir_okay=True))
 json_opt = click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")

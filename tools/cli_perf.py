@@ -13,9 +13,8 @@ from typing import Any
 import click
 
 from framestore.errors import InvalidInput
-from framestore.settings import DURABILITIES, ZSTD_LEVELS
 
-from ._common import EXIT_PROBLEMS, Failure, emit_json, human_bytes, show_progress
+from ._common import EXIT_PROBLEMS, Failure, LazyChoice, emit_json, human_bytes, show_progress
 
 json_opt = click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 GAME_CHOICES = ("assault", "carracing", "noise", "all")
@@ -25,6 +24,19 @@ def _progress(enabled: bool):
     if not enabled:
         return None
     return lambda msg: click.echo(f"bench: {msg}", err=True)
+
+
+def _durabilities() -> tuple[str, ...]:
+    from framestore.settings import DURABILITIES
+
+    return DURABILITIES
+
+
+def _check_level(ctx: click.Context, param: click.Parameter, value: int) -> int:
+    """``--level`` within zstd's levels (read when the option is used, not at start-up)."""
+    from framestore.settings import ZSTD_LEVELS
+
+    return click.IntRange(ZSTD_LEVELS.start, ZSTD_LEVELS.stop - 1).convert(value, param, ctx)
 
 
 @click.command()
@@ -70,14 +82,15 @@ def _progress(enabled: bool):
     "--durability",
     "durabilities",
     multiple=True,
-    type=click.Choice(DURABILITIES),
+    type=LazyChoice(_durabilities),
     help="Run framestore under this durability profile (repeatable); default: the preset's.",
 )
 @click.option(
     "--level",
-    type=click.IntRange(ZSTD_LEVELS.start, ZSTD_LEVELS.stop - 1),
+    type=int,
     default=19,
     show_default=True,
+    callback=_check_level,
     help="zstd level for --overload.",
 )
 @click.option(

@@ -48,12 +48,12 @@ from framestore.segments import (
     segment_path,
 )
 
+from ._gcpolicy import DEFAULT_THRESHOLD
 from ._store import StoreArg, opened
 
 __all__ = ["DEFAULT_THRESHOLD", "GcReport", "collect", "gc_blocker", "PHASES", "reclaimable"]
 
 PHASES = (*COMPACTION_PHASES, "vacuumed")
-DEFAULT_THRESHOLD = 0.5  # `framestore gc` rewrites sealed segments less than half live
 
 Progress = Callable[[int, int], None]  # (bytes done, bytes total)
 Hook = Callable[[str], None]
