@@ -154,6 +154,8 @@ def record(
                     length=total, label=f"recording {env_id}", file=sys.stderr
                 ) as progress:
                     summary = do_record(store, env_id, on_step=progress.update, **args)
+                    if progress.length is not None:  # episodes that ended early: 100%
+                        progress.update(max(0, progress.length - progress.pos))
             else:
                 summary = do_record(store, env_id, **args)
     except RecordingInterrupted as stop:
