@@ -56,7 +56,7 @@ from .segments import (
     relative_segment_path,
     segment_path,
 )
-from .store import FrameStore
+from .store import FrameStore, enclosing_store
 
 __all__ = ["ObjectProblem", "PublishReport", "publish"]
 
@@ -127,6 +127,11 @@ class _Target:
     def _check_new(self) -> None:
         if self.local:
             final = Path(self.final)
+            store = enclosing_store(final.parent)
+            if store is not None:  # the rule of every output (exports too)
+                raise InvalidInput(
+                    f"{self.shown}: is inside the store {store}; publish to a place outside it"
+                )
             if final.exists() and (not final.is_dir() or any(final.iterdir())):
                 raise InvalidInput(f"{self.shown}: exists and is not empty; publish to a new place")
             if not final.parent.is_dir():

@@ -378,3 +378,13 @@ def test_missing_extras_name_the_install_command(source, tmp_path, monkeypatch):
 
     with pytest.raises(MissingExtra, match=r"needs ray: pip install 'framestore\[ray\]'"):
         framestore.ray.read_store(path)
+
+
+def test_publish_refuses_a_destination_inside_a_store(source, tmp_path):
+    """Export refused an output inside a store; publish wrote into it (issue 18, the
+    overwrite rules by format): one rule for every output now (README, "Outputs")."""
+    path, _ = source
+    line = assert_one_line_error(run_cli("publish", path, path / "pub"), 2)
+    assert "inside the store" in line
+    assert not (path / "pub").exists()
+    assert not [p for p in path.iterdir() if p.name.startswith(".pub.publish-")]
