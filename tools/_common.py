@@ -109,6 +109,30 @@ class LazyChoice(click.Choice):
         return self._choices
 
 
+def codec_choices() -> tuple[str, ...]:
+    from framestore.settings import CODECS
+
+    return CODECS
+
+
+def durability_choices() -> tuple[str, ...]:
+    from framestore.settings import DURABILITIES
+
+    return DURABILITIES
+
+
+def writer_choices() -> tuple[str, ...]:
+    from framestore.settings import WRITERS
+
+    return WRITERS
+
+
+def vector_mode_choices() -> tuple[str, ...]:
+    from framestore.envs import VECTOR_MODES
+
+    return VECTOR_MODES
+
+
 class Failure(click.ClickException):
     """One readable line on stderr and a chosen exit code, never a traceback."""
 

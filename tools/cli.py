@@ -17,9 +17,13 @@ from ._common import (
     EXIT_INTERRUPTED,
     FramestoreGroup,
     LazyChoice,
+    codec_choices,
+    durability_choices,
     emit_json,
     human_bytes,
     show_progress,
+    vector_mode_choices,
+    writer_choices,
 )
 from ._warnings import current as current_warnings
 from .cli_gui import gui_command
@@ -29,30 +33,6 @@ from .text import format_number
 # gymnasium, sqlite-utils and the pandas it pulls in): the verbs import what they use
 # when they run, and option choices that are library constants load when first used
 # (tests/test_cli_startup.py checks `--help` in a subprocess).
-
-
-def _vector_modes() -> tuple[str, ...]:
-    from framestore.envs import VECTOR_MODES
-
-    return VECTOR_MODES
-
-
-def _codecs() -> tuple[str, ...]:
-    from framestore.settings import CODECS
-
-    return CODECS
-
-
-def _durabilities() -> tuple[str, ...]:
-    from framestore.settings import DURABILITIES
-
-    return DURABILITIES
-
-
-def _writers() -> tuple[str, ...]:
-    from framestore.settings import WRITERS
-
-    return WRITERS
 
 
 store_arg = click.argument("store", type=click.Path(file_okay=True, dir_okay=True))
@@ -94,11 +74,11 @@ def cli(verbose: bool) -> None:
 @click.option("--seed", default=0, show_default=True, type=int, help="Episode i uses seed S+i.")
 @click.option("--policy", default="random", show_default=True, type=click.Choice(["random"]))
 @click.option("--preset", default=None, help="Performance preset (see `framestore presets`).")
-@click.option("--codec", type=LazyChoice(_codecs), default=None)
-@click.option("--durability", type=LazyChoice(_durabilities), default=None)
+@click.option("--codec", type=LazyChoice(codec_choices), default=None)
+@click.option("--durability", type=LazyChoice(durability_choices), default=None)
 @click.option(
     "--writer",
-    type=LazyChoice(_writers),
+    type=LazyChoice(writer_choices),
     default=None,
     help="Run the frame writer and the SQLite sink as threads or in a storage process "
     "(default: the host profile's choice, see `framestore presets`).",
@@ -112,7 +92,7 @@ def cli(verbose: bool) -> None:
 )
 @click.option(
     "--vector-mode",
-    type=LazyChoice(_vector_modes),
+    type=LazyChoice(vector_mode_choices),
     default="sync",
     show_default=True,
     help="With --envs: step the copies in this process (sync) or in subprocesses (async).",

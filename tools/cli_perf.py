@@ -14,7 +14,15 @@ import click
 
 from framestore.errors import InvalidInput
 
-from ._common import EXIT_PROBLEMS, Failure, LazyChoice, emit_json, human_bytes, show_progress
+from ._common import (
+    EXIT_PROBLEMS,
+    Failure,
+    LazyChoice,
+    durability_choices,
+    emit_json,
+    human_bytes,
+    show_progress,
+)
 
 json_opt = click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 GAME_CHOICES = ("assault", "carracing", "noise", "all")
@@ -24,12 +32,6 @@ def _progress(enabled: bool):
     if not enabled:
         return None
     return lambda msg: click.echo(f"bench: {msg}", err=True)
-
-
-def _durabilities() -> tuple[str, ...]:
-    from framestore.settings import DURABILITIES
-
-    return DURABILITIES
 
 
 def _check_level(ctx: click.Context, param: click.Parameter, value: int) -> int:
@@ -82,7 +84,7 @@ def _check_level(ctx: click.Context, param: click.Parameter, value: int) -> int:
     "--durability",
     "durabilities",
     multiple=True,
-    type=LazyChoice(_durabilities),
+    type=LazyChoice(durability_choices),
     help="Run framestore under this durability profile (repeatable); default: the preset's.",
 )
 @click.option(
