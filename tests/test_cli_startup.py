@@ -45,6 +45,19 @@ def test_help_and_version_import_no_heavy_dependency(args):
     assert out  # it did print its help / version
 
 
+@pytest.mark.parametrize("verb", ["ls", "info"])
+def test_reading_a_store_imports_neither_gymnasium_nor_pandas(tmp_path, assault_frames, verb):
+    """``ls`` and ``info`` need numpy and sqlite-utils, not gymnasium (only recording
+    and replay inspect spaces) nor pandas (sqlite-utils is imported without it)."""
+    from conftest import record_episodes
+
+    path = tmp_path / "s.store"
+    record_episodes(path, assault_frames, episodes=1, steps=3)
+    heavy, out = imported_after(verb, str(path))
+    assert "gymnasium" not in heavy and "pandas" not in heavy, heavy
+    assert "ALE/Assault-v5" in out or "episodes" in out
+
+
 def test_every_verb_is_registered():
     """Verbs are registered by plain imports: a renamed module fails loudly at import,
     never drops its verbs silently (as an importlib loop that skipped it did)."""
