@@ -28,7 +28,8 @@ from pathlib import Path
 from PySide6.QtCore import QtMsgType, qInstallMessageHandler
 from PySide6.QtWidgets import QApplication
 
-from framestore import FrameStore, FrameStoreError
+from framestore import FrameStore, FrameStoreError, InvalidInput, StoreLocked
+from framestore.errors import NotAStore
 from framestore.files import why_not_writable
 from tools.exitcodes import ExitCode
 
@@ -113,19 +114,37 @@ def _qt_message(kind: QtMsgType, context, message: str) -> None:
 
 
 @contextmanager
-def _open_store(path: Path, options: GuiOptions) -> Iterator[FrameStore]:
-    """The store the window shows. A replay reads it; a screenshot of play that does not
-    record must not write to it: read-only when it exists, else an empty scratch store."""
-    if options.screenshot is not None and options.play is not None and not options.record:
-        if not (path / "framestore.db").exists():
+def _open_store(location: str | os.PathLike, options: GuiOptions) -> Iterator[FrameStore]:
+    """The store the window shows. A published store (a URL, or a directory holding a
+    manifest) and the store of a screenshot are opened read-only (a screenshot of play
+    that does not record writes nothing: without a store, it plays into an empty scratch
+    store). Otherwise the store is opened for writing, and made for play (the first
+    recording needs somewhere to go); with ``record``, another recorder holding it is
+    found here, before Qt starts."""
+    text = os.fspath(location)
+    read_only = options.screenshot is not None and not options.record
+    try:
+        with FrameStore.open(text, readonly=True) as store:
+            if store.published and options.record:
+                raise InvalidInput(
+                    f"{store.location}: a published store is read-only; record into a "
+                    "store directory (and publish it again)"
+                )
+            if store.published or read_only:
+                yield store
+                return
+    except NotAStore:
+        if "://" in text or options.replay is not None:
+            raise
+        if read_only:  # play screenshot into a store that does not exist: a scratch one
             with tempfile.TemporaryDirectory(prefix="framestore-gui-") as tmp:
                 with FrameStore.open(Path(tmp) / "scratch.store") as scratch:
                     yield scratch
             return
-        with FrameStore.open(path, readonly=True) as store:
-            yield store
-        return
-    with FrameStore.open(path, create=options.replay is None) as store:
+    with FrameStore.open(text, create=options.replay is None) as store:
+        if options.record:
+            with store.writer_lock():  # held by a recorder: StoreLocked, exit 4
+                pass
         yield store
 
 
@@ -144,8 +163,9 @@ def _replay_problem(store: FrameStore, options: GuiOptions) -> str | None:
     return None
 
 
-def run(store: Path | None, options: GuiOptions) -> int:
-    """Open the GUI on a store (``default_store_path()`` for ``None``) and return an
+def run(store: str | os.PathLike | None, options: GuiOptions) -> int:
+    """Open the GUI on a store (a directory or a published store's URL;
+    ``default_store_path()`` for ``None``) and return an
     ``ExitCode``. With ``options.screenshot`` it saves the window and returns; otherwise
     it runs the Qt event loop until the window closes."""
     if options.screenshot is not None:
@@ -164,6 +184,9 @@ def run(store: Path | None, options: GuiOptions) -> int:
                     _error(problem)
                     return ExitCode.USAGE
             return _run_window(opened, options)
+    except StoreLocked as e:
+        _error(str(e))
+        return ExitCode.LOCKED
     except (FrameStoreError, OSError) as e:
         _error(str(e))
         return ExitCode.USAGE
