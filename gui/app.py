@@ -278,34 +278,36 @@ def _play(app: QApplication, win: MainWindow, options: GuiOptions) -> ExitCode:
 
 
 def _play_scripted(app: QApplication, win: MainWindow, options: GuiOptions) -> ExitCode:
-    """Play ``options.steps`` actions of a seeded random policy, then save the screenshot."""
+    """Play ``options.steps`` actions of a seeded random policy, then save the screenshot.
+    The session holds after them (recorded ones, when recording: the episode holds N+1
+    steps whatever the game, and ends complete, its last step truncated, as
+    ``record --max-steps N`` ends it)."""
     tab = win.play_tab
     if options.fast:
         tab.fps_override = 1000.0
     tab.set_policy(lambda s: s.sample_action())
-    # N actions, counted as they happen (stopped in the slot: never one too many); when
-    # recording, only recorded ones, so the episode holds N+1 steps whatever the game
     actions: list[int] = []
 
     def count(res) -> None:
         if res.action is not None and (res.recorded or not options.record):
             actions.append(res.step)
-            if len(actions) >= options.steps:
-                tab.timer.stop()
 
     tab.stepped.connect(count)
-    tab.start(options.play, seed=options.seed)
+    tab.start(options.play, seed=options.seed, actions=options.steps)
     session = tab.session
     if session is None:
         _error(tab.status_label.text())
         return ExitCode.USAGE
-    errors: list[str] = []
-    tab.session_event.connect(lambda ev: errors.append(ev.text) if ev.kind == "error" else None)
+    errors: list = []  # SessionEvents of kind "error"
+    tab.session_event.connect(lambda ev: errors.append(ev) if ev.kind == "error" else None)
     ok = _wait(app, lambda: len(actions) >= options.steps or errors, options.timeout)
     if errors or not ok:
-        _error(errors[0] if errors else "timed out playing")
-        return ExitCode.PROBLEMS
-    tab.timer.stop()
+        _error(str(errors[0]) if errors else "timed out playing")
+        return (
+            ExitCode.LOCKED
+            if errors and isinstance(errors[0], StoreLocked)
+            else (ExitCode.PROBLEMS)
+        )
     tab.refresh_hud()  # HUD numbers as of the last step
     _settle(app)
     return _save(win, options.screenshot)
