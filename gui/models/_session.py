@@ -38,6 +38,7 @@ from framestore import FrameStore, InvalidInput, LiteRecorder, Recorder, Recorde
 from framestore.envs import make_env
 from framestore.settings import resolve
 
+from ._game import Game, GameProcess, LocalGame
 from ._keys import KeyMapper
 
 __all__ = ["PlaySession", "Recording", "SessionEvent", "StepResult"]
@@ -158,6 +159,7 @@ class PlaySession:
         lite: bool = False,
         env_factory: Callable[[str], gym.Env] = make_env,
         writer: str | None = None,
+        env_process: bool = True,
     ):
         self.env_id = env_id
         self.store = store
@@ -167,6 +169,11 @@ class PlaySession:
         self.env = env_factory(env_id)
         self.keymap = KeyMapper.for_env(self.env)
         self.render_fps = float(self.env.metadata.get("render_fps") or 30)
+        # the game steps in a process of its own (env_process) or on the session thread;
+        # self.env gives the action space, key map and metadata
+        self._game: Game = (
+            GameProcess(env_id, env_factory, self.env) if env_process else LocalGame(self.env)
+        )
         # UI thread
         self.state = Recording.OFF
         self._after_decision = Recording.OFF  # the state Save or Discard returns to
@@ -339,6 +346,8 @@ class PlaySession:
             self._event("stopped", "recording saved")
         elif kind == "saved":
             self._event("saved", f"saved episode {value}", episode_id=value)
+        elif kind == "game_failed":
+            self._event("error", f"the game stopped: {value}", value)
         elif kind == "lite_failed":
             self._event("error", f"lite recording: {value}", value)
         elif kind in ("close_failed", "save_failed"):
@@ -574,7 +583,12 @@ class PlaySession:
             if self._paused or self._holding or (self._limit and self._limit.actions <= 0):
                 next_at = now + 0.05  # commands still arrive at once
                 continue
-            res = self._advance(self.keys())
+            try:
+                res = self._advance(self.keys())
+            except Exception as e:  # noqa: BLE001 - the environment failed: say so, hold
+                self._holding = True
+                self._note("game_failed", e)
+                continue
             next_at = max(next_at + self._interval, now)
             if res is not None:
                 self._deliver(res)
@@ -685,12 +699,11 @@ class PlaySession:
             self.episode += 1
         self._same_seed = False
         self.episode_seed = self.base_seed + self.episode if seed is None else int(seed)
-        _obs, info = self.env.reset(seed=self.episode_seed)
+        frame, info = self._game.reset(self.episode_seed)
         if self.episode == 0:
             self.env.action_space.seed(self.base_seed)
         self.step_index = 0
         self.needs_reset = False
-        frame = self.env.render()
         if self._target is not None:
             self._target.begin_episode(seed=self.episode_seed)
             self._episode_open = True
@@ -710,13 +723,12 @@ class PlaySession:
                 return None  # turn-based game, no key: no step
         if isinstance(action, np.generic | np.ndarray) and action.ndim == 0:
             action = action.item()  # numpy scalar (space.sample()) -> Python int/float
-        _obs, reward, terminated, truncated, info = self.env.step(action)
+        frame, reward, terminated, truncated, info = self._game.step(action)
         self.step_index += 1
         limit = self._limit
         counts = limit is not None and (self._episode_open or not limit.recorded)
         if counts and limit.actions <= 1 and not terminated:
             truncated = True  # the last action asked for: a time limit, as record's
-        frame = self.env.render()
         recorded = self._record(frame, action, reward, terminated, truncated, info)
         if counts:
             self._limit = _Limit(limit.actions - 1, limit.recorded)
@@ -790,6 +802,7 @@ class PlaySession:
             if ring is not None:
                 ring.discard()
                 ring.close()
+            self._game.close()
             self.env.close()
 
         fut = self._io.submit(job)
