@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 from PySide6.QtCore import QPointF, QRect, QRectF, QSize, Qt
-from PySide6.QtGui import QColor, QImage, QMouseEvent, QPainter, QPen, QPixmap
+from PySide6.QtGui import QColor, QImage, QMouseEvent, QPainter, QPen, QPixmap, QPolygonF
 from PySide6.QtWidgets import QSizePolicy, QToolTip, QWidget
 
 from . import _compat  # noqa: F401  (first: guards a PySide6 refcount bug)
@@ -39,7 +39,7 @@ MARKER_BAND = 10
 LEGEND_BAND = 16
 #: Marker ticks are this many pixels wide, kept whole at the edges (an episode's end is
 #: its last column).
-MARKER_WIDTH = 5
+MARKER_WIDTH = 9
 #: Markers that end an episode also draw a line through the plot.
 ENDS = ("terminated", "truncated")
 
@@ -211,13 +211,20 @@ def _draw_markers(p: QPainter, cols: TimelineColumns, top: int, height: int) -> 
 
 
 def _draw_end_lines(p: QPainter, cols: TimelineColumns, plot_h: int) -> None:
-    """A line through the plot where an episode ends (terminated, truncated)."""
+    """Where an episode ends (terminated, truncated): a line through the plot under a
+    flag at its top, both kept whole at the right edge (the end is the last column)."""
     for kind in ENDS:
         xs = cols.markers[kind]
-        if xs.size:
-            p.setPen(QPen(MARKER_COLORS[kind], 2, Qt.PenStyle.DashLine))
-            for x in np.minimum(xs, cols.width - 2):
-                p.drawLine(QPointF(x + 0.5, 0), QPointF(x + 0.5, plot_h))
+        if not xs.size:
+            continue
+        color = MARKER_COLORS[kind]
+        p.setPen(QPen(color, 2))
+        for x in np.clip(xs, 1, cols.width - 1):
+            p.drawLine(QPointF(x, 0), QPointF(x, plot_h))
+            left = min(max(x - 6.0, 0.0), cols.width - 12.0)
+            flag = QPolygonF([QPointF(left, 0), QPointF(left + 12, 0), QPointF(x, 9)])
+            p.setBrush(color)
+            p.drawPolygon(flag)
 
 
 def _draw_legend(p: QPainter, cols: TimelineColumns, top: int, w: int, height: int) -> None:

@@ -673,10 +673,9 @@ class PlaySession:
                 self._note("record_failed", e)
             return False
 
-    def _result(self, frame, action, reward, terminated, truncated, info, recorded) -> StepResult:
-        eid = None
-        if recorded and not self._target_lite:
-            eid = self._target.current_episode
+    def _result(
+        self, frame, action, reward, terminated, truncated, info, recorded, eid=None
+    ) -> StepResult:
         res = StepResult(
             frame,
             action,
@@ -708,7 +707,7 @@ class PlaySession:
             self._target.begin_episode(seed=self.episode_seed)
             self._episode_open = True
         recorded = self._record(frame, None, 0.0, False, False, info)
-        return self._result(frame, None, 0.0, False, False, info, recorded)
+        return self._result(frame, None, 0.0, False, False, info, recorded, self._recorded_id())
 
     def _advance(self, keys: Iterable[str], action: Any = None) -> StepResult | None:
         """One step of the loop: the reset an episode needs, or one action."""
@@ -730,6 +729,7 @@ class PlaySession:
         if counts and limit.actions <= 1 and not terminated:
             truncated = True  # the last action asked for: a time limit, as record's
         recorded = self._record(frame, action, reward, terminated, truncated, info)
+        eid = self._recorded_id()  # before the episode may end below
         if counts:
             self._limit = _Limit(limit.actions - 1, limit.recorded)
         if terminated or truncated:
@@ -740,7 +740,13 @@ class PlaySession:
             else:
                 self._end_recorded_episode("complete")
             self.needs_reset = True
-        return self._result(frame, action, reward, terminated, truncated, info, recorded)
+        return self._result(frame, action, reward, terminated, truncated, info, recorded, eid)
+
+    def _recorded_id(self) -> int | None:
+        """The store's id of the episode being recorded directly (``None`` otherwise)."""
+        if not self._episode_open or self._target_lite or self._target is None:
+            return None
+        return self._target.current_episode
 
     # ------------------------------------------------------------------ without a thread
     def step(self, keys: Iterable[str] = (), *, action: Any = None) -> StepResult | None:
