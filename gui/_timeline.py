@@ -227,9 +227,10 @@ def _draw_end_lines(p: QPainter, cols: TimelineColumns, plot_h: int) -> None:
             p.drawPolygon(flag)
 
 
-def _draw_legend(p: QPainter, cols: TimelineColumns, top: int, w: int, height: int) -> None:
-    """What each band means: reward range, return, the action colours (a key: each
-    action with its colour, discrete actions), markers with their counts of columns."""
+def legend_items(cols: TimelineColumns) -> list[tuple[str, QColor | None]]:
+    """What the legend says, in order, with each item's colour: the reward range, the
+    return, a key of the action colours (each discrete action drawn in its colour),
+    the markers present."""
     rlo, rhi = cols.reward_range
     items: list[tuple[str, QColor | None]] = [
         (f"reward {format_number(rlo)}..{format_number(rhi)}", REWARD_POS),
@@ -242,11 +243,16 @@ def _draw_legend(p: QPainter, cols: TimelineColumns, top: int, w: int, height: i
     elif cols.action_kind == "continuous":
         items.append(("action (continuous: light = high)", QColor(200, 200, 255)))
     items += [(kind, MARKER_COLORS[kind]) for kind in MARKERS if cols.markers[kind].size]
+    return items
+
+
+def _draw_legend(p: QPainter, cols: TimelineColumns, top: int, w: int, height: int) -> None:
+    """``legend_items`` left to right; "…" where the width ends."""
     metrics = p.fontMetrics()
     x = 4
-    for label, color in items:
+    for label, color in legend_items(cols):
         advance = metrics.horizontalAdvance(label)
-        if x + 11 + advance > w:
+        if x + 12 + advance > w:
             p.setPen(TEXT)
             p.drawText(QRect(x, top, w - x, height), Qt.AlignmentFlag.AlignVCenter, "…")
             return

@@ -100,9 +100,11 @@ def test_recorded_play_holds_steps_plus_one_rows_in_every_env(qtbot, tmp_path, e
     with FrameStore.open(path, readonly=True) as st:
         (ep,) = st.episodes()
         steps = st.read_steps(ep.id)
-    # like `record --max-steps 40`: 40 actions after the reset, 41 rows
+    # like `record --max-steps 40`: 40 actions after the reset, 41 rows, and complete,
+    # its last step truncated (a time limit), not "interrupted"
     assert ep.steps == len(steps) == 41 and ep.env_id == env_id
     assert steps[0].action is None and all(s.action is not None for s in steps[1:])
+    assert ep.status == "complete" and steps[-1].truncated
 
 
 def test_no_display_is_one_line_not_a_qt_abort(tmp_path, thirty):
