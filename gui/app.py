@@ -302,12 +302,9 @@ def _play_scripted(app: QApplication, win: MainWindow, options: GuiOptions) -> E
     tab.session_event.connect(lambda ev: errors.append(ev) if ev.kind == "error" else None)
     ok = _wait(app, lambda: len(actions) >= options.steps or errors, options.timeout)
     if errors or not ok:
-        _error(str(errors[0]) if errors else "timed out playing")
-        return (
-            ExitCode.LOCKED
-            if errors and isinstance(errors[0], StoreLocked)
-            else (ExitCode.PROBLEMS)
-        )
+        _error(errors[0].text if errors else "timed out playing")
+        locked = bool(errors) and isinstance(errors[0].error, StoreLocked)
+        return ExitCode.LOCKED if locked else ExitCode.PROBLEMS
     tab.refresh_hud()  # HUD numbers as of the last step
     _settle(app)
     return _save(win, options.screenshot)

@@ -125,3 +125,55 @@ def test_on_the_session_thread_frames_reach_the_caller_uncopied(store):
     assert {thread for _, thread in Counting.calls} == {"gui-session"}
     rendered = {id(f) for f in Counting.frames}
     assert all(id(r.frame) in rendered for r in results)  # the very arrays rendered
+
+
+HOLD_LOCK = """
+import sys, time
+from framestore import FrameStore
+store = FrameStore.open(sys.argv[1])
+rec = store.recorder("CartPole-v1")
+print("recording", flush=True)
+time.sleep(120)
+"""
+
+
+def test_a_store_another_process_records_into_is_an_error_event_and_play_goes_on(store_path):
+    import os
+    import subprocess
+    import sys
+
+    from framestore import FrameStore, StoreLocked
+
+    FrameStore.open(store_path).close()
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_LOCK, str(store_path)],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+    )
+    try:
+        assert holder.stdout.readline().strip() == "recording"
+        with FrameStore.open(store_path) as store:
+            session = PlaySession("CartPole-v1", store, seed=0)
+            try:
+                session.policy = lambda s: s.sample_action()
+                session.start(fps=500)
+                session.set_recording(True)
+                events: list = []
+                deadline = time.monotonic() + 60
+                while not events:
+                    assert time.monotonic() < deadline
+                    session.take_results()
+                    events += session.poll_events()
+                    time.sleep(0.005)
+                (ev,) = events
+                assert ev.kind == "error" and isinstance(ev.error, StoreLocked)
+                assert ev.error.__traceback__ is None  # keeps no frames (nor the game) alive
+                assert session.state is Recording.OFF
+                pump(session, lambda rs: len(rs) >= 5)  # still playing
+            finally:
+                session.close(timeout=60)
+            assert session.env is None  # nothing of the environment outlives the session
+    finally:
+        holder.kill()
+        holder.wait()

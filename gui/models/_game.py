@@ -58,12 +58,18 @@ class GameProcessError(RuntimeError):
     """The environment's process failed or died (the message says how)."""
 
 
+#: Environments handed to a forked child: set just before the fork, removed just after
+#: it in the parent (so the parent keeps no reference through the Process object).
+_HANDOVER: dict[int, gym.Env] = {}
+
+
 def _serve(
-    conn: Connection, env_id: str, factory: Callable[[str], gym.Env], env: gym.Env | None
+    conn: Connection, env_id: str, factory: Callable[[str], gym.Env], handover: int | None
 ) -> None:
-    """The child: make the environment (or take the parent's, forked), then answer
+    """The child: take the environment the parent made (forked) or make one, then answer
     reset/step until close."""
     try:
+        env = _HANDOVER.pop(handover, None) if handover is not None else None
         game = LocalGame(env if env is not None else factory(env_id))
     except BaseException as e:  # noqa: BLE001 - sent to the parent
         conn.send(("error", f"{type(e).__name__}: {e}"))
@@ -95,14 +101,19 @@ class GameProcess:
         method = "fork" if sys.platform.startswith("linux") else "spawn"
         ctx = multiprocessing.get_context(method)
         self._conn, child = ctx.Pipe()
-        inherited = env if method == "fork" else None
+        handover = id(self) if method == "fork" else None
         self._proc = ctx.Process(
             target=_serve,
-            args=(child, env_id, factory, inherited),
+            args=(child, env_id, factory, handover),
             name="gui-game",
             daemon=True,
         )
-        self._proc.start()
+        if handover is not None:
+            _HANDOVER[handover] = env
+        try:
+            self._proc.start()
+        finally:
+            _HANDOVER.pop(handover, None)
         child.close()
         self._ready = False
         self._closed = False

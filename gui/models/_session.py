@@ -810,6 +810,9 @@ class PlaySession:
                 ring.close()
             self._game.close()
             self.env.close()
+            # nothing of the environment outlives the session (a live ALE instance at
+            # exit makes nanobind print its "leaked" report)
+            self._game = self.env = None
 
         fut = self._io.submit(job)
         self._io.shutdown(wait=False)
