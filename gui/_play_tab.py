@@ -377,6 +377,9 @@ class PlayTab(QWidget):
     def _update_buttons(self) -> None:
         s = self.session
         has = s is not None
+        if self.store.readonly:  # a published store, a screenshot's: play, never record
+            self.record_btn.setEnabled(False)
+            self.record_btn.setToolTip(f"{self.store.location} is open read-only")
         self.reset_btn.setEnabled(has)
         self.pause_btn.setEnabled(has)
         lite = has and s.lite
