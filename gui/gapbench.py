@@ -126,6 +126,7 @@ def measure(
     *,
     placement: str = "process",
     episode_steps: int = 120,
+    freeze: bool = True,
 ) -> dict:
     """One run of the timeline (module docstring) in ``mode``."""
     from functools import partial
@@ -154,6 +155,10 @@ def measure(
         tab.set_policy(lambda s: s.sample_action())
         if mode != "idle":
             tab.start(env_id, seed=1)
+        if freeze:
+            from .app import freeze_startup_objects
+
+            freeze_startup_objects()  # as gui.app.run does once the window is up
         probe = GapProbe()
         probe.start()
         _pump(app, 1.0)
