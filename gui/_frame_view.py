@@ -33,12 +33,18 @@ def frame_to_qimage(frame: np.ndarray) -> tuple[QImage, np.ndarray]:
     return image, arr
 
 
+#: Frames no larger than this on either side are pixel art (Atari's 160x210, toy-text
+#: grids): enlarged by whole factors only, so every game pixel is drawn the same size.
+PIXEL_ART_MAX = 256
+
+
 def fit_rect(w: int, h: int, iw: int, ih: int) -> tuple[float, float, float, float]:
-    """``(x, y, width, height)`` of an ``iw`` x ``ih`` image centred in ``w`` x ``h``:
-    scaled by the largest whole factor that fits, or (too large for a factor of 1)
-    shrunk to fit, aspect kept."""
+    """``(x, y, width, height)`` of an ``iw`` x ``ih`` image centred in ``w`` x ``h``,
+    aspect kept: pixel art (``PIXEL_ART_MAX``) by the largest whole factor that fits,
+    anything else (CarRacing's 600x400 render) as large as fits; a frame larger than the
+    space shrinks to fit."""
     scale = min(w / iw, h / ih)
-    if scale >= 1:
+    if scale >= 1 and max(iw, ih) <= PIXEL_ART_MAX:
         scale = float(int(scale))
     tw, th = iw * scale, ih * scale
     return ((w - tw) / 2, (h - th) / 2, tw, th)
@@ -87,9 +93,8 @@ class FrameView(QWidget):
         return self._array
 
     def target_rect(self) -> QRectF:
-        """Where the frame is drawn: as large as the widget allows, aspect kept, by a
-        whole factor when it is enlarged (every game pixel the same size: pixel art stays
-        crisp); a frame larger than the widget shrinks to fit."""
+        """Where the frame is drawn (``fit_rect``): as large as the widget allows, aspect
+        kept, pixel art enlarged by a whole factor (every game pixel the same size)."""
         if self._image is None:
             return QRectF()
         return QRectF(

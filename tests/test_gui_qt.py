@@ -529,6 +529,7 @@ def test_frames_scale_by_whole_factors_when_enlarged():
     assert fit_rect(812, 672, 160, 210) == ((812 - 480) / 2, (672 - 630) / 2, 480, 630)  # 3x
     assert fit_rect(460, 520, 160, 210)[2:] == (320, 420)  # 2x, not 2.48x
     assert fit_rect(300, 200, 600, 400)[2:] == (300, 200)  # larger: shrunk to fit
+    assert fit_rect(812, 672, 600, 400)[2] == 812  # not pixel art: as large as fits
 
 
 def test_episode_table_shows_rows_with_sensible_widths(qtbot, store, assault_frames):
