@@ -109,10 +109,6 @@ _READ_ONLY_VERB_REFUSES = (
     'issue 18 item 4: a read-only verb refuses a store being recorded or killed ("episode N '
     "was left 'recording' by a writer that stopped ... run recover first\")"
 )
-_GUI_PUBLISHED = (
-    'issue 18 item 9: gui --replay opens a published store writable (exit 2, "a published '
-    'store is read-only"); a URL goes through Path() ("s3:/bucket/...: no such store")'
-)
 
 #: Cells that fail only because of a defect being fixed elsewhere: cell id -> the defect.
 #: They run as strict xfails: when the fix is merged the cell turns red; remove it here.
@@ -135,8 +131,6 @@ KNOWN_DEFECTS: dict[str, str] = {
         for kind in ("killed", "live")
         for verb in ("info", "info_json", "gc_dry_run")
     },
-    "published_dir-gui_replay_screenshot": _GUI_PUBLISHED,
-    "published_s3-gui_replay_screenshot": _GUI_PUBLISHED,
 }
 
 
