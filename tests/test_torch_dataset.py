@@ -84,6 +84,29 @@ def test_map_style_shuffled_epoch_is_bit_exact_with_any_number_of_workers(two_st
     assert_same(got, want)
 
 
+def test_iterable_batches_gathered_whole_are_bit_exact(two_stores):
+    want = stored(two_stores)
+    with IterableStepDataset(two_stores, batch_size=7, shuffle_buffer=9, seed=1) as ds:
+        sizes = [len(b["step"]) for b in DataLoader(ds, batch_size=None, num_workers=2)]
+        got = loaded(ds, batch_size=None, num_workers=2)
+    assert max(sizes) == 7 and sum(sizes) == len(want)
+    assert_same(got, want)
+
+
+def test_map_style_batches_work_with_pytorchs_default_collate(two_stores):
+    """StepDataset gathers a DataLoader's batch whole (__getitems__); the default
+    collate function still sees a list of items and gives the same batch."""
+    window = {"render": [-1, 0], "action": [0, 1]}
+    with StepDataset(two_stores, window=window) as ds:
+        ours = next(iter(DataLoader(ds, batch_size=5, collate_fn=collate_steps)))
+        theirs = next(iter(DataLoader(ds, batch_size=5)))
+        single = [ds[i] for i in range(5)]
+    assert ours.keys() == theirs.keys() == single[0].keys()
+    for key in ours:
+        assert torch.equal(ours[key], theirs[key]), key
+        assert torch.equal(ours[key], torch.stack([item[key] for item in single])), key
+
+
 def test_shuffle_buffer_keeps_every_item_once_in_another_order(two_stores):
     want = stored(two_stores)
     with IterableStepDataset(two_stores, shuffle_buffer=20, seed=3) as ds:

@@ -86,40 +86,41 @@ class _StepIndex:
         clamped = np.clip(rows, 0, n - 1)
         have = ep.has_frame[clamped]
         pad |= ~have
-        first = int(clamped[np.argmax(have)]) if have.any() else None
-        if first is None:
+        if not have.any():
             raise InvalidInput(f"episode {ep.episode}: no frame around step {int(rows[-1])}")
-        sample = self.frame(ep, first)
+        sample = self.frame(ep, int(clamped[np.argmax(have)]))
         out = np.zeros((len(rows), *sample.shape), dtype=np.uint8)
         for i, r in enumerate(clamped):
             if have[i]:
                 out[i] = self.frame(ep, int(r))
         return out
 
-    def image(self, frames: np.ndarray) -> torch.Tensor:
-        """Frames (one or a stack, channels last, owned by the caller) as a tensor."""
-        t = torch.from_numpy(frames)
-        if self.channels_first and t.dim() >= 3 and frames.shape[-1] in (1, 3, 4):
-            t = t.movedim(-1, -3)
+    def image(self, frames: torch.Tensor, frame_ndim: int) -> torch.Tensor:
+        """Frames (channels last, owned by the caller) as ``frame_dtype`` and layout."""
+        t = frames
+        if self.channels_first and frame_ndim == 3:
+            t = t.movedim(-1, -3).contiguous()
         if self.frame_dtype == "float32":
             t = t.to(torch.float32).div_(255.0)
         return t
 
     # ----------------------------------------------------------------- values
-    def field(self, ep: EpisodeArrays, name: str, rows: Any) -> torch.Tensor:
+    @staticmethod
+    def values(ep: EpisodeArrays, name: str) -> np.ndarray:
         if name == "action":
-            return torch.from_numpy(np.array(ep.actions[rows]))
+            return ep.actions
         if name == "reward":
-            return torch.from_numpy(np.array(ep.rewards[rows]))
+            return ep.rewards
         if name == "terminated":
-            return torch.from_numpy(np.array(ep.terminated[rows]))
-        return torch.from_numpy(np.array(ep.truncated[rows]))
+            return ep.terminated
+        return ep.truncated
 
-    def ids(self, ep: EpisodeArrays, row: int) -> dict[str, torch.Tensor]:
+    def ids(self, keys: Sequence[tuple[EpisodeArrays, int]]) -> dict[str, torch.Tensor]:
+        n = len(keys)
         return {
-            "episode": torch.tensor(ep.episode, dtype=torch.int64),
-            "step": torch.tensor(int(ep.steps[row]), dtype=torch.int64),
-            "store": torch.tensor(ep.store, dtype=torch.int64),
+            "episode": torch.from_numpy(np.fromiter((e.episode for e, _ in keys), np.int64, n)),
+            "step": torch.from_numpy(np.fromiter((e.steps[r] for e, r in keys), np.int64, n)),
+            "store": torch.from_numpy(np.fromiter((e.store for e, _ in keys), np.int64, n)),
         }
 
     def close(self) -> None:
@@ -160,28 +161,114 @@ class _Steps(_StepIndex):
         return self.episodes[e], int(self._rows[e][index - self._starts[e]])
 
     def item(self, ep: EpisodeArrays, row: int) -> dict[str, torch.Tensor]:
+        if self.window:  # neighbours and pads: a batch of one
+            return {k: v[0] for k, v in self.gather([(ep, row)]).items()}
         out: dict[str, torch.Tensor] = {}
-        n = len(ep)
-        for key in (*self.streams, *self.fields):
-            offsets = self.window.get(key)
+        for key in self.streams:  # the few calls an item needs: its cost is the decode
+            frame = self.frame(ep, row)
+            out[key] = self.image(torch.from_numpy(frame.copy()), frame.ndim)
+        for key in self.fields:
+            out[key] = torch.from_numpy(np.array(self.values(ep, key)[row]))
+        out["episode"] = torch.from_numpy(np.array(ep.episode, dtype=np.int64))
+        out["step"] = torch.from_numpy(np.array(ep.steps[row]))
+        out["store"] = torch.from_numpy(np.array(ep.store, dtype=np.int64))
+        return out
+
+    def gather(self, keys: Sequence[tuple[EpisodeArrays, int]]) -> dict[str, torch.Tensor]:
+        """The items ``keys`` (episode, row) as one batch: each key's values stacked,
+        frames copied once from the cached chunks (into shared memory inside a DataLoader
+        worker, so the batch reaches the main process without another copy)."""
+        out: dict[str, torch.Tensor] = {}
+        for key in self.streams:
+            self._gather_frames(key, keys, out)
+        for key in self.fields:
+            self._gather_values(key, keys, out)
+        out.update(self.ids(keys))
+        return out
+
+    def _gather_frames(self, key: str, keys: Sequence[tuple[EpisodeArrays, int]], out) -> None:
+        offsets = self.window.get(key)
+        span = 1 if offsets is None else len(offsets)
+        pads = np.zeros((len(keys), span), dtype=bool)
+        views: list[np.ndarray | None] = []
+        for i, (ep, row) in enumerate(keys):
             if offsets is None:
-                if key in self.streams:
-                    out[key] = self.image(np.array(self.frame(ep, row)))
-                else:
-                    out[key] = self.field(ep, key, row)
+                views.append(self.frame(ep, row))  # an item's own row has a frame
                 continue
             rows = row + offsets
-            pad = (rows < 0) | (rows >= n)
-            if key in self.streams:
-                out[key] = self.image(self.frames(ep, rows, pad))
-            else:
-                clamped = np.clip(rows, 0, n - 1)
-                if key == "action":
-                    pad |= ~ep.has_action[clamped]
-                out[key] = self.field(ep, key, clamped)
-            out[f"{key}_is_pad"] = torch.from_numpy(pad)
-        out.update(self.ids(ep, row))
-        return out
+            pads[i] = (rows < 0) | (rows >= len(ep))
+            for j, r in enumerate(np.clip(rows, 0, len(ep) - 1)):
+                if ep.has_frame[r]:
+                    views.append(self.frame(ep, int(r)))
+                else:
+                    views.append(None)
+                    pads[i, j] = True
+        sample = next((v for v in views if v is not None), None)
+        if sample is None:
+            sample = self.frame(*keys[0])
+        if any(v is None for v in views):
+            zeros = np.zeros_like(sample)
+            views = [zeros if v is None else v for v in views]
+        batch = _empty((len(views), *sample.shape), torch.uint8)
+        try:
+            np.stack(views, out=batch.numpy())
+        except ValueError:
+            shapes = sorted({str(v.shape) for v in views if v is not None})
+            raise InvalidInput(
+                f"frames of different shapes in one batch ({', '.join(shapes)}): "
+                "make one dataset per shape (episodes=...)"
+            ) from None
+        if offsets is not None:
+            batch = batch.view(len(keys), span, *sample.shape)
+        out[key] = self.image(batch, sample.ndim)
+        if offsets is not None:
+            out[f"{key}_is_pad"] = torch.from_numpy(pads)
+
+    def _gather_values(self, key: str, keys: Sequence[tuple[EpisodeArrays, int]], out) -> None:
+        offsets = self.window.get(key)
+        if offsets is None:
+            out[key] = torch.from_numpy(np.array([self.values(ep, key)[row] for ep, row in keys]))
+            return
+        picked, pads = [], []
+        for ep, row in keys:
+            rows = row + offsets
+            clamped = np.clip(rows, 0, len(ep) - 1)
+            pad = (rows < 0) | (rows >= len(ep))
+            if key == "action":
+                pad |= ~ep.has_action[clamped]
+            picked.append(self.values(ep, key)[clamped])
+            pads.append(pad)
+        out[key] = torch.from_numpy(np.stack(picked))
+        out[f"{key}_is_pad"] = torch.from_numpy(np.stack(pads))
+
+
+def _empty(shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
+    """A new tensor; in shared memory inside a DataLoader worker (what the worker's
+    queue would otherwise copy it into)."""
+    if get_worker_info() is None:
+        return torch.empty(shape, dtype=dtype)
+    nbytes = int(np.prod(shape)) * dtype.itemsize
+    storage = torch.UntypedStorage._new_shared(nbytes)
+    return torch.empty(0, dtype=dtype).set_(storage, 0, shape)
+
+
+class _Gathered(Sequence):
+    """Items gathered as one batch (``StepDataset.__getitems__``): ``collate_steps``
+    takes the batch as it is; any other collate function sees a list of items."""
+
+    def __init__(self, batch: dict[str, torch.Tensor], size: int):
+        self.batch = batch
+        self._size = size
+
+    def __len__(self) -> int:
+        return self._size
+
+    def __getitem__(self, i):  # type: ignore[override]
+        if isinstance(i, slice):
+            return [self[k] for k in range(*i.indices(self._size))]
+        if not -self._size <= i < self._size:
+            raise IndexError(i)
+        return {k: v[i] for k, v in self.batch.items()}
 
 
 class StepDataset(_Steps, Dataset):
@@ -252,6 +339,10 @@ class StepDataset(_Steps, Dataset):
         ep, row = self.locate(index)
         return self.item(ep, row)
 
+    def __getitems__(self, indices: Sequence[int]) -> Sequence[dict[str, torch.Tensor]]:
+        """A DataLoader's batch of items in one gather (``collate_steps`` keeps it)."""
+        return _Gathered(self.gather([self.locate(int(i)) for i in indices]), len(indices))
+
 
 class IterableStepDataset(_Steps, IterableDataset):
     """The items of ``StepDataset`` as one pass, for training epochs at sequential read
@@ -259,7 +350,12 @@ class IterableStepDataset(_Steps, IterableDataset):
     and step order) and walks it in order, so each chunk is decoded once. With
     ``shuffle_buffer=N`` items leave through a buffer of N, picked at random (seeded by
     ``seed``, the worker and the epoch; by PyTorch's worker seed when ``seed`` is None):
-    memory stays bounded, order is local. Arguments as ``StepDataset``."""
+    memory stays bounded, order is local (the buffer holds keys; the frames come from
+    the chunk cache, so keep ``shuffle_buffer`` frames within ``cache_bytes``).
+
+    ``batch_size=B`` yields batches of B items gathered whole (frames copied once, into
+    shared memory): use it with ``DataLoader(ds, batch_size=None)``, the fastest pass.
+    Other arguments as ``StepDataset``."""
 
     def __init__(
         self,
@@ -275,6 +371,7 @@ class IterableStepDataset(_Steps, IterableDataset):
         cache_bytes: int = DEFAULT_CACHE_BYTES,
         shuffle_buffer: int = 0,
         seed: int | None = None,
+        batch_size: int | None = None,
     ):
         super().__init__(
             sources,
@@ -289,29 +386,46 @@ class IterableStepDataset(_Steps, IterableDataset):
         )
         if not isinstance(shuffle_buffer, int) or shuffle_buffer < 0:
             raise InvalidInput(f"shuffle_buffer must be 0 or more, got {shuffle_buffer!r}")
+        if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
+            raise InvalidInput(f"batch_size must be None or at least 1, got {batch_size!r}")
         self.shuffle_buffer = shuffle_buffer
         self.seed = seed
+        self.batch_size = batch_size
         self._epoch = 0
 
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
         info = get_worker_info()
         worker, workers = (0, 1) if info is None else (info.id, info.num_workers)
         start, stop = shares([len(r) for r in self._rows], workers)[worker]
-        items = self._walk(start, stop)
+        keys = self._walk(start, stop)
         if self.shuffle_buffer > 1:
             seed = torch.initial_seed() if self.seed is None else (self.seed, worker, self._epoch)
-            items = _shuffled(items, self.shuffle_buffer, np.random.default_rng(seed))
+            keys = _shuffled(keys, self.shuffle_buffer, np.random.default_rng(seed))
         self._epoch += 1
-        return items
+        if self.batch_size is None:
+            return (self.item(ep, row) for ep, row in keys)
+        return self._batches(keys, self.batch_size)
 
-    def _walk(self, start: int, stop: int) -> Iterator[dict[str, torch.Tensor]]:
-        """Items ``start <= i < stop`` in order, episode by episode."""
+    def _walk(self, start: int, stop: int) -> Iterator[tuple[EpisodeArrays, int]]:
+        """The keys (episode, row) of items ``start <= i < stop`` in order."""
         for e, ep in enumerate(self.episodes):
             lo, hi = int(self._starts[e]), int(self._starts[e + 1])
             if hi <= start or lo >= stop:
                 continue
             for row in self._rows[e][max(start, lo) - lo : min(stop, hi) - lo]:
-                yield self.item(ep, int(row))
+                yield ep, int(row)
+
+    def _batches(
+        self, keys: Iterator[tuple[EpisodeArrays, int]], size: int
+    ) -> Iterator[dict[str, torch.Tensor]]:
+        batch: list[tuple[EpisodeArrays, int]] = []
+        for key in keys:
+            batch.append(key)
+            if len(batch) == size:
+                yield self.gather(batch)
+                batch = []
+        if batch:
+            yield self.gather(batch)
 
 
 def _shuffled(items: Iterator[Any], size: int, rng: np.random.Generator) -> Iterator[Any]:
@@ -385,43 +499,54 @@ class TransitionDataset(_StepIndex, Dataset):
         out: dict[str, torch.Tensor] = {}
         for key, row in (("obs", t), ("next_obs", t + 1)):
             if self.frame_stack == 1:
-                out[key] = self.image(np.array(self.frame(ep, row)))
+                frame = self.frame(ep, row)
+                out[key] = self.image(torch.from_numpy(np.array(frame)), frame.ndim)
             else:
                 rows = row + self._offsets
                 pad = rows < 0
-                out[key] = self.image(self.frames(ep, rows, pad))
+                frames = self.frames(ep, rows, pad)
+                out[key] = self.image(torch.from_numpy(frames), frames.ndim - 1)
                 out[f"{key}_is_pad"] = torch.from_numpy(pad)
         for name in ("action", "reward", "terminated", "truncated"):
-            out[name] = self.field(ep, name, t + 1)
-        out.update(self.ids(ep, t))
+            out[name] = torch.from_numpy(np.array(self.values(ep, name)[t + 1]))
+        out.update({k: v[0] for k, v in self.ids([(ep, t)]).items()})
         return out
 
 
 # --------------------------------------------------------------------------- batches
 def collate_steps(items: Sequence[Mapping[str, Any]]) -> dict[str, torch.Tensor]:
     """Stack a list of items (dicts of tensors or numpy arrays of equal shapes) into a
-    dict of batched tensors: one copy per key, straight into shared memory inside a
-    DataLoader worker (so the batch crosses to the main process without another), and
-    none of ``default_collate``'s per-element type dispatch."""
+    dict of batched tensors: one copy per key (``numpy.stack``, steadier than
+    ``torch.stack`` for uint8 frames), straight into shared memory inside a DataLoader
+    worker (so the batch crosses to the main process without another). A batch that
+    ``StepDataset`` gathered whole (``__getitems__``), or one batch that
+    ``IterableStepDataset(batch_size=...)`` yields (a dict, with ``batch_size=None`` in
+    the DataLoader), is taken as it is."""
+    if isinstance(items, _Gathered):
+        return items.batch
+    if isinstance(items, Mapping):
+        return dict(items)
     if not items:
         raise InvalidInput("collate_steps needs at least one item")
-    in_worker = get_worker_info() is not None
     out: dict[str, torch.Tensor] = {}
     for key, first in items[0].items():
         values = [item[key] for item in items]
-        if isinstance(first, np.ndarray):
-            values = [torch.from_numpy(np.asarray(v)) for v in values]
-            first = values[0]
-        elif not isinstance(first, torch.Tensor):
+        if isinstance(first, torch.Tensor):
+            arrays = [v.numpy() for v in values]
+            dtype = first.dtype
+        elif isinstance(first, np.ndarray | np.generic):
+            arrays = [np.asarray(v) for v in values]
+            dtype = torch.from_numpy(np.empty(0, dtype=arrays[0].dtype)).dtype
+        else:
             out[key] = torch.as_tensor(values)
             continue
-        shape = (len(values), *first.shape)
-        if in_worker:
-            storage = first.untyped_storage()._new_shared(
-                first.element_size() * first.numel() * len(values)
-            )
-            buf = first.new_empty(0).set_(storage).view(shape)
-        else:
-            buf = first.new_empty(shape)
-        out[key] = torch.stack(values, out=buf)
+        batch = _empty((len(arrays), *arrays[0].shape), dtype)
+        try:
+            np.stack(arrays, out=batch.numpy())
+        except ValueError:
+            shapes = sorted({str(a.shape) for a in arrays})
+            raise InvalidInput(
+                f"{key!r}: items of different shapes ({', '.join(shapes)})"
+            ) from None
+        out[key] = batch
     return out
