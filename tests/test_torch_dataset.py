@@ -229,3 +229,35 @@ def test_bad_arguments_are_one_clear_error(two_stores):
         StepDataset(two_stores, frame_dtype="float16")
     with pytest.raises(InvalidInput, match="no episode 9"):
         StepDataset(two_stores[0], episodes=[9])
+
+
+def test_a_vector_recorded_store_reads_bit_exact(tmp_path):
+    from tools.record import record
+
+    path = tmp_path / "v.store"
+    record(str(path), "CartPole-v1", episodes=3, envs=2, max_steps=6, seed=2)
+    want = stored([path])
+    with IterableStepDataset(path) as ds:
+        assert_same(loaded(ds, batch_size=8, num_workers=2), want)
+
+
+def test_rows_rebuilt_by_recover_read_with_unknown_values_marked(tmp_path, assault_frames):
+    """recover rebuilds lost rows from segments: no action, no reward. Their frames read
+    bit-exact; the reward is NaN and a window marks the missing action as padding."""
+    import sqlite3
+    from contextlib import closing
+
+    from tools.recover import recover
+
+    path = tmp_path / "r.store"
+    ids = record_episodes(path, assault_frames, episodes=2, steps=6, overrides=SMALL_SEGMENTS)
+    with closing(sqlite3.connect(path / "framestore.db")) as conn, conn:
+        conn.execute("DELETE FROM steps WHERE episode_id = ? AND step >= 3", (ids[1],))
+    assert not recover(path).data_lost
+    want = stored([path])
+    assert len(want) == 12
+    with StepDataset(path, window={"action": [0]}) as ds:
+        assert_same(loaded(ds, batch_size=5, shuffle=True, num_workers=2), want)
+        item = ds[6 + 4]  # episode 2, step 4: rebuilt
+        assert torch.isnan(item["reward"]) and item["action_is_pad"].tolist() == [True]
+        assert float(ds[6 + 2]["reward"]) == 1.0
