@@ -352,13 +352,31 @@ def _range_handler(directory: str, ranges: bool):
     return Handler
 
 
+def _quiet_server_class():
+    import sys
+    from http.server import ThreadingHTTPServer
+
+    class Quiet(ThreadingHTTPServer):
+        """A client that hangs up once it has what it asked for (a reader cutting an
+        answer at the bytes it wants) is no error worth a traceback on stderr."""
+
+        def handle_error(self, request, client_address):
+            if isinstance(sys.exc_info()[1], (ConnectionResetError, BrokenPipeError)):
+                return
+            super().handle_error(request, client_address)
+
+    return Quiet
+
+
+def QuietHTTPServer(*args, **kwargs):  # noqa: N802 - a class, built lazily
+    return _quiet_server_class()(*args, **kwargs)
+
+
 @contextmanager
 def http_server(directory, *, ranges: bool = True):
     """A real HTTP server on 127.0.0.1 serving ``directory``; yields its ``host:port``
     (a test puts ``user:password@`` before it) and stops it on exit."""
-    from http.server import ThreadingHTTPServer
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _range_handler(str(directory), ranges))
+    server = QuietHTTPServer(("127.0.0.1", 0), _range_handler(str(directory), ranges))
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:

@@ -35,7 +35,7 @@ from framestore.merging import (
     remove_store_files,
     undo_incomplete_merges,
 )
-from framestore.segments import segment_path
+from framestore.segments import checked_segment_dir, segment_path
 
 from .verify import verify
 
@@ -109,7 +109,9 @@ def _check_paths(dest: Path, sources: list[Path]) -> None:
 
 def _dest_journal(dest: Path) -> list[MergeRecord]:
     """DEST's finished merges, read without changing it; refuses a DEST that cannot
-    take a merge now (locked, left recording, not a store, newer schema)."""
+    take a merge now (locked, left recording, not a store, newer schema, a segment
+    directory that is a link: ``UnsafeStore``, before anything is written)."""
+    checked_segment_dir(dest)
     if not dest.exists() or (dest.is_dir() and not any(dest.iterdir())):
         return []
     with FrameStore.open(dest, readonly=True) as st:
