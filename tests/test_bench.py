@@ -304,3 +304,15 @@ def test_cli_bench_overload_failed_check_exits_1(monkeypatch):
     assert len(errors) == 1, res.stderr
     assert errors[0].startswith("framestore: error: bench: 2 check(s) failed: overload/block")
     assert "Traceback" not in res.output
+
+
+def test_torch_bench_reads_every_frame_exactly_in_every_mode(tmp_path):
+    pytest.importorskip("torch")
+    fs = bench.capture("assault", 300)
+    rows = bench.run_torch(fs, rounds=1, workdir=tmp_path)
+    assert [r.mode for r in rows] == list(bench.TORCH_MODES)
+    assert not bench.failed_checks(rows), bench.format_table(rows, bench.TORCH_TABLE)
+    assert all(r.items > 0 and r.items_per_s > 0 and r.cpu_us_per_item > 0 for r in rows)
+    (iterable,) = [r for r in rows if r.mode == "iterable"]
+    assert iterable.verified is True and iterable.items == 300
+    assert list(tmp_path.iterdir()) == []  # the temporary store is removed
