@@ -327,3 +327,15 @@ def test_cli_bench_checks_the_csv_path_before_the_run(tmp_path):
         run_cli("bench", "--game", "noise", "--frames", "1000000000000", "--csv", good)
     )
     assert not good.exists()
+
+
+def test_torch_bench_reads_every_frame_exactly_in_every_mode(tmp_path):
+    pytest.importorskip("torch")
+    fs = bench.capture("assault", 300)
+    rows = bench.run_torch(fs, rounds=1, workdir=tmp_path)
+    assert [r.mode for r in rows] == list(bench.TORCH_MODES)
+    assert not bench.failed_checks(rows), bench.format_table(rows, bench.TORCH_TABLE)
+    assert all(r.items > 0 and r.items_per_s > 0 and r.cpu_us_per_item > 0 for r in rows)
+    (iterable,) = [r for r in rows if r.mode == "iterable"]
+    assert iterable.verified is True and iterable.items == 300
+    assert list(tmp_path.iterdir()) == []  # the temporary store is removed

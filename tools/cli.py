@@ -97,7 +97,14 @@ def _set_env(name: str, value: str) -> None:
     "frame after the reset).",
 )
 @click.option("--seed", default=0, show_default=True, type=int, help="Episode i uses seed S+i.")
-@click.option("--policy", default="random", show_default=True, type=click.Choice(["random"]))
+@click.option(
+    "--policy",
+    default="random",
+    show_default=True,
+    help="random, or your policy as pkg.module:callable or path/to/file.py:callable (a "
+    "callable obs -> action, or an object or class with act(obs) and reset(seed)); its "
+    "name is stored with the run.",
+)
 @click.option("--preset", default=None, help="Performance preset (see `framestore presets`).")
 @click.option("--codec", type=LazyChoice(codec_choices), default=None)
 @click.option("--durability", type=LazyChoice(durability_choices), default=None)

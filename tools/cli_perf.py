@@ -75,6 +75,14 @@ def _check_level(ctx: click.Context, param: click.Parameter, value: int) -> int:
     "local and published to S3 (moto), and the readers' peak memory (needs the ray extra).",
 )
 @click.option(
+    "--torch",
+    "torch_",
+    is_flag=True,
+    help="The framestore.torch datasets through DataLoaders against iter_frames on the same "
+    "Assault frames (default 3000), interleaved, medians of --repeat rounds (default 5): "
+    "a pass, random items, shuffled epochs, 4-frame windows, per-item cost (needs torch).",
+)
+@click.option(
     "--writers",
     is_flag=True,
     help="Writer and sink as threads vs in a storage process, with plain zstd, "
@@ -112,6 +120,7 @@ def bench(
     repeat,
     overload,
     scale_out,
+    torch_,
     writers,
     durabilities,
     level,
@@ -130,7 +139,7 @@ def bench(
     --writers: the frame writer and the SQLite sink as threads vs in a storage process,
     with plain zstd, interleaved round by round (--rate HZ --writers: the pacing loop
     with each). --scale-out: reading with Ray Data against one process, from a local
-    store and from S3 (moto).
+    store and from S3 (moto). --torch: the PyTorch datasets against iter_frames.
 
     Exits 1 when a check fails (a pipeline error, frames not read back bit-exact, an
     overload run over its memory bound), after printing the table.
@@ -143,11 +152,16 @@ def bench(
     for g in games if frames else ():
         lib.check_fits(g, frames)  # frames are held in memory: refuse before a capture
     progress = _progress(show_progress() or not as_json)
-    if envs > 1 and rate is None and not (overload or writers or scale_out):
+    if envs > 1 and rate is None and not (overload or writers or scale_out or torch_):
         _bench_vector(envs, frames, repeat, workdir, csv_path, as_json, progress)
         return
     placements = ("thread", "process") if writers else ()
-    if scale_out:
+    if torch_:
+        fs = lib.capture(games[0] if game != "all" else "assault", frames or 3000)
+        rounds = repeat if repeat > 1 else 5
+        rows = lib.run_torch(fs, rounds=rounds, workdir=workdir, progress=progress)
+        columns = lib.TORCH_TABLE
+    elif scale_out:
         fs = lib.capture(games[0] if game != "all" else "assault", frames or 3000)
         rows: list[Any] = lib.scale_out(fs, workdir=workdir, progress=progress)
         columns = lib.SCALEOUT_TABLE

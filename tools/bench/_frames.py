@@ -82,9 +82,10 @@ class FrameSet:
 def capture(game: str, n: int, *, seed: int = 0) -> FrameSet:
     """``n`` frames of ``game`` (``assault``, ``carracing`` or ``noise``), captured once.
 
-    Real games are played with a random policy seeded with ``seed`` and ``env.render()``
-    is taken after the reset and after every step; episodes restart with ``seed + k``.
-    ``noise`` is uniformly random pixels (the worst case for every codec) at Atari size.
+    Real games are played with the random policy of ``framestore record``
+    (``framestore.play``): episode k is reset with ``seed + k`` and its policy with it,
+    and ``env.render()`` is taken after the reset and after every step. ``noise`` is
+    uniformly random pixels (the worst case for every codec) at Atari size.
     """
     if game not in GAMES:
         raise ValueError(f"unknown game {game!r}; choose one of {', '.join(GAMES)}")
@@ -94,24 +95,22 @@ def capture(game: str, n: int, *, seed: int = 0) -> FrameSet:
     if game == "noise":
         return _noise(n, seed)
     from framestore.envs import make_env
+    from framestore.play import load_policy, play_episode
 
     env = make_env(GAMES[game])
     try:
         fs = FrameSet(game, GAMES[game], [], [], [], [], [], [], [], env.action_space)
         fs.render_fps = float(env.metadata.get("render_fps") or 60)
-        env.action_space.seed(seed)
+        policy = load_policy("random").build(env.action_space)
         episode = 0
         while len(fs.frames) < n:
             start = len(fs.frames)
-            _, info = env.reset(seed=seed + episode)
+            for step in play_episode(env, policy, seed + episode):
+                reward, term, trunc = float(step.reward), step.terminated, step.truncated
+                _append(fs, env.render(), step.action, reward, term, trunc, step.info)
+                if len(fs.frames) >= n:
+                    break
             episode += 1
-            _append(fs, env.render(), None, 0.0, False, False, info)
-            done = False
-            while not done and len(fs.frames) < n:
-                action = env.action_space.sample()
-                _, reward, term, trunc, info = env.step(action)
-                _append(fs, env.render(), action, float(reward), term, trunc, info)
-                done = term or trunc
             fs.episodes.append((start, len(fs.frames)))
         return fs
     finally:
