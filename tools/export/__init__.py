@@ -43,9 +43,11 @@ when the export starts.
 
 ``export_parquet`` writes several episodes (a run, a list, or the whole store) as
 sharded Parquet with frames as PNG bytes for Hugging Face ``datasets``, Ray Data, pandas
-and DuckDB (see ``tools/export/_parquet.py``).
+and DuckDB (see ``tools/export/_parquet.py``). ``export_lerobot`` writes them as a LeRobot
+v3 dataset (``_lerobot.py``).
 """
 
+from ._lerobot import LeRobotReport, export_lerobot
 from ._options import DEFAULT_FPS, ExportOptions
 from ._parquet import DEFAULT_SHARD_BYTES, ParquetReport, export_parquet
 from ._plan import FORMATS, format_of
@@ -58,10 +60,12 @@ __all__ = [
     "FORMATS",
     "ExportOptions",
     "ExportReport",
+    "LeRobotReport",
     "ParquetReport",
     "Progress",
     "RunProgress",
     "export_episode",
+    "export_lerobot",
     "export_parquet",
     "export_run",
     "format_of",

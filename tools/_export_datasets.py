@@ -1,0 +1,44 @@
+"""``framestore export --format lerobot|rrd|minari``: the dataset exports of several
+episodes (the ones given, a run, or the whole store), called by ``cli_export``."""
+
+from __future__ import annotations
+
+import click
+
+from ._common import emit_json, human_bytes, show_progress
+from ._progress import ProgressBars
+
+DATASET_FORMATS = ("lerobot",)
+
+
+def export_dataset(fmt, store, episode_ids, run_id, out, options, *, task, video, as_json):
+    """Run one dataset export and print what it wrote (one line, or ``--json``)."""
+    from framestore import FrameStore
+
+    from .export import export_lerobot
+
+    with (
+        FrameStore.open(store, readonly=True) as st,
+        ProgressBars(show_progress() and not as_json, label=lambda _k: "steps") as bars,
+    ):
+        report = export_lerobot(
+            st,
+            out,
+            episodes=list(episode_ids) or None,
+            run_id=run_id,
+            options=options,
+            task=task,
+            video=video,
+            progress=lambda done, total: bars(None, done, total),
+        )
+    if as_json:
+        emit_json(report.as_dict())
+        return
+    frames = "MP4 video, lossy" if report.video else "PNG images, lossless"
+    tail = f"; {len(report.empty_episodes)} episode(s) without a transition left out" * bool(
+        report.empty_episodes
+    )
+    click.echo(
+        f"{len(report.episodes)} episode(s): {report.rows} rows -> {report.path}/ "
+        f"[LeRobot {report.fps} fps, frames as {frames}, {human_bytes(report.bytes)}]{tail}"
+    )
