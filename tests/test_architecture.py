@@ -117,7 +117,7 @@ def test_module_and_function_sizes(path):
 #: Optional dependencies (the ray, s3 and hf extras): imported inside the functions that
 #: need them, with an install hint, never when a module is imported (``framestore.ray``
 #: included: importing it works without ray, calling it names the extra).
-OPTIONAL = ("ray", "datasets", "pyarrow", "fsspec", "s3fs", "duckdb", "pandas")
+OPTIONAL = ("ray", "datasets", "pyarrow", "fsspec", "s3fs", "duckdb", "pandas", "rerun", "minari")
 
 
 def test_optional_dependencies_are_imported_lazily():

@@ -8,31 +8,38 @@ import click
 from ._common import emit_json, human_bytes, show_progress
 from ._progress import ProgressBars
 
-DATASET_FORMATS = ("lerobot",)
+DATASET_FORMATS = ("lerobot", "rrd")
 
 
 def export_dataset(fmt, store, episode_ids, run_id, out, options, *, task, video, as_json):
     """Run one dataset export and print what it wrote (one line, or ``--json``)."""
     from framestore import FrameStore
 
-    from .export import export_lerobot
+    from .export import export_lerobot, export_rrd
 
     with (
         FrameStore.open(store, readonly=True) as st,
         ProgressBars(show_progress() and not as_json, label=lambda _k: "steps") as bars,
     ):
-        report = export_lerobot(
-            st,
-            out,
-            episodes=list(episode_ids) or None,
-            run_id=run_id,
-            options=options,
-            task=task,
-            video=video,
-            progress=lambda done, total: bars(None, done, total),
-        )
+        chosen = {
+            "episodes": list(episode_ids) or None,
+            "run_id": run_id,
+            "options": options,
+            "progress": lambda done, total: bars(None, done, total),
+        }
+        if fmt == "lerobot":
+            report = export_lerobot(st, out, task=task, video=video, **chosen)
+        else:
+            report = export_rrd(st, out, **chosen)
     if as_json:
         emit_json(report.as_dict())
+        return
+    if fmt == "rrd":
+        click.echo(
+            f"{len(report.episodes)} episode(s): {report.steps} steps, {report.frames} frames "
+            f"-> {report.path} [rerun recording, PNG frames (lossless), "
+            f"{human_bytes(report.bytes)}]"
+        )
         return
     frames = "MP4 video, lossy" if report.video else "PNG images, lossless"
     tail = f"; {len(report.empty_episodes)} episode(s) without a transition left out" * bool(

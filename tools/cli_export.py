@@ -59,7 +59,8 @@ def _steps(r, limit: int = 10) -> str:
     help="With --run into a directory: the format of each episode's file (default mp4). "
     "parquet: the episodes given (or the run, or the whole store) as sharded Parquet, one "
     "row per step, frames as PNG (Hugging Face datasets, Ray Data, pandas, DuckDB). "
-    "lerobot: the same episodes as a LeRobot v3 dataset directory.",
+    "lerobot: the same episodes as a LeRobot v3 dataset directory. rrd: as one rerun "
+    "recording (-o FILE.rrd).",
 )
 @click.option(
     "--video",
