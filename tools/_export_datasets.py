@@ -8,14 +8,14 @@ import click
 from ._common import emit_json, human_bytes, show_progress
 from ._progress import ProgressBars
 
-DATASET_FORMATS = ("lerobot", "rrd")
+DATASET_FORMATS = ("lerobot", "rrd", "minari")
 
 
 def export_dataset(fmt, store, episode_ids, run_id, out, options, *, task, video, as_json):
     """Run one dataset export and print what it wrote (one line, or ``--json``)."""
     from framestore import FrameStore
 
-    from .export import export_lerobot, export_rrd
+    from .export import export_lerobot, export_minari, export_rrd
 
     with (
         FrameStore.open(store, readonly=True) as st,
@@ -29,8 +29,10 @@ def export_dataset(fmt, store, episode_ids, run_id, out, options, *, task, video
         }
         if fmt == "lerobot":
             report = export_lerobot(st, out, task=task, video=video, **chosen)
-        else:
+        elif fmt == "rrd":
             report = export_rrd(st, out, **chosen)
+        else:
+            report = export_minari(st, out, **chosen)
     if as_json:
         emit_json(report.as_dict())
         return
@@ -39,6 +41,14 @@ def export_dataset(fmt, store, episode_ids, run_id, out, options, *, task, video
             f"{len(report.episodes)} episode(s): {report.steps} steps, {report.frames} frames "
             f"-> {report.path} [rerun recording, PNG frames (lossless), "
             f"{human_bytes(report.bytes)}]"
+        )
+        return
+    if fmt == "minari":
+        recover = "" if report.recoverable else "; no env spec: recover_environment() cannot work"
+        click.echo(
+            f"{len(report.episodes)} episode(s): {report.steps} steps -> {report.path}/ "
+            f"[Minari dataset {report.dataset_id}, frames as uint8 arrays (lossless), "
+            f"{human_bytes(report.bytes)}]{recover}"
         )
         return
     frames = "MP4 video, lossy" if report.video else "PNG images, lossless"

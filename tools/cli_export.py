@@ -60,7 +60,7 @@ def _steps(r, limit: int = 10) -> str:
     "parquet: the episodes given (or the run, or the whole store) as sharded Parquet, one "
     "row per step, frames as PNG (Hugging Face datasets, Ray Data, pandas, DuckDB). "
     "lerobot: the same episodes as a LeRobot v3 dataset directory. rrd: as one rerun "
-    "recording (-o FILE.rrd).",
+    "recording (-o FILE.rrd). minari: as a Minari dataset (-o DIR named like name-v0).",
 )
 @click.option(
     "--video",

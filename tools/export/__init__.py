@@ -44,10 +44,12 @@ when the export starts.
 ``export_parquet`` writes several episodes (a run, a list, or the whole store) as
 sharded Parquet with frames as PNG bytes for Hugging Face ``datasets``, Ray Data, pandas
 and DuckDB (see ``tools/export/_parquet.py``). ``export_lerobot`` writes them as a LeRobot
-v3 dataset (``_lerobot.py``), ``export_rrd`` as a rerun recording (``_rrd.py``).
+v3 dataset (``_lerobot.py``), ``export_rrd`` as a rerun recording (``_rrd.py``),
+``export_minari`` as a Minari dataset (``_minari.py``).
 """
 
 from ._lerobot import LeRobotReport, export_lerobot
+from ._minari import MinariReport, export_minari
 from ._options import DEFAULT_FPS, ExportOptions
 from ._parquet import DEFAULT_SHARD_BYTES, ParquetReport, export_parquet
 from ._plan import FORMATS, format_of
@@ -62,12 +64,14 @@ __all__ = [
     "ExportOptions",
     "ExportReport",
     "LeRobotReport",
+    "MinariReport",
     "ParquetReport",
     "Progress",
     "RrdReport",
     "RunProgress",
     "export_episode",
     "export_lerobot",
+    "export_minari",
     "export_parquet",
     "export_rrd",
     "export_run",
