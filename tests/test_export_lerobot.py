@@ -6,6 +6,7 @@ flag as stored; ``--video`` MP4 (lossy, and said so); errors before anything is 
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import subprocess
@@ -16,6 +17,7 @@ import pyarrow.parquet as pq
 import pytest
 from conftest import assert_one_line_error, run_cli
 from gymnasium import spaces
+from PIL import Image
 
 from framestore import FrameStore
 from tools.export import ExportOptions, export_lerobot
@@ -260,3 +262,24 @@ def test_bad_requests_fail_before_writing(tmp_path, assault_frames):
         line = assert_one_line_error(run_cli(*args))
         assert words in line, (args, line)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["full", "s.store"]
+
+
+def test_a_merged_store_exports_the_frames_of_every_source(tmp_path, assault_frames):
+    """Episodes merged from a second store keep their chunks' stream keys: their frames
+    are read by stream key, not by episode id (checked without LeRobot: the PNG bytes)."""
+    sources = []
+    for k in range(2):
+        sources.append(tmp_path / f"w{k}.store")
+        record(sources[-1], assault_frames[k * 60 :], episodes=2, steps=10)
+    merged = tmp_path / "all.store"
+    result = run_cli("merge", merged, *sources)
+    assert result.exit_code == 0, result.output
+    out = tmp_path / "lr"
+    with FrameStore.open(merged, readonly=True) as st:
+        report = export_lerobot(st, out)
+        assert report.episodes == [1, 2, 3, 4] and report.rows == 4 * 9
+        table = pq.read_table(out / "data" / "chunk-000" / "file-000.parquet").to_pylist()
+        for row in table:
+            png = row["observation.images.render"]["bytes"]
+            frame = np.asarray(Image.open(io.BytesIO(png)))
+            np.testing.assert_array_equal(frame, st.read_frame(row["episode_id"], row["step"]))
