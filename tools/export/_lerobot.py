@@ -447,8 +447,7 @@ class _Writer:
                 self._columns[key].append({"bytes": data, "path": None})
                 self._group_bytes += len(data)
             if state.rows in state.sample:
-                state.stats[key].update(frame)
-                self.global_stats[key].update(frame)
+                state.stats[key].update(frame)  # folded into the dataset's at the end
         for key, value in values.items():
             self._columns[key].append(value)
         for key, column in state.pending.items():
@@ -476,6 +475,8 @@ class _Writer:
             self.report.empty_episodes.append(state.span.id)
             return  # it wrote no frames to a video either
         self._feed_stats(state)
+        for key in self.layout.image_keys:
+            self.global_stats[key].add(state.stats[key])
         self.report.episodes.append(state.span.id)
         row: dict[str, Any] = {
             "episode_index": state.index,

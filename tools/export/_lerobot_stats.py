@@ -101,32 +101,36 @@ class VectorStats:
 
 
 class ImageStats:
-    """Per-channel statistics of sampled frames, scaled to [0, 1], shaped (3, 1, 1)."""
+    """Per-channel statistics of sampled frames, scaled to [0, 1], shaped (3, 1, 1).
+
+    Only a 256-bin histogram per channel is kept: every statistic follows from it
+    exactly, and adding a frame is one ``bincount``."""
+
+    _OFFSETS = np.array([0, 256, 512])
 
     def __init__(self) -> None:
         self.count = 0  # frames
         self._hist = np.zeros((3, 256), dtype=np.int64)
-        self._sum = np.zeros(3)
-        self._sumsq = np.zeros(3)
 
     def update(self, frame: np.ndarray) -> None:
         rgb = _downsample(to_rgb(frame)).reshape(-1, 3)
-        for c in range(3):
-            self._hist[c] += np.bincount(rgb[:, c], minlength=256)
-        values = rgb.astype(np.float64)
-        self._sum += values.sum(axis=0)
-        self._sumsq += (values**2).sum(axis=0)
+        self._hist += np.bincount((rgb + self._OFFSETS).ravel(), minlength=768).reshape(3, 256)
         self.count += 1
+
+    def add(self, other: ImageStats) -> None:
+        """Fold another one in (an episode's into the dataset's)."""
+        self._hist += other._hist
+        self.count += other.count
 
     def stats(self) -> dict[str, np.ndarray]:
         pixels = self._hist[0].sum()
-        mean = self._sum / pixels
-        std = np.sqrt(np.maximum(self._sumsq / pixels - mean**2, 0.0))
-        levels = np.arange(256)
+        levels = np.arange(256, dtype=np.float64)
+        mean = self._hist @ levels / pixels
+        std = np.sqrt(np.maximum(self._hist @ levels**2 / pixels - mean**2, 0.0))
         seen = self._hist > 0
         out = {
-            "min": np.array([levels[s].min() for s in seen], dtype=np.float64),
-            "max": np.array([levels[s].max() for s in seen], dtype=np.float64),
+            "min": np.array([levels[s].min() for s in seen]),
+            "max": np.array([levels[s].max() for s in seen]),
             "mean": mean,
             "std": std,
         }
