@@ -221,10 +221,17 @@ def test_box_actions_keep_their_float32_values_and_task_text(tmp_path, assault_f
     )
     out = tmp_path / "lr"
     with FrameStore.open(path, readonly=True) as st:
+        calls = []
         report = export_lerobot(
-            st, out, episodes=[2], options=ExportOptions(start=3, fps=15), task="shoot"
+            st,
+            out,
+            episodes=[2],
+            options=ExportOptions(start=3, fps=15),
+            task="shoot",
+            progress=lambda done, total: calls.append((done, total)),
         )
     assert report.episodes == [2] and report.rows == 6 and report.tasks == ["shoot"]
+    assert calls == [(i, 7) for i in range(1, 8)]  # steps 3..9 read
     info = json.loads((out / "meta" / "info.json").read_text())
     assert info["fps"] == 15
     assert info["features"]["action"] == {"dtype": "float32", "shape": [2], "names": None}

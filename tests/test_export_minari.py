@@ -95,9 +95,12 @@ def test_a_long_episode_is_written_in_slices(tmp_path, assault_frames, monkeypat
     record(path, assault_frames, episodes=1, steps=20)
     out = tmp_path / "long-v1"
     with FrameStore.open(path, readonly=True) as st:
-        report = export_minari(st, out, options=ExportOptions(start=2))
+        calls = []
+        report = export_minari(
+            st, out, options=ExportOptions(start=2), progress=lambda *c: calls.append(c)
+        )
         frames = np.stack(st.read_frames(1, 2))
-    assert report.steps == 17 and report.frames == 18
+    assert report.steps == 17 and report.frames == 18 and calls[-1] == (18, 18)
     ds = minari.MinariDataset(out / "data")
     (ep,) = list(ds.iterate_episodes())
     np.testing.assert_array_equal(ep.observations, frames)

@@ -108,8 +108,15 @@ def test_one_episode_range_and_bad_requests(tmp_path, assault_frames):
     record(path, assault_frames)
     out = tmp_path / "one.rrd"
     with FrameStore.open(path, readonly=True) as st:
-        report = export_rrd(st, out, episodes=[2], options=ExportOptions(start=3, stop=6))
-    assert report.steps == 3
+        calls = []
+        report = export_rrd(
+            st,
+            out,
+            episodes=[2],
+            options=ExportOptions(start=3, stop=6),
+            progress=lambda *c: calls.append(c),
+        )
+    assert report.steps == 3 and calls == [(1, 3), (2, 3), (3, 3)]
     _, entities = read_rrd(out)
     assert sorted(entities["/episode_2/render"]["step"]) == [3, 4, 5]
     assert entities["/__properties/framestore"]["seed"] == [[11]]
