@@ -40,7 +40,7 @@ def _steps(r, limit: int = 10) -> str:
     "episode_ids",
     type=int,
     multiple=True,
-    help="Episode to export (repeatable with --format parquet).",
+    help="Episode to export (repeatable with --format parquet, lerobot, rrd or minari).",
 )
 @click.option("--run", "run_id", type=int, default=None, help="Export every episode of a run.")
 @click.option(
@@ -106,10 +106,12 @@ def export(
     video,
     task,
 ):
-    """Export an episode (or every episode of a run) as video, GIF, WebP, PNGs or NPZ.
+    """Export an episode (or every episode of a run) as video, GIF, WebP, PNGs or NPZ;
+    episodes as Parquet, a LeRobot dataset, a rerun recording or a Minari dataset.
 
     The default MP4 is H.264 yuv420p (lossy, plays in browsers); --lossless, GIF (up to
-    256 colours), WebP, PNG and NPZ give back the stored pixels.
+    256 colours), WebP, PNG, NPZ, parquet, lerobot (without --video), rrd and minari give
+    back the stored pixels.
     """
     from framestore import FrameStore
     from framestore.errors import InvalidInput
