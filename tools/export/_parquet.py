@@ -11,7 +11,8 @@ as HxW grey images).
 Output: ``DIR/train-00000-of-00003.parquet``, ... (``datasets`` puts ``train-*`` files in
 the train split). A shard is closed before the next row group (and room for the
 footer) would take it past ``shard_bytes``; a row group holds at most a quarter of that
-(and 32 MiB) of images, the only thing held in memory. (A single frame whose PNG is larger
+(and 32 MiB) of images and 4096 rows (small PNGs would otherwise make tens of thousands
+of row dicts), the only things held in memory. (A single frame whose PNG is larger
 than a row group makes a row group of its own, which may exceed a tiny bound.) Written as ``DIR.partial/``, fsynced, renamed into place.
 """
 
@@ -44,6 +45,7 @@ __all__ = ["DEFAULT_SHARD_BYTES", "ParquetReport", "export_parquet"]
 DEFAULT_SHARD_BYTES = 256 * 1024 * 1024
 MIN_SHARD_BYTES = 64 * 1024
 _MAX_ROW_GROUP_BYTES = 32 * 1024 * 1024
+_MAX_ROW_GROUP_ROWS = 4096
 # Room kept for a shard's footer (schema, and per row group the column chunks' metadata),
 # so a closed shard stays within its bound.
 _FOOTER_BYTES = 16 * 1024
@@ -217,7 +219,7 @@ class _ShardWriter:
         for row in self._rows():
             rows.append(row)
             size += len(row["image"]["bytes"]) if row["image"] else 0
-            if size >= self.group_bytes:
+            if size >= self.group_bytes or len(rows) >= _MAX_ROW_GROUP_ROWS:
                 self._write_group(rows, size)
                 rows, size = [], 0
         if rows:
