@@ -106,15 +106,14 @@ class ImageStats:
     Only a 256-bin histogram per channel is kept: every statistic follows from it
     exactly, and adding a frame is one ``bincount``."""
 
-    _OFFSETS = np.array([0, 256, 512])
-
     def __init__(self) -> None:
         self.count = 0  # frames
         self._hist = np.zeros((3, 256), dtype=np.int64)
 
     def update(self, frame: np.ndarray) -> None:
-        rgb = _downsample(to_rgb(frame)).reshape(-1, 3)
-        self._hist += np.bincount((rgb + self._OFFSETS).ravel(), minlength=768).reshape(3, 256)
+        rgb = _downsample(to_rgb(frame))
+        for c in range(3):
+            self._hist[c] += np.bincount(rgb[:, :, c].ravel(), minlength=256)
         self.count += 1
 
     def add(self, other: ImageStats) -> None:
