@@ -10,6 +10,7 @@ import io
 import json
 import os
 import subprocess
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -36,12 +37,12 @@ def _setup_script() -> Path | None:
 
 
 @pytest.fixture(scope="session")
-def lerobot_python(request) -> Path:
-    """The Python of a venv where LeRobot's ``LeRobotDataset`` loads: built once into
-    ``$FRAMESTORE_LEROBOT_VENV`` (CI sets it) or pytest's cache, reused when present."""
-    venv = Path(
-        os.environ.get("FRAMESTORE_LEROBOT_VENV") or request.config.cache.mkdir("lerobot-venv")
-    )
+def lerobot_python() -> Path:
+    """The Python of a venv where LeRobot's ``LeRobotDataset`` loads: built (about a
+    minute, 1.5 GB) into ``$FRAMESTORE_LEROBOT_VENV`` (CI sets it), else a directory of
+    the system's temporary directory, at most once per session; reused when present."""
+    default = Path(tempfile.gettempdir()) / "framestore-lerobot-venv"
+    venv = Path(os.environ.get("FRAMESTORE_LEROBOT_VENV") or default)
     python, marker = venv / "bin" / "python", venv / ".framestore-ready"
     if marker.exists() and python.exists():
         return python
