@@ -117,7 +117,18 @@ def test_module_and_function_sizes(path):
 #: Optional dependencies (the ray, s3 and hf extras): imported inside the functions that
 #: need them, with an install hint, never when a module is imported (``framestore.ray``
 #: included: importing it works without ray, calling it names the extra).
-OPTIONAL = ("ray", "datasets", "pyarrow", "fsspec", "s3fs", "duckdb", "pandas", "torch")
+OPTIONAL = (
+    "ray",
+    "datasets",
+    "pyarrow",
+    "fsspec",
+    "s3fs",
+    "duckdb",
+    "pandas",
+    "torch",
+    "rerun",
+    "minari",
+)
 #: Packages that are the feature of an optional dependency: importing them is asking for
 #: it (``framestore.torch`` names the extra when torch is missing, then imports it).
 OPTIONAL_HOMES = {"torch": "framestore/torch/"}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from ._common import emit_json, human_bytes, show_progress
+from ._export_datasets import DATASET_FORMATS, export_dataset
 from ._progress import ProgressBars
 
 store_arg = click.argument("store", type=click.Path(file_okay=True, dir_okay=True))
@@ -39,7 +40,7 @@ def _steps(r, limit: int = 10) -> str:
     "episode_ids",
     type=int,
     multiple=True,
-    help="Episode to export (repeatable with --format parquet).",
+    help="Episode to export (repeatable with --format parquet, lerobot, rrd or minari).",
 )
 @click.option("--run", "run_id", type=int, default=None, help="Export every episode of a run.")
 @click.option(
@@ -53,11 +54,21 @@ def _steps(r, limit: int = 10) -> str:
 @click.option(
     "--format",
     "fmt",
-    type=click.Choice(["mp4", "gif", "webp", "npz", "png", "parquet"]),
+    type=click.Choice(["mp4", "gif", "webp", "npz", "png", "parquet", *DATASET_FORMATS]),
     default=None,
     help="With --run into a directory: the format of each episode's file (default mp4). "
     "parquet: the episodes given (or the run, or the whole store) as sharded Parquet, one "
-    "row per step, frames as PNG (Hugging Face datasets, Ray Data, pandas, DuckDB).",
+    "row per step, frames as PNG (Hugging Face datasets, Ray Data, pandas, DuckDB). "
+    "lerobot: the same episodes as a LeRobot v3 dataset directory. rrd: as one rerun "
+    "recording (-o FILE.rrd). minari: as a Minari dataset (-o DIR named like name-v0).",
+)
+@click.option(
+    "--video",
+    is_flag=True,
+    help="With --format lerobot: frames as H.264 MP4 (lossy) instead of PNG (lossless).",
+)
+@click.option(
+    "--task", default=None, help="With --format lerobot: the task text (default: env id)."
 )
 @click.option(
     "--shard-mb",
@@ -92,11 +103,15 @@ def export(
     scale,
     skip_corrupt,
     as_json,
+    video,
+    task,
 ):
-    """Export an episode (or every episode of a run) as video, GIF, WebP, PNGs or NPZ.
+    """Export an episode (or every episode of a run) as video, GIF, WebP, PNGs or NPZ;
+    episodes as Parquet, a LeRobot dataset, a rerun recording or a Minari dataset.
 
     The default MP4 is H.264 yuv420p (lossy, plays in browsers); --lossless, GIF (up to
-    256 colours), WebP, PNG and NPZ give back the stored pixels.
+    256 colours), WebP, PNG, NPZ, parquet, lerobot (without --video), rrd and minari give
+    back the stored pixels.
     """
     from framestore import FrameStore
     from framestore.errors import InvalidInput
@@ -106,8 +121,15 @@ def export(
     options = ExportOptions(
         fps=fps, start=start, stop=stop, lossless=lossless, scale=scale, skip_corrupt=skip_corrupt
     )
+    if (video or task is not None) and fmt != "lerobot":
+        raise InvalidInput("--video and --task apply to --format lerobot")
     if fmt == "parquet":
         _export_parquet(store, episode_ids, run_id, out, options, shard_mb, as_json)
+        return
+    if fmt in DATASET_FORMATS:
+        export_dataset(
+            fmt, store, episode_ids, run_id, out, options, task=task, video=video, as_json=as_json
+        )
         return
     if len(episode_ids) > 1:
         raise click.UsageError("several --episode IDs need --format parquet; else use --run ID")
