@@ -36,6 +36,7 @@ from .columns import STEP_COLUMNS, action_kind, arrow_fields, step_row
 from .errors import InvalidInput
 from .extras import require
 from .play import load_policy, play_episode
+from .settings import check_registered
 from .store import FrameStore
 
 __all__ = ["read_store", "record_episodes", "record_parallel"]
@@ -402,7 +403,9 @@ def record_parallel(
         their seeds and step counts), ``steps``, ``frames``.
 
     Raises:
-        InvalidInput: bad counts, or ``out`` exists and is not an empty directory.
+        InvalidInput: bad counts, an ``env_id`` Gymnasium does not know (checked before
+            any actor starts or anything is created), or ``out`` exists and is not an
+            empty directory.
         MissingExtra: ray is not installed.
     """
     ray = require("ray", extra="ray", what="record_parallel")
@@ -414,6 +417,8 @@ def record_parallel(
     root = Path(out)
     if root.exists() and (not root.is_dir() or any(root.iterdir())):
         raise InvalidInput(f"{root}: exists and is not an empty directory")
+    # here, not as an actor's traceback after the directory was made
+    check_registered(env_id, hint="register it in this process before record_parallel")
     root.mkdir(parents=True, exist_ok=True)
     shares = [range(w * episodes // workers, (w + 1) * episodes // workers) for w in range(workers)]
     actor = ray.remote(num_cpus=num_cpus)(_Worker)

@@ -194,8 +194,8 @@ class FrameStore:
     ) -> FrameStore:
         if not readonly:
             raise InvalidInput(
-                f"{shown_location(path)}: a published store is read-only (open it with "
-                "readonly=True; publish again to change it)"
+                f"{shown_location(path)}: a published store is read-only: it opens for "
+                "reading only and never changes (publish its source again instead)"
             )
         from ._published import open_published
 

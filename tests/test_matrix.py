@@ -102,37 +102,9 @@ REFUSALS: dict[str, Refusal] = {
 #: Cells that do not apply, with the reason (none so far: every verb reads every kind).
 NOT_APPLICABLE: dict[str, str] = {}
 
-_EXPORT_MERGED = (
-    "issue 18 item 1: export of a merged store checks chunks against the episode id, not "
-    'its stream key ("slot 0 holds episode 1 step 0, not episode 3 step 0")'
-)
-_READ_ONLY_VERB_REFUSES = (
-    'issue 18 item 4: a read-only verb refuses a store being recorded or killed ("episode N '
-    "was left 'recording' by a writer that stopped ... run recover first\")"
-)
-
 #: Cells that fail only because of a defect being fixed elsewhere: cell id -> the defect.
 #: They run as strict xfails: when the fix is merged the cell turns red; remove it here.
-KNOWN_DEFECTS: dict[str, str] = {
-    "merged-build": "issue 18 item 2: merge of two diverged `cp -r` copies of one store in "
-    'one command says "already merged" for the second and drops its episodes',
-    **{
-        f"merged-{verb}": _EXPORT_MERGED
-        for verb in (
-            "export_npz",
-            "export_gif",
-            "export_mp4_lossless",
-            "export_png",
-            "export_parquet",
-            "export_run",
-        )
-    },
-    **{
-        f"{kind}-{verb}": _READ_ONLY_VERB_REFUSES
-        for kind in ("killed", "live")
-        for verb in ("info", "info_json", "gc_dry_run")
-    },
-}
+KNOWN_DEFECTS: dict[str, str] = {}
 
 
 #: Markers of the suite a verb's cells carry (``-m "not ray"`` leaves Ray unstarted).

@@ -236,3 +236,15 @@ def test_read_store_reads_a_merged_store_and_its_published_copy(cluster, tmp_pat
         assert set(got) == {(e, s) for (_store, e, s) in want}
         for (_store, e, s), frame in want.items():
             np.testing.assert_array_equal(got[(e, s)], frame)
+
+
+def test_record_parallel_checks_the_env_id_before_starting_actors(tmp_path):
+    """An unknown id was a Ray actor traceback (ANSI codes included) and an empty
+    directory left behind: now one InvalidInput, before anything is created."""
+    from framestore.errors import InvalidInput
+    from framestore.ray import record_parallel
+
+    out = tmp_path / "runs"
+    with pytest.raises(InvalidInput, match="'Nope-v0' is not registered"):
+        record_parallel("Nope-v0", workers=2, episodes=2, out=out)
+    assert not out.exists()

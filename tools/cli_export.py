@@ -201,6 +201,8 @@ def rm(store, episode_ids, run_id, dry_run, as_json):
     from framestore import FrameStore
     from framestore.errors import InvalidInput
 
+    from .gc import reclaimable
+
     if bool(episode_ids) == (run_id is not None):
         raise click.UsageError("give --episode ID (repeatable) or --run ID")
     with FrameStore.open(store, create=False) as st:
@@ -212,6 +214,7 @@ def rm(store, episode_ids, run_id, dry_run, as_json):
                 raise InvalidInput(f"run {run_id} has no episodes left to delete")
         sizes = {i: st.episode_bytes(i) for i in dict.fromkeys(episode_ids) if _exists(st, i)}
         eps = st.delete_episodes(episode_ids, dry_run=dry_run)
+        reclaim = (0, 0) if dry_run else (reclaimable(st), reclaimable(st, 1.0))
     rows = [
         {"id": e.id, "run_id": e.run_id, "steps": e.steps, "bytes": sizes.get(e.id, 0)} for e in eps
     ]
@@ -223,7 +226,27 @@ def rm(store, episode_ids, run_id, dry_run, as_json):
     ids = ", ".join(str(r["id"]) for r in rows)
     click.echo(f"{verb} {len(rows)} episode(s): {ids} ({human_bytes(total)} of frames)")
     if not dry_run:
-        click.echo(f"run `framestore gc {store}` to reclaim the space")
+        click.echo(_gc_hint(store, reclaim))
+
+
+def _gc_hint(store: str, reclaim: tuple[int, int]) -> str:
+    """What gc will free now, in words: at its default threshold it rewrites only
+    segments under half live, so it may free nothing yet."""
+    from ._gcpolicy import DEFAULT_THRESHOLD
+
+    now, every = reclaim
+    if now >= every:
+        return f"`framestore gc {store}` reclaims {human_bytes(now)}"
+    if now == 0:
+        return (
+            f"`framestore gc {store}` reclaims nothing yet (it rewrites segments under "
+            f"{DEFAULT_THRESHOLD:.0%} live); `framestore gc {store} --threshold 1` reclaims "
+            f"{human_bytes(every)}"
+        )
+    return (
+        f"`framestore gc {store}` reclaims {human_bytes(now)}; "
+        f"`framestore gc {store} --threshold 1` reclaims {human_bytes(every)}"
+    )
 
 
 def _exists(store, episode_id: int) -> bool:
@@ -253,8 +276,10 @@ def info(store, as_json):
     eps, seg, db = data["episodes"], data["segments"], data["database"]
     states = ", ".join(f"{n} {s}" for s, n in seg["by_state"].items()) or "none"
     ratio = data["compression_ratio"]
+    state = data["state"]
     lines = [
         f"store        {data['store']}",
+        f"state        {state['state']}: {state['detail']}",
         f"runs         {data['runs']}",
         f"episodes     {eps['live']} live, {eps['deleted']} deleted",
         f"steps        {data['steps']}",
@@ -264,8 +289,12 @@ def info(store, as_json):
         f"{human_bytes(seg['dead_bytes'])} dead, "
         f"{human_bytes(seg['overhead_bytes'])} file headers and seals",
         f"reclaimable  {_reclaimable(seg)}",
-        f"database     {human_bytes(db['bytes'])} + {human_bytes(db['wal_bytes'])} WAL "
-        f"+ {human_bytes(db['shm_bytes'])} SHM",
+        (
+            f"database     {human_bytes(db['bytes'])} + {human_bytes(db['wal_bytes'])} WAL "
+            f"+ {human_bytes(db['shm_bytes'])} SHM"
+            if db["wal_bytes"] is not None
+            else "database     - (published: the catalogue is Parquet tables)"
+        ),
         f"on disk      {human_bytes(data['bytes_on_disk'])}",
         f"compression  {f'{ratio}x' if ratio else '-'} "
         f"({human_bytes(data['raw_frame_bytes'])} of raw frames)",
@@ -286,6 +315,8 @@ def info(store, as_json):
 def _reclaimable(seg: dict) -> str:
     """What ``gc`` frees, and when the default threshold leaves dead bytes, why."""
     now, every = seg["reclaimable_bytes"], seg["reclaimable_all_bytes"]
+    if now is None:
+        return "- (a published store never changes)"
     text = f"{human_bytes(now)} by `framestore gc`"
     if every > now:
         text += (

@@ -6,14 +6,23 @@ function (``tools.bench``, ``framestore.settings``) and prints.
 
 from __future__ import annotations
 
+import os
 from dataclasses import asdict
 from typing import Any
 
 import click
 
-from framestore.settings import DURABILITIES, ZSTD_LEVELS
+from framestore.errors import InvalidInput
 
-from ._common import EXIT_PROBLEMS, Failure, emit_json, human_bytes, show_progress
+from ._common import (
+    EXIT_PROBLEMS,
+    Failure,
+    LazyChoice,
+    durability_choices,
+    emit_json,
+    human_bytes,
+    show_progress,
+)
 
 json_opt = click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 GAME_CHOICES = ("assault", "carracing", "noise", "all")
@@ -23,6 +32,13 @@ def _progress(enabled: bool):
     if not enabled:
         return None
     return lambda msg: click.echo(f"bench: {msg}", err=True)
+
+
+def _check_level(ctx: click.Context, param: click.Parameter, value: int) -> int:
+    """``--level`` within zstd's levels (read when the option is used, not at start-up)."""
+    from framestore.settings import ZSTD_LEVELS
+
+    return click.IntRange(ZSTD_LEVELS.start, ZSTD_LEVELS.stop - 1).convert(value, param, ctx)
 
 
 @click.command()
@@ -76,14 +92,15 @@ def _progress(enabled: bool):
     "--durability",
     "durabilities",
     multiple=True,
-    type=click.Choice(DURABILITIES),
+    type=LazyChoice(durability_choices),
     help="Run framestore under this durability profile (repeatable); default: the preset's.",
 )
 @click.option(
     "--level",
-    type=click.IntRange(ZSTD_LEVELS.start, ZSTD_LEVELS.stop - 1),
+    type=int,
     default=19,
     show_default=True,
+    callback=_check_level,
     help="zstd level for --overload.",
 )
 @click.option(
@@ -129,7 +146,11 @@ def bench(
     """
     from . import bench as lib
 
+    if csv_path:
+        _check_writable(csv_path)
     games = ("assault", "carracing", "noise") if game == "all" else (game,)
+    for g in games if frames else ():
+        lib.check_fits(g, frames)  # frames are held in memory: refuse before a capture
     progress = _progress(show_progress() or not as_json)
     if envs > 1 and rate is None and not (overload or writers or scale_out or torch_):
         _bench_vector(envs, frames, repeat, workdir, csv_path, as_json, progress)
@@ -170,6 +191,19 @@ def bench(
         )  # fmt: skip
         columns = lib.THROUGHPUT_TABLE
     _report(rows, columns, csv_path, as_json)
+
+
+def _check_writable(path: str) -> None:
+    """Open the CSV output before the run (a file that was not there is removed again):
+    a path that cannot be written fails now, not after minutes of measuring."""
+    existed = os.path.lexists(path)
+    try:
+        with open(path, "a"):
+            pass
+    except OSError as e:
+        raise InvalidInput(f"--csv {path}: cannot write there ({e.strerror or e})") from None
+    if not existed:
+        os.unlink(path)
 
 
 def _report(rows: list[Any], columns, csv_path, as_json: bool) -> None:

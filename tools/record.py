@@ -102,7 +102,9 @@ def record(
     SQLite sink run (default: the host profile's choice).
 
     Returns a summary (``bytes_out``: the run's compressed frames; ``bytes_on_disk``:
-    the whole store afterwards, as ``framestore info`` counts it). On KeyboardInterrupt
+    the whole store afterwards, as ``framestore info`` counts it; ``seeds_recorded_before``:
+    the seeds this run used that episodes of ``env_id`` in the store were reset with
+    already, i.e. episodes recorded again identically). On KeyboardInterrupt
     the recording is flushed, the open episode marked interrupted, and
     ``RecordingInterrupted`` (a ``KeyboardInterrupt``) raised with the summary.
     """
@@ -124,6 +126,7 @@ def record(
     t0 = time.perf_counter()
     try:
         with FrameStore.open(store_path, durability=durability or "balanced") as store:
+            seen = _seeds_recorded_before(store, env_id, seed, max(episodes, envs))
             wrapper = RecordVectorFrames if envs > 1 else RecordFrames
             wrapped = wrapper(
                 env, store, env_id=env_id, preset=preset, overrides=overrides, config=config
@@ -141,6 +144,7 @@ def record(
             finally:
                 wrapped.close()  # flushes; open episodes are marked interrupted
             summary = _summary(store, rec, env_id, time.perf_counter() - t0)
+            summary["seeds_recorded_before"] = seen
     finally:
         env.close()
     # measured as `framestore info` measures it: once the store is closed (SQLite has
@@ -218,6 +222,14 @@ def _play_vector(wrapped, policy, episodes: int, seed: int, on_step, on_episode)
                 )  # fmt: skip
             if terms[i] or truncs[i]:
                 seeds[i] = None  # the next episode of this sub-env starts by autoreset
+
+
+def _seeds_recorded_before(store: FrameStore, env_id: str, seed: int, count: int) -> list[int]:
+    """Seeds of ``seed .. seed + count - 1`` that episodes of ``env_id`` in the store
+    were reset with already: the seeded random policy plays such an episode again
+    step for step (the summary says so, not to append identical data silently)."""
+    wanted = range(seed, seed + count)
+    return sorted({e.seed for e in store.episodes() if e.env_id == env_id and e.seed in wanted})
 
 
 def _summary(store: FrameStore, rec, env_id: str, seconds: float) -> dict:

@@ -44,7 +44,7 @@ checks), ``_table`` (table and CSV), ``_measure`` (RSS, children).
 
 from ._baselines import hdf5_available
 from ._checks import failed_checks
-from ._frames import DEFAULT_FRAMES, GAMES, NOISE_SHAPE, FrameSet, capture
+from ._frames import DEFAULT_FRAMES, GAMES, NOISE_SHAPE, FrameSet, capture, check_fits
 from ._overload import MEMORY_SLACK, OVERLOAD_TABLE, OverloadResult, overload
 from ._pacing import PACING_TABLE, PacingResult, pacing, run_pacing
 from ._scaleout import SCALEOUT_TABLE, ScaleOutResult, scale_out
@@ -77,6 +77,7 @@ __all__ = [
     "TorchResult",
     "run_torch",
     "DEFAULT_FRAMES",
+    "check_fits",
     "GAMES",
     "LIMIT",
     "MEMORY_SLACK",

@@ -8,7 +8,16 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["DEFAULT_FRAMES", "GAMES", "NOISE_SHAPE", "FrameSet", "capture", "record_all"]
+__all__ = [
+    "DEFAULT_FRAMES",
+    "FRAME_SHAPES",
+    "GAMES",
+    "NOISE_SHAPE",
+    "FrameSet",
+    "capture",
+    "check_fits",
+    "record_all",
+]
 
 GAMES = {
     "assault": "ALE/Assault-v5",
@@ -18,6 +27,11 @@ GAMES = {
 # Defaults sized so `framestore bench --game all` takes about 2-3 minutes on 2 cores.
 DEFAULT_FRAMES = {"assault": 5000, "carracing": 600, "noise": 2000}
 NOISE_SHAPE = (210, 160, 3)
+#: The frame each game renders (``env.render()``): what a capture of n frames holds.
+FRAME_SHAPES = {"assault": (210, 160, 3), "carracing": (400, 600, 3), "noise": NOISE_SHAPE}
+#: The share of the RAM available now that one game's frames may take: the pipelines
+#: measured on them (and the baselines' buffers) need the rest.
+MAX_RAM_SHARE = 0.5
 
 
 @dataclass
@@ -77,6 +91,7 @@ def capture(game: str, n: int, *, seed: int = 0) -> FrameSet:
         raise ValueError(f"unknown game {game!r}; choose one of {', '.join(GAMES)}")
     if n < 1:
         raise ValueError("frame count must be at least 1")
+    check_fits(game, n)
     if game == "noise":
         return _noise(n, seed)
     from framestore.envs import make_env
@@ -100,6 +115,27 @@ def capture(game: str, n: int, *, seed: int = 0) -> FrameSet:
         return fs
     finally:
         env.close()
+
+
+def check_fits(game: str, n: int) -> None:
+    """``InvalidInput`` when ``n`` frames of ``game`` would take more than
+    ``MAX_RAM_SHARE`` of the RAM available now: a capture holds every frame, so an
+    impossible ``--frames`` is refused before the first allocation, not by a
+    ``MemoryError`` (or the OOM killer) part-way."""
+    import psutil
+
+    from framestore.errors import InvalidInput
+
+    from ..text import human_bytes
+
+    need = n * int(np.prod(FRAME_SHAPES[game]))
+    budget = int(psutil.virtual_memory().available * MAX_RAM_SHARE)
+    if need > budget:
+        most = max(1, budget // int(np.prod(FRAME_SHAPES[game])))
+        raise InvalidInput(
+            f"bench: {n} {game} frames would hold {human_bytes(need)} in memory, more than "
+            f"half of the {human_bytes(budget * 2)} available; use --frames {most} or fewer"
+        )
 
 
 def record_all(rec: Any, fs: FrameSet, costs: np.ndarray) -> None:

@@ -10,7 +10,7 @@ The output format follows the output path:
 | ``*.gif`` | frames streamed, one local palette per frame | yes up to 256 colours | O(chunk) |
 | ``*.webp`` | PyAV ``libwebp_anim``, lossless | yes (see below) | O(encoded output) |
 | a directory, or a path ending in ``/`` | one PNG per step, ``step_000000.png`` | yes | O(chunk) |
-| ``*.npz`` | ``frames``, ``step_index``, ``actions``, ``rewards``, ... | yes | O(chunk) + O(steps) |
+| ``*.npz`` (deflated, like ``np.savez_compressed``) | ``frames``, ``step_index``, ``actions``, ``rewards``, ... | yes | O(chunk) + O(steps) |
 
 "Exact" means decoding the output gives back the stored pixels (before ``scale`` and any
 padding; grey frames come back as R = G = B in RGB videos); ``ExportReport.exact`` says
