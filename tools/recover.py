@@ -214,8 +214,9 @@ def _recover(st: FrameStore, report: RecoverReport, progress, drop_missing: bool
         report.segments_unavailable = rows.kept_missing
         # Until a recover completes, what this one found lost stays on record.
         cat.meta_set(PENDING_LOSS, _merge(cat.meta_get(PENDING_LOSS), rows.lost))
-        if report.catalogue_rebuilt and (store_id := store_id_of_segments(scans)):
-            cat.restore_store_id(store_id)
+        # a catalogue deleted or emptied: its store id is the one its segments name
+        if (report.catalogue_rebuilt or not statuses) and (sid := store_id_of_segments(scans)):
+            cat.restore_store_id(sid)
         restored = restore_from_segments(cat, st.root, scans, statuses)
         found = adopt_rowless(cat, scans, statuses, next_id, st.root)
         bare, created, foreign, skipped = found
