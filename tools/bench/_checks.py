@@ -6,6 +6,7 @@ from collections.abc import Sequence
 
 from ._overload import OverloadResult
 from ._pacing import PacingResult
+from ._reads import ReadsResult
 from ._scaleout import ScaleOutResult
 from ._stress import StressResult
 from ._throughput import PipelineResult
@@ -23,6 +24,7 @@ Row = (
     | ReadResult
     | ScaleOutResult
     | WriterResult
+    | ReadsResult
 )
 
 
@@ -70,6 +72,11 @@ def failed_checks(rows: Sequence[Row]) -> list[str]:
             failed(
                 f"writers/{row.game}/{row.writer}", row.error, row.verified,
                 "frames did not read back",
+            )  # fmt: skip
+        elif isinstance(row, ReadsResult):
+            failed(
+                f"reads/{row.game}/{row.config}", row.error, row.verified,
+                "frames did not read back bit-exact",
             )  # fmt: skip
         elif isinstance(row, StressResult):
             if row.error or not (row.finished and row.accounted):
