@@ -415,12 +415,19 @@ class FrameStore:
         copy: bool = False,
     ) -> Iterator[tuple[int, np.ndarray]]:
         """``(step, frame)`` pairs in step order (see ``iter_frames``)."""
-        for step, loc in self.frame_locations(episode_id, start, stop):
+        locations = self.frame_locations(episode_id, start, stop)
+        key = self.stream_key(episode_id)
+        reader = self._reader
+        chunk = None
+        for step, loc in locations:
             if loc is None:
                 if skip_missing:
                     continue
                 raise FrameNotFound(f"episode {episode_id} step {step} has no stored frame")
-            yield step, self.read_at(loc, episode_id, step, copy=copy)
+            segment, offset, slot = loc
+            if chunk is None or chunk.offset != offset or chunk.segment != segment:
+                chunk = reader.read_chunk(segment, offset)  # once per chunk, not per frame
+            yield step, reader.frame_of(chunk, slot, copy=copy, expect_key=(key, step))
 
     def read_frames(
         self, episode_id: int, start: int = 0, stop: int | None = None
