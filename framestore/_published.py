@@ -14,15 +14,25 @@ A published store has no SQLite file. Its reader:
 What a reader trusts: the manifest's list of objects, sizes and checksums (the catalogue
 is refused when it does not match), and each record's CRC. A segment object's SHA-256 is
 not checked on read (that needs the whole object); its size is.
+
+What a reader never trusts: that an object is as large as the manifest or the server
+says. Every object is read through ``_sources.ObjectReader``: at most the stated size +
+1 byte (the manifest: ``MAX_MANIFEST_BYTES`` + 1), streamed to a temporary file while it
+is hashed, each request within ``timeout`` seconds (``storage_options={"timeout": S}``,
+``FRAMESTORE_TIMEOUT``, default 30), and in a local directory never through a link or
+from anything but a regular file. A catalogue table must hold the rows the manifest
+counts (steps, episodes; at most that many runs, segments and chunks) before any row is
+loaded, and it is loaded one batch of rows at a time (never the whole table in memory).
 """
 
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import os
 import sqlite3
+import stat
+import tempfile
 import urllib.parse
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -40,9 +50,15 @@ from ._format import (
     catalogue_object,
     parse_segment_name,
 )
-from ._sources import RemoteSegments
+from ._sources import DEFAULT_TIMEOUT, ObjectReader, ObjectUnreadable, RemoteSegments
 from .catalog import PUBLISHED_TABLES, Catalog
-from .errors import FrameStoreError, NotAStore, PublishedObjectError, SchemaTooNew
+from .errors import (
+    FrameStoreError,
+    InvalidInput,
+    NotAStore,
+    PublishedObjectError,
+    SchemaTooNew,
+)
 from .extras import require
 
 __all__ = [
@@ -95,11 +111,50 @@ def is_published(path: str | os.PathLike) -> bool:
     return (root / MANIFEST_NAME).is_file() or (root / CATALOGUE_DIR).is_dir()
 
 
-def open_fs(location: str | os.PathLike, storage_options: Mapping[str, Any] | None) -> tuple:
-    """``(fsspec file system, path on it)`` for a URL or local path."""
-    fsspec_core = require("fsspec.core", extra="s3", what="a published store")
+def request_timeout(storage_options: Mapping[str, Any] | None) -> float:
+    """Seconds one request to a published store may take: ``storage_options["timeout"]``,
+    else ``$FRAMESTORE_TIMEOUT`` (the CLI's ``--timeout``), else ``DEFAULT_TIMEOUT``."""
+    value = (storage_options or {}).get("timeout", os.environ.get("FRAMESTORE_TIMEOUT"))
+    if value is None:
+        return DEFAULT_TIMEOUT
     try:
-        return fsspec_core.url_to_fs(os.fspath(location), **dict(storage_options or {}))
+        seconds = float(value)
+    except (TypeError, ValueError):
+        seconds = -1.0
+    if not 0 < seconds <= 86400:
+        raise InvalidInput(f"timeout {value!r}: give seconds, more than 0 and at most 86400")
+    return seconds
+
+
+def _with_timeouts(url: str, options: dict[str, Any], timeout: float) -> dict[str, Any]:
+    """fsspec options with the backend's own connect/read timeouts set to ``timeout``
+    where the caller did not set them (aiohttp's default is 5 minutes)."""
+    scheme = url.partition("://")[0].lower() if "://" in url else ""
+    if scheme in ("http", "https"):
+        import aiohttp
+
+        client = dict(options.get("client_kwargs") or {})
+        client.setdefault(
+            "timeout", aiohttp.ClientTimeout(total=None, sock_connect=timeout, sock_read=timeout)
+        )
+        options["client_kwargs"] = client
+    elif scheme in ("s3", "s3a"):
+        config = dict(options.get("config_kwargs") or {})
+        config.setdefault("connect_timeout", timeout)
+        config.setdefault("read_timeout", timeout)
+        options["config_kwargs"] = config
+    return options
+
+
+def open_fs(location: str | os.PathLike, storage_options: Mapping[str, Any] | None) -> tuple:
+    """``(fsspec file system, path on it)`` for a URL or local path. The option
+    ``timeout`` (seconds per request) is framestore's: it sets the backend's own."""
+    fsspec_core = require("fsspec.core", extra="s3", what="a published store")
+    options = {k: v for k, v in (storage_options or {}).items() if k != "timeout"}
+    url = os.fspath(location)
+    try:
+        options = _with_timeouts(url, options, request_timeout(storage_options))
+        return fsspec_core.url_to_fs(url, **options)
     except ImportError as e:  # the protocol's own package (s3fs for s3://) is missing
         raise require_failed(shown_location(location), e) from None
     except ValueError as e:  # an unknown protocol
@@ -120,6 +175,7 @@ class Manifest:
     objects: dict[str, tuple[int, str]]  # name -> (bytes, sha256 hex)
     schema_version: int
     data: dict[str, Any]  # the whole document
+    counts: dict[str, int]  # episodes, steps, frames: what the catalogue must hold
 
     @property
     def segments(self) -> dict[int, int]:
@@ -136,17 +192,20 @@ def _object_names() -> set[str]:
     return {catalogue_object(t) for t in (*PUBLISHED_TABLES, CHUNKS_TABLE)}
 
 
-def read_manifest(fs: Any, root: str, location: str) -> Manifest:
-    """Read and check ``manifest.json``. ``NotAStore`` when there is none;
-    ``PublishedObjectError`` when it is not a valid manifest."""
-    path = f"{root}/{MANIFEST_NAME}"
+def read_manifest(reader: ObjectReader, location: str) -> Manifest:
+    """Read and check ``manifest.json`` (at most ``MAX_MANIFEST_BYTES``, read through
+    ``reader``'s bounds). ``NotAStore`` when there is none; ``PublishedObjectError``
+    when it is not a valid manifest or cannot be read."""
     try:
-        size = fs.size(path)
-        if size > MAX_MANIFEST_BYTES:
-            raise PublishedObjectError(location, MANIFEST_NAME, f"{size} bytes: too large")
-        raw = fs.cat_file(path)
+        raw = reader.read(MANIFEST_NAME, 0, MAX_MANIFEST_BYTES + 1)
     except FileNotFoundError:
         raise NotAStore(location, f"no {MANIFEST_NAME}: not a published framestore store") from None
+    except ObjectUnreadable as e:
+        raise PublishedObjectError(location, MANIFEST_NAME, e.detail) from None
+    if len(raw) > MAX_MANIFEST_BYTES:
+        raise PublishedObjectError(
+            location, MANIFEST_NAME, f"more than {MAX_MANIFEST_BYTES} bytes: too large"
+        )
 
     def bad(why: str) -> PublishedObjectError:
         return PublishedObjectError(location, MANIFEST_NAME, f"invalid manifest: {why}")
@@ -180,7 +239,11 @@ def read_manifest(fs: Any, root: str, location: str) -> Manifest:
     version = data.get("schema_version")
     if not isinstance(version, int):
         raise bad("no schema_version")
-    return Manifest(out, version, data)
+    counts = {k: data.get(k) for k in ("episodes", "steps", "frames")}
+    for key, value in counts.items():
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise bad(f"no count of {key}")
+    return Manifest(out, version, data, counts)
 
 
 def _mismatch(manifest: Manifest, name: str, size: int, sha: str) -> tuple[str, str] | None:
@@ -194,16 +257,46 @@ def _mismatch(manifest: Manifest, name: str, size: int, sha: str) -> tuple[str, 
     return None
 
 
-def fetch_checked(fs: Any, root: str, location: str, manifest: Manifest, name: str) -> bytes:
-    """A whole (small) object, checked against the manifest's size and SHA-256."""
+def fetch_checked(reader: ObjectReader, location: str, manifest: Manifest, name: str) -> Any:
+    """An object, checked against the manifest's size and SHA-256, as a temporary file
+    (kept in memory while small): read in blocks, at most the stated size + 1 byte."""
+    want_size = manifest.objects[name][0]
+    out = tempfile.SpooledTemporaryFile(max_size=_HASH_BLOCK)  # noqa: SIM115 - returned
     try:
-        data = fs.cat_file(f"{root}/{name}")
+        digest, size = _copy_capped(reader, name, want_size + 1, out)
+        wrong = _mismatch(manifest, name, size, digest)
+        if wrong is not None:
+            detail = wrong[1]
+            if size > want_size:
+                detail = f"more than the {want_size} bytes the manifest says (replaced?)"
+            raise PublishedObjectError(location, name, detail)
     except FileNotFoundError:
+        out.close()
         raise PublishedObjectError(location, name, "object missing") from None
-    wrong = _mismatch(manifest, name, len(data), hashlib.sha256(data).hexdigest())
-    if wrong is not None:
-        raise PublishedObjectError(location, name, wrong[1])
-    return data
+    except ObjectUnreadable as e:
+        out.close()
+        raise PublishedObjectError(location, name, e.detail) from None
+    except BaseException:
+        out.close()
+        raise
+    out.seek(0)
+    return out
+
+
+def _copy_capped(reader: ObjectReader, name: str, cap: int, out: Any | None) -> tuple[str, int]:
+    """``(sha256 hex, bytes)`` of the first ``cap`` bytes of an object, read in blocks
+    (each one bounded request) and written to ``out`` when given."""
+    digest, size = hashlib.sha256(), 0
+    while size < cap:
+        asked = min(_HASH_BLOCK, cap - size)
+        block = reader.read(name, size, asked)
+        digest.update(block)
+        if out is not None:
+            out.write(block)
+        size += len(block)
+        if len(block) < asked:  # the end of the object
+            break
+    return digest.hexdigest(), size
 
 
 @dataclass(frozen=True)
@@ -228,11 +321,13 @@ class PublishedObjects:
     """The objects a published store's manifest lists, where they are (for whole-object
     checks: ``FrameStore.check_published_objects``)."""
 
-    fs: Any
-    root: str
+    reader: ObjectReader
     location: str
     manifest: Manifest
-    local: bool
+
+    @property
+    def local(self) -> bool:
+        return self.reader.local
 
     def problems(self, progress: Callable[[int, int], None] | None = None) -> list[ObjectProblem]:
         """Read every object whole, in blocks (never all in memory), and compare its size
@@ -242,12 +337,14 @@ class PublishedObjects:
         out = []
         for name in sorted(self.manifest.objects):
             segment = parse_segment_name(name.rpartition("/")[2])
-            try:
-                size, sha = self._digest(name)
+            try:  # at most the stated size + 1: "more" without reading an endless object
+                sha, size = _copy_capped(
+                    self.reader, name, self.manifest.objects[name][0] + 1, None
+                )
             except FileNotFoundError:
                 out.append(ObjectProblem(name, "missing", "object missing", segment))
-            except OSError as e:  # a link where a file should be (local), unreadable
-                out.append(ObjectProblem(name, "missing", f"not readable: {e.strerror}", segment))
+            except ObjectUnreadable as e:  # a link or a FIFO (local), a timeout
+                out.append(ObjectProblem(name, "missing", f"not readable: {e.detail}", segment))
             else:
                 wrong = _mismatch(self.manifest, name, size, sha)
                 if wrong is not None:
@@ -256,19 +353,6 @@ class PublishedObjects:
             if progress is not None:
                 progress(done, total)
         return out
-
-    def _digest(self, name: str) -> tuple[int, str]:
-        path = f"{self.root}/{name}"
-        if self.local:  # never through a link, like every other local open of a store
-            fp: Any = os.fdopen(os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC), "rb")
-        else:
-            fp = self.fs.open(path, "rb")
-        digest, size = hashlib.sha256(), 0
-        with fp:
-            while block := fp.read(_HASH_BLOCK):
-                digest.update(block)
-                size += len(block)
-        return size, digest.hexdigest()
 
 
 @dataclass
@@ -289,8 +373,10 @@ def open_published(
     text = shown_location(url)  # for messages: never the credentials of a URL
     fs, root = open_fs(url, storage_options)
     root = root.rstrip("/")
+    local = not is_url(url) or url.startswith("file://")
+    reader = ObjectReader(fs, root, local=local, timeout=request_timeout(storage_options))
     try:
-        manifest = read_manifest(fs, root, text)
+        manifest = read_manifest(reader, text)
     except FrameStoreError:
         raise
     except Exception as e:  # the backend's own: a bad bucket name, no credentials, no route
@@ -303,8 +389,8 @@ def open_published(
             raise SchemaTooNew(text, [f"schema version {manifest.schema_version} (ours: {ours})"])
         with catalog.transaction():
             for table in PUBLISHED_TABLES:
-                data = _parquet(fs, root, text, manifest, table)
-                _load_table(catalog, table, data, text)
+                with _parquet(reader, text, manifest, table) as data:
+                    _load_table(catalog, table, data, text)
         unlisted = catalog.referenced_segments() - set(manifest.segments)
         if unlisted:
             raise PublishedObjectError(
@@ -313,56 +399,120 @@ def open_published(
                 f"points into segment {min(unlisted)}, which the manifest does not list",
             )
         source = None
-        if is_url(url) and not url.startswith("file://"):
-            extents = _extents(fs, root, text, manifest)
-            source = RemoteSegments(fs, root, manifest.segments, extents, text)
+        if not local:
+            extents = _extents(reader, text, manifest)
+            source = RemoteSegments(fs, root, manifest.segments, extents, text, reader)
         else:
             _check_local_sizes(Path(root), text, manifest)
     except BaseException:
         catalog.close()
         raise
-    objects = PublishedObjects(fs, root, text, manifest, local=source is None)
+    objects = PublishedObjects(reader, text, manifest)
     return PublishedParts(Path(root) if source is None else Path(url), catalog, source, objects)
 
 
-def _parquet(fs: Any, root: str, location: str, manifest: Manifest, table: str) -> Any:
+def _row_bounds(manifest: Manifest, table: str) -> tuple[int, int]:
+    """``(fewest, most)`` rows a catalogue table of this manifest may hold."""
+    c = manifest.counts
+    exact = {"steps": c["steps"], "episodes": c["episodes"]}
+    if table in exact:
+        return exact[table], exact[table]
+    # every published segment and chunk holds at least one published frame
+    most = {"runs": c["episodes"], "segments": c["frames"], CHUNKS_TABLE: c["frames"]}
+    return 0, most[table]
+
+
+class _Table:
+    """A checked catalogue object opened as Parquet; ``batches()`` reads it a batch of
+    rows at a time. A context manager (closes the temporary file)."""
+
+    def __init__(self, file: Any, parquet: Any, name: str):
+        self._file = file
+        self.parquet = parquet
+        self.name = name
+        self.column_names = parquet.schema_arrow.names
+
+    def batches(self) -> Any:
+        return self.parquet.iter_batches(batch_size=_LOAD_BATCH)
+
+    def __enter__(self) -> _Table:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.parquet.close()
+        self._file.close()
+
+
+def _parquet(reader: ObjectReader, location: str, manifest: Manifest, table: str) -> _Table:
+    """A catalogue table, checked against the manifest (size, SHA-256 and row count)
+    before any row is decoded."""
     pq = require("pyarrow.parquet", extra="s3", what="reading a published store")
     name = catalogue_object(table)
-    data = fetch_checked(fs, root, location, manifest, name)
+    file = fetch_checked(reader, location, manifest, name)
     try:
-        return pq.read_table(io.BytesIO(data))
+        parquet = pq.ParquetFile(file)
+        rows = parquet.metadata.num_rows
     except Exception as e:  # pyarrow raises its own types for a file that is not Parquet
+        file.close()
         raise PublishedObjectError(location, name, f"not a readable Parquet table ({e})") from None
+    fewest, most = _row_bounds(manifest, table)
+    if not fewest <= rows <= most:
+        parquet.close()
+        file.close()
+        want = f"{most}" if fewest == most else f"at most {most}"
+        raise PublishedObjectError(
+            location, name, f"{rows} rows where the manifest allows {want}: not loaded"
+        )
+    return _Table(file, parquet, name)
 
 
-def _load_table(catalog: Catalog, table: str, data: Any, location: str) -> None:
+def _load_table(catalog: Catalog, table: str, data: _Table, location: str) -> None:
+    """Rows into the scratch catalogue a batch at a time; the count is checked again as
+    they come (the Parquet footer's count is the writer's word, the rows are the data)."""
     columns = data.column_names
+    most = data.parquet.metadata.num_rows
+    loaded = 0
     try:
-        for batch in data.to_batches(_LOAD_BATCH):
+        for batch in data.batches():
+            loaded += batch.num_rows
+            if loaded > most:
+                raise ValueError(f"more rows than the {most} its footer declares")
             values = [col.to_pylist() for col in batch.columns]
             catalog.insert_rows(table, columns, zip(*values, strict=True))
     except (ValueError, sqlite3.Error) as e:  # unknown columns, duplicate or invalid rows
-        raise PublishedObjectError(location, catalogue_object(table), f"bad rows: {e}") from None
+        raise PublishedObjectError(location, data.name, f"bad rows: {e}") from None
+    except Exception as e:  # pyarrow's own errors for damaged pages
+        raise PublishedObjectError(location, data.name, f"unreadable rows ({e})") from None
 
 
 def _check_local_sizes(root: Path, location: str, manifest: Manifest) -> None:
     """Segment files of a local published directory against the manifest's sizes (a
     missing one is reported when read, like in any store)."""
     for name, (size, _sha) in manifest.objects.items():
-        path = root / name
-        if name.startswith("segments/") and path.is_file() and path.stat().st_size != size:
-            actual = path.stat().st_size
+        if not name.startswith("segments/"):
+            continue
+        try:
+            st = os.lstat(root / name)  # a link is refused when read, never followed
+        except FileNotFoundError:
+            continue
+        if stat.S_ISREG(st.st_mode) and st.st_size != size:
+            actual = st.st_size
             raise PublishedObjectError(
                 location, name, f"{actual} bytes, the manifest says {size} (truncated or replaced)"
             )
 
 
-def _extents(fs: Any, root: str, location: str, manifest: Manifest) -> dict[tuple[int, int], int]:
+def _extents(reader: ObjectReader, location: str, manifest: Manifest) -> dict[tuple[int, int], int]:
     name = catalogue_object(CHUNKS_TABLE)
     if name not in manifest.objects:
         return {}
-    cols = _parquet(fs, root, location, manifest, CHUNKS_TABLE).to_pydict()
-    return {
-        (int(s), int(o)): int(n)
-        for s, o, n in zip(cols["segment"], cols["offset"], cols["bytes"], strict=True)
-    }
+    out = {}
+    with _parquet(reader, location, manifest, CHUNKS_TABLE) as data:
+        try:
+            for batch in data.batches():
+                cols = batch.to_pydict()
+                for s, o, n in zip(cols["segment"], cols["offset"], cols["bytes"], strict=True):
+                    out[(int(s), int(o))] = int(n)
+        except Exception as e:  # noqa: BLE001 - missing columns, pyarrow's own errors
+            raise PublishedObjectError(location, name, f"unreadable rows ({e})") from None
+    return out

@@ -17,20 +17,41 @@ writer queue of ``FrameStorageService``, bounded the same way.
 
 Exactly one process unlinks each block: the producer on close, or the storage process
 once the producer has died. If both die, the producer's resource tracker unlinks what is
-left (see ``_Block``).
+left (see ``_Block``). If the tracker dies too (the whole process group SIGKILLed), the
+blocks' names say whose they were (``framestore_<producer pid>_<random>``):
+``remove_dead_blocks`` (run by the next recorder's storage start and by ``recover``)
+removes those whose producer is gone.
+
+Every block's pages are reserved when it is created (``posix_fallocate``): a tmpfs
+(``/dev/shm``) accepts a file larger than its room and kills the process that touches a
+page past it with SIGBUS; reserved pages cannot be taken by another recorder, and a block
+that does not fit is ``SharedMemoryFull`` (one line) before anyone touches it.
 """
 
 from __future__ import annotations
 
+import errno
 import mmap
 import os
+import re
 import secrets
+import stat
 from enum import IntEnum
-from multiprocessing import shared_memory
+from multiprocessing import resource_tracker
 
 import numpy as np
 
-__all__ = ["NAME_PREFIX", "SHM_DIR", "Control", "Counter", "FrameRing", "slot_geometry"]
+from .errors import SharedMemoryFull
+
+__all__ = [
+    "NAME_PREFIX",
+    "SHM_DIR",
+    "Control",
+    "Counter",
+    "FrameRing",
+    "remove_dead_blocks",
+    "slot_geometry",
+]
 
 #: Every block's name starts with this, then the producer's pid (tests look for leaks).
 NAME_PREFIX = "framestore_"
@@ -39,8 +60,81 @@ SHM_DIR = "/dev/shm"
 _ALIGN = 64
 
 
+_NAME = re.compile(rf"{NAME_PREFIX}(\d+)_[0-9a-f]+")
+
+
 def _new_name() -> str:
     return f"{NAME_PREFIX}{os.getpid()}_{secrets.token_hex(6)}"
+
+
+def shm_free() -> int:
+    """Bytes free in the shared memory file system (0 when it cannot be told)."""
+    try:
+        st = os.statvfs(SHM_DIR)
+    except OSError:
+        return 0
+    return st.f_bavail * st.f_frsize
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process
+    return True
+
+
+def remove_dead_blocks() -> list[tuple[str, int]]:
+    """Unlink the blocks whose producer (the pid in the name) is no longer running: what
+    a recorder whose whole process group was SIGKILLed (its resource tracker with it)
+    left. A storage process that outlived its producer keeps its mappings (only the
+    name goes) and finds the name gone when it unlinks, which it ignores. Returns
+    ``(name, bytes)`` of each block removed."""
+    try:
+        names = os.listdir(SHM_DIR)
+    except OSError:
+        return []
+    removed = []
+    for name in names:
+        m = _NAME.fullmatch(name)
+        if m is None or _alive(int(m[1])):
+            continue
+        path = os.path.join(SHM_DIR, name)
+        try:
+            st = os.lstat(path)
+            if not stat.S_ISREG(st.st_mode):
+                continue
+            os.unlink(path)
+        except OSError:  # gone meanwhile, or not ours to remove
+            continue
+        removed.append((name, st.st_size))
+    return removed
+
+
+def _create(name: str, size: int) -> mmap.mmap:
+    """A new block of ``size`` bytes with every page reserved (``SharedMemoryFull`` when
+    they do not fit), mapped, and registered with this process's resource tracker (the
+    safety net when both processes die) as ``SharedMemory`` would."""
+    path = os.path.join(SHM_DIR, name)
+    flags = os.O_CREAT | os.O_EXCL | os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC
+    fd = os.open(path, flags, 0o600)
+    try:
+        try:
+            os.posix_fallocate(fd, 0, size)
+        except OSError as e:
+            if e.errno != errno.ENOSPC:
+                raise
+            raise SharedMemoryFull(size, shm_free(), SHM_DIR) from None
+        mapping = mmap.mmap(fd, size)
+    except BaseException:
+        os.unlink(path)
+        raise
+    finally:
+        os.close(fd)
+    resource_tracker.register("/" + name, "shared_memory")
+    return mapping
 
 
 class Counter(IntEnum):
@@ -68,31 +162,26 @@ class _Block:
     """One shared memory block with a single numpy view over it (views handed out are
     slices of that view, so closing needs no other export released).
 
-    The producer creates blocks with ``SharedMemory`` (registered with its resource
-    tracker: the safety net if both processes die). The storage process maps them
-    straight from ``/dev/shm`` (Linux), so attaching never registers them a second time
-    and a storage process never unregisters what the producer registered (Python 3.11's
-    ``SharedMemory`` has no ``track=False``; its attach would register, and a later
-    unregister from a process sharing the tracker would drop the producer's entry).
+    The producer creates blocks in ``/dev/shm`` with their pages reserved (``_create``;
+    registered with its resource tracker like ``SharedMemory`` does: the safety net if
+    both processes die). The storage process maps them straight from ``/dev/shm``
+    (Linux), so attaching never registers them a second time and a storage process
+    never unregisters what the producer registered.
     """
 
     def __init__(self, name: str, size: int, create: bool):
         self.name = name
         self.owner = create
-        self._shm: shared_memory.SharedMemory | None = None
-        self._mmap: mmap.mmap | None = None
         if create:
-            self._shm = shared_memory.SharedMemory(name=name, create=True, size=size)
-            buf = self._shm.buf
+            self._mmap: mmap.mmap | None = _create(name, size)
         else:
-            fd = os.open(os.path.join(SHM_DIR, name), os.O_RDWR)
+            fd = os.open(os.path.join(SHM_DIR, name), os.O_RDWR | os.O_NOFOLLOW)
             try:
                 self._mmap = mmap.mmap(fd, size)
             finally:
                 os.close(fd)
-            buf = self._mmap
         self.size = size
-        self._array: np.ndarray | None = np.ndarray(size, dtype=np.uint8, buffer=buf)
+        self._array: np.ndarray | None = np.ndarray(size, dtype=np.uint8, buffer=self._mmap)
 
     @property
     def array(self) -> np.ndarray:
@@ -104,9 +193,7 @@ class _Block:
         the process exits)."""
         self._array = None
         try:
-            if self._shm is not None:
-                self._shm.close()
-            elif self._mmap is not None:
+            if self._mmap is not None:
                 self._mmap.close()
         except BufferError:
             _kept.append(self)  # never garbage-collected while views live
@@ -117,12 +204,11 @@ class _Block:
         """Remove the name (the memory goes once every process has unmapped it). The
         creator unregisters it from its tracker; a storage process only removes it."""
         try:
-            if self._shm is not None:
-                self._shm.unlink()
-            else:
-                os.unlink(os.path.join(SHM_DIR, self.name))
+            os.unlink(os.path.join(SHM_DIR, self.name))
         except FileNotFoundError:
-            pass
+            pass  # removed as a dead producer's (remove_dead_blocks) meanwhile
+        if self.owner:
+            resource_tracker.unregister("/" + self.name, "shared_memory")
 
 
 _kept: list[_Block] = []

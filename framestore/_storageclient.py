@@ -41,7 +41,7 @@ from ._ring import SHM_DIR, Counter, FrameRing, slot_geometry
 from ._storagelink import StorageLink
 from ._storagewire import DROPPED, NO_FRAME, Cmd, decode_error, frame_message
 from .codecs import check_frame
-from .errors import InvalidInput, QueueFull, WriterFailed
+from .errors import InvalidInput, QueueFull, SharedMemoryFull, WriterFailed
 from .service import ServiceMetrics
 from .settings import Settings
 
@@ -80,6 +80,19 @@ def _ring_budget(queue_bytes: int) -> int:
     except OSError:
         return queue_bytes
     return min(queue_bytes, st.f_bavail * st.f_frsize // 2)
+
+
+def _create_ring(slot_bytes: int, slots: int) -> FrameRing:
+    """A ring of ``slots`` slots, or of fewer (halved until they fit) when another
+    recorder took the room meanwhile: its pages are reserved, so no SIGBUS later.
+    ``SharedMemoryFull`` when not even one slot fits."""
+    while True:
+        try:
+            return FrameRing.create(slot_bytes, slots)
+        except SharedMemoryFull:
+            if slots == 1:
+                raise
+            slots //= 2
 
 
 def _slot(ref: object) -> int:
@@ -184,9 +197,9 @@ class ProcessStorage:
                 "keeps its queue there: make it larger (docker run --shm-size) or record "
                 "with writer='thread'"
             )
-        new = FrameRing.create(slot_bytes, slots)
+        new = _create_ring(slot_bytes, slots)
         try:
-            self._send((int(Cmd.RING), new.name, slot_bytes, slots))
+            self._send((int(Cmd.RING), new.name, new.slot_bytes, new.slots))
         except BaseException:
             new.close()
             new.unlink()

@@ -25,7 +25,7 @@ from typing import Any
 
 from telemetry.errors import SinkError
 
-from ._ring import Control
+from ._ring import Control, remove_dead_blocks
 from ._storagelaunch import fd_connection, launch
 from ._storageproc import LOGGERS
 from ._storagewire import decode_error
@@ -58,6 +58,9 @@ class StorageLink:
         self._cond = threading.Condition()
         self._results: dict[Any, tuple] = {}
         self._token = 0
+        # blocks of recorders whose whole process group was killed (their resource
+        # tracker with them): nobody else will ever remove them
+        remove_dead_blocks()
         self.control = Control.create()
         try:
             self._start(root, db_path, s)

@@ -24,6 +24,7 @@ import select
 import signal
 import sys
 import threading
+import time
 from dataclasses import replace
 from multiprocessing import resource_tracker
 from multiprocessing.connection import Connection
@@ -38,7 +39,7 @@ from ._refs import FrameRef
 from ._ring import Control, Counter, FrameRing
 from ._storage import ThreadStorage
 from ._storagewire import DROPPED, Cmd, encode_error, split_messages
-from .errors import FrameStoreError
+from .errors import FrameStoreError, WriterFailed
 from .settings import Settings
 
 __all__ = ["LOGGERS", "main", "serve"]
@@ -167,6 +168,7 @@ class _Server:
             # written chunk still holds a view of it, it stays mapped until exit).
             if self.ring is not None:
                 self.ring.close()
+                self.ring = None
             self.ring = FrameRing.attach(name, slot_bytes, slots)
         elif kind == Cmd.BATCH_SIZE:
             self.storage.set_batch_size(msg[1])
@@ -258,6 +260,18 @@ class _Server:
             block.close()
 
 
+def _parent_gone(parent_pid: int, within: float = 1.0) -> bool:
+    """Whether this process was reparented (its producer died), waiting up to ``within``
+    seconds for it: a dying producer's resource tracker may remove its blocks a moment
+    before the kernel reparents its children."""
+    deadline = time.monotonic() + within
+    while os.getppid() == parent_pid:
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.01)
+    return True
+
+
 def _read_commands(server: _Server, fd: int, parent_pid: int) -> bool:
     """Read and carry out commands until ``CLOSE`` (True) or the producer is gone
     (False)."""
@@ -289,6 +303,13 @@ def _read_commands(server: _Server, fd: int, parent_pid: int) -> bool:
                 # The writer's or the sink's own failure was reported through on_error
                 # already; anything else (a queue that stayed full) is reported here.
                 server.reply("error", "storage", encode_error(e))
+            except FileNotFoundError as e:
+                # A ring the producer announced and then died with: its resource tracker
+                # removed it. Not a defect: commit what came before, as for any death.
+                if msg[0] == Cmd.RING and _parent_gone(parent_pid):
+                    return False
+                server.reply("error", "storage", encode_error(e))
+                return True
             except Exception as e:  # noqa: BLE001 - a defect here: say so, then stop
                 # The producer learns of it at its next call; what was queued before is
                 # committed by the shutdown that follows (the producer is still there).
@@ -326,7 +347,16 @@ def serve(
     for fd in inherited:
         os.close(fd)  # else the command pipe never reaches end-of-file
     reply_conn = Connection(replies, readable=False)
-    control = Control.attach(control_name)
+    try:
+        control = Control.attach(control_name)
+    except FileNotFoundError:
+        # The producer died right after creating it, and its resource tracker removed
+        # it: nobody is left to serve (no traceback: nothing went wrong here).
+        try:
+            reply_conn.send(("failed", encode_error(WriterFailed("the producer is gone"))))
+        except OSError:
+            pass
+        return
     try:
         server = _Server(storage_args, control, reply_conn, log_levels)
     except BaseException as e:  # noqa: BLE001 - the producer raises it (StoreLocked, ...)

@@ -38,6 +38,7 @@ __all__ = [
     "StoreLocked",
     "WriterFailed",
     "DiskFull",
+    "SharedMemoryFull",
     "writer_error",
     "StoreClosed",
     "MissingExtra",
@@ -177,6 +178,20 @@ class DiskFull(WriterFailed, OSError):
     def __init__(self, path: str, detail: str = ""):
         self.path = path
         super().__init__(f"{path}: no space left on device{': ' + detail if detail else ''}")
+
+
+class SharedMemoryFull(WriterFailed):
+    """The shared memory file system has no room for a block of ``size`` bytes."""
+
+    def __init__(self, size: int, free: int, where: str = "/dev/shm"):
+        self.size = size
+        self.free = free
+        self.where = where
+        super().__init__(
+            f"{where} has no room for {size} bytes of shared memory ({free} bytes free); "
+            "the storage process keeps its queue there: make it larger (docker run "
+            "--shm-size) or record with writer='thread'"
+        )
 
 
 class StoreClosed(Closed):

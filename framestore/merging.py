@@ -35,7 +35,7 @@ from pathlib import Path
 from ._format import DB_NAME, LOCK_NAME, PARTIAL_SUFFIX, read_file_header
 from .errors import CorruptData, InvalidInput
 from .files import fsync_dir
-from .segments import next_segment_id, segment_dir, segment_path
+from .segments import checked_segment_dir, next_segment_id, segment_dir, segment_path
 from .store import FrameStore
 
 __all__ = [
@@ -64,7 +64,10 @@ def header_id(path: str | os.PathLike) -> int:
 
 def new_segment_ids(store: FrameStore, count: int) -> list[int]:
     """``count`` consecutive ids above every segment id in use, as a file or in the
-    merge journal (call with the writer lock held)."""
+    merge journal (call with the writer lock held). ``UnsafeStore`` when the store's
+    segment directory is a link (its files, behind it, would be numbered and replaced
+    unseen): checked here, before the journal row is written."""
+    checked_segment_dir(store.root)
     journaled = [new for m in store.catalog.merge_records() for new, _src in m.segments]
     first = max([next_segment_id(store.root), *(i + 1 for i in journaled)])
     return list(range(first, first + count))
@@ -103,7 +106,7 @@ def place_segments(
     sources = [(segment_path(dest_root, new), segment_path(src_root, old)) for new, old in pairs]
     total = sum(src.stat().st_size for _final, src in sources)
     done = linked = 0
-    segment_dir(dest_root).mkdir(parents=True, exist_ok=True)
+    checked_segment_dir(dest_root, create=True)  # never through a link
     for final, src in sources:
         if link:
             try:
@@ -118,7 +121,7 @@ def place_segments(
                     progress(done, total)
                 continue
         done = _copy_file(src, final, done, total, progress)
-    fsync_dir(segment_dir(dest_root))
+    fsync_dir(checked_segment_dir(dest_root))
     return linked
 
 
@@ -140,6 +143,7 @@ def undo_incomplete_merges(store: FrameStore) -> list[int]:
     journal rows. A file is only deleted when no step row points into it and its header
     names the source segment it was placed for. Call with the writer lock held.
     Returns the segment ids removed."""
+    checked_segment_dir(store.root)  # never delete through a link
     removed: list[int] = []
     for m in store.catalog.incomplete_merges():
         ours_here = []

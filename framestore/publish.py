@@ -25,9 +25,11 @@ be new (or empty): a published store is never changed, publish again elsewhere.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import os
 import shutil
+import stat
 import tempfile
 import time
 from collections.abc import Callable, Mapping
@@ -116,13 +118,18 @@ class _Target:
         self.local = not is_url(self.dest) or self.dest.startswith("file://")
         self.root = self.final
         self.objects: dict[str, dict[str, Any]] = {}
+        self._staging_fd: int | None = None
         self._check_new()
         if self.local:
             # Staged in a directory of this run's own beside DEST, renamed onto DEST at
-            # the end: never a name another publish (or the user) may own.
+            # the end: never a name another publish (or the user) may own. The run holds
+            # an flock on it until it ends, so what a killed run left (the lock dies with
+            # its process) is told from a live run's and removed by the next publish.
             final = Path(self.final)
-            self.root = tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.publish-")
+            remove_dead_staging(final)
+            self.root = tempfile.mkdtemp(dir=final.parent, prefix=_staging_prefix(final))
             os.chmod(self.root, 0o755)
+            self._staging_fd = _locked_dir(self.root)
 
     def _check_new(self) -> None:
         if self.local:
@@ -152,16 +159,72 @@ class _Target:
             fsync_dir(self.root)
             os.replace(self.root, self.final)
             fsync_dir(os.path.dirname(self.final) or ".")
+            self._unlock()
+
+    def _unlock(self) -> None:
+        if self._staging_fd is not None:
+            os.close(self._staging_fd)
+            self._staging_fd = None
 
     def abort(self) -> None:
         if self.local:
             shutil.rmtree(self.root, ignore_errors=True)
+            self._unlock()
             return
         for name in self.objects:
             try:
                 self.fs.rm_file(f"{self.root}/{name}")
             except OSError:
                 pass
+
+
+def _staging_prefix(final: Path) -> str:
+    return f".{final.name}.publish-"
+
+
+def _locked_dir(path: str | os.PathLike) -> int | None:
+    """A descriptor of directory ``path`` holding an exclusive flock on it, or None when
+    another process holds it (or ``path`` is not a real directory: never a link)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        return None
+    return fd
+
+
+def remove_dead_staging(final: str | os.PathLike) -> list[Path]:
+    """Delete the staging directories (``.NAME.publish-XXXX`` beside ``final``) that
+    publishes which were killed left: those no live publish holds locked. Links and
+    anything but a directory are left alone. Returns what was removed."""
+    final = Path(final)
+    removed = []
+    try:
+        names = os.listdir(final.parent)
+    except OSError:
+        return removed
+    for name in names:
+        path = final.parent / name
+        if not name.startswith(_staging_prefix(final)):
+            continue
+        try:
+            if not stat.S_ISDIR(os.lstat(path).st_mode):
+                continue
+        except FileNotFoundError:
+            continue
+        fd = _locked_dir(path)
+        if fd is None:
+            continue  # a live publish stages there
+        try:
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+        finally:
+            os.close(fd)
+    return removed
 
 
 class _HashingFile:
@@ -303,10 +366,11 @@ def _write_catalogue(
     """The four tables; returns the ``(segment, offset)`` of every published chunk."""
     cat = store.catalog
     wanted = set(sel.episodes)
+    merged = cat.merged_segments()  # their file headers name their source's id
     rows = {
         "runs": [r for r in cat.table_rows("runs") if r[0] in sel.runs],
         "episodes": [r for r in cat.table_rows("episodes") if r[0] in wanted],
-        "segments": [_segment_row(store, sid) for sid in sel.segments],
+        "segments": [_segment_row(store, sid, merged.get(sid)) for sid in sel.segments],
     }
     for table, table_rows in rows.items():
         _write_table(target, table, _schema(store, table, pa), [table_rows], pa, pq)
@@ -333,7 +397,9 @@ def _write_catalogue(
     return chunks
 
 
-def _segment_row(store: FrameStore, segment: int) -> tuple:
+def _segment_row(store: FrameStore, segment: int, header_id: int | None) -> tuple:
+    """A published ``segments`` row; ``header_id`` as recorded for a merged segment
+    (verify checks each file's header against it, docs/FORMAT.md "Merged stores")."""
     path = segment_path(store.root, segment)
     st = path.stat()
     values = {
@@ -343,6 +409,7 @@ def _segment_row(store: FrameStore, segment: int) -> tuple:
         "bytes": st.st_size,
         "live_bytes": 0,
         "created": st.st_mtime,
+        "header_id": header_id,
     }
     return tuple(values.get(n) for n, _t in store.catalog.table_columns("segments"))
 

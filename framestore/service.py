@@ -37,7 +37,25 @@ from .segments import checked_segment_dir
 
 log = logging.getLogger(logcodes.LOGGER_NAME)
 
-__all__ = ["DURABILITIES", "POLICIES", "FrameRef", "FrameStorageService", "ServiceMetrics"]
+__all__ = [
+    "DURABILITIES",
+    "POLICIES",
+    "FrameRef",
+    "FrameStorageService",
+    "ServiceMetrics",
+    "remove_dead_shared_memory",
+]
+
+
+def remove_dead_shared_memory() -> list[tuple[str, int]]:
+    """Remove the shared memory blocks (``/dev/shm/framestore_<pid>_...``) of storage
+    processes whose producer is dead: what a recorder with ``writer="process"`` leaves
+    when its whole process group is SIGKILLed (its resource tracker dies with it).
+    Blocks of running recorders are kept. Returns ``(name, bytes)`` of each removed.
+    ``recover`` and the start of every process-writer recording call it."""
+    from ._ring import remove_dead_blocks
+
+    return remove_dead_blocks()
 
 
 class FrameStorageService:

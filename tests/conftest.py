@@ -352,13 +352,31 @@ def _range_handler(directory: str, ranges: bool):
     return Handler
 
 
+def _quiet_server_class():
+    import sys
+    from http.server import ThreadingHTTPServer
+
+    class Quiet(ThreadingHTTPServer):
+        """A client that hangs up once it has what it asked for (a reader cutting an
+        answer at the bytes it wants) is no error worth a traceback on stderr."""
+
+        def handle_error(self, request, client_address):
+            if isinstance(sys.exc_info()[1], (ConnectionResetError, BrokenPipeError)):
+                return
+            super().handle_error(request, client_address)
+
+    return Quiet
+
+
+def QuietHTTPServer(*args, **kwargs):  # noqa: N802 - a class, built lazily
+    return _quiet_server_class()(*args, **kwargs)
+
+
 @contextmanager
 def http_server(directory, *, ranges: bool = True):
     """A real HTTP server on 127.0.0.1 serving ``directory``; yields its ``host:port``
     (a test puts ``user:password@`` before it) and stops it on exit."""
-    from http.server import ThreadingHTTPServer
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _range_handler(str(directory), ranges))
+    server = QuietHTTPServer(("127.0.0.1", 0), _range_handler(str(directory), ranges))
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
@@ -367,3 +385,52 @@ def http_server(directory, *, ranges: bool = True):
         server.shutdown()
         server.server_close()
         thread.join(timeout=10)
+
+
+# --------------------------------------------------------------------------- Ray
+LOOPBACK = "127.0.0.1"
+_RAY_PROCESSES = ("raylet", "gcs_server", "plasma_store", "ray::", "default_worker", "dashboard")
+
+
+def _ray_children() -> list:
+    import psutil
+
+    found = []
+    for p in psutil.Process().children(recursive=True):
+        try:
+            text = " ".join([p.name(), *p.cmdline()])
+        except psutil.Error:
+            continue
+        if any(name in text for name in _RAY_PROCESSES):
+            found.append(p)
+    return found
+
+
+@pytest.fixture(scope="module")
+def cluster(request):
+    """Ray nodes of one CPU each on this machine (ray.cluster_utils.Cluster), started
+    once per module that uses it and shut down after it, with no Ray process left
+    behind: two (test_ray.py), or the module's ``RAY_NODES`` (test_matrix.py: one, which
+    starts in half the time)."""
+    import ray
+    from ray.cluster_utils import Cluster
+
+    before = {p.pid for p in _ray_children()}
+    # Loopback only: every Ray process and connection stays on 127.0.0.1.
+    node = {"num_cpus": 1, "object_store_memory": 128 * 1024 * 1024, "node_ip_address": LOOPBACK}
+    nodes = Cluster(initialize_head=True, head_node_args=node)
+    for _ in range(getattr(request.module, "RAY_NODES", 2) - 1):
+        nodes.add_node(**node)
+    try:
+        ray.init(address=nodes.address, log_to_driver=False, _node_ip_address=LOOPBACK)
+        ray.data.DataContext.get_current().enable_progress_bars = False
+        yield nodes
+    finally:
+        ray.shutdown()
+        nodes.shutdown()
+        deadline = time.monotonic() + 30
+        while (left := [p for p in _ray_children() if p.pid not in before]) and (
+            time.monotonic() < deadline
+        ):
+            time.sleep(0.2)
+        assert not left, f"Ray processes left running: {[p.name() for p in left]}"

@@ -397,3 +397,16 @@ def test_recover_and_gc_on_a_merged_store_whose_stream_keys_collide(tmp_path, as
     assert run_cli("gc", dest, "--threshold", 1).exit_code == 0
     assert not recover(dest).changed
     assert store_content(dest) == [ep for ep in before if len(ep[6]) == 14]
+
+
+def test_a_url_is_refused_by_name_not_folded_into_a_missing_path(tmp_path):
+    """``s3://bucket/x`` as SRC or DEST was folded by ``Path()`` into ``s3:/bucket/x``
+    and reported as "no such store"; it is refused as a URL, its password left out."""
+    for args in (
+        (tmp_path / "dest.store", "s3://reader:s3cret@bucket/runs"),
+        ("s3://reader:s3cret@bucket/runs", tmp_path / "src.store"),
+    ):
+        line = assert_one_line_error(run_cli("merge", *args), 2)
+        assert "s3://bucket/runs: merge combines stores on this machine, not URLs" in line
+        assert "s3cret" not in line
+    assert not (tmp_path / "dest.store").exists()

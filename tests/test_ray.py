@@ -7,11 +7,9 @@ episodes replay from their seed and actions; Ray Data reads the Parquet export."
 from __future__ import annotations
 
 import io
-import time
 from collections import Counter
 
 import numpy as np
-import psutil
 import pytest
 from conftest import SMALL_SEGMENTS, http_server, record_episodes
 from PIL import Image
@@ -22,46 +20,6 @@ from framestore.publish import publish
 
 ray = pytest.importorskip("ray")  # the ray extra; the test extra installs it
 pytestmark = pytest.mark.ray
-
-LOOPBACK = "127.0.0.1"
-_RAY_PROCESSES = ("raylet", "gcs_server", "plasma_store", "ray::", "default_worker", "dashboard")
-
-
-def _ray_children() -> list[psutil.Process]:
-    found = []
-    for p in psutil.Process().children(recursive=True):
-        try:
-            text = " ".join([p.name(), *p.cmdline()])
-        except psutil.Error:
-            continue
-        if any(name in text for name in _RAY_PROCESSES):
-            found.append(p)
-    return found
-
-
-@pytest.fixture(scope="module")
-def cluster():
-    """Two Ray nodes of one CPU each on this machine (ray.cluster_utils.Cluster)."""
-    from ray.cluster_utils import Cluster
-
-    before = {p.pid for p in _ray_children()}
-    # Loopback only: every Ray process and connection stays on 127.0.0.1.
-    node = {"num_cpus": 1, "object_store_memory": 128 * 1024 * 1024, "node_ip_address": LOOPBACK}
-    nodes = Cluster(initialize_head=True, head_node_args=node)
-    nodes.add_node(**node)
-    try:
-        ray.init(address=nodes.address, log_to_driver=False, _node_ip_address=LOOPBACK)
-        ray.data.DataContext.get_current().enable_progress_bars = False
-        yield nodes
-    finally:
-        ray.shutdown()
-        nodes.shutdown()
-        deadline = time.monotonic() + 30
-        while (left := [p for p in _ray_children() if p.pid not in before]) and (
-            time.monotonic() < deadline
-        ):
-            time.sleep(0.2)
-        assert not left, f"Ray processes left running: {[p.name() for p in left]}"
 
 
 def rows_by_key(rows) -> dict:

@@ -5,6 +5,7 @@ call one library function, print. Library errors become one line and an exit cod
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 
 import click
@@ -36,8 +37,32 @@ json_opt = click.option("--json", "as_json", is_flag=True, help="Machine-readabl
     help="Print every library warning as logged (LOG code and fields); by default the "
     "first of each kind is said in words and the rest counted.",
 )
-def cli(verbose: bool) -> None:
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0, min_open=True, max=86400),
+    default=None,
+    metavar="SECONDS",
+    help="Seconds one request to a published store (a URL) may take before the verb "
+    "fails with one line [default: 30, or $FRAMESTORE_TIMEOUT].",
+)
+def cli(verbose: bool, timeout: float | None) -> None:
     """Record Gymnasium sessions: frames in compressed segments, steps in SQLite."""
+    if timeout is not None:  # read where a published store is opened; put back after
+        _set_env("FRAMESTORE_TIMEOUT", str(timeout))
+
+
+def _set_env(name: str, value: str) -> None:
+    """Set ``name`` for the rest of this command (the CLI runs in-process in tests)."""
+    before = os.environ.get(name)
+    os.environ[name] = value
+
+    def restore() -> None:
+        if before is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = before
+
+    click.get_current_context().call_on_close(restore)
 
 
 @cli.command()

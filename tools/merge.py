@@ -19,6 +19,7 @@ import hashlib
 import json
 import os
 import time
+import urllib.parse
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -35,7 +36,7 @@ from framestore.merging import (
     remove_store_files,
     undo_incomplete_merges,
 )
-from framestore.segments import segment_path
+from framestore.segments import checked_segment_dir, segment_path
 
 from .verify import verify
 
@@ -97,6 +98,19 @@ def _same(a: Path, b: Path) -> bool:
         return os.path.realpath(a) == os.path.realpath(b)
 
 
+def _refuse_urls(locations: list[str | os.PathLike]) -> None:
+    """A URL is refused by name (with any ``user:password@`` left out), before ``Path()``
+    would fold ``s3://bucket`` into ``s3:/bucket`` and report it missing."""
+    for location in map(os.fspath, locations):
+        if "://" in location:
+            parts = urllib.parse.urlsplit(location)
+            shown = parts._replace(netloc=parts.netloc.rsplit("@", 1)[-1]).geturl()
+            raise InvalidInput(
+                f"{shown}: merge combines stores on this machine, not URLs "
+                "(a published store is read-only)"
+            )
+
+
 def _check_paths(dest: Path, sources: list[Path]) -> None:
     if not sources:
         raise InvalidInput("give at least one source store")
@@ -109,7 +123,9 @@ def _check_paths(dest: Path, sources: list[Path]) -> None:
 
 def _dest_journal(dest: Path) -> list[MergeRecord]:
     """DEST's finished merges, read without changing it; refuses a DEST that cannot
-    take a merge now (locked, left recording, not a store, newer schema)."""
+    take a merge now (locked, left recording, not a store, newer schema, a segment
+    directory that is a link: ``UnsafeStore``, before anything is written)."""
+    checked_segment_dir(dest)
     if not dest.exists() or (dest.is_dir() and not any(dest.iterdir())):
         return []
     with FrameStore.open(dest, readonly=True) as st:
@@ -279,6 +295,7 @@ def merge(
             was changed.
     """
     t0 = time.perf_counter()
+    _refuse_urls([dest, *sources])
     dest_path = Path(dest)
     src_paths = [Path(s) for s in sources]
     _check_paths(dest_path, src_paths)

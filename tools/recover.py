@@ -60,6 +60,7 @@ from framestore.segments import (
     segment_files,
     segment_path,
 )
+from framestore.service import remove_dead_shared_memory
 
 from ._recover_rows import Foreign, adopt_rowless, fix_pointers, insert_foreign, resolves
 from ._store import StoreArg, opened
@@ -148,6 +149,12 @@ def recover(store: StoreArg, *, progress=None, drop_missing: bool = False) -> Re
     report = RecoverReport()
     with opened(store, readonly=False) as st, st.writer_lock():
         _recover(st, report, progress, drop_missing)
+    shm = remove_dead_shared_memory()  # a killed process-writer recorder's queue
+    if shm:
+        mib = sum(size for _name, size in shm) / 2**20
+        report.notes.append(
+            f"{len(shm)} shared memory block(s) of dead recorders removed ({mib:.1f} MiB)"
+        )
     report.seconds = round(time.perf_counter() - t0, 3)
     return report
 

@@ -10,6 +10,13 @@ database in one read transaction whose snapshot is taken *before* the segments a
 scanned, so every pointer it checks names bytes written before the scan began (rows
 commit only after their frames are written). The writer's newest segment is "in
 progress": its unfinished tail is reported as such, not as damage.
+
+While a merge runs (or a recorder starts) verify sees the store before or after it, or
+says it is in progress: what the snapshot cannot explain (a segment file without a row,
+a ``.partial`` file, an unfinished merge journal) is settled after the snapshot ends, by
+looking again: a file the catalogue registered since, a file the merge journal names
+with the header it was placed for while a writer holds the lock, or a partial file
+while a writer holds the lock is in progress, not damage (``_settle``).
 """
 
 from __future__ import annotations
@@ -17,12 +24,19 @@ from __future__ import annotations
 import sqlite3
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 
 from framestore import FrameStore
 from framestore.catalog import PointerRow, format_shape
 from framestore.errors import CorruptCatalog, CorruptData
 from framestore.scan import BadRecord, SegmentScan, problem_kind, scan_segment
-from framestore.segments import SegmentFiles, list_partials, relative_segment_path, segment_files
+from framestore.segments import (
+    SegmentFiles,
+    list_partials,
+    relative_segment_path,
+    segment_dir,
+    segment_files,
+)
 
 from ._store import StoreArg, opened
 from ._verify_published import check_objects, check_pointers_remote
@@ -31,6 +45,15 @@ from ._verify_report import Problem, VerifyReport
 __all__ = ["Problem", "VerifyReport", "verify"]
 
 Progress = Callable[[int, int], None]  # (segments done, segments total)
+
+
+@dataclass
+class _Unsettled:
+    """What the snapshot alone cannot tell from damage: settled after it ends."""
+
+    rowless: dict[int, int | None] = field(default_factory=dict)  # segment -> header id
+    partials: list[str] = field(default_factory=list)  # names of .partial files
+    merges: list[str] = field(default_factory=list)  # sources of unfinished merges
 
 
 # --------------------------------------------------------------------- verify
@@ -54,6 +77,7 @@ def verify(
     """
     t0 = time.perf_counter()
     report = VerifyReport(quick=quick)
+    unsettled = _Unsettled()
     with opened(store, readonly=True) as st:
         report.writer_running = None if st.remote else st.writer_running()  # no lock at a URL
         try:
@@ -65,10 +89,12 @@ def verify(
                     if st.remote:  # segments at a URL: read through the store, chunk by chunk
                         check_pointers_remote(st, report)
                     else:
-                        files = _check_files(st, report)
-                        scans = _scan_all(st, report, files, quick, progress)
+                        files = _check_files(st, report, unsettled)
+                        scans = _scan_all(st, report, files, quick, progress, unsettled)
                         _check_pointers(st, report, scans, files)
                     _check_episodes(st, report)
+            if not st.remote:
+                _settle(st, report, unsettled)
         except (CorruptCatalog, sqlite3.DatabaseError) as e:
             report.problems.append(Problem("database", f"cannot read the catalogue: {e}"))
     report.seconds = round(time.perf_counter() - t0, 3)
@@ -88,7 +114,7 @@ def _check_database(st: FrameStore, report: VerifyReport) -> bool:
     return not damage and not any(v.table == "segments" for v in values)
 
 
-def _check_files(st: FrameStore, report: VerifyReport) -> SegmentFiles:
+def _check_files(st: FrameStore, report: VerifyReport, unsettled: _Unsettled) -> SegmentFiles:
     """Files on disk against the segments table (canonical names only; links and other
     non-regular files are reported, never opened)."""
     add = report.problems.append
@@ -99,11 +125,8 @@ def _check_files(st: FrameStore, report: VerifyReport) -> SegmentFiles:
     for sid, p in files.irregular.items():
         add(Problem("bad path", f"{p.name} is not a regular file; not opened", sid))
     if running is not True:  # a running gc or merge writes these while holding the lock
-        for p in list_partials(st.root):
-            add(Problem("partial leftover", f"{p.name}: left by an interrupted gc"))
-        for m in st.catalog.incomplete_merges():
-            add(Problem("interrupted merge", f"merge of {m.source_path} did not finish "
-                        "(run `framestore recover`, or the merge again)"))  # fmt: skip
+        unsettled.partials += [p.name for p in list_partials(st.root)]
+        unsettled.merges += [m.source_path for m in st.catalog.incomplete_merges()]
     for sid, (path, state) in sorted(st.catalog.segment_rows().items()):
         if path != relative_segment_path(sid):
             add(
@@ -122,12 +145,13 @@ def _scan_all(
     files: SegmentFiles,
     quick: bool,
     progress: Progress | None,
+    unsettled: _Unsettled,
 ) -> dict[int, SegmentScan]:
-    """Every record of every segment file: checksums, framing, seals."""
+    """Every record of every segment file: checksums, framing, seals. A file without a
+    row is settled after the snapshot (``_settle``): its header is checked there."""
     rows = st.catalog.segment_rows()
     merged = st.catalog.merged_segments()  # their file headers name their source id
     running = report.writer_running
-    newest_row = max(rows, default=0)
     active = max(files.regular, default=None) if running else None
     scans: dict[int, SegmentScan] = {}
     total = len(files.regular)
@@ -147,26 +171,30 @@ def _scan_all(
                 f"segment {sid} is being written: {scan.size - scan.tail.offset} byte(s) after "
                 "its last complete record"
             )
-        if sid not in rows and not (running and sid > newest_row):
-            report.problems.append(
-                Problem("unexpected segment", "file has no row in the segments table", sid)
-            )
+        if sid not in rows:
+            unsettled.rowless[sid] = scan.header_id
         obsolete = rows.get(sid, ("", ""))[1] == "obsolete"
-        _report_scan(report, scan, in_progress, obsolete, merged.get(sid, sid))
+        header = merged.get(sid, sid) if sid in rows else None
+        _report_scan(report, scan, in_progress, obsolete, header)
         if progress is not None:
             progress(i + 1, total)
     return scans
 
 
 def _report_scan(
-    report: VerifyReport, scan: SegmentScan, in_progress: bool, obsolete: bool, header_id: int
+    report: VerifyReport,
+    scan: SegmentScan,
+    in_progress: bool,
+    obsolete: bool,
+    header_id: int | None,
 ) -> None:
+    """A segment's scan as problems; ``header_id`` None: its header is checked later."""
     add = report.problems.append
     sid = scan.segment
     if scan.header_error is not None:
         add(Problem(problem_kind(scan.header_error), str(scan.header_error), sid, 0))
         return
-    if scan.header_id != header_id:
+    if header_id is not None and scan.header_id != header_id:
         add(Problem("corrupt", f"file header names segment {scan.header_id}", sid, 0))
     for bad in scan.bad:
         add(Problem(problem_kind(bad.error), bad.error.detail, sid, bad.offset))
@@ -175,6 +203,49 @@ def _report_scan(
         add(Problem(problem_kind(tail.error), tail.error.detail, sid, tail.offset))
     if scan.seal is None and not in_progress and not obsolete:
         add(Problem("unsealed", "segment has no seal record (run `framestore recover`)", sid))
+
+
+def _settle(st: FrameStore, report: VerifyReport, unsettled: _Unsettled) -> None:
+    """After the snapshot: look again at what it could not explain. A writer that holds
+    the lock now (a merge or gc that started while verify ran) owns partial files and
+    its unfinished journal; a file without a row is fine when the catalogue registered
+    it since (with the header recorded for it), when a journal names it with the header
+    it was placed for, or when a recorder holding the lock writes it under its own id."""
+    add = report.problems.append
+    running = st.writer_running() is True or report.writer_running is True
+    rows = st.catalog.segment_rows()
+    merged = st.catalog.merged_segments()
+    journal = {
+        new: (header, m.source_path)
+        for m in st.catalog.incomplete_merges()
+        for new, header in m.segments
+    }
+    for name in unsettled.partials:
+        if running:
+            report.in_progress.append(f"{name}: being written by the writer holding the lock")
+        elif (segment_dir(st.root) / name).exists():
+            add(Problem("partial leftover", f"{name}: left by an interrupted gc or merge"))
+    for source in unsettled.merges:
+        if running:
+            report.in_progress.append(f"a merge from {source} is in progress")
+        else:
+            add(Problem("interrupted merge", f"merge of {source} did not finish "
+                        "(run `framestore recover`, or the merge again)"))  # fmt: skip
+    for sid, header in sorted(unsettled.rowless.items()):
+        if sid in rows and header == merged.get(sid, sid):
+            report.in_progress.append(f"segment {sid} was registered while verify ran")
+        elif sid in journal and header == journal[sid][0]:
+            if running:
+                report.in_progress.append(
+                    f"segment {sid} is being placed by a merge from {journal[sid][1]}"
+                )
+            # else: the "interrupted merge" problem names it (recover removes it)
+        elif running and header == sid and sid > max(rows, default=0):
+            continue  # a recorder's newest segment, not registered until it closes
+        else:
+            add(Problem("unexpected segment", "file has no row in the segments table", sid))
+            if header is not None and header != sid:
+                add(Problem("corrupt", f"file header names segment {header}", sid, 0))
 
 
 def _bad_region(scan: SegmentScan, off: int) -> BadRecord | None:

@@ -97,6 +97,15 @@ _RULES: dict[str, tuple[tuple[str, ...], dict[str, str]]] = {
     ),
 }
 
+# Columns migration m002 added (a store of 0.1.0 lacks them): checked when present.
+# ``env_spec`` is what ``verify --replay`` makes the environment from, and a merge copies
+# it, so a source whose ``env_spec`` is not a JSON object fails ``verify --quick`` and is
+# refused by ``merge`` before anything is copied.
+_M002_RULES: dict[str, dict[str, str]] = {
+    "runs": {"env_spec": _JSON_OBJECT},
+    "segments": {"header_id": _null_or(_INT + f" AND {{c}} BETWEEN 0 AND {MAX_SEGMENT_ID}")},
+}
+
 
 @dataclass(frozen=True)
 class ValueProblem:
@@ -122,6 +131,8 @@ class CheckQueries(CatalogBase):
         """Every column framestore trusts, type- and range-checked: one pass per table."""
         problems = []
         for table, (keys, rules) in _RULES.items():
+            if self.has_m002:
+                rules = {**rules, **_M002_RULES.get(table, {})}
             cols = list(rules)
             conds = [rules[c].format(c=c) for c in cols]
             sums = ", ".join(f"SUM(CASE WHEN {cond} THEN 0 ELSE 1 END)" for cond in conds)
