@@ -51,6 +51,8 @@ FAMILY_DEFAULTS: dict[str, dict[str, Any]] = {
     #     16      3    1.14x       0.35x          1.26x
     #     32      3    1.07x       0.65x          1.10x
     #     64      3    1.04x       3.01x (a re-check: 1.05x)  1.06x
+    # A second run (load 2-5 instead of 15-19): random read p50 312 / 606 / 1,523 µs
+    # at 8 / 16 / 64 frames (0.24x / 0.47x / 1.18x), bytes 1.26x / 1.14x / 1.04x.
     # 16 keeps frame bytes within 1.25x of plain zstd at a third of a 64-frame chunk's
     # random read; 8 halves that again but passes 1.25x in bytes. Level 1 saved 0-11%
     # write CPU for 2-4% more bytes and no faster reads: level 3 stays.
