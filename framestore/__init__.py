@@ -4,6 +4,11 @@ Frames go to compressed append-only segment files; step metadata and frame point
 to SQLite. See docs/ARCHITECTURE.md.
 """
 
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from .errors import (
     ChecksumMismatch,
     CorruptData,
@@ -16,22 +21,46 @@ from .errors import (
     StoreLocked,
     WriterFailed,
 )
-from .lite import LiteRecorder
-from .reader import SegmentReader
-from .recorder import Recorder, RecorderMetrics
-from .service import FrameRef, FrameStorageService, ServiceMetrics
-from .store import FrameStore
-from .types import (
-    DiskUsage,
-    EpisodeInfo,
-    FrameLocation,
-    FrameSummary,
-    RunInfo,
-    StepInfo,
-    StepTrack,
-)
-from .vector import RecordVectorFrames
-from .wrappers import RecordFrames
+
+if TYPE_CHECKING:
+    from .lite import LiteRecorder
+    from .reader import SegmentReader
+    from .recorder import Recorder, RecorderMetrics
+    from .service import FrameRef, FrameStorageService, ServiceMetrics
+    from .store import FrameStore
+    from .types import (
+        DiskUsage,
+        EpisodeInfo,
+        FrameLocation,
+        FrameSummary,
+        RunInfo,
+        StepInfo,
+        StepTrack,
+    )
+    from .vector import RecordVectorFrames
+    from .wrappers import RecordFrames
+
+#: Public names imported on first use (PEP 562): importing the package stays cheap (the
+#: CLI's ``--help`` needs no numpy, gymnasium or sqlite-utils).
+_LAZY = {
+    "LiteRecorder": ".lite",
+    "SegmentReader": ".reader",
+    "Recorder": ".recorder",
+    "RecorderMetrics": ".recorder",
+    "FrameRef": ".service",
+    "FrameStorageService": ".service",
+    "ServiceMetrics": ".service",
+    "FrameStore": ".store",
+    "DiskUsage": ".types",
+    "EpisodeInfo": ".types",
+    "FrameLocation": ".types",
+    "FrameSummary": ".types",
+    "RunInfo": ".types",
+    "StepInfo": ".types",
+    "StepTrack": ".types",
+    "RecordVectorFrames": ".vector",
+    "RecordFrames": ".wrappers",
+}
 
 __all__ = [
     "FrameStore",
@@ -62,3 +91,16 @@ __all__ = [
     "WriterFailed",
     "DiskFull",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value  # once: later lookups do not come here
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -69,6 +69,8 @@ __all__ = [
     "open_fs",
     "open_published",
     "read_manifest",
+    "shown_location",
+    "userinfo",
 ]
 
 _LOAD_BATCH = 10_000  # catalogue rows inserted at a time
@@ -94,7 +96,7 @@ def shown_location(location: str | os.PathLike) -> str:
     return urllib.parse.urlunsplit(parts._replace(netloc=f"***@{host}"))
 
 
-def _userinfo(url: str) -> str:
+def userinfo(url: str) -> str:
     """The ``user:password`` of a URL (a string no message may show), or ``"\0"``."""
     netloc = urllib.parse.urlsplit(url).netloc
     return netloc.rsplit("@", 1)[0] if "@" in netloc else "\0"
@@ -380,7 +382,7 @@ def open_published(
     except FrameStoreError:
         raise
     except Exception as e:  # the backend's own: a bad bucket name, no credentials, no route
-        why = f"{type(e).__name__}: {e}".replace(_userinfo(url), "***")
+        why = f"{type(e).__name__}: {e}".replace(userinfo(url), "***")
         raise NotAStore(text, f"cannot read {MANIFEST_NAME}: {why}") from None
     catalog = Catalog.scratch()
     try:

@@ -5,7 +5,10 @@ in the error (``MissingExtra``, one line) when they are missing.
 |---|---|---|
 | ``ray`` | ``ray[data]``, pyarrow | ``framestore.ray``: ``read_store``, ``record_parallel`` |
 | ``s3`` | fsspec, s3fs, pyarrow | ``framestore publish`` and reading published stores |
-| ``hf`` | pyarrow, ``datasets`` | ``framestore export --format parquet`` (``datasets`` to load it) |
+| ``hf`` | pyarrow, ``datasets`` | ``framestore export --format parquet`` and ``lerobot`` |
+| ``rerun`` | ``rerun-sdk`` | ``framestore export --format rrd`` |
+| ``minari`` | ``minari``, h5py | ``framestore export --format minari`` |
+| ``torch`` | torch | ``framestore.torch``: PyTorch datasets (install ``torch==2.13.0``, the CPU build, first) |
 """
 
 from __future__ import annotations

@@ -46,8 +46,8 @@ from ._format import (
     catalogue_object,
     record_extent,
 )
-from ._published import ObjectProblem, is_url, open_fs, shown_location
-from .errors import InvalidInput, SegmentMissing
+from ._published import ObjectProblem, is_url, open_fs, shown_location, userinfo
+from .errors import FrameStoreError, InvalidInput, SegmentMissing, StoreIOError
 from .extras import require
 from .files import fsync_dir, fsync_file
 from .jsonsafe import dumps
@@ -58,7 +58,7 @@ from .segments import (
     relative_segment_path,
     segment_path,
 )
-from .store import FrameStore
+from .store import FrameStore, enclosing_store
 
 __all__ = ["ObjectProblem", "PublishReport", "publish"]
 
@@ -134,6 +134,11 @@ class _Target:
     def _check_new(self) -> None:
         if self.local:
             final = Path(self.final)
+            store = enclosing_store(final.parent)
+            if store is not None:  # the rule of every output (exports too)
+                raise InvalidInput(
+                    f"{self.shown}: is inside the store {store}; publish to a place outside it"
+                )
             if final.exists() and (not final.is_dir() or any(final.iterdir())):
                 raise InvalidInput(f"{self.shown}: exists and is not empty; publish to a new place")
             if not final.parent.is_dir():
@@ -174,7 +179,7 @@ class _Target:
         for name in self.objects:
             try:
                 self.fs.rm_file(f"{self.root}/{name}")
-            except OSError:
+            except Exception:  # noqa: BLE001 - the backend's own too: the first error is told
                 pass
 
 
@@ -304,7 +309,10 @@ def publish(
     pq = require("pyarrow.parquet", extra="s3", what="publish")
     t0 = time.perf_counter()
     report = PublishReport(source=store.location, dest=shown_location(dest))
-    target = _Target(os.fspath(dest), storage_options)
+    try:
+        target = _Target(os.fspath(dest), storage_options)
+    except Exception as e:
+        raise _backend_error(os.fspath(dest), e) from None
     try:
         with store.catalog.read_snapshot():
             sel = _select(store)
@@ -316,13 +324,26 @@ def publish(
         _copy_segments(store, target, sel.segments, progress)
         _write_manifest(store, target, report)
         target.commit()
-    except BaseException:
+    except BaseException as e:
         target.abort()
+        if isinstance(e, Exception):
+            raise _backend_error(target.dest, e) from None
         raise
     report.segments = len(sel.segments)
     report.bytes = sum(o["bytes"] for o in target.objects.values())
     report.seconds = round(time.perf_counter() - t0, 3)
     return report
+
+
+def _backend_error(dest: str, error: Exception) -> Exception:
+    """``error`` itself when it is ours, an ``OSError`` (fsspec's translation of what
+    the backend said) or a built-in (a bug to be seen as one); the backend's own
+    exceptions (botocore's "no credentials", "could not connect", a refused bucket name)
+    as a ``StoreIOError`` naming DEST in one line, without the URL's ``user:password``."""
+    if isinstance(error, FrameStoreError | OSError) or type(error).__module__ == "builtins":
+        return error
+    why = f"{type(error).__name__}: {error}".replace(userinfo(dest), "***")
+    return StoreIOError(shown_location(dest), f"cannot publish there: {why}")
 
 
 def _select(store: FrameStore) -> _Selection:

@@ -35,6 +35,8 @@ from ._published import shown_location
 from .columns import STEP_COLUMNS, action_kind, arrow_fields, step_row
 from .errors import InvalidInput
 from .extras import require
+from .play import load_policy, play_episode
+from .settings import check_registered
 from .store import FrameStore
 
 __all__ = ["read_store", "record_episodes", "record_parallel"]
@@ -381,25 +383,33 @@ def record_parallel(
     preset: str | None = None,
     overrides: Mapping[str, Any] | None = None,
     num_cpus: float = 1,
+    policy: str = "random",
 ) -> list[dict[str, Any]]:
     """Record ``episodes`` episodes of ``env_id`` with ``workers`` Ray actors, each into
-    its own store ``out/worker-NNN.store`` (a seeded random policy, like ``framestore
-    record``).
+    its own store ``out/worker-NNN.store``, with the play loop of ``framestore record``
+    (``framestore.play``).
 
-    Episode ``i`` (0-based, over the whole job) is reset with seed ``seed + i`` and its
-    actions are drawn from the action space seeded with ``seed + i``, so every episode is
-    the same whatever the number of workers, and replays from its stored seed and
-    actions. Worker ``w`` records a contiguous share of the episode indices.
+    ``policy`` is ``"random"`` or names the user's policy (``"pkg.module:callable"`` or
+    ``"file.py:callable"``), checked here before any actor starts and loaded by each
+    actor; its name is stored with each run. Episode ``i`` (0-based, over the whole job)
+    is reset with seed ``seed + i`` and the policy with ``reset(seed + i)`` (the random
+    policy seeds its action space with it), so every episode is the same whatever the
+    number of workers, the same as ``framestore record`` gives it, and replays from its
+    stored seed and actions. Worker ``w`` records a contiguous share of the episode
+    indices.
 
     Returns:
         One summary per worker: ``store``, ``worker``, ``run_id``, ``episodes`` (ids with
         their seeds and step counts), ``steps``, ``frames``.
 
     Raises:
-        InvalidInput: bad counts, or ``out`` exists and is not an empty directory.
+        InvalidInput: bad counts, an ``env_id`` Gymnasium does not know (checked before
+            any actor starts or anything is created), or ``out`` exists and is not an
+            empty directory.
         MissingExtra: ray is not installed.
     """
     ray = require("ray", extra="ray", what="record_parallel")
+    load_policy(policy)  # a bad name is refused before any actor starts
     if workers < 1 or episodes < 1:
         raise InvalidInput(f"workers and episodes must be at least 1, got {workers}, {episodes}")
     if max_steps is not None and max_steps < 1:
@@ -407,6 +417,8 @@ def record_parallel(
     root = Path(out)
     if root.exists() and (not root.is_dir() or any(root.iterdir())):
         raise InvalidInput(f"{root}: exists and is not an empty directory")
+    # here, not as an actor's traceback after the directory was made
+    check_registered(env_id, hint="register it in this process before record_parallel")
     root.mkdir(parents=True, exist_ok=True)
     shares = [range(w * episodes // workers, (w + 1) * episodes // workers) for w in range(workers)]
     actor = ray.remote(num_cpus=num_cpus)(_Worker)
@@ -419,7 +431,11 @@ def record_parallel(
                 list(share),
                 w,
                 dict(
-                    seed=seed, max_steps=max_steps, preset=preset, overrides=dict(overrides or {})
+                    seed=seed,
+                    max_steps=max_steps,
+                    preset=preset,
+                    overrides=dict(overrides or {}),
+                    policy=policy,
                 ),
             )
             for w, (a, share) in enumerate(zip(actors, [s for s in shares if len(s)], strict=True))
@@ -449,16 +465,18 @@ def record_episodes(
     max_steps: int | None = None,
     preset: str | None = None,
     overrides: Mapping[str, Any] | None = None,
+    policy: str = "random",
 ) -> dict[str, Any]:
     """Record the episodes ``indices`` of a ``record_parallel`` job into one store (what
     each actor runs; usable without Ray)."""
     from .envs import make_env
     from .wrappers import RecordFrames
 
+    spec = load_policy(policy)
     env = make_env(env_id, max_episode_steps=max_steps)
     try:
         with FrameStore.open(path) as store:
-            config = {"policy": "random", "seed": seed, "max_steps": max_steps, "worker": worker}
+            config = {"policy": spec.name, "seed": seed, "max_steps": max_steps, "worker": worker}
             wrapped = RecordFrames(
                 env,
                 store,
@@ -467,8 +485,9 @@ def record_episodes(
                 overrides=dict(overrides or {}),
                 config=config,
             )
+            played = spec.build(env.action_space)
             try:
-                ids = [_play_episode(wrapped, env, seed + i) for i in indices]
+                ids = [_play_episode(wrapped, played, seed + i) for i in indices]
             finally:
                 wrapped.close()
             eps = [store.episode(i) for i in ids]
@@ -484,12 +503,9 @@ def record_episodes(
         env.close()
 
 
-def _play_episode(wrapped: Any, env: Any, episode_seed: int) -> int:
-    wrapped.reset(seed=episode_seed)
-    env.action_space.seed(episode_seed)
-    episode_id = wrapped.recorder.current_episode
-    done = False
-    while not done:
-        _, _, term, trunc, _ = wrapped.step(env.action_space.sample())
-        done = term or trunc
+def _play_episode(wrapped: Any, policy: Any, episode_seed: int) -> int:
+    episode_id = None
+    for _step in play_episode(wrapped, policy, episode_seed):
+        if episode_id is None:
+            episode_id = wrapped.recorder.current_episode
     return episode_id

@@ -112,13 +112,16 @@ class FrameStore:
         source: SegmentSource | None = None,
         location: str | None = None,
         objects: PublishedObjects | None = None,
+        cache_bytes: int | None = None,
     ):
         self.root = root
         self.readonly = readonly
         #: Where the store is: its directory, or the URL of a published store.
         self.location = location or str(root)
         self._catalog = catalog
-        self._reader = SegmentReader(root, cache_chunks=16, source=source)
+        # A byte budget alone bounds the cache when one is given (a dataset's workers).
+        cache = {} if cache_bytes is None else {"cache_chunks": 1 << 20, "cache_bytes": cache_bytes}
+        self._reader = SegmentReader(root, **({"cache_chunks": 16} | cache), source=source)
         self._objects = objects  # a published store's manifest and where its objects are
         self._closed = False
         self._recorders: list[Recorder] = []
@@ -136,18 +139,27 @@ class FrameStore:
         readonly: bool = False,
         durability: str = "balanced",
         storage_options: Mapping[str, Any] | None = None,
+        cache_bytes: int | None = None,
     ) -> FrameStore:
         """Open (and with ``create`` make) a store directory, or open a published store
         (``framestore publish``): a URL such as ``s3://bucket/runs`` or a local directory
         holding its ``manifest.json``, read-only, with ``storage_options`` for fsspec.
+
+        ``cache_bytes`` bounds the decoded chunks kept for reading by bytes alone
+        (default: 16 chunks, at most 128 MiB): a training loop's random reads hit more
+        chunks than a replay's.
 
         Raises ``NotAStore`` for a path that is a file, a non-empty directory that is not
         a store, or (without ``create``) a missing path; ``SchemaTooNew`` for a store
         written by a newer framestore; ``PublishedObjectError`` for a published store
         whose catalogue does not match its manifest.
         """
+        if cache_bytes is not None and (not isinstance(cache_bytes, int) or cache_bytes < 1):
+            raise InvalidInput(f"cache_bytes must be a positive integer, got {cache_bytes!r}")
         if is_published(path):
-            return cls._open_published(path, readonly=readonly, storage_options=storage_options)
+            return cls._open_published(
+                path, readonly=readonly, storage_options=storage_options, cache_bytes=cache_bytes
+            )
         root = Path(path)
         db_path = root / DB_NAME
         if root.exists() and not root.is_dir():
@@ -172,16 +184,21 @@ class FrameStore:
                     str(root), f"cannot create a store here: {why_not_writable(root, e)}"
                 ) from None
         db = open_db(db_path, profile=durability, readonly=readonly)
-        return cls(root, Catalog(db, readonly=readonly), readonly=readonly)
+        return cls(root, Catalog(db, readonly=readonly), readonly=readonly, cache_bytes=cache_bytes)
 
     @classmethod
     def _open_published(
-        cls, path: str | os.PathLike, *, readonly: bool, storage_options: Mapping[str, Any] | None
+        cls,
+        path: str | os.PathLike,
+        *,
+        readonly: bool,
+        storage_options: Mapping[str, Any] | None,
+        cache_bytes: int | None,
     ) -> FrameStore:
         if not readonly:
             raise InvalidInput(
-                f"{shown_location(path)}: a published store is read-only (open it with "
-                "readonly=True; publish again to change it)"
+                f"{shown_location(path)}: a published store is read-only: it opens for "
+                "reading only and never changes (publish its source again instead)"
             )
         from ._published import open_published
 
@@ -194,6 +211,7 @@ class FrameStore:
             source=parts.source,
             location=location,
             objects=parts.objects,
+            cache_bytes=cache_bytes,
         )
 
     @property

@@ -1,4 +1,5 @@
-"""A widget that paints one frame (a numpy array) scaled to fit, keeping its aspect ratio."""
+"""A widget that paints one frame (a numpy array) scaled to fit, keeping its aspect ratio
+(by whole factors when enlarged: pixel art stays crisp)."""
 
 from __future__ import annotations
 
@@ -32,6 +33,23 @@ def frame_to_qimage(frame: np.ndarray) -> tuple[QImage, np.ndarray]:
     return image, arr
 
 
+#: Frames no larger than this on either side are pixel art (Atari's 160x210, toy-text
+#: grids): enlarged by whole factors only, so every game pixel is drawn the same size.
+PIXEL_ART_MAX = 256
+
+
+def fit_rect(w: int, h: int, iw: int, ih: int) -> tuple[float, float, float, float]:
+    """``(x, y, width, height)`` of an ``iw`` x ``ih`` image centred in ``w`` x ``h``,
+    aspect kept: pixel art (``PIXEL_ART_MAX``) by the largest whole factor that fits,
+    anything else (CarRacing's 600x400 render) as large as fits; a frame larger than the
+    space shrinks to fit."""
+    scale = min(w / iw, h / ih)
+    if scale >= 1 and max(iw, ih) <= PIXEL_ART_MAX:
+        scale = float(int(scale))
+    tw, th = iw * scale, ih * scale
+    return ((w - tw) / 2, (h - th) / 2, tw, th)
+
+
 def qimage_to_array(image: QImage) -> np.ndarray:
     """An RGB888 copy of a QImage as a (H, W, 3) uint8 array (for tests and checks)."""
     img = image.convertToFormat(QImage.Format.Format_RGB888)
@@ -41,8 +59,8 @@ def qimage_to_array(image: QImage) -> np.ndarray:
 
 
 class FrameView(QWidget):
-    """Paints the current frame scaled to fit (aspect kept, pixels not smoothed), or a
-    message when there is none. ``set_frame`` keeps a reference to the array, and the
+    """Paints the current frame scaled to fit (aspect kept, by a whole factor when
+    enlarged, pixels not smoothed), or a message when there is none. ``set_frame`` keeps a reference to the array, and the
     QImage wraps it: the frame is never copied on its way to the screen except by the
     painter's scaling."""
 
@@ -75,13 +93,13 @@ class FrameView(QWidget):
         return self._array
 
     def target_rect(self) -> QRectF:
+        """Where the frame is drawn (``fit_rect``): as large as the widget allows, aspect
+        kept, pixel art enlarged by a whole factor (every game pixel the same size)."""
         if self._image is None:
             return QRectF()
-        w, h = self.width(), self.height()
-        iw, ih = self._image.width(), self._image.height()
-        scale = min(w / iw, h / ih)
-        tw, th = iw * scale, ih * scale
-        return QRectF((w - tw) / 2, (h - th) / 2, tw, th)
+        return QRectF(
+            *fit_rect(self.width(), self.height(), self._image.width(), self._image.height())
+        )
 
     def paintEvent(self, event) -> None:
         p = QPainter(self)

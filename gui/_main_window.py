@@ -17,7 +17,7 @@ class MainWindow(QMainWindow):
     def __init__(self, store: FrameStore, parent: QWidget | None = None):
         super().__init__(parent)
         self.store = store
-        self.setWindowTitle(f"framestore — {store.root}")
+        self.setWindowTitle(f"framestore — {store.location}")
         self.tabs = QTabWidget()
         self.play_tab = PlayTab(store)
         self.replay_tab = ReplayTab(store)
@@ -26,7 +26,7 @@ class MainWindow(QMainWindow):
         self.setCentralWidget(self.tabs)
         self.play_tab.session_event.connect(self._session_event)
         self.play_tab.record_btn.toggled.connect(self._recording_toggled)
-        self.statusBar().showMessage(str(store.root))
+        self.statusBar().showMessage(store.location + ("  (read-only)" if store.readonly else ""))
         self.resize(1200, 760)
         self._shut = False
 

@@ -64,14 +64,18 @@ def _mono() -> QFont:
 
 
 class PlayTab(QWidget):
-    """Plays a ``PlaySession`` on a QTimer at the environment's ``render_fps``.
+    """Shows a ``PlaySession`` that plays on its own session thread at the environment's
+    ``render_fps``: the event loop only draws the frames it hands over (as they are, no
+    copy) and the HUD, so a slow step or a seeded reset does not hold it.
 
-    Signals: ``stepped(StepResult)`` after each step, ``session_event(SessionEvent)`` for
-    what the session's I/O thread finished (recording started/stopped, saved, errors).
+    Signals: ``stepped(StepResult)`` for each step the session played (in order),
+    ``session_event(SessionEvent)`` for what the session's other threads finished
+    (recording started/stopped, saved, errors).
     """
 
     stepped = Signal(object)
     session_event = Signal(object)
+    _wakeup = Signal()  # emitted from the session thread: results or events wait
 
     def __init__(
         self,
@@ -189,17 +193,23 @@ class PlayTab(QWidget):
         self.discard_btn.clicked.connect(self.discard)
         self.hud.changed.connect(self._show_hud)
 
-        self.timer = QTimer(self)
-        self.timer.setTimerType(Qt.TimerType.PreciseTimer)
-        self.timer.timeout.connect(self._tick)
+        self._wakeup.connect(self._pump, Qt.ConnectionType.QueuedConnection)
         self.hud_timer = QTimer(self)
         self.hud_timer.setInterval(200)
         self.hud_timer.timeout.connect(self.refresh_hud)
         self.hud_timer.start()
 
     # ------------------------------------------------------------------ actions
-    def start(self, env_id: str | None = None, seed: int | None = None) -> None:
-        """(Re)start the chosen environment; recording carries over if it was on."""
+    def start(
+        self,
+        env_id: str | None = None,
+        seed: int | None = None,
+        *,
+        actions: int | None = None,
+    ) -> None:
+        """(Re)start the chosen environment; recording carries over if it was on. With
+        ``actions``, the session holds after that many actions (recorded ones, when
+        recording), the last truncated (the scripted screenshot)."""
         env_id = env_id or self.env_combo.currentText().strip()
         if env_id != self.env_combo.currentText():
             self.env_combo.setCurrentText(env_id)
@@ -227,30 +237,30 @@ class PlayTab(QWidget):
         self.hud.target_fps = fps
         self.hud.reset_frame_times()
         self.hud.set_error(None)
-        self.timer.setInterval(max(0, round(1000.0 / fps)) if fps > 0 else 0)
         self.keys.clear()
+        s.keys = self.keys.consume
+        s.policy = self._policy
+        if actions is not None:
+            s.limit_actions(actions, recorded=record)
         if record:
             self._set_session_recording(True)
-        self._show(s.reset())
+        s.start(self._wakeup.emit, fps=fps)
         self.pause_btn.setChecked(False)
-        self.timer.start()
         self.view.setFocus()
         self._say(f"playing {env_id} at {fps:g} fps (seed {s.base_seed})")
         self._update_buttons()
 
     def reset(self) -> None:
         if self.session is not None:
-            self._show(self.session.reset())
+            self.session.reset()  # on the session thread; the frame arrives with the rest
             self.view.setFocus()
 
     def set_paused(self, paused: bool) -> None:
         if self.session is None:
             return
-        if paused:
-            self.timer.stop()
-        else:
+        self.session.set_paused(paused)
+        if not paused:
             self.hud.reset_frame_times()
-            self.timer.start()
             self.view.setFocus()
 
     def set_recording(self, on: bool) -> None:
@@ -294,8 +304,11 @@ class PlayTab(QWidget):
         self._update_buttons()
 
     def set_policy(self, policy: Callable[[PlaySession], Any] | None) -> None:
-        """Drive the game with ``policy(session) -> action`` instead of the keyboard."""
+        """Drive the game with ``policy(session) -> action`` instead of the keyboard
+        (called on the session thread)."""
         self._policy = policy
+        if self.session is not None:
+            self.session.policy = policy
 
     # ------------------------------------------------------------------ loop
     def _key_released(self, name: str) -> None:
@@ -305,25 +318,23 @@ class PlayTab(QWidget):
         else:
             self.keys.release(name)
 
-    def _tick(self) -> None:
+    def _pump(self) -> None:
+        """The session thread has results or events: show the newest frame, report
+        every step, apply the events."""
         s = self.session
         if s is None:
             return
-        keys = self.keys.consume()
-        action = None
-        if self._policy is not None and not s.waiting and not s.needs_reset:
-            action = self._policy(s)
-        res = s.step(keys, action=action)
-        if res is not None:
-            self._show(res)
+        results = s.take_results()
+        for res in results:
+            self.hud.frame_presented()
+            self.steps_done += 1
+            self.stepped.emit(res)
+        if results:
+            self.view.set_frame(results[-1].frame)
+        for ev in s.poll_events():
+            self._on_event(ev)
         if s.awaiting_decision:
             self._update_buttons()
-
-    def _show(self, res) -> None:
-        self.view.set_frame(res.frame)
-        self.hud.frame_presented()
-        self.steps_done += 1
-        self.stepped.emit(res)
 
     def refresh_hud(self) -> None:
         """Take the session's events and metrics now (the HUD timer does it every 200 ms)."""
@@ -366,6 +377,9 @@ class PlayTab(QWidget):
     def _update_buttons(self) -> None:
         s = self.session
         has = s is not None
+        if self.store.readonly:  # a published store, a screenshot's: play, never record
+            self.record_btn.setEnabled(False)
+            self.record_btn.setToolTip(f"{self.store.location} is open read-only")
         self.reset_btn.setEnabled(has)
         self.pause_btn.setEnabled(has)
         lite = has and s.lite
@@ -378,13 +392,11 @@ class PlayTab(QWidget):
 
     def _close_session(self) -> None:
         if self.session is not None:
-            self.timer.stop()
             self._closing.append(self.session.close_async())
             self.session = None
 
     def shutdown(self, timeout: float | None = 30.0) -> None:
         """Stop playing and wait until recordings are closed (everything durable)."""
-        self.timer.stop()
         self.hud_timer.stop()
         s, self.session = self.session, None
         if s is not None:

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from PySide6.QtCore import QItemSelectionModel, Qt, QTimer, Signal
-from PySide6.QtGui import QFont, QGuiApplication
+from PySide6.QtGui import QFont, QGuiApplication, QTextOption
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QCheckBox,
@@ -45,6 +45,7 @@ from .models import (
     TimelineModel,
     step_fields,
     step_json,
+    step_panel_text,
 )
 
 #: Rows the episode table shows at least (the splitter keeps room for them).
@@ -149,12 +150,18 @@ class ReplayTab(QWidget):
         self.step_text = QPlainTextEdit()
         self.step_text.setReadOnly(True)
         self.step_text.setFont(_mono())
-        self.step_text.setLineWrapMode(QPlainTextEdit.LineWrapMode.NoWrap)
+        # wrapped: a long info value reads in full, never behind a scrollbar
+        self.step_text.setLineWrapMode(QPlainTextEdit.LineWrapMode.WidgetWidth)
+        self.step_text.setWordWrapMode(QTextOption.WrapMode.WrapAtWordBoundaryOrAnywhere)
         self.copy_btn = QPushButton("Copy step (exact)")
         self.copy_btn.setToolTip("Copy this step's values, unrounded, as JSON")
 
     def _lay_out(self) -> None:
+        """The frame takes the left of the window at its full height (room for a 2x
+        Atari frame at the default size); the episode table over the step panel on the
+        right; slider, timeline and controls across the bottom."""
         table_side = QVBoxLayout()
+        table_side.setContentsMargins(0, 0, 0, 0)
         table_side.addWidget(self.filter_edit)
         table_side.addWidget(self.table, 1)
         row = QHBoxLayout()
@@ -166,6 +173,29 @@ class ReplayTab(QWidget):
         table_w = QWidget()
         table_w.setLayout(table_side)
 
+        step_side = QVBoxLayout()
+        step_side.setContentsMargins(0, 0, 0, 0)
+        step_side.addWidget(self.step_text, 1)
+        step_side.addWidget(self.copy_btn)
+        step_w = QWidget()
+        step_w.setLayout(step_side)
+
+        self.split = QSplitter(Qt.Orientation.Vertical)
+        self.split.addWidget(table_w)
+        self.split.addWidget(step_w)
+        self.split.setStretchFactor(0, 3)
+        self.split.setStretchFactor(1, 2)
+        self.split.setChildrenCollapsible(False)
+        self.split.setSizes([320, 200])
+
+        self.frame_split = QSplitter(Qt.Orientation.Horizontal)
+        self.frame_split.addWidget(self.view)
+        self.frame_split.addWidget(self.split)
+        self.frame_split.setStretchFactor(0, 2)
+        self.frame_split.setStretchFactor(1, 3)
+        self.frame_split.setChildrenCollapsible(False)
+        self.frame_split.setSizes([460, 700])
+
         controls = QHBoxLayout()
         for w in (self.back_btn, self.play_btn, self.fwd_btn, self.speed_combo):
             controls.addWidget(w)
@@ -173,37 +203,12 @@ class ReplayTab(QWidget):
             controls.addWidget(w)
         controls.addStretch(1)
         controls.addWidget(self.pos_label)
-        step_side = QVBoxLayout()
-        step_side.setContentsMargins(0, 0, 0, 0)
-        step_side.addWidget(self.step_text, 1)
-        step_side.addWidget(self.copy_btn)
-        step_w = QWidget()
-        step_w.setLayout(step_side)
-        self.frame_split = QSplitter(Qt.Orientation.Horizontal)
-        self.frame_split.addWidget(self.view)
-        self.frame_split.addWidget(step_w)
-        self.frame_split.setStretchFactor(0, 3)
-        self.frame_split.setStretchFactor(1, 1)
-        self.frame_split.setChildrenCollapsible(False)
-        self.frame_split.setSizes([700, 280])
 
-        viewer = QVBoxLayout()
-        viewer.addWidget(self.frame_split, 1)
-        viewer.addWidget(self.slider)
-        viewer.addWidget(self.timeline)
-        viewer.addLayout(controls)
-        viewer_w = QWidget()
-        viewer_w.setLayout(viewer)
-
-        self.split = QSplitter(Qt.Orientation.Vertical)
-        self.split.addWidget(table_w)
-        self.split.addWidget(viewer_w)
-        self.split.setStretchFactor(0, 1)
-        self.split.setStretchFactor(1, 3)
-        self.split.setChildrenCollapsible(False)
-        self.split.setSizes([260, 500])
         layout = QVBoxLayout(self)
-        layout.addWidget(self.split)
+        layout.addWidget(self.frame_split, 1)
+        layout.addWidget(self.slider)
+        layout.addWidget(self.timeline)
+        layout.addLayout(controls)
 
     def _connect(self) -> None:
         self.filter_edit.textChanged.connect(self.proxy.set_filter_text)
@@ -344,7 +349,8 @@ class ReplayTab(QWidget):
             self.clock.seek(self.clock.last)
         self.loader.request(self.clock.index)
         self.task_label.setText(
-            f"episode {eid}: {info.env_id}, seed {info.seed}, {rows} steps, {info.status}"
+            f"episode {eid}: {info.env_id}, seed {'-' if info.seed is None else info.seed}, "
+            f"{rows} steps, {info.status}"
         )
 
     def _length_changed(self, eid, rows, live) -> None:
@@ -400,7 +406,7 @@ class ReplayTab(QWidget):
         self.current_step_info = info
         if info is not None:
             fields = step_fields(info)
-            self.step_text.setPlainText("\n".join(f"{f.name:<11} {f.shown}" for f in fields))
+            self.step_text.setPlainText(step_panel_text(info))
             self.step_text.setToolTip(
                 "exact values:\n" + "\n".join(f"{f.name}: {f.exact}" for f in fields)
             )

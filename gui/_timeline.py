@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 from PySide6.QtCore import QPointF, QRect, QRectF, QSize, Qt
-from PySide6.QtGui import QColor, QImage, QMouseEvent, QPainter, QPen, QPixmap
+from PySide6.QtGui import QColor, QImage, QMouseEvent, QPainter, QPen, QPixmap, QPolygonF
 from PySide6.QtWidgets import QSizePolicy, QToolTip, QWidget
 
 from . import _compat  # noqa: F401  (first: guards a PySide6 refcount bug)
@@ -35,8 +35,13 @@ MARKER_COLORS = {
 ACTION_COLORS = [QColor.fromHsv(int(h), 150, 210) for h in np.linspace(0, 359, 12, endpoint=False)]
 
 ACTION_BAND = 12
-MARKER_BAND = 9
-LEGEND_BAND = 14
+MARKER_BAND = 10
+LEGEND_BAND = 16
+#: Marker ticks are this many pixels wide, kept whole at the edges (an episode's end is
+#: its last column).
+MARKER_WIDTH = 9
+#: Markers that end an episode also draw a line through the plot.
+ENDS = ("terminated", "truncated")
 
 
 class TimelineView(QWidget):
@@ -67,8 +72,8 @@ class TimelineView(QWidget):
         p.drawPixmap(0, 0, self._plot())
         if self.model.length:
             x = self.model.x_of(self.clock.index, self.width())
-            p.setPen(QPen(CURSOR, 1.5))
-            p.drawLine(QPointF(x, 0), QPointF(x, self.height()))
+            p.setPen(QPen(CURSOR, 1.5))  # down to the legend, never through its text
+            p.drawLine(QPointF(x, 0), QPointF(x, self.height() - LEGEND_BAND - 1))
         p.end()
 
     def _plot(self) -> QPixmap:
@@ -94,6 +99,7 @@ class TimelineView(QWidget):
         cols = self.model.columns(w)
         plot_h = h - ACTION_BAND - MARKER_BAND - LEGEND_BAND - 2
         _draw_plot(p, cols, plot_h)
+        _draw_end_lines(p, cols, plot_h)
         _draw_actions(p, cols, plot_h + 1, ACTION_BAND)
         _draw_markers(p, cols, plot_h + 1 + ACTION_BAND, MARKER_BAND)
         _draw_legend(p, cols, h - LEGEND_BAND, w, LEGEND_BAND)
@@ -131,7 +137,7 @@ def _draw_plot(p: QPainter, cols: TimelineColumns, plot_h: int) -> None:
     smallest (red). Return: a line joining the columns' cumulative returns (its own
     scale). Rasterised with numpy into one image: the cost does not grow with steps."""
     lo, hi = cols.reward_range
-    top, height = 2, plot_h - 4
+    top, height = 4, plot_h - 8  # the return line (2 px either side) stays inside
     zero = _y(0.0, lo, hi, top, height)
     y = np.arange(plot_h)[:, None] + 0.5
     y_max = top + height * (1.0 - (cols.reward_max - lo) / (hi - lo))
@@ -185,32 +191,74 @@ def _draw_actions(p: QPainter, cols: TimelineColumns, top: int, height: int) -> 
         _draw_row(p, rows, top, height)
 
 
+def _tick_columns(xs: np.ndarray, width: int) -> np.ndarray:
+    """The columns of ``MARKER_WIDTH``-wide ticks centred on ``xs``, moved inwards at the
+    edges so that every tick shows whole."""
+    half = MARKER_WIDTH // 2
+    starts = np.clip(xs - half, 0, max(0, width - MARKER_WIDTH))
+    cols = (starts[:, None] + np.arange(MARKER_WIDTH)[None, :]).ravel()
+    return np.clip(cols, 0, width - 1)
+
+
 def _draw_markers(p: QPainter, cols: TimelineColumns, top: int, height: int) -> None:
-    """A 3-pixel tick per marked column, later kinds over earlier ones."""
+    """A tick per marked column, later kinds over earlier ones."""
     row = np.zeros((1, cols.width, 4), dtype=np.uint8)
-    for kind in MARKERS:
+    for kind in reversed(MARKERS):  # the episode's end on top
         xs = cols.markers[kind]
         if xs.size:
-            wide = np.clip(np.concatenate([xs - 1, xs, xs + 1]), 0, cols.width - 1)
-            row[0, wide] = _rgba(MARKER_COLORS[kind])
+            row[0, _tick_columns(xs, cols.width)] = _rgba(MARKER_COLORS[kind])
     _draw_row(p, row, top + 1, height - 2)
 
 
-def _draw_legend(p: QPainter, cols: TimelineColumns, top: int, w: int, height: int) -> None:
-    """What each band means, markers listed with their counts of columns."""
+def _draw_end_lines(p: QPainter, cols: TimelineColumns, plot_h: int) -> None:
+    """Where an episode ends (terminated, truncated): a line through the plot under a
+    flag at its top, both kept whole at the right edge (the end is the last column)."""
+    for kind in ENDS:
+        xs = cols.markers[kind]
+        if not xs.size:
+            continue
+        color = MARKER_COLORS[kind]
+        p.setPen(QPen(color, 2))
+        for x in np.clip(xs, 1, cols.width - 1):
+            p.drawLine(QPointF(x, 0), QPointF(x, plot_h))
+            left = min(max(x - 6.0, 0.0), cols.width - 12.0)
+            flag = QPolygonF([QPointF(left, 0), QPointF(left + 12, 0), QPointF(x, 9)])
+            p.setBrush(color)
+            p.drawPolygon(flag)
+
+
+def legend_items(cols: TimelineColumns) -> list[tuple[str, QColor | None]]:
+    """What the legend says, in order, with each item's colour: the reward range, the
+    return, a key of the action colours (each discrete action drawn in its colour),
+    the markers present."""
     rlo, rhi = cols.reward_range
-    items = [
+    items: list[tuple[str, QColor | None]] = [
         (f"reward {format_number(rlo)}..{format_number(rhi)}", REWARD_POS),
         (f"return {format_number(float(cols.returns[-1]))}", RETURN),
     ]
-    if cols.action_kind != "none":
-        items.append((f"action ({cols.action_kind})", ACTION_COLORS[3]))
+    if cols.action_kind == "discrete":
+        items.append(("action", None))
+        items += [(label, ACTION_COLORS[i % len(ACTION_COLORS)]) for i, label in
+                  enumerate(cols.action_labels)]  # fmt: skip
+    elif cols.action_kind == "continuous":
+        items.append(("action (continuous: light = high)", QColor(200, 200, 255)))
     items += [(kind, MARKER_COLORS[kind]) for kind in MARKERS if cols.markers[kind].size]
+    return items
+
+
+def _draw_legend(p: QPainter, cols: TimelineColumns, top: int, w: int, height: int) -> None:
+    """``legend_items`` left to right; "…" where the width ends."""
     metrics = p.fontMetrics()
     x = 4
-    for label, color in items:
-        p.fillRect(QRectF(x, top + height / 2 - 3, 8, 6), color)
-        x += 11
+    for label, color in legend_items(cols):
+        advance = metrics.horizontalAdvance(label)
+        if x + 12 + advance > w:
+            p.setPen(TEXT)
+            p.drawText(QRect(x, top, w - x, height), Qt.AlignmentFlag.AlignVCenter, "…")
+            return
+        if color is not None:
+            p.fillRect(QRectF(x, top + height / 2 - 4, 9, 8), color)
+            x += 12
         p.setPen(TEXT)
         p.drawText(QRect(x, top, w - x, height), Qt.AlignmentFlag.AlignVCenter, label)
-        x += metrics.horizontalAdvance(label) + 12
+        x += advance + (6 if color is not None and label.isdigit() else 12)

@@ -16,6 +16,7 @@ open a window on (``gui._display``), the episode and step asked for.
 
 from __future__ import annotations
 
+import gc
 import os
 import sys
 import tempfile
@@ -28,7 +29,8 @@ from pathlib import Path
 from PySide6.QtCore import QtMsgType, qInstallMessageHandler
 from PySide6.QtWidgets import QApplication
 
-from framestore import FrameStore, FrameStoreError
+from framestore import FrameStore, FrameStoreError, InvalidInput, StoreLocked
+from framestore.errors import NotAStore
 from framestore.files import why_not_writable
 from tools.exitcodes import ExitCode
 
@@ -40,7 +42,7 @@ SCREENSHOT_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".bmp": "B
 #: Qt messages that say nothing to the user (the offscreen plugin's, at every window).
 QUIET_QT_MESSAGES = ("This plugin does not support propagateSizeHints()",)
 
-__all__ = ["GuiOptions", "default_store_path", "run"]
+__all__ = ["GuiOptions", "default_store_path", "freeze_startup_objects", "run"]
 
 
 @dataclass(frozen=True)
@@ -113,19 +115,37 @@ def _qt_message(kind: QtMsgType, context, message: str) -> None:
 
 
 @contextmanager
-def _open_store(path: Path, options: GuiOptions) -> Iterator[FrameStore]:
-    """The store the window shows. A replay reads it; a screenshot of play that does not
-    record must not write to it: read-only when it exists, else an empty scratch store."""
-    if options.screenshot is not None and options.play is not None and not options.record:
-        if not (path / "framestore.db").exists():
+def _open_store(location: str | os.PathLike, options: GuiOptions) -> Iterator[FrameStore]:
+    """The store the window shows. A published store (a URL, or a directory holding a
+    manifest) and the store of a screenshot are opened read-only (a screenshot of play
+    that does not record writes nothing: without a store, it plays into an empty scratch
+    store). Otherwise the store is opened for writing, and made for play (the first
+    recording needs somewhere to go); with ``record``, another recorder holding it is
+    found here, before Qt starts."""
+    text = os.fspath(location)
+    read_only = options.screenshot is not None and not options.record
+    try:
+        with FrameStore.open(text, readonly=True) as store:
+            if store.published and options.record:
+                raise InvalidInput(
+                    f"{store.location}: a published store is read-only; record into a "
+                    "store directory (and publish it again)"
+                )
+            if store.published or read_only:
+                yield store
+                return
+    except NotAStore:
+        if "://" in text or options.replay is not None:
+            raise
+        if read_only:  # play screenshot into a store that does not exist: a scratch one
             with tempfile.TemporaryDirectory(prefix="framestore-gui-") as tmp:
                 with FrameStore.open(Path(tmp) / "scratch.store") as scratch:
                     yield scratch
             return
-        with FrameStore.open(path, readonly=True) as store:
-            yield store
-        return
-    with FrameStore.open(path, create=options.replay is None) as store:
+    with FrameStore.open(text, create=options.replay is None) as store:
+        if options.record:
+            with store.writer_lock():  # held by a recorder: StoreLocked, exit 4
+                pass
         yield store
 
 
@@ -144,8 +164,9 @@ def _replay_problem(store: FrameStore, options: GuiOptions) -> str | None:
     return None
 
 
-def run(store: Path | None, options: GuiOptions) -> int:
-    """Open the GUI on a store (``default_store_path()`` for ``None``) and return an
+def run(store: str | os.PathLike | None, options: GuiOptions) -> int:
+    """Open the GUI on a store (a directory or a published store's URL;
+    ``default_store_path()`` for ``None``) and return an
     ``ExitCode``. With ``options.screenshot`` it saves the window and returns; otherwise
     it runs the Qt event loop until the window closes."""
     if options.screenshot is not None:
@@ -164,6 +185,9 @@ def run(store: Path | None, options: GuiOptions) -> int:
                     _error(problem)
                     return ExitCode.USAGE
             return _run_window(opened, options)
+    except StoreLocked as e:
+        _error(str(e))
+        return ExitCode.LOCKED
     except (FrameStoreError, OSError) as e:
         _error(str(e))
         return ExitCode.USAGE
@@ -175,6 +199,7 @@ def _run_window(opened: FrameStore, options: GuiOptions) -> int:
     win = MainWindow(opened)
     try:
         win.show()
+        freeze_startup_objects()
         code = ExitCode.OK
         if options.replay is not None:
             code = _replay(app, win, options)
@@ -188,6 +213,15 @@ def _run_window(opened: FrameStore, options: GuiOptions) -> int:
         win.close()
         win.deleteLater()
         app.processEvents()
+
+
+def freeze_startup_objects() -> None:
+    """Move every object made so far (Qt, gymnasium, numpy, the window: ~90k) out of the
+    cyclic garbage collector's reach. A full collection walks them all, 170-500 ms on a
+    loaded 2-core machine, holding the GIL on whichever thread triggered it: the event
+    loop stalls. What is made later (steps, frames) is still collected."""
+    gc.collect()
+    gc.freeze()
 
 
 def _wait(app: QApplication, cond: Callable[[], object], timeout: float) -> bool:
@@ -255,34 +289,33 @@ def _play(app: QApplication, win: MainWindow, options: GuiOptions) -> ExitCode:
 
 
 def _play_scripted(app: QApplication, win: MainWindow, options: GuiOptions) -> ExitCode:
-    """Play ``options.steps`` actions of a seeded random policy, then save the screenshot."""
+    """Play ``options.steps`` actions of a seeded random policy, then save the screenshot.
+    The session holds after them (recorded ones, when recording: the episode holds N+1
+    steps whatever the game, and ends complete, its last step truncated, as
+    ``record --max-steps N`` ends it)."""
     tab = win.play_tab
     if options.fast:
         tab.fps_override = 1000.0
     tab.set_policy(lambda s: s.sample_action())
-    # N actions, counted as they happen (stopped in the slot: never one too many); when
-    # recording, only recorded ones, so the episode holds N+1 steps whatever the game
     actions: list[int] = []
 
     def count(res) -> None:
         if res.action is not None and (res.recorded or not options.record):
             actions.append(res.step)
-            if len(actions) >= options.steps:
-                tab.timer.stop()
 
     tab.stepped.connect(count)
-    tab.start(options.play, seed=options.seed)
+    tab.start(options.play, seed=options.seed, actions=options.steps)
     session = tab.session
     if session is None:
         _error(tab.status_label.text())
         return ExitCode.USAGE
-    errors: list[str] = []
-    tab.session_event.connect(lambda ev: errors.append(ev.text) if ev.kind == "error" else None)
+    errors: list = []  # SessionEvents of kind "error"
+    tab.session_event.connect(lambda ev: errors.append(ev) if ev.kind == "error" else None)
     ok = _wait(app, lambda: len(actions) >= options.steps or errors, options.timeout)
     if errors or not ok:
-        _error(errors[0] if errors else "timed out playing")
-        return ExitCode.PROBLEMS
-    tab.timer.stop()
+        _error(errors[0].text if errors else "timed out playing")
+        locked = bool(errors) and isinstance(errors[0].error, StoreLocked)
+        return ExitCode.LOCKED if locked else ExitCode.PROBLEMS
     tab.refresh_hud()  # HUD numbers as of the last step
     _settle(app)
     return _save(win, options.screenshot)

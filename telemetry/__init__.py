@@ -4,9 +4,11 @@ Frame pointers are opaque here; the ``framestore`` layer resolves them through t
 sink's ``resolve_frames`` hook. See ``docs/ARCHITECTURE.md``.
 """
 
-from ._batch import check_rewards, encode_actions
-from ._fastactions import action_encoder
-from .db import PROFILES, StorageProfile, open_db, open_scratch_db, schema_info
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from .errors import (
     Closed,
     FrameStoreError,
@@ -18,26 +20,61 @@ from .errors import (
     SinkError,
     StoreIOError,
 )
-from .events import (
-    Barrier,
-    EpisodeEnded,
-    EpisodeStarted,
-    Event,
-    RunEnded,
-    RunStarted,
-    Step,
-    StepBatch,
-)
-from .hub import TelemetryAsyncHub
-from .sink import SinkMetrics, TelemetryDBSink
-from .spaces import (
-    check_reward,
-    decode_action,
-    decode_info,
-    encode_action,
-    encode_info,
-    space_spec,
-)
+
+if TYPE_CHECKING:
+    from ._batch import check_rewards, encode_actions
+    from ._fastactions import action_encoder
+    from .db import PROFILES, StorageProfile, open_db, open_scratch_db, schema_info
+    from .events import (
+        Barrier,
+        EpisodeEnded,
+        EpisodeStarted,
+        Event,
+        RunEnded,
+        RunStarted,
+        Step,
+        StepBatch,
+    )
+    from .hub import TelemetryAsyncHub
+    from .sink import SinkMetrics, TelemetryDBSink
+    from .spaces import (
+        check_reward,
+        decode_action,
+        decode_info,
+        encode_action,
+        encode_info,
+        space_spec,
+    )
+
+#: Public names imported on first use (PEP 562): importing the package stays cheap (the
+#: CLI's ``--help`` needs no numpy, gymnasium or sqlite-utils).
+_LAZY = {
+    "check_rewards": "._batch",
+    "encode_actions": "._batch",
+    "action_encoder": "._fastactions",
+    "PROFILES": ".db",
+    "StorageProfile": ".db",
+    "open_db": ".db",
+    "open_scratch_db": ".db",
+    "schema_info": ".db",
+    "Barrier": ".events",
+    "EpisodeEnded": ".events",
+    "EpisodeStarted": ".events",
+    "Event": ".events",
+    "RunEnded": ".events",
+    "RunStarted": ".events",
+    "Step": ".events",
+    "StepBatch": ".events",
+    "TelemetryAsyncHub": ".hub",
+    "SinkMetrics": ".sink",
+    "TelemetryDBSink": ".sink",
+    "check_reward": ".spaces",
+    "decode_action": ".spaces",
+    "decode_info": ".spaces",
+    "encode_action": ".spaces",
+    "encode_info": ".spaces",
+    "space_spec": ".spaces",
+}
 
 __all__ = [
     "PROFILES",
@@ -75,3 +112,16 @@ __all__ = [
     "schema_info",
     "space_spec",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value  # once: later lookups do not come here
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -12,8 +12,10 @@ import sqlite3
 import warnings
 from dataclasses import dataclass
 
-import sqlite_utils
+# isort: split
+from ._sqlite import sqlite_utils  # first: migrations imports sqlite-utils too
 
+# isort: split
 import migrations as _migrations
 
 from .errors import FrameStoreError, InvalidInput, NotAStore, SchemaTooNew, StoreIOError

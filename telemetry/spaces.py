@@ -35,12 +35,15 @@ import base64
 import json
 import math
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from gymnasium import spaces as gs
 
 from .errors import InfoTooLarge, InvalidInput
+
+if TYPE_CHECKING:  # imported where spaces are inspected: reading needs no gymnasium
+    from gymnasium import spaces as gs
+
 
 #: Largest ``info`` accepted, in bytes of UTF-8 JSON (64 KiB). A step row should stay a
 #: few hundred bytes; anything big belongs in frames or the user's own files.
@@ -115,6 +118,8 @@ def space_spec(space: gs.Space) -> dict[str, Any]:
         dtype), ``Tuple`` (spaces), ``Dict`` (spaces, an object in key order), ``Text``
         (min_length, max_length, charset) or ``other`` (class, repr).
     """
+    from gymnasium import spaces as gs  # here: reading a store never needs gymnasium
+
     if isinstance(space, gs.Discrete):
         return {
             "type": "Discrete",
@@ -224,6 +229,8 @@ def _not_in(action: Any, space: gs.Space, path: str, why: str = "") -> InvalidIn
 
 
 def _by_space(action: Any, space: gs.Space, path: str) -> Any:
+    from gymnasium import spaces as gs  # imported by then (the caller holds a space)
+
     if isinstance(space, gs.Discrete):
         if isinstance(action, bool | np.bool_) or not space.contains(action):
             raise _not_in(action, space, path)

@@ -389,3 +389,38 @@ def test_cli_bench_reads_json(tmp_path):
     rows = json.loads(res.stdout)
     assert [r["config"] for r in rows] == ["c4 l-", "zstd"]
     assert all(r["rounds"] == 2 and r["verified"] is True for r in rows)
+
+
+def test_cli_bench_refuses_frames_that_cannot_fit_in_memory_before_allocating():
+    """Issue 18, defect 6: an impossible --frames was a MemoryError traceback."""
+    from conftest import assert_one_line_error, run_cli
+
+    line = assert_one_line_error(run_cli("bench", "--game", "noise", "--frames", "100000000000"))
+    assert "would hold" in line and "--frames" in line
+
+
+def test_cli_bench_checks_the_csv_path_before_the_run(tmp_path):
+    from conftest import assert_one_line_error, run_cli
+
+    bad = tmp_path / "missing" / "b.csv"
+    line = assert_one_line_error(run_cli("bench", "--game", "noise", "--frames", "8", "--csv", bad))
+    assert "--csv" in line and str(bad) in line
+    assert not bad.parent.exists()
+    # the probe leaves no file behind when the path is fine but the run fails later
+    good = tmp_path / "b.csv"
+    assert_one_line_error(
+        run_cli("bench", "--game", "noise", "--frames", "1000000000000", "--csv", good)
+    )
+    assert not good.exists()
+
+
+def test_torch_bench_reads_every_frame_exactly_in_every_mode(tmp_path):
+    pytest.importorskip("torch")
+    fs = bench.capture("assault", 300)
+    rows = bench.run_torch(fs, rounds=1, workdir=tmp_path)
+    assert [r.mode for r in rows] == list(bench.TORCH_MODES)
+    assert not bench.failed_checks(rows), bench.format_table(rows, bench.TORCH_TABLE)
+    assert all(r.items > 0 and r.items_per_s > 0 and r.cpu_us_per_item > 0 for r in rows)
+    (iterable,) = [r for r in rows if r.mode == "iterable"]
+    assert iterable.verified is True and iterable.items == 300
+    assert list(tmp_path.iterdir()) == []  # the temporary store is removed

@@ -148,3 +148,30 @@ def test_record_prints_no_sdl_or_emulator_lines(tmp_path, env_id):
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert proc.stderr == "", proc.stderr
+
+
+def test_a_progress_bar_of_finished_work_ends_at_100_percent(monkeypatch):
+    """The last progress call may report a count short of the total (an export's last
+    frame, a recording whose episodes ended early): the bar stopped at 99%."""
+    import io
+
+    from tools._progress import ProgressBars
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    for failed in (False, True):
+        err = Terminal()
+        monkeypatch.setattr(sys, "stderr", err)
+        try:
+            with ProgressBars(True) as bars:
+                bars("x", 0, 100)
+                bars("x", 99, 100)
+                if failed:
+                    raise RuntimeError("stopped")
+        except RuntimeError:
+            pass
+        monkeypatch.undo()
+        last = err.getvalue().rsplit("\r", 1)[-1]
+        assert ("100%" in last) != failed and ("99%" in last) == failed, last

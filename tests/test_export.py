@@ -109,6 +109,8 @@ def test_npz_holds_stored_frames_actions_rewards(recorded, tmp_path):
         np.testing.assert_array_equal(z["terminated"], [s.terminated for s in steps])
         np.testing.assert_array_equal(z["truncated"], [s.truncated for s in steps])
         assert z["terminated"][-1] and not z["terminated"][:-1].any()
+    # deflated like np.savez_compressed: far smaller than the raw frames it holds
+    assert (tmp_path / "ep.npz").stat().st_size < sum(f.nbytes for f in want) / 10
 
 
 def test_png_dir_has_one_exact_png_per_step(recorded, tmp_path):

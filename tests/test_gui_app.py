@@ -100,9 +100,11 @@ def test_recorded_play_holds_steps_plus_one_rows_in_every_env(qtbot, tmp_path, e
     with FrameStore.open(path, readonly=True) as st:
         (ep,) = st.episodes()
         steps = st.read_steps(ep.id)
-    # like `record --max-steps 40`: 40 actions after the reset, 41 rows
+    # like `record --max-steps 40`: 40 actions after the reset, 41 rows, and complete,
+    # its last step truncated (a time limit), not "interrupted"
     assert ep.steps == len(steps) == 41 and ep.env_id == env_id
     assert steps[0].action is None and all(s.action is not None for s in steps[1:])
+    assert ep.status == "complete" and steps[-1].truncated
 
 
 def test_no_display_is_one_line_not_a_qt_abort(tmp_path, thirty):
@@ -130,3 +132,59 @@ def test_missing_xcb_libraries_name_the_debian_packages():
     assert "apt-get install" in text and "QT_QPA_PLATFORM=offscreen" in text
     assert display_problem({"QT_QPA_PLATFORM": "offscreen"}) is None
     assert display_problem({}, platform="wayland").startswith("no display")
+
+
+HOLD_LOCK = """
+import sys, time
+from framestore import FrameStore
+store = FrameStore.open(sys.argv[1])
+rec = store.recorder("ALE/Assault-v5")
+print("recording", flush=True)
+time.sleep(120)
+"""
+
+
+def test_recording_into_a_store_another_process_records_into_is_exit_4_in_one_line(
+    tmp_path,
+):
+    path = tmp_path / "live.store"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_LOCK, str(path)],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+    )
+    try:
+        assert holder.stdout.readline().strip() == "recording"
+        args = ["--play", "ALE/Assault-v5", "--record", "--steps", "5"]
+        proc = gui(str(path), *args, "--screenshot", str(tmp_path / "p.png"))
+        # one line and exit 4 (StoreLocked): no "nanobind: leaked ..." lines after it
+        line = assert_one_line_error(proc, code=4)
+        assert "locked by another writer" in line and f"pid {holder.pid}" in line
+        assert not (tmp_path / "p.png").exists()
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_published_stores_open_read_only_in_the_gui(qtbot, thirty, tmp_path, s3):
+    path, eid = thirty
+    pub = tmp_path / "pub"
+    url = f"s3://{s3.bucket()}/runs/pub"
+    for dest in (pub, url):
+        assert run_cli("publish", path, dest).exit_code == 0
+    for where in (pub, url):
+        shot = tmp_path / f"{'dir' if where == pub else 's3'}.png"
+        result = run_cli("gui", where, "--replay", eid, "--frame", 7, "--screenshot", shot)
+        assert result.exit_code == 0, result.output
+        assert shot.read_bytes()[:4] == b"\x89PNG"
+        args = ["--play", "CartPole-v1", "--record", "--screenshot", tmp_path / "r.png"]
+        line = assert_one_line_error(run_cli("gui", where, *args))
+        assert "a published store is read-only" in line and str(where) in line
+    # a URL is a URL: not a path that lost a slash ("s3:/bucket/...: no such store")
+    line = assert_one_line_error(
+        run_cli(
+            "gui", f"s3://{s3.bucket()}/none", "--replay", 1, "--screenshot", tmp_path / "n.png"
+        )
+    )
+    assert "s3:/" not in line.replace("s3://", "")

@@ -16,10 +16,11 @@ pytest.importorskip("pytestqt")
 from PySide6.QtCore import Qt  # noqa: E402
 
 from framestore.envs import make_env  # noqa: E402
-from gui._frame_view import qimage_to_array  # noqa: E402
+from gui._frame_view import fit_rect, qimage_to_array  # noqa: E402
 from gui._main_window import MainWindow  # noqa: E402
 from gui._play_tab import PlayTab  # noqa: E402
 from gui._replay_tab import ReplayTab  # noqa: E402
+from gui._timeline import LEGEND_BAND, MARKER_BAND, MARKER_COLORS, legend_items  # noqa: E402
 from gui.gapbench import GapProbe  # noqa: E402
 
 pytestmark = pytest.mark.qt
@@ -185,12 +186,14 @@ def test_event_loop_gap_while_recording_600_steps_at_60hz(qtbot, store, record_p
     tab.record_btn.setChecked(True)
     tab.set_policy(lambda s: s.sample_action())
     probe = GapProbe()
+    recorded = []
+    tab.stepped.connect(lambda r: recorded.append(r.step) if r.recorded else None)
     tab.start("ALE/Assault-v5", seed=2)
-    qtbot.waitUntil(lambda: tab.session.armed, timeout=10_000)
-    start = tab.session.frames_seen
+    qtbot.waitUntil(lambda: tab.session.armed and bool(recorded), timeout=10_000)
+    start = len(recorded)
     t0 = time.perf_counter()
     probe.start()
-    qtbot.waitUntil(lambda: tab.session.frames_seen - start >= 600, timeout=30_000)
+    qtbot.waitUntil(lambda: len(recorded) - start >= 600, timeout=30_000)
     probe.stop()
     seconds = time.perf_counter() - t0
     hud = tab.hud.update(tab.session.metrics())
@@ -474,7 +477,59 @@ def test_timeline_click_and_drag_seek_and_the_cursor_follows(qtbot, store, assau
     x = int(model.x_of(12, w))
     assert image.pixelColor(x, 5).lightness() > 240  # white cursor over the dark plot
     assert image.pixelColor(int(model.x_of(41, w)), 5).lightness() < 100  # no reward, no cursor
+    # ...down to the legend, not through its text
+    legend_row = view.height() - LEGEND_BAND // 2
+    assert image.pixelColor(x, legend_row).lightness() < 240
+    # the episode's end (step 59, at the right edge) shows whole: a tick >= 9 px, a flag
+    end = MARKER_COLORS["terminated"]
+    marker_row = view.height() - LEGEND_BAND - MARKER_BAND // 2
+    ticks = [image.pixelColor(x, marker_row) == end for x in range(w - 12, w)]
+    assert sum(ticks) >= 9 and ticks[-1]
+    assert image.pixelColor(w - 4, 2) == end
+    # the legend is a key: every action drawn in its colour, by its value
+    labels = [label for label, _ in legend_items(model.columns(w))]
+    assert labels[2:10] == ["action", "0", "1", "2", "3", "4", "5", "6"]
+    assert labels[-1] == "terminated"
     tab.shutdown()
+
+
+def test_replay_header_says_seed_dash_like_the_table(qtbot, store, assault_frames):
+    rec = store.recorder("ALE/Assault-v5", render_fps=30)
+    try:
+        eid = rec.begin_episode(seed=None)
+        for i in range(3):
+            rec.record_step(assault_frames[i], action=None if i == 0 else 1, reward=0.0)
+        rec.end_episode()
+    finally:
+        rec.close()
+    tab = ReplayTab(store)
+    qtbot.addWidget(tab)
+    tab.open_episode(eid, at=1)
+    qtbot.waitUntil(lambda: tab.shown_step == 1, timeout=10_000)
+    assert f"episode {eid}: ALE/Assault-v5, seed -, 3 steps" in tab.task_label.text()
+    tab.shutdown()
+
+
+def test_the_play_view_shows_the_sessions_frame_itself(qtbot, store):
+    tab = PlayTab(store)
+    qtbot.addWidget(tab)
+    tab.fps_override = 120
+    tab.set_policy(lambda s: s.sample_action())
+    last = []
+    tab.stepped.connect(last.append)
+    tab.start("CartPole-v1", seed=0)
+    qtbot.waitUntil(lambda: len(last) > 10, timeout=10_000)
+    tab.session.set_paused(True)
+    qtbot.wait(100)
+    assert tab.view.frame() is last[-1].frame  # no copy on the way to the screen
+    tab.shutdown()
+
+
+def test_frames_scale_by_whole_factors_when_enlarged():
+    assert fit_rect(812, 672, 160, 210) == ((812 - 480) / 2, (672 - 630) / 2, 480, 630)  # 3x
+    assert fit_rect(460, 520, 160, 210)[2:] == (320, 420)  # 2x, not 2.48x
+    assert fit_rect(300, 200, 600, 400)[2:] == (300, 200)  # larger: shrunk to fit
+    assert fit_rect(812, 672, 600, 400)[2] == 812  # not pixel art: as large as fits
 
 
 def test_episode_table_shows_rows_with_sensible_widths(qtbot, store, assault_frames):
@@ -546,9 +601,12 @@ def test_play_hud_names_the_stores_episode_id(qtbot, store, assault_frames):
     tab.start("MountainCar-v0", seed=0)
     qtbot.waitUntil(lambda: tab.session.episode_id is not None, timeout=10_000)
     tab.refresh_hud()
-    assert tab.session.episode == 0  # the session's own counter...
-    assert "episode 3 · seed 0" in tab.hud_label.text()  # ...is not what the HUD shows
-    assert "episode 0" not in tab.hud_label.text()
+    # the game played on while the recorder opened: the recorded episode is the
+    # session's episode 0 or 1 (its own counter), the store's episode 3
+    seed = tab.session.last.seed
+    assert tab.session.episode in (0, 1) and seed == tab.session.episode
+    assert f"episode 3 · seed {seed}" in tab.hud_label.text()  # the store's id...
+    assert f"episode {tab.session.episode} " not in tab.hud_label.text()  # ...not ours
     tab.record_btn.setChecked(False)
     tab.refresh_hud()
     assert "not recorded · seed" in tab.hud_label.text()

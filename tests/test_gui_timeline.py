@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from framestore import FrameStore
-from gui.models import MARKERS, TimelineModel, step_fields, step_json
+from gui.models import MARKERS, TimelineModel, step_fields, step_json, step_panel_text
 
 N = 3_000
 
@@ -70,6 +70,7 @@ def test_columns_bin_every_step_and_place_markers(long_episode):
     assert cols.first[0] == 0 and cols.first[-1] == N  # every step in exactly one column
     assert cols.reward_range == (-0.5, 1.0)
     assert cols.action_kind == "discrete" and cols.action_count == 5
+    assert cols.action_labels == ("0", "1", "2", "3", "4")  # code i is action labels[i]
     dropped = {model.column_of(i, width) for i in range(N) if i % 13 == 5}
     assert dropped == {int(model.x_of(i, width)) for i in range(N) if i % 13 == 5}
     assert set(cols.markers["dropped"].tolist()) == dropped
@@ -151,3 +152,21 @@ def test_recovered_rows_are_marked(long_episode):
     assert model.length == N + 1 and model.flags["recovered"].tolist() == [False] * N + [True]
     assert "reward unknown" in model.describe(N) and "recovered" in model.describe(N)
     assert model.columns(100).markers["recovered"].tolist() == [99]
+
+
+def test_step_panel_shows_a_long_info_whole_one_key_per_line():
+    from framestore import StepInfo
+
+    info = {"lives": 3, "episode_frame_number": 600, "frame_number": 600, "x": [0.123456] * 3}
+    step = StepInfo(
+        episode_id=1, step=150, action=0, reward=0.0, terminated=False, truncated=False,
+        info=info, wall_time=None, frame=None, frame_shape=None,
+    )  # fmt: skip
+    lines = step_panel_text(step).splitlines()
+    assert lines[0] == "step        150" and lines[5] == "info"
+    assert lines[6:] == [
+        "  lives: 3",
+        "  episode_frame_number: 600",
+        "  frame_number: 600",
+        "  x: [0.1235, 0.1235, 0.1235]",
+    ]

@@ -58,6 +58,7 @@ VERBS = (
     "export_run",
     "gui_replay_screenshot",
     "read_store",
+    "torch_dataset",
     "merge_source",
     "publish",
     "gc_dry_run",
@@ -101,43 +102,9 @@ REFUSALS: dict[str, Refusal] = {
 #: Cells that do not apply, with the reason (none so far: every verb reads every kind).
 NOT_APPLICABLE: dict[str, str] = {}
 
-_EXPORT_MERGED = (
-    "issue 18 item 1: export of a merged store checks chunks against the episode id, not "
-    'its stream key ("slot 0 holds episode 1 step 0, not episode 3 step 0")'
-)
-_READ_ONLY_VERB_REFUSES = (
-    'issue 18 item 4: a read-only verb refuses a store being recorded or killed ("episode N '
-    "was left 'recording' by a writer that stopped ... run recover first\")"
-)
-_GUI_PUBLISHED = (
-    'issue 18 item 9: gui --replay opens a published store writable (exit 2, "a published '
-    'store is read-only"); a URL goes through Path() ("s3:/bucket/...: no such store")'
-)
-
 #: Cells that fail only because of a defect being fixed elsewhere: cell id -> the defect.
 #: They run as strict xfails: when the fix is merged the cell turns red; remove it here.
-KNOWN_DEFECTS: dict[str, str] = {
-    "merged-build": "issue 18 item 2: merge of two diverged `cp -r` copies of one store in "
-    'one command says "already merged" for the second and drops its episodes',
-    **{
-        f"merged-{verb}": _EXPORT_MERGED
-        for verb in (
-            "export_npz",
-            "export_gif",
-            "export_mp4_lossless",
-            "export_png",
-            "export_parquet",
-            "export_run",
-        )
-    },
-    **{
-        f"{kind}-{verb}": _READ_ONLY_VERB_REFUSES
-        for kind in ("killed", "live")
-        for verb in ("info", "info_json", "gc_dry_run")
-    },
-    "published_dir-gui_replay_screenshot": _GUI_PUBLISHED,
-    "published_s3-gui_replay_screenshot": _GUI_PUBLISHED,
-}
+KNOWN_DEFECTS: dict[str, str] = {}
 
 
 #: Markers of the suite a verb's cells carry (``-m "not ray"`` leaves Ray unstarted).
@@ -381,6 +348,29 @@ def v_read_store(kind: Kind, tmp: Path, counts: Counts, request) -> None:
     counts.check({e: len(steps) for e, steps in by_episode.items()}, "read_store")
     for eid, steps in by_episode.items():
         same_frames([steps[i] for i in range(len(steps))], kind, eid, "read_store")
+
+
+def v_torch_dataset(kind: Kind, tmp: Path, counts: Counts) -> None:
+    """framestore.torch: an iterable pass through a DataLoader of 2 workers, each opening
+    the store itself by location (a directory or a URL), every frame bit for bit."""
+    pytest.importorskip("torch")
+    from torch.utils.data import DataLoader
+
+    from framestore.torch import IterableStepDataset
+
+    by_episode: dict[int, dict[int, np.ndarray]] = {}
+    with IterableStepDataset(kind.location, batch_size=16) as ds:
+        for batch in DataLoader(ds, batch_size=None, num_workers=2):
+            for eid, step, frame in zip(
+                batch["episode"].tolist(), batch["step"].tolist(), batch["render"].numpy(),
+                strict=True,
+            ):  # fmt: skip
+                steps = by_episode.setdefault(eid, {})
+                assert step not in steps, "a step came back twice"
+                steps[step] = frame
+    counts.check({e: len(steps) for e, steps in by_episode.items()}, "torch_dataset")
+    for eid, steps in by_episode.items():
+        same_frames([steps[s] for s in sorted(steps)], kind, eid, "torch_dataset")
 
 
 @dataclass

@@ -214,6 +214,28 @@ def test_a_url_the_backend_refuses_is_one_line_without_the_password(s3):
     assert "s3cret" not in line and "ParamValidationError" in line
 
 
+def test_publish_to_s3_without_credentials_is_one_line(source, s3, monkeypatch):
+    """Issue 18, defect 5: botocore's own errors (no credentials; a bucket name it
+    refuses) were a 60-line traceback from ``publish``; ``ls`` already said one line."""
+    import s3fs
+
+    bucket = s3.bucket()
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
+    monkeypatch.setenv("AWS_CONFIG_FILE", "/nonexistent")
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    path, _ = source
+    s3fs.S3FileSystem.clear_instance_cache()
+    try:
+        line = assert_one_line_error(run_cli("publish", path, f"s3://{bucket}/runs"), 6)
+        assert f"s3://{bucket}/runs" in line and "NoCredentialsError" in line
+        line = assert_one_line_error(run_cli("publish", path, "s3://u:s3cret@Bad_Bucket!/x"), 6)
+        assert "ParamValidationError" in line and "s3cret" not in line
+    finally:  # no client without credentials may outlive the test in s3fs's cache
+        s3fs.S3FileSystem.clear_instance_cache()
+
+
 # ----------------------------------------------------------------------------- damage
 def _put(fs, key: str, data: bytes) -> None:
     with fs.open(key, "wb") as fp:
@@ -356,3 +378,13 @@ def test_missing_extras_name_the_install_command(source, tmp_path, monkeypatch):
 
     with pytest.raises(MissingExtra, match=r"needs ray: pip install 'framestore\[ray\]'"):
         framestore.ray.read_store(path)
+
+
+def test_publish_refuses_a_destination_inside_a_store(source, tmp_path):
+    """Export refused an output inside a store; publish wrote into it (issue 18, the
+    overwrite rules by format): one rule for every output now (README, "Outputs")."""
+    path, _ = source
+    line = assert_one_line_error(run_cli("publish", path, path / "pub"), 2)
+    assert "inside the store" in line
+    assert not (path / "pub").exists()
+    assert not [p for p in path.iterdir() if p.name.startswith(".pub.publish-")]

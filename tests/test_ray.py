@@ -168,6 +168,18 @@ def test_record_parallel_stores_replay_from_seed_and_actions(cluster, tmp_path):
     rows = read_store(stores, frames=False).take_all()
     assert len(rows) == sum(s["steps"] for s in summaries)
     assert {type(r["action"]) for r in rows if r["step"] > 0} == {int}
+    # the same play loop as `framestore record`: the same seed gives the same actions
+    from tools.record import record
+
+    record(str(tmp_path / "one.store"), "CartPole-v1", episodes=3, seed=11, max_steps=15)
+    parallel = {}
+    for path in stores:
+        with FrameStore.open(path, readonly=True) as st:
+            for ep in st.episodes():
+                parallel[ep.seed] = [s.action for s in st.read_steps(ep.id)]
+    with FrameStore.open(tmp_path / "one.store", readonly=True) as st:
+        one = {ep.seed: [s.action for s in st.read_steps(ep.id)] for ep in st.episodes()}
+    assert one == parallel
     with pytest.raises(InvalidInput, match="not an empty directory"):
         record_parallel("CartPole-v1", workers=1, episodes=1, out=out)
 
@@ -224,3 +236,15 @@ def test_read_store_reads_a_merged_store_and_its_published_copy(cluster, tmp_pat
         assert set(got) == {(e, s) for (_store, e, s) in want}
         for (_store, e, s), frame in want.items():
             np.testing.assert_array_equal(got[(e, s)], frame)
+
+
+def test_record_parallel_checks_the_env_id_before_starting_actors(tmp_path):
+    """An unknown id was a Ray actor traceback (ANSI codes included) and an empty
+    directory left behind: now one InvalidInput, before anything is created."""
+    from framestore.errors import InvalidInput
+    from framestore.ray import record_parallel
+
+    out = tmp_path / "runs"
+    with pytest.raises(InvalidInput, match="'Nope-v0' is not registered"):
+        record_parallel("Nope-v0", workers=2, episodes=2, out=out)
+    assert not out.exists()

@@ -142,6 +142,9 @@ def test_record_until_disk_full(tmp_path, which, codec, fails_first, writer):
         # steps to the database took 300 ms"), which is not an error
         line = assert_one_line_error(proc, code=6)
         assert fails_first in line, line
+        # what was saved, and the next step (it said only "database or disk is full")
+        assert "saved before the error: run 1:" in proc.stdout, proc.stdout
+        assert f"framestore recover {store}" in proc.stdout
 
         # recover on the still-full disk: it works, or fails with one line, never damages
         still_full = cli("recover", str(store))

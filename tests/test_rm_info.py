@@ -185,3 +185,32 @@ def test_record_reports_on_disk_as_info_does(tmp_path):
     assert (
         recorded["bytes_out"] <= info["segments"]["live_bytes"] + info["segments"]["overhead_bytes"]
     )
+
+
+def test_rm_says_what_gc_will_reclaim(three_episodes):
+    """rm said "run gc to reclaim the space" and gc then reclaimed 0 B (its default
+    threshold leaves segments over half live): rm now says what gc frees and, when the
+    threshold leaves dead bytes, what `--threshold 1` frees."""
+    path, ids = three_episodes
+    text = run_cli("rm", path, "--episode", ids[0]).output
+    info = json.loads(run_cli("info", path, "--json").stdout)["segments"]
+    from tools.text import human_bytes
+
+    if info["reclaimable_bytes"] < info["reclaimable_all_bytes"]:
+        assert "--threshold 1` reclaims " + human_bytes(info["reclaimable_all_bytes"]) in text
+    assert f"`framestore gc {path}` reclaims" in text
+    if info["reclaimable_bytes"]:
+        assert human_bytes(info["reclaimable_bytes"]) in text
+    else:
+        assert "reclaims nothing yet" in text
+
+
+def test_record_with_seeds_recorded_before_says_so(tmp_path):
+    path = tmp_path / "s.store"
+    args = ("record", path, "--env", "ALE/Assault-v5", "--max-steps", "3", "--episodes", "2")
+    first = run_cli(*args, "--json")
+    assert json.loads(first.stdout)["seeds_recorded_before"] == []
+    again = run_cli(*args)
+    assert again.exit_code == 0 and "seed(s) 0, 1 already" in again.output
+    other = run_cli(*args, "--seed", "1", "--json")
+    assert json.loads(other.stdout)["seeds_recorded_before"] == [1]

@@ -175,6 +175,14 @@ def test_cli_record_envs_records_a_vector_env(tmp_path):
         assert sorted(e.sub_env for e in store.episodes() if e.seed is not None) == [0, 1, 2]
     result = run_cli("verify", path, "--replay")
     assert result.exit_code == 0 and "0 differ, 0 not replayable" in result.stdout
+    # ls shows which sub-environment played each episode and what an autoreset continues
+    with FrameStore.open(path, readonly=True) as store:
+        want = {e.id: (e.sub_env, e.continues_episode) for e in store.episodes()}
+    listed = json.loads(run_cli("ls", path, "--json").stdout)["episodes"]
+    assert {r["id"]: (r["sub_env"], r["continues_episode"]) for r in listed} == want
+    assert any(c is not None for _, c in want.values())
+    header = run_cli("ls", path).output.splitlines()[0]
+    assert header.split()[-2:] == ["sub", "after"]
     for bad in (["--envs", 0], ["--envs", 2, "--vector-mode", "threads"]):
         assert run_cli("record", path, "--env", "CartPole-v1", *bad).exit_code == 2
 

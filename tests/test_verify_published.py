@@ -15,7 +15,7 @@ from conftest import SMALL_SEGMENTS, record_episodes, run_cli
 from framestore import FrameStore
 from framestore.errors import InvalidInput
 from framestore.publish import publish
-from framestore.segments import relative_segment_path
+from framestore.segments import SEGMENT_OVERHEAD, relative_segment_path
 from tools.verify import verify
 
 STEPS = 10
@@ -54,6 +54,12 @@ def test_a_clean_published_store_verifies_at_its_url(recorded, s3):
     assert report.ok, [str(p) for p in report.problems]
     assert report.frames_checked == report.steps_checked == 3 * STEPS
     assert report.episodes_checked == 3 and report.segments_checked >= 2
+    # every chunk is live: the URL's chunks are the local scan's records and bytes less
+    # each sealed file's own (its header and seal record), which a URL reads no need of
+    local = verify(path)
+    n = local.segments_checked
+    assert report.records_checked == local.records_checked - n
+    assert report.bytes_checked == local.bytes_checked - n * SEGMENT_OVERHEAD  # was 0 B
     result = run_cli("verify", url, "--json")  # the endpoint from AWS_ENDPOINT_URL
     assert result.exit_code == 0, result.output
     assert json.loads(result.output)["ok"] is True

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import sqlite3
 import sys
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import click
-import gymnasium as gym
 
 from framestore.errors import (
     CorruptData,
@@ -24,7 +24,6 @@ from framestore.errors import (
     UnsafeStore,
     WriterFailed,
 )
-from framestore.jsonsafe import dumps
 
 from ._warnings import WarningTally
 from ._warnings import install as install_warnings
@@ -91,6 +90,49 @@ def configure_logging(verbose: bool = False) -> WarningTally:
     return install_warnings(verbose)
 
 
+class LazyChoice(click.Choice):
+    """A ``click.Choice`` whose values are a library constant imported when the option is
+    first parsed or shown (``framestore VERB --help``), not when the CLI starts: the
+    constants live in modules that import numpy, gymnasium or sqlite-utils, and
+    ``framestore --help``/``--version`` must not pay for them."""
+
+    def __init__(self, load: Callable[[], Iterable[str]], case_sensitive: bool = True):
+        # click.Choice.__init__ would read the values now
+        self._load = load
+        self._choices: tuple[str, ...] | None = None
+        self.case_sensitive = case_sensitive
+
+    @property
+    def choices(self) -> tuple[str, ...]:  # type: ignore[override]
+        if self._choices is None:
+            self._choices = tuple(self._load())
+        return self._choices
+
+
+def codec_choices() -> tuple[str, ...]:
+    from framestore.settings import CODECS
+
+    return CODECS
+
+
+def durability_choices() -> tuple[str, ...]:
+    from framestore.settings import DURABILITIES
+
+    return DURABILITIES
+
+
+def writer_choices() -> tuple[str, ...]:
+    from framestore.settings import WRITERS
+
+    return WRITERS
+
+
+def vector_mode_choices() -> tuple[str, ...]:
+    from framestore.envs import VECTOR_MODES
+
+    return VECTOR_MODES
+
+
 class Failure(click.ClickException):
     """One readable line on stderr and a chosen exit code, never a traceback."""
 
@@ -154,11 +196,26 @@ class FramestoreGroup(click.Group):
             if isinstance(cause, sqlite3.Error):
                 text = f"database error: {text}"
             raise Failure(text, exit_code_for(cause)) from e
-        except gym.error.DependencyNotInstalled as e:
-            # Gymnasium imports renderers (pygame, Box2D) lazily, at reset or render.
-            raise Failure(f"missing dependency: {one_line(e)}", EXIT_USAGE) from e
-        except gym.error.Error as e:
-            raise Failure(f"environment error: {one_line(e)}", EXIT_USAGE) from e
+        except Exception as e:
+            failure = _gymnasium_failure(e)
+            if failure is None:
+                raise
+            raise failure from e
+
+
+def _gymnasium_failure(e: Exception) -> Failure | None:
+    """Gymnasium's own errors as one line (None for any other). Gymnasium is looked up,
+    not imported: a verb that never imported it cannot have raised its errors (and
+    ``--help`` stays free of it)."""
+    gym = sys.modules.get("gymnasium")
+    if gym is None:
+        return None
+    if isinstance(e, gym.error.DependencyNotInstalled):
+        # Gymnasium imports renderers (pygame, Box2D) lazily, at reset or render.
+        return Failure(f"missing dependency: {one_line(e)}", EXIT_USAGE)
+    if isinstance(e, gym.error.Error):
+        return Failure(f"environment error: {one_line(e)}", EXIT_USAGE)
+    return None
 
 
 def _print_warning_summary(tally: WarningTally) -> None:
@@ -169,6 +226,8 @@ def _print_warning_summary(tally: WarningTally) -> None:
 
 
 def emit_json(data: Any) -> None:
+    from framestore.jsonsafe import dumps  # numpy: imported by the verbs that print JSON
+
     click.echo(dumps(data, compact=False))
 
 

@@ -34,16 +34,21 @@ class ProgressBars:
         self._bar.update(max(0, done - self._done))
         self._done = done
 
-    def close(self) -> None:
+    def close(self, *, finished: bool = False) -> None:
+        """End the bar; ``finished`` draws it full first (the work is done even when the
+        last call reported a count short of the total: a bar left at 99% reads as a job
+        that stopped)."""
         if self._bar is not None:
+            if finished and self._bar.length is not None:
+                self._bar.update(max(0, self._bar.length - self._bar.pos))
             self._bar.__exit__(None, None, None)
             self._bar = None
 
     def __enter__(self) -> ProgressBars:
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    def __exit__(self, exc_type: object, *exc: object) -> None:
+        self.close(finished=exc_type is None)
 
 
 @contextmanager

@@ -31,7 +31,10 @@ def check_objects(
 def check_pointers_remote(st: FrameStore, report: VerifyReport) -> None:
     """Every step's frame read through the store, chunk by chunk (one ranged read each):
     a chunk that cannot be read is one problem naming all its steps; a step whose frame
-    fails on its own (its key, its slot) is one problem naming that step."""
+    fails on its own (its key, its slot) is one problem naming that step. Records and
+    bytes count the chunks read this way: the chunks step rows point to, where a local
+    scan counts every record of every segment file (a published segment may also hold
+    chunks of episodes that were deleted or not published)."""
     add = report.problems.append
     segments: set[int] = set()
     for ep in st.episodes():
@@ -44,6 +47,7 @@ def check_pointers_remote(st: FrameStore, report: VerifyReport) -> None:
         for (seg, off), steps in chunks.items():
             segments.add(seg)
             report.records_checked += 1
+            report.bytes_checked += st.chunk_bytes(seg, [off])  # was "0 B" at a URL
             for i, (step, loc) in enumerate(steps):
                 try:
                     st.read_at(loc, ep.id, step, copy=False)

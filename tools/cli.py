@@ -4,25 +4,37 @@ call one library function, print. Library errors become one line and an exit cod
 
 from __future__ import annotations
 
-import importlib
 import os
+import sqlite3
 import sys
+import time
 
 import click
 
-from framestore.envs import VECTOR_MODES
-from framestore.settings import CODECS, DURABILITIES, WRITERS
+from framestore.errors import FrameStoreError
 
+from . import cli_export, cli_maintenance, cli_merge, cli_perf, cli_publish
 from ._common import (
     EXIT_INTERRUPTED,
     FramestoreGroup,
+    LazyChoice,
+    codec_choices,
+    durability_choices,
     emit_json,
     human_bytes,
     show_progress,
+    vector_mode_choices,
+    writer_choices,
 )
 from ._warnings import current as current_warnings
 from .cli_gui import gui_command
 from .text import format_number
+
+# Start-up: nothing at module level imports the library's heavy modules (numpy,
+# gymnasium, sqlite-utils and the pandas it pulls in): the verbs import what they use
+# when they run, and option choices that are library constants load when first used
+# (tests/test_cli_startup.py checks `--help` in a subprocess).
+
 
 store_arg = click.argument("store", type=click.Path(file_okay=True, dir_okay=True))
 json_opt = click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
@@ -85,13 +97,20 @@ def _set_env(name: str, value: str) -> None:
     "frame after the reset).",
 )
 @click.option("--seed", default=0, show_default=True, type=int, help="Episode i uses seed S+i.")
-@click.option("--policy", default="random", show_default=True, type=click.Choice(["random"]))
+@click.option(
+    "--policy",
+    default="random",
+    show_default=True,
+    help="random, or your policy as pkg.module:callable or path/to/file.py:callable (a "
+    "callable obs -> action, or an object or class with act(obs) and reset(seed)); its "
+    "name is stored with the run.",
+)
 @click.option("--preset", default=None, help="Performance preset (see `framestore presets`).")
-@click.option("--codec", type=click.Choice(CODECS), default=None)
-@click.option("--durability", type=click.Choice(DURABILITIES), default=None)
+@click.option("--codec", type=LazyChoice(codec_choices), default=None)
+@click.option("--durability", type=LazyChoice(durability_choices), default=None)
 @click.option(
     "--writer",
-    type=click.Choice(WRITERS),
+    type=LazyChoice(writer_choices),
     default=None,
     help="Run the frame writer and the SQLite sink as threads or in a storage process "
     "(default: the host profile's choice, see `framestore presets`).",
@@ -105,7 +124,7 @@ def _set_env(name: str, value: str) -> None:
 )
 @click.option(
     "--vector-mode",
-    type=click.Choice(VECTOR_MODES),
+    type=LazyChoice(vector_mode_choices),
     default="sync",
     show_default=True,
     help="With --envs: step the copies in this process (sync) or in subprocesses (async).",
@@ -136,6 +155,7 @@ def record(
         envs=envs,
         vector_mode=vector_mode,
     )
+    started = time.time()
     bar = show_progress() and not as_json
     if not bar and not as_json:
         args["on_episode"] = lambda e: click.echo(_episode_line(e))
@@ -146,13 +166,40 @@ def record(
                     length=total, label=f"recording {env_id}", file=sys.stderr
                 ) as progress:
                     summary = do_record(store, env_id, on_step=progress.update, **args)
+                    if progress.length is not None:  # episodes that ended early: 100%
+                        progress.update(max(0, progress.length - progress.pos))
             else:
                 summary = do_record(store, env_id, **args)
     except RecordingInterrupted as stop:
         _print_record_summary(stop.summary, as_json, episodes_listed=not bar)
         click.echo("framestore: interrupted", err=True)
         raise click.exceptions.Exit(EXIT_INTERRUPTED) from None
+    except (FrameStoreError, OSError, sqlite3.Error):  # a full disk, a failed writer...
+        if not as_json:
+            _print_saved_before_failure(store, started)
+        raise  # the error itself: one line on stderr (FramestoreGroup)
     _print_record_summary(summary, as_json, episodes_listed=not bar)
+
+
+def _print_saved_before_failure(store: str, started: float) -> None:
+    """What a recording that failed (a full disk: "database or disk is full") saved, and
+    what to do next; best effort: a store that cannot be read says nothing more."""
+    from framestore import FrameStore
+
+    try:
+        with FrameStore.open(store, readonly=True) as st:
+            runs = [r for r in st.runs() if r.created is not None and r.created >= started]
+            eps = [e for r in runs for e in st.episodes(run_id=r.id)]
+    except (FrameStoreError, OSError, sqlite3.Error):
+        return
+    if not runs:
+        return
+    click.echo(
+        f"saved before the error: run {runs[-1].id}: {len(eps)} episode(s), "
+        f"{sum(e.steps for e in eps)} steps, {sum(e.frames for e in eps)} frames; "
+        f"once the cause is fixed (space freed), run `framestore recover {store}` to "
+        "close the episode that was being recorded"
+    )
 
 
 def _episode_line(e: dict) -> str:
@@ -183,6 +230,14 @@ def _print_record_summary(summary: dict, as_json: bool, *, episodes_listed: bool
     for e in eps:
         if not episodes_listed or e["status"] != "complete":
             click.echo(_episode_line(e))
+    seen = summary.get("seeds_recorded_before")
+    if seen:
+        shown = ", ".join(map(str, seen[:5])) + (", ..." if len(seen) > 5 else "")
+        click.echo(
+            f"  note: the store held episodes of this env with seed(s) {shown} already; the "
+            "seeded random policy recorded them again step for step (use another --seed "
+            "for new episodes)"
+        )
     if warnings is not None:
         click.echo(f"  warnings: {warnings}")
 
@@ -191,26 +246,15 @@ def _print_record_summary(summary: dict, as_json: bool, *, episodes_listed: bool
 @store_arg
 @json_opt
 def ls_cmd(store, as_json):
-    """List runs and episodes."""
+    """List runs and episodes (and the store's state: being recorded, needing recover)."""
     from framestore import FrameStore
+
+    from .info import store_state
 
     with FrameStore.open(store, readonly=True) as st:
         runs = st.runs()
-        eps = st.episodes()
-        rows = [
-            {
-                "id": e.id,
-                "run_id": e.run_id,
-                "env_id": e.env_id,
-                "seed": e.seed,
-                "steps": e.steps,
-                "frames": e.frames,
-                "status": e.status,
-                "total_reward": e.total_reward,
-                "bytes": st.episode_bytes(e.id),
-            }
-            for e in eps
-        ]
+        rows = [_ls_row(e, st.episode_bytes(e.id)) for e in st.episodes()]
+        state = store_state(st)
     if as_json:
         emit_json(
             {
@@ -225,46 +269,68 @@ def ls_cmd(store, as_json):
                     for r in runs
                 ],
                 "episodes": rows,
+                "state": state,
             }
         )
         return
     if not rows:
         click.echo("no episodes")
-        return
+    else:
+        _print_ls(rows)
+    if state["state"] not in ("idle", "published"):
+        click.echo(f"state: {state['state']}: {state['detail']}")
+
+
+def _ls_row(e, size: int) -> dict:
+    return {
+        "id": e.id,
+        "run_id": e.run_id,
+        "env_id": e.env_id,
+        "seed": e.seed,
+        "steps": e.steps,
+        "frames": e.frames,
+        "status": e.status,
+        "total_reward": e.total_reward,
+        "bytes": size,
+        "sub_env": e.sub_env,
+        "continues_episode": e.continues_episode,
+    }
+
+
+def _print_ls(rows: list[dict]) -> None:
+    """The table; vector episodes get two more columns: the sub-environment that played
+    each and the episode it continues (an autoreset episode has no seed of its own)."""
+    vector = any(r["sub_env"] is not None for r in rows)
+    extra = f" {'sub':>4} {'after':>6}" if vector else ""
     click.echo(
         f"{'episode':>7} {'run':>4} {'env':<22} {'seed':>6} {'steps':>7} {'frames':>7} "
-        f"{'status':<11} {'reward':>9} {'bytes':>10}"
+        f"{'status':<11} {'reward':>9} {'bytes':>10}{extra}"
     )
     for r in rows:
         seed = "-" if r["seed"] is None else r["seed"]
+        tail = ""
+        if vector:
+            sub = "-" if r["sub_env"] is None else r["sub_env"]
+            after = "-" if r["continues_episode"] is None else r["continues_episode"]
+            tail = f" {sub:>4} {after:>6}"
         click.echo(
             f"{r['id']:>7} {r['run_id']:>4} {r['env_id']:<22} {seed:>6} {r['steps']:>7} "
             f"{r['frames']:>7} {r['status']:<11} {r['total_reward']:>9.1f} "
-            f"{human_bytes(r['bytes']):>10}"
+            f"{human_bytes(r['bytes']):>10}{tail}"
         )
 
 
-def _register_optional_commands() -> None:
-    """Verbs that live in their own modules (kept out of this file so each stays small)."""
-    for module in (
-        "tools.cli_maintenance",
-        "tools.cli_export",
-        "tools.cli_perf",
-        "tools.cli_merge",
-        "tools.cli_publish",
-    ):
-        try:
-            mod = importlib.import_module(module)
-        except ModuleNotFoundError as e:
-            if e.name != module:
-                raise
-            continue
-        for command in getattr(mod, "COMMANDS", []):
-            cli.add_command(command)
-
-
-_register_optional_commands()
-cli.add_command(gui_command)  # imports gui (and Qt) only when the verb runs
+# Verbs that live in their own modules (kept out of this file so each stays small),
+# registered by name: a renamed module or command fails here, loudly.
+for _command in (
+    *cli_maintenance.COMMANDS,
+    *cli_export.COMMANDS,
+    *cli_perf.COMMANDS,
+    *cli_merge.COMMANDS,
+    *cli_publish.COMMANDS,
+    gui_command,  # imports gui (and Qt) only when the verb runs
+):
+    cli.add_command(_command)
 
 
 def main(argv: list[str] | None = None) -> int:

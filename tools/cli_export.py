@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from ._common import emit_json, human_bytes, show_progress
+from ._export_datasets import DATASET_FORMATS, export_dataset
 from ._progress import ProgressBars
 
 store_arg = click.argument("store", type=click.Path(file_okay=True, dir_okay=True))
@@ -39,7 +40,7 @@ def _steps(r, limit: int = 10) -> str:
     "episode_ids",
     type=int,
     multiple=True,
-    help="Episode to export (repeatable with --format parquet).",
+    help="Episode to export (repeatable with --format parquet, lerobot, rrd or minari).",
 )
 @click.option("--run", "run_id", type=int, default=None, help="Export every episode of a run.")
 @click.option(
@@ -53,11 +54,21 @@ def _steps(r, limit: int = 10) -> str:
 @click.option(
     "--format",
     "fmt",
-    type=click.Choice(["mp4", "gif", "webp", "npz", "png", "parquet"]),
+    type=click.Choice(["mp4", "gif", "webp", "npz", "png", "parquet", *DATASET_FORMATS]),
     default=None,
     help="With --run into a directory: the format of each episode's file (default mp4). "
     "parquet: the episodes given (or the run, or the whole store) as sharded Parquet, one "
-    "row per step, frames as PNG (Hugging Face datasets, Ray Data, pandas, DuckDB).",
+    "row per step, frames as PNG (Hugging Face datasets, Ray Data, pandas, DuckDB). "
+    "lerobot: the same episodes as a LeRobot v3 dataset directory. rrd: as one rerun "
+    "recording (-o FILE.rrd). minari: as a Minari dataset (-o DIR named like name-v0).",
+)
+@click.option(
+    "--video",
+    is_flag=True,
+    help="With --format lerobot: frames as H.264 MP4 (lossy) instead of PNG (lossless).",
+)
+@click.option(
+    "--task", default=None, help="With --format lerobot: the task text (default: env id)."
 )
 @click.option(
     "--shard-mb",
@@ -92,11 +103,15 @@ def export(
     scale,
     skip_corrupt,
     as_json,
+    video,
+    task,
 ):
-    """Export an episode (or every episode of a run) as video, GIF, WebP, PNGs or NPZ.
+    """Export an episode (or every episode of a run) as video, GIF, WebP, PNGs or NPZ;
+    episodes as Parquet, a LeRobot dataset, a rerun recording or a Minari dataset.
 
     The default MP4 is H.264 yuv420p (lossy, plays in browsers); --lossless, GIF (up to
-    256 colours), WebP, PNG and NPZ give back the stored pixels.
+    256 colours), WebP, PNG, NPZ, parquet, lerobot (without --video), rrd and minari give
+    back the stored pixels.
     """
     from framestore import FrameStore
     from framestore.errors import InvalidInput
@@ -106,8 +121,15 @@ def export(
     options = ExportOptions(
         fps=fps, start=start, stop=stop, lossless=lossless, scale=scale, skip_corrupt=skip_corrupt
     )
+    if (video or task is not None) and fmt != "lerobot":
+        raise InvalidInput("--video and --task apply to --format lerobot")
     if fmt == "parquet":
         _export_parquet(store, episode_ids, run_id, out, options, shard_mb, as_json)
+        return
+    if fmt in DATASET_FORMATS:
+        export_dataset(
+            fmt, store, episode_ids, run_id, out, options, task=task, video=video, as_json=as_json
+        )
         return
     if len(episode_ids) > 1:
         raise click.UsageError("several --episode IDs need --format parquet; else use --run ID")
@@ -179,6 +201,8 @@ def rm(store, episode_ids, run_id, dry_run, as_json):
     from framestore import FrameStore
     from framestore.errors import InvalidInput
 
+    from .gc import reclaimable
+
     if bool(episode_ids) == (run_id is not None):
         raise click.UsageError("give --episode ID (repeatable) or --run ID")
     with FrameStore.open(store, create=False) as st:
@@ -190,6 +214,7 @@ def rm(store, episode_ids, run_id, dry_run, as_json):
                 raise InvalidInput(f"run {run_id} has no episodes left to delete")
         sizes = {i: st.episode_bytes(i) for i in dict.fromkeys(episode_ids) if _exists(st, i)}
         eps = st.delete_episodes(episode_ids, dry_run=dry_run)
+        reclaim = (0, 0) if dry_run else (reclaimable(st), reclaimable(st, 1.0))
     rows = [
         {"id": e.id, "run_id": e.run_id, "steps": e.steps, "bytes": sizes.get(e.id, 0)} for e in eps
     ]
@@ -201,7 +226,27 @@ def rm(store, episode_ids, run_id, dry_run, as_json):
     ids = ", ".join(str(r["id"]) for r in rows)
     click.echo(f"{verb} {len(rows)} episode(s): {ids} ({human_bytes(total)} of frames)")
     if not dry_run:
-        click.echo(f"run `framestore gc {store}` to reclaim the space")
+        click.echo(_gc_hint(store, reclaim))
+
+
+def _gc_hint(store: str, reclaim: tuple[int, int]) -> str:
+    """What gc will free now, in words: at its default threshold it rewrites only
+    segments under half live, so it may free nothing yet."""
+    from ._gcpolicy import DEFAULT_THRESHOLD
+
+    now, every = reclaim
+    if now >= every:
+        return f"`framestore gc {store}` reclaims {human_bytes(now)}"
+    if now == 0:
+        return (
+            f"`framestore gc {store}` reclaims nothing yet (it rewrites segments under "
+            f"{DEFAULT_THRESHOLD:.0%} live); `framestore gc {store} --threshold 1` reclaims "
+            f"{human_bytes(every)}"
+        )
+    return (
+        f"`framestore gc {store}` reclaims {human_bytes(now)}; "
+        f"`framestore gc {store} --threshold 1` reclaims {human_bytes(every)}"
+    )
 
 
 def _exists(store, episode_id: int) -> bool:
@@ -231,8 +276,10 @@ def info(store, as_json):
     eps, seg, db = data["episodes"], data["segments"], data["database"]
     states = ", ".join(f"{n} {s}" for s, n in seg["by_state"].items()) or "none"
     ratio = data["compression_ratio"]
+    state = data["state"]
     lines = [
         f"store        {data['store']}",
+        f"state        {state['state']}: {state['detail']}",
         f"runs         {data['runs']}",
         f"episodes     {eps['live']} live, {eps['deleted']} deleted",
         f"steps        {data['steps']}",
@@ -242,8 +289,12 @@ def info(store, as_json):
         f"{human_bytes(seg['dead_bytes'])} dead, "
         f"{human_bytes(seg['overhead_bytes'])} file headers and seals",
         f"reclaimable  {_reclaimable(seg)}",
-        f"database     {human_bytes(db['bytes'])} + {human_bytes(db['wal_bytes'])} WAL "
-        f"+ {human_bytes(db['shm_bytes'])} SHM",
+        (
+            f"database     {human_bytes(db['bytes'])} + {human_bytes(db['wal_bytes'])} WAL "
+            f"+ {human_bytes(db['shm_bytes'])} SHM"
+            if db["wal_bytes"] is not None
+            else "database     - (published: the catalogue is Parquet tables)"
+        ),
         f"on disk      {human_bytes(data['bytes_on_disk'])}",
         f"compression  {f'{ratio}x' if ratio else '-'} "
         f"({human_bytes(data['raw_frame_bytes'])} of raw frames)",
@@ -264,6 +315,8 @@ def info(store, as_json):
 def _reclaimable(seg: dict) -> str:
     """What ``gc`` frees, and when the default threshold leaves dead bytes, why."""
     now, every = seg["reclaimable_bytes"], seg["reclaimable_all_bytes"]
+    if now is None:
+        return "- (a published store never changes)"
     text = f"{human_bytes(now)} by `framestore gc`"
     if every > now:
         text += (

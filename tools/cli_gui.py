@@ -16,7 +16,7 @@ from .exitcodes import ExitCode
 
 
 @click.command(name="gui")
-@click.argument("store", required=False, type=click.Path(file_okay=True, dir_okay=True))
+@click.argument("store", required=False)
 @click.option("--replay", type=int, metavar="EPISODE_ID", help="Open this episode in the viewer.")
 @click.option("--frame", type=int, default=0, show_default=True, help="Step to show (--replay).")
 @click.option("--play", "play_env", metavar="ENV_ID", help="Start this environment.")
@@ -51,7 +51,10 @@ def gui_command(
     fast: bool,
     screenshot: str | None,
 ) -> None:
-    """Play with recording, live HUD, replay viewer (default store: the user's data dir)."""
+    """Play with recording, live HUD, replay viewer.
+
+    STORE is a store directory (default: the user's data dir) or a published store (a
+    directory or URL written by ``framestore publish``), which opens read-only."""
     try:
         from gui.app import GuiOptions, run
     except ImportError as e:  # PySide6 (or a library Qt needs) is missing
@@ -76,7 +79,7 @@ def gui_command(
         raise click.UsageError(str(e), ctx) from None
     if replay is not None:
         _check_replay_id(store, replay)
-    ctx.exit(run(Path(store) if store else None, options))
+    ctx.exit(run(store, options))  # a URL stays a URL: never through Path()
 
 
 def _check_replay_id(store: str | None, replay: int) -> None:
@@ -86,7 +89,7 @@ def _check_replay_id(store: str | None, replay: int) -> None:
     from framestore.catalog import check_id
 
     check_id(replay, "--replay episode id")
-    if store is not None and Path(store, "framestore.db").exists():
+    if store is not None and "://" not in store and Path(store, "framestore.db").exists():
         with FrameStore.open(store, readonly=True) as st:
             st.episode(replay)
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 import click
 
 from ._common import EXIT_DATA_LOSS, EXIT_PROBLEMS, emit_json, human_bytes, show_progress
+from ._gcpolicy import DEFAULT_THRESHOLD
 from ._progress import progress_bar
-from .gc import DEFAULT_THRESHOLD
 
 store_arg = click.argument("store", type=click.Path(file_okay=True, dir_okay=True))
 json_opt = click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
@@ -21,8 +21,9 @@ json_opt = click.option("--json", "as_json", is_flag=True, help="Machine-readabl
     type=click.FloatRange(0.0, 1.0),
     default=DEFAULT_THRESHOLD,
     show_default=True,
-    help="Rewrite sealed segments whose live fraction is below this (1: every segment "
-    "with dead bytes; `framestore info` shows what each reclaims).",
+    help="Rewrite sealed segments whose live fraction is below this (1: every sealed "
+    "segment, also one without dead bytes: it rewrites old-format and merged segments too; "
+    "`framestore info` shows what each reclaims).",
 )
 @json_opt
 def gc(store, dry_run, threshold, as_json):
@@ -48,16 +49,24 @@ def gc(store, dry_run, threshold, as_json):
         f"  segments: {human_bytes(r.segment_bytes_before)} -> "
         f"{human_bytes(r.segment_bytes_after)} ({_change(r.segment_bytes_reclaimed)})"
     )
+    if r.db_bytes_after is None:  # a dry run: VACUUM's result is known once it ran
+        click.echo(
+            f"  database: {human_bytes(r.db_bytes_before)} now; gc removes "
+            f"{r.step_rows_removed} step row(s) of deleted episodes and compacts the file"
+        )
+    else:
+        click.echo(
+            f"  database: {human_bytes(r.db_bytes_before)} -> {human_bytes(r.db_bytes_after)} "
+            f"({_change(r.db_bytes_reclaimed)})"
+        )
     click.echo(
-        f"  database: {human_bytes(r.db_bytes_before)} -> {human_bytes(r.db_bytes_after)} "
-        f"({_change(r.db_bytes_reclaimed)})"
-    )
-    click.echo(
-        f"  steps repointed: {r.steps_repointed}, step rows removed: {r.step_rows_removed}"
-        f", {r.seconds} s"
+        f"  steps {'to repoint' if dry_run else 'repointed'}: {r.steps_repointed}, step rows "
+        f"{'to remove' if dry_run else 'removed'}: {r.step_rows_removed}, {r.seconds} s"
     )
     if r.partials_removed:
         click.echo(f"  leftovers removed: {', '.join(r.partials_removed)}")
+    if r.blocked:
+        click.echo(f"  gc would not run now: {r.blocked}")
 
 
 def _change(reclaimed: int) -> str:
@@ -113,6 +122,8 @@ def verify(store, quick, replay, episodes, as_json):
     else:
         for p in r.problems:
             click.echo(str(p))
+        if r.writer_running:
+            click.echo("in progress: a writer is recording; rows it commits later are not checked")
         for note in r.in_progress:
             click.echo(f"in progress: {note}")
         summary = (

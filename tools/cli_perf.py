@@ -6,14 +6,23 @@ function (``tools.bench``, ``framestore.settings``) and prints.
 
 from __future__ import annotations
 
+import os
 from dataclasses import asdict
 from typing import Any
 
 import click
 
-from framestore.settings import DURABILITIES, ZSTD_LEVELS
+from framestore.errors import InvalidInput
 
-from ._common import EXIT_PROBLEMS, Failure, emit_json, human_bytes, show_progress
+from ._common import (
+    EXIT_PROBLEMS,
+    Failure,
+    LazyChoice,
+    durability_choices,
+    emit_json,
+    human_bytes,
+    show_progress,
+)
 
 json_opt = click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 GAME_CHOICES = ("assault", "carracing", "noise", "all")
@@ -23,6 +32,18 @@ def _progress(enabled: bool):
     if not enabled:
         return None
     return lambda msg: click.echo(f"bench: {msg}", err=True)
+
+
+def _check_level(ctx: click.Context, param: click.Parameter, value: int) -> int:
+    """``--level`` within zstd's levels (read when the option is used, not at start-up)."""
+    from framestore.settings import ZSTD_LEVELS
+
+    return click.IntRange(ZSTD_LEVELS.start, ZSTD_LEVELS.stop - 1).convert(value, param, ctx)
+
+
+def _check_levels(ctx: click.Context, param: click.Parameter, values: tuple) -> tuple:
+    """``--zstd-level`` (repeatable): each within zstd's levels."""
+    return tuple(_check_level(ctx, param, v) for v in values)
 
 
 @click.command()
@@ -59,6 +80,14 @@ def _progress(enabled: bool):
     "local and published to S3 (moto), and the readers' peak memory (needs the ray extra).",
 )
 @click.option(
+    "--torch",
+    "torch_",
+    is_flag=True,
+    help="The framestore.torch datasets through DataLoaders against iter_frames on the same "
+    "Assault frames (default 3000), interleaved, medians of --repeat rounds (default 5): "
+    "a pass, random items, shuffled epochs, 4-frame windows, per-item cost (needs torch).",
+)
+@click.option(
     "--writers",
     is_flag=True,
     help="Writer and sink as threads vs in a storage process, with plain zstd, "
@@ -82,21 +111,23 @@ def _progress(enabled: bool):
     "--zstd-level",
     "zstd_levels",
     multiple=True,
-    type=click.IntRange(ZSTD_LEVELS.start, ZSTD_LEVELS.stop - 1),
+    type=int,
+    callback=_check_levels,
     help="With --reads: a zstd level to measure (repeatable; default: the preset's).",
 )
 @click.option(
     "--durability",
     "durabilities",
     multiple=True,
-    type=click.Choice(DURABILITIES),
+    type=LazyChoice(durability_choices),
     help="Run framestore under this durability profile (repeatable); default: the preset's.",
 )
 @click.option(
     "--level",
-    type=click.IntRange(ZSTD_LEVELS.start, ZSTD_LEVELS.stop - 1),
+    type=int,
     default=19,
     show_default=True,
+    callback=_check_level,
     help="zstd level for --overload.",
 )
 @click.option(
@@ -116,6 +147,7 @@ def bench(
     repeat,
     overload,
     scale_out,
+    torch_,
     writers,
     reads,
     chunk_frames,
@@ -137,21 +169,31 @@ def bench(
     --writers: the frame writer and the SQLite sink as threads vs in a storage process,
     with plain zstd, interleaved round by round (--rate HZ --writers: the pacing loop
     with each). --reads: chunk length and zstd level, writing and reading (random
-    read_frame, sequential iter_frames) against plain zstd. --scale-out: reading with Ray Data against one process, from a local
-    store and from S3 (moto).
+    read_frame, sequential iter_frames) against plain zstd. --scale-out: reading with
+    Ray Data against one process, from a local store and from S3 (moto). --torch: the
+    PyTorch datasets against iter_frames.
 
     Exits 1 when a check fails (a pipeline error, frames not read back bit-exact, an
     overload run over its memory bound), after printing the table.
     """
     from . import bench as lib
 
+    if csv_path:
+        _check_writable(csv_path)
     games = ("assault", "carracing", "noise") if game == "all" else (game,)
+    for g in games if frames else ():
+        lib.check_fits(g, frames)  # frames are held in memory: refuse before a capture
     progress = _progress(show_progress() or not as_json)
-    if envs > 1 and rate is None and not (overload or writers or scale_out):
+    if envs > 1 and rate is None and not (overload or writers or scale_out or torch_):
         _bench_vector(envs, frames, repeat, workdir, csv_path, as_json, progress)
         return
     placements = ("thread", "process") if writers else ()
-    if scale_out:
+    if torch_:
+        fs = lib.capture(games[0] if game != "all" else "assault", frames or 3000)
+        rounds = repeat if repeat > 1 else 5
+        rows = lib.run_torch(fs, rounds=rounds, workdir=workdir, progress=progress)
+        columns = lib.TORCH_TABLE
+    elif scale_out:
         fs = lib.capture(games[0] if game != "all" else "assault", frames or 3000)
         rows: list[Any] = lib.scale_out(fs, workdir=workdir, progress=progress)
         columns = lib.SCALEOUT_TABLE
@@ -188,6 +230,19 @@ def bench(
         )  # fmt: skip
         columns = lib.THROUGHPUT_TABLE
     _report(rows, columns, csv_path, as_json)
+
+
+def _check_writable(path: str) -> None:
+    """Open the CSV output before the run (a file that was not there is removed again):
+    a path that cannot be written fails now, not after minutes of measuring."""
+    existed = os.path.lexists(path)
+    try:
+        with open(path, "a"):
+            pass
+    except OSError as e:
+        raise InvalidInput(f"--csv {path}: cannot write there ({e.strerror or e})") from None
+    if not existed:
+        os.unlink(path)
 
 
 def _report(rows: list[Any], columns, csv_path, as_json: bool) -> None:

@@ -48,12 +48,12 @@ from framestore.segments import (
     segment_path,
 )
 
+from ._gcpolicy import DEFAULT_THRESHOLD
 from ._store import StoreArg, opened
 
-__all__ = ["DEFAULT_THRESHOLD", "GcReport", "collect", "PHASES", "reclaimable"]
+__all__ = ["DEFAULT_THRESHOLD", "GcReport", "collect", "gc_blocker", "PHASES", "reclaimable"]
 
 PHASES = (*COMPACTION_PHASES, "vacuumed")
-DEFAULT_THRESHOLD = 0.5  # `framestore gc` rewrites sealed segments less than half live
 
 Progress = Callable[[int, int], None]  # (bytes done, bytes total)
 Hook = Callable[[str], None]
@@ -66,7 +66,11 @@ class GcReport:
     ``segments_rewritten`` had live chunks copied out; ``segments_deleted`` lists every
     segment file removed (rewritten ones, fully dead ones and leftovers of an earlier
     crashed ``gc``); ``segments_written`` are the new segments holding the copies.
-    Byte counts for the database include its WAL file.
+    Byte counts for the database include its WAL file. A dry run leaves
+    ``db_bytes_after`` None: the size after ``VACUUM`` is known only once it ran.
+    ``blocked`` says why ``gc`` itself would not run now (a writer holds the store, or
+    ``recover`` must run first); a dry run reports the plan for the registered segments
+    anyway (it is exact for them: frames without rows are only in unregistered ones).
     """
 
     dry_run: bool
@@ -77,7 +81,8 @@ class GcReport:
     segment_bytes_before: int = 0
     segment_bytes_after: int = 0
     db_bytes_before: int = 0
-    db_bytes_after: int = 0
+    db_bytes_after: int | None = 0
+    blocked: str | None = None
     bytes_copied: int = 0
     steps_repointed: int = 0
     step_rows_removed: int = 0
@@ -89,7 +94,9 @@ class GcReport:
         return self.segment_bytes_before - self.segment_bytes_after
 
     @property
-    def db_bytes_reclaimed(self) -> int:
+    def db_bytes_reclaimed(self) -> int | None:
+        if self.db_bytes_after is None:
+            return None
         return self.db_bytes_before - self.db_bytes_after
 
     @property
@@ -97,12 +104,15 @@ class GcReport:
         return self.segment_bytes_before + self.db_bytes_before
 
     @property
-    def bytes_after(self) -> int:
+    def bytes_after(self) -> int | None:
+        if self.db_bytes_after is None:
+            return None
         return self.segment_bytes_after + self.db_bytes_after
 
     @property
-    def bytes_reclaimed(self) -> int:
-        return self.bytes_before - self.bytes_after
+    def bytes_reclaimed(self) -> int | None:
+        after = self.bytes_after
+        return None if after is None else self.bytes_before - after
 
     def as_dict(self) -> dict:
         d = asdict(self)
@@ -131,6 +141,9 @@ def _plan(store: FrameStore, threshold: float) -> list[Victim]:
         size = path.stat().st_size
         offsets = store.catalog.live_chunk_offsets(sid)
         live = store.chunk_bytes(sid, offsets)
+        # `threshold 1` rewrites every sealed segment, dead bytes or not (a file's header
+        # and seal count as not live): what upgrades format-1 segments and folds merged
+        # ones into this store's own.
         if not offsets or live < threshold * size:
             victims.append(Victim(sid, size, offsets, live))
     return victims
@@ -170,6 +183,7 @@ def collect(
         report.segment_bytes_before = store.file_bytes()["segments"]
         report.db_bytes_before = report.db_bytes_after = _db_bytes(store)
         if dry_run:
+            report.db_bytes_after = None  # known once VACUUM ran
             _dry_run(store, report, threshold)
         else:
             with store.writer_lock():
@@ -178,6 +192,21 @@ def collect(
             report.segment_bytes_after = store.file_bytes()["segments"]
     report.seconds = round(time.perf_counter() - t0, 3)
     return report
+
+
+def gc_blocker(store: FrameStore) -> str | None:
+    """Why ``collect`` would not run on ``store`` now, in words (None: it would): a
+    published store never changes, a writer holds the lock, or the catalogue may not
+    know every frame (``recover`` first). Takes no lock and changes nothing."""
+    if store.published:
+        return "a published store never changes; there is nothing for gc to do"
+    if store.writer_running():
+        return "a writer is recording into the store; gc runs once it has finished"
+    try:
+        _refuse_unless_catalogue_complete(store, leftovers=True)
+    except InvalidInput as e:
+        return str(e)
+    return None
 
 
 def _refuse_unless_catalogue_complete(store: FrameStore, *, leftovers: bool) -> None:
@@ -203,8 +232,9 @@ def _refuse_unless_catalogue_complete(store: FrameStore, *, leftovers: bool) -> 
 
 
 def reclaimable(store: FrameStore, threshold: float = DEFAULT_THRESHOLD) -> int:
-    """Segment bytes ``collect(store, threshold=threshold)`` would free now (its dry run:
-    nothing is changed, no lock taken). Database pages freed by ``gc`` are not counted."""
+    """Segment bytes ``collect(store, threshold=threshold)`` would free (its dry run:
+    nothing is changed, no lock taken; see ``gc_blocker`` for whether it can run now).
+    Database pages freed by ``gc`` are not counted."""
     report = GcReport(dry_run=True, threshold=float(threshold))
     report.segment_bytes_before = store.file_bytes()["segments"]
     _dry_run(store, report, threshold)
@@ -212,7 +242,7 @@ def reclaimable(store: FrameStore, threshold: float = DEFAULT_THRESHOLD) -> int:
 
 
 def _dry_run(store: FrameStore, report: GcReport, threshold: float) -> None:
-    _refuse_unless_catalogue_complete(store, leftovers=True)
+    report.blocked = gc_blocker(store)
     root = store.root
     report.partials_removed = [p.name for p in list_partials(root)]
     obsolete = [s for s in store.catalog.obsolete_segments() if segment_path(root, s).exists()]

@@ -13,9 +13,30 @@ from typing import Any
 from framestore import FrameStore
 from framestore.segments import FORMAT_VERSION, list_segment_ids
 
-from .gc import DEFAULT_THRESHOLD, reclaimable
+from .gc import DEFAULT_THRESHOLD, gc_blocker, reclaimable
 
-__all__ = ["store_info"]
+__all__ = ["store_info", "store_state"]
+
+
+def store_state(store: FrameStore) -> dict[str, Any]:
+    """What state the store is in, for read-only verbs to say: ``state`` is
+    ``published`` (never changes), ``recording`` (a writer holds the lock: figures are a
+    snapshot), ``needs recover`` (a writer stopped mid-recording, or a merge did: run
+    ``framestore recover``) or ``idle``; ``detail`` says it in words and
+    ``writer_running`` is the lock's answer (None when it cannot be told)."""
+    if store.published:
+        return {"state": "published", "writer_running": False, "detail": "read-only copy"}
+    running = store.writer_running()
+    if running:
+        return {
+            "state": "recording",
+            "writer_running": True,
+            "detail": "a writer is recording: these figures are a snapshot",
+        }
+    blocked = gc_blocker(store)
+    if blocked is not None:
+        return {"state": "needs recover", "writer_running": running, "detail": blocked}
+    return {"state": "idle", "writer_running": running, "detail": "no writer"}
 
 
 def store_info(store: FrameStore) -> dict[str, Any]:
@@ -38,7 +59,9 @@ def store_info(store: FrameStore) -> dict[str, Any]:
       ``compression_ratio`` = raw frame bytes / live segment bytes (``None`` when empty);
     - ``durability``: runs per durability profile;
     - ``schema``: database schema version (migrations applied); ``format_version``:
-      the segment format version this framestore writes.
+      the segment format version this framestore writes;
+    - ``state``: see ``store_state`` (a live store and a crashed one are reported, not
+      refused). A published store has no WAL, SHM or reclaimable bytes (``None``).
     """
     stats = store.catalog.stats()
     marks = store.catalog.segment_states()
@@ -48,6 +71,7 @@ def store_info(store: FrameStore) -> dict[str, Any]:
     by_status = stats.episodes_by_status
     deleted = by_status.get("deleted", 0)
     raw = stats.raw_frame_bytes
+    frozen = store.published  # nothing to reclaim, no WAL: it never changes
     return {
         "store": str(store.root),
         "runs": stats.runs,
@@ -66,14 +90,14 @@ def store_info(store: FrameStore) -> dict[str, Any]:
             "live_bytes": live_bytes,
             "overhead_bytes": usage.overhead,
             "dead_bytes": usage.dead,
-            "reclaimable_bytes": reclaimable(store, DEFAULT_THRESHOLD),
-            "reclaimable_all_bytes": reclaimable(store, 1.0),
+            "reclaimable_bytes": None if frozen else reclaimable(store, DEFAULT_THRESHOLD),
+            "reclaimable_all_bytes": None if frozen else reclaimable(store, 1.0),
             "gc_threshold": DEFAULT_THRESHOLD,
         },
         "database": {
             "bytes": usage.database,
-            "wal_bytes": usage.wal,
-            "shm_bytes": usage.shm,
+            "wal_bytes": None if frozen else usage.wal,
+            "shm_bytes": None if frozen else usage.shm,
         },
         "bytes_on_disk": usage.total,
         "raw_frame_bytes": raw,
@@ -81,4 +105,5 @@ def store_info(store: FrameStore) -> dict[str, Any]:
         "durability": stats.runs_by_durability,
         "schema": store.catalog.schema(),
         "format_version": FORMAT_VERSION,
+        "state": store_state(store),
     }

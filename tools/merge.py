@@ -8,9 +8,18 @@ writer lock and each source's in turn, every source is merged crash-safely as
 ``framestore.merging`` describes: its sealed segments are copied (hard-linked with
 ``move``) under new segment ids and never rewritten, its runs, episodes and steps are
 re-keyed and committed in ONE transaction that also journals the source as merged. A
-re-run after a crash undoes the unfinished source and merges it again; sources the
-journal says are merged (same store id, unchanged) are skipped, so nothing is
-duplicated. A source merged earlier that changed since is refused.
+re-run after a crash undoes the unfinished source and merges it again.
+
+What is "already merged" is decided episode by episode, never by the store id alone:
+copies of one store (``cp -r``) share its id, and a copy that recorded more (or a store
+that recorded more since it was merged) holds episodes DEST does not. An episode of a
+source is in DEST when a finished merge of the same store id mapped it to an episode of
+DEST that has the same index, seed, start and end times (and, unless deleted in DEST
+since, the same step count and return). Only the other episodes are merged, with the
+runs they belong to that DEST does not hold yet, and only the segments their frames are
+in. So ``merge ALL W1 W2`` of two diverged copies of one store holds the episodes they
+share once and the episodes each recorded on its own, in one command or in two; a
+source with nothing new is reported ``already merged``.
 """
 
 from __future__ import annotations
@@ -21,7 +30,7 @@ import os
 import time
 import urllib.parse
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -158,14 +167,10 @@ def _inspect(path: Path, done: list[MergeRecord], move: bool) -> _Plan:
         # A store of 0.1.0 has no id until a writer opens it: its fingerprint names it.
         sid = st.catalog.store_id() or f"fingerprint:{fp}"
         earlier = [m for m in done if m.source_id == sid]
-        if earlier:
-            if earlier[-1].fingerprint != fp:
-                raise InvalidInput(
-                    f"{path} was merged into DEST before and has changed since; merging it "
-                    "again would duplicate its episodes"
-                )
+        if earlier and earlier[-1].fingerprint == fp:  # unchanged since: nothing new
             kind = "finish removal" if move and _moved_from(path, earlier[-1]) else "already"
             return _Plan(path, kind, fp, sid)
+        # else a copy that diverged, or the store recorded more: its new episodes merge
         if st.writer_running():
             raise StoreLocked(str(path), "a recorder")
         stale = st.catalog.stale_recordings()
@@ -194,26 +199,93 @@ def _pages(rows: Iterator[tuple], size: int) -> Iterator[list[tuple]]:
         yield page
 
 
+@dataclass(frozen=True)
+class _Selection:
+    """What of a source is new to DEST: its episode and run rows to insert, the source
+    segments their frames are in, and where its other runs/episodes already are."""
+
+    runs: list[dict[str, Any]]
+    episodes: list[dict[str, Any]]
+    segments: list[int]
+    runs_here: dict[int, int]  # source run id -> the run of DEST that holds it
+    episodes_here: dict[int, int]  # source episode id -> the episode of DEST
+
+
+def _same_episode(ours, theirs) -> bool:
+    """Whether DEST's episode ``ours`` is the source's episode ``theirs``, merged before
+    (``EpisodeInfo``s): a copy's own later recordings reuse ids, never start times."""
+    key = (ours.index, ours.seed, ours.started, ours.ended)
+    if key != (theirs.index, theirs.seed, theirs.started, theirs.ended):
+        return False
+    if ours.status == "deleted":  # removed from DEST since: still merged, not again
+        return True
+    return (ours.steps, ours.total_reward) == (theirs.steps, theirs.total_reward)
+
+
+def _select(st: FrameStore, src: FrameStore, source_id: str) -> _Selection:
+    """Split the source into what DEST holds already (see the module docstring) and
+    what it does not."""
+    runs_here: dict[int, int] = {}
+    eps_here: dict[int, int] = {}
+    dest_runs = {r.id: r for r in st.runs()}
+    for record in st.catalog.merge_records():
+        if record.state != "done" or record.source_id != source_id:
+            continue
+        for theirs, ours in record.ids.get("runs", {}).items():
+            mine = dest_runs.get(ours)
+            if mine is not None and theirs not in runs_here:
+                runs_here[theirs] = ours
+        for theirs, ours in record.ids.get("episodes", {}).items():
+            if theirs in eps_here:
+                continue
+            try:
+                if _same_episode(
+                    st.episode(ours, include_deleted=True), src.episode(theirs)
+                ):  # fmt: skip
+                    eps_here[theirs] = ours
+            except KeyError:  # EpisodeNotFound: gone from the source, or from DEST
+                continue
+    src_runs = {r.id: r for r in src.runs()}
+    runs_here = {
+        theirs: ours
+        for theirs, ours in runs_here.items()
+        if theirs in src_runs
+        and (src_runs[theirs].env_id, src_runs[theirs].created)
+        == (dest_runs[ours].env_id, dest_runs[ours].created)
+    }
+    eps = [e for e in src.catalog.export_episodes() if e["id"] not in eps_here]
+    wanted = {e["run_id"] for e in eps}
+    runs = [r for r in src.catalog.export_runs() if r["id"] in wanted - set(runs_here)]
+    rows = src.catalog.iter_step_rows([e["id"] for e in eps])
+    segments = sorted({r[8] for r in rows if r[8] is not None})
+    return _Selection(runs, eps, segments, runs_here, eps_here)
+
+
 def _commit(
-    st: FrameStore, src: FrameStore, merge_id: int, pairs: list[tuple[int, int]]
+    st: FrameStore,
+    src: FrameStore,
+    merge_id: int,
+    pairs: list[tuple[int, int]],
+    sel: _Selection,
 ) -> SourceResult:
-    """Insert the source's runs, episodes and steps re-keyed, the segments' rows and the
-    journal's ``done``: ONE transaction."""
+    """Insert the source's new runs, episodes and steps re-keyed, the segments' rows and
+    the journal's ``done``: ONE transaction."""
     seg_map = {old: new for new, old in pairs}
-    runs = src.catalog.export_runs()
-    eps = src.catalog.export_episodes()
+    runs, eps = sel.runs, sel.episodes
     with st.transaction() as cat:
         next_run, next_ep = cat.next_ids()
         run_map = {r["id"]: next_run + i for i, r in enumerate(runs)}
         ep_map = {e["id"]: next_ep + i for i, e in enumerate(eps)}
+        run_map_all = {**sel.runs_here, **run_map}
+        ep_map_all = {**sel.episodes_here, **ep_map}
         for r in runs:
             cat.import_run(run_map[r["id"]], r)
         for e in eps:
             cat.import_episode(
                 ep_map[e["id"]],
-                run_map[e["run_id"]],
+                run_map_all[e["run_id"]],
                 e,
-                continues=ep_map.get(e["continues_episode"]),
+                continues=ep_map_all.get(e["continues_episode"]),
                 stream_key=e["stream_key"],
             )
         steps = 0
@@ -225,7 +297,7 @@ def _commit(
         for new, _old in pairs:
             path = segment_path(st.root, new)
             cat.record_segment(new, "sealed", path.stat().st_size, header_id=header_id(path))
-        cat.finish_merge(merge_id, {"runs": run_map, "episodes": ep_map}, steps)
+        cat.finish_merge(merge_id, {"runs": run_map_all, "episodes": ep_map_all}, steps)
     return SourceResult(
         str(src.root), "merged", len(runs), len(eps), steps, len(pairs), episode_ids=ep_map
     )
@@ -238,7 +310,10 @@ def _merge_source(
     with FrameStore.open(plan.path, create=False) as src, src.writer_lock():
         if fingerprint(src) != plan.fingerprint:
             raise InvalidInput(f"{plan.path} changed while the merge was being prepared")
-        src_ids = sorted(src.catalog.live_chunks())
+        sel = _select(st, src, plan.source_id)
+        if not sel.episodes:  # e.g. an identical copy of a source merged before
+            return SourceResult(str(plan.path), "already merged")
+        src_ids = sel.segments
         pairs = list(zip(new_segment_ids(st, len(src_ids)), src_ids, strict=True))
         source_id = plan.source_id
         # journaled with the id each file's header names (a segment the source merged
@@ -251,7 +326,7 @@ def _merge_source(
         _call(hook, "journaled")
         linked = place_segments(src.root, st.root, pairs, link=move, progress=progress)
         _call(hook, "placed")
-        result = _commit(st, src, merge_id, pairs)
+        result = _commit(st, src, merge_id, pairs, sel)
         result.path = str(plan.path)
         result.segments_linked = linked
         result.bytes = sum(segment_path(st.root, new).stat().st_size for new, _ in pairs)
@@ -261,10 +336,6 @@ def _merge_source(
             remove_store_files(plan.path)
             _call(hook, "removed")
     return result
-
-
-def _merged_now(st: FrameStore, source_id: str) -> bool:
-    return any(m.state == "done" and m.source_id == source_id for m in st.catalog.merge_records())
 
 
 def _call(fn: Callable | None, *args: object) -> None:
@@ -306,10 +377,8 @@ def merge(
     with FrameStore.open(dest_path, durability="durable") as st, st.writer_lock():
         report.interrupted_undone = undo_incomplete_merges(st)
         for plan in plans:
-            if plan.kind == "merge" and _merged_now(st, plan.source_id):
-                # merged since it was checked: by another merge that finished first, or
-                # as a copy of an earlier source of this command (same store id)
-                plan = replace(plan, kind="already")
+            # a copy of an earlier source of this command (same store id), or a source
+            # another merge took first, merges only what DEST does not hold (_select)
             if plan.kind == "already":
                 report.sources.append(SourceResult(str(plan.path), "already merged"))
             elif plan.kind == "finish removal":

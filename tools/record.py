@@ -13,9 +13,8 @@ from framestore import FrameStore, RecordVectorFrames
 from framestore.catalog import MAX_SQLITE_INT
 from framestore.envs import VECTOR_MODES, make_env, make_vec_env
 from framestore.errors import InvalidInput
+from framestore.play import PolicySpec, load_policy, play_episode, play_vector
 from framestore.wrappers import RecordFrames
-
-POLICIES = ("random",)
 
 #: ``on_episode`` is called with one of these when an episode's last step is recorded.
 EpisodeDone = dict[str, Any]
@@ -71,7 +70,7 @@ def record(
     episodes: int = 1,
     max_steps: int | None = None,
     seed: int = 0,
-    policy: str = "random",
+    policy: str | PolicySpec = "random",
     preset: str | None = None,
     codec: str | None = None,
     durability: str | None = None,
@@ -83,8 +82,13 @@ def record(
 ) -> dict[str, Any]:
     """Record ``episodes`` episodes of ``env_id`` into the store at ``store_path``.
 
-    Episode i is reset with seed ``seed + i``; the random policy's action space is seeded
-    with ``seed``, so a run is reproducible from what is stored. ``max_steps`` truncates
+    ``policy`` is ``"random"`` or names the user's policy (``"pkg.module:callable"``, a
+    callable ``obs -> action`` or an object with ``reset(seed)`` and ``act(obs)``; see
+    ``framestore.play``); it is checked before the environment starts and its name is
+    stored with the run (``runs.config["policy"]``). Episode i is reset with seed
+    ``seed + i`` and the policy with ``reset(seed + i)`` (the random policy seeds its
+    action space with it), as ``framestore.ray.record_parallel`` does, so a run is
+    reproducible from what is stored. ``max_steps`` truncates
     an episode after that many actions: it then holds ``max_steps + 1`` step rows (row 0
     is the frame after the reset). ``on_episode`` is called with ``{"id", "seed",
     "steps", "total_reward", "status"}`` as each episode ends.
@@ -98,11 +102,14 @@ def record(
     SQLite sink run (default: the host profile's choice).
 
     Returns a summary (``bytes_out``: the run's compressed frames; ``bytes_on_disk``:
-    the whole store afterwards, as ``framestore info`` counts it). On KeyboardInterrupt
+    the whole store afterwards, as ``framestore info`` counts it; ``seeds_recorded_before``:
+    the seeds this run used that episodes of ``env_id`` in the store were reset with
+    already, i.e. episodes recorded again identically). On KeyboardInterrupt
     the recording is flushed, the open episode marked interrupted, and
     ``RecordingInterrupted`` (a ``KeyboardInterrupt``) raised with the summary.
     """
-    _check_args(policy, episodes, max_steps, envs, vector_mode, seed)
+    _check_args(episodes, max_steps, envs, vector_mode, seed)
+    spec = load_policy(policy)  # a bad name is refused before the environment starts
     overrides: dict[str, Any] = {}
     if codec is not None:
         overrides["codec"] = codec
@@ -110,7 +117,7 @@ def record(
         overrides["durability"] = durability
     if writer is not None:
         overrides["writer"] = writer
-    config: dict[str, Any] = {"policy": policy, "seed": seed, "max_steps": max_steps}
+    config: dict[str, Any] = {"policy": spec.name, "seed": seed, "max_steps": max_steps}
     if envs > 1:
         env = make_vec_env(env_id, envs, mode=vector_mode, max_episode_steps=max_steps)
         config.update(envs=envs, vector_mode=vector_mode)
@@ -119,6 +126,7 @@ def record(
     t0 = time.perf_counter()
     try:
         with FrameStore.open(store_path, durability=durability or "balanced") as store:
+            seen = _seeds_recorded_before(store, env_id, seed, max(episodes, envs))
             wrapper = RecordVectorFrames if envs > 1 else RecordFrames
             wrapped = wrapper(
                 env, store, env_id=env_id, preset=preset, overrides=overrides, config=config
@@ -126,15 +134,17 @@ def record(
             rec = wrapped.recorder
             interrupted = False
             try:
+                policy = spec.build(env.action_space)
                 if envs > 1:
-                    _play_vector(wrapped, env, episodes, seed, on_step, on_episode)
+                    _play_vector(wrapped, policy, episodes, seed, on_step, on_episode)
                 else:
-                    _play(wrapped, env, episodes, seed, on_step, on_episode)
+                    _play(wrapped, policy, episodes, seed, on_step, on_episode)
             except KeyboardInterrupt:
                 interrupted = True
             finally:
                 wrapped.close()  # flushes; open episodes are marked interrupted
             summary = _summary(store, rec, env_id, time.perf_counter() - t0)
+            summary["seeds_recorded_before"] = seen
     finally:
         env.close()
     # measured as `framestore info` measures it: once the store is closed (SQLite has
@@ -147,10 +157,8 @@ def record(
 
 
 def _check_args(
-    policy: str, episodes: int, max_steps: int | None, envs: int, vector_mode: str, seed: int
+    episodes: int, max_steps: int | None, envs: int, vector_mode: str, seed: int
 ) -> None:
-    if policy not in POLICIES:
-        raise InvalidInput(f"unknown policy {policy!r}; choose one of {', '.join(POLICIES)}")
     if episodes < 1:
         raise InvalidInput("--episodes must be at least 1")
     if max_steps is not None and max_steps < 1:
@@ -170,18 +178,15 @@ def _check_args(
         )
 
 
-def _play(wrapped, env, episodes: int, seed: int, on_step, on_episode) -> None:
-    """Run the seeded random policy; episode i is reset with seed ``seed + i``."""
-    env.action_space.seed(seed)
+def _play(wrapped, policy, episodes: int, seed: int, on_step, on_episode) -> None:
+    """Play ``episodes`` episodes with ``policy``; episode i is reset with ``seed + i``."""
     for i in range(episodes):
-        wrapped.reset(seed=seed + i)
-        eid = wrapped.recorder.current_episode
-        done, steps, total = False, 1, 0.0
-        while not done:
-            _, reward, term, trunc, _ = wrapped.step(env.action_space.sample())
-            done = term or trunc
-            steps, total = steps + 1, total + float(reward)
-            if on_step is not None:
+        eid, steps, total = None, 0, 0.0
+        for step in play_episode(wrapped, policy, seed + i):
+            if eid is None:
+                eid = wrapped.recorder.current_episode
+            steps, total = steps + 1, total + float(step.reward)
+            if step.action is not None and on_step is not None:
                 on_step(1)
         if on_episode is not None:
             # "complete" is what the recorder marks an episode that ended by itself
@@ -189,18 +194,19 @@ def _play(wrapped, env, episodes: int, seed: int, on_step, on_episode) -> None:
             on_episode({**done_ep, "status": "complete"})
 
 
-def _play_vector(wrapped, venv, episodes: int, seed: int, on_step, on_episode) -> None:
-    """Run the seeded random policy on every sub-environment (sub-env i reset with
-    ``seed + i``, later episodes by autoreset) until ``episodes`` episodes ended."""
-    n = venv.num_envs
-    wrapped.reset(seed=seed)
-    venv.action_space.seed(seed)
+def _play_vector(wrapped, policy, episodes: int, seed: int, on_step, on_episode) -> None:
+    """Play every sub-environment with ``policy`` (sub-env i reset with ``seed + i``,
+    later episodes by autoreset) until ``episodes`` episodes ended."""
+    n = wrapped.num_envs
+    play = play_vector(wrapped, policy, seed)
+    next(play)  # the reset
     seeds: list[int | None] = [seed + i for i in range(n)]
     steps, totals = [1] * n, [0.0] * n
     rec = wrapped.recorder
     while rec.episodes_recorded < episodes:
         ids = wrapped.current_episodes
-        _, rewards, terms, truncs, _ = wrapped.step(venv.action_space.sample())
+        step = next(play)
+        rewards, terms, truncs = step.reward, step.terminated, step.truncated
         if on_step is not None:
             on_step(n)
         for i in range(n):
@@ -216,6 +222,14 @@ def _play_vector(wrapped, venv, episodes: int, seed: int, on_step, on_episode) -
                 )  # fmt: skip
             if terms[i] or truncs[i]:
                 seeds[i] = None  # the next episode of this sub-env starts by autoreset
+
+
+def _seeds_recorded_before(store: FrameStore, env_id: str, seed: int, count: int) -> list[int]:
+    """Seeds of ``seed .. seed + count - 1`` that episodes of ``env_id`` in the store
+    were reset with already: the seeded random policy plays such an episode again
+    step for step (the summary says so, not to append identical data silently)."""
+    wanted = range(seed, seed + count)
+    return sorted({e.seed for e in store.episodes() if e.env_id == env_id and e.seed in wanted})
 
 
 def _summary(store: FrameStore, rec, env_id: str, seconds: float) -> dict:

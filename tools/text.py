@@ -9,14 +9,14 @@ __all__ = ["format_number", "human_bytes", "one_line"]
 
 
 def human_bytes(n: float | None) -> str:
-    """``1536`` -> ``"1.5 KiB"`` (binary units up to GiB; ``None`` -> ``"-"``)."""
+    """``1536`` -> ``"1.5 KiB"`` (binary units up to TiB; ``None`` -> ``"-"``)."""
     if n is None:
         return "-"
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if abs(n) < 1024 or unit == "GiB":
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1024
-    return f"{n:.1f} GiB"
+    return f"{n:.1f} TiB"
 
 
 def format_number(x: numbers.Real | None, decimals: int = 4) -> str:

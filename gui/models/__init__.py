@@ -4,11 +4,13 @@
 * ``EpisodeListModel`` (``_episodes``): the episode table's rows, sorting, filtering, diffs.
 * ``HudModel`` (``_hud``): what the recording HUD shows, warnings included.
 * ``KeyMapper`` / ``KeyState`` (``_keys``): human keyboard control per environment family.
-* ``PlaySession`` (``_session``): an environment plus an optional recording (direct or
-  telemetry-lite).
+* ``PlaySession`` (``_session``): an environment played on a session thread (the game
+  itself in a process of its own, ``_game``) plus an optional recording (direct or
+  telemetry-lite), its state one ``Recording`` value.
 * ``TimelineModel`` (``_timeline``): the replay timeline's steps binned per pixel
   column, hit-testing and hover text.
-* ``step_fields`` / ``step_json`` (``_step_text``): a step's values, readable and exact.
+* ``step_fields`` / ``step_panel_text`` / ``step_json`` (``_step_text``): a step's
+  values, readable and exact.
 * ``Signal`` (``_signal``): the callback list the models notify widgets through.
 
 Widgets (``gui/_*.py``) take these models in their constructors, subscribe to their
@@ -33,9 +35,9 @@ from ._keys import (
     KeyState,
 )
 from ._playback import SPEED_MAX, SPEED_MIN, SPEEDS, PlaybackClock
-from ._session import PlaySession, SessionEvent, StepResult
+from ._session import PlaySession, Recording, SessionEvent, StepResult
 from ._signal import Signal
-from ._step_text import StepField, step_fields, step_json
+from ._step_text import StepField, step_fields, step_json, step_panel_text
 from ._text import format_number, human_bytes
 from ._timeline import MARKERS, TimelineColumns, TimelineModel
 
@@ -73,4 +75,6 @@ __all__ = [
     "StepField",
     "step_fields",
     "step_json",
+    "step_panel_text",
+    "Recording",
 ]

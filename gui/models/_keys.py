@@ -3,6 +3,7 @@ environment family (Atari, CarRacing, toy-text and classic control, 1-D Box)."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -29,30 +30,37 @@ _GLYPH = {LEFT: "←", RIGHT: "→", UP: "↑", DOWN: "↓", SPACE: "Space"}
 
 class KeyState:
     """Keys held now plus keys tapped since the last ``consume()``, so a tap shorter
-    than one step is not lost."""
+    than one step is not lost. Pressed on the UI thread, consumed on the session thread:
+    a lock keeps a tap from falling between the two."""
 
     def __init__(self) -> None:
         self._held: set[str] = set()
         self._tapped: set[str] = set()
+        self._lock = threading.Lock()
 
     def press(self, key: str) -> None:
-        self._held.add(key)
-        self._tapped.add(key)
+        with self._lock:
+            self._held.add(key)
+            self._tapped.add(key)
 
     def release(self, key: str) -> None:
-        self._held.discard(key)
+        with self._lock:
+            self._held.discard(key)
 
     def clear(self) -> None:
-        self._held.clear()
-        self._tapped.clear()
+        with self._lock:
+            self._held.clear()
+            self._tapped.clear()
 
     @property
     def held(self) -> frozenset[str]:
-        return frozenset(self._held)
+        with self._lock:
+            return frozenset(self._held)
 
     def consume(self) -> frozenset[str]:
-        keys = frozenset(self._held | self._tapped)
-        self._tapped.clear()
+        with self._lock:
+            keys = frozenset(self._held | self._tapped)
+            self._tapped.clear()
         return keys
 
 

@@ -14,7 +14,7 @@ from framestore.jsonsafe import dumps
 
 from ._text import format_number
 
-__all__ = ["StepField", "step_fields", "step_json"]
+__all__ = ["StepField", "step_fields", "step_json", "step_panel_text"]
 
 
 @dataclass(frozen=True)
@@ -68,6 +68,18 @@ def step_fields(info: StepInfo, *, limit: int = 400) -> list[StepField]:
         StepField("truncated", str(info.truncated), str(info.truncated)),
         StepField("info", _readable(info.info, limit), _exact(info.info)),
     ]
+
+
+def step_panel_text(info: StepInfo, *, limit: int = 400) -> str:
+    """The panel's text: one ``name value`` line per field, and the info dict one key
+    per line below its name (so each value reads whole in a narrow panel, wrapped)."""
+    lines = [f"{f.name:<11} {f.shown}" for f in step_fields(info, limit=limit)[:-1]]
+    if isinstance(info.info, dict) and info.info:
+        lines.append("info")
+        lines += [f"  {k}: {_readable(v, limit)}" for k, v in info.info.items()]
+    else:
+        lines.append(f"{'info':<11} {_readable(info.info, limit)}")
+    return "\n".join(lines)
 
 
 def step_json(info: StepInfo) -> str:

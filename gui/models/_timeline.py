@@ -46,6 +46,8 @@ class TimelineColumns:
         actions: discrete: the column's most frequent action (``-1``: none);
             continuous: shape ``(width, k)``, each component's mean scaled to 0..1.
         action_count: discrete: the number of distinct actions (for a palette).
+        action_labels: discrete: the action each code stands for (code ``i`` is
+            ``action_labels[i]``), for the colour key.
         markers: per kind in ``MARKERS``, the columns holding at least one such step.
     """
 
@@ -60,6 +62,7 @@ class TimelineColumns:
     actions: np.ndarray
     action_count: int
     markers: dict[str, np.ndarray]
+    action_labels: tuple[str, ...] = ()
 
 
 _FIELDS = ("steps", "rewards", "actions", "terminated", "truncated", "has_frame", "recovered")
@@ -142,7 +145,9 @@ class TimelineModel:
             "dropped": ~np.array(track.has_frame, dtype=bool),
             "recovered": np.array(track.recovered, dtype=bool),
         }
-        self.action_kind, self.action_values, self.action_count = _encode_actions(track.actions)
+        kind, values, labels = _encode_actions(track.actions)
+        self.action_kind, self.action_values, self.action_labels = kind, values, labels
+        self.action_count = len(labels)
 
     def _bump(self) -> None:
         self.version += 1
@@ -219,6 +224,7 @@ class TimelineModel:
             actions=self._bin_actions(starts, stops),
             action_count=self.action_count,
             markers=markers,
+            action_labels=self.action_labels,
         )
 
     def _bin_actions(self, starts: np.ndarray, stops: np.ndarray) -> np.ndarray:
@@ -278,29 +284,30 @@ def _action_text(action) -> str:
     return str(action.tolist() if isinstance(action, np.ndarray) else action)
 
 
-def _encode_actions(actions: tuple) -> tuple[str, np.ndarray, int]:
-    """``(kind, values, distinct)``: discrete actions as small ints (``-1`` for none),
-    continuous ones as a float matrix (NaN rows for none); anything else: no track."""
+def _encode_actions(actions: tuple) -> tuple[str, np.ndarray, tuple[str, ...]]:
+    """``(kind, values, labels)``: discrete actions as small ints (``-1`` for none) with
+    the action each code stands for, continuous ones as a float matrix (NaN rows for
+    none); anything else: no track."""
     present = [a for a in actions if a is not None]
     if not present:
-        return "none", np.full(len(actions), -1), 0
+        return "none", np.full(len(actions), -1), ()
     try:
         arrays = [np.asarray(a) for a in present]
     except (TypeError, ValueError):
-        return "none", np.full(len(actions), -1), 0
+        return "none", np.full(len(actions), -1), ()
     shape = arrays[0].shape
     if any(a.shape != shape or a.dtype.kind not in "iubf" for a in arrays):
-        return "none", np.full(len(actions), -1), 0
+        return "none", np.full(len(actions), -1), ()
     if all(a.dtype.kind in "iub" for a in arrays) and shape == ():
         values = np.array([-1 if a is None else int(a) for a in actions], dtype=np.int64)
         distinct = np.unique(values[values >= 0])
         # codes 0..k-1 in order of value, so colours are stable across columns
         codes = np.full(len(values), -1, dtype=np.int64)
         codes[values >= 0] = np.searchsorted(distinct, values[values >= 0])
-        return "discrete", codes, len(distinct)
+        return "discrete", codes, tuple(str(v) for v in distinct)
     width = int(np.prod(shape)) if shape else 1
     matrix = np.full((len(actions), width), np.nan)
     for i, a in enumerate(actions):
         if a is not None:
             matrix[i] = np.asarray(a, dtype=float).ravel()
-    return "continuous", matrix, 0
+    return "continuous", matrix, ()

@@ -36,17 +36,20 @@ writer's Python work steal time from a 60 Hz loop?), ``overload`` (a producer fa
 than the writer: memory must stay bounded under both queue policies), ``stress``
 (replay at 1x, 10x and maximum rate with tiny buffers: must always finish) and
 ``scale_out`` (frames/s of ``framestore.ray.read_store`` with 1 and 2 read tasks against
-single-process ``iter_frames``, local and S3 (moto), and the readers' peak memory).
+single-process ``iter_frames``, local and S3 (moto), and the readers' peak memory) and
+``torch`` (``--torch``: the ``framestore.torch`` datasets through DataLoaders against
+``iter_frames``, interleaved: a pass, random items, shuffled epochs, 4-frame windows).
 
 One module per job: ``_frames`` (frame sets), ``_baselines`` (the pipelines),
 ``_throughput`` (the run and ratios), ``_pacing``, ``_overload``, ``_stress``,
-``_vector``, ``_scaleout``, ``_writers`` (writer placements), ``_reads`` (reading), ``_checks`` (failed
+``_vector``, ``_scaleout``, ``_torch``, ``_writers`` (writer placements), ``_reads``
+(reading), ``_checks`` (failed
 checks), ``_table`` (table and CSV), ``_measure`` (RSS, children).
 """
 
 from ._baselines import hdf5_available
 from ._checks import failed_checks
-from ._frames import DEFAULT_FRAMES, GAMES, NOISE_SHAPE, FrameSet, capture
+from ._frames import DEFAULT_FRAMES, GAMES, NOISE_SHAPE, FrameSet, capture, check_fits
 from ._overload import MEMORY_SLACK, OVERLOAD_TABLE, OverloadResult, overload
 from ._pacing import PACING_TABLE, PacingResult, pacing, run_pacing
 from ._reads import READS_TABLE, ReadsResult, run_reads
@@ -63,6 +66,7 @@ from ._throughput import (
     run_pipeline,
     verify_framestore,
 )
+from ._torch import TORCH_MODES, TORCH_TABLE, TorchResult, run_torch
 from ._vector import (
     READ_TABLE,
     VECTOR_TABLE,
@@ -74,7 +78,12 @@ from ._vector import (
 from ._writers import WRITERS_FRAMES, WRITERS_TABLE, WriterResult, run_writers
 
 __all__ = [
+    "TORCH_MODES",
+    "TORCH_TABLE",
+    "TorchResult",
+    "run_torch",
     "DEFAULT_FRAMES",
+    "check_fits",
     "GAMES",
     "LIMIT",
     "MEMORY_SLACK",

@@ -10,6 +10,7 @@ from ._reads import ReadsResult
 from ._scaleout import ScaleOutResult
 from ._stress import StressResult
 from ._throughput import PipelineResult
+from ._torch import TorchResult
 from ._vector import ReadResult, VectorResult
 from ._writers import WriterResult
 
@@ -25,6 +26,7 @@ Row = (
     | ScaleOutResult
     | WriterResult
     | ReadsResult
+    | TorchResult
 )
 
 
@@ -33,7 +35,7 @@ def failed_checks(rows: Sequence[Row]) -> list[str]:
     read back bit-exact, an overload run over its memory or queue bound, a stress replay
     that did not finish or lost count of frames, a vector mode that raised or whose
     frames did not all read back, a scale-out reader that failed or read frames back
-    that differ. Pacing and read rows carry no pass/fail check
+    that differ, a torch dataset mode that failed or read frames that differ. Pacing and read rows carry no pass/fail check
     (their numbers depend on the machine); skipped pipelines are not failures."""
     problems: list[str] = []
 
@@ -76,6 +78,11 @@ def failed_checks(rows: Sequence[Row]) -> list[str]:
         elif isinstance(row, ReadsResult):
             failed(
                 f"reads/{row.game}/{row.config}", row.error, row.verified,
+                "frames did not read back bit-exact",
+            )  # fmt: skip
+        elif isinstance(row, TorchResult):
+            failed(
+                f"torch/{row.mode}", row.error, row.verified,
                 "frames did not read back bit-exact",
             )  # fmt: skip
         elif isinstance(row, StressResult):

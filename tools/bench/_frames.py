@@ -8,7 +8,16 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["DEFAULT_FRAMES", "GAMES", "NOISE_SHAPE", "FrameSet", "capture", "record_all"]
+__all__ = [
+    "DEFAULT_FRAMES",
+    "FRAME_SHAPES",
+    "GAMES",
+    "NOISE_SHAPE",
+    "FrameSet",
+    "capture",
+    "check_fits",
+    "record_all",
+]
 
 GAMES = {
     "assault": "ALE/Assault-v5",
@@ -18,6 +27,11 @@ GAMES = {
 # Defaults sized so `framestore bench --game all` takes about 2-3 minutes on 2 cores.
 DEFAULT_FRAMES = {"assault": 5000, "carracing": 600, "noise": 2000}
 NOISE_SHAPE = (210, 160, 3)
+#: The frame each game renders (``env.render()``): what a capture of n frames holds.
+FRAME_SHAPES = {"assault": (210, 160, 3), "carracing": (400, 600, 3), "noise": NOISE_SHAPE}
+#: The share of the RAM available now that one game's frames may take: the pipelines
+#: measured on them (and the baselines' buffers) need the rest.
+MAX_RAM_SHARE = 0.5
 
 
 @dataclass
@@ -68,39 +82,60 @@ class FrameSet:
 def capture(game: str, n: int, *, seed: int = 0) -> FrameSet:
     """``n`` frames of ``game`` (``assault``, ``carracing`` or ``noise``), captured once.
 
-    Real games are played with a random policy seeded with ``seed`` and ``env.render()``
-    is taken after the reset and after every step; episodes restart with ``seed + k``.
-    ``noise`` is uniformly random pixels (the worst case for every codec) at Atari size.
+    Real games are played with the random policy of ``framestore record``
+    (``framestore.play``): episode k is reset with ``seed + k`` and its policy with it,
+    and ``env.render()`` is taken after the reset and after every step. ``noise`` is
+    uniformly random pixels (the worst case for every codec) at Atari size.
     """
     if game not in GAMES:
         raise ValueError(f"unknown game {game!r}; choose one of {', '.join(GAMES)}")
     if n < 1:
         raise ValueError("frame count must be at least 1")
+    check_fits(game, n)
     if game == "noise":
         return _noise(n, seed)
     from framestore.envs import make_env
+    from framestore.play import load_policy, play_episode
 
     env = make_env(GAMES[game])
     try:
         fs = FrameSet(game, GAMES[game], [], [], [], [], [], [], [], env.action_space)
         fs.render_fps = float(env.metadata.get("render_fps") or 60)
-        env.action_space.seed(seed)
+        policy = load_policy("random").build(env.action_space)
         episode = 0
         while len(fs.frames) < n:
             start = len(fs.frames)
-            _, info = env.reset(seed=seed + episode)
+            for step in play_episode(env, policy, seed + episode):
+                reward, term, trunc = float(step.reward), step.terminated, step.truncated
+                _append(fs, env.render(), step.action, reward, term, trunc, step.info)
+                if len(fs.frames) >= n:
+                    break
             episode += 1
-            _append(fs, env.render(), None, 0.0, False, False, info)
-            done = False
-            while not done and len(fs.frames) < n:
-                action = env.action_space.sample()
-                _, reward, term, trunc, info = env.step(action)
-                _append(fs, env.render(), action, float(reward), term, trunc, info)
-                done = term or trunc
             fs.episodes.append((start, len(fs.frames)))
         return fs
     finally:
         env.close()
+
+
+def check_fits(game: str, n: int) -> None:
+    """``InvalidInput`` when ``n`` frames of ``game`` would take more than
+    ``MAX_RAM_SHARE`` of the RAM available now: a capture holds every frame, so an
+    impossible ``--frames`` is refused before the first allocation, not by a
+    ``MemoryError`` (or the OOM killer) part-way."""
+    import psutil
+
+    from framestore.errors import InvalidInput
+
+    from ..text import human_bytes
+
+    need = n * int(np.prod(FRAME_SHAPES[game]))
+    budget = int(psutil.virtual_memory().available * MAX_RAM_SHARE)
+    if need > budget:
+        most = max(1, budget // int(np.prod(FRAME_SHAPES[game])))
+        raise InvalidInput(
+            f"bench: {n} {game} frames would hold {human_bytes(need)} in memory, more than "
+            f"half of the {human_bytes(budget * 2)} available; use --frames {most} or fewer"
+        )
 
 
 def record_all(rec: Any, fs: FrameSet, costs: np.ndarray) -> None:

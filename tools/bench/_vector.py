@@ -34,6 +34,7 @@ import numpy as np
 
 from framestore import FrameStore, Recorder
 from framestore.envs import make_vec_env
+from framestore.play import load_policy, play_vector
 from framestore.vector import sub_env_infos
 
 from ._frames import FrameSet
@@ -144,8 +145,8 @@ def _one_run(mode: str, venv, steps: int, seed: int, workdir: str | None) -> dic
     n = venv.num_envs
     root = Path(tempfile.mkdtemp(prefix=f"fsbench-vector-{mode}-", dir=workdir))
     try:
-        venv.reset(seed=seed)
-        venv.action_space.seed(seed)
+        play = play_vector(venv, load_policy("random").build(venv.action_space), seed)
+        next(play)  # the reset
         frames0 = venv.render()
         kind = {"record_steps": _Batched, "recorders": _Separate}.get(mode)
         sink = None if kind is None else kind(root, "ALE/Assault-v5", n, venv.single_action_space)
@@ -158,8 +159,9 @@ def _one_run(mode: str, venv, steps: int, seed: int, workdir: str | None) -> dic
         costs = np.empty(steps, dtype=np.int64)
         t0 = time.perf_counter()
         for k in range(steps):
-            actions = venv.action_space.sample()
-            _obs, rewards, term, trunc, infos = venv.step(actions)
+            step = next(play)
+            actions, rewards, infos = step.action, step.reward, step.info
+            term, trunc = step.terminated, step.truncated
             frames = venv.render()
             c0 = time.perf_counter_ns()
             if sink is not None:

@@ -261,7 +261,7 @@ WRITERS_TABLE = (
     ("rounds", "rounds", "{}"),
     ("frames", "frames", "{}"),
     ("fps", "frames/s", "{:.0f}"),
-    ("fps_vs_zstd", "x zstd", "{:.2f}"),
+    ("fps_vs_zstd", "fps/zstd", "{:.2f}"),
     ("cpu_us", "cpu us/f", "{:.0f}"),
     ("cpu_vs_zstd", "x zstd", "{:.2f}"),
     ("producer_p50_us", "p50 us", "{:.1f}"),

@@ -10,7 +10,7 @@ The output format follows the output path:
 | ``*.gif`` | frames streamed, one local palette per frame | yes up to 256 colours | O(chunk) |
 | ``*.webp`` | PyAV ``libwebp_anim``, lossless | yes (see below) | O(encoded output) |
 | a directory, or a path ending in ``/`` | one PNG per step, ``step_000000.png`` | yes | O(chunk) |
-| ``*.npz`` | ``frames``, ``step_index``, ``actions``, ``rewards``, ... | yes | O(chunk) + O(steps) |
+| ``*.npz`` (deflated, like ``np.savez_compressed``) | ``frames``, ``step_index``, ``actions``, ``rewards``, ... | yes | O(chunk) + O(steps) |
 
 "Exact" means decoding the output gives back the stored pixels (before ``scale`` and any
 padding; grey frames come back as R = G = B in RGB videos); ``ExportReport.exact`` says
@@ -43,13 +43,18 @@ when the export starts.
 
 ``export_parquet`` writes several episodes (a run, a list, or the whole store) as
 sharded Parquet with frames as PNG bytes for Hugging Face ``datasets``, Ray Data, pandas
-and DuckDB (see ``tools/export/_parquet.py``).
+and DuckDB (see ``tools/export/_parquet.py``). ``export_lerobot`` writes them as a LeRobot
+v3 dataset (``_lerobot.py``), ``export_rrd`` as a rerun recording (``_rrd.py``),
+``export_minari`` as a Minari dataset (``_minari.py``).
 """
 
+from ._lerobot import LeRobotReport, export_lerobot
+from ._minari import MinariReport, export_minari
 from ._options import DEFAULT_FPS, ExportOptions
 from ._parquet import DEFAULT_SHARD_BYTES, ParquetReport, export_parquet
 from ._plan import FORMATS, format_of
 from ._report import ExportReport, Progress, RunProgress
+from ._rrd import RrdReport, export_rrd
 from ._run import export_episode, export_run, run_outputs
 
 __all__ = [
@@ -58,11 +63,17 @@ __all__ = [
     "FORMATS",
     "ExportOptions",
     "ExportReport",
+    "LeRobotReport",
+    "MinariReport",
     "ParquetReport",
     "Progress",
+    "RrdReport",
     "RunProgress",
     "export_episode",
+    "export_lerobot",
+    "export_minari",
     "export_parquet",
+    "export_rrd",
     "export_run",
     "format_of",
     "run_outputs",

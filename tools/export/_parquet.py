@@ -11,7 +11,8 @@ as HxW grey images).
 Output: ``DIR/train-00000-of-00003.parquet``, ... (``datasets`` puts ``train-*`` files in
 the train split). A shard is closed before the next row group (and room for the
 footer) would take it past ``shard_bytes``; a row group holds at most a quarter of that
-(and 32 MiB) of images, the only thing held in memory. (A single frame whose PNG is larger
+(and 32 MiB) of images and 4096 rows (small PNGs would otherwise make tens of thousands
+of row dicts), the only things held in memory. (A single frame whose PNG is larger
 than a row group makes a row group of its own, which may exceed a tiny bound.) Written as ``DIR.partial/``, fsynced, renamed into place.
 """
 
@@ -30,20 +31,21 @@ from typing import Any
 import numpy as np
 
 from framestore import FrameStore
-from framestore.columns import ACTION_INT, ACTION_LIST, action_kind, arrow_fields, step_row
+from framestore.columns import ACTION_INT, ACTION_LIST, arrow_fields, step_row
 from framestore.errors import InvalidInput
 from framestore.extras import require
 from framestore.files import fsync_dir, fsync_file
 
 from ._options import ExportOptions
-from ._plan import PARTIAL_SUFFIX
 from ._report import Progress
+from ._select import Selection, check_new_path, iter_step_frames, select_episodes
 
 __all__ = ["DEFAULT_SHARD_BYTES", "ParquetReport", "export_parquet"]
 
 DEFAULT_SHARD_BYTES = 256 * 1024 * 1024
 MIN_SHARD_BYTES = 64 * 1024
 _MAX_ROW_GROUP_BYTES = 32 * 1024 * 1024
+_MAX_ROW_GROUP_ROWS = 4096
 # Room kept for a shard's footer (schema, and per row group the column chunks' metadata),
 # so a closed shard stays within its bound.
 _FOOTER_BYTES = 16 * 1024
@@ -74,10 +76,12 @@ class ParquetReport:
 class _Plan:
     out: Path
     partial: Path
-    episodes: list[tuple[int, int, str, int, int]]  # id, run id, env id, start, stop
-    kind: str
+    selection: Selection
     shard_bytes: int
-    rows: int
+
+    @property
+    def kind(self) -> str:
+        return self.selection.kind
 
 
 def export_parquet(
@@ -112,7 +116,7 @@ def export_parquet(
     pq = require("pyarrow.parquet", extra="hf", what="Parquet export")
     plan = _plan(store, out, episodes, run_id, options or ExportOptions(), shard_bytes)
     t0 = time.perf_counter()
-    report = ParquetReport(path=str(plan.out), episodes=[e[0] for e in plan.episodes])
+    report = ParquetReport(path=str(plan.out), episodes=[s.id for s in plan.selection.spans])
     shutil.rmtree(plan.partial, ignore_errors=True)  # a leftover of an interrupted export
     plan.partial.mkdir()
     try:
@@ -139,44 +143,11 @@ def _plan(
     options: ExportOptions,
     shard_bytes: int,
 ) -> _Plan:
-    if options.scale != 1:
-        raise InvalidInput("parquet holds the stored frames exactly; scale applies to images/video")
     if shard_bytes < MIN_SHARD_BYTES:
         raise InvalidInput(f"shard size must be at least {MIN_SHARD_BYTES} bytes")
-    if episodes and run_id is not None:
-        raise InvalidInput("give --episode IDs or --run ID, not both")
-    if run_id is not None:
-        store.run(run_id)  # RunNotFound
-        eps = store.episodes(run_id=run_id)
-    elif episodes:
-        eps = [store.episode(i) for i in dict.fromkeys(episodes)]  # EpisodeNotFound
-    else:
-        eps = store.episodes()
-    if not eps:
-        raise InvalidInput("nothing to export: no live episodes")
-    chosen, rows = [], 0
-    for ep in eps:
-        # A snapshot of what is committed now: rows of a live episode keep arriving.
-        summary = store.frame_summary(ep.id, options.start, options.stop)
-        if summary.stop > options.start:
-            chosen.append((ep.id, ep.run_id, ep.env_id, options.start, summary.stop))
-            rows += summary.stop - options.start
-    if not chosen:
-        raise InvalidInput(f"no steps from step {options.start} in the chosen episodes")
-    out_path = Path(os.fspath(out).rstrip("/" + os.sep) or ".")
-    _check_output(out_path)
-    kind = action_kind(store.catalog.action_spec(e[0]) for e in chosen)
-    partial = out_path.with_name(out_path.name + PARTIAL_SUFFIX)
-    return _Plan(out_path, partial, chosen, kind, int(shard_bytes), rows)
-
-
-def _check_output(out: Path) -> None:
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise InvalidInput(f"{out}: exists and is not an empty directory")
-    if not out.parent.is_dir():
-        raise InvalidInput(f"{out}: directory {out.parent} does not exist")
-    if not os.access(out.parent, os.W_OK | os.X_OK):
-        raise InvalidInput(f"{out}: directory {out.parent} is not writable")
+    selection = select_episodes(store, episodes, run_id, options, what="parquet")
+    out_path, partial = check_new_path(out, directory=True)
+    return _Plan(out_path, partial, selection, int(shard_bytes))
 
 
 def png_bytes(frame: np.ndarray) -> bytes:
@@ -248,7 +219,7 @@ class _ShardWriter:
         for row in self._rows():
             rows.append(row)
             size += len(row["image"]["bytes"]) if row["image"] else 0
-            if size >= self.group_bytes:
+            if size >= self.group_bytes or len(rows) >= _MAX_ROW_GROUP_ROWS:
                 self._write_group(rows, size)
                 rows, size = [], 0
         if rows:
@@ -256,24 +227,21 @@ class _ShardWriter:
         self._close_shard()
 
     def _rows(self) -> Iterator[dict]:
-        done = 0
-        for eid, run_id, env_id, start, stop in self.plan.episodes:
-            for lo in range(start, stop, _PAGE_ROWS):
-                for step in self.store.read_steps(eid, lo, min(stop, lo + _PAGE_ROWS)):
-                    row = step_row(
-                        step, store="", run_id=run_id, env_id=env_id, kind=self.plan.kind
-                    )
-                    del row["store"]
-                    row["image"] = None
-                    if step.frame is not None:
-                        frame = self.store.reader.read(step.frame, expect_key=(eid, step.step))
-                        row["image"] = {"bytes": png_bytes(frame), "path": None}
-                        self.report.frames += 1
-                    yield row
-                    done += 1
-                    self.report.rows = done
-                    if self.progress is not None:
-                        self.progress(done, self.plan.rows)
+        planned = self.plan.selection.rows
+        for done, item in enumerate(iter_step_frames(self.store, self.plan.selection.spans), 1):
+            ep = item.span.episode
+            row = step_row(
+                item.step, store="", run_id=ep.run_id, env_id=ep.env_id, kind=self.plan.kind
+            )
+            del row["store"]
+            row["image"] = None
+            if item.frame is not None:
+                row["image"] = {"bytes": png_bytes(item.frame), "path": None}
+                self.report.frames += 1
+            yield row
+            self.report.rows = done
+            if self.progress is not None:
+                self.progress(done, planned)
 
     def _write_group(self, rows: list[dict], size: int) -> None:
         footer = _FOOTER_BYTES + _FOOTER_BYTES_PER_GROUP * (self._groups + 1)

@@ -176,7 +176,7 @@ def _decoded_shape(
         if loc is None:
             continue
         try:
-            shape = tuple(store.reader.read(loc, expect_key=(episode_id, step), copy=False).shape)
+            shape = tuple(store.read_at(loc, episode_id, step, copy=False).shape)
         except (CorruptData, FrameNotFound):
             if not options.skip_corrupt:
                 raise

@@ -1,0 +1,552 @@
+"""The PyTorch datasets: map-style steps with windows, an iterable pass in chunk order,
+transitions, and a collate function for uint8 frames (see ``framestore.torch``)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from typing import Any, Self
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset, IterableDataset, get_worker_info
+
+from ..errors import InvalidInput
+from ._episodes import (
+    DEFAULT_CACHE_BYTES,
+    EpisodeArrays,
+    Sources,
+    StoreSet,
+    check_fields,
+    check_streams,
+    check_window,
+    load_episodes,
+    locations_of,
+    shares,
+)
+
+FRAME_DTYPES = ("uint8", "float32")
+Episodes = Mapping[str, Iterable[int]] | Iterable[int] | None
+
+
+class _StepIndex:
+    """What every dataset here shares: the stores, each episode's arrays in memory, the
+    items (an episode and a row), and how a row's frames and values become tensors."""
+
+    def __init__(
+        self,
+        sources: Sources,
+        *,
+        streams: str | Iterable[str] | None,
+        fields: str | Iterable[str] | None,
+        episodes: Episodes,
+        frame_dtype: str,
+        channels_first: bool,
+        storage_options: Mapping[str, Any] | None,
+        cache_bytes: int,
+    ):
+        if frame_dtype not in FRAME_DTYPES:
+            raise InvalidInput(
+                f"frame_dtype must be one of {', '.join(FRAME_DTYPES)}, got {frame_dtype!r}"
+            )
+        if not isinstance(cache_bytes, int) or cache_bytes < 1:
+            raise InvalidInput(f"cache_bytes must be a positive integer, got {cache_bytes!r}")
+        self.streams = check_streams(streams)
+        self.fields = check_fields(fields)
+        self.frame_dtype = frame_dtype
+        self.channels_first = bool(channels_first)
+        self.stores = StoreSet(locations_of(sources), storage_options, cache_bytes)
+        try:
+            self.episodes, numeric = load_episodes(self.stores, episodes)
+        finally:
+            self.stores.close()  # each process (each worker) opens its own when it reads
+        if "action" in self.fields and not numeric:
+            raise InvalidInput(
+                "the actions are not numeric arrays of one shape (a Dict or Tuple space?) "
+                "and cannot become tensors; leave 'action' out of fields"
+            )
+
+    @property
+    def locations(self) -> list[str]:
+        """The stores, by location, in the order the ``store`` value of an item counts."""
+        return list(self.stores.locations)
+
+    # ----------------------------------------------------------------- frames
+    def frame(self, ep: EpisodeArrays, row: int) -> np.ndarray:
+        """The frame of ``row`` (a read-only view of a cached decoded chunk)."""
+        loc = ep.location(row)
+        if loc is None:
+            raise InvalidInput(f"episode {ep.episode} step {int(ep.steps[row])} has no frame")
+        store = self.stores.get(ep.store)
+        return store.read_at(loc, ep.episode, int(ep.steps[row]), copy=False)
+
+    def frames(self, ep: EpisodeArrays, rows: np.ndarray, pad: np.ndarray) -> np.ndarray:
+        """Frames of ``rows`` (clamped into the episode) stacked; a row without a stored
+        frame gives zeros and is marked in ``pad``."""
+        n = len(ep)
+        clamped = np.clip(rows, 0, n - 1)
+        have = ep.has_frame[clamped]
+        pad |= ~have
+        if not have.any():
+            raise InvalidInput(f"episode {ep.episode}: no frame around step {int(rows[-1])}")
+        sample = self.frame(ep, int(clamped[np.argmax(have)]))
+        out = np.zeros((len(rows), *sample.shape), dtype=np.uint8)
+        for i, r in enumerate(clamped):
+            if have[i]:
+                out[i] = self.frame(ep, int(r))
+        return out
+
+    def image(self, frames: torch.Tensor, frame_ndim: int) -> torch.Tensor:
+        """Frames (channels last, owned by the caller) as ``frame_dtype`` and layout."""
+        t = frames
+        if self.channels_first and frame_ndim == 3:
+            t = t.movedim(-1, -3).contiguous()
+        if self.frame_dtype == "float32":
+            t = t.to(torch.float32).div_(255.0)
+        return t
+
+    # ----------------------------------------------------------------- values
+    @staticmethod
+    def values(ep: EpisodeArrays, name: str) -> np.ndarray:
+        if name == "action":
+            return ep.actions
+        if name == "reward":
+            return ep.rewards
+        if name == "terminated":
+            return ep.terminated
+        return ep.truncated
+
+    def ids(self, keys: Sequence[tuple[EpisodeArrays, int]]) -> dict[str, torch.Tensor]:
+        n = len(keys)
+        return {
+            "episode": torch.from_numpy(np.fromiter((e.episode for e, _ in keys), np.int64, n)),
+            "step": torch.from_numpy(np.fromiter((e.steps[r] for e, r in keys), np.int64, n)),
+            "store": torch.from_numpy(np.fromiter((e.store for e, _ in keys), np.int64, n)),
+        }
+
+    def close(self) -> None:
+        """Close the stores this process opened (reading again reopens them)."""
+        self.stores.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+# --------------------------------------------------------------------------- steps
+class _Steps(_StepIndex):
+    """Items are the rows with a frame in every stream asked for (every row when no
+    stream is), in store, episode and step order; ``window`` adds neighbours."""
+
+    def __init__(self, sources: Sources, *, window: Mapping[str, Sequence[int]] | None, **kw):
+        super().__init__(sources, **kw)
+        self.window = check_window(window, (*self.streams, *self.fields))
+        self._rows = [
+            np.flatnonzero(ep.has_frame) if self.streams else np.arange(len(ep))
+            for ep in self.episodes
+        ]
+        self._starts = np.cumsum([0, *(len(r) for r in self._rows)])
+
+    def __len__(self) -> int:
+        return int(self._starts[-1])
+
+    def locate(self, index: int) -> tuple[EpisodeArrays, int]:
+        """The episode and row of item ``index``."""
+        n = len(self)
+        if not -n <= index < n:
+            raise IndexError(f"item {index} out of range ({n} items)")
+        index %= n
+        e = int(np.searchsorted(self._starts, index, side="right")) - 1
+        return self.episodes[e], int(self._rows[e][index - self._starts[e]])
+
+    def item(self, ep: EpisodeArrays, row: int) -> dict[str, torch.Tensor]:
+        if self.window:  # neighbours and pads: a batch of one
+            return {k: v[0] for k, v in self.gather([(ep, row)]).items()}
+        out: dict[str, torch.Tensor] = {}
+        for key in self.streams:  # the few calls an item needs: its cost is the decode
+            frame = self.frame(ep, row)
+            out[key] = self.image(torch.from_numpy(frame.copy()), frame.ndim)
+        for key in self.fields:
+            out[key] = torch.from_numpy(np.array(self.values(ep, key)[row]))
+        out["episode"] = torch.from_numpy(np.array(ep.episode, dtype=np.int64))
+        out["step"] = torch.from_numpy(np.array(ep.steps[row]))
+        out["store"] = torch.from_numpy(np.array(ep.store, dtype=np.int64))
+        return out
+
+    def gather(self, keys: Sequence[tuple[EpisodeArrays, int]]) -> dict[str, torch.Tensor]:
+        """The items ``keys`` (episode, row) as one batch: each key's values stacked,
+        frames copied once from the cached chunks (into shared memory inside a DataLoader
+        worker, so the batch reaches the main process without another copy)."""
+        out: dict[str, torch.Tensor] = {}
+        for key in self.streams:
+            self._gather_frames(key, keys, out)
+        for key in self.fields:
+            self._gather_values(key, keys, out)
+        out.update(self.ids(keys))
+        return out
+
+    def _gather_frames(self, key: str, keys: Sequence[tuple[EpisodeArrays, int]], out) -> None:
+        offsets = self.window.get(key)
+        span = 1 if offsets is None else len(offsets)
+        pads = np.zeros((len(keys), span), dtype=bool)
+        views: list[np.ndarray | None] = []
+        for i, (ep, row) in enumerate(keys):
+            if offsets is None:
+                views.append(self.frame(ep, row))  # an item's own row has a frame
+                continue
+            rows = row + offsets
+            pads[i] = (rows < 0) | (rows >= len(ep))
+            for j, r in enumerate(np.clip(rows, 0, len(ep) - 1)):
+                if ep.has_frame[r]:
+                    views.append(self.frame(ep, int(r)))
+                else:
+                    views.append(None)
+                    pads[i, j] = True
+        sample = next((v for v in views if v is not None), None)
+        if sample is None:
+            sample = self.frame(*keys[0])
+        if any(v is None for v in views):
+            zeros = np.zeros_like(sample)
+            views = [zeros if v is None else v for v in views]
+        batch = _empty((len(views), *sample.shape), torch.uint8)
+        try:
+            np.stack(views, out=batch.numpy())
+        except ValueError:
+            shapes = sorted({str(v.shape) for v in views if v is not None})
+            raise InvalidInput(
+                f"frames of different shapes in one batch ({', '.join(shapes)}): "
+                "make one dataset per shape (episodes=...)"
+            ) from None
+        if offsets is not None:
+            batch = batch.view(len(keys), span, *sample.shape)
+        out[key] = self.image(batch, sample.ndim)
+        if offsets is not None:
+            out[f"{key}_is_pad"] = torch.from_numpy(pads)
+
+    def _gather_values(self, key: str, keys: Sequence[tuple[EpisodeArrays, int]], out) -> None:
+        offsets = self.window.get(key)
+        if offsets is None:
+            out[key] = torch.from_numpy(np.array([self.values(ep, key)[row] for ep, row in keys]))
+            return
+        picked, pads = [], []
+        for ep, row in keys:
+            rows = row + offsets
+            clamped = np.clip(rows, 0, len(ep) - 1)
+            pad = (rows < 0) | (rows >= len(ep))
+            if key == "action":
+                pad |= ~ep.has_action[clamped]
+            picked.append(self.values(ep, key)[clamped])
+            pads.append(pad)
+        out[key] = torch.from_numpy(np.stack(picked))
+        out[f"{key}_is_pad"] = torch.from_numpy(np.stack(pads))
+
+
+def _empty(shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
+    """A new tensor; in shared memory inside a DataLoader worker (what the worker's
+    queue would otherwise copy it into)."""
+    if get_worker_info() is None:
+        return torch.empty(shape, dtype=dtype)
+    nbytes = int(np.prod(shape)) * dtype.itemsize
+    storage = torch.UntypedStorage._new_shared(nbytes)
+    return torch.empty(0, dtype=dtype).set_(storage, 0, shape)
+
+
+class _Gathered(Sequence):
+    """Items gathered as one batch (``StepDataset.__getitems__``): ``collate_steps``
+    takes the batch as it is; any other collate function sees a list of items."""
+
+    def __init__(self, batch: dict[str, torch.Tensor], size: int):
+        self.batch = batch
+        self._size = size
+
+    def __len__(self) -> int:
+        return self._size
+
+    def __getitem__(self, i):  # type: ignore[override]
+        if isinstance(i, slice):
+            return [self[k] for k in range(*i.indices(self._size))]
+        if not -self._size <= i < self._size:
+            raise IndexError(i)
+        return {k: v[i] for k, v in self.batch.items()}
+
+
+class StepDataset(_Steps, Dataset):
+    """Steps of one or more stores as a map-style ``torch.utils.data.Dataset``.
+
+    An item is one step row that has a frame: a dict of tensors keyed by stream
+    (``"render"``: the frame, uint8 ``(H, W, C)`` as recorded, or float32 in [0, 1] with
+    ``frame_dtype="float32"``; ``(C, H, W)`` with ``channels_first``) and by field
+    (``action``, ``reward``, ``terminated``, ``truncated``: the row's values, i.e. the
+    action that led to this frame and what it earned; the reset row, step 0, has no
+    action), plus ``episode``, ``step`` and ``store`` (the index of its store in
+    ``locations``).
+
+    ``window={"render": [-3, -2, -1, 0], "action": [0, 1]}`` gives those keys a leading
+    axis of neighbouring rows of the same episode (a frame stack, an action chunk).
+    Offsets beyond the episode repeat its first or last row and are marked True in
+    ``"<key>_is_pad"`` (as LeRobot names it); so are rows without an action or frame.
+
+    Each DataLoader worker opens the stores itself, read-only (a directory or a
+    published store's URL), and keeps decoded chunks up to ``cache_bytes``; every
+    episode's frame pointers and values are read once, here, so an item costs no SQLite
+    query.
+
+    Args:
+        sources: a store path or URL, an open ``FrameStore`` (reopened by location), or
+            a list of them.
+        streams: image streams to return (today every store has ``"render"``); ``()``
+            for values only.
+        fields: per-step values to return (default: all four).
+        window: ``{stream or field: [step offsets]}``.
+        episodes: episode ids (of every store), or ``{location: ids}``; None: all live.
+        frame_dtype: ``"uint8"`` or ``"float32"`` (divided by 255).
+        channels_first: frames as ``(C, H, W)``.
+        storage_options: fsspec options for URLs.
+        cache_bytes: decoded chunks each process keeps.
+
+    Raises:
+        InvalidInput: an unknown stream, field or window key, bad offsets, a missing
+            episode, actions that cannot be tensors.
+    """
+
+    def __init__(
+        self,
+        sources: Sources,
+        *,
+        streams: str | Iterable[str] | None = None,
+        fields: str | Iterable[str] | None = None,
+        window: Mapping[str, Sequence[int]] | None = None,
+        episodes: Episodes = None,
+        frame_dtype: str = "uint8",
+        channels_first: bool = False,
+        storage_options: Mapping[str, Any] | None = None,
+        cache_bytes: int = DEFAULT_CACHE_BYTES,
+    ):
+        super().__init__(
+            sources,
+            window=window,
+            streams=streams,
+            fields=fields,
+            episodes=episodes,
+            frame_dtype=frame_dtype,
+            channels_first=channels_first,
+            storage_options=storage_options,
+            cache_bytes=cache_bytes,
+        )
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        ep, row = self.locate(index)
+        return self.item(ep, row)
+
+    def __getitems__(self, indices: Sequence[int]) -> Sequence[dict[str, torch.Tensor]]:
+        """A DataLoader's batch of items in one gather (``collate_steps`` keeps it)."""
+        return _Gathered(self.gather([self.locate(int(i)) for i in indices]), len(indices))
+
+
+class IterableStepDataset(_Steps, IterableDataset):
+    """The items of ``StepDataset`` as one pass, for training epochs at sequential read
+    speed: each DataLoader worker takes a contiguous share of the items (store, episode
+    and step order) and walks it in order, so each chunk is decoded once. With
+    ``shuffle_buffer=N`` items leave through a buffer of N, picked at random (seeded by
+    ``seed``, the worker and the epoch; by PyTorch's worker seed when ``seed`` is None):
+    memory stays bounded, order is local (the buffer holds keys; the frames come from
+    the chunk cache, so keep ``shuffle_buffer`` frames within ``cache_bytes``).
+
+    ``batch_size=B`` yields batches of B items gathered whole (frames copied once, into
+    shared memory): use it with ``DataLoader(ds, batch_size=None)``, the fastest pass.
+    Other arguments as ``StepDataset``."""
+
+    def __init__(
+        self,
+        sources: Sources,
+        *,
+        streams: str | Iterable[str] | None = None,
+        fields: str | Iterable[str] | None = None,
+        window: Mapping[str, Sequence[int]] | None = None,
+        episodes: Episodes = None,
+        frame_dtype: str = "uint8",
+        channels_first: bool = False,
+        storage_options: Mapping[str, Any] | None = None,
+        cache_bytes: int = DEFAULT_CACHE_BYTES,
+        shuffle_buffer: int = 0,
+        seed: int | None = None,
+        batch_size: int | None = None,
+    ):
+        super().__init__(
+            sources,
+            window=window,
+            streams=streams,
+            fields=fields,
+            episodes=episodes,
+            frame_dtype=frame_dtype,
+            channels_first=channels_first,
+            storage_options=storage_options,
+            cache_bytes=cache_bytes,
+        )
+        if not isinstance(shuffle_buffer, int) or shuffle_buffer < 0:
+            raise InvalidInput(f"shuffle_buffer must be 0 or more, got {shuffle_buffer!r}")
+        if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
+            raise InvalidInput(f"batch_size must be None or at least 1, got {batch_size!r}")
+        self.shuffle_buffer = shuffle_buffer
+        self.seed = seed
+        self.batch_size = batch_size
+        self._epoch = 0
+
+    def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
+        info = get_worker_info()
+        worker, workers = (0, 1) if info is None else (info.id, info.num_workers)
+        start, stop = shares([len(r) for r in self._rows], workers)[worker]
+        keys = self._walk(start, stop)
+        if self.shuffle_buffer > 1:
+            seed = torch.initial_seed() if self.seed is None else (self.seed, worker, self._epoch)
+            keys = _shuffled(keys, self.shuffle_buffer, np.random.default_rng(seed))
+        self._epoch += 1
+        if self.batch_size is None:
+            return (self.item(ep, row) for ep, row in keys)
+        return self._batches(keys, self.batch_size)
+
+    def _walk(self, start: int, stop: int) -> Iterator[tuple[EpisodeArrays, int]]:
+        """The keys (episode, row) of items ``start <= i < stop`` in order."""
+        for e, ep in enumerate(self.episodes):
+            lo, hi = int(self._starts[e]), int(self._starts[e + 1])
+            if hi <= start or lo >= stop:
+                continue
+            for row in self._rows[e][max(start, lo) - lo : min(stop, hi) - lo]:
+                yield ep, int(row)
+
+    def _batches(
+        self, keys: Iterator[tuple[EpisodeArrays, int]], size: int
+    ) -> Iterator[dict[str, torch.Tensor]]:
+        batch: list[tuple[EpisodeArrays, int]] = []
+        for key in keys:
+            batch.append(key)
+            if len(batch) == size:
+                yield self.gather(batch)
+                batch = []
+        if batch:
+            yield self.gather(batch)
+
+
+def _shuffled(items: Iterator[Any], size: int, rng: np.random.Generator) -> Iterator[Any]:
+    buffer: list[Any] = []
+    for item in items:
+        if len(buffer) < size:
+            buffer.append(item)
+            continue
+        i = int(rng.integers(size))
+        buffer[i], item = item, buffer[i]
+        yield item
+    rng.shuffle(buffer)
+    yield from buffer
+
+
+# --------------------------------------------------------------------------- transitions
+class TransitionDataset(_StepIndex, Dataset):
+    """``(obs, action, reward, next_obs, terminated, truncated)`` transitions of one or
+    more stores, map-style: item t of an episode pairs the frame of step t with the
+    action taken there (step t+1's row), its reward and flags and the frame of step t+1.
+    Steps whose frame (or the next one) was dropped are left out.
+
+    ``frame_stack=k`` makes ``obs`` and ``next_obs`` the k frames ending at t and t+1
+    (``(k, H, W, C)``), the first frame repeated before an episode's start and marked in
+    ``obs_is_pad``/``next_obs_is_pad``. ``stream`` chooses the image stream. Items also
+    hold ``episode``, ``step`` (t) and ``store``. Other arguments as ``StepDataset``.
+    """
+
+    def __init__(
+        self,
+        sources: Sources,
+        *,
+        stream: str = "render",
+        frame_stack: int = 1,
+        episodes: Episodes = None,
+        frame_dtype: str = "uint8",
+        channels_first: bool = False,
+        storage_options: Mapping[str, Any] | None = None,
+        cache_bytes: int = DEFAULT_CACHE_BYTES,
+    ):
+        if not isinstance(frame_stack, int) or frame_stack < 1:
+            raise InvalidInput(f"frame_stack must be at least 1, got {frame_stack!r}")
+        super().__init__(
+            sources,
+            streams=check_streams(stream),
+            fields=None,
+            episodes=episodes,
+            frame_dtype=frame_dtype,
+            channels_first=channels_first,
+            storage_options=storage_options,
+            cache_bytes=cache_bytes,
+        )
+        self.frame_stack = frame_stack
+        self._offsets = np.arange(1 - frame_stack, 1, dtype=np.int64)
+        self._rows = [
+            np.flatnonzero(ep.has_frame[:-1] & ep.has_frame[1:] & ep.has_action[1:])
+            for ep in self.episodes
+        ]
+        self._starts = np.cumsum([0, *(len(r) for r in self._rows)])
+
+    def __len__(self) -> int:
+        return int(self._starts[-1])
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        n = len(self)
+        if not -n <= index < n:
+            raise IndexError(f"item {index} out of range ({n} items)")
+        index %= n
+        e = int(np.searchsorted(self._starts, index, side="right")) - 1
+        ep, t = self.episodes[e], int(self._rows[e][index - self._starts[e]])
+        out: dict[str, torch.Tensor] = {}
+        for key, row in (("obs", t), ("next_obs", t + 1)):
+            if self.frame_stack == 1:
+                frame = self.frame(ep, row)
+                out[key] = self.image(torch.from_numpy(np.array(frame)), frame.ndim)
+            else:
+                rows = row + self._offsets
+                pad = rows < 0
+                frames = self.frames(ep, rows, pad)
+                out[key] = self.image(torch.from_numpy(frames), frames.ndim - 1)
+                out[f"{key}_is_pad"] = torch.from_numpy(pad)
+        for name in ("action", "reward", "terminated", "truncated"):
+            out[name] = torch.from_numpy(np.array(self.values(ep, name)[t + 1]))
+        out.update({k: v[0] for k, v in self.ids([(ep, t)]).items()})
+        return out
+
+
+# --------------------------------------------------------------------------- batches
+def collate_steps(items: Sequence[Mapping[str, Any]]) -> dict[str, torch.Tensor]:
+    """Stack a list of items (dicts of tensors or numpy arrays of equal shapes) into a
+    dict of batched tensors: one copy per key (``numpy.stack``, steadier than
+    ``torch.stack`` for uint8 frames), straight into shared memory inside a DataLoader
+    worker (so the batch crosses to the main process without another). A batch that
+    ``StepDataset`` gathered whole (``__getitems__``), or one batch that
+    ``IterableStepDataset(batch_size=...)`` yields (a dict, with ``batch_size=None`` in
+    the DataLoader), is taken as it is."""
+    if isinstance(items, _Gathered):
+        return items.batch
+    if isinstance(items, Mapping):
+        return dict(items)
+    if not items:
+        raise InvalidInput("collate_steps needs at least one item")
+    out: dict[str, torch.Tensor] = {}
+    for key, first in items[0].items():
+        values = [item[key] for item in items]
+        if isinstance(first, torch.Tensor):
+            arrays = [v.numpy() for v in values]
+            dtype = first.dtype
+        elif isinstance(first, np.ndarray | np.generic):
+            arrays = [np.asarray(v) for v in values]
+            dtype = torch.from_numpy(np.empty(0, dtype=arrays[0].dtype)).dtype
+        else:
+            out[key] = torch.as_tensor(values)
+            continue
+        batch = _empty((len(arrays), *arrays[0].shape), dtype)
+        try:
+            np.stack(arrays, out=batch.numpy())
+        except ValueError:
+            shapes = sorted({str(a.shape) for a in arrays})
+            raise InvalidInput(
+                f"{key!r}: items of different shapes ({', '.join(shapes)})"
+            ) from None
+        out[key] = batch
+    return out

@@ -1,0 +1,372 @@
+"""``framestore bench --torch``: the PyTorch datasets of ``framestore.torch`` against
+``iter_frames`` on the same store, in ONE run with the modes interleaved round by round
+(the order rotates; the median of each is reported, so a slow moment of a shared machine
+hits every mode alike):
+
+====================  ======================================================================
+``iter_frames``       ``FrameStore.iter_frames`` over every episode, one process: the limit
+``iterable``          ``IterableStepDataset(batch_size=256)`` through a DataLoader with 2
+                      workers: uint8 batches of 256 gathered whole by the dataset, a
+                      training pass in chunk order
+``iterable, items``   the same pass item by item, batched by the DataLoader (256,
+                      ``collate_steps``)
+``random item``       ``StepDataset[i]`` for random i in this process: per-item cost
+``shuffled epoch``    ``StepDataset`` through a DataLoader, shuffle, batches of 64, 2 workers
+``4-frame windows``   the same with ``window={"render": [-3, -2, -1, 0]}``
+``sequential item``   ``IterableStepDataset`` iterated in this process: per-item cost
+``DataLoader floor``  no store: 2 workers each yield batches of 256 frames already in
+                      memory, copied into shared memory as every PyTorch worker hands a
+                      batch over: the transport alone, the ceiling of any DataLoader pass
+====================  ======================================================================
+
+items/s counts dataset items (one step with its frame, or its 4-frame window) consumed
+in the main process, from making the dataset (its episode pointers read) to the last
+item; ``us/item`` is its inverse. DataLoader modes also report ``startup`` (making the
+dataset, starting the workers, until the first batch arrives) and ``steady items/s``
+(the items after the first batch over the time after it): on a short pass the workers'
+start weighs as much as the reading. ``cpu us/item`` is the CPU time of this process and
+of its DataLoader workers (user + system, workers counted once they are joined) per
+item: the cost of an item, which a loaded machine does not inflate the way it inflates
+wall-clock rates. A warm-up pass first (untimed) checks
+every frame of the iterable pass against ``iter_frames`` (CRC-32 by episode and step),
+and starts nothing else: each timed DataLoader starts its own workers, as an epoch does
+without ``persistent_workers``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import statistics
+import tempfile
+import time
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ._frames import FrameSet
+
+__all__ = ["TORCH_MODES", "TORCH_TABLE", "TorchResult", "run_torch"]
+
+TORCH_MODES = (
+    "iter_frames",
+    "iterable",
+    "iterable, items",
+    "random item",
+    "shuffled epoch",
+    "4-frame windows",
+    "sequential item",
+    "DataLoader floor",
+)
+#: Items each mode reads per round at most (random items: a sample, not an epoch).
+RANDOM_ITEMS = 1000
+
+
+@dataclass
+class TorchResult:
+    """One mode's medians over the rounds."""
+
+    mode: str
+    workers: int
+    batch: int
+    rounds: int
+    items: int  # per round
+    items_per_s: float = 0.0
+    us_per_item: float = 0.0
+    vs_iter_frames: float = 0.0
+    cpu_us_per_item: float = 0.0  # this process and its workers
+    startup_s: float | None = None  # until the first batch (DataLoader modes)
+    steady_items_per_s: float | None = None  # after the first batch
+    steady_vs_iter_frames: float | None = None
+    verified: bool | None = None  # the iterable pass read every frame bit-exact
+    error: str | None = None
+
+
+TORCH_TABLE = (
+    ("mode", "mode", "{}"),
+    ("workers", "workers", "{}"),
+    ("batch", "batch", "{}"),
+    ("items", "items", "{}"),
+    ("items_per_s", "items/s", "{:.0f}"),
+    ("us_per_item", "us/item", "{:.0f}"),
+    ("cpu_us_per_item", "cpu us/item", "{:.0f}"),
+    ("vs_iter_frames", "vs iter_frames", "{:.2f}x"),
+    ("startup_s", "startup s", "{:.2f}"),
+    ("steady_items_per_s", "steady items/s", "{:.0f}"),
+    ("steady_vs_iter_frames", "steady vs iter_frames", "{:.2f}x"),
+    ("verified", "exact", "{}"),
+)
+
+_SHAPES = {  # mode -> (workers, batch)
+    "iter_frames": (0, 1),
+    "iterable": (2, 256),
+    "iterable, items": (2, 256),
+    "random item": (0, 1),
+    "shuffled epoch": (2, 64),
+    "4-frame windows": (2, 64),
+    "sequential item": (0, 1),
+    "DataLoader floor": (2, 256),
+}
+
+
+def run_torch(
+    fs: FrameSet,
+    *,
+    rounds: int = 5,
+    workdir: str | os.PathLike | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> list[TorchResult]:
+    """Record ``fs`` into a store (its game's preset) and time every mode ``rounds``
+    times, interleaved (see the module docstring)."""
+    from framestore.extras import require
+
+    require("torch", extra="torch", what="bench --torch")
+    say = progress or (lambda _msg: None)
+    tmp = Path(tempfile.mkdtemp(prefix="fs-torch-", dir=workdir))
+    try:
+        store = tmp / "bench.store"
+        say(f"recording {len(fs)} {fs.game} frames")
+        _record(fs, store)
+        say("checking the iterable pass against iter_frames")
+        verified = _verify(store)
+        times: dict[str, list[_Timing]] = {m: [] for m in TORCH_MODES}
+        counts: dict[str, int] = {}
+        errors: dict[str, str] = {}
+        for r in range(rounds):
+            order = TORCH_MODES[r % len(TORCH_MODES) :] + TORCH_MODES[: r % len(TORCH_MODES)]
+            for mode in order:
+                if mode in errors:
+                    continue
+                say(f"round {r + 1}/{rounds}: {mode}")
+                try:
+                    timing = _MODES[mode](store)
+                except Exception as e:  # a row says what failed; the others still run
+                    errors[mode] = f"{type(e).__name__}: {e}"
+                    continue
+                counts[mode] = timing.items
+                times[mode].append(timing)
+        return _rows(times, counts, errors, rounds, verified)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _rows(times, counts, errors, rounds, verified) -> list[TorchResult]:
+    def median(mode: str, f: Callable[[_Timing], float | None]) -> float | None:
+        values = [v for v in map(f, times[mode]) if v is not None]
+        return statistics.median(values) if values else None
+
+    rate = {m: median(m, lambda t: t.items / t.seconds) for m in TORCH_MODES if times[m]}
+    base = rate.get("iter_frames")
+    rows = []
+    for mode in TORCH_MODES:
+        workers, batch = _SHAPES[mode]
+        row = TorchResult(mode, workers, batch, rounds, counts.get(mode, 0))
+        row.error = errors.get(mode)
+        if rate.get(mode):
+            row.items_per_s = rate[mode]
+            row.us_per_item = 1e6 / rate[mode]
+            row.vs_iter_frames = rate[mode] / base if base else 0.0
+            row.cpu_us_per_item = median(mode, lambda t: 1e6 * t.cpu / t.items) or 0.0
+            row.startup_s = median(mode, lambda t: t.startup)
+            row.steady_items_per_s = median(mode, _Timing.steady_rate)
+            if row.steady_items_per_s and base:
+                row.steady_vs_iter_frames = row.steady_items_per_s / base
+        if mode == "iterable":
+            row.verified = verified
+        rows.append(row)
+    return rows
+
+
+@dataclass(frozen=True)
+class _Timing:
+    items: int
+    seconds: float
+    cpu: float  # seconds of CPU, this process and the workers it joined
+    startup: float | None = None  # until the first batch
+    first: int = 0  # items in the first batch
+
+    def steady_rate(self) -> float | None:
+        if self.startup is None or self.seconds <= self.startup or self.items <= self.first:
+            return None
+        return (self.items - self.first) / (self.seconds - self.startup)
+
+
+def _record(fs: FrameSet, path: Path) -> None:
+    from framestore import FrameStore
+
+    with FrameStore.open(path) as store:
+        rec = store.recorder(fs.env_id, action_space=fs.action_space)
+        try:
+            for e, (start, stop) in enumerate(fs.episodes):
+                rec.begin_episode(seed=e)
+                for i in range(start, stop):
+                    rec.record_step(
+                        fs.frames[i],
+                        action=fs.actions[i],
+                        reward=fs.rewards[i],
+                        terminated=fs.terminated[i],
+                        truncated=fs.truncated[i],
+                    )
+                rec.end_episode()
+        finally:
+            rec.close()
+
+
+def _cpu() -> float:
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
+
+
+def _loader(dataset: Any, batch: int | None, workers: int, shuffle: bool = False) -> Any:
+    from torch.utils.data import DataLoader
+
+    from framestore.torch import collate_steps
+
+    return DataLoader(
+        dataset, batch_size=batch, shuffle=shuffle, num_workers=workers, collate_fn=collate_steps
+    )
+
+
+def _verify(store: Path) -> bool:
+    from framestore import FrameStore
+    from framestore.torch import IterableStepDataset
+
+    want = {}
+    with FrameStore.open(store, readonly=True) as st:
+        for ep in st.episodes():
+            for step, frame in st.iter_steps_frames(ep.id):
+                want[(ep.id, step)] = zlib.crc32(frame)
+    got = {}
+    with IterableStepDataset(store, batch_size=256) as ds:
+        for b in _loader(ds, None, 2):
+            for e, s, f in zip(b["episode"], b["step"], b["render"].numpy(), strict=True):
+                got[(int(e), int(s))] = zlib.crc32(f)
+    return got == want
+
+
+def _iter_frames(store: Path) -> _Timing:
+    from framestore import FrameStore
+
+    n = 0
+    t0, c0 = time.perf_counter(), _cpu()
+    with FrameStore.open(store, readonly=True) as st:
+        for ep in st.episodes():
+            for _frame in st.iter_frames(ep.id):
+                n += 1
+    return _Timing(n, time.perf_counter() - t0, _cpu() - c0)
+
+
+def _batches(make: Callable[[], Any], batch: int | None, workers: int, shuffle: bool) -> _Timing:
+    """Items consumed through a DataLoader; the dataset is made (episode pointers read)
+    inside the timing, as a training script makes it."""
+    n, first, startup = 0, 0, None
+    t0, c0 = time.perf_counter(), _cpu()
+    with make() as ds:
+        loader = iter(_loader(ds, batch, workers, shuffle))
+        for b in loader:
+            n += len(b["step"])
+            if startup is None:
+                startup, first = time.perf_counter() - t0, n
+        seconds = time.perf_counter() - t0
+        del loader  # joins the workers, so their CPU time is counted
+    return _Timing(n, seconds, _cpu() - c0, startup, first)
+
+
+def _iterable(store: Path) -> _Timing:
+    from framestore.torch import IterableStepDataset
+
+    return _batches(lambda: IterableStepDataset(store, batch_size=256), None, 2, False)
+
+
+def _iterable_items(store: Path) -> _Timing:
+    from framestore.torch import IterableStepDataset
+
+    return _batches(lambda: IterableStepDataset(store), 256, 2, False)
+
+
+def _shuffled(store: Path) -> _Timing:
+    from framestore.torch import StepDataset
+
+    return _batches(lambda: StepDataset(store), 64, 2, True)
+
+
+def _windows(store: Path) -> _Timing:
+    from framestore.torch import StepDataset
+
+    window = {"render": [-3, -2, -1, 0]}
+    return _batches(lambda: StepDataset(store, window=window), 64, 2, True)
+
+
+def _random_item(store: Path) -> _Timing:
+    from framestore.torch import StepDataset
+
+    with StepDataset(store) as ds:
+        picks = np.random.default_rng(0).integers(len(ds), size=min(RANDOM_ITEMS, len(ds)))
+        t0, c0 = time.perf_counter(), _cpu()
+        for i in picks:
+            ds[int(i)]
+        return _Timing(len(picks), time.perf_counter() - t0, _cpu() - c0)
+
+
+def _sequential_item(store: Path) -> _Timing:
+    from framestore.torch import IterableStepDataset
+
+    n = 0
+    with IterableStepDataset(store) as ds:
+        t0, c0 = time.perf_counter(), _cpu()
+        for _item in ds:
+            n += 1
+        return _Timing(n, time.perf_counter() - t0, _cpu() - c0)
+
+
+def _floor(store: Path) -> _Timing:
+    import torch.utils.data as tud
+
+    from framestore import FrameStore
+
+    with FrameStore.open(store, readonly=True) as st:
+        episodes = st.episodes()
+        count = sum(e.frames for e in episodes)
+        frames = [f for _i, f in zip(range(256), st.iter_frames(episodes[0].id), strict=False)]
+    frames = (frames * (256 // len(frames) + 1))[:256]
+
+    class Floor(tud.IterableDataset):
+        def __iter__(self):
+            from framestore.torch import collate_steps
+
+            info = tud.get_worker_info()
+            share = range(info.id * 256, count, info.num_workers * 256)
+            for start in share:
+                n = min(256, count - start)
+                yield collate_steps([{"render": f, "step": 0} for f in frames[:n]])
+
+    return _batches(lambda: _Closing(Floor()), None, 2, False)
+
+
+class _Closing:
+    """A dataset as a context manager, as the framestore datasets are."""
+
+    def __init__(self, dataset: Any):
+        self.dataset = dataset
+
+    def __enter__(self) -> Any:
+        return self.dataset
+
+    def __exit__(self, *exc: object) -> None:
+        pass
+
+
+_MODES: dict[str, Callable[[Path], _Timing]] = {
+    "iter_frames": _iter_frames,
+    "iterable": _iterable,
+    "iterable, items": _iterable_items,
+    "random item": _random_item,
+    "shuffled epoch": _shuffled,
+    "4-frame windows": _windows,
+    "sequential item": _sequential_item,
+    "DataLoader floor": _floor,
+}

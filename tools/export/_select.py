@@ -1,0 +1,182 @@
+"""What a multi-episode export reads: the chosen episodes and their step ranges, checked
+before anything is written, and their steps with frames, streamed in step order.
+
+Shared by the dataset exports (``parquet``, ``lerobot``, ``rrd``, ``minari``): each turns
+the ``StepFrame`` stream into its own rows. Memory stays O(page of step rows + a few
+decoded chunks), whatever the episode length.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from framestore import EpisodeInfo, FrameStore, StepInfo
+from framestore.columns import action_kind
+from framestore.errors import CorruptData, InvalidInput
+
+from ._options import ExportOptions
+from ._plan import PARTIAL_SUFFIX, check_not_in_store, output_path
+
+__all__ = [
+    "IMAGE_STREAMS",
+    "Selection",
+    "Span",
+    "StepFrame",
+    "check_new_path",
+    "episode_streams",
+    "iter_step_frames",
+    "select_episodes",
+]
+
+_PAGE_ROWS = 512  # step rows read from SQLite at a time
+#: The image streams a step holds today; ``episode_streams`` is where more come from.
+IMAGE_STREAMS = ("render",)
+
+
+def episode_streams(store: FrameStore, episode: EpisodeInfo) -> list[str]:
+    """The names of the image streams an episode's steps hold (today: its rendered
+    frame, ``render``). Exports build their per-stream features from this list."""
+    del store, episode  # one stream per step until the store records more
+    return list(IMAGE_STREAMS)
+
+
+@dataclass(frozen=True)
+class Span:
+    """One episode's exported range: steps ``start <= step < stop`` (``stop`` clipped to
+    the rows committed when the export was planned; ``committed`` counts them all)."""
+
+    episode: EpisodeInfo
+    start: int
+    stop: int
+    committed: int
+    shapes: tuple[str, ...]  # the distinct frame shapes of the range, "HxWxC"
+    frames: int  # stored frames in the range
+
+    @property
+    def id(self) -> int:
+        return self.episode.id
+
+    @property
+    def rows(self) -> int:
+        return self.stop - self.start
+
+
+@dataclass(frozen=True)
+class Selection:
+    """The episodes of one export, in export order, and the ``action`` column's kind
+    (``framestore.columns.action_kind``) over all of them."""
+
+    spans: list[Span]
+    kind: str
+
+    @property
+    def rows(self) -> int:
+        return sum(s.rows for s in self.spans)
+
+
+@dataclass(frozen=True)
+class StepFrame:
+    """A step and its frame (``None`` when the frame was dropped while recording)."""
+
+    span: Span
+    step: StepInfo
+    frame: np.ndarray | None
+
+
+def select_episodes(
+    store: FrameStore,
+    episodes: list[int] | None,
+    run_id: int | None,
+    options: ExportOptions,
+    *,
+    what: str,
+) -> Selection:
+    """The episodes to export: ``episodes`` (ids, in that order), every live episode of
+    ``run_id``, or (neither) every live episode of the store; each clipped to
+    ``options.start``/``options.stop`` and to what is committed now.
+
+    Raises:
+        InvalidInput: both given, nothing to export, or ``scale`` other than 1.
+        EpisodeNotFound, RunNotFound: unknown ids.
+    """
+    if options.scale != 1:
+        raise InvalidInput(f"{what} holds the stored frames exactly; scale applies to images/video")
+    if episodes and run_id is not None:
+        raise InvalidInput("give --episode IDs or --run ID, not both")
+    if run_id is not None:
+        store.run(run_id)  # RunNotFound
+        eps = store.episodes(run_id=run_id)
+    elif episodes:
+        eps = [store.episode(i) for i in dict.fromkeys(episodes)]  # EpisodeNotFound
+    else:
+        eps = store.episodes()
+    if not eps:
+        raise InvalidInput("nothing to export: no live episodes")
+    spans = []
+    for ep in eps:
+        # A snapshot of what is committed now: rows of a live episode keep arriving.
+        summary = store.frame_summary(ep.id, options.start, options.stop)
+        if summary.stop > options.start:
+            spans.append(
+                Span(
+                    ep,
+                    options.start,
+                    int(summary.stop),
+                    int(summary.steps),
+                    tuple(summary.shapes),
+                    int(summary.frames),
+                )
+            )
+    if not spans:
+        raise InvalidInput(f"no steps from step {options.start} in the chosen episodes")
+    kind = action_kind(store.catalog.action_spec(s.id) for s in spans)
+    return Selection(spans, kind)
+
+
+def check_new_path(out: str | os.PathLike, *, directory: bool) -> tuple[Path, Path]:
+    """``(out, out.partial)`` for an export that creates ``out``: a directory that does
+    not exist yet or is empty (``directory``), else a file that may be replaced; its
+    parent exists and is writable, and it is not inside a store."""
+    path = output_path(out)
+    check_not_in_store(path)
+    if directory:
+        if path.exists() and (not path.is_dir() or any(path.iterdir())):
+            raise InvalidInput(f"{path}: exists and is not an empty directory")
+    elif path.is_dir():
+        raise InvalidInput(f"{path}: is a directory")
+    if not path.parent.is_dir():
+        raise InvalidInput(f"{path}: directory {path.parent} does not exist")
+    if not os.access(path.parent, os.W_OK | os.X_OK):
+        raise InvalidInput(f"{path}: directory {path.parent} is not writable")
+    return path, path.with_name(path.name + PARTIAL_SUFFIX)
+
+
+def iter_step_frames(
+    store: FrameStore, spans: list[Span], *, extra_step: bool = False
+) -> Iterator[StepFrame]:
+    """Every step of the spans in order with its frame, read page by page.
+
+    ``extra_step``: also the step right after each span's range when it is committed
+    (the transition out of the range's last step). A frame whose decoded shape is not
+    its row's ``frame_shape`` is corrupt: ``CorruptData``, never written."""
+    for span in spans:
+        stop = min(span.stop + 1, span.committed) if extra_step else span.stop
+        for lo in range(span.start, stop, _PAGE_ROWS):
+            for step in store.read_steps(span.id, lo, min(stop, lo + _PAGE_ROWS)):
+                frame = None
+                if step.frame is not None:
+                    frame = store.read_at(step.frame, span.id, step.step)
+                    if step.frame_shape is not None and tuple(frame.shape) != step.frame_shape:
+                        raise CorruptData(
+                            "framestore.db",
+                            0,
+                            f"episode {span.id} step {step.step}: the database says "
+                            f"{'x'.join(map(str, step.frame_shape))} but the stored frame is "
+                            f"{'x'.join(map(str, frame.shape))}",
+                        )
+                yield StepFrame(span, step, frame)
