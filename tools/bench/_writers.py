@@ -263,7 +263,7 @@ WRITERS_TABLE = (
     ("fps", "frames/s", "{:.0f}"),
     ("fps_vs_zstd", "fps/zstd", "{:.2f}"),
     ("cpu_us", "cpu us/f", "{:.0f}"),
-    ("cpu_vs_zstd", "x zstd", "{:.2f}"),
+    ("cpu_vs_zstd", "cpu/zstd", "{:.2f}"),
     ("producer_p50_us", "p50 us", "{:.1f}"),
     ("producer_p99_us", "p99 us", "{:.1f}"),
     ("producer_max_us", "max us", "{:.0f}"),
