@@ -232,7 +232,22 @@ class SegmentReader:
         if loc is None:
             raise FrameNotFound("frame was not stored (dropped) or is not written yet")
         segment, offset, slot = loc
-        chunk = self.read_chunk(segment, offset)
+        return self.frame_of(
+            self.read_chunk(segment, offset), slot, copy=copy, expect_key=expect_key
+        )
+
+    def frame_of(
+        self,
+        chunk: Chunk,
+        slot: int,
+        *,
+        copy: bool = True,
+        expect_key: tuple[int, int] | None = None,
+    ) -> np.ndarray:
+        """Frame ``slot`` of a chunk ``read_chunk`` returned, checked as ``read`` checks
+        it: a sequential reader decodes (or looks up) each chunk once and takes its
+        frames here."""
+        segment, offset = chunk.segment, chunk.offset
         if not 0 <= slot < chunk.header.count:
             raise FrameNotFound(
                 f"segment {segment} at offset {offset}: slot {slot} out of range "

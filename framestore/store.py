@@ -26,6 +26,7 @@ from ._format import (
     SEGMENT_DIR,
     record_extent,
 )
+from ._framepointers import FramePointers
 from ._lock import StoreLock, writer_running
 from ._published import ObjectProblem, PublishedObjects, is_published, shown_location
 from ._sources import SegmentSource
@@ -134,6 +135,8 @@ class FrameStore:
         self._closed = False
         self._recorders: list[Recorder] = []
         self._stream_keys: dict[int, int] = {}  # an episode's stream key never changes
+        # Random reads look their pointer up here, not in SQLite (issue 19).
+        self._pointers = FramePointers(catalog, self.episode)
 
     # ----------------------------------------------------------------- opening
     @classmethod
@@ -375,14 +378,20 @@ class FrameStore:
         ep = self.episode(episode_id)
         return self.catalog.frame_summary(ep.id, *_step_range(start, stop))
 
-    def read_frame(self, episode_id: int, step: int) -> np.ndarray:
-        """The frame of one step, bit-exact (checksum verified)."""
-        locs = self.frame_locations(episode_id, step, step + 1)
-        if not locs:
+    def read_frame(self, episode_id: int, step: int, *, copy: bool = True) -> np.ndarray:
+        """The frame of one step, bit-exact (checksum verified); with ``copy=False`` a
+        read-only view into the decoded chunk.
+
+        The episode's frame pointers are read once and kept while the catalogue is
+        unchanged (a pragma checks that), so a random read queries no table."""
+        self._check_open()
+        episode_id = check_id(episode_id, "episode id")
+        if clamp_step(step, "step") != step:  # negative, or past any step SQLite holds
             raise FrameNotFound(f"episode {episode_id} has no step {step}")
-        if locs[0][1] is None:
+        loc = self._pointers.location(episode_id, int(step))
+        if loc is None:
             raise FrameNotFound(f"episode {episode_id} step {step} has no stored frame (dropped)")
-        return self.read_at(locs[0][1], episode_id, step)
+        return self.read_at(loc, episode_id, step, copy=copy)
 
     def stream_key(self, episode_id: int) -> int:
         """The stream key an episode's chunks carry: its id, unless it was merged from
@@ -403,35 +412,56 @@ class FrameStore:
         )
 
     def iter_frames(
-        self, episode_id: int, start: int = 0, stop: int | None = None, *, skip_missing: bool = True
+        self,
+        episode_id: int,
+        start: int = 0,
+        stop: int | None = None,
+        *,
+        skip_missing: bool = True,
+        copy: bool = False,
     ) -> Iterator[np.ndarray]:
         """Frames of an episode in step order; memory stays O(chunk).
 
-        Steps whose frame was dropped are skipped (or raise ``FrameNotFound`` with
-        ``skip_missing=False``). Corrupt data raises; it is never yielded.
+        Each frame is a read-only view into its decoded chunk (each chunk is decoded
+        once, and a view keeps only its own chunk alive); ``copy=True`` returns writable
+        copies. Steps whose frame was dropped are skipped (or raise ``FrameNotFound``
+        with ``skip_missing=False``). Corrupt data raises; it is never yielded.
         """
         for _step, frame in self.iter_steps_frames(
-            episode_id, start, stop, skip_missing=skip_missing
+            episode_id, start, stop, skip_missing=skip_missing, copy=copy
         ):
             yield frame
 
     def iter_steps_frames(
-        self, episode_id: int, start: int = 0, stop: int | None = None, *, skip_missing: bool = True
+        self,
+        episode_id: int,
+        start: int = 0,
+        stop: int | None = None,
+        *,
+        skip_missing: bool = True,
+        copy: bool = False,
     ) -> Iterator[tuple[int, np.ndarray]]:
         """``(step, frame)`` pairs in step order (see ``iter_frames``)."""
-        for step, loc in self.frame_locations(episode_id, start, stop):
+        locations = self.frame_locations(episode_id, start, stop)
+        key = self.stream_key(episode_id)
+        reader = self._reader
+        chunk = None
+        for step, loc in locations:
             if loc is None:
                 if skip_missing:
                     continue
                 raise FrameNotFound(f"episode {episode_id} step {step} has no stored frame")
-            yield step, self.read_at(loc, episode_id, step)
+            segment, offset, slot = loc
+            if chunk is None or chunk.offset != offset or chunk.segment != segment:
+                chunk = reader.read_chunk(segment, offset)  # once per chunk, not per frame
+            yield step, reader.frame_of(chunk, slot, copy=copy, expect_key=(key, step))
 
     def read_frames(
         self, episode_id: int, start: int = 0, stop: int | None = None
     ) -> list[np.ndarray]:
-        """All frames of an episode (or a range) as a list. Prefer ``iter_frames`` for
-        long episodes: this holds them all in memory."""
-        return list(self.iter_frames(episode_id, start, stop))
+        """All frames of an episode (or a range) as a list of writable copies. Prefer
+        ``iter_frames`` for long episodes: this holds them all in memory."""
+        return list(self.iter_frames(episode_id, start, stop, copy=True))
 
     # ----------------------------------------------------------------- sizes
     def chunk_bytes(self, segment: int, offsets: Iterable[int]) -> int:

@@ -306,6 +306,91 @@ def test_cli_bench_overload_failed_check_exits_1(monkeypatch):
     assert "Traceback" not in res.output
 
 
+def test_every_writers_mode_pays_the_same_harness(assault_set, tmp_path, monkeypatch):
+    """framestore and plain zstd alike: the sampler is entered before the output is
+    opened and left after it is closed; CPU per frame and frame bytes are reported."""
+    events: list[str] = []
+
+    class Counted(bench._writers.ProcessMemory):
+        def __enter__(self):
+            events.append("sampler on")
+            return super().__enter__()
+
+        def __exit__(self, *exc):
+            events.append("sampler off")
+            return super().__exit__(*exc)
+
+    monkeypatch.setattr(bench._writers, "ProcessMemory", Counted)
+    for kind in (bench._writers._FrameStoreOut, bench._writers._ZstdOut):
+        for name in ("__init__", "close"):
+            original = getattr(kind, name)
+
+            def traced(self, *a, _o=original, _n=f"{kind.__name__}.{name}", **k):
+                events.append(_n)
+                return _o(self, *a, **k)
+
+            monkeypatch.setattr(kind, name, traced)
+    for mode in ("thread", "zstd"):
+        events.clear()
+        out = tmp_path / mode
+        out.mkdir()
+        d = bench._writers.measure_write(mode, assault_set, out, {})
+        kind = "_ZstdOut" if mode == "zstd" else "_FrameStoreOut"
+        assert events == ["sampler on", f"{kind}.__init__", f"{kind}.close", "sampler off"]
+        assert d["cpu_us"] > 0 and d["fps"] > 0 and d["frame_bytes"] > 0
+        assert d["producer_mb"] >= 0
+
+
+def test_writers_rows_report_cpu_next_to_frames_per_second(tmp_path):
+    rows = bench.run_writers(("assault",), frames=16, rounds=1, workdir=tmp_path)
+    assert [r.writer for r in rows] == ["thread", "process", "zstd"]
+    for r in rows:
+        assert r.error is None, r.error
+        assert r.frames == 16 and r.rounds == 1
+        assert r.fps > 0 and r.cpu_us > 0 and r.frame_bytes > 0
+        assert r.fps_vs_zstd is not None and r.cpu_vs_zstd is not None
+    assert rows[-1].cpu_vs_zstd == pytest.approx(1.0)
+    assert [r.verified for r in rows] == [True, True, None]
+    assert bench.failed_checks(rows) == []
+    assert bench.WRITERS_FRAMES["assault"] == 12_000  # the default comparison's size
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_reads_rows_read_back_bit_exact(tmp_path):
+    rows = bench.run_reads(
+        "assault", frames=40, chunk_frames=(4, 16), levels=(1,), rounds=1, workdir=tmp_path
+    )
+    assert [(r.config, r.chunk_frames, r.level) for r in rows] == [
+        ("c4 l1", 4, 1),
+        ("c16 l1", 16, 1),
+        ("zstd", 64, 3),
+    ]
+    for r in rows:
+        assert r.error is None, r.error
+        assert r.verified is True  # random and sequential reads equal the recorded frames
+        assert r.frames == 40
+        assert r.write_fps > 0 and r.write_cpu_us > 0 and r.frame_bytes > 0
+        assert 0 < r.random_p50_us <= r.random_p99_us
+        assert r.seq_fps > 0
+        assert 0 < r.misses <= 1
+    assert rows[-1].misses == 1.0  # plain zstd decodes every time
+    lim = rows[-1]
+    assert (lim.bytes_vs_zstd, lim.random_vs_zstd, lim.seq_vs_zstd) == (1.0, 1.0, 1.0)
+    assert bench.failed_checks(rows) == []
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_cli_bench_reads_json(tmp_path):
+    res = CliRunner().invoke(
+        cli,
+        ["bench", "--reads", "--frames", "12", "--chunk-frames", "4", "--repeat", "2", "--json"],
+    )
+    assert res.exit_code == 0, res.output
+    rows = json.loads(res.stdout)
+    assert [r["config"] for r in rows] == ["c4 l-", "zstd"]
+    assert all(r["rounds"] == 2 and r["verified"] is True for r in rows)
+
+
 def test_cli_bench_refuses_frames_that_cannot_fit_in_memory_before_allocating():
     """Issue 18, defect 6: an impossible --frames was a MemoryError traceback."""
     from conftest import assert_one_line_error, run_cli

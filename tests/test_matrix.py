@@ -56,6 +56,9 @@ VERBS = (
     "export_png",
     "export_parquet",
     "export_run",
+    "export_lerobot",
+    "export_rrd",
+    "export_minari",
     "gui_replay_screenshot",
     "read_store",
     "torch_dataset",
@@ -328,6 +331,87 @@ def v_export_run(kind: Kind, tmp: Path, counts: Counts) -> None:
     assert seen == set(counts.before), (seen, counts.before)
 
 
+def _frames_by_step(by_episode: dict[int, dict[int, np.ndarray]], kind, counts, what, *, rows):
+    """Each exported episode's frames are its steps 0..k-1 in order, bit for bit, and k
+    is its step count (``rows`` = "steps") or one less (``rows`` = "transitions": a
+    LeRobot row pairs a frame with the next step's action, so the last frame has none)."""
+    less = 1 if rows == "transitions" else 0
+    counts.check(
+        {e: len(s) + less for e, s in by_episode.items()}
+        | {e: n for e, n in counts.before.items() if n <= less and e not in by_episode},
+        what,
+    )
+    for eid, steps in by_episode.items():
+        assert sorted(steps) == list(range(len(steps))), (what, eid)
+        want = stored_frames(kind, eid)[: len(steps)]  # transitions: all but the last
+        assert len(want) == len(steps), (what, eid, len(steps), len(want))
+        for i, frame in enumerate(want):
+            assert np.array_equal(steps[i], frame), (what, eid, i)
+
+
+def v_export_lerobot(kind: Kind, tmp: Path, counts: Counts) -> None:
+    """A LeRobot v3 directory (LeRobot's own loader reads it in test_export_lerobot.py):
+    every image row is the frame of its step."""
+    import pyarrow.parquet as pq
+
+    out = tmp / "lerobot"
+    cli_ok("export", kind.location, "--format", "lerobot", "-o", out)
+    info = json.loads((out / "meta" / "info.json").read_text())
+    assert info["codebase_version"] == "v3.0", info
+    by_episode: dict[int, dict[int, np.ndarray]] = {}
+    for path in sorted((out / "data").rglob("*.parquet")):
+        table = pq.read_table(path, columns=["episode_id", "step", "observation.images.render"])
+        cols = table.to_pydict()
+        for eid, step, image in zip(
+            cols["episode_id"], cols["step"], cols["observation.images.render"], strict=True
+        ):
+            frame = np.asarray(Image.open(io.BytesIO(image["bytes"])))
+            by_episode.setdefault(eid, {})[step] = frame
+    assert info["total_frames"] == sum(len(s) for s in by_episode.values()), info
+    _frames_by_step(by_episode, kind, counts, "lerobot", rows="transitions")
+
+
+def v_export_rrd(kind: Kind, tmp: Path, counts: Counts) -> None:
+    """One rerun recording, read back with rerun's own reader: every frame as stored."""
+    rr_chunk = pytest.importorskip("rerun.chunk")
+    out = tmp / "x.rrd"
+    cli_ok("export", kind.location, "--format", "rrd", "-o", out)
+    reader = rr_chunk.RrdReader(out)
+    by_episode: dict[int, dict[int, np.ndarray]] = {}
+    for chunk in reader.stream(store=reader.recordings()[0]):
+        path = chunk.entity_path
+        if not (path.startswith("/episode_") and path.endswith("/render")):
+            continue
+        eid = int(path[len("/episode_") : -len("/render")])
+        cols = chunk.to_record_batch().to_pydict()
+        for step, blob in zip(cols["step"], cols["EncodedImage:blob"], strict=True):
+            frame = np.asarray(Image.open(io.BytesIO(bytes(blob[0]))))
+            by_episode.setdefault(eid, {})[step] = frame
+    _frames_by_step(by_episode, kind, counts, "rrd", rows="steps")
+
+
+def v_export_minari(kind: Kind, tmp: Path, counts: Counts, request) -> None:
+    """A Minari dataset per run (a dataset has one environment, and the killed and live
+    kinds hold two runs with different time limits: one run each, as the refusal of a
+    mixed export says), opened by ``minari.load_dataset``: every observation is the
+    stored frame of its step, in episode order."""
+    minari = pytest.importorskip("minari")
+    datasets = tmp / "datasets"
+    datasets.mkdir()
+    request.getfixturevalue("monkeypatch").setenv("MINARI_DATASETS_PATH", str(datasets))
+    with kind.open() as st:
+        runs = sorted({ep.run_id for ep in st.episodes() if ep.id in counts.before})
+    by_episode: dict[int, dict[int, np.ndarray]] = {}
+    for run in runs:
+        name = f"run{run}-v0"
+        args = ("export", kind.location, "--format", "minari", "--run", run, "-o", datasets / name)
+        report = json.loads(cli_ok(*args, "--json"))
+        episodes = minari.load_dataset(name).iterate_episodes()
+        for eid, ep in zip(report["episodes"], episodes, strict=True):
+            by_episode[eid] = dict(enumerate(ep.observations))
+    _frames_by_step(by_episode, kind, counts, "minari", rows="steps")
+
+
 def v_gui_replay_screenshot(kind: Kind, tmp: Path, counts: Counts, request) -> None:
     pytest.importorskip("pytestqt")
     request.getfixturevalue("qapp")
@@ -438,7 +522,7 @@ def v_gc_dry_run(kind: Kind, tmp: Path, counts: Counts) -> None:
 
 
 VERB_CHECKS: dict[str, Callable] = {name: globals()[f"v_{name}"] for name in VERBS}
-NEEDS_REQUEST = {"gui_replay_screenshot", "read_store"}
+NEEDS_REQUEST = {"gui_replay_screenshot", "read_store", "export_minari"}
 
 
 # --------------------------------------------------------------------------- the matrix

@@ -67,13 +67,14 @@ def cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
 
 
 def reference(n_episodes: int, seed: int = 0):
-    """The seeded run `framestore record --seed 0` performs, regenerated."""
+    """The seeded run `framestore record --seed 0` performs, regenerated (episode i: the
+    environment and the random policy's action space seeded with ``seed + i``)."""
     env = make_env(ENV_ID, max_episode_steps=MAX_STEPS)
-    env.action_space.seed(seed)
     out = []
     try:
         for i in range(n_episodes):
             env.reset(seed=seed + i)
+            env.action_space.seed(seed + i)
             frames, actions, done = [env.render()], [], False
             while not done:
                 a = env.action_space.sample()

@@ -41,6 +41,11 @@ def _check_level(ctx: click.Context, param: click.Parameter, value: int) -> int:
     return click.IntRange(ZSTD_LEVELS.start, ZSTD_LEVELS.stop - 1).convert(value, param, ctx)
 
 
+def _check_levels(ctx: click.Context, param: click.Parameter, values: tuple) -> tuple:
+    """``--zstd-level`` (repeatable): each within zstd's levels."""
+    return tuple(_check_level(ctx, param, v) for v in values)
+
+
 @click.command()
 @click.option("--frames", type=click.IntRange(min=1), default=None, help="Frames per game.")
 @click.option(
@@ -89,6 +94,28 @@ def _check_level(ctx: click.Context, param: click.Parameter, value: int) -> int:
     "interleaved round by round (medians of --repeat rounds, default 5).",
 )
 @click.option(
+    "--reads",
+    is_flag=True,
+    help="Chunk length and zstd level: write CPU and bytes, random read_frame p50 "
+    "(cache misses) and a sequential iter_frames pass against plain zstd, interleaved "
+    "(medians of --repeat rounds, default 5; 12,000 Assault frames).",
+)
+@click.option(
+    "--chunk-frames",
+    "chunk_frames",
+    multiple=True,
+    type=click.IntRange(min=1),
+    help="With --reads: a chunk length to measure (repeatable; default: the preset's).",
+)
+@click.option(
+    "--zstd-level",
+    "zstd_levels",
+    multiple=True,
+    type=int,
+    callback=_check_levels,
+    help="With --reads: a zstd level to measure (repeatable; default: the preset's).",
+)
+@click.option(
     "--durability",
     "durabilities",
     multiple=True,
@@ -122,6 +149,9 @@ def bench(
     scale_out,
     torch_,
     writers,
+    reads,
+    chunk_frames,
+    zstd_levels,
     durabilities,
     level,
     workdir,
@@ -138,8 +168,10 @@ def bench(
     --overload: a producer far faster than the writer under both queue policies.
     --writers: the frame writer and the SQLite sink as threads vs in a storage process,
     with plain zstd, interleaved round by round (--rate HZ --writers: the pacing loop
-    with each). --scale-out: reading with Ray Data against one process, from a local
-    store and from S3 (moto). --torch: the PyTorch datasets against iter_frames.
+    with each). --reads: chunk length and zstd level, writing and reading (random
+    read_frame, sequential iter_frames) against plain zstd. --scale-out: reading with
+    Ray Data against one process, from a local store and from S3 (moto). --torch: the
+    PyTorch datasets against iter_frames.
 
     Exits 1 when a check fails (a pipeline error, frames not read back bit-exact, an
     overload run over its memory bound), after printing the table.
@@ -178,6 +210,13 @@ def bench(
             progress=progress, writers=placements,
         )  # fmt: skip
         columns = lib.PACING_TABLE
+    elif reads:
+        rows = lib.run_reads(
+            "assault" if game == "all" else game, frames=frames, chunk_frames=chunk_frames,
+            levels=zstd_levels, rounds=repeat if repeat > 1 else 5, workdir=workdir,
+            progress=progress,
+        )  # fmt: skip
+        columns = lib.READS_TABLE
     elif writers:
         rounds = repeat if repeat > 1 else 5
         rows = lib.run_writers(

@@ -105,6 +105,15 @@ class CatalogBase:
         with self._lock, self._db.atomic():
             yield
 
+    def change_stamp(self) -> tuple[int, int]:
+        """``(data_version, total_changes)``: moves whenever any connection (this one or
+        another process's) changed the database; a pragma, not a table query. Lets a
+        reader keep what it read until the catalogue changes."""
+        with self._lock:
+            conn = self._conn()
+            (version,) = conn.execute("PRAGMA data_version").fetchone()
+            return int(version), conn.total_changes
+
     def schema(self) -> dict[str, Any]:
         """``version`` (migrations applied), ``latest_migration``, ``pending_migrations``."""
         with self._lock:

@@ -42,8 +42,23 @@ _COMMON: dict[str, Any] = {
 #: ``env.render()`` size; it sizes ``queue_bytes`` (``queue_frames * frame_bytes_hint``).
 FAMILY_DEFAULTS: dict[str, dict[str, Any]] = {
     # 210x160x3 frames: small, so many fit; 60 Hz with frameskip makes long episodes.
+    # chunk_frames 16, level 3: chosen by measurement (docs/BENCHMARKS.md, "Chunk length
+    # and level"; `framestore bench --reads`, 12,000 Assault frames, 5 interleaved
+    # rounds, ratios to plain zstd-3 over 64-frame chunks in the same run). A random
+    # read decodes its whole chunk, so its time follows the chunk length:
+    #   chunk  level  B/frame  random read p50  write CPU
+    #      8      3    1.26x       0.21x          1.30x
+    #     16      3    1.14x       0.35x          1.26x
+    #     32      3    1.07x       0.65x          1.10x
+    #     64      3    1.04x       3.01x (a re-check: 1.05x)  1.06x
+    # A second run (load 2-5 instead of 15-19): random read p50 312 / 606 / 1,523 µs
+    # at 8 / 16 / 64 frames (0.24x / 0.47x / 1.18x), bytes 1.26x / 1.14x / 1.04x.
+    # 16 keeps frame bytes within 1.25x of plain zstd at a third of a 64-frame chunk's
+    # random read; 8 halves that again but passes 1.25x in bytes. Level 1 saved 0-11%
+    # write CPU for 2-4% more bytes and no faster reads: level 3 stays.
     "atari": {
         **_COMMON,
+        "chunk_frames": 16,
         "frame_bytes_hint": 210 * 160 * 3,
         "hub_buffer": 2048,
         "queue_frames": 2048,
@@ -96,7 +111,11 @@ GAME_PRESETS: dict[str, dict[str, Any]] = {
     "ALE/Pong-v5": {"family": "atari", "frame_bytes_hint": 210 * 160 * 3},
     "ALE/SpaceInvaders-v5": {"family": "atari", "frame_bytes_hint": 210 * 160 * 3},
     # CarRacing redraws the whole track every frame: less compressible, smaller chunks.
-    "CarRacing-v3": {"family": "box2d", "frame_bytes_hint": 400 * 600 * 3, "chunk_frames": 16},
+    # chunk_frames 8 by measurement (`framestore bench --reads --game carracing`, 600
+    # frames, 5 interleaved rounds, ratios to plain zstd-3 over 64-frame chunks):
+    # 8 frames at level 3: 1.08x bytes, random read p50 0.06x, write CPU 0.93x;
+    # 16: 1.04x, 0.14x, 1.02x; 32: 1.02x, 0.21x, 0.92x. Level 1 costs 1.62x bytes here.
+    "CarRacing-v3": {"family": "box2d", "frame_bytes_hint": 400 * 600 * 3, "chunk_frames": 8},
     "LunarLander-v3": {"family": "box2d", "frame_bytes_hint": 400 * 600 * 3},
     "BipedalWalker-v3": {"family": "box2d", "frame_bytes_hint": 400 * 600 * 3},
     "CartPole-v1": {"family": "classic_control", "frame_bytes_hint": 400 * 600 * 3},

@@ -10,7 +10,7 @@ PRESETS: dict[str, str] = {
     "default": "changes nothing: the game's values scaled to this host",
     "low-latency": (
         "never stalls the producer (policy drop: frames are dropped and counted when the "
-        "writer falls behind); chunks of <= 16 frames, zstd level 1 and commits of <= 32 "
+        "writer falls behind); chunks of <= 8 frames, zstd level 1 and commits of <= 32 "
         "steps so frames and rows are on disk sooner"
     ),
     "throughput": (
@@ -31,7 +31,7 @@ def apply_preset(name: str, s: Mapping[str, Any], *, cores: int) -> dict[str, An
     if name == "low-latency":
         return {
             "policy": "drop",
-            "chunk_frames": min(s["chunk_frames"], 16),
+            "chunk_frames": min(s["chunk_frames"], 8),
             "level": 1,
             "batch_size": max(8, min(s["batch_size"], 32)),
         }

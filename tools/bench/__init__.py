@@ -27,6 +27,10 @@ round; plus reading one episode out of 16 interleaved against the same episode a
 ``writers`` (``--writers``): the frame writer and the SQLite sink as threads of the
 producer vs a storage process, with plain zstd alongside, interleaved round by round.
 
+``reads`` (``--reads``): chunk length and zstd level (``--chunk-frames``, ``--zstd-level``)
+measured writing (CPU, bytes) and reading (random single frames through ``read_frame``,
+a sequential ``iter_frames`` pass) against plain zstd, interleaved round by round.
+
 Other modes: ``pacing`` (a fixed-rate producer loop with and without recording: does the
 writer's Python work steal time from a 60 Hz loop?), ``overload`` (a producer far faster
 than the writer: memory must stay bounded under both queue policies), ``stress``
@@ -38,7 +42,8 @@ single-process ``iter_frames``, local and S3 (moto), and the readers' peak memor
 
 One module per job: ``_frames`` (frame sets), ``_baselines`` (the pipelines),
 ``_throughput`` (the run and ratios), ``_pacing``, ``_overload``, ``_stress``,
-``_vector``, ``_scaleout``, ``_torch``, ``_writers`` (writer placements), ``_checks`` (failed
+``_vector``, ``_scaleout``, ``_torch``, ``_writers`` (writer placements), ``_reads``
+(reading), ``_checks`` (failed
 checks), ``_table`` (table and CSV), ``_measure`` (RSS, children).
 """
 
@@ -47,6 +52,7 @@ from ._checks import failed_checks
 from ._frames import DEFAULT_FRAMES, GAMES, NOISE_SHAPE, FrameSet, capture, check_fits
 from ._overload import MEMORY_SLACK, OVERLOAD_TABLE, OverloadResult, overload
 from ._pacing import PACING_TABLE, PacingResult, pacing, run_pacing
+from ._reads import READS_TABLE, ReadsResult, run_reads
 from ._scaleout import SCALEOUT_TABLE, ScaleOutResult, scale_out
 from ._stress import STRESS_TABLE, StressResult, stress
 from ._table import format_table, write_csv
@@ -69,7 +75,7 @@ from ._vector import (
     read_interleaved,
     run_vector,
 )
-from ._writers import WRITERS_TABLE, WriterResult, run_writers
+from ._writers import WRITERS_FRAMES, WRITERS_TABLE, WriterResult, run_writers
 
 __all__ = [
     "TORCH_MODES",
@@ -85,17 +91,20 @@ __all__ = [
     "OVERLOAD_TABLE",
     "PACING_TABLE",
     "PIPELINES",
+    "READS_TABLE",
     "READ_TABLE",
     "SCALEOUT_TABLE",
     "STRESS_TABLE",
     "THROUGHPUT_TABLE",
     "VECTOR_TABLE",
+    "WRITERS_FRAMES",
     "WRITERS_TABLE",
     "FrameSet",
     "OverloadResult",
     "PacingResult",
     "PipelineResult",
     "ReadResult",
+    "ReadsResult",
     "ScaleOutResult",
     "StressResult",
     "VectorResult",
@@ -111,6 +120,7 @@ __all__ = [
     "run_bench",
     "run_pacing",
     "run_pipeline",
+    "run_reads",
     "run_vector",
     "scale_out",
     "run_writers",

@@ -22,7 +22,7 @@ from framestore.files import fsync_file
 from ._frames import FrameSet, record_all
 from ._measure import dir_bytes
 
-__all__ = ["PIPELINE_FUNCS", "PipelineRun", "hdf5_available"]
+__all__ = ["PIPELINE_FUNCS", "PipelineRun", "ZstdFile", "hdf5_available"]
 
 
 @dataclass
@@ -226,27 +226,56 @@ def _pipe_hdf5(fs: FrameSet, out: Path, _overrides: Any) -> PipelineRun:
     return PipelineRun(len(fs), seconds, costs, dir_bytes(out))
 
 
-def _pipe_zstd(fs: FrameSet, out: Path, _overrides: Any) -> PipelineRun:
-    import zstandard
+class ZstdFile:
+    """Plain zstd over fixed-length chunks appended to one file, no metadata, on the
+    caller's thread: the limit. ``offsets`` holds where each chunk starts (the index a
+    reader would keep), ``chunk`` frames a chunk."""
 
-    zc = zstandard.ZstdCompressor(level=3)
-    path = out / "frames.zst"
-    costs = np.zeros(len(fs), dtype=np.int64)
-    clock = time.perf_counter_ns
-    t0 = time.perf_counter()
-    with open(path, "wb") as fp:
+    def __init__(self, path: Path, *, level: int = 3, chunk: int = 64):
+        import zstandard
+
+        self.path = path
+        self.chunk = chunk
+        self.offsets: list[int] = []
+        self._zc = zstandard.ZstdCompressor(level=level)
+        self._fp = open(path, "wb")  # noqa: SIM115 - closed by close()
+        self._pos = 0
+
+    def _write(self, frames: list[np.ndarray]) -> None:
+        data = self._zc.compress(b"".join(f.data for f in frames))
+        self.offsets.append(self._pos)
+        self._fp.write(data)
+        self._pos += len(data)
+
+    def record(self, fs: FrameSet, costs: np.ndarray) -> None:
+        """Every frame of ``fs``; ``costs[i]``: nanoseconds of the i-th step."""
+        clock = time.perf_counter_ns
         pending: list[np.ndarray] = []
         for _e, i in _steps(fs):
             s = clock()
             pending.append(fs.frames[i])
-            if len(pending) == 64:
-                fp.write(zc.compress(b"".join(f.data for f in pending)))
+            if len(pending) == self.chunk:
+                self._write(pending)
                 pending = []
             costs[i] = clock() - s
         if pending:
-            fp.write(zc.compress(b"".join(f.data for f in pending)))
-        fp.flush()
-        os.fsync(fp.fileno())
+            self._write(pending)
+
+    def close(self) -> None:
+        """Durable: flushed and fsynced."""
+        self._fp.flush()
+        os.fsync(self._fp.fileno())
+        self._fp.close()
+
+
+def _pipe_zstd(fs: FrameSet, out: Path, _overrides: Any) -> PipelineRun:
+    costs = np.zeros(len(fs), dtype=np.int64)
+    t0 = time.perf_counter()
+    zf = ZstdFile(out / "frames.zst")
+    try:
+        zf.record(fs, costs)
+    finally:
+        zf.close()
     seconds = time.perf_counter() - t0
     return PipelineRun(len(fs), seconds, costs, dir_bytes(out))
 

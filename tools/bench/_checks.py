@@ -6,6 +6,7 @@ from collections.abc import Sequence
 
 from ._overload import OverloadResult
 from ._pacing import PacingResult
+from ._reads import ReadsResult
 from ._scaleout import ScaleOutResult
 from ._stress import StressResult
 from ._throughput import PipelineResult
@@ -24,6 +25,7 @@ Row = (
     | ReadResult
     | ScaleOutResult
     | WriterResult
+    | ReadsResult
     | TorchResult
 )
 
@@ -72,6 +74,11 @@ def failed_checks(rows: Sequence[Row]) -> list[str]:
             failed(
                 f"writers/{row.game}/{row.writer}", row.error, row.verified,
                 "frames did not read back",
+            )  # fmt: skip
+        elif isinstance(row, ReadsResult):
+            failed(
+                f"reads/{row.game}/{row.config}", row.error, row.verified,
+                "frames did not read back bit-exact",
             )  # fmt: skip
         elif isinstance(row, TorchResult):
             failed(

@@ -12,7 +12,10 @@ SQLite first), the producer's cost per ``record_step``
 (p50, p99, max), the producer's peak RSS growth, the storage process's peak RSS (a whole
 interpreter) and the peak of both processes' PSS growth (shared ring pages counted
 once), the queue's high-water mark, and the CPU time per frame of both processes (all
-threads; on a shared machine it says what the work costs when wall time does not).
+threads; on a shared machine it says what the work costs when wall time does not), and
+its ratio to plain zstd's. Every mode, plain zstd included, pays the same harness
+(``measure_write``): gc and a heap trim before, the memory sampler thread during, its
+output opened before the clock starts.
 """
 
 from __future__ import annotations
@@ -30,13 +33,16 @@ from typing import Any
 
 import numpy as np
 
-from ._baselines import PIPELINE_FUNCS
+from ._baselines import ZstdFile
 from ._frames import DEFAULT_FRAMES, FrameSet, capture, record_all
-from ._measure import ProcessMemory, in_child, percentiles_us
+from ._measure import ProcessMemory, dir_bytes, in_child, percentiles_us
 
-__all__ = ["WRITERS_TABLE", "WriterResult", "run_writers"]
+__all__ = ["WRITERS_FRAMES", "WRITERS_TABLE", "WriterResult", "measure_write", "run_writers"]
 
 MODES = ("thread", "process", "zstd")
+#: Frames per game by default: 12,000 Assault frames (issue 19: enough chunks that a
+#: run is seconds, not a warm-up), the others as ``framestore bench``.
+WRITERS_FRAMES = {**DEFAULT_FRAMES, "assault": 12_000}
 
 
 @dataclass
@@ -58,6 +64,8 @@ class WriterResult:
     storage_mb: float = 0.0  # peak RSS of the storage process (process mode)
     total_mb: float = 0.0  # peak PSS growth of both processes
     max_queue: int = 0
+    frame_bytes: float = 0.0  # bytes holding frames, per frame
+    cpu_vs_zstd: float | None = None
     verified: bool | None = None
     error: str | None = None
 
@@ -65,29 +73,81 @@ class WriterResult:
         return asdict(self)
 
 
-def _record(fs: FrameSet, out: Path, writer: str) -> dict:
-    """One framestore run (in a forked child): record every frame, close, measure."""
-    from framestore import FrameStore
+class _FrameStoreOut:
+    """framestore with the game's preset (``writer`` and any ``overrides``)."""
 
+    def __init__(self, fs: FrameSet, out: Path, overrides: dict[str, Any]):
+        from framestore import FrameStore
+
+        self.store = FrameStore.open(out / "bench.store")
+        try:
+            self.rec = self.store.recorder(
+                fs.env_id, action_space=fs.action_space, overrides=overrides
+            )
+        except BaseException:
+            self.store.close()
+            raise
+        self.max_queue = 0
+
+    def started(self, mem: ProcessMemory) -> float:
+        """Watch the storage process (if any); CPU seconds it spent starting."""
+        pid = self.rec.writer_pid
+        if pid is None:
+            return 0.0
+        mem.watch(pid)
+        return _started_cpu(pid)
+
+    def record(self, fs: FrameSet, costs: np.ndarray) -> None:
+        record_all(self.rec, fs, costs)
+        self.max_queue = self.rec.metrics().frames.high_water_frames
+
+    def close(self) -> None:
+        try:
+            self.rec.close()
+        finally:
+            self.store.close()
+
+
+class _ZstdOut:
+    """Plain zstd over 64-frame chunks, level 3 (``ZstdFile``)."""
+
+    max_queue = 0
+
+    def __init__(self, fs: FrameSet, out: Path, overrides: dict[str, Any]):
+        self.file = ZstdFile(out / "frames.zst", **overrides)
+
+    def started(self, mem: ProcessMemory) -> float:
+        return 0.0
+
+    def record(self, fs: FrameSet, costs: np.ndarray) -> None:
+        self.file.record(fs, costs)
+
+    def close(self) -> None:
+        self.file.close()
+
+
+def measure_write(mode: str, fs: FrameSet, out: Path, overrides: dict[str, Any]) -> dict:
+    """One run (call it in a forked child). Every mode pays the same harness: a
+    collection and a heap trim before, the RSS sampler thread (200 Hz, PSS every 100 ms)
+    during, and opening its output (the store and recorder; the zstd file) before the
+    clock starts (``start_s``). frames/s and CPU count from the first step until
+    everything is durable; CPU is this process's and its children's, all threads,
+    user + system (a storage process's start-up excluded)."""
     costs = np.zeros(len(fs), dtype=np.int64)
-    cpu0 = _cpu_seconds()
+    kind = _ZstdOut if mode == "zstd" else _FrameStoreOut
+    if mode != "zstd":
+        overrides = {**overrides, "writer": mode}
     with ProcessMemory() as mem:
         opened = time.perf_counter()
-        with FrameStore.open(out / "bench.store") as store:
-            rec = store.recorder(
-                fs.env_id, action_space=fs.action_space, overrides={"writer": writer}
-            )
+        sink = kind(fs, out, overrides)
+        try:
             t0 = time.perf_counter()
-            try:
-                if rec.writer_pid is not None:
-                    mem.watch(rec.writer_pid)
-                    cpu0 += _started_cpu(rec.writer_pid)  # its start-up is not per frame
-                record_all(rec, fs, costs)
-                m = rec.metrics().frames
-            finally:
-                rec.close()
+            cpu0 = _cpu_seconds() + sink.started(mem)
+            sink.record(fs, costs)
+        finally:
+            sink.close()
         seconds = time.perf_counter() - t0
-    cpu = _cpu_seconds() - cpu0
+        cpu = _cpu_seconds() - cpu0
     p50, p99, mx = percentiles_us(costs)
     return {
         "fps": len(fs) / seconds,
@@ -99,7 +159,9 @@ def _record(fs: FrameSet, out: Path, writer: str) -> dict:
         "producer_mb": mem.growth / 2**20,
         "storage_mb": mem.other_peak / 2**20,
         "total_mb": mem.pss_growth / 2**20,
-        "max_queue": m.high_water_frames,
+        "max_queue": sink.max_queue,
+        "frame_bytes": dir_bytes(out / "bench.store" / "segments" if mode != "zstd" else out)
+        / len(fs),
     }
 
 
@@ -119,20 +181,6 @@ def _started_cpu(pid: int) -> float:
     return t.user + t.system
 
 
-def _zstd(fs: FrameSet, out: Path) -> dict:
-    cpu0 = _cpu_seconds()
-    run = PIPELINE_FUNCS["zstd"](fs, out, None)
-    cpu = _cpu_seconds() - cpu0
-    p50, p99, mx = percentiles_us(run.costs_ns)
-    return {
-        "fps": run.frames / run.seconds,
-        "cpu_us": cpu / run.frames * 1e6,
-        "producer_p50_us": p50,
-        "producer_p99_us": p99,
-        "producer_max_us": mx,
-    }
-
-
 def _verify(store: Path, fs: FrameSet) -> bool:
     from ._throughput import verify_framestore
 
@@ -142,14 +190,18 @@ def _verify(store: Path, fs: FrameSet) -> bool:
 def _one(mode: str, fs: FrameSet, workdir: str | os.PathLike | None, check: bool) -> dict:
     out = Path(tempfile.mkdtemp(prefix=f"fsbench-writers-{mode}-", dir=workdir))
     try:
-        if mode == "zstd":
-            return in_child(_zstd, fs, out)
-        d = in_child(_record, fs, out, mode)
-        if check:
+        d = in_child(measure_write, mode, fs, out, {})
+        if check and mode != "zstd":
             d["verified"] = _verify(out / "bench.store", fs)
         return d
     finally:
         shutil.rmtree(out, ignore_errors=True)
+
+
+_MEDIANS = (
+    "fps", "cpu_us", "producer_p50_us", "producer_p99_us", "producer_max_us", "start_s",
+    "producer_mb", "storage_mb", "total_mb", "max_queue", "frame_bytes",
+)  # fmt: skip
 
 
 def _median_row(game: str, mode: str, frames: int, runs: list[dict]) -> WriterResult:
@@ -158,11 +210,9 @@ def _median_row(game: str, mode: str, frames: int, runs: list[dict]) -> WriterRe
     if errors:
         row.error = errors[0]
         return row
-    for key in ("fps", "cpu_us", "producer_p50_us", "producer_p99_us", "producer_max_us"):
+    for key in _MEDIANS:
         setattr(row, key, statistics.median(r[key] for r in runs))
     if mode != "zstd":
-        for key in ("start_s", "producer_mb", "storage_mb", "total_mb", "max_queue"):
-            setattr(row, key, statistics.median(r[key] for r in runs))
         checked = [r["verified"] for r in runs if "verified" in r]
         row.verified = all(checked) if checked else None
     return row
@@ -180,7 +230,7 @@ def run_writers(
     rotating each round; one row per mode with the medians and the ratio to zstd."""
     rows: list[WriterResult] = []
     for game in games:
-        n = frames or DEFAULT_FRAMES[game]
+        n = frames or WRITERS_FRAMES.get(game, DEFAULT_FRAMES[game])
         if progress:
             progress(f"capturing {n} {game} frames")
         fs = capture(game, n)
@@ -195,9 +245,12 @@ def run_writers(
                 except Exception as e:  # one broken run must not end the bench
                     runs[mode].append({"error": f"{type(e).__name__}: {e}"})
         game_rows = [_median_row(game, m, n, runs[m]) for m in MODES]
-        limit = game_rows[-1].fps
+        limit = game_rows[-1]
         for row in game_rows:
-            row.fps_vs_zstd = row.fps / limit if limit and not row.error else None
+            if limit.error or row.error:
+                continue
+            row.fps_vs_zstd = row.fps / limit.fps if limit.fps else None
+            row.cpu_vs_zstd = row.cpu_us / limit.cpu_us if limit.cpu_us else None
         rows += game_rows
     return rows
 
@@ -210,6 +263,7 @@ WRITERS_TABLE = (
     ("fps", "frames/s", "{:.0f}"),
     ("fps_vs_zstd", "fps/zstd", "{:.2f}"),
     ("cpu_us", "cpu us/f", "{:.0f}"),
+    ("cpu_vs_zstd", "cpu/zstd", "{:.2f}"),
     ("producer_p50_us", "p50 us", "{:.1f}"),
     ("producer_p99_us", "p99 us", "{:.1f}"),
     ("producer_max_us", "max us", "{:.0f}"),
@@ -218,5 +272,6 @@ WRITERS_TABLE = (
     ("storage_mb", "storage MB", "{:.1f}"),
     ("total_mb", "both PSS MB", "{:.1f}"),
     ("max_queue", "max q", "{:.0f}"),
+    ("frame_bytes", "B/frame", "{:.0f}"),
     ("verified", "verified", "{}"),
 )
