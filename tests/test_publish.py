@@ -373,7 +373,10 @@ def test_missing_extras_name_the_install_command(source, tmp_path, monkeypatch):
     )
     assert "pip install 'framestore[hf]'" in line
     assert not (tmp_path / "p").exists() and not (tmp_path / "pq").exists()
+    # ray not installed: neither ray nor ray.data imports (an earlier test of the session
+    # may have imported ray.data, which import_module would then hand back as it is)
     monkeypatch.setitem(sys.modules, "ray", None)
+    monkeypatch.setitem(sys.modules, "ray.data", None)
     import framestore.ray
 
     with pytest.raises(MissingExtra, match=r"needs ray: pip install 'framestore\[ray\]'"):
