@@ -11,6 +11,7 @@ import numpy as np
 
 from telemetry import StepBatch, check_rewards, encode_actions, encode_info
 
+from ._format import StepMeta
 from ._refs import FrameRef
 from .catalog import format_shape
 from .codecs import check_frame
@@ -146,6 +147,16 @@ class BatchRows:
             steps.append(k)
             taken[eid] = k + 1
         return steps
+
+    def metas(self, steps: list[int], wall_time: float) -> list[StepMeta]:
+        """Each row's metadata for the segments (the values its row will hold)."""
+        return [
+            StepMeta(e, st, a, r, te, tr, i, wall_time, None if f is None else format_shape(f.shape))
+            for e, st, a, r, te, tr, i, f in zip(
+                self.episode_ids, steps, self.actions, self.rewards, self.terminated,
+                self.truncated, self.infos, self.frames, strict=True,
+            )
+        ]  # fmt: skip
 
     def event(self, steps: list[int], refs: list[FrameRef | None], wall_time: float) -> StepBatch:
         """The one hub event of the batch."""

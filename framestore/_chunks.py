@@ -7,6 +7,12 @@ vector environment recorded through ``Recorder.record_steps``) still make chunks
 consecutive steps of one episode. The open chunks are bounded (count, frames, bytes):
 past a bound the biggest is closed. A segment then interleaves chunks of several
 episodes; each episode's chunks appear in step order (docs/FORMAT.md).
+
+Segments describe themselves (format version 3): every step's metadata (``StepMeta``)
+travels with its frame into the chunk's steps block (a step without a frame, dropped or
+never given, into its episode's open chunk all the same, which may then hold no frame);
+an episode's ``EPISODE`` record is written into every segment before the episode's first
+record there; ``EPISODE_END`` and ``RUN_END`` records follow the chunks before them.
 """
 
 from __future__ import annotations
@@ -22,7 +28,15 @@ from dataclasses import dataclass, field
 import numpy as np
 import zstandard
 
-from ._format import ChunkHeader, Codec, RecordType, pack_record
+from ._format import (
+    ChunkHeader,
+    Codec,
+    RecordType,
+    StepMeta,
+    pack_chunk,
+    pack_meta,
+    pack_steps,
+)
 from ._refs import FrameRef
 from .codecs import encode_chunk
 from .files import fsync_dir
@@ -30,14 +44,31 @@ from .segments import SegmentWriter, next_segment_id, segment_dir, segment_path
 
 #: Most chunks open at once (one per stream): past it the biggest is closed.
 MAX_OPEN_CHUNKS = 256
+#: Most steps in one chunk (a run of steps without frames closes it here).
+MAX_CHUNK_STEPS = 4096
+#: zstd level of steps blocks (text columns: level 3 is fast and small).
+STEPS_LEVEL = 3
+
+
+@dataclass(frozen=True, slots=True)
+class MetaRecord:
+    """An ``EPISODE``, ``EPISODE_END`` or ``RUN_END`` record on its way to the segment:
+    its type, the stream key it describes (None for ``RUN_END``) and its JSON fields."""
+
+    type: RecordType
+    stream_key: int | None
+    fields: dict
 
 
 @dataclass
 class Chunk:
-    """Frames (one stream, one shape) on their way into one CHUNK record."""
+    """Frames (one stream, one shape) and the steps they belong to (with or without a
+    frame) on their way into one CHUNK record."""
 
+    key: int  # stream key
     frames: list[np.ndarray] = field(default_factory=list)
     refs: list[FrameRef] = field(default_factory=list)
+    steps: list[StepMeta] = field(default_factory=list)
     nbytes: int = 0
     last: float = field(default_factory=time.monotonic)  # when its last frame came
 
@@ -81,8 +112,10 @@ class ChunkWriter:
         on_written: Callable[[Written], None],
         open_frames: int | None = None,
         open_bytes: int | None = None,
+        store_tag: int = 0,
     ):
         self.root = root
+        self._store_tag = store_tag
         self._codec = codec
         self._level = level
         self._chunk_frames = chunk_frames
@@ -101,30 +134,40 @@ class ChunkWriter:
         self._open: dict[int, Chunk] = {}  # stream key -> its open chunk, oldest first
         self._open_frames = 0
         self._open_bytes = 0
-        self._inflight: deque[tuple[Future, Chunk]] = deque()
+        self._inflight: deque[tuple[Future, Chunk | MetaRecord]] = deque()
+        self._episodes: dict[int, MetaRecord] = {}  # stream key -> its EPISODE record
+        self._described: set[int] = set()  # stream keys described in the open segment
         self._next_segment_id = next_segment_id(root)
         self.segment: SegmentWriter | None = None
         self.chunks_written = 0
         self.segments_sealed = 0
 
     # ----------------------------------------------------------------- feeding
-    def add(self, arr: np.ndarray, ref: FrameRef) -> None:
-        """Put a frame into its stream's open chunk (closing that chunk first when the
-        shape changed); close chunks that are full, or the biggest past the bounds."""
+    def add(self, arr: np.ndarray, ref: FrameRef, step: StepMeta | None = None) -> None:
+        """Put a frame (and its step's metadata) into its stream's open chunk (closing
+        that chunk first when the shape changed); close chunks that are full, or the
+        biggest past the bounds."""
         key = ref.key[0]
         chunk = self._open.get(key)
-        if chunk is not None and chunk.frames[0].shape != arr.shape:
+        if chunk is not None and chunk.frames and chunk.frames[0].shape != arr.shape:
             self._submit(key)
             chunk = None
         if chunk is None:
-            chunk = self._open[key] = Chunk()
+            chunk = self._open[key] = Chunk(key)
         chunk.frames.append(arr)
         chunk.refs.append(ref)
+        if step is not None:
+            step.has_frame = True
+            chunk.steps.append(step)
         chunk.nbytes += arr.nbytes
         chunk.last = time.monotonic()
         self._open_frames += 1
         self._open_bytes += arr.nbytes
-        if len(chunk.frames) >= self._chunk_frames or chunk.nbytes >= self._chunk_bytes:
+        if (
+            len(chunk.frames) >= self._chunk_frames
+            or chunk.nbytes >= self._chunk_bytes
+            or len(chunk.steps) >= MAX_CHUNK_STEPS
+        ):
             self._submit(key)
         while self._open and (
             len(self._open) > MAX_OPEN_CHUNKS
@@ -132,6 +175,30 @@ class ChunkWriter:
             or self._open_bytes > self._open_bytes_bound
         ):
             self._submit(max(self._open, key=lambda k: self._open[k].nbytes))
+
+    def add_step(self, step: StepMeta) -> None:
+        """A step without a frame (dropped, or never given): its metadata joins its
+        episode's open chunk (one without frames, if none is open)."""
+        key = step.episode_id
+        chunk = self._open.get(key)
+        if chunk is None:
+            chunk = self._open[key] = Chunk(key)
+        chunk.steps.append(step)
+        chunk.last = time.monotonic()
+        if len(chunk.steps) >= MAX_CHUNK_STEPS:
+            self._submit(key)
+
+    def add_meta(self, meta: MetaRecord) -> None:
+        """An episode's description (kept, written into each segment before the
+        episode's first record there), its end or the run's end (appended after every
+        chunk submitted before it; an episode's end closes its open chunk first)."""
+        if meta.type == RecordType.EPISODE:
+            self._episodes[meta.stream_key] = meta
+        elif meta.stream_key in self._open:
+            self._submit(meta.stream_key)
+        done: Future = Future()
+        done.set_result(None)
+        self._inflight.append((done, meta))
 
     def close_chunk(self) -> None:
         """Submit every open chunk, however small (oldest first)."""
@@ -174,8 +241,11 @@ class ChunkWriter:
         backlog, the oldest), or all of them with ``wait_all``."""
         inflight = self._inflight
         while inflight and (wait_all or inflight[0][0].done() or len(inflight) > self._threads + 1):
-            fut, chunk = inflight.popleft()
-            self._append(chunk, fut.result())
+            fut, item = inflight.popleft()
+            if isinstance(item, MetaRecord):
+                self._append_meta(item)
+            else:
+                self._append(item, fut.result())
 
     # ----------------------------------------------------------------- segments
     def fsync(self) -> None:
@@ -205,12 +275,23 @@ class ChunkWriter:
         chunk = self._open.pop(key)
         self._open_frames -= len(chunk.frames)
         self._open_bytes -= chunk.nbytes
-        self._inflight.append((self._pool.submit(self._encode, chunk.frames), chunk))
+        self._inflight.append((self._pool.submit(self._encode, chunk.frames, chunk.steps), chunk))
 
-    def _encode(self, frames: list[np.ndarray]) -> tuple[tuple[int, ...], bytes]:
-        """On a pool thread: each keeps its own zstd compressor and staging buffer
-        (compressors are not thread-safe)."""
+    def _encode(
+        self, frames: list[np.ndarray], steps: list[StepMeta]
+    ) -> tuple[tuple[int, ...], bytes, bytes]:
+        """On a pool thread: each keeps its own zstd compressors and staging buffer
+        (compressors are not thread-safe). Returns the frames' lengths and data and the
+        steps block."""
         local = self._local
+        block = b""
+        if steps:
+            sc = getattr(local, "sc", None)
+            if sc is None:
+                sc = local.sc = zstandard.ZstdCompressor(level=STEPS_LEVEL, write_content_size=True)
+            block = pack_steps(steps, sc)
+        if not frames:
+            return (), b"", block
         compressor = staging = None
         if self._codec == Codec.ZSTD:
             compressor = getattr(local, "zc", None)
@@ -221,30 +302,25 @@ class ChunkWriter:
             staging = getattr(local, "staging", None)
             if staging is None or staging.size < need:
                 staging = local.staging = np.empty(need, dtype=np.uint8)
-        return encode_chunk(frames, self._codec, compressor, staging)
+        return (*encode_chunk(frames, self._codec, compressor, staging), block)
 
-    def _append(self, chunk: Chunk, encoded: tuple[tuple[int, ...], bytes]) -> None:
-        lengths, data = encoded
-        first = chunk.frames[0]
+    def _append(self, chunk: Chunk, encoded: tuple[tuple[int, ...], bytes, bytes]) -> None:
+        lengths, data, block = encoded
+        shape: tuple[int, ...] = chunk.frames[0].shape if chunk.frames else ()
         header = ChunkHeader(
             codec=int(self._codec),
-            ndim=first.ndim,
-            height=first.shape[0],
-            width=first.shape[1],
-            channels=first.shape[2] if first.ndim == 3 else 1,
-            stream_key=chunk.refs[0].key[0],
+            ndim=len(shape),
+            height=shape[0] if shape else 0,
+            width=shape[1] if shape else 0,
+            channels=(shape[2] if len(shape) == 3 else 1) if shape else 0,
+            stream_key=chunk.key,
             frame_keys=tuple(r.key[1] for r in chunk.refs),
             lengths=lengths,
+            steps_length=len(block),
+            steps_count=len(chunk.steps) if block else 0,
         )
-        record = pack_record(RecordType.CHUNK, header.pack(), data)
-        seg = self.segment
-        if seg is not None and not seg.empty and seg.size + len(record) > self._segment_bytes:
-            seg.seal()
-            seg.close()
-            self.segments_sealed += 1
-            seg = self.segment = None
-        if seg is None:
-            seg = self.segment = self._open_segment()
+        record = pack_chunk(header, block, data)
+        seg = self._segment_for(len(record), chunk.key)
         offset = seg.append(record, frames=len(chunk.refs))
         if self._durable:
             seg.fsync()
@@ -253,10 +329,40 @@ class ChunkWriter:
         self.chunks_written += 1
         self._on_written(Written(chunk, len(record)))
 
+    def _append_meta(self, meta: MetaRecord) -> None:
+        seg = self._segment_for(0, meta.stream_key)  # writes an EPISODE record
+        if meta.type != RecordType.EPISODE:
+            seg.append(pack_meta(meta.type, meta.fields))
+        if self._durable:
+            seg.fsync()
+        if meta.type == RecordType.EPISODE_END:
+            self._episodes.pop(meta.stream_key, None)
+            self._described.discard(meta.stream_key)
+
+    def _segment_for(self, nbytes: int, key: int | None) -> SegmentWriter:
+        """The segment the next record of ``nbytes`` goes into (sealing a full one and
+        starting the next), with the ``EPISODE`` record of stream ``key`` written first
+        when this segment has none yet."""
+        seg = self.segment
+        if seg is not None and not seg.empty and seg.size + nbytes > self._segment_bytes:
+            seg.seal()
+            seg.close()
+            self.segments_sealed += 1
+            seg = self.segment = None
+        if seg is None:
+            seg = self.segment = self._open_segment()
+            self._described = set()
+        if key is not None and key not in self._described:
+            episode = self._episodes.get(key)
+            if episode is not None:
+                seg.append(pack_meta(episode.type, episode.fields))
+                self._described.add(key)
+        return seg
+
     def _open_segment(self) -> SegmentWriter:
         sid = self._next_segment_id
         self._next_segment_id += 1
-        seg = SegmentWriter(segment_path(self.root, sid), sid)
+        seg = SegmentWriter(segment_path(self.root, sid), sid, store_tag=self._store_tag)
         if self._durable:
             # fsync of the file alone does not make its new directory entry durable
             fsync_dir(segment_dir(self.root))

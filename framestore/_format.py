@@ -11,6 +11,7 @@ files live. One dataclass per record payload, each with ``pack``/``unpack``.
 from __future__ import annotations
 
 import errno
+import json
 import re
 import struct
 import time
@@ -18,7 +19,9 @@ import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from enum import IntEnum
-from typing import IO
+from typing import IO, Any
+
+import zstandard
 
 from .errors import ChecksumMismatch, CorruptRecord, RecordTooLarge, TruncatedRecord
 
@@ -60,8 +63,8 @@ def catalogue_object(table: str) -> str:
 
 # --------------------------------------------------------------------------- versions
 MAGIC = b"\x89FSEG\r\n\x1a"
-VERSION = 2  # what this framestore writes
-READABLE_VERSIONS = (1, 2)  # what it reads: 0.1.0 wrote version 1
+VERSION = 3  # what this framestore writes
+READABLE_VERSIONS = (1, 2, 3)  # what it reads: 0.1.0 wrote version 1, 0.2.0 version 2
 
 # --------------------------------------------------------------------------- limits
 MAX_RECORD_BYTES = 256 * 1024 * 1024
@@ -71,9 +74,12 @@ MAX_SEAL_PAYLOAD = 1024  # readers find the seal from the tail within this many 
 MAX_SEGMENT_ID = 2**32 - 1  # the file header's u32
 MAX_STREAM_KEY = 2**64 - 1  # CHUNK stream key (the episode id): u64
 MAX_FRAME_KEY = 2**32 - 1  # CHUNK frame key (the step): u32
+MAX_META_PAYLOAD = 1024 * 1024  # EPISODE, EPISODE_END, RUN_END (JSON)
+MAX_STEPS_BLOCK_BYTES = 256 * 1024 * 1024  # a CHUNK's steps block, decompressed
+RENDER_STREAM = "render"  # stream index 0
 
 # --------------------------------------------------------------------------- framing
-_FILE_HEADER = struct.Struct("<8sHHII")  # magic, version, flags, segment_id, reserved
+_FILE_HEADER = struct.Struct("<8sHHII")  # magic, version, flags, segment_id, store tag
 _CRC = struct.Struct("<I")
 CRC_SIZE = _CRC.size  # 4
 FILE_HEADER_SIZE = _FILE_HEADER.size + CRC_SIZE  # 24
@@ -86,6 +92,13 @@ _CHECK_SIZE_ABOVE = 1024 * 1024
 class RecordType(IntEnum):
     CHUNK = 1
     SEAL = 2
+    EPISODE = 3  # version 3
+    EPISODE_END = 4
+    RUN_END = 5
+
+
+#: The JSON records of version 3 (payload at most MAX_META_PAYLOAD).
+META_RECORDS = frozenset((RecordType.EPISODE, RecordType.EPISODE_END, RecordType.RUN_END))
 
 
 class Codec(IntEnum):
@@ -108,20 +121,34 @@ def record_size(payload_length: int) -> int:
     return RECORD_OVERHEAD + payload_length
 
 
+def store_tag(store_id: str | None) -> int:
+    """The file header's store tag of a store: CRC-32 of its id (0 when it has none)."""
+    return zlib.crc32(store_id.encode()) if store_id else 0
+
+
+#: Why a version-3 segment whose store tag is not its store's is refused.
+FOREIGN_SEGMENT = (
+    "segment written by another store (its file header's store tag is not this store's)"
+)
+
+
 @dataclass(frozen=True, slots=True)
 class FileHeader:
-    """The 24-byte header that starts every segment file."""
+    """The 24-byte header that starts every segment file. ``store_tag`` is 0 in versions
+    1-2 (reserved there) and when the writing store is unknown."""
 
     segment_id: int
     version: int = VERSION
+    store_tag: int = 0
 
     def pack(self) -> bytes:
-        head = _FILE_HEADER.pack(MAGIC, self.version, 0, self.segment_id, 0)
+        tag = self.store_tag if self.version >= 3 else 0
+        head = _FILE_HEADER.pack(MAGIC, self.version, 0, self.segment_id, tag)
         return head + _CRC.pack(zlib.crc32(head))
 
 
-def pack_file_header(segment_id: int, version: int = VERSION) -> bytes:
-    return FileHeader(segment_id, version).pack()
+def pack_file_header(segment_id: int, version: int = VERSION, store_tag: int = 0) -> bytes:
+    return FileHeader(segment_id, version, store_tag).pack()
 
 
 def read_file_header(fp: IO[bytes], segment: int | str = "?") -> FileHeader:
@@ -130,7 +157,7 @@ def read_file_header(fp: IO[bytes], segment: int | str = "?") -> FileHeader:
     data = fp.read(FILE_HEADER_SIZE)
     if len(data) < FILE_HEADER_SIZE:
         raise TruncatedRecord(segment, 0, FILE_HEADER_SIZE, len(data))
-    magic, version, _flags, segment_id, _ = _FILE_HEADER.unpack_from(data)
+    magic, version, _flags, segment_id, tag = _FILE_HEADER.unpack_from(data)
     if magic != MAGIC:
         raise CorruptRecord(segment, 0, "not a framestore segment (bad magic)")
     (stored,) = _CRC.unpack_from(data, _FILE_HEADER.size)
@@ -145,7 +172,7 @@ def read_file_header(fp: IO[bytes], segment: int | str = "?") -> FileHeader:
         )
     if version not in READABLE_VERSIONS:
         raise CorruptRecord(segment, 0, f"unknown segment format version {version}")
-    return FileHeader(segment_id, version)
+    return FileHeader(segment_id, version, tag if version >= 3 else 0)
 
 
 def pack_record(rtype: int, *parts: bytes | bytearray | memoryview) -> bytes:
@@ -272,21 +299,34 @@ def iter_records(
 
 # --------------------------------------------------------------------------- CHUNK
 # Version 1: a fixed 28-byte head, then the frame table. Version 2 starts with the size
-# of the head and of one frame-table entry, so both can grow by appended fields.
+# of the head and of one frame-table entry, so both can grow by appended fields. Version
+# 3 appends the stream index and the steps block's length and count; the steps block
+# lies between the frame table and the codec data.
 _CHUNK_HEAD_V1 = struct.Struct("<BBBBIIIIQ")  # codec dtype ndim _ H W C N stream_key
 _CHUNK_HEAD_V2 = struct.Struct(
     "<HHBBBBIIIIQ"
 )  # head_size entry_size codec dtype ndim _ H W C N key
+_CHUNK_V3_TAIL = struct.Struct("<HHII")  # stream index, reserved, steps bytes, steps count
+_CHUNK_HEAD_V3_SIZE = _CHUNK_HEAD_V2.size + _CHUNK_V3_TAIL.size  # 44
 _FRAME_ENTRY = struct.Struct("<II")  # frame key, length
 MIN_CHUNK_PAYLOAD = min(_CHUNK_HEAD_V1.size, _CHUNK_HEAD_V2.size)
+
+
+def _head_size(version: int) -> int:
+    if version >= 3:
+        return _CHUNK_HEAD_V3_SIZE
+    return _CHUNK_HEAD_V2.size if version == 2 else _CHUNK_HEAD_V1.size
 
 
 @dataclass(frozen=True, slots=True)
 class ChunkHeader:
     """The head of a CHUNK payload plus its frame table.
 
-    ``data_offset`` is where the codec data starts in the payload; ``version`` is the
-    segment format version the payload was written in (its layout)."""
+    ``data_offset`` is where the codec data starts in the payload (after the frame table
+    and, in version 3, the steps block of ``steps_length`` bytes that starts at
+    ``steps_offset``); ``version`` is the segment format version the payload was written
+    in (its layout). A version-3 chunk may hold no frame (``count == 0``, shape all
+    zeros) and only steps."""
 
     codec: int
     ndim: int
@@ -298,6 +338,9 @@ class ChunkHeader:
     lengths: tuple[int, ...]
     table_end: int = 0  # where the data starts in the payload (set by unpack)
     version: int = VERSION
+    stream_index: int = 0  # version 3: the stream in the episode's EPISODE record
+    steps_length: int = 0  # version 3: bytes of the steps block (0: none)
+    steps_count: int = 0  # version 3: steps the block describes
 
     @property
     def count(self) -> int:
@@ -314,28 +357,33 @@ class ChunkHeader:
         return self.height * self.width * self.channels
 
     @property
+    def steps_offset(self) -> int:
+        """Where the steps block starts in the payload (right after the frame table)."""
+        return self.data_offset - self.steps_length
+
+    @property
     def data_offset(self) -> int:
-        """Bytes of the head + frame table in the payload (where the data starts)."""
+        """Bytes before the codec data in the payload (head, frame table, steps block)."""
         if self.table_end:
             return self.table_end
-        head = _CHUNK_HEAD_V2 if self.version >= 2 else _CHUNK_HEAD_V1
-        return head.size + _FRAME_ENTRY.size * self.count
+        steps = self.steps_length if self.version >= 3 else 0
+        return _head_size(self.version) + _FRAME_ENTRY.size * self.count + steps
 
     def pack(self, version: int = VERSION) -> bytes:
-        """The head and frame table in the layout of ``version``."""
+        """The head and frame table in the layout of ``version`` (the steps block, when
+        there is one, follows them: see ``pack_chunk``)."""
         common = (self.height, self.width, self.channels, self.count, self.stream_key)
         if version >= 2:
+            head = _head_size(version)
             out = bytearray(
                 _CHUNK_HEAD_V2.pack(
-                    _CHUNK_HEAD_V2.size,
-                    _FRAME_ENTRY.size,
-                    self.codec,
-                    DTYPE_UINT8,
-                    self.ndim,
-                    0,
-                    *common,
+                    head, _FRAME_ENTRY.size, self.codec, DTYPE_UINT8, self.ndim, 0, *common
                 )
             )
+            if version >= 3:
+                out += _CHUNK_V3_TAIL.pack(
+                    self.stream_index, 0, self.steps_length, self.steps_count
+                )
         else:
             out = bytearray(_CHUNK_HEAD_V1.pack(self.codec, DTYPE_UINT8, self.ndim, 0, *common))
         for key, length in zip(self.frame_keys, self.lengths, strict=True):
@@ -357,14 +405,21 @@ class ChunkHeader:
         def bad(why: str) -> CorruptRecord:
             return CorruptRecord(segment, offset, f"bad chunk: {why}")
 
+        stream_index = steps_length = steps_count = 0
         if version >= 2:
-            if len(payload) < _CHUNK_HEAD_V2.size:
+            if len(payload) < _head_size(version):
                 raise bad("payload shorter than the chunk header")
             head_size, entry_size, codec, dtype, ndim, _r, h, w, c, n, key = (
                 _CHUNK_HEAD_V2.unpack_from(payload)
             )
-            if head_size < _CHUNK_HEAD_V2.size or entry_size < _FRAME_ENTRY.size:
-                raise bad(f"head size {head_size} / entry size {entry_size} below version 2's")
+            if head_size < _head_size(version) or entry_size < _FRAME_ENTRY.size:
+                raise bad(
+                    f"head size {head_size} / entry size {entry_size} below version {version}'s"
+                )
+            if version >= 3:
+                stream_index, _r3, steps_length, steps_count = _CHUNK_V3_TAIL.unpack_from(
+                    payload, _CHUNK_HEAD_V2.size
+                )
         else:
             if len(payload) < _CHUNK_HEAD_V1.size:
                 raise bad("payload shorter than the chunk header")
@@ -374,57 +429,233 @@ class ChunkHeader:
             raise bad(f"unknown codec {codec}")
         if dtype != DTYPE_UINT8:
             raise bad(f"unknown dtype {dtype}")
-        if ndim not in (2, 3) or (ndim == 2 and c != 1) or c not in (1, 3, 4):
-            raise bad(f"invalid shape ndim={ndim} channels={c}")
-        if h == 0 or w == 0 or n == 0:
-            raise bad("empty frame or chunk")
+        if version >= 3 and n == 0:
+            if ndim or h or w or c or not steps_count or not steps_length:
+                raise bad("a chunk without frames must have no shape and some steps")
+        else:
+            if ndim not in (2, 3) or (ndim == 2 and c != 1) or c not in (1, 3, 4):
+                raise bad(f"invalid shape ndim={ndim} channels={c}")
+            if h == 0 or w == 0 or n == 0:
+                raise bad("empty frame or chunk")
         if h * w * c > MAX_FRAME_BYTES:
             raise bad(f"frame of {h * w * c} bytes exceeds {MAX_FRAME_BYTES}")
         if n * h * w * c > MAX_CHUNK_RAW_BYTES:
             raise bad(f"chunk of {n * h * w * c} raw bytes exceeds {MAX_CHUNK_RAW_BYTES}")
-        table_end = head_size + entry_size * n
+        if bool(steps_length) != bool(steps_count):
+            raise bad("steps block length and count disagree")
+        table_end = head_size + entry_size * n + steps_length
         if len(payload) < table_end:
-            raise bad("frame table runs past the payload")
+            raise bad("frame table or steps block runs past the payload")
         keys = []
         lengths = []
         for i in range(n):
             k, ln = _FRAME_ENTRY.unpack_from(payload, head_size + i * entry_size)
             keys.append(k)
             lengths.append(ln)
-        return cls(codec, ndim, h, w, c, key, tuple(keys), tuple(lengths), table_end, version)
+        return cls(
+            codec, ndim, h, w, c, key, tuple(keys), tuple(lengths), table_end, version,
+            stream_index, steps_length, steps_count,
+        )  # fmt: skip
+
+    def steps_block(self, payload: bytes | memoryview) -> memoryview:
+        """The steps block's bytes in ``payload`` (empty when it has none)."""
+        return memoryview(payload)[self.steps_offset : self.data_offset]
 
 
-def rekeyed_chunk_record(raw: bytes, stream_key: int) -> bytes:
-    """A CHUNK record of this version's layout (header, payload, CRC) with another stream
-    key: the same frame table and codec data under a new head and a new CRC. ``recover``
-    gives the frames of a recording whose episode id was taken by another one their own
-    episode this way."""
+def rekeyed_chunk_record(raw: bytes, stream_key: int, version: int = VERSION) -> bytes:
+    """A CHUNK record (header, payload, CRC) of a segment of ``version`` rewritten in this
+    version's layout with another stream key: the same frame table, steps block and codec
+    data under a new head and a new CRC. ``recover`` gives the frames of a recording
+    whose episode id was taken by another one their own episode this way."""
     if not 0 <= stream_key <= MAX_STREAM_KEY:
         raise ValueError(f"stream key {stream_key} out of range")
     payload = memoryview(raw)[RECORD_HEADER_SIZE : len(raw) - CRC_SIZE]
-    header = ChunkHeader.unpack(payload, version=VERSION)
-    head = ChunkHeader(
-        header.codec,
-        header.ndim,
-        header.height,
-        header.width,
-        header.channels,
-        stream_key,
-        header.frame_keys,
-        header.lengths,
-    )
-    return pack_record(RecordType.CHUNK, head.pack(VERSION), payload[header.data_offset :])
+    header = ChunkHeader.unpack(payload, version=version)
+    head = _replace_header(header, stream_key=stream_key)
+    return pack_record(
+        RecordType.CHUNK, head.pack(VERSION), header.steps_block(payload),
+        payload[header.data_offset :],
+    )  # fmt: skip
+
+
+def _replace_header(header: ChunkHeader, **changes: Any) -> ChunkHeader:
+    fields = {
+        name: getattr(header, name)
+        for name in ChunkHeader.__dataclass_fields__
+        if name not in ("table_end", "version")
+    }
+    fields.update(changes)
+    return ChunkHeader(**fields)
 
 
 def reframe_chunk(payload: bytes | memoryview, header: ChunkHeader) -> bytes:
     """A CHUNK payload of another format version rewritten in this version's layout:
-    the same frame table and the same codec data bytes, a new head."""
+    the same frame table, steps block (if any) and codec data bytes, a new head."""
     data = memoryview(payload)[header.data_offset :]
-    return header.pack(VERSION) + bytes(data)
+    steps = header.steps_block(payload)
+    return _replace_header(header).pack(VERSION) + bytes(steps) + bytes(data)
+
+
+def pack_chunk(header: ChunkHeader, steps_block: bytes, data: bytes | memoryview) -> bytes:
+    """A whole CHUNK record of this version: ``header`` (its ``steps_length`` and
+    ``steps_count`` must describe ``steps_block``), the steps block, the codec data."""
+    return pack_record(RecordType.CHUNK, header.pack(VERSION), steps_block, data)
+
+
+# --------------------------------------------------------------------------- steps block
+_STEPS_HEAD = struct.Struct("<HHI")  # head size, reserved, M
+_NULL_TEXT = 0xFFFFFFFF
+STEP_TERMINATED, STEP_TRUNCATED, STEP_HAS_FRAME, STEP_DROPPED = 1, 2, 4, 8
+STEP_NO_REWARD, STEP_NO_WALL_TIME = 16, 32
+
+
+@dataclass(slots=True)
+class StepMeta:
+    """One step's metadata as the catalogue's ``steps`` row holds it (the values written
+    into a CHUNK's steps block). ``action``, ``info`` and ``frame_shape`` are the stored
+    text; ``has_frame``: its frame is in the chunk (set by the writer); ``dropped``: it
+    was recorded without its frame (the ``drop`` policy)."""
+
+    episode_id: int
+    step: int
+    action: str | None
+    reward: float | None
+    terminated: bool
+    truncated: bool
+    info: str | None
+    wall_time: float | None
+    frame_shape: str | None
+    has_frame: bool = False
+    dropped: bool = False
+
+    @property
+    def flags(self) -> int:
+        return (
+            (STEP_TERMINATED if self.terminated else 0)
+            | (STEP_TRUNCATED if self.truncated else 0)
+            | (STEP_HAS_FRAME if self.has_frame else 0)
+            | (STEP_DROPPED if self.dropped else 0)
+            | (STEP_NO_REWARD if self.reward is None else 0)
+            | (STEP_NO_WALL_TIME if self.wall_time is None else 0)
+        )
+
+
+def _text_column(values: list[str | None]) -> bytes:
+    data = [None if v is None else v.encode() for v in values]
+    lengths = struct.pack(f"<{len(data)}I", *(_NULL_TEXT if d is None else len(d) for d in data))
+    return lengths + b"".join(d for d in data if d is not None)
+
+
+def pack_steps(steps: list[StepMeta], compressor: zstandard.ZstdCompressor) -> bytes:
+    """A CHUNK's steps block (compressed with ``compressor``, content size set)."""
+    m = len(steps)
+    raw = b"".join(
+        (
+            _STEPS_HEAD.pack(_STEPS_HEAD.size, 0, m),
+            struct.pack(f"<{m}I", *(s.step for s in steps)),
+            bytes(s.flags for s in steps),
+            struct.pack(f"<{m}d", *(0.0 if s.reward is None else s.reward for s in steps)),
+            struct.pack(f"<{m}d", *(0.0 if s.wall_time is None else s.wall_time for s in steps)),
+            _text_column([s.action for s in steps]),
+            _text_column([s.info for s in steps]),
+            _text_column([s.frame_shape for s in steps]),
+        )
+    )
+    return compressor.compress(raw)
+
+
+def unpack_steps(
+    block: bytes | memoryview,
+    count: int,
+    episode_id: int,
+    *,
+    segment: int | str = "?",
+    offset: int = 0,
+) -> list[StepMeta]:
+    """The steps of a CHUNK's steps block (``count`` from the chunk head; ``episode_id``
+    is given to each). Raises ``CorruptRecord`` for a block that does not parse."""
+
+    def bad(why: str) -> CorruptRecord:
+        return CorruptRecord(segment, offset, f"bad steps block: {why}")
+
+    try:
+        size = zstandard.frame_content_size(block)
+    except zstandard.ZstdError as e:
+        raise bad(str(e)) from None
+    if size < 0 or size > MAX_STEPS_BLOCK_BYTES:
+        raise bad(f"content size {size} unknown or above {MAX_STEPS_BLOCK_BYTES}")
+    try:
+        raw = zstandard.ZstdDecompressor().decompress(block, max_output_size=size)
+    except zstandard.ZstdError as e:
+        raise bad(str(e)) from None
+    try:
+        head_size, _r, m = _STEPS_HEAD.unpack_from(raw)
+        if m != count or head_size < _STEPS_HEAD.size:
+            raise bad(f"{m} steps where the chunk says {count}")
+        pos = head_size
+        steps = struct.unpack_from(f"<{m}I", raw, pos)
+        pos += 4 * m
+        flags = raw[pos : pos + m]
+        pos += m
+        rewards = struct.unpack_from(f"<{m}d", raw, pos)
+        pos += 8 * m
+        walls = struct.unpack_from(f"<{m}d", raw, pos)
+        pos += 8 * m
+        texts = []
+        for _ in range(3):
+            lengths = struct.unpack_from(f"<{m}I", raw, pos)
+            pos += 4 * m
+            column: list[str | None] = []
+            for ln in lengths:
+                if ln == _NULL_TEXT:
+                    column.append(None)
+                    continue
+                if pos + ln > len(raw):
+                    raise bad("text runs past the block")
+                column.append(raw[pos : pos + ln].decode())
+                pos += ln
+            texts.append(column)
+    except (struct.error, UnicodeDecodeError) as e:
+        raise bad(str(e)) from None
+    if len(flags) != m:
+        raise bad("block too short")
+    return [
+        StepMeta(
+            episode_id, st, a,
+            None if f & STEP_NO_REWARD else r,
+            bool(f & STEP_TERMINATED), bool(f & STEP_TRUNCATED), i,
+            None if f & STEP_NO_WALL_TIME else w,
+            sh, bool(f & STEP_HAS_FRAME), bool(f & STEP_DROPPED),
+        )
+        for st, f, r, w, a, i, sh in zip(steps, flags, rewards, walls, *texts, strict=True)
+    ]  # fmt: skip
+
+
+# --------------------------------------------------------------------------- EPISODE ...
+def pack_meta(rtype: RecordType, fields: dict[str, Any]) -> bytes:
+    """An ``EPISODE``, ``EPISODE_END`` or ``RUN_END`` record (header, JSON payload, CRC)."""
+    payload = json.dumps(fields, separators=(",", ":"), allow_nan=False).encode()
+    if len(payload) > MAX_META_PAYLOAD:
+        raise ValueError(f"{rtype.name} payload of {len(payload)} bytes exceeds {MAX_META_PAYLOAD}")
+    return pack_record(rtype, payload)
+
+
+def unpack_meta(payload: bytes, *, segment: int | str = "?", offset: int = 0) -> dict[str, Any]:
+    """The JSON object of an ``EPISODE``, ``EPISODE_END`` or ``RUN_END`` payload."""
+    if len(payload) > MAX_META_PAYLOAD:
+        raise CorruptRecord(segment, offset, "metadata record too long")
+    try:
+        value = json.loads(payload)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise CorruptRecord(segment, offset, f"bad metadata record: {e}") from None
+    if not isinstance(value, dict):
+        raise CorruptRecord(segment, offset, "bad metadata record: not a JSON object")
+    return value
 
 
 # --------------------------------------------------------------------------- SEAL
-_SEAL = struct.Struct("<IQQd")  # chunks, frames, offset of this record, sealed at
+_SEAL_V1 = struct.Struct("<IQQd")  # chunks, frames, offset of this record, sealed at
+_SEAL = struct.Struct("<IQQdQ")  # version 3 appends: bytes of records describing episodes
 
 
 @dataclass(frozen=True, slots=True)
@@ -433,9 +664,13 @@ class Seal:
     frames: int
     offset: int
     sealed_at: float
+    #: Bytes of the records that describe episodes rather than hold frames (EPISODE,
+    #: EPISODE_END, RUN_END, chunks without frames): overhead, never dead bytes. 0 in
+    #: seals of versions 1-2.
+    meta_bytes: int = 0
 
     def pack(self) -> bytes:
-        return _SEAL.pack(self.chunks, self.frames, self.offset, self.sealed_at)
+        return _SEAL.pack(self.chunks, self.frames, self.offset, self.sealed_at, self.meta_bytes)
 
     def record(self) -> bytes:
         """The whole SEAL record (header, payload, CRC)."""
@@ -443,18 +678,21 @@ class Seal:
 
     @classmethod
     def unpack(cls, payload: bytes, *, segment: int | str = "?", offset: int = 0) -> Seal:
-        if len(payload) < _SEAL.size:
+        if len(payload) < _SEAL_V1.size:
             raise CorruptRecord(segment, offset, "bad seal record: too short")
         if len(payload) > MAX_SEAL_PAYLOAD:
             raise CorruptRecord(segment, offset, "bad seal record: too long")
+        if len(payload) < _SEAL.size:
+            return cls(*_SEAL_V1.unpack_from(payload))
         return cls(*_SEAL.unpack_from(payload))
 
     @classmethod
-    def now(cls, chunks: int, frames: int, offset: int) -> Seal:
-        return cls(chunks, frames, offset, time.time())
+    def now(cls, chunks: int, frames: int, offset: int, meta_bytes: int = 0) -> Seal:
+        return cls(chunks, frames, offset, time.time(), meta_bytes)
 
 
-SEAL_RECORD_SIZE = record_size(_SEAL.size)  # what this version writes (readers search)
+SEAL_RECORD_SIZE = record_size(_SEAL.size)  # what this version writes
+SEAL_MIN_RECORD_SIZE = record_size(_SEAL_V1.size)  # the smallest seal a reader accepts
 SEGMENT_OVERHEAD = FILE_HEADER_SIZE + SEAL_RECORD_SIZE  # a sealed segment's own bytes
 
 
@@ -462,9 +700,11 @@ def plausible_record(rtype: int, length: int) -> bool:
     """Whether a record header could be a well-formed record of a known type (used to
     resynchronise after corruption; the CRC decides)."""
     if rtype == _SEAL_TYPE:
-        return _SEAL.size <= length <= MAX_SEAL_PAYLOAD
+        return _SEAL_V1.size <= length <= MAX_SEAL_PAYLOAD
     if rtype == _CHUNK_TYPE:
         return MIN_CHUNK_PAYLOAD <= length <= MAX_RECORD_BYTES
+    if rtype in META_RECORDS:
+        return 2 <= length <= MAX_META_PAYLOAD
     return False
 
 
@@ -481,14 +721,23 @@ def plausible_chunk_head(data: bytes | memoryview, pos: int, length: int, versio
     frame table is not read (a scan tries this at many candidate offsets)."""
     start = pos + RECORD_HEADER_SIZE
     head = _CHUNK_HEAD_V2 if version >= 2 else _CHUNK_HEAD_V1
-    if length < head.size:
+    if length < _head_size(version):
         return False
+    steps_length = 0
     if version >= 2:
         head_size, entry_size, codec, dtype, ndim, _r, h, w, c, n, _key = head.unpack_from(
             data, start
         )
-        if head_size < head.size or entry_size < _FRAME_ENTRY.size:
+        if head_size < _head_size(version) or entry_size < _FRAME_ENTRY.size:
             return False
+        if version >= 3:
+            _si, _r3, steps_length, steps_count = _CHUNK_V3_TAIL.unpack_from(
+                data, start + head.size
+            )
+            if bool(steps_length) != bool(steps_count):
+                return False
+            if n == 0:
+                return not (ndim or h or w or c) and head_size + steps_length == length
     else:
         codec, dtype, ndim, _r, h, w, c, n, _key = head.unpack_from(data, start)
         head_size, entry_size = head.size, _FRAME_ENTRY.size
@@ -498,7 +747,7 @@ def plausible_chunk_head(data: bytes | memoryview, pos: int, length: int, versio
         return False
     if not (h and w and n) or h * w * c > MAX_FRAME_BYTES or n * h * w * c > MAX_CHUNK_RAW_BYTES:
         return False
-    table_end = head_size + entry_size * n
+    table_end = head_size + entry_size * n + steps_length
     if table_end > length:
         return False
     return codec != Codec.RAW or length - table_end == n * h * w * c
@@ -512,14 +761,14 @@ def find_seal(fp: IO[bytes], size: int, *, segment: int | str = "?") -> Seal | N
     ends exactly at the end of the file, whose CRC checks and that names its own offset.
     """
     window = min(size - FILE_HEADER_SIZE, MAX_SEAL_PAYLOAD + RECORD_OVERHEAD)
-    if window < SEAL_RECORD_SIZE:
+    if window < SEAL_MIN_RECORD_SIZE:
         return None
     start = size - window
     fp.seek(start)
     tail = fp.read(window)
     if len(tail) != window:
         return None
-    for pos in range(window - SEAL_RECORD_SIZE, -1, -1):
+    for pos in range(window - SEAL_MIN_RECORD_SIZE, -1, -1):
         rtype, length = read_record_header(tail, pos)
         if rtype != RecordType.SEAL or pos + record_size(length) != window:
             continue

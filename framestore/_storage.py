@@ -22,10 +22,20 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from telemetry import SinkMetrics, Step, TelemetryDBSink
+from telemetry import (
+    EpisodeEnded,
+    EpisodeStarted,
+    RunEnded,
+    RunStarted,
+    SinkMetrics,
+    Step,
+    TelemetryDBSink,
+)
 
+from ._format import RENDER_STREAM, RecordType, StepMeta, store_tag
 from ._refs import FrameRef
-from .service import FrameStorageService, ServiceMetrics
+from .jsonsafe import dumps
+from .service import FrameStorageService, MetaRecord, ServiceMetrics
 from .settings import Settings
 
 __all__ = ["Storage", "ThreadStorage", "open_storage"]
@@ -44,14 +54,22 @@ class Storage(Protocol):
         """Rows the sink commits at a time."""
         ...
 
-    def put(self, frame: np.ndarray, key: tuple[int, int]) -> FrameRef:
-        """Accept one frame (validated and copied before it returns)."""
+    def put(self, frame: np.ndarray, key: tuple[int, int], step: StepMeta) -> FrameRef:
+        """Accept one frame (validated and copied before it returns) and its step's
+        metadata (for the segment's steps block)."""
+        ...
+
+    def put_step(self, step: StepMeta) -> None:
+        """A step recorded without a frame: its metadata for the segment."""
         ...
 
     def put_many(
-        self, frames: Sequence[np.ndarray | None], keys: Sequence[tuple[int, int]]
+        self,
+        frames: Sequence[np.ndarray | None],
+        keys: Sequence[tuple[int, int]],
+        steps: Sequence[StepMeta],
     ) -> list[FrameRef | None]:
-        """Accept a batch of frames (``None`` entries: no frame)."""
+        """Accept a batch of frames (``None`` entries: no frame) and their steps."""
         ...
 
     def offer(self, event: Any, timeout: float | None = None) -> bool:
@@ -101,6 +119,8 @@ class ThreadStorage:
             keeps frames in shared memory and frees a slot once its chunk is written).
         on_committed: passed to ``TelemetryDBSink``.
         sink_queue: the sink's bound in rows (default ``s.sink_queue``).
+        store_id: the store's id (``meta.store_id``): segments are tagged with it and
+            their ``EPISODE`` records name it.
     """
 
     def __init__(
@@ -115,7 +135,11 @@ class ThreadStorage:
         on_committed: Callable[[int], None] | None = None,
         sink_queue: int | None = None,
         on_sink_error: OnError | None = None,
+        store_id: str | None = None,
     ):
+        self._store_id = store_id
+        self._codec = {"name": s.codec, "level": s.level}
+        self._runs: dict[int, dict] = {}  # run id -> the run's fields for EPISODE records
         self._service = FrameStorageService(
             root,
             codec=s.codec,
@@ -131,6 +155,7 @@ class ThreadStorage:
             on_error=on_error,
             copy_frames=copy_frames,
             on_written=on_written,
+            store_tag=store_tag(store_id),
         )
         try:
             self._sink = TelemetryDBSink(
@@ -150,8 +175,8 @@ class ThreadStorage:
             raise
         self.pid: int | None = None
         self.put = self._service.put
+        self.put_step = self._service.put_step
         self.put_many = self._service.put_many
-        self.offer = self._sink.offer
         self.set_batch_size = self._sink.set_batch_size
         self.flush_frames = self._service.flush
         self.frame_metrics = self._service.metrics
@@ -168,6 +193,59 @@ class ThreadStorage:
         refs = [f for f in frames if isinstance(f, FrameRef)]
         self._service.wait_written(refs)
         return [f.location if isinstance(f, FrameRef) and not f.dropped else None for f in frames]
+
+    def offer(self, event: Any, timeout: float | None = None) -> bool:
+        """Queue an event for the sink; the run's and episodes' beginnings and ends
+        also go to the frame writer (``EPISODE``, ``EPISODE_END``, ``RUN_END`` records),
+        in order with the frames put before them."""
+        meta = self._meta_record(event)
+        if meta is not None:
+            self._service.note(meta)
+        return self._sink.offer(event, timeout)
+
+    def _meta_record(self, event: Any) -> MetaRecord | None:
+        """The segment record an event makes (docs/FORMAT.md), or None. Values are the
+        text the catalogue stores (the sink's ``dumps`` for JSON columns)."""
+        kind = type(event)
+        if kind is RunStarted:
+            self._runs[event.run_id] = {
+                "id": event.run_id,
+                "env_id": event.env_id,
+                "created": event.created,
+                "preset": event.preset,
+                "host_profile": event.host_profile,
+                "durability": event.durability,
+                "config": dumps(event.config),
+                "env_spec": None if event.env_spec is None else dumps(event.env_spec),
+            }
+        elif kind is EpisodeStarted:
+            e = event
+            fields = {
+                "stream_key": e.episode_id,
+                "store_id": self._store_id,
+                "run": self._runs.get(e.run_id, {"id": e.run_id}),
+                "episode": {
+                    "id": e.episode_id, "idx": e.index, "seed": e.seed, "started": e.started,
+                    "sub_env": e.sub_env, "continues_episode": e.continues_episode,
+                    "reset_options": e.reset_options,
+                },
+                "codec": self._codec,
+                "streams": [{"name": RENDER_STREAM, "dtype": "uint8", "shape": None}],
+            }  # fmt: skip
+            return MetaRecord(RecordType.EPISODE, e.episode_id, fields)
+        elif kind is EpisodeEnded:
+            e = event
+            fields = {
+                "stream_key": e.episode_id, "episode_id": e.episode_id, "ended": e.ended,
+                "status": e.status, "steps": e.steps, "total_reward": e.total_reward,
+                "terminated": bool(e.terminated), "truncated": bool(e.truncated),
+                "frames_dropped": e.frames_dropped,
+            }  # fmt: skip
+            return MetaRecord(RecordType.EPISODE_END, e.episode_id, fields)
+        elif kind is RunEnded:
+            fields = {"run_id": event.run_id, "ended": event.ended, "stats": dumps(event.stats)}
+            return MetaRecord(RecordType.RUN_END, None, fields)
+        return None
 
     def offer_row(self, row: tuple) -> None:
         self._sink.offer(Step(*row))
@@ -189,10 +267,12 @@ class ThreadStorage:
             raise errors[0]
 
 
-def open_storage(root: Path, db_path: Path, s: Settings, on_error: OnError) -> Storage:
+def open_storage(
+    root: Path, db_path: Path, s: Settings, on_error: OnError, store_id: str | None = None
+) -> Storage:
     """The storage ``s.writer`` asks for, started (the store's writer lock is held)."""
     if s.writer == "process":
         from ._storageclient import ProcessStorage
 
-        return ProcessStorage(root, db_path, s, on_error)
-    return ThreadStorage(root, db_path, s, on_error)
+        return ProcessStorage(root, db_path, s, on_error, store_id)
+    return ThreadStorage(root, db_path, s, on_error, store_id=store_id)

@@ -36,6 +36,7 @@ import numpy as np
 
 from telemetry import SinkMetrics, Step, StepBatch
 
+from ._format import StepMeta
 from ._refs import FrameRef, check_key
 from ._ring import SHM_DIR, Counter, FrameRing, slot_geometry
 from ._storagelink import StorageLink
@@ -106,7 +107,14 @@ class ProcessStorage:
     (``StoreLocked``, ``NotAStore``, ...) or ``WriterFailed`` if it could not start.
     """
 
-    def __init__(self, root: Path, db_path: Path, s: Settings, on_error: Callable):
+    def __init__(
+        self,
+        root: Path,
+        db_path: Path,
+        s: Settings,
+        on_error: Callable,
+        store_id: str | None = None,
+    ):
         self._s = s
         self._ring: FrameRing | None = None
         self._free: list[int] = []
@@ -118,7 +126,7 @@ class ProcessStorage:
         self._sent_weight = self._sent_bytes = 0
         self._batch_size = s.batch_size
         self._flush_ms = self._max_flush_ms = 0.0
-        self._link = StorageLink(root, db_path, s, on_error)
+        self._link = StorageLink(root, db_path, s, on_error, store_id)
         self._counts = self._link.control.counts
         self.pid: int | None = self._link.pid
 
@@ -258,9 +266,12 @@ class ProcessStorage:
                 f"({self._s.queue_bytes}); raise queue_bytes"
             )
 
-    def put(self, frame: np.ndarray, key: tuple[int, int]) -> FrameRef:
+    def put(
+        self, frame: np.ndarray, key: tuple[int, int], step: StepMeta | None = None
+    ) -> FrameRef:
         """Validate ``frame`` and copy it into a ring slot (the step's command, sent by
-        ``offer``, tells the storage process about it)."""
+        ``offer``, tells the storage process about it, and carries the values the storage
+        process makes ``step`` from: ``step`` itself is not sent)."""
         self._link.raise_if_failed()
         key = check_key(key)
         check_frame(frame)
@@ -272,10 +283,17 @@ class ProcessStorage:
             return RingRef(None, key, frame.shape, DROPPED, dropped=True)
         return self._copy_in(frame, key)
 
+    def put_step(self, step: StepMeta) -> None:
+        """Nothing to do: the step's command (``offer``) carries its values."""
+
     def put_many(
-        self, frames: Sequence[np.ndarray | None], keys: Sequence[tuple[int, int]]
+        self,
+        frames: Sequence[np.ndarray | None],
+        keys: Sequence[tuple[int, int]],
+        steps: Sequence[StepMeta] | None = None,
     ) -> list[FrameRef | None]:
-        """``put`` for a batch: under ``block`` the whole batch waits until it fits."""
+        """``put`` for a batch: under ``block`` the whole batch waits until it fits
+        (``steps``: see ``put``)."""
         self._link.raise_if_failed()
         checked = [check_key(k) for k in keys]
         if len(checked) != len(frames):

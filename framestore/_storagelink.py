@@ -48,7 +48,14 @@ class StorageLink:
     ``NotAStore``, ...) or ``WriterFailed`` if it could not start.
     """
 
-    def __init__(self, root: Path, db_path: Path, s: Settings, on_error: Callable):
+    def __init__(
+        self,
+        root: Path,
+        db_path: Path,
+        s: Settings,
+        on_error: Callable,
+        store_id: str | None = None,
+    ):
         self._on_error = on_error
         self.error: BaseException | None = None  # the first background error, or death
         self.source = ""  # where it came from: writer, sink, storage or death
@@ -63,7 +70,7 @@ class StorageLink:
         remove_dead_blocks()
         self.control = Control.create()
         try:
-            self._start(root, db_path, s)
+            self._start(root, db_path, s, store_id)
         except BaseException:
             self.control.close()
             self.control.unlink()
@@ -74,7 +81,7 @@ class StorageLink:
         self._listener.start()
         _live.add(self)
 
-    def _start(self, root: Path, db_path: Path, s: Settings) -> None:
+    def _start(self, root: Path, db_path: Path, s: Settings, store_id: str | None) -> None:
         cmd_r, self.fd = os.pipe()
         reply_r, reply_w = os.pipe()
         self._replies = fd_connection(reply_r, readable=True)
@@ -82,7 +89,7 @@ class StorageLink:
         #: never blocks.
         self.pipe_room = _pipe_capacity(self.fd) // 2
         args = {
-            "storage_args": (root, db_path, s),
+            "storage_args": (root, db_path, s, store_id),
             "control_name": self.control.name,
             "parent_pid": os.getpid(),
             "log_levels": {n: logging.getLogger(n).getEffectiveLevel() for n in LOGGERS},

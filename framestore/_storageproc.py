@@ -35,6 +35,7 @@ import numpy as np
 
 from telemetry import StepBatch
 
+from ._format import StepMeta
 from ._refs import FrameRef
 from ._ring import Control, Counter, FrameRing
 from ._storage import ThreadStorage
@@ -81,7 +82,7 @@ class _Server:
 
     def __init__(
         self,
-        storage_args: tuple[Path, Path, Settings],
+        storage_args: tuple[Path, Path, Settings, str | None],
         control: Control,
         replies: Connection,
         log_levels: dict[str, int] | None,
@@ -97,7 +98,7 @@ class _Server:
         self.ring: FrameRing | None = None  # the current ring (none before the first frame)
         # (episode, step) -> ring, slot, bytes: a recording never repeats a key.
         self._slot_of: dict[tuple[int, int], tuple[FrameRing, int, int]] = {}
-        root, db_path, s = storage_args
+        root, db_path, s, store_id = storage_args
         # The producer decides what to drop, and bounds every queue: here nothing blocks.
         self.storage = ThreadStorage(
             root,
@@ -109,6 +110,7 @@ class _Server:
             on_written=self._released,
             on_committed=self._committed,
             sink_queue=2 * s.sink_queue + 64,
+            store_id=store_id,
         )
 
     # ----------------------------------------------------------------- replies
@@ -199,6 +201,14 @@ class _Server:
         if not eids:  # an empty batch (record_steps of no rows): nothing to do
             return
         keys = list(zip(eids, steps, strict=True))
+        # The steps' metadata for the segments, made here rather than in the producer.
+        metas = [
+            StepMeta(e, st, a, r, te, tr, i, w, sh, dropped=slot == DROPPED)
+            for e, st, a, r, te, tr, i, w, sh, slot in zip(
+                eids, steps, actions, rewards, terms, truncs, infos, walls, texts, slots,
+                strict=True,
+            )
+        ]  # fmt: skip
         ring = self.ring
         arrs: list[np.ndarray | None] = []
         for slot, shape, key in zip(slots, shapes, keys, strict=True):
@@ -211,7 +221,7 @@ class _Server:
             else:
                 arrs.append(None)
         try:
-            refs: list[FrameRef | None] = self.storage.put_many(arrs, keys)
+            refs: list[FrameRef | None] = self.storage.put_many(arrs, keys, metas)
         except BaseException:
             for slot, key in zip(slots, keys, strict=True):
                 if slot >= 0 and ring is not None:
@@ -320,7 +330,7 @@ def _read_commands(server: _Server, fd: int, parent_pid: int) -> bool:
 
 
 def serve(
-    storage_args: tuple[Path, Path, Settings],
+    storage_args: tuple[Path, Path, Settings, str | None],
     control_name: str,
     commands: int,
     replies: int,
@@ -332,7 +342,7 @@ def serve(
     """The storage process's body.
 
     Args:
-        storage_args: ``(store root, framestore.db path, settings)``.
+        storage_args: ``(store root, framestore.db path, settings, store id)``.
         control_name: the ``Control`` block's name.
         commands: the read end of the command pipe (a descriptor).
         replies: the write end of the reply pipe.

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import threading
 from collections import OrderedDict
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -20,12 +20,14 @@ import zstandard
 
 from ._format import (
     FILE_HEADER_SIZE,
+    FOREIGN_SEGMENT,
     MAX_RECORD_BYTES,
     RECORD_HEADER_SIZE,
     ChunkHeader,
     RecordType,
     read_file_header,
     read_record,
+    store_tag,
 )
 from ._sources import PositionalFile, SegmentSource
 from .codecs import decode_chunk
@@ -83,6 +85,10 @@ class SegmentReader:
         max_record_bytes: records claiming more are refused unread.
         source: where segments come from instead of ``root/segments`` (a published
             store's remote objects, see ``framestore._sources``); the same checks apply.
+        store_id_of: ``store_id_of(segment)`` is the id of the store that wrote the
+            segment, when known: a version-3 file whose header's store tag is another
+            store's is refused (``CorruptRecord``), so a foreign file under a segment's
+            name never passes for this store's (docs/FORMAT.md, "File header").
     """
 
     def __init__(
@@ -94,9 +100,11 @@ class SegmentReader:
         max_record_bytes: int = MAX_RECORD_BYTES,
         max_open_files: int = 32,
         source: SegmentSource | None = None,
+        store_id_of: Callable[[int], str | None] | None = None,
     ):
         self.root = Path(root)
         self.source = source
+        self._store_id_of = store_id_of
         self._cache_size = max(1, cache_chunks)
         self._cache_bytes_max = max(1, cache_bytes)
         self._cached_bytes = 0
@@ -110,6 +118,14 @@ class SegmentReader:
         self.chunks_decoded = 0
 
     # ----------------------------------------------------------------- files
+    def _check_tag(self, segment: int, tag: int) -> None:
+        """Refuse a file tagged by another store than the one that wrote ``segment``."""
+        if not tag or self._store_id_of is None:
+            return
+        owner = self._store_id_of(segment)
+        if owner is not None and store_tag(owner) != tag:
+            raise CorruptRecord(segment, 0, FOREIGN_SEGMENT)
+
     def _fd(self, segment: int) -> tuple[int, int]:
         """An open descriptor of a segment and its format version."""
         with self._lock:
@@ -123,7 +139,9 @@ class SegmentReader:
         # CorruptRecord).
         fd = open_segment_fd(segment_path(self.root, segment), segment)
         try:
-            version = read_file_header(_PreadFile(fd), segment).version
+            header = read_file_header(_PreadFile(fd), segment)
+            self._check_tag(segment, header.store_tag)
+            version = header.version
         except BaseException:
             os.close(fd)
             raise

@@ -31,6 +31,7 @@ from telemetry import (
 )
 
 from ._batchrows import BatchRows, EpisodeState, check_episode_args
+from ._format import StepMeta
 from ._storage import open_storage
 from .catalog import check_seed, format_shape
 from .errors import InvalidInput, StoreClosed
@@ -154,7 +155,9 @@ class Recorder:
     def _start_storage(self, store: FrameStore, s: Settings) -> None:
         """The frame writer and the SQLite sink (which take the store's writer lock), then
         the hub; on failure everything started is stopped again."""
-        self._storage = open_storage(store.root, store.db_path, s, self._background_error)
+        self._storage = open_storage(
+            store.root, store.db_path, s, self._background_error, store.catalog.store_id()
+        )
         try:
             # The writer lock is held from here on: ids cannot race with another writer.
             from .merging import refuse_unfinished_merge  # merging imports the store
@@ -302,15 +305,20 @@ class Recorder:
         st = self._open[eid]
         step = st.step
         ref = None
-        shape = None
+        term, trunc = bool(terminated), bool(truncated)
+        wall = time.time()
         if frame is not None:
-            ref = self._storage.put(frame, (eid, step))
-            shape = None if ref.shape is None else format_shape(ref.shape)
+            shape = format_shape(getattr(frame, "shape", ()))
+            meta = StepMeta(eid, step, action_text, reward, term, trunc, info_text, wall, shape)
+            ref = self._storage.put(frame, (eid, step), meta)
             if ref.dropped:
                 st.dropped += 1
-        term, trunc = bool(terminated), bool(truncated)
+        else:
+            shape = None
+            meta = StepMeta(eid, step, action_text, reward, term, trunc, info_text, wall, None)
+            self._storage.put_step(meta)
         # The fields of a Step, in order: an event object only when someone displays it.
-        row = (eid, step, action_text, reward, term, trunc, info_text, time.time(), ref, shape)
+        row = (eid, step, action_text, reward, term, trunc, info_text, wall, ref, shape)
         if self._displays:
             self._hub.publish(Step(*row))
         else:
@@ -355,7 +363,10 @@ class Recorder:
             missing = rows.episode_ids[states.index(None)]
             raise InvalidInput(f"episode {missing} is not open (open_episode() first)")
         steps = rows.step_numbers(states)
-        refs = self._storage.put_many(rows.frames, list(zip(rows.episode_ids, steps, strict=True)))
+        wall = time.time()
+        refs = self._storage.put_many(
+            rows.frames, list(zip(rows.episode_ids, steps, strict=True)), rows.metas(steps, wall)
+        )
         self._publish_starts(states)
         for st, ref, reward, term, trunc in zip(
             states, refs, rows.rewards, rows.terminated, rows.truncated, strict=True
@@ -363,7 +374,7 @@ class Recorder:
             st.advance(reward, term, trunc, 1)
             if ref is not None and ref.dropped:
                 st.dropped += 1
-        self._hub.publish(rows.event(steps, refs, time.time()))
+        self._hub.publish(rows.event(steps, refs, wall))
         self.steps_recorded += len(steps)
         return steps
 

@@ -24,24 +24,38 @@ import zstandard
 
 from ._format import (
     FILE_HEADER_SIZE,
+    META_RECORDS,
     RECORD_HEADER,
+    RECORD_HEADER_SIZE,
     RECORD_OVERHEAD,
     RECORD_START,
     ChunkHeader,
     RecordType,
     Seal,
+    StepMeta,
     plausible_chunk_head,
     plausible_record,
     read_file_header,
     read_record,
     record_crc_ok,
     record_size,
+    unpack_meta,
+    unpack_steps,
 )
 from .codecs import decode_chunk
 from .errors import ChecksumMismatch, CorruptData, CorruptRecord, TruncatedRecord
 from .segments import open_segment
 
-__all__ = ["BadRecord", "GoodRecord", "SegmentScan", "problem_kind", "scan_segment"]
+__all__ = [
+    "BadRecord",
+    "GoodRecord",
+    "SegmentScan",
+    "StepMeta",
+    "chunk_steps",
+    "problem_kind",
+    "scan_segment",
+    "steps_of",
+]
 
 #: Bytes of candidate records a scan may CRC while resynchronising, per byte of file
 #: (plus ``RESYNC_CRC_SLACK``): corruption costs a few record lengths; only a crafted
@@ -56,6 +70,7 @@ class GoodRecord:
     end: int
     type: int
     header: ChunkHeader | None  # CHUNK records only
+    meta: dict | None = None  # EPISODE, EPISODE_END, RUN_END: their JSON object
 
 
 @dataclass(frozen=True)
@@ -74,6 +89,7 @@ class SegmentScan:
     version: int | None = None  # the file header's format version
     header_error: CorruptData | None = None  # the file header is unreadable: nothing else
     header_id: int | None = None
+    store_tag: int = 0  # version 3: the file header's store tag (0: unknown)
     records: list[GoodRecord] = field(default_factory=list)
     bad: list[BadRecord] = field(default_factory=list)  # corruption with good data after it
     tail: BadRecord | None = None  # unreadable from here to the end of the file
@@ -103,6 +119,28 @@ class SegmentScan:
         return sum(h.count for h in self.chunks.values())
 
     @property
+    def meta_bytes(self) -> int:
+        """Bytes of the good records that describe episodes rather than hold frames
+        (what a seal counts as ``meta_bytes``)."""
+        return sum(
+            r.end - r.offset
+            for r in self.records
+            if r.meta is not None or (r.header is not None and not r.header.count)
+        )
+
+    @property
+    def meta_records(self) -> list[GoodRecord]:
+        """The good ``EPISODE``, ``EPISODE_END`` and ``RUN_END`` records, in file order
+        (format version 3: docs/FORMAT.md); ``kind_of`` names each."""
+        return [r for r in self.records if r.meta is not None]
+
+    @staticmethod
+    def kind_of(record: GoodRecord) -> str:
+        """``"episode"``, ``"episode_end"``, ``"run_end"`` (metadata records), ``"chunk"``,
+        ``"seal"`` or ``"unknown"``."""
+        return _KINDS.get(record.type, "unknown")
+
+    @property
     def sealed(self) -> bool:
         return self.seal is not None and self.tail is None
 
@@ -126,6 +164,15 @@ class SegmentScan:
         self.records.append(GoodRecord(seal.offset, end, RecordType.SEAL, None))
         self.tail = None
         self.size = end
+
+
+_KINDS = {
+    RecordType.CHUNK: "chunk",
+    RecordType.SEAL: "seal",
+    RecordType.EPISODE: "episode",
+    RecordType.EPISODE_END: "episode_end",
+    RecordType.RUN_END: "run_end",
+}
 
 
 def problem_kind(error: CorruptData) -> str:
@@ -187,6 +234,7 @@ def scan_segment(
             scan.header_error = e
             return scan
         scan.header_id, scan.version = header.segment_id, header.version
+        scan.store_tag = header.store_tag
         if size <= FILE_HEADER_SIZE:
             return scan
         maps: list[mmap.mmap] = []
@@ -205,19 +253,54 @@ def scan_segment(
     return scan
 
 
-def _check(scan: SegmentScan, rec, dz) -> ChunkHeader | None:
-    """Parse (and with a decompressor, decode) one framed record; raises CorruptData."""
+def steps_of(
+    header: ChunkHeader, payload: bytes | memoryview, *, segment: int | str = "?", offset: int = 0
+) -> list[StepMeta]:
+    """The steps a CHUNK payload's steps block describes (none when it has no block);
+    their ``episode_id`` is the chunk's stream key. Raises ``CorruptRecord``."""
+    if not header.steps_length:
+        return []
+    return unpack_steps(
+        header.steps_block(payload),
+        header.steps_count,
+        header.stream_key,
+        segment=segment,
+        offset=offset,
+    )
+
+
+def chunk_steps(fp, segment: int, offset: int, header: ChunkHeader) -> list[StepMeta]:
+    """The steps of the CHUNK record at ``offset`` of an open segment file whose scan
+    found it good (``header``): only the head, frame table and steps block are read,
+    never the frames. Raises ``CorruptData`` if they no longer parse."""
+    if not header.steps_length:
+        return []
+    fp.seek(offset + RECORD_HEADER_SIZE)
+    prefix = fp.read(header.data_offset)
+    if len(prefix) != header.data_offset:
+        raise TruncatedRecord(segment, offset, header.data_offset, len(prefix))
+    return steps_of(header, prefix, segment=segment, offset=offset)
+
+
+def _check(scan: SegmentScan, rec, dz) -> ChunkHeader | dict | None:
+    """Parse (and with a decompressor, decode) one framed record: a chunk's header, a
+    metadata record's JSON object, or None; raises CorruptData."""
     seg = scan.segment
     if rec.type == RecordType.CHUNK:
         header = ChunkHeader.unpack(
             rec.payload, version=scan.version or 0, segment=seg, offset=rec.offset
         )
         if dz is not None:
-            data = memoryview(rec.payload)[header.data_offset :]
-            decode_chunk(header, data, dz, segment=seg, offset=rec.offset)
+            if header.count:
+                data = memoryview(rec.payload)[header.data_offset :]
+                decode_chunk(header, data, dz, segment=seg, offset=rec.offset)
+            if header.steps_length:
+                steps_of(header, rec.payload, segment=seg, offset=rec.offset)
         return header
     if rec.type == RecordType.SEAL:
         scan.seal = Seal.unpack(rec.payload, segment=seg, offset=rec.offset)
+    elif rec.type in META_RECORDS and (scan.version or 0) >= 3:
+        return unpack_meta(rec.payload, segment=seg, offset=rec.offset)
     else:
         scan.unknown_records += 1
     return None
@@ -241,11 +324,15 @@ def _walk(scan: SegmentScan, fp, dz, find_next: Callable[[int], int | None], res
                     break
                 end = rec.end
                 try:
-                    header = _check(scan, rec, dz)
+                    parsed = _check(scan, rec, dz)
                 except CorruptData as e:
                     error = e  # framing is intact: the next record starts at rec.end
                 else:
-                    scan.records.append(GoodRecord(offset, end, rec.type, header))
+                    if isinstance(parsed, dict):
+                        good = GoodRecord(offset, end, rec.type, None, parsed)
+                    else:
+                        good = GoodRecord(offset, end, rec.type, parsed)
+                    scan.records.append(good)
                     offset = end
                     continue
         if not resync:

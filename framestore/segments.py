@@ -16,8 +16,10 @@ from typing import IO, BinaryIO
 
 from ._format import (
     FILE_HEADER_SIZE,
+    FOREIGN_SEGMENT,
     MAX_RECORD_BYTES,
     PARTIAL_SUFFIX,
+    SEAL_MIN_RECORD_SIZE,
     SEAL_RECORD_SIZE,
     SEGMENT_DIR,
     SEGMENT_OVERHEAD,
@@ -33,6 +35,7 @@ from ._format import (
     read_raw_record,
     reframe_chunk,
     segment_name,
+    store_tag,
 )
 from .errors import (
     CorruptData,
@@ -46,6 +49,7 @@ from .files import fsync_dir
 
 __all__ = [
     "FILE_HEADER_SIZE",
+    "FOREIGN_SEGMENT",
     "FORMAT_VERSION",
     "SEAL_RECORD_SIZE",
     "SEGMENT_OVERHEAD",
@@ -69,7 +73,9 @@ __all__ = [
     "segment_dir",
     "segment_files",
     "segment_path",
+    "segment_seal",
     "segment_version",
+    "store_tag",
 ]
 
 FORMAT_VERSION = VERSION  # the segment format version this framestore writes
@@ -258,7 +264,7 @@ def is_sealed(path: str | os.PathLike) -> bool:
     try:
         with open_segment(path, "?") as fp:
             size = os.fstat(fp.fileno()).st_size
-            if size < SEGMENT_OVERHEAD:
+            if size < FILE_HEADER_SIZE + SEAL_MIN_RECORD_SIZE:
                 return False
             return find_seal(fp, size) is not None
     except (FileNotFoundError, CorruptData, UnsafeStore):
@@ -311,15 +317,32 @@ def same_chunk_data(
     return parts[0] == parts[1]
 
 
+def segment_seal(path: str | os.PathLike) -> Seal | None:
+    """The SEAL record that ends a segment file, or None (not sealed, unreadable)."""
+    try:
+        with open_segment(path, "?") as fp:
+            size = os.fstat(fp.fileno()).st_size
+            if size < FILE_HEADER_SIZE + SEAL_MIN_RECORD_SIZE:
+                return None
+            return find_seal(fp, size)
+    except (FileNotFoundError, CorruptData, UnsafeStore):
+        return None
+
+
 def seal_segment(
-    path: str | os.PathLike, good_end: int, chunks: int, frames: int, segment: int | str = "?"
+    path: str | os.PathLike,
+    good_end: int,
+    chunks: int,
+    frames: int,
+    segment: int | str = "?",
+    meta_bytes: int = 0,
 ) -> Seal:
     """Cut an existing segment file at ``good_end`` and append a SEAL record, fsynced.
 
     ``SegmentWriter`` only creates new files; this is the one place an existing segment
     is changed, and only to drop bytes that cannot be read and to seal it.
     """
-    seal = Seal.now(chunks, frames, good_end)
+    seal = Seal.now(chunks, frames, good_end, meta_bytes)
     with open_segment(path, segment, write=True) as fp:
         fp.truncate(good_end)
         fp.seek(good_end)
@@ -345,12 +368,20 @@ class SegmentWriter:
     detected as a torn tail).
     """
 
-    def __init__(self, path: str | os.PathLike, segment_id: int, *, final_path: Path | None = None):
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        segment_id: int,
+        *,
+        final_path: Path | None = None,
+        store_tag: int = 0,
+    ):
         self.path = Path(path)
         self.segment_id = segment_id
         self.final_path = final_path  # set when writing a .partial to be renamed later
         self.chunks = 0
         self.frames = 0
+        self.meta_bytes = 0  # records without frames (they describe episodes): the seal's
         self.sealed = False
         # A new file only (O_EXCL), never through a link, in a real segment directory.
         _check_real_dir(self.path.parent)
@@ -358,17 +389,17 @@ class SegmentWriter:
         self._fp = os.fdopen(fd, "wb", buffering=0)
         self.size = 0
         try:
-            self._write(pack_file_header(segment_id))
+            self._write(pack_file_header(segment_id, store_tag=store_tag))
         except BaseException:
             self._fp.close()
             self.path.unlink(missing_ok=True)
             raise
 
     @classmethod
-    def partial(cls, root: str | os.PathLike, segment_id: int) -> SegmentWriter:
+    def partial(cls, root: str | os.PathLike, segment_id: int, store_tag: int = 0) -> SegmentWriter:
         """A writer of ``seg-N.fseg.partial``, to be renamed with ``publish``."""
         final = segment_path(root, segment_id)
-        return cls(partial_path(final), segment_id, final_path=final)
+        return cls(partial_path(final), segment_id, final_path=final, store_tag=store_tag)
 
     def _write(self, data: bytes) -> int:
         offset = self.size
@@ -389,11 +420,14 @@ class SegmentWriter:
         return offset
 
     def append(self, record: bytes, *, frames: int = 0) -> int:
-        """Append one packed record; returns its offset."""
+        """Append one packed record; returns its offset (``frames``: a CHUNK record
+        holding that many frames, counted in the seal)."""
         offset = self._write(record)
         if frames:
             self.chunks += 1
             self.frames += frames
+        else:
+            self.meta_bytes += len(record)
         return offset
 
     def fsync(self) -> None:
@@ -411,7 +445,8 @@ class SegmentWriter:
         """Append the SEAL record and fsync: from now on the file never changes."""
         if self.sealed:
             return
-        self.append(Seal.now(self.chunks, self.frames, self.size).record())
+        seal = Seal.now(self.chunks, self.frames, self.size, self.meta_bytes)
+        self._write(seal.record())
         self.fsync()
         self.sealed = True
 

@@ -20,7 +20,8 @@ import numpy as np
 from telemetry import logcodes
 
 from ._bufferpool import BufferPool
-from ._chunks import ChunkWriter, Written
+from ._chunks import ChunkWriter, MetaRecord, Written
+from ._format import StepMeta
 from ._lock import StoreLock
 from ._refs import FrameRef, check_key, frame_nbytes
 from ._serviceargs import DURABILITIES, POLICIES, ServiceMetrics, check_args
@@ -42,9 +43,15 @@ __all__ = [
     "POLICIES",
     "FrameRef",
     "FrameStorageService",
+    "MetaRecord",
     "ServiceMetrics",
+    "StepMeta",
     "remove_dead_shared_memory",
 ]
+
+#: What the writer's queue holds: a frame with its ref and (optionally) its step's
+#: metadata; or, without frame and ref, a step without a frame or a metadata record.
+QueueItem = tuple[np.ndarray | None, FrameRef | None, StepMeta | MetaRecord | None]
 
 
 def remove_dead_shared_memory() -> list[tuple[str, int]]:
@@ -81,6 +88,7 @@ class FrameStorageService:
             array as it is (the storage process's frames live in shared memory); the
             caller must leave it unchanged until ``on_written`` reports its ref.
         on_written: called on the writer thread with the refs of each chunk appended.
+        store_tag: the segment file headers' store tag (docs/FORMAT.md; 0: unknown).
     """
 
     def __init__(
@@ -103,6 +111,7 @@ class FrameStorageService:
         lock: bool = True,
         copy_frames: bool = True,
         on_written: Callable[[list[FrameRef]], None] | None = None,
+        store_tag: int = 0,
     ):
         self._codec = codec_from_name(codec)
         self._level = check_level(self._codec, level)
@@ -135,7 +144,7 @@ class FrameStorageService:
             self._lock.acquire()
 
         self._cond = threading.Condition()
-        self._queue: deque[tuple[np.ndarray, FrameRef]] = deque()
+        self._queue: deque[QueueItem] = deque()
         self._init_state()
         self._pool = BufferPool(queue_bytes, chunk_frames) if copy_frames else None
         # A chunk never holds more than a quarter of the queue's bounds: with small
@@ -156,6 +165,7 @@ class FrameStorageService:
             # keeps flowing to compression, so a full queue always drains.
             open_frames=max(1, queue_frames // 2),
             open_bytes=max(1, queue_bytes // 2),
+            store_tag=store_tag,
         )
         self._thread = threading.Thread(target=self._run, name="framestore-writer", daemon=True)
         self._thread.start()
@@ -188,12 +198,16 @@ class FrameStorageService:
         self._last_snapshot = time.monotonic()
 
     # ----------------------------------------------------------------- producer side
-    def put(self, frame: np.ndarray, key: tuple[int, int] = (0, 0)) -> FrameRef:
+    def put(
+        self, frame: np.ndarray, key: tuple[int, int] = (0, 0), step: StepMeta | None = None
+    ) -> FrameRef:
         """Accept a frame for storage and return its ref at once.
 
-        Costs one validation, one copy and an enqueue. Raises ``InvalidFrame`` for frames
-        that cannot be stored losslessly, ``QueueFull`` when the ``block`` policy timed
-        out, and the writer's error if the writer has failed.
+        Costs one validation, one copy and an enqueue. ``step``: the step's metadata,
+        written with the frame into its chunk (kept even when the frame is dropped).
+        Raises ``InvalidFrame`` for frames that cannot be stored losslessly,
+        ``QueueFull`` when the ``block`` policy timed out, and the writer's error if the
+        writer has failed.
         """
         if self._closed:
             raise StoreClosed("put() on a closed FrameStorageService")
@@ -202,7 +216,7 @@ class FrameStorageService:
             # Checked before the copy: under overload, dropping must stay cheap. Bad input
             # is still an error, never hidden as a dropped frame.
             check_frame(frame)
-            return self._drop(key, getattr(frame, "shape", None))
+            return self._drop(key, getattr(frame, "shape", None), step)
         arr = self._copy(frame)
         nbytes = arr.nbytes
         if nbytes > self._max_bytes:
@@ -214,11 +228,11 @@ class FrameStorageService:
             self._raise_if_failed()
             if self._full(nbytes):
                 if self.policy == "drop":
-                    return self._drop(key, arr.shape)
+                    return self._drop(key, arr.shape, step)
                 self._wait_for_room(nbytes)
             ref = FrameRef(self._next_seq, (key_a, key_b), arr.shape)
             self._next_seq += 1
-            self._queue.append((arr, ref))
+            self._queue.append((arr, ref, step))
             self._q_frames += 1
             self._q_bytes += nbytes
             self._frames_in += 1
@@ -230,11 +244,36 @@ class FrameStorageService:
             self._cond.notify_all()
         return ref
 
+    def put_step(self, step: StepMeta) -> None:
+        """A step without a frame: its metadata goes into its episode's next chunk.
+        Not counted in the queue's bounds (a few hundred bytes; the sink's queue bounds
+        the steps in flight)."""
+        if self._closed:
+            raise StoreClosed("put_step() on a closed FrameStorageService")
+        with self._cond:
+            self._raise_if_failed()
+            self._queue.append((None, None, step))
+            self._cond.notify_all()
+
+    def note(self, meta: MetaRecord) -> None:
+        """An ``EPISODE``, ``EPISODE_END`` or ``RUN_END`` record for the segments, in order
+        with the frames and steps put before it."""
+        if self._closed:
+            raise StoreClosed("note() on a closed FrameStorageService")
+        with self._cond:
+            self._raise_if_failed()
+            self._queue.append((None, None, meta))
+            self._cond.notify_all()
+
     def put_many(
-        self, frames: Sequence[np.ndarray | None], keys: Sequence[tuple[int, int]]
+        self,
+        frames: Sequence[np.ndarray | None],
+        keys: Sequence[tuple[int, int]],
+        steps: Sequence[StepMeta] | None = None,
     ) -> list[FrameRef | None]:
         """``put`` for a batch, with one lock round and one wake-up of the writer: the
-        refs in order (``None`` where the frame is ``None``).
+        refs in order (``None`` where the frame is ``None``). ``steps``: each row's
+        metadata (rows without a frame are written as steps without one).
 
         Everything is checked before anything is queued. Under ``block`` the call waits
         until the whole batch fits (so a ``QueueFull`` leaves nothing queued); under
@@ -257,8 +296,11 @@ class FrameStorageService:
                 f"({self._max_frames} frames, {self._max_bytes} bytes); raise queue_frames "
                 "or queue_bytes, or record smaller batches"
             )
+        metas: Sequence[StepMeta | None] = steps if steps is not None else [None] * len(frames)
+        if len(metas) != len(frames):
+            raise InvalidInput(f"{len(frames)} frames for {len(metas)} steps")
         if self.policy == "drop":
-            return self._put_dropping(frames, checked)
+            return self._put_dropping(frames, checked, metas)
         arrs = [None if f is None else self._copy(f, checked=True) for f in frames]
         with self._cond:
             self._raise_if_failed()
@@ -269,14 +311,17 @@ class FrameStorageService:
                 self._cond.notify_all()
                 self._wait_for_room(total, count)
             refs = [
-                None if a is None else self._enqueue(a, k)
-                for a, k in zip(arrs, checked, strict=True)
+                self._enqueue(a, k, m) if a is not None else self._enqueue_step(m)
+                for a, k, m in zip(arrs, checked, metas, strict=True)
             ]
             self._cond.notify_all()
         return refs
 
     def _put_dropping(
-        self, frames: Sequence[np.ndarray | None], keys: list[tuple[int, int]]
+        self,
+        frames: Sequence[np.ndarray | None],
+        keys: list[tuple[int, int]],
+        metas: Sequence[StepMeta | None],
     ) -> list[FrameRef | None]:
         """``put_many`` under ``drop``: frames that do not fit are dropped one by one,
         before their copy when the queue looks full already (dropping stays cheap)."""
@@ -292,23 +337,31 @@ class FrameStorageService:
         refs: list[FrameRef | None] = []
         with self._cond:
             self._raise_if_failed()
-            for frame, arr, key in zip(frames, arrs, keys, strict=True):
+            for frame, arr, key, meta in zip(frames, arrs, keys, metas, strict=True):
                 if frame is None:
-                    refs.append(None)
+                    refs.append(self._enqueue_step(meta))
                 elif arr is None or self._full(arr.nbytes):
                     self._frames_dropped += 1
+                    if meta is not None:
+                        meta.dropped = True
+                    self._enqueue_step(meta)
                     refs.append(FrameRef(None, key, frame.shape, dropped=True))
                 else:
-                    refs.append(self._enqueue(arr, key))
+                    refs.append(self._enqueue(arr, key, meta))
             self._cond.notify_all()
         return refs
 
-    def _enqueue(self, arr: np.ndarray, key: tuple[int, int]) -> FrameRef:
+    def _enqueue_step(self, meta: StepMeta | None) -> None:
+        """Queue a step without a frame (lock held); None: nothing to queue."""
+        if meta is not None:
+            self._queue.append((None, None, meta))
+
+    def _enqueue(self, arr: np.ndarray, key: tuple[int, int], meta: StepMeta | None) -> FrameRef:
         """Queue one copied frame (lock held, room checked)."""
         nbytes = arr.nbytes
         ref = FrameRef(self._next_seq, key, arr.shape)
         self._next_seq += 1
-        self._queue.append((arr, ref))
+        self._queue.append((arr, ref, meta))
         self._q_frames += 1
         self._q_bytes += nbytes
         self._frames_in += 1
@@ -335,9 +388,12 @@ class FrameStorageService:
         """Whether ``count`` more frames of ``nbytes`` in total would not fit."""
         return self._q_frames + count > self._max_frames or self._q_bytes + nbytes > self._max_bytes
 
-    def _drop(self, key: tuple[int, int], shape) -> FrameRef:
+    def _drop(self, key: tuple[int, int], shape, step: StepMeta | None) -> FrameRef:
         with self._cond:
             self._frames_dropped += 1
+            if step is not None:
+                step.dropped = True
+                self._queue.append((None, None, step))
         return FrameRef(None, key, shape, dropped=True)
 
     def _wait_for_room(self, nbytes: int, count: int = 1) -> None:
@@ -517,8 +573,13 @@ class FrameStorageService:
             while True:
                 batch, cut, stopping = self._take_batch()
                 self._log_queue_state()
-                for arr, ref in batch:
-                    writer.add(arr, ref)
+                for arr, ref, meta in batch:
+                    if ref is not None:
+                        writer.add(arr, ref, meta)  # type: ignore[arg-type]
+                    elif type(meta) is MetaRecord:
+                        writer.add_meta(meta)
+                    else:
+                        writer.add_step(meta)  # type: ignore[arg-type]
                 if cut or stopping:
                     writer.close_chunk()
                 else:
@@ -529,7 +590,7 @@ class FrameStorageService:
         except BaseException as e:  # noqa: BLE001 - handed to the producer, never swallowed
             self._fail(e)
 
-    def _take_batch(self) -> tuple[list[tuple[np.ndarray, FrameRef]], bool, bool]:
+    def _take_batch(self) -> tuple[list[QueueItem], bool, bool]:
         """Wait for work, then take up to 256 queued frames. Returns them, whether a cut
         was requested (and the queue is empty) and whether to stop (likewise)."""
         with self._cond:
@@ -558,7 +619,7 @@ class FrameStorageService:
         with self._cond:
             self._q_frames -= len(chunk.refs)
             self._q_bytes -= chunk.nbytes
-            if self._pool is not None:
+            if self._pool is not None and chunk.frames:
                 self._pool.recycle(chunk.frames, self._writer.open_streams)
             self._frames_written += len(chunk.refs)
             self._bytes_out += done.record_bytes

@@ -23,7 +23,6 @@ from ._format import (
     DB_NAME,
     FILE_HEADER_SIZE,
     LOCK_NAME,
-    SEAL_RECORD_SIZE,
     SEGMENT_DIR,
     record_extent,
 )
@@ -53,6 +52,7 @@ from .segments import (
     open_segment,
     segment_files,
     segment_path,
+    segment_seal,
 )
 from .types import (
     DiskUsage,
@@ -121,7 +121,16 @@ class FrameStore:
         self._catalog = catalog
         # A byte budget alone bounds the cache when one is given (a dataset's workers).
         cache = {} if cache_bytes is None else {"cache_chunks": 1 << 20, "cache_bytes": cache_bytes}
-        self._reader = SegmentReader(root, **({"cache_chunks": 16} | cache), source=source)
+        self._reader = SegmentReader(
+            root,
+            **({"cache_chunks": 16} | cache),
+            source=source,
+            # (a published store's catalogue has no store id: its segments are checked
+            # against the manifest instead)
+            store_id_of=None
+            if source is not None or objects is not None
+            else catalog.writer_store_id,
+        )
         self._objects = objects  # a published store's manifest and where its objects are
         self._closed = False
         self._recorders: list[Recorder] = []
@@ -541,7 +550,11 @@ class FrameStore:
             path = segment_path(self.root, sid)
             if marks.get(sid) == "obsolete" or not path.exists():
                 continue  # an obsolete file goes whole at the next gc: all of it is dead
-            overhead += FILE_HEADER_SIZE + (SEAL_RECORD_SIZE if is_sealed(path) else 0)
+            # headers, seals and (format 3) the records that describe episodes
+            seal = segment_seal(path)
+            overhead += FILE_HEADER_SIZE
+            if seal is not None:
+                overhead += path.stat().st_size - seal.offset + seal.meta_bytes
         return DiskUsage(
             segments=sizes["segments"],
             live=sum(self.live_bytes_by_segment().values()),

@@ -26,6 +26,7 @@ from framestore import FrameStore
 ENV_ID = "ALE/Assault-v5"
 MAX_STEPS = 20  # an episode of 21 steps (step 0 is the reset)
 FIXTURE_V1 = Path(__file__).parent / "fixtures" / "store-v0.1.0"
+FIXTURE_V2 = Path(__file__).parent / "fixtures" / "store-v0.2.0"
 
 #: The store kinds, in the order the matrix lists them.
 KINDS = (
@@ -37,6 +38,7 @@ KINDS = (
     "killed",
     "live",
     "format_v1",
+    "format_v2",
     "published_dir",
     "published_s3",
 )
@@ -256,6 +258,9 @@ def build_kinds(root: Path, s3, meanwhile: Callable[[], object] = lambda: None) 
         v1 = root / "v1.store"
         shutil.copytree(FIXTURE_V1, v1)
         kinds["format_v1"] = Kind("format_v1", str(v1))
+        v2 = root / "v2.store"
+        shutil.copytree(FIXTURE_V2, v2)
+        kinds["format_v2"] = Kind("format_v2", str(v2))
         pub = root / "vector.pub"
         result = run_cli("publish", vector, pub)
         assert result.exit_code == 0, result.output

@@ -434,3 +434,25 @@ def cluster(request):
         ):
             time.sleep(0.2)
         assert not left, f"Ray processes left running: {[p.name() for p in left]}"
+
+
+def become_another_store(path, store_id: str) -> None:
+    """Give the store at ``path`` (a ``cp -r`` copy) another store id, as if it had been
+    recorded on its own: ``meta.store_id`` and the store tag in the header of each of its
+    own format-3 segments (docs/FORMAT.md), which readers check against the id."""
+    import sqlite3
+    from contextlib import closing
+
+    from framestore._format import pack_file_header, read_file_header, store_tag
+    from framestore.segments import list_segment_ids, segment_path
+
+    with closing(sqlite3.connect(path / "framestore.db")) as conn, conn:
+        conn.execute("UPDATE meta SET value = ? WHERE key = 'store_id'", [store_id])
+        merged = {r[0] for r in conn.execute("SELECT id FROM segments WHERE header_id IS NOT NULL")}
+    for sid in list_segment_ids(path):
+        seg = segment_path(path, sid)
+        with open(seg, "r+b") as fp:
+            header = read_file_header(fp, sid)
+            if header.version >= 3 and header.store_tag and sid not in merged:
+                fp.seek(0)
+                fp.write(pack_file_header(header.segment_id, header.version, store_tag(store_id)))

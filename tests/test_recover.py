@@ -19,7 +19,7 @@ from conftest import SMALL_SEGMENTS, record_episodes
 from framestore import FrameStore
 from framestore.segments import list_segment_ids, segment_path
 from tools.cli import cli
-from tools.recover import RECOVERED_ENV_ID, recover
+from tools.recover import recover
 from tools.verify import verify
 
 OVERRIDES = SMALL_SEGMENTS
@@ -157,7 +157,12 @@ def test_recover_after_sigkill(store_path, tmp_path):
 
 
 def test_lost_rows_are_rebuilt_from_segments(recorded):
+    """Rows and an episode row deleted: the segments (format 3) give them back whole,
+    with actions, rewards, flags, info, times and the episode's end."""
     path, ids, want = recorded
+    with FrameStore.open(path, readonly=True) as store:
+        before = {eid: store.read_steps(eid) for eid in ids}
+        episode = store.episode(ids[2])
     with closing(sqlite3.connect(path / "framestore.db")) as conn, conn:
         conn.execute("DELETE FROM steps WHERE episode_id = ? AND step >= 3", (ids[1],))
         conn.execute("DELETE FROM steps WHERE episode_id = ?", (ids[2],))
@@ -165,18 +170,15 @@ def test_lost_rows_are_rebuilt_from_segments(recorded):
     assert not verify(path).ok
 
     r = recover(path)
-    assert not r.data_lost
+    assert not r.data_lost and not r.steps_without_metadata
     assert r.steps_recovered == {ids[1]: STEPS - 3, ids[2]: STEPS}
-    assert r.episodes_created == [ids[2]]
+    assert r.episodes_created == [ids[2]] and r.episodes_ended == [ids[2]]
     assert_clean(path)
     with FrameStore.open(path, readonly=True) as store:
-        new = store.episode(ids[2])
-        assert new.status == "interrupted" and new.steps == STEPS
-        assert store.run(new.run_id).env_id == RECOVERED_ENV_ID
+        assert store.episode(ids[2]) == episode
+        assert {eid: store.read_steps(eid) for eid in ids} == before
         rows = store.read_steps(ids[1])
-        assert [s.step for s in rows] == list(range(STEPS))
-        assert rows[5].info == {"recovered": True} and rows[5].action is None
-        assert rows[5].reward is None and rows[1].reward == 1.0
+        assert rows[5].action == 5 and rows[5].reward == 1.0 and rows[-1].terminated
     for eid in ids[1:]:
         got = frames_of(path, eid)
         assert len(got) == STEPS

@@ -36,6 +36,8 @@ from conftest import alive, shm_blocks, wait_for
 
 from framestore import FrameStore
 from framestore.envs import make_env
+from framestore.scan import scan_segment
+from framestore.segments import list_segment_ids, segment_path
 from tools.cli import cli
 from tools.gc import PHASES, collect
 from tools.recover import recover
@@ -295,7 +297,11 @@ def check_killed_recording(
     # A process crash never loses a frame whose row committed: rows are committed only
     # after their frames reached the OS, under every profile.
     assert report.frames_lost == {}, (trial, report.as_dict())
+    # Segments of format 3 carry every step's metadata with its frame: no frame on disk
+    # is left without it (the crash window "frames written, rows not committed" too).
+    assert report.steps_without_metadata == {}, (trial, report.as_dict())
     assert_verify_clean_cli(path)
+    on_disk = frames_on_disk(path)
 
     ref = refs.setdefault(trial.seed, Reference(trial.seed, trial.max_steps))
     rows = 0
@@ -308,12 +314,15 @@ def check_killed_recording(
             rows += len(steps)
             for s in steps:
                 assert s.frame is not None, (trial, ep.id, s.step)
-                if s.step > 0 and s.action is not None:
+                assert s.reward is not None and s.info != {"recovered": True}, (trial, s)
+                if s.step > 0:
                     assert int(s.action) == actions[s.step - 1], (trial, ep.id, s.step)
+            assert on_disk.pop(ep.id, 0) == len(steps), (trial, ep.id)
             for step, frame in store.iter_steps_frames(ep.id, skip_missing=False):
                 assert np.array_equal(frame, frames[step]), (trial, ep.id, step)
     # Everything flushed survives; what is lost is bounded by the sink queue plus the
     # batch being committed (rows recover rebuilds from segments count as survived).
+    assert not on_disk, (trial, on_disk)  # every frame on disk has its row
     assert rows >= flushed, (trial, rows, flushed)
     assert recorded - rows <= trial.sink_queue + trial.batch_size, (trial, recorded, rows)
     if trial.writer == "process" and not storage_killed:
@@ -323,6 +332,16 @@ def check_killed_recording(
     assert not again.changed and not again.data_lost
     failed = any(x.startswith("failed ") for x in lines)
     return {"recorded": recorded, "flushed": flushed, "rows": rows, "failed": failed}
+
+
+def frames_on_disk(path: Path) -> dict[int, int]:
+    """``{stream key: frames}`` the store's segments hold (each frame once: a fresh
+    store, no compaction)."""
+    out: dict[int, int] = {}
+    for sid in list_segment_ids(path):
+        for header in scan_segment(segment_path(path, sid), sid).chunks.values():
+            out[header.stream_key] = out.get(header.stream_key, 0) + header.count
+    return {k: n for k, n in out.items() if n}
 
 
 def _kill_recording_trials(

@@ -299,7 +299,8 @@ def zstd_bomb_store(path: Path, chunks: int) -> None:
             [(4 * c + s, offsets[c], s) for c in range(chunks) for s in range(4)],
         )
         conn.execute(
-            "INSERT INTO segments (id, path, state) VALUES (1, 'segments/seg-000001.fseg', 'sealed')"
+            "INSERT OR REPLACE INTO segments (id, path, state) "
+            "VALUES (1, 'segments/seg-000001.fseg', 'sealed')"
         )
 
 

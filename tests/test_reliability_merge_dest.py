@@ -23,7 +23,13 @@ from contextlib import closing
 from pathlib import Path
 
 import pytest
-from conftest import SMALL_SEGMENTS, assert_one_line_error, record_episodes, run_cli
+from conftest import (
+    SMALL_SEGMENTS,
+    assert_one_line_error,
+    become_another_store,
+    record_episodes,
+    run_cli,
+)
 
 from framestore import FrameStore
 from tools.merge import merge
@@ -122,8 +128,7 @@ def test_a_merged_store_published_to_a_directory_verifies(stores, tmp_path):
     dest, src, _ = stores
     third = tmp_path / "t.store"
     shutil.copytree(src, third)
-    with closing(sqlite3.connect(third / "framestore.db")) as conn, conn:
-        conn.execute("UPDATE meta SET value = 'another-store' WHERE key = 'store_id'")
+    become_another_store(third, "another-store")
     assert run_cli("merge", dest, src, third).exit_code == 0
     assert run_cli("verify", dest).exit_code == 0
     with FrameStore.open(dest, readonly=True) as st:
@@ -156,8 +161,7 @@ def test_verify_during_a_merge_sees_before_after_or_in_progress(stores, tmp_path
     for i in range(4):
         copy = tmp_path / f"src{i}.store"
         shutil.copytree(src, copy)
-        with closing(sqlite3.connect(copy / "framestore.db")) as conn, conn:
-            conn.execute("UPDATE meta SET value = ? WHERE key = 'store_id'", [f"copy-{i}"])
+        become_another_store(copy, f"copy-{i}")
         sources.append(copy)
     env = {**os.environ, "PYTHONPATH": REPO}
     child = subprocess.Popen(

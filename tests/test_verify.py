@@ -14,7 +14,7 @@ from conftest import SMALL_SEGMENTS, record_episodes
 
 from framestore import FrameStore
 from framestore import scan as scan_mod
-from framestore.segments import list_segment_ids, segment_path
+from framestore.segments import SEAL_RECORD_SIZE, list_segment_ids, segment_path
 from tools.cli import cli
 from tools.verify import verify
 
@@ -177,7 +177,7 @@ def test_unsealed_and_partial_leftovers_are_reported(recorded):
     path, _ = recorded
     last = list_segment_ids(path)[-1]
     p = segment_path(path, last)
-    os.truncate(p, p.stat().st_size - 40)  # drop the seal
+    os.truncate(p, p.stat().st_size - SEAL_RECORD_SIZE)  # drop the seal
     (p.parent / "seg-000500.fseg.partial").write_bytes(b"")
     kinds = sorted(q.kind for q in verify(path).problems)
     assert kinds == ["partial leftover", "unsealed"]

@@ -16,7 +16,8 @@ class Problem:
     ``shape mismatch``, ``key mismatch``, ``step count``, ``stale recording``,
     ``interrupted merge``, ``database`` (SQLite's own check failed), ``bad value`` (a
     column holds a value of the wrong type or out of range), ``missing object`` (an
-    object a published store's manifest lists is not there).
+    object a published store's manifest lists is not there), ``metadata mismatch`` (step
+    rows differ from the steps their version-3 segment records).
     ``steps`` lists every affected step of ``episode`` (``step`` is the first).
     """
 
@@ -67,6 +68,7 @@ class VerifyReport:
     frames_checked: int = 0
     bytes_checked: int = 0
     steps_checked: int = 0
+    steps_metadata_checked: int = 0  # steps of segments compared with their rows
     episodes_checked: int = 0
     writer_running: bool | None = None
     in_progress: list[str] = field(default_factory=list)  # a live writer's unfinished tail

@@ -197,8 +197,20 @@ def recover(store, drop_missing, as_json):
             click.echo(f"removed leftovers: {', '.join(names)}")
         for ep, n in r.frames_lost.items():
             click.echo(f"LOST: episode {ep}: {n} frame(s) unreadable; their steps are kept")
+        if r.catalogue_rebuilt:
+            click.echo("framestore.db was missing: the catalogue was rebuilt from the segments")
         for ep, n in r.steps_recovered.items():
             click.echo(f"episode {ep}: {n} step row(s) rebuilt from segments")
+        for ep, n in r.steps_without_metadata.items():
+            click.echo(
+                f"LOST: episode {ep}: {n} step row(s) rebuilt with their frame only (segments "
+                "older than format 3 hold no action, reward or info)"
+            )
+        if r.episodes_ended:
+            click.echo(
+                f"episodes whose end was restored from segments: "
+                f"{', '.join(map(str, r.episodes_ended))}"
+            )
         for ep, n in r.steps_relinked.items():
             click.echo(f"episode {ep}: {n} step row(s) re-linked to another copy of their frame")
         for new, old in r.episodes_split.items():
@@ -217,7 +229,9 @@ def recover(store, drop_missing, as_json):
             )
         for note in r.notes:
             click.echo(f"note: {note}")
-        if r.data_lost:
+        if r.data_lost and not (r.frames_lost or r.bytes_discarded):
+            click.echo(f"recovered with data loss (step metadata), {r.seconds} s")
+        elif r.data_lost:
             click.echo(
                 f"recovered with data loss ({human_bytes(r.bytes_discarded)} of segment data "
                 f"unreadable), {r.seconds} s"

@@ -34,13 +34,16 @@ from framestore.compaction import PHASES as COMPACTION_PHASES
 from framestore.compaction import (
     Victim,
     compact,
+    copy_bytes,
+    kept_records,
+    live_stream_keys,
     remove_leftover_outputs,
     remove_obsolete,
-    target_segment_bytes,
 )
+from framestore.errors import CorruptData
 from framestore.merging import refuse_unfinished_merge
+from framestore.scan import scan_segment
 from framestore.segments import (
-    SEGMENT_OVERHEAD,
     is_sealed,
     list_partials,
     remove_partials,
@@ -132,6 +135,8 @@ def _plan(store: FrameStore, threshold: float) -> list[Victim]:
     """Sealed segments whose live fraction is below ``threshold`` (or that hold nothing
     live). Active segments (a writer's, or one needing ``recover``) are never victims."""
     states = store.catalog.segment_states()
+    merged = store.catalog.merged_segments()
+    live_keys: set[int] | None = None
     victims = []
     for sid, path in segment_files(store.root).regular.items():
         if states.get(sid) in ("obsolete", "compacting") or sid not in states:
@@ -141,12 +146,29 @@ def _plan(store: FrameStore, threshold: float) -> list[Victim]:
         size = path.stat().st_size
         offsets = store.catalog.live_chunk_offsets(sid)
         live = store.chunk_bytes(sid, offsets)
+        if not offsets:
+            if live_keys is None:
+                live_keys = live_stream_keys(store)
+            if _only_descriptions(path, sid, set() if sid in merged else live_keys):
+                continue
         # `threshold 1` rewrites every sealed segment, dead bytes or not (a file's header
         # and seal count as not live): what upgrades format-1 segments and folds merged
         # ones into this store's own.
         if not offsets or live < threshold * size:
             victims.append(Victim(sid, size, offsets, live))
     return victims
+
+
+def _only_descriptions(path, sid: int, live_keys: set[int]) -> bool:
+    """Whether a segment without live frames holds nothing but records describing live
+    episodes (format 3: their ends, steps without frames): nothing to reclaim, and a
+    copy would be the same again at the next gc."""
+    try:
+        scan = scan_segment(path, sid)
+    except (OSError, CorruptData):
+        return False
+    kept = kept_records(scan, [], live_keys)
+    return bool(kept) and all(r in kept for r in scan.records if scan.kind_of(r) != "seal")
 
 
 # --------------------------------------------------------------------- entry point
@@ -255,12 +277,7 @@ def _dry_run(store: FrameStore, report: GcReport, threshold: float) -> None:
         if isinstance(s, int) and segment_path(root, s).exists()
     ]
     report.segments_deleted = leftovers + obsolete + [v.segment for v in victims]
-    live = sum(v.live_bytes for v in victims)
-    n_out = 0
-    if live:
-        target = target_segment_bytes(store, [])
-        n_out = -(-live // max(1, target - SEGMENT_OVERHEAD))
-    report.bytes_copied = live + n_out * SEGMENT_OVERHEAD
+    report.bytes_copied = copy_bytes(store, victims)
     removed = sum(segment_path(root, s).stat().st_size for s in report.segments_deleted)
     report.segment_bytes_after = report.segment_bytes_before - removed + report.bytes_copied
     report.steps_repointed = sum(store.catalog.live_pointer_count(v.segment) for v in victims)

@@ -17,9 +17,15 @@ Runs with the writer lock held. In order:
    not a regular file, or its header cannot be read: it may be a file being restored, a
    permission problem or a disk not mounted) is kept and reported; only
    ``drop_missing`` (``recover --drop-missing``) forgets such frames;
-4. frames the segments hold but the database has no row for (chunk stream key =
-   episode id, frame key = step) get a row back: frame pointer set, action and reward
-   NULL, info ``{"recovered": true}``. A missing episode row is created (status
+4. steps the segments describe (format version 3: ``EPISODE`` records and the chunks'
+   steps blocks) but the database has no row for get their row back whole: action,
+   reward, flags, info, time and frame pointer as recorded; so do their episodes and
+   runs (``tools._recover_meta``), and an episode left ``recording`` whose end a segment
+   records gets that end. A store whose ``framestore.db`` is gone gets a new one, rebuilt
+   this way (with the store id its segments name). Frames of older segments (versions
+   1-2) the database has no row for (chunk stream key = episode id, frame key = step)
+   get a row back without metadata: frame pointer set, action and reward NULL, info
+   ``{"recovered": true}``, reported as rows whose metadata is lost. A missing episode row is created (status
    ``interrupted``) under a run with env_id ``unknown (recovered)``. Episodes whose
    status is ``deleted`` are never brought back. Frames of two recordings are never
    merged into one episode: a frame joins an existing episode only when it cannot be
@@ -43,6 +49,7 @@ import os
 import time
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 from framestore import FrameStore
 from framestore.catalog import PENDING_LOSS, RECOVERED_ENV_ID
@@ -54,6 +61,7 @@ from framestore.segments import (
     FILE_HEADER_SIZE,
     SEAL_RECORD_SIZE,
     cut_segment,
+    list_segment_ids,
     remove_partials,
     remove_segment_file,
     seal_segment,
@@ -61,7 +69,9 @@ from framestore.segments import (
     segment_path,
 )
 from framestore.service import remove_dead_shared_memory
+from framestore.store import enclosing_store
 
+from ._recover_meta import restore_from_segments, store_id_of_segments
 from ._recover_rows import Foreign, adopt_rowless, fix_pointers, insert_foreign, resolves
 from ._store import StoreArg, opened
 
@@ -74,7 +84,11 @@ class RecoverReport:
 
     ``frames_lost`` maps episode id -> number of steps whose frame could not be read
     (their pointer was cleared); ``steps_recovered`` maps episode id -> step rows rebuilt
-    from segments; ``steps_relinked`` episode id -> rows pointed at another copy of their
+    from segments, of which ``steps_without_metadata`` could only get their frame (older
+    segments hold no step metadata: action, reward and info are lost);
+    ``episodes_ended`` lists episodes left ``recording`` whose end a segment recorded;
+    ``catalogue_rebuilt``: ``framestore.db`` was missing and was rebuilt from segments;
+    ``steps_relinked`` episode id -> rows pointed at another copy of their
     frame. ``segments_unavailable`` maps a segment that rows point into but that cannot
     be read now to ``{episode id: frames}``: those pointers were kept (``missing``).
     ``episodes_split`` maps an episode created for an earlier recording's frames to the
@@ -91,17 +105,25 @@ class RecoverReport:
     partials_removed: list[str] = field(default_factory=list)
     frames_lost: dict[int, int] = field(default_factory=dict)
     steps_recovered: dict[int, int] = field(default_factory=dict)
+    steps_without_metadata: dict[int, int] = field(default_factory=dict)
     steps_relinked: dict[int, int] = field(default_factory=dict)
     episodes_created: list[int] = field(default_factory=list)
     episodes_split: dict[int, int] = field(default_factory=dict)
     episodes_interrupted: list[int] = field(default_factory=list)
+    episodes_ended: list[int] = field(default_factory=list)
+    catalogue_rebuilt: bool = False
     bytes_discarded: int = 0
     notes: list[str] = field(default_factory=list)
     seconds: float = 0.0
 
     @property
     def data_lost(self) -> bool:
-        return bool(self.frames_lost) or self.bytes_discarded > 0
+        return bool(self.frames_lost) or self.bytes_discarded > 0 or self.metadata_lost
+
+    @property
+    def metadata_lost(self) -> bool:
+        """Step rows were rebuilt without their action, reward and info."""
+        return bool(self.steps_without_metadata)
 
     @property
     def missing(self) -> bool:
@@ -122,12 +144,15 @@ class RecoverReport:
                 self.steps_relinked,
                 self.episodes_created,
                 self.episodes_interrupted,
+                self.episodes_ended,
+                self.catalogue_rebuilt,
             )
         )
 
     def as_dict(self) -> dict:
         d = asdict(self)
         d["data_lost"] = self.data_lost
+        d["metadata_lost"] = self.metadata_lost
         d["missing"] = self.missing
         d["changed"] = self.changed
         return d
@@ -147,6 +172,9 @@ def recover(store: StoreArg, *, progress=None, drop_missing: bool = False) -> Re
     """
     t0 = time.perf_counter()
     report = RecoverReport()
+    if _catalogue_gone(store):
+        FrameStore.open(store, create=True).close()  # type: ignore[arg-type]
+        report.catalogue_rebuilt = True
     with opened(store, readonly=False) as st, st.writer_lock():
         _recover(st, report, progress, drop_missing)
     shm = remove_dead_shared_memory()  # a killed process-writer recorder's queue
@@ -157,6 +185,16 @@ def recover(store: StoreArg, *, progress=None, drop_missing: bool = False) -> Re
         )
     report.seconds = round(time.perf_counter() - t0, 3)
     return report
+
+
+def _catalogue_gone(store: StoreArg) -> bool:
+    """A store directory whose segments are there but whose ``framestore.db`` is not."""
+    if isinstance(store, FrameStore):
+        return False
+    root = Path(store)
+    if not root.is_dir() or not list_segment_ids(root):
+        return False
+    return enclosing_store(root) != Path(os.path.realpath(root))
 
 
 def _recover(st: FrameStore, report: RecoverReport, progress, drop_missing: bool) -> None:
@@ -176,9 +214,22 @@ def _recover(st: FrameStore, report: RecoverReport, progress, drop_missing: bool
         report.segments_unavailable = rows.kept_missing
         # Until a recover completes, what this one found lost stays on record.
         cat.meta_set(PENDING_LOSS, _merge(cat.meta_get(PENDING_LOSS), rows.lost))
+        # a catalogue deleted or emptied: its store id is the one its segments name
+        if (report.catalogue_rebuilt or not statuses) and (sid := store_id_of_segments(scans)):
+            cat.restore_store_id(sid)
+        restored = restore_from_segments(cat, st.root, scans, statuses)
         found = adopt_rowless(cat, scans, statuses, next_id, st.root)
-        report.steps_recovered, report.episodes_created, foreign, skipped = found
+        bare, created, foreign, skipped = found
+        report.steps_without_metadata = bare
+        whole = defaultdict(int, restored.steps)
+        for ep, n in bare.items():
+            whole[ep] += n
+        report.steps_recovered = dict(sorted(whole.items()))
+        report.episodes_created = restored.episodes_created + created
+        report.episodes_ended = restored.episodes_ended
         report.episodes_interrupted = cat.interrupt_recordings()
+    if restored.unreadable:
+        report.notes.append(f"{restored.unreadable} chunk(s) whose step metadata is unreadable")
     if skipped:
         report.notes.append(
             f"{skipped} frames with a stream key that names no one episode; left unread"
@@ -286,7 +337,8 @@ def _repair_segment(path, scan: SegmentScan, report: RecoverReport) -> None:
     good_end = scan.good_end
     removed = scan.size - good_end
     if scan.seal is None:
-        seal = seal_segment(path, good_end, len(scan.chunks), scan.frames, sid)
+        frames_in = [h for h in scan.chunks.values() if h.count]
+        seal = seal_segment(path, good_end, len(frames_in), scan.frames, sid, scan.meta_bytes)
         scan.add_seal_record(seal, good_end + SEAL_RECORD_SIZE)
         report.segments_sealed.append(sid)
     else:  # sealed, with bytes after the seal: cut them

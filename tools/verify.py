@@ -31,16 +31,19 @@ from framestore.catalog import PointerRow, format_shape
 from framestore.errors import CorruptCatalog, CorruptData
 from framestore.scan import BadRecord, SegmentScan, problem_kind, scan_segment
 from framestore.segments import (
+    FOREIGN_SEGMENT,
     SegmentFiles,
     list_partials,
     relative_segment_path,
     segment_dir,
     segment_files,
+    store_tag,
 )
 
 from ._store import StoreArg, opened
 from ._verify_published import check_objects, check_pointers_remote
 from ._verify_report import Problem, VerifyReport
+from ._verify_steps import check_step_metadata
 
 __all__ = ["Problem", "VerifyReport", "verify"]
 
@@ -92,6 +95,8 @@ def verify(
                         files = _check_files(st, report, unsettled)
                         scans = _scan_all(st, report, files, quick, progress, unsettled)
                         _check_pointers(st, report, scans, files)
+                        if not quick:
+                            check_step_metadata(st, report, scans)
                     _check_episodes(st, report)
             if not st.remote:
                 _settle(st, report, unsettled)
@@ -154,6 +159,8 @@ def _scan_all(
     running = report.writer_running
     active = max(files.regular, default=None) if running else None
     scans: dict[int, SegmentScan] = {}
+    # (a published store's catalogue has no store id; its manifest vouches for its files)
+    own_tag = 0 if st.published else store_tag(st.catalog.store_id())
     total = len(files.regular)
     for i, (sid, path) in enumerate(sorted(files.regular.items())):
         try:
@@ -176,6 +183,11 @@ def _scan_all(
         obsolete = rows.get(sid, ("", ""))[1] == "obsolete"
         header = merged.get(sid, sid) if sid in rows else None
         _report_scan(report, scan, in_progress, obsolete, header)
+        # a file without a row yet (a merge placing it, a writer's new one) is settled
+        # after the snapshot; a merged one carries its source store's tag
+        if own_tag and scan.store_tag != own_tag and scan.store_tag and sid in rows:
+            if sid not in merged:
+                report.problems.append(Problem("corrupt", FOREIGN_SEGMENT, sid, 0))
         if progress is not None:
             progress(i + 1, total)
     return scans

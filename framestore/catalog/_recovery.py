@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterable
+from typing import Any
 
 from ._base import CatalogBase
 
@@ -71,3 +72,101 @@ class RecoveryQueries(CatalogBase):
             "UPDATE episodes SET status = 'interrupted' WHERE id = ?", [(i,) for i in ids]
         )
         return ids
+
+    # ----------------------------------------------------------------- from segment metadata
+    def origins(self) -> tuple[dict[int, tuple[Any, Any]], dict[int, Any]]:
+        """``({episode id: (run id, started)}, {run id: created})``: what tells a
+        segment's ``EPISODE`` record of this catalogue's episode from one of another
+        recording that used the same ids."""
+        episodes = {e: (r, s) for e, r, s in self._rows("SELECT id, run_id, started FROM episodes")}
+        runs = dict(self._rows("SELECT id, created FROM runs"))
+        return episodes, runs
+
+    def restore_run(self, run: dict[str, Any], run_id: int | None) -> int:
+        """Insert a run row from an ``EPISODE`` record's ``run`` fields (values as stored)
+        under ``run_id`` (None: the next free id). Returns its id."""
+        values = [run_id, *(run.get(k) for k in _RUN_FIELDS[1:])]
+        with self._lock:
+            cur = self._conn().execute(
+                "INSERT INTO runs (id, env_id, created, preset, host_profile, durability, "
+                "config, env_spec) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                values,
+            )
+            return int(cur.lastrowid)
+
+    def restore_run_end(self, run_id: int, ended: float | None, stats: str | None) -> None:
+        """A ``RUN_END`` record's values, for a run whose row does not have them."""
+        self._exec(
+            "UPDATE runs SET ended = ?, stats = ? WHERE id = ? AND ended IS NULL",
+            (ended, stats, run_id),
+        )
+
+    def restore_episode(self, episode: dict[str, Any], run_id: int, stream_key: int) -> None:
+        """Insert an episode row from an ``EPISODE`` record (``recording`` until its end
+        is restored or it is interrupted)."""
+        key = None if stream_key == episode.get("id") else stream_key
+        self._exec(
+            "INSERT INTO episodes (id, run_id, idx, seed, started, sub_env, "
+            "continues_episode, reset_options, stream_key, status) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'recording')",
+            [episode.get("id"), run_id, *(episode.get(k) for k in _EPISODE_FIELDS), key],
+        )
+
+    def restore_episode_end(self, episode_id: int, end: dict[str, Any]) -> bool:
+        """An ``EPISODE_END`` record's values, for an episode still ``recording`` (its
+        end never committed). Returns whether the row changed."""
+        return bool(
+            self._exec(
+                "UPDATE episodes SET ended = ?, status = ?, steps = ?, total_reward = ?, "
+                "terminated = ?, truncated = ?, frames_dropped = ? "
+                "WHERE id = ? AND status = 'recording'",
+                (
+                    end.get("ended"), end.get("status"), end.get("steps"),
+                    end.get("total_reward"), int(bool(end.get("terminated"))),
+                    int(bool(end.get("truncated"))), end.get("frames_dropped"), episode_id,
+                ),
+            )
+        )  # fmt: skip
+
+    def restore_steps(self, rows: Iterable[tuple]) -> int:
+        """Step rows rebuilt whole from segments: ``(episode, step, action, reward,
+        terminated, truncated, info, wall_time, segment, offset, slot, shape)``; rows
+        that exist are kept. Returns the rows inserted."""
+        return self._exec_many(
+            "INSERT OR IGNORE INTO steps (episode_id, step, action, reward, terminated, "
+            "truncated, info, wall_time, frame_segment, frame_offset, frame_slot, "
+            "frame_shape) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            rows,
+        )
+
+    def step_metadata(self, episode_id: int) -> dict[int, tuple]:
+        """``{step: (action, reward, terminated, truncated, info, wall_time,
+        frame_shape)}`` of an episode's rows, as stored (``verify`` compares them with
+        the steps its segments record)."""
+        return {
+            row[0]: row[1:]
+            for row in self._iter(
+                "SELECT step, action, reward, terminated, truncated, info, wall_time, "
+                "frame_shape FROM steps WHERE episode_id = ?",
+                [episode_id],
+            )
+        }
+
+    def writer_store_id(self, segment: int) -> str | None:
+        """The id of the store that wrote ``segment``: this store's, unless the segment
+        was merged from another store (then None: not known here)."""
+        if self.has_m002 and self._rows(
+            "SELECT 1 FROM segments WHERE id = ? AND header_id IS NOT NULL", [segment]
+        ):
+            return None
+        row = self._rows("SELECT value FROM meta WHERE key = 'store_id'")
+        return row[0][0] if row and isinstance(row[0][0], str) else None
+
+    def restore_store_id(self, store_id: str) -> None:
+        """The store id its segments name (a catalogue rebuilt from them)."""
+        self._exec("INSERT OR REPLACE INTO meta (key, value) VALUES ('store_id', ?)", [store_id])
+
+
+_RUN_FIELDS = ("id", "env_id", "created", "preset", "host_profile", "durability", "config",
+               "env_spec")  # fmt: skip
+_EPISODE_FIELDS = ("idx", "seed", "started", "sub_env", "continues_episode", "reset_options")

@@ -1,0 +1,190 @@
+"""``recover``'s use of what version-3 segments say about themselves (docs/FORMAT.md,
+"Self-describing segments"): runs, episodes and step rows rebuilt whole from the
+``EPISODE``, ``EPISODE_END`` and ``RUN_END`` records and the chunks' steps blocks.
+
+Only segments this store wrote are read (a merged segment's rows committed with it, and
+its stream keys are its source's). A segment's records of an episode are used only when
+they are that episode's: its ``EPISODE`` record names the run and start time the
+catalogue holds for the id, or the catalogue does not know the id (nor another episode
+carrying its stream key) and the run, if known, is the one named. Anything else (an
+earlier recording that used the same id) is left to ``tools._recover_rows``, which keeps
+such frames apart. Existing rows are never changed, except an episode still
+``recording`` whose ``EPISODE_END`` record says how it ended.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+from framestore.catalog import Catalog
+from framestore.errors import CorruptData
+from framestore.scan import SegmentScan, chunk_steps
+from framestore.segments import open_segment, segment_path, store_tag
+
+__all__ = ["Restored", "restore_from_segments", "store_id_of_segments"]
+
+
+@dataclass
+class Restored:
+    """What ``restore_from_segments`` rebuilt."""
+
+    steps: dict[int, int] = field(default_factory=dict)  # episode -> rows rebuilt whole
+    episodes_created: list[int] = field(default_factory=list)
+    episodes_ended: list[int] = field(default_factory=list)  # end restored from a segment
+    unreadable: int = 0  # chunks whose steps block could not be read
+
+
+def _int(value: Any) -> int | None:
+    return value if type(value) is int and 0 <= value < 2**63 else None
+
+
+class _Episodes:
+    """Which ``EPISODE`` records are this catalogue's episodes (the module docstring)."""
+
+    def __init__(self, cat: Catalog, statuses: dict[int, str]):
+        self.cat = cat
+        self.statuses = statuses
+        self.episodes, self.runs = cat.origins()
+        self.owners = cat.stream_key_owners()
+        self.created: list[int] = []
+        # (run id in the segment, created) -> its row's id: a run whose id a later
+        # recorder took (it never committed) is rebuilt under a new id.
+        self.run_ids: dict[tuple[int, Any], int] = {
+            (rid, created): rid for rid, created in self.runs.items()
+        }
+
+    def run_id(self, run_id: int, created: Any) -> int | None:
+        """The row id of the run a segment names (None: the catalogue has none)."""
+        return self.run_ids.get((run_id, created))
+
+    def claim(self, record: dict) -> int | None:
+        """The episode id an ``EPISODE`` record describes, creating its run and episode
+        rows when the catalogue lacks them; None when it is not ours to use."""
+        ep, run = record.get("episode"), record.get("run")
+        key = _int(record.get("stream_key"))
+        if not isinstance(ep, dict) or not isinstance(run, dict) or key is None:
+            return None
+        eid, run_id = _int(ep.get("id")), _int(run.get("id"))
+        if eid is None or run_id is None or eid == 0:
+            return None
+        origin = (run_id, run.get("created"))
+        if eid in self.episodes:
+            row_id = self.run_ids.get(origin)
+            mine = row_id is not None and self.episodes[eid] == (row_id, ep.get("started"))
+            return eid if mine and self.owners.get(key) == [eid] else None
+        if eid in self.statuses or key in self.owners:
+            return None
+        row_id = self.run_ids.get(origin)
+        if row_id is None:
+            row_id = self.cat.restore_run(run, None if run_id in self.runs else run_id)
+            self.runs[row_id] = run.get("created")
+            self.run_ids[origin] = row_id
+        self.cat.restore_episode(ep, row_id, key)
+        self.episodes[eid] = (row_id, ep.get("started"))
+        self.owners[key] = [eid]
+        self.statuses[eid] = "recording"
+        self.created.append(eid)
+        return eid
+
+
+def restore_from_segments(
+    cat: Catalog, root, scans: dict[int, SegmentScan], statuses: dict[int, str]
+) -> Restored:
+    """Rebuild from this store's version-3 segments the rows the catalogue lacks (in the
+    caller's transaction). ``statuses`` is updated with the episodes created."""
+    out = Restored()
+    merged = cat.merged_segments()
+    eps = _Episodes(cat, statuses)
+    have = defaultdict(set, cat.step_keys())
+    pointed = cat.pointed_frames()
+    restored: dict[int, int] = defaultdict(int)
+    ends: dict[int, dict] = {}  # episode id -> its EPISODE_END record
+    run_ends: dict[int, dict] = {}  # run row id -> its RUN_END record
+    run_created: dict[Any, Any] = {}  # run id in the segments -> its created time
+    for sid in sorted(scans):
+        scan = scans[sid]
+        if sid in merged or (scan.version or 0) < 3:
+            continue
+        owner: dict[int, int | None] = {}  # stream key -> episode id, in this segment
+        for rec in scan.meta_records:
+            kind, meta = scan.kind_of(rec), rec.meta
+            key = _int(meta.get("stream_key"))
+            if kind == "episode" and key is not None:
+                owner[key] = eps.claim(meta)
+            elif kind == "episode_end" and key is not None:
+                eid = owner.get(key)
+                if eid is not None and eid == meta.get("episode_id"):
+                    ends[eid] = meta
+            elif kind == "run_end" and _int(meta.get("run_id")) is not None:
+                created = run_created.get(meta["run_id"])
+                row_id = eps.run_id(meta["run_id"], created)
+                if row_id is not None:
+                    run_ends[row_id] = meta
+            if kind == "episode" and isinstance(meta.get("run"), dict):
+                run = meta["run"]
+                run_created[run.get("id")] = run.get("created")
+        rows = _steps_of_segment(root, scan, owner, eps.statuses, have, pointed, out)
+        for row in rows:
+            restored[row[0]] += 1
+        cat.restore_steps(rows)
+    for eid, end in ends.items():
+        if cat.restore_episode_end(eid, end):
+            out.episodes_ended.append(eid)
+    for run_id, end in run_ends.items():
+        stats = end.get("stats")
+        cat.restore_run_end(run_id, end.get("ended"), stats if isinstance(stats, str) else None)
+    out.steps = dict(sorted(restored.items()))
+    out.episodes_created = eps.created
+    return out
+
+
+def _steps_of_segment(root, scan, owner, statuses, have, pointed, out: Restored) -> list[tuple]:
+    """Rows for the steps of one segment's chunks that have none (module docstring)."""
+    rows: list[tuple] = []
+    sid = scan.segment
+    wanted = []
+    for off, header in scan.chunks.items():
+        eid = owner.get(header.stream_key)
+        if eid is None or not header.steps_length or statuses.get(eid) == "deleted":
+            continue
+        unpointed = any((sid, off, slot) not in pointed for slot in range(header.count))
+        if unpointed or header.steps_count > header.count:
+            wanted.append((off, header, eid))
+    if not wanted:
+        return rows
+    with open_segment(segment_path(root, sid), sid) as fp:
+        for off, header, eid in sorted(wanted, key=lambda w: w[0]):
+            try:
+                steps = chunk_steps(fp, sid, off, header)
+            except CorruptData:
+                out.unreadable += 1
+                continue
+            slots = {k: i for i, k in enumerate(header.frame_keys)}
+            for s in steps:
+                if s.step in have[eid]:
+                    continue
+                slot = slots.get(s.step) if s.has_frame else None
+                where = (sid, off, slot) if slot is not None else (None, None, None)
+                rows.append(
+                    (eid, s.step, s.action, s.reward, int(s.terminated), int(s.truncated),
+                     s.info, s.wall_time, *where, s.frame_shape)
+                )  # fmt: skip
+                have[eid].add(s.step)
+    return rows
+
+
+def store_id_of_segments(scans: dict[int, SegmentScan]) -> str | None:
+    """The store id the segments name: the one most of them carry in ``EPISODE`` records
+    whose file header is tagged with it (None when none is)."""
+    votes: Counter[str] = Counter()
+    for scan in scans.values():
+        for rec in scan.meta_records:
+            sid = rec.meta.get("store_id")
+            if scan.kind_of(rec) != "episode" or not isinstance(sid, str):
+                continue
+            if scan.store_tag == store_tag(sid):
+                votes[sid] += 1
+                break
+    return votes.most_common(1)[0][0] if votes else None
