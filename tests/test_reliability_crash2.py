@@ -147,7 +147,10 @@ def test_gc_refuses_frames_without_rows_after_a_kill_then_recover_keeps_them(kil
     result = run_cli("gc", killed)
     assert "recover" in assert_one_line_error(result, 2)
     assert segment_bytes(killed) == before  # nothing deleted, nothing written
-    assert run_cli("gc", killed, "--dry-run").exit_code == 2
+    # a dry run reports instead of refusing (issue 18, defect 4) and says gc would not run
+    dry = run_cli("gc", killed, "--dry-run")
+    assert dry.exit_code == 0 and "gc would not run now" in dry.output and "recover" in dry.output
+    assert segment_bytes(killed) == before
 
     assert run_cli("recover", killed).exit_code in (0, 3)
     assert verify(killed).ok
