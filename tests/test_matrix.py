@@ -439,9 +439,7 @@ def v_read_store(kind: Kind, tmp: Path, counts: Counts, request) -> None:
         steps = by_episode.setdefault(row["episode_id"], {})
         assert row["step"] not in steps, "a step came back twice"
         steps[row["step"]] = row["frame"]
-    counts.check({e: len(steps) for e, steps in by_episode.items()}, "read_store")
-    for eid, steps in by_episode.items():
-        same_frames([steps[i] for i in range(len(steps))], kind, eid, "read_store")
+    check_framed_steps(by_episode, kind, counts, "read_store")
 
 
 def v_torch_dataset(kind: Kind, tmp: Path, counts: Counts) -> None:
@@ -462,11 +460,18 @@ def v_torch_dataset(kind: Kind, tmp: Path, counts: Counts) -> None:
                 steps = by_episode.setdefault(eid, {})
                 assert step not in steps, "a step came back twice"
                 steps[step] = frame
-    with kind.open() as st:  # the dataset yields the steps that have a frame
+    check_framed_steps(by_episode, kind, counts, "torch_dataset")
+
+
+def check_framed_steps(by_episode: dict[int, dict[int, np.ndarray]], kind, counts, what) -> None:
+    """A reader that yields the steps that have a frame (read_store, the torch datasets):
+    with the frameless steps (the format-2 fixture has some) the counts agree, and every
+    frame is the stored one, in step order."""
+    with kind.open() as st:
         frameless = {e: sum(s.frame is None for s in st.read_steps(e)) for e in by_episode}
-    counts.check({e: len(s) + frameless[e] for e, s in by_episode.items()}, "torch_dataset")
+    counts.check({e: len(s) + frameless[e] for e, s in by_episode.items()}, what)
     for eid, steps in by_episode.items():
-        same_frames([steps[s] for s in sorted(steps)], kind, eid, "torch_dataset")
+        same_frames([steps[s] for s in sorted(steps)], kind, eid, what)
 
 
 @dataclass

@@ -4,6 +4,8 @@ boundaries as LeRobot does; transitions pair a frame with the action taken there
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -241,9 +243,9 @@ def test_a_vector_recorded_store_reads_bit_exact(tmp_path):
         assert_same(loaded(ds, batch_size=8, num_workers=2), want)
 
 
-def test_rows_rebuilt_by_recover_read_with_unknown_values_marked(tmp_path, assault_frames):
-    """recover rebuilds lost rows from segments: no action, no reward. Their frames read
-    bit-exact; the reward is NaN and a window marks the missing action as padding."""
+def test_rows_rebuilt_by_recover_read_with_their_values(tmp_path, assault_frames):
+    """recover rebuilds lost rows from segments: from format 3 with their metadata (the
+    chunk's steps block), so the dataset reads them exactly as recorded."""
     import sqlite3
     from contextlib import closing
 
@@ -259,5 +261,33 @@ def test_rows_rebuilt_by_recover_read_with_unknown_values_marked(tmp_path, assau
     with StepDataset(path, window={"action": [0]}) as ds:
         assert_same(loaded(ds, batch_size=5, shuffle=True, num_workers=2), want)
         item = ds[6 + 4]  # episode 2, step 4: rebuilt
-        assert torch.isnan(item["reward"]) and item["action_is_pad"].tolist() == [True]
-        assert float(ds[6 + 2]["reward"]) == 1.0
+        assert float(item["reward"]) == 1.0 and item["action_is_pad"].tolist() == [False]
+        assert item["action"].tolist() == [4]
+
+
+def test_rows_rebuilt_without_metadata_read_with_unknown_values_marked(tmp_path):
+    """Rows rebuilt from a format-2 segment (no steps block) have a frame and no action or
+    reward: the frames read bit-exact, the reward is NaN and a window marks the missing
+    action as padding."""
+    import shutil
+    import sqlite3
+    from contextlib import closing
+
+    from tools.recover import recover
+
+    path = tmp_path / "v2.store"
+    shutil.copytree(Path(__file__).parent / "fixtures" / "store-v0.2.0", path)
+    with FrameStore.open(path, readonly=True) as st:
+        ep = next(e for e in st.episodes() if e.steps >= 6)
+        framed = [s.step for s in st.read_steps(ep.id) if s.frame is not None and s.step >= 3]
+    with closing(sqlite3.connect(path / "framestore.db")) as conn, conn:
+        conn.execute("DELETE FROM steps WHERE episode_id = ? AND step >= 3", (ep.id,))
+    assert recover(path).data_lost  # "rebuilt with their frame only"
+    with FrameStore.open(path, readonly=True) as st:
+        rebuilt = {s.step: s for s in st.read_steps(ep.id) if s.step >= 3}
+    assert sorted(rebuilt) == framed and all(s.action is None for s in rebuilt.values())
+    with StepDataset(path, episodes=[ep.id], window={"action": [0]}) as ds:
+        rows = {int(ds[i]["step"]): ds[i] for i in range(len(ds))}
+        for step in framed:
+            assert torch.isnan(rows[step]["reward"])
+            assert rows[step]["action_is_pad"].tolist() == [True]
