@@ -198,6 +198,21 @@ class StoreClosed(Closed):
     """The service, reader or store was used after close()."""
 
 
+class PlayFailed(FrameStoreError):
+    """Playing an environment with a policy failed: the policy's own code raised
+    (``where`` = "policy"), or the environment refused the action it chose or failed in
+    its step (``where`` = "environment"). The error it raised is the cause; what was
+    recorded before it stays in the store (the open episode ends interrupted)."""
+
+    def __init__(self, where: str, name: str, error: BaseException):
+        self.where = where
+        self.name = name
+        self.error = error
+        what = f"policy {name!r}" if where == "policy" else f"the environment, on the {name}"
+        text = " ".join(str(error).split()) or "(no message)"
+        super().__init__(f"{what} failed: {type(error).__name__}: {text}")
+
+
 class MissingExtra(InvalidInput, ImportError):
     """An optional dependency is not installed; the message names the extra to install."""
 

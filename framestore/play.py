@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from .errors import InvalidInput
+from .errors import FrameStoreError, InvalidInput, PlayFailed
 
 __all__ = ["Policy", "PolicySpec", "PlayStep", "load_policy", "play_episode", "play_vector"]
 
@@ -57,16 +57,23 @@ class RandomPolicy:
 class _CallablePolicy:
     """A user's function ``obs -> action``, or object with ``act`` (and ``reset``)."""
 
-    def __init__(self, target: Any):
+    def __init__(self, target: Any, name: str = "policy"):
+        self.name = name
         self._act: Callable[[Any], Any] = target.act if hasattr(target, "act") else target
         self._reset = getattr(target, "reset", None) if hasattr(target, "act") else None
 
     def reset(self, seed: int | None) -> None:
         if self._reset is not None:
-            self._reset(seed)
+            try:
+                self._reset(seed)
+            except Exception as e:  # the user's code: one line naming it, not a traceback
+                raise PlayFailed("policy", self.name, e) from e
 
     def act(self, obs: Any) -> Any:
-        return self._act(obs)
+        try:
+            return self._act(obs)
+        except Exception as e:  # the user's code: one line naming it, not a traceback
+            raise PlayFailed("policy", self.name, e) from e
 
 
 @dataclass(frozen=True)
@@ -80,7 +87,7 @@ class PolicySpec:
         """The policy for an environment with this action space."""
         if self.target is None:
             return RandomPolicy(action_space)
-        return _CallablePolicy(self.target)
+        return _CallablePolicy(self.target, self.name)
 
 
 def load_policy(name: str | PolicySpec) -> PolicySpec:
@@ -170,7 +177,7 @@ def play_episode(env: Any, policy: Policy, seed: int | None) -> Iterator[PlaySte
     done = False
     while not done:
         action = policy.act(obs)
-        obs, reward, terminated, truncated, info = env.step(action)
+        obs, reward, terminated, truncated, info = _step(env, action)
         yield PlayStep(obs, action, reward, terminated, truncated, info)
         done = bool(terminated or truncated)
 
@@ -183,5 +190,19 @@ def play_vector(venv: Any, policy: Policy, seed: int) -> Iterator[PlayStep]:
     yield PlayStep(obs, None, None, None, None, info)
     while True:
         action = policy.act(obs)
-        obs, reward, terminated, truncated, info = venv.step(action)
+        obs, reward, terminated, truncated, info = _step(venv, action)
         yield PlayStep(obs, action, reward, terminated, truncated, info)
+
+
+def _step(env: Any, action: Any) -> tuple:
+    """``env.step(action)``; an environment that refuses the action (gymnasium asserts
+    it is in the action space) or fails is ``PlayFailed`` naming the action, while the
+    store's own errors (a full queue, a failed writer) pass as they are."""
+    try:
+        return env.step(action)
+    except FrameStoreError:
+        raise
+    except Exception as e:
+        shown = " ".join(repr(action).split())
+        shown = shown if len(shown) <= 80 else shown[:77] + "..."
+        raise PlayFailed("environment", f"action {shown}", e) from e

@@ -164,3 +164,34 @@ def test_record_parallel_refuses_a_bad_policy_before_starting_actors(tmp_path):
             policy="no_such_module_xyz:act",
         )  # fmt: skip
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    "code, says",
+    [
+        (
+            "def act(obs):\n    return obs.no_such_field\n",
+            "policy 'pol.py:act' failed: AttributeError",
+        ),
+        (
+            "def act(obs):\n    return 99\n",
+            "the environment, on the action 99 failed: AssertionError",
+        ),
+    ],
+    ids=["policy-raises", "action-refused"],
+)
+def test_a_policy_that_fails_while_playing_is_one_line_and_keeps_what_was_recorded(
+    tmp_path, monkeypatch, code, says
+):
+    """The policy's own error, or the environment refusing its action, mid-recording: one
+    line, exit 1, no traceback; the episode's reset step stays, marked interrupted."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "pol.py").write_text(code)
+    path = tmp_path / "p.store"
+    result = run_cli(
+        "record", path, "--env", "CartPole-v1", "--policy", "pol.py:act", "--episodes", 1
+    )
+    assert says in assert_one_line_error(result, 1)
+    with FrameStore.open(path, readonly=True) as st:
+        (ep,) = st.episodes()
+        assert ep.status == "interrupted" and ep.steps == 1  # the reset, then the failure

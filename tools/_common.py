@@ -15,6 +15,7 @@ from framestore.errors import (
     FrameStoreError,
     InvalidInput,
     NotAStore,
+    PlayFailed,
     QueueFull,
     RunNotFound,
     SchemaTooNew,
@@ -60,6 +61,8 @@ def exit_code_for(exc: BaseException) -> int:
         return _sqlite_exit_code(exc)
     if isinstance(exc, StoreLocked):
         return EXIT_LOCKED
+    if isinstance(exc, PlayFailed):  # the policy or the environment, not the input
+        return EXIT_PROBLEMS
     if isinstance(exc, (CorruptData, UnsafeStore)):
         return EXIT_CORRUPT
     if isinstance(exc, (WriterFailed, QueueFull, StoreIOError)):
