@@ -58,6 +58,25 @@ def test_export_into_an_unwritable_place_names_the_users_path(tmp_path, assault_
     assert ".partial" not in line and "Errno" not in line
 
 
+@pytest.mark.parametrize(
+    "fmt, out",
+    [
+        ("parquet", "/proc/framestore-test-pq"),
+        ("lerobot", "/proc/framestore-test-lr"),
+        ("minari", "/proc/framestore-test-v0"),
+        ("rrd", "/proc/framestore-test.rrd"),  # was rerun's own RuntimeError, a traceback
+    ],
+)
+def test_dataset_export_into_an_unwritable_place_names_the_users_path(
+    tmp_path, assault_frames, fmt, out
+):
+    record_episodes(tmp_path / "s.store", assault_frames, episodes=1, steps=5)
+    result = run_cli("export", tmp_path / "s.store", "--format", fmt, "-o", out)
+    line = assert_one_line_error(result, code=2)
+    assert f"cannot write {out}: /proc does not accept new files" in line
+    assert ".partial" not in line and "Errno" not in line
+
+
 # ------------------------------------------------------------------ warnings (9)
 SLOW_DB = "LOG934 queue=db steps=53 resolve_ms=253.5 commit_ms=0.9 ms=254.5 threshold_ms=250"
 BEHIND = (

@@ -18,6 +18,7 @@ import numpy as np
 from framestore import EpisodeInfo, FrameStore, StepInfo
 from framestore.columns import action_kind
 from framestore.errors import CorruptData, InvalidInput
+from framestore.files import why_not_writable
 
 from ._options import ExportOptions
 from ._plan import PARTIAL_SUFFIX, check_not_in_store, output_path
@@ -153,7 +154,20 @@ def check_new_path(out: str | os.PathLike, *, directory: bool) -> tuple[Path, Pa
         raise InvalidInput(f"{path}: directory {path.parent} does not exist")
     if not os.access(path.parent, os.W_OK | os.X_OK):
         raise InvalidInput(f"{path}: directory {path.parent} is not writable")
-    return path, path.with_name(path.name + PARTIAL_SUFFIX)
+    partial = path.with_name(path.name + PARTIAL_SUFFIX)
+    if not os.path.lexists(partial):
+        # os.access lets root "write" where no file can be made (/proc, /sys): try the
+        # partial name once, so the refusal comes now and names the user's path
+        try:
+            if directory:
+                partial.mkdir()
+                partial.rmdir()
+            else:
+                partial.touch(exist_ok=False)
+                partial.unlink()
+        except OSError as e:
+            raise InvalidInput(f"cannot write {path}: {why_not_writable(path, e)}") from None
+    return path, partial
 
 
 def iter_step_frames(
