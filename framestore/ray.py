@@ -26,7 +26,7 @@ stores, read as one dataset by ``read_store(sorted(OUT.glob("*.store")))``.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,6 +38,7 @@ from .extras import require
 from .play import load_policy, play_episode
 from .settings import check_registered
 from .store import FrameStore
+from .types import Episodes, episodes_wanted
 
 __all__ = ["read_store", "record_episodes", "record_parallel"]
 
@@ -45,8 +46,6 @@ FRAME_COLUMN = "frame"
 DEFAULT_BLOCK_BYTES = 32 * 1024 * 1024
 _PAGE_ROWS = 1024  # step rows read from the catalogue at a time
 _MIN_TASK_ROWS = 64  # smaller read tasks cost more to schedule than to run
-
-Episodes = Iterable[int] | Mapping[str, Iterable[int]] | None
 
 
 @dataclass(frozen=True)
@@ -79,22 +78,13 @@ def _ray_data() -> Any:
     return require("ray.data", extra="ray", what="framestore.ray")
 
 
-def _wanted(episodes: Episodes, location: str) -> set[int] | None:
-    if episodes is None:
-        return None
-    if isinstance(episodes, Mapping):
-        ids = episodes.get(location)
-        return None if ids is None else {int(i) for i in ids}
-    return {int(i) for i in episodes}
-
-
 def _plan_store(
     location: str, episodes: Episodes, storage_options: Mapping[str, Any] | None
 ) -> tuple[list[_Range], list[Any]]:
     """The committed ranges of one store (a snapshot) and its runs' action specs."""
     ranges, specs = [], []
     with FrameStore.open(location, readonly=True, storage_options=storage_options) as st:
-        wanted = _wanted(episodes, location)
+        wanted = episodes_wanted(episodes, location)
         eps = st.episodes()
         if wanted is not None:
             missing = wanted - {e.id for e in eps}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -129,3 +130,18 @@ class DiskUsage:
     def total(self) -> int:
         """Segments and the database files: what the store directory takes."""
         return self.segments + self.database + self.wal + self.shm
+
+
+#: Which episodes a reader of several stores takes: all (None), the same ids of every
+#: store, or ``{location: ids}`` (a location left out: all of that store).
+Episodes = Iterable[int] | Mapping[str, Iterable[int]] | None
+
+
+def episodes_wanted(episodes: Episodes, location: str) -> set[int] | None:
+    """The ids ``episodes`` picks in the store at ``location`` (None: every episode)."""
+    if episodes is None:
+        return None
+    if isinstance(episodes, Mapping):
+        ids = episodes.get(location)
+        return None if ids is None else {int(i) for i in ids}
+    return {int(i) for i in episodes}

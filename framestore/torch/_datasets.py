@@ -11,6 +11,7 @@ import torch
 from torch.utils.data import Dataset, IterableDataset, get_worker_info
 
 from ..errors import InvalidInput
+from ..types import Episodes
 from ._episodes import (
     DEFAULT_CACHE_BYTES,
     EpisodeArrays,
@@ -25,7 +26,6 @@ from ._episodes import (
 )
 
 FRAME_DTYPES = ("uint8", "float32")
-Episodes = Mapping[str, Iterable[int]] | Iterable[int] | None
 
 
 class _StepIndex:

@@ -14,6 +14,7 @@ import numpy as np
 
 from ..errors import InvalidInput
 from ..store import FrameStore
+from ..types import episodes_wanted
 
 #: The image streams a step can carry. Today every store has one, ``render`` (what
 #: ``env.render()`` showed); named streams (observations, cameras) will add names here.
@@ -171,7 +172,7 @@ def load_episodes(
     raw: list[tuple[int, int, list, Any]] = []
     for index, location in enumerate(stores.locations):
         store = stores.get(index)
-        wanted = _wanted(episodes, location)
+        wanted = episodes_wanted(episodes, location)
         for ep in store.episodes():
             if wanted is not None and ep.id not in wanted:
                 continue
@@ -189,15 +190,6 @@ def load_episodes(
             continue
         out.append(_arrays(index, episode, pointers[:n], track, n, template))
     return out, template is not None
-
-
-def _wanted(episodes: Any, location: str) -> set[int] | None:
-    if episodes is None:
-        return None
-    if isinstance(episodes, Mapping):
-        ids = episodes.get(location)
-        return None if ids is None else {int(i) for i in ids}
-    return {int(i) for i in episodes}
 
 
 def _action_template(tracks: Iterable[Sequence[Any]]) -> np.ndarray | None:
