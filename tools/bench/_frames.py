@@ -153,6 +153,19 @@ def record_all(rec: Any, fs: FrameSet, costs: np.ndarray) -> None:
         rec.end_episode()
 
 
+def record_store(fs: FrameSet, path: Any) -> None:
+    """A new store at ``path`` holding every episode of ``fs`` (what the read benches
+    read), recorded through ``record_all``."""
+    from framestore import FrameStore
+
+    with FrameStore.open(path) as store:
+        rec = store.recorder(fs.env_id, action_space=fs.action_space)
+        try:
+            record_all(rec, fs, np.zeros(len(fs.frames), dtype=np.int64))
+        finally:
+            rec.close()
+
+
 def _append(fs: FrameSet, frame, action, reward, term, trunc, info) -> None:
     fs.frames.append(np.ascontiguousarray(frame))
     fs.actions.append(action)

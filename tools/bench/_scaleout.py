@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ._frames import FrameSet
+from ._frames import FrameSet, record_store
 from ._measure import RssSampler
 
 __all__ = ["SCALEOUT_TABLE", "ScaleOutResult", "scale_out"]
@@ -77,7 +77,7 @@ def scale_out(
     try:
         store = tmp / "bench.store"
         say(f"recording {len(fs)} {fs.game} frames")
-        _record(fs, store)
+        record_store(fs, store)
         sources: list[tuple[str, str, dict | None]] = [("local", str(store), None)]
         with _moto() as s3:
             if s3 is None:
@@ -99,27 +99,6 @@ def scale_out(
         return rows
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-
-
-def _record(fs: FrameSet, path: Path) -> None:
-    from framestore import FrameStore
-
-    with FrameStore.open(path) as store:
-        rec = store.recorder(fs.env_id, action_space=fs.action_space)
-        try:
-            for start, stop in fs.episodes:
-                rec.begin_episode()
-                for i in range(start, stop):
-                    rec.record_step(
-                        fs.frames[i],
-                        action=fs.actions[i],
-                        reward=fs.rewards[i],
-                        terminated=fs.terminated[i],
-                        truncated=fs.truncated[i],
-                    )
-                rec.end_episode()
-        finally:
-            rec.close()
 
 
 class _moto:

@@ -48,7 +48,7 @@ from typing import Any
 
 import numpy as np
 
-from ._frames import FrameSet
+from ._frames import FrameSet, record_store
 
 __all__ = ["TORCH_MODES", "TORCH_TABLE", "TorchResult", "run_torch"]
 
@@ -130,7 +130,7 @@ def run_torch(
     try:
         store = tmp / "bench.store"
         say(f"recording {len(fs)} {fs.game} frames")
-        _record(fs, store)
+        record_store(fs, store)
         say("checking the iterable pass against iter_frames")
         verified = _verify(store)
         times: dict[str, list[_Timing]] = {m: [] for m in TORCH_MODES}
@@ -193,27 +193,6 @@ class _Timing:
         if self.startup is None or self.seconds <= self.startup or self.items <= self.first:
             return None
         return (self.items - self.first) / (self.seconds - self.startup)
-
-
-def _record(fs: FrameSet, path: Path) -> None:
-    from framestore import FrameStore
-
-    with FrameStore.open(path) as store:
-        rec = store.recorder(fs.env_id, action_space=fs.action_space)
-        try:
-            for e, (start, stop) in enumerate(fs.episodes):
-                rec.begin_episode(seed=e)
-                for i in range(start, stop):
-                    rec.record_step(
-                        fs.frames[i],
-                        action=fs.actions[i],
-                        reward=fs.rewards[i],
-                        terminated=fs.terminated[i],
-                        truncated=fs.truncated[i],
-                    )
-                rec.end_episode()
-        finally:
-            rec.close()
 
 
 def _cpu() -> float:
