@@ -6,8 +6,7 @@ sink's ``resolve_frames`` hook. See ``docs/ARCHITECTURE.md``.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from .errors import (
     Closed,
@@ -20,6 +19,7 @@ from .errors import (
     SinkError,
     StoreIOError,
 )
+from .lazy import lazy_exports
 
 if TYPE_CHECKING:
     from ._batch import check_rewards, encode_actions
@@ -114,14 +114,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(module, __name__), name)
-    globals()[name] = value  # once: later lookups do not come here
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY, __all__)
