@@ -401,6 +401,11 @@ class PlayTab(QWidget):
         s, self.session = self.session, None
         if s is not None:
             s.close(timeout=timeout)
+            # steps the session thread played after the last pump are still reported:
+            # ``stepped`` tells of every step played (and recorded) in order
+            for res in s.take_results():
+                self.steps_done += 1
+                self.stepped.emit(res)
         deadline = time.monotonic() + (timeout or 1e9)
         for f in self._closing:
             try:
