@@ -147,10 +147,14 @@ def decode_chunk(
     data: memoryview | bytes,
     decompressor: zstandard.ZstdDecompressor,
     *,
+    out: np.ndarray | None = None,
     segment: int | str = "?",
     offset: int = 0,
 ) -> np.ndarray:
-    """Decode every frame of a chunk into one read-only array shaped (N, *frame shape)."""
+    """Decode every frame of a chunk into one read-only array shaped (N, *frame shape).
+
+    ``out`` (zstd): a flat uint8 array of at least N frames' bytes to decode into (a
+    reused buffer, whose pages are already mapped); the result is then a view of it."""
     n = header.count
     raw_size = n * header.frame_bytes
     shape = (n, *header.shape)
@@ -158,16 +162,18 @@ def decode_chunk(
     _check_declared_sizes(header, len(data), bad)
     if header.codec == Codec.ZSTD:
         parts = zstd_parts(header, data, segment=segment, offset=offset)
-        if parts is None:
+        if parts is None and out is None:
             arr = np.frombuffer(_zstd_frame(data, decompressor, raw_size, bad), np.uint8)
         else:
-            out = np.empty(raw_size, dtype=np.uint8)
+            if parts is None:
+                parts = ZstdParts((0, n), (0, len(data)))
+            arr = np.empty(raw_size, dtype=np.uint8) if out is None else out[:raw_size]
             fb = header.frame_bytes
             for p in range(parts.count):
                 a, b = parts.first[p] * fb, parts.first[p + 1] * fb
-                _zstd_into(_part_data(data, parts, p), decompressor, out[a:b], b - a, bad)
-            out.flags.writeable = False
-            arr = out
+                _zstd_into(_part_data(data, parts, p), decompressor, arr[a:b], b - a, bad)
+            arr = arr.view()
+            arr.flags.writeable = False
         arr = arr.reshape(shape)
     elif header.codec == Codec.RAW:
         if len(data) != raw_size:

@@ -153,3 +153,18 @@ def test_chunks_without_parts_still_read_by_prefix(tmp_path, assault_frames):
     with FrameStore.open(path, readonly=True) as store:
         for s in (5, 0, 19, 6):
             assert np.array_equal(store.read_frame(ids[0], s), assault_frames[s])
+
+
+def test_frames_a_pass_handed_out_never_change_while_held(parted, assault_frames):
+    # Sequential passes decode into reused buffers: a buffer is reused only once no
+    # frame of it is held, so views kept from one pass survive the passes after it.
+    path, ids = parted
+    with FrameStore.open(path, readonly=True) as store:
+        held = list(store.iter_frames(ids[0]))
+        kept = next(iter(store.iter_frames(ids[1])))
+        for _ in range(3):
+            for eid in ids:
+                for frame in store.iter_frames(eid):
+                    assert not frame.flags.writeable
+        assert all(np.array_equal(h, assault_frames[k]) for k, h in enumerate(held))
+        assert np.array_equal(kept, assault_frames[STEPS])
