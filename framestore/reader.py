@@ -2,7 +2,11 @@
 
 Safe to use while a writer appends (it only reads records the database points at, which
 are complete), and from several threads (``os.pread`` on shared descriptors, one zstd
-decompressor per thread, a locked chunk cache).
+decompressor and scratch buffer per thread, a locked chunk cache).
+
+A read decodes only what it needs: a random miss, the zstd part holding its frame (the
+whole chunk when it is one zstd frame) up to that frame; a sequential pass, each chunk
+once into a reused buffer (docs/ARCHITECTURE.md, "Reading").
 """
 
 from __future__ import annotations
@@ -125,9 +129,9 @@ class _PassBuffers:
 
 
 class _Scratch(threading.local):
-    """A thread's decode buffer for random reads of chunks written in parts: decoding a
-    part into pages already mapped costs about half of decoding it into new memory
-    (each new page faults). It holds the frames ``first <= slot < first + count`` of
+    """A thread's decode buffer for random reads of zstd chunks (a part, or a chunk of
+    one zstd frame): decoding into pages already mapped costs about 30% less than into
+    new memory, whose every page faults. It holds the frames ``first <= slot < first + count`` of
     the chunk ``key`` (as of the reader's ``generation``); reads copy frames out."""
 
     def __init__(self) -> None:

@@ -380,7 +380,9 @@ class FrameStore:
 
     def read_frame(self, episode_id: int, step: int, *, copy: bool = True) -> np.ndarray:
         """The frame of one step, bit-exact (checksum verified); with ``copy=False`` a
-        read-only view into the decoded chunk.
+        read-only array (a view into the decoded chunk when the chunk is cached; a miss
+        decodes only the zstd part up to the frame into a reused buffer and returns a
+        read-only copy of the frame).
 
         The episode's frame pointers are read once and kept while the catalogue is
         unchanged (a pragma checks that), so a random read queries no table."""
