@@ -88,6 +88,7 @@ __all__ = [
 ]
 
 _LOAD_BATCH = 10_000  # catalogue rows inserted at a time
+_COUNT_BATCH = 64 * 1024  # step rows counted at a time (four columns)
 _HASH_BLOCK = 8 * 1024 * 1024  # bytes read at a time when an object is checked whole
 
 
@@ -583,7 +584,9 @@ def _load_totals(
                 raise PublishedObjectError(location, name, f"unreadable rows ({e})") from None
     else:
         name = catalogue_object("steps")  # what the totals were counted from
-        catalog.add_episode_totals(_count_steps(reader, location, manifest, extents))
+        counted = _count_steps(reader, location, manifest, extents)
+        stepless = set(catalog.episode_statuses()) - {row[0] for row in counted}
+        catalog.add_episode_totals([*counted, *((eid, 0, 0, 0, 0) for eid in stepless)])
     wrong = catalog.totals_problem(manifest.counts["steps"], manifest.counts["frames"])
     if wrong is not None:
         raise PublishedObjectError(location, name, f"{wrong}: not loaded")
@@ -607,7 +610,7 @@ def _count_steps(
             counts: dict[int, list[int]] = {}  # episode -> [steps, frames, raw bytes]
             chunks: dict[int, set[tuple[int, int]]] = {}
             for batch in data.parquet.iter_batches(
-                batch_size=_LOAD_BATCH, columns=_COUNTED_COLUMNS
+                batch_size=_COUNT_BATCH, columns=_COUNTED_COLUMNS
             ):
                 table = pa.Table.from_batches([batch])
                 for eid, shape, n_rows, n_frames in zip(

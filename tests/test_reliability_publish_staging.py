@@ -105,8 +105,7 @@ def test_recover_removes_what_a_killed_publish_left_beside_the_store(source, tmp
         assert result.exit_code == 0, result.output
         lines = [ln for ln in result.output.splitlines() if "staging" in ln]
         assert lines == [
-            "removed 1 staging directory(ies) killed publishes left beside the store: "
-            f"{left.name}"
+            f"removed 1 staging directory(ies) killed publishes left beside the store: {left.name}"
         ], result.output
         assert not left.exists()
         assert running.is_dir() and any(running.rglob("*.fseg"))  # its owner is alive
