@@ -407,7 +407,9 @@ def open_published(
         ours = catalog.schema()["version"]
         if manifest.schema_version > ours:
             raise SchemaTooNew(text, [f"schema version {manifest.schema_version} (ours: {ours})"])
-        extents = _extents(reader, text, manifest)
+        # Chunk extents: the remote reader's hints, and a version-1 copy's chunk bytes.
+        counted = catalogue_object(EPISODE_TOTALS_TABLE) not in manifest.objects
+        extents = _extents(reader, text, manifest) if counted or not local else {}
         unlisted = {segment for segment, _offset in extents} - set(manifest.segments)
         if unlisted:  # the step rows are checked the same way when they are loaded
             raise PublishedObjectError(
@@ -605,6 +607,7 @@ def _count_steps(
     table: four columns read a batch at a time (Arrow's group-by per batch), so memory
     holds one batch and one entry per episode and chunk, never the table."""
     pa = require("pyarrow", extra="s3", what="reading a published store")
+    pc = require("pyarrow.compute", extra="s3", what="reading a published store")
     with _parquet(reader, location, manifest, "steps") as data:
         try:
             counts: dict[int, list[int]] = {}  # episode -> [steps, frames, raw bytes]
@@ -621,7 +624,7 @@ def _count_steps(
                     c[1] += n_frames
                     if n_frames and shape:
                         c[2] += math.prod(parse_shape(shape) or ()) * n_frames
-                framed = table.filter(pa.compute.is_valid(table["frame_segment"]))
+                framed = table.filter(pc.is_valid(table["frame_segment"]))
                 keys = framed.group_by(["episode_id", "frame_segment", "frame_offset"]).aggregate(
                     []
                 )
