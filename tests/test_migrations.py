@@ -138,9 +138,11 @@ def test_applied_and_pending_read_with_plain_sql_agree_with_sqlite_utils(tmp_pat
         migrations.registry().apply(db, stop_before=migrations.known()[-1])
         assert migrations.applied(db) == [m.name for m in migrations.registry().applied(db)]
         assert migrations.applied(db) == migrations.known()[:-1]
-        assert migrations.pending_names(db) == [
-            m.name for m in migrations.registry().pending(db)
-        ] == migrations.known()[-1:]
+        assert (
+            migrations.pending_names(db)
+            == [m.name for m in migrations.registry().pending(db)]
+            == migrations.known()[-1:]
+        )
     with open_db(path) as db:  # migrates the rest
         assert migrations.applied(db) == [m.name for m in migrations.registry().applied(db)]
     with open_db(path, readonly=True) as ro:
