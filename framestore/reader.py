@@ -19,9 +19,8 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
-import numpy as np
 import zstandard
 
 from ._format import (
@@ -38,7 +37,6 @@ from ._format import (
     store_tag,
 )
 from ._sources import PositionalFile, SegmentSource
-from .codecs import decode_chunk, decode_part, decode_parts, zstd_parts
 from .errors import (
     CorruptRecord,
     FrameNotFound,
@@ -46,6 +44,9 @@ from .errors import (
     TruncatedRecord,
 )
 from .segments import list_segment_ids, open_segment_fd, segment_path
+
+if TYPE_CHECKING:
+    import numpy as np
 
 #: Decoded chunks kept by default, in bytes: a crafted segment of tiny chunks that each
 #: decode to the 256 MiB limit must not multiply it by the number of cached chunks.
@@ -77,6 +78,8 @@ class Chunk:
         copy joining the blocks (take single frames with ``frame`` instead)."""
         if len(self.blocks) == 1:
             return self.blocks[0]
+        import numpy as np
+
         joined = np.concatenate(self.blocks)
         joined.flags.writeable = False
         return joined
@@ -110,6 +113,8 @@ class _PassBuffers:
         self._lock = threading.Lock()
 
     def take(self, nbytes: int) -> np.ndarray:
+        import numpy as np
+
         with self._lock:
             for i in range(len(self._lent)):
                 # 2: the list's reference and getrefcount's argument; nothing else.
@@ -135,15 +140,17 @@ class _Scratch(threading.local):
     the chunk ``key`` (as of the reader's ``generation``); reads copy frames out."""
 
     def __init__(self) -> None:
-        self.buffer = np.empty(0, dtype=np.uint8)
+        self.buffer: np.ndarray | None = None  # numpy loads with the first frame read
         self.key: tuple[int, int] | None = None
         self.generation = -1
         self.header: ChunkHeader | None = None
         self.first = self.count = 0
 
     def reserve(self, nbytes: int) -> np.ndarray:
+        import numpy as np
+
         self.key = None  # its content is about to change
-        if self.buffer.size < nbytes:
+        if self.buffer is None or self.buffer.size < nbytes:
             self.buffer = np.empty(nbytes, dtype=np.uint8)
         return self.buffer
 
@@ -155,7 +162,7 @@ class _Scratch(threading.local):
         )
 
     def frame(self, slot: int) -> np.ndarray:
-        assert self.header is not None
+        assert self.header is not None and self.buffer is not None
         fb = self.header.frame_bytes
         start = (slot - self.first) * fb
         return self.buffer[start : start + fb].reshape(self.header.shape)
@@ -309,6 +316,9 @@ class SegmentReader:
         *, keep: bool = True,
     ) -> Chunk:  # fmt: skip
         """Decode a whole chunk (each zstd part into its own block); cache it (``keep``)."""
+        # numpy: loaded by the first frame read, not by ls
+        from .codecs import decode_chunk, decode_parts, zstd_parts
+
         segment, offset = key
         dz = self._decompressor()
         parts = None
@@ -339,6 +349,8 @@ class SegmentReader:
         chunk when it was written as one zstd frame), up to the frame the first time the
         part is read and whole the next time (neighbours read one by one decode a part
         at most twice). Chunks of other codecs are decoded whole and cached."""
+        from .codecs import decode_part, zstd_parts  # numpy: by the first frame read
+
         segment, offset = key
         header, data, record_bytes = self._record(segment, offset)
         parts = None
