@@ -20,6 +20,7 @@ from .errors import (
     InvalidFrame,
     InvalidInput,
     StoreLocked,
+    StreamNotFound,
     WriterFailed,
 )
 
@@ -37,6 +38,7 @@ if TYPE_CHECKING:
         RunInfo,
         StepInfo,
         StepTrack,
+        StreamInfo,
     )
     from .vector import RecordVectorFrames
     from .wrappers import RecordFrames
@@ -59,6 +61,7 @@ _LAZY = {
     "RunInfo": ".types",
     "StepInfo": ".types",
     "StepTrack": ".types",
+    "StreamInfo": ".types",
     "RecordVectorFrames": ".vector",
     "RecordFrames": ".wrappers",
 }
@@ -76,6 +79,7 @@ __all__ = [
     "FrameLocation",
     "DiskUsage",
     "StepTrack",
+    "StreamInfo",
     "RecorderMetrics",
     "ServiceMetrics",
     "FrameStorageService",
@@ -88,6 +92,7 @@ __all__ = [
     "ChecksumMismatch",
     "FrameNotFound",
     "EpisodeNotFound",
+    "StreamNotFound",
     "StoreLocked",
     "WriterFailed",
     "DiskFull",

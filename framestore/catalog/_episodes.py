@@ -7,7 +7,7 @@ from typing import Any
 
 from telemetry import decode_action, decode_info
 
-from .._format import MAX_SEGMENT_ID
+from .._format import MAX_SEGMENT_ID, RENDER_STREAM
 from ..errors import InvalidInput
 from ..types import EpisodeInfo, FrameLocation, FrameSummary, RunInfo, StepInfo, StepTrack
 from ._base import END_OF_EPISODE, CatalogBase
@@ -22,9 +22,15 @@ _EPISODES = """
            (SELECT COUNT(*) FROM steps s WHERE s.episode_id = e.id) AS n_rows,
            (SELECT COUNT(*) FROM steps s WHERE s.episode_id = e.id
                 AND s.frame_segment IS NOT NULL) AS n_frames,
-           {m002}
+           {m002},
+           {m003}
     FROM episodes e JOIN runs r ON r.id = e.run_id
 """
+# Stream names cannot hold a comma (STREAM_NAME): the list comes back as one text.
+_EPISODES_M003 = (
+    "(SELECT group_concat(name, ',') FROM "
+    "(SELECT name FROM streams t WHERE t.episode_id = e.id ORDER BY t.idx))"
+)
 _EPISODES_M002 = "e.sub_env, e.continues_episode, e.reset_options, COALESCE(e.stream_key, e.id)"
 _EPISODES_M001 = "NULL, NULL, NULL, e.id"
 
@@ -66,8 +72,9 @@ def _step_cell(episode_id: Any, step: Any) -> Cell:
 
 def _episode(r: tuple) -> EpisodeInfo:
     (eid, run_id, env_id, idx, seed, started, ended, reward, term, trunc, status, dropped,
-     n_rows, n_frames, sub_env, continues, options, stream_key) = r  # fmt: skip
+     n_rows, n_frames, sub_env, continues, options, stream_key, streams) = r  # fmt: skip
     c = Cell("episodes", f"id {eid!r}")
+    names = Cell("streams", f"episode {eid!r}").text("name", streams)
     return EpisodeInfo(
         id=c.int("id", eid),
         run_id=c.int("run_id", run_id),
@@ -87,6 +94,7 @@ def _episode(r: tuple) -> EpisodeInfo:
         continues_episode=c.int("continues_episode", continues, null=True, lo=1),
         reset_options=c.json_object("reset_options", options) if options is not None else None,
         stream_key=c.int("stream_key", stream_key, lo=0),
+        streams=(RENDER_STREAM, *names.split(",")) if names else (RENDER_STREAM,),
     )
 
 
@@ -143,7 +151,10 @@ class EpisodeQueries(CatalogBase):
         return _episode(rows[0]) if rows else None
 
     def _episodes_sql(self) -> str:
-        return _EPISODES.format(m002=self._m002(_EPISODES_M002, _EPISODES_M001))
+        return _EPISODES.format(
+            m002=self._m002(_EPISODES_M002, _EPISODES_M001),
+            m003=_EPISODES_M003 if self.has_m003 else "NULL",
+        )
 
     def stream_key(self, episode_id: int) -> int:
         """The stream key of an episode's chunks: its id, unless it was merged from
@@ -273,7 +284,7 @@ class EpisodeQueries(CatalogBase):
         """Offsets of the chunk records holding an episode's frames, per segment."""
         out: dict[int, list[int]] = {}
         for seg, off, slot in self._rows(
-            "SELECT DISTINCT frame_segment, frame_offset, 0 FROM steps "
+            f"SELECT DISTINCT frame_segment, frame_offset, 0 FROM {self._frames()} "
             "WHERE episode_id = ? AND frame_segment IS NOT NULL",
             [episode_id],
         ):
