@@ -102,6 +102,67 @@ def stored_shape(shape: tuple[int, ...]) -> tuple[int, ...]:
     return (math.prod(shape[:-1]), shape[-1])
 
 
+# --------------------------------------------------------------------------- observations
+#: Non-image observation entries up to this many bytes each go into the step row (and
+#: steps block) as typed binary; larger ones become a frame stream of their bytes.
+MAX_INLINE_OBSERVATION = 1024
+#: The dtypes an observation entry may have, by code (typed binary, docs/FORMAT.md).
+OBS_DTYPES = (
+    "uint8", "int8", "uint16", "int16", "uint32", "int32", "uint64", "int64",
+    "float16", "float32", "float64", "bool",
+)  # fmt: skip
+_OBS_HEAD = struct.Struct("<BB")  # version (1), entries K
+_OBS_ENTRY = struct.Struct("<BBB")  # name length, dtype code (index in OBS_DTYPES + 1), ndim
+OBS_VERSION = 1
+
+
+def pack_observation(entries: list[tuple[str, Any]]) -> bytes:
+    """The typed binary of non-image observation entries ``[(name, array)]`` (name ``""``
+    for an observation that is one array): docs/FORMAT.md, "Observations"."""
+    parts = [_OBS_HEAD.pack(OBS_VERSION, len(entries))]
+    for name, arr in entries:
+        raw = name.encode()
+        parts.append(_OBS_ENTRY.pack(len(raw), OBS_DTYPES.index(arr.dtype.name) + 1, arr.ndim))
+        parts.append(raw)
+        parts.append(struct.pack(f"<{arr.ndim}I", *arr.shape))
+        parts.append(arr.astype(arr.dtype.newbyteorder("<"), copy=False).tobytes())
+    return b"".join(parts)
+
+
+def unpack_observation(data: bytes) -> list[tuple[str, str, tuple[int, ...], bytes]]:
+    """``[(name, dtype, shape, little-endian bytes)]`` of a typed observation binary;
+    ``ValueError`` for one that does not parse."""
+    try:
+        version, count = _OBS_HEAD.unpack_from(data)
+        if version != OBS_VERSION:
+            raise ValueError(f"observation encoding version {version}")
+        pos = _OBS_HEAD.size
+        out = []
+        for _ in range(count):
+            nlen, code, ndim = _OBS_ENTRY.unpack_from(data, pos)
+            pos += _OBS_ENTRY.size
+            name = bytes(data[pos : pos + nlen]).decode()
+            pos += nlen
+            if not 1 <= code <= len(OBS_DTYPES):
+                raise ValueError(f"dtype code {code}")
+            shape = struct.unpack_from(f"<{ndim}I", data, pos)
+            pos += 4 * ndim
+            dtype = OBS_DTYPES[code - 1]
+            size = math.prod(shape) * _itemsize(dtype)
+            if size > MAX_INLINE_OBSERVATION or pos + size > len(data):
+                raise ValueError("entry runs past the data")
+            out.append((name, dtype, tuple(shape), bytes(data[pos : pos + size])))
+            pos += size
+    except (struct.error, UnicodeDecodeError) as e:
+        raise ValueError(str(e)) from None
+    return out
+
+
+def _itemsize(dtype: str) -> int:
+    return {"uint8": 1, "int8": 1, "bool": 1, "uint16": 2, "int16": 2, "float16": 2,
+            "uint32": 4, "int32": 4, "float32": 4}.get(dtype, 8)  # fmt: skip
+
+
 def check_stream_name(name: object) -> str:
     """``name`` if it can name a stream (``STREAM_NAME``), else ``InvalidInput``."""
     if not isinstance(name, str) or not STREAM_NAME.fullmatch(name):
@@ -562,6 +623,8 @@ class StepMeta:
     dropped: bool = False
     #: Streams (indexes >= 1) whose frame at this step is this step's render frame.
     shared: tuple[int, ...] = ()
+    #: The step's non-image observation entries as typed binary (``pack_observation``).
+    observation: bytes | None = None
 
     @property
     def flags(self) -> int:
@@ -575,8 +638,8 @@ class StepMeta:
         )
 
 
-def _text_column(values: list[str | None]) -> bytes:
-    data = [None if v is None else v.encode() for v in values]
+def _text_column(values: list[str | bytes | None]) -> bytes:
+    data = [v.encode() if isinstance(v, str) else v for v in values]
     lengths = struct.pack(f"<{len(data)}I", *(_NULL_TEXT if d is None else len(d) for d in data))
     return lengths + b"".join(d for d in data if d is not None)
 
@@ -584,6 +647,8 @@ def _text_column(values: list[str | None]) -> bytes:
 def pack_steps(steps: list[StepMeta], compressor: zstandard.ZstdCompressor) -> bytes:
     """A CHUNK's steps block (compressed with ``compressor``, content size set)."""
     m = len(steps)
+    shared = any(s.shared for s in steps)
+    obs = any(s.observation is not None for s in steps)
     raw = b"".join(
         (
             _STEPS_HEAD.pack(_STEPS_HEAD.size, 0, m),
@@ -594,10 +659,9 @@ def pack_steps(steps: list[StepMeta], compressor: zstandard.ZstdCompressor) -> b
             _text_column([s.action for s in steps]),
             _text_column([s.info for s in steps]),
             _text_column([s.frame_shape for s in steps]),
-            # appended only when a step shares its frame (render-only blocks unchanged)
-            _text_column([_shared_text(s.shared) for s in steps])
-            if any(s.shared for s in steps)
-            else b"",
+            # appended columns, only as many as needed (render-only blocks unchanged)
+            _text_column([_shared_text(s.shared) for s in steps]) if shared or obs else b"",
+            _text_column([s.observation for s in steps]) if obs else b"",
         )
     )
     return compressor.compress(raw)
@@ -658,11 +722,12 @@ def unpack_steps(
         walls = struct.unpack_from(f"<{m}d", raw, pos)
         pos += 8 * m
         texts = []
-        # action, info, frame shape; then (appended in 0.3.x) shared streams, when present
-        for n in range(4):
-            if n == 3 and pos >= len(raw):
+        # action, info, frame shape; then (appended in 0.3.x, each when present) shared
+        # streams and observations (binary)
+        for n in range(5):
+            if n >= 3 and pos >= len(raw):
                 texts.append([None] * m)
-                break
+                continue
             lengths = struct.unpack_from(f"<{m}I", raw, pos)
             pos += 4 * m
             column: list[str | None] = []
@@ -672,9 +737,10 @@ def unpack_steps(
                     continue
                 if pos + ln > len(raw):
                     raise bad("text runs past the block")
-                column.append(raw[pos : pos + ln].decode())
+                column.append(raw[pos : pos + ln] if n == 4 else raw[pos : pos + ln].decode())
                 pos += ln
             texts.append(column)
+        observations = texts.pop()
         shared = [_parse_shared(t) for t in texts.pop()]
     except (struct.error, UnicodeDecodeError, ValueError) as e:
         raise bad(str(e)) from None
@@ -686,10 +752,10 @@ def unpack_steps(
             None if f & STEP_NO_REWARD else r,
             bool(f & STEP_TERMINATED), bool(f & STEP_TRUNCATED), i,
             None if f & STEP_NO_WALL_TIME else w,
-            sh, bool(f & STEP_HAS_FRAME), bool(f & STEP_DROPPED), sd,
+            sh, bool(f & STEP_HAS_FRAME), bool(f & STEP_DROPPED), sd, ob,
         )
-        for st, f, r, w, a, i, sh, sd in zip(
-            steps, flags, rewards, walls, *texts, shared, strict=True
+        for st, f, r, w, a, i, sh, sd, ob in zip(
+            steps, flags, rewards, walls, *texts, shared, observations, strict=True
         )
     ]  # fmt: skip
 

@@ -47,11 +47,12 @@ from ._format import (
     MAX_MANIFEST_BYTES,
     PUBLISHED_FORMAT,
     PUBLISHED_VERSION,
+    MAX_STREAMS,
     catalogue_object,
     parse_segment_name,
 )
 from ._sources import DEFAULT_TIMEOUT, ObjectReader, ObjectUnreadable, RemoteSegments
-from .catalog import PUBLISHED_TABLES, Catalog
+from .catalog import OPTIONAL_TABLES, PUBLISHED_TABLES, Catalog
 from .errors import (
     FrameStoreError,
     InvalidInput,
@@ -177,7 +178,7 @@ class Manifest:
     objects: dict[str, tuple[int, str]]  # name -> (bytes, sha256 hex)
     schema_version: int
     data: dict[str, Any]  # the whole document
-    counts: dict[str, int]  # episodes, steps, frames: what the catalogue must hold
+    counts: dict[str, int]  # episodes, steps, frames, stream_frames: what it must hold
 
     @property
     def segments(self) -> dict[int, int]:
@@ -191,7 +192,7 @@ class Manifest:
 
 
 def _object_names() -> set[str]:
-    return {catalogue_object(t) for t in (*PUBLISHED_TABLES, CHUNKS_TABLE)}
+    return {catalogue_object(t) for t in (*PUBLISHED_TABLES, *OPTIONAL_TABLES, CHUNKS_TABLE)}
 
 
 def read_manifest(reader: ObjectReader, location: str) -> Manifest:
@@ -242,6 +243,7 @@ def read_manifest(reader: ObjectReader, location: str) -> Manifest:
     if not isinstance(version, int):
         raise bad("no schema_version")
     counts = {k: data.get(k) for k in ("episodes", "steps", "frames")}
+    counts["stream_frames"] = data.get("stream_frames", 0)  # absent before streams
     for key, value in counts.items():
         if not isinstance(value, int) or isinstance(value, bool) or value < 0:
             raise bad(f"no count of {key}")
@@ -393,6 +395,10 @@ def open_published(
             for table in PUBLISHED_TABLES:
                 with _parquet(reader, text, manifest, table) as data:
                     _load_table(catalog, table, data, text)
+            for table in OPTIONAL_TABLES:  # streams other than render, when published
+                if catalogue_object(table) in manifest.objects:
+                    with _parquet(reader, text, manifest, table) as data:
+                        _load_table(catalog, table, data, text)
         unlisted = catalog.referenced_segments() - set(manifest.segments)
         if unlisted:
             raise PublishedObjectError(
@@ -419,8 +425,17 @@ def _row_bounds(manifest: Manifest, table: str) -> tuple[int, int]:
     exact = {"steps": c["steps"], "episodes": c["episodes"]}
     if table in exact:
         return exact[table], exact[table]
-    # every published segment and chunk holds at least one published frame
-    most = {"runs": c["episodes"], "segments": c["frames"], CHUNKS_TABLE: c["frames"]}
+    if table == "step_frames":
+        return c["stream_frames"], c["stream_frames"]
+    # every published segment and chunk holds at least one published frame (of render
+    # or of another stream)
+    frames = c["frames"] + c["stream_frames"]
+    most = {
+        "runs": c["episodes"],
+        "segments": frames,
+        CHUNKS_TABLE: frames,
+        "streams": c["episodes"] * MAX_STREAMS,
+    }
     return 0, most[table]
 
 

@@ -29,6 +29,7 @@ class StreamInput:
     frame: np.ndarray
     shape: str
     shared: bool
+    dtype: str = "uint8"  # another dtype: ``frame`` holds the array's bytes
 
 
 def _stream_frame(name: str, frame: object, render: np.ndarray | None) -> StreamInput:

@@ -33,7 +33,8 @@ from telemetry import (
 )
 
 from ._batchrows import BatchRows, EpisodeState, check_episode_args
-from ._format import StepMeta
+from ._format import MAX_STREAMS, RENDER_STREAM, StepMeta
+from ._observations import ObservationParts, split_observation
 from ._storage import open_storage
 from ._streams import StreamInput, split_frames
 from .catalog import check_seed, format_shape
@@ -57,6 +58,24 @@ def _options_text(options: dict[str, Any]) -> str:
         return encode_info(options)
     except InvalidInput as e:
         return encode_info({UNSTORED_OPTIONS: str(e)})
+
+
+def _with_observation(
+    extra: tuple[StreamInput, ...], parts: ObservationParts, render: np.ndarray | None
+) -> tuple[StreamInput, ...]:
+    """``extra`` and the observation's streams (one name once; an image equal to the
+    render frame is stored once)."""
+    names = {s.name for s in extra}
+    out = list(extra)
+    for s in parts.streams:
+        if s.name in names or s.name == RENDER_STREAM:
+            raise InvalidInput(f"stream {s.name!r} given twice (in frames= and observation=)")
+        if render is not None and s.dtype == "uint8" and s.shape == format_shape(render.shape):
+            same = s.frame is render or np.array_equal(s.frame.reshape(render.shape), render)
+            if same:
+                s = replace(s, shared=True)
+        out.append(s)
+    return tuple(out)
 
 
 @dataclass(frozen=True)
@@ -292,6 +311,7 @@ class Recorder:
         info: dict[str, Any] | None = None,
         *,
         frames: dict[str, np.ndarray | None] | None = None,
+        observation: Any = None,
     ) -> int:
         """Record one step of the current episode; returns its step index. Never blocks
         on disk work (only, under the ``block`` policy, on a full queue, up to the block
@@ -304,6 +324,13 @@ class Recorder:
         stream=name)``). Stream frames are uint8 arrays of 2 or more dimensions (frame
         stacks such as ``(4, 84, 84)`` included).
 
+        ``observation``: the step's observation (an array, or a Dict space's dict of
+        them; ``RecordFrames(observations=True)`` passes it). Image entries (uint8, 2 or
+        more dimensions) become frame streams (``observation``, or ``observation.<key>``
+        for a dict's), small other entries (up to 1 KiB each: state vectors, scalars) go
+        into the step row as typed binary, larger ones into a stream of their bytes. Read
+        it back with ``FrameStore.read_observation``.
+
         Everything is validated before anything is queued: a bad frame, stream name,
         action, reward or info raises ``InvalidInput`` (or a subclass) and records
         nothing.
@@ -314,11 +341,15 @@ class Recorder:
         extra: tuple[StreamInput, ...] = ()
         if frames is not None:
             frame, extra = split_frames(frame, frames)
-            if extra and self._storage.pid is not None:
-                raise InvalidInput(
-                    "streams other than 'render' need writer='thread' for now (the storage "
-                    "process does not carry them yet)"
-                )
+        inline = None
+        if observation is not None:
+            parts = split_observation(observation)
+            extra, inline = _with_observation(extra, parts, frame), parts.inline
+        if (extra or inline is not None) and self._storage.pid is not None:
+            raise InvalidInput(
+                "streams other than 'render' and observations need writer='thread' for now "
+                "(the storage process does not carry them yet)"
+            )
         reward = check_reward(reward)
         action_text = None if action is None else self._encode_action(action)
         info_text = encode_info(info)
@@ -328,18 +359,22 @@ class Recorder:
         ref = None
         term, trunc = bool(terminated), bool(truncated)
         wall = time.time()
+        for s in extra:
+            self._check_stream(eid, st, s)
         indexes = tuple(self._stream_index(eid, st, s) for s in extra)
         if frame is not None:
             shape = format_shape(getattr(frame, "shape", ()))
             meta = StepMeta(eid, step, action_text, reward, term, trunc, info_text, wall, shape)
             # before the put: the writer may pack the steps block at once
             meta.shared = tuple(i for s, i in zip(extra, indexes, strict=True) if s.shared)
+            meta.observation = inline
             ref = self._storage.put(frame, (eid, step), meta)
             if ref.dropped:
                 st.dropped += 1
         else:
             shape = None
             meta = StepMeta(eid, step, action_text, reward, term, trunc, info_text, wall, None)
+            meta.observation = inline
             self._storage.put_step(meta)
         streams = tuple(
             StreamFrame(i, ref if s.shared else self._storage.put(s.frame, (eid, step), None, i),
@@ -349,14 +384,22 @@ class Recorder:
         # The fields of a Step, in order: an event object only when someone displays it.
         row = (eid, step, action_text, reward, term, trunc, info_text, wall, ref, shape)
         if self._displays:
-            self._hub.publish(Step(*row, streams=streams))
-        elif streams:
-            self._storage.offer(Step(*row, streams=streams))
+            self._hub.publish(Step(*row, streams=streams, observation=inline))
+        elif streams or inline is not None:
+            self._storage.offer(Step(*row, streams=streams, observation=inline))
         else:
             self._storage.offer_row(row)
         st.advance(reward, term, trunc, 1)
         self.steps_recorded += 1
         return step
+
+    def _check_stream(self, eid: int, st: EpisodeState, s: StreamInput) -> None:
+        """A stream keeps its dtype (its frames are read back as it says)."""
+        dtype = st.stream_dtypes.get(s.name)
+        if dtype is not None and dtype != s.dtype:
+            raise InvalidInput(f"stream {s.name!r} of episode {eid} holds {dtype}, not {s.dtype}")
+        if s.name not in st.streams and len(st.streams) + 1 >= MAX_STREAMS:
+            raise InvalidInput(f"episode {eid} has {MAX_STREAMS} streams already")
 
     def _stream_index(self, eid: int, st: EpisodeState, s: StreamInput) -> int:
         """The episode's index of stream ``s`` (the next one, announced to the sink and
@@ -364,8 +407,9 @@ class Recorder:
         index = st.streams.get(s.name)
         if index is None:
             index = st.streams[s.name] = len(st.streams) + 1  # render is 0
+            st.stream_dtypes[s.name] = s.dtype
             self._hub.publish(
-                StreamStarted(eid, index, s.name, "uint8", s.shape, 0 if s.shared else None)
+                StreamStarted(eid, index, s.name, s.dtype, s.shape, 0 if s.shared else None)
             )
         return index
 

@@ -504,6 +504,7 @@ class FrameStore:
         checked to be of that stream (or render's, for a frame stored once for both)."""
         index = self._stream_index(episode_id, stream)
         ep = self.episode(episode_id)
+        dtype = self.catalog.episode_streams(ep.id)[index].dtype
         pointers = self.catalog.stream_pointers(ep.id, index, *_step_range(start, stop))
         key = self.stream_key(episode_id)
         reader = self._reader
@@ -526,9 +527,47 @@ class FrameStore:
                         f"{stream!r} ({index}) (the frame pointer is wrong)",
                     )
             frame = reader.frame_of(chunk, slot, copy=copy, expect_key=(key, step))
+            if dtype != "uint8":  # an observation array kept as its bytes
+                frame = frame.reshape(-1).view(np.dtype(dtype).newbyteorder("<"))
             if shape is not None and frame.shape != shape:
                 frame = frame.reshape(shape)  # a frame stack kept as rows (stored_shape)
             yield step, frame
+
+    def read_observation(self, episode_id: int, step: int) -> np.ndarray | dict | None:
+        """The observation recorded with a step (``record_step(observation=...)``,
+        ``RecordFrames(observations=True)``): an array, or a dict as recorded, entries
+        bit-exact; None when the step has none."""
+        for _step, obs in self.iter_observations(episode_id, int(step), int(step) + 1):
+            return obs
+        raise FrameNotFound(f"episode {episode_id} has no step {step}")
+
+    def iter_observations(
+        self, episode_id: int, start: int = 0, stop: int | None = None
+    ) -> Iterator[tuple[int, np.ndarray | dict | None]]:
+        """``(step, observation or None)`` in step order (see ``read_observation``); the
+        observation streams are read chunk by chunk."""
+        from ._observations import OBSERVATION_STREAM, assemble
+
+        ep = self.episode(episode_id)
+        names = [
+            n
+            for n in ep.streams
+            if n == OBSERVATION_STREAM or n.startswith(OBSERVATION_STREAM + ".")
+        ]
+        iters = {
+            n: self.iter_steps_frames(ep.id, start, stop, skip_missing=True, copy=True, stream=n)
+            for n in names
+        }
+        pending: dict[str, tuple[int, np.ndarray] | None] = {
+            n: next(it, None) for n, it in iters.items()
+        }
+        for step, blob in self.catalog.observations(ep.id, *_step_range(start, stop)):
+            here: dict[str, Callable[[], np.ndarray]] = {}
+            for n, item in pending.items():
+                if item is not None and item[0] == step:
+                    here[n] = lambda frame=item[1]: frame
+                    pending[n] = next(iters[n], None)
+            yield step, assemble(blob, here)
 
     def read_frames(
         self, episode_id: int, start: int = 0, stop: int | None = None

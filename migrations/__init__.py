@@ -189,6 +189,14 @@ def m003_streams(db: Database) -> None:
     db.execute("CREATE INDEX step_frames_frame ON step_frames (frame_segment, frame_offset)")
 
 
+@migrations()
+def m004_observations(db: Database) -> None:
+    """``steps.observation``: a step's non-image observation entries (small arrays, a
+    dict space's vectors) as typed binary (docs/FORMAT.md, "Observations"); NULL when
+    none was recorded. Image observations are frame streams (m003)."""
+    db.execute("ALTER TABLE steps ADD COLUMN observation BLOB")
+
+
 def _known_names() -> tuple[str, ...]:
     # Every step is pending on an empty database, which gives the registered names
     # through the public API without touching Migrations internals.

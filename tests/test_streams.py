@@ -219,3 +219,161 @@ def test_older_store_reads_as_one_render_stream(tmp_path):
         assert len(a) == len(b) and all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))
         with pytest.raises(StreamNotFound):
             store.read_frame(ep.id, 0, stream="observation")
+
+
+# --------------------------------------------------------------------------- observations
+def _equal(a, b) -> bool:
+    if isinstance(a, dict):
+        return isinstance(b, dict) and a.keys() == b.keys() and all(_equal(a[k], b[k]) for k in a)
+    a, b = np.asarray(a), np.asarray(b)
+    return a.dtype == b.dtype and a.shape == b.shape and np.array_equal(a, b)
+
+
+def _play(env, store, steps: int, **kwargs) -> list:
+    """Play ``steps`` seeded random steps through ``RecordFrames``; the observations."""
+    from framestore import RecordFrames
+
+    env = RecordFrames(env, store, overrides=RAW, **kwargs)
+    try:
+        obs, _ = env.reset(seed=5)
+        env.action_space.seed(5)
+        seen = [obs]
+        for _ in range(steps):
+            obs, _r, term, trunc, _i = env.step(env.action_space.sample())
+            seen.append(obs)
+            if term or trunc:
+                break
+    finally:
+        env.close()
+    return seen
+
+
+def test_record_frames_rgb_observation_equal_to_render_adds_no_frame_bytes(tmp_path):
+    """ALE's rgb observation is the rendered frame: ``observations=True`` stores it
+    once (the same frame bytes and chunks as recording render alone)."""
+
+    def frame_bytes(path, observations: bool):
+        with FrameStore.open(path) as store:
+            seen = _play(make_env("ALE/Assault-v5"), store, 40, observations=observations)
+            eid = store.episodes()[0].id
+            if observations:
+                got = [o for _s, o in store.iter_observations(eid)]
+                assert all(_equal(a, b) for a, b in zip(seen, got, strict=True))
+                assert store.episode(eid).streams == ("render", "observation")
+        total = 0
+        for sid in list_segment_ids(path):
+            total += sum(
+                sum(h.lengths) for h in scan_segment(segment_path(path, sid), sid).chunks.values()
+            )
+        return total
+
+    assert frame_bytes(tmp_path / "a.store", False) == frame_bytes(tmp_path / "b.store", True)
+
+
+def test_record_frames_frame_stack_observation(tmp_path):
+    import gymnasium as gym
+    from gymnasium.wrappers import FrameStackObservation
+
+    env = FrameStackObservation(make_env("ALE/Assault-v5", obs_type="grayscale"), 4)
+    assert env.observation_space.shape == (4, 210, 160)
+    with FrameStore.open(tmp_path / "s.store") as store:
+        seen = _play(env, store, 30, observations=True)
+        eid = store.episodes()[0].id
+        got = [o for _s, o in store.iter_observations(eid)]
+        assert len(got) == len(seen) and all(_equal(a, b) for a, b in zip(seen, got, strict=True))
+        assert store.streams(eid)[1].shape == (4, 210, 160)
+        assert isinstance(env.observation_space, gym.spaces.Box)
+
+
+def test_record_frames_dict_observation_space(tmp_path):
+    """A Dict space (CartPole's state vector with its rendered pixels): the vector goes
+    into the step row as typed binary, the pixels (equal to render) are stored once;
+    recover rebuilds both from the segments alone."""
+    import gymnasium as gym
+    from gymnasium.wrappers import AddRenderObservation
+
+    env = AddRenderObservation(gym.make("CartPole-v1", render_mode="rgb_array"), render_only=False)
+    path = tmp_path / "s.store"
+    with FrameStore.open(path) as store:
+        seen = _play(env, store, 25, observations=True)
+        eid = store.episodes()[0].id
+        assert store.episode(eid).streams == ("render", "observation.pixels")
+        got = [o for _s, o in store.iter_observations(eid)]
+        assert all(_equal(a, b) for a, b in zip(seen, got, strict=True))
+        assert got[3]["state"].dtype == np.float32
+    assert run_cli("verify", path).exit_code == 0
+    for name in ("framestore.db", "framestore.db-wal", "framestore.db-shm"):
+        (path / name).unlink(missing_ok=True)
+    assert run_cli("recover", path).exit_code in (0, 1)
+    with FrameStore.open(path, readonly=True) as store:
+        got = [o for _s, o in store.iter_observations(eid)]
+        assert all(_equal(a, b) for a, b in zip(seen, got, strict=True))
+
+
+def test_large_and_odd_observations(tmp_path, stacked_run):
+    """Entries above the inline bound become a stream of their bytes (dtype kept);
+    scalars and nested dicts come back as recorded; a bad observation is one error
+    before anything is recorded."""
+    renders, _ = stacked_run
+    rng = np.random.default_rng(1)
+    obs = [
+        {
+            "big": rng.standard_normal(300),
+            "n": np.int64(i),
+            "deep": {"v": np.arange(3, dtype=np.int16)},
+        }
+        for i in range(10)
+    ]
+    with FrameStore.open(tmp_path / "s.store") as store:
+        with store.recorder("ALE/Assault-v5", overrides=RAW) as rec:
+            eid = rec.begin_episode()
+            for f, o in zip(renders, obs, strict=False):
+                rec.record_step(f, observation=o)
+            for bad, text in [
+                ({"x": np.array(["a"])}, "dtype"),
+                ({}, "empty dict"),
+                ({"big": np.zeros(300, np.float32)}, "holds float64, not float32"),
+                ({"bad key!": np.zeros(2)}, "stream name"),
+            ]:
+                with pytest.raises(InvalidInput, match=text):
+                    if text == "stream name":  # only a stream (a big entry) is named
+                        rec.record_step(renders[0], observation={"bad key!": np.zeros(500)})
+                    else:
+                        rec.record_step(renders[0], observation=bad)
+            rec.end_episode()
+        assert store.episode(eid).steps == len(obs)
+        info = {s.name: s for s in store.streams(eid)}
+        assert info["observation.big"].dtype == "float64" and info["observation.big"].shape == (
+            300,
+        )
+        got = [o for _s, o in store.iter_observations(eid)]
+        assert all(_equal(a, b) for a, b in zip(obs, got, strict=True))
+
+
+def test_merge_and_publish_carry_streams(tmp_path, stacked_run):
+    renders, stacks = stacked_run
+    src, dest, pub = tmp_path / "src.store", tmp_path / "dest.store", tmp_path / "pub"
+    _record(dest, renders[:5], stacks[:5], same=False)  # ids in dest are taken already
+    eid = _record(src, renders, stacks)
+    with FrameStore.open(src) as store, store.recorder("x", overrides=RAW) as rec:
+        rec.begin_episode()
+        rec.record_step(renders[0], observation={"v": np.arange(4, dtype=np.float32)})
+        rec.end_episode()
+    result = run_cli("merge", dest, src, "--json")
+    assert result.exit_code == 0, result.output
+    with FrameStore.open(dest, readonly=True) as store:
+        merged = [e for e in store.episodes() if e.run_id != 1]
+        assert [e.streams for e in merged] == [("render", "observation", "pixels"), ("render",)]
+        _check_reads(dest, merged[0].id, renders, stacks)
+        obs = store.read_observation(merged[1].id, 0)
+        assert obs["v"].dtype == np.float32 and list(obs["v"]) == [0, 1, 2, 3]
+    assert run_cli("verify", dest).exit_code == 0
+    result = run_cli("publish", dest, pub)
+    assert result.exit_code == 0, result.output
+    with FrameStore.open(pub, readonly=True) as store:
+        ep = [e for e in store.episodes() if e.run_id != 1][0]
+        assert ep.streams == ("render", "observation", "pixels")
+        got = list(store.iter_frames(ep.id, stream="observation"))
+        assert all(np.array_equal(a, b) for a, b in zip(got, stacks, strict=True))
+    assert run_cli("verify", pub).exit_code == 0
+    assert eid

@@ -174,6 +174,17 @@ class RecoveryQueries(CatalogBase):
             rows,
         )
 
+    def restore_observations(self, rows: Iterable[tuple[bytes, int, int]]) -> int:
+        """``(typed binary, episode, step)``: observations rebuilt from steps blocks, for
+        rows that hold none. Returns the rows changed."""
+        if not self.has_m004:
+            return 0
+        return self._exec_many(
+            "UPDATE steps SET observation = ? WHERE episode_id = ? AND step = ? "
+            "AND observation IS NULL",
+            rows,
+        )
+
     def step_metadata(self, episode_id: int) -> dict[int, tuple]:
         """``{step: (action, reward, terminated, truncated, info, wall_time,
         frame_shape)}`` of an episode's rows, as stored (``verify`` compares them with

@@ -76,3 +76,22 @@ class StreamQueries(CatalogBase):
                 )
             )
         return out
+
+    def observations(
+        self, episode_id: int, start: int = 0, stop: int | None = None
+    ) -> list[tuple[int, bytes | None]]:
+        """``(step, typed binary or None)`` of the episode's rows (m004's
+        ``steps.observation``; None everywhere in an older store)."""
+        column = "observation" if self.has_m004 else "NULL"
+        rows = self._rows(
+            f"SELECT step, {column} FROM steps WHERE episode_id = ? AND step >= ? "
+            "AND step < ? ORDER BY step",
+            [episode_id, start, END_OF_EPISODE if stop is None else stop],
+        )
+        out = []
+        for step, blob in rows:
+            c = Cell("steps", f"episode {episode_id} step {step!r}")
+            if blob is not None and not isinstance(blob, bytes):
+                raise c.bad("observation", "expected a blob")
+            out.append((c.int("step", step, lo=0), blob))
+        return out
