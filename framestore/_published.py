@@ -45,9 +45,9 @@ from ._format import (
     DB_NAME,
     MANIFEST_NAME,
     MAX_MANIFEST_BYTES,
+    MAX_STREAMS,
     PUBLISHED_FORMAT,
     PUBLISHED_VERSION,
-    MAX_STREAMS,
     catalogue_object,
     parse_segment_name,
 )
