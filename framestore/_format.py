@@ -148,7 +148,7 @@ def unpack_observation(data: bytes) -> list[tuple[str, str, tuple[int, ...], byt
             shape = struct.unpack_from(f"<{ndim}I", data, pos)
             pos += 4 * ndim
             dtype = OBS_DTYPES[code - 1]
-            size = math.prod(shape) * _itemsize(dtype)
+            size = math.prod(shape) * itemsize(dtype)
             if size > MAX_INLINE_OBSERVATION or pos + size > len(data):
                 raise ValueError("entry runs past the data")
             out.append((name, dtype, tuple(shape), bytes(data[pos : pos + size])))
@@ -158,7 +158,8 @@ def unpack_observation(data: bytes) -> list[tuple[str, str, tuple[int, ...], byt
     return out
 
 
-def _itemsize(dtype: str) -> int:
+def itemsize(dtype: str) -> int:
+    """Bytes of one value of an ``OBS_DTYPES`` dtype."""
     return {"uint8": 1, "int8": 1, "bool": 1, "uint16": 2, "int16": 2, "float16": 2,
             "uint32": 4, "int32": 4, "float32": 4}.get(dtype, 8)  # fmt: skip
 

@@ -367,20 +367,42 @@ class FrameStore:
         return self.catalog.step_track(episode_id, start, stop)
 
     def frame_locations(
-        self, episode_id: int, start: int = 0, stop: int | None = None
+        self,
+        episode_id: int,
+        start: int = 0,
+        stop: int | None = None,
+        *,
+        stream: str = RENDER_STREAM,
     ) -> list[tuple[int, FrameLocation | None]]:
-        """``(step, (segment, offset, slot) or None)`` for the episode's rows, in order."""
+        """``(step, (segment, offset, slot) or None)`` for the episode's rows, in order
+        (of ``stream``'s frames: None where it has none)."""
         ep = self.episode(episode_id)
+        if stream != RENDER_STREAM:
+            index = self._stream_index(ep.id, stream)
+            pointers = self.catalog.stream_pointers(ep.id, index, *_step_range(start, stop))
+            return [(step, loc) for step, loc, _shape in pointers]
         return self.catalog.frame_locations(ep.id, *_step_range(start, stop))
 
     def frame_summary(
-        self, episode_id: int, start: int = 0, stop: int | None = None
+        self,
+        episode_id: int,
+        start: int = 0,
+        stop: int | None = None,
+        *,
+        stream: str = RENDER_STREAM,
     ) -> FrameSummary:
         """What is committed for ``start <= step < stop`` of an episode right now: the
         step count, the distinct frame shapes and the number of stored frames (a snapshot:
-        rows of a live episode keep arriving)."""
+        rows of a live episode keep arriving); of ``stream``'s frames when given."""
         ep = self.episode(episode_id)
-        return self.catalog.frame_summary(ep.id, *_step_range(start, stop))
+        summary = self.catalog.frame_summary(ep.id, *_step_range(start, stop))
+        if stream == RENDER_STREAM:
+            return summary
+        index = self._stream_index(ep.id, stream)
+        pointers = self.catalog.stream_pointers(ep.id, index, int(start), summary.stop)
+        shapes = {"x".join(map(str, shape)) for _s, loc, shape in pointers if loc and shape}
+        frames = sum(loc is not None for _s, loc, _shape in pointers)
+        return FrameSummary(summary.steps, summary.stop, tuple(sorted(shapes)), frames)
 
     def streams(self, episode_id: int) -> list[StreamInfo]:
         """The episode's frame streams, ``render`` (index 0) first (docs/FORMAT.md,
@@ -431,14 +453,28 @@ class FrameStore:
         return key
 
     def read_at(
-        self, location: FrameLocation, episode_id: int, step: int, *, copy: bool = True
+        self,
+        location: FrameLocation,
+        episode_id: int,
+        step: int,
+        *,
+        copy: bool = True,
+        stream: str = RENDER_STREAM,
     ) -> np.ndarray:
         """The frame at ``location`` (a step row's pointer), checked to be the frame of
         ``episode_id``'s ``step``: a wrong pointer raises ``CorruptRecord``, never returns
-        another step's pixels."""
-        return self._reader.read(
-            location, copy=copy, expect_key=(self.stream_key(episode_id), step)
+        another step's pixels. ``stream``: the pointer is one of that stream's
+        (``frame_locations(stream=...)``); the frame comes back in its own shape."""
+        if stream == RENDER_STREAM:
+            return self._reader.read(
+                location, copy=copy, expect_key=(self.stream_key(episode_id), step)
+            )
+        frames = self.iter_steps_frames(
+            episode_id, step, step + 1, skip_missing=False, copy=copy, stream=stream
         )
+        for _step, frame in frames:
+            return frame
+        raise FrameNotFound(f"episode {episode_id} has no step {step}")
 
     def iter_frames(
         self,

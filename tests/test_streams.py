@@ -377,3 +377,70 @@ def test_merge_and_publish_carry_streams(tmp_path, stacked_run):
         assert all(np.array_equal(a, b) for a, b in zip(got, stacks, strict=True))
     assert run_cli("verify", pub).exit_code == 0
     assert eid
+
+
+# --------------------------------------------------------------------------- tools
+def test_ls_info_export_understand_streams(tmp_path, stacked_run):
+    import json
+
+    from conftest import assert_one_line_error
+
+    renders, stacks = stacked_run
+    path = tmp_path / "s.store"
+    eid = _record(path, renders, stacks)
+    result = run_cli("ls", path)
+    assert result.exit_code == 0 and "render,observation,pixels" in result.output
+    info = json.loads(run_cli("info", path, "--json").output)
+    assert info["streams"] == {"render": 40, "observation": 40, "pixels": 40}
+    assert (
+        "streams      render (40 frames), observation (40 frames)" in run_cli("info", path).output
+    )
+    # the frame stack to .npz, bit-exact; an image stream to PNGs
+    out = tmp_path / "obs.npz"
+    result = run_cli("export", path, "--episode", eid, "--stream", "observation", "-o", out)
+    assert result.exit_code == 0, result.output
+    with np.load(out) as z:
+        assert np.array_equal(z["frames"], np.stack(stacks))
+    result = run_cli(
+        "export", path, "--episode", eid, "--stream", "pixels", "-o", f"{tmp_path}/px/"
+    )
+    assert result.exit_code == 0, result.output
+    pngs = sorted((tmp_path / "px").iterdir())
+    assert len(pngs) == 40
+    from PIL import Image
+
+    assert np.array_equal(np.asarray(Image.open(pngs[7])), renders[7])
+    # bad stream names: one line, the usage exit code
+    line = assert_one_line_error(
+        run_cli("export", path, "--episode", eid, "--stream", "wrist", "-o", tmp_path / "w.npz")
+    )
+    assert "no stream 'wrist'" in line
+    line = assert_one_line_error(
+        run_cli(
+            "export", path, "--episode", eid, "--stream", "observation", "-o", tmp_path / "o.gif"
+        )
+    )
+    assert "export it to .npz" in line
+    assert not (tmp_path / "w.npz").exists() and not (tmp_path / "o.gif").exists()
+
+
+def test_parquet_export_carries_streams(tmp_path, stacked_run):
+    import io
+
+    import pyarrow.parquet as pq
+    from PIL import Image
+
+    renders, stacks = stacked_run
+    path = tmp_path / "s.store"
+    _record(path, renders[:12], stacks[:12])
+    out = tmp_path / "pq"
+    result = run_cli("export", path, "--format", "parquet", "-o", out)
+    assert result.exit_code == 0, result.output
+    table = pq.read_table(out).to_pylist()
+    assert len(table) == 12
+    for i, row in enumerate(table):
+        cell = row["array.observation"]
+        arr = np.frombuffer(cell["bytes"], dtype=cell["dtype"]).reshape(cell["shape"])
+        assert np.array_equal(arr, stacks[i])
+        px = np.asarray(Image.open(io.BytesIO(row["image.pixels"]["bytes"])))
+        assert np.array_equal(px, renders[i])

@@ -294,6 +294,7 @@ def _ls_row(e, size: int) -> dict:
         "bytes": size,
         "sub_env": e.sub_env,
         "continues_episode": e.continues_episode,
+        "streams": list(e.streams),
     }
 
 
@@ -301,7 +302,9 @@ def _print_ls(rows: list[dict]) -> None:
     """The table; vector episodes get two more columns: the sub-environment that played
     each and the episode it continues (an autoreset episode has no seed of its own)."""
     vector = any(r["sub_env"] is not None for r in rows)
+    streams = any(len(r["streams"]) > 1 for r in rows)  # more than render: say which
     extra = f" {'sub':>4} {'after':>6}" if vector else ""
+    extra += "  streams" if streams else ""
     click.echo(
         f"{'episode':>7} {'run':>4} {'env':<22} {'seed':>6} {'steps':>7} {'frames':>7} "
         f"{'status':<11} {'reward':>9} {'bytes':>10}{extra}"
@@ -313,6 +316,8 @@ def _print_ls(rows: list[dict]) -> None:
             sub = "-" if r["sub_env"] is None else r["sub_env"]
             after = "-" if r["continues_episode"] is None else r["continues_episode"]
             tail = f" {sub:>4} {after:>6}"
+        if streams:
+            tail += "  " + ",".join(r["streams"])
         click.echo(
             f"{r['id']:>7} {r['run_id']:>4} {r['env_id']:<22} {seed:>6} {r['steps']:>7} "
             f"{r['frames']:>7} {r['status']:<11} {r['total_reward']:>9.1f} "

@@ -4,7 +4,9 @@ and the ``step_frames`` pointers of their frames. Render keeps its pointers in
 
 from __future__ import annotations
 
-from .._format import RENDER_STREAM
+import math
+
+from .._format import RENDER_STREAM, itemsize
 from ..types import FrameLocation, StreamInfo
 from ._base import END_OF_EPISODE, CatalogBase
 from ._validate import Cell
@@ -95,3 +97,27 @@ class StreamQueries(CatalogBase):
                 raise c.bad("observation", "expected a blob")
             out.append((c.int("step", step, lo=0), blob))
         return out
+
+    def stream_totals(self) -> dict[str, tuple[int, int]]:
+        """``{stream name: (frames, raw bytes)}`` of live episodes' streams other than
+        render; a frame stored once for a stream and render (the same pointer) counts as
+        that stream's frame but not its raw bytes (render's count them)."""
+        if not self.has_m003:
+            return {}
+        out: dict[str, tuple[int, int]] = {}
+        for name, dtype, shape, shared, n in self._rows(
+            "SELECT t.name, t.dtype, f.frame_shape, "
+            "(s.frame_segment IS f.frame_segment AND s.frame_offset IS f.frame_offset "
+            " AND s.frame_slot IS f.frame_slot), COUNT(*) "
+            "FROM step_frames f JOIN streams t ON t.episode_id = f.episode_id AND t.idx = f.stream "
+            "JOIN episodes e ON e.id = f.episode_id "
+            "JOIN steps s ON s.episode_id = f.episode_id AND s.step = f.step "
+            "WHERE e.status != 'deleted' AND f.frame_segment IS NOT NULL "
+            "GROUP BY t.name, t.dtype, f.frame_shape, 4"
+        ):
+            c = Cell("streams", f"name {name!r}")
+            dims = c.stream_shape("frame_shape", shape) or ()
+            size = 0 if shared else n * math.prod(dims) * itemsize(dtype)
+            frames, raw = out.get(name, (0, 0))
+            out[name] = (frames + n, raw + size)
+        return dict(sorted(out.items()))
