@@ -8,6 +8,7 @@ files are named by ``framestore.segments``.
 
 from __future__ import annotations
 
+import math
 import os
 import stat
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -139,6 +140,9 @@ class FrameStore:
         self._closed = False
         self._recorders: list[Recorder] = []
         self._stream_keys: dict[int, int] = {}  # an episode's stream key never changes
+        # episode -> its streams by name: a stream, once recorded, never changes (an
+        # episode being recorded may gain more: a name not found here is looked up again)
+        self._stream_infos: dict[int, dict[str, StreamInfo]] = {}
         # Random reads look their pointer up here, not in SQLite (issue 19).
         self._pointers = FramePointers(catalog, self.episode)
 
@@ -410,14 +414,51 @@ class FrameStore:
         ep = self.episode(episode_id)
         return self.catalog.episode_streams(ep.id)
 
+    def _stream_info(self, episode_id: int, stream: str) -> StreamInfo:
+        """The episode's stream ``stream`` (``StreamNotFound`` if none; kept once read)."""
+        known = self._stream_infos.get(episode_id)
+        if known is None or stream not in known:
+            ep = self.episode(episode_id)
+            known = {s.name: s for s in self.catalog.episode_streams(ep.id, counts=False)}
+            self._stream_infos[episode_id] = known
+            if stream not in known:
+                raise StreamNotFound(episode_id, stream, tuple(known))
+        return known[stream]
+
     def _stream_index(self, episode_id: int, stream: str) -> int:
         """The index of the episode's stream ``stream`` (``StreamNotFound`` if none)."""
         if stream == RENDER_STREAM:
             return 0
-        ep = self.episode(episode_id)
-        if stream not in ep.streams:
-            raise StreamNotFound(episode_id, stream, ep.streams)
-        return ep.streams.index(stream)
+        return self._stream_info(episode_id, stream).index
+
+    def _stream_frame(
+        self,
+        chunk: Any,
+        slot: int,
+        info: StreamInfo,
+        episode_id: int,
+        step: int,
+        shape: tuple[int, ...] | None,
+        copy: bool,
+    ) -> np.ndarray:
+        """Frame ``slot`` of a decoded chunk as a frame of stream ``info``: the chunk
+        checked to be of that stream (or render's, a frame stored once for both), the
+        frame back in its own dtype and ``shape`` (the stream's first frame's if None)."""
+        if chunk.header.stream_index not in (info.index, 0):
+            raise CorruptRecord(
+                chunk.segment,
+                chunk.offset,
+                f"a chunk of stream index {chunk.header.stream_index}, not of "
+                f"{info.name!r} ({info.index}) (the frame pointer is wrong)",
+            )
+        key = (self.stream_key(episode_id), step)
+        frame = self._reader.frame_of(chunk, slot, copy=copy, expect_key=key)
+        if info.dtype != "uint8":  # an observation array kept as its bytes
+            frame = frame.reshape(-1).view(np.dtype(info.dtype).newbyteorder("<"))
+        want = shape or info.shape
+        if want is not None and frame.shape != want and frame.size == math.prod(want):
+            frame = frame.reshape(want)  # a frame stack kept as rows (stored_shape)
+        return frame
 
     def read_frame(
         self, episode_id: int, step: int, *, copy: bool = True, stream: str = RENDER_STREAM
@@ -469,12 +510,10 @@ class FrameStore:
             return self._reader.read(
                 location, copy=copy, expect_key=(self.stream_key(episode_id), step)
             )
-        frames = self.iter_steps_frames(
-            episode_id, step, step + 1, skip_missing=False, copy=copy, stream=stream
-        )
-        for _step, frame in frames:
-            return frame
-        raise FrameNotFound(f"episode {episode_id} has no step {step}")
+        info = self._stream_info(episode_id, stream)
+        segment, offset, slot = location
+        chunk = self._reader.read_chunk(segment, offset)
+        return self._stream_frame(chunk, slot, info, episode_id, step, None, copy)
 
     def iter_frames(
         self,
@@ -538,11 +577,8 @@ class FrameStore:
     ) -> Iterator[tuple[int, np.ndarray]]:
         """``iter_steps_frames`` of a stream other than render: its pointers, each chunk
         checked to be of that stream (or render's, for a frame stored once for both)."""
-        index = self._stream_index(episode_id, stream)
-        ep = self.episode(episode_id)
-        dtype = self.catalog.episode_streams(ep.id)[index].dtype
-        pointers = self.catalog.stream_pointers(ep.id, index, *_step_range(start, stop))
-        key = self.stream_key(episode_id)
+        info = self._stream_info(episode_id, stream)
+        pointers = self.catalog.stream_pointers(episode_id, info.index, *_step_range(start, stop))
         reader = self._reader
         chunk = None
         for step, loc, shape in pointers:
@@ -555,19 +591,7 @@ class FrameStore:
             segment, offset, slot = loc
             if chunk is None or chunk.offset != offset or chunk.segment != segment:
                 chunk = reader.read_chunk(segment, offset)
-                if chunk.header.stream_index not in (index, 0):
-                    raise CorruptRecord(
-                        segment,
-                        offset,
-                        f"a chunk of stream index {chunk.header.stream_index}, not of "
-                        f"{stream!r} ({index}) (the frame pointer is wrong)",
-                    )
-            frame = reader.frame_of(chunk, slot, copy=copy, expect_key=(key, step))
-            if dtype != "uint8":  # an observation array kept as its bytes
-                frame = frame.reshape(-1).view(np.dtype(dtype).newbyteorder("<"))
-            if shape is not None and frame.shape != shape:
-                frame = frame.reshape(shape)  # a frame stack kept as rows (stored_shape)
-            yield step, frame
+            yield step, self._stream_frame(chunk, slot, info, episode_id, step, shape, copy)
 
     def read_observation(self, episode_id: int, step: int) -> np.ndarray | dict | None:
         """The observation recorded with a step (``record_step(observation=...)``,

@@ -444,3 +444,38 @@ def test_parquet_export_carries_streams(tmp_path, stacked_run):
         assert np.array_equal(arr, stacks[i])
         px = np.asarray(Image.open(io.BytesIO(row["image.pixels"]["bytes"])))
         assert np.array_equal(px, renders[i])
+
+
+# --------------------------------------------------------------------------- readers
+def test_torch_datasets_read_streams(tmp_path, stacked_run):
+    pytest.importorskip("torch")
+    from torch.utils.data import DataLoader
+
+    from framestore.torch import IterableStepDataset, StepDataset, TransitionDataset, collate_steps
+
+    renders, stacks = stacked_run
+    path = tmp_path / "s.store"
+    eid = _record(path, renders, stacks)
+    with StepDataset(path, streams=["render", "observation"], fields=["reward"]) as ds:
+        assert len(ds) == len(stacks)
+        item = ds[5]
+        assert np.array_equal(item["observation"].numpy(), stacks[5])
+        assert np.array_equal(item["render"].numpy(), renders[5])
+        got = {}
+        for batch in DataLoader(ds, batch_size=8, num_workers=2, collate_fn=collate_steps):
+            for s, o in zip(batch["step"].tolist(), batch["observation"].numpy(), strict=True):
+                got[s] = o
+        assert all(np.array_equal(got[i], stacks[i]) for i in range(len(stacks)))
+    window = {"observation": [-1, 0]}
+    with StepDataset(path, streams="observation", fields=(), window=window) as ds:
+        first = ds[0]
+        assert first["observation"].shape == (2, 4, 84, 84)
+        assert first["observation_is_pad"].tolist() == [True, False]
+    with IterableStepDataset(path, streams="pixels", fields=(), batch_size=16) as ds:
+        frames = np.concatenate([b["pixels"].numpy() for b in ds])
+        assert np.array_equal(frames, np.stack(renders))
+    with TransitionDataset(path, stream="observation") as ds:
+        t = ds[3]
+        assert np.array_equal(t["obs"].numpy(), stacks[3])
+        assert np.array_equal(t["next_obs"].numpy(), stacks[4])
+    assert eid

@@ -18,19 +18,26 @@ StreamPointer = tuple[int, FrameLocation | None, tuple[int, ...] | None]
 
 
 class StreamQueries(CatalogBase):
-    def episode_streams(self, episode_id: int) -> list[StreamInfo]:
-        """The episode's streams in index order, ``render`` (index 0) first."""
-        (frames,) = self._one(
-            "SELECT COUNT(*) FROM steps WHERE episode_id = ? AND frame_segment IS NOT NULL",
-            [episode_id],
-        )
+    def episode_streams(self, episode_id: int, *, counts: bool = True) -> list[StreamInfo]:
+        """The episode's streams in index order, ``render`` (index 0) first; without
+        ``counts`` their ``frames`` are -1 (no count query: a reader's lookup)."""
+        frames = -1
+        if counts:
+            (frames,) = self._one(
+                "SELECT COUNT(*) FROM steps WHERE episode_id = ? AND frame_segment IS NOT NULL",
+                [episode_id],
+            )
         out = [StreamInfo(RENDER_STREAM, 0, "uint8", None, None, frames)]
         if not self.has_m003:
             return out
-        for idx, name, dtype, shape, shared, n in self._rows(
-            "SELECT t.idx, t.name, t.dtype, t.shape, t.shared_with, "
+        count = (
             "(SELECT COUNT(*) FROM step_frames f WHERE f.episode_id = t.episode_id "
-            " AND f.stream = t.idx AND f.frame_segment IS NOT NULL) "
+            " AND f.stream = t.idx AND f.frame_segment IS NOT NULL)"
+            if counts
+            else "-1"
+        )
+        for idx, name, dtype, shape, shared, n in self._rows(
+            f"SELECT t.idx, t.name, t.dtype, t.shape, t.shared_with, {count} "
             "FROM streams t WHERE t.episode_id = ? ORDER BY t.idx",
             [episode_id],
         ):
