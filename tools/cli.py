@@ -129,10 +129,16 @@ def _set_env(name: str, value: str) -> None:
     show_default=True,
     help="With --envs: step the copies in this process (sync) or in subprocesses (async).",
 )
+@click.option(
+    "--observations",
+    is_flag=True,
+    help="Also record each step's observation: images as the frame stream 'observation' "
+    "(stored once when equal to the rendered frame), small arrays in the step row.",
+)
 @json_opt
 def record(
     store, env_id, episodes, max_steps, seed, policy, preset, codec, durability, writer, envs,
-    vector_mode, as_json,
+    vector_mode, observations, as_json,
 ):  # fmt: skip
     """Record EPISODES episodes of ENV into STORE with a seeded policy.
 
@@ -154,6 +160,7 @@ def record(
         writer=writer,
         envs=envs,
         vector_mode=vector_mode,
+        observations=observations,
     )
     started = time.time()
     bar = show_progress() and not as_json

@@ -187,13 +187,14 @@ class RecoveryQueries(CatalogBase):
 
     def step_metadata(self, episode_id: int) -> dict[int, tuple]:
         """``{step: (action, reward, terminated, truncated, info, wall_time,
-        frame_shape)}`` of an episode's rows, as stored (``verify`` compares them with
-        the steps its segments record)."""
+        frame_shape, observation)}`` of an episode's rows, as stored (``verify`` compares
+        them with the steps its segments record; observation None before m004)."""
+        obs = "observation" if self.has_m004 else "NULL"
         return {
             row[0]: row[1:]
             for row in self._iter(
                 "SELECT step, action, reward, terminated, truncated, info, wall_time, "
-                "frame_shape FROM steps WHERE episode_id = ?",
+                f"frame_shape, {obs} FROM steps WHERE episode_id = ?",
                 [episode_id],
             )
         }
