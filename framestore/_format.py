@@ -24,13 +24,7 @@ from typing import IO, Any
 
 import zstandard
 
-from .errors import (
-    ChecksumMismatch,
-    CorruptRecord,
-    InvalidInput,
-    RecordTooLarge,
-    TruncatedRecord,
-)
+from .errors import ChecksumMismatch, CorruptRecord, InvalidInput, RecordTooLarge, TruncatedRecord
 
 # --------------------------------------------------------------------------- names
 DB_NAME = "framestore.db"  # the SQLite catalogue
@@ -106,26 +100,25 @@ def stored_shape(shape: tuple[int, ...]) -> tuple[int, ...]:
 #: Non-image observation entries up to this many bytes each go into the step row (and
 #: steps block) as typed binary; larger ones become a frame stream of their bytes.
 MAX_INLINE_OBSERVATION = 1024
-#: The dtypes an observation entry may have, by code (typed binary, docs/FORMAT.md).
-OBS_DTYPES = (
-    "uint8", "int8", "uint16", "int16", "uint32", "int32", "uint64", "int64",
-    "float16", "float32", "float64", "bool",
-)  # fmt: skip
+#: The dtypes an observation entry may have, in code order (code = index + 1), with the
+#: struct code of one value (its size).
+OBS_DTYPES = dict(zip(
+    ("uint8", "int8", "uint16", "int16", "uint32", "int32", "uint64", "int64", "float16",
+     "float32", "float64", "bool"), "BbHhIiQqefd?", strict=True,
+))  # fmt: skip
 _OBS_HEAD = struct.Struct("<BB")  # version (1), entries K
 _OBS_ENTRY = struct.Struct("<BBB")  # name length, dtype code (index in OBS_DTYPES + 1), ndim
 OBS_VERSION = 1
 
 
 def pack_observation(entries: list[tuple[str, Any]]) -> bytes:
-    """The typed binary of non-image observation entries ``[(name, array)]`` (name ``""``
-    for an observation that is one array): docs/FORMAT.md, "Observations"."""
+    """The typed binary of observation entries ``[(name, array)]`` (docs/FORMAT.md)."""
     parts = [_OBS_HEAD.pack(OBS_VERSION, len(entries))]
     for name, arr in entries:
-        raw = name.encode()
-        parts.append(_OBS_ENTRY.pack(len(raw), OBS_DTYPES.index(arr.dtype.name) + 1, arr.ndim))
-        parts.append(raw)
-        parts.append(struct.pack(f"<{arr.ndim}I", *arr.shape))
-        parts.append(arr.astype(arr.dtype.newbyteorder("<"), copy=False).tobytes())
+        raw, code = name.encode(), list(OBS_DTYPES).index(arr.dtype.name) + 1
+        parts += [_OBS_ENTRY.pack(len(raw), code, arr.ndim), raw]
+        little = arr.astype("<" + arr.dtype.str[1:]).tobytes()  # C order, little-endian
+        parts += [struct.pack(f"<{arr.ndim}I", *arr.shape), little]
     return b"".join(parts)
 
 
@@ -147,7 +140,7 @@ def unpack_observation(data: bytes) -> list[tuple[str, str, tuple[int, ...], byt
                 raise ValueError(f"dtype code {code}")
             shape = struct.unpack_from(f"<{ndim}I", data, pos)
             pos += 4 * ndim
-            dtype = OBS_DTYPES[code - 1]
+            dtype = list(OBS_DTYPES)[code - 1]
             size = math.prod(shape) * itemsize(dtype)
             if size > MAX_INLINE_OBSERVATION or pos + size > len(data):
                 raise ValueError("entry runs past the data")
@@ -160,8 +153,7 @@ def unpack_observation(data: bytes) -> list[tuple[str, str, tuple[int, ...], byt
 
 def itemsize(dtype: str) -> int:
     """Bytes of one value of an ``OBS_DTYPES`` dtype."""
-    return {"uint8": 1, "int8": 1, "bool": 1, "uint16": 2, "int16": 2, "float16": 2,
-            "uint32": 4, "int32": 4, "float32": 4}.get(dtype, 8)  # fmt: skip
+    return struct.calcsize(OBS_DTYPES[dtype])
 
 
 def check_stream_name(name: object) -> str:
@@ -674,14 +666,9 @@ def _shared_text(shared: tuple[int, ...]) -> str | None:
 
 
 def _parse_shared(text: str | None) -> tuple[int, ...]:
-    if not text:
-        return ()
-    try:
-        out = tuple(int(v) for v in text.split(","))
-    except ValueError:
-        raise ValueError(f"shared streams {text[:40]!r}") from None
+    out = tuple(int(v) for v in text.split(",")) if text else ()  # ValueError: not numbers
     if any(not 0 < v < MAX_STREAMS for v in out):
-        raise ValueError(f"shared streams {text[:40]!r}")
+        raise ValueError(f"shared streams {text!r}")
     return out
 
 
