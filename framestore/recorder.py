@@ -43,6 +43,7 @@ from .service import ServiceMetrics
 from .settings import Settings, resolve
 
 if TYPE_CHECKING:
+    from ._refs import FrameRef
     from .store import FrameStore
 
 log = logging.getLogger("framestore")
@@ -357,17 +358,22 @@ class Recorder:
         st = self._open[eid]
         step = st.step
         ref = None
+        streams: tuple[StreamFrame, ...] = ()
         term, trunc = bool(terminated), bool(truncated)
         wall = time.time()
-        for s in extra:
-            self._check_stream(eid, st, s)
-        indexes = tuple(self._stream_index(eid, st, s) for s in extra)
-        if frame is not None:
+        # the render-only path does none of the streams' work
+        indexes = self._stream_indexes(eid, st, extra) if extra else ()
+        if extra:
+            meta = StepMeta(eid, step, action_text, reward, term, trunc, info_text, wall, None)
+            meta.observation = inline
+            ref, streams = self._put_streams(frame, meta, extra, indexes)
+            if ref is not None and ref.dropped:
+                st.dropped += 1
+            shape = meta.frame_shape
+        elif frame is not None:
             shape = format_shape(getattr(frame, "shape", ()))
             meta = StepMeta(eid, step, action_text, reward, term, trunc, info_text, wall, shape)
-            # before the put: the writer may pack the steps block at once
-            meta.shared = tuple(i for s, i in zip(extra, indexes, strict=True) if s.shared)
-            meta.observation = inline
+            meta.observation = inline  # before the put: the writer may pack it at once
             ref = self._storage.put(frame, (eid, step), meta)
             if ref.dropped:
                 st.dropped += 1
@@ -376,11 +382,6 @@ class Recorder:
             meta = StepMeta(eid, step, action_text, reward, term, trunc, info_text, wall, None)
             meta.observation = inline
             self._storage.put_step(meta)
-        streams = tuple(
-            StreamFrame(i, ref if s.shared else self._storage.put(s.frame, (eid, step), None, i),
-                        s.shape)
-            for s, i in zip(extra, indexes, strict=True)
-        )  # fmt: skip
         # The fields of a Step, in order: an event object only when someone displays it.
         row = (eid, step, action_text, reward, term, trunc, info_text, wall, ref, shape)
         if self._displays:
@@ -393,25 +394,58 @@ class Recorder:
         self.steps_recorded += 1
         return step
 
-    def _check_stream(self, eid: int, st: EpisodeState, s: StreamInput) -> None:
-        """A stream keeps its dtype (its frames are read back as it says)."""
-        dtype = st.stream_dtypes.get(s.name)
-        if dtype is not None and dtype != s.dtype:
-            raise InvalidInput(f"stream {s.name!r} of episode {eid} holds {dtype}, not {s.dtype}")
-        if s.name not in st.streams and len(st.streams) + 1 >= MAX_STREAMS:
-            raise InvalidInput(f"episode {eid} has {MAX_STREAMS} streams already")
-
-    def _stream_index(self, eid: int, st: EpisodeState, s: StreamInput) -> int:
-        """The episode's index of stream ``s`` (the next one, announced to the sink and
-        the segments with a ``StreamStarted``, at its first frame)."""
-        index = st.streams.get(s.name)
-        if index is None:
+    def _stream_indexes(
+        self, eid: int, st: EpisodeState, extra: tuple[StreamInput, ...]
+    ) -> tuple[int, ...]:
+        """The episode's index of each stream of ``extra``; a stream's first frame gives
+        it the next index, announced to the sink and the segments (``StreamStarted``).
+        Checked first (nothing is announced for a step that is refused): a stream keeps
+        its dtype (its frames are read back as it says), at most ``MAX_STREAMS``."""
+        for s in extra:
+            dtype = st.stream_dtypes.get(s.name)
+            if dtype is not None and dtype != s.dtype:
+                raise InvalidInput(
+                    f"stream {s.name!r} of episode {eid} holds {dtype}, not {s.dtype}"
+                )
+        new = [s for s in extra if s.name not in st.streams]
+        if len(st.streams) + 1 + len(new) > MAX_STREAMS:
+            raise InvalidInput(f"episode {eid} would have more than {MAX_STREAMS} streams")
+        for s in new:
             index = st.streams[s.name] = len(st.streams) + 1  # render is 0
             st.stream_dtypes[s.name] = s.dtype
             self._hub.publish(
                 StreamStarted(eid, index, s.name, s.dtype, s.shape, 0 if s.shared else None)
             )
-        return index
+        return tuple(st.streams[s.name] for s in extra)
+
+    def _put_streams(
+        self,
+        frame: np.ndarray | None,
+        meta: StepMeta,
+        extra: tuple[StreamInput, ...],
+        indexes: tuple[int, ...],
+    ) -> tuple[FrameRef | None, tuple[StreamFrame, ...]]:
+        """A step's frames of every stream in one ``put_many`` (all queued or none: a
+        full queue never leaves half a step); a frame equal to the render frame is not
+        put again, it points at the render frame's ref. Returns the render ref and the
+        other streams' frames."""
+        key = (meta.episode_id, meta.step)
+        if frame is not None:
+            meta.frame_shape = format_shape(frame.shape)
+            meta.shared = tuple(i for s, i in zip(extra, indexes, strict=True) if s.shared)
+        own = [(s, i) for s, i in zip(extra, indexes, strict=True) if not s.shared]
+        refs = self._storage.put_many(
+            [frame, *(s.frame for s, _i in own)],
+            [key] * (1 + len(own)),
+            [meta, *(None for _ in own)],
+            streams=[0, *(i for _s, i in own)],
+        )
+        render, mine = refs[0], dict(zip((i for _s, i in own), refs[1:], strict=True))
+        streams = tuple(
+            StreamFrame(i, render if s.shared else mine[i], s.shape)
+            for s, i in zip(extra, indexes, strict=True)
+        )
+        return render, streams
 
     def record_steps(
         self,
