@@ -18,18 +18,22 @@ EPISODE_STATUSES = ("recording", "complete", "interrupted", "trimmed", "deleted"
 
 _EPISODES = """
     SELECT e.id, e.run_id, r.env_id, e.idx, e.seed, e.started, e.ended, e.total_reward,
-           e.terminated, e.truncated, e.status, e.frames_dropped,
-           (SELECT COUNT(*) FROM steps s WHERE s.episode_id = e.id) AS n_rows,
-           (SELECT COUNT(*) FROM steps s WHERE s.episode_id = e.id
-                AND s.frame_segment IS NOT NULL) AS n_frames,
+           e.terminated, e.truncated, e.status, e.frames_dropped, {counts},
            {m002},
            {m003}
-    FROM episodes e JOIN runs r ON r.id = e.run_id
+    FROM episodes e JOIN runs r ON r.id = e.run_id{joins}
 """
+_COUNTS_FROM_STEPS = (
+    "(SELECT COUNT(*) FROM steps s WHERE s.episode_id = e.id), "
+    "(SELECT COUNT(*) FROM steps s WHERE s.episode_id = e.id AND s.frame_segment IS NOT NULL)"
+)
+# A published store's per-episode totals: its listing never reads the steps table.
+_COUNTS_FROM_TOTALS = "COALESCE(t.steps, 0), COALESCE(t.frames, 0)"
+_TOTALS_JOIN = " LEFT JOIN episode_totals t ON t.episode_id = e.id"
 # Stream names cannot hold a comma (STREAM_NAME): the list comes back as one text.
 _EPISODES_M003 = (
     "(SELECT group_concat(name, ',') FROM "
-    "(SELECT name FROM streams t WHERE t.episode_id = e.id ORDER BY t.idx))"
+    "(SELECT name FROM streams sx WHERE sx.episode_id = e.id ORDER BY sx.idx))"
 )
 _EPISODES_M002 = "e.sub_env, e.continues_episode, e.reset_options, COALESCE(e.stream_key, e.id)"
 _EPISODES_M001 = "NULL, NULL, NULL, e.id"
@@ -151,9 +155,12 @@ class EpisodeQueries(CatalogBase):
         return _episode(rows[0]) if rows else None
 
     def _episodes_sql(self) -> str:
+        totals = self.has_totals
         return _EPISODES.format(
             m002=self._m002(_EPISODES_M002, _EPISODES_M001),
             m003=_EPISODES_M003 if self.has_m003 else "NULL",
+            counts=_COUNTS_FROM_TOTALS if totals else _COUNTS_FROM_STEPS,
+            joins=_TOTALS_JOIN if totals else "",
         )
 
     def stream_key(self, episode_id: int) -> int:
