@@ -121,49 +121,9 @@ OBS_DTYPES = dict(zip(
     ("uint8", "int8", "uint16", "int16", "uint32", "int32", "uint64", "int64", "float16",
      "float32", "float64", "bool"), "BbHhIiQqefd?", strict=True,
 ))  # fmt: skip
-_OBS_HEAD = struct.Struct("<BB")  # version (1), entries K
-_OBS_ENTRY = struct.Struct("<BBB")  # name length, dtype code (index in OBS_DTYPES + 1), ndim
+OBS_HEAD = struct.Struct("<BB")  # version (1), entries K
+OBS_ENTRY = struct.Struct("<BBB")  # name length, dtype code (index in OBS_DTYPES + 1), ndim
 OBS_VERSION = 1
-
-
-def pack_observation(entries: list[tuple[str, Any]]) -> bytes:
-    """The typed binary of observation entries ``[(name, array)]`` (docs/FORMAT.md)."""
-    parts = [_OBS_HEAD.pack(OBS_VERSION, len(entries))]
-    for name, arr in entries:
-        raw, code = name.encode(), list(OBS_DTYPES).index(arr.dtype.name) + 1
-        parts += [_OBS_ENTRY.pack(len(raw), code, arr.ndim), raw]
-        little = arr.astype("<" + arr.dtype.str[1:]).tobytes()  # C order, little-endian
-        parts += [struct.pack(f"<{arr.ndim}I", *arr.shape), little]
-    return b"".join(parts)
-
-
-def unpack_observation(data: bytes) -> list[tuple[str, str, tuple[int, ...], bytes]]:
-    """``[(name, dtype, shape, little-endian bytes)]`` of a typed observation binary;
-    ``ValueError`` for one that does not parse."""
-    try:
-        version, count = _OBS_HEAD.unpack_from(data)
-        if version != OBS_VERSION:
-            raise ValueError(f"observation encoding version {version}")
-        pos = _OBS_HEAD.size
-        out = []
-        for _ in range(count):
-            nlen, code, ndim = _OBS_ENTRY.unpack_from(data, pos)
-            pos += _OBS_ENTRY.size
-            name = bytes(data[pos : pos + nlen]).decode()
-            pos += nlen
-            if not 1 <= code <= len(OBS_DTYPES):
-                raise ValueError(f"dtype code {code}")
-            shape = struct.unpack_from(f"<{ndim}I", data, pos)
-            pos += 4 * ndim
-            dtype = list(OBS_DTYPES)[code - 1]
-            size = math.prod(shape) * itemsize(dtype)
-            if size > MAX_INLINE_OBSERVATION or pos + size > len(data):
-                raise ValueError("entry runs past the data")
-            out.append((name, dtype, tuple(shape), bytes(data[pos : pos + size])))
-            pos += size
-    except (struct.error, UnicodeDecodeError) as e:
-        raise ValueError(str(e)) from None
-    return out
 
 
 def itemsize(dtype: str) -> int:
@@ -631,7 +591,7 @@ class StepMeta:
     dropped: bool = False
     #: Streams (indexes >= 1) whose frame at this step is this step's render frame.
     shared: tuple[int, ...] = ()
-    #: The step's non-image observation entries as typed binary (``pack_observation``).
+    #: The step's non-image observation entries as typed binary (``_observations``).
     observation: bytes | None = None
 
     @property

@@ -13,6 +13,8 @@ an observation (an array, or a Dict space's dict of them) into
 
 from __future__ import annotations
 
+import math
+import struct
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -22,17 +24,26 @@ import numpy as np
 from ._format import (
     MAX_INLINE_OBSERVATION,
     OBS_DTYPES,
+    OBS_ENTRY,
+    OBS_HEAD,
+    OBS_VERSION,
     check_stream_name,
-    pack_observation,
+    itemsize,
     stored_shape,
-    unpack_observation,
 )
 from ._streams import StreamInput
 from .catalog import format_shape
 from .codecs import check_frame
 from .errors import InvalidFrame, InvalidInput
 
-__all__ = ["OBSERVATION_STREAM", "ObservationParts", "assemble", "split_observation"]
+__all__ = [
+    "OBSERVATION_STREAM",
+    "ObservationParts",
+    "assemble",
+    "pack_observation",
+    "split_observation",
+    "unpack_observation",
+]
 
 #: The stream (or, for a dict, the prefix of the streams) of image observations.
 OBSERVATION_STREAM = "observation"
@@ -105,6 +116,46 @@ def split_observation(obs: Any) -> ObservationParts:
     if len(inline) > 255:
         raise InvalidInput(f"{len(inline)} observation entries; at most 255")
     return ObservationParts(tuple(streams), pack_observation(inline) if inline else None)
+
+
+def pack_observation(entries: list[tuple[str, Any]]) -> bytes:
+    """The typed binary of observation entries ``[(name, array)]`` (docs/FORMAT.md)."""
+    parts = [OBS_HEAD.pack(OBS_VERSION, len(entries))]
+    for name, arr in entries:
+        raw, code = name.encode(), list(OBS_DTYPES).index(arr.dtype.name) + 1
+        parts += [OBS_ENTRY.pack(len(raw), code, arr.ndim), raw]
+        little = arr.astype("<" + arr.dtype.str[1:]).tobytes()  # C order, little-endian
+        parts += [struct.pack(f"<{arr.ndim}I", *arr.shape), little]
+    return b"".join(parts)
+
+
+def unpack_observation(data: bytes) -> list[tuple[str, str, tuple[int, ...], bytes]]:
+    """``[(name, dtype, shape, little-endian bytes)]`` of a typed observation binary;
+    ``ValueError`` for one that does not parse."""
+    try:
+        version, count = OBS_HEAD.unpack_from(data)
+        if version != OBS_VERSION:
+            raise ValueError(f"observation encoding version {version}")
+        pos = OBS_HEAD.size
+        out = []
+        for _ in range(count):
+            nlen, code, ndim = OBS_ENTRY.unpack_from(data, pos)
+            pos += OBS_ENTRY.size
+            name = bytes(data[pos : pos + nlen]).decode()
+            pos += nlen
+            if not 1 <= code <= len(OBS_DTYPES):
+                raise ValueError(f"dtype code {code}")
+            shape = struct.unpack_from(f"<{ndim}I", data, pos)
+            pos += 4 * ndim
+            dtype = list(OBS_DTYPES)[code - 1]
+            size = math.prod(shape) * itemsize(dtype)
+            if size > MAX_INLINE_OBSERVATION or pos + size > len(data):
+                raise ValueError("entry runs past the data")
+            out.append((name, dtype, tuple(shape), bytes(data[pos : pos + size])))
+            pos += size
+    except (struct.error, UnicodeDecodeError) as e:
+        raise ValueError(str(e)) from None
+    return out
 
 
 def _set(out: dict, name: str, value: Any) -> None:
