@@ -16,8 +16,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
 from telemetry import open_db
 
 from ._format import (
@@ -70,6 +68,8 @@ from .types import (
 )
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from .recorder import Recorder
 
 __all__ = ["FrameStore", "enclosing_store"]
