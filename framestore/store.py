@@ -454,7 +454,9 @@ class FrameStore:
         key = (self.stream_key(episode_id), step)
         frame = self._reader.frame_of(chunk, slot, copy=copy, expect_key=key)
         if info.dtype != "uint8":  # an observation array kept as its bytes
-            frame = frame.reshape(-1).view(np.dtype(info.dtype).newbyteorder("<"))
+            import numpy  # loaded by the reader already; store.py itself imports none
+
+            frame = frame.reshape(-1).view(numpy.dtype(info.dtype).newbyteorder("<"))
         want = shape or info.shape
         if want is not None and frame.shape != want and frame.size == math.prod(want):
             frame = frame.reshape(want)  # a frame stack kept as rows (stored_shape)
