@@ -466,7 +466,9 @@ class FrameStore:
         self, episode_id: int, step: int, *, copy: bool = True, stream: str = RENDER_STREAM
     ) -> np.ndarray:
         """The frame of one step, bit-exact (checksum verified); with ``copy=False`` a
-        read-only view into the decoded chunk. ``stream``: which of the step's frames
+        read-only array (a view into the decoded chunk when the chunk is cached; a miss
+        decodes only the zstd part up to the frame into a reused buffer and returns a
+        read-only copy of the frame). ``stream``: which of the step's frames
         (``EpisodeInfo.streams``; ``StreamNotFound`` for a name the episode lacks).
 
         The episode's frame pointers are read once and kept while the catalogue is
@@ -558,6 +560,7 @@ class FrameStore:
         key = self.stream_key(episode_id)
         reader = self._reader
         chunk = None
+        frames = keys = None
         for step, loc in locations:
             if loc is None:
                 if skip_missing:
@@ -565,8 +568,15 @@ class FrameStore:
                 raise FrameNotFound(f"episode {episode_id} step {step} has no stored frame")
             segment, offset, slot = loc
             if chunk is None or chunk.offset != offset or chunk.segment != segment:
-                chunk = reader.read_chunk(segment, offset)  # once per chunk, not per frame
-            yield step, reader.frame_of(chunk, slot, copy=copy, expect_key=(key, step))
+                # Once per chunk, not per frame; not cached: a pass reads each chunk once.
+                chunk = reader.read_chunk(segment, offset, keep=False)
+                keys = chunk.header.frame_keys if chunk.header.stream_key == key else ()
+                frames = chunk.blocks[0] if len(chunk.blocks) == 1 else None
+            if frames is not None and 0 <= slot < len(keys) and keys[slot] == step:
+                frame = frames[slot]  # the checks of frame_of, without a call per frame
+                yield step, frame.copy() if copy else frame
+            else:
+                yield step, reader.frame_of(chunk, slot, copy=copy, expect_key=(key, step))
 
     def _iter_stream(
         self,
