@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from ._format import (
+from ._format_streams import (
     MAX_INLINE_OBSERVATION,
     OBS_DTYPES,
     OBS_ENTRY,

@@ -59,12 +59,12 @@ from ._format import (
     MAX_MANIFEST_BYTES,
     MAX_PUBLISHED_COLUMN_BYTES,
     MAX_PUBLISHED_GROUP_ROWS,
-    MAX_STREAMS,
     PUBLISHED_FORMAT,
     PUBLISHED_VERSIONS_READ,
     catalogue_object,
     parse_segment_name,
 )
+from ._format_streams import MAX_STREAMS
 from ._sources import DEFAULT_TIMEOUT, ObjectReader, ObjectUnreadable, RemoteSegments
 from .catalog import OPTIONAL_TABLES, PUBLISHED_TABLES, Catalog, parse_shape
 from .errors import (

@@ -33,7 +33,8 @@ from telemetry import (
 )
 
 from ._batchrows import BatchRows, EpisodeState, check_episode_args
-from ._format import MAX_STREAMS, RENDER_STREAM, StepMeta
+from ._format import RENDER_STREAM, StepMeta
+from ._format_streams import MAX_STREAMS
 from ._observations import ObservationParts, split_observation
 from ._storage import open_storage
 from ._streams import StreamInput, split_frames

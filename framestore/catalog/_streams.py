@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import math
 
-from .._format import RENDER_STREAM, itemsize
+from .._format import RENDER_STREAM
+from .._format_streams import itemsize
 from ..types import FrameLocation, StreamInfo
 from ._base import END_OF_EPISODE, CatalogBase
 from ._validate import Cell

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from .._format import RENDER_STREAM as RENDER
-from .._format import check_stream_name
+from .._format_streams import check_stream_name
 from ..errors import InvalidInput
 from ..store import FrameStore
 from ..types import episodes_wanted
