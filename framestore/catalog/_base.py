@@ -75,21 +75,6 @@ class CatalogBase:
         """``expr`` when the store has m002's columns, else ``default``."""
         return expr if self.has_m002 else default
 
-    def _frames(self) -> str:
-        """Every frame pointer as one relation (``episode_id, step, stream,
-        frame_segment, frame_offset, frame_slot, frame_shape``): ``steps``' (stream 0)
-        and, with m003, ``step_frames``' (the other streams)."""
-        sql = (
-            "SELECT episode_id, step, 0 AS stream, frame_segment, frame_offset, frame_slot, "
-            "frame_shape FROM steps"
-        )
-        if self.has_m003:
-            sql += (
-                " UNION ALL SELECT episode_id, step, stream, frame_segment, frame_offset, "
-                "frame_slot, frame_shape FROM step_frames"
-            )
-        return f"({sql})"
-
     # ----------------------------------------------------------------- deferred tables
     def defer_table(self, table: str, load: Callable[[], None]) -> None:
         """Load ``table`` (a scratch catalogue's: a published store's steps) only when a
@@ -113,6 +98,21 @@ class CatalogBase:
             except BaseException:
                 self._deferred[table] = load
                 raise
+
+    def _frames(self) -> str:
+        """Every frame pointer as one relation (``episode_id, step, stream,
+        frame_segment, frame_offset, frame_slot, frame_shape``): ``steps``' (stream 0)
+        and, with m003, ``step_frames``' (the other streams)."""
+        sql = (
+            "SELECT episode_id, step, 0 AS stream, frame_segment, frame_offset, frame_slot, "
+            "frame_shape FROM steps"
+        )
+        if self.has_m003:
+            sql += (
+                " UNION ALL SELECT episode_id, step, stream, frame_segment, frame_offset, "
+                "frame_slot, frame_shape FROM step_frames"
+            )
+        return f"({sql})"
 
     # ----------------------------------------------------------------- plumbing
     def _conn(self) -> sqlite3.Connection:

@@ -35,7 +35,7 @@ _TOTALS_JOIN = " LEFT JOIN episode_totals t ON t.episode_id = e.id"
 # Stream names cannot hold a comma (STREAM_NAME): the list comes back as one text.
 _EPISODES_M003 = (
     "(SELECT group_concat(name, ',') FROM "
-    "(SELECT name FROM streams sx WHERE sx.episode_id = e.id ORDER BY sx.idx))"
+    "(SELECT name FROM streams st WHERE st.episode_id = e.id ORDER BY st.idx))"
 )
 _EPISODES_M002 = "e.sub_env, e.continues_episode, e.reset_options, COALESCE(e.stream_key, e.id)"
 _EPISODES_M001 = "NULL, NULL, NULL, e.id"
