@@ -7,10 +7,10 @@ A published store has no SQLite file. Its reader:
 2. downloads each catalogue table (rows, no frames), checks its size and SHA-256
    against the manifest, and loads the rows into a scratch SQLite database built by the
    project's migrations, so ``Catalog`` and ``FrameStore`` read it unchanged. Runs,
-   episodes, segments and the per-episode totals are loaded at once; the steps table
-   (the one that grows with the data) only when a query first needs it
-   (``Catalog.defer_table``): ``ls`` and ``info`` count from the totals and never read
-   it. A copy published before the totals existed (manifest version 1) gets them from
+   episodes, segments, streams and the per-episode (and per-stream) totals are loaded at
+   once; the steps and step_frames tables (the ones that grow with the data) only when a
+   query first needs them (``Catalog.defer_table``): ``ls`` and ``info`` count from the
+   totals and never read them. A copy published before the totals existed (manifest version 1) gets them from
    one streaming pass over the steps table's episode and frame columns, a batch at a
    time, never the whole table;
 3. reads segments through ``RemoteSegments`` (ranged reads, one per chunk record) for a
