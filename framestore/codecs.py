@@ -87,6 +87,9 @@ def encode_chunk(
     nbytes = frames[0].nbytes
     if codec == Codec.ZSTD:
         assert compressor is not None
+        if isinstance(frames, np.ndarray) and frames.flags.c_contiguous:
+            # A chunk's own buffer (the write path's): compressed where it lies.
+            return (nbytes,) * len(frames), compressor.compress(frames)
         # Gather into one contiguous buffer with numpy (which drops the GIL for large
         # copies, unlike b"".join) so the producer thread is not held up; then one zstd
         # frame over the whole chunk (zstandard drops the GIL while compressing).
@@ -98,6 +101,8 @@ def encode_chunk(
             view[i] = f
         return (nbytes,) * n, compressor.compress(view)
     if codec == Codec.RAW:
+        if isinstance(frames, np.ndarray) and frames.flags.c_contiguous:
+            return (nbytes,) * len(frames), frames.tobytes()
         return (nbytes,) * len(frames), b"".join(f.data for f in frames)
     if codec == Codec.PNG:
         from PIL import Image
