@@ -216,6 +216,7 @@ class ThreadStorage:
             block_timeout=s.block_timeout,
             durability=s.durability,
             compress_threads=s.compress_threads,
+            max_latency=s.max_latency,
             on_error=on_error,
             on_written=self._rows_of,
             on_meta=self._event_of,

@@ -52,7 +52,7 @@ from ._storagelink import StorageLink
 from ._storagewire import NO_FRAME, Cmd, decode_error, frame_message, wire_steps
 from .codecs import check_frame
 from .errors import InvalidInput, QueueFull, SharedMemoryFull, WriterFailed
-from .service import MAX_LATENCY, ServiceMetrics
+from .service import CHUNK_BYTES, ServiceMetrics
 from .settings import Settings
 
 __all__ = ["ProcessStorage"]
@@ -155,7 +155,7 @@ class ProcessStorage:
         # The thread placement's rules (FrameStorageService): a chunk at most a quarter
         # of the queue, the open chunks together at most half.
         self._chunk_frames = max(1, min(s.chunk_frames, s.queue_frames // 4))
-        self._chunk_bytes = max(1, s.queue_bytes // 4)
+        self._chunk_bytes = max(1, min(CHUNK_BYTES, s.queue_bytes // 4))
         self._chunks = ChunkAssembler(
             self.budget,
             self._buffers,
@@ -163,7 +163,7 @@ class ProcessStorage:
             self,
             chunk_frames=self._chunk_frames,
             chunk_bytes=self._chunk_bytes,
-            max_latency=MAX_LATENCY,
+            max_latency=s.max_latency,
             open_frames=max(1, s.queue_frames // 2),
             open_bytes=max(1, s.queue_bytes // 2),
         )
@@ -231,12 +231,12 @@ class ProcessStorage:
 
     def _tick(self) -> None:
         """The ticker thread: hands off chunks open ``max_latency`` seconds."""
-        wait = MAX_LATENCY
+        wait = self._s.max_latency
         while not self._stop_ticker.wait(min(wait, 1.0)):
             try:
                 wait = self._chunks.close_stale()
             except BaseException:  # noqa: BLE001 - the producer's next call raises it
-                wait = MAX_LATENCY
+                wait = self._s.max_latency
 
     # ----------------------------------------------------------------- frames
     def _hand_off(self, chunk: Chunk) -> None:

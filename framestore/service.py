@@ -47,6 +47,7 @@ __all__ = [
     "DURABILITIES",
     "POLICIES",
     "FrameRef",
+    "CHUNK_BYTES",
     "MAX_LATENCY",
     "FrameStorageService",
     "MetaRecord",
@@ -58,6 +59,8 @@ __all__ = [
 #: Seconds a chunk stays open at most (after its first frame or step): the latency
 #: part of the durability bound (docs/RELIABILITY.md).
 MAX_LATENCY = 0.5
+#: A chunk is also closed once its raw frames reach this many bytes.
+CHUNK_BYTES = 32 * 1024 * 1024
 #: Longest a producer waiting for room sleeps between checks (a release it missed).
 _ROOM_POLL_S = 0.005
 
@@ -105,7 +108,7 @@ class FrameStorageService:
         codec: str = "zstd",
         level: int = 3,
         chunk_frames: int = 64,
-        chunk_bytes: int = 32 * 1024 * 1024,
+        chunk_bytes: int = CHUNK_BYTES,
         segment_bytes: int = 256 * 1024 * 1024,
         queue_frames: int = 1024,
         queue_bytes: int = 256 * 1024 * 1024,

@@ -24,9 +24,9 @@ from conftest import alive, shm_blocks, wait_for, writer_overrides
 
 from framestore import FrameStore, StoreLocked, WriterFailed
 from framestore._ring import SHM_DIR
-from framestore.settings import resolve
 from framestore._storagewire import decode_error, encode_error
 from framestore.errors import DiskFull, InvalidInput, QueueFull
+from framestore.settings import resolve
 from tools.recover import recover
 from tools.verify import verify
 
