@@ -96,16 +96,18 @@ class _RingBuffers:
 
     def __init__(self) -> None:
         self.ring: FrameRing | None = None
-        self._free: list[int] = []
 
     def get(self, shape: tuple[int, ...], capacity: int) -> tuple[np.ndarray, object] | None:
         ring = self.ring
         assert ring is not None
-        if not self._free:
-            self._free = ring.free_slots(64)
-            if not self._free:
-                return None
-        slot = self._free.pop()
+        # The lowest free slot (once per chunk): the producer keeps reusing the few
+        # slots just freed, whose pages are mapped already (a fresh slot costs page
+        # faults on every frame copied in; the ring's far end is only touched under a
+        # backlog).
+        free = ring.free_slots(1)
+        if not free:
+            return None
+        slot = free[0]
         ring.states[slot] = 1
         nbytes = 1
         for d in shape:
@@ -120,7 +122,6 @@ class _RingBuffers:
 
     def replace(self, ring: FrameRing) -> None:
         self.ring = ring
-        self._free = []
 
 
 class ProcessStorage:
@@ -274,20 +275,21 @@ class ProcessStorage:
                 s.block_timeout,
             )
         budget = _ring_budget(s.queue_bytes)
-        # Two slots at least (one filling, one being written); shorter chunks when the
-        # shared-memory room is small. No room for two frames: one clear error.
-        if 2 * nbytes > budget:
+        # Shorter chunks when the shared-memory room is small (two slots: one filling,
+        # one being written; one, if that is all there is). No room for one frame: one
+        # clear error.
+        if nbytes > budget:
             raise WriterFailed(
                 f"{SHM_DIR} has room for no frame of {nbytes} bytes; the storage process "
                 "keeps its queue there: make it larger (docker run --shm-size) or record "
                 "with writer='thread'"
             )
-        fitted = budget // 2 // nbytes * nbytes
+        fitted = max(nbytes, budget // 2 // nbytes * nbytes)
         # a ring fitted to the room is kept for frames that fit a slot of it
         self._room_bound = fitted if fitted < need else 0
         need = min(need, fitted)
         slot_bytes = -(-need // _ALIGN) * _ALIGN
-        slots = max(2, budget // slot_bytes)
+        slots = max(1, budget // slot_bytes)
         new = _create_ring(slot_bytes, slots)
         try:
             self._send((int(Cmd.RING), new.name, new.slot_bytes, new.slots))
