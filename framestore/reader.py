@@ -13,9 +13,8 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
-import numpy as np
 import zstandard
 
 from ._format import (
@@ -30,7 +29,6 @@ from ._format import (
     store_tag,
 )
 from ._sources import PositionalFile, SegmentSource
-from .codecs import decode_chunk
 from .errors import (
     CorruptRecord,
     FrameNotFound,
@@ -38,6 +36,9 @@ from .errors import (
     TruncatedRecord,
 )
 from .segments import list_segment_ids, open_segment_fd, segment_path
+
+if TYPE_CHECKING:
+    import numpy as np
 
 #: Decoded chunks kept by default, in bytes: a crafted segment of tiny chunks that each
 #: decode to the 256 MiB limit must not multiply it by the number of cached chunks.
@@ -203,6 +204,8 @@ class SegmentReader:
             raise CorruptRecord(segment, offset, f"expected a chunk record, found type {rec.type}")
         header = ChunkHeader.unpack(rec.payload, version=version, segment=segment, offset=offset)
         data = memoryview(rec.payload)[header.data_offset :]
+        from .codecs import decode_chunk  # numpy: loaded by the first frame read, not by ls
+
         frames = decode_chunk(header, data, self._decompressor(), segment=segment, offset=offset)
         chunk = Chunk(segment, offset, header, frames, rec.end - rec.offset)
         with self._lock:
