@@ -37,7 +37,6 @@ from ._batchrows import BatchRows, EpisodeState, check_episode_args
 from ._closing import close_all
 from ._format import StepMeta
 from ._storage import Storage, ThreadStorage
-from ._storageclient import ProcessStorage
 from .catalog import check_seed, format_shape
 from .errors import InvalidInput, StoreClosed
 from .service import ServiceMetrics
@@ -186,11 +185,15 @@ class Recorder:
         the hub; on failure everything started is stopped again."""
         store_id = store.catalog.store_id()
         args = (store.root, store.db_path, s, self._background_error)
-        self._storage: Storage = (
-            ProcessStorage(*args, store_id)
-            if s.writer == "process"
-            else ThreadStorage(*args, store_id=store_id)
-        )
+        self._storage: Storage
+        if s.writer == "process":
+            # loaded on first use (``prepare_recording`` loads it ahead): a thread
+            # recorder never needs multiprocessing and the ring
+            from ._storageclient import ProcessStorage
+
+            self._storage = ProcessStorage(*args, store_id)
+        else:
+            self._storage = ThreadStorage(*args, store_id=store_id)
         try:
             # The writer lock is held from here on: ids cannot race with another writer.
             from .merging import refuse_unfinished_merge  # merging imports the store
