@@ -89,6 +89,8 @@ class ChunkWriter:
     Args:
         root: the store directory.
         codec, level: how chunks are encoded.
+        part_frames: zstd chunks of more frames are written in parts of this many
+            (``codecs.encode_chunk``); 0: one zstd frame per chunk.
         segment_bytes: a segment is sealed and a new one started beyond this size.
         durability: ``durable`` fsyncs each chunk (and a new segment's directory).
         compress_threads: size of the compression pool (zstandard releases the GIL).
@@ -103,6 +105,7 @@ class ChunkWriter:
         *,
         codec: Codec,
         level: int,
+        part_frames: int = 0,
         segment_bytes: int,
         durability: str,
         compress_threads: int,
@@ -114,6 +117,7 @@ class ChunkWriter:
         self._store_tag = store_tag
         self._codec = codec
         self._level = level
+        self._part_frames = part_frames
         self._segment_bytes = segment_bytes
         self._durable = durability == "durable"
         self._on_written = on_written
@@ -210,7 +214,7 @@ class ChunkWriter:
             if compressor is None:
                 compressor = zstandard.ZstdCompressor(level=self._level, write_content_size=True)
                 local.zc = compressor
-        return (*encode_chunk(frames, self._codec, compressor), block)
+        return (*encode_chunk(frames, self._codec, compressor, None, self._part_frames), block)
 
     def _append(self, chunk: Chunk, encoded: tuple[tuple[int, ...], bytes, bytes]) -> None:
         lengths, data, block = encoded
