@@ -69,6 +69,9 @@ class Chunk:
     refs: list[FrameRef]
     steps: list[StepMeta]
     buffer: object = None  # the placement's handle of the buffer, freed once written
+    #: Each frame's own shape (``"4x84x84"``) for a stream other than render, whose
+    #: frames may be stored in another layout (``_format.stored_shape``).
+    row_shapes: list[str] | None = None
 
     @property
     def nbytes(self) -> int:
@@ -145,7 +148,10 @@ class ChunkWriter:
         episode's first record there), its end or the run's end (appended after every
         chunk submitted before it)."""
         if meta.type == RecordType.EPISODE:
+            # A later EPISODE record of the same episode lists more streams (one was
+            # added): it is written again before the episode's next record.
             self._episodes[meta.stream_key] = meta
+            self._described.discard(meta.stream_key)
         done: Future = Future()
         done.set_result(None)
         self._inflight.append((done, meta))

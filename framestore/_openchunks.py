@@ -98,6 +98,7 @@ class _Open:
     count: int = 0
     refs: list[FrameRef] = field(default_factory=list)
     steps: list[StepMeta] = field(default_factory=list)
+    row_shapes: list[str] = field(default_factory=list)  # streams >= 1: frames' shapes
 
 
 class ChunkAssembler:
@@ -145,12 +146,19 @@ class ChunkAssembler:
 
     # ----------------------------------------------------------------- producer
     def place(
-        self, frame: np.ndarray, key: tuple[int, int], step: StepMeta | None, stream_index: int = 0
+        self,
+        frame: np.ndarray,
+        key: tuple[int, int],
+        step: StepMeta | None,
+        stream_index: int = 0,
+        row_shape: str | None = None,
     ) -> FrameRef:
         """Copy a validated frame into its open chunk; its ref (``dropped`` when the
-        ``drop`` policy found no room: ``step`` is then kept without its frame)."""
+        ``drop`` policy found no room: ``step`` is then kept without its frame). A frame
+        of another stream than render (``stream_index`` >= 1) has no step; ``row_shape``
+        is its own shape as its pointer row keeps it."""
         with self._lock:
-            return self._place(frame, key, step, stream_index)
+            return self._place(frame, key, step, stream_index, row_shape)
 
     def place_many(
         self,
@@ -175,7 +183,7 @@ class ChunkAssembler:
                         self._add_step(step)
                     refs.append(None)
                 else:
-                    refs.append(self._place(frame, key, step, 0))
+                    refs.append(self._place(frame, key, step, 0, None))
             return refs
 
     def add_step(self, step: StepMeta) -> None:
@@ -224,7 +232,12 @@ class ChunkAssembler:
 
     # ----------------------------------------------------------------- internals
     def _place(
-        self, frame: np.ndarray, key: tuple[int, int], step: StepMeta | None, stream_index: int
+        self,
+        frame: np.ndarray,
+        key: tuple[int, int],
+        step: StepMeta | None,
+        stream_index: int,
+        row_shape: str | None,
     ) -> FrameRef:
         budget = self.budget
         nbytes = frame.nbytes
@@ -240,17 +253,19 @@ class ChunkAssembler:
             and not self._buffer(ck, shape, nbytes)
         ):
             if budget.policy == "drop":
-                return self._drop(key, shape, step)
+                return self._drop(key, shape, step, stream_index)
             self._close_all()  # open chunks would hold the frames we wait for
             budget.wait_for_room(1, nbytes, self._waiter, lambda: self._buffer(ck, shape, nbytes))
         oc = self._open[ck]
         buf = oc.buf
         assert buf is not None
         np.copyto(buf[oc.count], frame)
-        ref = FrameRef(self.next_seq, key, shape)
+        ref = FrameRef(self.next_seq, key, shape, stream=stream_index)
         self.next_seq += 1
         oc.refs.append(ref)
         oc.count += 1
+        if stream_index:
+            oc.row_shapes.append(row_shape or "x".join(map(str, shape)))
         if step is not None:
             step.has_frame = True
             oc.steps.append(step)
@@ -281,13 +296,13 @@ class ChunkAssembler:
         return True
 
     def _drop(
-        self, key: tuple[int, int], shape: tuple[int, ...], step: StepMeta | None
+        self, key: tuple[int, int], shape: tuple[int, ...], step: StepMeta | None, stream: int
     ) -> FrameRef:
         self.budget.dropped += 1
         if step is not None:
             step.dropped = True
             self._add_step(step)
-        return FrameRef(None, key, shape, dropped=True)
+        return FrameRef(None, key, shape, dropped=True, stream=stream)
 
     def _add_step(self, step: StepMeta) -> None:
         ck = (step.episode_id, 0)
@@ -315,4 +330,14 @@ class ChunkAssembler:
         self._open_bytes -= 0 if frames is None else frames.nbytes
         self.chunks_handed_off += 1
         self.budget.log_state()
-        self._hand_off(Chunk(oc.key, oc.stream_index, frames, oc.refs, oc.steps, oc.handle))
+        self._hand_off(
+            Chunk(
+                oc.key,
+                oc.stream_index,
+                frames,
+                oc.refs,
+                oc.steps,
+                oc.handle,
+                oc.row_shapes if oc.stream_index else None,
+            )  # fmt: skip
+        )

@@ -33,6 +33,9 @@ from telemetry import (
     SinkMetrics,
     Step,
     StepBatch,
+    StreamFrame,
+    StreamFrames,
+    StreamStarted,
     TelemetryDBSink,
 )
 
@@ -62,9 +65,17 @@ class Storage(Protocol):
         """Rows the sink commits at a time."""
         ...
 
-    def put(self, frame: np.ndarray, key: tuple[int, int], step: StepMeta) -> FrameRef:
+    def put(
+        self,
+        frame: np.ndarray,
+        key: tuple[int, int],
+        step: StepMeta | None,
+        stream: int = 0,
+        row_shape: str | None = None,
+    ) -> FrameRef:
         """Accept one frame (validated and copied before it returns) and its step's
-        metadata (for the segment's steps block)."""
+        metadata (for the segment's steps block and the step's row; None for a frame of
+        another stream than render, index ``stream``, whose own shape is ``row_shape``)."""
         ...
 
     def put_step(self, step: StepMeta) -> None:
@@ -109,29 +120,65 @@ class Storage(Protocol):
         ...
 
 
-def chunk_rows(chunk: Chunk) -> StepBatch | None:
-    """The catalogue rows of a written chunk's steps, as ONE ``StepBatch``: the one place
-    that turns the step type (``StepMeta``) into the sink's columns. A step whose frame
-    is in the chunk points at ``(segment, chunk offset, slot)``; None: no steps."""
+def chunk_rows(chunk: Chunk) -> list[Step | StepBatch | StreamFrames]:
+    """The catalogue rows of a written chunk, as sink events: the one place that turns
+    the step type (``StepMeta``) into the sink's columns. Stream 0's steps are ONE
+    ``StepBatch`` (a ``Step`` each for steps with a stream sharing their render frame,
+    which add rows of their own); another stream's frames are one
+    ``StreamFrames``. A step whose frame is in the chunk points at ``(segment, chunk
+    offset, slot)``."""
+    if chunk.stream_index:
+        refs = chunk.refs
+        if not refs:
+            return []
+        assert chunk.row_shapes is not None
+        return [
+            StreamFrames(
+                chunk.key,
+                chunk.stream_index,
+                tuple(r.key[1] for r in refs),
+                tuple(r.location for r in refs),  # type: ignore[misc]
+                tuple(chunk.row_shapes),
+            )
+        ]
     steps = chunk.steps
     if not steps:
-        return None
+        return []
     located = iter(chunk.refs)
-    frames = tuple(next(located).location if s.has_frame else None for s in steps)
+    frames = [next(located).location if s.has_frame else None for s in steps]
+    if any(s.shared for s in steps):
+        return [
+            Step(
+                s.episode_id,
+                s.step,
+                s.action,
+                0.0 if s.reward is None else s.reward,
+                s.terminated,
+                s.truncated,
+                s.info,
+                0.0 if s.wall_time is None else s.wall_time,
+                loc,
+                s.frame_shape,
+                streams=tuple(StreamFrame(i, loc, s.frame_shape) for i in s.shared),
+            )  # fmt: skip
+            for s, loc in zip(steps, frames, strict=True)
+        ]
     walls = tuple(0.0 if s.wall_time is None else s.wall_time for s in steps)
-    return StepBatch(
-        tuple(s.episode_id for s in steps),
-        tuple(s.step for s in steps),
-        tuple(s.action for s in steps),
-        tuple(0.0 if s.reward is None else s.reward for s in steps),
-        tuple(s.terminated for s in steps),
-        tuple(s.truncated for s in steps),
-        tuple(s.info for s in steps),
-        walls[0],
-        frames,
-        tuple(s.frame_shape for s in steps),
-        wall_times=walls,
-    )
+    return [
+        StepBatch(
+            tuple(s.episode_id for s in steps),
+            tuple(s.step for s in steps),
+            tuple(s.action for s in steps),
+            tuple(0.0 if s.reward is None else s.reward for s in steps),
+            tuple(s.terminated for s in steps),
+            tuple(s.truncated for s in steps),
+            tuple(s.info for s in steps),
+            walls[0],
+            tuple(frames),
+            tuple(s.frame_shape for s in steps),
+            wall_times=walls,
+        )
+    ]
 
 
 def _located(frames: list[object]) -> list[object]:
@@ -172,6 +219,7 @@ class ThreadStorage:
         self._store_id = store_id
         self._codec = {"name": s.codec, "level": s.level}
         self._runs: dict[int, dict] = {}  # run id -> the run's fields for EPISODE records
+        self._episodes: dict[int, dict] = {}  # open episode -> its EPISODE record's fields
         self._on_written = on_written
         self._sink_timeout = s.block_timeout
         # The writer lock is this object's, not the service's: it is held until the
@@ -226,8 +274,15 @@ class ThreadStorage:
         )
 
     # ----------------------------------------------------------------- frames
-    def put(self, frame: np.ndarray, key: tuple[int, int], step: StepMeta) -> FrameRef:
-        return self._service.put(frame, key, step)
+    def put(
+        self,
+        frame: np.ndarray,
+        key: tuple[int, int],
+        step: StepMeta | None,
+        stream: int = 0,
+        row_shape: str | None = None,
+    ) -> FrameRef:
+        return self._service.put(frame, key, step, stream, row_shape)
 
     def put_step(self, step: StepMeta) -> None:
         self._service.put_step(step)
@@ -264,8 +319,7 @@ class ThreadStorage:
         """A chunk is written: its rows go to the sink (one offer, one wake-up). The
         writer waits for room in the sink's queue as long as it takes: the producer's
         frame queue, behind it, is what bounds and blocks the producer."""
-        rows = chunk_rows(chunk)
-        if rows is not None:
+        for rows in chunk_rows(chunk):
             self._offer_from_writer(rows)
         if self._on_written is not None:
             self._on_written(chunk)
@@ -296,7 +350,7 @@ class ThreadStorage:
         reaches the sink once appended, after the rows of the chunks before it."""
         kind = type(event)
         if kind is Step or kind is StepBatch:
-            return True
+            return True  # their rows come from their written chunks
         meta = self._meta_record(event)
         if meta is not None:
             self._service.note(meta)
@@ -333,6 +387,22 @@ class ThreadStorage:
                 "codec": self._codec,
                 "streams": [{"name": RENDER_STREAM, "dtype": "uint8", "shape": None}],
             }  # fmt: skip
+            self._episodes[e.episode_id] = fields
+            return MetaRecord(RecordType.EPISODE, e.episode_id, fields)
+        elif kind is StreamStarted:
+            # The episode's EPISODE record again, listing one more stream: the writer
+            # writes it before the episode's next record (docs/FORMAT.md).
+            e = event
+            old = self._episodes.get(e.episode_id)
+            if old is None:
+                return None
+            stream = {
+                "name": e.name, "dtype": e.dtype,
+                "shape": None if e.shape is None else [int(d) for d in e.shape.split("x")],
+                "shared_with": e.shared_with,
+            }  # fmt: skip
+            fields = {**old, "streams": [*old["streams"], stream]}
+            self._episodes[e.episode_id] = fields
             return MetaRecord(RecordType.EPISODE, e.episode_id, fields)
         elif kind is EpisodeEnded:
             e = event
@@ -342,6 +412,7 @@ class ThreadStorage:
                 "terminated": bool(e.terminated), "truncated": bool(e.truncated),
                 "frames_dropped": e.frames_dropped,
             }  # fmt: skip
+            self._episodes.pop(e.episode_id, None)
             return MetaRecord(RecordType.EPISODE_END, e.episode_id, fields, event)
         elif kind is RunEnded:
             fields = {"run_id": event.run_id, "ended": event.ended, "stats": dumps(event.stats)}

@@ -248,6 +248,7 @@ class ProcessStorage:
         msg = (
             _CHUNK, slot, None if frames is None else frames.shape, chunk.key,
             chunk.stream_index, tuple(r.key[1] for r in chunk.refs), wire_steps(chunk.steps),
+            chunk.row_shapes,
         )  # fmt: skip
         try:
             self._send(msg, len(chunk.steps))
@@ -310,7 +311,12 @@ class ProcessStorage:
             )
 
     def put(
-        self, frame: np.ndarray, key: tuple[int, int], step: StepMeta | None = None
+        self,
+        frame: np.ndarray,
+        key: tuple[int, int],
+        step: StepMeta | None = None,
+        stream: int = 0,
+        row_shape: str | None = None,
     ) -> FrameRef:
         """Validate ``frame`` and copy it into its open chunk's ring slot."""
         self._link.raise_if_failed()
@@ -319,7 +325,7 @@ class ProcessStorage:
         nbytes = frame.nbytes
         self._check_size(nbytes)
         self._ring_for(nbytes)
-        return self._chunks.place(frame, key, step)
+        return self._chunks.place(frame, key, step, stream, row_shape)
 
     def put_step(self, step: StepMeta) -> None:
         """A step without a frame: its metadata joins its episode's open chunk."""

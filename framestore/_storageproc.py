@@ -172,7 +172,7 @@ class _Server:
     def chunk(self, msg: tuple) -> None:
         """One ``CHUNK`` command: the chunk, its frames where they lie in the ring, to
         the writer."""
-        _, slot, shape, key, stream_index, frame_keys, wired = msg
+        _, slot, shape, key, stream_index, frame_keys, wired, row_shapes = msg
         frames = None
         buffer = None
         if slot != NO_FRAME:
@@ -180,12 +180,10 @@ class _Server:
             assert ring is not None
             frames = ring.view(slot, tuple(shape))
             buffer = (ring, slot)
-        refs = [
-            FrameRef(None, (key, k), None if shape is None else tuple(shape[1:]))
-            for k in frame_keys
-        ]
+        frame_shape = None if shape is None else tuple(shape[1:])
+        refs = [FrameRef(None, (key, k), frame_shape, stream=stream_index) for k in frame_keys]
         steps = unwire_steps(wired)
-        self.storage.hand_off(Chunk(key, stream_index, frames, refs, steps, buffer))
+        self.storage.hand_off(Chunk(key, stream_index, frames, refs, steps, buffer, row_shapes))
 
     def _flush(self, token: int, timeout: float | None, frames_only: bool) -> None:
         try:

@@ -45,7 +45,8 @@ _LEN = struct.Struct("<I")
 class Cmd(IntEnum):
     """Command kinds (the first item of each command tuple)."""
 
-    CHUNK = 0  # (CHUNK, slot, shape, stream key, stream index, frame keys, wire steps)
+    # (CHUNK, slot, shape, stream key, stream index, frame keys, wire steps, row shapes)
+    CHUNK = 0
     EVENT = 2  # (EVENT, event)
     RING = 3  # (RING, name, slot_bytes, slots)
     BATCH_SIZE = 4  # (BATCH_SIZE, rows)
@@ -73,6 +74,7 @@ def wire_steps(steps: list[StepMeta]) -> list[WireStep]:
             s.frame_shape,
             s.has_frame,
             s.dropped,
+            s.shared,
         )  # fmt: skip
         for s in steps
     ]

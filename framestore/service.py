@@ -202,13 +202,21 @@ class FrameStorageService:
 
     # ----------------------------------------------------------------- producer side
     def put(
-        self, frame: np.ndarray, key: tuple[int, int] = (0, 0), step: StepMeta | None = None
+        self,
+        frame: np.ndarray,
+        key: tuple[int, int] = (0, 0),
+        step: StepMeta | None = None,
+        stream: int = 0,
+        row_shape: str | None = None,
     ) -> FrameRef:
         """Accept a frame for storage and return its ref at once.
 
         Costs one validation and one copy into its stream's open chunk. ``step``: the
         step's metadata, written with the frame into its chunk (kept even when the frame
-        is dropped). Raises ``InvalidFrame`` for frames that cannot be stored
+        is dropped; a frame of another stream than ``render`` has none). ``stream``: the
+        frame's stream index in its episode (its own chunks; docs/FORMAT.md);
+        ``row_shape``: such a frame's own shape, as its pointer row keeps it. Raises
+        ``InvalidFrame`` for frames that cannot be stored
         losslessly, ``QueueFull`` when the ``block`` policy timed out, and the writer's
         error if the writer has failed.
         """
@@ -218,7 +226,7 @@ class FrameStorageService:
         check_frame(frame)
         self._check_size(frame.nbytes)
         self.raise_if_failed()
-        return self._chunks.place(frame, key, step)
+        return self._chunks.place(frame, key, step, stream, row_shape)
 
     def put_step(self, step: StepMeta) -> None:
         """A step without a frame: its metadata goes into its episode's next chunk.

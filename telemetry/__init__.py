@@ -34,6 +34,9 @@ if TYPE_CHECKING:
         RunStarted,
         Step,
         StepBatch,
+        StreamFrame,
+        StreamFrames,
+        StreamStarted,
     )
     from .hub import TelemetryAsyncHub
     from .sink import SinkMetrics, TelemetryDBSink
@@ -65,6 +68,9 @@ _LAZY = {
     "RunStarted": ".events",
     "Step": ".events",
     "StepBatch": ".events",
+    "StreamFrame": ".events",
+    "StreamFrames": ".events",
+    "StreamStarted": ".events",
     "TelemetryAsyncHub": ".hub",
     "SinkMetrics": ".sink",
     "TelemetryDBSink": ".sink",
@@ -97,6 +103,9 @@ __all__ = [
     "Step",
     "StepBatch",
     "StorageProfile",
+    "StreamFrame",
+    "StreamFrames",
+    "StreamStarted",
     "TelemetryAsyncHub",
     "TelemetryDBSink",
     "action_encoder",
