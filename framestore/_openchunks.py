@@ -165,9 +165,12 @@ class ChunkAssembler:
         frames: Sequence[np.ndarray | None],
         keys: Sequence[tuple[int, int]],
         steps: Sequence[StepMeta | None],
+        streams: Sequence[int] | None = None,
+        row_shapes: Sequence[str | None] | None = None,
     ) -> list[FrameRef | None]:
-        """``place`` for a batch under one lock round; under ``block`` the whole batch
-        waits until it fits (a ``QueueFull`` leaves nothing placed)."""
+        """``place`` for a batch under one lock round (``streams``: each frame's stream
+        index, ``row_shapes`` its own shape; default render); under ``block`` the whole
+        batch waits until it fits (a ``QueueFull`` leaves nothing placed)."""
         with self._lock:
             budget = self.budget
             if budget.policy == "block":
@@ -176,14 +179,19 @@ class ChunkAssembler:
                 if not budget.fits(count, total):
                     self._close_all()
                     budget.wait_for_room(count, total, self._waiter)
+            n = len(frames)
+            indexes = streams if streams is not None else [0] * n
+            shapes = row_shapes if row_shapes is not None else [None] * n
             refs: list[FrameRef | None] = []
-            for frame, key, step in zip(frames, keys, steps, strict=True):
+            for frame, key, step, i, shape in zip(
+                frames, keys, steps, indexes, shapes, strict=True
+            ):
                 if frame is None:
                     if step is not None:
                         self._add_step(step)
                     refs.append(None)
                 else:
-                    refs.append(self._place(frame, key, step, 0, None))
+                    refs.append(self._place(frame, key, step, i, shape))
             return refs
 
     def add_step(self, step: StepMeta) -> None:

@@ -86,9 +86,13 @@ class Storage(Protocol):
         self,
         frames: Sequence[np.ndarray | None],
         keys: Sequence[tuple[int, int]],
-        steps: Sequence[StepMeta],
+        steps: Sequence[StepMeta | None],
+        streams: Sequence[int] | None = None,
+        row_shapes: Sequence[str | None] | None = None,
     ) -> list[FrameRef | None]:
-        """Accept a batch of frames (``None`` entries: no frame) and their steps."""
+        """Accept a batch of frames (``None`` entries: no frame) and their steps;
+        ``streams``: each frame's stream index (0: render), ``row_shapes`` the own shape
+        of each frame of another stream."""
         ...
 
     def offer(self, event: Any, timeout: float | None = None) -> bool:
@@ -123,8 +127,8 @@ class Storage(Protocol):
 def chunk_rows(chunk: Chunk) -> list[Step | StepBatch | StreamFrames]:
     """The catalogue rows of a written chunk, as sink events: the one place that turns
     the step type (``StepMeta``) into the sink's columns. Stream 0's steps are ONE
-    ``StepBatch`` (a ``Step`` each for steps with a stream sharing their render frame,
-    which add rows of their own); another stream's frames are one
+    ``StepBatch`` (a ``Step`` each for steps with an observation or a stream sharing
+    their render frame, which add rows of their own); another stream's frames are one
     ``StreamFrames``. A step whose frame is in the chunk points at ``(segment, chunk
     offset, slot)``."""
     if chunk.stream_index:
@@ -146,7 +150,7 @@ def chunk_rows(chunk: Chunk) -> list[Step | StepBatch | StreamFrames]:
         return []
     located = iter(chunk.refs)
     frames = [next(located).location if s.has_frame else None for s in steps]
-    if any(s.shared for s in steps):
+    if any(s.shared or s.observation is not None for s in steps):
         return [
             Step(
                 s.episode_id,
@@ -160,6 +164,7 @@ def chunk_rows(chunk: Chunk) -> list[Step | StepBatch | StreamFrames]:
                 loc,
                 s.frame_shape,
                 streams=tuple(StreamFrame(i, loc, s.frame_shape) for i in s.shared),
+                observation=s.observation,
             )  # fmt: skip
             for s, loc in zip(steps, frames, strict=True)
         ]
@@ -291,9 +296,11 @@ class ThreadStorage:
         self,
         frames: Sequence[np.ndarray | None],
         keys: Sequence[tuple[int, int]],
-        steps: Sequence[StepMeta],
+        steps: Sequence[StepMeta | None],
+        streams: Sequence[int] | None = None,
+        row_shapes: Sequence[str | None] | None = None,
     ) -> list[FrameRef | None]:
-        return self._service.put_many(frames, keys, steps)
+        return self._service.put_many(frames, keys, steps, streams, row_shapes)
 
     def hand_off(self, chunk: Chunk) -> None:
         """A chunk assembled by a producer elsewhere (the storage process's)."""

@@ -336,7 +336,9 @@ class ProcessStorage:
         self,
         frames: Sequence[np.ndarray | None],
         keys: Sequence[tuple[int, int]],
-        steps: Sequence[StepMeta] | None = None,
+        steps: Sequence[StepMeta | None] | None = None,
+        streams: Sequence[int] | None = None,
+        row_shapes: Sequence[str | None] | None = None,
     ) -> list[FrameRef | None]:
         """``put`` for a batch: under ``block`` the whole batch waits until it fits."""
         self._link.raise_if_failed()
@@ -358,7 +360,7 @@ class ProcessStorage:
                     "queue_frames or queue_bytes, or record smaller batches"
                 )
             self._ring_for(big)
-        return self._chunks.place_many(frames, checked, metas)
+        return self._chunks.place_many(frames, checked, metas, streams, row_shapes)
 
     # ----------------------------------------------------------------- events
     def offer(self, event: Any, timeout: float | None = None) -> bool:

@@ -75,6 +75,7 @@ def wire_steps(steps: list[StepMeta]) -> list[WireStep]:
             s.has_frame,
             s.dropped,
             s.shared,
+            s.observation,
         )  # fmt: skip
         for s in steps
     ]

@@ -251,11 +251,15 @@ class FrameStorageService:
         self,
         frames: Sequence[np.ndarray | None],
         keys: Sequence[tuple[int, int]],
-        steps: Sequence[StepMeta] | None = None,
+        steps: Sequence[StepMeta | None] | None = None,
+        streams: Sequence[int] | None = None,
+        row_shapes: Sequence[str | None] | None = None,
     ) -> list[FrameRef | None]:
         """``put`` for a batch, under one lock round: the refs in order (``None`` where
         the frame is ``None``). ``steps``: each row's metadata (rows without a frame are
-        written as steps without one).
+        written as steps without one). ``streams``: each frame's stream index (default
+        0, render), ``row_shapes`` the own shape of each frame of another stream: one
+        step's frames of several streams go in together or not at all.
 
         Everything is checked before anything is placed. Under ``block`` the call waits
         until the whole batch fits (so a ``QueueFull`` leaves nothing placed); under
@@ -282,8 +286,11 @@ class FrameStorageService:
         metas: Sequence[StepMeta | None] = steps if steps is not None else [None] * len(frames)
         if len(metas) != len(frames):
             raise InvalidInput(f"{len(frames)} frames for {len(metas)} steps")
+        indexes: Sequence[int] = streams if streams is not None else [0] * len(frames)
+        if len(indexes) != len(frames):
+            raise InvalidInput(f"{len(frames)} frames for {len(indexes)} stream indexes")
         self.raise_if_failed()
-        return self._chunks.place_many(frames, checked, metas)
+        return self._chunks.place_many(frames, checked, metas, indexes, row_shapes)
 
     def hand_off(self, chunk: Chunk) -> None:
         """A chunk built elsewhere (the storage process's, in a ring slot) for the
