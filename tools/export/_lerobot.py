@@ -54,8 +54,8 @@ from framestore.files import fsync_dir, fsync_file
 from framestore.jsonsafe import dumps
 
 from ._lerobot_stats import ImageStats, VectorStats, as_json, image_sample_steps
+from ._encode import PngAhead
 from ._options import DEFAULT_FPS, ExportOptions, check_fps
-from ._parquet import png_bytes
 from ._pixels import to_rgb
 from ._report import Progress
 from ._select import (
@@ -157,12 +157,11 @@ def export_lerobot(
     Raises:
         InvalidInput: bad arguments or output path, episodes whose frames, actions or
             fps differ (nothing is written).
-        MissingExtra: pyarrow or pandas (the ``hf`` extra), or PyAV for ``video``.
+        MissingExtra: pyarrow (the ``hf`` extra), or PyAV for ``video``.
         CorruptData: a corrupt frame (the partial output is removed).
     """
     pa = require("pyarrow", extra="hf", what="LeRobot export")
     pq = require("pyarrow.parquet", extra="hf", what="LeRobot export")
-    pd = require("pandas", extra="hf", what="LeRobot export")
     if video:
         require("av", extra="video", what="LeRobot export with --video")
     options = options or ExportOptions()
@@ -178,7 +177,7 @@ def export_lerobot(
     try:
         writer = _Writer(store, selection, layout, partial, report, pa, pq)
         writer.run(task, progress)
-        _write_meta(partial, layout, writer, report, pd)
+        _write_meta(partial, layout, writer, report)
         report.files = sorted(
             str(p.relative_to(partial)) for p in partial.rglob("*") if p.is_file()
         )
@@ -371,9 +370,19 @@ class _Writer:
         self._videos = (
             {k: _VideoFile(root, k, layout.fps) for k in layout.image_keys} if layout.video else {}
         )
+        self._png: PngAhead | None = None  # PNG frames: encoded on threads while running
 
     # ------------------------------------------------------------------ main loop
     def run(self, task: str | None, progress: Progress | None) -> None:
+        if not self.layout.video:
+            self._png = PngAhead(self._encoded)
+        try:
+            self._run(task, progress)
+        finally:
+            if self._png is not None:
+                self._png.close()
+
+    def _run(self, task: str | None, progress: Progress | None) -> None:
         planned, done = self.selection.rows, 0
         state: _EpisodeState | None = None
         prev: StepFrame | None = None
@@ -440,12 +449,11 @@ class _Writer:
             "task_index": state.task_index,
         }
         for key in self.layout.image_keys:  # one stream today: the step's frame
-            if self.layout.video:
+            if self._png is None:
                 self._videos[key].add(frame)
-            else:
-                data = png_bytes(frame)
-                self._columns[key].append({"bytes": data, "path": None})
-                self._group_bytes += len(data)
+            else:  # its cell is filled in by _encoded
+                self._columns[key].append(None)
+                self._png.submit(frame, (key, len(self._columns[key]) - 1))
             if state.rows in state.sample:
                 state.stats[key].update(frame)  # folded into the dataset's at the end
         for key, value in values.items():
@@ -501,8 +509,15 @@ class _Writer:
         """Per video feature, what LeRobot's ``get_video_info`` says of its files."""
         return {key: vf.info for key, vf in self._videos.items()}
 
+    def _encoded(self, cell: tuple[str, int], png: bytes) -> None:
+        key, row = cell
+        self._columns[key][row] = {"bytes": png, "path": None}
+        self._group_bytes += len(png)
+
     # ------------------------------------------------------------------ files
     def _flush_group(self) -> None:
+        if self._png is not None:
+            self._png.drain()
         rows = len(self._columns["index"])
         if not rows:
             return
@@ -640,9 +655,7 @@ class _VideoFile:
         self.path, self._frames = None, 0
 
 
-def _write_meta(
-    root: Path, layout: _Layout, writer: _Writer, report: LeRobotReport, pd: Any
-) -> None:
+def _write_meta(root: Path, layout: _Layout, writer: _Writer, report: LeRobotReport) -> None:
     """``meta/info.json``, ``meta/stats.json`` and ``meta/tasks.parquet``."""
     features = json.loads(json.dumps(layout.features))
     for key, info in writer.video_info().items():
@@ -668,6 +681,50 @@ def _write_meta(
     for name, data in (("info.json", info), ("stats.json", as_json(stats))):
         (meta / name).write_text(json.dumps(data, indent=4, ensure_ascii=False))
         fsync_file(meta / name)
-    tasks = pd.DataFrame({"task_index": list(writer.tasks.values())}, index=list(writer.tasks))
-    tasks.to_parquet(meta / "tasks.parquet")
+    writer.pq.write_table(_tasks_table(writer.pa, writer.tasks), meta / "tasks.parquet")
     fsync_file(meta / "tasks.parquet")
+
+
+def _tasks_table(pa: Any, tasks: dict[str, int]) -> Any:
+    """``meta/tasks.parquet`` as LeRobot's ``write_tasks`` writes it
+    (``pd.DataFrame({"task_index": ...}, index=tasks).to_parquet``) and its ``load_tasks``
+    (``pd.read_parquet``) reads it back: the task strings as the unnamed pandas index
+    (column ``__index_level_0__``, named in the ``pandas`` schema metadata). Built with
+    pyarrow alone: importing pandas cost the export about a second."""
+    index = "__index_level_0__"
+    pandas_meta = {
+        "index_columns": [index],
+        "column_indexes": [
+            {
+                "name": None,
+                "field_name": None,
+                "pandas_type": "unicode",
+                "numpy_type": "object",
+                "metadata": {"encoding": "UTF-8"},
+            }
+        ],
+        "columns": [
+            {
+                "name": "task_index",
+                "field_name": "task_index",
+                "pandas_type": "int64",
+                "numpy_type": "int64",
+                "metadata": None,
+            },
+            {
+                "name": None,
+                "field_name": index,
+                "pandas_type": "unicode",
+                "numpy_type": "object",
+                "metadata": None,
+            },
+        ],
+        "attributes": {},
+        "creator": {"library": "pyarrow", "version": pa.__version__},
+        "pandas_version": "2.3.3",  # the layout of LeRobot's pandas (2.x)
+    }
+    schema = pa.schema(
+        [pa.field("task_index", pa.int64()), pa.field(index, pa.string())],
+        metadata={"pandas": json.dumps(pandas_meta)},
+    )
+    return pa.table([list(tasks.values()), list(tasks)], schema=schema)
