@@ -202,9 +202,13 @@ def test_video_is_mp4_said_to_be_lossy_and_lerobot_reads_its_table(
     for frame, stored in zip(decoded, want, strict=True):
         assert frame.shape == stored.shape
         assert np.abs(frame.astype(int) - stored).mean() < 8  # lossy, but the same picture
-    if got["decoded_video"]:  # torchcodec found FFmpeg: LeRobot decoded every frame
+    if got["decoded_video"]:  # LeRobot decoded every frame: lossy, so means within 4 levels
         means = [r["frames"]["observation.images.render"] for r in got["rows"]]
         assert means == pytest.approx([f.mean() for f in want], abs=4)
+    else:  # why LeRobot cannot decode video here (docs/BENCHMARKS.md quotes both errors)
+        errors = got["video_errors"]
+        assert "cannot open shared object file" in errors["torchcodec"], errors
+        assert "VideoReader" in errors["pyav"], errors
 
 
 def test_box_actions_keep_their_float32_values_and_task_text(tmp_path, assault_frames):

@@ -348,7 +348,9 @@ def _frames_by_step(
             got = by_episode.get(eid, {})
             lo, hi = counts.before.get(eid, 0), counts.after[eid]
             steps = sorted(framed)
-            fits = [n for n in range(lo, hi + 1) if sorted(got) == [s for s in steps if s < n - less]]
+            fits = [
+                n for n in range(lo, hi + 1) if sorted(got) == [s for s in steps if s < n - less]
+            ]
             assert fits, (what, eid, sorted(got)[-3:], len(got), len(framed), lo, hi)
             for step, frame in got.items():
                 assert np.array_equal(frame, framed[step]), (what, eid, step)

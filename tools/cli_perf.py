@@ -200,9 +200,7 @@ def bench(
     placements = ("thread", "process") if writers else ()
     if exports:
         rounds = repeat if repeat > 1 else 5
-        rows = lib.run_exports(
-            frames or 10_000, rounds=rounds, workdir=workdir, progress=progress
-        )
+        rows = lib.run_exports(frames or 10_000, rounds=rounds, workdir=workdir, progress=progress)
         columns = lib.EXPORTS_TABLE
     elif torch_:
         fs = lib.capture(games[0] if game != "all" else "assault", frames or 3000)

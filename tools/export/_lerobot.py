@@ -53,8 +53,8 @@ from framestore.extras import require
 from framestore.files import fsync_dir, fsync_file
 from framestore.jsonsafe import dumps
 
-from ._lerobot_stats import ImageStats, VectorStats, as_json, image_sample_steps
 from ._encode import PngAhead
+from ._lerobot_stats import ImageStats, VectorStats, as_json, image_sample_steps
 from ._options import DEFAULT_FPS, ExportOptions, check_fps
 from ._pixels import to_rgb
 from ._report import Progress
