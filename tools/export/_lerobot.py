@@ -27,10 +27,11 @@ keyframe, as LeRobot's own writer does): smaller, lossy.
 Actions: Discrete as ``int64``; Box as float32 when the space is float32 (else float64),
 MultiDiscrete/MultiBinary as int64, flattened to a vector; other spaces as JSON text.
 
-Streaming: frames are encoded as they are read and written in row groups of at most
-``_GROUP_BYTES`` of images; a data file is closed at an episode boundary once it holds
-100 MB (LeRobot's ``data_files_size_in_mb``) and a video file at 200 MB. Written into
-``DIR.partial/``, fsynced, renamed into place.
+Streaming: frames are PNG-encoded on threads as they are read (``_encode.PngAhead``, at
+most 32 waiting, in order) and written in row groups of at most ``_GROUP_BYTES`` of
+images; a data file is closed at an episode boundary once it holds 100 MB (LeRobot's
+``data_files_size_in_mb``) and a video file at 200 MB. Written into ``DIR.partial/``,
+fsynced, renamed into place.
 """
 
 from __future__ import annotations
