@@ -477,7 +477,11 @@ class FrameStore:
             return 0
 
     def episode_bytes(self, episode_id: int) -> int:
-        """Bytes of segment records holding this episode's frames (read from record headers)."""
+        """Bytes of segment records holding this episode's frames (read from record
+        headers; a published store's totals say it without reading its steps)."""
+        known = self.catalog.episode_total_bytes(episode_id)
+        if known is not None:
+            return known
         chunks = self.catalog.episode_chunks(episode_id)
         return sum(self.chunk_bytes(seg, offs) for seg, offs in chunks.items())
 
@@ -486,6 +490,10 @@ class FrameStore:
         return {
             seg: self.chunk_bytes(seg, offs) for seg, offs in self.catalog.live_chunks().items()
         }
+
+    def _live_bytes(self) -> int:
+        known = self.catalog.live_total_bytes()  # a published store's totals
+        return sum(self.live_bytes_by_segment().values()) if known is None else known
 
     def segment_state(self, segment: int, marks: dict[int, str] | None = None) -> str:
         """``obsolete``/``compacting`` as the catalogue marks it, else ``sealed`` or
@@ -557,7 +565,7 @@ class FrameStore:
                 overhead += path.stat().st_size - seal.offset + seal.meta_bytes
         return DiskUsage(
             segments=sizes["segments"],
-            live=sum(self.live_bytes_by_segment().values()),
+            live=self._live_bytes(),
             overhead=overhead,
             database=sizes["database"],
             wal=sizes["wal"],
