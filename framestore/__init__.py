@@ -26,7 +26,7 @@ from .errors import (
 if TYPE_CHECKING:
     from .lite import LiteRecorder
     from .reader import SegmentReader
-    from .recorder import Recorder, RecorderMetrics
+    from .recorder import Recorder, RecorderMetrics, prepare_recording
     from .service import FrameRef, FrameStorageService, ServiceMetrics
     from .store import FrameStore
     from .types import (
@@ -48,6 +48,7 @@ _LAZY = {
     "SegmentReader": ".reader",
     "Recorder": ".recorder",
     "RecorderMetrics": ".recorder",
+    "prepare_recording": ".recorder",
     "FrameRef": ".service",
     "FrameStorageService": ".service",
     "ServiceMetrics": ".service",
@@ -77,6 +78,7 @@ __all__ = [
     "DiskUsage",
     "StepTrack",
     "RecorderMetrics",
+    "prepare_recording",
     "ServiceMetrics",
     "FrameStorageService",
     "FrameRef",
