@@ -295,22 +295,3 @@ def test_a_merged_store_exports_the_frames_of_every_source(tmp_path, assault_fra
             png = row["observation.images.render"]["bytes"]
             frame = np.asarray(Image.open(io.BytesIO(png)))
             np.testing.assert_array_equal(frame, st.read_frame(row["episode_id"], row["step"]))
-
-
-def test_png_encoding_ahead_comes_back_in_order_and_bounded(assault_frames):
-    """The encoding threads hand PNGs back in the order frames went in, each the PNG of
-    its frame, with never more than ``ahead`` frames waiting to be collected."""
-    from tools.export._encode import PngAhead
-
-    got: list[tuple[int, bytes]] = []
-    ahead = PngAhead(lambda tag, png: got.append((tag, png)), ahead=4, workers=2)
-    try:
-        for i, frame in enumerate(assault_frames[:40]):
-            ahead.submit(frame, i)
-            assert i + 1 - len(got) <= 4  # waiting: submitted and not collected
-        ahead.drain()
-    finally:
-        ahead.close()
-    assert [tag for tag, _png in got] == list(range(40))
-    for tag, png in got:
-        assert np.array_equal(np.asarray(Image.open(io.BytesIO(png))), assault_frames[tag])

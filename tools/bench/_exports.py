@@ -124,6 +124,8 @@ def _warm_imports(formats: Sequence[str]) -> None:
 
     pa.array([0])  # pyarrow imports pandas on its first array
 
+    from .. import export  # noqa: F401  (the exporters themselves)
+
     if "rrd" in formats:
         import rerun  # noqa: F401
     if "minari" in formats:

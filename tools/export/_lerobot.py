@@ -27,9 +27,8 @@ keyframe, as LeRobot's own writer does): smaller, lossy.
 Actions: Discrete as ``int64``; Box as float32 when the space is float32 (else float64),
 MultiDiscrete/MultiBinary as int64, flattened to a vector; other spaces as JSON text.
 
-Streaming: frames are PNG-encoded on threads as they are read (``_encode.PngAhead``, at
-most 32 waiting, in order) and written in row groups of at most ``_GROUP_BYTES`` of
-images; a data file is closed at an episode boundary once it holds 100 MB (LeRobot's
+Streaming: frames are PNG-encoded as they are read and written in row groups of at most
+``_GROUP_BYTES`` of images; a data file is closed at an episode boundary once it holds 100 MB (LeRobot's
 ``data_files_size_in_mb``) and a video file at 200 MB. Written into ``DIR.partial/``,
 fsynced, renamed into place.
 """
@@ -54,9 +53,9 @@ from framestore.extras import require
 from framestore.files import fsync_dir, fsync_file
 from framestore.jsonsafe import dumps
 
-from ._encode import PngAhead
 from ._lerobot_stats import ImageStats, VectorStats, as_json, image_sample_steps
 from ._options import DEFAULT_FPS, ExportOptions, check_fps
+from ._parquet import png_bytes
 from ._pixels import to_rgb
 from ._report import Progress
 from ._select import (
@@ -79,6 +78,10 @@ CHUNK_FILE = "chunk-{chunk_index:03d}/file-{file_index:03d}"
 DATA_PATH = "data/" + CHUNK_FILE + ".parquet"
 VIDEO_PATH = "videos/{video_key}/" + CHUNK_FILE + ".mp4"
 EPISODES_PATH = "meta/episodes/" + CHUNK_FILE + ".parquet"
+#: zlib level of the PNG frames: LeRobot's own writer's (``image_writer.write_image``,
+#: ``compress_level=1``): about a third less CPU per Atari frame than Pillow's default 6,
+#: for about 1.5x the bytes (docs/BENCHMARKS.md, "Dataset exports").
+PNG_LEVEL = 1
 _GROUP_BYTES = 32 * 1024 * 1024  # image bytes held before a row group is written
 _GROUP_ROWS = 4096
 _STATS_ROWS = 1024  # numeric rows held before they go into the statistics
@@ -371,19 +374,9 @@ class _Writer:
         self._videos = (
             {k: _VideoFile(root, k, layout.fps) for k in layout.image_keys} if layout.video else {}
         )
-        self._png: PngAhead | None = None  # PNG frames: encoded on threads while running
 
     # ------------------------------------------------------------------ main loop
     def run(self, task: str | None, progress: Progress | None) -> None:
-        if not self.layout.video:
-            self._png = PngAhead(self._encoded)
-        try:
-            self._run(task, progress)
-        finally:
-            if self._png is not None:
-                self._png.close()
-
-    def _run(self, task: str | None, progress: Progress | None) -> None:
         planned, done = self.selection.rows, 0
         state: _EpisodeState | None = None
         prev: StepFrame | None = None
@@ -450,11 +443,12 @@ class _Writer:
             "task_index": state.task_index,
         }
         for key in self.layout.image_keys:  # one stream today: the step's frame
-            if self._png is None:
+            if self.layout.video:
                 self._videos[key].add(frame)
-            else:  # its cell is filled in by _encoded
-                self._columns[key].append(None)
-                self._png.submit(frame, (key, len(self._columns[key]) - 1))
+            else:
+                data = png_bytes(frame, level=PNG_LEVEL)
+                self._columns[key].append({"bytes": data, "path": None})
+                self._group_bytes += len(data)
             if state.rows in state.sample:
                 state.stats[key].update(frame)  # folded into the dataset's at the end
         for key, value in values.items():
@@ -510,15 +504,8 @@ class _Writer:
         """Per video feature, what LeRobot's ``get_video_info`` says of its files."""
         return {key: vf.info for key, vf in self._videos.items()}
 
-    def _encoded(self, cell: tuple[str, int], png: bytes) -> None:
-        key, row = cell
-        self._columns[key][row] = {"bytes": png, "path": None}
-        self._group_bytes += len(png)
-
     # ------------------------------------------------------------------ files
     def _flush_group(self) -> None:
-        if self._png is not None:
-            self._png.drain()
         rows = len(self._columns["index"])
         if not rows:
             return
