@@ -20,6 +20,7 @@ from .errors import (
     InvalidFrame,
     InvalidInput,
     StoreLocked,
+    StreamNotFound,
     WriterFailed,
 )
 
@@ -37,6 +38,7 @@ if TYPE_CHECKING:
         RunInfo,
         StepInfo,
         StepTrack,
+        StreamInfo,
     )
     from .vector import RecordVectorFrames
     from .wrappers import RecordFrames
@@ -60,6 +62,7 @@ _LAZY = {
     "RunInfo": ".types",
     "StepInfo": ".types",
     "StepTrack": ".types",
+    "StreamInfo": ".types",
     "RecordVectorFrames": ".vector",
     "RecordFrames": ".wrappers",
 }
@@ -77,6 +80,7 @@ __all__ = [
     "FrameLocation",
     "DiskUsage",
     "StepTrack",
+    "StreamInfo",
     "RecorderMetrics",
     "prepare_recording",
     "ServiceMetrics",
@@ -90,6 +94,7 @@ __all__ = [
     "ChecksumMismatch",
     "FrameNotFound",
     "EpisodeNotFound",
+    "StreamNotFound",
     "StoreLocked",
     "WriterFailed",
     "DiskFull",

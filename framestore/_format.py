@@ -13,6 +13,7 @@ from __future__ import annotations
 import bisect
 import errno
 import json
+import math
 import re
 import struct
 import time
@@ -24,7 +25,13 @@ from typing import IO, Any
 
 import zstandard
 
-from .errors import ChecksumMismatch, CorruptRecord, RecordTooLarge, TruncatedRecord
+from .errors import (
+    ChecksumMismatch,
+    CorruptRecord,
+    InvalidInput,
+    RecordTooLarge,
+    TruncatedRecord,
+)
 
 # --------------------------------------------------------------------------- names
 DB_NAME = "framestore.db"  # the SQLite catalogue
@@ -93,6 +100,32 @@ MAX_FRAME_KEY = 2**32 - 1  # CHUNK frame key (the step): u32
 MAX_META_PAYLOAD = 1024 * 1024  # EPISODE, EPISODE_END, RUN_END (JSON)
 MAX_STEPS_BLOCK_BYTES = 256 * 1024 * 1024  # a CHUNK's steps block, decompressed
 RENDER_STREAM = "render"  # stream index 0
+MAX_STREAMS = 64  # streams of one episode, render included (CHUNK stream index: u16)
+#: A stream's name: what ``record_step(frames={name: ...})`` and ``--stream`` take.
+STREAM_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_.-]{0,63}")
+
+
+def stored_shape(shape: tuple[int, ...]) -> tuple[int, ...]:
+    """The chunk layout of a stream frame of ``shape`` (docs/FORMAT.md, "Several
+    streams"): ``HxW`` and ``HxWxC`` with ``C`` in 1, 3, 4 as they are; any other uint8
+    array of 3 or more dimensions as rows of its last one or two (a ``(4, 84, 84)``
+    frame stack as ``336x84``, ``(4, 84, 84, 3)`` as ``336x84x3``). Its own shape is
+    kept in its pointer row (``frame_shape``), so readers give it back as it was."""
+    if len(shape) == 2 or (len(shape) == 3 and shape[2] in (1, 3, 4)):
+        return shape
+    if shape[-1] in (1, 3, 4):
+        return (math.prod(shape[:-2]) * shape[-2], shape[-2], shape[-1])
+    return (math.prod(shape[:-1]), shape[-1])
+
+
+def check_stream_name(name: object) -> str:
+    """``name`` if it can name a stream (``STREAM_NAME``), else ``InvalidInput``."""
+    if not isinstance(name, str) or not STREAM_NAME.fullmatch(name):
+        raise InvalidInput(
+            f"bad stream name {name!r}: a letter, then up to 63 letters, digits, '_', '.' or '-'"
+        )
+    return name
+
 
 # --------------------------------------------------------------------------- framing
 _FILE_HEADER = struct.Struct("<8sHHII")  # magic, version, flags, segment_id, store tag
@@ -635,6 +668,8 @@ class StepMeta:
     frame_shape: str | None
     has_frame: bool = False
     dropped: bool = False
+    #: Streams (indexes >= 1) whose frame at this step is this step's render frame.
+    shared: tuple[int, ...] = ()
 
     @property
     def flags(self) -> int:
@@ -667,9 +702,30 @@ def pack_steps(steps: list[StepMeta], compressor: zstandard.ZstdCompressor) -> b
             _text_column([s.action for s in steps]),
             _text_column([s.info for s in steps]),
             _text_column([s.frame_shape for s in steps]),
+            # appended only when a step shares its frame (render-only blocks unchanged)
+            _text_column([_shared_text(s.shared) for s in steps])
+            if any(s.shared for s in steps)
+            else b"",
         )
     )
     return compressor.compress(raw)
+
+
+def _shared_text(shared: tuple[int, ...]) -> str | None:
+    """The steps block's ``shared`` column: ``"1,2"``, or NULL when no stream shares."""
+    return ",".join(map(str, shared)) if shared else None
+
+
+def _parse_shared(text: str | None) -> tuple[int, ...]:
+    if not text:
+        return ()
+    try:
+        out = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        raise ValueError(f"shared streams {text[:40]!r}") from None
+    if any(not 0 < v < MAX_STREAMS for v in out):
+        raise ValueError(f"shared streams {text[:40]!r}")
+    return out
 
 
 def unpack_steps(
@@ -710,7 +766,11 @@ def unpack_steps(
         walls = struct.unpack_from(f"<{m}d", raw, pos)
         pos += 8 * m
         texts = []
-        for _ in range(3):
+        # action, info, frame shape; then (appended in 0.3.x) shared streams, when present
+        for n in range(4):
+            if n == 3 and pos >= len(raw):
+                texts.append([None] * m)
+                break
             lengths = struct.unpack_from(f"<{m}I", raw, pos)
             pos += 4 * m
             column: list[str | None] = []
@@ -723,7 +783,8 @@ def unpack_steps(
                 column.append(raw[pos : pos + ln].decode())
                 pos += ln
             texts.append(column)
-    except (struct.error, UnicodeDecodeError) as e:
+        shared = [_parse_shared(t) for t in texts.pop()]
+    except (struct.error, UnicodeDecodeError, ValueError) as e:
         raise bad(str(e)) from None
     if len(flags) != m:
         raise bad("block too short")
@@ -733,9 +794,11 @@ def unpack_steps(
             None if f & STEP_NO_REWARD else r,
             bool(f & STEP_TERMINATED), bool(f & STEP_TRUNCATED), i,
             None if f & STEP_NO_WALL_TIME else w,
-            sh, bool(f & STEP_HAS_FRAME), bool(f & STEP_DROPPED),
+            sh, bool(f & STEP_HAS_FRAME), bool(f & STEP_DROPPED), sd,
         )
-        for st, f, r, w, a, i, sh in zip(steps, flags, rewards, walls, *texts, strict=True)
+        for st, f, r, w, a, i, sh, sd in zip(
+            steps, flags, rewards, walls, *texts, shared, strict=True
+        )
     ]  # fmt: skip
 
 

@@ -23,6 +23,8 @@ from telemetry import (
     RunStarted,
     SinkMetrics,
     Step,
+    StreamFrame,
+    StreamStarted,
     TelemetryAsyncHub,
     action_encoder,
     check_reward,
@@ -33,6 +35,7 @@ from telemetry import (
 from ._batchrows import BatchRows, EpisodeState, check_episode_args
 from ._format import StepMeta
 from ._storage import open_storage
+from ._streams import StreamInput, split_frames
 from .catalog import check_seed, format_shape
 from .errors import InvalidInput, StoreClosed
 from .service import ServiceMetrics
@@ -305,23 +308,41 @@ class Recorder:
 
     def record_step(
         self,
-        frame: np.ndarray | None,
+        frame: np.ndarray | None = None,
         action: Any = None,
         reward: float = 0.0,
         terminated: bool = False,
         truncated: bool = False,
         info: dict[str, Any] | None = None,
+        *,
+        frames: dict[str, np.ndarray | None] | None = None,
     ) -> int:
         """Record one step of the current episode; returns its step index. Never blocks
         on disk work (only, under the ``block`` policy, on a full queue, up to the block
         timeout).
 
-        Everything is validated before anything is queued: a bad frame, action, reward
-        or info raises ``InvalidInput`` (or a subclass) and records nothing.
+        ``frame`` is the step's ``render`` frame. ``frames={"render": f, "observation":
+        o, ...}`` records several named streams instead (each compressed in its own
+        chunks; a frame equal to the step's render frame is stored once and both
+        streams point at it; read them back with ``FrameStore.read_frame(...,
+        stream=name)``). Stream frames are uint8 arrays of 2 or more dimensions (frame
+        stacks such as ``(4, 84, 84)`` included).
+
+        Everything is validated before anything is queued: a bad frame, stream name,
+        action, reward or info raises ``InvalidInput`` (or a subclass) and records
+        nothing.
         """
         self._check_open()
         if self.current_episode is None:
             raise InvalidInput("record_step() before begin_episode()")
+        extra: tuple[StreamInput, ...] = ()
+        if frames is not None:
+            frame, extra = split_frames(frame, frames)
+            if extra and self._storage.pid is not None:
+                raise InvalidInput(
+                    "streams other than 'render' need writer='thread' for now (the storage "
+                    "process does not carry them yet)"
+                )
         reward = check_reward(reward)
         action_text = None if action is None else self._encode_action(action)
         info_text = encode_info(info)
@@ -331,9 +352,12 @@ class Recorder:
         ref = None
         term, trunc = bool(terminated), bool(truncated)
         wall = time.time()
+        indexes = tuple(self._stream_index(eid, st, s) for s in extra)
         if frame is not None:
             shape = format_shape(getattr(frame, "shape", ()))
             meta = StepMeta(eid, step, action_text, reward, term, trunc, info_text, wall, shape)
+            # before the put: the writer may pack the steps block at once
+            meta.shared = tuple(i for s, i in zip(extra, indexes, strict=True) if s.shared)
             ref = self._storage.put(frame, (eid, step), meta)
             if ref.dropped:
                 st.dropped += 1
@@ -341,15 +365,33 @@ class Recorder:
             shape = None
             meta = StepMeta(eid, step, action_text, reward, term, trunc, info_text, wall, None)
             self._storage.put_step(meta)
+        streams = tuple(
+            StreamFrame(i, ref if s.shared else self._storage.put(s.frame, (eid, step), None, i),
+                        s.shape)
+            for s, i in zip(extra, indexes, strict=True)
+        )  # fmt: skip
         # The fields of a Step, in order: an event object only when someone displays it.
         row = (eid, step, action_text, reward, term, trunc, info_text, wall, ref, shape)
         if self._displays:
-            self._hub.publish(Step(*row))
+            self._hub.publish(Step(*row, streams=streams))
+        elif streams:
+            self._storage.offer(Step(*row, streams=streams))
         else:
             self._storage.offer_row(row)
         st.advance(reward, term, trunc, 1)
         self.steps_recorded += 1
         return step
+
+    def _stream_index(self, eid: int, st: EpisodeState, s: StreamInput) -> int:
+        """The episode's index of stream ``s`` (the next one, announced to the sink and
+        the segments with a ``StreamStarted``, at its first frame)."""
+        index = st.streams.get(s.name)
+        if index is None:
+            index = st.streams[s.name] = len(st.streams) + 1  # render is 0
+            self._hub.publish(
+                StreamStarted(eid, index, s.name, "uint8", s.shape, 0 if s.shared else None)
+            )
+        return index
 
     def record_steps(
         self,

@@ -203,12 +203,18 @@ class FrameStorageService:
 
     # ----------------------------------------------------------------- producer side
     def put(
-        self, frame: np.ndarray, key: tuple[int, int] = (0, 0), step: StepMeta | None = None
+        self,
+        frame: np.ndarray,
+        key: tuple[int, int] = (0, 0),
+        step: StepMeta | None = None,
+        stream: int = 0,
     ) -> FrameRef:
         """Accept a frame for storage and return its ref at once.
 
         Costs one validation, one copy and an enqueue. ``step``: the step's metadata,
-        written with the frame into its chunk (kept even when the frame is dropped).
+        written with the frame into its chunk (kept even when the frame is dropped; a
+        frame of another stream than ``render`` has none). ``stream``: the frame's stream
+        index in its episode (its own chunks; docs/FORMAT.md).
         Raises ``InvalidFrame`` for frames that cannot be stored losslessly,
         ``QueueFull`` when the ``block`` policy timed out, and the writer's error if the
         writer has failed.
@@ -220,7 +226,7 @@ class FrameStorageService:
             # Checked before the copy: under overload, dropping must stay cheap. Bad input
             # is still an error, never hidden as a dropped frame.
             check_frame(frame)
-            return self._drop(key, getattr(frame, "shape", None), step)
+            return self._drop(key, getattr(frame, "shape", None), step, stream)
         arr = self._copy(frame)
         nbytes = arr.nbytes
         if nbytes > self._max_bytes:
@@ -232,9 +238,9 @@ class FrameStorageService:
             self._raise_if_failed()
             if self._full(nbytes):
                 if self.policy == "drop":
-                    return self._drop(key, arr.shape, step)
+                    return self._drop(key, arr.shape, step, stream)
                 self._wait_for_room(nbytes)
-            ref = FrameRef(self._next_seq, (key_a, key_b), arr.shape)
+            ref = FrameRef(self._next_seq, (key_a, key_b), arr.shape, stream=stream)
             self._next_seq += 1
             self._queue.append((arr, ref, step))
             self._q_frames += 1
@@ -392,13 +398,15 @@ class FrameStorageService:
         """Whether ``count`` more frames of ``nbytes`` in total would not fit."""
         return self._q_frames + count > self._max_frames or self._q_bytes + nbytes > self._max_bytes
 
-    def _drop(self, key: tuple[int, int], shape, step: StepMeta | None) -> FrameRef:
+    def _drop(
+        self, key: tuple[int, int], shape, step: StepMeta | None, stream: int = 0
+    ) -> FrameRef:
         with self._cond:
             self._frames_dropped += 1
             if step is not None:
                 step.dropped = True
                 self._queue.append((None, None, step))
-        return FrameRef(None, key, shape, dropped=True)
+        return FrameRef(None, key, shape, dropped=True, stream=stream)
 
     def _wait_for_room(self, nbytes: int, count: int = 1) -> None:
         start = time.monotonic()

@@ -21,6 +21,7 @@ from ._format import (
     DB_NAME,
     FILE_HEADER_SIZE,
     LOCK_NAME,
+    RENDER_STREAM,
     SEGMENT_DIR,
     record_extent,
 )
@@ -31,6 +32,7 @@ from ._sources import SegmentSource
 from .catalog import Catalog, check_id, clamp_step
 from .errors import (
     CorruptData,
+    CorruptRecord,
     EpisodeNotFound,
     FrameNotFound,
     InvalidInput,
@@ -38,6 +40,7 @@ from .errors import (
     RunNotFound,
     StoreClosed,
     StoreLocked,
+    StreamNotFound,
     UnsafeStore,
 )
 from .files import fsync_dir, why_not_writable
@@ -60,6 +63,7 @@ from .types import (
     RunInfo,
     StepInfo,
     StepTrack,
+    StreamInfo,
 )
 
 if TYPE_CHECKING:
@@ -378,17 +382,42 @@ class FrameStore:
         ep = self.episode(episode_id)
         return self.catalog.frame_summary(ep.id, *_step_range(start, stop))
 
-    def read_frame(self, episode_id: int, step: int, *, copy: bool = True) -> np.ndarray:
+    def streams(self, episode_id: int) -> list[StreamInfo]:
+        """The episode's frame streams, ``render`` (index 0) first (docs/FORMAT.md,
+        "Several streams"); a store of 0.3.0 or older has ``render`` only."""
+        ep = self.episode(episode_id)
+        return self.catalog.episode_streams(ep.id)
+
+    def _stream_index(self, episode_id: int, stream: str) -> int:
+        """The index of the episode's stream ``stream`` (``StreamNotFound`` if none)."""
+        if stream == RENDER_STREAM:
+            return 0
+        ep = self.episode(episode_id)
+        if stream not in ep.streams:
+            raise StreamNotFound(episode_id, stream, ep.streams)
+        return ep.streams.index(stream)
+
+    def read_frame(
+        self, episode_id: int, step: int, *, copy: bool = True, stream: str = RENDER_STREAM
+    ) -> np.ndarray:
         """The frame of one step, bit-exact (checksum verified); with ``copy=False`` a
         read-only array (a view into the decoded chunk when the chunk is cached; a miss
         decodes only the zstd part up to the frame into a reused buffer and returns a
-        read-only copy of the frame).
+        read-only copy of the frame). ``stream``: which of the step's frames
+        (``EpisodeInfo.streams``; ``StreamNotFound`` for a name the episode lacks).
 
         The episode's frame pointers are read once and kept while the catalogue is
         unchanged (a pragma checks that), so a random read queries no table."""
         self._check_open()
         episode_id = check_id(episode_id, "episode id")
         if clamp_step(step, "step") != step:  # negative, or past any step SQLite holds
+            raise FrameNotFound(f"episode {episode_id} has no step {step}")
+        if stream != RENDER_STREAM:
+            for _step, frame in self.iter_steps_frames(
+                episode_id, int(step), int(step) + 1, skip_missing=False, copy=copy,
+                stream=stream,
+            ):  # fmt: skip
+                return frame
             raise FrameNotFound(f"episode {episode_id} has no step {step}")
         loc = self._pointers.location(episode_id, int(step))
         if loc is None:
@@ -421,16 +450,18 @@ class FrameStore:
         *,
         skip_missing: bool = True,
         copy: bool = False,
+        stream: str = RENDER_STREAM,
     ) -> Iterator[np.ndarray]:
         """Frames of an episode in step order; memory stays O(chunk).
 
         Each frame is a read-only view into its decoded chunk (each chunk is decoded
         once, and a view keeps only its own chunk alive); ``copy=True`` returns writable
-        copies. Steps whose frame was dropped are skipped (or raise ``FrameNotFound``
-        with ``skip_missing=False``). Corrupt data raises; it is never yielded.
+        copies. Steps whose frame was dropped (or that have none in ``stream``) are
+        skipped (or raise ``FrameNotFound`` with ``skip_missing=False``). Corrupt data
+        raises; it is never yielded. ``stream``: as ``read_frame``'s.
         """
         for _step, frame in self.iter_steps_frames(
-            episode_id, start, stop, skip_missing=skip_missing, copy=copy
+            episode_id, start, stop, skip_missing=skip_missing, copy=copy, stream=stream
         ):
             yield frame
 
@@ -442,8 +473,12 @@ class FrameStore:
         *,
         skip_missing: bool = True,
         copy: bool = False,
+        stream: str = RENDER_STREAM,
     ) -> Iterator[tuple[int, np.ndarray]]:
         """``(step, frame)`` pairs in step order (see ``iter_frames``)."""
+        if stream != RENDER_STREAM:
+            yield from self._iter_stream(episode_id, start, stop, skip_missing, copy, stream)
+            return
         locations = self.frame_locations(episode_id, start, stop)
         key = self.stream_key(episode_id)
         reader = self._reader
@@ -465,6 +500,45 @@ class FrameStore:
                 yield step, frame.copy() if copy else frame
             else:
                 yield step, reader.frame_of(chunk, slot, copy=copy, expect_key=(key, step))
+
+    def _iter_stream(
+        self,
+        episode_id: int,
+        start: int,
+        stop: int | None,
+        skip_missing: bool,
+        copy: bool,
+        stream: str,
+    ) -> Iterator[tuple[int, np.ndarray]]:
+        """``iter_steps_frames`` of a stream other than render: its pointers, each chunk
+        checked to be of that stream (or render's, for a frame stored once for both)."""
+        index = self._stream_index(episode_id, stream)
+        ep = self.episode(episode_id)
+        pointers = self.catalog.stream_pointers(ep.id, index, *_step_range(start, stop))
+        key = self.stream_key(episode_id)
+        reader = self._reader
+        chunk = None
+        for step, loc, shape in pointers:
+            if loc is None:
+                if skip_missing:
+                    continue
+                raise FrameNotFound(
+                    f"episode {episode_id} step {step} has no stored frame in stream {stream!r}"
+                )
+            segment, offset, slot = loc
+            if chunk is None or chunk.offset != offset or chunk.segment != segment:
+                chunk = reader.read_chunk(segment, offset)
+                if chunk.header.stream_index not in (index, 0):
+                    raise CorruptRecord(
+                        segment,
+                        offset,
+                        f"a chunk of stream index {chunk.header.stream_index}, not of "
+                        f"{stream!r} ({index}) (the frame pointer is wrong)",
+                    )
+            frame = reader.frame_of(chunk, slot, copy=copy, expect_key=(key, step))
+            if shape is not None and frame.shape != shape:
+                frame = frame.reshape(shape)  # a frame stack kept as rows (stored_shape)
+            yield step, frame
 
     def read_frames(
         self, episode_id: int, start: int = 0, stop: int | None = None

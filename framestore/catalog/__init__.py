@@ -15,6 +15,7 @@ from ._meta import COMPACTION_OUTPUTS, PENDING_LOSS, MetaQueries
 from ._pointers import SEGMENT_STATES, PointerQueries, PointerRow
 from ._recovery import RECOVERED_ENV_ID, RECOVERED_INFO, RecoveryQueries
 from ._stats import CatalogStats, EpisodeRowCount, StatsQueries
+from ._streams import StreamPointer, StreamQueries
 from ._tables import PUBLISHED_TABLES, TableQueries
 from ._validate import MAX_SQLITE_INT, check_id, check_seed, clamp_step
 
@@ -33,6 +34,7 @@ __all__ = [
     "EpisodeRowCount",
     "MergeRecord",
     "PointerRow",
+    "StreamPointer",
     "ValueProblem",
     "check_id",
     "check_seed",
@@ -45,6 +47,7 @@ __all__ = [
 class Catalog(
     EpisodeQueries,
     PointerQueries,
+    StreamQueries,
     RecoveryQueries,
     StatsQueries,
     MergeQueries,
