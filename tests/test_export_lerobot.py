@@ -295,3 +295,52 @@ def test_a_merged_store_exports_the_frames_of_every_source(tmp_path, assault_fra
             png = row["observation.images.render"]["bytes"]
             frame = np.asarray(Image.open(io.BytesIO(png)))
             np.testing.assert_array_equal(frame, st.read_frame(row["episode_id"], row["step"]))
+
+
+def test_every_image_stream_is_a_feature_lerobot_loads(tmp_path, assault_frames, lerobot_python):
+    """``record_step(frames={...})``: each image stream of a step is an
+    ``observation.images.<stream>`` feature of its own shape, bit-exact in LeRobot's own
+    loader; a frame stack is no image (left out); a step lacking a stream's frame is no
+    row (counted)."""
+    path = tmp_path / "streams.store"
+    wrist = [np.ascontiguousarray(f[50:134, 40:124, 1]) for f in assault_frames]  # 84x84 grey
+    with FrameStore.open(path) as st:
+        rec = st.recorder("ALE/Assault-v5", action_space=SPACE)
+        try:
+            for e in range(2):
+                rec.begin_episode(seed=e)
+                for i in range(12):
+                    n = e * 12 + i
+                    frames = {"render": assault_frames[n], "stack": np.stack([wrist[n]] * 4)}
+                    if (e, i) != (1, 4):  # a step without a wrist frame
+                        frames["wrist"] = wrist[n]
+                    rec.record_step(frames=frames, action=None if i == 0 else i % 7, reward=1.0)
+                rec.end_episode()
+        finally:
+            rec.close()
+    out = tmp_path / "lr"
+    result = run_cli("export", path, "--format", "lerobot", "-o", out, "--json")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    assert report["rows"] == 2 * 11 - 1 and report["dropped_steps"] == 1
+    assert report["frames"] == 2 * report["rows"]
+    info = json.loads((out / "meta" / "info.json").read_text())
+    images = {k: f["shape"] for k, f in info["features"].items() if f["dtype"] == "image"}
+    assert images == {
+        "observation.images.render": [210, 160, 3],
+        "observation.images.wrist": [84, 84, 1],
+    }
+
+    got = load_in_lerobot(lerobot_python, out, tmp_path)
+    assert got["camera_keys"] == ["observation.images.render", "observation.images.wrist"]
+    steps = [(e, i) for e in range(2) for i in range(11) if (e, i) != (1, 4)]
+    assert [(r["episode_id"] - 1, r["step"]) for r in got["rows"]] == steps
+    for row, (e, i) in zip(got["rows"], steps, strict=True):
+        n = e * 12 + i
+        sha = {
+            "observation.images.render": hashlib.sha256(assault_frames[n].tobytes()).hexdigest(),
+            "observation.images.wrist": hashlib.sha256(wrist[n].tobytes()).hexdigest(),
+        }
+        assert row["frames"] == sha, (e, i)
+    stats = json.loads((out / "meta" / "stats.json").read_text())
+    assert np.shape(stats["observation.images.wrist"]["mean"]) == (3, 1, 1)

@@ -123,11 +123,20 @@ class _Layout:
     """The dataset's features, checked against every chosen episode before writing."""
 
     features: dict[str, dict[str, Any]]
-    image_keys: list[str]  # observation.images.<stream>, in stream order
+    images: dict[str, str]  # observation.images.<stream> -> stream, in stream order
     action_dtype: str  # LeRobot dtype of ``action``
     action_kind: str
     fps: int
     video: bool
+
+    @property
+    def image_keys(self) -> list[str]:
+        return list(self.images)
+
+    @property
+    def first(self) -> str:
+        """The name of the episodes' first stream (``render``): ``StepFrame.frame``."""
+        return next(iter(self.images.values()))
 
     def stat_keys(self) -> list[str]:
         skip = {"image", "video", "string"}
@@ -205,32 +214,25 @@ def _layout(
     """The features every chosen episode fits, or ``InvalidInput`` naming the misfit."""
     first = selection.spans[0]
     streams = episode_streams(store, first.episode)
-    shape_text = None
     for span in selection.spans:
         if episode_streams(store, span.episode) != streams:
             raise InvalidInput(
                 f"episodes {first.id} and {span.id} hold different image streams; "
                 "a LeRobot dataset has one set of features: export them separately"
             )
-        for text in span.shapes:
-            if shape_text is None:
-                shape_text = text
-            elif text != shape_text:
-                raise InvalidInput(
-                    f"episode {span.id} has frames of {text} where others have {shape_text}; "
-                    "a LeRobot image feature has one shape: export them separately"
-                )
-    if shape_text is None:
-        raise InvalidInput("the chosen steps have no stored frames")
-    dims = [int(d) for d in shape_text.split("x")]
-    shape = dims if len(dims) == 3 else [*dims, 1]
+    shapes = {name: _stream_shape(store, selection, name, i == 0) for i, name in enumerate(streams)}
     if video:
-        shape = [shape[0], shape[1], 3]
+        shapes = {name: [shape[0], shape[1], 3] for name, shape in shapes.items()}
     fps = _fps(store, selection.spans, options)
     action_dtype, action_shape = _action_feature(store, selection)
-    image = {"dtype": "video" if video else "image", "shape": shape}
-    image["names"] = ["height", "width", "channels"]
-    features: dict[str, dict[str, Any]] = {f"observation.images.{s}": dict(image) for s in streams}
+    features: dict[str, dict[str, Any]] = {
+        f"observation.images.{name}": {
+            "dtype": "video" if video else "image",
+            "shape": shape,
+            "names": ["height", "width", "channels"],
+        }
+        for name, shape in shapes.items()
+    }
     features["action"] = {"dtype": action_dtype, "shape": action_shape, "names": None}
     for key, dtype in (
         ("next.reward", "float64"),
@@ -245,12 +247,40 @@ def _layout(
         features[key] = {"dtype": dtype, "shape": [1], "names": None}
     return _Layout(
         features,
-        [f"observation.images.{s}" for s in streams],
+        {f"observation.images.{name}": name for name in streams},
         action_dtype,
         selection.kind,
         fps,
         video,
     )
+
+
+def _stream_shape(store: FrameStore, selection: Selection, name: str, first: bool) -> list[int]:
+    """The one frame shape of stream ``name`` over the chosen steps, HxWxC, or
+    ``InvalidInput``: an image feature has one shape."""
+    shape_text = None
+    for span in selection.spans:
+        texts = span.shapes
+        if not first:
+            texts = store.frame_summary(span.id, span.start, span.stop, stream=name).shapes
+        for text in texts:
+            if shape_text is None:
+                shape_text = text
+            elif text != shape_text:
+                what = "frames" if first else f"{name!r} frames"
+                raise InvalidInput(
+                    f"episode {span.id} has {what} of {text} where others have {shape_text}; "
+                    "a LeRobot image feature has one shape: export them separately"
+                )
+    if shape_text is None:
+        if first:
+            raise InvalidInput("the chosen steps have no stored frames")
+        raise InvalidInput(
+            f"stream {name!r} has no frames in the chosen steps; a LeRobot image feature "
+            "needs one in every row"
+        )
+    dims = [int(d) for d in shape_text.split("x")]
+    return dims if len(dims) == 3 else [*dims, 1]
 
 
 def _fps(store: FrameStore, spans: list[Span], options: ExportOptions) -> int:
@@ -380,15 +410,22 @@ class _Writer:
         planned, done = self.selection.rows, 0
         state: _EpisodeState | None = None
         prev: StepFrame | None = None
-        for item in iter_step_frames(self.store, self.selection.spans, extra_step=True):
+        others = {
+            span.id: [name for name in self.layout.images.values() if name != self.layout.first]
+            for span in self.selection.spans
+        }
+        steps = iter_step_frames(self.store, self.selection.spans, extra_step=True, streams=others)
+        for item in steps:
             if state is None or item.span is not state.span:
                 self._end_episode(state)
                 state, prev = self._begin_episode(item.span, task), None
             if prev is not None:
                 self._add_row(state, prev, item.step)
             if item.step.step < item.span.stop:
-                prev = item if item.frame is not None else None
-                self.report.dropped_steps += item.frame is None
+                # a row has a frame of every stream: a step without one is no row
+                framed = item.frame is not None and all(f is not None for f in item.others.values())
+                prev = item if framed else None
+                self.report.dropped_steps += not framed
                 done += 1
                 if progress is not None:
                     progress(done, planned)
@@ -425,8 +462,7 @@ class _Writer:
         return state
 
     def _add_row(self, state: _EpisodeState, cur: StepFrame, nxt: StepInfo) -> None:
-        ep, frame = cur.span.episode, cur.frame
-        assert frame is not None
+        ep = cur.span.episode
         values = {
             "action": _action_value(nxt.action, self.layout),
             "next.reward": np.nan if nxt.reward is None else float(nxt.reward),
@@ -442,7 +478,9 @@ class _Writer:
             "index": self.report.rows,
             "task_index": state.task_index,
         }
-        for key in self.layout.image_keys:  # one stream today: the step's frame
+        for key, stream in self.layout.images.items():
+            frame = cur.of(stream, self.layout.first)
+            assert frame is not None
             if self.layout.video:
                 self._videos[key].add(frame)
             else:
