@@ -49,10 +49,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ._format import (
+from ._format import DB_NAME, parse_segment_name
+from ._format.published import (
     CATALOGUE_DIR,
     CHUNKS_TABLE,
-    DB_NAME,
     EPISODE_TOTALS_COLUMNS,
     EPISODE_TOTALS_TABLE,
     MANIFEST_NAME,
@@ -62,7 +62,6 @@ from ._format import (
     PUBLISHED_FORMAT,
     PUBLISHED_VERSIONS_READ,
     catalogue_object,
-    parse_segment_name,
 )
 from ._sources import DEFAULT_TIMEOUT, ObjectReader, ObjectUnreadable, RemoteSegments
 from .catalog import PUBLISHED_TABLES, Catalog, parse_shape

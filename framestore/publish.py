@@ -42,7 +42,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ._format import (
+from ._format import SEGMENT_DIR, VERSION, record_extent
+from ._format.published import (
     CATALOGUE_DIR,
     CHUNKS_TABLE,
     EPISODE_TOTALS_COLUMNS,
@@ -50,10 +51,7 @@ from ._format import (
     MANIFEST_NAME,
     PUBLISHED_FORMAT,
     PUBLISHED_VERSION,
-    SEGMENT_DIR,
-    VERSION,
     catalogue_object,
-    record_extent,
 )
 from ._published import ObjectProblem, is_url, open_fs, shown_location, userinfo
 from .catalog import parse_shape

@@ -9,7 +9,7 @@ from typing import Any
 
 from telemetry import open_scratch_db
 
-from .._format import EPISODE_TOTALS_COLUMNS
+from .._format.published import EPISODE_TOTALS_COLUMNS
 from ._base import CatalogBase
 
 #: The tables a published store carries (``meta`` and the migrations' own table are

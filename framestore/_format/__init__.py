@@ -2,7 +2,9 @@
 
 Every size, layout and name of the format is defined here and nowhere else: the file
 and directory names of a store, the segment file header, the record framing, the
-``CHUNK`` and ``SEAL`` payloads of each format version.
+``CHUNK`` and ``SEAL`` payloads of each format version. Two parts have a module of
+their own here: ``parts`` (the zstd parts inside a CHUNK's data) and ``published`` (the
+layout of a published store).
 
 This module sees ``IO[bytes]`` and ``bytes`` only, never paths: the store decides where
 files live. One dataclass per record payload, each with ``pack``/``unpack``.
@@ -10,7 +12,6 @@ files live. One dataclass per record payload, each with ``pack``/``unpack``.
 
 from __future__ import annotations
 
-import bisect
 import errno
 import json
 import math
@@ -25,7 +26,7 @@ from typing import IO, Any
 
 import zstandard
 
-from .errors import (
+from ..errors import (
     ChecksumMismatch,
     CorruptRecord,
     InvalidInput,
@@ -50,38 +51,6 @@ def parse_segment_name(name: str) -> int | None:
     """The segment id a file name stands for, or None for any other name."""
     m = _SEGMENT_NAME.match(name)
     return int(m.group(1)) if m else None
-
-
-# --------------------------------------------------------------------------- published stores
-# A published store (``framestore publish``): the sealed segments under SEGMENT_DIR as
-# they are, the catalogue as one Parquet object per table, and a manifest listing every
-# object with its size and SHA-256. The manifest is written last.
-MANIFEST_NAME = "manifest.json"
-CATALOGUE_DIR = "catalogue"
-PUBLISHED_FORMAT = "framestore-published"  # the manifest's "format"
-PUBLISHED_VERSION = 2  # the manifest's "version" this framestore writes
-PUBLISHED_VERSIONS_READ = (1, 2)  # and the ones it reads (1: no episode totals)
-CHUNKS_TABLE = "chunks"  # (segment, offset, bytes) of every published CHUNK record
-# Per-episode totals (version 2): what listing a published store needs, so that ``ls`` and
-# ``info`` never read the steps table. One row per published episode, int64 columns:
-EPISODE_TOTALS_TABLE = "episode_totals"
-EPISODE_TOTALS_COLUMNS = (
-    "episode_id",
-    "steps",  # step rows
-    "frames",  # of them, rows with a stored frame
-    "raw_frame_bytes",  # uncompressed bytes of those frames (from their shapes)
-    "chunk_bytes",  # bytes of the chunk records holding them (distinct chunks)
-)
-# A catalogue table is read one row group at a time; a reader refuses a row group of more
-# rows, or a column chunk the footer says decompresses to more bytes, than these.
-MAX_PUBLISHED_GROUP_ROWS = 1024 * 1024
-MAX_PUBLISHED_COLUMN_BYTES = 256 * 1024 * 1024
-MAX_MANIFEST_BYTES = 64 * 1024 * 1024  # a manifest claiming more is refused unread
-
-
-def catalogue_object(table: str) -> str:
-    """The object name of a catalogue table in a published store, relative to its root."""
-    return f"{CATALOGUE_DIR}/{table}.parquet"
 
 
 # --------------------------------------------------------------------------- versions
@@ -553,94 +522,6 @@ def pack_chunk(header: ChunkHeader, steps_block: bytes, data: bytes | memoryview
     """A whole CHUNK record of this version: ``header`` (its ``steps_length`` and
     ``steps_count`` must describe ``steps_block``), the steps block, the codec data."""
     return pack_record(RecordType.CHUNK, header.pack(VERSION), steps_block, data)
-
-
-# --------------------------------------------------------------------------- zstd parts
-# A zstd chunk's data is either ONE zstd frame holding all N frames, or (written since
-# 0.3.x, format 3 unchanged otherwise) P >= 2 zstd frames ("parts") of consecutive
-# frames followed by a seek table in the zstd seekable format (zstd's
-# contrib/seekable_format): a skippable frame whose content lists each part's
-# compressed and decompressed size, then a 9-byte footer. The data stays one valid zstd
-# stream (a skippable frame is ignored by decoders), and a reader can decode the one
-# part holding a frame instead of the whole chunk.
-_SKIPPABLE_MAGIC = 0x184D2A5E
-SEEKABLE_MAGIC = 0x8F92EAB1
-_SKIPPABLE_HEAD = struct.Struct("<II")  # magic, frame size
-_SEEK_ENTRY = struct.Struct("<II")  # compressed size, decompressed size
-_SEEK_FOOTER = struct.Struct("<IBI")  # number of frames, descriptor, seekable magic
-_SEEK_CHECKSUM_FLAG = 0x80  # descriptor bit 7: entries carry a checksum (never written)
-_SEEK_RESERVED_BITS = 0x7C  # descriptor bits 2-6: must be zero
-MAX_PARTS = 65_535  # at most one part a frame (chunk_frames <= 65,535)
-
-
-def seek_table_size(parts: int) -> int:
-    """Bytes of the seek table (skippable frame) describing ``parts`` parts."""
-    return _SKIPPABLE_HEAD.size + _SEEK_ENTRY.size * parts + _SEEK_FOOTER.size
-
-
-def pack_seek_table(sizes: list[tuple[int, int]]) -> bytes:
-    """The seek table of parts of ``(compressed, decompressed)`` sizes, in order."""
-    body = b"".join(_SEEK_ENTRY.pack(c, d) for c, d in sizes)
-    body += _SEEK_FOOTER.pack(len(sizes), 0, SEEKABLE_MAGIC)
-    return _SKIPPABLE_HEAD.pack(_SKIPPABLE_MAGIC, len(body)) + body
-
-
-@dataclass(frozen=True, slots=True)
-class ZstdParts:
-    """Where each part of a zstd chunk's data lies: part ``p`` holds frames
-    ``first[p] <= slot < first[p + 1]`` compressed in ``data[start[p]:start[p + 1]]``
-    (both tuples have P + 1 entries; ``start[P]`` is where the seek table begins)."""
-
-    first: tuple[int, ...]
-    start: tuple[int, ...]
-
-    @property
-    def count(self) -> int:
-        return len(self.first) - 1
-
-    def part_of(self, slot: int) -> int:
-        """The part holding frame ``slot`` (``0 <= slot < N``)."""
-        return bisect.bisect_right(self.first, slot) - 1
-
-
-def has_seek_table(data: bytes | memoryview) -> bool:
-    """Whether zstd chunk data ends with a seek table's footer (then ``unpack_parts``
-    must accept it: a single zstd frame never names parts)."""
-    n = len(data)
-    return (
-        n >= seek_table_size(0)
-        and _SEEK_FOOTER.unpack_from(data, n - _SEEK_FOOTER.size)[2] == SEEKABLE_MAGIC
-    )
-
-
-def unpack_parts(data: bytes | memoryview, count: int, frame_bytes: int, bad) -> ZstdParts:
-    """The parts of zstd chunk data of ``count`` frames of ``frame_bytes`` bytes, from
-    its seek table. Raises ``bad(why)`` unless the table is well formed, its parts
-    cover exactly the data before it, and each part holds a whole number of frames
-    (together exactly ``count``)."""
-    n = len(data)
-    parts, descriptor, _magic = _SEEK_FOOTER.unpack_from(data, n - _SEEK_FOOTER.size)
-    if descriptor & (_SEEK_CHECKSUM_FLAG | _SEEK_RESERVED_BITS):
-        raise bad(f"seek table descriptor {descriptor:#x} not supported")
-    if not 1 <= parts <= min(MAX_PARTS, count):
-        raise bad(f"seek table of {parts} parts for {count} frames")
-    table = seek_table_size(parts)
-    if table > n:
-        raise bad("seek table longer than the data")
-    magic, size = _SKIPPABLE_HEAD.unpack_from(data, n - table)
-    if magic != _SKIPPABLE_MAGIC or size != table - _SKIPPABLE_HEAD.size:
-        raise bad("seek table frame header does not match its footer")
-    sizes = struct.unpack_from(f"<{2 * parts}I", data, n - table + _SKIPPABLE_HEAD.size)
-    first, start = [0], [0]
-    for compressed, raw in zip(sizes[0::2], sizes[1::2], strict=True):
-        frames, rest = divmod(raw, frame_bytes)
-        if rest or not frames or not compressed:
-            raise bad(f"a part of {compressed} bytes holding {raw} bytes of frames")
-        first.append(first[-1] + frames)
-        start.append(start[-1] + compressed)
-    if first[-1] != count or start[-1] != n - table:
-        raise bad("seek table parts do not cover the chunk's frames and data")
-    return ZstdParts(tuple(first), tuple(start))
 
 
 # --------------------------------------------------------------------------- steps block
