@@ -344,3 +344,22 @@ def test_every_image_stream_is_a_feature_lerobot_loads(tmp_path, assault_frames,
         assert row["frames"] == sha, (e, i)
     stats = json.loads((out / "meta" / "stats.json").read_text())
     assert np.shape(stats["observation.images.wrist"]["mean"]) == (3, 1, 1)
+
+
+def test_a_stream_whose_frames_change_shape_is_one_line(tmp_path, assault_frames):
+    path = tmp_path / "s.store"
+    with FrameStore.open(path) as st:
+        rec = st.recorder("ALE/Assault-v5", action_space=SPACE)
+        try:
+            rec.begin_episode(seed=0)
+            for i in range(6):
+                wrist = assault_frames[i][:84, :84] if i < 3 else assault_frames[i][:42, :42]
+                frames = {"render": assault_frames[i], "wrist": np.ascontiguousarray(wrist)}
+                rec.record_step(frames=frames, action=None if i == 0 else 1)
+            rec.end_episode()
+        finally:
+            rec.close()
+    out = tmp_path / "lr"
+    line = assert_one_line_error(run_cli("export", path, "--format", "lerobot", "-o", out))
+    assert "'wrist' frame of 42x42x3, where its first was 84x84x3" in line, line
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.store"]  # nothing left

@@ -128,6 +128,7 @@ class _Layout:
     action_kind: str
     fps: int
     video: bool
+    stored: dict[str, list[int]] = field(default_factory=dict)  # key -> the frames' HxWxC
 
     @property
     def image_keys(self) -> list[str]:
@@ -137,6 +138,10 @@ class _Layout:
     def first(self) -> str:
         """The name of the episodes' first stream (``render``): ``StepFrame.frame``."""
         return next(iter(self.images.values()))
+
+    def shape(self, key: str) -> list[int]:
+        """An image feature's HxWxC (as stored, before ``video``'s RGB)."""
+        return self.stored[key]
 
     def stat_keys(self) -> list[str]:
         skip = {"image", "video", "string"}
@@ -221,6 +226,7 @@ def _layout(
                 "a LeRobot dataset has one set of features: export them separately"
             )
     shapes = {name: _stream_shape(store, selection, name, i == 0) for i, name in enumerate(streams)}
+    stored = {f"observation.images.{name}": shape for name, shape in shapes.items()}
     if video:
         shapes = {name: [shape[0], shape[1], 3] for name, shape in shapes.items()}
     fps = _fps(store, selection.spans, options)
@@ -252,7 +258,12 @@ def _layout(
         selection.kind,
         fps,
         video,
+        stored,
     )
+
+
+def _hwc(shape: tuple[int, ...]) -> list[int]:
+    return list(shape) if len(shape) == 3 else [*shape, 1]
 
 
 def _stream_shape(store: FrameStore, selection: Selection, name: str, first: bool) -> list[int]:
@@ -261,8 +272,9 @@ def _stream_shape(store: FrameStore, selection: Selection, name: str, first: boo
     shape_text = None
     for span in selection.spans:
         texts = span.shapes
-        if not first:
-            texts = store.frame_summary(span.id, span.start, span.stop, stream=name).shapes
+        if not first:  # a stream's frames have the shape of its first (checked as written)
+            infos = [s for s in store.streams(span.id) if s.name == name and s.frames]
+            texts = tuple("x".join(map(str, s.shape)) for s in infos if s.shape)
         for text in texts:
             if shape_text is None:
                 shape_text = text
@@ -279,8 +291,7 @@ def _stream_shape(store: FrameStore, selection: Selection, name: str, first: boo
             f"stream {name!r} has no frames in the chosen steps; a LeRobot image feature "
             "needs one in every row"
         )
-    dims = [int(d) for d in shape_text.split("x")]
-    return dims if len(dims) == 3 else [*dims, 1]
+    return _hwc(tuple(int(d) for d in shape_text.split("x")))
 
 
 def _fps(store: FrameStore, spans: list[Span], options: ExportOptions) -> int:
@@ -481,6 +492,13 @@ class _Writer:
         for key, stream in self.layout.images.items():
             frame = cur.of(stream, self.layout.first)
             assert frame is not None
+            if stream != self.layout.first and _hwc(frame.shape) != self.layout.shape(key):
+                raise InvalidInput(
+                    f"episode {ep.id} step {cur.step.step}: a {stream!r} frame of "
+                    f"{'x'.join(map(str, frame.shape))}, where its first was "
+                    f"{'x'.join(map(str, self.layout.shape(key)))}; a LeRobot image feature "
+                    "has one shape"
+                )
             if self.layout.video:
                 self._videos[key].add(frame)
             else:
