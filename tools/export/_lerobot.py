@@ -19,8 +19,8 @@ columns: ``timestamp`` (= frame_index / fps), ``frame_index``, ``episode_index``
 export order), ``index`` (the row's position in the dataset) and ``task_index``; the
 task is the episode's environment id, or a text given for every episode.
 
-Frames are lossless PNG ``image`` features by default: LeRobot decodes them to the stored
-pixels (HxWx1 frames as 1-channel images). ``video`` writes them to H.264 MP4 instead
+Frames are lossless PNG ``image`` features by default, at zlib level 1 as LeRobot's own
+writer (``PNG_LEVEL``): LeRobot decodes them to the stored pixels (HxWx1 frames as 1-channel images). ``video`` writes them to H.264 MP4 instead
 (``video`` features, ``yuv420p``, ``yuv444p`` for odd sizes; every second frame a
 keyframe, as LeRobot's own writer does): smaller, lossy.
 
