@@ -20,9 +20,10 @@ export order), ``index`` (the row's position in the dataset) and ``task_index``;
 task is the episode's environment id, or a text given for every episode.
 
 Frames are lossless PNG ``image`` features by default, at zlib level 1 as LeRobot's own
-writer (``PNG_LEVEL``): LeRobot decodes them to the stored pixels (HxWx1 frames as 1-channel images). ``video`` writes them to H.264 MP4 instead
-(``video`` features, ``yuv420p``, ``yuv444p`` for odd sizes; every second frame a
-keyframe, as LeRobot's own writer does): smaller, lossy.
+writer (``PNG_LEVEL``): LeRobot decodes them to the stored pixels (HxWx1 frames as
+1-channel images). ``video`` writes them to H.264 MP4 instead (``video`` features,
+``yuv420p``, ``yuv444p`` for odd sizes; every second frame a keyframe, as LeRobot's own
+writer does): smaller, lossy.
 
 Actions: Discrete as ``int64``; Box as float32 when the space is float32 (else float64),
 MultiDiscrete/MultiBinary as int64, flattened to a vector; other spaces as JSON text.
