@@ -31,6 +31,7 @@ class EpisodeState:
     dropped: int = 0
     start: Any = None  # its EpisodeStarted, until its first rows are accepted (deferred)
     streams: dict[str, int] = field(default_factory=dict)  # name -> index (render: 0)
+    stream_dtypes: dict[str, str] = field(default_factory=dict)  # name -> its dtype
 
     def advance(self, reward: float, terminated: bool, truncated: bool, rows: int) -> None:
         self.step += rows

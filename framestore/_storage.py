@@ -71,9 +71,11 @@ class Storage(Protocol):
         self,
         frames: Sequence[np.ndarray | None],
         keys: Sequence[tuple[int, int]],
-        steps: Sequence[StepMeta],
+        steps: Sequence[StepMeta | None],
+        streams: Sequence[int] | None = None,
     ) -> list[FrameRef | None]:
-        """Accept a batch of frames (``None`` entries: no frame) and their steps."""
+        """Accept a batch of frames (``None`` entries: no frame) and their steps;
+        ``streams``: each frame's stream index (0: render; the thread placement only)."""
         ...
 
     def offer(self, event: Any, timeout: float | None = None) -> bool:

@@ -9,7 +9,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ._format import MAX_STREAMS, RENDER_STREAM, check_stream_name, stored_shape
+from ._format import RENDER_STREAM
+from ._format.streams import MAX_STREAMS, check_stream_name, stored_shape
 from .catalog import format_shape
 from .codecs import check_frame
 from .errors import InvalidFrame, InvalidInput
@@ -29,6 +30,7 @@ class StreamInput:
     frame: np.ndarray
     shape: str
     shared: bool
+    dtype: str = "uint8"  # another dtype: ``frame`` holds the array's bytes
 
 
 def _stream_frame(name: str, frame: object, render: np.ndarray | None) -> StreamInput:

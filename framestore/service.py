@@ -279,11 +279,14 @@ class FrameStorageService:
         self,
         frames: Sequence[np.ndarray | None],
         keys: Sequence[tuple[int, int]],
-        steps: Sequence[StepMeta] | None = None,
+        steps: Sequence[StepMeta | None] | None = None,
+        streams: Sequence[int] | None = None,
     ) -> list[FrameRef | None]:
         """``put`` for a batch, with one lock round and one wake-up of the writer: the
         refs in order (``None`` where the frame is ``None``). ``steps``: each row's
-        metadata (rows without a frame are written as steps without one).
+        metadata (rows without a frame are written as steps without one). ``streams``:
+        each frame's stream index (default 0, render): one step's frames of several
+        streams go in together or not at all.
 
         Everything is checked before anything is queued. Under ``block`` the call waits
         until the whole batch fits (so a ``QueueFull`` leaves nothing queued); under
@@ -309,8 +312,11 @@ class FrameStorageService:
         metas: Sequence[StepMeta | None] = steps if steps is not None else [None] * len(frames)
         if len(metas) != len(frames):
             raise InvalidInput(f"{len(frames)} frames for {len(metas)} steps")
+        indexes: Sequence[int] = streams if streams is not None else [0] * len(frames)
+        if len(indexes) != len(frames):
+            raise InvalidInput(f"{len(frames)} frames for {len(indexes)} stream indexes")
         if self.policy == "drop":
-            return self._put_dropping(frames, checked, metas)
+            return self._put_dropping(frames, checked, metas, indexes)
         arrs = [None if f is None else self._copy(f, checked=True) for f in frames]
         with self._cond:
             self._raise_if_failed()
@@ -321,8 +327,8 @@ class FrameStorageService:
                 self._cond.notify_all()
                 self._wait_for_room(total, count)
             refs = [
-                self._enqueue(a, k, m) if a is not None else self._enqueue_step(m)
-                for a, k, m in zip(arrs, checked, metas, strict=True)
+                self._enqueue(a, k, m, i) if a is not None else self._enqueue_step(m)
+                for a, k, m, i in zip(arrs, checked, metas, indexes, strict=True)
             ]
             self._cond.notify_all()
         return refs
@@ -332,6 +338,7 @@ class FrameStorageService:
         frames: Sequence[np.ndarray | None],
         keys: list[tuple[int, int]],
         metas: Sequence[StepMeta | None],
+        indexes: Sequence[int],
     ) -> list[FrameRef | None]:
         """``put_many`` under ``drop``: frames that do not fit are dropped one by one,
         before their copy when the queue looks full already (dropping stays cheap)."""
@@ -347,7 +354,7 @@ class FrameStorageService:
         refs: list[FrameRef | None] = []
         with self._cond:
             self._raise_if_failed()
-            for frame, arr, key, meta in zip(frames, arrs, keys, metas, strict=True):
+            for frame, arr, key, meta, i in zip(frames, arrs, keys, metas, indexes, strict=True):
                 if frame is None:
                     refs.append(self._enqueue_step(meta))
                 elif arr is None or self._full(arr.nbytes):
@@ -355,9 +362,9 @@ class FrameStorageService:
                     if meta is not None:
                         meta.dropped = True
                     self._enqueue_step(meta)
-                    refs.append(FrameRef(None, key, frame.shape, dropped=True))
+                    refs.append(FrameRef(None, key, frame.shape, dropped=True, stream=i))
                 else:
-                    refs.append(self._enqueue(arr, key, meta))
+                    refs.append(self._enqueue(arr, key, meta, i))
             self._cond.notify_all()
         return refs
 
@@ -366,10 +373,12 @@ class FrameStorageService:
         if meta is not None:
             self._queue.append((None, None, meta))
 
-    def _enqueue(self, arr: np.ndarray, key: tuple[int, int], meta: StepMeta | None) -> FrameRef:
+    def _enqueue(
+        self, arr: np.ndarray, key: tuple[int, int], meta: StepMeta | None, stream: int = 0
+    ) -> FrameRef:
         """Queue one copied frame (lock held, room checked)."""
         nbytes = arr.nbytes
-        ref = FrameRef(self._next_seq, key, arr.shape)
+        ref = FrameRef(self._next_seq, key, arr.shape, stream=stream)
         self._next_seq += 1
         self._queue.append((arr, ref, meta))
         self._q_frames += 1

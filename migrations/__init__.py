@@ -192,8 +192,15 @@ def m003_streams(db: Database) -> None:
     db.execute("CREATE INDEX step_frames_frame ON step_frames (frame_segment, frame_offset)")
 
 
+def m004_observations(db: Database) -> None:
+    """``steps.observation``: a step's non-image observation entries (small arrays, a
+    dict space's vectors) as typed binary (docs/FORMAT.md, "Observations"); NULL when
+    none was recorded. Image observations are frame streams (m003)."""
+    db.execute("ALTER TABLE steps ADD COLUMN observation BLOB")
+
+
 #: Every step, in order. Append-only: a released step is never edited or removed.
-STEPS = (m001_initial, m002_vector_replay_merge, m003_streams)
+STEPS = (m001_initial, m002_vector_replay_merge, m003_streams, m004_observations)
 _KNOWN = tuple(step.__name__ for step in STEPS)
 
 

@@ -35,6 +35,7 @@ _INSERT_STREAM_FRAME = (
     "INSERT INTO step_frames (episode_id, stream, step, frame_segment, frame_offset, "
     "frame_slot, frame_shape) VALUES (?, ?, ?, ?, ?, ?, ?)"
 )
+_SET_OBSERVATION = "UPDATE steps SET observation = ? WHERE episode_id = ? AND step = ?"
 _INSERT_STREAM = (
     "INSERT INTO streams (episode_id, idx, name, dtype, shape, shared_with) "
     "VALUES (?, ?, ?, ?, ?, ?)"
@@ -159,10 +160,13 @@ def write_events(
     loc_iter = iter(locations)
     rows: list[tuple] = []
     stream_rows: list[tuple] = []
+    observations: list[tuple] = []
     for event in pending:
         kind = type(event)
         if kind is Step:
             rows.append(_step_row(event, next(loc_iter)))
+            if event.observation is not None:
+                observations.append((event.observation, event.episode_id, event.step))
             for sf in event.streams:  # their locations follow the step's own
                 loc = next(loc_iter)
                 if loc is not None:  # a dropped frame leaves no row
@@ -179,6 +183,8 @@ def write_events(
         conn.executemany(_INSERT_STEP, rows)
     if stream_rows:  # their streams rows came before them (StreamStarted precedes)
         conn.executemany(_INSERT_STREAM_FRAME, stream_rows)
+    if observations:  # their step rows are in (inserted above, in this transaction)
+        conn.executemany(_SET_OBSERVATION, observations)
 
 
 def checkpoint_passive(conn: sqlite3.Connection) -> None:

@@ -84,6 +84,7 @@ class Step:
     frame: object | None = None
     frame_shape: str | None = None  # "210x160x3"; None when no frame
     streams: tuple[StreamFrame, ...] = ()
+    observation: bytes | None = None  # non-image observation entries, typed binary
 
 
 @dataclass(frozen=True, slots=True)

@@ -219,3 +219,286 @@ def test_older_store_reads_as_one_render_stream(tmp_path):
         assert len(a) == len(b) and all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))
         with pytest.raises(StreamNotFound):
             store.read_frame(ep.id, 0, stream="observation")
+
+
+# --------------------------------------------------------------------------- observations
+def _equal(a, b) -> bool:
+    if isinstance(a, dict):
+        return isinstance(b, dict) and a.keys() == b.keys() and all(_equal(a[k], b[k]) for k in a)
+    a, b = np.asarray(a), np.asarray(b)
+    return a.dtype == b.dtype and a.shape == b.shape and np.array_equal(a, b)
+
+
+def _play(env, store, steps: int, **kwargs) -> list:
+    """Play ``steps`` seeded random steps through ``RecordFrames``; the observations."""
+    from framestore import RecordFrames
+
+    env = RecordFrames(env, store, overrides=RAW, **kwargs)
+    try:
+        obs, _ = env.reset(seed=5)
+        env.action_space.seed(5)
+        seen = [obs]
+        for _ in range(steps):
+            obs, _r, term, trunc, _i = env.step(env.action_space.sample())
+            seen.append(obs)
+            if term or trunc:
+                break
+    finally:
+        env.close()
+    return seen
+
+
+def test_record_frames_rgb_observation_equal_to_render_adds_no_frame_bytes(tmp_path):
+    """ALE's rgb observation is the rendered frame: ``observations=True`` stores it
+    once (the same frame bytes and chunks as recording render alone)."""
+
+    def frame_bytes(path, observations: bool):
+        with FrameStore.open(path) as store:
+            seen = _play(make_env("ALE/Assault-v5"), store, 40, observations=observations)
+            eid = store.episodes()[0].id
+            if observations:
+                got = [o for _s, o in store.iter_observations(eid)]
+                assert all(_equal(a, b) for a, b in zip(seen, got, strict=True))
+                assert store.episode(eid).streams == ("render", "observation")
+        total = 0
+        for sid in list_segment_ids(path):
+            total += sum(
+                sum(h.lengths) for h in scan_segment(segment_path(path, sid), sid).chunks.values()
+            )
+        return total
+
+    assert frame_bytes(tmp_path / "a.store", False) == frame_bytes(tmp_path / "b.store", True)
+
+
+def test_record_frames_frame_stack_observation(tmp_path):
+    import gymnasium as gym
+    from gymnasium.wrappers import FrameStackObservation
+
+    env = FrameStackObservation(make_env("ALE/Assault-v5", obs_type="grayscale"), 4)
+    assert env.observation_space.shape == (4, 210, 160)
+    with FrameStore.open(tmp_path / "s.store") as store:
+        seen = _play(env, store, 30, observations=True)
+        eid = store.episodes()[0].id
+        got = [o for _s, o in store.iter_observations(eid)]
+        assert len(got) == len(seen) and all(_equal(a, b) for a, b in zip(seen, got, strict=True))
+        assert store.streams(eid)[1].shape == (4, 210, 160)
+        assert isinstance(env.observation_space, gym.spaces.Box)
+
+
+def test_record_frames_dict_observation_space(tmp_path):
+    """A Dict space (CartPole's state vector with its rendered pixels): the vector goes
+    into the step row as typed binary, the pixels (equal to render) are stored once;
+    recover rebuilds both from the segments alone."""
+    import gymnasium as gym
+    from gymnasium.wrappers import AddRenderObservation
+
+    env = AddRenderObservation(gym.make("CartPole-v1", render_mode="rgb_array"), render_only=False)
+    path = tmp_path / "s.store"
+    with FrameStore.open(path) as store:
+        seen = _play(env, store, 25, observations=True)
+        eid = store.episodes()[0].id
+        assert store.episode(eid).streams == ("render", "observation.pixels")
+        got = [o for _s, o in store.iter_observations(eid)]
+        assert all(_equal(a, b) for a, b in zip(seen, got, strict=True))
+        assert got[3]["state"].dtype == np.float32
+    assert run_cli("verify", path).exit_code == 0
+    for name in ("framestore.db", "framestore.db-wal", "framestore.db-shm"):
+        (path / name).unlink(missing_ok=True)
+    assert run_cli("recover", path).exit_code in (0, 1)
+    with FrameStore.open(path, readonly=True) as store:
+        got = [o for _s, o in store.iter_observations(eid)]
+        assert all(_equal(a, b) for a, b in zip(seen, got, strict=True))
+
+
+def test_large_and_odd_observations(tmp_path, stacked_run):
+    """Entries above the inline bound become a stream of their bytes (dtype kept);
+    scalars and nested dicts come back as recorded; a bad observation is one error
+    before anything is recorded."""
+    renders, _ = stacked_run
+    rng = np.random.default_rng(1)
+    obs = [
+        {
+            "big": rng.standard_normal(300),
+            "n": np.int64(i),
+            "deep": {"v": np.arange(3, dtype=np.int16)},
+        }
+        for i in range(10)
+    ]
+    with FrameStore.open(tmp_path / "s.store") as store:
+        with store.recorder("ALE/Assault-v5", overrides=RAW) as rec:
+            eid = rec.begin_episode()
+            for f, o in zip(renders, obs, strict=False):
+                rec.record_step(f, observation=o)
+            for bad, text in [
+                ({"x": np.array(["a"])}, "dtype"),
+                ({}, "empty dict"),
+                ({"big": np.zeros(300, np.float32)}, "holds float64, not float32"),
+                ({"bad key!": np.zeros(2)}, "stream name"),
+            ]:
+                with pytest.raises(InvalidInput, match=text):
+                    if text == "stream name":  # only a stream (a big entry) is named
+                        rec.record_step(renders[0], observation={"bad key!": np.zeros(500)})
+                    else:
+                        rec.record_step(renders[0], observation=bad)
+            rec.end_episode()
+        assert store.episode(eid).steps == len(obs)
+        info = {s.name: s for s in store.streams(eid)}
+        assert info["observation.big"].dtype == "float64" and info["observation.big"].shape == (
+            300,
+        )
+        got = [o for _s, o in store.iter_observations(eid)]
+        assert all(_equal(a, b) for a, b in zip(obs, got, strict=True))
+
+
+def test_merge_and_publish_carry_streams(tmp_path, stacked_run):
+    renders, stacks = stacked_run
+    src, dest, pub = tmp_path / "src.store", tmp_path / "dest.store", tmp_path / "pub"
+    _record(dest, renders[:5], stacks[:5], same=False)  # ids in dest are taken already
+    eid = _record(src, renders, stacks)
+    with FrameStore.open(src) as store, store.recorder("x", overrides=RAW) as rec:
+        rec.begin_episode()
+        rec.record_step(renders[0], observation={"v": np.arange(4, dtype=np.float32)})
+        rec.end_episode()
+    result = run_cli("merge", dest, src, "--json")
+    assert result.exit_code == 0, result.output
+    with FrameStore.open(dest, readonly=True) as store:
+        merged = [e for e in store.episodes() if e.run_id != 1]
+        assert [e.streams for e in merged] == [("render", "observation", "pixels"), ("render",)]
+        _check_reads(dest, merged[0].id, renders, stacks)
+        obs = store.read_observation(merged[1].id, 0)
+        assert obs["v"].dtype == np.float32 and list(obs["v"]) == [0, 1, 2, 3]
+    assert run_cli("verify", dest).exit_code == 0
+    result = run_cli("publish", dest, pub)
+    assert result.exit_code == 0, result.output
+    with FrameStore.open(pub, readonly=True) as store:
+        ep = [e for e in store.episodes() if e.run_id != 1][0]
+        assert ep.streams == ("render", "observation", "pixels")
+        got = list(store.iter_frames(ep.id, stream="observation"))
+        assert all(np.array_equal(a, b) for a, b in zip(got, stacks, strict=True))
+    assert run_cli("verify", pub).exit_code == 0
+    assert eid
+
+
+# --------------------------------------------------------------------------- tools
+def test_ls_info_export_understand_streams(tmp_path, stacked_run):
+    import json
+
+    from conftest import assert_one_line_error
+
+    renders, stacks = stacked_run
+    path = tmp_path / "s.store"
+    eid = _record(path, renders, stacks)
+    result = run_cli("ls", path)
+    assert result.exit_code == 0 and "render,observation,pixels" in result.output
+    info = json.loads(run_cli("info", path, "--json").output)
+    assert info["streams"] == {"render": 40, "observation": 40, "pixels": 40}
+    assert (
+        "streams      render (40 frames), observation (40 frames)" in run_cli("info", path).output
+    )
+    # the frame stack to .npz, bit-exact; an image stream to PNGs
+    out = tmp_path / "obs.npz"
+    result = run_cli("export", path, "--episode", eid, "--stream", "observation", "-o", out)
+    assert result.exit_code == 0, result.output
+    with np.load(out) as z:
+        assert np.array_equal(z["frames"], np.stack(stacks))
+    result = run_cli(
+        "export", path, "--episode", eid, "--stream", "pixels", "-o", f"{tmp_path}/px/"
+    )
+    assert result.exit_code == 0, result.output
+    pngs = sorted((tmp_path / "px").iterdir())
+    assert len(pngs) == 40
+    from PIL import Image
+
+    assert np.array_equal(np.asarray(Image.open(pngs[7])), renders[7])
+    # bad stream names: one line, the usage exit code
+    line = assert_one_line_error(
+        run_cli("export", path, "--episode", eid, "--stream", "wrist", "-o", tmp_path / "w.npz")
+    )
+    assert "no stream 'wrist'" in line
+    line = assert_one_line_error(
+        run_cli(
+            "export", path, "--episode", eid, "--stream", "observation", "-o", tmp_path / "o.gif"
+        )
+    )
+    assert "export it to .npz" in line
+    assert not (tmp_path / "w.npz").exists() and not (tmp_path / "o.gif").exists()
+
+
+def test_parquet_export_carries_streams(tmp_path, stacked_run):
+    import io
+
+    import pyarrow.parquet as pq
+    from PIL import Image
+
+    renders, stacks = stacked_run
+    path = tmp_path / "s.store"
+    _record(path, renders[:12], stacks[:12])
+    out = tmp_path / "pq"
+    result = run_cli("export", path, "--format", "parquet", "-o", out)
+    assert result.exit_code == 0, result.output
+    table = pq.read_table(out).to_pylist()
+    assert len(table) == 12
+    for i, row in enumerate(table):
+        cell = row["array.observation"]
+        arr = np.frombuffer(cell["bytes"], dtype=cell["dtype"]).reshape(cell["shape"])
+        assert np.array_equal(arr, stacks[i])
+        px = np.asarray(Image.open(io.BytesIO(row["image.pixels"]["bytes"])))
+        assert np.array_equal(px, renders[i])
+
+
+# --------------------------------------------------------------------------- readers
+def test_torch_datasets_read_streams(tmp_path, stacked_run):
+    pytest.importorskip("torch")
+    from torch.utils.data import DataLoader
+
+    from framestore.torch import IterableStepDataset, StepDataset, TransitionDataset, collate_steps
+
+    renders, stacks = stacked_run
+    path = tmp_path / "s.store"
+    eid = _record(path, renders, stacks)
+    with StepDataset(path, streams=["render", "observation"], fields=["reward"]) as ds:
+        assert len(ds) == len(stacks)
+        item = ds[5]
+        assert np.array_equal(item["observation"].numpy(), stacks[5])
+        assert np.array_equal(item["render"].numpy(), renders[5])
+        got = {}
+        for batch in DataLoader(ds, batch_size=8, num_workers=2, collate_fn=collate_steps):
+            for s, o in zip(batch["step"].tolist(), batch["observation"].numpy(), strict=True):
+                got[s] = o
+        assert all(np.array_equal(got[i], stacks[i]) for i in range(len(stacks)))
+    window = {"observation": [-1, 0]}
+    with StepDataset(path, streams="observation", fields=(), window=window) as ds:
+        first = ds[0]
+        assert first["observation"].shape == (2, 4, 84, 84)
+        assert first["observation_is_pad"].tolist() == [True, False]
+    with IterableStepDataset(path, streams="pixels", fields=(), batch_size=16) as ds:
+        frames = np.concatenate([b["pixels"].numpy() for b in ds])
+        assert np.array_equal(frames, np.stack(renders))
+    with TransitionDataset(path, stream="observation") as ds:
+        t = ds[3]
+        assert np.array_equal(t["obs"].numpy(), stacks[3])
+        assert np.array_equal(t["next_obs"].numpy(), stacks[4])
+    assert eid
+
+
+def test_streams_under_the_drop_policy(tmp_path, stacked_run):
+    """A full queue drops frames stream by stream (a dropped render frame takes the
+    streams that shared it along); every frame kept reads back bit-exact, verify agrees."""
+    renders, stacks = stacked_run
+    path = tmp_path / "s.store"
+    over = {**RAW, "policy": "drop", "queue_frames": 4, "chunk_frames": 4}
+    with FrameStore.open(path) as store, store.recorder("x", overrides=over) as rec:
+        eid = rec.begin_episode()
+        for f, o in zip(renders, stacks, strict=True):
+            rec.record_step(frames={"render": f, "observation": o, "pixels": f.copy()})
+        rec.end_episode()
+    with FrameStore.open(path, readonly=True) as store:
+        kept = {
+            name: dict(store.iter_steps_frames(eid, stream=name))
+            for name in ("render", "observation", "pixels")
+        }
+        assert set(kept["pixels"]) == set(kept["render"])  # stored once: dropped together
+        for name, want in (("render", renders), ("observation", stacks), ("pixels", renders)):
+            assert all(np.array_equal(frame, want[step]) for step, frame in kept[name].items())
+        assert store.episode(eid).steps == len(renders)
+    assert run_cli("verify", path).exit_code == 0

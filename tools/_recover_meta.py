@@ -136,7 +136,8 @@ def restore_from_segments(
         rows, stream_rows = _steps_of_segment(root, scan, owner, eps.statuses, have, pointed, out)
         for row in rows:
             restored[row[0]] += 1
-        cat.restore_steps(rows)
+        cat.restore_steps(row[:12] for row in rows)
+        cat.restore_observations((row[12], row[0], row[1]) for row in rows if row[12] is not None)
         stream_rows += _stream_frames_of_segment(scan, owner, eps.statuses, pointed, streams)
         cat.restore_stream_frames(stream_rows)
     for eid, listed in streams.items():
@@ -210,7 +211,7 @@ def _steps_of_segment(
                 where = (sid, off, slot) if slot is not None else (None, None, None)
                 rows.append(
                     (eid, s.step, s.action, s.reward, int(s.terminated), int(s.truncated),
-                     s.info, s.wall_time, *where, s.frame_shape)
+                     s.info, s.wall_time, *where, s.frame_shape, s.observation)
                 )  # fmt: skip
                 if slot is not None:  # streams whose frame is this render frame
                     stream_rows += [(eid, i, s.step, *where, s.frame_shape) for i in s.shared]

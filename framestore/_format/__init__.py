@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import errno
 import json
-import math
 import re
 import struct
 import time
@@ -26,13 +25,8 @@ from typing import IO, Any
 
 import zstandard
 
-from ..errors import (
-    ChecksumMismatch,
-    CorruptRecord,
-    InvalidInput,
-    RecordTooLarge,
-    TruncatedRecord,
-)
+from ..errors import ChecksumMismatch, CorruptRecord, RecordTooLarge, TruncatedRecord
+from .streams import parse_shared, stream_columns  # streams, observations
 
 # --------------------------------------------------------------------------- names
 DB_NAME = "framestore.db"  # the SQLite catalogue
@@ -69,33 +63,6 @@ MAX_FRAME_KEY = 2**32 - 1  # CHUNK frame key (the step): u32
 MAX_META_PAYLOAD = 1024 * 1024  # EPISODE, EPISODE_END, RUN_END (JSON)
 MAX_STEPS_BLOCK_BYTES = 256 * 1024 * 1024  # a CHUNK's steps block, decompressed
 RENDER_STREAM = "render"  # stream index 0
-MAX_STREAMS = 64  # streams of one episode, render included (CHUNK stream index: u16)
-#: A stream's name: what ``record_step(frames={name: ...})`` and ``--stream`` take.
-STREAM_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_.-]{0,63}")
-
-
-def stored_shape(shape: tuple[int, ...]) -> tuple[int, ...]:
-    """The chunk layout of a stream frame of ``shape`` (docs/FORMAT.md, "Several
-    streams"): ``HxW`` and ``HxWxC`` with ``C`` in 1, 3, 4 as they are; any other uint8
-    array of 3 or more dimensions as rows of its last one or two (a ``(4, 84, 84)``
-    frame stack as ``336x84``, ``(4, 84, 84, 3)`` as ``336x84x3``). Its own shape is
-    kept in its pointer row (``frame_shape``), so readers give it back as it was."""
-    if len(shape) == 2 or (len(shape) == 3 and shape[2] in (1, 3, 4)):
-        return shape
-    if shape[-1] in (1, 3, 4):
-        return (math.prod(shape[:-2]) * shape[-2], shape[-2], shape[-1])
-    return (math.prod(shape[:-1]), shape[-1])
-
-
-def check_stream_name(name: object) -> str:
-    """``name`` if it can name a stream (``STREAM_NAME``), else ``InvalidInput``."""
-    if not isinstance(name, str) or not STREAM_NAME.fullmatch(name):
-        raise InvalidInput(
-            f"bad stream name {name!r}: a letter, then up to 63 letters, digits, '_', '.' or '-'"
-        )
-    return name
-
-
 # --------------------------------------------------------------------------- framing
 _FILE_HEADER = struct.Struct("<8sHHII")  # magic, version, flags, segment_id, store tag
 _CRC = struct.Struct("<I")
@@ -549,8 +516,8 @@ class StepMeta:
     frame_shape: str | None
     has_frame: bool = False
     dropped: bool = False
-    #: Streams (indexes >= 1) whose frame at this step is this step's render frame.
-    shared: tuple[int, ...] = ()
+    shared: tuple[int, ...] = ()  # streams (>= 1) whose frame here is the render frame
+    observation: bytes | None = None  # non-image observation entries, typed binary
 
     @property
     def flags(self) -> int:
@@ -564,8 +531,8 @@ class StepMeta:
         )
 
 
-def _text_column(values: list[str | None]) -> bytes:
-    data = [None if v is None else v.encode() for v in values]
+def _text_column(values: list[str | bytes | None]) -> bytes:
+    data = [v.encode() if isinstance(v, str) else v for v in values]
     lengths = struct.pack(f"<{len(data)}I", *(_NULL_TEXT if d is None else len(d) for d in data))
     return lengths + b"".join(d for d in data if d is not None)
 
@@ -583,30 +550,10 @@ def pack_steps(steps: list[StepMeta], compressor: zstandard.ZstdCompressor) -> b
             _text_column([s.action for s in steps]),
             _text_column([s.info for s in steps]),
             _text_column([s.frame_shape for s in steps]),
-            # appended only when a step shares its frame (render-only blocks unchanged)
-            _text_column([_shared_text(s.shared) for s in steps])
-            if any(s.shared for s in steps)
-            else b"",
+            *stream_columns(steps, _text_column),
         )
     )
     return compressor.compress(raw)
-
-
-def _shared_text(shared: tuple[int, ...]) -> str | None:
-    """The steps block's ``shared`` column: ``"1,2"``, or NULL when no stream shares."""
-    return ",".join(map(str, shared)) if shared else None
-
-
-def _parse_shared(text: str | None) -> tuple[int, ...]:
-    if not text:
-        return ()
-    try:
-        out = tuple(int(v) for v in text.split(","))
-    except ValueError:
-        raise ValueError(f"shared streams {text[:40]!r}") from None
-    if any(not 0 < v < MAX_STREAMS for v in out):
-        raise ValueError(f"shared streams {text[:40]!r}")
-    return out
 
 
 def unpack_steps(
@@ -647,11 +594,10 @@ def unpack_steps(
         walls = struct.unpack_from(f"<{m}d", raw, pos)
         pos += 8 * m
         texts = []
-        # action, info, frame shape; then (appended in 0.3.x) shared streams, when present
-        for n in range(4):
-            if n == 3 and pos >= len(raw):
+        for n in range(5):  # action, info, frame shape; 0.3.x: shared streams, observations
+            if n >= 3 and pos >= len(raw):  # an appended column that is absent: all NULL
                 texts.append([None] * m)
-                break
+                continue
             lengths = struct.unpack_from(f"<{m}I", raw, pos)
             pos += 4 * m
             column: list[str | None] = []
@@ -661,10 +607,10 @@ def unpack_steps(
                     continue
                 if pos + ln > len(raw):
                     raise bad("text runs past the block")
-                column.append(raw[pos : pos + ln].decode())
+                column.append(raw[pos : pos + ln] if n == 4 else raw[pos : pos + ln].decode())
                 pos += ln
             texts.append(column)
-        shared = [_parse_shared(t) for t in texts.pop()]
+        texts[3] = [parse_shared(t) for t in texts[3]]
     except (struct.error, UnicodeDecodeError, ValueError) as e:
         raise bad(str(e)) from None
     if len(flags) != m:
@@ -675,11 +621,9 @@ def unpack_steps(
             None if f & STEP_NO_REWARD else r,
             bool(f & STEP_TERMINATED), bool(f & STEP_TRUNCATED), i,
             None if f & STEP_NO_WALL_TIME else w,
-            sh, bool(f & STEP_HAS_FRAME), bool(f & STEP_DROPPED), sd,
+            sh, bool(f & STEP_HAS_FRAME), bool(f & STEP_DROPPED), sd, ob,
         )
-        for st, f, r, w, a, i, sh, sd in zip(
-            steps, flags, rewards, walls, *texts, shared, strict=True
-        )
+        for st, f, r, w, a, i, sh, sd, ob in zip(steps, flags, rewards, walls, *texts, strict=True)
     ]  # fmt: skip
 
 

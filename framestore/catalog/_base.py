@@ -61,6 +61,16 @@ class CatalogBase:
             ).fetchone()
         )
 
+    @property
+    def has_m004(self) -> bool:
+        """Whether ``steps`` has m004's ``observation`` column (read once)."""
+        cached = self.__dict__.get("_has_m004")
+        if cached is None:
+            with self._lock:
+                cols = {r[1] for r in self._conn().execute("PRAGMA table_info(steps)")}
+            cached = self.__dict__["_has_m004"] = "observation" in cols
+        return cached
+
     def _m002(self, expr: str, default: str = "NULL") -> str:
         """``expr`` when the store has m002's columns, else ``default``."""
         return expr if self.has_m002 else default

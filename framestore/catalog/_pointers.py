@@ -7,7 +7,8 @@ import time
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 
-from .._format import MAX_SEGMENT_ID, MAX_STREAM_KEY, stored_shape
+from .._format import MAX_SEGMENT_ID, MAX_STREAM_KEY
+from .._format.streams import stored_shape
 from ..segments import relative_segment_path
 from ._base import CatalogBase
 from ._episodes import format_shape

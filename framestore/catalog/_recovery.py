@@ -174,15 +174,27 @@ class RecoveryQueries(CatalogBase):
             rows,
         )
 
+    def restore_observations(self, rows: Iterable[tuple[bytes, int, int]]) -> int:
+        """``(typed binary, episode, step)``: observations rebuilt from steps blocks, for
+        rows that hold none. Returns the rows changed."""
+        if not self.has_m004:
+            return 0
+        return self._exec_many(
+            "UPDATE steps SET observation = ? WHERE episode_id = ? AND step = ? "
+            "AND observation IS NULL",
+            rows,
+        )
+
     def step_metadata(self, episode_id: int) -> dict[int, tuple]:
         """``{step: (action, reward, terminated, truncated, info, wall_time,
-        frame_shape)}`` of an episode's rows, as stored (``verify`` compares them with
-        the steps its segments record)."""
+        frame_shape, observation)}`` of an episode's rows, as stored (``verify`` compares
+        them with the steps its segments record; observation None before m004)."""
+        obs = "observation" if self.has_m004 else "NULL"
         return {
             row[0]: row[1:]
             for row in self._iter(
                 "SELECT step, action, reward, terminated, truncated, info, wall_time, "
-                "frame_shape FROM steps WHERE episode_id = ?",
+                f"frame_shape, {obs} FROM steps WHERE episode_id = ?",
                 [episode_id],
             )
         }

@@ -4,7 +4,10 @@ and the ``step_frames`` pointers of their frames. Render keeps its pointers in
 
 from __future__ import annotations
 
+import math
+
 from .._format import RENDER_STREAM
+from .._format.streams import itemsize
 from ..types import FrameLocation, StreamInfo
 from ._base import END_OF_EPISODE, CatalogBase
 from ._validate import Cell
@@ -16,19 +19,26 @@ StreamPointer = tuple[int, FrameLocation | None, tuple[int, ...] | None]
 
 
 class StreamQueries(CatalogBase):
-    def episode_streams(self, episode_id: int) -> list[StreamInfo]:
-        """The episode's streams in index order, ``render`` (index 0) first."""
-        (frames,) = self._one(
-            "SELECT COUNT(*) FROM steps WHERE episode_id = ? AND frame_segment IS NOT NULL",
-            [episode_id],
-        )
+    def episode_streams(self, episode_id: int, *, counts: bool = True) -> list[StreamInfo]:
+        """The episode's streams in index order, ``render`` (index 0) first; without
+        ``counts`` their ``frames`` are -1 (no count query: a reader's lookup)."""
+        frames = -1
+        if counts:
+            (frames,) = self._one(
+                "SELECT COUNT(*) FROM steps WHERE episode_id = ? AND frame_segment IS NOT NULL",
+                [episode_id],
+            )
         out = [StreamInfo(RENDER_STREAM, 0, "uint8", None, None, frames)]
         if not self.has_m003:
             return out
-        for idx, name, dtype, shape, shared, n in self._rows(
-            "SELECT t.idx, t.name, t.dtype, t.shape, t.shared_with, "
+        count = (
             "(SELECT COUNT(*) FROM step_frames f WHERE f.episode_id = t.episode_id "
-            " AND f.stream = t.idx AND f.frame_segment IS NOT NULL) "
+            " AND f.stream = t.idx AND f.frame_segment IS NOT NULL)"
+            if counts
+            else "-1"
+        )
+        for idx, name, dtype, shape, shared, n in self._rows(
+            f"SELECT t.idx, t.name, t.dtype, t.shape, t.shared_with, {count} "
             "FROM streams t WHERE t.episode_id = ? ORDER BY t.idx",
             [episode_id],
         ):
@@ -76,3 +86,46 @@ class StreamQueries(CatalogBase):
                 )
             )
         return out
+
+    def observations(
+        self, episode_id: int, start: int = 0, stop: int | None = None
+    ) -> list[tuple[int, bytes | None]]:
+        """``(step, typed binary or None)`` of the episode's rows (m004's
+        ``steps.observation``; None everywhere in an older store)."""
+        column = "observation" if self.has_m004 else "NULL"
+        rows = self._rows(
+            f"SELECT step, {column} FROM steps WHERE episode_id = ? AND step >= ? "
+            "AND step < ? ORDER BY step",
+            [episode_id, start, END_OF_EPISODE if stop is None else stop],
+        )
+        out = []
+        for step, blob in rows:
+            c = Cell("steps", f"episode {episode_id} step {step!r}")
+            if blob is not None and not isinstance(blob, bytes):
+                raise c.bad("observation", "expected a blob")
+            out.append((c.int("step", step, lo=0), blob))
+        return out
+
+    def stream_totals(self) -> dict[str, tuple[int, int]]:
+        """``{stream name: (frames, raw bytes)}`` of live episodes' streams other than
+        render; a frame stored once for a stream and render (the same pointer) counts as
+        that stream's frame but not its raw bytes (render's count them)."""
+        if not self.has_m003:
+            return {}
+        out: dict[str, tuple[int, int]] = {}
+        for name, dtype, shape, shared, n in self._rows(
+            "SELECT t.name, t.dtype, f.frame_shape, "
+            "(s.frame_segment IS f.frame_segment AND s.frame_offset IS f.frame_offset "
+            " AND s.frame_slot IS f.frame_slot), COUNT(*) "
+            "FROM step_frames f JOIN streams t ON t.episode_id = f.episode_id AND t.idx = f.stream "
+            "JOIN episodes e ON e.id = f.episode_id "
+            "JOIN steps s ON s.episode_id = f.episode_id AND s.step = f.step "
+            "WHERE e.status != 'deleted' AND f.frame_segment IS NOT NULL "
+            "GROUP BY t.name, t.dtype, f.frame_shape, 4"
+        ):
+            c = Cell("streams", f"name {name!r}")
+            dims = c.stream_shape("frame_shape", shape) or ()
+            size = 0 if shared else n * math.prod(dims) * itemsize(dtype)
+            frames, raw = out.get(name, (0, 0))
+            out[name] = (frames + n, raw + size)
+        return dict(sorted(out.items()))

@@ -25,8 +25,9 @@ END_OF_EPISODE = 2**62
 #: Slots of a chunk (frames per chunk are at most 65535).
 MAX_SLOT = 0xFFFF
 _SHAPE = re.compile(r"^[1-9][0-9]{0,8}x[1-9][0-9]{0,8}(x[1-4])?$")
-# A stream frame's own shape (a frame stack "4x84x84"): 2 to 8 dimensions.
-STREAM_SHAPE = re.compile(r"^[1-9][0-9]{0,8}(x[1-9][0-9]{0,8}){1,7}$")
+# A stream frame's own shape (a frame stack "4x84x84", an observation vector "2000"):
+# 1 to 8 dimensions.
+STREAM_SHAPE = re.compile(r"^[1-9][0-9]{0,8}(x[1-9][0-9]{0,8}){0,7}$")
 
 
 def is_int(value: Any) -> bool:
@@ -133,7 +134,7 @@ class Cell:
         return parse_shape_or_raise(value, self, column)
 
     def stream_shape(self, column: str, value: Any) -> tuple[int, ...] | None:
-        """A stream frame's shape: any 2 to 8 dimensions (``stored_shape`` lays it out)."""
+        """A stream frame's shape: any 1 to 8 dimensions (``stored_shape`` lays it out)."""
         if value is None:
             return None
         return parse_shape_or_raise(value, self, column, STREAM_SHAPE)
