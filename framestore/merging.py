@@ -31,12 +31,15 @@ import errno
 import os
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ._format import DB_NAME, LOCK_NAME, PARTIAL_SUFFIX, read_file_header
 from .errors import CorruptData, InvalidInput
 from .files import fsync_dir
 from .segments import checked_segment_dir, next_segment_id, segment_dir, segment_path
-from .store import FrameStore
+
+if TYPE_CHECKING:
+    from .store import FrameStore
 
 __all__ = [
     "PHASES",

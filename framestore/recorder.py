@@ -35,6 +35,7 @@ from ._format import StepMeta
 from ._storage import open_storage
 from .catalog import check_seed, format_shape
 from .errors import InvalidInput, StoreClosed
+from .merging import refuse_unfinished_merge
 from .service import ServiceMetrics
 from .settings import Settings, resolve
 
@@ -98,7 +99,7 @@ class Recorder:
             (keep it short; close the recorder from the producer's thread, not from it).
         render_fps: the environment's frame rate, stored with the run (exports use it).
         env_spec: how to make the environment again (``verify --replay``), stored with
-            the run; ``framestore.replay.env_spec_of(env)`` makes it.
+            the run; ``framestore.envs.env_spec_of(env.spec)`` makes it.
         on_close: called with the recorder once it is closed (``FrameStore`` uses it to
             forget its recorders).
     """
@@ -160,8 +161,6 @@ class Recorder:
         )
         try:
             # The writer lock is held from here on: ids cannot race with another writer.
-            from .merging import refuse_unfinished_merge  # merging imports the store
-
             refuse_unfinished_merge(store)
             # Episode ids start above any id a crashed writer left in segments, so frames
             # of two recordings never share one (recover tells them apart by it).
