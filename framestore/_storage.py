@@ -31,10 +31,10 @@ from telemetry import (
     Step,
     TelemetryDBSink,
 )
+from telemetry.jsonsafe import dumps
 
 from ._format import RENDER_STREAM, RecordType, StepMeta, store_tag
 from ._refs import FrameRef
-from .jsonsafe import dumps
 from .service import FrameStorageService, MetaRecord, ServiceMetrics
 from .settings import Settings
 

@@ -37,6 +37,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from telemetry.jsonsafe import dumps
+
 from ._format import (
     CHUNKS_TABLE,
     MANIFEST_NAME,
@@ -50,7 +52,6 @@ from ._published import ObjectProblem, is_url, open_fs, shown_location, userinfo
 from .errors import FrameStoreError, InvalidInput, SegmentMissing, StoreIOError
 from .extras import require
 from .files import fsync_dir, fsync_file
-from .jsonsafe import dumps
 from .segments import (
     is_sealed,
     list_segment_ids,

@@ -15,7 +15,6 @@ from framestore.errors import FrameStoreError
 
 from . import cli_export, cli_maintenance, cli_merge, cli_perf, cli_publish
 from ._common import (
-    EXIT_INTERRUPTED,
     FramestoreGroup,
     LazyChoice,
     codec_choices,
@@ -28,6 +27,7 @@ from ._common import (
 )
 from ._warnings import current as current_warnings
 from .cli_gui import gui_command
+from .exitcodes import ExitCode
 from .text import format_number
 
 # Start-up: nothing at module level imports the library's heavy modules (numpy,
@@ -173,7 +173,7 @@ def record(
     except RecordingInterrupted as stop:
         _print_record_summary(stop.summary, as_json, episodes_listed=not bar)
         click.echo("framestore: interrupted", err=True)
-        raise click.exceptions.Exit(EXIT_INTERRUPTED) from None
+        raise click.exceptions.Exit(ExitCode.INTERRUPTED) from None
     except (FrameStoreError, OSError, sqlite3.Error):  # a full disk, a failed writer...
         if not as_json:
             _print_saved_before_failure(store, started)
@@ -339,7 +339,7 @@ def main(argv: list[str] | None = None) -> int:
         return cli.main(args=argv, prog_name="framestore", standalone_mode=True) or 0
     except KeyboardInterrupt:
         click.echo("framestore: interrupted", err=True)
-        return EXIT_INTERRUPTED
+        return ExitCode.INTERRUPTED
 
 
 if __name__ == "__main__":

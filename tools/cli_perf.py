@@ -15,7 +15,6 @@ import click
 from framestore.errors import InvalidInput
 
 from ._common import (
-    EXIT_PROBLEMS,
     Failure,
     LazyChoice,
     durability_choices,
@@ -23,6 +22,7 @@ from ._common import (
     human_bytes,
     show_progress,
 )
+from .exitcodes import ExitCode
 
 json_opt = click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 GAME_CHOICES = ("assault", "carracing", "noise", "all")
@@ -260,7 +260,7 @@ def _report(rows: list[Any], columns, csv_path, as_json: bool) -> None:
     problems = lib.failed_checks(rows)
     if problems:
         raise Failure(
-            f"bench: {len(problems)} check(s) failed: {'; '.join(problems)}", EXIT_PROBLEMS
+            f"bench: {len(problems)} check(s) failed: {'; '.join(problems)}", ExitCode.PROBLEMS
         )
 
 
@@ -286,7 +286,7 @@ def _bench_vector(envs, frames, repeat, workdir, csv_path, as_json, progress) ->
     problems = lib.failed_checks(rows)
     if problems:
         raise Failure(
-            f"bench: {len(problems)} check(s) failed: {'; '.join(problems)}", EXIT_PROBLEMS
+            f"bench: {len(problems)} check(s) failed: {'; '.join(problems)}", ExitCode.PROBLEMS
         )
 
 

@@ -11,7 +11,7 @@ from collections import Counter
 from typing import Any
 
 from framestore import FrameStore
-from framestore.segments import FORMAT_VERSION, list_segment_ids
+from framestore.segments import VERSION, list_segment_ids
 
 from .gc import DEFAULT_THRESHOLD, gc_blocker, reclaimable
 
@@ -104,6 +104,6 @@ def store_info(store: FrameStore) -> dict[str, Any]:
         "compression_ratio": round(raw / live_bytes, 2) if live_bytes else None,
         "durability": stats.runs_by_durability,
         "schema": store.catalog.schema(),
-        "format_version": FORMAT_VERSION,
+        "format_version": VERSION,
         "state": store_state(store),
     }
