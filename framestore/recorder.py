@@ -35,6 +35,7 @@ from ._format import StepMeta
 from ._storage import open_storage
 from .catalog import check_seed, format_shape
 from .errors import InvalidInput, StoreClosed
+from .maintenance import next_ids, sync_segments
 from .merging import refuse_unfinished_merge
 from .service import ServiceMetrics
 from .settings import Settings, resolve
@@ -164,7 +165,7 @@ class Recorder:
             refuse_unfinished_merge(store)
             # Episode ids start above any id a crashed writer left in segments, so frames
             # of two recordings never share one (recover tells them apart by it).
-            self.run_id, self._next_episode_id = store.next_ids()
+            self.run_id, self._next_episode_id = next_ids(store)
             self._hub = TelemetryAsyncHub()
             self._hub.subscribe("db", self._storage, policy="durable")  # bounded by its queue
         except BaseException:
@@ -507,7 +508,7 @@ class Recorder:
         self._closed = True
         attempt(self._storage.close)
         attempt(self._hub.close)
-        attempt(self.store.sync_segments)
+        attempt(lambda: sync_segments(self.store))
         if self._on_close is not None:
             self._on_close(self)
         if errors:

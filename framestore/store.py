@@ -24,7 +24,6 @@ from ._format import (
     FILE_HEADER_SIZE,
     LOCK_NAME,
     SEGMENT_DIR,
-    record_extent,
 )
 from ._framepointers import FramePointers
 from ._lock import StoreLock, writer_running
@@ -32,7 +31,6 @@ from ._published import ObjectProblem, PublishedObjects, is_published, shown_loc
 from ._sources import SegmentSource
 from .catalog import Catalog, check_id, clamp_step
 from .errors import (
-    CorruptData,
     EpisodeNotFound,
     FrameNotFound,
     InvalidInput,
@@ -42,15 +40,11 @@ from .errors import (
     StoreLocked,
     UnsafeStore,
 )
-from .files import fsync_dir, why_not_writable
+from .files import why_not_writable
+from .maintenance import chunk_bytes, file_bytes, live_bytes_by_segment
 from .reader import SegmentReader
-from .scan import scan_segment
 from .segments import (
-    checked_segment_dir,
-    is_sealed,
     list_segment_ids,
-    open_segment,
-    segment_files,
     segment_path,
     segment_seal,
 )
@@ -288,41 +282,11 @@ class FrameStore:
         with self._catalog.transaction():
             yield self._catalog
 
-    # ----------------------------------------------------------------- the writer lock
-    @contextmanager
-    def writer_lock(self) -> Iterator[None]:
-        """Hold the store's one-writer lock (``StoreLocked`` if a recorder or another
-        maintenance command holds it)."""
-        self._check_writable()
-        lock = StoreLock(self.root).acquire()
-        try:
-            yield
-        finally:
-            lock.release()
-
+    # ----------------------------------------------------------------- the writer
     def writer_running(self) -> bool | None:
         """Whether some process holds the writer lock, found without taking it (None
         when it cannot be told)."""
         return writer_running(self.root)
-
-    def next_ids(self) -> tuple[int, int]:
-        """``(run id, episode id)`` for a new recording: above every id the catalogue
-        holds and every episode id (chunk stream key) in a segment the catalogue has not
-        registered, i.e. frames of a writer that died before its rows committed. Call with
-        the writer lock held. Registered segments need no look: a segment is registered
-        only once its frames have rows (``gc`` refuses unregistered ones)."""
-        run, episode = self.catalog.next_ids()
-        rows = self.catalog.segment_rows()
-        for sid, path in segment_files(self.root).regular.items():
-            if sid in rows:
-                continue
-            try:
-                scan = scan_segment(path, sid)
-            except (OSError, CorruptData):
-                continue
-            keys = (h.stream_key for h in scan.chunks.values() if h.stream_key < _MAX_NEW_ID)
-            episode = max(episode, max(keys, default=0) + 1)
-        return run, episode
 
     # ----------------------------------------------------------------- runs/episodes
     def runs(self) -> list[RunInfo]:
@@ -464,86 +428,15 @@ class FrameStore:
         return list(self.iter_frames(episode_id, start, stop, copy=True))
 
     # ----------------------------------------------------------------- sizes
-    def chunk_bytes(self, segment: int, offsets: Iterable[int]) -> int:
-        """Total bytes of the records starting at ``offsets`` in one segment, read from
-        their headers (the file is opened once). A missing file or offset counts 0."""
-        source = self._reader.source
-        if source is not None:
-            return sum(source.record_bytes(segment, off) for off in offsets)
-        try:
-            with open_segment(segment_path(self.root, segment), segment) as fp:
-                return sum(record_extent(fp, off) for off in offsets)
-        except (FileNotFoundError, CorruptData, UnsafeStore):  # missing, a link, a FIFO...
-            return 0
-
     def episode_bytes(self, episode_id: int) -> int:
         """Bytes of segment records holding this episode's frames (read from record headers)."""
         chunks = self.catalog.episode_chunks(episode_id)
-        return sum(self.chunk_bytes(seg, offs) for seg, offs in chunks.items())
-
-    def live_bytes_by_segment(self) -> dict[int, int]:
-        """Bytes of chunk records referenced by live (not deleted) episodes, per segment."""
-        return {
-            seg: self.chunk_bytes(seg, offs) for seg, offs in self.catalog.live_chunks().items()
-        }
-
-    def segment_state(self, segment: int, marks: dict[int, str] | None = None) -> str:
-        """``obsolete``/``compacting`` as the catalogue marks it, else ``sealed`` or
-        ``active`` as the file says."""
-        mark = (self.catalog.segment_states() if marks is None else marks).get(segment)
-        if mark in ("obsolete", "compacting"):
-            return mark
-        return "sealed" if is_sealed(segment_path(self.root, segment)) else "active"
-
-    def sync_segments(self) -> None:
-        """Reconcile the catalogue's ``segments`` table with the files in ``segments/``.
-
-        Files are the truth for existence and size (a sealed segment ends with a SEAL
-        record); the catalogue for ``obsolete``/``compacting`` marks."""
-        self._check_writable()
-        live = self.live_bytes_by_segment()
-        marks = self.catalog.segment_states()
-        files = segment_files(self.root)
-        on_disk = list(files.regular) + list(files.irregular)
-        with self.transaction() as cat:
-            for sid, path in files.regular.items():
-                try:
-                    size = os.lstat(path).st_size
-                except FileNotFoundError:
-                    continue
-                cat.record_segment(sid, self.segment_state(sid, marks), size, live.get(sid, 0))
-            gone = set(marks) - set(on_disk)
-            cat.forget_segments(s for s in gone if marks[s] == "obsolete")
-
-    def delete_segment_files(self, segments: Iterable[int]) -> None:
-        """Delete segment files (after the catalogue stopped pointing into them)."""
-        ids = list(segments)
-        self.reader.forget(ids)  # our own descriptors: let the kernel free the space
-        directory = checked_segment_dir(self.root)
-        for sid in ids:
-            segment_path(self.root, sid).unlink(missing_ok=True)
-        fsync_dir(directory)
-
-    def file_bytes(self) -> dict[str, int]:
-        """Bytes on disk: ``segments`` (files), ``database``, ``wal``, ``shm``."""
-
-        def size(path: str | os.PathLike) -> int:
-            try:
-                return os.lstat(path).st_size
-            except FileNotFoundError:
-                return 0
-
-        return {
-            "segments": sum(size(segment_path(self.root, s)) for s in list_segment_ids(self.root)),
-            "database": size(self.db_path),
-            "wal": size(f"{self.db_path}-wal"),
-            "shm": size(f"{self.db_path}-shm"),
-        }
+        return sum(chunk_bytes(self, seg, offs) for seg, offs in chunks.items())
 
     def disk_usage(self) -> DiskUsage:
         """Bytes on disk split the one way ``record``, ``info`` and ``gc`` report them
         (see ``DiskUsage``)."""
-        sizes = self.file_bytes()
+        sizes = file_bytes(self)
         marks = self.catalog.segment_states()
         overhead = 0
         for sid in list_segment_ids(self.root):
@@ -557,7 +450,7 @@ class FrameStore:
                 overhead += path.stat().st_size - seal.offset + seal.meta_bytes
         return DiskUsage(
             segments=sizes["segments"],
-            live=sum(self.live_bytes_by_segment().values()),
+            live=sum(live_bytes_by_segment(self).values()),
             overhead=overhead,
             database=sizes["database"],
             wal=sizes["wal"],
@@ -639,10 +532,6 @@ class FrameStore:
 
     def __repr__(self) -> str:
         return f"FrameStore({self.location!r}{', readonly' if self.readonly else ''})"
-
-
-#: Stream keys at or above this are not taken as episode ids (SQLite integers, with room).
-_MAX_NEW_ID = 2**62
 
 
 def _step_range(start: int, stop: int | None) -> tuple[int, int | None]:

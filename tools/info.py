@@ -11,6 +11,7 @@ from collections import Counter
 from typing import Any
 
 from framestore import FrameStore
+from framestore.maintenance import segment_state
 from framestore.segments import VERSION, list_segment_ids
 
 from .gc import DEFAULT_THRESHOLD, gc_blocker, reclaimable
@@ -67,7 +68,7 @@ def store_info(store: FrameStore) -> dict[str, Any]:
     marks = store.catalog.segment_states()
     usage = store.disk_usage()
     live_bytes = usage.live
-    states = Counter(store.segment_state(sid, marks) for sid in list_segment_ids(store.root))
+    states = Counter(segment_state(store, sid, marks) for sid in list_segment_ids(store.root))
     by_status = stats.episodes_by_status
     deleted = by_status.get("deleted", 0)
     raw = stats.raw_frame_bytes
