@@ -95,6 +95,17 @@ class FrameStore:
 
     Reading works while another process records into the same store: SQLite runs in WAL
     mode and the database only ever points at frames that are written.
+
+    Members, by group (one line each in docs/ARCHITECTURE.md, "FrameStore's members"):
+    opening; what and where the store is; the lower level that the tools' maintenance
+    works through (``catalog``, ``reader``, ``transaction``); runs and episodes; steps
+    and frames; sizes; changes and recording; closing. Maintenance itself (the writer
+    lock, new ids, segment files) is ``framestore.maintenance``.
+
+    Attributes:
+        root: the store's directory (a published store's local cache directory).
+        readonly: whether it was opened read-only.
+        location: where the store is: its directory, or the URL of a published store.
     """
 
     def __init__(
@@ -217,6 +228,7 @@ class FrameStore:
             cache_bytes=cache_bytes,
         )
 
+    # ----------------------------------------------------------------- what and where
     @property
     def published(self) -> bool:
         """Whether this is a published store (``framestore publish``), not a directory with
@@ -252,8 +264,15 @@ class FrameStore:
 
     @property
     def db_path(self) -> Path:
+        """The path of the store's SQLite catalogue (``framestore.db``)."""
         return self.root / DB_NAME
 
+    def writer_running(self) -> bool | None:
+        """Whether some process holds the writer lock, found without taking it (None
+        when it cannot be told)."""
+        return writer_running(self.root)
+
+    # ----------------------------------------------------------------- lower level (tools)
     @property
     def catalog(self) -> Catalog:
         """The store's catalogue: typed queries and changes of its SQLite database."""
@@ -282,17 +301,13 @@ class FrameStore:
         with self._catalog.transaction():
             yield self._catalog
 
-    # ----------------------------------------------------------------- the writer
-    def writer_running(self) -> bool | None:
-        """Whether some process holds the writer lock, found without taking it (None
-        when it cannot be told)."""
-        return writer_running(self.root)
-
     # ----------------------------------------------------------------- runs/episodes
     def runs(self) -> list[RunInfo]:
+        """Run records in id order."""
         return self.catalog.runs()
 
     def run(self, run_id: int) -> RunInfo:
+        """One run's record (``RunNotFound`` for an unknown id)."""
         run_id = check_id(run_id, "run id")
         for r in self.runs():
             if r.id == run_id:
@@ -306,6 +321,7 @@ class FrameStore:
         return self.catalog.episodes(run_id=run_id, include_deleted=include_deleted)
 
     def episode(self, episode_id: int, *, include_deleted: bool = False) -> EpisodeInfo:
+        """One episode's record (``EpisodeNotFound`` for an unknown or deleted id)."""
         ep = self.catalog.episode(check_id(episode_id, "episode id"))
         if ep is None or (ep.status == "deleted" and not include_deleted):
             raise EpisodeNotFound(episode_id)
@@ -457,7 +473,7 @@ class FrameStore:
             shm=sizes["shm"],
         )
 
-    # ----------------------------------------------------------------- changes
+    # ----------------------------------------------------------------- changes, recording
     def delete_episodes(
         self, episode_ids: Iterable[int], *, dry_run: bool = False
     ) -> list[EpisodeInfo]:
@@ -486,7 +502,6 @@ class FrameStore:
         lock.release()
         return False
 
-    # ----------------------------------------------------------------- recording
     def recorder(self, env_id: str, **kwargs: Any) -> Recorder:
         """Start a recording run; see ``Recorder`` for the arguments."""
         from .recorder import Recorder
@@ -502,8 +517,10 @@ class FrameStore:
         if rec in self._recorders:
             self._recorders.remove(rec)
 
-    # ----------------------------------------------------------------- lifecycle
+    # ----------------------------------------------------------------- closing
     def close(self) -> None:
+        """Close the recorders opened through ``recorder()``, the reader and the
+        catalogue; the first error of a recorder is raised after all are closed."""
         if self._closed:
             return
         errors = []
