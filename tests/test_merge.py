@@ -299,7 +299,9 @@ def crash_sources(tmp_path_factory, assault_frames):
     return paths, sorted(x for p in paths for x in store_content(p))
 
 
-def _kill_trial(sources, tmp: Path, index: int, mode: str, move: bool, delay: float):
+def _kill_trial(
+    sources, tmp: Path, index: int, mode: str, move: bool, delay: float, after: str = "ready"
+):
     work = tmp / f"t{index}"
     work.mkdir()
     srcs = [Path(shutil.copytree(s, work / s.name)) for s in sources]
@@ -307,7 +309,7 @@ def _kill_trial(sources, tmp: Path, index: int, mode: str, move: bool, delay: fl
     progress = work / "progress"
     script_args = [str(dest), mode, "move" if move else "copy", *map(str, srcs)]
     if mode == "random":
-        finished = run_and_kill(MERGE_CHILD, script_args, progress, delay)
+        finished = run_and_kill(MERGE_CHILD, script_args, progress, delay, after=after)
     else:
         proc = subprocess.run(
             [sys.executable, "-c", MERGE_CHILD, *script_args, str(progress)],
@@ -334,13 +336,20 @@ def test_sigkill_during_merge_at_random_moments_and_at_each_phase(crash_sources,
     """Copy and --move merges, killed at random moments and exited at each phase."""
     sources, want = crash_sources
     rng = random.Random(7)
-    trials = [("random", i % 2 == 1, rng.uniform(0.0, 0.4)) for i in range(KILL_TRIALS)]
-    trials += [(phase, True, 0.0) for phase in PHASES]
+    # Each random kill comes a random moment after a random point of the merge (its start
+    # or the end of a phase), so kills spread over the phases however slow the machine is
+    # now; a fixed delay after the start lands in the first phase every time when loaded.
+    starts = ["ready", *(f"phase {p}" for p in PHASES[:-1])]
+    trials = [
+        ("random", i % 2 == 1, rng.uniform(0.0, 0.1), starts[i % len(starts)])
+        for i in range(KILL_TRIALS)
+    ]
+    trials += [(phase, True, 0.0, "ready") for phase in PHASES]
     seen = []
     with ThreadPoolExecutor(max_workers=2) as pool:
         futures = [
-            (mode, move, pool.submit(_kill_trial, sources, tmp_path, i, mode, move, delay))
-            for i, (mode, move, delay) in enumerate(trials)
+            (mode, move, pool.submit(_kill_trial, sources, tmp_path, i, mode, move, delay, after))
+            for i, (mode, move, delay, after) in enumerate(trials)
         ]
         for mode, move, fut in futures:
             work, dest, srcs, text, _finished = fut.result()
