@@ -29,7 +29,7 @@ from framestore.errors import (
 from ._warnings import WarningTally
 from ._warnings import install as install_warnings
 from .exitcodes import ExitCode
-from .text import human_bytes, one_line  # noqa: F401 - re-exported for the verbs
+from .text import one_line
 
 
 def root_error(exc: BaseException) -> BaseException:

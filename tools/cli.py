@@ -20,7 +20,6 @@ from ._common import (
     codec_choices,
     durability_choices,
     emit_json,
-    human_bytes,
     show_progress,
     vector_mode_choices,
     writer_choices,
@@ -28,7 +27,7 @@ from ._common import (
 from ._warnings import current as current_warnings
 from .cli_gui import gui_command
 from .exitcodes import ExitCode
-from .text import format_number
+from .text import format_number, human_bytes
 
 # Start-up: nothing at module level imports the library's heavy modules (numpy,
 # gymnasium, sqlite-utils and the pandas it pulls in): the verbs import what they use

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import click
 
-from ._common import emit_json, human_bytes, show_progress
+from ._common import emit_json, show_progress
 from ._gcpolicy import DEFAULT_THRESHOLD
 from ._progress import progress_bar
 from .exitcodes import ExitCode
+from .text import human_bytes
 
 store_arg = click.argument("store", type=click.Path(file_okay=True, dir_okay=True))
 json_opt = click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")

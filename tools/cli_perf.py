@@ -19,10 +19,10 @@ from ._common import (
     LazyChoice,
     durability_choices,
     emit_json,
-    human_bytes,
     show_progress,
 )
 from .exitcodes import ExitCode
+from .text import human_bytes
 
 json_opt = click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 GAME_CHOICES = ("assault", "carracing", "noise", "all")
