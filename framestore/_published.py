@@ -4,9 +4,15 @@ A published store has no SQLite file. Its reader:
 
 1. reads ``manifest.json`` and checks its format, version and object list (names must
    be a catalogue table or a segment: nothing outside the store is ever named);
-2. downloads each catalogue table (small: rows, no frames), checks its size and SHA-256
+2. downloads each catalogue table (rows, no frames), checks its size and SHA-256
    against the manifest, and loads the rows into a scratch SQLite database built by the
-   project's migrations, so ``Catalog`` and ``FrameStore`` read it unchanged;
+   project's migrations, so ``Catalog`` and ``FrameStore`` read it unchanged. Runs,
+   episodes, segments and the per-episode totals are loaded at once; the steps table
+   (the one that grows with the data) only when a query first needs it
+   (``Catalog.defer_table``): ``ls`` and ``info`` count from the totals and never read
+   it. A copy published before the totals existed (manifest version 1) gets them from
+   one streaming pass over the steps table's episode and frame columns, a batch at a
+   time, never the whole table;
 3. reads segments through ``RemoteSegments`` (ranged reads, one per chunk record) for a
    URL, or from ``segments/`` like any store for a local directory; every record's CRC
    and every chunk's keys are checked as for a local store.
@@ -22,13 +28,17 @@ is hashed, each request within ``timeout`` seconds (``storage_options={"timeout"
 ``FRAMESTORE_TIMEOUT``, default 30), and in a local directory never through a link or
 from anything but a regular file. A catalogue table must hold the rows the manifest
 counts (steps, episodes; at most that many runs, segments and chunks) before any row is
-loaded, and it is loaded one batch of rows at a time (never the whole table in memory).
+loaded, no row group of more than ``MAX_PUBLISHED_GROUP_ROWS`` rows or column chunk the
+footer says decompresses to more than ``MAX_PUBLISHED_COLUMN_BYTES``, and it is loaded
+one batch of rows at a time (never the whole table in memory). The totals must count
+the manifest's steps and frames, and agree with the step rows once those are loaded.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import sqlite3
 import stat
@@ -43,15 +53,19 @@ from ._format import (
     CATALOGUE_DIR,
     CHUNKS_TABLE,
     DB_NAME,
+    EPISODE_TOTALS_COLUMNS,
+    EPISODE_TOTALS_TABLE,
     MANIFEST_NAME,
     MAX_MANIFEST_BYTES,
+    MAX_PUBLISHED_COLUMN_BYTES,
+    MAX_PUBLISHED_GROUP_ROWS,
     PUBLISHED_FORMAT,
-    PUBLISHED_VERSION,
+    PUBLISHED_VERSIONS_READ,
     catalogue_object,
     parse_segment_name,
 )
 from ._sources import DEFAULT_TIMEOUT, ObjectReader, ObjectUnreadable, RemoteSegments
-from .catalog import PUBLISHED_TABLES, Catalog
+from .catalog import PUBLISHED_TABLES, Catalog, parse_shape
 from .errors import (
     FrameStoreError,
     InvalidInput,
@@ -74,6 +88,7 @@ __all__ = [
 ]
 
 _LOAD_BATCH = 10_000  # catalogue rows inserted at a time
+_COUNT_BATCH = 64 * 1024  # step rows counted at a time (four columns)
 _HASH_BLOCK = 8 * 1024 * 1024  # bytes read at a time when an object is checked whole
 
 
@@ -191,7 +206,7 @@ class Manifest:
 
 
 def _object_names() -> set[str]:
-    return {catalogue_object(t) for t in (*PUBLISHED_TABLES, CHUNKS_TABLE)}
+    return {catalogue_object(t) for t in (*PUBLISHED_TABLES, CHUNKS_TABLE, EPISODE_TOTALS_TABLE)}
 
 
 def read_manifest(reader: ObjectReader, location: str) -> Manifest:
@@ -218,8 +233,10 @@ def read_manifest(reader: ObjectReader, location: str) -> Manifest:
         raise bad(f"not JSON ({e})") from None
     if not isinstance(data, dict) or data.get("format") != PUBLISHED_FORMAT:
         raise bad(f"format is not {PUBLISHED_FORMAT!r}")
-    if data.get("version") != PUBLISHED_VERSION:
-        raise bad(f"version {data.get('version')!r}; this framestore reads {PUBLISHED_VERSION}")
+    version = data.get("version")
+    if version not in PUBLISHED_VERSIONS_READ or isinstance(version, bool):
+        readable = " and ".join(map(str, PUBLISHED_VERSIONS_READ))
+        raise bad(f"version {version!r}; this framestore reads {readable}")
     objects = data.get("objects")
     if not isinstance(objects, dict):
         raise bad("no object list")
@@ -235,17 +252,18 @@ def read_manifest(reader: ObjectReader, location: str) -> Manifest:
         if not isinstance(size, int) or size < 0 or not isinstance(sha, str) or len(sha) != 64:
             raise bad(f"entry of {name} needs bytes and a sha256")
         out[name] = (size, sha.lower())
-    missing = [catalogue_object(t) for t in PUBLISHED_TABLES if catalogue_object(t) not in out]
+    required = (*PUBLISHED_TABLES, *((EPISODE_TOTALS_TABLE,) if version >= 2 else ()))
+    missing = [catalogue_object(t) for t in required if catalogue_object(t) not in out]
     if missing:
         raise bad(f"{missing[0]} is not listed")
-    version = data.get("schema_version")
-    if not isinstance(version, int):
+    schema_version = data.get("schema_version")
+    if not isinstance(schema_version, int):
         raise bad("no schema_version")
     counts = {k: data.get(k) for k in ("episodes", "steps", "frames")}
     for key, value in counts.items():
         if not isinstance(value, int) or isinstance(value, bool) or value < 0:
             raise bad(f"no count of {key}")
-    return Manifest(out, version, data, counts)
+    return Manifest(out, schema_version, data, counts)
 
 
 def _mismatch(manifest: Manifest, name: str, size: int, sha: str) -> tuple[str, str] | None:
@@ -389,20 +407,25 @@ def open_published(
         ours = catalog.schema()["version"]
         if manifest.schema_version > ours:
             raise SchemaTooNew(text, [f"schema version {manifest.schema_version} (ours: {ours})"])
-        with catalog.transaction():
-            for table in PUBLISHED_TABLES:
-                with _parquet(reader, text, manifest, table) as data:
-                    _load_table(catalog, table, data, text)
-        unlisted = catalog.referenced_segments() - set(manifest.segments)
-        if unlisted:
+        # Chunk extents: the remote reader's hints, and a version-1 copy's chunk bytes.
+        counted = catalogue_object(EPISODE_TOTALS_TABLE) not in manifest.objects
+        extents = _extents(reader, text, manifest) if counted or not local else {}
+        unlisted = {segment for segment, _offset in extents} - set(manifest.segments)
+        if unlisted:  # the step rows are checked the same way when they are loaded
             raise PublishedObjectError(
                 text,
-                catalogue_object("steps"),
-                f"points into segment {min(unlisted)}, which the manifest does not list",
+                catalogue_object(CHUNKS_TABLE),
+                f"names segment {min(unlisted)}, which the manifest does not list",
             )
+        with catalog.transaction():
+            for table in PUBLISHED_TABLES:
+                if table != "steps":
+                    with _parquet(reader, text, manifest, table) as data:
+                        _load_table(catalog, table, data, text)
+            _load_totals(catalog, reader, text, manifest, extents)
+        catalog.defer_table("steps", lambda: _load_steps(catalog, reader, text, manifest))
         source = None
         if not local:
-            extents = _extents(reader, text, manifest)
             source = RemoteSegments(fs, root, manifest.segments, extents, text, reader)
         else:
             _check_local_sizes(Path(root), text, manifest)
@@ -416,7 +439,7 @@ def open_published(
 def _row_bounds(manifest: Manifest, table: str) -> tuple[int, int]:
     """``(fewest, most)`` rows a catalogue table of this manifest may hold."""
     c = manifest.counts
-    exact = {"steps": c["steps"], "episodes": c["episodes"]}
+    exact = {"steps": c["steps"], "episodes": c["episodes"], EPISODE_TOTALS_TABLE: c["episodes"]}
     if table in exact:
         return exact[table], exact[table]
     # every published segment and chunk holds at least one published frame
@@ -459,13 +482,39 @@ def _parquet(reader: ObjectReader, location: str, manifest: Manifest, table: str
         raise PublishedObjectError(location, name, f"not a readable Parquet table ({e})") from None
     fewest, most = _row_bounds(manifest, table)
     if not fewest <= rows <= most:
+        why = (
+            f"{rows} rows where the manifest allows {most if fewest == most else f'at most {most}'}"
+        )
+    else:
+        why = _oversized_group(parquet.metadata, rows)
+    if why is not None:
         parquet.close()
         file.close()
-        want = f"{most}" if fewest == most else f"at most {most}"
-        raise PublishedObjectError(
-            location, name, f"{rows} rows where the manifest allows {want}: not loaded"
-        )
+        raise PublishedObjectError(location, name, f"{why}: not loaded")
     return _Table(file, parquet, name)
+
+
+def _oversized_group(metadata: Any, rows: int) -> str | None:
+    """Why a Parquet footer's row groups cannot be read one at a time within bounds (more
+    rows than ``MAX_PUBLISHED_GROUP_ROWS``, a column chunk declared larger than
+    ``MAX_PUBLISHED_COLUMN_BYTES``, groups that do not add up to the file's rows), or
+    None. Nothing is decoded: these are the footer's numbers."""
+    total = 0
+    for i in range(metadata.num_row_groups):
+        group = metadata.row_group(i)
+        total += group.num_rows
+        if group.num_rows > MAX_PUBLISHED_GROUP_ROWS:
+            return f"row group {i} holds {group.num_rows} rows (at most {MAX_PUBLISHED_GROUP_ROWS})"
+        for j in range(group.num_columns):
+            size = group.column(j).total_uncompressed_size
+            if size > MAX_PUBLISHED_COLUMN_BYTES:
+                return (
+                    f"row group {i} column {j} decompresses to {size} bytes (at most "
+                    f"{MAX_PUBLISHED_COLUMN_BYTES})"
+                )
+    if total != rows:
+        return f"row groups hold {total} rows, the footer says {rows}"
+    return None
 
 
 def _load_table(catalog: Catalog, table: str, data: _Table, location: str) -> None:
@@ -485,6 +534,124 @@ def _load_table(catalog: Catalog, table: str, data: _Table, location: str) -> No
         raise PublishedObjectError(location, data.name, f"bad rows: {e}") from None
     except Exception as e:  # pyarrow's own errors for damaged pages
         raise PublishedObjectError(location, data.name, f"unreadable rows ({e})") from None
+
+
+def _load_steps(catalog: Catalog, reader: ObjectReader, location: str, manifest: Manifest) -> None:
+    """The steps table into the scratch catalogue (deferred: run by the catalogue before
+    the first query that reads steps), checked against the manifest and the totals."""
+    name = catalogue_object("steps")
+    with _parquet(reader, location, manifest, "steps") as data:
+        _load_table(catalog, "steps", data, location)
+    unlisted = catalog.referenced_segments() - set(manifest.segments)
+    if unlisted:
+        raise PublishedObjectError(
+            location, name, f"points into segment {min(unlisted)}, which the manifest does not list"
+        )
+    differs = catalog.totals_disagreement()
+    if differs is not None:
+        raise PublishedObjectError(
+            location,
+            catalogue_object(EPISODE_TOTALS_TABLE),
+            f"episode {differs[0]}: {differs[1]} (replaced?)",
+        )
+
+
+def _load_totals(
+    catalog: Catalog,
+    reader: ObjectReader,
+    location: str,
+    manifest: Manifest,
+    extents: Mapping[tuple[int, int], int],
+) -> None:
+    """Per-episode totals into the scratch catalogue: the published object (version 2),
+    else one streaming pass over the steps table (version 1); then checked against the
+    manifest's counts."""
+    name = catalogue_object(EPISODE_TOTALS_TABLE)
+    if name in manifest.objects:
+        with _parquet(reader, location, manifest, EPISODE_TOTALS_TABLE) as data:
+            types = {f.name: str(f.type) for f in data.parquet.schema_arrow}
+            if any(types.get(c) != "int64" for c in EPISODE_TOTALS_COLUMNS):
+                raise PublishedObjectError(
+                    location, name, f"not the int64 columns {', '.join(EPISODE_TOTALS_COLUMNS)}"
+                )
+            try:
+                for batch in data.parquet.iter_batches(
+                    batch_size=_LOAD_BATCH, columns=list(EPISODE_TOTALS_COLUMNS)
+                ):
+                    values = [col.to_pylist() for col in batch.columns]
+                    catalog.add_episode_totals(zip(*values, strict=True))
+            except sqlite3.Error as e:  # a second row for one episode, a NULL count
+                raise PublishedObjectError(location, name, f"bad rows: {e}") from None
+            except Exception as e:  # pyarrow's own errors for damaged pages
+                raise PublishedObjectError(location, name, f"unreadable rows ({e})") from None
+    else:
+        name = catalogue_object("steps")  # what the totals were counted from
+        counted = _count_steps(reader, location, manifest, extents)
+        stepless = set(catalog.episode_statuses()) - {row[0] for row in counted}
+        catalog.add_episode_totals([*counted, *((eid, 0, 0, 0, 0) for eid in stepless)])
+    wrong = catalog.totals_problem(manifest.counts["steps"], manifest.counts["frames"])
+    if wrong is not None:
+        raise PublishedObjectError(location, name, f"{wrong}: not loaded")
+
+
+_COUNTED_COLUMNS = ["episode_id", "frame_segment", "frame_offset", "frame_shape"]
+
+
+def _count_steps(
+    reader: ObjectReader,
+    location: str,
+    manifest: Manifest,
+    extents: Mapping[tuple[int, int], int],
+) -> list[tuple[int, int, int, int, int | None]]:
+    """Totals rows (``EPISODE_TOTALS_COLUMNS``) counted from a version-1 copy's steps
+    table: four columns read a batch at a time (Arrow's group-by per batch), so memory
+    holds one batch and one entry per episode and chunk, never the table."""
+    pa = require("pyarrow", extra="s3", what="reading a published store")
+    pc = require("pyarrow.compute", extra="s3", what="reading a published store")
+    with _parquet(reader, location, manifest, "steps") as data:
+        try:
+            counts: dict[int, list[int]] = {}  # episode -> [steps, frames, raw bytes]
+            chunks: dict[int, set[tuple[int, int]]] = {}
+            for batch in data.parquet.iter_batches(
+                batch_size=_COUNT_BATCH, columns=_COUNTED_COLUMNS
+            ):
+                table = pa.Table.from_batches([batch])
+                for eid, shape, n_rows, n_frames in zip(
+                    *_group(table, ["episode_id", "frame_shape"], "frame_segment"), strict=True
+                ):
+                    c = counts.setdefault(int(eid), [0, 0, 0])
+                    c[0] += n_rows
+                    c[1] += n_frames
+                    if n_frames and shape:
+                        c[2] += math.prod(parse_shape(shape) or ()) * n_frames
+                framed = table.filter(pc.is_valid(table["frame_segment"]))
+                keys = framed.group_by(["episode_id", "frame_segment", "frame_offset"]).aggregate(
+                    []
+                )
+                for eid, seg, off in zip(
+                    *(keys[k].to_pylist() for k in _COUNTED_COLUMNS[:3]), strict=True
+                ):
+                    chunks.setdefault(int(eid), set()).add((int(seg), int(off)))
+        except FrameStoreError:
+            raise
+        except Exception as e:  # pyarrow's own errors: damaged pages, missing columns
+            raise PublishedObjectError(location, data.name, f"unreadable rows ({e})") from None
+    out = []
+    for eid, (steps, frames, raw) in sorted(counts.items()):
+        known = [extents.get(c) for c in chunks.get(eid, ())]
+        size = None if None in known else sum(known)  # unknown without the chunks table
+        out.append((eid, steps, frames, raw, size))
+    return out
+
+
+def _group(table: Any, keys: list[str], counted: str) -> tuple[list, ...]:
+    """``(key columns..., rows, non-null values of counted)`` per group of ``keys``."""
+    grouped = table.group_by(keys).aggregate([([], "count_all"), (counted, "count")])
+    return (
+        *(grouped[k].to_pylist() for k in keys),
+        grouped["count_all"].to_pylist(),
+        grouped[f"{counted}_count"].to_pylist(),
+    )
 
 
 def _check_local_sizes(root: Path, location: str, manifest: Manifest) -> None:

@@ -8,6 +8,8 @@ Layout at the destination (a local directory or any fsspec URL, ``s3://`` via s3
     catalogue/steps.parquet       one row per step, with its frame pointer
     catalogue/segments.parquet
     catalogue/chunks.parquet      (segment, offset, bytes) of every published chunk record
+    catalogue/episode_totals.parquet  per episode: steps, frames, raw and chunk bytes (what
+                                  ``ls`` and ``info`` read instead of the steps table)
     segments/seg-NNNNNN.fseg      sealed segments, byte for byte
 
 What is published: the catalogue as of one read snapshot, restricted to the episodes
@@ -26,8 +28,11 @@ be new (or empty): a published store is never changed, publish again elsewhere.
 from __future__ import annotations
 
 import fcntl
+import functools
 import hashlib
+import math
 import os
+import re
 import shutil
 import stat
 import tempfile
@@ -40,15 +45,20 @@ from typing import Any
 from telemetry.jsonsafe import dumps
 
 from ._format import (
+    CATALOGUE_DIR,
     CHUNKS_TABLE,
+    EPISODE_TOTALS_COLUMNS,
+    EPISODE_TOTALS_TABLE,
     MANIFEST_NAME,
     PUBLISHED_FORMAT,
     PUBLISHED_VERSION,
+    SEGMENT_DIR,
     VERSION,
     catalogue_object,
     record_extent,
 )
 from ._published import ObjectProblem, is_url, open_fs, shown_location, userinfo
+from .catalog import parse_shape
 from .errors import FrameStoreError, InvalidInput, SegmentMissing, StoreIOError
 from .extras import require
 from .files import fsync_dir, fsync_file
@@ -61,7 +71,7 @@ from .segments import (
 )
 from .store import FrameStore, enclosing_store
 
-__all__ = ["ObjectProblem", "PublishReport", "publish"]
+__all__ = ["ObjectProblem", "PublishReport", "publish", "remove_dead_staging"]
 
 _COPY_BLOCK = 8 * 1024 * 1024
 _ROW_GROUP = 64 * 1024  # step rows per Parquet row group
@@ -127,7 +137,7 @@ class _Target:
             # an flock on it until it ends, so what a killed run left (the lock dies with
             # its process) is told from a live run's and removed by the next publish.
             final = Path(self.final)
-            remove_dead_staging(final)
+            remove_dead_staging(final.parent, final.name)
             self.root = tempfile.mkdtemp(dir=final.parent, prefix=_staging_prefix(final))
             os.chmod(self.root, 0o755)
             self._staging_fd = _locked_dir(self.root)
@@ -203,24 +213,35 @@ def _locked_dir(path: str | os.PathLike) -> int | None:
     return fd
 
 
-def remove_dead_staging(final: str | os.PathLike) -> list[Path]:
-    """Delete the staging directories (``.NAME.publish-XXXX`` beside ``final``) that
-    publishes which were killed left: those no live publish holds locked. Links and
-    anything but a directory are left alone. Returns what was removed."""
-    final = Path(final)
-    removed = []
+# What a staging directory is named (``mkdtemp``'s 8 characters after the prefix) and
+# what it may hold: a directory of another name or with other entries is never removed.
+_STAGING_NAME = re.compile(r"\.(.+)\.publish-[a-z0-9_]{8}")
+_STAGED = {CATALOGUE_DIR, SEGMENT_DIR, MANIFEST_NAME}
+
+
+def remove_dead_staging(directory: str | os.PathLike, dest: str | None = None) -> list[Path]:
+    """Delete the staging directories (``.NAME.publish-XXXX`` in ``directory``) that
+    publishes which were killed left: those no live publish holds locked (a publish
+    holds an flock on its own until it ends; the kernel drops it when the process dies).
+    Only those of DEST ``dest`` (its last component), or of any DEST when None; links,
+    files and directories holding anything a publish does not stage are left alone.
+    ``publish`` calls it for its DEST, ``framestore recover`` for the store's directory.
+    Returns what was removed."""
+    directory = Path(directory)
+    removed: list[Path] = []
     try:
-        names = os.listdir(final.parent)
+        names = os.listdir(directory)
     except OSError:
         return removed
     for name in names:
-        path = final.parent / name
-        if not name.startswith(_staging_prefix(final)):
+        path = directory / name
+        match = _STAGING_NAME.fullmatch(name)
+        if match is None or (dest is not None and match.group(1) != dest):
             continue
         try:
-            if not stat.S_ISDIR(os.lstat(path).st_mode):
+            if not stat.S_ISDIR(os.lstat(path).st_mode) or not set(os.listdir(path)) <= _STAGED:
                 continue
-        except FileNotFoundError:
+        except OSError:
             continue
         fd = _locked_dir(path)
         if fd is None:
@@ -320,8 +341,9 @@ def publish(
             report.skipped = sel.skipped
             if not sel.episodes:
                 raise InvalidInput(f"{store.location}: no finished episode in sealed segments")
-            chunks = _write_catalogue(store, target, sel, report, pa, pq)
-        _write_chunks_table(store, target, chunks, pa, pq)
+            totals = _write_catalogue(store, target, sel, report, pa, pq)
+        extents = _write_chunks_table(store, target, totals, pa, pq)
+        _write_totals_table(target, totals, extents, pa, pq)
         _copy_segments(store, target, sel.segments, progress)
         _write_manifest(store, target, report)
         target.commit()
@@ -382,10 +404,20 @@ def _write_table(target: _Target, table: str, schema: Any, batches: Any, pa: Any
                 writer.write_table(pa.Table.from_arrays(arrays, schema=schema))
 
 
+@dataclass
+class _EpisodeTotals:
+    """What publish counts of one episode while it writes its steps."""
+
+    steps: int = 0
+    frames: int = 0
+    raw_frame_bytes: int = 0
+    chunks: set[tuple[int, int]] = field(default_factory=set)  # (segment, offset)
+
+
 def _write_catalogue(
     store: FrameStore, target: _Target, sel: _Selection, report: PublishReport, pa: Any, pq: Any
-) -> set[tuple[int, int]]:
-    """The four tables; returns the ``(segment, offset)`` of every published chunk."""
+) -> dict[int, _EpisodeTotals]:
+    """The four tables; returns each published episode's totals (and chunks)."""
     cat = store.catalog
     wanted = set(sel.episodes)
     merged = cat.merged_segments()  # their file headers name their source's id
@@ -398,17 +430,23 @@ def _write_catalogue(
         _write_table(target, table, _schema(store, table, pa), [table_rows], pa, pq)
     names = [n for n, _t in cat.table_columns("steps")]
     seg_col, off_col = names.index("frame_segment"), names.index("frame_offset")
-    chunks: set[tuple[int, int]] = set()
+    shape_col = names.index("frame_shape")
+    totals = {eid: _EpisodeTotals() for eid in sel.episodes}
+    raw_bytes = functools.lru_cache(maxsize=64)(
+        lambda text: math.prod(parse_shape(text) or ()) if text else 0
+    )
 
     def step_batches():
         batch = []
         for eid in sel.episodes:
+            counts = totals[eid]
             for row in cat.episode_step_rows(eid):
                 batch.append(row)
-                report.steps += 1
+                counts.steps += 1
                 if row[seg_col] is not None:
-                    report.frames += 1
-                    chunks.add((row[seg_col], row[off_col]))
+                    counts.frames += 1
+                    counts.raw_frame_bytes += raw_bytes(row[shape_col])
+                    counts.chunks.add((row[seg_col], row[off_col]))
                 if len(batch) >= _ROW_GROUP:
                     yield batch
                     batch = []
@@ -416,7 +454,9 @@ def _write_catalogue(
 
     _write_table(target, "steps", _schema(store, "steps", pa), step_batches(), pa, pq)
     report.episodes = len(sel.episodes)
-    return chunks
+    report.steps = sum(t.steps for t in totals.values())
+    report.frames = sum(t.frames for t in totals.values())
+    return totals
 
 
 def _segment_row(store: FrameStore, segment: int, header_id: int | None) -> tuple:
@@ -437,17 +477,37 @@ def _segment_row(store: FrameStore, segment: int, header_id: int | None) -> tupl
 
 
 def _write_chunks_table(
-    store: FrameStore, target: _Target, chunks: set[tuple[int, int]], pa: Any, pq: Any
-) -> None:
+    store: FrameStore, target: _Target, totals: dict[int, _EpisodeTotals], pa: Any, pq: Any
+) -> dict[tuple[int, int], int]:
+    """The extent of every published chunk record; returns ``{(segment, offset): bytes}``."""
     rows = []
-    by_segment: dict[int, list[int]] = {}
-    for seg, off in chunks:
-        by_segment.setdefault(seg, []).append(off)
+    by_segment: dict[int, set[int]] = {}
+    for counts in totals.values():
+        for seg, off in counts.chunks:
+            by_segment.setdefault(seg, set()).add(off)
     for seg, offsets in sorted(by_segment.items()):
         with open(segment_path(store.root, seg), "rb") as fp:
             rows += [(seg, off, record_extent(fp, off)) for off in sorted(offsets)]
     schema = pa.schema([("segment", pa.int64()), ("offset", pa.int64()), ("bytes", pa.int64())])
     _write_table(target, CHUNKS_TABLE, schema, [rows], pa, pq)
+    return {(seg, off): size for seg, off, size in rows}
+
+
+def _write_totals_table(
+    target: _Target,
+    totals: dict[int, _EpisodeTotals],
+    extents: dict[tuple[int, int], int],
+    pa: Any,
+    pq: Any,
+) -> None:
+    """One row per episode (docs/FORMAT.md "A published store"): what ``ls`` and
+    ``info`` of the published copy read instead of its steps."""
+    rows = [
+        (eid, t.steps, t.frames, t.raw_frame_bytes, sum(extents[c] for c in t.chunks))
+        for eid, t in totals.items()
+    ]
+    schema = pa.schema([(name, pa.int64()) for name in EPISODE_TOTALS_COLUMNS])
+    _write_table(target, EPISODE_TOTALS_TABLE, schema, [rows], pa, pq)
 
 
 def _copy_segments(

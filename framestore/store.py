@@ -445,9 +445,17 @@ class FrameStore:
 
     # ----------------------------------------------------------------- sizes
     def episode_bytes(self, episode_id: int) -> int:
-        """Bytes of segment records holding this episode's frames (read from record headers)."""
+        """Bytes of segment records holding this episode's frames (read from record
+        headers; a published store's totals say it without reading its steps)."""
+        known = self.catalog.episode_total_bytes(episode_id)
+        if known is not None:
+            return known
         chunks = self.catalog.episode_chunks(episode_id)
         return sum(chunk_bytes(self, seg, offs) for seg, offs in chunks.items())
+
+    def _live_bytes(self) -> int:
+        known = self.catalog.live_total_bytes()  # a published store's totals
+        return sum(live_bytes_by_segment(self).values()) if known is None else known
 
     def disk_usage(self) -> DiskUsage:
         """Bytes on disk split the one way ``record``, ``info`` and ``gc`` report them
@@ -466,7 +474,7 @@ class FrameStore:
                 overhead += path.stat().st_size - seal.offset + seal.meta_bytes
         return DiskUsage(
             segments=sizes["segments"],
-            live=sum(live_bytes_by_segment(self).values()),
+            live=self._live_bytes(),
             overhead=overhead,
             database=sizes["database"],
             wal=sizes["wal"],

@@ -5,6 +5,7 @@ group."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -89,3 +90,29 @@ def test_a_running_publish_keeps_its_staging_directory(source, tmp_path):
     finally:
         kill_group(child)
     assert run_cli("verify", dest).exit_code == 0
+
+
+def test_recover_removes_what_a_killed_publish_left_beside_the_store(source, tmp_path):
+    dead = paused_publish(source, tmp_path / "pub")  # DEST beside the store
+    kill_group(dead)
+    live = paused_publish(source, tmp_path / "other")
+    try:
+        (left,) = staging(tmp_path / "pub")
+        (running,) = staging(tmp_path / "other")
+        stranger = tmp_path / ".notes.publish-abcd1234"  # the name, not what publish stages
+        (stranger / "drafts").mkdir(parents=True)
+        result = run_cli("recover", source)
+        assert result.exit_code == 0, result.output
+        lines = [ln for ln in result.output.splitlines() if "staging" in ln]
+        assert lines == [
+            f"removed 1 staging directory(ies) killed publishes left beside the store: {left.name}"
+        ], result.output
+        assert not left.exists()
+        assert running.is_dir() and any(running.rglob("*.fseg"))  # its owner is alive
+        assert stranger.is_dir()
+        again = run_cli("recover", source, "--json")
+        assert json.loads(again.output)["staging_removed"] == []
+    finally:
+        kill_group(live)
+    assert run_cli("recover", source).exit_code == 0
+    assert staging(tmp_path / "other") == []  # dead now: removed

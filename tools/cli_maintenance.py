@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
 from ._common import emit_json, show_progress
@@ -197,6 +199,12 @@ def recover(store, drop_missing, as_json):
         if r.segments_removed or r.partials_removed:
             names = [str(s) for s in r.segments_removed] + r.partials_removed
             click.echo(f"removed leftovers: {', '.join(names)}")
+        if r.staging_removed:
+            names = ", ".join(Path(p).name for p in r.staging_removed)
+            click.echo(
+                f"removed {len(r.staging_removed)} staging directory(ies) killed publishes "
+                f"left beside the store: {names}"
+            )
         for ep, n in r.frames_lost.items():
             click.echo(f"LOST: episode {ep}: {n} frame(s) unreadable; their steps are kept")
         if r.catalogue_rebuilt:

@@ -35,7 +35,11 @@ Runs with the writer lock held. In order:
    ``total_reward`` recomputed from their rows;
 6. segments with corruption in the middle or with such foreign chunks are compacted like
    ``gc`` does, and sealed segments that only duplicate frames other segments already
-   serve (an interrupted ``gc``'s copies) are deleted; finally the catalogue is synced.
+   serve (an interrupted ``gc``'s copies) are deleted; finally the catalogue is synced;
+7. outside the store: shared memory blocks of recorders that died, and the staging
+   directories (``.DEST.publish-XXXXXXXX``) that killed publishes left beside the store
+   (in its parent directory), only those no live publish holds (each holds an flock on
+   its own: ``framestore.publish.remove_dead_staging``).
 
 The frames it reports lost are kept in the store's ``meta`` table from the transaction
 that cleared their pointers until a ``recover`` completes and returns them, so an
@@ -57,6 +61,7 @@ from framestore.compaction import Victim, compact, remove_leftover_outputs, remo
 from framestore.errors import CorruptData
 from framestore.maintenance import delete_segment_files, sync_segments, writer_lock
 from framestore.merging import undo_incomplete_merges
+from framestore.publish import remove_dead_staging
 from framestore.scan import SegmentScan, scan_segment
 from framestore.segments import (
     FILE_HEADER_SIZE,
@@ -94,7 +99,8 @@ class RecoverReport:
     be read now to ``{episode id: frames}``: those pointers were kept (``missing``).
     ``episodes_split`` maps an episode created for an earlier recording's frames to the
     id that recording had used. ``bytes_discarded`` counts unreadable segment bytes
-    removed.
+    removed. ``staging_removed``: the staging directories of killed publishes removed
+    beside the store.
     """
 
     segments_truncated: list[dict] = field(default_factory=list)
@@ -104,6 +110,7 @@ class RecoverReport:
     segments_removed: list[int] = field(default_factory=list)
     segments_unavailable: dict[int, dict[int, int]] = field(default_factory=dict)
     partials_removed: list[str] = field(default_factory=list)
+    staging_removed: list[str] = field(default_factory=list)
     frames_lost: dict[int, int] = field(default_factory=dict)
     steps_recovered: dict[int, int] = field(default_factory=dict)
     steps_without_metadata: dict[int, int] = field(default_factory=dict)
@@ -140,6 +147,7 @@ class RecoverReport:
                 self.segments_rewritten,
                 self.segments_removed,
                 self.partials_removed,
+                self.staging_removed,
                 self.frames_lost,
                 self.steps_recovered,
                 self.steps_relinked,
@@ -178,6 +186,8 @@ def recover(store: StoreArg, *, progress=None, drop_missing: bool = False) -> Re
         report.catalogue_rebuilt = True
     with opened(store, readonly=False) as st, writer_lock(st):
         _recover(st, report, progress, drop_missing)
+        parent = st.root.parent
+    report.staging_removed = [str(p) for p in remove_dead_staging(parent)]
     shm = remove_dead_shared_memory()  # a killed process-writer recorder's queue
     if shm:
         mib = sum(size for _name, size in shm) / 2**20

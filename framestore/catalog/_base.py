@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import re
 import sqlite3
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
@@ -21,6 +22,10 @@ __all__ = ["END_OF_EPISODE", "FETCH_ROWS", "CatalogBase"]
 #: Rows read from a cursor at a time by the iterating queries (a store can hold
 #: millions of steps).
 FETCH_ROWS = 10_000
+
+# The tables a statement reads or writes (``FROM t``, ``JOIN t``, ``INTO t``...): a
+# deferred table is loaded before the first statement that names it.
+_TABLES_NAMED = re.compile(r"\b(?:FROM|JOIN|INTO|UPDATE)\s+(\w+)", re.IGNORECASE)
 
 
 def _execute(conn: sqlite3.Connection, sql: str, params: tuple) -> sqlite3.Cursor:
@@ -41,6 +46,10 @@ class CatalogBase:
         self.readonly = readonly
         self._lock = threading.RLock()
         self._closed = False
+        self._deferred: dict[str, Callable[[], None]] = {}
+        #: Whether per-episode totals were loaded (a published store's: ``episodes`` and
+        #: ``stats`` then count from them, never from the steps table).
+        self.has_totals = False
         # A read-only catalogue cannot migrate: a store of an older schema is read as it
         # is, columns added by m002 read as their defaults.
         cols = {r[1] for r in db.conn.execute("PRAGMA table_info(episodes)").fetchall()}
@@ -50,6 +59,30 @@ class CatalogBase:
         """``expr`` when the store has m002's columns, else ``default``."""
         return expr if self.has_m002 else default
 
+    # ----------------------------------------------------------------- deferred tables
+    def defer_table(self, table: str, load: Callable[[], None]) -> None:
+        """Load ``table`` (a scratch catalogue's: a published store's steps) only when a
+        statement first names it: ``load()`` fills it, in one transaction. Until then
+        the table is empty, and no query can see it so: every statement is checked."""
+        with self._lock:
+            self._deferred[table] = load
+
+    def _load_deferred(self, sql: str) -> None:
+        """Run the loaders of the deferred tables ``sql`` names. A loader that fails is
+        kept (its rows rolled back), so every later query fails the same way."""
+        if not self._deferred:
+            return
+        for table in _TABLES_NAMED.findall(sql):
+            load = self._deferred.pop(table, None)
+            if load is None:
+                continue
+            try:
+                with self.transaction():
+                    load()
+            except BaseException:
+                self._deferred[table] = load
+                raise
+
     # ----------------------------------------------------------------- plumbing
     def _conn(self) -> sqlite3.Connection:
         if self._closed:
@@ -58,14 +91,17 @@ class CatalogBase:
 
     def _rows(self, sql: str, params: Iterable[Any] = ()) -> list[tuple]:
         with self._lock:
+            self._load_deferred(sql)
             return _execute(self._conn(), sql, tuple(params)).fetchall()
 
     def _one(self, sql: str, params: Iterable[Any] = ()) -> tuple:
         with self._lock:
+            self._load_deferred(sql)
             return _execute(self._conn(), sql, tuple(params)).fetchone()
 
     def _dicts(self, sql: str, params: Iterable[Any] = ()) -> list[dict[str, Any]]:
         with self._lock:
+            self._load_deferred(sql)
             cur = _execute(self._conn(), sql, tuple(params))
             cols = [d[0] for d in cur.description]
             return [dict(zip(cols, row, strict=True)) for row in cur.fetchall()]
@@ -73,6 +109,7 @@ class CatalogBase:
     def _iter(self, sql: str, params: Iterable[Any] = ()) -> Iterator[tuple]:
         """Rows a batch at a time. The lock is held while iterating: consume promptly."""
         with self._lock:
+            self._load_deferred(sql)
             cur = _execute(self._conn(), sql, tuple(params))
             while batch := cur.fetchmany(FETCH_ROWS):
                 yield from batch
@@ -80,10 +117,12 @@ class CatalogBase:
     def _exec(self, sql: str, params: Iterable[Any] = ()) -> int:
         """Run one change; returns the rows it changed. Call inside ``transaction``."""
         with self._lock:
+            self._load_deferred(sql)
             return max(_execute(self._conn(), sql, tuple(params)).rowcount, 0)
 
     def _exec_many(self, sql: str, rows: Iterable[Iterable[Any]]) -> int:
         with self._lock:
+            self._load_deferred(sql)
             try:
                 cur = self._conn().executemany(sql, [tuple(r) for r in rows])
             except OverflowError:

@@ -18,13 +18,17 @@ EPISODE_STATUSES = ("recording", "complete", "interrupted", "trimmed", "deleted"
 
 _EPISODES = """
     SELECT e.id, e.run_id, r.env_id, e.idx, e.seed, e.started, e.ended, e.total_reward,
-           e.terminated, e.truncated, e.status, e.frames_dropped,
-           (SELECT COUNT(*) FROM steps s WHERE s.episode_id = e.id) AS n_rows,
-           (SELECT COUNT(*) FROM steps s WHERE s.episode_id = e.id
-                AND s.frame_segment IS NOT NULL) AS n_frames,
+           e.terminated, e.truncated, e.status, e.frames_dropped, {counts},
            {m002}
-    FROM episodes e JOIN runs r ON r.id = e.run_id
+    FROM episodes e JOIN runs r ON r.id = e.run_id{joins}
 """
+_COUNTS_FROM_STEPS = (
+    "(SELECT COUNT(*) FROM steps s WHERE s.episode_id = e.id), "
+    "(SELECT COUNT(*) FROM steps s WHERE s.episode_id = e.id AND s.frame_segment IS NOT NULL)"
+)
+# A published store's per-episode totals: its listing never reads the steps table.
+_COUNTS_FROM_TOTALS = "COALESCE(t.steps, 0), COALESCE(t.frames, 0)"
+_TOTALS_JOIN = " LEFT JOIN episode_totals t ON t.episode_id = e.id"
 _EPISODES_M002 = "e.sub_env, e.continues_episode, e.reset_options, COALESCE(e.stream_key, e.id)"
 _EPISODES_M001 = "NULL, NULL, NULL, e.id"
 
@@ -143,7 +147,12 @@ class EpisodeQueries(CatalogBase):
         return _episode(rows[0]) if rows else None
 
     def _episodes_sql(self) -> str:
-        return _EPISODES.format(m002=self._m002(_EPISODES_M002, _EPISODES_M001))
+        totals = self.has_totals
+        return _EPISODES.format(
+            m002=self._m002(_EPISODES_M002, _EPISODES_M001),
+            counts=_COUNTS_FROM_TOTALS if totals else _COUNTS_FROM_STEPS,
+            joins=_TOTALS_JOIN if totals else "",
+        )
 
     def stream_key(self, episode_id: int) -> int:
         """The stream key of an episode's chunks: its id, unless it was merged from

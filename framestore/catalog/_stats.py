@@ -33,19 +33,10 @@ class StatsQueries(CatalogBase):
         with self._lock:
             (n_runs,) = self._one("SELECT COUNT(*) FROM runs")
             by_status = dict(self._rows("SELECT status, COUNT(*) FROM episodes GROUP BY status"))
-            steps, frames = self._one(
-                "SELECT COUNT(*), COUNT(s.frame_segment) FROM steps s "
-                "JOIN episodes e ON e.id = s.episode_id WHERE e.status != 'deleted'"
-            )
-            raw = 0
-            for shape, count in self._rows(
-                "SELECT s.frame_shape, COUNT(*) FROM steps s "
-                "JOIN episodes e ON e.id = s.episode_id "
-                "WHERE e.status != 'deleted' AND s.frame_segment IS NOT NULL "
-                "GROUP BY s.frame_shape"
-            ):
-                if shape:
-                    raw += math.prod(Cell("steps", "a row").shape("frame_shape", shape)) * count
+            if self.has_totals:
+                steps, frames, raw = self._totals_sums()
+            else:
+                steps, frames, raw = self._step_sums()
             (dropped,) = self._one(
                 "SELECT COALESCE(SUM(frames_dropped), 0) FROM episodes WHERE status != 'deleted'"
             )
@@ -57,6 +48,106 @@ class StatsQueries(CatalogBase):
                 )
             )
         return CatalogStats(n_runs, by_status, steps, frames, raw, dropped, durability)
+
+    def _step_sums(self) -> tuple[int, int, int]:
+        """``(steps, frames, raw frame bytes)`` of live episodes, from the steps table."""
+        steps, frames = self._one(
+            "SELECT COUNT(*), COUNT(s.frame_segment) FROM steps s "
+            "JOIN episodes e ON e.id = s.episode_id WHERE e.status != 'deleted'"
+        )
+        raw = 0
+        for shape, count in self._rows(
+            "SELECT s.frame_shape, COUNT(*) FROM steps s "
+            "JOIN episodes e ON e.id = s.episode_id "
+            "WHERE e.status != 'deleted' AND s.frame_segment IS NOT NULL "
+            "GROUP BY s.frame_shape"
+        ):
+            if shape:
+                raw += math.prod(Cell("steps", "a row").shape("frame_shape", shape)) * count
+        return steps, frames, raw
+
+    def _totals_sums(self) -> tuple[int, int, int]:
+        """The same, from a published store's per-episode totals."""
+        row = self._one(
+            "SELECT COALESCE(SUM(t.steps), 0), COALESCE(SUM(t.frames), 0), "
+            "COALESCE(SUM(t.raw_frame_bytes), 0) FROM episode_totals t "
+            "JOIN episodes e ON e.id = t.episode_id WHERE e.status != 'deleted'"
+        )
+        return int(row[0]), int(row[1]), int(row[2])
+
+    def episode_total_bytes(self, episode_id: int) -> int | None:
+        """Bytes of the chunk records holding an episode's frames, as a published store's
+        totals say; None when there are none (then count them from the steps)."""
+        if not self.has_totals:
+            return None
+        row = self._one(
+            "SELECT chunk_bytes FROM episode_totals WHERE episode_id = ?", [int(episode_id)]
+        )
+        if row is None:
+            return 0
+        return None if row[0] is None else int(row[0])
+
+    def live_total_bytes(self) -> int | None:
+        """Bytes of the chunk records of every live episode, from a published store's
+        totals; None when there are none or one episode's is unknown."""
+        if not self.has_totals:
+            return None
+        unknown, total = self._one(
+            "SELECT COUNT(*) - COUNT(t.chunk_bytes), COALESCE(SUM(t.chunk_bytes), 0) "
+            "FROM episode_totals t JOIN episodes e ON e.id = t.episode_id "
+            "WHERE e.status != 'deleted'"
+        )
+        return None if unknown else int(total)
+
+    def totals_problem(self, steps: int, frames: int) -> str | None:
+        """What is wrong with a published store's totals (loaded with
+        ``add_episode_totals``) that should count ``steps`` and ``frames`` in all, one
+        row per episode: a negative count, an episode without totals or totals of no
+        episode, other sums. None when they hold."""
+        row = self._one(
+            "SELECT COUNT(*), COALESCE(SUM(steps), 0), COALESCE(SUM(frames), 0), "
+            "COALESCE(MIN(MIN(steps), MIN(frames), MIN(raw_frame_bytes), "
+            "MIN(COALESCE(chunk_bytes, 0))), 0), "
+            "(SELECT COUNT(*) FROM episodes e WHERE e.id NOT IN "
+            "(SELECT episode_id FROM episode_totals)), "
+            "COALESCE(SUM(episode_id NOT IN (SELECT id FROM episodes)), 0), "
+            "COALESCE(SUM(frames > steps), 0) FROM episode_totals"
+        )
+        _rows, total_steps, total_frames, lowest, uncounted, strays, over = row
+        if lowest < 0:
+            return "a negative count"
+        if uncounted or strays:
+            return "not one row per published episode"
+        if over:
+            return "an episode with more frames than steps"
+        if (total_steps, total_frames) != (steps, frames):
+            return (
+                f"{total_steps} steps and {total_frames} frames in all, the manifest counts "
+                f"{steps} and {frames}"
+            )
+        return None
+
+    def totals_disagreement(self) -> tuple[int, str] | None:
+        """``(episode, what differs)`` for the first episode whose totals (a published
+        store's) disagree with its step rows, once both are loaded; else None."""
+        if not self.has_totals:
+            return None
+        row = self._one(
+            "SELECT e.id, COALESCE(t.steps, 0), COALESCE(t.frames, 0), "
+            "(SELECT COUNT(*) FROM steps s WHERE s.episode_id = e.id), "
+            "(SELECT COUNT(frame_segment) FROM steps s WHERE s.episode_id = e.id) "
+            "FROM episodes e LEFT JOIN episode_totals t ON t.episode_id = e.id "
+            "WHERE COALESCE(t.steps, 0) != (SELECT COUNT(*) FROM steps s WHERE s.episode_id = e.id) "
+            "OR COALESCE(t.frames, 0) != "
+            "(SELECT COUNT(frame_segment) FROM steps s WHERE s.episode_id = e.id) "
+            "ORDER BY e.id LIMIT 1"
+        )
+        if row is None:
+            return None
+        eid, steps, frames, rows, stored = row
+        return int(
+            eid
+        ), f"totals say {steps} steps, {frames} frames; its rows hold {rows}, {stored}"
 
     def episode_row_counts(self) -> list[EpisodeRowCount]:
         """For every episode: its status, the step count it records, the rows it has."""

@@ -9,6 +9,7 @@ from typing import Any
 
 from telemetry import open_scratch_db
 
+from .._format import EPISODE_TOTALS_COLUMNS
 from ._base import CatalogBase
 
 #: The tables a published store carries (``meta`` and the migrations' own table are
@@ -61,6 +62,23 @@ class TableQueries(CatalogBase):
         names = ", ".join(columns)
         marks = ", ".join("?" * len(columns))
         return self._exec_many(f"INSERT INTO {table} ({names}) VALUES ({marks})", rows)
+
+    def add_episode_totals(self, rows: Iterable[Sequence[int]]) -> int:
+        """Per-episode totals into this (scratch) catalogue: rows of
+        ``EPISODE_TOTALS_COLUMNS`` (episode id, steps, frames, raw frame bytes, chunk bytes
+        or None when unknown), one per episode (a second row for one is refused). From
+        then on ``episodes`` and ``stats`` count from them. Returns the rows inserted."""
+        names = ", ".join(EPISODE_TOTALS_COLUMNS)
+        with self._lock:
+            if not self.has_totals:
+                self._conn().execute(
+                    "CREATE TABLE IF NOT EXISTS episode_totals (episode_id INTEGER PRIMARY KEY, "
+                    "steps INTEGER NOT NULL, frames INTEGER NOT NULL, "
+                    "raw_frame_bytes INTEGER NOT NULL, chunk_bytes INTEGER)"
+                )
+                self.has_totals = True
+            marks = ", ".join("?" * len(EPISODE_TOTALS_COLUMNS))
+            return self._exec_many(f"INSERT INTO episode_totals ({names}) VALUES ({marks})", rows)
 
     @classmethod
     def scratch(cls) -> Any:
