@@ -45,7 +45,7 @@ from .errors import (
 
 if TYPE_CHECKING:
     from .lite import LiteRecorder
-    from .recorder import Recorder, RecorderMetrics
+    from .recorder import Recorder, RecorderMetrics, prepare_recording
     from .settings import ResolvedSettings, Settings
     from .store import FrameStore
     from .types import (
@@ -66,6 +66,7 @@ _LAZY = {
     "LiteRecorder": ".lite",
     "Recorder": ".recorder",
     "RecorderMetrics": ".recorder",
+    "prepare_recording": ".recorder",
     "ResolvedSettings": ".settings",
     "Settings": ".settings",
     "FrameStore": ".store",
@@ -91,6 +92,7 @@ __all__ = [
     # the settings of a recording
     "Settings",
     "ResolvedSettings",
+    "prepare_recording",
     # what reading returns
     "RunInfo",
     "EpisodeInfo",

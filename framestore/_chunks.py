@@ -88,6 +88,8 @@ class ChunkWriter:
         root: the store directory.
         codec, level: how chunks are encoded.
         chunk_frames, chunk_bytes: a chunk is closed at this many frames or raw bytes.
+        part_frames: zstd chunks of more frames are written in parts of this many
+            (``codecs.encode_chunk``); 0: one zstd frame per chunk.
         segment_bytes: a segment is sealed and a new one started beyond this size.
         durability: ``durable`` fsyncs each chunk (and a new segment's directory).
         compress_threads: size of the compression pool (zstandard releases the GIL).
@@ -105,6 +107,7 @@ class ChunkWriter:
         level: int,
         chunk_frames: int,
         chunk_bytes: int,
+        part_frames: int = 0,
         segment_bytes: int,
         durability: str,
         compress_threads: int,
@@ -119,6 +122,7 @@ class ChunkWriter:
         self._codec = codec
         self._level = level
         self._chunk_frames = chunk_frames
+        self._part_frames = part_frames
         self._chunk_bytes = chunk_bytes
         self._open_frames_bound = open_frames or chunk_frames
         self._open_bytes_bound = open_bytes or chunk_bytes
@@ -302,7 +306,7 @@ class ChunkWriter:
             staging = getattr(local, "staging", None)
             if staging is None or staging.size < need:
                 staging = local.staging = np.empty(need, dtype=np.uint8)
-        return (*encode_chunk(frames, self._codec, compressor, staging), block)
+        return (*encode_chunk(frames, self._codec, compressor, staging, self._part_frames), block)
 
     def _append(self, chunk: Chunk, encoded: tuple[tuple[int, ...], bytes, bytes]) -> None:
         lengths, data, block = encoded

@@ -16,12 +16,14 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from .catalog import Catalog
 from .errors import CorruptCatalog, FrameNotFound
 from .types import FrameLocation
+
+if TYPE_CHECKING:
+    import numpy as np
 
 __all__ = ["FramePointers"]
 
@@ -47,7 +49,7 @@ class _Episode:
     def index(self, step: int) -> int | None:
         if self.dense:
             return step if 0 <= step < self.size else None
-        i = int(np.searchsorted(self.steps, step))
+        i = int(self.steps.searchsorted(step))
         return i if i < self.size and int(self.steps[i]) == step else None
 
 
@@ -120,6 +122,8 @@ class FramePointers:
         n = len(rows)
         if n > self._max_steps:
             return None
+        import numpy as np  # here, not at the top: listing a store needs no arrays
+
         steps = np.fromiter((s for s, _ in rows), dtype=np.int64, count=n)
         seg = np.fromiter((-1 if loc is None else loc[0] for _, loc in rows), np.int64, n)
         off = np.fromiter((0 if loc is None else loc[1] for _, loc in rows), np.int64, n)

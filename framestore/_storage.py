@@ -145,6 +145,7 @@ class ThreadStorage:
             codec=s.codec,
             level=s.level,
             chunk_frames=s.chunk_frames,
+            part_frames=s.part_frames,
             segment_bytes=s.segment_bytes,
             queue_frames=s.queue_frames,
             queue_bytes=s.queue_bytes,

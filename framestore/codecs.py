@@ -12,7 +12,15 @@ from collections.abc import Sequence
 import numpy as np
 import zstandard
 
-from ._format import MAX_FRAME_BYTES, ChunkHeader, Codec
+from ._format import (
+    MAX_FRAME_BYTES,
+    ChunkHeader,
+    Codec,
+    ZstdParts,
+    has_seek_table,
+    pack_seek_table,
+    unpack_parts,
+)
 from .errors import CorruptRecord, InvalidFrame, InvalidInput
 
 #: The most a zstd frame can expand: a block holds at most 128 KiB and takes at least
@@ -79,24 +87,29 @@ def encode_chunk(
     codec: Codec,
     compressor: zstandard.ZstdCompressor | None,
     staging: np.ndarray | None = None,
+    part_frames: int = 0,
 ) -> tuple[tuple[int, ...], bytes]:
     """Encode same-shaped frames; returns (per-frame lengths, data) as FORMAT.md says.
 
     ``staging`` is an optional reusable uint8 buffer for the zstd codec (a thread's own).
+    ``part_frames`` (zstd): a chunk of more frames is written as independently decodable
+    parts of that many frames plus a seek table, so a random read decodes one part
+    (docs/FORMAT.md, "zstd parts"); 0 writes one zstd frame for the whole chunk.
     """
     nbytes = frames[0].nbytes
     if codec == Codec.ZSTD:
         assert compressor is not None
         # Gather into one contiguous buffer with numpy (which drops the GIL for large
         # copies, unlike b"".join) so the producer thread is not held up; then one zstd
-        # frame over the whole chunk (zstandard drops the GIL while compressing).
+        # frame over the whole chunk or each part (zstandard drops the GIL while
+        # compressing).
         n = len(frames)
         if staging is None or staging.size < n * nbytes:
             staging = np.empty(n * nbytes, dtype=np.uint8)
         view = staging[: n * nbytes].reshape((n, *frames[0].shape))
         for i, f in enumerate(frames):
             view[i] = f
-        return (nbytes,) * n, compressor.compress(view)
+        return (nbytes,) * n, encode_zstd(view, compressor, part_frames)
     if codec == Codec.RAW:
         return (nbytes,) * len(frames), b"".join(f.data for f in frames)
     if codec == Codec.PNG:
@@ -112,37 +125,56 @@ def encode_chunk(
     raise InvalidInput(f"unknown codec {codec!r}")
 
 
+def encode_zstd(
+    frames: np.ndarray, compressor: zstandard.ZstdCompressor, part_frames: int = 0
+) -> bytes:
+    """zstd chunk data of ``frames`` (N, *shape), C-contiguous: one zstd frame, or
+    with ``0 < part_frames < N`` parts of ``part_frames`` frames and a seek table.
+    ``compressor`` must write the content size."""
+    n = len(frames)
+    if not 0 < part_frames < n:
+        return compressor.compress(frames)
+    parts = [compressor.compress(frames[i : i + part_frames]) for i in range(0, n, part_frames)]
+    sizes = [
+        (len(p), frames[i : i + part_frames].nbytes)
+        for p, i in zip(parts, range(0, n, part_frames), strict=True)
+    ]
+    return b"".join((*parts, pack_seek_table(sizes)))
+
+
 def decode_chunk(
     header: ChunkHeader,
     data: memoryview | bytes,
     decompressor: zstandard.ZstdDecompressor,
     *,
+    out: np.ndarray | None = None,
     segment: int | str = "?",
     offset: int = 0,
 ) -> np.ndarray:
-    """Decode every frame of a chunk into one read-only array shaped (N, *frame shape)."""
+    """Decode every frame of a chunk into one read-only array shaped (N, *frame shape).
+
+    ``out`` (zstd): a flat uint8 array of at least N frames' bytes to decode into (a
+    reused buffer, whose pages are already mapped); the result is then a view of it."""
     n = header.count
     raw_size = n * header.frame_bytes
     shape = (n, *header.shape)
-
-    def bad(why: str) -> CorruptRecord:
-        return CorruptRecord(segment, offset, f"bad chunk data: {why}")
-
+    bad = _bad(segment, offset)
     _check_declared_sizes(header, len(data), bad)
     if header.codec == Codec.ZSTD:
-        try:
-            params = zstandard.get_frame_parameters(data)
-        except zstandard.ZstdError as e:
-            raise bad(f"zstd: {e}") from None
-        if params.content_size != raw_size:
-            raise bad(f"zstd content size {params.content_size} != {raw_size} expected")
-        try:
-            raw = decompressor.decompress(data, max_output_size=raw_size)
-        except zstandard.ZstdError as e:
-            raise bad(f"zstd: {e}") from None
-        if len(raw) != raw_size:
-            raise bad(f"decompressed {len(raw)} bytes, expected {raw_size}")
-        arr = np.frombuffer(raw, dtype=np.uint8).reshape(shape)
+        parts = zstd_parts(header, data, segment=segment, offset=offset)
+        if parts is None and out is None:
+            arr = np.frombuffer(_zstd_frame(data, decompressor, raw_size, bad), np.uint8)
+        else:
+            if parts is None:
+                parts = ZstdParts((0, n), (0, len(data)))
+            arr = np.empty(raw_size, dtype=np.uint8) if out is None else out[:raw_size]
+            fb = header.frame_bytes
+            for p in range(parts.count):
+                a, b = parts.first[p] * fb, parts.first[p + 1] * fb
+                _zstd_into(_part_data(data, parts, p), decompressor, arr[a:b], b - a, bad)
+            arr = arr.view()
+            arr.flags.writeable = False
+        arr = arr.reshape(shape)
     elif header.codec == Codec.RAW:
         if len(data) != raw_size:
             raise bad(f"raw data is {len(data)} bytes, expected {raw_size}")
@@ -161,13 +193,144 @@ def decode_chunk(
     return arr
 
 
+def zstd_parts(
+    header: ChunkHeader, data: memoryview | bytes, *, segment: int | str = "?", offset: int = 0
+) -> ZstdParts | None:
+    """The parts of a zstd chunk's data (None: one zstd frame holds every frame).
+
+    Raises ``CorruptRecord`` for a seek table that does not describe the data."""
+    if not has_seek_table(data):
+        return None
+    return unpack_parts(data, header.count, header.frame_bytes, _bad(segment, offset))
+
+
+def decode_part(
+    header: ChunkHeader,
+    data: memoryview | bytes,
+    decompressor: zstandard.ZstdDecompressor,
+    parts: ZstdParts,
+    part: int,
+    stop: int | None = None,
+    *,
+    out: np.ndarray | None = None,
+    segment: int | str = "?",
+    offset: int = 0,
+) -> np.ndarray:
+    """Frames ``parts.first[part] <= slot < stop`` of a zstd chunk with parts (``stop``
+    None: to the end of the part), decoding only that part and, with ``stop``, only up
+    to that frame (zstd decodes a frame front to back: the frames before the last wanted
+    one must be decoded anyway, the ones after it need not).
+
+    Returns an array shaped (frames, *frame shape): a new read-only one, or with ``out``
+    (a flat uint8 array at least that large, e.g. a thread's reused scratch buffer, whose
+    pages are already mapped) a view of ``out``."""
+    bad = _bad(segment, offset)
+    _check_declared_sizes(header, len(data), bad)
+    first, end = parts.first[part], parts.first[part + 1]
+    stop = end if stop is None else stop
+    if not first < stop <= end:
+        raise ValueError(f"frames {first}..{stop} are not in part {part} ({first}..{end})")
+    fb = header.frame_bytes
+    want = (stop - first) * fb
+    target = np.empty(want, dtype=np.uint8) if out is None else out[:want]
+    _zstd_into(_part_data(data, parts, part), decompressor, target, (end - first) * fb, bad)
+    if out is None:
+        target.flags.writeable = False
+    return target.reshape((stop - first, *header.shape))
+
+
+def decode_parts(
+    header: ChunkHeader,
+    data: memoryview | bytes,
+    decompressor: zstandard.ZstdDecompressor,
+    parts: ZstdParts,
+    *,
+    segment: int | str = "?",
+    offset: int = 0,
+) -> list[np.ndarray]:
+    """Every part of a zstd chunk with parts, each decoded into its own read-only array
+    shaped (frames, *frame shape) (one allocation per part, no copy into one array)."""
+    bad = _bad(segment, offset)
+    _check_declared_sizes(header, len(data), bad)
+    fb = header.frame_bytes
+    out = []
+    for p in range(parts.count):
+        n = parts.first[p + 1] - parts.first[p]
+        raw = _zstd_frame(_part_data(data, parts, p), decompressor, n * fb, bad)
+        out.append(np.frombuffer(raw, dtype=np.uint8).reshape((n, *header.shape)))
+    return out
+
+
+def _bad(segment: int | str, offset: int):
+    def bad(why: str) -> CorruptRecord:
+        return CorruptRecord(segment, offset, f"bad chunk data: {why}")
+
+    return bad
+
+
+def _part_data(data: memoryview | bytes, parts: ZstdParts, part: int) -> memoryview:
+    return memoryview(data)[parts.start[part] : parts.start[part + 1]]
+
+
+def _content_size(src: memoryview | bytes, bad) -> int:
+    try:
+        return zstandard.get_frame_parameters(src).content_size
+    except zstandard.ZstdError as e:
+        raise bad(f"zstd: {e}") from None
+
+
+def _zstd_frame(
+    src: memoryview | bytes, decompressor: zstandard.ZstdDecompressor, size: int, bad
+) -> bytes:
+    """The content of the one zstd frame ``src``, which must be exactly ``size`` bytes."""
+    content = _content_size(src, bad)
+    if content != size:
+        raise bad(f"zstd content size {content} != {size} expected")
+    try:
+        raw = decompressor.decompress(src, max_output_size=size)
+    except zstandard.ZstdError as e:
+        raise bad(f"zstd: {e}") from None
+    if len(raw) != size:
+        raise bad(f"decompressed {len(raw)} bytes, expected {size}")
+    return raw
+
+
+def _zstd_into(
+    src: memoryview, decompressor: zstandard.ZstdDecompressor, out: np.ndarray, size: int, bad
+) -> None:
+    """Decode the first ``len(out)`` bytes of the zstd frame ``src``, whose content must
+    be ``size`` bytes, into ``out`` (a flat uint8 array) without an intermediate copy.
+    Only what is decoded is checked: a prefix read cannot see damage past it (the
+    record's CRC covers every byte; a whole read checks the frame ends at ``size``)."""
+    content = _content_size(src, bad)
+    if content != size:
+        raise bad(f"zstd content size {content} != {size} expected")
+    view = memoryview(out)
+    got = 0
+    try:
+        reader = decompressor.stream_reader(src, read_size=len(src))
+        while got < len(view):
+            n = reader.readinto(view[got:])
+            if not n:
+                break
+            got += n
+        # Decoded to its end: the frame must end there too (no content past its size).
+        extra = reader.read(1) if got == size else b""
+    except zstandard.ZstdError as e:
+        raise bad(f"zstd: {e}") from None
+    if got != len(view):
+        raise bad(f"decompressed {got} bytes, expected {len(view)}")
+    if extra:
+        raise bad(f"zstd frame holds more than its content size {size}")
+
+
 def _check_declared_sizes(header: ChunkHeader, data_bytes: int, bad) -> None:
     """Refuse, before allocating anything, a chunk whose frames cannot come from its data:
     the frame table must describe the data (raw and zstd: one frame's bytes per entry;
     png: lengths that add up to it), and the data must be able to expand to the frames."""
     n, fb = header.count, header.frame_bytes
     if header.codec in (Codec.ZSTD, Codec.RAW):
-        if any(ln != fb for ln in header.lengths):
+        if header.lengths.count(fb) != n:
             raise bad(f"frame table lengths do not match {fb}-byte frames")
         if header.codec == Codec.ZSTD and n * fb > (data_bytes + 64) * ZSTD_MAX_RATIO:
             raise bad(f"{data_bytes} bytes of zstd data cannot hold {n * fb} bytes of frames")

@@ -2,20 +2,25 @@
 
 Safe to use while a writer appends (it only reads records the database points at, which
 are complete), and from several threads (``os.pread`` on shared descriptors, one zstd
-decompressor per thread, a locked chunk cache).
+decompressor and scratch buffer per thread, a locked chunk cache).
+
+A read decodes only what it needs: a random miss, the zstd part holding its frame (the
+whole chunk when it is one zstd frame) up to that frame; a sequential pass, each chunk
+once into a reused buffer (docs/ARCHITECTURE.md, "Reading").
 """
 
 from __future__ import annotations
 
+import bisect
 import os
+import sys
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
-import numpy as np
 import zstandard
 
 from ._format import (
@@ -24,13 +29,14 @@ from ._format import (
     MAX_RECORD_BYTES,
     RECORD_HEADER_SIZE,
     ChunkHeader,
+    Codec,
     RecordType,
+    ZstdParts,
     read_file_header,
     read_record,
     store_tag,
 )
 from ._sources import PositionalFile, SegmentSource
-from .codecs import decode_chunk
 from .errors import (
     CorruptRecord,
     FrameNotFound,
@@ -39,20 +45,127 @@ from .errors import (
 )
 from .segments import list_segment_ids, open_segment_fd, segment_path
 
+if TYPE_CHECKING:
+    import numpy as np
+
 #: Decoded chunks kept by default, in bytes: a crafted segment of tiny chunks that each
 #: decode to the 256 MiB limit must not multiply it by the number of cached chunks.
 DEFAULT_CACHE_BYTES = 128 * 1024 * 1024
+#: The largest zstd part a random read decodes into its thread's scratch buffer (which
+#: the thread keeps); larger ones are decoded whole into the chunk cache instead.
+SCRATCH_MAX_BYTES = 32 * 1024 * 1024
 
 
 @dataclass(frozen=True)
 class Chunk:
-    """A decoded chunk: its header and its frames as one read-only array (N, H, W[, C])."""
+    """A decoded chunk: its header and its frames as read-only arrays.
+
+    ``blocks`` are runs of consecutive frames shaped (k, H, W[, C]), block ``b`` starting
+    at slot ``firsts[b]``: one block for a chunk that is one zstd frame, one per part for
+    a chunk written in zstd parts (docs/FORMAT.md), decoded each into its own array so
+    no frame is copied to join them."""
 
     segment: int
     offset: int
     header: ChunkHeader
-    frames: np.ndarray
+    blocks: tuple[np.ndarray, ...]
     record_bytes: int
+    firsts: tuple[int, ...] = (0,)
+
+    @property
+    def frames(self) -> np.ndarray:
+        """All frames as one array (N, H, W[, C]): a view for a one-block chunk, else a
+        copy joining the blocks (take single frames with ``frame`` instead)."""
+        if len(self.blocks) == 1:
+            return self.blocks[0]
+        import numpy as np
+
+        joined = np.concatenate(self.blocks)
+        joined.flags.writeable = False
+        return joined
+
+    @property
+    def nbytes(self) -> int:
+        return sum(b.nbytes for b in self.blocks)
+
+    def frame(self, slot: int) -> np.ndarray:
+        """A read-only view of frame ``slot`` (``0 <= slot < header.count``)."""
+        if len(self.blocks) == 1:
+            return self.blocks[0][slot]
+        b = bisect.bisect_right(self.firsts, slot) - 1
+        return self.blocks[b][slot - self.firsts[b]]
+
+
+class _PassBuffers:
+    """Decode buffers that sequential passes reuse: a chunk decoded into pages already
+    mapped is decoded about twice as fast as into fresh memory, whose every page
+    faults (glibc returns freed multi-MiB blocks to the system).
+
+    A buffer handed out is kept in ``_lent``; it is taken again only once nothing but
+    this list refers to it (``sys.getrefcount``: every numpy view of it, kept by a
+    caller or by the chunk that holds it, refers to it), so frames a caller still holds
+    never change. Thread-safe; at most ``MAX_LENT`` buffers are tracked."""
+
+    MAX_LENT = 8
+
+    def __init__(self) -> None:
+        self._lent: list[np.ndarray] = []
+        self._lock = threading.Lock()
+
+    def take(self, nbytes: int) -> np.ndarray:
+        import numpy as np
+
+        with self._lock:
+            for i in range(len(self._lent)):
+                # 2: the list's reference and getrefcount's argument; nothing else.
+                if sys.getrefcount(self._lent[i]) == 2 and self._lent[i].size >= nbytes:
+                    buf = self._lent.pop(i)
+                    break
+            else:
+                buf = np.empty(nbytes, dtype=np.uint8)
+            self._lent.append(buf)
+            if len(self._lent) > self.MAX_LENT:
+                del self._lent[0]  # the oldest: still in use or not, no longer recycled
+            return buf
+
+    def clear(self) -> None:
+        with self._lock:
+            self._lent.clear()
+
+
+class _Scratch(threading.local):
+    """A thread's decode buffer for random reads of zstd chunks (a part, or a chunk of
+    one zstd frame): decoding into pages already mapped costs about 30% less than into
+    new memory, whose every page faults. It holds the frames ``first <= slot < first + count`` of
+    the chunk ``key`` (as of the reader's ``generation``); reads copy frames out."""
+
+    def __init__(self) -> None:
+        self.buffer: np.ndarray | None = None  # numpy loads with the first frame read
+        self.key: tuple[int, int] | None = None
+        self.generation = -1
+        self.header: ChunkHeader | None = None
+        self.first = self.count = 0
+
+    def reserve(self, nbytes: int) -> np.ndarray:
+        import numpy as np
+
+        self.key = None  # its content is about to change
+        if self.buffer is None or self.buffer.size < nbytes:
+            self.buffer = np.empty(nbytes, dtype=np.uint8)
+        return self.buffer
+
+    def holds(self, key: tuple[int, int], slot: int, generation: int) -> bool:
+        return (
+            self.key == key
+            and self.generation == generation
+            and self.first <= slot < self.first + self.count
+        )
+
+    def frame(self, slot: int) -> np.ndarray:
+        assert self.header is not None and self.buffer is not None
+        fb = self.header.frame_bytes
+        start = (slot - self.first) * fb
+        return self.buffer[start : start + fb].reshape(self.header.shape)
 
 
 class _PreadFile(PositionalFile):
@@ -114,6 +227,9 @@ class SegmentReader:
         self._fds: OrderedDict[int, tuple[int, int]] = OrderedDict()  # segment -> fd, version
         self._lock = threading.Lock()
         self._local = threading.local()
+        self._scratch = _Scratch()
+        self._pass_buffers = _PassBuffers()
+        self._generation = 0  # moved by forget(): scratch buffers holding older data are stale
         self._closed = False
         self.chunks_decoded = 0
 
@@ -175,22 +291,116 @@ class SegmentReader:
         compaction deleted files, or to see a segment replaced on disk."""
         with self._lock:
             wanted = None if segments is None else set(segments)
+            self._generation += 1
             for key in [k for k in self._cache if wanted is None or k[0] in wanted]:
-                self._cached_bytes -= self._cache.pop(key).frames.nbytes
+                self._cached_bytes -= self._cache.pop(key).nbytes
             for seg in [s for s in self._fds if wanted is None or s in wanted]:
                 os.close(self._fds.pop(seg)[0])
 
     # ----------------------------------------------------------------- reading
-    def read_chunk(self, segment: int, offset: int) -> Chunk:
-        """Decode (or fetch from cache) the chunk whose record starts at ``offset``."""
+    def read_chunk(self, segment: int, offset: int, *, keep: bool = True) -> Chunk:
+        """Decode (or fetch from cache) the chunk whose record starts at ``offset``.
+
+        ``keep=False`` leaves a decoded chunk out of the cache: a sequential pass reads
+        each chunk once, and memory freed as soon as its frames are dropped is reused
+        while still in the CPU's caches (decoding into 8 cached chunks' worth of
+        fresh memory made decompression about half as fast)."""
+        key = self._key(segment, offset)
+        hit = self._cached(key)
+        if hit is not None:
+            return hit
+        return self._decode(key, *self._record(*key), keep=keep)
+
+    def _decode(
+        self, key: tuple[int, int], header: ChunkHeader, data: memoryview, record_bytes: int,
+        *, keep: bool = True,
+    ) -> Chunk:  # fmt: skip
+        """Decode a whole chunk (each zstd part into its own block); cache it (``keep``)."""
+        # numpy: loaded by the first frame read, not by ls
+        from .codecs import decode_chunk, decode_parts, zstd_parts
+
+        segment, offset = key
+        dz = self._decompressor()
+        parts = None
+        if header.codec == Codec.ZSTD:
+            parts = zstd_parts(header, data, segment=segment, offset=offset)
+        if not keep and header.codec == Codec.ZSTD and not self._too_big(header):
+            out = self._pass_buffers.take(header.count * header.frame_bytes)
+            frames = decode_chunk(header, data, dz, out=out, segment=segment, offset=offset)
+            chunk = Chunk(segment, offset, header, (frames,), record_bytes)
+        elif parts is None:
+            frames = decode_chunk(header, data, dz, segment=segment, offset=offset)
+            chunk = Chunk(segment, offset, header, (frames,), record_bytes)
+        else:
+            blocks = decode_parts(header, data, dz, parts, segment=segment, offset=offset)
+            chunk = Chunk(segment, offset, header, tuple(blocks), record_bytes, parts.first[:-1])
+        if keep:
+            return self._keep(key, chunk)
+        with self._lock:
+            self.chunks_decoded += 1
+        return chunk
+
+    def _read_part(
+        self, key: tuple[int, int], slot: int, *, copy: bool, expect_key: tuple[int, int] | None
+    ) -> np.ndarray:
+        """Frame ``slot`` of the chunk at ``key`` when it is not cached: the record is
+        read and checked (CRC), then only what ``slot`` needs is decoded into this
+        thread's scratch buffer: in a zstd chunk, the part holding the frame (the whole
+        chunk when it was written as one zstd frame), up to the frame the first time the
+        part is read and whole the next time (neighbours read one by one decode a part
+        at most twice). Chunks of other codecs are decoded whole and cached."""
+        from .codecs import decode_part, zstd_parts  # numpy: by the first frame read
+
+        segment, offset = key
+        header, data, record_bytes = self._record(segment, offset)
+        parts = None
+        if header.codec == Codec.ZSTD and 0 <= slot < header.count:
+            parts = zstd_parts(header, data, segment=segment, offset=offset)
+            if parts is None:
+                parts = ZstdParts((0, header.count), (0, len(data)))
+            part = parts.part_of(slot)
+            first, end = parts.first[part], parts.first[part + 1]
+        if parts is None or (end - first) * header.frame_bytes > SCRATCH_MAX_BYTES:
+            chunk = self._decode(key, header, data, record_bytes)
+            return self.frame_of(chunk, slot, copy=copy, expect_key=expect_key)
+        self._check_slot(header, segment, offset, slot, expect_key)
+        scratch = self._scratch
+        again = scratch.key == key and scratch.first == first  # read before: all of it
+        stop = end if again else slot + 1
+        with self._lock:
+            generation = self._generation
+        buffer = scratch.reserve((end - first) * header.frame_bytes)
+        decode_part(
+            header, data, self._decompressor(), parts, part, stop, out=buffer,
+            segment=segment, offset=offset,
+        )  # fmt: skip
+        scratch.key, scratch.generation, scratch.header = key, generation, header
+        scratch.first, scratch.count = first, stop - first
+        with self._lock:
+            self.chunks_decoded += 1
+        return _owned(scratch.frame(slot), copy)
+
+    @staticmethod
+    def _too_big(header: ChunkHeader) -> bool:
+        """Whether a chunk decodes to more than a reused buffer may hold."""
+        return header.count * header.frame_bytes > SCRATCH_MAX_BYTES
+
+    @staticmethod
+    def _key(segment: int, offset: int) -> tuple[int, int]:
         key = (int(segment), int(offset))
         if key[0] < 0 or key[1] < 0:
             raise CorruptRecord(segment, offset, "invalid frame pointer (negative)")
+        return key
+
+    def _cached(self, key: tuple[int, int]) -> Chunk | None:
         with self._lock:
             hit = self._cache.get(key)
             if hit is not None:
                 self._cache.move_to_end(key)
-                return hit
+            return hit
+
+    def _record(self, segment: int, offset: int) -> tuple[ChunkHeader, memoryview, int]:
+        """The chunk record at ``offset``, CRC checked: its header, codec data and size."""
         fp, version = self._open(segment)
         if offset < FILE_HEADER_SIZE:
             raise CorruptRecord(segment, offset, "frame pointer before the first record")
@@ -203,19 +413,21 @@ class SegmentReader:
             raise CorruptRecord(segment, offset, f"expected a chunk record, found type {rec.type}")
         header = ChunkHeader.unpack(rec.payload, version=version, segment=segment, offset=offset)
         data = memoryview(rec.payload)[header.data_offset :]
-        frames = decode_chunk(header, data, self._decompressor(), segment=segment, offset=offset)
-        chunk = Chunk(segment, offset, header, frames, rec.end - rec.offset)
+        return header, data, rec.end - rec.offset
+
+    def _keep(self, key: tuple[int, int], chunk: Chunk) -> Chunk:
+        """Cache a decoded chunk, evicting the oldest past the bounds."""
         with self._lock:
             self.chunks_decoded += 1
             old = self._cache.pop(key, None)
             if old is not None:
-                self._cached_bytes -= old.frames.nbytes
+                self._cached_bytes -= old.nbytes
             self._cache[key] = chunk
-            self._cached_bytes += frames.nbytes
+            self._cached_bytes += chunk.nbytes
             while len(self._cache) > 1 and (
                 len(self._cache) > self._cache_size or self._cached_bytes > self._cache_bytes_max
             ):
-                self._cached_bytes -= self._cache.popitem(last=False)[1].frames.nbytes
+                self._cached_bytes -= self._cache.popitem(last=False)[1].nbytes
         return chunk
 
     def read(
@@ -232,9 +444,16 @@ class SegmentReader:
         if loc is None:
             raise FrameNotFound("frame was not stored (dropped) or is not written yet")
         segment, offset, slot = loc
-        return self.frame_of(
-            self.read_chunk(segment, offset), slot, copy=copy, expect_key=expect_key
-        )
+        key = self._key(segment, offset)
+        hit = self._cached(key)
+        if hit is not None:
+            return self.frame_of(hit, slot, copy=copy, expect_key=expect_key)
+        scratch = self._scratch
+        if scratch.holds(key, slot, self._generation):
+            assert scratch.header is not None
+            self._check_slot(scratch.header, segment, offset, slot, expect_key)
+            return _owned(scratch.frame(slot), copy)
+        return self._read_part(key, slot, copy=copy, expect_key=expect_key)
 
     def frame_of(
         self,
@@ -247,14 +466,27 @@ class SegmentReader:
         """Frame ``slot`` of a chunk ``read_chunk`` returned, checked as ``read`` checks
         it: a sequential reader decodes (or looks up) each chunk once and takes its
         frames here."""
-        segment, offset = chunk.segment, chunk.offset
-        if not 0 <= slot < chunk.header.count:
+        self._check_slot(chunk.header, chunk.segment, chunk.offset, slot, expect_key)
+        frame = chunk.frame(slot)
+        return frame.copy() if copy else frame
+
+    @staticmethod
+    def _check_slot(
+        header: ChunkHeader,
+        segment: int,
+        offset: int,
+        slot: int,
+        expect_key: tuple[int, int] | None,
+    ) -> None:
+        """Raise unless ``slot`` is in the chunk and (with ``expect_key``) holds that
+        stream key and frame key."""
+        if not 0 <= slot < header.count:
             raise FrameNotFound(
                 f"segment {segment} at offset {offset}: slot {slot} out of range "
-                f"(chunk holds {chunk.header.count} frames)"
+                f"(chunk holds {header.count} frames)"
             )
         if expect_key is not None:
-            have = (chunk.header.stream_key, chunk.header.frame_keys[slot])
+            have = (header.stream_key, header.frame_keys[slot])
             if have != (int(expect_key[0]), int(expect_key[1])):
                 raise CorruptRecord(
                     segment,
@@ -262,8 +494,6 @@ class SegmentReader:
                     f"slot {slot} holds episode {have[0]} step {have[1]}, not episode "
                     f"{expect_key[0]} step {expect_key[1]} (the frame pointer is wrong)",
                 )
-        frame = chunk.frames[slot]
-        return frame.copy() if copy else frame
 
     def iter_frames(self, locations: Iterable, *, copy: bool = True) -> Iterator[np.ndarray]:
         """Frames for ``locations`` in order; each chunk is decoded once while consecutive."""
@@ -277,6 +507,9 @@ class SegmentReader:
     def close(self) -> None:
         with self._lock:
             self._closed = True
+            self._generation += 1
+        self._pass_buffers.clear()
+        with self._lock:
             self._cache.clear()
             self._cached_bytes = 0
             for fd, _version in self._fds.values():
@@ -290,3 +523,12 @@ class SegmentReader:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _owned(frame: np.ndarray, copy: bool) -> np.ndarray:
+    """A copy of a frame in a scratch buffer (which the next read overwrites): writable
+    when asked for a copy, else read-only like a view into a cached chunk."""
+    out = frame.copy()
+    if not copy:
+        out.flags.writeable = False
+    return out

@@ -84,6 +84,29 @@ class RecorderMetrics:
         return d
 
 
+def prepare_recording(
+    env_id: str, *, preset: str | None = None, writer: str | None = None
+) -> Settings:
+    """Load now, once per process, what opening a recorder of ``env_id`` loads on first
+    use: the host's settings (``psutil``) and, when the writer runs in a storage process,
+    its client (the merge check is imported with this module). Returns the settings a
+    recorder would use.
+
+    For interactive programs: opening a recorder runs on a background thread that shares
+    the interpreter with the UI, and a module imported there holds the GIL while it
+    loads (compiled from source, up to 30 ms a module here). Called where a pause is
+    expected (the GUI: when a game starts), the first recording's start imports nothing.
+
+    Raises:
+        InvalidInput: an unknown preset or writer, or a bad presets file (as opening the
+            recorder would).
+    """
+    s = resolve(env_id, preset=preset, overrides={"writer": writer} if writer else None).settings
+    if s.writer == "process":
+        from . import _storageclient  # noqa: F401 - the storage process's client side
+    return s
+
+
 class Recorder:
     """Records one run (one environment id) into a ``FrameStore``.
 

@@ -42,7 +42,6 @@ from ._format import (
     unpack_meta,
     unpack_steps,
 )
-from .codecs import decode_chunk
 from .errors import ChecksumMismatch, CorruptData, CorruptRecord, TruncatedRecord
 from .segments import open_segment
 
@@ -292,6 +291,8 @@ def _check(scan: SegmentScan, rec, dz) -> ChunkHeader | dict | None:
         )
         if dz is not None:
             if header.count:
+                from .codecs import decode_chunk  # numpy: only a decoding scan needs it
+
                 data = memoryview(rec.payload)[header.data_offset :]
                 decode_chunk(header, data, dz, segment=seg, offset=rec.offset)
             if header.steps_length:

@@ -73,6 +73,8 @@ class FrameStorageService:
         codec: ``"zstd"`` (default), ``"png"`` or ``"raw"``; all lossless.
         level: zstd level (-7..22).
         chunk_frames: frames compressed together in one chunk.
+        part_frames: zstd: chunks of more frames are compressed in independently
+            decodable parts of this many frames (0: one zstd frame per chunk).
         chunk_bytes: a chunk is also closed once its raw frames reach this many bytes.
         segment_bytes: a segment is sealed and a new one started beyond this size.
         queue_frames, queue_bytes: bounds on frames accepted but not yet written.
@@ -98,6 +100,7 @@ class FrameStorageService:
         codec: str = "zstd",
         level: int = 3,
         chunk_frames: int = 64,
+        part_frames: int = 0,
         chunk_bytes: int = 32 * 1024 * 1024,
         segment_bytes: int = 256 * 1024 * 1024,
         queue_frames: int = 1024,
@@ -155,6 +158,7 @@ class FrameStorageService:
             codec=self._codec,
             level=self._level,
             chunk_frames=max(1, min(chunk_frames, queue_frames // 4)),
+            part_frames=part_frames,
             chunk_bytes=max(1, min(chunk_bytes, queue_bytes // 4)),
             segment_bytes=segment_bytes,
             durability=durability,

@@ -15,8 +15,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
 from telemetry import open_db
 
 from ._format import (
@@ -59,6 +57,8 @@ from .types import (
 )
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from .recorder import Recorder
 
 __all__ = ["FrameStore", "enclosing_store"]
@@ -360,7 +360,9 @@ class FrameStore:
 
     def read_frame(self, episode_id: int, step: int, *, copy: bool = True) -> np.ndarray:
         """The frame of one step, bit-exact (checksum verified); with ``copy=False`` a
-        read-only view into the decoded chunk.
+        read-only array (a view into the decoded chunk when the chunk is cached; a miss
+        decodes only the zstd part up to the frame into a reused buffer and returns a
+        read-only copy of the frame).
 
         The episode's frame pointers are read once and kept while the catalogue is
         unchanged (a pragma checks that), so a random read queries no table."""
@@ -426,6 +428,7 @@ class FrameStore:
         key = self.stream_key(episode_id)
         reader = self._reader
         chunk = None
+        frames = keys = None
         for step, loc in locations:
             if loc is None:
                 if skip_missing:
@@ -433,8 +436,15 @@ class FrameStore:
                 raise FrameNotFound(f"episode {episode_id} step {step} has no stored frame")
             segment, offset, slot = loc
             if chunk is None or chunk.offset != offset or chunk.segment != segment:
-                chunk = reader.read_chunk(segment, offset)  # once per chunk, not per frame
-            yield step, reader.frame_of(chunk, slot, copy=copy, expect_key=(key, step))
+                # Once per chunk, not per frame; not cached: a pass reads each chunk once.
+                chunk = reader.read_chunk(segment, offset, keep=False)
+                keys = chunk.header.frame_keys if chunk.header.stream_key == key else ()
+                frames = chunk.blocks[0] if len(chunk.blocks) == 1 else None
+            if frames is not None and 0 <= slot < len(keys) and keys[slot] == step:
+                frame = frames[slot]  # the checks of frame_of, without a call per frame
+                yield step, frame.copy() if copy else frame
+            else:
+                yield step, reader.frame_of(chunk, slot, copy=copy, expect_key=(key, step))
 
     def read_frames(
         self, episode_id: int, start: int = 0, stop: int | None = None

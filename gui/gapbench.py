@@ -23,6 +23,9 @@ plus 0.5 s), 3.5 s recording, recording off (``stop``: 1 s), 1 s of play. ``off`
 the same clock without recording. Per mode, the medians over the rounds of: the largest
 gap of the whole run, of the start window and of the stop window, the 99th percentile
 gap while recording, steps per second, episode ends, and how long "starting..." lasted.
+Each gap is also told by its cause (``GapProbe``): ``cpu %`` is how much of the largest
+gap this process ran (low: it waited for a core), ``own max``/``own start`` the largest
+gaps it ran for at least half of (its own code: a thread holding the GIL, UI work).
 
 Run it headless: ``QT_QPA_PLATFORM=offscreen python -m gui.gapbench --game assault``.
 """
@@ -57,6 +60,9 @@ class GapResult:
     mode: str
     rounds: int
     max_gap_ms: float = 0.0
+    max_cpu_share: float = 0.0  # how much of the largest gap the process itself ran
+    own_max_gap_ms: float = 0.0  # largest gap the process ran for at least half of
+    own_start_gap_ms: float = 0.0  # the same in the start window
     start_gap_ms: float = 0.0  # largest gap from "record on" until armed + 0.5 s
     stop_gap_ms: float = 0.0  # largest gap in the second after "record off"
     p99_gap_ms: float = 0.0  # while recording (off: the same window)
@@ -67,7 +73,16 @@ class GapResult:
 
 class GapProbe:
     """A 5 ms precise timer; every gap between its ticks (event-loop stalls), with when
-    it ended. The GUI tests measure with it too."""
+    it ended and how much CPU this process used during it (all its threads). The GUI
+    tests measure with it too.
+
+    The CPU tells a stall's cause: a gap during which the process ran for most of the
+    time is its own doing (a thread holding the GIL, work on the UI thread); a gap with
+    the process hardly running is the event loop waiting for a core (a loaded machine:
+    other processes, the game's and the storage process included)."""
+
+    #: A gap is the process's own when it ran for at least this share of it.
+    OWN_SHARE = 0.5
 
     def __init__(self):
         from PySide6.QtCore import QElapsedTimer, Qt, QTimer
@@ -78,15 +93,21 @@ class GapProbe:
         self.clock = QElapsedTimer()
         self.ends: list[float] = []
         self.gaps: list[float] = []
+        self.cpu: list[float] = []  # ms of CPU the process used during each gap
+        self._cpu0 = 0.0
         self.timer.timeout.connect(self._tick)
 
     def start(self) -> None:
+        self._cpu0 = time.process_time()
         self.clock.start()
         self.timer.start()
 
     def _tick(self) -> None:
+        cpu = time.process_time()
         self.gaps.append(self.clock.nsecsElapsed() / 1e6)
         self.ends.append(time.perf_counter())
+        self.cpu.append((cpu - self._cpu0) * 1e3)
+        self._cpu0 = cpu
         self.clock.restart()
 
     def stop(self) -> None:
@@ -100,12 +121,27 @@ class GapProbe:
     def max_gap_ms(self) -> float:
         return max(self.gaps, default=0.0)
 
-    def window(self, t0: float, t1: float) -> list[float]:
-        """The gaps that overlap ``[t0, t1]`` (a gap longer than the window counts)."""
+    def window(self, t0: float, t1: float, *, own: bool = False) -> list[float]:
+        """The gaps that overlap ``[t0, t1]`` (a gap longer than the window counts); with
+        ``own``, only those during which the process ran (``OWN_SHARE``)."""
         out = [
-            g for g, e in zip(self.gaps, self.ends, strict=True) if e >= t0 and e - g / 1e3 <= t1
+            g
+            for g, e, c in zip(self.gaps, self.ends, self.cpu, strict=True)
+            if e >= t0 and e - g / 1e3 <= t1 and (not own or c >= self.OWN_SHARE * g)
         ]
         return out or [0.0]
+
+    @property
+    def max_own_gap_ms(self) -> float:
+        """The largest gap during which the process ran (its own doing, not the load)."""
+        return max(self.window(-float("inf"), float("inf"), own=True))
+
+    def cpu_share_of_max(self) -> float:
+        """How much of the largest gap the process ran, 0..1 (low: the machine's load)."""
+        if not self.gaps:
+            return 0.0
+        i = max(range(len(self.gaps)), key=self.gaps.__getitem__)
+        return min(1.0, self.cpu[i] / self.gaps[i]) if self.gaps[i] else 0.0
 
 
 def _pump(app, seconds: float, until=None) -> None:
@@ -187,6 +223,9 @@ def measure(
         rec = probe.window(t_rec, t_off)
         return {
             "max_gap_ms": max(probe.gaps),
+            "max_cpu_share": probe.cpu_share_of_max(),
+            "own_max_gap_ms": probe.max_own_gap_ms,
+            "own_start_gap_ms": max(probe.window(t_on, armed + 0.5, own=True)),
             "start_gap_ms": max(probe.window(t_on, armed + 0.5)),
             "stop_gap_ms": max(probe.window(t_off, t_end)),
             "p99_gap_ms": float(np.percentile(rec, 99)),
@@ -265,13 +304,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         print(json.dumps([asdict(r) for r in rows], indent=2))
         return 0
-    head = ("game      game-in mode    rounds  max gap ms  start gap ms  stop gap ms  "
-            "p99 gap ms  steps/s  ends  starting s")  # fmt: skip
+    head = ("game      game-in mode    rounds  max gap ms  cpu %  own max ms  start gap ms  "
+            "own start ms  stop gap ms  p99 gap ms  steps/s  ends  starting s")  # fmt: skip
     print(head)
     for r in rows:
         print(
             f"{r.game:<9} {r.placement:<7} {r.mode:<7} {r.rounds:>6}  {r.max_gap_ms:>10.1f}  "
-            f"{r.start_gap_ms:>12.1f}  {r.stop_gap_ms:>11.1f}  {r.p99_gap_ms:>10.1f}  "
+            f"{100 * r.max_cpu_share:>5.0f}  {r.own_max_gap_ms:>10.1f}  {r.start_gap_ms:>12.1f}  "
+            f"{r.own_start_gap_ms:>12.1f}  {r.stop_gap_ms:>11.1f}  {r.p99_gap_ms:>10.1f}  "
             f"{r.steps_per_s:>7.1f}  {r.episode_ends:>4.0f}  {r.starting_s:>10.2f}"
         )
     return 0

@@ -11,16 +11,19 @@ migrations it does not know instead of raising, and ``telemetry.db`` turns that 
 
 from __future__ import annotations
 
-import uuid
+import functools
+from typing import TYPE_CHECKING, Any
 
-from sqlite_utils import Database, Migrations
+if TYPE_CHECKING:
+    from sqlite_utils import Database, Migrations
 
 MIGRATION_SET = "framestore"
+#: sqlite-utils' table of applied migrations (``Migrations.migrations_table``; a test
+#: keeps the two equal). Read here with plain SQL so that a read-only opening
+#: (``framestore ls``) needs no sqlite-utils: its import costs ~0.1 s of every start.
+MIGRATIONS_TABLE = "_sqlite_migrations"
 
-migrations = Migrations(MIGRATION_SET)
 
-
-@migrations()
 def m001_initial(db: Database) -> None:
     """Create meta, runs, episodes, steps and segments."""
     # Raw SQL because the schema needs CHECK constraints and a WITHOUT ROWID table,
@@ -96,7 +99,6 @@ def m001_initial(db: Database) -> None:
     )
 
 
-@migrations()
 def m002_vector_replay_merge(db: Database) -> None:
     """Columns for vector recording, replay and merge; the merge journal; the store id.
 
@@ -140,20 +142,28 @@ def m002_vector_replay_merge(db: Database) -> None:
         """
     )
     db.execute("CREATE INDEX merges_source ON merges (source_id)")
+    import uuid
+
     db.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('store_id', ?)", [uuid.uuid4().hex])
 
 
-def _known_names() -> tuple[str, ...]:
-    # Every step is pending on an empty database, which gives the registered names
-    # through the public API without touching Migrations internals.
-    scratch = Database(memory=True)
-    try:
-        return tuple(m.name for m in migrations.pending(scratch))
-    finally:
-        scratch.close()
+#: Every step, in order. Append-only: a released step is never edited or removed.
+STEPS = (m001_initial, m002_vector_replay_merge)
+_KNOWN = tuple(step.__name__ for step in STEPS)
 
 
-_KNOWN = _known_names()
+@functools.cache
+def registry() -> Migrations:
+    """The ``sqlite_utils.Migrations("framestore")`` set holding :data:`STEPS`.
+
+    sqlite-utils is imported here, on the first migration, not with this package; the
+    caller (``telemetry.db``) has imported it already, without its optional pandas."""
+    from sqlite_utils import Migrations
+
+    migrations = Migrations(MIGRATION_SET)
+    for step in STEPS:
+        migrations(name=step.__name__)(step)
+    return migrations
 
 
 def known() -> list[str]:
@@ -161,20 +171,32 @@ def known() -> list[str]:
     return list(_KNOWN)
 
 
-def applied(db: Database) -> list[str]:
-    """Return the names of the ``framestore`` migrations applied to ``db``, in order."""
-    return [m.name for m in migrations.applied(db)]
+def applied(db: Any) -> list[str]:
+    """Return the names of the ``framestore`` migrations applied to ``db``, in order (as
+    ``registry().applied(db)`` does). ``db`` is anything with ``execute(sql, params)``: a
+    ``sqlite_utils.Database`` or a read-only database of ``telemetry.db``."""
+    exists = db.execute(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", [MIGRATIONS_TABLE]
+    ).fetchone()
+    if not exists:
+        return []
+    rows = db.execute(
+        f"SELECT name FROM [{MIGRATIONS_TABLE}] WHERE migration_set = ? ORDER BY rowid",
+        [MIGRATION_SET],
+    ).fetchall()
+    return [name for (name,) in rows]
 
 
-def unknown_applied(db: Database) -> list[str]:
+def unknown_applied(db: Any) -> list[str]:
     """Return applied ``framestore`` migrations this code does not know (a newer schema)."""
     names = set(_KNOWN)
     return [name for name in applied(db) if name not in names]
 
 
-def pending_names(db: Database) -> list[str]:
+def pending_names(db: Any) -> list[str]:
     """Return the known ``framestore`` migrations not yet applied to ``db``, in order."""
-    return [m.name for m in migrations.pending(db)]
+    done = set(applied(db))
+    return [name for name in _KNOWN if name not in done]
 
 
 def apply(db: Database) -> list[str]:
@@ -191,16 +213,18 @@ def apply(db: Database) -> list[str]:
     unknown = unknown_applied(db)
     if unknown:
         return unknown
-    migrations.apply(db)
+    registry().apply(db)
     return []
 
 
 __all__ = [
+    "MIGRATIONS_TABLE",
     "MIGRATION_SET",
+    "STEPS",
     "applied",
     "apply",
     "known",
-    "migrations",
     "pending_names",
+    "registry",
     "unknown_applied",
 ]

@@ -10,15 +10,17 @@ import os
 import pathlib
 import sqlite3
 import warnings
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
-# isort: split
-from ._sqlite import sqlite_utils  # first: migrations imports sqlite-utils too
-
-# isort: split
 import migrations as _migrations
 
 from .errors import FrameStoreError, InvalidInput, NotAStore, SchemaTooNew, StoreIOError
+
+if TYPE_CHECKING:
+    import sqlite_utils
 
 #: Below this many free bytes, an I/O failure opening the database is reported as a
 #: full disk (SQLite says "disk I/O error" when it cannot size its shared-memory file).
@@ -119,6 +121,52 @@ def get_profile(profile: str | StorageProfile) -> StorageProfile:
         ) from None
 
 
+class ReadOnlyDatabase:
+    """A store's database opened read-only, on a plain ``sqlite3`` connection.
+
+    Reading needs none of sqlite-utils, whose import (with its dependencies) costs about
+    0.1 s of every start of ``framestore ls`` or ``info``; this gives the part of
+    ``sqlite_utils.Database`` that reading uses: ``conn``, ``execute``, ``atomic`` (a
+    read transaction, nested ones as savepoints, as sqlite-utils does) and ``close``.
+    """
+
+    def __init__(self, conn: sqlite3.Connection):
+        self.conn = conn
+
+    def execute(self, sql: str, parameters: Sequence[Any] | None = None) -> sqlite3.Cursor:
+        """Run one statement (the connection is ``mode=ro``: writes fail)."""
+        return self.conn.execute(sql, () if parameters is None else parameters)
+
+    @contextmanager
+    def atomic(self) -> Iterator[ReadOnlyDatabase]:
+        """One read transaction: every query inside sees the database as it was at the
+        first one."""
+        if self.conn.in_transaction:
+            self.conn.execute("SAVEPOINT framestore_read")
+            try:
+                yield self
+            finally:
+                if self.conn.in_transaction:
+                    self.conn.execute("RELEASE SAVEPOINT framestore_read")
+            return
+        self.conn.execute("BEGIN")
+        try:
+            yield self
+        finally:
+            if self.conn.in_transaction:
+                self.conn.execute("COMMIT")  # nothing to keep: ends the snapshot
+
+    def close(self) -> None:
+        """Close the connection."""
+        self.conn.close()
+
+    def __enter__(self) -> ReadOnlyDatabase:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
 def warn_if_lossy(profile: StorageProfile, stacklevel: int = 2) -> None:
     """Warn (:class:`DurabilityWarning`) when ``profile`` can lose the tail on a crash."""
     if profile.may_lose_tail:
@@ -135,7 +183,7 @@ def open_db(
     *,
     profile: str | StorageProfile = DEFAULT_PROFILE,
     readonly: bool = False,
-) -> sqlite_utils.Database:
+) -> sqlite_utils.Database | ReadOnlyDatabase:
     """Open (and unless ``readonly``, create or migrate) a store's database.
 
     The connection is made with ``check_same_thread=False`` so that it can be closed or
@@ -147,7 +195,8 @@ def open_db(
         readonly: Open with ``mode=ro``: never creates, migrates or writes.
 
     Returns:
-        The open database; close it with ``db.close()``.
+        The open database; close it with ``db.close()``. Read-only: a
+        :class:`ReadOnlyDatabase` (no sqlite-utils is imported for it).
 
     Raises:
         InvalidInput: Unknown profile.
@@ -171,6 +220,8 @@ def open_scratch_db() -> sqlite_utils.Database:
     Returns:
         The open database; close it with ``db.close()``.
     """
+    from ._sqlite import sqlite_utils
+
     # An empty file name is SQLite's private temporary database: no path, no cleanup.
     conn = sqlite3.connect("", check_same_thread=False)
     try:
@@ -184,7 +235,7 @@ def open_scratch_db() -> sqlite_utils.Database:
     return db
 
 
-def schema_version(db: sqlite_utils.Database) -> int:
+def schema_version(db: sqlite_utils.Database | ReadOnlyDatabase) -> int:
     """Return the number of ``framestore`` migrations applied to ``db`` (0 if none).
 
     Migrations are append-only, so the count orders schema versions.
@@ -192,7 +243,7 @@ def schema_version(db: sqlite_utils.Database) -> int:
     return len(_migrations.applied(db))
 
 
-def schema_info(db: sqlite_utils.Database) -> dict[str, object]:
+def schema_info(db: sqlite_utils.Database | ReadOnlyDatabase) -> dict[str, object]:
     """The schema of a store's database: ``version`` (migrations applied, see
     :func:`schema_version`), ``latest_migration`` and ``pending_migrations``."""
     applied = _migrations.applied(db)
@@ -205,7 +256,7 @@ def schema_info(db: sqlite_utils.Database) -> dict[str, object]:
 
 def _open(
     path: str | os.PathLike[str], profile: StorageProfile, *, readonly: bool
-) -> sqlite_utils.Database:
+) -> sqlite_utils.Database | ReadOnlyDatabase:
     """Open without validating the profile or warning (used by the sink's own thread)."""
     p = pathlib.Path(path)
     if readonly and not p.is_file():
@@ -220,7 +271,12 @@ def _open(
     except sqlite3.Error as exc:
         raise _open_error(p, exc, f"cannot open database: {exc}") from exc
     try:
-        db = sqlite_utils.Database(conn)
+        if readonly:
+            db = ReadOnlyDatabase(conn)
+        else:
+            from ._sqlite import sqlite_utils
+
+            db = sqlite_utils.Database(conn)
         _configure(db, profile, readonly=readonly, path=str(path))
         _check_and_migrate(db, str(path), readonly=readonly)
     except BaseException:
@@ -229,7 +285,13 @@ def _open(
     return db
 
 
-def _configure(db: sqlite_utils.Database, profile: StorageProfile, *, readonly: bool, path: str):
+def _configure(
+    db: sqlite_utils.Database | ReadOnlyDatabase,
+    profile: StorageProfile,
+    *,
+    readonly: bool,
+    path: str,
+):
     try:
         # busy_timeout first: switching to WAL needs a lock another process may hold.
         for pragma in profile.pragmas():
@@ -272,7 +334,9 @@ def _free_bytes(directory: pathlib.Path) -> int | None:
     return st.f_bavail * st.f_frsize
 
 
-def _check_and_migrate(db: sqlite_utils.Database, path: str, *, readonly: bool) -> None:
+def _check_and_migrate(
+    db: sqlite_utils.Database | ReadOnlyDatabase, path: str, *, readonly: bool
+) -> None:
     applied = _migrations.applied(db)
     unknown = _migrations.unknown_applied(db)
     if unknown:
@@ -287,7 +351,7 @@ def _check_and_migrate(db: sqlite_utils.Database, path: str, *, readonly: bool) 
         foreign = [
             name
             for name in db.table_names()
-            if not name.startswith("sqlite_") and name != _migrations.migrations.migrations_table
+            if not name.startswith("sqlite_") and name != _migrations.MIGRATIONS_TABLE
         ]
         if foreign:
             raise NotAStore(
@@ -304,6 +368,7 @@ __all__ = [
     "DEFAULT_PROFILE",
     "PROFILES",
     "DurabilityWarning",
+    "ReadOnlyDatabase",
     "StorageProfile",
     "get_profile",
     "open_db",

@@ -5,19 +5,22 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import sys
 from typing import Any
-
-import numpy as np
 
 __all__ = ["json_default", "dumps"]
 
 
 def json_default(value: Any) -> Any:
     """``json.dumps(default=...)`` hook: numpy scalars and arrays as Python values,
-    dataclasses as dicts, sets and tuples as lists, anything else as its ``str``."""
-    if isinstance(value, np.generic):
+    dataclasses as dicts, sets and tuples as lists, anything else as its ``str``.
+
+    numpy is not imported for this: a value can be a numpy one only once numpy is loaded
+    (``framestore ls --json`` loads none)."""
+    np = sys.modules.get("numpy")
+    if np is not None and isinstance(value, np.generic):
         return value.item()
-    if isinstance(value, np.ndarray):
+    if np is not None and isinstance(value, np.ndarray):
         return value.tolist()
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return dataclasses.asdict(value)

@@ -20,7 +20,9 @@ from framestore._format import (
     Codec,
     RecordType,
     pack_record,
+    pack_seek_table,
 )
+from framestore.codecs import zstd_parts
 from framestore.errors import (
     ChecksumMismatch,
     CorruptData,
@@ -39,15 +41,24 @@ FRAMES_PER_CHUNK = 8
 N_FRAMES = 24  # three chunks
 
 
+#: "zstd-parts": zstd chunks written in independently decodable parts of 3 frames.
+PART_FRAMES = 3
+
+
 def write_segment(root, frames, codec: str) -> list[FrameRef]:
+    parts = PART_FRAMES if codec == "zstd-parts" else 0
     # max_latency: whole chunks even if the test stalls between puts (a loaded machine)
     with FrameStorageService(
-        root, codec=codec, chunk_frames=FRAMES_PER_CHUNK, max_latency=60.0
+        root,
+        codec=codec.removesuffix("-parts"),
+        chunk_frames=FRAMES_PER_CHUNK,
+        part_frames=parts,
+        max_latency=60.0,
     ) as svc:
         return [svc.put(f, key=(5, i)) for i, f in enumerate(frames)]
 
 
-@pytest.fixture(scope="module", params=["zstd", "png", "raw"])
+@pytest.fixture(scope="module", params=["zstd", "zstd-parts", "png", "raw"])
 def pristine(request, tmp_path_factory, assault_frames):
     """A sealed segment of 24 Assault frames in three chunks, and its layout."""
     root = tmp_path_factory.mktemp(f"pristine-{request.param}")
@@ -56,6 +67,11 @@ def pristine(request, tmp_path_factory, assault_frames):
     path = segment_path(root, SID)
     scan = scan_segment(path, SID, resync=False)
     assert scan.sealed and len(scan.chunks) == 3
+    if request.param == "zstd-parts":  # 3 + 3 + 2 frames in each chunk
+        data = path.read_bytes()
+        for off, header, size in scan.chunk_list:
+            payload = data[off + RECORD_HEADER_SIZE : off + size - 4]
+            assert zstd_parts(header, payload[header.data_offset :]).first == (0, 3, 6, 8)
     return {
         "codec": request.param,
         "bytes": path.read_bytes(),
@@ -306,7 +322,19 @@ def _crafted_cases(frames):
     raw_size = len(raw8)
     cctx = zstandard.ZstdCompressor(level=3)
     nine = cctx.compress(raw8 + frames[8].tobytes())
+    fb = frames[0].nbytes
+    halves = [cctx.compress(raw8[: 4 * fb]), cctx.compress(raw8[4 * fb :])]
+
+    def parts(table):  # two 4-frame parts under a crafted seek table
+        return chunk_payload(assault_header(Codec.ZSTD), b"".join(halves) + pack_seek_table(table))
+
+    sizes = [len(h) for h in halves]
     return {
+        "zstd_parts_sizes_lie": parts([(sizes[0], 3 * fb), (sizes[1], 5 * fb)]),
+        "zstd_parts_miss_data": parts([(sizes[0], 4 * fb), (sizes[1] - 1, 4 * fb)]),
+        "zstd_parts_bomb": parts([(sizes[0], 4 * fb), (sizes[1], 4000 * fb)]),
+        "zstd_parts_no_frames": parts([(sizes[0], 0), (sizes[1], 8 * fb)]),
+        "zstd_parts_too_many": parts([(1, fb)] * 9),
         "gigantic_frame": chunk_payload(
             assault_header(Codec.ZSTD, 1, height=60000, width=60000, channels=4), b""
         ),
@@ -347,6 +375,11 @@ def _crafted_cases(frames):
 
 
 CRAFTED = [
+    "zstd_parts_sizes_lie",
+    "zstd_parts_miss_data",
+    "zstd_parts_bomb",
+    "zstd_parts_no_frames",
+    "zstd_parts_too_many",
     "gigantic_frame",
     "gigantic_chunk",
     "frame_table_past_payload",
@@ -390,8 +423,11 @@ def test_crafted_chunk_with_valid_crc_is_refused_without_huge_allocation(
 
     tracemalloc.start()
     try:
+        # A random read decodes a zstd frame only up to the frame it returns: a frame
+        # that holds more than its content size is refused when read to its end.
+        slot = FRAMES_PER_CHUNK - 1 if case == "zstd_content_size_lies_small" else 0
         with SegmentReader(root) as reader, pytest.raises(CorruptRecord) as info:
-            reader.read(FrameRef.at(SID, off, 0))
+            reader.read(FrameRef.at(SID, off, slot))
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()

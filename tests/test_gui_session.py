@@ -10,6 +10,7 @@ import time
 from functools import partial
 
 import gymnasium as gym
+import pytest
 
 from framestore.envs import make_env
 from gui.models import PlaySession, Recording
@@ -177,3 +178,48 @@ def test_a_store_another_process_records_into_is_an_error_event_and_play_goes_on
     finally:
         holder.kill()
         holder.wait()
+
+
+PREPARED_PROBE = """
+import json, sys, tempfile, time
+from framestore import FrameStore
+from gui.models import PlaySession
+
+writer = sys.argv[1]
+with tempfile.TemporaryDirectory() as d, FrameStore.open(d + "/s.store") as store:
+    session = PlaySession("CartPole-v1", store, writer=writer)
+    loaded = set(sys.modules)
+    session.set_recording(True)
+    deadline = time.monotonic() + 60
+    while not session.armed and time.monotonic() < deadline:
+        session.poll_events()
+        time.sleep(0.01)
+    armed = session.armed
+    session.close()
+print(json.dumps({"armed": armed, "new": sorted(set(sys.modules) - loaded)}))
+"""
+
+
+@pytest.mark.parametrize("writer", ["thread", "process"])
+def test_starting_a_recording_imports_nothing(writer):
+    """Starting a game loads what opening a recorder loads on first use (host settings,
+    the merge check, the storage process's client), so the I/O thread, which shares the
+    GIL with the UI, imports no module when recording starts (a module compiled from
+    source holds the GIL for up to 30 ms). Fresh interpreter: what the test run
+    imported before cannot hide an import."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    result = subprocess.run(
+        [sys.executable, "-c", PREPARED_PROBE, writer],
+        cwd=Path(__file__).resolve().parents[1],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert result.returncode == 0, result.stderr
+    out = json.loads(result.stdout.strip().splitlines()[-1])
+    assert out["armed"], result.stderr
+    assert out["new"] == [], f"opening a {writer} recorder imported {out['new']}"

@@ -122,3 +122,30 @@ def test_fast_profile_warns(tmp_path):
 def test_unknown_profile_lists_valid_ones(tmp_path):
     with pytest.raises(InvalidInput, match="durable, balanced, fast"):
         open_db(tmp_path / "framestore.db", profile="turbo")
+
+
+def test_applied_and_pending_read_with_plain_sql_agree_with_sqlite_utils(tmp_path):
+    """A read-only opening reads the applied steps with plain SQL (no sqlite-utils import,
+    for ``framestore ls``): the same names, in the same order, as sqlite-utils' own
+    registry gives, on a database part-way through its migrations and on a full one."""
+    from telemetry.db import ReadOnlyDatabase
+
+    assert migrations.MIGRATIONS_TABLE == sqlite_utils.Migrations.migrations_table
+    with sqlite_utils.Database(memory=True) as empty:
+        assert migrations.known() == [m.name for m in migrations.registry().pending(empty)]
+    path = tmp_path / "framestore.db"
+    with sqlite_utils.Database(path) as db:
+        migrations.registry().apply(db, stop_before=migrations.known()[-1])
+        assert migrations.applied(db) == [m.name for m in migrations.registry().applied(db)]
+        assert migrations.applied(db) == migrations.known()[:-1]
+        assert (
+            migrations.pending_names(db)
+            == [m.name for m in migrations.registry().pending(db)]
+            == migrations.known()[-1:]
+        )
+    with open_db(path) as db:  # migrates the rest
+        assert migrations.applied(db) == [m.name for m in migrations.registry().applied(db)]
+    with open_db(path, readonly=True) as ro:
+        assert isinstance(ro, ReadOnlyDatabase)
+        assert migrations.applied(ro) == migrations.known()
+        assert migrations.pending_names(ro) == []

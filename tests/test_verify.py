@@ -13,7 +13,7 @@ from click.testing import CliRunner
 from conftest import SMALL_SEGMENTS, record_episodes
 
 from framestore import FrameStore
-from framestore import scan as scan_mod
+from framestore import codecs as codecs_mod
 from framestore.segments import SEAL_RECORD_SIZE, list_segment_ids, segment_path
 from tools.cli import cli
 from tools.verify import verify
@@ -133,7 +133,8 @@ def test_quick_mode_does_not_decompress(recorded, monkeypatch):
     def boom(*a, **k):
         raise AssertionError("quick mode decoded a chunk")
 
-    monkeypatch.setattr(scan_mod, "decode_chunk", boom)
+    # every decoder (the scan's and the reader's) loads decode_chunk from codecs on use
+    monkeypatch.setattr(codecs_mod, "decode_chunk", boom)
     r = verify(path, quick=True)
     assert r.ok and r.quick and r.frames_checked == 3 * STEPS
     result = CliRunner().invoke(cli, ["verify", str(path), "--quick"])

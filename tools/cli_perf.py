@@ -108,6 +108,14 @@ def _check_levels(ctx: click.Context, param: click.Parameter, values: tuple) -> 
     help="With --reads: a chunk length to measure (repeatable; default: the preset's).",
 )
 @click.option(
+    "--part-frames",
+    "part_frames",
+    multiple=True,
+    type=click.IntRange(min=0),
+    help="With --reads: frames per independently decodable zstd part of a chunk to "
+    "measure (repeatable; 0: one zstd frame per chunk; default: the preset's).",
+)
+@click.option(
     "--zstd-level",
     "zstd_levels",
     multiple=True,
@@ -151,6 +159,7 @@ def bench(
     writers,
     reads,
     chunk_frames,
+    part_frames,
     zstd_levels,
     durabilities,
     level,
@@ -213,7 +222,7 @@ def bench(
     elif reads:
         rows = lib.run_reads(
             "assault" if game == "all" else game, frames=frames, chunk_frames=chunk_frames,
-            levels=zstd_levels, rounds=repeat if repeat > 1 else 5, workdir=workdir,
+            levels=zstd_levels, part_frames=part_frames, rounds=repeat if repeat > 1 else 5, workdir=workdir,
             progress=progress,
         )  # fmt: skip
         columns = lib.READS_TABLE

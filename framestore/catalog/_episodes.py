@@ -5,7 +5,9 @@ from __future__ import annotations
 import functools
 from typing import Any
 
-from telemetry import decode_action, decode_info
+# telemetry's decoders load numpy: named through the package so that they load on the
+# first step read, not when a store is listed.
+import telemetry
 
 from .._format import MAX_SEGMENT_ID
 from ..errors import InvalidInput
@@ -229,7 +231,7 @@ class EpisodeQueries(CatalogBase):
         return StepTrack(
             steps=steps,
             rewards=rewards,
-            actions=tuple(None if a is None else decode_action(a, spec) for a in actions),
+            actions=tuple(None if a is None else telemetry.decode_action(a, spec) for a in actions),
             terminated=tuple(bool(t) for t in term),
             truncated=tuple(bool(t) for t in trunc),
             has_frame=tuple(bool(f) for f in has_frame),
@@ -299,11 +301,11 @@ def _step(episode_id: int, row: tuple, spec: dict[str, Any] | None) -> StepInfo:
     action = c.text("action", action)
     info = c.text("info", info)
     try:
-        decoded_action = decode_action(action, spec) if action is not None else None
+        decoded_action = telemetry.decode_action(action, spec) if action is not None else None
     except (InvalidInput, RecursionError, TypeError, ValueError) as e:
         raise c.bad("action", str(e)[:120]) from None
     try:
-        decoded_info = decode_info(info) if info else {}
+        decoded_info = telemetry.decode_info(info) if info else {}
     except (InvalidInput, RecursionError, TypeError, ValueError) as e:
         raise c.bad("info", str(e)[:120]) from None
     if not isinstance(decoded_info, dict):

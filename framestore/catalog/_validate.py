@@ -11,9 +11,8 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 from typing import Any
-
-import numpy as np
 
 from .._format import MAX_FRAME_BYTES, MAX_SEGMENT_ID
 from ..errors import CorruptCatalog, InvalidInput
@@ -29,7 +28,14 @@ _SHAPE = re.compile(r"^[1-9][0-9]{0,8}x[1-9][0-9]{0,8}(x[1-4])?$")
 
 
 def is_int(value: Any) -> bool:
-    return isinstance(value, int | np.integer) and not isinstance(value, bool | np.bool_)
+    """An int or a numpy integer, not a bool. numpy is not imported for this: a value can
+    be a numpy integer only once numpy is loaded (listing a store loads no numpy)."""
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, int):
+        return True
+    np = sys.modules.get("numpy")
+    return np is not None and isinstance(value, np.integer)
 
 
 # --------------------------------------------------------------------------- input

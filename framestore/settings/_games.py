@@ -25,6 +25,7 @@ FAMILIES = ("atari", "box2d", "toy_text", "classic_control", "other")
 # Shared by every family; sized for the ``minimum`` host (the host stage scales them).
 _COMMON: dict[str, Any] = {
     "chunk_frames": 64,
+    "part_frames": 0,
     "codec": "zstd",
     "level": 3,
     "policy": "block",
@@ -42,23 +43,26 @@ _COMMON: dict[str, Any] = {
 #: ``env.render()`` size; it sizes ``queue_bytes`` (``queue_frames * frame_bytes_hint``).
 FAMILY_DEFAULTS: dict[str, dict[str, Any]] = {
     # 210x160x3 frames: small, so many fit; 60 Hz with frameskip makes long episodes.
-    # chunk_frames 16, level 3: chosen by measurement (docs/BENCHMARKS.md, "Chunk length
-    # and level"; `framestore bench --reads`, 12,000 Assault frames, 5 interleaved
-    # rounds, ratios to plain zstd-3 over 64-frame chunks in the same run). A random
-    # read decodes its whole chunk, so its time follows the chunk length:
-    #   chunk  level  B/frame  random read p50  write CPU
-    #      8      3    1.26x       0.21x          1.30x
-    #     16      3    1.14x       0.35x          1.26x
-    #     32      3    1.07x       0.65x          1.10x
-    #     64      3    1.04x       3.01x (a re-check: 1.05x)  1.06x
-    # A second run (load 2-5 instead of 15-19): random read p50 312 / 606 / 1,523 µs
-    # at 8 / 16 / 64 frames (0.24x / 0.47x / 1.18x), bytes 1.26x / 1.14x / 1.04x.
-    # 16 keeps frame bytes within 1.25x of plain zstd at a third of a 64-frame chunk's
-    # random read; 8 halves that again but passes 1.25x in bytes. Level 1 saved 0-11%
-    # write CPU for 2-4% more bytes and no faster reads: level 3 stays.
+    # chunk_frames 64 in parts of 16 (part_frames), level 3: chosen by measurement
+    # (docs/BENCHMARKS.md, "zstd parts"; `framestore bench --reads --chunk-frames 64
+    # --part-frames 0 --part-frames 8 --part-frames 16`, 12,000 Assault frames, 5
+    # interleaved rounds, ratios to plain zstd-3 over 64-frame chunks in the same run).
+    # A random read decodes the part holding its frame, up to the frame:
+    #   chunk  part  B/frame  random read p50       sequential  write CPU
+    #     64     -    1.07x   773 µs (0.79x)           0.56x       0.83x
+    #     64     8    1.29x   179 µs (0.18x)           0.91x       1.07x
+    #     64    16    1.18x   224 µs (0.23x)           0.70x       0.95x
+    # A second run (load 7-10), against 16-frame chunks of one zstd frame (the earlier
+    # default, also read by prefix now): c16 1.22x bytes, 166 µs, sequential 0.82x,
+    # write CPU 1.20x; c64 in parts of 16: 1.18x, 167 µs, 0.71x, 1.01x.
+    # 16-frame parts keep frame bytes within 1.25x of plain zstd (the steps block and
+    # frame table count: ~20 B/frame) with a random read under 0.3 ms and a quarter of
+    # 16-frame chunks' per-chunk write work; 8-frame parts read faster but pass 1.25x. Level 1 saved 0-11% write CPU for 2-4% more bytes
+    # and no faster reads (measured with whole chunks): level 3 stays.
     "atari": {
         **_COMMON,
-        "chunk_frames": 16,
+        "chunk_frames": 64,
+        "part_frames": 16,
         "frame_bytes_hint": 210 * 160 * 3,
         "hub_buffer": 2048,
         "queue_frames": 2048,
@@ -115,6 +119,9 @@ GAME_PRESETS: dict[str, dict[str, Any]] = {
     # frames, 5 interleaved rounds, ratios to plain zstd-3 over 64-frame chunks):
     # 8 frames at level 3: 1.08x bytes, random read p50 0.06x, write CPU 0.93x;
     # 16: 1.04x, 0.14x, 1.02x; 32: 1.02x, 0.21x, 0.92x. Level 1 costs 1.62x bytes here.
+    # zstd parts do not pay here (one run, 600 frames, 5 rounds, with the prefix-decoding
+    # reader): 8 frames whole 1.09x bytes, random read 657 µs; in parts of 4: 1.17x,
+    # 353 µs; of 2: 1.37x, 296 µs; 16 frames in parts of 4: 1.17x, 432 µs.
     "CarRacing-v3": {"family": "box2d", "frame_bytes_hint": 400 * 600 * 3, "chunk_frames": 8},
     "LunarLander-v3": {"family": "box2d", "frame_bytes_hint": 400 * 600 * 3},
     "BipedalWalker-v3": {"family": "box2d", "frame_bytes_hint": 400 * 600 * 3},

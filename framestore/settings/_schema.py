@@ -47,6 +47,9 @@ class Settings:
         batch_size: steps per SQLite commit.
         checkpoint_interval: steps between WAL checkpoints.
         chunk_frames: frames compressed together in one chunk.
+        part_frames: zstd: a chunk of more frames is compressed as independently
+            decodable parts of this many frames (a random read decodes one part, not the
+            chunk; docs/FORMAT.md, "zstd parts"); 0: one zstd frame per chunk.
         codec: ``"zstd"``, ``"png"`` or ``"raw"`` (all lossless).
         level: zstd level (-7..22).
         policy: ``"block"`` (wait up to ``block_timeout`` on a full queue) or ``"drop"``.
@@ -73,6 +76,7 @@ class Settings:
     batch_size: int = 64
     checkpoint_interval: int = 1024
     chunk_frames: int = 64
+    part_frames: int = 0
     codec: str = "zstd"
     level: int = 3
     policy: str = "block"
@@ -101,6 +105,7 @@ _INT_RANGES: dict[str, tuple[int, int]] = {
     "batch_size": (1, 1_000_000),
     "checkpoint_interval": (1, 1 << 40),
     "chunk_frames": (1, 65_535),
+    "part_frames": (0, 65_535),
     "level": (ZSTD_LEVELS.start, ZSTD_LEVELS.stop - 1),
     "compress_threads": (1, 256),
     "lite_steps": (1, 1 << 40),

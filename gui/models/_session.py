@@ -34,7 +34,14 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from framestore import FrameStore, InvalidInput, LiteRecorder, Recorder, RecorderMetrics
+from framestore import (
+    FrameStore,
+    InvalidInput,
+    LiteRecorder,
+    Recorder,
+    RecorderMetrics,
+    prepare_recording,
+)
 from framestore.envs import make_env
 from framestore.settings import resolve
 
@@ -174,6 +181,13 @@ class PlaySession:
         self._game: Game = (
             GameProcess(env_id, env_factory, self.env) if env_process else LocalGame(self.env)
         )
+        if store is not None and not store.readonly:
+            # Here, where starting a game pauses anyway: the first recording's start then
+            # imports nothing on the I/O thread, which shares the GIL with the UI.
+            try:
+                prepare_recording(env_id, preset=preset, writer=writer)
+            except InvalidInput:
+                pass  # a bad preset or writer: opening the recorder says so
         # UI thread
         self.state = Recording.OFF
         self._after_decision = Recording.OFF  # the state Save or Discard returns to

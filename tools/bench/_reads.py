@@ -55,12 +55,14 @@ class ReadConfig:
 
     chunk_frames: int | None = None
     level: int | None = None
+    part_frames: int | None = None
 
     @property
     def name(self) -> str:
-        if self.chunk_frames is None and self.level is None:
+        if self.chunk_frames is None and self.level is None and self.part_frames is None:
             return "preset"
-        return f"c{self.chunk_frames or '-'} l{self.level if self.level is not None else '-'}"
+        name = f"c{self.chunk_frames or '-'} l{self.level if self.level is not None else '-'}"
+        return name if self.part_frames is None else f"{name} p{self.part_frames}"
 
     def overrides(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
@@ -68,6 +70,8 @@ class ReadConfig:
             out["chunk_frames"] = self.chunk_frames
         if self.level is not None:
             out["level"] = self.level
+        if self.part_frames is not None:
+            out["part_frames"] = self.part_frames
         return out
 
 
@@ -289,17 +293,23 @@ def run_reads(
     frames: int | None = None,
     chunk_frames: Sequence[int] = (),
     levels: Sequence[int] = (),
+    part_frames: Sequence[int] = (),
     rounds: int = 5,
     workdir: str | os.PathLike | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> list[ReadsResult]:
-    """One row per configuration (every ``chunk_frames`` x ``levels``; none given: the
-    game's preset) and one for plain zstd, medians of ``rounds`` interleaved rounds."""
+    """One row per configuration (every ``chunk_frames`` x ``levels`` x
+    ``part_frames``; none given: the game's preset) and one for plain zstd, medians of ``rounds`` interleaved rounds."""
     n = frames or 12_000
     if progress:
         progress(f"capturing {n} {game} frames")
     fs = capture(game, n)
-    grid = [ReadConfig(c, lv) for c in (chunk_frames or [None]) for lv in (levels or [None])]
+    grid = [
+        ReadConfig(c, lv, p)
+        for c in (chunk_frames or [None])
+        for lv in (levels or [None])
+        for p in (part_frames or [None])
+    ]
     configs: list[ReadConfig | None] = [*grid, None]
     runs: list[list[dict]] = [[] for _ in configs]
     for r in range(rounds):
