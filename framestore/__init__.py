@@ -39,6 +39,7 @@ from .errors import (
     StoreClosed,
     StoreIOError,
     StoreLocked,
+    StreamNotFound,
     UnsafeStore,
     WriterFailed,
 )
@@ -56,6 +57,7 @@ if TYPE_CHECKING:
         RunInfo,
         StepInfo,
         StepTrack,
+        StreamInfo,
     )
     from .vector import RecordVectorFrames
     from .wrappers import RecordFrames
@@ -77,6 +79,7 @@ _LAZY = {
     "RunInfo": ".types",
     "StepInfo": ".types",
     "StepTrack": ".types",
+    "StreamInfo": ".types",
     "RecordVectorFrames": ".vector",
     "RecordFrames": ".wrappers",
 }
@@ -101,6 +104,7 @@ __all__ = [
     "FrameSummary",
     "FrameLocation",
     "DiskUsage",
+    "StreamInfo",
     # errors: all are FrameStoreError
     "FrameStoreError",
     "InvalidInput",
@@ -120,6 +124,7 @@ __all__ = [
     "FrameNotFound",
     "EpisodeNotFound",
     "RunNotFound",
+    "StreamNotFound",
     "QueueFull",
     "SinkError",
     "WriterFailed",

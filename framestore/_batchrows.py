@@ -4,7 +4,7 @@ of rows for ``record_steps`` checked and encoded in one pass before anything is 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -30,6 +30,8 @@ class EpisodeState:
     truncated: bool = False
     dropped: int = 0
     start: Any = None  # its EpisodeStarted, until its first rows are accepted (deferred)
+    streams: dict[str, int] = field(default_factory=dict)  # name -> index (render: 0)
+    stream_dtypes: dict[str, str] = field(default_factory=dict)  # name -> its dtype
 
     def advance(self, reward: float, terminated: bool, truncated: bool, rows: int) -> None:
         self.step += rows

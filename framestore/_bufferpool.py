@@ -13,9 +13,12 @@ import numpy as np
 
 __all__ = ["BufferPool"]
 
+#: Frame shapes the pool keeps buffers of at once (the streams of a step).
+MAX_SHAPES = 4
+
 
 class BufferPool:
-    """Buffers of one shape (the current one) for frame copies.
+    """Buffers of the current shapes (a few: one per stream) for frame copies.
 
     Args:
         max_bytes: the queue's byte bound; the pool keeps at most a quarter of it.
@@ -43,14 +46,20 @@ class BufferPool:
 
     def recycle(self, frames: list[np.ndarray], open_streams: int) -> None:
         """Keep written frames' buffers for reuse (bounded: two chunks' worth per open
-        stream, a quarter of the queue's bytes, and only the current shape)."""
+        stream, a quarter of the queue's bytes, and only the current shapes)."""
         shape = frames[0].shape
         pool = self._free.get(shape)
         if pool is None:
-            self._free = {shape: deque()}  # a new shape: let the old buffers go
-            pool = self._free[shape]
+            # A new shape: let the oldest shape's buffers go, keeping one per stream a
+            # step may carry (render, an observation, a camera...).
+            free = dict(self._free)
+            while len(free) >= MAX_SHAPES:
+                del free[next(iter(free))]
+            pool = free[shape] = deque()
+            self._free = free
         chunks = 2 * max(1, open_streams)
-        room = min(chunks * self._chunk_frames, self._max_bytes // 4 // max(1, frames[0].nbytes))
+        share = self._max_bytes // 4 // len(self._free)  # a quarter of the queue, all shapes
+        room = min(chunks * self._chunk_frames, share // max(1, frames[0].nbytes))
         for f in frames:
             if len(pool) >= room:
                 break

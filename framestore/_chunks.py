@@ -2,7 +2,8 @@
 pool, append them in order to segment files (rotating and sealing), fsync as the
 durability profile says. Runs on one writer thread; knows nothing of queues.
 
-Chunking keeps ONE open chunk per stream (episode): frames of interleaved episodes (a
+Chunking keeps ONE open chunk per stream of each episode (its stream key and stream
+index: ``render`` and any other stream a step carries have their own chunks): frames of interleaved episodes (a
 vector environment recorded through ``Recorder.record_steps``) still make chunks of
 consecutive steps of one episode. The open chunks are bounded (count, frames, bytes):
 past a bound the biggest is closed. A segment then interleaves chunks of several
@@ -66,6 +67,7 @@ class Chunk:
     frame) on their way into one CHUNK record."""
 
     key: int  # stream key
+    stream: int = 0  # stream index in its episode's EPISODE record (0: render)
     frames: list[np.ndarray] = field(default_factory=list)
     refs: list[FrameRef] = field(default_factory=list)
     steps: list[StepMeta] = field(default_factory=list)
@@ -135,7 +137,8 @@ class ChunkWriter:
             max_workers=compress_threads, thread_name_prefix="framestore-compress"
         )
         self._local = threading.local()
-        self._open: dict[int, Chunk] = {}  # stream key -> its open chunk, oldest first
+        # (stream key, stream index) -> its open chunk, oldest first
+        self._open: dict[tuple[int, int], Chunk] = {}
         self._open_frames = 0
         self._open_bytes = 0
         self._inflight: deque[tuple[Future, Chunk | MetaRecord]] = deque()
@@ -151,13 +154,13 @@ class ChunkWriter:
         """Put a frame (and its step's metadata) into its stream's open chunk (closing
         that chunk first when the shape changed); close chunks that are full, or the
         biggest past the bounds."""
-        key = ref.key[0]
+        key = (ref.key[0], ref.stream)
         chunk = self._open.get(key)
         if chunk is not None and chunk.frames and chunk.frames[0].shape != arr.shape:
             self._submit(key)
             chunk = None
         if chunk is None:
-            chunk = self._open[key] = Chunk(key)
+            chunk = self._open[key] = Chunk(ref.key[0], ref.stream)
         chunk.frames.append(arr)
         chunk.refs.append(ref)
         if step is not None:
@@ -183,10 +186,10 @@ class ChunkWriter:
     def add_step(self, step: StepMeta) -> None:
         """A step without a frame (dropped, or never given): its metadata joins its
         episode's open chunk (one without frames, if none is open)."""
-        key = step.episode_id
+        key = (step.episode_id, 0)  # steps blocks are stream 0's (docs/FORMAT.md)
         chunk = self._open.get(key)
         if chunk is None:
-            chunk = self._open[key] = Chunk(key)
+            chunk = self._open[key] = Chunk(step.episode_id)
         chunk.steps.append(step)
         chunk.last = time.monotonic()
         if len(chunk.steps) >= MAX_CHUNK_STEPS:
@@ -197,9 +200,13 @@ class ChunkWriter:
         episode's first record there), its end or the run's end (appended after every
         chunk submitted before it; an episode's end closes its open chunk first)."""
         if meta.type == RecordType.EPISODE:
+            # A later EPISODE record of the same episode lists more streams (one was
+            # added): it is written again before the episode's next record.
             self._episodes[meta.stream_key] = meta
-        elif meta.stream_key in self._open:
-            self._submit(meta.stream_key)
+            self._described.discard(meta.stream_key)
+        else:
+            for key in [k for k in self._open if k[0] == meta.stream_key]:
+                self._submit(key)
         done: Future = Future()
         done.set_result(None)
         self._inflight.append((done, meta))
@@ -275,7 +282,7 @@ class ChunkWriter:
             seg.close()
 
     # ----------------------------------------------------------------- internals
-    def _submit(self, key: int) -> None:
+    def _submit(self, key: tuple[int, int]) -> None:
         chunk = self._open.pop(key)
         self._open_frames -= len(chunk.frames)
         self._open_bytes -= chunk.nbytes
@@ -318,6 +325,7 @@ class ChunkWriter:
             width=shape[1] if shape else 0,
             channels=(shape[2] if len(shape) == 3 else 1) if shape else 0,
             stream_key=chunk.key,
+            stream_index=chunk.stream,
             frame_keys=tuple(r.key[1] for r in chunk.refs),
             lengths=lengths,
             steps_length=len(block),

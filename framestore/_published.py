@@ -49,10 +49,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ._format import (
+from ._format import DB_NAME, parse_segment_name
+from ._format.published import (
     CATALOGUE_DIR,
     CHUNKS_TABLE,
-    DB_NAME,
     EPISODE_TOTALS_COLUMNS,
     EPISODE_TOTALS_TABLE,
     MANIFEST_NAME,
@@ -62,10 +62,10 @@ from ._format import (
     PUBLISHED_FORMAT,
     PUBLISHED_VERSIONS_READ,
     catalogue_object,
-    parse_segment_name,
 )
+from ._format.streams import MAX_STREAMS
 from ._sources import DEFAULT_TIMEOUT, ObjectReader, ObjectUnreadable, RemoteSegments
-from .catalog import PUBLISHED_TABLES, Catalog, parse_shape
+from .catalog import OPTIONAL_TABLES, PUBLISHED_TABLES, Catalog, parse_shape
 from .errors import (
     FrameStoreError,
     InvalidInput,
@@ -192,7 +192,7 @@ class Manifest:
     objects: dict[str, tuple[int, str]]  # name -> (bytes, sha256 hex)
     schema_version: int
     data: dict[str, Any]  # the whole document
-    counts: dict[str, int]  # episodes, steps, frames: what the catalogue must hold
+    counts: dict[str, int]  # episodes, steps, frames, stream_frames: what it must hold
 
     @property
     def segments(self) -> dict[int, int]:
@@ -206,7 +206,8 @@ class Manifest:
 
 
 def _object_names() -> set[str]:
-    return {catalogue_object(t) for t in (*PUBLISHED_TABLES, CHUNKS_TABLE, EPISODE_TOTALS_TABLE)}
+    tables = (*PUBLISHED_TABLES, *OPTIONAL_TABLES, CHUNKS_TABLE, EPISODE_TOTALS_TABLE)
+    return {catalogue_object(t) for t in tables}
 
 
 def read_manifest(reader: ObjectReader, location: str) -> Manifest:
@@ -260,6 +261,7 @@ def read_manifest(reader: ObjectReader, location: str) -> Manifest:
     if not isinstance(schema_version, int):
         raise bad("no schema_version")
     counts = {k: data.get(k) for k in ("episodes", "steps", "frames")}
+    counts["stream_frames"] = data.get("stream_frames", 0)  # absent before streams
     for key, value in counts.items():
         if not isinstance(value, int) or isinstance(value, bool) or value < 0:
             raise bad(f"no count of {key}")
@@ -423,7 +425,14 @@ def open_published(
                     with _parquet(reader, text, manifest, table) as data:
                         _load_table(catalog, table, data, text)
             _load_totals(catalog, reader, text, manifest, extents)
+            if catalogue_object("streams") in manifest.objects:  # streams besides render
+                with _parquet(reader, text, manifest, "streams") as data:
+                    _load_table(catalog, "streams", data, text)
         catalog.defer_table("steps", lambda: _load_steps(catalog, reader, text, manifest))
+        if catalogue_object("step_frames") in manifest.objects:
+            catalog.defer_table(
+                "step_frames", lambda: _load_stream_frames(catalog, reader, text, manifest)
+            )
         source = None
         if not local:
             source = RemoteSegments(fs, root, manifest.segments, extents, text, reader)
@@ -442,8 +451,17 @@ def _row_bounds(manifest: Manifest, table: str) -> tuple[int, int]:
     exact = {"steps": c["steps"], "episodes": c["episodes"], EPISODE_TOTALS_TABLE: c["episodes"]}
     if table in exact:
         return exact[table], exact[table]
-    # every published segment and chunk holds at least one published frame
-    most = {"runs": c["episodes"], "segments": c["frames"], CHUNKS_TABLE: c["frames"]}
+    if table == "step_frames":
+        return c["stream_frames"], c["stream_frames"]
+    # every published segment and chunk holds at least one published frame (of render
+    # or of another stream)
+    frames = c["frames"] + c["stream_frames"]
+    most = {
+        "runs": c["episodes"],
+        "segments": frames,
+        CHUNKS_TABLE: frames,
+        "streams": c["episodes"] * MAX_STREAMS,
+    }
     return 0, most[table]
 
 
@@ -553,6 +571,22 @@ def _load_steps(catalog: Catalog, reader: ObjectReader, location: str, manifest:
             location,
             catalogue_object(EPISODE_TOTALS_TABLE),
             f"episode {differs[0]}: {differs[1]} (replaced?)",
+        )
+
+
+def _load_stream_frames(
+    catalog: Catalog, reader: ObjectReader, location: str, manifest: Manifest
+) -> None:
+    """The pointers of streams other than render (deferred like the steps), checked to
+    point into listed segments only."""
+    with _parquet(reader, location, manifest, "step_frames") as data:
+        _load_table(catalog, "step_frames", data, location)
+    unlisted = catalog.referenced_segments() - set(manifest.segments)
+    if unlisted:
+        raise PublishedObjectError(
+            location,
+            catalogue_object("step_frames"),
+            f"points into segment {min(unlisted)}, which the manifest does not list",
         )
 
 

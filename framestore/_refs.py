@@ -14,10 +14,11 @@ class FrameRef:
     ``put`` returns it at once; the writer fills in ``location`` ``(segment, offset,
     slot)`` when the frame's chunk is appended. A located ref is persistent: it stays
     valid after ``close()`` and reopening the store (``FrameRef.at(*location)``).
-    ``dropped`` is True when the ``drop`` policy discarded the frame.
+    ``dropped`` is True when the ``drop`` policy discarded the frame. ``stream``: the
+    frame's stream index in its episode (0: ``render``; docs/FORMAT.md).
     """
 
-    __slots__ = ("seq", "key", "shape", "dropped", "location")
+    __slots__ = ("seq", "key", "shape", "dropped", "location", "stream")
 
     def __init__(
         self,
@@ -26,12 +27,14 @@ class FrameRef:
         shape: tuple[int, ...] | None,
         dropped: bool = False,
         location: tuple[int, int, int] | None = None,
+        stream: int = 0,
     ):
         self.seq = seq
         self.key = key
         self.shape = shape
         self.dropped = dropped
         self.location = location
+        self.stream = stream
 
     @classmethod
     def at(cls, segment: int, offset: int, slot: int) -> FrameRef:

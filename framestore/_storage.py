@@ -29,6 +29,7 @@ from telemetry import (
     RunStarted,
     SinkMetrics,
     Step,
+    StreamStarted,
     TelemetryDBSink,
 )
 from telemetry.jsonsafe import dumps
@@ -54,9 +55,12 @@ class Storage(Protocol):
         """Rows the sink commits at a time."""
         ...
 
-    def put(self, frame: np.ndarray, key: tuple[int, int], step: StepMeta) -> FrameRef:
+    def put(
+        self, frame: np.ndarray, key: tuple[int, int], step: StepMeta | None, stream: int = 0
+    ) -> FrameRef:
         """Accept one frame (validated and copied before it returns) and its step's
-        metadata (for the segment's steps block)."""
+        metadata (for the segment's steps block; None for a frame of another stream than
+        render, index ``stream``)."""
         ...
 
     def put_step(self, step: StepMeta) -> None:
@@ -67,9 +71,11 @@ class Storage(Protocol):
         self,
         frames: Sequence[np.ndarray | None],
         keys: Sequence[tuple[int, int]],
-        steps: Sequence[StepMeta],
+        steps: Sequence[StepMeta | None],
+        streams: Sequence[int] | None = None,
     ) -> list[FrameRef | None]:
-        """Accept a batch of frames (``None`` entries: no frame) and their steps."""
+        """Accept a batch of frames (``None`` entries: no frame) and their steps;
+        ``streams``: each frame's stream index (0: render; the thread placement only)."""
         ...
 
     def offer(self, event: Any, timeout: float | None = None) -> bool:
@@ -140,6 +146,7 @@ class ThreadStorage:
         self._store_id = store_id
         self._codec = {"name": s.codec, "level": s.level}
         self._runs: dict[int, dict] = {}  # run id -> the run's fields for EPISODE records
+        self._episodes: dict[int, dict] = {}  # open episode -> its EPISODE record's fields
         self._service = FrameStorageService(
             root,
             codec=s.codec,
@@ -233,6 +240,22 @@ class ThreadStorage:
                 "codec": self._codec,
                 "streams": [{"name": RENDER_STREAM, "dtype": "uint8", "shape": None}],
             }  # fmt: skip
+            self._episodes[e.episode_id] = fields
+            return MetaRecord(RecordType.EPISODE, e.episode_id, fields)
+        elif kind is StreamStarted:
+            # The episode's EPISODE record again, listing one more stream: the writer
+            # writes it before the episode's next record (docs/FORMAT.md).
+            e = event
+            old = self._episodes.get(e.episode_id)
+            if old is None:
+                return None
+            stream = {
+                "name": e.name, "dtype": e.dtype,
+                "shape": None if e.shape is None else [int(d) for d in e.shape.split("x")],
+                "shared_with": e.shared_with,
+            }  # fmt: skip
+            fields = {**old, "streams": [*old["streams"], stream]}
+            self._episodes[e.episode_id] = fields
             return MetaRecord(RecordType.EPISODE, e.episode_id, fields)
         elif kind is EpisodeEnded:
             e = event
@@ -242,6 +265,7 @@ class ThreadStorage:
                 "terminated": bool(e.terminated), "truncated": bool(e.truncated),
                 "frames_dropped": e.frames_dropped,
             }  # fmt: skip
+            self._episodes.pop(e.episode_id, None)
             return MetaRecord(RecordType.EPISODE_END, e.episode_id, fields)
         elif kind is RunEnded:
             fields = {"run_id": event.run_id, "ended": event.ended, "stats": dumps(event.stats)}

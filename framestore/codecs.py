@@ -12,15 +12,8 @@ from collections.abc import Sequence
 import numpy as np
 import zstandard
 
-from ._format import (
-    MAX_FRAME_BYTES,
-    ChunkHeader,
-    Codec,
-    ZstdParts,
-    has_seek_table,
-    pack_seek_table,
-    unpack_parts,
-)
+from ._format import MAX_FRAME_BYTES, ChunkHeader, Codec
+from ._format.parts import ZstdParts, has_seek_table, pack_seek_table, unpack_parts
 from .errors import CorruptRecord, InvalidFrame, InvalidInput
 
 #: The most a zstd frame can expand: a block holds at most 128 KiB and takes at least

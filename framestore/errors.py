@@ -17,6 +17,7 @@ from telemetry.errors import (
 __all__ = [
     "FrameStoreError",
     "InvalidInput",
+    "StreamNotFound",
     "InfoTooLarge",
     "NotAStore",
     "QueueFull",
@@ -127,6 +128,20 @@ class FrameNotFound(FrameStoreError, KeyError):
 
     def __str__(self) -> str:  # KeyError quotes its argument; keep the sentence readable
         return str(self.args[0]) if self.args else "frame not found"
+
+
+class StreamNotFound(FrameStoreError, KeyError):
+    """The episode records no stream of that name."""
+
+    def __init__(self, episode_id: object, name: object, streams: tuple[str, ...] = ()):
+        self.episode_id = episode_id
+        self.name = name
+        self.streams = streams
+        have = f" (its streams: {', '.join(streams)})" if streams else ""
+        super().__init__(f"episode {episode_id} has no stream {name!r}{have}")
+
+    def __str__(self) -> str:
+        return str(self.args[0])
 
 
 class EpisodeNotFound(FrameStoreError, KeyError):

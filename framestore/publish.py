@@ -44,7 +44,8 @@ from typing import Any
 
 from telemetry.jsonsafe import dumps
 
-from ._format import (
+from ._format import SEGMENT_DIR, VERSION, record_extent
+from ._format.published import (
     CATALOGUE_DIR,
     CHUNKS_TABLE,
     EPISODE_TOTALS_COLUMNS,
@@ -52,10 +53,7 @@ from ._format import (
     MANIFEST_NAME,
     PUBLISHED_FORMAT,
     PUBLISHED_VERSION,
-    SEGMENT_DIR,
-    VERSION,
     catalogue_object,
-    record_extent,
 )
 from ._published import ObjectProblem, is_url, open_fs, shown_location, userinfo
 from .catalog import parse_shape
@@ -75,7 +73,7 @@ __all__ = ["ObjectProblem", "PublishReport", "publish", "remove_dead_staging"]
 
 _COPY_BLOCK = 8 * 1024 * 1024
 _ROW_GROUP = 64 * 1024  # step rows per Parquet row group
-_ARROW_TYPES = {"INTEGER": "int64", "REAL": "float64", "TEXT": "string"}
+_ARROW_TYPES = {"INTEGER": "int64", "REAL": "float64", "TEXT": "string", "BLOB": "binary"}
 
 Progress = Callable[[int, int], None]  # (bytes done, bytes planned)
 
@@ -87,7 +85,7 @@ class PublishReport:
     Attributes:
         source: the store published.
         dest: where it went.
-        episodes, steps, frames: what the published catalogue holds.
+        episodes, steps, frames, stream_frames: what the published catalogue holds.
         segments: segment objects written.
         bytes: bytes written (segments, catalogue and manifest).
         skipped: episodes left out, with the reason (being recorded, frames not yet in
@@ -100,6 +98,7 @@ class PublishReport:
     episodes: int = 0
     steps: int = 0
     frames: int = 0
+    stream_frames: int = 0  # frames of streams other than render (m003's step_frames)
     segments: int = 0
     bytes: int = 0
     skipped: dict[int, str] = field(default_factory=dict)
@@ -453,6 +452,18 @@ def _write_catalogue(
         yield batch
 
     _write_table(target, "steps", _schema(store, "steps", pa), step_batches(), pa, pq)
+    if cat.has_m003:  # streams other than render: their rows and their chunks
+        _write_table(target, "streams", _schema(store, "streams", pa),
+                     [[r for e in sel.episodes for r in cat.episode_table_rows("streams", e)]],
+                     pa, pq)  # fmt: skip
+        frames = [r for e in sel.episodes for r in cat.episode_table_rows("step_frames", e)]
+        names = [n for n, _t in cat.table_columns("step_frames")]
+        seg_col, off_col = names.index("frame_segment"), names.index("frame_offset")
+        frames = [r for r in frames if r[seg_col] is not None]  # (rows are frames)
+        for r in frames:  # their chunks are the episode's too (listed, sized)
+            totals[r[names.index("episode_id")]].chunks.add((r[seg_col], r[off_col]))
+        report.stream_frames = len(frames)
+        _write_table(target, "step_frames", _schema(store, "step_frames", pa), [frames], pa, pq)
     report.episodes = len(sel.episodes)
     report.steps = sum(t.steps for t in totals.values())
     report.frames = sum(t.frames for t in totals.values())
@@ -548,6 +559,7 @@ def _write_manifest(store: FrameStore, target: _Target, report: PublishReport) -
         "episodes": report.episodes,
         "steps": report.steps,
         "frames": report.frames,
+        "stream_frames": report.stream_frames,
         "objects": dict(sorted(target.objects.items())),
     }
     data = dumps(manifest, compact=False).encode()

@@ -72,6 +72,7 @@ class _Options:
     action_kind: str
     block_bytes: int
     storage_options: dict[str, Any] | None
+    stream: str = "render"
 
 
 def _ray_data() -> Any:
@@ -79,7 +80,10 @@ def _ray_data() -> Any:
 
 
 def _plan_store(
-    location: str, episodes: Episodes, storage_options: Mapping[str, Any] | None
+    location: str,
+    episodes: Episodes,
+    storage_options: Mapping[str, Any] | None,
+    stream: str = "render",
 ) -> tuple[list[_Range], list[Any]]:
     """The committed ranges of one store (a snapshot) and its runs' action specs."""
     ranges, specs = [], []
@@ -92,7 +96,7 @@ def _plan_store(
                 raise InvalidInput(f"{st.location}: no episode {min(missing)}")
             eps = [e for e in eps if e.id in wanted]
         for ep in eps:
-            summary = st.frame_summary(ep.id)
+            summary = st.frame_summary(ep.id, stream=stream)  # StreamNotFound: one line
             if summary.steps == 0:
                 continue
             size = max((_shape_bytes(s) for s in summary.shapes), default=0)
@@ -183,6 +187,7 @@ def read_store(
     block_bytes: int = DEFAULT_BLOCK_BYTES,
     storage_options: Mapping[str, Any] | None = None,
     override_num_blocks: int | None = None,
+    stream: str = "render",
 ) -> Any:
     """Read one or more stores as a ``ray.data.Dataset`` (see the module docstring).
 
@@ -198,6 +203,9 @@ def read_store(
             so it bounds a read task's memory.
         storage_options: fsspec options for URLs (endpoint, credentials).
         override_num_blocks: the number of read tasks (default: Ray's choice).
+        stream: the frame stream the ``frame`` column holds (``EpisodeInfo.streams``:
+            ``"observation"``, a camera...; every episode read must have it); steps
+            without a frame in it are left out, as dropped frames are.
 
     Returns:
         A ``ray.data.Dataset``, one row per step.
@@ -215,7 +223,7 @@ def read_store(
         raise InvalidInput(f"block_bytes must be at least 1, got {block_bytes}")
     ranges, specs = [], []
     for location in locations:
-        r, s = _plan_store(location, episodes, storage_options)
+        r, s = _plan_store(location, episodes, storage_options, stream)
         ranges += r
         specs += s
     options = _Options(
@@ -224,6 +232,7 @@ def read_store(
         action_kind=action_kind(specs),
         block_bytes=int(block_bytes),
         storage_options=None if storage_options is None else dict(storage_options),
+        stream=stream,
     )
     source = _datasource_class()(ranges, options)
     # The dataset keeps a copy of the context as it is now: set the block bound for it
@@ -288,14 +297,19 @@ def _read_range(store: FrameStore, r: _Range, block: _BlockBuilder) -> Iterator[
     # the store column names the store as FrameStore does (a URL's credentials masked)
     shown = shown_location(r.store)
     ids = {"store": shown, "run_id": r.run_id, "episode_id": r.episode, "env_id": r.env_id}
+    stream = block.options.stream
     for lo in range(r.start, r.stop, _PAGE_ROWS):
         hi = min(r.stop, lo + _PAGE_ROWS)
         if ids_only:  # frame pointers only: no JSON to decode
-            steps: list[Any] = store.frame_locations(r.episode, lo, hi)
+            steps: list[Any] = store.frame_locations(r.episode, lo, hi, stream=stream)
         else:
             steps = [(s.step, s) for s in store.read_steps(r.episode, lo, hi)]
+        # another stream's pointers (render's are the rows' own)
+        other = None
+        if stream != "render" and not ids_only:
+            other = dict(store.frame_locations(r.episode, lo, hi, stream=stream))
         for number, step in steps:
-            location = step if ids_only else step.frame
+            location = step if ids_only else step.frame if other is None else other.get(number)
             frame = None
             if block.options.frames:
                 if location is None:
@@ -303,7 +317,7 @@ def _read_range(store: FrameStore, r: _Range, block: _BlockBuilder) -> Iterator[
                 # No copy: the block stacks the frames (one copy) from the cached chunk.
                 # read_at checks the chunk's key against the episode's stream key (a
                 # merged episode's chunks carry the id it had in its own store)
-                frame = store.read_at(location, r.episode, number, copy=False)
+                frame = store.read_at(location, r.episode, number, copy=False, stream=stream)
             if ids_only:
                 row = {**ids, "step": number}
             else:

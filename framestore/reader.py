@@ -31,11 +31,11 @@ from ._format import (
     ChunkHeader,
     Codec,
     RecordType,
-    ZstdParts,
     read_file_header,
     read_record,
     store_tag,
 )
+from ._format.parts import ZstdParts
 from ._sources import PositionalFile, SegmentSource
 from .errors import (
     CorruptRecord,

@@ -23,6 +23,8 @@ from telemetry import (
     RunStarted,
     SinkMetrics,
     Step,
+    StreamFrame,
+    StreamStarted,
     TelemetryAsyncHub,
     action_encoder,
     check_reward,
@@ -31,8 +33,11 @@ from telemetry import (
 )
 
 from ._batchrows import BatchRows, EpisodeState, check_episode_args
-from ._format import StepMeta
+from ._format import RENDER_STREAM, StepMeta
+from ._format.streams import MAX_STREAMS
+from ._observations import ObservationParts, split_observation
 from ._storage import open_storage
+from ._streams import StreamInput, split_frames
 from .catalog import check_seed, format_shape
 from .errors import InvalidInput, StoreClosed
 from .maintenance import next_ids, sync_segments
@@ -41,6 +46,7 @@ from .service import ServiceMetrics
 from .settings import Settings, resolve
 
 if TYPE_CHECKING:
+    from ._refs import FrameRef
     from .store import FrameStore
 
 log = logging.getLogger("framestore")
@@ -56,6 +62,24 @@ def _options_text(options: dict[str, Any]) -> str:
         return encode_info(options)
     except InvalidInput as e:
         return encode_info({UNSTORED_OPTIONS: str(e)})
+
+
+def _with_observation(
+    extra: tuple[StreamInput, ...], parts: ObservationParts, render: np.ndarray | None
+) -> tuple[StreamInput, ...]:
+    """``extra`` and the observation's streams (one name once; an image equal to the
+    render frame is stored once)."""
+    names = {s.name for s in extra}
+    out = list(extra)
+    for s in parts.streams:
+        if s.name in names or s.name == RENDER_STREAM:
+            raise InvalidInput(f"stream {s.name!r} given twice (in frames= and observation=)")
+        if render is not None and s.dtype == "uint8" and s.shape == format_shape(render.shape):
+            same = s.frame is render or np.array_equal(s.frame.reshape(render.shape), render)
+            if same:
+                s = replace(s, shared=True)
+        out.append(s)
+    return tuple(out)
 
 
 @dataclass(frozen=True)
@@ -304,23 +328,53 @@ class Recorder:
 
     def record_step(
         self,
-        frame: np.ndarray | None,
+        frame: np.ndarray | None = None,
         action: Any = None,
         reward: float = 0.0,
         terminated: bool = False,
         truncated: bool = False,
         info: dict[str, Any] | None = None,
+        *,
+        frames: dict[str, np.ndarray | None] | None = None,
+        observation: Any = None,
     ) -> int:
         """Record one step of the current episode; returns its step index. Never blocks
         on disk work (only, under the ``block`` policy, on a full queue, up to the block
         timeout).
 
-        Everything is validated before anything is queued: a bad frame, action, reward
-        or info raises ``InvalidInput`` (or a subclass) and records nothing.
+        ``frame`` is the step's ``render`` frame. ``frames={"render": f, "observation":
+        o, ...}`` records several named streams instead (each compressed in its own
+        chunks; a frame equal to the step's render frame is stored once and both
+        streams point at it; read them back with ``FrameStore.read_frame(...,
+        stream=name)``). Stream frames are uint8 arrays of 2 or more dimensions (frame
+        stacks such as ``(4, 84, 84)`` included).
+
+        ``observation``: the step's observation (an array, or a Dict space's dict of
+        them; ``RecordFrames(observations=True)`` passes it). Image entries (uint8, 2 or
+        more dimensions) become frame streams (``observation``, or ``observation.<key>``
+        for a dict's), small other entries (up to 1 KiB each: state vectors, scalars) go
+        into the step row as typed binary, larger ones into a stream of their bytes. Read
+        it back with ``FrameStore.read_observation``.
+
+        Everything is validated before anything is queued: a bad frame, stream name,
+        action, reward or info raises ``InvalidInput`` (or a subclass) and records
+        nothing.
         """
         self._check_open()
         if self.current_episode is None:
             raise InvalidInput("record_step() before begin_episode()")
+        extra: tuple[StreamInput, ...] = ()
+        if frames is not None:
+            frame, extra = split_frames(frame, frames)
+        inline = None
+        if observation is not None:
+            parts = split_observation(observation)
+            extra, inline = _with_observation(extra, parts, frame), parts.inline
+        if (extra or inline is not None) and self._storage.pid is not None:
+            raise InvalidInput(
+                "streams other than 'render' and observations need writer='thread' for now "
+                "(the storage process does not carry them yet)"
+            )
         reward = check_reward(reward)
         action_text = None if action is None else self._encode_action(action)
         info_text = encode_info(info)
@@ -328,27 +382,94 @@ class Recorder:
         st = self._open[eid]
         step = st.step
         ref = None
+        streams: tuple[StreamFrame, ...] = ()
         term, trunc = bool(terminated), bool(truncated)
         wall = time.time()
-        if frame is not None:
+        # the render-only path does none of the streams' work
+        indexes = self._stream_indexes(eid, st, extra) if extra else ()
+        if extra:
+            meta = StepMeta(eid, step, action_text, reward, term, trunc, info_text, wall, None)
+            meta.observation = inline
+            ref, streams = self._put_streams(frame, meta, extra, indexes)
+            if ref is not None and ref.dropped:
+                st.dropped += 1
+            shape = meta.frame_shape
+        elif frame is not None:
             shape = format_shape(getattr(frame, "shape", ()))
             meta = StepMeta(eid, step, action_text, reward, term, trunc, info_text, wall, shape)
+            meta.observation = inline  # before the put: the writer may pack it at once
             ref = self._storage.put(frame, (eid, step), meta)
             if ref.dropped:
                 st.dropped += 1
         else:
             shape = None
             meta = StepMeta(eid, step, action_text, reward, term, trunc, info_text, wall, None)
+            meta.observation = inline
             self._storage.put_step(meta)
         # The fields of a Step, in order: an event object only when someone displays it.
         row = (eid, step, action_text, reward, term, trunc, info_text, wall, ref, shape)
         if self._displays:
-            self._hub.publish(Step(*row))
+            self._hub.publish(Step(*row, streams=streams, observation=inline))
+        elif streams or inline is not None:
+            self._storage.offer(Step(*row, streams=streams, observation=inline))
         else:
             self._storage.offer_row(row)
         st.advance(reward, term, trunc, 1)
         self.steps_recorded += 1
         return step
+
+    def _stream_indexes(
+        self, eid: int, st: EpisodeState, extra: tuple[StreamInput, ...]
+    ) -> tuple[int, ...]:
+        """The episode's index of each stream of ``extra``; a stream's first frame gives
+        it the next index, announced to the sink and the segments (``StreamStarted``).
+        Checked first (nothing is announced for a step that is refused): a stream keeps
+        its dtype (its frames are read back as it says), at most ``MAX_STREAMS``."""
+        for s in extra:
+            dtype = st.stream_dtypes.get(s.name)
+            if dtype is not None and dtype != s.dtype:
+                raise InvalidInput(
+                    f"stream {s.name!r} of episode {eid} holds {dtype}, not {s.dtype}"
+                )
+        new = [s for s in extra if s.name not in st.streams]
+        if len(st.streams) + 1 + len(new) > MAX_STREAMS:
+            raise InvalidInput(f"episode {eid} would have more than {MAX_STREAMS} streams")
+        for s in new:
+            index = st.streams[s.name] = len(st.streams) + 1  # render is 0
+            st.stream_dtypes[s.name] = s.dtype
+            self._hub.publish(
+                StreamStarted(eid, index, s.name, s.dtype, s.shape, 0 if s.shared else None)
+            )
+        return tuple(st.streams[s.name] for s in extra)
+
+    def _put_streams(
+        self,
+        frame: np.ndarray | None,
+        meta: StepMeta,
+        extra: tuple[StreamInput, ...],
+        indexes: tuple[int, ...],
+    ) -> tuple[FrameRef | None, tuple[StreamFrame, ...]]:
+        """A step's frames of every stream in one ``put_many`` (all queued or none: a
+        full queue never leaves half a step); a frame equal to the render frame is not
+        put again, it points at the render frame's ref. Returns the render ref and the
+        other streams' frames."""
+        key = (meta.episode_id, meta.step)
+        if frame is not None:
+            meta.frame_shape = format_shape(frame.shape)
+            meta.shared = tuple(i for s, i in zip(extra, indexes, strict=True) if s.shared)
+        own = [(s, i) for s, i in zip(extra, indexes, strict=True) if not s.shared]
+        refs = self._storage.put_many(
+            [frame, *(s.frame for s, _i in own)],
+            [key] * (1 + len(own)),
+            [meta, *(None for _ in own)],
+            streams=[0, *(i for _s, i in own)],
+        )
+        render, mine = refs[0], dict(zip((i for _s, i in own), refs[1:], strict=True))
+        streams = tuple(
+            StreamFrame(i, render if s.shared else mine[i], s.shape)
+            for s, i in zip(extra, indexes, strict=True)
+        )
+        return render, streams
 
     def record_steps(
         self,

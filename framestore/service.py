@@ -203,12 +203,18 @@ class FrameStorageService:
 
     # ----------------------------------------------------------------- producer side
     def put(
-        self, frame: np.ndarray, key: tuple[int, int] = (0, 0), step: StepMeta | None = None
+        self,
+        frame: np.ndarray,
+        key: tuple[int, int] = (0, 0),
+        step: StepMeta | None = None,
+        stream: int = 0,
     ) -> FrameRef:
         """Accept a frame for storage and return its ref at once.
 
         Costs one validation, one copy and an enqueue. ``step``: the step's metadata,
-        written with the frame into its chunk (kept even when the frame is dropped).
+        written with the frame into its chunk (kept even when the frame is dropped; a
+        frame of another stream than ``render`` has none). ``stream``: the frame's stream
+        index in its episode (its own chunks; docs/FORMAT.md).
         Raises ``InvalidFrame`` for frames that cannot be stored losslessly,
         ``QueueFull`` when the ``block`` policy timed out, and the writer's error if the
         writer has failed.
@@ -220,7 +226,7 @@ class FrameStorageService:
             # Checked before the copy: under overload, dropping must stay cheap. Bad input
             # is still an error, never hidden as a dropped frame.
             check_frame(frame)
-            return self._drop(key, getattr(frame, "shape", None), step)
+            return self._drop(key, getattr(frame, "shape", None), step, stream)
         arr = self._copy(frame)
         nbytes = arr.nbytes
         if nbytes > self._max_bytes:
@@ -232,9 +238,9 @@ class FrameStorageService:
             self._raise_if_failed()
             if self._full(nbytes):
                 if self.policy == "drop":
-                    return self._drop(key, arr.shape, step)
+                    return self._drop(key, arr.shape, step, stream)
                 self._wait_for_room(nbytes)
-            ref = FrameRef(self._next_seq, (key_a, key_b), arr.shape)
+            ref = FrameRef(self._next_seq, (key_a, key_b), arr.shape, stream=stream)
             self._next_seq += 1
             self._queue.append((arr, ref, step))
             self._q_frames += 1
@@ -273,11 +279,14 @@ class FrameStorageService:
         self,
         frames: Sequence[np.ndarray | None],
         keys: Sequence[tuple[int, int]],
-        steps: Sequence[StepMeta] | None = None,
+        steps: Sequence[StepMeta | None] | None = None,
+        streams: Sequence[int] | None = None,
     ) -> list[FrameRef | None]:
         """``put`` for a batch, with one lock round and one wake-up of the writer: the
         refs in order (``None`` where the frame is ``None``). ``steps``: each row's
-        metadata (rows without a frame are written as steps without one).
+        metadata (rows without a frame are written as steps without one). ``streams``:
+        each frame's stream index (default 0, render): one step's frames of several
+        streams go in together or not at all.
 
         Everything is checked before anything is queued. Under ``block`` the call waits
         until the whole batch fits (so a ``QueueFull`` leaves nothing queued); under
@@ -303,8 +312,11 @@ class FrameStorageService:
         metas: Sequence[StepMeta | None] = steps if steps is not None else [None] * len(frames)
         if len(metas) != len(frames):
             raise InvalidInput(f"{len(frames)} frames for {len(metas)} steps")
+        indexes: Sequence[int] = streams if streams is not None else [0] * len(frames)
+        if len(indexes) != len(frames):
+            raise InvalidInput(f"{len(frames)} frames for {len(indexes)} stream indexes")
         if self.policy == "drop":
-            return self._put_dropping(frames, checked, metas)
+            return self._put_dropping(frames, checked, metas, indexes)
         arrs = [None if f is None else self._copy(f, checked=True) for f in frames]
         with self._cond:
             self._raise_if_failed()
@@ -315,8 +327,8 @@ class FrameStorageService:
                 self._cond.notify_all()
                 self._wait_for_room(total, count)
             refs = [
-                self._enqueue(a, k, m) if a is not None else self._enqueue_step(m)
-                for a, k, m in zip(arrs, checked, metas, strict=True)
+                self._enqueue(a, k, m, i) if a is not None else self._enqueue_step(m)
+                for a, k, m, i in zip(arrs, checked, metas, indexes, strict=True)
             ]
             self._cond.notify_all()
         return refs
@@ -326,6 +338,7 @@ class FrameStorageService:
         frames: Sequence[np.ndarray | None],
         keys: list[tuple[int, int]],
         metas: Sequence[StepMeta | None],
+        indexes: Sequence[int],
     ) -> list[FrameRef | None]:
         """``put_many`` under ``drop``: frames that do not fit are dropped one by one,
         before their copy when the queue looks full already (dropping stays cheap)."""
@@ -341,7 +354,7 @@ class FrameStorageService:
         refs: list[FrameRef | None] = []
         with self._cond:
             self._raise_if_failed()
-            for frame, arr, key, meta in zip(frames, arrs, keys, metas, strict=True):
+            for frame, arr, key, meta, i in zip(frames, arrs, keys, metas, indexes, strict=True):
                 if frame is None:
                     refs.append(self._enqueue_step(meta))
                 elif arr is None or self._full(arr.nbytes):
@@ -349,9 +362,9 @@ class FrameStorageService:
                     if meta is not None:
                         meta.dropped = True
                     self._enqueue_step(meta)
-                    refs.append(FrameRef(None, key, frame.shape, dropped=True))
+                    refs.append(FrameRef(None, key, frame.shape, dropped=True, stream=i))
                 else:
-                    refs.append(self._enqueue(arr, key, meta))
+                    refs.append(self._enqueue(arr, key, meta, i))
             self._cond.notify_all()
         return refs
 
@@ -360,10 +373,12 @@ class FrameStorageService:
         if meta is not None:
             self._queue.append((None, None, meta))
 
-    def _enqueue(self, arr: np.ndarray, key: tuple[int, int], meta: StepMeta | None) -> FrameRef:
+    def _enqueue(
+        self, arr: np.ndarray, key: tuple[int, int], meta: StepMeta | None, stream: int = 0
+    ) -> FrameRef:
         """Queue one copied frame (lock held, room checked)."""
         nbytes = arr.nbytes
-        ref = FrameRef(self._next_seq, key, arr.shape)
+        ref = FrameRef(self._next_seq, key, arr.shape, stream=stream)
         self._next_seq += 1
         self._queue.append((arr, ref, meta))
         self._q_frames += 1
@@ -392,13 +407,15 @@ class FrameStorageService:
         """Whether ``count`` more frames of ``nbytes`` in total would not fit."""
         return self._q_frames + count > self._max_frames or self._q_bytes + nbytes > self._max_bytes
 
-    def _drop(self, key: tuple[int, int], shape, step: StepMeta | None) -> FrameRef:
+    def _drop(
+        self, key: tuple[int, int], shape, step: StepMeta | None, stream: int = 0
+    ) -> FrameRef:
         with self._cond:
             self._frames_dropped += 1
             if step is not None:
                 step.dropped = True
                 self._queue.append((None, None, step))
-        return FrameRef(None, key, shape, dropped=True)
+        return FrameRef(None, key, shape, dropped=True, stream=stream)
 
     def _wait_for_room(self, nbytes: int, count: int = 1) -> None:
         start = time.monotonic()

@@ -8,6 +8,7 @@ files are named by ``framestore.segments``.
 
 from __future__ import annotations
 
+import math
 import os
 import stat
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -21,6 +22,7 @@ from ._format import (
     DB_NAME,
     FILE_HEADER_SIZE,
     LOCK_NAME,
+    RENDER_STREAM,
     SEGMENT_DIR,
 )
 from ._framepointers import FramePointers
@@ -29,6 +31,7 @@ from ._published import ObjectProblem, PublishedObjects, is_published, shown_loc
 from ._sources import SegmentSource
 from .catalog import Catalog, check_id, clamp_step
 from .errors import (
+    CorruptRecord,
     EpisodeNotFound,
     FrameNotFound,
     InvalidInput,
@@ -36,6 +39,7 @@ from .errors import (
     RunNotFound,
     StoreClosed,
     StoreLocked,
+    StreamNotFound,
     UnsafeStore,
 )
 from .files import why_not_writable
@@ -54,6 +58,7 @@ from .types import (
     RunInfo,
     StepInfo,
     StepTrack,
+    StreamInfo,
 )
 
 if TYPE_CHECKING:
@@ -140,6 +145,9 @@ class FrameStore:
         self._closed = False
         self._recorders: list[Recorder] = []
         self._stream_keys: dict[int, int] = {}  # an episode's stream key never changes
+        # episode -> its streams by name: a stream, once recorded, never changes (an
+        # episode being recorded may gain more: a name not found here is looked up again)
+        self._stream_infos: dict[int, dict[str, StreamInfo]] = {}
         # Random reads look their pointer up here, not in SQLite (issue 19).
         self._pointers = FramePointers(catalog, self.episode)
 
@@ -343,32 +351,118 @@ class FrameStore:
         return self.catalog.step_track(episode_id, start, stop)
 
     def frame_locations(
-        self, episode_id: int, start: int = 0, stop: int | None = None
+        self,
+        episode_id: int,
+        start: int = 0,
+        stop: int | None = None,
+        *,
+        stream: str = RENDER_STREAM,
     ) -> list[tuple[int, FrameLocation | None]]:
-        """``(step, (segment, offset, slot) or None)`` for the episode's rows, in order."""
+        """``(step, (segment, offset, slot) or None)`` for the episode's rows, in order
+        (of ``stream``'s frames: None where it has none)."""
         ep = self.episode(episode_id)
+        if stream != RENDER_STREAM:
+            index = self._stream_index(ep.id, stream)
+            pointers = self.catalog.stream_pointers(ep.id, index, *_step_range(start, stop))
+            return [(step, loc) for step, loc, _shape in pointers]
         return self.catalog.frame_locations(ep.id, *_step_range(start, stop))
 
     def frame_summary(
-        self, episode_id: int, start: int = 0, stop: int | None = None
+        self,
+        episode_id: int,
+        start: int = 0,
+        stop: int | None = None,
+        *,
+        stream: str = RENDER_STREAM,
     ) -> FrameSummary:
         """What is committed for ``start <= step < stop`` of an episode right now: the
         step count, the distinct frame shapes and the number of stored frames (a snapshot:
-        rows of a live episode keep arriving)."""
+        rows of a live episode keep arriving); of ``stream``'s frames when given."""
         ep = self.episode(episode_id)
-        return self.catalog.frame_summary(ep.id, *_step_range(start, stop))
+        summary = self.catalog.frame_summary(ep.id, *_step_range(start, stop))
+        if stream == RENDER_STREAM:
+            return summary
+        index = self._stream_index(ep.id, stream)
+        pointers = self.catalog.stream_pointers(ep.id, index, int(start), summary.stop)
+        shapes = {"x".join(map(str, shape)) for _s, loc, shape in pointers if loc and shape}
+        frames = sum(loc is not None for _s, loc, _shape in pointers)
+        return FrameSummary(summary.steps, summary.stop, tuple(sorted(shapes)), frames)
 
-    def read_frame(self, episode_id: int, step: int, *, copy: bool = True) -> np.ndarray:
+    def streams(self, episode_id: int) -> list[StreamInfo]:
+        """The episode's frame streams, ``render`` (index 0) first (docs/FORMAT.md,
+        "Several streams"); a store of 0.3.0 or older has ``render`` only."""
+        ep = self.episode(episode_id)
+        return self.catalog.episode_streams(ep.id)
+
+    def _stream_info(self, episode_id: int, stream: str) -> StreamInfo:
+        """The episode's stream ``stream`` (``StreamNotFound`` if none; kept once read)."""
+        known = self._stream_infos.get(episode_id)
+        if known is None or stream not in known:
+            ep = self.episode(episode_id)
+            known = {s.name: s for s in self.catalog.episode_streams(ep.id, counts=False)}
+            self._stream_infos[episode_id] = known
+            if stream not in known:
+                raise StreamNotFound(episode_id, stream, tuple(known))
+        return known[stream]
+
+    def _stream_index(self, episode_id: int, stream: str) -> int:
+        """The index of the episode's stream ``stream`` (``StreamNotFound`` if none)."""
+        if stream == RENDER_STREAM:
+            return 0
+        return self._stream_info(episode_id, stream).index
+
+    def _stream_frame(
+        self,
+        chunk: Any,
+        slot: int,
+        info: StreamInfo,
+        episode_id: int,
+        step: int,
+        shape: tuple[int, ...] | None,
+        copy: bool,
+    ) -> np.ndarray:
+        """Frame ``slot`` of a decoded chunk as a frame of stream ``info``: the chunk
+        checked to be of that stream (or render's, a frame stored once for both), the
+        frame back in its own dtype and ``shape`` (the stream's first frame's if None)."""
+        if chunk.header.stream_index not in (info.index, 0):
+            raise CorruptRecord(
+                chunk.segment,
+                chunk.offset,
+                f"a chunk of stream index {chunk.header.stream_index}, not of "
+                f"{info.name!r} ({info.index}) (the frame pointer is wrong)",
+            )
+        key = (self.stream_key(episode_id), step)
+        frame = self._reader.frame_of(chunk, slot, copy=copy, expect_key=key)
+        if info.dtype != "uint8":  # an observation array kept as its bytes
+            import numpy  # loaded by the reader already; store.py itself imports none
+
+            frame = frame.reshape(-1).view(numpy.dtype(info.dtype).newbyteorder("<"))
+        want = shape or info.shape
+        if want is not None and frame.shape != want and frame.size == math.prod(want):
+            frame = frame.reshape(want)  # a frame stack kept as rows (stored_shape)
+        return frame
+
+    def read_frame(
+        self, episode_id: int, step: int, *, copy: bool = True, stream: str = RENDER_STREAM
+    ) -> np.ndarray:
         """The frame of one step, bit-exact (checksum verified); with ``copy=False`` a
         read-only array (a view into the decoded chunk when the chunk is cached; a miss
         decodes only the zstd part up to the frame into a reused buffer and returns a
-        read-only copy of the frame).
+        read-only copy of the frame). ``stream``: which of the step's frames
+        (``EpisodeInfo.streams``; ``StreamNotFound`` for a name the episode lacks).
 
         The episode's frame pointers are read once and kept while the catalogue is
         unchanged (a pragma checks that), so a random read queries no table."""
         self._check_open()
         episode_id = check_id(episode_id, "episode id")
         if clamp_step(step, "step") != step:  # negative, or past any step SQLite holds
+            raise FrameNotFound(f"episode {episode_id} has no step {step}")
+        if stream != RENDER_STREAM:
+            for _step, frame in self.iter_steps_frames(
+                episode_id, int(step), int(step) + 1, skip_missing=False, copy=copy,
+                stream=stream,
+            ):  # fmt: skip
+                return frame
             raise FrameNotFound(f"episode {episode_id} has no step {step}")
         loc = self._pointers.location(episode_id, int(step))
         if loc is None:
@@ -384,14 +478,26 @@ class FrameStore:
         return key
 
     def read_at(
-        self, location: FrameLocation, episode_id: int, step: int, *, copy: bool = True
+        self,
+        location: FrameLocation,
+        episode_id: int,
+        step: int,
+        *,
+        copy: bool = True,
+        stream: str = RENDER_STREAM,
     ) -> np.ndarray:
         """The frame at ``location`` (a step row's pointer), checked to be the frame of
         ``episode_id``'s ``step``: a wrong pointer raises ``CorruptRecord``, never returns
-        another step's pixels."""
-        return self._reader.read(
-            location, copy=copy, expect_key=(self.stream_key(episode_id), step)
-        )
+        another step's pixels. ``stream``: the pointer is one of that stream's
+        (``frame_locations(stream=...)``); the frame comes back in its own shape."""
+        if stream == RENDER_STREAM:
+            return self._reader.read(
+                location, copy=copy, expect_key=(self.stream_key(episode_id), step)
+            )
+        info = self._stream_info(episode_id, stream)
+        segment, offset, slot = location
+        chunk = self._reader.read_chunk(segment, offset)
+        return self._stream_frame(chunk, slot, info, episode_id, step, None, copy)
 
     def iter_frames(
         self,
@@ -401,16 +507,18 @@ class FrameStore:
         *,
         skip_missing: bool = True,
         copy: bool = False,
+        stream: str = RENDER_STREAM,
     ) -> Iterator[np.ndarray]:
         """Frames of an episode in step order; memory stays O(chunk).
 
         Each frame is a read-only view into its decoded chunk (each chunk is decoded
         once, and a view keeps only its own chunk alive); ``copy=True`` returns writable
-        copies. Steps whose frame was dropped are skipped (or raise ``FrameNotFound``
-        with ``skip_missing=False``). Corrupt data raises; it is never yielded.
+        copies. Steps whose frame was dropped (or that have none in ``stream``) are
+        skipped (or raise ``FrameNotFound`` with ``skip_missing=False``). Corrupt data
+        raises; it is never yielded. ``stream``: as ``read_frame``'s.
         """
         for _step, frame in self.iter_steps_frames(
-            episode_id, start, stop, skip_missing=skip_missing, copy=copy
+            episode_id, start, stop, skip_missing=skip_missing, copy=copy, stream=stream
         ):
             yield frame
 
@@ -422,8 +530,12 @@ class FrameStore:
         *,
         skip_missing: bool = True,
         copy: bool = False,
+        stream: str = RENDER_STREAM,
     ) -> Iterator[tuple[int, np.ndarray]]:
         """``(step, frame)`` pairs in step order (see ``iter_frames``)."""
+        if stream != RENDER_STREAM:
+            yield from self._iter_stream(episode_id, start, stop, skip_missing, copy, stream)
+            return
         locations = self.frame_locations(episode_id, start, stop)
         key = self.stream_key(episode_id)
         reader = self._reader
@@ -445,6 +557,69 @@ class FrameStore:
                 yield step, frame.copy() if copy else frame
             else:
                 yield step, reader.frame_of(chunk, slot, copy=copy, expect_key=(key, step))
+
+    def _iter_stream(
+        self,
+        episode_id: int,
+        start: int,
+        stop: int | None,
+        skip_missing: bool,
+        copy: bool,
+        stream: str,
+    ) -> Iterator[tuple[int, np.ndarray]]:
+        """``iter_steps_frames`` of a stream other than render: its pointers, each chunk
+        checked to be of that stream (or render's, for a frame stored once for both)."""
+        info = self._stream_info(episode_id, stream)
+        pointers = self.catalog.stream_pointers(episode_id, info.index, *_step_range(start, stop))
+        reader = self._reader
+        chunk = None
+        for step, loc, shape in pointers:
+            if loc is None:
+                if skip_missing:
+                    continue
+                raise FrameNotFound(
+                    f"episode {episode_id} step {step} has no stored frame in stream {stream!r}"
+                )
+            segment, offset, slot = loc
+            if chunk is None or chunk.offset != offset or chunk.segment != segment:
+                chunk = reader.read_chunk(segment, offset)
+            yield step, self._stream_frame(chunk, slot, info, episode_id, step, shape, copy)
+
+    def read_observation(self, episode_id: int, step: int) -> np.ndarray | dict | None:
+        """The observation recorded with a step (``record_step(observation=...)``,
+        ``RecordFrames(observations=True)``): an array, or a dict as recorded, entries
+        bit-exact; None when the step has none."""
+        for _step, obs in self.iter_observations(episode_id, int(step), int(step) + 1):
+            return obs
+        raise FrameNotFound(f"episode {episode_id} has no step {step}")
+
+    def iter_observations(
+        self, episode_id: int, start: int = 0, stop: int | None = None
+    ) -> Iterator[tuple[int, np.ndarray | dict | None]]:
+        """``(step, observation or None)`` in step order (see ``read_observation``); the
+        observation streams are read chunk by chunk."""
+        from ._observations import OBSERVATION_STREAM, assemble
+
+        ep = self.episode(episode_id)
+        names = [
+            n
+            for n in ep.streams
+            if n == OBSERVATION_STREAM or n.startswith(OBSERVATION_STREAM + ".")
+        ]
+        iters = {
+            n: self.iter_steps_frames(ep.id, start, stop, skip_missing=True, copy=True, stream=n)
+            for n in names
+        }
+        pending: dict[str, tuple[int, np.ndarray] | None] = {
+            n: next(it, None) for n, it in iters.items()
+        }
+        for step, blob in self.catalog.observations(ep.id, *_step_range(start, stop)):
+            here: dict[str, Callable[[], np.ndarray]] = {}
+            for n, item in pending.items():
+                if item is not None and item[0] == step:
+                    here[n] = lambda frame=item[1]: frame
+                    pending[n] = next(iters[n], None)
+            yield step, assemble(blob, here)
 
     def read_frames(
         self, episode_id: int, start: int = 0, stop: int | None = None

@@ -15,6 +15,7 @@ __all__ = [
     "RunInfo",
     "StepInfo",
     "StepTrack",
+    "StreamInfo",
 ]
 
 #: ``(segment, offset, slot)``: the segment id, the file offset of the CHUNK record and
@@ -58,6 +59,25 @@ class EpisodeInfo:
     continues_episode: int | None = None  # the episode it follows without a seed of its own
     reset_options: dict[str, Any] | None = None  # ``options`` passed to ``reset``
     stream_key: int | None = None  # its chunks' stream key (the id unless merged)
+    #: Its frame streams' names, ``render`` first (a store of 0.3.0 or older: render only).
+    streams: tuple[str, ...] = ("render",)
+
+
+@dataclass(frozen=True)
+class StreamInfo:
+    """One frame stream of an episode (docs/FORMAT.md, "Several streams").
+
+    ``index``: the CHUNK stream index (0: ``render``); ``shape``: its first frame's
+    (None for render: its frames' shapes are in the steps); ``shared_with``: the stream
+    (0) whose frames its steps point at when equal, when its first frame was (None:
+    not then); ``frames``: its steps with a stored frame."""
+
+    name: str
+    index: int
+    dtype: str
+    shape: tuple[int, ...] | None
+    shared_with: int | None
+    frames: int
 
 
 @dataclass(frozen=True)

@@ -33,6 +33,12 @@ class RecordFrames(gym.Wrapper):
         env_id: stored with the run; defaults to ``env.spec.id``.
         preset, overrides, config: passed to ``store.recorder``.
         recorder: record into an existing recorder instead (it is not closed here).
+        observations: also record each step's observation (``record_step(observation=
+            ...)``): image observations (uint8 Box of 2 or more dimensions, frame stacks
+            such as ``(4, 84, 84)`` included) as the frame stream ``observation`` (a Dict
+            space's as ``observation.<key>``; one equal to the rendered frame is stored
+            once), small other arrays in the step row; read them back with
+            ``FrameStore.read_observation``. The observation space is checked here.
     """
 
     def __init__(
@@ -47,8 +53,16 @@ class RecordFrames(gym.Wrapper):
         overrides: dict[str, Any] | None = None,
         config: dict[str, Any] | None = None,
         recorder=None,
+        observations: bool = False,
     ):
         super().__init__(env)
+        self.observations = bool(observations)
+        if self.observations:
+            # A sample has the space's shapes, dtypes and keys: what cannot be recorded
+            # is refused now, in one line, before the first step.
+            from ._observations import split_observation
+
+            split_observation(env.observation_space.sample())
         if env.render_mode != "rgb_array":
             raise ValueError(
                 f"RecordFrames needs render_mode='rgb_array', the environment has "
@@ -80,6 +94,9 @@ class RecordFrames(gym.Wrapper):
             return None
         return self.env.render()
 
+    def _obs(self, obs: Any) -> Any:
+        return obs if self.observations else None
+
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
         obs, info = super().reset(seed=seed, options=options)
         if self.recording and self.recorder.current_episode is not None:
@@ -95,7 +112,7 @@ class RecordFrames(gym.Wrapper):
             self._previous = self.recorder.begin_episode(
                 seed=seed, continues=continues, reset_options=options
             )
-            self.recorder.record_step(self._frame(), info=info)
+            self.recorder.record_step(self._frame(), info=info, observation=self._obs(obs))
         else:
             self._previous = None
         return obs, info
@@ -111,6 +128,7 @@ class RecordFrames(gym.Wrapper):
                 terminated=terminated,
                 truncated=truncated,
                 info=info,
+                observation=self._obs(obs),
             )
             if terminated or truncated:
                 self.recorder.end_episode()

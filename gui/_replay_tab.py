@@ -43,6 +43,7 @@ from .models import (
     EpisodeListModel,
     PlaybackClock,
     TimelineModel,
+    display_frame,
     step_fields,
     step_json,
     step_panel_text,
@@ -135,6 +136,13 @@ class ReplayTab(QWidget):
         for s in SPEEDS:
             self.speed_combo.addItem(f"{s:g}x", s)
         self.speed_combo.setCurrentIndex(SPEEDS.index(1.0))
+        # the episode's frame streams (render, observation, a camera...)
+        self.stream_combo = QComboBox()
+        self.stream_combo.addItem("render")
+        self.stream_combo.setToolTip("Which of the episode's frame streams is shown")
+        self.stream_combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToContents)
+        self.stream_combo.setEnabled(False)
+        self.stream = "render"
         self.loop_check = QCheckBox("Loop")
         self.reverse_check = QCheckBox("Reverse")
         self.follow_check = QCheckBox("Follow live")
@@ -197,7 +205,7 @@ class ReplayTab(QWidget):
         self.frame_split.setSizes([460, 700])
 
         controls = QHBoxLayout()
-        for w in (self.back_btn, self.play_btn, self.fwd_btn, self.speed_combo):
+        for w in (self.back_btn, self.play_btn, self.fwd_btn, self.speed_combo, self.stream_combo):
             controls.addWidget(w)
         for w in (self.loop_check, self.reverse_check, self.follow_check):
             controls.addWidget(w)
@@ -227,6 +235,7 @@ class ReplayTab(QWidget):
         self.speed_combo.currentIndexChanged.connect(
             lambda i: self.clock.set_speed(self.speed_combo.itemData(i))
         )
+        self.stream_combo.currentTextChanged.connect(self.set_stream)
         self.loop_check.toggled.connect(self.clock.set_loop)
         self.reverse_check.toggled.connect(self.clock.set_reverse)
         self.follow_check.toggled.connect(self.clock.set_follow_live)
@@ -301,8 +310,17 @@ class ReplayTab(QWidget):
         self._pending_seek = at
         self.view.set_frame(None, f"loading episode {episode_id}…")
         self.timeline_model.clear()
-        self.loader.open(self.episode_id)
+        self.loader.open(self.episode_id, self.stream)
         self._load_track(self.episode_id)
+
+    def set_stream(self, name: str) -> None:
+        """Show the open episode's stream ``name`` from the current step on."""
+        if not name or name == self.stream:
+            return
+        self.stream = name
+        if self.episode_id is not None:
+            self._pending_seek = self.clock.index
+            self.loader.open(self.episode_id, name)
 
     def _load_track(self, episode_id: int) -> None:
         """Read the episode's steps for the timeline off the UI thread (paged); for a live
@@ -338,6 +356,7 @@ class ReplayTab(QWidget):
             return
         if fps > 0:
             self.clock.set_fps(fps)
+        self._show_streams(info.streams)
         self.clock.set_length(0)
         self.clock.seek(0)
         at = self._pending_seek
@@ -352,6 +371,17 @@ class ReplayTab(QWidget):
             f"episode {eid}: {info.env_id}, seed {'-' if info.seed is None else info.seed}, "
             f"{rows} steps, {info.status}"
         )
+
+    def _show_streams(self, streams: tuple[str, ...]) -> None:
+        """The stream box lists the episode's streams (the shown one kept if it has it)."""
+        if self.stream not in streams:
+            self.stream = "render"
+        self.stream_combo.blockSignals(True)
+        self.stream_combo.clear()
+        self.stream_combo.addItems(list(streams))
+        self.stream_combo.setCurrentText(self.stream)
+        self.stream_combo.setEnabled(len(streams) > 1)
+        self.stream_combo.blockSignals(False)
 
     def _length_changed(self, eid, rows, live) -> None:
         if eid == self.episode_id:
@@ -399,9 +429,11 @@ class ReplayTab(QWidget):
         if eid != self.episode_id:
             return
         if frame is None:
-            self.view.set_frame(None, f"step {step}: frame not stored (dropped)")
+            where = "" if self.stream == "render" else f" in stream {self.stream!r}"
+            self.view.set_frame(None, f"step {step}: no frame stored{where} (dropped)")
         else:
-            self.view.set_frame(frame)
+            image, why = display_frame(frame)
+            self.view.set_frame(image, f"step {step}: {why}" if image is None else None)
         self.shown_step = step
         self.current_step_info = info
         if info is not None:

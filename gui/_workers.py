@@ -29,17 +29,19 @@ class _LoaderWorker(QObject):
         self.store = store
         self._latest = latest
         self._episode: int | None = None
+        self._stream = "render"
         self._locs: list[tuple[int, Any]] = []
         self._live = False
         self.frames_loaded = 0
         self.chunks_prefetched = 0
 
-    @Slot(int, int)
-    def open(self, gen: int, episode_id: int) -> None:
+    @Slot(int, int, str)
+    def open(self, gen: int, episode_id: int, stream: str) -> None:
         try:
             ep = self.store.episode(episode_id)
             self._episode = episode_id
-            self._locs = self.store.frame_locations(episode_id)
+            self._stream = stream if stream in ep.streams else "render"
+            self._locs = self.store.frame_locations(episode_id, stream=self._stream)
             self._live = ep.status == "recording"
             fps = 0.0
             try:
@@ -59,7 +61,9 @@ class _LoaderWorker(QObject):
             return
         try:
             ep = self.store.episode(episode_id)
-            more = self.store.frame_locations(episode_id, start=len(self._locs))
+            more = self.store.frame_locations(
+                episode_id, start=len(self._locs), stream=self._stream
+            )
             self._locs.extend(more)
             live = ep.status == "recording"
             if more or live != self._live:
@@ -79,7 +83,9 @@ class _LoaderWorker(QObject):
             frame = (
                 None
                 if loc is None
-                else self.store.read_at(loc, episode_id, self._locs[step][0], copy=False)
+                else self.store.read_at(
+                    loc, episode_id, self._locs[step][0], copy=False, stream=self._stream
+                )
             )
             rows = self.store.read_steps(episode_id, step, step + 1)
             info = rows[0] if rows else None
@@ -125,7 +131,7 @@ class FrameLoader(QObject):
     length_changed = Signal(int, int, bool)
     failed = Signal(int, str)
 
-    _open = Signal(int, int)
+    _open = Signal(int, int, str)
     _load = Signal(int, int, int, int)
     _poll = Signal(int)
 
@@ -161,11 +167,12 @@ class FrameLoader(QObject):
             self._gen += 1
             return self._gen
 
-    def open(self, episode_id: int) -> None:
+    def open(self, episode_id: int, stream: str = "render") -> None:
+        """Open an episode's ``stream`` (render when the episode has no such stream)."""
         self.episode_id = int(episode_id)
         self.live = False
         self._poll_timer.stop()
-        self._open.emit(self._next_gen(), self.episode_id)
+        self._open.emit(self._next_gen(), self.episode_id, stream)
 
     def request(self, step: int, direction: int = 1) -> None:
         if self.episode_id is None:

@@ -147,8 +147,60 @@ def m002_vector_replay_merge(db: Database) -> None:
     db.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('store_id', ?)", [uuid.uuid4().hex])
 
 
+def m003_streams(db: Database) -> None:
+    """Named frame streams per step (issue 20; docs/FORMAT.md, "Several streams").
+
+    Stream 0, ``render``, stays in ``steps.frame_*``. Every other stream an episode
+    records gets a ``streams`` row, and each of its stored frames a ``step_frames`` row:
+
+    - ``streams``: ``idx`` is the CHUNK stream index (``>= 1``) the episode's ``EPISODE``
+      record lists the stream at; ``name``; ``dtype`` (``uint8``); ``shape``: its first
+      frame's (``"84x84"``); ``shared_with``: the stream (``0``) whose frame a step of this
+      stream points at when both frames are equal (stored once), NULL when never.
+    - ``step_frames``: ``(episode_id, stream, step)`` with the frame pointer, as in
+      ``steps`` (a step whose frame equals its ``render`` frame points at that frame).
+    """
+    db.execute(
+        """
+        CREATE TABLE streams (
+            episode_id INTEGER NOT NULL,
+            idx INTEGER NOT NULL,
+            name TEXT NOT NULL,
+            dtype TEXT NOT NULL DEFAULT 'uint8',
+            shape TEXT,
+            shared_with INTEGER,
+            PRIMARY KEY (episode_id, idx)
+        ) WITHOUT ROWID
+        """
+    )
+    db.execute("CREATE UNIQUE INDEX streams_name ON streams (episode_id, name)")
+    db.execute(
+        """
+        CREATE TABLE step_frames (
+            episode_id INTEGER NOT NULL,
+            stream INTEGER NOT NULL,
+            step INTEGER NOT NULL,
+            frame_segment INTEGER,
+            frame_offset INTEGER,
+            frame_slot INTEGER,
+            frame_shape TEXT,
+            PRIMARY KEY (episode_id, stream, step)
+        ) WITHOUT ROWID
+        """
+    )
+    # gc, verify and merge look stream frames up by where they live, as steps'.
+    db.execute("CREATE INDEX step_frames_frame ON step_frames (frame_segment, frame_offset)")
+
+
+def m004_observations(db: Database) -> None:
+    """``steps.observation``: a step's non-image observation entries (small arrays, a
+    dict space's vectors) as typed binary (docs/FORMAT.md, "Observations"); NULL when
+    none was recorded. Image observations are frame streams (m003)."""
+    db.execute("ALTER TABLE steps ADD COLUMN observation BLOB")
+
+
 #: Every step, in order. Append-only: a released step is never edited or removed.
-STEPS = (m001_initial, m002_vector_replay_merge)
+STEPS = (m001_initial, m002_vector_replay_merge, m003_streams, m004_observations)
 _KNOWN = tuple(step.__name__ for step in STEPS)
 
 

@@ -34,6 +34,8 @@ if TYPE_CHECKING:
         RunStarted,
         Step,
         StepBatch,
+        StreamFrame,
+        StreamStarted,
     )
     from .hub import TelemetryAsyncHub
     from .sink import SinkMetrics, TelemetryDBSink
@@ -65,6 +67,8 @@ _LAZY = {
     "RunStarted": ".events",
     "Step": ".events",
     "StepBatch": ".events",
+    "StreamFrame": ".events",
+    "StreamStarted": ".events",
     "TelemetryAsyncHub": ".hub",
     "SinkMetrics": ".sink",
     "TelemetryDBSink": ".sink",
@@ -97,6 +101,8 @@ __all__ = [
     "Step",
     "StepBatch",
     "StorageProfile",
+    "StreamFrame",
+    "StreamStarted",
     "TelemetryAsyncHub",
     "TelemetryDBSink",
     "action_encoder",

@@ -20,6 +20,7 @@ from .events import (
     RunStarted,
     Step,
     StepBatch,
+    StreamStarted,
 )
 from .jsonsafe import dumps
 
@@ -29,6 +30,15 @@ _INSERT_STEP = (
     "INSERT INTO steps (episode_id, step, action, reward, terminated, truncated, info, "
     "wall_time, frame_segment, frame_offset, frame_slot, frame_shape) "
     "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+_INSERT_STREAM_FRAME = (
+    "INSERT INTO step_frames (episode_id, stream, step, frame_segment, frame_offset, "
+    "frame_slot, frame_shape) VALUES (?, ?, ?, ?, ?, ?, ?)"
+)
+_SET_OBSERVATION = "UPDATE steps SET observation = ? WHERE episode_id = ? AND step = ?"
+_INSERT_STREAM = (
+    "INSERT INTO streams (episode_id, idx, name, dtype, shape, shared_with) "
+    "VALUES (?, ?, ?, ?, ?, ?)"
 )
 _INSERT_RUN = (
     "INSERT INTO runs (id, env_id, created, preset, host_profile, durability, config, "
@@ -87,6 +97,11 @@ def _write_other(conn: sqlite3.Connection, event: Event) -> None:
                 event.reset_options,
             ),
         )
+    elif kind is StreamStarted:
+        e = event
+        conn.execute(
+            _INSERT_STREAM, (e.episode_id, e.index, e.name, e.dtype, e.shape, e.shared_with)
+        )
     elif kind is EpisodeEnded:
         cur = conn.execute(
             _END_EPISODE,
@@ -139,14 +154,23 @@ def write_events(
     conn: sqlite3.Connection, pending: Sequence[Event], locations: Sequence[FrameLocation | None]
 ) -> None:
     """Write ``pending`` in order; ``locations`` holds one frame location per step row
-    (one per ``Step``, ``len(batch)`` per ``StepBatch``). Consecutive rows go in one
+    (one per ``Step`` followed by one per frame of its ``streams``, ``len(batch)`` per
+    ``StepBatch``). Consecutive rows go in one
     ``executemany``."""
     loc_iter = iter(locations)
     rows: list[tuple] = []
+    stream_rows: list[tuple] = []
+    observations: list[tuple] = []
     for event in pending:
         kind = type(event)
         if kind is Step:
             rows.append(_step_row(event, next(loc_iter)))
+            if event.observation is not None:
+                observations.append((event.observation, event.episode_id, event.step))
+            for sf in event.streams:  # their locations follow the step's own
+                loc = next(loc_iter)
+                if loc is not None:  # a dropped frame leaves no row
+                    stream_rows.append((event.episode_id, sf.stream, event.step, *loc, sf.shape))
             continue
         if kind is StepBatch:
             rows += _batch_rows(event, loc_iter)
@@ -157,6 +181,10 @@ def write_events(
         _write_other(conn, event)
     if rows:
         conn.executemany(_INSERT_STEP, rows)
+    if stream_rows:  # their streams rows came before them (StreamStarted precedes)
+        conn.executemany(_INSERT_STREAM_FRAME, stream_rows)
+    if observations:  # their step rows are in (inserted above, in this transaction)
+        conn.executemany(_SET_OBSERVATION, observations)
 
 
 def checkpoint_passive(conn: sqlite3.Connection) -> None:

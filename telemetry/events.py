@@ -43,8 +43,35 @@ class EpisodeStarted:
 
 
 @dataclass(frozen=True, slots=True)
+class StreamStarted:
+    """An episode's first frame of a stream other than its render frames (a ``streams``
+    row): ``index`` is the stream's index in the episode (``>= 1``), ``shape`` its first
+    frame's (``"84x84"``), ``shared_with`` the stream whose frame a step of it reuses
+    when both are equal (``0``), or None."""
+
+    episode_id: int
+    index: int
+    name: str
+    dtype: str
+    shape: str | None
+    shared_with: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StreamFrame:
+    """One step's frame of a stream other than render (a ``step_frames`` row): ``frame``
+    is an opaque pointer resolved by the sink's hook (the render frame's own pointer
+    when the two frames are equal and stored once)."""
+
+    stream: int
+    frame: object
+    shape: str
+
+
+@dataclass(frozen=True, slots=True)
 class Step:
-    """One row of ``steps``. ``frame`` is an opaque pointer resolved by the sink's hook."""
+    """One row of ``steps``. ``frame`` is an opaque pointer resolved by the sink's hook;
+    ``streams``: the step's frames of other streams (their pointers resolved likewise)."""
 
     episode_id: int
     step: int
@@ -56,6 +83,8 @@ class Step:
     wall_time: float
     frame: object | None = None
     frame_shape: str | None = None  # "210x160x3"; None when no frame
+    streams: tuple[StreamFrame, ...] = ()
+    observation: bytes | None = None  # non-image observation entries, typed binary
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,4 +135,13 @@ class Barrier:
     error: BaseException | None = None
 
 
-Event = RunStarted | RunEnded | EpisodeStarted | Step | StepBatch | EpisodeEnded | Barrier
+Event = (
+    RunStarted
+    | RunEnded
+    | EpisodeStarted
+    | StreamStarted
+    | Step
+    | StepBatch
+    | EpisodeEnded
+    | Barrier
+)

@@ -466,7 +466,7 @@ class TelemetryDBSink:
             t1 = time.perf_counter()
             self._write(pending, locations)
             t2 = time.perf_counter()
-            rows = len(locations)
+            rows = sum(_rows(e) for e in steps)
             self._record_flush(rows, len(pending), (t1 - t0) * 1e3, (t2 - t1) * 1e3)
             if self._on_committed is not None:
                 self._on_committed(sum(max(_rows(e), 1) for e in pending if type(e) is not Barrier))
@@ -494,6 +494,8 @@ class TelemetryDBSink:
         for e in steps:
             if type(e) is Step:
                 frames.append(e.frame)
+                # a step's frames of other streams follow its own (write_events' order)
+                frames.extend(sf.frame for sf in e.streams)
             else:
                 frames.extend(e.frames)
         if self._resolve is None:

@@ -31,6 +31,7 @@ FIXTURE_V2 = Path(__file__).parent / "fixtures" / "store-v0.2.0"
 #: The store kinds, in the order the matrix lists them.
 KINDS = (
     "fresh",
+    "observations",
     "vector",
     "merged",
     "rm_gc",
@@ -76,17 +77,18 @@ class Kind:
 
 
 def episode_signatures(location: str) -> set[tuple]:
-    """``(env_id, seed, steps, sha256 of every frame)`` of each finished episode: what
-    identifies an episode across stores whatever its id."""
+    """``(env_id, seed, steps, streams, sha256 of every frame of every stream)`` of each
+    finished episode: what identifies an episode across stores whatever its id."""
     out = set()
     with FrameStore.open(location, readonly=True) as st:
         for ep in st.episodes():
             if ep.status == "recording":
                 continue
             digest = hashlib.sha256()
-            for frame in st.iter_frames(ep.id):
-                digest.update(frame.tobytes())
-            out.add((ep.env_id, ep.seed, ep.steps, digest.hexdigest()))
+            for stream in ep.streams:  # render, then any other stream (observations)
+                for frame in st.iter_frames(ep.id, stream=stream):
+                    digest.update(frame.tobytes())
+            out.add((ep.env_id, ep.seed, ep.steps, ep.streams, digest.hexdigest()))
     return out
 
 
@@ -242,6 +244,11 @@ def build_kinds(root: Path, s3, meanwhile: Callable[[], object] = lambda: None) 
         fresh = root / "fresh.store"
         record(fresh, "--seed", 1, "--episodes", 2)
         kinds["fresh"] = Kind("fresh", str(fresh))
+        # observations recorded too: Assault's observation is its rendered frame, stored
+        # once for both streams (issue 20)
+        observed = root / "observations.store"
+        record(observed, "--seed", 71, "--observations")
+        kinds["observations"] = Kind("observations", str(observed))
         vector = root / "vector.store"
         record(vector, "--seed", 11, "--episodes", 4, "--envs", 4)
         kinds["vector"] = Kind("vector", str(vector))

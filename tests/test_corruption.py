@@ -20,8 +20,8 @@ from framestore._format import (
     Codec,
     RecordType,
     pack_record,
-    pack_seek_table,
 )
+from framestore._format.parts import pack_seek_table
 from framestore.codecs import zstd_parts
 from framestore.errors import (
     ChecksumMismatch,

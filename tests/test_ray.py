@@ -248,3 +248,26 @@ def test_record_parallel_checks_the_env_id_before_starting_actors(tmp_path):
     with pytest.raises(InvalidInput, match="'Nope-v0' is not registered"):
         record_parallel("Nope-v0", workers=2, episodes=2, out=out)
     assert not out.exists()
+
+
+def test_read_store_reads_another_stream(cluster, tmp_path, assault_frames):
+    """``stream=`` fills the frame column with that stream's frames (a frame stack of 4
+    grayscale frames here), bit-exact; a stream an episode lacks is one error."""
+    from framestore import StreamNotFound
+    from framestore.ray import read_store
+
+    path = tmp_path / "s.store"
+    grey = [f.mean(axis=2).astype(np.uint8) for f in assault_frames[:24]]
+    stacks = [np.stack([grey[max(0, i - k)] for k in (3, 2, 1, 0)]) for i in range(24)]
+    with FrameStore.open(path) as st, st.recorder("ALE/Assault-v5") as rec:
+        eid = rec.begin_episode(seed=0)
+        for f, s in zip(assault_frames[:24], stacks, strict=True):
+            rec.record_step(frames={"render": f, "observation": s}, reward=1.0)
+        rec.end_episode()
+    rows = read_store(path, stream="observation", override_num_blocks=2).take_all()
+    assert sorted(r["step"] for r in rows) == list(range(24))
+    for r in rows:
+        assert r["episode_id"] == eid
+        np.testing.assert_array_equal(r["frame"], stacks[r["step"]])
+    with pytest.raises(StreamNotFound, match="no stream 'wrist'"):
+        read_store(path, stream="wrist")

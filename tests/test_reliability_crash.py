@@ -461,9 +461,7 @@ def check_after_gc_crash(path: Path, live: dict, deleted: set) -> None:
     assert verify(path).ok
 
 
-def _gc_trial(
-    base: Path, tmp: Path, index: int, mode: str, delay: float, after: str = "ready"
-):
+def _gc_trial(base: Path, tmp: Path, index: int, mode: str, delay: float, after: str = "ready"):
     path = tmp / f"gc-{index}.store"
     shutil.copytree(base, path)
     progress = tmp / f"gc-{index}.progress"

@@ -217,10 +217,12 @@ def test_a_published_store_reads_bit_exact(tmp_path, two_stores, s3):
 
 
 def test_bad_arguments_are_one_clear_error(two_stores):
-    with pytest.raises(InvalidInput, match="unknown stream 'observation'.*render"):
+    with pytest.raises(InvalidInput, match="no stream 'observation'.*its streams: render"):
         StepDataset(two_stores, streams=["render", "observation"])
-    with pytest.raises(InvalidInput, match="unknown stream 'wrist'"):
+    with pytest.raises(InvalidInput, match="no stream 'wrist'"):
         TransitionDataset(two_stores, stream="wrist")
+    with pytest.raises(InvalidInput, match="bad stream name"):
+        StepDataset(two_stores, streams=["no spaces"])
     with pytest.raises(InvalidInput, match="window names 'obs'"):
         StepDataset(two_stores, window={"obs": [0]})
     with pytest.raises(InvalidInput, match="integer steps"):

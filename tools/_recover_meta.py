@@ -1,6 +1,8 @@
 """``recover``'s use of what version-3 segments say about themselves (docs/FORMAT.md,
 "Self-describing segments"): runs, episodes and step rows rebuilt whole from the
-``EPISODE``, ``EPISODE_END`` and ``RUN_END`` records and the chunks' steps blocks.
+``EPISODE``, ``EPISODE_END`` and ``RUN_END`` records and the chunks' steps blocks; the
+pointers of streams other than render from their chunks (stream index >= 1) and from the
+steps blocks' ``shared`` column, their ``streams`` rows from the ``EPISODE`` records.
 
 Only segments this store wrote are read (a merged segment's rows committed with it, and
 its stream keys are its source's). A segment's records of an episode are used only when
@@ -14,11 +16,12 @@ such frames apart. Existing rows are never changed, except an episode still
 
 from __future__ import annotations
 
+import math
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
-from framestore.catalog import Catalog
+from framestore.catalog import Catalog, format_shape
 from framestore.errors import CorruptData
 from framestore.scan import SegmentScan, chunk_steps
 from framestore.segments import open_segment, segment_path, store_tag
@@ -101,6 +104,7 @@ def restore_from_segments(
     pointed = cat.pointed_frames()
     restored: dict[int, int] = defaultdict(int)
     ends: dict[int, dict] = {}  # episode id -> its EPISODE_END record
+    streams: dict[int, list] = {}  # episode id -> its streams (the longest list seen)
     run_ends: dict[int, dict] = {}  # run row id -> its RUN_END record
     run_created: dict[Any, Any] = {}  # run id in the segments -> its created time
     for sid in sorted(scans):
@@ -112,7 +116,11 @@ def restore_from_segments(
             kind, meta = scan.kind_of(rec), rec.meta
             key = _int(meta.get("stream_key"))
             if kind == "episode" and key is not None:
-                owner[key] = eps.claim(meta)
+                eid = owner[key] = eps.claim(meta)
+                listed = meta.get("streams")
+                if eid is not None and isinstance(listed, list):
+                    if len(listed) > len(streams.get(eid, ())):
+                        streams[eid] = [d for d in listed if isinstance(d, dict)]
             elif kind == "episode_end" and key is not None:
                 eid = owner.get(key)
                 if eid is not None and eid == meta.get("episode_id"):
@@ -125,10 +133,15 @@ def restore_from_segments(
             if kind == "episode" and isinstance(meta.get("run"), dict):
                 run = meta["run"]
                 run_created[run.get("id")] = run.get("created")
-        rows = _steps_of_segment(root, scan, owner, eps.statuses, have, pointed, out)
+        rows, stream_rows = _steps_of_segment(root, scan, owner, eps.statuses, have, pointed, out)
         for row in rows:
             restored[row[0]] += 1
-        cat.restore_steps(rows)
+        cat.restore_steps(row[:12] for row in rows)
+        cat.restore_observations((row[12], row[0], row[1]) for row in rows if row[12] is not None)
+        stream_rows += _stream_frames_of_segment(scan, owner, eps.statuses, pointed, streams)
+        cat.restore_stream_frames(stream_rows)
+    for eid, listed in streams.items():
+        cat.restore_streams(eid, listed)
     for eid, end in ends.items():
         if cat.restore_episode_end(eid, end):
             out.episodes_ended.append(eid)
@@ -140,9 +153,38 @@ def restore_from_segments(
     return out
 
 
-def _steps_of_segment(root, scan, owner, statuses, have, pointed, out: Restored) -> list[tuple]:
-    """Rows for the steps of one segment's chunks that have none (module docstring)."""
+def _stream_frames_of_segment(scan, owner, statuses, pointed, streams) -> list[tuple]:
+    """``step_frames`` rows for the frames of streams other than render (chunks of stream
+    index >= 1) of one segment that no row points at. A frame's shape is its stream's
+    (the ``EPISODE`` record's) when the sizes agree (a frame stack is kept as rows),
+    else the chunk's."""
     rows: list[tuple] = []
+    sid = scan.segment
+    for off, header in scan.chunks.items():
+        eid = owner.get(header.stream_key)
+        if eid is None or header.stream_index == 0 or statuses.get(eid) == "deleted":
+            continue
+        listed = streams.get(eid, [])
+        declared = (
+            listed[header.stream_index].get("shape") if header.stream_index < len(listed) else None
+        )
+        shape = format_shape(header.shape)
+        if isinstance(declared, list) and declared and all(type(d) is int for d in declared):
+            if math.prod(declared) == math.prod(header.shape):
+                shape = "x".join(str(d) for d in declared)
+        for slot, k in enumerate(header.frame_keys):
+            if (sid, off, slot) not in pointed:
+                rows.append((eid, header.stream_index, k, sid, off, slot, shape))
+    return rows
+
+
+def _steps_of_segment(
+    root, scan, owner, statuses, have, pointed, out: Restored
+) -> tuple[list[tuple], list[tuple]]:
+    """Rows for the steps of one segment's chunks that have none (module docstring), and
+    the ``step_frames`` rows of the streams that share those steps' render frames."""
+    rows: list[tuple] = []
+    stream_rows: list[tuple] = []
     sid = scan.segment
     wanted = []
     for off, header in scan.chunks.items():
@@ -153,7 +195,7 @@ def _steps_of_segment(root, scan, owner, statuses, have, pointed, out: Restored)
         if unpointed or header.steps_count > header.count:
             wanted.append((off, header, eid))
     if not wanted:
-        return rows
+        return rows, stream_rows
     with open_segment(segment_path(root, sid), sid) as fp:
         for off, header, eid in sorted(wanted, key=lambda w: w[0]):
             try:
@@ -169,10 +211,12 @@ def _steps_of_segment(root, scan, owner, statuses, have, pointed, out: Restored)
                 where = (sid, off, slot) if slot is not None else (None, None, None)
                 rows.append(
                     (eid, s.step, s.action, s.reward, int(s.terminated), int(s.truncated),
-                     s.info, s.wall_time, *where, s.frame_shape)
+                     s.info, s.wall_time, *where, s.frame_shape, s.observation)
                 )  # fmt: skip
+                if slot is not None:  # streams whose frame is this render frame
+                    stream_rows += [(eid, i, s.step, *where, s.frame_shape) for i in s.shared]
                 have[eid].add(s.step)
-    return rows
+    return rows, stream_rows
 
 
 def store_id_of_segments(scans: dict[int, SegmentScan]) -> str | None:

@@ -62,6 +62,8 @@ def _copies(scans: dict[int, SegmentScan], wanted: set[tuple[int, int]]) -> dict
         return found
     for sid in sorted(scans):
         for off, header in sorted(scans[sid].chunks.items()):
+            if header.stream_index:  # another stream's frames: never a render frame's copy
+                continue
             for slot, k in enumerate(header.frame_keys):
                 key = (header.stream_key, k)
                 if key in wanted and key not in found:
@@ -193,6 +195,8 @@ def adopt_rowless(
     for where in sorted(chunks):
         header = chunks[where]
         sid, off = where
+        if header.stream_index:  # frames of a stream other than render: _recover_meta's
+            continue
         if sid in merged or all((sid, off, slot) in pointed for slot in range(header.count)):
             continue
         ep = _owner(header.stream_key, owners, statuses)

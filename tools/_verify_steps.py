@@ -20,7 +20,10 @@ from ._verify_report import Problem, VerifyReport
 __all__ = ["check_step_metadata"]
 
 #: The fields compared, as the steps table stores them.
-FIELDS = ("action", "reward", "terminated", "truncated", "info", "wall_time", "frame_shape")
+FIELDS = (
+    "action", "reward", "terminated", "truncated", "info", "wall_time", "frame_shape",
+    "observation",
+)  # fmt: skip
 
 
 def _owners(st: FrameStore, scan: SegmentScan, origins) -> dict[int, int]:
@@ -79,6 +82,7 @@ def check_step_metadata(
                         s.info,
                         s.wall_time,
                         s.frame_shape,
+                        s.observation,
                     )  # fmt: skip
                 ]
                 report.steps_metadata_checked += len(steps)

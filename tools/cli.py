@@ -128,10 +128,16 @@ def _set_env(name: str, value: str) -> None:
     show_default=True,
     help="With --envs: step the copies in this process (sync) or in subprocesses (async).",
 )
+@click.option(
+    "--observations",
+    is_flag=True,
+    help="Also record each step's observation: images as the frame stream 'observation' "
+    "(stored once when equal to the rendered frame), small arrays in the step row.",
+)
 @json_opt
 def record(
     store, env_id, episodes, max_steps, seed, policy, preset, codec, durability, writer, envs,
-    vector_mode, as_json,
+    vector_mode, observations, as_json,
 ):  # fmt: skip
     """Record EPISODES episodes of ENV into STORE with a seeded policy.
 
@@ -153,6 +159,7 @@ def record(
         writer=writer,
         envs=envs,
         vector_mode=vector_mode,
+        observations=observations,
     )
     started = time.time()
     bar = show_progress() and not as_json
@@ -293,6 +300,7 @@ def _ls_row(e, size: int) -> dict:
         "bytes": size,
         "sub_env": e.sub_env,
         "continues_episode": e.continues_episode,
+        "streams": list(e.streams),
     }
 
 
@@ -300,7 +308,9 @@ def _print_ls(rows: list[dict]) -> None:
     """The table; vector episodes get two more columns: the sub-environment that played
     each and the episode it continues (an autoreset episode has no seed of its own)."""
     vector = any(r["sub_env"] is not None for r in rows)
+    streams = any(len(r["streams"]) > 1 for r in rows)  # more than render: say which
     extra = f" {'sub':>4} {'after':>6}" if vector else ""
+    extra += "  streams" if streams else ""
     click.echo(
         f"{'episode':>7} {'run':>4} {'env':<22} {'seed':>6} {'steps':>7} {'frames':>7} "
         f"{'status':<11} {'reward':>9} {'bytes':>10}{extra}"
@@ -312,6 +322,8 @@ def _print_ls(rows: list[dict]) -> None:
             sub = "-" if r["sub_env"] is None else r["sub_env"]
             after = "-" if r["continues_episode"] is None else r["continues_episode"]
             tail = f" {sub:>4} {after:>6}"
+        if streams:
+            tail += "  " + ",".join(r["streams"])
         click.echo(
             f"{r['id']:>7} {r['run_id']:>4} {r['env_id']:<22} {seed:>6} {r['steps']:>7} "
             f"{r['frames']:>7} {r['status']:<11} {r['total_reward']:>9.1f} "

@@ -89,6 +89,13 @@ def _steps(r, limit: int = 10) -> str:
 )
 @click.option("--scale", type=int, default=1, show_default=True, help="Integer upscaling.")
 @click.option("--skip-corrupt", is_flag=True, help="Leave out corrupt frames instead of failing.")
+@click.option(
+    "--stream",
+    default="render",
+    show_default=True,
+    help="The frame stream exported (mp4, gif, webp, png, npz): `framestore info` "
+    "lists an episode's streams (render, observation, ...).",
+)
 @json_opt
 def export(
     store,
@@ -106,6 +113,7 @@ def export(
     as_json,
     video,
     task,
+    stream,
 ):
     """Export an episode (or every episode of a run) as video, GIF, WebP, PNGs or NPZ;
     episodes as Parquet, a LeRobot dataset, a rerun recording or a Minari dataset.
@@ -120,8 +128,15 @@ def export(
     from .export import ExportOptions, export_episode, export_run, format_of
 
     options = ExportOptions(
-        fps=fps, start=start, stop=stop, lossless=lossless, scale=scale, skip_corrupt=skip_corrupt
-    )
+        fps=fps, start=start, stop=stop, lossless=lossless, scale=scale,
+        skip_corrupt=skip_corrupt, stream=stream,
+    )  # fmt: skip
+    if stream != "render" and (fmt == "parquet" or fmt in DATASET_FORMATS):
+        raise InvalidInput(
+            f"--stream applies to mp4, gif, webp, png and npz; --format {fmt} carries every stream"
+            if fmt == "parquet"
+            else f"--stream applies to mp4, gif, webp, png and npz, not --format {fmt}"
+        )
     if (video or task is not None) and fmt != "lerobot":
         raise InvalidInput("--video and --task apply to --format lerobot")
     if fmt == "parquet":
@@ -285,6 +300,11 @@ def info(store, as_json):
         f"episodes     {eps['live']} live, {eps['deleted']} deleted",
         f"steps        {data['steps']}",
         f"frames       {data['frames']} ({data['frames_dropped']} dropped)",
+        *(
+            [f"streams      {', '.join(f'{n} ({k} frames)' for n, k in data['streams'].items())}"]
+            if len(data["streams"]) > 1
+            else []
+        ),
         f"segments     {seg['count']} ({states})",
         f"segment data {human_bytes(seg['bytes'])}: {human_bytes(seg['live_bytes'])} live, "
         f"{human_bytes(seg['dead_bytes'])} dead, "

@@ -47,7 +47,8 @@ def store_info(store: FrameStore) -> dict[str, Any]:
 
     - ``runs``, ``episodes`` (``live``, ``deleted``, ``by_status``), ``steps`` and
       ``frames`` (step rows / rows with a stored frame, live episodes only),
-      ``frames_dropped``;
+      ``frames_dropped``; ``streams``: stored frames per stream name (``render`` first;
+      a frame stored once for two streams counts in both);
     - ``segments``: ``count``, ``by_state`` (``active``, ``sealed``, ``obsolete``, ...),
       ``bytes`` (files on disk), ``live_bytes`` (chunk records of live episodes),
       ``overhead_bytes`` (file headers and seals), ``dead_bytes`` (the rest: deleted
@@ -56,7 +57,8 @@ def store_info(store: FrameStore) -> dict[str, Any]:
       see ``framestore.DiskUsage``;
     - ``database``: ``bytes`` of ``framestore.db``, ``wal_bytes``, ``shm_bytes``;
     - ``bytes_on_disk``: segments + database files (what ``record`` reports too);
-    - ``raw_frame_bytes``: uncompressed size of the live frames (from their shapes) and
+    - ``raw_frame_bytes``: uncompressed size of the live frames of every stream (from
+      their shapes; a frame stored once for two streams counted once) and
       ``compression_ratio`` = raw frame bytes / live segment bytes (``None`` when empty);
     - ``durability``: runs per durability profile;
     - ``schema``: database schema version (migrations applied); ``format_version``:
@@ -71,7 +73,8 @@ def store_info(store: FrameStore) -> dict[str, Any]:
     states = Counter(segment_state(store, sid, marks) for sid in list_segment_ids(store.root))
     by_status = stats.episodes_by_status
     deleted = by_status.get("deleted", 0)
-    raw = stats.raw_frame_bytes
+    streams = store.catalog.stream_totals()
+    raw = stats.raw_frame_bytes + sum(r for _n, r in streams.values())
     frozen = store.published  # nothing to reclaim, no WAL: it never changes
     return {
         "store": str(store.root),
@@ -84,6 +87,7 @@ def store_info(store: FrameStore) -> dict[str, Any]:
         "steps": stats.steps,
         "frames": stats.frames,
         "frames_dropped": stats.frames_dropped,
+        "streams": {"render": stats.frames, **{n: f for n, (f, _r) in streams.items()}},
         "segments": {
             "count": sum(states.values()),
             "by_state": dict(sorted(states.items())),

@@ -257,8 +257,12 @@ def _select(st: FrameStore, src: FrameStore, source_id: str) -> _Selection:
     eps = [e for e in src.catalog.export_episodes() if e["id"] not in eps_here]
     wanted = {e["run_id"] for e in eps}
     runs = [r for r in src.catalog.export_runs() if r["id"] in wanted - set(runs_here)]
-    rows = src.catalog.iter_step_rows([e["id"] for e in eps])
-    segments = sorted({r[8] for r in rows if r[8] is not None})
+    ids = [e["id"] for e in eps]
+    rows = src.catalog.iter_step_rows(ids)
+    segments = {r[8] for r in rows if r[8] is not None}
+    # frames of streams other than render (step_frames: the segment at index 3)
+    segments |= {r[3] for r in src.catalog.iter_stream_rows(ids) if r[3] is not None}
+    segments = sorted(segments)
     return _Selection(runs, eps, segments, runs_here, eps_here)
 
 
@@ -295,6 +299,7 @@ def _commit(
                 (ep_map[r[0]], *r[1:8], None if r[8] is None else seg_map[r[8]], *r[9:])
                 for r in page
             )
+        _import_streams(cat, src, ep_map, seg_map)
         for new, _old in pairs:
             path = segment_path(st.root, new)
             cat.record_segment(new, "sealed", path.stat().st_size, header_id=header_id(path))
@@ -302,6 +307,19 @@ def _commit(
     return SourceResult(
         str(src.root), "merged", len(runs), len(eps), steps, len(pairs), episode_ids=ep_map
     )
+
+
+def _import_streams(cat, src: FrameStore, ep_map: dict, seg_map: dict) -> None:
+    """The source episodes' streams other than render, their frame pointers and their
+    observations, re-keyed (in ``_commit``'s transaction)."""
+    cat.import_streams((ep_map[r[0]], *r[1:]) for r in src.catalog.export_streams(ep_map))
+    for page in _pages(src.catalog.iter_stream_rows(ep_map), _PAGE):
+        cat.import_stream_rows(
+            (ep_map[r[0]], r[1], r[2], None if r[3] is None else seg_map[r[3]], *r[4:])
+            for r in page
+        )
+    for page in _pages(src.catalog.iter_observation_rows(ep_map), _PAGE):
+        cat.import_observations((ep_map[e], step, obs) for e, step, obs in page)
 
 
 def _merge_source(

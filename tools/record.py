@@ -79,6 +79,7 @@ def record(
     writer: str | None = None,
     on_step: Callable[[int], None] | None = None,
     on_episode: Callable[[EpisodeDone], None] | None = None,
+    observations: bool = False,
 ) -> dict[str, Any]:
     """Record ``episodes`` episodes of ``env_id`` into the store at ``store_path``.
 
@@ -101,6 +102,10 @@ def record(
     ``writer`` (``thread`` or ``process``) overrides where the frame writer and the
     SQLite sink run (default: the host profile's choice).
 
+    ``observations``: also record each step's observation (``RecordFrames(...,
+    observations=True)``: image observations as the frame stream ``observation``, one
+    equal to the rendered frame stored once); one environment, thread writer.
+
     Returns a summary (``bytes_out``: the run's compressed frames; ``bytes_on_disk``:
     the whole store afterwards, as ``framestore info`` counts it; ``seeds_recorded_before``:
     the seeds this run used that episodes of ``env_id`` in the store were reset with
@@ -111,6 +116,15 @@ def record(
     _check_args(episodes, max_steps, envs, vector_mode, seed)
     spec = load_policy(policy)  # a bad name is refused before the environment starts
     overrides: dict[str, Any] = {}
+    if observations:
+        if envs > 1:
+            raise InvalidInput("--observations records one environment, not --envs")
+        if writer == "process":
+            raise InvalidInput(
+                "--observations needs --writer thread (the storage process does not carry "
+                "observations yet)"
+            )
+        writer = "thread"
     if codec is not None:
         overrides["codec"] = codec
     if durability is not None:
@@ -128,9 +142,11 @@ def record(
         with FrameStore.open(store_path, durability=durability or "balanced") as store:
             seen = _seeds_recorded_before(store, env_id, seed, max(episodes, envs))
             wrapper = RecordVectorFrames if envs > 1 else RecordFrames
+            extra = {"observations": True} if observations else {}
             wrapped = wrapper(
-                env, store, env_id=env_id, preset=preset, overrides=overrides, config=config
-            )
+                env, store, env_id=env_id, preset=preset, overrides=overrides, config=config,
+                **extra,
+            )  # fmt: skip
             rec = wrapped.recorder
             interrupted = False
             try:

@@ -295,6 +295,14 @@ def _pointer_problem(
             off,
             f"chunk frame is episode {header.stream_key} step {header.frame_keys[slot]}",
         )
+    # a stream's frame is in a chunk of its own stream, or is the step's render frame
+    # (stored once for both); a render pointer never points into another stream's chunk
+    if header.stream_index not in (row.stream, 0):
+        return (
+            "stream mismatch",
+            off,
+            f"chunk is of stream index {header.stream_index}, the row of stream {row.stream}",
+        )
     return None
 
 

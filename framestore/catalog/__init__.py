@@ -15,7 +15,8 @@ from ._meta import COMPACTION_OUTPUTS, PENDING_LOSS, MetaQueries
 from ._pointers import SEGMENT_STATES, PointerQueries, PointerRow
 from ._recovery import RECOVERED_ENV_ID, RECOVERED_INFO, RecoveryQueries
 from ._stats import CatalogStats, EpisodeRowCount, StatsQueries
-from ._tables import PUBLISHED_TABLES, TableQueries
+from ._streams import StreamPointer, StreamQueries
+from ._tables import OPTIONAL_TABLES, PUBLISHED_TABLES, TableQueries
 from ._validate import MAX_SQLITE_INT, check_id, check_seed, clamp_step
 
 __all__ = [
@@ -24,6 +25,7 @@ __all__ = [
     "EPISODE_STATUSES",
     "PENDING_LOSS",
     "MAX_SQLITE_INT",
+    "OPTIONAL_TABLES",
     "PUBLISHED_TABLES",
     "RECOVERED_ENV_ID",
     "RECOVERED_INFO",
@@ -33,6 +35,7 @@ __all__ = [
     "EpisodeRowCount",
     "MergeRecord",
     "PointerRow",
+    "StreamPointer",
     "ValueProblem",
     "check_id",
     "check_seed",
@@ -45,6 +48,7 @@ __all__ = [
 class Catalog(
     EpisodeQueries,
     PointerQueries,
+    StreamQueries,
     RecoveryQueries,
     StatsQueries,
     MergeQueries,

@@ -54,6 +54,22 @@ class CatalogBase:
         # is, columns added by m002 read as their defaults.
         cols = {r[1] for r in db.conn.execute("PRAGMA table_info(episodes)").fetchall()}
         self.has_m002 = "stream_key" in cols
+        # m003: streams other than render (older stores read as one render stream)
+        self.has_m003 = bool(
+            db.conn.execute(
+                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'step_frames'"
+            ).fetchone()
+        )
+
+    @property
+    def has_m004(self) -> bool:
+        """Whether ``steps`` has m004's ``observation`` column (read once)."""
+        cached = self.__dict__.get("_has_m004")
+        if cached is None:
+            with self._lock:
+                cols = {r[1] for r in self._conn().execute("PRAGMA table_info(steps)")}
+            cached = self.__dict__["_has_m004"] = "observation" in cols
+        return cached
 
     def _m002(self, expr: str, default: str = "NULL") -> str:
         """``expr`` when the store has m002's columns, else ``default``."""
@@ -82,6 +98,21 @@ class CatalogBase:
             except BaseException:
                 self._deferred[table] = load
                 raise
+
+    def _frames(self) -> str:
+        """Every frame pointer as one relation (``episode_id, step, stream,
+        frame_segment, frame_offset, frame_slot, frame_shape``): ``steps``' (stream 0)
+        and, with m003, ``step_frames``' (the other streams)."""
+        sql = (
+            "SELECT episode_id, step, 0 AS stream, frame_segment, frame_offset, frame_slot, "
+            "frame_shape FROM steps"
+        )
+        if self.has_m003:
+            sql += (
+                " UNION ALL SELECT episode_id, step, stream, frame_segment, frame_offset, "
+                "frame_slot, frame_shape FROM step_frames"
+            )
+        return f"({sql})"
 
     # ----------------------------------------------------------------- plumbing
     def _conn(self) -> sqlite3.Connection:

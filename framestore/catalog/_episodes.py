@@ -9,7 +9,7 @@ from typing import Any
 # first step read, not when a store is listed.
 import telemetry
 
-from .._format import MAX_SEGMENT_ID
+from .._format import MAX_SEGMENT_ID, RENDER_STREAM
 from ..errors import InvalidInput
 from ..types import EpisodeInfo, FrameLocation, FrameSummary, RunInfo, StepInfo, StepTrack
 from ._base import END_OF_EPISODE, CatalogBase
@@ -21,7 +21,8 @@ EPISODE_STATUSES = ("recording", "complete", "interrupted", "trimmed", "deleted"
 _EPISODES = """
     SELECT e.id, e.run_id, r.env_id, e.idx, e.seed, e.started, e.ended, e.total_reward,
            e.terminated, e.truncated, e.status, e.frames_dropped, {counts},
-           {m002}
+           {m002},
+           {m003}
     FROM episodes e JOIN runs r ON r.id = e.run_id{joins}
 """
 _COUNTS_FROM_STEPS = (
@@ -31,6 +32,11 @@ _COUNTS_FROM_STEPS = (
 # A published store's per-episode totals: its listing never reads the steps table.
 _COUNTS_FROM_TOTALS = "COALESCE(t.steps, 0), COALESCE(t.frames, 0)"
 _TOTALS_JOIN = " LEFT JOIN episode_totals t ON t.episode_id = e.id"
+# Stream names cannot hold a comma (STREAM_NAME): the list comes back as one text.
+_EPISODES_M003 = (
+    "(SELECT group_concat(name, ',') FROM "
+    "(SELECT name FROM streams st WHERE st.episode_id = e.id ORDER BY st.idx))"
+)
 _EPISODES_M002 = "e.sub_env, e.continues_episode, e.reset_options, COALESCE(e.stream_key, e.id)"
 _EPISODES_M001 = "NULL, NULL, NULL, e.id"
 
@@ -72,8 +78,9 @@ def _step_cell(episode_id: Any, step: Any) -> Cell:
 
 def _episode(r: tuple) -> EpisodeInfo:
     (eid, run_id, env_id, idx, seed, started, ended, reward, term, trunc, status, dropped,
-     n_rows, n_frames, sub_env, continues, options, stream_key) = r  # fmt: skip
+     n_rows, n_frames, sub_env, continues, options, stream_key, streams) = r  # fmt: skip
     c = Cell("episodes", f"id {eid!r}")
+    names = Cell("streams", f"episode {eid!r}").text("name", streams)
     return EpisodeInfo(
         id=c.int("id", eid),
         run_id=c.int("run_id", run_id),
@@ -93,6 +100,7 @@ def _episode(r: tuple) -> EpisodeInfo:
         continues_episode=c.int("continues_episode", continues, null=True, lo=1),
         reset_options=c.json_object("reset_options", options) if options is not None else None,
         stream_key=c.int("stream_key", stream_key, lo=0),
+        streams=(RENDER_STREAM, *names.split(",")) if names else (RENDER_STREAM,),
     )
 
 
@@ -152,6 +160,7 @@ class EpisodeQueries(CatalogBase):
         totals = self.has_totals
         return _EPISODES.format(
             m002=self._m002(_EPISODES_M002, _EPISODES_M001),
+            m003=_EPISODES_M003 if self.has_m003 else "NULL",
             counts=_COUNTS_FROM_TOTALS if totals else _COUNTS_FROM_STEPS,
             joins=_TOTALS_JOIN if totals else "",
         )
@@ -284,7 +293,7 @@ class EpisodeQueries(CatalogBase):
         """Offsets of the chunk records holding an episode's frames, per segment."""
         out: dict[int, list[int]] = {}
         for seg, off, slot in self._rows(
-            "SELECT DISTINCT frame_segment, frame_offset, 0 FROM steps "
+            f"SELECT DISTINCT frame_segment, frame_offset, 0 FROM {self._frames()} "
             "WHERE episode_id = ? AND frame_segment IS NOT NULL",
             [episode_id],
         ):

@@ -27,6 +27,11 @@ STEP_COLUMNS = (
     "episode_id", "step", "action", "reward", "terminated", "truncated", "info", "wall_time",
     "frame_segment", "frame_offset", "frame_slot", "frame_shape",
 )  # fmt: skip
+#: ``step_frames`` (m003) as merge copies it: the segment is at index 3.
+STREAM_FRAME_COLUMNS = (
+    "episode_id", "stream", "step", "frame_segment", "frame_offset", "frame_slot", "frame_shape",
+)  # fmt: skip
+STREAM_COLUMNS = ("episode_id", "idx", "name", "dtype", "shape", "shared_with")
 
 
 @dataclass(frozen=True)
@@ -173,7 +178,65 @@ class MergeQueries(CatalogBase):
                 f"SELECT {cols} FROM steps WHERE episode_id = ? ORDER BY step", (eid,)
             )
 
+    def iter_stream_rows(self, episode_ids: Iterable[int]) -> Iterator[tuple]:
+        """The ``step_frames`` rows of ``episode_ids`` (``STREAM_FRAME_COLUMNS``: streams
+        other than render, m003), in key order; none in an older store."""
+        if not self.has_m003:
+            return
+        cols = ", ".join(STREAM_FRAME_COLUMNS)
+        for eid in episode_ids:
+            yield from self._iter(
+                f"SELECT {cols} FROM step_frames WHERE episode_id = ? ORDER BY stream, step",
+                (eid,),
+            )
+
+    def export_streams(self, episode_ids: Iterable[int]) -> list[tuple]:
+        """The ``streams`` rows of ``episode_ids`` (``STREAM_COLUMNS``)."""
+        if not self.has_m003:
+            return []
+        cols = ", ".join(STREAM_COLUMNS)
+        return [
+            r
+            for eid in episode_ids
+            for r in self._rows(
+                f"SELECT {cols} FROM streams WHERE episode_id = ? ORDER BY idx", (eid,)
+            )
+        ]
+
+    def iter_observation_rows(self, episode_ids: Iterable[int]) -> Iterator[tuple]:
+        """``(episode_id, step, observation)`` of the rows of ``episode_ids`` that hold
+        one (m004)."""
+        if not self.has_m004:
+            return
+        for eid in episode_ids:
+            yield from self._iter(
+                "SELECT episode_id, step, observation FROM steps WHERE episode_id = ? "
+                "AND observation IS NOT NULL ORDER BY step",
+                (eid,),
+            )
+
     # ----------------------------------------------------------------- into this store
+    def import_streams(self, rows: Iterable[tuple]) -> int:
+        """Insert ``streams`` rows (``STREAM_COLUMNS``, already mapped)."""
+        marks = ", ".join("?" * len(STREAM_COLUMNS))
+        return self._exec_many(
+            f"INSERT INTO streams ({', '.join(STREAM_COLUMNS)}) VALUES ({marks})", rows
+        )
+
+    def import_stream_rows(self, rows: Iterable[tuple]) -> int:
+        """Insert ``step_frames`` rows (``STREAM_FRAME_COLUMNS``, already mapped)."""
+        marks = ", ".join("?" * len(STREAM_FRAME_COLUMNS))
+        return self._exec_many(
+            f"INSERT INTO step_frames ({', '.join(STREAM_FRAME_COLUMNS)}) VALUES ({marks})", rows
+        )
+
+    def import_observations(self, rows: Iterable[tuple]) -> int:
+        """Set ``(episode_id, step, observation)`` on step rows (already mapped)."""
+        return self._exec_many(
+            "UPDATE steps SET observation = ? WHERE episode_id = ? AND step = ?",
+            ((obs, eid, step) for eid, step, obs in rows),
+        )
+
     def import_run(self, run_id: int, row: Mapping[str, Any]) -> None:
         """Insert a run row copied from another store under ``run_id``."""
         marks = ", ".join("?" * (len(RUN_COLUMNS) + 1))

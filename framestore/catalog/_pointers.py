@@ -8,9 +8,11 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 
 from .._format import MAX_SEGMENT_ID, MAX_STREAM_KEY
+from .._format.streams import stored_shape
 from ..segments import relative_segment_path
 from ._base import CatalogBase
-from ._validate import MAX_SLOT, MAX_SQLITE_INT, Cell, is_int
+from ._episodes import format_shape
+from ._validate import MAX_SLOT, MAX_SQLITE_INT, STREAM_SHAPE, Cell, is_int
 
 SEGMENT_STATES = ("active", "sealed", "compacting", "obsolete")
 
@@ -32,6 +34,8 @@ class PointerRow:
     shape: str | None
     stream_key: int | None = None  # what the chunk's stream key must be (the episode id
     # unless the episode was merged from another store)
+    stream: int = 0  # the frame's stream index (m003's step_frames rows: >= 1); ``shape``
+    # is then its chunk layout (``stored_shape``)
 
     @property
     def expected_key(self) -> int:
@@ -42,7 +46,11 @@ class PointerRow:
         return None not in (self.segment, self.offset, self.slot)
 
     @classmethod
-    def of(cls, episode, step, segment, offset, slot, shape, stream_key=None) -> PointerRow:
+    def of(
+        cls, episode, step, segment, offset, slot, shape, stream_key=None, stream=0
+    ) -> PointerRow:
+        if stream and isinstance(shape, str) and STREAM_SHAPE.match(shape):
+            shape = format_shape(stored_shape(tuple(int(d) for d in shape.split("x"))))
         return cls(
             episode,
             step,
@@ -55,6 +63,7 @@ class PointerRow:
             else Cell("episodes", f"id {episode!r}").int(
                 "stream_key", stream_key, lo=0, hi=MAX_STREAM_KEY
             ),
+            stream if type(stream) is int else -1,
         )
 
 
@@ -145,7 +154,9 @@ class PointerQueries(CatalogBase):
         if not ids:
             return 0
         marks = ",".join("?" * len(ids))
-        return self._one(f"SELECT COUNT(*) FROM steps WHERE frame_segment IN ({marks})", ids)[0]
+        return self._one(
+            f"SELECT COUNT(*) FROM {self._frames()} WHERE frame_segment IN ({marks})", ids
+        )[0]
 
     def referenced_segments(self) -> set[int]:
         """Segments that step rows point into (values that cannot be a segment id are
@@ -153,7 +164,8 @@ class PointerQueries(CatalogBase):
         return {
             r[0]
             for r in self._rows(
-                "SELECT DISTINCT frame_segment FROM steps WHERE typeof(frame_segment) = "
+                f"SELECT DISTINCT frame_segment FROM {self._frames()} "
+                "WHERE typeof(frame_segment) = "
                 f"'integer' AND frame_segment BETWEEN 0 AND {MAX_SEGMENT_ID}"
             )
         }
@@ -165,7 +177,7 @@ class PointerQueries(CatalogBase):
         return [
             _pointer(segment, r[0], f"a row of segment {segment}")[1]
             for r in self._rows(
-                "SELECT DISTINCT s.frame_offset FROM steps s "
+                f"SELECT DISTINCT s.frame_offset FROM {self._frames()} s "
                 "LEFT JOIN episodes e ON e.id = s.episode_id "
                 f"WHERE s.frame_segment = ? AND {cond} ORDER BY s.frame_offset",
                 [segment],
@@ -176,7 +188,7 @@ class PointerQueries(CatalogBase):
         """``{segment: [chunk offsets]}`` referenced by live episodes."""
         out: dict[int, list[int]] = {}
         for seg, off in self._rows(
-            "SELECT DISTINCT s.frame_segment, s.frame_offset FROM steps s "
+            f"SELECT DISTINCT s.frame_segment, s.frame_offset FROM {self._frames()} s "
             "JOIN episodes e ON e.id = s.episode_id "
             "WHERE s.frame_segment IS NOT NULL AND e.status != 'deleted'"
         ):
@@ -187,8 +199,8 @@ class PointerQueries(CatalogBase):
     def live_pointer_count(self, segment: int) -> int:
         """Step rows of live episodes (or orphans) pointing into ``segment``."""
         return self._one(
-            "SELECT COUNT(*) FROM steps s LEFT JOIN episodes e ON e.id = s.episode_id "
-            f"WHERE s.frame_segment = ? AND {_LIVE}",
+            f"SELECT COUNT(*) FROM {self._frames()} s "
+            f"LEFT JOIN episodes e ON e.id = s.episode_id WHERE s.frame_segment = ? AND {_LIVE}",
             [segment],
         )[0]
 
@@ -200,10 +212,10 @@ class PointerQueries(CatalogBase):
         """Every frame pointer of a live episode, ordered by segment and offset."""
         for r in self._iter(
             "SELECT s.episode_id, s.step, s.frame_segment, s.frame_offset, s.frame_slot, "
-            f"s.frame_shape, {self._key_column()} FROM steps s "
+            f"s.frame_shape, {self._key_column()}, s.stream FROM {self._frames()} s "
             f"LEFT JOIN episodes e ON e.id = s.episode_id "
             f"WHERE s.frame_segment IS NOT NULL AND {_LIVE} "
-            "ORDER BY s.frame_segment, s.frame_offset, s.episode_id, s.step"
+            "ORDER BY s.frame_segment, s.frame_offset, s.episode_id, s.stream, s.step"
         ):
             yield PointerRow.of(*r)
 
@@ -219,11 +231,11 @@ class PointerQueries(CatalogBase):
         ]
 
     def pointed_frames(self) -> set[tuple[int, int, int]]:
-        """Every ``(segment, offset, slot)`` some step row points at."""
+        """Every ``(segment, offset, slot)`` some step row (of any stream) points at."""
         return {
             (seg, off, slot)
             for seg, off, slot in self._iter(
-                "SELECT frame_segment, frame_offset, frame_slot FROM steps "
+                f"SELECT frame_segment, frame_offset, frame_slot FROM {self._frames()} "
                 "WHERE frame_segment IS NOT NULL"
             )
         }
@@ -239,11 +251,19 @@ class PointerQueries(CatalogBase):
 
     def repoint_chunks(self, moves: Mapping[tuple[int, int], tuple[int, int]]) -> int:
         """Move every pointer at chunk ``(segment, offset)`` to its new place (slots keep
-        their index: chunks are copied whole). Returns the step rows changed."""
+        their index: chunks are copied whole). Returns the step rows changed (of the
+        render stream; ``step_frames`` rows of other streams move likewise)."""
+        rows = [(ns, no, os_, oo) for (os_, oo), (ns, no) in moves.items()]
+        if self.has_m003:
+            self._exec_many(
+                "UPDATE step_frames SET frame_segment = ?, frame_offset = ? "
+                "WHERE frame_segment = ? AND frame_offset = ?",
+                rows,
+            )
         return self._exec_many(
             "UPDATE steps SET frame_segment = ?, frame_offset = ? "
             "WHERE frame_segment = ? AND frame_offset = ?",
-            [(ns, no, os_, oo) for (os_, oo), (ns, no) in moves.items()],
+            rows,
         )
 
     def set_pointers(self, rows: Iterable[tuple[int, int, int, int, int, str]]) -> int:
@@ -272,7 +292,12 @@ class PointerQueries(CatalogBase):
 
     def drop_deleted_step_rows(self) -> int:
         """Remove the step rows of deleted episodes (their ``episodes`` rows stay: they
-        tell ``recover`` never to bring the frames back)."""
+        tell ``recover`` never to bring the frames back), and of their other streams."""
+        if self.has_m003:
+            self._exec(
+                "DELETE FROM step_frames WHERE episode_id IN "
+                "(SELECT id FROM episodes WHERE status = 'deleted')"
+            )
         return self._exec(
             "DELETE FROM steps WHERE episode_id IN "
             "(SELECT id FROM episodes WHERE status = 'deleted')"

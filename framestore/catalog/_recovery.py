@@ -139,15 +139,62 @@ class RecoveryQueries(CatalogBase):
             rows,
         )
 
+    def restore_streams(self, episode_id: int, streams: list[dict[str, Any]]) -> int:
+        """``streams`` rows from an ``EPISODE`` record's ``streams`` list (index 0,
+        render, has none); rows that exist are kept. Returns the rows inserted."""
+        rows = []
+        for idx, st in enumerate(streams[1:], start=1):
+            shape = st.get("shape")
+            text = (
+                "x".join(str(d) for d in shape)
+                if isinstance(shape, list) and shape and all(type(d) is int for d in shape)
+                else None
+            )
+            shared = st.get("shared_with")
+            rows.append(
+                (episode_id, idx, st.get("name"), st.get("dtype") or "uint8", text,
+                 shared if type(shared) is int else None)
+            )  # fmt: skip
+        if not rows or not self.has_m003:
+            return 0
+        return self._exec_many(
+            "INSERT OR IGNORE INTO streams (episode_id, idx, name, dtype, shape, shared_with) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            [r for r in rows if isinstance(r[2], str)],
+        )
+
+    def restore_stream_frames(self, rows: Iterable[tuple]) -> int:
+        """``step_frames`` rows rebuilt from segments: ``(episode, stream, step, segment,
+        offset, slot, shape)``; rows that exist are kept. Returns the rows inserted."""
+        if not self.has_m003:
+            return 0
+        return self._exec_many(
+            "INSERT OR IGNORE INTO step_frames (episode_id, stream, step, frame_segment, "
+            "frame_offset, frame_slot, frame_shape) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            rows,
+        )
+
+    def restore_observations(self, rows: Iterable[tuple[bytes, int, int]]) -> int:
+        """``(typed binary, episode, step)``: observations rebuilt from steps blocks, for
+        rows that hold none. Returns the rows changed."""
+        if not self.has_m004:
+            return 0
+        return self._exec_many(
+            "UPDATE steps SET observation = ? WHERE episode_id = ? AND step = ? "
+            "AND observation IS NULL",
+            rows,
+        )
+
     def step_metadata(self, episode_id: int) -> dict[int, tuple]:
         """``{step: (action, reward, terminated, truncated, info, wall_time,
-        frame_shape)}`` of an episode's rows, as stored (``verify`` compares them with
-        the steps its segments record)."""
+        frame_shape, observation)}`` of an episode's rows, as stored (``verify`` compares
+        them with the steps its segments record; observation None before m004)."""
+        obs = "observation" if self.has_m004 else "NULL"
         return {
             row[0]: row[1:]
             for row in self._iter(
                 "SELECT step, action, reward, terminated, truncated, info, wall_time, "
-                "frame_shape FROM steps WHERE episode_id = ?",
+                f"frame_shape, {obs} FROM steps WHERE episode_id = ?",
                 [episode_id],
             )
         }

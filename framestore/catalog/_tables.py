@@ -9,17 +9,20 @@ from typing import Any
 
 from telemetry import open_scratch_db
 
-from .._format import EPISODE_TOTALS_COLUMNS
+from .._format.published import EPISODE_TOTALS_COLUMNS
 from ._base import CatalogBase
 
 #: The tables a published store carries (``meta`` and the migrations' own table are
 #: rebuilt by the migrations on the reader's side).
 PUBLISHED_TABLES = ("runs", "episodes", "steps", "segments")
+#: Tables published when the source has them (m003's streams other than render); a
+#: published store without them reads as one render stream.
+OPTIONAL_TABLES = ("streams", "step_frames")
 
 
 def _check_table(table: str) -> None:
     # Table names go into SQL text: only the known ones, never one read from a file.
-    if table not in PUBLISHED_TABLES:
+    if table not in PUBLISHED_TABLES and table not in OPTIONAL_TABLES:
         raise ValueError(f"not a published catalogue table: {table!r}")
 
 
@@ -50,6 +53,18 @@ class TableQueries(CatalogBase):
         and info as JSON text), a batch at a time."""
         yield from self._iter(
             "SELECT * FROM steps WHERE episode_id = ? ORDER BY step", [int(episode_id)]
+        )
+
+    def episode_table_rows(self, table: str, episode_id: int) -> list[tuple]:
+        """The raw rows of one episode in ``streams`` or ``step_frames`` (empty in a
+        store without them), in key order."""
+        if table not in OPTIONAL_TABLES:
+            raise ValueError(f"not a per-episode stream table: {table!r}")
+        if not self.has_m003:
+            return []
+        order = "idx" if table == "streams" else "stream, step"
+        return self._rows(
+            f"SELECT * FROM {table} WHERE episode_id = ? ORDER BY {order}", [int(episode_id)]
         )
 
     def insert_rows(self, table: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> int:

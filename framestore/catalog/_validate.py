@@ -25,6 +25,9 @@ END_OF_EPISODE = 2**62
 #: Slots of a chunk (frames per chunk are at most 65535).
 MAX_SLOT = 0xFFFF
 _SHAPE = re.compile(r"^[1-9][0-9]{0,8}x[1-9][0-9]{0,8}(x[1-4])?$")
+# A stream frame's own shape (a frame stack "4x84x84", an observation vector "2000"):
+# 1 to 8 dimensions.
+STREAM_SHAPE = re.compile(r"^[1-9][0-9]{0,8}(x[1-9][0-9]{0,8}){0,7}$")
 
 
 def is_int(value: Any) -> bool:
@@ -130,6 +133,12 @@ class Cell:
             return None
         return parse_shape_or_raise(value, self, column)
 
+    def stream_shape(self, column: str, value: Any) -> tuple[int, ...] | None:
+        """A stream frame's shape: any 1 to 8 dimensions (``stored_shape`` lays it out)."""
+        if value is None:
+            return None
+        return parse_shape_or_raise(value, self, column, STREAM_SHAPE)
+
     def json_object(self, column: str, value: Any) -> dict[str, Any]:
         if value is None:
             return {}
@@ -157,8 +166,10 @@ class Cell:
             raise self.bad(e.column, f"invalid frame pointer: {e.detail}") from None
 
 
-def parse_shape_or_raise(value: Any, cell: Cell, column: str) -> tuple[int, ...]:
-    if not isinstance(value, str) or not _SHAPE.match(value):
+def parse_shape_or_raise(
+    value: Any, cell: Cell, column: str, pattern: re.Pattern[str] = _SHAPE
+) -> tuple[int, ...]:
+    if not isinstance(value, str) or not pattern.match(value):
         raise cell.bad(column, f"expected a frame shape like 210x160x3, found {_shown(value)}")
     shape = tuple(int(x) for x in value.split("x"))
     size = 1

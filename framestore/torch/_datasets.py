@@ -56,7 +56,7 @@ class _StepIndex:
         self.channels_first = bool(channels_first)
         self.stores = StoreSet(locations_of(sources), storage_options, cache_bytes)
         try:
-            self.episodes, numeric = load_episodes(self.stores, episodes)
+            self.episodes, numeric = load_episodes(self.stores, episodes, self.streams)
         finally:
             self.stores.close()  # each process (each worker) opens its own when it reads
         if "action" in self.fields and not numeric:
@@ -71,33 +71,41 @@ class _StepIndex:
         return list(self.stores.locations)
 
     # ----------------------------------------------------------------- frames
-    def frame(self, ep: EpisodeArrays, row: int) -> np.ndarray:
-        """The frame of ``row`` (a read-only view of a cached decoded chunk)."""
-        loc = ep.location(row)
+    def frame(self, ep: EpisodeArrays, row: int, stream: str = "render") -> np.ndarray:
+        """The frame of ``row`` in ``stream`` (a read-only view of a cached decoded
+        chunk)."""
+        loc = ep.location(row, stream)
         if loc is None:
-            raise InvalidInput(f"episode {ep.episode} step {int(ep.steps[row])} has no frame")
+            raise InvalidInput(
+                f"episode {ep.episode} step {int(ep.steps[row])} has no frame in {stream!r}"
+            )
         store = self.stores.get(ep.store)
-        return store.read_at(loc, ep.episode, int(ep.steps[row]), copy=False)
+        return store.read_at(loc, ep.episode, int(ep.steps[row]), copy=False, stream=stream)
 
-    def frames(self, ep: EpisodeArrays, rows: np.ndarray, pad: np.ndarray) -> np.ndarray:
+    def frames(
+        self, ep: EpisodeArrays, rows: np.ndarray, pad: np.ndarray, stream: str = "render"
+    ) -> np.ndarray:
         """Frames of ``rows`` (clamped into the episode) stacked; a row without a stored
         frame gives zeros and is marked in ``pad``."""
         n = len(ep)
         clamped = np.clip(rows, 0, n - 1)
-        have = ep.has_frame[clamped]
+        have = ep.has(stream)[clamped]
         pad |= ~have
         if not have.any():
             raise InvalidInput(f"episode {ep.episode}: no frame around step {int(rows[-1])}")
-        sample = self.frame(ep, int(clamped[np.argmax(have)]))
-        out = np.zeros((len(rows), *sample.shape), dtype=np.uint8)
+        sample = self.frame(ep, int(clamped[np.argmax(have)]), stream)
+        out = np.zeros((len(rows), *sample.shape), dtype=sample.dtype)
         for i, r in enumerate(clamped):
             if have[i]:
-                out[i] = self.frame(ep, int(r))
+                out[i] = self.frame(ep, int(r), stream)
         return out
 
     def image(self, frames: torch.Tensor, frame_ndim: int) -> torch.Tensor:
-        """Frames (channels last, owned by the caller) as ``frame_dtype`` and layout."""
+        """Frames (channels last, owned by the caller) as ``frame_dtype`` and layout
+        (a stream of other arrays, e.g. float observations, is given as it is)."""
         t = frames
+        if t.dtype != torch.uint8:
+            return t
         if self.channels_first and frame_ndim == 3:
             t = t.movedim(-1, -3).contiguous()
         if self.frame_dtype == "float32":
@@ -142,10 +150,7 @@ class _Steps(_StepIndex):
     def __init__(self, sources: Sources, *, window: Mapping[str, Sequence[int]] | None, **kw):
         super().__init__(sources, **kw)
         self.window = check_window(window, (*self.streams, *self.fields))
-        self._rows = [
-            np.flatnonzero(ep.has_frame) if self.streams else np.arange(len(ep))
-            for ep in self.episodes
-        ]
+        self._rows = [_rows_with(ep, self.streams) for ep in self.episodes]
         self._starts = np.cumsum([0, *(len(r) for r in self._rows)])
 
     def __len__(self) -> int:
@@ -165,7 +170,7 @@ class _Steps(_StepIndex):
             return {k: v[0] for k, v in self.gather([(ep, row)]).items()}
         out: dict[str, torch.Tensor] = {}
         for key in self.streams:  # the few calls an item needs: its cost is the decode
-            frame = self.frame(ep, row)
+            frame = self.frame(ep, row, key)
             out[key] = self.image(torch.from_numpy(frame.copy()), frame.ndim)
         for key in self.fields:
             out[key] = torch.from_numpy(np.array(self.values(ep, key)[row]))
@@ -193,23 +198,25 @@ class _Steps(_StepIndex):
         views: list[np.ndarray | None] = []
         for i, (ep, row) in enumerate(keys):
             if offsets is None:
-                views.append(self.frame(ep, row))  # an item's own row has a frame
+                views.append(self.frame(ep, row, key))  # an item's own row has a frame
                 continue
             rows = row + offsets
             pads[i] = (rows < 0) | (rows >= len(ep))
+            has = ep.has(key)
             for j, r in enumerate(np.clip(rows, 0, len(ep) - 1)):
-                if ep.has_frame[r]:
-                    views.append(self.frame(ep, int(r)))
+                if has[r]:
+                    views.append(self.frame(ep, int(r), key))
                 else:
                     views.append(None)
                     pads[i, j] = True
         sample = next((v for v in views if v is not None), None)
         if sample is None:
-            sample = self.frame(*keys[0])
+            sample = self.frame(*keys[0], key)
         if any(v is None for v in views):
             zeros = np.zeros_like(sample)
             views = [zeros if v is None else v for v in views]
-        batch = _empty((len(views), *sample.shape), torch.uint8)
+        dtype = torch.from_numpy(np.empty(0, dtype=sample.dtype)).dtype
+        batch = _empty((len(views), *sample.shape), dtype)
         try:
             np.stack(views, out=batch.numpy())
         except ValueError:
@@ -240,6 +247,14 @@ class _Steps(_StepIndex):
             pads.append(pad)
         out[key] = torch.from_numpy(np.stack(picked))
         out[f"{key}_is_pad"] = torch.from_numpy(np.stack(pads))
+
+
+def _rows_with(ep: EpisodeArrays, streams: Sequence[str]) -> np.ndarray:
+    """The rows of ``ep`` with a frame in every stream of ``streams`` (all: none asked)."""
+    have = np.ones(len(ep), dtype=bool)
+    for stream in streams:
+        have &= ep.has(stream)
+    return np.flatnonzero(have)
 
 
 def _empty(shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
@@ -274,7 +289,8 @@ class _Gathered(Sequence):
 class StepDataset(_Steps, Dataset):
     """Steps of one or more stores as a map-style ``torch.utils.data.Dataset``.
 
-    An item is one step row that has a frame: a dict of tensors keyed by stream
+    An item is one step row that has a frame in every stream asked for: a dict of
+    tensors keyed by stream
     (``"render"``: the frame, uint8 ``(H, W, C)`` as recorded, or float32 in [0, 1] with
     ``frame_dtype="float32"``; ``(C, H, W)`` with ``channels_first``) and by field
     (``action``, ``reward``, ``terminated``, ``truncated``: the row's values, i.e. the
@@ -295,8 +311,10 @@ class StepDataset(_Steps, Dataset):
     Args:
         sources: a store path or URL, an open ``FrameStore`` (reopened by location), or
             a list of them.
-        streams: image streams to return (today every store has ``"render"``); ``()``
-            for values only.
+        streams: frame streams to return (``"render"``, the default; an episode's other
+            streams, ``EpisodeInfo.streams``: ``"observation"``, a camera...; every
+            episode must have them); ``()`` for values only. A stream of non-uint8
+            arrays (a large observation vector) comes back in its own dtype.
         fields: per-step values to return (default: all four).
         window: ``{stream or field: [step offsets]}``.
         episodes: episode ids (of every store), or ``{location: ids}``; None: all live.
@@ -479,9 +497,10 @@ class TransitionDataset(_StepIndex, Dataset):
             cache_bytes=cache_bytes,
         )
         self.frame_stack = frame_stack
+        self.stream = self.streams[0]
         self._offsets = np.arange(1 - frame_stack, 1, dtype=np.int64)
         self._rows = [
-            np.flatnonzero(ep.has_frame[:-1] & ep.has_frame[1:] & ep.has_action[1:])
+            np.flatnonzero(ep.has(self.stream)[:-1] & ep.has(self.stream)[1:] & ep.has_action[1:])
             for ep in self.episodes
         ]
         self._starts = np.cumsum([0, *(len(r) for r in self._rows)])
@@ -499,12 +518,12 @@ class TransitionDataset(_StepIndex, Dataset):
         out: dict[str, torch.Tensor] = {}
         for key, row in (("obs", t), ("next_obs", t + 1)):
             if self.frame_stack == 1:
-                frame = self.frame(ep, row)
+                frame = self.frame(ep, row, self.stream)
                 out[key] = self.image(torch.from_numpy(np.array(frame)), frame.ndim)
             else:
                 rows = row + self._offsets
                 pad = rows < 0
-                frames = self.frames(ep, rows, pad)
+                frames = self.frames(ep, rows, pad, self.stream)
                 out[key] = self.image(torch.from_numpy(frames), frames.ndim - 1)
                 out[f"{key}_is_pad"] = torch.from_numpy(pad)
         for name in ("action", "reward", "terminated", "truncated"):

@@ -7,17 +7,19 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
+from .._format import RENDER_STREAM as RENDER
+from .._format.streams import check_stream_name
 from ..errors import InvalidInput
 from ..store import FrameStore
 from ..types import episodes_wanted
 
-#: The image streams a step can carry. Today every store has one, ``render`` (what
-#: ``env.render()`` showed); named streams (observations, cameras) will add names here.
+#: The stream every store has (what ``env.render()`` showed); episodes recorded with
+#: ``record_step(frames=...)`` or observations have more (``EpisodeInfo.streams``).
 STREAMS = ("render",)
 #: Per-step values a dataset item can hold besides frames.
 FIELDS = ("action", "reward", "terminated", "truncated")
@@ -47,6 +49,8 @@ class EpisodeArrays:
     rewards: np.ndarray
     terminated: np.ndarray
     truncated: np.ndarray
+    #: streams other than render asked for: ``(n, 3)`` pointers, -1 where none
+    streams: Mapping[str, np.ndarray] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.steps)
@@ -55,7 +59,14 @@ class EpisodeArrays:
     def has_frame(self) -> np.ndarray:
         return self.segment >= 0
 
-    def location(self, row: int) -> tuple[int, int, int] | None:
+    def has(self, stream: str) -> np.ndarray:
+        """Rows with a stored frame in ``stream``."""
+        return self.has_frame if stream == RENDER else self.streams[stream][:, 0] >= 0
+
+    def location(self, row: int, stream: str = "render") -> tuple[int, int, int] | None:
+        if stream != RENDER:
+            loc = self.streams[stream][row]
+            return None if loc[0] < 0 else (int(loc[0]), int(loc[1]), int(loc[2]))
         if self.segment[row] < 0:
             return None
         return int(self.segment[row]), int(self.offset[row]), int(self.slot[row])
@@ -119,15 +130,13 @@ def locations_of(sources: Sources) -> list[str]:
 
 
 def check_streams(streams: str | Iterable[str] | None) -> tuple[str, ...]:
-    """The streams asked for, each one the stores have (one clear error otherwise)."""
+    """The streams asked for (names checked here; each episode must have them, checked
+    when the episodes are loaded)."""
     if streams is None:
         return STREAMS
     names = (streams,) if isinstance(streams, str) else tuple(streams)
     for name in names:
-        if name not in STREAMS:
-            raise InvalidInput(
-                f"unknown stream {name!r}; the stores have the stream(s): {', '.join(STREAMS)}"
-            )
+        check_stream_name(name)
     return tuple(dict.fromkeys(names))
 
 
@@ -163,7 +172,9 @@ def check_window(
 
 
 def load_episodes(
-    stores: StoreSet, episodes: Mapping[str, Iterable[int]] | Iterable[int] | None
+    stores: StoreSet,
+    episodes: Mapping[str, Iterable[int]] | Iterable[int] | None,
+    streams: Sequence[str] = (),
 ) -> tuple[list[EpisodeArrays], bool]:
     """Every live episode (or the ids asked for) of every store, as arrays: a snapshot of
     what is committed now (a store being recorded is read as far as it is committed).
@@ -176,19 +187,29 @@ def load_episodes(
         for ep in store.episodes():
             if wanted is not None and ep.id not in wanted:
                 continue
+            missing = [s for s in streams if s not in ep.streams]
+            if missing:
+                raise InvalidInput(
+                    f"{store.location}: episode {ep.id} has no stream {missing[0]!r} (its "
+                    f"streams: {', '.join(ep.streams)}); choose episodes=... that have it"
+                )
             pointers = store.frame_locations(ep.id)
             track = store.step_track(ep.id)
-            raw.append((index, ep.id, pointers, track))
+            extra = {s: store.frame_locations(ep.id, stream=s) for s in streams if s != RENDER}
+            raw.append((index, ep.id, pointers, track, extra))
         if wanted is not None:
-            missing = wanted - {e for i, e, _p, _t in raw if i == index}
+            missing = wanted - {e for i, e, *_rest in raw if i == index}
             if missing:
                 raise InvalidInput(f"{store.location}: no episode {min(missing)}")
-    template = _action_template(t.actions for _i, _e, _p, t in raw)
-    for index, episode, pointers, track in raw:
-        n = min(len(pointers), len(track))  # a live store commits rows between the reads
+    template = _action_template(t.actions for _i, _e, _p, t, _x in raw)
+    for index, episode, pointers, track, extra in raw:
+        # a live store commits rows between the reads
+        n = min(len(pointers), len(track), *(len(p) for p in extra.values()))
         if n == 0:
             continue
-        out.append(_arrays(index, episode, pointers[:n], track, n, template))
+        arrays = _arrays(index, episode, pointers[:n], track, n, template)
+        arrays.streams.update({s: _pointer_array(p, n) for s, p in extra.items()})
+        out.append(arrays)
     return out, template is not None
 
 
@@ -209,6 +230,15 @@ def _action_template(tracks: Iterable[Sequence[Any]]) -> np.ndarray | None:
             dtype = np.int64 if arr.dtype.kind in "iu" else dtype
             return np.zeros(arr.shape, dtype=dtype)
     return np.zeros((), dtype=np.int64)
+
+
+def _pointer_array(pointers: list, n: int) -> np.ndarray:
+    """``(n, 3)`` pointers of ``(step, location)`` pairs, -1 where none."""
+    ptr = np.full((n, 3), -1, dtype=np.int64)
+    for row, (_s, loc) in enumerate(pointers[:n]):
+        if loc is not None:
+            ptr[row] = loc
+    return ptr
 
 
 def _arrays(

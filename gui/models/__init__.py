@@ -11,6 +11,8 @@
   column, hit-testing and hover text.
 * ``step_fields`` / ``step_panel_text`` / ``step_json`` (``_step_text``): a step's
   values, readable and exact.
+* ``display_frame`` (``_streams``): how the viewer shows a frame stream's frame (stacks
+  tiled, arrays described).
 * ``Signal`` (``_signal``): the callback list the models notify widgets through.
 
 Widgets (``gui/_*.py``) take these models in their constructors, subscribe to their
@@ -38,9 +40,11 @@ from ._playback import SPEED_MAX, SPEED_MIN, SPEEDS, PlaybackClock
 from ._session import PlaySession, Recording, SessionEvent, StepResult
 from ._signal import Signal
 from ._step_text import StepField, step_fields, step_json, step_panel_text
+from ._streams import display_frame
 from ._timeline import MARKERS, TimelineColumns, TimelineModel
 
 __all__ = [
+    "display_frame",
     "Signal",
     "PlaybackClock",
     "SPEEDS",

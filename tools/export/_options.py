@@ -52,6 +52,7 @@ class ExportOptions:
         scale: integer nearest-neighbour upscaling (not for npz).
         skip_corrupt: leave out frames whose data fails a check (listed in the report)
             instead of stopping with the ``CorruptData`` error.
+        stream: the frame stream exported (``EpisodeInfo.streams``; default ``render``).
     """
 
     fps: float | None = None
@@ -60,8 +61,11 @@ class ExportOptions:
     lossless: bool = False
     scale: int = 1
     skip_corrupt: bool = False
+    stream: str = "render"
 
     def __post_init__(self) -> None:
+        if not isinstance(self.stream, str) or not self.stream:
+            raise InvalidInput(f"stream must be a stream name, got {self.stream!r}")
         if not _is_int(self.scale) or not 1 <= self.scale <= MAX_SCALE:
             raise InvalidInput(
                 f"scale must be an integer from 1 to {MAX_SCALE}, got {self.scale!r}"

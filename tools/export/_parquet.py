@@ -3,7 +3,12 @@ for Hugging Face ``datasets``, Ray Data, pandas, DuckDB and Spark.
 
 Columns: those of ``framestore.columns`` (without ``store``) and ``image``: the frame as a
 lossless PNG in Hugging Face's Image layout (``struct<bytes: binary, path: string>``,
-null for a step whose frame was dropped). The Arrow schema carries the ``datasets``
+null for a step whose frame was dropped). Each other frame stream of the episodes
+(``record_step(frames=...)``, observations) is a column too: ``image.<name>`` in the same
+layout when its frames are images (uint8 HxW or HxWxC, C in 1, 3, 4), else
+``array.<name>``: ``struct<bytes: binary (the array's C-order little-endian bytes),
+shape: list<int64>, dtype: string>`` (frame stacks, observation vectors); null where a
+step has none. The Arrow schema carries the ``datasets``
 features under the ``huggingface`` metadata key, so ``load_dataset("parquet",
 data_dir=DIR)`` decodes ``image`` to a PIL image; frames come back exactly (HxWx1 frames
 as HxW grey images).
@@ -205,20 +210,52 @@ class _ShardWriter:
             "huggingface": json.dumps({"info": {"features": hf_features(plan.kind)}}),
             "framestore": json.dumps({"source": store.name, "exported": time.time()}),
         }
-        self.schema = pa.schema([*fields, pa.field("image", image)], metadata=meta)
+        self.streams = self._stream_columns()
+        array = pa.struct(
+            [("bytes", pa.binary()), ("shape", pa.list_(pa.int64())), ("dtype", pa.string())]
+        )
+        extra = [
+            pa.field(c, image if c.startswith("image.") else array) for c in self.streams.values()
+        ]
+        self._images = ["image", *(c for c in self.streams.values() if c.startswith("image."))]
+        meta["huggingface"] = json.dumps(
+            {"info": {"features": {**hf_features(plan.kind), **_stream_features(self.streams)}}}
+        )
+        self.schema = pa.schema([*fields, pa.field("image", image), *extra], metadata=meta)
         self.group_bytes = min(_MAX_ROW_GROUP_BYTES, (plan.shard_bytes - _FOOTER_BYTES) // 4)
         self.compression = {f.name: "zstd" for f in fields}
         self.compression.update({"image.bytes": "none", "image.path": "none"})  # PNG already is
+        for column in self.streams.values():
+            if column.startswith("image."):
+                self.compression.update({f"{column}.bytes": "none", f"{column}.path": "none"})
         self._writer: Any = None
         self._path: Path | None = None
         self._groups = 0
+
+    def _stream_columns(self) -> dict[str, str]:
+        """``{stream: column}`` of the selected episodes' streams other than render:
+        ``image.<name>`` for image frames, else ``array.<name>`` (one kind per name)."""
+        out: dict[str, str] = {}
+        for span in self.plan.selection.spans:
+            for info in self.store.streams(span.id)[1:]:
+                shape = info.shape or ()
+                image = info.dtype == "uint8" and (
+                    len(shape) == 2 or (len(shape) == 3 and shape[2] in (1, 3, 4))
+                )
+                column = f"{'image' if image else 'array'}.{info.name}"
+                if out.setdefault(info.name, column) != column:
+                    raise InvalidInput(
+                        f"stream {info.name!r} holds images in one episode and other arrays "
+                        "in another; export them apart (--episode)"
+                    )
+        return out
 
     def run(self) -> None:
         rows: list[dict] = []
         size = 0
         for row in self._rows():
             rows.append(row)
-            size += len(row["image"]["bytes"]) if row["image"] else 0
+            size += sum(len(row[c]["bytes"]) for c in self._images if row[c])
             if size >= self.group_bytes or len(rows) >= _MAX_ROW_GROUP_ROWS:
                 self._write_group(rows, size)
                 rows, size = [], 0
@@ -228,8 +265,17 @@ class _ShardWriter:
 
     def _rows(self) -> Iterator[dict]:
         planned = self.plan.selection.rows
+        cursors: dict[str, _StreamCursor] = {}
+        span_id = None
         for done, item in enumerate(iter_step_frames(self.store, self.plan.selection.spans), 1):
             ep = item.span.episode
+            if ep.id != span_id:  # a new episode: its streams' frames in step order
+                span_id = ep.id
+                cursors = {
+                    name: _StreamCursor(self.store, item.span, name)
+                    for name in ep.streams[1:]
+                    if name in self.streams
+                }
             row = step_row(
                 item.step, store="", run_id=ep.run_id, env_id=ep.env_id, kind=self.plan.kind
             )
@@ -238,6 +284,10 @@ class _ShardWriter:
             if item.frame is not None:
                 row["image"] = {"bytes": png_bytes(item.frame), "path": None}
                 self.report.frames += 1
+            for name, column in self.streams.items():
+                cursor = cursors.get(name)
+                frame = None if cursor is None else cursor.at(item.step.step)
+                row[column] = None if frame is None else _cell(column, frame)
             yield row
             self.report.rows = done
             if self.progress is not None:
@@ -271,6 +321,43 @@ class _ShardWriter:
         self.report.shard_bytes.append(self._current_bytes())
         self._writer = None
         self._groups = 0
+
+
+def _stream_features(streams: dict[str, str]) -> dict[str, Any]:
+    """The Hugging Face features of the stream columns."""
+
+    def value(dtype: str) -> dict[str, str]:
+        return {"dtype": dtype, "_type": "Value"}
+
+    array = {
+        "bytes": value("binary"),
+        "shape": {"feature": value("int64"), "_type": "List"},
+        "dtype": value("string"),
+    }
+    return {c: {"_type": "Image"} if c.startswith("image.") else array for c in streams.values()}
+
+
+def _cell(column: str, frame: np.ndarray) -> dict[str, Any]:
+    if column.startswith("image."):
+        return {"bytes": png_bytes(frame), "path": None}
+    little = np.ascontiguousarray(frame, dtype=frame.dtype.newbyteorder("<"))
+    return {"bytes": little.tobytes(), "shape": list(frame.shape), "dtype": frame.dtype.name}
+
+
+class _StreamCursor:
+    """One episode's frames of one stream, read in step order as the rows ask."""
+
+    def __init__(self, store: FrameStore, span: Any, stream: str):
+        self._frames = store.iter_steps_frames(span.id, span.start, span.stop, stream=stream)
+        self._next = next(self._frames, None)
+
+    def at(self, step: int) -> np.ndarray | None:
+        """The frame of ``step`` (None: the stream has none there)."""
+        while self._next is not None and self._next[0] < step:
+            self._next = next(self._frames, None)
+        if self._next is not None and self._next[0] == step:
+            return self._next[1]
+        return None
 
 
 def _name_shards(plan: _Plan, report: ParquetReport) -> None:

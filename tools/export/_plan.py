@@ -116,8 +116,8 @@ def make_plan(
     _check_options_fit(fmt, options)
     fps = _resolve_fps(store, ep, options)
     # A snapshot of what is committed now: rows of a live episode keep arriving.
-    summary = store.frame_summary(ep.id, options.start, options.stop)
-    shape = _frame_shape(ep.id, fmt, summary, options.start)
+    summary = store.frame_summary(ep.id, options.start, options.stop, stream=options.stream)
+    shape = _frame_shape(ep.id, fmt, summary, options.start, options.stream)
     shape = _decoded_shape(store, ep.id, options, int(summary.stop), shape, fmt)
     _check_scaled_size(shape, options)
     _check_lossless(fmt, shape, options)
@@ -172,11 +172,12 @@ def _decoded_shape(
 ) -> tuple[int, ...]:
     """The shape of the range's first readable frame as its chunk decodes it. Nothing
     is sized from the database: a ``frame_shape`` that disagrees is corruption."""
-    for step, loc in store.frame_locations(episode_id, options.start, stop):
+    stream = options.stream
+    for step, loc in store.frame_locations(episode_id, options.start, stop, stream=stream):
         if loc is None:
             continue
         try:
-            shape = tuple(store.read_at(loc, episode_id, step, copy=False).shape)
+            shape = tuple(store.read_at(loc, episode_id, step, copy=False, stream=stream).shape)
         except (CorruptData, FrameNotFound):
             if not options.skip_corrupt:
                 raise
@@ -213,7 +214,15 @@ def _resolve_fps(store: FrameStore, ep: EpisodeInfo, options: ExportOptions) -> 
     return check_fps(store.run(ep.run_id).config.get("render_fps") or DEFAULT_FPS)
 
 
-def _parse_shape(text: str) -> tuple[int, ...]:
+def _parse_shape(text: str, fmt: str, stream: str) -> tuple[int, ...]:
+    if stream != "render":  # a stream's frames: frame stacks and vectors too
+        shape = tuple(int(d) for d in text.split("x"))
+        image = len(shape) == 2 or (len(shape) == 3 and shape[2] in (1, 2, 3, 4))
+        if fmt != "npz" and not image:
+            raise InvalidInput(
+                f"stream {stream!r} holds arrays of shape {text}, not images: export it to .npz"
+            )
+        return shape
     shape = parse_shape(text)  # CorruptCatalog for text that is not a shape
     assert shape is not None
     if len(shape) not in (2, 3) or (len(shape) == 3 and shape[2] not in (1, 2, 3, 4)):
@@ -221,7 +230,9 @@ def _parse_shape(text: str) -> tuple[int, ...]:
     return shape
 
 
-def _frame_shape(episode_id: int, fmt: str, summary: FrameSummary, start: int) -> tuple[int, ...]:
+def _frame_shape(
+    episode_id: int, fmt: str, summary: FrameSummary, start: int, stream: str = "render"
+) -> tuple[int, ...]:
     """The one frame shape of the range (PNG files may differ from step to step)."""
     if summary.frames == 0:
         stop = summary.stop
@@ -229,7 +240,7 @@ def _frame_shape(episode_id: int, fmt: str, summary: FrameSummary, start: int) -
         raise InvalidInput(
             f"episode {episode_id} has no stored frames {where} (it has {summary.steps} steps)"
         )
-    shapes = [_parse_shape(text) for text in summary.shapes]
+    shapes = [_parse_shape(text, fmt, stream) for text in summary.shapes]
     if len(shapes) != 1 and fmt != "png":
         raise InvalidInput(
             f"episode {episode_id} has frames of several shapes ({', '.join(summary.shapes)}); "

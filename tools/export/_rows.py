@@ -31,18 +31,25 @@ def iter_rows(store: FrameStore, plan: Plan, report: ExportReport) -> Iterator[R
     ``frame_shape`` is corrupt the same way: never written.
     """
     bad_chunks: set[tuple[int, int]] = set()
+    stream = plan.options.stream
     for lo in range(plan.start, plan.stop, _PAGE_ROWS):
-        for row in store.read_steps(plan.episode_id, lo, min(plan.stop, lo + _PAGE_ROWS)):
-            if row.frame is None:
+        hi = min(plan.stop, lo + _PAGE_ROWS)
+        # another stream's pointers (render's are the rows' own)
+        locs = None if stream == "render" else dict(
+            store.frame_locations(plan.episode_id, lo, hi, stream=stream)
+        )  # fmt: skip
+        for row in store.read_steps(plan.episode_id, lo, hi):
+            loc = row.frame if locs is None else locs.get(row.step)
+            if loc is None:
                 report.dropped_steps.append(row.step)
                 continue
-            chunk = (row.frame[0], row.frame[1])
+            chunk = (loc[0], loc[1])
             if chunk in bad_chunks:
                 report.skipped_steps.append(row.step)
                 continue
             try:
-                frame = store.read_at(row.frame, plan.episode_id, row.step)
-                _check_shape(plan, row, frame)
+                frame = store.read_at(loc, plan.episode_id, row.step, stream=stream)
+                _check_shape(plan, row, frame, locs is None)
             except (CorruptData, FrameNotFound):
                 if not plan.options.skip_corrupt:
                     raise
@@ -52,12 +59,15 @@ def iter_rows(store: FrameStore, plan: Plan, report: ExportReport) -> Iterator[R
             yield row, frame
 
 
-def _check_shape(plan: Plan, row: StepInfo, frame: np.ndarray) -> None:
-    """The decoded frame is the truth; a disagreeing row or plan means corruption."""
+def _check_shape(plan: Plan, row: StepInfo, frame: np.ndarray, render: bool = True) -> None:
+    """The decoded frame is the truth; a disagreeing row or plan means corruption (the
+    row's ``frame_shape`` is its render frame's: another stream's frames are checked
+    against the plan only)."""
     shape = tuple(frame.shape)
-    want = row.frame_shape if plan.format == "png" else plan.shape
-    if row.frame_shape is not None and row.frame_shape != shape or (want and want != shape):
-        said = "x".join(map(str, row.frame_shape or want))
+    said_row = row.frame_shape if render else None
+    want = said_row if plan.format == "png" else plan.shape
+    if said_row is not None and said_row != shape or (want and want != shape):
+        said = "x".join(map(str, said_row or want))
         raise CorruptData(
             "framestore.db",
             0,

@@ -2,7 +2,9 @@
 
 Every size, layout and name of the format is defined here and nowhere else: the file
 and directory names of a store, the segment file header, the record framing, the
-``CHUNK`` and ``SEAL`` payloads of each format version.
+``CHUNK`` and ``SEAL`` payloads of each format version. Two parts have a module of
+their own here: ``parts`` (the zstd parts inside a CHUNK's data) and ``published`` (the
+layout of a published store).
 
 This module sees ``IO[bytes]`` and ``bytes`` only, never paths: the store decides where
 files live. One dataclass per record payload, each with ``pack``/``unpack``.
@@ -10,7 +12,6 @@ files live. One dataclass per record payload, each with ``pack``/``unpack``.
 
 from __future__ import annotations
 
-import bisect
 import errno
 import json
 import re
@@ -24,7 +25,8 @@ from typing import IO, Any
 
 import zstandard
 
-from .errors import ChecksumMismatch, CorruptRecord, RecordTooLarge, TruncatedRecord
+from ..errors import ChecksumMismatch, CorruptRecord, RecordTooLarge, TruncatedRecord
+from .streams import parse_shared, stream_columns  # streams, observations
 
 # --------------------------------------------------------------------------- names
 DB_NAME = "framestore.db"  # the SQLite catalogue
@@ -45,38 +47,6 @@ def parse_segment_name(name: str) -> int | None:
     return int(m.group(1)) if m else None
 
 
-# --------------------------------------------------------------------------- published stores
-# A published store (``framestore publish``): the sealed segments under SEGMENT_DIR as
-# they are, the catalogue as one Parquet object per table, and a manifest listing every
-# object with its size and SHA-256. The manifest is written last.
-MANIFEST_NAME = "manifest.json"
-CATALOGUE_DIR = "catalogue"
-PUBLISHED_FORMAT = "framestore-published"  # the manifest's "format"
-PUBLISHED_VERSION = 2  # the manifest's "version" this framestore writes
-PUBLISHED_VERSIONS_READ = (1, 2)  # and the ones it reads (1: no episode totals)
-CHUNKS_TABLE = "chunks"  # (segment, offset, bytes) of every published CHUNK record
-# Per-episode totals (version 2): what listing a published store needs, so that ``ls`` and
-# ``info`` never read the steps table. One row per published episode, int64 columns:
-EPISODE_TOTALS_TABLE = "episode_totals"
-EPISODE_TOTALS_COLUMNS = (
-    "episode_id",
-    "steps",  # step rows
-    "frames",  # of them, rows with a stored frame
-    "raw_frame_bytes",  # uncompressed bytes of those frames (from their shapes)
-    "chunk_bytes",  # bytes of the chunk records holding them (distinct chunks)
-)
-# A catalogue table is read one row group at a time; a reader refuses a row group of more
-# rows, or a column chunk the footer says decompresses to more bytes, than these.
-MAX_PUBLISHED_GROUP_ROWS = 1024 * 1024
-MAX_PUBLISHED_COLUMN_BYTES = 256 * 1024 * 1024
-MAX_MANIFEST_BYTES = 64 * 1024 * 1024  # a manifest claiming more is refused unread
-
-
-def catalogue_object(table: str) -> str:
-    """The object name of a catalogue table in a published store, relative to its root."""
-    return f"{CATALOGUE_DIR}/{table}.parquet"
-
-
 # --------------------------------------------------------------------------- versions
 MAGIC = b"\x89FSEG\r\n\x1a"
 VERSION = 3  # what this framestore writes
@@ -93,7 +63,6 @@ MAX_FRAME_KEY = 2**32 - 1  # CHUNK frame key (the step): u32
 MAX_META_PAYLOAD = 1024 * 1024  # EPISODE, EPISODE_END, RUN_END (JSON)
 MAX_STEPS_BLOCK_BYTES = 256 * 1024 * 1024  # a CHUNK's steps block, decompressed
 RENDER_STREAM = "render"  # stream index 0
-
 # --------------------------------------------------------------------------- framing
 _FILE_HEADER = struct.Struct("<8sHHII")  # magic, version, flags, segment_id, store tag
 _CRC = struct.Struct("<I")
@@ -522,94 +491,6 @@ def pack_chunk(header: ChunkHeader, steps_block: bytes, data: bytes | memoryview
     return pack_record(RecordType.CHUNK, header.pack(VERSION), steps_block, data)
 
 
-# --------------------------------------------------------------------------- zstd parts
-# A zstd chunk's data is either ONE zstd frame holding all N frames, or (written since
-# 0.3.x, format 3 unchanged otherwise) P >= 2 zstd frames ("parts") of consecutive
-# frames followed by a seek table in the zstd seekable format (zstd's
-# contrib/seekable_format): a skippable frame whose content lists each part's
-# compressed and decompressed size, then a 9-byte footer. The data stays one valid zstd
-# stream (a skippable frame is ignored by decoders), and a reader can decode the one
-# part holding a frame instead of the whole chunk.
-_SKIPPABLE_MAGIC = 0x184D2A5E
-SEEKABLE_MAGIC = 0x8F92EAB1
-_SKIPPABLE_HEAD = struct.Struct("<II")  # magic, frame size
-_SEEK_ENTRY = struct.Struct("<II")  # compressed size, decompressed size
-_SEEK_FOOTER = struct.Struct("<IBI")  # number of frames, descriptor, seekable magic
-_SEEK_CHECKSUM_FLAG = 0x80  # descriptor bit 7: entries carry a checksum (never written)
-_SEEK_RESERVED_BITS = 0x7C  # descriptor bits 2-6: must be zero
-MAX_PARTS = 65_535  # at most one part a frame (chunk_frames <= 65,535)
-
-
-def seek_table_size(parts: int) -> int:
-    """Bytes of the seek table (skippable frame) describing ``parts`` parts."""
-    return _SKIPPABLE_HEAD.size + _SEEK_ENTRY.size * parts + _SEEK_FOOTER.size
-
-
-def pack_seek_table(sizes: list[tuple[int, int]]) -> bytes:
-    """The seek table of parts of ``(compressed, decompressed)`` sizes, in order."""
-    body = b"".join(_SEEK_ENTRY.pack(c, d) for c, d in sizes)
-    body += _SEEK_FOOTER.pack(len(sizes), 0, SEEKABLE_MAGIC)
-    return _SKIPPABLE_HEAD.pack(_SKIPPABLE_MAGIC, len(body)) + body
-
-
-@dataclass(frozen=True, slots=True)
-class ZstdParts:
-    """Where each part of a zstd chunk's data lies: part ``p`` holds frames
-    ``first[p] <= slot < first[p + 1]`` compressed in ``data[start[p]:start[p + 1]]``
-    (both tuples have P + 1 entries; ``start[P]`` is where the seek table begins)."""
-
-    first: tuple[int, ...]
-    start: tuple[int, ...]
-
-    @property
-    def count(self) -> int:
-        return len(self.first) - 1
-
-    def part_of(self, slot: int) -> int:
-        """The part holding frame ``slot`` (``0 <= slot < N``)."""
-        return bisect.bisect_right(self.first, slot) - 1
-
-
-def has_seek_table(data: bytes | memoryview) -> bool:
-    """Whether zstd chunk data ends with a seek table's footer (then ``unpack_parts``
-    must accept it: a single zstd frame never names parts)."""
-    n = len(data)
-    return (
-        n >= seek_table_size(0)
-        and _SEEK_FOOTER.unpack_from(data, n - _SEEK_FOOTER.size)[2] == SEEKABLE_MAGIC
-    )
-
-
-def unpack_parts(data: bytes | memoryview, count: int, frame_bytes: int, bad) -> ZstdParts:
-    """The parts of zstd chunk data of ``count`` frames of ``frame_bytes`` bytes, from
-    its seek table. Raises ``bad(why)`` unless the table is well formed, its parts
-    cover exactly the data before it, and each part holds a whole number of frames
-    (together exactly ``count``)."""
-    n = len(data)
-    parts, descriptor, _magic = _SEEK_FOOTER.unpack_from(data, n - _SEEK_FOOTER.size)
-    if descriptor & (_SEEK_CHECKSUM_FLAG | _SEEK_RESERVED_BITS):
-        raise bad(f"seek table descriptor {descriptor:#x} not supported")
-    if not 1 <= parts <= min(MAX_PARTS, count):
-        raise bad(f"seek table of {parts} parts for {count} frames")
-    table = seek_table_size(parts)
-    if table > n:
-        raise bad("seek table longer than the data")
-    magic, size = _SKIPPABLE_HEAD.unpack_from(data, n - table)
-    if magic != _SKIPPABLE_MAGIC or size != table - _SKIPPABLE_HEAD.size:
-        raise bad("seek table frame header does not match its footer")
-    sizes = struct.unpack_from(f"<{2 * parts}I", data, n - table + _SKIPPABLE_HEAD.size)
-    first, start = [0], [0]
-    for compressed, raw in zip(sizes[0::2], sizes[1::2], strict=True):
-        frames, rest = divmod(raw, frame_bytes)
-        if rest or not frames or not compressed:
-            raise bad(f"a part of {compressed} bytes holding {raw} bytes of frames")
-        first.append(first[-1] + frames)
-        start.append(start[-1] + compressed)
-    if first[-1] != count or start[-1] != n - table:
-        raise bad("seek table parts do not cover the chunk's frames and data")
-    return ZstdParts(tuple(first), tuple(start))
-
-
 # --------------------------------------------------------------------------- steps block
 _STEPS_HEAD = struct.Struct("<HHI")  # head size, reserved, M
 _NULL_TEXT = 0xFFFFFFFF
@@ -635,6 +516,8 @@ class StepMeta:
     frame_shape: str | None
     has_frame: bool = False
     dropped: bool = False
+    shared: tuple[int, ...] = ()  # streams (>= 1) whose frame here is the render frame
+    observation: bytes | None = None  # non-image observation entries, typed binary
 
     @property
     def flags(self) -> int:
@@ -648,8 +531,8 @@ class StepMeta:
         )
 
 
-def _text_column(values: list[str | None]) -> bytes:
-    data = [None if v is None else v.encode() for v in values]
+def _text_column(values: list[str | bytes | None]) -> bytes:
+    data = [v.encode() if isinstance(v, str) else v for v in values]
     lengths = struct.pack(f"<{len(data)}I", *(_NULL_TEXT if d is None else len(d) for d in data))
     return lengths + b"".join(d for d in data if d is not None)
 
@@ -667,6 +550,7 @@ def pack_steps(steps: list[StepMeta], compressor: zstandard.ZstdCompressor) -> b
             _text_column([s.action for s in steps]),
             _text_column([s.info for s in steps]),
             _text_column([s.frame_shape for s in steps]),
+            *stream_columns(steps, _text_column),
         )
     )
     return compressor.compress(raw)
@@ -710,7 +594,10 @@ def unpack_steps(
         walls = struct.unpack_from(f"<{m}d", raw, pos)
         pos += 8 * m
         texts = []
-        for _ in range(3):
+        for n in range(5):  # action, info, frame shape; 0.3.x: shared streams, observations
+            if n >= 3 and pos >= len(raw):  # an appended column that is absent: all NULL
+                texts.append([None] * m)
+                continue
             lengths = struct.unpack_from(f"<{m}I", raw, pos)
             pos += 4 * m
             column: list[str | None] = []
@@ -720,10 +607,11 @@ def unpack_steps(
                     continue
                 if pos + ln > len(raw):
                     raise bad("text runs past the block")
-                column.append(raw[pos : pos + ln].decode())
+                column.append(raw[pos : pos + ln] if n == 4 else raw[pos : pos + ln].decode())
                 pos += ln
             texts.append(column)
-    except (struct.error, UnicodeDecodeError) as e:
+        texts[3] = [parse_shared(t) for t in texts[3]]
+    except (struct.error, UnicodeDecodeError, ValueError) as e:
         raise bad(str(e)) from None
     if len(flags) != m:
         raise bad("block too short")
@@ -733,9 +621,9 @@ def unpack_steps(
             None if f & STEP_NO_REWARD else r,
             bool(f & STEP_TERMINATED), bool(f & STEP_TRUNCATED), i,
             None if f & STEP_NO_WALL_TIME else w,
-            sh, bool(f & STEP_HAS_FRAME), bool(f & STEP_DROPPED),
+            sh, bool(f & STEP_HAS_FRAME), bool(f & STEP_DROPPED), sd, ob,
         )
-        for st, f, r, w, a, i, sh in zip(steps, flags, rewards, walls, *texts, strict=True)
+        for st, f, r, w, a, i, sh, sd, ob in zip(steps, flags, rewards, walls, *texts, strict=True)
     ]  # fmt: skip
 
 
