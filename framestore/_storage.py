@@ -38,6 +38,7 @@ from telemetry import (
     StreamStarted,
     TelemetryDBSink,
 )
+from telemetry.jsonsafe import dumps
 
 from ._chunks import Chunk
 from ._closing import close_all
@@ -45,7 +46,6 @@ from ._format import RENDER_STREAM, RecordType, StepMeta, store_tag
 from ._lock import StoreLock
 from ._refs import FrameRef
 from .errors import QueueFull
-from .jsonsafe import dumps
 from .service import FrameStorageService, MetaRecord, ServiceMetrics
 from .settings import Settings
 

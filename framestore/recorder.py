@@ -44,6 +44,8 @@ from ._storage import Storage, ThreadStorage
 from ._streams import StreamInput, split_frames
 from .catalog import check_seed, format_shape
 from .errors import InvalidInput, StoreClosed
+from .maintenance import next_ids, sync_segments
+from .merging import refuse_unfinished_merge
 from .service import ServiceMetrics
 from .settings import Settings, resolve
 
@@ -114,8 +116,9 @@ def prepare_recording(
     env_id: str, *, preset: str | None = None, writer: str | None = None
 ) -> Settings:
     """Load now, once per process, what opening a recorder of ``env_id`` loads on first
-    use: the host's settings (``psutil``), the merge check and, when the writer runs in a
-    storage process, its client. Returns the settings a recorder would use.
+    use: the host's settings (``psutil``) and, when the writer runs in a storage process,
+    its client (the merge check is imported with this module). Returns the settings a
+    recorder would use.
 
     For interactive programs: opening a recorder runs on a background thread that shares
     the interpreter with the UI, and a module imported there holds the GIL while it
@@ -127,8 +130,6 @@ def prepare_recording(
             recorder would).
     """
     s = resolve(env_id, preset=preset, overrides={"writer": writer} if writer else None).settings
-    from . import merging  # noqa: F401 - the recorder's merge check
-
     if s.writer == "process":
         from . import _storageclient  # noqa: F401 - the storage process's client side
     return s
@@ -150,7 +151,7 @@ class Recorder:
             (keep it short; close the recorder from the producer's thread, not from it).
         render_fps: the environment's frame rate, stored with the run (exports use it).
         env_spec: how to make the environment again (``verify --replay``), stored with
-            the run; ``framestore.replay.env_spec_of(env)`` makes it.
+            the run; ``framestore.envs.env_spec_of(env.spec)`` makes it.
         on_close: called with the recorder once it is closed (``FrameStore`` uses it to
             forget its recorders).
     """
@@ -220,12 +221,10 @@ class Recorder:
             self._storage = ThreadStorage(*args, store_id=store_id)
         try:
             # The writer lock is held from here on: ids cannot race with another writer.
-            from .merging import refuse_unfinished_merge  # merging imports the store
-
             refuse_unfinished_merge(store)
             # Episode ids start above any id a crashed writer left in segments, so frames
             # of two recordings never share one (recover tells them apart by it).
-            self.run_id, self._next_episode_id = store.next_ids()
+            self.run_id, self._next_episode_id = next_ids(store)
             self._hub = TelemetryAsyncHub()
             self._hub.subscribe("db", self._storage, policy="durable")  # bounded by its queue
         except BaseException:
@@ -632,7 +631,7 @@ class Recorder:
                 self._mark_closed,
                 self._storage.close,
                 self._hub.close,
-                self.store.sync_segments,
+                lambda: sync_segments(self.store),
                 lambda: self._on_close(self) if self._on_close is not None else None,
             ]
         )
