@@ -7,10 +7,10 @@ A published store has no SQLite file. Its reader:
 2. downloads each catalogue table (rows, no frames), checks its size and SHA-256
    against the manifest, and loads the rows into a scratch SQLite database built by the
    project's migrations, so ``Catalog`` and ``FrameStore`` read it unchanged. Runs,
-   episodes, segments and the per-episode totals are loaded at once; the steps table
-   (the one that grows with the data) only when a query first needs it
-   (``Catalog.defer_table``): ``ls`` and ``info`` count from the totals and never read
-   it. A copy published before the totals existed (manifest version 1) gets them from
+   episodes, segments, streams and the per-episode (and per-stream) totals are loaded at
+   once; the steps and step_frames tables (the ones that grow with the data) only when a
+   query first needs them (``Catalog.defer_table``): ``ls`` and ``info`` count from the
+   totals and never read them. A copy published before the totals existed (manifest version 1) gets them from
    one streaming pass over the steps table's episode and frame columns, a batch at a
    time, never the whole table;
 3. reads segments through ``RemoteSegments`` (ranged reads, one per chunk record) for a
@@ -61,6 +61,8 @@ from ._format.published import (
     MAX_PUBLISHED_GROUP_ROWS,
     PUBLISHED_FORMAT,
     PUBLISHED_VERSIONS_READ,
+    STREAM_TOTALS_COLUMNS,
+    STREAM_TOTALS_TABLE,
     catalogue_object,
 )
 from ._format.streams import MAX_STREAMS
@@ -206,7 +208,13 @@ class Manifest:
 
 
 def _object_names() -> set[str]:
-    tables = (*PUBLISHED_TABLES, *OPTIONAL_TABLES, CHUNKS_TABLE, EPISODE_TOTALS_TABLE)
+    tables = (
+        *PUBLISHED_TABLES,
+        *OPTIONAL_TABLES,
+        CHUNKS_TABLE,
+        EPISODE_TOTALS_TABLE,
+        STREAM_TOTALS_TABLE,
+    )
     return {catalogue_object(t) for t in tables}
 
 
@@ -428,6 +436,7 @@ def open_published(
             if catalogue_object("streams") in manifest.objects:  # streams besides render
                 with _parquet(reader, text, manifest, "streams") as data:
                     _load_table(catalog, "streams", data, text)
+            _load_stream_totals(catalog, reader, text, manifest)
         catalog.defer_table("steps", lambda: _load_steps(catalog, reader, text, manifest))
         if catalogue_object("step_frames") in manifest.objects:
             catalog.defer_table(
@@ -461,6 +470,7 @@ def _row_bounds(manifest: Manifest, table: str) -> tuple[int, int]:
         "segments": frames,
         CHUNKS_TABLE: frames,
         "streams": c["episodes"] * MAX_STREAMS,
+        STREAM_TOTALS_TABLE: c["episodes"] * MAX_STREAMS,
     }
     return 0, most[table]
 
@@ -588,6 +598,13 @@ def _load_stream_frames(
             catalogue_object("step_frames"),
             f"points into segment {min(unlisted)}, which the manifest does not list",
         )
+    differs = catalog.stream_totals_disagreement()
+    if differs is not None:
+        raise PublishedObjectError(
+            location,
+            catalogue_object(STREAM_TOTALS_TABLE),
+            f"episode {differs[0]}: {differs[1]} (replaced?)",
+        )
 
 
 def _load_totals(
@@ -602,22 +619,14 @@ def _load_totals(
     manifest's counts."""
     name = catalogue_object(EPISODE_TOTALS_TABLE)
     if name in manifest.objects:
-        with _parquet(reader, location, manifest, EPISODE_TOTALS_TABLE) as data:
-            types = {f.name: str(f.type) for f in data.parquet.schema_arrow}
-            if any(types.get(c) != "int64" for c in EPISODE_TOTALS_COLUMNS):
-                raise PublishedObjectError(
-                    location, name, f"not the int64 columns {', '.join(EPISODE_TOTALS_COLUMNS)}"
-                )
-            try:
-                for batch in data.parquet.iter_batches(
-                    batch_size=_LOAD_BATCH, columns=list(EPISODE_TOTALS_COLUMNS)
-                ):
-                    values = [col.to_pylist() for col in batch.columns]
-                    catalog.add_episode_totals(zip(*values, strict=True))
-            except sqlite3.Error as e:  # a second row for one episode, a NULL count
-                raise PublishedObjectError(location, name, f"bad rows: {e}") from None
-            except Exception as e:  # pyarrow's own errors for damaged pages
-                raise PublishedObjectError(location, name, f"unreadable rows ({e})") from None
+        _load_int_rows(
+            reader,
+            location,
+            manifest,
+            EPISODE_TOTALS_TABLE,
+            EPISODE_TOTALS_COLUMNS,
+            catalog.add_episode_totals,
+        )
     else:
         name = catalogue_object("steps")  # what the totals were counted from
         counted = _count_steps(reader, location, manifest, extents)
@@ -626,6 +635,54 @@ def _load_totals(
     wrong = catalog.totals_problem(manifest.counts["steps"], manifest.counts["frames"])
     if wrong is not None:
         raise PublishedObjectError(location, name, f"{wrong}: not loaded")
+
+
+def _load_stream_totals(
+    catalog: Catalog, reader: ObjectReader, location: str, manifest: Manifest
+) -> None:
+    """Per-stream totals into the scratch catalogue (after ``streams`` and the episode
+    totals), checked against them and the manifest's ``stream_frames``. A copy without
+    the object and without stream frames has none to count (empty totals); one with
+    stream frames counts them from steps and step_frames when asked."""
+    name = catalogue_object(STREAM_TOTALS_TABLE)
+    if name not in manifest.objects and manifest.counts["stream_frames"]:
+        return
+    catalog.add_stream_totals([])  # the table, also when no row follows
+    if name not in manifest.objects:
+        return
+    _load_int_rows(
+        reader, location, manifest, STREAM_TOTALS_TABLE, STREAM_TOTALS_COLUMNS,
+        catalog.add_stream_totals,
+    )  # fmt: skip
+    wrong = catalog.stream_totals_problem(manifest.counts["stream_frames"])
+    if wrong is not None:
+        raise PublishedObjectError(location, name, f"{wrong}: not loaded")
+
+
+def _load_int_rows(
+    reader: ObjectReader,
+    location: str,
+    manifest: Manifest,
+    table: str,
+    columns: tuple[str, ...],
+    add: Callable[[Any], int],
+) -> None:
+    """A totals object (int64 ``columns``) passed to ``add`` a batch of rows at a time."""
+    name = catalogue_object(table)
+    with _parquet(reader, location, manifest, table) as data:
+        types = {f.name: str(f.type) for f in data.parquet.schema_arrow}
+        if any(types.get(c) != "int64" for c in columns):
+            raise PublishedObjectError(
+                location, name, f"not the int64 columns {', '.join(columns)}"
+            )
+        try:
+            for batch in data.parquet.iter_batches(batch_size=_LOAD_BATCH, columns=list(columns)):
+                values = [col.to_pylist() for col in batch.columns]
+                add(zip(*values, strict=True))
+        except sqlite3.Error as e:  # a second row for one key, a NULL count
+            raise PublishedObjectError(location, name, f"bad rows: {e}") from None
+        except Exception as e:  # pyarrow's own errors for damaged pages
+            raise PublishedObjectError(location, name, f"unreadable rows ({e})") from None
 
 
 _COUNTED_COLUMNS = ["episode_id", "frame_segment", "frame_offset", "frame_shape"]

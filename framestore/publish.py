@@ -10,6 +10,8 @@ Layout at the destination (a local directory or any fsspec URL, ``s3://`` via s3
     catalogue/chunks.parquet      (segment, offset, bytes) of every published chunk record
     catalogue/episode_totals.parquet  per episode: steps, frames, raw and chunk bytes (what
                                   ``ls`` and ``info`` read instead of the steps table)
+    catalogue/stream_totals.parquet   per episode and stream other than render: frames and
+                                  raw bytes (what ``info`` reads instead of step_frames)
     segments/seg-NNNNNN.fseg      sealed segments, byte for byte
 
 What is published: the catalogue as of one read snapshot, restricted to the episodes
@@ -53,6 +55,8 @@ from ._format.published import (
     MANIFEST_NAME,
     PUBLISHED_FORMAT,
     PUBLISHED_VERSION,
+    STREAM_TOTALS_COLUMNS,
+    STREAM_TOTALS_TABLE,
     catalogue_object,
 )
 from ._published import ObjectProblem, is_url, open_fs, shown_location, userinfo
@@ -341,6 +345,7 @@ def publish(
             if not sel.episodes:
                 raise InvalidInput(f"{store.location}: no finished episode in sealed segments")
             totals = _write_catalogue(store, target, sel, report, pa, pq)
+            _write_stream_totals(store, target, sel, pa, pq)
         extents = _write_chunks_table(store, target, totals, pa, pq)
         _write_totals_table(target, totals, extents, pa, pq)
         _copy_segments(store, target, sel.segments, progress)
@@ -519,6 +524,24 @@ def _write_totals_table(
     ]
     schema = pa.schema([(name, pa.int64()) for name in EPISODE_TOTALS_COLUMNS])
     _write_table(target, EPISODE_TOTALS_TABLE, schema, [rows], pa, pq)
+
+
+def _write_stream_totals(
+    store: FrameStore, target: _Target, sel: _Selection, pa: Any, pq: Any
+) -> None:
+    """One row per (episode, stream other than render) of the published episodes
+    (docs/FORMAT.md "A published store"): what ``info`` of the copy reads instead of its
+    steps and step_frames. Nothing for a store without streams (m003)."""
+    cat = store.catalog
+    if not cat.has_m003:
+        return
+    rows = [
+        (eid, idx, frames, raw)
+        for eid in sel.episodes
+        for idx, (frames, raw) in cat.episode_stream_totals(eid).items()
+    ]
+    schema = pa.schema([(name, pa.int64()) for name in STREAM_TOTALS_COLUMNS])
+    _write_table(target, STREAM_TOTALS_TABLE, schema, [rows], pa, pq)
 
 
 def _copy_segments(

@@ -379,6 +379,49 @@ def test_merge_and_publish_carry_streams(tmp_path, stacked_run):
     assert eid
 
 
+def test_info_of_a_published_copy_counts_streams_from_its_totals(tmp_path, stacked_run):
+    """``info`` of a published copy says what the source's says about streams (a frame
+    stored once for ``pixels`` and render counts no raw bytes twice) from the copy's
+    per-stream totals: the same with steps and step_frames gone. Totals that do not add
+    up are refused in one line, naming the object."""
+    import hashlib
+    import json
+
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+    from conftest import assert_one_line_error
+
+    renders, stacks = stacked_run
+    src, pub = tmp_path / "s.store", tmp_path / "pub"
+    _record(src, renders, stacks, episodes=2)
+    _record(src, renders[:7], stacks[:7], same=False)  # a second run, without pixels
+
+    def info(path) -> dict:
+        result = run_cli("info", path, "--json")
+        assert result.exit_code == 0, result.output
+        shown = json.loads(result.output)
+        return {k: shown[k] for k in ("streams", "raw_frame_bytes", "steps", "frames")}
+
+    want = info(src)
+    assert want["streams"] == {"render": 87, "observation": 87, "pixels": 80}
+    assert run_cli("publish", src, pub).exit_code == 0
+    assert info(pub) == want
+    for table in ("steps", "step_frames"):  # any read of them would now fail
+        (pub / "catalogue" / f"{table}.parquet").unlink()
+    assert info(pub) == want
+
+    name = "catalogue/stream_totals.parquet"
+    totals = pq.read_table(pub / name)
+    at = totals.schema.get_field_index("frames")
+    pq.write_table(totals.set_column(at, "frames", pc.add(totals["frames"], 1)), pub / name)
+    manifest = json.loads((pub / "manifest.json").read_text())
+    data = (pub / name).read_bytes()
+    manifest["objects"][name] = {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+    (pub / "manifest.json").write_text(json.dumps(manifest))
+    result = run_cli("info", pub)
+    assert "stream_totals.parquet" in assert_one_line_error(result, 5)
+
+
 # --------------------------------------------------------------------------- tools
 def test_ls_info_export_understand_streams(tmp_path, stacked_run):
     import json

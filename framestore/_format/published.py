@@ -22,6 +22,16 @@ EPISODE_TOTALS_COLUMNS = (
     "raw_frame_bytes",  # uncompressed bytes of those frames (from their shapes)
     "chunk_bytes",  # bytes of the chunk records holding them (distinct chunks)
 )
+# Per-episode, per-stream totals of the streams other than render (version 2, stores with
+# streams): what ``info`` needs, so that it never reads steps or step_frames. One row per
+# row of the streams table, int64 columns:
+STREAM_TOTALS_TABLE = "stream_totals"
+STREAM_TOTALS_COLUMNS = (
+    "episode_id",
+    "stream",  # the stream's index (streams.idx, >= 1)
+    "frames",  # step_frames rows with a stored frame
+    "raw_frame_bytes",  # uncompressed bytes of those frames not shared with render's
+)
 # A catalogue table is read one row group at a time; a reader refuses a row group of more
 # rows, or a column chunk the footer says decompresses to more bytes, than these.
 MAX_PUBLISHED_GROUP_ROWS = 1024 * 1024

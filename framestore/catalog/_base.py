@@ -50,6 +50,9 @@ class CatalogBase:
         #: Whether per-episode totals were loaded (a published store's: ``episodes`` and
         #: ``stats`` then count from them, never from the steps table).
         self.has_totals = False
+        #: Whether per-stream totals were loaded (a published store's: ``stream_totals``
+        #: then counts from them, never from steps or step_frames).
+        self.has_stream_totals = False
         # A read-only catalogue cannot migrate: a store of an older schema is read as it
         # is, columns added by m002 read as their defaults.
         cols = {r[1] for r in db.conn.execute("PRAGMA table_info(episodes)").fetchall()}

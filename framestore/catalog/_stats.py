@@ -149,6 +149,51 @@ class StatsQueries(CatalogBase):
             eid
         ), f"totals say {steps} steps, {frames} frames; its rows hold {rows}, {stored}"
 
+    def stream_totals_problem(self, stream_frames: int) -> str | None:
+        """What is wrong with a published store's per-stream totals (loaded with
+        ``add_stream_totals``, after ``streams`` and the episode totals) that should count
+        ``stream_frames`` frames in all, one row per ``streams`` row: a negative count,
+        raw bytes without frames, a row of no stream or a stream without one, more frames
+        than the episode's steps, another sum. None when they hold."""
+        row = self._one(
+            "SELECT COALESCE(SUM(x.frames), 0), "
+            "COALESCE(MIN(MIN(x.frames), MIN(x.raw_frame_bytes)), 0), "
+            "COALESCE(SUM(x.frames = 0 AND x.raw_frame_bytes > 0), 0), "
+            "COALESCE(SUM(NOT EXISTS (SELECT 1 FROM streams t WHERE t.episode_id = x.episode_id "
+            " AND t.idx = x.stream)), 0), "
+            "(SELECT COUNT(*) FROM streams t WHERE NOT EXISTS (SELECT 1 FROM stream_totals y "
+            " WHERE y.episode_id = t.episode_id AND y.stream = t.idx)), "
+            "COALESCE(SUM(x.frames > COALESCE((SELECT e.steps FROM episode_totals e "
+            " WHERE e.episode_id = x.episode_id), 0)), 0) FROM stream_totals x"
+        )
+        total, lowest, rawless, strays, uncounted, over = row
+        if lowest < 0:
+            return "a negative count"
+        if rawless:
+            return "raw bytes of no frames"
+        if strays or uncounted:
+            return "not one row per stream of a published episode"
+        if over:
+            return "a stream with more frames than its episode's steps"
+        if total != stream_frames:
+            return f"{total} frames in all, the manifest counts {stream_frames}"
+        return None
+
+    def stream_totals_disagreement(self) -> tuple[int, str] | None:
+        """``(episode, what differs)`` for the first episode whose per-stream totals (a
+        published store's) disagree with its step_frames rows, once those are loaded."""
+        if not self.has_stream_totals:
+            return None
+        row = self._one(
+            "SELECT x.episode_id, x.stream, x.frames, (SELECT COUNT(f.frame_segment) "
+            " FROM step_frames f WHERE f.episode_id = x.episode_id AND f.stream = x.stream) "
+            "AS n FROM stream_totals x WHERE x.frames != n ORDER BY x.episode_id, x.stream LIMIT 1"
+        )
+        if row is None:
+            return None
+        eid, stream, frames, rows = row
+        return int(eid), f"totals say {frames} frames of stream {stream}; its rows hold {rows}"
+
     def episode_row_counts(self) -> list[EpisodeRowCount]:
         """For every episode: its status, the step count it records, the rows it has."""
         return [

@@ -109,23 +109,64 @@ class StreamQueries(CatalogBase):
     def stream_totals(self) -> dict[str, tuple[int, int]]:
         """``{stream name: (frames, raw bytes)}`` of live episodes' streams other than
         render; a frame stored once for a stream and render (the same pointer) counts as
-        that stream's frame but not its raw bytes (render's count them)."""
+        that stream's frame but not its raw bytes (render's count them). A published
+        store's come from its per-stream totals (never its steps or step_frames)."""
+        if self.has_stream_totals:
+            return {
+                name: (int(frames), int(raw))
+                for name, frames, raw in self._rows(
+                    "SELECT t.name, SUM(x.frames), SUM(x.raw_frame_bytes) FROM stream_totals x "
+                    "JOIN streams t ON t.episode_id = x.episode_id AND t.idx = x.stream "
+                    "JOIN episodes e ON e.id = x.episode_id WHERE e.status != 'deleted' "
+                    "GROUP BY t.name HAVING SUM(x.frames) > 0 ORDER BY t.name"
+                )
+            }
+        out: dict[str, tuple[int, int]] = {}
+        for _idx, name, n, size in self._stream_frame_groups(None):
+            frames, raw = out.get(name, (0, 0))
+            out[name] = (frames + n, raw + size)
+        return dict(sorted(out.items()))
+
+    def episode_stream_totals(self, episode_id: int) -> dict[int, tuple[int, int]]:
+        """``{stream index: (frames, raw bytes)}`` of every stream of one episode other
+        than render (``(0, 0)`` for one without frames), counted as ``stream_totals``
+        counts (a frame shared with render: no raw bytes). What ``publish`` writes."""
         if not self.has_m003:
             return {}
-        out: dict[str, tuple[int, int]] = {}
-        for name, dtype, shape, shared, n in self._rows(
-            "SELECT t.name, t.dtype, f.frame_shape, "
+        out = {
+            int(idx): (0, 0)
+            for (idx,) in self._rows(
+                "SELECT idx FROM streams WHERE episode_id = ? ORDER BY idx", [int(episode_id)]
+            )
+        }
+        for idx, _name, n, size in self._stream_frame_groups(int(episode_id)):
+            frames, raw = out.get(idx, (0, 0))
+            out[idx] = (frames + n, raw + size)
+        return out
+
+    def _stream_frame_groups(self, episode_id: int | None) -> list[tuple[int, str, int, int]]:
+        """``(stream index, name, frames, raw bytes)`` per group of stored frames of
+        streams other than render, of live episodes (of one episode when
+        ``episode_id``); a frame with render's pointer counts no raw bytes."""
+        if not self.has_m003:
+            return []
+        where, params = "", []
+        if episode_id is not None:
+            where, params = " AND f.episode_id = ?", [episode_id]
+        out = []
+        for idx, name, dtype, shape, shared, n in self._rows(
+            "SELECT t.idx, t.name, t.dtype, f.frame_shape, "
             "(s.frame_segment IS f.frame_segment AND s.frame_offset IS f.frame_offset "
             " AND s.frame_slot IS f.frame_slot), COUNT(*) "
             "FROM step_frames f JOIN streams t ON t.episode_id = f.episode_id AND t.idx = f.stream "
             "JOIN episodes e ON e.id = f.episode_id "
             "JOIN steps s ON s.episode_id = f.episode_id AND s.step = f.step "
-            "WHERE e.status != 'deleted' AND f.frame_segment IS NOT NULL "
-            "GROUP BY t.name, t.dtype, f.frame_shape, 4"
+            f"WHERE e.status != 'deleted' AND f.frame_segment IS NOT NULL{where} "
+            "GROUP BY t.idx, t.name, t.dtype, f.frame_shape, 5",
+            params,
         ):
             c = Cell("streams", f"name {name!r}")
             dims = c.stream_shape("frame_shape", shape) or ()
             size = 0 if shared else n * math.prod(dims) * itemsize(dtype)
-            frames, raw = out.get(name, (0, 0))
-            out[name] = (frames + n, raw + size)
-        return dict(sorted(out.items()))
+            out.append((int(idx), name, int(n), size))
+        return out

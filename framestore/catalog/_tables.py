@@ -9,7 +9,7 @@ from typing import Any
 
 from telemetry import open_scratch_db
 
-from .._format.published import EPISODE_TOTALS_COLUMNS
+from .._format.published import EPISODE_TOTALS_COLUMNS, STREAM_TOTALS_COLUMNS
 from ._base import CatalogBase
 
 #: The tables a published store carries (``meta`` and the migrations' own table are
@@ -94,6 +94,23 @@ class TableQueries(CatalogBase):
                 self.has_totals = True
             marks = ", ".join("?" * len(EPISODE_TOTALS_COLUMNS))
             return self._exec_many(f"INSERT INTO episode_totals ({names}) VALUES ({marks})", rows)
+
+    def add_stream_totals(self, rows: Iterable[Sequence[int]]) -> int:
+        """Per-episode, per-stream totals into this (scratch) catalogue: rows of
+        ``STREAM_TOTALS_COLUMNS`` (episode id, stream index, frames, raw frame bytes), one
+        per (episode, stream) (a second is refused). From then on ``stream_totals``
+        counts from them. Returns the rows inserted."""
+        names = ", ".join(STREAM_TOTALS_COLUMNS)
+        with self._lock:
+            if not self.has_stream_totals:
+                self._conn().execute(
+                    "CREATE TABLE IF NOT EXISTS stream_totals (episode_id INTEGER NOT NULL, "
+                    "stream INTEGER NOT NULL, frames INTEGER NOT NULL, "
+                    "raw_frame_bytes INTEGER NOT NULL, PRIMARY KEY (episode_id, stream))"
+                )
+                self.has_stream_totals = True
+            marks = ", ".join("?" * len(STREAM_TOTALS_COLUMNS))
+            return self._exec_many(f"INSERT INTO stream_totals ({names}) VALUES ({marks})", rows)
 
     @classmethod
     def scratch(cls) -> Any:
