@@ -54,6 +54,7 @@ from framestore.extras import require
 from framestore.files import fsync_dir, fsync_file
 from framestore.jsonsafe import dumps
 
+from ._lerobot_state import STATE_KEY, StateLayout, dataset_state, state_vector
 from ._lerobot_stats import ImageStats, VectorStats, as_json, image_sample_steps
 from ._options import DEFAULT_FPS, ExportOptions, check_fps
 from ._parquet import png_bytes
@@ -130,6 +131,7 @@ class _Layout:
     fps: int
     video: bool
     stored: dict[str, list[int]] = field(default_factory=dict)  # key -> the frames' HxWxC
+    state: StateLayout | None = None  # ``observation.state``'s entries (None: no feature)
 
     @property
     def image_keys(self) -> list[str]:
@@ -240,6 +242,9 @@ def _layout(
         }
         for name, shape in shapes.items()
     }
+    state = dataset_state(store, selection.spans)
+    if state is not None:
+        features[STATE_KEY] = {"dtype": "float32", "shape": [state.size], "names": state.names}
     features["action"] = {"dtype": action_dtype, "shape": action_shape, "names": None}
     for key, dtype in (
         ("next.reward", "float64"),
@@ -260,6 +265,7 @@ def _layout(
         fps,
         video,
         stored,
+        state,
     )
 
 
@@ -426,7 +432,13 @@ class _Writer:
             span.id: [name for name in self.layout.images.values() if name != self.layout.first]
             for span in self.selection.spans
         }
-        steps = iter_step_frames(self.store, self.selection.spans, extra_step=True, streams=others)
+        steps = iter_step_frames(
+            self.store,
+            self.selection.spans,
+            extra_step=True,
+            streams=others,
+            observations=self.layout.state is not None,
+        )
         for item in steps:
             if state is None or item.span is not state.span:
                 self._end_episode(state)
@@ -490,6 +502,9 @@ class _Writer:
             "index": self.report.rows,
             "task_index": state.task_index,
         }
+        if self.layout.state is not None:
+            where = f"episode {ep.id} step {cur.step.step}"
+            values[STATE_KEY] = state_vector(cur.observation, self.layout.state, where)
         for key, stream in self.layout.images.items():
             frame = cur.of(stream, self.layout.first)
             assert frame is not None
