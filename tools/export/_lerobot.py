@@ -9,10 +9,11 @@ LeRobot's own ``LeRobotDataset`` writes and reads it (codebase ``v3.0``)::
     DIR/videos/observation.images.render/chunk-000/file-000.mp4   (``video`` only)
 
 Row t of an episode is the transition out of step t: the frame of step t (every image
-stream of the step as ``observation.images.<stream>``) with the ``action`` taken there,
-and ``next.reward``, ``next.done`` (terminated or truncated), ``next.terminated`` and
-``next.truncated`` of step t+1. The last step of an episode has no transition out of it,
-so its frame is not a row (LeRobot datasets hold one row per action); a step whose frame
+stream of the step as ``observation.images.<stream>``; its non-image observation, when
+recorded, as the float32 vector ``observation.state``: ``_lerobot_state``) with the
+``action`` taken there, and ``next.reward``, ``next.done`` (terminated or truncated),
+``next.terminated`` and ``next.truncated`` of step t+1. The last step of an episode has
+no transition out of it, so its frame is not a row (LeRobot datasets hold one row per action); a step whose frame
 was dropped while recording is no row either. framestore's own columns: ``episode_id``,
 ``seed`` (-1: none) and ``step`` (the store's step number of the row's frame). LeRobot's
 columns: ``timestamp`` (= frame_index / fps), ``frame_index``, ``episode_index`` (0.. in
