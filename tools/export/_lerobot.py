@@ -13,12 +13,13 @@ stream of the step as ``observation.images.<stream>``; its non-image observation
 recorded, as the float32 vector ``observation.state``: ``_lerobot_state``) with the
 ``action`` taken there, and ``next.reward``, ``next.done`` (terminated or truncated),
 ``next.terminated`` and ``next.truncated`` of step t+1. The last step of an episode has
-no transition out of it, so its frame is not a row (LeRobot datasets hold one row per action); a step whose frame
-was dropped while recording is no row either. framestore's own columns: ``episode_id``,
-``seed`` (-1: none) and ``step`` (the store's step number of the row's frame). LeRobot's
-columns: ``timestamp`` (= frame_index / fps), ``frame_index``, ``episode_index`` (0.. in
-export order), ``index`` (the row's position in the dataset) and ``task_index``; the
-task is the episode's environment id, or a text given for every episode.
+no transition out of it, so its frame is not a row (LeRobot datasets hold one row per
+action); a step whose frame was dropped while recording is no row either. framestore's
+own columns: ``episode_id``, ``seed`` (-1: none) and ``step`` (the store's step number
+of the row's frame). LeRobot's columns: ``timestamp`` (= frame_index / fps),
+``frame_index``, ``episode_index`` (0.. in export order), ``index`` (the row's position
+in the dataset) and ``task_index``; the task is the episode's environment id, or a text
+given for every episode.
 
 Frames are lossless PNG ``image`` features by default, at zlib level 1 as LeRobot's own
 writer (``PNG_LEVEL``): LeRobot decodes them to the stored pixels (HxWx1 frames as
