@@ -1,7 +1,10 @@
 """Recorder: one recording run. The producer-side API of framestore.
 
-``record_step`` validates, copies the frame into the writer's queue and publishes the
-step to the hub; it never compresses, writes files or touches SQLite.
+``record_step`` validates and copies the frame once, straight into its episode's open
+chunk (``_openchunks``); the step's metadata rides with it and becomes a catalogue row
+once the chunk is written. It never compresses, writes files or touches SQLite, and
+queues nothing and wakes nobody per step; the step reaches the hub only for display
+subscribers.
 """
 
 from __future__ import annotations
@@ -33,10 +36,11 @@ from telemetry import (
 )
 
 from ._batchrows import BatchRows, EpisodeState, check_episode_args
+from ._closing import close_all
 from ._format import RENDER_STREAM, StepMeta
 from ._format.streams import MAX_STREAMS
 from ._observations import ObservationParts, split_observation
-from ._storage import open_storage
+from ._storage import Storage, ThreadStorage
 from ._streams import StreamInput, split_frames
 from .catalog import check_seed, format_shape
 from .errors import InvalidInput, StoreClosed
@@ -203,9 +207,17 @@ class Recorder:
     def _start_storage(self, store: FrameStore, s: Settings) -> None:
         """The frame writer and the SQLite sink (which take the store's writer lock), then
         the hub; on failure everything started is stopped again."""
-        self._storage = open_storage(
-            store.root, store.db_path, s, self._background_error, store.catalog.store_id()
-        )
+        store_id = store.catalog.store_id()
+        args = (store.root, store.db_path, s, self._background_error)
+        self._storage: Storage
+        if s.writer == "process":
+            # loaded on first use (``prepare_recording`` loads it ahead): a thread
+            # recorder never needs multiprocessing and the ring
+            from ._storageclient import ProcessStorage
+
+            self._storage = ProcessStorage(*args, store_id)
+        else:
+            self._storage = ThreadStorage(*args, store_id=store_id)
         try:
             # The writer lock is held from here on: ids cannot race with another writer.
             from .merging import refuse_unfinished_merge  # merging imports the store
@@ -307,7 +319,6 @@ class Recorder:
             self._hub.publish(start)
             self._episode_index += 1
         self._open[eid] = state
-        self._fit_commits()
         return eid
 
     def _publish_starts(self, states: Sequence[EpisodeState]) -> None:
@@ -317,15 +328,6 @@ class Recorder:
                 self._hub.publish(replace(st.start, index=self._episode_index))
                 self._episode_index += 1
                 st.start = None
-
-    def _fit_commits(self) -> None:
-        """Commit enough rows at a time that every open episode's chunk can fill: a
-        commit waits for its frames, which closes every open chunk (half the sink's
-        queue at most, so the producer never waits on a commit that waits on it)."""
-        s = self.settings
-        rows = max(s.batch_size, min(s.chunk_frames * len(self._open), s.sink_queue // 2))
-        if rows != self._storage.batch_size:
-            self._storage.set_batch_size(rows)
 
     def record_step(
         self,
@@ -407,14 +409,11 @@ class Recorder:
             meta = StepMeta(eid, step, action_text, reward, term, trunc, info_text, wall, None)
             meta.observation = inline
             self._storage.put_step(meta)
-        # The fields of a Step, in order: an event object only when someone displays it.
-        row = (eid, step, action_text, reward, term, trunc, info_text, wall, ref, shape)
-        if self._displays:
-            self._hub.publish(Step(*row, streams=streams, observation=inline))
-        elif streams or inline is not None:
-            self._storage.offer(Step(*row, streams=streams, observation=inline))
-        else:
-            self._storage.offer_row(row)
+        if self._displays:  # an event object only when someone displays it
+            self._hub.publish(
+                Step(eid, step, action_text, reward, term, trunc, info_text, wall, ref, shape,
+                     streams=streams, observation=inline)
+            )  # fmt: skip
         st.advance(reward, term, trunc, 1)
         self.steps_recorded += 1
         return step
@@ -464,6 +463,7 @@ class Recorder:
             [key] * (1 + len(own)),
             [meta, *(None for _ in own)],
             streams=[0, *(i for _s, i in own)],
+            row_shapes=[None, *(s.shape for s, _i in own)],
         )
         render, mine = refs[0], dict(zip((i for _s, i in own), refs[1:], strict=True))
         streams = tuple(
@@ -545,7 +545,6 @@ class Recorder:
             raise InvalidInput(f"episode {episode_id} is not open")
         if st.start is not None:  # deferred and never given a row: it never existed
             del self._open[episode_id]
-            self._fit_commits()
             return
         self._hub.publish(
             EpisodeEnded(
@@ -564,7 +563,6 @@ class Recorder:
         if episode_id == self.current_episode:
             self.current_episode = None
         self.episodes_recorded += 1
-        self._fit_commits()
 
     @property
     def _step(self) -> int:
@@ -621,19 +619,28 @@ class Recorder:
         Raises the first background error after everything is shut down."""
         if self._closed:
             return
-        errors: list[BaseException] = []
+        # Episodes first, then the frames, so the run's stored stats (frames written,
+        # bytes out) are final, not a snapshot taken while the writer was still busy.
+        close_all(
+            [
+                *(
+                    lambda eid=eid: self.close_episode(eid, status="interrupted")
+                    for eid in list(self._open)
+                ),
+                self._storage.flush_frames,
+                self._publish_run_end,
+                self._mark_closed,
+                self._storage.close,
+                self._hub.close,
+                self.store.sync_segments,
+                lambda: self._on_close(self) if self._on_close is not None else None,
+            ]
+        )
 
-        def attempt(fn):
-            try:
-                fn()
-            except BaseException as e:  # noqa: BLE001 - shut everything down, then raise
-                errors.append(e)
+    def _mark_closed(self) -> None:
+        self._closed = True
 
-        for eid in list(self._open):
-            attempt(lambda eid=eid: self.close_episode(eid, status="interrupted"))
-        # Write the frames first so the run's stored stats (frames written, bytes out)
-        # are final, not a snapshot taken while the writer was still busy.
-        attempt(self._storage.flush_frames)
+    def _publish_run_end(self) -> None:
         m = self._storage.frame_metrics()
         stats = {
             "queue_high_water_frames": m.high_water_frames,
@@ -647,17 +654,7 @@ class Recorder:
             "bytes_in": m.bytes_in,
             "bytes_out": m.bytes_out,
         }
-        attempt(
-            lambda: self._hub.publish(RunEnded(run_id=self.run_id, ended=time.time(), stats=stats))
-        )
-        self._closed = True
-        attempt(self._storage.close)
-        attempt(self._hub.close)
-        attempt(self.store.sync_segments)
-        if self._on_close is not None:
-            self._on_close(self)
-        if errors:
-            raise errors[0]
+        self._hub.publish(RunEnded(run_id=self.run_id, ended=time.time(), stats=stats))
 
     def __enter__(self) -> Recorder:
         return self

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from telemetry import open_db
 
+from ._closing import close_all
 from ._format import (
     DB_NAME,
     FILE_HEADER_SIZE,
@@ -806,17 +807,12 @@ class FrameStore:
     def close(self) -> None:
         if self._closed:
             return
-        errors = []
-        for rec in list(self._recorders):
-            try:
-                rec.close()
-            except Exception as e:  # close everything, then report the first failure
-                errors.append(e)
-        self._closed = True
-        self._reader.close()
-        self._catalog.close()
-        if errors:
-            raise errors[0]
+        closers = [rec.close for rec in list(self._recorders)]
+
+        def closed() -> None:
+            self._closed = True
+
+        close_all([*closers, closed, self._reader.close, self._catalog.close])
 
     def __enter__(self) -> FrameStore:
         return self
