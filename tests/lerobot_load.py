@@ -52,6 +52,7 @@ def main(root: str) -> None:
             if video:
                 frames[key] = pixels.astype(np.float64).mean()
         action = item["action"]
+        state = item.get("observation.state")
         rows.append(
             {
                 "index": int(item["index"]),
@@ -68,6 +69,8 @@ def main(root: str) -> None:
                 "truncated": bool(item["next.truncated"]),
                 "task": item["task"],
                 "frames": frames,
+                "state": None if state is None else state.tolist(),
+                "state_dtype": None if state is None else str(state.dtype),
             }
         )
     if video and not decode_video:  # the table still loads: rows without frames
@@ -84,6 +87,7 @@ def main(root: str) -> None:
         "video_backend": backend,
         "video_errors": video_errors,
         "stats_keys": sorted(ds.meta.stats),
+        "state_names": ds.meta.features.get("observation.state", {}).get("names"),
         "episodes": [
             {
                 k: ep[k]

@@ -20,7 +20,7 @@ from conftest import assert_one_line_error, run_cli
 from gymnasium import spaces
 from PIL import Image
 
-from framestore import FrameStore
+from framestore import FrameStore, RecordFrames
 from tools.export import ExportOptions, export_lerobot
 
 HERE = Path(__file__).resolve().parent
@@ -363,3 +363,97 @@ def test_a_stream_whose_frames_change_shape_is_one_line(tmp_path, assault_frames
     line = assert_one_line_error(run_cli("export", path, "--format", "lerobot", "-o", out))
     assert "'wrist' frame of 42x42x3, where its first was 84x84x3" in line, line
     assert sorted(p.name for p in tmp_path.iterdir()) == ["s.store"]  # nothing left
+
+
+def _cartpole(store, episodes, steps, *, observations=True, env=None):
+    """``episodes`` CartPole-v1 episodes of at most ``steps`` steps recorded with
+    ``RecordFrames(observations=...)``; the observations each step saw, per episode."""
+    import gymnasium as gym
+
+    env = env or gym.make("CartPole-v1", render_mode="rgb_array", max_episode_steps=steps)
+    rec = RecordFrames(env, store, observations=observations)
+    seen = []
+    try:
+        for e in range(episodes):
+            obs, _info = rec.reset(seed=e)
+            seen.append([obs])
+            done = False
+            while not done:
+                obs, _r, term, trunc, _info = rec.step(rec.action_space.sample())
+                seen[-1].append(obs)
+                done = term or trunc
+    finally:
+        rec.close()
+    return seen
+
+
+def test_non_image_observations_are_observation_state_lerobot_loads(tmp_path, lerobot_python):
+    """``RecordFrames(observations=True)`` on CartPole-v1: its state vector is LeRobot's
+    ``observation.state`` (float32, one name per element) in LeRobot's own loader, row
+    for row the recorded observation, and every frame bit-exact; stats like any vector."""
+    path = tmp_path / "cp.store"
+    with FrameStore.open(path) as st:
+        seen = _cartpole(st, 2, 25)
+    out = tmp_path / "lr"
+    result = run_cli("export", path, "--format", "lerobot", "-o", out, "--json")
+    assert result.exit_code == 0, result.output
+    info = json.loads((out / "meta" / "info.json").read_text())
+    names = [f"observation[{i}]" for i in range(4)]
+    assert info["features"]["observation.state"] == {
+        "dtype": "float32",
+        "shape": [4],
+        "names": names,
+    }
+    got = load_in_lerobot(lerobot_python, out, tmp_path)
+    assert got["state_names"] == names and "observation.state" in got["stats_keys"]
+    want = expected_rows(path)
+    assert got["num_frames"] == len(want) == sum(len(s) - 1 for s in seen)
+    states = []
+    with FrameStore.open(path, readonly=True) as st:
+        for row, exp in zip(got["rows"], want, strict=True):
+            assert (row["episode_id"], row["step"]) == (exp["episode_id"], exp["step"])
+            assert row["frames"]["observation.images.render"] == exp["sha"]
+            recorded = st.read_observation(exp["episode_id"], exp["step"])
+            assert recorded.dtype == np.float32
+            np.testing.assert_array_equal(recorded, seen[exp["episode_id"] - 1][exp["step"]])
+            assert row["state"] == recorded.astype(np.float32).tolist(), exp["step"]
+            assert row["state_dtype"] == "torch.float32"
+            states.append(recorded)
+    stats = json.loads((out / "meta" / "stats.json").read_text())["observation.state"]
+    assert stats["count"] == [len(states)]
+    np.testing.assert_allclose(stats["mean"], np.mean(states, axis=0, dtype=np.float64))
+    np.testing.assert_allclose(stats["min"], np.min(states, axis=0))
+
+
+def test_dict_observations_flatten_in_key_order_and_mixed_episodes_refuse(tmp_path):
+    """A Dict space (CartPole's state with its pixels): the pixels are an image stream,
+    the state ``state[i]``; episodes with and without observations are one line."""
+    import gymnasium as gym
+    from gymnasium.wrappers import AddRenderObservation
+
+    path = tmp_path / "d.store"
+    base = gym.make("CartPole-v1", render_mode="rgb_array", max_episode_steps=12)
+    with FrameStore.open(path) as st:
+        seen = _cartpole(st, 1, 12, env=AddRenderObservation(base, render_only=False))
+    out = tmp_path / "lr"
+    with FrameStore.open(path, readonly=True) as st:
+        export_lerobot(st, out)
+    info = json.loads((out / "meta" / "info.json").read_text())
+    assert info["features"]["observation.state"]["names"] == [f"state[{i}]" for i in range(4)]
+    assert "observation.images.observation.pixels" in info["features"]
+    table = pq.read_table(out / "data" / "chunk-000" / "file-000.parquet")
+    got = np.asarray(table.column("observation.state").to_pylist(), dtype=np.float32)
+    np.testing.assert_array_equal(got, np.stack([o["state"] for o in seen[0][:-1]]))
+
+    mixed = tmp_path / "m.store"
+    with FrameStore.open(mixed) as st:  # an episode with observations, one without
+        _cartpole(st, 1, 12)
+        _cartpole(st, 1, 12, observations=False)
+    args = ("export", mixed, "--format", "lerobot", "-o", tmp_path / "mixed")
+    line = assert_one_line_error(run_cli(*args))
+    assert "episode 1 has observations (observation 4) where episode 2 has no numeric" in line
+    result = run_cli("export", mixed, "--format", "lerobot", "--episode", 2, "-o", tmp_path / "o")
+    assert result.exit_code == 0, result.output  # alone, it has no observation.state
+    info = json.loads((tmp_path / "o" / "meta" / "info.json").read_text())
+    assert "observation.state" not in info["features"]
+    assert not (tmp_path / "mixed").exists()

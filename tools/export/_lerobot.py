@@ -9,15 +9,17 @@ LeRobot's own ``LeRobotDataset`` writes and reads it (codebase ``v3.0``)::
     DIR/videos/observation.images.render/chunk-000/file-000.mp4   (``video`` only)
 
 Row t of an episode is the transition out of step t: the frame of step t (every image
-stream of the step as ``observation.images.<stream>``) with the ``action`` taken there,
-and ``next.reward``, ``next.done`` (terminated or truncated), ``next.terminated`` and
-``next.truncated`` of step t+1. The last step of an episode has no transition out of it,
-so its frame is not a row (LeRobot datasets hold one row per action); a step whose frame
-was dropped while recording is no row either. framestore's own columns: ``episode_id``,
-``seed`` (-1: none) and ``step`` (the store's step number of the row's frame). LeRobot's
-columns: ``timestamp`` (= frame_index / fps), ``frame_index``, ``episode_index`` (0.. in
-export order), ``index`` (the row's position in the dataset) and ``task_index``; the
-task is the episode's environment id, or a text given for every episode.
+stream of the step as ``observation.images.<stream>``; its non-image observation, when
+recorded, as the float32 vector ``observation.state``: ``_lerobot_state``) with the
+``action`` taken there, and ``next.reward``, ``next.done`` (terminated or truncated),
+``next.terminated`` and ``next.truncated`` of step t+1. The last step of an episode has
+no transition out of it, so its frame is not a row (LeRobot datasets hold one row per
+action); a step whose frame was dropped while recording is no row either. framestore's
+own columns: ``episode_id``, ``seed`` (-1: none) and ``step`` (the store's step number
+of the row's frame). LeRobot's columns: ``timestamp`` (= frame_index / fps),
+``frame_index``, ``episode_index`` (0.. in export order), ``index`` (the row's position
+in the dataset) and ``task_index``; the task is the episode's environment id, or a text
+given for every episode.
 
 Frames are lossless PNG ``image`` features by default, at zlib level 1 as LeRobot's own
 writer (``PNG_LEVEL``): LeRobot decodes them to the stored pixels (HxWx1 frames as
@@ -54,6 +56,7 @@ from framestore.extras import require
 from framestore.files import fsync_dir, fsync_file
 from telemetry.jsonsafe import dumps
 
+from ._lerobot_state import STATE_KEY, StateLayout, dataset_state, state_vector
 from ._lerobot_stats import ImageStats, VectorStats, as_json, image_sample_steps
 from ._options import DEFAULT_FPS, ExportOptions, check_fps
 from ._parquet import png_bytes
@@ -130,6 +133,7 @@ class _Layout:
     fps: int
     video: bool
     stored: dict[str, list[int]] = field(default_factory=dict)  # key -> the frames' HxWxC
+    state: StateLayout | None = None  # ``observation.state``'s entries (None: no feature)
 
     @property
     def image_keys(self) -> list[str]:
@@ -240,6 +244,9 @@ def _layout(
         }
         for name, shape in shapes.items()
     }
+    state = dataset_state(store, selection.spans)
+    if state is not None:
+        features[STATE_KEY] = {"dtype": "float32", "shape": [state.size], "names": state.names}
     features["action"] = {"dtype": action_dtype, "shape": action_shape, "names": None}
     for key, dtype in (
         ("next.reward", "float64"),
@@ -260,6 +267,7 @@ def _layout(
         fps,
         video,
         stored,
+        state,
     )
 
 
@@ -426,7 +434,13 @@ class _Writer:
             span.id: [name for name in self.layout.images.values() if name != self.layout.first]
             for span in self.selection.spans
         }
-        steps = iter_step_frames(self.store, self.selection.spans, extra_step=True, streams=others)
+        steps = iter_step_frames(
+            self.store,
+            self.selection.spans,
+            extra_step=True,
+            streams=others,
+            observations=self.layout.state is not None,
+        )
         for item in steps:
             if state is None or item.span is not state.span:
                 self._end_episode(state)
@@ -490,6 +504,9 @@ class _Writer:
             "index": self.report.rows,
             "task_index": state.task_index,
         }
+        if self.layout.state is not None:
+            where = f"episode {ep.id} step {cur.step.step}"
+            values[STATE_KEY] = state_vector(cur.observation, self.layout.state, where)
         for key, stream in self.layout.images.items():
             frame = cur.of(stream, self.layout.first)
             assert frame is not None

@@ -12,6 +12,7 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -89,13 +90,15 @@ class Selection:
 
 @dataclass(frozen=True)
 class StepFrame:
-    """A step and its frame (``None`` when the frame was dropped while recording), and
-    its frames of the other streams asked for (``None``: none at this step)."""
+    """A step and its frame (``None`` when the frame was dropped while recording), its
+    frames of the other streams asked for (``None``: none at this step) and, when asked
+    for, its observation (``FrameStore.read_observation``: an array, a dict, or None)."""
 
     span: Span
     step: StepInfo
     frame: np.ndarray | None
     others: dict[str, np.ndarray | None] = field(default_factory=dict)
+    observation: Any = None
 
     def of(self, stream: str, first: str) -> np.ndarray | None:
         """The frame of ``stream`` (``first``: the episode's first stream's name)."""
@@ -189,12 +192,14 @@ def iter_step_frames(
     *,
     extra_step: bool = False,
     streams: dict[int, list[str]] | None = None,
+    observations: bool = False,
 ) -> Iterator[StepFrame]:
     """Every step of the spans in order with its frame, read page by page.
 
     ``extra_step``: also the step right after each span's range when it is committed
     (the transition out of the range's last step). ``streams``: per episode id, the other
     streams whose frames each step carries in ``others`` (read in step order alongside).
+    ``observations``: each step carries its observation (read page by page alongside).
     A frame whose decoded shape is not its row's ``frame_shape`` is corrupt:
     ``CorruptData``, never written."""
     for span in spans:
@@ -204,7 +209,9 @@ def iter_step_frames(
             for name in (streams or {}).get(span.id, [])
         }
         for lo in range(span.start, stop, _PAGE_ROWS):
-            for step in store.read_steps(span.id, lo, min(stop, lo + _PAGE_ROWS)):
+            hi = min(stop, lo + _PAGE_ROWS)
+            obs = dict(store.iter_observations(span.id, lo, hi)) if observations else {}
+            for step in store.read_steps(span.id, lo, hi):
                 frame = None
                 if step.frame is not None:
                     frame = store.read_at(step.frame, span.id, step.step)
@@ -217,7 +224,7 @@ def iter_step_frames(
                             f"{'x'.join(map(str, frame.shape))}",
                         )
                 others = {name: c.at(step.step) for name, c in cursors.items()}
-                yield StepFrame(span, step, frame, others)
+                yield StepFrame(span, step, frame, others, obs.get(step.step))
 
 
 class _StreamCursor:
