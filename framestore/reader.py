@@ -341,7 +341,13 @@ class SegmentReader:
         return chunk
 
     def _read_part(
-        self, key: tuple[int, int], slot: int, *, copy: bool, expect_key: tuple[int, int] | None
+        self,
+        key: tuple[int, int],
+        slot: int,
+        *,
+        copy: bool,
+        expect_key: tuple[int, int] | None,
+        expect_stream: int | None = None,
     ) -> np.ndarray:
         """Frame ``slot`` of the chunk at ``key`` when it is not cached: the record is
         read and checked (CRC), then only what ``slot`` needs is decoded into this
@@ -362,8 +368,10 @@ class SegmentReader:
             first, end = parts.first[part], parts.first[part + 1]
         if parts is None or (end - first) * header.frame_bytes > SCRATCH_MAX_BYTES:
             chunk = self._decode(key, header, data, record_bytes)
-            return self.frame_of(chunk, slot, copy=copy, expect_key=expect_key)
-        self._check_slot(header, segment, offset, slot, expect_key)
+            return self.frame_of(
+                chunk, slot, copy=copy, expect_key=expect_key, expect_stream=expect_stream
+            )
+        self._check_slot(header, segment, offset, slot, expect_key, expect_stream)
         scratch = self._scratch
         again = scratch.key == key and scratch.first == first  # read before: all of it
         stop = end if again else slot + 1
@@ -431,7 +439,12 @@ class SegmentReader:
         return chunk
 
     def read(
-        self, location, *, copy: bool = True, expect_key: tuple[int, int] | None = None
+        self,
+        location,
+        *,
+        copy: bool = True,
+        expect_key: tuple[int, int] | None = None,
+        expect_stream: int | None = None,
     ) -> np.ndarray:
         """Return the frame at ``location`` (a ``(segment, offset, slot)`` tuple or a
         ``FrameRef``), bit-exact. Corrupt data raises a ``CorruptData`` error naming the
@@ -439,7 +452,11 @@ class SegmentReader:
 
         With ``expect_key=(stream_key, frame_key)`` (the episode id and step a database
         row names) a chunk slot holding another frame raises ``CorruptRecord``: a damaged
-        or hostile pointer must not return another step's valid pixels."""
+        or hostile pointer must not return another step's valid pixels. With
+        ``expect_stream`` (a stream index, docs/FORMAT.md "Several streams") so does a
+        chunk of another stream than that one or render (a frame stored once for both).
+
+        A miss decodes only what the frame needs, whatever its stream (``_read_part``)."""
         loc = getattr(location, "location", location)
         if loc is None:
             raise FrameNotFound("frame was not stored (dropped) or is not written yet")
@@ -447,13 +464,17 @@ class SegmentReader:
         key = self._key(segment, offset)
         hit = self._cached(key)
         if hit is not None:
-            return self.frame_of(hit, slot, copy=copy, expect_key=expect_key)
+            return self.frame_of(
+                hit, slot, copy=copy, expect_key=expect_key, expect_stream=expect_stream
+            )
         scratch = self._scratch
         if scratch.holds(key, slot, self._generation):
             assert scratch.header is not None
-            self._check_slot(scratch.header, segment, offset, slot, expect_key)
+            self._check_slot(scratch.header, segment, offset, slot, expect_key, expect_stream)
             return _owned(scratch.frame(slot), copy)
-        return self._read_part(key, slot, copy=copy, expect_key=expect_key)
+        return self._read_part(
+            key, slot, copy=copy, expect_key=expect_key, expect_stream=expect_stream
+        )
 
     def frame_of(
         self,
@@ -462,11 +483,12 @@ class SegmentReader:
         *,
         copy: bool = True,
         expect_key: tuple[int, int] | None = None,
+        expect_stream: int | None = None,
     ) -> np.ndarray:
         """Frame ``slot`` of a chunk ``read_chunk`` returned, checked as ``read`` checks
         it: a sequential reader decodes (or looks up) each chunk once and takes its
         frames here."""
-        self._check_slot(chunk.header, chunk.segment, chunk.offset, slot, expect_key)
+        self._check_slot(chunk.header, chunk.segment, chunk.offset, slot, expect_key, expect_stream)
         frame = chunk.frame(slot)
         return frame.copy() if copy else frame
 
@@ -477,9 +499,17 @@ class SegmentReader:
         offset: int,
         slot: int,
         expect_key: tuple[int, int] | None,
+        expect_stream: int | None = None,
     ) -> None:
         """Raise unless ``slot`` is in the chunk and (with ``expect_key``) holds that
-        stream key and frame key."""
+        stream key and frame key, in a chunk of stream ``expect_stream`` or render's."""
+        if expect_stream is not None and header.stream_index not in (expect_stream, 0):
+            raise CorruptRecord(
+                segment,
+                offset,
+                f"a chunk of stream index {header.stream_index}, not of stream index "
+                f"{expect_stream} (the frame pointer is wrong)",
+            )
         if not 0 <= slot < header.count:
             raise FrameNotFound(
                 f"segment {segment} at offset {offset}: slot {slot} out of range "
