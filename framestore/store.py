@@ -500,21 +500,21 @@ class FrameStore:
         *,
         copy: bool = True,
         stream: str = RENDER_STREAM,
+        keep: bool = False,
     ) -> np.ndarray:
         """The frame at ``location`` (a step row's pointer), checked to be the frame of
         ``episode_id``'s ``step``: a wrong pointer raises ``CorruptRecord``, never returns
         another step's pixels. ``stream``: the pointer is one of that stream's
-        (``frame_locations(stream=...)``); the frame comes back in its own shape."""
+        (``frame_locations(stream=...)``); the frame comes back in its own shape.
+        ``keep``: for random readers that return to the same chunks (a dataset's
+        workers): the frame's zstd part is decoded whole and kept within the store's
+        ``cache_bytes``; with ``copy=False`` the frame is a read-only view of it."""
+        key = (self.stream_key(episode_id), step)
         if stream == RENDER_STREAM:
-            return self._reader.read(
-                location, copy=copy, expect_key=(self.stream_key(episode_id), step)
-            )
+            return self._reader.read(location, copy=copy, expect_key=key, keep=keep)
         info = self._stream_info(episode_id, stream)
         frame = self._reader.read(
-            location,
-            copy=copy,
-            expect_key=(self.stream_key(episode_id), step),
-            expect_stream=info.index,
+            location, copy=copy, expect_key=key, expect_stream=info.index, keep=keep
         )
         return _as_stream(frame, info, None)
 
