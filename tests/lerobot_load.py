@@ -14,17 +14,34 @@ import torch
 from lerobot.datasets.lerobot_dataset import CODEBASE_VERSION, LeRobotDataset
 
 
+def video_backend(root: str) -> tuple[str | None, dict[str, str]]:
+    """The backend LeRobot decodes this dataset's videos with here (``torchcodec``, its
+    default, needs FFmpeg's shared libraries on the system; ``pyav`` goes through
+    ``torchvision.io.VideoReader``), and for each one that cannot, the exact error."""
+    errors = {}
+    try:
+        import torchcodec.decoders  # noqa: F401
+
+        return "torchcodec", errors
+    except Exception as e:  # noqa: BLE001
+        text = str(e).splitlines()
+        missing = sorted({ln.strip() for ln in text if "cannot open shared object" in ln})
+        errors["torchcodec"] = f"{type(e).__name__}: {text[0]} ({'; '.join(missing)})"
+    try:
+        LeRobotDataset("framestore/export", root=root, video_backend="pyav")[0]
+        return "pyav", errors
+    except Exception as e:  # noqa: BLE001
+        errors["pyav"] = f"{type(e).__name__}: {e}"
+    return None, errors
+
+
 def main(root: str) -> None:
     ds = LeRobotDataset("framestore/export", root=root)
     video = bool(ds.meta.video_keys)
-    decode_video = False
-    if video:
-        try:
-            import torchcodec.decoders  # noqa: F401  (needs system FFmpeg libraries)
-
-            decode_video = True
-        except Exception:  # noqa: BLE001
-            decode_video = False
+    backend, video_errors = video_backend(root) if video else (None, {})
+    decode_video = backend is not None
+    if decode_video:
+        ds = LeRobotDataset("framestore/export", root=root, video_backend=backend)
     rows = []
     for i in range(len(ds)) if (not video or decode_video) else []:
         item = ds[i]
@@ -64,6 +81,8 @@ def main(root: str) -> None:
         "camera_keys": ds.meta.camera_keys,
         "video_keys": ds.meta.video_keys,
         "decoded_video": decode_video,
+        "video_backend": backend,
+        "video_errors": video_errors,
         "stats_keys": sorted(ds.meta.stats),
         "episodes": [
             {

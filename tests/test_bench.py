@@ -424,3 +424,19 @@ def test_torch_bench_reads_every_frame_exactly_in_every_mode(tmp_path):
     (iterable,) = [r for r in rows if r.mode == "iterable"]
     assert iterable.verified is True and iterable.items == 300
     assert list(tmp_path.iterdir()) == []  # the temporary store is removed
+
+
+def test_cli_bench_exports_measures_every_format_long_and_short(tmp_path):
+    pytest.importorskip("rerun")
+    pytest.importorskip("minari")
+    args = ["bench", "--exports", "--frames", "40", "--repeat", "2", "--json"]
+    result = CliRunner().invoke(cli, [*args, "--workdir", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    rows = {r["format"]: r for r in json.loads(result.stdout)}
+    assert list(rows) == ["parquet", "lerobot", "rrd", "minari"]
+    for row in rows.values():
+        assert row["error"] is None and row["progress_ok"] is True, row
+        assert row["rounds"] == 2 and row["steps"] == 40 and row["short_steps"] == 4
+        assert row["cpu_s"] > 0 and row["peak_mb"] >= 0 and row["out_mb"] > 0
+    assert rows["parquet"]["vs_parquet"] == 1.0
+    assert list(tmp_path.iterdir()) == []  # the stores and outputs are removed

@@ -202,9 +202,13 @@ def test_video_is_mp4_said_to_be_lossy_and_lerobot_reads_its_table(
     for frame, stored in zip(decoded, want, strict=True):
         assert frame.shape == stored.shape
         assert np.abs(frame.astype(int) - stored).mean() < 8  # lossy, but the same picture
-    if got["decoded_video"]:  # torchcodec found FFmpeg: LeRobot decoded every frame
+    if got["decoded_video"]:  # LeRobot decoded every frame: lossy, so means within 4 levels
         means = [r["frames"]["observation.images.render"] for r in got["rows"]]
         assert means == pytest.approx([f.mean() for f in want], abs=4)
+    else:  # why LeRobot cannot decode video here (docs/BENCHMARKS.md quotes both errors)
+        errors = got["video_errors"]
+        assert "cannot open shared object file" in errors["torchcodec"], errors
+        assert "VideoReader" in errors["pyav"], errors
 
 
 def test_box_actions_keep_their_float32_values_and_task_text(tmp_path, assault_frames):
@@ -291,3 +295,71 @@ def test_a_merged_store_exports_the_frames_of_every_source(tmp_path, assault_fra
             png = row["observation.images.render"]["bytes"]
             frame = np.asarray(Image.open(io.BytesIO(png)))
             np.testing.assert_array_equal(frame, st.read_frame(row["episode_id"], row["step"]))
+
+
+def test_every_image_stream_is_a_feature_lerobot_loads(tmp_path, assault_frames, lerobot_python):
+    """``record_step(frames={...})``: each image stream of a step is an
+    ``observation.images.<stream>`` feature of its own shape, bit-exact in LeRobot's own
+    loader; a frame stack is no image (left out); a step lacking a stream's frame is no
+    row (counted)."""
+    path = tmp_path / "streams.store"
+    wrist = [np.ascontiguousarray(f[50:134, 40:124, 1]) for f in assault_frames]  # 84x84 grey
+    with FrameStore.open(path) as st:
+        rec = st.recorder("ALE/Assault-v5", action_space=SPACE)
+        try:
+            for e in range(2):
+                rec.begin_episode(seed=e)
+                for i in range(12):
+                    n = e * 12 + i
+                    frames = {"render": assault_frames[n], "stack": np.stack([wrist[n]] * 4)}
+                    if (e, i) != (1, 4):  # a step without a wrist frame
+                        frames["wrist"] = wrist[n]
+                    rec.record_step(frames=frames, action=None if i == 0 else i % 7, reward=1.0)
+                rec.end_episode()
+        finally:
+            rec.close()
+    out = tmp_path / "lr"
+    result = run_cli("export", path, "--format", "lerobot", "-o", out, "--json")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    assert report["rows"] == 2 * 11 - 1 and report["dropped_steps"] == 1
+    assert report["frames"] == 2 * report["rows"]
+    info = json.loads((out / "meta" / "info.json").read_text())
+    images = {k: f["shape"] for k, f in info["features"].items() if f["dtype"] == "image"}
+    assert images == {
+        "observation.images.render": [210, 160, 3],
+        "observation.images.wrist": [84, 84, 1],
+    }
+
+    got = load_in_lerobot(lerobot_python, out, tmp_path)
+    assert got["camera_keys"] == ["observation.images.render", "observation.images.wrist"]
+    steps = [(e, i) for e in range(2) for i in range(11) if (e, i) != (1, 4)]
+    assert [(r["episode_id"] - 1, r["step"]) for r in got["rows"]] == steps
+    for row, (e, i) in zip(got["rows"], steps, strict=True):
+        n = e * 12 + i
+        sha = {
+            "observation.images.render": hashlib.sha256(assault_frames[n].tobytes()).hexdigest(),
+            "observation.images.wrist": hashlib.sha256(wrist[n].tobytes()).hexdigest(),
+        }
+        assert row["frames"] == sha, (e, i)
+    stats = json.loads((out / "meta" / "stats.json").read_text())
+    assert np.shape(stats["observation.images.wrist"]["mean"]) == (3, 1, 1)
+
+
+def test_a_stream_whose_frames_change_shape_is_one_line(tmp_path, assault_frames):
+    path = tmp_path / "s.store"
+    with FrameStore.open(path) as st:
+        rec = st.recorder("ALE/Assault-v5", action_space=SPACE)
+        try:
+            rec.begin_episode(seed=0)
+            for i in range(6):
+                wrist = assault_frames[i][:84, :84] if i < 3 else assault_frames[i][:42, :42]
+                frames = {"render": assault_frames[i], "wrist": np.ascontiguousarray(wrist)}
+                rec.record_step(frames=frames, action=None if i == 0 else 1)
+            rec.end_episode()
+        finally:
+            rec.close()
+    out = tmp_path / "lr"
+    line = assert_one_line_error(run_cli("export", path, "--format", "lerobot", "-o", out))
+    assert "'wrist' frame of 42x42x3, where its first was 84x84x3" in line, line
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.store"]  # nothing left

@@ -131,3 +131,38 @@ def test_one_episode_range_and_bad_requests(tmp_path, assault_frames):
         line = assert_one_line_error(run_cli("export", path, "--format", "rrd", *args))
         assert words in line, (args, line)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["one.rrd", "s.store"]
+
+
+def test_each_image_stream_is_an_entity_of_its_own(tmp_path, assault_frames):
+    """``record_step(frames={...})``: each image stream is an ``episode_<id>/<stream>``
+    entity, its frames bit-exact on the steps that have one; a frame stack is no image."""
+    path = tmp_path / "streams.store"
+    wrist = [np.ascontiguousarray(f[50:134, 40:124]) for f in assault_frames]  # 84x84x3
+    with FrameStore.open(path) as st:
+        rec = st.recorder("ALE/Assault-v5", action_space=spaces.Discrete(7))
+        try:
+            rec.begin_episode(seed=1)
+            for i in range(10):
+                frames = {"render": assault_frames[i], "stack": np.stack([wrist[i][:, :, 0]] * 4)}
+                if i != 3:
+                    frames["wrist"] = wrist[i]
+                rec.record_step(frames=frames, action=None if i == 0 else 1, reward=0.0)
+            rec.end_episode()
+        finally:
+            rec.close()
+    out = tmp_path / "x.rrd"
+    result = run_cli("export", path, "--format", "rrd", "-o", out, "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["frames"] == 10 + 9
+    _recordings, entities = read_rrd(out)
+    assert entities["/episode_1"]["streams"] == [["render", "wrist"]]
+    assert "/episode_1/stack" not in entities
+    for name, frames, steps in (
+        ("render", assault_frames, range(10)),
+        ("wrist", wrist, [i for i in range(10) if i != 3]),
+    ):
+        blobs = by_step(entities[f"/episode_1/{name}"], "EncodedImage:blob")
+        assert sorted(blobs) == list(steps), name
+        for step, blob in blobs.items():
+            decoded = np.asarray(Image.open(io.BytesIO(bytes(blob[0]))))
+            np.testing.assert_array_equal(decoded, frames[step])

@@ -55,6 +55,8 @@ def export_dataset(fmt, store, episode_ids, run_id, out, options, *, task, video
     tail = f"; {len(report.empty_episodes)} episode(s) without a transition left out" * bool(
         report.empty_episodes
     )
+    if report.dropped_steps:  # no image, no row: as the Parquet export's frame count says
+        tail += f"; {report.dropped_steps} step(s) without a stored frame left out"
     click.echo(
         f"{len(report.episodes)} episode(s): {report.rows} rows -> {report.path}/ "
         f"[LeRobot {report.fps} fps, frames as {frames}, {human_bytes(report.bytes)}]{tail}"

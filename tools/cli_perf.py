@@ -101,6 +101,14 @@ def _check_levels(ctx: click.Context, param: click.Parameter, values: tuple) -> 
     "(medians of --repeat rounds, default 5; 12,000 Assault frames).",
 )
 @click.option(
+    "--exports",
+    is_flag=True,
+    help="The parquet, LeRobot, rerun and Minari exports of one Assault episode of "
+    "--frames steps (default 10,000), interleaved (medians of --repeat rounds, default 5): "
+    "wall and CPU seconds against parquet's, peak memory against an episode a tenth as "
+    "long, progress.",
+)
+@click.option(
     "--chunk-frames",
     "chunk_frames",
     multiple=True,
@@ -158,6 +166,7 @@ def bench(
     torch_,
     writers,
     reads,
+    exports,
     chunk_frames,
     part_frames,
     zstd_levels,
@@ -180,7 +189,8 @@ def bench(
     with each). --reads: chunk length and zstd level, writing and reading (random
     read_frame, sequential iter_frames) against plain zstd. --scale-out: reading with
     Ray Data against one process, from a local store and from S3 (moto). --torch: the
-    PyTorch datasets against iter_frames.
+    PyTorch datasets against iter_frames. --exports: the dataset exports of one long
+    episode against parquet's.
 
     Exits 1 when a check fails (a pipeline error, frames not read back bit-exact, an
     overload run over its memory bound), after printing the table.
@@ -197,7 +207,11 @@ def bench(
         _bench_vector(envs, frames, repeat, workdir, csv_path, as_json, progress)
         return
     placements = ("thread", "process") if writers else ()
-    if torch_:
+    if exports:
+        rounds = repeat if repeat > 1 else 5
+        rows = lib.run_exports(frames or 10_000, rounds=rounds, workdir=workdir, progress=progress)
+        columns = lib.EXPORTS_TABLE
+    elif torch_:
         fs = lib.capture(games[0] if game != "all" else "assault", frames or 3000)
         rounds = repeat if repeat > 1 else 5
         rows = lib.run_torch(fs, rounds=rounds, workdir=workdir, progress=progress)

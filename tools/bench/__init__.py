@@ -40,15 +40,20 @@ single-process ``iter_frames``, local and S3 (moto), and the readers' peak memor
 ``torch`` (``--torch``: the ``framestore.torch`` datasets through DataLoaders against
 ``iter_frames``, interleaved: a pass, random items, shuffled epochs, 4-frame windows).
 
+``exports`` (``--exports``): the parquet, LeRobot, rerun and Minari exports of one
+10,000-step Assault episode, interleaved round by round: wall and CPU seconds against
+parquet's, peak RSS growth against an episode a tenth as long, progress.
+
 One module per job: ``_frames`` (frame sets), ``_baselines`` (the pipelines),
 ``_throughput`` (the run and ratios), ``_pacing``, ``_overload``, ``_stress``,
 ``_vector``, ``_scaleout``, ``_torch``, ``_writers`` (writer placements), ``_reads``
-(reading), ``_checks`` (failed
+(reading), ``_exports`` (dataset exports), ``_checks`` (failed
 checks), ``_table`` (table and CSV), ``_measure`` (RSS, children).
 """
 
 from ._baselines import hdf5_available
 from ._checks import failed_checks
+from ._exports import EXPORT_FORMATS, EXPORTS_TABLE, ExportResult, run_exports
 from ._frames import DEFAULT_FRAMES, GAMES, NOISE_SHAPE, FrameSet, capture, check_fits
 from ._overload import MEMORY_SLACK, OVERLOAD_TABLE, OverloadResult, overload
 from ._pacing import PACING_TABLE, PacingResult, pacing, run_pacing
@@ -78,6 +83,10 @@ from ._vector import (
 from ._writers import WRITERS_FRAMES, WRITERS_TABLE, WriterResult, run_writers
 
 __all__ = [
+    "EXPORT_FORMATS",
+    "EXPORTS_TABLE",
+    "ExportResult",
+    "run_exports",
     "TORCH_MODES",
     "TORCH_TABLE",
     "TorchResult",

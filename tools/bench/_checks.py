@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from ._exports import ExportResult
 from ._overload import OverloadResult
 from ._pacing import PacingResult
 from ._reads import ReadsResult
@@ -27,6 +28,7 @@ Row = (
     | WriterResult
     | ReadsResult
     | TorchResult
+    | ExportResult
 )
 
 
@@ -85,6 +87,8 @@ def failed_checks(rows: Sequence[Row]) -> list[str]:
                 f"torch/{row.mode}", row.error, row.verified,
                 "frames did not read back bit-exact",
             )  # fmt: skip
+        elif isinstance(row, ExportResult):
+            failed(f"exports/{row.format}", row.error, row.progress_ok, "progress fell short")
         elif isinstance(row, StressResult):
             if row.error or not (row.finished and row.accounted):
                 problems.append(

@@ -19,18 +19,19 @@ columns: ``timestamp`` (= frame_index / fps), ``frame_index``, ``episode_index``
 export order), ``index`` (the row's position in the dataset) and ``task_index``; the
 task is the episode's environment id, or a text given for every episode.
 
-Frames are lossless PNG ``image`` features by default: LeRobot decodes them to the stored
-pixels (HxWx1 frames as 1-channel images). ``video`` writes them to H.264 MP4 instead
-(``video`` features, ``yuv420p``, ``yuv444p`` for odd sizes; every second frame a
-keyframe, as LeRobot's own writer does): smaller, lossy.
+Frames are lossless PNG ``image`` features by default, at zlib level 1 as LeRobot's own
+writer (``PNG_LEVEL``): LeRobot decodes them to the stored pixels (HxWx1 frames as
+1-channel images). ``video`` writes them to H.264 MP4 instead (``video`` features,
+``yuv420p``, ``yuv444p`` for odd sizes; every second frame a keyframe, as LeRobot's own
+writer does): smaller, lossy.
 
 Actions: Discrete as ``int64``; Box as float32 when the space is float32 (else float64),
 MultiDiscrete/MultiBinary as int64, flattened to a vector; other spaces as JSON text.
 
-Streaming: frames are encoded as they are read and written in row groups of at most
-``_GROUP_BYTES`` of images; a data file is closed at an episode boundary once it holds
-100 MB (LeRobot's ``data_files_size_in_mb``) and a video file at 200 MB. Written into
-``DIR.partial/``, fsynced, renamed into place.
+Streaming: frames are PNG-encoded as they are read and written in row groups of at most
+``_GROUP_BYTES`` of images; a data file is closed at an episode boundary once it holds 100 MB (LeRobot's
+``data_files_size_in_mb``) and a video file at 200 MB. Written into ``DIR.partial/``,
+fsynced, renamed into place.
 """
 
 from __future__ import annotations
@@ -78,6 +79,10 @@ CHUNK_FILE = "chunk-{chunk_index:03d}/file-{file_index:03d}"
 DATA_PATH = "data/" + CHUNK_FILE + ".parquet"
 VIDEO_PATH = "videos/{video_key}/" + CHUNK_FILE + ".mp4"
 EPISODES_PATH = "meta/episodes/" + CHUNK_FILE + ".parquet"
+#: zlib level of the PNG frames: LeRobot's own writer's (``image_writer.write_image``,
+#: ``compress_level=1``): about a third less CPU per Atari frame than Pillow's default 6,
+#: for about 1.5x the bytes (docs/BENCHMARKS.md, "Dataset exports").
+PNG_LEVEL = 1
 _GROUP_BYTES = 32 * 1024 * 1024  # image bytes held before a row group is written
 _GROUP_ROWS = 4096
 _STATS_ROWS = 1024  # numeric rows held before they go into the statistics
@@ -119,11 +124,25 @@ class _Layout:
     """The dataset's features, checked against every chosen episode before writing."""
 
     features: dict[str, dict[str, Any]]
-    image_keys: list[str]  # observation.images.<stream>, in stream order
+    images: dict[str, str]  # observation.images.<stream> -> stream, in stream order
     action_dtype: str  # LeRobot dtype of ``action``
     action_kind: str
     fps: int
     video: bool
+    stored: dict[str, list[int]] = field(default_factory=dict)  # key -> the frames' HxWxC
+
+    @property
+    def image_keys(self) -> list[str]:
+        return list(self.images)
+
+    @property
+    def first(self) -> str:
+        """The name of the episodes' first stream (``render``): ``StepFrame.frame``."""
+        return next(iter(self.images.values()))
+
+    def shape(self, key: str) -> list[int]:
+        """An image feature's HxWxC (as stored, before ``video``'s RGB)."""
+        return self.stored[key]
 
     def stat_keys(self) -> list[str]:
         skip = {"image", "video", "string"}
@@ -157,12 +176,11 @@ def export_lerobot(
     Raises:
         InvalidInput: bad arguments or output path, episodes whose frames, actions or
             fps differ (nothing is written).
-        MissingExtra: pyarrow or pandas (the ``hf`` extra), or PyAV for ``video``.
+        MissingExtra: pyarrow (the ``hf`` extra), or PyAV for ``video``.
         CorruptData: a corrupt frame (the partial output is removed).
     """
     pa = require("pyarrow", extra="hf", what="LeRobot export")
     pq = require("pyarrow.parquet", extra="hf", what="LeRobot export")
-    pd = require("pandas", extra="hf", what="LeRobot export")
     if video:
         require("av", extra="video", what="LeRobot export with --video")
     options = options or ExportOptions()
@@ -178,7 +196,7 @@ def export_lerobot(
     try:
         writer = _Writer(store, selection, layout, partial, report, pa, pq)
         writer.run(task, progress)
-        _write_meta(partial, layout, writer, report, pd)
+        _write_meta(partial, layout, writer, report)
         report.files = sorted(
             str(p.relative_to(partial)) for p in partial.rglob("*") if p.is_file()
         )
@@ -202,32 +220,26 @@ def _layout(
     """The features every chosen episode fits, or ``InvalidInput`` naming the misfit."""
     first = selection.spans[0]
     streams = episode_streams(store, first.episode)
-    shape_text = None
     for span in selection.spans:
         if episode_streams(store, span.episode) != streams:
             raise InvalidInput(
                 f"episodes {first.id} and {span.id} hold different image streams; "
                 "a LeRobot dataset has one set of features: export them separately"
             )
-        for text in span.shapes:
-            if shape_text is None:
-                shape_text = text
-            elif text != shape_text:
-                raise InvalidInput(
-                    f"episode {span.id} has frames of {text} where others have {shape_text}; "
-                    "a LeRobot image feature has one shape: export them separately"
-                )
-    if shape_text is None:
-        raise InvalidInput("the chosen steps have no stored frames")
-    dims = [int(d) for d in shape_text.split("x")]
-    shape = dims if len(dims) == 3 else [*dims, 1]
+    shapes = {name: _stream_shape(store, selection, name, i == 0) for i, name in enumerate(streams)}
+    stored = {f"observation.images.{name}": shape for name, shape in shapes.items()}
     if video:
-        shape = [shape[0], shape[1], 3]
+        shapes = {name: [shape[0], shape[1], 3] for name, shape in shapes.items()}
     fps = _fps(store, selection.spans, options)
     action_dtype, action_shape = _action_feature(store, selection)
-    image = {"dtype": "video" if video else "image", "shape": shape}
-    image["names"] = ["height", "width", "channels"]
-    features: dict[str, dict[str, Any]] = {f"observation.images.{s}": dict(image) for s in streams}
+    features: dict[str, dict[str, Any]] = {
+        f"observation.images.{name}": {
+            "dtype": "video" if video else "image",
+            "shape": shape,
+            "names": ["height", "width", "channels"],
+        }
+        for name, shape in shapes.items()
+    }
     features["action"] = {"dtype": action_dtype, "shape": action_shape, "names": None}
     for key, dtype in (
         ("next.reward", "float64"),
@@ -242,12 +254,45 @@ def _layout(
         features[key] = {"dtype": dtype, "shape": [1], "names": None}
     return _Layout(
         features,
-        [f"observation.images.{s}" for s in streams],
+        {f"observation.images.{name}": name for name in streams},
         action_dtype,
         selection.kind,
         fps,
         video,
+        stored,
     )
+
+
+def _hwc(shape: tuple[int, ...]) -> list[int]:
+    return list(shape) if len(shape) == 3 else [*shape, 1]
+
+
+def _stream_shape(store: FrameStore, selection: Selection, name: str, first: bool) -> list[int]:
+    """The one frame shape of stream ``name`` over the chosen steps, HxWxC, or
+    ``InvalidInput``: an image feature has one shape."""
+    shape_text = None
+    for span in selection.spans:
+        texts = span.shapes
+        if not first:  # a stream's frames have the shape of its first (checked as written)
+            infos = [s for s in store.streams(span.id) if s.name == name and s.frames]
+            texts = tuple("x".join(map(str, s.shape)) for s in infos if s.shape)
+        for text in texts:
+            if shape_text is None:
+                shape_text = text
+            elif text != shape_text:
+                what = "frames" if first else f"{name!r} frames"
+                raise InvalidInput(
+                    f"episode {span.id} has {what} of {text} where others have {shape_text}; "
+                    "a LeRobot image feature has one shape: export them separately"
+                )
+    if shape_text is None:
+        if first:
+            raise InvalidInput("the chosen steps have no stored frames")
+        raise InvalidInput(
+            f"stream {name!r} has no frames in the chosen steps; a LeRobot image feature "
+            "needs one in every row"
+        )
+    return _hwc(tuple(int(d) for d in shape_text.split("x")))
 
 
 def _fps(store: FrameStore, spans: list[Span], options: ExportOptions) -> int:
@@ -377,15 +422,22 @@ class _Writer:
         planned, done = self.selection.rows, 0
         state: _EpisodeState | None = None
         prev: StepFrame | None = None
-        for item in iter_step_frames(self.store, self.selection.spans, extra_step=True):
+        others = {
+            span.id: [name for name in self.layout.images.values() if name != self.layout.first]
+            for span in self.selection.spans
+        }
+        steps = iter_step_frames(self.store, self.selection.spans, extra_step=True, streams=others)
+        for item in steps:
             if state is None or item.span is not state.span:
                 self._end_episode(state)
                 state, prev = self._begin_episode(item.span, task), None
             if prev is not None:
                 self._add_row(state, prev, item.step)
             if item.step.step < item.span.stop:
-                prev = item if item.frame is not None else None
-                self.report.dropped_steps += item.frame is None
+                # a row has a frame of every stream: a step without one is no row
+                framed = item.frame is not None and all(f is not None for f in item.others.values())
+                prev = item if framed else None
+                self.report.dropped_steps += not framed
                 done += 1
                 if progress is not None:
                     progress(done, planned)
@@ -422,8 +474,7 @@ class _Writer:
         return state
 
     def _add_row(self, state: _EpisodeState, cur: StepFrame, nxt: StepInfo) -> None:
-        ep, frame = cur.span.episode, cur.frame
-        assert frame is not None
+        ep = cur.span.episode
         values = {
             "action": _action_value(nxt.action, self.layout),
             "next.reward": np.nan if nxt.reward is None else float(nxt.reward),
@@ -439,11 +490,20 @@ class _Writer:
             "index": self.report.rows,
             "task_index": state.task_index,
         }
-        for key in self.layout.image_keys:  # one stream today: the step's frame
+        for key, stream in self.layout.images.items():
+            frame = cur.of(stream, self.layout.first)
+            assert frame is not None
+            if stream != self.layout.first and _hwc(frame.shape) != self.layout.shape(key):
+                raise InvalidInput(
+                    f"episode {ep.id} step {cur.step.step}: a {stream!r} frame of "
+                    f"{'x'.join(map(str, frame.shape))}, where its first was "
+                    f"{'x'.join(map(str, self.layout.shape(key)))}; a LeRobot image feature "
+                    "has one shape"
+                )
             if self.layout.video:
                 self._videos[key].add(frame)
             else:
-                data = png_bytes(frame)
+                data = png_bytes(frame, level=PNG_LEVEL)
                 self._columns[key].append({"bytes": data, "path": None})
                 self._group_bytes += len(data)
             if state.rows in state.sample:
@@ -640,9 +700,7 @@ class _VideoFile:
         self.path, self._frames = None, 0
 
 
-def _write_meta(
-    root: Path, layout: _Layout, writer: _Writer, report: LeRobotReport, pd: Any
-) -> None:
+def _write_meta(root: Path, layout: _Layout, writer: _Writer, report: LeRobotReport) -> None:
     """``meta/info.json``, ``meta/stats.json`` and ``meta/tasks.parquet``."""
     features = json.loads(json.dumps(layout.features))
     for key, info in writer.video_info().items():
@@ -668,6 +726,50 @@ def _write_meta(
     for name, data in (("info.json", info), ("stats.json", as_json(stats))):
         (meta / name).write_text(json.dumps(data, indent=4, ensure_ascii=False))
         fsync_file(meta / name)
-    tasks = pd.DataFrame({"task_index": list(writer.tasks.values())}, index=list(writer.tasks))
-    tasks.to_parquet(meta / "tasks.parquet")
+    writer.pq.write_table(_tasks_table(writer.pa, writer.tasks), meta / "tasks.parquet")
     fsync_file(meta / "tasks.parquet")
+
+
+def _tasks_table(pa: Any, tasks: dict[str, int]) -> Any:
+    """``meta/tasks.parquet`` as LeRobot's ``write_tasks`` writes it
+    (``pd.DataFrame({"task_index": ...}, index=tasks).to_parquet``) and its ``load_tasks``
+    (``pd.read_parquet``) reads it back: the task strings as the unnamed pandas index
+    (column ``__index_level_0__``, named in the ``pandas`` schema metadata). Built with
+    pyarrow alone: importing pandas cost the export about a second."""
+    index = "__index_level_0__"
+    pandas_meta = {
+        "index_columns": [index],
+        "column_indexes": [
+            {
+                "name": None,
+                "field_name": None,
+                "pandas_type": "unicode",
+                "numpy_type": "object",
+                "metadata": {"encoding": "UTF-8"},
+            }
+        ],
+        "columns": [
+            {
+                "name": "task_index",
+                "field_name": "task_index",
+                "pandas_type": "int64",
+                "numpy_type": "int64",
+                "metadata": None,
+            },
+            {
+                "name": None,
+                "field_name": index,
+                "pandas_type": "unicode",
+                "numpy_type": "object",
+                "metadata": None,
+            },
+        ],
+        "attributes": {},
+        "creator": {"library": "pyarrow", "version": pa.__version__},
+        "pandas_version": "2.3.3",  # the layout of LeRobot's pandas (2.x)
+    }
+    schema = pa.schema(
+        [pa.field("task_index", pa.int64()), pa.field(index, pa.string())],
+        metadata={"pandas": json.dumps(pandas_meta)},
+    )
+    return pa.table([list(tasks.values()), list(tasks)], schema=schema)

@@ -146,7 +146,8 @@ def _spaces(store: FrameStore, selection: Selection) -> tuple[tuple[Any, Any], A
         if span.frames != span.rows:
             raise InvalidInput(
                 f"episode {span.id} has {span.rows - span.frames} step(s) without a stored "
-                "frame; a Minari episode needs an observation at every step"
+                "frame; a Minari episode needs an observation at every step: export the "
+                "other episodes (--episode ID ...), or this one as LeRobot, rerun or Parquet"
             )
     shape = tuple(int(d) for d in shapes.pop().split("x"))
     observation = gym.spaces.Box(0, 255, shape, np.uint8)

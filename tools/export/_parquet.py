@@ -155,13 +155,14 @@ def _plan(
     return _Plan(out_path, partial, selection, int(shard_bytes))
 
 
-def png_bytes(frame: np.ndarray) -> bytes:
-    """A frame as lossless PNG bytes (HxWx1 as a grey image)."""
+def png_bytes(frame: np.ndarray, *, level: int = 6) -> bytes:
+    """A frame as lossless PNG bytes (HxWx1 as a grey image), zlib ``level`` (Pillow's
+    default 6; 1 is faster and larger)."""
     from PIL import Image
 
     img = frame[:, :, 0] if frame.ndim == 3 and frame.shape[2] == 1 else frame
     buf = io.BytesIO()
-    Image.fromarray(np.ascontiguousarray(img)).save(buf, format="PNG")
+    Image.fromarray(np.ascontiguousarray(img)).save(buf, format="PNG", compress_level=level)
     return buf.getvalue()
 
 

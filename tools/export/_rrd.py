@@ -6,7 +6,7 @@ each step was recorded). Per step:
 
 | entity | what |
 |---|---|
-| ``episode_<id>/<stream>`` | each image stream of the step (today ``render``) as a PNG ``EncodedImage``: lossless |
+| ``episode_<id>/<stream>`` | each image stream of the step (``render``, and those ``record_step(frames=...)`` recorded) as a PNG ``EncodedImage``: lossless |
 | ``episode_<id>/reward``, ``episode_<id>/return`` | ``Scalars``: the reward and the sum so far |
 | ``episode_<id>/action`` | ``Scalars`` (numeric actions, flattened) or ``TextLog`` (JSON) |
 | ``episode_<id>/events`` | ``TextLog`` "terminated" / "truncated" on the step that ends it |
@@ -156,14 +156,18 @@ def _log_steps(
     planned = selection.rows
     returns: dict[int, float] = {}
     streams = {s.id: episode_streams(store, s.episode) for s in selection.spans}
-    for done, item in enumerate(iter_step_frames(store, selection.spans), 1):
+    others = {eid: names[1:] for eid, names in streams.items()}  # besides the first
+    steps = iter_step_frames(store, selection.spans, streams=others)
+    for done, item in enumerate(steps, 1):
         step, base = item.step, f"episode_{item.span.id}"
         rec.set_time("step", sequence=step.step)
         if step.wall_time is not None:
             rec.set_time("wall_time", timestamp=step.wall_time)
-        if item.frame is not None:
-            for stream in streams[item.span.id]:  # one stream today: the step's frame
-                image = rr.EncodedImage(contents=png_bytes(item.frame), media_type="image/png")
+        names = streams[item.span.id]
+        for stream in names:  # each image stream its entity; a step may lack some
+            frame = item.of(stream, names[0])
+            if frame is not None:
+                image = rr.EncodedImage(contents=png_bytes(frame), media_type="image/png")
                 rec.log(f"{base}/{stream}", image)
                 report.frames += 1
         if step.reward is not None and step.action is not None:

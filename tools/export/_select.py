@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from framestore import EpisodeInfo, FrameStore, StepInfo
+from framestore import EpisodeInfo, FrameStore, StepInfo, StreamInfo
 from framestore.columns import action_kind
 from framestore.errors import CorruptData, InvalidInput
 from framestore.files import why_not_writable
@@ -24,26 +24,33 @@ from ._options import ExportOptions
 from ._plan import PARTIAL_SUFFIX, check_not_in_store, output_path
 
 __all__ = [
-    "IMAGE_STREAMS",
     "Selection",
     "Span",
     "StepFrame",
     "check_new_path",
     "episode_streams",
+    "is_image",
     "iter_step_frames",
     "select_episodes",
 ]
 
 _PAGE_ROWS = 512  # step rows read from SQLite at a time
-#: The image streams a step holds today; ``episode_streams`` is where more come from.
-IMAGE_STREAMS = ("render",)
+
+
+def is_image(info: StreamInfo) -> bool:
+    """A stream whose frames are images: its first (``render``, whatever its frames), or
+    uint8 HxW or HxWxC frames with C 1, 3 or 4 (not frame stacks or other arrays)."""
+    shape = info.shape or ()
+    return info.index == 0 or (
+        info.dtype == "uint8" and (len(shape) == 2 or (len(shape) == 3 and shape[2] in (1, 3, 4)))
+    )
 
 
 def episode_streams(store: FrameStore, episode: EpisodeInfo) -> list[str]:
-    """The names of the image streams an episode's steps hold (today: its rendered
-    frame, ``render``). Exports build their per-stream features from this list."""
-    del store, episode  # one stream per step until the store records more
-    return list(IMAGE_STREAMS)
+    """The names of the image streams an episode's steps hold (``render`` first, then
+    the others ``record_step(frames=...)`` recorded, in stream order). Exports build
+    their per-stream features (LeRobot) or entities (rerun) from this list."""
+    return [s.name for s in store.streams(episode.id) if is_image(s)]
 
 
 @dataclass(frozen=True)
@@ -82,11 +89,17 @@ class Selection:
 
 @dataclass(frozen=True)
 class StepFrame:
-    """A step and its frame (``None`` when the frame was dropped while recording)."""
+    """A step and its frame (``None`` when the frame was dropped while recording), and
+    its frames of the other streams asked for (``None``: none at this step)."""
 
     span: Span
     step: StepInfo
     frame: np.ndarray | None
+    others: dict[str, np.ndarray | None] = field(default_factory=dict)
+
+    def of(self, stream: str, first: str) -> np.ndarray | None:
+        """The frame of ``stream`` (``first``: the episode's first stream's name)."""
+        return self.frame if stream == first else self.others.get(stream)
 
 
 def select_episodes(
@@ -171,15 +184,25 @@ def check_new_path(out: str | os.PathLike, *, directory: bool) -> tuple[Path, Pa
 
 
 def iter_step_frames(
-    store: FrameStore, spans: list[Span], *, extra_step: bool = False
+    store: FrameStore,
+    spans: list[Span],
+    *,
+    extra_step: bool = False,
+    streams: dict[int, list[str]] | None = None,
 ) -> Iterator[StepFrame]:
     """Every step of the spans in order with its frame, read page by page.
 
     ``extra_step``: also the step right after each span's range when it is committed
-    (the transition out of the range's last step). A frame whose decoded shape is not
-    its row's ``frame_shape`` is corrupt: ``CorruptData``, never written."""
+    (the transition out of the range's last step). ``streams``: per episode id, the other
+    streams whose frames each step carries in ``others`` (read in step order alongside).
+    A frame whose decoded shape is not its row's ``frame_shape`` is corrupt:
+    ``CorruptData``, never written."""
     for span in spans:
         stop = min(span.stop + 1, span.committed) if extra_step else span.stop
+        cursors = {
+            name: _StreamCursor(store, span.id, span.start, stop, name)
+            for name in (streams or {}).get(span.id, [])
+        }
         for lo in range(span.start, stop, _PAGE_ROWS):
             for step in store.read_steps(span.id, lo, min(stop, lo + _PAGE_ROWS)):
                 frame = None
@@ -193,4 +216,21 @@ def iter_step_frames(
                             f"{'x'.join(map(str, step.frame_shape))} but the stored frame is "
                             f"{'x'.join(map(str, frame.shape))}",
                         )
-                yield StepFrame(span, step, frame)
+                others = {name: c.at(step.step) for name, c in cursors.items()}
+                yield StepFrame(span, step, frame, others)
+
+
+class _StreamCursor:
+    """One episode's frames of one stream, read in step order as the steps ask."""
+
+    def __init__(self, store: FrameStore, episode_id: int, start: int, stop: int, stream: str):
+        self._frames = store.iter_steps_frames(episode_id, start, stop, stream=stream)
+        self._next = next(self._frames, None)
+
+    def at(self, step: int) -> np.ndarray | None:
+        """The frame of ``step`` (None: the stream has none there)."""
+        while self._next is not None and self._next[0] < step:
+            self._next = next(self._frames, None)
+        if self._next is not None and self._next[0] == step:
+            return self._next[1]
+        return None
