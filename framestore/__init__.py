@@ -2,6 +2,12 @@
 
 Frames go to compressed append-only segment files; step metadata and frame pointers go
 to SQLite. See docs/ARCHITECTURE.md.
+
+``__all__`` is what a user needs: the store, the recorders and wrappers, the settings,
+the records reading returns and every error a user catches. Maintenance (``gc``,
+``recover``, ``merge``, ``publish``) and the writer's parts are functions and classes of
+their modules (``framestore.maintenance``, ``framestore.service``, ``framestore.reader``,
+...), imported from there by the tools.
 """
 
 from __future__ import annotations
@@ -17,18 +23,31 @@ from .errors import (
     EpisodeNotFound,
     FrameNotFound,
     FrameStoreError,
+    InfoTooLarge,
     InvalidFrame,
     InvalidInput,
+    MissingExtra,
+    NotAStore,
+    PlayFailed,
+    PublishedObjectError,
+    QueueFull,
+    RunNotFound,
+    SchemaTooNew,
+    SegmentMissing,
+    SharedMemoryFull,
+    SinkError,
+    StoreClosed,
+    StoreIOError,
     StoreLocked,
     StreamNotFound,
+    UnsafeStore,
     WriterFailed,
 )
 
 if TYPE_CHECKING:
     from .lite import LiteRecorder
-    from .reader import SegmentReader
     from .recorder import Recorder, RecorderMetrics, prepare_recording
-    from .service import FrameRef, FrameStorageService, ServiceMetrics
+    from .settings import ResolvedSettings, Settings
     from .store import FrameStore
     from .types import (
         DiskUsage,
@@ -47,13 +66,11 @@ if TYPE_CHECKING:
 #: CLI's ``--help`` needs no numpy, gymnasium or sqlite-utils).
 _LAZY = {
     "LiteRecorder": ".lite",
-    "SegmentReader": ".reader",
     "Recorder": ".recorder",
     "RecorderMetrics": ".recorder",
     "prepare_recording": ".recorder",
-    "FrameRef": ".service",
-    "FrameStorageService": ".service",
-    "ServiceMetrics": ".service",
+    "ResolvedSettings": ".settings",
+    "Settings": ".settings",
     "FrameStore": ".store",
     "DiskUsage": ".types",
     "EpisodeInfo": ".types",
@@ -68,36 +85,52 @@ _LAZY = {
 }
 
 __all__ = [
+    # the store, recording into it
     "FrameStore",
     "Recorder",
     "RecordFrames",
     "RecordVectorFrames",
     "LiteRecorder",
-    "EpisodeInfo",
+    "RecorderMetrics",
+    # the settings of a recording
+    "Settings",
+    "ResolvedSettings",
+    "prepare_recording",
+    # what reading returns
     "RunInfo",
+    "EpisodeInfo",
     "StepInfo",
+    "StepTrack",
     "FrameSummary",
     "FrameLocation",
     "DiskUsage",
-    "StepTrack",
     "StreamInfo",
-    "RecorderMetrics",
-    "prepare_recording",
-    "ServiceMetrics",
-    "FrameStorageService",
-    "FrameRef",
-    "SegmentReader",
+    # errors: all are FrameStoreError
     "FrameStoreError",
     "InvalidInput",
     "InvalidFrame",
+    "InfoTooLarge",
+    "MissingExtra",
+    "NotAStore",
+    "SchemaTooNew",
+    "UnsafeStore",
+    "StoreLocked",
+    "StoreClosed",
+    "StoreIOError",
     "CorruptData",
     "ChecksumMismatch",
+    "SegmentMissing",
+    "PublishedObjectError",
     "FrameNotFound",
     "EpisodeNotFound",
+    "RunNotFound",
     "StreamNotFound",
-    "StoreLocked",
+    "QueueFull",
+    "SinkError",
     "WriterFailed",
     "DiskFull",
+    "SharedMemoryFull",
+    "PlayFailed",
 ]
 
 

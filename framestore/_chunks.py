@@ -1,30 +1,27 @@
-"""The writer side of frame storage: group frames into chunks, compress them on a small
-pool, append them in order to segment files (rotating and sealing), fsync as the
+"""The writer side of frame storage: compress the chunks the producer side handed off on
+a small pool, append them in order to segment files (rotating and sealing), fsync as the
 durability profile says. Runs on one writer thread; knows nothing of queues.
 
-Chunking keeps ONE open chunk per stream of each episode (its stream key and stream
-index: ``render`` and any other stream a step carries have their own chunks): frames of interleaved episodes (a
-vector environment recorded through ``Recorder.record_steps``) still make chunks of
-consecutive steps of one episode. The open chunks are bounded (count, frames, bytes):
-past a bound the biggest is closed. A segment then interleaves chunks of several
-episodes; each episode's chunks appear in step order (docs/FORMAT.md).
+Chunks arrive whole (``_openchunks.ChunkAssembler`` builds them on the producer side,
+one open chunk per (episode, stream index), its frames already in one contiguous
+buffer): the compressor reads that buffer, with no gather copy. A segment interleaves
+chunks of several episodes; each episode's chunks appear in step order (docs/FORMAT.md).
 
 Segments describe themselves (format version 3): every step's metadata (``StepMeta``)
-travels with its frame into the chunk's steps block (a step without a frame, dropped or
-never given, into its episode's open chunk all the same, which may then hold no frame);
-an episode's ``EPISODE`` record is written into every segment before the episode's first
-record there; ``EPISODE_END`` and ``RUN_END`` records follow the chunks before them.
+travels in its stream-0 chunk's steps block (a step without a frame, dropped or never
+given, all the same: such a chunk may hold no frame); an episode's ``EPISODE`` record is
+written into every segment before the episode's first record there; ``EPISODE_END`` and
+``RUN_END`` records follow the chunks submitted before them.
 """
 
 from __future__ import annotations
 
 import os
 import threading
-import time
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import zstandard
@@ -43,8 +40,6 @@ from .codecs import encode_chunk
 from .files import fsync_dir
 from .segments import SegmentWriter, next_segment_id, segment_dir, segment_path
 
-#: Most chunks open at once (one per stream): past it the biggest is closed.
-MAX_OPEN_CHUNKS = 256
 #: Most steps in one chunk (a run of steps without frames closes it here).
 MAX_CHUNK_STEPS = 4096
 #: zstd level of steps blocks (text columns: level 3 is fast and small).
@@ -59,20 +54,28 @@ class MetaRecord:
     type: RecordType
     stream_key: int | None
     fields: dict
+    event: object = None  # the telemetry event the sink gets once the record is appended
 
 
-@dataclass
+@dataclass(slots=True)
 class Chunk:
-    """Frames (one stream, one shape) and the steps they belong to (with or without a
-    frame) on their way into one CHUNK record."""
+    """Frames of one stream (one episode's stream index, one shape), contiguous in one
+    buffer, and the steps they belong to (with or without a frame; stream 0 only), on
+    their way into one CHUNK record."""
 
-    key: int  # stream key
-    stream: int = 0  # stream index in its episode's EPISODE record (0: render)
-    frames: list[np.ndarray] = field(default_factory=list)
-    refs: list[FrameRef] = field(default_factory=list)
-    steps: list[StepMeta] = field(default_factory=list)
-    nbytes: int = 0
-    last: float = field(default_factory=time.monotonic)  # when its last frame came
+    key: int  # stream key (the episode id)
+    stream_index: int
+    frames: np.ndarray | None  # (N, *shape), C-contiguous; None: steps only
+    refs: list[FrameRef]
+    steps: list[StepMeta]
+    buffer: object = None  # the placement's handle of the buffer, freed once written
+    #: Each frame's own shape (``"4x84x84"``) for a stream other than render, whose
+    #: frames may be stored in another layout (``_format.stored_shape``).
+    row_shapes: list[str] | None = None
+
+    @property
+    def nbytes(self) -> int:
+        return 0 if self.frames is None else self.frames.nbytes
 
 
 @dataclass(frozen=True)
@@ -84,21 +87,19 @@ class Written:
 
 
 class ChunkWriter:
-    """Chunks, compresses and appends frames for one store (see the module docstring).
+    """Compresses and appends the chunks handed to it (see the module docstring).
 
     Args:
         root: the store directory.
         codec, level: how chunks are encoded.
-        chunk_frames, chunk_bytes: a chunk is closed at this many frames or raw bytes.
         part_frames: zstd chunks of more frames are written in parts of this many
             (``codecs.encode_chunk``); 0: one zstd frame per chunk.
         segment_bytes: a segment is sealed and a new one started beyond this size.
         durability: ``durable`` fsyncs each chunk (and a new segment's directory).
         compress_threads: size of the compression pool (zstandard releases the GIL).
-        max_latency: an open chunk is closed after this many seconds without new frames.
         on_written: called on the writer thread for every appended chunk, in order.
-        open_frames, open_bytes: bounds on the frames held by all open chunks together
-            (the biggest open chunk is closed past them).
+        on_meta: called on the writer thread for every appended ``MetaRecord``.
+        store_tag: the segment file headers' store tag.
     """
 
     def __init__(
@@ -107,40 +108,28 @@ class ChunkWriter:
         *,
         codec: Codec,
         level: int,
-        chunk_frames: int,
-        chunk_bytes: int,
         part_frames: int = 0,
         segment_bytes: int,
         durability: str,
         compress_threads: int,
-        max_latency: float,
         on_written: Callable[[Written], None],
-        open_frames: int | None = None,
-        open_bytes: int | None = None,
+        on_meta: Callable[[MetaRecord], None] | None = None,
         store_tag: int = 0,
     ):
         self.root = root
         self._store_tag = store_tag
         self._codec = codec
         self._level = level
-        self._chunk_frames = chunk_frames
         self._part_frames = part_frames
-        self._chunk_bytes = chunk_bytes
-        self._open_frames_bound = open_frames or chunk_frames
-        self._open_bytes_bound = open_bytes or chunk_bytes
         self._segment_bytes = segment_bytes
         self._durable = durability == "durable"
-        self._max_latency = max_latency
         self._on_written = on_written
+        self._on_meta = on_meta
         self._threads = compress_threads
         self._pool = ThreadPoolExecutor(
             max_workers=compress_threads, thread_name_prefix="framestore-compress"
         )
         self._local = threading.local()
-        # (stream key, stream index) -> its open chunk, oldest first
-        self._open: dict[tuple[int, int], Chunk] = {}
-        self._open_frames = 0
-        self._open_bytes = 0
         self._inflight: deque[tuple[Future, Chunk | MetaRecord]] = deque()
         self._episodes: dict[int, MetaRecord] = {}  # stream key -> its EPISODE record
         self._described: set[int] = set()  # stream keys described in the open segment
@@ -150,97 +139,27 @@ class ChunkWriter:
         self.segments_sealed = 0
 
     # ----------------------------------------------------------------- feeding
-    def add(self, arr: np.ndarray, ref: FrameRef, step: StepMeta | None = None) -> None:
-        """Put a frame (and its step's metadata) into its stream's open chunk (closing
-        that chunk first when the shape changed); close chunks that are full, or the
-        biggest past the bounds."""
-        key = (ref.key[0], ref.stream)
-        chunk = self._open.get(key)
-        if chunk is not None and chunk.frames and chunk.frames[0].shape != arr.shape:
-            self._submit(key)
-            chunk = None
-        if chunk is None:
-            chunk = self._open[key] = Chunk(ref.key[0], ref.stream)
-        chunk.frames.append(arr)
-        chunk.refs.append(ref)
-        if step is not None:
-            step.has_frame = True
-            chunk.steps.append(step)
-        chunk.nbytes += arr.nbytes
-        chunk.last = time.monotonic()
-        self._open_frames += 1
-        self._open_bytes += arr.nbytes
-        if (
-            len(chunk.frames) >= self._chunk_frames
-            or chunk.nbytes >= self._chunk_bytes
-            or len(chunk.steps) >= MAX_CHUNK_STEPS
-        ):
-            self._submit(key)
-        while self._open and (
-            len(self._open) > MAX_OPEN_CHUNKS
-            or self._open_frames > self._open_frames_bound
-            or self._open_bytes > self._open_bytes_bound
-        ):
-            self._submit(max(self._open, key=lambda k: self._open[k].nbytes))
-
-    def add_step(self, step: StepMeta) -> None:
-        """A step without a frame (dropped, or never given): its metadata joins its
-        episode's open chunk (one without frames, if none is open)."""
-        key = (step.episode_id, 0)  # steps blocks are stream 0's (docs/FORMAT.md)
-        chunk = self._open.get(key)
-        if chunk is None:
-            chunk = self._open[key] = Chunk(step.episode_id)
-        chunk.steps.append(step)
-        chunk.last = time.monotonic()
-        if len(chunk.steps) >= MAX_CHUNK_STEPS:
-            self._submit(key)
+    def submit(self, chunk: Chunk) -> None:
+        """Start compressing ``chunk`` (appended in submission order)."""
+        self._inflight.append((self._pool.submit(self._encode, chunk), chunk))
 
     def add_meta(self, meta: MetaRecord) -> None:
         """An episode's description (kept, written into each segment before the
         episode's first record there), its end or the run's end (appended after every
-        chunk submitted before it; an episode's end closes its open chunk first)."""
+        chunk submitted before it)."""
         if meta.type == RecordType.EPISODE:
             # A later EPISODE record of the same episode lists more streams (one was
             # added): it is written again before the episode's next record.
             self._episodes[meta.stream_key] = meta
             self._described.discard(meta.stream_key)
-        else:
-            for key in [k for k in self._open if k[0] == meta.stream_key]:
-                self._submit(key)
         done: Future = Future()
         done.set_result(None)
         self._inflight.append((done, meta))
 
-    def close_chunk(self) -> None:
-        """Submit every open chunk, however small (oldest first)."""
-        for key in list(self._open):
-            self._submit(key)
-
-    def close_stale(self) -> None:
-        """Submit the open chunks that got no frame for ``max_latency`` seconds."""
-        if not self._open:
-            return
-        cutoff = time.monotonic() - self._max_latency
-        for key in [k for k, c in self._open.items() if c.last <= cutoff]:
-            self._submit(key)
-
-    def seconds_until_stale(self) -> float | None:
-        """Seconds before some open chunk has waited ``max_latency`` without a new frame
-        (None: no open chunk)."""
-        if not self._open:
-            return None
-        oldest = min(c.last for c in self._open.values())
-        return self._max_latency - (time.monotonic() - oldest)
-
     @property
     def idle(self) -> bool:
-        """Nothing open and nothing being compressed."""
-        return not self._open and not self._inflight
-
-    @property
-    def open_streams(self) -> int:
-        """Streams (episodes) with an open chunk."""
-        return len(self._open)
+        """Nothing being compressed or waiting to be appended."""
+        return not self._inflight
 
     @property
     def busy(self) -> bool:
@@ -282,42 +201,30 @@ class ChunkWriter:
             seg.close()
 
     # ----------------------------------------------------------------- internals
-    def _submit(self, key: tuple[int, int]) -> None:
-        chunk = self._open.pop(key)
-        self._open_frames -= len(chunk.frames)
-        self._open_bytes -= chunk.nbytes
-        self._inflight.append((self._pool.submit(self._encode, chunk.frames, chunk.steps), chunk))
-
-    def _encode(
-        self, frames: list[np.ndarray], steps: list[StepMeta]
-    ) -> tuple[tuple[int, ...], bytes, bytes]:
-        """On a pool thread: each keeps its own zstd compressors and staging buffer
-        (compressors are not thread-safe). Returns the frames' lengths and data and the
-        steps block."""
+    def _encode(self, chunk: Chunk) -> tuple[tuple[int, ...], bytes, bytes]:
+        """On a pool thread: each keeps its own zstd compressors (they are not
+        thread-safe). Returns the frames' lengths and data and the steps block."""
         local = self._local
         block = b""
-        if steps:
+        if chunk.steps:
             sc = getattr(local, "sc", None)
             if sc is None:
                 sc = local.sc = zstandard.ZstdCompressor(level=STEPS_LEVEL, write_content_size=True)
-            block = pack_steps(steps, sc)
-        if not frames:
+            block = pack_steps(chunk.steps, sc)
+        frames = chunk.frames
+        if frames is None:
             return (), b"", block
-        compressor = staging = None
+        compressor = None
         if self._codec == Codec.ZSTD:
             compressor = getattr(local, "zc", None)
             if compressor is None:
                 compressor = zstandard.ZstdCompressor(level=self._level, write_content_size=True)
                 local.zc = compressor
-            need = len(frames) * frames[0].nbytes
-            staging = getattr(local, "staging", None)
-            if staging is None or staging.size < need:
-                staging = local.staging = np.empty(need, dtype=np.uint8)
-        return (*encode_chunk(frames, self._codec, compressor, staging, self._part_frames), block)
+        return (*encode_chunk(frames, self._codec, compressor, None, self._part_frames), block)
 
     def _append(self, chunk: Chunk, encoded: tuple[tuple[int, ...], bytes, bytes]) -> None:
         lengths, data, block = encoded
-        shape: tuple[int, ...] = chunk.frames[0].shape if chunk.frames else ()
+        shape: tuple[int, ...] = chunk.frames.shape[1:] if chunk.frames is not None else ()
         header = ChunkHeader(
             codec=int(self._codec),
             ndim=len(shape),
@@ -325,7 +232,7 @@ class ChunkWriter:
             width=shape[1] if shape else 0,
             channels=(shape[2] if len(shape) == 3 else 1) if shape else 0,
             stream_key=chunk.key,
-            stream_index=chunk.stream,
+            stream_index=chunk.stream_index,
             frame_keys=tuple(r.key[1] for r in chunk.refs),
             lengths=lengths,
             steps_length=len(block),
@@ -350,6 +257,8 @@ class ChunkWriter:
         if meta.type == RecordType.EPISODE_END:
             self._episodes.pop(meta.stream_key, None)
             self._described.discard(meta.stream_key)
+        if self._on_meta is not None:
+            self._on_meta(meta)
 
     def _segment_for(self, nbytes: int, key: int | None) -> SegmentWriter:
         """The segment the next record of ``nbytes`` goes into (sealing a full one and

@@ -39,6 +39,9 @@ class ServiceMetrics:
     last_flush_ms: float
     max_flush_ms: float
     error: str | None
+    #: Times the writer was woken to take chunks or records (once per chunk handed
+    #: off, not per frame).
+    writer_wakeups: int = 0
 
     @property
     def compression_ratio(self) -> float:

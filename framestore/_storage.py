@@ -1,17 +1,20 @@
 """Where a recording's storage work runs: the frame writer and the SQLite sink.
 
-``Recorder`` talks to one ``Storage`` (``open_storage`` picks it from
-``Settings.writer``):
+``Recorder`` talks to one ``Storage`` (it picks one from ``Settings.writer``):
 
-- ``ThreadStorage``: a ``FrameStorageService`` (writer thread + compression pool) and a
-  ``TelemetryDBSink`` (SQLite thread) in the producer's process;
-- ``ProcessStorage`` (``_storageclient``): the same two, run by a storage process
-  (``_storageproc``) that the producer feeds through a shared-memory frame ring and a
-  pipe of descriptors.
+- ``ThreadStorage``: a ``FrameStorageService`` (open chunks, writer thread, compression
+  pool) and a ``TelemetryDBSink`` (SQLite thread) in the producer's process;
+- ``ProcessStorage`` (``_storageclient``): the same open chunks in shared memory, the
+  writer and the sink run by a storage process (``_storageproc``, a ``ThreadStorage``
+  fed whole chunks through a pipe).
 
-Both give the same guarantees: a step row commits only after its frame is written,
-``flush`` returns once everything so far is durable, background errors reach the producer
-on its next call and through ``on_error``.
+Both give the same guarantees: a step's row reaches the sink only once its chunk is
+written (``chunk_rows``, called by the writer after the append and, under ``durable``,
+the fsync): rows commit with no wait and never cut a chunk; ``flush`` returns once
+everything so far is durable; background errors reach the producer on its next call and
+through ``on_error``.
+
+This module imports neither placement's process side: ``_storageproc`` builds on it.
 """
 
 from __future__ import annotations
@@ -29,17 +32,24 @@ from telemetry import (
     RunStarted,
     SinkMetrics,
     Step,
+    StepBatch,
+    StreamFrame,
+    StreamFrames,
     StreamStarted,
     TelemetryDBSink,
 )
+from telemetry.jsonsafe import dumps
 
+from ._chunks import Chunk
+from ._closing import close_all
 from ._format import RENDER_STREAM, RecordType, StepMeta, store_tag
+from ._lock import StoreLock
 from ._refs import FrameRef
-from .jsonsafe import dumps
+from .errors import QueueFull
 from .service import FrameStorageService, MetaRecord, ServiceMetrics
 from .settings import Settings
 
-__all__ = ["Storage", "ThreadStorage", "open_storage"]
+__all__ = ["Storage", "ThreadStorage", "chunk_rows"]
 
 OnError = Callable[[BaseException], None]
 
@@ -56,11 +66,16 @@ class Storage(Protocol):
         ...
 
     def put(
-        self, frame: np.ndarray, key: tuple[int, int], step: StepMeta | None, stream: int = 0
+        self,
+        frame: np.ndarray,
+        key: tuple[int, int],
+        step: StepMeta | None,
+        stream: int = 0,
+        row_shape: str | None = None,
     ) -> FrameRef:
         """Accept one frame (validated and copied before it returns) and its step's
-        metadata (for the segment's steps block; None for a frame of another stream than
-        render, index ``stream``)."""
+        metadata (for the segment's steps block and the step's row; None for a frame of
+        another stream than render, index ``stream``, whose own shape is ``row_shape``)."""
         ...
 
     def put_step(self, step: StepMeta) -> None:
@@ -73,18 +88,15 @@ class Storage(Protocol):
         keys: Sequence[tuple[int, int]],
         steps: Sequence[StepMeta | None],
         streams: Sequence[int] | None = None,
+        row_shapes: Sequence[str | None] | None = None,
     ) -> list[FrameRef | None]:
         """Accept a batch of frames (``None`` entries: no frame) and their steps;
-        ``streams``: each frame's stream index (0: render; the thread placement only)."""
+        ``streams``: each frame's stream index (0: render), ``row_shapes`` the own shape
+        of each frame of another stream."""
         ...
 
     def offer(self, event: Any, timeout: float | None = None) -> bool:
         """Queue a telemetry event for the sink (the hub's durable subscriber)."""
-        ...
-
-    def offer_row(self, row: tuple) -> None:
-        """Queue one step given as the fields of a ``Step``, in order (no event object
-        is needed when no display subscriber listens)."""
         ...
 
     def set_batch_size(self, rows: int) -> None:
@@ -112,6 +124,73 @@ class Storage(Protocol):
         ...
 
 
+def chunk_rows(chunk: Chunk) -> list[Step | StepBatch | StreamFrames]:
+    """The catalogue rows of a written chunk, as sink events: the one place that turns
+    the step type (``StepMeta``) into the sink's columns. Stream 0's steps are ONE
+    ``StepBatch`` (a ``Step`` each for steps with an observation or a stream sharing
+    their render frame, which add rows of their own); another stream's frames are one
+    ``StreamFrames``. A step whose frame is in the chunk points at ``(segment, chunk
+    offset, slot)``."""
+    if chunk.stream_index:
+        refs = chunk.refs
+        if not refs:
+            return []
+        assert chunk.row_shapes is not None
+        return [
+            StreamFrames(
+                chunk.key,
+                chunk.stream_index,
+                tuple(r.key[1] for r in refs),
+                tuple(r.location for r in refs),  # type: ignore[misc]
+                tuple(chunk.row_shapes),
+            )
+        ]
+    steps = chunk.steps
+    if not steps:
+        return []
+    located = iter(chunk.refs)
+    frames = [next(located).location if s.has_frame else None for s in steps]
+    if any(s.shared or s.observation is not None for s in steps):
+        return [
+            Step(
+                s.episode_id,
+                s.step,
+                s.action,
+                0.0 if s.reward is None else s.reward,
+                s.terminated,
+                s.truncated,
+                s.info,
+                0.0 if s.wall_time is None else s.wall_time,
+                loc,
+                s.frame_shape,
+                streams=tuple(StreamFrame(i, loc, s.frame_shape) for i in s.shared),
+                observation=s.observation,
+            )  # fmt: skip
+            for s, loc in zip(steps, frames, strict=True)
+        ]
+    walls = tuple(0.0 if s.wall_time is None else s.wall_time for s in steps)
+    return [
+        StepBatch(
+            tuple(s.episode_id for s in steps),
+            tuple(s.step for s in steps),
+            tuple(s.action for s in steps),
+            tuple(0.0 if s.reward is None else s.reward for s in steps),
+            tuple(s.terminated for s in steps),
+            tuple(s.truncated for s in steps),
+            tuple(s.info for s in steps),
+            walls[0],
+            tuple(frames),
+            tuple(s.frame_shape for s in steps),
+            wall_times=walls,
+        )
+    ]
+
+
+def _located(frames: list[object]) -> list[object]:
+    """The sink's ``resolve_frames``: rows arrive with their frames' locations."""
+    return frames
+
+
 class ThreadStorage:
     """The frame writer and the SQLite sink as threads of this process.
 
@@ -121,8 +200,8 @@ class ThreadStorage:
         s: the recording's settings.
         on_error: called from a background thread when the writer or the sink fails.
         on_sink_error: called instead of ``on_error`` when the sink fails.
-        copy_frames, on_written: passed to ``FrameStorageService`` (the storage process
-            keeps frames in shared memory and frees a slot once its chunk is written).
+        on_written: called with each chunk once its rows went to the sink (the
+            storage process frees the chunk's shared-memory slot).
         on_committed: passed to ``TelemetryDBSink``.
         sink_queue: the sink's bound in rows (default ``s.sink_queue``).
         store_id: the store's id (``meta.store_id``): segments are tagged with it and
@@ -136,8 +215,7 @@ class ThreadStorage:
         s: Settings,
         on_error: OnError,
         *,
-        copy_frames: bool = True,
-        on_written: Callable[[list[FrameRef]], None] | None = None,
+        on_written: Callable[[Chunk], None] | None = None,
         on_committed: Callable[[int], None] | None = None,
         sink_queue: int | None = None,
         on_sink_error: OnError | None = None,
@@ -147,7 +225,39 @@ class ThreadStorage:
         self._codec = {"name": s.codec, "level": s.level}
         self._runs: dict[int, dict] = {}  # run id -> the run's fields for EPISODE records
         self._episodes: dict[int, dict] = {}  # open episode -> its EPISODE record's fields
-        self._service = FrameStorageService(
+        self._on_written = on_written
+        self._sink_timeout = s.block_timeout
+        # The writer lock is this object's, not the service's: it is held until the
+        # sink committed the last rows, which come after the writer stopped.
+        self._lock = StoreLock(root)
+        self._lock.acquire()
+        try:
+            self._service = self._start_service(root, s, on_error, store_id)
+        except BaseException:
+            self._lock.release()
+            raise
+        try:
+            self._sink = TelemetryDBSink(
+                db_path,
+                profile=s.durability,
+                batch_size=s.batch_size,
+                checkpoint_interval=s.checkpoint_interval,
+                max_queue=sink_queue or s.sink_queue,
+                policy="block",
+                block_timeout=s.block_timeout,
+                resolve_frames=_located,
+                on_error=on_sink_error or on_error,
+                on_committed=on_committed,
+            )
+        except BaseException:
+            close_all((self._service.close, self._lock.release))
+            raise
+        self.pid: int | None = None
+
+    def _start_service(
+        self, root: Path, s: Settings, on_error: OnError, store_id: str | None
+    ) -> FrameStorageService:
+        return FrameStorageService(
             root,
             codec=s.codec,
             level=s.level,
@@ -160,55 +270,99 @@ class ThreadStorage:
             block_timeout=s.block_timeout,
             durability=s.durability,
             compress_threads=s.compress_threads,
+            max_latency=s.max_latency,
             on_error=on_error,
-            copy_frames=copy_frames,
-            on_written=on_written,
+            on_written=self._rows_of,
+            on_meta=self._event_of,
             store_tag=store_tag(store_id),
+            lock=False,
         )
-        try:
-            self._sink = TelemetryDBSink(
-                db_path,
-                profile=s.durability,
-                batch_size=s.batch_size,
-                checkpoint_interval=s.checkpoint_interval,
-                max_queue=sink_queue or s.sink_queue,
-                policy="block",
-                block_timeout=s.block_timeout,
-                resolve_frames=self._resolve_frames,
-                on_error=on_sink_error or on_error,
-                on_committed=on_committed,
-            )
-        except BaseException:
-            self._service.close()
-            raise
-        self.pid: int | None = None
-        self.put = self._service.put
-        self.put_step = self._service.put_step
-        self.put_many = self._service.put_many
-        self.set_batch_size = self._sink.set_batch_size
-        self.flush_frames = self._service.flush
-        self.frame_metrics = self._service.metrics
-        self.sink_metrics = self._sink.metrics
-        self.cut = self._service.cut
+
+    # ----------------------------------------------------------------- frames
+    def put(
+        self,
+        frame: np.ndarray,
+        key: tuple[int, int],
+        step: StepMeta | None,
+        stream: int = 0,
+        row_shape: str | None = None,
+    ) -> FrameRef:
+        return self._service.put(frame, key, step, stream, row_shape)
+
+    def put_step(self, step: StepMeta) -> None:
+        self._service.put_step(step)
+
+    def put_many(
+        self,
+        frames: Sequence[np.ndarray | None],
+        keys: Sequence[tuple[int, int]],
+        steps: Sequence[StepMeta | None],
+        streams: Sequence[int] | None = None,
+        row_shapes: Sequence[str | None] | None = None,
+    ) -> list[FrameRef | None]:
+        return self._service.put_many(frames, keys, steps, streams, row_shapes)
+
+    def hand_off(self, chunk: Chunk) -> None:
+        """A chunk assembled by a producer elsewhere (the storage process's)."""
+        self._service.hand_off(chunk)
+
+    def cut(self) -> None:
+        self._service.cut()
+
+    def flush_frames(self, timeout: float | None = None) -> None:
+        self._service.flush(timeout)
+
+    def frame_metrics(self) -> ServiceMetrics:
+        return self._service.metrics()
+
+    def sink_metrics(self) -> SinkMetrics:
+        return self._sink.metrics()
+
+    def set_batch_size(self, rows: int) -> None:
+        self._sink.set_batch_size(rows)
+
+    # ----------------------------------------------------------------- writer thread
+    def _rows_of(self, chunk: Chunk) -> None:
+        """A chunk is written: its rows go to the sink (one offer, one wake-up). The
+        writer waits for room in the sink's queue as long as it takes: the producer's
+        frame queue, behind it, is what bounds and blocks the producer."""
+        for rows in chunk_rows(chunk):
+            self._offer_from_writer(rows)
+        if self._on_written is not None:
+            self._on_written(chunk)
+
+    def _event_of(self, meta: MetaRecord) -> None:
+        """A record is appended: the event it came from goes to the sink after the rows
+        of the chunks before it (an episode's end after its last steps)."""
+        if meta.event is not None:
+            self._offer_from_writer(meta.event)
+
+    def _offer_from_writer(self, event: Any) -> None:
+        while True:
+            try:
+                self._sink.offer(event, timeout=self._sink_timeout)
+                return
+            except QueueFull:
+                continue  # the sink is slow, not failed: its failure raises SinkError
 
     @property
     def batch_size(self) -> int:
         return self._sink.batch_size
 
-    def _resolve_frames(self, frames: list[object]) -> list[tuple[int, int, int] | None]:
-        """Runs on the sink thread before each commit: blocks until the batch's frames
-        are written to their segment, then hands back their locations."""
-        refs = [f for f in frames if isinstance(f, FrameRef)]
-        self._service.wait_written(refs)
-        return [f.location if isinstance(f, FrameRef) and not f.dropped else None for f in frames]
-
     def offer(self, event: Any, timeout: float | None = None) -> bool:
-        """Queue an event for the sink; the run's and episodes' beginnings and ends
-        also go to the frame writer (``EPISODE``, ``EPISODE_END``, ``RUN_END`` records),
-        in order with the frames put before them."""
+        """An event of the hub's (the sink is its durable subscriber). Steps are not
+        taken here: their rows come from their written chunks. A run's or an episode's
+        beginning goes to the sink now (before any of its rows); an episode's or the
+        run's end goes to the frame writer (``EPISODE_END``, ``RUN_END`` records) and
+        reaches the sink once appended, after the rows of the chunks before it."""
+        kind = type(event)
+        if kind is Step or kind is StepBatch:
+            return True  # their rows come from their written chunks
         meta = self._meta_record(event)
         if meta is not None:
             self._service.note(meta)
+            if meta.event is not None:
+                return True
         return self._sink.offer(event, timeout)
 
     def _meta_record(self, event: Any) -> MetaRecord | None:
@@ -266,38 +420,18 @@ class ThreadStorage:
                 "frames_dropped": e.frames_dropped,
             }  # fmt: skip
             self._episodes.pop(e.episode_id, None)
-            return MetaRecord(RecordType.EPISODE_END, e.episode_id, fields)
+            return MetaRecord(RecordType.EPISODE_END, e.episode_id, fields, event)
         elif kind is RunEnded:
             fields = {"run_id": event.run_id, "ended": event.ended, "stats": dumps(event.stats)}
-            return MetaRecord(RecordType.RUN_END, None, fields)
+            return MetaRecord(RecordType.RUN_END, None, fields, event)
         return None
-
-    def offer_row(self, row: tuple) -> None:
-        self._sink.offer(Step(*row))
 
     def flush(self, timeout: float | None = None) -> None:
         self._service.flush(timeout)
         self._sink.flush(timeout)
 
     def close(self) -> None:
-        """Close the sink (it commits what is queued, waiting for its frames), then the
-        writer (seals the segment, unlocks). Both are closed; the first error is raised."""
-        errors: list[BaseException] = []
-        for close in (self._sink.close, self._service.close):
-            try:
-                close()
-            except BaseException as e:  # noqa: BLE001 - close both, then raise the first
-                errors.append(e)
-        if errors:
-            raise errors[0]
-
-
-def open_storage(
-    root: Path, db_path: Path, s: Settings, on_error: OnError, store_id: str | None = None
-) -> Storage:
-    """The storage ``s.writer`` asks for, started (the store's writer lock is held)."""
-    if s.writer == "process":
-        from ._storageclient import ProcessStorage
-
-        return ProcessStorage(root, db_path, s, on_error, store_id)
-    return ThreadStorage(root, db_path, s, on_error, store_id=store_id)
+        """Close the writer (it writes every open chunk, their rows going to the sink),
+        then the sink (it commits them), then release the writer lock; all three
+        happen, the first error is raised."""
+        close_all((self._service.close, self._sink.close, self._lock.release))

@@ -27,8 +27,7 @@ from telemetry.errors import SinkError
 
 from ._ring import Control, remove_dead_blocks
 from ._storagelaunch import fd_connection, launch
-from ._storageproc import LOGGERS
-from ._storagewire import decode_error
+from ._storagewire import LOGGERS, decode_error
 from .errors import QueueFull, StoreClosed, WriterFailed, writer_error
 from .settings import Settings
 

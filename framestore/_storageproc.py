@@ -1,11 +1,11 @@
 """The storage process: the frame writer and the SQLite sink of one recording, fed by the
 producer through a shared-memory frame ring and a pipe of commands (``_storageclient``).
 
-It runs a ``ThreadStorage`` (the same ``FrameStorageService`` and ``TelemetryDBSink`` the
-thread placement runs in the producer) with ``copy_frames=False``: frames are compressed
-straight from their ring slots, and a slot is freed once its chunk is written. The main
-thread reads commands in order: a step's frame is put before its row is offered, so a row
-still commits only after its frame is written.
+It runs a ``ThreadStorage`` (the same ``FrameStorageService`` writer and
+``TelemetryDBSink`` the thread placement runs in the producer). Chunks arrive whole, one
+``CHUNK`` command each, their frames in a ring slot: they are handed to the writer
+as they are (compressed straight from the slot, no copy), their rows go to the sink once
+they are written, and the slot is freed then. The main thread reads commands in order.
 
 Lifetime: it ends when the producer says ``CLOSE`` (everything committed, segment sealed,
 lock released, ``closed`` replied), or when the producer is gone (the command pipe hits
@@ -31,29 +31,18 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from telemetry import StepBatch
-
-from ._format import StepMeta
+from ._chunks import Chunk
 from ._refs import FrameRef
 from ._ring import Control, Counter, FrameRing
 from ._storage import ThreadStorage
-from ._storagewire import DROPPED, Cmd, encode_error, split_messages
+from ._storagewire import LOGGERS, NO_FRAME, Cmd, encode_error, split_messages, unwire_steps
 from .errors import FrameStoreError, WriterFailed
 from .settings import Settings
 
-__all__ = ["LOGGERS", "main", "serve"]
+__all__ = ["main", "serve"]
 
 _READ_BYTES = 1 << 20
-_ROWS = (Cmd.STEP, Cmd.BATCH)
-_GROUP = 256  # most step commands turned into one batch
 _PARENT_POLL_S = 0.25
-
-
-#: The loggers framestore and telemetry log to; the storage process forwards their
-#: records to the producer, whose handlers and levels then apply.
-LOGGERS = ("framestore", "telemetry")
 
 
 class _ForwardLogs(logging.Handler):
@@ -96,8 +85,6 @@ class _Server:
             logger.propagate = False
             logger.setLevel((log_levels or {}).get(name, logging.WARNING))
         self.ring: FrameRing | None = None  # the current ring (none before the first frame)
-        # (episode, step) -> ring, slot, bytes: a recording never repeats a key.
-        self._slot_of: dict[tuple[int, int], tuple[FrameRing, int, int]] = {}
         root, db_path, s, store_id = storage_args
         # The producer decides what to drop, and bounds every queue: here nothing blocks.
         self.storage = ThreadStorage(
@@ -106,7 +93,6 @@ class _Server:
             replace(s, policy="block"),
             lambda exc: self._report(exc, "writer"),
             on_sink_error=lambda exc: self._report(exc, "sink"),
-            copy_frames=False,
             on_written=self._released,
             on_committed=self._committed,
             sink_queue=2 * s.sink_queue + 64,
@@ -126,21 +112,20 @@ class _Server:
         self.reply("error", source, encode_error(exc))
 
     # ----------------------------------------------------------------- progress
-    def _released(self, refs: list[FrameRef]) -> None:
-        """A chunk is written (writer thread): free its slots, publish the numbers."""
+    def _released(self, chunk: Chunk) -> None:
+        """A chunk is written and its rows went to the sink (writer thread): free its
+        slot, publish the numbers."""
         v = self.control.values
-        nbytes = 0
-        for ref in refs:
-            ring, slot, size = self._slot_of.pop(ref.key)
+        if chunk.frames is not None:
+            ring, slot = chunk.buffer  # type: ignore[misc]
             ring.states[slot] = 0
-            nbytes += size
         m = self.storage.frame_metrics()
         v[Counter.BYTES_OUT] = m.bytes_out
         v[Counter.CHUNKS_WRITTEN] = m.chunks_written
         v[Counter.SEGMENTS_SEALED] = m.segments_sealed
         v[Counter.CURRENT_SEGMENT] = 0 if m.current_segment is None else m.current_segment + 1
-        v[Counter.BYTES_RELEASED] += nbytes
-        v[Counter.FRAMES_RELEASED] += len(refs)  # last: the producer reuses slots after it
+        v[Counter.BYTES_RELEASED] += chunk.nbytes
+        v[Counter.FRAMES_RELEASED] += len(chunk.refs)  # last: the producer reuses room after it
 
     def _committed(self, weight: int) -> None:
         """A sink commit (sink thread): publish the numbers, then the credit."""
@@ -162,7 +147,9 @@ class _Server:
     def handle(self, msg: tuple) -> bool:
         """Carry out one command (not a step: see ``rows``); False once it was ``CLOSE``."""
         kind = msg[0]
-        if kind == Cmd.EVENT:
+        if kind == Cmd.CHUNK:
+            self.chunk(msg)
+        elif kind == Cmd.EVENT:
             self.storage.offer(msg[1])
         elif kind == Cmd.RING:
             _, name, slot_bytes, slots = msg
@@ -182,62 +169,21 @@ class _Server:
             return False
         return True
 
-    def rows(self, group: list[tuple]) -> None:
-        """Consecutive ``STEP`` and ``BATCH`` commands as ONE ``put_many`` of their frames
-        and ONE ``StepBatch`` (each row keeps its own time): one lock round and one
-        event for what arrived together, whichever way it was recorded."""
-        cols: list[list] = [[] for _ in range(11)]
-        (eids, steps, actions, rewards, terms, truncs, infos, walls, slots, shapes, texts) = cols
-        for msg in group:
-            if msg[0] == Cmd.STEP:
-                for col, value in zip(cols, msg[1:], strict=True):
-                    col.append(value)
-            else:  # BATCH: its fields are columns already, one time for every row
-                for col, values in zip(cols, msg[1:], strict=True):
-                    if col is walls:
-                        walls.extend([values] * len(msg[2]))
-                    else:
-                        col.extend(values)
-        if not eids:  # an empty batch (record_steps of no rows): nothing to do
-            return
-        keys = list(zip(eids, steps, strict=True))
-        # The steps' metadata for the segments, made here rather than in the producer.
-        metas = [
-            StepMeta(e, st, a, r, te, tr, i, w, sh, dropped=slot == DROPPED)
-            for e, st, a, r, te, tr, i, w, sh, slot in zip(
-                eids, steps, actions, rewards, terms, truncs, infos, walls, texts, slots,
-                strict=True,
-            )
-        ]  # fmt: skip
-        ring = self.ring
-        arrs: list[np.ndarray | None] = []
-        for slot, shape, key in zip(slots, shapes, keys, strict=True):
-            if slot >= 0:
-                assert ring is not None
-                arr = ring.view(slot, shape)
-                # Known before the put: the writer may write a chunk before it returns.
-                self._slot_of[key] = (ring, slot, arr.nbytes)
-                arrs.append(arr)
-            else:
-                arrs.append(None)
-        try:
-            refs: list[FrameRef | None] = self.storage.put_many(arrs, keys, metas)
-        except BaseException:
-            for slot, key in zip(slots, keys, strict=True):
-                if slot >= 0 and ring is not None:
-                    del self._slot_of[key]
-                    ring.states[slot] = 0  # never queued: free it again
-            raise
-        for i, slot in enumerate(slots):
-            if slot == DROPPED:
-                refs[i] = FrameRef(None, keys[i], shapes[i], dropped=True)
-        self.storage.offer(
-            StepBatch(
-                tuple(eids), tuple(steps), tuple(actions), tuple(rewards), tuple(terms),
-                tuple(truncs), tuple(infos), walls[0], tuple(refs), tuple(texts),
-                wall_times=tuple(walls),
-            )
-        )  # fmt: skip
+    def chunk(self, msg: tuple) -> None:
+        """One ``CHUNK`` command: the chunk, its frames where they lie in the ring, to
+        the writer."""
+        _, slot, shape, key, stream_index, frame_keys, wired, row_shapes = msg
+        frames = None
+        buffer = None
+        if slot != NO_FRAME:
+            ring = self.ring
+            assert ring is not None
+            frames = ring.view(slot, tuple(shape))
+            buffer = (ring, slot)
+        frame_shape = None if shape is None else tuple(shape[1:])
+        refs = [FrameRef(None, (key, k), frame_shape, stream=stream_index) for k in frame_keys]
+        steps = unwire_steps(wired)
+        self.storage.hand_off(Chunk(key, stream_index, frames, refs, steps, buffer, row_shapes))
 
     def _flush(self, token: int, timeout: float | None, frames_only: bool) -> None:
         try:
@@ -298,16 +244,9 @@ def _read_commands(server: _Server, fd: int, parent_pid: int) -> bool:
             return False
         pending += data
         messages, pending = split_messages(pending)
-        group: list[tuple] = []
-        for i, msg in enumerate(messages):
+        for msg in messages:
             try:
-                if msg[0] == Cmd.STEP or msg[0] == Cmd.BATCH:
-                    group.append(msg)
-                    last = i + 1 == len(messages) or messages[i + 1][0] not in _ROWS
-                    if last or len(group) >= _GROUP:
-                        rows, group = group, []
-                        server.rows(rows)
-                elif not server.handle(msg):
+                if not server.handle(msg):
                     return True
             except FrameStoreError as e:
                 # The writer's or the sink's own failure was reported through on_error

@@ -92,6 +92,9 @@ def encode_chunk(
     nbytes = frames[0].nbytes
     if codec == Codec.ZSTD:
         assert compressor is not None
+        if isinstance(frames, np.ndarray) and frames.flags.c_contiguous:
+            # A chunk's own buffer (the write path's): compressed where it lies.
+            return (nbytes,) * len(frames), encode_zstd(frames, compressor, part_frames)
         # Gather into one contiguous buffer with numpy (which drops the GIL for large
         # copies, unlike b"".join) so the producer thread is not held up; then one zstd
         # frame over the whole chunk or each part (zstandard drops the GIL while
@@ -104,6 +107,8 @@ def encode_chunk(
             view[i] = f
         return (nbytes,) * n, encode_zstd(view, compressor, part_frames)
     if codec == Codec.RAW:
+        if isinstance(frames, np.ndarray) and frames.flags.c_contiguous:
+            return (nbytes,) * len(frames), frames.tobytes()
         return (nbytes,) * len(frames), b"".join(f.data for f in frames)
     if codec == Codec.PNG:
         from PIL import Image

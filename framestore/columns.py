@@ -25,7 +25,8 @@ from typing import Any
 
 import numpy as np
 
-from .jsonsafe import dumps
+from telemetry.jsonsafe import dumps
+
 from .types import StepInfo
 
 __all__ = [

@@ -35,6 +35,7 @@ from ._format import FILE_HEADER_SIZE, SEAL_RECORD_SIZE, RecordType, rekeyed_chu
 from .catalog import COMPACTION_OUTPUTS, Catalog
 from .errors import CorruptData, FrameStoreError, TruncatedRecord
 from .files import fsync_dir
+from .maintenance import chunk_bytes, delete_segment_files
 from .scan import GoodRecord, SegmentScan, scan_segment
 from .segments import (
     SegmentWriter,
@@ -257,7 +258,7 @@ def _copy(
                     continue
                 if dry:  # no data read: the chunks' sizes as they are
                     for off in v.live_offsets:
-                        _where(outs, store.chunk_bytes(v.segment, [off]), 1)
+                        _where(outs, chunk_bytes(store, v.segment, [off]), 1)
                     continue
                 for off in v.live_offsets:
                     raw, header = read_chunk_record(fp, v.segment, off, version=version)
@@ -379,7 +380,7 @@ def compact(
     result.bytes_copied = sum(w.size for w in outputs)
     _call(hook, "repointed")
 
-    store.delete_segment_files(ids)
+    delete_segment_files(store, ids)
     result.segments_deleted = ids
     _call(hook, "deleted")
     return result
@@ -399,7 +400,7 @@ def remove_obsolete(store: FrameStore) -> list[int]:
         if path.exists() or path.is_symlink():
             removed.append(sid)
     if removed:
-        store.delete_segment_files(removed)
+        delete_segment_files(store, removed)
     return removed
 
 
@@ -421,6 +422,6 @@ def remove_leftover_outputs(store: FrameStore) -> list[int]:
     for sid in leftovers:
         partial_path(segment_path(store.root, sid)).unlink(missing_ok=True)
     removed = [s for s in leftovers if os.path.lexists(segment_path(store.root, s))]
-    store.delete_segment_files(leftovers)
+    delete_segment_files(store, leftovers)
     store.catalog.meta_set(COMPACTION_OUTPUTS, None)
     return removed

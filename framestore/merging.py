@@ -31,12 +31,16 @@ import errno
 import os
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ._format import DB_NAME, LOCK_NAME, PARTIAL_SUFFIX, read_file_header
 from .errors import CorruptData, InvalidInput
 from .files import fsync_dir
+from .maintenance import delete_segment_files
 from .segments import checked_segment_dir, next_segment_id, segment_dir, segment_path
-from .store import FrameStore
+
+if TYPE_CHECKING:
+    from .store import FrameStore
 
 __all__ = [
     "PHASES",
@@ -159,7 +163,7 @@ def undo_incomplete_merges(store: FrameStore) -> list[int]:
             if ours and not store.catalog.pointer_count([new]):
                 ours_here.append(new)
         if ours_here:
-            store.delete_segment_files(ours_here)
+            delete_segment_files(store, ours_here)
         store.catalog.forget_merge(m.id)
         removed += ours_here
     return removed

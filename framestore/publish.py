@@ -42,6 +42,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from telemetry.jsonsafe import dumps
+
 from ._format import SEGMENT_DIR, VERSION, record_extent
 from ._format.published import (
     CATALOGUE_DIR,
@@ -58,7 +60,6 @@ from .catalog import parse_shape
 from .errors import FrameStoreError, InvalidInput, SegmentMissing, StoreIOError
 from .extras import require
 from .files import fsync_dir, fsync_file
-from .jsonsafe import dumps
 from .segments import (
     is_sealed,
     list_segment_ids,

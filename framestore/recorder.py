@@ -1,7 +1,10 @@
 """Recorder: one recording run. The producer-side API of framestore.
 
-``record_step`` validates, copies the frame into the writer's queue and publishes the
-step to the hub; it never compresses, writes files or touches SQLite.
+``record_step`` validates and copies the frame once, straight into its episode's open
+chunk (``_openchunks``); the step's metadata rides with it and becomes a catalogue row
+once the chunk is written. It never compresses, writes files or touches SQLite, and
+queues nothing and wakes nobody per step; the step reaches the hub only for display
+subscribers.
 """
 
 from __future__ import annotations
@@ -33,13 +36,16 @@ from telemetry import (
 )
 
 from ._batchrows import BatchRows, EpisodeState, check_episode_args
+from ._closing import close_all
 from ._format import RENDER_STREAM, StepMeta
 from ._format.streams import MAX_STREAMS
 from ._observations import ObservationParts, split_observation
-from ._storage import open_storage
+from ._storage import Storage, ThreadStorage
 from ._streams import StreamInput, split_frames
 from .catalog import check_seed, format_shape
 from .errors import InvalidInput, StoreClosed
+from .maintenance import next_ids, sync_segments
+from .merging import refuse_unfinished_merge
 from .service import ServiceMetrics
 from .settings import Settings, resolve
 
@@ -110,8 +116,9 @@ def prepare_recording(
     env_id: str, *, preset: str | None = None, writer: str | None = None
 ) -> Settings:
     """Load now, once per process, what opening a recorder of ``env_id`` loads on first
-    use: the host's settings (``psutil``), the merge check and, when the writer runs in a
-    storage process, its client. Returns the settings a recorder would use.
+    use: the host's settings (``psutil``) and, when the writer runs in a storage process,
+    its client (the merge check is imported with this module). Returns the settings a
+    recorder would use.
 
     For interactive programs: opening a recorder runs on a background thread that shares
     the interpreter with the UI, and a module imported there holds the GIL while it
@@ -123,8 +130,6 @@ def prepare_recording(
             recorder would).
     """
     s = resolve(env_id, preset=preset, overrides={"writer": writer} if writer else None).settings
-    from . import merging  # noqa: F401 - the recorder's merge check
-
     if s.writer == "process":
         from . import _storageclient  # noqa: F401 - the storage process's client side
     return s
@@ -146,7 +151,7 @@ class Recorder:
             (keep it short; close the recorder from the producer's thread, not from it).
         render_fps: the environment's frame rate, stored with the run (exports use it).
         env_spec: how to make the environment again (``verify --replay``), stored with
-            the run; ``framestore.replay.env_spec_of(env)`` makes it.
+            the run; ``framestore.envs.env_spec_of(env.spec)`` makes it.
         on_close: called with the recorder once it is closed (``FrameStore`` uses it to
             forget its recorders).
     """
@@ -203,17 +208,23 @@ class Recorder:
     def _start_storage(self, store: FrameStore, s: Settings) -> None:
         """The frame writer and the SQLite sink (which take the store's writer lock), then
         the hub; on failure everything started is stopped again."""
-        self._storage = open_storage(
-            store.root, store.db_path, s, self._background_error, store.catalog.store_id()
-        )
+        store_id = store.catalog.store_id()
+        args = (store.root, store.db_path, s, self._background_error)
+        self._storage: Storage
+        if s.writer == "process":
+            # loaded on first use (``prepare_recording`` loads it ahead): a thread
+            # recorder never needs multiprocessing and the ring
+            from ._storageclient import ProcessStorage
+
+            self._storage = ProcessStorage(*args, store_id)
+        else:
+            self._storage = ThreadStorage(*args, store_id=store_id)
         try:
             # The writer lock is held from here on: ids cannot race with another writer.
-            from .merging import refuse_unfinished_merge  # merging imports the store
-
             refuse_unfinished_merge(store)
             # Episode ids start above any id a crashed writer left in segments, so frames
             # of two recordings never share one (recover tells them apart by it).
-            self.run_id, self._next_episode_id = store.next_ids()
+            self.run_id, self._next_episode_id = next_ids(store)
             self._hub = TelemetryAsyncHub()
             self._hub.subscribe("db", self._storage, policy="durable")  # bounded by its queue
         except BaseException:
@@ -307,7 +318,6 @@ class Recorder:
             self._hub.publish(start)
             self._episode_index += 1
         self._open[eid] = state
-        self._fit_commits()
         return eid
 
     def _publish_starts(self, states: Sequence[EpisodeState]) -> None:
@@ -317,15 +327,6 @@ class Recorder:
                 self._hub.publish(replace(st.start, index=self._episode_index))
                 self._episode_index += 1
                 st.start = None
-
-    def _fit_commits(self) -> None:
-        """Commit enough rows at a time that every open episode's chunk can fill: a
-        commit waits for its frames, which closes every open chunk (half the sink's
-        queue at most, so the producer never waits on a commit that waits on it)."""
-        s = self.settings
-        rows = max(s.batch_size, min(s.chunk_frames * len(self._open), s.sink_queue // 2))
-        if rows != self._storage.batch_size:
-            self._storage.set_batch_size(rows)
 
     def record_step(
         self,
@@ -407,14 +408,11 @@ class Recorder:
             meta = StepMeta(eid, step, action_text, reward, term, trunc, info_text, wall, None)
             meta.observation = inline
             self._storage.put_step(meta)
-        # The fields of a Step, in order: an event object only when someone displays it.
-        row = (eid, step, action_text, reward, term, trunc, info_text, wall, ref, shape)
-        if self._displays:
-            self._hub.publish(Step(*row, streams=streams, observation=inline))
-        elif streams or inline is not None:
-            self._storage.offer(Step(*row, streams=streams, observation=inline))
-        else:
-            self._storage.offer_row(row)
+        if self._displays:  # an event object only when someone displays it
+            self._hub.publish(
+                Step(eid, step, action_text, reward, term, trunc, info_text, wall, ref, shape,
+                     streams=streams, observation=inline)
+            )  # fmt: skip
         st.advance(reward, term, trunc, 1)
         self.steps_recorded += 1
         return step
@@ -464,6 +462,7 @@ class Recorder:
             [key] * (1 + len(own)),
             [meta, *(None for _ in own)],
             streams=[0, *(i for _s, i in own)],
+            row_shapes=[None, *(s.shape for s, _i in own)],
         )
         render, mine = refs[0], dict(zip((i for _s, i in own), refs[1:], strict=True))
         streams = tuple(
@@ -545,7 +544,6 @@ class Recorder:
             raise InvalidInput(f"episode {episode_id} is not open")
         if st.start is not None:  # deferred and never given a row: it never existed
             del self._open[episode_id]
-            self._fit_commits()
             return
         self._hub.publish(
             EpisodeEnded(
@@ -564,7 +562,6 @@ class Recorder:
         if episode_id == self.current_episode:
             self.current_episode = None
         self.episodes_recorded += 1
-        self._fit_commits()
 
     @property
     def _step(self) -> int:
@@ -621,19 +618,28 @@ class Recorder:
         Raises the first background error after everything is shut down."""
         if self._closed:
             return
-        errors: list[BaseException] = []
+        # Episodes first, then the frames, so the run's stored stats (frames written,
+        # bytes out) are final, not a snapshot taken while the writer was still busy.
+        close_all(
+            [
+                *(
+                    lambda eid=eid: self.close_episode(eid, status="interrupted")
+                    for eid in list(self._open)
+                ),
+                self._storage.flush_frames,
+                self._publish_run_end,
+                self._mark_closed,
+                self._storage.close,
+                self._hub.close,
+                lambda: sync_segments(self.store),
+                lambda: self._on_close(self) if self._on_close is not None else None,
+            ]
+        )
 
-        def attempt(fn):
-            try:
-                fn()
-            except BaseException as e:  # noqa: BLE001 - shut everything down, then raise
-                errors.append(e)
+    def _mark_closed(self) -> None:
+        self._closed = True
 
-        for eid in list(self._open):
-            attempt(lambda eid=eid: self.close_episode(eid, status="interrupted"))
-        # Write the frames first so the run's stored stats (frames written, bytes out)
-        # are final, not a snapshot taken while the writer was still busy.
-        attempt(self._storage.flush_frames)
+    def _publish_run_end(self) -> None:
         m = self._storage.frame_metrics()
         stats = {
             "queue_high_water_frames": m.high_water_frames,
@@ -647,17 +653,7 @@ class Recorder:
             "bytes_in": m.bytes_in,
             "bytes_out": m.bytes_out,
         }
-        attempt(
-            lambda: self._hub.publish(RunEnded(run_id=self.run_id, ended=time.time(), stats=stats))
-        )
-        self._closed = True
-        attempt(self._storage.close)
-        attempt(self._hub.close)
-        attempt(self.store.sync_segments)
-        if self._on_close is not None:
-            self._on_close(self)
-        if errors:
-            raise errors[0]
+        self._hub.publish(RunEnded(run_id=self.run_id, ended=time.time(), stats=stats))
 
     def __enter__(self) -> Recorder:
         return self

@@ -2,7 +2,8 @@
 
 The segment primitives that the frame writer, ``gc``, ``recover``, ``verify`` and
 ``merge`` share. Only the store objects and this module turn segment ids into paths;
-paths stored in SQLite are never followed.
+paths stored in SQLite are never followed. ``VERSION`` is the segment format version
+this framestore writes (named once, in ``_format``).
 """
 
 from __future__ import annotations
@@ -50,9 +51,9 @@ from .files import fsync_dir
 __all__ = [
     "FILE_HEADER_SIZE",
     "FOREIGN_SEGMENT",
-    "FORMAT_VERSION",
     "SEAL_RECORD_SIZE",
     "SEGMENT_OVERHEAD",
+    "VERSION",
     "SegmentFiles",
     "SegmentWriter",
     "checked_segment_dir",
@@ -77,8 +78,6 @@ __all__ = [
     "segment_version",
     "store_tag",
 ]
-
-FORMAT_VERSION = VERSION  # the segment format version this framestore writes
 
 
 def segment_dir(root: str | os.PathLike) -> Path:

@@ -1,8 +1,12 @@
-"""FrameStorageService: the producer enqueues, a writer thread compresses and appends.
+"""FrameStorageService: the producer places frames into open chunks, a writer thread
+compresses and appends whole chunks.
 
-The producer's cost per ``put`` is a validation, one copy and an enqueue. Everything
-else (chunking, compression in a small pool, appending, fsync, rotation) happens on the
-``framestore-writer`` thread and its ``framestore-compress`` pool.
+The producer's cost per ``put`` is a validation and one copy, straight into its
+episode's open chunk (``_openchunks``): no queue operation and no wake-up per frame.
+The writer thread is woken once per chunk (or when ``max_latency`` expires, or on a
+flush); it compresses the chunk's buffer where it lies on a small pool
+(``framestore-compress``), appends, fsyncs as the profile says and hands the chunk back
+(``on_written``).
 """
 
 from __future__ import annotations
@@ -19,11 +23,12 @@ import numpy as np
 
 from telemetry import logcodes
 
-from ._bufferpool import BufferPool
-from ._chunks import ChunkWriter, MetaRecord, Written
-from ._format import StepMeta
+from ._budget import QueueBudget
+from ._chunks import Chunk, ChunkWriter, MetaRecord, Written
+from ._format import RecordType, StepMeta
 from ._lock import StoreLock
-from ._refs import FrameRef, check_key, frame_nbytes
+from ._openchunks import ArrayBuffers, ChunkAssembler
+from ._refs import FrameRef, check_key
 from ._serviceargs import DURABILITIES, POLICIES, ServiceMetrics, check_args
 from .codecs import check_frame, check_level, codec_from_name
 from .errors import (
@@ -42,6 +47,8 @@ __all__ = [
     "DURABILITIES",
     "POLICIES",
     "FrameRef",
+    "CHUNK_BYTES",
+    "MAX_LATENCY",
     "FrameStorageService",
     "MetaRecord",
     "ServiceMetrics",
@@ -49,9 +56,13 @@ __all__ = [
     "remove_dead_shared_memory",
 ]
 
-#: What the writer's queue holds: a frame with its ref and (optionally) its step's
-#: metadata; or, without frame and ref, a step without a frame or a metadata record.
-QueueItem = tuple[np.ndarray | None, FrameRef | None, StepMeta | MetaRecord | None]
+#: Seconds a chunk stays open at most (after its first frame or step): the latency
+#: part of the durability bound (docs/RELIABILITY.md).
+MAX_LATENCY = 0.5
+#: A chunk is also closed once its raw frames reach this many bytes.
+CHUNK_BYTES = 32 * 1024 * 1024
+#: Longest a producer waiting for room sleeps between checks (a release it missed).
+_ROOM_POLL_S = 0.005
 
 
 def remove_dead_shared_memory() -> list[tuple[str, int]]:
@@ -83,13 +94,12 @@ class FrameStorageService:
         durability: ``"durable"`` fsyncs each chunk before it counts as written;
             ``"balanced"`` fsyncs on flush/seal/close; ``"fast"`` only on seal/close.
         compress_threads: size of the compression pool (zstandard releases the GIL).
-        max_latency: an open chunk is closed after this many seconds without new frames.
+        max_latency: an open chunk is closed this many seconds after its first frame.
         on_error: called (from the writer thread) with the exception if writing fails.
         lock: take the store's writer lock (a second writer gets ``StoreLocked``).
-        copy_frames: copy each frame on ``put`` (the default). False: keep the caller's
-            array as it is (the storage process's frames live in shared memory); the
-            caller must leave it unchanged until ``on_written`` reports its ref.
-        on_written: called on the writer thread with the refs of each chunk appended.
+        on_written: called on the writer thread with each chunk once it is appended
+            (its refs located; fsynced under ``durable``), before a flush sees it.
+        on_meta: called on the writer thread with each ``note``d record once appended.
         store_tag: the segment file headers' store tag (docs/FORMAT.md; 0: unknown).
     """
 
@@ -101,7 +111,7 @@ class FrameStorageService:
         level: int = 3,
         chunk_frames: int = 64,
         part_frames: int = 0,
-        chunk_bytes: int = 32 * 1024 * 1024,
+        chunk_bytes: int = CHUNK_BYTES,
         segment_bytes: int = 256 * 1024 * 1024,
         queue_frames: int = 1024,
         queue_bytes: int = 256 * 1024 * 1024,
@@ -109,11 +119,11 @@ class FrameStorageService:
         block_timeout: float = 10.0,
         durability: str = "balanced",
         compress_threads: int = 2,
-        max_latency: float = 0.5,
+        max_latency: float = MAX_LATENCY,
         on_error: Callable[[BaseException], None] | None = None,
         lock: bool = True,
-        copy_frames: bool = True,
-        on_written: Callable[[list[FrameRef]], None] | None = None,
+        on_written: Callable[[Chunk], None] | None = None,
+        on_meta: Callable[[MetaRecord], None] | None = None,
         store_tag: int = 0,
     ):
         self._codec = codec_from_name(codec)
@@ -133,12 +143,10 @@ class FrameStorageService:
         self.level = level
         self.policy = policy
         self.durability = durability
-        self._chunk_frames = chunk_frames
-        self._max_frames = queue_frames
         self._max_bytes = queue_bytes
-        self._block_timeout = float(block_timeout)
         self._on_error = on_error
         self._on_written = on_written
+        self._on_meta = on_meta
 
         self.root.mkdir(parents=True, exist_ok=True)
         checked_segment_dir(self.root, create=True)  # a real directory, never a link
@@ -147,59 +155,50 @@ class FrameStorageService:
             self._lock.acquire()
 
         self._cond = threading.Condition()
-        self._queue: deque[QueueItem] = deque()
-        self._init_state()
-        self._pool = BufferPool(queue_bytes, chunk_frames) if copy_frames else None
-        # A chunk never holds more than a quarter of the queue's bounds: with small
-        # queues, frames must not wait for a chunk that cannot fill while the producer
-        # waits for room.
+        self._queue: deque[Chunk | MetaRecord] = deque()
+        self._queued_items = 0  # chunks and records handed to the writer thread
+        self._done_items = 0  # ... and appended (in the same order)
+        self._frames_out = 0  # frames (and their raw bytes) written: the budget's release
+        self._raw_out = 0
+        self._wakeups = 0
+        self._stopping = False
+        self._closed = False
+        self._error: BaseException | None = None
+        self._bytes_out = 0
+        self._last_flush_ms = 0.0
+        self._max_flush_ms = 0.0
+        self.budget = QueueBudget(
+            queue_frames, queue_bytes, policy, float(block_timeout), self._released
+        )
+        # A chunk never holds more than a quarter of the queue's bounds and the open
+        # chunks together at most half: the other half keeps flowing to compression, so
+        # a producer waiting for room always sees it come.
+        self._buffers = ArrayBuffers(queue_bytes // 4)
+        self._chunks = ChunkAssembler(
+            self.budget,
+            self._buffers,
+            self._hand_off,
+            self,
+            chunk_frames=max(1, min(chunk_frames, queue_frames // 4)),
+            chunk_bytes=max(1, min(chunk_bytes, queue_bytes // 4)),
+            max_latency=float(max_latency),
+            open_frames=max(1, queue_frames // 2),
+            open_bytes=max(1, queue_bytes // 2),
+        )
         self._writer = ChunkWriter(
             self.root,
             codec=self._codec,
             level=self._level,
-            chunk_frames=max(1, min(chunk_frames, queue_frames // 4)),
             part_frames=part_frames,
-            chunk_bytes=max(1, min(chunk_bytes, queue_bytes // 4)),
             segment_bytes=segment_bytes,
             durability=durability,
             compress_threads=compress_threads,
-            max_latency=float(max_latency),
             on_written=self._written,
-            # Open chunks (one per episode) hold at most half the queue: the other half
-            # keeps flowing to compression, so a full queue always drains.
-            open_frames=max(1, queue_frames // 2),
-            open_bytes=max(1, queue_bytes // 2),
+            on_meta=self._appended_meta,
             store_tag=store_tag,
         )
         self._thread = threading.Thread(target=self._run, name="framestore-writer", daemon=True)
         self._thread.start()
-
-    def _init_state(self) -> None:
-        """Queue accounting, the durable watermark, lifecycle flags and counters."""
-        self._q_frames = 0  # accepted, not yet written (queued + being compressed)
-        self._q_bytes = 0
-        self._hw_frames = 0
-        self._hw_bytes = 0
-        self._next_seq = 0
-        self._durable_seq = 0  # every frame with seq < this is written
-        # Written frames above the watermark: chunks of interleaved episodes are appended
-        # out of seq order. Bounded by the queue (an unwritten frame below them holds
-        # the watermark, and it is closed into a chunk within max_latency or a cut).
-        self._written_above: set[int] = set()
-        self._cut_requested = False
-        self._stopping = False
-        self._closed = False
-        self._error: BaseException | None = None
-        self._frames_in = 0
-        self._frames_written = 0
-        self._frames_dropped = 0
-        self._bytes_in = 0
-        self._bytes_out = 0
-        self._blocked_s = 0.0
-        self._last_flush_ms = 0.0
-        self._max_flush_ms = 0.0
-        self._warned_full = False
-        self._last_snapshot = time.monotonic()
 
     # ----------------------------------------------------------------- producer side
     def put(
@@ -208,72 +207,45 @@ class FrameStorageService:
         key: tuple[int, int] = (0, 0),
         step: StepMeta | None = None,
         stream: int = 0,
+        row_shape: str | None = None,
     ) -> FrameRef:
         """Accept a frame for storage and return its ref at once.
 
-        Costs one validation, one copy and an enqueue. ``step``: the step's metadata,
-        written with the frame into its chunk (kept even when the frame is dropped; a
-        frame of another stream than ``render`` has none). ``stream``: the frame's stream
-        index in its episode (its own chunks; docs/FORMAT.md).
-        Raises ``InvalidFrame`` for frames that cannot be stored losslessly,
-        ``QueueFull`` when the ``block`` policy timed out, and the writer's error if the
-        writer has failed.
+        Costs one validation and one copy into its stream's open chunk. ``step``: the
+        step's metadata, written with the frame into its chunk (kept even when the frame
+        is dropped; a frame of another stream than ``render`` has none). ``stream``: the
+        frame's stream index in its episode (its own chunks; docs/FORMAT.md);
+        ``row_shape``: such a frame's own shape, as its pointer row keeps it. Raises
+        ``InvalidFrame`` for frames that cannot be stored
+        losslessly, ``QueueFull`` when the ``block`` policy timed out, and the writer's
+        error if the writer has failed.
         """
         if self._closed:
             raise StoreClosed("put() on a closed FrameStorageService")
-        key_a, key_b = check_key(key)
-        if self.policy == "drop" and self._full(frame_nbytes(frame)):
-            # Checked before the copy: under overload, dropping must stay cheap. Bad input
-            # is still an error, never hidden as a dropped frame.
-            check_frame(frame)
-            return self._drop(key, getattr(frame, "shape", None), step, stream)
-        arr = self._copy(frame)
-        nbytes = arr.nbytes
-        if nbytes > self._max_bytes:
-            raise InvalidInput(
-                f"frame of {nbytes} bytes is larger than the queue's byte bound "
-                f"({self._max_bytes}); raise queue_bytes"
-            )
-        with self._cond:
-            self._raise_if_failed()
-            if self._full(nbytes):
-                if self.policy == "drop":
-                    return self._drop(key, arr.shape, step, stream)
-                self._wait_for_room(nbytes)
-            ref = FrameRef(self._next_seq, (key_a, key_b), arr.shape, stream=stream)
-            self._next_seq += 1
-            self._queue.append((arr, ref, step))
-            self._q_frames += 1
-            self._q_bytes += nbytes
-            self._frames_in += 1
-            self._bytes_in += nbytes
-            if self._q_frames > self._hw_frames:
-                self._hw_frames = self._q_frames
-            if self._q_bytes > self._hw_bytes:
-                self._hw_bytes = self._q_bytes
-            self._cond.notify_all()
-        return ref
+        key = check_key(key)
+        check_frame(frame)
+        self._check_size(frame.nbytes)
+        self.raise_if_failed()
+        return self._chunks.place(frame, key, step, stream, row_shape)
 
     def put_step(self, step: StepMeta) -> None:
         """A step without a frame: its metadata goes into its episode's next chunk.
-        Not counted in the queue's bounds (a few hundred bytes; the sink's queue bounds
-        the steps in flight)."""
+        Not counted in the queue's bounds (a few hundred bytes)."""
         if self._closed:
             raise StoreClosed("put_step() on a closed FrameStorageService")
-        with self._cond:
-            self._raise_if_failed()
-            self._queue.append((None, None, step))
-            self._cond.notify_all()
+        self.raise_if_failed()
+        self._chunks.add_step(step)
 
     def note(self, meta: MetaRecord) -> None:
         """An ``EPISODE``, ``EPISODE_END`` or ``RUN_END`` record for the segments, in order
-        with the frames and steps put before it."""
+        with the frames and steps put before it (an episode's end closes its chunks)."""
         if self._closed:
             raise StoreClosed("note() on a closed FrameStorageService")
-        with self._cond:
-            self._raise_if_failed()
-            self._queue.append((None, None, meta))
-            self._cond.notify_all()
+        self.raise_if_failed()
+        chunks = self._chunks
+        if meta.stream_key is not None and meta.type != RecordType.EPISODE:
+            chunks.close_stream(meta.stream_key)
+        chunks.locked(lambda: self._enqueue(meta))
 
     def put_many(
         self,
@@ -281,15 +253,16 @@ class FrameStorageService:
         keys: Sequence[tuple[int, int]],
         steps: Sequence[StepMeta | None] | None = None,
         streams: Sequence[int] | None = None,
+        row_shapes: Sequence[str | None] | None = None,
     ) -> list[FrameRef | None]:
-        """``put`` for a batch, with one lock round and one wake-up of the writer: the
-        refs in order (``None`` where the frame is ``None``). ``steps``: each row's
-        metadata (rows without a frame are written as steps without one). ``streams``:
-        each frame's stream index (default 0, render): one step's frames of several
-        streams go in together or not at all.
+        """``put`` for a batch, under one lock round: the refs in order (``None`` where
+        the frame is ``None``). ``steps``: each row's metadata (rows without a frame are
+        written as steps without one). ``streams``: each frame's stream index (default
+        0, render), ``row_shapes`` the own shape of each frame of another stream: one
+        step's frames of several streams go in together or not at all.
 
-        Everything is checked before anything is queued. Under ``block`` the call waits
-        until the whole batch fits (so a ``QueueFull`` leaves nothing queued); under
+        Everything is checked before anything is placed. Under ``block`` the call waits
+        until the whole batch fits (so a ``QueueFull`` leaves nothing placed); under
         ``drop`` each frame that does not fit is dropped (its ref says so). A batch must
         fit in the queue's bounds.
         """
@@ -303,10 +276,11 @@ class FrameStorageService:
                 check_frame(frame)
         count = sum(f is not None for f in frames)
         total = sum(f.nbytes for f in frames if f is not None)
-        if count > self._max_frames or total > self._max_bytes:
+        budget = self.budget
+        if count > budget.max_frames or total > budget.max_bytes:
             raise InvalidInput(
                 f"a batch of {count} frames ({total} bytes) does not fit the queue "
-                f"({self._max_frames} frames, {self._max_bytes} bytes); raise queue_frames "
+                f"({budget.max_frames} frames, {budget.max_bytes} bytes); raise queue_frames "
                 "or queue_bytes, or record smaller batches"
             )
         metas: Sequence[StepMeta | None] = steps if steps is not None else [None] * len(frames)
@@ -315,170 +289,88 @@ class FrameStorageService:
         indexes: Sequence[int] = streams if streams is not None else [0] * len(frames)
         if len(indexes) != len(frames):
             raise InvalidInput(f"{len(frames)} frames for {len(indexes)} stream indexes")
-        if self.policy == "drop":
-            return self._put_dropping(frames, checked, metas, indexes)
-        arrs = [None if f is None else self._copy(f, checked=True) for f in frames]
+        self.raise_if_failed()
+        return self._chunks.place_many(frames, checked, metas, indexes, row_shapes)
+
+    def hand_off(self, chunk: Chunk) -> None:
+        """A chunk built elsewhere (the storage process's, in a ring slot) for the
+        writer: counted in the queue as its frames, appended in order."""
+        self.budget.take(len(chunk.refs), chunk.nbytes)
+        for ref in chunk.refs:
+            ref.seq = self._chunks.next_seq
+            self._chunks.next_seq += 1
+        self._chunks.locked(lambda: self._hand_off(chunk))
+
+    def _check_size(self, nbytes: int) -> None:
+        if nbytes > self._max_bytes:
+            raise InvalidInput(
+                f"frame of {nbytes} bytes is larger than the queue's byte bound "
+                f"({self._max_bytes}); raise queue_bytes"
+            )
+
+    def _hand_off(self, chunk: Chunk) -> None:
+        """The assembler's hand-off: one append and one wake-up per chunk."""
+        self._enqueue(chunk)
+
+    def _enqueue(self, item: Chunk | MetaRecord) -> None:
         with self._cond:
-            self._raise_if_failed()
-            if self._full_for(count, total):
-                # Open chunks may hold half the queue: a batch waiting for room asks the
-                # writer to close them, or it could wait for frames that never come.
-                self._cut_requested = True
-                self._cond.notify_all()
-                self._wait_for_room(total, count)
-            refs = [
-                self._enqueue(a, k, m, i) if a is not None else self._enqueue_step(m)
-                for a, k, m, i in zip(arrs, checked, metas, indexes, strict=True)
-            ]
+            self._queue.append(item)
+            self._queued_items += 1
+            self._wakeups += 1
             self._cond.notify_all()
-        return refs
 
-    def _put_dropping(
-        self,
-        frames: Sequence[np.ndarray | None],
-        keys: list[tuple[int, int]],
-        metas: Sequence[StepMeta | None],
-        indexes: Sequence[int],
-    ) -> list[FrameRef | None]:
-        """``put_many`` under ``drop``: frames that do not fit are dropped one by one,
-        before their copy when the queue looks full already (dropping stays cheap)."""
-        room = self._max_bytes - self._q_bytes
-        slots = self._max_frames - self._q_frames
-        arrs: list[np.ndarray | None] = []
-        for frame in frames:
-            fits = frame is not None and slots > 0 and frame.nbytes <= room
-            arrs.append(self._copy(frame, checked=True) if fits else None)
-            if fits:
-                room -= frame.nbytes
-                slots -= 1
-        refs: list[FrameRef | None] = []
+    def _released(self) -> tuple[int, int]:
+        return self._frames_out, self._raw_out
+
+    # the budget's Waiter: a producer waiting for room
+    def wait(self, seconds: float) -> None:
+        """Wait (briefly) for the writer to write something."""
         with self._cond:
-            self._raise_if_failed()
-            for frame, arr, key, meta, i in zip(frames, arrs, keys, metas, indexes, strict=True):
-                if frame is None:
-                    refs.append(self._enqueue_step(meta))
-                elif arr is None or self._full(arr.nbytes):
-                    self._frames_dropped += 1
-                    if meta is not None:
-                        meta.dropped = True
-                    self._enqueue_step(meta)
-                    refs.append(FrameRef(None, key, frame.shape, dropped=True, stream=i))
-                else:
-                    refs.append(self._enqueue(arr, key, meta, i))
-            self._cond.notify_all()
-        return refs
-
-    def _enqueue_step(self, meta: StepMeta | None) -> None:
-        """Queue a step without a frame (lock held); None: nothing to queue."""
-        if meta is not None:
-            self._queue.append((None, None, meta))
-
-    def _enqueue(
-        self, arr: np.ndarray, key: tuple[int, int], meta: StepMeta | None, stream: int = 0
-    ) -> FrameRef:
-        """Queue one copied frame (lock held, room checked)."""
-        nbytes = arr.nbytes
-        ref = FrameRef(self._next_seq, key, arr.shape, stream=stream)
-        self._next_seq += 1
-        self._queue.append((arr, ref, meta))
-        self._q_frames += 1
-        self._q_bytes += nbytes
-        self._frames_in += 1
-        self._bytes_in += nbytes
-        if self._q_frames > self._hw_frames:
-            self._hw_frames = self._q_frames
-        if self._q_bytes > self._hw_bytes:
-            self._hw_bytes = self._q_bytes
-        return ref
-
-    def _copy(self, frame: object, *, checked: bool = False) -> np.ndarray:
-        """Validate (unless ``checked``) and copy ``frame`` into a recycled buffer (kept
-        as it is without ``copy_frames``)."""
-        if not checked:
-            check_frame(frame)
-        if self._pool is None:
-            return frame  # type: ignore[return-value]
-        return self._pool.copy(frame)  # type: ignore[arg-type]
-
-    def _full(self, nbytes: int) -> bool:
-        return self._q_frames >= self._max_frames or self._q_bytes + nbytes > self._max_bytes
-
-    def _full_for(self, count: int, nbytes: int) -> bool:
-        """Whether ``count`` more frames of ``nbytes`` in total would not fit."""
-        return self._q_frames + count > self._max_frames or self._q_bytes + nbytes > self._max_bytes
-
-    def _drop(
-        self, key: tuple[int, int], shape, step: StepMeta | None, stream: int = 0
-    ) -> FrameRef:
-        with self._cond:
-            self._frames_dropped += 1
-            if step is not None:
-                step.dropped = True
-                self._queue.append((None, None, step))
-        return FrameRef(None, key, shape, dropped=True, stream=stream)
-
-    def _wait_for_room(self, nbytes: int, count: int = 1) -> None:
-        start = time.monotonic()
-        deadline = start + self._block_timeout
-        try:
-            while self._full_for(count, nbytes):
-                self._raise_if_failed()
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise QueueFull(
-                        "frame queue",
-                        self._block_timeout,
-                        f"{self._q_frames}/{self._max_frames} frames, "
-                        f"{self._q_bytes}/{self._max_bytes} bytes",
-                    )
-                self._cond.wait(remaining)
-        finally:
-            self._blocked_s += time.monotonic() - start
+            self._cond.wait(min(seconds, _ROOM_POLL_S))
 
     # ----------------------------------------------------------------- durability
     def wait_written(self, refs: list[FrameRef | None], timeout: float | None = None) -> None:
-        """Block until every given (non-dropped) ref is written; closes an open chunk
-        if one of them is still in it. Raises the writer's error if it failed."""
-        last = -1
-        for r in refs:
-            if r is not None and r.seq is not None and r.seq > last:
-                last = r.seq
-        if last >= 0:
-            self._wait_seq(last + 1, timeout)
-            if self.durability == "durable":
-                return  # every chunk was fsynced before it counted as written
+        """Block until every given (non-dropped) ref is written; closes the open
+        chunks first. Raises the writer's error if it failed."""
+        if any(r is not None and not r.dropped and r.location is None for r in refs):
+            self._write_everything(timeout)
 
-    def _wait_seq(self, seq: int, timeout: float | None) -> None:
+    def _write_everything(self, timeout: float | None) -> None:
+        """Hand off every open chunk and wait until everything handed off is appended."""
+        self._chunks.close_all()
+        with self._cond:
+            target = self._queued_items
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._cond:
-            while self._durable_seq < seq:
-                self._raise_if_failed()
+            while self._done_items < target:
+                self.raise_if_failed()
                 if self._stopping and not self._thread.is_alive():
                     raise StoreClosed("writer stopped before the frames were written")
-                self._cut_requested = True
-                self._cond.notify_all()
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
                     raise QueueFull(
                         "frame writer", timeout or 0.0, "waiting for frames to be written"
                     )
                 self._cond.wait(remaining if remaining is not None else 1.0)
-            self._raise_if_failed()
+            self.raise_if_failed()
 
     def cut(self) -> None:
-        """Close every open chunk now (a producer that waits for room asks for it)."""
-        with self._cond:
-            self._cut_requested = True
-            self._cond.notify_all()
+        """Hand off every open chunk now."""
+        self._chunks.close_all()
 
     def flush(self, timeout: float | None = None) -> None:
-        """Return once every frame put so far is written (and fsynced unless ``fast``)."""
+        """Return once every frame put so far is written (and fsynced unless ``fast``),
+        and every record noted so far appended."""
         t0 = time.perf_counter()
-        with self._cond:
-            target = self._next_seq
-        self._wait_seq(target, timeout)
+        self._write_everything(timeout)
         if self.durability != "fast":
-            self._run_on_writer(self._writer.fsync)
+            try:
+                self._writer.fsync()
+            except WriterFailed as e:
+                # fsync from the caller's thread is safe: the segment fd is only appended
+                # to by the writer, and fsync does not move the file position.
+                self._fail(e)
+                raise
         ms = (time.perf_counter() - t0) * 1000
         with self._cond:
             self._last_flush_ms = ms
@@ -491,37 +383,31 @@ class FrameStorageService:
                 logcodes.SLOW_FLUSH_MS,
             )
 
-    def _run_on_writer(self, fn: Callable[[], object]) -> None:
-        # fsync from the caller's thread is safe: the segment fd is only appended to by
-        # the writer, and fsync does not move the file position.
-        try:
-            fn()
-        except WriterFailed as e:
-            self._fail(e)
-            raise
-
     # ----------------------------------------------------------------- info
     def metrics(self) -> ServiceMetrics:
+        b = self.budget
+        frames, queued_bytes = b.queued()
         with self._cond:
             return ServiceMetrics(
-                queue_frames=self._q_frames,
-                queue_bytes=self._q_bytes,
-                bound_frames=self._max_frames,
-                bound_bytes=self._max_bytes,
-                high_water_frames=self._hw_frames,
-                high_water_bytes=self._hw_bytes,
-                frames_in=self._frames_in,
-                frames_written=self._frames_written,
-                frames_dropped=self._frames_dropped,
-                bytes_in=self._bytes_in,
+                queue_frames=frames,
+                queue_bytes=queued_bytes,
+                bound_frames=b.max_frames,
+                bound_bytes=b.max_bytes,
+                high_water_frames=b.high_water_frames,
+                high_water_bytes=b.high_water_bytes,
+                frames_in=b.frames_in,
+                frames_written=self._frames_out,
+                frames_dropped=b.dropped,
+                bytes_in=b.bytes_in,
                 bytes_out=self._bytes_out,
                 chunks_written=self._writer.chunks_written,
                 segments_sealed=self._writer.segments_sealed,
                 current_segment=seg.segment_id if (seg := self._writer.segment) else None,
-                blocked_seconds=self._blocked_s,
+                blocked_seconds=b.blocked_seconds,
                 last_flush_ms=self._last_flush_ms,
                 max_flush_ms=self._max_flush_ms,
                 error=str(self._error) if self._error else None,
+                writer_wakeups=self._wakeups,
             )
 
     @property
@@ -530,23 +416,26 @@ class FrameStorageService:
 
     # ----------------------------------------------------------------- lifecycle
     def close(self) -> None:
-        """Write everything queued, seal the current segment, stop threads, unlock.
+        """Write everything placed, seal the current segment, stop threads, unlock.
 
         Raises the writer's error, if any, after cleaning up."""
         if self._closed:
             return
-        self._closed = True
-        with self._cond:
-            self._stopping = True
-            self._cond.notify_all()
-        self._thread.join()
         try:
-            self._writer.finish(seal=self._error is None)
-        except WriterFailed as e:
-            self._fail(e)
+            self._chunks.close_all()
         finally:
-            self._lock.release()
-        self._raise_if_failed()
+            self._closed = True
+            with self._cond:
+                self._stopping = True
+                self._cond.notify_all()
+            self._thread.join()
+            try:
+                self._writer.finish(seal=self._error is None)
+            except WriterFailed as e:
+                self._fail(e)
+            finally:
+                self._lock.release()
+        self.raise_if_failed()
 
     def __enter__(self) -> FrameStorageService:
         return self
@@ -567,7 +456,8 @@ class FrameStorageService:
             warnings.warn("FrameStorageService was not closed", ResourceWarning, stacklevel=1)
 
     # ----------------------------------------------------------------- writer thread
-    def _raise_if_failed(self) -> None:
+    def raise_if_failed(self) -> None:
+        """Raise the writer's error, if it failed."""
         err = self._error
         if err is None:
             return
@@ -586,102 +476,50 @@ class FrameStorageService:
                 log.exception("on_error callback raised")
 
     def _run(self) -> None:
-        """The writer thread: take queued frames, hand them to the chunk writer, append
-        finished chunks; close the open chunk when asked (a flush, a wait for frames),
-        when stopping, or once it has waited ``max_latency``."""
+        """The writer thread: wait for a chunk (or the next latency deadline), submit
+        what was handed off, append compressed chunks in order."""
         writer = self._writer
+        cond = self._cond
+        tick = self._chunks.max_latency
         try:
             while True:
-                batch, cut, stopping = self._take_batch()
-                self._log_queue_state()
-                for arr, ref, meta in batch:
-                    if ref is not None:
-                        writer.add(arr, ref, meta)  # type: ignore[arg-type]
-                    elif type(meta) is MetaRecord:
-                        writer.add_meta(meta)
+                with cond:
+                    if not self._queue and not self._stopping and not writer.busy and tick > 0:
+                        cond.wait(tick)
+                    items = list(self._queue)
+                    self._queue.clear()
+                    stopping = self._stopping
+                if not stopping:
+                    tick = self._chunks.close_stale()  # hands off; seen next round
+                for item in items:
+                    if type(item) is MetaRecord:
+                        writer.add_meta(item)
                     else:
-                        writer.add_step(meta)  # type: ignore[arg-type]
-                if cut or stopping:
-                    writer.close_chunk()
-                else:
-                    writer.close_stale()
-                writer.append_ready(wait_all=cut or stopping or not batch)
-                if stopping and writer.idle:
+                        writer.submit(item)  # type: ignore[arg-type]
+                writer.append_ready(wait_all=stopping or not items)
+                if stopping and writer.idle and not self._queue:
                     return
         except BaseException as e:  # noqa: BLE001 - handed to the producer, never swallowed
             self._fail(e)
 
-    def _take_batch(self) -> tuple[list[QueueItem], bool, bool]:
-        """Wait for work, then take up to 256 queued frames. Returns them, whether a cut
-        was requested (and the queue is empty) and whether to stop (likewise)."""
-        with self._cond:
-            if (
-                not self._queue
-                and not self._stopping
-                and not self._cut_requested
-                and not self._writer.busy
-            ):
-                timeout = self._writer.seconds_until_stale()
-                timeout = 1.0 if timeout is None else timeout
-                if timeout > 0:
-                    self._cond.wait(timeout)
-            batch = []
-            while self._queue and len(batch) < 256:
-                batch.append(self._queue.popleft())
-            cut = self._cut_requested and not self._queue
-            if cut:
-                self._cut_requested = False
-            return batch, cut, self._stopping and not self._queue
-
     def _written(self, done: Written) -> None:
-        """A chunk reached its segment: its frames leave the queue's bounds and the
-        durable watermark moves past them."""
+        """A chunk reached its segment: its frames leave the queue's bounds and a flush
+        waiting for it may return."""
         chunk = done.chunk
-        with self._cond:
-            self._q_frames -= len(chunk.refs)
-            self._q_bytes -= chunk.nbytes
-            if self._pool is not None and chunk.frames:
-                self._pool.recycle(chunk.frames, self._writer.open_streams)
-            self._frames_written += len(chunk.refs)
-            self._bytes_out += done.record_bytes
-            above = self._written_above
-            above.update(r.seq for r in chunk.refs)
-            seq = self._durable_seq
-            while seq in above:
-                above.remove(seq)
-                seq += 1
-            self._durable_seq = seq
-            self._cond.notify_all()
         if self._on_written is not None:
-            self._on_written(chunk.refs)
+            self._on_written(chunk)
+        if type(chunk.buffer) is np.ndarray:
+            self._buffers.put_back(chunk.buffer)
+        with self._cond:
+            self._frames_out += len(chunk.refs)
+            self._raw_out += chunk.nbytes
+            self._bytes_out += done.record_bytes
+            self._done_items += 1
+            self._cond.notify_all()
 
-    def _log_queue_state(self) -> None:
-        fill = max(self._q_frames / self._max_frames, self._q_bytes / self._max_bytes)
-        if fill >= logcodes.QUEUE_WARN_FRACTION:
-            if not self._warned_full:
-                self._warned_full = True
-                log.warning(
-                    "%s queue=frames queue_depth=%d queue_bytes=%d bound=%d bound_bytes=%d policy=%s",
-                    logcodes.QUEUE_HIGH,
-                    self._q_frames,
-                    self._q_bytes,
-                    self._max_frames,
-                    self._max_bytes,
-                    self.policy,
-                )
-        elif fill < logcodes.QUEUE_REARM_FRACTION:
-            self._warned_full = False
-        now = time.monotonic()
-        if now - self._last_snapshot >= 5.0:
-            self._last_snapshot = now
-            log.info(
-                "%s queue=frames queue_depth=%d queue_bytes=%d high_water=%d bound=%d "
-                "frames_written=%d frames_dropped=%d",
-                logcodes.QUEUE_SNAPSHOT,
-                self._q_frames,
-                self._q_bytes,
-                self._hw_frames,
-                self._max_frames,
-                self._frames_written,
-                self._frames_dropped,
-            )
+    def _appended_meta(self, meta: MetaRecord) -> None:
+        if self._on_meta is not None:
+            self._on_meta(meta)
+        with self._cond:
+            self._done_items += 1
+            self._cond.notify_all()

@@ -18,13 +18,13 @@ from typing import TYPE_CHECKING, Any
 
 from telemetry import open_db
 
+from ._closing import close_all
 from ._format import (
     DB_NAME,
     FILE_HEADER_SIZE,
     LOCK_NAME,
     RENDER_STREAM,
     SEGMENT_DIR,
-    record_extent,
 )
 from ._framepointers import FramePointers
 from ._lock import StoreLock, writer_running
@@ -32,7 +32,6 @@ from ._published import ObjectProblem, PublishedObjects, is_published, shown_loc
 from ._sources import SegmentSource
 from .catalog import Catalog, check_id, clamp_step
 from .errors import (
-    CorruptData,
     EpisodeNotFound,
     FrameNotFound,
     InvalidInput,
@@ -43,15 +42,11 @@ from .errors import (
     StreamNotFound,
     UnsafeStore,
 )
-from .files import fsync_dir, why_not_writable
+from .files import why_not_writable
+from .maintenance import chunk_bytes, file_bytes, live_bytes_by_segment
 from .reader import SegmentReader
-from .scan import scan_segment
 from .segments import (
-    checked_segment_dir,
-    is_sealed,
     list_segment_ids,
-    open_segment,
-    segment_files,
     segment_path,
     segment_seal,
 )
@@ -105,6 +100,17 @@ class FrameStore:
 
     Reading works while another process records into the same store: SQLite runs in WAL
     mode and the database only ever points at frames that are written.
+
+    Members, by group (one line each in docs/ARCHITECTURE.md, "FrameStore's members"):
+    opening; what and where the store is; the lower level that the tools' maintenance
+    works through (``catalog``, ``reader``, ``transaction``); runs and episodes; steps
+    and frames; sizes; changes and recording; closing. Maintenance itself (the writer
+    lock, new ids, segment files) is ``framestore.maintenance``.
+
+    Attributes:
+        root: the store's directory (a published store's local cache directory).
+        readonly: whether it was opened read-only.
+        location: where the store is: its directory, or the URL of a published store.
     """
 
     def __init__(
@@ -230,6 +236,7 @@ class FrameStore:
             cache_bytes=cache_bytes,
         )
 
+    # ----------------------------------------------------------------- what and where
     @property
     def published(self) -> bool:
         """Whether this is a published store (``framestore publish``), not a directory with
@@ -265,8 +272,15 @@ class FrameStore:
 
     @property
     def db_path(self) -> Path:
+        """The path of the store's SQLite catalogue (``framestore.db``)."""
         return self.root / DB_NAME
 
+    def writer_running(self) -> bool | None:
+        """Whether some process holds the writer lock, found without taking it (None
+        when it cannot be told)."""
+        return writer_running(self.root)
+
+    # ----------------------------------------------------------------- lower level (tools)
     @property
     def catalog(self) -> Catalog:
         """The store's catalogue: typed queries and changes of its SQLite database."""
@@ -295,47 +309,13 @@ class FrameStore:
         with self._catalog.transaction():
             yield self._catalog
 
-    # ----------------------------------------------------------------- the writer lock
-    @contextmanager
-    def writer_lock(self) -> Iterator[None]:
-        """Hold the store's one-writer lock (``StoreLocked`` if a recorder or another
-        maintenance command holds it)."""
-        self._check_writable()
-        lock = StoreLock(self.root).acquire()
-        try:
-            yield
-        finally:
-            lock.release()
-
-    def writer_running(self) -> bool | None:
-        """Whether some process holds the writer lock, found without taking it (None
-        when it cannot be told)."""
-        return writer_running(self.root)
-
-    def next_ids(self) -> tuple[int, int]:
-        """``(run id, episode id)`` for a new recording: above every id the catalogue
-        holds and every episode id (chunk stream key) in a segment the catalogue has not
-        registered, i.e. frames of a writer that died before its rows committed. Call with
-        the writer lock held. Registered segments need no look: a segment is registered
-        only once its frames have rows (``gc`` refuses unregistered ones)."""
-        run, episode = self.catalog.next_ids()
-        rows = self.catalog.segment_rows()
-        for sid, path in segment_files(self.root).regular.items():
-            if sid in rows:
-                continue
-            try:
-                scan = scan_segment(path, sid)
-            except (OSError, CorruptData):
-                continue
-            keys = (h.stream_key for h in scan.chunks.values() if h.stream_key < _MAX_NEW_ID)
-            episode = max(episode, max(keys, default=0) + 1)
-        return run, episode
-
     # ----------------------------------------------------------------- runs/episodes
     def runs(self) -> list[RunInfo]:
+        """Run records in id order."""
         return self.catalog.runs()
 
     def run(self, run_id: int) -> RunInfo:
+        """One run's record (``RunNotFound`` for an unknown id)."""
         run_id = check_id(run_id, "run id")
         for r in self.runs():
             if r.id == run_id:
@@ -349,6 +329,7 @@ class FrameStore:
         return self.catalog.episodes(run_id=run_id, include_deleted=include_deleted)
 
     def episode(self, episode_id: int, *, include_deleted: bool = False) -> EpisodeInfo:
+        """One episode's record (``EpisodeNotFound`` for an unknown or deleted id)."""
         ep = self.catalog.episode(check_id(episode_id, "episode id"))
         if ep is None or (ep.status == "deleted" and not include_deleted):
             raise EpisodeNotFound(episode_id)
@@ -648,18 +629,6 @@ class FrameStore:
         return list(self.iter_frames(episode_id, start, stop, copy=True))
 
     # ----------------------------------------------------------------- sizes
-    def chunk_bytes(self, segment: int, offsets: Iterable[int]) -> int:
-        """Total bytes of the records starting at ``offsets`` in one segment, read from
-        their headers (the file is opened once). A missing file or offset counts 0."""
-        source = self._reader.source
-        if source is not None:
-            return sum(source.record_bytes(segment, off) for off in offsets)
-        try:
-            with open_segment(segment_path(self.root, segment), segment) as fp:
-                return sum(record_extent(fp, off) for off in offsets)
-        except (FileNotFoundError, CorruptData, UnsafeStore):  # missing, a link, a FIFO...
-            return 0
-
     def episode_bytes(self, episode_id: int) -> int:
         """Bytes of segment records holding this episode's frames (read from record
         headers; a published store's totals say it without reading its steps)."""
@@ -667,75 +636,16 @@ class FrameStore:
         if known is not None:
             return known
         chunks = self.catalog.episode_chunks(episode_id)
-        return sum(self.chunk_bytes(seg, offs) for seg, offs in chunks.items())
-
-    def live_bytes_by_segment(self) -> dict[int, int]:
-        """Bytes of chunk records referenced by live (not deleted) episodes, per segment."""
-        return {
-            seg: self.chunk_bytes(seg, offs) for seg, offs in self.catalog.live_chunks().items()
-        }
+        return sum(chunk_bytes(self, seg, offs) for seg, offs in chunks.items())
 
     def _live_bytes(self) -> int:
         known = self.catalog.live_total_bytes()  # a published store's totals
-        return sum(self.live_bytes_by_segment().values()) if known is None else known
-
-    def segment_state(self, segment: int, marks: dict[int, str] | None = None) -> str:
-        """``obsolete``/``compacting`` as the catalogue marks it, else ``sealed`` or
-        ``active`` as the file says."""
-        mark = (self.catalog.segment_states() if marks is None else marks).get(segment)
-        if mark in ("obsolete", "compacting"):
-            return mark
-        return "sealed" if is_sealed(segment_path(self.root, segment)) else "active"
-
-    def sync_segments(self) -> None:
-        """Reconcile the catalogue's ``segments`` table with the files in ``segments/``.
-
-        Files are the truth for existence and size (a sealed segment ends with a SEAL
-        record); the catalogue for ``obsolete``/``compacting`` marks."""
-        self._check_writable()
-        live = self.live_bytes_by_segment()
-        marks = self.catalog.segment_states()
-        files = segment_files(self.root)
-        on_disk = list(files.regular) + list(files.irregular)
-        with self.transaction() as cat:
-            for sid, path in files.regular.items():
-                try:
-                    size = os.lstat(path).st_size
-                except FileNotFoundError:
-                    continue
-                cat.record_segment(sid, self.segment_state(sid, marks), size, live.get(sid, 0))
-            gone = set(marks) - set(on_disk)
-            cat.forget_segments(s for s in gone if marks[s] == "obsolete")
-
-    def delete_segment_files(self, segments: Iterable[int]) -> None:
-        """Delete segment files (after the catalogue stopped pointing into them)."""
-        ids = list(segments)
-        self.reader.forget(ids)  # our own descriptors: let the kernel free the space
-        directory = checked_segment_dir(self.root)
-        for sid in ids:
-            segment_path(self.root, sid).unlink(missing_ok=True)
-        fsync_dir(directory)
-
-    def file_bytes(self) -> dict[str, int]:
-        """Bytes on disk: ``segments`` (files), ``database``, ``wal``, ``shm``."""
-
-        def size(path: str | os.PathLike) -> int:
-            try:
-                return os.lstat(path).st_size
-            except FileNotFoundError:
-                return 0
-
-        return {
-            "segments": sum(size(segment_path(self.root, s)) for s in list_segment_ids(self.root)),
-            "database": size(self.db_path),
-            "wal": size(f"{self.db_path}-wal"),
-            "shm": size(f"{self.db_path}-shm"),
-        }
+        return sum(live_bytes_by_segment(self).values()) if known is None else known
 
     def disk_usage(self) -> DiskUsage:
         """Bytes on disk split the one way ``record``, ``info`` and ``gc`` report them
         (see ``DiskUsage``)."""
-        sizes = self.file_bytes()
+        sizes = file_bytes(self)
         marks = self.catalog.segment_states()
         overhead = 0
         for sid in list_segment_ids(self.root):
@@ -756,7 +666,7 @@ class FrameStore:
             shm=sizes["shm"],
         )
 
-    # ----------------------------------------------------------------- changes
+    # ----------------------------------------------------------------- changes, recording
     def delete_episodes(
         self, episode_ids: Iterable[int], *, dry_run: bool = False
     ) -> list[EpisodeInfo]:
@@ -785,7 +695,6 @@ class FrameStore:
         lock.release()
         return False
 
-    # ----------------------------------------------------------------- recording
     def recorder(self, env_id: str, **kwargs: Any) -> Recorder:
         """Start a recording run; see ``Recorder`` for the arguments."""
         from .recorder import Recorder
@@ -801,21 +710,18 @@ class FrameStore:
         if rec in self._recorders:
             self._recorders.remove(rec)
 
-    # ----------------------------------------------------------------- lifecycle
+    # ----------------------------------------------------------------- closing
     def close(self) -> None:
+        """Close the recorders opened through ``recorder()``, the reader and the
+        catalogue; the first error of a recorder is raised after all are closed."""
         if self._closed:
             return
-        errors = []
-        for rec in list(self._recorders):
-            try:
-                rec.close()
-            except Exception as e:  # close everything, then report the first failure
-                errors.append(e)
-        self._closed = True
-        self._reader.close()
-        self._catalog.close()
-        if errors:
-            raise errors[0]
+        closers = [rec.close for rec in list(self._recorders)]
+
+        def closed() -> None:
+            self._closed = True
+
+        close_all([*closers, closed, self._reader.close, self._catalog.close])
 
     def __enter__(self) -> FrameStore:
         return self
@@ -831,10 +737,6 @@ class FrameStore:
 
     def __repr__(self) -> str:
         return f"FrameStore({self.location!r}{', readonly' if self.readonly else ''})"
-
-
-#: Stream keys at or above this are not taken as episode ids (SQLite integers, with room).
-_MAX_NEW_ID = 2**62
 
 
 def _step_range(start: int, stop: int | None) -> tuple[int, int | None]:

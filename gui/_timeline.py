@@ -15,8 +15,10 @@ from PySide6.QtCore import QPointF, QRect, QRectF, QSize, Qt
 from PySide6.QtGui import QColor, QImage, QMouseEvent, QPainter, QPen, QPixmap, QPolygonF
 from PySide6.QtWidgets import QSizePolicy, QToolTip, QWidget
 
+from tools.text import format_number
+
 from . import _compat  # noqa: F401  (first: guards a PySide6 refcount bug)
-from .models import MARKERS, PlaybackClock, TimelineColumns, TimelineModel, format_number
+from .models import MARKERS, PlaybackClock, TimelineColumns, TimelineModel
 
 BACKGROUND = QColor(24, 24, 28)
 REWARD_POS = QColor(92, 184, 92)

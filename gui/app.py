@@ -32,6 +32,7 @@ from PySide6.QtWidgets import QApplication
 from framestore import FrameStore, FrameStoreError, InvalidInput, StoreLocked
 from framestore.errors import NotAStore
 from framestore.files import why_not_writable
+from framestore.maintenance import writer_lock
 from tools.exitcodes import ExitCode
 
 from ._display import display_problem
@@ -144,7 +145,7 @@ def _open_store(location: str | os.PathLike, options: GuiOptions) -> Iterator[Fr
             return
     with FrameStore.open(text, create=options.replay is None) as store:
         if options.record:
-            with store.writer_lock():  # held by a recorder: StoreLocked, exit 4
+            with writer_lock(store):  # held by a recorder: StoreLocked, exit 4
                 pass
         yield store
 

@@ -35,6 +35,7 @@ if TYPE_CHECKING:
         Step,
         StepBatch,
         StreamFrame,
+        StreamFrames,
         StreamStarted,
     )
     from .hub import TelemetryAsyncHub
@@ -68,6 +69,7 @@ _LAZY = {
     "Step": ".events",
     "StepBatch": ".events",
     "StreamFrame": ".events",
+    "StreamFrames": ".events",
     "StreamStarted": ".events",
     "TelemetryAsyncHub": ".hub",
     "SinkMetrics": ".sink",
@@ -102,6 +104,7 @@ __all__ = [
     "StepBatch",
     "StorageProfile",
     "StreamFrame",
+    "StreamFrames",
     "StreamStarted",
     "TelemetryAsyncHub",
     "TelemetryDBSink",

@@ -20,6 +20,7 @@ from .events import (
     RunStarted,
     Step,
     StepBatch,
+    StreamFrames,
     StreamStarted,
 )
 from .jsonsafe import dumps
@@ -174,6 +175,13 @@ def write_events(
             continue
         if kind is StepBatch:
             rows += _batch_rows(event, loc_iter)
+            continue
+        if kind is StreamFrames:  # located already: no pointer of the batch's
+            e = event
+            stream_rows += [
+                (e.episode_id, e.stream, step, *loc, shape)
+                for step, loc, shape in zip(e.steps, e.frames, e.shapes, strict=True)
+            ]
             continue
         if rows:  # keep statement order: steps before this event go first
             conn.executemany(_INSERT_STEP, rows)

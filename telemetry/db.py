@@ -279,6 +279,10 @@ def _open(
             db = sqlite_utils.Database(conn)
         _configure(db, profile, readonly=readonly, path=str(path))
         _check_and_migrate(db, str(path), readonly=readonly)
+    except sqlite3.DatabaseError as exc:
+        # A damaged page under the migrations table: as unreadable as a bad header.
+        conn.close()
+        raise _open_error(p, exc, f"cannot read database: {exc}") from exc
     except BaseException:
         conn.close()
         raise

@@ -69,6 +69,19 @@ class StreamFrame:
 
 
 @dataclass(frozen=True, slots=True)
+class StreamFrames:
+    """Written frames of one stream other than render of one episode (``step_frames``
+    rows; one chunk's worth): ``frames`` are their locations ``(segment, offset, slot)``,
+    ``shapes`` each frame's own shape (``"4x84x84"``)."""
+
+    episode_id: int
+    stream: int
+    steps: tuple[int, ...]
+    frames: tuple[tuple[int, int, int], ...]
+    shapes: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class Step:
     """One row of ``steps``. ``frame`` is an opaque pointer resolved by the sink's hook;
     ``streams``: the step's frames of other streams (their pointers resolved likewise)."""
@@ -140,6 +153,7 @@ Event = (
     | RunEnded
     | EpisodeStarted
     | StreamStarted
+    | StreamFrames
     | Step
     | StepBatch
     | EpisodeEnded

@@ -18,7 +18,7 @@ from conftest import run_cli
 from framestore import FrameStore
 from framestore.envs import make_env
 from framestore.scan import scan_segment
-from framestore.segments import FORMAT_VERSION, list_segment_ids, segment_path
+from framestore.segments import VERSION, list_segment_ids, segment_path
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -104,7 +104,7 @@ def check_gc_compacts_into_current_segments(path: Path) -> None:
     report = json.loads(r.stdout)
     assert report["segments_rewritten"] and report["segments_written"]
     new = {sid: scan_segment(p, sid) for sid, p in segments(path)}
-    assert {s.version for s in new.values()} == {FORMAT_VERSION}
+    assert {s.version for s in new.values()} == {VERSION}
     assert all(s.clean and s.sealed for s in new.values())
     assert run_cli("verify", path).exit_code == 0
     with FrameStore.open(path, readonly=True) as store:
@@ -126,5 +126,5 @@ def check_recording_adds_current_segments(path: Path, frames: list[np.ndarray]) 
         got = store.read_frames(eid)
     assert all(np.array_equal(a, b) for a, b in zip(got, frames[:10], strict=True))
     new_id = max(sid for sid, _ in before) + 1
-    assert segment_versions(path) == [*before, (new_id, FORMAT_VERSION)]
+    assert segment_versions(path) == [*before, (new_id, VERSION)]
     assert run_cli("verify", path).exit_code == 0

@@ -1,7 +1,7 @@
 """The architecture rules of docs/ARCHITECTURE.md, checked on the code as it is.
 
-- tools and the GUI use framestore's public API only: no private framestore module, no
-  telemetry or migrations module (import-linter checks the known ones; this checks every
+- tools and the GUI use the public API of framestore and telemetry only: no private module
+  of either, no migrations module (import-linter checks the known ones; this checks every
   module, new ones included);
 - SQL against the store's database lives in the catalogue, the sink's insert path, the
   database opener and the migrations (plus the benchmark's own baseline database);
@@ -56,7 +56,7 @@ def test_tools_and_gui_use_the_public_api_only():
             continue
         for imported in graph.find_modules_directly_imported_by(module):
             top = imported.split(".")[0]
-            if top in ("telemetry", "migrations") or (top == "framestore" and _private(imported)):
+            if top == "migrations" or (top in ("framestore", "telemetry") and _private(imported)):
                 bad.append(f"{module} imports {imported}")
     assert not bad, "\n".join(bad)
 
@@ -152,3 +152,25 @@ def test_optional_dependencies_are_imported_lazily():
                 and not rel.startswith(OPTIONAL_HOMES.get(n.split(".")[0], "//"))
             ]
     assert not bad, "import these inside the function that needs them:\n" + "\n".join(bad)
+
+
+def _documented(start: str, end: str) -> list[str]:
+    """The names in the first column of the table between two headings of
+    docs/ARCHITECTURE.md."""
+    text = (ROOT / "docs" / "ARCHITECTURE.md").read_text()
+    section = text[text.index(start) : text.index(end, text.index(start))]
+    return re.findall(r"^\| `(\w+)` \|", section, flags=re.MULTILINE)
+
+
+def test_the_users_api_is_listed_in_architecture_md():
+    import framestore
+    from framestore.store import FrameStore
+
+    listed = _documented("## The user's API", "### FrameStore's members")
+    assert listed == framestore.__all__, "list framestore.__all__ in docs/ARCHITECTURE.md"
+    for name in framestore.__all__:
+        getattr(framestore, name)  # every exported name resolves
+    attributes = ["root", "readonly", "location"]  # set in __init__
+    members = [n for n in vars(FrameStore) if not n.startswith("_")] + attributes
+    documented = _documented("### FrameStore's members", "\n## ")
+    assert sorted(documented) == sorted(members), "one line per FrameStore member"

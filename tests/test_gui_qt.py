@@ -451,8 +451,9 @@ def test_timeline_click_and_drag_seek_and_the_cursor_follows(qtbot, store, assau
     qtbot.waitUntil(lambda: tab.timeline_model.length == 60 and tab.shown_step == 0, timeout=10_000)
     view, model = tab.timeline, tab.timeline_model
     w = view.width()
-    qtbot.mouseClick(view, Qt.MouseButton.LeftButton, pos=QPoint(int(w * 0.75), 30))
-    assert tab.clock.index == model.step_at(int(w * 0.75), w) == 45
+    x = int(45.5 * w / 60)  # the middle of step 45's columns, whatever the tab's width
+    qtbot.mouseClick(view, Qt.MouseButton.LeftButton, pos=QPoint(x, 30))
+    assert tab.clock.index == model.step_at(x, w) == 45
     qtbot.waitUntil(lambda: tab.shown_step == 45, timeout=5_000)  # the frame follows
 
     def drag(x: float, kind=QEvent.Type.MouseMove) -> None:

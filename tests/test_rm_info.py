@@ -9,7 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 from framestore import FrameStore
-from framestore.segments import FORMAT_VERSION
+from framestore.segments import VERSION
 from tools.cli import cli
 from tools.info import store_info
 
@@ -119,7 +119,7 @@ def test_info_agrees_with_the_recording(three_episodes):
     assert info["compression_ratio"] > 10
     assert info["durability"] == {"balanced": 2}
     assert info["schema"]["version"] >= 1 and info["schema"]["pending_migrations"] == []
-    assert info["format_version"] == FORMAT_VERSION == 3
+    assert info["format_version"] == VERSION == 3
 
     result = run_cli("rm", path, "--episode", ids[0])
     assert result.exit_code == 0, result.output

@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from framestore import service as service_mod
-from framestore._chunks import ChunkWriter
+from framestore._chunks import Chunk, ChunkWriter
 from framestore._format import (
     FILE_HEADER_SIZE,
     RECORD_OVERHEAD,
@@ -578,18 +578,21 @@ def test_segments_are_close_to_plain_zstd_in_size(tmp_path, assault_frames, reco
     assert svc.metrics().bytes_in == 300 * RAW_ASSAULT_FRAME
 
 
-def test_without_copy_frames_the_callers_arrays_are_compressed_and_reported(tmp_path):
-    """The storage process's mode: frames are not copied, and ``on_written`` names each
-    written chunk's refs (their slots may then be reused)."""
-    frames = [np.full((8, 8, 3), i, np.uint8) for i in range(10)]
-    written: list[list] = []
-    with FrameStorageService(
-        tmp_path / "s", chunk_frames=4, copy_frames=False, on_written=written.append
-    ) as svc:
-        refs = [svc.put(f, key=(1, i)) for i, f in enumerate(frames)]
+def test_chunks_handed_off_whole_are_compressed_where_they_lie_and_reported(tmp_path):
+    """The storage process's mode: a chunk assembled elsewhere (in a ring slot) is
+    handed off whole, compressed from its buffer, and ``on_written`` names it (its slot
+    may then be reused); frames put one by one come back chunk by chunk too."""
+    frames = np.stack([np.full((8, 8, 3), i, np.uint8) for i in range(10)])
+    written: list[Chunk] = []
+    with FrameStorageService(tmp_path / "s", chunk_frames=4, on_written=written.append) as svc:
+        refs = [FrameRef(None, (1, i), (8, 8, 3)) for i in range(6)]
+        svc.hand_off(Chunk(1, 0, frames[:6], list(refs), [], buffer=7))
+        refs += [svc.put(f, key=(1, i)) for i, f in enumerate(frames[6:], start=6)]
         svc.flush()
-    assert [r.key[1] for chunk in written for r in chunk] == list(range(10))
-    assert [len(c) for c in written] == [4, 4, 2]
+        assert svc.metrics().writer_wakeups == 2  # one per chunk, none per frame
+    assert [r.key[1] for chunk in written for r in chunk.refs] == list(range(10))
+    assert [len(c.refs) for c in written] == [6, 4]
+    assert written[0].buffer == 7
     with SegmentReader(tmp_path / "s") as reader:
         assert all(
             np.array_equal(reader.read(r.location), f) for r, f in zip(refs, frames, strict=True)

@@ -26,6 +26,7 @@ from framestore import FrameStore, StoreLocked, WriterFailed
 from framestore._ring import SHM_DIR
 from framestore._storagewire import decode_error, encode_error
 from framestore.errors import DiskFull, InvalidInput, QueueFull
+from framestore.settings import resolve
 from tools.recover import recover
 from tools.verify import verify
 
@@ -196,8 +197,11 @@ def test_producer_killed_storage_process_commits_what_it_has_and_exits(tmp_path,
     assert verify(path).ok
     with FrameStore.open(path, readonly=True) as store:
         steps = store.read_steps(1)
-        # Every step whose command left the producer was committed, with its frame.
-        assert len(steps) == sent
+        # Every step whose chunk left the producer was committed, with its frame; the
+        # open chunk (at most one chunk of steps) died with the producer.
+        chunk = resolve("ALE/Assault-v5").settings.chunk_frames
+        assert sent - chunk < len(steps) <= sent
+        assert [s.step for s in steps] == list(range(len(steps)))
         for s in steps[:: max(1, sent // 20)]:
             assert store.read_frame(1, s.step)[0, 0, 0] == s.step % 251
 
@@ -342,41 +346,41 @@ def test_an_empty_batch_neither_kills_the_storage_process_nor_hangs_a_flush(tmp_
     assert len(got) == 2 and all(np.array_equal(a, b) for a, b in zip(got, frames[:2], strict=True))
 
 
-def test_a_row_that_cannot_be_sent_gives_its_ring_slot_back(tmp_path, monkeypatch):
-    """A step whose row is refused (queue full, Ctrl-C) after its frame took a ring slot:
-    the slot is free again, so the queue drains to 0 and a new frame shape (which waits
-    for the ring to drain) still works."""
+def test_a_chunk_that_cannot_be_sent_gives_its_ring_slot_back(tmp_path, monkeypatch):
+    """A chunk whose command is refused (queue full, Ctrl-C) after its frames took a ring
+    slot: the caller gets the error, the slot and the frames' room are free again, so the
+    queue drains to 0 and a new frame shape (which waits for the ring to drain) works."""
     from framestore._storageclient import ProcessStorage
     from framestore._storagewire import Cmd
 
     path = tmp_path / "p.store"
     frames = _noise(4)
     send = ProcessStorage._send
-    steps, refused = [], []
+    refused = []
 
-    def refuse_one_step(self, msg, weight=0, timeout=None):
-        if msg[0] == Cmd.STEP:
-            steps.append(msg)
-            if len(steps) == 2:  # the second step's row
-                refused.append(msg)
-                raise QueueFull("telemetry DB queue", 0.0, "refused by the test")
+    def refuse_first_chunk(self, msg, weight=0, timeout=None):
+        if msg[0] == Cmd.CHUNK and not refused:
+            refused.append(msg)
+            raise QueueFull("telemetry DB queue", 0.0, "refused by the test")
         return send(self, msg, weight, timeout)
 
-    monkeypatch.setattr(ProcessStorage, "_send", refuse_one_step)
+    monkeypatch.setattr(ProcessStorage, "_send", refuse_first_chunk)
     overrides = {**writer_overrides("process"), "block_timeout": 5.0}
     with FrameStore.open(path) as store:
         with store.recorder(ENV_ID, overrides=overrides) as rec:
             rec.begin_episode()
             rec.record_step(frames[0])
             with pytest.raises(QueueFull):
-                rec.record_step(frames[1])
-            rec.record_step(frames[2])
+                rec.flush()
+            assert rec.metrics().frames.queue_frames == 0
+            rec.record_step(frames[1])
             rec.flush()
             assert rec.metrics().frames.queue_frames == 0
             rec.record_step(_noise(1, shape=(400, 600, 3))[0])  # a new ring: drained first
             rec.end_episode()
         assert refused
-        assert store.episodes()[0].steps == 3
+        eid = store.episodes()[0].id
+        assert [s.step for s in store.read_steps(eid)] == [1, 2]
 
 
 def test_a_batch_larger_than_the_row_bound_goes_when_nothing_is_in_flight(tmp_path):
@@ -467,7 +471,7 @@ def test_a_defect_in_the_storage_process_is_an_error_at_the_next_call(tmp_path, 
     what was committed before stays readable. (``fork``: the child inherits the patch.)"""
     import framestore._storageproc as proc
 
-    def broken(self, group):
+    def broken(self, msg):
         raise RuntimeError("a defect")
 
     path = tmp_path / "p.store"
@@ -480,7 +484,7 @@ def test_a_defect_in_the_storage_process_is_an_error_at_the_next_call(tmp_path, 
         rec.begin_episode()
         rec.record_step(frames[0])
         rec.flush(timeout=30)
-        monkeypatch.setattr(proc._Server, "rows", broken)  # not seen by the running child
+        monkeypatch.setattr(proc._Server, "chunk", broken)  # not seen by the running child
         rec.close()
         rec = store.recorder(
             ENV_ID, overrides=writer_overrides("process", "fork"), on_error=errors.append

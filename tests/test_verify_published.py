@@ -14,6 +14,7 @@ from conftest import SMALL_SEGMENTS, record_episodes, run_cli
 
 from framestore import FrameStore
 from framestore.errors import InvalidInput
+from framestore.maintenance import chunk_bytes
 from framestore.publish import publish
 from framestore.segments import SEGMENT_OVERHEAD, relative_segment_path
 from tools.verify import verify
@@ -64,7 +65,7 @@ def test_a_clean_published_store_verifies_at_its_url(recorded, s3):
                 if loc is not None:
                     chunks.setdefault(loc[0], set()).add(loc[1])
         assert report.records_checked == sum(len(offs) for offs in chunks.values())
-        assert report.bytes_checked == sum(st.chunk_bytes(s, list(o)) for s, o in chunks.items())
+        assert report.bytes_checked == sum(chunk_bytes(st, s, list(o)) for s, o in chunks.items())
     local = verify(path)
     assert (
         0 < report.bytes_checked <= local.bytes_checked - local.segments_checked * SEGMENT_OVERHEAD

@@ -29,17 +29,7 @@ from framestore.errors import (
 from ._warnings import WarningTally
 from ._warnings import install as install_warnings
 from .exitcodes import ExitCode
-from .text import human_bytes, one_line  # noqa: F401 - re-exported for the verbs
-
-# The verbs' short names for ``ExitCode`` members (defined once in ``tools.exitcodes``).
-EXIT_OK = ExitCode.OK
-EXIT_PROBLEMS = ExitCode.PROBLEMS
-EXIT_USAGE = ExitCode.USAGE
-EXIT_DATA_LOSS = ExitCode.DATA_LOSS
-EXIT_LOCKED = ExitCode.LOCKED
-EXIT_CORRUPT = ExitCode.CORRUPT
-EXIT_IO = ExitCode.IO
-EXIT_INTERRUPTED = ExitCode.INTERRUPTED
+from .text import one_line
 
 
 def root_error(exc: BaseException) -> BaseException:
@@ -60,37 +50,31 @@ def exit_code_for(exc: BaseException) -> int:
     if isinstance(exc, sqlite3.Error):
         return _sqlite_exit_code(exc)
     if isinstance(exc, StoreLocked):
-        return EXIT_LOCKED
+        return ExitCode.LOCKED
     if isinstance(exc, PlayFailed):  # the policy or the environment, not the input
-        return EXIT_PROBLEMS
+        return ExitCode.PROBLEMS
     if isinstance(exc, (CorruptData, UnsafeStore)):
-        return EXIT_CORRUPT
+        return ExitCode.CORRUPT
     if isinstance(exc, (WriterFailed, QueueFull, StoreIOError)):
-        return EXIT_IO
+        return ExitCode.IO
     if isinstance(exc, (InvalidInput, NotAStore, EpisodeNotFound, RunNotFound, SchemaTooNew)):
-        return EXIT_USAGE
+        return ExitCode.USAGE
     if isinstance(exc, FrameStoreError):
-        return EXIT_USAGE
+        return ExitCode.USAGE
     if isinstance(exc, OSError):
-        return EXIT_IO
-    return EXIT_PROBLEMS
+        return ExitCode.IO
+    return ExitCode.PROBLEMS
 
 
 def _sqlite_exit_code(exc: sqlite3.Error) -> int:
     code = getattr(exc, "sqlite_errorcode", None)
     if code in (sqlite3.SQLITE_FULL, sqlite3.SQLITE_IOERR, sqlite3.SQLITE_CANTOPEN):
-        return EXIT_IO
+        return ExitCode.IO
     if code in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB) or "malformed" in str(exc):
-        return EXIT_CORRUPT
+        return ExitCode.CORRUPT
     if "disk is full" in str(exc) or "disk I/O" in str(exc):
-        return EXIT_IO
-    return EXIT_CORRUPT if isinstance(exc, sqlite3.DatabaseError) else EXIT_IO
-
-
-def configure_logging(verbose: bool = False) -> WarningTally:
-    """Route the library loggers' warnings through a fresh ``WarningTally`` (words once
-    per kind; with ``verbose`` every line as logged, LOG code included)."""
-    return install_warnings(verbose)
+        return ExitCode.IO
+    return ExitCode.CORRUPT if isinstance(exc, sqlite3.DatabaseError) else ExitCode.IO
 
 
 class LazyChoice(click.Choice):
@@ -173,7 +157,7 @@ class FramestoreGroup(click.Group):
             raise _one_line_usage(e) from None
 
     def invoke(self, ctx: click.Context) -> Any:
-        tally = configure_logging(bool(ctx.params.get("verbose")))
+        tally = install_warnings(bool(ctx.params.get("verbose")))
         try:
             result = self._invoke(ctx)
         except click.exceptions.Exit as e:
@@ -192,7 +176,7 @@ class FramestoreGroup(click.Group):
             raise
         except KeyboardInterrupt:
             click.echo("framestore: interrupted", err=True)
-            ctx.exit(EXIT_INTERRUPTED)
+            ctx.exit(ExitCode.INTERRUPTED)
         except (FrameStoreError, OSError, sqlite3.Error) as e:
             cause = root_error(e)
             text = one_line(cause)
@@ -215,9 +199,9 @@ def _gymnasium_failure(e: Exception) -> Failure | None:
         return None
     if isinstance(e, gym.error.DependencyNotInstalled):
         # Gymnasium imports renderers (pygame, Box2D) lazily, at reset or render.
-        return Failure(f"missing dependency: {one_line(e)}", EXIT_USAGE)
+        return Failure(f"missing dependency: {one_line(e)}", ExitCode.USAGE)
     if isinstance(e, gym.error.Error):
-        return Failure(f"environment error: {one_line(e)}", EXIT_USAGE)
+        return Failure(f"environment error: {one_line(e)}", ExitCode.USAGE)
     return None
 
 
@@ -229,7 +213,7 @@ def _print_warning_summary(tally: WarningTally) -> None:
 
 
 def emit_json(data: Any) -> None:
-    from framestore.jsonsafe import dumps  # numpy: imported by the verbs that print JSON
+    from telemetry.jsonsafe import dumps  # numpy: imported by the verbs that print JSON
 
     click.echo(dumps(data, compact=False))
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import click
 
-from ._common import emit_json, human_bytes, show_progress
+from ._common import emit_json, show_progress
 from ._progress import ProgressBars
+from .text import human_bytes
 
 DATASET_FORMATS = ("lerobot", "rrd", "minari")
 

@@ -9,6 +9,7 @@ from collections.abc import Callable
 
 from framestore import FrameStore
 from framestore.errors import CorruptData, SegmentMissing
+from framestore.maintenance import chunk_bytes
 from framestore.scan import problem_kind
 
 from ._verify_report import Problem, VerifyReport
@@ -47,7 +48,7 @@ def check_pointers_remote(st: FrameStore, report: VerifyReport) -> None:
         for (seg, off), steps in chunks.items():
             segments.add(seg)
             report.records_checked += 1
-            report.bytes_checked += st.chunk_bytes(seg, [off])  # was "0 B" at a URL
+            report.bytes_checked += chunk_bytes(st, seg, [off])  # was "0 B" at a URL
             for i, (step, loc) in enumerate(steps):
                 try:
                     st.read_at(loc, ep.id, step, copy=False)

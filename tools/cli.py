@@ -15,20 +15,19 @@ from framestore.errors import FrameStoreError
 
 from . import cli_export, cli_maintenance, cli_merge, cli_perf, cli_publish
 from ._common import (
-    EXIT_INTERRUPTED,
     FramestoreGroup,
     LazyChoice,
     codec_choices,
     durability_choices,
     emit_json,
-    human_bytes,
     show_progress,
     vector_mode_choices,
     writer_choices,
 )
 from ._warnings import current as current_warnings
 from .cli_gui import gui_command
-from .text import format_number
+from .exitcodes import ExitCode
+from .text import format_number, human_bytes
 
 # Start-up: nothing at module level imports the library's heavy modules (numpy,
 # gymnasium, sqlite-utils and the pandas it pulls in): the verbs import what they use
@@ -180,7 +179,7 @@ def record(
     except RecordingInterrupted as stop:
         _print_record_summary(stop.summary, as_json, episodes_listed=not bar)
         click.echo("framestore: interrupted", err=True)
-        raise click.exceptions.Exit(EXIT_INTERRUPTED) from None
+        raise click.exceptions.Exit(ExitCode.INTERRUPTED) from None
     except (FrameStoreError, OSError, sqlite3.Error):  # a full disk, a failed writer...
         if not as_json:
             _print_saved_before_failure(store, started)
@@ -351,7 +350,7 @@ def main(argv: list[str] | None = None) -> int:
         return cli.main(args=argv, prog_name="framestore", standalone_mode=True) or 0
     except KeyboardInterrupt:
         click.echo("framestore: interrupted", err=True)
-        return EXIT_INTERRUPTED
+        return ExitCode.INTERRUPTED
 
 
 if __name__ == "__main__":

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import click
 
-from ._common import emit_json, human_bytes, show_progress
+from ._common import emit_json, show_progress
 from ._export_datasets import DATASET_FORMATS, export_dataset
 from ._progress import ProgressBars
+from .text import human_bytes
 
 store_arg = click.argument("store", type=click.Path(file_okay=True, dir_okay=True))
 json_opt = click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")

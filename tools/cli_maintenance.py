@@ -7,9 +7,11 @@ from pathlib import Path
 
 import click
 
-from ._common import EXIT_DATA_LOSS, EXIT_PROBLEMS, emit_json, human_bytes, show_progress
+from ._common import emit_json, show_progress
 from ._gcpolicy import DEFAULT_THRESHOLD
 from ._progress import progress_bar
+from .exitcodes import ExitCode
+from .text import human_bytes
 
 store_arg = click.argument("store", type=click.Path(file_okay=True, dir_okay=True))
 json_opt = click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
@@ -135,7 +137,7 @@ def verify(store, quick, replay, episodes, as_json):
         )
         click.echo(f"ok: {summary}" if r.ok else f"{len(r.problems)} problem(s) in {summary}")
     if not r.ok:
-        click.get_current_context().exit(EXIT_PROBLEMS)
+        click.get_current_context().exit(ExitCode.PROBLEMS)
 
 
 def _verify_replay(store, episodes, quick, as_json) -> None:
@@ -156,7 +158,7 @@ def _verify_replay(store, episodes, quick, as_json) -> None:
         )
         click.echo(f"ok: {summary}" if r.ok else f"problems: {summary}")
     if not r.ok:
-        click.get_current_context().exit(EXIT_PROBLEMS)
+        click.get_current_context().exit(ExitCode.PROBLEMS)
 
 
 @click.command()
@@ -254,9 +256,9 @@ def recover(store, drop_missing, as_json):
         else:
             click.echo(f"nothing to recover, {r.seconds} s")
     if r.data_lost:
-        click.get_current_context().exit(EXIT_DATA_LOSS)
+        click.get_current_context().exit(ExitCode.DATA_LOSS)
     if r.missing:
-        click.get_current_context().exit(EXIT_PROBLEMS)
+        click.get_current_context().exit(ExitCode.PROBLEMS)
 
 
 COMMANDS = [gc, verify, recover]

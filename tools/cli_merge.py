@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import click
 
-from ._common import emit_json, human_bytes, show_progress
+from ._common import emit_json, show_progress
 from ._progress import progress_bar
+from .text import human_bytes
 
 
 @click.command()

@@ -15,14 +15,14 @@ import click
 from framestore.errors import InvalidInput
 
 from ._common import (
-    EXIT_PROBLEMS,
     Failure,
     LazyChoice,
     durability_choices,
     emit_json,
-    human_bytes,
     show_progress,
 )
+from .exitcodes import ExitCode
+from .text import human_bytes
 
 json_opt = click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 GAME_CHOICES = ("assault", "carracing", "noise", "all")
@@ -283,7 +283,7 @@ def _report(rows: list[Any], columns, csv_path, as_json: bool) -> None:
     problems = lib.failed_checks(rows)
     if problems:
         raise Failure(
-            f"bench: {len(problems)} check(s) failed: {'; '.join(problems)}", EXIT_PROBLEMS
+            f"bench: {len(problems)} check(s) failed: {'; '.join(problems)}", ExitCode.PROBLEMS
         )
 
 
@@ -309,7 +309,7 @@ def _bench_vector(envs, frames, repeat, workdir, csv_path, as_json, progress) ->
     problems = lib.failed_checks(rows)
     if problems:
         raise Failure(
-            f"bench: {len(problems)} check(s) failed: {'; '.join(problems)}", EXIT_PROBLEMS
+            f"bench: {len(problems)} check(s) failed: {'; '.join(problems)}", ExitCode.PROBLEMS
         )
 
 

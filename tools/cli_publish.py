@@ -8,8 +8,9 @@ import json
 
 import click
 
-from ._common import emit_json, human_bytes, show_progress
+from ._common import emit_json, show_progress
 from ._progress import progress_bar
+from .text import human_bytes
 
 
 def _storage_options(pairs: tuple[str, ...]) -> dict:

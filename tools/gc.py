@@ -41,6 +41,7 @@ from framestore.compaction import (
     remove_obsolete,
 )
 from framestore.errors import CorruptData
+from framestore.maintenance import chunk_bytes, file_bytes, sync_segments, writer_lock
 from framestore.merging import refuse_unfinished_merge
 from framestore.scan import scan_segment
 from framestore.segments import (
@@ -127,7 +128,7 @@ class GcReport:
 
 def _db_bytes(store: FrameStore) -> int:
     """Bytes of the database file and its WAL."""
-    sizes = store.file_bytes()
+    sizes = file_bytes(store)
     return sizes["database"] + sizes["wal"]
 
 
@@ -145,7 +146,7 @@ def _plan(store: FrameStore, threshold: float) -> list[Victim]:
             continue
         size = path.stat().st_size
         offsets = store.catalog.live_chunk_offsets(sid)
-        live = store.chunk_bytes(sid, offsets)
+        live = chunk_bytes(store, sid, offsets)
         if not offsets:
             if live_keys is None:
                 live_keys = live_stream_keys(store)
@@ -202,16 +203,16 @@ def collect(
     t0 = time.perf_counter()
     report = GcReport(dry_run=dry_run, threshold=float(threshold))
     with opened(store_path_or_store, readonly=dry_run) as store:
-        report.segment_bytes_before = store.file_bytes()["segments"]
+        report.segment_bytes_before = file_bytes(store)["segments"]
         report.db_bytes_before = report.db_bytes_after = _db_bytes(store)
         if dry_run:
             report.db_bytes_after = None  # known once VACUUM ran
             _dry_run(store, report, threshold)
         else:
-            with store.writer_lock():
+            with writer_lock(store):
                 _run(store, report, threshold, progress, _hook)
             report.db_bytes_after = _db_bytes(store)
-            report.segment_bytes_after = store.file_bytes()["segments"]
+            report.segment_bytes_after = file_bytes(store)["segments"]
     report.seconds = round(time.perf_counter() - t0, 3)
     return report
 
@@ -258,7 +259,7 @@ def reclaimable(store: FrameStore, threshold: float = DEFAULT_THRESHOLD) -> int:
     nothing is changed, no lock taken; see ``gc_blocker`` for whether it can run now).
     Database pages freed by ``gc`` are not counted."""
     report = GcReport(dry_run=True, threshold=float(threshold))
-    report.segment_bytes_before = store.file_bytes()["segments"]
+    report.segment_bytes_before = file_bytes(store)["segments"]
     _dry_run(store, report, threshold)
     return max(0, report.segment_bytes_reclaimed)
 
@@ -290,7 +291,7 @@ def _run(store: FrameStore, report: GcReport, threshold: float, progress, hook) 
     report.segments_deleted += remove_leftover_outputs(store)
     _refuse_unless_catalogue_complete(store, leftovers=False)
     report.segments_deleted += remove_obsolete(store)
-    store.sync_segments()
+    sync_segments(store)
     victims = _plan(store, threshold)
     done = compact(store, victims, drop_deleted_rows=True, progress=progress, hook=hook)
     report.steps_repointed += done.steps_repointed
@@ -299,7 +300,7 @@ def _run(store: FrameStore, report: GcReport, threshold: float, progress, hook) 
     report.segments_written += done.segments_written
     report.bytes_copied += done.bytes_copied
     report.segments_deleted += done.segments_deleted
-    store.sync_segments()  # adds the new segments, drops the rows of deleted files
+    sync_segments(store)  # adds the new segments, drops the rows of deleted files
     store.catalog.compact_database()
     if hook is not None:
         hook("vacuumed")

@@ -11,7 +11,8 @@ from collections import Counter
 from typing import Any
 
 from framestore import FrameStore
-from framestore.segments import FORMAT_VERSION, list_segment_ids
+from framestore.maintenance import segment_state
+from framestore.segments import VERSION, list_segment_ids
 
 from .gc import DEFAULT_THRESHOLD, gc_blocker, reclaimable
 
@@ -69,7 +70,7 @@ def store_info(store: FrameStore) -> dict[str, Any]:
     marks = store.catalog.segment_states()
     usage = store.disk_usage()
     live_bytes = usage.live
-    states = Counter(store.segment_state(sid, marks) for sid in list_segment_ids(store.root))
+    states = Counter(segment_state(store, sid, marks) for sid in list_segment_ids(store.root))
     by_status = stats.episodes_by_status
     deleted = by_status.get("deleted", 0)
     streams = store.catalog.stream_totals()
@@ -108,6 +109,6 @@ def store_info(store: FrameStore) -> dict[str, Any]:
         "compression_ratio": round(raw / live_bytes, 2) if live_bytes else None,
         "durability": stats.runs_by_durability,
         "schema": store.catalog.schema(),
-        "format_version": FORMAT_VERSION,
+        "format_version": VERSION,
         "state": store_state(store),
     }

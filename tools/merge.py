@@ -37,6 +37,7 @@ from typing import Any
 from framestore import FrameStore, InvalidInput, StoreLocked
 from framestore.catalog import MergeRecord
 from framestore.errors import NotAStore
+from framestore.maintenance import sync_segments, writer_lock
 from framestore.merging import (
     PHASES,
     header_id,
@@ -325,7 +326,7 @@ def _merge_source(
     st: FrameStore, plan: _Plan, move: bool, progress: Progress | None, hook: Hook | None
 ) -> SourceResult:
     """Merge one checked source (the steps of ``framestore.merging``)."""
-    with FrameStore.open(plan.path, create=False) as src, src.writer_lock():
+    with FrameStore.open(plan.path, create=False) as src, writer_lock(src):
         if fingerprint(src) != plan.fingerprint:
             raise InvalidInput(f"{plan.path} changed while the merge was being prepared")
         sel = _select(st, src, plan.source_id)
@@ -392,7 +393,7 @@ def merge(
     plans = [_inspect(p, done, move) for p in src_paths]
     report = MergeReport(str(dest_path), move)
     # durable: a --move deletes each source once its commit is on disk, not before
-    with FrameStore.open(dest_path, durability="durable") as st, st.writer_lock():
+    with FrameStore.open(dest_path, durability="durable") as st, writer_lock(st):
         report.interrupted_undone = undo_incomplete_merges(st)
         for plan in plans:
             # a copy of an earlier source of this command (same store id), or a source
@@ -404,6 +405,6 @@ def merge(
                 report.sources.append(SourceResult(str(plan.path), "removal finished"))
             else:
                 report.sources.append(_merge_source(st, plan, move, progress, _hook))
-        st.sync_segments()
+        sync_segments(st)
     report.seconds = round(time.perf_counter() - t0, 3)
     return report

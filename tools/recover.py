@@ -59,6 +59,7 @@ from framestore import FrameStore
 from framestore.catalog import PENDING_LOSS, RECOVERED_ENV_ID
 from framestore.compaction import Victim, compact, remove_leftover_outputs, remove_obsolete
 from framestore.errors import CorruptData
+from framestore.maintenance import delete_segment_files, sync_segments, writer_lock
 from framestore.merging import undo_incomplete_merges
 from framestore.publish import remove_dead_staging
 from framestore.scan import SegmentScan, scan_segment
@@ -183,7 +184,7 @@ def recover(store: StoreArg, *, progress=None, drop_missing: bool = False) -> Re
     if _catalogue_gone(store):
         FrameStore.open(store, create=True).close()  # type: ignore[arg-type]
         report.catalogue_rebuilt = True
-    with opened(store, readonly=False) as st, st.writer_lock():
+    with opened(store, readonly=False) as st, writer_lock(st):
         _recover(st, report, progress, drop_missing)
         parent = st.root.parent
     report.staging_removed = [str(p) for p in remove_dead_staging(parent)]
@@ -247,7 +248,7 @@ def _recover(st: FrameStore, report: RecoverReport, progress, drop_missing: bool
     _compact(st, scans, foreign, report)
     _remove_duplicates(st, scans, report)
     _forget_gone_segments(st)
-    st.sync_segments()
+    sync_segments(st)
     st.reader.forget()
     for sid, eps in report.segments_unavailable.items():
         report.notes.append(
@@ -429,7 +430,7 @@ def _remove_duplicates(
         ):
             removed.append(sid)
     if removed:
-        st.delete_segment_files(removed)
+        delete_segment_files(st, removed)
         for sid in removed:
             del scans[sid]
         report.segments_removed += removed

@@ -30,6 +30,7 @@ _COMMON: dict[str, Any] = {
     "level": 3,
     "policy": "block",
     "block_timeout": 10.0,
+    "max_latency": 0.5,
     "durability": "balanced",
     "compress_threads": 2,
     "lite_steps": 36_000,  # 10 minutes at 60 Hz

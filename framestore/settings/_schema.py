@@ -54,6 +54,9 @@ class Settings:
         level: zstd level (-7..22).
         policy: ``"block"`` (wait up to ``block_timeout`` on a full queue) or ``"drop"``.
         block_timeout: seconds the ``block`` policy waits before ``QueueFull``.
+        max_latency: seconds a chunk stays open at most once it holds a step: with
+            the sink's commit interval, it bounds how long a recorded step may wait to
+            become durable (docs/RELIABILITY.md).
         durability: ``"durable"``, ``"balanced"`` or ``"fast"`` (see ``FrameStorageService``).
         compress_threads: size of the compression pool.
         lite_steps: telemetry-lite ring bound, in steps.
@@ -81,6 +84,7 @@ class Settings:
     level: int = 3
     policy: str = "block"
     block_timeout: float = 10.0
+    max_latency: float = 0.5
     durability: str = "balanced"
     compress_threads: int = 2
     lite_steps: int = 36_000
@@ -140,7 +144,7 @@ def check_value(key: str, value: Any, where: str) -> Any:
                 f"{where}: unknown preset {value!r}; choose one of {', '.join(PRESETS)}"
             )
         return value
-    if key == "block_timeout":
+    if key in ("block_timeout", "max_latency"):
         if (
             isinstance(value, bool)
             or not isinstance(value, int | float)
@@ -148,7 +152,7 @@ def check_value(key: str, value: Any, where: str) -> Any:
             or not 0 < value <= _MAX_BLOCK_TIMEOUT
         ):
             raise InvalidInput(
-                f"{where}: block_timeout must be a number of seconds in (0, 86400]; got {value!r}"
+                f"{where}: {key} must be a number of seconds in (0, 86400]; got {value!r}"
             )
         return float(value)
     lo, hi = _INT_RANGES[key]

@@ -41,7 +41,6 @@ from ._session import PlaySession, Recording, SessionEvent, StepResult
 from ._signal import Signal
 from ._step_text import StepField, step_fields, step_json, step_panel_text
 from ._streams import display_frame
-from ._text import format_number, human_bytes
 from ._timeline import MARKERS, TimelineColumns, TimelineModel
 
 __all__ = [
@@ -71,8 +70,6 @@ __all__ = [
     "StepResult",
     "SessionEvent",
     "PlaySession",
-    "human_bytes",
-    "format_number",
     "MARKERS",
     "TimelineColumns",
     "TimelineModel",

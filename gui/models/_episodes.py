@@ -8,9 +8,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from framestore import FrameStore, FrameStoreError
+from tools.text import format_number, human_bytes
 
 from ._signal import Signal
-from ._text import format_number, human_bytes
 
 __all__ = ["COLUMNS", "EpisodeListModel", "EpisodeRow"]
 

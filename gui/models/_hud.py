@@ -12,9 +12,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from framestore import DiskFull, RecorderMetrics
+from tools.text import human_bytes
 
 from ._signal import Signal
-from ._text import human_bytes
 
 __all__ = ["HudModel", "HudState", "HudWarning"]
 

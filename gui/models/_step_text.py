@@ -10,9 +10,8 @@ from typing import Any
 import numpy as np
 
 from framestore import StepInfo
-from framestore.jsonsafe import dumps
-
-from ._text import format_number
+from telemetry.jsonsafe import dumps
+from tools.text import format_number
 
 __all__ = ["StepField", "step_fields", "step_json", "step_panel_text"]
 

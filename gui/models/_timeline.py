@@ -19,9 +19,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from framestore import FrameStore, StepTrack
+from tools.text import format_number
 
 from ._signal import Signal
-from ._text import format_number
 
 __all__ = ["MARKERS", "PAGE_STEPS", "TimelineColumns", "TimelineModel"]
 

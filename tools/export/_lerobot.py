@@ -52,7 +52,7 @@ from framestore.columns import ACTION_INT, ACTION_LIST, action_cell
 from framestore.errors import InvalidInput
 from framestore.extras import require
 from framestore.files import fsync_dir, fsync_file
-from framestore.jsonsafe import dumps
+from telemetry.jsonsafe import dumps
 
 from ._lerobot_stats import ImageStats, VectorStats, as_json, image_sample_steps
 from ._options import DEFAULT_FPS, ExportOptions, check_fps

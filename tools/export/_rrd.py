@@ -37,7 +37,7 @@ from framestore.columns import ACTION_INT, ACTION_LIST
 from framestore.errors import InvalidInput
 from framestore.extras import require
 from framestore.files import fsync_dir, fsync_file
-from framestore.jsonsafe import dumps
+from telemetry.jsonsafe import dumps
 
 from ._options import ExportOptions
 from ._parquet import png_bytes

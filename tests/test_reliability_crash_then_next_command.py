@@ -31,6 +31,7 @@ import pytest
 from conftest import assert_one_line_error, record_episodes, run_cli
 
 from framestore import FrameStore
+from framestore.maintenance import sync_segments
 from framestore.scan import scan_segment
 from framestore.segments import list_segment_ids, segment_path
 from tools.recover import recover
@@ -226,7 +227,7 @@ def test_recover_never_merges_two_recordings_that_share_an_id(killed, assault_fr
     """A store an older framestore left: the next recording took the crashed one's id
     (here: its segments registered, so the writer did not look at them)."""
     with FrameStore.open(killed) as store:
-        store.sync_segments()
+        sync_segments(store)
         with store.recorder("ALE/Assault-v5") as rec:
             eid = rec.begin_episode(seed=1)
             for f in assault_frames[:10]:
