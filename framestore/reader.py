@@ -168,6 +168,24 @@ class _Scratch(threading.local):
         return self.buffer[start : start + fb].reshape(self.header.shape)
 
 
+@dataclass
+class _KeptParts:
+    """The decoded zstd parts of one chunk that random reads keep (``read(keep=True)``):
+    part ``p`` (frames ``table.first[p] <= slot < table.first[p + 1]``) in ``blocks[p]``,
+    read-only; the rest not decoded."""
+
+    header: ChunkHeader
+    table: ZstdParts
+    blocks: dict[int, np.ndarray]
+    nbytes: int = 0
+
+    def frame(self, slot: int) -> np.ndarray | None:
+        """A read-only view of frame ``slot`` if its part is kept, else None."""
+        part = self.table.part_of(slot)
+        block = self.blocks.get(part)
+        return None if block is None else block[slot - self.table.first[part]]
+
+
 class _PreadFile(PositionalFile):
     """A file-like view over a shared descriptor that reads with ``pread``: each user
     keeps its own position, so threads do not race on one file offset."""
@@ -224,6 +242,9 @@ class SegmentReader:
         self._max_record = max_record_bytes
         self._max_open = max_open_files
         self._cache: OrderedDict[tuple[int, int], Chunk] = OrderedDict()
+        # parts random reads keep (read(keep=True)), within the same byte budget
+        self._kept: OrderedDict[tuple[int, int], _KeptParts] = OrderedDict()
+        self._kept_bytes = 0
         self._fds: OrderedDict[int, tuple[int, int]] = OrderedDict()  # segment -> fd, version
         self._lock = threading.Lock()
         self._local = threading.local()
@@ -294,6 +315,8 @@ class SegmentReader:
             self._generation += 1
             for key in [k for k in self._cache if wanted is None or k[0] in wanted]:
                 self._cached_bytes -= self._cache.pop(key).nbytes
+            for key in [k for k in self._kept if wanted is None or k[0] in wanted]:
+                self._kept_bytes -= self._kept.pop(key).nbytes
             for seg in [s for s in self._fds if wanted is None or s in wanted]:
                 os.close(self._fds.pop(seg)[0])
 
@@ -341,14 +364,22 @@ class SegmentReader:
         return chunk
 
     def _read_part(
-        self, key: tuple[int, int], slot: int, *, copy: bool, expect_key: tuple[int, int] | None
+        self,
+        key: tuple[int, int],
+        slot: int,
+        *,
+        copy: bool,
+        expect_key: tuple[int, int] | None,
+        expect_stream: int | None = None,
+        keep: bool = False,
     ) -> np.ndarray:
         """Frame ``slot`` of the chunk at ``key`` when it is not cached: the record is
         read and checked (CRC), then only what ``slot`` needs is decoded into this
         thread's scratch buffer: in a zstd chunk, the part holding the frame (the whole
         chunk when it was written as one zstd frame), up to the frame the first time the
         part is read and whole the next time (neighbours read one by one decode a part
-        at most twice). Chunks of other codecs are decoded whole and cached."""
+        at most twice). Chunks of other codecs are decoded whole and cached. ``keep``:
+        the part is decoded whole into memory of its own and kept (``_keep_part``)."""
         from .codecs import decode_part, zstd_parts  # numpy: by the first frame read
 
         segment, offset = key
@@ -362,8 +393,17 @@ class SegmentReader:
             first, end = parts.first[part], parts.first[part + 1]
         if parts is None or (end - first) * header.frame_bytes > SCRATCH_MAX_BYTES:
             chunk = self._decode(key, header, data, record_bytes)
-            return self.frame_of(chunk, slot, copy=copy, expect_key=expect_key)
-        self._check_slot(header, segment, offset, slot, expect_key)
+            return self.frame_of(
+                chunk, slot, copy=copy, expect_key=expect_key, expect_stream=expect_stream
+            )
+        self._check_slot(header, segment, offset, slot, expect_key, expect_stream)
+        if keep:
+            block = decode_part(
+                header, data, self._decompressor(), parts, part, segment=segment, offset=offset
+            )
+            self._keep_part(key, header, parts, part, block)
+            frame = block[slot - first]
+            return frame.copy() if copy else frame
         scratch = self._scratch
         again = scratch.key == key and scratch.first == first  # read before: all of it
         stop = end if again else slot + 1
@@ -430,8 +470,37 @@ class SegmentReader:
                 self._cached_bytes -= self._cache.popitem(last=False)[1].nbytes
         return chunk
 
+    def _keep_part(
+        self,
+        key: tuple[int, int],
+        header: ChunkHeader,
+        table: ZstdParts,
+        part: int,
+        block: np.ndarray,
+    ) -> None:
+        """Keep a decoded part, evicting the parts of the chunks used longest ago while
+        the kept parts exceed ``cache_bytes`` (the newest chunk's always stay)."""
+        with self._lock:
+            self.chunks_decoded += 1
+            entry = self._kept.get(key)
+            if entry is None:
+                entry = self._kept[key] = _KeptParts(header, table, {})
+            self._kept.move_to_end(key)
+            if part not in entry.blocks:
+                entry.blocks[part] = block
+                entry.nbytes += block.nbytes
+                self._kept_bytes += block.nbytes
+            while len(self._kept) > 1 and self._kept_bytes > self._cache_bytes_max:
+                self._kept_bytes -= self._kept.popitem(last=False)[1].nbytes
+
     def read(
-        self, location, *, copy: bool = True, expect_key: tuple[int, int] | None = None
+        self,
+        location,
+        *,
+        copy: bool = True,
+        expect_key: tuple[int, int] | None = None,
+        expect_stream: int | None = None,
+        keep: bool = False,
     ) -> np.ndarray:
         """Return the frame at ``location`` (a ``(segment, offset, slot)`` tuple or a
         ``FrameRef``), bit-exact. Corrupt data raises a ``CorruptData`` error naming the
@@ -439,7 +508,15 @@ class SegmentReader:
 
         With ``expect_key=(stream_key, frame_key)`` (the episode id and step a database
         row names) a chunk slot holding another frame raises ``CorruptRecord``: a damaged
-        or hostile pointer must not return another step's valid pixels."""
+        or hostile pointer must not return another step's valid pixels. With
+        ``expect_stream`` (a stream index, docs/FORMAT.md "Several streams") so does a
+        chunk of another stream than that one or render (a frame stored once for both).
+
+        A miss decodes only what the frame needs, whatever its stream (``_read_part``).
+        ``keep=True`` is for readers that come back to the same chunks at random (a
+        training dataset's workers): a miss decodes the frame's zstd part whole and keeps
+        it within ``cache_bytes``, so each part is decoded once while it stays; with
+        ``copy=False`` a kept frame comes back as a read-only view, not a copy."""
         loc = getattr(location, "location", location)
         if loc is None:
             raise FrameNotFound("frame was not stored (dropped) or is not written yet")
@@ -447,13 +524,30 @@ class SegmentReader:
         key = self._key(segment, offset)
         hit = self._cached(key)
         if hit is not None:
-            return self.frame_of(hit, slot, copy=copy, expect_key=expect_key)
-        scratch = self._scratch
-        if scratch.holds(key, slot, self._generation):
-            assert scratch.header is not None
-            self._check_slot(scratch.header, segment, offset, slot, expect_key)
-            return _owned(scratch.frame(slot), copy)
-        return self._read_part(key, slot, copy=copy, expect_key=expect_key)
+            return self.frame_of(
+                hit, slot, copy=copy, expect_key=expect_key, expect_stream=expect_stream
+            )
+        if keep:
+            with self._lock:
+                kept = self._kept.get(key)
+                frame = (
+                    None if kept is None or not 0 <= slot < kept.header.count else kept.frame(slot)
+                )
+                if frame is not None:
+                    self._kept.move_to_end(key)
+            if frame is not None:
+                assert kept is not None
+                self._check_slot(kept.header, segment, offset, slot, expect_key, expect_stream)
+                return frame.copy() if copy else frame
+        else:
+            scratch = self._scratch
+            if scratch.holds(key, slot, self._generation):
+                assert scratch.header is not None
+                self._check_slot(scratch.header, segment, offset, slot, expect_key, expect_stream)
+                return _owned(scratch.frame(slot), copy)
+        return self._read_part(
+            key, slot, copy=copy, expect_key=expect_key, expect_stream=expect_stream, keep=keep
+        )
 
     def frame_of(
         self,
@@ -462,11 +556,12 @@ class SegmentReader:
         *,
         copy: bool = True,
         expect_key: tuple[int, int] | None = None,
+        expect_stream: int | None = None,
     ) -> np.ndarray:
         """Frame ``slot`` of a chunk ``read_chunk`` returned, checked as ``read`` checks
         it: a sequential reader decodes (or looks up) each chunk once and takes its
         frames here."""
-        self._check_slot(chunk.header, chunk.segment, chunk.offset, slot, expect_key)
+        self._check_slot(chunk.header, chunk.segment, chunk.offset, slot, expect_key, expect_stream)
         frame = chunk.frame(slot)
         return frame.copy() if copy else frame
 
@@ -477,9 +572,17 @@ class SegmentReader:
         offset: int,
         slot: int,
         expect_key: tuple[int, int] | None,
+        expect_stream: int | None = None,
     ) -> None:
         """Raise unless ``slot`` is in the chunk and (with ``expect_key``) holds that
-        stream key and frame key."""
+        stream key and frame key, in a chunk of stream ``expect_stream`` or render's."""
+        if expect_stream is not None and header.stream_index not in (expect_stream, 0):
+            raise CorruptRecord(
+                segment,
+                offset,
+                f"a chunk of stream index {header.stream_index}, not of stream index "
+                f"{expect_stream} (the frame pointer is wrong)",
+            )
         if not 0 <= slot < header.count:
             raise FrameNotFound(
                 f"segment {segment} at offset {offset}: slot {slot} out of range "
@@ -512,6 +615,8 @@ class SegmentReader:
         with self._lock:
             self._cache.clear()
             self._cached_bytes = 0
+            self._kept.clear()
+            self._kept_bytes = 0
             for fd, _version in self._fds.values():
                 os.close(fd)
             self._fds.clear()

@@ -32,7 +32,6 @@ from ._published import ObjectProblem, PublishedObjects, is_published, shown_loc
 from ._sources import SegmentSource
 from .catalog import Catalog, check_id, clamp_step
 from .errors import (
-    CorruptRecord,
     EpisodeNotFound,
     FrameNotFound,
     InvalidInput,
@@ -425,23 +424,11 @@ class FrameStore:
         """Frame ``slot`` of a decoded chunk as a frame of stream ``info``: the chunk
         checked to be of that stream (or render's, a frame stored once for both), the
         frame back in its own dtype and ``shape`` (the stream's first frame's if None)."""
-        if chunk.header.stream_index not in (info.index, 0):
-            raise CorruptRecord(
-                chunk.segment,
-                chunk.offset,
-                f"a chunk of stream index {chunk.header.stream_index}, not of "
-                f"{info.name!r} ({info.index}) (the frame pointer is wrong)",
-            )
         key = (self.stream_key(episode_id), step)
-        frame = self._reader.frame_of(chunk, slot, copy=copy, expect_key=key)
-        if info.dtype != "uint8":  # an observation array kept as its bytes
-            import numpy  # loaded by the reader already; store.py itself imports none
-
-            frame = frame.reshape(-1).view(numpy.dtype(info.dtype).newbyteorder("<"))
-        want = shape or info.shape
-        if want is not None and frame.shape != want and frame.size == math.prod(want):
-            frame = frame.reshape(want)  # a frame stack kept as rows (stored_shape)
-        return frame
+        frame = self._reader.frame_of(
+            chunk, slot, copy=copy, expect_key=key, expect_stream=info.index
+        )
+        return _as_stream(frame, info, shape)
 
     def read_frame(
         self, episode_id: int, step: int, *, copy: bool = True, stream: str = RENDER_STREAM
@@ -459,11 +446,19 @@ class FrameStore:
         if clamp_step(step, "step") != step:  # negative, or past any step SQLite holds
             raise FrameNotFound(f"episode {episode_id} has no step {step}")
         if stream != RENDER_STREAM:
-            for _step, frame in self.iter_steps_frames(
-                episode_id, int(step), int(step) + 1, skip_missing=False, copy=copy,
-                stream=stream,
-            ):  # fmt: skip
-                return frame
+            info = self._stream_info(episode_id, stream)
+            step = int(step)
+            for _step, loc, shape in self.catalog.stream_pointers(
+                episode_id, info.index, step, step + 1
+            ):
+                if loc is None:
+                    raise FrameNotFound(
+                        f"episode {episode_id} step {step} has no stored frame in stream {stream!r}"
+                    )
+                # a miss decodes the zstd part up to the frame, as render's reads do
+                key = (self.stream_key(episode_id), step)
+                frame = self._reader.read(loc, copy=copy, expect_key=key, expect_stream=info.index)
+                return _as_stream(frame, info, shape)
             raise FrameNotFound(f"episode {episode_id} has no step {step}")
         loc = self._pointers.location(episode_id, int(step))
         if loc is None:
@@ -486,19 +481,23 @@ class FrameStore:
         *,
         copy: bool = True,
         stream: str = RENDER_STREAM,
+        keep: bool = False,
     ) -> np.ndarray:
         """The frame at ``location`` (a step row's pointer), checked to be the frame of
         ``episode_id``'s ``step``: a wrong pointer raises ``CorruptRecord``, never returns
         another step's pixels. ``stream``: the pointer is one of that stream's
-        (``frame_locations(stream=...)``); the frame comes back in its own shape."""
+        (``frame_locations(stream=...)``); the frame comes back in its own shape.
+        ``keep``: for random readers that return to the same chunks (a dataset's
+        workers): the frame's zstd part is decoded whole and kept within the store's
+        ``cache_bytes``; with ``copy=False`` the frame is a read-only view of it."""
+        key = (self.stream_key(episode_id), step)
         if stream == RENDER_STREAM:
-            return self._reader.read(
-                location, copy=copy, expect_key=(self.stream_key(episode_id), step)
-            )
+            return self._reader.read(location, copy=copy, expect_key=key, keep=keep)
         info = self._stream_info(episode_id, stream)
-        segment, offset, slot = location
-        chunk = self._reader.read_chunk(segment, offset)
-        return self._stream_frame(chunk, slot, info, episode_id, step, None, copy)
+        frame = self._reader.read(
+            location, copy=copy, expect_key=key, expect_stream=info.index, keep=keep
+        )
+        return _as_stream(frame, info, None)
 
     def iter_frames(
         self,
@@ -744,3 +743,16 @@ def _step_range(start: int, stop: int | None) -> tuple[int, int | None]:
     """A step range as the catalogue takes it (SQLite integers: bounds beyond any step
     are clamped, not overflowed)."""
     return clamp_step(start, "start"), None if stop is None else clamp_step(stop, "stop")
+
+
+def _as_stream(frame: np.ndarray, info: StreamInfo, shape: tuple[int, ...] | None) -> np.ndarray:
+    """A frame of stream ``info`` as read from its chunk, back in the stream's own dtype
+    and ``shape`` (the stream's first frame's if None)."""
+    if info.dtype != "uint8":  # an observation array kept as its bytes
+        import numpy  # loaded by the reader already; store.py itself imports none
+
+        frame = frame.reshape(-1).view(numpy.dtype(info.dtype).newbyteorder("<"))
+    want = shape or info.shape
+    if want is not None and frame.shape != want and frame.size == math.prod(want):
+        frame = frame.reshape(want)  # a frame stack kept as rows (stored_shape)
+    return frame

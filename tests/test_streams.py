@@ -105,6 +105,58 @@ def test_streams_round_trip_bit_exact(tmp_path, stacked_run):
     assert indexes == {0, 1}
 
 
+PARTS = {"codec": "zstd", "chunk_frames": 20, "part_frames": 6}  # parts of 6, 6, 6, 2
+
+
+def _stream_parts(path, stream_index: int) -> int:
+    """zstd parts (a chunk of one zstd frame counts one) of a stream's chunks."""
+    from framestore._format import ChunkHeader, RecordType, iter_records, read_file_header
+    from framestore.codecs import zstd_parts
+
+    total = 0
+    for sid in list_segment_ids(path):
+        with open(segment_path(path, sid), "rb") as fp:
+            version = read_file_header(fp).version
+            for rec in iter_records(fp):
+                if rec.type != RecordType.CHUNK:
+                    continue
+                header = ChunkHeader.unpack(rec.payload, version=version)
+                if header.count and header.stream_index == stream_index:
+                    parts = zstd_parts(header, rec.payload[header.data_offset :])
+                    total += 1 if parts is None else len(parts.first) - 1
+    return total
+
+
+def test_random_stream_reads_decode_only_the_part_of_their_frame(tmp_path, stacked_run):
+    """A random read of another stream than render decodes as render's do: the zstd part
+    of its frame (up to the frame), not the whole chunk; bit-exact in any order, by
+    ``read_frame`` and by ``read_at``; a pointer into another stream's chunk is refused."""
+    from framestore.errors import CorruptRecord
+
+    renders, stacks = stacked_run
+    path = tmp_path / "s.store"
+    eid = _record(path, renders, stacks, overrides=PARTS)
+    with FrameStore.open(path, readonly=True) as store:
+        index = {s.name: s.index for s in store.streams(eid)}["observation"]
+        parts = _stream_parts(path, index)
+        assert parts > len(store.frame_locations(eid, stream="observation")) // 20
+        before = store.reader.chunks_decoded
+        for i in reversed(range(len(stacks))):  # backward: each part decoded once, whole
+            frame = store.read_frame(eid, i, stream="observation")
+            assert frame.flags.writeable and np.array_equal(frame, stacks[i])
+        # whole chunks decoded into the cache would count one per chunk, not per part
+        assert store.reader.chunks_decoded - before == parts
+        rng = np.random.default_rng(0)
+        pointers = store.frame_locations(eid, stream="observation")
+        for i in rng.permutation(len(stacks)):
+            view = store.read_at(pointers[i][1], eid, int(i), copy=False, stream="observation")
+            assert not view.flags.writeable and np.array_equal(view, stacks[i])
+            pixels = store.read_frame(eid, int(i), stream="pixels")  # stored once, as render
+            assert np.array_equal(pixels, renders[i])
+        with pytest.raises(CorruptRecord, match="not of stream index 2"):
+            store.read_at(pointers[3][1], eid, 3, stream="pixels")
+
+
 def test_equal_observation_adds_no_frame_bytes(tmp_path, stacked_run):
     """An observation equal to the render frame is stored once: the segments hold the
     same chunk bytes as a recording of render alone."""

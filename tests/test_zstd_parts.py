@@ -168,3 +168,32 @@ def test_frames_a_pass_handed_out_never_change_while_held(parted, assault_frames
                     assert not frame.flags.writeable
         assert all(np.array_equal(h, assault_frames[k]) for k, h in enumerate(held))
         assert np.array_equal(kept, assault_frames[STEPS])
+
+
+def test_kept_parts_are_decoded_once_and_stay_within_the_budget(parted, assault_frames):
+    # read(keep=True), what the torch datasets' workers use: a miss decodes the frame's
+    # part whole and keeps it, so random reads over the store decode each part once.
+    path, ids = parted
+    order = [(e, s) for e in range(3) for s in range(STEPS)]
+    parts = sum(_parts_of(path, i) for i in ids)
+    with FrameStore.open(path, readonly=True) as store:
+        before = store.reader.chunks_decoded
+        for r in range(2):
+            np.random.default_rng(r).shuffle(order)
+            for e, s in order:
+                loc = store.frame_locations(ids[e], s, s + 1)[0][1]
+                view = store.read_at(loc, ids[e], s, copy=False, keep=True)
+                assert not view.flags.writeable
+                assert np.array_equal(view, assault_frames[e * STEPS + s])
+        assert store.reader.chunks_decoded - before == parts
+        copy = store.read_at(loc, ids[e], s, keep=True)
+        assert copy.flags.writeable and np.array_equal(copy, assault_frames[e * STEPS + s])
+    frame_bytes = assault_frames[0].nbytes
+    with FrameStore.open(path, readonly=True, cache_bytes=8 * frame_bytes) as store:
+        before = store.reader.chunks_decoded
+        for e, s in order:  # a budget of 8 frames: parts are evicted and decoded again
+            loc = store.frame_locations(ids[e], s, s + 1)[0][1]
+            assert np.array_equal(store.read_at(loc, ids[e], s, keep=True),
+                                  assault_frames[e * STEPS + s])  # fmt: skip
+        assert store.reader.chunks_decoded - before > parts
+        assert store.reader._kept_bytes <= 8 * frame_bytes or len(store.reader._kept) == 1

@@ -71,16 +71,23 @@ class _StepIndex:
         return list(self.stores.locations)
 
     # ----------------------------------------------------------------- frames
+    #: Random access: each process decodes a frame's zstd part whole once and keeps it
+    #: within ``cache_bytes`` (``FrameStore.read_at(keep=True)``); a pass in order reads
+    #: each part's frames one after the other from the reader's scratch buffer instead.
+    keep_parts = True
+
     def frame(self, ep: EpisodeArrays, row: int, stream: str = "render") -> np.ndarray:
-        """The frame of ``row`` in ``stream`` (a read-only view of a cached decoded
-        chunk)."""
+        """The frame of ``row`` in ``stream`` (a read-only view of a kept decoded part, or
+        a read-only copy)."""
         loc = ep.location(row, stream)
         if loc is None:
             raise InvalidInput(
                 f"episode {ep.episode} step {int(ep.steps[row])} has no frame in {stream!r}"
             )
         store = self.stores.get(ep.store)
-        return store.read_at(loc, ep.episode, int(ep.steps[row]), copy=False, stream=stream)
+        return store.read_at(
+            loc, ep.episode, int(ep.steps[row]), copy=False, stream=stream, keep=self.keep_parts
+        )
 
     def frames(
         self, ep: EpisodeArrays, rows: np.ndarray, pad: np.ndarray, stream: str = "render"
@@ -407,6 +414,7 @@ class IterableStepDataset(_Steps, IterableDataset):
         if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
             raise InvalidInput(f"batch_size must be None or at least 1, got {batch_size!r}")
         self.shuffle_buffer = shuffle_buffer
+        self.keep_parts = shuffle_buffer > 1  # in order: the scratch buffer serves
         self.seed = seed
         self.batch_size = batch_size
         self._epoch = 0

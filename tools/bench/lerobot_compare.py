@@ -11,7 +11,9 @@ runs in two interpreters, each step a separate process::
 Run the two ``run`` lines alternately, several times, and compare medians (a loaded
 machine: CPU per item is steadier than items/s). Each ``run`` measures 1000 random single
 items in the process, then one DataLoader epoch (2 workers, batch 64) shuffled, shuffled
-with 4-frame windows (LeRobot: ``delta_timestamps`` of the last 4 frames), and in order.
+with 4-frame windows (LeRobot: ``delta_timestamps`` of the last 4 frames), and in order;
+``run IMPL ROOT N`` stops each epoch after N items (LeRobot's 4-frame windows take
+minutes for a whole epoch of 3000 frames).
 framestore uses ``collate_steps``; LeRobot PyTorch's default collate.
 """
 
@@ -92,7 +94,7 @@ def _maker(impl: str, root: str) -> tuple[Any, str, Any]:
     return make, IMAGE, None
 
 
-def run(impl: str, root: str) -> dict[str, Any]:
+def run(impl: str, root: str, epoch_items: int | None = None) -> dict[str, Any]:
     """One line of measurements (see the module docstring)."""
     import numpy as np
     from torch.utils.data import DataLoader
@@ -118,6 +120,8 @@ def run(impl: str, root: str) -> dict[str, Any]:
         )
         for b in batches:
             n += len(b[key])
+            if epoch_items is not None and n >= epoch_items:
+                break
         seconds = time.perf_counter() - t0
         del batches  # joins the workers: their CPU time is counted
         out[f"{name} items/s"] = n / seconds
@@ -131,7 +135,7 @@ def main(argv: list[str]) -> None:
     elif argv[:1] == ["build"]:
         build(argv[1], argv[2], argv[3])
     elif argv[:1] == ["run"]:
-        print(json.dumps(run(argv[1], argv[2])))
+        print(json.dumps(run(argv[1], argv[2], *(int(a) for a in argv[3:4]))))
     else:
         sys.exit(__doc__)
 
