@@ -372,11 +372,6 @@ class Recorder:
         if observation is not None:
             parts = split_observation(observation)
             extra, inline = _with_observation(extra, parts, frame), parts.inline
-        if (extra or inline is not None) and self._storage.pid is not None:
-            raise InvalidInput(
-                "streams other than 'render' and observations need writer='thread' for now "
-                "(the storage process does not carry them yet)"
-            )
         reward = check_reward(reward)
         action_text = None if action is None else self._encode_action(action)
         info_text = encode_info(info)

@@ -246,16 +246,34 @@ def test_cli_unknown_stream_is_one_line(tmp_path, stacked_run):
     assert result.exit_code == 0
 
 
-def test_process_writer_refuses_streams(tmp_path, stacked_run):
+def test_process_writer_records_streams_and_observations(tmp_path, stacked_run):
+    """The storage process carries every stream's chunks and the steps' typed
+    observations as the thread writer does: same frames, same rows, same rebuild."""
     renders, stacks = stacked_run
     over = {**RAW, "writer": "process", "writer_start": "fork"}
-    with FrameStore.open(tmp_path / "s.store") as store:
-        with store.recorder("ALE/Assault-v5", overrides=over) as rec:
-            rec.begin_episode()
-            with pytest.raises(InvalidInput, match="writer='thread'"):
-                rec.record_step(frames={"render": renders[0], "observation": stacks[0]})
-            rec.record_step(frames={"render": renders[0]})  # render alone works everywhere
-            rec.end_episode()
+    path = tmp_path / "s.store"
+    eid = _record(path, renders, stacks, overrides=over)
+    _check_reads(path, eid, renders, stacks)
+    assert run_cli("verify", path).exit_code == 0
+
+    import gymnasium as gym
+    from gymnasium.wrappers import AddRenderObservation
+
+    env = AddRenderObservation(gym.make("CartPole-v1", render_mode="rgb_array"), render_only=False)
+    path = tmp_path / "d.store"
+    with FrameStore.open(path) as store:
+        over = {"writer": "process", "writer_start": "fork"}
+        seen = _play(env, store, 25, observations=True, overrides=over)
+        eid = store.episodes()[0].id
+        assert store.episode(eid).streams == ("render", "observation.pixels")
+        got = [o for _s, o in store.iter_observations(eid)]
+        assert len(got) == len(seen) and all(_equal(a, b) for a, b in zip(seen, got, strict=True))
+    for name in ("framestore.db", "framestore.db-wal", "framestore.db-shm"):
+        (path / name).unlink(missing_ok=True)
+    assert run_cli("recover", path).exit_code in (0, 1)
+    with FrameStore.open(path, readonly=True) as store:
+        got = [o for _s, o in store.iter_observations(eid)]
+        assert all(_equal(a, b) for a, b in zip(seen, got, strict=True))
 
 
 def test_older_store_reads_as_one_render_stream(tmp_path):
@@ -285,7 +303,7 @@ def _play(env, store, steps: int, **kwargs) -> list:
     """Play ``steps`` seeded random steps through ``RecordFrames``; the observations."""
     from framestore import RecordFrames
 
-    env = RecordFrames(env, store, overrides=RAW, **kwargs)
+    env = RecordFrames(env, store, overrides={**RAW, **kwargs.pop("overrides", {})}, **kwargs)
     try:
         obs, _ = env.reset(seed=5)
         env.action_space.seed(5)

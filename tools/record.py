@@ -104,7 +104,7 @@ def record(
 
     ``observations``: also record each step's observation (``RecordFrames(...,
     observations=True)``: image observations as the frame stream ``observation``, one
-    equal to the rendered frame stored once); one environment, thread writer.
+    equal to the rendered frame stored once); one environment.
 
     Returns a summary (``bytes_out``: the run's compressed frames; ``bytes_on_disk``:
     the whole store afterwards, as ``framestore info`` counts it; ``seeds_recorded_before``:
@@ -119,12 +119,6 @@ def record(
     if observations:
         if envs > 1:
             raise InvalidInput("--observations records one environment, not --envs")
-        if writer == "process":
-            raise InvalidInput(
-                "--observations needs --writer thread (the storage process does not carry "
-                "observations yet)"
-            )
-        writer = "thread"
     if codec is not None:
         overrides["codec"] = codec
     if durability is not None:
