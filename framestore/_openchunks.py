@@ -334,6 +334,10 @@ class ChunkAssembler:
             else:
                 self._buffers.put_back(oc.handle)
                 oc.handle = None
+        if frames is None and not oc.steps:
+            # opened and never filled (Ctrl-C between giving a chunk its buffer and
+            # placing the frame): nothing to write; a CHUNK record needs frames or steps
+            return
         self._open_frames -= oc.count
         self._open_bytes -= 0 if frames is None else frames.nbytes
         self.chunks_handed_off += 1

@@ -84,3 +84,40 @@ def test_an_idle_open_chunk_is_written_after_max_latency(tmp_path, assault_frame
             assert len(store.read_steps(eid)) == 5
             rec.end_episode()
         assert chunk_lengths(tmp_path / "s") == [5]
+
+
+@pytest.mark.parametrize("placement", WRITERS)
+def test_an_interrupt_while_placing_a_frame_leaves_no_empty_chunk(
+    tmp_path, assault_frames, placement, monkeypatch
+):
+    """Ctrl-C landing after a chunk got its buffer but before the frame was copied in
+    (CI saw it once: verify then found "a chunk without frames must have no shape and
+    some steps"): the step is not recorded, the empty chunk is never written, and the
+    store verifies."""
+    import framestore._openchunks as openchunks
+    from tools.verify import verify
+
+    overrides = {"chunk_frames": 8, "max_latency": 600.0, **writer_overrides(placement)}
+    real_copyto = np.copyto
+    calls = {"n": 0}
+
+    def copyto(dst, src, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 9:  # the first frame of the second chunk: its buffer is taken
+            raise KeyboardInterrupt
+        return real_copyto(dst, src, *args, **kwargs)
+
+    path = tmp_path / "s"
+    with FrameStore.open(path) as store:
+        with store.recorder(ENV_ID, overrides=overrides) as rec:
+            eid = rec.begin_episode(seed=1)
+            monkeypatch.setattr(openchunks.np, "copyto", copyto)
+            with pytest.raises(KeyboardInterrupt):
+                for i, f in enumerate(assault_frames[:20]):
+                    rec.record_step(f, action=i % 7, reward=1.0)
+            monkeypatch.setattr(openchunks.np, "copyto", real_copyto)
+        # the recorder closed the episode (interrupted) with its 8 placed frames
+        assert [s.step for s in store.read_steps(eid)] == list(range(8))
+    assert chunk_lengths(path) == [8]
+    report = verify(path)
+    assert report.ok, [str(p) for p in report.problems]
