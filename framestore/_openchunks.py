@@ -270,13 +270,16 @@ class ChunkAssembler:
         np.copyto(buf[oc.count], frame)
         ref = FrameRef(self.next_seq, key, shape, stream=stream_index)
         self.next_seq += 1
+        if step is not None:
+            step.has_frame = True
+        # Published in this order, ``count`` last: a Ctrl-C between these lines leaves
+        # entries past ``count`` that ``_close`` drops (the step was never recorded).
         oc.refs.append(ref)
-        oc.count += 1
         if stream_index:
             oc.row_shapes.append(row_shape or "x".join(map(str, shape)))
         if step is not None:
-            step.has_frame = True
             oc.steps.append(step)
+        oc.count += 1
         budget.take(1, nbytes)
         self._open_frames += 1
         self._open_bytes += nbytes
@@ -327,6 +330,11 @@ class ChunkAssembler:
 
     def _close(self, ck: tuple[int, int]) -> None:
         oc = self._open.pop(ck)
+        if len(oc.refs) > oc.count:  # a place() interrupted after its first append
+            del oc.refs[oc.count :]
+            del oc.row_shapes[oc.count :]
+            if not oc.stream_index and sum(s.has_frame for s in oc.steps) > oc.count:
+                oc.steps.pop()  # the step of that frame: appended after the ref
         frames = None
         if oc.buf is not None:
             if oc.count:
