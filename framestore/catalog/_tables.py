@@ -83,34 +83,46 @@ class TableQueries(CatalogBase):
         ``EPISODE_TOTALS_COLUMNS`` (episode id, steps, frames, raw frame bytes, chunk bytes
         or None when unknown), one per episode (a second row for one is refused). From
         then on ``episodes`` and ``stats`` count from them. Returns the rows inserted."""
-        names = ", ".join(EPISODE_TOTALS_COLUMNS)
-        with self._lock:
-            if not self.has_totals:
-                self._conn().execute(
-                    "CREATE TABLE IF NOT EXISTS episode_totals (episode_id INTEGER PRIMARY KEY, "
-                    "steps INTEGER NOT NULL, frames INTEGER NOT NULL, "
-                    "raw_frame_bytes INTEGER NOT NULL, chunk_bytes INTEGER)"
-                )
-                self.has_totals = True
-            marks = ", ".join("?" * len(EPISODE_TOTALS_COLUMNS))
-            return self._exec_many(f"INSERT INTO episode_totals ({names}) VALUES ({marks})", rows)
+        return self._add_totals(
+            "episode_totals",
+            EPISODE_TOTALS_COLUMNS,
+            "episode_id INTEGER PRIMARY KEY, steps INTEGER NOT NULL, frames INTEGER NOT NULL, "
+            "raw_frame_bytes INTEGER NOT NULL, chunk_bytes INTEGER",
+            "has_totals",
+            rows,
+        )
 
     def add_stream_totals(self, rows: Iterable[Sequence[int]]) -> int:
         """Per-episode, per-stream totals into this (scratch) catalogue: rows of
         ``STREAM_TOTALS_COLUMNS`` (episode id, stream index, frames, raw frame bytes), one
         per (episode, stream) (a second is refused). From then on ``stream_totals``
         counts from them. Returns the rows inserted."""
-        names = ", ".join(STREAM_TOTALS_COLUMNS)
+        return self._add_totals(
+            "stream_totals",
+            STREAM_TOTALS_COLUMNS,
+            "episode_id INTEGER NOT NULL, stream INTEGER NOT NULL, frames INTEGER NOT NULL, "
+            "raw_frame_bytes INTEGER NOT NULL, PRIMARY KEY (episode_id, stream)",
+            "has_stream_totals",
+            rows,
+        )
+
+    def _add_totals(
+        self,
+        table: str,
+        columns: Sequence[str],
+        definition: str,
+        flag: str,
+        rows: Iterable[Sequence[int]],
+    ) -> int:
+        """Create ``table`` (``definition``) on first use, setting ``self.<flag>``, then
+        insert ``rows`` of ``columns``."""
         with self._lock:
-            if not self.has_stream_totals:
-                self._conn().execute(
-                    "CREATE TABLE IF NOT EXISTS stream_totals (episode_id INTEGER NOT NULL, "
-                    "stream INTEGER NOT NULL, frames INTEGER NOT NULL, "
-                    "raw_frame_bytes INTEGER NOT NULL, PRIMARY KEY (episode_id, stream))"
-                )
-                self.has_stream_totals = True
-            marks = ", ".join("?" * len(STREAM_TOTALS_COLUMNS))
-            return self._exec_many(f"INSERT INTO stream_totals ({names}) VALUES ({marks})", rows)
+            if not getattr(self, flag):
+                self._conn().execute(f"CREATE TABLE IF NOT EXISTS {table} ({definition})")
+                setattr(self, flag, True)
+            names = ", ".join(columns)
+            marks = ", ".join("?" * len(columns))
+            return self._exec_many(f"INSERT INTO {table} ({names}) VALUES ({marks})", rows)
 
     @classmethod
     def scratch(cls) -> Any:
