@@ -7,7 +7,7 @@ mean; they never see a connection.
 
 from __future__ import annotations
 
-from ._base import END_OF_EPISODE, CatalogBase
+from ._base import END_OF_EPISODE, Connection
 from ._checks import CheckQueries, ValueProblem
 from ._episodes import EPISODE_STATUSES, EpisodeQueries, format_shape, parse_shape
 from ._merges import MergeQueries, MergeRecord
@@ -55,7 +55,7 @@ class Catalog(
     TableQueries,
     MetaQueries,
     CheckQueries,
-    CatalogBase,
+    Connection,
 ):
     """A store's catalogue (one SQLite connection). Thread-safe: every query runs under
     one lock; ``transaction()`` groups changes."""

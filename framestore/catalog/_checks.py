@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .._format import FILE_HEADER_SIZE, MAX_SEGMENT_ID
-from ._base import CatalogBase
+from ._base import Connection
 from ._episodes import EPISODE_STATUSES
 from ._pointers import SEGMENT_STATES
 from ._validate import MAX_SLOT, valid_shape
@@ -121,10 +121,10 @@ class ValueProblem:
         return f"table {self.table}, column {self.column}: bad value in {self.example}{more}"
 
 
-class CheckQueries(CatalogBase):
+class CheckQueries(Connection):
     def integrity_problems(self) -> list[str]:
         """What ``PRAGMA quick_check`` finds wrong with the database file (empty: ok)."""
-        rows = [r[0] for r in self._rows("PRAGMA quick_check")]
+        rows = [r[0] for r in self.rows("PRAGMA quick_check")]
         return [] if rows == ["ok"] else [str(r) for r in rows]
 
     def value_problems(self) -> list[ValueProblem]:
@@ -136,10 +136,10 @@ class CheckQueries(CatalogBase):
             cols = list(rules)
             conds = [rules[c].format(c=c) for c in cols]
             sums = ", ".join(f"SUM(CASE WHEN {cond} THEN 0 ELSE 1 END)" for cond in conds)
-            counts = self._one(f"SELECT {sums} FROM {table}")  # noqa: S608 - our own rules
+            counts = self.one(f"SELECT {sums} FROM {table}")  # noqa: S608 - our own rules
             for col, cond, count in zip(cols, conds, counts, strict=True):
                 if count:
-                    key = self._one(
+                    key = self.one(
                         f"SELECT {', '.join(keys)} FROM {table} "  # noqa: S608
                         f"WHERE NOT COALESCE({cond}, 0) LIMIT 1"
                     )
@@ -150,14 +150,14 @@ class CheckQueries(CatalogBase):
     def _shape_problems(self) -> list[ValueProblem]:
         bad = [
             shape
-            for (shape,) in self._rows(
+            for (shape,) in self.rows(
                 "SELECT DISTINCT frame_shape FROM steps WHERE typeof(frame_shape) = 'text'"
             )
             if not valid_shape(shape)
         ]
         out = []
         for shape in bad:
-            n, ep, step = self._one(
+            n, ep, step = self.one(
                 "SELECT COUNT(*), MIN(episode_id), MIN(step) FROM steps WHERE frame_shape = ?",
                 [shape],
             )

@@ -9,7 +9,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from ._base import CatalogBase
+from ._base import Connection
 
 #: Columns copied from a source's ``runs`` rows (the id is given anew).
 RUN_COLUMNS = (
@@ -82,19 +82,19 @@ _MERGE_COLUMNS = (
 )
 
 
-class MergeQueries(CatalogBase):
+class MergeQueries(Connection):
     # ----------------------------------------------------------------- identity
     def store_id(self) -> str | None:
         """The store's random id (``meta.store_id``); None for a store of an older schema
         opened read-only."""
-        row = self._one("SELECT value FROM meta WHERE key = 'store_id'")
+        row = self.one("SELECT value FROM meta WHERE key = 'store_id'")
         return None if row is None else str(row[0])
 
     def fingerprint_rows(self) -> list[tuple]:
         """What says whether a store changed since it was merged: its runs and its live
         episodes with their step counts and statuses."""
-        runs = self._rows("SELECT id, env_id, created, ended FROM runs ORDER BY id")
-        eps = self._rows(
+        runs = self.rows("SELECT id, env_id, created, ended FROM runs ORDER BY id")
+        eps = self.rows(
             "SELECT e.id, e.run_id, e.status, (SELECT COUNT(*) FROM steps s "
             "WHERE s.episode_id = e.id) FROM episodes e WHERE e.status != 'deleted' ORDER BY e.id"
         )
@@ -105,7 +105,7 @@ class MergeQueries(CatalogBase):
         """Every journal row, oldest first (none for a store of an older schema)."""
         if not self.has_m002:
             return []
-        return [_record(r) for r in self._rows(f"SELECT {_MERGE_COLUMNS} FROM merges ORDER BY id")]
+        return [_record(r) for r in self.rows(f"SELECT {_MERGE_COLUMNS} FROM merges ORDER BY id")]
 
     def incomplete_merges(self) -> list[MergeRecord]:
         """Journal rows of merges that stopped before their source's rows committed."""
@@ -131,7 +131,7 @@ class MergeQueries(CatalogBase):
 
     def finish_merge(self, merge_id: int, ids: Mapping[str, Mapping[int, int]], steps: int) -> None:
         """Mark a merge done (call in the transaction that inserts the source's rows)."""
-        self._exec(
+        self.exec(
             "UPDATE merges SET state = 'done', finished = ?, ids = ?, runs = ?, episodes = ?, "
             "steps = ? WHERE id = ?",
             (
@@ -147,26 +147,26 @@ class MergeQueries(CatalogBase):
     def forget_merge(self, merge_id: int) -> None:
         """Remove a journal row (an interrupted merge, once its copies are gone)."""
         with self.transaction():
-            self._exec("DELETE FROM merges WHERE id = ?", (merge_id,))
+            self.exec("DELETE FROM merges WHERE id = ?", (merge_id,))
 
     # ----------------------------------------------------------------- a source's rows
     def export_runs(self) -> list[dict[str, Any]]:
         """Every run row, as stored (``env_spec`` is None on an older schema)."""
         cols = ", ".join(
-            c if c != "env_spec" else f"{self._m002('env_spec')} AS env_spec" for c in RUN_COLUMNS
+            c if c != "env_spec" else f"{self.m002('env_spec')} AS env_spec" for c in RUN_COLUMNS
         )
-        return self._dicts(f"SELECT id, {cols} FROM runs ORDER BY id")
+        return self.dicts(f"SELECT id, {cols} FROM runs ORDER BY id")
 
     def export_episodes(self) -> list[dict[str, Any]]:
         """Every episode row that is not deleted, as stored, with its stream key."""
         cols = ", ".join(
-            c if c not in ("sub_env", "reset_options") else f"{self._m002(c)} AS {c}"
+            c if c not in ("sub_env", "reset_options") else f"{self.m002(c)} AS {c}"
             for c in EPISODE_COLUMNS
         )
-        return self._dicts(
+        return self.dicts(
             f"SELECT id, run_id, {cols}, "
-            f"{self._m002('continues_episode')} AS continues_episode, "
-            f"{self._m002('COALESCE(stream_key, id)', 'id')} AS stream_key "
+            f"{self.m002('continues_episode')} AS continues_episode, "
+            f"{self.m002('COALESCE(stream_key, id)', 'id')} AS stream_key "
             "FROM episodes WHERE status != 'deleted' ORDER BY id"
         )
 
@@ -174,7 +174,7 @@ class MergeQueries(CatalogBase):
         """The step rows of ``episode_ids`` as stored (``STEP_COLUMNS``), in key order."""
         cols = ", ".join(STEP_COLUMNS)
         for eid in episode_ids:
-            yield from self._iter(
+            yield from self.iter(
                 f"SELECT {cols} FROM steps WHERE episode_id = ? ORDER BY step", (eid,)
             )
 
@@ -185,7 +185,7 @@ class MergeQueries(CatalogBase):
             return
         cols = ", ".join(STREAM_FRAME_COLUMNS)
         for eid in episode_ids:
-            yield from self._iter(
+            yield from self.iter(
                 f"SELECT {cols} FROM step_frames WHERE episode_id = ? ORDER BY stream, step",
                 (eid,),
             )
@@ -198,7 +198,7 @@ class MergeQueries(CatalogBase):
         return [
             r
             for eid in episode_ids
-            for r in self._rows(
+            for r in self.rows(
                 f"SELECT {cols} FROM streams WHERE episode_id = ? ORDER BY idx", (eid,)
             )
         ]
@@ -209,7 +209,7 @@ class MergeQueries(CatalogBase):
         if not self.has_m004:
             return
         for eid in episode_ids:
-            yield from self._iter(
+            yield from self.iter(
                 "SELECT episode_id, step, observation FROM steps WHERE episode_id = ? "
                 "AND observation IS NOT NULL ORDER BY step",
                 (eid,),
@@ -219,20 +219,20 @@ class MergeQueries(CatalogBase):
     def import_streams(self, rows: Iterable[tuple]) -> int:
         """Insert ``streams`` rows (``STREAM_COLUMNS``, already mapped)."""
         marks = ", ".join("?" * len(STREAM_COLUMNS))
-        return self._exec_many(
+        return self.exec_many(
             f"INSERT INTO streams ({', '.join(STREAM_COLUMNS)}) VALUES ({marks})", rows
         )
 
     def import_stream_rows(self, rows: Iterable[tuple]) -> int:
         """Insert ``step_frames`` rows (``STREAM_FRAME_COLUMNS``, already mapped)."""
         marks = ", ".join("?" * len(STREAM_FRAME_COLUMNS))
-        return self._exec_many(
+        return self.exec_many(
             f"INSERT INTO step_frames ({', '.join(STREAM_FRAME_COLUMNS)}) VALUES ({marks})", rows
         )
 
     def import_observations(self, rows: Iterable[tuple]) -> int:
         """Set ``(episode_id, step, observation)`` on step rows (already mapped)."""
-        return self._exec_many(
+        return self.exec_many(
             "UPDATE steps SET observation = ? WHERE episode_id = ? AND step = ?",
             ((obs, eid, step) for eid, step, obs in rows),
         )
@@ -240,7 +240,7 @@ class MergeQueries(CatalogBase):
     def import_run(self, run_id: int, row: Mapping[str, Any]) -> None:
         """Insert a run row copied from another store under ``run_id``."""
         marks = ", ".join("?" * (len(RUN_COLUMNS) + 1))
-        self._exec(
+        self.exec(
             f"INSERT INTO runs (id, {', '.join(RUN_COLUMNS)}) VALUES ({marks})",
             (run_id, *(row[c] for c in RUN_COLUMNS)),
         )
@@ -258,7 +258,7 @@ class MergeQueries(CatalogBase):
         ``stream_key``)."""
         cols = ("id", "run_id", *EPISODE_COLUMNS, "continues_episode", "stream_key")
         values = (episode_id, run_id, *(row[c] for c in EPISODE_COLUMNS), continues, stream_key)
-        self._exec(
+        self.exec(
             f"INSERT INTO episodes ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})",
             values,
         )
@@ -266,6 +266,6 @@ class MergeQueries(CatalogBase):
     def import_steps(self, rows: Iterable[tuple]) -> int:
         """Insert step rows (``STEP_COLUMNS``, already mapped); returns how many."""
         marks = ", ".join("?" * len(STEP_COLUMNS))
-        return self._exec_many(
+        return self.exec_many(
             f"INSERT INTO steps ({', '.join(STEP_COLUMNS)}) VALUES ({marks})", rows
         )

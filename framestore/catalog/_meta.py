@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from ._base import CatalogBase
+from ._base import Connection
 from ._validate import Cell
 
 #: ``{episode id: frames lost}`` found by a recover that may not have reported it yet.
@@ -19,10 +19,10 @@ PENDING_LOSS = "recover.pending_loss"
 COMPACTION_OUTPUTS = "compaction.outputs"
 
 
-class MetaQueries(CatalogBase):
+class MetaQueries(Connection):
     def meta_get(self, key: str) -> Any:
         """The JSON value stored under ``key``, or None."""
-        row = self._one("SELECT value FROM meta WHERE key = ?", [key])
+        row = self.one("SELECT value FROM meta WHERE key = ?", [key])
         if row is None or row[0] is None:
             return None
         cell = Cell("meta", f"key {key!r}")
@@ -36,9 +36,9 @@ class MetaQueries(CatalogBase):
         """Store ``value`` (JSON-able) under ``key``; ``None`` removes the key."""
         with self.transaction():
             if value is None:
-                self._exec("DELETE FROM meta WHERE key = ?", [key])
+                self.exec("DELETE FROM meta WHERE key = ?", [key])
             else:
-                self._exec(
+                self.exec(
                     "INSERT INTO meta (key, value) VALUES (?, ?) "
                     "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
                     [key, json.dumps(value, sort_keys=True)],

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from .._format import MAX_SEGMENT_ID, MAX_STREAM_KEY
 from .._format.streams import stored_shape
 from ..segments import relative_segment_path
-from ._base import CatalogBase
+from ._base import Connection
 from ._episodes import format_shape
 from ._validate import MAX_SLOT, MAX_SQLITE_INT, STREAM_SHAPE, Cell, is_int
 
@@ -83,12 +83,12 @@ def _pointer(seg: object, off: object, where: str) -> tuple[int, int]:
     )
 
 
-class PointerQueries(CatalogBase):
+class PointerQueries(Connection):
     # ----------------------------------------------------------------- segments table
     def segment_rows(self) -> dict[int, tuple[str, str]]:
         """``{segment id: (path, state)}`` as the segments table records them."""
         out = {}
-        for sid, path, state in self._rows("SELECT id, path, state FROM segments"):
+        for sid, path, state in self.rows("SELECT id, path, state FROM segments"):
             c = _segment_cell(sid)
             out[c.int("id", sid, lo=0, hi=MAX_SEGMENT_ID)] = (
                 c.text("path", path, null=False),
@@ -102,7 +102,7 @@ class PointerQueries(CatalogBase):
     def obsolete_segments(self) -> list[int]:
         return [
             _segment_cell(r[0]).int("id", r[0], lo=0, hi=MAX_SEGMENT_ID)
-            for r in self._rows("SELECT id FROM segments WHERE state = 'obsolete'")
+            for r in self.rows("SELECT id FROM segments WHERE state = 'obsolete'")
         ]
 
     def record_segment(
@@ -119,7 +119,7 @@ class PointerQueries(CatalogBase):
         names (kept once set)."""
         if state not in SEGMENT_STATES:
             raise ValueError(f"unknown segment state {state!r}")
-        self._exec(
+        self.exec(
             "INSERT INTO segments (id, path, state, bytes, live_bytes, created, header_id) "
             "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO UPDATE SET "
             "path = excluded.path, state = excluded.state, bytes = excluded.bytes, "
@@ -134,18 +134,16 @@ class PointerQueries(CatalogBase):
         store (their bytes, header included, were copied unchanged; docs/FORMAT.md)."""
         if not self.has_m002:
             return {}
-        return dict(self._rows("SELECT id, header_id FROM segments WHERE header_id IS NOT NULL"))
+        return dict(self.rows("SELECT id, header_id FROM segments WHERE header_id IS NOT NULL"))
 
     def set_segment_states(self, segments: Iterable[int], state: str) -> None:
         if state not in SEGMENT_STATES:
             raise ValueError(f"unknown segment state {state!r}")
-        self._exec_many(
-            "UPDATE segments SET state = ? WHERE id = ?", [(state, s) for s in segments]
-        )
+        self.exec_many("UPDATE segments SET state = ? WHERE id = ?", [(state, s) for s in segments])
 
     def forget_segments(self, segments: Iterable[int]) -> None:
         """Remove segments' rows (their files are gone)."""
-        self._exec_many("DELETE FROM segments WHERE id = ?", [(s,) for s in segments])
+        self.exec_many("DELETE FROM segments WHERE id = ?", [(s,) for s in segments])
 
     # ----------------------------------------------------------------- pointers
     def pointer_count(self, segments: Iterable[int]) -> int:
@@ -154,8 +152,8 @@ class PointerQueries(CatalogBase):
         if not ids:
             return 0
         marks = ",".join("?" * len(ids))
-        return self._one(
-            f"SELECT COUNT(*) FROM {self._frames()} WHERE frame_segment IN ({marks})", ids
+        return self.one(
+            f"SELECT COUNT(*) FROM {self.frames()} WHERE frame_segment IN ({marks})", ids
         )[0]
 
     def referenced_segments(self) -> set[int]:
@@ -163,8 +161,8 @@ class PointerQueries(CatalogBase):
         left out: the value checks report them)."""
         return {
             r[0]
-            for r in self._rows(
-                f"SELECT DISTINCT frame_segment FROM {self._frames()} "
+            for r in self.rows(
+                f"SELECT DISTINCT frame_segment FROM {self.frames()} "
                 "WHERE typeof(frame_segment) = "
                 f"'integer' AND frame_segment BETWEEN 0 AND {MAX_SEGMENT_ID}"
             )
@@ -176,8 +174,8 @@ class PointerQueries(CatalogBase):
         cond = "1" if include_deleted else _LIVE
         return [
             _pointer(segment, r[0], f"a row of segment {segment}")[1]
-            for r in self._rows(
-                f"SELECT DISTINCT s.frame_offset FROM {self._frames()} s "
+            for r in self.rows(
+                f"SELECT DISTINCT s.frame_offset FROM {self.frames()} s "
                 "LEFT JOIN episodes e ON e.id = s.episode_id "
                 f"WHERE s.frame_segment = ? AND {cond} ORDER BY s.frame_offset",
                 [segment],
@@ -187,8 +185,8 @@ class PointerQueries(CatalogBase):
     def live_chunks(self) -> dict[int, list[int]]:
         """``{segment: [chunk offsets]}`` referenced by live episodes."""
         out: dict[int, list[int]] = {}
-        for seg, off in self._rows(
-            f"SELECT DISTINCT s.frame_segment, s.frame_offset FROM {self._frames()} s "
+        for seg, off in self.rows(
+            f"SELECT DISTINCT s.frame_segment, s.frame_offset FROM {self.frames()} s "
             "JOIN episodes e ON e.id = s.episode_id "
             "WHERE s.frame_segment IS NOT NULL AND e.status != 'deleted'"
         ):
@@ -198,21 +196,21 @@ class PointerQueries(CatalogBase):
 
     def live_pointer_count(self, segment: int) -> int:
         """Step rows of live episodes (or orphans) pointing into ``segment``."""
-        return self._one(
-            f"SELECT COUNT(*) FROM {self._frames()} s "
+        return self.one(
+            f"SELECT COUNT(*) FROM {self.frames()} s "
             f"LEFT JOIN episodes e ON e.id = s.episode_id WHERE s.frame_segment = ? AND {_LIVE}",
             [segment],
         )[0]
 
     def _key_column(self) -> str:
         """The stream key a step's chunk must carry (NULL for orphan rows: the id)."""
-        return self._m002("e.stream_key", "NULL")
+        return self.m002("e.stream_key", "NULL")
 
     def iter_live_pointers(self) -> Iterator[PointerRow]:
         """Every frame pointer of a live episode, ordered by segment and offset."""
-        for r in self._iter(
+        for r in self.iter(
             "SELECT s.episode_id, s.step, s.frame_segment, s.frame_offset, s.frame_slot, "
-            f"s.frame_shape, {self._key_column()}, s.stream FROM {self._frames()} s "
+            f"s.frame_shape, {self._key_column()}, s.stream FROM {self.frames()} s "
             f"LEFT JOIN episodes e ON e.id = s.episode_id "
             f"WHERE s.frame_segment IS NOT NULL AND {_LIVE} "
             "ORDER BY s.frame_segment, s.frame_offset, s.episode_id, s.stream, s.step"
@@ -223,7 +221,7 @@ class PointerQueries(CatalogBase):
         """Every frame pointer, of every episode (``recover`` checks them all)."""
         return [
             PointerRow.of(*r)
-            for r in self._rows(
+            for r in self.rows(
                 "SELECT s.episode_id, s.step, s.frame_segment, s.frame_offset, s.frame_slot, "
                 f"s.frame_shape, {self._key_column()} FROM steps s "
                 "LEFT JOIN episodes e ON e.id = s.episode_id WHERE s.frame_segment IS NOT NULL"
@@ -234,8 +232,8 @@ class PointerQueries(CatalogBase):
         """Every ``(segment, offset, slot)`` some step row (of any stream) points at."""
         return {
             (seg, off, slot)
-            for seg, off, slot in self._iter(
-                f"SELECT frame_segment, frame_offset, frame_slot FROM {self._frames()} "
+            for seg, off, slot in self.iter(
+                f"SELECT frame_segment, frame_offset, frame_slot FROM {self.frames()} "
                 "WHERE frame_segment IS NOT NULL"
             )
         }
@@ -243,7 +241,7 @@ class PointerQueries(CatalogBase):
     def steps_with_frames(self) -> dict[int, set[int]]:
         """``{episode: {steps whose frame is stored}}``."""
         served: dict[int, set[int]] = {}
-        for ep, step in self._iter(
+        for ep, step in self.iter(
             "SELECT episode_id, step FROM steps WHERE frame_segment IS NOT NULL"
         ):
             served.setdefault(ep, set()).add(step)
@@ -255,12 +253,12 @@ class PointerQueries(CatalogBase):
         render stream; ``step_frames`` rows of other streams move likewise)."""
         rows = [(ns, no, os_, oo) for (os_, oo), (ns, no) in moves.items()]
         if self.has_m003:
-            self._exec_many(
+            self.exec_many(
                 "UPDATE step_frames SET frame_segment = ?, frame_offset = ? "
                 "WHERE frame_segment = ? AND frame_offset = ?",
                 rows,
             )
-        return self._exec_many(
+        return self.exec_many(
             "UPDATE steps SET frame_segment = ?, frame_offset = ? "
             "WHERE frame_segment = ? AND frame_offset = ?",
             rows,
@@ -269,7 +267,7 @@ class PointerQueries(CatalogBase):
     def set_pointers(self, rows: Iterable[tuple[int, int, int, int, int, str]]) -> int:
         """Point ``(episode, step, segment, offset, slot, shape)`` rows at another copy of
         their frame (``recover`` re-links rows whose segment is gone)."""
-        return self._exec_many(
+        return self.exec_many(
             "UPDATE steps SET frame_segment = ?, frame_offset = ?, frame_slot = ?, "
             "frame_shape = ? WHERE episode_id = ? AND step = ?",
             [(seg, off, slot, shape, ep, k) for ep, k, seg, off, slot, shape in rows],
@@ -277,7 +275,7 @@ class PointerQueries(CatalogBase):
 
     def clear_pointers(self, keys: Iterable[tuple[int, int]]) -> int:
         """Forget the frame pointers of ``(episode, step)`` rows (their frames are lost)."""
-        return self._exec_many(
+        return self.exec_many(
             "UPDATE steps SET frame_segment = NULL, frame_offset = NULL, frame_slot = NULL "
             "WHERE episode_id = ? AND step = ?",
             keys,
@@ -285,7 +283,7 @@ class PointerQueries(CatalogBase):
 
     def deleted_step_rows(self) -> int:
         """Step rows of deleted episodes (``gc`` removes them)."""
-        return self._one(
+        return self.one(
             "SELECT COUNT(*) FROM steps WHERE episode_id IN "
             "(SELECT id FROM episodes WHERE status = 'deleted')"
         )[0]
@@ -294,11 +292,11 @@ class PointerQueries(CatalogBase):
         """Remove the step rows of deleted episodes (their ``episodes`` rows stay: they
         tell ``recover`` never to bring the frames back), and of their other streams."""
         if self.has_m003:
-            self._exec(
+            self.exec(
                 "DELETE FROM step_frames WHERE episode_id IN "
                 "(SELECT id FROM episodes WHERE status = 'deleted')"
             )
-        return self._exec(
+        return self.exec(
             "DELETE FROM steps WHERE episode_id IN "
             "(SELECT id FROM episodes WHERE status = 'deleted')"
         )

@@ -9,7 +9,7 @@ import math
 from .._format import RENDER_STREAM
 from .._format.streams import itemsize
 from ..types import FrameLocation, StreamInfo
-from ._base import END_OF_EPISODE, CatalogBase
+from ._base import END_OF_EPISODE, Connection
 from ._validate import Cell
 
 __all__ = ["StreamPointer", "StreamQueries"]
@@ -18,13 +18,13 @@ __all__ = ["StreamPointer", "StreamQueries"]
 StreamPointer = tuple[int, FrameLocation | None, tuple[int, ...] | None]
 
 
-class StreamQueries(CatalogBase):
+class StreamQueries(Connection):
     def episode_streams(self, episode_id: int, *, counts: bool = True) -> list[StreamInfo]:
         """The episode's streams in index order, ``render`` (index 0) first; without
         ``counts`` their ``frames`` are -1 (no count query: a reader's lookup)."""
         frames = -1
         if counts:
-            (frames,) = self._one(
+            (frames,) = self.one(
                 "SELECT COUNT(*) FROM steps WHERE episode_id = ? AND frame_segment IS NOT NULL",
                 [episode_id],
             )
@@ -37,7 +37,7 @@ class StreamQueries(CatalogBase):
             if counts
             else "-1"
         )
-        for idx, name, dtype, shape, shared, n in self._rows(
+        for idx, name, dtype, shape, shared, n in self.rows(
             f"SELECT t.idx, t.name, t.dtype, t.shape, t.shared_with, {count} "
             "FROM streams t WHERE t.episode_id = ? ORDER BY t.idx",
             [episode_id],
@@ -62,13 +62,13 @@ class StreamQueries(CatalogBase):
         ``stream`` (``stream`` >= 1; render's are ``frame_locations``): location None
         where the step has none."""
         if not self.has_m003:
-            rows = self._rows(
+            rows = self.rows(
                 "SELECT step, NULL, NULL, NULL, NULL FROM steps "
                 "WHERE episode_id = ? AND step >= ? AND step < ? ORDER BY step",
                 [episode_id, start, END_OF_EPISODE if stop is None else stop],
             )
         else:
-            rows = self._rows(
+            rows = self.rows(
                 "SELECT s.step, f.frame_segment, f.frame_offset, f.frame_slot, f.frame_shape "
                 "FROM steps s LEFT JOIN step_frames f ON f.episode_id = s.episode_id "
                 "AND f.stream = ? AND f.step = s.step "
@@ -93,7 +93,7 @@ class StreamQueries(CatalogBase):
         """``(step, typed binary or None)`` of the episode's rows (m004's
         ``steps.observation``; None everywhere in an older store)."""
         column = "observation" if self.has_m004 else "NULL"
-        rows = self._rows(
+        rows = self.rows(
             f"SELECT step, {column} FROM steps WHERE episode_id = ? AND step >= ? "
             "AND step < ? ORDER BY step",
             [episode_id, start, END_OF_EPISODE if stop is None else stop],
@@ -114,7 +114,7 @@ class StreamQueries(CatalogBase):
         if self.has_stream_totals:
             return {
                 name: (int(frames), int(raw))
-                for name, frames, raw in self._rows(
+                for name, frames, raw in self.rows(
                     "SELECT t.name, SUM(x.frames), SUM(x.raw_frame_bytes) FROM stream_totals x "
                     "JOIN streams t ON t.episode_id = x.episode_id AND t.idx = x.stream "
                     "JOIN episodes e ON e.id = x.episode_id WHERE e.status != 'deleted' "
@@ -135,7 +135,7 @@ class StreamQueries(CatalogBase):
             return {}
         out = {
             int(idx): (0, 0)
-            for (idx,) in self._rows(
+            for (idx,) in self.rows(
                 "SELECT idx FROM streams WHERE episode_id = ? ORDER BY idx", [int(episode_id)]
             )
         }
@@ -154,7 +154,7 @@ class StreamQueries(CatalogBase):
         if episode_id is not None:
             where, params = " AND f.episode_id = ?", [episode_id]
         out = []
-        for idx, name, dtype, shape, shared, n in self._rows(
+        for idx, name, dtype, shape, shared, n in self.rows(
             "SELECT t.idx, t.name, t.dtype, f.frame_shape, "
             "(s.frame_segment IS f.frame_segment AND s.frame_offset IS f.frame_offset "
             " AND s.frame_slot IS f.frame_slot), COUNT(*) "

@@ -10,7 +10,7 @@ from typing import Any
 from telemetry import open_scratch_db
 
 from .._format.published import EPISODE_TOTALS_COLUMNS, STREAM_TOTALS_COLUMNS
-from ._base import CatalogBase
+from ._base import Connection
 
 #: The tables a published store carries (``meta`` and the migrations' own table are
 #: rebuilt by the migrations on the reader's side).
@@ -26,7 +26,7 @@ def _check_table(table: str) -> None:
         raise ValueError(f"not a published catalogue table: {table!r}")
 
 
-class TableQueries(CatalogBase):
+class TableQueries(Connection):
     @contextmanager
     def read_snapshot(self) -> Iterator[None]:
         """Every query inside sees the catalogue as of one moment (one read
@@ -38,7 +38,7 @@ class TableQueries(CatalogBase):
         """``(name, declared type)`` of a table's columns, in order (types upper case:
         ``INTEGER``, ``REAL``, ``TEXT``)."""
         _check_table(table)
-        return [(r[1], str(r[2]).upper()) for r in self._rows(f"PRAGMA table_info({table})")]
+        return [(r[1], str(r[2]).upper()) for r in self.rows(f"PRAGMA table_info({table})")]
 
     def table_rows(self, table: str) -> list[tuple]:
         """Every row of a small table (``runs``, ``episodes``, ``segments``), columns in
@@ -46,12 +46,12 @@ class TableQueries(CatalogBase):
         _check_table(table)
         if table == "steps":
             raise ValueError("steps are read per episode: use episode_step_rows")
-        return self._rows(f"SELECT * FROM {table} ORDER BY id")
+        return self.rows(f"SELECT * FROM {table} ORDER BY id")
 
     def episode_step_rows(self, episode_id: int) -> Iterator[tuple]:
         """The raw ``steps`` rows of one episode in step order (values as stored: action
         and info as JSON text), a batch at a time."""
-        yield from self._iter(
+        yield from self.iter(
             "SELECT * FROM steps WHERE episode_id = ? ORDER BY step", [int(episode_id)]
         )
 
@@ -63,7 +63,7 @@ class TableQueries(CatalogBase):
         if not self.has_m003:
             return []
         order = "idx" if table == "streams" else "stream, step"
-        return self._rows(
+        return self.rows(
             f"SELECT * FROM {table} WHERE episode_id = ? ORDER BY {order}", [int(episode_id)]
         )
 
@@ -76,7 +76,7 @@ class TableQueries(CatalogBase):
             raise ValueError(f"table {table} has no column {unknown[0]!r}")
         names = ", ".join(columns)
         marks = ", ".join("?" * len(columns))
-        return self._exec_many(f"INSERT INTO {table} ({names}) VALUES ({marks})", rows)
+        return self.exec_many(f"INSERT INTO {table} ({names}) VALUES ({marks})", rows)
 
     def add_episode_totals(self, rows: Iterable[Sequence[int]]) -> int:
         """Per-episode totals into this (scratch) catalogue: rows of
@@ -116,13 +116,13 @@ class TableQueries(CatalogBase):
     ) -> int:
         """Create ``table`` (``definition``) on first use, setting ``self.<flag>``, then
         insert ``rows`` of ``columns``."""
-        with self._lock:
+        with self.lock:
             if not getattr(self, flag):
                 self._conn().execute(f"CREATE TABLE IF NOT EXISTS {table} ({definition})")
                 setattr(self, flag, True)
             names = ", ".join(columns)
             marks = ", ".join("?" * len(columns))
-            return self._exec_many(f"INSERT INTO {table} ({names}) VALUES ({marks})", rows)
+            return self.exec_many(f"INSERT INTO {table} ({names}) VALUES ({marks})", rows)
 
     @classmethod
     def scratch(cls) -> Any:
