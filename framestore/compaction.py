@@ -155,7 +155,7 @@ class _Outputs:
     def __init__(self, store: FrameStore, target_bytes: int, dry: bool = False):
         self.store = store
         self.dry = dry
-        self.tag = store_tag(store.catalog.store_id())  # the copies are this store's
+        self.tag = store_tag(store.catalog.meta.store_id())  # the copies are this store's
         self.target = target_bytes
         self.next_id = next_segment_id(store.root)
         self.all: list = []  # SegmentWriter, or _Sizer when dry
@@ -272,7 +272,7 @@ def _copy(
         for w in outs.all:
             w.discard()
         if not dry:
-            store.catalog.meta_set(COMPACTION_OUTPUTS, None)
+            store.catalog.meta.set(COMPACTION_OUTPUTS, None)
         raise
     return moves, outs.all
 
@@ -328,7 +328,7 @@ def _copy_v3(fp, v: Victim, records: list[GoodRecord], outs: _Outputs, moves: Mo
 def _announce_output(store: FrameStore, segment_id: int, outputs: list[SegmentWriter]) -> None:
     """Commit ``segment_id`` to ``compaction.outputs`` before its file exists."""
     ids = [w.segment_id for w in outputs] + [segment_id]
-    store.catalog.meta_set(COMPACTION_OUTPUTS, ids)
+    store.catalog.meta.set(COMPACTION_OUTPUTS, ids)
 
 
 def compact(
@@ -374,7 +374,7 @@ def compact(
         cat.set_segment_states(ids, "obsolete")
         for writer in outputs:
             cat.record_segment(writer.segment_id, "sealed", writer.size)
-        cat.meta_set(COMPACTION_OUTPUTS, None)
+        cat.meta.set(COMPACTION_OUTPUTS, None)
     result.segments_rewritten = [v.segment for v in victims if v.live_offsets]
     result.segments_written = [w.segment_id for w in outputs]
     result.bytes_copied = sum(w.size for w in outputs)
@@ -408,7 +408,7 @@ def remove_leftover_outputs(store: FrameStore) -> list[int]:
     """Delete the copies of a compaction that crashed before its repoint committed (the
     ids in ``compaction.outputs``; none of them is registered or pointed at, which is
     checked again here). Call with the writer lock. Returns the segments removed."""
-    ids = store.catalog.meta_get(COMPACTION_OUTPUTS)
+    ids = store.catalog.meta.get(COMPACTION_OUTPUTS)
     if not isinstance(ids, list):
         return []
     rows = store.catalog.segment_rows()
@@ -423,5 +423,5 @@ def remove_leftover_outputs(store: FrameStore) -> list[int]:
         partial_path(segment_path(store.root, sid)).unlink(missing_ok=True)
     removed = [s for s in leftovers if os.path.lexists(segment_path(store.root, s))]
     delete_segment_files(store, leftovers)
-    store.catalog.meta_set(COMPACTION_OUTPUTS, None)
+    store.catalog.meta.set(COMPACTION_OUTPUTS, None)
     return removed

@@ -243,7 +243,7 @@ def _refuse_unless_catalogue_complete(store: FrameStore, *, leftovers: bool) -> 
         )
     refuse_unfinished_merge(store)
     rows = store.catalog.segment_rows()
-    outputs = store.catalog.meta_get(COMPACTION_OUTPUTS) if leftovers else None
+    outputs = store.catalog.meta.get(COMPACTION_OUTPUTS) if leftovers else None
     known = set(rows) | set(outputs if isinstance(outputs, list) else [])
     unknown = sorted(set(segment_files(store.root).regular) - known)
     if unknown:
@@ -271,7 +271,7 @@ def _dry_run(store: FrameStore, report: GcReport, threshold: float) -> None:
     obsolete = [s for s in store.catalog.obsolete_segments() if segment_path(root, s).exists()]
     victims = _plan(store, threshold)
     report.segments_rewritten = [v.segment for v in victims if v.live_offsets]
-    outputs = store.catalog.meta_get(COMPACTION_OUTPUTS)
+    outputs = store.catalog.meta.get(COMPACTION_OUTPUTS)
     leftovers = [
         s
         for s in (outputs if isinstance(outputs, list) else [])

@@ -166,7 +166,7 @@ def _inspect(path: Path, done: list[MergeRecord], move: bool) -> _Plan:
     with st:
         fp = fingerprint(st)
         # A store of 0.1.0 has no id until a writer opens it: its fingerprint names it.
-        sid = st.catalog.store_id() or f"fingerprint:{fp}"
+        sid = st.catalog.meta.store_id() or f"fingerprint:{fp}"
         earlier = [m for m in done if m.source_id == sid]
         if earlier and earlier[-1].fingerprint == fp:  # unchanged since: nothing new
             kind = "finish removal" if move and _moved_from(path, earlier[-1]) else "already"

@@ -224,7 +224,7 @@ def _recover(st: FrameStore, report: RecoverReport, progress, drop_missing: bool
         report.steps_relinked = rows.relinked
         report.segments_unavailable = rows.kept_missing
         # Until a recover completes, what this one found lost stays on record.
-        cat.meta_set(PENDING_LOSS, _merge(cat.meta_get(PENDING_LOSS), rows.lost))
+        cat.meta.set(PENDING_LOSS, _merge(cat.meta.get(PENDING_LOSS), rows.lost))
         # a catalogue deleted or emptied: its store id is the one its segments name
         if (report.catalogue_rebuilt or not statuses) and (sid := store_id_of_segments(scans)):
             cat.restore_store_id(sid)
@@ -256,8 +256,8 @@ def _recover(st: FrameStore, report: RecoverReport, progress, drop_missing: bool
             "into it were kept (restore the file and run recover again, or forget them "
             "with `recover --drop-missing`)"
         )
-    report.frames_lost = _merge(st.catalog.meta_get(PENDING_LOSS), {})
-    st.catalog.meta_set(PENDING_LOSS, None)
+    report.frames_lost = _merge(st.catalog.meta.get(PENDING_LOSS), {})
+    st.catalog.meta.set(PENDING_LOSS, None)
 
 
 def _forget_gone_segments(st: FrameStore) -> None:

@@ -160,7 +160,7 @@ def _scan_all(
     active = max(files.regular, default=None) if running else None
     scans: dict[int, SegmentScan] = {}
     # (a published store's catalogue has no store id; its manifest vouches for its files)
-    own_tag = 0 if st.published else store_tag(st.catalog.store_id())
+    own_tag = 0 if st.published else store_tag(st.catalog.meta.store_id())
     total = len(files.regular)
     for i, (sid, path) in enumerate(sorted(files.regular.items())):
         try:

@@ -2,16 +2,19 @@
 
 Only the telemetry sink's insert path and ``migrations`` write SQL elsewhere. Tools and
 the GUI reach it as ``FrameStore.catalog`` and call typed methods named for what they
-mean; they never see a connection.
+mean; they never see a connection. (Being turned from mixins into query objects over
+one connection, one job at a time.)
 """
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING
 
 from ._base import END_OF_EPISODE, Connection
 from ._checks import CheckQueries, ValueProblem
 from ._episodes import EPISODE_STATUSES, EpisodeQueries, format_shape, parse_shape
 from ._merges import MergeQueries, MergeRecord
-from ._meta import COMPACTION_OUTPUTS, PENDING_LOSS, MetaQueries
+from ._meta import COMPACTION_OUTPUTS, PENDING_LOSS, Meta
 from ._pointers import SEGMENT_STATES, PointerQueries, PointerRow
 from ._recovery import RECOVERED_ENV_ID, RECOVERED_INFO, RecoveryQueries
 from ._stats import CatalogStats, EpisodeRowCount, StatsQueries
@@ -19,22 +22,27 @@ from ._streams import StreamPointer, StreamQueries
 from ._tables import OPTIONAL_TABLES, PUBLISHED_TABLES, TableQueries
 from ._validate import MAX_SQLITE_INT, check_id, check_seed, clamp_step
 
+if TYPE_CHECKING:
+    import sqlite_utils
+
 __all__ = [
     "COMPACTION_OUTPUTS",
+    "Catalog",
+    "CatalogStats",
+    "Connection",
     "END_OF_EPISODE",
     "EPISODE_STATUSES",
-    "PENDING_LOSS",
+    "EpisodeRowCount",
     "MAX_SQLITE_INT",
+    "MergeRecord",
+    "Meta",
     "OPTIONAL_TABLES",
+    "PENDING_LOSS",
     "PUBLISHED_TABLES",
+    "PointerRow",
     "RECOVERED_ENV_ID",
     "RECOVERED_INFO",
     "SEGMENT_STATES",
-    "Catalog",
-    "CatalogStats",
-    "EpisodeRowCount",
-    "MergeRecord",
-    "PointerRow",
     "StreamPointer",
     "ValueProblem",
     "check_id",
@@ -53,9 +61,12 @@ class Catalog(
     StatsQueries,
     MergeQueries,
     TableQueries,
-    MetaQueries,
     CheckQueries,
     Connection,
 ):
     """A store's catalogue (one SQLite connection). Thread-safe: every query runs under
     one lock; ``transaction()`` groups changes."""
+
+    def __init__(self, db: sqlite_utils.Database, *, readonly: bool):
+        super().__init__(db, readonly=readonly)
+        self.meta = Meta(self)

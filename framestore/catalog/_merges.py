@@ -1,5 +1,5 @@
 """What ``merge`` reads from a source store and writes into the destination: the merge
-journal (``merges``), the store's id, and runs, episodes and steps as raw rows."""
+journal (``merges``) and runs, episodes and steps as raw rows."""
 
 from __future__ import annotations
 
@@ -84,12 +84,6 @@ _MERGE_COLUMNS = (
 
 class MergeQueries(Connection):
     # ----------------------------------------------------------------- identity
-    def store_id(self) -> str | None:
-        """The store's random id (``meta.store_id``); None for a store of an older schema
-        opened read-only."""
-        row = self.one("SELECT value FROM meta WHERE key = 'store_id'")
-        return None if row is None else str(row[0])
-
     def fingerprint_rows(self) -> list[tuple]:
         """What says whether a store changed since it was merged: its runs and its live
         episodes with their step counts and statuses."""
