@@ -575,7 +575,7 @@ def _load_steps(catalog: Catalog, reader: ObjectReader, location: str, manifest:
         raise PublishedObjectError(
             location, name, f"points into segment {min(unlisted)}, which the manifest does not list"
         )
-    differs = catalog.totals_disagreement()
+    differs = catalog.stats.totals_disagreement()
     if differs is not None:
         raise PublishedObjectError(
             location,
@@ -598,7 +598,7 @@ def _load_stream_frames(
             catalogue_object("step_frames"),
             f"points into segment {min(unlisted)}, which the manifest does not list",
         )
-    differs = catalog.stream_totals_disagreement()
+    differs = catalog.stats.stream_totals_disagreement()
     if differs is not None:
         raise PublishedObjectError(
             location,
@@ -632,7 +632,7 @@ def _load_totals(
         counted = _count_steps(reader, location, manifest, extents)
         stepless = set(catalog.episode_statuses()) - {row[0] for row in counted}
         catalog.add_episode_totals([*counted, *((eid, 0, 0, 0, 0) for eid in stepless)])
-    wrong = catalog.totals_problem(manifest.counts["steps"], manifest.counts["frames"])
+    wrong = catalog.stats.totals_problem(manifest.counts["steps"], manifest.counts["frames"])
     if wrong is not None:
         raise PublishedObjectError(location, name, f"{wrong}: not loaded")
 
@@ -654,7 +654,7 @@ def _load_stream_totals(
         reader, location, manifest, STREAM_TOTALS_TABLE, STREAM_TOTALS_COLUMNS,
         catalog.add_stream_totals,
     )  # fmt: skip
-    wrong = catalog.stream_totals_problem(manifest.counts["stream_frames"])
+    wrong = catalog.stats.stream_totals_problem(manifest.counts["stream_frames"])
     if wrong is not None:
         raise PublishedObjectError(location, name, f"{wrong}: not loaded")
 

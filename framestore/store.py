@@ -632,14 +632,14 @@ class FrameStore:
     def episode_bytes(self, episode_id: int) -> int:
         """Bytes of segment records holding this episode's frames (read from record
         headers; a published store's totals say it without reading its steps)."""
-        known = self.catalog.episode_total_bytes(episode_id)
+        known = self.catalog.stats.episode_total_bytes(episode_id)
         if known is not None:
             return known
         chunks = self.catalog.episode_chunks(episode_id)
         return sum(chunk_bytes(self, seg, offs) for seg, offs in chunks.items())
 
     def _live_bytes(self) -> int:
-        known = self.catalog.live_total_bytes()  # a published store's totals
+        known = self.catalog.stats.live_total_bytes()  # a published store's totals
         return sum(live_bytes_by_segment(self).values()) if known is None else known
 
     def disk_usage(self) -> DiskUsage:

@@ -134,7 +134,7 @@ class _Episodes:
     def __init__(self, cat: Catalog, chunks: dict, statuses: dict[int, str]):
         self.statuses = statuses
         self.have: dict[int, set[int]] = defaultdict(set, cat.step_keys())
-        self.recorded = {r.episode: r.steps for r in cat.episode_row_counts()}
+        self.recorded = {r.episode: r.steps for r in cat.stats.episode_row_counts()}
         self.chunks_of: dict[int, set[Where]] = defaultdict(set)
         self.last: dict[int, Where] = {}
         self.at: dict[tuple[int, int], Where] = {}  # (episode, step) -> its row's chunk

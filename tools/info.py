@@ -66,7 +66,7 @@ def store_info(store: FrameStore) -> dict[str, Any]:
     - ``state``: see ``store_state`` (a live store and a crashed one are reported, not
       refused). A published store has no WAL, SHM or reclaimable bytes (``None``).
     """
-    stats = store.catalog.stats()
+    stats = store.catalog.stats.summary()
     marks = store.catalog.segment_states()
     usage = store.disk_usage()
     live_bytes = usage.live

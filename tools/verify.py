@@ -110,10 +110,10 @@ def _check_database(st: FrameStore, report: VerifyReport) -> bool:
     """SQLite's structure check, then the type and range of every trusted column.
     Returns False when the database is too damaged to check anything else against it."""
     add = report.problems.append
-    damage = st.catalog.integrity_problems()
+    damage = st.catalog.checks.integrity_problems()
     for text in damage[:10]:
         add(Problem("database", f"SQLite integrity check: {text}"))
-    values = st.catalog.value_problems()
+    values = st.catalog.checks.value_problems()
     for v in values:
         add(Problem("bad value", str(v)))
     return not damage and not any(v.table == "segments" for v in values)
@@ -348,7 +348,7 @@ def _check_pointers(
 
 def _check_episodes(st: FrameStore, report: VerifyReport) -> None:
     add = report.problems.append
-    for row in st.catalog.episode_row_counts():
+    for row in st.catalog.stats.episode_row_counts():
         report.episodes_checked += 1
         if row.status == "complete" and row.steps is not None and row.steps != row.rows:
             add(

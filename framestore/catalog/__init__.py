@@ -11,13 +11,13 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from ._base import END_OF_EPISODE, Connection
-from ._checks import CheckQueries, ValueProblem
+from ._checks import Checks, ValueProblem
 from ._episodes import EPISODE_STATUSES, EpisodeQueries, format_shape, parse_shape
 from ._merges import MergeQueries, MergeRecord
 from ._meta import COMPACTION_OUTPUTS, PENDING_LOSS, Meta
 from ._pointers import SEGMENT_STATES, PointerQueries, PointerRow
 from ._recovery import RECOVERED_ENV_ID, RECOVERED_INFO, RecoveryQueries
-from ._stats import CatalogStats, EpisodeRowCount, StatsQueries
+from ._stats import CatalogStats, EpisodeRowCount, Stats
 from ._streams import StreamPointer, StreamQueries
 from ._tables import OPTIONAL_TABLES, PUBLISHED_TABLES, TableQueries
 from ._validate import MAX_SQLITE_INT, check_id, check_seed, clamp_step
@@ -29,6 +29,7 @@ __all__ = [
     "COMPACTION_OUTPUTS",
     "Catalog",
     "CatalogStats",
+    "Checks",
     "Connection",
     "END_OF_EPISODE",
     "EPISODE_STATUSES",
@@ -43,6 +44,7 @@ __all__ = [
     "RECOVERED_ENV_ID",
     "RECOVERED_INFO",
     "SEGMENT_STATES",
+    "Stats",
     "StreamPointer",
     "ValueProblem",
     "check_id",
@@ -58,10 +60,8 @@ class Catalog(
     PointerQueries,
     StreamQueries,
     RecoveryQueries,
-    StatsQueries,
     MergeQueries,
     TableQueries,
-    CheckQueries,
     Connection,
 ):
     """A store's catalogue (one SQLite connection). Thread-safe: every query runs under
@@ -69,4 +69,6 @@ class Catalog(
 
     def __init__(self, db: sqlite_utils.Database, *, readonly: bool):
         super().__init__(db, readonly=readonly)
+        self.stats = Stats(self)
         self.meta = Meta(self)
+        self.checks = Checks(self)
