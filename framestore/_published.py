@@ -570,7 +570,7 @@ def _load_steps(catalog: Catalog, reader: ObjectReader, location: str, manifest:
     name = catalogue_object("steps")
     with _parquet(reader, location, manifest, "steps") as data:
         _load_table(catalog, "steps", data, location)
-    unlisted = catalog.referenced_segments() - set(manifest.segments)
+    unlisted = catalog.pointers.referenced_segments() - set(manifest.segments)
     if unlisted:
         raise PublishedObjectError(
             location, name, f"points into segment {min(unlisted)}, which the manifest does not list"
@@ -591,7 +591,7 @@ def _load_stream_frames(
     point into listed segments only."""
     with _parquet(reader, location, manifest, "step_frames") as data:
         _load_table(catalog, "step_frames", data, location)
-    unlisted = catalog.referenced_segments() - set(manifest.segments)
+    unlisted = catalog.pointers.referenced_segments() - set(manifest.segments)
     if unlisted:
         raise PublishedObjectError(
             location,

@@ -237,7 +237,7 @@ def _copy(
     """Copy live chunks into new sealed ``.partial`` segments. On error nothing is left.
     ``dry``: write nothing, only size the outputs."""
     outs = _Outputs(store, target_bytes, dry)
-    merged = store.catalog.merged_segments()
+    merged = store.catalog.segments.merged()
     own_keys = live_stream_keys(store)
     checked_segment_dir(store.root)
     moves: dict[tuple[int, int], tuple[int, int]] = {}
@@ -360,20 +360,20 @@ def compact(
 
     ids = [v.segment for v in victims]
     with store.transaction() as cat:
-        result.steps_repointed = cat.repoint_chunks(moves)
+        result.steps_repointed = cat.pointers.repoint_chunks(moves)
         if in_repoint is not None:
             in_repoint(cat, moves)
         if drop_deleted_rows:
-            result.step_rows_removed = cat.drop_deleted_step_rows()
-        left = cat.pointer_count(ids)
+            result.step_rows_removed = cat.pointers.drop_deleted_step_rows()
+        left = cat.pointers.count(ids)
         if left:  # never commit a pointer into a file about to be deleted
             raise FrameStoreError(
                 f"{left} step rows still point into segments being removed; "
                 "nothing was changed (run `framestore verify`)"
             )
-        cat.set_segment_states(ids, "obsolete")
+        cat.segments.set_states(ids, "obsolete")
         for writer in outputs:
-            cat.record_segment(writer.segment_id, "sealed", writer.size)
+            cat.segments.record(writer.segment_id, "sealed", writer.size)
         cat.meta.set(COMPACTION_OUTPUTS, None)
     result.segments_rewritten = [v.segment for v in victims if v.live_offsets]
     result.segments_written = [w.segment_id for w in outputs]
@@ -391,10 +391,10 @@ def remove_obsolete(store: FrameStore) -> list[int]:
     its transaction committed). A file some step row still points at is kept and its
     mark cleared, so it can never leave a dangling pointer. Call with the writer lock."""
     removed = []
-    for sid in store.catalog.obsolete_segments():
-        if store.catalog.pointer_count([sid]):
+    for sid in store.catalog.segments.obsolete():
+        if store.catalog.pointers.count([sid]):
             with store.transaction() as cat:
-                cat.set_segment_states([sid], "sealed")
+                cat.segments.set_states([sid], "sealed")
             continue
         path = segment_path(store.root, sid)
         if path.exists() or path.is_symlink():
@@ -411,12 +411,12 @@ def remove_leftover_outputs(store: FrameStore) -> list[int]:
     ids = store.catalog.meta.get(COMPACTION_OUTPUTS)
     if not isinstance(ids, list):
         return []
-    rows = store.catalog.segment_rows()
+    rows = store.catalog.segments.rows()
     leftovers = [
         sid
         for sid in ids
         if isinstance(sid, int) and sid >= 0 and sid not in rows
-        and not store.catalog.pointer_count([sid])
+        and not store.catalog.pointers.count([sid])
     ]  # fmt: skip
     checked_segment_dir(store.root)
     for sid in leftovers:

@@ -80,7 +80,7 @@ def next_ids(store: FrameStore) -> tuple[int, int]:
     the writer lock held. Registered segments need no look: a segment is registered
     only once its frames have rows (``gc`` refuses unregistered ones)."""
     run, episode = store.catalog.next_ids()
-    rows = store.catalog.segment_rows()
+    rows = store.catalog.segments.rows()
     for sid, path in segment_files(store.root).regular.items():
         if sid in rows:
             continue
@@ -108,7 +108,10 @@ def chunk_bytes(store: FrameStore, segment: int, offsets: Iterable[int]) -> int:
 
 def live_bytes_by_segment(store: FrameStore) -> dict[int, int]:
     """Bytes of chunk records referenced by live (not deleted) episodes, per segment."""
-    return {seg: chunk_bytes(store, seg, offs) for seg, offs in store.catalog.live_chunks().items()}
+    return {
+        seg: chunk_bytes(store, seg, offs)
+        for seg, offs in store.catalog.pointers.live_chunks().items()
+    }
 
 
 def file_bytes(store: FrameStore) -> dict[str, int]:
@@ -132,7 +135,7 @@ def file_bytes(store: FrameStore) -> dict[str, int]:
 def segment_state(store: FrameStore, segment: int, marks: dict[int, str] | None = None) -> str:
     """``obsolete``/``compacting`` as the catalogue marks it, else ``sealed`` or
     ``active`` as the file says."""
-    mark = (store.catalog.segment_states() if marks is None else marks).get(segment)
+    mark = (store.catalog.segments.states() if marks is None else marks).get(segment)
     if mark in ("obsolete", "compacting"):
         return mark
     return "sealed" if is_sealed(segment_path(store.root, segment)) else "active"
@@ -145,7 +148,7 @@ def sync_segments(store: FrameStore) -> None:
     record); the catalogue for ``obsolete``/``compacting`` marks."""
     catalog = _writable_catalog(store)
     live = live_bytes_by_segment(store)
-    marks = catalog.segment_states()
+    marks = catalog.segments.states()
     files = segment_files(store.root)
     on_disk = list(files.regular) + list(files.irregular)
     with store.transaction() as cat:
@@ -154,9 +157,9 @@ def sync_segments(store: FrameStore) -> None:
                 size = os.lstat(path).st_size
             except FileNotFoundError:
                 continue
-            cat.record_segment(sid, segment_state(store, sid, marks), size, live.get(sid, 0))
+            cat.segments.record(sid, segment_state(store, sid, marks), size, live.get(sid, 0))
         gone = set(marks) - set(on_disk)
-        cat.forget_segments(s for s in gone if marks[s] == "obsolete")
+        cat.segments.forget(s for s in gone if marks[s] == "obsolete")
 
 
 def delete_segment_files(store: FrameStore, segments: Iterable[int]) -> None:

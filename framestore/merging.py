@@ -160,7 +160,7 @@ def undo_incomplete_merges(store: FrameStore) -> list[int]:
                 ours = header_id(final) == old
             except CorruptData:
                 ours = False
-            if ours and not store.catalog.pointer_count([new]):
+            if ours and not store.catalog.pointers.count([new]):
                 ours_here.append(new)
         if ours_here:
             delete_segment_files(store, ours_here)

@@ -424,7 +424,7 @@ def _write_catalogue(
     """The four tables; returns each published episode's totals (and chunks)."""
     cat = store.catalog
     wanted = set(sel.episodes)
-    merged = cat.merged_segments()  # their file headers name their source's id
+    merged = cat.segments.merged()  # their file headers name their source's id
     rows = {
         "runs": [r for r in cat.table_rows("runs") if r[0] in sel.runs],
         "episodes": [r for r in cat.table_rows("episodes") if r[0] in wanted],

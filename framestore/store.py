@@ -646,7 +646,7 @@ class FrameStore:
         """Bytes on disk split the one way ``record``, ``info`` and ``gc`` report them
         (see ``DiskUsage``)."""
         sizes = file_bytes(self)
-        marks = self.catalog.segment_states()
+        marks = self.catalog.segments.states()
         overhead = 0
         for sid in list_segment_ids(self.root):
             path = segment_path(self.root, sid)

@@ -167,7 +167,7 @@ def test_merged_store_merges_again_and_survives_gc(workers, tmp_path):
     assert run_cli("gc", dest, "--threshold", 1).exit_code == 0
     assert verify(dest).ok
     with FrameStore.open(dest, readonly=True) as st:
-        assert st.catalog.merged_segments() == {}  # all rewritten by gc
+        assert st.catalog.segments.merged() == {}  # all rewritten by gc
 
 
 def test_move_links_segments_and_removes_the_sources(workers, tmp_path):
@@ -380,7 +380,7 @@ def test_a_store_of_framestore_0_1_0_merges_and_replays(tmp_path):
     assert merge(dest, [src]).sources[0].status == "merged"
     assert store_content(dest) == want and verify(dest).ok
     with FrameStore.open(dest, readonly=True) as st:
-        assert set(st.catalog.merged_segments().values()) == {1, 2}
+        assert set(st.catalog.segments.merged().values()) == {1, 2}
     result = run_cli("verify", dest, "--replay")
     assert result.exit_code == 0 and "3 match" in result.stdout, result.output
 

@@ -98,10 +98,10 @@ def restore_from_segments(
     """Rebuild from this store's version-3 segments the rows the catalogue lacks (in the
     caller's transaction). ``statuses`` is updated with the episodes created."""
     out = Restored()
-    merged = cat.merged_segments()
+    merged = cat.segments.merged()
     eps = _Episodes(cat, statuses)
     have = defaultdict(set, cat.step_keys())
-    pointed = cat.pointed_frames()
+    pointed = cat.pointers.pointed_frames()
     restored: dict[int, int] = defaultdict(int)
     ends: dict[int, dict] = {}  # episode id -> its EPISODE_END record
     streams: dict[int, list] = {}  # episode id -> its streams (the longest list seen)

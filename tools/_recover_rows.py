@@ -82,7 +82,7 @@ def fix_pointers(
     """Re-link, keep or clear every pointer that does not resolve (in the caller's
     transaction)."""
     chunks = {(sid, off): h for sid, scan in scans.items() for off, h in scan.chunks.items()}
-    bad = [r for r in cat.all_pointers() if not resolves(chunks, r)]
+    bad = [r for r in cat.pointers.all() if not resolves(chunks, r)]
     # Only rows into a segment that is gone look for another copy (a database restored
     # from before a gc moved their frames); others keep the old rule: clear.
     copies = _copies(scans, {(r.expected_key, r.step) for r in bad if r.segment in unavailable})
@@ -108,8 +108,8 @@ def fix_pointers(
             clear.append((r.episode, r.step))
             if statuses.get(r.episode) != "deleted":
                 lost[r.episode] += 1
-    cat.set_pointers(relink)
-    cat.clear_pointers(clear)
+    cat.pointers.relink(relink)
+    cat.pointers.clear(clear)
     plan.relinked = dict(sorted(relinked.items()))
     plan.lost = dict(sorted(lost.items()))
     return plan
@@ -138,7 +138,7 @@ class _Episodes:
         self.chunks_of: dict[int, set[Where]] = defaultdict(set)
         self.last: dict[int, Where] = {}
         self.at: dict[tuple[int, int], Where] = {}  # (episode, step) -> its row's chunk
-        for r in cat.all_pointers():
+        for r in cat.pointers.all():
             if resolves(chunks, r):
                 where = (r.segment, r.offset)
                 self.chunks_of[r.episode].add(where)
@@ -183,8 +183,8 @@ def adopt_rowless(
     eps = _Episodes(cat, chunks, statuses)
     # A chunk every slot of which a row points at has nothing to adopt (merged segments
     # and gc's copies of their chunks carry source stream keys that are not episode ids).
-    pointed = cat.pointed_frames()
-    merged = cat.merged_segments()  # their rows committed with them: nothing to rebuild
+    pointed = cat.pointers.pointed_frames()
+    merged = cat.segments.merged()  # their rows committed with them: nothing to rebuild
     owners = cat.stream_key_owners()
     run_id = None
     recovered: dict[int, int] = defaultdict(int)

@@ -45,8 +45,8 @@ def check_step_metadata(
 ) -> None:
     """Add a ``metadata mismatch`` problem per chunk whose steps disagree with their
     rows, naming the episode and steps."""
-    merged = st.catalog.merged_segments()
-    rows = st.catalog.segment_rows()
+    merged = st.catalog.segments.merged()
+    rows = st.catalog.segments.rows()
     origins, _runs = st.catalog.origins()
     statuses = st.catalog.episode_statuses()
     cache: dict[int, dict[int, tuple]] = {}

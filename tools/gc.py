@@ -135,8 +135,8 @@ def _db_bytes(store: FrameStore) -> int:
 def _plan(store: FrameStore, threshold: float) -> list[Victim]:
     """Sealed segments whose live fraction is below ``threshold`` (or that hold nothing
     live). Active segments (a writer's, or one needing ``recover``) are never victims."""
-    states = store.catalog.segment_states()
-    merged = store.catalog.merged_segments()
+    states = store.catalog.segments.states()
+    merged = store.catalog.segments.merged()
     live_keys: set[int] | None = None
     victims = []
     for sid, path in segment_files(store.root).regular.items():
@@ -145,7 +145,7 @@ def _plan(store: FrameStore, threshold: float) -> list[Victim]:
         if not is_sealed(path):
             continue
         size = path.stat().st_size
-        offsets = store.catalog.live_chunk_offsets(sid)
+        offsets = store.catalog.pointers.live_chunk_offsets(sid)
         live = chunk_bytes(store, sid, offsets)
         if not offsets:
             if live_keys is None:
@@ -242,7 +242,7 @@ def _refuse_unless_catalogue_complete(store: FrameStore, *, leftovers: bool) -> 
             "may have no rows yet. Run `framestore recover` first"
         )
     refuse_unfinished_merge(store)
-    rows = store.catalog.segment_rows()
+    rows = store.catalog.segments.rows()
     outputs = store.catalog.meta.get(COMPACTION_OUTPUTS) if leftovers else None
     known = set(rows) | set(outputs if isinstance(outputs, list) else [])
     unknown = sorted(set(segment_files(store.root).regular) - known)
@@ -268,7 +268,7 @@ def _dry_run(store: FrameStore, report: GcReport, threshold: float) -> None:
     report.blocked = gc_blocker(store)
     root = store.root
     report.partials_removed = [p.name for p in list_partials(root)]
-    obsolete = [s for s in store.catalog.obsolete_segments() if segment_path(root, s).exists()]
+    obsolete = [s for s in store.catalog.segments.obsolete() if segment_path(root, s).exists()]
     victims = _plan(store, threshold)
     report.segments_rewritten = [v.segment for v in victims if v.live_offsets]
     outputs = store.catalog.meta.get(COMPACTION_OUTPUTS)
@@ -281,8 +281,8 @@ def _dry_run(store: FrameStore, report: GcReport, threshold: float) -> None:
     report.bytes_copied = copy_bytes(store, victims)
     removed = sum(segment_path(root, s).stat().st_size for s in report.segments_deleted)
     report.segment_bytes_after = report.segment_bytes_before - removed + report.bytes_copied
-    report.steps_repointed = sum(store.catalog.live_pointer_count(v.segment) for v in victims)
-    report.step_rows_removed = store.catalog.deleted_step_rows()
+    report.steps_repointed = sum(store.catalog.pointers.live_count(v.segment) for v in victims)
+    report.step_rows_removed = store.catalog.pointers.deleted_step_rows()
 
 
 def _run(store: FrameStore, report: GcReport, threshold: float, progress, hook) -> None:

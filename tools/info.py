@@ -67,7 +67,7 @@ def store_info(store: FrameStore) -> dict[str, Any]:
       refused). A published store has no WAL, SHM or reclaimable bytes (``None``).
     """
     stats = store.catalog.stats.summary()
-    marks = store.catalog.segment_states()
+    marks = store.catalog.segments.states()
     usage = store.disk_usage()
     live_bytes = usage.live
     states = Counter(segment_state(store, sid, marks) for sid in list_segment_ids(store.root))

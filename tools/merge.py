@@ -302,7 +302,7 @@ def _commit(
         _import_streams(cat, src, ep_map, seg_map)
         for new, _old in pairs:
             path = segment_path(st.root, new)
-            cat.record_segment(new, "sealed", path.stat().st_size, header_id=header_id(path))
+            cat.segments.record(new, "sealed", path.stat().st_size, header_id=header_id(path))
         cat.finish_merge(merge_id, {"runs": run_map_all, "episodes": ep_map_all}, steps)
     return SourceResult(
         str(src.root), "merged", len(runs), len(eps), steps, len(pairs), episode_ids=ep_map

@@ -266,12 +266,12 @@ def _forget_gone_segments(st: FrameStore) -> None:
     present = set(files.regular) | set(files.irregular)
     gone = [
         sid
-        for sid in st.catalog.segment_rows()
-        if sid not in present and not st.catalog.pointer_count([sid])
+        for sid in st.catalog.segments.rows()
+        if sid not in present and not st.catalog.pointers.count([sid])
     ]
     if gone:
         with st.transaction() as cat:
-            cat.forget_segments(gone)
+            cat.segments.forget(gone)
 
 
 def _merge(stored: object, new: dict[int, int]) -> dict[int, int]:
@@ -329,7 +329,7 @@ def _repair_segments(
         scans[sid] = scan
     if progress is not None:
         progress(len(paths), len(paths))
-    referenced = st.catalog.referenced_segments()
+    referenced = st.catalog.pointers.referenced_segments()
     missing = set(referenced) - set(files.regular) - set(files.irregular)
     return scans, unavailable | missing
 
@@ -379,7 +379,7 @@ def _compact(
     victims = []
     for sid, scan in sorted(scans.items()):
         if scan.bad or sid in rekey:
-            offsets = set(st.catalog.live_chunk_offsets(sid, include_deleted=True))
+            offsets = set(st.catalog.pointers.live_chunk_offsets(sid, include_deleted=True))
             offsets |= set(rekey[sid])
             size = segment_path(st.root, sid).stat().st_size
             victims.append(Victim(sid, size, sorted(offsets), 0, rekey.get(sid, {})))
@@ -407,10 +407,10 @@ def _remove_duplicates(
     an interrupted gc. Frames are matched by stream key (after a merge an episode's
     chunks carry the id it had in its source store)."""
     chunks = {(sid, off): h for sid, scan in scans.items() for off, h in scan.chunks.items()}
-    referenced = st.catalog.referenced_segments()
-    merged = st.catalog.merged_segments()  # their rows committed with them: gc's job
+    referenced = st.catalog.pointers.referenced_segments()
+    merged = st.catalog.segments.merged()  # their rows committed with them: gc's job
     served: dict[int, set[int]] = defaultdict(set)
-    for row in st.catalog.all_pointers():
+    for row in st.catalog.pointers.all():
         if resolves(chunks, row):
             served[row.expected_key].add(row.step)
     statuses = st.catalog.episode_statuses()

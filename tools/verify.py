@@ -132,7 +132,7 @@ def _check_files(st: FrameStore, report: VerifyReport, unsettled: _Unsettled) ->
     if running is not True:  # a running gc or merge writes these while holding the lock
         unsettled.partials += [p.name for p in list_partials(st.root)]
         unsettled.merges += [m.source_path for m in st.catalog.incomplete_merges()]
-    for sid, (path, state) in sorted(st.catalog.segment_rows().items()):
+    for sid, (path, state) in sorted(st.catalog.segments.rows().items()):
         if path != relative_segment_path(sid):
             add(
                 Problem("bad path", f"segments row path {path!r} is not canonical; not opened", sid)
@@ -154,8 +154,8 @@ def _scan_all(
 ) -> dict[int, SegmentScan]:
     """Every record of every segment file: checksums, framing, seals. A file without a
     row is settled after the snapshot (``_settle``): its header is checked there."""
-    rows = st.catalog.segment_rows()
-    merged = st.catalog.merged_segments()  # their file headers name their source id
+    rows = st.catalog.segments.rows()
+    merged = st.catalog.segments.merged()  # their file headers name their source id
     running = report.writer_running
     active = max(files.regular, default=None) if running else None
     scans: dict[int, SegmentScan] = {}
@@ -225,8 +225,8 @@ def _settle(st: FrameStore, report: VerifyReport, unsettled: _Unsettled) -> None
     it was placed for, or when a recorder holding the lock writes it under its own id."""
     add = report.problems.append
     running = st.writer_running() is True or report.writer_running is True
-    rows = st.catalog.segment_rows()
-    merged = st.catalog.merged_segments()
+    rows = st.catalog.segments.rows()
+    merged = st.catalog.segments.merged()
     journal = {
         new: (header, m.source_path)
         for m in st.catalog.incomplete_merges()
@@ -313,7 +313,7 @@ def _check_pointers(
     Problems are grouped per (kind, segment, offset, episode), naming every step."""
     affected: dict[tuple[str, int, int, int], list[int]] = {}
     details: dict[tuple[str, int, int, int], str] = {}
-    for row in st.catalog.iter_live_pointers():
+    for row in st.catalog.pointers.iter_live():
         report.steps_checked += 1
         if not row.valid:
             continue  # reported by the value checks ("bad value")

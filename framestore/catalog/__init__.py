@@ -15,7 +15,7 @@ from ._checks import Checks, ValueProblem
 from ._episodes import EPISODE_STATUSES, EpisodeQueries, format_shape, parse_shape
 from ._merges import MergeQueries, MergeRecord
 from ._meta import COMPACTION_OUTPUTS, PENDING_LOSS, Meta
-from ._pointers import SEGMENT_STATES, PointerQueries, PointerRow
+from ._pointers import SEGMENT_STATES, PointerRow, Pointers, Segments
 from ._recovery import RECOVERED_ENV_ID, RECOVERED_INFO, RecoveryQueries
 from ._stats import CatalogStats, EpisodeRowCount, Stats
 from ._streams import StreamPointer, StreamQueries
@@ -41,9 +41,11 @@ __all__ = [
     "PENDING_LOSS",
     "PUBLISHED_TABLES",
     "PointerRow",
+    "Pointers",
     "RECOVERED_ENV_ID",
     "RECOVERED_INFO",
     "SEGMENT_STATES",
+    "Segments",
     "Stats",
     "StreamPointer",
     "ValueProblem",
@@ -56,19 +58,15 @@ __all__ = [
 
 
 class Catalog(
-    EpisodeQueries,
-    PointerQueries,
-    StreamQueries,
-    RecoveryQueries,
-    MergeQueries,
-    TableQueries,
-    Connection,
+    EpisodeQueries, StreamQueries, RecoveryQueries, MergeQueries, TableQueries, Connection
 ):
     """A store's catalogue (one SQLite connection). Thread-safe: every query runs under
     one lock; ``transaction()`` groups changes."""
 
     def __init__(self, db: sqlite_utils.Database, *, readonly: bool):
         super().__init__(db, readonly=readonly)
+        self.segments = Segments(self)
+        self.pointers = Pointers(self)
         self.stats = Stats(self)
         self.meta = Meta(self)
         self.checks = Checks(self)
