@@ -538,7 +538,7 @@ def _write_stream_totals(
     rows = [
         (eid, idx, frames, raw)
         for eid in sel.episodes
-        for idx, (frames, raw) in cat.episode_stream_totals(eid).items()
+        for idx, (frames, raw) in cat.streams.episode_totals(eid).items()
     ]
     schema = pa.schema([(name, pa.int64()) for name in STREAM_TOTALS_COLUMNS])
     _write_table(target, STREAM_TOTALS_TABLE, schema, [rows], pa, pq)

@@ -363,7 +363,7 @@ class FrameStore:
         ep = self.episode(episode_id)
         if stream != RENDER_STREAM:
             index = self._stream_index(ep.id, stream)
-            pointers = self.catalog.stream_pointers(ep.id, index, *_step_range(start, stop))
+            pointers = self.catalog.streams.pointers(ep.id, index, *_step_range(start, stop))
             return [(step, loc) for step, loc, _shape in pointers]
         return self.catalog.frame_locations(ep.id, *_step_range(start, stop))
 
@@ -383,7 +383,7 @@ class FrameStore:
         if stream == RENDER_STREAM:
             return summary
         index = self._stream_index(ep.id, stream)
-        pointers = self.catalog.stream_pointers(ep.id, index, int(start), summary.stop)
+        pointers = self.catalog.streams.pointers(ep.id, index, int(start), summary.stop)
         shapes = {"x".join(map(str, shape)) for _s, loc, shape in pointers if loc and shape}
         frames = sum(loc is not None for _s, loc, _shape in pointers)
         return FrameSummary(summary.steps, summary.stop, tuple(sorted(shapes)), frames)
@@ -392,14 +392,14 @@ class FrameStore:
         """The episode's frame streams, ``render`` (index 0) first (docs/FORMAT.md,
         "Several streams"); a store of 0.3.0 or older has ``render`` only."""
         ep = self.episode(episode_id)
-        return self.catalog.episode_streams(ep.id)
+        return self.catalog.streams.of_episode(ep.id)
 
     def _stream_info(self, episode_id: int, stream: str) -> StreamInfo:
         """The episode's stream ``stream`` (``StreamNotFound`` if none; kept once read)."""
         known = self._stream_infos.get(episode_id)
         if known is None or stream not in known:
             ep = self.episode(episode_id)
-            known = {s.name: s for s in self.catalog.episode_streams(ep.id, counts=False)}
+            known = {s.name: s for s in self.catalog.streams.of_episode(ep.id, counts=False)}
             self._stream_infos[episode_id] = known
             if stream not in known:
                 raise StreamNotFound(episode_id, stream, tuple(known))
@@ -448,7 +448,7 @@ class FrameStore:
         if stream != RENDER_STREAM:
             info = self._stream_info(episode_id, stream)
             step = int(step)
-            for _step, loc, shape in self.catalog.stream_pointers(
+            for _step, loc, shape in self.catalog.streams.pointers(
                 episode_id, info.index, step, step + 1
             ):
                 if loc is None:
@@ -570,7 +570,7 @@ class FrameStore:
         """``iter_steps_frames`` of a stream other than render: its pointers, each chunk
         checked to be of that stream (or render's, for a frame stored once for both)."""
         info = self._stream_info(episode_id, stream)
-        pointers = self.catalog.stream_pointers(episode_id, info.index, *_step_range(start, stop))
+        pointers = self.catalog.streams.pointers(episode_id, info.index, *_step_range(start, stop))
         reader = self._reader
         chunk = None
         for step, loc, shape in pointers:
@@ -613,7 +613,7 @@ class FrameStore:
         pending: dict[str, tuple[int, np.ndarray] | None] = {
             n: next(it, None) for n, it in iters.items()
         }
-        for step, blob in self.catalog.observations(ep.id, *_step_range(start, stop)):
+        for step, blob in self.catalog.streams.observations(ep.id, *_step_range(start, stop)):
             here: dict[str, Callable[[], np.ndarray]] = {}
             for n, item in pending.items():
                 if item is not None and item[0] == step:

@@ -73,7 +73,7 @@ def store_info(store: FrameStore) -> dict[str, Any]:
     states = Counter(segment_state(store, sid, marks) for sid in list_segment_ids(store.root))
     by_status = stats.episodes_by_status
     deleted = by_status.get("deleted", 0)
-    streams = store.catalog.stream_totals()
+    streams = store.catalog.streams.totals()
     raw = stats.raw_frame_bytes + sum(r for _n, r in streams.values())
     frozen = store.published  # nothing to reclaim, no WAL: it never changes
     return {

@@ -18,7 +18,7 @@ from ._meta import COMPACTION_OUTPUTS, PENDING_LOSS, Meta
 from ._pointers import SEGMENT_STATES, PointerRow, Pointers, Segments
 from ._recovery import RECOVERED_ENV_ID, RECOVERED_INFO, RecoveryQueries
 from ._stats import CatalogStats, EpisodeRowCount, Stats
-from ._streams import StreamPointer, StreamQueries
+from ._streams import StreamPointer, Streams
 from ._tables import OPTIONAL_TABLES, PUBLISHED_TABLES, TableQueries
 from ._validate import MAX_SQLITE_INT, check_id, check_seed, clamp_step
 
@@ -48,6 +48,7 @@ __all__ = [
     "Segments",
     "Stats",
     "StreamPointer",
+    "Streams",
     "ValueProblem",
     "check_id",
     "check_seed",
@@ -57,14 +58,13 @@ __all__ = [
 ]
 
 
-class Catalog(
-    EpisodeQueries, StreamQueries, RecoveryQueries, MergeQueries, TableQueries, Connection
-):
+class Catalog(EpisodeQueries, RecoveryQueries, MergeQueries, TableQueries, Connection):
     """A store's catalogue (one SQLite connection). Thread-safe: every query runs under
     one lock; ``transaction()`` groups changes."""
 
     def __init__(self, db: sqlite_utils.Database, *, readonly: bool):
         super().__init__(db, readonly=readonly)
+        self.streams = Streams(self)
         self.segments = Segments(self)
         self.pointers = Pointers(self)
         self.stats = Stats(self)
