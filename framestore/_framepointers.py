@@ -106,7 +106,7 @@ class FramePointers:
 
     def _one(self, episode_id: int, step: int) -> FrameLocation | None:
         self._check_episode(episode_id)
-        locs = self._catalog.frame_locations(episode_id, step, step + 1)
+        locs = self._catalog.episodes.frame_locations(episode_id, step, step + 1)
         if not locs:
             raise FrameNotFound(f"episode {episode_id} has no step {step}")
         return locs[0][1]
@@ -116,7 +116,7 @@ class FramePointers:
         # Read after the stamp: the rows are at least as new as it (a commit in between
         # moves the stamp, and the next lookup starts over).
         try:
-            rows = self._catalog.frame_locations(episode_id)
+            rows = self._catalog.episodes.frame_locations(episode_id)
         except CorruptCatalog:
             return None  # a damaged row elsewhere must not fail this step: ask for it alone
         n = len(rows)

@@ -630,7 +630,7 @@ def _load_totals(
     else:
         name = catalogue_object("steps")  # what the totals were counted from
         counted = _count_steps(reader, location, manifest, extents)
-        stepless = set(catalog.episode_statuses()) - {row[0] for row in counted}
+        stepless = set(catalog.episodes.statuses()) - {row[0] for row in counted}
         catalog.add_episode_totals([*counted, *((eid, 0, 0, 0, 0) for eid in stepless)])
     wrong = catalog.stats.totals_problem(manifest.counts["steps"], manifest.counts["frames"])
     if wrong is not None:

@@ -115,10 +115,10 @@ def target_segment_bytes(store: FrameStore, victims: list[Victim]) -> int:
 
 def live_stream_keys(store: FrameStore) -> set[int]:
     """Stream keys of the episodes not deleted (for segments this store wrote)."""
-    statuses = store.catalog.episode_statuses()
+    statuses = store.catalog.episodes.statuses()
     return {
         key
-        for key, episodes in store.catalog.stream_key_owners().items()
+        for key, episodes in store.catalog.episodes.stream_key_owners().items()
         if any(statuses.get(e) != "deleted" for e in episodes)
     }
 

@@ -79,7 +79,7 @@ def next_ids(store: FrameStore) -> tuple[int, int]:
     registered, i.e. frames of a writer that died before its rows committed. Call with
     the writer lock held. Registered segments need no look: a segment is registered
     only once its frames have rows (``gc`` refuses unregistered ones)."""
-    run, episode = store.catalog.next_ids()
+    run, episode = store.catalog.episodes.next_ids()
     rows = store.catalog.segments.rows()
     for sid, path in segment_files(store.root).regular.items():
         if sid in rows:

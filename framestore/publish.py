@@ -380,7 +380,7 @@ def _select(store: FrameStore) -> _Selection:
         if ep.status == "recording":
             skipped[ep.id] = "being recorded (or never closed: run recover)"
             continue
-        segs = set(store.catalog.episode_chunks(ep.id))
+        segs = set(store.catalog.episodes.chunks(ep.id))
         if not segs <= sealed:
             skipped[ep.id] = f"frames in segment {min(segs - sealed)}, which is not sealed yet"
             continue

@@ -312,7 +312,7 @@ class FrameStore:
     # ----------------------------------------------------------------- runs/episodes
     def runs(self) -> list[RunInfo]:
         """Run records in id order."""
-        return self.catalog.runs()
+        return self.catalog.episodes.runs()
 
     def run(self, run_id: int) -> RunInfo:
         """One run's record (``RunNotFound`` for an unknown id)."""
@@ -326,11 +326,11 @@ class FrameStore:
         self, *, run_id: int | None = None, include_deleted: bool = False
     ) -> list[EpisodeInfo]:
         """Episode records in id order (deleted ones only when asked)."""
-        return self.catalog.episodes(run_id=run_id, include_deleted=include_deleted)
+        return self.catalog.episodes.all(run_id=run_id, include_deleted=include_deleted)
 
     def episode(self, episode_id: int, *, include_deleted: bool = False) -> EpisodeInfo:
         """One episode's record (``EpisodeNotFound`` for an unknown or deleted id)."""
-        ep = self.catalog.episode(check_id(episode_id, "episode id"))
+        ep = self.catalog.episodes.get(check_id(episode_id, "episode id"))
         if ep is None or (ep.status == "deleted" and not include_deleted):
             raise EpisodeNotFound(episode_id)
         return ep
@@ -341,14 +341,14 @@ class FrameStore:
     ) -> list[StepInfo]:
         """Step records of an episode in step order, ``start <= step < stop``."""
         ep = self.episode(episode_id)
-        return self.catalog.steps(ep.id, *_step_range(start, stop))
+        return self.catalog.episodes.steps(ep.id, *_step_range(start, stop))
 
     def step_track(self, episode_id: int, start: int = 0, stop: int | None = None) -> StepTrack:
         """Rewards, actions and flags (terminated, truncated, frame stored, row rebuilt by
         ``recover``) of ``start <= step < stop``, one query and no frames: cheap enough
         to read a whole episode for a timeline (page long ones with ``start``/``stop``)."""
         self.episode(episode_id)
-        return self.catalog.step_track(episode_id, start, stop)
+        return self.catalog.episodes.step_track(episode_id, start, stop)
 
     def frame_locations(
         self,
@@ -365,7 +365,7 @@ class FrameStore:
             index = self._stream_index(ep.id, stream)
             pointers = self.catalog.streams.pointers(ep.id, index, *_step_range(start, stop))
             return [(step, loc) for step, loc, _shape in pointers]
-        return self.catalog.frame_locations(ep.id, *_step_range(start, stop))
+        return self.catalog.episodes.frame_locations(ep.id, *_step_range(start, stop))
 
     def frame_summary(
         self,
@@ -379,7 +379,7 @@ class FrameStore:
         step count, the distinct frame shapes and the number of stored frames (a snapshot:
         rows of a live episode keep arriving); of ``stream``'s frames when given."""
         ep = self.episode(episode_id)
-        summary = self.catalog.frame_summary(ep.id, *_step_range(start, stop))
+        summary = self.catalog.episodes.frame_summary(ep.id, *_step_range(start, stop))
         if stream == RENDER_STREAM:
             return summary
         index = self._stream_index(ep.id, stream)
@@ -470,7 +470,7 @@ class FrameStore:
         another store (docs/FORMAT.md, "Merged stores")."""
         key = self._stream_keys.get(episode_id)
         if key is None:
-            key = self._stream_keys[episode_id] = self.catalog.stream_key(episode_id)
+            key = self._stream_keys[episode_id] = self.catalog.episodes.stream_key(episode_id)
         return key
 
     def read_at(
@@ -635,7 +635,7 @@ class FrameStore:
         known = self.catalog.stats.episode_total_bytes(episode_id)
         if known is not None:
             return known
-        chunks = self.catalog.episode_chunks(episode_id)
+        chunks = self.catalog.episodes.chunks(episode_id)
         return sum(chunk_bytes(self, seg, offs) for seg, offs in chunks.items())
 
     def _live_bytes(self) -> int:
@@ -681,7 +681,7 @@ class FrameStore:
         if recording:
             raise InvalidInput(f"episode {recording[0]} is being recorded; stop recording first")
         if not dry_run and ids:
-            self.catalog.mark_deleted(ids)
+            self.catalog.episodes.mark_deleted(ids)
         return eps
 
     def _is_live(self, episode_id: int) -> bool:

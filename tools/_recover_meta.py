@@ -50,7 +50,7 @@ class _Episodes:
         self.cat = cat
         self.statuses = statuses
         self.episodes, self.runs = cat.origins()
-        self.owners = cat.stream_key_owners()
+        self.owners = cat.episodes.stream_key_owners()
         self.created: list[int] = []
         # (run id in the segment, created) -> its row's id: a run whose id a later
         # recorder took (it never committed) is rebuilt under a new id.

@@ -185,7 +185,7 @@ def adopt_rowless(
     # and gc's copies of their chunks carry source stream keys that are not episode ids).
     pointed = cat.pointers.pointed_frames()
     merged = cat.segments.merged()  # their rows committed with them: nothing to rebuild
-    owners = cat.stream_key_owners()
+    owners = cat.episodes.stream_key_owners()
     run_id = None
     recovered: dict[int, int] = defaultdict(int)
     created: list[int] = []

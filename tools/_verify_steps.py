@@ -48,7 +48,7 @@ def check_step_metadata(
     merged = st.catalog.segments.merged()
     rows = st.catalog.segments.rows()
     origins, _runs = st.catalog.origins()
-    statuses = st.catalog.episode_statuses()
+    statuses = st.catalog.episodes.statuses()
     cache: dict[int, dict[int, tuple]] = {}
     for sid, scan in sorted(scans.items()):
         if (scan.version or 0) < 3 or sid in merged or rows.get(sid, ("", ""))[1] == "obsolete":

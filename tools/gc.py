@@ -235,7 +235,7 @@ def gc_blocker(store: FrameStore) -> str | None:
 def _refuse_unless_catalogue_complete(store: FrameStore, *, leftovers: bool) -> None:
     """``InvalidInput`` (run ``recover`` first) while frames may lack rows (see the module
     docstring). With ``leftovers`` the copies of a crashed compaction do not count."""
-    stale = store.catalog.stale_recordings()
+    stale = store.catalog.episodes.stale_recordings()
     if stale:
         raise InvalidInput(
             f"episode {stale[0]} was left 'recording' by a writer that stopped; its frames "

@@ -141,7 +141,7 @@ def _dest_journal(dest: Path) -> list[MergeRecord]:
     with FrameStore.open(dest, readonly=True) as st:
         if st.writer_running():
             raise StoreLocked(str(dest), "a recorder or another maintenance command")
-        stale = st.catalog.stale_recordings()
+        stale = st.catalog.episodes.stale_recordings()
         if stale:
             raise InvalidInput(
                 f"{dest}: episode {stale[0]} was left 'recording'; run `framestore recover` first"
@@ -174,7 +174,7 @@ def _inspect(path: Path, done: list[MergeRecord], move: bool) -> _Plan:
         # else a copy that diverged, or the store recorded more: its new episodes merge
         if st.writer_running():
             raise StoreLocked(str(path), "a recorder")
-        stale = st.catalog.stale_recordings()
+        stale = st.catalog.episodes.stale_recordings()
         if stale:
             raise InvalidInput(
                 f"{path}: episode {stale[0]} was left 'recording'; run `framestore recover` on it first"
@@ -278,7 +278,7 @@ def _commit(
     seg_map = {old: new for new, old in pairs}
     runs, eps = sel.runs, sel.episodes
     with st.transaction() as cat:
-        next_run, next_ep = cat.next_ids()
+        next_run, next_ep = cat.episodes.next_ids()
         run_map = {r["id"]: next_run + i for i, r in enumerate(runs)}
         ep_map = {e["id"]: next_ep + i for i, e in enumerate(eps)}
         run_map_all = {**sel.runs_here, **run_map}

@@ -219,7 +219,7 @@ def _recover(st: FrameStore, report: RecoverReport, progress, drop_missing: bool
     scans, unavailable = _repair_segments(st, report, progress)
     next_id = _next_episode_id(st, scans)
     with st.transaction() as cat:
-        statuses = cat.episode_statuses()
+        statuses = cat.episodes.statuses()
         rows = fix_pointers(cat, scans, unavailable, statuses, drop_missing=drop_missing)
         report.steps_relinked = rows.relinked
         report.segments_unavailable = rows.kept_missing
@@ -288,7 +288,7 @@ def _merge(stored: object, new: dict[int, int]) -> dict[int, int]:
 
 def _next_episode_id(st: FrameStore, scans: dict[int, SegmentScan]) -> int:
     """An episode id above every id in the catalogue and every stream key in a segment."""
-    _run, next_id = st.catalog.next_ids()
+    _run, next_id = st.catalog.episodes.next_ids()
     keys = (h.stream_key for scan in scans.values() for h in scan.chunks.values())
     return max(next_id, max(keys, default=0) + 1)
 
@@ -413,8 +413,8 @@ def _remove_duplicates(
     for row in st.catalog.pointers.all():
         if resolves(chunks, row):
             served[row.expected_key].add(row.step)
-    statuses = st.catalog.episode_statuses()
-    owners = st.catalog.stream_key_owners()
+    statuses = st.catalog.episodes.statuses()
+    owners = st.catalog.episodes.stream_key_owners()
 
     def deleted(key: int) -> bool:
         found = owners.get(key, [])

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 from ._base import END_OF_EPISODE, Connection
 from ._checks import Checks, ValueProblem
-from ._episodes import EPISODE_STATUSES, EpisodeQueries, format_shape, parse_shape
+from ._episodes import EPISODE_STATUSES, Episodes, format_shape, parse_shape
 from ._merges import MergeQueries, MergeRecord
 from ._meta import COMPACTION_OUTPUTS, PENDING_LOSS, Meta
 from ._pointers import SEGMENT_STATES, PointerRow, Pointers, Segments
@@ -34,6 +34,7 @@ __all__ = [
     "END_OF_EPISODE",
     "EPISODE_STATUSES",
     "EpisodeRowCount",
+    "Episodes",
     "MAX_SQLITE_INT",
     "MergeRecord",
     "Meta",
@@ -58,12 +59,13 @@ __all__ = [
 ]
 
 
-class Catalog(EpisodeQueries, RecoveryQueries, MergeQueries, TableQueries, Connection):
+class Catalog(RecoveryQueries, MergeQueries, TableQueries, Connection):
     """A store's catalogue (one SQLite connection). Thread-safe: every query runs under
     one lock; ``transaction()`` groups changes."""
 
     def __init__(self, db: sqlite_utils.Database, *, readonly: bool):
         super().__init__(db, readonly=readonly)
+        self.episodes = Episodes(self)
         self.streams = Streams(self)
         self.segments = Segments(self)
         self.pointers = Pointers(self)
