@@ -139,7 +139,7 @@ class FrameStore:
             # against the manifest instead)
             store_id_of=None
             if source is not None or objects is not None
-            else catalog.writer_store_id,
+            else catalog.recovery.writer_store_id,
         )
         self._objects = objects  # a published store's manifest and where its objects are
         self._closed = False

@@ -133,7 +133,7 @@ class _Episodes:
 
     def __init__(self, cat: Catalog, chunks: dict, statuses: dict[int, str]):
         self.statuses = statuses
-        self.have: dict[int, set[int]] = defaultdict(set, cat.step_keys())
+        self.have: dict[int, set[int]] = defaultdict(set, cat.recovery.step_keys())
         self.recorded = {r.episode: r.steps for r in cat.stats.episode_row_counts()}
         self.chunks_of: dict[int, set[Where]] = defaultdict(set)
         self.last: dict[int, Where] = {}
@@ -216,8 +216,8 @@ def adopt_rowless(
             continue
         if status is None:
             if run_id is None:
-                run_id = cat.create_recovered_run()
-            cat.create_recovered_episode(ep, run_id)
+                run_id = cat.recovery.create_recovered_run()
+            cat.recovery.create_recovered_episode(ep, run_id)
             statuses[ep] = "interrupted"
             owners[ep] = [ep]
             created.append(ep)
@@ -233,12 +233,12 @@ def adopt_rowless(
             foreign.headers[where] = header
             continue
         shape = format_shape(header.shape)
-        cat.insert_recovered_steps((ep, k, sid, off, slot, shape) for slot, k in rowless)
+        cat.recovery.insert_recovered_steps((ep, k, sid, off, slot, shape) for slot, k in rowless)
         eps.have[ep].update(k for _slot, k in rowless)
         eps.chunks_of[ep].add(where)
         eps.last[ep] = max(eps.last.get(ep, where), where)
         recovered[ep] += len(rowless)
-    cat.recount_episodes(created)
+    cat.recovery.recount_episodes(created)
     return dict(sorted(recovered.items())), created, foreign, skipped
 
 
@@ -257,16 +257,16 @@ def _owner(key: int, owners: dict[int, list[int]], statuses: dict[int, str]) -> 
 def insert_foreign(cat: Catalog, foreign: Foreign, moves: dict[Where, Where]) -> list[int]:
     """Rows for rekeyed foreign chunks at their new places (inside the compaction's
     repoint transaction). Returns the episodes created."""
-    run_id = cat.create_recovered_run()
+    run_id = cat.recovery.create_recovered_run()
     for new_id in foreign.episodes:
-        cat.create_recovered_episode(new_id, run_id)
+        cat.recovery.create_recovered_episode(new_id, run_id)
     for where, new_id in foreign.chunks.items():
         header = foreign.headers[where]
         seg, off = moves[where]
         shape = format_shape(header.shape)
-        cat.insert_recovered_steps(
+        cat.recovery.insert_recovered_steps(
             (new_id, k, seg, off, slot, shape) for slot, k in enumerate(header.frame_keys)
         )
     created = sorted(foreign.episodes)
-    cat.recount_episodes(created)
+    cat.recovery.recount_episodes(created)
     return created

@@ -47,7 +47,7 @@ def check_step_metadata(
     rows, naming the episode and steps."""
     merged = st.catalog.segments.merged()
     rows = st.catalog.segments.rows()
-    origins, _runs = st.catalog.origins()
+    origins, _runs = st.catalog.recovery.origins()
     statuses = st.catalog.episodes.statuses()
     cache: dict[int, dict[int, tuple]] = {}
     for sid, scan in sorted(scans.items()):
@@ -67,7 +67,7 @@ def check_step_metadata(
                 except (CorruptData, OSError):
                     continue  # the scan reported it
                 if eid not in cache:
-                    cache[eid] = st.catalog.step_metadata(eid)
+                    cache[eid] = st.catalog.recovery.step_metadata(eid)
                 stored = cache[eid]
                 wrong = [
                     s.step

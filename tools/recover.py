@@ -227,7 +227,7 @@ def _recover(st: FrameStore, report: RecoverReport, progress, drop_missing: bool
         cat.meta.set(PENDING_LOSS, _merge(cat.meta.get(PENDING_LOSS), rows.lost))
         # a catalogue deleted or emptied: its store id is the one its segments name
         if (report.catalogue_rebuilt or not statuses) and (sid := store_id_of_segments(scans)):
-            cat.restore_store_id(sid)
+            cat.recovery.restore_store_id(sid)
         restored = restore_from_segments(cat, st.root, scans, statuses)
         found = adopt_rowless(cat, scans, statuses, next_id, st.root)
         bare, created, foreign, skipped = found
@@ -238,7 +238,7 @@ def _recover(st: FrameStore, report: RecoverReport, progress, drop_missing: bool
         report.steps_recovered = dict(sorted(whole.items()))
         report.episodes_created = restored.episodes_created + created
         report.episodes_ended = restored.episodes_ended
-        report.episodes_interrupted = cat.interrupt_recordings()
+        report.episodes_interrupted = cat.recovery.interrupt_recordings()
     if restored.unreadable:
         report.notes.append(f"{restored.unreadable} chunk(s) whose step metadata is unreadable")
     if skipped:

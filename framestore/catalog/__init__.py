@@ -16,7 +16,7 @@ from ._episodes import EPISODE_STATUSES, Episodes, format_shape, parse_shape
 from ._merges import MergeQueries, MergeRecord
 from ._meta import COMPACTION_OUTPUTS, PENDING_LOSS, Meta
 from ._pointers import SEGMENT_STATES, PointerRow, Pointers, Segments
-from ._recovery import RECOVERED_ENV_ID, RECOVERED_INFO, RecoveryQueries
+from ._recovery import RECOVERED_ENV_ID, RECOVERED_INFO, Recovery
 from ._stats import CatalogStats, EpisodeRowCount, Stats
 from ._streams import StreamPointer, Streams
 from ._tables import OPTIONAL_TABLES, PUBLISHED_TABLES, TableQueries
@@ -45,6 +45,7 @@ __all__ = [
     "Pointers",
     "RECOVERED_ENV_ID",
     "RECOVERED_INFO",
+    "Recovery",
     "SEGMENT_STATES",
     "Segments",
     "Stats",
@@ -59,7 +60,7 @@ __all__ = [
 ]
 
 
-class Catalog(RecoveryQueries, MergeQueries, TableQueries, Connection):
+class Catalog(MergeQueries, TableQueries, Connection):
     """A store's catalogue (one SQLite connection). Thread-safe: every query runs under
     one lock; ``transaction()`` groups changes."""
 
@@ -71,4 +72,5 @@ class Catalog(RecoveryQueries, MergeQueries, TableQueries, Connection):
         self.pointers = Pointers(self)
         self.stats = Stats(self)
         self.meta = Meta(self)
+        self.recovery = Recovery(self)
         self.checks = Checks(self)
