@@ -72,7 +72,7 @@ def new_segment_ids(store: FrameStore, count: int) -> list[int]:
     segment directory is a link (its files, behind it, would be numbered and replaced
     unseen): checked here, before the journal row is written."""
     checked_segment_dir(store.root)
-    journaled = [new for m in store.catalog.merge_records() for new, _src in m.segments]
+    journaled = [new for m in store.catalog.merges.records() for new, _src in m.segments]
     first = max([next_segment_id(store.root), *(i + 1 for i in journaled)])
     return list(range(first, first + count))
 
@@ -133,7 +133,7 @@ def refuse_unfinished_merge(store: FrameStore) -> None:
     """Raise ``InvalidInput`` while a merge into ``store`` is unfinished: its journal
     reserves segment ids that a recording or a gc could otherwise take. Call with the
     writer lock held."""
-    merges = store.catalog.incomplete_merges()
+    merges = store.catalog.merges.incomplete()
     if merges:
         raise InvalidInput(
             f"a merge from {merges[0].source_path} into this store stopped before its "
@@ -149,7 +149,7 @@ def undo_incomplete_merges(store: FrameStore) -> list[int]:
     Returns the segment ids removed."""
     checked_segment_dir(store.root)  # never delete through a link
     removed: list[int] = []
-    for m in store.catalog.incomplete_merges():
+    for m in store.catalog.merges.incomplete():
         ours_here = []
         for new, old in m.segments:  # old: the id the placed file's header names
             final = segment_path(store.root, new)
@@ -164,7 +164,7 @@ def undo_incomplete_merges(store: FrameStore) -> list[int]:
                 ours_here.append(new)
         if ours_here:
             delete_segment_files(store, ours_here)
-        store.catalog.forget_merge(m.id)
+        store.catalog.merges.forget(m.id)
         removed += ours_here
     return removed
 

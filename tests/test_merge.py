@@ -87,7 +87,7 @@ def snapshot(path: Path):
             rows = (
                 store.runs(),
                 store.episodes(include_deleted=True),
-                store.catalog.merge_records(),
+                store.catalog.merges.records(),
             )
     except SchemaTooNew:
         rows = (path / "framestore.db").read_bytes()
@@ -361,7 +361,7 @@ def test_sigkill_during_merge_at_random_moments_and_at_each_phase(crash_sources,
             else:
                 assert reached == mode
                 with FrameStore.open(dest, readonly=True) as st:
-                    unfinished = bool(st.catalog.incomplete_merges())
+                    unfinished = bool(st.catalog.merges.incomplete())
                 assert unfinished == (mode in ("journaled", "placed"))
                 if unfinished:
                     assert run_cli("verify", dest).exit_code == 1  # "interrupted merge"

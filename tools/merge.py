@@ -97,7 +97,7 @@ class _Plan:
 def fingerprint(store: FrameStore) -> str:
     """A digest of a store's runs and live episodes: it changes when episodes are
     recorded, deleted or recovered, not when segments are compacted."""
-    rows = store.catalog.fingerprint_rows()
+    rows = store.catalog.merges.fingerprint_rows()
     return hashlib.sha256(json.dumps(rows, default=str).encode()).hexdigest()
 
 
@@ -146,7 +146,7 @@ def _dest_journal(dest: Path) -> list[MergeRecord]:
             raise InvalidInput(
                 f"{dest}: episode {stale[0]} was left 'recording'; run `framestore recover` first"
             )
-        return [m for m in st.catalog.merge_records() if m.state == "done"]
+        return [m for m in st.catalog.merges.records() if m.state == "done"]
 
 
 def _moved_from(path: Path, record: MergeRecord) -> bool:
@@ -229,7 +229,7 @@ def _select(st: FrameStore, src: FrameStore, source_id: str) -> _Selection:
     runs_here: dict[int, int] = {}
     eps_here: dict[int, int] = {}
     dest_runs = {r.id: r for r in st.runs()}
-    for record in st.catalog.merge_records():
+    for record in st.catalog.merges.records():
         if record.state != "done" or record.source_id != source_id:
             continue
         for theirs, ours in record.ids.get("runs", {}).items():
@@ -254,14 +254,14 @@ def _select(st: FrameStore, src: FrameStore, source_id: str) -> _Selection:
         and (src_runs[theirs].env_id, src_runs[theirs].created)
         == (dest_runs[ours].env_id, dest_runs[ours].created)
     }
-    eps = [e for e in src.catalog.export_episodes() if e["id"] not in eps_here]
+    eps = [e for e in src.catalog.merges.export_episodes() if e["id"] not in eps_here]
     wanted = {e["run_id"] for e in eps}
-    runs = [r for r in src.catalog.export_runs() if r["id"] in wanted - set(runs_here)]
+    runs = [r for r in src.catalog.merges.export_runs() if r["id"] in wanted - set(runs_here)]
     ids = [e["id"] for e in eps]
-    rows = src.catalog.iter_step_rows(ids)
+    rows = src.catalog.merges.iter_step_rows(ids)
     segments = {r[8] for r in rows if r[8] is not None}
     # frames of streams other than render (step_frames: the segment at index 3)
-    segments |= {r[3] for r in src.catalog.iter_stream_rows(ids) if r[3] is not None}
+    segments |= {r[3] for r in src.catalog.merges.iter_stream_rows(ids) if r[3] is not None}
     segments = sorted(segments)
     return _Selection(runs, eps, segments, runs_here, eps_here)
 
@@ -284,9 +284,9 @@ def _commit(
         run_map_all = {**sel.runs_here, **run_map}
         ep_map_all = {**sel.episodes_here, **ep_map}
         for r in runs:
-            cat.import_run(run_map[r["id"]], r)
+            cat.merges.import_run(run_map[r["id"]], r)
         for e in eps:
-            cat.import_episode(
+            cat.merges.import_episode(
                 ep_map[e["id"]],
                 run_map_all[e["run_id"]],
                 e,
@@ -294,8 +294,8 @@ def _commit(
                 stream_key=e["stream_key"],
             )
         steps = 0
-        for page in _pages(src.catalog.iter_step_rows(ep_map), _PAGE):
-            steps += cat.import_steps(
+        for page in _pages(src.catalog.merges.iter_step_rows(ep_map), _PAGE):
+            steps += cat.merges.import_steps(
                 (ep_map[r[0]], *r[1:8], None if r[8] is None else seg_map[r[8]], *r[9:])
                 for r in page
             )
@@ -303,7 +303,7 @@ def _commit(
         for new, _old in pairs:
             path = segment_path(st.root, new)
             cat.segments.record(new, "sealed", path.stat().st_size, header_id=header_id(path))
-        cat.finish_merge(merge_id, {"runs": run_map_all, "episodes": ep_map_all}, steps)
+        cat.merges.finish(merge_id, {"runs": run_map_all, "episodes": ep_map_all}, steps)
     return SourceResult(
         str(src.root), "merged", len(runs), len(eps), steps, len(pairs), episode_ids=ep_map
     )
@@ -312,14 +312,16 @@ def _commit(
 def _import_streams(cat, src: FrameStore, ep_map: dict, seg_map: dict) -> None:
     """The source episodes' streams other than render, their frame pointers and their
     observations, re-keyed (in ``_commit``'s transaction)."""
-    cat.import_streams((ep_map[r[0]], *r[1:]) for r in src.catalog.export_streams(ep_map))
-    for page in _pages(src.catalog.iter_stream_rows(ep_map), _PAGE):
-        cat.import_stream_rows(
+    cat.merges.import_streams(
+        (ep_map[r[0]], *r[1:]) for r in src.catalog.merges.export_streams(ep_map)
+    )
+    for page in _pages(src.catalog.merges.iter_stream_rows(ep_map), _PAGE):
+        cat.merges.import_stream_rows(
             (ep_map[r[0]], r[1], r[2], None if r[3] is None else seg_map[r[3]], *r[4:])
             for r in page
         )
-    for page in _pages(src.catalog.iter_observation_rows(ep_map), _PAGE):
-        cat.import_observations((ep_map[e], step, obs) for e, step, obs in page)
+    for page in _pages(src.catalog.merges.iter_observation_rows(ep_map), _PAGE):
+        cat.merges.import_observations((ep_map[e], step, obs) for e, step, obs in page)
 
 
 def _merge_source(
@@ -338,7 +340,7 @@ def _merge_source(
         # journaled with the id each file's header names (a segment the source merged
         # itself keeps its first id there), so an undo recognises the files it placed
         journal = [(new, header_id(segment_path(src.root, old))) for new, old in pairs]
-        merge_id = st.catalog.begin_merge(
+        merge_id = st.catalog.merges.begin(
             source_id, os.path.realpath(plan.path), plan.fingerprint, "move" if move else "copy",
             journal,
         )  # fmt: skip

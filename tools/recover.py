@@ -212,7 +212,7 @@ def _recover(st: FrameStore, report: RecoverReport, progress, drop_missing: bool
     report.partials_removed = remove_partials(st.root)
     report.segments_removed += remove_leftover_outputs(st)
     report.segments_removed += remove_obsolete(st)
-    undone = len(st.catalog.incomplete_merges())
+    undone = len(st.catalog.merges.incomplete())
     report.segments_removed += undo_incomplete_merges(st)
     if undone:
         report.notes.append(f"{undone} interrupted merge(s) undone (their copies removed)")

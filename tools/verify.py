@@ -131,7 +131,7 @@ def _check_files(st: FrameStore, report: VerifyReport, unsettled: _Unsettled) ->
         add(Problem("bad path", f"{p.name} is not a regular file; not opened", sid))
     if running is not True:  # a running gc or merge writes these while holding the lock
         unsettled.partials += [p.name for p in list_partials(st.root)]
-        unsettled.merges += [m.source_path for m in st.catalog.incomplete_merges()]
+        unsettled.merges += [m.source_path for m in st.catalog.merges.incomplete()]
     for sid, (path, state) in sorted(st.catalog.segments.rows().items()):
         if path != relative_segment_path(sid):
             add(
@@ -229,7 +229,7 @@ def _settle(st: FrameStore, report: VerifyReport, unsettled: _Unsettled) -> None
     merged = st.catalog.segments.merged()
     journal = {
         new: (header, m.source_path)
-        for m in st.catalog.incomplete_merges()
+        for m in st.catalog.merges.incomplete()
         for new, header in m.segments
     }
     for name in unsettled.partials:

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 from ._base import END_OF_EPISODE, Connection
 from ._checks import Checks, ValueProblem
 from ._episodes import EPISODE_STATUSES, Episodes, format_shape, parse_shape
-from ._merges import MergeQueries, MergeRecord
+from ._merges import MergeRecord, Merges
 from ._meta import COMPACTION_OUTPUTS, PENDING_LOSS, Meta
 from ._pointers import SEGMENT_STATES, PointerRow, Pointers, Segments
 from ._recovery import RECOVERED_ENV_ID, RECOVERED_INFO, Recovery
@@ -37,6 +37,7 @@ __all__ = [
     "Episodes",
     "MAX_SQLITE_INT",
     "MergeRecord",
+    "Merges",
     "Meta",
     "OPTIONAL_TABLES",
     "PENDING_LOSS",
@@ -60,7 +61,7 @@ __all__ = [
 ]
 
 
-class Catalog(MergeQueries, TableQueries, Connection):
+class Catalog(TableQueries, Connection):
     """A store's catalogue (one SQLite connection). Thread-safe: every query runs under
     one lock; ``transaction()`` groups changes."""
 
@@ -73,4 +74,5 @@ class Catalog(MergeQueries, TableQueries, Connection):
         self.stats = Stats(self)
         self.meta = Meta(self)
         self.recovery = Recovery(self)
+        self.merges = Merges(self)
         self.checks = Checks(self)
