@@ -557,7 +557,7 @@ def _load_table(catalog: Catalog, table: str, data: _Table, location: str) -> No
             if loaded > most:
                 raise ValueError(f"more rows than the {most} its footer declares")
             values = [col.to_pylist() for col in batch.columns]
-            catalog.insert_rows(table, columns, zip(*values, strict=True))
+            catalog.tables.insert(table, columns, zip(*values, strict=True))
     except (ValueError, sqlite3.Error) as e:  # unknown columns, duplicate or invalid rows
         raise PublishedObjectError(location, data.name, f"bad rows: {e}") from None
     except Exception as e:  # pyarrow's own errors for damaged pages
@@ -625,13 +625,13 @@ def _load_totals(
             manifest,
             EPISODE_TOTALS_TABLE,
             EPISODE_TOTALS_COLUMNS,
-            catalog.add_episode_totals,
+            catalog.tables.add_episode_totals,
         )
     else:
         name = catalogue_object("steps")  # what the totals were counted from
         counted = _count_steps(reader, location, manifest, extents)
         stepless = set(catalog.episodes.statuses()) - {row[0] for row in counted}
-        catalog.add_episode_totals([*counted, *((eid, 0, 0, 0, 0) for eid in stepless)])
+        catalog.tables.add_episode_totals([*counted, *((eid, 0, 0, 0, 0) for eid in stepless)])
     wrong = catalog.stats.totals_problem(manifest.counts["steps"], manifest.counts["frames"])
     if wrong is not None:
         raise PublishedObjectError(location, name, f"{wrong}: not loaded")
@@ -647,12 +647,12 @@ def _load_stream_totals(
     name = catalogue_object(STREAM_TOTALS_TABLE)
     if name not in manifest.objects and manifest.counts["stream_frames"]:
         return
-    catalog.add_stream_totals([])  # the table, also when no row follows
+    catalog.tables.add_stream_totals([])  # the table, also when no row follows
     if name not in manifest.objects:
         return
     _load_int_rows(
         reader, location, manifest, STREAM_TOTALS_TABLE, STREAM_TOTALS_COLUMNS,
-        catalog.add_stream_totals,
+        catalog.tables.add_stream_totals,
     )  # fmt: skip
     wrong = catalog.stats.stream_totals_problem(manifest.counts["stream_frames"])
     if wrong is not None:

@@ -394,7 +394,7 @@ def _schema(store: FrameStore, table: str, pa: Any) -> Any:
     return pa.schema(
         [
             (n, getattr(pa, _ARROW_TYPES.get(t, "string"))())
-            for n, t in store.catalog.table_columns(table)
+            for n, t in store.catalog.tables.columns(table)
         ]
     )
 
@@ -426,13 +426,13 @@ def _write_catalogue(
     wanted = set(sel.episodes)
     merged = cat.segments.merged()  # their file headers name their source's id
     rows = {
-        "runs": [r for r in cat.table_rows("runs") if r[0] in sel.runs],
-        "episodes": [r for r in cat.table_rows("episodes") if r[0] in wanted],
+        "runs": [r for r in cat.tables.rows("runs") if r[0] in sel.runs],
+        "episodes": [r for r in cat.tables.rows("episodes") if r[0] in wanted],
         "segments": [_segment_row(store, sid, merged.get(sid)) for sid in sel.segments],
     }
     for table, table_rows in rows.items():
         _write_table(target, table, _schema(store, table, pa), [table_rows], pa, pq)
-    names = [n for n, _t in cat.table_columns("steps")]
+    names = [n for n, _t in cat.tables.columns("steps")]
     seg_col, off_col = names.index("frame_segment"), names.index("frame_offset")
     shape_col = names.index("frame_shape")
     totals = {eid: _EpisodeTotals() for eid in sel.episodes}
@@ -444,7 +444,7 @@ def _write_catalogue(
         batch = []
         for eid in sel.episodes:
             counts = totals[eid]
-            for row in cat.episode_step_rows(eid):
+            for row in cat.tables.episode_step_rows(eid):
                 batch.append(row)
                 counts.steps += 1
                 if row[seg_col] is not None:
@@ -459,10 +459,10 @@ def _write_catalogue(
     _write_table(target, "steps", _schema(store, "steps", pa), step_batches(), pa, pq)
     if cat.has_m003:  # streams other than render: their rows and their chunks
         _write_table(target, "streams", _schema(store, "streams", pa),
-                     [[r for e in sel.episodes for r in cat.episode_table_rows("streams", e)]],
+                     [[r for e in sel.episodes for r in cat.tables.episode_rows("streams", e)]],
                      pa, pq)  # fmt: skip
-        frames = [r for e in sel.episodes for r in cat.episode_table_rows("step_frames", e)]
-        names = [n for n, _t in cat.table_columns("step_frames")]
+        frames = [r for e in sel.episodes for r in cat.tables.episode_rows("step_frames", e)]
+        names = [n for n, _t in cat.tables.columns("step_frames")]
         seg_col, off_col = names.index("frame_segment"), names.index("frame_offset")
         frames = [r for r in frames if r[seg_col] is not None]  # (rows are frames)
         for r in frames:  # their chunks are the episode's too (listed, sized)
@@ -489,7 +489,7 @@ def _segment_row(store: FrameStore, segment: int, header_id: int | None) -> tupl
         "created": st.st_mtime,
         "header_id": header_id,
     }
-    return tuple(values.get(n) for n, _t in store.catalog.table_columns("segments"))
+    return tuple(values.get(n) for n, _t in store.catalog.tables.columns("segments"))
 
 
 def _write_chunks_table(

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from telemetry import open_scratch_db
+
 from ._base import END_OF_EPISODE, Connection
 from ._checks import Checks, ValueProblem
 from ._episodes import EPISODE_STATUSES, Episodes, format_shape, parse_shape
@@ -19,7 +21,7 @@ from ._pointers import SEGMENT_STATES, PointerRow, Pointers, Segments
 from ._recovery import RECOVERED_ENV_ID, RECOVERED_INFO, Recovery
 from ._stats import CatalogStats, EpisodeRowCount, Stats
 from ._streams import StreamPointer, Streams
-from ._tables import OPTIONAL_TABLES, PUBLISHED_TABLES, TableQueries
+from ._tables import OPTIONAL_TABLES, PUBLISHED_TABLES, Tables
 from ._validate import MAX_SQLITE_INT, check_id, check_seed, clamp_step
 
 if TYPE_CHECKING:
@@ -52,6 +54,7 @@ __all__ = [
     "Stats",
     "StreamPointer",
     "Streams",
+    "Tables",
     "ValueProblem",
     "check_id",
     "check_seed",
@@ -61,7 +64,7 @@ __all__ = [
 ]
 
 
-class Catalog(TableQueries, Connection):
+class Catalog(Connection):
     """A store's catalogue (one SQLite connection). Thread-safe: every query runs under
     one lock; ``transaction()`` groups changes."""
 
@@ -75,4 +78,11 @@ class Catalog(TableQueries, Connection):
         self.meta = Meta(self)
         self.recovery = Recovery(self)
         self.merges = Merges(self)
+        self.tables = Tables(self)
         self.checks = Checks(self)
+
+    @classmethod
+    def scratch(cls) -> Catalog:
+        """A new, empty catalogue with the store schema in a private temporary database
+        (deleted when closed), to load tables into."""
+        return cls(open_scratch_db(), readonly=False)
