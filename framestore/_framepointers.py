@@ -79,7 +79,7 @@ class FramePointers:
 
         Raises ``EpisodeNotFound`` (via ``check_episode``) or ``FrameNotFound`` (no such
         step)."""
-        stamp = self._catalog.change_stamp()
+        stamp = self._catalog.connection.change_stamp()
         with self._lock:
             if stamp != self._stamp:
                 self._episodes.clear()

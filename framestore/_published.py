@@ -9,7 +9,7 @@ A published store has no SQLite file. Its reader:
    project's migrations, so ``Catalog`` and ``FrameStore`` read it unchanged. Runs,
    episodes, segments, streams and the per-episode (and per-stream) totals are loaded at
    once; the steps and step_frames tables (the ones that grow with the data) only when a
-   query first needs them (``Catalog.defer_table``): ``ls`` and ``info`` count from the
+   query first needs them (``Connection.defer_table``): ``ls`` and ``info`` count from the
    totals and never read them. A copy published before the totals existed (manifest version 1) gets them from
    one streaming pass over the steps table's episode and frame columns, a batch at a
    time, never the whole table;
@@ -414,7 +414,7 @@ def open_published(
         raise NotAStore(text, f"cannot read {MANIFEST_NAME}: {why}") from None
     catalog = Catalog.scratch()
     try:
-        ours = catalog.schema()["version"]
+        ours = catalog.connection.schema()["version"]
         if manifest.schema_version > ours:
             raise SchemaTooNew(text, [f"schema version {manifest.schema_version} (ours: {ours})"])
         # Chunk extents: the remote reader's hints, and a version-1 copy's chunk bytes.
@@ -427,7 +427,7 @@ def open_published(
                 catalogue_object(CHUNKS_TABLE),
                 f"names segment {min(unlisted)}, which the manifest does not list",
             )
-        with catalog.transaction():
+        with catalog.connection.transaction():
             for table in PUBLISHED_TABLES:
                 if table != "steps":
                     with _parquet(reader, text, manifest, table) as data:
@@ -437,9 +437,11 @@ def open_published(
                 with _parquet(reader, text, manifest, "streams") as data:
                     _load_table(catalog, "streams", data, text)
             _load_stream_totals(catalog, reader, text, manifest)
-        catalog.defer_table("steps", lambda: _load_steps(catalog, reader, text, manifest))
+        catalog.connection.defer_table(
+            "steps", lambda: _load_steps(catalog, reader, text, manifest)
+        )
         if catalogue_object("step_frames") in manifest.objects:
-            catalog.defer_table(
+            catalog.connection.defer_table(
                 "step_frames", lambda: _load_stream_frames(catalog, reader, text, manifest)
             )
         source = None
@@ -448,7 +450,7 @@ def open_published(
         else:
             _check_local_sizes(Path(root), text, manifest)
     except BaseException:
-        catalog.close()
+        catalog.connection.close()
         raise
     objects = PublishedObjects(reader, text, manifest)
     return PublishedParts(Path(root) if source is None else Path(url), catalog, source, objects)

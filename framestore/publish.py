@@ -339,7 +339,7 @@ def publish(
     except Exception as e:
         raise _backend_error(os.fspath(dest), e) from None
     try:
-        with store.catalog.read_snapshot():
+        with store.catalog.connection.read_snapshot():
             sel = _select(store)
             report.skipped = sel.skipped
             if not sel.episodes:
@@ -457,7 +457,7 @@ def _write_catalogue(
         yield batch
 
     _write_table(target, "steps", _schema(store, "steps", pa), step_batches(), pa, pq)
-    if cat.has_m003:  # streams other than render: their rows and their chunks
+    if cat.connection.has_m003:  # streams other than render: their rows and their chunks
         _write_table(target, "streams", _schema(store, "streams", pa),
                      [[r for e in sel.episodes for r in cat.tables.episode_rows("streams", e)]],
                      pa, pq)  # fmt: skip
@@ -533,7 +533,7 @@ def _write_stream_totals(
     (docs/FORMAT.md "A published store"): what ``info`` of the copy reads instead of its
     steps and step_frames. Nothing for a store without streams (m003)."""
     cat = store.catalog
-    if not cat.has_m003:
+    if not cat.connection.has_m003:
         return
     rows = [
         (eid, idx, frames, raw)
@@ -578,7 +578,7 @@ def _write_manifest(store: FrameStore, target: _Target, report: PublishReport) -
         "created": time.time(),
         "source": store.name,  # the store's name, not the publisher's path to it
         "segment_format": VERSION,
-        "schema_version": store.catalog.schema()["version"],
+        "schema_version": store.catalog.connection.schema()["version"],
         "episodes": report.episodes,
         "steps": report.steps,
         "frames": report.frames,

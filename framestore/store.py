@@ -306,7 +306,7 @@ class FrameStore:
     def transaction(self) -> Iterator[Catalog]:
         """Changes made through the yielded catalogue commit together or not at all."""
         self._check_writable()
-        with self._catalog.transaction():
+        with self._catalog.connection.transaction():
             yield self._catalog
 
     # ----------------------------------------------------------------- runs/episodes
@@ -721,7 +721,7 @@ class FrameStore:
         def closed() -> None:
             self._closed = True
 
-        close_all([*closers, closed, self._reader.close, self._catalog.close])
+        close_all([*closers, closed, self._reader.close, self._catalog.connection.close])
 
     def __enter__(self) -> FrameStore:
         return self

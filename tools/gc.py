@@ -301,6 +301,6 @@ def _run(store: FrameStore, report: GcReport, threshold: float, progress, hook) 
     report.bytes_copied += done.bytes_copied
     report.segments_deleted += done.segments_deleted
     sync_segments(store)  # adds the new segments, drops the rows of deleted files
-    store.catalog.compact_database()
+    store.catalog.connection.compact_database()
     if hook is not None:
         hook("vacuumed")

@@ -108,7 +108,7 @@ def store_info(store: FrameStore) -> dict[str, Any]:
         "raw_frame_bytes": raw,
         "compression_ratio": round(raw / live_bytes, 2) if live_bytes else None,
         "durability": stats.runs_by_durability,
-        "schema": store.catalog.schema(),
+        "schema": store.catalog.connection.schema(),
         "format_version": VERSION,
         "state": store_state(store),
     }

@@ -87,7 +87,7 @@ def verify(
             if st.published and not quick:  # every object against the manifest, whole
                 check_objects(st, report, progress)
             # The snapshot is pinned by the first query, before any segment is scanned.
-            with st.catalog.read_snapshot():
+            with st.catalog.connection.read_snapshot():
                 if _check_database(st, report):
                     if st.remote:  # segments at a URL: read through the store, chunk by chunk
                         check_pointers_remote(st, report)

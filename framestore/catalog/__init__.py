@@ -2,8 +2,10 @@
 
 Only the telemetry sink's insert path and ``migrations`` write SQL elsewhere. Tools and
 the GUI reach it as ``FrameStore.catalog`` and call typed methods named for what they
-mean; they never see a connection. (Being turned from mixins into query objects over
-one connection, one job at a time.)
+mean, grouped in small query objects over one shared ``Connection``:
+``store.catalog.episodes.statuses()``, ``store.catalog.segments.states()``. Each query
+object is a plain class that takes the connection (and the query objects it uses); no
+query object writes SQL text outside this package.
 """
 
 from __future__ import annotations
@@ -29,27 +31,27 @@ if TYPE_CHECKING:
 
 __all__ = [
     "COMPACTION_OUTPUTS",
+    "END_OF_EPISODE",
+    "EPISODE_STATUSES",
+    "PENDING_LOSS",
+    "MAX_SQLITE_INT",
+    "OPTIONAL_TABLES",
+    "PUBLISHED_TABLES",
+    "RECOVERED_ENV_ID",
+    "RECOVERED_INFO",
+    "SEGMENT_STATES",
     "Catalog",
     "CatalogStats",
     "Checks",
     "Connection",
-    "END_OF_EPISODE",
-    "EPISODE_STATUSES",
-    "EpisodeRowCount",
     "Episodes",
-    "MAX_SQLITE_INT",
+    "EpisodeRowCount",
+    "Meta",
     "MergeRecord",
     "Merges",
-    "Meta",
-    "OPTIONAL_TABLES",
-    "PENDING_LOSS",
-    "PUBLISHED_TABLES",
     "PointerRow",
     "Pointers",
-    "RECOVERED_ENV_ID",
-    "RECOVERED_INFO",
     "Recovery",
-    "SEGMENT_STATES",
     "Segments",
     "Stats",
     "StreamPointer",
@@ -64,22 +66,33 @@ __all__ = [
 ]
 
 
-class Catalog(Connection):
-    """A store's catalogue (one SQLite connection). Thread-safe: every query runs under
-    one lock; ``transaction()`` groups changes."""
+class Catalog:
+    """A store's catalogue: one SQLite connection (``connection``: transactions, read
+    snapshots, upkeep, closing; thread-safe, every statement under one lock) and the
+    query objects over it, one per job."""
 
     def __init__(self, db: sqlite_utils.Database, *, readonly: bool):
-        super().__init__(db, readonly=readonly)
-        self.episodes = Episodes(self)
-        self.streams = Streams(self)
-        self.segments = Segments(self)
-        self.pointers = Pointers(self)
-        self.stats = Stats(self)
-        self.meta = Meta(self)
-        self.recovery = Recovery(self)
-        self.merges = Merges(self)
-        self.tables = Tables(self)
-        self.checks = Checks(self)
+        self.connection = Connection(db, readonly=readonly)
+        #: Runs, episodes and their steps; episodes marked deleted.
+        self.episodes = Episodes(self.connection)
+        #: Frame streams other than render, observations, per-stream totals.
+        self.streams = Streams(self.connection)
+        #: The segments table: each segment's path and state.
+        self.segments = Segments(self.connection)
+        #: Frame pointers: which chunks are referenced; moving and clearing them.
+        self.pointers = Pointers(self.connection)
+        #: Counts over the whole catalogue; checks of a published store's totals.
+        self.stats = Stats(self.connection)
+        #: The meta table: the store's id and facts that must survive a crash.
+        self.meta = Meta(self.connection)
+        #: Rows rebuilt by ``recover``; recordings a stopped writer left open.
+        self.recovery = Recovery(self.connection)
+        #: The merge journal; a source's rows read and written by ``merge``.
+        self.merges = Merges(self.connection)
+        #: Whole tables as plain rows (``publish``; a published store's scratch copy).
+        self.tables = Tables(self.connection)
+        #: ``verify``'s checks of the database itself.
+        self.checks = Checks(self.connection)
 
     @classmethod
     def scratch(cls) -> Catalog:
