@@ -18,9 +18,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from .catalog import Catalog
-from .errors import CorruptCatalog, FrameNotFound
-from .types import FrameLocation
+from ..errors import CorruptCatalog, FrameNotFound
+from ..types import FrameLocation
+from . import Catalog
 
 if TYPE_CHECKING:
     import numpy as np

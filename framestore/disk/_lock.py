@@ -8,8 +8,8 @@ import os
 import stat
 from pathlib import Path
 
-from ._format import LOCK_NAME
-from .errors import StoreLocked, UnsafeStore
+from .._format import LOCK_NAME
+from ..errors import StoreLocked, UnsafeStore
 
 # Never through a link (O_CREAT alone would create or truncate the link's target), never
 # blocking on a FIFO planted under the name.

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from ._format import MAX_FRAME_KEY, MAX_STREAM_KEY
-from .errors import InvalidInput
+from .._format import MAX_FRAME_KEY, MAX_STREAM_KEY
+from ..errors import InvalidInput
 
 __all__ = ["FrameRef", "check_key", "frame_nbytes"]
 

@@ -30,8 +30,8 @@ import threading
 from collections.abc import Mapping
 from typing import IO, Any, Protocol
 
-from ._format import read_file_header
-from .errors import CorruptRecord, SegmentMissing, StoreClosed
+from .._format import read_file_header
+from ..errors import CorruptRecord, SegmentMissing, StoreClosed
 from .segments import relative_segment_path
 
 __all__ = [

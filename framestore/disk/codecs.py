@@ -12,9 +12,9 @@ from collections.abc import Sequence
 import numpy as np
 import zstandard
 
-from ._format import MAX_FRAME_BYTES, ChunkHeader, Codec
-from ._format.parts import ZstdParts, has_seek_table, pack_seek_table, unpack_parts
-from .errors import CorruptRecord, InvalidFrame, InvalidInput
+from .._format import MAX_FRAME_BYTES, ChunkHeader, Codec
+from .._format.parts import ZstdParts, has_seek_table, pack_seek_table, unpack_parts
+from ..errors import CorruptRecord, InvalidFrame, InvalidInput
 
 #: The most a zstd frame can expand: a block holds at most 128 KiB and takes at least
 #: 4 bytes (an RLE block), plus the frame header. Larger claims are corrupt or crafted.

@@ -23,7 +23,7 @@ from typing import IO, TYPE_CHECKING
 
 import zstandard
 
-from ._format import (
+from .._format import (
     FILE_HEADER_SIZE,
     FOREIGN_SEGMENT,
     MAX_RECORD_BYTES,
@@ -35,14 +35,14 @@ from ._format import (
     read_record,
     store_tag,
 )
-from ._format.parts import ZstdParts
-from ._sources import PositionalFile, SegmentSource
-from .errors import (
+from .._format.parts import ZstdParts
+from ..errors import (
     CorruptRecord,
     FrameNotFound,
     StoreClosed,
     TruncatedRecord,
 )
+from ._sources import PositionalFile, SegmentSource
 from .segments import list_segment_ids, open_segment_fd, segment_path
 
 if TYPE_CHECKING:
@@ -215,7 +215,7 @@ class SegmentReader:
             kept, so memory stays below ``cache_bytes`` + two chunks at the chunk limit).
         max_record_bytes: records claiming more are refused unread.
         source: where segments come from instead of ``root/segments`` (a published
-            store's remote objects, see ``framestore._sources``); the same checks apply.
+            store's remote objects, see ``framestore.disk._sources``); the same checks apply.
         store_id_of: ``store_id_of(segment)`` is the id of the store that wrote the
             segment, when known: a version-3 file whose header's store tag is another
             store's is refused (``CorruptRecord``), so a foreign file under a segment's

@@ -22,7 +22,7 @@ from functools import cached_property
 
 import zstandard
 
-from ._format import (
+from .._format import (
     FILE_HEADER_SIZE,
     META_RECORDS,
     RECORD_HEADER,
@@ -42,7 +42,7 @@ from ._format import (
     unpack_meta,
     unpack_steps,
 )
-from .errors import ChecksumMismatch, CorruptData, CorruptRecord, TruncatedRecord
+from ..errors import ChecksumMismatch, CorruptData, CorruptRecord, TruncatedRecord
 from .segments import open_segment
 
 __all__ = [

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, BinaryIO
 
-from ._format import (
+from .._format import (
     FILE_HEADER_SIZE,
     FOREIGN_SEGMENT,
     MAX_RECORD_BYTES,
@@ -38,7 +38,7 @@ from ._format import (
     segment_name,
     store_tag,
 )
-from .errors import (
+from ..errors import (
     CorruptData,
     CorruptRecord,
     DiskFull,
@@ -46,7 +46,7 @@ from .errors import (
     UnsafeStore,
     WriterFailed,
 )
-from .files import fsync_dir
+from ..files import fsync_dir
 
 __all__ = [
     "FILE_HEADER_SIZE",

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from .errors import FrameStoreError, InvalidInput, PlayFailed
+from ..errors import FrameStoreError, InvalidInput, PlayFailed
 
 __all__ = ["Policy", "PolicySpec", "PlayStep", "load_policy", "play_episode", "play_vector"]
 

@@ -38,10 +38,10 @@ from gymnasium.vector import AsyncVectorEnv, AutoresetMode, SyncVectorEnv, Vecto
 from gymnasium.vector.utils import iterate
 from gymnasium.vector.vector_env import VectorWrapper
 
-from .envs import env_spec_of
-from .errors import InvalidInput
-from .recorder import Recorder
-from .settings import resolve
+from ..envs import env_spec_of
+from ..errors import InvalidInput
+from ..settings import resolve
+from ..write.recorder import Recorder
 
 __all__ = ["RecordVectorFrames", "sub_env_infos", "vector_overrides"]
 

@@ -11,8 +11,8 @@ from typing import Any
 
 import gymnasium as gym
 
-from .envs import env_spec_of
-from .errors import InvalidInput
+from ..envs import env_spec_of
+from ..errors import InvalidInput
 
 
 class RecordFrames(gym.Wrapper):
@@ -60,7 +60,7 @@ class RecordFrames(gym.Wrapper):
         if self.observations:
             # A sample has the space's shapes, dtypes and keys: what cannot be recorded
             # is refused now, in one line, before the first step.
-            from ._observations import split_observation
+            from ..write._observations import split_observation
 
             split_observation(env.observation_space.sample())
         if env.render_mode != "rgb_array":

@@ -31,13 +31,10 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from ._format import FILE_HEADER_SIZE, SEAL_RECORD_SIZE, RecordType, rekeyed_chunk_record
-from .catalog import COMPACTION_OUTPUTS, Catalog
-from .errors import CorruptData, FrameStoreError, TruncatedRecord
-from .files import fsync_dir
-from .maintenance import chunk_bytes, delete_segment_files
-from .scan import GoodRecord, SegmentScan, scan_segment
-from .segments import (
+from .._format import FILE_HEADER_SIZE, SEAL_RECORD_SIZE, RecordType, rekeyed_chunk_record
+from ..catalog import COMPACTION_OUTPUTS, Catalog
+from ..disk.scan import GoodRecord, SegmentScan, scan_segment
+from ..disk.segments import (
     SegmentWriter,
     checked_segment_dir,
     is_sealed,
@@ -50,7 +47,10 @@ from .segments import (
     segment_version,
     store_tag,
 )
-from .store import FrameStore
+from ..errors import CorruptData, FrameStoreError, TruncatedRecord
+from ..files import fsync_dir
+from ..state.bookkeeping import chunk_bytes, delete_segment_files
+from ..store import FrameStore
 
 __all__ = [
     "PHASES",

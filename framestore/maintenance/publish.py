@@ -46,8 +46,8 @@ from typing import Any
 
 from telemetry.jsonsafe import dumps
 
-from ._format import SEGMENT_DIR, VERSION, record_extent
-from ._format.published import (
+from .._format import SEGMENT_DIR, VERSION, record_extent
+from .._format.published import (
     CATALOGUE_DIR,
     CHUNKS_TABLE,
     EPISODE_TOTALS_COLUMNS,
@@ -59,19 +59,19 @@ from ._format.published import (
     STREAM_TOTALS_TABLE,
     catalogue_object,
 )
-from ._published import ObjectProblem, is_url, open_fs, shown_location, userinfo
-from .catalog import parse_shape
-from .errors import FrameStoreError, InvalidInput, SegmentMissing, StoreIOError
-from .extras import require
-from .files import fsync_dir, fsync_file
-from .segments import (
+from ..catalog import parse_shape
+from ..disk.segments import (
     is_sealed,
     list_segment_ids,
     open_segment,
     relative_segment_path,
     segment_path,
 )
-from .store import FrameStore, enclosing_store
+from ..errors import FrameStoreError, InvalidInput, SegmentMissing, StoreIOError
+from ..extras import require
+from ..files import fsync_dir, fsync_file
+from ..published._reading import ObjectProblem, is_url, open_fs, shown_location, userinfo
+from ..store import FrameStore, enclosing_store
 
 __all__ = ["ObjectProblem", "PublishReport", "publish", "remove_dead_staging"]
 

@@ -1,4 +1,4 @@
-"""Opening a published store (written by ``framestore.publish``) for reading.
+"""Opening a published store (written by ``framestore.maintenance.publish``) for reading.
 
 A published store has no SQLite file. Its reader:
 
@@ -49,8 +49,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ._format import DB_NAME, parse_segment_name
-from ._format.published import (
+from .._format import DB_NAME, parse_segment_name
+from .._format.published import (
     CATALOGUE_DIR,
     CHUNKS_TABLE,
     EPISODE_TOTALS_COLUMNS,
@@ -65,17 +65,17 @@ from ._format.published import (
     STREAM_TOTALS_TABLE,
     catalogue_object,
 )
-from ._format.streams import MAX_STREAMS
-from ._sources import DEFAULT_TIMEOUT, ObjectReader, ObjectUnreadable, RemoteSegments
-from .catalog import OPTIONAL_TABLES, PUBLISHED_TABLES, Catalog, parse_shape
-from .errors import (
+from .._format.streams import MAX_STREAMS
+from ..catalog import OPTIONAL_TABLES, PUBLISHED_TABLES, Catalog, parse_shape
+from ..disk._sources import DEFAULT_TIMEOUT, ObjectReader, ObjectUnreadable, RemoteSegments
+from ..errors import (
     FrameStoreError,
     InvalidInput,
     NotAStore,
     PublishedObjectError,
     SchemaTooNew,
 )
-from .extras import require
+from ..extras import require
 
 __all__ = [
     "Manifest",
@@ -181,7 +181,7 @@ def open_fs(location: str | os.PathLike, storage_options: Mapping[str, Any] | No
 
 
 def require_failed(location: str, error: ImportError) -> Exception:
-    from .errors import MissingExtra
+    from ..errors import MissingExtra
 
     module = (error.name or "s3fs").split(".")[0]
     return MissingExtra(f"reading {location}", module, "s3")

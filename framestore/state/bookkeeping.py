@@ -1,4 +1,5 @@
-"""What maintenance does to a store beside reading it: functions taking a ``FrameStore``.
+"""What maintenance does to a store beside reading it: functions taking a store
+(a ``StoreView``: ``FrameStore`` is one).
 
 ``gc`` (``compaction`` and ``tools.gc``), ``recover``, ``merge`` and the ``Recorder``
 share these; a user reading or recording never needs them, so they are not members of
@@ -19,12 +20,10 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
-from ._format import record_extent
-from ._lock import StoreLock
-from .errors import CorruptData, InvalidInput, UnsafeStore
-from .files import fsync_dir
-from .scan import scan_segment
-from .segments import (
+from .._format import record_extent
+from ..disk._lock import StoreLock
+from ..disk.scan import scan_segment
+from ..disk.segments import (
     checked_segment_dir,
     is_sealed,
     list_segment_ids,
@@ -32,10 +31,12 @@ from .segments import (
     segment_files,
     segment_path,
 )
+from ..errors import CorruptData, InvalidInput, UnsafeStore
+from ..files import fsync_dir
+from .view import StoreView
 
 if TYPE_CHECKING:
-    from .catalog import Catalog
-    from .store import FrameStore
+    from ..catalog import Catalog
 
 __all__ = [
     "chunk_bytes",
@@ -52,7 +53,7 @@ __all__ = [
 _MAX_NEW_ID = 2**62
 
 
-def _writable_catalog(store: FrameStore) -> Catalog:
+def _writable_catalog(store: StoreView) -> Catalog:
     """The store's catalogue for a change: ``StoreClosed`` after ``close()``,
     ``InvalidInput`` when the store is open read-only."""
     catalog = store.catalog
@@ -62,7 +63,7 @@ def _writable_catalog(store: FrameStore) -> Catalog:
 
 
 @contextmanager
-def writer_lock(store: FrameStore) -> Iterator[None]:
+def writer_lock(store: StoreView) -> Iterator[None]:
     """Hold the store's one-writer lock (``StoreLocked`` if a recorder or another
     maintenance command holds it)."""
     _writable_catalog(store)
@@ -73,7 +74,7 @@ def writer_lock(store: FrameStore) -> Iterator[None]:
         lock.release()
 
 
-def next_ids(store: FrameStore) -> tuple[int, int]:
+def next_ids(store: StoreView) -> tuple[int, int]:
     """``(run id, episode id)`` for a new recording: above every id the catalogue
     holds and every episode id (chunk stream key) in a segment the catalogue has not
     registered, i.e. frames of a writer that died before its rows committed. Call with
@@ -93,7 +94,7 @@ def next_ids(store: FrameStore) -> tuple[int, int]:
     return run, episode
 
 
-def chunk_bytes(store: FrameStore, segment: int, offsets: Iterable[int]) -> int:
+def chunk_bytes(store: StoreView, segment: int, offsets: Iterable[int]) -> int:
     """Total bytes of the records starting at ``offsets`` in one segment, read from
     their headers (the file is opened once). A missing file or offset counts 0."""
     source = store.reader.source
@@ -106,12 +107,12 @@ def chunk_bytes(store: FrameStore, segment: int, offsets: Iterable[int]) -> int:
         return 0
 
 
-def live_bytes_by_segment(store: FrameStore) -> dict[int, int]:
+def live_bytes_by_segment(store: StoreView) -> dict[int, int]:
     """Bytes of chunk records referenced by live (not deleted) episodes, per segment."""
     return {seg: chunk_bytes(store, seg, offs) for seg, offs in store.catalog.live_chunks().items()}
 
 
-def file_bytes(store: FrameStore) -> dict[str, int]:
+def file_bytes(store: StoreView) -> dict[str, int]:
     """Bytes on disk: ``segments`` (files), ``database``, ``wal``, ``shm``."""
 
     def size(path: str | os.PathLike) -> int:
@@ -129,7 +130,7 @@ def file_bytes(store: FrameStore) -> dict[str, int]:
     }
 
 
-def segment_state(store: FrameStore, segment: int, marks: dict[int, str] | None = None) -> str:
+def segment_state(store: StoreView, segment: int, marks: dict[int, str] | None = None) -> str:
     """``obsolete``/``compacting`` as the catalogue marks it, else ``sealed`` or
     ``active`` as the file says."""
     mark = (store.catalog.segment_states() if marks is None else marks).get(segment)
@@ -138,7 +139,7 @@ def segment_state(store: FrameStore, segment: int, marks: dict[int, str] | None 
     return "sealed" if is_sealed(segment_path(store.root, segment)) else "active"
 
 
-def sync_segments(store: FrameStore) -> None:
+def sync_segments(store: StoreView) -> None:
     """Reconcile the catalogue's ``segments`` table with the files in ``segments/``.
 
     Files are the truth for existence and size (a sealed segment ends with a SEAL
@@ -159,7 +160,7 @@ def sync_segments(store: FrameStore) -> None:
         cat.forget_segments(s for s in gone if marks[s] == "obsolete")
 
 
-def delete_segment_files(store: FrameStore, segments: Iterable[int]) -> None:
+def delete_segment_files(store: StoreView, segments: Iterable[int]) -> None:
     """Delete segment files (after the catalogue stopped pointing into them)."""
     ids = list(segments)
     store.reader.forget(ids)  # our own descriptors: let the kernel free the space

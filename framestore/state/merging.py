@@ -31,16 +31,13 @@ import errno
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-from ._format import DB_NAME, LOCK_NAME, PARTIAL_SUFFIX, read_file_header
-from .errors import CorruptData, InvalidInput
-from .files import fsync_dir
-from .maintenance import delete_segment_files
-from .segments import checked_segment_dir, next_segment_id, segment_dir, segment_path
-
-if TYPE_CHECKING:
-    from .store import FrameStore
+from .._format import DB_NAME, LOCK_NAME, PARTIAL_SUFFIX, read_file_header
+from ..disk.segments import checked_segment_dir, next_segment_id, segment_dir, segment_path
+from ..errors import CorruptData, InvalidInput
+from ..files import fsync_dir
+from .bookkeeping import delete_segment_files
+from .view import StoreView
 
 __all__ = [
     "PHASES",
@@ -66,7 +63,7 @@ def header_id(path: str | os.PathLike) -> int:
         return read_file_header(fp, str(path)).segment_id
 
 
-def new_segment_ids(store: FrameStore, count: int) -> list[int]:
+def new_segment_ids(store: StoreView, count: int) -> list[int]:
     """``count`` consecutive ids above every segment id in use, as a file or in the
     merge journal (call with the writer lock held). ``UnsafeStore`` when the store's
     segment directory is a link (its files, behind it, would be numbered and replaced
@@ -129,7 +126,7 @@ def place_segments(
     return linked
 
 
-def refuse_unfinished_merge(store: FrameStore) -> None:
+def refuse_unfinished_merge(store: StoreView) -> None:
     """Raise ``InvalidInput`` while a merge into ``store`` is unfinished: its journal
     reserves segment ids that a recording or a gc could otherwise take. Call with the
     writer lock held."""
@@ -142,7 +139,7 @@ def refuse_unfinished_merge(store: FrameStore) -> None:
         )
 
 
-def undo_incomplete_merges(store: FrameStore) -> list[int]:
+def undo_incomplete_merges(store: StoreView) -> list[int]:
     """Delete what merges that stopped before their commit placed (step 2), and their
     journal rows. A file is only deleted when no step row points into it and its header
     names the source segment it was placed for. Call with the writer lock held.

@@ -11,11 +11,11 @@ import numpy as np
 
 from telemetry import StepBatch, check_rewards, encode_actions, encode_info
 
-from ._format import StepMeta
-from ._refs import FrameRef
-from .catalog import format_shape
-from .codecs import check_frame
-from .errors import InvalidFrame, InvalidInput
+from .._format import StepMeta
+from ..catalog import format_shape
+from ..disk._refs import FrameRef
+from ..disk.codecs import check_frame
+from ..errors import InvalidFrame, InvalidInput
 
 __all__ = ["BatchRows", "EpisodeState", "check_episode_args"]
 

@@ -18,7 +18,7 @@ from typing import Protocol
 
 from telemetry import logcodes
 
-from .errors import QueueFull
+from ..errors import QueueFull
 
 __all__ = ["QueueBudget", "Waiter"]
 

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 import zstandard
 
-from ._format import (
+from .._format import (
     ChunkHeader,
     Codec,
     RecordType,
@@ -35,10 +35,10 @@ from ._format import (
     pack_meta,
     pack_steps,
 )
-from ._refs import FrameRef
-from .codecs import encode_chunk
-from .files import fsync_dir
-from .segments import SegmentWriter, next_segment_id, segment_dir, segment_path
+from ..disk._refs import FrameRef
+from ..disk.codecs import encode_chunk
+from ..disk.segments import SegmentWriter, next_segment_id, segment_dir, segment_path
+from ..files import fsync_dir
 
 #: Most steps in one chunk (a run of steps without frames closes it here).
 MAX_CHUNK_STEPS = 4096

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from ._format.streams import (
+from .._format.streams import (
     MAX_INLINE_OBSERVATION,
     OBS_DTYPES,
     OBS_ENTRY,
@@ -31,10 +31,10 @@ from ._format.streams import (
     itemsize,
     stored_shape,
 )
+from ..catalog import format_shape
+from ..disk.codecs import check_frame
+from ..errors import InvalidFrame, InvalidInput
 from ._streams import StreamInput
-from .catalog import format_shape
-from .codecs import check_frame
-from .errors import InvalidFrame, InvalidInput
 
 __all__ = [
     "OBSERVATION_STREAM",

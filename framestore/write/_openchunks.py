@@ -31,10 +31,10 @@ from typing import Protocol
 
 import numpy as np
 
+from .._format import StepMeta
+from ..disk._refs import FrameRef
 from ._budget import QueueBudget, Waiter
 from ._chunks import MAX_CHUNK_STEPS, Chunk
-from ._format import StepMeta
-from ._refs import FrameRef
 
 __all__ = ["ArrayBuffers", "ChunkAssembler", "ChunkBuffers"]
 

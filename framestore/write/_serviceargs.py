@@ -5,16 +5,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from telemetry import PROFILES
-
-from .errors import InvalidInput
+from ..errors import InvalidInput
+from ..settings._schema import DURABILITIES, POLICIES  # named with the other settings
 
 __all__ = ["DURABILITIES", "POLICIES", "ServiceMetrics", "check_args"]
-
-POLICIES = ("block", "drop")
-# One durability name picks both the segment fsync policy here and the SQLite profile of
-# the sink (``telemetry.PROFILES``), so the names are the sink's.
-DURABILITIES = tuple(PROFILES)
 
 
 @dataclass(frozen=True)

@@ -4,8 +4,8 @@
 
 - ``ThreadStorage``: a ``FrameStorageService`` (open chunks, writer thread, compression
   pool) and a ``TelemetryDBSink`` (SQLite thread) in the producer's process;
-- ``ProcessStorage`` (``_storageclient``): the same open chunks in shared memory, the
-  writer and the sink run by a storage process (``_storageproc``, a ``ThreadStorage``
+- ``ProcessStorage`` (``process._client``): the same open chunks in shared memory, the
+  writer and the sink run by a storage process (``process._main``, a ``ThreadStorage``
   fed whole chunks through a pipe).
 
 Both give the same guarantees: a step's row reaches the sink only once its chunk is
@@ -14,7 +14,7 @@ the fsync): rows commit with no wait and never cut a chunk; ``flush`` returns on
 everything so far is durable; background errors reach the producer on its next call and
 through ``on_error``.
 
-This module imports neither placement's process side: ``_storageproc`` builds on it.
+This module imports neither placement's process side: ``process._main`` builds on it.
 """
 
 from __future__ import annotations
@@ -40,14 +40,14 @@ from telemetry import (
 )
 from telemetry.jsonsafe import dumps
 
+from .._closing import close_all
+from .._format import RENDER_STREAM, RecordType, StepMeta, store_tag
+from ..disk._lock import StoreLock
+from ..disk._refs import FrameRef
+from ..errors import QueueFull
+from ..settings import Settings
 from ._chunks import Chunk
-from ._closing import close_all
-from ._format import RENDER_STREAM, RecordType, StepMeta, store_tag
-from ._lock import StoreLock
-from ._refs import FrameRef
-from .errors import QueueFull
 from .service import FrameStorageService, MetaRecord, ServiceMetrics
-from .settings import Settings
 
 __all__ = ["Storage", "ThreadStorage", "chunk_rows"]
 

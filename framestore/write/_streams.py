@@ -9,11 +9,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ._format import RENDER_STREAM
-from ._format.streams import MAX_STREAMS, check_stream_name, stored_shape
-from .catalog import format_shape
-from .codecs import check_frame
-from .errors import InvalidFrame, InvalidInput
+from .._format import RENDER_STREAM
+from .._format.streams import MAX_STREAMS, check_stream_name, stored_shape
+from ..catalog import format_shape
+from ..disk.codecs import check_frame
+from ..errors import InvalidFrame, InvalidInput
 
 __all__ = ["StreamInput", "split_frames"]
 

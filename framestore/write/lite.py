@@ -20,9 +20,9 @@ import zstandard
 
 from telemetry import check_reward, encode_action, encode_info
 
-from .catalog import check_seed
-from .codecs import validate_frame
-from .errors import InvalidInput, StoreClosed
+from ..catalog import check_seed
+from ..disk.codecs import validate_frame
+from ..errors import InvalidInput, StoreClosed
 
 
 @dataclass

@@ -35,23 +35,23 @@ from telemetry import (
     space_spec,
 )
 
+from .._closing import close_all
+from .._format import RENDER_STREAM, StepMeta
+from .._format.streams import MAX_STREAMS
+from ..catalog import check_seed, format_shape
+from ..errors import InvalidInput, StoreClosed
+from ..settings import Settings, resolve
+from ..state.bookkeeping import next_ids, sync_segments
+from ..state.merging import refuse_unfinished_merge
+from ..state.view import StoreView
 from ._batchrows import BatchRows, EpisodeState, check_episode_args
-from ._closing import close_all
-from ._format import RENDER_STREAM, StepMeta
-from ._format.streams import MAX_STREAMS
 from ._observations import ObservationParts, split_observation
 from ._storage import Storage, ThreadStorage
 from ._streams import StreamInput, split_frames
-from .catalog import check_seed, format_shape
-from .errors import InvalidInput, StoreClosed
-from .maintenance import next_ids, sync_segments
-from .merging import refuse_unfinished_merge
 from .service import ServiceMetrics
-from .settings import Settings, resolve
 
 if TYPE_CHECKING:
-    from ._refs import FrameRef
-    from .store import FrameStore
+    from ..disk._refs import FrameRef
 
 log = logging.getLogger("framestore")
 
@@ -131,7 +131,7 @@ def prepare_recording(
     """
     s = resolve(env_id, preset=preset, overrides={"writer": writer} if writer else None).settings
     if s.writer == "process":
-        from . import _storageclient  # noqa: F401 - the storage process's client side
+        from .process import _client  # noqa: F401 - the storage process's client side
     return s
 
 
@@ -158,7 +158,7 @@ class Recorder:
 
     def __init__(
         self,
-        store: FrameStore,
+        store: StoreView,
         env_id: str,
         *,
         action_space=None,
@@ -205,7 +205,7 @@ class Recorder:
         self.steps_recorded = 0
         self.episodes_recorded = 0
 
-    def _start_storage(self, store: FrameStore, s: Settings) -> None:
+    def _start_storage(self, store: StoreView, s: Settings) -> None:
         """The frame writer and the SQLite sink (which take the store's writer lock), then
         the hub; on failure everything started is stopped again."""
         store_id = store.catalog.store_id()
@@ -214,7 +214,7 @@ class Recorder:
         if s.writer == "process":
             # loaded on first use (``prepare_recording`` loads it ahead): a thread
             # recorder never needs multiprocessing and the ring
-            from ._storageclient import ProcessStorage
+            from .process._client import ProcessStorage
 
             self._storage = ProcessStorage(*args, store_id)
         else:

@@ -23,15 +23,12 @@ import numpy as np
 
 from telemetry import logcodes
 
-from ._budget import QueueBudget
-from ._chunks import Chunk, ChunkWriter, MetaRecord, Written
-from ._format import RecordType, StepMeta
-from ._lock import StoreLock
-from ._openchunks import ArrayBuffers, ChunkAssembler
-from ._refs import FrameRef, check_key
-from ._serviceargs import DURABILITIES, POLICIES, ServiceMetrics, check_args
-from .codecs import check_frame, check_level, codec_from_name
-from .errors import (
+from .._format import RecordType, StepMeta
+from ..disk._lock import StoreLock
+from ..disk._refs import FrameRef, check_key
+from ..disk.codecs import check_frame, check_level, codec_from_name
+from ..disk.segments import checked_segment_dir
+from ..errors import (
     FrameStoreError,
     InvalidInput,
     QueueFull,
@@ -39,7 +36,10 @@ from .errors import (
     WriterFailed,
     writer_error,
 )
-from .segments import checked_segment_dir
+from ._budget import QueueBudget
+from ._chunks import Chunk, ChunkWriter, MetaRecord, Written
+from ._openchunks import ArrayBuffers, ChunkAssembler
+from ._serviceargs import DURABILITIES, POLICIES, ServiceMetrics, check_args
 
 log = logging.getLogger(logcodes.LOGGER_NAME)
 
@@ -71,7 +71,7 @@ def remove_dead_shared_memory() -> list[tuple[str, int]]:
     when its whole process group is SIGKILLed (its resource tracker dies with it).
     Blocks of running recorders are kept. Returns ``(name, bytes)`` of each removed.
     ``recover`` and the start of every process-writer recording call it."""
-    from ._ring import remove_dead_blocks
+    from .process._ring import remove_dead_blocks
 
     return remove_dead_blocks()
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import grimp
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("framestore", "telemetry", "tools", "gui", "migrations")
 
 #: Where SQL may be written (paths relative to the repository, prefixes).

@@ -13,7 +13,7 @@ import ast
 from collections.abc import Iterator
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("framestore", "telemetry", "tools", "gui", "migrations")
 
 #: Circles not broken yet, each exempt as one whole group with the reason. Delete an
@@ -61,7 +61,7 @@ def _resolve(module: str, is_package: bool, node: ast.ImportFrom) -> str:
 def import_graph() -> dict[str, set[str]]:
     """``{module: modules of the five packages it imports}``, the most specific module
     named (``from .catalog import check_id`` is an edge to ``framestore.catalog``;
-    ``from . import lite`` to ``framestore.lite``)."""
+    ``from . import lite`` to ``framestore.write.lite``)."""
     modules = _modules()
     graph: dict[str, set[str]] = {m: set() for m in modules}
     for module, path in modules.items():
@@ -121,7 +121,7 @@ def circles(graph: dict[str, set[str]]) -> list[set[str]]:
 def test_the_graph_sees_imports_inside_functions():
     graph = import_graph()
     # framestore.store imports the Recorder inside FrameStore.recorder
-    assert "framestore.recorder" in graph["framestore.store"]
+    assert "framestore.write.recorder" in graph["framestore.store"]
     # and the gui verb imports the GUI inside its command
     assert "gui.app" in graph["tools.cli_gui"]
 

@@ -10,7 +10,7 @@ import click
 
 from tools.cli import cli
 
-README = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+README = (Path(__file__).resolve().parents[2] / "README.md").read_text()
 
 
 def _row(verb: str) -> str:

@@ -69,7 +69,7 @@ def load_in_lerobot(python: Path, root: Path, tmp_path: Path) -> dict:
         "PYTHONPATH": "",
     }
     result = subprocess.run(
-        [str(python), str(HERE / "lerobot_load.py"), str(root)],
+        [str(python), str(HERE.parent / "lerobot_load.py"), str(root)],
         capture_output=True,
         text=True,
         env=env,

@@ -17,7 +17,7 @@ from conftest import run_cli, wait_for
 
 from framestore import FrameStore
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _recording(path: Path) -> bool:

@@ -9,7 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 from framestore import FrameStore
-from framestore.segments import VERSION
+from framestore.disk.segments import VERSION
 from tools.cli import cli
 from tools.info import store_info
 

@@ -22,7 +22,10 @@ from framestore._format import (
     pack_record,
 )
 from framestore._format.parts import pack_seek_table
-from framestore.codecs import zstd_parts
+from framestore.disk.codecs import zstd_parts
+from framestore.disk.reader import SegmentReader
+from framestore.disk.scan import scan_segment
+from framestore.disk.segments import segment_path
 from framestore.errors import (
     ChecksumMismatch,
     CorruptData,
@@ -31,10 +34,7 @@ from framestore.errors import (
     RecordTooLarge,
     TruncatedRecord,
 )
-from framestore.reader import SegmentReader
-from framestore.scan import scan_segment
-from framestore.segments import segment_path
-from framestore.service import FrameRef, FrameStorageService
+from framestore.write.service import FrameRef, FrameStorageService
 
 SID = 1
 FRAMES_PER_CHUNK = 8

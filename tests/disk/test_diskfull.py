@@ -30,11 +30,11 @@ from framestore._format import (
     Codec,
     read_record,
 )
-from framestore.codecs import decode_chunk
+from framestore.disk.codecs import decode_chunk
+from framestore.disk.scan import scan_segment
+from framestore.disk.segments import segment_path
 from framestore.errors import DiskFull, FrameStoreError, WriterFailed
-from framestore.scan import scan_segment
-from framestore.segments import segment_path
-from framestore.service import FrameStorageService
+from framestore.write.service import FrameStorageService
 
 ROOT = "/disk/runs.store"
 FRAME_BYTES = 210 * 160 * 3

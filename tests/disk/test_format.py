@@ -22,10 +22,10 @@ from framestore._format import (
     pack_record,
     record_size,
 )
-from framestore.reader import SegmentReader
-from framestore.scan import scan_segment
-from framestore.segments import is_sealed, segment_path
-from framestore.service import FrameRef
+from framestore.disk.reader import SegmentReader
+from framestore.disk.scan import scan_segment
+from framestore.disk.segments import is_sealed, segment_path
+from framestore.write.service import FrameRef
 
 
 def future_chunk(frames: list[np.ndarray], key: int, extra_head: int, extra_entry: int) -> bytes:

@@ -13,9 +13,9 @@ from conftest import record_episodes
 
 from framestore import FrameStore
 from framestore._format import ChunkHeader, RecordType, iter_records, read_file_header
-from framestore.codecs import zstd_parts
-from framestore.scan import scan_segment
-from framestore.segments import segment_path
+from framestore.disk.codecs import zstd_parts
+from framestore.disk.scan import scan_segment
+from framestore.disk.segments import segment_path
 
 STEPS = 20
 PARTS = {"codec": "zstd", "chunk_frames": 20, "part_frames": 6}  # parts of 6, 6, 6, 2

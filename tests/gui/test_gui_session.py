@@ -214,7 +214,7 @@ def test_starting_a_recording_imports_nothing(writer):
 
     result = subprocess.run(
         [sys.executable, "-c", PREPARED_PROBE, writer],
-        cwd=Path(__file__).resolve().parents[1],
+        cwd=Path(__file__).resolve().parents[2],
         capture_output=True,
         text=True,
         timeout=180,

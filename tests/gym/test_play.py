@@ -12,7 +12,7 @@ from conftest import assert_one_line_error, run_cli
 
 from framestore import FrameStore
 from framestore.errors import InvalidInput
-from framestore.play import load_policy
+from framestore.gym.play import load_policy
 from framestore.ray import record_episodes
 from tools.record import record
 
@@ -55,7 +55,7 @@ def actions_by_seed(path) -> dict[int, list]:
 
 def test_record_and_record_parallel_give_the_same_actions_for_the_same_seed(tmp_path):
     """record_parallel's worker reseeds the action space at every episode; record did
-    once per run, so episode 1 on differed. Both play through framestore.play now."""
+    once per run, so episode 1 on differed. Both play through framestore.gym.play now."""
     record(str(tmp_path / "one.store"), "CartPole-v1", episodes=3, seed=5, max_steps=30)
     record_episodes(tmp_path / "w0.store", "CartPole-v1", [0], seed=5, max_steps=30)
     record_episodes(tmp_path / "w1.store", "CartPole-v1", [1, 2], seed=5, max_steps=30)

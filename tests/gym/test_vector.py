@@ -19,7 +19,7 @@ from gymnasium.vector import AutoresetMode
 
 from framestore import FrameStore, RecordFrames, RecordVectorFrames
 from framestore.envs import make_env, make_vec_env
-from framestore.vector import sub_env_infos
+from framestore.gym.vector import sub_env_infos
 from tools.replay import replay
 
 N = 8

@@ -16,7 +16,7 @@ from PIL import Image
 
 from framestore import FrameStore
 from framestore.errors import InvalidInput
-from framestore.publish import publish
+from framestore.maintenance.publish import publish
 
 ray = pytest.importorskip("ray")  # the ray extra; the test extra installs it
 pytestmark = pytest.mark.ray
@@ -218,7 +218,7 @@ def test_bench_scale_out_reads_every_frame_exactly(cluster):
 def test_read_store_reads_a_merged_store_and_its_published_copy(cluster, tmp_path, assault_frames):
     """A merged episode's chunks carry the id it had in its own store (its stream key):
     read_store must check frames against that key, as FrameStore.read_at does."""
-    from framestore.publish import publish
+    from framestore.maintenance.publish import publish
     from framestore.ray import read_store
     from tools.merge import merge
 

@@ -203,7 +203,7 @@ def test_a_merged_store_reads_bit_exact(tmp_path, two_stores):
 
 
 def test_a_published_store_reads_bit_exact(tmp_path, two_stores, s3):
-    from framestore.publish import publish
+    from framestore.maintenance.publish import publish
 
     want = stored(two_stores[:1])
     url = f"s3://{s3.bucket()}/runs"
@@ -278,7 +278,7 @@ def test_rows_rebuilt_without_metadata_read_with_unknown_values_marked(tmp_path)
     from tools.recover import recover
 
     path = tmp_path / "v2.store"
-    shutil.copytree(Path(__file__).parent / "fixtures" / "store-v0.2.0", path)
+    shutil.copytree(Path(__file__).parent.parent / "fixtures" / "store-v0.2.0", path)
     with FrameStore.open(path, readonly=True) as st:
         ep = next(e for e in st.episodes() if e.steps >= 6)
         framed = [s.step for s in st.read_steps(ep.id) if s.frame is not None and s.step >= 3]

@@ -12,7 +12,7 @@ from click.testing import CliRunner
 from conftest import SMALL_SEGMENTS, record_episodes
 
 from framestore import FrameStore
-from framestore.segments import list_partials, list_segment_ids, segment_path
+from framestore.disk.segments import list_partials, list_segment_ids, segment_path
 from tools.cli import cli
 from tools.gc import PHASES, collect
 from tools.recover import recover

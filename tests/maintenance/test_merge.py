@@ -25,18 +25,18 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from _kills import run_and_kill
 from conftest import SMALL_SEGMENTS, assert_one_line_error, record_episodes, run_cli
-from test_reliability_crash import run_and_kill
 
 from framestore import FrameStore
+from framestore.disk.segments import list_segment_ids, segment_path
 from framestore.errors import SchemaTooNew
-from framestore.merging import PHASES
-from framestore.segments import list_segment_ids, segment_path
+from framestore.state.merging import PHASES
 from tools.merge import merge
 from tools.recover import recover
 from tools.verify import verify
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 KILL_TRIALS = int(os.environ.get("FRAMESTORE_MERGE_KILL_TRIALS", "10"))
 
 
@@ -230,7 +230,7 @@ def test_bad_inputs_are_refused_with_one_line_and_nothing_changes(workers, tmp_p
     _newer_schema(bad["newer"])
     _corrupt(bad["corrupt"])
     assert merge(dest, [bad["changed"]]).sources[0].status == "merged"
-    # recorded more since it was merged: its new episode merges (tests/test_merge_copies.py)
+    # recorded more since it was merged: its new episode merges (tests/maintenance/test_merge_copies.py)
     record_episodes(bad["changed"], [np.zeros((210, 160, 3), np.uint8)] * 3, episodes=1, steps=3)
     not_a_store = tmp_path / "notes"
     not_a_store.mkdir()
@@ -374,7 +374,7 @@ def test_a_store_of_framestore_0_1_0_merges_and_replays(tmp_path):
     """Version-1 segments and a schema without m002's columns: read as they are,
     migrated when merged, copied byte for byte."""
     src = tmp_path / "old.store"
-    shutil.copytree(Path(__file__).parent / "fixtures" / "store-v0.1.0", src)
+    shutil.copytree(Path(__file__).parent.parent / "fixtures" / "store-v0.1.0", src)
     want = store_content(src)
     dest = tmp_path / "d.store"
     assert merge(dest, [src]).sources[0].status == "merged"

@@ -17,7 +17,7 @@ from click.testing import CliRunner
 from conftest import SMALL_SEGMENTS, record_episodes
 
 from framestore import FrameStore
-from framestore.segments import list_segment_ids, segment_path
+from framestore.disk.segments import list_segment_ids, segment_path
 from tools.cli import cli
 from tools.recover import recover
 from tools.verify import verify

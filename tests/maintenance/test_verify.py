@@ -13,8 +13,8 @@ from click.testing import CliRunner
 from conftest import SMALL_SEGMENTS, record_episodes
 
 from framestore import FrameStore
-from framestore import codecs as codecs_mod
-from framestore.segments import SEAL_RECORD_SIZE, list_segment_ids, segment_path
+from framestore.disk import codecs as codecs_mod
+from framestore.disk.segments import SEAL_RECORD_SIZE, list_segment_ids, segment_path
 from tools.cli import cli
 from tools.verify import verify
 

@@ -14,6 +14,7 @@ import pytest
 from conftest import SMALL_SEGMENTS, assert_one_line_error, record_episodes, run_cli
 
 from framestore import FrameStore
+from framestore.disk.segments import list_segment_ids, segment_path
 from framestore.errors import (
     ChecksumMismatch,
     CorruptData,
@@ -23,8 +24,7 @@ from framestore.errors import (
     PublishedObjectError,
     SegmentMissing,
 )
-from framestore.publish import publish
-from framestore.segments import list_segment_ids, segment_path
+from framestore.maintenance.publish import publish
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ from conftest import SMALL_SEGMENTS, assert_one_line_error, http_server, record_
 
 from framestore import FrameStore
 from framestore.errors import CorruptRecord, InvalidInput, NotAStore
-from framestore.publish import publish
+from framestore.maintenance.publish import publish
 
 SECRET = "s3cret-token"
 

@@ -13,10 +13,10 @@ import pytest
 from conftest import SMALL_SEGMENTS, record_episodes, run_cli
 
 from framestore import FrameStore
+from framestore.disk.segments import SEGMENT_OVERHEAD, relative_segment_path
 from framestore.errors import InvalidInput
-from framestore.maintenance import chunk_bytes
-from framestore.publish import publish
-from framestore.segments import SEGMENT_OVERHEAD, relative_segment_path
+from framestore.maintenance.publish import publish
+from framestore.state.bookkeeping import chunk_bytes
 from tools.verify import verify
 
 STEPS = 10

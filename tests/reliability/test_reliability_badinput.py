@@ -18,6 +18,7 @@ from conftest import WRITERS, assert_one_line_error, run_cli
 
 from framestore import FrameStore
 from framestore._format import ChunkHeader, Codec, RecordType, pack_record
+from framestore.disk.segments import segment_path
 from framestore.errors import (
     CorruptData,
     CorruptRecord,
@@ -28,7 +29,6 @@ from framestore.errors import (
     SchemaTooNew,
     StoreLocked,
 )
-from framestore.segments import segment_path
 from tools.gc import collect
 from tools.recover import recover
 from tools.verify import verify

@@ -16,8 +16,8 @@ import pytest
 from conftest import WRITERS, assert_one_line_error, run_cli, writer_overrides
 
 from framestore import FrameStore, FrameStoreError
+from framestore.disk.segments import list_segment_ids, segment_path
 from framestore.errors import CorruptData, FrameNotFound
-from framestore.segments import list_segment_ids, segment_path
 from tools.recover import recover
 from tools.verify import verify
 

@@ -31,14 +31,14 @@ import pytest
 from conftest import assert_one_line_error, record_episodes, run_cli
 
 from framestore import FrameStore
-from framestore.maintenance import sync_segments
-from framestore.scan import scan_segment
-from framestore.segments import list_segment_ids, segment_path
+from framestore.disk.scan import scan_segment
+from framestore.disk.segments import list_segment_ids, segment_path
+from framestore.state.bookkeeping import sync_segments
 from tools.recover import recover
 from tools.verify import verify
 
 #: The checkout under test: children import it, whatever the working directory.
-REPO = str(Path(__file__).resolve().parents[1])
+REPO = str(Path(__file__).resolve().parents[2])
 ENV = dict(os.environ, PYTHONPATH=REPO)
 KILLED_FRAMES = 40
 RAW_SMALL = {"codec": "raw", "chunk_frames": 4, "segment_bytes": 1 << 20}
@@ -50,7 +50,7 @@ RECORD_THEN_WAIT = textwrap.dedent(
     """
     import functools, os, sys, time
     import numpy as np
-    import framestore._storage as storage_module
+    import framestore.write._storage as storage_module
     from framestore import FrameStore
     path, progress = sys.argv[1], sys.argv[2]
     storage_module.TelemetryDBSink = functools.partial(

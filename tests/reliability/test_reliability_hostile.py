@@ -35,11 +35,11 @@ from framestore._format import (
     pack_file_header,
     pack_record,
 )
-from framestore.segments import list_segment_ids, segment_path
+from framestore.disk.segments import list_segment_ids, segment_path
 from tools.verify import verify
 
 #: The checkout under test: children import it, whatever the working directory.
-REPO = str(Path(__file__).resolve().parents[1])
+REPO = str(Path(__file__).resolve().parents[2])
 STEPS = 8
 
 
@@ -349,7 +349,7 @@ def test_declared_sizes_a_chunk_cannot_hold_are_refused_before_decoding(hostile)
     rec2 = pack_record(RecordType.CHUNK, big.pack(), b"\0" * 60)
     seg = segment_path(path, 91)
     seg.write_bytes(pack_file_header(91) + rec + rec2)
-    from framestore.reader import SegmentReader
+    from framestore.disk.reader import SegmentReader
 
     with SegmentReader(path) as reader:
         with pytest.raises(Exception, match="frame table lengths"):

@@ -35,7 +35,7 @@ from framestore import FrameStore
 from tools.merge import merge
 from tools.verify import verify
 
-REPO = str(Path(__file__).resolve().parents[1])
+REPO = str(Path(__file__).resolve().parents[2])
 STEPS = 8
 
 

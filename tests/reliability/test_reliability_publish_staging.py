@@ -15,13 +15,13 @@ from pathlib import Path
 import pytest
 from conftest import record_episodes, run_cli
 
-REPO = str(Path(__file__).resolve().parents[1])
+REPO = str(Path(__file__).resolve().parents[2])
 
 # Publishes argv[1] to argv[2]; at the first progress call it says so and waits forever.
 _PAUSED_PUBLISH = """
 import sys, time
 from framestore import FrameStore
-from framestore.publish import publish
+from framestore.maintenance.publish import publish
 
 def progress(done, total):
     print("staging", flush=True)

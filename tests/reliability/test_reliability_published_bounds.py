@@ -4,7 +4,7 @@ stated size + 1 byte, never through a link or from a FIFO in a local directory, 
 request within the timeout; catalogue rows are checked against the manifest's counts
 before they are loaded. ``ls`` and ``info`` never open the steps table (they count from
 the episode totals), so a hostile steps object is met by the verbs that read steps:
-``verify`` and ``export`` (tests/test_reliability_published_steps.py: the bomb).
+``verify`` and ``export`` (tests/reliability/test_reliability_published_steps.py: the bomb).
 
 Every command runs in a child process with an address-space limit and a timeout, so a
 regression fails the test instead of taking the machine's memory or hanging the run.
@@ -28,7 +28,7 @@ from pathlib import Path
 import pytest
 from conftest import QuietHTTPServer, assert_one_line_error, record_episodes
 
-REPO = str(Path(__file__).resolve().parents[1])
+REPO = str(Path(__file__).resolve().parents[2])
 MEMORY_LIMIT = 3 << 30  # bytes of address space a command may map (imports take ~1.5 GiB)
 
 

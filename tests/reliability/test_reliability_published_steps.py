@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 from conftest import assert_one_line_error, record_episodes
 
-REPO = str(Path(__file__).resolve().parents[1])
+REPO = str(Path(__file__).resolve().parents[2])
 PEAK_BOUND = 1 << 30  # bytes of resident memory any command here may reach
 STEPS = "catalogue/steps.parquet"
 TOTALS = "catalogue/episode_totals.parquet"

@@ -28,11 +28,11 @@ from pathlib import Path
 import pytest
 from conftest import alive, assert_one_line_error, run_cli, shm_blocks, wait_for
 
-from framestore._ring import SHM_DIR
-from framestore._storagelaunch import BOOTSTRAP
 from framestore.settings import resolve
+from framestore.write.process._launch import BOOTSTRAP
+from framestore.write.process._ring import SHM_DIR
 
-REPO = str(Path(__file__).resolve().parents[1])
+REPO = str(Path(__file__).resolve().parents[2])
 ENV = {**os.environ, "PYTHONPATH": REPO}
 
 
@@ -76,7 +76,7 @@ def test_no_room_at_all_in_dev_shm_is_one_line_not_sigbus(tmp_path):
 _RESERVE = textwrap.dedent(
     """
     import os
-    from framestore._ring import FrameRing, shm_free
+    from framestore.write.process._ring import FrameRing, shm_free
     from framestore.errors import SharedMemoryFull
 
     free = shm_free()
@@ -194,8 +194,8 @@ def test_the_next_recorder_removes_the_shared_memory_of_a_killed_one(tmp_path):
 def test_blocks_of_a_live_recorder_are_kept(tmp_path):
     """The removal only takes blocks whose producer is dead: this process's own block
     (alive) survives a removal run."""
-    from framestore._ring import Control
-    from framestore.service import remove_dead_shared_memory
+    from framestore.write.process._ring import Control
+    from framestore.write.service import remove_dead_shared_memory
 
     block = Control.create()
     try:

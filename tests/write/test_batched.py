@@ -15,11 +15,11 @@ import pytest
 from conftest import WRITERS
 
 from framestore import FrameStore, InvalidFrame, InvalidInput
-from framestore.reader import SegmentReader
-from framestore.scan import scan_segment
-from framestore.segments import list_segment_ids, segment_path
-from framestore.service import FrameStorageService
+from framestore.disk.reader import SegmentReader
+from framestore.disk.scan import scan_segment
+from framestore.disk.segments import list_segment_ids, segment_path
 from framestore.settings import resolve
+from framestore.write.service import FrameStorageService
 
 ENV_ID = "ALE/Assault-v5"
 

@@ -274,7 +274,7 @@ _KILL_SCRIPT = textwrap.dedent("""
     import sys
     from framestore import FrameStore
     from framestore.envs import make_env
-    from framestore.wrappers import RecordFrames
+    from framestore.gym.wrappers import RecordFrames
     store = FrameStore.open(sys.argv[1], durability="durable")
     env = RecordFrames(make_env("ALE/Assault-v5"), store, overrides={"batch_size": 16})
     env.reset(seed=1)

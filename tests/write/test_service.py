@@ -19,8 +19,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from framestore import service as service_mod
-from framestore._chunks import Chunk, ChunkWriter
 from framestore._format import (
     FILE_HEADER_SIZE,
     RECORD_OVERHEAD,
@@ -28,6 +26,9 @@ from framestore._format import (
     ChunkHeader,
     Codec,
 )
+from framestore.disk.reader import SegmentReader
+from framestore.disk.scan import scan_segment
+from framestore.disk.segments import SEGMENT_DIR, SegmentWriter, list_segment_ids, segment_path
 from framestore.errors import (
     DiskFull,
     FrameNotFound,
@@ -37,10 +38,9 @@ from framestore.errors import (
     StoreLocked,
     WriterFailed,
 )
-from framestore.reader import SegmentReader
-from framestore.scan import scan_segment
-from framestore.segments import SEGMENT_DIR, SegmentWriter, list_segment_ids, segment_path
-from framestore.service import FrameRef, FrameStorageService
+from framestore.write import service as service_mod
+from framestore.write._chunks import Chunk, ChunkWriter
+from framestore.write.service import FrameRef, FrameStorageService
 
 SEAL_RECORD_BYTES = SEAL_RECORD_SIZE
 RAW_ASSAULT_FRAME = 210 * 160 * 3

@@ -23,10 +23,10 @@ import pytest
 from conftest import alive, shm_blocks, wait_for, writer_overrides
 
 from framestore import FrameStore, StoreLocked, WriterFailed
-from framestore._ring import SHM_DIR
-from framestore._storagewire import decode_error, encode_error
 from framestore.errors import DiskFull, InvalidInput, QueueFull
 from framestore.settings import resolve
+from framestore.write.process._ring import SHM_DIR
+from framestore.write.process._wire import decode_error, encode_error
 from tools.recover import recover
 from tools.verify import verify
 
@@ -350,8 +350,8 @@ def test_a_chunk_that_cannot_be_sent_gives_its_ring_slot_back(tmp_path, monkeypa
     """A chunk whose command is refused (queue full, Ctrl-C) after its frames took a ring
     slot: the caller gets the error, the slot and the frames' room are free again, so the
     queue drains to 0 and a new frame shape (which waits for the ring to drain) works."""
-    from framestore._storageclient import ProcessStorage
-    from framestore._storagewire import Cmd
+    from framestore.write.process._client import ProcessStorage
+    from framestore.write.process._wire import Cmd
 
     path = tmp_path / "p.store"
     frames = _noise(4)
@@ -399,7 +399,7 @@ def test_the_ring_fits_the_shared_memory_room(tmp_path, monkeypatch):
     """A tmpfs smaller than ``queue_bytes`` (Docker's /dev/shm is 64 MiB) would let the
     ring be created and kill the producer with SIGBUS when it fills: the ring takes at
     most half the room, and no room for one frame is one clear error."""
-    import framestore._storageclient as client
+    import framestore.write.process._client as client
 
     real = os.statvfs
     room = {"bytes": 8 * 100_800}
@@ -435,8 +435,8 @@ def test_the_ring_fits_the_shared_memory_room(tmp_path, monkeypatch):
 def test_close_when_the_close_command_cannot_be_sent_still_ends_the_process(tmp_path, monkeypatch):
     """Closing while the pipe stays full (or on Ctrl-C): the command pipe is hung up, the
     storage process commits what it has and exits; nothing is left running (conftest)."""
-    from framestore._storageclient import ProcessStorage
-    from framestore._storagewire import Cmd
+    from framestore.write.process._client import ProcessStorage
+    from framestore.write.process._wire import Cmd
 
     path = tmp_path / "p.store"
     frames = _noise(5)
@@ -469,7 +469,7 @@ def test_a_defect_in_the_storage_process_is_an_error_at_the_next_call(tmp_path, 
     """An unexpected exception while carrying out a command (a bug, not a store error) is
     reported to the producer, which raises at its next call instead of waiting forever;
     what was committed before stays readable. (``fork``: the child inherits the patch.)"""
-    import framestore._storageproc as proc
+    import framestore.write.process._main as proc
 
     def broken(self, msg):
         raise RuntimeError("a defect")

@@ -10,9 +10,9 @@ import pytest
 from conftest import run_cli
 
 from framestore import FrameStore, InvalidFrame, InvalidInput, StreamNotFound
+from framestore.disk.scan import scan_segment
+from framestore.disk.segments import list_segment_ids, segment_path
 from framestore.envs import make_env
-from framestore.scan import scan_segment
-from framestore.segments import list_segment_ids, segment_path
 
 RAW = {"codec": "raw", "chunk_frames": 8}
 
@@ -111,7 +111,7 @@ PARTS = {"codec": "zstd", "chunk_frames": 20, "part_frames": 6}  # parts of 6, 6
 def _stream_parts(path, stream_index: int) -> int:
     """zstd parts (a chunk of one zstd frame counts one) of a stream's chunks."""
     from framestore._format import ChunkHeader, RecordType, iter_records, read_file_header
-    from framestore.codecs import zstd_parts
+    from framestore.disk.codecs import zstd_parts
 
     total = 0
     for sid in list_segment_ids(path):

@@ -9,8 +9,8 @@ import pytest
 from conftest import WRITERS, wait_for, writer_overrides
 
 from framestore import FrameStore
-from framestore.scan import scan_segment
-from framestore.segments import list_segment_ids, segment_path
+from framestore.disk.scan import scan_segment
+from framestore.disk.segments import list_segment_ids, segment_path
 
 ENV_ID = "ALE/Assault-v5"
 
@@ -94,7 +94,7 @@ def test_an_interrupt_while_placing_a_frame_leaves_no_empty_chunk(
     (CI saw it once: verify then found "a chunk without frames must have no shape and
     some steps"): the step is not recorded, the empty chunk is never written, and the
     store verifies."""
-    import framestore._openchunks as openchunks
+    import framestore.write._openchunks as openchunks
     from tools.verify import verify
 
     overrides = {"chunk_frames": 8, "max_latency": 600.0, **writer_overrides(placement)}

@@ -5,7 +5,7 @@ Per step the producer validates and copies the frame once, straight into its ope
 chunk, which lives in a shared-memory ring slot (``_openchunks.ChunkAssembler``, the
 same open chunks as the thread placement's, with ring slots for buffers). Per chunk it
 writes ONE command to a pipe: the slot, the frames' keys and the steps' metadata.
-Compression, appending and SQLite all run in the storage process (``_storageproc``),
+Compression, appending and SQLite all run in the storage process (``_main``),
 under its own GIL; a chunk's slot is freed once it is written.
 
 Bounds (the same ``QueueBudget`` as the thread placement's, enforced here, before
@@ -42,18 +42,18 @@ import numpy as np
 
 from telemetry import EpisodeEnded, RunEnded, SinkMetrics, Step, StepBatch
 
-from ._budget import QueueBudget
-from ._chunks import Chunk
-from ._format import StepMeta
-from ._openchunks import ChunkAssembler
-from ._refs import FrameRef, check_key
+from ..._format import StepMeta
+from ...disk._refs import FrameRef, check_key
+from ...disk.codecs import check_frame
+from ...errors import InvalidInput, QueueFull, SharedMemoryFull, WriterFailed
+from ...settings import Settings
+from .._budget import QueueBudget
+from .._chunks import Chunk
+from .._openchunks import ChunkAssembler
+from ..service import CHUNK_BYTES, ServiceMetrics
+from ._link import StorageLink
 from ._ring import SHM_DIR, Counter, FrameRing
-from ._storagelink import StorageLink
-from ._storagewire import NO_FRAME, Cmd, decode_error, frame_message, wire_steps
-from .codecs import check_frame
-from .errors import InvalidInput, QueueFull, SharedMemoryFull, WriterFailed
-from .service import CHUNK_BYTES, ServiceMetrics
-from .settings import Settings
+from ._wire import NO_FRAME, Cmd, decode_error, frame_message, wire_steps
 
 __all__ = ["ProcessStorage"]
 

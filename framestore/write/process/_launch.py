@@ -25,7 +25,7 @@ import sys
 from multiprocessing.connection import Connection
 from typing import Any
 
-from .errors import InvalidInput
+from ...errors import InvalidInput
 
 __all__ = ["BOOTSTRAP", "StorageChild", "launch"]
 
@@ -34,7 +34,7 @@ __all__ = ["BOOTSTRAP", "StorageChild", "launch"]
 BOOTSTRAP = (
     "import pickle, sys; sys.path[:] = pickle.load(sys.stdin.buffer); "
     "sys.modules.setdefault('pandas', None); "
-    "from framestore._storageproc import main; main()"
+    "from framestore.write.process._main import main; main()"
 )
 
 
@@ -82,7 +82,7 @@ class StorageChild:
 def launch(
     start: str, target_args: dict[str, Any], commands: int, replies: int, parent: tuple[int, ...]
 ) -> StorageChild:
-    """Start ``_storageproc.serve`` with ``target_args`` and the pipe ends ``commands``
+    """Start ``_main.serve`` with ``target_args`` and the pipe ends ``commands``
     (read) and ``replies`` (write). ``parent`` are the producer's own ends, which a fork
     child closes. The caller closes its copies of ``commands`` and ``replies``."""
     if start == "fork":
@@ -91,7 +91,7 @@ def launch(
                 "writer_start='fork' cannot start from a daemonic multiprocessing process; "
                 "use writer_start='spawn'"
             )
-        from ._storageproc import serve
+        from ._main import serve
 
         ctx = multiprocessing.get_context("fork")
         kwargs = dict(target_args, commands=commands, replies=replies, inherited=parent)

@@ -1,6 +1,6 @@
 """``StorageLink``: a started storage process and what connects the producer to it.
 
-It owns the process (``_storagelaunch``), the ``Control`` counters, the command pipe's
+It owns the process (``_launch``), the ``Control`` counters, the command pipe's
 write end and the reply pipe. A listener thread waits (off the GIL) for the rare
 replies and for the process's death; an error or a death is noted at once, passed to
 ``on_error`` (from that thread) and raised by ``raise_if_failed`` at the producer's next
@@ -25,11 +25,11 @@ from typing import Any
 
 from telemetry.errors import SinkError
 
+from ...errors import QueueFull, StoreClosed, WriterFailed, writer_error
+from ...settings import Settings
+from ._launch import fd_connection, launch
 from ._ring import Control, remove_dead_blocks
-from ._storagelaunch import fd_connection, launch
-from ._storagewire import LOGGERS, decode_error
-from .errors import QueueFull, StoreClosed, WriterFailed, writer_error
-from .settings import Settings
+from ._wire import LOGGERS, decode_error
 
 __all__ = ["START_TIMEOUT", "StorageLink"]
 

@@ -1,5 +1,5 @@
 """The storage process: the frame writer and the SQLite sink of one recording, fed by the
-producer through a shared-memory frame ring and a pipe of commands (``_storageclient``).
+producer through a shared-memory frame ring and a pipe of commands (``_client``).
 
 It runs a ``ThreadStorage`` (the same ``FrameStorageService`` writer and
 ``TelemetryDBSink`` the thread placement runs in the producer). Chunks arrive whole, one
@@ -31,13 +31,13 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
-from ._chunks import Chunk
-from ._refs import FrameRef
+from ...disk._refs import FrameRef
+from ...errors import FrameStoreError, WriterFailed
+from ...settings import Settings
+from .._chunks import Chunk
+from .._storage import ThreadStorage
 from ._ring import Control, Counter, FrameRing
-from ._storage import ThreadStorage
-from ._storagewire import LOGGERS, NO_FRAME, Cmd, encode_error, split_messages, unwire_steps
-from .errors import FrameStoreError, WriterFailed
-from .settings import Settings
+from ._wire import LOGGERS, NO_FRAME, Cmd, encode_error, split_messages, unwire_steps
 
 __all__ = ["main", "serve"]
 
@@ -321,7 +321,7 @@ def serve(
 
 
 def main() -> None:
-    """``spawn``: the arguments come pickled on stdin (``_storagelaunch.BOOTSTRAP``)."""
+    """``spawn``: the arguments come pickled on stdin (``_launch.BOOTSTRAP``)."""
     args = pickle.load(sys.stdin.buffer)
     sys.stdin.close()
     serve(**args)

@@ -41,7 +41,7 @@ from multiprocessing import resource_tracker
 
 import numpy as np
 
-from .errors import SharedMemoryFull
+from ...errors import SharedMemoryFull
 
 __all__ = [
     "NAME_PREFIX",

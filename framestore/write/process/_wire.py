@@ -17,8 +17,8 @@ import struct
 from enum import IntEnum
 from typing import Any
 
-from ._format import StepMeta
-from .errors import WriterFailed
+from ..._format import StepMeta
+from ...errors import WriterFailed
 
 __all__ = [
     "NO_FRAME",
