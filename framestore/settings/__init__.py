@@ -10,6 +10,9 @@ One job per module: ``_schema`` (the ``Settings`` fields and value checks), ``_g
 (families and per-game rows), ``_host`` (host detection and profiles), ``_presets``
 (named presets), ``_userconfig`` (the TOML file), ``_resolve`` (the layers),
 ``_tuning`` (``framestore tune``).
+
+May import: ``framestore.disk`` (the codecs) and the vocabulary modules; never the
+write path, which takes its queue policies and durabilities from here.
 """
 
 from ..disk.codecs import ZSTD_LEVELS

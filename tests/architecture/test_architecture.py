@@ -174,3 +174,25 @@ def test_the_users_api_is_listed_in_architecture_md():
     members = [n for n in vars(FrameStore) if not n.startswith("_")] + attributes
     documented = _documented("### FrameStore's members", "\n## ")
     assert sorted(documented) == sorted(members), "one line per FrameStore member"
+
+
+#: ``__init__.py`` files whose docstring may omit the "May import" line, with the reason.
+INIT_WITHOUT_IMPORTS_LINE = {
+    # its __init__ is being rewritten into query objects on another branch (issue 22
+    # item 4); its layer is in pyproject's contract and docs/ARCHITECTURE.md
+    "framestore/catalog/__init__.py": "add the line with the query objects",
+}
+
+
+def test_every_framestore_subpackage_says_what_it_owns_and_may_import():
+    """Each subpackage's ``__init__.py`` is a docstring naming what it owns and what it may
+    import (docs/ARCHITECTURE.md, "framestore's packages"): the folders show the layers."""
+    bad = []
+    for init in sorted((ROOT / "framestore").rglob("__init__.py")):
+        rel = init.relative_to(ROOT).as_posix()
+        if rel == "framestore/__init__.py":
+            continue  # the user's API
+        doc = ast.get_docstring(ast.parse(init.read_text())) or ""
+        if not doc or ("May import" not in doc and rel not in INIT_WITHOUT_IMPORTS_LINE):
+            bad.append(rel)
+    assert not bad, "say what the package owns and what it may import:\n" + "\n".join(bad)

@@ -61,7 +61,8 @@ def _resolve(module: str, is_package: bool, node: ast.ImportFrom) -> str:
 def import_graph() -> dict[str, set[str]]:
     """``{module: modules of the five packages it imports}``, the most specific module
     named (``from .catalog import check_id`` is an edge to ``framestore.catalog``;
-    ``from . import lite`` to ``framestore.write.lite``)."""
+    ``from .process import _client`` in ``framestore.write`` to
+    ``framestore.write.process._client``)."""
     modules = _modules()
     graph: dict[str, set[str]] = {m: set() for m in modules}
     for module, path in modules.items():
