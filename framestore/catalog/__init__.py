@@ -4,8 +4,13 @@ Only the telemetry sink's insert path and ``migrations`` write SQL elsewhere. To
 the GUI reach it as ``FrameStore.catalog`` and call typed methods named for what they
 mean, grouped in small query objects over one shared ``Connection``:
 ``store.catalog.episodes.statuses()``, ``store.catalog.segments.states()``. Each query
-object is a plain class that takes the connection (and the query objects it uses); no
-query object writes SQL text outside this package.
+object is a plain class that takes the connection (and the query objects it uses):
+``episodes``, ``streams``, ``segments``, ``pointers``, ``stats``, ``meta``, ``recovery``,
+``merges``, ``tables``, ``checks`` (docs/ARCHITECTURE.md, "The catalogue's query
+objects"). ``_framepointers`` keeps recently read episodes' frame pointers as columns.
+
+May import: ``framestore.disk`` (segment paths), the vocabulary modules
+(``framestore.errors``, ``types``, ``_format``, ...) and telemetry.
 """
 
 from __future__ import annotations
