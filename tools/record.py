@@ -3,6 +3,7 @@ policy and records every step."""
 
 from __future__ import annotations
 
+import ctypes
 import signal
 import time
 from collections.abc import Callable
@@ -45,8 +46,7 @@ def sigterm_as_interrupt():
     (both often do at once on a loaded machine) would then find its handler gone when
     Python runs it, and CPython raises ``OSError: Signal 15 ignored due to race condition``
     at whatever line runs next (seen in ``RecordFrames.close``, a traceback instead of exit
-    130). Switching at the end, inside ``try``, lets such a signal surface where it is
-    caught."""
+    130). The switch at the end tells the kernel first (``_ignore_from_now_on``)."""
     signals = (signal.SIGINT, signal.SIGTERM)
     received: list[int] = []
 
@@ -72,17 +72,26 @@ def sigterm_as_interrupt():
 
 
 def _ignore_from_now_on(signals: tuple[signal.Signals, ...]) -> None:
-    """``SIG_IGN`` for ``signals``; a signal already caught at the C level before the switch
-    is dropped here (CPython's "ignored due to race condition" ``OSError``) rather than
-    raised at a later line. The loop gives the interpreter its check for pending signals
-    inside the ``try``."""
+    """``SIG_IGN`` for ``signals`` without CPython's race.
+
+    A signal may be caught at the C level by any thread (numpy's BLAS threads included), at
+    any moment; one caught just before ``signal.signal(sig, SIG_IGN)`` is run by Python
+    after it, finds ``SIG_IGN`` and is reported as a race. So the kernel is told to ignore
+    the signals first (libc ``signal``: nothing new is caught from then on), and only then
+    ``signal.signal`` runs what was caught, with our handler still in place (it does
+    nothing for a second signal), before it records ``SIG_IGN`` on Python's side too.
+    Python's side matters: at shutdown CPython resets a Python handler, not ``SIG_IGN``,
+    to the default."""
     try:
+        libc_signal = ctypes.CDLL(None).signal
+        libc_signal.argtypes = (ctypes.c_int, ctypes.c_void_p)
+        libc_signal.restype = ctypes.c_void_p
         for sig in signals:
-            signal.signal(sig, signal.SIG_IGN)
-        for _ in range(2):
-            pass
-    except OSError:
+            libc_signal(int(sig), int(signal.SIG_IGN))
+    except (AttributeError, OSError):  # no libc signal() here: the switch below alone
         pass
+    for sig in signals:
+        signal.signal(sig, signal.SIG_IGN)
 
 
 def record(

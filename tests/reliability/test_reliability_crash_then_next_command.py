@@ -378,22 +378,23 @@ def test_a_second_signal_caught_with_the_first_raises_nothing_later():
         import os, signal
         from tools.record import sigterm_as_interrupt
         both = {signal.SIGINT, signal.SIGTERM}
-        outcome = "no interrupt"
-        try:
-            with sigterm_as_interrupt():
-                signal.pthread_sigmask(signal.SIG_BLOCK, both)
-                os.kill(os.getpid(), signal.SIGINT)
-                os.kill(os.getpid(), signal.SIGTERM)
-                signal.pthread_sigmask(signal.SIG_UNBLOCK, both)
-                for _ in range(1000):
-                    pass
-        except KeyboardInterrupt:
-            outcome = "interrupted"
-        for _ in range(1000):  # the flush and close after an interrupt run to the end
-            pass
-        os.kill(os.getpid(), signal.SIGTERM)  # a late one: ignored
-        os.kill(os.getpid(), signal.SIGINT)
-        print(outcome)
+        interrupted = 0
+        for _ in range(300):  # CPython loses the race in some rounds, not all: many
+            try:
+                with sigterm_as_interrupt():
+                    signal.pthread_sigmask(signal.SIG_BLOCK, both)
+                    os.kill(os.getpid(), signal.SIGINT)
+                    os.kill(os.getpid(), signal.SIGTERM)
+                    signal.pthread_sigmask(signal.SIG_UNBLOCK, both)
+                    for _ in range(1000):
+                        pass
+            except KeyboardInterrupt:
+                interrupted += 1
+            for _ in range(1000):  # the flush and close after an interrupt run to the end
+                pass
+            os.kill(os.getpid(), signal.SIGTERM)  # a late one: ignored
+            os.kill(os.getpid(), signal.SIGINT)
+        print(interrupted)
         """
     )
     done = subprocess.run(
@@ -403,4 +404,4 @@ def test_a_second_signal_caught_with_the_first_raises_nothing_later():
         timeout=120,
         cwd=Path(__file__).resolve().parents[2],
     )
-    assert (done.returncode, done.stdout.strip(), done.stderr) == (0, "interrupted", "")
+    assert (done.returncode, done.stdout.strip(), done.stderr) == (0, "300", "")
