@@ -36,7 +36,24 @@ from ._chunks import MAX_CHUNK_STEPS, Chunk
 from ._format import StepMeta
 from ._refs import FrameRef
 
-__all__ = ["ArrayBuffers", "ChunkAssembler", "ChunkBuffers"]
+__all__ = ["ArrayBuffers", "ChunkAssembler", "ChunkBuffers", "copy_frame"]
+
+
+def copy_frame(dst: np.ndarray, frame: np.ndarray) -> None:
+    """Copy ``frame`` into ``dst`` (same shape, uint8, C-contiguous) holding the GIL.
+
+    ``np.copyto`` releases the GIL around a copy this large; taking it back after the
+    ~5-10 µs copy means waiting for whichever thread took it meanwhile (the writer,
+    the compression threads, the sink, the environment's own threads), up to the
+    interpreter's 5 ms switch interval: the producer's p99. A memoryview assignment is
+    one ``memcpy`` with the GIL held, which the waiting threads would not have used in
+    those microseconds anyway. Frames that are not C-contiguous (a slice, a transpose)
+    take ``np.copyto``.
+    """
+    if frame.flags.c_contiguous:
+        memoryview(dst).cast("B")[:] = memoryview(frame).cast("B")
+    else:
+        np.copyto(dst, frame)
 
 
 class ChunkBuffers(Protocol):
@@ -53,37 +70,47 @@ class ChunkBuffers(Protocol):
 
 
 class ArrayBuffers:
-    """The thread placement's chunk buffers: arrays, recycled once their chunk is written
-    (pages already mapped: a fresh buffer costs page faults on every frame copied in).
+    """The thread placement's chunk buffers: arrays, recycled once their chunk is written.
+
+    A fresh buffer costs a page fault on every page its frames are copied into (on this
+    project's VM ~60-100 µs a 100 KB frame, against ~10 µs into a recycled one), so a
+    buffer is kept for reuse as long as all buffers made, in use and free, stay within
+    ``keep_bytes``: 8 interleaved episodes keep ~16 chunk buffers in rotation (8 open, 8
+    being written), and keeping only some of them meant a fresh buffer for ~40% of the
+    chunks, for as long as the recording ran. Buffers in use are bounded by the queue
+    (frames placed and not yet written), so the memory bound stays the queue's bytes.
 
     Args:
-        keep_bytes: most bytes of free buffers kept for reuse.
+        keep_bytes: most bytes of buffers (in use and free) after which a written
+            chunk's buffer is freed instead of kept.
     """
 
     def __init__(self, keep_bytes: int):
         self._keep = keep_bytes
         self._free: deque[np.ndarray] = deque()
-        self._kept = 0
+        self._made = 0  # bytes of the buffers made and not dropped (in use or free)
+        self._lock = threading.Lock()  # producer (get) and writer (put_back), per chunk
 
     def get(self, shape: tuple[int, ...], capacity: int) -> tuple[np.ndarray, object]:
         want = (capacity, *shape)
-        while self._free:
-            try:
+        with self._lock:
+            while self._free:
                 buf = self._free.pop()
-            except IndexError:  # the writer thread took the last meanwhile
-                break
-            self._kept -= buf.nbytes
-            if buf.shape == want:
-                return buf, buf
-        buf = np.empty(want, dtype=np.uint8)
-        return buf, buf
+                if buf.shape == want:
+                    return buf, buf
+                self._made -= buf.nbytes  # another shape: dropped
+            buf = np.empty(want, dtype=np.uint8)
+            self._made += buf.nbytes
+            return buf, buf
 
     def put_back(self, handle: object) -> None:
         """Keep a written chunk's buffer (any thread), within ``keep_bytes``."""
         assert isinstance(handle, np.ndarray)
-        if self._kept + handle.nbytes <= self._keep:
-            self._kept += handle.nbytes
-            self._free.append(handle)
+        with self._lock:
+            if self._made <= self._keep:
+                self._free.append(handle)
+            else:
+                self._made -= handle.nbytes
 
 
 @dataclass(slots=True)
@@ -267,7 +294,7 @@ class ChunkAssembler:
         oc = self._open[ck]
         buf = oc.buf
         assert buf is not None
-        np.copyto(buf[oc.count], frame)
+        copy_frame(buf[oc.count], frame)
         ref = FrameRef(self.next_seq, key, shape, stream=stream_index)
         self.next_seq += 1
         if step is not None:
