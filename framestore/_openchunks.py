@@ -36,24 +36,7 @@ from ._chunks import MAX_CHUNK_STEPS, Chunk
 from ._format import StepMeta
 from ._refs import FrameRef
 
-__all__ = ["ArrayBuffers", "ChunkAssembler", "ChunkBuffers", "copy_frame"]
-
-
-def copy_frame(dst: np.ndarray, frame: np.ndarray) -> None:
-    """Copy ``frame`` into ``dst`` (same shape, uint8, C-contiguous) holding the GIL.
-
-    ``np.copyto`` releases the GIL around a copy this large; taking it back after the
-    ~5-10 µs copy means waiting for whichever thread took it meanwhile (the writer,
-    the compression threads, the sink, the environment's own threads), up to the
-    interpreter's 5 ms switch interval: the producer's p99. A memoryview assignment is
-    one ``memcpy`` with the GIL held, which the waiting threads would not have used in
-    those microseconds anyway. Frames that are not C-contiguous (a slice, a transpose)
-    take ``np.copyto``.
-    """
-    if frame.flags.c_contiguous:
-        memoryview(dst).cast("B")[:] = memoryview(frame).cast("B")
-    else:
-        np.copyto(dst, frame)
+__all__ = ["ArrayBuffers", "ChunkAssembler", "ChunkBuffers"]
 
 
 class ChunkBuffers(Protocol):
@@ -72,9 +55,9 @@ class ChunkBuffers(Protocol):
 class ArrayBuffers:
     """The thread placement's chunk buffers: arrays, recycled once their chunk is written.
 
-    A fresh buffer costs a page fault on every page its frames are copied into (on this
-    project's VM ~60-100 µs a 100 KB frame, against ~10 µs into a recycled one), so a
-    buffer is kept for reuse as long as all buffers made, in use and free, stay within
+    A fresh buffer costs a page fault on every page its frames are copied into (measured
+    on this project's VM: ~26 µs of CPU to copy a 100 KB frame into fresh memory against
+    ~11 µs into a recycled buffer), so a buffer is kept for reuse as long as all buffers made, in use and free, stay within
     ``keep_bytes``: 8 interleaved episodes keep ~16 chunk buffers in rotation (8 open, 8
     being written), and keeping only some of them meant a fresh buffer for ~40% of the
     chunks, for as long as the recording ran. Buffers in use are bounded by the queue
@@ -294,7 +277,11 @@ class ChunkAssembler:
         oc = self._open[ck]
         buf = oc.buf
         assert buf is not None
-        copy_frame(buf[oc.count], frame)
+        # np.copyto releases the GIL for the copy: the compression threads and the sink
+        # take their turn here. (A memcpy holding the GIL was measured worse: the producer
+        # then starves them until the 5 ms switch interval, runs ~1,000 frames ahead and
+        # copies into memory that has left the caches: more CPU per frame, not less.)
+        np.copyto(buf[oc.count], frame)
         ref = FrameRef(self.next_seq, key, shape, stream=stream_index)
         self.next_seq += 1
         if step is not None:

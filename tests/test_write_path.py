@@ -98,24 +98,24 @@ def test_an_interrupt_while_placing_a_frame_leaves_no_empty_chunk(
     from tools.verify import verify
 
     overrides = {"chunk_frames": 8, "max_latency": 600.0, **writer_overrides(placement)}
-    real_copy = openchunks.copy_frame
+    real_copyto = np.copyto
     calls = {"n": 0}
 
-    def copy_frame(dst, src):
+    def copyto(dst, src, *args, **kwargs):
         calls["n"] += 1
         if calls["n"] == 9:  # the first frame of the second chunk: its buffer is taken
             raise KeyboardInterrupt
-        return real_copy(dst, src)
+        return real_copyto(dst, src, *args, **kwargs)
 
     path = tmp_path / "s"
     with FrameStore.open(path) as store:
         with store.recorder(ENV_ID, overrides=overrides) as rec:
             eid = rec.begin_episode(seed=1)
-            monkeypatch.setattr(openchunks, "copy_frame", copy_frame)
+            monkeypatch.setattr(openchunks.np, "copyto", copyto)
             with pytest.raises(KeyboardInterrupt):
                 for i, f in enumerate(assault_frames[:20]):
                     rec.record_step(f, action=i % 7, reward=1.0)
-            monkeypatch.setattr(openchunks, "copy_frame", real_copy)
+            monkeypatch.setattr(openchunks.np, "copyto", real_copyto)
         # the recorder closed the episode (interrupted) with its 8 placed frames
         assert [s.step for s in store.read_steps(eid)] == list(range(8))
     assert chunk_lengths(path) == [8]
