@@ -206,7 +206,7 @@ def test_a_pass_decodes_a_chunk_of_parts_in_one_go_and_checks_each_part(parted, 
     random read of that part would (damage inside a part is the record CRC's to find,
     checked before any decoding)."""
     from framestore._format.parts import pack_seek_table
-    from framestore.codecs import decode_chunk
+    from framestore.disk.codecs import decode_chunk
     from framestore.errors import CorruptRecord
 
     header, data = next((h, d) for h, d in _chunks(parted[0]) if h.count == STEPS)
