@@ -43,7 +43,7 @@ from .errors import (
     UnsafeStore,
 )
 from .files import why_not_writable
-from .maintenance import chunk_bytes, file_bytes, live_bytes_by_segment
+from .maintenance import chunk_bytes, delete_episodes_noted, file_bytes, live_bytes_by_segment
 from .reader import SegmentReader
 from .segments import (
     list_segment_ids,
@@ -677,11 +677,29 @@ class FrameStore:
             raise InvalidInput("store is open read-only")
         ids = list(dict.fromkeys(check_id(i, "episode id") for i in episode_ids))
         eps = [self.episode(i) for i in ids]
-        recording = [e.id for e in eps if e.status == "recording" and self._is_live(e.id)]
-        if recording:
-            raise InvalidInput(f"episode {recording[0]} is being recorded; stop recording first")
-        if not dry_run and ids:
-            self.catalog.mark_deleted(ids)
+        if dry_run or not ids:
+            recording = [e.id for e in eps if e.status == "recording" and self._is_live(e.id)]
+            if recording:
+                raise InvalidInput(
+                    f"episode {recording[0]} is being recorded; stop recording first"
+                )
+            return eps
+        # The deletion is written into the segments (a tombstone), so it needs the one
+        # writer's lock: a recorder holding the store must stop first.
+        lock = StoreLock(self.root)
+        try:
+            lock.acquire()
+        except StoreLocked:
+            live = [e.id for e in eps if e.status == "recording"]
+            what = f"episode {live[0]} is being recorded" if live else "a recorder holds the store"
+            raise InvalidInput(
+                f"{what}; stop recording first (rm writes the deletion into the segments, "
+                "which only the store's one writer may do)"
+            ) from None
+        try:
+            delete_episodes_noted(self, ids)
+        finally:
+            lock.release()
         return eps
 
     def _is_live(self, episode_id: int) -> bool:

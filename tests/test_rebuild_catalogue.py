@@ -11,6 +11,7 @@ small enough to rotate, so episodes span segments.
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from contextlib import closing
 from pathlib import Path
@@ -135,8 +136,11 @@ def test_a_catalogue_is_rebuilt_after_rm_and_gc(tmp_path, assault_frames):
     path = tmp_path / "s.store"
     record_store(path, assault_frames, "thread")
     assert run_cli("rm", path, "--episode", 2).exit_code == 0
+    tombstone = max(catalogue(path)["segments"])[0]  # rm's note segment: the newest
     result = run_cli("gc", path, "--threshold", 1, "--json")
     assert result.exit_code == 0 and '"segments_written": [' in result.output, result.output
+    # every segment that held episode 2's records is gone: so is its tombstone
+    assert tombstone in json.loads(result.output)["segments_deleted"]
     want = catalogue(path)
     want["episodes"] = [row for row in want["episodes"] if row[0] != 2]  # rm'd: forgotten
     again = run_cli("gc", path, "--json")  # the default threshold: nothing left to win
@@ -147,6 +151,46 @@ def test_a_catalogue_is_rebuilt_after_rm_and_gc(tmp_path, assault_frames):
     assert result.exit_code == 0, result.output
     assert catalogue(path) == want
     assert verify(path).ok
+
+
+@pytest.mark.parametrize("writer", WRITERS, indirect=True)
+def test_rmd_episodes_stay_gone_in_a_rebuilt_catalogue(tmp_path, assault_frames, writer):
+    """``rm`` writes a tombstone (a DELETED record in a note segment) before its SQLite
+    commit: with framestore.db deleted before any gc, the rebuilt catalogue holds the
+    rm'd episodes deleted, exactly as the original did, and everything else bit-exact."""
+    path = tmp_path / "s.store"
+    record_store(path, assault_frames, writer)
+    with FrameStore.open(path, readonly=True) as store:
+        ids = [e.id for e in store.episodes()]
+        frames = {e: store.read_frames(e) for e in ids}
+        steps = {e: store.read_steps(e) for e in ids}
+    doomed = [ids[1], ids[3]]
+    result = run_cli("rm", path, *(a for e in doomed for a in ("--episode", e)))
+    assert result.exit_code == 0, result.output
+    assert verify(path).ok
+    want = catalogue(path)
+    assert sorted(r[0] for r in want["episodes"] if r[10] == "deleted") == doomed
+
+    delete_catalogue(path)
+    report = recover(path)
+    assert report.catalogue_rebuilt and not report.data_lost
+    assert report.episodes_deleted == doomed
+    assert catalogue(path) == want
+    assert verify(path).ok
+    with FrameStore.open(path, readonly=True) as store:
+        assert [e.id for e in store.episodes()] == [e for e in ids if e not in doomed]
+        for eid in ids:
+            if eid in doomed:
+                continue
+            got = store.read_frames(eid)
+            assert all(np.array_equal(a, b) for a, b in zip(got, frames[eid], strict=True))
+            assert store.read_steps(eid) == steps[eid]
+    # gc reclaims them as it would have from the original catalogue
+    assert run_cli("gc", path, "--threshold", 1).exit_code == 0
+    delete_catalogue(path)
+    assert recover(path).episodes_deleted == []  # nothing of them is left to name
+    with FrameStore.open(path, readonly=True) as store:
+        assert [e.id for e in store.episodes()] == [e for e in ids if e not in doomed]
 
 
 def test_verify_finds_rows_that_differ_from_their_segments(tmp_path, assault_frames):

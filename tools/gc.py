@@ -41,9 +41,15 @@ from framestore.compaction import (
     remove_obsolete,
 )
 from framestore.errors import CorruptData
-from framestore.maintenance import chunk_bytes, file_bytes, sync_segments, writer_lock
+from framestore.maintenance import (
+    chunk_bytes,
+    delete_segment_files,
+    file_bytes,
+    sync_segments,
+    writer_lock,
+)
 from framestore.merging import refuse_unfinished_merge
-from framestore.scan import scan_segment
+from framestore.scan import SegmentScan, scan_segment
 from framestore.segments import (
     is_sealed,
     list_partials,
@@ -168,8 +174,48 @@ def _only_descriptions(path, sid: int, live_keys: set[int]) -> bool:
         scan = scan_segment(path, sid)
     except (OSError, CorruptData):
         return False
+    if _is_note_segment(scan):
+        return True  # a tombstone or a merge's provenance: _drop_spent_tombstones' care
     kept = kept_records(scan, [], live_keys)
     return bool(kept) and all(r in kept for r in scan.records if scan.kind_of(r) != "seal")
+
+
+def _is_note_segment(scan: SegmentScan) -> bool:
+    """A sealed segment of ``DELETED``/``MERGED`` records only (docs/FORMAT.md, "Note
+    segments")."""
+    kinds = {scan.kind_of(r) for r in scan.records} - {"seal"}
+    return scan.sealed and bool(kinds) and kinds <= {"deleted", "merged"}
+
+
+def _drop_spent_tombstones(store: FrameStore) -> list[int]:
+    """Delete the note segments holding only tombstones of this store none of whose
+    listed segments is left (every record of the episodes they name is gone: nothing
+    left for a rebuilt catalogue to bring back); runs after the compaction deleted its
+    victims. Returns their ids."""
+    root = store.root
+    files = segment_files(root).regular
+    spent = []
+    for sid, path in sorted(files.items()):
+        if store.catalog.pointer_count([sid]) or not is_sealed(path):
+            continue
+        try:
+            scan = scan_segment(path, sid)
+        except (OSError, CorruptData):
+            continue
+        if not _is_note_segment(scan) or any(scan.kind_of(r) == "merged" for r in scan.records):
+            continue
+        listed = {
+            s
+            for r in scan.meta_records
+            for s in (r.meta.get("segments") if isinstance(r.meta.get("segments"), list) else ())
+        }
+        if not any(s in files and s != sid for s in listed):
+            spent.append(sid)
+    if spent:  # as compaction does: obsolete first, so a crash leaves a known leftover
+        with store.transaction() as cat:
+            cat.set_segment_states(spent, "obsolete")
+        delete_segment_files(store, spent)
+    return spent
 
 
 # --------------------------------------------------------------------- entry point
@@ -300,6 +346,7 @@ def _run(store: FrameStore, report: GcReport, threshold: float, progress, hook) 
     report.segments_written += done.segments_written
     report.bytes_copied += done.bytes_copied
     report.segments_deleted += done.segments_deleted
+    report.segments_deleted += _drop_spent_tombstones(store)
     sync_segments(store)  # adds the new segments, drops the rows of deleted files
     store.catalog.compact_database()
     if hook is not None:
