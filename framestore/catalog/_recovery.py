@@ -213,7 +213,6 @@ class RecoveryQueries(CatalogBase):
         """The store id its segments name (a catalogue rebuilt from them)."""
         self._exec("INSERT OR REPLACE INTO meta (key, value) VALUES ('store_id', ?)", [store_id])
 
-
     # ----------------------------------------------------------------- tombstones (rm)
     def tombstone_entries(self, episode_ids: list[int]) -> list[dict[str, Any]]:
         """What a ``DELETED`` record says of each episode (docs/FORMAT.md): its id,
