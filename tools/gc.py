@@ -187,16 +187,14 @@ def _is_note_segment(scan: SegmentScan) -> bool:
     return scan.sealed and bool(kinds) and kinds <= {"deleted", "merged"}
 
 
-def _drop_spent_tombstones(store: FrameStore) -> list[int]:
-    """Delete the note segments holding only tombstones of this store none of whose
-    listed segments is left (every record of the episodes they name is gone: nothing
-    left for a rebuilt catalogue to bring back); runs after the compaction deleted its
-    victims. Returns their ids."""
-    root = store.root
-    files = segment_files(root).regular
+def _spent_tombstones(store: FrameStore, going: set[int] = frozenset()) -> list[int]:
+    """The note segments holding only tombstones of this store none of whose listed
+    segments is left (or in ``going``: deleted by this gc first): every record of the
+    episodes they name is gone, nothing is left for a rebuilt catalogue to bring back."""
+    files = segment_files(store.root).regular
     spent = []
     for sid, path in sorted(files.items()):
-        if store.catalog.pointer_count([sid]) or not is_sealed(path):
+        if sid in going or store.catalog.pointer_count([sid]) or not is_sealed(path):
             continue
         try:
             scan = scan_segment(path, sid)
@@ -209,8 +207,15 @@ def _drop_spent_tombstones(store: FrameStore) -> list[int]:
             for r in scan.meta_records
             for s in (r.meta.get("segments") if isinstance(r.meta.get("segments"), list) else ())
         }
-        if not any(s in files and s != sid for s in listed):
+        if not any(s in files and s != sid and s not in going for s in listed):
             spent.append(sid)
+    return spent
+
+
+def _drop_spent_tombstones(store: FrameStore) -> list[int]:
+    """Delete the spent tombstones (after the compaction deleted its victims, so every
+    segment they listed is gone first). Returns their ids."""
+    spent = _spent_tombstones(store)
     if spent:  # as compaction does: obsolete first, so a crash leaves a known leftover
         with store.transaction() as cat:
             cat.set_segment_states(spent, "obsolete")
@@ -324,6 +329,7 @@ def _dry_run(store: FrameStore, report: GcReport, threshold: float) -> None:
         if isinstance(s, int) and segment_path(root, s).exists()
     ]
     report.segments_deleted = leftovers + obsolete + [v.segment for v in victims]
+    report.segments_deleted += _spent_tombstones(store, set(report.segments_deleted))
     report.bytes_copied = copy_bytes(store, victims)
     removed = sum(segment_path(root, s).stat().st_size for s in report.segments_deleted)
     report.segment_bytes_after = report.segment_bytes_before - removed + report.bytes_copied
