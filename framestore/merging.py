@@ -14,12 +14,17 @@ The order of the steps is the safety argument; each leaves a store ``recover`` a
    the ``(new id, source id)`` pairs, new ids above every id in use or journaled.
 2. ``placed``: each segment is copied to ``seg-NNNNNN.fseg.partial``, fsynced and
    renamed to its final name, or hard-linked straight to it (a sealed file never
-   changes, so two names on one inode are safe); then the directory is fsynced. Nothing
-   points at the new files: a crash leaves files the journal names, which
+   changes, so two names on one inode are safe); then the directory is fsynced. Last,
+   a note segment of this store (the last journaled id) records the merge's provenance
+   (``MERGED`` records: the journal row as it will commit, the segments' store tags, the
+   source's run and episode ids and theirs here), so ``recover`` can rebuild the journal
+   and the merged-in store tags from the segments when ``framestore.db`` is lost.
+   Nothing points at the new files: a crash leaves files the journal names, which
    ``undo_incomplete_merges`` (run by ``recover`` and by the next ``merge``) deletes
    together with the journal row. The source is untouched so far.
 3. ``committed``: ONE transaction inserts the source's runs, episodes and steps (re-keyed,
-   pointers at the new ids), the segments' rows and marks the journal row ``done``.
+   pointers at the new ids), the segments' rows, the merged-in store tags (``meta``)
+   and marks the journal row ``done``.
 4. ``removed`` (``--move`` only): the source store's files are deleted. A crash here
    leaves a half-removed source that the journal says was merged: the next ``merge``
    finishes removing it.
@@ -33,11 +38,25 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ._format import DB_NAME, LOCK_NAME, PARTIAL_SUFFIX, read_file_header
+from ._format import (
+    DB_NAME,
+    LOCK_NAME,
+    PARTIAL_SUFFIX,
+    RecordType,
+    pack_notes,
+    read_file_header,
+    store_tag,
+)
 from .errors import CorruptData, InvalidInput
 from .files import fsync_dir
 from .maintenance import delete_segment_files
-from .segments import checked_segment_dir, next_segment_id, segment_dir, segment_path
+from .segments import (
+    checked_segment_dir,
+    next_segment_id,
+    segment_dir,
+    segment_path,
+    write_note_segment,
+)
 
 if TYPE_CHECKING:
     from .store import FrameStore
@@ -45,11 +64,13 @@ if TYPE_CHECKING:
 __all__ = [
     "PHASES",
     "header_id",
+    "header_tag",
     "new_segment_ids",
     "place_segments",
     "refuse_unfinished_merge",
     "remove_store_files",
     "undo_incomplete_merges",
+    "write_merge_note",
 ]
 
 PHASES = ("journaled", "placed", "committed", "removed")
@@ -64,6 +85,20 @@ def header_id(path: str | os.PathLike) -> int:
     """The segment id a segment file's header names (checked)."""
     with open(path, "rb") as fp:
         return read_file_header(fp, str(path)).segment_id
+
+
+def header_tag(path: str | os.PathLike) -> int:
+    """The store tag a segment file's header names (checked; 0 for versions 1-2)."""
+    with open(path, "rb") as fp:
+        return read_file_header(fp, str(path)).store_tag
+
+
+def write_merge_note(store: FrameStore, segment_id: int, fields: dict) -> int:
+    """Step 2's last file: the merge's provenance, ``MERGED`` records (docs/FORMAT.md,
+    "Note segments") in a note segment of this store under ``segment_id`` (journaled
+    with the placed segments, so an undo deletes it with them). Returns its size."""
+    records = pack_notes(RecordType.MERGED, fields, "episodes")
+    return write_note_segment(store.root, segment_id, records, store_tag(store.catalog.store_id()))
 
 
 def new_segment_ids(store: FrameStore, count: int) -> list[int]:

@@ -83,7 +83,7 @@ from framestore.service import remove_dead_shared_memory
 from framestore.store import enclosing_store
 
 from ._recover_meta import restore_from_segments, store_id_of_segments
-from ._recover_notes import apply_tombstones
+from ._recover_notes import apply_tombstones, merge_notes, restore_merged_episodes, restore_merges
 from ._recover_rows import Foreign, adopt_rowless, fix_pointers, insert_foreign, resolves
 from ._store import StoreArg, opened
 
@@ -102,6 +102,7 @@ class RecoverReport:
     ``catalogue_rebuilt``: ``framestore.db`` was missing and was rebuilt from segments;
     ``episodes_deleted``: episodes a tombstone of ``rm`` names that the catalogue held
     live (an ``rm`` stopped before its commit, or a rebuilt catalogue), now deleted;
+    ``merges_restored``: merge journal rows rebuilt from the merges' provenance notes;
     ``steps_relinked`` episode id -> rows pointed at another copy of their
     frame. ``segments_unavailable`` maps a segment that rows point into but that cannot
     be read now to ``{episode id: frames}``: those pointers were kept (``missing``).
@@ -128,6 +129,7 @@ class RecoverReport:
     episodes_interrupted: list[int] = field(default_factory=list)
     episodes_ended: list[int] = field(default_factory=list)
     episodes_deleted: list[int] = field(default_factory=list)
+    merges_restored: list[int] = field(default_factory=list)
     catalogue_rebuilt: bool = False
     bytes_discarded: int = 0
     notes: list[str] = field(default_factory=list)
@@ -164,6 +166,7 @@ class RecoverReport:
                 self.episodes_interrupted,
                 self.episodes_ended,
                 self.episodes_deleted,
+                self.merges_restored,
                 self.catalogue_rebuilt,
             )
         )
@@ -238,7 +241,15 @@ def _recover(st: FrameStore, report: RecoverReport, progress, drop_missing: bool
         # a catalogue deleted or emptied: its store id is the one its segments name
         if (report.catalogue_rebuilt or not statuses) and (sid := store_id_of_segments(scans)):
             cat.restore_store_id(sid)
+        report.merges_restored = restore_merges(cat, scans)
         restored = restore_from_segments(cat, st.root, scans, statuses)
+        if report.merges_restored:
+            notes = merge_notes(scans, cat.store_id())
+            merged = restore_merged_episodes(
+                cat, st.root, scans, statuses,
+                {m: notes[m] for m in report.merges_restored},
+            )  # fmt: skip
+            restored.merge(merged)
         report.episodes_deleted = apply_tombstones(cat, scans, statuses)
         found = adopt_rowless(cat, scans, statuses, next_id, st.root)
         bare, created, foreign, skipped = found

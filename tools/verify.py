@@ -27,7 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from framestore import FrameStore
-from framestore.catalog import PointerRow, format_shape
+from framestore.catalog import MERGED_TAGS, PointerRow, format_shape
 from framestore.errors import CorruptCatalog, CorruptData
 from framestore.scan import BadRecord, SegmentScan, problem_kind, scan_segment
 from framestore.segments import (
@@ -46,6 +46,12 @@ from ._verify_report import Problem, VerifyReport
 from ._verify_steps import check_step_metadata
 
 __all__ = ["Problem", "VerifyReport", "verify"]
+
+#: A segment registered as merged whose header names a store no merge brought in.
+NOT_MERGED_IN = (
+    "segment written by a store never merged into this one (its file header's store tag "
+    "is neither this store's nor a merged-in store's)"
+)
 
 Progress = Callable[[int, int], None]  # (segments done, segments total)
 
@@ -161,6 +167,9 @@ def _scan_all(
     scans: dict[int, SegmentScan] = {}
     # (a published store's catalogue has no store id; its manifest vouches for its files)
     own_tag = 0 if st.published else store_tag(st.catalog.store_id())
+    # the tags of the stores merged in (None: merged before they were recorded)
+    listed = None if st.published else st.catalog.meta_get(MERGED_TAGS)
+    merged_tags = set(listed) if isinstance(listed, list) else None
     total = len(files.regular)
     for i, (sid, path) in enumerate(sorted(files.regular.items())):
         try:
@@ -188,6 +197,8 @@ def _scan_all(
         if own_tag and scan.store_tag != own_tag and scan.store_tag and sid in rows:
             if sid not in merged:
                 report.problems.append(Problem("corrupt", FOREIGN_SEGMENT, sid, 0))
+            elif merged_tags is not None and scan.store_tag not in merged_tags:
+                report.problems.append(Problem("corrupt", NOT_MERGED_IN, sid, 0))
         if progress is not None:
             progress(i + 1, total)
     return scans
