@@ -61,6 +61,7 @@ class _Unsettled:
     """What the snapshot alone cannot tell from damage: settled after it ends."""
 
     rowless: dict[int, int | None] = field(default_factory=dict)  # segment -> header id
+    foreign: set[int] = field(default_factory=set)  # rowless ones another store wrote
     partials: list[str] = field(default_factory=list)  # names of .partial files
     merges: list[str] = field(default_factory=list)  # sources of unfinished merges
 
@@ -187,10 +188,15 @@ def _scan_all(
                 f"segment {sid} is being written: {scan.size - scan.tail.offset} byte(s) after "
                 "its last complete record"
             )
+        # another store's segment that no merge brought in: one line says so (its header
+        # naming another id follows from that)
+        foreign = bool(own_tag) and scan.store_tag not in (0, own_tag) and sid not in merged
         if sid not in rows:
             unsettled.rowless[sid] = scan.header_id
+            if foreign:
+                unsettled.foreign.add(sid)
         obsolete = rows.get(sid, ("", ""))[1] == "obsolete"
-        header = merged.get(sid, sid) if sid in rows else None
+        header = merged.get(sid, sid) if sid in rows and not foreign else None
         _report_scan(report, scan, in_progress, obsolete, header)
         # a file without a row yet (a merge placing it, a writer's new one) is settled
         # after the snapshot; a merged one carries its source store's tag
@@ -265,6 +271,8 @@ def _settle(st: FrameStore, report: VerifyReport, unsettled: _Unsettled) -> None
             # else: the "interrupted merge" problem names it (recover removes it)
         elif running and header == sid and sid > max(rows, default=0):
             continue  # a recorder's newest segment, not registered until it closes
+        elif sid in unsettled.foreign:
+            add(Problem("unexpected segment", f"{FOREIGN_SEGMENT}, not merged in", sid))
         else:
             add(Problem("unexpected segment", "file has no row in the segments table", sid))
             if header is not None and header != sid:
