@@ -321,3 +321,18 @@ def test_a_segment_copied_in_by_hand_is_reported_by_verify(merged_store, tmp_pat
     result = run_cli("verify", path)
     assert result.exit_code == 1
     assert sum(f"segment {free}" in line for line in result.output.splitlines()) == 1
+
+
+def test_a_store_merged_before_tags_were_recorded_keeps_verifying(merged_store, tmp_path):
+    """A store that merged with 0.3.0 recorded no merged-in tags; its next merge records
+    those of the segments it had merged too, so verify keeps accepting them."""
+    path = merged_store
+    with closing(sqlite3.connect(path / "framestore.db")) as conn, conn:
+        (old,) = conn.execute("SELECT value FROM meta WHERE key = 'merge.store_tags'").fetchone()
+        conn.execute("DELETE FROM meta WHERE key = 'merge.store_tags'")
+    assert verify(path).ok  # nothing recorded: merged segments' tags are not checked
+    other = record_other(tmp_path / "c.store")
+    assert run_cli("merge", path, other).exit_code == 0
+    tags = merged_catalogue(path)["tags"]
+    assert set(json.loads(old)) < set(json.loads(tags[0][0]))
+    assert verify(path).ok

@@ -355,7 +355,7 @@ def _commit(
                 for r in page
             )
         _import_streams(cat, src, ep_map, seg_map)
-        tags = set(cat.meta_get(MERGED_TAGS) or [])
+        tags = _merged_tags(st)
         for new, _old in pairs:
             path = segment_path(st.root, new)
             cat.record_segment(new, "sealed", path.stat().st_size, header_id=header_id(path))
@@ -366,6 +366,16 @@ def _commit(
     return SourceResult(
         str(src.root), "merged", len(runs), len(eps), steps, len(pairs), episode_ids=ep_map
     )
+
+
+def _merged_tags(st: FrameStore) -> set[int]:
+    """The merged-in store tags recorded so far; for a store that merged before they
+    were recorded, those of its merged segments' files (so verify keeps accepting them)."""
+    listed = st.catalog.meta_get(MERGED_TAGS)
+    if isinstance(listed, list):
+        return set(listed)
+    paths = (segment_path(st.root, sid) for sid in st.catalog.merged_segments())
+    return {header_tag(p) for p in paths if p.is_file()} - {0}
 
 
 def _import_streams(cat, src: FrameStore, ep_map: dict, seg_map: dict) -> None:
