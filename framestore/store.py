@@ -671,8 +671,12 @@ class FrameStore:
         self, episode_ids: Iterable[int], *, dry_run: bool = False
     ) -> list[EpisodeInfo]:
         """Mark episodes deleted (they vanish from listings at once; ``gc`` reclaims the
-        space). Unknown or already deleted ids raise ``EpisodeNotFound`` before anything
-        changes. Returns the episodes deleted (or that would be, with ``dry_run``)."""
+        space). A tombstone written into the segments first keeps them deleted in a
+        catalogue rebuilt from the segments (``framestore.maintenance
+        .delete_episodes_noted``), so this takes the writer lock: ``InvalidInput`` while
+        a recorder holds the store. Unknown or already deleted ids raise
+        ``EpisodeNotFound`` before anything changes. Returns the episodes deleted (or
+        that would be, with ``dry_run``)."""
         if self.readonly:
             raise InvalidInput("store is open read-only")
         ids = list(dict.fromkeys(check_id(i, "episode id") for i in episode_ids))
