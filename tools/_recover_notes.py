@@ -18,8 +18,8 @@ from collections import defaultdict
 from typing import Any
 
 from framestore.catalog import MERGED_TAGS, Catalog, MergeRecord
-from framestore.scan import SegmentScan
-from framestore.segments import store_tag
+from framestore.disk.scan import SegmentScan
+from framestore.disk.segments import store_tag
 
 from ._recover_meta import Restored
 from ._recover_meta import _steps_of_segment as steps_of_segment

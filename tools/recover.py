@@ -39,7 +39,7 @@ Runs with the writer lock held. In order:
 7. outside the store: shared memory blocks of recorders that died, and the staging
    directories (``.DEST.publish-XXXXXXXX``) that killed publishes left beside the store
    (in its parent directory), only those no live publish holds (each holds an flock on
-   its own: ``framestore.publish.remove_dead_staging``).
+   its own: ``framestore.maintenance.publish.remove_dead_staging``).
 
 Between steps 4 and 5, the tombstones ``rm`` wrote (``DELETED`` records in note
 segments) are honoured: an episode one of them names that the catalogue holds live is
@@ -62,13 +62,8 @@ from pathlib import Path
 
 from framestore import FrameStore
 from framestore.catalog import PENDING_LOSS, RECOVERED_ENV_ID
-from framestore.compaction import Victim, compact, remove_leftover_outputs, remove_obsolete
-from framestore.errors import CorruptData
-from framestore.maintenance import delete_segment_files, sync_segments, writer_lock
-from framestore.merging import undo_incomplete_merges
-from framestore.publish import remove_dead_staging
-from framestore.scan import SegmentScan, scan_segment
-from framestore.segments import (
+from framestore.disk.scan import SegmentScan, scan_segment
+from framestore.disk.segments import (
     FILE_HEADER_SIZE,
     SEAL_RECORD_SIZE,
     cut_segment,
@@ -79,8 +74,18 @@ from framestore.segments import (
     segment_files,
     segment_path,
 )
-from framestore.service import remove_dead_shared_memory
+from framestore.errors import CorruptData
+from framestore.maintenance.compaction import (
+    Victim,
+    compact,
+    remove_leftover_outputs,
+    remove_obsolete,
+)
+from framestore.maintenance.publish import remove_dead_staging
+from framestore.state.bookkeeping import delete_segment_files, sync_segments, writer_lock
+from framestore.state.merging import undo_incomplete_merges
 from framestore.store import enclosing_store
+from framestore.write.service import remove_dead_shared_memory
 
 from ._recover_meta import restore_from_segments, store_id_of_segments
 from ._recover_notes import apply_tombstones, merge_notes, restore_merged_episodes, restore_merges
