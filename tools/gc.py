@@ -37,6 +37,7 @@ from framestore.disk.segments import (
     remove_partials,
     segment_files,
     segment_path,
+    segment_seal,
 )
 from framestore.errors import CorruptData
 from framestore.maintenance.compaction import PHASES as COMPACTION_PHASES
@@ -194,7 +195,8 @@ def _spent_tombstones(store: FrameStore, going: set[int] = frozenset()) -> list[
     files = segment_files(store.root).regular
     spent = []
     for sid, path in sorted(files.items()):
-        if sid in going or store.catalog.pointer_count([sid]) or not is_sealed(path):
+        seal = segment_seal(path)  # a note holds no frame: others are never read here
+        if sid in going or seal is None or seal.frames or store.catalog.pointer_count([sid]):
             continue
         try:
             scan = scan_segment(path, sid)

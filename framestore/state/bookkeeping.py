@@ -47,6 +47,7 @@ __all__ = [
     "chunk_bytes",
     "delete_episodes_noted",
     "delete_segment_files",
+    "free_segment_id",
     "file_bytes",
     "live_bytes_by_segment",
     "next_ids",
@@ -176,9 +177,9 @@ def delete_segment_files(store: StoreView, segments: Iterable[int]) -> None:
     fsync_dir(directory)
 
 
-def note_segment_id(store: StoreView) -> int:
-    """The id of a new note segment: above every id in use, as a file or reserved by
-    the merge journal (call with the writer lock held)."""
+def free_segment_id(store: StoreView) -> int:
+    """The first segment id above every id in use, as a file or reserved by the merge
+    journal (call with the writer lock held): a merge's or an ``rm``'s new segment."""
     journaled = [new for m in store.catalog.merge_records() for new, _src in m.segments]
     return max([next_segment_id(store.root), *(i + 1 for i in journaled)])
 
@@ -212,7 +213,7 @@ def delete_episodes_noted(store: StoreView, episode_ids: list[int]) -> int:
     store_id = catalog.store_id()
     fields = {"store_id": store_id, "deleted": time.time(), "segments": listed,
               "episodes": entries}  # fmt: skip
-    sid = note_segment_id(store)
+    sid = free_segment_id(store)
     size = write_note_segment(
         store.root, sid, pack_notes(RecordType.DELETED, fields, "episodes"), store_tag(store_id)
     )

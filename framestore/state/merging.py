@@ -48,14 +48,13 @@ from .._format import (
 )
 from ..disk.segments import (
     checked_segment_dir,
-    next_segment_id,
     segment_dir,
     segment_path,
     write_note_segment,
 )
 from ..errors import CorruptData, InvalidInput
 from ..files import fsync_dir
-from .bookkeeping import delete_segment_files
+from .bookkeeping import delete_segment_files, free_segment_id
 from .view import StoreView
 
 __all__ = [
@@ -104,8 +103,7 @@ def new_segment_ids(store: StoreView, count: int) -> list[int]:
     segment directory is a link (its files, behind it, would be numbered and replaced
     unseen): checked here, before the journal row is written."""
     checked_segment_dir(store.root)
-    journaled = [new for m in store.catalog.merge_records() for new, _src in m.segments]
-    first = max([next_segment_id(store.root), *(i + 1 for i in journaled)])
+    first = free_segment_id(store)
     return list(range(first, first + count))
 
 
