@@ -26,7 +26,7 @@ from _kills import run_and_kill
 from conftest import run_cli
 from test_rebuild_catalogue import catalogue, delete_catalogue
 
-from framestore import FrameStore
+from framestore import FrameStore, InvalidInput
 from framestore.disk.scan import scan_segment
 from framestore.disk.segments import list_segment_ids, segment_path
 from tools.gc import collect
@@ -193,3 +193,22 @@ def test_gc_keeps_a_tombstone_while_a_segment_it_lists_holds_records(rm_base, tm
     collect(path, threshold=1.0)
     assert note_segments(path) == []
     assert verify(path).ok
+
+
+def test_rm_while_a_recorder_holds_the_store_refuses_and_changes_nothing(rm_base, tmp_path):
+    """rm writes into the segments, so it needs the one writer's lock: with a recorder
+    open (here in this process, as the GUI's Play tab holds one) it refuses in one line
+    and writes nothing."""
+    base, want = rm_base
+    path = tmp_path / "rm.store"
+    shutil.copytree(base, path)
+    first = sorted(want)[0]
+    with FrameStore.open(path) as store, store.recorder(ENV_ID, overrides=OVERRIDES):
+        with pytest.raises(InvalidInput, match="stop recording first"):
+            store.delete_episodes([first])
+        result = run_cli("rm", path, "--episode", first)
+        assert result.exit_code == 2 and len(result.output.strip().splitlines()) == 1
+        assert "stop recording first" in result.output
+    assert note_segments(path) == []  # no tombstone (the recorder wrote its RUN_END)
+    with FrameStore.open(path, readonly=True) as store:
+        assert {e.id for e in store.episodes()} == set(want)
