@@ -192,9 +192,9 @@ def delete_episodes_noted(store: StoreView, episode_ids: list[int]) -> int:
        written: ``.partial``, fsynced, renamed, directory fsynced. It names each
        episode's id, stream key, run and start times, and the segments that may hold
        its records (those its frame pointers name, widened to every segment between
-       the first and the last: its frameless chunks and ``EPISODE_END`` lie among them;
-       every segment when it has no frame): ``gc`` drops the tombstone once none of them
-       is left.
+       the first and the one after the last: its frameless chunks and ``EPISODE_END``
+       lie among them; every segment when it has no frame): ``gc`` drops the tombstone
+       once none of them is left.
     2. ONE transaction marks the episodes deleted and registers the note segment.
 
     A crash between 1 and 2 leaves a tombstone the catalogue does not know: the rm
@@ -207,7 +207,10 @@ def delete_episodes_noted(store: StoreView, episode_ids: list[int]) -> int:
     existing = list_segment_ids(store.root)
     if held:
         lo, hi = min(held), max(held)
-        listed = sorted(held | {s for s in existing if lo <= s <= hi})
+        # the next segment too: an EPISODE_END (or steps without frames) after a chunk
+        # that filled its segment lands in the next one
+        after = min((s for s in existing if s > hi), default=hi)
+        listed = sorted(held | {s for s in existing if lo <= s <= after})
     else:
         listed = existing
     store_id = catalog.store_id()
