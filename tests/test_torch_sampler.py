@@ -132,6 +132,45 @@ def test_through_a_dataloader_every_frame_bit_exact(store, workers):
         assert order == [(int(ds[i]["episode"]), int(ds[i]["step"])) for i in again]
 
 
+def _worker_collate(items):
+    """``collate_steps`` plus the id of the DataLoader worker that made the batch."""
+    from torch.utils.data import get_worker_info
+
+    batch = collate_steps(items)
+    batch["worker"] = torch.tensor(get_worker_info().id)
+    return batch
+
+
+def test_told_the_loaders_workers_each_chunk_goes_to_one_worker(store):
+    """With ``batch_size`` and ``workers`` the sampler deals its batches as the
+    DataLoader hands them out: every chunk is served by one worker (but those of the
+    window cut where one worker's run of batches ends); without, most chunks are read
+    by both workers. Every item still once."""
+    with StepDataset(store) as ds:
+        chunk_of = _chunk_of(ds)
+        where = {(e, t): i for i, (e, t) in enumerate(
+            (int(ds[i]["episode"]), int(ds[i]["step"])) for i in range(len(ds))
+        )}  # fmt: skip
+
+        def split_chunks(**told) -> int:
+            gen = torch.Generator().manual_seed(5)
+            sampler = ChunkShuffleSampler(ds, chunks=2, generator=gen, **told)
+            loader = DataLoader(ds, batch_size=8, sampler=sampler, num_workers=2,
+                                collate_fn=_worker_collate)  # fmt: skip
+            served: dict = {}
+            seen = []
+            for batch in loader:
+                for e, t in zip(batch["episode"], batch["step"], strict=True):
+                    i = where[(int(e), int(t))]
+                    seen.append(i)
+                    served.setdefault(chunk_of[i], set()).add(int(batch["worker"]))
+            assert sorted(seen) == list(range(len(ds)))
+            return sum(len(w) > 1 for w in served.values())
+
+        assert split_chunks(batch_size=8, workers=2) <= 2  # one window cut at most
+        assert split_chunks() > 10  # of 15 chunks
+
+
 def test_values_only_and_named_streams(tmp_path, assault_frames):
     """A dataset of values only is shuffled item by item; one of a named stream groups
     by that stream's chunks."""
@@ -160,6 +199,12 @@ def test_bad_arguments_are_one_clear_error(store):
         for bad in (0, -1, 1.5, True, "2"):
             with pytest.raises(InvalidInput, match="chunks must be an integer"):
                 ChunkShuffleSampler(ds, chunks=bad)
+        with pytest.raises(InvalidInput, match="workers must be an integer"):
+            ChunkShuffleSampler(ds, workers=-1)
+        with pytest.raises(InvalidInput, match="batch_size must be None or at least 1"):
+            ChunkShuffleSampler(ds, batch_size=0, workers=2)
+        with pytest.raises(InvalidInput, match="workers needs the DataLoader's batch_size"):
+            ChunkShuffleSampler(ds, workers=2)
     with IterableStepDataset(store) as it:
         with pytest.raises(InvalidInput, match="samples a StepDataset"):
             ChunkShuffleSampler(it)

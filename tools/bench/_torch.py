@@ -13,8 +13,8 @@ hits every mode alike):
 ``random item``       ``StepDataset[i]`` for random i in this process: per-item cost
 ``shuffled epoch``    ``StepDataset`` through a DataLoader, shuffle, batches of 64, 2 workers
 ``4-frame windows``   the same with ``window={"render": [-3, -2, -1, 0]}``
-``chunk-shuffled``    ``shuffled epoch`` with ``ChunkShuffleSampler`` (4 chunks a window)
-                      in place of ``shuffle=True``
+``chunk-shuffled``    ``shuffled epoch`` with ``ChunkShuffleSampler`` (4 chunks a window,
+                      told the loader's batch size and workers) for ``shuffle=True``
 ``chunk-shuffled w``  ``4-frame windows`` with ``ChunkShuffleSampler``
 ``sequential item``   ``IterableStepDataset`` iterated in this process: per-item cost
 ``DataLoader floor``  no store: 2 workers each yield batches of 256 frames already in
@@ -215,7 +215,7 @@ def _loader(
 
     from framestore.torch import ChunkShuffleSampler, collate_steps
 
-    sampler = ChunkShuffleSampler(dataset) if chunks else None
+    sampler = ChunkShuffleSampler(dataset, batch_size=batch, workers=workers) if chunks else None
     return DataLoader(
         dataset, batch_size=batch, shuffle=shuffle, sampler=sampler, num_workers=workers,
         collate_fn=collate_steps,

@@ -121,7 +121,8 @@ def run(impl: str, root: str, epoch_items: int | None = None) -> dict[str, Any]:
         if shuffle and impl == "framestore-chunks":
             from framestore.torch import ChunkShuffleSampler
 
-            kw["sampler"], shuffle = ChunkShuffleSampler(dataset), False
+            sampler = ChunkShuffleSampler(dataset, batch_size=64, workers=2)
+            kw["sampler"], shuffle = sampler, False
         batches = iter(DataLoader(dataset, batch_size=64, shuffle=shuffle, num_workers=2, **kw))
         for b in batches:
             n += len(b[key])
