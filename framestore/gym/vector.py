@@ -133,7 +133,7 @@ class RecordVectorFrames(VectorWrapper):
         if self.observations:
             # A sample has the space's shapes, dtypes and keys: what cannot be recorded
             # is refused now, in one line, before the first step.
-            from ._observations import split_observation
+            from ..write._observations import split_observation
 
             split_observation(env.single_observation_space.sample())
         if env.render_mode != "rgb_array":
