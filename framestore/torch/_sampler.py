@@ -39,9 +39,9 @@ __all__ = ["ChunkShuffleSampler"]
 class ChunkShuffleSampler(Sampler[int]):
     """Indices of a ``StepDataset``, each once per epoch, shuffled chunk-wise.
 
-    Use it as a DataLoader's sampler (``DataLoader(ds, batch_size=64,
-    sampler=ChunkShuffleSampler(ds), collate_fn=collate_steps, num_workers=2)``) in
-    place of ``shuffle=True``.
+    Use it as a DataLoader's sampler in place of ``shuffle=True``: ``DataLoader(ds,
+    batch_size=64, num_workers=2, sampler=ChunkShuffleSampler(ds, batch_size=64,
+    workers=2), collate_fn=collate_steps)``.
 
     Args:
         dataset: the ``StepDataset`` to sample.
@@ -53,7 +53,9 @@ class ChunkShuffleSampler(Sampler[int]):
             from torch's global generator each epoch.
 
     Raises:
-        InvalidInput: ``chunks`` below 1, or a dataset that is not a ``StepDataset``.
+        InvalidInput: ``chunks`` below 1, ``workers`` below 0, ``batch_size`` below 1,
+            ``workers`` above 1 without ``batch_size``, or a dataset that is not a
+            ``StepDataset``.
     """
 
     def __init__(
