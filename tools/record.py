@@ -35,18 +35,24 @@ class RecordingInterrupted(KeyboardInterrupt):
 def sigterm_as_interrupt():
     """SIGTERM behaves like Ctrl-C: flush what was recorded, mark the episode interrupted.
 
-    Only the first SIGINT/SIGTERM interrupts. Both are then ignored (``SIG_IGN``) for the
-    rest of the process: later ones (a second Ctrl-C, a supervisor repeating SIGTERM)
-    arrive while the recording is flushed and closed, or while the interpreter shuts
-    down (which resets Python-level handlers to the default), and would otherwise turn
-    exit 130 into death by signal (-2/-15) half-way through. The process is on its way
-    out; nothing is restored after an interrupt."""
+    Only the first SIGINT/SIGTERM interrupts. Later ones (a second Ctrl-C, a supervisor
+    repeating SIGTERM) arrive while the recording is flushed and closed: the handler does
+    nothing for them. On the way out both signals are ignored (``SIG_IGN``) for the rest of
+    the process, because the interpreter's shutdown resets Python-level handlers to the
+    default and a late signal would turn exit 130 into death by signal (-2/-15).
+
+    Why not ``SIG_IGN`` in the handler itself: a signal that already reached the C level
+    (both often do at once on a loaded machine) would then find its handler gone when
+    Python runs it, and CPython raises ``OSError: Signal 15 ignored due to race condition``
+    at whatever line runs next (seen in ``RecordFrames.close``, a traceback instead of exit
+    130). Switching at the end, inside ``try``, lets such a signal surface where it is
+    caught."""
     signals = (signal.SIGINT, signal.SIGTERM)
     received: list[int] = []
 
     def handler(signum, frame):
-        for sig in signals:
-            signal.signal(sig, signal.SIG_IGN)
+        if received:
+            return  # the first one is being handled: flush and close go on
         received.append(signum)
         raise KeyboardInterrupt
 
@@ -58,9 +64,25 @@ def sigterm_as_interrupt():
     try:
         yield
     finally:
-        if not received:
+        if received:
+            _ignore_from_now_on(signals)
+        else:
             for sig, previous in old.items():
                 signal.signal(sig, previous)
+
+
+def _ignore_from_now_on(signals: tuple[signal.Signals, ...]) -> None:
+    """``SIG_IGN`` for ``signals``; a signal already caught at the C level before the switch
+    is dropped here (CPython's "ignored due to race condition" ``OSError``) rather than
+    raised at a later line. The loop gives the interpreter its check for pending signals
+    inside the ``try``."""
+    try:
+        for sig in signals:
+            signal.signal(sig, signal.SIG_IGN)
+        for _ in range(2):
+            pass
+    except OSError:
+        pass
 
 
 def record(
