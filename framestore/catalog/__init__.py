@@ -23,7 +23,7 @@ from ._base import END_OF_EPISODE, Connection
 from ._checks import Checks, ValueProblem
 from ._episodes import EPISODE_STATUSES, Episodes, format_shape, parse_shape
 from ._merges import MergeRecord, Merges
-from ._meta import COMPACTION_OUTPUTS, PENDING_LOSS, Meta
+from ._meta import COMPACTION_OUTPUTS, MERGED_TAGS, PENDING_LOSS, Meta
 from ._pointers import SEGMENT_STATES, PointerRow, Pointers, Segments
 from ._recovery import RECOVERED_ENV_ID, RECOVERED_INFO, Recovery
 from ._stats import CatalogStats, EpisodeRowCount, Stats
@@ -38,6 +38,7 @@ __all__ = [
     "COMPACTION_OUTPUTS",
     "END_OF_EPISODE",
     "EPISODE_STATUSES",
+    "MERGED_TAGS",
     "PENDING_LOSS",
     "MAX_SQLITE_INT",
     "OPTIONAL_TABLES",

@@ -135,6 +135,12 @@ class Segments:
              header_id),
         )  # fmt: skip
 
+    def set_live_bytes(self, live: dict[int, int]) -> None:
+        """``segments.live_bytes`` of existing rows (``{segment: bytes}``)."""
+        self._db.exec_many(
+            "UPDATE segments SET live_bytes = ? WHERE id = ?", [(b, s) for s, b in live.items()]
+        )
+
     def merged(self) -> dict[int, int]:
         """``{segment id: the id its file header names}`` for segments merged from another
         store (their bytes, header included, were copied unchanged; docs/FORMAT.md)."""
