@@ -339,6 +339,7 @@ class Recorder:
         *,
         frames: dict[str, np.ndarray | None] | None = None,
         observation: Any = None,
+        owned: bool = False,
     ) -> int:
         """Record one step of the current episode; returns its step index. Never blocks
         on disk work (only, under the ``block`` policy, on a full queue, up to the block
@@ -357,6 +358,15 @@ class Recorder:
         for a dict's), small other entries (up to 1 KiB each: state vectors, scalars) go
         into the step row as typed binary, larger ones into a stream of their bytes. Read
         it back with ``FrameStore.read_observation``.
+
+        ``owned=True`` hands ``frame`` over: framestore may keep that very array until
+        its chunk is written instead of copying it, and you promise that nothing
+        changes it from now on (pass it for an array made for this call, such as a new
+        ``env.render()`` result, never for a buffer the caller refills; ``RecordFrames``
+        does it for fresh render arrays only). The thread placement then skips the copy
+        (a C-contiguous frame only; others are copied); the storage process always
+        copies into shared memory, and so are the frames of ``frames=`` and
+        ``observation`` streams. The queue's bounds count a kept frame's bytes.
 
         Everything is validated before anything is queued: a bad frame, stream name,
         action, reward or info raises ``InvalidInput`` (or a subclass) and records
@@ -395,7 +405,7 @@ class Recorder:
             shape = format_shape(getattr(frame, "shape", ()))
             meta = StepMeta(eid, step, action_text, reward, term, trunc, info_text, wall, shape)
             meta.observation = inline  # before the put: the writer may pack it at once
-            ref = self._storage.put(frame, (eid, step), meta)
+            ref = self._storage.put(frame, (eid, step), meta, owned=owned)
             if ref.dropped:
                 st.dropped += 1
         else:
@@ -475,6 +485,8 @@ class Recorder:
         terminated: Any = None,
         truncated: Any = None,
         infos: Sequence[dict[str, Any] | None] | None = None,
+        *,
+        owned: bool = False,
     ) -> list[int]:
         """Record one step of each of several open episodes (``open_episode``) at once:
         one validation, one enqueue of the frames and one event for the whole batch.
@@ -488,6 +500,9 @@ class Recorder:
                 entries for reset rows), or ``None``.
             rewards, terminated, truncated: N values each, or ``None`` (0 / False).
             infos: N dicts (or ``None`` entries), or ``None``.
+            owned: hand the frames over (``record_step``'s ``owned``): a sequence of
+                separate frames may then be kept without a copy; the rows of one
+                ``(N, H, W[, C])`` array are copied (they share its memory).
 
         Everything is validated before anything is queued; under the ``block`` policy the
         call waits until every frame fits the queue, under ``drop`` each frame that does
@@ -504,7 +519,10 @@ class Recorder:
         steps = rows.step_numbers(states)
         wall = time.time()
         refs = self._storage.put_many(
-            rows.frames, list(zip(rows.episode_ids, steps, strict=True)), rows.metas(steps, wall)
+            rows.frames,
+            list(zip(rows.episode_ids, steps, strict=True)),
+            rows.metas(steps, wall),
+            owned=owned and not isinstance(frames, np.ndarray),
         )
         self._publish_starts(states)
         for st, ref, reward, term, trunc in zip(
