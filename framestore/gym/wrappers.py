@@ -97,7 +97,8 @@ class RecordFrames(gym.Wrapper):
         if self.step_trigger is not None and not self.step_trigger(self.global_step):
             return None, False
         frame = self.env.render()
-        return frame, only_caller_holds(frame)
+        owned = only_caller_holds(frame)  # asked alone: a reference on the stack counts
+        return frame, owned
 
     def _obs(self, obs: Any) -> Any:
         return obs if self.observations else None
