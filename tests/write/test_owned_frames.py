@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import zstandard
-from conftest import WRITERS, writer_overrides
+from conftest import writer_overrides
 
 from framestore import FrameStore
 from framestore._format import ChunkHeader, Codec
