@@ -122,9 +122,7 @@ def test_the_queue_counts_the_bytes_of_frames_handed_over(assault_frames):
     room for 5 frames' bytes, the 6th frame is dropped (and nothing was copied)."""
     frame_bytes = assault_frames[0].nbytes
     chunks, held = _assembler(max_frames=100, max_bytes=5 * frame_bytes)
-    refs = [
-        chunks.place(f, (1, i), None, owned=True) for i, f in enumerate(assault_frames[:6])
-    ]
+    refs = [chunks.place(f, (1, i), None, owned=True) for i, f in enumerate(assault_frames[:6])]
     assert [r.dropped for r in refs] == [False] * 5 + [True]
     assert chunks.budget.queued() == (5, 5 * frame_bytes)
     chunks.close_all()
