@@ -4,7 +4,7 @@
 An environment that renders into a buffer it keeps and refills (or returns a view of
 one) still holds a reference to that buffer, or to the array under the view; a fresh
 array (ale-py's ``getScreenRGB()``, Box2D CarRacing's transposed copy: tested in
-tests/gym/test_owned_frames.py) is referenced by the caller alone, and so is every
+tests/gym/test_render_handover.py) is referenced by the caller alone, and so is every
 object under it (its ``base`` chain, a memoryview's exporter). Reference counts are
 compared with those of an array made here and walked the same way, so the check
 follows the interpreter's own counting. An extension type that exports memory it does

@@ -360,11 +360,11 @@ class ChunkAssembler:
             return False
         if oc is None:
             oc = self._open[ck] = _Open(ck[0], ck[1], time.monotonic())
-        oc.capacity = capacity
         if got is None:
-            oc.held = []
+            oc.held, oc.capacity = [], capacity
         else:
             oc.buf, oc.handle = got
+            oc.capacity = len(oc.buf)  # a ring slot may hold fewer frames than asked
         return True
 
     def _drop(
