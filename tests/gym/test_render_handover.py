@@ -14,6 +14,7 @@ from gymnasium.vector import SyncVectorEnv
 
 from framestore import FrameStore, RecordFrames, RecordVectorFrames
 from framestore.envs import make_env
+from framestore.gym import _fresh
 from framestore.gym._fresh import only_caller_holds
 from framestore.write.recorder import Recorder
 
@@ -166,3 +167,22 @@ def test_record_vector_frames_hands_over_only_fresh_renders(tmp_path, monkeypatc
         for got in frames:
             assert [int(g[0, 0, 0]) for g in got] == list(range(11))
             assert all((g == g[0, 0, 0]).all() for g in got)
+
+
+def test_where_reference_counts_are_not_trusted_every_frame_is_copied(tmp_path, monkeypatch):
+    """CPython 3.14 (borrowed references) and free-threaded builds: no hand-over at all,
+    even for a fresh ALE render; the frames still read back bit-exact."""
+    monkeypatch.setattr(_fresh, "COUNTS_TRUSTED", False)
+    fresh = np.empty((4, 4, 3), dtype=np.uint8)
+    assert not _fresh.only_caller_holds(fresh)
+    seen = spy_owned(monkeypatch)
+    env = make_env("ALE/Assault-v5", max_episode_steps=10)
+    with FrameStore.open(tmp_path / "s") as store:
+        rec_env = RecordFrames(env, store)
+        rec_env.reset(seed=1)
+        for _ in range(10):
+            rec_env.step(rec_env.action_space.sample())
+        rec_env.close()
+        (ep,) = store.episodes()
+        assert len(store.read_frames(ep.id)) == 11
+    assert seen and not any(seen)
