@@ -3,6 +3,7 @@ transitions, and a collate function for uint8 frames (see ``framestore.torch``).
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Self
@@ -133,16 +134,7 @@ class _StepIndex:
         return ep.truncated
 
     def ids(self, keys: Sequence[tuple[EpisodeArrays, int]]) -> dict[str, torch.Tensor]:
-        return {k: torch.from_numpy(v) for k, v in self.id_arrays(keys).items()}
-
-    @staticmethod
-    def id_arrays(keys: Sequence[tuple[EpisodeArrays, int]]) -> dict[str, np.ndarray]:
-        n = len(keys)
-        return {
-            "episode": np.fromiter((e.episode for e, _ in keys), np.int64, n),
-            "step": np.fromiter((e.steps[r] for e, r in keys), np.int64, n),
-            "store": np.fromiter((e.store for e, _ in keys), np.int64, n),
-        }
+        return {k: torch.from_numpy(v) for k, v in _id_arrays(_segments(keys)).items()}
 
     def close(self) -> None:
         """Close the stores this process opened (reading again reopens them)."""
@@ -212,9 +204,10 @@ class _Steps(_StepIndex):
                 arrays[f"{key}_is_pad"] = plan.pads
                 layout[f"{key}_is_pad"] = (plan.pads.shape, torch.bool)
         values: dict[str, np.ndarray] = {}
+        segments = _segments(keys)
         for key in self.fields:
-            self._gather_values(key, keys, values)
-        values.update(self.id_arrays(keys))
+            self._gather_values(key, keys, segments, values)
+        values.update(_id_arrays(segments))
         for name, arr in values.items():
             arrays[name] = arr
             layout[name] = (arr.shape, _torch_dtype(arr.dtype))
@@ -244,7 +237,7 @@ class _Steps(_StepIndex):
             # A pass in order: runs of consecutive slots, decoded into the batch in place.
             sample = self.frame(*keys[0], key)
             if sample.dtype == np.uint8:
-                return _FramePlan.of_runs(keys, key, sample)
+                return _FramePlan.of_runs(_segments(keys), key, sample)
         span = 1 if offsets is None else len(offsets)
         pads = np.zeros((len(keys), span), dtype=bool)
         views: list[np.ndarray | None] = []
@@ -273,10 +266,10 @@ class _Steps(_StepIndex):
             pads=None if offsets is None else pads,
         )  # fmt: skip
 
-    def _gather_values(self, key: str, keys: Sequence[tuple[EpisodeArrays, int]], out) -> None:
+    def _gather_values(self, key: str, keys, segments: list[_Segment], out) -> None:
         offsets = self.window.get(key)
         if offsets is None:
-            out[key] = np.array([self.values(ep, key)[row] for ep, row in keys])
+            out[key] = np.concatenate([self.values(ep, key)[rows] for ep, rows in segments])
             return
         picked, pads = [], []
         for ep, row in keys:
@@ -305,24 +298,21 @@ class _FramePlan:
     pads: np.ndarray | None = None
 
     @classmethod
-    def of_runs(cls, keys: Sequence[tuple[EpisodeArrays, int]], stream: str, sample) -> _FramePlan:
+    def of_runs(cls, segments: list[_Segment], stream: str, sample) -> _FramePlan:
         runs: list[_Run] = []
-        last = None
-        for i, (ep, row) in enumerate(keys):
-            loc = ep.location(row, stream)
-            assert loc is not None  # an item's own rows have frames
-            step = int(ep.steps[row])
-            if (
-                last is not None
-                and runs[-1].ep is ep
-                and loc[:2] == last[:2]
-                and loc[2] == last[2] + 1
-            ):
-                runs[-1].steps.append(step)
-            else:
-                runs.append(_Run(i, loc, ep, [step]))
-            last = loc
-        return cls((len(keys), *sample.shape), sample.dtype, sample.shape, runs=runs)
+        index = 0
+        for ep, rows in segments:
+            seg, off, slot = (column[rows] for column in ep.pointers(stream))
+            steps = ep.steps[rows]
+            breaks = np.flatnonzero(
+                (seg[1:] != seg[:-1]) | (off[1:] != off[:-1]) | (slot[1:] != slot[:-1] + 1)
+            )
+            bounds = [0, *(breaks + 1).tolist(), len(rows)]
+            for a, b in itertools.pairwise(bounds):
+                loc = (int(seg[a]), int(off[a]), int(slot[a]))
+                runs.append(_Run(index + a, loc, ep, steps[a:b]))
+            index += len(rows)
+        return cls((index, *sample.shape), sample.dtype, sample.shape, runs=runs)
 
     def fill(self, owner: _StepIndex, stream: str, out: np.ndarray) -> None:
         """Write the frames into ``out`` (``(frames, *frame_shape)``)."""
@@ -361,10 +351,38 @@ class _Run:
     index: int
     location: tuple[int, int, int]
     ep: EpisodeArrays
-    steps: list[int]
+    steps: np.ndarray
 
     def row(self, k: int) -> int:
         return int(np.searchsorted(self.ep.steps, self.steps[k]))
+
+
+#: An episode and rows of it, in a batch's order.
+_Segment = tuple[EpisodeArrays, np.ndarray]
+
+
+def _segments(keys: Sequence[tuple[EpisodeArrays, int]]) -> list[_Segment]:
+    """``keys`` as runs of the same episode (a batch of a pass in order: a few)."""
+    out: list[_Segment] = []
+    rows: list[int] = []
+    current = None
+    for ep, row in keys:
+        if ep is not current:
+            if rows:
+                out.append((current, np.asarray(rows, dtype=np.int64)))
+            current, rows = ep, []
+        rows.append(row)
+    if rows:
+        out.append((current, np.asarray(rows, dtype=np.int64)))
+    return out
+
+
+def _id_arrays(segments: list[_Segment]) -> dict[str, np.ndarray]:
+    return {
+        "episode": np.concatenate([np.full(len(r), ep.episode, np.int64) for ep, r in segments]),
+        "step": np.concatenate([ep.steps[r].astype(np.int64, copy=False) for ep, r in segments]),
+        "store": np.concatenate([np.full(len(r), ep.store, np.int64) for ep, r in segments]),
+    }
 
 
 def _torch_dtype(dtype: np.dtype) -> torch.dtype:
