@@ -192,12 +192,10 @@ class _SpareBlocks:
     def take(self, nbytes: int) -> np.ndarray | None:
         """A spare flat uint8 buffer of exactly ``nbytes`` no one else holds, or None."""
         for i in range(len(self._spare) - 1, -1, -1):
-            buf = self._spare[i]
             # 2: the list's reference and getrefcount's argument; nothing else.
-            if buf.nbytes == nbytes and sys.getrefcount(buf) == 2:
-                del self._spare[i]
+            if self._spare[i].nbytes == nbytes and sys.getrefcount(self._spare[i]) == 2:
                 self.nbytes -= nbytes
-                return buf
+                return self._spare.pop(i)
         return None
 
     def trim(self, room: int) -> None:

@@ -197,3 +197,29 @@ def test_kept_parts_are_decoded_once_and_stay_within_the_budget(parted, assault_
                                   assault_frames[e * STEPS + s])  # fmt: skip
         assert store.reader.chunks_decoded - before > parts
         assert store.reader._kept_bytes <= 8 * frame_bytes or len(store.reader._kept) == 1
+
+
+def test_kept_parts_reuse_evicted_buffers_never_ones_still_held(parted, assault_frames):
+    # A small budget: parts are evicted all the time and their buffers decode the next
+    # parts, except a buffer whose frame a caller still holds (a view, copy=False).
+    path, ids = parted
+    frame_bytes = assault_frames[0].nbytes
+    order = [(e, s) for e in range(3) for s in range(STEPS)]
+    np.random.default_rng(5).shuffle(order)
+    with FrameStore.open(path, readonly=True, cache_bytes=25 * frame_bytes) as store:
+        held, addresses = [], []
+        for r in range(3):
+            for i, (e, s) in enumerate(order):
+                loc = store.frame_locations(ids[e], s, s + 1)[0][1]
+                view = store.read_at(loc, ids[e], s, copy=False, keep=True)
+                assert np.array_equal(view, assault_frames[e * STEPS + s])
+                addresses.append(view.base.__array_interface__["data"][0])
+                if i % 7 == 0:
+                    held.append((view, e * STEPS + s))
+                del view
+        for view, k in held:  # never overwritten by the parts decoded after them
+            assert np.array_equal(view, assault_frames[k])
+        reader = store.reader
+        assert reader._kept_bytes + reader._spare.nbytes <= 25 * frame_bytes
+    # Buffers were reused: far fewer distinct ones than parts decoded.
+    assert len(set(addresses)) < len(addresses) // 4
