@@ -208,7 +208,7 @@ def test_kept_parts_reuse_evicted_buffers_never_ones_still_held(parted, assault_
     np.random.default_rng(5).shuffle(order)
     with FrameStore.open(path, readonly=True, cache_bytes=25 * frame_bytes) as store:
         held, addresses = [], []
-        for r in range(3):
+        for _round in range(3):
             for i, (e, s) in enumerate(order):
                 loc = store.frame_locations(ids[e], s, s + 1)[0][1]
                 view = store.read_at(loc, ids[e], s, copy=False, keep=True)
