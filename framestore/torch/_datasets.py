@@ -511,9 +511,13 @@ class IterableStepDataset(_Steps, IterableDataset):
     memory stays bounded, order is local (the buffer holds keys; the frames come from
     the chunk cache, so keep ``shuffle_buffer`` frames within ``cache_bytes``).
 
-    ``batch_size=B`` yields batches of B items gathered whole (frames copied once, into
-    shared memory): use it with ``DataLoader(ds, batch_size=None)``, the fastest pass.
-    Other arguments as ``StepDataset``."""
+    ``batch_size=B`` yields batches of B items gathered whole: use it with
+    ``DataLoader(ds, batch_size=None)``, the fastest pass. In order (no shuffle buffer)
+    with uint8 frames as stored, frames are decoded straight into one of a few batch
+    slots that each process reuses within ``cache_bytes``, and a DataLoader worker hands
+    a slot over as a handle instead of new shared memory per batch
+    (``framestore/torch/_handover.py``); a slot is refilled only once every tensor of
+    its batch is freed. Other arguments as ``StepDataset``."""
 
     def __init__(
         self,
