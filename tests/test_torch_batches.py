@@ -156,3 +156,31 @@ def test_persistent_workers_read_every_epoch_bit_exact(parted):
         for _epoch in range(3):
             assert sum(check(b, want) for b in loader) == len(want)
         del loader
+
+
+class _InWorker(torch.utils.data.IterableDataset):
+    """Consumes the dataset's batches inside each DataLoader worker (never pickled) and
+    yields what it saw: (episode, step, frame) rows and the batches' data pointers."""
+
+    def __init__(self, dataset):
+        self.dataset = dataset
+
+    def __iter__(self):
+        rows, pointers = [], []
+        for batch in self.dataset:
+            pointers.append(pointer(batch))
+            for e, s, f in zip(batch["episode"], batch["step"], batch["render"], strict=True):
+                rows.append((int(e), int(s), f.numpy().tobytes()))
+            del batch
+        yield {"rows": rows, "pointers": pointers}
+
+
+def test_batches_consumed_inside_a_worker_free_their_slots(parted):
+    path, want = parted
+    with IterableStepDataset(path, batch_size=BATCH) as ds:
+        loader = DataLoader(_InWorker(ds), batch_size=None, num_workers=2, collate_fn=lambda b: b)
+        seen = list(loader)
+    rows = [r for s in seen for r in s["rows"]]
+    assert sorted(rows) == sorted((e, s, f.tobytes()) for (e, s), f in want.items())
+    for s in seen:  # each batch was dropped once the next was made: two slots served all
+        assert len(s["pointers"]) > 4 and len(set(s["pointers"])) <= 2

@@ -20,16 +20,18 @@ held is alive.**
    (``torch.from_numpy``), whose finalizer clears the flag (a count per slot, should one
    handle be delivered twice). Copies (``pin_memory``, ``.clone()``, moving a tensor to
    another process) own their memory; views and ``.numpy()`` keep the array alive.
-3. A batch filled in a worker but never handed over whole (a collate function that built
-   another dict of its tensors) leaves its slot flagged for good; its tensors are not
-   PyTorch shared memory, so PyTorch copies them when it sends them.
+3. A batch filled in a worker but never pickled whole (consumed in the worker, or its
+   tensors put in another dict by a collate function) frees its slot the same way, once
+   its tensors in the worker are all gone; they are not PyTorch shared memory, so
+   PyTorch copies any it sends into memory of its own.
 4. No free slot (the consumer holds them all, e.g. ``list(loader)``): the batch goes into
    new memory, as PyTorch's own path would.
 
 A worker's slots count against the dataset's ``cache_bytes`` (an in-order pass keeps no
-decoded chunks). The main process drops its mappings of a worker's slots after the
-worker's last batch of a pass, or when the worker has exited (a pipe the worker holds
-open reads as closed), whichever comes first; batches still held keep theirs.
+decoded chunks). Each pass has its own token; the main process maps a slot the first
+time a pass hands it over and drops the pass's mappings after its last batch, or once
+the worker has exited (a pipe whose write end only the worker holds reads as closed),
+whichever comes first; batches still held keep theirs.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from __future__ import annotations
 import mmap
 import os
 import select
+import threading
 import uuid
 import weakref
 from collections.abc import Mapping
@@ -158,9 +161,10 @@ class Handover(dict):
     """A batch filled into a worker's slot: a ``dict`` of its tensors there (what a
     collate function sees), which pickles to a handle (see the module docstring)."""
 
-    def __init__(self, tensors: dict[str, torch.Tensor], reduced: tuple):
+    def __init__(self, tensors: dict[str, torch.Tensor], pool: BatchPool, handle: _Handle):
         super().__init__(tensors)
-        self._reduced = reduced
+        self._pool = pool
+        self._handle = handle
 
     def __copy__(self) -> Handover:
         # PyTorch's default_convert copies a mutable mapping and updates the copy with
@@ -168,28 +172,51 @@ class Handover(dict):
         return self
 
     def __reduce__(self):  # type: ignore[override]
-        return _receive, self._reduced
+        return _receive, self._pool.handed_over(self._handle)
 
 
 @dataclass
+class _Pass:
+    """One pass (``__iter__``) of a worker's pool as the main process knows it: its own
+    token, the slots whose descriptor went over, whether the pipe did."""
+
+    token: str = field(default_factory=lambda: uuid.uuid4().hex)
+    sent: set[int] = field(default_factory=set)
+    alive_sent: bool = False
+
+
+@dataclass
+class _Handle:
+    """A batch in a worker's slot, until it is pickled."""
+
+    run: _Pass
+    slot: int
+    nbytes: int
+    placed: list
+    sent: bool = False  # pickled: the consumer releases the slot, not this process
+    last: bool = False
+
+
 class BatchPool:
     """The slots of one process (see the module docstring), up to ``max_bytes`` of them."""
 
-    max_bytes: int
-    token: str = field(default_factory=lambda: uuid.uuid4().hex)
-    _slots: list[_Slot] = field(default_factory=list)
-    _local: _Mapped = field(default_factory=_Mapped)
-    _pid: int = field(default_factory=os.getpid)
-    _alive: tuple[int, int] | None = None  # a worker's pipe (read end sent, write end kept)
-    _sent: set[int] = field(default_factory=set)
-    _alive_sent: bool = False
+    def __init__(self, max_bytes: int):
+        self.max_bytes = max_bytes
+        self._reset()
+
+    def _reset(self) -> None:
+        self._slots: list[_Slot] = []
+        self._local = _Mapped()
+        self._pid = os.getpid()
+        self._alive: tuple[int, int] | None = None  # pipe: read end sent, write end kept
+        self._pass = _Pass()
+        self._lock = threading.Lock()  # PyTorch's queue pickles in its feeder thread
 
     def start_pass(self) -> None:
-        """A new pass (``__iter__``): the main process forgot this pool's slots after
-        the last batch of the one before, so each slot's descriptor goes again."""
+        """A new pass (``__iter__``): the main process forgets a pass's slots after its
+        last batch, so a pass has its own token and sends each slot's descriptor."""
         self._check_pid()
-        self._sent.clear()
-        self._alive_sent = False
+        self._pass = _Pass()
 
     def batch(self, layout: Layout, *, worker: bool) -> dict[str, torch.Tensor] | None:
         """Tensors of ``layout`` in a free slot (a ``Handover`` in a DataLoader worker),
@@ -207,22 +234,44 @@ class BatchPool:
         if not worker:
             self._local.slots[index] = slot.memory
             return self._local.deliver(index, placed, nbytes)
-        tensors = _tensors(slot.memory[HEADER : HEADER + nbytes], placed)
-        first = index not in self._sent
-        self._sent.add(index)
-        alive = None
-        if not self._alive_sent:
-            alive, self._alive_sent = DupFd(self._pipe()), True
+        handle = _Handle(self._pass, index, nbytes, placed)
+        # Never pickled (consumed in this worker, or its tensors copied into another
+        # dict): the slot is free again once its tensors here are all gone.
+        lease = slot.memory[HEADER : HEADER + nbytes].view()
+        weakref.finalize(lease, _release_unsent, slot.memory, handle)
+        return Handover(_tensors(lease, placed), self, handle)
+
+    def handed_over(self, handle: _Handle) -> tuple:
+        """What a ``Handover`` pickles to: the slot's descriptor and the pipe the first
+        time in its pass, then the slot's number and the layout only."""
+        with self._lock:
+            handle.sent = True
+            run = handle.run
+            first = handle.slot not in run.sent
+            run.sent.add(handle.slot)
+            alive = None
+            if not run.alive_sent:
+                alive, run.alive_sent = DupFd(self._pipe()), True
+        slot = self._slots[handle.slot]
         memfd = DupFd(slot.fd) if first else None
-        reduced = (self.token, index, nbytes, placed, memfd, slot.memory.nbytes, alive, False)
-        return Handover(tensors, reduced)
+        size = slot.memory.nbytes
+        return (
+            run.token,
+            handle.slot,
+            handle.nbytes,
+            handle.placed,
+            memfd,
+            size,
+            alive,
+            handle.last,
+        )
 
     @staticmethod
     def mark_last(batch: dict[str, torch.Tensor]) -> None:
         """Mark the last batch of a worker's pass: the main process then forgets the
-        slots (batches it still holds keep their memory)."""
+        pass's mappings (batches it still holds keep their memory)."""
         if isinstance(batch, Handover):
-            batch._reduced = (*batch._reduced[:-1], True)
+            batch._handle.last = True
 
     def _free(self, nbytes: int, worker: bool) -> int | None:
         """A free slot of at least ``nbytes`` (the smallest), or a new one while the
@@ -252,6 +301,9 @@ class BatchPool:
 
     def _check_pid(self) -> None:
         if self._pid != os.getpid():  # a forked worker: the parent's slots are not its own
-            self._slots, self._local, self._sent = [], _Mapped(), set()
-            self._pid, self._alive, self.token = os.getpid(), None, uuid.uuid4().hex
-            self._alive_sent = False
+            self._reset()
+
+
+def _release_unsent(memory: np.ndarray, handle: _Handle) -> None:
+    if not handle.sent:
+        memory[0] = 0
