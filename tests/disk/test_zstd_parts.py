@@ -223,3 +223,29 @@ def test_kept_parts_reuse_evicted_buffers_never_ones_still_held(parted, assault_
         assert reader._kept_bytes + reader._spare.nbytes <= 25 * frame_bytes
     # Buffers were reused: far fewer distinct ones than parts decoded.
     assert len(set(addresses)) < len(addresses) // 4
+
+
+def test_read_into_decodes_runs_of_slots_bit_exact_and_checks_them(parted, assault_frames):
+    # FrameStore.read_into, what an in-order dataset pass fills its batches with: runs
+    # that start and end inside parts, cover parts whole, or the whole chunk.
+    from framestore.errors import CorruptRecord
+
+    path, ids = parted
+    with FrameStore.open(path, readonly=True) as store:
+        pointers = store.frame_locations(ids[1])
+        chunk = [(s, loc) for s, loc in pointers if loc[:2] == pointers[0][1][:2]]
+        n = len(chunk)
+        assert n > 12  # a chunk of several parts of 6
+        for a, b in [(0, n), (0, 6), (3, 4), (2, 13), (5, 12), (7, n), (n - 1, n)]:
+            steps = [s for s, _loc in chunk[a:b]]
+            out = np.zeros((b - a, *assault_frames[0].shape), dtype=np.uint8)
+            store.read_into(chunk[a][1], ids[1], steps, out)
+            for k, s in enumerate(steps):
+                assert np.array_equal(out[k], assault_frames[STEPS + s]), (a, b, s)
+        out = np.zeros((3, *assault_frames[0].shape), dtype=np.uint8)
+        with pytest.raises(CorruptRecord, match="not episode"):  # the steps are not there
+            store.read_into(chunk[2][1], ids[1], [2, 3, 5], out)
+        with pytest.raises(CorruptRecord):  # another episode's pointer
+            store.read_into(chunk[2][1], ids[0], [2, 3, 4], out)
+        with pytest.raises(ValueError, match="not writable uint8 frames"):
+            store.read_into(chunk[2][1], ids[1], [2, 3, 4], out[:, :100])

@@ -184,3 +184,28 @@ def test_batches_consumed_inside_a_worker_free_their_slots(parted):
     assert sorted(rows) == sorted((e, s, f.tobytes()) for (e, s), f in want.items())
     for s in seen:  # each batch was dropped once the next was made: two slots served all
         assert len(s["pointers"]) > 4 and len(set(s["pointers"])) <= 2
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"codec": "raw", "chunk_frames": 4, "segment_bytes": 1 << 20},  # not zstd
+        {"codec": "zstd", "chunk_frames": 7, "segment_bytes": 1 << 20},  # one zstd frame
+    ],
+    ids=["raw", "zstd-unparted"],
+)
+def test_batches_in_order_from_chunks_without_parts_are_bit_exact(
+    tmp_path, assault_frames, overrides
+):
+    path = tmp_path / "s.store"
+    record_episodes(path, assault_frames, episodes=3, steps=23, overrides=overrides)
+    with FrameStore.open(path, readonly=True) as st:
+        want = {
+            (ep.id, step): frame
+            for ep in st.episodes()
+            for step, frame in st.iter_steps_frames(ep.id, copy=True)
+        }
+    with IterableStepDataset(path, batch_size=BATCH) as ds:
+        for workers in (0, 2):
+            loader = DataLoader(ds, batch_size=None, num_workers=workers)
+            assert sum(check(b, want) for b in loader) == len(want)
