@@ -38,6 +38,13 @@ class Restored:
     episodes_ended: list[int] = field(default_factory=list)  # end restored from a segment
     unreadable: int = 0  # chunks whose steps block could not be read
 
+    def merge(self, other: Restored) -> None:
+        """Add what another pass rebuilt (merged episodes: ``tools._recover_notes``)."""
+        self.steps = dict(sorted({**self.steps, **other.steps}.items()))
+        self.episodes_created += other.episodes_created
+        self.episodes_ended += other.episodes_ended
+        self.unreadable += other.unreadable
+
 
 def _int(value: Any) -> int | None:
     return value if type(value) is int and 0 <= value < 2**63 else None
@@ -107,10 +114,11 @@ def restore_from_segments(
     streams: dict[int, list] = {}  # episode id -> its streams (the longest list seen)
     run_ends: dict[int, dict] = {}  # run row id -> its RUN_END record
     run_created: dict[Any, Any] = {}  # run id in the segments -> its created time
+    own_tag = store_tag(cat.store_id())
     for sid in sorted(scans):
         scan = scans[sid]
-        if sid in merged or (scan.version or 0) < 3:
-            continue
+        if sid in merged or (scan.version or 0) < 3 or scan.store_tag not in (0, own_tag):
+            continue  # (another store's segment, not merged: verify reports it)
         owner: dict[int, int | None] = {}  # stream key -> episode id, in this segment
         for rec in scan.meta_records:
             kind, meta = scan.kind_of(rec), rec.meta

@@ -221,6 +221,11 @@ def recover(store, drop_missing, as_json):
                 f"episodes whose end was restored from segments: "
                 f"{', '.join(map(str, r.episodes_ended))}"
             )
+        if r.episodes_deleted:
+            click.echo(
+                "episodes deleted as their rm's tombstone says: "
+                f"{', '.join(map(str, r.episodes_deleted))}"
+            )
         for ep, n in r.steps_relinked.items():
             click.echo(f"episode {ep}: {n} step row(s) re-linked to another copy of their frame")
         for new, old in r.episodes_split.items():
