@@ -48,6 +48,8 @@ from .segments import list_segment_ids, open_segment_fd, segment_path
 if TYPE_CHECKING:
     import numpy as np
 
+    from .codecs import PartStream
+
 #: Decoded chunks kept by default, in bytes: a crafted segment of tiny chunks that each
 #: decode to the 256 MiB limit must not multiply it by the number of cached chunks.
 DEFAULT_CACHE_BYTES = 128 * 1024 * 1024
@@ -145,6 +147,7 @@ class _Scratch(threading.local):
         self.generation = -1
         self.header: ChunkHeader | None = None
         self.first = self.count = 0
+        self.resume: _Resume | None = None  # read_into's part decoded up to a run's end
 
     def reserve(self, nbytes: int) -> np.ndarray:
         import numpy as np
@@ -206,6 +209,15 @@ class _SpareBlocks:
     def clear(self) -> None:
         self._spare.clear()
         self.nbytes = 0
+
+
+@dataclass(frozen=True)
+class _Resume:
+    """A zstd part ``read_into`` decoded the head of: ``at`` = (chunk key, reader
+    generation, part, next slot), and its decoder, which goes on from there."""
+
+    at: tuple[tuple[int, int], int, int, int]
+    part: PartStream
 
 
 @dataclass
@@ -346,6 +358,13 @@ class SegmentReader:
         d = getattr(self._local, "zd", None)
         if d is None:
             d = self._local.zd = zstandard.ZstdDecompressor()
+        return d
+
+    def _resume_decompressor(self) -> zstandard.ZstdDecompressor:
+        """This thread's decompressor for ``read_into``'s one suspended part at a time."""
+        d = getattr(self._local, "zr", None)
+        if d is None:
+            d = self._local.zr = zstandard.ZstdDecompressor()
         return d
 
     def forget(self, segments: Iterable[int] | None = None) -> None:
@@ -650,16 +669,18 @@ class SegmentReader:
         """Decode ``len(out)`` consecutive frames of one chunk, from the slot of
         ``location`` (``(segment, offset, slot)``) on, into ``out``: a writable
         C-contiguous uint8 array shaped ``(count, *frame shape)``, e.g. a slice of a
-        batch. The record is read and checked once; a zstd part the run holds whole is
-        decoded straight into ``out`` (no copy between the decode and the caller's
-        memory), a part it holds only some frames of is decoded whole into this thread's
-        scratch buffer and those frames copied (a pass in order finds the rest of that
-        part there for its next run). Other codecs are decoded whole and cached.
+        batch. The record is read and checked once; the zstd parts are decoded straight
+        into ``out`` (no copy between the decode and the caller's memory): a run that
+        ends inside a part keeps that part's decoder (one per thread, with its own
+        decompressor) and the next run, starting at the next frame, goes on with it, so a
+        pass cut into batches decodes each part once; a run starting inside a part no
+        decoder stopped at decodes the part whole into this thread's scratch buffer and
+        copies its frames. Other codecs are decoded whole and cached.
 
         ``expect_keys=(stream_key, frame_keys)`` checks every frame's keys as
         ``expect_key`` does for ``read``; ``expect_stream`` as for ``read``. Raises
         ``ValueError`` when ``out`` does not have the chunk's frame shape."""
-        from .codecs import decode_part, zstd_parts  # numpy: by the first frame read
+        from .codecs import PartStream, decode_part, zstd_parts  # numpy: by the first read
 
         segment, offset, first = location
         key = self._key(segment, offset)
@@ -706,6 +727,27 @@ class SegmentReader:
             scratch = self._scratch
             with self._lock:
                 generation = self._generation
+            resumed = scratch.resume
+            scratch.resume = None
+            if resumed is not None and resumed.at == (key, generation, part, a):
+                # The rest of a part the last run ended inside: its decoder goes on into
+                # this run's memory (a pass cut into batches decodes each part once).
+                resumed.part.read_into(dst, end=b == p1)
+                if b < p1:
+                    scratch.resume = _Resume((key, generation, part, b), resumed.part)
+                continue
+            if a == p0:  # the head of a part: decoded here, the decoder kept for the rest
+                # Its own decompressor: a suspended stream shares its decompressor's
+                # context, which any other decode in between would reset.
+                stream = PartStream(
+                    header, data, self._resume_decompressor(), parts, part,
+                    segment=segment, offset=offset,
+                )  # fmt: skip
+                stream.read_into(dst, end=False)
+                scratch.resume = _Resume((key, generation, part, b), stream)
+                with self._lock:
+                    self.chunks_decoded += 1
+                continue
             if not (scratch.holds(key, a, generation) and scratch.holds(key, b - 1, generation)):
                 buffer = scratch.reserve((p1 - p0) * fb)
                 decode_part(

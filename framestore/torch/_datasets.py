@@ -156,6 +156,8 @@ class _Steps(_StepIndex):
         super().__init__(sources, **kw)
         self.window = check_window(window, (*self.streams, *self.fields))
         self._rows = [_rows_with(ep, self.streams) for ep in self.episodes]
+        #: (store, episode, stream) -> a frame's shape and dtype (batches in order)
+        self._frame_kinds: dict[tuple[int, int, str], tuple[tuple[int, ...], np.dtype]] = {}
         self._starts = np.cumsum([0, *(len(r) for r in self._rows)])
 
     def __len__(self) -> int:
@@ -235,9 +237,13 @@ class _Steps(_StepIndex):
         offsets = self.window.get(key)
         if offsets is None and not self.keep_parts:
             # A pass in order: runs of consecutive slots, decoded into the batch in place.
-            sample = self.frame(*keys[0], key)
-            if sample.dtype == np.uint8:
-                return _FramePlan.of_runs(_segments(keys), key, sample)
+            ep, row = keys[0]
+            kind = self._frame_kinds.get((ep.store, ep.episode, key))
+            if kind is None:  # once per episode: a frame read here would decode its part
+                frame = self.frame(ep, row, key)
+                kind = self._frame_kinds[ep.store, ep.episode, key] = (frame.shape, frame.dtype)
+            if kind[1] == np.uint8:
+                return _FramePlan.of_runs(_segments(keys), key, *kind)
         span = 1 if offsets is None else len(offsets)
         pads = np.zeros((len(keys), span), dtype=bool)
         views: list[np.ndarray | None] = []
@@ -298,7 +304,9 @@ class _FramePlan:
     pads: np.ndarray | None = None
 
     @classmethod
-    def of_runs(cls, segments: list[_Segment], stream: str, sample) -> _FramePlan:
+    def of_runs(
+        cls, segments: list[_Segment], stream: str, shape: tuple[int, ...], dtype: np.dtype
+    ) -> _FramePlan:
         runs: list[_Run] = []
         index = 0
         for ep, rows in segments:
@@ -312,7 +320,7 @@ class _FramePlan:
                 loc = (int(seg[a]), int(off[a]), int(slot[a]))
                 runs.append(_Run(index + a, loc, ep, steps[a:b]))
             index += len(rows)
-        return cls((index, *sample.shape), sample.dtype, sample.shape, runs=runs)
+        return cls((index, *shape), dtype, shape, runs=runs)
 
     def fill(self, owner: _StepIndex, stream: str, out: np.ndarray) -> None:
         """Write the frames into ``out`` (``(frames, *frame_shape)``)."""

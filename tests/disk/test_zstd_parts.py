@@ -4,6 +4,7 @@ reads, scans and plain zstd decoders see the same frames; old chunks read as bef
 
 from __future__ import annotations
 
+import itertools
 import threading
 
 import numpy as np
@@ -279,3 +280,21 @@ def test_a_pass_decodes_a_chunk_of_parts_in_one_go_and_checks_each_part(parted, 
     lying = [(sizes[0][0], 8 * fb), (sizes[1][0], 4 * fb), *sizes[2:]]
     with pytest.raises(CorruptRecord, match=r"segment 1.*99.*content size"):
         decode_chunk(header, body + pack_seek_table(lying), dz, out=out, segment=1, offset=99)
+
+
+def test_read_into_goes_on_decoding_a_part_a_run_ended_inside(parted, assault_frames):
+    # Batches cut a part: the next run continues the part's decoder, even after other
+    # reads (which use this thread's other decompressor) ran in between.
+    path, ids = parted
+    with FrameStore.open(path, readonly=True) as store:
+        chunk = [(s, loc) for s, loc in store.frame_locations(ids[2])][:STEPS]
+        other = store.frame_locations(ids[0])
+        shape = assault_frames[0].shape
+        cuts = [0, 4, 9, 10, 17, STEPS]  # inside parts of 6, across them, one frame
+        for k, (a, b) in enumerate(itertools.pairwise(cuts)):
+            out = np.zeros((b - a, *shape), dtype=np.uint8)
+            store.read_into(chunk[a][1], ids[2], [s for s, _ in chunk[a:b]], out)
+            for i in range(b - a):
+                assert np.array_equal(out[i], assault_frames[2 * STEPS + a + i]), (a, b, i)
+            s, loc = other[k * 3]
+            assert np.array_equal(store.read_at(loc, ids[0], s), assault_frames[s])
