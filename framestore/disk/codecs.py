@@ -244,6 +244,54 @@ def decode_part(
     return target.reshape((stop - first, *header.shape))
 
 
+class PartStream:
+    """One zstd part of a chunk decoded front to back in pieces, each into memory the
+    caller gives (``read_into``): runs of a pass cut into batches decode each part once
+    and copy nothing. The part's content size is checked against the seek table here,
+    its end when the last piece is read (as ``decode_part`` checks them)."""
+
+    def __init__(
+        self,
+        header: ChunkHeader,
+        data: memoryview | bytes,
+        decompressor: zstandard.ZstdDecompressor,
+        parts: ZstdParts,
+        part: int,
+        *,
+        segment: int | str = "?",
+        offset: int = 0,
+    ):
+        self._bad = _bad(segment, offset)
+        _check_declared_sizes(header, len(data), self._bad)
+        src = _part_data(data, parts, part)
+        self.size = (parts.first[part + 1] - parts.first[part]) * header.frame_bytes
+        content = _content_size(src, self._bad)
+        if content != self.size:
+            raise self._bad(f"zstd content size {content} != {self.size} expected")
+        self._reader = decompressor.stream_reader(src, read_size=len(src))
+        self.done = 0
+
+    def read_into(self, out: np.ndarray, *, end: bool) -> None:
+        """Decode the next ``len(out)`` bytes into ``out`` (flat uint8); ``end``: these
+        are the part's last bytes, and the zstd frame must end there."""
+        view = memoryview(out)
+        got = 0
+        try:
+            while got < len(view):
+                n = self._reader.readinto(view[got:])
+                if not n:
+                    break
+                got += n
+            extra = self._reader.read(1) if end and self.done + got == self.size else b""
+        except zstandard.ZstdError as e:
+            raise self._bad(f"zstd: {e}") from None
+        self.done += got
+        if got != len(view) or (end and self.done != self.size):
+            raise self._bad(f"decompressed {self.done} bytes, expected {self.size}")
+        if extra:
+            raise self._bad(f"zstd frame holds more than its content size {self.size}")
+
+
 def decode_parts(
     header: ChunkHeader,
     data: memoryview | bytes,
