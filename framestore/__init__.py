@@ -6,7 +6,7 @@ to SQLite. See docs/ARCHITECTURE.md.
 ``__all__`` is what a user needs: the store, the recorders and wrappers, the settings,
 the records reading returns and every error a user catches. Maintenance (``gc``,
 ``recover``, ``merge``, ``publish``) and the writer's parts are functions and classes of
-their modules (``framestore.maintenance``, ``framestore.service``, ``framestore.reader``,
+their modules (``framestore.state.bookkeeping``, ``framestore.write.service``, ``framestore.disk.reader``,
 ...), imported from there by the tools.
 """
 
@@ -45,8 +45,8 @@ from .errors import (
 )
 
 if TYPE_CHECKING:
-    from .lite import LiteRecorder
-    from .recorder import Recorder, RecorderMetrics, prepare_recording
+    from .gym.vector import RecordVectorFrames
+    from .gym.wrappers import RecordFrames
     from .settings import ResolvedSettings, Settings
     from .store import FrameStore
     from .types import (
@@ -59,16 +59,16 @@ if TYPE_CHECKING:
         StepTrack,
         StreamInfo,
     )
-    from .vector import RecordVectorFrames
-    from .wrappers import RecordFrames
+    from .write.lite import LiteRecorder
+    from .write.recorder import Recorder, RecorderMetrics, prepare_recording
 
 #: Public names imported on first use (PEP 562): importing the package stays cheap (the
 #: CLI's ``--help`` needs no numpy, gymnasium or sqlite-utils).
 _LAZY = {
-    "LiteRecorder": ".lite",
-    "Recorder": ".recorder",
-    "RecorderMetrics": ".recorder",
-    "prepare_recording": ".recorder",
+    "LiteRecorder": ".write.lite",
+    "Recorder": ".write.recorder",
+    "RecorderMetrics": ".write.recorder",
+    "prepare_recording": ".write.recorder",
     "ResolvedSettings": ".settings",
     "Settings": ".settings",
     "FrameStore": ".store",
@@ -80,8 +80,8 @@ _LAZY = {
     "StepInfo": ".types",
     "StepTrack": ".types",
     "StreamInfo": ".types",
-    "RecordVectorFrames": ".vector",
-    "RecordFrames": ".wrappers",
+    "RecordVectorFrames": ".gym.vector",
+    "RecordFrames": ".gym.wrappers",
 }
 
 __all__ = [

@@ -31,11 +31,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ._published import shown_location
 from .columns import STEP_COLUMNS, action_kind, arrow_fields, step_row
 from .errors import InvalidInput
 from .extras import require
-from .play import load_policy, play_episode
+from .gym.play import load_policy, play_episode
+from .published._reading import shown_location
 from .settings import check_registered
 from .store import FrameStore
 from .types import Episodes, episodes_wanted
@@ -391,7 +391,7 @@ def record_parallel(
 ) -> list[dict[str, Any]]:
     """Record ``episodes`` episodes of ``env_id`` with ``workers`` Ray actors, each into
     its own store ``out/worker-NNN.store``, with the play loop of ``framestore record``
-    (``framestore.play``).
+    (``framestore.gym.play``).
 
     ``policy`` is ``"random"`` or names the user's policy (``"pkg.module:callable"`` or
     ``"file.py:callable"``), checked here before any actor starts and loaded by each
@@ -474,7 +474,7 @@ def record_episodes(
     """Record the episodes ``indices`` of a ``record_parallel`` job into one store (what
     each actor runs; usable without Ray)."""
     from .envs import make_env
-    from .wrappers import RecordFrames
+    from .gym.wrappers import RecordFrames
 
     spec = load_policy(policy)
     env = make_env(env_id, max_episode_steps=max_steps)

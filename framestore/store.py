@@ -3,7 +3,7 @@
 ``FrameStore.open(path)`` gives reading (episodes, steps, frames) and ``recorder(...)``
 composes a recording: FrameStorageService (frames) + TelemetryAsyncHub + TelemetryDBSink
 (metadata and frame pointers). SQL lives in the catalogue (``store.catalog``); segment
-files are named by ``framestore.segments``.
+files are named by ``framestore.disk.segments``.
 """
 
 from __future__ import annotations
@@ -26,11 +26,16 @@ from ._format import (
     RENDER_STREAM,
     SEGMENT_DIR,
 )
-from ._framepointers import FramePointers
-from ._lock import StoreLock, writer_running
-from ._published import ObjectProblem, PublishedObjects, is_published, shown_location
-from ._sources import SegmentSource
 from .catalog import Catalog, check_id, clamp_step
+from .catalog._framepointers import FramePointers
+from .disk._lock import StoreLock, writer_running
+from .disk._sources import SegmentSource
+from .disk.reader import SegmentReader
+from .disk.segments import (
+    list_segment_ids,
+    segment_path,
+    segment_seal,
+)
 from .errors import (
     EpisodeNotFound,
     FrameNotFound,
@@ -43,13 +48,8 @@ from .errors import (
     UnsafeStore,
 )
 from .files import why_not_writable
-from .maintenance import chunk_bytes, file_bytes, live_bytes_by_segment
-from .reader import SegmentReader
-from .segments import (
-    list_segment_ids,
-    segment_path,
-    segment_seal,
-)
+from .published._reading import ObjectProblem, PublishedObjects, is_published, shown_location
+from .state.bookkeeping import chunk_bytes, file_bytes, live_bytes_by_segment
 from .types import (
     DiskUsage,
     EpisodeInfo,
@@ -64,7 +64,7 @@ from .types import (
 if TYPE_CHECKING:
     import numpy as np
 
-    from .recorder import Recorder
+    from .write.recorder import Recorder
 
 __all__ = ["FrameStore", "enclosing_store"]
 
@@ -105,7 +105,7 @@ class FrameStore:
     opening; what and where the store is; the lower level that the tools' maintenance
     works through (``catalog``, ``reader``, ``transaction``); runs and episodes; steps
     and frames; sizes; changes and recording; closing. Maintenance itself (the writer
-    lock, new ids, segment files) is ``framestore.maintenance``.
+    lock, new ids, segment files) is ``framestore.state.bookkeeping``.
 
     Attributes:
         root: the store's directory (a published store's local cache directory).
@@ -222,7 +222,7 @@ class FrameStore:
                 f"{shown_location(path)}: a published store is read-only: it opens for "
                 "reading only and never changes (publish its source again instead)"
             )
-        from ._published import open_published
+        from .published._reading import open_published
 
         parts = open_published(path, storage_options)
         location = shown_location(os.fspath(path).rstrip("/"))
@@ -598,7 +598,7 @@ class FrameStore:
     ) -> Iterator[tuple[int, np.ndarray | dict | None]]:
         """``(step, observation or None)`` in step order (see ``read_observation``); the
         observation streams are read chunk by chunk."""
-        from ._observations import OBSERVATION_STREAM, assemble
+        from .write._observations import OBSERVATION_STREAM, assemble
 
         ep = self.episode(episode_id)
         names = [
@@ -697,7 +697,7 @@ class FrameStore:
 
     def recorder(self, env_id: str, **kwargs: Any) -> Recorder:
         """Start a recording run; see ``Recorder`` for the arguments."""
-        from .recorder import Recorder
+        from .write.recorder import Recorder
 
         self._check_open()
         if self.readonly:

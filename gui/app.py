@@ -32,7 +32,7 @@ from PySide6.QtWidgets import QApplication
 from framestore import FrameStore, FrameStoreError, InvalidInput, StoreLocked
 from framestore.errors import NotAStore
 from framestore.files import why_not_writable
-from framestore.maintenance import writer_lock
+from framestore.state.bookkeeping import writer_lock
 from tools.exitcodes import ExitCode
 
 from ._display import display_problem

@@ -8,7 +8,7 @@ start and numpy 0.1 s: the CLI's ``ls`` and ``info`` need neither. So the first 
 of sqlite-utils sees each of them that is not loaded yet as missing (a ``None`` entry in
 ``sys.modules``, the documented way to make an import fail), and the entries are removed
 again at once: a later ``import pandas`` or ``import numpy`` works as usual. The storage
-process blocks pandas for its whole life (``framestore._storagelaunch``).
+process blocks pandas for its whole life (``framestore.write.process._launch``).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Every kind of store the store-kind x verb matrix (tests/test_matrix.py) runs its verbs
+"""Every kind of store the store-kind x verb matrix (tests/cli/test_matrix.py) runs its verbs
 on, each built once, small: a few Assault episodes of 21 steps (``--max-steps 20``).
 
 A kind is a :class:`Kind`: where the store is (a path, or a URL for the S3 copy), whether

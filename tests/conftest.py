@@ -62,7 +62,7 @@ def alive(pid: int) -> bool:
 def shm_blocks(pid: int | None = None) -> list[str]:
     """Shared memory blocks created by process ``pid`` (default: this one): storage rings
     and counters."""
-    from framestore._ring import NAME_PREFIX, SHM_DIR
+    from framestore.write.process._ring import NAME_PREFIX, SHM_DIR
 
     prefix = f"{NAME_PREFIX}{os.getpid() if pid is None else pid}_"
     try:
@@ -444,7 +444,7 @@ def become_another_store(path, store_id: str) -> None:
     from contextlib import closing
 
     from framestore._format import pack_file_header, read_file_header, store_tag
-    from framestore.segments import list_segment_ids, segment_path
+    from framestore.disk.segments import list_segment_ids, segment_path
 
     with closing(sqlite3.connect(path / "framestore.db")) as conn, conn:
         conn.execute("UPDATE meta SET value = ? WHERE key = 'store_id'", [store_id])

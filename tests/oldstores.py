@@ -16,9 +16,9 @@ import numpy as np
 from conftest import run_cli
 
 from framestore import FrameStore
+from framestore.disk.scan import scan_segment
+from framestore.disk.segments import VERSION, list_segment_ids, segment_path
 from framestore.envs import make_env
-from framestore.scan import scan_segment
-from framestore.segments import VERSION, list_segment_ids, segment_path
 
 FIXTURES = Path(__file__).parent / "fixtures"
 

@@ -22,9 +22,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from framestore.catalog import Catalog, format_shape
+from framestore.disk.scan import SegmentScan, chunk_steps
+from framestore.disk.segments import open_segment, segment_path, store_tag
 from framestore.errors import CorruptData
-from framestore.scan import SegmentScan, chunk_steps
-from framestore.segments import open_segment, segment_path, store_tag
 
 __all__ = ["Restored", "restore_from_segments", "store_id_of_segments"]
 

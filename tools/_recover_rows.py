@@ -25,8 +25,8 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 
 from framestore.catalog import MAX_SQLITE_INT, Catalog, PointerRow, format_shape
-from framestore.scan import SegmentScan
-from framestore.segments import same_chunk_data
+from framestore.disk.scan import SegmentScan
+from framestore.disk.segments import same_chunk_data
 
 __all__ = ["Foreign", "RowPlan", "adopt_rowless", "fix_pointers", "resolves"]
 

@@ -8,9 +8,9 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from framestore import FrameStore
+from framestore.disk.scan import problem_kind
 from framestore.errors import CorruptData, SegmentMissing
-from framestore.maintenance import chunk_bytes
-from framestore.scan import problem_kind
+from framestore.state.bookkeeping import chunk_bytes
 
 from ._verify_report import Problem, VerifyReport
 

@@ -11,9 +11,9 @@ frames ``recover`` will give rows back). Merged and obsolete segments are skippe
 from __future__ import annotations
 
 from framestore import FrameStore
+from framestore.disk.scan import SegmentScan, chunk_steps
+from framestore.disk.segments import open_segment, segment_path
 from framestore.errors import CorruptData
-from framestore.scan import SegmentScan, chunk_steps
-from framestore.segments import open_segment, segment_path
 
 from ._verify_report import Problem, VerifyReport
 

@@ -32,7 +32,7 @@ from .text import format_number, human_bytes
 # Start-up: nothing at module level imports the library's heavy modules (numpy,
 # gymnasium, sqlite-utils and the pandas it pulls in): the verbs import what they use
 # when they run, and option choices that are library constants load when first used
-# (tests/test_cli_startup.py checks `--help` in a subprocess).
+# (tests/cli/test_cli_startup.py checks `--help` in a subprocess).
 
 
 store_arg = click.argument("store", type=click.Path(file_okay=True, dir_okay=True))

@@ -49,7 +49,7 @@ def publish(store, dest, storage_options, as_json):
     in sealed segments; the others are listed as skipped.
     """
     from framestore import FrameStore
-    from framestore.publish import publish as do_publish
+    from framestore.maintenance.publish import publish as do_publish
 
     options = _storage_options(storage_options)
     with (

@@ -1,7 +1,7 @@
 """``framestore gc``: compact segments and reclaim the space of deleted episodes.
 
 The crash-safety argument (copy, rename, repoint in one transaction, delete) is written
-out in ``framestore.compaction``, which does the moving; this module decides which
+out in ``framestore.maintenance.compaction``, which does the moving; this module decides which
 segments to empty and reports. A fifth phase, ``vacuumed``, syncs the catalogue and runs
 ``VACUUM`` to give the database's free pages back (it cannot run inside a transaction).
 
@@ -30,8 +30,17 @@ from dataclasses import asdict, dataclass, field
 
 from framestore import FrameStore, InvalidInput
 from framestore.catalog import COMPACTION_OUTPUTS
-from framestore.compaction import PHASES as COMPACTION_PHASES
-from framestore.compaction import (
+from framestore.disk.scan import scan_segment
+from framestore.disk.segments import (
+    is_sealed,
+    list_partials,
+    remove_partials,
+    segment_files,
+    segment_path,
+)
+from framestore.errors import CorruptData
+from framestore.maintenance.compaction import PHASES as COMPACTION_PHASES
+from framestore.maintenance.compaction import (
     Victim,
     compact,
     copy_bytes,
@@ -40,17 +49,8 @@ from framestore.compaction import (
     remove_leftover_outputs,
     remove_obsolete,
 )
-from framestore.errors import CorruptData
-from framestore.maintenance import chunk_bytes, file_bytes, sync_segments, writer_lock
-from framestore.merging import refuse_unfinished_merge
-from framestore.scan import scan_segment
-from framestore.segments import (
-    is_sealed,
-    list_partials,
-    remove_partials,
-    segment_files,
-    segment_path,
-)
+from framestore.state.bookkeeping import chunk_bytes, file_bytes, sync_segments, writer_lock
+from framestore.state.merging import refuse_unfinished_merge
 
 from ._gcpolicy import DEFAULT_THRESHOLD
 from ._store import StoreArg, opened

@@ -11,8 +11,8 @@ from collections import Counter
 from typing import Any
 
 from framestore import FrameStore
-from framestore.maintenance import segment_state
-from framestore.segments import VERSION, list_segment_ids
+from framestore.disk.segments import VERSION, list_segment_ids
+from framestore.state.bookkeeping import segment_state
 
 from .gc import DEFAULT_THRESHOLD, gc_blocker, reclaimable
 

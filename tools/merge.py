@@ -5,7 +5,7 @@ Every source is checked before anything changes (not DEST itself, not given twic
 locked by a recorder, nothing left ``recording``, a schema this framestore knows, clean
 under ``verify --quick``); a bad one is refused with one line. Then, holding DEST's
 writer lock and each source's in turn, every source is merged crash-safely as
-``framestore.merging`` describes: its sealed segments are copied (hard-linked with
+``framestore.state.merging`` describes: its sealed segments are copied (hard-linked with
 ``move``) under new segment ids and never rewritten, its runs, episodes and steps are
 re-keyed and committed in ONE transaction that also journals the source as merged. A
 re-run after a crash undoes the unfinished source and merges it again.
@@ -36,9 +36,10 @@ from typing import Any
 
 from framestore import FrameStore, InvalidInput, StoreLocked
 from framestore.catalog import MergeRecord
+from framestore.disk.segments import checked_segment_dir, segment_path
 from framestore.errors import NotAStore
-from framestore.maintenance import sync_segments, writer_lock
-from framestore.merging import (
+from framestore.state.bookkeeping import sync_segments, writer_lock
+from framestore.state.merging import (
     PHASES,
     header_id,
     new_segment_ids,
@@ -46,7 +47,6 @@ from framestore.merging import (
     remove_store_files,
     undo_incomplete_merges,
 )
-from framestore.segments import checked_segment_dir, segment_path
 
 from .verify import verify
 
@@ -335,7 +335,7 @@ def _import_streams(cat, src: FrameStore, ep_map: dict, seg_map: dict) -> None:
 def _merge_source(
     st: FrameStore, plan: _Plan, move: bool, progress: Progress | None, hook: Hook | None
 ) -> SourceResult:
-    """Merge one checked source (the steps of ``framestore.merging``)."""
+    """Merge one checked source (the steps of ``framestore.state.merging``)."""
     with FrameStore.open(plan.path, create=False) as src, writer_lock(src):
         if fingerprint(src) != plan.fingerprint:
             raise InvalidInput(f"{plan.path} changed while the merge was being prepared")

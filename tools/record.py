@@ -13,8 +13,8 @@ from framestore import FrameStore, RecordVectorFrames
 from framestore.catalog import MAX_SQLITE_INT
 from framestore.envs import VECTOR_MODES, make_env, make_vec_env
 from framestore.errors import InvalidInput
-from framestore.play import PolicySpec, load_policy, play_episode, play_vector
-from framestore.wrappers import RecordFrames
+from framestore.gym.play import PolicySpec, load_policy, play_episode, play_vector
+from framestore.gym.wrappers import RecordFrames
 
 #: ``on_episode`` is called with one of these when an episode's last step is recorded.
 EpisodeDone = dict[str, Any]
@@ -85,7 +85,7 @@ def record(
 
     ``policy`` is ``"random"`` or names the user's policy (``"pkg.module:callable"``, a
     callable ``obs -> action`` or an object with ``reset(seed)`` and ``act(obs)``; see
-    ``framestore.play``); it is checked before the environment starts and its name is
+    ``framestore.gym.play``); it is checked before the environment starts and its name is
     stored with the run (``runs.config["policy"]``). Episode i is reset with seed
     ``seed + i`` and the policy with ``reset(seed + i)`` (the random policy seeds its
     action space with it), as ``framestore.ray.record_parallel`` does, so a run is

@@ -39,7 +39,7 @@ Runs with the writer lock held. In order:
 7. outside the store: shared memory blocks of recorders that died, and the staging
    directories (``.DEST.publish-XXXXXXXX``) that killed publishes left beside the store
    (in its parent directory), only those no live publish holds (each holds an flock on
-   its own: ``framestore.publish.remove_dead_staging``).
+   its own: ``framestore.maintenance.publish.remove_dead_staging``).
 
 The frames it reports lost are kept in the store's ``meta`` table from the transaction
 that cleared their pointers until a ``recover`` completes and returns them, so an
@@ -57,13 +57,8 @@ from pathlib import Path
 
 from framestore import FrameStore
 from framestore.catalog import PENDING_LOSS, RECOVERED_ENV_ID
-from framestore.compaction import Victim, compact, remove_leftover_outputs, remove_obsolete
-from framestore.errors import CorruptData
-from framestore.maintenance import delete_segment_files, sync_segments, writer_lock
-from framestore.merging import undo_incomplete_merges
-from framestore.publish import remove_dead_staging
-from framestore.scan import SegmentScan, scan_segment
-from framestore.segments import (
+from framestore.disk.scan import SegmentScan, scan_segment
+from framestore.disk.segments import (
     FILE_HEADER_SIZE,
     SEAL_RECORD_SIZE,
     cut_segment,
@@ -74,8 +69,18 @@ from framestore.segments import (
     segment_files,
     segment_path,
 )
-from framestore.service import remove_dead_shared_memory
+from framestore.errors import CorruptData
+from framestore.maintenance.compaction import (
+    Victim,
+    compact,
+    remove_leftover_outputs,
+    remove_obsolete,
+)
+from framestore.maintenance.publish import remove_dead_staging
+from framestore.state.bookkeeping import delete_segment_files, sync_segments, writer_lock
+from framestore.state.merging import undo_incomplete_merges
 from framestore.store import enclosing_store
+from framestore.write.service import remove_dead_shared_memory
 
 from ._recover_meta import restore_from_segments, store_id_of_segments
 from ._recover_rows import Foreign, adopt_rowless, fix_pointers, insert_foreign, resolves

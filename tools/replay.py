@@ -24,7 +24,7 @@ import numpy as np
 from framestore import EpisodeInfo, FrameStore, InvalidInput
 from framestore.catalog import RECOVERED_ENV_ID
 from framestore.envs import make_env, make_env_from_spec
-from framestore.recorder import UNSTORED_OPTIONS
+from framestore.write.recorder import UNSTORED_OPTIONS
 
 from ._store import StoreArg, opened
 

@@ -28,9 +28,8 @@ from dataclasses import dataclass, field
 
 from framestore import FrameStore
 from framestore.catalog import PointerRow, format_shape
-from framestore.errors import CorruptCatalog, CorruptData
-from framestore.scan import BadRecord, SegmentScan, problem_kind, scan_segment
-from framestore.segments import (
+from framestore.disk.scan import BadRecord, SegmentScan, problem_kind, scan_segment
+from framestore.disk.segments import (
     FOREIGN_SEGMENT,
     SegmentFiles,
     list_partials,
@@ -39,6 +38,7 @@ from framestore.segments import (
     segment_files,
     store_tag,
 )
+from framestore.errors import CorruptCatalog, CorruptData
 
 from ._store import StoreArg, opened
 from ._verify_published import check_objects, check_pointers_remote

@@ -8,6 +8,8 @@ layout of a published store).
 
 This module sees ``IO[bytes]`` and ``bytes`` only, never paths: the store decides where
 files live. One dataclass per record payload, each with ``pack``/``unpack``.
+
+May import: ``framestore.errors`` only (a vocabulary module: nothing above it).
 """
 
 from __future__ import annotations

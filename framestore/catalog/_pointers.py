@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 from .._format import MAX_SEGMENT_ID, MAX_STREAM_KEY
 from .._format.streams import stored_shape
-from ..segments import relative_segment_path
+from ..disk.segments import relative_segment_path
 from ._base import CatalogBase
 from ._episodes import format_shape
 from ._validate import MAX_SLOT, MAX_SQLITE_INT, STREAM_SHAPE, Cell, is_int

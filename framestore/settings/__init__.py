@@ -10,15 +10,25 @@ One job per module: ``_schema`` (the ``Settings`` fields and value checks), ``_g
 (families and per-game rows), ``_host`` (host detection and profiles), ``_presets``
 (named presets), ``_userconfig`` (the TOML file), ``_resolve`` (the layers),
 ``_tuning`` (``framestore tune``).
+
+May import: ``framestore.disk`` (the codecs) and the vocabulary modules; never the
+write path, which takes its queue policies and durabilities from here.
 """
 
-from ..codecs import ZSTD_LEVELS
-from ..service import DURABILITIES, POLICIES
+from ..disk.codecs import ZSTD_LEVELS
 from ._games import FAMILIES, FAMILY_DEFAULTS, GAME_PRESETS, check_registered, family_of
 from ._host import DISK_KINDS, HOST_PROFILES, HostInfo, HostProfile, detect_host, host_profile
 from ._presets import PRESETS
 from ._resolve import MEMORY_BUDGET_FRACTION, ResolvedSettings, explain, resolve
-from ._schema import CODECS, SETTING_FIELDS, WRITER_STARTS, WRITERS, Settings
+from ._schema import (
+    CODECS,
+    DURABILITIES,
+    POLICIES,
+    SETTING_FIELDS,
+    WRITER_STARTS,
+    WRITERS,
+    Settings,
+)
 from ._tuning import OBSERVED_KEYS, save_tuning, suggest_tuning
 from ._userconfig import default_config_path, load_config
 

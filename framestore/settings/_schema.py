@@ -4,7 +4,8 @@ Every layer (family and game tables, presets, the user's TOML file, overrides) g
 through ``check_table``, so a bad key or value is rejected with the same message,
 naming where it came from, before anything is recorded. The allowed codecs, queue
 policies, durabilities, zstd levels and the largest frame come from the modules that
-use them (``framestore.codecs``, ``framestore.service``, ``framestore._format``).
+use them (``framestore.disk.codecs``, ``framestore._format``); the queue policies and
+durabilities are named here and taken by the writer.
 """
 
 from __future__ import annotations
@@ -15,11 +16,19 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
+from telemetry import PROFILES
+
 from .._format import MAX_FRAME_BYTES
-from ..codecs import CODEC_NAMES, ZSTD_LEVELS
+from ..disk.codecs import CODEC_NAMES, ZSTD_LEVELS
 from ..errors import InvalidInput
-from ..service import DURABILITIES, POLICIES
 from ._presets import PRESETS
+
+#: The frame writer's queue policies and durability profiles: named here, where every
+#: setting is checked, and taken by the writer (``framestore.write``), which sits above
+#: the settings. One durability name picks both the segment fsync policy and the SQLite
+#: profile of the sink (``telemetry.PROFILES``), so the names are the sink's.
+POLICIES = ("block", "drop")
+DURABILITIES = tuple(PROFILES)
 
 #: Where the frame writer and the SQLite sink run: threads of the producer's process, or
 #: a storage process fed through shared memory (``docs/ARCHITECTURE.md``, "Placement").

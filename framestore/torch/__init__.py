@@ -13,6 +13,8 @@ Every dataset reads the episodes' frame pointers and step values once when it is
 (no SQLite query per item); each DataLoader worker opens the stores itself, read-only,
 by location (a directory or a published store's URL) and keeps decoded chunks within a
 byte budget. Importing this package imports torch; nothing else in framestore does.
+
+May import: ``framestore.store`` and everything below it (it is on the top layer).
 """
 
 from ..extras import require

@@ -83,7 +83,7 @@ def capture(game: str, n: int, *, seed: int = 0) -> FrameSet:
     """``n`` frames of ``game`` (``assault``, ``carracing`` or ``noise``), captured once.
 
     Real games are played with the random policy of ``framestore record``
-    (``framestore.play``): episode k is reset with ``seed + k`` and its policy with it,
+    (``framestore.gym.play``): episode k is reset with ``seed + k`` and its policy with it,
     and ``env.render()`` is taken after the reset and after every step. ``noise`` is
     uniformly random pixels (the worst case for every codec) at Atari size.
     """
@@ -95,7 +95,7 @@ def capture(game: str, n: int, *, seed: int = 0) -> FrameSet:
     if game == "noise":
         return _noise(n, seed)
     from framestore.envs import make_env
-    from framestore.play import load_policy, play_episode
+    from framestore.gym.play import load_policy, play_episode
 
     env = make_env(GAMES[game])
     try:

@@ -133,7 +133,7 @@ def _publish(store: Path, options: dict) -> tuple[str, dict]:
     import s3fs
 
     from framestore import FrameStore
-    from framestore.publish import publish
+    from framestore.maintenance.publish import publish
 
     s3fs.S3FileSystem(skip_instance_cache=True, **options).mkdir("bench")
     url = "s3://bench/store"

@@ -34,8 +34,8 @@ import numpy as np
 
 from framestore import FrameStore, Recorder
 from framestore.envs import make_vec_env
-from framestore.play import load_policy, play_vector
-from framestore.vector import sub_env_infos
+from framestore.gym.play import load_policy, play_vector
+from framestore.gym.vector import sub_env_infos
 
 from ._frames import FrameSet
 from ._measure import dir_bytes, percentiles_us

@@ -1,0 +1,427 @@
+"""Moving live chunks into new segments, crash-safely: what ``gc`` and ``recover`` share.
+
+The order of the steps is the safety argument; each leaves a readable store:
+
+1. ``copied``: the live ``CHUNK`` records of each victim segment are copied (CRC checked,
+   never recompressed; records of an older format version get the current head) into new
+   ``seg-NNNNNN.fseg.partial`` files, sealed and fsynced. Nothing points at them yet.
+   Before each new file is created its id is added to the ``meta`` key
+   ``compaction.outputs`` (committed): whatever happens next, the store knows which
+   unregistered segments are copies it may delete. From version-3 segments the records
+   that describe live episodes go along (``kept_records``): their ``EPISODE`` records
+   (one per output segment, before the episode's first record there), ``EPISODE_END``,
+   ``RUN_END`` and chunks that hold steps but no frame, so the copies still describe
+   themselves (docs/FORMAT.md) and ``recover`` can rebuild the catalogue from them.
+2. ``renamed``: each partial is ``os.replace``d to its final name, then the directory is
+   fsynced. Still nothing points at them: a crash here leaves sealed copies without
+   references, listed in ``compaction.outputs``, which the next ``gc`` or ``recover``
+   deletes (``remove_leftover_outputs``).
+3. ``repointed``: ONE SQLite transaction moves every step's frame pointer to the copy,
+   (for ``gc``) deletes the step rows of deleted episodes, marks the old segments
+   ``obsolete``, registers the copies and clears ``compaction.outputs``. Before it
+   commits, readers see the old pointers; after it, the new ones. Both resolve.
+4. ``deleted``: the old files are removed (a reader holding an open descriptor keeps
+   reading it until it asks the database again). Leftover ``obsolete`` files are
+   removed by the next ``gc`` or ``recover`` (``remove_obsolete``).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from .._format import FILE_HEADER_SIZE, SEAL_RECORD_SIZE, RecordType, rekeyed_chunk_record
+from ..catalog import COMPACTION_OUTPUTS, Catalog
+from ..disk.scan import GoodRecord, SegmentScan, scan_segment
+from ..disk.segments import (
+    SegmentWriter,
+    checked_segment_dir,
+    is_sealed,
+    next_segment_id,
+    open_segment,
+    partial_path,
+    read_chunk_record,
+    segment_files,
+    segment_path,
+    segment_version,
+    store_tag,
+)
+from ..errors import CorruptData, FrameStoreError, TruncatedRecord
+from ..files import fsync_dir
+from ..state.bookkeeping import chunk_bytes, delete_segment_files
+from ..store import FrameStore
+
+__all__ = [
+    "PHASES",
+    "Compaction",
+    "Victim",
+    "compact",
+    "copy_bytes",
+    "kept_records",
+    "live_stream_keys",
+    "remove_leftover_outputs",
+    "remove_obsolete",
+]
+
+PHASES = ("copied", "renamed", "repointed", "deleted")
+
+Progress = Callable[[int, int], None]  # (bytes done, bytes total)
+Hook = Callable[[str], None]  # called with each phase name once it is done
+Moves = dict[tuple[int, int], tuple[int, int]]  # (segment, offset) -> new (segment, offset)
+InRepoint = Callable[[Catalog, Moves], None]  # more changes for the repoint transaction
+
+
+@dataclass
+class Victim:
+    """A segment to empty: the offsets of its chunks that must be kept.
+
+    ``rekey`` maps some of those offsets to a new stream key: the chunk is copied under
+    that episode id (``recover``, for frames whose id another recording took)."""
+
+    segment: int
+    size: int
+    live_offsets: list[int]
+    live_bytes: int
+    rekey: dict[int, int] = field(default_factory=dict)
+
+
+@dataclass
+class Compaction:
+    """What ``compact`` did."""
+
+    segments_rewritten: list[int] = field(default_factory=list)  # had live chunks copied
+    segments_written: list[int] = field(default_factory=list)  # the new segments
+    segments_deleted: list[int] = field(default_factory=list)
+    bytes_copied: int = 0
+    steps_repointed: int = 0
+    step_rows_removed: int = 0
+
+
+def _call(fn: Callable | None, *args: object) -> None:
+    if fn is not None:
+        fn(*args)
+
+
+def target_segment_bytes(store: FrameStore, victims: list[Victim]) -> int:
+    """How big each new segment may grow: the largest sealed segment (at least 1 MiB)."""
+    sealed = [
+        path.stat().st_size
+        for path in segment_files(store.root).regular.values()
+        if is_sealed(path)
+    ]
+    return max(sealed + [v.size for v in victims] + [1 << 20])
+
+
+def live_stream_keys(store: FrameStore) -> set[int]:
+    """Stream keys of the episodes not deleted (for segments this store wrote)."""
+    statuses = store.catalog.episode_statuses()
+    return {
+        key
+        for key, episodes in store.catalog.stream_key_owners().items()
+        if any(statuses.get(e) != "deleted" for e in episodes)
+    }
+
+
+def kept_records(
+    scan: SegmentScan, live_offsets: list[int], live_keys: set[int]
+) -> list[GoodRecord]:
+    """The records of a version-3 segment a compaction keeps, in file order: its live
+    chunks, and of the streams among ``live_keys`` (or with a live chunk here) their
+    chunks without frames, ``EPISODE`` and ``EPISODE_END`` records; ``RUN_END`` records
+    when anything is kept. Empty for older versions' segments (no such records)."""
+    if (scan.version or 0) < 3:
+        return []
+    live = set(live_offsets)
+    keys = live_keys | {scan.chunks[o].stream_key for o in live if o in scan.chunks}
+    out = []
+    for r in scan.records:
+        if r.header is not None:
+            if r.offset in live or (r.header.count == 0 and r.header.stream_key in keys):
+                out.append(r)
+        elif r.meta is not None:
+            kind = scan.kind_of(r)
+            if kind == "run_end" or r.meta.get("stream_key") in keys:
+                out.append(r)
+    if all(scan.kind_of(r) == "run_end" for r in out):
+        return []
+    return out
+
+
+class _Outputs:
+    """The new segments a compaction writes, each with the streams it describes; with
+    ``dry`` only their sizes (``copy_bytes``)."""
+
+    def __init__(self, store: FrameStore, target_bytes: int, dry: bool = False):
+        self.store = store
+        self.dry = dry
+        self.tag = store_tag(store.catalog.store_id())  # the copies are this store's
+        self.target = target_bytes
+        self.next_id = next_segment_id(store.root)
+        self.all: list = []  # SegmentWriter, or _Sizer when dry
+        self.writer = None
+        self.described: set[int] = set()
+
+    def finish(self) -> None:
+        if self.writer is not None:
+            self.writer.seal()
+            self.writer.close()
+            self.writer = None
+
+    def append(self, raw: bytes | int, frames: int, key: int | None, episode: bytes | None) -> int:
+        """Append one record (after its stream's ``EPISODE`` record ``episode`` when this
+        output has none yet); returns its offset. (``raw`` may be a size when dry.)"""
+        extra = len(episode) if episode is not None and key not in self.described else 0
+        size = raw if isinstance(raw, int) else len(raw)
+        w = self.writer
+        if w is not None and not w.empty:
+            if w.size + extra + size + SEAL_RECORD_SIZE > self.target:
+                self.finish()
+        if self.writer is None:
+            if self.dry:
+                self.writer = _Sizer(self.next_id)
+            else:
+                _announce_output(self.store, self.next_id, self.all)
+                self.writer = SegmentWriter.partial(self.store.root, self.next_id, self.tag)
+            self.all.append(self.writer)
+            self.next_id += 1
+            self.described = set()
+        if episode is not None and key not in self.described:
+            self.writer.append(episode)
+            self.described.add(key)
+        return self.writer.append(raw, frames=frames)
+
+
+class _Sizer:
+    """A ``SegmentWriter`` that only counts (a dry run's output)."""
+
+    def __init__(self, segment_id: int):
+        self.segment_id = segment_id
+        self.size = FILE_HEADER_SIZE
+
+    @property
+    def empty(self) -> bool:
+        return self.size <= FILE_HEADER_SIZE
+
+    def append(self, record: bytes | int, *, frames: int = 0) -> int:
+        offset = self.size
+        self.size += record if isinstance(record, int) else len(record)
+        return offset
+
+    def seal(self) -> None:
+        self.size += SEAL_RECORD_SIZE
+
+    def close(self) -> None:
+        pass
+
+    discard = close
+
+
+def copy_bytes(store: FrameStore, victims: list[Victim]) -> int:
+    """Bytes ``compact`` would write for ``victims`` (new segments, sealed): what a dry
+    run of ``gc`` reports. Exact for segments of format 3; for older ones the chunks'
+    own sizes (their copies get a slightly longer head)."""
+    target = target_segment_bytes(store, victims)
+    _moves, outputs = _copy(store, victims, target, None, dry=True)
+    return sum(w.size for w in outputs)
+
+
+def _copy(
+    store: FrameStore,
+    victims: list[Victim],
+    target_bytes: int,
+    progress: Progress | None,
+    *,
+    dry: bool = False,
+) -> tuple[dict[tuple[int, int], tuple[int, int]], list[SegmentWriter]]:
+    """Copy live chunks into new sealed ``.partial`` segments. On error nothing is left.
+    ``dry``: write nothing, only size the outputs."""
+    outs = _Outputs(store, target_bytes, dry)
+    merged = store.catalog.merged_segments()
+    own_keys = live_stream_keys(store)
+    checked_segment_dir(store.root)
+    moves: dict[tuple[int, int], tuple[int, int]] = {}
+    total = sum(v.live_bytes for v in victims)
+    done = 0
+    try:
+        for v in victims:
+            path = segment_path(store.root, v.segment)
+            if not v.live_offsets and not _describes(path, v.segment):
+                continue
+            with open_segment(path, v.segment) as fp:
+                version = segment_version(fp, v.segment)
+                if version >= 3 and v.segment not in merged:
+                    # (a merged segment's records describe its source store's episodes:
+                    # only its live chunks are copied, below)
+                    records = kept_records(scan_segment(path, v.segment), v.live_offsets, own_keys)
+                    done = _copy_v3(fp, v, records, outs, moves, done, total, progress)
+                    continue
+                if dry:  # no data read: the chunks' sizes as they are
+                    for off in v.live_offsets:
+                        _where(outs, chunk_bytes(store, v.segment, [off]), 1)
+                    continue
+                for off in v.live_offsets:
+                    raw, header = read_chunk_record(fp, v.segment, off, version=version)
+                    if off in v.rekey:
+                        raw = rekeyed_chunk_record(raw, v.rekey[off])
+                    moves[(v.segment, off)] = _where(outs, raw, header.count)
+                    done += len(raw)
+                    _call(progress, done, total)
+        outs.finish()
+    except BaseException:
+        for w in outs.all:
+            w.discard()
+        if not dry:
+            store.catalog.meta_set(COMPACTION_OUTPUTS, None)
+        raise
+    return moves, outs.all
+
+
+def _describes(path, segment: int) -> bool:
+    """Whether a segment without live frames may still hold records describing live
+    episodes (format version 3); False when it cannot be read (nothing live to lose)."""
+    try:
+        with open_segment(path, segment) as fp:
+            return segment_version(fp, segment) >= 3
+    except (OSError, CorruptData):
+        return False
+
+
+def _where(outs: _Outputs, raw: bytes | int, frames: int, key: int | None = None,
+           episode: bytes | None = None) -> tuple[int, int]:  # fmt: skip
+    offset = outs.append(raw, frames, key, episode)
+    assert outs.writer is not None
+    return outs.writer.segment_id, offset
+
+
+def _copy_v3(fp, v: Victim, records: list[GoodRecord], outs: _Outputs, moves: Moves,
+             done: int, total: int, progress: Progress | None) -> int:  # fmt: skip
+    """Copy a version-3 victim's kept records (``kept_records``: CRC checked by the scan
+    that found them) byte for byte, each stream's ``EPISODE`` record ahead of its first
+    record per output."""
+    episodes: dict[int, bytes] = {}
+    for r in records:
+        fp.seek(r.offset)
+        raw = fp.read(r.end - r.offset)
+        if len(raw) != r.end - r.offset:
+            raise TruncatedRecord(v.segment, r.offset, r.end - r.offset, len(raw))
+        if r.header is None:
+            key = r.meta.get("stream_key") if r.meta is not None else None
+            if key is not None and r.type == RecordType.EPISODE:
+                episodes[key] = raw
+                continue
+            _where(outs, raw, 0, key, episodes.get(key) if key is not None else None)
+            continue
+        key = r.header.stream_key
+        if r.offset in v.rekey:  # another recording's frames, under a new episode id
+            raw = rekeyed_chunk_record(raw, v.rekey[r.offset])
+            where = _where(outs, raw, r.header.count)
+        else:
+            where = _where(outs, raw, r.header.count, key, episodes.get(key))
+        if r.header.count:
+            moves[(v.segment, r.offset)] = where
+            done += len(raw)
+            _call(progress, done, total)
+    return done
+
+
+def _announce_output(store: FrameStore, segment_id: int, outputs: list[SegmentWriter]) -> None:
+    """Commit ``segment_id`` to ``compaction.outputs`` before its file exists."""
+    ids = [w.segment_id for w in outputs] + [segment_id]
+    store.catalog.meta_set(COMPACTION_OUTPUTS, ids)
+
+
+def compact(
+    store: FrameStore,
+    victims: list[Victim],
+    *,
+    drop_deleted_rows: bool,
+    progress: Progress | None = None,
+    hook: Hook | None = None,
+    in_repoint: InRepoint | None = None,
+) -> Compaction:
+    """Copy the victims' live chunks out, repoint, delete the victims (steps 1-4 above).
+
+    Call with the writer lock held. With ``drop_deleted_rows`` the step rows of every
+    deleted episode go in the same transaction (gc); without it (recover) the chunks they
+    point at are copied too (``Victim.live_offsets`` then includes them).
+    ``in_repoint(catalog, moves)`` adds its own changes to the repoint transaction (rows
+    for rekeyed chunks: they must commit with the copies, before the victims go).
+    """
+    result = Compaction()
+    target = target_segment_bytes(store, victims)
+    moves, outputs = _copy(store, victims, target, progress)
+    _call(hook, "copied")
+
+    for writer in outputs:
+        writer.publish()
+    fsync_dir(checked_segment_dir(store.root))
+    _call(hook, "renamed")
+
+    ids = [v.segment for v in victims]
+    with store.transaction() as cat:
+        result.steps_repointed = cat.repoint_chunks(moves)
+        if in_repoint is not None:
+            in_repoint(cat, moves)
+        if drop_deleted_rows:
+            result.step_rows_removed = cat.drop_deleted_step_rows()
+        left = cat.pointer_count(ids)
+        if left:  # never commit a pointer into a file about to be deleted
+            raise FrameStoreError(
+                f"{left} step rows still point into segments being removed; "
+                "nothing was changed (run `framestore verify`)"
+            )
+        cat.set_segment_states(ids, "obsolete")
+        for writer in outputs:
+            cat.record_segment(writer.segment_id, "sealed", writer.size)
+        cat.meta_set(COMPACTION_OUTPUTS, None)
+    result.segments_rewritten = [v.segment for v in victims if v.live_offsets]
+    result.segments_written = [w.segment_id for w in outputs]
+    result.bytes_copied = sum(w.size for w in outputs)
+    _call(hook, "repointed")
+
+    delete_segment_files(store, ids)
+    result.segments_deleted = ids
+    _call(hook, "deleted")
+    return result
+
+
+def remove_obsolete(store: FrameStore) -> list[int]:
+    """Delete files whose catalogue row says ``obsolete`` (left by a crashed ``gc`` after
+    its transaction committed). A file some step row still points at is kept and its
+    mark cleared, so it can never leave a dangling pointer. Call with the writer lock."""
+    removed = []
+    for sid in store.catalog.obsolete_segments():
+        if store.catalog.pointer_count([sid]):
+            with store.transaction() as cat:
+                cat.set_segment_states([sid], "sealed")
+            continue
+        path = segment_path(store.root, sid)
+        if path.exists() or path.is_symlink():
+            removed.append(sid)
+    if removed:
+        delete_segment_files(store, removed)
+    return removed
+
+
+def remove_leftover_outputs(store: FrameStore) -> list[int]:
+    """Delete the copies of a compaction that crashed before its repoint committed (the
+    ids in ``compaction.outputs``; none of them is registered or pointed at, which is
+    checked again here). Call with the writer lock. Returns the segments removed."""
+    ids = store.catalog.meta_get(COMPACTION_OUTPUTS)
+    if not isinstance(ids, list):
+        return []
+    rows = store.catalog.segment_rows()
+    leftovers = [
+        sid
+        for sid in ids
+        if isinstance(sid, int) and sid >= 0 and sid not in rows
+        and not store.catalog.pointer_count([sid])
+    ]  # fmt: skip
+    checked_segment_dir(store.root)
+    for sid in leftovers:
+        partial_path(segment_path(store.root, sid)).unlink(missing_ok=True)
+    removed = [s for s in leftovers if os.path.lexists(segment_path(store.root, s))]
+    delete_segment_files(store, leftovers)
+    store.catalog.meta_set(COMPACTION_OUTPUTS, None)
+    return removed

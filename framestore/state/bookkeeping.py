@@ -1,0 +1,170 @@
+"""What maintenance does to a store beside reading it: functions taking a store
+(a ``StoreView``: ``FrameStore`` is one).
+
+``gc`` (``compaction`` and ``tools.gc``), ``recover``, ``merge`` and the ``Recorder``
+share these; a user reading or recording never needs them, so they are not members of
+``FrameStore``:
+
+- ``writer_lock(store)``: hold the store's one-writer lock;
+- ``next_ids(store)``: the run and episode ids a new recording starts from;
+- ``sync_segments(store)``: reconcile the catalogue's ``segments`` table with the files;
+- ``delete_segment_files(store, ids)``: delete segment files nothing points into;
+- ``chunk_bytes``, ``live_bytes_by_segment``, ``file_bytes``, ``segment_state``: sizes
+  and states of segments as the files and the catalogue tell them.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING
+
+from .._format import record_extent
+from ..disk._lock import StoreLock
+from ..disk.scan import scan_segment
+from ..disk.segments import (
+    checked_segment_dir,
+    is_sealed,
+    list_segment_ids,
+    open_segment,
+    segment_files,
+    segment_path,
+)
+from ..errors import CorruptData, InvalidInput, UnsafeStore
+from ..files import fsync_dir
+from .view import StoreView
+
+if TYPE_CHECKING:
+    from ..catalog import Catalog
+
+__all__ = [
+    "chunk_bytes",
+    "delete_segment_files",
+    "file_bytes",
+    "live_bytes_by_segment",
+    "next_ids",
+    "segment_state",
+    "sync_segments",
+    "writer_lock",
+]
+
+#: Stream keys at or above this are not taken as episode ids (SQLite integers, with room).
+_MAX_NEW_ID = 2**62
+
+
+def _writable_catalog(store: StoreView) -> Catalog:
+    """The store's catalogue for a change: ``StoreClosed`` after ``close()``,
+    ``InvalidInput`` when the store is open read-only."""
+    catalog = store.catalog
+    if store.readonly:
+        raise InvalidInput("store is open read-only; this operation changes it")
+    return catalog
+
+
+@contextmanager
+def writer_lock(store: StoreView) -> Iterator[None]:
+    """Hold the store's one-writer lock (``StoreLocked`` if a recorder or another
+    maintenance command holds it)."""
+    _writable_catalog(store)
+    lock = StoreLock(store.root).acquire()
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def next_ids(store: StoreView) -> tuple[int, int]:
+    """``(run id, episode id)`` for a new recording: above every id the catalogue
+    holds and every episode id (chunk stream key) in a segment the catalogue has not
+    registered, i.e. frames of a writer that died before its rows committed. Call with
+    the writer lock held. Registered segments need no look: a segment is registered
+    only once its frames have rows (``gc`` refuses unregistered ones)."""
+    run, episode = store.catalog.next_ids()
+    rows = store.catalog.segment_rows()
+    for sid, path in segment_files(store.root).regular.items():
+        if sid in rows:
+            continue
+        try:
+            scan = scan_segment(path, sid)
+        except (OSError, CorruptData):
+            continue
+        keys = (h.stream_key for h in scan.chunks.values() if h.stream_key < _MAX_NEW_ID)
+        episode = max(episode, max(keys, default=0) + 1)
+    return run, episode
+
+
+def chunk_bytes(store: StoreView, segment: int, offsets: Iterable[int]) -> int:
+    """Total bytes of the records starting at ``offsets`` in one segment, read from
+    their headers (the file is opened once). A missing file or offset counts 0."""
+    source = store.reader.source
+    if source is not None:
+        return sum(source.record_bytes(segment, off) for off in offsets)
+    try:
+        with open_segment(segment_path(store.root, segment), segment) as fp:
+            return sum(record_extent(fp, off) for off in offsets)
+    except (FileNotFoundError, CorruptData, UnsafeStore):  # missing, a link, a FIFO...
+        return 0
+
+
+def live_bytes_by_segment(store: StoreView) -> dict[int, int]:
+    """Bytes of chunk records referenced by live (not deleted) episodes, per segment."""
+    return {seg: chunk_bytes(store, seg, offs) for seg, offs in store.catalog.live_chunks().items()}
+
+
+def file_bytes(store: StoreView) -> dict[str, int]:
+    """Bytes on disk: ``segments`` (files), ``database``, ``wal``, ``shm``."""
+
+    def size(path: str | os.PathLike) -> int:
+        try:
+            return os.lstat(path).st_size
+        except FileNotFoundError:
+            return 0
+
+    db_path = store.db_path
+    return {
+        "segments": sum(size(segment_path(store.root, s)) for s in list_segment_ids(store.root)),
+        "database": size(db_path),
+        "wal": size(f"{db_path}-wal"),
+        "shm": size(f"{db_path}-shm"),
+    }
+
+
+def segment_state(store: StoreView, segment: int, marks: dict[int, str] | None = None) -> str:
+    """``obsolete``/``compacting`` as the catalogue marks it, else ``sealed`` or
+    ``active`` as the file says."""
+    mark = (store.catalog.segment_states() if marks is None else marks).get(segment)
+    if mark in ("obsolete", "compacting"):
+        return mark
+    return "sealed" if is_sealed(segment_path(store.root, segment)) else "active"
+
+
+def sync_segments(store: StoreView) -> None:
+    """Reconcile the catalogue's ``segments`` table with the files in ``segments/``.
+
+    Files are the truth for existence and size (a sealed segment ends with a SEAL
+    record); the catalogue for ``obsolete``/``compacting`` marks."""
+    catalog = _writable_catalog(store)
+    live = live_bytes_by_segment(store)
+    marks = catalog.segment_states()
+    files = segment_files(store.root)
+    on_disk = list(files.regular) + list(files.irregular)
+    with store.transaction() as cat:
+        for sid, path in files.regular.items():
+            try:
+                size = os.lstat(path).st_size
+            except FileNotFoundError:
+                continue
+            cat.record_segment(sid, segment_state(store, sid, marks), size, live.get(sid, 0))
+        gone = set(marks) - set(on_disk)
+        cat.forget_segments(s for s in gone if marks[s] == "obsolete")
+
+
+def delete_segment_files(store: StoreView, segments: Iterable[int]) -> None:
+    """Delete segment files (after the catalogue stopped pointing into them)."""
+    ids = list(segments)
+    store.reader.forget(ids)  # our own descriptors: let the kernel free the space
+    directory = checked_segment_dir(store.root)
+    for sid in ids:
+        segment_path(store.root, sid).unlink(missing_ok=True)
+    fsync_dir(directory)

@@ -1,0 +1,179 @@
+"""The producer's bookkeeping for ``Recorder``: one open episode's counters, and a batch
+of rows for ``record_steps`` checked and encoded in one pass before anything is queued."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from telemetry import StepBatch, check_rewards, encode_actions, encode_info
+
+from .._format import StepMeta
+from ..catalog import format_shape
+from ..disk._refs import FrameRef
+from ..disk.codecs import check_frame
+from ..errors import InvalidFrame, InvalidInput
+
+__all__ = ["BatchRows", "EpisodeState", "check_episode_args"]
+
+
+@dataclass
+class EpisodeState:
+    """What the recorder counts for an open episode."""
+
+    step: int = 0  # the next step index
+    total_reward: float = 0.0
+    terminated: bool = False
+    truncated: bool = False
+    dropped: int = 0
+    start: Any = None  # its EpisodeStarted, until its first rows are accepted (deferred)
+    streams: dict[str, int] = field(default_factory=dict)  # name -> index (render: 0)
+    stream_dtypes: dict[str, str] = field(default_factory=dict)  # name -> its dtype
+
+    def advance(self, reward: float, terminated: bool, truncated: bool, rows: int) -> None:
+        self.step += rows
+        self.total_reward += reward
+        self.terminated, self.truncated = terminated, truncated
+
+
+def _optional_int(value: object, name: str, minimum: int | None = None) -> None:
+    if value is None:
+        return
+    if not isinstance(value, int | np.integer) or isinstance(value, bool):
+        raise InvalidInput(f"{name} must be an integer or None, got {value!r}")
+    if minimum is not None and value < minimum:
+        raise InvalidInput(f"{name} must be at least {minimum}, got {value!r}")
+
+
+def check_episode_args(seed: object, sub_env: object, continues: object) -> None:
+    """Refuse a seed, sub-environment index or continued episode that is not an int."""
+    _optional_int(seed, "seed")
+    _optional_int(sub_env, "sub_env", 0)
+    _optional_int(continues, "continues", 1)
+
+
+def _frames(frames: object, n: int) -> list[np.ndarray | None]:
+    """N frames from an ``(N, H, W[, C])`` array or a sequence (each frame is checked by
+    ``put_many``, before anything is queued)."""
+    if frames is None:
+        return [None] * n
+    if isinstance(frames, np.ndarray):
+        if frames.ndim not in (3, 4) or frames.shape[0] != n:
+            raise InvalidFrame(
+                f"frames must be an (N, H, W[, C]) array with N={n}, got {tuple(frames.shape)}"
+            )
+        if n:
+            check_frame(frames[0])  # dtype and shape are the block's
+        return list(frames)
+    try:
+        out = list(frames)  # type: ignore[call-overload]
+    except TypeError:
+        raise InvalidFrame(
+            f"frames must be an array or a sequence, not {type(frames).__name__}"
+        ) from None
+    if len(out) != n:
+        raise InvalidInput(f"got {len(out)} frames for {n} rows")
+    return out
+
+
+def _flags(values: object, n: int, name: str) -> list[bool]:
+    if values is None:
+        return [False] * n
+    try:
+        out = [bool(v) for v in values]  # type: ignore[union-attr]
+    except TypeError:
+        raise InvalidInput(f"{name} must be a sequence of {n} flags") from None
+    if len(out) != n:
+        raise InvalidInput(f"got {len(out)} {name} flags for {n} rows")
+    return out
+
+
+def _infos(infos: object, n: int) -> list[str]:
+    if infos is None:
+        return ["{}"] * n
+    out = [encode_info(i) for i in infos]  # type: ignore[union-attr]
+    if len(out) != n:
+        raise InvalidInput(f"got {len(out)} infos for {n} rows")
+    return out
+
+
+@dataclass(frozen=True)
+class BatchRows:
+    """N rows, validated and encoded (nothing queued yet)."""
+
+    episode_ids: list[int]
+    frames: list[np.ndarray | None]
+    actions: list[str | None]
+    rewards: list[float]
+    terminated: list[bool]
+    truncated: list[bool]
+    infos: list[str]
+
+    @classmethod
+    def build(
+        cls,
+        episode_ids: Sequence[int],
+        frames: object,
+        actions: object,
+        rewards: object,
+        terminated: object,
+        truncated: object,
+        infos: object,
+        space: Any,
+    ) -> BatchRows:
+        """Check and encode everything; raises ``InvalidInput`` before anything is kept."""
+        try:
+            ids = [int(e) for e in episode_ids]
+        except (TypeError, ValueError):
+            raise InvalidInput("episode_ids must be a sequence of episode ids") from None
+        n = len(ids)
+        return cls(
+            episode_ids=ids,
+            frames=_frames(frames, n),
+            actions=encode_actions(actions, space, n),
+            rewards=check_rewards(rewards, n),
+            terminated=_flags(terminated, n, "terminated"),
+            truncated=_flags(truncated, n, "truncated"),
+            infos=_infos(infos, n),
+        )
+
+    def step_numbers(self, states: list[EpisodeState]) -> list[int]:
+        """Each row's step index (an episode may have several rows in one batch)."""
+        taken: dict[int, int] = {}
+        steps = []
+        for eid, st in zip(self.episode_ids, states, strict=True):
+            k = taken.get(eid, st.step)
+            steps.append(k)
+            taken[eid] = k + 1
+        return steps
+
+    def metas(self, steps: list[int], wall_time: float) -> list[StepMeta]:
+        """Each row's metadata for the segments (the values its row will hold)."""
+        return [
+            StepMeta(e, st, a, r, te, tr, i, wall_time, None if f is None else format_shape(f.shape))
+            for e, st, a, r, te, tr, i, f in zip(
+                self.episode_ids, steps, self.actions, self.rewards, self.terminated,
+                self.truncated, self.infos, self.frames, strict=True,
+            )
+        ]  # fmt: skip
+
+    def event(self, steps: list[int], refs: list[FrameRef | None], wall_time: float) -> StepBatch:
+        """The one hub event of the batch."""
+        names = [
+            None if ref is None or ref.shape is None else format_shape(ref.shape) for ref in refs
+        ]
+        return StepBatch(
+            episode_ids=tuple(self.episode_ids),
+            steps=tuple(steps),
+            actions=tuple(self.actions),
+            rewards=tuple(self.rewards),
+            terminated=tuple(self.terminated),
+            truncated=tuple(self.truncated),
+            infos=tuple(self.infos),
+            wall_time=wall_time,
+            frames=tuple(refs),
+            frame_shapes=tuple(names),
+        )

@@ -1,0 +1,199 @@
+"""zstd chunks written in parts (docs/FORMAT.md, "zstd parts"): a random read decodes
+only the part holding its frame, up to that frame, and returns it bit-exact; sequential
+reads, scans and plain zstd decoders see the same frames; old chunks read as before."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+import zstandard
+from conftest import record_episodes
+
+from framestore import FrameStore
+from framestore._format import ChunkHeader, RecordType, iter_records, read_file_header
+from framestore.disk.codecs import zstd_parts
+from framestore.disk.scan import scan_segment
+from framestore.disk.segments import segment_path
+
+STEPS = 20
+PARTS = {"codec": "zstd", "chunk_frames": 20, "part_frames": 6}  # parts of 6, 6, 6, 2
+
+
+@pytest.fixture(scope="module")
+def parted(tmp_path_factory, assault_frames):
+    path = tmp_path_factory.mktemp("parts") / "runs.store"
+    ids = record_episodes(path, assault_frames, episodes=3, steps=STEPS, overrides=PARTS)
+    return path, ids
+
+
+def _chunks(path):
+    """(header, codec data) of every chunk record of the store's first segment."""
+    with open(segment_path(path, 1), "rb") as fp:
+        version = read_file_header(fp).version
+        out = []
+        for rec in iter_records(fp):
+            if rec.type == RecordType.CHUNK:
+                header = ChunkHeader.unpack(rec.payload, version=version)
+                if header.count:
+                    out.append((header, rec.payload[header.data_offset :]))
+        return out
+
+
+def test_chunks_are_written_in_parts_that_any_zstd_decoder_reads(parted, assault_frames):
+    path, _ids = parted
+    chunks = _chunks(path)
+    assert chunks
+    assert any(h.count > 6 for h, _ in chunks)
+    for header, data in chunks:
+        parts = zstd_parts(header, data)
+        if header.count <= 6:  # (a loaded machine may cut chunks short) one zstd frame
+            assert parts is None
+        else:
+            assert parts is not None
+            assert parts.first == (*range(0, header.count, 6), header.count)
+        # The data is one standard zstd stream: the parts then a skippable seek table.
+        reader = zstandard.ZstdDecompressor().stream_reader(data, read_across_frames=True)
+        raw = reader.read()
+        want = b"".join(assault_frames[k].tobytes() for k in range(STEPS * 3))
+        assert raw in want and len(raw) == header.count * header.frame_bytes
+
+
+def test_random_reads_in_any_order_are_bit_exact(parted, assault_frames):
+    path, ids = parted
+    rng = np.random.default_rng(1)
+    order = [(e, s) for e in range(3) for s in range(STEPS)]
+    rng.shuffle(order)
+    with FrameStore.open(path, readonly=True) as store:
+        for e, s in order:
+            frame = store.read_frame(ids[e], s)
+            assert frame.flags.writeable
+            assert np.array_equal(frame, assault_frames[e * STEPS + s])
+        view = store.read_frame(ids[2], 7, copy=False)
+        assert not view.flags.writeable
+        assert np.array_equal(view, assault_frames[2 * STEPS + 7])
+
+
+def _parts_of(path, episode_id: int) -> int:
+    """Parts (a chunk of one zstd frame counts one) of an episode's chunks."""
+    return sum(-(-h.count // 6) for h, _ in _chunks(path) if h.stream_key == episode_id)
+
+
+def test_neighbours_read_one_by_one_decode_a_part_at_most_twice(parted, assault_frames):
+    path, ids = parted
+    with FrameStore.open(path, readonly=True) as store:
+        before = store.reader.chunks_decoded
+        for s in range(STEPS):  # forward: a prefix, then the whole part
+            assert np.array_equal(store.read_frame(ids[0], s), assault_frames[s])
+        assert store.reader.chunks_decoded - before <= 2 * _parts_of(path, ids[0])
+        before = store.reader.chunks_decoded
+        for s in reversed(range(STEPS)):  # backward: the first read of a part is whole
+            assert np.array_equal(store.read_frame(ids[1], s), assault_frames[STEPS + s])
+        assert store.reader.chunks_decoded - before == _parts_of(path, ids[1])
+
+
+def test_sequential_reads_and_scans_see_every_frame(parted, assault_frames):
+    path, ids = parted
+    with FrameStore.open(path, readonly=True) as store:
+        before = store.reader.chunks_decoded
+        got = [f for eid in ids for f in store.iter_frames(eid)]
+        assert store.reader.chunks_decoded - before == len(_chunks(path))  # one per chunk
+        # Random reads after a sequential pass are served from its cached chunks.
+        assert np.array_equal(store.read_frame(ids[2], 3), assault_frames[2 * STEPS + 3])
+    assert len(got) == 3 * STEPS
+    assert all(np.array_equal(g, assault_frames[k]) for k, g in enumerate(got))
+    scan = scan_segment(segment_path(path, 1), 1, resync=False, decode=True)
+    assert scan.sealed and sum(h.count for _o, h, _s in scan.chunk_list) == 3 * STEPS
+
+
+def test_threads_read_with_their_own_scratch_buffers(parted, assault_frames):
+    path, ids = parted
+    errors = []
+
+    def work(seed):
+        rng = np.random.default_rng(seed)
+        try:
+            for _ in range(80):
+                e, s = int(rng.integers(3)), int(rng.integers(STEPS))
+                if not np.array_equal(store.read_frame(ids[e], s), assault_frames[e * STEPS + s]):
+                    errors.append((e, s))
+        except Exception as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    with FrameStore.open(path, readonly=True) as store:
+        threads = [threading.Thread(target=work, args=(k,)) for k in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    assert errors == []
+
+
+def test_forget_drops_what_a_scratch_buffer_holds(parted, assault_frames):
+    path, ids = parted
+    with FrameStore.open(path, readonly=True) as store:
+        store.read_frame(ids[0], 2)
+        before = store.reader.chunks_decoded
+        store.read_frame(ids[0], 1)  # in the decoded prefix
+        assert store.reader.chunks_decoded == before
+        store.reader.forget()
+        assert np.array_equal(store.read_frame(ids[0], 1), assault_frames[1])
+        assert store.reader.chunks_decoded == before + 1
+
+
+def test_chunks_without_parts_still_read_by_prefix(tmp_path, assault_frames):
+    path = tmp_path / "one.store"
+    ids = record_episodes(
+        path, assault_frames, episodes=1, steps=STEPS,
+        overrides={"codec": "zstd", "chunk_frames": 20, "part_frames": 0},
+    )  # fmt: skip
+    ((header, data),) = _chunks(path)
+    assert zstd_parts(header, data) is None
+    with FrameStore.open(path, readonly=True) as store:
+        for s in (5, 0, 19, 6):
+            assert np.array_equal(store.read_frame(ids[0], s), assault_frames[s])
+
+
+def test_frames_a_pass_handed_out_never_change_while_held(parted, assault_frames):
+    # Sequential passes decode into reused buffers: a buffer is reused only once no
+    # frame of it is held, so views kept from one pass survive the passes after it.
+    path, ids = parted
+    with FrameStore.open(path, readonly=True) as store:
+        held = list(store.iter_frames(ids[0]))
+        kept = next(iter(store.iter_frames(ids[1])))
+        for _ in range(3):
+            for eid in ids:
+                for frame in store.iter_frames(eid):
+                    assert not frame.flags.writeable
+        assert all(np.array_equal(h, assault_frames[k]) for k, h in enumerate(held))
+        assert np.array_equal(kept, assault_frames[STEPS])
+
+
+def test_kept_parts_are_decoded_once_and_stay_within_the_budget(parted, assault_frames):
+    # read(keep=True), what the torch datasets' workers use: a miss decodes the frame's
+    # part whole and keeps it, so random reads over the store decode each part once.
+    path, ids = parted
+    order = [(e, s) for e in range(3) for s in range(STEPS)]
+    parts = sum(_parts_of(path, i) for i in ids)
+    with FrameStore.open(path, readonly=True) as store:
+        before = store.reader.chunks_decoded
+        for r in range(2):
+            np.random.default_rng(r).shuffle(order)
+            for e, s in order:
+                loc = store.frame_locations(ids[e], s, s + 1)[0][1]
+                view = store.read_at(loc, ids[e], s, copy=False, keep=True)
+                assert not view.flags.writeable
+                assert np.array_equal(view, assault_frames[e * STEPS + s])
+        assert store.reader.chunks_decoded - before == parts
+        copy = store.read_at(loc, ids[e], s, keep=True)
+        assert copy.flags.writeable and np.array_equal(copy, assault_frames[e * STEPS + s])
+    frame_bytes = assault_frames[0].nbytes
+    with FrameStore.open(path, readonly=True, cache_bytes=8 * frame_bytes) as store:
+        before = store.reader.chunks_decoded
+        for e, s in order:  # a budget of 8 frames: parts are evicted and decoded again
+            loc = store.frame_locations(ids[e], s, s + 1)[0][1]
+            assert np.array_equal(store.read_at(loc, ids[e], s, keep=True),
+                                  assault_frames[e * STEPS + s])  # fmt: skip
+        assert store.reader.chunks_decoded - before > parts
+        assert store.reader._kept_bytes <= 8 * frame_bytes or len(store.reader._kept) == 1
