@@ -49,7 +49,12 @@ from .errors import (
 )
 from .files import why_not_writable
 from .published._reading import ObjectProblem, PublishedObjects, is_published, shown_location
-from .state.bookkeeping import chunk_bytes, file_bytes, live_bytes_by_segment
+from .state.bookkeeping import (
+    chunk_bytes,
+    delete_episodes_noted,
+    file_bytes,
+    live_bytes_by_segment,
+)
 from .types import (
     DiskUsage,
     EpisodeInfo,
@@ -671,17 +676,39 @@ class FrameStore:
         self, episode_ids: Iterable[int], *, dry_run: bool = False
     ) -> list[EpisodeInfo]:
         """Mark episodes deleted (they vanish from listings at once; ``gc`` reclaims the
-        space). Unknown or already deleted ids raise ``EpisodeNotFound`` before anything
-        changes. Returns the episodes deleted (or that would be, with ``dry_run``)."""
+        space). A tombstone written into the segments first keeps them deleted in a
+        catalogue rebuilt from the segments (``framestore.state.bookkeeping
+        .delete_episodes_noted``), so this takes the writer lock: ``InvalidInput`` while
+        a recorder holds the store. Unknown or already deleted ids raise
+        ``EpisodeNotFound`` before anything changes. Returns the episodes deleted (or
+        that would be, with ``dry_run``)."""
         if self.readonly:
             raise InvalidInput("store is open read-only")
         ids = list(dict.fromkeys(check_id(i, "episode id") for i in episode_ids))
         eps = [self.episode(i) for i in ids]
-        recording = [e.id for e in eps if e.status == "recording" and self._is_live(e.id)]
-        if recording:
-            raise InvalidInput(f"episode {recording[0]} is being recorded; stop recording first")
-        if not dry_run and ids:
-            self.catalog.mark_deleted(ids)
+        if dry_run or not ids:
+            recording = [e.id for e in eps if e.status == "recording" and self._is_live(e.id)]
+            if recording:
+                raise InvalidInput(
+                    f"episode {recording[0]} is being recorded; stop recording first"
+                )
+            return eps
+        # The deletion is written into the segments (a tombstone), so it needs the one
+        # writer's lock: a recorder holding the store must stop first.
+        lock = StoreLock(self.root)
+        try:
+            lock.acquire()
+        except StoreLocked:
+            live = [e.id for e in eps if e.status == "recording"]
+            what = f"episode {live[0]} is being recorded" if live else "a recorder holds the store"
+            raise InvalidInput(
+                f"{what}; stop recording first (rm writes the deletion into the segments, "
+                "which only the store's one writer may do)"
+            ) from None
+        try:
+            delete_episodes_noted(self, ids)
+        finally:
+            lock.release()
         return eps
 
     def _is_live(self, episode_id: int) -> bool:

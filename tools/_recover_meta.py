@@ -38,6 +38,13 @@ class Restored:
     episodes_ended: list[int] = field(default_factory=list)  # end restored from a segment
     unreadable: int = 0  # chunks whose steps block could not be read
 
+    def merge(self, other: Restored) -> None:
+        """Add what another pass rebuilt (merged episodes: ``tools._recover_notes``)."""
+        self.steps = dict(sorted({**self.steps, **other.steps}.items()))
+        self.episodes_created += other.episodes_created
+        self.episodes_ended += other.episodes_ended
+        self.unreadable += other.unreadable
+
 
 def _int(value: Any) -> int | None:
     return value if type(value) is int and 0 <= value < 2**63 else None
@@ -159,10 +166,11 @@ def restore_from_segments(
     have = defaultdict(set, cat.step_keys())
     pointed = cat.pointed_frames()
     restored: dict[int, int] = defaultdict(int)
+    own_tag = store_tag(cat.store_id())
     for sid in sorted(scans):
         scan = scans[sid]
-        if sid in merged or (scan.version or 0) < 3:
-            continue
+        if sid in merged or (scan.version or 0) < 3 or scan.store_tag not in (0, own_tag):
+            continue  # (another store's segment, not merged: verify reports it)
         owner = records.read(scan)
         rows, stream_rows = _steps_of_segment(root, scan, owner, eps.statuses, have, pointed, out)
         for row in rows:

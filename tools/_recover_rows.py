@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 
 from framestore.catalog import MAX_SQLITE_INT, Catalog, PointerRow, format_shape
 from framestore.disk.scan import SegmentScan
-from framestore.disk.segments import same_chunk_data
+from framestore.disk.segments import same_chunk_data, store_tag
 
 __all__ = ["Foreign", "RowPlan", "adopt_rowless", "fix_pointers", "resolves"]
 
@@ -228,7 +228,9 @@ def adopt_rowless(
     # A chunk every slot of which a row points at has nothing to adopt (merged segments
     # and gc's copies of their chunks carry source stream keys that are not episode ids).
     pointed = cat.pointed_frames()
-    merged = cat.merged_segments()  # their rows committed with them: nothing to rebuild
+    merged = set(cat.merged_segments())  # their rows committed with them: nothing to rebuild
+    own_tag = store_tag(cat.store_id())  # another store's segment, not merged: left alone
+    merged |= {sid for sid, scan in scans.items() if scan.store_tag not in (0, own_tag)}
     recovered: dict[int, int] = defaultdict(int)
     foreign = Foreign()
     skipped = 0

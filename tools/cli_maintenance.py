@@ -240,6 +240,11 @@ def _row_lines(r: RecoverReport) -> Iterator[str]:
             f"episodes whose end was restored from segments: "
             f"{', '.join(map(str, r.episodes_ended))}"
         )
+    if r.episodes_deleted:
+        yield (
+            "episodes deleted as their rm's tombstone says: "
+            f"{', '.join(map(str, r.episodes_deleted))}"
+        )
     for ep, n in r.steps_relinked.items():
         yield f"episode {ep}: {n} step row(s) re-linked to another copy of their frame"
     for new, old in r.episodes_split.items():

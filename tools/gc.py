@@ -30,13 +30,14 @@ from dataclasses import asdict, dataclass, field
 
 from framestore import FrameStore, InvalidInput
 from framestore.catalog import COMPACTION_OUTPUTS
-from framestore.disk.scan import scan_segment
+from framestore.disk.scan import SegmentScan, scan_segment
 from framestore.disk.segments import (
     is_sealed,
     list_partials,
     remove_partials,
     segment_files,
     segment_path,
+    segment_seal,
 )
 from framestore.errors import CorruptData
 from framestore.maintenance.compaction import PHASES as COMPACTION_PHASES
@@ -49,7 +50,13 @@ from framestore.maintenance.compaction import (
     remove_leftover_outputs,
     remove_obsolete,
 )
-from framestore.state.bookkeeping import chunk_bytes, file_bytes, sync_segments, writer_lock
+from framestore.state.bookkeeping import (
+    chunk_bytes,
+    delete_segment_files,
+    file_bytes,
+    sync_segments,
+    writer_lock,
+)
 from framestore.state.merging import refuse_unfinished_merge
 
 from ._gcpolicy import DEFAULT_THRESHOLD
@@ -168,8 +175,54 @@ def _only_descriptions(path, sid: int, live_keys: set[int]) -> bool:
         scan = scan_segment(path, sid)
     except (OSError, CorruptData):
         return False
+    if _is_note_segment(scan):
+        return True  # a tombstone or a merge's provenance: _drop_spent_tombstones' care
     kept = kept_records(scan, [], live_keys)
     return bool(kept) and all(r in kept for r in scan.records if scan.kind_of(r) != "seal")
+
+
+def _is_note_segment(scan: SegmentScan) -> bool:
+    """A sealed segment of ``DELETED``/``MERGED`` records only (docs/FORMAT.md, "Note
+    segments")."""
+    kinds = {scan.kind_of(r) for r in scan.records} - {"seal"}
+    return scan.sealed and bool(kinds) and kinds <= {"deleted", "merged"}
+
+
+def _spent_tombstones(store: FrameStore, going: set[int] = frozenset()) -> list[int]:
+    """The note segments holding only tombstones of this store none of whose listed
+    segments is left (or in ``going``: deleted by this gc first): every record of the
+    episodes they name is gone, nothing is left for a rebuilt catalogue to bring back."""
+    files = segment_files(store.root).regular
+    spent = []
+    for sid, path in sorted(files.items()):
+        seal = segment_seal(path)  # a note holds no frame: others are never read here
+        if sid in going or seal is None or seal.frames or store.catalog.pointer_count([sid]):
+            continue
+        try:
+            scan = scan_segment(path, sid)
+        except (OSError, CorruptData):
+            continue
+        if not _is_note_segment(scan) or any(scan.kind_of(r) == "merged" for r in scan.records):
+            continue
+        listed = {
+            s
+            for r in scan.meta_records
+            for s in (r.meta.get("segments") if isinstance(r.meta.get("segments"), list) else ())
+        }
+        if not any(s in files and s != sid and s not in going for s in listed):
+            spent.append(sid)
+    return spent
+
+
+def _drop_spent_tombstones(store: FrameStore) -> list[int]:
+    """Delete the spent tombstones (after the compaction deleted its victims, so every
+    segment they listed is gone first). Returns their ids."""
+    spent = _spent_tombstones(store)
+    if spent:  # as compaction does: obsolete first, so a crash leaves a known leftover
+        with store.transaction() as cat:
+            cat.set_segment_states(spent, "obsolete")
+        delete_segment_files(store, spent)
+    return spent
 
 
 # --------------------------------------------------------------------- entry point
@@ -278,6 +331,7 @@ def _dry_run(store: FrameStore, report: GcReport, threshold: float) -> None:
         if isinstance(s, int) and segment_path(root, s).exists()
     ]
     report.segments_deleted = leftovers + obsolete + [v.segment for v in victims]
+    report.segments_deleted += _spent_tombstones(store, set(report.segments_deleted))
     report.bytes_copied = copy_bytes(store, victims)
     removed = sum(segment_path(root, s).stat().st_size for s in report.segments_deleted)
     report.segment_bytes_after = report.segment_bytes_before - removed + report.bytes_copied
@@ -300,6 +354,7 @@ def _run(store: FrameStore, report: GcReport, threshold: float, progress, hook) 
     report.segments_written += done.segments_written
     report.bytes_copied += done.bytes_copied
     report.segments_deleted += done.segments_deleted
+    report.segments_deleted += _drop_spent_tombstones(store)
     sync_segments(store)  # adds the new segments, drops the rows of deleted files
     store.catalog.compact_database()
     if hook is not None:

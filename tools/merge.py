@@ -35,17 +35,19 @@ from pathlib import Path
 from typing import Any
 
 from framestore import FrameStore, InvalidInput, StoreLocked
-from framestore.catalog import MergeRecord
+from framestore.catalog import MERGED_TAGS, MergeRecord
 from framestore.disk.segments import checked_segment_dir, segment_path
 from framestore.errors import NotAStore
 from framestore.state.bookkeeping import sync_segments, writer_lock
 from framestore.state.merging import (
     PHASES,
     header_id,
+    header_tag,
     new_segment_ids,
     place_segments,
     remove_store_files,
     undo_incomplete_merges,
+    write_merge_note,
 )
 
 from .verify import verify
@@ -276,23 +278,76 @@ def _merged_before(
     return runs_here, eps_here
 
 
+@dataclass(frozen=True)
+class _Ids:
+    """The ids a source's new runs and episodes get here (taken under the writer lock,
+    before the segments are placed: the provenance note names them), and the full maps
+    the journal records (those merged before included)."""
+
+    runs: dict[int, int]
+    episodes: dict[int, int]
+    runs_all: dict[int, int]
+    episodes_all: dict[int, int]
+
+
+def _new_ids(st: FrameStore, sel: _Selection) -> _Ids:
+    next_run, next_ep = st.catalog.next_ids()
+    run_map = {r["id"]: next_run + i for i, r in enumerate(sel.runs)}
+    ep_map = {e["id"]: next_ep + i for i, e in enumerate(sel.episodes)}
+    return _Ids(run_map, ep_map, {**sel.runs_here, **run_map}, {**sel.episodes_here, **ep_map})
+
+
+def _note(
+    st: FrameStore,
+    src: FrameStore,
+    plan: _Plan,
+    merge_id: int,
+    journal: list[tuple[int, int]],
+    ids: _Ids,
+    move: bool,
+) -> float:
+    """Write the merge's provenance note (``framestore.state.merging``, step 2) under the last
+    journaled id; returns the ``finished`` time it names (the commit records the same)."""
+    placed = [segment_path(st.root, new) for new, _old in journal[:-1]]
+    tags = sorted({t for t in map(header_tag, placed) if t})
+    counts = {r.episode: r.rows for r in src.catalog.episode_row_counts()}
+    record = next(m for m in st.catalog.merge_records() if m.id == merge_id)
+    finished = time.time()
+    write_merge_note(
+        st,
+        journal[-1][0],
+        {
+            "store_id": st.catalog.store_id(), "merge_id": merge_id,
+            "source_id": plan.source_id, "source_path": record.source_path,
+            "fingerprint": plan.fingerprint, "mode": "move" if move else "copy",
+            "started": record.started, "finished": finished,
+            "segments": journal, "tags": tags,
+            "runs": list(ids.runs_all.items()), "episodes": list(ids.episodes_all.items()),
+            "counts": {"runs": len(ids.runs_all), "episodes": len(ids.episodes_all),
+                       "steps": sum(counts.get(e, 0) for e in ids.episodes)},
+        },
+    )  # fmt: skip
+    return finished
+
+
 def _commit(
     st: FrameStore,
     src: FrameStore,
     merge_id: int,
     pairs: list[tuple[int, int]],
     sel: _Selection,
+    ids: _Ids,
+    note: tuple[int, float],
 ) -> SourceResult:
-    """Insert the source's new runs, episodes and steps re-keyed, the segments' rows and
-    the journal's ``done``: ONE transaction."""
+    """Insert the source's new runs, episodes and steps re-keyed, the segments' rows
+    (the note's too), the merged-in store tags and the journal's ``done``: ONE
+    transaction."""
     seg_map = {old: new for new, old in pairs}
     runs, eps = sel.runs, sel.episodes
+    run_map, ep_map = ids.runs, ids.episodes
+    run_map_all, ep_map_all = ids.runs_all, ids.episodes_all
+    note_id, finished = note
     with st.transaction() as cat:
-        next_run, next_ep = cat.next_ids()
-        run_map = {r["id"]: next_run + i for i, r in enumerate(runs)}
-        ep_map = {e["id"]: next_ep + i for i, e in enumerate(eps)}
-        run_map_all = {**sel.runs_here, **run_map}
-        ep_map_all = {**sel.episodes_here, **ep_map}
         for r in runs:
             cat.import_run(run_map[r["id"]], r)
         for e in eps:
@@ -310,13 +365,27 @@ def _commit(
                 for r in page
             )
         _import_streams(cat, src, ep_map, seg_map)
+        tags = _merged_tags(st)
         for new, _old in pairs:
             path = segment_path(st.root, new)
             cat.record_segment(new, "sealed", path.stat().st_size, header_id=header_id(path))
-        cat.finish_merge(merge_id, {"runs": run_map_all, "episodes": ep_map_all}, steps)
+            tags |= {header_tag(path)} - {0}
+        cat.record_segment(note_id, "sealed", segment_path(st.root, note_id).stat().st_size)
+        cat.meta_set(MERGED_TAGS, sorted(tags))
+        cat.finish_merge(merge_id, {"runs": run_map_all, "episodes": ep_map_all}, steps, finished)
     return SourceResult(
         str(src.root), "merged", len(runs), len(eps), steps, len(pairs), episode_ids=ep_map
     )
+
+
+def _merged_tags(st: FrameStore) -> set[int]:
+    """The merged-in store tags recorded so far; for a store that merged before they
+    were recorded, those of its merged segments' files (so verify keeps accepting them)."""
+    listed = st.catalog.meta_get(MERGED_TAGS)
+    if isinstance(listed, list):
+        return set(listed)
+    paths = (segment_path(st.root, sid) for sid in st.catalog.merged_segments())
+    return {header_tag(p) for p in paths if p.is_file()} - {0}
 
 
 def _import_streams(cat, src: FrameStore, ep_map: dict, seg_map: dict) -> None:
@@ -343,19 +412,23 @@ def _merge_source(
         if not sel.episodes:  # e.g. an identical copy of a source merged before
             return SourceResult(str(plan.path), "already merged")
         src_ids = sel.segments
-        pairs = list(zip(new_segment_ids(st, len(src_ids)), src_ids, strict=True))
+        new_ids = new_segment_ids(st, len(src_ids) + 1)  # the last: the provenance note
+        pairs = list(zip(new_ids, src_ids, strict=False))
         source_id = plan.source_id
         # journaled with the id each file's header names (a segment the source merged
         # itself keeps its first id there), so an undo recognises the files it placed
         journal = [(new, header_id(segment_path(src.root, old))) for new, old in pairs]
+        journal.append((new_ids[-1], new_ids[-1]))
         merge_id = st.catalog.begin_merge(
             source_id, os.path.realpath(plan.path), plan.fingerprint, "move" if move else "copy",
             journal,
         )  # fmt: skip
         _call(hook, "journaled")
         linked = place_segments(src.root, st.root, pairs, link=move, progress=progress)
+        ids = _new_ids(st, sel)
+        finished = _note(st, src, plan, merge_id, journal, ids, move)
         _call(hook, "placed")
-        result = _commit(st, src, merge_id, pairs, sel)
+        result = _commit(st, src, merge_id, pairs, sel, ids, (new_ids[-1], finished))
         result.path = str(plan.path)
         result.segments_linked = linked
         result.bytes = sum(segment_path(st.root, new).stat().st_size for new, _ in pairs)

@@ -3,6 +3,7 @@ policy and records every step."""
 
 from __future__ import annotations
 
+import ctypes
 import signal
 import time
 from collections.abc import Callable
@@ -35,18 +36,23 @@ class RecordingInterrupted(KeyboardInterrupt):
 def sigterm_as_interrupt():
     """SIGTERM behaves like Ctrl-C: flush what was recorded, mark the episode interrupted.
 
-    Only the first SIGINT/SIGTERM interrupts. Both are then ignored (``SIG_IGN``) for the
-    rest of the process: later ones (a second Ctrl-C, a supervisor repeating SIGTERM)
-    arrive while the recording is flushed and closed, or while the interpreter shuts
-    down (which resets Python-level handlers to the default), and would otherwise turn
-    exit 130 into death by signal (-2/-15) half-way through. The process is on its way
-    out; nothing is restored after an interrupt."""
+    Only the first SIGINT/SIGTERM interrupts. Later ones (a second Ctrl-C, a supervisor
+    repeating SIGTERM) arrive while the recording is flushed and closed: the handler does
+    nothing for them. On the way out both signals are ignored (``SIG_IGN``) for the rest of
+    the process, because the interpreter's shutdown resets Python-level handlers to the
+    default and a late signal would turn exit 130 into death by signal (-2/-15).
+
+    Why not ``SIG_IGN`` in the handler itself: a signal that already reached the C level
+    (both often do at once on a loaded machine) would then find its handler gone when
+    Python runs it, and CPython raises ``OSError: Signal 15 ignored due to race condition``
+    at whatever line runs next (seen in ``RecordFrames.close``, a traceback instead of exit
+    130). The switch at the end tells the kernel first (``_ignore_from_now_on``)."""
     signals = (signal.SIGINT, signal.SIGTERM)
     received: list[int] = []
 
     def handler(signum, frame):
-        for sig in signals:
-            signal.signal(sig, signal.SIG_IGN)
+        if received:
+            return  # the first one is being handled: flush and close go on
         received.append(signum)
         raise KeyboardInterrupt
 
@@ -58,9 +64,34 @@ def sigterm_as_interrupt():
     try:
         yield
     finally:
-        if not received:
+        if received:
+            _ignore_from_now_on(signals)
+        else:
             for sig, previous in old.items():
                 signal.signal(sig, previous)
+
+
+def _ignore_from_now_on(signals: tuple[signal.Signals, ...]) -> None:
+    """``SIG_IGN`` for ``signals`` without CPython's race.
+
+    A signal may be caught at the C level by any thread (numpy's BLAS threads included), at
+    any moment; one caught just before ``signal.signal(sig, SIG_IGN)`` is run by Python
+    after it, finds ``SIG_IGN`` and is reported as a race. So the kernel is told to ignore
+    the signals first (libc ``signal``: nothing new is caught from then on), and only then
+    ``signal.signal`` runs what was caught, with our handler still in place (it does
+    nothing for a second signal), before it records ``SIG_IGN`` on Python's side too.
+    Python's side matters: at shutdown CPython resets a Python handler, not ``SIG_IGN``,
+    to the default."""
+    try:
+        libc_signal = ctypes.CDLL(None).signal
+        libc_signal.argtypes = (ctypes.c_int, ctypes.c_void_p)
+        libc_signal.restype = ctypes.c_void_p
+        for sig in signals:
+            libc_signal(int(sig), int(signal.SIG_IGN))
+    except (AttributeError, OSError):  # no libc signal() here: the switch below alone
+        pass
+    for sig in signals:
+        signal.signal(sig, signal.SIG_IGN)
 
 
 def record(

@@ -41,6 +41,11 @@ Runs with the writer lock held. In order:
    (in its parent directory), only those no live publish holds (each holds an flock on
    its own: ``framestore.maintenance.publish.remove_dead_staging``).
 
+Between steps 4 and 5, the tombstones ``rm`` wrote (``DELETED`` records in note
+segments) are honoured: an episode one of them names that the catalogue holds live is
+marked deleted (``tools._recover_notes``), so an ``rm`` killed before its SQLite commit
+is finished and an ``rm``'d episode never comes back in a rebuilt catalogue.
+
 The frames it reports lost are kept in the store's ``meta`` table from the transaction
 that cleared their pointers until a ``recover`` completes and returns them, so an
 interrupted ``recover`` run again still reports them. Running it again after that
@@ -83,6 +88,7 @@ from framestore.store import enclosing_store
 from framestore.write.service import remove_dead_shared_memory
 
 from ._recover_meta import restore_from_segments, store_id_of_segments
+from ._recover_notes import apply_tombstones, merge_notes, restore_merged_episodes, restore_merges
 from ._recover_rows import Foreign, adopt_rowless, fix_pointers, insert_foreign, resolves
 from ._store import StoreArg, opened
 
@@ -99,6 +105,9 @@ class RecoverReport:
     segments hold no step metadata: action, reward and info are lost);
     ``episodes_ended`` lists episodes left ``recording`` whose end a segment recorded;
     ``catalogue_rebuilt``: ``framestore.db`` was missing and was rebuilt from segments;
+    ``episodes_deleted``: episodes a tombstone of ``rm`` names that the catalogue held
+    live (an ``rm`` stopped before its commit, or a rebuilt catalogue), now deleted;
+    ``merges_restored``: merge journal rows rebuilt from the merges' provenance notes;
     ``steps_relinked`` episode id -> rows pointed at another copy of their
     frame. ``segments_unavailable`` maps a segment that rows point into but that cannot
     be read now to ``{episode id: frames}``: those pointers were kept (``missing``).
@@ -124,6 +133,8 @@ class RecoverReport:
     episodes_split: dict[int, int] = field(default_factory=dict)
     episodes_interrupted: list[int] = field(default_factory=list)
     episodes_ended: list[int] = field(default_factory=list)
+    episodes_deleted: list[int] = field(default_factory=list)
+    merges_restored: list[int] = field(default_factory=list)
     catalogue_rebuilt: bool = False
     bytes_discarded: int = 0
     notes: list[str] = field(default_factory=list)
@@ -159,6 +170,8 @@ class RecoverReport:
                 self.episodes_created,
                 self.episodes_interrupted,
                 self.episodes_ended,
+                self.episodes_deleted,
+                self.merges_restored,
                 self.catalogue_rebuilt,
             )
         )
@@ -233,7 +246,16 @@ def _recover(st: FrameStore, report: RecoverReport, progress, drop_missing: bool
         # a catalogue deleted or emptied: its store id is the one its segments name
         if (report.catalogue_rebuilt or not statuses) and (sid := store_id_of_segments(scans)):
             cat.restore_store_id(sid)
+        report.merges_restored = restore_merges(cat, scans)
         restored = restore_from_segments(cat, st.root, scans, statuses)
+        if report.merges_restored:
+            notes = merge_notes(scans, cat.store_id())
+            merged = restore_merged_episodes(
+                cat, st.root, scans, statuses,
+                {m: notes[m] for m in report.merges_restored},
+            )  # fmt: skip
+            restored.merge(merged)
+        report.episodes_deleted = apply_tombstones(cat, scans, statuses)
         found = adopt_rowless(cat, scans, statuses, next_id, st.root)
         bare, created, foreign, skipped = found
         report.steps_without_metadata = bare

@@ -27,7 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from framestore import FrameStore
-from framestore.catalog import PointerRow, format_shape
+from framestore.catalog import MERGED_TAGS, PointerRow, format_shape
 from framestore.disk.scan import BadRecord, SegmentScan, problem_kind, scan_segment
 from framestore.disk.segments import (
     FOREIGN_SEGMENT,
@@ -47,6 +47,12 @@ from ._verify_steps import check_step_metadata
 
 __all__ = ["Problem", "VerifyReport", "verify"]
 
+#: A segment registered as merged whose header names a store no merge brought in.
+NOT_MERGED_IN = (
+    "segment written by a store never merged into this one (its file header's store tag "
+    "is neither this store's nor a merged-in store's)"
+)
+
 Progress = Callable[[int, int], None]  # (segments done, segments total)
 
 
@@ -55,6 +61,7 @@ class _Unsettled:
     """What the snapshot alone cannot tell from damage: settled after it ends."""
 
     rowless: dict[int, int | None] = field(default_factory=dict)  # segment -> header id
+    foreign: set[int] = field(default_factory=set)  # rowless ones another store wrote
     partials: list[str] = field(default_factory=list)  # names of .partial files
     merges: list[str] = field(default_factory=list)  # sources of unfinished merges
 
@@ -161,6 +168,9 @@ def _scan_all(
     scans: dict[int, SegmentScan] = {}
     # (a published store's catalogue has no store id; its manifest vouches for its files)
     own_tag = 0 if st.published else store_tag(st.catalog.store_id())
+    # the tags of the stores merged in (None: merged before they were recorded)
+    listed = None if st.published else st.catalog.meta_get(MERGED_TAGS)
+    merged_tags = set(listed) if isinstance(listed, list) else None
     total = len(files.regular)
     for i, (sid, path) in enumerate(sorted(files.regular.items())):
         try:
@@ -178,16 +188,23 @@ def _scan_all(
                 f"segment {sid} is being written: {scan.size - scan.tail.offset} byte(s) after "
                 "its last complete record"
             )
+        # another store's segment that no merge brought in: one line says so (its header
+        # naming another id follows from that)
+        foreign = bool(own_tag) and scan.store_tag not in (0, own_tag) and sid not in merged
         if sid not in rows:
             unsettled.rowless[sid] = scan.header_id
+            if foreign:
+                unsettled.foreign.add(sid)
         obsolete = rows.get(sid, ("", ""))[1] == "obsolete"
-        header = merged.get(sid, sid) if sid in rows else None
+        header = merged.get(sid, sid) if sid in rows and not foreign else None
         _report_scan(report, scan, in_progress, obsolete, header)
         # a file without a row yet (a merge placing it, a writer's new one) is settled
         # after the snapshot; a merged one carries its source store's tag
         if own_tag and scan.store_tag != own_tag and scan.store_tag and sid in rows:
             if sid not in merged:
                 report.problems.append(Problem("corrupt", FOREIGN_SEGMENT, sid, 0))
+            elif merged_tags is not None and scan.store_tag not in merged_tags:
+                report.problems.append(Problem("corrupt", NOT_MERGED_IN, sid, 0))
         if progress is not None:
             progress(i + 1, total)
     return scans
@@ -254,6 +271,8 @@ def _settle(st: FrameStore, report: VerifyReport, unsettled: _Unsettled) -> None
             # else: the "interrupted merge" problem names it (recover removes it)
         elif running and header == sid and sid > max(rows, default=0):
             continue  # a recorder's newest segment, not registered until it closes
+        elif sid in unsettled.foreign:
+            add(Problem("unexpected segment", f"{FOREIGN_SEGMENT}, not merged in", sid))
         else:
             add(Problem("unexpected segment", "file has no row in the segments table", sid))
             if header is not None and header != sid:

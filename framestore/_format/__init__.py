@@ -82,10 +82,26 @@ class RecordType(IntEnum):
     EPISODE = 3  # version 3
     EPISODE_END = 4
     RUN_END = 5
+    DELETED = 6  # version 3, from 0.3.x: a tombstone (``rm``)
+    MERGED = 7  # version 3, from 0.3.x: a merge's provenance (``merge``)
 
 
 #: The JSON records of version 3 (payload at most MAX_META_PAYLOAD).
-META_RECORDS = frozenset((RecordType.EPISODE, RecordType.EPISODE_END, RecordType.RUN_END))
+META_RECORDS = frozenset(
+    (
+        RecordType.EPISODE,
+        RecordType.EPISODE_END,
+        RecordType.RUN_END,
+        RecordType.DELETED,
+        RecordType.MERGED,
+    )
+)
+#: The records of a note segment (docs/FORMAT.md, "Note segments"): written by ``rm``
+#: and ``merge`` into a small sealed segment of their own, never next to frames.
+NOTE_RECORDS = frozenset((RecordType.DELETED, RecordType.MERGED))
+#: Items (episodes of a ``DELETED`` record, ids of a ``MERGED`` one) per record: a
+#: long list is split over several records, each far below ``MAX_META_PAYLOAD``.
+NOTE_ITEMS_PER_RECORD = 2000
 
 
 class Codec(IntEnum):
@@ -674,15 +690,27 @@ def unpack_steps(
 
 # --------------------------------------------------------------------------- EPISODE ...
 def pack_meta(rtype: RecordType, fields: dict[str, Any]) -> bytes:
-    """An ``EPISODE``, ``EPISODE_END`` or ``RUN_END`` record (header, JSON payload, CRC)."""
+    """An ``EPISODE``, ``EPISODE_END``, ``RUN_END``, ``DELETED`` or ``MERGED`` record
+    (header, JSON payload, CRC)."""
     payload = json.dumps(fields, separators=(",", ":"), allow_nan=False).encode()
     if len(payload) > MAX_META_PAYLOAD:
         raise ValueError(f"{rtype.name} payload of {len(payload)} bytes exceeds {MAX_META_PAYLOAD}")
     return pack_record(rtype, payload)
 
 
+def pack_notes(rtype: RecordType, fields: dict[str, Any], key: str) -> list[bytes]:
+    """``DELETED`` or ``MERGED`` records carrying ``fields``, the list ``fields[key]``
+    split over as many records as ``NOTE_ITEMS_PER_RECORD`` needs (each record has the
+    other fields whole; readers join the lists)."""
+    items = list(fields[key])
+    n = NOTE_ITEMS_PER_RECORD
+    parts = [items[i : i + n] for i in range(0, len(items), n)] or [[]]
+    return [pack_meta(rtype, {**fields, key: part}) for part in parts]
+
+
 def unpack_meta(payload: bytes, *, segment: int | str = "?", offset: int = 0) -> dict[str, Any]:
-    """The JSON object of an ``EPISODE``, ``EPISODE_END`` or ``RUN_END`` payload."""
+    """The JSON object of an ``EPISODE``, ``EPISODE_END``, ``RUN_END``, ``DELETED`` or
+    ``MERGED`` payload."""
     if len(payload) > MAX_META_PAYLOAD:
         raise CorruptRecord(segment, offset, "metadata record too long")
     try:

@@ -11,7 +11,7 @@ from ._base import END_OF_EPISODE, CatalogBase
 from ._checks import CheckQueries, ValueProblem
 from ._episodes import EPISODE_STATUSES, EpisodeQueries, format_shape, parse_shape
 from ._merges import MergeQueries, MergeRecord
-from ._meta import COMPACTION_OUTPUTS, PENDING_LOSS, MetaQueries
+from ._meta import COMPACTION_OUTPUTS, MERGED_TAGS, PENDING_LOSS, MetaQueries
 from ._pointers import SEGMENT_STATES, PointerQueries, PointerRow
 from ._recovery import RECOVERED_ENV_ID, RECOVERED_INFO, RecoveryQueries
 from ._stats import CatalogStats, EpisodeRowCount, StatsQueries
@@ -23,6 +23,7 @@ __all__ = [
     "COMPACTION_OUTPUTS",
     "END_OF_EPISODE",
     "EPISODE_STATUSES",
+    "MERGED_TAGS",
     "PENDING_LOSS",
     "MAX_SQLITE_INT",
     "OPTIONAL_TABLES",

@@ -76,6 +76,11 @@ def _record(r: tuple) -> MergeRecord:
     )
 
 
+def _ids_text(ids: Mapping[str, Mapping[int, int]]) -> str:
+    """The journal's ``ids`` column: JSON, keys as text, in the maps' order."""
+    return json.dumps({k: {str(a): b for a, b in v.items()} for k, v in ids.items()})
+
+
 _MERGE_COLUMNS = (
     "id, source_id, source_path, fingerprint, mode, state, segments, ids, started, finished, "
     "runs, episodes, steps"
@@ -129,20 +134,39 @@ class MergeQueries(CatalogBase):
             )
             return int(cur.lastrowid)
 
-    def finish_merge(self, merge_id: int, ids: Mapping[str, Mapping[int, int]], steps: int) -> None:
-        """Mark a merge done (call in the transaction that inserts the source's rows)."""
+    def finish_merge(
+        self,
+        merge_id: int,
+        ids: Mapping[str, Mapping[int, int]],
+        steps: int,
+        finished: float | None = None,
+    ) -> None:
+        """Mark a merge done (call in the transaction that inserts the source's rows);
+        ``finished``: the time its provenance note names (default: now)."""
         self._exec(
             "UPDATE merges SET state = 'done', finished = ?, ids = ?, runs = ?, episodes = ?, "
             "steps = ? WHERE id = ?",
             (
-                time.time(),
-                json.dumps({k: {str(a): b for a, b in v.items()} for k, v in ids.items()}),
+                time.time() if finished is None else finished,
+                _ids_text(ids),
                 len(ids.get("runs", {})),
                 len(ids.get("episodes", {})),
                 steps,
                 merge_id,
             ),
         )
+
+    def restore_merge(self, record: MergeRecord) -> None:
+        """A finished merge's journal row rebuilt from its provenance note (``recover``
+        of a lost catalogue), under its own id."""
+        self._exec(
+            f"INSERT INTO merges ({_MERGE_COLUMNS}) VALUES ({', '.join('?' * 13)})",
+            (
+                record.id, record.source_id, record.source_path, record.fingerprint,
+                record.mode, "done", json.dumps(record.segments), _ids_text(record.ids),
+                record.started, record.finished, record.runs, record.episodes, record.steps,
+            ),
+        )  # fmt: skip
 
     def forget_merge(self, merge_id: int) -> None:
         """Remove a journal row (an interrupted merge, once its copies are gone)."""

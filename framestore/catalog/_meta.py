@@ -17,6 +17,9 @@ PENDING_LOSS = "recover.pending_loss"
 #: Segment ids a compaction is writing (its ``.partial`` files and their renamed copies,
 #: until the transaction that points rows at them commits).
 COMPACTION_OUTPUTS = "compaction.outputs"
+#: The store tags of the segments merged in (sorted ints): ``verify`` accepts a merged
+#: segment's tag only when it is listed. Absent in stores merged before 0.3.x.
+MERGED_TAGS = "merge.store_tags"
 
 
 class MetaQueries(CatalogBase):

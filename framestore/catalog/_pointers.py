@@ -129,6 +129,12 @@ class PointerQueries(CatalogBase):
              header_id),
         )  # fmt: skip
 
+    def set_live_bytes(self, live: dict[int, int]) -> None:
+        """``segments.live_bytes`` of existing rows (``{segment: bytes}``)."""
+        self._exec_many(
+            "UPDATE segments SET live_bytes = ? WHERE id = ?", [(b, s) for s, b in live.items()]
+        )
+
     def merged_segments(self) -> dict[int, int]:
         """``{segment id: the id its file header names}`` for segments merged from another
         store (their bytes, header included, were copied unchanged; docs/FORMAT.md)."""

@@ -213,7 +213,39 @@ class RecoveryQueries(CatalogBase):
         """The store id its segments name (a catalogue rebuilt from them)."""
         self._exec("INSERT OR REPLACE INTO meta (key, value) VALUES ('store_id', ?)", [store_id])
 
+    # ----------------------------------------------------------------- tombstones (rm)
+    def tombstone_entries(self, episode_ids: list[int]) -> list[dict[str, Any]]:
+        """What a ``DELETED`` record says of each episode (docs/FORMAT.md): its id,
+        stream key, run and the run's and its own start times (which tell it from
+        another recording that used the same id)."""
+        out = []
+        for eid in episode_ids:
+            row = self._one(
+                f"SELECT e.id, {self._m002('COALESCE(e.stream_key, e.id)', 'e.id')}, "
+                "e.run_id, r.created, e.started FROM episodes e "
+                "LEFT JOIN runs r ON r.id = e.run_id WHERE e.id = ?",
+                [eid],
+            )
+            if row is not None:
+                out.append(dict(zip(_TOMBSTONE_FIELDS, row, strict=True)))
+        return out
 
+    def episode_segments(self, episode_ids: list[int]) -> set[int]:
+        """The segments the frame pointers of ``episode_ids`` point into (every stream)."""
+        if not episode_ids:
+            return set()
+        marks = ",".join("?" * len(episode_ids))
+        return {
+            r[0]
+            for r in self._rows(
+                f"SELECT DISTINCT frame_segment FROM {self._frames()} "
+                f"WHERE frame_segment IS NOT NULL AND episode_id IN ({marks})",
+                episode_ids,
+            )
+        }
+
+
+_TOMBSTONE_FIELDS = ("id", "stream_key", "run_id", "run_created", "started")
 _RUN_FIELDS = ("id", "env_id", "created", "preset", "host_profile", "durability", "config",
                "env_spec")  # fmt: skip
 _EPISODE_FIELDS = ("idx", "seed", "started", "sub_env", "continues_episode", "reset_options")

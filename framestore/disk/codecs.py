@@ -146,30 +146,33 @@ def decode_chunk(
     decompressor: zstandard.ZstdDecompressor,
     *,
     out: np.ndarray | None = None,
+    parts: ZstdParts | None = None,
     segment: int | str = "?",
     offset: int = 0,
 ) -> np.ndarray:
     """Decode every frame of a chunk into one read-only array shaped (N, *frame shape).
 
     ``out`` (zstd): a flat uint8 array of at least N frames' bytes to decode into (a
-    reused buffer, whose pages are already mapped); the result is then a view of it."""
+    reused buffer, whose pages are already mapped); the result is then a view of it.
+    ``parts``: the chunk's zstd parts when the caller has read its seek table already
+    (else it is read here). A chunk in parts is decoded in ONE pass: its parts are
+    consecutive zstd frames of one stream, read by one decoder call, not one per part."""
     n = header.count
     raw_size = n * header.frame_bytes
     shape = (n, *header.shape)
     bad = _bad(segment, offset)
     _check_declared_sizes(header, len(data), bad)
     if header.codec == Codec.ZSTD:
-        parts = zstd_parts(header, data, segment=segment, offset=offset)
+        if parts is None:
+            parts = zstd_parts(header, data, segment=segment, offset=offset)
         if parts is None and out is None:
             arr = np.frombuffer(_zstd_frame(data, decompressor, raw_size, bad), np.uint8)
         else:
-            if parts is None:
-                parts = ZstdParts((0, n), (0, len(data)))
             arr = np.empty(raw_size, dtype=np.uint8) if out is None else out[:raw_size]
-            fb = header.frame_bytes
-            for p in range(parts.count):
-                a, b = parts.first[p] * fb, parts.first[p + 1] * fb
-                _zstd_into(_part_data(data, parts, p), decompressor, arr[a:b], b - a, bad)
+            if parts is None:
+                _zstd_into(memoryview(data), decompressor, arr, raw_size, bad)
+            else:
+                _zstd_parts_into(data, parts, decompressor, arr, header.frame_bytes, bad)
             arr = arr.view()
             arr.flags.writeable = False
         arr = arr.reshape(shape)
@@ -320,6 +323,44 @@ def _zstd_into(
         raise bad(f"decompressed {got} bytes, expected {len(view)}")
     if extra:
         raise bad(f"zstd frame holds more than its content size {size}")
+
+
+def _zstd_parts_into(
+    data: memoryview | bytes,
+    parts: ZstdParts,
+    decompressor: zstandard.ZstdDecompressor,
+    out: np.ndarray,
+    frame_bytes: int,
+    bad,
+) -> None:
+    """Decode every part of zstd chunk data into ``out`` (a flat uint8 array of exactly
+    the chunk's frames' bytes) with one streaming decoder reading across the parts' zstd
+    frames (the seek table after them is left out). Each part's declared content size
+    is checked against the seek table first, as a part read alone checks it; the decoder
+    checks each zstd frame against its content size, and the stream must end exactly
+    at ``len(out)`` bytes."""
+    for p in range(parts.count):
+        size = (parts.first[p + 1] - parts.first[p]) * frame_bytes
+        content = _content_size(_part_data(data, parts, p), bad)
+        if content != size:
+            raise bad(f"zstd content size {content} != {size} expected")
+    view = memoryview(out)
+    src = memoryview(data)[: parts.start[-1]]
+    got = 0
+    try:
+        reader = decompressor.stream_reader(src, read_size=len(src), read_across_frames=True)
+        while got < len(view):
+            n = reader.readinto(view[got:])
+            if not n:
+                break
+            got += n
+        extra = reader.read(1) if got == len(view) else b""
+    except zstandard.ZstdError as e:
+        raise bad(f"zstd: {e}") from None
+    if got != len(view):
+        raise bad(f"decompressed {got} bytes, expected {len(view)}")
+    if extra:
+        raise bad(f"zstd parts hold more than their content sizes ({len(view)} bytes)")
 
 
 def _check_declared_sizes(header: ChunkHeader, data_bytes: int, bad) -> None:

@@ -349,7 +349,9 @@ class SegmentReader:
             parts = zstd_parts(header, data, segment=segment, offset=offset)
         if not keep and header.codec == Codec.ZSTD and not self._too_big(header):
             out = self._pass_buffers.take(header.count * header.frame_bytes)
-            frames = decode_chunk(header, data, dz, out=out, segment=segment, offset=offset)
+            frames = decode_chunk(
+                header, data, dz, out=out, parts=parts, segment=segment, offset=offset
+            )
             chunk = Chunk(segment, offset, header, (frames,), record_bytes)
         elif parts is None:
             frames = decode_chunk(header, data, dz, segment=segment, offset=offset)

@@ -135,7 +135,8 @@ class SegmentScan:
 
     @staticmethod
     def kind_of(record: GoodRecord) -> str:
-        """``"episode"``, ``"episode_end"``, ``"run_end"`` (metadata records), ``"chunk"``,
+        """``"episode"``, ``"episode_end"``, ``"run_end"``, ``"deleted"``, ``"merged"``
+        (metadata records), ``"chunk"``,
         ``"seal"`` or ``"unknown"``."""
         return _KINDS.get(record.type, "unknown")
 
@@ -171,6 +172,8 @@ _KINDS = {
     RecordType.EPISODE: "episode",
     RecordType.EPISODE_END: "episode_end",
     RecordType.RUN_END: "run_end",
+    RecordType.DELETED: "deleted",
+    RecordType.MERGED: "merged",
 }
 
 

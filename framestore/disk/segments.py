@@ -77,6 +77,7 @@ __all__ = [
     "segment_seal",
     "segment_version",
     "store_tag",
+    "write_note_segment",
 ]
 
 
@@ -471,3 +472,23 @@ class SegmentWriter:
         """Close and delete (used for an empty segment or a failed compaction output)."""
         self.close()
         self.path.unlink(missing_ok=True)
+
+
+def write_note_segment(
+    root: str | os.PathLike, segment_id: int, records: list[bytes], store_tag: int
+) -> int:
+    """A new sealed segment holding only ``records`` (``DELETED``/``MERGED`` notes:
+    docs/FORMAT.md, "Note segments"), written as ``.partial``, fsynced, renamed and the
+    directory fsynced (call with the writer lock held). Returns its size in bytes."""
+    seg = SegmentWriter.partial(root, segment_id, store_tag=store_tag)
+    try:
+        for record in records:
+            seg.append(record)
+        seg.seal()
+        seg.close()
+        seg.publish()
+    except BaseException:
+        seg.discard()
+        raise
+    fsync_dir(segment_dir(root))
+    return seg.size

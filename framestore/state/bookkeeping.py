@@ -9,6 +9,8 @@ share these; a user reading or recording never needs them, so they are not membe
 - ``next_ids(store)``: the run and episode ids a new recording starts from;
 - ``sync_segments(store)``: reconcile the catalogue's ``segments`` table with the files;
 - ``delete_segment_files(store, ids)``: delete segment files nothing points into;
+- ``delete_episodes_noted(store, ids)``: ``rm``'s commit, with its tombstone (a
+  ``DELETED`` record in a note segment, docs/FORMAT.md) written first;
 - ``chunk_bytes``, ``live_bytes_by_segment``, ``file_bytes``, ``segment_state``: sizes
   and states of segments as the files and the catalogue tell them.
 """
@@ -16,20 +18,23 @@ share these; a user reading or recording never needs them, so they are not membe
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
-from .._format import record_extent
+from .._format import RecordType, pack_notes, record_extent, store_tag
 from ..disk._lock import StoreLock
 from ..disk.scan import scan_segment
 from ..disk.segments import (
     checked_segment_dir,
     is_sealed,
     list_segment_ids,
+    next_segment_id,
     open_segment,
     segment_files,
     segment_path,
+    write_note_segment,
 )
 from ..errors import CorruptData, InvalidInput, UnsafeStore
 from ..files import fsync_dir
@@ -40,7 +45,9 @@ if TYPE_CHECKING:
 
 __all__ = [
     "chunk_bytes",
+    "delete_episodes_noted",
     "delete_segment_files",
+    "free_segment_id",
     "file_bytes",
     "live_bytes_by_segment",
     "next_ids",
@@ -168,3 +175,54 @@ def delete_segment_files(store: StoreView, segments: Iterable[int]) -> None:
     for sid in ids:
         segment_path(store.root, sid).unlink(missing_ok=True)
     fsync_dir(directory)
+
+
+def free_segment_id(store: StoreView) -> int:
+    """The first segment id above every id in use, as a file or reserved by the merge
+    journal (call with the writer lock held): a merge's or an ``rm``'s new segment."""
+    journaled = [new for m in store.catalog.merge_records() for new, _src in m.segments]
+    return max([next_segment_id(store.root), *(i + 1 for i in journaled)])
+
+
+def delete_episodes_noted(store: StoreView, episode_ids: list[int]) -> int:
+    """``rm``'s commit (call with the writer lock held; docs/RELIABILITY.md, "Deleting
+    episodes"). Returns the note segment's id.
+
+    1. A note segment holding ``DELETED`` records (a tombstone) for the episodes is
+       written: ``.partial``, fsynced, renamed, directory fsynced. It names each
+       episode's id, stream key, run and start times, and the segments that may hold
+       its records (those its frame pointers name, widened to every segment between
+       the first and the one after the last: its frameless chunks and ``EPISODE_END``
+       lie among them; every segment when it has no frame): ``gc`` drops the tombstone
+       once none of them is left.
+    2. ONE transaction marks the episodes deleted and registers the note segment.
+
+    A crash between 1 and 2 leaves a tombstone the catalogue does not know: the rm
+    happened (its commit point is the tombstone on disk); ``recover`` finishes it, and
+    ``gc`` refuses to run until then (a segment without a row).
+    """
+    catalog = _writable_catalog(store)
+    entries = catalog.tombstone_entries(episode_ids)
+    held = catalog.episode_segments(episode_ids)
+    existing = list_segment_ids(store.root)
+    if held:
+        lo, hi = min(held), max(held)
+        # the next segment too: an EPISODE_END (or steps without frames) after a chunk
+        # that filled its segment lands in the next one
+        after = min((s for s in existing if s > hi), default=hi)
+        listed = sorted(held | {s for s in existing if lo <= s <= after})
+    else:
+        listed = existing
+    store_id = catalog.store_id()
+    fields = {"store_id": store_id, "deleted": time.time(), "segments": listed,
+              "episodes": entries}  # fmt: skip
+    sid = free_segment_id(store)
+    size = write_note_segment(
+        store.root, sid, pack_notes(RecordType.DELETED, fields, "episodes"), store_tag(store_id)
+    )
+    with store.transaction() as cat:
+        cat.mark_deleted(episode_ids)
+        cat.record_segment(sid, "sealed", size)
+        # what gc and `info` read: the held segments' live bytes without these episodes
+        cat.set_live_bytes({s: chunk_bytes(store, s, cat.live_chunk_offsets(s)) for s in held})
+    return sid

@@ -14,12 +14,17 @@ The order of the steps is the safety argument; each leaves a store ``recover`` a
    the ``(new id, source id)`` pairs, new ids above every id in use or journaled.
 2. ``placed``: each segment is copied to ``seg-NNNNNN.fseg.partial``, fsynced and
    renamed to its final name, or hard-linked straight to it (a sealed file never
-   changes, so two names on one inode are safe); then the directory is fsynced. Nothing
-   points at the new files: a crash leaves files the journal names, which
+   changes, so two names on one inode are safe); then the directory is fsynced. Last,
+   a note segment of this store (the last journaled id) records the merge's provenance
+   (``MERGED`` records: the journal row as it will commit, the segments' store tags, the
+   source's run and episode ids and theirs here), so ``recover`` can rebuild the journal
+   and the merged-in store tags from the segments when ``framestore.db`` is lost.
+   Nothing points at the new files: a crash leaves files the journal names, which
    ``undo_incomplete_merges`` (run by ``recover`` and by the next ``merge``) deletes
    together with the journal row. The source is untouched so far.
 3. ``committed``: ONE transaction inserts the source's runs, episodes and steps (re-keyed,
-   pointers at the new ids), the segments' rows and marks the journal row ``done``.
+   pointers at the new ids), the segments' rows, the merged-in store tags (``meta``)
+   and marks the journal row ``done``.
 4. ``removed`` (``--move`` only): the source store's files are deleted. A crash here
    leaves a half-removed source that the journal says was merged: the next ``merge``
    finishes removing it.
@@ -32,21 +37,36 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
-from .._format import DB_NAME, LOCK_NAME, PARTIAL_SUFFIX, read_file_header
-from ..disk.segments import checked_segment_dir, next_segment_id, segment_dir, segment_path
+from .._format import (
+    DB_NAME,
+    LOCK_NAME,
+    PARTIAL_SUFFIX,
+    RecordType,
+    pack_notes,
+    read_file_header,
+    store_tag,
+)
+from ..disk.segments import (
+    checked_segment_dir,
+    segment_dir,
+    segment_path,
+    write_note_segment,
+)
 from ..errors import CorruptData, InvalidInput
 from ..files import fsync_dir
-from .bookkeeping import delete_segment_files
+from .bookkeeping import delete_segment_files, free_segment_id
 from .view import StoreView
 
 __all__ = [
     "PHASES",
     "header_id",
+    "header_tag",
     "new_segment_ids",
     "place_segments",
     "refuse_unfinished_merge",
     "remove_store_files",
     "undo_incomplete_merges",
+    "write_merge_note",
 ]
 
 PHASES = ("journaled", "placed", "committed", "removed")
@@ -63,14 +83,27 @@ def header_id(path: str | os.PathLike) -> int:
         return read_file_header(fp, str(path)).segment_id
 
 
+def header_tag(path: str | os.PathLike) -> int:
+    """The store tag a segment file's header names (checked; 0 for versions 1-2)."""
+    with open(path, "rb") as fp:
+        return read_file_header(fp, str(path)).store_tag
+
+
+def write_merge_note(store: StoreView, segment_id: int, fields: dict) -> int:
+    """Step 2's last file: the merge's provenance, ``MERGED`` records (docs/FORMAT.md,
+    "Note segments") in a note segment of this store under ``segment_id`` (journaled
+    with the placed segments, so an undo deletes it with them). Returns its size."""
+    records = pack_notes(RecordType.MERGED, fields, "episodes")
+    return write_note_segment(store.root, segment_id, records, store_tag(store.catalog.store_id()))
+
+
 def new_segment_ids(store: StoreView, count: int) -> list[int]:
     """``count`` consecutive ids above every segment id in use, as a file or in the
     merge journal (call with the writer lock held). ``UnsafeStore`` when the store's
     segment directory is a link (its files, behind it, would be numbered and replaced
     unseen): checked here, before the journal row is written."""
     checked_segment_dir(store.root)
-    journaled = [new for m in store.catalog.merge_records() for new, _src in m.segments]
-    first = max([next_segment_id(store.root), *(i + 1 for i in journaled)])
+    first = free_segment_id(store)
     return list(range(first, first + count))
 
 

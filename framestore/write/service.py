@@ -172,8 +172,9 @@ class FrameStorageService:
         )
         # A chunk never holds more than a quarter of the queue's bounds and the open
         # chunks together at most half: the other half keeps flowing to compression, so
-        # a producer waiting for room always sees it come.
-        self._buffers = ArrayBuffers(queue_bytes // 4)
+        # a producer waiting for room always sees it come. Chunk buffers are recycled
+        # up to the queue's byte bound (what the frames in them are bounded by).
+        self._buffers = ArrayBuffers(queue_bytes)
         self._chunks = ChunkAssembler(
             self.budget,
             self._buffers,

@@ -112,3 +112,30 @@ def test_a_segment_of_another_store_never_passes_for_this_stores(tmp_path, assau
             store.read_frames(1)
     result = run_cli("verify", a)
     assert result.exit_code == 1 and "written by another store" in result.output
+
+
+def test_a_reader_that_does_not_know_note_records_skips_them(tmp_path, monkeypatch):
+    """A note segment (rm's DELETED records, split over several records) read by a
+    scanner that knows only types 1-5, as 0.3.0's did: every record is framed and
+    checksummed like any other, so it is skipped as unknown and the segment reads as a
+    clean, sealed segment without frames; today's scanner joins the split list."""
+    import framestore.disk.scan as scan_module
+    from framestore._format import NOTE_ITEMS_PER_RECORD, pack_notes
+    from framestore.disk.segments import write_note_segment
+
+    episodes = [{"id": i, "stream_key": i} for i in range(NOTE_ITEMS_PER_RECORD + 5)]
+    fields = {"store_id": None, "deleted": 1.5, "segments": [1], "episodes": episodes}
+    records = pack_notes(RecordType.DELETED, fields, "episodes")
+    assert len(records) == 2
+    (tmp_path / "segments").mkdir()
+    write_note_segment(tmp_path, 7, records, store_tag=0)
+    path = segment_path(tmp_path, 7)
+    scan = scan_segment(path, 7)
+    assert scan.clean and scan.sealed and not scan.chunks and scan.unknown_records == 0
+    assert [scan.kind_of(r) for r in scan.meta_records] == ["deleted", "deleted"]
+    assert [e for r in scan.meta_records for e in r.meta["episodes"]] == episodes
+    old = frozenset((RecordType.EPISODE, RecordType.EPISODE_END, RecordType.RUN_END))
+    monkeypatch.setattr(scan_module, "META_RECORDS", old)
+    scan = scan_segment(path, 7)
+    assert scan.clean and scan.sealed and not scan.chunks and not scan.meta_records
+    assert scan.unknown_records == 2 and is_sealed(path)

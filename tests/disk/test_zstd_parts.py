@@ -197,3 +197,33 @@ def test_kept_parts_are_decoded_once_and_stay_within_the_budget(parted, assault_
                                   assault_frames[e * STEPS + s])  # fmt: skip
         assert store.reader.chunks_decoded - before > parts
         assert store.reader._kept_bytes <= 8 * frame_bytes or len(store.reader._kept) == 1
+
+
+def test_a_pass_decodes_a_chunk_of_parts_in_one_go_and_checks_each_part(parted, assault_frames):
+    """A sequential pass decodes all parts of a chunk with one decoder call into its
+    buffer (``decode_chunk(out=...)``), bit-exact; a seek table that disagrees with the
+    parts' own content sizes still raises ``CorruptRecord`` naming the chunk, as a
+    random read of that part would (damage inside a part is the record CRC's to find,
+    checked before any decoding)."""
+    from framestore._format.parts import pack_seek_table
+    from framestore.disk.codecs import decode_chunk
+    from framestore.errors import CorruptRecord
+
+    header, data = next((h, d) for h, d in _chunks(parted[0]) if h.count == STEPS)
+    dz = zstandard.ZstdDecompressor()
+    out = np.empty(header.count * header.frame_bytes + 7, dtype=np.uint8)
+    frames = decode_chunk(header, data, dz, out=out, segment=1, offset=99)
+    want = b"".join(f.tobytes() for f in assault_frames)
+    assert frames.tobytes() in want and not frames.flags.writeable
+    parts = zstd_parts(header, data)
+    assert parts is not None and parts.count == 4
+    fb = header.frame_bytes
+    sizes = [
+        (parts.start[p + 1] - parts.start[p], (parts.first[p + 1] - parts.first[p]) * fb)
+        for p in range(parts.count)
+    ]
+    body = bytes(data[: parts.start[-1]])
+    # the first two parts' frame counts swapped in the table (6+6 -> 8+4): sums still agree
+    lying = [(sizes[0][0], 8 * fb), (sizes[1][0], 4 * fb), *sizes[2:]]
+    with pytest.raises(CorruptRecord, match=r"segment 1.*99.*content size"):
+        decode_chunk(header, body + pack_seek_table(lying), dz, out=out, segment=1, offset=99)

@@ -11,6 +11,8 @@ small enough to rotate, so episodes span segments.
 
 from __future__ import annotations
 
+import json
+import shutil
 import sqlite3
 from contextlib import closing
 from pathlib import Path
@@ -20,10 +22,12 @@ import pytest
 from conftest import WRITERS, run_cli, writer_overrides
 
 from framestore import FrameStore, RecordFrames
+from framestore.disk.segments import list_segment_ids, segment_path
 from framestore.envs import make_env
 from tools.recover import recover
 from tools.verify import verify
 
+ENV_ID = "ALE/Assault-v5"
 DB_FILES = ("framestore.db", "framestore.db-wal", "framestore.db-shm")
 SMALL = {"segment_bytes": 1 << 20, "chunk_frames": 8, "codec": "raw"}
 
@@ -135,8 +139,11 @@ def test_a_catalogue_is_rebuilt_after_rm_and_gc(tmp_path, assault_frames):
     path = tmp_path / "s.store"
     record_store(path, assault_frames, "thread")
     assert run_cli("rm", path, "--episode", 2).exit_code == 0
+    tombstone = max(catalogue(path)["segments"])[0]  # rm's note segment: the newest
     result = run_cli("gc", path, "--threshold", 1, "--json")
     assert result.exit_code == 0 and '"segments_written": [' in result.output, result.output
+    # every segment that held episode 2's records is gone: so is its tombstone
+    assert tombstone in json.loads(result.output)["segments_deleted"]
     want = catalogue(path)
     want["episodes"] = [row for row in want["episodes"] if row[0] != 2]  # rm'd: forgotten
     again = run_cli("gc", path, "--json")  # the default threshold: nothing left to win
@@ -147,6 +154,46 @@ def test_a_catalogue_is_rebuilt_after_rm_and_gc(tmp_path, assault_frames):
     assert result.exit_code == 0, result.output
     assert catalogue(path) == want
     assert verify(path).ok
+
+
+@pytest.mark.parametrize("writer", WRITERS, indirect=True)
+def test_rmd_episodes_stay_gone_in_a_rebuilt_catalogue(tmp_path, assault_frames, writer):
+    """``rm`` writes a tombstone (a DELETED record in a note segment) before its SQLite
+    commit: with framestore.db deleted before any gc, the rebuilt catalogue holds the
+    rm'd episodes deleted, exactly as the original did, and everything else bit-exact."""
+    path = tmp_path / "s.store"
+    record_store(path, assault_frames, writer)
+    with FrameStore.open(path, readonly=True) as store:
+        ids = [e.id for e in store.episodes()]
+        frames = {e: store.read_frames(e) for e in ids}
+        steps = {e: store.read_steps(e) for e in ids}
+    doomed = [ids[1], ids[3]]
+    result = run_cli("rm", path, *(a for e in doomed for a in ("--episode", e)))
+    assert result.exit_code == 0, result.output
+    assert verify(path).ok
+    want = catalogue(path)
+    assert sorted(r[0] for r in want["episodes"] if r[10] == "deleted") == doomed
+
+    delete_catalogue(path)
+    report = recover(path)
+    assert report.catalogue_rebuilt and not report.data_lost
+    assert report.episodes_deleted == doomed
+    assert catalogue(path) == want
+    assert verify(path).ok
+    with FrameStore.open(path, readonly=True) as store:
+        assert [e.id for e in store.episodes()] == [e for e in ids if e not in doomed]
+        for eid in ids:
+            if eid in doomed:
+                continue
+            got = store.read_frames(eid)
+            assert all(np.array_equal(a, b) for a, b in zip(got, frames[eid], strict=True))
+            assert store.read_steps(eid) == steps[eid]
+    # gc reclaims them as it would have from the original catalogue
+    assert run_cli("gc", path, "--threshold", 1).exit_code == 0
+    delete_catalogue(path)
+    assert recover(path).episodes_deleted == []  # nothing of them is left to name
+    with FrameStore.open(path, readonly=True) as store:
+        assert [e.id for e in store.episodes()] == [e for e in ids if e not in doomed]
 
 
 def test_verify_finds_rows_that_differ_from_their_segments(tmp_path, assault_frames):
@@ -162,3 +209,130 @@ def test_verify_finds_rows_that_differ_from_their_segments(tmp_path, assault_fra
     assert verify(path, quick=True).ok  # --quick reads no steps blocks
     result = run_cli("verify", path)
     assert result.exit_code == 1 and "metadata mismatch" in result.output
+
+
+def merged_catalogue(path: Path) -> dict[str, list[tuple]]:
+    """``catalogue`` plus what a merge records: the journal, the merged-in store tags,
+    the streams and their pointers."""
+    tables = catalogue(path)
+    with closing(sqlite3.connect(path / "framestore.db")) as conn:
+        for t in ("merges", "streams", "step_frames"):
+            tables[t] = sorted(conn.execute(f"SELECT * FROM {t}").fetchall(), key=repr)
+        tables["tags"] = conn.execute(
+            "SELECT value FROM meta WHERE key = 'merge.store_tags'"
+        ).fetchall()
+    return tables
+
+
+@pytest.fixture
+def merged_store(tmp_path, assault_frames):
+    """Store A with store B merged in (B's episodes reuse A's ids: their stream keys
+    collide); B's episode 1 was deleted before the merge (not merged, some of its chunks
+    come along in B's segments) and a merged episode deleted in A after it."""
+    a, b = tmp_path / "a.store", tmp_path / "b.store"
+    record_store(a, assault_frames, "thread")
+    record_store(b, assault_frames[50:], "thread")
+    assert run_cli("rm", b, "--episode", 1).exit_code == 0
+    result = run_cli("merge", a, b, "--json")
+    assert result.exit_code == 0, result.output
+    ids = json.loads(result.output)["sources"][0]["episode_ids"]
+    assert run_cli("rm", a, "--episode", ids["3"]).exit_code == 0
+    assert verify(a).ok
+    return a
+
+
+def test_a_merged_store_is_rebuilt_with_its_merge_journal(merged_store):
+    """merge writes its provenance (a MERGED record in a note segment): with
+    framestore.db deleted, recover rebuilds the journal, the merged segments' header
+    ids, the merged-in store tags and the merged episodes, table by table."""
+    path = merged_store
+    want = merged_catalogue(path)
+    assert len(want["merges"]) == 1 and want["tags"]
+    with FrameStore.open(path, readonly=True) as store:
+        live = [e.id for e in store.episodes()]
+        frames = {e: store.read_frames(e) for e in live}
+        steps = {e: store.read_steps(e) for e in live}
+
+    delete_catalogue(path)
+    report = recover(path)
+    assert report.catalogue_rebuilt and report.merges_restored == [1]
+    assert not report.data_lost and not report.steps_without_metadata
+    assert merged_catalogue(path) == want
+    assert verify(path).ok
+    with FrameStore.open(path, readonly=True) as store:
+        assert [e.id for e in store.episodes()] == live
+        for eid in live:
+            got = store.read_frames(eid)
+            assert all(np.array_equal(a, b) for a, b in zip(got, frames[eid], strict=True))
+            assert store.read_steps(eid) == steps[eid]
+    assert "nothing to recover" in run_cli("recover", path).output
+
+
+def record_other(path: Path, frames: int = 4) -> Path:
+    """A store never merged anywhere: one episode (1 MiB segments of ~10 raw frames)."""
+    with FrameStore.open(path) as store, store.recorder(ENV_ID, overrides=SMALL) as rec:
+        rec.begin_episode(seed=1)
+        for i in range(frames):
+            rec.record_step(np.full((210, 160, 3), i, np.uint8))
+        rec.end_episode()
+    return path
+
+
+def test_a_merged_segment_replaced_by_hand_is_reported_by_verify(merged_store, tmp_path):
+    """A merged segment's file swapped for another store's segment that names the same
+    source id in its header: its tag is no merged-in store's."""
+    path = merged_store
+    with closing(sqlite3.connect(path / "framestore.db")) as conn:
+        sid, header = conn.execute(
+            "SELECT id, header_id FROM segments WHERE header_id IS NOT NULL ORDER BY id"
+        ).fetchone()
+    other = record_other(tmp_path / "c.store", frames=10 * header + 10)
+    shutil.copyfile(segment_path(other, header), segment_path(path, sid))
+    found = [p for p in verify(path).problems if "never merged into this one" in p.message]
+    assert [p.segment for p in found] == [sid], verify(path).problems
+
+
+def test_a_segment_copied_in_by_hand_is_reported_by_verify(merged_store, tmp_path):
+    """A segment of a store never merged in, copied into the segment directory by hand:
+    verify names it in one line, before and after recover (which leaves its frames
+    alone), with the catalogue rebuilt too; the merged segments' tags are accepted."""
+    path = merged_store
+    other = record_other(tmp_path / "c.store")
+    want = merged_catalogue(path)
+    free = max(list_segment_ids(path)) + 1
+    shutil.copyfile(segment_path(other, 1), segment_path(path, free))
+
+    def problems() -> list[str]:
+        found = verify(path).problems
+        assert [p.segment for p in found] == [free], found
+        return [str(p) for p in found]
+
+    assert "written by another store" in problems()[0]
+    assert recover(path).episodes_created == []  # its frames are not adopted
+    assert "written by another store" in problems()[0]
+    delete_catalogue(path)
+    assert recover(path).merges_restored == [1]
+    assert "written by another store" in problems()[0]
+    got = merged_catalogue(path)  # the same store, its segments table listing the copy
+    assert [row[0] for row in got.pop("segments")] == [row[0] for row in want.pop("segments")] + [
+        free
+    ]
+    assert got == want
+    result = run_cli("verify", path)
+    assert result.exit_code == 1
+    assert sum(f"segment {free}" in line for line in result.output.splitlines()) == 1
+
+
+def test_a_store_merged_before_tags_were_recorded_keeps_verifying(merged_store, tmp_path):
+    """A store that merged with 0.3.0 recorded no merged-in tags; its next merge records
+    those of the segments it had merged too, so verify keeps accepting them."""
+    path = merged_store
+    with closing(sqlite3.connect(path / "framestore.db")) as conn, conn:
+        (old,) = conn.execute("SELECT value FROM meta WHERE key = 'merge.store_tags'").fetchone()
+        conn.execute("DELETE FROM meta WHERE key = 'merge.store_tags'")
+    assert verify(path).ok  # nothing recorded: merged segments' tags are not checked
+    other = record_other(tmp_path / "c.store")
+    assert run_cli("merge", path, other).exit_code == 0
+    tags = merged_catalogue(path)["tags"]
+    assert set(json.loads(old)) < set(json.loads(tags[0][0]))
+    assert verify(path).ok

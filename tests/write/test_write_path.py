@@ -121,3 +121,26 @@ def test_an_interrupt_while_placing_a_frame_leaves_no_empty_chunk(
     assert chunk_lengths(path) == [8]
     report = verify(path)
     assert report.ok, [str(p) for p in report.problems]
+
+
+def test_chunk_buffers_in_rotation_are_all_reused():
+    """Interleaved episodes keep many chunk buffers in rotation (8 open, 8 being
+    written): every buffer that comes back is reused while all buffers made stay within
+    the bound (the queue's bytes), so a long recording stops making fresh (page-faulting)
+    buffers after warm-up; past the bound a returned buffer is freed."""
+    from framestore.write._openchunks import ArrayBuffers
+
+    shape, capacity = (210, 160, 3), 4
+    size = capacity * 210 * 160 * 3
+    buffers = ArrayBuffers(keep_bytes=16 * size)
+    first = [buffers.get(shape, capacity)[0] for _ in range(16)]
+    for buf in first:
+        buffers.put_back(buf)
+    again = [buffers.get(shape, capacity)[0] for _ in range(16)]
+    assert {id(b) for b in again} == {id(b) for b in first}
+    extra = buffers.get(shape, capacity)[0]  # a 17th: made, over the bound
+    assert all(extra is not b for b in first)
+    for buf in [*again, extra]:
+        buffers.put_back(buf)
+    kept = [buffers.get(shape, capacity)[0] for _ in range(17)]
+    assert sum(any(k is b for b in [*first, extra]) for k in kept) == 16

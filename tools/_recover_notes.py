@@ -1,0 +1,236 @@
+"""``recover``'s use of note segments (docs/FORMAT.md, "Note segments"): the ``DELETED``
+records ``rm`` writes (tombstones) and the ``MERGED`` records ``merge`` writes (a
+merge's provenance: ``restore_merges`` rebuilds the merge journal, the merged segments'
+rows and the merged-in store tags of a lost catalogue from them).
+
+A tombstone is honoured for the episodes it names that are this store's: its record
+carries this store's id (or, without one, its segment's header tag is this store's),
+and the catalogue's episode of that id has the run start and episode start the
+tombstone names (another recording that used the same id is left alone). Such an
+episode that the catalogue holds live is marked deleted: either ``rm`` stopped between
+writing its tombstone (its commit point) and its SQLite commit, or the catalogue was
+rebuilt from segments, which describe the episode as it was recorded.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any
+
+from framestore.catalog import MERGED_TAGS, Catalog, MergeRecord
+from framestore.disk.scan import SegmentScan
+from framestore.disk.segments import store_tag
+
+from ._recover_meta import Restored
+from ._recover_meta import _steps_of_segment as steps_of_segment
+from ._recover_meta import _stream_frames_of_segment as stream_frames_of_segment
+
+__all__ = [
+    "apply_tombstones",
+    "merge_notes",
+    "restore_merged_episodes",
+    "restore_merges",
+    "tombstones",
+]
+
+
+def tombstones(scans: dict[int, SegmentScan], store_id: str | None) -> dict[int, list[dict]]:
+    """``{note segment: [episode entries]}`` of the ``DELETED`` records this store wrote."""
+    out: dict[int, list[dict]] = {}
+    for sid, scan in sorted(scans.items()):
+        for rec in scan.meta_records:
+            if scan.kind_of(rec) != "deleted" or not _ours(rec.meta, scan, store_id):
+                continue
+            entries = rec.meta.get("episodes")
+            if isinstance(entries, list):
+                out.setdefault(sid, []).extend(e for e in entries if isinstance(e, dict))
+    return out
+
+
+def _ours(meta: dict[str, Any], scan: SegmentScan, store_id: str | None) -> bool:
+    named = meta.get("store_id")
+    if isinstance(named, str):
+        return named == store_id
+    return bool(store_id) and scan.store_tag == store_tag(store_id)
+
+
+def apply_tombstones(
+    cat: Catalog, scans: dict[int, SegmentScan], statuses: dict[int, str]
+) -> list[int]:
+    """Mark deleted (in the caller's transaction) the live episodes this store's
+    tombstones name (module docstring); ``statuses`` is updated. Returns their ids."""
+    found = tombstones(scans, cat.store_id())
+    if not found:
+        return []
+    episodes, runs = cat.origins()
+    doomed = []
+    for entries in found.values():
+        for e in entries:
+            eid = e.get("id")
+            if type(eid) is not int or statuses.get(eid) in (None, "deleted"):
+                continue
+            run_id, started = episodes.get(eid, (None, None))
+            if (runs.get(run_id), started) == (e.get("run_created"), e.get("started")):
+                doomed.append(eid)
+                statuses[eid] = "deleted"
+    doomed = sorted(set(doomed))
+    if doomed:
+        cat.mark_deleted(doomed)
+    return doomed
+
+
+# --------------------------------------------------------------------------- merges
+def merge_notes(scans: dict[int, SegmentScan], store_id: str | None) -> dict[int, dict]:
+    """``{journal id: the MERGED fields, lists joined}`` of the notes this store wrote
+    (a note split over several records repeats every field but ``episodes``); each
+    with ``note``, the note segment's id."""
+    out: dict[int, dict] = {}
+    for sid, scan in sorted(scans.items()):
+        for rec in scan.meta_records:
+            meta = rec.meta
+            mid = meta.get("merge_id")
+            if scan.kind_of(rec) != "merged" or type(mid) is not int:
+                continue
+            if not _ours(meta, scan, store_id) or not _well_formed(meta):
+                continue
+            if mid in out:
+                out[mid]["episodes"] += meta["episodes"]
+            else:
+                out[mid] = {**meta, "episodes": list(meta["episodes"]), "note": sid}
+    return out
+
+
+def _pairs(value: Any) -> bool:
+    return isinstance(value, list) and all(
+        isinstance(p, list) and len(p) == 2 and all(type(x) is int for x in p) for p in value
+    )
+
+
+def _well_formed(meta: dict[str, Any]) -> bool:
+    text = ("source_id", "source_path", "fingerprint", "mode")
+    counts = meta.get("counts")
+    return (
+        all(isinstance(meta.get(k), str) for k in text)
+        and all(_pairs(meta.get(k)) for k in ("segments", "runs", "episodes"))
+        and isinstance(meta.get("tags"), list)
+        and all(type(t) is int for t in meta["tags"])
+        and isinstance(counts, dict)
+        and all(type(counts.get(k)) is int for k in ("runs", "episodes", "steps"))
+    )
+
+
+def restore_merges(cat: Catalog, scans: dict[int, SegmentScan]) -> list[int]:
+    """The journal rows of finished merges the catalogue lacks, rebuilt from their
+    provenance notes (in the caller's transaction), with the rows of the segments they
+    placed (their header ids) and the merged-in store tags. Returns the journal ids
+    restored. A note is written after every segment of its merge was placed, so a
+    merge whose note is on disk is complete on disk (one killed before its commit,
+    its journal lost with the catalogue, is rolled forward)."""
+    notes = merge_notes(scans, cat.store_id())
+    have = {m.id for m in cat.merge_records()}
+    restored = []
+    tags = set(cat.meta_get(MERGED_TAGS) or [])
+    for mid, n in sorted(notes.items()):
+        if mid in have:
+            continue
+        counts = n["counts"]
+        cat.restore_merge(
+            MergeRecord(
+                id=mid, source_id=n["source_id"], source_path=n["source_path"],
+                fingerprint=n["fingerprint"], mode=n["mode"], state="done",
+                segments=[(a, b) for a, b in n["segments"]],
+                ids={"runs": dict(n["runs"]), "episodes": dict(n["episodes"])},
+                started=n.get("started"), finished=n.get("finished"),
+                runs=counts["runs"], episodes=counts["episodes"], steps=counts["steps"],
+            )
+        )  # fmt: skip
+        for new, header in n["segments"]:
+            if new != n["note"] and new in scans:
+                cat.record_segment(new, "sealed", scans[new].size, header_id=header)
+        tags |= set(n["tags"])
+        restored.append(mid)
+    if restored:
+        cat.meta_set(MERGED_TAGS, sorted(tags))
+    return restored
+
+
+def restore_merged_episodes(
+    cat: Catalog,
+    root,
+    scans: dict[int, SegmentScan],
+    statuses: dict[int, str],
+    notes: dict[int, dict],
+) -> Restored:
+    """Runs, episodes and steps of merged episodes the catalogue lacks, rebuilt from
+    the segments their merge placed (still as placed: not yet folded into this store's
+    own by ``gc``) and mapped through the note's ids (in the caller's transaction): a
+    segment's ``EPISODE`` record is used when the source store wrote it and the note
+    maps its episode. ``statuses`` is updated. Records of stores the source had merged
+    itself are not (their ids are mapped by the source's own notes, not copied)."""
+    out = Restored()
+    episodes, runs = cat.origins()
+    have = defaultdict(set, cat.step_keys())
+    pointed = cat.pointed_frames()
+    restored: dict[int, int] = defaultdict(int)
+    known = set(statuses)
+    for n in notes.values():
+        ep_map, run_map = dict(n["episodes"]), dict(n["runs"])
+        for new, _header in n["segments"]:
+            scan = scans.get(new)
+            if scan is None or new == n["note"] or (scan.version or 0) < 3:
+                continue
+            owner: dict[int, int | None] = {}
+            streams: dict[int, list] = {}
+            for rec in scan.meta_records:
+                meta, kind = rec.meta, scan.kind_of(rec)
+                key = meta.get("stream_key")
+                if kind == "episode" and meta.get("store_id") == n["source_id"]:
+                    eid = _merged_episode(cat, meta, ep_map, run_map, episodes, runs, statuses)
+                    owner[key] = eid
+                    listed = meta.get("streams")
+                    if eid is not None and isinstance(listed, list):
+                        streams[eid] = [d for d in listed if isinstance(d, dict)]
+                elif kind == "episode_end" and owner.get(key) is not None:
+                    if cat.restore_episode_end(owner[key], meta):
+                        out.episodes_ended.append(owner[key])
+                elif kind == "run_end" and meta.get("run_id") in run_map:
+                    stats = meta.get("stats")
+                    cat.restore_run_end(
+                        run_map[meta["run_id"]], meta.get("ended"),
+                        stats if isinstance(stats, str) else None,
+                    )  # fmt: skip
+            for eid, listed in streams.items():
+                cat.restore_streams(eid, listed)
+            rows, stream_rows = steps_of_segment(root, scan, owner, statuses, have, pointed, out)
+            for row in rows:
+                restored[row[0]] += 1
+            cat.restore_steps(row[:12] for row in rows)
+            cat.restore_observations((r[12], r[0], r[1]) for r in rows if r[12] is not None)
+            stream_rows += stream_frames_of_segment(scan, owner, statuses, pointed, streams)
+            cat.restore_stream_frames(stream_rows)
+    out.steps = dict(sorted(restored.items()))
+    out.episodes_created = sorted(set(statuses) - known)
+    return out
+
+
+def _merged_episode(cat, meta, ep_map, run_map, episodes, runs, statuses) -> int | None:
+    """The id here of the merged episode an ``EPISODE`` record describes, its run and
+    episode rows created when the catalogue lacks them (None: not merged by this note,
+    or the id here holds another episode)."""
+    ep, run = meta.get("episode"), meta.get("run")
+    if not isinstance(ep, dict) or not isinstance(run, dict):
+        return None
+    eid, run_id = ep_map.get(ep.get("id")), run_map.get(run.get("id"))
+    if eid is None or run_id is None or type(meta.get("stream_key")) is not int:
+        return None
+    if eid in episodes:  # restored already (another segment, or an earlier merge)
+        return eid if episodes[eid] == (run_id, ep.get("started")) else None
+    if run_id not in runs:
+        cat.restore_run({**run, "id": run_id}, run_id)
+        runs[run_id] = run.get("created")
+    continues = ep_map.get(ep.get("continues_episode"))
+    cat.restore_episode({**ep, "id": eid, "continues_episode": continues}, run_id,
+                        meta["stream_key"])  # fmt: skip
+    episodes[eid] = (run_id, ep.get("started"))
+    statuses[eid] = "recording"
+    return eid
