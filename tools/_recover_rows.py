@@ -228,9 +228,7 @@ def adopt_rowless(
     # A chunk every slot of which a row points at has nothing to adopt (merged segments
     # and gc's copies of their chunks carry source stream keys that are not episode ids).
     pointed = cat.pointed_frames()
-    merged = set(cat.merged_segments())  # their rows committed with them: nothing to rebuild
-    own_tag = store_tag(cat.store_id())  # another store's segment, not merged: left alone
-    merged |= {sid for sid, scan in scans.items() if scan.store_tag not in (0, own_tag)}
+    merged = _not_ours_to_rebuild(cat, scans)
     recovered: dict[int, int] = defaultdict(int)
     foreign = Foreign()
     skipped = 0
@@ -271,6 +269,14 @@ def adopt_rowless(
         recovered[ep] += len(rowless)
     cat.recount_episodes(eps.created)
     return dict(sorted(recovered.items())), eps.created, foreign, skipped
+
+
+def _not_ours_to_rebuild(cat: Catalog, scans: dict[int, SegmentScan]) -> set[int]:
+    """Segments whose frames get no rows from recover: merged ones (their rows committed
+    with them) and another store's that no merge brought in (left alone)."""
+    merged = set(cat.merged_segments())
+    own_tag = store_tag(cat.store_id())
+    return merged | {sid for sid, scan in scans.items() if scan.store_tag not in (0, own_tag)}
 
 
 def _owner(key: int, owners: dict[int, list[int]], statuses: dict[int, str]) -> int | None:
