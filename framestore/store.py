@@ -444,8 +444,9 @@ class FrameStore:
         read-only copy of the frame). ``stream``: which of the step's frames
         (``EpisodeInfo.streams``; ``StreamNotFound`` for a name the episode lacks).
 
-        The episode's frame pointers are read once and kept while the catalogue is
-        unchanged (a pragma checks that), so a random read queries no table."""
+        The episode's frame pointers (of each stream read) are read once and kept while
+        the catalogue is unchanged (a pragma checks that), so a random read queries no
+        table."""
         self._check_open()
         episode_id = check_id(episode_id, "episode id")
         if clamp_step(step, "step") != step:  # negative, or past any step SQLite holds
@@ -453,18 +454,15 @@ class FrameStore:
         if stream != RENDER_STREAM:
             info = self._stream_info(episode_id, stream)
             step = int(step)
-            for _step, loc, shape in self.catalog.stream_pointers(
-                episode_id, info.index, step, step + 1
-            ):
-                if loc is None:
-                    raise FrameNotFound(
-                        f"episode {episode_id} step {step} has no stored frame in stream {stream!r}"
-                    )
-                # a miss decodes the zstd part up to the frame, as render's reads do
-                key = (self.stream_key(episode_id), step)
-                frame = self._reader.read(loc, copy=copy, expect_key=key, expect_stream=info.index)
-                return _as_stream(frame, info, shape)
-            raise FrameNotFound(f"episode {episode_id} has no step {step}")
+            _step, loc, shape = self._pointers.pointer(episode_id, step, info.index)
+            if loc is None:
+                raise FrameNotFound(
+                    f"episode {episode_id} step {step} has no stored frame in stream {stream!r}"
+                )
+            # a miss decodes the zstd part up to the frame, as render's reads do
+            key = (self.stream_key(episode_id), step)
+            frame = self._reader.read(loc, copy=copy, expect_key=key, expect_stream=info.index)
+            return _as_stream(frame, info, shape)
         loc = self._pointers.location(episode_id, int(step))
         if loc is None:
             raise FrameNotFound(f"episode {episode_id} step {step} has no stored frame (dropped)")

@@ -250,7 +250,8 @@ def build_kinds(root: Path, s3, meanwhile: Callable[[], object] = lambda: None) 
         record(observed, "--seed", 71, "--observations")
         kinds["observations"] = Kind("observations", str(observed))
         vector = root / "vector.store"
-        record(vector, "--seed", 11, "--episodes", 4, "--envs", 4)
+        # with observations (issue 20): each sub-environment's, stored once with its frame
+        record(vector, "--seed", 11, "--episodes", 4, "--envs", 4, "--observations")
         kinds["vector"] = Kind("vector", str(vector))
         kinds["merged"] = _merged(root)
         kinds["rm_gc"] = _rm_gc(root)

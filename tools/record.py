@@ -135,7 +135,8 @@ def record(
 
     ``observations``: also record each step's observation (``RecordFrames(...,
     observations=True)``: image observations as the frame stream ``observation``, one
-    equal to the rendered frame stored once); one environment.
+    equal to the rendered frame stored once); with ``envs`` > 1 each sub-environment's
+    (``RecordVectorFrames(..., observations=True)``).
 
     Returns a summary (``bytes_out``: the run's compressed frames; ``bytes_on_disk``:
     the whole store afterwards, as ``framestore info`` counts it; ``seeds_recorded_before``:
@@ -147,9 +148,6 @@ def record(
     _check_args(episodes, max_steps, envs, vector_mode, seed)
     spec = load_policy(policy)  # a bad name is refused before the environment starts
     overrides: dict[str, Any] = {}
-    if observations:
-        if envs > 1:
-            raise InvalidInput("--observations records one environment, not --envs")
     if codec is not None:
         overrides["codec"] = codec
     if durability is not None:

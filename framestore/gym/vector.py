@@ -108,6 +108,12 @@ class RecordVectorFrames(VectorWrapper):
         preset, overrides, config: passed to ``store.recorder`` (queue and sink bounds
             are scaled by the number of sub-environments unless ``overrides`` set them).
         recorder: record into an existing recorder instead (it is not closed here).
+        observations: also record each sub-environment's observations, as
+            ``RecordFrames(observations=True)`` does (image entries as the frame stream
+            ``observation`` or ``observation.<key>``, one equal to the rendered frame
+            stored once; small other arrays in the step row). Same-step autoreset: an
+            ended episode's last row gets its ``final_obs``. The single observation
+            space is checked here.
     """
 
     def __init__(
@@ -120,8 +126,16 @@ class RecordVectorFrames(VectorWrapper):
         overrides: dict[str, Any] | None = None,
         config: dict[str, Any] | None = None,
         recorder: Recorder | None = None,
+        observations: bool = False,
     ):
         super().__init__(env)
+        self.observations = bool(observations)
+        if self.observations:
+            # A sample has the space's shapes, dtypes and keys: what cannot be recorded
+            # is refused now, in one line, before the first step.
+            from ..write._observations import split_observation
+
+            split_observation(env.single_observation_space.sample())
         if env.render_mode != "rgb_array":
             raise ValueError(
                 f"RecordVectorFrames needs render_mode='rgb_array', the environment has "
@@ -173,6 +187,12 @@ class RecordVectorFrames(VectorWrapper):
                 f"sub-environment ({self.num_envs}), got {type(frames).__name__}"
             )
         return frames
+
+    def _observations(self, obs: Any) -> list[Any] | None:
+        """Each sub-environment's observation of a batched one (None: not recorded)."""
+        if not self.observations:
+            return None
+        return list(iterate(self.env.observation_space, obs))
 
     def _actions(self, actions: Any, skip: np.ndarray | None) -> Any:
         """Per-sub-environment actions (a Discrete batch stays one array); ``None``
@@ -255,8 +275,12 @@ class RecordVectorFrames(VectorWrapper):
                 self._close(int(i), "interrupted")
                 ids.append(self._open(int(i), seeds[i], options))
                 rows.append(int(i))
+            per_obs = self._observations(obs)
             self.recorder.record_steps(
-                ids, [frames[i] for i in rows], infos=[per_info[i] for i in rows]
+                ids,
+                [frames[i] for i in rows],
+                infos=[per_info[i] for i in rows],
+                observations=None if per_obs is None else [per_obs[i] for i in rows],
             )
         except BaseException:
             self._stop_recording()
@@ -278,15 +302,15 @@ class RecordVectorFrames(VectorWrapper):
         try:
             obs, rewards, terminated, truncated, infos = self.env.step(actions)
             if self.autoreset_mode == AutoresetMode.SAME_STEP:
-                self._record_same_step(actions, rewards, terminated, truncated, infos)
+                self._record_same_step(obs, actions, rewards, terminated, truncated, infos)
             else:
-                self._record_next_step(actions, rewards, terminated, truncated, infos)
+                self._record_next_step(obs, actions, rewards, terminated, truncated, infos)
         except BaseException:
             self._stop_recording()
             raise
         return obs, rewards, terminated, truncated, infos
 
-    def _record_next_step(self, actions, rewards, terminated, truncated, infos) -> None:
+    def _record_next_step(self, obs, actions, rewards, terminated, truncated, infos) -> None:
         """Next-step (and disabled) autoreset: one batch per step; a sub-environment
         reset by this step starts its next episode with its reset frame."""
         resets = self._autoreset.copy() if self._autoreset.any() else None
@@ -302,6 +326,7 @@ class RecordVectorFrames(VectorWrapper):
             terminated,
             truncated,
             sub_env_infos(infos, self.num_envs),
+            observations=self._observations(obs),
         )
         done = np.logical_or(terminated, truncated)
         for i in np.flatnonzero(done):
@@ -310,10 +335,10 @@ class RecordVectorFrames(VectorWrapper):
             done if self.autoreset_mode == AutoresetMode.NEXT_STEP else self._autoreset
         )
 
-    def _record_same_step(self, actions, rewards, terminated, truncated, infos) -> None:
+    def _record_same_step(self, obs, actions, rewards, terminated, truncated, infos) -> None:
         """Same-step autoreset, one batch: every sub-environment's row (a terminating
-        one has no frame: the sub-environment has already reset), then the next
-        episodes' reset rows."""
+        one has no frame: the sub-environment has already reset; its observation is
+        ``final_obs``), then the next episodes' reset rows."""
         ids = list(self._episodes)
         n = self.num_envs
         done = np.logical_or(terminated, truncated)
@@ -325,6 +350,11 @@ class RecordVectorFrames(VectorWrapper):
         ]
         row_infos = [final[i] if done[i] else per_info[i] for i in range(n)]
         row_actions = list(self._actions(actions, None))
+        per_obs = self._observations(obs)
+        row_obs = None
+        if per_obs is not None:
+            final_obs = infos.get("final_obs")
+            row_obs = [final_obs[i] if done[i] else per_obs[i] for i in range(n)]
         rewards, terminated, truncated = list(rewards), list(terminated), list(truncated)
         ended = [int(i) for i in np.flatnonzero(done)]
         last = {i: ids[i] for i in ended}
@@ -335,13 +365,16 @@ class RecordVectorFrames(VectorWrapper):
             row_frames.append(frames[i])
             row_infos.append({k: v for k, v in per_info[i].items() if k not in _FINAL_KEYS})
             row_actions.append(None)
+            if row_obs is not None and per_obs is not None:
+                row_obs.append(per_obs[i])
             rewards.append(0.0)
             terminated.append(False)
             truncated.append(False)
         try:
             self.recorder.record_steps(
-                ids, row_frames, row_actions, rewards, terminated, truncated, row_infos
-            )
+                ids, row_frames, row_actions, rewards, terminated, truncated, row_infos,
+                observations=row_obs,
+            )  # fmt: skip
         except BaseException:
             for eid in last.values():  # their last row was refused
                 with contextlib.suppress(Exception):

@@ -7,7 +7,9 @@
 - ``IterableStepDataset``: the same items as one pass in chunk order, each DataLoader
   worker walking its share, with a bounded shuffle buffer;
 - ``TransitionDataset``: ``(obs, action, reward, next_obs, terminated, truncated)``;
-- ``collate_steps``: batches of uint8 frames with one copy, into shared memory in workers.
+- ``collate_steps``: batches of uint8 frames with one copy, into shared memory in workers;
+- ``ChunkShuffleSampler``: a shuffled epoch of a ``StepDataset`` that draws a few chunks
+  at a time, so consecutive items share decoded chunks.
 
 Every dataset reads the episodes' frame pointers and step values once when it is made
 (no SQLite query per item); each DataLoader worker opens the stores itself, read-only,
@@ -28,9 +30,11 @@ from ._datasets import (  # noqa: E402  (after the install hint)
     collate_steps,
 )
 from ._episodes import FIELDS, STREAMS  # noqa: E402
+from ._sampler import ChunkShuffleSampler  # noqa: E402
 
 __all__ = [
     "FIELDS",
+    "ChunkShuffleSampler",
     "STREAMS",
     "IterableStepDataset",
     "StepDataset",

@@ -172,6 +172,22 @@ class _Steps(_StepIndex):
         e = int(np.searchsorted(self._starts, index, side="right")) - 1
         return self.episodes[e], int(self._rows[e][index - self._starts[e]])
 
+    def chunk_keys(self) -> np.ndarray:
+        """``(store, segment, offset)`` of the chunk holding each item's frame in the
+        first stream returned, in item order (``ChunkShuffleSampler`` groups by it); in a
+        dataset of values only every item is its own key ``(store, episode, row)``."""
+        stream = self.streams[0] if self.streams else None
+        keys = [np.zeros((0, 3), dtype=np.int64)]
+        for ep, rows in zip(self.episodes, self._rows, strict=True):
+            if stream is None:
+                where = np.column_stack([np.full(len(rows), ep.episode), rows])
+            elif stream == "render":
+                where = np.column_stack([ep.segment[rows], ep.offset[rows]])
+            else:
+                where = ep.streams[stream][rows, :2]
+            keys.append(np.column_stack([np.full(len(rows), ep.store), where]).astype(np.int64))
+        return np.concatenate(keys)
+
     def item(self, ep: EpisodeArrays, row: int) -> dict[str, torch.Tensor]:
         if self.window:  # neighbours and pads: a batch of one
             return {k: v[0] for k, v in self.gather([(ep, row)]).items()}

@@ -3,7 +3,7 @@ of rows for ``record_steps`` checked and encoded in one pass before anything is 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,6 +16,8 @@ from ..catalog import format_shape
 from ..disk._refs import FrameRef
 from ..disk.codecs import check_frame
 from ..errors import InvalidFrame, InvalidInput
+from ._observations import split_observation, with_observation
+from ._streams import StreamInput, split_frames
 
 __all__ = ["BatchRows", "EpisodeState", "check_episode_args"]
 
@@ -100,6 +102,54 @@ def _infos(infos: object, n: int) -> list[str]:
     return out
 
 
+def _streams(
+    frames: object, observations: object, n: int
+) -> tuple[object, list[tuple[StreamInput, ...]], list[bytes | None]]:
+    """Each row's named streams (a ``{stream: frame}`` entry of ``frames``, as
+    ``record_step(frames=...)`` takes it) and observation (``observations``: N of them,
+    ``None`` entries allowed): the render frames left for ``_frames``, each row's other
+    streams and its typed observation binary. Checked before anything is queued."""
+    extras: list[tuple[StreamInput, ...]] = [()] * n
+    inlines: list[bytes | None] = [None] * n
+    named = (
+        frames is not None
+        and not isinstance(frames, np.ndarray)
+        and any(isinstance(f, Mapping) for f in frames)  # type: ignore[union-attr]
+    )
+    if named:
+        renders: list[object] = list(frames)  # type: ignore[call-overload]
+        if len(renders) != n:
+            raise InvalidInput(f"got {len(renders)} frames for {n} rows")
+        for i, f in enumerate(renders):
+            if isinstance(f, Mapping):
+                renders[i], extras[i] = split_frames(None, f)
+        frames = renders
+    if observations is not None:
+        if isinstance(observations, Mapping | np.ndarray):
+            raise InvalidInput(
+                "observations must be a sequence of one observation per row "
+                f"(gymnasium.vector.utils.iterate splits a batch), got {type(observations).__name__}"
+            )
+        try:
+            obs = list(observations)  # type: ignore[call-overload]
+        except TypeError:
+            raise InvalidInput(
+                f"observations must be a sequence, not {type(observations).__name__}"
+            ) from None
+        if len(obs) != n:
+            raise InvalidInput(f"got {len(obs)} observations for {n} rows")
+        render_of = (
+            list(frames) if frames is not None else [None] * n  # type: ignore[call-overload]
+        )
+        for i, o in enumerate(obs):
+            if o is not None:
+                parts = split_observation(o)
+                render = render_of[i] if isinstance(render_of[i], np.ndarray) else None
+                extras[i] = with_observation(extras[i], parts, render)
+                inlines[i] = parts.inline
+    return frames, extras, inlines
+
+
 @dataclass(frozen=True)
 class BatchRows:
     """N rows, validated and encoded (nothing queued yet)."""
@@ -111,6 +161,9 @@ class BatchRows:
     terminated: list[bool]
     truncated: list[bool]
     infos: list[str]
+    # each row's frames of other streams than render, and its typed observation binary
+    extras: list[tuple[StreamInput, ...]] = field(default_factory=list)
+    inlines: list[bytes | None] = field(default_factory=list)
 
     @classmethod
     def build(
@@ -123,6 +176,7 @@ class BatchRows:
         truncated: object,
         infos: object,
         space: Any,
+        observations: object = None,
     ) -> BatchRows:
         """Check and encode everything; raises ``InvalidInput`` before anything is kept."""
         try:
@@ -130,6 +184,7 @@ class BatchRows:
         except (TypeError, ValueError):
             raise InvalidInput("episode_ids must be a sequence of episode ids") from None
         n = len(ids)
+        frames, extras, inlines = _streams(frames, observations, n)
         return cls(
             episode_ids=ids,
             frames=_frames(frames, n),
@@ -138,6 +193,8 @@ class BatchRows:
             terminated=_flags(terminated, n, "terminated"),
             truncated=_flags(truncated, n, "truncated"),
             infos=_infos(infos, n),
+            extras=extras,
+            inlines=inlines,
         )
 
     def step_numbers(self, states: list[EpisodeState]) -> list[int]:

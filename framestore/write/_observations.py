@@ -16,11 +16,12 @@ from __future__ import annotations
 import math
 import struct
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 
+from .._format import RENDER_STREAM
 from .._format.streams import (
     MAX_INLINE_OBSERVATION,
     OBS_DTYPES,
@@ -43,6 +44,7 @@ __all__ = [
     "pack_observation",
     "split_observation",
     "unpack_observation",
+    "with_observation",
 ]
 
 #: The stream (or, for a dict, the prefix of the streams) of image observations.
@@ -116,6 +118,24 @@ def split_observation(obs: Any) -> ObservationParts:
     if len(inline) > 255:
         raise InvalidInput(f"{len(inline)} observation entries; at most 255")
     return ObservationParts(tuple(streams), pack_observation(inline) if inline else None)
+
+
+def with_observation(
+    extra: tuple[StreamInput, ...], parts: ObservationParts, render: np.ndarray | None
+) -> tuple[StreamInput, ...]:
+    """``extra`` and the observation's streams (one name once; an image equal to the
+    render frame is stored once)."""
+    names = {s.name for s in extra}
+    out = list(extra)
+    for s in parts.streams:
+        if s.name in names or s.name == RENDER_STREAM:
+            raise InvalidInput(f"stream {s.name!r} given twice (in frames= and observation=)")
+        if render is not None and s.dtype == "uint8" and s.shape == format_shape(render.shape):
+            same = s.frame is render or np.array_equal(s.frame.reshape(render.shape), render)
+            if same:
+                s = replace(s, shared=True)
+        out.append(s)
+    return tuple(out)
 
 
 def pack_observation(entries: list[tuple[str, Any]]) -> bytes:

@@ -36,7 +36,7 @@ from telemetry import (
 )
 
 from .._closing import close_all
-from .._format import RENDER_STREAM, StepMeta
+from .._format import StepMeta
 from .._format.streams import MAX_STREAMS
 from ..catalog import check_seed, format_shape
 from ..errors import InvalidInput, StoreClosed
@@ -45,7 +45,7 @@ from ..state.bookkeeping import next_ids, sync_segments
 from ..state.merging import refuse_unfinished_merge
 from ..state.view import StoreView
 from ._batchrows import BatchRows, EpisodeState, check_episode_args
-from ._observations import ObservationParts, split_observation
+from ._observations import split_observation, with_observation
 from ._storage import Storage, ThreadStorage
 from ._streams import StreamInput, split_frames
 from .service import ServiceMetrics
@@ -68,21 +68,33 @@ def _options_text(options: dict[str, Any]) -> str:
         return encode_info({UNSTORED_OPTIONS: str(e)})
 
 
-def _with_observation(
-    extra: tuple[StreamInput, ...], parts: ObservationParts, render: np.ndarray | None
-) -> tuple[StreamInput, ...]:
-    """``extra`` and the observation's streams (one name once; an image equal to the
-    render frame is stored once)."""
-    names = {s.name for s in extra}
-    out = list(extra)
-    for s in parts.streams:
-        if s.name in names or s.name == RENDER_STREAM:
-            raise InvalidInput(f"stream {s.name!r} given twice (in frames= and observation=)")
-        if render is not None and s.dtype == "uint8" and s.shape == format_shape(render.shape):
-            same = s.frame is render or np.array_equal(s.frame.reshape(render.shape), render)
-            if same:
-                s = replace(s, shared=True)
-        out.append(s)
+def _plan_streams(
+    eid: int, st: EpisodeState, extra: tuple[StreamInput, ...], new: dict[str, StreamStarted]
+) -> tuple[int, ...]:
+    """The episode's index of each stream of ``extra``: a stream the episode has, one
+    ``new`` holds (started earlier in the same batch), or the next index, added to
+    ``new`` (name -> its ``StreamStarted``; kept and announced by the caller once the
+    frames are accepted). Checked first, nothing kept: a stream keeps its dtype (its
+    frames are read back as it says), at most ``MAX_STREAMS``."""
+    for s in extra:
+        dtype = st.stream_dtypes.get(s.name) or (new[s.name].dtype if s.name in new else None)
+        if dtype is not None and dtype != s.dtype:
+            raise InvalidInput(f"stream {s.name!r} of episode {eid} holds {dtype}, not {s.dtype}")
+    fresh = {s.name for s in extra if s.name not in st.streams and s.name not in new}
+    if len(st.streams) + len(new) + 1 + len(fresh) > MAX_STREAMS:
+        raise InvalidInput(f"episode {eid} would have more than {MAX_STREAMS} streams")
+    out = []
+    for s in extra:
+        index = st.streams.get(s.name)
+        if index is None:
+            started = new.get(s.name)
+            if started is None:
+                started = new[s.name] = StreamStarted(
+                    eid, len(st.streams) + len(new) + 1, s.name, s.dtype, s.shape,
+                    0 if s.shared else None,
+                )  # fmt: skip
+            index = started.index
+        out.append(index)
     return tuple(out)
 
 
@@ -371,7 +383,7 @@ class Recorder:
         inline = None
         if observation is not None:
             parts = split_observation(observation)
-            extra, inline = _with_observation(extra, parts, frame), parts.inline
+            extra, inline = with_observation(extra, parts, frame), parts.inline
         reward = check_reward(reward)
         action_text = None if action is None else self._encode_action(action)
         info_text = encode_info(info)
@@ -416,25 +428,18 @@ class Recorder:
         self, eid: int, st: EpisodeState, extra: tuple[StreamInput, ...]
     ) -> tuple[int, ...]:
         """The episode's index of each stream of ``extra``; a stream's first frame gives
-        it the next index, announced to the sink and the segments (``StreamStarted``).
-        Checked first (nothing is announced for a step that is refused): a stream keeps
-        its dtype (its frames are read back as it says), at most ``MAX_STREAMS``."""
-        for s in extra:
-            dtype = st.stream_dtypes.get(s.name)
-            if dtype is not None and dtype != s.dtype:
-                raise InvalidInput(
-                    f"stream {s.name!r} of episode {eid} holds {dtype}, not {s.dtype}"
-                )
-        new = [s for s in extra if s.name not in st.streams]
-        if len(st.streams) + 1 + len(new) > MAX_STREAMS:
-            raise InvalidInput(f"episode {eid} would have more than {MAX_STREAMS} streams")
-        for s in new:
-            index = st.streams[s.name] = len(st.streams) + 1  # render is 0
-            st.stream_dtypes[s.name] = s.dtype
-            self._hub.publish(
-                StreamStarted(eid, index, s.name, s.dtype, s.shape, 0 if s.shared else None)
-            )
-        return tuple(st.streams[s.name] for s in extra)
+        it the next index, announced to the sink and the segments (``StreamStarted``)."""
+        new: dict[str, StreamStarted] = {}
+        indexes = _plan_streams(eid, st, extra, new)
+        self._start_streams(st, new)
+        return indexes
+
+    def _start_streams(self, st: EpisodeState, new: dict[str, StreamStarted]) -> None:
+        """Keep and announce the streams ``_plan_streams`` gave an episode."""
+        for started in new.values():
+            st.streams[started.name] = started.index
+            st.stream_dtypes[started.name] = started.dtype
+            self._hub.publish(started)
 
     def _put_streams(
         self,
@@ -469,12 +474,16 @@ class Recorder:
     def record_steps(
         self,
         episode_ids: Sequence[int],
-        frames: np.ndarray | Sequence[np.ndarray | None] | None = None,
+        frames: np.ndarray
+        | Sequence[np.ndarray | dict[str, np.ndarray | None] | None]
+        | None = None,
         actions: Any = None,
         rewards: Any = None,
         terminated: Any = None,
         truncated: Any = None,
         infos: Sequence[dict[str, Any] | None] | None = None,
+        *,
+        observations: Sequence[Any] | None = None,
     ) -> list[int]:
         """Record one step of each of several open episodes (``open_episode``) at once:
         one validation, one enqueue of the frames and one event for the whole batch.
@@ -483,11 +492,17 @@ class Recorder:
         Args:
             episode_ids: the episode of each row (N rows).
             frames: an ``(N, H, W[, C])`` uint8 array, or N frames (``None``: no frame for
-                that row), or ``None``.
+                that row), or ``None``. An entry may be a ``{stream: frame}`` dict
+                instead, as ``record_step(frames=...)`` takes it (its ``"render"`` is the
+                row's render frame).
             actions: N actions (an array whose first axis is N, or a sequence; ``None``
                 entries for reset rows), or ``None``.
             rewards, terminated, truncated: N values each, or ``None`` (0 / False).
             infos: N dicts (or ``None`` entries), or ``None``.
+            observations: N observations (``None`` entries: none for that row), each
+                recorded as ``record_step(observation=...)`` records one (image
+                entries as frame streams, one equal to its row's render frame stored
+                once; small other entries in the row as typed binary); ``None``.
 
         Everything is validated before anything is queued; under the ``block`` policy the
         call waits until every frame fits the queue, under ``drop`` each frame that does
@@ -495,18 +510,25 @@ class Recorder:
         """
         self._check_open()
         rows = BatchRows.build(
-            episode_ids, frames, actions, rewards, terminated, truncated, infos, self._space
-        )
+            episode_ids, frames, actions, rewards, terminated, truncated, infos, self._space,
+            observations,
+        )  # fmt: skip
         states = [self._open.get(e) for e in rows.episode_ids]
         if None in states:
             missing = rows.episode_ids[states.index(None)]
             raise InvalidInput(f"episode {missing} is not open (open_episode() first)")
         steps = rows.step_numbers(states)
         wall = time.time()
-        refs = self._storage.put_many(
-            rows.frames, list(zip(rows.episode_ids, steps, strict=True)), rows.metas(steps, wall)
-        )
-        self._publish_starts(states)
+        metas = rows.metas(steps, wall)
+        new: dict[int, dict[str, StreamStarted]] = {}
+        if any(rows.extras) or any(i is not None for i in rows.inlines):
+            refs = self._put_batch_streams(rows, states, metas, new)  # type: ignore[arg-type]
+        else:
+            keys = list(zip(rows.episode_ids, steps, strict=True))
+            refs = self._storage.put_many(rows.frames, keys, metas)
+        self._publish_starts(states)  # type: ignore[arg-type]
+        for eid, started in new.items():  # after their episode's start
+            self._start_streams(self._open[eid], started)
         for st, ref, reward, term, trunc in zip(
             states, refs, rows.rewards, rows.terminated, rows.truncated, strict=True
         ):
@@ -516,6 +538,42 @@ class Recorder:
         self._hub.publish(rows.event(steps, refs, wall))
         self.steps_recorded += len(steps)
         return steps
+
+    def _put_batch_streams(
+        self,
+        rows: BatchRows,
+        states: list[EpisodeState],
+        metas: list[StepMeta],
+        new: dict[int, dict[str, StreamStarted]],
+    ) -> list[FrameRef | None]:
+        """A batch whose rows carry streams or observations: every row's frames of every
+        stream in one ``put_many`` (all queued or none), a frame equal to its row's
+        render frame pointing at the render frame's ref (``_put_streams`` for a batch).
+        ``new`` gets each episode's streams started by the batch (kept and announced by
+        the caller once the frames are accepted). Returns each row's render ref."""
+        frames: list[np.ndarray | None] = []
+        keys: list[tuple[int, int]] = []
+        steps: list[StepMeta | None] = []
+        indexes: list[int] = []
+        shapes: list[str | None] = []
+        firsts = []
+        for render, extra, inline, st, meta in zip(
+            rows.frames, rows.extras, rows.inlines, states, metas, strict=True
+        ):
+            eid = meta.episode_id
+            own = _plan_streams(eid, st, extra, new.setdefault(eid, {}))
+            meta.observation = inline
+            if render is not None:
+                meta.shared = tuple(i for s, i in zip(extra, own, strict=True) if s.shared)
+            firsts.append(len(frames))
+            mine = [(s, i) for s, i in zip(extra, own, strict=True) if not s.shared]
+            frames += [render, *(s.frame for s, _i in mine)]
+            keys += [(eid, meta.step)] * (1 + len(mine))
+            steps += [meta, *(None for _ in mine)]
+            indexes += [0, *(i for _s, i in mine)]
+            shapes += [None, *(s.shape for s, _i in mine)]
+        refs = self._storage.put_many(frames, keys, steps, streams=indexes, row_shapes=shapes)
+        return [refs[i] for i in firsts]
 
     def end_episode(self, status: str | None = None) -> int | None:
         """Close the current episode (``complete`` by default); returns its id."""

@@ -457,15 +457,25 @@ def v_read_store(kind: Kind, tmp: Path, counts: Counts, request) -> None:
 
 def v_torch_dataset(kind: Kind, tmp: Path, counts: Counts) -> None:
     """framestore.torch: an iterable pass through a DataLoader of 2 workers, each opening
-    the store itself by location (a directory or a URL), every frame bit for bit."""
+    the store itself by location (a directory or a URL), every frame bit for bit. A
+    store recorded with observations (``observations``, ``vector`` and its published
+    copy) gives the ``observation`` stream too: Assault's is its rendered frame."""
     pytest.importorskip("torch")
     from torch.utils.data import DataLoader
 
     from framestore.torch import IterableStepDataset
 
+    with kind.open() as st:
+        eps = st.episodes()
+        observed = bool(eps) and all("observation" in e.streams for e in eps)
+    assert observed == (kind.name in ("observations", "vector", "published_dir"))
+    streams = ("render", "observation") if observed else ("render",)
     by_episode: dict[int, dict[int, np.ndarray]] = {}
-    with IterableStepDataset(kind.location, batch_size=16) as ds:
+    with IterableStepDataset(kind.location, batch_size=16, streams=streams) as ds:
         for batch in DataLoader(ds, batch_size=None, num_workers=2):
+            if observed:
+                obs, render = batch["observation"], batch["render"]
+                assert obs.shape == render.shape and bool((obs == render).all())
             for eid, step, frame in zip(
                 batch["episode"].tolist(), batch["step"].tolist(), batch["render"].numpy(),
                 strict=True,

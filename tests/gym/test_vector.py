@@ -17,7 +17,7 @@ import pytest
 from conftest import assert_one_line_error, capture_frames, run_cli
 from gymnasium.vector import AutoresetMode
 
-from framestore import FrameStore, RecordFrames, RecordVectorFrames
+from framestore import FrameStore, InvalidInput, RecordFrames, RecordVectorFrames
 from framestore.envs import make_env, make_vec_env
 from framestore.gym.vector import sub_env_infos
 from tools.replay import replay
@@ -243,3 +243,173 @@ def test_record_envs_without_a_tty_prints_a_line_per_episode(tmp_path):
     assert any(ln.startswith("run 1:") for ln in lines), result.stdout
     replay = run_cli("verify", path, "--replay")
     assert replay.exit_code == 0 and "0 differ" in replay.stdout, replay.output
+
+
+# --------------------------------------------------------------------------- observations
+def _same(a, b) -> bool:
+    if isinstance(a, dict):
+        return isinstance(b, dict) and a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    a, b = np.asarray(a), np.asarray(b)
+    return a.dtype == b.dtype and a.shape == b.shape and np.array_equal(a, b)
+
+
+def _play_observed(venv, store, steps: int, overrides: dict) -> list[list]:
+    """Play ``steps`` seeded random vector steps through ``RecordVectorFrames(...,
+    observations=True)``; each sub-environment's observations in the order its rows
+    hold them (same-step autoreset: an ended episode's ``final_obs``, then the reset
+    observation of the next one)."""
+    from gymnasium.vector.utils import iterate
+
+    env = RecordVectorFrames(venv, store, overrides={"chunk_frames": 8, **overrides},
+                             observations=True)  # fmt: skip
+    same_step = env.autoreset_mode == AutoresetMode.SAME_STEP
+    try:
+        obs, _ = env.reset(seed=7)
+        env.action_space.seed(7)
+        seen = [[o] for o in iterate(env.observation_space, obs)]
+        for _ in range(steps):
+            obs, _r, term, trunc, infos = env.step(env.action_space.sample())
+            per = list(iterate(env.observation_space, obs))
+            for i, o in enumerate(per):
+                if same_step and (term[i] or trunc[i]):
+                    seen[i].append(infos["final_obs"][i])
+                seen[i].append(o)
+    finally:
+        env.close()
+    return seen
+
+
+def _stored(store) -> list[list]:
+    """Each sub-environment's stored observations, its episodes in order."""
+    out: dict[int, list] = {}
+    for e in sorted(store.episodes(), key=lambda e: e.id):
+        out.setdefault(e.sub_env, []).extend(o for _s, o in store.iter_observations(e.id))
+    return [out[i] for i in sorted(out)]
+
+
+def _stream_frames(path) -> dict[int, int]:
+    """Frames in the segments' chunks, by stream index."""
+    from framestore.disk.scan import scan_segment
+    from framestore.disk.segments import list_segment_ids, segment_path
+
+    out: dict[int, int] = {}
+    for sid in list_segment_ids(path):
+        for h in scan_segment(segment_path(path, sid), sid).chunks.values():
+            if h.count:
+                out[h.stream_index] = out.get(h.stream_index, 0) + h.count
+    return out
+
+
+@pytest.mark.parametrize("writer", ["thread", "process"])
+def test_vector_observations_are_recorded_bit_exactly(tmp_path, writer):
+    """Real ALE grayscale observations (not the rendered frame: a stream of their own)
+    of 3 sub-environments through several autoresets, in both writer placements: every
+    sub-environment's observations read back bit for bit, verify passes and recover
+    rebuilds them from the segments alone."""
+    from conftest import writer_overrides
+
+    from framestore.envs import register_optional_envs
+
+    register_optional_envs("ALE/Assault-v5")
+    venv = gym.make_vec("ALE/Assault-v5", num_envs=3, vectorization_mode="sync",
+                        render_mode="rgb_array", obs_type="grayscale", max_episode_steps=9)  # fmt: skip
+    path = tmp_path / "v.store"
+    with FrameStore.open(path) as store:
+        seen = _play_observed(venv, store, 24, writer_overrides(writer))
+        eps = store.episodes()
+        assert len(eps) >= 6 and {e.sub_env for e in eps} == {0, 1, 2}
+        assert all(e.streams == ("render", "observation") for e in eps)
+        got = _stored(store)
+        assert [len(g) for g in got] == [len(s) for s in seen]
+        assert all(
+            _same(a, b) for g, s in zip(got, seen, strict=True) for a, b in zip(g, s, strict=True)
+        )
+        assert store.streams(eps[0].id)[1].shape == (210, 160)
+        assert store.streams(eps[0].id)[1].shared_with is None
+    assert set(_stream_frames(path)) == {0, 1}
+    assert run_cli("verify", path).exit_code == 0
+    for name in ("framestore.db", "framestore.db-wal", "framestore.db-shm"):
+        (path / name).unlink(missing_ok=True)
+    assert run_cli("recover", path).exit_code in (0, 1)
+    with FrameStore.open(path, readonly=True) as store:
+        got = _stored(store)
+        assert all(
+            _same(a, b) for g, s in zip(got, seen, strict=True) for a, b in zip(g, s, strict=True)
+        )
+
+
+def test_vector_rgb_observation_equal_to_render_is_stored_once(tmp_path):
+    """ALE's rgb observation is each sub-environment's rendered frame: stored once (no
+    chunk of the observation stream exists), read back as the observation."""
+    venv = make_vec_env("ALE/Assault-v5", 2, max_episode_steps=6)
+    path = tmp_path / "v.store"
+    with FrameStore.open(path) as store:
+        seen = _play_observed(venv, store, 14, {})
+        eps = store.episodes()
+        assert all(e.streams == ("render", "observation") for e in eps)
+        assert store.streams(eps[0].id)[1].shared_with == 0
+        got = _stored(store)
+        assert all(
+            _same(a, b) for g, s in zip(got, seen, strict=True) for a, b in zip(g, s, strict=True)
+        )
+    assert set(_stream_frames(path)) == {0}
+
+
+@pytest.mark.parametrize("writer", ["thread", "process"])
+def test_vector_dict_observations_same_step_autoreset(tmp_path, writer):
+    """CartPole's state vector with its rendered pixels (a Dict space) under same-step
+    autoreset: the state as typed binary in each row, the pixels stored once; an ended
+    episode's last row holds its ``final_obs``, the next episode starts with the reset
+    observation."""
+    from conftest import writer_overrides
+    from gymnasium.wrappers import AddRenderObservation
+
+    from framestore.envs import headless_sdl
+
+    headless_sdl()
+
+    venv = gym.make_vec(
+        "CartPole-v1", num_envs=3, vectorization_mode="sync", render_mode="rgb_array",
+        max_episode_steps=7, vector_kwargs={"autoreset_mode": AutoresetMode.SAME_STEP},
+        wrappers=[lambda e: AddRenderObservation(e, render_only=False)],
+    )  # fmt: skip
+    path = tmp_path / "v.store"
+    with FrameStore.open(path) as store:
+        seen = _play_observed(venv, store, 16, writer_overrides(writer))
+        eps = store.episodes()
+        assert len(eps) >= 6
+        assert all(e.streams == ("render", "observation.pixels") for e in eps)
+        got = _stored(store)
+        assert [len(g) for g in got] == [len(s) for s in seen]
+        assert all(
+            _same(a, b) for g, s in zip(got, seen, strict=True) for a, b in zip(g, s, strict=True)
+        )
+        assert got[0][1]["state"].dtype == np.float32
+        ended = sum(e.status == "complete" for e in eps)
+    # the pixels are stored once, except an ended episode's final observation: its row
+    # has no rendered frame (the sub-environment has reset already)
+    assert ended >= 3 and _stream_frames(path).get(1) == ended
+    assert run_cli("verify", path).exit_code == 0
+
+
+def test_vector_observations_bad_space_is_refused_before_recording(tmp_path):
+    venv = make_vec_env("CartPole-v1", 2)
+    venv.single_observation_space = gym.spaces.Text(5)  # strings cannot be recorded
+    with FrameStore.open(tmp_path / "v.store") as store:
+        with pytest.raises(InvalidInput, match="cannot be recorded"):
+            RecordVectorFrames(venv, store, observations=True)
+        assert store.episodes() == [] and store.runs() == []
+    venv.close()
+
+
+def test_cli_record_envs_with_observations(tmp_path):
+    path = tmp_path / "v.store"
+    result = run_cli("record", path, "--env", "CartPole-v1", "--envs", "2", "--observations",
+                     "--episodes", "2", "--max-steps", "5")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    with FrameStore.open(path, readonly=True) as store:
+        eps = store.episodes()
+        assert len(eps) >= 2 and {e.sub_env for e in eps} == {0, 1}
+        for e in eps:
+            obs = [o for _s, o in store.iter_observations(e.id)]
+            assert len(obs) == e.steps and obs[0].shape == (4,) and obs[0].dtype == np.float32

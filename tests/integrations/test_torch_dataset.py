@@ -293,3 +293,35 @@ def test_rows_rebuilt_without_metadata_read_with_unknown_values_marked(tmp_path)
         for step in framed:
             assert torch.isnan(rows[step]["reward"])
             assert rows[step]["action_is_pad"].tolist() == [True]
+
+
+def test_named_stream_items_run_no_sqlite_statement(tmp_path, assault_frames):
+    """A StepDataset keeps every episode's pointers of every stream asked for in memory:
+    once each episode's stream info is known, random items of a named stream (and of
+    render) run no SQLite statement at all (counted with SQLite's trace), bit-exact."""
+    path = tmp_path / "o.store"
+    small = [f[::5, ::5, 0].copy() for f in assault_frames[:60]]
+    with FrameStore.open(path) as st:
+        with st.recorder("ALE/Assault-v5", overrides=ZSTD_SMALL) as rec:
+            for e in range(3):
+                rec.begin_episode(seed=e)
+                for i in range(20):
+                    frames = {
+                        "render": assault_frames[e * 20 + i],
+                        "observation": small[e * 20 + i],
+                    }
+                    rec.record_step(frames=frames)
+                rec.end_episode()
+    with StepDataset(path, streams=("render", "observation")) as ds:
+        assert len(ds) == 60
+        for i in (0, 20, 40):  # each episode's stream info, read once per process
+            ds[i]
+        seen: list[str] = []
+        ds.stores.get(0).catalog._db.conn.set_trace_callback(seen.append)
+        for i in np.random.default_rng(0).permutation(60):
+            item = ds[int(i)]
+            k = int(item["episode"] - 1) * 20 + int(item["step"])  # episodes 1..3
+            np.testing.assert_array_equal(item["observation"].numpy(), small[k])
+            np.testing.assert_array_equal(item["render"].numpy(), assault_frames[k])
+        assert seen == []
+        ds.stores.get(0).catalog._db.conn.set_trace_callback(None)

@@ -177,3 +177,52 @@ def test_open_episodes_end_as_interrupted_on_close(writer, tmp_path, assault_fra
         assert rec.open_episodes == [ids[0], ids[2]]
         rec.close()
         assert [store.episode(i).status for i in ids] == ["interrupted", "complete", "interrupted"]
+
+
+@pytest.mark.parametrize("writer", WRITERS, indirect=True)
+def test_record_steps_with_named_streams_and_observations(tmp_path, assault_frames, writer):
+    """``record_steps`` takes ``{stream: frame}`` rows and ``observations=``: each
+    episode's streams start with its first row (two rows of one episode in one batch
+    share the stream), a frame equal to its row's render frame is stored once, a bad
+    row refuses the whole batch before anything is queued."""
+    path = tmp_path / "s.store"
+    wrist = [f[::2, ::2].copy() for f in assault_frames[:20]]
+    with FrameStore.open(path) as store:
+        with store.recorder(ENV_ID, overrides={"chunk_frames": 4}) as rec:
+            a, b = rec.open_episode(1, sub_env=0), rec.open_episode(2, sub_env=1, defer=True)
+            with pytest.raises(InvalidInput, match="stream name"):
+                rec.record_steps([a, b], [{"render": assault_frames[0]}, {"bad name": wrist[0]}])
+            with pytest.raises(InvalidInput, match="2 observations for 3 rows"):
+                rec.record_steps([a, b, a], assault_frames[:3], observations=[1.0, 2.0])
+            for k in range(0, 10, 2):
+                rec.record_steps(
+                    [a, b, a],
+                    [{"render": assault_frames[k], "wrist": wrist[k]}, assault_frames[10 + k],
+                     {"render": assault_frames[k + 1], "wrist": wrist[k + 1]}],
+                    observations=[np.float32([k, 0]), assault_frames[10 + k], None],
+                )  # fmt: skip
+            rec.close_episode(a)
+            rec.close_episode(b)
+    with FrameStore.open(path, readonly=True) as store:
+        assert [e.id for e in store.episodes()] == [a, b]  # b's refused rows left no trace
+        assert store.episode(a).streams == ("render", "wrist")
+        assert store.episode(b).streams == ("render", "observation")
+        assert store.streams(b)[1].shared_with == 0
+        assert list(store.iter_frames(a, stream="wrist", copy=True)) and all(
+            np.array_equal(x, y)
+            for x, y in zip(store.iter_frames(a, stream="wrist"), wrist[:10], strict=True)
+        )
+        assert all(
+            np.array_equal(x, y)
+            for x, y in zip(store.iter_frames(a), assault_frames[:10], strict=True)
+        )
+        obs_a = [o for _s, o in store.iter_observations(a)]
+        assert [None if o is None else o.tolist() for o in obs_a] == [
+            x for k in range(0, 10, 2) for x in ([k, 0], None)
+        ]
+        obs_b = [o for _s, o in store.iter_observations(b)]
+        assert all(
+            np.array_equal(o, f) for o, f in zip(obs_b, assault_frames[10:20:2], strict=True)
+        )
+    with FrameStore.open(path, readonly=True) as store:
+        assert store.read_frame(a, 3, stream="wrist").shape == (105, 80, 3)

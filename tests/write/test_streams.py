@@ -9,7 +9,14 @@ import numpy as np
 import pytest
 from conftest import run_cli
 
-from framestore import FrameStore, InvalidFrame, InvalidInput, StreamNotFound
+from framestore import (
+    EpisodeNotFound,
+    FrameNotFound,
+    FrameStore,
+    InvalidFrame,
+    InvalidInput,
+    StreamNotFound,
+)
 from framestore.disk.scan import scan_segment
 from framestore.disk.segments import list_segment_ids, segment_path
 from framestore.envs import make_env
@@ -155,6 +162,40 @@ def test_random_stream_reads_decode_only_the_part_of_their_frame(tmp_path, stack
             assert np.array_equal(pixels, renders[i])
         with pytest.raises(CorruptRecord, match="not of stream index 2"):
             store.read_at(pointers[3][1], eid, 3, stream="pixels")
+
+
+def test_random_stream_reads_query_no_table_after_the_first(tmp_path, stacked_run):
+    """``read_frame(stream=...)`` keeps each episode's pointers of each stream as render's
+    are kept: after one read per episode and stream, random reads of every stream run no
+    SQLite statement but the change-stamp pragma (counted with SQLite's trace), stay
+    bit-exact, and a commit by another connection is still seen."""
+    renders, stacks = stacked_run
+    path = tmp_path / "s.store"
+    ids = _record(path, renders, stacks, episodes=2)
+    names = ("render", "observation", "pixels")
+    with FrameStore.open(path, readonly=True) as store:
+        for eid in ids:
+            for name in names:
+                store.read_frame(eid, 0, stream=name)
+        seen: list[str] = []
+        store.catalog._db.conn.set_trace_callback(seen.append)
+        rng = np.random.default_rng(1)
+        for _ in range(90):
+            e, name, i = int(rng.integers(2)), names[int(rng.integers(3))], int(rng.integers(40))
+            frame = store.read_frame(ids[e], i, stream=name)
+            want = stacks[i] if name == "observation" else renders[i]
+            assert np.array_equal(frame, want) and frame.shape == want.shape
+        assert seen and all(q.startswith("PRAGMA data_version") for q in seen), seen[:3]
+        with pytest.raises(FrameNotFound, match="has no step 40"):
+            store.read_frame(ids[0], 40, stream="observation")
+        with FrameStore.open(path) as other:
+            other.delete_episodes([ids[1]])
+        seen.clear()
+        with pytest.raises(EpisodeNotFound):
+            store.read_frame(ids[1], 3, stream="observation")
+        assert np.array_equal(store.read_frame(ids[0], 5, stream="observation"), stacks[5])
+        assert any("FROM steps" in q for q in seen)  # the pointers were read again
+        store.catalog._db.conn.set_trace_callback(None)
 
 
 def test_equal_observation_adds_no_frame_bytes(tmp_path, stacked_run):

@@ -13,6 +13,9 @@ hits every mode alike):
 ``random item``       ``StepDataset[i]`` for random i in this process: per-item cost
 ``shuffled epoch``    ``StepDataset`` through a DataLoader, shuffle, batches of 64, 2 workers
 ``4-frame windows``   the same with ``window={"render": [-3, -2, -1, 0]}``
+``chunk-shuffled``    ``shuffled epoch`` with ``ChunkShuffleSampler`` (4 chunks a window,
+                      told the loader's batch size and workers) for ``shuffle=True``
+``chunk-shuffled w``  ``4-frame windows`` with ``ChunkShuffleSampler``
 ``sequential item``   ``IterableStepDataset`` iterated in this process: per-item cost
 ``DataLoader floor``  no store: 2 workers each yield batches of 256 frames already in
                       memory, copied into shared memory as every PyTorch worker hands a
@@ -59,6 +62,8 @@ TORCH_MODES = (
     "random item",
     "shuffled epoch",
     "4-frame windows",
+    "chunk-shuffled",
+    "chunk-shuffled w",
     "sequential item",
     "DataLoader floor",
 )
@@ -108,6 +113,8 @@ _SHAPES = {  # mode -> (workers, batch)
     "random item": (0, 1),
     "shuffled epoch": (2, 64),
     "4-frame windows": (2, 64),
+    "chunk-shuffled": (2, 64),
+    "chunk-shuffled w": (2, 64),
     "sequential item": (0, 1),
     "DataLoader floor": (2, 256),
 }
@@ -200,14 +207,19 @@ def _cpu() -> float:
     return t.user + t.system + t.children_user + t.children_system
 
 
-def _loader(dataset: Any, batch: int | None, workers: int, shuffle: bool = False) -> Any:
+def _loader(
+    dataset: Any, batch: int | None, workers: int, shuffle: bool = False, chunks: bool = False
+) -> Any:
+    """``chunks``: shuffled by a ``ChunkShuffleSampler`` (instead of ``shuffle``)."""
     from torch.utils.data import DataLoader
 
-    from framestore.torch import collate_steps
+    from framestore.torch import ChunkShuffleSampler, collate_steps
 
+    sampler = ChunkShuffleSampler(dataset, batch_size=batch, workers=workers) if chunks else None
     return DataLoader(
-        dataset, batch_size=batch, shuffle=shuffle, num_workers=workers, collate_fn=collate_steps
-    )
+        dataset, batch_size=batch, shuffle=shuffle, sampler=sampler, num_workers=workers,
+        collate_fn=collate_steps,
+    )  # fmt: skip
 
 
 def _verify(store: Path) -> bool:
@@ -239,13 +251,15 @@ def _iter_frames(store: Path) -> _Timing:
     return _Timing(n, time.perf_counter() - t0, _cpu() - c0)
 
 
-def _batches(make: Callable[[], Any], batch: int | None, workers: int, shuffle: bool) -> _Timing:
+def _batches(
+    make: Callable[[], Any], batch: int | None, workers: int, shuffle: bool, chunks: bool = False
+) -> _Timing:
     """Items consumed through a DataLoader; the dataset is made (episode pointers read)
     inside the timing, as a training script makes it."""
     n, first, startup = 0, 0, None
     t0, c0 = time.perf_counter(), _cpu()
     with make() as ds:
-        loader = iter(_loader(ds, batch, workers, shuffle))
+        loader = iter(_loader(ds, batch, workers, shuffle, chunks))
         for b in loader:
             n += len(b["step"])
             if startup is None:
@@ -278,6 +292,19 @@ def _windows(store: Path) -> _Timing:
 
     window = {"render": [-3, -2, -1, 0]}
     return _batches(lambda: StepDataset(store, window=window), 64, 2, True)
+
+
+def _chunk_shuffled(store: Path) -> _Timing:
+    from framestore.torch import StepDataset
+
+    return _batches(lambda: StepDataset(store), 64, 2, False, chunks=True)
+
+
+def _chunk_windows(store: Path) -> _Timing:
+    from framestore.torch import StepDataset
+
+    window = {"render": [-3, -2, -1, 0]}
+    return _batches(lambda: StepDataset(store, window=window), 64, 2, False, chunks=True)
 
 
 def _random_item(store: Path) -> _Timing:
@@ -346,6 +373,8 @@ _MODES: dict[str, Callable[[Path], _Timing]] = {
     "random item": _random_item,
     "shuffled epoch": _shuffled,
     "4-frame windows": _windows,
+    "chunk-shuffled": _chunk_shuffled,
+    "chunk-shuffled w": _chunk_windows,
     "sequential item": _sequential_item,
     "DataLoader floor": _floor,
 }

@@ -14,7 +14,9 @@ items in the process, then one DataLoader epoch (2 workers, batch 64) shuffled, 
 with 4-frame windows (LeRobot: ``delta_timestamps`` of the last 4 frames), and in order;
 ``run IMPL ROOT N`` stops each epoch after N items (LeRobot's 4-frame windows take
 minutes for a whole epoch of 3000 frames).
-framestore uses ``collate_steps``; LeRobot PyTorch's default collate.
+framestore uses ``collate_steps``; LeRobot PyTorch's default collate. IMPL
+``framestore-chunks`` is framestore with ``ChunkShuffleSampler`` in place of
+``shuffle=True`` for the shuffled epochs.
 """
 
 from __future__ import annotations
@@ -80,7 +82,7 @@ def build(layout: str, npz: str, root: str) -> None:
 
 
 def _maker(impl: str, root: str) -> tuple[Any, str, Any]:
-    if impl == "framestore":
+    if impl in ("framestore", "framestore-chunks"):
         from framestore.torch import StepDataset, collate_steps
 
         window = {"render": [-3, -2, -1, 0]}
@@ -113,11 +115,15 @@ def run(impl: str, root: str, epoch_items: int | None = None) -> dict[str, Any]:
         ("4-frame windows", True, True),
         ("sequential", False, False),
     ):
-        kw = {} if collate is None else {"collate_fn": collate}
+        kw: dict[str, Any] = {} if collate is None else {"collate_fn": collate}
         t0, c0, n = time.perf_counter(), _cpu(), 0
-        batches = iter(
-            DataLoader(make(window), batch_size=64, shuffle=shuffle, num_workers=2, **kw)
-        )
+        dataset = make(window)
+        if shuffle and impl == "framestore-chunks":
+            from framestore.torch import ChunkShuffleSampler
+
+            sampler = ChunkShuffleSampler(dataset, batch_size=64, workers=2)
+            kw["sampler"], shuffle = sampler, False
+        batches = iter(DataLoader(dataset, batch_size=64, shuffle=shuffle, num_workers=2, **kw))
         for b in batches:
             n += len(b[key])
             if epoch_items is not None and n >= epoch_items:
