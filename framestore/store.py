@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import os
 import stat
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -501,6 +501,26 @@ class FrameStore:
             location, copy=copy, expect_key=key, expect_stream=info.index, keep=keep
         )
         return _as_stream(frame, info, None)
+
+    def read_into(
+        self,
+        location: FrameLocation,
+        episode_id: int,
+        steps: Sequence[int],
+        out: np.ndarray,
+        *,
+        stream: str = RENDER_STREAM,
+    ) -> None:
+        """Decode the frames of ``episode_id``'s ``steps``, which lie in consecutive slots
+        of one chunk from ``location`` (the first step's pointer) on, into ``out``: a
+        writable C-contiguous uint8 array shaped ``(len(steps), *stored frame shape)``
+        (a slice of a batch a dataset fills). No copy between the decode and ``out``
+        where the run holds a whole zstd part (``SegmentReader.read_into``). Every
+        slot is checked to hold its step of ``stream`` (``CorruptRecord`` if not, as
+        ``read_at``); ``ValueError`` if ``out`` has another shape than the frames."""
+        key = (self.stream_key(episode_id), steps)
+        index = None if stream == RENDER_STREAM else self._stream_info(episode_id, stream).index
+        self._reader.read_into(location, out, expect_keys=key, expect_stream=index)
 
     def iter_frames(
         self,

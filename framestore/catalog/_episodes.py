@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+from collections.abc import Sequence
 from typing import Any
 
 # telemetry's decoders load numpy: named through the package so that they load on the
@@ -240,7 +241,7 @@ class EpisodeQueries(CatalogBase):
         return StepTrack(
             steps=steps,
             rewards=rewards,
-            actions=tuple(None if a is None else telemetry.decode_action(a, spec) for a in actions),
+            actions=_decoded_actions(actions, spec),
             terminated=tuple(bool(t) for t in term),
             truncated=tuple(bool(t) for t in trunc),
             has_frame=tuple(bool(f) for f in has_frame),
@@ -334,3 +335,32 @@ def _step(episode_id: int, row: tuple, spec: dict[str, Any] | None) -> StepInfo:
 
 
 __all__ = ["EPISODE_STATUSES", "EpisodeQueries", "format_shape", "parse_shape", "valid_shape"]
+
+
+def _decoded_actions(texts: Sequence[Any], spec: Any) -> tuple[Any, ...]:
+    """Actions of step rows decoded; a text seen before gives the same value without
+    decoding it again when that value is hashable, i.e. immutable (a discrete action:
+    the few values of a whole episode), so a long episode's track costs one dict lookup
+    a row; arrays and dicts are decoded for each row (no row shares a mutable value)."""
+    seen: dict[Any, Any] = {}
+    out = []
+    for text in texts:
+        if text is None:
+            out.append(None)
+            continue
+        value = seen.get(text, seen)
+        if value is seen:
+            value = telemetry.decode_action(text, spec)
+            if _hashable(value):
+                seen[text] = value
+        out.append(value)
+    return tuple(out)
+
+
+def _hashable(value: Any) -> bool:
+    """Hashable, i.e. immutable: a number, a numpy scalar, a tuple of them."""
+    try:
+        hash(value)
+    except TypeError:  # an array, a list, a dict
+        return False
+    return True

@@ -76,15 +76,16 @@ def check_frame(frame: object) -> None:
 
 
 def encode_chunk(
-    frames: Sequence[np.ndarray],
+    frames: np.ndarray | Sequence[np.ndarray],
     codec: Codec,
     compressor: zstandard.ZstdCompressor | None,
-    staging: np.ndarray | None = None,
     part_frames: int = 0,
 ) -> tuple[tuple[int, ...], bytes]:
     """Encode same-shaped frames; returns (per-frame lengths, data) as FORMAT.md says.
 
-    ``staging`` is an optional reusable uint8 buffer for the zstd codec (a thread's own).
+    ``frames``: one C-contiguous array (N, *shape) (a chunk's buffer), or N separate
+    C-contiguous frames (a chunk of frames handed over by the caller: fed to zstd one by
+    one, never gathered into one buffer first).
     ``part_frames`` (zstd): a chunk of more frames is written as independently decodable
     parts of that many frames plus a seek table, so a random read decodes one part
     (docs/FORMAT.md, "zstd parts"); 0 writes one zstd frame for the whole chunk.
@@ -92,20 +93,7 @@ def encode_chunk(
     nbytes = frames[0].nbytes
     if codec == Codec.ZSTD:
         assert compressor is not None
-        if isinstance(frames, np.ndarray) and frames.flags.c_contiguous:
-            # A chunk's own buffer (the write path's): compressed where it lies.
-            return (nbytes,) * len(frames), encode_zstd(frames, compressor, part_frames)
-        # Gather into one contiguous buffer with numpy (which drops the GIL for large
-        # copies, unlike b"".join) so the producer thread is not held up; then one zstd
-        # frame over the whole chunk or each part (zstandard drops the GIL while
-        # compressing).
-        n = len(frames)
-        if staging is None or staging.size < n * nbytes:
-            staging = np.empty(n * nbytes, dtype=np.uint8)
-        view = staging[: n * nbytes].reshape((n, *frames[0].shape))
-        for i, f in enumerate(frames):
-            view[i] = f
-        return (nbytes,) * n, encode_zstd(view, compressor, part_frames)
+        return (nbytes,) * len(frames), encode_zstd(frames, compressor, part_frames)
     if codec == Codec.RAW:
         if isinstance(frames, np.ndarray) and frames.flags.c_contiguous:
             return (nbytes,) * len(frames), frames.tobytes()
@@ -124,20 +112,36 @@ def encode_chunk(
 
 
 def encode_zstd(
-    frames: np.ndarray, compressor: zstandard.ZstdCompressor, part_frames: int = 0
+    frames: np.ndarray | Sequence[np.ndarray],
+    compressor: zstandard.ZstdCompressor,
+    part_frames: int = 0,
 ) -> bytes:
-    """zstd chunk data of ``frames`` (N, *shape), C-contiguous: one zstd frame, or
-    with ``0 < part_frames < N`` parts of ``part_frames`` frames and a seek table.
-    ``compressor`` must write the content size."""
+    """zstd chunk data of ``frames`` (an (N, *shape) array or N frames, C-contiguous):
+    one zstd frame, or with ``0 < part_frames < N`` parts of ``part_frames`` frames and a
+    seek table. ``compressor`` must write the content size."""
     n = len(frames)
-    if not 0 < part_frames < n:
-        return compressor.compress(frames)
-    parts = [compressor.compress(frames[i : i + part_frames]) for i in range(0, n, part_frames)]
+    step = part_frames if 0 < part_frames < n else n
+    parts = [_zstd_of(frames[i : i + step], compressor) for i in range(0, n, step)]
+    if step == n:
+        return parts[0]
     sizes = [
-        (len(p), frames[i : i + part_frames].nbytes)
-        for p, i in zip(parts, range(0, n, part_frames), strict=True)
+        (len(p), sum(f.nbytes for f in frames[i : i + step]))
+        for p, i in zip(parts, range(0, n, step), strict=True)
     ]
     return b"".join((*parts, pack_seek_table(sizes)))
+
+
+def _zstd_of(frames: np.ndarray | Sequence[np.ndarray], compressor) -> bytes:
+    """One zstd frame (its content size in its header) holding ``frames``: an array is
+    compressed where it lies; separate frames are streamed in one by one with the total
+    size pledged up front, which gives the same kind of zstd frame without a gather copy
+    (zstd releases the GIL in both)."""
+    if isinstance(frames, np.ndarray):
+        return compressor.compress(np.ascontiguousarray(frames))
+    stream = compressor.compressobj(size=sum(f.nbytes for f in frames))
+    out = [stream.compress(np.ascontiguousarray(f)) for f in frames]
+    out.append(stream.flush())
+    return b"".join(out)
 
 
 def decode_chunk(
@@ -238,6 +242,54 @@ def decode_part(
     if out is None:
         target.flags.writeable = False
     return target.reshape((stop - first, *header.shape))
+
+
+class PartStream:
+    """One zstd part of a chunk decoded front to back in pieces, each into memory the
+    caller gives (``read_into``): runs of a pass cut into batches decode each part once
+    and copy nothing. The part's content size is checked against the seek table here,
+    its end when the last piece is read (as ``decode_part`` checks them)."""
+
+    def __init__(
+        self,
+        header: ChunkHeader,
+        data: memoryview | bytes,
+        decompressor: zstandard.ZstdDecompressor,
+        parts: ZstdParts,
+        part: int,
+        *,
+        segment: int | str = "?",
+        offset: int = 0,
+    ):
+        self._bad = _bad(segment, offset)
+        _check_declared_sizes(header, len(data), self._bad)
+        src = _part_data(data, parts, part)
+        self.size = (parts.first[part + 1] - parts.first[part]) * header.frame_bytes
+        content = _content_size(src, self._bad)
+        if content != self.size:
+            raise self._bad(f"zstd content size {content} != {self.size} expected")
+        self._reader = decompressor.stream_reader(src, read_size=len(src))
+        self.done = 0
+
+    def read_into(self, out: np.ndarray, *, end: bool) -> None:
+        """Decode the next ``len(out)`` bytes into ``out`` (flat uint8); ``end``: these
+        are the part's last bytes, and the zstd frame must end there."""
+        view = memoryview(out)
+        got = 0
+        try:
+            while got < len(view):
+                n = self._reader.readinto(view[got:])
+                if not n:
+                    break
+                got += n
+            extra = self._reader.read(1) if end and self.done + got == self.size else b""
+        except zstandard.ZstdError as e:
+            raise self._bad(f"zstd: {e}") from None
+        self.done += got
+        if got != len(view) or (end and self.done != self.size):
+            raise self._bad(f"decompressed {self.done} bytes, expected {self.size}")
+        if extra:
+            raise self._bad(f"zstd frame holds more than its content size {self.size}")
 
 
 def decode_parts(

@@ -16,7 +16,7 @@ import os
 import sys
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
@@ -47,6 +47,8 @@ from .segments import list_segment_ids, open_segment_fd, segment_path
 
 if TYPE_CHECKING:
     import numpy as np
+
+    from .codecs import PartStream
 
 #: Decoded chunks kept by default, in bytes: a crafted segment of tiny chunks that each
 #: decode to the 256 MiB limit must not multiply it by the number of cached chunks.
@@ -145,6 +147,7 @@ class _Scratch(threading.local):
         self.generation = -1
         self.header: ChunkHeader | None = None
         self.first = self.count = 0
+        self.resume: _Resume | None = None  # read_into's part decoded up to a run's end
 
     def reserve(self, nbytes: int) -> np.ndarray:
         import numpy as np
@@ -166,6 +169,55 @@ class _Scratch(threading.local):
         fb = self.header.frame_bytes
         start = (slot - self.first) * fb
         return self.buffer[start : start + fb].reshape(self.header.shape)
+
+
+class _SpareBlocks:
+    """Decode buffers of evicted kept parts, reused for the next parts random reads keep
+    (``read(keep=True)``): decoding into pages already mapped spares a cold read the
+    page faults of fresh memory (glibc gives multi-MiB blocks back to the system when
+    they are freed). A buffer is reused only once nothing but this list refers to it
+    (``sys.getrefcount``; a caller's view of a kept part refers to its buffer), so a
+    frame handed out never changes. Kept parts and spares together stay within the
+    reader's ``cache_bytes``. Callers hold the reader's lock."""
+
+    def __init__(self) -> None:
+        self._spare: list[np.ndarray] = []
+        self.nbytes = 0
+
+    def give(self, block: np.ndarray, room: int) -> None:
+        """Take back the buffer of an evicted block if ``room`` bytes allow it."""
+        owner = block.base if isinstance(block.base, type(block)) else None
+        if owner is None or owner.nbytes > room:
+            return
+        self._spare.append(owner)
+        self.nbytes += owner.nbytes
+
+    def take(self, nbytes: int) -> np.ndarray | None:
+        """A spare flat uint8 buffer of exactly ``nbytes`` no one else holds, or None."""
+        for i in range(len(self._spare) - 1, -1, -1):
+            # 2: the list's reference and getrefcount's argument; nothing else.
+            if self._spare[i].nbytes == nbytes and sys.getrefcount(self._spare[i]) == 2:
+                self.nbytes -= nbytes
+                return self._spare.pop(i)
+        return None
+
+    def trim(self, room: int) -> None:
+        """Drop the oldest spares until they fit in ``room`` bytes."""
+        while self._spare and self.nbytes > room:
+            self.nbytes -= self._spare.pop(0).nbytes
+
+    def clear(self) -> None:
+        self._spare.clear()
+        self.nbytes = 0
+
+
+@dataclass(frozen=True)
+class _Resume:
+    """A zstd part ``read_into`` decoded the head of: ``at`` = (chunk key, reader
+    generation, part, next slot), and its decoder, which goes on from there."""
+
+    at: tuple[tuple[int, int], int, int, int]
+    part: PartStream
 
 
 @dataclass
@@ -245,6 +297,7 @@ class SegmentReader:
         # parts random reads keep (read(keep=True)), within the same byte budget
         self._kept: OrderedDict[tuple[int, int], _KeptParts] = OrderedDict()
         self._kept_bytes = 0
+        self._spare = _SpareBlocks()  # buffers of evicted kept parts, reused
         self._fds: OrderedDict[int, tuple[int, int]] = OrderedDict()  # segment -> fd, version
         self._lock = threading.Lock()
         self._local = threading.local()
@@ -307,6 +360,13 @@ class SegmentReader:
             d = self._local.zd = zstandard.ZstdDecompressor()
         return d
 
+    def _resume_decompressor(self) -> zstandard.ZstdDecompressor:
+        """This thread's decompressor for ``read_into``'s one suspended part at a time."""
+        d = getattr(self._local, "zr", None)
+        if d is None:
+            d = self._local.zr = zstandard.ZstdDecompressor()
+        return d
+
     def forget(self, segments: Iterable[int] | None = None) -> None:
         """Drop cached chunks and descriptors (all, or of the given segments): after
         compaction deleted files, or to see a segment replaced on disk."""
@@ -317,6 +377,7 @@ class SegmentReader:
                 self._cached_bytes -= self._cache.pop(key).nbytes
             for key in [k for k in self._kept if wanted is None or k[0] in wanted]:
                 self._kept_bytes -= self._kept.pop(key).nbytes
+            self._spare.clear()
             for seg in [s for s in self._fds if wanted is None or s in wanted]:
                 os.close(self._fds.pop(seg)[0])
 
@@ -401,8 +462,11 @@ class SegmentReader:
         self._check_slot(header, segment, offset, slot, expect_key, expect_stream)
         if keep:
             block = decode_part(
-                header, data, self._decompressor(), parts, part, segment=segment, offset=offset
-            )
+                header, data, self._decompressor(), parts, part,
+                out=self._part_buffer(key, (end - first) * header.frame_bytes),
+                segment=segment, offset=offset,
+            )  # fmt: skip
+            block.flags.writeable = False
             self._keep_part(key, header, parts, part, block)
             frame = block[slot - first]
             return frame.copy() if copy else frame
@@ -472,6 +536,32 @@ class SegmentReader:
                 self._cached_bytes -= self._cache.popitem(last=False)[1].nbytes
         return chunk
 
+    def _part_buffer(self, key: tuple[int, int], nbytes: int) -> np.ndarray:
+        """Memory for a part about to be kept for chunk ``key``: the kept parts of the
+        chunks used longest ago are evicted first while the new one would not fit in
+        ``cache_bytes`` (``key``'s own stay), and a buffer they leave that no one holds
+        is reused (``_SpareBlocks``); else new memory."""
+        with self._lock:
+            while self._kept_bytes + nbytes > self._cache_bytes_max and any(
+                k != key for k in self._kept
+            ):
+                old = next(k for k in self._kept if k != key)
+                self._evict_kept(old)
+            buf = self._spare.take(nbytes)
+        if buf is None:
+            import numpy as np
+
+            buf = np.empty(nbytes, dtype=np.uint8)
+        return buf
+
+    def _evict_kept(self, key: tuple[int, int]) -> None:
+        """Drop chunk ``key``'s kept parts; their buffers become spares while the kept
+        parts and spares fit in ``cache_bytes``. Holds the lock."""
+        entry = self._kept.pop(key)
+        self._kept_bytes -= entry.nbytes
+        for block in entry.blocks.values():
+            self._spare.give(block, self._cache_bytes_max - self._kept_bytes - self._spare.nbytes)
+
     def _keep_part(
         self,
         key: tuple[int, int],
@@ -493,7 +583,8 @@ class SegmentReader:
                 entry.nbytes += block.nbytes
                 self._kept_bytes += block.nbytes
             while len(self._kept) > 1 and self._kept_bytes > self._cache_bytes_max:
-                self._kept_bytes -= self._kept.popitem(last=False)[1].nbytes
+                self._evict_kept(next(iter(self._kept)))
+            self._spare.trim(self._cache_bytes_max - self._kept_bytes)
 
     def read(
         self,
@@ -567,6 +658,139 @@ class SegmentReader:
         frame = chunk.frame(slot)
         return frame.copy() if copy else frame
 
+    def read_into(
+        self,
+        location,
+        out: np.ndarray,
+        *,
+        expect_keys: tuple[int, Sequence[int]] | None = None,
+        expect_stream: int | None = None,
+    ) -> None:
+        """Decode ``len(out)`` consecutive frames of one chunk, from the slot of
+        ``location`` (``(segment, offset, slot)``) on, into ``out``: a writable
+        C-contiguous uint8 array shaped ``(count, *frame shape)``, e.g. a slice of a
+        batch. The record is read and checked once; the zstd parts are decoded straight
+        into ``out`` (no copy between the decode and the caller's memory): a run that
+        ends inside a part keeps that part's decoder (one per thread, with its own
+        decompressor) and the next run, starting at the next frame, goes on with it, so a
+        pass cut into batches decodes each part once; a run starting inside a part no
+        decoder stopped at decodes the part whole into this thread's scratch buffer and
+        copies its frames. Other codecs are decoded whole and cached.
+
+        ``expect_keys=(stream_key, frame_keys)`` checks every frame's keys as
+        ``expect_key`` does for ``read``; ``expect_stream`` as for ``read``. Raises
+        ``ValueError`` when ``out`` does not have the chunk's frame shape."""
+        from .codecs import PartStream, decode_part, zstd_parts  # numpy: by the first read
+
+        segment, offset, first = location
+        key = self._key(segment, offset)
+        count = len(out)
+        header, data, record_bytes = self._record(*key)
+        stop = first + count
+        self._check_run(header, segment, offset, first, count, expect_keys, expect_stream)
+        if (
+            out.dtype.itemsize != 1
+            or out.shape[1:] != header.shape
+            or not (out.flags.c_contiguous and out.flags.writeable)
+        ):
+            raise ValueError(
+                f"out is {out.dtype} {out.shape}, not writable uint8 frames {header.shape}"
+            )
+        if count == 0:
+            return
+        fb = header.frame_bytes
+        flat = out.reshape(-1).view("u1")
+        hit = self._cached(key)
+        parts = None
+        if hit is None and header.codec == Codec.ZSTD:
+            parts = zstd_parts(header, data, segment=segment, offset=offset)
+            if parts is None:
+                parts = ZstdParts((0, header.count), (0, len(data)))
+        if parts is None or any(
+            (parts.first[p + 1] - parts.first[p]) * fb > SCRATCH_MAX_BYTES
+            for p in range(parts.part_of(first), parts.part_of(stop - 1) + 1)
+        ):
+            chunk = hit or self._decode(key, header, data, record_bytes)
+            for i in range(count):
+                flat[i * fb : (i + 1) * fb] = chunk.frame(first + i).reshape(-1)
+            return
+        dz = self._decompressor()
+        for part in range(parts.part_of(first), parts.part_of(stop - 1) + 1):
+            p0, p1 = parts.first[part], parts.first[part + 1]
+            a, b = max(p0, first), min(p1, stop)
+            dst = flat[(a - first) * fb : (b - first) * fb]
+            if a == p0 and b == p1:  # the whole part: decoded where the caller wants it
+                decode_part(header, data, dz, parts, part, out=dst, segment=segment, offset=offset)
+                with self._lock:
+                    self.chunks_decoded += 1
+                continue
+            scratch = self._scratch
+            with self._lock:
+                generation = self._generation
+            resumed = scratch.resume
+            scratch.resume = None
+            if resumed is not None and resumed.at == (key, generation, part, a):
+                # The rest of a part the last run ended inside: its decoder goes on into
+                # this run's memory (a pass cut into batches decodes each part once).
+                resumed.part.read_into(dst, end=b == p1)
+                if b < p1:
+                    scratch.resume = _Resume((key, generation, part, b), resumed.part)
+                continue
+            if a == p0:  # the head of a part: decoded here, the decoder kept for the rest
+                # Its own decompressor: a suspended stream shares its decompressor's
+                # context, which any other decode in between would reset.
+                stream = PartStream(
+                    header, data, self._resume_decompressor(), parts, part,
+                    segment=segment, offset=offset,
+                )  # fmt: skip
+                stream.read_into(dst, end=False)
+                scratch.resume = _Resume((key, generation, part, b), stream)
+                with self._lock:
+                    self.chunks_decoded += 1
+                continue
+            if not (scratch.holds(key, a, generation) and scratch.holds(key, b - 1, generation)):
+                buffer = scratch.reserve((p1 - p0) * fb)
+                decode_part(
+                    header, data, dz, parts, part, out=buffer, segment=segment, offset=offset
+                )
+                scratch.key, scratch.generation, scratch.header = key, generation, header
+                scratch.first, scratch.count = p0, p1 - p0
+                with self._lock:
+                    self.chunks_decoded += 1
+            src = scratch.buffer
+            assert src is not None
+            dst[:] = src[(a - p0) * fb : (b - p0) * fb]
+
+    @classmethod
+    def _check_run(
+        cls,
+        header: ChunkHeader,
+        segment: int,
+        offset: int,
+        first: int,
+        count: int,
+        expect_keys: tuple[int, Sequence[int]] | None,
+        expect_stream: int | None,
+    ) -> None:
+        """``_check_slot`` for the slots ``first <= slot < first + count``."""
+        cls._check_slot(header, segment, offset, first, None, expect_stream)
+        if count:
+            cls._check_slot(header, segment, offset, first + count - 1, None, expect_stream)
+        if expect_keys is None:
+            return
+        stream_key, keys = expect_keys
+        want = [int(k) for k in keys]
+        have = header.frame_keys[first : first + count]
+        if len(want) != count or header.stream_key != int(stream_key) or list(have) != want:
+            bad = next((i for i in range(count) if i >= len(want) or have[i] != want[i]), 0)
+            cls._check_slot(
+                header, segment, offset, first + bad, None if bad >= len(want) else
+                (int(stream_key), want[bad]), expect_stream,
+            )  # fmt: skip
+            raise CorruptRecord(
+                segment, offset, f"slots {first}..{first + count} hold other frames"
+            )
+
     @staticmethod
     def _check_slot(
         header: ChunkHeader,
@@ -619,6 +843,7 @@ class SegmentReader:
             self._cached_bytes = 0
             self._kept.clear()
             self._kept_bytes = 0
+            self._spare.clear()
             for fd, _version in self._fds.values():
                 os.close(fd)
             self._fds.clear()

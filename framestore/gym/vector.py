@@ -42,6 +42,7 @@ from ..envs import env_spec_of
 from ..errors import InvalidInput
 from ..settings import resolve
 from ..write.recorder import Recorder
+from ._fresh import only_caller_holds
 
 __all__ = ["RecordVectorFrames", "sub_env_infos", "vector_overrides"]
 
@@ -179,14 +180,19 @@ class RecordVectorFrames(VectorWrapper):
         return specs[0] if specs else None
 
     # ----------------------------------------------------------------- helpers
-    def _frames(self) -> Sequence[np.ndarray]:
+    def _frames(self) -> tuple[Sequence[np.ndarray], bool]:
+        """One frame per sub-environment, and whether they may be handed over to the
+        store (``record_steps(owned=True)``: fresh arrays nobody else holds)."""
         frames = self.env.render()
         if not isinstance(frames, list | tuple) or len(frames) != self.num_envs:
             raise InvalidInput(
                 f"{type(self.env.unwrapped).__name__}.render() must give one frame per "
                 f"sub-environment ({self.num_envs}), got {type(frames).__name__}"
             )
-        return frames
+        owned = True
+        for frame in frames:  # each held by ``frames`` and by ``frame``
+            owned = owned and only_caller_holds(frame, containers=1)
+        return frames, owned
 
     def _observations(self, obs: Any) -> list[Any] | None:
         """Each sub-environment's observation of a batched one (None: not recorded)."""
@@ -268,7 +274,7 @@ class RecordVectorFrames(VectorWrapper):
         try:
             obs, infos = self.env.reset(seed=seed, options=call_options or None)
             seeds = self._seeds(seed)
-            frames = self._frames()
+            frames, owned = self._frames()
             per_info = sub_env_infos(infos, self.num_envs)
             ids, rows = [], []
             for i in np.flatnonzero(which):
@@ -281,6 +287,7 @@ class RecordVectorFrames(VectorWrapper):
                 [frames[i] for i in rows],
                 infos=[per_info[i] for i in rows],
                 observations=None if per_obs is None else [per_obs[i] for i in rows],
+                owned=owned,
             )
         except BaseException:
             self._stop_recording()
@@ -318,15 +325,17 @@ class RecordVectorFrames(VectorWrapper):
             for i in np.flatnonzero(resets):
                 self._open(int(i), None, None)
         ids = self._episodes
+        frames, owned = self._frames()
         self.recorder.record_steps(
             list(ids),
-            self._frames(),
+            frames,
             self._actions(actions, resets),
             rewards,
             terminated,
             truncated,
             sub_env_infos(infos, self.num_envs),
             observations=self._observations(obs),
+            owned=owned,
         )
         done = np.logical_or(terminated, truncated)
         for i in np.flatnonzero(done):
@@ -342,7 +351,8 @@ class RecordVectorFrames(VectorWrapper):
         ids = list(self._episodes)
         n = self.num_envs
         done = np.logical_or(terminated, truncated)
-        frames = list(self._frames())
+        rendered, owned = self._frames()
+        frames = list(rendered)
         per_info = sub_env_infos(infos, n)
         final = sub_env_infos(infos.get("final_info", {}), n)
         row_frames: list[np.ndarray | None] = [
@@ -373,7 +383,7 @@ class RecordVectorFrames(VectorWrapper):
         try:
             self.recorder.record_steps(
                 ids, row_frames, row_actions, rewards, terminated, truncated, row_infos,
-                observations=row_obs,
+                observations=row_obs, owned=owned,
             )  # fmt: skip
         except BaseException:
             for eid in last.values():  # their last row was refused

@@ -13,6 +13,7 @@ import gymnasium as gym
 
 from ..envs import env_spec_of
 from ..errors import InvalidInput
+from ._fresh import only_caller_holds
 
 
 class RecordFrames(gym.Wrapper):
@@ -89,10 +90,15 @@ class RecordFrames(gym.Wrapper):
             env_spec=env_spec_of(env.spec),
         )
 
-    def _frame(self):
+    def _frame(self) -> tuple[Any, bool]:
+        """The step's render frame, and whether it may be handed over to the store
+        (``record_step(owned=True)``: a fresh array nobody else holds, never a buffer
+        the environment refills)."""
         if self.step_trigger is not None and not self.step_trigger(self.global_step):
-            return None
-        return self.env.render()
+            return None, False
+        frame = self.env.render()
+        owned = only_caller_holds(frame)  # asked alone: a reference on the stack counts
+        return frame, owned
 
     def _obs(self, obs: Any) -> Any:
         return obs if self.observations else None
@@ -112,7 +118,8 @@ class RecordFrames(gym.Wrapper):
             self._previous = self.recorder.begin_episode(
                 seed=seed, continues=continues, reset_options=options
             )
-            self.recorder.record_step(self._frame(), info=info, observation=self._obs(obs))
+            frame, owned = self._frame()
+            self.recorder.record_step(frame, info=info, observation=self._obs(obs), owned=owned)
         else:
             self._previous = None
         return obs, info
@@ -121,14 +128,16 @@ class RecordFrames(gym.Wrapper):
         obs, reward, terminated, truncated, info = super().step(action)
         self.global_step += 1
         if self.recording and self.recorder.current_episode is not None:
+            frame, owned = self._frame()
             self.recorder.record_step(
-                self._frame(),
+                frame,
                 action=action,
                 reward=float(reward),
                 terminated=terminated,
                 truncated=truncated,
                 info=info,
                 observation=self._obs(obs),
+                owned=owned,
             )
             if terminated or truncated:
                 self.recorder.end_episode()

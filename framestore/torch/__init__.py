@@ -5,7 +5,8 @@
   windows of neighbouring steps (frame stacks, action chunks) padded at episode
   boundaries and ``<key>_is_pad`` masks;
 - ``IterableStepDataset``: the same items as one pass in chunk order, each DataLoader
-  worker walking its share, with a bounded shuffle buffer;
+  worker walking its share, with a bounded shuffle buffer; whole batches in order are
+  decoded into reused batch slots handed from workers as handles;
 - ``TransitionDataset``: ``(obs, action, reward, next_obs, terminated, truncated)``;
 - ``collate_steps``: batches of uint8 frames with one copy, into shared memory in workers;
 - ``ChunkShuffleSampler``: a shuffled epoch of a ``StepDataset`` that draws a few chunks

@@ -3,7 +3,9 @@ transitions, and a collate function for uint8 frames (see ``framestore.torch``).
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, Self
 
 import numpy as np
@@ -24,6 +26,7 @@ from ._episodes import (
     locations_of,
     shares,
 )
+from ._handover import BatchPool, Handover
 
 FRAME_DTYPES = ("uint8", "float32")
 
@@ -131,12 +134,7 @@ class _StepIndex:
         return ep.truncated
 
     def ids(self, keys: Sequence[tuple[EpisodeArrays, int]]) -> dict[str, torch.Tensor]:
-        n = len(keys)
-        return {
-            "episode": torch.from_numpy(np.fromiter((e.episode for e, _ in keys), np.int64, n)),
-            "step": torch.from_numpy(np.fromiter((e.steps[r] for e, r in keys), np.int64, n)),
-            "store": torch.from_numpy(np.fromiter((e.store for e, _ in keys), np.int64, n)),
-        }
+        return {k: torch.from_numpy(v) for k, v in _id_arrays(_segments(keys)).items()}
 
     def close(self) -> None:
         """Close the stores this process opened (reading again reopens them)."""
@@ -158,6 +156,8 @@ class _Steps(_StepIndex):
         super().__init__(sources, **kw)
         self.window = check_window(window, (*self.streams, *self.fields))
         self._rows = [_rows_with(ep, self.streams) for ep in self.episodes]
+        #: (store, episode, stream) -> a frame's shape and dtype (batches in order)
+        self._frame_kinds: dict[tuple[int, int, str], tuple[tuple[int, ...], np.dtype]] = {}
         self._starts = np.cumsum([0, *(len(r) for r in self._rows)])
 
     def __len__(self) -> int:
@@ -202,20 +202,64 @@ class _Steps(_StepIndex):
         out["store"] = torch.from_numpy(np.array(ep.store, dtype=np.int64))
         return out
 
-    def gather(self, keys: Sequence[tuple[EpisodeArrays, int]]) -> dict[str, torch.Tensor]:
+    def gather(
+        self,
+        keys: Sequence[tuple[EpisodeArrays, int]],
+        pool: BatchPool | None = None,
+    ) -> dict[str, torch.Tensor]:
         """The items ``keys`` (episode, row) as one batch: each key's values stacked,
         frames copied once from the cached chunks (into shared memory inside a DataLoader
-        worker, so the batch reaches the main process without another copy)."""
-        out: dict[str, torch.Tensor] = {}
+        worker, so the batch reaches the main process without another copy). With
+        ``pool`` (an in-order pass of uint8 frames) the batch goes into one of the pool's
+        reused slots, frames decoded straight into it (``_handover``)."""
+        plans: dict[str, _FramePlan] = {}
+        arrays: dict[str, np.ndarray] = {}
+        layout: dict[str, tuple[tuple[int, ...], torch.dtype]] = {}
         for key in self.streams:
-            self._gather_frames(key, keys, out)
+            plans[key] = plan = self._plan_frames(key, keys)
+            layout[key] = (plan.shape, _torch_dtype(plan.dtype))
+            if plan.pads is not None:
+                arrays[f"{key}_is_pad"] = plan.pads
+                layout[f"{key}_is_pad"] = (plan.pads.shape, torch.bool)
+        values: dict[str, np.ndarray] = {}
+        segments = _segments(keys)
         for key in self.fields:
-            self._gather_values(key, keys, out)
-        out.update(self.ids(keys))
+            self._gather_values(key, keys, segments, values)
+        values.update(_id_arrays(segments))
+        for name, arr in values.items():
+            arrays[name] = arr
+            layout[name] = (arr.shape, _torch_dtype(arr.dtype))
+        out = None
+        if pool is not None and self._images_as_stored():
+            out = pool.batch(layout, worker=get_worker_info() is not None)
+        if out is None:
+            out = {
+                name: torch.from_numpy(arrays[name]) if name in arrays else _empty(shape, dtype)
+                for name, (shape, dtype) in layout.items()
+            }
+        else:
+            for name, arr in arrays.items():
+                out[name].numpy()[...] = arr
+        for key, plan in plans.items():
+            plan.fill(self, key, out[key].numpy().reshape(-1, *plan.frame_shape))
+            out[key] = self.image(out[key], len(plan.frame_shape))
         return out
 
-    def _gather_frames(self, key: str, keys: Sequence[tuple[EpisodeArrays, int]], out) -> None:
+    def _images_as_stored(self) -> bool:
+        """Whether ``image`` gives uint8 frames as they are (no new tensor)."""
+        return self.frame_dtype == "uint8" and not self.channels_first
+
+    def _plan_frames(self, key: str, keys: Sequence[tuple[EpisodeArrays, int]]) -> _FramePlan:
         offsets = self.window.get(key)
+        if offsets is None and not self.keep_parts:
+            # A pass in order: runs of consecutive slots, decoded into the batch in place.
+            ep, row = keys[0]
+            kind = self._frame_kinds.get((ep.store, ep.episode, key))
+            if kind is None:  # once per episode: a frame read here would decode its part
+                frame = self.frame(ep, row, key)
+                kind = self._frame_kinds[ep.store, ep.episode, key] = (frame.shape, frame.dtype)
+            if kind[1] == np.uint8:
+                return _FramePlan.of_runs(_segments(keys), key, *kind)
         span = 1 if offsets is None else len(offsets)
         pads = np.zeros((len(keys), span), dtype=bool)
         views: list[np.ndarray | None] = []
@@ -238,26 +282,16 @@ class _Steps(_StepIndex):
         if any(v is None for v in views):
             zeros = np.zeros_like(sample)
             views = [zeros if v is None else v for v in views]
-        dtype = torch.from_numpy(np.empty(0, dtype=sample.dtype)).dtype
-        batch = _empty((len(views), *sample.shape), dtype)
-        try:
-            np.stack(views, out=batch.numpy())
-        except ValueError:
-            shapes = sorted({str(v.shape) for v in views if v is not None})
-            raise InvalidInput(
-                f"frames of different shapes in one batch ({', '.join(shapes)}): "
-                "make one dataset per shape (episodes=...)"
-            ) from None
-        if offsets is not None:
-            batch = batch.view(len(keys), span, *sample.shape)
-        out[key] = self.image(batch, sample.ndim)
-        if offsets is not None:
-            out[f"{key}_is_pad"] = torch.from_numpy(pads)
+        lead = (len(keys),) if offsets is None else (len(keys), span)
+        return _FramePlan(
+            (*lead, *sample.shape), sample.dtype, sample.shape, views=views,
+            pads=None if offsets is None else pads,
+        )  # fmt: skip
 
-    def _gather_values(self, key: str, keys: Sequence[tuple[EpisodeArrays, int]], out) -> None:
+    def _gather_values(self, key: str, keys, segments: list[_Segment], out) -> None:
         offsets = self.window.get(key)
         if offsets is None:
-            out[key] = torch.from_numpy(np.array([self.values(ep, key)[row] for ep, row in keys]))
+            out[key] = np.concatenate([self.values(ep, key)[rows] for ep, rows in segments])
             return
         picked, pads = [], []
         for ep, row in keys:
@@ -268,8 +302,115 @@ class _Steps(_StepIndex):
                 pad |= ~ep.has_action[clamped]
             picked.append(self.values(ep, key)[clamped])
             pads.append(pad)
-        out[key] = torch.from_numpy(np.stack(picked))
-        out[f"{key}_is_pad"] = torch.from_numpy(np.stack(pads))
+        out[key] = np.stack(picked)
+        out[f"{key}_is_pad"] = np.stack(pads)
+
+
+@dataclass
+class _FramePlan:
+    """How one stream's frames of a batch are filled: from ``views`` (frames read one
+    by one, copied in) or from ``runs`` (consecutive slots of one chunk each, decoded
+    into the batch by ``FrameStore.read_into``)."""
+
+    shape: tuple[int, ...]  # the batch tensor's
+    dtype: np.dtype
+    frame_shape: tuple[int, ...]
+    views: list[np.ndarray] | None = None
+    runs: list[_Run] | None = None
+    pads: np.ndarray | None = None
+
+    @classmethod
+    def of_runs(
+        cls, segments: list[_Segment], stream: str, shape: tuple[int, ...], dtype: np.dtype
+    ) -> _FramePlan:
+        runs: list[_Run] = []
+        index = 0
+        for ep, rows in segments:
+            seg, off, slot = (column[rows] for column in ep.pointers(stream))
+            steps = ep.steps[rows]
+            breaks = np.flatnonzero(
+                (seg[1:] != seg[:-1]) | (off[1:] != off[:-1]) | (slot[1:] != slot[:-1] + 1)
+            )
+            bounds = [0, *(breaks + 1).tolist(), len(rows)]
+            for a, b in itertools.pairwise(bounds):
+                loc = (int(seg[a]), int(off[a]), int(slot[a]))
+                runs.append(_Run(index + a, loc, ep, steps[a:b]))
+            index += len(rows)
+        return cls((index, *shape), dtype, shape, runs=runs)
+
+    def fill(self, owner: _StepIndex, stream: str, out: np.ndarray) -> None:
+        """Write the frames into ``out`` (``(frames, *frame_shape)``)."""
+        if self.views is not None:
+            try:
+                np.stack(self.views, out=out)
+            except ValueError:
+                self._mixed(v.shape for v in self.views)
+            return
+        assert self.runs is not None
+        for run in self.runs:
+            part = out[run.index : run.index + len(run.steps)]
+            store = owner.stores.get(run.ep.store)
+            try:
+                store.read_into(run.location, run.ep.episode, run.steps, part, stream=stream)
+            except ValueError:  # another shape than the batch's first frame
+                for k in range(len(run.steps)):
+                    frame = owner.frame(run.ep, run.row(k), stream)
+                    if frame.shape != self.frame_shape or frame.dtype != self.dtype:
+                        self._mixed((self.frame_shape, frame.shape))
+                    part[k] = frame
+
+    @staticmethod
+    def _mixed(shapes) -> None:
+        names = sorted({str(tuple(s)) for s in shapes})
+        raise InvalidInput(
+            f"frames of different shapes in one batch ({', '.join(names)}): "
+            "make one dataset per shape (episodes=...)"
+        )
+
+
+@dataclass
+class _Run:
+    """Items ``index..`` of a batch whose frames lie in consecutive slots of one chunk."""
+
+    index: int
+    location: tuple[int, int, int]
+    ep: EpisodeArrays
+    steps: np.ndarray
+
+    def row(self, k: int) -> int:
+        return int(np.searchsorted(self.ep.steps, self.steps[k]))
+
+
+#: An episode and rows of it, in a batch's order.
+_Segment = tuple[EpisodeArrays, np.ndarray]
+
+
+def _segments(keys: Sequence[tuple[EpisodeArrays, int]]) -> list[_Segment]:
+    """``keys`` as runs of the same episode (a batch of a pass in order: a few)."""
+    out: list[_Segment] = []
+    rows: list[int] = []
+    current = None
+    for ep, row in keys:
+        if ep is not current:
+            if rows:
+                out.append((current, np.asarray(rows, dtype=np.int64)))
+            current, rows = ep, []
+        rows.append(row)
+    if rows:
+        out.append((current, np.asarray(rows, dtype=np.int64)))
+    return out
+
+
+def _id_arrays(segments: list[_Segment]) -> dict[str, np.ndarray]:
+    return {
+        "episode": np.concatenate([np.full(len(r), ep.episode, np.int64) for ep, r in segments]),
+        "step": np.concatenate([ep.steps[r].astype(np.int64, copy=False) for ep, r in segments]),
+        "store": np.concatenate([np.full(len(r), ep.store, np.int64) for ep, r in segments]),
+    }
+
+
+def _torch_dtype(dtype: np.dtype) -> torch.dtype:
+    return torch.from_numpy(np.empty(0, dtype=dtype)).dtype
 
 
 def _rows_with(ep: EpisodeArrays, streams: Sequence[str]) -> np.ndarray:
@@ -394,9 +535,13 @@ class IterableStepDataset(_Steps, IterableDataset):
     memory stays bounded, order is local (the buffer holds keys; the frames come from
     the chunk cache, so keep ``shuffle_buffer`` frames within ``cache_bytes``).
 
-    ``batch_size=B`` yields batches of B items gathered whole (frames copied once, into
-    shared memory): use it with ``DataLoader(ds, batch_size=None)``, the fastest pass.
-    Other arguments as ``StepDataset``."""
+    ``batch_size=B`` yields batches of B items gathered whole: use it with
+    ``DataLoader(ds, batch_size=None)``, the fastest pass. In order (no shuffle buffer)
+    with uint8 frames as stored, frames are decoded straight into one of a few batch
+    slots that each process reuses within ``cache_bytes``, and a DataLoader worker hands
+    a slot over as a handle instead of new shared memory per batch
+    (``framestore/torch/_handover.py``); a slot is refilled only once every tensor of
+    its batch is freed. Other arguments as ``StepDataset``."""
 
     def __init__(
         self,
@@ -434,6 +579,7 @@ class IterableStepDataset(_Steps, IterableDataset):
         self.seed = seed
         self.batch_size = batch_size
         self._epoch = 0
+        self._pool: BatchPool | None = None  # made by the process that iterates
 
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
         info = get_worker_info()
@@ -446,7 +592,7 @@ class IterableStepDataset(_Steps, IterableDataset):
         self._epoch += 1
         if self.batch_size is None:
             return (self.item(ep, row) for ep, row in keys)
-        return self._batches(keys, self.batch_size)
+        return self._batches(keys, self.batch_size, stop - start)
 
     def _walk(self, start: int, stop: int) -> Iterator[tuple[EpisodeArrays, int]]:
         """The keys (episode, row) of items ``start <= i < stop`` in order."""
@@ -458,16 +604,32 @@ class IterableStepDataset(_Steps, IterableDataset):
                 yield ep, int(row)
 
     def _batches(
-        self, keys: Iterator[tuple[EpisodeArrays, int]], size: int
+        self, keys: Iterator[tuple[EpisodeArrays, int]], size: int, count: int
     ) -> Iterator[dict[str, torch.Tensor]]:
+        """Batches of ``size`` of the ``count`` keys; in order, in the reused slots of
+        this process's ``BatchPool`` (a shuffled pass reads kept parts, copied in)."""
+        pool = None
+        if not self.keep_parts:
+            if self._pool is None:
+                self._pool = BatchPool(self.stores.cache_bytes)
+            pool = self._pool
+            pool.start_pass()
         batch: list[tuple[EpisodeArrays, int]] = []
+        done = 0
         for key in keys:
             batch.append(key)
-            if len(batch) == size:
-                yield self.gather(batch)
+            if len(batch) == size or done + len(batch) == count:
+                out = self.gather(batch, pool)
+                done += len(batch)
+                if done >= count:
+                    BatchPool.mark_last(out)
+                yield out
                 batch = []
         if batch:
-            yield self.gather(batch)
+            yield self.gather(batch, pool)
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_pool": None}  # slots stay in the process that made them
 
 
 def _shuffled(items: Iterator[Any], size: int, rng: np.random.Generator) -> Iterator[Any]:
@@ -567,6 +729,8 @@ def collate_steps(items: Sequence[Mapping[str, Any]]) -> dict[str, torch.Tensor]
     the DataLoader), is taken as it is."""
     if isinstance(items, _Gathered):
         return items.batch
+    if isinstance(items, Handover):  # a batch in a worker's slot: handed over as it is
+        return items
     if isinstance(items, Mapping):
         return dict(items)
     if not items:

@@ -63,6 +63,13 @@ class EpisodeArrays:
         """Rows with a stored frame in ``stream``."""
         return self.has_frame if stream == RENDER else self.streams[stream][:, 0] >= 0
 
+    def pointers(self, stream: str = "render") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The segment, offset and slot columns of ``stream``'s frame pointers."""
+        if stream == RENDER:
+            return self.segment, self.offset, self.slot
+        ptr = self.streams[stream]
+        return ptr[:, 0], ptr[:, 1], ptr[:, 2]
+
     def location(self, row: int, stream: str = "render") -> tuple[int, int, int] | None:
         if stream != RENDER:
             loc = self.streams[stream][row]

@@ -4,7 +4,8 @@ durability profile says. Runs on one writer thread; knows nothing of queues.
 
 Chunks arrive whole (``_openchunks.ChunkAssembler`` builds them on the producer side,
 one open chunk per (episode, stream index), its frames already in one contiguous
-buffer): the compressor reads that buffer, with no gather copy. A segment interleaves
+buffer, or the frames the producer handed over, kept as they are): the compressor
+reads that buffer, or streams those frames into zstd one by one, with no gather copy. A segment interleaves
 chunks of several episodes; each episode's chunks appear in step order (docs/FORMAT.md).
 
 Segments describe themselves (format version 3): every step's metadata (``StepMeta``)
@@ -65,7 +66,9 @@ class Chunk:
 
     key: int  # stream key (the episode id)
     stream_index: int
-    frames: np.ndarray | None  # (N, *shape), C-contiguous; None: steps only
+    #: (N, *shape), C-contiguous (a buffer the frames were copied into), or N
+    #: C-contiguous frames handed over by the producer (``owned``); None: steps only
+    frames: np.ndarray | list[np.ndarray] | None
     refs: list[FrameRef]
     steps: list[StepMeta]
     buffer: object = None  # the placement's handle of the buffer, freed once written
@@ -75,7 +78,20 @@ class Chunk:
 
     @property
     def nbytes(self) -> int:
-        return 0 if self.frames is None else self.frames.nbytes
+        frames = self.frames
+        if frames is None:
+            return 0
+        if isinstance(frames, np.ndarray):
+            return frames.nbytes
+        return len(frames) * frames[0].nbytes  # one shape per chunk
+
+    @property
+    def frame_shape(self) -> tuple[int, ...]:
+        """The shape of each frame (``()`` for a chunk of steps only)."""
+        frames = self.frames
+        if frames is None:
+            return ()
+        return frames.shape[1:] if isinstance(frames, np.ndarray) else frames[0].shape
 
 
 @dataclass(frozen=True)
@@ -220,11 +236,11 @@ class ChunkWriter:
             if compressor is None:
                 compressor = zstandard.ZstdCompressor(level=self._level, write_content_size=True)
                 local.zc = compressor
-        return (*encode_chunk(frames, self._codec, compressor, None, self._part_frames), block)
+        return (*encode_chunk(frames, self._codec, compressor, self._part_frames), block)
 
     def _append(self, chunk: Chunk, encoded: tuple[tuple[int, ...], bytes, bytes]) -> None:
         lengths, data, block = encoded
-        shape: tuple[int, ...] = chunk.frames.shape[1:] if chunk.frames is not None else ()
+        shape = chunk.frame_shape
         header = ChunkHeader(
             codec=int(self._codec),
             ndim=len(shape),

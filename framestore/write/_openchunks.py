@@ -2,7 +2,10 @@
 
 ``ChunkAssembler`` keeps one open chunk per (episode stream key, stream index). A frame
 is validated by the caller, then copied ONCE, straight into its open chunk's buffer (a
-recycled array in the thread placement, a shared-memory slot for the storage process);
+recycled array in the thread placement, a shared-memory slot for the storage process),
+or, in the thread placement, kept as it is when the caller handed it over
+(``Recorder.record_step(..., owned=True)``: a fresh ``render()`` array the caller will
+not change; the compressor then streams the chunk's frames into zstd one by one);
 its step's metadata (``StepMeta``, the one step type from producer to sink) joins the
 stream-0 chunk. Nothing is queued and nobody is woken per step: a chunk is handed to the
 writer whole (``hand_off``: one queue append and one wake-up, or one pipe command) when
@@ -98,17 +101,34 @@ class ArrayBuffers:
 
 @dataclass(slots=True)
 class _Open:
-    """An open chunk: its frames so far in ``buf[:count]``, and its steps."""
+    """An open chunk: its frames so far in ``buf[:count]`` (copied) or ``held[:count]``
+    (handed over by the caller, kept as they are), and its steps."""
 
     key: int
     stream_index: int
     opened: float
     buf: np.ndarray | None = None
     handle: object = None
+    held: list[np.ndarray] | None = None
+    capacity: int = 0
     count: int = 0
     refs: list[FrameRef] = field(default_factory=list)
     steps: list[StepMeta] = field(default_factory=list)
     row_shapes: list[str] = field(default_factory=list)  # streams >= 1: frames' shapes
+
+    @property
+    def frame_shape(self) -> tuple[int, ...] | None:
+        """The shape of this chunk's frames (None: no frame storage yet)."""
+        if self.buf is not None:
+            return self.buf.shape[1:]
+        if self.held:
+            return self.held[0].shape
+        return None
+
+    @property
+    def has_room(self) -> bool:
+        """Frames can be placed (a buffer, or a list for handed-over frames)."""
+        return self.buf is not None or self.held is not None
 
 
 class ChunkAssembler:
@@ -123,6 +143,9 @@ class ChunkAssembler:
         chunk_frames, chunk_bytes: a chunk is closed at this many frames or raw bytes.
         max_latency: a chunk is closed this many seconds after it was opened.
         open_frames, open_bytes: bound on what all open chunks hold together.
+        keep_owned: frames placed with ``owned=True`` may be kept as they are (the
+            thread placement); False: every frame is copied into a buffer (the storage
+            process's chunks live in shared memory).
     """
 
     def __init__(
@@ -137,8 +160,10 @@ class ChunkAssembler:
         max_latency: float,
         open_frames: int,
         open_bytes: int,
+        keep_owned: bool = False,
     ):
         self.budget = budget
+        self._keep_owned = keep_owned
         self._buffers = buffers
         self._hand_off = hand_off
         self._waiter = waiter
@@ -162,13 +187,17 @@ class ChunkAssembler:
         step: StepMeta | None,
         stream_index: int = 0,
         row_shape: str | None = None,
+        *,
+        owned: bool = False,
     ) -> FrameRef:
         """Copy a validated frame into its open chunk; its ref (``dropped`` when the
         ``drop`` policy found no room: ``step`` is then kept without its frame). A frame
         of another stream than render (``stream_index`` >= 1) has no step; ``row_shape``
-        is its own shape as its pointer row keeps it."""
+        is its own shape as its pointer row keeps it. ``owned``: the caller hands the
+        frame over (it will not change it): a C-contiguous one is kept, not copied,
+        when this assembler keeps owned frames."""
         with self._lock:
-            return self._place(frame, key, step, stream_index, row_shape)
+            return self._place(frame, key, step, stream_index, row_shape, owned)
 
     def place_many(
         self,
@@ -177,10 +206,13 @@ class ChunkAssembler:
         steps: Sequence[StepMeta | None],
         streams: Sequence[int] | None = None,
         row_shapes: Sequence[str | None] | None = None,
+        *,
+        owned: bool = False,
     ) -> list[FrameRef | None]:
         """``place`` for a batch under one lock round (``streams``: each frame's stream
-        index, ``row_shapes`` its own shape; default render); under ``block`` the whole
-        batch waits until it fits (a ``QueueFull`` leaves nothing placed)."""
+        index, ``row_shapes`` its own shape; default render; ``owned``: every frame is
+        handed over); under ``block`` the whole batch waits until it fits (a
+        ``QueueFull`` leaves nothing placed)."""
         with self._lock:
             budget = self.budget
             if budget.policy == "block":
@@ -201,7 +233,7 @@ class ChunkAssembler:
                         self._add_step(step)
                     refs.append(None)
                 else:
-                    refs.append(self._place(frame, key, step, i, shape))
+                    refs.append(self._place(frame, key, step, i, shape, owned))
             return refs
 
     def add_step(self, step: StepMeta) -> None:
@@ -256,32 +288,42 @@ class ChunkAssembler:
         step: StepMeta | None,
         stream_index: int,
         row_shape: str | None,
+        owned: bool = False,
     ) -> FrameRef:
         budget = self.budget
         nbytes = frame.nbytes
         shape = frame.shape
         ck = (key[0], stream_index)
         oc = self._open.get(ck)
-        if oc is not None and oc.buf is not None and oc.buf.shape[1:] != shape:
+        if oc is not None and oc.frame_shape not in (None, shape):
             self._close(ck)
             oc = None
+        # Kept as it is only when the caller said it will not change it, and the
+        # compressor can read it where it lies; anything else is copied, as before.
+        keep = owned and self._keep_owned and frame.flags.c_contiguous
         if (
             not budget.fits(1, nbytes)
-            or (oc is None or oc.buf is None)
-            and not self._buffer(ck, shape, nbytes)
+            or (oc is None or not oc.has_room)
+            and not self._room(ck, shape, nbytes, keep)
         ):
             if budget.policy == "drop":
                 return self._drop(key, shape, step, stream_index)
             self._close_all()  # open chunks would hold the frames we wait for
-            budget.wait_for_room(1, nbytes, self._waiter, lambda: self._buffer(ck, shape, nbytes))
+            budget.wait_for_room(
+                1, nbytes, self._waiter, lambda: self._room(ck, shape, nbytes, keep)
+            )
         oc = self._open[ck]
-        buf = oc.buf
-        assert buf is not None
-        # np.copyto releases the GIL for the copy: the compression threads and the sink
-        # take their turn here. (A memcpy holding the GIL was measured worse: the producer
-        # then starves them until the 5 ms switch interval, runs ~1,000 frames ahead and
-        # copies into memory that has left the caches: more CPU per frame, not less.)
-        np.copyto(buf[oc.count], frame)
+        if oc.held is not None:
+            del oc.held[oc.count :]  # a place() interrupted after its append
+            oc.held.append(frame if keep else np.array(frame, order="C"))
+        else:
+            assert oc.buf is not None
+            # np.copyto releases the GIL for the copy: the compression threads and the
+            # sink take their turn here. (A memcpy holding the GIL was measured worse: the
+            # producer then starves them until the 5 ms switch interval, runs ~1,000
+            # frames ahead and copies into memory that has left the caches: more CPU per
+            # frame, not less.)
+            np.copyto(oc.buf[oc.count], frame)
         ref = FrameRef(self.next_seq, key, shape, stream=stream_index)
         self.next_seq += 1
         if step is not None:
@@ -297,7 +339,7 @@ class ChunkAssembler:
         budget.take(1, nbytes)
         self._open_frames += 1
         self._open_bytes += nbytes
-        if oc.count >= len(buf) or len(oc.steps) >= MAX_CHUNK_STEPS:
+        if oc.count >= oc.capacity or len(oc.steps) >= MAX_CHUNK_STEPS:
             self._close(ck)
         while self._open and (
             self._open_frames > self._open_frames_bound or self._open_bytes > self._open_bytes_bound
@@ -305,19 +347,24 @@ class ChunkAssembler:
             self._close(max(self._open, key=lambda k: self._open[k].count))
         return ref
 
-    def _buffer(self, ck: tuple[int, int], shape: tuple[int, ...], nbytes: int) -> bool:
-        """Give the open chunk ``ck`` (opened if need be) a buffer for frames of
-        ``shape``; False when none is free."""
+    def _room(self, ck: tuple[int, int], shape: tuple[int, ...], nbytes: int, keep: bool) -> bool:
+        """Give the open chunk ``ck`` (opened if need be) room for frames of ``shape``:
+        a list for frames kept as handed over (``keep``), else a buffer; False when no
+        buffer is free."""
         oc = self._open.get(ck)
-        if oc is not None and oc.buf is not None:
+        if oc is not None and oc.has_room:
             return True
         capacity = max(1, min(self._chunk_frames, self._chunk_bytes // max(1, nbytes)))
-        got = self._buffers.get(shape, capacity)
-        if got is None:
+        got = None if keep else self._buffers.get(shape, capacity)
+        if got is None and not keep:
             return False
         if oc is None:
             oc = self._open[ck] = _Open(ck[0], ck[1], time.monotonic())
-        oc.buf, oc.handle = got
+        if got is None:
+            oc.held, oc.capacity = [], capacity
+        else:
+            oc.buf, oc.handle = got
+            oc.capacity = len(oc.buf)  # a ring slot may hold fewer frames than asked
         return True
 
     def _drop(
@@ -349,8 +396,10 @@ class ChunkAssembler:
             del oc.row_shapes[oc.count :]
             if not oc.stream_index and sum(s.has_frame for s in oc.steps) > oc.count:
                 oc.steps.pop()  # the step of that frame: appended after the ref
-        frames = None
-        if oc.buf is not None:
+        frames: np.ndarray | list[np.ndarray] | None = None
+        if oc.held is not None:
+            frames = oc.held[: oc.count] or None
+        elif oc.buf is not None:
             if oc.count:
                 frames = oc.buf[: oc.count]
             else:
@@ -360,18 +409,17 @@ class ChunkAssembler:
             # opened and never filled (Ctrl-C between giving a chunk its buffer and
             # placing the frame): nothing to write; a CHUNK record needs frames or steps
             return
+        chunk = Chunk(
+            oc.key,
+            oc.stream_index,
+            frames,
+            oc.refs,
+            oc.steps,
+            oc.handle,
+            oc.row_shapes if oc.stream_index else None,
+        )  # fmt: skip
         self._open_frames -= oc.count
-        self._open_bytes -= 0 if frames is None else frames.nbytes
+        self._open_bytes -= chunk.nbytes
         self.chunks_handed_off += 1
         self.budget.log_state()
-        self._hand_off(
-            Chunk(
-                oc.key,
-                oc.stream_index,
-                frames,
-                oc.refs,
-                oc.steps,
-                oc.handle,
-                oc.row_shapes if oc.stream_index else None,
-            )  # fmt: skip
-        )
+        self._hand_off(chunk)

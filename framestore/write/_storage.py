@@ -72,10 +72,14 @@ class Storage(Protocol):
         step: StepMeta | None,
         stream: int = 0,
         row_shape: str | None = None,
+        *,
+        owned: bool = False,
     ) -> FrameRef:
         """Accept one frame (validated and copied before it returns) and its step's
         metadata (for the segment's steps block and the step's row; None for a frame of
-        another stream than render, index ``stream``, whose own shape is ``row_shape``)."""
+        another stream than render, index ``stream``, whose own shape is ``row_shape``).
+        ``owned``: the caller hands the frame over and will not change it; a placement
+        may then keep it instead of copying it (the thread placement does)."""
         ...
 
     def put_step(self, step: StepMeta) -> None:
@@ -89,10 +93,12 @@ class Storage(Protocol):
         steps: Sequence[StepMeta | None],
         streams: Sequence[int] | None = None,
         row_shapes: Sequence[str | None] | None = None,
+        *,
+        owned: bool = False,
     ) -> list[FrameRef | None]:
         """Accept a batch of frames (``None`` entries: no frame) and their steps;
         ``streams``: each frame's stream index (0: render), ``row_shapes`` the own shape
-        of each frame of another stream."""
+        of each frame of another stream; ``owned``: as ``put``'s, for every frame."""
         ...
 
     def offer(self, event: Any, timeout: float | None = None) -> bool:
@@ -296,8 +302,10 @@ class ThreadStorage:
         step: StepMeta | None,
         stream: int = 0,
         row_shape: str | None = None,
+        *,
+        owned: bool = False,
     ) -> FrameRef:
-        return self._service.put(frame, key, step, stream, row_shape)
+        return self._service.put(frame, key, step, stream, row_shape, owned=owned)
 
     def put_step(self, step: StepMeta) -> None:
         self._service.put_step(step)
@@ -309,8 +317,10 @@ class ThreadStorage:
         steps: Sequence[StepMeta | None],
         streams: Sequence[int] | None = None,
         row_shapes: Sequence[str | None] | None = None,
+        *,
+        owned: bool = False,
     ) -> list[FrameRef | None]:
-        return self._service.put_many(frames, keys, steps, streams, row_shapes)
+        return self._service.put_many(frames, keys, steps, streams, row_shapes, owned=owned)
 
     def hand_off(self, chunk: Chunk) -> None:
         """A chunk assembled by a producer elsewhere (the storage process's)."""

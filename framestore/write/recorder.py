@@ -351,6 +351,7 @@ class Recorder:
         *,
         frames: dict[str, np.ndarray | None] | None = None,
         observation: Any = None,
+        owned: bool = False,
     ) -> int:
         """Record one step of the current episode; returns its step index. Never blocks
         on disk work (only, under the ``block`` policy, on a full queue, up to the block
@@ -369,6 +370,15 @@ class Recorder:
         for a dict's), small other entries (up to 1 KiB each: state vectors, scalars) go
         into the step row as typed binary, larger ones into a stream of their bytes. Read
         it back with ``FrameStore.read_observation``.
+
+        ``owned=True`` hands ``frame`` over: framestore may keep that very array until
+        its chunk is written instead of copying it, and you promise that nothing
+        changes it from now on (pass it for an array made for this call, such as a new
+        ``env.render()`` result, never for a buffer the caller refills; ``RecordFrames``
+        does it for fresh render arrays only). The thread placement then skips the copy
+        (a C-contiguous frame only; others are copied); the storage process always
+        copies into shared memory, and so are the frames of ``frames=`` and
+        ``observation`` streams. The queue's bounds count a kept frame's bytes.
 
         Everything is validated before anything is queued: a bad frame, stream name,
         action, reward or info raises ``InvalidInput`` (or a subclass) and records
@@ -407,7 +417,7 @@ class Recorder:
             shape = format_shape(getattr(frame, "shape", ()))
             meta = StepMeta(eid, step, action_text, reward, term, trunc, info_text, wall, shape)
             meta.observation = inline  # before the put: the writer may pack it at once
-            ref = self._storage.put(frame, (eid, step), meta)
+            ref = self._storage.put(frame, (eid, step), meta, owned=owned)
             if ref.dropped:
                 st.dropped += 1
         else:
@@ -484,6 +494,7 @@ class Recorder:
         infos: Sequence[dict[str, Any] | None] | None = None,
         *,
         observations: Sequence[Any] | None = None,
+        owned: bool = False,
     ) -> list[int]:
         """Record one step of each of several open episodes (``open_episode``) at once:
         one validation, one enqueue of the frames and one event for the whole batch.
@@ -503,6 +514,10 @@ class Recorder:
                 recorded as ``record_step(observation=...)`` records one (image
                 entries as frame streams, one equal to its row's render frame stored
                 once; small other entries in the row as typed binary); ``None``.
+            owned: hand the render frames over (``record_step``'s ``owned``): a
+                sequence of separate frames may then be kept without a copy; the rows
+                of one ``(N, H, W[, C])`` array are copied (they share its memory), and
+                so is every frame of a batch with observation streams.
 
         Everything is validated before anything is queued; under the ``block`` policy the
         call waits until every frame fits the queue, under ``drop`` each frame that does
@@ -525,7 +540,9 @@ class Recorder:
             refs = self._put_batch_streams(rows, states, metas, new)  # type: ignore[arg-type]
         else:
             keys = list(zip(rows.episode_ids, steps, strict=True))
-            refs = self._storage.put_many(rows.frames, keys, metas)
+            refs = self._storage.put_many(
+                rows.frames, keys, metas, owned=owned and not isinstance(frames, np.ndarray)
+            )
         self._publish_starts(states)  # type: ignore[arg-type]
         for eid, started in new.items():  # after their episode's start
             self._start_streams(self._open[eid], started)

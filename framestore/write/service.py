@@ -185,6 +185,7 @@ class FrameStorageService:
             max_latency=float(max_latency),
             open_frames=max(1, queue_frames // 2),
             open_bytes=max(1, queue_bytes // 2),
+            keep_owned=True,
         )
         self._writer = ChunkWriter(
             self.root,
@@ -209,10 +210,14 @@ class FrameStorageService:
         step: StepMeta | None = None,
         stream: int = 0,
         row_shape: str | None = None,
+        *,
+        owned: bool = False,
     ) -> FrameRef:
         """Accept a frame for storage and return its ref at once.
 
-        Costs one validation and one copy into its stream's open chunk. ``step``: the
+        Costs one validation and one copy into its stream's open chunk; none with
+        ``owned`` (the caller hands a C-contiguous frame over and will not change it: it
+        is kept until written, its bytes counted in the queue's bounds as a copy's). ``step``: the
         step's metadata, written with the frame into its chunk (kept even when the frame
         is dropped; a frame of another stream than ``render`` has none). ``stream``: the
         frame's stream index in its episode (its own chunks; docs/FORMAT.md);
@@ -227,7 +232,7 @@ class FrameStorageService:
         check_frame(frame)
         self._check_size(frame.nbytes)
         self.raise_if_failed()
-        return self._chunks.place(frame, key, step, stream, row_shape)
+        return self._chunks.place(frame, key, step, stream, row_shape, owned=owned)
 
     def put_step(self, step: StepMeta) -> None:
         """A step without a frame: its metadata goes into its episode's next chunk.
@@ -255,9 +260,11 @@ class FrameStorageService:
         steps: Sequence[StepMeta | None] | None = None,
         streams: Sequence[int] | None = None,
         row_shapes: Sequence[str | None] | None = None,
+        *,
+        owned: bool = False,
     ) -> list[FrameRef | None]:
         """``put`` for a batch, under one lock round: the refs in order (``None`` where
-        the frame is ``None``). ``steps``: each row's metadata (rows without a frame are
+        the frame is ``None``; ``owned``: as ``put``'s, for every frame). ``steps``: each row's metadata (rows without a frame are
         written as steps without one). ``streams``: each frame's stream index (default
         0, render), ``row_shapes`` the own shape of each frame of another stream: one
         step's frames of several streams go in together or not at all.
@@ -291,7 +298,7 @@ class FrameStorageService:
         if len(indexes) != len(frames):
             raise InvalidInput(f"{len(frames)} frames for {len(indexes)} stream indexes")
         self.raise_if_failed()
-        return self._chunks.place_many(frames, checked, metas, indexes, row_shapes)
+        return self._chunks.place_many(frames, checked, metas, indexes, row_shapes, owned=owned)
 
     def hand_off(self, chunk: Chunk) -> None:
         """A chunk built elsewhere (the storage process's, in a ring slot) for the

@@ -4,6 +4,7 @@ reads, scans and plain zstd decoders see the same frames; old chunks read as bef
 
 from __future__ import annotations
 
+import itertools
 import threading
 
 import numpy as np
@@ -199,6 +200,58 @@ def test_kept_parts_are_decoded_once_and_stay_within_the_budget(parted, assault_
         assert store.reader._kept_bytes <= 8 * frame_bytes or len(store.reader._kept) == 1
 
 
+def test_kept_parts_reuse_evicted_buffers_never_ones_still_held(parted, assault_frames):
+    # A small budget: parts are evicted all the time and their buffers decode the next
+    # parts, except a buffer whose frame a caller still holds (a view, copy=False).
+    path, ids = parted
+    frame_bytes = assault_frames[0].nbytes
+    order = [(e, s) for e in range(3) for s in range(STEPS)]
+    np.random.default_rng(5).shuffle(order)
+    with FrameStore.open(path, readonly=True, cache_bytes=25 * frame_bytes) as store:
+        held, addresses = [], []
+        for _round in range(3):
+            for i, (e, s) in enumerate(order):
+                loc = store.frame_locations(ids[e], s, s + 1)[0][1]
+                view = store.read_at(loc, ids[e], s, copy=False, keep=True)
+                assert np.array_equal(view, assault_frames[e * STEPS + s])
+                addresses.append(view.base.__array_interface__["data"][0])
+                if i % 7 == 0:
+                    held.append((view, e * STEPS + s))
+                del view
+        for view, k in held:  # never overwritten by the parts decoded after them
+            assert np.array_equal(view, assault_frames[k])
+        reader = store.reader
+        assert reader._kept_bytes + reader._spare.nbytes <= 25 * frame_bytes
+    # Buffers were reused: far fewer distinct ones than parts decoded.
+    assert len(set(addresses)) < len(addresses) // 4
+
+
+def test_read_into_decodes_runs_of_slots_bit_exact_and_checks_them(parted, assault_frames):
+    # FrameStore.read_into, what an in-order dataset pass fills its batches with: runs
+    # that start and end inside parts, cover parts whole, or the whole chunk.
+    from framestore.errors import CorruptRecord
+
+    path, ids = parted
+    with FrameStore.open(path, readonly=True) as store:
+        pointers = store.frame_locations(ids[1])
+        chunk = [(s, loc) for s, loc in pointers if loc[:2] == pointers[0][1][:2]]
+        n = len(chunk)
+        assert n > 12  # a chunk of several parts of 6
+        for a, b in [(0, n), (0, 6), (3, 4), (2, 13), (5, 12), (7, n), (n - 1, n)]:
+            steps = [s for s, _loc in chunk[a:b]]
+            out = np.zeros((b - a, *assault_frames[0].shape), dtype=np.uint8)
+            store.read_into(chunk[a][1], ids[1], steps, out)
+            for k, s in enumerate(steps):
+                assert np.array_equal(out[k], assault_frames[STEPS + s]), (a, b, s)
+        out = np.zeros((3, *assault_frames[0].shape), dtype=np.uint8)
+        with pytest.raises(CorruptRecord, match="not episode"):  # the steps are not there
+            store.read_into(chunk[2][1], ids[1], [2, 3, 5], out)
+        with pytest.raises(CorruptRecord):  # another episode's pointer
+            store.read_into(chunk[2][1], ids[0], [2, 3, 4], out)
+        with pytest.raises(ValueError, match="not writable uint8 frames"):
+            store.read_into(chunk[2][1], ids[1], [2, 3, 4], out[:, :100])
+
+
 def test_a_pass_decodes_a_chunk_of_parts_in_one_go_and_checks_each_part(parted, assault_frames):
     """A sequential pass decodes all parts of a chunk with one decoder call into its
     buffer (``decode_chunk(out=...)``), bit-exact; a seek table that disagrees with the
@@ -227,3 +280,21 @@ def test_a_pass_decodes_a_chunk_of_parts_in_one_go_and_checks_each_part(parted, 
     lying = [(sizes[0][0], 8 * fb), (sizes[1][0], 4 * fb), *sizes[2:]]
     with pytest.raises(CorruptRecord, match=r"segment 1.*99.*content size"):
         decode_chunk(header, body + pack_seek_table(lying), dz, out=out, segment=1, offset=99)
+
+
+def test_read_into_goes_on_decoding_a_part_a_run_ended_inside(parted, assault_frames):
+    # Batches cut a part: the next run continues the part's decoder, even after other
+    # reads (which use this thread's other decompressor) ran in between.
+    path, ids = parted
+    with FrameStore.open(path, readonly=True) as store:
+        chunk = [(s, loc) for s, loc in store.frame_locations(ids[2])][:STEPS]
+        other = store.frame_locations(ids[0])
+        shape = assault_frames[0].shape
+        cuts = [0, 4, 9, 10, 17, STEPS]  # inside parts of 6, across them, one frame
+        for k, (a, b) in enumerate(itertools.pairwise(cuts)):
+            out = np.zeros((b - a, *shape), dtype=np.uint8)
+            store.read_into(chunk[a][1], ids[2], [s for s, _ in chunk[a:b]], out)
+            for i in range(b - a):
+                assert np.array_equal(out[i], assault_frames[2 * STEPS + a + i]), (a, b, i)
+            s, loc = other[k * 3]
+            assert np.array_equal(store.read_at(loc, ids[0], s), assault_frames[s])

@@ -307,3 +307,30 @@ def test_a_pointer_beyond_any_file_offset_is_corruption_not_an_io_error(store_co
     assert f"at offset {2**62}" in line
     report = verify(path)
     assert [(p.episode, p.kind) for p in report.problems] == [(1, "dangling pointer")], report
+
+
+def test_step_track_decodes_repeated_actions_once_and_never_shares_an_array(tmp_path):
+    # Loading a long episode's track (the torch datasets do) decodes each distinct
+    # discrete action text once; array actions stay one object per row.
+    import gymnasium as gym
+    import numpy as np
+
+    from framestore import FrameStore
+
+    frame = np.zeros((4, 4, 3), dtype=np.uint8)
+    spaces = {"discrete": gym.spaces.Discrete(3), "box": gym.spaces.Box(-1, 1, (2,))}
+    actions = {"discrete": [None, 2, 2, 1, 2], "box": [None, *[np.ones(2, np.float32)] * 4]}
+    with FrameStore.open(tmp_path / "s.store") as store:
+        ids = {}
+        for name, space in spaces.items():
+            with store.recorder("CartPole-v1", action_space=space) as rec:
+                ids[name] = rec.begin_episode(seed=0)
+                for a in actions[name]:
+                    rec.record_step(frame, action=a)
+                rec.end_episode()
+        discrete = store.step_track(ids["discrete"]).actions
+        box = store.step_track(ids["box"]).actions
+    assert [None if a is None else int(a) for a in discrete] == actions["discrete"]
+    assert box[0] is None and all(np.array_equal(a, np.ones(2)) for a in box[1:])
+    box[1][0] = 5  # one row's array changed leaves the others alone
+    assert all(a[0] == 1 for a in box[2:])

@@ -140,7 +140,9 @@ def check_fits(game: str, n: int) -> None:
 
 def record_all(rec: Any, fs: FrameSet, costs: np.ndarray) -> None:
     """Record every episode of ``fs`` through ``rec.record_step``; ``costs[i]`` gets the
-    nanoseconds the i-th call took (the producer's cost)."""
+    nanoseconds the i-th call took (the producer's cost). The frames are handed over
+    (``owned=True``, as ``RecordFrames`` hands over fresh ``render()`` arrays): the
+    capture's frames are never changed."""
     clock = time.perf_counter_ns
     frames, actions, rewards = fs.frames, fs.actions, fs.rewards
     terms, truncs, infos = fs.terminated, fs.truncated, fs.infos
@@ -148,7 +150,9 @@ def record_all(rec: Any, fs: FrameSet, costs: np.ndarray) -> None:
         rec.begin_episode(seed=e)
         for i in range(a, b):
             s = clock()
-            rec.record_step(frames[i], actions[i], rewards[i], terms[i], truncs[i], infos[i])
+            rec.record_step(
+                frames[i], actions[i], rewards[i], terms[i], truncs[i], infos[i], owned=True
+            )
             costs[i] = clock() - s
         rec.end_episode()
 

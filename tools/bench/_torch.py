@@ -6,8 +6,12 @@ hits every mode alike):
 ====================  ======================================================================
 ``iter_frames``       ``FrameStore.iter_frames`` over every episode, one process: the limit
 ``iterable``          ``IterableStepDataset(batch_size=256)`` through a DataLoader with 2
-                      workers: uint8 batches of 256 gathered whole by the dataset, a
-                      training pass in chunk order
+                      workers: uint8 batches of 256 decoded by the dataset into reused
+                      batch slots, handed to this process as handles: a training pass
+                      in chunk order
+``iterable, no        the same pass with the batches left in the workers (each worker
+transport``           consumes its own and sends one count): the decode in 2 workers
+                      alone, the ceiling of the ``iterable`` row
 ``iterable, items``   the same pass item by item, batched by the DataLoader (256,
                       ``collate_steps``)
 ``random item``       ``StepDataset[i]`` for random i in this process: per-item cost
@@ -18,8 +22,9 @@ hits every mode alike):
 ``chunk-shuffled w``  ``4-frame windows`` with ``ChunkShuffleSampler``
 ``sequential item``   ``IterableStepDataset`` iterated in this process: per-item cost
 ``DataLoader floor``  no store: 2 workers each yield batches of 256 frames already in
-                      memory, copied into shared memory as every PyTorch worker hands a
-                      batch over: the transport alone, the ceiling of any DataLoader pass
+                      memory, copied into new shared memory as PyTorch's own collate
+                      hands a batch over: PyTorch's transport alone (the ``iterable``
+                      row no longer pays it)
 ====================  ======================================================================
 
 items/s counts dataset items (one step with its frame, or its 4-frame window) consumed
@@ -58,6 +63,7 @@ __all__ = ["TORCH_MODES", "TORCH_TABLE", "TorchResult", "run_torch"]
 TORCH_MODES = (
     "iter_frames",
     "iterable",
+    "iterable, no transport",
     "iterable, items",
     "random item",
     "shuffled epoch",
@@ -109,6 +115,7 @@ TORCH_TABLE = (
 _SHAPES = {  # mode -> (workers, batch)
     "iter_frames": (0, 1),
     "iterable": (2, 256),
+    "iterable, no transport": (2, 256),
     "iterable, items": (2, 256),
     "random item": (0, 1),
     "shuffled epoch": (2, 64),
@@ -275,6 +282,12 @@ def _iterable(store: Path) -> _Timing:
     return _batches(lambda: IterableStepDataset(store, batch_size=256), None, 2, False)
 
 
+def _iterable_kept(store: Path) -> _Timing:
+    from framestore.torch import IterableStepDataset
+
+    return _batches(lambda: _Drained(IterableStepDataset(store, batch_size=256)), None, 2, False)
+
+
 def _iterable_items(store: Path) -> _Timing:
     from framestore.torch import IterableStepDataset
 
@@ -353,6 +366,31 @@ def _floor(store: Path) -> _Timing:
     return _batches(lambda: _Closing(Floor()), None, 2, False)
 
 
+class _Drained:
+    """A dataset whose batches stay in the DataLoader worker that read them: each worker
+    yields one ``{"step": tensor of its item count}`` (a few bytes) once it has read its
+    whole share, so the pass costs the reads without the handover."""
+
+    def __init__(self, dataset: Any):
+        import torch.utils.data as tud
+
+        class Drain(tud.IterableDataset):
+            def __iter__(inner):  # noqa: N805  (the outer dataset is self)
+                import torch
+
+                n = sum(len(b["step"]) for b in dataset)
+                yield {"step": torch.zeros(n, dtype=torch.uint8)}
+
+        self.dataset = dataset
+        self.drain = Drain()
+
+    def __enter__(self) -> Any:
+        return self.drain
+
+    def __exit__(self, *exc: object) -> None:
+        self.dataset.close()
+
+
 class _Closing:
     """A dataset as a context manager, as the framestore datasets are."""
 
@@ -369,6 +407,7 @@ class _Closing:
 _MODES: dict[str, Callable[[Path], _Timing]] = {
     "iter_frames": _iter_frames,
     "iterable": _iterable,
+    "iterable, no transport": _iterable_kept,
     "iterable, items": _iterable_items,
     "random item": _random_item,
     "shuffled epoch": _shuffled,

@@ -317,8 +317,11 @@ class ProcessStorage:
         step: StepMeta | None = None,
         stream: int = 0,
         row_shape: str | None = None,
+        *,
+        owned: bool = False,  # noqa: ARG002 - frames live in shared memory: always copied
     ) -> FrameRef:
-        """Validate ``frame`` and copy it into its open chunk's ring slot."""
+        """Validate ``frame`` and copy it into its open chunk's ring slot (``owned`` or
+        not: the storage process reads frames from shared memory only)."""
         self._link.raise_if_failed()
         key = check_key(key)
         check_frame(frame)
@@ -339,8 +342,11 @@ class ProcessStorage:
         steps: Sequence[StepMeta | None] | None = None,
         streams: Sequence[int] | None = None,
         row_shapes: Sequence[str | None] | None = None,
+        *,
+        owned: bool = False,  # noqa: ARG002 - frames live in shared memory: always copied
     ) -> list[FrameRef | None]:
-        """``put`` for a batch: under ``block`` the whole batch waits until it fits."""
+        """``put`` for a batch: under ``block`` the whole batch waits until it fits
+        (always copied, ``owned`` or not, as ``put``)."""
         self._link.raise_if_failed()
         checked = [check_key(k) for k in keys]
         if len(checked) != len(frames):
