@@ -182,7 +182,15 @@ class TelemetryDBSink:
         self._rearm_level = int(max_queue * logcodes.QUEUE_REARM_FRACTION)
         self._warn_armed = True
 
-        self._reset_counters()
+        self._high_water = 0
+        self._steps_committed = 0
+        self._steps_dropped = 0
+        self._events_committed = 0
+        self._batches = 0
+        self._last_flush_ms = 0.0
+        self._max_flush_ms = 0.0
+        self._checkpoints = 0
+        self._steps_since_checkpoint = 0
         self._pending: list[Event] = []
         self._error: BaseException | None = None
         self._error_reported = False
@@ -201,17 +209,6 @@ class TelemetryDBSink:
             if isinstance(err, FrameStoreError):
                 raise err
             raise SinkError(f"telemetry sink could not open {self.db_path}: {err}") from err
-
-    def _reset_counters(self) -> None:
-        self._high_water = 0
-        self._steps_committed = 0
-        self._steps_dropped = 0
-        self._events_committed = 0
-        self._batches = 0
-        self._last_flush_ms = 0.0
-        self._max_flush_ms = 0.0
-        self._checkpoints = 0
-        self._steps_since_checkpoint = 0
 
     # ------------------------------------------------------------------ producer side
 

@@ -238,13 +238,7 @@ def _by_space(action: Any, space: gs.Space, path: str) -> Any:
     if isinstance(space, gs.Box):
         return _array_values(_box_value(action, space, path))
     if isinstance(space, gs.MultiDiscrete | gs.MultiBinary):
-        try:
-            ok = space.contains(action)
-        except (TypeError, ValueError):
-            ok = False
-        if not ok or np.asarray(action).dtype.kind not in "biu":
-            raise _not_in(action, space, path)
-        return np.asarray(action).astype(space.dtype).tolist()
+        return _multi_value(action, space, path)
     if isinstance(space, gs.Tuple):
         if not isinstance(action, tuple | list) or len(action) != len(space.spaces):
             raise _not_in(action, space, path, f"expected a tuple of {len(space.spaces)}")
@@ -260,6 +254,23 @@ def _by_space(action: Any, space: gs.Space, path: str) -> Any:
         if not isinstance(action, str) or not space.contains(action):
             raise _not_in(action, space, path)
         return action
+    return _other_value(action, space, path)
+
+
+def _multi_value(action: Any, space: gs.MultiDiscrete | gs.MultiBinary, path: str) -> Any:
+    """An action of a MultiDiscrete or MultiBinary space: integers, as a list."""
+    try:
+        ok = space.contains(action)
+    except (TypeError, ValueError):
+        ok = False
+    if not ok or np.asarray(action).dtype.kind not in "biu":
+        raise _not_in(action, space, path)
+    return np.asarray(action).astype(space.dtype).tolist()
+
+
+def _other_value(action: Any, space: gs.Space, path: str) -> Any:
+    """An action of any other space (a custom one): its ``contains`` decides, and the
+    value is stored self-describing."""
     try:
         ok = space.contains(action)
     except Exception:  # a custom space's contains() may raise on foreign input
@@ -325,6 +336,23 @@ def _tagged(value: Any, path: str) -> Any:
         return value
     if isinstance(value, float):
         return value if math.isfinite(value) else {_TAG: "float", "v": _float_out(value)}
+    if isinstance(value, np.ndarray | np.generic):
+        return _tagged_numpy(value, path)
+    if isinstance(value, list):
+        return [_tagged(v, f"{path}[{i}]") for i, v in enumerate(value)]
+    if isinstance(value, tuple):
+        return {_TAG: "tuple", "v": [_tagged(v, f"{path}[{i}]") for i, v in enumerate(value)]}
+    if isinstance(value, bytes | bytearray):
+        return {_TAG: "bytes", "v": base64.b64encode(bytes(value)).decode("ascii")}
+    if isinstance(value, dict):
+        return _tagged_dict(value, path)
+    raise InvalidInput(
+        f"{_where(path)}: values of type {type(value).__qualname__} have no lossless encoding"
+    )
+
+
+def _tagged_numpy(value: np.ndarray | np.generic, path: str) -> dict[str, Any]:
+    """A numeric numpy array or scalar, tagged with its dtype (and shape)."""
     if isinstance(value, np.ndarray):
         if value.dtype.kind not in _NUMERIC_KINDS:
             raise InvalidInput(
@@ -336,35 +364,27 @@ def _tagged(value: Any, path: str) -> Any:
             "shape": list(value.shape),
             "v": _array_values(value.ravel()),
         }
-    if isinstance(value, np.generic):
-        if value.dtype.kind not in _NUMERIC_KINDS:
-            raise InvalidInput(
-                f"{_where(path)}: numpy scalars of dtype {value.dtype} are not supported"
-            )
-        item = value.item()
-        return {
-            _TAG: "scalar",
-            "dtype": value.dtype.str,
-            "v": _float_out(item) if isinstance(item, float) else item,
-        }
-    if isinstance(value, list):
-        return [_tagged(v, f"{path}[{i}]") for i, v in enumerate(value)]
-    if isinstance(value, tuple):
-        return {_TAG: "tuple", "v": [_tagged(v, f"{path}[{i}]") for i, v in enumerate(value)]}
-    if isinstance(value, bytes | bytearray):
-        return {_TAG: "bytes", "v": base64.b64encode(bytes(value)).decode("ascii")}
-    if isinstance(value, dict):
-        if all(isinstance(k, str) for k in value) and _TAG not in value:
-            return {k: _tagged(v, f"{path}[{k!r}]") for k, v in value.items()}
-        return {
-            _TAG: "dict",
-            "v": [
-                [_tagged(k, f"{path}.key"), _tagged(v, f"{path}[{k!r}]")] for k, v in value.items()
-            ],
-        }
-    raise InvalidInput(
-        f"{_where(path)}: values of type {type(value).__qualname__} have no lossless encoding"
-    )
+    if value.dtype.kind not in _NUMERIC_KINDS:
+        raise InvalidInput(
+            f"{_where(path)}: numpy scalars of dtype {value.dtype} are not supported"
+        )
+    item = value.item()
+    return {
+        _TAG: "scalar",
+        "dtype": value.dtype.str,
+        "v": _float_out(item) if isinstance(item, float) else item,
+    }
+
+
+def _tagged_dict(value: dict, path: str) -> dict[str, Any]:
+    """A dict: as a JSON object when its keys are strings (and none is the tag), else
+    tagged as a list of key-value pairs."""
+    if all(isinstance(k, str) for k in value) and _TAG not in value:
+        return {k: _tagged(v, f"{path}[{k!r}]") for k, v in value.items()}
+    return {
+        _TAG: "dict",
+        "v": [[_tagged(k, f"{path}.key"), _tagged(v, f"{path}[{k!r}]")] for k, v in value.items()],
+    }
 
 
 def _untagged(data: Any) -> Any:
@@ -481,20 +501,8 @@ def _info_value(value: Any, path: str, limit: int, depth: int = 0) -> Any:
         return value
     if isinstance(value, float):
         return value if math.isfinite(value) else {"$float": _float_out(value)}
-    if isinstance(value, np.ndarray):
-        if value.dtype.kind not in _NUMERIC_KINDS:
-            raise InvalidInput(f"{path}: numpy array of dtype {value.dtype} cannot be encoded")
-        # Each element takes at least two bytes of JSON: refuse huge arrays before
-        # spending milliseconds converting them on the producer thread.
-        if 2 * value.size - 1 > limit:
-            raise InfoTooLarge(2 * value.size - 1, limit)
-        if value.dtype.kind == "f" and not np.all(np.isfinite(value)):
-            return _info_value(value.tolist(), path, limit, depth + 1)
-        return value.tolist()
-    if isinstance(value, np.generic):
-        if value.dtype.kind not in _NUMERIC_KINDS:
-            raise InvalidInput(f"{path}: numpy value of dtype {value.dtype} cannot be encoded")
-        return _info_value(value.item(), path, limit, depth + 1)
+    if isinstance(value, np.ndarray | np.generic):
+        return _info_numpy(value, path, limit, depth)
     if isinstance(value, Mapping):
         return {
             _info_key(k, path): _info_value(v, f"{path}[{k!r}]", limit, depth + 1)
@@ -514,6 +522,23 @@ def _info_value(value: Any, path: str, limit: int, depth: int = 0) -> Any:
         f"{path}: object of type {type(value).__qualname__} cannot be stored in info; "
         "convert it to numbers, strings, lists or dicts"
     )
+
+
+def _info_numpy(value: np.ndarray | np.generic, path: str, limit: int, depth: int) -> Any:
+    """A numeric numpy array (as nested lists) or scalar (as its Python value)."""
+    if isinstance(value, np.generic):
+        if value.dtype.kind not in _NUMERIC_KINDS:
+            raise InvalidInput(f"{path}: numpy value of dtype {value.dtype} cannot be encoded")
+        return _info_value(value.item(), path, limit, depth + 1)
+    if value.dtype.kind not in _NUMERIC_KINDS:
+        raise InvalidInput(f"{path}: numpy array of dtype {value.dtype} cannot be encoded")
+    # Each element takes at least two bytes of JSON: refuse huge arrays before
+    # spending milliseconds converting them on the producer thread.
+    if 2 * value.size - 1 > limit:
+        raise InfoTooLarge(2 * value.size - 1, limit)
+    if value.dtype.kind == "f" and not np.all(np.isfinite(value)):
+        return _info_value(value.tolist(), path, limit, depth + 1)
+    return value.tolist()
 
 
 def _info_hook(obj: dict[str, Any]) -> Any:

@@ -99,6 +99,63 @@ class _Episodes:
         return eid
 
 
+@dataclass
+class _SegmentMeta:
+    """What the segments' ``EPISODE``, ``EPISODE_END`` and ``RUN_END`` records say, read
+    segment by segment and restored once all are read."""
+
+    eps: _Episodes
+    streams: dict[int, list] = field(default_factory=dict)  # episode id -> its streams
+    ends: dict[int, dict] = field(default_factory=dict)  # episode id -> its EPISODE_END
+    run_ends: dict[int, dict] = field(default_factory=dict)  # run row id -> its RUN_END
+    run_created: dict[Any, Any] = field(default_factory=dict)  # run id -> its created time
+
+    def read(self, scan: SegmentScan) -> dict[int, int | None]:
+        """One segment's records, in order; returns which episode each stream key of the
+        segment is (None: not ours to use)."""
+        owner: dict[int, int | None] = {}
+        for rec in scan.meta_records:
+            kind, meta = scan.kind_of(rec), rec.meta
+            key = _int(meta.get("stream_key"))
+            if kind == "episode" and key is not None:
+                owner[key] = self._episode(meta)
+            elif kind == "episode_end" and key is not None:
+                eid = owner.get(key)
+                if eid is not None and eid == meta.get("episode_id"):
+                    self.ends[eid] = meta
+            elif kind == "run_end" and _int(meta.get("run_id")) is not None:
+                created = self.run_created.get(meta["run_id"])
+                row_id = self.eps.run_id(meta["run_id"], created)
+                if row_id is not None:
+                    self.run_ends[row_id] = meta
+            if kind == "episode" and isinstance(meta.get("run"), dict):
+                run = meta["run"]
+                self.run_created[run.get("id")] = run.get("created")
+        return owner
+
+    def _episode(self, meta: dict) -> int | None:
+        """Claim an ``EPISODE`` record's episode and keep the longest streams list seen."""
+        eid = self.eps.claim(meta)
+        listed = meta.get("streams")
+        if eid is not None and isinstance(listed, list):
+            if len(listed) > len(self.streams.get(eid, ())):
+                self.streams[eid] = [d for d in listed if isinstance(d, dict)]
+        return eid
+
+    def restore(self, cat: Catalog, out: Restored) -> None:
+        """The streams rows, episode ends and run ends the records describe."""
+        for eid, listed in self.streams.items():
+            cat.recovery.restore_streams(eid, listed)
+        for eid, end in self.ends.items():
+            if cat.recovery.restore_episode_end(eid, end):
+                out.episodes_ended.append(eid)
+        for run_id, end in self.run_ends.items():
+            stats = end.get("stats")
+            cat.recovery.restore_run_end(
+                run_id, end.get("ended"), stats if isinstance(stats, str) else None
+            )
+
+
 def restore_from_segments(
     cat: Catalog, root, scans: dict[int, SegmentScan], statuses: dict[int, str]
 ) -> Restored:
@@ -107,40 +164,16 @@ def restore_from_segments(
     out = Restored()
     merged = cat.segments.merged()
     eps = _Episodes(cat, statuses)
+    records = _SegmentMeta(eps)
     have = defaultdict(set, cat.recovery.step_keys())
     pointed = cat.pointers.pointed_frames()
     restored: dict[int, int] = defaultdict(int)
-    ends: dict[int, dict] = {}  # episode id -> its EPISODE_END record
-    streams: dict[int, list] = {}  # episode id -> its streams (the longest list seen)
-    run_ends: dict[int, dict] = {}  # run row id -> its RUN_END record
-    run_created: dict[Any, Any] = {}  # run id in the segments -> its created time
     own_tag = store_tag(cat.meta.store_id())
     for sid in sorted(scans):
         scan = scans[sid]
         if sid in merged or (scan.version or 0) < 3 or scan.store_tag not in (0, own_tag):
             continue  # (another store's segment, not merged: verify reports it)
-        owner: dict[int, int | None] = {}  # stream key -> episode id, in this segment
-        for rec in scan.meta_records:
-            kind, meta = scan.kind_of(rec), rec.meta
-            key = _int(meta.get("stream_key"))
-            if kind == "episode" and key is not None:
-                eid = owner[key] = eps.claim(meta)
-                listed = meta.get("streams")
-                if eid is not None and isinstance(listed, list):
-                    if len(listed) > len(streams.get(eid, ())):
-                        streams[eid] = [d for d in listed if isinstance(d, dict)]
-            elif kind == "episode_end" and key is not None:
-                eid = owner.get(key)
-                if eid is not None and eid == meta.get("episode_id"):
-                    ends[eid] = meta
-            elif kind == "run_end" and _int(meta.get("run_id")) is not None:
-                created = run_created.get(meta["run_id"])
-                row_id = eps.run_id(meta["run_id"], created)
-                if row_id is not None:
-                    run_ends[row_id] = meta
-            if kind == "episode" and isinstance(meta.get("run"), dict):
-                run = meta["run"]
-                run_created[run.get("id")] = run.get("created")
+        owner = records.read(scan)
         rows, stream_rows = _steps_of_segment(root, scan, owner, eps.statuses, have, pointed, out)
         for row in rows:
             restored[row[0]] += 1
@@ -148,18 +181,11 @@ def restore_from_segments(
         cat.recovery.restore_observations(
             (row[12], row[0], row[1]) for row in rows if row[12] is not None
         )
-        stream_rows += _stream_frames_of_segment(scan, owner, eps.statuses, pointed, streams)
-        cat.recovery.restore_stream_frames(stream_rows)
-    for eid, listed in streams.items():
-        cat.recovery.restore_streams(eid, listed)
-    for eid, end in ends.items():
-        if cat.recovery.restore_episode_end(eid, end):
-            out.episodes_ended.append(eid)
-    for run_id, end in run_ends.items():
-        stats = end.get("stats")
-        cat.recovery.restore_run_end(
-            run_id, end.get("ended"), stats if isinstance(stats, str) else None
+        stream_rows += _stream_frames_of_segment(
+            scan, owner, eps.statuses, pointed, records.streams
         )
+        cat.recovery.restore_stream_frames(stream_rows)
+    records.restore(cat, out)
     out.steps = dict(sorted(restored.items()))
     out.episodes_created = eps.created
     return out

@@ -179,26 +179,9 @@ def restore_merged_episodes(
             scan = scans.get(new)
             if scan is None or new == n["note"] or (scan.version or 0) < 3:
                 continue
-            owner: dict[int, int | None] = {}
-            streams: dict[int, list] = {}
-            for rec in scan.meta_records:
-                meta, kind = rec.meta, scan.kind_of(rec)
-                key = meta.get("stream_key")
-                if kind == "episode" and meta.get("store_id") == n["source_id"]:
-                    eid = _merged_episode(cat, meta, ep_map, run_map, episodes, runs, statuses)
-                    owner[key] = eid
-                    listed = meta.get("streams")
-                    if eid is not None and isinstance(listed, list):
-                        streams[eid] = [d for d in listed if isinstance(d, dict)]
-                elif kind == "episode_end" and owner.get(key) is not None:
-                    if cat.recovery.restore_episode_end(owner[key], meta):
-                        out.episodes_ended.append(owner[key])
-                elif kind == "run_end" and meta.get("run_id") in run_map:
-                    stats = meta.get("stats")
-                    cat.recovery.restore_run_end(
-                        run_map[meta["run_id"]], meta.get("ended"),
-                        stats if isinstance(stats, str) else None,
-                    )  # fmt: skip
+            owner, streams = _merged_records(
+                cat, scan, n["source_id"], ep_map, run_map, episodes, runs, statuses, out
+            )
             for eid, listed in streams.items():
                 cat.recovery.restore_streams(eid, listed)
             rows, stream_rows = steps_of_segment(root, scan, owner, statuses, have, pointed, out)
@@ -213,6 +196,35 @@ def restore_merged_episodes(
     out.steps = dict(sorted(restored.items()))
     out.episodes_created = sorted(set(statuses) - known)
     return out
+
+
+def _merged_records(
+    cat, scan, source_id, ep_map, run_map, episodes, runs, statuses, out: Restored
+) -> tuple[dict[int, int | None], dict[int, list]]:
+    """A merged segment's ``EPISODE``, ``EPISODE_END`` and ``RUN_END`` records of the
+    source store, mapped through the note's ids: episodes claimed (``_merged_episode``),
+    ends restored. Returns which episode each stream key is, and each episode's streams."""
+    owner: dict[int, int | None] = {}
+    streams: dict[int, list] = {}
+    for rec in scan.meta_records:
+        meta, kind = rec.meta, scan.kind_of(rec)
+        key = meta.get("stream_key")
+        if kind == "episode" and meta.get("store_id") == source_id:
+            eid = _merged_episode(cat, meta, ep_map, run_map, episodes, runs, statuses)
+            owner[key] = eid
+            listed = meta.get("streams")
+            if eid is not None and isinstance(listed, list):
+                streams[eid] = [d for d in listed if isinstance(d, dict)]
+        elif kind == "episode_end" and owner.get(key) is not None:
+            if cat.recovery.restore_episode_end(owner[key], meta):
+                out.episodes_ended.append(owner[key])
+        elif kind == "run_end" and meta.get("run_id") in run_map:
+            stats = meta.get("stats")
+            cat.recovery.restore_run_end(
+                run_map[meta["run_id"]], meta.get("ended"),
+                stats if isinstance(stats, str) else None,
+            )  # fmt: skip
+    return owner, streams
 
 
 def _merged_episode(cat, meta, ep_map, run_map, episodes, runs, statuses) -> int | None:

@@ -123,16 +123,37 @@ class Foreign:
     chunks: dict[Where, int] = field(default_factory=dict)  # chunk -> new episode id
     headers: dict[Where, object] = field(default_factory=dict)
     episodes: dict[int, int] = field(default_factory=dict)  # new id -> original id
+    # original id -> (new id of its current group, the steps that group holds)
+    groups: dict[int, tuple[int, set[int]]] = field(default_factory=dict, repr=False)
 
     def __bool__(self) -> bool:
         return bool(self.chunks)
+
+    def add(self, where: Where, header, ep: int, next_id: int) -> int:
+        """Chunk ``where`` of a recording that used id ``ep`` joins its group, or starts
+        a new one under ``next_id`` when the group already holds one of its steps (then
+        another recording). Returns the next free episode id."""
+        new_id, steps = self.groups.get(ep, (0, set()))
+        if not new_id or steps & set(header.frame_keys):  # a step seen twice: another one
+            new_id, steps = next_id, set()
+            next_id += 1
+            self.episodes[new_id] = ep
+        steps.update(header.frame_keys)
+        self.groups[ep] = (new_id, steps)
+        self.chunks[where] = new_id
+        self.headers[where] = header
+        return next_id
 
 
 class _Episodes:
     """What recover knows of each episode while it walks the chunks in write order."""
 
     def __init__(self, cat: Catalog, chunks: dict, statuses: dict[int, str]):
+        self.cat = cat
         self.statuses = statuses
+        self.owners = cat.episodes.stream_key_owners()
+        self.created: list[int] = []  # episodes re-created, in order
+        self._run_id: int | None = None  # the run they join, created with the first
         self.have: dict[int, set[int]] = defaultdict(set, cat.recovery.step_keys())
         self.recorded = {r.episode: r.steps for r in cat.stats.episode_row_counts()}
         self.chunks_of: dict[int, set[Where]] = defaultdict(set)
@@ -168,6 +189,29 @@ class _Episodes:
             return isinstance(steps, int) and all(k < steps for k in keys)
         return True
 
+    def rowless(self, ep: int, header) -> list[tuple[int, int]]:
+        """``(slot, step)`` of the frames of a chunk of ``ep`` that have no row."""
+        return [(slot, k) for slot, k in enumerate(header.frame_keys) if k not in self.have[ep]]
+
+    def owner(self, key: int) -> int | None:
+        """The episode a chunk's stream key names (``_owner``)."""
+        return _owner(key, self.owners, self.statuses)
+
+    def create(self, ep: int) -> None:
+        """Re-create episode ``ep`` (interrupted) in a run of recovered episodes."""
+        if self._run_id is None:
+            self._run_id = self.cat.recovery.create_recovered_run()
+        self.cat.recovery.create_recovered_episode(ep, self._run_id)
+        self.statuses[ep] = "interrupted"
+        self.owners[ep] = [ep]
+        self.created.append(ep)
+
+    def adopt(self, ep: int, where: Where, keys: list[int]) -> None:
+        """Frames ``keys`` of chunk ``where`` now have rows of episode ``ep``."""
+        self.have[ep].update(keys)
+        self.chunks_of[ep].add(where)
+        self.last[ep] = max(self.last.get(ep, where), where)
+
 
 def adopt_rowless(
     cat: Catalog,
@@ -184,31 +228,29 @@ def adopt_rowless(
     # A chunk every slot of which a row points at has nothing to adopt (merged segments
     # and gc's copies of their chunks carry source stream keys that are not episode ids).
     pointed = cat.pointers.pointed_frames()
-    merged = set(cat.segments.merged())  # their rows committed with them: nothing to rebuild
-    own_tag = store_tag(cat.meta.store_id())  # another store's segment, not merged: left alone
-    merged |= {sid for sid, scan in scans.items() if scan.store_tag not in (0, own_tag)}
-    owners = cat.episodes.stream_key_owners()
-    run_id = None
+    merged = _not_ours_to_rebuild(cat, scans)
     recovered: dict[int, int] = defaultdict(int)
-    created: list[int] = []
     foreign = Foreign()
-    group: dict[int, tuple[int, set[int]]] = {}  # original id -> (new id, its steps)
     skipped = 0
     for where in sorted(chunks):
         header = chunks[where]
         sid, off = where
         if header.stream_index:  # frames of a stream other than render: _recover_meta's
             continue
-        if sid in merged or all((sid, off, slot) in pointed for slot in range(header.count)):
+        if sid in merged:
             continue
-        ep = _owner(header.stream_key, owners, statuses)
+        unpointed = sum((sid, off, slot) not in pointed for slot in range(header.count))
+        if not unpointed:
+            continue
+        ep = eps.owner(header.stream_key)
         if ep is None:
-            skipped += sum((sid, off, slot) not in pointed for slot in range(header.count))
+            skipped += unpointed
             continue
         status = statuses.get(ep)
         if status == "deleted":
             continue
-        rowless = [(slot, k) for slot, k in enumerate(header.frame_keys) if k not in eps.have[ep]]
+        rowless = eps.rowless(ep, header)
+        keys = [k for _slot, k in rowless]
         if not rowless and not (
             status is not None and eps.older_recording(root, ep, where, header.frame_keys)
         ):
@@ -217,31 +259,24 @@ def adopt_rowless(
             skipped += len(rowless)
             continue
         if status is None:
-            if run_id is None:
-                run_id = cat.recovery.create_recovered_run()
-            cat.recovery.create_recovered_episode(ep, run_id)
-            statuses[ep] = "interrupted"
-            owners[ep] = [ep]
-            created.append(ep)
-        elif not rowless or not eps.owns(ep, where, [k for _s, k in rowless]):
-            new_id, steps = group.get(ep, (0, set()))
-            if not new_id or steps & set(header.frame_keys):  # a step seen twice: another one
-                new_id, steps = next_id, set()
-                next_id += 1
-                foreign.episodes[new_id] = ep
-            steps.update(header.frame_keys)
-            group[ep] = (new_id, steps)
-            foreign.chunks[where] = new_id
-            foreign.headers[where] = header
+            eps.create(ep)
+        elif not rowless or not eps.owns(ep, where, keys):
+            next_id = foreign.add(where, header, ep, next_id)
             continue
         shape = format_shape(header.shape)
         cat.recovery.insert_recovered_steps((ep, k, sid, off, slot, shape) for slot, k in rowless)
-        eps.have[ep].update(k for _slot, k in rowless)
-        eps.chunks_of[ep].add(where)
-        eps.last[ep] = max(eps.last.get(ep, where), where)
+        eps.adopt(ep, where, keys)
         recovered[ep] += len(rowless)
-    cat.recovery.recount_episodes(created)
-    return dict(sorted(recovered.items())), created, foreign, skipped
+    cat.recovery.recount_episodes(eps.created)
+    return dict(sorted(recovered.items())), eps.created, foreign, skipped
+
+
+def _not_ours_to_rebuild(cat: Catalog, scans: dict[int, SegmentScan]) -> set[int]:
+    """Segments whose frames get no rows from recover: merged ones (their rows committed
+    with them) and another store's that no merge brought in (left alone)."""
+    merged = set(cat.segments.merged())
+    own_tag = store_tag(cat.meta.store_id())
+    return merged | {sid for sid, scan in scans.items() if scan.store_tag not in (0, own_tag)}
 
 
 def _owner(key: int, owners: dict[int, list[int]], statuses: dict[int, str]) -> int | None:

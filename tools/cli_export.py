@@ -122,23 +122,13 @@ def export(
     256 colours), WebP, PNG, NPZ, parquet, lerobot (without --video), rrd and minari give
     back the stored pixels.
     """
-    from framestore import FrameStore
-    from framestore.errors import InvalidInput
-
-    from .export import ExportOptions, export_episode, export_run, format_of
+    from .export import ExportOptions
 
     options = ExportOptions(
         fps=fps, start=start, stop=stop, lossless=lossless, scale=scale,
         skip_corrupt=skip_corrupt, stream=stream,
     )  # fmt: skip
-    if stream != "render" and (fmt == "parquet" or fmt in DATASET_FORMATS):
-        raise InvalidInput(
-            f"--stream applies to mp4, gif, webp, png and npz; --format {fmt} carries every stream"
-            if fmt == "parquet"
-            else f"--stream applies to mp4, gif, webp, png and npz, not --format {fmt}"
-        )
-    if (video or task is not None) and fmt != "lerobot":
-        raise InvalidInput("--video and --task apply to --format lerobot")
+    _check_format_options(fmt, stream=stream, video=video, task=task)
     if fmt == "parquet":
         _export_parquet(store, episode_ids, run_id, out, options, shard_mb, as_json)
         return
@@ -147,6 +137,30 @@ def export(
             fmt, store, episode_ids, run_id, out, options, task=task, video=video, as_json=as_json
         )
         return
+    _export_media(store, episode_ids, run_id, out, fmt, options, as_json)
+
+
+def _check_format_options(fmt, *, stream, video, task) -> None:
+    """Options that apply to other formats than ``fmt``: refused before anything is read."""
+    from framestore.errors import InvalidInput
+
+    if stream != "render" and (fmt == "parquet" or fmt in DATASET_FORMATS):
+        raise InvalidInput(
+            f"--stream applies to mp4, gif, webp, png and npz; --format {fmt} carries every stream"
+            if fmt == "parquet"
+            else f"--stream applies to mp4, gif, webp, png and npz, not --format {fmt}"
+        )
+    if (video or task is not None) and fmt != "lerobot":
+        raise InvalidInput("--video and --task apply to --format lerobot")
+
+
+def _export_media(store, episode_ids, run_id, out, fmt, options, as_json) -> None:
+    """One episode to a file, or a run's episodes into a directory (video, images, NPZ)."""
+    from framestore import FrameStore
+    from framestore.errors import InvalidInput
+
+    from .export import export_episode, export_run, format_of
+
     if len(episode_ids) > 1:
         raise click.UsageError("several --episode IDs need --format parquet; else use --run ID")
     episode_id = episode_ids[0] if episode_ids else None

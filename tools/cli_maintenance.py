@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
@@ -12,6 +14,9 @@ from ._gcpolicy import DEFAULT_THRESHOLD
 from ._progress import progress_bar
 from .exitcodes import ExitCode
 from .text import human_bytes
+
+if TYPE_CHECKING:  # the verb imports tools.recover when it runs (start-up time)
+    from .recover import RecoverReport
 
 store_arg = click.argument("store", type=click.Path(file_okay=True, dir_okay=True))
 json_opt = click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
@@ -182,88 +187,99 @@ def recover(store, drop_missing, as_json):
     if as_json:
         emit_json(r.as_dict())
     else:
-        for t in r.segments_truncated:
-            click.echo(
-                f"segment {t['segment']}: cut {t['bytes_removed']} unreadable bytes "
-                f"at offset {t['offset']} ({t['error'] or 'after the seal'})"
-            )
-        for c in r.segments_corrupt:
-            click.echo(
-                f"segment {c['segment']}: corrupt bytes {c['offset']}-{c['end']} "
-                f"removed ({c['error']})"
-            )
-        if r.segments_sealed:
-            click.echo(f"sealed segments: {', '.join(map(str, r.segments_sealed))}")
-        if r.segments_rewritten:
-            click.echo(f"rewrote segments: {', '.join(map(str, r.segments_rewritten))}")
-        if r.segments_removed or r.partials_removed:
-            names = [str(s) for s in r.segments_removed] + r.partials_removed
-            click.echo(f"removed leftovers: {', '.join(names)}")
-        if r.staging_removed:
-            names = ", ".join(Path(p).name for p in r.staging_removed)
-            click.echo(
-                f"removed {len(r.staging_removed)} staging directory(ies) killed publishes "
-                f"left beside the store: {names}"
-            )
-        for ep, n in r.frames_lost.items():
-            click.echo(f"LOST: episode {ep}: {n} frame(s) unreadable; their steps are kept")
-        if r.catalogue_rebuilt:
-            click.echo("framestore.db was missing: the catalogue was rebuilt from the segments")
-        for ep, n in r.steps_recovered.items():
-            click.echo(f"episode {ep}: {n} step row(s) rebuilt from segments")
-        for ep, n in r.steps_without_metadata.items():
-            click.echo(
-                f"LOST: episode {ep}: {n} step row(s) rebuilt with their frame only (segments "
-                "older than format 3 hold no action, reward or info)"
-            )
-        if r.episodes_ended:
-            click.echo(
-                f"episodes whose end was restored from segments: "
-                f"{', '.join(map(str, r.episodes_ended))}"
-            )
-        if r.episodes_deleted:
-            click.echo(
-                "episodes deleted as their rm's tombstone says: "
-                f"{', '.join(map(str, r.episodes_deleted))}"
-            )
-        for ep, n in r.steps_relinked.items():
-            click.echo(f"episode {ep}: {n} step row(s) re-linked to another copy of their frame")
-        for new, old in r.episodes_split.items():
-            click.echo(
-                f"episode {new}: frames of an earlier recording that had used episode id {old} "
-                "(kept apart, not merged)"
-            )
-        for sid, eps in r.segments_unavailable.items():
-            which = ", ".join(f"episode {ep}: {n}" for ep, n in eps.items())
-            click.echo(f"MISSING: segment {sid} cannot be read; frame pointers kept ({which})")
-        if r.episodes_created:
-            click.echo(f"episodes re-created: {', '.join(map(str, r.episodes_created))}")
-        if r.episodes_interrupted:
-            click.echo(
-                f"episodes marked interrupted: {', '.join(map(str, r.episodes_interrupted))}"
-            )
-        for note in r.notes:
-            click.echo(f"note: {note}")
-        if r.data_lost and not (r.frames_lost or r.bytes_discarded):
-            click.echo(f"recovered with data loss (step metadata), {r.seconds} s")
-        elif r.data_lost:
-            click.echo(
-                f"recovered with data loss ({human_bytes(r.bytes_discarded)} of segment data "
-                f"unreadable), {r.seconds} s"
-            )
-        elif r.missing:
-            click.echo(
-                "recovered what could be read; restore the missing segment(s) and run "
-                f"recover again, or `framestore recover --drop-missing`, {r.seconds} s"
-            )
-        elif r.changed:
-            click.echo(f"recovered, nothing lost, {r.seconds} s")
-        else:
-            click.echo(f"nothing to recover, {r.seconds} s")
+        for line in (*_segment_lines(r), *_row_lines(r)):
+            click.echo(line)
+        click.echo(_recover_summary(r))
     if r.data_lost:
         click.get_current_context().exit(ExitCode.DATA_LOSS)
     if r.missing:
         click.get_current_context().exit(ExitCode.PROBLEMS)
+
+
+def _segment_lines(r: RecoverReport) -> Iterator[str]:
+    """What ``recover`` did to segment files and leftovers, one line each."""
+    for t in r.segments_truncated:
+        yield (
+            f"segment {t['segment']}: cut {t['bytes_removed']} unreadable bytes "
+            f"at offset {t['offset']} ({t['error'] or 'after the seal'})"
+        )
+    for c in r.segments_corrupt:
+        yield (
+            f"segment {c['segment']}: corrupt bytes {c['offset']}-{c['end']} removed ({c['error']})"
+        )
+    if r.segments_sealed:
+        yield f"sealed segments: {', '.join(map(str, r.segments_sealed))}"
+    if r.segments_rewritten:
+        yield f"rewrote segments: {', '.join(map(str, r.segments_rewritten))}"
+    if r.segments_removed or r.partials_removed:
+        names = [str(s) for s in r.segments_removed] + r.partials_removed
+        yield f"removed leftovers: {', '.join(names)}"
+    if r.staging_removed:
+        names = ", ".join(Path(p).name for p in r.staging_removed)
+        yield (
+            f"removed {len(r.staging_removed)} staging directory(ies) killed publishes "
+            f"left beside the store: {names}"
+        )
+
+
+def _row_lines(r: RecoverReport) -> Iterator[str]:
+    """What ``recover`` lost, rebuilt or re-linked in the catalogue, one line each."""
+    for ep, n in r.frames_lost.items():
+        yield f"LOST: episode {ep}: {n} frame(s) unreadable; their steps are kept"
+    if r.catalogue_rebuilt:
+        yield "framestore.db was missing: the catalogue was rebuilt from the segments"
+    for ep, n in r.steps_recovered.items():
+        yield f"episode {ep}: {n} step row(s) rebuilt from segments"
+    for ep, n in r.steps_without_metadata.items():
+        yield (
+            f"LOST: episode {ep}: {n} step row(s) rebuilt with their frame only (segments "
+            "older than format 3 hold no action, reward or info)"
+        )
+    if r.episodes_ended:
+        yield (
+            f"episodes whose end was restored from segments: "
+            f"{', '.join(map(str, r.episodes_ended))}"
+        )
+    if r.episodes_deleted:
+        yield (
+            "episodes deleted as their rm's tombstone says: "
+            f"{', '.join(map(str, r.episodes_deleted))}"
+        )
+    for ep, n in r.steps_relinked.items():
+        yield f"episode {ep}: {n} step row(s) re-linked to another copy of their frame"
+    for new, old in r.episodes_split.items():
+        yield (
+            f"episode {new}: frames of an earlier recording that had used episode id {old} "
+            "(kept apart, not merged)"
+        )
+    for sid, eps in r.segments_unavailable.items():
+        which = ", ".join(f"episode {ep}: {n}" for ep, n in eps.items())
+        yield f"MISSING: segment {sid} cannot be read; frame pointers kept ({which})"
+    if r.episodes_created:
+        yield f"episodes re-created: {', '.join(map(str, r.episodes_created))}"
+    if r.episodes_interrupted:
+        yield f"episodes marked interrupted: {', '.join(map(str, r.episodes_interrupted))}"
+    for note in r.notes:
+        yield f"note: {note}"
+
+
+def _recover_summary(r: RecoverReport) -> str:
+    """The last line of ``recover``: lost, missing, repaired or nothing to do."""
+    if r.data_lost and not (r.frames_lost or r.bytes_discarded):
+        return f"recovered with data loss (step metadata), {r.seconds} s"
+    if r.data_lost:
+        return (
+            f"recovered with data loss ({human_bytes(r.bytes_discarded)} of segment data "
+            f"unreadable), {r.seconds} s"
+        )
+    if r.missing:
+        return (
+            "recovered what could be read; restore the missing segment(s) and run "
+            f"recover again, or `framestore recover --drop-missing`, {r.seconds} s"
+        )
+    if r.changed:
+        return f"recovered, nothing lost, {r.seconds} s"
+    return f"nothing to recover, {r.seconds} s"
 
 
 COMMANDS = [gc, verify, recover]

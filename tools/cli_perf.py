@@ -206,53 +206,73 @@ def bench(
     if envs > 1 and rate is None and not (overload or writers or scale_out or torch_):
         _bench_vector(envs, frames, repeat, workdir, csv_path, as_json, progress)
         return
+    rows, columns = _measure(
+        games, game=game, frames=frames, rate=rate, envs=envs, seconds=seconds, repeat=repeat,
+        overload=overload, scale_out=scale_out, torch_=torch_, writers=writers, reads=reads,
+        exports=exports, chunk_frames=chunk_frames, part_frames=part_frames,
+        zstd_levels=zstd_levels, durabilities=durabilities, level=level, workdir=workdir,
+        progress=progress,
+    )  # fmt: skip
+    _report(rows, columns, csv_path, as_json)
+
+
+def _rounds(repeat: int) -> int:
+    """Rounds of an interleaved bench: ``--repeat``, at least 5 unless asked for more."""
+    return repeat if repeat > 1 else 5
+
+
+def _measure(
+    games, *, game, frames, rate, envs, seconds, repeat, overload, scale_out, torch_, writers,
+    reads, exports, chunk_frames, part_frames, zstd_levels, durabilities, level, workdir,
+    progress,
+) -> tuple[list[Any], Any]:  # fmt: skip
+    """Run the bench the flags pick (first match in the order of the checks below) and
+    return its rows and table columns."""
+    from . import bench as lib
+
+    one = "assault" if game == "all" else game  # the game of the one-game benches
     placements = ("thread", "process") if writers else ()
     if exports:
-        rounds = repeat if repeat > 1 else 5
-        rows = lib.run_exports(frames or 10_000, rounds=rounds, workdir=workdir, progress=progress)
-        columns = lib.EXPORTS_TABLE
-    elif torch_:
-        fs = lib.capture(games[0] if game != "all" else "assault", frames or 3000)
-        rounds = repeat if repeat > 1 else 5
-        rows = lib.run_torch(fs, rounds=rounds, workdir=workdir, progress=progress)
-        columns = lib.TORCH_TABLE
-    elif scale_out:
-        fs = lib.capture(games[0] if game != "all" else "assault", frames or 3000)
-        rows: list[Any] = lib.scale_out(fs, workdir=workdir, progress=progress)
-        columns = lib.SCALEOUT_TABLE
-    elif overload:
+        rows = lib.run_exports(
+            frames or 10_000, rounds=_rounds(repeat), workdir=workdir, progress=progress
+        )
+        return rows, lib.EXPORTS_TABLE
+    if torch_:
+        fs = lib.capture(one, frames or 3000)
+        rows = lib.run_torch(fs, rounds=_rounds(repeat), workdir=workdir, progress=progress)
+        return rows, lib.TORCH_TABLE
+    if scale_out:
+        fs = lib.capture(one, frames or 3000)
+        return lib.scale_out(fs, workdir=workdir, progress=progress), lib.SCALEOUT_TABLE
+    if overload:
         fs = lib.capture("noise", frames or 256)
         rows = lib.overload(
             fs, level=level, seconds=seconds, workdir=workdir, writers=placements or ("thread",)
         )
-        columns = lib.OVERLOAD_TABLE
-    elif rate is not None:
+        return rows, lib.OVERLOAD_TABLE
+    if rate is not None:
         games = tuple(g for g in games if g != "noise") or games
         rows = lib.run_pacing(
             games, hz=rate, envs=envs, seconds=seconds, frames=frames, workdir=workdir,
             progress=progress, writers=placements,
         )  # fmt: skip
-        columns = lib.PACING_TABLE
-    elif reads:
+        return rows, lib.PACING_TABLE
+    if reads:
         rows = lib.run_reads(
-            "assault" if game == "all" else game, frames=frames, chunk_frames=chunk_frames,
-            levels=zstd_levels, part_frames=part_frames, rounds=repeat if repeat > 1 else 5, workdir=workdir,
-            progress=progress,
+            one, frames=frames, chunk_frames=chunk_frames, levels=zstd_levels,
+            part_frames=part_frames, rounds=_rounds(repeat), workdir=workdir, progress=progress,
         )  # fmt: skip
-        columns = lib.READS_TABLE
-    elif writers:
-        rounds = repeat if repeat > 1 else 5
+        return rows, lib.READS_TABLE
+    if writers:
         rows = lib.run_writers(
-            games, frames=frames, rounds=rounds, workdir=workdir, progress=progress
+            games, frames=frames, rounds=_rounds(repeat), workdir=workdir, progress=progress
         )
-        columns = lib.WRITERS_TABLE
-    else:
-        rows = lib.run_bench(
-            games, frames=frames, workdir=workdir, repeat=repeat, progress=progress,
-            durabilities=durabilities,
-        )  # fmt: skip
-        columns = lib.THROUGHPUT_TABLE
-    _report(rows, columns, csv_path, as_json)
+        return rows, lib.WRITERS_TABLE
+    rows = lib.run_bench(
+        games, frames=frames, workdir=workdir, repeat=repeat, progress=progress,
+        durabilities=durabilities,
+    )  # fmt: skip
+    return rows, lib.THROUGHPUT_TABLE
 
 
 def _check_writable(path: str) -> None:
@@ -293,7 +313,7 @@ def _bench_vector(envs, frames, repeat, workdir, csv_path, as_json, progress) ->
 
     steps = max(10, (frames or 2400 * envs // 8) // envs)
     rows = lib.run_vector(
-        envs, steps=steps, rounds=repeat if repeat > 1 else 5, workdir=workdir, progress=progress
+        envs, steps=steps, rounds=_rounds(repeat), workdir=workdir, progress=progress
     )
     if progress:
         progress("reading one episode out of 16 interleaved, and alone")

@@ -228,6 +228,25 @@ def _same_episode(ours, theirs) -> bool:
 def _select(st: FrameStore, src: FrameStore, source_id: str) -> _Selection:
     """Split the source into what DEST holds already (see the module docstring) and
     what it does not."""
+    runs_here, eps_here = _merged_before(st, src, source_id)
+    eps = [e for e in src.catalog.merges.export_episodes() if e["id"] not in eps_here]
+    wanted = {e["run_id"] for e in eps}
+    runs = [r for r in src.catalog.merges.export_runs() if r["id"] in wanted - set(runs_here)]
+    ids = [e["id"] for e in eps]
+    rows = src.catalog.merges.iter_step_rows(ids)
+    segments = {r[8] for r in rows if r[8] is not None}
+    # frames of streams other than render (step_frames: the segment at index 3)
+    segments |= {r[3] for r in src.catalog.merges.iter_stream_rows(ids) if r[3] is not None}
+    segments = sorted(segments)
+    return _Selection(runs, eps, segments, runs_here, eps_here)
+
+
+def _merged_before(
+    st: FrameStore, src: FrameStore, source_id: str
+) -> tuple[dict[int, int], dict[int, int]]:
+    """The source's runs and episodes that DEST holds from earlier merges of it, as
+    ``{source id: DEST id}`` (runs, episodes): named by a ``done`` merge record and
+    still the same run or episode on both sides."""
     runs_here: dict[int, int] = {}
     eps_here: dict[int, int] = {}
     dest_runs = {r.id: r for r in st.runs()}
@@ -256,16 +275,7 @@ def _select(st: FrameStore, src: FrameStore, source_id: str) -> _Selection:
         and (src_runs[theirs].env_id, src_runs[theirs].created)
         == (dest_runs[ours].env_id, dest_runs[ours].created)
     }
-    eps = [e for e in src.catalog.merges.export_episodes() if e["id"] not in eps_here]
-    wanted = {e["run_id"] for e in eps}
-    runs = [r for r in src.catalog.merges.export_runs() if r["id"] in wanted - set(runs_here)]
-    ids = [e["id"] for e in eps]
-    rows = src.catalog.merges.iter_step_rows(ids)
-    segments = {r[8] for r in rows if r[8] is not None}
-    # frames of streams other than render (step_frames: the segment at index 3)
-    segments |= {r[3] for r in src.catalog.merges.iter_stream_rows(ids) if r[3] is not None}
-    segments = sorted(segments)
-    return _Selection(runs, eps, segments, runs_here, eps_here)
+    return runs_here, eps_here
 
 
 @dataclass(frozen=True)

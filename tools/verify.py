@@ -163,14 +163,10 @@ def _scan_all(
     row is settled after the snapshot (``_settle``): its header is checked there."""
     rows = st.catalog.segments.rows()
     merged = st.catalog.segments.merged()  # their file headers name their source id
+    tags = _StoreTags.of(st, merged)
     running = report.writer_running
     active = max(files.regular, default=None) if running else None
     scans: dict[int, SegmentScan] = {}
-    # (a published store's catalogue has no store id; its manifest vouches for its files)
-    own_tag = 0 if st.published else store_tag(st.catalog.meta.store_id())
-    # the tags of the stores merged in (None: merged before they were recorded)
-    listed = None if st.published else st.catalog.meta.get(MERGED_TAGS)
-    merged_tags = set(listed) if isinstance(listed, list) else None
     total = len(files.regular)
     for i, (sid, path) in enumerate(sorted(files.regular.items())):
         try:
@@ -190,7 +186,7 @@ def _scan_all(
             )
         # another store's segment that no merge brought in: one line says so (its header
         # naming another id follows from that)
-        foreign = bool(own_tag) and scan.store_tag not in (0, own_tag) and sid not in merged
+        foreign = tags.foreign(scan)
         if sid not in rows:
             unsettled.rowless[sid] = scan.header_id
             if foreign:
@@ -200,14 +196,47 @@ def _scan_all(
         _report_scan(report, scan, in_progress, obsolete, header)
         # a file without a row yet (a merge placing it, a writer's new one) is settled
         # after the snapshot; a merged one carries its source store's tag
-        if own_tag and scan.store_tag != own_tag and scan.store_tag and sid in rows:
-            if sid not in merged:
-                report.problems.append(Problem("corrupt", FOREIGN_SEGMENT, sid, 0))
-            elif merged_tags is not None and scan.store_tag not in merged_tags:
-                report.problems.append(Problem("corrupt", NOT_MERGED_IN, sid, 0))
+        wrong_tag = tags.problem(scan) if sid in rows else None
+        if wrong_tag is not None:
+            report.problems.append(wrong_tag)
         if progress is not None:
             progress(i + 1, total)
     return scans
+
+
+@dataclass(frozen=True)
+class _StoreTags:
+    """The store tags (file headers) a segment of this store may carry: its own, or for
+    a merged segment the tag of a store merged in."""
+
+    own: int  # 0: not checked (a published store: its manifest vouches for its files)
+    merged: dict[int, int]  # merged segment -> the header id it was placed with
+    merged_in: set[int] | None  # the stores merged in (None: merged before they were recorded)
+
+    @classmethod
+    def of(cls, st: FrameStore, merged: dict[int, int]) -> _StoreTags:
+        # (a published store's catalogue has no store id; its manifest vouches for its files)
+        own = 0 if st.published else store_tag(st.catalog.meta.store_id())
+        listed = None if st.published else st.catalog.meta.get(MERGED_TAGS)
+        return cls(own, merged, set(listed) if isinstance(listed, list) else None)
+
+    def foreign(self, scan: SegmentScan) -> bool:
+        """Another store's segment that no merge brought in."""
+        return (
+            bool(self.own)
+            and scan.store_tag not in (0, self.own)
+            and scan.segment not in self.merged
+        )
+
+    def problem(self, scan: SegmentScan) -> Problem | None:
+        """What is wrong with a registered segment's tag, if anything."""
+        if not self.own or scan.store_tag in (0, self.own):
+            return None
+        if scan.segment not in self.merged:
+            return Problem("corrupt", FOREIGN_SEGMENT, scan.segment, 0)
+        if self.merged_in is not None and scan.store_tag not in self.merged_in:
+            return Problem("corrupt", NOT_MERGED_IN, scan.segment, 0)
+        return None
 
 
 def _report_scan(
@@ -260,6 +289,19 @@ def _settle(st: FrameStore, report: VerifyReport, unsettled: _Unsettled) -> None
         else:
             add(Problem("interrupted merge", f"merge of {source} did not finish "
                         "(run `framestore recover`, or the merge again)"))  # fmt: skip
+    _settle_rowless(report, unsettled, running, rows, merged, journal)
+
+
+def _settle_rowless(
+    report: VerifyReport,
+    unsettled: _Unsettled,
+    running: bool,
+    rows: dict,
+    merged: dict[int, int],
+    journal: dict[int, tuple[int, str]],
+) -> None:
+    """The files that had no row in the snapshot (``_settle``'s docstring)."""
+    add = report.problems.append
     for sid, header in sorted(unsettled.rowless.items()):
         if sid in rows and header == merged.get(sid, sid):
             report.in_progress.append(f"segment {sid} was registered while verify ran")

@@ -23,7 +23,7 @@ import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from enum import IntEnum
-from typing import IO, Any
+from typing import IO, Any, NamedTuple
 
 import zstandard
 
@@ -321,6 +321,90 @@ def _head_size(version: int) -> int:
     return _CHUNK_HEAD_V2.size if version == 2 else _CHUNK_HEAD_V1.size
 
 
+class _ChunkFields(NamedTuple):
+    """The fixed fields of a CHUNK head as written, before any check (a version-1 head
+    has its sizes implied and no stream index or steps block)."""
+
+    head_size: int
+    entry_size: int
+    codec: int
+    dtype: int
+    ndim: int
+    height: int
+    width: int
+    channels: int
+    count: int
+    stream_key: int
+    stream_index: int
+    steps_length: int
+    steps_count: int
+
+
+def _chunk_fields(data: bytes | memoryview, start: int, version: int) -> _ChunkFields:
+    """The head at ``data[start:]`` of a chunk of format ``version`` (the caller has
+    checked that ``_head_size(version)`` bytes are there)."""
+    if version < 2:
+        codec, dtype, ndim, _r, h, w, c, n, key = _CHUNK_HEAD_V1.unpack_from(data, start)
+        return _ChunkFields(
+            _CHUNK_HEAD_V1.size, _FRAME_ENTRY.size, codec, dtype, ndim, h, w, c, n, key, 0, 0, 0
+        )
+    head_size, entry_size, codec, dtype, ndim, _r, h, w, c, n, key = _CHUNK_HEAD_V2.unpack_from(
+        data, start
+    )
+    stream_index = steps_length = steps_count = 0
+    if version >= 3:
+        stream_index, _r3, steps_length, steps_count = _CHUNK_V3_TAIL.unpack_from(
+            data, start + _CHUNK_HEAD_V2.size
+        )
+    return _ChunkFields(
+        head_size, entry_size, codec, dtype, ndim, h, w, c, n, key,
+        stream_index, steps_length, steps_count,
+    )  # fmt: skip
+
+
+def _frame_shape_ok(ndim: int, channels: int) -> bool:
+    """Gray frames are 2-D with one channel; colour frames 3-D with 1, 3 or 4."""
+    return ndim in (2, 3) and channels in (1, 3, 4) and not (ndim == 2 and channels != 1)
+
+
+def _chunk_head_problem(f: _ChunkFields, version: int) -> str | None:
+    """Why the head ``f`` of a chunk of format ``version`` cannot be valid (the first
+    reason, in the words of ``CorruptRecord``), or None."""
+    head_size, entry_size, codec, dtype, ndim, h, w, c, n, _key, _si, steps_length, steps_count = f
+    if head_size < _head_size(version) or entry_size < _FRAME_ENTRY.size:
+        return f"head size {head_size} / entry size {entry_size} below version {version}'s"
+    if codec not in _CODECS:
+        return f"unknown codec {codec}"
+    if dtype != DTYPE_UINT8:
+        return f"unknown dtype {dtype}"
+    if version >= 3 and n == 0:
+        if ndim or h or w or c or not steps_count or not steps_length:
+            return "a chunk without frames must have no shape and some steps"
+    elif not _frame_shape_ok(ndim, c):
+        return f"invalid shape ndim={ndim} channels={c}"
+    elif h == 0 or w == 0 or n == 0:
+        return "empty frame or chunk"
+    if h * w * c > MAX_FRAME_BYTES:
+        return f"frame of {h * w * c} bytes exceeds {MAX_FRAME_BYTES}"
+    if n * h * w * c > MAX_CHUNK_RAW_BYTES:
+        return f"chunk of {n * h * w * c} raw bytes exceeds {MAX_CHUNK_RAW_BYTES}"
+    if bool(steps_length) != bool(steps_count):
+        return "steps block length and count disagree"
+    return None
+
+
+def _frame_table(payload: bytes | memoryview, f: _ChunkFields) -> tuple[tuple[int, ...], ...]:
+    """The frame keys and lengths of the chunk's frame table."""
+    if f.entry_size == _FRAME_ENTRY.size:  # one unpack for the whole table (a random
+        # read parses it every time: per-entry calls cost ~20 µs on 64 frames)
+        table = struct.unpack_from(f"<{2 * f.count}I", payload, f.head_size)
+        return table[0::2], table[1::2]
+    entries = [
+        _FRAME_ENTRY.unpack_from(payload, f.head_size + i * f.entry_size) for i in range(f.count)
+    ]
+    return tuple(k for k, _ in entries), tuple(ln for _, ln in entries)
+
+
 @dataclass(frozen=True, slots=True)
 class ChunkHeader:
     """The head of a CHUNK payload plus its frame table.
@@ -408,60 +492,19 @@ class ChunkHeader:
         def bad(why: str) -> CorruptRecord:
             return CorruptRecord(segment, offset, f"bad chunk: {why}")
 
-        stream_index = steps_length = steps_count = 0
-        if version >= 2:
-            if len(payload) < _head_size(version):
-                raise bad("payload shorter than the chunk header")
-            head_size, entry_size, codec, dtype, ndim, _r, h, w, c, n, key = (
-                _CHUNK_HEAD_V2.unpack_from(payload)
-            )
-            if head_size < _head_size(version) or entry_size < _FRAME_ENTRY.size:
-                raise bad(
-                    f"head size {head_size} / entry size {entry_size} below version {version}'s"
-                )
-            if version >= 3:
-                stream_index, _r3, steps_length, steps_count = _CHUNK_V3_TAIL.unpack_from(
-                    payload, _CHUNK_HEAD_V2.size
-                )
-        else:
-            if len(payload) < _CHUNK_HEAD_V1.size:
-                raise bad("payload shorter than the chunk header")
-            codec, dtype, ndim, _r, h, w, c, n, key = _CHUNK_HEAD_V1.unpack_from(payload)
-            head_size, entry_size = _CHUNK_HEAD_V1.size, _FRAME_ENTRY.size
-        if codec not in Codec.__members__.values():
-            raise bad(f"unknown codec {codec}")
-        if dtype != DTYPE_UINT8:
-            raise bad(f"unknown dtype {dtype}")
-        if version >= 3 and n == 0:
-            if ndim or h or w or c or not steps_count or not steps_length:
-                raise bad("a chunk without frames must have no shape and some steps")
-        else:
-            if ndim not in (2, 3) or (ndim == 2 and c != 1) or c not in (1, 3, 4):
-                raise bad(f"invalid shape ndim={ndim} channels={c}")
-            if h == 0 or w == 0 or n == 0:
-                raise bad("empty frame or chunk")
-        if h * w * c > MAX_FRAME_BYTES:
-            raise bad(f"frame of {h * w * c} bytes exceeds {MAX_FRAME_BYTES}")
-        if n * h * w * c > MAX_CHUNK_RAW_BYTES:
-            raise bad(f"chunk of {n * h * w * c} raw bytes exceeds {MAX_CHUNK_RAW_BYTES}")
-        if bool(steps_length) != bool(steps_count):
-            raise bad("steps block length and count disagree")
-        table_end = head_size + entry_size * n + steps_length
+        if len(payload) < _head_size(version):
+            raise bad("payload shorter than the chunk header")
+        f = _chunk_fields(payload, 0, version)
+        why = _chunk_head_problem(f, version)
+        if why is not None:
+            raise bad(why)
+        table_end = f.head_size + f.entry_size * f.count + f.steps_length
         if len(payload) < table_end:
             raise bad("frame table or steps block runs past the payload")
-        if entry_size == _FRAME_ENTRY.size:  # one unpack for the whole table (a random
-            # read parses it every time: per-entry calls cost ~20 µs on 64 frames)
-            table = struct.unpack_from(f"<{2 * n}I", payload, head_size)
-            keys, lengths = table[0::2], table[1::2]
-        else:
-            entries = [
-                _FRAME_ENTRY.unpack_from(payload, head_size + i * entry_size) for i in range(n)
-            ]
-            keys = tuple(k for k, _ in entries)
-            lengths = tuple(ln for _, ln in entries)
+        keys, lengths = _frame_table(payload, f)
         return cls(
-            codec, ndim, h, w, c, key, keys, lengths, table_end, version,
-            stream_index, steps_length, steps_count,
+            f.codec, f.ndim, f.height, f.width, f.channels, f.stream_key, keys, lengths,
+            table_end, version, f.stream_index, f.steps_length, f.steps_count,
         )  # fmt: skip
 
     def steps_block(self, payload: bytes | memoryview) -> memoryview:
@@ -745,38 +788,24 @@ def plausible_chunk_head(data: bytes | memoryview, pos: int, length: int, versio
     could be valid: known codec, dtype and shape, sizes within the limits, a frame table
     inside the payload, and for raw chunks exactly the data the frames need. O(1): the
     frame table is not read (a scan tries this at many candidate offsets)."""
-    start = pos + RECORD_HEADER_SIZE
-    head = _CHUNK_HEAD_V2 if version >= 2 else _CHUNK_HEAD_V1
     if length < _head_size(version):
         return False
-    steps_length = 0
-    if version >= 2:
-        head_size, entry_size, codec, dtype, ndim, _r, h, w, c, n, _key = head.unpack_from(
-            data, start
+    f = _chunk_fields(data, pos + RECORD_HEADER_SIZE, version)
+    if version >= 3 and f.count == 0:  # steps only: the head and the steps block fill it
+        head_size, entry_size, _co, _dt, ndim, h, w, c, _n, _k, _si, steps_length, steps_count = f
+        return (
+            head_size >= _head_size(version)
+            and entry_size >= _FRAME_ENTRY.size
+            and bool(steps_length) == bool(steps_count)
+            and not (ndim or h or w or c)
+            and head_size + steps_length == length
         )
-        if head_size < _head_size(version) or entry_size < _FRAME_ENTRY.size:
-            return False
-        if version >= 3:
-            _si, _r3, steps_length, steps_count = _CHUNK_V3_TAIL.unpack_from(
-                data, start + head.size
-            )
-            if bool(steps_length) != bool(steps_count):
-                return False
-            if n == 0:
-                return not (ndim or h or w or c) and head_size + steps_length == length
-    else:
-        codec, dtype, ndim, _r, h, w, c, n, _key = head.unpack_from(data, start)
-        head_size, entry_size = head.size, _FRAME_ENTRY.size
-    if codec not in _CODECS or dtype != DTYPE_UINT8:
+    if _chunk_head_problem(f, version) is not None:
         return False
-    if ndim not in (2, 3) or c not in (1, 3, 4) or (ndim == 2 and c != 1):
-        return False
-    if not (h and w and n) or h * w * c > MAX_FRAME_BYTES or n * h * w * c > MAX_CHUNK_RAW_BYTES:
-        return False
-    table_end = head_size + entry_size * n + steps_length
+    table_end = f.head_size + f.entry_size * f.count + f.steps_length
     if table_end > length:
         return False
-    return codec != Codec.RAW or length - table_end == n * h * w * c
+    return f.codec != Codec.RAW or length - table_end == f.count * f.height * f.width * f.channels
 
 
 def find_seal(fp: IO[bytes], size: int, *, segment: int | str = "?") -> Seal | None:

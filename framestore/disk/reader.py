@@ -680,7 +680,7 @@ class SegmentReader:
         ``expect_keys=(stream_key, frame_keys)`` checks every frame's keys as
         ``expect_key`` does for ``read``; ``expect_stream`` as for ``read``. Raises
         ``ValueError`` when ``out`` does not have the chunk's frame shape."""
-        from .codecs import PartStream, decode_part, zstd_parts  # numpy: by the first read
+        from .codecs import zstd_parts  # numpy: by the first read
 
         segment, offset, first = location
         key = self._key(segment, offset)
@@ -688,14 +688,7 @@ class SegmentReader:
         header, data, record_bytes = self._record(*key)
         stop = first + count
         self._check_run(header, segment, offset, first, count, expect_keys, expect_stream)
-        if (
-            out.dtype.itemsize != 1
-            or out.shape[1:] != header.shape
-            or not (out.flags.c_contiguous and out.flags.writeable)
-        ):
-            raise ValueError(
-                f"out is {out.dtype} {out.shape}, not writable uint8 frames {header.shape}"
-            )
+        _check_out(out, header)
         if count == 0:
             return
         fb = header.frame_bytes
@@ -714,6 +707,25 @@ class SegmentReader:
             for i in range(count):
                 flat[i * fb : (i + 1) * fb] = chunk.frame(first + i).reshape(-1)
             return
+        self._decode_parts_into(key, header, data, parts, first, stop, flat)
+
+    def _decode_parts_into(
+        self,
+        key: tuple[int, int],
+        header: ChunkHeader,
+        data: memoryview,
+        parts: ZstdParts,
+        first: int,
+        stop: int,
+        flat: np.ndarray,
+    ) -> None:
+        """``read_into``'s zstd path: slots ``first <= slot < stop`` part by part into
+        ``flat`` (their bytes): whole parts decoded in place, a part's head by a decoder
+        kept for the run that goes on with it, other pieces through the scratch buffer."""
+        from .codecs import PartStream, decode_part
+
+        segment, offset = key
+        fb = header.frame_bytes
         dz = self._decompressor()
         for part in range(parts.part_of(first), parts.part_of(stop - 1) + 1):
             p0, p1 = parts.first[part], parts.first[part + 1]
@@ -864,3 +876,15 @@ def _owned(frame: np.ndarray, copy: bool) -> np.ndarray:
     if not copy:
         out.flags.writeable = False
     return out
+
+
+def _check_out(out: np.ndarray, header: ChunkHeader) -> None:
+    """``read_into``'s ``out``: writable C-contiguous bytes shaped as the chunk's frames."""
+    if (
+        out.dtype.itemsize != 1
+        or out.shape[1:] != header.shape
+        or not (out.flags.c_contiguous and out.flags.writeable)
+    ):
+        raise ValueError(
+            f"out is {out.dtype} {out.shape}, not writable uint8 frames {header.shape}"
+        )

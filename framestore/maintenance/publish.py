@@ -39,7 +39,7 @@ import shutil
 import stat
 import tempfile
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -59,7 +59,7 @@ from .._format.published import (
     STREAM_TOTALS_TABLE,
     catalogue_object,
 )
-from ..catalog import parse_shape
+from ..catalog import Catalog, parse_shape
 from ..disk.segments import (
     is_sealed,
     list_segment_ids,
@@ -432,47 +432,62 @@ def _write_catalogue(
     }
     for table, table_rows in rows.items():
         _write_table(target, table, _schema(store, table, pa), [table_rows], pa, pq)
-    names = [n for n, _t in cat.tables.columns("steps")]
-    seg_col, off_col = names.index("frame_segment"), names.index("frame_offset")
-    shape_col = names.index("frame_shape")
     totals = {eid: _EpisodeTotals() for eid in sel.episodes}
-    raw_bytes = functools.lru_cache(maxsize=64)(
-        lambda text: math.prod(parse_shape(text) or ()) if text else 0
-    )
-
-    def step_batches():
-        batch = []
-        for eid in sel.episodes:
-            counts = totals[eid]
-            for row in cat.tables.episode_step_rows(eid):
-                batch.append(row)
-                counts.steps += 1
-                if row[seg_col] is not None:
-                    counts.frames += 1
-                    counts.raw_frame_bytes += raw_bytes(row[shape_col])
-                    counts.chunks.add((row[seg_col], row[off_col]))
-                if len(batch) >= _ROW_GROUP:
-                    yield batch
-                    batch = []
-        yield batch
-
-    _write_table(target, "steps", _schema(store, "steps", pa), step_batches(), pa, pq)
+    _write_table(target, "steps", _schema(store, "steps", pa), _step_batches(cat, totals), pa, pq)
     if cat.connection.has_m003:  # streams other than render: their rows and their chunks
-        _write_table(target, "streams", _schema(store, "streams", pa),
-                     [[r for e in sel.episodes for r in cat.tables.episode_rows("streams", e)]],
-                     pa, pq)  # fmt: skip
-        frames = [r for e in sel.episodes for r in cat.tables.episode_rows("step_frames", e)]
-        names = [n for n, _t in cat.tables.columns("step_frames")]
-        seg_col, off_col = names.index("frame_segment"), names.index("frame_offset")
-        frames = [r for r in frames if r[seg_col] is not None]  # (rows are frames)
-        for r in frames:  # their chunks are the episode's too (listed, sized)
-            totals[r[names.index("episode_id")]].chunks.add((r[seg_col], r[off_col]))
-        report.stream_frames = len(frames)
-        _write_table(target, "step_frames", _schema(store, "step_frames", pa), [frames], pa, pq)
+        report.stream_frames = _write_stream_tables(store, target, sel, totals, pa, pq)
     report.episodes = len(sel.episodes)
     report.steps = sum(t.steps for t in totals.values())
     report.frames = sum(t.frames for t in totals.values())
     return totals
+
+
+def _step_batches(cat: Catalog, totals: dict[int, _EpisodeTotals]) -> Iterator[list[tuple]]:
+    """The step rows of the episodes of ``totals`` in row groups, counted into their
+    totals as they go."""
+    names = [n for n, _t in cat.tables.columns("steps")]
+    seg_col, off_col = names.index("frame_segment"), names.index("frame_offset")
+    shape_col = names.index("frame_shape")
+    raw_bytes = functools.lru_cache(maxsize=64)(
+        lambda text: math.prod(parse_shape(text) or ()) if text else 0
+    )
+    batch = []
+    for eid, counts in totals.items():
+        for row in cat.tables.episode_step_rows(eid):
+            batch.append(row)
+            counts.steps += 1
+            if row[seg_col] is not None:
+                counts.frames += 1
+                counts.raw_frame_bytes += raw_bytes(row[shape_col])
+                counts.chunks.add((row[seg_col], row[off_col]))
+            if len(batch) >= _ROW_GROUP:
+                yield batch
+                batch = []
+    yield batch
+
+
+def _write_stream_tables(
+    store: FrameStore,
+    target: _Target,
+    sel: _Selection,
+    totals: dict[int, _EpisodeTotals],
+    pa: Any,
+    pq: Any,
+) -> int:
+    """The ``streams`` and ``step_frames`` tables of streams other than render; their
+    chunks join their episode's totals. Returns the stream frames published."""
+    cat = store.catalog
+    _write_table(target, "streams", _schema(store, "streams", pa),
+                 [[r for e in sel.episodes for r in cat.tables.episode_rows("streams", e)]],
+                 pa, pq)  # fmt: skip
+    frames = [r for e in sel.episodes for r in cat.tables.episode_rows("step_frames", e)]
+    names = [n for n, _t in cat.tables.columns("step_frames")]
+    seg_col, off_col = names.index("frame_segment"), names.index("frame_offset")
+    frames = [r for r in frames if r[seg_col] is not None]  # (rows are frames)
+    for r in frames:  # their chunks are the episode's too (listed, sized)
+        totals[r[names.index("episode_id")]].chunks.add((r[seg_col], r[off_col]))
+    _write_table(target, "step_frames", _schema(store, "step_frames", pa), [frames], pa, pq)
+    return len(frames)
 
 
 def _segment_row(store: FrameStore, segment: int, header_id: int | None) -> tuple:

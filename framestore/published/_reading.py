@@ -232,48 +232,62 @@ def read_manifest(reader: ObjectReader, location: str) -> Manifest:
         raise PublishedObjectError(
             location, MANIFEST_NAME, f"more than {MAX_MANIFEST_BYTES} bytes: too large"
         )
+    try:
+        return _parse_manifest(raw)
+    except _InvalidManifest as e:
+        raise PublishedObjectError(location, MANIFEST_NAME, f"invalid manifest: {e}") from None
 
-    def bad(why: str) -> PublishedObjectError:
-        return PublishedObjectError(location, MANIFEST_NAME, f"invalid manifest: {why}")
 
+class _InvalidManifest(Exception):
+    """Why ``manifest.json`` is not a valid manifest (``read_manifest`` names the place)."""
+
+
+def _parse_manifest(raw: bytes) -> Manifest:
+    """The manifest document in ``raw``, checked: format, version, objects, counts."""
     try:
         data = json.loads(raw)
     except ValueError as e:
-        raise bad(f"not JSON ({e})") from None
+        raise _InvalidManifest(f"not JSON ({e})") from None
     if not isinstance(data, dict) or data.get("format") != PUBLISHED_FORMAT:
-        raise bad(f"format is not {PUBLISHED_FORMAT!r}")
+        raise _InvalidManifest(f"format is not {PUBLISHED_FORMAT!r}")
     version = data.get("version")
     if version not in PUBLISHED_VERSIONS_READ or isinstance(version, bool):
         readable = " and ".join(map(str, PUBLISHED_VERSIONS_READ))
-        raise bad(f"version {version!r}; this framestore reads {readable}")
-    objects = data.get("objects")
+        raise _InvalidManifest(f"version {version!r}; this framestore reads {readable}")
+    objects = _manifest_objects(data.get("objects"), version)
+    schema_version = data.get("schema_version")
+    if not isinstance(schema_version, int):
+        raise _InvalidManifest("no schema_version")
+    counts = {k: data.get(k) for k in ("episodes", "steps", "frames")}
+    counts["stream_frames"] = data.get("stream_frames", 0)  # absent before streams
+    for key, value in counts.items():
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise _InvalidManifest(f"no count of {key}")
+    return Manifest(objects, schema_version, data, counts)
+
+
+def _manifest_objects(objects: Any, version: int) -> dict[str, tuple[int, str]]:
+    """The manifest's object list, ``{name: (bytes, sha256 hex)}``: known names only,
+    each entry with a size and a digest, every table a version-``version`` store has."""
     if not isinstance(objects, dict):
-        raise bad("no object list")
+        raise _InvalidManifest("no object list")
     known = _object_names()
     out: dict[str, tuple[int, str]] = {}
     for name, entry in objects.items():
         is_segment = name.startswith("segments/") and parse_segment_name(name[9:]) is not None
         if not (is_segment or name in known):
-            raise bad(f"unexpected object name {name!r}")
+            raise _InvalidManifest(f"unexpected object name {name!r}")
         if not isinstance(entry, dict):
-            raise bad(f"entry of {name} is not an object")
+            raise _InvalidManifest(f"entry of {name} is not an object")
         size, sha = entry.get("bytes"), entry.get("sha256")
         if not isinstance(size, int) or size < 0 or not isinstance(sha, str) or len(sha) != 64:
-            raise bad(f"entry of {name} needs bytes and a sha256")
+            raise _InvalidManifest(f"entry of {name} needs bytes and a sha256")
         out[name] = (size, sha.lower())
     required = (*PUBLISHED_TABLES, *((EPISODE_TOTALS_TABLE,) if version >= 2 else ()))
     missing = [catalogue_object(t) for t in required if catalogue_object(t) not in out]
     if missing:
-        raise bad(f"{missing[0]} is not listed")
-    schema_version = data.get("schema_version")
-    if not isinstance(schema_version, int):
-        raise bad("no schema_version")
-    counts = {k: data.get(k) for k in ("episodes", "steps", "frames")}
-    counts["stream_frames"] = data.get("stream_frames", 0)  # absent before streams
-    for key, value in counts.items():
-        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-            raise bad(f"no count of {key}")
-    return Manifest(out, schema_version, data, counts)
+        raise _InvalidManifest(f"{missing[0]} is not listed")
+    return out
 
 
 def _mismatch(manifest: Manifest, name: str, size: int, sha: str) -> tuple[str, str] | None:

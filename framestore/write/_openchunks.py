@@ -313,17 +313,7 @@ class ChunkAssembler:
                 1, nbytes, self._waiter, lambda: self._room(ck, shape, nbytes, keep)
             )
         oc = self._open[ck]
-        if oc.held is not None:
-            del oc.held[oc.count :]  # a place() interrupted after its append
-            oc.held.append(frame if keep else np.array(frame, order="C"))
-        else:
-            assert oc.buf is not None
-            # np.copyto releases the GIL for the copy: the compression threads and the
-            # sink take their turn here. (A memcpy holding the GIL was measured worse: the
-            # producer then starves them until the 5 ms switch interval, runs ~1,000
-            # frames ahead and copies into memory that has left the caches: more CPU per
-            # frame, not less.)
-            np.copyto(oc.buf[oc.count], frame)
+        _put_frame(oc, frame, keep)
         ref = FrameRef(self.next_seq, key, shape, stream=stream_index)
         self.next_seq += 1
         if step is not None:
@@ -339,13 +329,18 @@ class ChunkAssembler:
         budget.take(1, nbytes)
         self._open_frames += 1
         self._open_bytes += nbytes
+        self._close_past_bounds(ck, oc)
+        return ref
+
+    def _close_past_bounds(self, ck: tuple[int, int], oc: _Open) -> None:
+        """Hand over chunk ``ck`` once it is full (frames or steps), then the fullest open
+        chunks while the open frames or bytes are over their bounds."""
         if oc.count >= oc.capacity or len(oc.steps) >= MAX_CHUNK_STEPS:
             self._close(ck)
         while self._open and (
             self._open_frames > self._open_frames_bound or self._open_bytes > self._open_bytes_bound
         ):
             self._close(max(self._open, key=lambda k: self._open[k].count))
-        return ref
 
     def _room(self, ck: tuple[int, int], shape: tuple[int, ...], nbytes: int, keep: bool) -> bool:
         """Give the open chunk ``ck`` (opened if need be) room for frames of ``shape``:
@@ -423,3 +418,19 @@ class ChunkAssembler:
         self.chunks_handed_off += 1
         self.budget.log_state()
         self._hand_off(chunk)
+
+
+def _put_frame(oc: _Open, frame: np.ndarray, keep: bool) -> None:
+    """Frame ``frame`` into slot ``oc.count`` of its open chunk: kept as handed over
+    (``keep``) or copied, into the chunk's list or its buffer. Not yet counted."""
+    if oc.held is not None:
+        del oc.held[oc.count :]  # a place() interrupted after its append
+        oc.held.append(frame if keep else np.array(frame, order="C"))
+    else:
+        assert oc.buf is not None
+        # np.copyto releases the GIL for the copy: the compression threads and the
+        # sink take their turn here. (A memcpy holding the GIL was measured worse: the
+        # producer then starves them until the 5 ms switch interval, runs ~1,000
+        # frames ahead and copies into memory that has left the caches: more CPU per
+        # frame, not less.)
+        np.copyto(oc.buf[oc.count], frame)

@@ -138,58 +138,68 @@ def chunk_rows(chunk: Chunk) -> list[Step | StepBatch | StreamFrames]:
     ``StreamFrames``. A step whose frame is in the chunk points at ``(segment, chunk
     offset, slot)``."""
     if chunk.stream_index:
-        refs = chunk.refs
-        if not refs:
-            return []
-        assert chunk.row_shapes is not None
-        return [
-            StreamFrames(
-                chunk.key,
-                chunk.stream_index,
-                tuple(r.key[1] for r in refs),
-                tuple(r.location for r in refs),  # type: ignore[misc]
-                tuple(chunk.row_shapes),
-            )
-        ]
+        return [_stream_frames(chunk)] if chunk.refs else []
     steps = chunk.steps
     if not steps:
         return []
     located = iter(chunk.refs)
     frames = [next(located).location if s.has_frame else None for s in steps]
     if any(s.shared or s.observation is not None for s in steps):
-        return [
-            Step(
-                s.episode_id,
-                s.step,
-                s.action,
-                0.0 if s.reward is None else s.reward,
-                s.terminated,
-                s.truncated,
-                s.info,
-                0.0 if s.wall_time is None else s.wall_time,
-                loc,
-                s.frame_shape,
-                streams=tuple(StreamFrame(i, loc, s.frame_shape) for i in s.shared),
-                observation=s.observation,
-            )  # fmt: skip
-            for s, loc in zip(steps, frames, strict=True)
-        ]
-    walls = tuple(0.0 if s.wall_time is None else s.wall_time for s in steps)
+        return _step_each(steps, frames)
+    return [_step_batch(steps, frames)]
+
+
+def _stream_frames(chunk: Chunk) -> StreamFrames:
+    """The frames of a chunk of a stream other than render."""
+    refs = chunk.refs
+    assert chunk.row_shapes is not None
+    return StreamFrames(
+        chunk.key,
+        chunk.stream_index,
+        tuple(r.key[1] for r in refs),
+        tuple(r.location for r in refs),  # type: ignore[misc]
+        tuple(chunk.row_shapes),
+    )
+
+
+def _step_each(steps: Sequence[StepMeta], frames: list) -> list[Step]:
+    """A ``Step`` per step, with the streams sharing its render frame and its
+    observation (rows of their own)."""
     return [
-        StepBatch(
-            tuple(s.episode_id for s in steps),
-            tuple(s.step for s in steps),
-            tuple(s.action for s in steps),
-            tuple(0.0 if s.reward is None else s.reward for s in steps),
-            tuple(s.terminated for s in steps),
-            tuple(s.truncated for s in steps),
-            tuple(s.info for s in steps),
-            walls[0],
-            tuple(frames),
-            tuple(s.frame_shape for s in steps),
-            wall_times=walls,
-        )
+        Step(
+            s.episode_id,
+            s.step,
+            s.action,
+            0.0 if s.reward is None else s.reward,
+            s.terminated,
+            s.truncated,
+            s.info,
+            0.0 if s.wall_time is None else s.wall_time,
+            loc,
+            s.frame_shape,
+            streams=tuple(StreamFrame(i, loc, s.frame_shape) for i in s.shared),
+            observation=s.observation,
+        )  # fmt: skip
+        for s, loc in zip(steps, frames, strict=True)
     ]
+
+
+def _step_batch(steps: Sequence[StepMeta], frames: list) -> StepBatch:
+    """The steps as one ``StepBatch`` (columns)."""
+    walls = tuple(0.0 if s.wall_time is None else s.wall_time for s in steps)
+    return StepBatch(
+        tuple(s.episode_id for s in steps),
+        tuple(s.step for s in steps),
+        tuple(s.action for s in steps),
+        tuple(0.0 if s.reward is None else s.reward for s in steps),
+        tuple(s.terminated for s in steps),
+        tuple(s.truncated for s in steps),
+        tuple(s.info for s in steps),
+        walls[0],
+        tuple(frames),
+        tuple(s.frame_shape for s in steps),
+        wall_times=walls,
+    )
 
 
 def _located(frames: list[object]) -> list[object]:

@@ -6,7 +6,9 @@
 - SQL against the store's database lives in the catalogue, the sink's insert path, the
   database opener and the migrations (plus the benchmark's own baseline database);
 - no module over 900 lines, no function over 120 lines unless a reason is written here: a
-  ceiling that catches real monsters, not a counter to split code for (issue 22).
+  ceiling that catches real monsters, not a counter to split code for (issue 22);
+- every function at cyclomatic complexity grade C or better, as radon computes it (a
+  well-kept library, not a counter of our own).
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ from pathlib import Path
 
 import grimp
 import pytest
+from radon.complexity import cc_rank, cc_visit
+from radon.visitors import Function
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("framestore", "telemetry", "tools", "gui", "migrations")
@@ -112,6 +116,34 @@ def test_module_and_function_sizes(path):
             name = f"{rel}:{node.name}"
             if length > MAX_FUNCTION_LINES and name not in LONG_FUNCTIONS:
                 pytest.fail(f"{name} is {length} lines: break it into named steps")
+
+
+#: The worst radon grade a function may have (A: 1-5, B: 6-10, C: 11-20, D: 21-30, ...).
+MAX_GRADE = "C"
+
+
+def test_every_function_is_at_most_grade_c():
+    bad = []
+    for path in _sources():
+        rel = path.relative_to(ROOT).as_posix()
+        for function in _functions(cc_visit(path.read_text())):
+            grade = cc_rank(function.complexity)
+            if grade > MAX_GRADE:
+                bad.append(
+                    f"{rel}:{function.lineno}: {function.fullname} {grade} ({function.complexity})"
+                )
+    assert not bad, f"functions above grade {MAX_GRADE} (radon cc); simplify by judgment:\n" + (
+        "\n".join(bad)
+    )
+
+
+def _functions(blocks):
+    """radon's functions and methods (it lists those flat), with their nested functions
+    (a function's grade leaves out those of the functions defined in it)."""
+    for block in blocks:
+        if isinstance(block, Function):
+            yield block
+            yield from _functions(block.closures)
 
 
 #: Optional dependencies (the ray, s3 and hf extras): imported inside the functions that
