@@ -101,7 +101,7 @@ def _plan_store(
                 continue
             size = max((_shape_bytes(s) for s in summary.shapes), default=0)
             ranges.append(_Range(location, ep.run_id, ep.env_id, ep.id, 0, summary.steps, size))
-            specs.append(st.catalog.action_spec(ep.id))
+            specs.append(st.catalog.episodes.action_spec(ep.id))
     return ranges, specs
 
 

@@ -144,7 +144,7 @@ class FrameStore:
             # against the manifest instead)
             store_id_of=None
             if source is not None or objects is not None
-            else catalog.writer_store_id,
+            else catalog.recovery.writer_store_id,
         )
         self._objects = objects  # a published store's manifest and where its objects are
         self._closed = False
@@ -311,13 +311,13 @@ class FrameStore:
     def transaction(self) -> Iterator[Catalog]:
         """Changes made through the yielded catalogue commit together or not at all."""
         self._check_writable()
-        with self._catalog.transaction():
+        with self._catalog.connection.transaction():
             yield self._catalog
 
     # ----------------------------------------------------------------- runs/episodes
     def runs(self) -> list[RunInfo]:
         """Run records in id order."""
-        return self.catalog.runs()
+        return self.catalog.episodes.runs()
 
     def run(self, run_id: int) -> RunInfo:
         """One run's record (``RunNotFound`` for an unknown id)."""
@@ -331,11 +331,11 @@ class FrameStore:
         self, *, run_id: int | None = None, include_deleted: bool = False
     ) -> list[EpisodeInfo]:
         """Episode records in id order (deleted ones only when asked)."""
-        return self.catalog.episodes(run_id=run_id, include_deleted=include_deleted)
+        return self.catalog.episodes.all(run_id=run_id, include_deleted=include_deleted)
 
     def episode(self, episode_id: int, *, include_deleted: bool = False) -> EpisodeInfo:
         """One episode's record (``EpisodeNotFound`` for an unknown or deleted id)."""
-        ep = self.catalog.episode(check_id(episode_id, "episode id"))
+        ep = self.catalog.episodes.get(check_id(episode_id, "episode id"))
         if ep is None or (ep.status == "deleted" and not include_deleted):
             raise EpisodeNotFound(episode_id)
         return ep
@@ -346,14 +346,14 @@ class FrameStore:
     ) -> list[StepInfo]:
         """Step records of an episode in step order, ``start <= step < stop``."""
         ep = self.episode(episode_id)
-        return self.catalog.steps(ep.id, *_step_range(start, stop))
+        return self.catalog.episodes.steps(ep.id, *_step_range(start, stop))
 
     def step_track(self, episode_id: int, start: int = 0, stop: int | None = None) -> StepTrack:
         """Rewards, actions and flags (terminated, truncated, frame stored, row rebuilt by
         ``recover``) of ``start <= step < stop``, one query and no frames: cheap enough
         to read a whole episode for a timeline (page long ones with ``start``/``stop``)."""
         self.episode(episode_id)
-        return self.catalog.step_track(episode_id, start, stop)
+        return self.catalog.episodes.step_track(episode_id, start, stop)
 
     def frame_locations(
         self,
@@ -368,9 +368,9 @@ class FrameStore:
         ep = self.episode(episode_id)
         if stream != RENDER_STREAM:
             index = self._stream_index(ep.id, stream)
-            pointers = self.catalog.stream_pointers(ep.id, index, *_step_range(start, stop))
+            pointers = self.catalog.streams.pointers(ep.id, index, *_step_range(start, stop))
             return [(step, loc) for step, loc, _shape in pointers]
-        return self.catalog.frame_locations(ep.id, *_step_range(start, stop))
+        return self.catalog.episodes.frame_locations(ep.id, *_step_range(start, stop))
 
     def frame_summary(
         self,
@@ -384,11 +384,11 @@ class FrameStore:
         step count, the distinct frame shapes and the number of stored frames (a snapshot:
         rows of a live episode keep arriving); of ``stream``'s frames when given."""
         ep = self.episode(episode_id)
-        summary = self.catalog.frame_summary(ep.id, *_step_range(start, stop))
+        summary = self.catalog.episodes.frame_summary(ep.id, *_step_range(start, stop))
         if stream == RENDER_STREAM:
             return summary
         index = self._stream_index(ep.id, stream)
-        pointers = self.catalog.stream_pointers(ep.id, index, int(start), summary.stop)
+        pointers = self.catalog.streams.pointers(ep.id, index, int(start), summary.stop)
         shapes = {"x".join(map(str, shape)) for _s, loc, shape in pointers if loc and shape}
         frames = sum(loc is not None for _s, loc, _shape in pointers)
         return FrameSummary(summary.steps, summary.stop, tuple(sorted(shapes)), frames)
@@ -397,14 +397,14 @@ class FrameStore:
         """The episode's frame streams, ``render`` (index 0) first (docs/FORMAT.md,
         "Several streams"); a store of 0.3.0 or older has ``render`` only."""
         ep = self.episode(episode_id)
-        return self.catalog.episode_streams(ep.id)
+        return self.catalog.streams.of_episode(ep.id)
 
     def _stream_info(self, episode_id: int, stream: str) -> StreamInfo:
         """The episode's stream ``stream`` (``StreamNotFound`` if none; kept once read)."""
         known = self._stream_infos.get(episode_id)
         if known is None or stream not in known:
             ep = self.episode(episode_id)
-            known = {s.name: s for s in self.catalog.episode_streams(ep.id, counts=False)}
+            known = {s.name: s for s in self.catalog.streams.of_episode(ep.id, counts=False)}
             self._stream_infos[episode_id] = known
             if stream not in known:
                 raise StreamNotFound(episode_id, stream, tuple(known))
@@ -473,7 +473,7 @@ class FrameStore:
         another store (docs/FORMAT.md, "Merged stores")."""
         key = self._stream_keys.get(episode_id)
         if key is None:
-            key = self._stream_keys[episode_id] = self.catalog.stream_key(episode_id)
+            key = self._stream_keys[episode_id] = self.catalog.episodes.stream_key(episode_id)
         return key
 
     def read_at(
@@ -593,7 +593,7 @@ class FrameStore:
         """``iter_steps_frames`` of a stream other than render: its pointers, each chunk
         checked to be of that stream (or render's, for a frame stored once for both)."""
         info = self._stream_info(episode_id, stream)
-        pointers = self.catalog.stream_pointers(episode_id, info.index, *_step_range(start, stop))
+        pointers = self.catalog.streams.pointers(episode_id, info.index, *_step_range(start, stop))
         reader = self._reader
         chunk = None
         for step, loc, shape in pointers:
@@ -636,7 +636,7 @@ class FrameStore:
         pending: dict[str, tuple[int, np.ndarray] | None] = {
             n: next(it, None) for n, it in iters.items()
         }
-        for step, blob in self.catalog.observations(ep.id, *_step_range(start, stop)):
+        for step, blob in self.catalog.streams.observations(ep.id, *_step_range(start, stop)):
             here: dict[str, Callable[[], np.ndarray]] = {}
             for n, item in pending.items():
                 if item is not None and item[0] == step:
@@ -655,21 +655,21 @@ class FrameStore:
     def episode_bytes(self, episode_id: int) -> int:
         """Bytes of segment records holding this episode's frames (read from record
         headers; a published store's totals say it without reading its steps)."""
-        known = self.catalog.episode_total_bytes(episode_id)
+        known = self.catalog.stats.episode_total_bytes(episode_id)
         if known is not None:
             return known
-        chunks = self.catalog.episode_chunks(episode_id)
+        chunks = self.catalog.episodes.chunks(episode_id)
         return sum(chunk_bytes(self, seg, offs) for seg, offs in chunks.items())
 
     def _live_bytes(self) -> int:
-        known = self.catalog.live_total_bytes()  # a published store's totals
+        known = self.catalog.stats.live_total_bytes()  # a published store's totals
         return sum(live_bytes_by_segment(self).values()) if known is None else known
 
     def disk_usage(self) -> DiskUsage:
         """Bytes on disk split the one way ``record``, ``info`` and ``gc`` report them
         (see ``DiskUsage``)."""
         sizes = file_bytes(self)
-        marks = self.catalog.segment_states()
+        marks = self.catalog.segments.states()
         overhead = 0
         for sid in list_segment_ids(self.root):
             path = segment_path(self.root, sid)
@@ -766,7 +766,7 @@ class FrameStore:
         def closed() -> None:
             self._closed = True
 
-        close_all([*closers, closed, self._reader.close, self._catalog.close])
+        close_all([*closers, closed, self._reader.close, self._catalog.connection.close])
 
     def __enter__(self) -> FrameStore:
         return self

@@ -56,8 +56,8 @@ class _Episodes:
     def __init__(self, cat: Catalog, statuses: dict[int, str]):
         self.cat = cat
         self.statuses = statuses
-        self.episodes, self.runs = cat.origins()
-        self.owners = cat.stream_key_owners()
+        self.episodes, self.runs = cat.recovery.origins()
+        self.owners = cat.episodes.stream_key_owners()
         self.created: list[int] = []
         # (run id in the segment, created) -> its row's id: a run whose id a later
         # recorder took (it never committed) is rebuilt under a new id.
@@ -88,10 +88,10 @@ class _Episodes:
             return None
         row_id = self.run_ids.get(origin)
         if row_id is None:
-            row_id = self.cat.restore_run(run, None if run_id in self.runs else run_id)
+            row_id = self.cat.recovery.restore_run(run, None if run_id in self.runs else run_id)
             self.runs[row_id] = run.get("created")
             self.run_ids[origin] = row_id
-        self.cat.restore_episode(ep, row_id, key)
+        self.cat.recovery.restore_episode(ep, row_id, key)
         self.episodes[eid] = (row_id, ep.get("started"))
         self.owners[key] = [eid]
         self.statuses[eid] = "recording"
@@ -145,13 +145,15 @@ class _SegmentMeta:
     def restore(self, cat: Catalog, out: Restored) -> None:
         """The streams rows, episode ends and run ends the records describe."""
         for eid, listed in self.streams.items():
-            cat.restore_streams(eid, listed)
+            cat.recovery.restore_streams(eid, listed)
         for eid, end in self.ends.items():
-            if cat.restore_episode_end(eid, end):
+            if cat.recovery.restore_episode_end(eid, end):
                 out.episodes_ended.append(eid)
         for run_id, end in self.run_ends.items():
             stats = end.get("stats")
-            cat.restore_run_end(run_id, end.get("ended"), stats if isinstance(stats, str) else None)
+            cat.recovery.restore_run_end(
+                run_id, end.get("ended"), stats if isinstance(stats, str) else None
+            )
 
 
 def restore_from_segments(
@@ -160,13 +162,13 @@ def restore_from_segments(
     """Rebuild from this store's version-3 segments the rows the catalogue lacks (in the
     caller's transaction). ``statuses`` is updated with the episodes created."""
     out = Restored()
-    merged = cat.merged_segments()
+    merged = cat.segments.merged()
     eps = _Episodes(cat, statuses)
     records = _SegmentMeta(eps)
-    have = defaultdict(set, cat.step_keys())
-    pointed = cat.pointed_frames()
+    have = defaultdict(set, cat.recovery.step_keys())
+    pointed = cat.pointers.pointed_frames()
     restored: dict[int, int] = defaultdict(int)
-    own_tag = store_tag(cat.store_id())
+    own_tag = store_tag(cat.meta.store_id())
     for sid in sorted(scans):
         scan = scans[sid]
         if sid in merged or (scan.version or 0) < 3 or scan.store_tag not in (0, own_tag):
@@ -175,12 +177,14 @@ def restore_from_segments(
         rows, stream_rows = _steps_of_segment(root, scan, owner, eps.statuses, have, pointed, out)
         for row in rows:
             restored[row[0]] += 1
-        cat.restore_steps(row[:12] for row in rows)
-        cat.restore_observations((row[12], row[0], row[1]) for row in rows if row[12] is not None)
+        cat.recovery.restore_steps(row[:12] for row in rows)
+        cat.recovery.restore_observations(
+            (row[12], row[0], row[1]) for row in rows if row[12] is not None
+        )
         stream_rows += _stream_frames_of_segment(
             scan, owner, eps.statuses, pointed, records.streams
         )
-        cat.restore_stream_frames(stream_rows)
+        cat.recovery.restore_stream_frames(stream_rows)
     records.restore(cat, out)
     out.steps = dict(sorted(restored.items()))
     out.episodes_created = eps.created

@@ -59,10 +59,10 @@ def apply_tombstones(
 ) -> list[int]:
     """Mark deleted (in the caller's transaction) the live episodes this store's
     tombstones name (module docstring); ``statuses`` is updated. Returns their ids."""
-    found = tombstones(scans, cat.store_id())
+    found = tombstones(scans, cat.meta.store_id())
     if not found:
         return []
-    episodes, runs = cat.origins()
+    episodes, runs = cat.recovery.origins()
     doomed = []
     for entries in found.values():
         for e in entries:
@@ -75,7 +75,7 @@ def apply_tombstones(
                 statuses[eid] = "deleted"
     doomed = sorted(set(doomed))
     if doomed:
-        cat.mark_deleted(doomed)
+        cat.episodes.mark_deleted(doomed)
     return doomed
 
 
@@ -126,15 +126,15 @@ def restore_merges(cat: Catalog, scans: dict[int, SegmentScan]) -> list[int]:
     restored. A note is written after every segment of its merge was placed, so a
     merge whose note is on disk is complete on disk (one killed before its commit,
     its journal lost with the catalogue, is rolled forward)."""
-    notes = merge_notes(scans, cat.store_id())
-    have = {m.id for m in cat.merge_records()}
+    notes = merge_notes(scans, cat.meta.store_id())
+    have = {m.id for m in cat.merges.records()}
     restored = []
-    tags = set(cat.meta_get(MERGED_TAGS) or [])
+    tags = set(cat.meta.get(MERGED_TAGS) or [])
     for mid, n in sorted(notes.items()):
         if mid in have:
             continue
         counts = n["counts"]
-        cat.restore_merge(
+        cat.merges.restore(
             MergeRecord(
                 id=mid, source_id=n["source_id"], source_path=n["source_path"],
                 fingerprint=n["fingerprint"], mode=n["mode"], state="done",
@@ -146,11 +146,11 @@ def restore_merges(cat: Catalog, scans: dict[int, SegmentScan]) -> list[int]:
         )  # fmt: skip
         for new, header in n["segments"]:
             if new != n["note"] and new in scans:
-                cat.record_segment(new, "sealed", scans[new].size, header_id=header)
+                cat.segments.record(new, "sealed", scans[new].size, header_id=header)
         tags |= set(n["tags"])
         restored.append(mid)
     if restored:
-        cat.meta_set(MERGED_TAGS, sorted(tags))
+        cat.meta.set(MERGED_TAGS, sorted(tags))
     return restored
 
 
@@ -168,9 +168,9 @@ def restore_merged_episodes(
     maps its episode. ``statuses`` is updated. Records of stores the source had merged
     itself are not (their ids are mapped by the source's own notes, not copied)."""
     out = Restored()
-    episodes, runs = cat.origins()
-    have = defaultdict(set, cat.step_keys())
-    pointed = cat.pointed_frames()
+    episodes, runs = cat.recovery.origins()
+    have = defaultdict(set, cat.recovery.step_keys())
+    pointed = cat.pointers.pointed_frames()
     restored: dict[int, int] = defaultdict(int)
     known = set(statuses)
     for n in notes.values():
@@ -183,14 +183,16 @@ def restore_merged_episodes(
                 cat, scan, n["source_id"], ep_map, run_map, episodes, runs, statuses, out
             )
             for eid, listed in streams.items():
-                cat.restore_streams(eid, listed)
+                cat.recovery.restore_streams(eid, listed)
             rows, stream_rows = steps_of_segment(root, scan, owner, statuses, have, pointed, out)
             for row in rows:
                 restored[row[0]] += 1
-            cat.restore_steps(row[:12] for row in rows)
-            cat.restore_observations((r[12], r[0], r[1]) for r in rows if r[12] is not None)
+            cat.recovery.restore_steps(row[:12] for row in rows)
+            cat.recovery.restore_observations(
+                (r[12], r[0], r[1]) for r in rows if r[12] is not None
+            )
             stream_rows += stream_frames_of_segment(scan, owner, statuses, pointed, streams)
-            cat.restore_stream_frames(stream_rows)
+            cat.recovery.restore_stream_frames(stream_rows)
     out.steps = dict(sorted(restored.items()))
     out.episodes_created = sorted(set(statuses) - known)
     return out
@@ -214,11 +216,11 @@ def _merged_records(
             if eid is not None and isinstance(listed, list):
                 streams[eid] = [d for d in listed if isinstance(d, dict)]
         elif kind == "episode_end" and owner.get(key) is not None:
-            if cat.restore_episode_end(owner[key], meta):
+            if cat.recovery.restore_episode_end(owner[key], meta):
                 out.episodes_ended.append(owner[key])
         elif kind == "run_end" and meta.get("run_id") in run_map:
             stats = meta.get("stats")
-            cat.restore_run_end(
+            cat.recovery.restore_run_end(
                 run_map[meta["run_id"]], meta.get("ended"),
                 stats if isinstance(stats, str) else None,
             )  # fmt: skip
@@ -238,10 +240,10 @@ def _merged_episode(cat, meta, ep_map, run_map, episodes, runs, statuses) -> int
     if eid in episodes:  # restored already (another segment, or an earlier merge)
         return eid if episodes[eid] == (run_id, ep.get("started")) else None
     if run_id not in runs:
-        cat.restore_run({**run, "id": run_id}, run_id)
+        cat.recovery.restore_run({**run, "id": run_id}, run_id)
         runs[run_id] = run.get("created")
     continues = ep_map.get(ep.get("continues_episode"))
-    cat.restore_episode({**ep, "id": eid, "continues_episode": continues}, run_id,
+    cat.recovery.restore_episode({**ep, "id": eid, "continues_episode": continues}, run_id,
                         meta["stream_key"])  # fmt: skip
     episodes[eid] = (run_id, ep.get("started"))
     statuses[eid] = "recording"

@@ -82,7 +82,7 @@ def fix_pointers(
     """Re-link, keep or clear every pointer that does not resolve (in the caller's
     transaction)."""
     chunks = {(sid, off): h for sid, scan in scans.items() for off, h in scan.chunks.items()}
-    bad = [r for r in cat.all_pointers() if not resolves(chunks, r)]
+    bad = [r for r in cat.pointers.all() if not resolves(chunks, r)]
     # Only rows into a segment that is gone look for another copy (a database restored
     # from before a gc moved their frames); others keep the old rule: clear.
     copies = _copies(scans, {(r.expected_key, r.step) for r in bad if r.segment in unavailable})
@@ -108,8 +108,8 @@ def fix_pointers(
             clear.append((r.episode, r.step))
             if statuses.get(r.episode) != "deleted":
                 lost[r.episode] += 1
-    cat.set_pointers(relink)
-    cat.clear_pointers(clear)
+    cat.pointers.relink(relink)
+    cat.pointers.clear(clear)
     plan.relinked = dict(sorted(relinked.items()))
     plan.lost = dict(sorted(lost.items()))
     return plan
@@ -151,15 +151,15 @@ class _Episodes:
     def __init__(self, cat: Catalog, chunks: dict, statuses: dict[int, str]):
         self.cat = cat
         self.statuses = statuses
-        self.owners = cat.stream_key_owners()
+        self.owners = cat.episodes.stream_key_owners()
         self.created: list[int] = []  # episodes re-created, in order
         self._run_id: int | None = None  # the run they join, created with the first
-        self.have: dict[int, set[int]] = defaultdict(set, cat.step_keys())
-        self.recorded = {r.episode: r.steps for r in cat.episode_row_counts()}
+        self.have: dict[int, set[int]] = defaultdict(set, cat.recovery.step_keys())
+        self.recorded = {r.episode: r.steps for r in cat.stats.episode_row_counts()}
         self.chunks_of: dict[int, set[Where]] = defaultdict(set)
         self.last: dict[int, Where] = {}
         self.at: dict[tuple[int, int], Where] = {}  # (episode, step) -> its row's chunk
-        for r in cat.all_pointers():
+        for r in cat.pointers.all():
             if resolves(chunks, r):
                 where = (r.segment, r.offset)
                 self.chunks_of[r.episode].add(where)
@@ -200,8 +200,8 @@ class _Episodes:
     def create(self, ep: int) -> None:
         """Re-create episode ``ep`` (interrupted) in a run of recovered episodes."""
         if self._run_id is None:
-            self._run_id = self.cat.create_recovered_run()
-        self.cat.create_recovered_episode(ep, self._run_id)
+            self._run_id = self.cat.recovery.create_recovered_run()
+        self.cat.recovery.create_recovered_episode(ep, self._run_id)
         self.statuses[ep] = "interrupted"
         self.owners[ep] = [ep]
         self.created.append(ep)
@@ -227,7 +227,7 @@ def adopt_rowless(
     eps = _Episodes(cat, chunks, statuses)
     # A chunk every slot of which a row points at has nothing to adopt (merged segments
     # and gc's copies of their chunks carry source stream keys that are not episode ids).
-    pointed = cat.pointed_frames()
+    pointed = cat.pointers.pointed_frames()
     merged = _not_ours_to_rebuild(cat, scans)
     recovered: dict[int, int] = defaultdict(int)
     foreign = Foreign()
@@ -264,18 +264,18 @@ def adopt_rowless(
             next_id = foreign.add(where, header, ep, next_id)
             continue
         shape = format_shape(header.shape)
-        cat.insert_recovered_steps((ep, k, sid, off, slot, shape) for slot, k in rowless)
+        cat.recovery.insert_recovered_steps((ep, k, sid, off, slot, shape) for slot, k in rowless)
         eps.adopt(ep, where, keys)
         recovered[ep] += len(rowless)
-    cat.recount_episodes(eps.created)
+    cat.recovery.recount_episodes(eps.created)
     return dict(sorted(recovered.items())), eps.created, foreign, skipped
 
 
 def _not_ours_to_rebuild(cat: Catalog, scans: dict[int, SegmentScan]) -> set[int]:
     """Segments whose frames get no rows from recover: merged ones (their rows committed
     with them) and another store's that no merge brought in (left alone)."""
-    merged = set(cat.merged_segments())
-    own_tag = store_tag(cat.store_id())
+    merged = set(cat.segments.merged())
+    own_tag = store_tag(cat.meta.store_id())
     return merged | {sid for sid, scan in scans.items() if scan.store_tag not in (0, own_tag)}
 
 
@@ -294,16 +294,16 @@ def _owner(key: int, owners: dict[int, list[int]], statuses: dict[int, str]) -> 
 def insert_foreign(cat: Catalog, foreign: Foreign, moves: dict[Where, Where]) -> list[int]:
     """Rows for rekeyed foreign chunks at their new places (inside the compaction's
     repoint transaction). Returns the episodes created."""
-    run_id = cat.create_recovered_run()
+    run_id = cat.recovery.create_recovered_run()
     for new_id in foreign.episodes:
-        cat.create_recovered_episode(new_id, run_id)
+        cat.recovery.create_recovered_episode(new_id, run_id)
     for where, new_id in foreign.chunks.items():
         header = foreign.headers[where]
         seg, off = moves[where]
         shape = format_shape(header.shape)
-        cat.insert_recovered_steps(
+        cat.recovery.insert_recovered_steps(
             (new_id, k, seg, off, slot, shape) for slot, k in enumerate(header.frame_keys)
         )
     created = sorted(foreign.episodes)
-    cat.recount_episodes(created)
+    cat.recovery.recount_episodes(created)
     return created

@@ -45,10 +45,10 @@ def check_step_metadata(
 ) -> None:
     """Add a ``metadata mismatch`` problem per chunk whose steps disagree with their
     rows, naming the episode and steps."""
-    merged = st.catalog.merged_segments()
-    rows = st.catalog.segment_rows()
-    origins, _runs = st.catalog.origins()
-    statuses = st.catalog.episode_statuses()
+    merged = st.catalog.segments.merged()
+    rows = st.catalog.segments.rows()
+    origins, _runs = st.catalog.recovery.origins()
+    statuses = st.catalog.episodes.statuses()
     cache: dict[int, dict[int, tuple]] = {}
     for sid, scan in sorted(scans.items()):
         if (scan.version or 0) < 3 or sid in merged or rows.get(sid, ("", ""))[1] == "obsolete":
@@ -67,7 +67,7 @@ def check_step_metadata(
                 except (CorruptData, OSError):
                     continue  # the scan reported it
                 if eid not in cache:
-                    cache[eid] = st.catalog.step_metadata(eid)
+                    cache[eid] = st.catalog.recovery.step_metadata(eid)
                 stored = cache[eid]
                 wrong = [
                     s.step

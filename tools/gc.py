@@ -142,8 +142,8 @@ def _db_bytes(store: FrameStore) -> int:
 def _plan(store: FrameStore, threshold: float) -> list[Victim]:
     """Sealed segments whose live fraction is below ``threshold`` (or that hold nothing
     live). Active segments (a writer's, or one needing ``recover``) are never victims."""
-    states = store.catalog.segment_states()
-    merged = store.catalog.merged_segments()
+    states = store.catalog.segments.states()
+    merged = store.catalog.segments.merged()
     live_keys: set[int] | None = None
     victims = []
     for sid, path in segment_files(store.root).regular.items():
@@ -152,7 +152,7 @@ def _plan(store: FrameStore, threshold: float) -> list[Victim]:
         if not is_sealed(path):
             continue
         size = path.stat().st_size
-        offsets = store.catalog.live_chunk_offsets(sid)
+        offsets = store.catalog.pointers.live_chunk_offsets(sid)
         live = chunk_bytes(store, sid, offsets)
         if not offsets:
             if live_keys is None:
@@ -196,7 +196,7 @@ def _spent_tombstones(store: FrameStore, going: set[int] = frozenset()) -> list[
     spent = []
     for sid, path in sorted(files.items()):
         seal = segment_seal(path)  # a note holds no frame: others are never read here
-        if sid in going or seal is None or seal.frames or store.catalog.pointer_count([sid]):
+        if sid in going or seal is None or seal.frames or store.catalog.pointers.count([sid]):
             continue
         try:
             scan = scan_segment(path, sid)
@@ -220,7 +220,7 @@ def _drop_spent_tombstones(store: FrameStore) -> list[int]:
     spent = _spent_tombstones(store)
     if spent:  # as compaction does: obsolete first, so a crash leaves a known leftover
         with store.transaction() as cat:
-            cat.set_segment_states(spent, "obsolete")
+            cat.segments.set_states(spent, "obsolete")
         delete_segment_files(store, spent)
     return spent
 
@@ -288,15 +288,15 @@ def gc_blocker(store: FrameStore) -> str | None:
 def _refuse_unless_catalogue_complete(store: FrameStore, *, leftovers: bool) -> None:
     """``InvalidInput`` (run ``recover`` first) while frames may lack rows (see the module
     docstring). With ``leftovers`` the copies of a crashed compaction do not count."""
-    stale = store.catalog.stale_recordings()
+    stale = store.catalog.episodes.stale_recordings()
     if stale:
         raise InvalidInput(
             f"episode {stale[0]} was left 'recording' by a writer that stopped; its frames "
             "may have no rows yet. Run `framestore recover` first"
         )
     refuse_unfinished_merge(store)
-    rows = store.catalog.segment_rows()
-    outputs = store.catalog.meta_get(COMPACTION_OUTPUTS) if leftovers else None
+    rows = store.catalog.segments.rows()
+    outputs = store.catalog.meta.get(COMPACTION_OUTPUTS) if leftovers else None
     known = set(rows) | set(outputs if isinstance(outputs, list) else [])
     unknown = sorted(set(segment_files(store.root).regular) - known)
     if unknown:
@@ -321,10 +321,10 @@ def _dry_run(store: FrameStore, report: GcReport, threshold: float) -> None:
     report.blocked = gc_blocker(store)
     root = store.root
     report.partials_removed = [p.name for p in list_partials(root)]
-    obsolete = [s for s in store.catalog.obsolete_segments() if segment_path(root, s).exists()]
+    obsolete = [s for s in store.catalog.segments.obsolete() if segment_path(root, s).exists()]
     victims = _plan(store, threshold)
     report.segments_rewritten = [v.segment for v in victims if v.live_offsets]
-    outputs = store.catalog.meta_get(COMPACTION_OUTPUTS)
+    outputs = store.catalog.meta.get(COMPACTION_OUTPUTS)
     leftovers = [
         s
         for s in (outputs if isinstance(outputs, list) else [])
@@ -335,8 +335,8 @@ def _dry_run(store: FrameStore, report: GcReport, threshold: float) -> None:
     report.bytes_copied = copy_bytes(store, victims)
     removed = sum(segment_path(root, s).stat().st_size for s in report.segments_deleted)
     report.segment_bytes_after = report.segment_bytes_before - removed + report.bytes_copied
-    report.steps_repointed = sum(store.catalog.live_pointer_count(v.segment) for v in victims)
-    report.step_rows_removed = store.catalog.deleted_step_rows()
+    report.steps_repointed = sum(store.catalog.pointers.live_count(v.segment) for v in victims)
+    report.step_rows_removed = store.catalog.pointers.deleted_step_rows()
 
 
 def _run(store: FrameStore, report: GcReport, threshold: float, progress, hook) -> None:
@@ -356,6 +356,6 @@ def _run(store: FrameStore, report: GcReport, threshold: float, progress, hook) 
     report.segments_deleted += done.segments_deleted
     report.segments_deleted += _drop_spent_tombstones(store)
     sync_segments(store)  # adds the new segments, drops the rows of deleted files
-    store.catalog.compact_database()
+    store.catalog.connection.compact_database()
     if hook is not None:
         hook("vacuumed")

@@ -66,14 +66,14 @@ def store_info(store: FrameStore) -> dict[str, Any]:
     - ``state``: see ``store_state`` (a live store and a crashed one are reported, not
       refused). A published store has no WAL, SHM or reclaimable bytes (``None``).
     """
-    stats = store.catalog.stats()
-    marks = store.catalog.segment_states()
+    stats = store.catalog.stats.summary()
+    marks = store.catalog.segments.states()
     usage = store.disk_usage()
     live_bytes = usage.live
     states = Counter(segment_state(store, sid, marks) for sid in list_segment_ids(store.root))
     by_status = stats.episodes_by_status
     deleted = by_status.get("deleted", 0)
-    streams = store.catalog.stream_totals()
+    streams = store.catalog.streams.totals()
     raw = stats.raw_frame_bytes + sum(r for _n, r in streams.values())
     frozen = store.published  # nothing to reclaim, no WAL: it never changes
     return {
@@ -108,7 +108,7 @@ def store_info(store: FrameStore) -> dict[str, Any]:
         "raw_frame_bytes": raw,
         "compression_ratio": round(raw / live_bytes, 2) if live_bytes else None,
         "durability": stats.runs_by_durability,
-        "schema": store.catalog.schema(),
+        "schema": store.catalog.connection.schema(),
         "format_version": VERSION,
         "state": store_state(store),
     }

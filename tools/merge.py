@@ -99,7 +99,7 @@ class _Plan:
 def fingerprint(store: FrameStore) -> str:
     """A digest of a store's runs and live episodes: it changes when episodes are
     recorded, deleted or recovered, not when segments are compacted."""
-    rows = store.catalog.fingerprint_rows()
+    rows = store.catalog.merges.fingerprint_rows()
     return hashlib.sha256(json.dumps(rows, default=str).encode()).hexdigest()
 
 
@@ -143,12 +143,12 @@ def _dest_journal(dest: Path) -> list[MergeRecord]:
     with FrameStore.open(dest, readonly=True) as st:
         if st.writer_running():
             raise StoreLocked(str(dest), "a recorder or another maintenance command")
-        stale = st.catalog.stale_recordings()
+        stale = st.catalog.episodes.stale_recordings()
         if stale:
             raise InvalidInput(
                 f"{dest}: episode {stale[0]} was left 'recording'; run `framestore recover` first"
             )
-        return [m for m in st.catalog.merge_records() if m.state == "done"]
+        return [m for m in st.catalog.merges.records() if m.state == "done"]
 
 
 def _moved_from(path: Path, record: MergeRecord) -> bool:
@@ -168,7 +168,7 @@ def _inspect(path: Path, done: list[MergeRecord], move: bool) -> _Plan:
     with st:
         fp = fingerprint(st)
         # A store of 0.1.0 has no id until a writer opens it: its fingerprint names it.
-        sid = st.catalog.store_id() or f"fingerprint:{fp}"
+        sid = st.catalog.meta.store_id() or f"fingerprint:{fp}"
         earlier = [m for m in done if m.source_id == sid]
         if earlier and earlier[-1].fingerprint == fp:  # unchanged since: nothing new
             kind = "finish removal" if move and _moved_from(path, earlier[-1]) else "already"
@@ -176,7 +176,7 @@ def _inspect(path: Path, done: list[MergeRecord], move: bool) -> _Plan:
         # else a copy that diverged, or the store recorded more: its new episodes merge
         if st.writer_running():
             raise StoreLocked(str(path), "a recorder")
-        stale = st.catalog.stale_recordings()
+        stale = st.catalog.episodes.stale_recordings()
         if stale:
             raise InvalidInput(
                 f"{path}: episode {stale[0]} was left 'recording'; run `framestore recover` on it first"
@@ -229,14 +229,14 @@ def _select(st: FrameStore, src: FrameStore, source_id: str) -> _Selection:
     """Split the source into what DEST holds already (see the module docstring) and
     what it does not."""
     runs_here, eps_here = _merged_before(st, src, source_id)
-    eps = [e for e in src.catalog.export_episodes() if e["id"] not in eps_here]
+    eps = [e for e in src.catalog.merges.export_episodes() if e["id"] not in eps_here]
     wanted = {e["run_id"] for e in eps}
-    runs = [r for r in src.catalog.export_runs() if r["id"] in wanted - set(runs_here)]
+    runs = [r for r in src.catalog.merges.export_runs() if r["id"] in wanted - set(runs_here)]
     ids = [e["id"] for e in eps]
-    rows = src.catalog.iter_step_rows(ids)
+    rows = src.catalog.merges.iter_step_rows(ids)
     segments = {r[8] for r in rows if r[8] is not None}
     # frames of streams other than render (step_frames: the segment at index 3)
-    segments |= {r[3] for r in src.catalog.iter_stream_rows(ids) if r[3] is not None}
+    segments |= {r[3] for r in src.catalog.merges.iter_stream_rows(ids) if r[3] is not None}
     segments = sorted(segments)
     return _Selection(runs, eps, segments, runs_here, eps_here)
 
@@ -250,7 +250,7 @@ def _merged_before(
     runs_here: dict[int, int] = {}
     eps_here: dict[int, int] = {}
     dest_runs = {r.id: r for r in st.runs()}
-    for record in st.catalog.merge_records():
+    for record in st.catalog.merges.records():
         if record.state != "done" or record.source_id != source_id:
             continue
         for theirs, ours in record.ids.get("runs", {}).items():
@@ -291,7 +291,7 @@ class _Ids:
 
 
 def _new_ids(st: FrameStore, sel: _Selection) -> _Ids:
-    next_run, next_ep = st.catalog.next_ids()
+    next_run, next_ep = st.catalog.episodes.next_ids()
     run_map = {r["id"]: next_run + i for i, r in enumerate(sel.runs)}
     ep_map = {e["id"]: next_ep + i for i, e in enumerate(sel.episodes)}
     return _Ids(run_map, ep_map, {**sel.runs_here, **run_map}, {**sel.episodes_here, **ep_map})
@@ -310,14 +310,14 @@ def _note(
     journaled id; returns the ``finished`` time it names (the commit records the same)."""
     placed = [segment_path(st.root, new) for new, _old in journal[:-1]]
     tags = sorted({t for t in map(header_tag, placed) if t})
-    counts = {r.episode: r.rows for r in src.catalog.episode_row_counts()}
-    record = next(m for m in st.catalog.merge_records() if m.id == merge_id)
+    counts = {r.episode: r.rows for r in src.catalog.stats.episode_row_counts()}
+    record = next(m for m in st.catalog.merges.records() if m.id == merge_id)
     finished = time.time()
     write_merge_note(
         st,
         journal[-1][0],
         {
-            "store_id": st.catalog.store_id(), "merge_id": merge_id,
+            "store_id": st.catalog.meta.store_id(), "merge_id": merge_id,
             "source_id": plan.source_id, "source_path": record.source_path,
             "fingerprint": plan.fingerprint, "mode": "move" if move else "copy",
             "started": record.started, "finished": finished,
@@ -349,9 +349,9 @@ def _commit(
     note_id, finished = note
     with st.transaction() as cat:
         for r in runs:
-            cat.import_run(run_map[r["id"]], r)
+            cat.merges.import_run(run_map[r["id"]], r)
         for e in eps:
-            cat.import_episode(
+            cat.merges.import_episode(
                 ep_map[e["id"]],
                 run_map_all[e["run_id"]],
                 e,
@@ -359,8 +359,8 @@ def _commit(
                 stream_key=e["stream_key"],
             )
         steps = 0
-        for page in _pages(src.catalog.iter_step_rows(ep_map), _PAGE):
-            steps += cat.import_steps(
+        for page in _pages(src.catalog.merges.iter_step_rows(ep_map), _PAGE):
+            steps += cat.merges.import_steps(
                 (ep_map[r[0]], *r[1:8], None if r[8] is None else seg_map[r[8]], *r[9:])
                 for r in page
             )
@@ -368,11 +368,11 @@ def _commit(
         tags = _merged_tags(st)
         for new, _old in pairs:
             path = segment_path(st.root, new)
-            cat.record_segment(new, "sealed", path.stat().st_size, header_id=header_id(path))
+            cat.segments.record(new, "sealed", path.stat().st_size, header_id=header_id(path))
             tags |= {header_tag(path)} - {0}
-        cat.record_segment(note_id, "sealed", segment_path(st.root, note_id).stat().st_size)
-        cat.meta_set(MERGED_TAGS, sorted(tags))
-        cat.finish_merge(merge_id, {"runs": run_map_all, "episodes": ep_map_all}, steps, finished)
+        cat.segments.record(note_id, "sealed", segment_path(st.root, note_id).stat().st_size)
+        cat.meta.set(MERGED_TAGS, sorted(tags))
+        cat.merges.finish(merge_id, {"runs": run_map_all, "episodes": ep_map_all}, steps, finished)
     return SourceResult(
         str(src.root), "merged", len(runs), len(eps), steps, len(pairs), episode_ids=ep_map
     )
@@ -381,24 +381,26 @@ def _commit(
 def _merged_tags(st: FrameStore) -> set[int]:
     """The merged-in store tags recorded so far; for a store that merged before they
     were recorded, those of its merged segments' files (so verify keeps accepting them)."""
-    listed = st.catalog.meta_get(MERGED_TAGS)
+    listed = st.catalog.meta.get(MERGED_TAGS)
     if isinstance(listed, list):
         return set(listed)
-    paths = (segment_path(st.root, sid) for sid in st.catalog.merged_segments())
+    paths = (segment_path(st.root, sid) for sid in st.catalog.segments.merged())
     return {header_tag(p) for p in paths if p.is_file()} - {0}
 
 
 def _import_streams(cat, src: FrameStore, ep_map: dict, seg_map: dict) -> None:
     """The source episodes' streams other than render, their frame pointers and their
     observations, re-keyed (in ``_commit``'s transaction)."""
-    cat.import_streams((ep_map[r[0]], *r[1:]) for r in src.catalog.export_streams(ep_map))
-    for page in _pages(src.catalog.iter_stream_rows(ep_map), _PAGE):
-        cat.import_stream_rows(
+    cat.merges.import_streams(
+        (ep_map[r[0]], *r[1:]) for r in src.catalog.merges.export_streams(ep_map)
+    )
+    for page in _pages(src.catalog.merges.iter_stream_rows(ep_map), _PAGE):
+        cat.merges.import_stream_rows(
             (ep_map[r[0]], r[1], r[2], None if r[3] is None else seg_map[r[3]], *r[4:])
             for r in page
         )
-    for page in _pages(src.catalog.iter_observation_rows(ep_map), _PAGE):
-        cat.import_observations((ep_map[e], step, obs) for e, step, obs in page)
+    for page in _pages(src.catalog.merges.iter_observation_rows(ep_map), _PAGE):
+        cat.merges.import_observations((ep_map[e], step, obs) for e, step, obs in page)
 
 
 def _merge_source(
@@ -419,7 +421,7 @@ def _merge_source(
         # itself keeps its first id there), so an undo recognises the files it placed
         journal = [(new, header_id(segment_path(src.root, old))) for new, old in pairs]
         journal.append((new_ids[-1], new_ids[-1]))
-        merge_id = st.catalog.begin_merge(
+        merge_id = st.catalog.merges.begin(
             source_id, os.path.realpath(plan.path), plan.fingerprint, "move" if move else "copy",
             journal,
         )  # fmt: skip

@@ -230,26 +230,26 @@ def _recover(st: FrameStore, report: RecoverReport, progress, drop_missing: bool
     report.partials_removed = remove_partials(st.root)
     report.segments_removed += remove_leftover_outputs(st)
     report.segments_removed += remove_obsolete(st)
-    undone = len(st.catalog.incomplete_merges())
+    undone = len(st.catalog.merges.incomplete())
     report.segments_removed += undo_incomplete_merges(st)
     if undone:
         report.notes.append(f"{undone} interrupted merge(s) undone (their copies removed)")
     scans, unavailable = _repair_segments(st, report, progress)
     next_id = _next_episode_id(st, scans)
     with st.transaction() as cat:
-        statuses = cat.episode_statuses()
+        statuses = cat.episodes.statuses()
         rows = fix_pointers(cat, scans, unavailable, statuses, drop_missing=drop_missing)
         report.steps_relinked = rows.relinked
         report.segments_unavailable = rows.kept_missing
         # Until a recover completes, what this one found lost stays on record.
-        cat.meta_set(PENDING_LOSS, _merge(cat.meta_get(PENDING_LOSS), rows.lost))
+        cat.meta.set(PENDING_LOSS, _merge(cat.meta.get(PENDING_LOSS), rows.lost))
         # a catalogue deleted or emptied: its store id is the one its segments name
         if (report.catalogue_rebuilt or not statuses) and (sid := store_id_of_segments(scans)):
-            cat.restore_store_id(sid)
+            cat.recovery.restore_store_id(sid)
         report.merges_restored = restore_merges(cat, scans)
         restored = restore_from_segments(cat, st.root, scans, statuses)
         if report.merges_restored:
-            notes = merge_notes(scans, cat.store_id())
+            notes = merge_notes(scans, cat.meta.store_id())
             merged = restore_merged_episodes(
                 cat, st.root, scans, statuses,
                 {m: notes[m] for m in report.merges_restored},
@@ -265,7 +265,7 @@ def _recover(st: FrameStore, report: RecoverReport, progress, drop_missing: bool
         report.steps_recovered = dict(sorted(whole.items()))
         report.episodes_created = restored.episodes_created + created
         report.episodes_ended = restored.episodes_ended
-        report.episodes_interrupted = cat.interrupt_recordings()
+        report.episodes_interrupted = cat.recovery.interrupt_recordings()
     if restored.unreadable:
         report.notes.append(f"{restored.unreadable} chunk(s) whose step metadata is unreadable")
     if skipped:
@@ -283,8 +283,8 @@ def _recover(st: FrameStore, report: RecoverReport, progress, drop_missing: bool
             "into it were kept (restore the file and run recover again, or forget them "
             "with `recover --drop-missing`)"
         )
-    report.frames_lost = _merge(st.catalog.meta_get(PENDING_LOSS), {})
-    st.catalog.meta_set(PENDING_LOSS, None)
+    report.frames_lost = _merge(st.catalog.meta.get(PENDING_LOSS), {})
+    st.catalog.meta.set(PENDING_LOSS, None)
 
 
 def _forget_gone_segments(st: FrameStore) -> None:
@@ -293,12 +293,12 @@ def _forget_gone_segments(st: FrameStore) -> None:
     present = set(files.regular) | set(files.irregular)
     gone = [
         sid
-        for sid in st.catalog.segment_rows()
-        if sid not in present and not st.catalog.pointer_count([sid])
+        for sid in st.catalog.segments.rows()
+        if sid not in present and not st.catalog.pointers.count([sid])
     ]
     if gone:
         with st.transaction() as cat:
-            cat.forget_segments(gone)
+            cat.segments.forget(gone)
 
 
 def _merge(stored: object, new: dict[int, int]) -> dict[int, int]:
@@ -315,7 +315,7 @@ def _merge(stored: object, new: dict[int, int]) -> dict[int, int]:
 
 def _next_episode_id(st: FrameStore, scans: dict[int, SegmentScan]) -> int:
     """An episode id above every id in the catalogue and every stream key in a segment."""
-    _run, next_id = st.catalog.next_ids()
+    _run, next_id = st.catalog.episodes.next_ids()
     keys = (h.stream_key for scan in scans.values() for h in scan.chunks.values())
     return max(next_id, max(keys, default=0) + 1)
 
@@ -356,7 +356,7 @@ def _repair_segments(
         scans[sid] = scan
     if progress is not None:
         progress(len(paths), len(paths))
-    referenced = st.catalog.referenced_segments()
+    referenced = st.catalog.pointers.referenced_segments()
     missing = set(referenced) - set(files.regular) - set(files.irregular)
     return scans, unavailable | missing
 
@@ -406,7 +406,7 @@ def _compact(
     victims = []
     for sid, scan in sorted(scans.items()):
         if scan.bad or sid in rekey:
-            offsets = set(st.catalog.live_chunk_offsets(sid, include_deleted=True))
+            offsets = set(st.catalog.pointers.live_chunk_offsets(sid, include_deleted=True))
             offsets |= set(rekey[sid])
             size = segment_path(st.root, sid).stat().st_size
             victims.append(Victim(sid, size, sorted(offsets), 0, rekey.get(sid, {})))
@@ -434,14 +434,14 @@ def _remove_duplicates(
     an interrupted gc. Frames are matched by stream key (after a merge an episode's
     chunks carry the id it had in its source store)."""
     chunks = {(sid, off): h for sid, scan in scans.items() for off, h in scan.chunks.items()}
-    referenced = st.catalog.referenced_segments()
-    merged = st.catalog.merged_segments()  # their rows committed with them: gc's job
+    referenced = st.catalog.pointers.referenced_segments()
+    merged = st.catalog.segments.merged()  # their rows committed with them: gc's job
     served: dict[int, set[int]] = defaultdict(set)
-    for row in st.catalog.all_pointers():
+    for row in st.catalog.pointers.all():
         if resolves(chunks, row):
             served[row.expected_key].add(row.step)
-    statuses = st.catalog.episode_statuses()
-    owners = st.catalog.stream_key_owners()
+    statuses = st.catalog.episodes.statuses()
+    owners = st.catalog.episodes.stream_key_owners()
 
     def deleted(key: int) -> bool:
         found = owners.get(key, [])

@@ -90,7 +90,7 @@ def _chain(store: FrameStore, ep: EpisodeInfo) -> list[EpisodeInfo]:
             )
         if prev_id in seen:
             raise NotReplayable(f"episode chain loops at {prev_id}")
-        prev = store.catalog.episode(prev_id)
+        prev = store.catalog.episodes.get(prev_id)
         if prev is None or prev.status == "deleted":
             raise NotReplayable(f"episode {prev_id} it continues is not in the store")
         chain.insert(0, prev)

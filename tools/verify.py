@@ -94,7 +94,7 @@ def verify(
             if st.published and not quick:  # every object against the manifest, whole
                 check_objects(st, report, progress)
             # The snapshot is pinned by the first query, before any segment is scanned.
-            with st.catalog.read_snapshot():
+            with st.catalog.connection.read_snapshot():
                 if _check_database(st, report):
                     if st.remote:  # segments at a URL: read through the store, chunk by chunk
                         check_pointers_remote(st, report)
@@ -117,10 +117,10 @@ def _check_database(st: FrameStore, report: VerifyReport) -> bool:
     """SQLite's structure check, then the type and range of every trusted column.
     Returns False when the database is too damaged to check anything else against it."""
     add = report.problems.append
-    damage = st.catalog.integrity_problems()
+    damage = st.catalog.checks.integrity_problems()
     for text in damage[:10]:
         add(Problem("database", f"SQLite integrity check: {text}"))
-    values = st.catalog.value_problems()
+    values = st.catalog.checks.value_problems()
     for v in values:
         add(Problem("bad value", str(v)))
     return not damage and not any(v.table == "segments" for v in values)
@@ -138,8 +138,8 @@ def _check_files(st: FrameStore, report: VerifyReport, unsettled: _Unsettled) ->
         add(Problem("bad path", f"{p.name} is not a regular file; not opened", sid))
     if running is not True:  # a running gc or merge writes these while holding the lock
         unsettled.partials += [p.name for p in list_partials(st.root)]
-        unsettled.merges += [m.source_path for m in st.catalog.incomplete_merges()]
-    for sid, (path, state) in sorted(st.catalog.segment_rows().items()):
+        unsettled.merges += [m.source_path for m in st.catalog.merges.incomplete()]
+    for sid, (path, state) in sorted(st.catalog.segments.rows().items()):
         if path != relative_segment_path(sid):
             add(
                 Problem("bad path", f"segments row path {path!r} is not canonical; not opened", sid)
@@ -161,8 +161,8 @@ def _scan_all(
 ) -> dict[int, SegmentScan]:
     """Every record of every segment file: checksums, framing, seals. A file without a
     row is settled after the snapshot (``_settle``): its header is checked there."""
-    rows = st.catalog.segment_rows()
-    merged = st.catalog.merged_segments()  # their file headers name their source id
+    rows = st.catalog.segments.rows()
+    merged = st.catalog.segments.merged()  # their file headers name their source id
     tags = _StoreTags.of(st, merged)
     running = report.writer_running
     active = max(files.regular, default=None) if running else None
@@ -216,8 +216,8 @@ class _StoreTags:
     @classmethod
     def of(cls, st: FrameStore, merged: dict[int, int]) -> _StoreTags:
         # (a published store's catalogue has no store id; its manifest vouches for its files)
-        own = 0 if st.published else store_tag(st.catalog.store_id())
-        listed = None if st.published else st.catalog.meta_get(MERGED_TAGS)
+        own = 0 if st.published else store_tag(st.catalog.meta.store_id())
+        listed = None if st.published else st.catalog.meta.get(MERGED_TAGS)
         return cls(own, merged, set(listed) if isinstance(listed, list) else None)
 
     def foreign(self, scan: SegmentScan) -> bool:
@@ -271,11 +271,11 @@ def _settle(st: FrameStore, report: VerifyReport, unsettled: _Unsettled) -> None
     it was placed for, or when a recorder holding the lock writes it under its own id."""
     add = report.problems.append
     running = st.writer_running() is True or report.writer_running is True
-    rows = st.catalog.segment_rows()
-    merged = st.catalog.merged_segments()
+    rows = st.catalog.segments.rows()
+    merged = st.catalog.segments.merged()
     journal = {
         new: (header, m.source_path)
-        for m in st.catalog.incomplete_merges()
+        for m in st.catalog.merges.incomplete()
         for new, header in m.segments
     }
     for name in unsettled.partials:
@@ -374,7 +374,7 @@ def _check_pointers(
     Problems are grouped per (kind, segment, offset, episode), naming every step."""
     affected: dict[tuple[str, int, int, int], list[int]] = {}
     details: dict[tuple[str, int, int, int], str] = {}
-    for row in st.catalog.iter_live_pointers():
+    for row in st.catalog.pointers.iter_live():
         report.steps_checked += 1
         if not row.valid:
             continue  # reported by the value checks ("bad value")
@@ -409,7 +409,7 @@ def _check_pointers(
 
 def _check_episodes(st: FrameStore, report: VerifyReport) -> None:
     add = report.problems.append
-    for row in st.catalog.episode_row_counts():
+    for row in st.catalog.stats.episode_row_counts():
         report.episodes_checked += 1
         if row.status == "complete" and row.steps is not None and row.steps != row.rows:
             add(

@@ -1,4 +1,5 @@
-"""The catalogue's connection: one SQLite database, one lock, transactions."""
+"""The catalogue's connection: one SQLite database, one lock, transactions, and what every
+query object shares (the schema's optional columns, tables loaded on first use)."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from telemetry import schema_info
 from ..errors import InvalidInput, StoreClosed
 from ._validate import END_OF_EPISODE
 
-__all__ = ["END_OF_EPISODE", "FETCH_ROWS", "CatalogBase"]
+__all__ = ["END_OF_EPISODE", "FETCH_ROWS", "Connection"]
 
 #: Rows read from a cursor at a time by the iterating queries (a store can hold
 #: millions of steps).
@@ -37,20 +38,21 @@ def _execute(conn: sqlite3.Connection, sql: str, params: tuple) -> sqlite3.Curso
         raise InvalidInput("a number in the query does not fit a 64-bit integer") from None
 
 
-class CatalogBase:
-    """Holds the connection. Every query runs under one re-entrant lock: the GUI and
-    ``gc`` share a store's connection between threads."""
+class Connection:
+    """One store's SQLite connection, shared by the catalogue's query objects. Every
+    statement runs under one re-entrant lock (``lock``: the GUI and ``gc`` share a
+    store's connection between threads); ``transaction()`` groups changes."""
 
     def __init__(self, db: sqlite_utils.Database, *, readonly: bool):
-        self._db = db
+        self._database = db
         self.readonly = readonly
-        self._lock = threading.RLock()
+        self.lock = threading.RLock()
         self._closed = False
         self._deferred: dict[str, Callable[[], None]] = {}
-        #: Whether per-episode totals were loaded (a published store's: ``episodes`` and
-        #: ``stats`` then count from them, never from the steps table).
+        #: Whether per-episode totals were loaded (a published store's: ``Episodes`` and
+        #: ``Stats`` then count from them, never from the steps table).
         self.has_totals = False
-        #: Whether per-stream totals were loaded (a published store's: ``stream_totals``
+        #: Whether per-stream totals were loaded (a published store's: ``Streams.totals``
         #: then counts from them, never from steps or step_frames).
         self.has_stream_totals = False
         # A read-only catalogue cannot migrate: a store of an older schema is read as it
@@ -69,12 +71,12 @@ class CatalogBase:
         """Whether ``steps`` has m004's ``observation`` column (read once)."""
         cached = self.__dict__.get("_has_m004")
         if cached is None:
-            with self._lock:
+            with self.lock:
                 cols = {r[1] for r in self._conn().execute("PRAGMA table_info(steps)")}
             cached = self.__dict__["_has_m004"] = "observation" in cols
         return cached
 
-    def _m002(self, expr: str, default: str = "NULL") -> str:
+    def m002(self, expr: str, default: str = "NULL") -> str:
         """``expr`` when the store has m002's columns, else ``default``."""
         return expr if self.has_m002 else default
 
@@ -83,7 +85,7 @@ class CatalogBase:
         """Load ``table`` (a scratch catalogue's: a published store's steps) only when a
         statement first names it: ``load()`` fills it, in one transaction. Until then
         the table is empty, and no query can see it so: every statement is checked."""
-        with self._lock:
+        with self.lock:
             self._deferred[table] = load
 
     def _load_deferred(self, sql: str) -> None:
@@ -102,7 +104,7 @@ class CatalogBase:
                 self._deferred[table] = load
                 raise
 
-    def _frames(self) -> str:
+    def frames(self) -> str:
         """Every frame pointer as one relation (``episode_id, step, stream,
         frame_segment, frame_offset, frame_slot, frame_shape``): ``steps``' (stream 0)
         and, with m003, ``step_frames``' (the other streams)."""
@@ -117,45 +119,51 @@ class CatalogBase:
             )
         return f"({sql})"
 
-    # ----------------------------------------------------------------- plumbing
+    # ----------------------------------------------------------------- statements
     def _conn(self) -> sqlite3.Connection:
         if self._closed:
             raise StoreClosed("catalogue is closed")
-        return self._db.conn
+        return self._database.conn
 
-    def _rows(self, sql: str, params: Iterable[Any] = ()) -> list[tuple]:
-        with self._lock:
+    def rows(self, sql: str, params: Iterable[Any] = ()) -> list[tuple]:
+        with self.lock:
             self._load_deferred(sql)
             return _execute(self._conn(), sql, tuple(params)).fetchall()
 
-    def _one(self, sql: str, params: Iterable[Any] = ()) -> tuple:
-        with self._lock:
+    def one(self, sql: str, params: Iterable[Any] = ()) -> tuple:
+        with self.lock:
             self._load_deferred(sql)
             return _execute(self._conn(), sql, tuple(params)).fetchone()
 
-    def _dicts(self, sql: str, params: Iterable[Any] = ()) -> list[dict[str, Any]]:
-        with self._lock:
+    def dicts(self, sql: str, params: Iterable[Any] = ()) -> list[dict[str, Any]]:
+        with self.lock:
             self._load_deferred(sql)
             cur = _execute(self._conn(), sql, tuple(params))
             cols = [d[0] for d in cur.description]
             return [dict(zip(cols, row, strict=True)) for row in cur.fetchall()]
 
-    def _iter(self, sql: str, params: Iterable[Any] = ()) -> Iterator[tuple]:
+    def iter(self, sql: str, params: Iterable[Any] = ()) -> Iterator[tuple]:
         """Rows a batch at a time. The lock is held while iterating: consume promptly."""
-        with self._lock:
+        with self.lock:
             self._load_deferred(sql)
             cur = _execute(self._conn(), sql, tuple(params))
             while batch := cur.fetchmany(FETCH_ROWS):
                 yield from batch
 
-    def _exec(self, sql: str, params: Iterable[Any] = ()) -> int:
+    def exec(self, sql: str, params: Iterable[Any] = ()) -> int:
         """Run one change; returns the rows it changed. Call inside ``transaction``."""
-        with self._lock:
+        with self.lock:
             self._load_deferred(sql)
             return max(_execute(self._conn(), sql, tuple(params)).rowcount, 0)
 
-    def _exec_many(self, sql: str, rows: Iterable[Iterable[Any]]) -> int:
-        with self._lock:
+    def insert(self, sql: str, params: Iterable[Any] = ()) -> int:
+        """Run one ``INSERT``; returns the new row's id."""
+        with self.lock:
+            self._load_deferred(sql)
+            return int(self._conn().execute(sql, tuple(params)).lastrowid)
+
+    def exec_many(self, sql: str, rows: Iterable[Iterable[Any]]) -> int:
+        with self.lock:
             self._load_deferred(sql)
             try:
                 cur = self._conn().executemany(sql, [tuple(r) for r in rows])
@@ -163,11 +171,11 @@ class CatalogBase:
                 raise InvalidInput("a number does not fit a 64-bit integer") from None
             return max(cur.rowcount, 0)
 
-    # ----------------------------------------------------------------- public
+    # ----------------------------------------------------------------- transactions, upkeep
     @contextmanager
     def transaction(self) -> Iterator[None]:
         """Everything inside commits together or not at all (nested: a savepoint)."""
-        with self._lock, self._db.atomic():
+        with self.lock, self._database.atomic():
             yield
 
     @contextmanager
@@ -175,39 +183,39 @@ class CatalogBase:
         """Every query inside reads the database as it was at the first one (one read
         transaction; a recorder's later commits are not seen). Other threads sharing this
         catalogue wait until it ends."""
-        with self._lock, self._db.atomic():
+        with self.lock, self._database.atomic():
             yield
 
     def change_stamp(self) -> tuple[int, int]:
         """``(data_version, total_changes)``: moves whenever any connection (this one or
         another process's) changed the database; a pragma, not a table query. Lets a
         reader keep what it read until the catalogue changes."""
-        with self._lock:
+        with self.lock:
             conn = self._conn()
             (version,) = conn.execute("PRAGMA data_version").fetchone()
             return int(version), conn.total_changes
 
     def schema(self) -> dict[str, Any]:
         """``version`` (migrations applied), ``latest_migration``, ``pending_migrations``."""
-        with self._lock:
-            return schema_info(self._db)
+        with self.lock:
+            return schema_info(self._database)
 
     def checkpoint(self) -> None:
         """Copy the WAL into the database file and truncate it."""
-        with self._lock:
+        with self.lock:
             self._conn().execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
 
     def compact_database(self) -> None:
         """``VACUUM`` and truncate the WAL: give free pages back to the file system."""
-        with self._lock:
-            self._db.vacuum()
+        with self.lock:
+            self._database.vacuum()
             self.checkpoint()
 
     def close(self) -> None:
-        with self._lock:
+        with self.lock:
             if not self._closed:
                 self._closed = True
-                self._db.close()
+                self._database.close()
 
     @property
     def closed(self) -> bool:

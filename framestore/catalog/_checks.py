@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .._format import FILE_HEADER_SIZE, MAX_SEGMENT_ID
-from ._base import CatalogBase
+from ._base import Connection
 from ._episodes import EPISODE_STATUSES
 from ._pointers import SEGMENT_STATES
 from ._validate import MAX_SLOT, valid_shape
@@ -121,25 +121,30 @@ class ValueProblem:
         return f"table {self.table}, column {self.column}: bad value in {self.example}{more}"
 
 
-class CheckQueries(CatalogBase):
+class Checks:
+    """``verify``'s checks of the database itself."""
+
+    def __init__(self, db: Connection):
+        self._db = db
+
     def integrity_problems(self) -> list[str]:
         """What ``PRAGMA quick_check`` finds wrong with the database file (empty: ok)."""
-        rows = [r[0] for r in self._rows("PRAGMA quick_check")]
+        rows = [r[0] for r in self._db.rows("PRAGMA quick_check")]
         return [] if rows == ["ok"] else [str(r) for r in rows]
 
     def value_problems(self) -> list[ValueProblem]:
         """Every column framestore trusts, type- and range-checked: one pass per table."""
         problems = []
         for table, (keys, rules) in _RULES.items():
-            if self.has_m002:
+            if self._db.has_m002:
                 rules = {**rules, **_M002_RULES.get(table, {})}
             cols = list(rules)
             conds = [rules[c].format(c=c) for c in cols]
             sums = ", ".join(f"SUM(CASE WHEN {cond} THEN 0 ELSE 1 END)" for cond in conds)
-            counts = self._one(f"SELECT {sums} FROM {table}")  # noqa: S608 - our own rules
+            counts = self._db.one(f"SELECT {sums} FROM {table}")  # noqa: S608 - our own rules
             for col, cond, count in zip(cols, conds, counts, strict=True):
                 if count:
-                    key = self._one(
+                    key = self._db.one(
                         f"SELECT {', '.join(keys)} FROM {table} "  # noqa: S608
                         f"WHERE NOT COALESCE({cond}, 0) LIMIT 1"
                     )
@@ -150,14 +155,14 @@ class CheckQueries(CatalogBase):
     def _shape_problems(self) -> list[ValueProblem]:
         bad = [
             shape
-            for (shape,) in self._rows(
+            for (shape,) in self._db.rows(
                 "SELECT DISTINCT frame_shape FROM steps WHERE typeof(frame_shape) = 'text'"
             )
             if not valid_shape(shape)
         ]
         out = []
         for shape in bad:
-            n, ep, step = self._one(
+            n, ep, step = self._db.one(
                 "SELECT COUNT(*), MIN(episode_id), MIN(step) FROM steps WHERE frame_shape = ?",
                 [shape],
             )

@@ -13,7 +13,7 @@ import telemetry
 from .._format import MAX_SEGMENT_ID, RENDER_STREAM
 from ..errors import InvalidInput
 from ..types import EpisodeInfo, FrameLocation, FrameSummary, RunInfo, StepInfo, StepTrack
-from ._base import END_OF_EPISODE, CatalogBase
+from ._base import END_OF_EPISODE, Connection
 from ._recovery import RECOVERED_INFO
 from ._validate import MAX_SLOT, Cell, valid_shape
 
@@ -121,16 +121,22 @@ def _run(r: dict[str, Any]) -> RunInfo:
     )
 
 
-class EpisodeQueries(CatalogBase):
+class Episodes:
+    """Runs, episodes and their steps as ``FrameStore`` reads them; episodes marked
+    deleted."""
+
+    def __init__(self, db: Connection):
+        self._db = db
+
     # ----------------------------------------------------------------- runs
     def runs(self) -> list[RunInfo]:
-        return [_run(r) for r in self._dicts("SELECT * FROM runs ORDER BY id")]
+        return [_run(r) for r in self._db.dicts("SELECT * FROM runs ORDER BY id")]
 
     def next_ids(self) -> tuple[int, int]:
         """``(run id, episode id)`` one above every id in use, episode ids also above
         every stream key a merged episode's chunks carry (call with the writer lock
         held, so no other writer can take them)."""
-        run, episode = self._one(
+        run, episode = self._db.one(
             "SELECT (SELECT COALESCE(MAX(id), 0) FROM runs), "
             "(SELECT MAX(COALESCE(MAX(id), 0), COALESCE(MAX(stream_key), 0)) FROM episodes)"
         )
@@ -139,9 +145,7 @@ class EpisodeQueries(CatalogBase):
         return run + 1, episode + 1
 
     # ----------------------------------------------------------------- episodes
-    def episodes(
-        self, *, run_id: int | None = None, include_deleted: bool = False
-    ) -> list[EpisodeInfo]:
+    def all(self, *, run_id: int | None = None, include_deleted: bool = False) -> list[EpisodeInfo]:
         """Episode records in id order (deleted ones only when asked)."""
         where, params = [], []
         if run_id is not None:
@@ -150,18 +154,18 @@ class EpisodeQueries(CatalogBase):
         if not include_deleted:
             where.append("e.status != 'deleted'")
         sql = self._episodes_sql() + (" WHERE " + " AND ".join(where) if where else "")
-        return [_episode(r) for r in self._rows(sql + " ORDER BY e.id", params)]
+        return [_episode(r) for r in self._db.rows(sql + " ORDER BY e.id", params)]
 
-    def episode(self, episode_id: int) -> EpisodeInfo | None:
+    def get(self, episode_id: int) -> EpisodeInfo | None:
         """One episode, deleted or not; None when there is no such id."""
-        rows = self._rows(self._episodes_sql() + " WHERE e.id = ?", [episode_id])
+        rows = self._db.rows(self._episodes_sql() + " WHERE e.id = ?", [episode_id])
         return _episode(rows[0]) if rows else None
 
     def _episodes_sql(self) -> str:
-        totals = self.has_totals
+        totals = self._db.has_totals
         return _EPISODES.format(
-            m002=self._m002(_EPISODES_M002, _EPISODES_M001),
-            m003=_EPISODES_M003 if self.has_m003 else "NULL",
+            m002=self._db.m002(_EPISODES_M002, _EPISODES_M001),
+            m003=_EPISODES_M003 if self._db.has_m003 else "NULL",
             counts=_COUNTS_FROM_TOTALS if totals else _COUNTS_FROM_STEPS,
             joins=_TOTALS_JOIN if totals else "",
         )
@@ -169,8 +173,8 @@ class EpisodeQueries(CatalogBase):
     def stream_key(self, episode_id: int) -> int:
         """The stream key of an episode's chunks: its id, unless it was merged from
         another store (its chunks keep the key they were written with)."""
-        row = self._one(
-            f"SELECT {self._m002('COALESCE(stream_key, id)', 'id')} FROM episodes WHERE id = ?",
+        row = self._db.one(
+            f"SELECT {self._db.m002('COALESCE(stream_key, id)', 'id')} FROM episodes WHERE id = ?",
             [episode_id],
         )
         return episode_id if row is None else int(row[0])
@@ -179,22 +183,23 @@ class EpisodeQueries(CatalogBase):
         """``{stream key: [episode ids whose chunks carry it]}`` (several only after a
         merge: each source numbered its episodes from 1)."""
         out: dict[int, list[int]] = {}
-        for key, eid in self._rows(
-            f"SELECT {self._m002('COALESCE(stream_key, id)', 'id')}, id FROM episodes"
+        for key, eid in self._db.rows(
+            f"SELECT {self._db.m002('COALESCE(stream_key, id)', 'id')}, id FROM episodes"
         ):
             out.setdefault(key, []).append(eid)
         return out
 
-    def episode_statuses(self) -> dict[int, str]:
+    def statuses(self) -> dict[int, str]:
+        """``{episode id: status}`` of every episode, deleted ones included."""
         out = {}
-        for eid, status in self._rows("SELECT id, status FROM episodes"):
+        for eid, status in self._db.rows("SELECT id, status FROM episodes"):
             c = Cell("episodes", f"id {eid!r}")
             out[c.int("id", eid)] = c.text("status", status, null=False, choices=EPISODE_STATUSES)
         return out
 
     def action_spec(self, episode_id: int) -> dict[str, Any] | None:
         """The action space description stored with the episode's run."""
-        row = self._one(
+        row = self._db.one(
             "SELECT r.id, r.config FROM runs r JOIN episodes e ON e.run_id = r.id WHERE e.id = ?",
             [episode_id],
         )
@@ -207,8 +212,8 @@ class EpisodeQueries(CatalogBase):
 
     def mark_deleted(self, episode_ids: list[int]) -> None:
         """Mark episodes deleted (``gc`` reclaims their frames)."""
-        with self.transaction():
-            self._exec_many(
+        with self._db.transaction():
+            self._db.exec_many(
                 "UPDATE episodes SET status = 'deleted' WHERE id = ?", [(i,) for i in episode_ids]
             )
 
@@ -216,21 +221,21 @@ class EpisodeQueries(CatalogBase):
         """Episodes still marked ``recording``."""
         return [
             Cell("episodes", "recording").int("id", r[0])
-            for r in self._rows("SELECT id FROM episodes WHERE status = 'recording'")
+            for r in self._db.rows("SELECT id FROM episodes WHERE status = 'recording'")
         ]
 
     # ----------------------------------------------------------------- steps
     def steps(self, episode_id: int, start: int = 0, stop: int | None = None) -> list[StepInfo]:
         """Step records of an episode in step order, ``start <= step < stop``."""
         spec = self.action_spec(episode_id)
-        rows = self._rows(_STEPS, [episode_id, start, END_OF_EPISODE if stop is None else stop])
+        rows = self._db.rows(_STEPS, [episode_id, start, END_OF_EPISODE if stop is None else stop])
         return [_step(episode_id, row, spec) for row in rows]
 
     def step_track(self, episode_id: int, start: int = 0, stop: int | None = None) -> StepTrack:
         """Rewards, actions and flags of ``start <= step < stop`` in one query (no info,
         no frame pointers): what a timeline of the episode needs."""
         spec = self.action_spec(episode_id)
-        rows = self._rows(
+        rows = self._db.rows(
             "SELECT step, reward, action, terminated, truncated, frame_segment IS NOT NULL, "
             "info = ? FROM steps WHERE episode_id = ? AND step >= ? AND step < ? ORDER BY step",
             [RECOVERED_INFO, episode_id, start, END_OF_EPISODE if stop is None else stop],
@@ -252,7 +257,7 @@ class EpisodeQueries(CatalogBase):
         self, episode_id: int, start: int = 0, stop: int | None = None
     ) -> list[tuple[int, FrameLocation | None]]:
         """``(step, (segment, offset, slot) or None)`` for the episode's rows, in order."""
-        rows = self._rows(
+        rows = self._db.rows(
             "SELECT step, frame_segment, frame_offset, frame_slot FROM steps "
             "WHERE episode_id = ? AND step >= ? AND step < ? ORDER BY step",
             [episode_id, start, END_OF_EPISODE if stop is None else stop],
@@ -274,27 +279,28 @@ class EpisodeQueries(CatalogBase):
         self, episode_id: int, start: int = 0, stop: int | None = None
     ) -> FrameSummary:
         """Committed steps, frame shapes and stored frames of a range of an episode."""
-        with self._lock:
-            (last,) = self._one("SELECT MAX(step) FROM steps WHERE episode_id = ?", [episode_id])
+        with self._db.lock:
+            (last,) = self._db.one("SELECT MAX(step) FROM steps WHERE episode_id = ?", [episode_id])
             last = Cell("steps", f"episode {episode_id}").int("step", last, null=True, lo=0)
             end = 0 if last is None else min(last + 1, END_OF_EPISODE)
             stop = end if stop is None else min(stop, end)
             where = "WHERE episode_id = ? AND step >= ? AND step < ? AND frame_segment IS NOT NULL"
             params = [episode_id, start, stop]
             shapes = [
-                r[0] for r in self._rows(f"SELECT DISTINCT frame_shape FROM steps {where}", params)
+                r[0]
+                for r in self._db.rows(f"SELECT DISTINCT frame_shape FROM steps {where}", params)
             ]
-            (frames,) = self._one(f"SELECT COUNT(*) FROM steps {where}", params)
+            (frames,) = self._db.one(f"SELECT COUNT(*) FROM steps {where}", params)
         cell = Cell("steps", f"episode {episode_id}")
         for shape in shapes:
             cell.shape("frame_shape", shape)
         return FrameSummary(end, max(stop, start), tuple(sorted(s for s in shapes if s)), frames)
 
-    def episode_chunks(self, episode_id: int) -> dict[int, list[int]]:
+    def chunks(self, episode_id: int) -> dict[int, list[int]]:
         """Offsets of the chunk records holding an episode's frames, per segment."""
         out: dict[int, list[int]] = {}
-        for seg, off, slot in self._rows(
-            f"SELECT DISTINCT frame_segment, frame_offset, 0 FROM {self._frames()} "
+        for seg, off, slot in self._db.rows(
+            f"SELECT DISTINCT frame_segment, frame_offset, 0 FROM {self._db.frames()} "
             "WHERE episode_id = ? AND frame_segment IS NOT NULL",
             [episode_id],
         ):
@@ -334,7 +340,7 @@ def _step(episode_id: int, row: tuple, spec: dict[str, Any] | None) -> StepInfo:
     )
 
 
-__all__ = ["EPISODE_STATUSES", "EpisodeQueries", "format_shape", "parse_shape", "valid_shape"]
+__all__ = ["EPISODE_STATUSES", "Episodes", "format_shape", "parse_shape", "valid_shape"]
 
 
 def _decoded_actions(texts: Sequence[Any], spec: Any) -> tuple[Any, ...]:

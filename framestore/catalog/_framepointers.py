@@ -87,7 +87,7 @@ class FramePointers:
         """``(step, pointer, shape)`` of ``episode_id``'s ``step`` in the stream of index
         ``stream`` (0: render, whose shape is None); the pointer None where the step has
         no stored frame in it. Raises as ``location``."""
-        stamp = self._catalog.change_stamp()
+        stamp = self._catalog.connection.change_stamp()
         key = (episode_id, stream)
         with self._lock:
             if stamp != self._stamp:
@@ -119,9 +119,10 @@ class FramePointers:
     ) -> list[StreamPointer]:
         if stream == 0:
             return [
-                (s, loc, None) for s, loc in self._catalog.frame_locations(episode_id, start, stop)
+                (s, loc, None)
+                for s, loc in self._catalog.episodes.frame_locations(episode_id, start, stop)
             ]
-        return self._catalog.stream_pointers(episode_id, stream, start, stop)
+        return self._catalog.streams.pointers(episode_id, stream, start, stop)
 
     def _one(self, episode_id: int, step: int, stream: int) -> StreamPointer:
         self._check_episode(episode_id)

@@ -1,5 +1,5 @@
 """What ``merge`` reads from a source store and writes into the destination: the merge
-journal (``merges``), the store's id, and runs, episodes and steps as raw rows."""
+journal (``merges``) and runs, episodes and steps as raw rows."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from ._base import CatalogBase
+from ._base import Connection
 
 #: Columns copied from a source's ``runs`` rows (the id is given anew).
 RUN_COLUMNS = (
@@ -87,36 +87,38 @@ _MERGE_COLUMNS = (
 )
 
 
-class MergeQueries(CatalogBase):
-    # ----------------------------------------------------------------- identity
-    def store_id(self) -> str | None:
-        """The store's random id (``meta.store_id``); None for a store of an older schema
-        opened read-only."""
-        row = self._one("SELECT value FROM meta WHERE key = 'store_id'")
-        return None if row is None else str(row[0])
+class Merges:
+    """The merge journal, a source store's rows as ``merge`` reads them, and those rows
+    inserted into the destination."""
 
+    def __init__(self, db: Connection):
+        self._db = db
+
+    # ----------------------------------------------------------------- identity
     def fingerprint_rows(self) -> list[tuple]:
         """What says whether a store changed since it was merged: its runs and its live
         episodes with their step counts and statuses."""
-        runs = self._rows("SELECT id, env_id, created, ended FROM runs ORDER BY id")
-        eps = self._rows(
+        runs = self._db.rows("SELECT id, env_id, created, ended FROM runs ORDER BY id")
+        eps = self._db.rows(
             "SELECT e.id, e.run_id, e.status, (SELECT COUNT(*) FROM steps s "
             "WHERE s.episode_id = e.id) FROM episodes e WHERE e.status != 'deleted' ORDER BY e.id"
         )
         return [("runs", *r) for r in runs] + [("episodes", *e) for e in eps]
 
     # ----------------------------------------------------------------- the journal
-    def merge_records(self) -> list[MergeRecord]:
+    def records(self) -> list[MergeRecord]:
         """Every journal row, oldest first (none for a store of an older schema)."""
-        if not self.has_m002:
+        if not self._db.has_m002:
             return []
-        return [_record(r) for r in self._rows(f"SELECT {_MERGE_COLUMNS} FROM merges ORDER BY id")]
+        return [
+            _record(r) for r in self._db.rows(f"SELECT {_MERGE_COLUMNS} FROM merges ORDER BY id")
+        ]
 
-    def incomplete_merges(self) -> list[MergeRecord]:
+    def incomplete(self) -> list[MergeRecord]:
         """Journal rows of merges that stopped before their source's rows committed."""
-        return [m for m in self.merge_records() if m.state == "copying"]
+        return [m for m in self.records() if m.state == "copying"]
 
-    def begin_merge(
+    def begin(
         self,
         source_id: str,
         source_path: str,
@@ -126,15 +128,14 @@ class MergeQueries(CatalogBase):
     ) -> int:
         """Journal a merge about to copy ``segments`` (commits at once: a crash from here
         on leaves a row saying which files to remove). Returns the journal id."""
-        with self.transaction():
-            cur = self._conn().execute(
+        with self._db.transaction():
+            return self._db.insert(
                 "INSERT INTO merges (source_id, source_path, fingerprint, mode, state, "
                 "segments, started) VALUES (?, ?, ?, ?, 'copying', ?, ?)",
                 (source_id, source_path, fingerprint, mode, json.dumps(segments), time.time()),
             )
-            return int(cur.lastrowid)
 
-    def finish_merge(
+    def finish(
         self,
         merge_id: int,
         ids: Mapping[str, Mapping[int, int]],
@@ -143,7 +144,7 @@ class MergeQueries(CatalogBase):
     ) -> None:
         """Mark a merge done (call in the transaction that inserts the source's rows);
         ``finished``: the time its provenance note names (default: now)."""
-        self._exec(
+        self._db.exec(
             "UPDATE merges SET state = 'done', finished = ?, ids = ?, runs = ?, episodes = ?, "
             "steps = ? WHERE id = ?",
             (
@@ -156,10 +157,10 @@ class MergeQueries(CatalogBase):
             ),
         )
 
-    def restore_merge(self, record: MergeRecord) -> None:
+    def restore(self, record: MergeRecord) -> None:
         """A finished merge's journal row rebuilt from its provenance note (``recover``
         of a lost catalogue), under its own id."""
-        self._exec(
+        self._db.exec(
             f"INSERT INTO merges ({_MERGE_COLUMNS}) VALUES ({', '.join('?' * 13)})",
             (
                 record.id, record.source_id, record.source_path, record.fingerprint,
@@ -168,29 +169,30 @@ class MergeQueries(CatalogBase):
             ),
         )  # fmt: skip
 
-    def forget_merge(self, merge_id: int) -> None:
+    def forget(self, merge_id: int) -> None:
         """Remove a journal row (an interrupted merge, once its copies are gone)."""
-        with self.transaction():
-            self._exec("DELETE FROM merges WHERE id = ?", (merge_id,))
+        with self._db.transaction():
+            self._db.exec("DELETE FROM merges WHERE id = ?", (merge_id,))
 
     # ----------------------------------------------------------------- a source's rows
     def export_runs(self) -> list[dict[str, Any]]:
         """Every run row, as stored (``env_spec`` is None on an older schema)."""
         cols = ", ".join(
-            c if c != "env_spec" else f"{self._m002('env_spec')} AS env_spec" for c in RUN_COLUMNS
+            c if c != "env_spec" else f"{self._db.m002('env_spec')} AS env_spec"
+            for c in RUN_COLUMNS
         )
-        return self._dicts(f"SELECT id, {cols} FROM runs ORDER BY id")
+        return self._db.dicts(f"SELECT id, {cols} FROM runs ORDER BY id")
 
     def export_episodes(self) -> list[dict[str, Any]]:
         """Every episode row that is not deleted, as stored, with its stream key."""
         cols = ", ".join(
-            c if c not in ("sub_env", "reset_options") else f"{self._m002(c)} AS {c}"
+            c if c not in ("sub_env", "reset_options") else f"{self._db.m002(c)} AS {c}"
             for c in EPISODE_COLUMNS
         )
-        return self._dicts(
+        return self._db.dicts(
             f"SELECT id, run_id, {cols}, "
-            f"{self._m002('continues_episode')} AS continues_episode, "
-            f"{self._m002('COALESCE(stream_key, id)', 'id')} AS stream_key "
+            f"{self._db.m002('continues_episode')} AS continues_episode, "
+            f"{self._db.m002('COALESCE(stream_key, id)', 'id')} AS stream_key "
             "FROM episodes WHERE status != 'deleted' ORDER BY id"
         )
 
@@ -198,31 +200,31 @@ class MergeQueries(CatalogBase):
         """The step rows of ``episode_ids`` as stored (``STEP_COLUMNS``), in key order."""
         cols = ", ".join(STEP_COLUMNS)
         for eid in episode_ids:
-            yield from self._iter(
+            yield from self._db.iter(
                 f"SELECT {cols} FROM steps WHERE episode_id = ? ORDER BY step", (eid,)
             )
 
     def iter_stream_rows(self, episode_ids: Iterable[int]) -> Iterator[tuple]:
         """The ``step_frames`` rows of ``episode_ids`` (``STREAM_FRAME_COLUMNS``: streams
         other than render, m003), in key order; none in an older store."""
-        if not self.has_m003:
+        if not self._db.has_m003:
             return
         cols = ", ".join(STREAM_FRAME_COLUMNS)
         for eid in episode_ids:
-            yield from self._iter(
+            yield from self._db.iter(
                 f"SELECT {cols} FROM step_frames WHERE episode_id = ? ORDER BY stream, step",
                 (eid,),
             )
 
     def export_streams(self, episode_ids: Iterable[int]) -> list[tuple]:
         """The ``streams`` rows of ``episode_ids`` (``STREAM_COLUMNS``)."""
-        if not self.has_m003:
+        if not self._db.has_m003:
             return []
         cols = ", ".join(STREAM_COLUMNS)
         return [
             r
             for eid in episode_ids
-            for r in self._rows(
+            for r in self._db.rows(
                 f"SELECT {cols} FROM streams WHERE episode_id = ? ORDER BY idx", (eid,)
             )
         ]
@@ -230,10 +232,10 @@ class MergeQueries(CatalogBase):
     def iter_observation_rows(self, episode_ids: Iterable[int]) -> Iterator[tuple]:
         """``(episode_id, step, observation)`` of the rows of ``episode_ids`` that hold
         one (m004)."""
-        if not self.has_m004:
+        if not self._db.has_m004:
             return
         for eid in episode_ids:
-            yield from self._iter(
+            yield from self._db.iter(
                 "SELECT episode_id, step, observation FROM steps WHERE episode_id = ? "
                 "AND observation IS NOT NULL ORDER BY step",
                 (eid,),
@@ -243,20 +245,20 @@ class MergeQueries(CatalogBase):
     def import_streams(self, rows: Iterable[tuple]) -> int:
         """Insert ``streams`` rows (``STREAM_COLUMNS``, already mapped)."""
         marks = ", ".join("?" * len(STREAM_COLUMNS))
-        return self._exec_many(
+        return self._db.exec_many(
             f"INSERT INTO streams ({', '.join(STREAM_COLUMNS)}) VALUES ({marks})", rows
         )
 
     def import_stream_rows(self, rows: Iterable[tuple]) -> int:
         """Insert ``step_frames`` rows (``STREAM_FRAME_COLUMNS``, already mapped)."""
         marks = ", ".join("?" * len(STREAM_FRAME_COLUMNS))
-        return self._exec_many(
+        return self._db.exec_many(
             f"INSERT INTO step_frames ({', '.join(STREAM_FRAME_COLUMNS)}) VALUES ({marks})", rows
         )
 
     def import_observations(self, rows: Iterable[tuple]) -> int:
         """Set ``(episode_id, step, observation)`` on step rows (already mapped)."""
-        return self._exec_many(
+        return self._db.exec_many(
             "UPDATE steps SET observation = ? WHERE episode_id = ? AND step = ?",
             ((obs, eid, step) for eid, step, obs in rows),
         )
@@ -264,7 +266,7 @@ class MergeQueries(CatalogBase):
     def import_run(self, run_id: int, row: Mapping[str, Any]) -> None:
         """Insert a run row copied from another store under ``run_id``."""
         marks = ", ".join("?" * (len(RUN_COLUMNS) + 1))
-        self._exec(
+        self._db.exec(
             f"INSERT INTO runs (id, {', '.join(RUN_COLUMNS)}) VALUES ({marks})",
             (run_id, *(row[c] for c in RUN_COLUMNS)),
         )
@@ -282,7 +284,7 @@ class MergeQueries(CatalogBase):
         ``stream_key``)."""
         cols = ("id", "run_id", *EPISODE_COLUMNS, "continues_episode", "stream_key")
         values = (episode_id, run_id, *(row[c] for c in EPISODE_COLUMNS), continues, stream_key)
-        self._exec(
+        self._db.exec(
             f"INSERT INTO episodes ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})",
             values,
         )
@@ -290,6 +292,6 @@ class MergeQueries(CatalogBase):
     def import_steps(self, rows: Iterable[tuple]) -> int:
         """Insert step rows (``STEP_COLUMNS``, already mapped); returns how many."""
         marks = ", ".join("?" * len(STEP_COLUMNS))
-        return self._exec_many(
+        return self._db.exec_many(
             f"INSERT INTO steps ({', '.join(STEP_COLUMNS)}) VALUES ({marks})", rows
         )

@@ -1,6 +1,6 @@
-"""The ``meta`` table: small key/value facts a store keeps about itself.
+"""The ``meta`` table: small key/value facts a store keeps about itself, its id among them.
 
-Values are JSON text. Used for what must survive a crash between two commands: the
+Values are JSON text (the store id: plain text, written by the migrations). Used for what must survive a crash between two commands: the
 loss a ``recover`` found and has not reported yet, the segments a ``gc`` is writing.
 """
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from ._base import CatalogBase
+from ._base import Connection
 from ._validate import Cell
 
 #: ``{episode id: frames lost}`` found by a recover that may not have reported it yet.
@@ -22,10 +22,21 @@ COMPACTION_OUTPUTS = "compaction.outputs"
 MERGED_TAGS = "merge.store_tags"
 
 
-class MetaQueries(CatalogBase):
-    def meta_get(self, key: str) -> Any:
+class Meta:
+    """The ``meta`` table: the store's id and facts that must survive a crash."""
+
+    def __init__(self, db: Connection):
+        self._db = db
+
+    def store_id(self) -> str | None:
+        """The store's random id (``meta.store_id``); None for a store of an older schema
+        opened read-only."""
+        row = self._db.one("SELECT value FROM meta WHERE key = 'store_id'")
+        return None if row is None else str(row[0])
+
+    def get(self, key: str) -> Any:
         """The JSON value stored under ``key``, or None."""
-        row = self._one("SELECT value FROM meta WHERE key = ?", [key])
+        row = self._db.one("SELECT value FROM meta WHERE key = ?", [key])
         if row is None or row[0] is None:
             return None
         cell = Cell("meta", f"key {key!r}")
@@ -35,13 +46,13 @@ class MetaQueries(CatalogBase):
         except (ValueError, RecursionError):
             raise cell.bad("value", "not valid JSON") from None
 
-    def meta_set(self, key: str, value: Any) -> None:
+    def set(self, key: str, value: Any) -> None:
         """Store ``value`` (JSON-able) under ``key``; ``None`` removes the key."""
-        with self.transaction():
+        with self._db.transaction():
             if value is None:
-                self._exec("DELETE FROM meta WHERE key = ?", [key])
+                self._db.exec("DELETE FROM meta WHERE key = ?", [key])
             else:
-                self._exec(
+                self._db.exec(
                     "INSERT INTO meta (key, value) VALUES (?, ?) "
                     "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
                     [key, json.dumps(value, sort_keys=True)],

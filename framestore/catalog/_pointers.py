@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from .._format import MAX_SEGMENT_ID, MAX_STREAM_KEY
 from .._format.streams import stored_shape
 from ..disk.segments import relative_segment_path
-from ._base import CatalogBase
+from ._base import Connection
 from ._episodes import format_shape
 from ._validate import MAX_SLOT, MAX_SQLITE_INT, STREAM_SHAPE, Cell, is_int
 
@@ -83,12 +83,16 @@ def _pointer(seg: object, off: object, where: str) -> tuple[int, int]:
     )
 
 
-class PointerQueries(CatalogBase):
-    # ----------------------------------------------------------------- segments table
-    def segment_rows(self) -> dict[int, tuple[str, str]]:
+class Segments:
+    """The ``segments`` table: each segment file's path and state."""
+
+    def __init__(self, db: Connection):
+        self._db = db
+
+    def rows(self) -> dict[int, tuple[str, str]]:
         """``{segment id: (path, state)}`` as the segments table records them."""
         out = {}
-        for sid, path, state in self._rows("SELECT id, path, state FROM segments"):
+        for sid, path, state in self._db.rows("SELECT id, path, state FROM segments"):
             c = _segment_cell(sid)
             out[c.int("id", sid, lo=0, hi=MAX_SEGMENT_ID)] = (
                 c.text("path", path, null=False),
@@ -96,16 +100,18 @@ class PointerQueries(CatalogBase):
             )
         return out
 
-    def segment_states(self) -> dict[int, str]:
-        return {sid: state for sid, (_path, state) in self.segment_rows().items()}
+    def states(self) -> dict[int, str]:
+        """``{segment id: state}``."""
+        return {sid: state for sid, (_path, state) in self.rows().items()}
 
-    def obsolete_segments(self) -> list[int]:
+    def obsolete(self) -> list[int]:
+        """Segments marked ``obsolete`` (their files are to be deleted)."""
         return [
             _segment_cell(r[0]).int("id", r[0], lo=0, hi=MAX_SEGMENT_ID)
-            for r in self._rows("SELECT id FROM segments WHERE state = 'obsolete'")
+            for r in self._db.rows("SELECT id FROM segments WHERE state = 'obsolete'")
         ]
 
-    def record_segment(
+    def record(
         self,
         segment: int,
         state: str,
@@ -119,7 +125,7 @@ class PointerQueries(CatalogBase):
         names (kept once set)."""
         if state not in SEGMENT_STATES:
             raise ValueError(f"unknown segment state {state!r}")
-        self._exec(
+        self._db.exec(
             "INSERT INTO segments (id, path, state, bytes, live_bytes, created, header_id) "
             "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO UPDATE SET "
             "path = excluded.path, state = excluded.state, bytes = excluded.bytes, "
@@ -131,37 +137,44 @@ class PointerQueries(CatalogBase):
 
     def set_live_bytes(self, live: dict[int, int]) -> None:
         """``segments.live_bytes`` of existing rows (``{segment: bytes}``)."""
-        self._exec_many(
+        self._db.exec_many(
             "UPDATE segments SET live_bytes = ? WHERE id = ?", [(b, s) for s, b in live.items()]
         )
 
-    def merged_segments(self) -> dict[int, int]:
+    def merged(self) -> dict[int, int]:
         """``{segment id: the id its file header names}`` for segments merged from another
         store (their bytes, header included, were copied unchanged; docs/FORMAT.md)."""
-        if not self.has_m002:
+        if not self._db.has_m002:
             return {}
-        return dict(self._rows("SELECT id, header_id FROM segments WHERE header_id IS NOT NULL"))
+        return dict(self._db.rows("SELECT id, header_id FROM segments WHERE header_id IS NOT NULL"))
 
-    def set_segment_states(self, segments: Iterable[int], state: str) -> None:
+    def set_states(self, segments: Iterable[int], state: str) -> None:
         if state not in SEGMENT_STATES:
             raise ValueError(f"unknown segment state {state!r}")
-        self._exec_many(
+        self._db.exec_many(
             "UPDATE segments SET state = ? WHERE id = ?", [(state, s) for s in segments]
         )
 
-    def forget_segments(self, segments: Iterable[int]) -> None:
+    def forget(self, segments: Iterable[int]) -> None:
         """Remove segments' rows (their files are gone)."""
-        self._exec_many("DELETE FROM segments WHERE id = ?", [(s,) for s in segments])
+        self._db.exec_many("DELETE FROM segments WHERE id = ?", [(s,) for s in segments])
 
-    # ----------------------------------------------------------------- pointers
-    def pointer_count(self, segments: Iterable[int]) -> int:
+
+class Pointers:
+    """Frame pointers (step rows' and, with m003, ``step_frames``' rows): which chunks
+    are referenced, and moving or clearing pointers."""
+
+    def __init__(self, db: Connection):
+        self._db = db
+
+    def count(self, segments: Iterable[int]) -> int:
         """Step rows (of any episode) whose frame lives in one of ``segments``."""
         ids = list(segments)
         if not ids:
             return 0
         marks = ",".join("?" * len(ids))
-        return self._one(
-            f"SELECT COUNT(*) FROM {self._frames()} WHERE frame_segment IN ({marks})", ids
+        return self._db.one(
+            f"SELECT COUNT(*) FROM {self._db.frames()} WHERE frame_segment IN ({marks})", ids
         )[0]
 
     def referenced_segments(self) -> set[int]:
@@ -169,8 +182,8 @@ class PointerQueries(CatalogBase):
         left out: the value checks report them)."""
         return {
             r[0]
-            for r in self._rows(
-                f"SELECT DISTINCT frame_segment FROM {self._frames()} "
+            for r in self._db.rows(
+                f"SELECT DISTINCT frame_segment FROM {self._db.frames()} "
                 "WHERE typeof(frame_segment) = "
                 f"'integer' AND frame_segment BETWEEN 0 AND {MAX_SEGMENT_ID}"
             )
@@ -182,8 +195,8 @@ class PointerQueries(CatalogBase):
         cond = "1" if include_deleted else _LIVE
         return [
             _pointer(segment, r[0], f"a row of segment {segment}")[1]
-            for r in self._rows(
-                f"SELECT DISTINCT s.frame_offset FROM {self._frames()} s "
+            for r in self._db.rows(
+                f"SELECT DISTINCT s.frame_offset FROM {self._db.frames()} s "
                 "LEFT JOIN episodes e ON e.id = s.episode_id "
                 f"WHERE s.frame_segment = ? AND {cond} ORDER BY s.frame_offset",
                 [segment],
@@ -193,8 +206,8 @@ class PointerQueries(CatalogBase):
     def live_chunks(self) -> dict[int, list[int]]:
         """``{segment: [chunk offsets]}`` referenced by live episodes."""
         out: dict[int, list[int]] = {}
-        for seg, off in self._rows(
-            f"SELECT DISTINCT s.frame_segment, s.frame_offset FROM {self._frames()} s "
+        for seg, off in self._db.rows(
+            f"SELECT DISTINCT s.frame_segment, s.frame_offset FROM {self._db.frames()} s "
             "JOIN episodes e ON e.id = s.episode_id "
             "WHERE s.frame_segment IS NOT NULL AND e.status != 'deleted'"
         ):
@@ -202,34 +215,34 @@ class PointerQueries(CatalogBase):
             out.setdefault(seg, []).append(off)
         return out
 
-    def live_pointer_count(self, segment: int) -> int:
+    def live_count(self, segment: int) -> int:
         """Step rows of live episodes (or orphans) pointing into ``segment``."""
-        return self._one(
-            f"SELECT COUNT(*) FROM {self._frames()} s "
+        return self._db.one(
+            f"SELECT COUNT(*) FROM {self._db.frames()} s "
             f"LEFT JOIN episodes e ON e.id = s.episode_id WHERE s.frame_segment = ? AND {_LIVE}",
             [segment],
         )[0]
 
     def _key_column(self) -> str:
         """The stream key a step's chunk must carry (NULL for orphan rows: the id)."""
-        return self._m002("e.stream_key", "NULL")
+        return self._db.m002("e.stream_key", "NULL")
 
-    def iter_live_pointers(self) -> Iterator[PointerRow]:
+    def iter_live(self) -> Iterator[PointerRow]:
         """Every frame pointer of a live episode, ordered by segment and offset."""
-        for r in self._iter(
+        for r in self._db.iter(
             "SELECT s.episode_id, s.step, s.frame_segment, s.frame_offset, s.frame_slot, "
-            f"s.frame_shape, {self._key_column()}, s.stream FROM {self._frames()} s "
+            f"s.frame_shape, {self._key_column()}, s.stream FROM {self._db.frames()} s "
             f"LEFT JOIN episodes e ON e.id = s.episode_id "
             f"WHERE s.frame_segment IS NOT NULL AND {_LIVE} "
             "ORDER BY s.frame_segment, s.frame_offset, s.episode_id, s.stream, s.step"
         ):
             yield PointerRow.of(*r)
 
-    def all_pointers(self) -> list[PointerRow]:
+    def all(self) -> list[PointerRow]:
         """Every frame pointer, of every episode (``recover`` checks them all)."""
         return [
             PointerRow.of(*r)
-            for r in self._rows(
+            for r in self._db.rows(
                 "SELECT s.episode_id, s.step, s.frame_segment, s.frame_offset, s.frame_slot, "
                 f"s.frame_shape, {self._key_column()} FROM steps s "
                 "LEFT JOIN episodes e ON e.id = s.episode_id WHERE s.frame_segment IS NOT NULL"
@@ -240,8 +253,8 @@ class PointerQueries(CatalogBase):
         """Every ``(segment, offset, slot)`` some step row (of any stream) points at."""
         return {
             (seg, off, slot)
-            for seg, off, slot in self._iter(
-                f"SELECT frame_segment, frame_offset, frame_slot FROM {self._frames()} "
+            for seg, off, slot in self._db.iter(
+                f"SELECT frame_segment, frame_offset, frame_slot FROM {self._db.frames()} "
                 "WHERE frame_segment IS NOT NULL"
             )
         }
@@ -249,7 +262,7 @@ class PointerQueries(CatalogBase):
     def steps_with_frames(self) -> dict[int, set[int]]:
         """``{episode: {steps whose frame is stored}}``."""
         served: dict[int, set[int]] = {}
-        for ep, step in self._iter(
+        for ep, step in self._db.iter(
             "SELECT episode_id, step FROM steps WHERE frame_segment IS NOT NULL"
         ):
             served.setdefault(ep, set()).add(step)
@@ -260,30 +273,30 @@ class PointerQueries(CatalogBase):
         their index: chunks are copied whole). Returns the step rows changed (of the
         render stream; ``step_frames`` rows of other streams move likewise)."""
         rows = [(ns, no, os_, oo) for (os_, oo), (ns, no) in moves.items()]
-        if self.has_m003:
-            self._exec_many(
+        if self._db.has_m003:
+            self._db.exec_many(
                 "UPDATE step_frames SET frame_segment = ?, frame_offset = ? "
                 "WHERE frame_segment = ? AND frame_offset = ?",
                 rows,
             )
-        return self._exec_many(
+        return self._db.exec_many(
             "UPDATE steps SET frame_segment = ?, frame_offset = ? "
             "WHERE frame_segment = ? AND frame_offset = ?",
             rows,
         )
 
-    def set_pointers(self, rows: Iterable[tuple[int, int, int, int, int, str]]) -> int:
+    def relink(self, rows: Iterable[tuple[int, int, int, int, int, str]]) -> int:
         """Point ``(episode, step, segment, offset, slot, shape)`` rows at another copy of
         their frame (``recover`` re-links rows whose segment is gone)."""
-        return self._exec_many(
+        return self._db.exec_many(
             "UPDATE steps SET frame_segment = ?, frame_offset = ?, frame_slot = ?, "
             "frame_shape = ? WHERE episode_id = ? AND step = ?",
             [(seg, off, slot, shape, ep, k) for ep, k, seg, off, slot, shape in rows],
         )
 
-    def clear_pointers(self, keys: Iterable[tuple[int, int]]) -> int:
+    def clear(self, keys: Iterable[tuple[int, int]]) -> int:
         """Forget the frame pointers of ``(episode, step)`` rows (their frames are lost)."""
-        return self._exec_many(
+        return self._db.exec_many(
             "UPDATE steps SET frame_segment = NULL, frame_offset = NULL, frame_slot = NULL "
             "WHERE episode_id = ? AND step = ?",
             keys,
@@ -291,7 +304,7 @@ class PointerQueries(CatalogBase):
 
     def deleted_step_rows(self) -> int:
         """Step rows of deleted episodes (``gc`` removes them)."""
-        return self._one(
+        return self._db.one(
             "SELECT COUNT(*) FROM steps WHERE episode_id IN "
             "(SELECT id FROM episodes WHERE status = 'deleted')"
         )[0]
@@ -299,12 +312,12 @@ class PointerQueries(CatalogBase):
     def drop_deleted_step_rows(self) -> int:
         """Remove the step rows of deleted episodes (their ``episodes`` rows stay: they
         tell ``recover`` never to bring the frames back), and of their other streams."""
-        if self.has_m003:
-            self._exec(
+        if self._db.has_m003:
+            self._db.exec(
                 "DELETE FROM step_frames WHERE episode_id IN "
                 "(SELECT id FROM episodes WHERE status = 'deleted')"
             )
-        return self._exec(
+        return self._db.exec(
             "DELETE FROM steps WHERE episode_id IN "
             "(SELECT id FROM episodes WHERE status = 'deleted')"
         )

@@ -7,7 +7,7 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
-from ._base import CatalogBase
+from ._base import Connection
 
 #: The env id of the run that adopts episodes whose rows were lost.
 RECOVERED_ENV_ID = "unknown (recovered)"
@@ -15,25 +15,28 @@ RECOVERED_ENV_ID = "unknown (recovered)"
 RECOVERED_INFO = json.dumps({"recovered": True})
 
 
-class RecoveryQueries(CatalogBase):
+class Recovery:
+    """What ``recover`` reads and writes: rows rebuilt from segments, recordings closed."""
+
+    def __init__(self, db: Connection):
+        self._db = db
+
     def step_keys(self) -> dict[int, set[int]]:
         """``{episode: {steps with a row}}``."""
         have: dict[int, set[int]] = {}
-        for ep, step in self._iter("SELECT episode_id, step FROM steps"):
+        for ep, step in self._db.iter("SELECT episode_id, step FROM steps"):
             have.setdefault(ep, set()).add(step)
         return have
 
     def create_recovered_run(self) -> int:
         """A run row for episodes whose own rows were lost; returns its id."""
-        with self._lock:
-            cur = self._conn().execute(
-                "INSERT INTO runs (env_id, created, config, stats) VALUES (?, ?, '{}', '{}')",
-                (RECOVERED_ENV_ID, time.time()),
-            )
-            return int(cur.lastrowid)
+        return self._db.insert(
+            "INSERT INTO runs (env_id, created, config, stats) VALUES (?, ?, '{}', '{}')",
+            (RECOVERED_ENV_ID, time.time()),
+        )
 
     def create_recovered_episode(self, episode_id: int, run_id: int) -> None:
-        self._exec(
+        self._db.exec(
             "INSERT INTO episodes (id, run_id, idx, status) VALUES (?, ?, ?, 'interrupted')",
             (episode_id, run_id, episode_id),
         )
@@ -41,7 +44,7 @@ class RecoveryQueries(CatalogBase):
     def insert_recovered_steps(self, rows: Iterable[tuple[int, int, int, int, int, str]]) -> int:
         """Rows ``(episode, step, segment, offset, slot, shape)`` for frames that had no
         step row: action and reward unknown, info ``{"recovered": true}``."""
-        return self._exec_many(
+        return self._db.exec_many(
             "INSERT INTO steps (episode_id, step, info, frame_segment, frame_offset, "
             "frame_slot, frame_shape) VALUES (?, ?, ?, ?, ?, ?, ?)",
             [
@@ -52,7 +55,7 @@ class RecoveryQueries(CatalogBase):
 
     def recount_episodes(self, episode_ids: Iterable[int]) -> None:
         """Recompute ``steps``, ``total_reward`` and a missing ``ended`` from step rows."""
-        self._exec_many(
+        self._db.exec_many(
             "UPDATE episodes SET "
             "steps = (SELECT COUNT(*) FROM steps s WHERE s.episode_id = episodes.id), "
             "total_reward = (SELECT COALESCE(SUM(reward), 0) FROM steps s "
@@ -66,9 +69,9 @@ class RecoveryQueries(CatalogBase):
     def interrupt_recordings(self) -> list[int]:
         """Episodes left ``recording`` by a writer that stopped become ``interrupted``,
         their counts recomputed. Returns their ids."""
-        ids = [r[0] for r in self._rows("SELECT id FROM episodes WHERE status = 'recording'")]
+        ids = [r[0] for r in self._db.rows("SELECT id FROM episodes WHERE status = 'recording'")]
         self.recount_episodes(ids)
-        self._exec_many(
+        self._db.exec_many(
             "UPDATE episodes SET status = 'interrupted' WHERE id = ?", [(i,) for i in ids]
         )
         return ids
@@ -78,25 +81,25 @@ class RecoveryQueries(CatalogBase):
         """``({episode id: (run id, started)}, {run id: created})``: what tells a
         segment's ``EPISODE`` record of this catalogue's episode from one of another
         recording that used the same ids."""
-        episodes = {e: (r, s) for e, r, s in self._rows("SELECT id, run_id, started FROM episodes")}
-        runs = dict(self._rows("SELECT id, created FROM runs"))
+        episodes = {
+            e: (r, s) for e, r, s in self._db.rows("SELECT id, run_id, started FROM episodes")
+        }
+        runs = dict(self._db.rows("SELECT id, created FROM runs"))
         return episodes, runs
 
     def restore_run(self, run: dict[str, Any], run_id: int | None) -> int:
         """Insert a run row from an ``EPISODE`` record's ``run`` fields (values as stored)
         under ``run_id`` (None: the next free id). Returns its id."""
         values = [run_id, *(run.get(k) for k in _RUN_FIELDS[1:])]
-        with self._lock:
-            cur = self._conn().execute(
-                "INSERT INTO runs (id, env_id, created, preset, host_profile, durability, "
-                "config, env_spec) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                values,
-            )
-            return int(cur.lastrowid)
+        return self._db.insert(
+            "INSERT INTO runs (id, env_id, created, preset, host_profile, durability, "
+            "config, env_spec) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            values,
+        )
 
     def restore_run_end(self, run_id: int, ended: float | None, stats: str | None) -> None:
         """A ``RUN_END`` record's values, for a run whose row does not have them."""
-        self._exec(
+        self._db.exec(
             "UPDATE runs SET ended = ?, stats = ? WHERE id = ? AND ended IS NULL",
             (ended, stats, run_id),
         )
@@ -105,7 +108,7 @@ class RecoveryQueries(CatalogBase):
         """Insert an episode row from an ``EPISODE`` record (``recording`` until its end
         is restored or it is interrupted)."""
         key = None if stream_key == episode.get("id") else stream_key
-        self._exec(
+        self._db.exec(
             "INSERT INTO episodes (id, run_id, idx, seed, started, sub_env, "
             "continues_episode, reset_options, stream_key, status) "
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'recording')",
@@ -116,7 +119,7 @@ class RecoveryQueries(CatalogBase):
         """An ``EPISODE_END`` record's values, for an episode still ``recording`` (its
         end never committed). Returns whether the row changed."""
         return bool(
-            self._exec(
+            self._db.exec(
                 "UPDATE episodes SET ended = ?, status = ?, steps = ?, total_reward = ?, "
                 "terminated = ?, truncated = ?, frames_dropped = ? "
                 "WHERE id = ? AND status = 'recording'",
@@ -132,7 +135,7 @@ class RecoveryQueries(CatalogBase):
         """Step rows rebuilt whole from segments: ``(episode, step, action, reward,
         terminated, truncated, info, wall_time, segment, offset, slot, shape)``; rows
         that exist are kept. Returns the rows inserted."""
-        return self._exec_many(
+        return self._db.exec_many(
             "INSERT OR IGNORE INTO steps (episode_id, step, action, reward, terminated, "
             "truncated, info, wall_time, frame_segment, frame_offset, frame_slot, "
             "frame_shape) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -155,9 +158,9 @@ class RecoveryQueries(CatalogBase):
                 (episode_id, idx, st.get("name"), st.get("dtype") or "uint8", text,
                  shared if type(shared) is int else None)
             )  # fmt: skip
-        if not rows or not self.has_m003:
+        if not rows or not self._db.has_m003:
             return 0
-        return self._exec_many(
+        return self._db.exec_many(
             "INSERT OR IGNORE INTO streams (episode_id, idx, name, dtype, shape, shared_with) "
             "VALUES (?, ?, ?, ?, ?, ?)",
             [r for r in rows if isinstance(r[2], str)],
@@ -166,9 +169,9 @@ class RecoveryQueries(CatalogBase):
     def restore_stream_frames(self, rows: Iterable[tuple]) -> int:
         """``step_frames`` rows rebuilt from segments: ``(episode, stream, step, segment,
         offset, slot, shape)``; rows that exist are kept. Returns the rows inserted."""
-        if not self.has_m003:
+        if not self._db.has_m003:
             return 0
-        return self._exec_many(
+        return self._db.exec_many(
             "INSERT OR IGNORE INTO step_frames (episode_id, stream, step, frame_segment, "
             "frame_offset, frame_slot, frame_shape) VALUES (?, ?, ?, ?, ?, ?, ?)",
             rows,
@@ -177,9 +180,9 @@ class RecoveryQueries(CatalogBase):
     def restore_observations(self, rows: Iterable[tuple[bytes, int, int]]) -> int:
         """``(typed binary, episode, step)``: observations rebuilt from steps blocks, for
         rows that hold none. Returns the rows changed."""
-        if not self.has_m004:
+        if not self._db.has_m004:
             return 0
-        return self._exec_many(
+        return self._db.exec_many(
             "UPDATE steps SET observation = ? WHERE episode_id = ? AND step = ? "
             "AND observation IS NULL",
             rows,
@@ -189,10 +192,10 @@ class RecoveryQueries(CatalogBase):
         """``{step: (action, reward, terminated, truncated, info, wall_time,
         frame_shape, observation)}`` of an episode's rows, as stored (``verify`` compares
         them with the steps its segments record; observation None before m004)."""
-        obs = "observation" if self.has_m004 else "NULL"
+        obs = "observation" if self._db.has_m004 else "NULL"
         return {
             row[0]: row[1:]
-            for row in self._iter(
+            for row in self._db.iter(
                 "SELECT step, action, reward, terminated, truncated, info, wall_time, "
                 f"frame_shape, {obs} FROM steps WHERE episode_id = ?",
                 [episode_id],
@@ -202,16 +205,16 @@ class RecoveryQueries(CatalogBase):
     def writer_store_id(self, segment: int) -> str | None:
         """The id of the store that wrote ``segment``: this store's, unless the segment
         was merged from another store (then None: not known here)."""
-        if self.has_m002 and self._rows(
+        if self._db.has_m002 and self._db.rows(
             "SELECT 1 FROM segments WHERE id = ? AND header_id IS NOT NULL", [segment]
         ):
             return None
-        row = self._rows("SELECT value FROM meta WHERE key = 'store_id'")
+        row = self._db.rows("SELECT value FROM meta WHERE key = 'store_id'")
         return row[0][0] if row and isinstance(row[0][0], str) else None
 
     def restore_store_id(self, store_id: str) -> None:
         """The store id its segments name (a catalogue rebuilt from them)."""
-        self._exec("INSERT OR REPLACE INTO meta (key, value) VALUES ('store_id', ?)", [store_id])
+        self._db.exec("INSERT OR REPLACE INTO meta (key, value) VALUES ('store_id', ?)", [store_id])
 
     # ----------------------------------------------------------------- tombstones (rm)
     def tombstone_entries(self, episode_ids: list[int]) -> list[dict[str, Any]]:
@@ -220,8 +223,8 @@ class RecoveryQueries(CatalogBase):
         another recording that used the same id)."""
         out = []
         for eid in episode_ids:
-            row = self._one(
-                f"SELECT e.id, {self._m002('COALESCE(e.stream_key, e.id)', 'e.id')}, "
+            row = self._db.one(
+                f"SELECT e.id, {self._db.m002('COALESCE(e.stream_key, e.id)', 'e.id')}, "
                 "e.run_id, r.created, e.started FROM episodes e "
                 "LEFT JOIN runs r ON r.id = e.run_id WHERE e.id = ?",
                 [eid],
@@ -237,8 +240,8 @@ class RecoveryQueries(CatalogBase):
         marks = ",".join("?" * len(episode_ids))
         return {
             r[0]
-            for r in self._rows(
-                f"SELECT DISTINCT frame_segment FROM {self._frames()} "
+            for r in self._db.rows(
+                f"SELECT DISTINCT frame_segment FROM {self._db.frames()} "
                 f"WHERE frame_segment IS NOT NULL AND episode_id IN ({marks})",
                 episode_ids,
             )

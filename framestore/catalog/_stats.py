@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from ._base import CatalogBase
+from ._base import Connection
 from ._validate import Cell
 
 
@@ -28,21 +28,27 @@ class EpisodeRowCount:
     rows: int  # step rows it has
 
 
-class StatsQueries(CatalogBase):
-    def stats(self) -> CatalogStats:
-        with self._lock:
-            (n_runs,) = self._one("SELECT COUNT(*) FROM runs")
-            by_status = dict(self._rows("SELECT status, COUNT(*) FROM episodes GROUP BY status"))
-            if self.has_totals:
+class Stats:
+    """Counts over the whole catalogue, and the checks of a published store's totals."""
+
+    def __init__(self, db: Connection):
+        self._db = db
+
+    def summary(self) -> CatalogStats:
+        """Runs, episodes by status, live steps, frames and their raw bytes."""
+        with self._db.lock:
+            (n_runs,) = self._db.one("SELECT COUNT(*) FROM runs")
+            by_status = dict(self._db.rows("SELECT status, COUNT(*) FROM episodes GROUP BY status"))
+            if self._db.has_totals:
                 steps, frames, raw = self._totals_sums()
             else:
                 steps, frames, raw = self._step_sums()
-            (dropped,) = self._one(
+            (dropped,) = self._db.one(
                 "SELECT COALESCE(SUM(frames_dropped), 0) FROM episodes WHERE status != 'deleted'"
             )
             dropped = Cell("episodes", "the sum of").int("frames_dropped", int(dropped or 0))
             durability = dict(
-                self._rows(
+                self._db.rows(
                     "SELECT COALESCE(durability, 'unknown'), COUNT(*) FROM runs "
                     "GROUP BY durability ORDER BY durability"
                 )
@@ -51,12 +57,12 @@ class StatsQueries(CatalogBase):
 
     def _step_sums(self) -> tuple[int, int, int]:
         """``(steps, frames, raw frame bytes)`` of live episodes, from the steps table."""
-        steps, frames = self._one(
+        steps, frames = self._db.one(
             "SELECT COUNT(*), COUNT(s.frame_segment) FROM steps s "
             "JOIN episodes e ON e.id = s.episode_id WHERE e.status != 'deleted'"
         )
         raw = 0
-        for shape, count in self._rows(
+        for shape, count in self._db.rows(
             "SELECT s.frame_shape, COUNT(*) FROM steps s "
             "JOIN episodes e ON e.id = s.episode_id "
             "WHERE e.status != 'deleted' AND s.frame_segment IS NOT NULL "
@@ -68,7 +74,7 @@ class StatsQueries(CatalogBase):
 
     def _totals_sums(self) -> tuple[int, int, int]:
         """The same, from a published store's per-episode totals."""
-        row = self._one(
+        row = self._db.one(
             "SELECT COALESCE(SUM(t.steps), 0), COALESCE(SUM(t.frames), 0), "
             "COALESCE(SUM(t.raw_frame_bytes), 0) FROM episode_totals t "
             "JOIN episodes e ON e.id = t.episode_id WHERE e.status != 'deleted'"
@@ -78,9 +84,9 @@ class StatsQueries(CatalogBase):
     def episode_total_bytes(self, episode_id: int) -> int | None:
         """Bytes of the chunk records holding an episode's frames, as a published store's
         totals say; None when there are none (then count them from the steps)."""
-        if not self.has_totals:
+        if not self._db.has_totals:
             return None
-        row = self._one(
+        row = self._db.one(
             "SELECT chunk_bytes FROM episode_totals WHERE episode_id = ?", [int(episode_id)]
         )
         if row is None:
@@ -90,9 +96,9 @@ class StatsQueries(CatalogBase):
     def live_total_bytes(self) -> int | None:
         """Bytes of the chunk records of every live episode, from a published store's
         totals; None when there are none or one episode's is unknown."""
-        if not self.has_totals:
+        if not self._db.has_totals:
             return None
-        unknown, total = self._one(
+        unknown, total = self._db.one(
             "SELECT COUNT(*) - COUNT(t.chunk_bytes), COALESCE(SUM(t.chunk_bytes), 0) "
             "FROM episode_totals t JOIN episodes e ON e.id = t.episode_id "
             "WHERE e.status != 'deleted'"
@@ -101,10 +107,10 @@ class StatsQueries(CatalogBase):
 
     def totals_problem(self, steps: int, frames: int) -> str | None:
         """What is wrong with a published store's totals (loaded with
-        ``add_episode_totals``) that should count ``steps`` and ``frames`` in all, one
+        ``Tables.add_episode_totals``) that should count ``steps`` and ``frames`` in all, one
         row per episode: a negative count, an episode without totals or totals of no
         episode, other sums. None when they hold."""
-        row = self._one(
+        row = self._db.one(
             "SELECT COUNT(*), COALESCE(SUM(steps), 0), COALESCE(SUM(frames), 0), "
             "COALESCE(MIN(MIN(steps), MIN(frames), MIN(raw_frame_bytes), "
             "MIN(COALESCE(chunk_bytes, 0))), 0), "
@@ -130,9 +136,9 @@ class StatsQueries(CatalogBase):
     def totals_disagreement(self) -> tuple[int, str] | None:
         """``(episode, what differs)`` for the first episode whose totals (a published
         store's) disagree with its step rows, once both are loaded; else None."""
-        if not self.has_totals:
+        if not self._db.has_totals:
             return None
-        row = self._one(
+        row = self._db.one(
             "SELECT e.id, COALESCE(t.steps, 0), COALESCE(t.frames, 0), "
             "(SELECT COUNT(*) FROM steps s WHERE s.episode_id = e.id), "
             "(SELECT COUNT(frame_segment) FROM steps s WHERE s.episode_id = e.id) "
@@ -151,11 +157,11 @@ class StatsQueries(CatalogBase):
 
     def stream_totals_problem(self, stream_frames: int) -> str | None:
         """What is wrong with a published store's per-stream totals (loaded with
-        ``add_stream_totals``, after ``streams`` and the episode totals) that should count
+        ``Tables.add_stream_totals``, after ``streams`` and the episode totals) that should count
         ``stream_frames`` frames in all, one row per ``streams`` row: a negative count,
         raw bytes without frames, a row of no stream or a stream without one, more frames
         than the episode's steps, another sum. None when they hold."""
-        row = self._one(
+        row = self._db.one(
             "SELECT COALESCE(SUM(x.frames), 0), "
             "COALESCE(MIN(MIN(x.frames), MIN(x.raw_frame_bytes)), 0), "
             "COALESCE(SUM(x.frames = 0 AND x.raw_frame_bytes > 0), 0), "
@@ -182,9 +188,9 @@ class StatsQueries(CatalogBase):
     def stream_totals_disagreement(self) -> tuple[int, str] | None:
         """``(episode, what differs)`` for the first episode whose per-stream totals (a
         published store's) disagree with its step_frames rows, once those are loaded."""
-        if not self.has_stream_totals:
+        if not self._db.has_stream_totals:
             return None
-        row = self._one(
+        row = self._db.one(
             "SELECT x.episode_id, x.stream, x.frames, (SELECT COUNT(f.frame_segment) "
             " FROM step_frames f WHERE f.episode_id = x.episode_id AND f.stream = x.stream) "
             "AS n FROM stream_totals x WHERE x.frames != n ORDER BY x.episode_id, x.stream LIMIT 1"
@@ -198,7 +204,7 @@ class StatsQueries(CatalogBase):
         """For every episode: its status, the step count it records, the rows it has."""
         return [
             EpisodeRowCount(*r)
-            for r in self._rows(
+            for r in self._db.rows(
                 "SELECT e.id, e.status, e.steps, "
                 "(SELECT COUNT(*) FROM steps s WHERE s.episode_id = e.id) FROM episodes e"
             )

@@ -115,10 +115,10 @@ def target_segment_bytes(store: FrameStore, victims: list[Victim]) -> int:
 
 def live_stream_keys(store: FrameStore) -> set[int]:
     """Stream keys of the episodes not deleted (for segments this store wrote)."""
-    statuses = store.catalog.episode_statuses()
+    statuses = store.catalog.episodes.statuses()
     return {
         key
-        for key, episodes in store.catalog.stream_key_owners().items()
+        for key, episodes in store.catalog.episodes.stream_key_owners().items()
         if any(statuses.get(e) != "deleted" for e in episodes)
     }
 
@@ -155,7 +155,7 @@ class _Outputs:
     def __init__(self, store: FrameStore, target_bytes: int, dry: bool = False):
         self.store = store
         self.dry = dry
-        self.tag = store_tag(store.catalog.store_id())  # the copies are this store's
+        self.tag = store_tag(store.catalog.meta.store_id())  # the copies are this store's
         self.target = target_bytes
         self.next_id = next_segment_id(store.root)
         self.all: list = []  # SegmentWriter, or _Sizer when dry
@@ -237,7 +237,7 @@ def _copy(
     """Copy live chunks into new sealed ``.partial`` segments. On error nothing is left.
     ``dry``: write nothing, only size the outputs."""
     outs = _Outputs(store, target_bytes, dry)
-    merged = store.catalog.merged_segments()
+    merged = store.catalog.segments.merged()
     own_keys = live_stream_keys(store)
     checked_segment_dir(store.root)
     moves: dict[tuple[int, int], tuple[int, int]] = {}
@@ -272,7 +272,7 @@ def _copy(
         for w in outs.all:
             w.discard()
         if not dry:
-            store.catalog.meta_set(COMPACTION_OUTPUTS, None)
+            store.catalog.meta.set(COMPACTION_OUTPUTS, None)
         raise
     return moves, outs.all
 
@@ -328,7 +328,7 @@ def _copy_v3(fp, v: Victim, records: list[GoodRecord], outs: _Outputs, moves: Mo
 def _announce_output(store: FrameStore, segment_id: int, outputs: list[SegmentWriter]) -> None:
     """Commit ``segment_id`` to ``compaction.outputs`` before its file exists."""
     ids = [w.segment_id for w in outputs] + [segment_id]
-    store.catalog.meta_set(COMPACTION_OUTPUTS, ids)
+    store.catalog.meta.set(COMPACTION_OUTPUTS, ids)
 
 
 def compact(
@@ -360,21 +360,21 @@ def compact(
 
     ids = [v.segment for v in victims]
     with store.transaction() as cat:
-        result.steps_repointed = cat.repoint_chunks(moves)
+        result.steps_repointed = cat.pointers.repoint_chunks(moves)
         if in_repoint is not None:
             in_repoint(cat, moves)
         if drop_deleted_rows:
-            result.step_rows_removed = cat.drop_deleted_step_rows()
-        left = cat.pointer_count(ids)
+            result.step_rows_removed = cat.pointers.drop_deleted_step_rows()
+        left = cat.pointers.count(ids)
         if left:  # never commit a pointer into a file about to be deleted
             raise FrameStoreError(
                 f"{left} step rows still point into segments being removed; "
                 "nothing was changed (run `framestore verify`)"
             )
-        cat.set_segment_states(ids, "obsolete")
+        cat.segments.set_states(ids, "obsolete")
         for writer in outputs:
-            cat.record_segment(writer.segment_id, "sealed", writer.size)
-        cat.meta_set(COMPACTION_OUTPUTS, None)
+            cat.segments.record(writer.segment_id, "sealed", writer.size)
+        cat.meta.set(COMPACTION_OUTPUTS, None)
     result.segments_rewritten = [v.segment for v in victims if v.live_offsets]
     result.segments_written = [w.segment_id for w in outputs]
     result.bytes_copied = sum(w.size for w in outputs)
@@ -391,10 +391,10 @@ def remove_obsolete(store: FrameStore) -> list[int]:
     its transaction committed). A file some step row still points at is kept and its
     mark cleared, so it can never leave a dangling pointer. Call with the writer lock."""
     removed = []
-    for sid in store.catalog.obsolete_segments():
-        if store.catalog.pointer_count([sid]):
+    for sid in store.catalog.segments.obsolete():
+        if store.catalog.pointers.count([sid]):
             with store.transaction() as cat:
-                cat.set_segment_states([sid], "sealed")
+                cat.segments.set_states([sid], "sealed")
             continue
         path = segment_path(store.root, sid)
         if path.exists() or path.is_symlink():
@@ -408,20 +408,20 @@ def remove_leftover_outputs(store: FrameStore) -> list[int]:
     """Delete the copies of a compaction that crashed before its repoint committed (the
     ids in ``compaction.outputs``; none of them is registered or pointed at, which is
     checked again here). Call with the writer lock. Returns the segments removed."""
-    ids = store.catalog.meta_get(COMPACTION_OUTPUTS)
+    ids = store.catalog.meta.get(COMPACTION_OUTPUTS)
     if not isinstance(ids, list):
         return []
-    rows = store.catalog.segment_rows()
+    rows = store.catalog.segments.rows()
     leftovers = [
         sid
         for sid in ids
         if isinstance(sid, int) and sid >= 0 and sid not in rows
-        and not store.catalog.pointer_count([sid])
+        and not store.catalog.pointers.count([sid])
     ]  # fmt: skip
     checked_segment_dir(store.root)
     for sid in leftovers:
         partial_path(segment_path(store.root, sid)).unlink(missing_ok=True)
     removed = [s for s in leftovers if os.path.lexists(segment_path(store.root, s))]
     delete_segment_files(store, leftovers)
-    store.catalog.meta_set(COMPACTION_OUTPUTS, None)
+    store.catalog.meta.set(COMPACTION_OUTPUTS, None)
     return removed

@@ -339,7 +339,7 @@ def publish(
     except Exception as e:
         raise _backend_error(os.fspath(dest), e) from None
     try:
-        with store.catalog.read_snapshot():
+        with store.catalog.connection.read_snapshot():
             sel = _select(store)
             report.skipped = sel.skipped
             if not sel.episodes:
@@ -380,7 +380,7 @@ def _select(store: FrameStore) -> _Selection:
         if ep.status == "recording":
             skipped[ep.id] = "being recorded (or never closed: run recover)"
             continue
-        segs = set(store.catalog.episode_chunks(ep.id))
+        segs = set(store.catalog.episodes.chunks(ep.id))
         if not segs <= sealed:
             skipped[ep.id] = f"frames in segment {min(segs - sealed)}, which is not sealed yet"
             continue
@@ -394,7 +394,7 @@ def _schema(store: FrameStore, table: str, pa: Any) -> Any:
     return pa.schema(
         [
             (n, getattr(pa, _ARROW_TYPES.get(t, "string"))())
-            for n, t in store.catalog.table_columns(table)
+            for n, t in store.catalog.tables.columns(table)
         ]
     )
 
@@ -424,17 +424,17 @@ def _write_catalogue(
     """The four tables; returns each published episode's totals (and chunks)."""
     cat = store.catalog
     wanted = set(sel.episodes)
-    merged = cat.merged_segments()  # their file headers name their source's id
+    merged = cat.segments.merged()  # their file headers name their source's id
     rows = {
-        "runs": [r for r in cat.table_rows("runs") if r[0] in sel.runs],
-        "episodes": [r for r in cat.table_rows("episodes") if r[0] in wanted],
+        "runs": [r for r in cat.tables.rows("runs") if r[0] in sel.runs],
+        "episodes": [r for r in cat.tables.rows("episodes") if r[0] in wanted],
         "segments": [_segment_row(store, sid, merged.get(sid)) for sid in sel.segments],
     }
     for table, table_rows in rows.items():
         _write_table(target, table, _schema(store, table, pa), [table_rows], pa, pq)
     totals = {eid: _EpisodeTotals() for eid in sel.episodes}
     _write_table(target, "steps", _schema(store, "steps", pa), _step_batches(cat, totals), pa, pq)
-    if cat.has_m003:  # streams other than render: their rows and their chunks
+    if cat.connection.has_m003:  # streams other than render: their rows and their chunks
         report.stream_frames = _write_stream_tables(store, target, sel, totals, pa, pq)
     report.episodes = len(sel.episodes)
     report.steps = sum(t.steps for t in totals.values())
@@ -445,7 +445,7 @@ def _write_catalogue(
 def _step_batches(cat: Catalog, totals: dict[int, _EpisodeTotals]) -> Iterator[list[tuple]]:
     """The step rows of the episodes of ``totals`` in row groups, counted into their
     totals as they go."""
-    names = [n for n, _t in cat.table_columns("steps")]
+    names = [n for n, _t in cat.tables.columns("steps")]
     seg_col, off_col = names.index("frame_segment"), names.index("frame_offset")
     shape_col = names.index("frame_shape")
     raw_bytes = functools.lru_cache(maxsize=64)(
@@ -453,7 +453,7 @@ def _step_batches(cat: Catalog, totals: dict[int, _EpisodeTotals]) -> Iterator[l
     )
     batch = []
     for eid, counts in totals.items():
-        for row in cat.episode_step_rows(eid):
+        for row in cat.tables.episode_step_rows(eid):
             batch.append(row)
             counts.steps += 1
             if row[seg_col] is not None:
@@ -478,10 +478,10 @@ def _write_stream_tables(
     chunks join their episode's totals. Returns the stream frames published."""
     cat = store.catalog
     _write_table(target, "streams", _schema(store, "streams", pa),
-                 [[r for e in sel.episodes for r in cat.episode_table_rows("streams", e)]],
+                 [[r for e in sel.episodes for r in cat.tables.episode_rows("streams", e)]],
                  pa, pq)  # fmt: skip
-    frames = [r for e in sel.episodes for r in cat.episode_table_rows("step_frames", e)]
-    names = [n for n, _t in cat.table_columns("step_frames")]
+    frames = [r for e in sel.episodes for r in cat.tables.episode_rows("step_frames", e)]
+    names = [n for n, _t in cat.tables.columns("step_frames")]
     seg_col, off_col = names.index("frame_segment"), names.index("frame_offset")
     frames = [r for r in frames if r[seg_col] is not None]  # (rows are frames)
     for r in frames:  # their chunks are the episode's too (listed, sized)
@@ -504,7 +504,7 @@ def _segment_row(store: FrameStore, segment: int, header_id: int | None) -> tupl
         "created": st.st_mtime,
         "header_id": header_id,
     }
-    return tuple(values.get(n) for n, _t in store.catalog.table_columns("segments"))
+    return tuple(values.get(n) for n, _t in store.catalog.tables.columns("segments"))
 
 
 def _write_chunks_table(
@@ -548,12 +548,12 @@ def _write_stream_totals(
     (docs/FORMAT.md "A published store"): what ``info`` of the copy reads instead of its
     steps and step_frames. Nothing for a store without streams (m003)."""
     cat = store.catalog
-    if not cat.has_m003:
+    if not cat.connection.has_m003:
         return
     rows = [
         (eid, idx, frames, raw)
         for eid in sel.episodes
-        for idx, (frames, raw) in cat.episode_stream_totals(eid).items()
+        for idx, (frames, raw) in cat.streams.episode_totals(eid).items()
     ]
     schema = pa.schema([(name, pa.int64()) for name in STREAM_TOTALS_COLUMNS])
     _write_table(target, STREAM_TOTALS_TABLE, schema, [rows], pa, pq)
@@ -593,7 +593,7 @@ def _write_manifest(store: FrameStore, target: _Target, report: PublishReport) -
         "created": time.time(),
         "source": store.name,  # the store's name, not the publisher's path to it
         "segment_format": VERSION,
-        "schema_version": store.catalog.schema()["version"],
+        "schema_version": store.catalog.connection.schema()["version"],
         "episodes": report.episodes,
         "steps": report.steps,
         "frames": report.frames,

@@ -9,7 +9,7 @@ A published store has no SQLite file. Its reader:
    project's migrations, so ``Catalog`` and ``FrameStore`` read it unchanged. Runs,
    episodes, segments, streams and the per-episode (and per-stream) totals are loaded at
    once; the steps and step_frames tables (the ones that grow with the data) only when a
-   query first needs them (``Catalog.defer_table``): ``ls`` and ``info`` count from the
+   query first needs them (``Connection.defer_table``): ``ls`` and ``info`` count from the
    totals and never read them. A copy published before the totals existed (manifest version 1) gets them from
    one streaming pass over the steps table's episode and frame columns, a batch at a
    time, never the whole table;
@@ -428,7 +428,7 @@ def open_published(
         raise NotAStore(text, f"cannot read {MANIFEST_NAME}: {why}") from None
     catalog = Catalog.scratch()
     try:
-        ours = catalog.schema()["version"]
+        ours = catalog.connection.schema()["version"]
         if manifest.schema_version > ours:
             raise SchemaTooNew(text, [f"schema version {manifest.schema_version} (ours: {ours})"])
         # Chunk extents: the remote reader's hints, and a version-1 copy's chunk bytes.
@@ -441,7 +441,7 @@ def open_published(
                 catalogue_object(CHUNKS_TABLE),
                 f"names segment {min(unlisted)}, which the manifest does not list",
             )
-        with catalog.transaction():
+        with catalog.connection.transaction():
             for table in PUBLISHED_TABLES:
                 if table != "steps":
                     with _parquet(reader, text, manifest, table) as data:
@@ -451,9 +451,11 @@ def open_published(
                 with _parquet(reader, text, manifest, "streams") as data:
                     _load_table(catalog, "streams", data, text)
             _load_stream_totals(catalog, reader, text, manifest)
-        catalog.defer_table("steps", lambda: _load_steps(catalog, reader, text, manifest))
+        catalog.connection.defer_table(
+            "steps", lambda: _load_steps(catalog, reader, text, manifest)
+        )
         if catalogue_object("step_frames") in manifest.objects:
-            catalog.defer_table(
+            catalog.connection.defer_table(
                 "step_frames", lambda: _load_stream_frames(catalog, reader, text, manifest)
             )
         source = None
@@ -462,7 +464,7 @@ def open_published(
         else:
             _check_local_sizes(Path(root), text, manifest)
     except BaseException:
-        catalog.close()
+        catalog.connection.close()
         raise
     objects = PublishedObjects(reader, text, manifest)
     return PublishedParts(Path(root) if source is None else Path(url), catalog, source, objects)
@@ -571,7 +573,7 @@ def _load_table(catalog: Catalog, table: str, data: _Table, location: str) -> No
             if loaded > most:
                 raise ValueError(f"more rows than the {most} its footer declares")
             values = [col.to_pylist() for col in batch.columns]
-            catalog.insert_rows(table, columns, zip(*values, strict=True))
+            catalog.tables.insert(table, columns, zip(*values, strict=True))
     except (ValueError, sqlite3.Error) as e:  # unknown columns, duplicate or invalid rows
         raise PublishedObjectError(location, data.name, f"bad rows: {e}") from None
     except Exception as e:  # pyarrow's own errors for damaged pages
@@ -584,12 +586,12 @@ def _load_steps(catalog: Catalog, reader: ObjectReader, location: str, manifest:
     name = catalogue_object("steps")
     with _parquet(reader, location, manifest, "steps") as data:
         _load_table(catalog, "steps", data, location)
-    unlisted = catalog.referenced_segments() - set(manifest.segments)
+    unlisted = catalog.pointers.referenced_segments() - set(manifest.segments)
     if unlisted:
         raise PublishedObjectError(
             location, name, f"points into segment {min(unlisted)}, which the manifest does not list"
         )
-    differs = catalog.totals_disagreement()
+    differs = catalog.stats.totals_disagreement()
     if differs is not None:
         raise PublishedObjectError(
             location,
@@ -605,14 +607,14 @@ def _load_stream_frames(
     point into listed segments only."""
     with _parquet(reader, location, manifest, "step_frames") as data:
         _load_table(catalog, "step_frames", data, location)
-    unlisted = catalog.referenced_segments() - set(manifest.segments)
+    unlisted = catalog.pointers.referenced_segments() - set(manifest.segments)
     if unlisted:
         raise PublishedObjectError(
             location,
             catalogue_object("step_frames"),
             f"points into segment {min(unlisted)}, which the manifest does not list",
         )
-    differs = catalog.stream_totals_disagreement()
+    differs = catalog.stats.stream_totals_disagreement()
     if differs is not None:
         raise PublishedObjectError(
             location,
@@ -639,14 +641,14 @@ def _load_totals(
             manifest,
             EPISODE_TOTALS_TABLE,
             EPISODE_TOTALS_COLUMNS,
-            catalog.add_episode_totals,
+            catalog.tables.add_episode_totals,
         )
     else:
         name = catalogue_object("steps")  # what the totals were counted from
         counted = _count_steps(reader, location, manifest, extents)
-        stepless = set(catalog.episode_statuses()) - {row[0] for row in counted}
-        catalog.add_episode_totals([*counted, *((eid, 0, 0, 0, 0) for eid in stepless)])
-    wrong = catalog.totals_problem(manifest.counts["steps"], manifest.counts["frames"])
+        stepless = set(catalog.episodes.statuses()) - {row[0] for row in counted}
+        catalog.tables.add_episode_totals([*counted, *((eid, 0, 0, 0, 0) for eid in stepless)])
+    wrong = catalog.stats.totals_problem(manifest.counts["steps"], manifest.counts["frames"])
     if wrong is not None:
         raise PublishedObjectError(location, name, f"{wrong}: not loaded")
 
@@ -661,14 +663,14 @@ def _load_stream_totals(
     name = catalogue_object(STREAM_TOTALS_TABLE)
     if name not in manifest.objects and manifest.counts["stream_frames"]:
         return
-    catalog.add_stream_totals([])  # the table, also when no row follows
+    catalog.tables.add_stream_totals([])  # the table, also when no row follows
     if name not in manifest.objects:
         return
     _load_int_rows(
         reader, location, manifest, STREAM_TOTALS_TABLE, STREAM_TOTALS_COLUMNS,
-        catalog.add_stream_totals,
+        catalog.tables.add_stream_totals,
     )  # fmt: skip
-    wrong = catalog.stream_totals_problem(manifest.counts["stream_frames"])
+    wrong = catalog.stats.stream_totals_problem(manifest.counts["stream_frames"])
     if wrong is not None:
         raise PublishedObjectError(location, name, f"{wrong}: not loaded")
 

@@ -87,8 +87,8 @@ def next_ids(store: StoreView) -> tuple[int, int]:
     registered, i.e. frames of a writer that died before its rows committed. Call with
     the writer lock held. Registered segments need no look: a segment is registered
     only once its frames have rows (``gc`` refuses unregistered ones)."""
-    run, episode = store.catalog.next_ids()
-    rows = store.catalog.segment_rows()
+    run, episode = store.catalog.episodes.next_ids()
+    rows = store.catalog.segments.rows()
     for sid, path in segment_files(store.root).regular.items():
         if sid in rows:
             continue
@@ -116,7 +116,10 @@ def chunk_bytes(store: StoreView, segment: int, offsets: Iterable[int]) -> int:
 
 def live_bytes_by_segment(store: StoreView) -> dict[int, int]:
     """Bytes of chunk records referenced by live (not deleted) episodes, per segment."""
-    return {seg: chunk_bytes(store, seg, offs) for seg, offs in store.catalog.live_chunks().items()}
+    return {
+        seg: chunk_bytes(store, seg, offs)
+        for seg, offs in store.catalog.pointers.live_chunks().items()
+    }
 
 
 def file_bytes(store: StoreView) -> dict[str, int]:
@@ -140,7 +143,7 @@ def file_bytes(store: StoreView) -> dict[str, int]:
 def segment_state(store: StoreView, segment: int, marks: dict[int, str] | None = None) -> str:
     """``obsolete``/``compacting`` as the catalogue marks it, else ``sealed`` or
     ``active`` as the file says."""
-    mark = (store.catalog.segment_states() if marks is None else marks).get(segment)
+    mark = (store.catalog.segments.states() if marks is None else marks).get(segment)
     if mark in ("obsolete", "compacting"):
         return mark
     return "sealed" if is_sealed(segment_path(store.root, segment)) else "active"
@@ -153,7 +156,7 @@ def sync_segments(store: StoreView) -> None:
     record); the catalogue for ``obsolete``/``compacting`` marks."""
     catalog = _writable_catalog(store)
     live = live_bytes_by_segment(store)
-    marks = catalog.segment_states()
+    marks = catalog.segments.states()
     files = segment_files(store.root)
     on_disk = list(files.regular) + list(files.irregular)
     with store.transaction() as cat:
@@ -162,9 +165,9 @@ def sync_segments(store: StoreView) -> None:
                 size = os.lstat(path).st_size
             except FileNotFoundError:
                 continue
-            cat.record_segment(sid, segment_state(store, sid, marks), size, live.get(sid, 0))
+            cat.segments.record(sid, segment_state(store, sid, marks), size, live.get(sid, 0))
         gone = set(marks) - set(on_disk)
-        cat.forget_segments(s for s in gone if marks[s] == "obsolete")
+        cat.segments.forget(s for s in gone if marks[s] == "obsolete")
 
 
 def delete_segment_files(store: StoreView, segments: Iterable[int]) -> None:
@@ -180,7 +183,7 @@ def delete_segment_files(store: StoreView, segments: Iterable[int]) -> None:
 def free_segment_id(store: StoreView) -> int:
     """The first segment id above every id in use, as a file or reserved by the merge
     journal (call with the writer lock held): a merge's or an ``rm``'s new segment."""
-    journaled = [new for m in store.catalog.merge_records() for new, _src in m.segments]
+    journaled = [new for m in store.catalog.merges.records() for new, _src in m.segments]
     return max([next_segment_id(store.root), *(i + 1 for i in journaled)])
 
 
@@ -202,8 +205,8 @@ def delete_episodes_noted(store: StoreView, episode_ids: list[int]) -> int:
     ``gc`` refuses to run until then (a segment without a row).
     """
     catalog = _writable_catalog(store)
-    entries = catalog.tombstone_entries(episode_ids)
-    held = catalog.episode_segments(episode_ids)
+    entries = catalog.recovery.tombstone_entries(episode_ids)
+    held = catalog.recovery.episode_segments(episode_ids)
     existing = list_segment_ids(store.root)
     if held:
         lo, hi = min(held), max(held)
@@ -213,7 +216,7 @@ def delete_episodes_noted(store: StoreView, episode_ids: list[int]) -> int:
         listed = sorted(held | {s for s in existing if lo <= s <= after})
     else:
         listed = existing
-    store_id = catalog.store_id()
+    store_id = catalog.meta.store_id()
     fields = {"store_id": store_id, "deleted": time.time(), "segments": listed,
               "episodes": entries}  # fmt: skip
     sid = free_segment_id(store)
@@ -221,8 +224,10 @@ def delete_episodes_noted(store: StoreView, episode_ids: list[int]) -> int:
         store.root, sid, pack_notes(RecordType.DELETED, fields, "episodes"), store_tag(store_id)
     )
     with store.transaction() as cat:
-        cat.mark_deleted(episode_ids)
-        cat.record_segment(sid, "sealed", size)
+        cat.episodes.mark_deleted(episode_ids)
+        cat.segments.record(sid, "sealed", size)
         # what gc and `info` read: the held segments' live bytes without these episodes
-        cat.set_live_bytes({s: chunk_bytes(store, s, cat.live_chunk_offsets(s)) for s in held})
+        cat.segments.set_live_bytes(
+            {s: chunk_bytes(store, s, cat.pointers.live_chunk_offsets(s)) for s in held}
+        )
     return sid

@@ -94,7 +94,9 @@ def write_merge_note(store: StoreView, segment_id: int, fields: dict) -> int:
     "Note segments") in a note segment of this store under ``segment_id`` (journaled
     with the placed segments, so an undo deletes it with them). Returns its size."""
     records = pack_notes(RecordType.MERGED, fields, "episodes")
-    return write_note_segment(store.root, segment_id, records, store_tag(store.catalog.store_id()))
+    return write_note_segment(
+        store.root, segment_id, records, store_tag(store.catalog.meta.store_id())
+    )
 
 
 def new_segment_ids(store: StoreView, count: int) -> list[int]:
@@ -163,7 +165,7 @@ def refuse_unfinished_merge(store: StoreView) -> None:
     """Raise ``InvalidInput`` while a merge into ``store`` is unfinished: its journal
     reserves segment ids that a recording or a gc could otherwise take. Call with the
     writer lock held."""
-    merges = store.catalog.incomplete_merges()
+    merges = store.catalog.merges.incomplete()
     if merges:
         raise InvalidInput(
             f"a merge from {merges[0].source_path} into this store stopped before its "
@@ -179,7 +181,7 @@ def undo_incomplete_merges(store: StoreView) -> list[int]:
     Returns the segment ids removed."""
     checked_segment_dir(store.root)  # never delete through a link
     removed: list[int] = []
-    for m in store.catalog.incomplete_merges():
+    for m in store.catalog.merges.incomplete():
         ours_here = []
         for new, old in m.segments:  # old: the id the placed file's header names
             final = segment_path(store.root, new)
@@ -190,11 +192,11 @@ def undo_incomplete_merges(store: StoreView) -> list[int]:
                 ours = header_id(final) == old
             except CorruptData:
                 ours = False
-            if ours and not store.catalog.pointer_count([new]):
+            if ours and not store.catalog.pointers.count([new]):
                 ours_here.append(new)
         if ours_here:
             delete_segment_files(store, ours_here)
-        store.catalog.forget_merge(m.id)
+        store.catalog.merges.forget(m.id)
         removed += ours_here
     return removed
 

@@ -220,7 +220,7 @@ class Recorder:
     def _start_storage(self, store: StoreView, s: Settings) -> None:
         """The frame writer and the SQLite sink (which take the store's writer lock), then
         the hub; on failure everything started is stopped again."""
-        store_id = store.catalog.store_id()
+        store_id = store.catalog.meta.store_id()
         args = (store.root, store.db_path, s, self._background_error)
         self._storage: Storage
         if s.writer == "process":

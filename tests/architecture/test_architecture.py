@@ -209,11 +209,7 @@ def test_the_users_api_is_listed_in_architecture_md():
 
 
 #: ``__init__.py`` files whose docstring may omit the "May import" line, with the reason.
-INIT_WITHOUT_IMPORTS_LINE = {
-    # its __init__ is being rewritten into query objects on another branch (issue 22
-    # item 4); its layer is in pyproject's contract and docs/ARCHITECTURE.md
-    "framestore/catalog/__init__.py": "add the line with the query objects",
-}
+INIT_WITHOUT_IMPORTS_LINE: dict[str, str] = {}
 
 
 def test_every_framestore_subpackage_says_what_it_owns_and_may_import():

@@ -72,10 +72,13 @@ def test_a_read_only_store_still_reads_frames_and_steps(tmp_path, assault_frames
     record_episodes(path, assault_frames, episodes=1, steps=3)
     with FrameStore.open(path, readonly=True) as st:
         (ep,) = st.episodes()
-        with st.catalog.read_snapshot(), st.catalog.read_snapshot():  # nested: a savepoint
+        with (
+            st.catalog.connection.read_snapshot(),
+            st.catalog.connection.read_snapshot(),
+        ):  # nested: a savepoint
             steps = st.read_steps(ep.id)
             frames = list(st.iter_frames(ep.id))
-        assert st.catalog.schema()["pending_migrations"] == []
+        assert st.catalog.connection.schema()["pending_migrations"] == []
     assert len(frames) == len(steps) == ep.steps
     assert np.array_equal(frames[0], assault_frames[0])
 

@@ -31,7 +31,7 @@ def recorded(store_path, assault_frames):
 def _steps_queries(store: FrameStore) -> list[str]:
     """Statements this store's connection runs against the steps table, from now on."""
     seen: list[str] = []
-    conn = store.catalog._db.conn
+    conn = store.catalog.connection._database.conn
     conn.set_trace_callback(lambda sql: seen.append(sql) if "FROM steps" in sql else None)
     return seen
 

@@ -146,7 +146,7 @@ def test_recovered_rows_are_marked(long_episode):
         (step, loc), *_ = st.frame_locations(eid, 1, 2)
         # the rows recover writes for frames that had none (what it does after a crash)
         with st.transaction() as cat:
-            cat.insert_recovered_steps([(eid, N, loc[0], loc[1], loc[2], "210x160x3")])
+            cat.recovery.insert_recovered_steps([(eid, N, loc[0], loc[1], loc[2], "210x160x3")])
         model = TimelineModel()
         model.set_track(eid, st.step_track(eid))
     assert model.length == N + 1 and model.flags["recovered"].tolist() == [False] * N + [True]

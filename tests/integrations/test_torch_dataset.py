@@ -317,11 +317,11 @@ def test_named_stream_items_run_no_sqlite_statement(tmp_path, assault_frames):
         for i in (0, 20, 40):  # each episode's stream info, read once per process
             ds[i]
         seen: list[str] = []
-        ds.stores.get(0).catalog._db.conn.set_trace_callback(seen.append)
+        ds.stores.get(0).catalog.connection._database.conn.set_trace_callback(seen.append)
         for i in np.random.default_rng(0).permutation(60):
             item = ds[int(i)]
             k = int(item["episode"] - 1) * 20 + int(item["step"])  # episodes 1..3
             np.testing.assert_array_equal(item["observation"].numpy(), small[k])
             np.testing.assert_array_equal(item["render"].numpy(), assault_frames[k])
         assert seen == []
-        ds.stores.get(0).catalog._db.conn.set_trace_callback(None)
+        ds.stores.get(0).catalog.connection._database.conn.set_trace_callback(None)

@@ -87,7 +87,7 @@ def snapshot(path: Path):
             rows = (
                 store.runs(),
                 store.episodes(include_deleted=True),
-                store.catalog.merge_records(),
+                store.catalog.merges.records(),
             )
     except SchemaTooNew:
         rows = (path / "framestore.db").read_bytes()
@@ -167,7 +167,7 @@ def test_merged_store_merges_again_and_survives_gc(workers, tmp_path):
     assert run_cli("gc", dest, "--threshold", 1).exit_code == 0
     assert verify(dest).ok
     with FrameStore.open(dest, readonly=True) as st:
-        assert st.catalog.merged_segments() == {}  # all rewritten by gc
+        assert st.catalog.segments.merged() == {}  # all rewritten by gc
 
 
 def test_move_links_segments_and_removes_the_sources(workers, tmp_path):
@@ -361,7 +361,7 @@ def test_sigkill_during_merge_at_random_moments_and_at_each_phase(crash_sources,
             else:
                 assert reached == mode
                 with FrameStore.open(dest, readonly=True) as st:
-                    unfinished = bool(st.catalog.incomplete_merges())
+                    unfinished = bool(st.catalog.merges.incomplete())
                 assert unfinished == (mode in ("journaled", "placed"))
                 if unfinished:
                     assert run_cli("verify", dest).exit_code == 1  # "interrupted merge"
@@ -380,7 +380,7 @@ def test_a_store_of_framestore_0_1_0_merges_and_replays(tmp_path):
     assert merge(dest, [src]).sources[0].status == "merged"
     assert store_content(dest) == want and verify(dest).ok
     with FrameStore.open(dest, readonly=True) as st:
-        assert set(st.catalog.merged_segments().values()) == {1, 2}
+        assert set(st.catalog.segments.merged().values()) == {1, 2}
     result = run_cli("verify", dest, "--replay")
     assert result.exit_code == 0 and "3 match" in result.stdout, result.output
 

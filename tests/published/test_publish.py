@@ -46,7 +46,7 @@ def assert_same_store(published: FrameStore, original: FrameStore) -> None:
 
 def chunk_count(store: FrameStore) -> tuple[int, int]:
     """(chunks, segments) the store's live episodes use."""
-    chunks = store.catalog.live_chunks()
+    chunks = store.catalog.pointers.live_chunks()
     return sum(len(offs) for offs in chunks.values()), len(chunks)
 
 

@@ -42,7 +42,7 @@ def test_a_published_store_reads_over_http_bit_exact_one_request_per_chunk(publi
                 assert pub.read_steps(ep.id) == st.read_steps(ep.id)
                 for a, b in zip(pub.iter_frames(ep.id), st.iter_frames(ep.id), strict=True):
                     np.testing.assert_array_equal(a, b)
-            chunks = st.catalog.live_chunks()
+            chunks = st.catalog.pointers.live_chunks()
             n_chunks = sum(len(offs) for offs in chunks.values())
             # each chunk once, plus one file-header read per segment
             assert pub.reader.source.requests == n_chunks + len(chunks)

@@ -27,7 +27,7 @@ def recorded(tmp_path_factory, assault_frames):
     path = tmp_path_factory.mktemp("vp") / "src.store"
     record_episodes(path, assault_frames, episodes=3, steps=STEPS, overrides=SMALL_SEGMENTS)
     with FrameStore.open(path, readonly=True) as st:
-        chunks = st.catalog.live_chunks()
+        chunks = st.catalog.pointers.live_chunks()
         seg, off, _slot = st.frame_locations(2)[4][1]
         steps = [s for s, loc in st.frame_locations(2) if loc[:2] == (seg, off)]
     assert len(chunks) >= 2  # several segments

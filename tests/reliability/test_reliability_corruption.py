@@ -42,7 +42,7 @@ def pristine(request, tmp_path_factory, assault_frames):
                     rec.record_step(f, action=i % 7, reward=1.0)
                 rec.end_episode()
                 want[eid] = frames
-        store.catalog.checkpoint()
+        store.catalog.connection.checkpoint()
     return path, want
 
 

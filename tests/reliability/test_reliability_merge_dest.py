@@ -132,7 +132,7 @@ def test_a_merged_store_published_to_a_directory_verifies(stores, tmp_path):
     assert run_cli("merge", dest, src, third).exit_code == 0
     assert run_cli("verify", dest).exit_code == 0
     with FrameStore.open(dest, readonly=True) as st:
-        merged = st.catalog.merged_segments()
+        merged = st.catalog.segments.merged()
     assert merged, "the merge should hold segments whose header names another id"
 
     pub = tmp_path / "pub"
@@ -140,7 +140,7 @@ def test_a_merged_store_published_to_a_directory_verifies(stores, tmp_path):
     result = run_cli("verify", pub)
     assert result.exit_code == 0, result.output
     with FrameStore.open(pub, readonly=True) as st:
-        assert st.catalog.merged_segments() == {
+        assert st.catalog.segments.merged() == {
             s: h for s, h in merged.items() if (pub / "segments" / f"seg-{s:06d}.fseg").exists()
         }
 

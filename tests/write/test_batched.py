@@ -110,7 +110,7 @@ def test_record_steps_round_trips_and_reads_one_chunk_at_a_time(writer, tmp_path
             assert rows[5].info == {"lives": 4, "k": 5}
             before = store.reader.chunks_decoded
             got = store.read_frames(eid)
-            chunks = len(store.catalog.episode_chunks(eid)[1])
+            chunks = len(store.catalog.episodes.chunks(eid)[1])
             assert store.reader.chunks_decoded - before == chunks  # one decode per chunk
             assert all(np.array_equal(g, assault_frames[e * 20 + k]) for k, g in enumerate(got))
     # Chunks of one episode each, at most the preset's length: ceil(20 / chunk_frames)

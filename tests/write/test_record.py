@@ -140,7 +140,7 @@ def test_database_holds_no_frame_bytes(writer, store, assault_frames):
         rec.begin_episode(seed=0)
         rec.record_step(assault_frames[0], info={"lives": 4})
         rec.flush()
-        store.catalog.checkpoint()
+        store.catalog.connection.checkpoint()
         size0 = os.path.getsize(store.db_path)
         n = 2000
         for i in range(1, n):
@@ -151,7 +151,7 @@ def test_database_holds_no_frame_bytes(writer, store, assault_frames):
                 info={"lives": np.int64(4), "episode_frame_number": i * 4, "frame_number": i * 4},
             )
         rec.end_episode()
-    store.catalog.checkpoint()
+    store.catalog.connection.checkpoint()
     growth = (os.path.getsize(store.db_path) - size0) / (n - 1)
     assert growth < 300, f"database grew {growth:.0f} bytes per step"
     # No column of any row holds anything frame-sized.

@@ -178,7 +178,7 @@ def test_random_stream_reads_query_no_table_after_the_first(tmp_path, stacked_ru
             for name in names:
                 store.read_frame(eid, 0, stream=name)
         seen: list[str] = []
-        store.catalog._db.conn.set_trace_callback(seen.append)
+        store.catalog.connection._database.conn.set_trace_callback(seen.append)
         rng = np.random.default_rng(1)
         for _ in range(90):
             e, name, i = int(rng.integers(2)), names[int(rng.integers(3))], int(rng.integers(40))
@@ -195,7 +195,7 @@ def test_random_stream_reads_query_no_table_after_the_first(tmp_path, stacked_ru
             store.read_frame(ids[1], 3, stream="observation")
         assert np.array_equal(store.read_frame(ids[0], 5, stream="observation"), stacks[5])
         assert any("FROM steps" in q for q in seen)  # the pointers were read again
-        store.catalog._db.conn.set_trace_callback(None)
+        store.catalog.connection._database.conn.set_trace_callback(None)
 
 
 def test_equal_observation_adds_no_frame_bytes(tmp_path, stacked_run):

@@ -331,7 +331,7 @@ def _action_feature(store: FrameStore, selection: Selection) -> tuple[str, list[
         return "string", [1]
     dtypes, sizes = set(), set()
     for span in selection.spans:
-        spec = store.catalog.action_spec(span.id) or {}
+        spec = store.catalog.episodes.action_spec(span.id) or {}
         if spec["type"] == "Box":
             sizes.add(int(np.prod(spec["shape"], dtype=np.int64)))
             dtypes.add("float32" if spec.get("dtype") == "float32" else "float64")

@@ -151,7 +151,7 @@ def _spaces(store: FrameStore, selection: Selection) -> tuple[tuple[Any, Any], A
             )
     shape = tuple(int(d) for d in shapes.pop().split("x"))
     observation = gym.spaces.Box(0, 255, shape, np.uint8)
-    action_specs = {dumps(store.catalog.action_spec(s.id)) for s in selection.spans}
+    action_specs = {dumps(store.catalog.episodes.action_spec(s.id)) for s in selection.spans}
     env_specs = {dumps(store.run(r).env_spec) for r in {s.episode.run_id for s in selection.spans}}
     if len(action_specs) != 1 or len(env_specs) != 1:
         raise InvalidInput(

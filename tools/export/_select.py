@@ -151,7 +151,7 @@ def select_episodes(
             )
     if not spans:
         raise InvalidInput(f"no steps from step {options.start} in the chosen episodes")
-    kind = action_kind(store.catalog.action_spec(s.id) for s in spans)
+    kind = action_kind(store.catalog.episodes.action_spec(s.id) for s in spans)
     return Selection(spans, kind)
 
 
