@@ -356,7 +356,7 @@ def test_sigterm_marks_episode_interrupted_and_exits_130(writer, tmp_path):
             "--env",
             "ALE/Assault-v5",
             "--episodes",
-            "3",
+            "200",  # far more than the wait below: the signal must land in a recording
             "--seed",
             "2",
         ],
@@ -374,6 +374,7 @@ def test_sigterm_marks_episode_interrupted_and_exits_130(writer, tmp_path):
             except Exception:
                 pass
         time.sleep(0.2)
+    assert proc.poll() is None, "the recording ended before the signal"
     proc.send_signal(signal.SIGTERM)
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
