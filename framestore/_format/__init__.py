@@ -698,6 +698,34 @@ def pack_meta(rtype: RecordType, fields: dict[str, Any]) -> bytes:
     return pack_record(rtype, payload)
 
 
+def adopted_meta(
+    kind: str, meta: dict[str, Any], store_id: str | None,
+    episodes: dict[int, int], runs: dict[int, int],
+) -> dict[str, Any] | None:  # fmt: skip
+    """An ``EPISODE`` (``kind`` "episode"), ``EPISODE_END`` or ``RUN_END`` record of a
+    merged segment rewritten as this store's (``gc`` folding merged segments, docs/FORMAT.md
+    "Merged stores"): ids mapped through the merge's ``episodes`` and ``runs`` maps, the
+    stream key the episode id here, ``store_id`` this store's. None: a record whose ids
+    the maps do not hold."""
+    if kind == "run_end":
+        run_id = runs.get(meta.get("run_id"))  # type: ignore[arg-type]
+        return None if run_id is None else {**meta, "run_id": run_id}
+    if kind == "episode_end":
+        eid = episodes.get(meta.get("episode_id"))  # type: ignore[arg-type]
+        return None if eid is None else {**meta, "stream_key": eid, "episode_id": eid}
+    ep, run = meta.get("episode"), meta.get("run")
+    if kind != "episode" or not isinstance(ep, dict) or not isinstance(run, dict):
+        return None
+    eid, run_id = episodes.get(ep.get("id")), runs.get(run.get("id"))  # type: ignore[arg-type]
+    if eid is None or run_id is None:
+        return None
+    continues = ep.get("continues_episode")
+    return {
+        **meta, "stream_key": eid, "store_id": store_id, "run": {**run, "id": run_id},
+        "episode": {**ep, "id": eid, "continues_episode": episodes.get(continues)},
+    }  # fmt: skip
+
+
 def pack_notes(rtype: RecordType, fields: dict[str, Any], key: str) -> list[bytes]:
     """``DELETED`` or ``MERGED`` records carrying ``fields``, the list ``fields[key]``
     split over as many records as ``NOTE_ITEMS_PER_RECORD`` needs (each record has the

@@ -31,8 +31,15 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from .._format import FILE_HEADER_SIZE, SEAL_RECORD_SIZE, RecordType, rekeyed_chunk_record
-from ..catalog import COMPACTION_OUTPUTS, Catalog
+from .._format import (
+    FILE_HEADER_SIZE,
+    SEAL_RECORD_SIZE,
+    RecordType,
+    adopted_meta,
+    pack_meta,
+    rekeyed_chunk_record,
+)
+from ..catalog import COMPACTION_OUTPUTS, Catalog, MergeRecord
 from ..disk.scan import GoodRecord, SegmentScan, scan_segment
 from ..disk.segments import (
     SegmentWriter,
@@ -59,6 +66,7 @@ __all__ = [
     "compact",
     "copy_bytes",
     "kept_records",
+    "live_runs",
     "live_stream_keys",
     "remove_leftover_outputs",
     "remove_obsolete",
@@ -96,6 +104,7 @@ class Compaction:
     bytes_copied: int = 0
     steps_repointed: int = 0
     step_rows_removed: int = 0
+    episodes_adopted: list[int] = field(default_factory=list)  # merged ones, now this store's
 
 
 def _call(fn: Callable | None, *args: object) -> None:
@@ -123,13 +132,22 @@ def live_stream_keys(store: FrameStore) -> set[int]:
     }
 
 
+def live_runs(store: FrameStore) -> set[int]:
+    """Ids of the runs with an episode not deleted (their ``RUN_END`` records are kept)."""
+    statuses = store.catalog.episodes.statuses()
+    episodes, _runs = store.catalog.recovery.origins()
+    return {run for e, (run, _started) in episodes.items() if statuses.get(e) != "deleted"}
+
+
 def kept_records(
-    scan: SegmentScan, live_offsets: list[int], live_keys: set[int]
-) -> list[GoodRecord]:
+    scan: SegmentScan, live_offsets: list[int], live_keys: set[int],
+    runs: set[int] = frozenset(),  # type: ignore[assignment]
+) -> list[GoodRecord]:  # fmt: skip
     """The records of a version-3 segment a compaction keeps, in file order: its live
     chunks, and of the streams among ``live_keys`` (or with a live chunk here) their
     chunks without frames, ``EPISODE`` and ``EPISODE_END`` records; ``RUN_END`` records
-    when anything is kept. Empty for older versions' segments (no such records)."""
+    of the ``runs`` given (``live_runs``), or of any run when anything else is kept.
+    Empty for older versions' segments (no such records)."""
     if (scan.version or 0) < 3:
         return []
     live = set(live_offsets)
@@ -144,8 +162,64 @@ def kept_records(
             if kind == "run_end" or r.meta.get("stream_key") in keys:
                 out.append(r)
     if all(scan.kind_of(r) == "run_end" for r in out):
-        return []
+        return [r for r in out if r.meta is not None and r.meta.get("run_id") in runs]
     return out
+
+
+class _Adoption:
+    """The records of a merged segment's episodes rewritten as this store's: each chunk of
+    an episode its merge brought in (and still live here) under the episode's id here,
+    its ``EPISODE``, ``EPISODE_END`` and ``RUN_END`` records mapped through the merge's
+    ids and naming this store (``_format.adopted_meta``). Once copied so, the episode
+    is rebuilt from the copies like one recorded here, its merged segments no longer
+    needed (docs/FORMAT.md, "Merged stores"). Records of a store the source had merged
+    itself are not mapped (the journal maps the source's ids only): copied as before."""
+
+    def __init__(self, scan: SegmentScan, merge: MergeRecord, store: FrameStore,
+                 runs: set[int]):  # fmt: skip
+        self.live_runs = runs  # (ids here)
+        self.store_id = store.catalog.meta.store_id()
+        self.episodes = merge.ids.get("episodes", {})
+        self.runs = merge.ids.get("runs", {})
+        owners = store.catalog.episodes.stream_key_owners()
+        statuses = store.catalog.episodes.statuses()
+        self.keys: dict[int, int] = {}  # stream key in the segment -> episode id here
+        for rec in scan.meta_records:
+            meta, key = rec.meta, rec.meta.get("stream_key")
+            if scan.kind_of(rec) != "episode" or meta.get("store_id") != merge.source_id:
+                continue
+            ep = meta.get("episode")
+            eid = self.episodes.get(ep.get("id")) if isinstance(ep, dict) else None
+            live = eid is not None and statuses.get(eid) not in (None, "deleted")
+            fields = adopted_meta("episode", meta, self.store_id, self.episodes, self.runs)
+            if live and fields is not None and type(key) is int and eid in owners.get(key, ()):
+                self.keys[key] = eid
+
+    def kept(self, scan: SegmentScan, live_offsets: list[int]) -> list[GoodRecord]:
+        """The records to copy, in file order: the live chunks, the adopted episodes'
+        chunks without frames and their records."""
+        live = set(live_offsets)
+        out = []
+        for r in scan.records:
+            if r.header is not None:
+                if r.offset in live or (r.header.count == 0 and r.header.stream_key in self.keys):
+                    out.append(r)
+            elif r.meta is not None and self.rewritten(scan.kind_of(r), r.meta) is not None:
+                out.append(r)
+        return out
+
+    def rewritten(self, kind: str, meta: dict) -> tuple[int | None, bytes] | None:
+        """``(stream key here, record)`` of an adopted episode's or run's record."""
+        if kind == "run_end":
+            if self.runs.get(meta.get("run_id")) not in self.live_runs:
+                return None
+        elif meta.get("stream_key") not in self.keys:
+            return None
+        fields = adopted_meta(kind, meta, self.store_id, self.episodes, self.runs)
+        if fields is None:
+            return None
+        rtype = {"episode": RecordType.EPISODE, "episode_end": RecordType.EPISODE_END}
+        return fields.get("stream_key"), pack_meta(rtype.get(kind, RecordType.RUN_END), fields)
 
 
 class _Outputs:
@@ -161,6 +235,7 @@ class _Outputs:
         self.all: list = []  # SegmentWriter, or _Sizer when dry
         self.writer = None
         self.described: set[int] = set()
+        self.adopted: set[int] = set()  # merged episodes written as this store's
 
     def finish(self) -> None:
         if self.writer is not None:
@@ -222,7 +297,7 @@ def copy_bytes(store: FrameStore, victims: list[Victim]) -> int:
     run of ``gc`` reports. Exact for segments of format 3; for older ones the chunks'
     own sizes (their copies get a slightly longer head)."""
     target = target_segment_bytes(store, victims)
-    _moves, outputs = _copy(store, victims, target, None, dry=True)
+    _moves, outputs, _adopted = _copy(store, victims, target, None, dry=True)
     return sum(w.size for w in outputs)
 
 
@@ -233,12 +308,17 @@ def _copy(
     progress: Progress | None,
     *,
     dry: bool = False,
-) -> tuple[dict[tuple[int, int], tuple[int, int]], list[SegmentWriter]]:
+) -> tuple[Moves, list[SegmentWriter], list[int]]:
     """Copy live chunks into new sealed ``.partial`` segments. On error nothing is left.
     ``dry``: write nothing, only size the outputs."""
     outs = _Outputs(store, target_bytes, dry)
     merged = store.catalog.segments.merged()
+    placed = {
+        here: m for m in store.catalog.merges.records() if m.state == "done"
+        for here, _header in m.segments
+    }  # fmt: skip
     own_keys = live_stream_keys(store)
+    own_runs = live_runs(store)
     checked_segment_dir(store.root)
     moves: dict[tuple[int, int], tuple[int, int]] = {}
     total = sum(v.live_bytes for v in victims)
@@ -251,10 +331,16 @@ def _copy(
             with open_segment(path, v.segment) as fp:
                 version = segment_version(fp, v.segment)
                 if version >= 3 and v.segment not in merged:
-                    # (a merged segment's records describe its source store's episodes:
-                    # only its live chunks are copied, below)
-                    records = kept_records(scan_segment(path, v.segment), v.live_offsets, own_keys)
+                    scan = scan_segment(path, v.segment)
+                    records = kept_records(scan, v.live_offsets, own_keys, own_runs)
                     done = _copy_v3(fp, v, records, outs, moves, done, total, progress)
+                    continue
+                if version >= 3 and v.segment in placed:  # its episodes become this store's
+                    scan = scan_segment(path, v.segment)
+                    adopt = _Adoption(scan, placed[v.segment], store, own_runs)
+                    records = adopt.kept(scan, v.live_offsets)
+                    done = _copy_v3(fp, v, records, outs, moves, done, total, progress, adopt)
+                    outs.adopted.update(adopt.keys.values())
                     continue
                 if dry:  # no data read: the chunks' sizes as they are
                     for off in v.live_offsets:
@@ -274,7 +360,7 @@ def _copy(
         if not dry:
             store.catalog.meta.set(COMPACTION_OUTPUTS, None)
         raise
-    return moves, outs.all
+    return moves, outs.all, sorted(outs.adopted)
 
 
 def _describes(path, segment: int) -> bool:
@@ -295,16 +381,39 @@ def _where(outs: _Outputs, raw: bytes | int, frames: int, key: int | None = None
 
 
 def _copy_v3(fp, v: Victim, records: list[GoodRecord], outs: _Outputs, moves: Moves,
-             done: int, total: int, progress: Progress | None) -> int:  # fmt: skip
+             done: int, total: int, progress: Progress | None,
+             adopt: _Adoption | None = None) -> int:  # fmt: skip
     """Copy a version-3 victim's kept records (``kept_records``: CRC checked by the scan
     that found them) byte for byte, each stream's ``EPISODE`` record ahead of its first
-    record per output."""
+    record per output; with ``adopt`` (a merged segment) its episodes' records rewritten
+    as this store's (``_Adoption``)."""
     episodes: dict[int, bytes] = {}
     for r in records:
         fp.seek(r.offset)
         raw = fp.read(r.end - r.offset)
         if len(raw) != r.end - r.offset:
             raise TruncatedRecord(v.segment, r.offset, r.end - r.offset, len(raw))
+        if r.header is not None and adopt is not None:
+            eid = adopt.keys.get(r.header.stream_key)
+            if eid is None:  # not adopted: its live frames copied as they are
+                moves[(v.segment, r.offset)] = _where(outs, raw, r.header.count)
+                done += len(raw)
+                _call(progress, done, total)
+                continue
+            raw = rekeyed_chunk_record(raw, eid)
+            where = _where(outs, raw, r.header.count, eid, episodes.get(eid))
+            if r.header.count:
+                moves[(v.segment, r.offset)] = where
+                done += len(raw)
+                _call(progress, done, total)
+            continue
+        if r.header is None and adopt is not None:
+            key, raw = adopt.rewritten(SegmentScan.kind_of(r), r.meta)  # type: ignore[misc,arg-type]
+            if r.type == RecordType.EPISODE:
+                episodes[key] = raw
+            else:
+                _where(outs, raw, 0, key, episodes.get(key) if key is not None else None)
+            continue
         if r.header is None:
             key = r.meta.get("stream_key") if r.meta is not None else None
             if key is not None and r.type == RecordType.EPISODE:
@@ -350,7 +459,7 @@ def compact(
     """
     result = Compaction()
     target = target_segment_bytes(store, victims)
-    moves, outputs = _copy(store, victims, target, progress)
+    moves, outputs, adopted = _copy(store, victims, target, progress)
     _call(hook, "copied")
 
     for writer in outputs:
@@ -365,6 +474,7 @@ def compact(
             in_repoint(cat, moves)
         if drop_deleted_rows:
             result.step_rows_removed = cat.pointers.drop_deleted_step_rows()
+        cat.episodes.own_stream_keys(adopted)  # their chunks now carry their ids
         left = cat.pointers.count(ids)
         if left:  # never commit a pointer into a file about to be deleted
             raise FrameStoreError(
@@ -378,6 +488,7 @@ def compact(
     result.segments_rewritten = [v.segment for v in victims if v.live_offsets]
     result.segments_written = [w.segment_id for w in outputs]
     result.bytes_copied = sum(w.size for w in outputs)
+    result.episodes_adopted = adopted
     _call(hook, "repointed")
 
     delete_segment_files(store, ids)

@@ -336,3 +336,45 @@ def test_a_store_merged_before_tags_were_recorded_keeps_verifying(merged_store, 
     tags = merged_catalogue(path)["tags"]
     assert set(json.loads(old)) < set(json.loads(tags[0][0]))
     assert verify(path).ok
+
+
+def _snapshot(path: Path) -> tuple[list[int], dict, dict]:
+    with FrameStore.open(path, readonly=True) as store:
+        live = [e.id for e in store.episodes()]
+        return live, {e: store.read_frames(e) for e in live}, {e: store.read_steps(e) for e in live}
+
+
+def _same_store(path: Path, live: list[int], frames: dict, steps: dict) -> None:
+    with FrameStore.open(path, readonly=True) as store:
+        assert [e.id for e in store.episodes()] == live
+        for eid in live:
+            got = store.read_frames(eid)
+            assert all(np.array_equal(a, b) for a, b in zip(got, frames[eid], strict=True))
+            assert store.read_steps(eid) == steps[eid]
+
+
+def test_a_merged_store_is_rebuilt_after_gc_folded_its_merged_segments(merged_store):
+    """gc --threshold 1 folds the merged segments into this store's own: it writes the
+    merged episodes' chunks under their ids here, with EPISODE records of this store, so
+    a catalogue deleted afterwards is rebuilt with every merged episode (issue 19)."""
+    path = merged_store
+    result = run_cli("gc", path, "--threshold", "1")
+    assert result.exit_code == 0, result.output
+    with FrameStore.open(path, readonly=True) as store:
+        assert not store.catalog.segments.merged()  # every merged segment was folded
+    assert verify(path).ok
+    want = merged_catalogue(path)
+    gone = [row for row in want["episodes"] if "deleted" in row]
+    assert len(gone) == 1  # the merged episode rm'd in A: gc removed its records
+    want["episodes"] = [row for row in want["episodes"] if row not in gone]
+    live, frames, steps = _snapshot(path)
+    assert len(live) == 8  # A's 5 and B's 4 merged, one of them rm'd
+
+    delete_catalogue(path)
+    result = run_cli("recover", path)
+    assert result.exit_code == 0, result.output
+    assert "nothing lost" in result.output and "not rebuilt" not in result.output
+    assert merged_catalogue(path) == want
+    assert verify(path).ok
+    _same_store(path, live, frames, steps)
+    assert "nothing to recover" in run_cli("recover", path).output
