@@ -699,30 +699,25 @@ def pack_meta(rtype: RecordType, fields: dict[str, Any]) -> bytes:
 
 
 def adopted_meta(
-    kind: str, meta: dict[str, Any], store_id: str | None,
-    episodes: dict[int, int], runs: dict[int, int],
-) -> dict[str, Any] | None:  # fmt: skip
-    """An ``EPISODE`` (``kind`` "episode"), ``EPISODE_END`` or ``RUN_END`` record of a
-    merged segment rewritten as this store's (``gc`` folding merged segments, docs/FORMAT.md
-    "Merged stores"): ids mapped through the merge's ``episodes`` and ``runs`` maps, the
-    stream key the episode id here, ``store_id`` this store's. None: a record whose ids
-    the maps do not hold."""
+    kind: str, meta: dict[str, Any], store_id: str | None, *, episode_id: int | None = None,
+    run_id: int | None = None, continues: int | None = None,
+) -> dict[str, Any]:  # fmt: skip
+    """An ``EPISODE`` (``kind`` "episode"), ``EPISODE_END`` ("episode_end") or ``RUN_END``
+    ("run_end") record of a merged segment rewritten as this store's (``gc`` folding
+    merged segments, docs/FORMAT.md "Merged stores"): the ids here, the stream key the
+    episode id here, ``store_id`` this store's."""
     if kind == "run_end":
-        run_id = runs.get(meta.get("run_id"))  # type: ignore[arg-type]
-        return None if run_id is None else {**meta, "run_id": run_id}
+        return {**meta, "run_id": run_id}
     if kind == "episode_end":
-        eid = episodes.get(meta.get("episode_id"))  # type: ignore[arg-type]
-        return None if eid is None else {**meta, "stream_key": eid, "episode_id": eid}
+        return {**meta, "stream_key": episode_id, "episode_id": episode_id}
     ep, run = meta.get("episode"), meta.get("run")
-    if kind != "episode" or not isinstance(ep, dict) or not isinstance(run, dict):
-        return None
-    eid, run_id = episodes.get(ep.get("id")), runs.get(run.get("id"))  # type: ignore[arg-type]
-    if eid is None or run_id is None:
-        return None
-    continues = ep.get("continues_episode")
     return {
-        **meta, "stream_key": eid, "store_id": store_id, "run": {**run, "id": run_id},
-        "episode": {**ep, "id": eid, "continues_episode": episodes.get(continues)},
+        **meta, "stream_key": episode_id, "store_id": store_id,
+        "run": {**(run if isinstance(run, dict) else {}), "id": run_id},
+        "episode": {
+            **(ep if isinstance(ep, dict) else {}), "id": episode_id,
+            "continues_episode": continues,
+        },
     }  # fmt: skip
 
 

@@ -30,6 +30,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from .._format import (
     FILE_HEADER_SIZE,
@@ -39,7 +40,7 @@ from .._format import (
     pack_meta,
     rekeyed_chunk_record,
 )
-from ..catalog import COMPACTION_OUTPUTS, Catalog, MergeRecord
+from ..catalog import COMPACTION_OUTPUTS, Catalog
 from ..disk.scan import GoodRecord, SegmentScan, scan_segment
 from ..disk.segments import (
     SegmentWriter,
@@ -58,6 +59,7 @@ from ..errors import CorruptData, FrameStoreError, TruncatedRecord
 from ..files import fsync_dir
 from ..state.bookkeeping import chunk_bytes, delete_segment_files
 from ..store import FrameStore
+from ..types import EpisodeInfo
 
 __all__ = [
     "PHASES",
@@ -166,34 +168,58 @@ def kept_records(
     return out
 
 
+@dataclass
+class _Known:
+    """What tells a merged segment's ``EPISODE`` record of an episode here: the live
+    episodes by stream key, the runs' ``created`` times, the runs with a live episode."""
+
+    by_key: dict[int, list[EpisodeInfo]]
+    created: dict[int, Any]  # run id -> created
+    live_runs: set[int]
+    store_id: str | None
+
+    @classmethod
+    def of(cls, store: FrameStore) -> _Known:
+        by_key: dict[int, list[EpisodeInfo]] = {}
+        for e in store.catalog.episodes.all():
+            by_key.setdefault(e.stream_key if e.stream_key is not None else e.id, []).append(e)
+        _episodes, created = store.catalog.recovery.origins()
+        return cls(by_key, created, live_runs(store), store.catalog.meta.store_id())
+
+
 class _Adoption:
     """The records of a merged segment's episodes rewritten as this store's: each chunk of
-    an episode its merge brought in (and still live here) under the episode's id here,
-    its ``EPISODE``, ``EPISODE_END`` and ``RUN_END`` records mapped through the merge's
-    ids and naming this store (``_format.adopted_meta``). Once copied so, the episode
-    is rebuilt from the copies like one recorded here, its merged segments no longer
-    needed (docs/FORMAT.md, "Merged stores"). Records of a store the source had merged
-    itself are not mapped (the journal maps the source's ids only): copied as before."""
+    an episode still live here under the episode's id here, its ``EPISODE``,
+    ``EPISODE_END`` and ``RUN_END`` records naming its ids here and this store
+    (``_format.adopted_meta``). An ``EPISODE`` record is the episode here that carries
+    its stream key, run start and episode start (what tells ``rm``'s tombstones'
+    episodes too), whichever store wrote it (the source, or a store the source had
+    merged). Once copied so, the episode is rebuilt from the copies like one recorded
+    here (docs/FORMAT.md, "Merged stores"). Chunks of no such episode (format 1-2
+    segments) are copied as they are."""
 
-    def __init__(self, scan: SegmentScan, merge: MergeRecord, store: FrameStore,
-                 runs: set[int]):  # fmt: skip
-        self.live_runs = runs  # (ids here)
-        self.store_id = store.catalog.meta.store_id()
-        self.episodes = merge.ids.get("episodes", {})
-        self.runs = merge.ids.get("runs", {})
-        owners = store.catalog.episodes.stream_key_owners()
-        statuses = store.catalog.episodes.statuses()
-        self.keys: dict[int, int] = {}  # stream key in the segment -> episode id here
+    def __init__(self, scan: SegmentScan, known: _Known):
+        self.known = known
+        self.keys: dict[int, EpisodeInfo] = {}  # stream key in the segment -> episode here
+        self.runs: dict[Any, int] = {}  # run id in the segment -> run id here
         for rec in scan.meta_records:
             meta, key = rec.meta, rec.meta.get("stream_key")
-            if scan.kind_of(rec) != "episode" or meta.get("store_id") != merge.source_id:
+            ep, run = meta.get("episode"), meta.get("run")
+            if scan.kind_of(rec) != "episode" or not isinstance(ep, dict):
                 continue
-            ep = meta.get("episode")
-            eid = self.episodes.get(ep.get("id")) if isinstance(ep, dict) else None
-            live = eid is not None and statuses.get(eid) not in (None, "deleted")
-            fields = adopted_meta("episode", meta, self.store_id, self.episodes, self.runs)
-            if live and fields is not None and type(key) is int and eid in owners.get(key, ()):
-                self.keys[key] = eid
+            if not isinstance(run, dict) or type(key) is not int:
+                continue
+            found = [
+                e for e in known.by_key.get(key, ())
+                if e.started == ep.get("started") and known.created.get(e.run_id) == run.get("created")
+            ]  # fmt: skip
+            if len(found) == 1:
+                self.keys[key] = found[0]
+                self.runs[run.get("id")] = found[0].run_id
+            # (a deleted episode's run may still have live ones: its RUN_END is kept)
+            same = [r for r, c in known.created.items() if c == run.get("created")]
+            if len(same) == 1:
+                self.runs.setdefault(run.get("id"), same[0])
 
     def kept(self, scan: SegmentScan, live_offsets: list[int]) -> list[GoodRecord]:
         """The records to copy, in file order: the live chunks, the adopted episodes'
@@ -209,17 +235,22 @@ class _Adoption:
         return out
 
     def rewritten(self, kind: str, meta: dict) -> tuple[int | None, bytes] | None:
-        """``(stream key here, record)`` of an adopted episode's or run's record."""
+        """``(stream key here, record)`` of an adopted episode's or a live run's record."""
         if kind == "run_end":
-            if self.runs.get(meta.get("run_id")) not in self.live_runs:
+            run_id = self.runs.get(meta.get("run_id"))
+            if run_id not in self.known.live_runs:
                 return None
-        elif meta.get("stream_key") not in self.keys:
+            fields = adopted_meta(kind, meta, self.known.store_id, run_id=run_id)
+            return None, pack_meta(RecordType.RUN_END, fields)
+        e = self.keys.get(meta.get("stream_key"))  # type: ignore[arg-type]
+        if e is None or kind not in ("episode", "episode_end"):
             return None
-        fields = adopted_meta(kind, meta, self.store_id, self.episodes, self.runs)
-        if fields is None:
-            return None
-        rtype = {"episode": RecordType.EPISODE, "episode_end": RecordType.EPISODE_END}
-        return fields.get("stream_key"), pack_meta(rtype.get(kind, RecordType.RUN_END), fields)
+        fields = adopted_meta(
+            kind, meta, self.known.store_id, episode_id=e.id, run_id=e.run_id,
+            continues=e.continues_episode,
+        )  # fmt: skip
+        rtype = RecordType.EPISODE if kind == "episode" else RecordType.EPISODE_END
+        return e.id, pack_meta(rtype, fields)
 
 
 class _Outputs:
@@ -313,10 +344,7 @@ def _copy(
     ``dry``: write nothing, only size the outputs."""
     outs = _Outputs(store, target_bytes, dry)
     merged = store.catalog.segments.merged()
-    placed = {
-        here: m for m in store.catalog.merges.records() if m.state == "done"
-        for here, _header in m.segments
-    }  # fmt: skip
+    known = _Known.of(store) if merged else None
     own_keys = live_stream_keys(store)
     own_runs = live_runs(store)
     checked_segment_dir(store.root)
@@ -335,12 +363,12 @@ def _copy(
                     records = kept_records(scan, v.live_offsets, own_keys, own_runs)
                     done = _copy_v3(fp, v, records, outs, moves, done, total, progress)
                     continue
-                if version >= 3 and v.segment in placed:  # its episodes become this store's
+                if version >= 3 and known is not None:  # its episodes become this store's
                     scan = scan_segment(path, v.segment)
-                    adopt = _Adoption(scan, placed[v.segment], store, own_runs)
+                    adopt = _Adoption(scan, known)
                     records = adopt.kept(scan, v.live_offsets)
                     done = _copy_v3(fp, v, records, outs, moves, done, total, progress, adopt)
-                    outs.adopted.update(adopt.keys.values())
+                    outs.adopted.update(e.id for e in adopt.keys.values())
                     continue
                 if dry:  # no data read: the chunks' sizes as they are
                     for off in v.live_offsets:
@@ -394,14 +422,14 @@ def _copy_v3(fp, v: Victim, records: list[GoodRecord], outs: _Outputs, moves: Mo
         if len(raw) != r.end - r.offset:
             raise TruncatedRecord(v.segment, r.offset, r.end - r.offset, len(raw))
         if r.header is not None and adopt is not None:
-            eid = adopt.keys.get(r.header.stream_key)
-            if eid is None:  # not adopted: its live frames copied as they are
+            e = adopt.keys.get(r.header.stream_key)
+            if e is None:  # not adopted: its live frames copied as they are
                 moves[(v.segment, r.offset)] = _where(outs, raw, r.header.count)
                 done += len(raw)
                 _call(progress, done, total)
                 continue
-            raw = rekeyed_chunk_record(raw, eid)
-            where = _where(outs, raw, r.header.count, eid, episodes.get(eid))
+            raw = rekeyed_chunk_record(raw, e.id)
+            where = _where(outs, raw, r.header.count, e.id, episodes.get(e.id))
             if r.header.count:
                 moves[(v.segment, r.offset)] = where
                 done += len(raw)
