@@ -22,6 +22,7 @@ import numpy as np
 import pytest
 from conftest import WRITERS, run_cli, writer_overrides
 
+import tools.gc as gc_module
 from framestore import FrameStore, RecordFrames
 from framestore.disk.segments import list_segment_ids, segment_path
 from framestore.envs import make_env
@@ -430,3 +431,46 @@ def test_gc_of_merged_segments_killed_at_any_moment_still_rebuilds_them(merged_s
     _same_store(path, live, frames, steps, moved=True)
     got = merged_catalogue(path)
     assert {t: got[t] for t in keep} == {t: want[t] for t in keep}
+
+
+def test_a_gc_below_threshold_folds_every_segment_of_a_merge_together(merged_store, monkeypatch):
+    """An episode's chunks carry one stream key: gc rewrites every segment of a merge
+    once it rewrites one of them (a merged episode spans several), then a rebuild still
+    finds every merged episode."""
+    path = merged_store
+    with FrameStore.open(path) as store:
+        merged = set(store.catalog.segments.merged())
+        with monkeypatch.context() as m:  # what the threshold alone picks: some of them
+            m.setattr(gc_module, "_rest_of_merges", lambda *args: [])
+            alone = {v.segment for v in gc_module._plan(store, 0.1)} & merged
+        assert alone and alone != merged
+        assert merged <= {v.segment for v in gc_module._plan(store, 0.1)}
+    live, frames, steps = _snapshot(path)
+    report = collect(path, threshold=0.1)
+    assert merged <= set(report.segments_deleted)
+    assert verify(path).ok
+    _same_store(path, live, frames, steps, moved=True)
+    delete_catalogue(path)
+    assert not recover(path).data_lost
+    _same_store(path, live, frames, steps, moved=True)
+
+
+def test_episodes_the_source_had_merged_itself_are_rebuilt_after_gc(tmp_path, assault_frames):
+    """A merged into B, B merged into A: B's segments from C hold C's records (its ids,
+    its store id); gc writes them as A's too."""
+    a, b, c = tmp_path / "a.store", tmp_path / "b.store", tmp_path / "c.store"
+    record_store(a, assault_frames, "thread")
+    record_store(b, assault_frames[50:], "thread")
+    record_other(c, frames=12)
+    assert run_cli("merge", b, c).exit_code == 0
+    assert run_cli("merge", a, b).exit_code == 0
+    assert run_cli("gc", a, "--threshold", "1").exit_code == 0
+    want = merged_catalogue(a)
+    live, frames, steps = _snapshot(a)
+    assert len(live) == 11  # A's 5, B's 5 and C's 1
+    delete_catalogue(a)
+    result = run_cli("recover", a)
+    assert result.exit_code == 0 and "nothing lost" in result.output, result.output
+    assert merged_catalogue(a) == want
+    assert verify(a).ok
+    _same_store(a, live, frames, steps)
