@@ -365,7 +365,9 @@ def _run(store: FrameStore, report: GcReport, threshold: float, progress, hook) 
     report.segments_deleted += remove_obsolete(store)
     sync_segments(store)
     victims = _plan(store, threshold)
-    done = compact(store, victims, drop_deleted_rows=True, progress=progress, hook=hook)
+    done = compact(
+        store, victims, drop_deleted_rows=True, progress=progress, hook=hook, adopt_merged=True
+    )
     report.steps_repointed += done.steps_repointed
     report.step_rows_removed += done.step_rows_removed
     report.segments_rewritten += done.segments_rewritten

@@ -177,14 +177,24 @@ class _Known:
     created: dict[int, Any]  # run id -> created
     live_runs: set[int]
     store_id: str | None
+    store: FrameStore
+    victims: set[int]
 
     @classmethod
-    def of(cls, store: FrameStore) -> _Known:
+    def of(cls, store: FrameStore, victims: list[Victim]) -> _Known:
         by_key: dict[int, list[EpisodeInfo]] = {}
         for e in store.catalog.episodes.all():
             by_key.setdefault(e.stream_key if e.stream_key is not None else e.id, []).append(e)
         _episodes, created = store.catalog.recovery.origins()
-        return cls(by_key, created, live_runs(store), store.catalog.meta.store_id())
+        return cls(
+            by_key, created, live_runs(store), store.catalog.meta.store_id(), store,
+            {v.segment for v in victims},
+        )  # fmt: skip
+
+    def all_moved(self, e: EpisodeInfo) -> bool:
+        """Whether every chunk holding the episode's frames is in a victim (an episode's
+        chunks carry one stream key: it is rekeyed whole or not at all)."""
+        return set(self.store.catalog.episodes.chunks(e.id)) <= self.victims
 
 
 class _Adoption:
@@ -213,7 +223,7 @@ class _Adoption:
                 e for e in known.by_key.get(key, ())
                 if e.started == ep.get("started") and known.created.get(e.run_id) == run.get("created")
             ]  # fmt: skip
-            if len(found) == 1:
+            if len(found) == 1 and known.all_moved(found[0]):
                 self.keys[key] = found[0]
                 self.runs[run.get("id")] = found[0].run_id
             # (a deleted episode's run may still have live ones: its RUN_END is kept)
@@ -328,7 +338,7 @@ def copy_bytes(store: FrameStore, victims: list[Victim]) -> int:
     run of ``gc`` reports. Exact for segments of format 3; for older ones the chunks'
     own sizes (their copies get a slightly longer head)."""
     target = target_segment_bytes(store, victims)
-    _moves, outputs, _adopted = _copy(store, victims, target, None, dry=True)
+    _moves, outputs, _adopted = _copy(store, victims, target, None, dry=True, adopt=True)
     return sum(w.size for w in outputs)
 
 
@@ -339,12 +349,14 @@ def _copy(
     progress: Progress | None,
     *,
     dry: bool = False,
+    adopt: bool = False,
 ) -> tuple[Moves, list[SegmentWriter], list[int]]:
     """Copy live chunks into new sealed ``.partial`` segments. On error nothing is left.
-    ``dry``: write nothing, only size the outputs."""
+    ``dry``: write nothing, only size the outputs. ``adopt``: write the merged victims'
+    episodes as this store's (``_Adoption``)."""
     outs = _Outputs(store, target_bytes, dry)
     merged = store.catalog.segments.merged()
-    known = _Known.of(store) if merged else None
+    known = _Known.of(store, victims) if merged and adopt else None
     own_keys = live_stream_keys(store)
     own_runs = live_runs(store)
     checked_segment_dir(store.root)
@@ -476,6 +488,7 @@ def compact(
     progress: Progress | None = None,
     hook: Hook | None = None,
     in_repoint: InRepoint | None = None,
+    adopt_merged: bool = False,
 ) -> Compaction:
     """Copy the victims' live chunks out, repoint, delete the victims (steps 1-4 above).
 
@@ -484,10 +497,13 @@ def compact(
     point at are copied too (``Victim.live_offsets`` then includes them).
     ``in_repoint(catalog, moves)`` adds its own changes to the repoint transaction (rows
     for rekeyed chunks: they must commit with the copies, before the victims go).
+    ``adopt_merged`` (gc, which rewrites every segment of a merge together): the live
+    episodes of merged victims are written as this store's (``_Adoption``); their
+    ``stream_key`` is cleared in the repoint transaction.
     """
     result = Compaction()
     target = target_segment_bytes(store, victims)
-    moves, outputs, adopted = _copy(store, victims, target, progress)
+    moves, outputs, adopted = _copy(store, victims, target, progress, adopt=adopt_merged)
     _call(hook, "copied")
 
     for writer in outputs:
