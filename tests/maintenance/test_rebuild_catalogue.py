@@ -528,3 +528,36 @@ def test_sigkill_during_gc_of_merged_segments_then_a_rebuild_finds_every_episode
         assert verify(path).ok
         _same_store(path, live, frames, steps, moved=True)
     assert len(set(seen)) >= 2, seen  # kills landed at different points
+
+
+def record_two_streams(path: Path, base: int) -> None:
+    """One episode whose second stream (``cam``) appears at step 5 (its EPISODE record is
+    written again, longer)."""
+    with FrameStore.open(path) as store, store.recorder(ENV_ID, overrides=SMALL) as rec:
+        rec.begin_episode(seed=1)
+        for i in range(12):
+            f = np.full((210, 160, 3), base + i, np.uint8)
+            if i < 5:
+                rec.record_step(f)
+            else:
+                rec.record_step(frames={"render": f, "cam": np.full((20, 30), i, np.uint8)})
+        rec.end_episode()
+
+
+def test_merged_episodes_of_two_streams_are_rebuilt_after_gc(tmp_path):
+    a, b = tmp_path / "a.store", tmp_path / "b.store"
+    record_two_streams(a, 0)
+    record_two_streams(b, 100)
+    assert run_cli("merge", a, b).exit_code == 0
+    assert run_cli("gc", a, "--threshold", "1").exit_code == 0
+    want = merged_catalogue(a)
+    assert len(want["streams"]) == 2 and len(want["step_frames"]) == 14
+    live, frames, steps = _snapshot(a)
+    delete_catalogue(a)
+    assert not recover(a).data_lost
+    assert merged_catalogue(a) == want
+    _same_store(a, live, frames, steps)
+    with FrameStore.open(a, readonly=True) as store:
+        for eid in live:
+            cams = list(store.iter_frames(eid, stream="cam"))
+            assert [int(c[0, 0]) for c in cams] == list(range(5, 12))
