@@ -46,6 +46,7 @@ from framestore.maintenance.compaction import (
     compact,
     copy_bytes,
     kept_records,
+    live_runs,
     live_stream_keys,
     remove_leftover_outputs,
     remove_obsolete,
@@ -146,6 +147,7 @@ def _plan(store: FrameStore, threshold: float) -> list[Victim]:
     merged = store.catalog.segments.merged()
     live_keys: set[int] | None = None
     victims = []
+    spared = []  # sealed segments not chosen
     for sid, path in segment_files(store.root).regular.items():
         if states.get(sid) in ("obsolete", "compacting") or sid not in states:
             continue
@@ -156,18 +158,34 @@ def _plan(store: FrameStore, threshold: float) -> list[Victim]:
         live = chunk_bytes(store, sid, offsets)
         if not offsets:
             if live_keys is None:
-                live_keys = live_stream_keys(store)
-            if _only_descriptions(path, sid, set() if sid in merged else live_keys):
+                live_keys, runs = live_stream_keys(store), live_runs(store)
+            if sid not in merged and _only_descriptions(path, sid, live_keys, runs):
                 continue
         # `threshold 1` rewrites every sealed segment, dead bytes or not (a file's header
         # and seal count as not live): what upgrades format-1 segments and folds merged
         # ones into this store's own.
         if not offsets or live < threshold * size:
             victims.append(Victim(sid, size, offsets, live))
-    return victims
+        else:
+            spared.append(Victim(sid, size, offsets, live))
+    return victims + _rest_of_merges(store, victims, spared)
 
 
-def _only_descriptions(path, sid: int, live_keys: set[int]) -> bool:
+def _rest_of_merges(store: FrameStore, victims: list[Victim], spared: list[Victim]) -> list[Victim]:
+    """The other segments of each merge a victim was placed by: gc writes a merged
+    episode's chunks under its id here (``compaction._Adoption``), so every segment
+    holding its chunks must be rewritten in the same compaction (the catalogue has one
+    stream key per episode)."""
+    chosen = {v.segment for v in victims}
+    whole: set[int] = set()
+    for m in store.catalog.merges.records():
+        placed = {here for here, _header in m.segments}
+        if placed & chosen:
+            whole |= placed
+    return [v for v in spared if v.segment in whole]
+
+
+def _only_descriptions(path, sid: int, live_keys: set[int], runs: set[int]) -> bool:
     """Whether a segment without live frames holds nothing but records describing live
     episodes (format 3: their ends, steps without frames): nothing to reclaim, and a
     copy would be the same again at the next gc."""
@@ -177,7 +195,7 @@ def _only_descriptions(path, sid: int, live_keys: set[int]) -> bool:
         return False
     if _is_note_segment(scan):
         return True  # a tombstone or a merge's provenance: _drop_spent_tombstones' care
-    kept = kept_records(scan, [], live_keys)
+    kept = kept_records(scan, [], live_keys, runs)
     return bool(kept) and all(r in kept for r in scan.records if scan.kind_of(r) != "seal")
 
 
@@ -347,7 +365,9 @@ def _run(store: FrameStore, report: GcReport, threshold: float, progress, hook) 
     report.segments_deleted += remove_obsolete(store)
     sync_segments(store)
     victims = _plan(store, threshold)
-    done = compact(store, victims, drop_deleted_rows=True, progress=progress, hook=hook)
+    done = compact(
+        store, victims, drop_deleted_rows=True, progress=progress, hook=hook, adopt_merged=True
+    )
     report.steps_repointed += done.steps_repointed
     report.step_rows_removed += done.step_rows_removed
     report.segments_rewritten += done.segments_rewritten

@@ -698,6 +698,29 @@ def pack_meta(rtype: RecordType, fields: dict[str, Any]) -> bytes:
     return pack_record(rtype, payload)
 
 
+def adopted_meta(
+    kind: str, meta: dict[str, Any], store_id: str | None, *, episode_id: int | None = None,
+    run_id: int | None = None, continues: int | None = None,
+) -> dict[str, Any]:  # fmt: skip
+    """An ``EPISODE`` (``kind`` "episode"), ``EPISODE_END`` ("episode_end") or ``RUN_END``
+    ("run_end") record of a merged segment rewritten as this store's (``gc`` folding
+    merged segments, docs/FORMAT.md "Merged stores"): the ids here, the stream key the
+    episode id here, ``store_id`` this store's."""
+    if kind == "run_end":
+        return {**meta, "run_id": run_id}
+    if kind == "episode_end":
+        return {**meta, "stream_key": episode_id, "episode_id": episode_id}
+    ep, run = meta.get("episode"), meta.get("run")
+    return {
+        **meta, "stream_key": episode_id, "store_id": store_id,
+        "run": {**(run if isinstance(run, dict) else {}), "id": run_id},
+        "episode": {
+            **(ep if isinstance(ep, dict) else {}), "id": episode_id,
+            "continues_episode": continues,
+        },
+    }  # fmt: skip
+
+
 def pack_notes(rtype: RecordType, fields: dict[str, Any], key: str) -> list[bytes]:
     """``DELETED`` or ``MERGED`` records carrying ``fields``, the list ``fields[key]``
     split over as many records as ``NOTE_ITEMS_PER_RECORD`` needs (each record has the

@@ -217,6 +217,14 @@ class Episodes:
                 "UPDATE episodes SET status = 'deleted' WHERE id = ?", [(i,) for i in episode_ids]
             )
 
+    def own_stream_keys(self, episode_ids: list[int]) -> None:
+        """Their chunks carry their own ids now (``gc`` wrote a merged episode's chunks
+        as this store's): ``stream_key`` NULL. In the caller's transaction."""
+        if episode_ids and self._db.has_m002:
+            self._db.exec_many(
+                "UPDATE episodes SET stream_key = NULL WHERE id = ?", [(i,) for i in episode_ids]
+            )
+
     def stale_recordings(self) -> list[int]:
         """Episodes still marked ``recording``."""
         return [

@@ -30,8 +30,16 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
-from .._format import FILE_HEADER_SIZE, SEAL_RECORD_SIZE, RecordType, rekeyed_chunk_record
+from .._format import (
+    FILE_HEADER_SIZE,
+    SEAL_RECORD_SIZE,
+    RecordType,
+    adopted_meta,
+    pack_meta,
+    rekeyed_chunk_record,
+)
 from ..catalog import COMPACTION_OUTPUTS, Catalog
 from ..disk.scan import GoodRecord, SegmentScan, scan_segment
 from ..disk.segments import (
@@ -51,6 +59,7 @@ from ..errors import CorruptData, FrameStoreError, TruncatedRecord
 from ..files import fsync_dir
 from ..state.bookkeeping import chunk_bytes, delete_segment_files
 from ..store import FrameStore
+from ..types import EpisodeInfo
 
 __all__ = [
     "PHASES",
@@ -59,6 +68,7 @@ __all__ = [
     "compact",
     "copy_bytes",
     "kept_records",
+    "live_runs",
     "live_stream_keys",
     "remove_leftover_outputs",
     "remove_obsolete",
@@ -96,6 +106,7 @@ class Compaction:
     bytes_copied: int = 0
     steps_repointed: int = 0
     step_rows_removed: int = 0
+    episodes_adopted: list[int] = field(default_factory=list)  # merged ones, now this store's
 
 
 def _call(fn: Callable | None, *args: object) -> None:
@@ -123,13 +134,22 @@ def live_stream_keys(store: FrameStore) -> set[int]:
     }
 
 
+def live_runs(store: FrameStore) -> set[int]:
+    """Ids of the runs with an episode not deleted (their ``RUN_END`` records are kept)."""
+    statuses = store.catalog.episodes.statuses()
+    episodes, _runs = store.catalog.recovery.origins()
+    return {run for e, (run, _started) in episodes.items() if statuses.get(e) != "deleted"}
+
+
 def kept_records(
-    scan: SegmentScan, live_offsets: list[int], live_keys: set[int]
-) -> list[GoodRecord]:
+    scan: SegmentScan, live_offsets: list[int], live_keys: set[int],
+    runs: set[int] = frozenset(),  # type: ignore[assignment]
+) -> list[GoodRecord]:  # fmt: skip
     """The records of a version-3 segment a compaction keeps, in file order: its live
     chunks, and of the streams among ``live_keys`` (or with a live chunk here) their
     chunks without frames, ``EPISODE`` and ``EPISODE_END`` records; ``RUN_END`` records
-    when anything is kept. Empty for older versions' segments (no such records)."""
+    of the ``runs`` given (``live_runs``), or of any run when anything else is kept.
+    Empty for older versions' segments (no such records)."""
     if (scan.version or 0) < 3:
         return []
     live = set(live_offsets)
@@ -144,8 +164,103 @@ def kept_records(
             if kind == "run_end" or r.meta.get("stream_key") in keys:
                 out.append(r)
     if all(scan.kind_of(r) == "run_end" for r in out):
-        return []
+        return [r for r in out if r.meta is not None and r.meta.get("run_id") in runs]
     return out
+
+
+@dataclass
+class _Known:
+    """What tells a merged segment's ``EPISODE`` record of an episode here: the live
+    episodes by stream key, the runs' ``created`` times, the runs with a live episode."""
+
+    by_key: dict[int, list[EpisodeInfo]]
+    created: dict[int, Any]  # run id -> created
+    live_runs: set[int]
+    store_id: str | None
+    store: FrameStore
+    victims: set[int]
+
+    @classmethod
+    def of(cls, store: FrameStore, victims: list[Victim]) -> _Known:
+        by_key: dict[int, list[EpisodeInfo]] = {}
+        for e in store.catalog.episodes.all():
+            by_key.setdefault(e.stream_key if e.stream_key is not None else e.id, []).append(e)
+        _episodes, created = store.catalog.recovery.origins()
+        return cls(
+            by_key, created, live_runs(store), store.catalog.meta.store_id(), store,
+            {v.segment for v in victims},
+        )  # fmt: skip
+
+    def all_moved(self, e: EpisodeInfo) -> bool:
+        """Whether every chunk holding the episode's frames is in a victim (an episode's
+        chunks carry one stream key: it is rekeyed whole or not at all)."""
+        return set(self.store.catalog.episodes.chunks(e.id)) <= self.victims
+
+
+class _Adoption:
+    """The records of a merged segment's episodes rewritten as this store's: each chunk of
+    an episode still live here under the episode's id here, its ``EPISODE``,
+    ``EPISODE_END`` and ``RUN_END`` records naming its ids here and this store
+    (``_format.adopted_meta``). An ``EPISODE`` record is the episode here that carries
+    its stream key, run start and episode start (what tells ``rm``'s tombstones'
+    episodes too), whichever store wrote it (the source, or a store the source had
+    merged). Once copied so, the episode is rebuilt from the copies like one recorded
+    here (docs/FORMAT.md, "Merged stores"). Chunks of no such episode (format 1-2
+    segments) are copied as they are."""
+
+    def __init__(self, scan: SegmentScan, known: _Known):
+        self.known = known
+        self.keys: dict[int, EpisodeInfo] = {}  # stream key in the segment -> episode here
+        self.runs: dict[Any, int] = {}  # run id in the segment -> run id here
+        for rec in scan.meta_records:
+            meta, key = rec.meta, rec.meta.get("stream_key")
+            ep, run = meta.get("episode"), meta.get("run")
+            if scan.kind_of(rec) != "episode" or not isinstance(ep, dict):
+                continue
+            if not isinstance(run, dict) or type(key) is not int:
+                continue
+            found = [
+                e for e in known.by_key.get(key, ())
+                if e.started == ep.get("started") and known.created.get(e.run_id) == run.get("created")
+            ]  # fmt: skip
+            if len(found) == 1 and known.all_moved(found[0]):
+                self.keys[key] = found[0]
+                self.runs[run.get("id")] = found[0].run_id
+            # (a deleted episode's run may still have live ones: its RUN_END is kept)
+            same = [r for r, c in known.created.items() if c == run.get("created")]
+            if len(same) == 1:
+                self.runs.setdefault(run.get("id"), same[0])
+
+    def kept(self, scan: SegmentScan, live_offsets: list[int]) -> list[GoodRecord]:
+        """The records to copy, in file order: the live chunks, the adopted episodes'
+        chunks without frames and their records."""
+        live = set(live_offsets)
+        out = []
+        for r in scan.records:
+            if r.header is not None:
+                if r.offset in live or (r.header.count == 0 and r.header.stream_key in self.keys):
+                    out.append(r)
+            elif r.meta is not None and self.rewritten(scan.kind_of(r), r.meta) is not None:
+                out.append(r)
+        return out
+
+    def rewritten(self, kind: str, meta: dict) -> tuple[int | None, bytes] | None:
+        """``(stream key here, record)`` of an adopted episode's or a live run's record."""
+        if kind == "run_end":
+            run_id = self.runs.get(meta.get("run_id"))
+            if run_id not in self.known.live_runs:
+                return None
+            fields = adopted_meta(kind, meta, self.known.store_id, run_id=run_id)
+            return None, pack_meta(RecordType.RUN_END, fields)
+        e = self.keys.get(meta.get("stream_key"))  # type: ignore[arg-type]
+        if e is None or kind not in ("episode", "episode_end"):
+            return None
+        fields = adopted_meta(
+            kind, meta, self.known.store_id, episode_id=e.id, run_id=e.run_id,
+            continues=e.continues_episode,
+        )  # fmt: skip
+        rtype = RecordType.EPISODE if kind == "episode" else RecordType.EPISODE_END
+        return e.id, pack_meta(rtype, fields)
 
 
 class _Outputs:
@@ -161,6 +276,7 @@ class _Outputs:
         self.all: list = []  # SegmentWriter, or _Sizer when dry
         self.writer = None
         self.described: set[int] = set()
+        self.adopted: set[int] = set()  # merged episodes written as this store's
 
     def finish(self) -> None:
         if self.writer is not None:
@@ -222,7 +338,7 @@ def copy_bytes(store: FrameStore, victims: list[Victim]) -> int:
     run of ``gc`` reports. Exact for segments of format 3; for older ones the chunks'
     own sizes (their copies get a slightly longer head)."""
     target = target_segment_bytes(store, victims)
-    _moves, outputs = _copy(store, victims, target, None, dry=True)
+    _moves, outputs, _adopted = _copy(store, victims, target, None, dry=True, adopt=True)
     return sum(w.size for w in outputs)
 
 
@@ -233,12 +349,16 @@ def _copy(
     progress: Progress | None,
     *,
     dry: bool = False,
-) -> tuple[dict[tuple[int, int], tuple[int, int]], list[SegmentWriter]]:
+    adopt: bool = False,
+) -> tuple[Moves, list[SegmentWriter], list[int]]:
     """Copy live chunks into new sealed ``.partial`` segments. On error nothing is left.
-    ``dry``: write nothing, only size the outputs."""
+    ``dry``: write nothing, only size the outputs. ``adopt``: write the merged victims'
+    episodes as this store's (``_Adoption``)."""
     outs = _Outputs(store, target_bytes, dry)
     merged = store.catalog.segments.merged()
+    known = _Known.of(store, victims) if merged and adopt else None
     own_keys = live_stream_keys(store)
+    own_runs = live_runs(store)
     checked_segment_dir(store.root)
     moves: dict[tuple[int, int], tuple[int, int]] = {}
     total = sum(v.live_bytes for v in victims)
@@ -251,10 +371,16 @@ def _copy(
             with open_segment(path, v.segment) as fp:
                 version = segment_version(fp, v.segment)
                 if version >= 3 and v.segment not in merged:
-                    # (a merged segment's records describe its source store's episodes:
-                    # only its live chunks are copied, below)
-                    records = kept_records(scan_segment(path, v.segment), v.live_offsets, own_keys)
+                    scan = scan_segment(path, v.segment)
+                    records = kept_records(scan, v.live_offsets, own_keys, own_runs)
                     done = _copy_v3(fp, v, records, outs, moves, done, total, progress)
+                    continue
+                if version >= 3 and known is not None:  # its episodes become this store's
+                    scan = scan_segment(path, v.segment)
+                    adopt = _Adoption(scan, known)
+                    records = adopt.kept(scan, v.live_offsets)
+                    done = _copy_v3(fp, v, records, outs, moves, done, total, progress, adopt)
+                    outs.adopted.update(e.id for e in adopt.keys.values())
                     continue
                 if dry:  # no data read: the chunks' sizes as they are
                     for off in v.live_offsets:
@@ -274,7 +400,7 @@ def _copy(
         if not dry:
             store.catalog.meta.set(COMPACTION_OUTPUTS, None)
         raise
-    return moves, outs.all
+    return moves, outs.all, sorted(outs.adopted)
 
 
 def _describes(path, segment: int) -> bool:
@@ -295,16 +421,39 @@ def _where(outs: _Outputs, raw: bytes | int, frames: int, key: int | None = None
 
 
 def _copy_v3(fp, v: Victim, records: list[GoodRecord], outs: _Outputs, moves: Moves,
-             done: int, total: int, progress: Progress | None) -> int:  # fmt: skip
+             done: int, total: int, progress: Progress | None,
+             adopt: _Adoption | None = None) -> int:  # fmt: skip
     """Copy a version-3 victim's kept records (``kept_records``: CRC checked by the scan
     that found them) byte for byte, each stream's ``EPISODE`` record ahead of its first
-    record per output."""
+    record per output; with ``adopt`` (a merged segment) its episodes' records rewritten
+    as this store's (``_Adoption``)."""
     episodes: dict[int, bytes] = {}
     for r in records:
         fp.seek(r.offset)
         raw = fp.read(r.end - r.offset)
         if len(raw) != r.end - r.offset:
             raise TruncatedRecord(v.segment, r.offset, r.end - r.offset, len(raw))
+        if r.header is not None and adopt is not None:
+            e = adopt.keys.get(r.header.stream_key)
+            if e is None:  # not adopted: its live frames copied as they are
+                moves[(v.segment, r.offset)] = _where(outs, raw, r.header.count)
+                done += len(raw)
+                _call(progress, done, total)
+                continue
+            raw = rekeyed_chunk_record(raw, e.id)
+            where = _where(outs, raw, r.header.count, e.id, episodes.get(e.id))
+            if r.header.count:
+                moves[(v.segment, r.offset)] = where
+                done += len(raw)
+                _call(progress, done, total)
+            continue
+        if r.header is None and adopt is not None:
+            key, raw = adopt.rewritten(SegmentScan.kind_of(r), r.meta)  # type: ignore[misc,arg-type]
+            if r.type == RecordType.EPISODE:
+                episodes[key] = raw
+            else:
+                _where(outs, raw, 0, key, episodes.get(key) if key is not None else None)
+            continue
         if r.header is None:
             key = r.meta.get("stream_key") if r.meta is not None else None
             if key is not None and r.type == RecordType.EPISODE:
@@ -339,6 +488,7 @@ def compact(
     progress: Progress | None = None,
     hook: Hook | None = None,
     in_repoint: InRepoint | None = None,
+    adopt_merged: bool = False,
 ) -> Compaction:
     """Copy the victims' live chunks out, repoint, delete the victims (steps 1-4 above).
 
@@ -347,10 +497,13 @@ def compact(
     point at are copied too (``Victim.live_offsets`` then includes them).
     ``in_repoint(catalog, moves)`` adds its own changes to the repoint transaction (rows
     for rekeyed chunks: they must commit with the copies, before the victims go).
+    ``adopt_merged`` (gc, which rewrites every segment of a merge together): the live
+    episodes of merged victims are written as this store's (``_Adoption``); their
+    ``stream_key`` is cleared in the repoint transaction.
     """
     result = Compaction()
     target = target_segment_bytes(store, victims)
-    moves, outputs = _copy(store, victims, target, progress)
+    moves, outputs, adopted = _copy(store, victims, target, progress, adopt=adopt_merged)
     _call(hook, "copied")
 
     for writer in outputs:
@@ -365,6 +518,7 @@ def compact(
             in_repoint(cat, moves)
         if drop_deleted_rows:
             result.step_rows_removed = cat.pointers.drop_deleted_step_rows()
+        cat.episodes.own_stream_keys(adopted)  # their chunks now carry their ids
         left = cat.pointers.count(ids)
         if left:  # never commit a pointer into a file about to be deleted
             raise FrameStoreError(
@@ -378,6 +532,7 @@ def compact(
     result.segments_rewritten = [v.segment for v in victims if v.live_offsets]
     result.segments_written = [w.segment_id for w in outputs]
     result.bytes_copied = sum(w.size for w in outputs)
+    result.episodes_adopted = adopted
     _call(hook, "repointed")
 
     delete_segment_files(store, ids)

@@ -11,19 +11,25 @@ small enough to rotate, so episodes span segments.
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import random
 import shutil
 import sqlite3
+import textwrap
 from contextlib import closing
 from pathlib import Path
 
 import numpy as np
 import pytest
+from _kills import run_and_kill
 from conftest import WRITERS, run_cli, writer_overrides
 
+import tools.gc as gc_module
 from framestore import FrameStore, RecordFrames
 from framestore.disk.segments import list_segment_ids, segment_path
 from framestore.envs import make_env
+from tools.gc import PHASES, collect
 from tools.recover import recover
 from tools.verify import verify
 
@@ -336,3 +342,222 @@ def test_a_store_merged_before_tags_were_recorded_keeps_verifying(merged_store, 
     tags = merged_catalogue(path)["tags"]
     assert set(json.loads(old)) < set(json.loads(tags[0][0]))
     assert verify(path).ok
+
+
+def _snapshot(path: Path) -> tuple[list[int], dict, dict]:
+    with FrameStore.open(path, readonly=True) as store:
+        live = [e.id for e in store.episodes()]
+        return live, {e: store.read_frames(e) for e in live}, {e: store.read_steps(e) for e in live}
+
+
+def _same_store(path: Path, live: list[int], frames: dict, steps: dict, moved=False) -> None:
+    """The same episodes, frames bit-exact, steps equal (``moved``: but for where their
+    frames are: a copy, after a gc)."""
+
+    def where(s):
+        return dataclasses.replace(s, frame=None) if moved else s
+
+    with FrameStore.open(path, readonly=True) as store:
+        assert [e.id for e in store.episodes()] == live
+        for eid in live:
+            got = store.read_frames(eid)
+            assert all(np.array_equal(a, b) for a, b in zip(got, frames[eid], strict=True))
+            assert [where(s) for s in store.read_steps(eid)] == [where(s) for s in steps[eid]]
+
+
+def test_a_merged_store_is_rebuilt_after_gc_folded_its_merged_segments(merged_store):
+    """gc --threshold 1 folds the merged segments into this store's own: it writes the
+    merged episodes' chunks under their ids here, with EPISODE records of this store, so
+    a catalogue deleted afterwards is rebuilt with every merged episode (issue 19)."""
+    path = merged_store
+    result = run_cli("gc", path, "--threshold", "1")
+    assert result.exit_code == 0, result.output
+    with FrameStore.open(path, readonly=True) as store:
+        assert not store.catalog.segments.merged()  # every merged segment was folded
+    assert verify(path).ok
+    want = merged_catalogue(path)
+    gone = [row for row in want["episodes"] if "deleted" in row]
+    assert len(gone) == 1  # the merged episode rm'd in A: gc removed its records
+    want["episodes"] = [row for row in want["episodes"] if row not in gone]
+    live, frames, steps = _snapshot(path)
+    assert len(live) == 8  # A's 5 and B's 4 merged, one of them rm'd
+
+    delete_catalogue(path)
+    result = run_cli("recover", path)
+    assert result.exit_code == 0, result.output
+    assert "nothing lost" in result.output and "not rebuilt" not in result.output
+    assert merged_catalogue(path) == want
+    assert verify(path).ok
+    _same_store(path, live, frames, steps)
+    assert "nothing to recover" in run_cli("recover", path).output
+
+
+class Crash(Exception):
+    pass
+
+
+@pytest.mark.parametrize("phase", ["mid-copy", *PHASES])
+def test_gc_of_merged_segments_killed_at_any_moment_still_rebuilds_them(merged_store, phase):
+    """gc folding merged segments stopped halfway (mid-copy, or after each phase), then
+    framestore.db deleted: recover rebuilds every live episode, merged ones included,
+    whichever copies (merged as placed, or this store's) are on disk; a gc then finishes."""
+    path = merged_store
+    live, frames, steps = _snapshot(path)
+    want = merged_catalogue(path)
+    keep = ("runs", "merges", "streams", "tags", "store_id")
+
+    def hook(p: str) -> None:
+        if p == phase:
+            raise Crash(p)
+
+    def progress(done: int, total: int) -> None:
+        if phase == "mid-copy" and done * 2 >= total:
+            raise Crash(phase)
+
+    with pytest.raises(Crash):
+        collect(path, threshold=1.0, progress=progress, _hook=hook)
+    delete_catalogue(path)
+    report = recover(path)
+    assert report.catalogue_rebuilt and not report.data_lost, report
+    _same_store(path, live, frames, steps, moved=True)
+    got = merged_catalogue(path)
+    assert {t: got[t] for t in keep} == {t: want[t] for t in keep}
+    # stream_key (the last column) is the source's or NULL: whichever copy was rebuilt
+    episodes = [row[:-1] for row in want["episodes"] if "deleted" not in row]
+    assert [row[:-1] for row in got["episodes"] if "deleted" not in row] == episodes
+    assert verify(path).ok
+    assert run_cli("gc", path, "--threshold", "1").exit_code == 0
+    assert verify(path).ok
+    _same_store(path, live, frames, steps, moved=True)
+    delete_catalogue(path)  # and once more, from the finished gc's segments
+    assert not recover(path).data_lost
+    _same_store(path, live, frames, steps, moved=True)
+    got = merged_catalogue(path)
+    assert {t: got[t] for t in keep} == {t: want[t] for t in keep}
+
+
+def test_a_gc_below_threshold_folds_every_segment_of_a_merge_together(merged_store, monkeypatch):
+    """An episode's chunks carry one stream key: gc rewrites every segment of a merge
+    once it rewrites one of them (a merged episode spans several), then a rebuild still
+    finds every merged episode."""
+    path = merged_store
+    with FrameStore.open(path) as store:
+        merged = set(store.catalog.segments.merged())
+        with monkeypatch.context() as m:  # what the threshold alone picks: some of them
+            m.setattr(gc_module, "_rest_of_merges", lambda *args: [])
+            alone = {v.segment for v in gc_module._plan(store, 0.1)} & merged
+        assert alone and alone != merged
+        assert merged <= {v.segment for v in gc_module._plan(store, 0.1)}
+    live, frames, steps = _snapshot(path)
+    report = collect(path, threshold=0.1)
+    assert merged <= set(report.segments_deleted)
+    assert verify(path).ok
+    _same_store(path, live, frames, steps, moved=True)
+    delete_catalogue(path)
+    assert not recover(path).data_lost
+    _same_store(path, live, frames, steps, moved=True)
+
+
+def test_episodes_the_source_had_merged_itself_are_rebuilt_after_gc(tmp_path, assault_frames):
+    """A merged into B, B merged into A: B's segments from C hold C's records (its ids,
+    its store id); gc writes them as A's too."""
+    a, b, c = tmp_path / "a.store", tmp_path / "b.store", tmp_path / "c.store"
+    record_store(a, assault_frames, "thread")
+    record_store(b, assault_frames[50:], "thread")
+    record_other(c, frames=12)
+    assert run_cli("merge", b, c).exit_code == 0
+    assert run_cli("merge", a, b).exit_code == 0
+    assert run_cli("gc", a, "--threshold", "1").exit_code == 0
+    want = merged_catalogue(a)
+    live, frames, steps = _snapshot(a)
+    assert len(live) == 11  # A's 5, B's 5 and C's 1
+    delete_catalogue(a)
+    result = run_cli("recover", a)
+    assert result.exit_code == 0 and "nothing lost" in result.output, result.output
+    assert merged_catalogue(a) == want
+    assert verify(a).ok
+    _same_store(a, live, frames, steps)
+
+
+GC_CHILD = textwrap.dedent(
+    """
+    import os, sys, time
+    from tools.gc import collect
+
+    store_path, progress = sys.argv[1:]
+    out = os.open(progress, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+
+    def hook(phase):
+        os.write(out, f"phase {phase}\\n".encode())
+        time.sleep(0.01)
+
+    def slow(done, total):
+        time.sleep(0.003)  # spread the copy so kills land inside it
+
+    os.write(out, b"ready\\n")
+    collect(store_path, threshold=1.0, progress=slow, _hook=hook)
+    os.write(out, b"done\\n")
+    """
+)
+
+
+def test_sigkill_during_gc_of_merged_segments_then_a_rebuild_finds_every_episode(
+    merged_store, tmp_path
+):
+    """SIGKILLs at random moments of a gc folding merged segments (after its start or a
+    phase), then framestore.db deleted: recover rebuilds every live episode."""
+    live, frames, steps = _snapshot(merged_store)
+    rng = random.Random(19)
+    starts = ["ready", "ready", *(f"phase {p}" for p in PHASES[:-1])]
+    seen = []
+    for i in range(6):
+        path = tmp_path / f"gc-{i}.store"
+        shutil.copytree(merged_store, path)
+        progress = tmp_path / f"gc-{i}.progress"
+        run_and_kill(GC_CHILD, [str(path)], progress, rng.uniform(0.0, 0.05), after=starts[i % 5])
+        text = progress.read_text()
+        seen.append(
+            "done" if "done" in text else max([p for p in PHASES if p in text], default="-")
+        )
+        delete_catalogue(path)
+        report = recover(path)
+        assert report.catalogue_rebuilt and not report.data_lost, report.as_dict()
+        assert verify(path).ok
+        _same_store(path, live, frames, steps, moved=True)
+        collect(path, threshold=1.0)
+        assert verify(path).ok
+        _same_store(path, live, frames, steps, moved=True)
+    assert len(set(seen)) >= 2, seen  # kills landed at different points
+
+
+def record_two_streams(path: Path, base: int) -> None:
+    """One episode whose second stream (``cam``) appears at step 5 (its EPISODE record is
+    written again, longer)."""
+    with FrameStore.open(path) as store, store.recorder(ENV_ID, overrides=SMALL) as rec:
+        rec.begin_episode(seed=1)
+        for i in range(12):
+            f = np.full((210, 160, 3), base + i, np.uint8)
+            if i < 5:
+                rec.record_step(f)
+            else:
+                rec.record_step(frames={"render": f, "cam": np.full((20, 30), i, np.uint8)})
+        rec.end_episode()
+
+
+def test_merged_episodes_of_two_streams_are_rebuilt_after_gc(tmp_path):
+    a, b = tmp_path / "a.store", tmp_path / "b.store"
+    record_two_streams(a, 0)
+    record_two_streams(b, 100)
+    assert run_cli("merge", a, b).exit_code == 0
+    assert run_cli("gc", a, "--threshold", "1").exit_code == 0
+    want = merged_catalogue(a)
+    assert len(want["streams"]) == 2 and len(want["step_frames"]) == 14
+    live, frames, steps = _snapshot(a)
+    delete_catalogue(a)
+    assert not recover(a).data_lost
+    assert merged_catalogue(a) == want
+    _same_store(a, live, frames, steps)
+    with FrameStore.open(a, readonly=True) as store:
+        for eid in live:
+            cams = list(store.iter_frames(eid, stream="cam"))
+            assert [int(c[0, 0]) for c in cams] == list(range(5, 12))
