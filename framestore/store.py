@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from telemetry import open_db
 
-from ._closing import close_all
+from ._closing import close_all, close_on_exit
 from ._format import (
     DB_NAME,
     FILE_HEADER_SIZE,
@@ -772,13 +772,7 @@ class FrameStore:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is None:
-            self.close()
-        else:
-            try:
-                self.close()
-            except Exception:
-                pass
+        close_on_exit(self.close, failing=exc_type is not None)
 
     def __repr__(self) -> str:
         return f"FrameStore({self.location!r}{', readonly' if self.readonly else ''})"

@@ -35,7 +35,7 @@ from telemetry import (
     space_spec,
 )
 
-from .._closing import close_all
+from .._closing import close_all, close_on_exit
 from .._format import StepMeta
 from .._format.streams import MAX_STREAMS
 from ..catalog import check_seed, format_shape
@@ -729,10 +729,4 @@ class Recorder:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is None:
-            self.close()
-        else:
-            try:
-                self.close()
-            except Exception as e:  # keep the caller's exception, log ours
-                log.error("while closing the recorder after an error: %s", e)
+        close_on_exit(self.close, failing=exc_type is not None)

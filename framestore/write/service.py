@@ -23,13 +23,13 @@ import numpy as np
 
 from telemetry import logcodes
 
+from .._closing import close_on_exit
 from .._format import RecordType, StepMeta
 from ..disk._lock import StoreLock
 from ..disk._refs import FrameRef, check_key
 from ..disk.codecs import check_frame, check_level, codec_from_name
 from ..disk.segments import checked_segment_dir
 from ..errors import (
-    FrameStoreError,
     InvalidInput,
     QueueFull,
     StoreClosed,
@@ -449,13 +449,7 @@ class FrameStorageService:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is None:
-            self.close()
-        else:
-            try:
-                self.close()
-            except FrameStoreError:
-                pass  # the original exception is the one the caller should see
+        close_on_exit(self.close, failing=exc_type is not None)
 
     def __del__(self) -> None:
         if not getattr(self, "_closed", True):
