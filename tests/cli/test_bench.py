@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import re
+import sys
 import tomllib
 
 import numpy as np
@@ -423,6 +424,8 @@ def test_torch_bench_reads_every_frame_exactly_in_every_mode(tmp_path):
     assert all(r.items > 0 and r.items_per_s > 0 and r.cpu_us_per_item > 0 for r in rows)
     (iterable,) = [r for r in rows if r.mode == "iterable"]
     assert iterable.verified is True and iterable.items == 300
+    if sys.platform == "linux":  # /proc/stat: what other processes took meanwhile
+        assert all(r.others_cores is not None and 0 <= r.others_cores for r in rows)
     assert list(tmp_path.iterdir()) == []  # the temporary store is removed
 
 

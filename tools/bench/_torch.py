@@ -35,7 +35,11 @@ dataset, starting the workers, until the first batch arrives) and ``steady items
 start weighs as much as the reading. ``cpu us/item`` is the CPU time of this process and
 of its DataLoader workers (user + system, workers counted once they are joined) per
 item: the cost of an item, which a loaded machine does not inflate the way it inflates
-wall-clock rates. A warm-up pass first (untimed) checks
+wall-clock rates. ``others' cores`` is how many cores other processes kept busy, on
+average, while the mode ran (the machine's busy time in ``/proc/stat`` less this process's
+and its workers'): the DataLoader modes need 2 cores and ``iter_frames`` one, so a core
+taken by someone else halves the workers' rate and not ``iter_frames``'s (Linux only).
+A warm-up pass first (untimed) checks
 every frame of the iterable pass against ``iter_frames`` (CRC-32 by episode and step),
 and starts nothing else: each timed DataLoader starts its own workers, as an epoch does
 without ``persistent_workers``.
@@ -43,7 +47,9 @@ without ``persistent_workers``.
 
 from __future__ import annotations
 
+import dataclasses
 import os
+import resource
 import shutil
 import statistics
 import tempfile
@@ -94,6 +100,7 @@ class TorchResult:
     steady_items_per_s: float | None = None  # after the first batch
     steady_vs_iter_frames: float | None = None
     verified: bool | None = None  # the iterable pass read every frame bit-exact
+    others_cores: float | None = None  # cores other processes kept busy meanwhile
     error: str | None = None
 
 
@@ -109,6 +116,7 @@ TORCH_TABLE = (
     ("startup_s", "startup s", "{:.2f}"),
     ("steady_items_per_s", "steady items/s", "{:.0f}"),
     ("steady_vs_iter_frames", "steady vs iter_frames", "{:.2f}x"),
+    ("others_cores", "others' cores", "{:.2f}"),
     ("verified", "exact", "{}"),
 )
 
@@ -157,7 +165,7 @@ def run_torch(
                     continue
                 say(f"round {r + 1}/{rounds}: {mode}")
                 try:
-                    timing = _MODES[mode](store)
+                    timing = _others_busy(_MODES[mode], store)
                 except Exception as e:  # a row says what failed; the others still run
                     errors[mode] = f"{type(e).__name__}: {e}"
                     continue
@@ -186,6 +194,7 @@ def _rows(times, counts, errors, rounds, verified) -> list[TorchResult]:
             row.vs_iter_frames = rate[mode] / base if base else 0.0
             row.cpu_us_per_item = median(mode, lambda t: 1e6 * t.cpu / t.items) or 0.0
             row.startup_s = median(mode, lambda t: t.startup)
+            row.others_cores = median(mode, lambda t: t.others_cores)
             row.steady_items_per_s = median(mode, _Timing.steady_rate)
             if row.steady_items_per_s and base:
                 row.steady_vs_iter_frames = row.steady_items_per_s / base
@@ -202,6 +211,7 @@ class _Timing:
     cpu: float  # seconds of CPU, this process and the workers it joined
     startup: float | None = None  # until the first batch
     first: int = 0  # items in the first batch
+    others_cores: float | None = None  # set by ``_others_busy``
 
     def steady_rate(self) -> float | None:
         if self.startup is None or self.seconds <= self.startup or self.items <= self.first:
@@ -209,9 +219,34 @@ class _Timing:
         return (self.items - self.first) / (self.seconds - self.startup)
 
 
+def _others_busy(mode: Callable[[Path], _Timing], store: Path) -> _Timing:
+    """``mode``'s timing with ``others_cores``: the machine's busy CPU time while it ran,
+    less this process's and its workers', over the wall time (None without /proc/stat)."""
+    busy0, t0, c0 = _machine_busy(), time.perf_counter(), _cpu()
+    timing = mode(store)
+    busy1, wall, ours = _machine_busy(), time.perf_counter() - t0, _cpu() - c0
+    if busy0 is None or busy1 is None or wall <= 0:
+        return timing
+    others = max(0.0, (busy1 - busy0 - ours) / wall)
+    return dataclasses.replace(timing, others_cores=others)
+
+
+def _machine_busy() -> float | None:
+    """CPU seconds the whole machine has been busy (all cores), from ``/proc/stat``."""
+    try:
+        with open("/proc/stat") as f:
+            ticks = [int(v) for v in f.readline().split()[1:8]]
+    except (OSError, ValueError):
+        return None
+    idle = ticks[3] + ticks[4]  # idle, iowait
+    return (sum(ticks) - idle) / os.sysconf("SC_CLK_TCK")
+
+
 def _cpu() -> float:
-    t = os.times()
-    return t.user + t.system + t.children_user + t.children_system
+    """CPU seconds of this process and its joined children, in ns/us steps: ``os.times``
+    counts in 10 ms ticks, which a 300-frame pass (5 ms of CPU) can round to 0."""
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return time.process_time() + children.ru_utime + children.ru_stime
 
 
 def _loader(
