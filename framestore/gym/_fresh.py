@@ -48,6 +48,33 @@ def _counts(frame: object) -> list[int]:
     return counts
 
 
+def _owner(frame: object) -> object:
+    """The object at the end of ``frame``'s chain of bases and exporters."""
+    obj = frame
+    while True:
+        under = obj.base if isinstance(obj, np.ndarray) else None
+        if isinstance(obj, memoryview):
+            under = obj.obj
+        if under is None:
+            return obj
+        obj = under
+
+
+def _owns_memory(obj: object) -> bool:
+    """Whether ``obj`` owns the memory it exposes, so that nobody referencing it means
+    nobody can write that memory: a numpy array that owns its data, bytes, a bytearray,
+    or ale-py's screen array (a nanobind ndarray ``getScreenRGB()`` allocates per call;
+    tests/gym/test_render_handover.py). Any other exporter (a pygame surface's buffer, a
+    torch tensor, a ctypes array, a pybind11 capsule) may wrap memory its owner keeps
+    without holding a reference to the owner: such frames are copied."""
+    if isinstance(obj, np.ndarray):
+        return bool(obj.flags.owndata)
+    if isinstance(obj, bytes | bytearray):
+        return True
+    kind = type(obj)
+    return (kind.__module__, kind.__name__) == ("nanobind", "nb_ndarray")
+
+
 def _probe(frame: object) -> list[int]:
     # called as ``only_caller_holds`` calls ``_counts``: the same frames in between
     return _counts(frame)
@@ -67,7 +94,35 @@ def only_caller_holds(frame: object, containers: int = 0) -> bool:
     """Whether ``frame`` (held in one local variable of the caller, and by
     ``containers`` containers such as the tuple ``render()`` returned) and everything
     under it are referenced by nobody else."""
-    if not COUNTS_TRUSTED:
+    if not COUNTS_TRUSTED or not _owns_memory(_owner(frame)):
         return False
     head, *under = _counts(frame)
     return head <= _HEAD + containers and all(c <= _UNDER for c in under)
+
+
+def _sequence_count(frames: object) -> int:
+    return sys.getrefcount(frames)
+
+
+def _probe_sequence(frames: object) -> int:
+    # called as ``caller_alone_holds_all`` calls ``_sequence_count``: one frame between
+    return _sequence_count(frames)
+
+
+def _reference_sequence_count() -> int:
+    """The count of a fresh list held in one local variable, asked the same way."""
+    frames = [np.empty(1, dtype=np.uint8)]
+    return _probe_sequence(frames)
+
+
+_SEQUENCE = _reference_sequence_count()
+
+
+def caller_alone_holds_all(frames: list | tuple) -> bool:
+    """Whether the sequence a vector ``render()`` returned (held in one local variable
+    of the caller) is referenced by nobody else, and so is each frame in it: a wrapper
+    that keeps its list of frames and refills them would otherwise pass, each frame
+    being held only by that list."""
+    if not COUNTS_TRUSTED or _sequence_count(frames) > _SEQUENCE:
+        return False
+    return all(only_caller_holds(frame, containers=1) for frame in frames)

@@ -42,7 +42,7 @@ from ..envs import env_spec_of
 from ..errors import InvalidInput
 from ..settings import resolve
 from ..write.recorder import Recorder
-from ._fresh import only_caller_holds
+from ._fresh import caller_alone_holds_all
 
 __all__ = ["RecordVectorFrames", "sub_env_infos", "vector_overrides"]
 
@@ -189,9 +189,7 @@ class RecordVectorFrames(VectorWrapper):
                 f"{type(self.env.unwrapped).__name__}.render() must give one frame per "
                 f"sub-environment ({self.num_envs}), got {type(frames).__name__}"
             )
-        owned = True
-        for frame in frames:  # each held by ``frames`` and by ``frame``
-            owned = owned and only_caller_holds(frame, containers=1)
+        owned = caller_alone_holds_all(frames)  # asked alone: a reference on the stack counts
         return frames, owned
 
     def _observations(self, obs: Any) -> list[Any] | None:

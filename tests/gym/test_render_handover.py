@@ -6,6 +6,8 @@ it rendered reads back as it was at its step."""
 
 from __future__ import annotations
 
+import ctypes
+
 import gymnasium as gym
 import numpy as np
 import pytest
@@ -25,7 +27,9 @@ STEPS = 40
 class RefillingEnv(gym.Env):
     """Renders step ``t`` as a frame full of ``t`` into a buffer it keeps and refills:
     ``same`` returns that buffer, ``view`` a view of it, ``double`` one of two buffers
-    in turn."""
+    in turn; ``pointer`` a fresh array over a ctypes buffer it keeps (a new ctypes
+    pointer object under it, holding no reference to the buffer), ``tensor`` a torch
+    tensor's ``.numpy()`` (the tensor is the array's base)."""
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": 30}
 
@@ -35,6 +39,12 @@ class RefillingEnv(gym.Env):
         self.observation_space = spaces.Box(0, 1, (1,), np.float32)
         self.action_space = spaces.Discrete(2)
         self._bufs = [np.zeros(SHAPE, np.uint8), np.zeros(SHAPE, np.uint8)]
+        self._c = (ctypes.c_uint8 * int(np.prod(SHAPE)))()
+        self._tensor = None
+        if mode == "tensor":
+            import torch
+
+            self._tensor = torch.zeros(SHAPE, dtype=torch.uint8)
         self.t = 0
 
     def reset(self, *, seed=None, options=None):
@@ -47,6 +57,13 @@ class RefillingEnv(gym.Env):
         return np.zeros(1, np.float32), 0.0, False, self.t >= STEPS, {}
 
     def render(self):
+        if self.mode == "pointer":
+            ctypes.memset(self._c, self.t % 256, len(self._c))
+            pointer = ctypes.cast(self._c, ctypes.POINTER(ctypes.c_uint8))
+            return np.ctypeslib.as_array(pointer, shape=SHAPE)
+        if self.mode == "tensor":
+            self._tensor.fill_(self.t % 256)
+            return self._tensor.numpy()
         buf = self._bufs[self.t % 2 if self.mode == "double" else 0]
         buf[:] = self.t % 256
         return buf[:, :] if self.mode == "view" else buf
@@ -118,10 +135,12 @@ def test_record_frames_hands_over_ale_renders(tmp_path, monkeypatch):
     assert all(np.array_equal(g, r) for g, r in zip(got, rendered, strict=True))
 
 
-@pytest.mark.parametrize("mode", ["same", "view", "double"])
+@pytest.mark.parametrize("mode", ["same", "view", "double", "pointer", "tensor"])
 def test_an_env_that_refills_its_render_buffer_is_copied(tmp_path, monkeypatch, mode):
     """The buffer is refilled every step while its chunk is still open (64 frames,
     no latency cut): were it kept, every frame would read back as the last one."""
+    if mode == "tensor":
+        pytest.importorskip("torch")
     seen = spy_owned(monkeypatch)
     with FrameStore.open(tmp_path / "s") as store:
         env = RecordFrames(
@@ -138,7 +157,22 @@ def test_an_env_that_refills_its_render_buffer_is_copied(tmp_path, monkeypatch, 
     assert all((g == g[0, 0, 0]).all() for g in got)
 
 
-@pytest.mark.parametrize(("make", "owned"), [("ale", True), ("same", False), ("double", False)])
+class KeptListVectorEnv(SyncVectorEnv):
+    """Returns the same list of frames every step, refilled in place: each frame owns
+    its memory and is held by nothing but that list, which this env keeps."""
+
+    def render(self):
+        frames = super().render()
+        if not hasattr(self, "_kept"):
+            self._kept = [np.array(f) for f in frames]
+        for kept, frame in zip(self._kept, frames, strict=True):
+            kept[...] = frame
+        return self._kept
+
+
+@pytest.mark.parametrize(
+    ("make", "owned"), [("ale", True), ("same", False), ("double", False), ("kept", False)]
+)
 def test_record_vector_frames_hands_over_only_fresh_renders(tmp_path, monkeypatch, make, owned):
     """A sync vector env of two sub-environments: Assault's renders are handed over,
     refilled buffers copied; every frame reads back as rendered at its step."""
@@ -147,9 +181,9 @@ def test_record_vector_frames_hands_over_only_fresh_renders(tmp_path, monkeypatc
     def sub():
         if make == "ale":
             return make_env("ALE/Assault-v5", max_episode_steps=STEPS)
-        return RefillingEnv(make)
+        return RefillingEnv("same" if make == "kept" else make)
 
-    venv = SyncVectorEnv([sub, sub])
+    venv = (KeptListVectorEnv if make == "kept" else SyncVectorEnv)([sub, sub])
     with FrameStore.open(tmp_path / "s") as store:
         env = RecordVectorFrames(
             venv, store, env_id="ALE/Assault-v5" if make == "ale" else "Refilling-v0",
