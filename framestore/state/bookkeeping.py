@@ -24,6 +24,7 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 from .._format import RecordType, pack_notes, record_extent, store_tag
+from ..catalog import COMPACTION_OUTPUTS
 from ..disk._lock import StoreLock
 from ..disk.scan import scan_segment
 from ..disk.segments import (
@@ -181,10 +182,14 @@ def delete_segment_files(store: StoreView, segments: Iterable[int]) -> None:
 
 
 def free_segment_id(store: StoreView) -> int:
-    """The first segment id above every id in use, as a file or reserved by the merge
-    journal (call with the writer lock held): a merge's or an ``rm``'s new segment."""
+    """The first segment id above every id in use, as a file, reserved by the merge
+    journal or reserved by a compaction that has not finished (``compaction.outputs``:
+    gc removes those ids as leftovers, so a segment placed there would be deleted with
+    them) (call with the writer lock held): a merge's or an ``rm``'s new segment."""
     journaled = [new for m in store.catalog.merges.records() for new, _src in m.segments]
-    return max([next_segment_id(store.root), *(i + 1 for i in journaled)])
+    reserved = store.catalog.meta.get(COMPACTION_OUTPUTS)
+    compacting = [i for i in reserved if isinstance(i, int)] if isinstance(reserved, list) else []
+    return max([next_segment_id(store.root), *(i + 1 for i in journaled + compacting)])
 
 
 def delete_episodes_noted(store: StoreView, episode_ids: list[int]) -> int:
