@@ -94,10 +94,11 @@ class _Mapped:
     """Slots as the consuming process sees them: their memory by number, and how many
     delivered batches of each are alive (the flag is cleared when none is)."""
 
-    def __init__(self, alive: int | None = None):
+    def __init__(self, alive: int | None = None, origin: str = ""):
         self.slots: dict[int, np.ndarray] = {}
         self.holders: dict[int, int] = {}
         self.alive = alive  # a worker's pipe, read end: readable once it exited
+        self.origin = origin  # the worker's pool: one pass of it runs at a time
 
     def deliver(self, slot: int, placed, nbytes: int) -> dict[str, torch.Tensor]:
         lease = self.slots[slot][HEADER : HEADER + nbytes].view()  # this batch's own array
@@ -132,16 +133,23 @@ def _receive(
     size: int,
     alive: Any,
     last: bool,
+    origin: str,
 ) -> dict[str, torch.Tensor]:
     """Unpickling a ``Handover`` in the consuming process: the batch's tensors over this
-    process's mapping of the slot."""
-    for other in [t for t, m in _RECEIVED.items() if t != token and m.exited()]:
+    process's mapping of the slot. A pass's first batch ends the mappings of the same
+    worker's earlier pass (a persistent worker whose loop was left early never sends
+    that pass's last batch; batches still held keep their memory)."""
+    for other in [
+        t
+        for t, m in _RECEIVED.items()
+        if t != token and (m.exited() or (alive is not None and m.origin == origin))
+    ]:
         _RECEIVED.pop(other).forget()
     mapped = _RECEIVED.get(token)
     if alive is not None:
         if mapped is not None:
             mapped.forget()
-        mapped = _RECEIVED[token] = _Mapped(alive.detach())
+        mapped = _RECEIVED[token] = _Mapped(alive.detach(), origin)
     if mapped is None:
         raise RuntimeError(f"a batch in slot {slot} of a worker whose slots are unknown here")
     if memfd is not None:
@@ -210,6 +218,7 @@ class BatchPool:
         self._pid = os.getpid()
         self._alive: tuple[int, int] | None = None  # pipe: read end sent, write end kept
         self._pass = _Pass()
+        self._origin = uuid.uuid4().hex  # this process's pool, as the consumer knows it
         self._lock = threading.Lock()  # PyTorch's queue pickles in its feeder thread
 
     def start_pass(self) -> None:
@@ -264,6 +273,7 @@ class BatchPool:
             size,
             alive,
             handle.last,
+            self._origin,
         )
 
     @staticmethod
