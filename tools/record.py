@@ -88,7 +88,7 @@ def _ignore_from_now_on(signals: tuple[signal.Signals, ...]) -> None:
         libc_signal.restype = ctypes.c_void_p
         for sig in signals:
             libc_signal(int(sig), int(signal.SIG_IGN))
-    except (AttributeError, OSError):  # no libc signal() here: the switch below alone
+    except (AttributeError, OSError, TypeError):  # no libc signal() (Windows: CDLL(None))
         pass
     for sig in signals:
         signal.signal(sig, signal.SIG_IGN)
