@@ -358,23 +358,30 @@ def _zstd_into(
     content = _content_size(src, bad)
     if content != size:
         raise bad(f"zstd content size {content} != {size} expected")
+    reader = decompressor.stream_reader(src, read_size=len(src))
+    # Decoded to its end: the frame must end there too (no content past its size).
+    if _fill(reader, out, len(out) == size, bad):
+        raise bad(f"zstd frame holds more than its content size {size}")
+
+
+def _fill(reader, out: np.ndarray, whole: bool, bad) -> bool:
+    """Fill ``out`` (a flat uint8 array) from the zstd ``reader``; decoding stops short
+    of ``len(out)`` bytes is an error. Returns whether content follows them, asked only
+    when the read is ``whole`` (a prefix read leaves the rest undecoded)."""
     view = memoryview(out)
     got = 0
     try:
-        reader = decompressor.stream_reader(src, read_size=len(src))
         while got < len(view):
             n = reader.readinto(view[got:])
             if not n:
                 break
             got += n
-        # Decoded to its end: the frame must end there too (no content past its size).
-        extra = reader.read(1) if got == size else b""
+        extra = bool(reader.read(1)) if whole and got == len(view) else False
     except zstandard.ZstdError as e:
         raise bad(f"zstd: {e}") from None
     if got != len(view):
         raise bad(f"decompressed {got} bytes, expected {len(view)}")
-    if extra:
-        raise bad(f"zstd frame holds more than its content size {size}")
+    return extra
 
 
 def _zstd_parts_into(
@@ -396,23 +403,10 @@ def _zstd_parts_into(
         content = _content_size(_part_data(data, parts, p), bad)
         if content != size:
             raise bad(f"zstd content size {content} != {size} expected")
-    view = memoryview(out)
     src = memoryview(data)[: parts.start[-1]]
-    got = 0
-    try:
-        reader = decompressor.stream_reader(src, read_size=len(src), read_across_frames=True)
-        while got < len(view):
-            n = reader.readinto(view[got:])
-            if not n:
-                break
-            got += n
-        extra = reader.read(1) if got == len(view) else b""
-    except zstandard.ZstdError as e:
-        raise bad(f"zstd: {e}") from None
-    if got != len(view):
-        raise bad(f"decompressed {got} bytes, expected {len(view)}")
-    if extra:
-        raise bad(f"zstd parts hold more than their content sizes ({len(view)} bytes)")
+    reader = decompressor.stream_reader(src, read_size=len(src), read_across_frames=True)
+    if _fill(reader, out, True, bad):
+        raise bad(f"zstd parts hold more than their content sizes ({len(out)} bytes)")
 
 
 def _check_declared_sizes(header: ChunkHeader, data_bytes: int, bad) -> None:
