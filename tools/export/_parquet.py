@@ -43,7 +43,13 @@ from framestore.files import fsync_dir, fsync_file
 
 from ._options import ExportOptions
 from ._report import Progress
-from ._select import Selection, check_new_path, iter_step_frames, select_episodes
+from ._select import (
+    Selection,
+    StreamCursor,
+    check_new_path,
+    iter_step_frames,
+    select_episodes,
+)
 
 __all__ = ["DEFAULT_SHARD_BYTES", "ParquetReport", "export_parquet"]
 
@@ -266,14 +272,16 @@ class _ShardWriter:
 
     def _rows(self) -> Iterator[dict]:
         planned = self.plan.selection.rows
-        cursors: dict[str, _StreamCursor] = {}
+        cursors: dict[str, StreamCursor] = {}
         span_id = None
         for done, item in enumerate(iter_step_frames(self.store, self.plan.selection.spans), 1):
             ep = item.span.episode
             if ep.id != span_id:  # a new episode: its streams' frames in step order
                 span_id = ep.id
                 cursors = {
-                    name: _StreamCursor(self.store, item.span, name)
+                    name: StreamCursor(
+                        self.store, item.span.id, item.span.start, item.span.stop, name
+                    )
                     for name in ep.streams[1:]
                     if name in self.streams
                 }
@@ -343,22 +351,6 @@ def _cell(column: str, frame: np.ndarray) -> dict[str, Any]:
         return {"bytes": png_bytes(frame), "path": None}
     little = np.ascontiguousarray(frame, dtype=frame.dtype.newbyteorder("<"))
     return {"bytes": little.tobytes(), "shape": list(frame.shape), "dtype": frame.dtype.name}
-
-
-class _StreamCursor:
-    """One episode's frames of one stream, read in step order as the rows ask."""
-
-    def __init__(self, store: FrameStore, span: Any, stream: str):
-        self._frames = store.iter_steps_frames(span.id, span.start, span.stop, stream=stream)
-        self._next = next(self._frames, None)
-
-    def at(self, step: int) -> np.ndarray | None:
-        """The frame of ``step`` (None: the stream has none there)."""
-        while self._next is not None and self._next[0] < step:
-            self._next = next(self._frames, None)
-        if self._next is not None and self._next[0] == step:
-            return self._next[1]
-        return None
 
 
 def _name_shards(plan: _Plan, report: ParquetReport) -> None:

@@ -28,6 +28,7 @@ __all__ = [
     "Selection",
     "Span",
     "StepFrame",
+    "StreamCursor",
     "check_new_path",
     "episode_streams",
     "is_image",
@@ -205,7 +206,7 @@ def iter_step_frames(
     for span in spans:
         stop = min(span.stop + 1, span.committed) if extra_step else span.stop
         cursors = {
-            name: _StreamCursor(store, span.id, span.start, stop, name)
+            name: StreamCursor(store, span.id, span.start, stop, name)
             for name in (streams or {}).get(span.id, [])
         }
         for lo in range(span.start, stop, _PAGE_ROWS):
@@ -227,7 +228,7 @@ def iter_step_frames(
                 yield StepFrame(span, step, frame, others, obs.get(step.step))
 
 
-class _StreamCursor:
+class StreamCursor:
     """One episode's frames of one stream, read in step order as the steps ask."""
 
     def __init__(self, store: FrameStore, episode_id: int, start: int, stop: int, stream: str):
