@@ -666,6 +666,13 @@ class Recorder:
         self._check_open()
         self._storage.flush(timeout)
 
+    @property
+    def queue_waits(self) -> int:
+        """Calls so far that waited for room in the frame queue (``block`` policy): one
+        counter read, cheap enough to take around every ``record_step`` (the
+        ``metrics()`` snapshot takes locks); counted only on the waiting path."""
+        return self._storage.queue_waits()
+
     def metrics(self) -> RecorderMetrics:
         return RecorderMetrics(
             frames=self._storage.frame_metrics(),
