@@ -198,9 +198,7 @@ class _Server:
             return
         self.reply("flushed", token, None)
 
-    def _note(
-        self, token: int, records: list[bytes], first_id: int, timeout: float | None
-    ) -> None:
+    def _note(self, token: int, records: list[bytes], first_id: int, timeout: float | None) -> None:
         """A note segment (an ``rm``'s tombstone) written by this process's writer,
         which holds the lock and hands out the segment ids; the producer commits the
         rm once the reply says where it is."""
