@@ -707,6 +707,12 @@ class FrameStore:
         if self.readonly:
             raise InvalidInput("store is open read-only")
         ids = list(dict.fromkeys(check_id(i, "episode id") for i in episode_ids))
+        if ids and not dry_run:
+            for rec in list(self._recorders):
+                try:
+                    return rec.delete_episodes(ids)
+                except StoreClosed:
+                    continue  # it closed meanwhile, releasing the lock: take it below
         eps = [self.episode(i) for i in ids]
         if dry_run or not ids:
             recording = [e.id for e in eps if e.status == "recording" and self._is_live(e.id)]
@@ -715,11 +721,6 @@ class FrameStore:
                     f"episode {recording[0]} is being recorded; stop recording first"
                 )
             return eps
-        for rec in list(self._recorders):
-            try:
-                return rec.delete_episodes(ids)
-            except StoreClosed:
-                continue  # it closed meanwhile, releasing the lock: take it below
         # The deletion is written into the segments (a tombstone), so it needs the one
         # writer's lock: a recorder of another process holding the store must stop first.
         lock = StoreLock(self.root)

@@ -239,6 +239,7 @@ class Recorder:
             # Episode ids start above any id a crashed writer left in segments, so frames
             # of two recordings never share one (recover tells them apart by it).
             self.run_id, self._next_episode_id = next_ids(store)
+            self._first_episode_id = self._next_episode_id
             self._hub = TelemetryAsyncHub()
             self._hub.subscribe("db", self._storage, policy="durable")  # bounded by its queue
         except BaseException:
@@ -694,14 +695,18 @@ class Recorder:
                     f"episode {live[0]} is being recorded; end it first (finished episodes "
                     "can be deleted while recording goes on)"
                 )
-            eps = self._finished(ids)
-            if any(e.status == "recording" and e.run_id == self.run_id for e in eps):
-                # ended here, its end not committed yet: the tombstone lists the
-                # segments its rows name, so they must all be committed
-                self._storage.flush(timeout)
-                eps = self._finished(ids)
             if not ids:
                 return []
+            mine = range(self._first_episode_id, self._next_episode_id)
+            known = [self.store.catalog.episodes.get(i) for i in ids]
+            if any(
+                i in mine and (ep is None or ep.status == "recording")
+                for i, ep in zip(ids, known, strict=True)
+            ):
+                # ended here, its rows or its end not committed yet: the tombstone
+                # lists the segments its rows name, so they must all be committed
+                self._storage.flush(timeout)
+            eps = self._finished(ids)
             tomb = plan_tombstone(self.store, ids)
             segment, size = self._storage.write_note(tomb.records, tomb.first_id, timeout)
             commit_deletion(self.store, tomb, segment, size)
