@@ -691,10 +691,8 @@ class Recorder:
             self._check_open()
             live = [i for i in ids if i in self._open]
             if live:
-                raise InvalidInput(
-                    f"episode {live[0]} is being recorded; end it first (finished episodes "
-                    "can be deleted while recording goes on)"
-                )
+                # short: the GUI shows it on one line of its Replay tab
+                raise InvalidInput(f"episode {live[0]} is being recorded; end it first")
             if not ids:
                 return []
             mine = range(self._first_episode_id, self._next_episode_id)
