@@ -83,6 +83,9 @@ def test_finished_episodes_are_deleted_while_recording_goes_on(tmp_path, assault
             store.delete_episodes([done[0], live])
         with pytest.raises(EpisodeNotFound):
             store.delete_episodes([done[0], 999])
+        with pytest.raises(InvalidInput, match="being recorded"):
+            store.delete_episodes([live], dry_run=True)
+        assert [e.id for e in store.delete_episodes([done[0]], dry_run=True)] == [done[0]]
         assert note_segments(path) == []
         # another process's rm (the CLI) still refuses in one line: it is not the writer
         cli = subprocess.run(
