@@ -252,8 +252,8 @@ def commit_deletion(store: StoreView, tomb: Tombstone, segment_id: int, size: in
 
 
 def delete_episodes_noted(store: StoreView, episode_ids: list[int]) -> int:
-    """``rm``'s commit (call with the writer lock held; docs/RELIABILITY.md, "Deleting
-    episodes"). Returns the note segment's id.
+    """``rm``'s commit (call with the writer lock held; docs/RELIABILITY.md, "The
+    catalogue itself lost", Deletions). Returns the note segment's id.
 
     1. A note segment holding ``DELETED`` records (a tombstone, ``plan_tombstone``) for
        the episodes is written: ``.partial``, fsynced, renamed, directory fsynced.

@@ -674,17 +674,18 @@ class Recorder:
     ) -> list[EpisodeInfo]:
         """Delete finished episodes of the store while this recorder records into it
         (``FrameStore.delete_episodes`` comes here when this recorder holds the store;
-        any thread may call it). The deletion is ``rm``'s (docs/RELIABILITY.md,
-        "Deleting episodes"): its tombstone, a note segment of ``DELETED`` records, is
-        written by this recorder's writer (the one holder of the writer lock, in either
-        placement), sealed and fsynced; then ONE SQLite transaction marks the episodes
-        deleted. The tombstone is the commit point: killed between the two, ``recover``
+        any thread may call it). The deletion is ``rm``'s (docs/RELIABILITY.md, "The
+        catalogue itself lost", Deletions): its tombstone, a note segment of
+        ``DELETED`` records, is written by this recorder's writer (the one holder of the
+        writer lock, in either placement), sealed and fsynced; then ONE SQLite
+        transaction marks the episodes deleted. The tombstone is the commit point: killed between the two, ``recover``
         finishes the deletion. The recording goes on meanwhile.
 
-        Returns the episodes deleted (as they were). Raises ``InvalidInput`` for an episode this recorder
-        has open (being recorded: end it first), ``EpisodeNotFound`` for an unknown or
-        deleted id (before anything changes), ``StoreClosed`` once the recorder is
-        closed, and the writer's error if it failed.
+        Returns the episodes deleted (as they were). Raises ``InvalidInput`` for an
+        episode this recorder has open (being recorded: end it first),
+        ``EpisodeNotFound`` for an unknown or deleted id (before anything changes),
+        ``StoreClosed`` once the recorder is closed, and the writer's error if it
+        failed.
         """
         ids = list(dict.fromkeys(check_id(i, "episode id") for i in episode_ids))
         with self._deleting:
