@@ -678,8 +678,9 @@ class Recorder:
         catalogue itself lost", Deletions): its tombstone, a note segment of
         ``DELETED`` records, is written by this recorder's writer (the one holder of the
         writer lock, in either placement), sealed and fsynced; then ONE SQLite
-        transaction marks the episodes deleted. The tombstone is the commit point: killed between the two, ``recover``
-        finishes the deletion. The recording goes on meanwhile.
+        transaction marks the episodes deleted. The tombstone is the commit point:
+        killed between the two, ``recover`` finishes the deletion. The recording goes on
+        meanwhile.
 
         Returns the episodes deleted (as they were). Raises ``InvalidInput`` for an
         episode this recorder has open (being recorded: end it first),
