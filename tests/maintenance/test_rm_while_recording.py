@@ -31,6 +31,7 @@ from test_rebuild_catalogue import catalogue, delete_catalogue
 from test_rm_tombstone import note_segments
 
 from framestore import EpisodeNotFound, FrameStore, InvalidInput
+from framestore.errors import DiskFull
 from tools.gc import collect
 from tools.recover import recover
 from tools.verify import verify
@@ -131,6 +132,36 @@ def test_finished_episodes_are_deleted_while_recording_goes_on(tmp_path, assault
             assert {e.id for e in store.episodes()} == {done[1], live}
         assert same(frames_of(path, done[1]), chunks[1])
         assert same(frames_of(path, live), chunks[3] + chunks[4])
+
+
+@pytest.mark.parametrize("placement", WRITERS)
+def test_a_tombstone_that_cannot_be_written_fails_the_rm_not_the_recording(
+    tmp_path, assault_frames, placement, monkeypatch
+):
+    """The writer writes the note segment beside the recording: when that fails (here a
+    full disk, raised where the note is written; ``fork`` carries it into the storage
+    process), the rm raises it and changes nothing, and the recording goes on."""
+    import framestore.write._chunks as chunks
+
+    path = tmp_path / "s.store"
+
+    def full(root, *_args, **_kwargs):
+        raise DiskFull(str(root), "test")
+
+    monkeypatch.setattr(chunks, "write_note_segment", full)
+    overrides = {**SMALL, **writer_overrides(placement)}
+    with FrameStore.open(path) as store, store.recorder(ENV_ID, overrides=overrides) as rec:
+        first = record(rec, assault_frames[:STEPS], seed=0)
+        live = rec.begin_episode(seed=1)
+        with pytest.raises(DiskFull):
+            store.delete_episodes([first])
+        for i, f in enumerate(assault_frames[STEPS : 2 * STEPS]):
+            rec.record_step(f, action=i % 7)
+        rec.end_episode()
+        assert {e.id for e in store.episodes()} == {first, live}
+    assert note_segments(path) == [] and verify(path).ok
+    assert same(frames_of(path, first), assault_frames[:STEPS])
+    assert same(frames_of(path, live), assault_frames[STEPS : 2 * STEPS])
 
 
 # --------------------------------------------------------------------------- crashes
