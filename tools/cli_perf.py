@@ -99,7 +99,8 @@ def _check_levels(ctx: click.Context, param: click.Parameter, values: tuple) -> 
     "--writers",
     is_flag=True,
     help="Writer and sink as threads vs in a storage process, with plain zstd, "
-    "interleaved round by round (medians of --repeat rounds, default 5).",
+    "interleaved round by round (medians of --repeat rounds, default 5); with --envs N: "
+    "record_steps with each placement.",
 )
 @click.option(
     "--reads",
