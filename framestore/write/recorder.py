@@ -384,7 +384,8 @@ class Recorder:
         action, reward or info raises ``InvalidInput`` (or a subclass) and records
         nothing.
         """
-        self._check_open()
+        if self._closed:
+            self._check_open()
         if self.current_episode is None:
             raise InvalidInput("record_step() before begin_episode()")
         extra: tuple[StreamInput, ...] = ()

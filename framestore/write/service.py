@@ -230,8 +230,10 @@ class FrameStorageService:
             raise StoreClosed("put() on a closed FrameStorageService")
         key = check_key(key)
         check_frame(frame)
-        self._check_size(frame.nbytes)
-        self.raise_if_failed()
+        if frame.nbytes > self._max_bytes:
+            self._check_size(frame.nbytes)
+        if self._error is not None:
+            self.raise_if_failed()
         return self._chunks.place(frame, key, step, stream, row_shape, owned=owned)
 
     def put_step(self, step: StepMeta) -> None:
