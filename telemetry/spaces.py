@@ -464,6 +464,15 @@ def encode_info(info: Mapping[str, Any] | None, limit: int = INFO_LIMIT_BYTES) -
     """
     if info is None or (type(info) is dict and not info):  # the common case, cheaply
         return "{}"
+    if type(info) is dict and _FAST_ENCODER is not None:
+        # The common case in one step: plain JSON, no "$" (a key that may need
+        # escaping), ASCII within the limit; the text the careful way below gives.
+        try:
+            text = "".join(_FAST_ENCODER(info, 0))
+        except Exception:  # noqa: BLE001 - the careful way below says what is wrong
+            text = None
+        if text is not None and '"$' not in text and text.isascii() and len(text) <= limit:
+            return text
     if type(info) is not dict and not isinstance(info, Mapping):
         raise InvalidInput(f"info must be a dict, not {type(info).__qualname__}")
     try:

@@ -417,7 +417,8 @@ class Recorder:
         elif frame is not None:
             shape = format_shape(getattr(frame, "shape", ()))
             meta = StepMeta(eid, step, action_text, reward, term, trunc, info_text, wall, shape)
-            meta.observation = inline  # before the put: the writer may pack it at once
+            if inline is not None:
+                meta.observation = inline  # before the put: the writer may pack it at once
             ref = self._storage.put(frame, (eid, step), meta, owned=owned)
             if ref.dropped:
                 st.dropped += 1
