@@ -609,16 +609,10 @@ def _text_column(values: list[str | bytes | None] | tuple[str | bytes | None, ..
     return lengths + b"".join(d for d in data if d is not None)
 
 
-def pack_steps(steps: list[StepMeta], compressor: zstandard.ZstdCompressor) -> bytes:
-    """A CHUNK's steps block (compressed with ``compressor``, content size set). Built
-    column by column from one pass over the steps (the writer's per-step Python)."""
-    m = len(steps)
-    if not m:  # every column empty
-        return compressor.compress(_STEPS_HEAD.pack(_STEPS_HEAD.size, 0, 0))
-    # (list comprehensions: faster here than generator expressions or attrgetter tuples)
-    rewards = [s.reward for s in steps]
-    walls = [s.wall_time for s in steps]
-    flags = bytes(
+def _flags_column(steps: list[StepMeta]) -> bytes:
+    """Each step's ``StepMeta.flags``, one byte each (the property inlined: no call per
+    step)."""
+    return bytes(
         [
             (STEP_TERMINATED if s.terminated else 0)
             | (STEP_TRUNCATED if s.truncated else 0)
@@ -628,7 +622,19 @@ def pack_steps(steps: list[StepMeta], compressor: zstandard.ZstdCompressor) -> b
             | (STEP_NO_WALL_TIME if s.wall_time is None else 0)
             for s in steps
         ]
-    )  # StepMeta.flags, inlined
+    )
+
+
+def pack_steps(steps: list[StepMeta], compressor: zstandard.ZstdCompressor) -> bytes:
+    """A CHUNK's steps block (compressed with ``compressor``, content size set). Built
+    column by column from one pass over the steps (the writer's per-step Python)."""
+    m = len(steps)
+    if not m:  # every column empty
+        return compressor.compress(_STEPS_HEAD.pack(_STEPS_HEAD.size, 0, 0))
+    # (list comprehensions: faster here than generator expressions or attrgetter tuples)
+    rewards = [s.reward for s in steps]
+    walls = [s.wall_time for s in steps]
+    flags = _flags_column(steps)
     if None in rewards:
         rewards = [0.0 if r is None else r for r in rewards]
     if None in walls:

@@ -294,16 +294,7 @@ class ChunkAssembler:
         nbytes = frame.nbytes
         shape = frame.shape
         ck = (key[0], stream_index)
-        oc = self._open.get(ck)
-        if oc is not None:  # oc.frame_shape and oc.has_room, inlined (once per frame)
-            buf, held = oc.buf, oc.held
-            has_room = buf is not None or held is not None
-            now = buf.shape[1:] if buf is not None else held[0].shape if held else None
-            if now is not None and now != shape:
-                self._close(ck)
-                oc, has_room = None, False
-        else:
-            has_room = False
+        oc, has_room = self._open_for(ck, shape)
         # Kept as it is only when the caller said it will not change it, and the
         # compressor can read it where it lies; anything else is copied, as before.
         keep = owned and self._keep_owned and frame.flags.c_contiguous
@@ -341,6 +332,20 @@ class ChunkAssembler:
         ):
             self._close_past_bounds(ck, oc)
         return ref
+
+    def _open_for(self, ck: tuple[int, int], shape: tuple[int, ...]) -> tuple[_Open | None, bool]:
+        """The open chunk ``ck`` (closed first, and None, when its frames have another
+        shape) and whether it has room for frames (``frame_shape`` and ``has_room``
+        without their property calls: once per frame)."""
+        oc = self._open.get(ck)
+        if oc is None:
+            return None, False
+        buf, held = oc.buf, oc.held
+        now = buf.shape[1:] if buf is not None else held[0].shape if held else None
+        if now is not None and now != shape:
+            self._close(ck)
+            return None, False
+        return oc, buf is not None or held is not None
 
     def _close_past_bounds(self, ck: tuple[int, int], oc: _Open) -> None:
         """Hand over chunk ``ck`` once it is full (frames or steps), then the fullest open
