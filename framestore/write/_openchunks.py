@@ -216,8 +216,8 @@ class ChunkAssembler:
         with self._lock:
             budget = self.budget
             if budget.policy == "block":
-                count = sum(f is not None for f in frames)
-                total = sum(f.nbytes for f in frames if f is not None)
+                sizes = [f.nbytes for f in frames if f is not None]
+                count, total = len(sizes), sum(sizes)
                 if not budget.fits(count, total):
                     self._close_all()
                     budget.wait_for_room(count, total, self._waiter)

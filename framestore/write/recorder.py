@@ -538,7 +538,7 @@ class Recorder:
         wall = time.time()
         metas = rows.metas(steps, wall)
         new: dict[int, dict[str, StreamStarted]] = {}
-        if any(rows.extras) or any(i is not None for i in rows.inlines):
+        if any(rows.extras) or rows.inlines.count(None) != len(rows.inlines):
             refs = self._put_batch_streams(rows, states, metas, new)  # type: ignore[arg-type]
         else:
             keys = list(zip(rows.episode_ids, steps, strict=True))

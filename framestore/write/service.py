@@ -284,8 +284,8 @@ class FrameStorageService:
         for frame in frames:
             if frame is not None:
                 check_frame(frame)
-        count = sum(f is not None for f in frames)
-        total = sum(f.nbytes for f in frames if f is not None)
+        sizes = [f.nbytes for f in frames if f is not None]  # (a list: no generator per row)
+        count, total = len(sizes), sum(sizes)
         budget = self.budget
         if count > budget.max_frames or total > budget.max_bytes:
             raise InvalidInput(
