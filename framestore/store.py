@@ -540,10 +540,23 @@ class FrameStore:
         skipped (or raise ``FrameNotFound`` with ``skip_missing=False``). Corrupt data
         raises; it is never yielded. ``stream``: as ``read_frame``'s.
         """
-        for _step, frame in self.iter_steps_frames(
-            episode_id, start, stop, skip_missing=skip_missing, copy=copy, stream=stream
-        ):
-            yield frame
+        blocks = None
+        if stream == RENDER_STREAM and skip_missing:
+            blocks = self._frame_blocks(episode_id, start, stop)
+        if blocks is None:
+            for _step, frame in self.iter_steps_frames(
+                episode_id, start, stop, skip_missing=skip_missing, copy=copy, stream=stream
+            ):
+                yield frame
+            return
+        # The common pass: each run of frames from one chunk is a view iterated in C (no
+        # Python call per frame); keys were checked once a run.
+        for _first, block in blocks:
+            if copy:
+                for frame in block:
+                    yield frame.copy()
+            else:
+                yield from block
 
     def iter_steps_frames(
         self,
@@ -558,6 +571,15 @@ class FrameStore:
         """``(step, frame)`` pairs in step order (see ``iter_frames``)."""
         if stream != RENDER_STREAM:
             yield from self._iter_stream(episode_id, start, stop, skip_missing, copy, stream)
+            return
+        blocks = self._frame_blocks(episode_id, start, stop) if skip_missing else None
+        if blocks is not None:
+            for first, block in blocks:
+                if copy:
+                    for i, frame in enumerate(block, first):
+                        yield i, frame.copy()
+                else:
+                    yield from zip(range(first, first + len(block)), block, strict=True)
             return
         locations = self.frame_locations(episode_id, start, stop)
         key = self.stream_key(episode_id)
@@ -580,6 +602,48 @@ class FrameStore:
                 yield step, frame.copy() if copy else frame
             else:
                 yield step, reader.frame_of(chunk, slot, copy=copy, expect_key=(key, step))
+
+    def _frame_blocks(
+        self, episode_id: int, start: int, stop: int | None
+    ) -> Iterator[tuple[int, np.ndarray]] | None:
+        """A render pass that skips missing frames as runs: ``(first step, frames)``,
+        ``frames`` a read-only view of consecutive frames of one decoded chunk whose
+        slots were checked to hold steps ``first, first + 1, ...`` of this episode (one
+        comparison a run, not a call a frame). The pointers come from one query an
+        episode that returns a row a run (``catalog.episodes.frame_runs``). None when
+        that query finds a pointer it does not take as plain: the caller then goes step
+        by step, whose checks name the bad row. A run whose slots do not hold its steps
+        goes frame by frame through ``frame_of``, which raises naming the place, after
+        the frames before it."""
+        ep = self.episode(episode_id)
+        runs = self.catalog.episodes.frame_runs(ep.id, *_step_range(start, stop))
+        if runs is None:
+            return None
+        return self._iter_blocks(self.stream_key(ep.id), runs)
+
+    def _iter_blocks(
+        self, key: int, runs: list[tuple[int, int, FrameLocation]]
+    ) -> Iterator[tuple[int, np.ndarray]]:
+        """``_frame_blocks``' runs read: each chunk decoded once (consecutive runs of one
+        chunk, around a dropped frame, share it), not cached (a pass reads it once)."""
+        reader = self._reader
+        chunk = None
+        for first, count, (segment, offset, slot) in runs:
+            if chunk is None or chunk.offset != offset or chunk.segment != segment:
+                chunk = reader.read_chunk(segment, offset, keep=False)
+            header = chunk.header
+            end = slot + count
+            if (
+                len(chunk.blocks) == 1
+                and header.stream_key == key
+                and end <= header.count
+                and header.frame_keys[slot:end] == tuple(range(first, first + count))
+            ):
+                yield first, chunk.blocks[0][slot:end]
+                continue
+            for i in range(count):  # checked frame by frame: raises at a wrong slot
+                frame = reader.frame_of(chunk, slot + i, copy=False, expect_key=(key, first + i))
+                yield first + i, frame[None]
 
     def _iter_stream(
         self,
