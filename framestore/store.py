@@ -8,6 +8,7 @@ files are named by ``framestore.disk.segments``.
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
 import stat
@@ -540,23 +541,40 @@ class FrameStore:
         skipped (or raise ``FrameNotFound`` with ``skip_missing=False``). Corrupt data
         raises; it is never yielded. ``stream``: as ``read_frame``'s.
         """
-        blocks = None
-        if stream == RENDER_STREAM and skip_missing:
-            blocks = self._frame_blocks(episode_id, start, stop)
+        if stream == RENDER_STREAM and skip_missing and not copy:
+            # The common pass: the frames of each run (consecutive slots of one chunk,
+            # keys checked once a run) are a view iterated in C, chained in C: no Python
+            # frame a frame. Lazy as a generator: nothing is read before the first next.
+            return itertools.chain.from_iterable(self._render_runs(episode_id, start, stop))
+        return self._iter_frames(episode_id, start, stop, skip_missing, copy, stream)
+
+    def _iter_frames(
+        self,
+        episode_id: int,
+        start: int,
+        stop: int | None,
+        skip_missing: bool,
+        copy: bool,
+        stream: str,
+    ) -> Iterator[np.ndarray]:
+        """``iter_frames`` one frame at a time (copies, a stream, missing frames)."""
+        for _step, frame in self.iter_steps_frames(
+            episode_id, start, stop, skip_missing=skip_missing, copy=copy, stream=stream
+        ):
+            yield frame
+
+    def _render_runs(
+        self, episode_id: int, start: int, stop: int | None
+    ) -> Iterator[Iterable[np.ndarray]]:
+        """Read-only render frames that skip missing ones, as runs (``_frame_blocks``),
+        or one at a time when the runs query leaves the rows to ``frame_locations``."""
+        blocks = self._frame_blocks(episode_id, start, stop)
         if blocks is None:
-            for _step, frame in self.iter_steps_frames(
-                episode_id, start, stop, skip_missing=skip_missing, copy=copy, stream=stream
-            ):
-                yield frame
+            for _step, frame in self.iter_steps_frames(episode_id, start, stop):
+                yield (frame,)
             return
-        # The common pass: each run of frames from one chunk is a view iterated in C (no
-        # Python call per frame); keys were checked once a run.
         for _first, block in blocks:
-            if copy:
-                for frame in block:
-                    yield frame.copy()
-            else:
-                yield from block
+            yield block
 
     def iter_steps_frames(
         self,
