@@ -140,6 +140,9 @@ class ChunkWriter:
             failed: a tombstone that cannot be written fails its ``rm``, not the
             recording).
         store_tag: the segment file headers' store tag.
+        first_segment_id: the lowest id its segments take (above the ids a killed
+            ``gc`` reserved: ``bookkeeping.free_segment_id``); at least one above
+            every segment file.
     """
 
     def __init__(
@@ -156,6 +159,7 @@ class ChunkWriter:
         on_meta: Callable[[MetaRecord], None] | None = None,
         on_note: Callable[[NoteSegment], None] | None = None,
         store_tag: int = 0,
+        first_segment_id: int = 0,
     ):
         self.root = root
         self._on_note = on_note
@@ -175,7 +179,7 @@ class ChunkWriter:
         self._inflight: deque[tuple[Future, Chunk | MetaRecord | NoteSegment]] = deque()
         self._episodes: dict[int, MetaRecord] = {}  # stream key -> its EPISODE record
         self._described: set[int] = set()  # stream keys described in the open segment
-        self._next_segment_id = next_segment_id(root)
+        self._next_segment_id = max(next_segment_id(root), first_segment_id)
         self.segment: SegmentWriter | None = None
         self.chunks_written = 0
         self.segments_sealed = 0

@@ -41,7 +41,13 @@ from .._format.streams import MAX_STREAMS
 from ..catalog import check_id, check_seed, format_shape
 from ..errors import EpisodeNotFound, InvalidInput, StoreClosed
 from ..settings import Settings, resolve
-from ..state.bookkeeping import commit_deletion, next_ids, plan_tombstone, sync_segments
+from ..state.bookkeeping import (
+    commit_deletion,
+    free_segment_id,
+    next_ids,
+    plan_tombstone,
+    sync_segments,
+)
 from ..state.merging import refuse_unfinished_merge
 from ..state.view import StoreView
 from ._batchrows import BatchRows, EpisodeState, check_episode_args
@@ -224,18 +230,25 @@ class Recorder:
         the hub; on failure everything started is stopped again."""
         store_id = store.catalog.meta.store_id()
         args = (store.root, store.db_path, s, self._background_error)
+        # Segments start above the ids a gc killed mid-way reserved (compaction.outputs):
+        # recover and gc delete the files there as that gc's leftovers.
+        first_id = free_segment_id(store)
         self._storage: Storage
         if s.writer == "process":
             # loaded on first use (``prepare_recording`` loads it ahead): a thread
             # recorder never needs multiprocessing and the ring
             from .process._client import ProcessStorage
 
-            self._storage = ProcessStorage(*args, store_id)
+            self._storage = ProcessStorage(*args, store_id, first_id)
         else:
-            self._storage = ThreadStorage(*args, store_id=store_id)
+            self._storage = ThreadStorage(*args, store_id=store_id, first_segment_id=first_id)
         try:
             # The writer lock is held from here on: ids cannot race with another writer.
             refuse_unfinished_merge(store)
+            if free_segment_id(store) > first_id:  # a gc reserved more before the lock
+                raise InvalidInput(
+                    "a gc stopped while this recording started; run `framestore recover` first"
+                )
             # Episode ids start above any id a crashed writer left in segments, so frames
             # of two recordings never share one (recover tells them apart by it).
             self.run_id, self._next_episode_id = next_ids(store)

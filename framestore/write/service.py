@@ -102,6 +102,7 @@ class FrameStorageService:
             (its refs located; fsynced under ``durable``), before a flush sees it.
         on_meta: called on the writer thread with each ``note``d record once appended.
         store_tag: the segment file headers' store tag (docs/FORMAT.md; 0: unknown).
+        first_segment_id: the lowest id a new segment takes (``ChunkWriter``).
     """
 
     def __init__(
@@ -126,6 +127,7 @@ class FrameStorageService:
         on_written: Callable[[Chunk], None] | None = None,
         on_meta: Callable[[MetaRecord], None] | None = None,
         store_tag: int = 0,
+        first_segment_id: int = 0,
     ):
         self._codec = codec_from_name(codec)
         self._level = check_level(self._codec, level)
@@ -200,6 +202,7 @@ class FrameStorageService:
             on_meta=self._appended_meta,
             on_note=self._noted,
             store_tag=store_tag,
+            first_segment_id=first_segment_id,
         )
         self._thread = threading.Thread(target=self._run, name="framestore-writer", daemon=True)
         self._thread.start()

@@ -138,6 +138,7 @@ class ProcessStorage:
         s: Settings,
         on_error: Callable,
         store_id: str | None = None,
+        first_segment_id: int = 0,
     ):
         self._s = s
         self._send_lock = threading.Lock()
@@ -145,7 +146,7 @@ class ProcessStorage:
         self._batch_size = s.batch_size
         self._flush_ms = self._max_flush_ms = 0.0
         self._chunk_commands = 0
-        self._link = StorageLink(root, db_path, s, on_error, store_id)
+        self._link = StorageLink(root, db_path, s, on_error, store_id, first_segment_id)
         self._counts = self._link.control.counts
         self.pid: int | None = self._link.pid
         self.budget = QueueBudget(
