@@ -81,9 +81,7 @@ class StorageLink:
         self._listener.start()
         _live.add(self)
 
-    def _start(
-        self, root: Path, db_path: Path, s: Settings, ids: tuple[str | None, int]
-    ) -> None:
+    def _start(self, root: Path, db_path: Path, s: Settings, ids: tuple[str | None, int]) -> None:
         cmd_r, self.fd = os.pipe()
         reply_r, reply_w = os.pipe()
         self._replies = fd_connection(reply_r, readable=True)
