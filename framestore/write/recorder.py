@@ -39,7 +39,7 @@ from .._closing import close_all, close_on_exit
 from .._format import StepMeta
 from .._format.streams import MAX_STREAMS
 from ..catalog import check_id, check_seed, format_shape
-from ..errors import EpisodeNotFound, InvalidInput, StoreClosed
+from ..errors import EpisodeNotFound, FrameStoreError, InvalidInput, StoreClosed
 from ..settings import Settings, resolve
 from ..state.bookkeeping import (
     commit_deletion,
@@ -698,8 +698,13 @@ class Recorder:
         Returns the episodes deleted (as they were). Raises ``InvalidInput`` for an
         episode this recorder has open (being recorded: end it first),
         ``EpisodeNotFound`` for an unknown or deleted id (before anything changes),
-        ``StoreClosed`` once the recorder is closed, and the writer's error if it
-        failed.
+        ``StoreClosed`` once the recorder is closed, the writer's error if it failed,
+        the tombstone's own error (nothing changed), ``QueueFull`` when the writer has
+        not taken the tombstone up within ``timeout`` seconds (it is cancelled: nothing
+        changed), and ``FrameStoreError`` when the tombstone is on disk but the SQLite
+        commit failed (the deletion took effect; ``recover`` finishes it). A storage
+        process that died or gave no answer leaves the tombstone's fate unknown; its
+        error says so.
         """
         ids = list(dict.fromkeys(check_id(i, "episode id") for i in episode_ids))
         with self._deleting:
@@ -722,7 +727,18 @@ class Recorder:
             eps = self._finished(ids)
             tomb = plan_tombstone(self.store, ids)
             segment, size = self._storage.write_note(tomb.records, tomb.first_id, timeout)
-            commit_deletion(self.store, tomb, segment, size)
+            try:
+                commit_deletion(self.store, tomb, segment, size)
+            except Exception as e:
+                # The tombstone is the commit point: the rm happened. Its note segment
+                # stays without a row (close() does not register it): verify flags it,
+                # gc refuses, and recover finishes the deletion.
+                raise FrameStoreError(
+                    f"episodes {', '.join(map(str, ids))} are deleted in the segments (a "
+                    f"tombstone, segment {segment}) but the catalogue's commit failed ({e}); "
+                    "`framestore recover` finishes the deletion once this recording ends "
+                    "(verify and gc say so until then)"
+                ) from e
         return eps
 
     def _finished(self, ids: list[int]) -> list[EpisodeInfo]:

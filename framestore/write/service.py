@@ -77,6 +77,14 @@ def remove_dead_shared_memory() -> list[tuple[str, int]]:
     return remove_dead_blocks()
 
 
+def _note_late(timeout: float | None) -> str:
+    return (
+        f"the tombstone was not written within {timeout or 0.0:g}s: the writer is still "
+        "writing what was recorded before it; nothing was deleted (try again later, or "
+        "with a longer timeout)"
+    )
+
+
 class FrameStorageService:
     """Stores frames in append-only segment files under ``root/segments``.
 
@@ -265,8 +273,10 @@ class FrameStorageService:
         writer thread, after what was handed off before, at an id no segment of this
         writer takes (``first_id`` at least); returns ``(segment id, size)`` once it is
         sealed, fsynced and in place. The recording goes on meanwhile. Raises the
-        note's own error (the recording goes on), the writer's error if it failed, or
-        ``QueueFull`` after ``timeout`` seconds."""
+        note's own error (the recording goes on; nothing of it is left), the writer's
+        error if it failed, or ``QueueFull`` when the writer had not taken it up after
+        ``timeout`` seconds: it is cancelled then, never written. Once taken up it is
+        waited for (one small file)."""
         if self._closed:
             raise StoreClosed("write_note() on a closed FrameStorageService")
         self.raise_if_failed()
@@ -280,7 +290,9 @@ class FrameStorageService:
                     raise StoreClosed("writer stopped before the note segment was written")
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
-                    raise QueueFull("frame writer", timeout or 0.0, "writing a note segment")
+                    if note.cancel():
+                        raise QueueFull("frame writer", timeout or 0.0, message=_note_late(timeout))
+                    deadline = remaining = None  # being written: its end is near
                 self._cond.wait(remaining if remaining is not None else 1.0)
         if note.error is not None:
             raise note.error
