@@ -222,20 +222,19 @@ def plan_tombstone(store: StoreView, episode_ids: list[int]) -> Tombstone:
     """The tombstone of ``episode_ids`` (call with the writer lock held, by this process
     or by its recorder: ``first_id`` is above every id in use or reserved). Its records
     name each episode's id, stream key, run and start times, and the segments that may
-    hold its records (those its frame pointers name, widened to every segment between
-    the first and the one after the last: its frameless chunks and ``EPISODE_END`` lie
-    among them; every segment when it has no frame): ``gc`` drops the tombstone once
+    hold its records (those its frame pointers name, widened to every segment from
+    the first on: its frameless chunks and ``EPISODE_END`` lie among them; every
+    segment when it has no frame): ``gc`` drops the tombstone once
     none of them is left. The episodes must be finished: their rows all committed."""
     catalog = _writable_catalog(store)
     entries = catalog.recovery.tombstone_entries(episode_ids)
     held = catalog.recovery.episode_segments(episode_ids)
     existing = list_segment_ids(store.root)
     if held:
-        lo, hi = min(held), max(held)
-        # the next segment too: an EPISODE_END (or steps without frames) after a chunk
-        # that filled its segment lands in the next one
-        after = min((s for s in existing if s > hi), default=hi)
-        listed = sorted(held | {s for s in existing if lo <= s <= after})
+        # every segment from its first on: its steps without frames and its EPISODE_END
+        # may lie segments after its last frame, past a note segment a recorder's rm
+        # wrote meanwhile, in the one a recorder still writes
+        listed = sorted(held | {s for s in existing if s >= min(held)})
     else:
         listed = existing
     store_id = catalog.meta.store_id()

@@ -34,6 +34,8 @@ from test_rebuild_catalogue import catalogue, delete_catalogue
 from test_rm_tombstone import note_segments
 
 from framestore import EpisodeNotFound, FrameStore, InvalidInput
+from framestore.disk.scan import scan_segment
+from framestore.disk.segments import list_segment_ids, segment_path
 from framestore.errors import DiskFull, FrameStoreError, QueueFull, WriterFailed
 from tools.gc import collect, gc_blocker
 from tools.recover import recover
@@ -135,6 +137,59 @@ def test_finished_episodes_are_deleted_while_recording_goes_on(tmp_path, assault
             assert {e.id for e in store.episodes()} == {done[1], live}
         assert same(frames_of(path, done[1]), chunks[1])
         assert same(frames_of(path, live), chunks[3] + chunks[4])
+
+
+def _segments_with(path: Path, kind: str, key: int) -> list[int]:
+    """Segments holding a ``kind`` record (``episode_end``, ``chunk``) of stream ``key``."""
+    out = []
+    for sid in list_segment_ids(path):
+        scan = scan_segment(segment_path(path, sid), sid)
+        for r in scan.records:
+            found = r.header.stream_key if r.header else (r.meta or {}).get("stream_key")
+            if scan.kind_of(r) == kind and found == key:
+                out.append(sid)
+                break
+    return out
+
+
+@pytest.mark.parametrize("placement", WRITERS)
+def test_a_deleted_episode_stays_deleted_when_a_note_sits_before_its_last_records(
+    tmp_path, assault_frames, placement
+):
+    """An rm while recording writes its note segment at the writer's next id while the
+    data segment is open: the segment after an episode's last frames can be that note,
+    and its steps without frames and its ``EPISODE_END`` lie in the data segment after.
+    Its tombstone must list that segment too: gc keeps the tombstone while it is left,
+    and catalogues rebuilt after each gc keep the episode deleted (it used to list only
+    'the next segment', the note: the second rebuild brought it back, review)."""
+    path = tmp_path / "s.store"
+    overrides = {**SMALL, **writer_overrides(placement)}
+    with FrameStore.open(path) as store, store.recorder(ENV_ID, overrides=overrides) as rec:
+        first = record(rec, assault_frames[:4], seed=0)
+        doomed = rec.begin_episode(seed=1)
+        for f in assault_frames[4:8]:
+            rec.record_step(f, action=0)
+        rec.flush()
+        store.delete_episodes([first])  # its note: written while this segment is open
+        for i in range(12):  # steps without frames, big infos: into the next segments
+            pad = np.random.default_rng(i).bytes(30_000).hex()
+            rec.record_step(None, action=0, info={"pad": pad, "i": i})
+        rec.end_episode()
+        kept = record(rec, assault_frames[8:16], seed=2)
+        rec.flush()
+        (note,) = note_segments(path)
+        assert _segments_with(path, "chunk", doomed)[0] < note
+        assert _segments_with(path, "episode_end", doomed)[0] > note  # the layout at issue
+        store.delete_episodes([doomed])
+    for rebuild in range(2):
+        collect(path)
+        delete_catalogue(path)
+        report = recover(path)
+        assert not report.data_lost
+        assert verify(path).ok, verify(path).problems
+        with FrameStore.open(path, readonly=True) as store:
+            assert {e.id for e in store.episodes()} == {kept}, rebuild
+        assert same(frames_of(path, kept), assault_frames[8:16])
 
 
 @pytest.mark.parametrize("placement", WRITERS)
