@@ -59,6 +59,14 @@ def _check_levels(ctx: click.Context, param: click.Parameter, values: tuple) -> 
 @click.option("--rate", type=click.FloatRange(min=0, min_open=True), default=None, help="Hz.")
 @click.option("--envs", type=click.IntRange(min=1), default=1, show_default=True)
 @click.option(
+    "--vector-mode",
+    type=click.Choice(("sync", "async")),
+    default="sync",
+    show_default=True,
+    help="With --envs N (no --rate): step the copies in this process (sync) or in one "
+    "worker process each (async).",
+)
+@click.option(
     "--seconds",
     type=click.FloatRange(min=0, min_open=True),
     default=5.0,
@@ -91,7 +99,8 @@ def _check_levels(ctx: click.Context, param: click.Parameter, values: tuple) -> 
     "--writers",
     is_flag=True,
     help="Writer and sink as threads vs in a storage process, with plain zstd, "
-    "interleaved round by round (medians of --repeat rounds, default 5).",
+    "interleaved round by round (medians of --repeat rounds, default 5); with --envs N: "
+    "record_steps with each placement.",
 )
 @click.option(
     "--reads",
@@ -159,6 +168,7 @@ def bench(
     csv_path,
     rate,
     envs,
+    vector_mode,
     seconds,
     repeat,
     overload,
@@ -180,9 +190,10 @@ def bench(
     Default: throughput, producer cost, bytes per frame and peak memory of framestore,
     base64-in-SQLite, PNG files, HDF5-lzf and plain zstd (the limit). --rate HZ --envs N:
     frame-pacing jitter of a fixed-rate loop with and without recording. --envs N (no
-    --rate): a vector env of N Assault copies recorded through record_steps, through N
-    single-step recorders and not at all, interleaved, medians of --repeat rounds
-    (default 5); and reading one episode out of 16 interleaved against it alone.
+    --rate): a vector env of N Assault copies (--vector-mode) recorded through
+    record_steps (--writers: with each placement), through N single-step recorders and
+    not at all, interleaved, medians of --repeat rounds (default 5); and reading one
+    episode out of 16 interleaved against it alone.
     --overload: a producer far faster than the writer under both queue policies.
     --writers: the frame writer and the SQLite sink as threads vs in a storage process,
     with plain zstd, interleaved round by round (--rate HZ --writers: the pacing loop
@@ -200,11 +211,17 @@ def bench(
     if csv_path:
         _check_writable(csv_path)
     games = ("assault", "carracing", "noise") if game == "all" else (game,)
-    for g in games if frames else ():
+    vector = envs > 1 and rate is None and not (overload or scale_out or torch_ or reads or exports)
+    captured = (
+        () if vector else _captured(games, game, exports, torch_, scale_out, overload, rate, reads)
+    )
+    for g in captured if frames else ():
         lib.check_fits(g, frames)  # frames are held in memory: refuse before a capture
     progress = _progress(show_progress() or not as_json)
-    if envs > 1 and rate is None and not (overload or writers or scale_out or torch_):
-        _bench_vector(envs, frames, repeat, workdir, csv_path, as_json, progress)
+    if vector:
+        _bench_vector(
+            envs, frames, repeat, vector_mode, writers, workdir, csv_path, as_json, progress
+        )
         return
     rows, columns = _measure(
         games, game=game, frames=frames, rate=rate, envs=envs, seconds=seconds, repeat=repeat,
@@ -214,6 +231,22 @@ def bench(
         progress=progress,
     )  # fmt: skip
     _report(rows, columns, csv_path, as_json)
+
+
+def _captured(games, game, exports, torch_, scale_out, overload, rate, reads) -> tuple[str, ...]:
+    """The games whose --frames frames the bench the flags pick holds in memory, in
+    ``_measure``'s order of checks (the vector bench steps live environments and holds
+    none)."""
+    one = "assault" if game == "all" else game
+    if exports:
+        return ("assault",)
+    if torch_ or scale_out:
+        return (one,)
+    if overload:
+        return ("noise",)
+    if rate is not None:
+        return tuple(g for g in games if g != "noise") or games
+    return (one,) if reads else games
 
 
 def _rounds(repeat: int) -> int:
@@ -307,14 +340,17 @@ def _report(rows: list[Any], columns, csv_path, as_json: bool) -> None:
         )
 
 
-def _bench_vector(envs, frames, repeat, workdir, csv_path, as_json, progress) -> None:
+def _bench_vector(
+    envs, frames, repeat, vector_mode, writers, workdir, csv_path, as_json, progress
+) -> None:
     """``bench --envs N`` without ``--rate``: the vector environment bench."""
     from . import bench as lib
 
     steps = max(10, (frames or 2400 * envs // 8) // envs)
     rows = lib.run_vector(
-        envs, steps=steps, rounds=_rounds(repeat), workdir=workdir, progress=progress
-    )
+        envs, steps=steps, rounds=_rounds(repeat), vector_mode=vector_mode, writers=writers,
+        workdir=workdir, progress=progress,
+    )  # fmt: skip
     if progress:
         progress("reading one episode out of 16 interleaved, and alone")
     reads = lib.read_interleaved(lib.capture("assault", 16 * 500), workdir=workdir)

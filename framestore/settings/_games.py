@@ -44,26 +44,30 @@ _COMMON: dict[str, Any] = {
 #: ``env.render()`` size; it sizes ``queue_bytes`` (``queue_frames * frame_bytes_hint``).
 FAMILY_DEFAULTS: dict[str, dict[str, Any]] = {
     # 210x160x3 frames: small, so many fit; 60 Hz with frameskip makes long episodes.
-    # chunk_frames 64 in parts of 16 (part_frames), level 3: chosen by measurement
-    # (docs/BENCHMARKS.md, "zstd parts"; `framestore bench --reads --chunk-frames 64
-    # --part-frames 0 --part-frames 8 --part-frames 16`, 12,000 Assault frames, 5
-    # interleaved rounds, ratios to plain zstd-3 over 64-frame chunks in the same run).
-    # A random read decodes the part holding its frame, up to the frame:
-    #   chunk  part  B/frame  random read p50       sequential  write CPU
-    #     64     -    1.07x   773 µs (0.79x)           0.56x       0.83x
-    #     64     8    1.29x   179 µs (0.18x)           0.91x       1.07x
-    #     64    16    1.18x   224 µs (0.23x)           0.70x       0.95x
-    # A second run (load 7-10), against 16-frame chunks of one zstd frame (the earlier
-    # default, also read by prefix now): c16 1.22x bytes, 166 µs, sequential 0.82x,
-    # write CPU 1.20x; c64 in parts of 16: 1.18x, 167 µs, 0.71x, 1.01x.
-    # 16-frame parts keep frame bytes within 1.25x of plain zstd (the steps block and
-    # frame table count: ~20 B/frame) with a random read under 0.3 ms and a quarter of
-    # 16-frame chunks' per-chunk write work; 8-frame parts read faster but pass 1.25x. Level 1 saved 0-11% write CPU for 2-4% more bytes
-    # and no faster reads (measured with whole chunks): level 3 stays.
+    # chunk_frames 64 in parts of 32 (part_frames), zstd level 1: chosen by measurement
+    # (docs/BENCHMARKS.md, "Level and part length by measurement"). `framestore bench
+    # --reads --frames 12000 --chunk-frames 64 --chunk-frames 128 --part-frames 16
+    # --part-frames 32 --zstd-level 1 --zstd-level 3 --repeat 5`, 12,000 Assault frames,
+    # three runs of 5 interleaved rounds (load 0.3-2.6), ratios to plain zstd-3 over
+    # 64-frame chunks in the same run; write CPU per frame, all threads:
+    #   chunk  part  level  write CPU µs/f  B/frame        random p50   sequential
+    #     64    32     1      45-49         306 (1.17x)    162-173 µs   0.69-0.72x
+    #     64    16     3      48-53         306 (1.17x)    112-117 µs   0.70-0.76x
+    #     64    16     1      44-51         320 (1.22x)    115-119 µs   0.65-0.68x
+    #     64    32     3      48-52         290 (1.11x)    161-168 µs   0.69-0.77x
+    #    128    32     1      41-46         303 (1.16x)    165-167 µs   0.64-0.65x
+    # Every row keeps frame bytes within 1.25x plain zstd-3 and a random read under
+    # 0.3 ms; none reaches 0.8x on the sequential pass. 64/32/1 wrote with 3-5 µs less
+    # CPU a frame than the earlier 64/16/3 in every run (7%; a fourth run: 46 against
+    # 51) for the same bytes and random reads ~50 µs slower, still well inside the
+    # target; level 2 wrote 402 B a frame (1.54x plain zstd-3). 128-frame chunks save another few µs
+    # but pass sequentially slower and hold twice the frames per open chunk. The level
+    # is not needed to decode: stores written at level 3 in parts of 16 read as before.
     "atari": {
         **_COMMON,
         "chunk_frames": 64,
-        "part_frames": 16,
+        "part_frames": 32,
+        "level": 1,
         "frame_bytes_hint": 210 * 160 * 3,
         "hub_buffer": 2048,
         "queue_frames": 2048,
@@ -123,6 +127,11 @@ GAME_PRESETS: dict[str, dict[str, Any]] = {
     # zstd parts do not pay here (one run, 600 frames, 5 rounds, with the prefix-decoding
     # reader): 8 frames whole 1.09x bytes, random read 657 µs; in parts of 4: 1.17x,
     # 353 µs; of 2: 1.37x, 296 µs; 16 frames in parts of 4: 1.17x, 432 µs.
+    # Level checked again with the Atari change (issue 19; two runs, `--chunk-frames 8
+    # --chunk-frames 16 --part-frames 0 --zstd-level 1 --zstd-level 3 --repeat 5`, 600
+    # frames, load 1.8-4): level 1 writes 1.63x plain zstd-3's bytes (7,269 B against
+    # 4,450) for 5-10% less write CPU; c8 l3 1.09x, random p50 293-296 µs, write CPU
+    # 317-334 µs/f; c16 l3 1.05x but 473-510 µs. Level 3, 8-frame chunks stay.
     "CarRacing-v3": {"family": "box2d", "frame_bytes_hint": 400 * 600 * 3, "chunk_frames": 8},
     "LunarLander-v3": {"family": "box2d", "frame_bytes_hint": 400 * 600 * 3},
     "BipedalWalker-v3": {"family": "box2d", "frame_bytes_hint": 400 * 600 * 3},

@@ -6,7 +6,7 @@ shared counters). Each count has one writer, so the producer checks for room wit
 lock; only a producer that finds the queue full waits (``wait_for_room``), through the
 placement's ``Waiter`` (a condition the writer notifies, or a poll of the shared
 counters). The budget also keeps what the HUD shows of the queue (high-water marks,
-blocked time, drops) and logs LOG932/LOG931 for it (``log_state``, once per chunk).
+blocked time and waits, drops) and logs LOG932/LOG931 for it (``log_state``, once per chunk).
 """
 
 from __future__ import annotations
@@ -66,6 +66,9 @@ class QueueBudget:
         self.high_water_frames = 0
         self.high_water_bytes = 0
         self.blocked_seconds = 0.0
+        #: ``wait_for_room`` calls that had to wait (counted on the waiting path only:
+        #: a call that finds room costs nothing more).
+        self.waits = 0
         self._warned = False
         self._last_snapshot = time.monotonic()
 
@@ -108,8 +111,12 @@ class QueueBudget:
         free buffer); ``QueueFull`` after ``block_timeout``. The time counts as blocked."""
         start = time.monotonic()
         deadline = start + self.block_timeout
+        waited = False
         try:
             while not self.fits(count, nbytes) or (ready is not None and not ready()):
+                if not waited:
+                    waited = True
+                    self.waits += 1
                 waiter.raise_if_failed()
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:

@@ -36,6 +36,9 @@ class ServiceMetrics:
     #: Times the writer was woken to take chunks or records (once per chunk handed
     #: off, not per frame).
     writer_wakeups: int = 0
+    #: Calls that waited for room in the queue (``block``; ``blocked_seconds`` is their
+    #: total wait).
+    blocked_waits: int = 0
 
     @property
     def compression_ratio(self) -> float:

@@ -130,6 +130,10 @@ class Storage(Protocol):
         """The frame writer's numbers."""
         ...
 
+    def queue_waits(self) -> int:
+        """Calls so far that waited for room in the frame queue (one counter read)."""
+        ...
+
     def sink_metrics(self) -> SinkMetrics:
         """The SQLite sink's numbers."""
         ...
@@ -361,6 +365,9 @@ class ThreadStorage:
 
     def frame_metrics(self) -> ServiceMetrics:
         return self._service.metrics()
+
+    def queue_waits(self) -> int:
+        return self._service.budget.waits
 
     def sink_metrics(self) -> SinkMetrics:
         return self._sink.metrics()

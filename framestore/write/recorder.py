@@ -684,6 +684,13 @@ class Recorder:
         self._check_open()
         self._storage.flush(timeout)
 
+    @property
+    def queue_waits(self) -> int:
+        """Calls so far that waited for room in the frame queue (``block`` policy): one
+        counter read, cheap enough to take around every ``record_step`` (the
+        ``metrics()`` snapshot takes locks); counted only on the waiting path."""
+        return self._storage.queue_waits()
+
     def delete_episodes(
         self, episode_ids: Iterable[int], *, timeout: float | None = None
     ) -> list[EpisodeInfo]:

@@ -460,6 +460,7 @@ class FrameStorageService:
                 segments_sealed=self._writer.segments_sealed,
                 current_segment=seg.segment_id if (seg := self._writer.segment) else None,
                 blocked_seconds=b.blocked_seconds,
+                blocked_waits=b.waits,
                 last_flush_ms=self._last_flush_ms,
                 max_flush_ms=self._max_flush_ms,
                 error=str(self._error) if self._error else None,

@@ -357,6 +357,22 @@ def test_writers_rows_report_cpu_next_to_frames_per_second(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_writers_count_the_calls_that_waited_for_room(assault_set, tmp_path):
+    """A two-frame queue: the third call finds it full and waits (the writer gets the
+    chunk only then); those calls are counted and left out of the no-wait percentiles.
+    With the preset's queue nothing waits and the two sets of percentiles agree."""
+    tiny = tmp_path / "tiny"
+    tiny.mkdir()
+    d = bench._writers.measure_write("thread", assault_set, tiny, {"queue_frames": 2})
+    assert 1 <= d["waits"] < len(assault_set)
+    assert 0 < d["free_p50_us"] <= d["free_p99_us"]
+    roomy = tmp_path / "roomy"
+    roomy.mkdir()
+    d = bench._writers.measure_write("thread", assault_set, roomy, {})
+    assert d["waits"] == 0
+    assert (d["free_p50_us"], d["free_p99_us"]) == (d["producer_p50_us"], d["producer_p99_us"])
+
+
 def test_reads_rows_read_back_bit_exact(tmp_path):
     rows = bench.run_reads(
         "assault", frames=40, chunk_frames=(4, 16), levels=(1,), rounds=1, workdir=tmp_path
@@ -398,6 +414,32 @@ def test_cli_bench_refuses_frames_that_cannot_fit_in_memory_before_allocating():
 
     line = assert_one_line_error(run_cli("bench", "--game", "noise", "--frames", "100000000000"))
     assert "would hold" in line and "--frames" in line
+
+
+def test_cli_bench_envs_checks_memory_only_for_what_the_vector_bench_holds(monkeypatch):
+    """``bench --envs 8 --frames 24000`` stepped live Assault copies but was refused for
+    the CarRacing frames a default (``--game all``) capture would hold: the vector bench
+    holds no --frames frames, so no game is checked; --reads checks only its one game."""
+    import psutil
+    from conftest import assert_one_line_error, run_cli
+
+    real = psutil.virtual_memory()
+    small = real._replace(available=2**30)  # 24000 Assault frames (2.4 GB) do not fit
+    monkeypatch.setattr(psutil, "virtual_memory", lambda: small)
+    calls = []
+
+    def fake_vector(envs, **kw):
+        calls.append((envs, kw["steps"], kw["vector_mode"], kw["writers"]))
+        return [bench.VectorResult("none", envs, kw["vector_mode"], 1, 10, steps_per_s=1.0)]
+
+    monkeypatch.setattr(bench, "run_vector", fake_vector)
+    monkeypatch.setattr(bench, "read_interleaved", lambda *a, **k: [])
+    monkeypatch.setattr(bench, "capture", lambda *a, **k: None)
+    res = run_cli("bench", "--envs", 8, "--frames", 24000, "--vector-mode", "async", "--writers")
+    assert res.exit_code == 0, res.output
+    assert calls == [(8, 3000, "async", True)]
+    line = assert_one_line_error(run_cli("bench", "--reads", "--frames", 24000))
+    assert "24000 assault frames would hold" in line
 
 
 def test_cli_bench_checks_the_csv_path_before_the_run(tmp_path):

@@ -29,9 +29,9 @@ def parted(tmp_path_factory, assault_frames):
     return path, ids
 
 
-def _chunks(path):
-    """(header, codec data) of every chunk record of the store's first segment."""
-    with open(segment_path(path, 1), "rb") as fp:
+def _chunks(path, segment=1):
+    """(header, codec data) of every chunk record of one segment (the store's first)."""
+    with open(segment_path(path, segment), "rb") as fp:
         version = read_file_header(fp).version
         out = []
         for rec in iter_records(fp):
@@ -298,3 +298,40 @@ def test_read_into_goes_on_decoding_a_part_a_run_ended_inside(parted, assault_fr
                 assert np.array_equal(out[i], assault_frames[2 * STEPS + a + i]), (a, b, i)
             s, loc = other[k * 3]
             assert np.array_equal(store.read_at(loc, ids[0], s), assault_frames[s])
+
+
+def test_a_store_written_with_the_earlier_atari_preset_reads_and_takes_the_new_one(
+    tmp_path, assault_frames
+):
+    """The Atari preset moved from level 3 in 16-frame parts to level 1 in 32-frame parts
+    (issue 19): a store recorded with the old values reads back bit-exact, and a new
+    recording appended to it (the preset's values) does too, random and sequential."""
+    path = tmp_path / "mixed.store"
+    new = {"max_latency": 600.0}  # no chunk cut short by time on a loaded machine
+    old = {**new, "codec": "zstd", "chunk_frames": 64, "part_frames": 16, "level": 3}
+    steps = 130  # two whole 64-frame chunks and a short one per episode
+    with FrameStore.open(path) as store:
+        for overrides, first in ((old, 0), (new, steps)):
+            with store.recorder("ALE/Assault-v5", overrides=overrides) as rec:
+                s = rec.settings
+                assert (s.chunk_frames, s.part_frames, s.level) == (
+                    (64, 16, 3) if first == 0 else (64, 32, 1)
+                )
+                rec.begin_episode(seed=first)
+                for i in range(steps):
+                    rec.record_step(assault_frames[first + i], terminated=i == steps - 1)
+                rec.end_episode()
+    with FrameStore.open(path, readonly=True) as store:
+        eps = store.episodes()
+        assert len(eps) == 2
+        for ep, first in zip(eps, (0, steps), strict=True):
+            seen = list(store.iter_frames(ep.id))
+            assert all(np.array_equal(f, assault_frames[first + i]) for i, f in enumerate(seen))
+            assert len(seen) == steps
+            store.reader.forget()
+            for i in (100, 3, 70, 129, 40):
+                assert np.array_equal(store.read_frame(ep.id, i), assault_frames[first + i])
+    # each run wrote its own segment, in its own part layout
+    for segment, firsts in ((1, (0, 16, 32, 48, 64)), (2, (0, 32, 64))):
+        chunks = _chunks(path, segment)
+        assert {zstd_parts(h, d).first for h, d in chunks if h.count == 64} == {firsts}

@@ -227,6 +227,47 @@ def test_bench_vector_mode_is_sane(tmp_path):
     assert "record_steps" in bench.format_table(rows, bench.VECTOR_TABLE)
 
 
+def test_bench_vector_async_with_both_placements_records_every_frame(tmp_path):
+    """``--writers``: record_steps once per placement, as rows of their own; an async
+    vector env's frames (unpickled, fresh) are handed over and still read back; CPU
+    counts the workers and the storage process."""
+    from tools import bench
+
+    rows = bench.run_vector(
+        2, steps=8, rounds=1, vector_mode="async", writers=True, workdir=tmp_path
+    )
+    assert [r.mode for r in rows] == [
+        "none", "record_steps/thread", "record_steps/process", "2 recorders",
+    ]  # fmt: skip
+    assert all(r.error is None and r.vector_mode == "async" for r in rows), rows
+    assert [r.verified for r in rows] == [None, True, True, True]
+    assert all(r.cpu_us > 0 for r in rows)
+    assert bench.failed_checks(rows) == []
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_bench_vector_hands_over_fresh_renders_only():
+    """The bench hands frames over when ``render()`` gives new arrays each call (a sync
+    ALE vector env) and copies them when it refills the same ones."""
+    from framestore.envs import make_vec_env
+    from tools.bench import _vector
+
+    venv = make_vec_env("ALE/Assault-v5", 2)
+    try:
+        venv.reset(seed=0)
+        assert _vector._fresh_renders(venv)
+    finally:
+        venv.close()
+
+    class Refilled:
+        buffers = [np.zeros((4, 4, 3), np.uint8) for _ in range(2)]
+
+        def render(self):
+            return tuple(self.buffers)
+
+    assert not _vector._fresh_renders(Refilled())
+
+
 def test_record_envs_without_a_tty_prints_a_line_per_episode(tmp_path):
     """`record --envs N` in a pipe: one line per finished episode (autoreset ones named
     as such), then the run; every episode replays."""

@@ -115,6 +115,18 @@ def test_game_row_beats_family():
     assert r.sources["codec"] == "family:box2d"
 
 
+def test_codec_values_are_the_measured_ones():
+    """Chosen by `bench --reads` (issue 19, docs/BENCHMARKS.md): Atari at zstd level 1
+    in 64-frame chunks of 32-frame parts; CarRacing at level 3 in 8-frame chunks of one
+    zstd frame; families not measured keep level 3."""
+    s = resolve("ALE/Pong-v5", host=MINIMUM).settings
+    assert (s.codec, s.level, s.chunk_frames, s.part_frames) == ("zstd", 1, 64, 32)
+    s = resolve("CarRacing-v3", host=MINIMUM).settings
+    assert (s.codec, s.level, s.chunk_frames, s.part_frames) == ("zstd", 3, 8, 0)
+    for family in ("box2d", "toy_text", "classic_control", "other"):
+        assert FAMILY_DEFAULTS[family]["level"] == 3
+
+
 def test_queue_bytes_follows_the_frame_size():
     atari = resolve("ALE/Pong-v5", host=MINIMUM).settings
     frozen = resolve("FrozenLake-v1", host=MINIMUM).settings

@@ -396,6 +396,7 @@ def test_block_policy_raises_queue_full_after_the_timeout(tmp_path, assault_fram
     ) as svc:
         svc.put(assault_frames[0])
         svc.put(assault_frames[1])
+        assert svc.metrics().blocked_waits == 0  # room for both: no call waited
         t0 = time.monotonic()
         with pytest.raises(QueueFull) as info:
             svc.put(assault_frames[2])
@@ -404,10 +405,12 @@ def test_block_policy_raises_queue_full_after_the_timeout(tmp_path, assault_fram
         m = svc.metrics()
         assert m.frames_in == 2 and m.frames_dropped == 0
         assert m.blocked_seconds >= 0.19
+        assert m.blocked_waits == 1 == svc.budget.waits
         stalled_writer.set()
         svc.flush(timeout=10)
-        svc.put(assault_frames[2])  # room again
+        svc.put(assault_frames[2])  # room again: no wait counted
     assert svc.metrics().frames_written == 3
+    assert svc.metrics().blocked_waits == 1
 
 
 # --------------------------------------------------------------------------- lock

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -138,14 +139,21 @@ def check_fits(game: str, n: int) -> None:
         )
 
 
-def record_all(rec: Any, fs: FrameSet, costs: np.ndarray) -> None:
+def record_all(
+    rec: Any, fs: FrameSet, costs: np.ndarray, *, waits: Callable[[], int] | None = None
+) -> np.ndarray | None:
     """Record every episode of ``fs`` through ``rec.record_step``; ``costs[i]`` gets the
     nanoseconds the i-th call took (the producer's cost). The frames are handed over
     (``owned=True``, as ``RecordFrames`` hands over fresh ``render()`` arrays): the
-    capture's frames are never changed."""
+    capture's frames are never changed.
+
+    ``waits``: a counter of calls that waited for room (``Recorder.queue_waits``), read
+    after each call outside its timing; then returns which calls waited (a bool array)."""
     clock = time.perf_counter_ns
     frames, actions, rewards = fs.frames, fs.actions, fs.rewards
     terms, truncs, infos = fs.terminated, fs.truncated, fs.infos
+    waited = None if waits is None else np.zeros(len(costs), dtype=bool)
+    before = 0 if waits is None else waits()
     for e, (a, b) in enumerate(fs.episodes):
         rec.begin_episode(seed=e)
         for i in range(a, b):
@@ -154,7 +162,12 @@ def record_all(rec: Any, fs: FrameSet, costs: np.ndarray) -> None:
                 frames[i], actions[i], rewards[i], terms[i], truncs[i], infos[i], owned=True
             )
             costs[i] = clock() - s
+            if waited is not None:
+                now = waits()
+                waited[i] = now != before
+                before = now
         rec.end_episode()
+    return waited
 
 
 def record_store(fs: FrameSet, path: Any) -> None:

@@ -9,7 +9,11 @@ every mode alike.
 Per run: frames/s from the first step until everything is durable (the recorder's start
 is its own column: a storage process started with ``spawn`` imports numpy, zstandard and
 SQLite first), the producer's cost per ``record_step``
-(p50, p99, max), the producer's peak RSS growth, the storage process's peak RSS (a whole
+(p50, p99, max), how many calls waited for room in the queue (``waited``: the bench
+steps no environment, so the producer outruns the writer and sits at the queue bound;
+those calls' time is back-pressure under the ``block`` policy, not producer cost) and
+the p50/p99 of the calls that did not wait (``Recorder.queue_waits``, one counter read
+outside the timed call, tells them apart), the producer's peak RSS growth, the storage process's peak RSS (a whole
 interpreter) and the peak of both processes' PSS growth (shared ring pages counted
 once), the queue's high-water mark, and the CPU time per frame of both processes (all
 threads; on a shared machine it says what the work costs when wall time does not), and
@@ -59,6 +63,9 @@ class WriterResult:
     producer_p50_us: float = 0.0
     producer_p99_us: float = 0.0
     producer_max_us: float = 0.0
+    waits: float = 0  # record_step calls that waited for room in the queue (block policy)
+    free_p50_us: float = 0.0  # the producer's cost over the calls that did not wait
+    free_p99_us: float = 0.0
     start_s: float = 0.0  # opening the store and starting the recorder (not in fps)
     producer_mb: float = 0.0  # peak RSS growth of the producer
     storage_mb: float = 0.0  # peak RSS of the storage process (process mode)
@@ -88,6 +95,7 @@ class _FrameStoreOut:
             self.store.close()
             raise
         self.max_queue = 0
+        self.waited: np.ndarray | None = None
 
     def started(self, mem: ProcessMemory) -> float:
         """Watch the storage process (if any); CPU seconds it spent starting."""
@@ -98,7 +106,7 @@ class _FrameStoreOut:
         return _started_cpu(pid)
 
     def record(self, fs: FrameSet, costs: np.ndarray) -> None:
-        record_all(self.rec, fs, costs)
+        self.waited = record_all(self.rec, fs, costs, waits=lambda: self.rec.queue_waits)
         self.max_queue = self.rec.metrics().frames.high_water_frames
 
     def close(self) -> None:
@@ -112,6 +120,7 @@ class _ZstdOut:
     """Plain zstd over 64-frame chunks, level 3 (``ZstdFile``)."""
 
     max_queue = 0
+    waited = None
 
     def __init__(self, fs: FrameSet, out: Path, overrides: dict[str, Any]):
         self.file = ZstdFile(out / "frames.zst", **overrides)
@@ -149,7 +158,13 @@ def measure_write(mode: str, fs: FrameSet, out: Path, overrides: dict[str, Any])
         seconds = time.perf_counter() - t0
         cpu = _cpu_seconds() - cpu0
     p50, p99, mx = percentiles_us(costs)
+    waited = sink.waited
+    free = costs if waited is None else costs[~waited]
+    free_p50, free_p99, _ = percentiles_us(free) if len(free) else (0.0, 0.0, 0.0)
     return {
+        "waits": 0 if waited is None else int(waited.sum()),
+        "free_p50_us": free_p50,
+        "free_p99_us": free_p99,
         "fps": len(fs) / seconds,
         "cpu_us": cpu / len(fs) * 1e6,
         "start_s": t0 - opened,
@@ -199,7 +214,8 @@ def _one(mode: str, fs: FrameSet, workdir: str | os.PathLike | None, check: bool
 
 
 _MEDIANS = (
-    "fps", "cpu_us", "producer_p50_us", "producer_p99_us", "producer_max_us", "start_s",
+    "fps", "cpu_us", "producer_p50_us", "producer_p99_us", "producer_max_us", "waits",
+    "free_p50_us", "free_p99_us", "start_s",
     "producer_mb", "storage_mb", "total_mb", "max_queue", "frame_bytes",
 )  # fmt: skip
 
@@ -267,6 +283,9 @@ WRITERS_TABLE = (
     ("producer_p50_us", "p50 us", "{:.1f}"),
     ("producer_p99_us", "p99 us", "{:.1f}"),
     ("producer_max_us", "max us", "{:.0f}"),
+    ("waits", "waited", "{:.0f}"),
+    ("free_p50_us", "no-wait p50", "{:.1f}"),
+    ("free_p99_us", "no-wait p99", "{:.1f}"),
     ("start_s", "start s", "{:.2f}"),
     ("producer_mb", "producer MB", "{:.1f}"),
     ("storage_mb", "storage MB", "{:.1f}"),

@@ -452,6 +452,9 @@ class ProcessStorage:
         self._flush(timeout, frames_only=False)
 
     # ----------------------------------------------------------------- metrics
+    def queue_waits(self) -> int:
+        return self.budget.waits
+
     def frame_metrics(self) -> ServiceMetrics:
         c = self._counts
         b = self.budget
@@ -474,6 +477,7 @@ class ProcessStorage:
             segments_sealed=c[Counter.SEGMENTS_SEALED],
             current_segment=seg - 1 if seg else None,
             blocked_seconds=b.blocked_seconds,
+            blocked_waits=b.waits,
             last_flush_ms=self._flush_ms,
             max_flush_ms=self._max_flush_ms,
             error=str(self._link.error) if self._link.error else None,
