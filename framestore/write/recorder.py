@@ -39,6 +39,7 @@ from .._closing import close_all, close_on_exit
 from .._format import StepMeta
 from .._format.streams import MAX_STREAMS
 from ..catalog import check_id, check_seed, format_shape
+from ..disk.segments import next_segment_id
 from ..errors import EpisodeNotFound, FrameStoreError, InvalidInput, StoreClosed
 from ..settings import Settings, resolve
 from ..state.bookkeeping import (
@@ -245,7 +246,9 @@ class Recorder:
         try:
             # The writer lock is held from here on: ids cannot race with another writer.
             refuse_unfinished_merge(store)
-            if free_segment_id(store) > first_id:  # a gc reserved more before the lock
+            # The writer took max(first_id, the files' next id) under the lock; a gc
+            # killed before the lock was taken may have reserved ids above both.
+            if free_segment_id(store) > max(first_id, next_segment_id(store.root)):
                 raise InvalidInput(
                     "a gc stopped while this recording started; run `framestore recover` first"
                 )

@@ -16,7 +16,7 @@ import pytest
 from click.testing import CliRunner
 from conftest import SMALL_SEGMENTS, record_episodes
 
-from framestore import FrameStore
+from framestore import FrameStore, InvalidInput
 from framestore.catalog import COMPACTION_OUTPUTS
 from framestore.disk.segments import list_segment_ids, segment_path
 from tools.cli import cli
@@ -313,3 +313,33 @@ def test_a_recorders_unsealed_segment_under_a_reserved_id_is_not_removed(
     _frames_recovered(path, eid, frames, report)
     with FrameStore.open(path, readonly=True) as store:
         assert store.catalog.meta.get(COMPACTION_OUTPUTS) is None
+
+
+def test_a_recorder_refuses_to_start_when_a_gc_reserved_ids_as_it_took_the_lock(
+    recorded, monkeypatch
+):
+    """A gc that reserved ids and was killed between the recorder's look at the
+    reservations and its taking the lock: the recorder refuses in one line (recover
+    first) and writes nothing; after recover it records above every id."""
+    from framestore.write import recorder as recorder_module
+
+    path, _ids, _want = recorded
+    reserved = max(list_segment_ids(path)) + 3
+    start = recorder_module.ThreadStorage.__init__
+
+    def after_a_killed_gc(self, *args, **kwargs):
+        with FrameStore.open(path) as other:  # as that gc left it
+            other.catalog.meta.set(COMPACTION_OUTPUTS, [reserved])
+        start(self, *args, **kwargs)
+
+    monkeypatch.setattr(recorder_module.ThreadStorage, "__init__", after_a_killed_gc)
+    files = list_segment_ids(path)
+    with FrameStore.open(path) as store:
+        with pytest.raises(InvalidInput, match="run `framestore recover` first"):
+            store.recorder("ALE/Assault-v5", overrides=OVERRIDES)
+    assert list_segment_ids(path) == files
+    monkeypatch.setattr(recorder_module.ThreadStorage, "__init__", start)
+    recover(path)
+    eid = record_episodes(path, [np.zeros((210, 160, 3), np.uint8)] * 4, episodes=1, steps=4)[0]
+    assert min(s for s in list_segment_ids(path) if s not in files) > max(files)
+    assert len(frames_of(path, eid)) == 4
