@@ -15,6 +15,7 @@ rebuilt from segments, which describe the episode as it was recorded.
 from __future__ import annotations
 
 from collections import defaultdict
+from dataclasses import dataclass, field
 from typing import Any
 
 from framestore.catalog import MERGED_TAGS, Catalog, MergeRecord
@@ -36,14 +37,27 @@ __all__ = [
 
 def tombstones(scans: dict[int, SegmentScan], store_id: str | None) -> dict[int, list[dict]]:
     """``{note segment: [episode entries]}`` of the ``DELETED`` records this store wrote."""
-    out: dict[int, list[dict]] = {}
+    return {sid: note.entries for sid, note in _tombstone_notes(scans, store_id).items()}
+
+
+@dataclass
+class _Tombstone:
+    entries: list[dict] = field(default_factory=list)
+    listed: set[int] = field(default_factory=set)  # the segments it lists
+
+
+def _tombstone_notes(scans: dict[int, SegmentScan], store_id: str | None) -> dict[int, _Tombstone]:
+    out: dict[int, _Tombstone] = {}
     for sid, scan in sorted(scans.items()):
         for rec in scan.meta_records:
             if scan.kind_of(rec) != "deleted" or not _ours(rec.meta, scan, store_id):
                 continue
-            entries = rec.meta.get("episodes")
+            note = out.setdefault(sid, _Tombstone())
+            entries, listed = rec.meta.get("episodes"), rec.meta.get("segments")
             if isinstance(entries, list):
-                out.setdefault(sid, []).extend(e for e in entries if isinstance(e, dict))
+                note.entries.extend(e for e in entries if isinstance(e, dict))
+            if isinstance(listed, list):
+                note.listed.update(s for s in listed if type(s) is int)
     return out
 
 
@@ -58,14 +72,18 @@ def apply_tombstones(
     cat: Catalog, scans: dict[int, SegmentScan], statuses: dict[int, str]
 ) -> list[int]:
     """Mark deleted (in the caller's transaction) the live episodes this store's
-    tombstones name (module docstring); ``statuses`` is updated. Returns their ids."""
-    found = tombstones(scans, cat.meta.store_id())
+    tombstones name (module docstring); ``statuses`` is updated. Returns their ids.
+
+    Their step rows go too once a segment the tombstone lists is gone: a ``gc`` ran
+    after the ``rm`` (only compactions delete segments), and gc drops every deleted
+    episode's step rows; before that the catalogue held them, as rebuilt."""
+    found = _tombstone_notes(scans, cat.meta.store_id())
     if not found:
         return []
     episodes, runs = cat.recovery.origins()
-    doomed = []
-    for entries in found.values():
-        for e in entries:
+    doomed, collected = [], []
+    for note in found.values():
+        for e in note.entries:
             eid = e.get("id")
             if type(eid) is not int or statuses.get(eid) in (None, "deleted"):
                 continue
@@ -73,9 +91,12 @@ def apply_tombstones(
             if (runs.get(run_id), started) == (e.get("run_created"), e.get("started")):
                 doomed.append(eid)
                 statuses[eid] = "deleted"
+                if not note.listed <= set(scans):
+                    collected.append(eid)
     doomed = sorted(set(doomed))
     if doomed:
         cat.episodes.mark_deleted(doomed)
+        cat.pointers.drop_step_rows(sorted(set(collected)))
     return doomed
 
 

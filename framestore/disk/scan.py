@@ -51,6 +51,7 @@ __all__ = [
     "SegmentScan",
     "StepMeta",
     "chunk_steps",
+    "episode_records",
     "problem_kind",
     "scan_segment",
     "steps_of",
@@ -253,6 +254,42 @@ def scan_segment(
             for mm in maps:
                 mm.close()
     return scan
+
+
+def episode_records(path: str | os.PathLike, segment: int) -> list[dict] | None:
+    """The ``EPISODE`` records of one segment file (format version 3; none in older
+    ones), found without reading its frames: the walk follows the record headers and
+    reads (CRC checked) only the ``EPISODE`` payloads. None when the walk cannot reach
+    the end cleanly (a bad length or CRC, a torn tail): the caller must then assume the
+    file may describe any episode. Raises ``FileNotFoundError`` when it is missing and
+    ``CorruptData`` when its file header is unreadable."""
+    found: list[dict] = []
+    with open_segment(path, segment) as fp:
+        size = os.fstat(fp.fileno()).st_size
+        if read_file_header(fp, segment).version < 3:
+            return found
+        offset = FILE_HEADER_SIZE
+        while offset < size:
+            fp.seek(offset)
+            head = fp.read(RECORD_HEADER_SIZE)
+            if len(head) < RECORD_HEADER_SIZE:
+                return None
+            rtype, _flags, length = RECORD_HEADER.unpack(head)
+            end = offset + record_size(length)
+            if end > size:
+                return None
+            if rtype == RecordType.EPISODE:
+                try:
+                    rec = read_record(fp, offset, segment=segment)
+                    if rec is None:
+                        return None
+                    found.append(unpack_meta(rec.payload, segment=segment, offset=offset))
+                except CorruptData:
+                    return None
+            if rtype == RecordType.SEAL:
+                break
+            offset = end
+    return found
 
 
 def steps_of(

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 from .._format import RecordType, pack_notes, record_extent, store_tag
 from ..catalog import COMPACTION_OUTPUTS
 from ..disk._lock import StoreLock
-from ..disk.scan import scan_segment
+from ..disk.scan import episode_records, scan_segment
 from ..disk.segments import (
     checked_segment_dir,
     is_sealed,
@@ -192,17 +192,44 @@ def free_segment_id(store: StoreView) -> int:
     return max([next_segment_id(store.root), *(i + 1 for i in journaled + compacting)])
 
 
+def described_segments(root, entries: list[dict]) -> set[int]:
+    """The segments holding an ``EPISODE`` record of one of the episodes a tombstone's
+    ``entries`` name (the same stream key, run start and episode start), and the
+    version-3 segments whose records cannot all be walked (they may hold one). Reads
+    only record headers and ``EPISODE`` payloads, never frames."""
+    wanted = {(e["stream_key"], e["run_created"], e["started"]) for e in entries}
+    out = set()
+    for sid, path in segment_files(root).regular.items():
+        try:
+            records = episode_records(path, sid)
+        except (OSError, CorruptData):
+            continue  # no readable header: it holds no record anyone reads
+        if records is None or any(_identity(m) in wanted for m in records):
+            out.add(sid)
+    return out
+
+
+def _identity(meta: dict) -> tuple:
+    run, ep = meta.get("run"), meta.get("episode")
+    return (
+        meta.get("stream_key"),
+        run.get("created") if isinstance(run, dict) else None,
+        ep.get("started") if isinstance(ep, dict) else None,
+    )
+
+
 def delete_episodes_noted(store: StoreView, episode_ids: list[int]) -> int:
     """``rm``'s commit (call with the writer lock held; docs/RELIABILITY.md, "Deleting
     episodes"). Returns the note segment's id.
 
     1. A note segment holding ``DELETED`` records (a tombstone) for the episodes is
        written: ``.partial``, fsynced, renamed, directory fsynced. It names each
-       episode's id, stream key, run and start times, and the segments that may hold
-       its records (those its frame pointers name, widened to every segment between
-       the first and the one after the last: its frameless chunks and ``EPISODE_END``
-       lie among them; every segment when it has no frame): ``gc`` drops the tombstone
-       once none of them is left.
+       episode's id, stream key, run and start times, and the segments that hold its
+       records: those its frame pointers name and every segment with an ``EPISODE``
+       record of it (``described_segments``: a version-3 segment holding any record of
+       an episode holds its ``EPISODE`` record, so its chunks without frames and its
+       ``EPISODE_END``, however far after its last frame, are covered): ``gc`` drops
+       the tombstone once none of them is left.
     2. ONE transaction marks the episodes deleted and registers the note segment.
 
     A crash between 1 and 2 leaves a tombstone the catalogue does not know: the rm
@@ -212,15 +239,7 @@ def delete_episodes_noted(store: StoreView, episode_ids: list[int]) -> int:
     catalog = _writable_catalog(store)
     entries = catalog.recovery.tombstone_entries(episode_ids)
     held = catalog.recovery.episode_segments(episode_ids)
-    existing = list_segment_ids(store.root)
-    if held:
-        lo, hi = min(held), max(held)
-        # the next segment too: an EPISODE_END (or steps without frames) after a chunk
-        # that filled its segment lands in the next one
-        after = min((s for s in existing if s > hi), default=hi)
-        listed = sorted(held | {s for s in existing if lo <= s <= after})
-    else:
-        listed = existing
+    listed = sorted(held | described_segments(store.root, entries))
     store_id = catalog.meta.store_id()
     fields = {"store_id": store_id, "deleted": time.time(), "segments": listed,
               "episodes": entries}  # fmt: skip
