@@ -18,7 +18,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
-from framestore.catalog import MERGED_TAGS, Catalog, MergeRecord
+from framestore.catalog import MERGED_TAGS, Catalog, MergeRecord, format_shape
 from framestore.disk.scan import SegmentScan
 from framestore.disk.segments import store_tag
 
@@ -28,6 +28,7 @@ from ._recover_meta import _stream_frames_of_segment as stream_frames_of_segment
 
 __all__ = [
     "apply_tombstones",
+    "tombstoned_chunks",
     "merge_notes",
     "restore_merged_episodes",
     "restore_merges",
@@ -38,6 +39,18 @@ __all__ = [
 def tombstones(scans: dict[int, SegmentScan], store_id: str | None) -> dict[int, list[dict]]:
     """``{note segment: [episode entries]}`` of the ``DELETED`` records this store wrote."""
     return {sid: note.entries for sid, note in _tombstone_notes(scans, store_id).items()}
+
+
+def tombstoned_chunks(scans: dict[int, SegmentScan], store_id: str | None) -> set[tuple[int, int]]:
+    """``(segment, stream key)`` of the chunks this store's tombstones name: a segment a
+    tombstone lists and the stream key of an episode it names. Frames of a format 1-2
+    segment say nothing else of whose they are: recover never gives them an episode
+    again (an ``rm``'d episode of an old store stays gone in a rebuilt catalogue)."""
+    out = set()
+    for note in _tombstone_notes(scans, store_id).values():
+        keys = {e.get("stream_key") for e in note.entries}
+        out |= {(sid, key) for sid in note.listed for key in keys if type(key) is int}
+    return out
 
 
 @dataclass
@@ -198,11 +211,12 @@ def restore_merged_episodes(
         ep_map, run_map = dict(n["episodes"]), dict(n["runs"])
         for new, _header in n["segments"]:
             scan = scans.get(new)
-            if scan is None or new == n["note"] or (scan.version or 0) < 3:
+            if scan is None or new == n["note"]:
                 continue
             owner, streams = _merged_records(
                 cat, scan, n["source_id"], ep_map, run_map, episodes, runs, statuses, out
             )
+            _bare_merged_rows(cat, scan, ep_map, owner, statuses, have, pointed, out)
             for eid, listed in streams.items():
                 cat.recovery.restore_streams(eid, listed)
             rows, stream_rows = steps_of_segment(root, scan, owner, statuses, have, pointed, out)
@@ -217,6 +231,39 @@ def restore_merged_episodes(
     out.steps = dict(sorted(restored.items()))
     out.episodes_created = sorted(set(statuses) - known)
     return out
+
+
+def _bare_merged_rows(cat, scan, ep_map, owner, statuses, have, pointed, out: Restored) -> None:
+    """Rows for the frames of a merged segment's chunks that no ``EPISODE`` record of it
+    describes (a format 1-2 segment's, or chunks its source copied out of one): the
+    note's map names their episode here; their metadata was only in the catalogue, so
+    they get a frame pointer alone (``out.bare``, reported as metadata lost) and, when
+    the episode has no row, one in a recovered run (its stream key the chunks'; left
+    ``recording``: recover closes it as interrupted, counted from its rows)."""
+    sid = scan.segment
+    for off, header in sorted(scan.chunks.items()):
+        eid = ep_map.get(header.stream_key)
+        if header.stream_index or header.stream_key in owner or eid is None:
+            continue
+        if statuses.get(eid) == "deleted":
+            continue
+        rows = [
+            (eid, k, sid, off, slot, format_shape(header.shape))
+            for slot, k in enumerate(header.frame_keys)
+            if (sid, off, slot) not in pointed and k not in have[eid]
+        ]
+        if not rows:
+            continue
+        if eid not in statuses:  # closed as interrupted, counted from its rows, at the end
+            if out.recovered_run is None:
+                out.recovered_run = cat.recovery.create_recovered_run()
+            cat.recovery.restore_episode(
+                {"id": eid, "idx": eid}, out.recovered_run, header.stream_key
+            )
+            statuses[eid] = "recording"
+        cat.recovery.insert_recovered_steps(rows)
+        have[eid].update(r[1] for r in rows)
+        out.bare[eid] = out.bare.get(eid, 0) + len(rows)
 
 
 def _merged_records(

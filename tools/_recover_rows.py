@@ -219,10 +219,12 @@ def adopt_rowless(
     statuses: dict[int, str],
     next_id: int,
     root,
+    tombstoned: set[tuple[int, int]] = frozenset(),  # type: ignore[assignment]
 ) -> tuple[dict[int, int], list[int], Foreign, int]:
     """Give frames without a row one (in the caller's transaction), or mark their chunk
-    foreign. Returns ``(steps recovered per episode, episodes created, foreign chunks,
-    frames skipped)``."""
+    foreign. Frames of a chunk a tombstone names (``tombstoned``: ``(segment, stream
+    key)``) never get an episode of their own. Returns ``(steps recovered per episode,
+    episodes created, foreign chunks, frames skipped)``."""
     chunks = {(sid, off): h for sid, scan in scans.items() for off, h in scan.chunks.items()}
     eps = _Episodes(cat, chunks, statuses)
     # A chunk every slot of which a row points at has nothing to adopt (merged segments
@@ -247,7 +249,7 @@ def adopt_rowless(
             skipped += unpointed
             continue
         status = statuses.get(ep)
-        if status == "deleted":
+        if status == "deleted" or (status is None and (sid, header.stream_key) in tombstoned):
             continue
         rowless = eps.rowless(ep, header)
         keys = [k for _slot, k in rowless]

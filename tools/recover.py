@@ -88,7 +88,13 @@ from framestore.store import enclosing_store
 from framestore.write.service import remove_dead_shared_memory
 
 from ._recover_meta import restore_from_segments, store_id_of_segments
-from ._recover_notes import apply_tombstones, merge_notes, restore_merged_episodes, restore_merges
+from ._recover_notes import (
+    apply_tombstones,
+    merge_notes,
+    restore_merged_episodes,
+    restore_merges,
+    tombstoned_chunks,
+)
 from ._recover_rows import Foreign, adopt_rowless, fix_pointers, insert_foreign, resolves
 from ._store import StoreArg, opened
 
@@ -256,9 +262,12 @@ def _recover(st: FrameStore, report: RecoverReport, progress, drop_missing: bool
             )  # fmt: skip
             restored.merge(merged)
         report.episodes_deleted = apply_tombstones(cat, scans, statuses)
-        found = adopt_rowless(cat, scans, statuses, next_id, st.root)
+        tombstoned = tombstoned_chunks(scans, cat.meta.store_id())
+        found = adopt_rowless(cat, scans, statuses, next_id, st.root, tombstoned)
         bare, created, foreign, skipped = found
-        report.steps_without_metadata = bare
+        for ep, n in restored.bare.items():  # merged frames of format 1-2 segments
+            bare[ep] = bare.get(ep, 0) + n
+        report.steps_without_metadata = dict(sorted(bare.items()))
         whole = defaultdict(int, restored.steps)
         for ep, n in bare.items():
             whole[ep] += n

@@ -528,6 +528,24 @@ def rekeyed_chunk_record(raw: bytes, stream_key: int, version: int = VERSION) ->
     )  # fmt: skip
 
 
+def described_chunk_record(raw: bytes, stream_key: int, steps: list[StepMeta]) -> bytes:
+    """A CHUNK record of this version (``raw``, as ``read_chunk_record`` frames it) of
+    stream 0 rewritten with another stream key and a steps block describing ``steps``
+    (in step order): ``gc`` writes a merged episode of a segment that carried no steps
+    blocks (format 1-2) as this store's with the metadata its catalogue rows hold. The
+    frame table and codec data are the same bytes."""
+    if not 0 <= stream_key <= MAX_STREAM_KEY:
+        raise ValueError(f"stream key {stream_key} out of range")
+    payload = memoryview(raw)[RECORD_HEADER_SIZE : len(raw) - CRC_SIZE]
+    header = ChunkHeader.unpack(payload, version=VERSION)
+    block = pack_steps(steps, zstandard.ZstdCompressor()) if steps else b""  # none: no block
+    head = _replace_header(
+        header, stream_key=stream_key, stream_index=0, steps_length=len(block),
+        steps_count=len(steps),
+    )  # fmt: skip
+    return pack_chunk(head, block, payload[header.data_offset :])
+
+
 def _replace_header(header: ChunkHeader, **changes: Any) -> ChunkHeader:
     fields = {
         name: getattr(header, name)

@@ -216,6 +216,61 @@ class Recovery:
         """The store id its segments name (a catalogue rebuilt from them)."""
         self._db.exec("INSERT OR REPLACE INTO meta (key, value) VALUES ('store_id', ?)", [store_id])
 
+    # ------------------------------------------------- merged episodes gc describes
+    def chunk_owners(self, segment: int) -> dict[int, set[int]]:
+        """``{chunk offset: {episodes}}``: the episodes not deleted whose render frame
+        pointers point into each chunk of ``segment``."""
+        out: dict[int, set[int]] = {}
+        for off, ep in self._db.rows(
+            "SELECT DISTINCT s.frame_offset, s.episode_id FROM steps s "
+            "JOIN episodes e ON e.id = s.episode_id "
+            "WHERE s.frame_segment = ? AND e.status != 'deleted'",
+            [segment],
+        ):
+            out.setdefault(off, set()).add(ep)
+        return out
+
+    def step_rows(self, episode_id: int) -> list[tuple]:
+        """An episode's step rows as stored, in step order: ``(step, action, reward,
+        terminated, truncated, info, wall_time, segment, offset, slot, frame_shape,
+        observation)`` (observation None before m004)."""
+        obs = "observation" if self._db.has_m004 else "NULL"
+        return self._db.rows(
+            "SELECT step, action, reward, terminated, truncated, info, wall_time, "
+            f"frame_segment, frame_offset, frame_slot, frame_shape, {obs} FROM steps "
+            "WHERE episode_id = ? ORDER BY step",
+            [episode_id],
+        )
+
+    def described(self, episode_id: int) -> tuple[dict, dict, dict, dict] | None:
+        """``(run, episode, end, run end)``: an episode's ``runs`` and ``episodes`` rows
+        as stored, in the fields of ``EPISODE`` (``run``, ``episode``), ``EPISODE_END``
+        and ``RUN_END`` records (docs/FORMAT.md); None when there is no such episode."""
+        env_spec = "r.env_spec" if self._db.has_m002 else "NULL"
+        extra = "e.sub_env, e.continues_episode, e.reset_options" if self._db.has_m002 else (
+            "NULL, NULL, NULL"
+        )
+        row = self._db.one(
+            f"SELECT r.id, r.env_id, r.created, r.preset, r.host_profile, r.durability, "
+            f"r.config, {env_spec}, r.ended, r.stats, e.id, e.idx, e.seed, e.started, "
+            f"{extra}, e.ended, e.status, e.steps, e.total_reward, e.terminated, "
+            "e.truncated, e.frames_dropped FROM episodes e JOIN runs r ON r.id = e.run_id "
+            "WHERE e.id = ?",
+            [episode_id],
+        )
+        if row is None:
+            return None
+        run = dict(zip(_RUN_FIELDS, row[:8], strict=True))
+        run_end = {"run_id": row[0], "ended": row[8], "stats": row[9]}
+        episode = dict(zip(("id", *_EPISODE_FIELDS), row[10:17], strict=True))
+        ended, status, steps, total, term, trunc, dropped = row[17:]
+        end = {
+            "stream_key": episode_id, "episode_id": episode_id, "ended": ended,
+            "status": status, "steps": steps, "total_reward": total,
+            "terminated": bool(term), "truncated": bool(trunc), "frames_dropped": dropped,
+        }  # fmt: skip
+        return run, episode, end, run_end
+
     # ----------------------------------------------------------------- tombstones (rm)
     def tombstone_entries(self, episode_ids: list[int]) -> list[dict[str, Any]]:
         """What a ``DELETED`` record says of each episode (docs/FORMAT.md): its id,

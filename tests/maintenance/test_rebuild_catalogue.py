@@ -24,6 +24,7 @@ import numpy as np
 import pytest
 from _kills import run_and_kill
 from conftest import WRITERS, run_cli, writer_overrides
+from oldstores import copy_fixture
 
 import tools.gc as gc_module
 from framestore import FrameStore, RecordFrames
@@ -561,3 +562,48 @@ def test_merged_episodes_of_two_streams_are_rebuilt_after_gc(tmp_path):
         for eid in live:
             cams = list(store.iter_frames(eid, stream="cam"))
             assert [int(c[0, 0]) for c in cams] == list(range(5, 12))
+
+
+@pytest.mark.parametrize("fixture", ["store-v0.1.0", "store-v0.2.0"])
+def test_merged_format_1_2_episodes_are_rebuilt_after_gc(tmp_path, assault_frames, fixture):
+    """A store of format 1-2 segments merged in: its segments carry no EPISODE records
+    and no steps blocks, and its episodes' stream keys are ids this store uses too. gc
+    writes them as this store's from their catalogue rows (steps blocks, EPISODE,
+    EPISODE_END, RUN_END records), so a rebuild gives every merged episode back whole.
+    Before, gc copied their chunks under their source keys and a rebuild gave their
+    frames to this store's episodes of those ids, reporting no loss (issue 19)."""
+    path = tmp_path / "a.store"
+    record_store(path, assault_frames, "thread")
+    old = copy_fixture(fixture, tmp_path)
+    result = run_cli("merge", path, old)
+    assert result.exit_code == 0, result.output
+    live, frames, steps = _snapshot(path)
+    assert len(live) == 8  # this store's 5 and the fixture's 3
+    merged = live[5:]
+
+    # Before gc the merged segments are as placed: the MERGED note maps their stream
+    # keys to the ids here, the frames come back; their metadata was in the catalogue
+    # alone, and recover says so (it reported nothing lost, and lost them, before).
+    placed = tmp_path / "placed.store"
+    shutil.copytree(path, placed)
+    delete_catalogue(placed)
+    result = run_cli("recover", placed)
+    assert result.exit_code == 3 and "nothing lost" not in result.output, result.output
+    lost = [line for line in result.output.splitlines() if line.startswith("LOST")]
+    assert [int(line.split()[2].rstrip(":")) for line in lost] == merged, result.output
+    assert verify(placed).ok
+    with FrameStore.open(placed, readonly=True) as store:
+        assert [e.id for e in store.episodes()] == live
+        for eid in live:
+            got = store.read_frames(eid)
+            assert all(np.array_equal(a, b) for a, b in zip(got, frames[eid], strict=True))
+
+    assert run_cli("gc", path, "--threshold", "1").exit_code == 0
+    assert verify(path).ok
+    want = merged_catalogue(path)
+    delete_catalogue(path)
+    result = run_cli("recover", path)
+    assert result.exit_code == 0 and "nothing lost" in result.output, result.output
+    assert merged_catalogue(path) == want
+    assert verify(path).ok
+    _same_store(path, live, frames, steps, moved=True)

@@ -25,6 +25,7 @@ import numpy as np
 import pytest
 from _kills import run_and_kill
 from conftest import run_cli
+from oldstores import copy_fixture
 from test_rebuild_catalogue import catalogue, delete_catalogue
 
 from framestore import FrameStore, InvalidInput
@@ -305,3 +306,37 @@ def test_a_tombstone_covers_records_written_long_after_the_last_frame(tmp_path, 
     recover(path)
     with FrameStore.open(path, readonly=True) as store:
         assert [e.id for e in store.episodes()] == [b]
+
+
+@pytest.mark.parametrize("fixture", ["store-v0.1.0", "store-v0.2.0"])
+def test_rmd_episodes_of_a_format_1_2_store_stay_gone_in_a_rebuilt_catalogue(tmp_path, fixture):
+    """rm on a store of format 1-2 segments (the fixtures of 0.1.0 and 0.2.0): its
+    tombstone is the only segment naming the store (no EPISODE records), and its frames
+    say nothing but their stream key. With framestore.db deleted, recover takes the
+    store id from the tombstone and leaves the rm'd episode's frames alone: it does not
+    come back as a recovered episode (it did, before)."""
+    path = copy_fixture(fixture, tmp_path)
+    with FrameStore.open(path, readonly=True) as store:
+        frames = {e.id: store.read_frames(e.id) for e in store.episodes()}
+    assert sorted(frames) == [1, 2, 3]
+    assert run_cli("rm", path, "--episode", 2).exit_code == 0
+    with FrameStore.open(path, readonly=True) as store:
+        store_id = store.catalog.meta.store_id()
+    delete_catalogue(path)
+    result = run_cli("recover", path)
+    assert result.exit_code == 3, result.output  # their step metadata was in the catalogue
+    assert "episode 2" not in result.output, result.output
+    assert verify(path).ok
+    with FrameStore.open(path, readonly=True) as store:
+        assert store.catalog.meta.store_id() == store_id
+        assert [e.id for e in store.episodes()] == [1, 3]
+        for eid in (1, 3):
+            got = store.read_frames(eid)
+            assert all(np.array_equal(a, b) for a, b in zip(got, frames[eid], strict=True))
+    # gc then reclaims its frames (no row points at them), the tombstone with them
+    assert run_cli("gc", path, "--threshold", "1").exit_code == 0
+    assert note_segments(path) == [] and verify(path).ok
+    delete_catalogue(path)
+    recover(path)
+    with FrameStore.open(path, readonly=True) as store:
+        assert [e.id for e in store.episodes()] == [1, 3]
