@@ -247,9 +247,9 @@ class Recovery:
         as stored, in the fields of ``EPISODE`` (``run``, ``episode``), ``EPISODE_END``
         and ``RUN_END`` records (docs/FORMAT.md); None when there is no such episode."""
         env_spec = "r.env_spec" if self._db.has_m002 else "NULL"
-        extra = "e.sub_env, e.continues_episode, e.reset_options" if self._db.has_m002 else (
-            "NULL, NULL, NULL"
-        )
+        extra = "e.sub_env, e.continues_episode, e.reset_options"
+        if not self._db.has_m002:
+            extra = "NULL, NULL, NULL"
         row = self._db.one(
             f"SELECT r.id, r.env_id, r.created, r.preset, r.host_profile, r.durability, "
             f"r.config, {env_spec}, r.ended, r.stats, e.id, e.idx, e.seed, e.started, "
