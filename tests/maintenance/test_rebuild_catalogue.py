@@ -28,6 +28,7 @@ from oldstores import copy_fixture
 
 import tools.gc as gc_module
 from framestore import FrameStore, RecordFrames
+from framestore.disk.scan import scan_segment
 from framestore.disk.segments import list_segment_ids, segment_path
 from framestore.envs import make_env
 from tools.gc import PHASES, collect
@@ -607,3 +608,35 @@ def test_merged_format_1_2_episodes_are_rebuilt_after_gc(tmp_path, assault_frame
     assert merged_catalogue(path) == want
     assert verify(path).ok
     _same_store(path, live, frames, steps, moved=True)
+
+
+def test_recover_names_the_frames_it_could_not_rebuild(merged_store):
+    """A merge's note segment lost with framestore.db: nothing says the merged segments
+    (another store's tag) are this store's, so recover leaves their frames unread. It
+    must say so, counted, in one line, and exit with data loss. It said "nothing lost",
+    having deleted them as an interrupted gc's copies (their keys and steps collide with
+    this store's episodes')."""
+    path = merged_store
+    with closing(sqlite3.connect(path / "framestore.db")) as conn:
+        placed = [r[0] for r in conn.execute("SELECT id FROM segments WHERE header_id IS NOT NULL")]
+    notes = [
+        sid for sid in list_segment_ids(path)
+        if any(r.type == 7 for r in scan_segment(segment_path(path, sid), sid).records)
+    ]  # fmt: skip
+    assert len(notes) == 1 and placed
+    frames = sum(scan_segment(segment_path(path, s), s).frames for s in placed)
+    segment_path(path, notes[0]).unlink()
+    delete_catalogue(path)
+    result = run_cli("recover", path)
+    assert result.exit_code == 3, result.output
+    lines = [line for line in result.output.splitlines() if line.startswith("NOT REBUILT")]
+    assert lines == [
+        f"NOT REBUILT: {frames} frame(s) in segments another store wrote that no merge "
+        "note lists (left unread)"
+    ], result.output
+    assert "nothing lost" not in result.output and "frames not rebuilt" in result.output
+    # never deleted as "duplicates": their stream keys and steps are this store's too,
+    # their frames are not (recover removed them, before)
+    assert all(segment_path(path, s).exists() for s in placed)
+    again = run_cli("recover", path)  # still there, still said
+    assert again.exit_code == 3 and lines[0] in again.output
