@@ -104,6 +104,8 @@ def apply_tombstones(
             if (runs.get(run_id), started) == (e.get("run_created"), e.get("started")):
                 doomed.append(eid)
                 statuses[eid] = "deleted"
+                if isinstance(e.get("end"), dict):  # (written from 0.3.x's issue 19 on)
+                    cat.recovery.restore_deleted_end(eid, e["end"])
                 if not note.listed <= set(scans):
                     collected.append(eid)
     doomed = sorted(set(doomed))

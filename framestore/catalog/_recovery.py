@@ -275,18 +275,31 @@ class Recovery:
     def tombstone_entries(self, episode_ids: list[int]) -> list[dict[str, Any]]:
         """What a ``DELETED`` record says of each episode (docs/FORMAT.md): its id,
         stream key, run and the run's and its own start times (which tell it from
-        another recording that used the same id)."""
+        another recording that used the same id), and its row's end fields (``end``)."""
         out = []
         for eid in episode_ids:
             row = self._db.one(
                 f"SELECT e.id, {self._db.m002('COALESCE(e.stream_key, e.id)', 'e.id')}, "
-                "e.run_id, r.created, e.started FROM episodes e "
+                "e.run_id, r.created, e.started, e.ended, e.steps, e.total_reward, "
+                "e.terminated, e.truncated, e.frames_dropped FROM episodes e "
                 "LEFT JOIN runs r ON r.id = e.run_id WHERE e.id = ?",
                 [eid],
             )
             if row is not None:
-                out.append(dict(zip(_TOMBSTONE_FIELDS, row, strict=True)))
+                entry = dict(zip(_TOMBSTONE_FIELDS, row[:5], strict=True))
+                entry["end"] = dict(zip(_END_FIELDS, row[5:], strict=True))
+                out.append(entry)
         return out
+
+    def restore_deleted_end(self, episode_id: int, end: dict[str, Any]) -> None:
+        """A tombstone's ``end`` (the row's end fields when ``rm`` ran) for an episode
+        it deletes: a rebuilt catalogue may hold its ``EPISODE`` record but not its
+        ``EPISODE_END`` (a gc dropped the segment holding it)."""
+        values = [end.get(k) for k in _END_FIELDS]
+        self._db.exec(
+            f"UPDATE episodes SET {', '.join(f'{k} = ?' for k in _END_FIELDS)} WHERE id = ?",
+            [*values, episode_id],
+        )
 
     def episode_segments(self, episode_ids: list[int]) -> set[int]:
         """The segments the frame pointers of ``episode_ids`` point into (every stream)."""
@@ -304,6 +317,7 @@ class Recovery:
 
 
 _TOMBSTONE_FIELDS = ("id", "stream_key", "run_id", "run_created", "started")
+_END_FIELDS = ("ended", "steps", "total_reward", "terminated", "truncated", "frames_dropped")
 _RUN_FIELDS = ("id", "env_id", "created", "preset", "host_profile", "durability", "config",
                "env_spec")  # fmt: skip
 _EPISODE_FIELDS = ("idx", "seed", "started", "sub_env", "continues_episode", "reset_options")
