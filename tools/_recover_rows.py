@@ -321,18 +321,21 @@ def insert_foreign(cat: Catalog, foreign: Foreign, moves: dict[Where, Where]) ->
 #: Why frames on disk have no row after ``recover`` (``frames_not_rebuilt``' keys).
 NOT_OURS = "in segments another store wrote that no merge note lists (left unread)"
 NO_EPISODE = "whose stream key names no episode here, or several (left unread)"
-NO_ROW = "of an episode here that no step row points at"
+NO_ROW = "that no step row points at (left unread)"
 
 
 def frames_not_rebuilt(
-    cat: Catalog, scans: dict[int, SegmentScan], tombstoned: set[tuple[int, int]]
+    cat: Catalog, scans: dict[int, SegmentScan], tombstoned: set[tuple[int, int]], root
 ) -> dict[str, int]:
     """``{why: frames}``: the frames of good chunks that no step row points at and that
     are no deleted episode's (nor a merged source's episode left out of its merge, nor an
-    ``rm``'d one a tombstone names), nor a copy of a frame whose step's row points at
-    another: what the catalogue does not hold, so a rebuild did not give it back."""
+    ``rm``'d one a tombstone names), nor a byte-identical copy of the chunk their steps'
+    rows point at (a stream key and step alone can be two recordings'): what the
+    catalogue does not hold, so a rebuild did not give it back."""
     pointed = cat.pointers.pointed_frames()
-    served = {(r.episode, r.stream, r.step) for r in cat.pointers.all() if r.valid}
+    home = {
+        (r.episode, r.stream, r.step): (r.segment, r.offset) for r in cat.pointers.all() if r.valid
+    }
     owners = cat.episodes.stream_key_owners()
     statuses = cat.episodes.statuses()
     merged = cat.segments.merged()
@@ -365,7 +368,9 @@ def frames_not_rebuilt(
             if len(live) != 1:
                 out[NO_EPISODE] += len(free)
                 continue
-            missing = [k for k in free if (live[0], header.stream_index, k) not in served]
-            if missing:
-                out[NO_ROW] += len(missing)
+            homes = {home.get((live[0], header.stream_index, k)) for k in free}
+            if len(homes) == 1 and None not in homes:  # a copy of the chunk its rows use?
+                if same_chunk_data(root, (sid, off), homes.pop()):  # type: ignore[arg-type]
+                    continue
+            out[NO_ROW] += len(free)
     return dict(out)

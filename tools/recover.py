@@ -299,7 +299,7 @@ def _recover(st: FrameStore, report: RecoverReport, progress, drop_missing: bool
     _remove_duplicates(st, scans, report)
     _forget_gone_segments(st)
     sync_segments(st)
-    report.frames_not_rebuilt = frames_not_rebuilt(st.catalog, scans, tombstoned)
+    report.frames_not_rebuilt = frames_not_rebuilt(st.catalog, scans, tombstoned, st.root)
     st.reader.forget()
     for sid, eps in report.segments_unavailable.items():
         report.notes.append(

@@ -640,3 +640,22 @@ def test_recover_names_the_frames_it_could_not_rebuild(merged_store):
     assert all(segment_path(path, s).exists() for s in placed)
     again = run_cli("recover", path)  # still there, still said
     assert again.exit_code == 3 and lines[0] in again.output
+
+
+def test_recover_names_frames_of_stores_the_source_had_merged(tmp_path, assault_frames):
+    """C merged into B, B into A, A's catalogue deleted before any gc: C's episode is in
+    segments as placed, its records naming C's ids, which only B's own note mapped (merge
+    copies no note). recover cannot tell which id here it is: it names its 12 frames.
+    Before, it reported nothing lost (their stream key and steps are one of B's
+    episodes' too)."""
+    a, b, c = tmp_path / "a.store", tmp_path / "b.store", tmp_path / "c.store"
+    record_store(a, assault_frames, "thread")
+    record_store(b, assault_frames[50:], "thread")
+    record_other(c, frames=12)
+    assert run_cli("merge", b, c).exit_code == 0
+    assert run_cli("merge", a, b).exit_code == 0
+    delete_catalogue(a)
+    result = run_cli("recover", a)
+    assert result.exit_code == 3, result.output
+    assert "NOT REBUILT: 12 frame(s) that no step row points at" in result.output
+    assert "nothing lost" not in result.output
