@@ -44,7 +44,14 @@ Runs with the writer lock held. In order:
 Between steps 4 and 5, the tombstones ``rm`` wrote (``DELETED`` records in note
 segments) are honoured: an episode one of them names that the catalogue holds live is
 marked deleted (``tools._recover_notes``), so an ``rm`` killed before its SQLite commit
-is finished and an ``rm``'d episode never comes back in a rebuilt catalogue.
+is finished and an ``rm``'d episode never comes back in a rebuilt catalogue (nor do
+the frames of a chunk a tombstone lists under a stream key it names get an episode).
+
+Last, the frames of good chunks that no row points at and that are no deleted or rm'd
+episode's (nor a byte-identical copy of the chunk their steps' rows point at) are
+counted by reason (``frames_not_rebuilt``): data loss, reported line by line, so a
+rebuild that left frames out never says "nothing lost". Duplicates step 6 deletes are
+only this store's segments whose every chunk is byte-identical to the one its rows use.
 
 The frames it reports lost are kept in the store's ``meta`` table from the transaction
 that cleared their pointers until a ``recover`` completes and returns them, so an
