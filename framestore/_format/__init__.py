@@ -362,6 +362,18 @@ def _chunk_fields(data: bytes | memoryview, start: int, version: int) -> _ChunkF
     )  # fmt: skip
 
 
+def chunk_head_size(version: int) -> int:
+    """Bytes of a CHUNK payload's fixed head in format ``version``."""
+    return _head_size(version)
+
+
+def chunk_stream_key(head: bytes | memoryview, version: int) -> int:
+    """The stream key of a CHUNK payload of format ``version`` starting with ``head``
+    (at least ``chunk_head_size(version)`` bytes), unchecked: for walks that read record
+    heads only, never for reading frames."""
+    return _chunk_fields(head, 0, version).stream_key
+
+
 def _frame_shape_ok(ndim: int, channels: int) -> bool:
     """Gray frames are 2-D with one channel; colour frames 3-D with 1, 3 or 4."""
     return ndim in (2, 3) and channels in (1, 3, 4) and not (ndim == 2 and channels != 1)

@@ -33,6 +33,8 @@ from .._format import (
     RecordType,
     Seal,
     StepMeta,
+    chunk_head_size,
+    chunk_stream_key,
     plausible_chunk_head,
     plausible_record,
     read_file_header,
@@ -51,7 +53,8 @@ __all__ = [
     "SegmentScan",
     "StepMeta",
     "chunk_steps",
-    "episode_records",
+    "SegmentOutline",
+    "segment_outline",
     "problem_kind",
     "scan_segment",
     "steps_of",
@@ -256,18 +259,27 @@ def scan_segment(
     return scan
 
 
-def episode_records(path: str | os.PathLike, segment: int) -> list[dict] | None:
-    """The ``EPISODE`` records of one segment file (format version 3; none in older
-    ones), found without reading its frames: the walk follows the record headers and
-    reads (CRC checked) only the ``EPISODE`` payloads. None when the walk cannot reach
-    the end cleanly (a bad length or CRC, a torn tail): the caller must then assume the
-    file may describe any episode. Raises ``FileNotFoundError`` when it is missing and
-    ``CorruptData`` when its file header is unreadable."""
-    found: list[dict] = []
+@dataclass
+class SegmentOutline:
+    """What a segment's record heads say (``segment_outline``)."""
+
+    episodes: list[dict] = field(default_factory=list)  # its EPISODE records, CRC checked
+    chunk_keys: dict[int, int] = field(default_factory=dict)  # chunk offset -> stream key
+
+
+def segment_outline(path: str | os.PathLike, segment: int) -> SegmentOutline | None:
+    """A segment file's ``EPISODE`` records (format version 3; none in older ones) and
+    the stream key of each ``CHUNK``, found without reading frames: the walk follows the
+    record headers, reads (CRC checked) the ``EPISODE`` payloads and only the head of each
+    chunk (its stream key unchecked). None when the walk cannot reach the end cleanly (a
+    bad length or CRC, a torn tail): the caller must then assume the file may hold
+    anything. Raises ``FileNotFoundError`` when it is missing and ``CorruptData`` when its
+    file header is unreadable."""
+    out = SegmentOutline()
     with open_segment(path, segment) as fp:
         size = os.fstat(fp.fileno()).st_size
-        if read_file_header(fp, segment).version < 3:
-            return found
+        version = read_file_header(fp, segment).version
+        head_size = chunk_head_size(version)
         offset = FILE_HEADER_SIZE
         while offset < size:
             fp.seek(offset)
@@ -278,18 +290,22 @@ def episode_records(path: str | os.PathLike, segment: int) -> list[dict] | None:
             end = offset + record_size(length)
             if end > size:
                 return None
-            if rtype == RecordType.EPISODE:
+            if rtype == RecordType.CHUNK:
+                if length < head_size:
+                    return None
+                out.chunk_keys[offset] = chunk_stream_key(fp.read(head_size), version)
+            elif rtype == RecordType.EPISODE and version >= 3:
                 try:
                     rec = read_record(fp, offset, segment=segment)
                     if rec is None:
                         return None
-                    found.append(unpack_meta(rec.payload, segment=segment, offset=offset))
+                    out.episodes.append(unpack_meta(rec.payload, segment=segment, offset=offset))
                 except CorruptData:
                     return None
-            if rtype == RecordType.SEAL:
+            elif rtype == RecordType.SEAL:
                 break
             offset = end
-    return found
+    return out
 
 
 def steps_of(

@@ -45,18 +45,18 @@ class _Episode:
 
 
 class Described:
-    """The merged chunks of ``victims`` that ``gc`` writes with their metadata from the
-    catalogue (module docstring)."""
+    """The chunks of a compaction's victims that ``gc`` writes with their episode's
+    metadata from the catalogue (module docstring)."""
 
-    def __init__(self, store: FrameStore, merged_unscribed: dict[int, set[int]]):
-        """``merged_unscribed``: each merged victim segment -> the offsets of its live
-        chunks that no ``EPISODE`` record of the segment describes."""
+    def __init__(self, store: FrameStore, unscribed: dict[int, set[int]]):
+        """``unscribed``: each victim segment -> the offsets of its live chunks that no
+        ``EPISODE`` record of the segment describes."""
         self.store = store
         self.by_chunk: dict[Where, _Episode] = {}
         self.runs_ended: set[int] = set()  # runs whose RUN_END this compaction wrote
         recovery = store.catalog.recovery
         owners: dict[Where, set[int]] = {}
-        for seg, offsets in merged_unscribed.items():
+        for seg, offsets in unscribed.items():
             found = recovery.chunk_owners(seg)
             for off in offsets:
                 owners[(seg, off)] = found.get(off, set())

@@ -41,7 +41,7 @@ from .._format import (
     rekeyed_chunk_record,
 )
 from ..catalog import COMPACTION_OUTPUTS, Catalog
-from ..disk.scan import GoodRecord, SegmentScan, scan_segment
+from ..disk.scan import GoodRecord, SegmentScan, scan_segment, segment_outline
 from ..disk.segments import (
     SegmentWriter,
     checked_segment_dir,
@@ -358,8 +358,7 @@ def _copy(
     outs = _Outputs(store, target_bytes, dry)
     merged = store.catalog.segments.merged()
     known = _Known.of(store, victims) if merged and adopt else None
-    scans: dict[int, SegmentScan] = {}
-    described = _unscribed(store, victims, scans) if adopt else None
+    described = _unscribed(store, victims) if adopt else None
     own_keys = live_stream_keys(store)
     own_runs = live_runs(store)
     checked_segment_dir(store.root)
@@ -374,14 +373,14 @@ def _copy(
             with open_segment(path, v.segment) as fp:
                 version = segment_version(fp, v.segment)
                 if version >= 3 and v.segment not in merged:
-                    scan = scans.get(v.segment) or scan_segment(path, v.segment)
+                    scan = scan_segment(path, v.segment)
                     records = kept_records(scan, v.live_offsets, own_keys, own_runs)
                     done = _copy_v3(
                         fp, v, records, outs, moves, done, total, progress, None, described
                     )
                     continue
                 if version >= 3 and known is not None:  # its episodes become this store's
-                    scan = scans.get(v.segment) or scan_segment(path, v.segment)
+                    scan = scan_segment(path, v.segment)
                     adopt = _Adoption(scan, known)
                     records = adopt.kept(scan, v.live_offsets)
                     done = _copy_v3(
@@ -419,28 +418,25 @@ def _copy(
     return moves, outs.all, sorted(outs.adopted)
 
 
-def _unscribed(
-    store: FrameStore, victims: list[Victim], scans: dict[int, SegmentScan]
-) -> Described:
+def _unscribed(store: FrameStore, victims: list[Victim]) -> Described:
     """The victims' live chunks no ``EPISODE`` record of their segment describes (all of
     a format 1-2 segment's, this store's or merged), to be written with the catalogue's
-    metadata (``_described``). Fills ``scans`` with the format-3 victims' scans."""
+    metadata (``_described``). Reads record heads only (``segment_outline``); a victim
+    whose records cannot be walked has none (its chunks are copied as they are)."""
     unscribed: dict[int, set[int]] = {}
     for v in victims:
         if not v.live_offsets:
             continue
-        path = segment_path(store.root, v.segment)
-        with open_segment(path, v.segment) as fp:
-            version = segment_version(fp, v.segment)
-        if version < 3:
-            unscribed[v.segment] = set(v.live_offsets)
+        try:
+            outline = segment_outline(segment_path(store.root, v.segment), v.segment)
+        except (OSError, CorruptData):
             continue
-        scan = scans[v.segment] = scan_segment(path, v.segment)
-        keys = {r.meta.get("stream_key") for r in scan.meta_records if scan.kind_of(r) == "episode"}
+        if outline is None:
+            continue
+        keys = {m.get("stream_key") for m in outline.episodes}
         unscribed[v.segment] = {
-            off for off in v.live_offsets
-            if off in scan.chunks and scan.chunks[off].stream_key not in keys
-        }  # fmt: skip
+            off for off in v.live_offsets if outline.chunk_keys.get(off, -1) not in keys
+        }
     return Described(store, unscribed)
 
 

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 from .._format import RecordType, pack_notes, record_extent, store_tag
 from ..catalog import COMPACTION_OUTPUTS
 from ..disk._lock import StoreLock
-from ..disk.scan import episode_records, scan_segment
+from ..disk.scan import scan_segment, segment_outline
 from ..disk.segments import (
     checked_segment_dir,
     is_sealed,
@@ -195,16 +195,16 @@ def free_segment_id(store: StoreView) -> int:
 def described_segments(root, entries: list[dict]) -> set[int]:
     """The segments holding an ``EPISODE`` record of one of the episodes a tombstone's
     ``entries`` name (the same stream key, run start and episode start), and the
-    version-3 segments whose records cannot all be walked (they may hold one). Reads
-    only record headers and ``EPISODE`` payloads, never frames."""
+    segments whose records cannot all be walked (they may hold one). Reads only record
+    headers, chunk heads and ``EPISODE`` payloads, never frames (``segment_outline``)."""
     wanted = {(e["stream_key"], e["run_created"], e["started"]) for e in entries}
     out = set()
     for sid, path in segment_files(root).regular.items():
         try:
-            records = episode_records(path, sid)
+            outline = segment_outline(path, sid)
         except (OSError, CorruptData):
             continue  # no readable header: it holds no record anyone reads
-        if records is None or any(_identity(m) in wanted for m in records):
+        if outline is None or any(_identity(m) in wanted for m in outline.episodes):
             out.add(sid)
     return out
 
