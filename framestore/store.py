@@ -696,13 +696,23 @@ class FrameStore:
         """Mark episodes deleted (they vanish from listings at once; ``gc`` reclaims the
         space). A tombstone written into the segments first keeps them deleted in a
         catalogue rebuilt from the segments (``framestore.state.bookkeeping
-        .delete_episodes_noted``), so this takes the writer lock: ``InvalidInput`` while
-        a recorder holds the store. Unknown or already deleted ids raise
+        .delete_episodes_noted``), so only the store's one writer may do it: this
+        process, taking the writer lock, or, while a recorder opened through this store
+        records, that recorder's writer (``Recorder.delete_episodes``: finished
+        episodes are deleted while the recording goes on; the episode being recorded
+        is refused). ``InvalidInput`` while a recorder of another process (or of
+        another ``FrameStore``) holds the store. Unknown or already deleted ids raise
         ``EpisodeNotFound`` before anything changes. Returns the episodes deleted (or
         that would be, with ``dry_run``)."""
         if self.readonly:
             raise InvalidInput("store is open read-only")
         ids = list(dict.fromkeys(check_id(i, "episode id") for i in episode_ids))
+        if ids and not dry_run:
+            for rec in list(self._recorders):
+                try:
+                    return rec.delete_episodes(ids)
+                except StoreClosed:
+                    continue  # it closed meanwhile, releasing the lock: take it below
         eps = [self.episode(i) for i in ids]
         if dry_run or not ids:
             recording = [e.id for e in eps if e.status == "recording" and self._is_live(e.id)]
@@ -712,7 +722,7 @@ class FrameStore:
                 )
             return eps
         # The deletion is written into the segments (a tombstone), so it needs the one
-        # writer's lock: a recorder holding the store must stop first.
+        # writer's lock: a recorder of another process holding the store must stop first.
         lock = StoreLock(self.root)
         try:
             lock.acquire()
@@ -730,8 +740,8 @@ class FrameStore:
         return eps
 
     def _is_live(self, episode_id: int) -> bool:
-        if any(r.current_episode == episode_id for r in self._recorders):
-            return True
+        if self._recorders:  # ours hold the lock: live means open in one of them
+            return any(episode_id in r.open_episodes for r in self._recorders)
         lock = StoreLock(self.root)
         try:
             lock.acquire()

@@ -511,17 +511,25 @@ class ReplayTab(QWidget):
             self.export(ids[0], path)
 
     def delete(self, episode_ids: list[int]) -> None:
-        """Mark episodes deleted (space returns at the next Compact)."""
-        if self.episode_id in episode_ids:
-            self.episode_id = None
-            self.clock.pause()
-            self.clock.set_length(0)
-            self.timeline_model.clear()
-            self.view.set_frame(None, "episode deleted")
+        """Mark episodes deleted (space returns at the next Compact). While the Play tab
+        records into this store, ``FrameStore.delete_episodes`` has that recording's
+        writer (the holder of the store's writer lock) write the deletion, and the
+        recording goes on; the episode being recorded is refused, and the tab says why.
+        """
+
+        def deleted(_result) -> None:
+            if self.episode_id in episode_ids:
+                self.episode_id = None
+                self.clock.pause()
+                self.clock.set_length(0)
+                self.timeline_model.clear()
+                self.view.set_frame(None, "episode deleted")
+            self.refresh()
+
         self._start_job(
             f"delete of {len(episode_ids)} episode(s)",
             lambda _p: self.store.delete_episodes(episode_ids),
-            after=lambda _r: self.refresh(),
+            after=deleted,
         )
 
     def _delete_clicked(self) -> None:

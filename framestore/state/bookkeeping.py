@@ -10,7 +10,9 @@ share these; a user reading or recording never needs them, so they are not membe
 - ``sync_segments(store)``: reconcile the catalogue's ``segments`` table with the files;
 - ``delete_segment_files(store, ids)``: delete segment files nothing points into;
 - ``delete_episodes_noted(store, ids)``: ``rm``'s commit, with its tombstone (a
-  ``DELETED`` record in a note segment, docs/FORMAT.md) written first;
+  ``DELETED`` record in a note segment, docs/FORMAT.md) written first; its two steps
+  (``plan_tombstone``, ``commit_deletion``) for a recorder whose writer writes the
+  tombstone;
 - ``chunk_bytes``, ``live_bytes_by_segment``, ``file_bytes``, ``segment_state``: sizes
   and states of segments as the files and the catalogue tell them.
 """
@@ -21,6 +23,7 @@ import os
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from .._format import RecordType, pack_notes, record_extent, store_tag
@@ -45,13 +48,16 @@ if TYPE_CHECKING:
     from ..catalog import Catalog
 
 __all__ = [
+    "Tombstone",
     "chunk_bytes",
+    "commit_deletion",
     "delete_episodes_noted",
     "delete_segment_files",
     "free_segment_id",
     "file_bytes",
     "live_bytes_by_segment",
     "next_ids",
+    "plan_tombstone",
     "segment_state",
     "sync_segments",
     "writer_lock",
@@ -218,24 +224,29 @@ def _identity(meta: dict) -> tuple:
     )
 
 
-def delete_episodes_noted(store: StoreView, episode_ids: list[int]) -> int:
-    """``rm``'s commit (call with the writer lock held; docs/RELIABILITY.md, "Deleting
-    episodes"). Returns the note segment's id.
+@dataclass(frozen=True)
+class Tombstone:
+    """An ``rm``'s tombstone before it is written (``plan_tombstone``): the episodes,
+    their ``DELETED`` records, the segments holding their frames (whose live bytes the
+    commit recomputes) and the lowest segment id the note segment may take."""
 
-    1. A note segment holding ``DELETED`` records (a tombstone) for the episodes is
-       written: ``.partial``, fsynced, renamed, directory fsynced. It names each
-       episode's id, stream key, run and start times, and the segments that hold its
-       records: those its frame pointers name and every segment with an ``EPISODE``
-       record of it (``described_segments``: a version-3 segment holding any record of
-       an episode holds its ``EPISODE`` record, so its chunks without frames and its
-       ``EPISODE_END``, however far after its last frame, are covered): ``gc`` drops
-       the tombstone once none of them is left.
-    2. ONE transaction marks the episodes deleted and registers the note segment.
+    episode_ids: list[int]
+    records: list[bytes]
+    held: frozenset[int]
+    first_id: int
 
-    A crash between 1 and 2 leaves a tombstone the catalogue does not know: the rm
-    happened (its commit point is the tombstone on disk); ``recover`` finishes it, and
-    ``gc`` refuses to run until then (a segment without a row).
-    """
+
+def plan_tombstone(store: StoreView, episode_ids: list[int]) -> Tombstone:
+    """The tombstone of ``episode_ids`` (call with the writer lock held, by this process
+    or by its recorder: ``first_id`` is above every id in use or reserved). Its records
+    name each episode's id, stream key, run and start times, its row's end fields, and
+    the segments that hold its records: those its frame pointers name and every segment
+    with an ``EPISODE`` record of it (``described_segments``: a version-3 segment
+    holding any record of an episode holds its ``EPISODE`` record, so its chunks without
+    frames and its ``EPISODE_END``, however far after its last frame, are covered; a
+    segment being written whose tail cannot be walked is listed): ``gc`` drops the
+    tombstone once none of them is left. The episodes must be finished: their rows all
+    committed."""
     catalog = _writable_catalog(store)
     entries = catalog.recovery.tombstone_entries(episode_ids)
     held = catalog.recovery.episode_segments(episode_ids)
@@ -243,15 +254,43 @@ def delete_episodes_noted(store: StoreView, episode_ids: list[int]) -> int:
     store_id = catalog.meta.store_id()
     fields = {"store_id": store_id, "deleted": time.time(), "segments": listed,
               "episodes": entries}  # fmt: skip
-    sid = free_segment_id(store)
-    size = write_note_segment(
-        store.root, sid, pack_notes(RecordType.DELETED, fields, "episodes"), store_tag(store_id)
-    )
+    records = pack_notes(RecordType.DELETED, fields, "episodes")
+    return Tombstone(list(episode_ids), records, frozenset(held), free_segment_id(store))
+
+
+def commit_deletion(store: StoreView, tomb: Tombstone, segment_id: int, size: int) -> None:
+    """``rm``'s SQLite commit, once its tombstone is on disk as note segment
+    ``segment_id`` of ``size`` bytes: ONE transaction marks the episodes deleted,
+    registers the note segment and recomputes the live bytes of the segments that held
+    them."""
     with store.transaction() as cat:
-        cat.episodes.mark_deleted(episode_ids)
-        cat.segments.record(sid, "sealed", size)
+        cat.episodes.mark_deleted(tomb.episode_ids)
+        cat.segments.record(segment_id, "sealed", size)
         # what gc and `info` read: the held segments' live bytes without these episodes
         cat.segments.set_live_bytes(
-            {s: chunk_bytes(store, s, cat.pointers.live_chunk_offsets(s)) for s in held}
+            {s: chunk_bytes(store, s, cat.pointers.live_chunk_offsets(s)) for s in tomb.held}
         )
-    return sid
+
+
+def delete_episodes_noted(store: StoreView, episode_ids: list[int]) -> int:
+    """``rm``'s commit (call with the writer lock held; docs/RELIABILITY.md, "The
+    catalogue itself lost", Deletions). Returns the note segment's id.
+
+    1. A note segment holding ``DELETED`` records (a tombstone, ``plan_tombstone``) for
+       the episodes is written: ``.partial``, fsynced, renamed, directory fsynced.
+    2. ONE transaction marks the episodes deleted and registers the note segment
+       (``commit_deletion``).
+
+    A crash between 1 and 2 leaves a tombstone the catalogue does not know: the rm
+    happened (its commit point is the tombstone on disk); ``recover`` finishes it, and
+    ``gc`` refuses to run until then (a segment without a row).
+
+    While a recorder holds the store, its writer writes the tombstone instead (the one
+    process that may write segments, and the one that hands out segment ids):
+    ``Recorder.delete_episodes`` runs the same two steps through it.
+    """
+    tomb = plan_tombstone(store, episode_ids)
+    store_id = store.catalog.meta.store_id()
+    size = write_note_segment(store.root, tomb.first_id, tomb.records, store_tag(store_id))
+    commit_deletion(store, tomb, tomb.first_id, size)
+    return tomb.first_id

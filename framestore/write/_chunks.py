@@ -38,7 +38,13 @@ from .._format import (
 )
 from ..disk._refs import FrameRef
 from ..disk.codecs import encode_chunk
-from ..disk.segments import SegmentWriter, next_segment_id, segment_dir, segment_path
+from ..disk.segments import (
+    SegmentWriter,
+    next_segment_id,
+    segment_dir,
+    segment_path,
+    write_note_segment,
+)
 from ..files import fsync_dir
 
 #: Most steps in one chunk (a run of steps without frames closes it here).
@@ -56,6 +62,21 @@ class MetaRecord:
     stream_key: int | None
     fields: dict
     event: object = None  # the telemetry event the sink gets once the record is appended
+
+
+@dataclass(slots=True)
+class NoteSegment:
+    """A note segment (an ``rm``'s tombstone: ``DELETED`` records) for the writer to
+    write, in order with the chunks handed off before it, at the writer's next segment
+    id or ``first_id`` if that is higher (ids a merge or a killed gc reserved). The
+    writer fills in ``segment_id`` and ``size``, or ``error``; ``done`` then."""
+
+    records: list[bytes]
+    first_id: int
+    segment_id: int | None = None
+    size: int = 0
+    error: BaseException | None = None
+    done: bool = False
 
 
 @dataclass(slots=True)
@@ -115,6 +136,9 @@ class ChunkWriter:
         compress_threads: size of the compression pool (zstandard releases the GIL).
         on_written: called on the writer thread for every appended chunk, in order.
         on_meta: called on the writer thread for every appended ``MetaRecord``.
+        on_note: called on the writer thread for every ``NoteSegment`` written (or
+            failed: a tombstone that cannot be written fails its ``rm``, not the
+            recording).
         store_tag: the segment file headers' store tag.
     """
 
@@ -130,9 +154,11 @@ class ChunkWriter:
         compress_threads: int,
         on_written: Callable[[Written], None],
         on_meta: Callable[[MetaRecord], None] | None = None,
+        on_note: Callable[[NoteSegment], None] | None = None,
         store_tag: int = 0,
     ):
         self.root = root
+        self._on_note = on_note
         self._store_tag = store_tag
         self._codec = codec
         self._level = level
@@ -146,7 +172,7 @@ class ChunkWriter:
             max_workers=compress_threads, thread_name_prefix="framestore-compress"
         )
         self._local = threading.local()
-        self._inflight: deque[tuple[Future, Chunk | MetaRecord]] = deque()
+        self._inflight: deque[tuple[Future, Chunk | MetaRecord | NoteSegment]] = deque()
         self._episodes: dict[int, MetaRecord] = {}  # stream key -> its EPISODE record
         self._described: set[int] = set()  # stream keys described in the open segment
         self._next_segment_id = next_segment_id(root)
@@ -172,6 +198,12 @@ class ChunkWriter:
         done.set_result(None)
         self._inflight.append((done, meta))
 
+    def add_note(self, note: NoteSegment) -> None:
+        """A note segment, written after every chunk submitted before it."""
+        done: Future = Future()
+        done.set_result(None)
+        self._inflight.append((done, note))
+
     @property
     def idle(self) -> bool:
         """Nothing being compressed or waiting to be appended."""
@@ -190,6 +222,8 @@ class ChunkWriter:
             fut, item = inflight.popleft()
             if isinstance(item, MetaRecord):
                 self._append_meta(item)
+            elif isinstance(item, NoteSegment):
+                self._write_note(item)
             else:
                 self._append(item, fut.result())
 
@@ -275,6 +309,21 @@ class ChunkWriter:
             self._described.discard(meta.stream_key)
         if self._on_meta is not None:
             self._on_meta(meta)
+
+    def _write_note(self, note: NoteSegment) -> None:
+        """A note segment of its own (sealed, fsynced, renamed into place; the
+        directory fsynced), at an id no segment of this writer will take."""
+        sid = max(self._next_segment_id, note.first_id)
+        try:
+            note.size = write_note_segment(self.root, sid, note.records, self._store_tag)
+            note.segment_id = sid
+        except Exception as e:  # noqa: BLE001 - the rm's error, handed to its caller
+            note.error = e
+        # the id is spent either way: a partial file may be left under it
+        self._next_segment_id = sid + 1
+        note.done = True
+        if self._on_note is not None:
+            self._on_note(note)
 
     def _segment_for(self, nbytes: int, key: int | None) -> SegmentWriter:
         """The segment the next record of ``nbytes`` goes into (sealing a full one and

@@ -109,6 +109,15 @@ class Storage(Protocol):
         """Change the rows per commit."""
         ...
 
+    def write_note(
+        self, records: list[bytes], first_id: int, timeout: float | None = None
+    ) -> tuple[int, int]:
+        """Have the writer (the holder of the writer lock, and of the next segment
+        ids) write a note segment of ``records`` (an ``rm``'s tombstone) at an id of
+        ``first_id`` or above; returns ``(segment id, size)`` once it is sealed and
+        durable. The recording goes on meanwhile."""
+        ...
+
     def flush_frames(self, timeout: float | None = None) -> None:
         """Return once every frame put so far is written (and fsynced unless ``fast``)."""
         ...
@@ -340,6 +349,11 @@ class ThreadStorage:
 
     def set_batch_size(self, rows: int) -> None:
         self._sink.set_batch_size(rows)
+
+    def write_note(
+        self, records: list[bytes], first_id: int, timeout: float | None = None
+    ) -> tuple[int, int]:
+        return self._service.write_note(records, first_id, timeout)
 
     # ----------------------------------------------------------------- writer thread
     def _rows_of(self, chunk: Chunk) -> None:

@@ -13,7 +13,7 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, replace
 from typing import TYPE_CHECKING, Any
 
@@ -38,10 +38,10 @@ from telemetry import (
 from .._closing import close_all, close_on_exit
 from .._format import StepMeta
 from .._format.streams import MAX_STREAMS
-from ..catalog import check_seed, format_shape
-from ..errors import InvalidInput, StoreClosed
+from ..catalog import check_id, check_seed, format_shape
+from ..errors import EpisodeNotFound, InvalidInput, StoreClosed
 from ..settings import Settings, resolve
-from ..state.bookkeeping import next_ids, sync_segments
+from ..state.bookkeeping import commit_deletion, next_ids, plan_tombstone, sync_segments
 from ..state.merging import refuse_unfinished_merge
 from ..state.view import StoreView
 from ._batchrows import BatchRows, EpisodeState, check_episode_args
@@ -52,6 +52,7 @@ from .service import ServiceMetrics
 
 if TYPE_CHECKING:
     from ..disk._refs import FrameRef
+    from ..types import EpisodeInfo
 
 log = logging.getLogger("framestore")
 
@@ -195,7 +196,8 @@ class Recorder:
         self._on_error = on_error
         self._on_close = on_close
         self._closed = False
-        self._lock = threading.Lock()
+        # held by a deletion and by close(): a deletion never outlives the writer
+        self._deleting = threading.Lock()
         self._displays = 0  # display subscribers: steps become Step events only for them
 
         self._start_storage(store, s)
@@ -237,6 +239,7 @@ class Recorder:
             # Episode ids start above any id a crashed writer left in segments, so frames
             # of two recordings never share one (recover tells them apart by it).
             self.run_id, self._next_episode_id = next_ids(store)
+            self._first_episode_id = self._next_episode_id
             self._hub = TelemetryAsyncHub()
             self._hub.subscribe("db", self._storage, policy="durable")  # bounded by its queue
         except BaseException:
@@ -666,6 +669,60 @@ class Recorder:
         self._check_open()
         self._storage.flush(timeout)
 
+    def delete_episodes(
+        self, episode_ids: Iterable[int], *, timeout: float | None = None
+    ) -> list[EpisodeInfo]:
+        """Delete finished episodes of the store while this recorder records into it
+        (``FrameStore.delete_episodes`` comes here when this recorder holds the store;
+        any thread may call it). The deletion is ``rm``'s (docs/RELIABILITY.md, "The
+        catalogue itself lost", Deletions): its tombstone, a note segment of
+        ``DELETED`` records, is written by this recorder's writer (the one holder of the
+        writer lock, in either placement), sealed and fsynced; then ONE SQLite
+        transaction marks the episodes deleted. The tombstone is the commit point:
+        killed between the two, ``recover`` finishes the deletion. The recording goes on
+        meanwhile.
+
+        Returns the episodes deleted (as they were). Raises ``InvalidInput`` for an
+        episode this recorder has open (being recorded: end it first),
+        ``EpisodeNotFound`` for an unknown or deleted id (before anything changes),
+        ``StoreClosed`` once the recorder is closed, and the writer's error if it
+        failed.
+        """
+        ids = list(dict.fromkeys(check_id(i, "episode id") for i in episode_ids))
+        with self._deleting:
+            self._check_open()
+            live = [i for i in ids if i in self._open]
+            if live:
+                # short: the GUI shows it on one line of its Replay tab
+                raise InvalidInput(f"episode {live[0]} is being recorded; end it first")
+            if not ids:
+                return []
+            mine = range(self._first_episode_id, self._next_episode_id)
+            known = [self.store.catalog.episodes.get(i) for i in ids]
+            if any(
+                i in mine and (ep is None or ep.status == "recording")
+                for i, ep in zip(ids, known, strict=True)
+            ):
+                # ended here, its rows or its end not committed yet: the tombstone
+                # lists the segments its rows name, so they must all be committed
+                self._storage.flush(timeout)
+            eps = self._finished(ids)
+            tomb = plan_tombstone(self.store, ids)
+            segment, size = self._storage.write_note(tomb.records, tomb.first_id, timeout)
+            commit_deletion(self.store, tomb, segment, size)
+        return eps
+
+    def _finished(self, ids: list[int]) -> list[EpisodeInfo]:
+        """The catalogue's records of ``ids`` (``EpisodeNotFound`` for an unknown or
+        deleted one)."""
+        eps = []
+        for eid in ids:
+            ep = self.store.catalog.episodes.get(eid)
+            if ep is None or ep.status == "deleted":
+                raise EpisodeNotFound(eid)
+            eps.append(ep)
+        return eps
+
     def metrics(self) -> RecorderMetrics:
         return RecorderMetrics(
             frames=self._storage.frame_metrics(),
@@ -688,6 +745,11 @@ class Recorder:
         Raises the first background error after everything is shut down."""
         if self._closed:
             return
+        with self._deleting:  # a deletion in flight finishes first
+            if not self._closed:
+                self._close()
+
+    def _close(self) -> None:
         # Episodes first, then the frames, so the run's stored stats (frames written,
         # bytes out) are final, not a snapshot taken while the writer was still busy.
         close_all(

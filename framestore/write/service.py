@@ -37,7 +37,7 @@ from ..errors import (
     writer_error,
 )
 from ._budget import QueueBudget
-from ._chunks import Chunk, ChunkWriter, MetaRecord, Written
+from ._chunks import Chunk, ChunkWriter, MetaRecord, NoteSegment, Written
 from ._openchunks import ArrayBuffers, ChunkAssembler
 from ._serviceargs import DURABILITIES, POLICIES, ServiceMetrics, check_args
 
@@ -51,6 +51,7 @@ __all__ = [
     "MAX_LATENCY",
     "FrameStorageService",
     "MetaRecord",
+    "NoteSegment",
     "ServiceMetrics",
     "StepMeta",
     "remove_dead_shared_memory",
@@ -155,7 +156,7 @@ class FrameStorageService:
             self._lock.acquire()
 
         self._cond = threading.Condition()
-        self._queue: deque[Chunk | MetaRecord] = deque()
+        self._queue: deque[Chunk | MetaRecord | NoteSegment] = deque()
         self._queued_items = 0  # chunks and records handed to the writer thread
         self._done_items = 0  # ... and appended (in the same order)
         self._frames_out = 0  # frames (and their raw bytes) written: the budget's release
@@ -197,6 +198,7 @@ class FrameStorageService:
             compress_threads=compress_threads,
             on_written=self._written,
             on_meta=self._appended_meta,
+            on_note=self._noted,
             store_tag=store_tag,
         )
         self._thread = threading.Thread(target=self._run, name="framestore-writer", daemon=True)
@@ -252,6 +254,35 @@ class FrameStorageService:
         if meta.stream_key is not None and meta.type != RecordType.EPISODE:
             chunks.close_stream(meta.stream_key)
         chunks.locked(lambda: self._enqueue(meta))
+
+    def write_note(
+        self, records: list[bytes], first_id: int, timeout: float | None = None
+    ) -> tuple[int, int]:
+        """Write a note segment holding ``records`` (an ``rm``'s tombstone) on the
+        writer thread, after what was handed off before, at an id no segment of this
+        writer takes (``first_id`` at least); returns ``(segment id, size)`` once it is
+        sealed, fsynced and in place. The recording goes on meanwhile. Raises the
+        note's own error (the recording goes on), the writer's error if it failed, or
+        ``QueueFull`` after ``timeout`` seconds."""
+        if self._closed:
+            raise StoreClosed("write_note() on a closed FrameStorageService")
+        self.raise_if_failed()
+        note = NoteSegment(list(records), int(first_id))
+        self._chunks.locked(lambda: self._enqueue(note))
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._cond:
+            while not note.done:
+                self.raise_if_failed()
+                if not self._thread.is_alive():
+                    raise StoreClosed("writer stopped before the note segment was written")
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    raise QueueFull("frame writer", timeout or 0.0, "writing a note segment")
+                self._cond.wait(remaining if remaining is not None else 1.0)
+        if note.error is not None:
+            raise note.error
+        assert note.segment_id is not None
+        return note.segment_id, note.size
 
     def put_many(
         self,
@@ -320,7 +351,7 @@ class FrameStorageService:
         """The assembler's hand-off: one append and one wake-up per chunk."""
         self._enqueue(chunk)
 
-    def _enqueue(self, item: Chunk | MetaRecord) -> None:
+    def _enqueue(self, item: Chunk | MetaRecord | NoteSegment) -> None:
         with self._cond:
             self._queue.append(item)
             self._queued_items += 1
@@ -496,6 +527,8 @@ class FrameStorageService:
                 for item in items:
                     if type(item) is MetaRecord:
                         writer.add_meta(item)
+                    elif type(item) is NoteSegment:
+                        writer.add_note(item)
                     else:
                         writer.submit(item)  # type: ignore[arg-type]
                 writer.append_ready(wait_all=stopping or not items)
@@ -516,6 +549,12 @@ class FrameStorageService:
             self._frames_out += len(chunk.refs)
             self._raw_out += chunk.nbytes
             self._bytes_out += done.record_bytes
+            self._done_items += 1
+            self._cond.notify_all()
+
+    def _noted(self, note: NoteSegment) -> None:
+        """A note segment is written (or failed): its ``write_note`` may return."""
+        with self._cond:
             self._done_items += 1
             self._cond.notify_all()
 

@@ -225,15 +225,16 @@ def test_gc_keeps_a_tombstone_while_a_segment_it_lists_holds_records(rm_base, tm
 
 def test_rm_while_a_recorder_holds_the_store_refuses_and_changes_nothing(rm_base, tmp_path):
     """rm writes into the segments, so it needs the one writer's lock: with a recorder
-    open (here in this process, as the GUI's Play tab holds one) it refuses in one line
-    and writes nothing."""
+    open that is not this store's own (another ``FrameStore``, the CLI) it refuses in one
+    line and writes nothing. (The recorder's own store deletes through it:
+    test_rm_while_recording.py.)"""
     base, want = rm_base
     path = tmp_path / "rm.store"
     shutil.copytree(base, path)
     first = sorted(want)[0]
     with FrameStore.open(path) as store, store.recorder(ENV_ID, overrides=OVERRIDES):
-        with pytest.raises(InvalidInput, match="stop recording first"):
-            store.delete_episodes([first])
+        with FrameStore.open(path) as other, pytest.raises(InvalidInput, match="stop recording"):
+            other.delete_episodes([first])
         result = run_cli("rm", path, "--episode", first)
         assert result.exit_code == 2 and len(result.output.strip().splitlines()) == 1
         assert "stop recording first" in result.output

@@ -412,6 +412,22 @@ class ProcessStorage:
             self._flush_ms = (time.perf_counter() - t0) * 1000
             self._max_flush_ms = max(self._max_flush_ms, self._flush_ms)
 
+    def write_note(
+        self, records: list[bytes], first_id: int, timeout: float | None = None
+    ) -> tuple[int, int]:
+        """The storage process's writer writes the note segment (in order after the
+        chunks handed off before); returns ``(segment id, size)`` from its reply."""
+        self._link.raise_if_failed()
+        token = self._link.token()
+        msg = (int(Cmd.NOTE), token, list(records), int(first_id), timeout)
+        self._chunks.locked(lambda: self._send(msg))
+        # A little longer than the storage process waits: its QueueFull arrives first.
+        reply = self._link.reply(token, None if timeout is None else timeout + 5.0)
+        if reply[3] is not None:
+            raise decode_error(reply[3])
+        sid, size = reply[2]
+        return int(sid), int(size)
+
     def flush_frames(self, timeout: float | None = None) -> None:
         self._flush(timeout, frames_only=True)
 

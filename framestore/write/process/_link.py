@@ -181,7 +181,8 @@ class StorageLink:
                     self._fail(decode_error(msg[2]), msg[1])
                 else:
                     with self._cond:
-                        self._results[msg[1] if msg[0] == "flushed" else msg[0]] = msg
+                        tokened = msg[0] in ("flushed", "noted")
+                        self._results[msg[1] if tokened else msg[0]] = msg
                         self._cond.notify_all()
                     if msg[0] == "closed":
                         if not self.closing:  # it stopped without being asked to
@@ -201,14 +202,14 @@ class StorageLink:
 
     # ----------------------------------------------------------------- commands
     def token(self) -> int:
-        """A new flush token."""
+        """A new token (a flush's or a note's: its reply carries it)."""
         with self._cond:
             self._token += 1
             return self._token
 
     def reply(self, key: Any, timeout: float | None) -> tuple:
-        """Wait for the reply ``key`` (a flush token or ``"closed"``); an error (other
-        than for ``"closed"``) is raised at once, a death ends every wait."""
+        """Wait for the reply ``key`` (a flush's or a note's token, or ``"closed"``); an
+        error (other than for ``"closed"``) is raised at once, a death ends every wait."""
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._cond:
             while key not in self._results:

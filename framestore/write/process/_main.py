@@ -165,6 +165,8 @@ class _Server:
             self.storage.cut()
         elif kind == Cmd.FLUSH:
             self._flush(*msg[1:])
+        elif kind == Cmd.NOTE:
+            self._note(*msg[1:])
         elif kind == Cmd.CLOSE:
             return False
         return True
@@ -195,6 +197,17 @@ class _Server:
             self.reply("flushed", token, encode_error(e))
             return
         self.reply("flushed", token, None)
+
+    def _note(self, token: int, records: list[bytes], first_id: int, timeout: float | None) -> None:
+        """A note segment (an ``rm``'s tombstone) written by this process's writer,
+        which holds the lock and hands out the segment ids; the producer commits the
+        rm once the reply says where it is."""
+        try:
+            where = self.storage.write_note(records, first_id, timeout)
+        except BaseException as e:  # noqa: BLE001 - the producer raises it
+            self.reply("noted", token, None, encode_error(e))
+            return
+        self.reply("noted", token, where, None)
 
     # ----------------------------------------------------------------- shutdown
     def shutdown(self, producer_gone: bool, unregister: bool) -> None:

@@ -3,7 +3,8 @@
 Commands (producer -> storage process) travel on a pipe as length-prefixed pickles of
 tuples whose first item is a ``Cmd``; a chunk is ONE command (its frames are already in
 a ring slot, its steps ride along as tuples). Replies (storage process -> producer) are ``multiprocessing`` Connection
-messages, rare: ready, flushed, closed, and background errors.
+messages, rare: ready, flushed, noted (a note segment written), closed, and background
+errors.
 
 Exceptions cross as ``(type, args, attributes)`` and are rebuilt without calling their
 ``__init__`` (framestore's errors build their message from fields, so pickling them the
@@ -53,6 +54,7 @@ class Cmd(IntEnum):
     CUT = 5  # (CUT,)
     FLUSH = 6  # (FLUSH, token, timeout, frames_only)
     CLOSE = 7  # (CLOSE,)
+    NOTE = 8  # (NOTE, token, records, first_id, timeout): write a note segment (rm)
 
 
 #: A step on the wire: ``StepMeta``'s fields in order (a tuple pickles 3x faster).
