@@ -261,9 +261,10 @@ def _steps_of_segment(
 
 
 def store_id_of_segments(scans: dict[int, SegmentScan]) -> str | None:
-    """The store id the segments name: the one most of them carry in ``EPISODE`` records
-    whose file header is tagged with it, else (no such record: a store of format 1-2
-    segments) the one its note segments carry (None when none is)."""
+    """The store id the segments name: the one the note segments (``DELETED``,
+    ``MERGED``: written by this store alone) carry, tagged with it; without notes, the
+    one most segments carry in ``EPISODE`` records whose file header is tagged with it
+    (None when none is)."""
     votes: Counter[str] = Counter()
     notes: Counter[str] = Counter()
     for scan in scans.values():
@@ -274,6 +275,8 @@ def store_id_of_segments(scans: dict[int, SegmentScan]) -> str | None:
             if scan.store_tag == store_tag(sid):
                 (votes if kind == "episode" else notes)[sid] += 1
                 break
-    # a store of format 1-2 segments names itself only in its note segments (rm, merge)
-    votes = votes or notes
+    # Note segments (rm, merge) are only ever this store's (merge copies none): their id
+    # decides; a merged store's segments of another store may outnumber its own. A store
+    # of format 1-2 segments names itself nowhere else.
+    votes = notes or votes
     return votes.most_common(1)[0][0] if votes else None

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING
 from .._format import RecordType, pack_notes, record_extent, store_tag
 from ..catalog import COMPACTION_OUTPUTS
 from ..disk._lock import StoreLock
-from ..disk.scan import scan_segment, segment_outline
+from ..disk.scan import SegmentOutline, scan_segment, segment_outline
 from ..disk.segments import (
     checked_segment_dir,
     is_sealed,
@@ -53,11 +53,13 @@ __all__ = [
     "commit_deletion",
     "delete_episodes_noted",
     "delete_segment_files",
+    "described_segments",
     "free_segment_id",
     "file_bytes",
     "live_bytes_by_segment",
     "next_ids",
     "plan_tombstone",
+    "segment_outlines",
     "segment_state",
     "sync_segments",
     "writer_lock",
@@ -198,21 +200,34 @@ def free_segment_id(store: StoreView) -> int:
     return max([next_segment_id(store.root), *(i + 1 for i in journaled + compacting)])
 
 
-def described_segments(root, entries: list[dict]) -> set[int]:
+def segment_outlines(root) -> dict[int, SegmentOutline | None]:
+    """``segment_outline`` of every segment file (None: its records cannot all be
+    walked); files whose header is unreadable hold no record anyone reads: left out."""
+    out: dict[int, SegmentOutline | None] = {}
+    for sid, path in segment_files(root).regular.items():
+        try:
+            out[sid] = segment_outline(path, sid)
+        except (OSError, CorruptData):
+            continue
+    return out
+
+
+def described_segments(
+    root, entries: list[dict], outlines: dict[int, SegmentOutline | None] | None = None
+) -> set[int]:
     """The segments holding an ``EPISODE`` record of one of the episodes a tombstone's
     ``entries`` name (the same stream key, run start and episode start), and the
     segments whose records cannot all be walked (they may hold one). Reads only record
-    headers, chunk heads and ``EPISODE`` payloads, never frames (``segment_outline``)."""
-    wanted = {(e["stream_key"], e["run_created"], e["started"]) for e in entries}
-    out = set()
-    for sid, path in segment_files(root).regular.items():
-        try:
-            outline = segment_outline(path, sid)
-        except (OSError, CorruptData):
-            continue  # no readable header: it holds no record anyone reads
-        if outline is None or any(_identity(m) in wanted for m in outline.episodes):
-            out.add(sid)
-    return out
+    headers, chunk heads and ``EPISODE`` payloads, never frames (``segment_outline``;
+    ``outlines``: those of ``segment_outlines``, read once for several tombstones)."""
+    wanted = {(e.get("stream_key"), e.get("run_created"), e.get("started")) for e in entries}
+    if outlines is None:
+        outlines = segment_outlines(root)
+    return {
+        sid
+        for sid, outline in outlines.items()
+        if outline is None or any(_identity(m) in wanted for m in outline.episodes)
+    }
 
 
 def _identity(meta: dict) -> tuple:

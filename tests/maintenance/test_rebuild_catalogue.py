@@ -659,3 +659,21 @@ def test_recover_names_frames_of_stores_the_source_had_merged(tmp_path, assault_
     assert result.exit_code == 3, result.output
     assert "NOT REBUILT: 12 frame(s) that no step row points at" in result.output
     assert "nothing lost" not in result.output
+
+
+def test_a_small_store_that_merged_a_larger_one_is_rebuilt_as_itself(tmp_path, assault_frames):
+    """The store id of a rebuilt catalogue: the merged segments (another store's tag and
+    store id) outnumber this store's own, so a majority of EPISODE records names the
+    source; the merge's note (written by this store alone) decides. Before, the rebuild
+    took the source's id, read no note as its own and dropped every merged episode."""
+    a, b = tmp_path / "a.store", tmp_path / "b.store"
+    record_other(a, frames=4)
+    record_store(b, assault_frames, "thread")
+    assert run_cli("merge", a, b).exit_code == 0
+    want = merged_catalogue(a)
+    live, frames, steps = _snapshot(a)
+    delete_catalogue(a)
+    result = run_cli("recover", a)
+    assert result.exit_code == 0 and "nothing lost" in result.output, result.output
+    assert merged_catalogue(a) == want
+    _same_store(a, live, frames, steps)
