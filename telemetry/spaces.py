@@ -35,6 +35,7 @@ import base64
 import json
 import math
 from collections.abc import Mapping
+from json.encoder import c_make_encoder, encode_basestring
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -91,7 +92,34 @@ def _array_from(values: Any, dtype: np.dtype, shape: tuple[int, ...]) -> np.ndar
 _ENCODER = json.JSONEncoder(separators=_SEPARATORS, allow_nan=False, ensure_ascii=False)
 
 
+# The C encoder behind ``_ENCODER``, made once with the same options but no circular
+# check (``JSONEncoder.encode`` makes a new one, and a markers dict, on every call: half
+# the cost of a small info). The output is the same; anything it raises (a circular or
+# too deep structure, a value JSON cannot hold) is raised again by ``_ENCODER`` itself,
+# so errors stay ``_ENCODER``'s. None where the C accelerator is missing.
+_FAST_ENCODER = (
+    None
+    if c_make_encoder is None
+    else c_make_encoder(
+        None,
+        _ENCODER.default,
+        encode_basestring,
+        None,
+        _ENCODER.key_separator,
+        _ENCODER.item_separator,
+        _ENCODER.sort_keys,
+        _ENCODER.skipkeys,
+        _ENCODER.allow_nan,
+    )  # fmt: skip
+)
+
+
 def _dumps(obj: Any) -> str:
+    if _FAST_ENCODER is not None:
+        try:
+            return "".join(_FAST_ENCODER(obj, 0))
+        except Exception:  # noqa: BLE001 - raised again, with _ENCODER's message, below
+            pass
     return _ENCODER.encode(obj)
 
 
@@ -436,17 +464,29 @@ def encode_info(info: Mapping[str, Any] | None, limit: int = INFO_LIMIT_BYTES) -
     """
     if info is None or (type(info) is dict and not info):  # the common case, cheaply
         return "{}"
-    if not isinstance(info, Mapping):
+    if type(info) is dict and _FAST_ENCODER is not None:
+        # The common case in one step: plain JSON, no "$" (a key that may need
+        # escaping), ASCII within the limit; the text the careful way below gives.
+        try:
+            text = "".join(_FAST_ENCODER(info, 0))
+        except Exception:  # noqa: BLE001 - the careful way below says what is wrong
+            text = None
+        if text is not None and '"$' not in text and text.isascii() and len(text) <= limit:
+            return text
+    if type(info) is not dict and not isinstance(info, Mapping):
         raise InvalidInput(f"info must be a dict, not {type(info).__qualname__}")
     try:
         text = _encode_info(info, limit)
     except RecursionError:
         # Python's own limit met first (a very deep structure): the same answer.
         raise InvalidInput(_TOO_DEEP.format(what="info")) from None
-    try:
-        size = len(text.encode("utf-8"))
-    except UnicodeEncodeError as exc:
-        raise InvalidInput(f"info holds a string that is not valid Unicode: {exc}") from exc
+    if text.isascii():  # one byte a character (the common case: no encoding pass)
+        size = len(text)
+    else:
+        try:
+            size = len(text.encode("utf-8"))
+        except UnicodeEncodeError as exc:
+            raise InvalidInput(f"info holds a string that is not valid Unicode: {exc}") from exc
     if size > limit:
         raise InfoTooLarge(size, limit)
     return text

@@ -95,8 +95,8 @@ def stream_columns(steps: Sequence[Any], column: Callable[[list], bytes]) -> tup
     """The steps block's columns appended in 0.3.x, as many as needed (none for a block
     of render frames only, which then reads as in 0.3.0): ``shared`` (text), then
     ``observation`` (bytes) when a step has one; ``column`` packs one column."""
-    obs = any(s.observation is not None for s in steps)
-    if not obs and not any(s.shared for s in steps):
+    obs = [s.observation for s in steps].count(None) != len(steps)
+    if not obs and not any([s.shared for s in steps]):
         return ()
     shared = column([shared_text(s.shared) for s in steps])
     return (shared, column([s.observation for s in steps])) if obs else (shared,)

@@ -58,7 +58,22 @@ def parse_shape(text: str | None) -> tuple[int, ...] | None:
 def format_shape(shape: tuple[int, ...]) -> str:
     """``"210x160x3"``: the ``frame_shape`` column's text (made once per shape: the
     recorder asks for every frame)."""
-    return "x".join(str(d) for d in shape)
+    text = _SHAPE_TEXT.get(shape) if type(shape) is tuple else None
+    if text is None:
+        text = "x".join(str(d) for d in shape)
+        if (
+            type(shape) is tuple
+            and len(_SHAPE_TEXT) < _SHAPE_TEXTS
+            and all(type(d) is int for d in shape)
+        ):
+            _SHAPE_TEXT[shape] = text
+    return text
+
+
+#: The texts ``format_shape`` made, by shape (a recording has a few shapes; the first
+#: ``_SHAPE_TEXTS`` are kept).
+_SHAPE_TEXT: dict[tuple[int, ...], str] = {}
+_SHAPE_TEXTS = 256
 
 
 def _plain_location(seg: Any, off: Any, slot: Any) -> bool:

@@ -64,6 +64,15 @@ def frame_nbytes(frame: object) -> int:
 
 
 def check_key(key: object) -> tuple[int, int]:
+    if type(key) is tuple and len(key) == 2:  # the common case: two ints in range
+        a, b = key
+        if (
+            type(a) is int
+            and type(b) is int
+            and 0 <= a <= MAX_STREAM_KEY
+            and 0 <= b <= MAX_FRAME_KEY
+        ):
+            return key  # type: ignore[return-value]
     try:
         a, b = key  # type: ignore[misc]
         a, b = int(a), int(b)

@@ -54,19 +54,23 @@ def validate_frame(frame: object) -> np.ndarray:
     return np.array(frame, dtype=np.uint8, order="C", copy=True)
 
 
+_UINT8 = np.dtype(np.uint8)
+
+
 def check_frame(frame: object) -> None:
     """Raise ``InvalidFrame`` unless ``validate_frame`` would accept ``frame`` (no copy)."""
     if not isinstance(frame, np.ndarray):
         raise InvalidFrame(f"frame must be a numpy.ndarray, got {type(frame).__name__}")
-    if frame.dtype != np.uint8:
+    dtype = frame.dtype
+    if dtype is not _UINT8 and dtype != np.uint8:  # identity first: the common case, cheaply
         raise InvalidFrame(
             f"frame dtype must be uint8, got {frame.dtype}; convert images with "
             "np.clip(x, 0, 255).astype(np.uint8) if that is what you mean"
         )
-    if frame.ndim not in (2, 3) or (frame.ndim == 3 and frame.shape[2] not in (1, 3, 4)):
-        raise InvalidFrame(
-            f"frame shape must be HxW, HxWx1, HxWx3 or HxWx4, got {tuple(frame.shape)}"
-        )
+    shape = frame.shape
+    ndim = len(shape)
+    if ndim not in (2, 3) or (ndim == 3 and shape[2] not in (1, 3, 4)):
+        raise InvalidFrame(f"frame shape must be HxW, HxWx1, HxWx3 or HxWx4, got {tuple(shape)}")
     if frame.size == 0:
         raise InvalidFrame(f"frame is empty (shape {tuple(frame.shape)})")
     if frame.nbytes > MAX_FRAME_BYTES:

@@ -114,7 +114,8 @@ def _streams(
     named = (
         frames is not None
         and not isinstance(frames, np.ndarray)
-        and any(isinstance(f, Mapping) for f in frames)  # type: ignore[union-attr]
+        # (an array row is no Mapping: the abc check only for the others)
+        and any([type(f) is not np.ndarray and isinstance(f, Mapping) for f in frames])  # type: ignore[union-attr]
     )
     if named:
         renders: list[object] = list(frames)  # type: ignore[call-overload]

@@ -75,14 +75,18 @@ class QueueBudget:
         return self.frames_in - frames_out, self.bytes_in - bytes_out
 
     def fits(self, count: int, nbytes: int) -> bool:
-        frames, queued_bytes = self.queued()
-        return frames + count <= self.max_frames and queued_bytes + nbytes <= self.max_bytes
+        frames_out, bytes_out = self._released()  # queued(), inlined: once per frame
+        return (
+            self.frames_in - frames_out + count <= self.max_frames
+            and self.bytes_in - bytes_out + nbytes <= self.max_bytes
+        )
 
     def take(self, count: int, nbytes: int) -> None:
         """Count ``count`` frames of ``nbytes`` in total as placed."""
         self.frames_in += count
         self.bytes_in += nbytes
-        frames, queued_bytes = self.queued()
+        frames_out, bytes_out = self._released()
+        frames, queued_bytes = self.frames_in - frames_out, self.bytes_in - bytes_out
         if frames > self.high_water_frames:
             self.high_water_frames = frames
         if queued_bytes > self.high_water_bytes:

@@ -283,7 +283,7 @@ class ChunkWriter:
             channels=(shape[2] if len(shape) == 3 else 1) if shape else 0,
             stream_key=chunk.key,
             stream_index=chunk.stream_index,
-            frame_keys=tuple(r.key[1] for r in chunk.refs),
+            frame_keys=tuple([r.key[1] for r in chunk.refs]),
             lengths=lengths,
             steps_length=len(block),
             steps_count=len(chunk.steps) if block else 0,

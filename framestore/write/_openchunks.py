@@ -216,8 +216,8 @@ class ChunkAssembler:
         with self._lock:
             budget = self.budget
             if budget.policy == "block":
-                count = sum(f is not None for f in frames)
-                total = sum(f.nbytes for f in frames if f is not None)
+                sizes = [f.nbytes for f in frames if f is not None]
+                count, total = len(sizes), sum(sizes)
                 if not budget.fits(count, total):
                     self._close_all()
                     budget.wait_for_room(count, total, self._waiter)
@@ -294,27 +294,22 @@ class ChunkAssembler:
         nbytes = frame.nbytes
         shape = frame.shape
         ck = (key[0], stream_index)
-        oc = self._open.get(ck)
-        if oc is not None and oc.frame_shape not in (None, shape):
-            self._close(ck)
-            oc = None
+        oc, has_room = self._open_for(ck, shape)
         # Kept as it is only when the caller said it will not change it, and the
         # compressor can read it where it lies; anything else is copied, as before.
         keep = owned and self._keep_owned and frame.flags.c_contiguous
-        if (
-            not budget.fits(1, nbytes)
-            or (oc is None or not oc.has_room)
-            and not self._room(ck, shape, nbytes, keep)
-        ):
+        if not budget.fits(1, nbytes) or not has_room and not self._room(ck, shape, nbytes, keep):
             if budget.policy == "drop":
                 return self._drop(key, shape, step, stream_index)
             self._close_all()  # open chunks would hold the frames we wait for
             budget.wait_for_room(
                 1, nbytes, self._waiter, lambda: self._room(ck, shape, nbytes, keep)
             )
-        oc = self._open[ck]
+            oc = None
+        if oc is None or not has_room:
+            oc = self._open[ck]
         _put_frame(oc, frame, keep)
-        ref = FrameRef(self.next_seq, key, shape, stream=stream_index)
+        ref = FrameRef(self.next_seq, key, shape, False, None, stream_index)
         self.next_seq += 1
         if step is not None:
             step.has_frame = True
@@ -329,8 +324,28 @@ class ChunkAssembler:
         budget.take(1, nbytes)
         self._open_frames += 1
         self._open_bytes += nbytes
-        self._close_past_bounds(ck, oc)
+        if (
+            oc.count >= oc.capacity
+            or len(oc.steps) >= MAX_CHUNK_STEPS
+            or self._open_frames > self._open_frames_bound
+            or self._open_bytes > self._open_bytes_bound
+        ):
+            self._close_past_bounds(ck, oc)
         return ref
+
+    def _open_for(self, ck: tuple[int, int], shape: tuple[int, ...]) -> tuple[_Open | None, bool]:
+        """The open chunk ``ck`` (closed first, and None, when its frames have another
+        shape) and whether it has room for frames (``frame_shape`` and ``has_room``
+        without their property calls: once per frame)."""
+        oc = self._open.get(ck)
+        if oc is None:
+            return None, False
+        buf, held = oc.buf, oc.held
+        now = buf.shape[1:] if buf is not None else held[0].shape if held else None
+        if now is not None and now != shape:
+            self._close(ck)
+            return None, False
+        return oc, buf is not None or held is not None
 
     def _close_past_bounds(self, ck: tuple[int, int], oc: _Open) -> None:
         """Hand over chunk ``ck`` once it is full (frames or steps), then the fullest open
@@ -423,9 +438,11 @@ class ChunkAssembler:
 def _put_frame(oc: _Open, frame: np.ndarray, keep: bool) -> None:
     """Frame ``frame`` into slot ``oc.count`` of its open chunk: kept as handed over
     (``keep``) or copied, into the chunk's list or its buffer. Not yet counted."""
-    if oc.held is not None:
-        del oc.held[oc.count :]  # a place() interrupted after its append
-        oc.held.append(frame if keep else np.array(frame, order="C"))
+    held = oc.held
+    if held is not None:
+        if len(held) > oc.count:
+            del held[oc.count :]  # a place() interrupted after its append
+        held.append(frame if keep else np.array(frame, order="C"))
     else:
         assert oc.buf is not None
         # np.copyto releases the GIL for the copy: the compression threads and the

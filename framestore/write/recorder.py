@@ -387,7 +387,8 @@ class Recorder:
         action, reward or info raises ``InvalidInput`` (or a subclass) and records
         nothing.
         """
-        self._check_open()
+        if self._closed:
+            self._check_open()
         if self.current_episode is None:
             raise InvalidInput("record_step() before begin_episode()")
         extra: tuple[StreamInput, ...] = ()
@@ -419,7 +420,8 @@ class Recorder:
         elif frame is not None:
             shape = format_shape(getattr(frame, "shape", ()))
             meta = StepMeta(eid, step, action_text, reward, term, trunc, info_text, wall, shape)
-            meta.observation = inline  # before the put: the writer may pack it at once
+            if inline is not None:
+                meta.observation = inline  # before the put: the writer may pack it at once
             ref = self._storage.put(frame, (eid, step), meta, owned=owned)
             if ref.dropped:
                 st.dropped += 1
@@ -539,7 +541,7 @@ class Recorder:
         wall = time.time()
         metas = rows.metas(steps, wall)
         new: dict[int, dict[str, StreamStarted]] = {}
-        if any(rows.extras) or any(i is not None for i in rows.inlines):
+        if any(rows.extras) or rows.inlines.count(None) != len(rows.inlines):
             refs = self._put_batch_streams(rows, states, metas, new)  # type: ignore[arg-type]
         else:
             keys = list(zip(rows.episode_ids, steps, strict=True))

@@ -232,8 +232,10 @@ class FrameStorageService:
             raise StoreClosed("put() on a closed FrameStorageService")
         key = check_key(key)
         check_frame(frame)
-        self._check_size(frame.nbytes)
-        self.raise_if_failed()
+        if frame.nbytes > self._max_bytes:
+            self._check_size(frame.nbytes)
+        if self._error is not None:
+            self.raise_if_failed()
         return self._chunks.place(frame, key, step, stream, row_shape, owned=owned)
 
     def put_step(self, step: StepMeta) -> None:
@@ -313,8 +315,8 @@ class FrameStorageService:
         for frame in frames:
             if frame is not None:
                 check_frame(frame)
-        count = sum(f is not None for f in frames)
-        total = sum(f.nbytes for f in frames if f is not None)
+        sizes = [f.nbytes for f in frames if f is not None]  # (a list: no generator per row)
+        count, total = len(sizes), sum(sizes)
         budget = self.budget
         if count > budget.max_frames or total > budget.max_bytes:
             raise InvalidInput(

@@ -272,8 +272,20 @@ def test_recover_keeps_pointers_into_a_briefly_missing_segment(tmp_path, assault
 
 # --------------------------------------------------------------------------- item 7
 def _long_recording(path: Path, **popen: Any) -> subprocess.Popen:
-    """``framestore record`` of CartPole for far longer than a test lasts."""
-    argv = ["record", str(path), "--env", "CartPole-v1", "--episodes", "400", "--max-steps", "200"]
+    """``framestore record`` of CartPole for far longer than a test lasts. 400 episodes
+    (~9,500 steps) took 39 s at load 7: six verifies on a loaded machine could outlast
+    them, and a SIGINT landing while the finished recording shut down (Python's handlers
+    reset to the default) ended it with -2 instead of 130. 100,000 episodes take hours."""
+    argv = [
+        "record",
+        str(path),
+        "--env",
+        "CartPole-v1",
+        "--episodes",
+        "100000",
+        "--max-steps",
+        "200",
+    ]
     return subprocess.Popen([sys.executable, "-m", "tools", *argv], env=ENV, **popen)
 
 
