@@ -55,7 +55,9 @@ from framestore.maintenance.compaction import (
 from framestore.state.bookkeeping import (
     chunk_bytes,
     delete_segment_files,
+    described_segments,
     file_bytes,
+    segment_outlines,
     sync_segments,
     writer_lock,
 )
@@ -209,9 +211,13 @@ def _is_note_segment(scan: SegmentScan) -> bool:
 
 def _spent_tombstones(store: FrameStore, going: set[int] = frozenset()) -> list[int]:
     """The note segments holding only tombstones of this store none of whose listed
-    segments is left (or in ``going``: deleted by this gc first): every record of the
-    episodes they name is gone, nothing is left for a rebuilt catalogue to bring back."""
+    segments is left (or in ``going``: deleted by this gc first) and no segment of which
+    holds an ``EPISODE`` record of an episode they name (a copy a recover's compaction
+    made, or a record a tombstone written before issue 19 did not list): every record of
+    the episodes they name is gone, nothing is left for a rebuilt catalogue to bring
+    back."""
     files = segment_files(store.root).regular
+    outlines: dict | None = None  # read once, when a tombstone's list is spent
     spent = []
     for sid, path in sorted(files.items()):
         seal = segment_seal(path)  # a note holds no frame: others are never read here
@@ -228,7 +234,18 @@ def _spent_tombstones(store: FrameStore, going: set[int] = frozenset()) -> list[
             for r in scan.meta_records
             for s in (r.meta.get("segments") if isinstance(r.meta.get("segments"), list) else ())
         }
-        if not any(s in files and s != sid and s not in going for s in listed):
+        if any(s in files and s != sid and s not in going for s in listed):
+            continue
+        if outlines is None:
+            outlines = segment_outlines(store.root)
+        entries = [
+            e
+            for r in scan.meta_records
+            for e in (r.meta.get("episodes") if isinstance(r.meta.get("episodes"), list) else ())
+            if isinstance(e, dict)
+        ]
+        described = described_segments(store.root, entries, outlines) - going - {sid}
+        if not described:
             spent.append(sid)
     return spent
 

@@ -41,9 +41,10 @@ class RssSampler:
         return self._proc.memory_info().rss
 
     def _begin(self) -> None:
-        """The baseline, taken after a collection and a heap trim."""
+        """The baseline, taken after a collection, a heap trim and the allocator settled."""
         gc.collect()
         _trim_heap()
+        settle_allocator()
         self.baseline = self.peak = self._rss()
 
     def _sample(self) -> None:
@@ -126,6 +127,20 @@ def _trim_heap() -> None:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
     except (OSError, AttributeError):
         pass
+
+
+def settle_allocator() -> None:
+    """Put glibc's malloc in the same state for every measured pipeline (writes and
+    reads): a 16 MiB block allocated and freed raises its dynamic mmap threshold to 16 MiB
+    (the maximum is 32 MiB; a larger block leaves the threshold alone), so multi-megabyte
+    buffers (a 64-frame chunk joined for zstd, zstd's output) come from the heap and are
+    reused, instead of a fresh ``mmap`` each time that page-faults on every page. Without
+    it the state was whatever the parent process left: plain zstd over 6,000 Assault
+    frames cost 69-80 us of CPU a frame (24 page faults a frame) in a fresh process and
+    20-22 us (0.3) after one large free, so ``bench --reads`` charged its zstd row 68-79 us
+    where ``bench --writers`` measured 27-37."""
+    block = bytearray(16 << 20)
+    del block
 
 
 def percentiles_us(costs_ns: np.ndarray) -> tuple[float, float, float]:

@@ -37,7 +37,7 @@ import numpy as np
 
 from ._baselines import ZstdFile
 from ._frames import FrameSet, capture
-from ._measure import in_child
+from ._measure import in_child, settle_allocator
 from ._writers import measure_write
 
 __all__ = ["READS_TABLE", "ReadsResult", "run_reads"]
@@ -134,6 +134,7 @@ def _global_index(fs: FrameSet) -> dict[tuple[int, int], int]:
 def _read_store(path: Path, fs: FrameSet, check: bool, seed: int) -> dict:
     from framestore import FrameStore
 
+    settle_allocator()
     index = _global_index(fs)
     with FrameStore.open(path, readonly=True) as store:
         eps = [ep.id for ep in store.episodes()]
@@ -185,6 +186,7 @@ def _read_result(costs: np.ndarray, misses: float, seq_fps: float, ok: bool) -> 
 def _read_zstd(path: Path, offsets: list[int], fs: FrameSet, check: bool, seed: int) -> dict:
     import zstandard
 
+    settle_allocator()
     shape = fs.frames[0].shape
     per = 64
     ends = [*offsets[1:], os.path.getsize(path)]
