@@ -37,10 +37,13 @@ class Restored:
     episodes_created: list[int] = field(default_factory=list)
     episodes_ended: list[int] = field(default_factory=list)  # end restored from a segment
     unreadable: int = 0  # chunks whose steps block could not be read
+    bare: dict[int, int] = field(default_factory=dict)  # episode -> rows of a frame alone
+    recovered_run: int | None = None  # the run of those episodes
 
     def merge(self, other: Restored) -> None:
         """Add what another pass rebuilt (merged episodes: ``tools._recover_notes``)."""
         self.steps = dict(sorted({**self.steps, **other.steps}.items()))
+        self.bare = dict(sorted({**self.bare, **other.bare}.items()))
         self.episodes_created += other.episodes_created
         self.episodes_ended += other.episodes_ended
         self.unreadable += other.unreadable
@@ -258,15 +261,22 @@ def _steps_of_segment(
 
 
 def store_id_of_segments(scans: dict[int, SegmentScan]) -> str | None:
-    """The store id the segments name: the one most of them carry in ``EPISODE`` records
-    whose file header is tagged with it (None when none is)."""
+    """The store id the segments name: the one the note segments (``DELETED``,
+    ``MERGED``: written by this store alone) carry, tagged with it; without notes, the
+    one most segments carry in ``EPISODE`` records whose file header is tagged with it
+    (None when none is)."""
     votes: Counter[str] = Counter()
+    notes: Counter[str] = Counter()
     for scan in scans.values():
         for rec in scan.meta_records:
-            sid = rec.meta.get("store_id")
-            if scan.kind_of(rec) != "episode" or not isinstance(sid, str):
+            sid, kind = rec.meta.get("store_id"), scan.kind_of(rec)
+            if kind not in ("episode", "deleted", "merged") or not isinstance(sid, str):
                 continue
             if scan.store_tag == store_tag(sid):
-                votes[sid] += 1
+                (votes if kind == "episode" else notes)[sid] += 1
                 break
+    # Note segments (rm, merge) are only ever this store's (merge copies none): their id
+    # decides; a merged store's segments of another store may outnumber its own. A store
+    # of format 1-2 segments names itself nowhere else.
+    votes = notes or votes
     return votes.most_common(1)[0][0] if votes else None

@@ -15,9 +15,10 @@ rebuilt from segments, which describe the episode as it was recorded.
 from __future__ import annotations
 
 from collections import defaultdict
+from dataclasses import dataclass, field
 from typing import Any
 
-from framestore.catalog import MERGED_TAGS, Catalog, MergeRecord
+from framestore.catalog import MERGED_TAGS, Catalog, MergeRecord, format_shape
 from framestore.disk.scan import SegmentScan
 from framestore.disk.segments import store_tag
 
@@ -27,6 +28,7 @@ from ._recover_meta import _stream_frames_of_segment as stream_frames_of_segment
 
 __all__ = [
     "apply_tombstones",
+    "tombstoned_chunks",
     "merge_notes",
     "restore_merged_episodes",
     "restore_merges",
@@ -36,14 +38,39 @@ __all__ = [
 
 def tombstones(scans: dict[int, SegmentScan], store_id: str | None) -> dict[int, list[dict]]:
     """``{note segment: [episode entries]}`` of the ``DELETED`` records this store wrote."""
-    out: dict[int, list[dict]] = {}
+    return {sid: note.entries for sid, note in _tombstone_notes(scans, store_id).items()}
+
+
+def tombstoned_chunks(scans: dict[int, SegmentScan], store_id: str | None) -> set[tuple[int, int]]:
+    """``(segment, stream key)`` of the chunks this store's tombstones name: a segment a
+    tombstone lists and the stream key of an episode it names. Frames of a format 1-2
+    segment say nothing else of whose they are: recover never gives them an episode
+    again (an ``rm``'d episode of an old store stays gone in a rebuilt catalogue)."""
+    out = set()
+    for note in _tombstone_notes(scans, store_id).values():
+        keys = {e.get("stream_key") for e in note.entries}
+        out |= {(sid, key) for sid in note.listed for key in keys if type(key) is int}
+    return out
+
+
+@dataclass
+class _Tombstone:
+    entries: list[dict] = field(default_factory=list)
+    listed: set[int] = field(default_factory=set)  # the segments it lists
+
+
+def _tombstone_notes(scans: dict[int, SegmentScan], store_id: str | None) -> dict[int, _Tombstone]:
+    out: dict[int, _Tombstone] = {}
     for sid, scan in sorted(scans.items()):
         for rec in scan.meta_records:
             if scan.kind_of(rec) != "deleted" or not _ours(rec.meta, scan, store_id):
                 continue
-            entries = rec.meta.get("episodes")
+            note = out.setdefault(sid, _Tombstone())
+            entries, listed = rec.meta.get("episodes"), rec.meta.get("segments")
             if isinstance(entries, list):
-                out.setdefault(sid, []).extend(e for e in entries if isinstance(e, dict))
+                note.entries.extend(e for e in entries if isinstance(e, dict))
+            if isinstance(listed, list):
+                note.listed.update(s for s in listed if type(s) is int)
     return out
 
 
@@ -58,14 +85,18 @@ def apply_tombstones(
     cat: Catalog, scans: dict[int, SegmentScan], statuses: dict[int, str]
 ) -> list[int]:
     """Mark deleted (in the caller's transaction) the live episodes this store's
-    tombstones name (module docstring); ``statuses`` is updated. Returns their ids."""
-    found = tombstones(scans, cat.meta.store_id())
+    tombstones name (module docstring); ``statuses`` is updated. Returns their ids.
+
+    Their step rows go too once a segment the tombstone lists is gone: a ``gc`` ran
+    after the ``rm`` (only compactions delete segments), and gc drops every deleted
+    episode's step rows; before that the catalogue held them, as rebuilt."""
+    found = _tombstone_notes(scans, cat.meta.store_id())
     if not found:
         return []
     episodes, runs = cat.recovery.origins()
-    doomed = []
-    for entries in found.values():
-        for e in entries:
+    doomed, collected = [], []
+    for note in found.values():
+        for e in note.entries:
             eid = e.get("id")
             if type(eid) is not int or statuses.get(eid) in (None, "deleted"):
                 continue
@@ -73,9 +104,14 @@ def apply_tombstones(
             if (runs.get(run_id), started) == (e.get("run_created"), e.get("started")):
                 doomed.append(eid)
                 statuses[eid] = "deleted"
+                if isinstance(e.get("end"), dict):  # (written from 0.3.x's issue 19 on)
+                    cat.recovery.restore_deleted_end(eid, e["end"])
+                if not note.listed <= set(scans):
+                    collected.append(eid)
     doomed = sorted(set(doomed))
     if doomed:
         cat.episodes.mark_deleted(doomed)
+        cat.pointers.drop_step_rows(sorted(set(collected)))
     return doomed
 
 
@@ -177,11 +213,12 @@ def restore_merged_episodes(
         ep_map, run_map = dict(n["episodes"]), dict(n["runs"])
         for new, _header in n["segments"]:
             scan = scans.get(new)
-            if scan is None or new == n["note"] or (scan.version or 0) < 3:
+            if scan is None or new == n["note"]:
                 continue
             owner, streams = _merged_records(
                 cat, scan, n["source_id"], ep_map, run_map, episodes, runs, statuses, out
             )
+            _bare_merged_rows(cat, scan, ep_map, owner, statuses, have, pointed, out)
             for eid, listed in streams.items():
                 cat.recovery.restore_streams(eid, listed)
             rows, stream_rows = steps_of_segment(root, scan, owner, statuses, have, pointed, out)
@@ -196,6 +233,39 @@ def restore_merged_episodes(
     out.steps = dict(sorted(restored.items()))
     out.episodes_created = sorted(set(statuses) - known)
     return out
+
+
+def _bare_merged_rows(cat, scan, ep_map, owner, statuses, have, pointed, out: Restored) -> None:
+    """Rows for the frames of a merged segment's chunks that no ``EPISODE`` record of it
+    describes (a format 1-2 segment's, or chunks its source copied out of one): the
+    note's map names their episode here; their metadata was only in the catalogue, so
+    they get a frame pointer alone (``out.bare``, reported as metadata lost) and, when
+    the episode has no row, one in a recovered run (its stream key the chunks'; left
+    ``recording``: recover closes it as interrupted, counted from its rows)."""
+    sid = scan.segment
+    for off, header in sorted(scan.chunks.items()):
+        eid = ep_map.get(header.stream_key)
+        if header.stream_index or header.stream_key in owner or eid is None:
+            continue
+        if statuses.get(eid) == "deleted":
+            continue
+        rows = [
+            (eid, k, sid, off, slot, format_shape(header.shape))
+            for slot, k in enumerate(header.frame_keys)
+            if (sid, off, slot) not in pointed and k not in have[eid]
+        ]
+        if not rows:
+            continue
+        if eid not in statuses:  # closed as interrupted, counted from its rows, at the end
+            if out.recovered_run is None:
+                out.recovered_run = cat.recovery.create_recovered_run()
+            cat.recovery.restore_episode(
+                {"id": eid, "idx": eid}, out.recovered_run, header.stream_key
+            )
+            statuses[eid] = "recording"
+        cat.recovery.insert_recovered_steps(rows)
+        have[eid].update(r[1] for r in rows)
+        out.bare[eid] = out.bare.get(eid, 0) + len(rows)
 
 
 def _merged_records(

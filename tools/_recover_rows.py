@@ -28,7 +28,14 @@ from framestore.catalog import MAX_SQLITE_INT, Catalog, PointerRow, format_shape
 from framestore.disk.scan import SegmentScan
 from framestore.disk.segments import same_chunk_data, store_tag
 
-__all__ = ["Foreign", "RowPlan", "adopt_rowless", "fix_pointers", "resolves"]
+__all__ = [
+    "Foreign",
+    "RowPlan",
+    "adopt_rowless",
+    "fix_pointers",
+    "frames_not_rebuilt",
+    "resolves",
+]
 
 Where = tuple[int, int]  # (segment, offset) of a chunk record
 
@@ -219,10 +226,12 @@ def adopt_rowless(
     statuses: dict[int, str],
     next_id: int,
     root,
+    tombstoned: set[tuple[int, int]] = frozenset(),  # type: ignore[assignment]
 ) -> tuple[dict[int, int], list[int], Foreign, int]:
     """Give frames without a row one (in the caller's transaction), or mark their chunk
-    foreign. Returns ``(steps recovered per episode, episodes created, foreign chunks,
-    frames skipped)``."""
+    foreign. Frames of a chunk a tombstone names (``tombstoned``: ``(segment, stream
+    key)``) never get an episode of their own. Returns ``(steps recovered per episode,
+    episodes created, foreign chunks, frames skipped)``."""
     chunks = {(sid, off): h for sid, scan in scans.items() for off, h in scan.chunks.items()}
     eps = _Episodes(cat, chunks, statuses)
     # A chunk every slot of which a row points at has nothing to adopt (merged segments
@@ -247,7 +256,7 @@ def adopt_rowless(
             skipped += unpointed
             continue
         status = statuses.get(ep)
-        if status == "deleted":
+        if status == "deleted" or (status is None and (sid, header.stream_key) in tombstoned):
             continue
         rowless = eps.rowless(ep, header)
         keys = [k for _slot, k in rowless]
@@ -307,3 +316,61 @@ def insert_foreign(cat: Catalog, foreign: Foreign, moves: dict[Where, Where]) ->
     created = sorted(foreign.episodes)
     cat.recovery.recount_episodes(created)
     return created
+
+
+#: Why frames on disk have no row after ``recover`` (``frames_not_rebuilt``' keys).
+NOT_OURS = "in segments another store wrote that no merge note lists (left unread)"
+NO_EPISODE = "whose stream key names no episode here, or several (left unread)"
+NO_ROW = "that no step row points at (left unread)"
+
+
+def frames_not_rebuilt(
+    cat: Catalog, scans: dict[int, SegmentScan], tombstoned: set[tuple[int, int]], root
+) -> dict[str, int]:
+    """``{why: frames}``: the frames of good chunks that no step row points at and that
+    are no deleted episode's (nor a merged source's episode left out of its merge, nor an
+    ``rm``'d one a tombstone names), nor a byte-identical copy of the chunk their steps'
+    rows point at (a stream key and step alone can be two recordings'): what the
+    catalogue does not hold, so a rebuild did not give it back."""
+    pointed = cat.pointers.pointed_frames()
+    home = {
+        (r.episode, r.stream, r.step): (r.segment, r.offset) for r in cat.pointers.all() if r.valid
+    }
+    owners = cat.episodes.stream_key_owners()
+    statuses = cat.episodes.statuses()
+    merged = cat.segments.merged()
+    merge_episodes: dict[int, set[int]] = {}
+    for m in cat.merges.records():
+        ids = set(m.ids.get("episodes", {}).values())
+        for here, _source in m.segments:
+            merge_episodes[here] = ids
+    own_tag = store_tag(cat.meta.store_id())
+    out: dict[str, int] = defaultdict(int)
+    for sid, scan in sorted(scans.items()):
+        foreign = sid not in merged and scan.store_tag not in (0, own_tag)
+        for off, header in scan.chunks.items():
+            free = [
+                k for slot, k in enumerate(header.frame_keys) if (sid, off, slot) not in pointed
+            ]
+            if not free:
+                continue
+            if foreign:
+                out[NOT_OURS] += len(free)
+                continue
+            found = owners.get(header.stream_key, [])
+            if sid in merged:
+                found = [e for e in found if e in merge_episodes.get(sid, ())]
+            live = [e for e in found if statuses.get(e) != "deleted"]
+            if found and not live:
+                continue  # a deleted episode's: gc reclaims them
+            if not found and (sid in merged or (sid, header.stream_key) in tombstoned):
+                continue  # not merged (gone from its source), or rm'd
+            if len(live) != 1:
+                out[NO_EPISODE] += len(free)
+                continue
+            homes = {home.get((live[0], header.stream_index, k)) for k in free}
+            if len(homes) == 1 and None not in homes:  # a copy of the chunk its rows use?
+                if same_chunk_data(root, (sid, off), homes.pop()):  # type: ignore[arg-type]
+                    continue
+            out[NO_ROW] += len(free)
+    return dict(out)

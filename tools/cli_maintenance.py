@@ -226,6 +226,8 @@ def _row_lines(r: RecoverReport) -> Iterator[str]:
     """What ``recover`` lost, rebuilt or re-linked in the catalogue, one line each."""
     for ep, n in r.frames_lost.items():
         yield f"LOST: episode {ep}: {n} frame(s) unreadable; their steps are kept"
+    for why, n in r.frames_not_rebuilt.items():
+        yield f"NOT REBUILT: {n} frame(s) {why}"
     if r.catalogue_rebuilt:
         yield "framestore.db was missing: the catalogue was rebuilt from the segments"
     for ep, n in r.steps_recovered.items():
@@ -266,7 +268,8 @@ def _row_lines(r: RecoverReport) -> Iterator[str]:
 def _recover_summary(r: RecoverReport) -> str:
     """The last line of ``recover``: lost, missing, repaired or nothing to do."""
     if r.data_lost and not (r.frames_lost or r.bytes_discarded):
-        return f"recovered with data loss (step metadata), {r.seconds} s"
+        what = "frames not rebuilt" if r.frames_not_rebuilt else "step metadata"
+        return f"recovered with data loss ({what}), {r.seconds} s"
     if r.data_lost:
         return (
             f"recovered with data loss ({human_bytes(r.bytes_discarded)} of segment data "

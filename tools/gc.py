@@ -32,6 +32,7 @@ from framestore import FrameStore, InvalidInput
 from framestore.catalog import COMPACTION_OUTPUTS
 from framestore.disk.scan import SegmentScan, scan_segment
 from framestore.disk.segments import (
+    is_note_segment,
     is_sealed,
     list_partials,
     remove_partials,
@@ -54,7 +55,9 @@ from framestore.maintenance.compaction import (
 from framestore.state.bookkeeping import (
     chunk_bytes,
     delete_segment_files,
+    described_segments,
     file_bytes,
+    segment_outlines,
     sync_segments,
     writer_lock,
 )
@@ -208,9 +211,13 @@ def _is_note_segment(scan: SegmentScan) -> bool:
 
 def _spent_tombstones(store: FrameStore, going: set[int] = frozenset()) -> list[int]:
     """The note segments holding only tombstones of this store none of whose listed
-    segments is left (or in ``going``: deleted by this gc first): every record of the
-    episodes they name is gone, nothing is left for a rebuilt catalogue to bring back."""
+    segments is left (or in ``going``: deleted by this gc first) and no segment of which
+    holds an ``EPISODE`` record of an episode they name (a copy a recover's compaction
+    made, or a record a tombstone written before issue 19 did not list): every record of
+    the episodes they name is gone, nothing is left for a rebuilt catalogue to bring
+    back."""
     files = segment_files(store.root).regular
+    outlines: dict | None = None  # read once, when a tombstone's list is spent
     spent = []
     for sid, path in sorted(files.items()):
         seal = segment_seal(path)  # a note holds no frame: others are never read here
@@ -227,7 +234,18 @@ def _spent_tombstones(store: FrameStore, going: set[int] = frozenset()) -> list[
             for r in scan.meta_records
             for s in (r.meta.get("segments") if isinstance(r.meta.get("segments"), list) else ())
         }
-        if not any(s in files and s != sid and s not in going for s in listed):
+        if any(s in files and s != sid and s not in going for s in listed):
+            continue
+        if outlines is None:
+            outlines = segment_outlines(store.root)
+        entries = [
+            e
+            for r in scan.meta_records
+            for e in (r.meta.get("episodes") if isinstance(r.meta.get("episodes"), list) else ())
+            if isinstance(e, dict)
+        ]
+        described = described_segments(store.root, entries, outlines) - going - {sid}
+        if not described:
             spent.append(sid)
     return spent
 
@@ -316,7 +334,14 @@ def _refuse_unless_catalogue_complete(store: FrameStore, *, leftovers: bool) -> 
     rows = store.catalog.segments.rows()
     outputs = store.catalog.meta.get(COMPACTION_OUTPUTS) if leftovers else None
     known = set(rows) | set(outputs if isinstance(outputs, list) else [])
-    unknown = sorted(set(segment_files(store.root).regular) - known)
+    files = segment_files(store.root).regular
+    unknown = sorted(set(files) - known)
+    notes = [s for s in unknown if is_note_segment(files[s], s)]
+    if notes:
+        raise InvalidInput(
+            f"segment {notes[0]} is a tombstone whose rm did not commit (killed, or its "
+            "commit failed); the deletion took effect. Run `framestore recover` to finish it"
+        )
     if unknown:
         raise InvalidInput(
             f"segment {unknown[0]} is not in the catalogue ({len(unknown)} such segment(s): "

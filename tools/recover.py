@@ -44,7 +44,14 @@ Runs with the writer lock held. In order:
 Between steps 4 and 5, the tombstones ``rm`` wrote (``DELETED`` records in note
 segments) are honoured: an episode one of them names that the catalogue holds live is
 marked deleted (``tools._recover_notes``), so an ``rm`` killed before its SQLite commit
-is finished and an ``rm``'d episode never comes back in a rebuilt catalogue.
+is finished and an ``rm``'d episode never comes back in a rebuilt catalogue (nor do
+the frames of a chunk a tombstone lists under a stream key it names get an episode).
+
+Last, the frames of good chunks that no row points at and that are no deleted or rm'd
+episode's (nor a byte-identical copy of the chunk their steps' rows point at) are
+counted by reason (``frames_not_rebuilt``): data loss, reported line by line, so a
+rebuild that left frames out never says "nothing lost". Duplicates step 6 deletes are
+only this store's segments whose every chunk is byte-identical to the one its rows use.
 
 The frames it reports lost are kept in the store's ``meta`` table from the transaction
 that cleared their pointers until a ``recover`` completes and returns them, so an
@@ -70,9 +77,11 @@ from framestore.disk.segments import (
     list_segment_ids,
     remove_partials,
     remove_segment_file,
+    same_chunk_data,
     seal_segment,
     segment_files,
     segment_path,
+    store_tag,
 )
 from framestore.errors import CorruptData
 from framestore.maintenance.compaction import (
@@ -88,8 +97,21 @@ from framestore.store import enclosing_store
 from framestore.write.service import remove_dead_shared_memory
 
 from ._recover_meta import restore_from_segments, store_id_of_segments
-from ._recover_notes import apply_tombstones, merge_notes, restore_merged_episodes, restore_merges
-from ._recover_rows import Foreign, adopt_rowless, fix_pointers, insert_foreign, resolves
+from ._recover_notes import (
+    apply_tombstones,
+    merge_notes,
+    restore_merged_episodes,
+    restore_merges,
+    tombstoned_chunks,
+)
+from ._recover_rows import (
+    Foreign,
+    adopt_rowless,
+    fix_pointers,
+    frames_not_rebuilt,
+    insert_foreign,
+    resolves,
+)
 from ._store import StoreArg, opened
 
 __all__ = ["RecoverReport", "recover", "RECOVERED_ENV_ID"]
@@ -108,6 +130,9 @@ class RecoverReport:
     ``episodes_deleted``: episodes a tombstone of ``rm`` names that the catalogue held
     live (an ``rm`` stopped before its commit, or a rebuilt catalogue), now deleted;
     ``merges_restored``: merge journal rows rebuilt from the merges' provenance notes;
+    ``frames_not_rebuilt`` counts, by why, the frames in the segments that no step row
+    points at once recover is done and that are no deleted episode's (data loss: the
+    catalogue does not hold them);
     ``steps_relinked`` episode id -> rows pointed at another copy of their
     frame. ``segments_unavailable`` maps a segment that rows point into but that cannot
     be read now to ``{episode id: frames}``: those pointers were kept (``missing``).
@@ -135,6 +160,7 @@ class RecoverReport:
     episodes_ended: list[int] = field(default_factory=list)
     episodes_deleted: list[int] = field(default_factory=list)
     merges_restored: list[int] = field(default_factory=list)
+    frames_not_rebuilt: dict[str, int] = field(default_factory=dict)
     catalogue_rebuilt: bool = False
     bytes_discarded: int = 0
     notes: list[str] = field(default_factory=list)
@@ -142,7 +168,12 @@ class RecoverReport:
 
     @property
     def data_lost(self) -> bool:
-        return bool(self.frames_lost) or self.bytes_discarded > 0 or self.metadata_lost
+        return (
+            bool(self.frames_lost)
+            or self.bytes_discarded > 0
+            or self.metadata_lost
+            or bool(self.frames_not_rebuilt)
+        )
 
     @property
     def metadata_lost(self) -> bool:
@@ -256,9 +287,12 @@ def _recover(st: FrameStore, report: RecoverReport, progress, drop_missing: bool
             )  # fmt: skip
             restored.merge(merged)
         report.episodes_deleted = apply_tombstones(cat, scans, statuses)
-        found = adopt_rowless(cat, scans, statuses, next_id, st.root)
-        bare, created, foreign, skipped = found
-        report.steps_without_metadata = bare
+        tombstoned = tombstoned_chunks(scans, cat.meta.store_id())
+        found = adopt_rowless(cat, scans, statuses, next_id, st.root, tombstoned)
+        bare, created, foreign, _skipped = found  # (counted by frames_not_rebuilt)
+        for ep, n in restored.bare.items():  # merged frames of format 1-2 segments
+            bare[ep] = bare.get(ep, 0) + n
+        report.steps_without_metadata = dict(sorted(bare.items()))
         whole = defaultdict(int, restored.steps)
         for ep, n in bare.items():
             whole[ep] += n
@@ -268,14 +302,11 @@ def _recover(st: FrameStore, report: RecoverReport, progress, drop_missing: bool
         report.episodes_interrupted = cat.recovery.interrupt_recordings()
     if restored.unreadable:
         report.notes.append(f"{restored.unreadable} chunk(s) whose step metadata is unreadable")
-    if skipped:
-        report.notes.append(
-            f"{skipped} frames with a stream key that names no one episode; left unread"
-        )
     _compact(st, scans, foreign, report)
     _remove_duplicates(st, scans, report)
     _forget_gone_segments(st)
-    sync_segments(st)
+    sync_segments(st, notes=True)  # its tombstones are applied
+    report.frames_not_rebuilt = frames_not_rebuilt(st.catalog, scans, tombstoned, st.root)
     st.reader.forget()
     for sid, eps in report.segments_unavailable.items():
         report.notes.append(
@@ -429,17 +460,20 @@ def _compact(
 def _remove_duplicates(
     st: FrameStore, scans: dict[int, SegmentScan], report: RecoverReport
 ) -> None:
-    """Delete sealed segments nothing points at whose every frame is served by a row
-    whose pointer resolves elsewhere (or belongs to a deleted episode): the copies of
-    an interrupted gc. Frames are matched by stream key (after a merge an episode's
-    chunks carry the id it had in its source store)."""
+    """Delete sealed segments of this store nothing points at whose every frame is a
+    byte-identical copy of the chunk a resolving row points at (or belongs to a deleted
+    episode): the copies of an interrupted gc. Frames are matched by stream key (after a
+    merge an episode's chunks carry the id it had in its source store) and then by their
+    data: a stream key and step can be another recording's (a merged segment whose note
+    was lost carries its source's keys). A segment another store wrote is never one."""
     chunks = {(sid, off): h for sid, scan in scans.items() for off, h in scan.chunks.items()}
     referenced = st.catalog.pointers.referenced_segments()
     merged = st.catalog.segments.merged()  # their rows committed with them: gc's job
-    served: dict[int, set[int]] = defaultdict(set)
+    own_tag = store_tag(st.catalog.meta.store_id())
+    home: dict[tuple[int, int], tuple[int, int]] = {}  # (stream key, step) -> its chunk
     for row in st.catalog.pointers.all():
         if resolves(chunks, row):
-            served[row.expected_key].add(row.step)
+            home[(row.expected_key, row.step)] = (row.segment, row.offset)  # type: ignore[assignment]
     statuses = st.catalog.episodes.statuses()
     owners = st.catalog.episodes.stream_key_owners()
 
@@ -447,14 +481,19 @@ def _remove_duplicates(
         found = owners.get(key, [])
         return bool(found) and all(statuses.get(e) == "deleted" for e in found)
 
+    def copied(sid: int, off: int, h) -> bool:
+        homes = {home.get((h.stream_key, k)) for k in h.frame_keys}
+        if len(homes) != 1 or None in homes:
+            return False
+        return same_chunk_data(st.root, (sid, off), homes.pop())  # type: ignore[arg-type]
+
     removed = []
     for sid, scan in scans.items():
         if sid in referenced or sid in merged or scan.bad or not scan.chunks or not scan.sealed:
             continue
-        if all(
-            deleted(h.stream_key) or all(k in served[h.stream_key] for k in h.frame_keys)
-            for h in scan.chunks.values()
-        ):
+        if scan.store_tag not in (0, own_tag):
+            continue
+        if all(deleted(h.stream_key) or copied(sid, off, h) for off, h in scan.chunks.items()):
             removed.append(sid)
     if removed:
         delete_segment_files(st, removed)

@@ -362,6 +362,18 @@ def _chunk_fields(data: bytes | memoryview, start: int, version: int) -> _ChunkF
     )  # fmt: skip
 
 
+def chunk_head_size(version: int) -> int:
+    """Bytes of a CHUNK payload's fixed head in format ``version``."""
+    return _head_size(version)
+
+
+def chunk_stream_key(head: bytes | memoryview, version: int) -> int:
+    """The stream key of a CHUNK payload of format ``version`` starting with ``head``
+    (at least ``chunk_head_size(version)`` bytes), unchecked: for walks that read record
+    heads only, never for reading frames."""
+    return _chunk_fields(head, 0, version).stream_key
+
+
 def _frame_shape_ok(ndim: int, channels: int) -> bool:
     """Gray frames are 2-D with one channel; colour frames 3-D with 1, 3 or 4."""
     return ndim in (2, 3) and channels in (1, 3, 4) and not (ndim == 2 and channels != 1)
@@ -531,6 +543,24 @@ def rekeyed_chunk_record(raw: bytes, stream_key: int, version: int = VERSION) ->
         RecordType.CHUNK, head.pack(VERSION), header.steps_block(payload),
         payload[header.data_offset :],
     )  # fmt: skip
+
+
+def described_chunk_record(raw: bytes, stream_key: int, steps: list[StepMeta]) -> bytes:
+    """A CHUNK record of this version (``raw``, as ``read_chunk_record`` frames it) of
+    stream 0 rewritten with another stream key and a steps block describing ``steps``
+    (in step order): ``gc`` writes a merged episode of a segment that carried no steps
+    blocks (format 1-2) as this store's with the metadata its catalogue rows hold. The
+    frame table and codec data are the same bytes."""
+    if not 0 <= stream_key <= MAX_STREAM_KEY:
+        raise ValueError(f"stream key {stream_key} out of range")
+    payload = memoryview(raw)[RECORD_HEADER_SIZE : len(raw) - CRC_SIZE]
+    header = ChunkHeader.unpack(payload, version=VERSION)
+    block = pack_steps(steps, zstandard.ZstdCompressor()) if steps else b""  # none: no block
+    head = _replace_header(
+        header, stream_key=stream_key, stream_index=0, steps_length=len(block),
+        steps_count=len(steps),
+    )  # fmt: skip
+    return pack_chunk(head, block, payload[header.data_offset :])
 
 
 def _replace_header(header: ChunkHeader, **changes: Any) -> ChunkHeader:

@@ -309,6 +309,16 @@ class Pointers:
             "(SELECT id FROM episodes WHERE status = 'deleted')"
         )[0]
 
+    def drop_step_rows(self, episode_ids: list[int]) -> int:
+        """Remove the step rows of ``episode_ids`` (every stream); returns the steps
+        rows removed (``recover``: rows gc had dropped, rebuilt from segments)."""
+        if not episode_ids:
+            return 0
+        marks = ",".join("?" * len(episode_ids))
+        if self._db.has_m003:
+            self._db.exec(f"DELETE FROM step_frames WHERE episode_id IN ({marks})", episode_ids)
+        return self._db.exec(f"DELETE FROM steps WHERE episode_id IN ({marks})", episode_ids)
+
     def drop_deleted_step_rows(self) -> int:
         """Remove the step rows of deleted episodes (their ``episodes`` rows stay: they
         tell ``recover`` never to bring the frames back), and of their other streams."""

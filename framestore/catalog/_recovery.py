@@ -216,22 +216,90 @@ class Recovery:
         """The store id its segments name (a catalogue rebuilt from them)."""
         self._db.exec("INSERT OR REPLACE INTO meta (key, value) VALUES ('store_id', ?)", [store_id])
 
+    # ------------------------------------------------- merged episodes gc describes
+    def chunk_owners(self, segment: int) -> dict[int, set[int]]:
+        """``{chunk offset: {episodes}}``: the episodes not deleted whose render frame
+        pointers point into each chunk of ``segment``."""
+        out: dict[int, set[int]] = {}
+        for off, ep in self._db.rows(
+            "SELECT DISTINCT s.frame_offset, s.episode_id FROM steps s "
+            "JOIN episodes e ON e.id = s.episode_id "
+            "WHERE s.frame_segment = ? AND e.status != 'deleted'",
+            [segment],
+        ):
+            out.setdefault(off, set()).add(ep)
+        return out
+
+    def step_rows(self, episode_id: int) -> list[tuple]:
+        """An episode's step rows as stored, in step order: ``(step, action, reward,
+        terminated, truncated, info, wall_time, segment, offset, slot, frame_shape,
+        observation)`` (observation None before m004)."""
+        obs = "observation" if self._db.has_m004 else "NULL"
+        return self._db.rows(
+            "SELECT step, action, reward, terminated, truncated, info, wall_time, "
+            f"frame_segment, frame_offset, frame_slot, frame_shape, {obs} FROM steps "
+            "WHERE episode_id = ? ORDER BY step",
+            [episode_id],
+        )
+
+    def described(self, episode_id: int) -> tuple[dict, dict, dict, dict] | None:
+        """``(run, episode, end, run end)``: an episode's ``runs`` and ``episodes`` rows
+        as stored, in the fields of ``EPISODE`` (``run``, ``episode``), ``EPISODE_END``
+        and ``RUN_END`` records (docs/FORMAT.md); None when there is no such episode."""
+        env_spec = "r.env_spec" if self._db.has_m002 else "NULL"
+        extra = "e.sub_env, e.continues_episode, e.reset_options"
+        if not self._db.has_m002:
+            extra = "NULL, NULL, NULL"
+        row = self._db.one(
+            f"SELECT r.id, r.env_id, r.created, r.preset, r.host_profile, r.durability, "
+            f"r.config, {env_spec}, r.ended, r.stats, e.id, e.idx, e.seed, e.started, "
+            f"{extra}, e.ended, e.status, e.steps, e.total_reward, e.terminated, "
+            "e.truncated, e.frames_dropped FROM episodes e JOIN runs r ON r.id = e.run_id "
+            "WHERE e.id = ?",
+            [episode_id],
+        )
+        if row is None:
+            return None
+        run = dict(zip(_RUN_FIELDS, row[:8], strict=True))
+        run_end = {"run_id": row[0], "ended": row[8], "stats": row[9]}
+        episode = dict(zip(("id", *_EPISODE_FIELDS), row[10:17], strict=True))
+        ended, status, steps, total, term, trunc, dropped = row[17:]
+        end = {
+            "stream_key": episode_id, "episode_id": episode_id, "ended": ended,
+            "status": status, "steps": steps, "total_reward": total,
+            "terminated": bool(term), "truncated": bool(trunc), "frames_dropped": dropped,
+        }  # fmt: skip
+        return run, episode, end, run_end
+
     # ----------------------------------------------------------------- tombstones (rm)
     def tombstone_entries(self, episode_ids: list[int]) -> list[dict[str, Any]]:
         """What a ``DELETED`` record says of each episode (docs/FORMAT.md): its id,
         stream key, run and the run's and its own start times (which tell it from
-        another recording that used the same id)."""
+        another recording that used the same id), and its row's end fields (``end``)."""
         out = []
         for eid in episode_ids:
             row = self._db.one(
                 f"SELECT e.id, {self._db.m002('COALESCE(e.stream_key, e.id)', 'e.id')}, "
-                "e.run_id, r.created, e.started FROM episodes e "
+                "e.run_id, r.created, e.started, e.ended, e.steps, e.total_reward, "
+                "e.terminated, e.truncated, e.frames_dropped FROM episodes e "
                 "LEFT JOIN runs r ON r.id = e.run_id WHERE e.id = ?",
                 [eid],
             )
             if row is not None:
-                out.append(dict(zip(_TOMBSTONE_FIELDS, row, strict=True)))
+                entry = dict(zip(_TOMBSTONE_FIELDS, row[:5], strict=True))
+                entry["end"] = dict(zip(_END_FIELDS, row[5:], strict=True))
+                out.append(entry)
         return out
+
+    def restore_deleted_end(self, episode_id: int, end: dict[str, Any]) -> None:
+        """A tombstone's ``end`` (the row's end fields when ``rm`` ran) for an episode
+        it deletes: a rebuilt catalogue may hold its ``EPISODE`` record but not its
+        ``EPISODE_END`` (a gc dropped the segment holding it)."""
+        values = [end.get(k) for k in _END_FIELDS]
+        self._db.exec(
+            f"UPDATE episodes SET {', '.join(f'{k} = ?' for k in _END_FIELDS)} WHERE id = ?",
+            [*values, episode_id],
+        )
 
     def episode_segments(self, episode_ids: list[int]) -> set[int]:
         """The segments the frame pointers of ``episode_ids`` point into (every stream)."""
@@ -249,6 +317,7 @@ class Recovery:
 
 
 _TOMBSTONE_FIELDS = ("id", "stream_key", "run_id", "run_created", "started")
+_END_FIELDS = ("ended", "steps", "total_reward", "terminated", "truncated", "frames_dropped")
 _RUN_FIELDS = ("id", "env_id", "created", "preset", "host_profile", "durability", "config",
                "env_spec")  # fmt: skip
 _EPISODE_FIELDS = ("idx", "seed", "started", "sub_env", "continues_episode", "reset_options")

@@ -33,6 +33,8 @@ from .._format import (
     RecordType,
     Seal,
     StepMeta,
+    chunk_head_size,
+    chunk_stream_key,
     plausible_chunk_head,
     plausible_record,
     read_file_header,
@@ -51,6 +53,8 @@ __all__ = [
     "SegmentScan",
     "StepMeta",
     "chunk_steps",
+    "SegmentOutline",
+    "segment_outline",
     "problem_kind",
     "scan_segment",
     "steps_of",
@@ -253,6 +257,55 @@ def scan_segment(
             for mm in maps:
                 mm.close()
     return scan
+
+
+@dataclass
+class SegmentOutline:
+    """What a segment's record heads say (``segment_outline``)."""
+
+    episodes: list[dict] = field(default_factory=list)  # its EPISODE records, CRC checked
+    chunk_keys: dict[int, int] = field(default_factory=dict)  # chunk offset -> stream key
+
+
+def segment_outline(path: str | os.PathLike, segment: int) -> SegmentOutline | None:
+    """A segment file's ``EPISODE`` records (format version 3; none in older ones) and
+    the stream key of each ``CHUNK``, found without reading frames: the walk follows the
+    record headers, reads (CRC checked) the ``EPISODE`` payloads and only the head of each
+    chunk (its stream key unchecked). None when the walk cannot reach the end cleanly (a
+    bad length or CRC, a torn tail): the caller must then assume the file may hold
+    anything. Raises ``FileNotFoundError`` when it is missing and ``CorruptData`` when its
+    file header is unreadable."""
+    out = SegmentOutline()
+    with open_segment(path, segment) as fp:
+        size = os.fstat(fp.fileno()).st_size
+        version = read_file_header(fp, segment).version
+        head_size = chunk_head_size(version)
+        offset = FILE_HEADER_SIZE
+        while offset < size:
+            fp.seek(offset)
+            head = fp.read(RECORD_HEADER_SIZE)
+            if len(head) < RECORD_HEADER_SIZE:
+                return None
+            rtype, _flags, length = RECORD_HEADER.unpack(head)
+            end = offset + record_size(length)
+            if end > size:
+                return None
+            if rtype == RecordType.CHUNK:
+                if length < head_size:
+                    return None
+                out.chunk_keys[offset] = chunk_stream_key(fp.read(head_size), version)
+            elif rtype == RecordType.EPISODE and version >= 3:
+                try:
+                    rec = read_record(fp, offset, segment=segment)
+                    if rec is None:
+                        return None
+                    out.episodes.append(unpack_meta(rec.payload, segment=segment, offset=offset))
+                except CorruptData:
+                    return None
+            elif rtype == RecordType.SEAL:
+                break
+            offset = end
+    return out
 
 
 def steps_of(

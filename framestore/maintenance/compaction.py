@@ -28,6 +28,7 @@ The order of the steps is the safety argument; each leaves a readable store:
 from __future__ import annotations
 
 import os
+import stat
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -41,7 +42,7 @@ from .._format import (
     rekeyed_chunk_record,
 )
 from ..catalog import COMPACTION_OUTPUTS, Catalog
-from ..disk.scan import GoodRecord, SegmentScan, scan_segment
+from ..disk.scan import GoodRecord, SegmentScan, scan_segment, segment_outline
 from ..disk.segments import (
     SegmentWriter,
     checked_segment_dir,
@@ -60,6 +61,7 @@ from ..files import fsync_dir
 from ..state.bookkeeping import chunk_bytes, delete_segment_files
 from ..store import FrameStore
 from ..types import EpisodeInfo
+from ._described import Described
 
 __all__ = [
     "PHASES",
@@ -357,6 +359,7 @@ def _copy(
     outs = _Outputs(store, target_bytes, dry)
     merged = store.catalog.segments.merged()
     known = _Known.of(store, victims) if merged and adopt else None
+    described = _unscribed(store, victims) if adopt else None
     own_keys = live_stream_keys(store)
     own_runs = live_runs(store)
     checked_segment_dir(store.root)
@@ -373,13 +376,17 @@ def _copy(
                 if version >= 3 and v.segment not in merged:
                     scan = scan_segment(path, v.segment)
                     records = kept_records(scan, v.live_offsets, own_keys, own_runs)
-                    done = _copy_v3(fp, v, records, outs, moves, done, total, progress)
+                    done = _copy_v3(
+                        fp, v, records, outs, moves, done, total, progress, None, described
+                    )
                     continue
                 if version >= 3 and known is not None:  # its episodes become this store's
                     scan = scan_segment(path, v.segment)
                     adopt = _Adoption(scan, known)
                     records = adopt.kept(scan, v.live_offsets)
-                    done = _copy_v3(fp, v, records, outs, moves, done, total, progress, adopt)
+                    done = _copy_v3(
+                        fp, v, records, outs, moves, done, total, progress, adopt, described
+                    )
                     outs.adopted.update(e.id for e in adopt.keys.values())
                     continue
                 if dry:  # no data read: the chunks' sizes as they are
@@ -388,12 +395,21 @@ def _copy(
                     continue
                 for off in v.live_offsets:
                     raw, header = read_chunk_record(fp, v.segment, off, version=version)
+                    if described is not None and described.episode_of((v.segment, off)):
+                        moves[(v.segment, off)] = _write_described(
+                            outs, described, v, off, raw, header.count
+                        )
+                        done += len(raw)
+                        _call(progress, done, total)
+                        continue
                     if off in v.rekey:
                         raw = rekeyed_chunk_record(raw, v.rekey[off])
                     moves[(v.segment, off)] = _where(outs, raw, header.count)
                     done += len(raw)
                     _call(progress, done, total)
         outs.finish()
+        if described is not None:
+            outs.adopted.update(described.episodes)
     except BaseException:
         for w in outs.all:
             w.discard()
@@ -401,6 +417,39 @@ def _copy(
             store.catalog.meta.set(COMPACTION_OUTPUTS, None)
         raise
     return moves, outs.all, sorted(outs.adopted)
+
+
+def _unscribed(store: FrameStore, victims: list[Victim]) -> Described:
+    """The victims' live chunks no ``EPISODE`` record of their segment describes (all of
+    a format 1-2 segment's, this store's or merged), to be written with the catalogue's
+    metadata (``_described``). Reads record heads only (``segment_outline``); a victim
+    whose records cannot be walked has none (its chunks are copied as they are)."""
+    unscribed: dict[int, set[int]] = {}
+    for v in victims:
+        if not v.live_offsets:
+            continue
+        try:
+            outline = segment_outline(segment_path(store.root, v.segment), v.segment)
+        except (OSError, CorruptData):
+            continue
+        if outline is None:
+            continue
+        keys = {m.get("stream_key") for m in outline.episodes}
+        unscribed[v.segment] = {
+            off for off in v.live_offsets if outline.chunk_keys.get(off, -1) not in keys
+        }
+    return Described(store, unscribed)
+
+
+def _write_described(
+    outs: _Outputs, described: Described, v: Victim, off: int, raw: bytes, frames: int
+) -> tuple[int, int]:
+    """Write a chunk with its episode's metadata (``_described``); returns where."""
+    eid, episode, rewritten, after = described.chunk((v.segment, off), raw)
+    where = _where(outs, rewritten, frames, eid, episode)
+    for rec in after:
+        _where(outs, rec, 0, eid, episode)
+    return where
 
 
 def _describes(path, segment: int) -> bool:
@@ -422,17 +471,26 @@ def _where(outs: _Outputs, raw: bytes | int, frames: int, key: int | None = None
 
 def _copy_v3(fp, v: Victim, records: list[GoodRecord], outs: _Outputs, moves: Moves,
              done: int, total: int, progress: Progress | None,
-             adopt: _Adoption | None = None) -> int:  # fmt: skip
+             adopt: _Adoption | None = None, described: Described | None = None) -> int:  # fmt: skip
     """Copy a version-3 victim's kept records (``kept_records``: CRC checked by the scan
     that found them) byte for byte, each stream's ``EPISODE`` record ahead of its first
     record per output; with ``adopt`` (a merged segment) its episodes' records rewritten
-    as this store's (``_Adoption``)."""
+    as this store's (``_Adoption``); the chunks ``described`` has (no ``EPISODE`` record
+    describes them) written with their catalogue metadata (``_described``)."""
     episodes: dict[int, bytes] = {}
     for r in records:
         fp.seek(r.offset)
         raw = fp.read(r.end - r.offset)
         if len(raw) != r.end - r.offset:
             raise TruncatedRecord(v.segment, r.offset, r.end - r.offset, len(raw))
+        if r.header is not None and described is not None:
+            if described.episode_of((v.segment, r.offset)) is not None:
+                moves[(v.segment, r.offset)] = _write_described(
+                    outs, described, v, r.offset, raw, r.header.count
+                )
+                done += len(raw)
+                _call(progress, done, total)
+                continue
         if r.header is not None and adopt is not None:
             e = adopt.keys.get(r.header.stream_key)
             if e is None:  # not adopted: its live frames copied as they are
@@ -559,10 +617,24 @@ def remove_obsolete(store: FrameStore) -> list[int]:
     return removed
 
 
+def _written_by_a_recorder(store: FrameStore, segment: int) -> bool:
+    """A regular file under ``segment`` that has no seal: no compaction's copy."""
+    path = segment_path(store.root, segment)
+    try:
+        return stat.S_ISREG(os.lstat(path).st_mode) and not is_sealed(path)
+    except FileNotFoundError:
+        return False
+
+
 def remove_leftover_outputs(store: FrameStore) -> list[int]:
     """Delete the copies of a compaction that crashed before its repoint committed (the
     ids in ``compaction.outputs``; none of them is registered or pointed at, which is
-    checked again here). Call with the writer lock. Returns the segments removed."""
+    checked again here). Call with the writer lock. Returns the segments removed.
+
+    A copy is renamed into place sealed (``_Outputs``): an unsealed file under a
+    reserved id is not one but a recorder's segment (a recorder of an older version
+    took the id; one killed before its rows committed leaves its frames there alone).
+    It is left for ``recover`` to give its frames rows."""
     ids = store.catalog.meta.get(COMPACTION_OUTPUTS)
     if not isinstance(ids, list):
         return []
@@ -576,6 +648,7 @@ def remove_leftover_outputs(store: FrameStore) -> list[int]:
     checked_segment_dir(store.root)
     for sid in leftovers:
         partial_path(segment_path(store.root, sid)).unlink(missing_ok=True)
+    leftovers = [s for s in leftovers if not _written_by_a_recorder(store, s)]
     removed = [s for s in leftovers if os.path.lexists(segment_path(store.root, s))]
     delete_segment_files(store, leftovers)
     store.catalog.meta.set(COMPACTION_OUTPUTS, None)

@@ -29,9 +29,10 @@ from typing import TYPE_CHECKING
 from .._format import RecordType, pack_notes, record_extent, store_tag
 from ..catalog import COMPACTION_OUTPUTS
 from ..disk._lock import StoreLock
-from ..disk.scan import scan_segment
+from ..disk.scan import SegmentOutline, scan_segment, segment_outline
 from ..disk.segments import (
     checked_segment_dir,
+    is_note_segment,
     is_sealed,
     list_segment_ids,
     next_segment_id,
@@ -53,11 +54,13 @@ __all__ = [
     "commit_deletion",
     "delete_episodes_noted",
     "delete_segment_files",
+    "described_segments",
     "free_segment_id",
     "file_bytes",
     "live_bytes_by_segment",
     "next_ids",
     "plan_tombstone",
+    "segment_outlines",
     "segment_state",
     "sync_segments",
     "writer_lock",
@@ -156,18 +159,25 @@ def segment_state(store: StoreView, segment: int, marks: dict[int, str] | None =
     return "sealed" if is_sealed(segment_path(store.root, segment)) else "active"
 
 
-def sync_segments(store: StoreView) -> None:
+def sync_segments(store: StoreView, *, notes: bool = False) -> None:
     """Reconcile the catalogue's ``segments`` table with the files in ``segments/``.
 
     Files are the truth for existence and size (a sealed segment ends with a SEAL
-    record); the catalogue for ``obsolete``/``compacting`` marks."""
+    record); the catalogue for ``obsolete``/``compacting`` marks. A note segment the
+    catalogue has no row for is left so unless ``notes`` (``recover``, once it applied
+    them): ``rm`` and ``merge`` register theirs in their own commit, so such a note is a
+    tombstone whose commit did not happen (a killed or failed ``rm``), and without a row
+    verify flags it and gc refuses until recover finishes that rm."""
     catalog = _writable_catalog(store)
     live = live_bytes_by_segment(store)
     marks = catalog.segments.states()
+    rows = catalog.segments.rows() if not notes else {}
     files = segment_files(store.root)
     on_disk = list(files.regular) + list(files.irregular)
     with store.transaction() as cat:
         for sid, path in files.regular.items():
+            if not notes and sid not in rows and is_note_segment(path, sid):
+                continue
             try:
                 size = os.lstat(path).st_size
             except FileNotFoundError:
@@ -198,6 +208,45 @@ def free_segment_id(store: StoreView) -> int:
     return max([next_segment_id(store.root), *(i + 1 for i in journaled + compacting)])
 
 
+def segment_outlines(root) -> dict[int, SegmentOutline | None]:
+    """``segment_outline`` of every segment file (None: its records cannot all be
+    walked); files whose header is unreadable hold no record anyone reads: left out."""
+    out: dict[int, SegmentOutline | None] = {}
+    for sid, path in segment_files(root).regular.items():
+        try:
+            out[sid] = segment_outline(path, sid)
+        except (OSError, CorruptData):
+            continue
+    return out
+
+
+def described_segments(
+    root, entries: list[dict], outlines: dict[int, SegmentOutline | None] | None = None
+) -> set[int]:
+    """The segments holding an ``EPISODE`` record of one of the episodes a tombstone's
+    ``entries`` name (the same stream key, run start and episode start), and the
+    segments whose records cannot all be walked (they may hold one). Reads only record
+    headers, chunk heads and ``EPISODE`` payloads, never frames (``segment_outline``;
+    ``outlines``: those of ``segment_outlines``, read once for several tombstones)."""
+    wanted = {(e.get("stream_key"), e.get("run_created"), e.get("started")) for e in entries}
+    if outlines is None:
+        outlines = segment_outlines(root)
+    return {
+        sid
+        for sid, outline in outlines.items()
+        if outline is None or any(_identity(m) in wanted for m in outline.episodes)
+    }
+
+
+def _identity(meta: dict) -> tuple:
+    run, ep = meta.get("run"), meta.get("episode")
+    return (
+        meta.get("stream_key"),
+        run.get("created") if isinstance(run, dict) else None,
+        ep.get("started") if isinstance(ep, dict) else None,
+    )
+
+
 @dataclass(frozen=True)
 class Tombstone:
     """An ``rm``'s tombstone before it is written (``plan_tombstone``): the episodes,
@@ -213,23 +262,18 @@ class Tombstone:
 def plan_tombstone(store: StoreView, episode_ids: list[int]) -> Tombstone:
     """The tombstone of ``episode_ids`` (call with the writer lock held, by this process
     or by its recorder: ``first_id`` is above every id in use or reserved). Its records
-    name each episode's id, stream key, run and start times, and the segments that may
-    hold its records (those its frame pointers name, widened to every segment between
-    the first and the one after the last: its frameless chunks and ``EPISODE_END`` lie
-    among them; every segment when it has no frame): ``gc`` drops the tombstone once
-    none of them is left. The episodes must be finished: their rows all committed."""
+    name each episode's id, stream key, run and start times, its row's end fields, and
+    the segments that hold its records: those its frame pointers name and every segment
+    with an ``EPISODE`` record of it (``described_segments``: a version-3 segment
+    holding any record of an episode holds its ``EPISODE`` record, so its chunks without
+    frames and its ``EPISODE_END``, however far after its last frame, are covered; a
+    segment being written whose tail cannot be walked is listed): ``gc`` drops the
+    tombstone once none of them is left. The episodes must be finished: their rows all
+    committed."""
     catalog = _writable_catalog(store)
     entries = catalog.recovery.tombstone_entries(episode_ids)
     held = catalog.recovery.episode_segments(episode_ids)
-    existing = list_segment_ids(store.root)
-    if held:
-        lo, hi = min(held), max(held)
-        # the next segment too: an EPISODE_END (or steps without frames) after a chunk
-        # that filled its segment lands in the next one
-        after = min((s for s in existing if s > hi), default=hi)
-        listed = sorted(held | {s for s in existing if lo <= s <= after})
-    else:
-        listed = existing
+    listed = sorted(held | described_segments(store.root, entries))
     store_id = catalog.meta.store_id()
     fields = {"store_id": store_id, "deleted": time.time(), "segments": listed,
               "episodes": entries}  # fmt: skip

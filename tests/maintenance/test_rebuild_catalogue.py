@@ -24,9 +24,11 @@ import numpy as np
 import pytest
 from _kills import run_and_kill
 from conftest import WRITERS, run_cli, writer_overrides
+from oldstores import copy_fixture
 
 import tools.gc as gc_module
 from framestore import FrameStore, RecordFrames
+from framestore.disk.scan import scan_segment
 from framestore.disk.segments import list_segment_ids, segment_path
 from framestore.envs import make_env
 from tools.gc import PHASES, collect
@@ -561,3 +563,117 @@ def test_merged_episodes_of_two_streams_are_rebuilt_after_gc(tmp_path):
         for eid in live:
             cams = list(store.iter_frames(eid, stream="cam"))
             assert [int(c[0, 0]) for c in cams] == list(range(5, 12))
+
+
+@pytest.mark.parametrize("fixture", ["store-v0.1.0", "store-v0.2.0"])
+def test_merged_format_1_2_episodes_are_rebuilt_after_gc(tmp_path, assault_frames, fixture):
+    """A store of format 1-2 segments merged in: its segments carry no EPISODE records
+    and no steps blocks, and its episodes' stream keys are ids this store uses too. gc
+    writes them as this store's from their catalogue rows (steps blocks, EPISODE,
+    EPISODE_END, RUN_END records), so a rebuild gives every merged episode back whole.
+    Before, gc copied their chunks under their source keys and a rebuild gave their
+    frames to this store's episodes of those ids, reporting no loss (issue 19)."""
+    path = tmp_path / "a.store"
+    record_store(path, assault_frames, "thread")
+    old = copy_fixture(fixture, tmp_path)
+    result = run_cli("merge", path, old)
+    assert result.exit_code == 0, result.output
+    live, frames, steps = _snapshot(path)
+    assert len(live) == 8  # this store's 5 and the fixture's 3
+    merged = live[5:]
+
+    # Before gc the merged segments are as placed: the MERGED note maps their stream
+    # keys to the ids here, the frames come back; their metadata was in the catalogue
+    # alone, and recover says so (it reported nothing lost, and lost them, before).
+    placed = tmp_path / "placed.store"
+    shutil.copytree(path, placed)
+    delete_catalogue(placed)
+    result = run_cli("recover", placed)
+    assert result.exit_code == 3 and "nothing lost" not in result.output, result.output
+    lost = [line for line in result.output.splitlines() if line.startswith("LOST")]
+    assert [int(line.split()[2].rstrip(":")) for line in lost] == merged, result.output
+    assert verify(placed).ok
+    with FrameStore.open(placed, readonly=True) as store:
+        assert [e.id for e in store.episodes()] == live
+        for eid in live:
+            got = store.read_frames(eid)
+            assert all(np.array_equal(a, b) for a, b in zip(got, frames[eid], strict=True))
+
+    assert run_cli("gc", path, "--threshold", "1").exit_code == 0
+    assert verify(path).ok
+    want = merged_catalogue(path)
+    delete_catalogue(path)
+    result = run_cli("recover", path)
+    assert result.exit_code == 0 and "nothing lost" in result.output, result.output
+    assert merged_catalogue(path) == want
+    assert verify(path).ok
+    _same_store(path, live, frames, steps, moved=True)
+
+
+def test_recover_names_the_frames_it_could_not_rebuild(merged_store):
+    """A merge's note segment lost with framestore.db: nothing says the merged segments
+    (another store's tag) are this store's, so recover leaves their frames unread. It
+    must say so, counted, in one line, and exit with data loss. It said "nothing lost",
+    having deleted them as an interrupted gc's copies (their keys and steps collide with
+    this store's episodes')."""
+    path = merged_store
+    with closing(sqlite3.connect(path / "framestore.db")) as conn:
+        placed = [r[0] for r in conn.execute("SELECT id FROM segments WHERE header_id IS NOT NULL")]
+    notes = [
+        sid for sid in list_segment_ids(path)
+        if any(r.type == 7 for r in scan_segment(segment_path(path, sid), sid).records)
+    ]  # fmt: skip
+    assert len(notes) == 1 and placed
+    frames = sum(scan_segment(segment_path(path, s), s).frames for s in placed)
+    segment_path(path, notes[0]).unlink()
+    delete_catalogue(path)
+    result = run_cli("recover", path)
+    assert result.exit_code == 3, result.output
+    lines = [line for line in result.output.splitlines() if line.startswith("NOT REBUILT")]
+    assert lines == [
+        f"NOT REBUILT: {frames} frame(s) in segments another store wrote that no merge "
+        "note lists (left unread)"
+    ], result.output
+    assert "nothing lost" not in result.output and "frames not rebuilt" in result.output
+    # never deleted as "duplicates": their stream keys and steps are this store's too,
+    # their frames are not (recover removed them, before)
+    assert all(segment_path(path, s).exists() for s in placed)
+    again = run_cli("recover", path)  # still there, still said
+    assert again.exit_code == 3 and lines[0] in again.output
+
+
+def test_recover_names_frames_of_stores_the_source_had_merged(tmp_path, assault_frames):
+    """C merged into B, B into A, A's catalogue deleted before any gc: C's episode is in
+    segments as placed, its records naming C's ids, which only B's own note mapped (merge
+    copies no note). recover cannot tell which id here it is: it names its 12 frames.
+    Before, it reported nothing lost (their stream key and steps are one of B's
+    episodes' too)."""
+    a, b, c = tmp_path / "a.store", tmp_path / "b.store", tmp_path / "c.store"
+    record_store(a, assault_frames, "thread")
+    record_store(b, assault_frames[50:], "thread")
+    record_other(c, frames=12)
+    assert run_cli("merge", b, c).exit_code == 0
+    assert run_cli("merge", a, b).exit_code == 0
+    delete_catalogue(a)
+    result = run_cli("recover", a)
+    assert result.exit_code == 3, result.output
+    assert "NOT REBUILT: 12 frame(s) that no step row points at" in result.output
+    assert "nothing lost" not in result.output
+
+
+def test_a_small_store_that_merged_a_larger_one_is_rebuilt_as_itself(tmp_path, assault_frames):
+    """The store id of a rebuilt catalogue: the merged segments (another store's tag and
+    store id) outnumber this store's own, so a majority of EPISODE records names the
+    source; the merge's note (written by this store alone) decides. Before, the rebuild
+    took the source's id, read no note as its own and dropped every merged episode."""
+    a, b = tmp_path / "a.store", tmp_path / "b.store"
+    record_other(a, frames=4)
+    record_store(b, assault_frames, "thread")
+    assert run_cli("merge", a, b).exit_code == 0
+    want = merged_catalogue(a)
+    live, frames, steps = _snapshot(a)
+    delete_catalogue(a)
+    result = run_cli("recover", a)
+    assert result.exit_code == 0 and "nothing lost" in result.output, result.output
+    assert merged_catalogue(a) == want
+    _same_store(a, live, frames, steps)

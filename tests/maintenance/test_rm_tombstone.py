@@ -12,6 +12,7 @@ segments; the children are fresh ``sys.executable -c`` processes, killed with SI
 
 from __future__ import annotations
 
+import dataclasses
 import random
 import shutil
 import subprocess
@@ -24,6 +25,7 @@ import numpy as np
 import pytest
 from _kills import run_and_kill
 from conftest import run_cli
+from oldstores import copy_fixture
 from test_rebuild_catalogue import catalogue, delete_catalogue
 
 from framestore import FrameStore, InvalidInput
@@ -239,3 +241,103 @@ def test_rm_while_a_recorder_holds_the_store_refuses_and_changes_nothing(rm_base
     assert note_segments(path) == []  # no tombstone (the recorder wrote its RUN_END)
     with FrameStore.open(path, readonly=True) as store:
         assert {e.id for e in store.episodes()} == set(want)
+
+
+def test_a_tombstone_covers_records_written_long_after_the_last_frame(tmp_path, assault_frames):
+    """Three episodes recorded side by side (``record_steps``): A has frames for its
+    first 4 steps only, then 44 steps without frames while B's frames fill several
+    segments; C has frames for 12 steps. A's frameless chunk and EPISODE_END land in the
+    last segment, far after its last frame. rm A, rm C (two tombstones), gc below
+    the threshold that rewrites the segments of their frames: A's tombstone must still
+    be there while a segment holds A's records, or a rebuilt catalogue brings A back
+    (44 steps, no frames). It did, before rm listed the segments by their ``EPISODE``
+    records (issue 19)."""
+    path = tmp_path / "tail.store"
+    with FrameStore.open(path) as store, store.recorder(ENV_ID, overrides=OVERRIDES) as rec:
+        a, b, c = (rec.open_episode(seed=s) for s in (1, 2, 3))
+        for i in range(48):
+            frame_a = assault_frames[i] if i < 4 else None
+            if i < 12:
+                rec.record_steps(
+                    [a, b, c], [frame_a, assault_frames[100 + i], assault_frames[50 + i]],
+                    actions=[i % 7, 1, 2],
+                )  # fmt: skip
+            else:
+                rec.record_steps([a, b], [frame_a, assault_frames[100 + i]], actions=[i % 7, 1])
+            if i == 11:
+                rec.close_episode(c)
+        rec.close_episode(b)
+        rec.close_episode(a)
+    with FrameStore.open(path) as store:
+        b_frames = store.read_frames(b)
+        b_steps = store.read_steps(b)
+        store.delete_episodes([a])
+        store.delete_episodes([c])
+    assert len(note_segments(path)) == 2
+    collect(path, threshold=0.8)  # the segments of A's and C's frames, not B's alone
+    assert verify(path).ok
+
+    def described(eid: int) -> list[int]:
+        return [
+            sid for sid in list_segment_ids(path)
+            if any(r.meta.get("stream_key") == eid
+                   for r in scan_segment(segment_path(path, sid), sid).meta_records)
+        ]  # fmt: skip
+
+    assert described(a)  # A's last records outlived the segments of its frames
+    assert note_segments(path)  # so its tombstone is kept
+    want = catalogue(path)
+    delete_catalogue(path)
+    report = recover(path)
+    assert report.catalogue_rebuilt and not report.data_lost, report.as_dict()
+    assert a in report.episodes_deleted
+    with FrameStore.open(path, readonly=True) as store:
+        assert [e.id for e in store.episodes()] == [b]
+        got = store.read_frames(b)
+        assert all(np.array_equal(x, y) for x, y in zip(got, b_frames, strict=True))
+        moved = [dataclasses.replace(s, frame=None) for s in store.read_steps(b)]
+        assert moved == [dataclasses.replace(s, frame=None) for s in b_steps]
+    got = catalogue(path)
+    assert got["steps"] == want["steps"] and got["segments"] == want["segments"]
+    assert {r[0]: r[10] for r in got["episodes"]}[a] == "deleted"
+    # once a gc rewrites the last of them, the tombstone goes with A's records
+    collect(path, threshold=1.0)
+    assert not described(a) and verify(path).ok
+    delete_catalogue(path)
+    recover(path)
+    with FrameStore.open(path, readonly=True) as store:
+        assert [e.id for e in store.episodes()] == [b]
+
+
+@pytest.mark.parametrize("fixture", ["store-v0.1.0", "store-v0.2.0"])
+def test_rmd_episodes_of_a_format_1_2_store_stay_gone_in_a_rebuilt_catalogue(tmp_path, fixture):
+    """rm on a store of format 1-2 segments (the fixtures of 0.1.0 and 0.2.0): its
+    tombstone is the only segment naming the store (no EPISODE records), and its frames
+    say nothing but their stream key. With framestore.db deleted, recover takes the
+    store id from the tombstone and leaves the rm'd episode's frames alone: it does not
+    come back as a recovered episode (it did, before)."""
+    path = copy_fixture(fixture, tmp_path)
+    with FrameStore.open(path, readonly=True) as store:
+        frames = {e.id: store.read_frames(e.id) for e in store.episodes()}
+    assert sorted(frames) == [1, 2, 3]
+    assert run_cli("rm", path, "--episode", 2).exit_code == 0
+    with FrameStore.open(path, readonly=True) as store:
+        store_id = store.catalog.meta.store_id()
+    delete_catalogue(path)
+    result = run_cli("recover", path)
+    assert result.exit_code == 3, result.output  # their step metadata was in the catalogue
+    assert "episode 2" not in result.output, result.output
+    assert verify(path).ok
+    with FrameStore.open(path, readonly=True) as store:
+        assert store.catalog.meta.store_id() == store_id
+        assert [e.id for e in store.episodes()] == [1, 3]
+        for eid in (1, 3):
+            got = store.read_frames(eid)
+            assert all(np.array_equal(a, b) for a, b in zip(got, frames[eid], strict=True))
+    # gc then reclaims its frames (no row points at them), the tombstone with them
+    assert run_cli("gc", path, "--threshold", "1").exit_code == 0
+    assert note_segments(path) == [] and verify(path).ok
+    delete_catalogue(path)
+    recover(path)
+    with FrameStore.open(path, readonly=True) as store:
+        assert [e.id for e in store.episodes()] == [1, 3]
