@@ -92,3 +92,49 @@ def test_a_store_an_earlier_gc_wrote_is_gc_d_and_rebuilt_whole(tmp_path):
             assert all(
                 np.array_equal(a, b) for a, b in zip(got, expected_frames(store, eid), strict=True)
             )
+
+
+class Crash(Exception):
+    pass
+
+
+@pytest.mark.parametrize("gc_stopped_at", [None, "mid-copy", "copied"])
+def test_a_format_1_2_store_an_earlier_gc_wrote_is_rebuilt_as_its_own(tmp_path, gc_stopped_at):
+    """store-v0.1.0 gc'd at a600ff9: one format-3 segment tagged with the store's id,
+    no EPISODE record, no note: nothing on disk names the id. With framestore.db
+    deleted (after a gc of this version stopped before it replaced that segment, or
+    none), recover said "NOT REBUILT: 75 frame(s) in segments another store wrote",
+    listed no episode, and verify refused the segment as another store's. The tag the
+    store's segments carry is its own: recover gives an id with that tag, the frames
+    come back as episodes (their actions, rewards and infos were in the catalogue
+    alone: reported lost), verify accepts, and a gc and another rebuild keep them."""
+    path = copy_fixture("store-v0.1.0-gc-a600ff9", tmp_path)
+    with FrameStore.open(path, readonly=True) as store:
+        frames = {e.id: [f.tobytes() for f in store.read_frames(e.id)] for e in store.episodes()}
+    assert sorted(frames) == [1, 2, 3] and all(len(f) == 25 for f in frames.values())
+    if gc_stopped_at is not None:
+
+        def hook(phase: str) -> None:
+            if phase == gc_stopped_at:
+                raise Crash(phase)
+
+        def progress(done: int, total: int) -> None:
+            if gc_stopped_at == "mid-copy" and done * 2 >= total:
+                raise Crash(gc_stopped_at)
+
+        with pytest.raises(Crash):
+            collect(path, threshold=1.0, progress=progress, _hook=hook)
+    delete_catalogue(path)
+    result = run_cli("recover", path)
+    assert result.exit_code == 3, result.output
+    assert "NOT REBUILT" not in result.output, result.output
+    assert verify(path).ok
+    got = snapshot(path)
+    assert {e: g[3] for e, g in got.items()} == frames
+    assert run_cli("gc", path, "--threshold", "1").exit_code == 0
+    assert verify(path).ok
+    assert snapshot(path) == got
+    delete_catalogue(path)
+    assert not recover(path).frames_not_rebuilt
+    assert verify(path).ok
+    assert {e: g[3] for e, g in snapshot(path).items()} == frames
