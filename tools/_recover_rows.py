@@ -339,11 +339,10 @@ def frames_not_rebuilt(
     owners = cat.episodes.stream_key_owners()
     statuses = cat.episodes.statuses()
     merged = cat.segments.merged()
-    merge_episodes: dict[int, set[int]] = {}
+    merge_episodes: dict[int, dict[int, int]] = {}  # merged segment -> source id -> here
     for m in cat.merges.records():
-        ids = set(m.ids.get("episodes", {}).values())
         for here, _source in m.segments:
-            merge_episodes[here] = ids
+            merge_episodes[here] = m.ids.get("episodes", {})
     own_tag = store_tag(cat.meta.store_id())
     out: dict[str, int] = defaultdict(int)
     for sid, scan in sorted(scans.items()):
@@ -358,8 +357,9 @@ def frames_not_rebuilt(
                 out[NOT_OURS] += len(free)
                 continue
             found = owners.get(header.stream_key, [])
-            if sid in merged:
-                found = [e for e in found if e in merge_episodes.get(sid, ())]
+            if sid in merged:  # its key is the source's: the note maps it to an id here
+                found = [merge_episodes.get(sid, {}).get(header.stream_key)]
+                found = [e for e in found if e is not None]
             live = [e for e in found if statuses.get(e) != "deleted"]
             if found and not live:
                 continue  # a deleted episode's: gc reclaims them
