@@ -66,12 +66,13 @@ class SinkError(FrameStoreError):
 class QueueFull(FrameStoreError, TimeoutError):
     """A bounded queue stayed full for longer than the block timeout."""
 
-    def __init__(self, what: str, timeout: float, detail: str = ""):
+    def __init__(self, what: str, timeout: float, detail: str = "", *, message: str = ""):
         self.what = what
         self.timeout = timeout
         extra = f" ({detail})" if detail else ""
         super().__init__(
-            f"{what} stayed full for {timeout:g}s{extra}; the writer cannot keep up "
+            message
+            or f"{what} stayed full for {timeout:g}s{extra}; the writer cannot keep up "
             "(use a larger preset, the 'drop' policy, or a faster disk)"
         )
 

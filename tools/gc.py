@@ -32,6 +32,7 @@ from framestore import FrameStore, InvalidInput
 from framestore.catalog import COMPACTION_OUTPUTS
 from framestore.disk.scan import SegmentScan, scan_segment
 from framestore.disk.segments import (
+    is_note_segment,
     is_sealed,
     list_partials,
     remove_partials,
@@ -345,7 +346,14 @@ def _refuse_unless_catalogue_complete(store: FrameStore, *, leftovers: bool) -> 
     rows = store.catalog.segments.rows()
     outputs = store.catalog.meta.get(COMPACTION_OUTPUTS) if leftovers else None
     known = set(rows) | set(outputs if isinstance(outputs, list) else [])
-    unknown = sorted(set(segment_files(store.root).regular) - known)
+    files = segment_files(store.root).regular
+    unknown = sorted(set(files) - known)
+    notes = [s for s in unknown if is_note_segment(files[s], s)]
+    if notes:
+        raise InvalidInput(
+            f"segment {notes[0]} is a tombstone whose rm did not commit (killed, or its "
+            "commit failed); the deletion took effect. Run `framestore recover` to finish it"
+        )
     if unknown:
         raise InvalidInput(
             f"segment {unknown[0]} is not in the catalogue ({len(unknown)} such segment(s): "

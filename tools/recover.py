@@ -305,7 +305,7 @@ def _recover(st: FrameStore, report: RecoverReport, progress, drop_missing: bool
     _compact(st, scans, foreign, report)
     _remove_duplicates(st, scans, report)
     _forget_gone_segments(st)
-    sync_segments(st)
+    sync_segments(st, notes=True)  # its tombstones are applied
     report.frames_not_rebuilt = frames_not_rebuilt(st.catalog, scans, tombstoned, st.root)
     st.reader.forget()
     for sid, eps in report.segments_unavailable.items():

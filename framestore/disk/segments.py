@@ -19,7 +19,9 @@ from .._format import (
     FILE_HEADER_SIZE,
     FOREIGN_SEGMENT,
     MAX_RECORD_BYTES,
+    NOTE_RECORDS,
     PARTIAL_SUFFIX,
+    RECORD_HEADER,
     SEAL_MIN_RECORD_SIZE,
     SEAL_RECORD_SIZE,
     SEGMENT_DIR,
@@ -58,6 +60,7 @@ __all__ = [
     "SegmentWriter",
     "checked_segment_dir",
     "cut_segment",
+    "is_note_segment",
     "is_sealed",
     "list_partials",
     "list_segment_ids",
@@ -269,6 +272,18 @@ def is_sealed(path: str | os.PathLike) -> bool:
             return find_seal(fp, size) is not None
     except (FileNotFoundError, CorruptData, UnsafeStore):
         return False
+
+
+def is_note_segment(path: str | os.PathLike, segment: int | str = "?") -> bool:
+    """True when the file's first record is a note (``DELETED``/``MERGED``: a note
+    segment holds nothing else; docs/FORMAT.md, "Note segments"). Reads two headers."""
+    try:
+        with open_segment(path, segment) as fp:
+            read_file_header(fp, segment)
+            head = fp.read(RECORD_HEADER.size)
+    except (FileNotFoundError, CorruptData, UnsafeStore):
+        return False
+    return len(head) == RECORD_HEADER.size and RECORD_HEADER.unpack(head)[0] in NOTE_RECORDS
 
 
 def segment_version(fp: IO[bytes], segment: int | str = "?") -> int:

@@ -28,6 +28,7 @@ The order of the steps is the safety argument; each leaves a readable store:
 from __future__ import annotations
 
 import os
+import stat
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -653,10 +654,24 @@ def remove_obsolete(store: FrameStore) -> list[int]:
     return removed
 
 
+def _written_by_a_recorder(store: FrameStore, segment: int) -> bool:
+    """A regular file under ``segment`` that has no seal: no compaction's copy."""
+    path = segment_path(store.root, segment)
+    try:
+        return stat.S_ISREG(os.lstat(path).st_mode) and not is_sealed(path)
+    except FileNotFoundError:
+        return False
+
+
 def remove_leftover_outputs(store: FrameStore) -> list[int]:
     """Delete the copies of a compaction that crashed before its repoint committed (the
     ids in ``compaction.outputs``; none of them is registered or pointed at, which is
-    checked again here). Call with the writer lock. Returns the segments removed."""
+    checked again here). Call with the writer lock. Returns the segments removed.
+
+    A copy is renamed into place sealed (``_Outputs``): an unsealed file under a
+    reserved id is not one but a recorder's segment (a recorder of an older version
+    took the id; one killed before its rows committed leaves its frames there alone).
+    It is left for ``recover`` to give its frames rows."""
     ids = store.catalog.meta.get(COMPACTION_OUTPUTS)
     if not isinstance(ids, list):
         return []
@@ -670,6 +685,7 @@ def remove_leftover_outputs(store: FrameStore) -> list[int]:
     checked_segment_dir(store.root)
     for sid in leftovers:
         partial_path(segment_path(store.root, sid)).unlink(missing_ok=True)
+    leftovers = [s for s in leftovers if not _written_by_a_recorder(store, s)]
     removed = [s for s in leftovers if os.path.lexists(segment_path(store.root, s))]
     delete_segment_files(store, leftovers)
     store.catalog.meta.set(COMPACTION_OUTPUTS, None)

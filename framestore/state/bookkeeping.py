@@ -32,6 +32,7 @@ from ..disk._lock import StoreLock
 from ..disk.scan import SegmentOutline, scan_segment, segment_outline
 from ..disk.segments import (
     checked_segment_dir,
+    is_note_segment,
     is_sealed,
     list_segment_ids,
     next_segment_id,
@@ -158,18 +159,25 @@ def segment_state(store: StoreView, segment: int, marks: dict[int, str] | None =
     return "sealed" if is_sealed(segment_path(store.root, segment)) else "active"
 
 
-def sync_segments(store: StoreView) -> None:
+def sync_segments(store: StoreView, *, notes: bool = False) -> None:
     """Reconcile the catalogue's ``segments`` table with the files in ``segments/``.
 
     Files are the truth for existence and size (a sealed segment ends with a SEAL
-    record); the catalogue for ``obsolete``/``compacting`` marks."""
+    record); the catalogue for ``obsolete``/``compacting`` marks. A note segment the
+    catalogue has no row for is left so unless ``notes`` (``recover``, once it applied
+    them): ``rm`` and ``merge`` register theirs in their own commit, so such a note is a
+    tombstone whose commit did not happen (a killed or failed ``rm``), and without a row
+    verify flags it and gc refuses until recover finishes that rm."""
     catalog = _writable_catalog(store)
     live = live_bytes_by_segment(store)
     marks = catalog.segments.states()
+    rows = catalog.segments.rows() if not notes else {}
     files = segment_files(store.root)
     on_disk = list(files.regular) + list(files.irregular)
     with store.transaction() as cat:
         for sid, path in files.regular.items():
+            if not notes and sid not in rows and is_note_segment(path, sid):
+                continue
             try:
                 size = os.lstat(path).st_size
             except FileNotFoundError:

@@ -22,7 +22,7 @@ import threading
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import zstandard
@@ -68,7 +68,10 @@ class NoteSegment:
     """A note segment (an ``rm``'s tombstone: ``DELETED`` records) for the writer to
     write, in order with the chunks handed off before it, at the writer's next segment
     id or ``first_id`` if that is higher (ids a merge or a killed gc reserved). The
-    writer fills in ``segment_id`` and ``size``, or ``error``; ``done`` then."""
+    writer fills in ``segment_id`` and ``size``, or ``error``; ``done`` then.
+
+    Until the writer takes it up (``claim``), its caller may ``cancel`` it: the writer
+    then skips it, and nothing of it is ever written."""
 
     records: list[bytes]
     first_id: int
@@ -76,6 +79,23 @@ class NoteSegment:
     size: int = 0
     error: BaseException | None = None
     done: bool = False
+    cancelled: bool = False
+    _claimed: bool = False
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def claim(self) -> bool:
+        """The writer's: whether to write it (False: it was cancelled)."""
+        with self._lock:
+            self._claimed = not self.cancelled
+            return self._claimed
+
+    def cancel(self) -> bool:
+        """The caller's: whether it is cancelled (False: the writer is writing it, or
+        wrote it)."""
+        with self._lock:
+            if not self._claimed:
+                self.cancelled = True
+            return self.cancelled
 
 
 @dataclass(slots=True)
@@ -139,6 +159,9 @@ class ChunkWriter:
             failed: a tombstone that cannot be written fails its ``rm``, not the
             recording).
         store_tag: the segment file headers' store tag.
+        first_segment_id: the lowest id its segments take (above the ids a killed
+            ``gc`` reserved: ``bookkeeping.free_segment_id``); at least one above
+            every segment file.
     """
 
     def __init__(
@@ -155,6 +178,7 @@ class ChunkWriter:
         on_meta: Callable[[MetaRecord], None] | None = None,
         on_note: Callable[[NoteSegment], None] | None = None,
         store_tag: int = 0,
+        first_segment_id: int = 0,
     ):
         self.root = root
         self._on_note = on_note
@@ -174,7 +198,7 @@ class ChunkWriter:
         self._inflight: deque[tuple[Future, Chunk | MetaRecord | NoteSegment]] = deque()
         self._episodes: dict[int, MetaRecord] = {}  # stream key -> its EPISODE record
         self._described: set[int] = set()  # stream keys described in the open segment
-        self._next_segment_id = next_segment_id(root)
+        self._next_segment_id = max(next_segment_id(root), first_segment_id)
         self.segment: SegmentWriter | None = None
         self.chunks_written = 0
         self.segments_sealed = 0
@@ -311,7 +335,13 @@ class ChunkWriter:
 
     def _write_note(self, note: NoteSegment) -> None:
         """A note segment of its own (sealed, fsynced, renamed into place; the
-        directory fsynced), at an id no segment of this writer will take."""
+        directory fsynced), at an id no segment of this writer will take; nothing for
+        a cancelled one."""
+        if not note.claim():
+            note.done = True
+            if self._on_note is not None:
+                self._on_note(note)
+            return
         sid = max(self._next_segment_id, note.first_id)
         try:
             note.size = write_note_segment(self.root, sid, note.records, self._store_tag)

@@ -248,6 +248,8 @@ class ThreadStorage:
         sink_queue: the sink's bound in rows (default ``s.sink_queue``).
         store_id: the store's id (``meta.store_id``): segments are tagged with it and
             their ``EPISODE`` records name it.
+        first_segment_id: the lowest id the writer's segments take (the caller's
+            ``bookkeeping.free_segment_id``: above the ids a killed ``gc`` reserved).
     """
 
     def __init__(
@@ -262,6 +264,7 @@ class ThreadStorage:
         sink_queue: int | None = None,
         on_sink_error: OnError | None = None,
         store_id: str | None = None,
+        first_segment_id: int = 0,
     ):
         self._store_id = store_id
         self._codec = {"name": s.codec, "level": s.level}
@@ -274,7 +277,7 @@ class ThreadStorage:
         self._lock = StoreLock(root)
         self._lock.acquire()
         try:
-            self._service = self._start_service(root, s, on_error, store_id)
+            self._service = self._start_service(root, s, on_error, store_id, first_segment_id)
         except BaseException:
             self._lock.release()
             raise
@@ -299,7 +302,7 @@ class ThreadStorage:
         self.put = self._service.put  # type: ignore[method-assign]
 
     def _start_service(
-        self, root: Path, s: Settings, on_error: OnError, store_id: str | None
+        self, root: Path, s: Settings, on_error: OnError, store_id: str | None, first_id: int
     ) -> FrameStorageService:
         return FrameStorageService(
             root,
@@ -319,6 +322,7 @@ class ThreadStorage:
             on_written=self._rows_of,
             on_meta=self._event_of,
             store_tag=store_tag(store_id),
+            first_segment_id=first_id,
             lock=False,
         )
 

@@ -39,9 +39,16 @@ from .._closing import close_all, close_on_exit
 from .._format.steps import StepMeta
 from .._format.streams import MAX_STREAMS
 from ..catalog import check_id, check_seed, format_shape
-from ..errors import EpisodeNotFound, InvalidInput, StoreClosed
+from ..disk.segments import next_segment_id
+from ..errors import EpisodeNotFound, FrameStoreError, InvalidInput, StoreClosed
 from ..settings import Settings, resolve
-from ..state.bookkeeping import commit_deletion, next_ids, plan_tombstone, sync_segments
+from ..state.bookkeeping import (
+    commit_deletion,
+    free_segment_id,
+    next_ids,
+    plan_tombstone,
+    sync_segments,
+)
 from ..state.merging import refuse_unfinished_merge
 from ..state.view import StoreView
 from ._batchrows import BatchRows, EpisodeState, check_episode_args
@@ -224,18 +231,27 @@ class Recorder:
         the hub; on failure everything started is stopped again."""
         store_id = store.catalog.meta.store_id()
         args = (store.root, store.db_path, s, self._background_error)
+        # Segments start above the ids a gc killed mid-way reserved (compaction.outputs):
+        # recover and gc delete the files there as that gc's leftovers.
+        first_id = free_segment_id(store)
         self._storage: Storage
         if s.writer == "process":
             # loaded on first use (``prepare_recording`` loads it ahead): a thread
             # recorder never needs multiprocessing and the ring
             from .process._client import ProcessStorage
 
-            self._storage = ProcessStorage(*args, store_id)
+            self._storage = ProcessStorage(*args, store_id, first_id)
         else:
-            self._storage = ThreadStorage(*args, store_id=store_id)
+            self._storage = ThreadStorage(*args, store_id=store_id, first_segment_id=first_id)
         try:
             # The writer lock is held from here on: ids cannot race with another writer.
             refuse_unfinished_merge(store)
+            # The writer took max(first_id, the files' next id) under the lock; a gc
+            # killed before the lock was taken may have reserved ids above both.
+            if free_segment_id(store) > max(first_id, next_segment_id(store.root)):
+                raise InvalidInput(
+                    "a gc stopped while this recording started; run `framestore recover` first"
+                )
             # Episode ids start above any id a crashed writer left in segments, so frames
             # of two recordings never share one (recover tells them apart by it).
             self.run_id, self._next_episode_id = next_ids(store)
@@ -694,8 +710,13 @@ class Recorder:
         Returns the episodes deleted (as they were). Raises ``InvalidInput`` for an
         episode this recorder has open (being recorded: end it first),
         ``EpisodeNotFound`` for an unknown or deleted id (before anything changes),
-        ``StoreClosed`` once the recorder is closed, and the writer's error if it
-        failed.
+        ``StoreClosed`` once the recorder is closed, the writer's error if it failed,
+        the tombstone's own error (nothing changed), ``QueueFull`` when the writer has
+        not taken the tombstone up within ``timeout`` seconds (it is cancelled: nothing
+        changed), and ``FrameStoreError`` when the tombstone is on disk but the SQLite
+        commit failed (the deletion took effect; ``recover`` finishes it). A storage
+        process that died or gave no answer leaves the tombstone's fate unknown; its
+        error says so.
         """
         ids = list(dict.fromkeys(check_id(i, "episode id") for i in episode_ids))
         with self._deleting:
@@ -718,7 +739,18 @@ class Recorder:
             eps = self._finished(ids)
             tomb = plan_tombstone(self.store, ids)
             segment, size = self._storage.write_note(tomb.records, tomb.first_id, timeout)
-            commit_deletion(self.store, tomb, segment, size)
+            try:
+                commit_deletion(self.store, tomb, segment, size)
+            except Exception as e:
+                # The tombstone is the commit point: the rm happened. Its note segment
+                # stays without a row (close() does not register it): verify flags it,
+                # gc refuses, and recover finishes the deletion.
+                raise FrameStoreError(
+                    f"episodes {', '.join(map(str, ids))} are deleted in the segments (a "
+                    f"tombstone, segment {segment}) but the catalogue's commit failed ({e}); "
+                    "`framestore recover` finishes the deletion once this recording ends "
+                    "(verify and gc say so until then)"
+                ) from e
         return eps
 
     def _finished(self, ids: list[int]) -> list[EpisodeInfo]:

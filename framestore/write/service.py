@@ -78,6 +78,14 @@ def remove_dead_shared_memory() -> list[tuple[str, int]]:
     return remove_dead_blocks()
 
 
+def _note_late(timeout: float | None) -> str:
+    return (
+        f"the tombstone was not written within {timeout or 0.0:g}s: the writer is still "
+        "writing what was recorded before it; nothing was deleted (try again later, or "
+        "with a longer timeout)"
+    )
+
+
 class FrameStorageService:
     """Stores frames in append-only segment files under ``root/segments``.
 
@@ -103,6 +111,7 @@ class FrameStorageService:
             (its refs located; fsynced under ``durable``), before a flush sees it.
         on_meta: called on the writer thread with each ``note``d record once appended.
         store_tag: the segment file headers' store tag (docs/FORMAT.md; 0: unknown).
+        first_segment_id: the lowest id a new segment takes (``ChunkWriter``).
     """
 
     def __init__(
@@ -127,6 +136,7 @@ class FrameStorageService:
         on_written: Callable[[Chunk], None] | None = None,
         on_meta: Callable[[MetaRecord], None] | None = None,
         store_tag: int = 0,
+        first_segment_id: int = 0,
     ):
         self._codec = codec_from_name(codec)
         self._level = check_level(self._codec, level)
@@ -201,6 +211,7 @@ class FrameStorageService:
             on_meta=self._appended_meta,
             on_note=self._noted,
             store_tag=store_tag,
+            first_segment_id=first_segment_id,
         )
         self._thread = threading.Thread(target=self._run, name="framestore-writer", daemon=True)
         self._thread.start()
@@ -265,8 +276,10 @@ class FrameStorageService:
         writer thread, after what was handed off before, at an id no segment of this
         writer takes (``first_id`` at least); returns ``(segment id, size)`` once it is
         sealed, fsynced and in place. The recording goes on meanwhile. Raises the
-        note's own error (the recording goes on), the writer's error if it failed, or
-        ``QueueFull`` after ``timeout`` seconds."""
+        note's own error (the recording goes on; nothing of it is left), the writer's
+        error if it failed, or ``QueueFull`` when the writer had not taken it up after
+        ``timeout`` seconds: it is cancelled then, never written. Once taken up it is
+        waited for (one small file)."""
         if self._closed:
             raise StoreClosed("write_note() on a closed FrameStorageService")
         self.raise_if_failed()
@@ -280,7 +293,9 @@ class FrameStorageService:
                     raise StoreClosed("writer stopped before the note segment was written")
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
-                    raise QueueFull("frame writer", timeout or 0.0, "writing a note segment")
+                    if note.cancel():
+                        raise QueueFull("frame writer", timeout or 0.0, message=_note_late(timeout))
+                    deadline = remaining = None  # being written: its end is near
                 self._cond.wait(remaining if remaining is not None else 1.0)
         if note.error is not None:
             raise note.error

@@ -16,7 +16,8 @@ import pytest
 from click.testing import CliRunner
 from conftest import SMALL_SEGMENTS, record_episodes
 
-from framestore import FrameStore
+from framestore import FrameStore, InvalidInput
+from framestore.catalog import COMPACTION_OUTPUTS
 from framestore.disk.segments import list_segment_ids, segment_path
 from tools.cli import cli
 from tools.recover import recover
@@ -224,3 +225,121 @@ def test_recover_on_a_locked_store_exits_4(recorded):
         finally:
             rec.close()
     assert result.exit_code == 4
+
+
+# ------------------------------------------------ a gc's reserved ids and a recorder's
+KILLED_RECORDER = textwrap.dedent(
+    """
+    import os, sys
+    import numpy as np
+    from framestore import FrameStore
+    from framestore.write._storage import ThreadStorage
+
+    store_path, frames_path, placement = sys.argv[1:]
+    ThreadStorage._rows_of = lambda self, chunk: None  # killed before its rows commit
+    overrides = {"codec": "raw", "chunk_frames": 4, "segment_bytes": 1 << 20}
+    if placement == "process":
+        overrides |= {"writer": "process", "writer_start": "fork"}
+    with FrameStore.open(store_path) as store:
+        rec = store.recorder("ALE/Assault-v5", overrides=overrides)
+        print(rec.begin_episode(seed=7), flush=True)
+        for i, f in enumerate(np.load(frames_path)):
+            rec.record_step(f, action=i % 7)
+        rec._storage.flush_frames()  # its frames are in a segment file
+        os._exit(9)
+    """
+)
+
+
+def _killed_recorder(path, tmp_path, frames, placement) -> int:
+    """A recorder that wrote ``frames`` into a segment and was killed before any of
+    their rows committed; returns its episode id."""
+    np.save(tmp_path / "child.npy", np.stack(frames))
+    proc = subprocess.run(
+        [sys.executable, "-c", KILLED_RECORDER, str(path), str(tmp_path / "child.npy"), placement],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 9, proc.stderr
+    return int(proc.stdout.split()[0])
+
+
+def _frames_recovered(path, eid, frames, report) -> None:
+    assert report.steps_recovered == {eid: len(frames)} and not report.data_lost
+    got = frames_of(path, eid)
+    assert len(got) == len(frames)
+    assert all(np.array_equal(f, frames[s]) for s, f in got.items())
+    assert_clean(path)
+
+
+@pytest.mark.parametrize("placement", ["thread", "process"])
+def test_a_recorder_takes_no_id_a_killed_gc_reserved(recorded, tmp_path, assault_frames, placement):
+    """gc reserves its output ids (``compaction.outputs``) before their files exist; a gc
+    killed then leaves them reserved, and the next recover (or gc) deletes the files under
+    them as its leftovers. A recorder must start above them: one killed before its rows
+    committed left its frames in a segment under such an id, and recover deleted it
+    saying nothing was lost (found in review)."""
+    path, ids, want = recorded
+    with FrameStore.open(path) as store:
+        reserved = max(list_segment_ids(path)) + 1
+        store.catalog.meta.set(COMPACTION_OUTPUTS, [reserved, reserved + 1])
+    frames = assault_frames[200:210]
+    eid = _killed_recorder(path, tmp_path, frames, placement)
+    written = [s for s in list_segment_ids(path) if s >= reserved]
+    assert written and min(written) > reserved + 1, written
+    report = recover(path)
+    assert report.segments_removed == []
+    _frames_recovered(path, eid, frames, report)
+    for e in ids:  # the rest as it was
+        got = frames_of(path, e)
+        assert all(np.array_equal(f, want[e][s]) for s, f in got.items())
+
+
+def test_a_recorders_unsealed_segment_under_a_reserved_id_is_not_removed(
+    recorded, tmp_path, assault_frames
+):
+    """The same store as an older recorder left it: its segment took an id a killed gc
+    had reserved. That segment is unsealed (a compaction renames its copies into place
+    sealed), so recover leaves it and gives its frames rows."""
+    path, _ids, _want = recorded
+    frames = assault_frames[200:210]
+    eid = _killed_recorder(path, tmp_path, frames, "thread")
+    taken = max(list_segment_ids(path))
+    with FrameStore.open(path) as store:
+        store.catalog.meta.set(COMPACTION_OUTPUTS, [taken])
+    report = recover(path)
+    assert taken in list_segment_ids(path) and report.segments_removed == []
+    _frames_recovered(path, eid, frames, report)
+    with FrameStore.open(path, readonly=True) as store:
+        assert store.catalog.meta.get(COMPACTION_OUTPUTS) is None
+
+
+def test_a_recorder_refuses_to_start_when_a_gc_reserved_ids_as_it_took_the_lock(
+    recorded, monkeypatch
+):
+    """A gc that reserved ids and was killed between the recorder's look at the
+    reservations and its taking the lock: the recorder refuses in one line (recover
+    first) and writes nothing; after recover it records above every id."""
+    from framestore.write import recorder as recorder_module
+
+    path, _ids, _want = recorded
+    reserved = max(list_segment_ids(path)) + 3
+    start = recorder_module.ThreadStorage.__init__
+
+    def after_a_killed_gc(self, *args, **kwargs):
+        with FrameStore.open(path) as other:  # as that gc left it
+            other.catalog.meta.set(COMPACTION_OUTPUTS, [reserved])
+        start(self, *args, **kwargs)
+
+    monkeypatch.setattr(recorder_module.ThreadStorage, "__init__", after_a_killed_gc)
+    files = list_segment_ids(path)
+    with FrameStore.open(path) as store:
+        with pytest.raises(InvalidInput, match="run `framestore recover` first"):
+            store.recorder("ALE/Assault-v5", overrides=OVERRIDES)
+    assert list_segment_ids(path) == files
+    monkeypatch.setattr(recorder_module.ThreadStorage, "__init__", start)
+    recover(path)
+    eid = record_episodes(path, [np.zeros((210, 160, 3), np.uint8)] * 4, episodes=1, steps=4)[0]
+    assert min(s for s in list_segment_ids(path) if s not in files) > max(files)
+    assert len(frames_of(path, eid)) == 4

@@ -16,11 +16,14 @@ SIGKILLed at random moments around it.
 
 from __future__ import annotations
 
+import os
 import random
 import shutil
+import sqlite3
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import numpy as np
@@ -31,8 +34,10 @@ from test_rebuild_catalogue import catalogue, delete_catalogue
 from test_rm_tombstone import note_segments
 
 from framestore import EpisodeNotFound, FrameStore, InvalidInput
-from framestore.errors import DiskFull
-from tools.gc import collect
+from framestore.disk.scan import scan_segment
+from framestore.disk.segments import list_segment_ids, segment_path
+from framestore.errors import DiskFull, FrameStoreError, QueueFull, WriterFailed
+from tools.gc import collect, gc_blocker
 from tools.recover import recover
 from tools.verify import verify
 
@@ -134,6 +139,59 @@ def test_finished_episodes_are_deleted_while_recording_goes_on(tmp_path, assault
         assert same(frames_of(path, live), chunks[3] + chunks[4])
 
 
+def _segments_with(path: Path, kind: str, key: int) -> list[int]:
+    """Segments holding a ``kind`` record (``episode_end``, ``chunk``) of stream ``key``."""
+    out = []
+    for sid in list_segment_ids(path):
+        scan = scan_segment(segment_path(path, sid), sid)
+        for r in scan.records:
+            found = r.header.stream_key if r.header else (r.meta or {}).get("stream_key")
+            if scan.kind_of(r) == kind and found == key:
+                out.append(sid)
+                break
+    return out
+
+
+@pytest.mark.parametrize("placement", WRITERS)
+def test_a_deleted_episode_stays_deleted_when_a_note_sits_before_its_last_records(
+    tmp_path, assault_frames, placement
+):
+    """An rm while recording writes its note segment at the writer's next id while the
+    data segment is open: the segment after an episode's last frames can be that note,
+    and its steps without frames and its ``EPISODE_END`` lie in the data segment after.
+    Its tombstone must list that segment too: gc keeps the tombstone while it is left,
+    and catalogues rebuilt after each gc keep the episode deleted (it used to list only
+    'the next segment', the note: the second rebuild brought it back, review)."""
+    path = tmp_path / "s.store"
+    overrides = {**SMALL, **writer_overrides(placement)}
+    with FrameStore.open(path) as store, store.recorder(ENV_ID, overrides=overrides) as rec:
+        first = record(rec, assault_frames[:4], seed=0)
+        doomed = rec.begin_episode(seed=1)
+        for f in assault_frames[4:8]:
+            rec.record_step(f, action=0)
+        rec.flush()
+        store.delete_episodes([first])  # its note: written while this segment is open
+        for i in range(12):  # steps without frames, big infos: into the next segments
+            pad = np.random.default_rng(i).bytes(30_000).hex()
+            rec.record_step(None, action=0, info={"pad": pad, "i": i})
+        rec.end_episode()
+        kept = record(rec, assault_frames[8:16], seed=2)
+        rec.flush()
+        (note,) = note_segments(path)
+        assert _segments_with(path, "chunk", doomed)[0] < note
+        assert _segments_with(path, "episode_end", doomed)[0] > note  # the layout at issue
+        store.delete_episodes([doomed])
+    for rebuild in range(2):
+        collect(path)
+        delete_catalogue(path)
+        report = recover(path)
+        assert not report.data_lost
+        assert verify(path).ok, verify(path).problems
+        with FrameStore.open(path, readonly=True) as store:
+            assert {e.id for e in store.episodes()} == {kept}, rebuild
+        assert same(frames_of(path, kept), assault_frames[8:16])
+
+
 @pytest.mark.parametrize("placement", WRITERS)
 def test_a_tombstone_that_cannot_be_written_fails_the_rm_not_the_recording(
     tmp_path, assault_frames, placement, monkeypatch
@@ -162,6 +220,133 @@ def test_a_tombstone_that_cannot_be_written_fails_the_rm_not_the_recording(
     assert note_segments(path) == [] and verify(path).ok
     assert same(frames_of(path, first), assault_frames[:STEPS])
     assert same(frames_of(path, live), assault_frames[STEPS : 2 * STEPS])
+
+
+def _unfinished_rm(path: Path, first: int, note: int) -> None:
+    """A tombstone of ``first`` on disk (segment ``note``) without its catalogue commit,
+    the recorder closed: the episode still listed, the note without a row (the
+    recorder's close does not register it), so verify flags it and gc refuses; recover
+    finishes the deletion, and a catalogue rebuilt after it agrees."""
+    assert note_segments(path) == [note]
+    with FrameStore.open(path, readonly=True) as store:
+        assert first in {e.id for e in store.episodes()}
+        assert note not in store.catalog.segments.rows()
+    report = verify(path)
+    assert any(p.segment == note and "no row" in p.message for p in report.problems)
+    with FrameStore.open(path) as store:
+        assert "tombstone" in (gc_blocker(store) or "")
+    with pytest.raises(InvalidInput, match="recover"):
+        collect(path)
+    assert recover(path).episodes_deleted == [first]
+    assert verify(path).ok, verify(path).problems
+    with FrameStore.open(path, readonly=True) as store:
+        assert first not in {e.id for e in store.episodes()}
+    rebuilt_equal(path)
+
+
+@pytest.mark.parametrize("placement", WRITERS)
+def test_an_rm_whose_tombstone_the_writer_does_not_reach_in_time_is_cancelled(
+    tmp_path, assault_frames, placement, monkeypatch
+):
+    """``delete_episodes(timeout=...)``: the writer is busy with what was recorded
+    before the tombstone (held here until the rm gave up). The rm raises ``QueueFull``
+    saying nothing was deleted, and nothing is: the tombstone is cancelled, never
+    written. (It used to stay queued, be written later and be registered by the
+    recorder's close: the next recover deleted the episode.)"""
+    from framestore.write._chunks import ChunkWriter
+
+    gate = tmp_path / "hold"
+    append = ChunkWriter._append
+
+    def held(self, *args, **kwargs):  # ``fork`` carries it into the storage process
+        while gate.exists():
+            time.sleep(0.01)
+        return append(self, *args, **kwargs)
+
+    monkeypatch.setattr(ChunkWriter, "_append", held)
+    path = tmp_path / "s.store"
+    overrides = {**SMALL, **writer_overrides(placement)}
+    with FrameStore.open(path) as store, store.recorder(ENV_ID, overrides=overrides) as rec:
+        first = record(rec, assault_frames[:STEPS], seed=0)
+        rec.flush()
+        gate.touch()
+        live = rec.begin_episode(seed=1)
+        for i, f in enumerate(assault_frames[STEPS : STEPS + 8]):  # 2 chunks handed off
+            rec.record_step(f, action=i % 7)
+        try:
+            with pytest.raises(QueueFull, match="nothing was deleted") as raised:
+                rec.delete_episodes([first], timeout=0.5)
+        finally:
+            gate.unlink()  # the writer goes on (and the recorder can close)
+        assert "cannot keep up" not in str(raised.value)
+        for i, f in enumerate(assault_frames[STEPS + 8 : 2 * STEPS]):
+            rec.record_step(f, action=i % 7)
+        rec.end_episode()
+        rec.flush()
+        assert {e.id for e in store.episodes()} == {first, live}
+    assert note_segments(path) == []
+    assert verify(path).ok, verify(path).problems
+    assert recover(path).episodes_deleted == []
+    rebuilt_equal(path)
+    with FrameStore.open(path, readonly=True) as store:
+        assert {e.id for e in store.episodes()} == {first, live}
+    assert same(frames_of(path, first), assault_frames[:STEPS])
+    assert same(frames_of(path, live), assault_frames[STEPS : 2 * STEPS])
+
+
+@pytest.mark.parametrize("placement", WRITERS)
+def test_an_rm_whose_commit_fails_is_finished_by_recover(
+    tmp_path, assault_frames, placement, monkeypatch
+):
+    """The tombstone is on disk, the SQLite commit fails (a busy or full database): the
+    rm raises saying the deletion took effect and recover finishes it; the recording
+    goes on, and its close leaves the note without a row (it used to register it:
+    verify was clean, gc ran, and the episode stayed listed until some later recover
+    deleted it)."""
+    import framestore.write.recorder as recorder
+
+    def locked(*_args, **_kwargs):
+        raise sqlite3.OperationalError("database is locked")
+
+    monkeypatch.setattr(recorder, "commit_deletion", locked)
+    path = tmp_path / "s.store"
+    overrides = {**SMALL, **writer_overrides(placement)}
+    with FrameStore.open(path) as store, store.recorder(ENV_ID, overrides=overrides) as rec:
+        first = record(rec, assault_frames[:STEPS], seed=0)
+        with pytest.raises(FrameStoreError, match="recover. finishes the deletion"):
+            store.delete_episodes([first])
+        (note,) = note_segments(path)
+        live = record(rec, assault_frames[STEPS : 2 * STEPS], seed=1)
+    _unfinished_rm(path, first, note)
+    assert same(frames_of(path, live), assault_frames[STEPS : 2 * STEPS])
+
+
+def test_an_rm_whose_storage_process_died_after_the_tombstone_is_finished_by_recover(
+    tmp_path, assault_frames, monkeypatch
+):
+    """The storage process dies right after writing the tombstone; the program closes
+    its recorder as usual (raising the death). The rm's error says the tombstone may be
+    on disk and what finishes it; the close leaves it without a row."""
+    import framestore.write._chunks as chunks
+
+    write = chunks.write_note_segment
+
+    def noted(*args, **kwargs):  # in the storage process (``fork``)
+        write(*args, **kwargs)
+        os._exit(17)
+
+    monkeypatch.setattr(chunks, "write_note_segment", noted)
+    path = tmp_path / "s.store"
+    with FrameStore.open(path) as store:
+        rec = store.recorder(ENV_ID, overrides={**SMALL, **writer_overrides("process")})
+        first = record(rec, assault_frames[:STEPS], seed=0)
+        rec.flush()
+        with pytest.raises(WriterFailed, match="recover. finishes it"):
+            store.delete_episodes([first])
+        with pytest.raises(WriterFailed):
+            rec.close()
+    (note,) = note_segments(path)
+    _unfinished_rm(path, first, note)
 
 
 # --------------------------------------------------------------------------- crashes

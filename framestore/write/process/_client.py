@@ -124,6 +124,14 @@ class _RingBuffers:
         self.ring = ring
 
 
+#: What a caller is told when the storage process gave no answer to a note (an rm's
+#: tombstone): it may be on disk or be written yet, with no catalogue commit.
+_NOTE_UNKNOWN = (
+    "the tombstone may be on disk without its catalogue commit: if so, the deletion "
+    "took effect and `framestore recover` finishes it (verify and gc say so until then)"
+)
+
+
 class ProcessStorage:
     """A storage process for the store at ``root``, fed as the module docstring says.
 
@@ -138,6 +146,7 @@ class ProcessStorage:
         s: Settings,
         on_error: Callable,
         store_id: str | None = None,
+        first_segment_id: int = 0,
     ):
         self._s = s
         self._send_lock = threading.Lock()
@@ -145,7 +154,7 @@ class ProcessStorage:
         self._batch_size = s.batch_size
         self._flush_ms = self._max_flush_ms = 0.0
         self._chunk_commands = 0
-        self._link = StorageLink(root, db_path, s, on_error, store_id)
+        self._link = StorageLink(root, db_path, s, on_error, store_id, first_segment_id)
         self._counts = self._link.control.counts
         self.pid: int | None = self._link.pid
         self.budget = QueueBudget(
@@ -416,13 +425,21 @@ class ProcessStorage:
         self, records: list[bytes], first_id: int, timeout: float | None = None
     ) -> tuple[int, int]:
         """The storage process's writer writes the note segment (in order after the
-        chunks handed off before); returns ``(segment id, size)`` from its reply."""
+        chunks handed off before); returns ``(segment id, size)`` from its reply, or
+        raises its error (then nothing was written: a note not taken up in ``timeout``
+        is cancelled there). Without a reply (the process died, or did not answer in
+        time) the note may still be on disk: the error says what finishes the rm."""
         self._link.raise_if_failed()
         token = self._link.token()
         msg = (int(Cmd.NOTE), token, list(records), int(first_id), timeout)
         self._chunks.locked(lambda: self._send(msg))
-        # A little longer than the storage process waits: its QueueFull arrives first.
-        reply = self._link.reply(token, None if timeout is None else timeout + 5.0)
+        try:
+            # A little longer than the storage process waits: its QueueFull arrives first.
+            reply = self._link.reply(token, None if timeout is None else timeout + 5.0)
+        except QueueFull as e:
+            raise QueueFull(e.what, e.timeout, message=f"{e}; {_NOTE_UNKNOWN}") from e
+        except WriterFailed as e:
+            raise WriterFailed(f"{e}; {_NOTE_UNKNOWN}") from e
         if reply[3] is not None:
             raise decode_error(reply[3])
         sid, size = reply[2]

@@ -54,6 +54,7 @@ class StorageLink:
         s: Settings,
         on_error: Callable,
         store_id: str | None = None,
+        first_segment_id: int = 0,
     ):
         self._on_error = on_error
         self.error: BaseException | None = None  # the first background error, or death
@@ -69,7 +70,7 @@ class StorageLink:
         remove_dead_blocks()
         self.control = Control.create()
         try:
-            self._start(root, db_path, s, store_id)
+            self._start(root, db_path, s, (store_id, first_segment_id))
         except BaseException:
             self.control.close()
             self.control.unlink()
@@ -80,7 +81,7 @@ class StorageLink:
         self._listener.start()
         _live.add(self)
 
-    def _start(self, root: Path, db_path: Path, s: Settings, store_id: str | None) -> None:
+    def _start(self, root: Path, db_path: Path, s: Settings, ids: tuple[str | None, int]) -> None:
         cmd_r, self.fd = os.pipe()
         reply_r, reply_w = os.pipe()
         self._replies = fd_connection(reply_r, readable=True)
@@ -88,7 +89,7 @@ class StorageLink:
         #: never blocks.
         self.pipe_room = _pipe_capacity(self.fd) // 2
         args = {
-            "storage_args": (root, db_path, s, store_id),
+            "storage_args": (root, db_path, s, *ids),
             "control_name": self.control.name,
             "parent_pid": os.getpid(),
             "log_levels": {n: logging.getLogger(n).getEffectiveLevel() for n in LOGGERS},

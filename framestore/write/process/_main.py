@@ -71,7 +71,7 @@ class _Server:
 
     def __init__(
         self,
-        storage_args: tuple[Path, Path, Settings, str | None],
+        storage_args: tuple[Path, Path, Settings, str | None, int],
         control: Control,
         replies: Connection,
         log_levels: dict[str, int] | None,
@@ -85,7 +85,7 @@ class _Server:
             logger.propagate = False
             logger.setLevel((log_levels or {}).get(name, logging.WARNING))
         self.ring: FrameRing | None = None  # the current ring (none before the first frame)
-        root, db_path, s, store_id = storage_args
+        root, db_path, s, store_id, first_segment_id = storage_args
         # The producer decides what to drop, and bounds every queue: here nothing blocks.
         self.storage = ThreadStorage(
             root,
@@ -97,6 +97,7 @@ class _Server:
             on_committed=self._committed,
             sink_queue=2 * s.sink_queue + 64,
             store_id=store_id,
+            first_segment_id=first_segment_id,
         )
 
     # ----------------------------------------------------------------- replies
@@ -282,7 +283,7 @@ def _read_commands(server: _Server, fd: int, parent_pid: int) -> bool:
 
 
 def serve(
-    storage_args: tuple[Path, Path, Settings, str | None],
+    storage_args: tuple[Path, Path, Settings, str | None, int],
     control_name: str,
     commands: int,
     replies: int,
@@ -294,7 +295,8 @@ def serve(
     """The storage process's body.
 
     Args:
-        storage_args: ``(store root, framestore.db path, settings, store id)``.
+        storage_args: ``(store root, framestore.db path, settings, store id, the
+            writer's first segment id)``.
         control_name: the ``Control`` block's name.
         commands: the read end of the command pipe (a descriptor).
         replies: the write end of the reply pipe.
