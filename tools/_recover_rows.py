@@ -390,7 +390,7 @@ class _WhyNoRow:
     owners: dict[int, list[int]]  # stream key -> the episodes that carry it
     statuses: dict[int, str]
     merged: dict[int, int]  # the merged segments (id -> the id its header names)
-    merge_episodes: dict[int, set[int]]  # merged segment -> the episodes its merge brought
+    merge_episodes: dict[int, dict[int, int]]  # merged segment -> source id -> id here
     own_tag: int
     tombstoned: set[tuple[int, int]]
     root: object
@@ -406,11 +406,10 @@ class _WhyNoRow:
         owners = cat.episodes.stream_key_owners()
         statuses = cat.episodes.statuses()
         merged = cat.segments.merged()
-        merge_episodes: dict[int, set[int]] = {}
+        merge_episodes: dict[int, dict[int, int]] = {}
         for m in cat.merges.records():
-            ids = set(m.ids.get("episodes", {}).values())
             for here, _source in m.segments:
-                merge_episodes[here] = ids
+                merge_episodes[here] = m.ids.get("episodes", {})
         own_tag = store_tag(cat.meta.store_id())
         return cls(
             pointed, home, owners, statuses, merged, merge_episodes, own_tag, tombstoned, root
@@ -426,8 +425,9 @@ class _WhyNoRow:
         """Why the frames ``free`` of a chunk of this store (or merged) have no row, or
         None when that is as it should be (deleted, not merged, ``rm``'d, or a copy)."""
         found = self.owners.get(header.stream_key, [])
-        if sid in self.merged:
-            found = [e for e in found if e in self.merge_episodes.get(sid, ())]
+        if sid in self.merged:  # its key is the source's: the note maps it to an id here
+            here = self.merge_episodes.get(sid, {}).get(header.stream_key)
+            found = [] if here is None else [here]
         live = [e for e in found if self.statuses.get(e) != "deleted"]
         if found and not live:
             return None  # a deleted episode's: gc reclaims them

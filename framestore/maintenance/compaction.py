@@ -58,7 +58,7 @@ from ..disk.segments import (
 )
 from ..errors import CorruptData, FrameStoreError, TruncatedRecord
 from ..files import fsync_dir
-from ..state.bookkeeping import chunk_bytes, delete_segment_files
+from ..state.bookkeeping import chunk_bytes, delete_segment_files, record_identity
 from ..store import FrameStore
 from ..types import EpisodeInfo
 from ._described import Described
@@ -455,11 +455,29 @@ def _unscribed(store: FrameStore, victims: list[Victim]) -> Described:
             continue
         if outline is None:
             continue
-        keys = {m.get("stream_key") for m in outline.episodes}
-        unscribed[v.segment] = {
-            off for off in v.live_offsets if outline.chunk_keys.get(off, -1) not in keys
-        }
+        described = _described_chunks(store, v.segment, outline)
+        unscribed[v.segment] = {off for off in v.live_offsets if off not in described}
     return Described(store, unscribed)
+
+
+def _described_chunks(store: FrameStore, segment: int, outline) -> set[int]:
+    """The chunks of ``segment`` an ``EPISODE`` record of it describes: one of the same
+    stream key, run start and episode start as the chunk's one owner in the catalogue
+    (``chunk_owners``). The key alone is not enough: a gc of an earlier release copied
+    a merged format 1-2 episode's chunks, under its source key, into one segment with
+    this store's format-3 episodes, whose ids (their keys) it may share."""
+    records = {record_identity(m) for m in outline.episodes}
+    if not records:
+        return set()
+    owners = store.catalog.recovery.chunk_owners(segment)
+    entries = store.catalog.recovery.tombstone_entries(sorted(set().union(*owners.values())))
+    started = {e["id"]: (e.get("run_created"), e.get("started")) for e in entries}
+    return {
+        off
+        for off, eps in owners.items()
+        if len(eps) == 1
+        and (outline.chunk_keys.get(off), *started.get(next(iter(eps)), (None, None))) in records
+    }
 
 
 def _write_described(
