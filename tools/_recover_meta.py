@@ -23,7 +23,7 @@ from typing import Any
 
 from framestore.catalog import Catalog, format_shape
 from framestore.disk.scan import SegmentScan, chunk_steps
-from framestore.disk.segments import open_segment, segment_path, store_tag
+from framestore.disk.segments import open_segment, segment_path, store_id_with_tag, store_tag
 from framestore.errors import CorruptData
 
 __all__ = ["Restored", "restore_from_segments", "store_id_of_segments"]
@@ -279,4 +279,21 @@ def store_id_of_segments(scans: dict[int, SegmentScan]) -> str | None:
     # decides; a merged store's segments of another store may outnumber its own. A store
     # of format 1-2 segments names itself nowhere else.
     votes = notes or votes
-    return votes.most_common(1)[0][0] if votes else None
+    if votes:
+        return votes.most_common(1)[0][0]
+    return _id_of_tag(scans)
+
+
+def _id_of_tag(scans: dict[int, SegmentScan]) -> str | None:
+    """Without notes or ``EPISODE`` records (a format 1-2 store an earlier gc, or one
+    stopped before it wrote them, left format-3 segments in): nothing on disk names the
+    store's id, but its segments carry its tag. The tag most of them carry (a merged
+    store's segments are another's: the fewer, unless it holds more merged than own)
+    is this store's, and an id with that tag (``store_id_with_tag``) names the store
+    from then on: its segments read as its own. None when no segment is tagged or two
+    tags are as common."""
+    tags = Counter(scan.store_tag for scan in scans.values() if scan.store_tag)
+    top = tags.most_common(2)
+    if not top or (len(top) == 2 and top[0][1] == top[1][1]):
+        return None
+    return store_id_with_tag(top[0][0])

@@ -233,14 +233,20 @@ def adopt_rowless(
     key)``) never get an episode of their own. Returns ``(steps recovered per episode,
     episodes created, foreign chunks, frames skipped)``."""
     chunks = {(sid, off): h for sid, scan in scans.items() for off, h in scan.chunks.items()}
-    eps = _Episodes(cat, chunks, statuses)
+    walk = _RowlessWalk(cat, _Episodes(cat, chunks, statuses), root, tombstoned, next_id)
+    for where, header, unpointed in _unpointed_chunks(cat, scans, chunks):
+        walk.chunk(where, header, unpointed)
+    cat.recovery.recount_episodes(walk.eps.created)
+    return dict(sorted(walk.recovered.items())), walk.eps.created, walk.foreign, walk.skipped
+
+
+def _unpointed_chunks(cat: Catalog, scans: dict[int, SegmentScan], chunks: dict):
+    """``(where, header, frames no row points at)`` of the render chunks of segments
+    recover rebuilds rows for, in write order, that have such frames."""
     # A chunk every slot of which a row points at has nothing to adopt (merged segments
     # and gc's copies of their chunks carry source stream keys that are not episode ids).
     pointed = cat.pointers.pointed_frames()
     merged = _not_ours_to_rebuild(cat, scans)
-    recovered: dict[int, int] = defaultdict(int)
-    foreign = Foreign()
-    skipped = 0
     for where in sorted(chunks):
         header = chunks[where]
         sid, off = where
@@ -249,35 +255,64 @@ def adopt_rowless(
         if sid in merged:
             continue
         unpointed = sum((sid, off, slot) not in pointed for slot in range(header.count))
-        if not unpointed:
-            continue
-        ep = eps.owner(header.stream_key)
+        if unpointed:
+            yield where, header, unpointed
+
+
+class _RowlessWalk:
+    """``adopt_rowless`` under way: which episode each chunk's rowless frames join, the
+    foreign chunks, and the counts."""
+
+    def __init__(self, cat: Catalog, eps: _Episodes, root, tombstoned: set[tuple[int, int]],
+                 next_id: int):  # fmt: skip
+        self.cat = cat
+        self.eps = eps
+        self.root = root
+        self.tombstoned = tombstoned
+        self.next_id = next_id  # the next free id for a foreign recording
+        self.recovered: dict[int, int] = defaultdict(int)
+        self.foreign = Foreign()
+        self.skipped = 0
+
+    def chunk(self, where: Where, header, unpointed: int) -> None:
+        """Rows for the frames of the chunk at ``where`` that have none, when they join
+        the episode its stream key names (re-created if it has no row); else it is
+        foreign, left alone, or its frames are skipped (no episode id to give)."""
+        ep = self.eps.owner(header.stream_key)
         if ep is None:
-            skipped += unpointed
-            continue
-        status = statuses.get(ep)
-        if status == "deleted" or (status is None and (sid, header.stream_key) in tombstoned):
-            continue
-        rowless = eps.rowless(ep, header)
+            self.skipped += unpointed
+            return
+        status = self.eps.statuses.get(ep)
+        if self._left_alone(where, header, status):
+            return
+        rowless = self.eps.rowless(ep, header)
         keys = [k for _slot, k in rowless]
         if not rowless and not (
-            status is not None and eps.older_recording(root, ep, where, header.frame_keys)
+            status is not None and self.eps.older_recording(self.root, ep, where, header.frame_keys)
         ):
-            continue
+            return
         if not 1 <= ep <= MAX_SQLITE_INT:
-            skipped += len(rowless)
-            continue
+            self.skipped += len(rowless)
+            return
         if status is None:
-            eps.create(ep)
-        elif not rowless or not eps.owns(ep, where, keys):
-            next_id = foreign.add(where, header, ep, next_id)
-            continue
+            self.eps.create(ep)
+        elif not rowless or not self.eps.owns(ep, where, keys):
+            self.next_id = self.foreign.add(where, header, ep, self.next_id)
+            return
         shape = format_shape(header.shape)
-        cat.recovery.insert_recovered_steps((ep, k, sid, off, slot, shape) for slot, k in rowless)
-        eps.adopt(ep, where, keys)
-        recovered[ep] += len(rowless)
-    cat.recovery.recount_episodes(eps.created)
-    return dict(sorted(recovered.items())), eps.created, foreign, skipped
+        sid, off = where
+        self.cat.recovery.insert_recovered_steps(
+            (ep, k, sid, off, slot, shape) for slot, k in rowless
+        )
+        self.eps.adopt(ep, where, keys)
+        self.recovered[ep] += len(rowless)
+
+    def _left_alone(self, where: Where, header, status: str | None) -> bool:
+        """Whether the chunk's frames are a deleted episode's, or of an episode without a
+        row that a tombstone names (``rm``'d): they never get rows."""
+        if status == "deleted":
+            return True
+        return status is None and (where[0], header.stream_key) in self.tombstoned
 
 
 def _not_ours_to_rebuild(cat: Catalog, scans: dict[int, SegmentScan]) -> set[int]:
@@ -332,45 +367,82 @@ def frames_not_rebuilt(
     ``rm``'d one a tombstone names), nor a byte-identical copy of the chunk their steps'
     rows point at (a stream key and step alone can be two recordings'): what the
     catalogue does not hold, so a rebuild did not give it back."""
-    pointed = cat.pointers.pointed_frames()
-    home = {
-        (r.episode, r.stream, r.step): (r.segment, r.offset) for r in cat.pointers.all() if r.valid
-    }
-    owners = cat.episodes.stream_key_owners()
-    statuses = cat.episodes.statuses()
-    merged = cat.segments.merged()
-    merge_episodes: dict[int, set[int]] = {}
-    for m in cat.merges.records():
-        ids = set(m.ids.get("episodes", {}).values())
-        for here, _source in m.segments:
-            merge_episodes[here] = ids
-    own_tag = store_tag(cat.meta.store_id())
+    rows = _WhyNoRow.of(cat, tombstoned, root)
     out: dict[str, int] = defaultdict(int)
     for sid, scan in sorted(scans.items()):
-        foreign = sid not in merged and scan.store_tag not in (0, own_tag)
+        foreign = sid not in rows.merged and scan.store_tag not in (0, rows.own_tag)
         for off, header in scan.chunks.items():
-            free = [
-                k for slot, k in enumerate(header.frame_keys) if (sid, off, slot) not in pointed
-            ]
+            free = rows.free(sid, off, header)
             if not free:
                 continue
-            if foreign:
-                out[NOT_OURS] += len(free)
-                continue
-            found = owners.get(header.stream_key, [])
-            if sid in merged:
-                found = [e for e in found if e in merge_episodes.get(sid, ())]
-            live = [e for e in found if statuses.get(e) != "deleted"]
-            if found and not live:
-                continue  # a deleted episode's: gc reclaims them
-            if not found and (sid in merged or (sid, header.stream_key) in tombstoned):
-                continue  # not merged (gone from its source), or rm'd
-            if len(live) != 1:
-                out[NO_EPISODE] += len(free)
-                continue
-            homes = {home.get((live[0], header.stream_index, k)) for k in free}
-            if len(homes) == 1 and None not in homes:  # a copy of the chunk its rows use?
-                if same_chunk_data(root, (sid, off), homes.pop()):  # type: ignore[arg-type]
-                    continue
-            out[NO_ROW] += len(free)
+            why = NOT_OURS if foreign else rows.why(sid, off, header, free)
+            if why is not None:
+                out[why] += len(free)
     return dict(out)
+
+
+@dataclass
+class _WhyNoRow:
+    """What the catalogue holds, to tell why a frame on disk has no step row."""
+
+    pointed: set[tuple[int, int, int]]  # (segment, offset, slot) some row points at
+    home: dict[tuple[int, int, int], Where]  # (episode, stream, step) -> its row's chunk
+    owners: dict[int, list[int]]  # stream key -> the episodes that carry it
+    statuses: dict[int, str]
+    merged: dict[int, int]  # the merged segments (id -> the id its header names)
+    merge_episodes: dict[int, dict[int, int]]  # merged segment -> source id -> id here
+    own_tag: int
+    tombstoned: set[tuple[int, int]]
+    root: object
+
+    @classmethod
+    def of(cls, cat: Catalog, tombstoned: set[tuple[int, int]], root) -> _WhyNoRow:
+        pointed = cat.pointers.pointed_frames()
+        home = {
+            (r.episode, r.stream, r.step): (r.segment, r.offset)
+            for r in cat.pointers.all()
+            if r.valid
+        }
+        owners = cat.episodes.stream_key_owners()
+        statuses = cat.episodes.statuses()
+        merged = cat.segments.merged()
+        merge_episodes: dict[int, dict[int, int]] = {}
+        for m in cat.merges.records():
+            for here, _source in m.segments:
+                merge_episodes[here] = m.ids.get("episodes", {})
+        own_tag = store_tag(cat.meta.store_id())
+        return cls(
+            pointed, home, owners, statuses, merged, merge_episodes, own_tag, tombstoned, root
+        )
+
+    def free(self, sid: int, off: int, header) -> list[int]:
+        """The steps of the chunk's frames that no row points at."""
+        return [
+            k for slot, k in enumerate(header.frame_keys) if (sid, off, slot) not in self.pointed
+        ]
+
+    def why(self, sid: int, off: int, header, free: list[int]) -> str | None:
+        """Why the frames ``free`` of a chunk of this store (or merged) have no row, or
+        None when that is as it should be (deleted, not merged, ``rm``'d, or a copy)."""
+        found = self.owners.get(header.stream_key, [])
+        if sid in self.merged:  # its key is the source's: the note maps it to an id here
+            here = self.merge_episodes.get(sid, {}).get(header.stream_key)
+            found = [] if here is None else [here]
+        live = [e for e in found if self.statuses.get(e) != "deleted"]
+        if found and not live:
+            return None  # a deleted episode's: gc reclaims them
+        if not found and (sid in self.merged or (sid, header.stream_key) in self.tombstoned):
+            return None  # not merged (gone from its source), or rm'd
+        if len(live) != 1:
+            return NO_EPISODE
+        if self._copy_of_home((sid, off), live[0], header, free):
+            return None
+        return NO_ROW
+
+    def _copy_of_home(self, where: Where, episode: int, header, free: list[int]) -> bool:
+        """Whether the chunk at ``where`` is a byte-identical copy of the one chunk the
+        rows of its steps ``free`` point at."""
+        homes = {self.home.get((episode, header.stream_index, k)) for k in free}
+        if len(homes) != 1 or None in homes:
+            return False
+        return same_chunk_data(self.root, where, homes.pop())  # type: ignore[arg-type]

@@ -220,34 +220,46 @@ def _spent_tombstones(store: FrameStore, going: set[int] = frozenset()) -> list[
     outlines: dict | None = None  # read once, when a tombstone's list is spent
     spent = []
     for sid, path in sorted(files.items()):
-        seal = segment_seal(path)  # a note holds no frame: others are never read here
-        if sid in going or seal is None or seal.frames or store.catalog.pointers.count([sid]):
+        scan = _tombstones_only(store, sid, path, going)
+        if scan is None:
             continue
-        try:
-            scan = scan_segment(path, sid)
-        except (OSError, CorruptData):
-            continue
-        if not _is_note_segment(scan) or any(scan.kind_of(r) == "merged" for r in scan.records):
-            continue
-        listed = {
-            s
-            for r in scan.meta_records
-            for s in (r.meta.get("segments") if isinstance(r.meta.get("segments"), list) else ())
-        }
+        listed = _note_items(scan, "segments")
         if any(s in files and s != sid and s not in going for s in listed):
             continue
         if outlines is None:
             outlines = segment_outlines(store.root)
-        entries = [
-            e
-            for r in scan.meta_records
-            for e in (r.meta.get("episodes") if isinstance(r.meta.get("episodes"), list) else ())
-            if isinstance(e, dict)
-        ]
+        entries = [e for e in _note_items(scan, "episodes") if isinstance(e, dict)]
         described = described_segments(store.root, entries, outlines) - going - {sid}
         if not described:
             spent.append(sid)
     return spent
+
+
+def _tombstones_only(store: FrameStore, sid: int, path, going: set[int]) -> SegmentScan | None:
+    """The scan of segment ``sid`` when it is a note segment of tombstones only (no
+    frame, no step row pointing into it, no ``MERGED`` record) and not in ``going``;
+    else None (a segment that cannot be read too)."""
+    seal = segment_seal(path)  # a note holds no frame: others are never read here
+    if sid in going or seal is None or seal.frames or store.catalog.pointers.count([sid]):
+        return None
+    try:
+        scan = scan_segment(path, sid)
+    except (OSError, CorruptData):
+        return None
+    if not _is_note_segment(scan) or any(scan.kind_of(r) == "merged" for r in scan.records):
+        return None
+    return scan
+
+
+def _note_items(scan: SegmentScan, key: str) -> list:
+    """The items of the list ``key`` (``segments``, ``episodes``) of every note record of
+    ``scan``, joined (a record splits a long list, docs/FORMAT.md; a field that is not a
+    list has none)."""
+    return [
+        item
+        for r in scan.meta_records
+        for item in (r.meta.get(key) if isinstance(r.meta.get(key), list) else ())
+    ]
 
 
 def _drop_spent_tombstones(store: FrameStore) -> list[int]:

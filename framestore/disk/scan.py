@@ -32,7 +32,6 @@ from .._format import (
     ChunkHeader,
     RecordType,
     Seal,
-    StepMeta,
     chunk_head_size,
     chunk_stream_key,
     plausible_chunk_head,
@@ -42,8 +41,8 @@ from .._format import (
     record_crc_ok,
     record_size,
     unpack_meta,
-    unpack_steps,
 )
+from .._format.steps import StepMeta, unpack_steps
 from ..errors import ChecksumMismatch, CorruptData, CorruptRecord, TruncatedRecord
 from .segments import open_segment
 

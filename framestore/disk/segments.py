@@ -40,6 +40,7 @@ from .._format import (
     segment_name,
     store_tag,
 )
+from .._format.tags import store_id_with_tag
 from ..errors import (
     CorruptData,
     CorruptRecord,
@@ -79,6 +80,7 @@ __all__ = [
     "segment_path",
     "segment_seal",
     "segment_version",
+    "store_id_with_tag",
     "store_tag",
     "write_note_segment",
 ]

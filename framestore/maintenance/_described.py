@@ -27,7 +27,8 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass, field
 
-from .._format import RecordType, StepMeta, described_chunk_record, pack_meta
+from .._format import RecordType, described_chunk_record, pack_meta
+from .._format.steps import StepMeta
 from ..store import FrameStore
 
 __all__ = ["Described"]

@@ -58,7 +58,7 @@ from ..disk.segments import (
 )
 from ..errors import CorruptData, FrameStoreError, TruncatedRecord
 from ..files import fsync_dir
-from ..state.bookkeeping import chunk_bytes, delete_segment_files
+from ..state.bookkeeping import chunk_bytes, delete_segment_files, record_identity
 from ..store import FrameStore
 from ..types import EpisodeInfo
 from ._described import Described
@@ -356,67 +356,88 @@ def _copy(
     """Copy live chunks into new sealed ``.partial`` segments. On error nothing is left.
     ``dry``: write nothing, only size the outputs. ``adopt``: write the merged victims'
     episodes as this store's (``_Adoption``)."""
-    outs = _Outputs(store, target_bytes, dry)
-    merged = store.catalog.segments.merged()
-    known = _Known.of(store, victims) if merged and adopt else None
-    described = _unscribed(store, victims) if adopt else None
-    own_keys = live_stream_keys(store)
-    own_runs = live_runs(store)
+    copy = _Copy(store, victims, target_bytes, progress, dry=dry, adopt=adopt)
     checked_segment_dir(store.root)
-    moves: dict[tuple[int, int], tuple[int, int]] = {}
-    total = sum(v.live_bytes for v in victims)
-    done = 0
+    outs = copy.outs
     try:
         for v in victims:
-            path = segment_path(store.root, v.segment)
-            if not v.live_offsets and not _describes(path, v.segment):
-                continue
-            with open_segment(path, v.segment) as fp:
-                version = segment_version(fp, v.segment)
-                if version >= 3 and v.segment not in merged:
-                    scan = scan_segment(path, v.segment)
-                    records = kept_records(scan, v.live_offsets, own_keys, own_runs)
-                    done = _copy_v3(
-                        fp, v, records, outs, moves, done, total, progress, None, described
-                    )
-                    continue
-                if version >= 3 and known is not None:  # its episodes become this store's
-                    scan = scan_segment(path, v.segment)
-                    adopt = _Adoption(scan, known)
-                    records = adopt.kept(scan, v.live_offsets)
-                    done = _copy_v3(
-                        fp, v, records, outs, moves, done, total, progress, adopt, described
-                    )
-                    outs.adopted.update(e.id for e in adopt.keys.values())
-                    continue
-                if dry:  # no data read: the chunks' sizes as they are
-                    for off in v.live_offsets:
-                        _where(outs, chunk_bytes(store, v.segment, [off]), 1)
-                    continue
-                for off in v.live_offsets:
-                    raw, header = read_chunk_record(fp, v.segment, off, version=version)
-                    if described is not None and described.episode_of((v.segment, off)):
-                        moves[(v.segment, off)] = _write_described(
-                            outs, described, v, off, raw, header.count
-                        )
-                        done += len(raw)
-                        _call(progress, done, total)
-                        continue
-                    if off in v.rekey:
-                        raw = rekeyed_chunk_record(raw, v.rekey[off])
-                    moves[(v.segment, off)] = _where(outs, raw, header.count)
-                    done += len(raw)
-                    _call(progress, done, total)
+            copy.victim(v)
         outs.finish()
-        if described is not None:
-            outs.adopted.update(described.episodes)
+        if copy.described is not None:
+            outs.adopted.update(copy.described.episodes)
     except BaseException:
         for w in outs.all:
             w.discard()
         if not dry:
             store.catalog.meta.set(COMPACTION_OUTPUTS, None)
         raise
-    return moves, outs.all, sorted(outs.adopted)
+    return copy.moves, outs.all, sorted(outs.adopted)
+
+
+class _Copy:
+    """One ``_copy`` under way: what decides how each victim is copied (the merged
+    segments, the episodes merged ones may hold, the chunks to write with their catalogue
+    metadata, this store's live streams and runs), the outputs, where each chunk went and
+    the bytes copied so far (for ``progress``)."""
+
+    def __init__(self, store: FrameStore, victims: list[Victim], target_bytes: int,
+                 progress: Progress | None, *, dry: bool, adopt: bool):  # fmt: skip
+        self.store = store
+        self.dry = dry
+        self.outs = _Outputs(store, target_bytes, dry)
+        self.merged = store.catalog.segments.merged()
+        self.known = _Known.of(store, victims) if self.merged and adopt else None
+        self.described = _unscribed(store, victims) if adopt else None
+        self.own_keys = live_stream_keys(store)
+        self.own_runs = live_runs(store)
+        self.moves: Moves = {}
+        self.progress = progress
+        self.total = sum(v.live_bytes for v in victims)
+        self.done = 0
+
+    def moved(self, segment: int, offset: int, where: tuple[int, int], size: int) -> None:
+        """Note that the chunk at ``(segment, offset)`` of ``size`` bytes went ``where``."""
+        self.moves[(segment, offset)] = where
+        self.done += size
+        _call(self.progress, self.done, self.total)
+
+    def victim(self, v: Victim) -> None:
+        """Copy what one victim keeps, the way its format and origin call for: a format 3
+        segment of this store record by record (``_copy_v3``), a merged one with its
+        episodes adopted when ``known``, format 1-2 segments chunk by chunk."""
+        path = segment_path(self.store.root, v.segment)
+        if not v.live_offsets and not _describes(path, v.segment):
+            return
+        with open_segment(path, v.segment) as fp:
+            version = segment_version(fp, v.segment)
+            if version >= 3 and v.segment not in self.merged:
+                scan = scan_segment(path, v.segment)
+                records = kept_records(scan, v.live_offsets, self.own_keys, self.own_runs)
+                _copy_v3(fp, v, records, self)
+            elif version >= 3 and self.known is not None:  # its episodes become this store's
+                scan = scan_segment(path, v.segment)
+                adoption = _Adoption(scan, self.known)
+                _copy_v3(fp, v, adoption.kept(scan, v.live_offsets), self, adoption)
+                self.outs.adopted.update(e.id for e in adoption.keys.values())
+            elif self.dry:  # no data read: the chunks' sizes as they are
+                for off in v.live_offsets:
+                    _where(self.outs, chunk_bytes(self.store, v.segment, [off]), 1)
+            else:
+                self._chunks(fp, v, version)
+
+    def _chunks(self, fp, v: Victim, version: int) -> None:
+        """Copy a victim's live chunks one by one (a segment without records describing
+        its episodes: format 1-2, or merged when not adopting), each with its catalogue
+        metadata when ``described`` has it, else as it is or under its new stream key."""
+        for off in v.live_offsets:
+            raw, header = read_chunk_record(fp, v.segment, off, version=version)
+            if self.described is not None and self.described.episode_of((v.segment, off)):
+                where = _write_described(self.outs, self.described, v, off, raw, header.count)
+                self.moved(v.segment, off, where, len(raw))
+                continue
+            if off in v.rekey:
+                raw = rekeyed_chunk_record(raw, v.rekey[off])
+            self.moved(v.segment, off, _where(self.outs, raw, header.count), len(raw))
 
 
 def _unscribed(store: FrameStore, victims: list[Victim]) -> Described:
@@ -434,11 +455,29 @@ def _unscribed(store: FrameStore, victims: list[Victim]) -> Described:
             continue
         if outline is None:
             continue
-        keys = {m.get("stream_key") for m in outline.episodes}
-        unscribed[v.segment] = {
-            off for off in v.live_offsets if outline.chunk_keys.get(off, -1) not in keys
-        }
+        described = _described_chunks(store, v.segment, outline)
+        unscribed[v.segment] = {off for off in v.live_offsets if off not in described}
     return Described(store, unscribed)
+
+
+def _described_chunks(store: FrameStore, segment: int, outline) -> set[int]:
+    """The chunks of ``segment`` an ``EPISODE`` record of it describes: one of the same
+    stream key, run start and episode start as the chunk's one owner in the catalogue
+    (``chunk_owners``). The key alone is not enough: a gc of an earlier release copied
+    a merged format 1-2 episode's chunks, under its source key, into one segment with
+    this store's format-3 episodes, whose ids (their keys) it may share."""
+    records = {record_identity(m) for m in outline.episodes}
+    if not records:
+        return set()
+    owners = store.catalog.recovery.chunk_owners(segment)
+    entries = store.catalog.recovery.tombstone_entries(sorted(set().union(*owners.values())))
+    started = {e["id"]: (e.get("run_created"), e.get("started")) for e in entries}
+    return {
+        off
+        for off, eps in owners.items()
+        if len(eps) == 1
+        and (outline.chunk_keys.get(off), *started.get(next(iter(eps)), (None, None))) in records
+    }
 
 
 def _write_described(
@@ -469,67 +508,83 @@ def _where(outs: _Outputs, raw: bytes | int, frames: int, key: int | None = None
     return outs.writer.segment_id, offset
 
 
-def _copy_v3(fp, v: Victim, records: list[GoodRecord], outs: _Outputs, moves: Moves,
-             done: int, total: int, progress: Progress | None,
-             adopt: _Adoption | None = None, described: Described | None = None) -> int:  # fmt: skip
+def _copy_v3(fp, v: Victim, records: list[GoodRecord], copy: _Copy,
+             adopt: _Adoption | None = None) -> None:  # fmt: skip
     """Copy a version-3 victim's kept records (``kept_records``: CRC checked by the scan
     that found them) byte for byte, each stream's ``EPISODE`` record ahead of its first
     record per output; with ``adopt`` (a merged segment) its episodes' records rewritten
-    as this store's (``_Adoption``); the chunks ``described`` has (no ``EPISODE`` record
-    describes them) written with their catalogue metadata (``_described``)."""
-    episodes: dict[int, bytes] = {}
+    as this store's (``_Adoption``); the chunks ``copy.described`` has (no ``EPISODE``
+    record describes them) written with their catalogue metadata (``_described``)."""
+    episodes: dict[int, bytes] = {}  # each stream's EPISODE record, by stream key
+    described = copy.described
     for r in records:
-        fp.seek(r.offset)
-        raw = fp.read(r.end - r.offset)
-        if len(raw) != r.end - r.offset:
-            raise TruncatedRecord(v.segment, r.offset, r.end - r.offset, len(raw))
-        if r.header is not None and described is not None:
-            if described.episode_of((v.segment, r.offset)) is not None:
-                moves[(v.segment, r.offset)] = _write_described(
-                    outs, described, v, r.offset, raw, r.header.count
-                )
-                done += len(raw)
-                _call(progress, done, total)
-                continue
-        if r.header is not None and adopt is not None:
-            e = adopt.keys.get(r.header.stream_key)
-            if e is None:  # not adopted: its live frames copied as they are
-                moves[(v.segment, r.offset)] = _where(outs, raw, r.header.count)
-                done += len(raw)
-                _call(progress, done, total)
-                continue
-            raw = rekeyed_chunk_record(raw, e.id)
-            where = _where(outs, raw, r.header.count, e.id, episodes.get(e.id))
-            if r.header.count:
-                moves[(v.segment, r.offset)] = where
-                done += len(raw)
-                _call(progress, done, total)
-            continue
-        if r.header is None and adopt is not None:
-            key, raw = adopt.rewritten(SegmentScan.kind_of(r), r.meta)  # type: ignore[misc,arg-type]
-            if r.type == RecordType.EPISODE:
-                episodes[key] = raw
-            else:
-                _where(outs, raw, 0, key, episodes.get(key) if key is not None else None)
-            continue
+        raw = _read_kept(fp, v.segment, r)
         if r.header is None:
-            key = r.meta.get("stream_key") if r.meta is not None else None
-            if key is not None and r.type == RecordType.EPISODE:
-                episodes[key] = raw
-                continue
-            _where(outs, raw, 0, key, episodes.get(key) if key is not None else None)
-            continue
-        key = r.header.stream_key
-        if r.offset in v.rekey:  # another recording's frames, under a new episode id
-            raw = rekeyed_chunk_record(raw, v.rekey[r.offset])
-            where = _where(outs, raw, r.header.count)
+            _copy_meta_record(copy.outs, r, raw, episodes, adopt)
+        elif described is not None and described.episode_of((v.segment, r.offset)) is not None:
+            where = _write_described(copy.outs, described, v, r.offset, raw, r.header.count)
+            copy.moved(v.segment, r.offset, where, len(raw))
+        elif adopt is not None:
+            _copy_adopted_chunk(copy, v, r, raw, adopt, episodes)
         else:
-            where = _where(outs, raw, r.header.count, key, episodes.get(key))
-        if r.header.count:
-            moves[(v.segment, r.offset)] = where
-            done += len(raw)
-            _call(progress, done, total)
-    return done
+            _copy_own_chunk(copy, v, r, raw, episodes)
+
+
+def _read_kept(fp, segment: int, r: GoodRecord) -> bytes:
+    """The bytes of a record the scan found (header, payload, CRC), read again."""
+    fp.seek(r.offset)
+    raw = fp.read(r.end - r.offset)
+    if len(raw) != r.end - r.offset:
+        raise TruncatedRecord(segment, r.offset, r.end - r.offset, len(raw))
+    return raw
+
+
+def _copy_meta_record(outs: _Outputs, r: GoodRecord, raw: bytes, episodes: dict[int, bytes],
+                      adopt: _Adoption | None) -> None:  # fmt: skip
+    """An ``EPISODE`` record is held back until its stream's first record in an output;
+    any other record (``EPISODE_END``, ``RUN_END``) is copied after it. With ``adopt``
+    each is rewritten as this store's first."""
+    if adopt is not None:
+        key, raw = adopt.rewritten(SegmentScan.kind_of(r), r.meta)  # type: ignore[misc,arg-type]
+        if r.type == RecordType.EPISODE:
+            episodes[key] = raw
+            return
+    else:
+        key = r.meta.get("stream_key") if r.meta is not None else None
+        if key is not None and r.type == RecordType.EPISODE:
+            episodes[key] = raw
+            return
+    _where(outs, raw, 0, key, episodes.get(key) if key is not None else None)
+
+
+def _copy_adopted_chunk(copy: _Copy, v: Victim, r: GoodRecord, raw: bytes, adopt: _Adoption,
+                        episodes: dict[int, bytes]) -> None:  # fmt: skip
+    """A merged segment's chunk: under its episode's id here when that episode is
+    adopted, else as it is (its live frames)."""
+    assert r.header is not None
+    e = adopt.keys.get(r.header.stream_key)
+    if e is None:  # not adopted: its live frames copied as they are
+        copy.moved(v.segment, r.offset, _where(copy.outs, raw, r.header.count), len(raw))
+        return
+    raw = rekeyed_chunk_record(raw, e.id)
+    where = _where(copy.outs, raw, r.header.count, e.id, episodes.get(e.id))
+    if r.header.count:
+        copy.moved(v.segment, r.offset, where, len(raw))
+
+
+def _copy_own_chunk(copy: _Copy, v: Victim, r: GoodRecord, raw: bytes,
+                    episodes: dict[int, bytes]) -> None:  # fmt: skip
+    """A chunk of this store's segment: byte for byte after its stream's ``EPISODE``
+    record, or under a new episode id (``Victim.rekey``) on its own."""
+    assert r.header is not None
+    if r.offset in v.rekey:  # another recording's frames, under a new episode id
+        raw = rekeyed_chunk_record(raw, v.rekey[r.offset])
+        where = _where(copy.outs, raw, r.header.count)
+    else:
+        key = r.header.stream_key
+        where = _where(copy.outs, raw, r.header.count, key, episodes.get(key))
+    if r.header.count:
+        copy.moved(v.segment, r.offset, where, len(raw))
 
 
 def _announce_output(store: FrameStore, segment_id: int, outputs: list[SegmentWriter]) -> None:

@@ -234,11 +234,13 @@ def described_segments(
     return {
         sid
         for sid, outline in outlines.items()
-        if outline is None or any(_identity(m) in wanted for m in outline.episodes)
+        if outline is None or any(record_identity(m) in wanted for m in outline.episodes)
     }
 
 
-def _identity(meta: dict) -> tuple:
+def record_identity(meta: dict) -> tuple:
+    """An ``EPISODE`` record's stream key, run start and episode start: which recording
+    it describes (a stream key alone can be two recordings')."""
     run, ep = meta.get("run"), meta.get("episode")
     return (
         meta.get("stream_key"),

@@ -11,7 +11,7 @@ import numpy as np
 
 from telemetry import StepBatch, check_rewards, encode_actions, encode_info
 
-from .._format import StepMeta
+from .._format.steps import StepMeta
 from ..catalog import format_shape
 from ..disk._refs import FrameRef
 from ..disk.codecs import check_frame

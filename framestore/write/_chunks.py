@@ -31,11 +31,10 @@ from .._format import (
     ChunkHeader,
     Codec,
     RecordType,
-    StepMeta,
     pack_chunk,
     pack_meta,
-    pack_steps,
 )
+from .._format.steps import StepMeta, pack_steps
 from ..disk._refs import FrameRef
 from ..disk.codecs import encode_chunk
 from ..disk.segments import (

@@ -34,7 +34,7 @@ from typing import Protocol
 
 import numpy as np
 
-from .._format import StepMeta
+from .._format.steps import StepMeta
 from ..disk._refs import FrameRef
 from ._budget import QueueBudget, Waiter
 from ._chunks import MAX_CHUNK_STEPS, Chunk

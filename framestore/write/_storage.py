@@ -41,7 +41,8 @@ from telemetry import (
 from telemetry.jsonsafe import dumps
 
 from .._closing import close_all
-from .._format import RENDER_STREAM, RecordType, StepMeta, store_tag
+from .._format import RENDER_STREAM, RecordType, store_tag
+from .._format.steps import StepMeta
 from ..disk._lock import StoreLock
 from ..disk._refs import FrameRef
 from ..errors import QueueFull

@@ -36,7 +36,7 @@ from telemetry import (
 )
 
 from .._closing import close_all, close_on_exit
-from .._format import StepMeta
+from .._format.steps import StepMeta
 from .._format.streams import MAX_STREAMS
 from ..catalog import check_id, check_seed, format_shape
 from ..disk.segments import next_segment_id

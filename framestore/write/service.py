@@ -24,7 +24,8 @@ import numpy as np
 from telemetry import logcodes
 
 from .._closing import close_on_exit
-from .._format import RecordType, StepMeta
+from .._format import RecordType
+from .._format.steps import StepMeta
 from ..disk._lock import StoreLock
 from ..disk._refs import FrameRef, check_key
 from ..disk.codecs import check_frame, check_level, codec_from_name

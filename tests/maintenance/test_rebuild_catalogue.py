@@ -438,6 +438,61 @@ def test_gc_of_merged_segments_killed_at_any_moment_still_rebuilds_them(merged_s
     assert {t: got[t] for t in keep} == {t: want[t] for t in keep}
 
 
+@pytest.mark.parametrize("fixture", ["store-v0.1.0", "store-v0.2.0"])
+@pytest.mark.parametrize("phase", ["mid-copy", *PHASES])
+def test_gc_of_merged_format_1_2_segments_killed_at_any_moment_still_rebuilds_them(
+    tmp_path, assault_frames, fixture, phase
+):
+    """The same for a merged format 1-2 store: until gc's copies are in, the merged
+    segments as placed give the frames back (their metadata was in the catalogue
+    alone: reported lost); from then on, gc's copies give every episode back whole,
+    and the merged segments' frames are known as copies of theirs. recover said "NOT
+    REBUILT: 25 frame(s) that no step row points at" after renamed and repointed: it
+    looked a merged chunk's source key (3) up among the ids here (3 is the merged
+    episode that was the source's 1)."""
+    path = tmp_path / "a.store"  # two episodes: the merged ones are 3-5, keys 1-3 there
+    with FrameStore.open(path) as store, store.recorder(ENV_ID, overrides=SMALL) as rec:
+        for ep in range(2):
+            rec.begin_episode(seed=ep)
+            for i in range(12):
+                rec.record_step(assault_frames[ep * 12 + i], i % 3, i / 2, info={"k": i})
+            rec.end_episode()
+    assert run_cli("merge", path, copy_fixture(fixture, tmp_path)).exit_code == 0
+    live, frames, steps = _snapshot(path)
+    merged = live[2:]
+    assert merged == [3, 4, 5]
+
+    def hook(p: str) -> None:
+        if p == phase:
+            raise Crash(p)
+
+    def progress(done: int, total: int) -> None:
+        if phase == "mid-copy" and done * 2 >= total:
+            raise Crash(phase)
+
+    with pytest.raises(Crash):
+        collect(path, threshold=1.0, progress=progress, _hook=hook)
+    delete_catalogue(path)
+    report = recover(path)
+    assert report.catalogue_rebuilt and not report.frames_not_rebuilt, report
+    assert verify(path).ok
+    if phase in ("mid-copy", "copied"):  # the merged segments as placed
+        assert sorted(report.steps_without_metadata) == merged, report
+        with FrameStore.open(path, readonly=True) as store:
+            assert [e.id for e in store.episodes()] == live
+            for eid in live:
+                got = store.read_frames(eid)
+                assert all(np.array_equal(a, b) for a, b in zip(got, frames[eid], strict=True))
+        return
+    assert not report.data_lost, report
+    _same_store(path, live, frames, steps, moved=True)
+    assert run_cli("gc", path, "--threshold", "1").exit_code == 0
+    assert verify(path).ok
+    delete_catalogue(path)
+    assert not recover(path).data_lost
+    _same_store(path, live, frames, steps, moved=True)
+
+
 def test_a_gc_below_threshold_folds_every_segment_of_a_merge_together(merged_store, monkeypatch):
     """An episode's chunks carry one stream key: gc rewrites every segment of a merge
     once it rewrites one of them (a merged episode spans several), then a rebuild still

@@ -42,7 +42,7 @@ import numpy as np
 
 from telemetry import EpisodeEnded, RunEnded, SinkMetrics, Step, StepBatch
 
-from ..._format import StepMeta
+from ..._format.steps import StepMeta
 from ...disk._refs import FrameRef, check_key
 from ...disk.codecs import check_frame
 from ...errors import InvalidInput, QueueFull, SharedMemoryFull, WriterFailed

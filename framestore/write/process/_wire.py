@@ -18,7 +18,7 @@ import struct
 from enum import IntEnum
 from typing import Any
 
-from ..._format import StepMeta
+from ..._format.steps import StepMeta
 from ...errors import WriterFailed
 
 __all__ = [
