@@ -8,6 +8,7 @@ files are named by ``framestore.disk.segments``.
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
 import stat
@@ -540,10 +541,40 @@ class FrameStore:
         skipped (or raise ``FrameNotFound`` with ``skip_missing=False``). Corrupt data
         raises; it is never yielded. ``stream``: as ``read_frame``'s.
         """
+        if stream == RENDER_STREAM and skip_missing and not copy:
+            # The common pass: the frames of each run (consecutive slots of one chunk,
+            # keys checked once a run) are a view iterated in C, chained in C: no Python
+            # frame a frame. Lazy as a generator: nothing is read before the first next.
+            return itertools.chain.from_iterable(self._render_runs(episode_id, start, stop))
+        return self._iter_frames(episode_id, start, stop, skip_missing, copy, stream)
+
+    def _iter_frames(
+        self,
+        episode_id: int,
+        start: int,
+        stop: int | None,
+        skip_missing: bool,
+        copy: bool,
+        stream: str,
+    ) -> Iterator[np.ndarray]:
+        """``iter_frames`` one frame at a time (copies, a stream, missing frames)."""
         for _step, frame in self.iter_steps_frames(
             episode_id, start, stop, skip_missing=skip_missing, copy=copy, stream=stream
         ):
             yield frame
+
+    def _render_runs(
+        self, episode_id: int, start: int, stop: int | None
+    ) -> Iterator[Iterable[np.ndarray]]:
+        """Read-only render frames that skip missing ones, as runs (``_frame_blocks``),
+        or one at a time when the runs query leaves the rows to ``frame_locations``."""
+        blocks = self._frame_blocks(episode_id, start, stop)
+        if blocks is None:
+            for _step, frame in self.iter_steps_frames(episode_id, start, stop):
+                yield (frame,)
+            return
+        for _first, block in blocks:
+            yield block
 
     def iter_steps_frames(
         self,
@@ -558,6 +589,15 @@ class FrameStore:
         """``(step, frame)`` pairs in step order (see ``iter_frames``)."""
         if stream != RENDER_STREAM:
             yield from self._iter_stream(episode_id, start, stop, skip_missing, copy, stream)
+            return
+        blocks = self._frame_blocks(episode_id, start, stop) if skip_missing else None
+        if blocks is not None:
+            for first, block in blocks:
+                if copy:
+                    for i, frame in enumerate(block, first):
+                        yield i, frame.copy()
+                else:
+                    yield from zip(range(first, first + len(block)), block, strict=True)
             return
         locations = self.frame_locations(episode_id, start, stop)
         key = self.stream_key(episode_id)
@@ -580,6 +620,48 @@ class FrameStore:
                 yield step, frame.copy() if copy else frame
             else:
                 yield step, reader.frame_of(chunk, slot, copy=copy, expect_key=(key, step))
+
+    def _frame_blocks(
+        self, episode_id: int, start: int, stop: int | None
+    ) -> Iterator[tuple[int, np.ndarray]] | None:
+        """A render pass that skips missing frames as runs: ``(first step, frames)``,
+        ``frames`` a read-only view of consecutive frames of one decoded chunk whose
+        slots were checked to hold steps ``first, first + 1, ...`` of this episode (one
+        comparison a run, not a call a frame). The pointers come from one query an
+        episode that returns a row a run (``catalog.episodes.frame_runs``). None when
+        that query finds a pointer it does not take as plain: the caller then goes step
+        by step, whose checks name the bad row. A run whose slots do not hold its steps
+        goes frame by frame through ``frame_of``, which raises naming the place, after
+        the frames before it."""
+        ep = self.episode(episode_id)
+        runs = self.catalog.episodes.frame_runs(ep.id, *_step_range(start, stop))
+        if runs is None:
+            return None
+        return self._iter_blocks(self.stream_key(ep.id), runs)
+
+    def _iter_blocks(
+        self, key: int, runs: list[tuple[int, int, FrameLocation]]
+    ) -> Iterator[tuple[int, np.ndarray]]:
+        """``_frame_blocks``' runs read: each chunk decoded once (consecutive runs of one
+        chunk, around a dropped frame, share it), not cached (a pass reads it once)."""
+        reader = self._reader
+        chunk = None
+        for first, count, (segment, offset, slot) in runs:
+            if chunk is None or chunk.offset != offset or chunk.segment != segment:
+                chunk = reader.read_chunk(segment, offset, keep=False)
+            header = chunk.header
+            end = slot + count
+            if (
+                len(chunk.blocks) == 1
+                and header.stream_key == key
+                and end <= header.count
+                and header.frame_keys[slot:end] == tuple(range(first, first + count))
+            ):
+                yield first, chunk.blocks[0][slot:end]
+                continue
+            for i in range(count):  # checked frame by frame: raises at a wrong slot
+                frame = reader.frame_of(chunk, slot + i, copy=False, expect_key=(key, first + i))
+                yield first + i, frame[None]
 
     def _iter_stream(
         self,

@@ -46,6 +46,17 @@ _STEPS = (
     "frame_offset, frame_slot, frame_shape FROM steps "
     "WHERE episode_id = ? AND step >= ? AND step < ? ORDER BY step"
 )
+#: ``frame_runs``: rows with a pointer (or any pointer column, or a step not an integer:
+#: whatever ``frame_locations`` would refuse) grouped by chunk and ``slot - step``, which
+#: stays the same along a run; ``ints`` counts the rows whose step and slot are integers
+#: (segment and offset are the group's own values, checked once a run).
+_RUNS = (
+    "SELECT MIN(step), COUNT(*), MAX(step), frame_segment, frame_offset, MIN(frame_slot), "
+    "MAX(frame_slot), SUM(typeof(step) = 'integer' AND typeof(frame_slot) = 'integer') "
+    "FROM steps WHERE episode_id = ? AND step >= ? AND step < ? AND (frame_segment IS NOT "
+    "NULL OR frame_offset IS NOT NULL OR frame_slot IS NOT NULL OR typeof(step) != 'integer') "
+    "GROUP BY frame_segment, frame_offset, frame_slot - step ORDER BY 1"
+)
 
 
 def parse_shape(text: str | None) -> tuple[int, ...] | None:
@@ -296,6 +307,33 @@ class Episodes:
             else:
                 c = _step_cell(episode_id, step)
                 out.append((c.int("step", step, lo=0), c.location(seg, off, slot)))
+        return out
+
+    def frame_runs(
+        self, episode_id: int, start: int = 0, stop: int | None = None
+    ) -> list[tuple[int, int, FrameLocation]] | None:
+        """The episode's stored frames as runs, in step order: ``(first step, count,
+        (segment, offset, first slot))`` for steps ``first <= step < first + count`` in
+        consecutive slots of one chunk (steps without a frame lie between runs). One
+        row per run, not per step: SQLite groups the rows by chunk and ``slot - step``.
+
+        None when any row is not plain (a pointer or step of the wrong type or out of
+        range, a run with a gap): the caller then reads ``frame_locations``, whose
+        checks name what is wrong."""
+        rows = self._db.rows(_RUNS, [episode_id, start, END_OF_EPISODE if stop is None else stop])
+        out = []
+        for first, count, last, seg, off, slot, last_slot, ints in rows:
+            if not (
+                ints == count
+                and type(first) is int
+                and first >= 0
+                and last - first + 1 == count
+                and _plain_location(seg, off, slot)
+                and type(last_slot) is int
+                and last_slot <= MAX_SLOT
+            ):
+                return None
+            out.append((first, count, (seg, off, slot)))
         return out
 
     def frame_summary(
