@@ -25,6 +25,7 @@ from ._format import (
     FILE_HEADER_SIZE,
     LOCK_NAME,
     RENDER_STREAM,
+    RENDER_STREAM_INDEX,
     SEGMENT_DIR,
 )
 from .catalog import Catalog, check_id, clamp_step
@@ -496,7 +497,9 @@ class FrameStore:
         ``cache_bytes``; with ``copy=False`` the frame is a read-only view of it."""
         key = (self.stream_key(episode_id), step)
         if stream == RENDER_STREAM:
-            return self._reader.read(location, copy=copy, expect_key=key, keep=keep)
+            return self._reader.read(
+                location, copy=copy, expect_key=key, expect_stream=RENDER_STREAM_INDEX, keep=keep
+            )
         info = self._stream_info(episode_id, stream)
         frame = self._reader.read(
             location, copy=copy, expect_key=key, expect_stream=info.index, keep=keep
@@ -545,7 +548,7 @@ class FrameStore:
             # The common pass: the frames of each run (consecutive slots of one chunk,
             # keys checked once a run) are a view iterated in C, chained in C: no Python
             # frame a frame. Lazy as a generator: nothing is read before the first next.
-            return itertools.chain.from_iterable(self._render_runs(episode_id, start, stop))
+            return _chained(self._render_runs(episode_id, start, stop))
         return self._iter_frames(episode_id, start, stop, skip_missing, copy, stream)
 
     def _iter_frames(
@@ -613,13 +616,24 @@ class FrameStore:
             if chunk is None or chunk.offset != offset or chunk.segment != segment:
                 # Once per chunk, not per frame; not cached: a pass reads each chunk once.
                 chunk = reader.read_chunk(segment, offset, keep=False)
-                keys = chunk.header.frame_keys if chunk.header.stream_key == key else ()
+                header = chunk.header
+                plain = header.stream_key == key and header.stream_index == RENDER_STREAM_INDEX
+                keys = header.frame_keys if plain else ()
                 frames = chunk.blocks[0] if len(chunk.blocks) == 1 else None
             if frames is not None and 0 <= slot < len(keys) and keys[slot] == step:
                 frame = frames[slot]  # the checks of frame_of, without a call per frame
                 yield step, frame.copy() if copy else frame
             else:
-                yield step, reader.frame_of(chunk, slot, copy=copy, expect_key=(key, step))
+                yield (
+                    step,
+                    reader.frame_of(
+                        chunk,
+                        slot,
+                        copy=copy,
+                        expect_key=(key, step),
+                        expect_stream=RENDER_STREAM_INDEX,
+                    ),
+                )
 
     def _frame_blocks(
         self, episode_id: int, start: int, stop: int | None
@@ -654,13 +668,17 @@ class FrameStore:
             if (
                 len(chunk.blocks) == 1
                 and header.stream_key == key
+                and header.stream_index == RENDER_STREAM_INDEX
                 and end <= header.count
                 and header.frame_keys[slot:end] == tuple(range(first, first + count))
             ):
                 yield first, chunk.blocks[0][slot:end]
                 continue
             for i in range(count):  # checked frame by frame: raises at a wrong slot
-                frame = reader.frame_of(chunk, slot + i, copy=False, expect_key=(key, first + i))
+                frame = reader.frame_of(
+                    chunk, slot + i, copy=False, expect_key=(key, first + i),
+                    expect_stream=RENDER_STREAM_INDEX,
+                )  # fmt: skip
                 yield first + i, frame[None]
 
     def _iter_stream(
@@ -887,3 +905,9 @@ def _as_stream(frame: np.ndarray, info: StreamInfo, shape: tuple[int, ...] | Non
     if want is not None and frame.shape != want and frame.size == math.prod(want):
         frame = frame.reshape(want)  # a frame stack kept as rows (stored_shape)
     return frame
+
+
+def _chained(runs: Iterator[Iterable[np.ndarray]]) -> Iterator[np.ndarray]:
+    """The frames of ``runs`` as a generator (``close``, ``throw`` like every other
+    ``iter_frames``), iterated in C by ``yield from`` over the chain."""
+    yield from itertools.chain.from_iterable(runs)

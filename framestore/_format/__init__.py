@@ -66,6 +66,7 @@ MAX_STREAM_KEY = 2**64 - 1  # CHUNK stream key (the episode id): u64
 MAX_FRAME_KEY = 2**32 - 1  # CHUNK frame key (the step): u32
 MAX_META_PAYLOAD = 1024 * 1024  # EPISODE, EPISODE_END, RUN_END (JSON)
 RENDER_STREAM = "render"  # stream index 0
+RENDER_STREAM_INDEX = 0  # the CHUNK stream index of render frames
 # --------------------------------------------------------------------------- framing
 _FILE_HEADER = struct.Struct("<8sHHII")  # magic, version, flags, segment_id, store tag
 _CRC = struct.Struct("<I")

@@ -101,3 +101,42 @@ def test_a_bad_pointer_value_names_the_step(gappy, value):
         with pytest.raises(CorruptCatalog, match=rf"episode {ids[1]} step 9"):
             list(store.iter_frames(ids[1]))
         assert len(list(store.iter_frames(ids[0]))) == STEPS - len(GAPS)
+
+
+def test_a_render_pointer_into_another_streams_chunk_raises_naming_the_place(
+    store_path, assault_frames
+):
+    """A render step row pointing at the same step's frame of another stream (a
+    ``wrist`` chunk: same stream key, same frame key) must raise, in a pass (runs and
+    step by step) and in ``read_frame``, never return the wrist pixels as the render
+    frame (review of the runs pass: before, all three returned them)."""
+    with FrameStore.open(store_path) as store:
+        with store.recorder("ALE/Assault-v5", overrides={"codec": "zstd"}) as rec:
+            eid = rec.begin_episode(seed=0)
+            for i in range(STEPS):
+                wrist = np.ascontiguousarray(assault_frames[i][::2, ::2])
+                rec.record_step(frames={"render": assault_frames[i], "wrist": wrist}, action=1)
+            rec.end_episode()
+    with FrameStore.open(store_path, readonly=True) as store:
+        wrist_at = dict(store.frame_locations(eid, stream="wrist"))
+        render_at = dict(store.frame_locations(eid))
+    step = 12
+    assert wrist_at[step][:2] != render_at[step][:2]  # its own chunk
+    with closing(sqlite3.connect(store_path / "framestore.db")) as con, con:
+        con.execute(
+            "UPDATE steps SET frame_segment=?, frame_offset=?, frame_slot=?"
+            " WHERE episode_id=? AND step=?",
+            (*wrist_at[step], eid, step),
+        )
+    with FrameStore.open(store_path, readonly=True) as store:
+        for read in (
+            lambda: list(store.iter_frames(eid)),
+            lambda: list(store.iter_steps_frames(eid)),
+            lambda: list(store.iter_frames(eid, copy=True)),
+            lambda: store.read_frame(eid, step),
+        ):
+            with pytest.raises(CorruptRecord, match="stream index 1"):
+                read()
+        frames = store.iter_frames(eid)
+        assert np.array_equal(next(frames), assault_frames[0])
+        frames.close()  # a generator like every other iter_frames
