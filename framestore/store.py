@@ -31,6 +31,7 @@ from ._format import (
 from .catalog import Catalog, check_id, clamp_step
 from .catalog._framepointers import FramePointers
 from .disk._lock import StoreLock, writer_running
+from .disk._passes import iter_runs
 from .disk._sources import SegmentSource
 from .disk.reader import SegmentReader
 from .disk.segments import (
@@ -651,35 +652,7 @@ class FrameStore:
         runs = self.catalog.episodes.frame_runs(ep.id, *_step_range(start, stop))
         if runs is None:
             return None
-        return self._iter_blocks(self.stream_key(ep.id), runs)
-
-    def _iter_blocks(
-        self, key: int, runs: list[tuple[int, int, FrameLocation]]
-    ) -> Iterator[tuple[int, np.ndarray]]:
-        """``_frame_blocks``' runs read: each chunk decoded once (consecutive runs of one
-        chunk, around a dropped frame, share it), not cached (a pass reads it once)."""
-        reader = self._reader
-        chunk = None
-        for first, count, (segment, offset, slot) in runs:
-            if chunk is None or chunk.offset != offset or chunk.segment != segment:
-                chunk = reader.read_chunk(segment, offset, keep=False)
-            header = chunk.header
-            end = slot + count
-            if (
-                len(chunk.blocks) == 1
-                and header.stream_key == key
-                and header.stream_index == RENDER_STREAM_INDEX
-                and end <= header.count
-                and header.frame_keys[slot:end] == tuple(range(first, first + count))
-            ):
-                yield first, chunk.blocks[0][slot:end]
-                continue
-            for i in range(count):  # checked frame by frame: raises at a wrong slot
-                frame = reader.frame_of(
-                    chunk, slot + i, copy=False, expect_key=(key, first + i),
-                    expect_stream=RENDER_STREAM_INDEX,
-                )  # fmt: skip
-                yield first + i, frame[None]
+        return iter_runs(self._reader, self.stream_key(ep.id), runs)
 
     def _iter_stream(
         self,
