@@ -271,13 +271,16 @@ def _settle(st: FrameStore, report: VerifyReport, unsettled: _Unsettled) -> None
     it was placed for, or when a recorder holding the lock writes it under its own id."""
     add = report.problems.append
     running = st.writer_running() is True or report.writer_running is True
-    rows = st.catalog.segments.rows()
-    merged = st.catalog.segments.merged()
-    journal = {
-        new: (header, m.source_path)
-        for m in st.catalog.merges.incomplete()
-        for new, header in m.segments
-    }
+    # One snapshot for the three: read apart, a merge committing between them left its
+    # placed segment neither registered nor journaled ("not merged in", seen under load).
+    with st.catalog.connection.read_snapshot():
+        rows = st.catalog.segments.rows()
+        merged = st.catalog.segments.merged()
+        journal = {
+            new: (header, m.source_path)
+            for m in st.catalog.merges.incomplete()
+            for new, header in m.segments
+        }
     for name in unsettled.partials:
         if running:
             report.in_progress.append(f"{name}: being written by the writer holding the lock")

@@ -7,12 +7,15 @@ of one chunk from ``slot`` on, meant to hold steps ``first, first + 1, ...``
 from __future__ import annotations
 
 from collections.abc import Iterator
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from .._format import RENDER_STREAM_INDEX
-from ..types import FrameLocation
-from .reader import SegmentReader
+
+if TYPE_CHECKING:  # numpy is imported by the first read, not by ``framestore ls``
+    import numpy as np
+
+    from ..types import FrameLocation
+    from .reader import SegmentReader
 
 __all__ = ["iter_runs"]
 
