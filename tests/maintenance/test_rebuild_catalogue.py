@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from _gcstops import gc_stopped_at
 from _kills import run_and_kill
 from conftest import WRITERS, run_cli, writer_overrides
 from oldstores import copy_fixture
@@ -394,10 +395,6 @@ def test_a_merged_store_is_rebuilt_after_gc_folded_its_merged_segments(merged_st
     assert "nothing to recover" in run_cli("recover", path).output
 
 
-class Crash(Exception):
-    pass
-
-
 @pytest.mark.parametrize("phase", ["mid-copy", *PHASES])
 def test_gc_of_merged_segments_killed_at_any_moment_still_rebuilds_them(merged_store, phase):
     """gc folding merged segments stopped halfway (mid-copy, or after each phase), then
@@ -408,16 +405,7 @@ def test_gc_of_merged_segments_killed_at_any_moment_still_rebuilds_them(merged_s
     want = merged_catalogue(path)
     keep = ("runs", "merges", "streams", "tags", "store_id")
 
-    def hook(p: str) -> None:
-        if p == phase:
-            raise Crash(p)
-
-    def progress(done: int, total: int) -> None:
-        if phase == "mid-copy" and done * 2 >= total:
-            raise Crash(phase)
-
-    with pytest.raises(Crash):
-        collect(path, threshold=1.0, progress=progress, _hook=hook)
+    gc_stopped_at(path, phase)
     delete_catalogue(path)
     report = recover(path)
     assert report.catalogue_rebuilt and not report.data_lost, report
@@ -462,16 +450,7 @@ def test_gc_of_merged_format_1_2_segments_killed_at_any_moment_still_rebuilds_th
     merged = live[2:]
     assert merged == [3, 4, 5]
 
-    def hook(p: str) -> None:
-        if p == phase:
-            raise Crash(p)
-
-    def progress(done: int, total: int) -> None:
-        if phase == "mid-copy" and done * 2 >= total:
-            raise Crash(phase)
-
-    with pytest.raises(Crash):
-        collect(path, threshold=1.0, progress=progress, _hook=hook)
+    gc_stopped_at(path, phase)
     delete_catalogue(path)
     report = recover(path)
     assert report.catalogue_rebuilt and not report.frames_not_rebuilt, report
