@@ -416,7 +416,7 @@ class FrameStore:
     def _stream_index(self, episode_id: int, stream: str) -> int:
         """The index of the episode's stream ``stream`` (``StreamNotFound`` if none)."""
         if stream == RENDER_STREAM:
-            return 0
+            return RENDER_STREAM_INDEX
         return self._stream_info(episode_id, stream).index
 
     def _stream_frame(
@@ -524,7 +524,7 @@ class FrameStore:
         slot is checked to hold its step of ``stream`` (``CorruptRecord`` if not, as
         ``read_at``); ``ValueError`` if ``out`` has another shape than the frames."""
         key = (self.stream_key(episode_id), steps)
-        index = None if stream == RENDER_STREAM else self._stream_info(episode_id, stream).index
+        index = self._stream_index(episode_id, stream)
         self._reader.read_into(location, out, expect_keys=key, expect_stream=index)
 
     def iter_frames(

@@ -108,8 +108,9 @@ def test_a_render_pointer_into_another_streams_chunk_raises_naming_the_place(
 ):
     """A render step row pointing at the same step's frame of another stream (a
     ``wrist`` chunk: same stream key, same frame key) must raise, in a pass (runs and
-    step by step) and in ``read_frame``, never return the wrist pixels as the render
-    frame (review of the runs pass: before, all three returned them)."""
+    step by step), in ``read_frame`` and in ``read_into`` (the datasets' read), never
+    return the wrist pixels as the render frame (review of the runs pass: before, all
+    of them returned them)."""
     with FrameStore.open(store_path) as store:
         with store.recorder("ALE/Assault-v5", overrides={"codec": "zstd"}) as rec:
             eid = rec.begin_episode(seed=0)
@@ -134,7 +135,11 @@ def test_a_render_pointer_into_another_streams_chunk_raises_naming_the_place(
             lambda: list(store.iter_steps_frames(eid)),
             lambda: list(store.iter_frames(eid, copy=True)),
             lambda: store.read_frame(eid, step),
-        ):
+            lambda: store.read_into(
+                store.frame_locations(eid, step, step + 1)[0][1],
+                eid, [step], np.empty((1, *assault_frames[step].shape), np.uint8),
+            ),  # the datasets' read (framestore.torch)
+        ):  # fmt: skip
             with pytest.raises(CorruptRecord, match="stream index 1"):
                 read()
         frames = store.iter_frames(eid)
