@@ -494,15 +494,22 @@ def test_a_gc_below_threshold_folds_every_segment_of_a_merge_together(merged_sto
     _same_store(path, live, frames, steps, moved=True)
 
 
-def test_episodes_the_source_had_merged_itself_are_rebuilt_after_gc(tmp_path, assault_frames):
-    """A merged into B, B merged into A: B's segments from C hold C's records (its ids,
-    its store id); gc writes them as A's too."""
+def merged_chain(tmp_path: Path, assault_frames) -> Path:
+    """Store A (5 episodes) after C (1 episode of 12 frames) was merged into B (5) and B
+    into A; returns A's path."""
     a, b, c = tmp_path / "a.store", tmp_path / "b.store", tmp_path / "c.store"
     record_store(a, assault_frames, "thread")
     record_store(b, assault_frames[50:], "thread")
     record_other(c, frames=12)
     assert run_cli("merge", b, c).exit_code == 0
     assert run_cli("merge", a, b).exit_code == 0
+    return a
+
+
+def test_episodes_the_source_had_merged_itself_are_rebuilt_after_gc(tmp_path, assault_frames):
+    """A merged into B, B merged into A: B's segments from C hold C's records (its ids,
+    its store id); gc writes them as A's too."""
+    a = merged_chain(tmp_path, assault_frames)
     assert run_cli("gc", a, "--threshold", "1").exit_code == 0
     want = merged_catalogue(a)
     live, frames, steps = _snapshot(a)
@@ -682,12 +689,7 @@ def test_recover_names_frames_of_stores_the_source_had_merged(tmp_path, assault_
     copies no note). recover cannot tell which id here it is: it names its 12 frames.
     Before, it reported nothing lost (their stream key and steps are one of B's
     episodes' too)."""
-    a, b, c = tmp_path / "a.store", tmp_path / "b.store", tmp_path / "c.store"
-    record_store(a, assault_frames, "thread")
-    record_store(b, assault_frames[50:], "thread")
-    record_other(c, frames=12)
-    assert run_cli("merge", b, c).exit_code == 0
-    assert run_cli("merge", a, b).exit_code == 0
+    a = merged_chain(tmp_path, assault_frames)
     delete_catalogue(a)
     result = run_cli("recover", a)
     assert result.exit_code == 3, result.output

@@ -120,18 +120,24 @@ def check_after_rm_crash(path: Path, want: dict, doomed: list[int]) -> bool:
     return bool(deleted)
 
 
+def rm_ended_after_its_tombstone(path: Path, doomed: list[int], progress: Path) -> None:
+    """An rm of ``doomed`` in a child that ends itself (exit 17) right after its
+    tombstone is on disk, before the SQLite commit."""
+    proc = subprocess.run(
+        [sys.executable, "-c", RM_CHILD, str(path), "noted", ",".join(map(str, doomed)),
+         str(progress)],
+        capture_output=True,
+        timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 17, proc.stderr.decode()
+
+
 def test_an_rm_killed_after_its_tombstone_is_finished_by_recover(rm_base, tmp_path):
     base, want = rm_base
     path = tmp_path / "rm.store"
     shutil.copytree(base, path)
     doomed = sorted(want)[1:3]
-    proc = subprocess.run(
-        [sys.executable, "-c", RM_CHILD, str(path), "noted", ",".join(map(str, doomed)),
-         str(tmp_path / "rm.progress")],
-        capture_output=True,
-        timeout=120,
-    )  # fmt: skip
-    assert proc.returncode == 17, proc.stderr.decode()
+    rm_ended_after_its_tombstone(path, doomed, tmp_path / "rm.progress")
     # The tombstone is on disk, the SQLite commit never happened: verify says so (the
     # note segment has no row; the episodes are still live), gc refuses until recover.
     with FrameStore.open(path, readonly=True) as store:
@@ -157,13 +163,7 @@ def test_an_rm_after_a_gc_killed_before_its_copies_takes_no_id_gc_reserved(rm_ba
         reserved = max(list_segment_ids(path)) + 1
         store.catalog.meta.set(COMPACTION_OUTPUTS, [reserved, reserved + 1])
     doomed = sorted(want)[1:3]
-    proc = subprocess.run(
-        [sys.executable, "-c", RM_CHILD, str(path), "noted", ",".join(map(str, doomed)),
-         str(tmp_path / "rm.progress")],
-        capture_output=True,
-        timeout=120,
-    )  # fmt: skip
-    assert proc.returncode == 17, proc.stderr.decode()
+    rm_ended_after_its_tombstone(path, doomed, tmp_path / "rm.progress")
     assert note_segments(path) == [reserved + 2]
     report = recover(path)
     assert report.episodes_deleted == doomed and not report.data_lost
